@@ -1,0 +1,177 @@
+"""Kafka RecordBatch v2 (magic 2): the header, as the broker sees it.
+
+A batch on the wire and on disk is, byte for byte (all big-endian)::
+
+    offset  size  field
+         0     8  base_offset             set by the broker on append
+         8     4  batch_length            bytes after this field (total = 12 + batch_length)
+        12     4  partition_leader_epoch  set by the broker on append
+        16     1  magic                   always 2
+        17     4  crc                     CRC-32C (Castagnoli) of bytes 21..end, unsigned
+        21     2  attributes              bits 0-2 codec, 3 timestamp type, 4 txn, 5 control
+        23     4  last_offset_delta
+        27     8  base_timestamp          ms since the epoch
+        35     8  max_timestamp
+        43     8  producer_id
+        51     2  producer_epoch
+        53     4  base_sequence
+        57     4  records_count
+        61     -  records (possibly compressed as a whole by the codec)
+
+The CRC leaves out exactly the two fields the broker rewrites, so the broker never
+recomputes it and never touches the records. Record encoding lives in
+:mod:`conveyor.protocol.records` (client side only).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+import crc32c as _crc32c
+
+from conveyor.protocol.errors import BatchTooLargeError, CorruptBatchError, ErrorCode
+
+HEADER_SIZE: Final = 61
+LOG_OVERHEAD: Final = 12  # base_offset + batch_length: the bytes batch_length does not count
+MAGIC: Final = 2
+CRC_START: Final = 21
+MAGIC_POSITION: Final = 16
+EPOCH_POSITION: Final = 12
+CODEC_MASK: Final = 0x07
+MAX_CODEC: Final = 4  # none, gzip, snappy, lz4, zstd
+
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+_PREFIX = struct.Struct(">qii")  # base_offset, batch_length, partition_leader_epoch
+_LENGTH = struct.Struct(">qi")
+
+
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    """CRC-32C (Castagnoli), hardware-accelerated; takes any buffer without copying."""
+    return int(_crc32c.crc32c(data))
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    records_count: int
+
+    @property
+    def size_bytes(self) -> int:
+        """Total bytes of the batch, header included."""
+        return LOG_OVERHEAD + self.batch_length
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+    @property
+    def codec(self) -> int:
+        return self.attributes & CODEC_MASK
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & 0x20)
+
+
+def parse_header(buf: bytes | bytearray | memoryview, position: int = 0) -> BatchHeader:
+    """Decode the 61-byte header at ``position``; checks nothing but that 61 bytes exist."""
+    if len(buf) - position < HEADER_SIZE:
+        raise CorruptBatchError(f"truncated batch header: {len(buf) - position} bytes")
+    return BatchHeader(*_HEADER.unpack_from(buf, position))
+
+
+def peek_length(buf: bytes | bytearray | memoryview, position: int = 0) -> tuple[int, int]:
+    """(base_offset, total size in bytes) of the batch at ``position``, from its first 12 bytes."""
+    base_offset, batch_length = _LENGTH.unpack_from(buf, position)
+    return base_offset, LOG_OVERHEAD + batch_length
+
+
+def check_header(header: BatchHeader, available_bytes: int, batch_bytes_max: int) -> None:
+    """Validate what can be validated without the CRC: the cheap structural checks."""
+    if header.magic != MAGIC:
+        raise CorruptBatchError(
+            f"unsupported magic {header.magic}: only RecordBatch v2 (magic 2) is accepted",
+            code=ErrorCode.UNSUPPORTED_VERSION,
+            magic=header.magic,
+        )
+    if header.batch_length < HEADER_SIZE - LOG_OVERHEAD:
+        raise CorruptBatchError(f"batch_length {header.batch_length} is shorter than a header")
+    if header.size_bytes > batch_bytes_max:
+        raise BatchTooLargeError(
+            f"batch of {header.size_bytes} bytes exceeds the limit of {batch_bytes_max}",
+            size_bytes=header.size_bytes,
+            batch_bytes_max=batch_bytes_max,
+        )
+    if header.size_bytes > available_bytes:
+        raise CorruptBatchError(
+            f"batch_length says {header.size_bytes} bytes but only {available_bytes} arrived"
+        )
+    if header.records_count < 1 or header.last_offset_delta + 1 != header.records_count:
+        raise CorruptBatchError(
+            f"last_offset_delta {header.last_offset_delta} does not match "
+            f"records_count {header.records_count}"
+        )
+    if header.codec > MAX_CODEC:
+        raise CorruptBatchError(f"unknown compression codec {header.codec}")
+
+
+def check_crc(buf: bytes | bytearray | memoryview, position: int, header: BatchHeader) -> None:
+    end = position + header.size_bytes
+    actual = crc32c(buf[position + CRC_START : end])
+    if actual != header.crc:
+        raise CorruptBatchError(
+            f"CRC-32C mismatch: header says {header.crc:#010x}, bytes give {actual:#010x}",
+            expected_crc=header.crc,
+            actual_crc=actual,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSpan:
+    """Where one validated batch lies in a buffer."""
+
+    position: int
+    header: BatchHeader
+
+
+def validate_batches(
+    buf: bytes | bytearray | memoryview, batch_bytes_max: int
+) -> list[BatchSpan]:
+    """Validate every batch in ``buf`` (one or more, concatenated) without decoding records.
+
+    Raises a typed :class:`CorruptBatchError` or :class:`BatchTooLargeError` at the first
+    problem, so that a caller can reject the whole request before writing anything.
+    """
+    if len(buf) == 0:
+        raise CorruptBatchError("empty body: expected at least one record batch")
+    spans: list[BatchSpan] = []
+    position = 0
+    while position < len(buf):
+        header = parse_header(buf, position)
+        check_header(header, len(buf) - position, batch_bytes_max)
+        check_crc(buf, position, header)
+        spans.append(BatchSpan(position, header))
+        position += header.size_bytes
+    return spans
+
+
+def stamp_prefix(base_offset: int, batch_length: int, leader_epoch: int) -> bytes:
+    """The first 16 bytes of a batch as the broker writes them: its offset and epoch set."""
+    return _PREFIX.pack(base_offset, batch_length, leader_epoch)

@@ -1,0 +1,176 @@
+"""One table of error codes, and the exception tree built on it.
+
+Every error that crosses a process boundary (an HTTP body, a CLI exit) carries a stable
+machine-readable ``code`` from :class:`ErrorCode`, a human message, and whether a retry may
+succeed. The exception tree::
+
+    ConveyorError                      code, message, retriable, details
+    +-- RetriableError                 not leader, not enough replicas, timeouts: try again
+    +-- FatalError                     a bug or an unusable resource: disk failure, corruption
+    +-- InvalidRequestError            the caller's input is wrong; nothing was changed
+
+Subclasses exist only where callers catch them by type; everything else is an instance of
+one of the three middle classes with the right code.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Code:
+    http_status: int
+    retriable: bool
+    message: str
+
+
+class ErrorCode(enum.Enum):
+    """code name -> (HTTP status, retriable, default message). Never renumber or rename."""
+
+    # invalid requests: 4xx, not retriable
+    INVALID_REQUEST = _Code(400, False, "the request is malformed")
+    UNSUPPORTED_MEDIA_TYPE = _Code(415, False, "unsupported content type")
+    CORRUPT_MESSAGE = _Code(400, False, "the record batch failed validation")
+    UNSUPPORTED_VERSION = _Code(400, False, "unsupported record batch magic")
+    MESSAGE_TOO_LARGE = _Code(413, False, "the record batch exceeds the size limit")
+    INVALID_TOPIC = _Code(400, False, "invalid topic name")
+    UNKNOWN_TOPIC = _Code(404, False, "unknown topic")
+    UNKNOWN_PARTITION = _Code(404, False, "unknown partition")
+    TOPIC_ALREADY_EXISTS = _Code(409, False, "topic already exists")
+    OFFSET_OUT_OF_RANGE = _Code(416, False, "offset out of range")
+    INVALID_CONFIG = _Code(400, False, "invalid configuration")
+    # operating conditions that heal by themselves: retriable
+    NOT_LEADER = _Code(421, True, "this broker is not the leader of the partition")
+    LEADER_NOT_AVAILABLE = _Code(503, True, "the partition has no live leader")
+    NOT_ENOUGH_REPLICAS = _Code(503, True, "fewer in-sync replicas than min_insync_replicas")
+    REQUEST_TIMED_OUT = _Code(504, True, "the request timed out")
+    STALE_EPOCH = _Code(409, True, "stale leader epoch")
+    LOG_TRUNCATED = _Code(409, True, "the log was truncated before the write was durable")
+    NOT_READY = _Code(503, True, "the service is not ready")
+    # failures of the broker's resources: not retriable against this broker
+    DISK_FULL = _Code(507, False, "no space left on the broker's disk")
+    STORAGE_ERROR = _Code(500, False, "the broker's storage failed")
+    CORRUPT_DATA = _Code(500, False, "stored data failed its checksum")
+    INTERNAL_ERROR = _Code(500, False, "internal error")
+
+    @property
+    def http_status(self) -> int:
+        return self.value.http_status
+
+    @property
+    def retriable(self) -> bool:
+        return self.value.retriable
+
+    @property
+    def default_message(self) -> str:
+        return self.value.message
+
+
+class ConveyorError(Exception):
+    """Base of every error Conveyor raises on purpose."""
+
+    default_code: ErrorCode = ErrorCode.INTERNAL_ERROR
+
+    def __init__(
+        self, message: str | None = None, *, code: ErrorCode | None = None, **details: Any
+    ) -> None:
+        self.code = code or self.default_code
+        self.message = message or self.code.default_message
+        self.details = details
+        super().__init__(f"{self.code.name}: {self.message}")
+
+    @property
+    def retriable(self) -> bool:
+        return self.code.retriable
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error body every HTTP endpoint returns."""
+        body: dict[str, Any] = {"code": self.code.name, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        body["retriable"] = self.retriable
+        return body
+
+
+class RetriableError(ConveyorError):
+    default_code = ErrorCode.REQUEST_TIMED_OUT
+
+
+class FatalError(ConveyorError):
+    default_code = ErrorCode.INTERNAL_ERROR
+
+
+class InvalidRequestError(ConveyorError):
+    default_code = ErrorCode.INVALID_REQUEST
+
+
+class CorruptBatchError(InvalidRequestError):
+    """A batch handed to the log failed validation; nothing was written."""
+
+    default_code = ErrorCode.CORRUPT_MESSAGE
+
+
+class BatchTooLargeError(InvalidRequestError):
+    default_code = ErrorCode.MESSAGE_TOO_LARGE
+
+
+class OffsetOutOfRangeError(InvalidRequestError):
+    """A read below the log start or beyond the log end. ``details`` holds the valid range."""
+
+    default_code = ErrorCode.OFFSET_OUT_OF_RANGE
+
+    def __init__(self, offset: int, log_start_offset: int, log_end_offset: int) -> None:
+        super().__init__(
+            f"offset {offset} is outside [{log_start_offset}, {log_end_offset}]",
+            offset=offset,
+            log_start_offset=log_start_offset,
+            log_end_offset=log_end_offset,
+        )
+        self.offset = offset
+        self.log_start_offset = log_start_offset
+        self.log_end_offset = log_end_offset
+
+
+class CorruptDataError(FatalError):
+    """Stored bytes failed their checksum on read: reported, never served."""
+
+    default_code = ErrorCode.CORRUPT_DATA
+
+
+class StorageError(FatalError):
+    default_code = ErrorCode.STORAGE_ERROR
+
+
+class DiskFullError(StorageError):
+    default_code = ErrorCode.DISK_FULL
+
+
+class LogTruncatedError(RetriableError):
+    """A write waiting for durability was removed by ``truncate_to`` before it was flushed."""
+
+    default_code = ErrorCode.LOG_TRUNCATED
+
+
+def error_from_dict(body: dict[str, Any]) -> ConveyorError:
+    """Rebuild a typed error from an HTTP error body (the client side of ``to_dict``)."""
+    try:
+        code = ErrorCode[str(body.get("code"))]
+    except KeyError:
+        code = ErrorCode.INTERNAL_ERROR
+    details = body.get("details") or {}
+    message = str(body.get("message") or code.default_message)
+    if code is ErrorCode.OFFSET_OUT_OF_RANGE and {"offset", "log_start_offset"} <= set(details):
+        return OffsetOutOfRangeError(
+            int(details["offset"]), int(details["log_start_offset"]), int(details["log_end_offset"])
+        )
+    base: type[ConveyorError]
+    if code.retriable:
+        base = RetriableError
+    elif code.http_status >= 500:
+        base = FatalError
+    else:
+        base = InvalidRequestError
+    return base(message, code=code, **details)
