@@ -151,9 +151,7 @@ class BatchSpan:
     header: BatchHeader
 
 
-def validate_batches(
-    buf: bytes | bytearray | memoryview, batch_bytes_max: int
-) -> list[BatchSpan]:
+def validate_batches(buf: bytes | bytearray | memoryview, batch_bytes_max: int) -> list[BatchSpan]:
     """Validate every batch in ``buf`` (one or more, concatenated) without decoding records.
 
     Raises a typed :class:`CorruptBatchError` or :class:`BatchTooLargeError` at the first

@@ -1,0 +1,531 @@
+"""A partition's log: an ordered list of segments, the last one active.
+
+Threading: every method may be called from any thread. Lock order: ``_flush_lock`` before
+``_lock``. ``_lock`` guards the segment list and offsets and is held only for short,
+non-blocking work (page-cache reads and writes). ``_flush_lock`` is held for a whole fsync
+round and by the operations that remove bytes (truncation, retention, close), so an fsync
+never races with a file being cut or deleted and the flushed offset never overstates.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import NamedTuple
+
+from conveyor.protocol.batch import (
+    BatchHeader,
+    stamp_prefix,
+    validate_batches,
+)
+from conveyor.protocol.errors import (
+    ConveyorError,
+    ErrorCode,
+    InvalidRequestError,
+    LogTruncatedError,
+    OffsetOutOfRangeError,
+    StorageError,
+)
+from conveyor.storage.config import LogConfig
+from conveyor.storage.flusher import Flusher
+from conveyor.storage.retention import SegmentInfo, segments_to_delete
+from conveyor.storage.segment import (
+    STORED_BATCH_BYTES_HARD_MAX,
+    LogSegment,
+    RecoveryResult,
+)
+
+log = logging.getLogger(__name__)
+
+CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
+_PREFIX_BYTES = 16  # base_offset, batch_length, partition_leader_epoch: what append stamps
+
+
+class AppendResult(NamedTuple):
+    base_offset: int
+    last_offset: int
+
+
+class PartitionLog:
+    """Append, read, truncate and expire a partition's record batches on disk."""
+
+    def __init__(
+        self,
+        directory: Path,
+        config: LogConfig,
+        flusher: Flusher | None,
+        clock_ms: Callable[[], int] | None,
+    ) -> None:
+        self.directory = directory
+        self.config = config
+        self._owns_flusher = flusher is None
+        self._flusher = flusher or Flusher(threads=1)
+        self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._segments: list[LogSegment] = []
+        self._bases: list[int] = []
+        self._flushed_offset = 0
+        self._waiters: deque[tuple[int, Future[int]]] = deque()
+        self._flush_running = False
+        self._dirty: list[LogSegment] = []
+        self._dir_dirty = False
+        self._last_flush_monotonic = time.monotonic()
+        self._failure: ConveyorError | None = None
+        self._closed = False
+        self._flush_after_unlock = False
+        self.recovered: list[tuple[int, RecoveryResult]] = []
+
+    # ---- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        config: LogConfig | None = None,
+        *,
+        flusher: Flusher | None = None,
+        clock_ms: Callable[[], int] | None = None,
+        initial_offset: int = 0,
+    ) -> PartitionLog:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self = cls(path, config or LogConfig(), flusher, clock_ms)
+        self._load(initial_offset)
+        if self.config.flush.mode == "interval":
+            self._flusher.add_interval(self, self.config.flush.interval_ms)
+        return self
+
+    def _load(self, initial_offset: int) -> None:
+        for stray in self.directory.glob("*.tmp"):
+            stray.unlink()
+        marker = self.directory / CLEAN_SHUTDOWN_FILE
+        clean = marker.exists()
+        marker.unlink(missing_ok=True)
+        bases = sorted(int(p.stem) for p in self.directory.glob("*.log") if p.stem.isdigit())
+        now_ms = self._clock_ms()
+        for i, base in enumerate(bases):
+            segment = LogSegment(self.directory, base, self.config.index_interval_bytes)
+            segment.created_ms = now_ms
+            is_active = i == len(bases) - 1
+            must_scan = is_active and not clean
+            if must_scan or not segment.load_indexes():
+                result = segment.recover()
+                if result.dropped_bytes:
+                    self.recovered.append((base, result))
+                    log.warning(
+                        "recovery of %s: dropped %d bytes after %d valid batches (%s)",
+                        segment.log_path,
+                        result.dropped_bytes,
+                        result.batches,
+                        result.reason,
+                    )
+            self._segments.append(segment)
+            if self.recovered and self.recovered[-1][0] == base and not is_active:
+                # A torn tail before the last segment: later segments cannot be contiguous.
+                for later in bases[i + 1 :]:
+                    log.warning("recovery: deleting segment %020d after a torn segment", later)
+                    LogSegment(self.directory, later, self.config.index_interval_bytes).delete()
+                break
+        if not self._segments:
+            self._segments.append(self._new_segment(initial_offset, now_ms))
+        self._bases = [s.base_offset for s in self._segments]
+        for previous, following in zip(self._segments, self._segments[1:], strict=False):
+            if previous.next_offset != following.base_offset:
+                log.warning(
+                    "%s: offset gap between segments %d..%d and %d",
+                    self.directory,
+                    previous.base_offset,
+                    previous.next_offset,
+                    following.base_offset,
+                )
+        self._segments[-1].open_indexes_for_append()
+        self._flushed_offset = self.log_end_offset if clean else 0
+        if not clean:
+            # Everything that survived recovery is on disk now; make it durable before use.
+            for segment in self._segments:
+                segment.fsync()
+            self._flushed_offset = self.log_end_offset
+
+    def _new_segment(self, base_offset: int, now_ms: int) -> LogSegment:
+        segment = LogSegment(self.directory, base_offset, self.config.index_interval_bytes)
+        segment.created_ms = now_ms
+        self._dir_dirty = True
+        return segment
+
+    # ---- offsets -------------------------------------------------------------------------
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._segments[0].base_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._segments[-1].next_offset
+
+    @property
+    def flushed_offset(self) -> int:
+        """Every offset below this is fsynced: what survives a power loss."""
+        return self._flushed_offset
+
+    @property
+    def durable_offset(self) -> int:
+        """Every offset below this is durable per the flush policy (acks build on it)."""
+        if self.config.flush.mode == "always":
+            return self._flushed_offset
+        return self.log_end_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size_bytes for s in self._segments)
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    def segment_infos(self) -> list[SegmentInfo]:
+        return [
+            SegmentInfo(s.base_offset, s.size_bytes, s.max_timestamp_ms) for s in self._segments
+        ]
+
+    # ---- appending -----------------------------------------------------------------------
+
+    def append(
+        self, batches: bytes | bytearray | memoryview, *, leader_epoch: int = 0
+    ) -> AppendResult:
+        """Validate one or more concatenated batches, assign their offsets and write them.
+
+        Nothing is written unless every batch passes (magic, lengths, record count, CRC).
+        The write is in the page cache on return; ``durable(result.last_offset)`` tells when
+        it is durable per the flush policy.
+        """
+        view = memoryview(batches)
+        spans = validate_batches(view, self.config.batch_bytes_max)
+        total = len(view)
+        with self._lock:
+            self._check_usable()
+            self._maybe_roll(total)
+            offset = base_offset = self.log_end_offset
+            buffers: list[bytes | memoryview] = []
+            headers: list[BatchHeader] = []
+            for span in spans:
+                header = span.header
+                end = span.position + header.size_bytes
+                buffers.append(stamp_prefix(offset, header.batch_length, leader_epoch))
+                buffers.append(view[span.position + _PREFIX_BYTES : end])
+                headers.append(_rebased(header, offset))
+                offset += header.last_offset_delta + 1
+            self._write(buffers, headers)
+        self._flush_if_rolled()
+        return AppendResult(base_offset, offset - 1)
+
+    def append_replicated(self, batches: bytes | bytearray | memoryview) -> AppendResult:
+        """Append a leader's batches byte for byte (offsets and epochs already set).
+
+        The first batch must start at this log's end offset and the batches must be
+        contiguous: a follower that diverged truncates first."""
+        view = memoryview(batches)
+        spans = validate_batches(view, STORED_BATCH_BYTES_HARD_MAX)
+        with self._lock:
+            self._check_usable()
+            expected = self.log_end_offset
+            for span in spans:
+                if span.header.base_offset != expected:
+                    raise InvalidRequestError(
+                        f"replicated batch starts at {span.header.base_offset}, "
+                        f"log end offset is {expected}",
+                        code=ErrorCode.OFFSET_OUT_OF_RANGE,
+                        base_offset=span.header.base_offset,
+                        log_end_offset=expected,
+                    )
+                expected = span.header.next_offset
+            self._maybe_roll(len(view))
+            base_offset = self.log_end_offset
+            self._write([view], [span.header for span in spans])
+        self._flush_if_rolled()
+        return AppendResult(base_offset, expected - 1)
+
+    def _write(self, buffers: list[bytes | memoryview], headers: list[BatchHeader]) -> None:
+        active = self._segments[-1]
+        active.append(buffers, headers)
+        if not self._dirty or self._dirty[-1] is not active:
+            self._dirty.append(active)
+
+    def _maybe_roll(self, incoming_bytes: int) -> None:
+        active = self._segments[-1]
+        if active.size_bytes == 0:
+            return
+        now_ms = self._clock_ms()
+        too_big = active.size_bytes + incoming_bytes > self.config.segment_bytes_max
+        too_old = now_ms - active.created_ms >= self.config.segment_ms_max
+        offsets_full = self.log_end_offset - active.base_offset > 2**31 - 2**20
+        if too_big or too_old or offsets_full:
+            self._roll(now_ms)
+
+    def _roll(self, now_ms: int) -> None:
+        active = self._segments[-1]
+        active.seal()
+        segment = self._new_segment(active.next_offset, now_ms)
+        segment.open_indexes_for_append()
+        self._segments.append(segment)
+        self._bases.append(segment.base_offset)
+        log.debug("%s: rolled segment at offset %d", self.directory, segment.base_offset)
+        # The sealed segment is flushed in the background in every mode (as Kafka does on
+        # roll); requested once _lock is released.
+        self._flush_after_unlock = True
+
+    def _flush_if_rolled(self) -> None:
+        if self._flush_after_unlock:
+            self._flush_after_unlock = False
+            self.request_flush()
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise StorageError(f"log {self.directory} is closed")
+        if self._failure is not None:
+            raise self._failure
+
+    # ---- durability ----------------------------------------------------------------------
+
+    def durable(self, offset: int) -> Future[int]:
+        """A future that resolves (to the durable offset) once ``offset`` is durable per the
+        flush policy: after an fsync covering it for ``always``, at once otherwise."""
+        future: Future[int] = Future()
+        with self._lock:
+            if self._failure is not None:
+                future.set_exception(self._failure)
+                return future
+            if self.config.flush.mode != "always" or offset < self._flushed_offset:
+                future.set_result(self.durable_offset)
+                return future
+            self._waiters.append((offset, future))
+            start = not self._flush_running
+            self._flush_running = True
+        if start:
+            self._flusher.submit(self._flush_round)
+        return future
+
+    def request_flush(self) -> None:
+        """Start a background fsync round unless one is running (it will cover this too)."""
+        with self._lock:
+            if self._flush_running or self._closed:
+                return
+            self._flush_running = True
+        self._flusher.submit(self._flush_round)
+
+    def flush_due(self, now_monotonic: float) -> bool:
+        interval_s = self.config.flush.interval_ms / 1000
+        return bool(self._dirty) and now_monotonic - self._last_flush_monotonic >= interval_s
+
+    def flush(self) -> int:
+        """Fsync everything written so far, on this thread; returns the flushed offset."""
+        self._flush_once()
+        self._resolve_waiters()
+        return self._flushed_offset
+
+    def _flush_round(self) -> None:
+        """Group commit: fsync what is written, wake the waiters it covers, repeat while more
+        waiters arrived during the fsync."""
+        try:
+            while True:
+                self._flush_once()
+                if not self._resolve_waiters():
+                    return
+        except BaseException:
+            with self._lock:
+                self._flush_running = False
+            raise
+
+    def _flush_once(self) -> None:
+        with self._flush_lock:
+            with self._lock:
+                if self._failure is not None:
+                    return
+                target = self.log_end_offset
+                dirty, self._dirty = self._dirty, []
+                dir_dirty, self._dir_dirty = self._dir_dirty, False
+                fds = [s.fd for s in dirty if s.fd >= 0]
+            try:
+                for fd in fds:
+                    os.fsync(fd)
+                if dir_dirty:
+                    _fsync_directory(self.directory)
+            except OSError as exc:
+                failure = StorageError(f"fsync failed in {self.directory}: {exc}")
+                log.error("%s: log is now read-only: %s", self.directory, failure)
+                with self._lock:
+                    self._failure = failure
+                return
+            with self._lock:
+                self._flushed_offset = max(self._flushed_offset, target)
+                self._last_flush_monotonic = time.monotonic()
+
+    def _resolve_waiters(self) -> bool:
+        """Wake covered waiters; True when some still wait (another round is needed)."""
+        done: list[tuple[int, Future[int]]] = []
+        with self._lock:
+            failure = self._failure
+            while self._waiters and (failure or self._waiters[0][0] < self._flushed_offset):
+                done.append(self._waiters.popleft())
+            more = bool(self._waiters)
+            if not more:
+                self._flush_running = False
+            flushed = self._flushed_offset
+        for _, future in done:
+            if failure is not None:
+                future.set_exception(failure)
+            else:
+                future.set_result(flushed)
+        return more
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int, *, upper_offset: int | None = None) -> bytes:
+        """Whole batches starting with the one that holds ``offset``: at most ``max_bytes``
+        unless the first batch alone is larger (it is returned whole), only batches that end
+        below ``upper_offset`` (the high watermark, for consumers). Every batch returned has
+        passed its CRC check; b"" when nothing is there yet."""
+        with self._lock:
+            self._check_usable()
+            start, end = self.log_start_offset, self.log_end_offset
+            if offset < start or offset > end:
+                raise OffsetOutOfRangeError(offset, start, end)
+            upper = end if upper_offset is None else min(upper_offset, end)
+            i = bisect.bisect_right(self._bases, offset) - 1
+            for segment in self._segments[i:]:
+                if segment.next_offset <= offset:
+                    continue
+                return segment.read(max(offset, segment.base_offset), max_bytes, upper)
+            return b""
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
+        """Base offset of the first batch whose max timestamp is >= ``timestamp_ms``."""
+        with self._lock:
+            for segment in self._segments:
+                found = segment.find_offset_by_timestamp(timestamp_ms)
+                if found is not None:
+                    return found
+        return None
+
+    # ---- removing data -------------------------------------------------------------------
+
+    def truncate_to(self, offset: int) -> None:
+        """Remove every batch that holds an offset >= ``offset`` (followers do this when the
+        leader changes). Below the log start the log is emptied and restarts at ``offset``.
+        Writes waiting for durability beyond the new end fail with LogTruncatedError."""
+        with self._flush_lock, self._lock:
+            self._check_usable()
+            if offset >= self.log_end_offset:
+                return
+            if offset <= self.log_start_offset:
+                for segment in self._segments:
+                    segment.delete()
+                self._segments = [self._new_segment(offset, self._clock_ms())]
+            else:
+                while self._segments[-1].base_offset >= offset:
+                    self._segments.pop().delete()
+                self._segments[-1].truncate_to(offset)
+            self._segments[-1].open_indexes_for_append()
+            self._bases = [s.base_offset for s in self._segments]
+            self._dirty = [s for s in self._dirty if s.fd >= 0]
+            self._dir_dirty = True
+            end = self.log_end_offset
+            self._flushed_offset = min(self._flushed_offset, end)
+            log.info(
+                "%s: truncated to offset %d (log end offset now %d)", self.directory, offset, end
+            )
+            cut = [w for w in self._waiters if w[0] >= end]
+            self._waiters = deque(w for w in self._waiters if w[0] < end)
+        for waited, future in cut:
+            future.set_exception(
+                LogTruncatedError(f"offset {waited} was truncated before it was durable")
+            )
+
+    def apply_retention(self, now_ms: int | None = None) -> int:
+        """Delete whole segments by age and size; returns how many were deleted."""
+        with self._flush_lock, self._lock:
+            self._check_usable()
+            now = self._clock_ms() if now_ms is None else now_ms
+            count = segments_to_delete(
+                self.segment_infos(),
+                retention_bytes=self.config.retention_bytes,
+                retention_ms=self.config.retention_ms,
+                now_ms=now,
+            )
+            if count == 0:
+                return 0
+            if count == len(self._segments):
+                self._roll(now)
+            doomed, self._segments = self._segments[:count], self._segments[count:]
+            for segment in doomed:
+                segment.delete()
+            self._bases = [s.base_offset for s in self._segments]
+            self._dirty = [s for s in self._dirty if s.fd >= 0]
+            self._dir_dirty = True
+        self._flush_if_rolled()
+        log.info(
+            "%s: retention deleted %d segments; log start offset now %d",
+            self.directory,
+            count,
+            self.log_start_offset,
+        )
+        return count
+
+    # ---- lifetime ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush everything, close files, and mark the shutdown clean (no rescan on open)."""
+        if self._closed:
+            return
+        self._flusher.remove_interval(self)
+        self.flush()
+        with self._flush_lock, self._lock:
+            self._closed = True
+            for segment in self._segments:
+                segment.close()
+            if self._failure is None:
+                (self.directory / CLEAN_SHUTDOWN_FILE).touch()
+                _fsync_directory(self.directory)
+        if self._owns_flusher:
+            self._flusher.close()
+
+    def __enter__(self) -> PartitionLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _rebased(header: BatchHeader, base_offset: int) -> BatchHeader:
+    if header.base_offset == base_offset:
+        return header
+    return BatchHeader(
+        base_offset,
+        header.batch_length,
+        header.partition_leader_epoch,
+        header.magic,
+        header.crc,
+        header.attributes,
+        header.last_offset_delta,
+        header.base_timestamp,
+        header.max_timestamp,
+        header.producer_id,
+        header.producer_epoch,
+        header.base_sequence,
+        header.records_count,
+    )
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,344 @@
+"""One segment: a ``.log`` file of concatenated record batches plus its two sparse indexes.
+
+The segment never decodes records. It reads batch headers to find boundaries, checks each
+batch's CRC before serving it and during recovery, and writes bytes as it received them
+(only ``base_offset`` and ``partition_leader_epoch`` are stamped, by the caller).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from conveyor.protocol.batch import (
+    CRC_START,
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    MAGIC,
+    BatchHeader,
+    crc32c,
+    parse_header,
+)
+from conveyor.protocol.errors import CorruptDataError, DiskFullError, StorageError
+from conveyor.storage.index import OffsetIndex, TimeIndex
+
+log = logging.getLogger(__name__)
+
+_SCAN_CHUNK_BYTES = 1 << 20
+# A stored batch longer than this is treated as corruption whatever the current config says.
+STORED_BATCH_BYTES_HARD_MAX = 1 << 30
+
+
+def segment_name(base_offset: int) -> str:
+    return f"{base_offset:020d}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryResult:
+    valid_bytes: int
+    dropped_bytes: int
+    batches: int
+    reason: str  # why the scan stopped early; "" when the whole file was valid
+
+
+class LogSegment:
+    def __init__(self, directory: Path, base_offset: int, index_interval_bytes: int) -> None:
+        self.base_offset = base_offset
+        name = segment_name(base_offset)
+        self.log_path = directory / f"{name}.log"
+        self.index = OffsetIndex(directory / f"{name}.index", base_offset)
+        self.time_index = TimeIndex(directory / f"{name}.timeindex", base_offset)
+        self.index_interval_bytes = index_interval_bytes
+        self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.size_bytes = os.fstat(self.fd).st_size
+        self.next_offset = base_offset
+        self.max_timestamp_ms = -1
+        self.created_ms = 0
+        self._bytes_since_index = 0
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def append(self, buffers: list[bytes | memoryview], headers: list[BatchHeader]) -> int:
+        """Write already-stamped batches at the end in one system call; returns the position.
+
+        ``headers`` describe the batches as written (their final base offsets). On a short or
+        failed write the file is cut back, so no partial batch is ever left behind.
+        """
+        position = self.size_bytes
+        expected = sum(h.size_bytes for h in headers)
+        try:
+            written = os.pwritev(self.fd, buffers, position)
+            if written != expected:
+                raise OSError(errno.EIO, f"short write: {written} of {expected} bytes")
+        except OSError as exc:
+            self._cut_back(position)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"no space to append to {self.log_path}") from exc
+            raise StorageError(f"append to {self.log_path} failed: {exc}") from exc
+        batch_position = position
+        for header in headers:
+            self._track(header, batch_position)
+            batch_position += header.size_bytes
+        self.size_bytes = batch_position
+        return position
+
+    def _cut_back(self, position: int) -> None:
+        try:
+            os.ftruncate(self.fd, position)
+        except OSError:
+            log.exception(
+                "could not cut %s back to %d after a failed write", self.log_path, position
+            )
+
+    def _track(self, header: BatchHeader, position: int) -> None:
+        """Bookkeeping for one batch now on disk: indexes, next offset, max timestamp."""
+        self.max_timestamp_ms = max(self.max_timestamp_ms, header.max_timestamp)
+        if self._bytes_since_index >= self.index_interval_bytes and position > 0:
+            self.index.append(header.base_offset, position)
+            self.time_index.maybe_append(self.max_timestamp_ms, header.base_offset)
+            self._bytes_since_index = 0
+        self._bytes_since_index += header.size_bytes
+        self.next_offset = header.next_offset
+
+    def open_indexes_for_append(self) -> None:
+        self.index.open_for_append()
+        self.time_index.open_for_append()
+
+    def seal(self) -> None:
+        """The segment stops being active: record its final max timestamp in the time index."""
+        if self.max_timestamp_ms >= 0 and self.next_offset > self.base_offset:
+            last_base = self.last_batch_base_offset()
+            self.time_index.maybe_append(self.max_timestamp_ms, last_base)
+        self.index.close()
+        self.time_index.close()
+
+    def fsync(self) -> None:
+        os.fsync(self.fd)
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def iter_headers(self, position: int, end: int) -> Iterator[tuple[int, BatchHeader]]:
+        """(position, header) of each batch from ``position`` (a batch boundary) to ``end``."""
+        buf = b""
+        chunk_start = position
+        while position < end:
+            relative = position - chunk_start
+            if relative + HEADER_SIZE > len(buf):
+                buf = os.pread(self.fd, min(_SCAN_CHUNK_BYTES, end - position), position)
+                chunk_start, relative = position, 0
+                if len(buf) < HEADER_SIZE:
+                    raise CorruptDataError(
+                        f"{self.log_path}: torn batch header at position {position}",
+                        position=position,
+                    )
+            header = parse_header(buf, relative)
+            if header.magic != MAGIC or header.batch_length < HEADER_SIZE - LOG_OVERHEAD:
+                raise CorruptDataError(
+                    f"{self.log_path}: invalid batch header at position {position}",
+                    position=position,
+                )
+            yield position, header
+            position += header.size_bytes
+
+    def locate(self, offset: int) -> tuple[int, BatchHeader] | None:
+        """(position, header) of the batch holding ``offset``; None when past the end."""
+        end = self.size_bytes
+        _, position = self.index.lookup(offset)
+        for batch_position, header in self.iter_headers(position, end):
+            if header.last_offset >= offset:
+                return batch_position, header
+        return None
+
+    def read(self, offset: int, max_bytes: int, upper_offset: int) -> bytes:
+        """Whole, CRC-checked batches from the one holding ``offset``, at most ``max_bytes``
+        but always at least one batch, only batches that end below ``upper_offset``."""
+        found = self.locate(offset)
+        if found is None:
+            return b""
+        position, first = found
+        if first.last_offset >= upper_offset:
+            return b""
+        end = self.size_bytes
+        want = min(max(max_bytes, first.size_bytes), end - position)
+        data = os.pread(self.fd, want, position)
+        view = memoryview(data)
+        cut = 0
+        while cut + HEADER_SIZE <= len(data):
+            header = parse_header(view, cut)
+            size = header.size_bytes
+            if (
+                header.magic != MAGIC
+                or header.batch_length < HEADER_SIZE - LOG_OVERHEAD
+                or cut + size > len(data)
+                or header.last_offset >= upper_offset
+            ):
+                break
+            if crc32c(view[cut + CRC_START : cut + size]) != header.crc:
+                if cut == 0:
+                    raise CorruptDataError(
+                        f"{self.log_path}: batch at offset {header.base_offset} "
+                        f"(position {position}) failed its CRC check",
+                        offset=header.base_offset,
+                        position=position,
+                    )
+                break
+            cut += size
+        if cut == 0:
+            raise CorruptDataError(
+                f"{self.log_path}: unreadable batch at position {position}", position=position
+            )
+        return data if cut == len(data) else data[:cut]
+
+    def find_offset_by_timestamp(self, timestamp_ms: int) -> int | None:
+        """Base offset of the first batch whose max timestamp is >= ``timestamp_ms``."""
+        if self.max_timestamp_ms < timestamp_ms:
+            return None
+        start_offset = self.time_index.lookup(timestamp_ms)
+        _, position = self.index.lookup(start_offset)
+        for _, header in self.iter_headers(position, self.size_bytes):
+            if header.max_timestamp >= timestamp_ms:
+                return header.base_offset
+        return None
+
+    def last_batch_base_offset(self) -> int:
+        last = self.base_offset
+        for _, header in self.iter_headers(self.index.last_position(), self.size_bytes):
+            last = header.base_offset
+        return last
+
+    # ---- recovery and truncation ---------------------------------------------------------
+
+    def load_indexes(self) -> bool:
+        """Load index files and derive next offset / max timestamp from the tail.
+
+        Returns False when anything disagrees with the log (the caller then recovers)."""
+        if not self.index.load(self.size_bytes) or not self.time_index.load():
+            return False
+        try:
+            position = self.index.last_position()
+            expected_first = self.index.lookup(2**62)[0]
+            self.max_timestamp_ms = self.time_index.last_timestamp_ms
+            self.next_offset = self.base_offset
+            end = position
+            for batch_position, header in self.iter_headers(position, self.size_bytes):
+                if batch_position == position and header.base_offset != expected_first:
+                    return False
+                self.max_timestamp_ms = max(self.max_timestamp_ms, header.max_timestamp)
+                self.next_offset = header.next_offset
+                end = batch_position + header.size_bytes
+            if end != self.size_bytes:
+                return False
+            if self.size_bytes and not self._tail_crc_ok():
+                return False
+        except CorruptDataError:
+            return False
+        self._bytes_since_index = self.size_bytes - self.index.last_position()
+        return True
+
+    def _tail_crc_ok(self) -> bool:
+        last: tuple[int, BatchHeader] | None = None
+        for item in self.iter_headers(self.index.last_position(), self.size_bytes):
+            last = item
+        if last is None:
+            return True
+        position, header = last
+        data = os.pread(self.fd, header.size_bytes, position)
+        return len(data) == header.size_bytes and crc32c(data[CRC_START:]) == header.crc
+
+    def recover(self) -> RecoveryResult:
+        """Rescan every batch (structure, contiguity and CRC), rebuild both indexes, and cut
+        the file at the first batch that fails: a torn or corrupt tail is dropped."""
+        self.index.clear()
+        self.time_index.clear()
+        self.max_timestamp_ms = -1
+        self.next_offset = self.base_offset
+        self._bytes_since_index = 0
+        file_size = os.fstat(self.fd).st_size
+        position, batches, reason = 0, 0, ""
+        buf, chunk_start = b"", 0
+        while position < file_size:
+            relative = position - chunk_start
+            if relative + HEADER_SIZE > len(buf):
+                buf, chunk_start, relative = (
+                    os.pread(self.fd, _SCAN_CHUNK_BYTES, position),
+                    position,
+                    0,
+                )
+            if len(buf) - relative < HEADER_SIZE:
+                reason = f"torn header at position {position}"
+                break
+            header = parse_header(buf, relative)
+            reason = self._header_problem(header, position, file_size)
+            if reason:
+                break
+            if relative + header.size_bytes > len(buf):
+                chunk = max(_SCAN_CHUNK_BYTES, header.size_bytes)
+                buf, chunk_start, relative = os.pread(self.fd, chunk, position), position, 0
+            view = memoryview(buf)[relative : relative + header.size_bytes]
+            if crc32c(view[CRC_START:]) != header.crc:
+                reason = f"CRC mismatch in batch at offset {header.base_offset}"
+                break
+            self._track(header, position)
+            position += header.size_bytes
+            batches += 1
+        dropped = file_size - position
+        if dropped:
+            os.ftruncate(self.fd, position)
+        self.size_bytes = position
+        self.index.rewrite()
+        self.time_index.rewrite()
+        return RecoveryResult(position, dropped, batches, reason if dropped else "")
+
+    def _header_problem(self, header: BatchHeader, position: int, file_size: int) -> str:
+        if header.magic != MAGIC:
+            return f"bad magic {header.magic} at position {position}"
+        if not HEADER_SIZE - LOG_OVERHEAD <= header.batch_length <= STORED_BATCH_BYTES_HARD_MAX:
+            return f"impossible batch_length {header.batch_length} at position {position}"
+        if position + header.size_bytes > file_size:
+            return (
+                f"torn batch at position {position}: {file_size - position} of "
+                + str(header.size_bytes)
+                + " bytes present"
+            )
+        if header.last_offset_delta + 1 != header.records_count or header.records_count < 1:
+            return f"inconsistent record count at position {position}"
+        if header.base_offset != self.next_offset:
+            return (
+                f"offset {header.base_offset} at position {position}, expected {self.next_offset}"
+            )
+        return ""
+
+    def truncate_to(self, offset: int) -> None:
+        """Remove every batch holding an offset >= ``offset`` (cut at a batch boundary)."""
+        found = self.locate(offset)
+        if found is None:
+            return
+        position, header = found
+        os.ftruncate(self.fd, position)
+        self.size_bytes = position
+        self.next_offset = header.base_offset
+        self.index.truncate_to_position(position)
+        self.time_index.truncate_to_offset(header.base_offset)
+        self.max_timestamp_ms = self.time_index.last_timestamp_ms
+        last_index_position = self.index.last_position()
+        for _, kept in self.iter_headers(last_index_position, position):
+            self.max_timestamp_ms = max(self.max_timestamp_ms, kept.max_timestamp)
+        self._bytes_since_index = position - last_index_position
+
+    # ---- lifetime ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.index.close()
+        self.time_index.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def delete(self) -> None:
+        self.close()
+        for path in (self.log_path, self.index.path, self.time_index.path):
+            path.unlink(missing_ok=True)
