@@ -42,7 +42,7 @@ EPOCH_POSITION: Final = 12
 CODEC_MASK: Final = 0x07
 MAX_CODEC: Final = 4  # none, gzip, snappy, lz4, zstd
 
-_HEADER = struct.Struct(">qiibIhiqqqhii")
+HEADER_STRUCT = struct.Struct(">qiibIhiqqqhii")
 _PREFIX = struct.Struct(">qii")  # base_offset, batch_length, partition_leader_epoch
 _LENGTH = struct.Struct(">qi")
 
@@ -94,7 +94,7 @@ def parse_header(buf: bytes | bytearray | memoryview, position: int = 0) -> Batc
     """Decode the 61-byte header at ``position``; checks nothing but that 61 bytes exist."""
     if len(buf) - position < HEADER_SIZE:
         raise CorruptBatchError(f"truncated batch header: {len(buf) - position} bytes")
-    return BatchHeader(*_HEADER.unpack_from(buf, position))
+    return BatchHeader(*HEADER_STRUCT.unpack_from(buf, position))
 
 
 def peek_length(buf: bytes | bytearray | memoryview, position: int = 0) -> tuple[int, int]:

@@ -46,9 +46,9 @@ from types import ModuleType
 from typing import Any, Final, TypeAlias
 
 from conveyor.protocol.batch import (
-    _HEADER,  # the header's struct, shared so that its layout is written down once
     CRC_START,
     HEADER_SIZE,
+    HEADER_STRUCT,
     LOG_OVERHEAD,
     MAGIC,
     MAX_CODEC,
@@ -450,7 +450,7 @@ class BatchBuilder:
                 codec = Codec.NONE
         out = bytearray(HEADER_SIZE)
         try:
-            _HEADER.pack_into(
+            HEADER_STRUCT.pack_into(
                 out,
                 0,
                 base_offset,
