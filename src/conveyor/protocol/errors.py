@@ -50,6 +50,7 @@ class ErrorCode(enum.Enum):
     STALE_EPOCH = _Code(409, True, "stale leader epoch")
     LOG_TRUNCATED = _Code(409, True, "the log was truncated before the write was durable")
     NOT_READY = _Code(503, True, "the service is not ready")
+    NETWORK_ERROR = _Code(503, True, "could not reach the service")
     # failures of the broker's resources: not retriable against this broker
     DISK_FULL = _Code(507, False, "no space left on the broker's disk")
     STORAGE_ERROR = _Code(500, False, "the broker's storage failed")

@@ -1,0 +1,292 @@
+"""Every JSON message that crosses a process: msgspec Structs, one place.
+
+Rules (so that a rolling upgrade can mix versions): new fields are optional with defaults;
+decoders ignore unknown fields (except in user-supplied configuration, where a typo must
+be an error); names follow the domain nouns of STYLE.md, units last.
+
+Record batches themselves are binary (Kafka RecordBatch v2, see ``batch.py``); JSON forms
+of records exist for curl and other languages.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NewType
+
+import msgspec
+
+BrokerId = NewType("BrokerId", int)
+Epoch = NewType("Epoch", int)
+
+Acks = Literal["0", "1", "all"]
+Encoding = Literal["utf8", "base64"]
+
+BATCH_CONTENT_TYPE = "application/vnd.conveyor.record-batch"
+"""Content type of binary bodies: one or more concatenated Kafka v2 record batches.
+``application/octet-stream`` is accepted as a synonym."""
+
+DEFAULT_COORDINATOR_URL = "http://127.0.0.1:7700"
+
+
+class Wire(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Base of every message: keyword-only, defaults left out of the JSON."""
+
+
+# ---- errors --------------------------------------------------------------------------------
+
+
+class ErrorBody(Wire):
+    code: str
+    message: str
+    retriable: bool = False
+    details: dict[str, object] | None = None
+
+
+# ---- topics --------------------------------------------------------------------------------
+
+
+class TopicConfig(Wire, forbid_unknown_fields=True):
+    """Per-topic settings; unknown keys are rejected so a typo is not silently ignored."""
+
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    retention_bytes: int = -1
+    segment_bytes: int = 128 * 1024 * 1024
+    max_message_bytes: int = 1024 * 1024
+    flush: str = "always"  # always | never | interval:MS
+    min_insync_replicas: int | None = None  # None: 2 when RF >= 3, else 1
+    unclean_leader_election: bool = False
+
+
+class CreateTopicRequest(Wire):
+    name: str
+    partitions: int = 8
+    replication_factor: int | None = None  # None: min(3, live brokers)
+    config: TopicConfig | None = None
+
+
+class PartitionInfo(Wire):
+    partition: int
+    leader: BrokerId | None
+    leader_epoch: Epoch
+    replicas: list[BrokerId]
+    isr: list[BrokerId]
+    leader_url: str | None = None
+    log_start_offset: int | None = None
+    log_end_offset: int | None = None
+    high_watermark: int | None = None
+
+
+class TopicDescription(Wire):
+    name: str
+    partitions: list[PartitionInfo]
+    replication_factor: int
+    config: TopicConfig
+
+
+class TopicSummary(Wire):
+    name: str
+    partitions: int
+    replication_factor: int
+
+
+class TopicList(Wire):
+    topics: list[TopicSummary]
+
+
+# ---- cluster -------------------------------------------------------------------------------
+
+
+class BrokerInfo(Wire):
+    broker_id: BrokerId
+    url: str
+    alive: bool = True
+    last_heartbeat_ms: int | None = None
+    leader_count: int = 0
+    replica_count: int = 0
+
+
+class Metadata(Wire):
+    """What clients need to route: brokers and, per requested topic, leaders and epochs."""
+
+    cluster_id: str
+    brokers: list[BrokerInfo]
+    topics: list[TopicDescription]
+
+
+class ClusterStatus(Wire):
+    cluster_id: str
+    version: str
+    brokers: list[BrokerInfo]
+    topics: int
+    partitions: int
+    offline_partitions: int = 0
+    under_replicated_partitions: int = 0
+
+
+# ---- broker <-> coordinator ----------------------------------------------------------------
+
+
+class PartitionReport(Wire):
+    """A broker's view of one replica it hosts, sent in every heartbeat."""
+
+    topic: str
+    partition: int
+    leader_epoch: Epoch
+    log_start_offset: int
+    log_end_offset: int
+    high_watermark: int
+
+
+class BrokerHeartbeat(Wire):
+    """Registration and heartbeat in one (level-triggered: the first one registers)."""
+
+    broker_id: BrokerId
+    url: str
+    partitions: list[PartitionReport] = msgspec.field(default_factory=list)
+    capacity: int = 0  # relative weight for placement; 0 means the default of 1
+
+
+class ReplicaAssignment(Wire):
+    """Desired state of one partition replica, as the coordinator wants it."""
+
+    topic: str
+    partition: int
+    leader: BrokerId | None
+    leader_epoch: Epoch
+    replicas: list[BrokerId]
+    isr: list[BrokerId]
+
+
+class HeartbeatResponse(Wire):
+    """The whole desired state for one broker, answered to every heartbeat: the broker
+    reconciles toward it (opens, leads, follows, deletes), so a lost reply heals itself."""
+
+    cluster_id: str
+    assignments: list[ReplicaAssignment]
+    topic_configs: dict[str, TopicConfig]
+    brokers: list[BrokerInfo]
+    heartbeat_interval_ms: int = 1000
+
+
+# ---- produce and fetch (broker data plane) -------------------------------------------------
+
+
+class JsonRecord(Wire):
+    """A record for curl and other languages. ``value_encoding`` says how to read ``value``:
+    ``utf8`` text (the default) or ``base64`` for arbitrary bytes; the same for the key."""
+
+    value: str | None = None
+    key: str | None = None
+    headers: dict[str, str] | None = None
+    key_encoding: Encoding = "utf8"
+    value_encoding: Encoding = "utf8"
+    partition: int | None = None  # only for the topic-level routing endpoint
+    timestamp_ms: int | None = None
+
+
+class JsonProduceRequest(Wire):
+    records: list[JsonRecord]
+
+
+class ProduceResponse(Wire):
+    topic: str
+    partition: int
+    base_offset: int
+    last_offset: int
+    leader_epoch: Epoch
+    log_start_offset: int = 0
+
+
+class RoutedRecordResult(Wire):
+    partition: int
+    offset: int | None = None
+    error: ErrorBody | None = None
+
+
+class RoutedProduceResponse(Wire):
+    topic: str
+    results: list[RoutedRecordResult]
+
+
+class FetchedRecord(Wire):
+    offset: int
+    timestamp_ms: int
+    key: str | None
+    value: str | None
+    key_encoding: Encoding = "utf8"
+    value_encoding: Encoding = "utf8"
+    headers: dict[str, str] | None = None
+
+
+class FetchResponse(Wire):
+    """JSON form of a fetch. The binary form returns the batches as stored, with the same
+    numbers in ``X-Conveyor-*`` response headers."""
+
+    topic: str
+    partition: int
+    high_watermark: int
+    log_start_offset: int
+    log_end_offset: int
+    next_offset: int
+    records: list[FetchedRecord]
+
+
+class PartitionOffsets(Wire):
+    """A partition leader's offsets (Kafka's ListOffsets)."""
+
+    topic: str
+    partition: int
+    leader_epoch: Epoch
+    log_start_offset: int
+    high_watermark: int
+    log_end_offset: int
+    offset_for_timestamp: int | None = None  # answered when ?timestamp_ms= was given
+
+
+class HostedPartition(Wire):
+    topic: str
+    partition: int
+    role: Literal["leader", "follower"]
+    leader_epoch: Epoch
+    log_start_offset: int
+    log_end_offset: int
+    high_watermark: int
+    size_bytes: int
+
+
+class HostedPartitions(Wire):
+    broker_id: BrokerId
+    partitions: list[HostedPartition]
+
+
+# ---- consumer positions --------------------------------------------------------------------
+
+
+class PartitionOffset(Wire):
+    topic: str
+    partition: int
+    offset: int
+    metadata: str | None = None
+
+
+class OffsetCommitRequest(Wire):
+    offsets: list[PartitionOffset]
+    member_id: str | None = None
+    generation: int = -1  # -1: no group membership (simple consumer)
+
+
+class OffsetFetchResponse(Wire):
+    group: str
+    offsets: list[PartitionOffset]
+
+
+# ---- health --------------------------------------------------------------------------------
+
+
+HealthStatus = Literal["ok", "starting", "stopping"]
+
+
+class Health(Wire):
+    status: HealthStatus
+    service: str
+    version: str
+    details: dict[str, object] | None = None

@@ -1,0 +1,194 @@
+"""Start real coordinator and broker processes on 127.0.0.1 for integration tests.
+
+Each process gets a free port and its own data directory; its stderr goes to a log file
+beside the data, printed when a wait fails, so a failing test shows what the services said.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05
+) -> None:
+    """Poll ``condition`` until true; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (loopback)
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    port: int
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log_file = self.log_path.open("ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            self.argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
+        log_file.close()
+
+    def wait_ready(self, timeout_s: float = 20.0) -> None:
+        try:
+            wait_for(
+                lambda: self.alive() and http_ok(self.url + "/readyz"),
+                timeout_s,
+                f"{self.name} ready",
+            )
+        except TimeoutError:
+            raise TimeoutError(f"{self.name} not ready; its log:\n{self.log()}") from None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM and wait (graceful); SIGKILL if it does not exit in time."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(5)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@dataclass
+class Cluster:
+    root: Path
+    broker_count: int = 1
+    coordinator_args: list[str] = field(default_factory=list)
+    broker_args: list[str] = field(default_factory=list)
+    coordinator: Service | None = None
+    brokers: dict[int, Service] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        assert self.coordinator is not None
+        return self.coordinator.url
+
+    def start(self) -> Cluster:
+        port = free_port()
+        self.coordinator = Service(
+            "coordinator",
+            [
+                sys.executable,
+                "-m",
+                "conveyor",
+                "coordinator",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--data",
+                str(self.root / "coordinator"),
+                *self.coordinator_args,
+            ],
+            port,
+            self.root / "coordinator",
+            self.root / "coordinator.log",
+        )
+        self.coordinator.start()
+        self.coordinator.wait_ready()
+        for broker_id in range(1, self.broker_count + 1):
+            self.add_broker(broker_id, wait=False)
+        for broker in self.brokers.values():
+            broker.wait_ready()
+        return self
+
+    def add_broker(self, broker_id: int, wait: bool = True) -> Service:
+        port = free_port()
+        broker = Service(
+            f"broker-{broker_id}",
+            [
+                sys.executable,
+                "-m",
+                "conveyor",
+                "broker",
+                "--id",
+                str(broker_id),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--coordinator",
+                self.url,
+                "--data",
+                str(self.root / f"broker-{broker_id}"),
+                *self.broker_args,
+            ],
+            port,
+            self.root / f"broker-{broker_id}",
+            self.root / f"broker-{broker_id}.log",
+        )
+        self.brokers[broker_id] = broker
+        broker.start()
+        if wait:
+            broker.wait_ready()
+        return broker
+
+    def restart(self) -> None:
+        """Stop everything gracefully and start again on the same ports and data."""
+        self.stop()
+        assert self.coordinator is not None
+        self.coordinator.start()
+        self.coordinator.wait_ready()
+        for broker in self.brokers.values():
+            broker.start()
+        for broker in self.brokers.values():
+            broker.wait_ready()
+
+    def stop(self) -> None:
+        for broker in self.brokers.values():
+            broker.stop()
+        if self.coordinator is not None:
+            self.coordinator.stop()
+
+    def logs(self) -> str:
+        services = [self.coordinator, *self.brokers.values()]
+        return "\n".join(f"==== {s.name}\n{s.log()}" for s in services if s is not None)
