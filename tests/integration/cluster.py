@@ -123,8 +123,7 @@ class Cluster:
             [
                 sys.executable,
                 "-m",
-                "conveyor",
-                "coordinator",
+                "conveyor.coordinator",
                 "--listen",
                 f"127.0.0.1:{port}",
                 "--data",
@@ -150,8 +149,7 @@ class Cluster:
             [
                 sys.executable,
                 "-m",
-                "conveyor",
-                "broker",
+                "conveyor.broker",
                 "--id",
                 str(broker_id),
                 "--listen",
