@@ -2,40 +2,41 @@
 
 It appends one pre-built batch (``records_per_batch`` records of ``record_bytes`` each)
 over and over until ``size_bytes`` of log exist, as a broker does with produce requests:
-the broker never re-encodes a batch, it validates the CRC and stamps the offsets. Each
-flush policy is measured against a raw baseline in the same run: ``os.write`` of the same
-batch bytes to a plain file, fsynced on the same schedule, in two variants:
+the broker never re-encodes a batch, it validates the CRC and stamps the offsets. Under
+``always`` the log is driven like a broker awaiting acks: at most ``pipeline_depth``
+appends wait on ``log.durable()`` at once, resolved in order, so group commit can work.
+Under ``interval`` ``durable()`` resolves at once and a background thread fsyncs.
 
-* ``always``: *serial* fsyncs after every write on the writing thread; *pipelined* keeps
-  up to ``pipeline_depth`` writes waiting while one background thread fsyncs whatever has
-  been written (group commit, exactly what the log does). The log is driven like a broker
-  awaiting acks: at most ``pipeline_depth`` appends wait on ``log.durable()``, in order.
-* ``interval``: *serial* fsyncs on the writing thread once ``interval_ms`` has passed;
-  *pipelined* fsyncs on a background thread every ``interval_ms`` (what the log does).
-
-The ratio of a policy is the log's rate over the faster of its two baselines, so it never
-flatters the log. Every run ends with a final fsync inside the timing, for the log and the
-baselines alike. The interval log is then read back sequentially with ``log.read`` in
-``read_bytes_max`` steps, from the page cache. See docs/benchmarks.md for the figures.
+Each policy is measured against raw baselines in the same run (:mod:`conveyor.bench.raw`:
+the same batch bytes, ``os.write`` to a plain file, fsynced on the same schedule, serial
+and pipelined). The three writers take turns in ``rounds`` rounds, rotating who goes
+first, and each turn ends with everything it wrote fsynced, inside the timing. The ratio
+of a policy compares the log with the *faster* baseline (so it never flatters the log)
+round by round, and takes the median: on a shared disk one slow stretch would otherwise
+decide the result by landing on one writer's turn.
+The interval log is then read back sequentially with ``log.read`` in ``read_bytes_max``
+steps, from the page cache. Figures and analysis: docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import statistics
 import tempfile
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from conveyor.bench.machine import Machine, describe_machine, peak_rss_bytes
+from conveyor.bench.raw import VARIANTS, Variant, raw_append
 from conveyor.protocol.batch import parse_header, peek_length
 from conveyor.protocol.errors import (
     ConveyorError,
@@ -58,6 +59,9 @@ DEFAULT_RECORDS_PER_BATCH: Final = 1000
 DEFAULT_PIPELINE_DEPTH: Final = 8  # appends awaiting durability at once, like a broker
 DEFAULT_INTERVAL_MS: Final = 100
 DEFAULT_READ_BYTES_MAX: Final = 1 * MIB
+# The log and its baselines take turns this many times, so that a change in the disk's
+# speed during the run (other tenants, background writeback) affects all of them alike.
+DEFAULT_ROUNDS: Final = 9  # a multiple of 3: each writer goes first equally often
 RECORD_BYTES_MAX: Final = 1 * MIB
 # Free space required beyond the log itself (indexes, filesystem metadata).
 _DISK_HEADROOM_BYTES: Final = 64 * MIB
@@ -70,6 +74,8 @@ TARGET_PEAK_RSS_MIB_MAX: Final = 100
 
 Policy = Literal["always", "interval"]
 POLICIES: Final[tuple[Policy, ...]] = ("always", "interval")
+WRITERS: Final[tuple[str, ...]] = ("log", "raw_serial", "raw_pipelined")
+_NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 Progress = Callable[[str], None]
 
 
@@ -81,6 +87,7 @@ class StorageBenchConfig:
     pipeline_depth: int = DEFAULT_PIPELINE_DEPTH
     interval_ms: int = DEFAULT_INTERVAL_MS
     read_bytes_max: int = DEFAULT_READ_BYTES_MAX
+    rounds: int = DEFAULT_ROUNDS
 
     def __post_init__(self) -> None:
         problems = []
@@ -96,6 +103,8 @@ class StorageBenchConfig:
             problems.append("interval_ms must be >= 1")
         if self.read_bytes_max < 1:
             problems.append("read_bytes_max must be >= 1")
+        if self.rounds < 1:
+            problems.append("rounds must be >= 1")
         if problems:
             raise InvalidRequestError("; ".join(problems), code=ErrorCode.INVALID_CONFIG)
 
@@ -107,6 +116,7 @@ class StorageBenchConfig:
             "pipeline_depth": self.pipeline_depth,
             "interval_ms": self.interval_ms,
             "read_bytes_max": self.read_bytes_max,
+            "rounds": self.rounds,
         }
 
 
@@ -118,6 +128,7 @@ class Measurement:
     size_bytes: int
     seconds: float
     fsyncs: int | None = None  # counted for the raw baselines only
+    round_seconds: tuple[float, ...] = ()  # one per round, when the run had turns
 
     @property
     def records_per_s(self) -> float:
@@ -135,6 +146,7 @@ class Measurement:
             "records_per_s": self.records_per_s,
             "mb_per_s": self.mb_per_s,
             "fsyncs": self.fsyncs,
+            "round_seconds": list(self.round_seconds),
         }
 
 
@@ -162,6 +174,12 @@ class AppendComparison:
 
     @property
     def ratio(self) -> float:
+        """The log's rate over the baseline's: the median of the per-round ratios."""
+        return paired_ratio(self.log, self.baseline)
+
+    @property
+    def ratio_total(self) -> float:
+        """The same from the totals, which one slow turn can swing."""
         return self.log.mb_per_s / self.baseline.mb_per_s
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,9 +189,22 @@ class AppendComparison:
             "raw_pipelined": self.raw_pipelined.to_dict(),
             "baseline": self.baseline_name,
             "ratio": self.ratio,
-            "ratio_raw_serial": self.log.mb_per_s / self.raw_serial.mb_per_s,
-            "ratio_raw_pipelined": self.log.mb_per_s / self.raw_pipelined.mb_per_s,
+            "ratio_total": self.ratio_total,
+            "ratio_raw_serial": paired_ratio(self.log, self.raw_serial),
+            "ratio_raw_pipelined": paired_ratio(self.log, self.raw_pipelined),
         }
+
+
+def paired_ratio(log_run: Measurement, raw_run: Measurement) -> float:
+    """Median over rounds of raw seconds / log seconds (both moved the same bytes in a round,
+    one right after the other). A disk that turns slow for a while slows whichever writer
+    holds the turn; the median of these paired ratios shrugs that off, a ratio of totals
+    does not. Without rounds, the ratio of the totals."""
+    pairs = zip(log_run.round_seconds, raw_run.round_seconds, strict=True)
+    ratios = [raw_s / log_s for log_s, raw_s in pairs]
+    if not ratios:
+        return raw_run.seconds / log_run.seconds
+    return statistics.median(ratios)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,14 +335,14 @@ def run_storage_bench(
     batch = build_batch(config)
     batches = -(-config.size_bytes // len(batch))
     parent = parent_directory or default_parent_directory()
-    with _scratch_directory(parent, batches * len(batch)) as work:
+    with _scratch_directory(parent, len(WRITERS) * batches * len(batch)) as work:
         machine = describe_machine(work)
         try:
             appends = []
             read: Measurement | None = None
             for policy in POLICIES:
                 comparison, policy_read = _compare_policy(
-                    work, policy, batch, batches, config, report
+                    work, policy, batch=batch, batches=batches, config=config, report=report
                 )
                 appends.append(comparison)
                 read = policy_read or read
@@ -332,30 +363,91 @@ def run_storage_bench(
 def _compare_policy(
     work: Path,
     policy: Policy,
+    *,
     batch: bytes,
     batches: int,
     config: StorageBenchConfig,
     report: Progress,
 ) -> tuple[AppendComparison, Measurement | None]:
-    """Raw serial, raw pipelined, then the log (read back too for ``interval``)."""
-    raw: list[Measurement] = []
-    for variant in ("serial", "pipelined"):
-        path = work / f"raw-{policy}-{variant}.bin"
-        measurement = _raw_append(path, policy, variant, batch, batches, config)
-        path.unlink()
-        report(f"append {policy:<8} raw {variant:<9}  {_rate(measurement)}")
-        raw.append(measurement)
+    """The log and both raw variants, interleaved in rounds whose order rotates, so that
+    drift in the disk's speed (other tenants, writeback) hits all three alike. The
+    ``interval`` log is then read back."""
+    totals = {writer: Timing() for writer in WRITERS}
+    paths = {variant: work / f"raw-{policy}-{variant}.bin" for variant in VARIANTS}
+    fds = {variant: os.open(path, _NEW_FILE, 0o644) for variant, path in paths.items()}
     log_directory = work / f"log-{policy}"
     flush = FlushPolicy(policy, config.interval_ms)
     read: Measurement | None = None
-    with PartitionLog.open(log_directory, LogConfig(flush=flush)) as partition_log:
-        appended = _append_log(partition_log, batch, batches, config)
-        report(f"append {policy:<8} log            {_rate(appended)}")
-        if policy == "interval":
-            read = _read_log(partition_log, config.read_bytes_max)
-            report(f"read   sequential              {_rate(read)}")
+    try:
+        with PartitionLog.open(log_directory, LogConfig(flush=flush)) as partition_log:
+            for round_index, count in enumerate(_split(batches, config.rounds)):
+                for writer in _rotated(WRITERS, round_index):
+                    if writer == "log":
+                        seconds = _append_log(partition_log, batch, count, config.pipeline_depth)
+                        totals[writer].add(seconds, 0)
+                        continue
+                    variant: Variant = "serial" if writer == "raw_serial" else "pipelined"
+                    run = raw_append(
+                        fds[variant],
+                        policy,
+                        variant,
+                        batch,
+                        count,
+                        depth=config.pipeline_depth,
+                        interval_s=config.interval_ms / 1000,
+                    )
+                    totals[writer].add(run.seconds, run.fsyncs)
+            _check_appended(partition_log, batches * config.records_per_batch)
+            _close_and_remove(fds, paths)  # their page cache goes before the read
+            if policy == "interval":
+                read = _read_log(partition_log, config.read_bytes_max)
+    finally:
+        _close_and_remove(fds, paths)
     shutil.rmtree(log_directory)
-    return AppendComparison(policy, appended, raw[0], raw[1]), read
+    records, size_bytes = batches * config.records_per_batch, batches * len(batch)
+    log_run, serial, pipelined = (
+        Measurement(
+            records,
+            size_bytes,
+            sum(totals[w].round_seconds),
+            None if w == "log" else totals[w].fsyncs,
+            tuple(totals[w].round_seconds),
+        )
+        for w in WRITERS
+    )
+    for name, measured in (("log", log_run), ("raw serial", serial), ("raw pipelined", pipelined)):
+        report(f"append {policy:<8} {name:<13}  {_rate(measured)}")
+    if read is not None:
+        report(f"read   sequential              {_rate(read)}")
+    return AppendComparison(policy, log_run, serial, pipelined), read
+
+
+@dataclass(slots=True)
+class Timing:
+    round_seconds: list[float] = field(default_factory=list)
+    fsyncs: int = 0
+
+    def add(self, seconds: float, fsyncs: int) -> None:
+        self.round_seconds.append(seconds)
+        self.fsyncs += fsyncs
+
+
+def _rotated(writers: tuple[str, ...], by: int) -> tuple[str, ...]:
+    by %= len(writers)
+    return writers[by:] + writers[:by]
+
+
+def _split(batches: int, rounds: int) -> list[int]:
+    """``batches`` cut into at most ``rounds`` near-equal, non-empty parts."""
+    rounds = min(rounds, batches)
+    share, extra = divmod(batches, rounds)
+    return [share + (1 if i < extra else 0) for i in range(rounds)]
+
+
+def _close_and_remove(fds: dict[Variant, int], paths: dict[Variant, Path]) -> None:
+    for variant in list(fds):
+        os.close(fds.pop(variant))
+        paths[variant].unlink(missing_ok=True)
 
 
 def _rate(measurement: Measurement) -> str:
@@ -363,17 +455,17 @@ def _rate(measurement: Measurement) -> str:
 
 
 @contextmanager
-def _scratch_directory(parent: Path, log_bytes: int) -> Iterator[Path]:
+def _scratch_directory(parent: Path, data_bytes: int) -> Iterator[Path]:
     try:
         work = Path(tempfile.mkdtemp(prefix="conveyor-bench-storage-", dir=parent))
     except OSError as exc:
         raise StorageError(f"cannot create a benchmark directory in {parent}: {exc}") from exc
     try:
         free_bytes = shutil.disk_usage(work).free
-        if free_bytes < log_bytes + _DISK_HEADROOM_BYTES:
+        if free_bytes < data_bytes + _DISK_HEADROOM_BYTES:
             raise DiskFullError(
                 f"{work} has {free_bytes // MIB} MiB free; the benchmark needs "
-                f"{(log_bytes + _DISK_HEADROOM_BYTES) // MIB} MiB (use --size-mib or --dir)"
+                f"{(data_bytes + _DISK_HEADROOM_BYTES) // MIB} MiB (use --size-mib or --dir)"
             )
         yield work
     finally:
@@ -383,7 +475,7 @@ def _scratch_directory(parent: Path, log_bytes: int) -> Iterator[Path]:
 
 
 def _storage_error(exc: OSError, work: Path) -> ConveyorError:
-    if exc.errno is not None and exc.errno in (28, 122):  # ENOSPC, EDQUOT
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFullError(f"no space left in {work}: {exc}")
     return StorageError(f"benchmark I/O failed in {work}: {exc}")
 
@@ -391,26 +483,26 @@ def _storage_error(exc: OSError, work: Path) -> ConveyorError:
 # ---- the log ------------------------------------------------------------------------------
 
 
-def _append_log(
-    partition_log: PartitionLog, batch: bytes, batches: int, config: StorageBenchConfig
-) -> Measurement:
-    """Append ``batches`` times, at most ``pipeline_depth`` awaiting durability, in order."""
+def _append_log(partition_log: PartitionLog, batch: bytes, batches: int, depth: int) -> float:
+    """Seconds to append ``batches`` times, at most ``depth`` awaiting durability (in order),
+    and to flush at the end."""
     pending: deque[Future[int]] = deque()
-    start_offset = partition_log.log_end_offset
     started = time.perf_counter()
     for _ in range(batches):
-        if len(pending) >= config.pipeline_depth:
+        if len(pending) >= depth:
             pending.popleft().result()
         result = partition_log.append(batch)
         pending.append(partition_log.durable(result.last_offset))
     while pending:
         pending.popleft().result()
     partition_log.flush()
-    seconds = time.perf_counter() - started
-    records = partition_log.log_end_offset - start_offset
-    if records != batches * config.records_per_batch:
-        raise StorageError(f"appended {batches} batches but the log grew by {records} records")
-    return Measurement(records, batches * len(batch), seconds)
+    return time.perf_counter() - started
+
+
+def _check_appended(partition_log: PartitionLog, records: int) -> None:
+    grown = partition_log.log_end_offset - partition_log.log_start_offset
+    if grown != records:
+        raise StorageError(f"appended {records} records but the log holds {grown}")
 
 
 def _read_log(partition_log: PartitionLog, read_bytes_max: int) -> Measurement:
@@ -438,160 +530,3 @@ def _next_offset(data: bytes) -> int:
         if position + size >= len(data):
             return parse_header(data, position).next_offset
         position += size
-
-
-# ---- raw baselines ------------------------------------------------------------------------
-
-
-def _raw_append(
-    path: Path,
-    policy: Policy,
-    variant: str,
-    batch: bytes,
-    batches: int,
-    config: StorageBenchConfig,
-) -> Measurement:
-    records = batches * config.records_per_batch
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        started = time.perf_counter()
-        if policy == "always" and variant == "serial":
-            fsyncs = _raw_always_serial(fd, batch, batches)
-        elif policy == "always":
-            fsyncs = _raw_always_pipelined(fd, batch, batches, config.pipeline_depth)
-        elif variant == "serial":
-            fsyncs = _raw_interval_serial(fd, batch, batches, config.interval_ms / 1000)
-        else:
-            fsyncs = _raw_interval_background(fd, batch, batches, config.interval_ms / 1000)
-        seconds = time.perf_counter() - started
-    finally:
-        os.close(fd)
-    return Measurement(records, batches * len(batch), seconds, fsyncs)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written != len(data):  # regular files write whole buffers unless the disk is full
-        view = memoryview(data)
-        while written < len(data):
-            written += os.write(fd, view[written:])
-
-
-def _raw_always_serial(fd: int, batch: bytes, batches: int) -> int:
-    for _ in range(batches):
-        _write_all(fd, batch)
-        os.fsync(fd)
-    return batches
-
-
-def _raw_always_pipelined(fd: int, batch: bytes, batches: int, depth: int) -> int:
-    committer = _GroupCommitter(fd)
-    pending: deque[Future[None]] = deque()
-    try:
-        for _ in range(batches):
-            if len(pending) >= depth:
-                pending.popleft().result()
-            _write_all(fd, batch)
-            pending.append(committer.written())
-        while pending:
-            pending.popleft().result()
-    finally:
-        committer.close()
-    return committer.fsyncs
-
-
-def _raw_interval_serial(fd: int, batch: bytes, batches: int, interval_s: float) -> int:
-    fsyncs = 0
-    last_fsync = time.perf_counter()
-    for _ in range(batches):
-        _write_all(fd, batch)
-        if time.perf_counter() - last_fsync >= interval_s:
-            os.fsync(fd)
-            fsyncs += 1
-            last_fsync = time.perf_counter()
-    os.fsync(fd)
-    return fsyncs + 1
-
-
-def _raw_interval_background(fd: int, batch: bytes, batches: int, interval_s: float) -> int:
-    stop = threading.Event()
-    fsyncs = [0]
-    failure: list[OSError] = []
-
-    def fsync_every_interval() -> None:
-        try:
-            while not stop.wait(interval_s):
-                os.fsync(fd)
-                fsyncs[0] += 1
-        except OSError as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=fsync_every_interval, name="bench-raw-fsync", daemon=True)
-    thread.start()
-    try:
-        for _ in range(batches):
-            _write_all(fd, batch)
-    finally:
-        stop.set()
-        thread.join()
-    if failure:
-        raise failure[0]
-    os.fsync(fd)
-    return fsyncs[0] + 1
-
-
-class _GroupCommitter:
-    """A background thread that fsyncs everything written so far and resolves the futures
-    of the writes it covered: the same group commit as the log, on a plain file."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._condition = threading.Condition()
-        self._written = 0
-        self._waiters: deque[tuple[int, Future[None]]] = deque()
-        self._closing = False
-        self.fsyncs = 0
-        self._thread = threading.Thread(target=self._run, name="bench-group-fsync", daemon=True)
-        self._thread.start()
-
-    def written(self) -> Future[None]:
-        """Call after each complete write; the future resolves once an fsync covers it."""
-        future: Future[None] = Future()
-        with self._condition:
-            self._written += 1
-            self._waiters.append((self._written, future))
-            self._condition.notify()
-        return future
-
-    def close(self) -> None:
-        with self._condition:
-            self._closing = True
-            self._condition.notify()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            with self._condition:
-                while not self._waiters and not self._closing:
-                    self._condition.wait()
-                if not self._waiters:
-                    return
-                covered = self._written
-            try:
-                os.fsync(self._fd)
-            except OSError as exc:
-                self._fail(exc)
-                return
-            self.fsyncs += 1
-            done = []
-            with self._condition:
-                while self._waiters and self._waiters[0][0] <= covered:
-                    done.append(self._waiters.popleft()[1])
-            for future in done:
-                future.set_result(None)
-
-    def _fail(self, exc: OSError) -> None:
-        with self._condition:
-            waiters, self._waiters = self._waiters, deque()
-        for _, future in waiters:
-            future.set_exception(exc)

@@ -1,0 +1,94 @@
+"""Entry point of the ``conveyor`` command: stdlib argparse, one subcommand per group.
+
+Adding a command group: write ``conveyor/cli/<group>.py`` with a function
+``register(subparsers: Subparsers) -> None`` that adds its parser (and its own
+sub-subparsers if it is a group), setting ``handler`` on each leaf with
+``parser.set_defaults(handler=...)``; then list the module in :data:`COMMAND_GROUPS`. A
+handler returns the exit code and raises :class:`ConveyorError` for operating errors:
+:func:`main` turns those into one line on stderr and exit code 1. Modules import heavy
+dependencies (rich, aiohttp, the storage engine) inside their handlers, so that
+``conveyor --help`` stays fast.
+
+Exit codes: 0 success, 1 error (one line on stderr), 2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Final, Protocol
+
+from conveyor import __version__
+from conveyor.cli import bench, clients, cluster, dev, services, topic
+from conveyor.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Handler
+from conveyor.protocol.errors import ConveyorError
+
+if TYPE_CHECKING:
+    from conveyor.cli.common import Subparsers
+
+
+class CommandGroup(Protocol):
+    """What a command module provides (modules satisfy this protocol structurally)."""
+
+    def register(self, subparsers: Subparsers) -> None: ...
+
+
+# In the order ``conveyor --help`` lists them.
+COMMAND_GROUPS: Final[tuple[CommandGroup, ...]] = (
+    dev,
+    services,
+    topic,
+    clients,
+    cluster,
+    bench,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conveyor",
+        description="Conveyor: a partitioned, replicated message queue.",
+        epilog="Exit codes: 0 success, 1 error, 2 bad usage. "
+        "Run 'conveyor COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"conveyor {__version__}")
+    subparsers = parser.add_subparsers(
+        title="commands", dest="command", metavar="COMMAND", required=True
+    )
+    for group in COMMAND_GROUPS:
+        group.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits by itself for --help, --version and usage
+        return _exit_code(exc)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ConveyorError as exc:
+        _print_error(f"{exc.message} ({exc.code.name})")
+    except OSError as exc:
+        _print_error(str(exc))
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        return EXIT_INTERRUPTED
+    return EXIT_ERROR
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return EXIT_OK
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _print_error(message: str) -> None:
+    one_line = " ".join(message.split())
+    print(f"conveyor: error: {one_line}", file=sys.stderr)

@@ -1,0 +1,151 @@
+"""``conveyor topic create|list|describe|delete``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from conveyor.cli.common import EXIT_OK, positive_int
+from conveyor.cli.output import add_json_flag, add_url_flag, print_json, print_line, print_table
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+
+if TYPE_CHECKING:
+    from conveyor.cli.common import Subparsers
+    from conveyor.protocol.messages import TopicConfig, TopicDescription
+
+
+def register(subparsers: Subparsers) -> None:
+    topic = subparsers.add_parser("topic", help="create, list, describe and delete topics")
+    actions = topic.add_subparsers(title="actions", dest="action", metavar="ACTION", required=True)
+
+    create = actions.add_parser("create", help="create a topic")
+    create.add_argument("name")
+    create.add_argument("--partitions", type=positive_int, default=8, help="(default 8)")
+    create.add_argument(
+        "--replication-factor", type=positive_int, default=None, help="(default: cluster default)"
+    )
+    create.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="topic setting, repeatable (retention_ms, retention_bytes, segment_bytes, "
+        "max_message_bytes, flush, min_insync_replicas, unclean_leader_election)",
+    )
+    add_url_flag(create)
+    add_json_flag(create)
+    create.set_defaults(handler=_create)
+
+    listing = actions.add_parser("list", help="list topics")
+    add_url_flag(listing)
+    add_json_flag(listing)
+    listing.set_defaults(handler=_list)
+
+    describe = actions.add_parser("describe", help="partitions, leaders, epochs and offsets")
+    describe.add_argument("name")
+    add_url_flag(describe)
+    add_json_flag(describe)
+    describe.set_defaults(handler=_describe)
+
+    delete = actions.add_parser("delete", help="delete a topic and its data")
+    delete.add_argument("name")
+    add_url_flag(delete)
+    delete.set_defaults(handler=_delete)
+
+
+def parse_config(pairs: list[str]) -> TopicConfig | None:
+    """``KEY=VALUE`` pairs -> TopicConfig; unknown keys and bad values are errors."""
+    import msgspec
+
+    from conveyor.protocol.messages import TopicConfig
+
+    if not pairs:
+        return None
+    raw: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidRequestError(
+                f"--config takes KEY=VALUE, not {pair!r}", code=ErrorCode.INVALID_CONFIG
+            )
+        raw[key.strip()] = value.strip()
+    try:
+        return msgspec.convert(raw, TopicConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError(
+            f"bad topic config: {exc}", code=ErrorCode.INVALID_CONFIG
+        ) from exc
+
+
+def _create(args: argparse.Namespace) -> int:
+    from conveyor.client import Admin
+
+    config = parse_config(args.config)
+    with Admin(args.url) as admin:
+        described = admin.create_topic(
+            args.name,
+            partitions=args.partitions,
+            replication_factor=args.replication_factor,
+            config=config,
+        )
+    if args.json:
+        print_json(described)
+    else:
+        print_line(
+            f"created topic [bold]{described.name}[/bold]: {len(described.partitions)} "
+            f"partitions, replication factor {described.replication_factor}"
+        )
+    return EXIT_OK
+
+
+def _list(args: argparse.Namespace) -> int:
+    from conveyor.client import Admin
+
+    with Admin(args.url) as admin:
+        topics = admin.list_topics()
+    if args.json:
+        print_json(topics)
+        return EXIT_OK
+    rows = [(t.name, t.partitions, t.replication_factor) for t in topics]
+    print_table("topics", ("topic", "partitions", "replication factor"), rows)
+    return EXIT_OK
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from conveyor.client import Admin
+
+    with Admin(args.url) as admin:
+        described = admin.describe_topic(args.name)
+    if args.json:
+        print_json(described)
+        return EXIT_OK
+    print_description(described)
+    return EXIT_OK
+
+
+def print_description(described: TopicDescription) -> None:
+    columns = ("partition", "leader", "epoch", "replicas", "isr", "log start", "log end", "HW")
+    rows = [
+        (
+            p.partition,
+            p.leader,
+            p.leader_epoch,
+            ",".join(map(str, p.replicas)),
+            ",".join(map(str, p.isr)),
+            p.log_start_offset,
+            p.log_end_offset,
+            p.high_watermark,
+        )
+        for p in described.partitions
+    ]
+    title = f"topic {described.name} (replication factor {described.replication_factor})"
+    print_table(title, columns, rows)
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from conveyor.client import Admin
+
+    with Admin(args.url) as admin:
+        admin.delete_topic(args.name)
+    print_line(f"deleted topic [bold]{args.name}[/bold]")
+    return EXIT_OK
