@@ -10,7 +10,7 @@ of records exist for curl and other languages.
 
 from __future__ import annotations
 
-from typing import Literal, NewType
+from typing import Any, Literal, NewType
 
 import msgspec
 
@@ -38,7 +38,7 @@ class ErrorBody(Wire):
     code: str
     message: str
     retriable: bool = False
-    details: dict[str, object] | None = None
+    details: dict[str, Any] | None = None
 
 
 # ---- topics --------------------------------------------------------------------------------
@@ -289,4 +289,16 @@ class Health(Wire):
     status: HealthStatus
     service: str
     version: str
-    details: dict[str, object] | None = None
+    details: dict[str, Any] | None = None
+
+
+# ---- broker data directory -----------------------------------------------------------------
+
+
+class BrokerDataMeta(Wire):
+    """``DATA/meta.json`` of a broker: which broker and cluster its data belongs to, so a
+    data dir is never served under another broker id or reconciled against another
+    cluster's coordinator (which would delete every partition in it)."""
+
+    broker_id: BrokerId
+    cluster_id: str | None = None

@@ -1,0 +1,135 @@
+"""The broker's command line: ``python -m conveyor.broker`` and ``conveyor broker``.
+
+Every flag falls back to an environment variable ``CONVEYOR_<NAME>`` (``--data`` ->
+``CONVEYOR_DATA``), then to its default; ``--coordinator`` also honours ``CONVEYOR_URL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from conveyor.protocol.messages import DEFAULT_COORDINATOR_URL
+
+if TYPE_CHECKING:
+    from conveyor.broker.config import BrokerConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "127.0.0.1:7701"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"CONVEYOR_{name}") or default
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    broker_id = _env("ID")
+    parser.add_argument(
+        "--id",
+        type=int,
+        required=broker_id is None,
+        default=None if broker_id is None else int(broker_id),
+        help="this broker's id, an integer >= 0 unique in the cluster (env CONVEYOR_ID)",
+    )
+    parser.add_argument(
+        "--listen",
+        default=_env("LISTEN", DEFAULT_LISTEN),
+        metavar="HOST:PORT",
+        help="where to listen (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--advertised-url",
+        default=_env("ADVERTISED_URL"),
+        metavar="URL",
+        help="the URL other brokers and clients reach this broker at (default: http(s)://LISTEN)",
+    )
+    parser.add_argument(
+        "--coordinator",
+        default=_env("COORDINATOR", _env("URL", DEFAULT_COORDINATOR_URL)),
+        metavar="URL",
+        help="the coordinator's URL (default: $CONVEYOR_URL or %(default)s)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=_env("DATA"),
+        metavar="DIR",
+        help="data directory (default: ./data/broker-ID)",
+    )
+    parser.add_argument(
+        "--flush",
+        default=_env("FLUSH"),
+        metavar="POLICY",
+        help="override every topic's flush policy: always, never or interval:MS "
+        "(default: each topic's own, whose default is always)",
+    )
+    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), metavar="LEVEL")
+    parser.add_argument("--tls-cert", default=_env("TLS_CERT"), metavar="PEM")
+    parser.add_argument("--tls-key", default=_env("TLS_KEY"), metavar="PEM")
+    parser.add_argument("--ca", default=_env("CA"), metavar="PEM", help="CA to verify peers")
+
+
+def config_from_args(args: argparse.Namespace) -> BrokerConfig:
+    from conveyor.broker.config import BrokerConfig
+    from conveyor.protocol.messages import BrokerId
+    from conveyor.storage import FlushPolicy
+    from conveyor.transport.runner import parse_listen
+    from conveyor.transport.tls import TLSConfig
+
+    if args.id is None or args.id < 0:
+        raise SystemExit("--id must be a non-negative integer")
+    tls = TLSConfig(certfile=args.tls_cert, keyfile=args.tls_key, cafile=args.ca)
+    host, port = parse_listen(args.listen)
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 -- a wildcard is not reachable as is
+        host = socket.gethostname()
+    advertised = args.advertised_url or f"{tls.scheme}://{host}:{port}"
+    data_dir = args.data or Path("data") / f"broker-{args.id}"
+    return BrokerConfig(
+        broker_id=BrokerId(args.id),
+        data_dir=data_dir,
+        advertised_url=advertised.rstrip("/"),
+        coordinator_url=args.coordinator.rstrip("/"),
+        flush_override=FlushPolicy.parse(args.flush) if args.flush else None,
+        tls=tls,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a broker until SIGTERM or SIGINT; returns the exit code."""
+    from conveyor.broker.http import build_broker_app
+    from conveyor.broker.service import BrokerService
+    from conveyor.protocol.errors import ConveyorError
+    from conveyor.transport import runner
+    from conveyor.transport.logs import setup_logging
+
+    setup_logging("broker", args.log_level)
+    try:
+        config = config_from_args(args)
+        service = BrokerService(config)
+        service.check_data_dir()
+    except (ConveyorError, ValueError) as exc:
+        log.error("broker cannot start: %s", exc)
+        return 1
+    log.info(
+        "broker %d starting: listen %s, advertised %s, coordinator %s, data %s",
+        config.broker_id,
+        args.listen,
+        config.advertised_url,
+        config.coordinator_url,
+        config.data_dir,
+    )
+    runner.run(build_broker_app(service), args.listen, config.tls, config.shutdown_timeout_s)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m conveyor.broker", description="Run a Conveyor broker."
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

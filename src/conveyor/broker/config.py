@@ -1,0 +1,39 @@
+"""The broker's settings: every limit named here with its default and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conveyor.broker.rules import FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PRODUCE_TIMEOUT_MS_MAX
+from conveyor.protocol.messages import DEFAULT_COORDINATOR_URL, BrokerId
+from conveyor.storage import FlushPolicy
+from conveyor.transport.tls import TLSConfig
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    broker_id: BrokerId
+    data_dir: Path
+    advertised_url: str = "http://127.0.0.1:7701"
+    coordinator_url: str = DEFAULT_COORDINATOR_URL
+    # None: each topic's own flush policy; set: an operator override for every topic.
+    flush_override: FlushPolicy | None = None
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    # One HTTP request body at most (aiohttp answers 413 beyond it); batches are also
+    # limited one by one by their topic's max_message_bytes.
+    request_bytes_max: int = 16 * MIB
+    fetch_bytes_max: int = FETCH_BYTES_MAX
+    fetch_wait_ms_max: int = FETCH_WAIT_MS_MAX
+    produce_timeout_ms_max: int = PRODUCE_TIMEOUT_MS_MAX
+    heartbeat_interval_ms: int = 1000  # until the coordinator says otherwise
+    heartbeat_timeout_ms: int = 5000
+    heartbeat_backoff_ms_max: int = 5000
+    metadata_refresh_ms_min: int = 1000  # at most one lookup per topic per second
+    metadata_max_age_ms: int = 30_000
+    forward_connections_max: int = 100  # to other brokers, for the routing endpoint
+    retention_check_interval_ms: int = 300_000  # Kafka's log.retention.check.interval.ms
+    flusher_threads: int = 2
+    shutdown_timeout_s: float = 10.0

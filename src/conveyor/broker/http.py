@@ -1,0 +1,292 @@
+"""The broker's HTTP adapter: routes onto :class:`BrokerService`, nothing more.
+
+Binary bodies (``application/vnd.conveyor.record-batch`` or ``application/octet-stream``)
+are handed to the service as received; JSON goes through ``jsonrecords``. Errors leave as
+``ErrorBody`` through the transport's error middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Final
+
+from aiohttp import web
+
+from conveyor.broker.heartbeat import Heartbeat
+from conveyor.broker.jsonrecords import to_fetched
+from conveyor.broker.rules import parse_acks
+from conveyor.broker.service import BrokerService, FetchResult
+from conveyor.protocol.batch import peek_length
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+from conveyor.protocol.messages import (
+    BATCH_CONTENT_TYPE,
+    FetchResponse,
+    HostedPartitions,
+    JsonProduceRequest,
+    PartitionOffsets,
+    ProduceResponse,
+    RoutedProduceResponse,
+)
+from conveyor.protocol.records import decode_batches
+from conveyor.transport.server import (
+    Route,
+    build_app,
+    decode_json,
+    is_batch_content,
+    json_response,
+    query_int,
+    set_ready,
+)
+
+log = logging.getLogger(__name__)
+
+PARTITION_PATH: Final = "/v1/topics/{topic}/partitions/{partition}"
+# The JSON fetch decodes records on the event loop; keep each answer small.
+JSON_FETCH_BYTES_MAX: Final = 1024 * 1024
+HEADER_HIGH_WATERMARK: Final = "X-Conveyor-High-Watermark"
+HEADER_LOG_START_OFFSET: Final = "X-Conveyor-Log-Start-Offset"
+HEADER_LOG_END_OFFSET: Final = "X-Conveyor-Log-End-Offset"
+HEADER_LEADER_EPOCH: Final = "X-Conveyor-Leader-Epoch"
+_BINARY_TYPES: Final = (BATCH_CONTENT_TYPE, "application/octet-stream")
+
+SERVICE_KEY: Final = web.AppKey("conveyor_broker_service", BrokerService)
+_TASKS_KEY: Final = web.AppKey("conveyor_broker_tasks", list)
+
+
+def _topic_partition(request: web.Request) -> tuple[str, int]:
+    raw = request.match_info["partition"]
+    if not raw.isdigit() or len(raw) > 9:
+        raise InvalidRequestError(
+            f"partition must be a non-negative integer, not {raw[:20]!r}",
+            code=ErrorCode.UNKNOWN_PARTITION if raw.lstrip("-").isdigit() else None,
+        )
+    return request.match_info["topic"], int(raw)
+
+
+def _optional_int(request: web.Request, name: str) -> int | None:
+    return query_int(request, name) if name in request.query else None
+
+
+def _wants_binary(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return any(kind in accept for kind in _BINARY_TYPES)
+
+
+def _offset_headers(result: FetchResult) -> dict[str, str]:
+    return {
+        HEADER_HIGH_WATERMARK: str(result.high_watermark),
+        HEADER_LOG_START_OFFSET: str(result.log_start_offset),
+        HEADER_LOG_END_OFFSET: str(result.log_end_offset),
+        HEADER_LEADER_EPOCH: str(result.leader_epoch),
+    }
+
+
+def _end_of_batches(data: bytes, offset: int) -> int:
+    """The offset after the last whole batch (``offset`` when there is none): the same as
+    last record + 1, and still right when the batches hold no visible record."""
+    position, end = 0, offset
+    while len(data) - position >= 12:
+        base_offset, size_bytes = peek_length(data, position)
+        if position + size_bytes > len(data):
+            break
+        # last_offset_delta sits at byte 23 of the header; records_count confirms it.
+        end = base_offset + int.from_bytes(data[position + 23 : position + 27], "big") + 1
+        position += size_bytes
+    return max(end, offset)
+
+
+PRODUCE_QUERY: Final = (
+    ("acks", "string", "0, 1 or all (default all; -1 means all)"),
+    ("timeout_ms", "integer", "acks=all waits at most this long (default 30000)"),
+    ("leader_epoch", "integer", "optional fencing: the epoch the client knows"),
+)
+FETCH_QUERY: Final = (
+    ("offset", "integer", "required: first offset wanted"),
+    ("max_bytes", "integer", "default 1048576, capped at 16 MiB (1 MiB for JSON)"),
+    ("max_wait_ms", "integer", "long-poll up to this long (default 0, capped 30000)"),
+    ("leader_epoch", "integer", "optional fencing: the epoch the client knows"),
+)
+
+
+class _Handlers:
+    """HTTP in, service call, HTTP out; no decisions here."""
+
+    def __init__(self, service: BrokerService) -> None:
+        self.service = service
+
+    async def produce(self, request: web.Request) -> web.Response:
+        topic, partition = _topic_partition(request)
+        acks = parse_acks(request.query.get("acks", "all"))
+        timeout_ms = query_int(request, "timeout_ms", 30_000)
+        leader_epoch = _optional_int(request, "leader_epoch")
+        if is_batch_content(request):
+            body = await request.read()
+            answer = await self.service.produce(
+                topic, partition, body, acks=acks, timeout_ms=timeout_ms, leader_epoch=leader_epoch
+            )
+        elif request.content_type == "application/json":
+            records = await decode_json(request, JsonProduceRequest)
+            answer = await self.service.produce_json(
+                topic,
+                partition,
+                records,
+                acks=acks,
+                timeout_ms=timeout_ms,
+                leader_epoch=leader_epoch,
+            )
+        else:
+            raise InvalidRequestError(
+                f"Content-Type must be {BATCH_CONTENT_TYPE}, application/octet-stream or "
+                f"application/json, not {request.content_type!r}",
+                code=ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            )
+        return json_response(answer)
+
+    async def fetch(self, request: web.Request) -> web.Response:
+        topic, partition = _topic_partition(request)
+        offset = query_int(request, "offset")
+        binary = _wants_binary(request)
+        max_bytes = query_int(request, "max_bytes", 1024 * 1024)
+        if not binary:
+            max_bytes = min(max_bytes, JSON_FETCH_BYTES_MAX)
+        result = await self.service.fetch(
+            topic,
+            partition,
+            offset,
+            max_bytes=max_bytes,
+            max_wait_ms=query_int(request, "max_wait_ms", 0),
+            leader_epoch=_optional_int(request, "leader_epoch"),
+        )
+        headers = _offset_headers(result)
+        if binary:
+            return web.Response(
+                body=result.batches, content_type=BATCH_CONTENT_TYPE, headers=headers
+            )
+        records = to_fetched(decode_batches(result.batches, start_offset=offset))
+        answer = FetchResponse(
+            topic=topic,
+            partition=partition,
+            high_watermark=result.high_watermark,
+            log_start_offset=result.log_start_offset,
+            log_end_offset=result.log_end_offset,
+            next_offset=_end_of_batches(result.batches, offset),
+            records=records,
+        )
+        response = json_response(answer)
+        response.headers.update(headers)
+        return response
+
+    async def offsets(self, request: web.Request) -> web.Response:
+        topic, partition = _topic_partition(request)
+        timestamp_ms = _optional_int(request, "timestamp_ms")
+        return json_response(await self.service.offsets(topic, partition, timestamp_ms))
+
+    async def route(self, request: web.Request) -> web.Response:
+        topic = request.match_info["topic"]
+        acks = parse_acks(request.query.get("acks", "all"))
+        timeout_ms = query_int(request, "timeout_ms", 30_000)
+        records = await decode_json(request, JsonProduceRequest)
+        answer = await self.service.route_json(topic, records, acks=acks, timeout_ms=timeout_ms)
+        return json_response(answer)
+
+    async def hosted(self, _: web.Request) -> web.Response:
+        return json_response(self.service.hosted())
+
+
+def broker_routes(service: BrokerService) -> list[Route]:
+    """The broker's routes; exact paths the clients code against (docs/api-broker.md)."""
+    handlers = _Handlers(service)
+    data = ("data",)
+    return [
+        Route(
+            "POST",
+            PARTITION_PATH + "/records",
+            handlers.produce,
+            "Produce record batches (binary) or JSON records to a partition this broker leads",
+            request=JsonProduceRequest,
+            response=ProduceResponse,
+            binary_request=True,
+            query=PRODUCE_QUERY,
+            tags=data,
+        ),
+        Route(
+            "GET",
+            PARTITION_PATH + "/records",
+            handlers.fetch,
+            "Fetch whole batches from an offset (binary by Accept, else JSON), long-polling",
+            response=FetchResponse,
+            binary_response=True,
+            query=FETCH_QUERY,
+            tags=data,
+        ),
+        Route(
+            "GET",
+            PARTITION_PATH + "/offsets",
+            handlers.offsets,
+            "Log start, high watermark, log end; optionally the offset for a timestamp",
+            response=PartitionOffsets,
+            query=(("timestamp_ms", "integer", "first offset with a timestamp >= this"),),
+            tags=data,
+        ),
+        Route(
+            "POST",
+            "/v1/topics/{topic}/records",
+            handlers.route,
+            "Produce JSON records to a topic on any broker: each goes to its key's partition",
+            request=JsonProduceRequest,
+            response=RoutedProduceResponse,
+            query=PRODUCE_QUERY[:2],
+            tags=data,
+        ),
+        Route(
+            "GET",
+            "/v1/partitions",
+            handlers.hosted,
+            "The partition replicas this broker hosts",
+            response=HostedPartitions,
+            tags=("broker",),
+        ),
+    ]
+
+
+def build_broker_app(service: BrokerService) -> web.Application:
+    app = build_app(
+        "broker", broker_routes(service), client_max_size=service.config.request_bytes_max
+    )
+    app[SERVICE_KEY] = service
+    app[_TASKS_KEY] = []
+    heartbeat = Heartbeat(service, on_ready=lambda: set_ready(app))
+
+    async def on_startup(_: web.Application) -> None:
+        tasks = app[_TASKS_KEY]
+        tasks.append(asyncio.create_task(heartbeat.run(), name="heartbeat"))
+        tasks.append(asyncio.create_task(service.retention_loop(), name="retention"))
+        for task in tasks:
+            task.add_done_callback(_log_task_end)
+
+    async def on_shutdown(_: web.Application) -> None:
+        service.begin_shutdown()
+
+    async def on_cleanup(_: web.Application) -> None:
+        for task in app[_TASKS_KEY]:
+            task.cancel()
+        for task in app[_TASKS_KEY]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await service.close()
+        log.info("broker %d stopped: logs closed and flushed", service.broker_id)
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def _log_task_end(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.critical("background task %s died: %r", task.get_name(), exc, exc_info=exc)

@@ -1,0 +1,235 @@
+"""Reconciliation: from what this broker hosts and what the coordinator wants, the actions.
+
+Pure and level-triggered (as Kafka's brokers apply metadata deltas and Kubernetes
+controllers reconcile): every heartbeat response carries the whole desired state for this
+broker, :func:`reconcile` compares it with the hosted replicas and returns what to do.
+Applying the same response twice yields no actions the second time, so a lost or repeated
+response heals itself. The shell (``heartbeat.py``) applies the actions in order and logs
+each with its ``reason``.
+
+Worked example, broker 1 hosting ``orders-0`` as follower at epoch 3 and nothing else;
+the response says ``orders-0`` leader 1 epoch 4 and ``orders-1`` leader 2 epoch 1::
+
+    BecomeLeader(orders-0, epoch 4)     reason "leader at epoch 4 (was follower at 3)"
+    Open(orders-1, follower, epoch 1)   reason "newly assigned replica"
+
+Rules: a desired epoch lower than the hosted one is a stale answer and is skipped (never
+go back in epochs); a hosted replica missing from the answer is deleted (topic deleted or
+replica moved away); a changed topic config reopens the log (``PartitionLog`` takes its
+config at open).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+from conveyor.broker.rules import min_insync_replicas
+from conveyor.protocol.errors import InvalidRequestError
+from conveyor.protocol.messages import BrokerId, ReplicaAssignment, TopicConfig
+from conveyor.storage import FlushPolicy, LogConfig
+
+Role = Literal["leader", "follower"]
+UNKNOWN_EPOCH = -1  # a reopened partition before the first heartbeat tells its epoch
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}-{self.partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """What a hosted replica is (or should be): its role, epoch, peers and log settings."""
+
+    role: Role
+    leader_epoch: int
+    leader: BrokerId | None
+    replicas: tuple[BrokerId, ...] = ()
+    isr: tuple[BrokerId, ...] = ()
+    min_insync_replicas: int = 1
+    log_config: LogConfig = field(default_factory=LogConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    tp: TopicPartition
+    state: ReplicaState
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reopen:
+    """Close and open the log again with a new config (a topic config change)."""
+
+    tp: TopicPartition
+    log_config: LogConfig
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BecomeLeader:
+    tp: TopicPartition
+    state: ReplicaState
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BecomeFollower:
+    tp: TopicPartition
+    state: ReplicaState
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateReplicas:
+    """Same leader and epoch; the replica set, ISR or min ISR changed."""
+
+    tp: TopicPartition
+    state: ReplicaState
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    tp: TopicPartition
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Nothing done for a reason worth a warning (a stale epoch, an unusable config)."""
+
+    tp: TopicPartition
+    reason: str
+
+
+Action = Open | Reopen | BecomeLeader | BecomeFollower | UpdateReplicas | Delete | Skip
+
+
+def log_config_for(config: TopicConfig, flush_override: FlushPolicy | None = None) -> LogConfig:
+    """The storage settings of a topic's partitions; ``flush_override`` is the broker's
+    ``--flush`` (an operator override for every topic). Raises INVALID_CONFIG."""
+    return LogConfig(
+        segment_bytes_max=config.segment_bytes,
+        batch_bytes_max=config.max_message_bytes,
+        retention_bytes=config.retention_bytes,
+        retention_ms=config.retention_ms,
+        flush=flush_override or FlushPolicy.parse(config.flush),
+    )
+
+
+def desired_state(
+    broker_id: BrokerId,
+    assignment: ReplicaAssignment,
+    config: TopicConfig,
+    flush_override: FlushPolicy | None,
+) -> ReplicaState:
+    return ReplicaState(
+        role="leader" if assignment.leader == broker_id else "follower",
+        leader_epoch=assignment.leader_epoch,
+        leader=assignment.leader,
+        replicas=tuple(assignment.replicas),
+        isr=tuple(assignment.isr),
+        min_insync_replicas=min_insync_replicas(
+            config.min_insync_replicas, len(assignment.replicas)
+        ),
+        log_config=log_config_for(config, flush_override),
+    )
+
+
+def reconcile(
+    broker_id: BrokerId,
+    hosted: Mapping[TopicPartition, ReplicaState],
+    assignments: Sequence[ReplicaAssignment],
+    topic_configs: Mapping[str, TopicConfig],
+    flush_override: FlushPolicy | None = None,
+) -> list[Action]:
+    """The actions that take ``hosted`` to the desired state, deletions first (they free
+    disk and file handles), then opens, reopens and role changes, each in partition order."""
+    desired: dict[TopicPartition, ReplicaState] = {}
+    actions: list[Action] = []
+    for assignment in assignments:
+        tp = TopicPartition(assignment.topic, assignment.partition)
+        if broker_id not in assignment.replicas and assignment.leader != broker_id:
+            continue  # not ours: the coordinator sent more than this broker's replicas
+        config = topic_configs.get(assignment.topic, TopicConfig())
+        try:
+            desired[tp] = desired_state(broker_id, assignment, config, flush_override)
+        except InvalidRequestError as exc:
+            actions.append(Skip(tp, f"unusable topic config: {exc.message}"))
+    skipped = {action.tp for action in actions}
+    deletes: list[Action] = [
+        Delete(tp, _delete_reason(tp, topic_configs, desired))
+        for tp in sorted(hosted)
+        if tp not in desired and tp not in skipped
+    ]
+    changes: list[Action] = []
+    for tp in sorted(desired):
+        current = hosted.get(tp)
+        if current is None:
+            changes.append(Open(tp, desired[tp], "newly assigned replica"))
+        else:
+            changes += _changes(tp, current, desired[tp])
+    return deletes + actions + changes
+
+
+def _changes(tp: TopicPartition, current: ReplicaState, wanted: ReplicaState) -> list[Action]:
+    if wanted.leader_epoch < current.leader_epoch:
+        return [
+            Skip(
+                tp,
+                f"stale assignment: epoch {wanted.leader_epoch} is older than the hosted "
+                f"epoch {current.leader_epoch}",
+            )
+        ]
+    out: list[Action] = []
+    if wanted.log_config != current.log_config:
+        out.append(Reopen(tp, wanted.log_config, "topic config changed"))
+    was = f"was {current.role} at {current.leader_epoch}"
+    if (wanted.role, wanted.leader_epoch, wanted.leader) != (
+        current.role,
+        current.leader_epoch,
+        current.leader,
+    ):
+        if wanted.role == "leader":
+            out.append(BecomeLeader(tp, wanted, f"leader at epoch {wanted.leader_epoch} ({was})"))
+        else:
+            reason = f"follower of {wanted.leader} at epoch {wanted.leader_epoch} ({was})"
+            out.append(BecomeFollower(tp, wanted, reason))
+    elif (wanted.replicas, wanted.isr, wanted.min_insync_replicas) != (
+        current.replicas,
+        current.isr,
+        current.min_insync_replicas,
+    ):
+        reason = f"replicas {list(wanted.replicas)}, isr {list(wanted.isr)}"
+        out.append(UpdateReplicas(tp, wanted, reason))
+    return out
+
+
+def _delete_reason(
+    tp: TopicPartition,
+    topic_configs: Mapping[str, TopicConfig],
+    desired: Mapping[TopicPartition, ReplicaState],
+) -> str:
+    if tp.topic not in topic_configs and not any(d.topic == tp.topic for d in desired):
+        return "topic deleted"
+    return "replica moved to other brokers"
+
+
+def check_cluster_id(stored: str | None, received: str) -> str | None:
+    """None when the coordinator belongs to this broker's cluster, else why not.
+
+    A broker whose data came from another cluster (or a coordinator that lost its store and
+    made a new cluster id) must not reconcile: the answer would delete every partition it
+    holds. Kafka refuses to start on the same condition (InconsistentClusterIdException)."""
+    if stored is None or stored == received:
+        return None
+    return (
+        f"coordinator reports cluster {received!r} but this broker's data belongs to "
+        f"cluster {stored!r}: refusing to reconcile (delete the data dir to join anew)"
+    )

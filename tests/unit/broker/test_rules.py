@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conveyor.broker.rules import (
+    high_watermark,
+    metadata_refresh_due,
+    min_insync_replicas,
+    parse_acks,
+    retry_backoff_ms,
+    validate_topic_name,
+)
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+from conveyor.protocol.messages import BrokerId
+
+
+@pytest.mark.parametrize("name", ["a", "orders", "Orders.v2_x-1", "x" * 249, "..."])
+def test_valid_topic_names(name: str) -> None:
+    validate_topic_name(name)
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "x" * 250, "a b", "a/b", "ü", "a:b", "../x"])
+def test_invalid_topic_names(name: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        validate_topic_name(name)
+    assert caught.value.code is ErrorCode.INVALID_TOPIC
+
+
+@pytest.mark.parametrize(("text", "acks"), [("0", "0"), ("1", "1"), ("all", "all"), ("-1", "all")])
+def test_parse_acks(text: str, acks: str) -> None:
+    assert parse_acks(text) == acks
+
+
+@pytest.mark.parametrize("text", ["", "2", "ALL", "one"])
+def test_parse_acks_rejects(text: str) -> None:
+    with pytest.raises(InvalidRequestError):
+        parse_acks(text)
+
+
+@pytest.mark.parametrize(
+    ("configured", "rf", "expected"),
+    [(None, 1, 1), (None, 2, 1), (None, 3, 2), (None, 5, 2), (3, 3, 3)],
+)
+def test_min_insync_replicas(configured: int | None, rf: int, expected: int) -> None:
+    assert min_insync_replicas(configured, rf) == expected
+
+
+B1, B2, B3 = BrokerId(1), BrokerId(2), BrokerId(3)
+
+
+@pytest.mark.parametrize(
+    ("durable", "followers", "isr", "previous", "end", "expected", "why"),
+    [
+        (10, {}, [B1], 0, 10, 10, "sole replica: its durable offset"),
+        (10, {B2: 7}, [B1, B2], 0, 12, 7, "the slowest ISR member bounds it"),
+        (10, {B2: 7, B3: 2}, [B1, B2], 0, 12, 7, "a non-ISR follower does not count"),
+        (10, {}, [B1, B2], 0, 12, 0, "an ISR member that never reported holds nothing"),
+        (4, {}, [B1], 6, 10, 6, "never backwards while leading"),
+        (10, {}, [B1], 12, 8, 8, "never past the log end"),
+        (10, {B2: 15}, [B1, B2], 0, 12, 10, "a follower ahead does not lift it past the leader"),
+    ],
+)
+def test_high_watermark(  # noqa: PLR0917 -- one argument per table column
+    durable: int,
+    followers: dict[BrokerId, int],
+    isr: list[BrokerId],
+    previous: int,
+    end: int,
+    expected: int,
+    why: str,
+) -> None:
+    got = high_watermark(
+        leader=B1,
+        leader_durable_offset=durable,
+        follower_durable_offsets=followers,
+        isr=isr,
+        previous=previous,
+        log_end_offset=end,
+    )
+    assert got == expected, why
+
+
+@given(
+    durable=st.integers(0, 1000),
+    followers=st.dictionaries(st.sampled_from([B2, B3]), st.integers(0, 1000)),
+    previous=st.integers(0, 1000),
+    end=st.integers(0, 1000),
+)
+def test_high_watermark_bounds(
+    durable: int, followers: dict[BrokerId, int], previous: int, end: int
+) -> None:
+    durable = min(durable, end)
+    got = high_watermark(
+        leader=B1,
+        leader_durable_offset=durable,
+        follower_durable_offsets=followers,
+        isr=[B1, B2, B3],
+        previous=previous,
+        log_end_offset=end,
+    )
+    assert got <= end
+    assert got >= min(previous, end)
+    assert got <= max(previous, durable)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "jitter", "expected"),
+    [(0, 0.0, 50), (0, 0.999, 99), (1, 0.0, 100), (3, 0.0, 400), (10, 0.0, 2500), (50, 0.0, 2500)],
+)
+def test_retry_backoff(attempt: int, jitter: float, expected: int) -> None:
+    assert retry_backoff_ms(attempt, base_ms=100, max_ms=5000, jitter_fraction=jitter) == expected
+
+
+@pytest.mark.parametrize(
+    ("fetched", "now", "forced", "expected", "why"),
+    [
+        (None, 0, False, True, "never fetched"),
+        (1000, 1500, True, False, "forced, but within the minimum interval"),
+        (1000, 2000, True, True, "forced after the minimum interval"),
+        (1000, 5000, False, False, "not forced and still fresh"),
+        (1000, 31_000, False, True, "older than the maximum age"),
+    ],
+)
+def test_metadata_refresh_due(
+    fetched: int | None, now: int, forced: bool, expected: bool, why: str
+) -> None:
+    got = metadata_refresh_due(fetched, now, forced=forced, min_interval_ms=1000, max_age_ms=30_000)
+    assert got is expected, why
