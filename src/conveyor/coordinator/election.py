@@ -1,0 +1,96 @@
+"""Leader election and ISR changes when brokers die or come back. Pure.
+
+Modelled on Kafka's ``PartitionChangeBuilder.electLeader``: a leader is chosen from the
+in-sync replicas that are alive, in replica order (so the preferred leader ``replicas[0]``
+wins when it can); a replica outside the ISR may lead only when the topic explicitly allows
+unclean election, because it may lack acknowledged writes.
+
+Rules, so that issue #4 (replication) builds on them unchanged:
+
+* every leader change bumps ``leader_epoch``, including a change to or from "no leader",
+  so a deposed leader's requests carry a stale epoch and can be fenced;
+* a dead broker leaves the ISR, except the last member: it holds the only complete copy and
+  is the one replica that may safely lead when it returns (Kafka keeps it the same way);
+* a partition whose ISR has no live member has no leader (offline) until one returns.
+
+With replication factor 1 (this issue) the result is simple: the broker's partitions go
+offline while it is dead and come back, led by it, with a new epoch when it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+
+from conveyor.coordinator.model import Partition
+from conveyor.protocol.messages import BrokerId, Epoch
+
+
+@dataclass(frozen=True, slots=True)
+class Election:
+    leader: BrokerId | None
+    unclean: bool  # the leader was not in the ISR: writes it lacks are lost
+    reason: str
+
+
+def elect_leader(
+    replicas: tuple[BrokerId, ...],
+    isr: tuple[BrokerId, ...],
+    alive: Collection[BrokerId],
+    unclean_allowed: bool,
+) -> Election:
+    for broker in replicas:
+        if broker in isr and broker in alive:
+            return Election(broker, False, f"broker {broker} is the first live in-sync replica")
+    if unclean_allowed:
+        for broker in replicas:
+            if broker in alive:
+                return Election(
+                    broker, True, f"unclean election of out-of-sync broker {broker} (allowed)"
+                )
+    return Election(None, False, f"no live in-sync replica among isr {list(isr)}")
+
+
+def on_broker_dead(
+    partition: Partition, dead: BrokerId, alive: Collection[BrokerId], unclean_allowed: bool
+) -> tuple[Partition, str] | None:
+    """The partition after ``dead`` was declared dead (``alive`` excludes it), with the
+    reason; None when the partition does not change."""
+    if dead not in partition.replicas:
+        return None
+    isr = partition.isr
+    if dead in isr and len(isr) > 1:
+        isr = tuple(b for b in isr if b != dead)
+    if partition.leader != dead:
+        if isr == partition.isr:
+            return None
+        return replace(partition, isr=isr), f"broker {dead} removed from the isr"
+    election = elect_leader(partition.replicas, isr, alive, unclean_allowed)
+    if election.leader is not None and election.unclean:
+        isr = (election.leader,)
+    changed = replace(
+        partition,
+        leader=election.leader,
+        leader_epoch=Epoch(partition.leader_epoch + 1),
+        isr=isr,
+    )
+    return changed, f"leader {dead} died; {election.reason}"
+
+
+def on_broker_alive(
+    partition: Partition, alive: Collection[BrokerId], unclean_allowed: bool
+) -> tuple[Partition, str] | None:
+    """An offline partition regains a leader when an eligible replica is alive again."""
+    if partition.leader is not None:
+        return None
+    election = elect_leader(partition.replicas, partition.isr, alive, unclean_allowed)
+    if election.leader is None:
+        return None
+    isr = (election.leader,) if election.unclean else partition.isr
+    changed = replace(
+        partition,
+        leader=election.leader,
+        leader_epoch=Epoch(partition.leader_epoch + 1),
+        isr=isr,
+    )
+    return changed, f"partition back online: {election.reason}"

@@ -1,0 +1,204 @@
+"""The coordinator's HTTP adapter: routes -> :class:`CoordinatorService` calls -> JSON.
+
+Every route is declared once in :func:`routes` with its request and response types; the
+OpenAPI document (``/openapi.json``) is generated from that list. Handlers only decode,
+call the service and encode: all rules live in the service and the pure core below it.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from conveyor.coordinator.service import Clock, CoordinatorService, CoordinatorSettings
+from conveyor.protocol.errors import InvalidRequestError
+from conveyor.protocol.messages import (
+    BrokerHeartbeat,
+    ClusterStatus,
+    CreateTopicRequest,
+    HeartbeatResponse,
+    Metadata,
+    OffsetCommitRequest,
+    OffsetFetchResponse,
+    TopicDescription,
+    TopicList,
+)
+from conveyor.transport.server import Route, build_app, decode_json, json_response, set_ready
+
+SERVICE_KEY = web.AppKey("coordinator_service", CoordinatorService)
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def query_bool(request: web.Request, name: str, default: bool) -> bool:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise InvalidRequestError(f"query parameter {name!r} must be true or false, not {raw!r}")
+
+
+def query_topics(request: web.Request) -> list[str] | None:
+    """``?topics=a,b``: the listed names; absent or empty: None, meaning every topic."""
+    raw = request.query.get("topics")
+    if raw is None:
+        return None
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    return names or None
+
+
+class CoordinatorHTTP:
+    def __init__(self, service: CoordinatorService) -> None:
+        self.service = service
+
+    async def heartbeat(self, request: web.Request) -> web.Response:
+        heartbeat = await decode_json(request, BrokerHeartbeat)
+        return json_response(await self.service.heartbeat(heartbeat))
+
+    async def metadata(self, request: web.Request) -> web.Response:
+        topics = query_topics(request)
+        auto_create = query_bool(request, "auto_create", default=False)
+        return json_response(await self.service.metadata(topics, auto_create))
+
+    async def create_topic(self, request: web.Request) -> web.Response:
+        body = await decode_json(request, CreateTopicRequest)
+        return json_response(await self.service.create_topic(body), status=201)
+
+    async def list_topics(self, _: web.Request) -> web.Response:
+        return json_response(self.service.list_topics())
+
+    async def describe_topic(self, request: web.Request) -> web.Response:
+        return json_response(self.service.describe_topic(request.match_info["topic"]))
+
+    async def delete_topic(self, request: web.Request) -> web.Response:
+        await self.service.delete_topic(request.match_info["topic"])
+        return web.Response(status=204)
+
+    async def cluster(self, _: web.Request) -> web.Response:
+        return json_response(self.service.cluster_status())
+
+    async def commit_offsets(self, request: web.Request) -> web.Response:
+        body = await decode_json(request, OffsetCommitRequest)
+        group = request.match_info["group"]
+        return json_response(await self.service.commit_offsets(group, body))
+
+    async def fetch_offsets(self, request: web.Request) -> web.Response:
+        topic = request.query.get("topic") or None
+        return json_response(self.service.fetch_offsets(request.match_info["group"], topic))
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(
+                "POST",
+                "/v1/brokers/heartbeat",
+                self.heartbeat,
+                "Register a broker or renew its session; answers its desired assignments",
+                request=BrokerHeartbeat,
+                response=HeartbeatResponse,
+                internal=True,
+            ),
+            Route(
+                "GET",
+                "/v1/metadata",
+                self.metadata,
+                "Brokers and, per topic, partition leaders with their URLs and epochs",
+                response=Metadata,
+                query=(
+                    ("topics", "string", "comma-separated topic names; absent: every topic"),
+                    ("auto_create", "boolean", "create unknown topics with defaults (false)"),
+                ),
+                tags=("metadata",),
+            ),
+            Route(
+                "GET",
+                "/v1/cluster",
+                self.cluster,
+                "Cluster status: brokers, counts, offline partitions",
+                response=ClusterStatus,
+                tags=("cluster",),
+            ),
+            *self._topic_routes(),
+            *self._group_routes(),
+        ]
+
+    def _topic_routes(self) -> list[Route]:
+        return [
+            Route(
+                "POST",
+                "/v1/topics",
+                self.create_topic,
+                "Create a topic (201); 409 TOPIC_ALREADY_EXISTS",
+                request=CreateTopicRequest,
+                response=TopicDescription,
+                tags=("topics",),
+            ),
+            Route(
+                "GET",
+                "/v1/topics",
+                self.list_topics,
+                "List topics",
+                response=TopicList,
+                tags=("topics",),
+            ),
+            Route(
+                "GET",
+                "/v1/topics/{topic}",
+                self.describe_topic,
+                "Describe a topic: partitions, replicas, ISR, leaders, epochs, offsets",
+                response=TopicDescription,
+                tags=("topics",),
+            ),
+            Route(
+                "DELETE",
+                "/v1/topics/{topic}",
+                self.delete_topic,
+                "Delete a topic and its committed offsets (204)",
+                tags=("topics",),
+            ),
+        ]
+
+    def _group_routes(self) -> list[Route]:
+        return [
+            Route(
+                "POST",
+                "/v1/groups/{group}/offsets",
+                self.commit_offsets,
+                "Commit a group's offsets (durable before the reply); answers what is stored",
+                request=OffsetCommitRequest,
+                response=OffsetFetchResponse,
+                tags=("groups",),
+            ),
+            Route(
+                "GET",
+                "/v1/groups/{group}/offsets",
+                self.fetch_offsets,
+                "A group's committed offsets",
+                response=OffsetFetchResponse,
+                query=(("topic", "string", "only this topic's offsets"),),
+                tags=("groups",),
+            ),
+        ]
+
+
+def build_coordinator_app(
+    settings: CoordinatorSettings, clock: Clock | None = None
+) -> web.Application:
+    """The coordinator's aiohttp application. Ready (``/readyz`` 200) once the state is
+    loaded from SQLite; the database is closed on cleanup, after in-flight requests."""
+    service = CoordinatorService(settings, clock)
+    app = build_app("coordinator", CoordinatorHTTP(service).routes())
+    app[SERVICE_KEY] = service
+
+    async def on_startup(app: web.Application) -> None:
+        await service.start()
+        set_ready(app)
+
+    async def on_cleanup(_: web.Application) -> None:
+        await service.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app

@@ -1,0 +1,291 @@
+"""The coordinator's cluster state, the records that change it, and ``apply`` (replay).
+
+Modelled on Kafka's controller: a decision never edits the state. It returns *records*
+(facts such as "partition orders-3 now has leader 2 at epoch 5"); the shell persists the
+durable ones and only then swaps in ``apply(state, records)``. Recovery replays the stored
+records through the same ``apply``, so the live path and the restart path are one code path.
+
+Everything here is pure: no clock, no I/O. ``ClusterState`` is treated as immutable:
+``apply`` copies only the mappings a batch of records touches (the broker table on a
+heartbeat, the partition table on a topic change), so old states stay valid snapshots that
+readers may keep using while a transition is being persisted.
+
+Soft state (``durable = False``): heartbeat times and the offsets brokers report. It is not
+written to SQLite; a restarted coordinator relearns it within one heartbeat interval, which
+saves an fsync per broker per second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+import msgspec
+
+from conveyor.protocol.errors import ErrorCode, FatalError
+from conveyor.protocol.messages import BrokerId, Epoch, PartitionReport, TopicConfig
+
+PartitionKey = tuple[str, int]  # (topic, partition)
+OffsetKey = tuple[str, str, int]  # (group, topic, partition)
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    broker_id: BrokerId
+    url: str
+    alive: bool
+    last_heartbeat_ms: int  # coordinator clock; see service.Clock
+    capacity: int = 1  # recorded for weighted placement later; placement ignores it today
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    name: str
+    partition_count: int
+    replication_factor: int
+    config: TopicConfig
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """One partition's replica set. ``replicas[0]`` is the preferred leader."""
+
+    topic: str
+    partition: int
+    replicas: tuple[BrokerId, ...]
+    leader: BrokerId | None  # None: offline (no live in-sync replica)
+    leader_epoch: Epoch  # bumped on every leader change, including to and from None
+    isr: tuple[BrokerId, ...]
+
+    @property
+    def key(self) -> PartitionKey:
+        return (self.topic, self.partition)
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedOffset:
+    group: str
+    topic: str
+    partition: int
+    offset: int  # the next offset the group will read (Kafka's convention)
+    metadata: str | None
+    committed_ms: int
+
+    @property
+    def key(self) -> OffsetKey:
+        return (self.group, self.topic, self.partition)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    cluster_id: str
+    brokers: Mapping[BrokerId, Broker] = field(default_factory=dict)
+    topics: Mapping[str, Topic] = field(default_factory=dict)
+    partitions: Mapping[PartitionKey, Partition] = field(default_factory=dict)
+    offsets: Mapping[OffsetKey, CommittedOffset] = field(default_factory=dict)
+    # soft: per broker, its latest report of each replica it hosts
+    reports: Mapping[BrokerId, Mapping[PartitionKey, PartitionReport]] = field(default_factory=dict)
+
+    def topic_partitions(self, topic: Topic) -> list[Partition]:
+        return [self.partitions[(topic.name, p)] for p in range(topic.partition_count)]
+
+    def alive_broker_ids(self) -> list[BrokerId]:
+        return sorted(b.broker_id for b in self.brokers.values() if b.alive)
+
+
+def canonical_config(config: TopicConfig) -> TopicConfig:
+    """``config`` with every value equal to its default replaced by the default itself.
+
+    msgspec's ``omit_defaults`` leaves a field out of the JSON only when it *is* the default
+    object, so a config decoded from SQLite or sent by a client would otherwise show its
+    defaults on the wire while a fresh one does not; one canonical form keeps replies the
+    same before and after a restart.
+    """
+    explicit: dict[str, Any] = {}
+    for info in msgspec.structs.fields(TopicConfig):
+        value = getattr(config, info.name)
+        if value != info.default:
+            explicit[info.name] = value
+    return TopicConfig(**explicit)
+
+
+# ---- records -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerRecord:
+    """A broker registered, changed its URL, or was declared dead or alive."""
+
+    durable: ClassVar[bool] = True
+    broker: Broker
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSeen:
+    """A heartbeat arrived (or a grace period was granted). ``reports`` None: unchanged."""
+
+    durable: ClassVar[bool] = False
+    broker_id: BrokerId
+    now_ms: int
+    reports: tuple[PartitionReport, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    durable: ClassVar[bool] = True
+    topic: Topic
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRecord:
+    """The whole new state of one partition (upsert)."""
+
+    durable: ClassVar[bool] = True
+    partition: Partition
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRemoved:
+    """A topic, its partitions, its reports and every group's committed offsets for it."""
+
+    durable: ClassVar[bool] = True
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetRecord:
+    durable: ClassVar[bool] = True
+    offset: CommittedOffset
+
+
+Record = BrokerRecord | BrokerSeen | TopicRecord | PartitionRecord | TopicRemoved | OffsetRecord
+
+
+# ---- replay --------------------------------------------------------------------------------
+
+
+def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:
+    """The state after ``records``, in order. Copies each touched mapping once."""
+    brokers: dict[BrokerId, Broker] | None = None
+    topics: dict[str, Topic] | None = None
+    partitions: dict[PartitionKey, Partition] | None = None
+    offsets: dict[OffsetKey, CommittedOffset] | None = None
+    reports: dict[BrokerId, Mapping[PartitionKey, PartitionReport]] | None = None
+    for record in records:
+        match record:
+            case BrokerRecord(broker=broker):
+                brokers = brokers if brokers is not None else dict(state.brokers)
+                brokers[broker.broker_id] = broker
+            case BrokerSeen(broker_id=broker_id, now_ms=now_ms, reports=seen):
+                brokers = brokers if brokers is not None else dict(state.brokers)
+                known = brokers.get(broker_id)
+                if known is None:
+                    raise _bug(f"heartbeat record for unregistered broker {broker_id}")
+                brokers[broker_id] = replace(known, last_heartbeat_ms=now_ms)
+                if seen is not None:
+                    reports = reports if reports is not None else dict(state.reports)
+                    reports[broker_id] = {(r.topic, r.partition): r for r in seen}
+            case TopicRecord(topic=topic):
+                topics = topics if topics is not None else dict(state.topics)
+                topics[topic.name] = topic
+            case PartitionRecord(partition=partition):
+                partitions = partitions if partitions is not None else dict(state.partitions)
+                partitions[partition.key] = partition
+            case TopicRemoved(name=name):
+                topics = topics if topics is not None else dict(state.topics)
+                partitions = partitions if partitions is not None else dict(state.partitions)
+                offsets = offsets if offsets is not None else dict(state.offsets)
+                reports = reports if reports is not None else dict(state.reports)
+                _remove_topic(name, topics, partitions, offsets, reports)
+            case OffsetRecord(offset=offset):
+                offsets = offsets if offsets is not None else dict(state.offsets)
+                offsets[offset.key] = offset
+    return replace(
+        state,
+        brokers=state.brokers if brokers is None else brokers,
+        topics=state.topics if topics is None else topics,
+        partitions=state.partitions if partitions is None else partitions,
+        offsets=state.offsets if offsets is None else offsets,
+        reports=state.reports if reports is None else reports,
+    )
+
+
+def _remove_topic(
+    name: str,
+    topics: dict[str, Topic],
+    partitions: dict[PartitionKey, Partition],
+    offsets: dict[OffsetKey, CommittedOffset],
+    reports: dict[BrokerId, Mapping[PartitionKey, PartitionReport]],
+) -> None:
+    topic = topics.pop(name, None)
+    if topic is None:
+        raise _bug(f"removing unknown topic {name!r}")
+    for p in range(topic.partition_count):
+        del partitions[(name, p)]
+    for key in [k for k in offsets if k[1] == name]:
+        del offsets[key]
+    # a re-created topic of the same name must not show the old log's offsets
+    for broker_id, hosted in reports.items():
+        if any(key[0] == name for key in hosted):
+            reports[broker_id] = {k: r for k, r in hosted.items() if k[0] != name}
+
+
+# ---- invariants ----------------------------------------------------------------------------
+
+
+def check_invariants(state: ClusterState) -> None:
+    """Raise FatalError when the state breaks a rule no valid sequence of records can break.
+
+    Run after loading from SQLite (check twice: before the write, after the read) and by the
+    tests after every transition. A failure here is a bug or a damaged database, never bad
+    user input.
+    """
+    problems: list[str] = []
+    for name, topic in state.topics.items():
+        if topic.partition_count < 1:
+            problems.append(f"topic {name!r} has no partitions")
+        for p in range(topic.partition_count):
+            partition = state.partitions.get((name, p))
+            if partition is None:
+                problems.append(f"topic {name!r} is missing partition {p}")
+            else:
+                problems.extend(_partition_problems(partition, topic, state.brokers))
+    for topic_name, p in state.partitions:
+        if topic_name not in state.topics:
+            problems.append(f"partition {topic_name}-{p} belongs to no topic")
+    for group, topic_name, p in state.offsets:
+        if (topic_name, p) not in state.partitions:
+            problems.append(f"group {group!r} has an offset for unknown {topic_name}-{p}")
+    if problems:
+        raise _bug("; ".join(problems[:10]))
+
+
+def _partition_problems(
+    partition: Partition, topic: Topic, brokers: Mapping[BrokerId, Broker]
+) -> list[str]:
+    label = f"partition {partition.topic}-{partition.partition}"
+    problems = []
+    if len(partition.replicas) != topic.replication_factor:
+        problems.append(f"{label} has {len(partition.replicas)} replicas, not the topic's RF")
+    if len(set(partition.replicas)) != len(partition.replicas):
+        problems.append(f"{label} lists a broker twice in its replicas")
+    if not set(partition.isr) <= set(partition.replicas):
+        problems.append(f"{label} has an ISR member outside its replicas")
+    if not partition.isr:
+        problems.append(f"{label} has an empty ISR")
+    if partition.leader is not None and partition.leader not in partition.isr:
+        problems.append(f"{label} has a leader outside its ISR")
+    if partition.leader_epoch < 0:
+        problems.append(f"{label} has a negative leader epoch")
+    unknown = [b for b in partition.replicas if b not in brokers]
+    if unknown:
+        problems.append(f"{label} is placed on unknown brokers {unknown}")
+    return problems
+
+
+def _bug(message: str) -> FatalError:
+    return FatalError(
+        f"coordinator state invariant broken: {message}", code=ErrorCode.INTERNAL_ERROR
+    )

@@ -1,0 +1,349 @@
+"""The coordinator's decisions: ``(state, event, now_ms) -> Result(state, records, reply)``.
+
+Pure: no clock, no I/O, no randomness (placement's seed comes from the topic name). Every
+transition validates first and raises a typed error before deciding anything, so a
+rejected request changes nothing. On success it returns the records that express the
+change, the state after them (``model.apply``), the reply computed from that state, and
+the decisions with their reasons for the shell to log. The shell persists the durable
+records and only then makes the new state current.
+
+Read-only views (metadata, describe, cluster status, offsets) live in ``views.py``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar
+
+from conveyor.coordinator import views
+from conveyor.coordinator.election import on_broker_alive, on_broker_dead
+from conveyor.coordinator.model import (
+    Broker,
+    BrokerRecord,
+    BrokerSeen,
+    ClusterState,
+    CommittedOffset,
+    OffsetRecord,
+    Partition,
+    PartitionRecord,
+    Record,
+    Topic,
+    TopicRecord,
+    TopicRemoved,
+    apply,
+    canonical_config,
+)
+from conveyor.coordinator.placement import place_partitions, topic_seed
+from conveyor.coordinator.validation import (
+    OFFSET_METADATA_CHARS_MAX,
+    OFFSETS_PER_COMMIT_MAX,
+    validate_broker_id,
+    validate_broker_url,
+    validate_group_name,
+    validate_partition_count,
+    validate_replication_factor,
+    validate_topic_config,
+    validate_topic_name,
+)
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError, RetriableError
+from conveyor.protocol.messages import (
+    BrokerHeartbeat,
+    BrokerId,
+    CreateTopicRequest,
+    Epoch,
+    HeartbeatResponse,
+    OffsetCommitRequest,
+    OffsetFetchResponse,
+    TopicConfig,
+    TopicDescription,
+)
+
+T = TypeVar("T")
+
+# re-exported so callers find every view of the state beside its transitions
+metadata = views.metadata
+describe_topic = views.describe_topic
+list_topics = views.list_topics
+cluster_status = views.cluster_status
+fetch_offsets = views.fetch_offsets
+heartbeat_response = views.heartbeat_response
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDefaults:
+    """Cluster defaults for topics created without explicit settings (and auto-created).
+
+    ``replication_factor`` defaults to 1 while replication is not built; issue #4 changes
+    the default to min(3, live brokers).
+    """
+
+    partitions: int = 8
+    replication_factor: int = 1
+    config: TopicConfig = field(default_factory=TopicConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Result(Generic[T]):
+    state: ClusterState  # after the records
+    records: tuple[Record, ...]
+    reply: T
+    decisions: tuple[str, ...] = ()  # one line per decision, with its reason, for the log
+
+    @property
+    def durable_records(self) -> list[Record]:
+        return [r for r in self.records if r.durable]
+
+
+def _result(
+    state: ClusterState, records: Sequence[Record], reply: T, decisions: Sequence[str] = ()
+) -> Result[T]:
+    return Result(state, tuple(records), reply, tuple(decisions))
+
+
+# ---- brokers -------------------------------------------------------------------------------
+
+
+def handle_heartbeat(
+    state: ClusterState, heartbeat: BrokerHeartbeat, now_ms: int, heartbeat_interval_ms: int
+) -> Result[HeartbeatResponse]:
+    """Register or refresh a broker; answer with its whole desired state.
+
+    The first heartbeat registers; a new URL or capacity updates the broker; a broker that
+    was declared dead comes back alive, and offline partitions it can lead are given it as
+    leader (with a new epoch) in the same step, so the reply already tells it to lead them.
+    """
+    validate_broker_id(heartbeat.broker_id)
+    validate_broker_url(heartbeat.url)
+    if heartbeat.capacity < 0:
+        raise InvalidRequestError(f"capacity must be >= 0, not {heartbeat.capacity}")
+    broker_id = heartbeat.broker_id
+    known = state.brokers.get(broker_id)
+    capacity = heartbeat.capacity or 1
+    records: list[Record] = []
+    decisions: list[str] = []
+    if known is None or not known.alive or known.url != heartbeat.url or known.capacity != capacity:
+        records.append(BrokerRecord(Broker(broker_id, heartbeat.url, True, now_ms, capacity)))
+        decisions.append(_registration_reason(broker_id, known, heartbeat.url, capacity, now_ms))
+    # reports of partitions that no longer exist are dropped: the broker deletes them soon
+    reports = tuple(r for r in heartbeat.partitions if (r.topic, r.partition) in state.partitions)
+    records.append(BrokerSeen(broker_id, now_ms, reports))
+    if known is None or not known.alive:
+        alive = {*state.alive_broker_ids(), broker_id}
+        for partition in state.partitions.values():
+            if broker_id not in partition.replicas:
+                continue
+            unclean = state.topics[partition.topic].config.unclean_leader_election
+            change = on_broker_alive(partition, alive, unclean)
+            if change is not None:
+                records.append(PartitionRecord(change[0]))
+                decisions.append(_partition_decision(change[0], change[1]))
+    new_state = apply(state, records)
+    reply = views.heartbeat_response(new_state, broker_id, heartbeat_interval_ms)
+    return _result(new_state, records, reply, decisions)
+
+
+def _registration_reason(
+    broker_id: BrokerId, known: Broker | None, url: str, capacity: int, now_ms: int
+) -> str:
+    if known is None:
+        return f"broker {broker_id} registered at {url} with capacity {capacity}"
+    if not known.alive:
+        silent_ms = now_ms - known.last_heartbeat_ms
+        return f"broker {known.broker_id} is alive again after {silent_ms} ms at {url}"
+    if known.url != url:
+        return f"broker {known.broker_id} changed its url from {known.url} to {url}"
+    return f"broker {known.broker_id} changed its capacity from {known.capacity} to {capacity}"
+
+
+def expire_brokers(state: ClusterState, now_ms: int, session_timeout_ms: int) -> Result[None]:
+    """Declare dead every live broker silent for longer than ``session_timeout_ms``, and move
+    or drop the leadership of its partitions (see ``election.on_broker_dead``)."""
+    expired = [
+        b
+        for b in state.brokers.values()
+        if b.alive and now_ms - b.last_heartbeat_ms > session_timeout_ms
+    ]
+    if not expired:
+        return _result(state, (), None)
+    dead_ids = {b.broker_id for b in expired}
+    alive = set(state.alive_broker_ids()) - dead_ids
+    records: list[Record] = []
+    decisions: list[str] = []
+    for broker in sorted(expired, key=lambda b: b.broker_id):
+        records.append(BrokerRecord(replace(broker, alive=False)))
+        decisions.append(
+            f"broker {broker.broker_id} declared dead: no heartbeat for "
+            f"{now_ms - broker.last_heartbeat_ms} ms (session timeout {session_timeout_ms} ms)"
+        )
+    for partition in state.partitions.values():
+        unclean = state.topics[partition.topic].config.unclean_leader_election
+        current, reasons = partition, []
+        for dead in sorted(dead_ids):
+            change = on_broker_dead(current, dead, alive, unclean)
+            if change is not None:
+                current, reason = change
+                reasons.append(reason)
+        if current != partition:
+            records.append(PartitionRecord(current))
+            decisions.append(_partition_decision(current, "; ".join(reasons)))
+    return _result(apply(state, records), records, None, decisions)
+
+
+def grant_grace(state: ClusterState, now_ms: int) -> Result[None]:
+    """Restart every live broker's session clock at ``now_ms``.
+
+    Used after loading from disk (heartbeat times are soft state) and after the coordinator
+    itself stalled: silence that was the coordinator's fault must not kill brokers.
+    """
+    records: list[Record] = [
+        BrokerSeen(b.broker_id, now_ms) for b in state.brokers.values() if b.alive
+    ]
+    return _result(apply(state, records), records, None)
+
+
+def _partition_decision(partition: Partition, reason: str) -> str:
+    return (
+        f"partition {partition.topic}-{partition.partition}: leader={partition.leader} "
+        f"leader_epoch={partition.leader_epoch} isr={list(partition.isr)}: {reason}"
+    )
+
+
+# ---- topics --------------------------------------------------------------------------------
+
+
+def create_topic(
+    state: ClusterState, request: CreateTopicRequest, now_ms: int, defaults: TopicDefaults
+) -> Result[TopicDescription]:
+    """Validate, place on live brokers, and return the new topic's description.
+
+    Every partition starts with its preferred leader ``replicas[0]`` at epoch 0 and all its
+    replicas in the ISR (the logs are empty, so every replica is trivially in sync).
+    """
+    name = request.name
+    validate_topic_name(name)
+    if name in state.topics:
+        raise InvalidRequestError(
+            f"topic {name!r} already exists", code=ErrorCode.TOPIC_ALREADY_EXISTS, topic=name
+        )
+    validate_partition_count(request.partitions)
+    replication_factor = (
+        defaults.replication_factor
+        if request.replication_factor is None
+        else request.replication_factor
+    )
+    live = state.alive_broker_ids()
+    validate_replication_factor(replication_factor, len(live))
+    config = canonical_config(request.config if request.config is not None else defaults.config)
+    validate_topic_config(config, replication_factor)
+    leader_load = Counter(p.leader for p in state.partitions.values() if p.leader is not None)
+    replica_load = Counter(b for p in state.partitions.values() for b in p.replicas)
+    placement = place_partitions(
+        live,
+        request.partitions,
+        replication_factor,
+        seed=topic_seed(name),
+        leader_load=leader_load,
+        replica_load=replica_load,
+    )
+    topic = Topic(name, request.partitions, replication_factor, config, now_ms)
+    records: list[Record] = [TopicRecord(topic)]
+    for index, replicas in enumerate(placement):
+        ids = tuple(replicas)
+        records.append(PartitionRecord(Partition(name, index, ids, ids[0], Epoch(0), ids)))
+    new_state = apply(state, records)
+    leaders = dict(sorted(Counter(replicas[0] for replicas in placement).items()))
+    decision = (
+        f"created topic {name}: partitions={request.partitions} "
+        f"replication_factor={replication_factor} leaders per broker {leaders}"
+    )
+    return _result(new_state, records, views.describe_topic(new_state, name), [decision])
+
+
+def auto_create_topics(
+    state: ClusterState, names: Sequence[str], now_ms: int, defaults: TopicDefaults
+) -> Result[None]:
+    """Create the unknown topics among ``names`` with the cluster defaults.
+
+    Too few live brokers for the default replication factor is retriable here (brokers may
+    still be starting: a producer retries), unlike an explicit create, which is the
+    caller's mistake to fix.
+    """
+    missing = sorted({n for n in names if n not in state.topics})
+    for name in missing:
+        validate_topic_name(name)
+    live_count = len(state.alive_broker_ids())
+    if missing and defaults.replication_factor > live_count:
+        raise RetriableError(
+            f"cannot auto-create {missing}: {live_count} live broker(s), default replication "
+            f"factor {defaults.replication_factor}",
+            code=ErrorCode.LEADER_NOT_AVAILABLE,
+            topics=missing,
+        )
+    records: list[Record] = []
+    decisions: list[str] = []
+    current = state
+    for name in missing:
+        request = CreateTopicRequest(name=name, partitions=defaults.partitions)
+        created = create_topic(current, request, now_ms, defaults)
+        current = created.state
+        records.extend(created.records)
+        decisions.extend(f"auto-create: {d}" for d in created.decisions)
+    return _result(current, records, None, decisions)
+
+
+def delete_topic(state: ClusterState, name: str) -> Result[None]:
+    """Remove a topic with its committed offsets. Brokers drop its logs when it vanishes
+    from their assignments on their next heartbeat."""
+    topic = views.require_topic(state, name)
+    dropped = sum(1 for key in state.offsets if key[1] == name)
+    records: list[Record] = [TopicRemoved(name)]
+    decision = (
+        f"deleted topic {name}: {topic.partition_count} partitions; "
+        f"dropped {dropped} committed offset(s)"
+    )
+    return _result(apply(state, records), records, None, [decision])
+
+
+# ---- committed offsets ---------------------------------------------------------------------
+
+
+def commit_offsets(
+    state: ClusterState, group: str, request: OffsetCommitRequest, now_ms: int
+) -> Result[OffsetFetchResponse]:
+    """Record a group's positions; all or nothing. Generation -1 only until issue #5 brings
+    group membership (a member of a real generation will be fenced against it then)."""
+    validate_group_name(group)
+    if request.generation != -1:
+        raise InvalidRequestError(
+            f"generation {request.generation} is unknown: group membership is not supported "
+            "yet; commit with generation -1",
+            group=group,
+        )
+    if len(request.offsets) > OFFSETS_PER_COMMIT_MAX:
+        raise InvalidRequestError(
+            f"{len(request.offsets)} offsets in one commit; the limit is {OFFSETS_PER_COMMIT_MAX}"
+        )
+    records: list[Record] = []
+    for item in request.offsets:
+        topic = views.require_topic(state, item.topic)
+        views.require_partition(topic, item.partition)
+        if item.offset < 0:
+            raise InvalidRequestError(
+                f"offset {item.offset} for {item.topic}-{item.partition} must be >= 0",
+                topic=item.topic,
+                partition=item.partition,
+            )
+        if item.metadata is not None and len(item.metadata) > OFFSET_METADATA_CHARS_MAX:
+            raise InvalidRequestError(
+                f"offset metadata is longer than {OFFSET_METADATA_CHARS_MAX} characters"
+            )
+        committed = CommittedOffset(
+            group, item.topic, item.partition, item.offset, item.metadata, now_ms
+        )
+        records.append(OffsetRecord(committed))
+    new_state = apply(state, records)
+    keys = {(item.topic, item.partition) for item in request.offsets}
+    reply = views.fetch_offsets(new_state, group, None, only=keys)
+    return _result(new_state, records, reply)

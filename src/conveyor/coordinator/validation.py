@@ -1,0 +1,115 @@
+"""Checks of user input the coordinator accepts: names, topic settings, broker addresses.
+
+Pure. Each check raises a typed :class:`InvalidRequestError` whose message says which rule
+was broken, so a caller can fix the request without reading the source.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+from conveyor.protocol.messages import TopicConfig
+from conveyor.storage.config import FlushPolicy, LogConfig
+
+NAME_LENGTH_MAX: Final = 249  # Kafka's limit: a log directory is named <topic>-<partition>
+_NAME_CHARS = re.compile(r"[a-zA-Z0-9._-]+")
+PARTITIONS_MAX: Final = 10_000  # per topic; each partition costs files and memory on brokers
+OFFSET_METADATA_CHARS_MAX: Final = 4096  # Kafka's offset.metadata.max.bytes
+OFFSETS_PER_COMMIT_MAX: Final = 10_000
+BROKER_URL_CHARS_MAX: Final = 2048
+
+
+def _check_name(kind: str, name: str, code: ErrorCode) -> None:
+    if not name:
+        raise InvalidRequestError(f"{kind} name must not be empty", code=code)
+    if len(name) > NAME_LENGTH_MAX:
+        raise InvalidRequestError(
+            f"{kind} name is {len(name)} characters; the limit is {NAME_LENGTH_MAX}",
+            code=code,
+        )
+    if name in (".", ".."):
+        raise InvalidRequestError(f"{kind} name must not be '.' or '..'", code=code)
+    if _NAME_CHARS.fullmatch(name) is None:
+        raise InvalidRequestError(
+            f"{kind} name {name!r} may contain only ASCII letters, digits, '.', '_' and '-'",
+            code=code,
+        )
+
+
+def validate_topic_name(name: str) -> None:
+    """Kafka's rule: ``[a-zA-Z0-9._-]``, 1 to 249 characters, not ``.`` or ``..``."""
+    _check_name("topic", name, ErrorCode.INVALID_TOPIC)
+
+
+def validate_group_name(group: str) -> None:
+    """Same rule as topics: group names end up in URLs, logs and (later) file names."""
+    _check_name("group", group, ErrorCode.INVALID_REQUEST)
+
+
+def validate_partition_count(count: int) -> None:
+    if not 1 <= count <= PARTITIONS_MAX:
+        raise InvalidRequestError(
+            f"partitions must be between 1 and {PARTITIONS_MAX}, not {count}",
+            code=ErrorCode.INVALID_CONFIG,
+        )
+
+
+def validate_replication_factor(replication_factor: int, live_broker_count: int) -> None:
+    if replication_factor < 1:
+        raise InvalidRequestError(
+            f"replication_factor must be >= 1, not {replication_factor}",
+            code=ErrorCode.INVALID_CONFIG,
+        )
+    if replication_factor > live_broker_count:
+        raise InvalidRequestError(
+            f"replication_factor {replication_factor} exceeds the {live_broker_count} live "
+            "broker(s): each replica needs its own broker",
+            code=ErrorCode.INVALID_CONFIG,
+            replication_factor=replication_factor,
+            live_brokers=live_broker_count,
+        )
+
+
+def validate_topic_config(config: TopicConfig, replication_factor: int) -> None:
+    """Reject settings a broker could not honour: the same limits the storage engine's
+    :class:`LogConfig` enforces, so a topic the coordinator accepts always opens."""
+    problems = []
+    if config.retention_ms != -1 and config.retention_ms < 1:
+        problems.append("retention_ms must be -1 (keep forever) or >= 1")
+    if config.retention_bytes != -1 and config.retention_bytes < 1:
+        problems.append("retention_bytes must be -1 (no size limit) or >= 1")
+    if not 1024 <= config.segment_bytes <= 2**31 - 1:
+        problems.append("segment_bytes must be between 1024 and 2147483647")
+    if not 61 <= config.max_message_bytes <= 2**30:
+        problems.append("max_message_bytes must be between 61 and 1073741824")
+    isr_min = config.min_insync_replicas
+    if isr_min is not None and not 1 <= isr_min <= replication_factor:
+        problems.append(
+            f"min_insync_replicas must be between 1 and the replication factor {replication_factor}"
+        )
+    if problems:
+        raise InvalidRequestError("; ".join(problems), code=ErrorCode.INVALID_CONFIG)
+    flush = FlushPolicy.parse(config.flush)  # raises INVALID_CONFIG itself
+    # the broker builds a LogConfig from these; building one here proves it will succeed
+    LogConfig(
+        segment_bytes_max=config.segment_bytes,
+        batch_bytes_max=config.max_message_bytes,
+        retention_bytes=config.retention_bytes,
+        retention_ms=config.retention_ms,
+        flush=flush,
+    )
+
+
+def validate_broker_url(url: str) -> None:
+    if not url.startswith(("http://", "https://")) or len(url) > BROKER_URL_CHARS_MAX:
+        raise InvalidRequestError(
+            f"broker url must be an http:// or https:// URL of at most "
+            f"{BROKER_URL_CHARS_MAX} characters, not {url[:100]!r}"
+        )
+
+
+def validate_broker_id(broker_id: int) -> None:
+    if not 0 <= broker_id <= 2**31 - 1:
+        raise InvalidRequestError(f"broker_id must be between 0 and 2147483647, not {broker_id}")

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from conveyor.coordinator.cli import add_arguments, settings_from_args, tls_from_args
+from conveyor.protocol.errors import InvalidRequestError
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LISTEN", "DATA", "SESSION_TIMEOUT_MS", "AUTO_CREATE_TOPICS", "TLS_CERT"):
+        monkeypatch.delenv(f"CONVEYOR_{name}", raising=False)
+    args = parse([])
+    assert args.listen == "127.0.0.1:7700"
+    settings = settings_from_args(args)
+    assert settings.data_dir == Path("data/coordinator")
+    assert settings.session_timeout_ms == 6000
+    assert settings.auto_create_topics is True
+    assert settings.topic_defaults.partitions == 8
+    assert settings.topic_defaults.replication_factor == 1
+    assert not tls_from_args(args).enabled
+
+
+def test_options_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_LISTEN", "127.0.0.1:9999")
+    monkeypatch.setenv("CONVEYOR_SESSION_TIMEOUT_MS", "2500")
+    monkeypatch.setenv("CONVEYOR_AUTO_CREATE_TOPICS", "false")
+    monkeypatch.setenv("CONVEYOR_TLS_CERT", "/etc/c.pem")
+    args = parse([])
+    assert args.listen == "127.0.0.1:9999"
+    settings = settings_from_args(args)
+    assert settings.session_timeout_ms == 2500
+    assert settings.auto_create_topics is False
+    assert tls_from_args(args).certfile == "/etc/c.pem"
+    args = parse(["--listen", ":1234", "--session-timeout-ms", "100", "--auto-create-topics"])
+    assert args.listen == ":1234"
+    assert settings_from_args(args).session_timeout_ms == 100
+    assert settings_from_args(args).auto_create_topics is True
+    assert settings_from_args(parse(["--no-auto-create-topics"])).auto_create_topics is False
+
+
+def test_bad_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SystemExit):
+        parse(["--default-partitions", "0"])
+    monkeypatch.setenv("CONVEYOR_AUTO_CREATE_TOPICS", "perhaps")
+    with pytest.raises(InvalidRequestError, match="CONVEYOR_AUTO_CREATE_TOPICS"):
+        settings_from_args(parse([]))
+    with pytest.raises(InvalidRequestError, match="--tls-key needs --tls-cert"):
+        tls_from_args(parse(["--tls-key", "k.pem"]))

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import pytest
+
+from conveyor.coordinator.election import elect_leader, on_broker_alive, on_broker_dead
+from conveyor.coordinator.model import Partition
+from conveyor.protocol.messages import BrokerId, Epoch
+
+
+def b(*numbers: int) -> tuple[BrokerId, ...]:
+    return tuple(BrokerId(n) for n in numbers)
+
+
+def partition(
+    replicas: tuple[int, ...], leader: int | None, isr: tuple[int, ...], epoch: int = 3
+) -> Partition:
+    return Partition(
+        "t", 0, b(*replicas), None if leader is None else BrokerId(leader), Epoch(epoch), b(*isr)
+    )
+
+
+@pytest.mark.parametrize(
+    ("replicas", "isr", "alive", "unclean", "expected"),
+    [
+        ((1, 2, 3), (1, 2, 3), (1, 2, 3), False, (1, False)),  # preferred leader first
+        ((1, 2, 3), (2, 3), (1, 2, 3), False, (2, False)),  # 1 is out of sync
+        ((1, 2, 3), (1, 3), (2, 3), False, (3, False)),  # 1 dead, 2 out of sync
+        ((1, 2, 3), (1,), (2, 3), False, (None, False)),  # only the dead one is in sync
+        ((1, 2, 3), (1,), (2, 3), True, (2, True)),  # ... unless unclean is allowed
+        ((1,), (1,), (), True, (None, False)),  # nobody alive at all
+    ],
+)
+def test_elect_leader(
+    replicas: tuple[int, ...],
+    isr: tuple[int, ...],
+    alive: tuple[int, ...],
+    unclean: bool,
+    expected: tuple[int | None, bool],
+) -> None:
+    election = elect_leader(b(*replicas), b(*isr), set(b(*alive)), unclean)
+    assert (election.leader, election.unclean) == expected
+    assert election.reason
+
+
+def test_rf1_leader_death_takes_the_partition_offline_and_bumps_the_epoch() -> None:
+    change = on_broker_dead(partition((1,), 1, (1,)), BrokerId(1), set(), False)
+    assert change is not None
+    changed, reason = change
+    assert (changed.leader, changed.leader_epoch, changed.isr) == (None, 4, b(1))
+    assert "leader 1 died" in reason
+
+
+def test_leader_death_fails_over_to_the_next_in_sync_replica() -> None:
+    change = on_broker_dead(partition((1, 2, 3), 1, (1, 2, 3)), BrokerId(1), set(b(2, 3)), False)
+    assert change is not None
+    assert (change[0].leader, change[0].leader_epoch, change[0].isr) == (2, 4, b(2, 3))
+
+
+def test_follower_death_shrinks_the_isr_without_a_new_epoch() -> None:
+    change = on_broker_dead(partition((1, 2), 1, (1, 2)), BrokerId(2), set(b(1)), False)
+    assert change is not None
+    assert (change[0].leader, change[0].leader_epoch, change[0].isr) == (1, 3, b(1))
+
+
+def test_unrelated_broker_death_changes_nothing() -> None:
+    assert on_broker_dead(partition((1, 2), 1, (1, 2)), BrokerId(7), set(b(1, 2)), False) is None
+
+
+def test_a_returning_last_isr_member_leads_again_with_a_new_epoch() -> None:
+    offline = partition((1,), None, (1,), epoch=4)
+    change = on_broker_alive(offline, set(b(1)), False)
+    assert change is not None
+    assert (change[0].leader, change[0].leader_epoch) == (1, 5)
+
+
+def test_a_returning_out_of_sync_replica_waits_unless_unclean_is_allowed() -> None:
+    offline = partition((1, 2), None, (1,), epoch=4)
+    assert on_broker_alive(offline, set(b(2)), False) is None
+    change = on_broker_alive(offline, set(b(2)), True)
+    assert change is not None
+    assert (change[0].leader, change[0].isr, change[0].leader_epoch) == (2, b(2), 5)
+
+
+def test_a_led_partition_is_left_alone_when_a_broker_returns() -> None:
+    assert on_broker_alive(partition((1, 2), 1, (1, 2)), set(b(1, 2)), False) is None

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conveyor.coordinator import state as core
+from conveyor.coordinator.model import BrokerSeen, ClusterState
+from conveyor.coordinator.store import DB_FILE, CoordinatorStore
+from conveyor.protocol.errors import StorageError
+from conveyor.protocol.messages import (
+    BrokerId,
+    CreateTopicRequest,
+    OffsetCommitRequest,
+    PartitionOffset,
+    TopicConfig,
+)
+from tests.unit.coordinator.helpers import DEFAULTS, INTERVAL_MS, heartbeat
+
+
+def drive(store: CoordinatorStore) -> ClusterState:
+    """Run transitions as the service does: persist durable records, keep the state."""
+    state = store.load()
+    steps = [
+        lambda s: core.handle_heartbeat(s, heartbeat(1), 10, INTERVAL_MS),
+        lambda s: core.handle_heartbeat(s, heartbeat(2), 10, INTERVAL_MS),
+        lambda s: core.create_topic(
+            s,
+            CreateTopicRequest(
+                name="orders", partitions=4, config=TopicConfig(flush="interval:50")
+            ),
+            20,
+            DEFAULTS,
+        ),
+        lambda s: core.create_topic(s, CreateTopicRequest(name="gone", partitions=1), 21, DEFAULTS),
+        lambda s: core.commit_offsets(
+            s,
+            "g",
+            OffsetCommitRequest(
+                offsets=[
+                    PartitionOffset(topic="orders", partition=3, offset=17, metadata="x"),
+                    PartitionOffset(topic="gone", partition=0, offset=1),
+                ]
+            ),
+            30,
+        ),
+        lambda s: core.delete_topic(s, "gone"),
+        lambda s: core.expire_brokers(s, 10_000, 6000),
+    ]
+    for step in steps:
+        result = step(state)
+        store.write(result.durable_records)
+        state = result.state
+    return state
+
+
+def test_round_trip_through_a_real_file(tmp_path: Path) -> None:
+    store = CoordinatorStore.open(tmp_path)
+    state = drive(store)
+    cluster_id = store.cluster_id
+    store.close()
+
+    reopened = CoordinatorStore.open(tmp_path)
+    try:
+        loaded = reopened.load()
+    finally:
+        reopened.close()
+    assert loaded.cluster_id == cluster_id == state.cluster_id
+    assert loaded.brokers == state.brokers  # including alive=False after expiry
+    assert loaded.topics == state.topics
+    assert loaded.partitions == state.partitions
+    assert loaded.offsets == state.offsets
+    assert loaded.topics["orders"].config.flush == "interval:50"
+    assert not loaded.brokers[BrokerId(1)].alive
+    assert all(p.leader is None for p in loaded.partitions.values())
+    assert loaded.reports == {}  # soft state is relearnt from heartbeats
+
+
+def test_the_database_uses_wal_and_stores_full_configs(tmp_path: Path) -> None:
+    store = CoordinatorStore.open(tmp_path)
+    drive(store)
+    store.close()
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        (config,) = db.execute("SELECT config FROM topics WHERE name='orders'").fetchone()
+        assert '"segment_bytes":134217728' in config  # defaults kept, not omitted
+        assert db.execute("SELECT count(*) FROM committed_offsets").fetchone()[0] == 1
+        assert db.execute("SELECT count(*) FROM partitions").fetchone()[0] == 4
+    finally:
+        db.close()
+
+
+def test_soft_records_are_not_written(tmp_path: Path) -> None:
+    store = CoordinatorStore.open(tmp_path)
+    try:
+        store.write([BrokerSeen(BrokerId(1), 5)])  # would fail: broker 1 is not registered
+        assert store.load().brokers == {}
+    finally:
+        store.close()
+
+
+def test_cluster_id_is_made_once(tmp_path: Path) -> None:
+    first = CoordinatorStore.open(tmp_path)
+    first.close()
+    second = CoordinatorStore.open(tmp_path)
+    second.close()
+    assert first.cluster_id == second.cluster_id
+    assert len(first.cluster_id) == 36
+
+
+def test_a_second_coordinator_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    store = CoordinatorStore.open(tmp_path)
+    try:
+        with pytest.raises(StorageError, match="another coordinator"):
+            CoordinatorStore.open(tmp_path)
+    finally:
+        store.close()
+    CoordinatorStore.open(tmp_path).close()  # free again after close
+
+
+def test_a_failed_transaction_writes_nothing(tmp_path: Path) -> None:
+    store = CoordinatorStore.open(tmp_path)
+    try:
+        state = store.load()
+        result = core.handle_heartbeat(state, heartbeat(1), 10, INTERVAL_MS)
+        store._db.execute("DROP TABLE committed_offsets")  # make a later statement fail
+        topic = core.create_topic(
+            result.state, CreateTopicRequest(name="t", partitions=1), 0, DEFAULTS
+        )
+        offsets = core.commit_offsets(
+            topic.state,
+            "g",
+            OffsetCommitRequest(offsets=[PartitionOffset(topic="t", partition=0, offset=1)]),
+            0,
+        )
+        records = [*result.durable_records, *topic.durable_records, *offsets.durable_records]
+        with pytest.raises(StorageError):
+            store.write(records)
+        assert store._db.execute("SELECT count(*) FROM brokers").fetchone()[0] == 0
+        assert store._db.execute("SELECT count(*) FROM topics").fetchone()[0] == 0
+    finally:
+        store.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    CoordinatorStore.open(tmp_path).close()
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(StorageError, match="schema version 99"):
+        CoordinatorStore.open(tmp_path)
+    with pytest.raises(StorageError, match="schema version 99"):  # the lock was released
+        CoordinatorStore.open(tmp_path)

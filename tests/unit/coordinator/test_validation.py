@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import pytest
+
+from conveyor.coordinator.validation import (
+    validate_broker_url,
+    validate_group_name,
+    validate_topic_config,
+    validate_topic_name,
+)
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+from conveyor.protocol.messages import TopicConfig
+
+
+@pytest.mark.parametrize(
+    "name", ["a", "orders", "Orders.v2", "a_b-c.d", "0", "..a", "a" * 249, "-", "_", "..."]
+)
+def test_valid_topic_names(name: str) -> None:
+    validate_topic_name(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["", ".", "..", "a" * 250, "a b", "a/b", "ä", "a:b", "a,b", "a\n", "a%20"]
+)
+def test_invalid_topic_names(name: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        validate_topic_name(name)
+    assert caught.value.code is ErrorCode.INVALID_TOPIC
+
+
+def test_group_names_follow_the_topic_rule_with_a_request_error() -> None:
+    validate_group_name("my-group.1")
+    with pytest.raises(InvalidRequestError) as caught:
+        validate_group_name("my group")
+    assert caught.value.code is ErrorCode.INVALID_REQUEST
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TopicConfig(),
+        TopicConfig(retention_ms=-1, retention_bytes=1 << 30, flush="interval:250"),
+        TopicConfig(flush="never", segment_bytes=1024, max_message_bytes=61),
+        TopicConfig(min_insync_replicas=2),
+    ],
+)
+def test_sane_configs(config: TopicConfig) -> None:
+    validate_topic_config(config, replication_factor=3)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (TopicConfig(retention_ms=0), "retention_ms"),
+        (TopicConfig(retention_bytes=-2), "retention_bytes"),
+        (TopicConfig(segment_bytes=1023), "segment_bytes"),
+        (TopicConfig(segment_bytes=2**31), "segment_bytes"),
+        (TopicConfig(max_message_bytes=60), "max_message_bytes"),
+        (TopicConfig(min_insync_replicas=4), "min_insync_replicas"),
+        (TopicConfig(min_insync_replicas=0), "min_insync_replicas"),
+        (TopicConfig(flush="sometimes"), "flush policy"),
+        (TopicConfig(flush="interval:0"), "interval_ms"),
+    ],
+)
+def test_insane_configs(config: TopicConfig, message: str) -> None:
+    with pytest.raises(InvalidRequestError, match=message) as caught:
+        validate_topic_config(config, replication_factor=3)
+    assert caught.value.code is ErrorCode.INVALID_CONFIG
+
+
+@pytest.mark.parametrize("url", ["", "127.0.0.1:9000", "ftp://x", "http://" + "x" * 3000])
+def test_invalid_broker_urls(url: str) -> None:
+    with pytest.raises(InvalidRequestError):
+        validate_broker_url(url)
