@@ -86,6 +86,17 @@ class OffsetIndex:
     def last_position(self) -> int:
         return self._positions[-1] if self._positions else 0
 
+    def drop(self, offset: int) -> None:
+        """Forget the entry for ``offset`` (found not to match the log). Only in memory: the
+        file keeps it until the next rewrite, and the next open finds it bad again."""
+        i = bisect.bisect_left(self._relative_offsets, offset - self.base_offset)
+        if (
+            i < len(self._relative_offsets)
+            and self._relative_offsets[i] == offset - self.base_offset
+        ):
+            del self._relative_offsets[i]
+            del self._positions[i]
+
     def truncate_to_position(self, position: int) -> None:
         """Drop the entries that point at or beyond ``position``."""
         keep = bisect.bisect_left(self._positions, position)

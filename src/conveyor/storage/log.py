@@ -239,11 +239,12 @@ class PartitionLog:
             for span in spans:
                 if span.header.base_offset != expected:
                     raise InvalidRequestError(
-                        f"replicated batch starts at {span.header.base_offset}, "
-                        f"log end offset is {expected}",
+                        f"replicated batch starts at {span.header.base_offset}, expected "
+                        f"{expected} (log end offset {self.log_end_offset})",
                         code=ErrorCode.OFFSET_OUT_OF_RANGE,
                         base_offset=span.header.base_offset,
-                        log_end_offset=expected,
+                        expected_offset=expected,
+                        log_end_offset=self.log_end_offset,
                     )
                 expected = span.header.next_offset
             self._maybe_roll(len(view))
@@ -301,6 +302,16 @@ class PartitionLog:
         with self._lock:
             if self._failure is not None:
                 future.set_exception(self._failure)
+                return future
+            if offset >= self.log_end_offset:
+                # Truncated between the append and this call (or never written): no flush
+                # round could cover it, and a waiter would keep the flusher spinning.
+                future.set_exception(
+                    LogTruncatedError(
+                        f"offset {offset} is not in the log (log end offset "
+                        f"{self.log_end_offset}): it was truncated before it was durable"
+                    )
+                )
                 return future
             if self.config.flush.mode != "always" or offset < self._flushed_offset:
                 future.set_result(self.durable_offset)

@@ -22,6 +22,7 @@ from conveyor.protocol.batch import (
     BatchHeader,
     crc32c,
     parse_header,
+    peek_length,
 )
 from conveyor.protocol.errors import CorruptDataError, DiskFullError, StorageError
 from conveyor.storage.index import OffsetIndex, TimeIndex
@@ -145,13 +146,49 @@ class LogSegment:
             position += header.size_bytes
 
     def locate(self, offset: int) -> tuple[int, BatchHeader] | None:
-        """(position, header) of the batch holding ``offset``; None when past the end."""
-        end = self.size_bytes
-        _, position = self.index.lookup(offset)
-        for batch_position, header in self.iter_headers(position, end):
+        """(position, header) of the batch holding ``offset``; None when past the end.
+
+        The walk starts at the index entry at or below ``offset`` and checks that the batch
+        there carries the entry's offset, that offsets follow on from batch to batch and
+        stay below the segment's next offset. base_offset is outside the CRC and a read
+        decides "not there yet" before checking the CRC, so a damaged header would otherwise
+        send the read to the wrong batch or make the middle of the log look like its end.
+        An index entry that disagrees with the log is dropped (the index is a cache) and the
+        lookup retried from the entry before it."""
+        indexed_offset, position = self.index.lookup(offset)
+        while position > 0 and not self._batch_starts_at(position, indexed_offset):
+            log.warning(
+                "%s: index entry (offset %d, position %d) does not match the log; dropping it",
+                self.index.path,
+                indexed_offset,
+                position,
+            )
+            self.index.drop(indexed_offset)
+            indexed_offset, position = self.index.lookup(offset)
+        expected = indexed_offset
+        for batch_position, header in self.iter_headers(position, self.size_bytes):
+            if header.base_offset != expected or header.next_offset > self.next_offset:
+                raise CorruptDataError(
+                    f"{self.log_path}: batch at position {batch_position} holds offsets "
+                    f"{header.base_offset}..{header.last_offset}, expected {expected} "
+                    f"onwards and below {self.next_offset}",
+                    offset=expected,
+                    position=batch_position,
+                )
             if header.last_offset >= offset:
                 return batch_position, header
+            expected = header.next_offset
+        if expected != self.next_offset:
+            raise CorruptDataError(
+                f"{self.log_path}: batches end at offset {expected}, the segment at "
+                f"{self.next_offset}",
+                offset=expected,
+            )
         return None
+
+    def _batch_starts_at(self, position: int, offset: int) -> bool:
+        prefix = os.pread(self.fd, LOG_OVERHEAD, position)
+        return len(prefix) == LOG_OVERHEAD and peek_length(prefix)[0] == offset
 
     def read(self, offset: int, max_bytes: int, upper_offset: int) -> bytes:
         """Whole, CRC-checked batches from the one holding ``offset``, at most ``max_bytes``
@@ -166,7 +203,7 @@ class LogSegment:
         want = min(max(max_bytes, first.size_bytes), end - position)
         data = os.pread(self.fd, want, position)
         view = memoryview(data)
-        cut = 0
+        cut, expected = 0, first.base_offset
         while cut + HEADER_SIZE <= len(data):
             header = parse_header(view, cut)
             size = header.size_bytes
@@ -175,6 +212,7 @@ class LogSegment:
                 or header.batch_length < HEADER_SIZE - LOG_OVERHEAD
                 or cut + size > len(data)
                 or header.last_offset >= upper_offset
+                or header.base_offset != expected  # damaged base_offset: not covered by CRC
             ):
                 break
             if crc32c(view[cut + CRC_START : cut + size]) != header.crc:
@@ -187,6 +225,7 @@ class LogSegment:
                     )
                 break
             cut += size
+            expected = header.next_offset
         if cut == 0:
             raise CorruptDataError(
                 f"{self.log_path}: unreadable batch at position {position}", position=position
@@ -197,9 +236,10 @@ class LogSegment:
         """Base offset of the first batch whose max timestamp is >= ``timestamp_ms``."""
         if self.max_timestamp_ms < timestamp_ms:
             return None
-        start_offset = self.time_index.lookup(timestamp_ms)
-        _, position = self.index.lookup(start_offset)
-        for _, header in self.iter_headers(position, self.size_bytes):
+        found = self.locate(self.time_index.lookup(timestamp_ms))
+        if found is None:
+            return None
+        for _, header in self.iter_headers(found[0], self.size_bytes):
             if header.max_timestamp >= timestamp_ms:
                 return header.base_offset
         return None
@@ -224,9 +264,11 @@ class LogSegment:
             self.max_timestamp_ms = self.time_index.last_timestamp_ms
             self.next_offset = self.base_offset
             end = position
+            expected = expected_first
             for batch_position, header in self.iter_headers(position, self.size_bytes):
-                if batch_position == position and header.base_offset != expected_first:
+                if header.base_offset != expected:  # a stale index or a damaged base_offset
                     return False
+                expected = header.next_offset
                 self.max_timestamp_ms = max(self.max_timestamp_ms, header.max_timestamp)
                 self.next_offset = header.next_offset
                 end = batch_position + header.size_bytes

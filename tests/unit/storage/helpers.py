@@ -1,0 +1,98 @@
+"""Shared pieces of the storage tests: real batches, a manual clock, waiting with deadlines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from conveyor.protocol.batch import CRC_START, crc32c, parse_header
+from conveyor.protocol.records import decode_batches, encode_batch
+from conveyor.storage import LogConfig, PartitionLog
+
+TIMESTAMP_MS = 1_700_000_000_000
+
+LogFactory = Callable[..., PartitionLog]  # the make_log fixture: open_log with cleanup
+
+
+class ManualClock:
+    """Milliseconds that move only when a test says so (``clock_ms`` of PartitionLog.open)."""
+
+    def __init__(self, now_ms: int = TIMESTAMP_MS) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, ms: int) -> None:
+        self.now_ms += ms
+
+
+def make_batch(
+    values: Sequence[bytes], *, timestamp_ms: int = TIMESTAMP_MS, key: bytes | None = None
+) -> bytes:
+    return encode_batch([(key, value) for value in values], timestamp_ms=timestamp_ms)
+
+
+def values_of(count: int, tag: str = "v", size_bytes: int = 8) -> list[bytes]:
+    return [f"{tag}{i}:".encode().ljust(size_bytes, b".") for i in range(count)]
+
+
+def records(data: bytes) -> list[tuple[int, bytes | None, bytes | None]]:
+    """(offset, key, value) of every record, checking every CRC."""
+    return [(r.offset, r.key, r.value) for r in decode_batches(data, verify_crc=True)]
+
+
+def batch_bounds(data: bytes) -> list[tuple[int, int]]:
+    """(base_offset, last_offset) of each whole batch in ``data``."""
+    out, position = [], 0
+    while position < len(data):
+        header = parse_header(data, position)
+        out.append((header.base_offset, header.last_offset))
+        position += header.size_bytes
+    return out
+
+
+def with_crc(data: bytes | bytearray) -> bytes:
+    """The batch with its CRC recomputed (to test checks that come before the CRC)."""
+    out = bytearray(data)
+    out[CRC_START - 4 : CRC_START] = crc32c(memoryview(out)[CRC_START:]).to_bytes(4, "big")
+    return bytes(out)
+
+
+def open_log(
+    directory: Path,
+    clock: Callable[[], int] | None = None,
+    *,
+    initial_offset: int = 0,
+    **config: object,
+) -> PartitionLog:
+    return PartitionLog.open(
+        directory,
+        LogConfig(**config),  # type: ignore[arg-type]
+        clock_ms=clock,
+        initial_offset=initial_offset,
+    )
+
+
+def read_all(log: PartitionLog, max_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """Every batch chunk from the log start to the log end, in order."""
+    offset = log.log_start_offset
+    while offset < log.log_end_offset:
+        data = log.read(offset, max_bytes)
+        assert data, f"empty read at {offset} below log end {log.log_end_offset}"
+        yield data
+        offset = batch_bounds(data)[-1][1] + 1
+
+
+def file_sizes(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds; fail the test when the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(0.002)

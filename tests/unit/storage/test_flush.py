@@ -1,0 +1,318 @@
+"""Flush policies, durability futures, group commit, clean shutdown and reopen."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError, LogTruncatedError
+from conveyor.storage import Flusher, FlushPolicy, LogConfig, PartitionLog
+from conveyor.storage.log import CLEAN_SHUTDOWN_FILE
+from tests.unit.storage.helpers import (
+    LogFactory,
+    make_batch,
+    read_all,
+    records,
+    values_of,
+    wait_until,
+)
+
+TIMEOUT_S = 10
+
+
+class FsyncCounter:
+    """Wraps os.fsync only to count the calls; every call still reaches the real fsync."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self._lock = threading.Lock()
+        real = os.fsync
+
+        def counting_fsync(fd: int) -> None:
+            with self._lock:
+                self.calls += 1
+            real(fd)
+
+        monkeypatch.setattr(os, "fsync", counting_fsync)
+
+
+# ---- always ------------------------------------------------------------------------------
+
+
+def test_always_durable_resolves_only_after_an_fsync_covering_the_write(
+    make_log: LogFactory,
+) -> None:
+    log = make_log()
+    for _ in range(3):
+        result = log.append(make_batch(values_of(4)))
+        assert log.durable_offset <= result.base_offset  # in the page cache, not yet durable
+        durable_offset = log.durable(result.last_offset).result(timeout=TIMEOUT_S)
+        assert durable_offset > result.last_offset
+        assert log.flushed_offset > result.last_offset
+        assert log.durable_offset == log.flushed_offset
+
+
+def test_always_durable_of_an_already_flushed_offset_resolves_at_once(
+    make_log: LogFactory,
+) -> None:
+    log = make_log()
+    result = log.append(make_batch(values_of(2)))
+    assert log.flush() == result.last_offset + 1
+    future = log.durable(result.base_offset)
+    assert future.done()
+    assert future.result() == result.last_offset + 1
+
+
+def test_group_commit_one_fsync_serves_many_appends(
+    make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads append, meet at a barrier, then all wait for durability: each round of
+    appends needs about one fsync, however fast the disk is."""
+    log = make_log()
+    threads_count, rounds_count = 8, 30
+    barrier = threading.Barrier(threads_count)
+    failures: list[BaseException] = []
+    counter = FsyncCounter(monkeypatch)
+
+    def writer(index: int) -> None:
+        try:
+            for i in range(rounds_count):
+                result = log.append(make_batch([f"t{index}-{i}".encode()]))
+                barrier.wait(timeout=TIMEOUT_S)
+                assert log.durable(result.last_offset).result(TIMEOUT_S) > result.last_offset
+                assert log.flushed_offset > result.last_offset
+        except BaseException as exc:  # handed to the test thread
+            failures.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT_S * 3)
+    assert not failures, failures
+    appends = threads_count * rounds_count
+    assert log.log_end_offset == appends
+    # one fsync per barrier round, a second now and then when a waiter races a round
+    assert counter.calls <= appends // 3, (counter.calls, appends)
+    values = sorted(v for chunk in read_all(log) for _, _, v in records(chunk) if v)
+    assert values == sorted(
+        f"t{t}-{i}".encode() for t in range(threads_count) for i in range(rounds_count)
+    )
+
+
+def test_group_commit_free_running_threads(make_log: LogFactory) -> None:
+    log = make_log()
+    acked: list[tuple[int, int]] = []
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def writer(index: int) -> None:
+        try:
+            for i in range(40):
+                result = log.append(make_batch(values_of(1 + i % 3, f"w{index}-{i}-")))
+                durable = log.durable(result.last_offset).result(TIMEOUT_S)
+                assert durable > result.last_offset
+                with lock:
+                    acked.append(result)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT_S * 3)
+    assert not failures, failures
+    covered = sorted(o for base, last in acked for o in range(base, last + 1))
+    assert covered == list(range(log.log_end_offset))
+    assert log.flushed_offset == log.log_end_offset
+
+
+def test_durable_of_an_offset_not_in_the_log_fails_instead_of_waiting(
+    make_log: LogFactory,
+) -> None:
+    log = make_log()
+    result = log.append(make_batch(values_of(3)))
+    log.truncate_to(0)  # another thread cut the write before its caller asked for durability
+    error = log.durable(result.last_offset).exception(timeout=TIMEOUT_S)
+    assert isinstance(error, LogTruncatedError)
+    assert error.code is ErrorCode.LOG_TRUNCATED
+    assert error.retriable
+    future = log.durable(log.log_end_offset + 5)
+    assert isinstance(future.exception(timeout=TIMEOUT_S), LogTruncatedError)
+    # and the log still works
+    result = log.append(make_batch(values_of(2)))
+    assert log.durable(result.last_offset).result(TIMEOUT_S) == 2
+
+
+def test_waiters_beyond_a_truncation_fail_and_the_others_resolve(tmp_path: Path) -> None:
+    flusher = Flusher(threads=1)
+    gate = threading.Event()
+
+    def hold_the_flush_thread() -> None:
+        gate.wait(TIMEOUT_S)
+
+    flusher.submit(hold_the_flush_thread)  # the log's flush rounds queue up behind this
+    log = PartitionLog.open(tmp_path / "log", flusher=flusher)
+    try:
+        kept = log.append(make_batch(values_of(3)))
+        cut = log.append(make_batch(values_of(3)))
+        kept_future, cut_future = log.durable(kept.last_offset), log.durable(cut.last_offset)
+        assert not kept_future.done()
+        assert not cut_future.done()
+        log.truncate_to(cut.base_offset)
+        error = cut_future.exception(timeout=TIMEOUT_S)
+        assert isinstance(error, LogTruncatedError)
+        assert not kept_future.done()
+        gate.set()
+        assert kept_future.result(TIMEOUT_S) == cut.base_offset
+    finally:
+        gate.set()
+        log.close()
+        flusher.close()
+
+
+# ---- interval and never -------------------------------------------------------------------
+
+
+def test_interval_flushes_in_the_background(make_log: LogFactory) -> None:
+    log = make_log(flush=FlushPolicy("interval", 20))
+    for i in range(5):
+        result = log.append(make_batch(values_of(3, f"i{i}-")))
+        future = log.durable(result.last_offset)
+        assert future.done()  # durable once written, per the policy
+        assert future.result() == log.log_end_offset
+        assert log.durable_offset == log.log_end_offset
+    wait_until(lambda: log.flushed_offset == log.log_end_offset, TIMEOUT_S)
+    log.append(make_batch(values_of(1)))
+    wait_until(lambda: log.flushed_offset == log.log_end_offset, TIMEOUT_S)
+
+
+def test_never_leaves_flushing_to_the_os_except_on_roll_and_close(
+    make_log: LogFactory, tmp_path: Path
+) -> None:
+    log = make_log(flush=FlushPolicy("never"), segment_bytes_max=1024)
+    result = log.append(make_batch(values_of(3)))
+    future = log.durable(result.last_offset)
+    assert future.done()
+    assert future.result() == log.durable_offset == log.log_end_offset == 3
+    assert log.flushed_offset == 0
+    while log.segment_count == 1:  # a roll flushes the sealed segment in the background
+        log.append(make_batch(values_of(3, "r", 100)))
+    sealed_end = log.segment_infos()[-1].base_offset
+    wait_until(lambda: log.flushed_offset >= sealed_end, TIMEOUT_S)
+    assert log.flush() == log.log_end_offset
+    log.close()
+    assert (tmp_path / "log" / CLEAN_SHUTDOWN_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "policy"),
+    [
+        ("always", FlushPolicy("always")),
+        (" NEVER ", FlushPolicy("never")),
+        ("interval", FlushPolicy("interval", 100)),
+        ("interval:250", FlushPolicy("interval", 250)),
+        ("250ms", FlushPolicy("interval", 250)),
+    ],
+)
+def test_flush_policy_parse(text: str, policy: FlushPolicy) -> None:
+    assert FlushPolicy.parse(text) == policy
+
+
+@pytest.mark.parametrize("text", ["sometimes", "interval:", "interval:-5", "0", "ms"])
+def test_flush_policy_parse_rejects(text: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        FlushPolicy.parse(text)
+    assert caught.value.code is ErrorCode.INVALID_CONFIG
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"segment_bytes_max": 1000},
+        {"segment_bytes_max": 2**31},
+        {"segment_ms_max": 0},
+        {"index_interval_bytes": -1},
+        {"batch_bytes_max": 60},
+        {"retention_bytes": -2},
+        {"retention_ms": -2},
+    ],
+)
+def test_log_config_rejects(config: dict[str, int]) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        LogConfig(**config)  # type: ignore[arg-type]
+    assert caught.value.code is ErrorCode.INVALID_CONFIG
+
+
+# ---- close and reopen ---------------------------------------------------------------------
+
+
+def test_close_marks_a_clean_shutdown_and_reopen_keeps_everything(
+    make_log: LogFactory, tmp_path: Path
+) -> None:
+    directory = tmp_path / "log"
+    log = make_log(segment_bytes_max=1024)
+    for i in range(25):
+        log.append(make_batch(values_of(2, f"c{i}-", 30)), leader_epoch=i)
+    assert log.segment_count > 2
+    before = list(read_all(log))
+    end = log.log_end_offset
+    log.close()
+    assert (directory / CLEAN_SHUTDOWN_FILE).exists()
+    log.close()  # a second close does nothing
+    reopened = make_log(segment_bytes_max=1024)
+    assert not (directory / CLEAN_SHUTDOWN_FILE).exists()
+    assert reopened.recovered == []
+    assert (reopened.log_start_offset, reopened.log_end_offset) == (0, end)
+    assert reopened.flushed_offset == end
+    assert list(read_all(reopened)) == before
+    assert reopened.durable(end - 1).done()
+    assert reopened.append(make_batch(values_of(1))) == (end, end)
+
+
+def test_reopen_without_clean_shutdown_rescans_and_cuts_a_torn_tail(
+    make_log: LogFactory, tmp_path: Path
+) -> None:
+    log = make_log(segment_bytes_max=1024)
+    for i in range(25):
+        log.append(make_batch(values_of(2, f"u{i}-", 30)))
+    log.flush()
+    before = list(read_all(log))
+    end = log.log_end_offset
+    # a copy of the directory while the log is open: what a crash leaves (no marker)
+    crashed = tmp_path / "crashed"
+    shutil.copytree(tmp_path / "log", crashed)
+    assert not (crashed / CLEAN_SHUTDOWN_FILE).exists()
+    active = sorted(crashed.glob("*.log"))[-1]
+    with active.open("ab") as out:
+        out.write(make_batch(values_of(2, "torn"))[:50])
+    reopened = make_log(crashed, segment_bytes_max=1024)
+    assert [(base, r.dropped_bytes) for base, r in reopened.recovered] == [(int(active.stem), 50)]
+    assert reopened.log_end_offset == end
+    assert reopened.flushed_offset == end  # what survived recovery was fsynced on open
+    assert list(read_all(reopened)) == before
+
+
+def test_shared_flusher_serves_several_logs(tmp_path: Path) -> None:
+    flusher = Flusher(threads=2)
+    logs = [PartitionLog.open(tmp_path / f"p{i}", flusher=flusher) for i in range(4)]
+    try:
+        futures: list[Future[int]] = []
+        for i, log in enumerate(logs):
+            for _ in range(i + 1):
+                result = log.append(make_batch(values_of(2)))
+                futures.append(log.durable(result.last_offset))
+        for future in futures:
+            future.result(TIMEOUT_S)
+        assert [log.flushed_offset for log in logs] == [2, 4, 6, 8]
+    finally:
+        for log in logs:
+            log.close()
+        flusher.close()
