@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench-storage clean
+.PHONY: run test lint typecheck system-deps bench-storage clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+# Debian/npm packages some tests need (prometheus, ...): one idempotent script each.
+system-deps:
+	@for script in $(sort $(wildcard scripts/system-deps/*.sh)); do bash $$script || exit 1; done
+
+test: lint typecheck system-deps
 	$(BIN)/pytest
 
 bench-storage: $(STAMP)

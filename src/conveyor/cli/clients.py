@@ -33,7 +33,7 @@ def register(subparsers: Subparsers) -> None:
     produce.add_argument("--acks", choices=("0", "1", "all"), default="all")
     produce.add_argument("--json", action="store_true", help="one JSON line per message")
     add_url_flag(produce)
-    produce.set_defaults(handler=_produce)
+    produce.set_defaults(handler=_produce, trailing_values="values")
 
     consume = subparsers.add_parser(
         "consume",

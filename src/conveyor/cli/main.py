@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        _take_trailing_values(parser, args, extras)
     except SystemExit as exc:  # argparse exits by itself for --help, --version and usage
         return _exit_code(exc)
     handler: Handler = args.handler
@@ -78,6 +79,19 @@ def main(argv: list[str] | None = None) -> int:
         _print_error("interrupted")
         return EXIT_INTERRUPTED
     return EXIT_ERROR
+
+
+def _take_trailing_values(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]
+) -> None:
+    """argparse cannot take positionals after an option (``produce T --key k v1 v2``); a
+    command that sets ``trailing_values`` to an attribute name receives them there."""
+    if not extras:
+        return
+    dest = getattr(args, "trailing_values", None)
+    if dest is None or any(extra.startswith("-") for extra in extras):
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    getattr(args, dest).extend(extras)
 
 
 def _exit_code(exc: SystemExit) -> int:
