@@ -89,7 +89,7 @@ def test_cli_topic_admin_and_cluster_status(cluster: Cluster) -> None:
     assert "INVALID_CONFIG" in bad_config.stderr
 
     listed = conveyor(cluster.url, "topic", "list", "--json")
-    names = [t["name"] for t in json.loads(listed.stdout)["topics"]]
+    names = [t["name"] for t in json.loads(listed.stdout)]
     assert names == ["t1"]
 
     described = json.loads(conveyor(cluster.url, "topic", "describe", "t1", "--json").stdout)
