@@ -1,0 +1,434 @@
+"""The producer's record accumulator: partitioning and per-partition batching, pure (no
+I/O, no clock, no event loop), thread-safe through a lock the shell passes in.
+
+Records are appended to the open batch of their partition; a batch is closed ("sealed")
+when the next record would take it past ``batch_size_bytes``, or when it has lingered
+``linger_ms``, or at once while a flush or close is under way. ``drain`` hands the sender
+at most one batch per partition and only for partitions with no request in flight, so a
+retried batch is always resent before anything behind it: per-partition (and so per-key)
+order survives retries. That is Kafka's ``max.in.flight.requests.per.connection=1`` per
+partition, without producer ids.
+
+The partition: ``partition`` if given; else Kafka's key partitioner (murmur2) for a key;
+else the sticky partition (KIP-480), which moves on round-robin whenever its batch is full
+or already drained.
+
+Hot path: ``append`` runs once per record at hundreds of thousands of records a second,
+so it is one method doing the partition lookup, the size check and the builder call,
+with the lock taken once; everything else happens once per batch. The record's size is
+subtracted from the batch's ``room_bytes`` using an upper bound of its framing, so no
+call into the builder is needed until that room runs out.
+
+Time comes in as ``now_ms``: the wall-clock milliseconds the record is also stamped with
+(one clock read per record, not two). A clock that jumps backwards makes a batch ready at
+once rather than lingering for the size of the jump.
+
+Every public method takes the lock; ``wake_sender`` and ``on_space`` are called under it
+and must not block.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Final, Generic, NamedTuple, TypeVar
+
+from conveyor.client.partitioner import KeyPartitioner, StickyPartitioner
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+from conveyor.protocol.records import BatchBuilder, Codec
+
+C = TypeVar("C")  # what a batch's records share to learn the outcome (BatchCompletion)
+F = TypeVar("F")  # what append returns per record (RecordFuture)
+
+RECORD_OVERHEAD_BYTES: Final = 32
+"""Upper bound of a record's framing: six varints of at most 5 bytes, and a byte."""
+
+HeaderPairs = Sequence[tuple[str, bytes | None]]
+
+
+class BufferFull(Exception):  # noqa: N818 -- a signal to the shell, not an error for users
+    """A new batch is needed but ``buffer_memory_bytes`` of batches are already waiting."""
+
+
+class AccumulatorClosed(Exception):  # noqa: N818 -- a signal to the shell
+    """``append`` after ``close``."""
+
+
+class ProducerBatch(Generic[C]):
+    """One batch of one partition, from its first record until it is acknowledged."""
+
+    __slots__ = (
+        "append",
+        "attempts",
+        "builder",
+        "completion",
+        "created_ms",
+        "last_error",
+        "partition",
+        "payload",
+        "records_count",
+        "retry_at_ms",
+        "room_bytes",
+        "size_bytes",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        builder: BatchBuilder,
+        completion: C,
+        *,
+        now_ms: int,
+        room_bytes: int,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.builder: BatchBuilder | None = builder
+        self.append = builder.append  # bound once: saves two lookups per record
+        self.room_bytes = room_bytes  # a lower bound of what still fits (module docstring)
+        self.completion = completion
+        self.created_ms = now_ms
+        self.attempts = 0  # produce requests that failed and were retried
+        self.retry_at_ms = 0
+        self.records_count = 0  # set at seal
+        self.size_bytes = 0  # set at seal
+        self.payload: bytes | None = None
+        self.last_error: Exception | None = None  # why the last attempt failed, for reports
+
+    def build(self) -> bytes:
+        """The encoded batch, built once (retries resend the same bytes) and the builder's
+        record pieces released, so a batch is held in memory once, not twice."""
+        if self.payload is None:
+            assert self.builder is not None, "a batch is built only after it is sealed"
+            self.payload = self.builder.build()
+            self.builder = None
+        return self.payload
+
+    def __repr__(self) -> str:
+        return f"<ProducerBatch {self.topic}[{self.partition}] {self.records_count} records>"
+
+
+def _headers_size(headers: HeaderPairs) -> int:
+    """Upper bound of the encoded headers (UTF-8 takes at most 4 bytes a character)."""
+    return sum(4 * len(name) + len(value or b"") + 10 for name, value in headers)
+
+
+class _PartitionQueue(Generic[C]):
+    __slots__ = ("in_flight", "open", "sealed")
+
+    def __init__(self) -> None:
+        self.sealed: deque[ProducerBatch[C]] = deque()
+        self.open: ProducerBatch[C] | None = None
+        self.in_flight = False
+
+
+class Drained(NamedTuple, Generic[C]):
+    ready: list[ProducerBatch[C]]
+    """Batches to send now, at most one per partition, each now counted as in flight."""
+    expired: list[ProducerBatch[C]]
+    """Batches older than ``delivery_timeout_ms``: removed, the shell fails them."""
+    next_ms: int | None
+    """When a lingering or backing-off batch becomes ready (None: nothing waits)."""
+
+
+class Accumulator(Generic[C, F]):
+    """See the module docstring.
+
+    ``new_completion(topic, partition)`` makes the object a batch's records share;
+    ``new_future(completion, index)`` what ``append`` returns for a record;
+    ``wake_sender()`` is called when a batch opens (at most once per ``drain``), so the
+    sender can time its linger; ``on_space()`` when batches leave the buffer.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_size_bytes: int,
+        linger_ms: int,
+        buffer_memory_bytes: int,
+        delivery_timeout_ms: int,
+        codec: Codec,
+        lock: threading.Lock,
+        new_completion: Callable[[str, int], C],
+        new_future: Callable[[C, int], F],
+        wake_sender: Callable[[], None],
+        on_space: Callable[[], None],
+        sticky_start: int = 0,
+    ) -> None:
+        if batch_size_bytes <= 0 or linger_ms < 0 or buffer_memory_bytes < batch_size_bytes:
+            raise ValueError("need batch_size > 0, linger_ms >= 0, buffer_memory >= batch_size")
+        self._batch_size_bytes = batch_size_bytes
+        self._linger_ms = linger_ms
+        self._buffer_memory_bytes = buffer_memory_bytes
+        self._delivery_timeout_ms = delivery_timeout_ms
+        self._codec = codec
+        self._lock = lock
+        self._acquire = lock.acquire
+        self._release = lock.release
+        self._new_completion = new_completion
+        self._new_future = new_future
+        self._wake_sender = wake_sender
+        self._on_space = on_space
+        self._keys = KeyPartitioner()
+        self._sticky = StickyPartitioner(sticky_start)
+        self._queues: dict[tuple[str, int], _PartitionQueue[C]] = {}
+        self._open: dict[tuple[str, int], ProducerBatch[C]] = {}  # the queues' open batches
+        self._incomplete: set[ProducerBatch[C]] = set()
+        self._sealed_bytes = 0
+        self._flushes = 0
+        self._closing = False
+        self._wake_pending = False
+
+    # --- appending (the hot path) ----------------------------------------------------------
+
+    def append(  # noqa: PLR0917 -- the hot path: positional arguments are cheaper
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: HeaderPairs,
+        partition: int | None,
+        partition_count: int,
+        now_ms: int,
+    ) -> F:
+        """Append one record to its partition's batch and return its future.
+
+        Raises :class:`BufferFull` (nothing appended) when a new batch is needed and the
+        buffer is full, :class:`AccumulatorClosed` after :meth:`close`.
+        """
+        # acquire/release rather than ``with``: half the cost, measured, on this path
+        self._acquire()
+        try:
+            if partition is None:
+                if key is None:
+                    return self._append_sticky(topic, value, headers, partition_count, now_ms)
+                # KeyPartitioner.partition inlined for the common case (a cached key)
+                keys = self._keys
+                partition = keys.last.get(key) if partition_count == keys.last_count else None
+                if partition is None:
+                    partition = keys.partition(key, partition_count)
+            elif not 0 <= partition < partition_count:
+                raise InvalidRequestError(
+                    f"{topic} has partitions 0..{partition_count - 1}, not {partition}",
+                    code=ErrorCode.UNKNOWN_PARTITION,
+                )
+            batch = self._open.get((topic, partition))
+            if batch is not None:
+                size = RECORD_OVERHEAD_BYTES
+                if value is not None:
+                    size += len(value)
+                if key is not None:
+                    size += len(key)
+                if headers:
+                    size += _headers_size(headers)
+                if size <= batch.room_bytes:
+                    batch.room_bytes -= size
+                    return self._new_future(
+                        batch.completion, batch.append(value, key, headers, now_ms)
+                    )
+            appended = self._append_slow(topic, partition, key, value, headers, now_ms, True)
+            assert appended is not None
+            return appended
+        finally:
+            self._release()
+
+    def _append_sticky(
+        self, topic: str, value: bytes | None, headers: HeaderPairs, count: int, now_ms: int
+    ) -> F:
+        partition = self._sticky.partition(topic, count)
+        appended = self._append_slow(topic, partition, None, value, headers, now_ms, False)
+        if appended is None:  # that batch is full or drained: stick to the next partition
+            partition = self._sticky.next(topic, count, partition)
+            appended = self._append_slow(topic, partition, None, value, headers, now_ms, True)
+        assert appended is not None
+        return appended
+
+    def _append_slow(  # noqa: PLR0917 -- mirrors append
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: HeaderPairs,
+        now_ms: int,
+        new_batch_allowed: bool,
+    ) -> F | None:
+        """Append where the fast path could not: the room estimate ran out, or there is
+        no open batch. None when a new batch is needed and not allowed (sticky)."""
+        if self._closing:
+            raise AccumulatorClosed
+        queue = self._queues.get((topic, partition))
+        if queue is None:
+            queue = self._queues[(topic, partition)] = _PartitionQueue()
+        size = RECORD_OVERHEAD_BYTES + len(value or b"") + len(key or b"")
+        size += _headers_size(headers) if headers else 0
+        batch = queue.open
+        if batch is not None:
+            assert batch.builder is not None
+            batch.room_bytes = self._batch_size_bytes - batch.builder.size_bytes_estimate
+            if size <= batch.room_bytes:  # the estimate was too cautious: it fits
+                batch.room_bytes -= size
+                return self._new_future(batch.completion, batch.append(value, key, headers, now_ms))
+            self._seal(queue)  # full: the record does not fit
+        if not new_batch_allowed:
+            return None
+        if self._sealed_bytes >= self._buffer_memory_bytes:
+            raise BufferFull
+        builder = BatchBuilder(codec=self._codec)
+        batch = ProducerBatch(
+            topic,
+            partition,
+            builder,
+            self._new_completion(topic, partition),
+            now_ms=now_ms,
+            room_bytes=self._batch_size_bytes - builder.size_bytes_estimate - size,
+        )
+        queue.open = self._open[(topic, partition)] = batch
+        self._incomplete.add(batch)
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._wake_sender()
+        # A record larger than batch_size still goes, alone in its batch (as in Kafka).
+        return self._new_future(batch.completion, builder.append(value, key, headers, now_ms))
+
+    def _seal(self, queue: _PartitionQueue[C]) -> None:
+        batch = queue.open
+        assert batch is not None and batch.builder is not None
+        queue.open = None
+        del self._open[(batch.topic, batch.partition)]
+        batch.records_count = batch.builder.records_count
+        batch.size_bytes = batch.builder.size_bytes_estimate
+        queue.sealed.append(batch)
+        self._sealed_bytes += batch.size_bytes
+
+    # --- the sender's side -----------------------------------------------------------------
+
+    def drain(self, now_ms: int) -> Drained[C]:
+        """Batches ready to send (see :class:`Drained`). Call after every wake-up."""
+        ready: list[ProducerBatch[C]] = []
+        expired: list[ProducerBatch[C]] = []
+        next_ms: int | None = None
+        with self._lock:
+            self._wake_pending = False
+            hurry = self._flushes > 0 or self._closing
+            for queue in self._queues.values():
+                if queue.in_flight:
+                    continue
+                expired += self._expire(queue, now_ms)
+                if not queue.sealed:
+                    batch = queue.open
+                    if batch is None:
+                        continue
+                    ready_ms = batch.created_ms + self._linger_ms
+                    if hurry or now_ms >= ready_ms or now_ms < batch.created_ms:
+                        self._seal(queue)
+                    else:
+                        next_ms = ready_ms if next_ms is None else min(next_ms, ready_ms)
+                        continue
+                head = queue.sealed[0]
+                if head.retry_at_ms > now_ms:
+                    retry_ms = head.retry_at_ms
+                    next_ms = retry_ms if next_ms is None else min(next_ms, retry_ms)
+                    continue
+                queue.in_flight = True
+                ready.append(head)
+            if expired:
+                self._on_space()
+        return Drained(ready, expired, next_ms)
+
+    def _expire(self, queue: _PartitionQueue[C], now_ms: int) -> list[ProducerBatch[C]]:
+        """Remove the queue's batches older than delivery_timeout_ms (never one in flight)."""
+        expired: list[ProducerBatch[C]] = []
+        deadline_ms = now_ms - self._delivery_timeout_ms
+        while queue.sealed and queue.sealed[0].created_ms <= deadline_ms:
+            expired.append(self._remove_head(queue))
+        if not queue.sealed and queue.open is not None and queue.open.created_ms <= deadline_ms:
+            self._seal(queue)
+            expired.append(self._remove_head(queue))
+        return expired
+
+    def _remove_head(self, queue: _PartitionQueue[C]) -> ProducerBatch[C]:
+        batch = queue.sealed.popleft()
+        self._sealed_bytes -= batch.size_bytes
+        self._incomplete.discard(batch)
+        return batch
+
+    def _in_flight_queue(self, batch: ProducerBatch[C]) -> _PartitionQueue[C]:
+        queue = self._queues[(batch.topic, batch.partition)]
+        assert queue.in_flight and queue.sealed and queue.sealed[0] is batch, "not in flight"
+        return queue
+
+    def complete(self, batch: ProducerBatch[C]) -> None:
+        """The in-flight ``batch`` is done (acknowledged or failed for good): forget it."""
+        with self._lock:
+            queue = self._in_flight_queue(batch)
+            queue.in_flight = False
+            self._remove_head(queue)
+            self._on_space()
+
+    def retry(self, batch: ProducerBatch[C], retry_at_ms: int) -> None:
+        """Put the in-flight ``batch`` back at the head of its partition, to be drained
+        again at ``retry_at_ms``."""
+        with self._lock:
+            queue = self._in_flight_queue(batch)
+            queue.in_flight = False
+            batch.retry_at_ms = retry_at_ms
+            batch.attempts += 1
+
+    def abort_all(self) -> list[ProducerBatch[C]]:
+        """Remove every batch not in flight (a forced close): the shell fails them."""
+        aborted: list[ProducerBatch[C]] = []
+        with self._lock:
+            for queue in self._queues.values():
+                if queue.open is not None:
+                    self._seal(queue)
+                keep = 1 if queue.in_flight else 0
+                while len(queue.sealed) > keep:
+                    batch = queue.sealed.pop()
+                    self._sealed_bytes -= batch.size_bytes
+                    self._incomplete.discard(batch)
+                    aborted.append(batch)
+            self._on_space()
+        aborted.reverse()
+        return aborted
+
+    # --- flush, close, accounting ----------------------------------------------------------
+
+    def begin_flush(self) -> list[C]:
+        """Make every batch ready regardless of linger until ``end_flush``; returns the
+        completions of all batches not yet done, which the flushing caller waits for."""
+        with self._lock:
+            self._flushes += 1
+            return [batch.completion for batch in self._incomplete]
+
+    def end_flush(self) -> None:
+        with self._lock:
+            assert self._flushes > 0
+            self._flushes -= 1
+
+    def close(self) -> None:
+        """Refuse new records; from now on every batch is ready at once."""
+        with self._lock:
+            self._closing = True
+            self._on_space()  # senders blocked on a full buffer must see the close
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    @property
+    def incomplete_count(self) -> int:
+        """Batches appended to and not yet done (open, waiting, or in flight)."""
+        return len(self._incomplete)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of sealed batches not yet done: what ``buffer_memory_bytes`` limits."""
+        return self._sealed_bytes
+
+    @property
+    def has_room(self) -> bool:
+        return self._sealed_bytes < self._buffer_memory_bytes

@@ -1,0 +1,80 @@
+"""``Admin``: topic and cluster administration against the coordinator (sync)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+from conveyor.protocol.messages import (
+    ClusterStatus,
+    CreateTopicRequest,
+    TopicConfig,
+    TopicDescription,
+    TopicList,
+    TopicSummary,
+)
+from conveyor.transport.client import SyncHTTP, default_url
+from conveyor.transport.tls import TLSConfig
+
+
+class Admin:
+    """Create, list, describe and delete topics; read the cluster's status.
+
+    Errors arrive typed: e.g. ``InvalidRequestError`` with code ``TOPIC_ALREADY_EXISTS``,
+    ``UNKNOWN_TOPIC`` or ``INVALID_TOPIC``.
+    """
+
+    def __init__(
+        self, url: str | None = None, *, tls: TLSConfig | None = None, timeout_s: float = 30.0
+    ) -> None:
+        self.url = default_url(url)
+        self._http = SyncHTTP(tls, timeout_s=timeout_s, pool_size=4)
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 8,
+        replication_factor: int | None = None,
+        config: TopicConfig | dict[str, Any] | None = None,
+    ) -> TopicDescription:
+        """Create ``name``; ``replication_factor`` None lets the cluster choose (min(3,
+        live brokers)); ``config`` holds TopicConfig fields (unknown keys are rejected)."""
+        if isinstance(config, dict):
+            config = TopicConfig(**config)
+        request = CreateTopicRequest(
+            name=name, partitions=partitions, replication_factor=replication_factor, config=config
+        )
+        return self._http.call("POST", f"{self.url}/v1/topics", TopicDescription, body=request)
+
+    def list_topics(self) -> list[TopicSummary]:
+        return self._http.call("GET", f"{self.url}/v1/topics", TopicList).topics
+
+    def describe_topic(self, name: str) -> TopicDescription:
+        return self._http.call("GET", self._topic_url(name), TopicDescription)
+
+    def delete_topic(self, name: str) -> None:
+        self._http.request("DELETE", self._topic_url(name))
+
+    def cluster(self) -> ClusterStatus:
+        return self._http.call("GET", f"{self.url}/v1/cluster", ClusterStatus)
+
+    def _topic_url(self, name: str) -> str:
+        return f"{self.url}/v1/topics/{quote(name, safe='')}"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Admin {self.url}>"

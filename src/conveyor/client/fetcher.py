@@ -1,0 +1,292 @@
+"""The consumer's I/O: a long-polling fetch task per assigned partition, and a supervisor.
+
+Runs on the sync ``Consumer``'s private loop thread or on the ``AsyncConsumer``'s loop.
+The supervisor refreshes metadata, turns it into the assignment (``group.py``) and keeps
+one task per assigned partition. Each task finds its starting position (the group's
+committed offset, else the reset policy), then fetches from the partition's leader in a
+loop: reserve buffer room, long-poll, decode, hand the messages to the
+:class:`FetchBuffer`. Partitions fetch concurrently, so one slow or leaderless partition
+never holds up the others. A NOT_LEADER (or a broker that is gone) wakes the supervisor
+to refresh metadata; OFFSET_OUT_OF_RANGE resets the position by policy, with a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from conveyor.client.backoff import backoff_ms
+from conveyor.client.errors import is_routing_error
+from conveyor.client.fetch_buffer import FetchBuffer
+from conveyor.client.group import Assignment, GroupClient, assign_all
+from conveyor.client.metadata import MetadataClient
+from conveyor.client.types import TopicPartition, messages_from_records
+from conveyor.protocol.batch import LOG_OVERHEAD, parse_header, peek_length
+from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
+from conveyor.protocol.messages import BATCH_CONTENT_TYPE, PartitionOffsets
+from conveyor.protocol.records import decode_batches
+from conveyor.transport.client import AsyncHTTP
+
+log = logging.getLogger(__name__)
+
+OffsetReset = Literal["earliest", "latest"]
+MISSING_TOPIC_RETRY_MS: Final = 500  # how often to look again for a topic not yet created
+HIGH_WATERMARK_HEADER: Final = "x-conveyor-high-watermark"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSettings:
+    topics: tuple[str, ...]
+    auto_offset_reset: OffsetReset
+    fetch_max_bytes: int
+    fetch_max_wait_ms: int
+    request_timeout_ms: int
+    metadata_max_age_ms: int
+    retry_backoff_ms: int
+    retry_backoff_max_ms: int
+
+
+class Fetcher:
+    """See the module docstring. ``start``/``close`` on the loop it runs on."""
+
+    def __init__(
+        self,
+        *,
+        settings: FetchSettings,
+        buffer: FetchBuffer,
+        metadata: MetadataClient,
+        group: GroupClient,
+        http: AsyncHTTP,
+    ) -> None:
+        self._settings = settings
+        self._buffer = buffer
+        self._metadata = metadata
+        self._group = group
+        self._http = http
+        self.assignment = Assignment(())
+        self.ready = False  # the first assignment has been made (maybe empty)
+        self._tasks: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+        self._space = asyncio.Event()
+        self._refresh = asyncio.Event()
+
+    def space_freed(self) -> None:
+        """The buffer has room again. Call on this fetcher's loop."""
+        self._space.set()
+
+    def start(self) -> None:
+        self._supervisor = asyncio.create_task(self._supervise(), name="conveyor-fetcher")
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        if self._supervisor is not None:
+            tasks.append(self._supervisor)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    # --- assignment ------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        while True:
+            self._refresh.clear()
+            try:
+                await self._update_assignment()
+            except ConveyorError as exc:
+                log.warning("consumer metadata refresh failed: %s", exc)
+            missing = any(self._metadata.cache.is_missing(t) for t in self._settings.topics)
+            interval_ms = MISSING_TOPIC_RETRY_MS if missing else self._settings.metadata_max_age_ms
+            await asyncio.sleep(self._settings.retry_backoff_ms / 1000)  # bounds the rate
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh.wait(), interval_ms / 1000)
+
+    async def _update_assignment(self) -> None:
+        await self._metadata.refresh(self._settings.topics)
+        counts = {}
+        for topic in self._settings.topics:
+            count = self._metadata.cache.partition_count(topic)
+            if count:
+                counts[topic] = count
+        assignment = assign_all(counts)
+        added = self._buffer.assign(assignment.partitions)
+        for tp in [tp for tp in self._tasks if tp not in set(assignment.partitions)]:
+            self._tasks.pop(tp).cancel()
+            log.info("%s[%d]: no longer assigned", tp.topic, tp.partition)
+        self.assignment = assignment
+        committed = {
+            topic: asyncio.ensure_future(self._group.fetch_offsets(topic))
+            for topic in {tp.topic for tp in added}
+        }
+        for tp in added:
+            self._tasks[tp] = asyncio.create_task(
+                self._run_partition(tp, committed[tp.topic]), name=f"conveyor-fetch-{tp}"
+            )
+        self.ready = True
+
+    # --- one partition ---------------------------------------------------------------------
+
+    async def _run_partition(
+        self, tp: TopicPartition, committed: asyncio.Future[dict[int, int]]
+    ) -> None:
+        failures = 0
+        while True:
+            try:
+                target = self._buffer.fetch_target(tp)
+                if target is None:
+                    await self._initialize(tp, committed)
+                else:
+                    await self._fetch(tp, *target)
+                failures = 0
+            except Exception as caught:
+                exc = caught if isinstance(caught, ConveyorError) else _unexpected(tp, caught)
+                if exc.code is ErrorCode.OFFSET_OUT_OF_RANGE and self._buffer.fetch_target(tp):
+                    await self._reset(tp, exc)
+                    continue
+                self._on_error(tp, exc)
+                delay_ms = backoff_ms(
+                    failures,
+                    self._settings.retry_backoff_ms,
+                    self._settings.retry_backoff_max_ms,
+                    random.random(),
+                )
+                failures += 1
+                await asyncio.sleep(delay_ms / 1000)
+
+    def _on_error(self, tp: TopicPartition, exc: ConveyorError) -> None:
+        if is_routing_error(exc):
+            log.info("%s[%d]: %s; refreshing metadata", tp.topic, tp.partition, exc)
+            self._metadata.on_routing_error(tp.topic, tp.partition, exc)
+            self._refresh.set()
+        elif exc.retriable:
+            log.info("%s[%d]: fetch failed, will retry: %s", tp.topic, tp.partition, exc)
+        else:
+            log.error("%s[%d]: fetch failed: %s", tp.topic, tp.partition, exc)
+            self._buffer.fail(exc)
+
+    async def _initialize(
+        self, tp: TopicPartition, committed: asyncio.Future[dict[int, int]]
+    ) -> None:
+        """Start at the group's committed offset, else where ``auto_offset_reset`` says."""
+        if committed.done() and committed.exception() is not None:
+            offsets = await self._group.fetch_offsets(tp.topic)  # the shared fetch failed
+        else:
+            offsets = await committed
+        offset = offsets.get(tp.partition)
+        if offset is not None:
+            log.info("%s[%d]: starting at committed offset %d", tp.topic, tp.partition, offset)
+            self._buffer.seek(tp, offset, committed=offset)
+            return
+        offset = await self._reset_offset(tp)
+        log.info(
+            "%s[%d]: no committed offset, starting at %s offset %d",
+            tp.topic,
+            tp.partition,
+            self._settings.auto_offset_reset,
+            offset,
+        )
+        self._buffer.seek(tp, offset)
+
+    async def _reset(self, tp: TopicPartition, error: ConveyorError) -> None:
+        offset = await self._reset_offset(tp)
+        log.warning(
+            "%s[%d]: %s; resetting to the %s offset %d",
+            tp.topic,
+            tp.partition,
+            error,
+            self._settings.auto_offset_reset,
+            offset,
+        )
+        self._buffer.seek(tp, offset)
+
+    async def _reset_offset(self, tp: TopicPartition) -> int:
+        leader_url = self._leader_url(tp)
+        offsets = await self._http.call(
+            "GET",
+            f"{leader_url}/v1/topics/{tp.topic}/partitions/{tp.partition}/offsets",
+            PartitionOffsets,
+            timeout_s=self._settings.request_timeout_ms / 1000,
+        )
+        if self._settings.auto_offset_reset == "earliest":
+            return offsets.log_start_offset
+        return offsets.high_watermark
+
+    def _leader_url(self, tp: TopicPartition) -> str:
+        leader_url = self._metadata.cache.leader_url(tp.topic, tp.partition)
+        if leader_url is None:
+            raise RetriableError(
+                f"{tp.topic}[{tp.partition}] has no leader", code=ErrorCode.LEADER_NOT_AVAILABLE
+            )
+        return leader_url
+
+    async def _reserve(self, size_bytes: int) -> None:
+        while not self._buffer.try_reserve(size_bytes):
+            self._space.clear()
+            if self._buffer.try_reserve(size_bytes):  # room was made before the clear
+                return
+            await self._space.wait()
+
+    async def _fetch(self, tp: TopicPartition, offset: int, generation: int) -> None:
+        settings = self._settings
+        leader_url = self._leader_url(tp)
+        await self._reserve(settings.fetch_max_bytes)
+        reserved = settings.fetch_max_bytes
+        try:
+            url = (
+                f"{leader_url}/v1/topics/{tp.topic}/partitions/{tp.partition}/records"
+                f"?offset={offset}&max_bytes={settings.fetch_max_bytes}"
+                f"&max_wait_ms={settings.fetch_max_wait_ms}"
+            )
+            _, headers, body = await self._http.request(
+                "GET",
+                url,
+                accept=BATCH_CONTENT_TYPE,
+                timeout_s=(settings.fetch_max_wait_ms + settings.request_timeout_ms) / 1000,
+            )
+            records = decode_batches(body, start_offset=offset)
+        except BaseException:
+            self._buffer.release(reserved)
+            raise
+        messages = messages_from_records(tp.topic, tp.partition, records)
+        next_offset = max(offset, _next_offset(body), messages[-1].offset + 1 if messages else 0)
+        self._buffer.add(
+            tp,
+            generation,
+            messages,
+            next_offset=next_offset,
+            size_bytes=len(body),
+            reserved_bytes=reserved,
+            high_watermark=_high_watermark(headers),
+        )
+
+
+def _unexpected(tp: TopicPartition, error: Exception) -> ConveyorError:
+    """A bug or a reply this client cannot read: surfaced through poll, not swallowed."""
+    log.error("%s[%d]: unexpected fetch error", tp.topic, tp.partition, exc_info=error)
+    return ConveyorError(f"unexpected error fetching {tp.topic}[{tp.partition}]: {error!r}")
+
+
+def _next_offset(body: bytes) -> int:
+    """The offset after the last whole batch in a fetch response (0 when there is none):
+    where the next fetch starts even if the last batches held nothing to return."""
+    position = 0
+    next_offset = 0
+    while len(body) - position >= LOG_OVERHEAD:
+        _, size_bytes = peek_length(body, position)
+        if position + size_bytes > len(body):
+            break
+        next_offset = parse_header(body, position).next_offset
+        position += size_bytes
+    return next_offset
+
+
+def _high_watermark(headers: dict[str, str]) -> int | None:
+    for name, value in headers.items():
+        if name.lower() == HIGH_WATERMARK_HEADER:
+            with contextlib.suppress(ValueError):
+                return int(value)
+    return None

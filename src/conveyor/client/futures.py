@@ -1,0 +1,167 @@
+"""Completion of produced records: one shared object per batch, a tiny handle per record.
+
+A batch holds thousands of records, so a ``concurrent.futures.Future`` per record (a lock,
+a condition, a callback list each) would cost more than encoding the record. Instead every
+record of a batch shares one :class:`BatchCompletion`, and :class:`RecordFuture` is two
+slots: the completion and the record's index in the batch, from which its offset follows
+(``base_offset + index``) once the broker has answered. Kafka's Java client does the same
+(``FutureRecordMetadata`` over ``ProduceRequestResult``).
+
+A completion is set on the producer's I/O thread and may be waited on from any thread
+(``result``) or from any event loop (``await``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Generator
+from typing import Any
+
+from conveyor.client.types import RecordMetadata
+from conveyor.protocol.errors import ConveyorError
+
+log = logging.getLogger(__name__)
+
+
+class BatchCompletion:
+    """The outcome of one produce request: a base offset or an error, set once."""
+
+    __slots__ = (
+        "_callbacks",
+        "_event",
+        "_lock",
+        "_waiters",
+        "base_offset",
+        "error",
+        "partition",
+        "topic",
+    )
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.base_offset = -1
+        self.error: ConveyorError | None = None
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout_s: float | None) -> bool:
+        return self._event.wait(timeout_s)
+
+    def complete(self, base_offset: int) -> None:
+        self.base_offset = base_offset
+        self._finish()
+
+    def fail(self, error: ConveyorError) -> None:
+        self.error = error
+        self._finish()
+
+    def _finish(self) -> None:
+        with self._lock:
+            if self._event.is_set():
+                raise RuntimeError("a batch completion was set twice")  # a sender bug
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+            waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            _resolve_threadsafe(waiter)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # a user's callback must not stop the I/O thread
+                log.exception("a send callback raised")
+
+    def add_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when done: at once if already done, else on the I/O thread."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    async def wait_async(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._event.is_set():
+                return
+            # Records of one batch awaited on one loop share one loop future.
+            waiter = next((w for w in self._waiters if w.get_loop() is loop), None)
+            if waiter is None:
+                waiter = loop.create_future()
+                self._waiters.append(waiter)
+        await asyncio.shield(waiter)
+
+
+def _resolve_threadsafe(waiter: asyncio.Future[None]) -> None:
+    loop = waiter.get_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        _resolve(waiter)
+    elif not loop.is_closed():
+        loop.call_soon_threadsafe(_resolve, waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class RecordFuture:
+    """The pending result of one ``send``: ``result()`` blocks, ``await`` suspends.
+
+    Both return :class:`RecordMetadata` or raise the error that failed the record's batch.
+    """
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: BatchCompletion, index: int) -> None:
+        self._batch = batch
+        self._index = index
+
+    def done(self) -> bool:
+        return self._batch.done
+
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        """Wait up to ``timeout`` seconds (None: forever) for the acknowledgement."""
+        if not self._batch.wait(timeout):
+            raise TimeoutError(f"record not acknowledged within {timeout}s")
+        return self._metadata()
+
+    def exception(self, timeout: float | None = None) -> ConveyorError | None:
+        if not self._batch.wait(timeout):
+            raise TimeoutError(f"record not acknowledged within {timeout}s")
+        return self._batch.error
+
+    def add_done_callback(self, callback: Callable[[RecordFuture], None]) -> None:
+        """Call ``callback(future)`` when done; it runs on the producer's I/O thread (or at
+        once when already done), so it must be quick and must not block."""
+        self._batch.add_callback(lambda: callback(self))
+
+    def _metadata(self) -> RecordMetadata:
+        batch = self._batch
+        if batch.error is not None:
+            # The error object is shared by the batch's records: drop the traceback of the
+            # previous raise so that it does not grow with every record that re-raises it.
+            raise batch.error.with_traceback(None)
+        offset = batch.base_offset + self._index if batch.base_offset >= 0 else -1
+        return RecordMetadata(batch.topic, batch.partition, offset)
+
+    def __await__(self) -> Generator[Any, None, RecordMetadata]:
+        if not self._batch.done:
+            yield from self._batch.wait_async().__await__()
+        return self._metadata()
+
+    def __repr__(self) -> str:
+        state = "done" if self._batch.done else "pending"
+        return f"<RecordFuture {self._batch.topic}[{self._batch.partition}] #{self._index} {state}>"

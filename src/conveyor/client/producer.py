@@ -1,0 +1,585 @@
+"""``Producer`` (threads) and ``AsyncProducer`` (asyncio): one implementation, two faces.
+
+Both are a thin shell over :class:`_ProducerCore`: ``send`` converts the key and value,
+picks the partition and appends to the accumulator under a lock; the :class:`Sender` task
+does all network I/O. The sync producer runs that task on a private loop thread
+(``loop.py``), the async one on the caller's loop. They differ only in how they wait:
+for metadata of a new topic, for buffer space, for acknowledgements.
+
+The hot path (``send`` of a known topic with room in the buffer) takes one lock, reads
+the clock once, appends to a ``BatchBuilder`` and returns a two-slot ``RecordFuture``;
+everything else (wake-ups, encoding, HTTP) happens once per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final
+
+from conveyor.client.accumulator import Accumulator, AccumulatorClosed, BufferFull
+from conveyor.client.errors import BufferFullError, ClientClosedError
+from conveyor.client.futures import BatchCompletion, RecordFuture
+from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
+from conveyor.client.metadata import MetadataClient
+from conveyor.client.sender import AcksSetting, Sender
+from conveyor.client.types import (
+    BytesLike,
+    Headers,
+    HeadersArg,
+    RecordMetadata,
+    to_bytes,
+    to_headers,
+)
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError, RetriableError
+from conveyor.protocol.records import Codec
+from conveyor.transport.client import AsyncHTTP, default_url
+from conveyor.transport.tls import TLSConfig
+
+RETRIES_UNLIMITED: Final = 2**31 - 1
+_time_ns: Final = time.time_ns
+_CODECS: Final = {codec.name.lower(): codec for codec in Codec}
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerConfig:
+    """Producer settings; see docs/client.md for the table with defaults and reasons."""
+
+    url: str
+    acks: AcksSetting = "all"
+    linger_ms: int = 5
+    batch_size: int = 512 * 1024
+    codec: Codec = Codec.NONE
+    retries: int = RETRIES_UNLIMITED
+    delivery_timeout_ms: int = 120_000
+    request_timeout_ms: int = 30_000
+    retry_backoff_ms: int = 100
+    retry_backoff_max_ms: int = 1_000
+    buffer_memory_bytes: int = 32 * 1024 * 1024
+    max_block_ms: int = 60_000
+    tls: TLSConfig | None = None
+
+
+def normalize_acks(acks: str | int) -> AcksSetting:
+    """``"all"``/``-1``, ``"1"``/``1`` or ``"0"``/``0``, as the broker's query spells it."""
+    value = str(acks).lower()
+    if value in ("all", "-1"):
+        return "all"
+    if value == "1":
+        return "1"
+    if value == "0":
+        return "0"
+    raise ValueError(f"acks must be 0, 1 or 'all', not {acks!r}")
+
+
+def normalize_codec(codec: Codec | str | int) -> Codec:
+    if isinstance(codec, str):
+        if codec.lower() not in _CODECS:
+            raise ValueError(f"unknown codec {codec!r}: one of {sorted(_CODECS)}")
+        return _CODECS[codec.lower()]
+    return Codec(codec)
+
+
+class MetadataNeeded(Exception):  # noqa: N818 -- a signal between core and shell
+    """The topic's partition count is not known yet: fetch metadata, then append."""
+
+
+class _ProducerCore:
+    """Everything the two producers share except how they wait (module docstring).
+
+    ``wake_sender`` tells the sender that a batch opened: a thread-safe hop onto the I/O
+    loop for the sync producer, a direct call for the async one.
+    """
+
+    def __init__(self, config: ProducerConfig, wake_sender: Callable[[], None]) -> None:
+        if config.linger_ms < 0 or config.batch_size <= 0 or config.retries < 0:
+            raise ValueError("need linger_ms >= 0, batch_size > 0 and retries >= 0")
+        self.config = config
+        self.lock = threading.Lock()
+        self.space = threading.Condition(self.lock)  # notified when batches leave the buffer
+        self.async_space: asyncio.Event | None = None  # the AsyncProducer's twin of space
+        self.accumulator: Accumulator[BatchCompletion, RecordFuture] = Accumulator(
+            batch_size_bytes=config.batch_size,
+            linger_ms=config.linger_ms,
+            buffer_memory_bytes=max(config.buffer_memory_bytes, config.batch_size),
+            delivery_timeout_ms=config.delivery_timeout_ms,
+            codec=config.codec,
+            lock=self.lock,
+            new_completion=BatchCompletion,
+            new_future=RecordFuture,
+            wake_sender=wake_sender,
+            on_space=self._on_space,
+            sticky_start=random.randrange(1 << 16),
+        )
+        self.http = AsyncHTTP(config.tls, timeout_s=config.request_timeout_ms / 1000 + 10)
+        self.metadata = MetadataClient(
+            self.http, config.url, auto_create=True, request_timeout_ms=config.request_timeout_ms
+        )
+        self.partition_counts = self.metadata.cache.partition_counts
+        self.sender = Sender(
+            accumulator=self.accumulator,
+            metadata=self.metadata,
+            http=self.http,
+            acks=config.acks,
+            codec=config.codec,
+            request_timeout_ms=config.request_timeout_ms,
+            delivery_timeout_ms=config.delivery_timeout_ms,
+            retries=config.retries,
+            retry_backoff_ms=config.retry_backoff_ms,
+            retry_backoff_max_ms=config.retry_backoff_max_ms,
+        )
+        self.run_task: asyncio.Task[None] | None = None
+
+    def _on_space(self) -> None:  # under lock
+        self.space.notify_all()
+        if self.async_space is not None:
+            self.async_space.set()
+
+    def start(self) -> None:
+        """Start the sender on the running loop."""
+        self.run_task = asyncio.create_task(self.sender.run(), name="conveyor-sender")
+
+    @property
+    def closed(self) -> bool:
+        return self.accumulator.closed
+
+    def append(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None,
+    ) -> RecordFuture:
+        """Append one converted record. Raises MetadataNeeded or BufferFull: the shells
+        wait in their own way and call again."""
+        count = self.partition_counts.get(topic)
+        if count is None:
+            raise MetadataNeeded(topic)
+        try:
+            return self.accumulator.append(
+                topic, key, value, headers, partition, count, _time_ns() // 1_000_000
+            )
+        except AccumulatorClosed:
+            raise ClientClosedError("send() after close()") from None
+
+    async def partition_count(self, topic: str, timeout_ms: int) -> int:
+        """Partitions of ``topic``, fetching metadata (and so auto-creating the topic)."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            try:
+                routes = await self.metadata.routes(topic)
+            except RetriableError:
+                if time.monotonic() >= deadline:
+                    raise
+                continue  # the metadata client backs off between attempts
+            if routes:
+                return len(routes)
+            raise InvalidRequestError(f"unknown topic {topic}", code=ErrorCode.UNKNOWN_TOPIC)
+
+    async def shutdown(self, timeout_s: float | None) -> None:
+        """Send what is buffered (up to ``timeout_s``), fail the rest, close connections."""
+        self.accumulator.close()
+        if self.run_task is not None:
+            self.sender.begin_close()
+            try:
+                await asyncio.wait_for(asyncio.shield(self.run_task), timeout_s)
+            except TimeoutError:
+                self.sender.abort()
+                await self.run_task
+        await self.http.close()
+
+
+def _convert(
+    value: BytesLike | None, key: BytesLike | None, headers: HeadersArg
+) -> tuple[bytes | None, bytes | None, Headers]:
+    if value is not None and type(value) is not bytes:
+        value = to_bytes(value)
+    if key is not None and type(key) is not bytes:
+        key = to_bytes(key)
+    return value, key, (to_headers(headers) if headers else ())
+
+
+def _config(
+    url: str | None,
+    acks: str | int,
+    codec: Codec | str | int,
+    **settings: Any,
+) -> ProducerConfig:
+    return ProducerConfig(
+        url=default_url(url),
+        acks=normalize_acks(acks),
+        codec=normalize_codec(codec),
+        **settings,
+    )
+
+
+class Producer:
+    """Sends records to Conveyor from any number of threads; see docs/client.md.
+
+    ``send`` returns at once with a :class:`RecordFuture`; records are batched per
+    partition for up to ``linger_ms`` or ``batch_size`` bytes and sent by a background
+    I/O thread, one request in flight per partition so that per-key order holds.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        acks: str | int = "all",
+        linger_ms: int = 5,
+        batch_size: int = 512 * 1024,
+        codec: Codec | str = Codec.NONE,
+        retries: int = RETRIES_UNLIMITED,
+        delivery_timeout_ms: int = 120_000,
+        request_timeout_ms: int = 30_000,
+        retry_backoff_ms: int = 100,
+        retry_backoff_max_ms: int = 1_000,
+        buffer_memory_bytes: int = 32 * 1024 * 1024,
+        max_block_ms: int = 60_000,
+        tls: TLSConfig | None = None,
+    ) -> None:
+        config = _config(
+            url,
+            acks,
+            codec,
+            linger_ms=linger_ms,
+            batch_size=batch_size,
+            retries=retries,
+            delivery_timeout_ms=delivery_timeout_ms,
+            request_timeout_ms=request_timeout_ms,
+            retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms,
+            buffer_memory_bytes=buffer_memory_bytes,
+            max_block_ms=max_block_ms,
+            tls=tls,
+        )
+        # the core first: a bad setting must not leave a loop thread behind
+        self._core = core = _ProducerCore(config, self._wake_sender)
+        self._io = LoopThread("conveyor-producer-io")
+        self._partition_counts = core.partition_counts
+        self._accumulator_append = core.accumulator.append
+
+        async def start() -> None:
+            core.start()
+
+        self._io.run(start())
+        self._closed = False
+        close_at_exit(self)
+
+    @property
+    def url(self) -> str:
+        return self._core.config.url
+
+    def _wake_sender(self) -> None:
+        self._io.call_soon(self._core.sender.wake)  # at most once a batch: see append
+
+    def send(
+        self,
+        topic: str,
+        value: BytesLike | None,
+        key: BytesLike | None = None,
+        headers: HeadersArg = None,
+        partition: int | None = None,
+    ) -> RecordFuture:
+        """Queue one record; the future resolves to its :class:`RecordMetadata`.
+
+        Blocks only to fetch a new topic's metadata or while the buffer is full, each at
+        most ``max_block_ms``. Key and value: bytes, or str (sent as UTF-8), or None.
+        """
+        if value is not None and type(value) is not bytes:
+            value = to_bytes(value)
+        if key is not None and type(key) is not bytes:
+            key = to_bytes(key)
+        header_pairs = to_headers(headers) if headers else ()
+        # The hot path goes straight to the accumulator (_ProducerCore.append is the same
+        # with checks a known topic does not need): one Python call fewer per record.
+        count = self._partition_counts.get(topic)
+        if count is not None:
+            try:
+                return self._accumulator_append(
+                    topic, key, value, header_pairs, partition, count, _time_ns() // 1_000_000
+                )
+            except (BufferFull, AccumulatorClosed):
+                pass
+        return self._append_slowly(topic, key, value, header_pairs, partition)
+
+    def _append_slowly(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None,
+    ) -> RecordFuture:
+        """``send`` when the topic is new or the buffer is full: wait, at most
+        ``max_block_ms`` in all, then append."""
+        core = self._core
+        deadline = time.monotonic() + core.config.max_block_ms / 1000
+        while True:
+            if topic not in core.partition_counts:
+                self._io.run(core.partition_count(topic, core.config.max_block_ms))
+            with core.lock:
+                while not core.accumulator.has_room and not core.closed:
+                    remaining_s = deadline - time.monotonic()
+                    if remaining_s <= 0:
+                        raise BufferFullError(
+                            f"buffer_memory_bytes={core.config.buffer_memory_bytes} stayed "
+                            f"full for max_block_ms={core.config.max_block_ms}"
+                        )
+                    core.space.wait(remaining_s)
+            try:
+                return core.append(topic, key, value, headers, partition)
+            except (MetadataNeeded, BufferFull):
+                continue  # another thread took the room first, or metadata was dropped
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Send every buffered record at once and wait until each is acknowledged or has
+        failed (failures are reported by the records' futures, not raised here)."""
+        core = self._core
+        pending = core.accumulator.begin_flush()
+        try:
+            self._io.call_soon(core.sender.wake)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            for completion in pending:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not completion.wait(remaining):
+                    raise TimeoutError(f"flush did not finish within {timeout}s")
+        finally:
+            core.accumulator.end_flush()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Send what is buffered (waiting up to ``timeout`` s, None: delivery_timeout_ms),
+        fail what could not be sent, stop the I/O thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        forget_at_exit(self)
+        if timeout is None:
+            timeout = self._core.config.delivery_timeout_ms / 1000
+        try:
+            self._io.run(self._core.shutdown(timeout))
+        finally:
+            self._io.stop()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Producer {self.url} acks={self._core.config.acks}>"
+
+
+class AsyncProducer:
+    """The asyncio twin of :class:`Producer`, with the same settings and semantics.
+
+    ``await send(...)`` returns the :class:`RecordMetadata` once acknowledged; to pipeline,
+    ``await enqueue(...)`` (waits only for buffer space) or ``send_nowait(...)`` (never
+    waits) return an awaitable per record, and ``await flush()`` waits for all of them.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        acks: str | int = "all",
+        linger_ms: int = 5,
+        batch_size: int = 512 * 1024,
+        codec: Codec | str = Codec.NONE,
+        retries: int = RETRIES_UNLIMITED,
+        delivery_timeout_ms: int = 120_000,
+        request_timeout_ms: int = 30_000,
+        retry_backoff_ms: int = 100,
+        retry_backoff_max_ms: int = 1_000,
+        buffer_memory_bytes: int = 32 * 1024 * 1024,
+        max_block_ms: int = 60_000,
+        tls: TLSConfig | None = None,
+    ) -> None:
+        config = _config(
+            url,
+            acks,
+            codec,
+            linger_ms=linger_ms,
+            batch_size=batch_size,
+            retries=retries,
+            delivery_timeout_ms=delivery_timeout_ms,
+            request_timeout_ms=request_timeout_ms,
+            retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms,
+            buffer_memory_bytes=buffer_memory_bytes,
+            max_block_ms=max_block_ms,
+            tls=tls,
+        )
+        self._core = _ProducerCore(config, self._wake)
+        self._batch_opened = False
+        # Records to a topic whose metadata is still loading wait in tasks; while any do,
+        # later records to that topic queue behind them, so that send order is kept.
+        self._staged: dict[str, int] = {}
+
+    @property
+    def url(self) -> str:
+        return self._core.config.url
+
+    def _started(self) -> _ProducerCore:
+        core = self._core
+        if core.run_task is None:
+            if core.closed:
+                raise ClientClosedError("send() after close()")
+            core.async_space = asyncio.Event()
+            core.start()
+        return core
+
+    def _wake(self) -> None:
+        self._core.sender.wake()
+        self._batch_opened = True
+
+    def send_nowait(
+        self,
+        topic: str,
+        value: BytesLike | None,
+        key: BytesLike | None = None,
+        headers: HeadersArg = None,
+        partition: int | None = None,
+    ) -> Awaitable[RecordMetadata]:
+        """Queue one record without suspending; await the result for its metadata.
+
+        Raises :class:`BufferFullError` at once when the buffer is full (``enqueue``
+        waits instead). Call it from a coroutine that awaits now and then, or the
+        sender never gets to run. The first records to a topic whose metadata is not
+        loaded yet are queued in a task (the returned awaitable), in order.
+        """
+        core = self._started()
+        value_bytes, key_bytes, header_pairs = _convert(value, key, headers)
+        if not self._staged.get(topic):
+            try:
+                return core.append(topic, key_bytes, value_bytes, header_pairs, partition)
+            except BufferFull:
+                raise BufferFullError("the producer's buffer is full: await enqueue()") from None
+            except MetadataNeeded:
+                pass
+        return asyncio.ensure_future(
+            self._staged_send(topic, key_bytes, value_bytes, header_pairs, partition)
+        )
+
+    async def _staged_send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None,
+    ) -> RecordMetadata:
+        self._staged[topic] = self._staged.get(topic, 0) + 1
+        try:
+            future = await self._enqueue(topic, key, value, headers, partition)
+        finally:
+            self._staged[topic] -= 1
+        return await future
+
+    async def enqueue(
+        self,
+        topic: str,
+        value: BytesLike | None,
+        key: BytesLike | None = None,
+        headers: HeadersArg = None,
+        partition: int | None = None,
+    ) -> RecordFuture:
+        """Queue one record, waiting for metadata or buffer space if needed; returns the
+        record's future (await it for the metadata) without waiting for the broker."""
+        value_bytes, key_bytes, header_pairs = _convert(value, key, headers)
+        return await self._enqueue(topic, key_bytes, value_bytes, header_pairs, partition)
+
+    async def _enqueue(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None,
+    ) -> RecordFuture:
+        core = self._started()
+        deadline = time.monotonic() + core.config.max_block_ms / 1000
+        while True:
+            try:
+                future = core.append(topic, key, value, headers, partition)
+                break
+            except MetadataNeeded:
+                await core.partition_count(topic, core.config.max_block_ms)
+            except BufferFull:
+                await self._wait_for_room(deadline)
+        if self._batch_opened:
+            self._batch_opened = False
+            await asyncio.sleep(0)  # a batch opened (so one may have filled): let it go
+        return future
+
+    async def _wait_for_room(self, deadline: float) -> None:
+        core = self._core
+        assert core.async_space is not None
+        while not core.accumulator.has_room and not core.closed:
+            core.async_space.clear()
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise BufferFullError(
+                    f"buffer stayed full for max_block_ms={core.config.max_block_ms}"
+                )
+            try:
+                await asyncio.wait_for(core.async_space.wait(), remaining_s)
+            except TimeoutError:
+                continue
+
+    async def send(
+        self,
+        topic: str,
+        value: BytesLike | None,
+        key: BytesLike | None = None,
+        headers: HeadersArg = None,
+        partition: int | None = None,
+    ) -> RecordMetadata:
+        """Send one record and wait for its acknowledgement."""
+        future = await self.enqueue(topic, value, key, headers, partition)
+        return await future
+
+    async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 -- as Producer.flush
+        """Send everything buffered now and wait until each record is done."""
+        core = self._core
+        pending = core.accumulator.begin_flush()
+        try:
+            core.sender.wake()
+            waits = [completion.wait_async() for completion in pending]
+            if waits:
+                await asyncio.wait_for(asyncio.gather(*waits), timeout)
+        finally:
+            core.accumulator.end_flush()
+
+    async def close(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 -- as Producer.close
+        """Send what is buffered (up to ``timeout`` s), then close. Idempotent."""
+        if timeout is None:
+            timeout = self._core.config.delivery_timeout_ms / 1000
+        await self._core.shutdown(timeout)
+
+    async def __aenter__(self) -> AsyncProducer:
+        self._started()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<AsyncProducer {self.url} acks={self._core.config.acks}>"

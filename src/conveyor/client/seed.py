@@ -1,0 +1,168 @@
+"""The seed's three functions, exactly: ``push``, ``pull`` and ``subscribe``.
+
+They use the topic ``default``, the group ``default`` and the coordinator at
+``CONVEYOR_URL`` (default ``http://127.0.0.1:7700``). ``push`` and ``pull`` share one
+module-level producer and consumer, made on first use (and made again if
+``CONVEYOR_URL`` changes); each ``subscribe`` is a new consumer of its own. The group
+starts from the earliest offset when it has no committed position, so messages pushed
+before anyone listened are still delivered. Delivery is at-least-once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Final
+
+from conveyor.client.consumer import Consumer
+from conveyor.client.producer import Producer
+from conveyor.client.types import BytesLike, Message, key_to_text
+from conveyor.transport.client import default_url
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOPIC: Final = "default"
+DEFAULT_GROUP: Final = "default"
+PULL_WAIT_MAX_S: Final = 5.0  # pull() gives up looking after this long, returning None
+PULL_FETCH_WAIT_MS: Final = 100  # a short long-poll, so "nothing waiting" is known fast
+
+_lock = threading.Lock()
+_producer: Producer | None = None
+_consumer: Consumer | None = None
+
+
+def _shared_producer() -> Producer:
+    global _producer  # noqa: PLW0603 -- the seed API is module-level by design
+    url = default_url(None)
+    with _lock:
+        if _producer is not None and _producer.url != url:
+            _producer.close()
+            _producer = None
+        if _producer is None:
+            # push() waits for each acknowledgement: lingering would only add latency;
+            # concurrent pushes from several threads still share batches.
+            _producer = Producer(url, linger_ms=0)
+        return _producer
+
+
+def _shared_consumer() -> Consumer:
+    global _consumer  # noqa: PLW0603 -- the seed API is module-level by design
+    url = default_url(None)
+    with _lock:
+        if _consumer is not None and _consumer.url != url:
+            _consumer.close()
+            _consumer = None
+        if _consumer is None:
+            # auto_commit_interval_ms=0: each pull() first commits what the previous one
+            # returned (at-least-once; a pulled message is not redelivered after a clean
+            # restart). The commit is skipped when nothing moved.
+            _consumer = Consumer(
+                url,
+                DEFAULT_TOPIC,
+                group=DEFAULT_GROUP,
+                auto_offset_reset="earliest",
+                auto_commit_interval_ms=0,
+                fetch_max_wait_ms=PULL_FETCH_WAIT_MS,
+            )
+        return _consumer
+
+
+def push(key: BytesLike, value: BytesLike) -> None:
+    """Send ``value`` under ``key`` (each str, as UTF-8, or bytes) and wait until the
+    cluster has acknowledged it. Messages with the same key are delivered in push order."""
+    _shared_producer().send(DEFAULT_TOPIC, value, key=key).result()
+
+
+def pull() -> tuple[str | bytes | None, bytes | None] | None:
+    """The next waiting message as ``(key, value)``, or None when nothing is waiting.
+
+    The key is a str (bytes only if it is not valid UTF-8); the value is bytes.
+    """
+    consumer = _shared_consumer()
+    deadline = time.monotonic() + PULL_WAIT_MAX_S
+    while True:
+        messages = consumer.poll(timeout=0.05, max_records=1)
+        if messages:
+            message = messages[0]
+            return key_to_text(message.key), message.value
+        if consumer.caught_up() or time.monotonic() >= deadline:
+            return None
+
+
+class Subscription:
+    """What ``subscribe`` returns: a running consumer thread, until :meth:`stop`."""
+
+    def __init__(self, callback: Callable[[str | bytes | None, bytes | None], object]) -> None:
+        self._callback = callback
+        self.error: BaseException | None = None
+        self._consumer = Consumer(
+            default_url(None),
+            DEFAULT_TOPIC,
+            group=DEFAULT_GROUP,
+            auto_offset_reset="earliest",
+            auto_commit_interval_ms=1_000,
+        )
+        # Not a daemon: a script that only subscribes stays alive to receive messages.
+        self._thread = threading.Thread(target=self._run, name="conveyor-subscribe")
+        self._thread.start()
+
+    def _deliver(self, message: Message) -> None:
+        self._callback(key_to_text(message.key), message.value)
+
+    def _run(self) -> None:
+        try:
+            # Positions are committed only after the callback returned (at the next
+            # poll, at most once a second, and on stop): at-least-once delivery.
+            self._consumer.run(self._deliver)
+        except Exception as exc:
+            self.error = exc
+            log.exception("subscribe callback failed; the subscription stops")
+        finally:
+            self._consumer.close()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop after the current callback returns, commit, and wait for the thread
+        (unless called from the callback itself)."""
+        self._consumer.stop()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    close = stop
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def subscribe(callback: Callable[[str | bytes | None, bytes | None], object]) -> Subscription:
+    """Call ``callback(key, value)`` for every message, in a new consumer on a new
+    (non-daemon) thread; returns at once with a handle whose ``stop()`` ends it."""
+    return Subscription(callback)
+
+
+def close_shared() -> None:
+    """Close the module-level producer and consumer of ``push`` and ``pull``."""
+    global _producer, _consumer
+    with _lock:
+        producer, consumer, _producer, _consumer = _producer, _consumer, None, None
+    if producer is not None:
+        producer.close()
+    if consumer is not None:
+        consumer.close()

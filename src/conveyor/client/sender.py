@@ -1,0 +1,222 @@
+"""The producer's I/O: one asyncio task draining the accumulator into produce requests.
+
+Runs on the sync ``Producer``'s private loop thread or on the ``AsyncProducer``'s loop.
+Each drained batch (at most one per partition, see ``accumulator.py``) becomes one POST to
+the partition's leader; the batch completes on the broker's answer, or goes back to the
+head of its partition with exponential backoff when the error is retriable, after asking
+the coordinator where the leader went if the error says leadership moved.
+
+The accumulator is shared with the threads calling ``send``; it locks itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Final, Literal
+
+import msgspec
+
+from conveyor.client.accumulator import Accumulator, ProducerBatch
+from conveyor.client.backoff import backoff_ms
+from conveyor.client.errors import ClientClosedError, DeliveryTimeoutError, is_routing_error
+from conveyor.client.futures import BatchCompletion, RecordFuture
+from conveyor.client.metadata import MetadataClient
+from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
+from conveyor.protocol.messages import BATCH_CONTENT_TYPE, ProduceResponse
+from conveyor.protocol.records import Codec
+from conveyor.transport.client import AsyncHTTP
+
+log = logging.getLogger(__name__)
+
+AcksSetting = Literal["0", "1", "all"]
+REQUEST_TIMEOUT_MARGIN_S: Final = 5.0  # the broker's own timeout_ms expires first
+_DECODER: Final = msgspec.json.Decoder(ProduceResponse)
+
+
+def now_ms() -> int:
+    """The producer's clock: wall-clock ms, which also stamps records (accumulator.py)."""
+    return time.time_ns() // 1_000_000
+
+
+class Sender:
+    """Drains ``accumulator`` and sends its batches until :meth:`close` completes."""
+
+    def __init__(
+        self,
+        *,
+        accumulator: Accumulator[BatchCompletion, RecordFuture],
+        metadata: MetadataClient,
+        http: AsyncHTTP,
+        acks: AcksSetting,
+        codec: Codec,
+        request_timeout_ms: int,
+        delivery_timeout_ms: int,
+        retries: int,
+        retry_backoff_ms: int,
+        retry_backoff_max_ms: int,
+    ) -> None:
+        self._acc = accumulator
+        self._metadata = metadata
+        self._http = http
+        self._acks = acks
+        self._codec = codec
+        self._request_timeout_ms = request_timeout_ms
+        self._delivery_timeout_ms = delivery_timeout_ms
+        self._retries = retries
+        self._retry_backoff_ms = retry_backoff_ms
+        self._retry_backoff_max_ms = retry_backoff_max_ms
+        self._wake_event = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    def wake(self) -> None:
+        """Make the drain loop look again. Call on the sender's loop."""
+        self._wake_event.set()
+
+    async def run(self) -> None:
+        """The drain loop; returns when closing and every batch is done."""
+        while True:
+            self._wake_event.clear()
+            drained = self._acc.drain(now_ms())
+            finished = self._closing and self._acc.incomplete_count == 0
+            for batch in drained.expired:
+                batch.completion.fail(self._timeout_error(batch))
+            for batch in drained.ready:
+                task = asyncio.create_task(self._send(batch))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+            if finished:
+                return
+            timeout_s = None if drained.next_ms is None else max(0, drained.next_ms - now_ms())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._wake_event.wait(), None if timeout_s is None else timeout_s / 1000
+                )
+
+    def begin_close(self) -> None:
+        """Send everything buffered at once; :meth:`run` returns when all is done."""
+        self._closing = True
+        self._acc.close()
+        self.wake()
+
+    def abort(self) -> None:
+        """Fail every batch that has not been sent and cancel the requests in flight."""
+        aborted = self._acc.abort_all()
+        for batch in aborted:
+            batch.completion.fail(ClientClosedError("the producer was closed before sending"))
+        for task in list(self._in_flight):
+            task.cancel()
+
+    async def _send(self, batch: ProducerBatch[BatchCompletion]) -> None:
+        try:
+            base_offset = await self._produce(batch)
+        except ConveyorError as exc:
+            self._on_error(batch, exc)
+        except Exception as exc:  # a bug or an unexpected reply: fail the batch, loudly
+            log.exception("%s[%d]: unexpected error sending a batch", batch.topic, batch.partition)
+            self._finish(batch, ConveyorError(f"unexpected error: {exc!r}"))
+        except asyncio.CancelledError:
+            self._finish(batch, ClientClosedError("the producer was closed while sending"))
+            raise
+        else:
+            self._finish(batch, None, base_offset)
+        finally:
+            self.wake()  # the partition may send its next batch now
+
+    async def _produce(self, batch: ProducerBatch[BatchCompletion]) -> int:
+        if self._codec is Codec.NONE or batch.payload is not None:
+            payload = batch.build()
+        else:  # compression runs in C without the GIL: keep it off the loop
+            payload = await asyncio.get_running_loop().run_in_executor(None, batch.build)
+        leader_url = self._metadata.cache.leader_url(batch.topic, batch.partition)
+        if leader_url is None:
+            await self._metadata.refresh([batch.topic])
+            leader_url = self._metadata.cache.leader_url(batch.topic, batch.partition)
+            if leader_url is None:
+                raise RetriableError(
+                    f"{batch.topic}[{batch.partition}] has no leader",
+                    code=ErrorCode.LEADER_NOT_AVAILABLE,
+                )
+        url = (
+            f"{leader_url}/v1/topics/{batch.topic}/partitions/{batch.partition}/records"
+            f"?acks={self._acks}&timeout_ms={self._request_timeout_ms}"
+        )
+        _, _, body = await self._http.request(
+            "POST",
+            url,
+            body=payload,
+            content_type=BATCH_CONTENT_TYPE,
+            timeout_s=self._request_timeout_ms / 1000 + REQUEST_TIMEOUT_MARGIN_S,
+        )
+        if self._acks == "0":
+            return -1
+        try:
+            return _DECODER.decode(body).base_offset
+        except msgspec.DecodeError as exc:  # a broker bug: do not resend the batch
+            raise ConveyorError(f"bad produce response: {exc}") from exc
+
+    def _on_error(self, batch: ProducerBatch[BatchCompletion], error: ConveyorError) -> None:
+        batch.last_error = error
+        routing = is_routing_error(error)
+        if not (error.retriable or routing):
+            log.warning("%s[%d]: batch failed: %s", batch.topic, batch.partition, error)
+            self._finish(batch, error)
+            return
+        now = now_ms()
+        delay_ms = backoff_ms(
+            batch.attempts, self._retry_backoff_ms, self._retry_backoff_max_ms, random.random()
+        )
+        if batch.attempts >= self._retries or (
+            now + delay_ms - batch.created_ms >= self._delivery_timeout_ms
+        ):
+            self._finish(batch, self._timeout_error(batch))
+            return
+        log.info(
+            "%s[%d]: retry %d in %d ms: %s",
+            batch.topic,
+            batch.partition,
+            batch.attempts + 1,
+            delay_ms,
+            error,
+        )
+        if routing:
+            self._metadata.on_routing_error(batch.topic, batch.partition, error)
+            if error.code is not ErrorCode.NOT_LEADER or "leader_url" not in error.details:
+                self._refresh_soon(batch.topic)
+        self._acc.retry(batch, now + delay_ms)
+
+    def _refresh_soon(self, topic: str) -> None:
+        version = self._metadata.cache.version
+
+        async def refresh() -> None:
+            # A failure is logged by the metadata client; the batch's retry asks again.
+            with contextlib.suppress(ConveyorError):
+                await self._metadata.refresh([topic], seen_version=version)
+
+        task = asyncio.create_task(refresh())
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    def _finish(
+        self,
+        batch: ProducerBatch[BatchCompletion],
+        error: ConveyorError | None,
+        base_offset: int = -1,
+    ) -> None:
+        self._acc.complete(batch)
+        if error is None:
+            batch.completion.complete(base_offset)
+        else:
+            batch.completion.fail(error)
+
+    def _timeout_error(self, batch: ProducerBatch[BatchCompletion]) -> ConveyorError:
+        last = f"; last error: {batch.last_error}" if batch.last_error else ""
+        return DeliveryTimeoutError(
+            f"{batch.records_count} records for {batch.topic}[{batch.partition}] not "
+            f"acknowledged after {batch.attempts + 1} attempts in "
+            f"{self._delivery_timeout_ms} ms{last}"
+        )

@@ -1,0 +1,236 @@
+"""The accumulator's batching rules, driven with a manual clock (no I/O, no threads)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from conveyor.client.accumulator import (
+    Accumulator,
+    AccumulatorClosed,
+    BufferFull,
+    ProducerBatch,
+)
+from conveyor.protocol.errors import InvalidRequestError
+from conveyor.protocol.records import Codec, decode_batches
+
+Batch = ProducerBatch[str]
+Acc = Accumulator[str, tuple[str, int]]
+
+
+class Harness:
+    """An accumulator whose completions are names and whose futures are (name, index)."""
+
+    def __init__(self, **settings: int) -> None:
+        self.wakes = 0
+        self.spaces = 0
+        self.created = 0
+        options = {
+            "batch_size_bytes": 1000,
+            "linger_ms": 5,
+            "buffer_memory_bytes": 10_000,
+            "delivery_timeout_ms": 1_000,
+        }
+        options.update(settings)
+        self.acc: Acc = Accumulator(
+            codec=Codec.NONE,
+            lock=threading.Lock(),
+            new_completion=self._completion,
+            new_future=lambda completion, index: (completion, index),
+            wake_sender=self._wake,
+            on_space=self._space,
+            **options,
+        )
+
+    def _completion(self, topic: str, partition: int) -> str:
+        self.created += 1
+        return f"{topic}-{partition}-#{self.created}"
+
+    def _wake(self) -> None:
+        self.wakes += 1
+
+    def _space(self) -> None:
+        self.spaces += 1
+
+    def send(
+        self,
+        value: bytes = b"v" * 10,
+        key: bytes | None = b"k",
+        *,
+        partition: int | None = 0,
+        now_ms: int = 0,
+        topic: str = "t",
+        count: int = 4,
+    ) -> tuple[str, int]:
+        return self.acc.append(topic, key, value, (), partition, count, now_ms)
+
+
+def test_records_of_a_partition_share_one_batch_until_linger() -> None:
+    h = Harness()
+    assert h.send() == ("t-0-#1", 0)
+    assert h.send(now_ms=1) == ("t-0-#1", 1)
+    drained = h.acc.drain(now_ms=4)
+    assert drained.ready == [] and drained.next_ms == 5
+    drained = h.acc.drain(now_ms=5)
+    assert [b.completion for b in drained.ready] == ["t-0-#1"]
+    assert drained.ready[0].records_count == 2
+
+
+def test_a_full_batch_is_sealed_and_ready_at_once() -> None:
+    h = Harness(batch_size_bytes=300, linger_ms=10_000)
+    futures = [h.send(value=b"x" * 50) for _ in range(8)]
+    batches = {name for name, _ in futures}
+    assert len(batches) >= 2  # the size limit opened a second batch
+    drained = h.acc.drain(now_ms=0)
+    assert len(drained.ready) == 1  # one in flight per partition, even with two ready
+    first = drained.ready[0]
+    assert first.size_bytes <= 300
+    payload = first.build()
+    assert len(payload) == first.size_bytes
+    assert len(decode_batches(payload)) == first.records_count
+
+
+def test_a_record_larger_than_batch_size_goes_alone() -> None:
+    h = Harness(batch_size_bytes=200, buffer_memory_bytes=10_000)
+    h.send(value=b"a")
+    name, index = h.send(value=b"b" * 500)
+    assert index == 0 and name == "t-0-#2"
+    assert h.send(value=b"c")[0] == "t-0-#3"
+
+
+def test_one_batch_in_flight_per_partition_and_retry_keeps_order() -> None:
+    h = Harness(batch_size_bytes=150, linger_ms=0)
+    for _ in range(6):
+        h.send(value=b"y" * 40)
+    first = h.acc.drain(now_ms=0).ready
+    assert len(first) == 1
+    assert h.acc.drain(now_ms=0).ready == []  # partition 0 is busy
+    h.acc.retry(first[0], retry_at_ms=100)
+    assert h.acc.drain(now_ms=50).ready == []  # backing off; nothing overtakes it
+    again = h.acc.drain(now_ms=100).ready
+    assert again == first and first[0].attempts == 1
+    h.acc.complete(first[0])
+    nxt = h.acc.drain(now_ms=100).ready
+    assert len(nxt) == 1 and nxt[0] is not first[0]
+    assert nxt[0].completion > first[0].completion  # the next batch in append order
+
+
+def test_partitions_drain_independently() -> None:
+    h = Harness(linger_ms=0)
+    h.send(partition=0)
+    h.send(partition=1)
+    ready = h.acc.drain(now_ms=0).ready
+    assert sorted(b.partition for b in ready) == [0, 1]
+
+
+def test_wake_once_per_drain_when_batches_open() -> None:
+    h = Harness()
+    h.send(partition=0)
+    h.send(partition=1)
+    assert h.wakes == 1  # the sender is already asked to look
+    h.acc.drain(now_ms=0)
+    h.send(partition=2)
+    assert h.wakes == 2
+
+
+def test_buffer_full_refuses_new_batches_until_space() -> None:
+    h = Harness(batch_size_bytes=200, buffer_memory_bytes=400, linger_ms=0)
+    with pytest.raises(BufferFull):
+        for _ in range(100):
+            h.send(value=b"z" * 90)
+    assert not h.acc.has_room
+    batch = h.acc.drain(now_ms=0).ready[0]
+    h.acc.complete(batch)
+    assert h.spaces >= 1 and h.acc.has_room
+    h.send(value=b"z" * 90)
+
+
+def test_batches_expire_after_delivery_timeout() -> None:
+    h = Harness(linger_ms=0, delivery_timeout_ms=100)
+    h.send(partition=0)
+    h.send(partition=1)
+    in_flight = h.acc.drain(now_ms=0).ready
+    h.acc.retry(in_flight[0], retry_at_ms=200)
+    drained = h.acc.drain(now_ms=150)
+    assert [b.partition for b in drained.expired] == [in_flight[0].partition]
+    assert h.acc.incomplete_count == 1  # the other is still in flight: it never expires
+
+
+def test_flush_makes_lingering_batches_ready_and_lists_pending() -> None:
+    h = Harness(linger_ms=10_000)
+    h.send(partition=0)
+    h.send(partition=1)
+    pending = h.acc.begin_flush()
+    assert sorted(pending) == ["t-0-#1", "t-1-#2"]
+    assert len(h.acc.drain(now_ms=0).ready) == 2
+    h.acc.end_flush()
+
+
+def test_close_refuses_new_batches_and_hurries_open_ones() -> None:
+    h = Harness(linger_ms=10_000)
+    h.send()
+    h.acc.close()
+    assert len(h.acc.drain(now_ms=0).ready) == 1
+    with pytest.raises(AccumulatorClosed):
+        h.send(partition=1)
+
+
+def test_abort_all_keeps_only_what_is_in_flight() -> None:
+    h = Harness(batch_size_bytes=150, linger_ms=0)
+    for _ in range(6):
+        h.send(value=b"y" * 40)
+    in_flight = h.acc.drain(now_ms=0).ready
+    aborted = h.acc.abort_all()
+    assert aborted and in_flight[0] not in aborted
+    assert h.acc.incomplete_count == 1
+
+
+def test_explicit_partition_out_of_range_is_rejected() -> None:
+    h = Harness()
+    with pytest.raises(InvalidRequestError):
+        h.send(partition=4, count=4)
+
+
+def test_a_backwards_clock_does_not_make_a_batch_linger() -> None:
+    h = Harness(linger_ms=1_000)
+    h.send(now_ms=10_000)
+    assert len(h.acc.drain(now_ms=9_000).ready) == 1
+
+
+def test_keyed_records_follow_the_key_partitioner() -> None:
+    from conveyor.protocol.partitioner import partition_for_key
+
+    h = Harness()
+    for key in (b"a", b"b", b"user-42"):
+        name, _ = h.send(key=key, partition=None, count=8)
+        assert name.split("-")[1] == str(partition_for_key(key, 8))
+
+
+def test_unkeyed_records_stick_until_their_batch_is_drained() -> None:
+    h = Harness(linger_ms=0)
+    first = {h.send(key=None, partition=None)[0] for _ in range(3)}
+    assert len(first) == 1  # all on one partition, in one batch
+    h.acc.drain(now_ms=0)  # that batch leaves: the next record moves on
+    second = h.send(key=None, partition=None)[0]
+    (first_name,) = first
+    assert second.split("-")[1] == str((int(first_name.split("-")[1]) + 1) % 4)
+
+
+def test_unkeyed_records_move_on_when_the_batch_fills() -> None:
+    h = Harness(batch_size_bytes=400, linger_ms=10_000)
+    names = [h.send(value=b"q" * 60, key=None, partition=None)[0] for _ in range(12)]
+    partitions = [name.split("-")[1] for name in names]
+    assert len(set(partitions)) >= 2
+    assert partitions == sorted(partitions, key=partitions.index)  # contiguous runs
+    assert len(set(names)) == len(set(partitions))  # one batch per partition visited
+
+
+def test_build_releases_the_builder_and_is_stable() -> None:
+    h = Harness(linger_ms=0)
+    h.send(value=b"hello", key=b"k")
+    batch: Batch = h.acc.drain(now_ms=0).ready[0]
+    payload = batch.build()
+    assert batch.builder is None and batch.build() is payload
+    (record,) = decode_batches(payload)
+    assert (record.key, record.value) == (b"k", b"hello")
