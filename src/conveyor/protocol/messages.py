@@ -73,6 +73,7 @@ class PartitionInfo(Wire):
     log_start_offset: int | None = None
     log_end_offset: int | None = None
     high_watermark: int | None = None
+    partition_epoch: int = 0  # bumped on every change of leader, replicas or ISR
 
 
 class TopicDescription(Wire):
@@ -134,6 +135,7 @@ class PartitionReport(Wire):
     log_start_offset: int
     log_end_offset: int
     high_watermark: int
+    durable_offset: int | None = None  # what this replica has durably (per flush policy)
 
 
 class BrokerHeartbeat(Wire):
@@ -154,6 +156,8 @@ class ReplicaAssignment(Wire):
     leader_epoch: Epoch
     replicas: list[BrokerId]
     isr: list[BrokerId]
+    partition_epoch: int = 0  # bumped on every change of leader, replicas or ISR
+    min_insync_replicas: int = 1
 
 
 class HeartbeatResponse(Wire):
@@ -302,3 +306,36 @@ class BrokerDataMeta(Wire):
 
     broker_id: BrokerId
     cluster_id: str | None = None
+
+
+# ---- replication control (issue 4) ---------------------------------------------------------
+
+
+class AlterIsrRequest(Wire):
+    """A partition leader asks the coordinator to change the ISR (Kafka's AlterPartition).
+
+    Rejected with STALE_EPOCH unless ``leader_epoch`` and ``partition_epoch`` are the
+    coordinator's current ones, so a deposed leader cannot change anything."""
+
+    broker_id: BrokerId
+    topic: str
+    partition: int
+    leader_epoch: Epoch
+    partition_epoch: int
+    isr: list[BrokerId]
+
+
+class AlterIsrResponse(Wire):
+    assignment: ReplicaAssignment
+
+
+class InitProducerIdRequest(Wire):
+    """An idempotent producer asks for its id; with a previous id/epoch it bumps the epoch."""
+
+    producer_id: int = -1
+    producer_epoch: int = -1
+
+
+class InitProducerIdResponse(Wire):
+    producer_id: int
+    producer_epoch: int
