@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/conveyor bench storage --size-mib 256
+	$(BIN)/conveyor dev
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
