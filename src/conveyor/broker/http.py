@@ -30,6 +30,7 @@ from conveyor.protocol.messages import (
     RoutedProduceResponse,
 )
 from conveyor.protocol.records import decode_batches
+from conveyor.transport.metrics import install as install_metrics
 from conveyor.transport.server import (
     Route,
     build_app,
@@ -257,6 +258,7 @@ def build_broker_app(service: BrokerService) -> web.Application:
     )
     app[SERVICE_KEY] = service
     app[_TASKS_KEY] = []
+    install_metrics(app, service.metrics)
     heartbeat = Heartbeat(service, on_ready=lambda: set_ready(app))
 
     async def on_startup(_: web.Application) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from conveyor.broker.config import BrokerConfig
 from conveyor.broker.jsonrecords import build_batch
 from conveyor.broker.metadata import MetadataCache
+from conveyor.broker.metrics import BrokerMetrics
 from conveyor.broker.partition import Partition
 from conveyor.broker.reconcile import TopicPartition, check_cluster_id, reconcile
 from conveyor.broker.replicas import ReplicaManager, load_meta, store_meta
@@ -81,6 +82,7 @@ class BrokerService:
         self.stopping = False
         self._round_robin: dict[str, int] = {}
         self._rng = random.Random()  # backoff jitter only
+        self.metrics = BrokerMetrics(self)
 
     # ---- lifetime ------------------------------------------------------------------------
 
@@ -201,6 +203,7 @@ class BrokerService:
             _check_insync(target)
         epoch = target.leader_epoch
         result = target.append(batches)
+        self.metrics.produced(topic, partition, batches)
         if acks == "all":
             await target.wait_acknowledged(result.last_offset + 1, epoch, timeout_ms / 1000)
         return ProduceResponse(
@@ -258,6 +261,7 @@ class BrokerService:
                 break
             await source.wait_high_watermark(remaining)
             source = await self.leader_partition(topic, partition, leader_epoch)
+        self.metrics.fetched(topic, partition, data)
         return FetchResult(
             batches=data,
             high_watermark=source.high_watermark,

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from conveyor.cli.common import EXIT_ERROR, EXIT_OK, positive_int
+from conveyor.cli.monitoring import start_for_dev
+from conveyor.cli.monitoring import stop as stop_prometheus
 from conveyor.cli.output import print_line, print_table
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ def register(subparsers: Subparsers) -> None:
     dev.add_argument("--port", type=positive_int, default=7700, help="coordinator port (7700)")
     dev.add_argument("--flush", default="always", help="broker flush policy (default always)")
     dev.add_argument("--log-level", default="INFO")
+    dev.add_argument("--monitoring", action="store_true", help="also run Prometheus (if on PATH)")
+    dev.add_argument("--prometheus-port", type=positive_int, default=9090, help="(default 9090)")
     dev.set_defaults(handler=_run)
 
 
@@ -189,6 +193,7 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     _start(children)
+    prometheus = None
     try:
         problem = _wait_ready(children)
         if problem is not None:
@@ -196,6 +201,8 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         rows = [(c.name, c.url, c.process.pid if c.process else None) for c in children]
         print_table(f"conveyor dev cluster (data in {args.data})", ("service", "url", "pid"), rows)
+        if args.monitoring:
+            prometheus = start_for_dev(args.data, args.port, args.brokers, args.prometheus_port)
         print_line(
             f"ready. In another terminal:\n"
             f"  export CONVEYOR_URL={children[0].url}\n"
@@ -211,4 +218,5 @@ def _run(args: argparse.Namespace) -> int:
         print_line("stopping the cluster")
         return EXIT_OK
     finally:
+        stop_prometheus(prometheus)
         _stop(children)

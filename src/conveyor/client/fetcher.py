@@ -19,6 +19,7 @@ import random
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from conveyor.client import metrics as client_metrics
 from conveyor.client.backoff import backoff_ms
 from conveyor.client.errors import is_routing_error
 from conveyor.client.fetch_buffer import FetchBuffer
@@ -252,6 +253,7 @@ class Fetcher:
             self._buffer.release(reserved)
             raise
         messages = messages_from_records(tp.topic, tp.partition, records)
+        client_metrics.records_fetched(tp.topic, len(messages), len(body))
         next_offset = max(offset, _next_offset(body), messages[-1].offset + 1 if messages else 0)
         self._buffer.add(
             tp,

@@ -20,6 +20,7 @@ from typing import Final, Literal
 
 import msgspec
 
+from conveyor.client import metrics as client_metrics
 from conveyor.client.accumulator import Accumulator, ProducerBatch
 from conveyor.client.backoff import backoff_ms
 from conveyor.client.errors import ClientClosedError, DeliveryTimeoutError, is_routing_error
@@ -145,12 +146,16 @@ class Sender:
             f"{leader_url}/v1/topics/{batch.topic}/partitions/{batch.partition}/records"
             f"?acks={self._acks}&timeout_ms={self._request_timeout_ms}"
         )
+        started = time.monotonic()
         _, _, body = await self._http.request(
             "POST",
             url,
             body=payload,
             content_type=BATCH_CONTENT_TYPE,
             timeout_s=self._request_timeout_ms / 1000 + REQUEST_TIMEOUT_MARGIN_S,
+        )
+        client_metrics.batch_sent(
+            batch.topic, batch.records_count, len(payload), time.monotonic() - started
         )
         if self._acks == "0":
             return -1
@@ -187,6 +192,7 @@ class Sender:
             self._metadata.on_routing_error(batch.topic, batch.partition, error)
             if error.code is not ErrorCode.NOT_LEADER or "leader_url" not in error.details:
                 self._refresh_soon(batch.topic)
+        client_metrics.batch_retried(batch.topic, error.code.name)
         self._acc.retry(batch, now + delay_ms)
 
     def _refresh_soon(self, topic: str) -> None:
@@ -212,6 +218,7 @@ class Sender:
             batch.completion.complete(base_offset)
         else:
             batch.completion.fail(error)
+            client_metrics.batch_failed(batch.topic, batch.records_count, error.code.name)
 
     def _timeout_error(self, batch: ProducerBatch[BatchCompletion]) -> ConveyorError:
         last = f"; last error: {batch.last_error}" if batch.last_error else ""

@@ -22,6 +22,7 @@ from conveyor.protocol.messages import (
     TopicDescription,
     TopicList,
 )
+from conveyor.transport.metrics import install as install_metrics
 from conveyor.transport.server import Route, build_app, decode_json, json_response, set_ready
 
 SERVICE_KEY = web.AppKey("coordinator_service", CoordinatorService)
@@ -191,6 +192,7 @@ def build_coordinator_app(
     service = CoordinatorService(settings, clock)
     app = build_app("coordinator", CoordinatorHTTP(service).routes())
     app[SERVICE_KEY] = service
+    install_metrics(app, service.metrics)
 
     async def on_startup(app: web.Application) -> None:
         await service.start()

@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 
 from conveyor.coordinator import state as core
 from conveyor.coordinator import views
+from conveyor.coordinator.metrics import CoordinatorMetrics
 from conveyor.coordinator.model import ClusterState
 from conveyor.coordinator.state import Result, TopicDefaults
 from conveyor.coordinator.store import CoordinatorStore
@@ -89,6 +90,7 @@ class CoordinatorService:
     def __init__(self, settings: CoordinatorSettings, clock: Clock | None = None) -> None:
         self.settings = settings
         self._clock = clock or SystemClock()
+        self.metrics = CoordinatorMetrics(self, self._clock)
         self._lock = asyncio.Lock()
         # one thread: sqlite connections belong to the thread that made them
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coordinator-db")
@@ -246,7 +248,8 @@ class CoordinatorService:
                 if store is None:
                     raise RetriableError("the coordinator is stopping", code=ErrorCode.NOT_READY)
                 await self._in_store_thread(store.write, durable)
-            self._state = result.state
+            previous, self._state = self._state, result.state
+            self.metrics.on_transition(previous, result, self._clock.now_ms())
         for decision in result.decisions:
             log.info("%s", decision)
         return result.reply

@@ -31,6 +31,14 @@ class Flusher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
+        # Called on a flush thread with the seconds each fsync round of a log took (the
+        # broker's metrics set it); None: not measured.
+        self.on_flush: Callable[[float], None] | None = None
+
+    def flushed(self, seconds: float, files: int) -> None:
+        """A log's fsync round covered ``files`` files in ``seconds``."""
+        if files and self.on_flush is not None:
+            self.on_flush(seconds)
 
     def submit(self, fn: Callable[[], None]) -> None:
         self._executor.submit(fn)

@@ -363,6 +363,7 @@ class PartitionLog:
                 dirty, self._dirty = self._dirty, []
                 dir_dirty, self._dir_dirty = self._dir_dirty, False
                 fds = [s.fd for s in dirty if s.fd >= 0]
+            started = time.perf_counter()
             try:
                 for fd in fds:
                     os.fsync(fd)
@@ -374,6 +375,7 @@ class PartitionLog:
                 with self._lock:
                     self._failure = failure
                 return
+            self._flusher.flushed(time.perf_counter() - started, len(fds) + dir_dirty)
             with self._lock:
                 self._flushed_offset = max(self._flushed_offset, target)
                 self._last_flush_monotonic = time.monotonic()

@@ -9,7 +9,8 @@ connection failures become retriable ``NETWORK_ERROR``.
 from __future__ import annotations
 
 import os
-from typing import Any, TypeVar
+import uuid
+from typing import Any, Final, TypeVar
 
 import aiohttp
 import msgspec
@@ -21,6 +22,9 @@ from conveyor.transport.tls import TLSConfig
 
 T = TypeVar("T")
 _ENCODER = msgspec.json.Encoder()
+# Sent with every request: one random id per client object, so that services can count the
+# distinct clients talking to them (docs/monitoring.md), never tied to a person or host.
+CLIENT_ID_HEADER: Final = "X-Conveyor-Client-Id"
 
 
 def default_url(url: str | None) -> str:
@@ -51,6 +55,7 @@ class SyncHTTP:
         self, tls: TLSConfig | None = None, timeout_s: float = 30.0, pool_size: int = 16
     ) -> None:
         tls = tls or TLSConfig.from_env()
+        self.client_id = uuid.uuid4().hex[:16]
         self._pool = urllib3.PoolManager(
             maxsize=pool_size,
             ssl_context=tls.client_context(),
@@ -68,7 +73,7 @@ class SyncHTTP:
         accept: str = "application/json",
         timeout_s: float | None = None,
     ) -> urllib3.BaseHTTPResponse:
-        headers = {"Accept": accept}
+        headers = {"Accept": accept, CLIENT_ID_HEADER: self.client_id}
         if body is not None:
             headers["Content-Type"] = content_type
         try:
@@ -107,6 +112,7 @@ class AsyncHTTP:
         self, tls: TLSConfig | None = None, timeout_s: float = 30.0, limit: int = 100
     ) -> None:
         self._tls = tls or TLSConfig.from_env()
+        self.client_id = uuid.uuid4().hex[:16]
         self._timeout_s = timeout_s
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
@@ -131,7 +137,7 @@ class AsyncHTTP:
         accept: str = "application/json",
         timeout_s: float | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        headers = {"Accept": accept}
+        headers = {"Accept": accept, CLIENT_ID_HEADER: self.client_id}
         if body is not None:
             headers["Content-Type"] = content_type
         timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s is not None else None

@@ -9,18 +9,30 @@ endpoint is covered (the security issue enumerates endpoints from it).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from conveyor._version import __version__
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import BATCH_CONTENT_TYPE, ErrorBody, Health, HealthStatus
+from conveyor.transport.metrics import (
+    HTTP_METRICS_KEY,
+    METRICS_PATH,
+    REGISTRY_KEY,
+    HttpMetrics,
+    metrics_response,
+    new_registry,
+    route_template,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +109,19 @@ def query_int(request: web.Request, name: str, default: int | None = None) -> in
         ) from None
 
 
+_HTTP_ERROR_CODES = {
+    404: ErrorCode.INVALID_REQUEST,
+    405: ErrorCode.INVALID_REQUEST,
+    413: ErrorCode.MESSAGE_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+}
+
+
+def http_error_code(status: int) -> ErrorCode:
+    """The code an aiohttp HTTP error (404 no route, 413 body too large, ...) leaves with."""
+    return _HTTP_ERROR_CODES.get(status, ErrorCode.INVALID_REQUEST)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error leaves as ``ErrorBody`` with its code's HTTP status; nothing else leaks."""
@@ -109,21 +134,59 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {
-            404: ErrorCode.INVALID_REQUEST,
-            405: ErrorCode.INVALID_REQUEST,
-            413: ErrorCode.MESSAGE_TOO_LARGE,
-            415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-        }.get(exc.status, ErrorCode.INVALID_REQUEST)
+        code = http_error_code(exc.status)
         body = ErrorBody(code=code.name, message=exc.reason or str(exc), retriable=False)
         return json_response(body, status=exc.status)
+
+
+def metrics_middleware(metrics: HttpMetrics) -> Middleware:
+    """Count and time every request by route template, with its error code. Runs inside
+    ``error_middleware``, so it sees the typed error before it becomes a response."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if metrics.open_connections() is None:
+            metrics.watch_connections(request)
+        started = time.perf_counter()
+        status: int = 500  # a bug: aiohttp answers 500
+        code: str | None = ErrorCode.INTERNAL_ERROR.name
+        metrics.in_flight.inc()
+        try:
+            response = await handler(request)
+            status, code = response.status, None
+            return response
+        except ConveyorError as exc:
+            status, code = exc.code.http_status, exc.code.name
+            raise
+        except web.HTTPException as exc:
+            status, code = (
+                exc.status,
+                None if exc.status < 400 else http_error_code(exc.status).name,
+            )
+            raise
+        except asyncio.CancelledError:
+            status, code = 499, None  # the client went away (nginx's 499): not our error
+            raise
+        finally:
+            metrics.in_flight.dec()
+            seconds = time.perf_counter() - started
+            metrics.observe(request, route_template(request), status, code, seconds)
+
+    return middleware
 
 
 def build_app(
     service: str, routes: list[Route], *, client_max_size: int = 8 * 1024 * 1024
 ) -> web.Application:
-    """An aiohttp application with the error middleware, health, readiness and OpenAPI."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=client_max_size)
+    """An aiohttp application with the error and metrics middlewares, health, readiness,
+    ``/metrics`` (its own registry: see ``transport/metrics.py``) and OpenAPI."""
+    registry, http_metrics = new_registry(service)
+    app = web.Application(
+        middlewares=[error_middleware, metrics_middleware(http_metrics)],
+        client_max_size=client_max_size,
+    )
+    app[REGISTRY_KEY] = registry
+    app[HTTP_METRICS_KEY] = http_metrics
     ready: dict[str, bool] = {"ready": False, "stopping": False}
     app[READY_KEY] = ready
 
@@ -138,10 +201,20 @@ def build_app(
         body = Health(status=status, service=service, version=__version__)
         return json_response(body, status=503)
 
+    async def prometheus_metrics(_: web.Request) -> web.Response:
+        return metrics_response(registry)
+
     all_routes = [
         Route("GET", "/healthz", healthz, "Liveness: the process answers", response=Health),
         Route(
             "GET", "/readyz", readyz, "Readiness: 200 once serving, 503 otherwise", response=Health
+        ),
+        Route(
+            "GET",
+            METRICS_PATH,
+            prometheus_metrics,
+            "Prometheus metrics, text exposition format (docs/monitoring.md)",
+            tags=("monitoring",),
         ),
         *routes,
     ]
