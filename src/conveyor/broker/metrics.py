@@ -1,0 +1,335 @@
+"""Every metric a broker exports (besides the transport's HTTP and process metrics).
+
+Most are read from the broker's state when Prometheus scrapes (:meth:`BrokerMetrics.collect`):
+offsets, sizes and segments per partition, roles, ISR health, replication lag, disk space.
+What cannot be read back later is counted as it happens, each by one call from the code
+that does it: messages and bytes in and out (``produced`` / ``fetched``; messages are
+summed from the batch headers' ``records_count``, records are never decoded), flush
+latency (the shared :class:`Flusher` reports each fsync round), ISR changes and
+replication fetches (hooks for the replication work, exported at 0 until then), and
+per-request latency and errors (the transport's request observer).
+
+Cardinality: per partition, five gauges and four counters, none labelled by anything but
+topic and partition; per follower of a led partition, one lag gauge. Counters of a
+partition this broker no longer hosts are dropped at the next scrape. docs/monitoring.md
+lists every metric; docs/benchmarks.md measures a broker with 800 partitions.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final
+
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from conveyor.broker.rules import ACKS_ALIASES
+from conveyor.protocol.batch import HEADER_SIZE, peek_length
+from conveyor.transport.client import CLIENT_ID_HEADER
+from conveyor.transport.metrics import LATENCY_BUCKETS_S
+
+if TYPE_CHECKING:
+    from conveyor.broker.partition import Partition
+    from conveyor.broker.service import BrokerService
+
+_PARTITION_PATH: Final = "/v1/topics/{topic}/partitions/{partition}"
+# (method, route template) -> the request kind in conveyor_broker_requests_total. A test
+# checks every data route of broker_routes() is here, so a renamed route fails it.
+REQUEST_KINDS: Final = {
+    ("POST", _PARTITION_PATH + "/records"): "produce",
+    ("GET", _PARTITION_PATH + "/records"): "fetch",
+    ("GET", _PARTITION_PATH + "/offsets"): "offsets",
+    ("POST", "/v1/topics/{topic}/records"): "produce_routed",
+    ("GET", "/v1/partitions"): "list_partitions",
+}
+_CLIENT_KINDS: Final = {"produce": "producer", "produce_routed": "producer", "fetch": "consumer"}
+CLIENT_ACTIVE_WINDOW_S: Final = 60.0  # a client counts as active this long after a request
+CLIENTS_TRACKED_MAX: Final = 10_000  # bounds the memory a flood of client ids can take
+FLUSH_BUCKETS_S: Final = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+_RECORDS_COUNT: Final = struct.Struct(">i")
+_RECORDS_COUNT_POSITION: Final = 57  # the last field of the 61-byte v2 batch header
+
+
+def count_records(data: bytes | bytearray | memoryview) -> int:
+    """Records in the whole batches of ``data``, from their headers' ``records_count``.
+
+    One header read per batch; a trailing partial batch (a fetch may end with one) is not
+    counted. Pure."""
+    position, count, end = 0, 0, len(data)
+    while end - position >= HEADER_SIZE:
+        _, size_bytes = peek_length(data, position)
+        if size_bytes < HEADER_SIZE or position + size_bytes > end:
+            break
+        count += _RECORDS_COUNT.unpack_from(data, position + _RECORDS_COUNT_POSITION)[0]
+        position += size_bytes
+    return count
+
+
+class BrokerMetrics:
+    """The broker's metrics; ``BrokerService`` owns one, ``build_broker_app`` exports it."""
+
+    def __init__(self, service: BrokerService) -> None:
+        self._service = service
+        # (topic, partition) -> [messages in, bytes in, messages out, bytes out]
+        self._traffic: dict[tuple[str, int], list[int]] = {}
+        self._clients: dict[tuple[str, str], float] = {}  # (kind, client id) -> last seen
+        self._request_counts: dict[str, int] = dict.fromkeys(REQUEST_KINDS.values(), 0)
+        self._errors: dict[tuple[str, str], int] = {}
+        self.produce_duration = Histogram(
+            "conveyor_broker_produce_duration_seconds",
+            "Produce requests to a partition, from routing to answer (acks=all includes "
+            "waiting for the high watermark), by acks",
+            ("acks",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=None,
+        )
+        for acks in ("0", "1", "all"):
+            self.produce_duration.labels(acks)
+        self.fetch_duration = Histogram(
+            "conveyor_broker_fetch_duration_seconds",
+            "Fetch requests, from routing to answer (includes the long-poll wait)",
+            buckets=LATENCY_BUCKETS_S,
+            registry=None,
+        )
+        self.replication_fetch_duration = Histogram(
+            "conveyor_broker_replication_fetch_duration_seconds",
+            "A follower's fetches from its leaders, round trip (0 until replication lands)",
+            buckets=LATENCY_BUCKETS_S,
+            registry=None,
+        )
+        self.flush_duration = Histogram(
+            "conveyor_broker_flush_duration_seconds",
+            "One fsync round of one partition log (its dirty segments and directory)",
+            buckets=FLUSH_BUCKETS_S,
+            registry=None,
+        )
+        self.isr_shrinks = Counter(
+            "conveyor_broker_isr_shrinks",
+            "Followers removed from the ISR by this leader",
+            registry=None,
+        )
+        self.isr_expands = Counter(
+            "conveyor_broker_isr_expands",
+            "Followers added back to the ISR by this leader",
+            registry=None,
+        )
+        service.flusher.on_flush = self.flush_duration.observe
+
+    # ---- counted as it happens (one call from the code that does it) ---------------------
+
+    def produced(self, topic: str, partition: int, batches: bytes | memoryview) -> None:
+        traffic = self._traffic.get((topic, partition))
+        if traffic is None:
+            traffic = self._traffic[(topic, partition)] = [0, 0, 0, 0]
+        traffic[0] += count_records(batches)
+        traffic[1] += len(batches)
+
+    def fetched(self, topic: str, partition: int, batches: bytes) -> None:
+        if not batches:
+            return
+        traffic = self._traffic.get((topic, partition))
+        if traffic is None:
+            traffic = self._traffic[(topic, partition)] = [0, 0, 0, 0]
+        traffic[2] += count_records(batches)
+        traffic[3] += len(batches)
+
+    def isr_shrunk(self) -> None:
+        self.isr_shrinks.inc()
+
+    def isr_expanded(self) -> None:
+        self.isr_expands.inc()
+
+    def observe_replication_fetch(self, seconds: float) -> None:
+        self.replication_fetch_duration.observe(seconds)
+
+    def observe_request(
+        self, request: web.Request, route: str, status: int, error_code: str | None, seconds: float
+    ) -> None:
+        """The transport calls this after every request (``transport.metrics.install``)."""
+        kind = REQUEST_KINDS.get((request.method, route))
+        if kind is None:
+            return
+        self._request_counts[kind] += 1
+        if error_code is not None:
+            key = (kind, error_code)
+            self._errors[key] = self._errors.get(key, 0) + 1
+        if kind == "produce":
+            acks = ACKS_ALIASES.get(request.query.get("acks", "all"), "invalid")
+            self.produce_duration.labels(acks).observe(seconds)
+        elif kind == "fetch":
+            self.fetch_duration.observe(seconds)
+        client_kind = _CLIENT_KINDS.get(kind)
+        if client_kind is not None:
+            self._seen(client_kind, request)
+
+    def _seen(self, kind: str, request: web.Request) -> None:
+        client = request.headers.get(CLIENT_ID_HEADER) or request.remote or "unknown"
+        key = (kind, client[:64])
+        if key not in self._clients and len(self._clients) >= CLIENTS_TRACKED_MAX:
+            self._prune_clients(time.monotonic())
+            if len(self._clients) >= CLIENTS_TRACKED_MAX:
+                return  # saturated: the gauge reads at most the limit
+        self._clients[key] = time.monotonic()
+
+    def _prune_clients(self, now: float) -> None:
+        expired = [k for k, seen in self._clients.items() if now - seen > CLIENT_ACTIVE_WINDOW_S]
+        for key in expired:
+            del self._clients[key]
+
+    # ---- read at scrape time -------------------------------------------------------------
+
+    def collect(self) -> Iterable[Metric]:
+        partitions = [p for p in self._service.replicas.partitions.values() if not p.closed]
+        yield from self._partition_metrics(partitions)
+        yield from self._traffic_metrics({(p.tp.topic, p.tp.partition) for p in partitions})
+        yield from self._broker_metrics(partitions)
+        yield from self._request_metrics()
+        for histogram in (
+            self.produce_duration,
+            self.fetch_duration,
+            self.replication_fetch_duration,
+            self.flush_duration,
+        ):
+            yield from histogram.collect()
+        yield from self.isr_shrinks.collect()
+        yield from self.isr_expands.collect()
+
+    def _partition_metrics(self, partitions: list[Partition]) -> Iterable[Metric]:
+        labels = ("topic", "partition")
+        start = _gauge("partition_log_start_offset", "First offset still in the log", labels)
+        end = _gauge("partition_log_end_offset", "Offset the next append gets", labels)
+        high = _gauge(
+            "partition_high_watermark",
+            "Offset below which consumers may read (partitions this broker leads)",
+            labels,
+        )
+        size = _gauge("partition_size_bytes", "Bytes of the partition's segments", labels)
+        segments = _gauge("partition_segments", "Segment files of the partition", labels)
+        lag = _gauge(
+            "replica_lag_messages",
+            "Leader's log end offset minus the durable offset a follower last reported "
+            "(the whole log while it has reported nothing)",
+            ("topic", "partition", "follower"),
+        )
+        for partition in partitions:
+            if partition.reopening:
+                continue
+            tp_labels = (partition.tp.topic, str(partition.tp.partition))
+            log = partition.log
+            log_end_offset = log.log_end_offset
+            start.add_metric(tp_labels, log.log_start_offset)
+            end.add_metric(tp_labels, log_end_offset)
+            size.add_metric(tp_labels, log.size_bytes)
+            segments.add_metric(tp_labels, log.segment_count)
+            if partition.role != "leader":
+                continue
+            high.add_metric(tp_labels, partition.high_watermark)
+            reported = partition.follower_durable_offsets
+            for follower in partition.state.replicas:
+                if follower != partition.broker_id:
+                    behind = max(0, log_end_offset - reported.get(follower, 0))
+                    lag.add_metric((*tp_labels, str(follower)), behind)
+        return (start, end, high, size, segments, lag)
+
+    def _traffic_metrics(self, hosted: set[tuple[str, int]]) -> Iterable[Metric]:
+        labels = ("topic", "partition")
+        families = (
+            _counter("messages_in", "Records appended by produce requests", labels),
+            _counter("bytes_in", "Record-batch bytes appended by produce requests", labels),
+            _counter("messages_out", "Records returned by fetch requests", labels),
+            _counter("bytes_out", "Record-batch bytes returned by fetch requests", labels),
+        )
+        for key in [k for k in self._traffic if k not in hosted]:
+            del self._traffic[key]  # moved away or deleted: its series ends
+        for (topic, partition), counts in self._traffic.items():
+            tp_labels = (topic, str(partition))
+            for family, value in zip(families, counts, strict=True):
+                family.add_metric(tp_labels, value)
+        return families
+
+    def _broker_metrics(self, partitions: list[Partition]) -> Iterable[Metric]:
+        roles = _gauge("partitions", "Partition replicas hosted, by role", ("role",))
+        led = [p for p in partitions if p.role == "leader"]
+        roles.add_metric(("leader",), len(led))
+        roles.add_metric(("follower",), len(partitions) - len(led))
+        under = _gauge(
+            "under_replicated_partitions", "Led partitions whose ISR is smaller than replicas"
+        )
+        under.add_metric((), sum(1 for p in led if len(p.state.isr) < len(p.state.replicas)))
+        under_min = _gauge(
+            "under_min_isr_partitions",
+            "Led partitions whose ISR is below min_insync_replicas (acks=all fails)",
+        )
+        under_min.add_metric(
+            (), sum(1 for p in led if len(p.state.isr) < p.state.min_insync_replicas)
+        )
+        failed = _gauge(
+            "failed_partitions", "Hosted partitions whose log failed (an fsync error): read-only"
+        )
+        failed.add_metric((), sum(1 for p in partitions if p.failure is not None))
+        yield from (roles, under, under_min, failed)
+        yield from self._disk_metrics()
+        yield from self._client_metrics()
+
+    def _disk_metrics(self) -> Iterable[Metric]:
+        try:
+            stat = os.statvfs(self._service.config.data_dir)
+        except OSError:
+            return  # the data dir vanished: the failed-partition and error metrics say so
+        free = _gauge("disk_free_bytes", "Bytes available to the broker on its data dir's disk")
+        free.add_metric((), stat.f_bavail * stat.f_frsize)
+        total = _gauge("disk_total_bytes", "Size of the filesystem holding the data dir")
+        total.add_metric((), stat.f_blocks * stat.f_frsize)
+        yield from (free, total)
+
+    def _client_metrics(self) -> Iterable[Metric]:
+        self._prune_clients(time.monotonic())
+        active = _gauge(
+            "clients_active",
+            f"Distinct clients (by client id, else address) that produced or fetched in the "
+            f"last {CLIENT_ACTIVE_WINDOW_S:.0f} s",
+            ("kind",),
+        )
+        for kind in ("producer", "consumer"):
+            active.add_metric((kind,), sum(1 for k, _ in self._clients if k == kind))
+        yield active
+
+    def _request_metrics(self) -> Iterable[Metric]:
+        requests = _counter("requests", "Data-path requests answered, by kind", ("request",))
+        for kind, count in self._request_counts.items():
+            requests.add_metric((kind,), count)
+        errors = _counter(
+            "request_errors",
+            "Data-path requests that failed, by kind and error code",
+            ("request", "code"),
+        )
+        for (kind, code), count in sorted(self._errors.items()):
+            errors.add_metric((kind, code), count)
+        yield from (requests, errors)
+
+
+def _gauge(name: str, documentation: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"conveyor_broker_{name}", documentation, labels=list(labels))
+
+
+def _counter(name: str, documentation: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
+    return CounterMetricFamily(f"conveyor_broker_{name}", documentation, labels=list(labels))
