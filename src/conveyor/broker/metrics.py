@@ -30,7 +30,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from conveyor.broker.rules import ACKS_ALIASES
 from conveyor.protocol.batch import HEADER_SIZE, peek_length
 from conveyor.transport.client import CLIENT_ID_HEADER
-from conveyor.transport.metrics import LATENCY_BUCKETS_S
+from conveyor.transport.metrics import LATENCY_BUCKETS_S, TableFamily, label_text
 
 if TYPE_CHECKING:
     from conveyor.broker.partition import Partition
@@ -65,6 +65,11 @@ FLUSH_BUCKETS_S: Final = (
     1.0,
     2.5,
 )
+_ACKS: Final = (*sorted(set(ACKS_ALIASES.values())), "invalid")
+_TP: Final = ("topic", "partition")
+_TP_TUPLE: tuple[str, ...] = _TP
+_TP_FOLLOWER: Final = ("topic", "partition", "follower")
+_Labels = tuple[str, tuple[str, ...]]  # (rendered label set, label values)
 _RECORDS_COUNT: Final = struct.Struct(">i")
 _RECORDS_COUNT_POSITION: Final = 57  # the last field of the 61-byte v2 batch header
 
@@ -94,6 +99,7 @@ class BrokerMetrics:
         self._clients: dict[tuple[str, str], float] = {}  # (kind, client id) -> last seen
         self._request_counts: dict[str, int] = dict.fromkeys(REQUEST_KINDS.values(), 0)
         self._errors: dict[tuple[str, str], int] = {}
+        self._label_cache: dict[tuple[str, int, int | None], _Labels] = {}
         self.produce_duration = Histogram(
             "conveyor_broker_produce_duration_seconds",
             "Produce requests to a partition, from routing to answer (acks=all includes "
@@ -102,8 +108,7 @@ class BrokerMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=None,
         )
-        for acks in ("0", "1", "all"):
-            self.produce_duration.labels(acks)
+        self._produce_by_acks = {acks: self.produce_duration.labels(acks) for acks in _ACKS}
         self.fetch_duration = Histogram(
             "conveyor_broker_fetch_duration_seconds",
             "Fetch requests, from routing to answer (includes the long-poll wait)",
@@ -174,7 +179,7 @@ class BrokerMetrics:
             self._errors[key] = self._errors.get(key, 0) + 1
         if kind == "produce":
             acks = ACKS_ALIASES.get(request.query.get("acks", "all"), "invalid")
-            self.produce_duration.labels(acks).observe(seconds)
+            self._produce_by_acks[acks].observe(seconds)
         elif kind == "fetch":
             self.fetch_duration.observe(seconds)
         client_kind = _CLIENT_KINDS.get(kind)
@@ -213,57 +218,71 @@ class BrokerMetrics:
         yield from self.isr_shrinks.collect()
         yield from self.isr_expands.collect()
 
+    def _labels(self, topic: str, partition: int, follower: int | None = None) -> _Labels:
+        """Rendered label sets, made once per partition (and follower), not per scrape."""
+        key = (topic, partition, follower)
+        labels = self._label_cache.get(key)
+        if labels is None:
+            if follower is None:
+                values: tuple[str, ...] = (topic, str(partition))
+                labels = (label_text(_TP, values), values)
+            else:
+                values = (topic, str(partition), str(follower))
+                labels = (label_text(_TP_FOLLOWER, values), values)
+            self._label_cache[key] = labels
+        return labels
+
     def _partition_metrics(self, partitions: list[Partition]) -> Iterable[Metric]:
-        labels = ("topic", "partition")
-        start = _gauge("partition_log_start_offset", "First offset still in the log", labels)
-        end = _gauge("partition_log_end_offset", "Offset the next append gets", labels)
-        high = _gauge(
+        start = _table("partition_log_start_offset", "First offset still in the log")
+        end = _table("partition_log_end_offset", "Offset the next append gets")
+        high = _table(
             "partition_high_watermark",
             "Offset below which consumers may read (partitions this broker leads)",
-            labels,
         )
-        size = _gauge("partition_size_bytes", "Bytes of the partition's segments", labels)
-        segments = _gauge("partition_segments", "Segment files of the partition", labels)
-        lag = _gauge(
+        size = _table("partition_size_bytes", "Bytes of the partition's segments")
+        segments = _table("partition_segments", "Segment files of the partition")
+        lag = _table(
             "replica_lag_messages",
             "Leader's log end offset minus the durable offset a follower last reported "
             "(the whole log while it has reported nothing)",
-            ("topic", "partition", "follower"),
+            labels=_TP_FOLLOWER,
         )
         for partition in partitions:
             if partition.reopening:
                 continue
-            tp_labels = (partition.tp.topic, str(partition.tp.partition))
+            tp = partition.tp
+            rendered, values = self._labels(tp.topic, tp.partition)
             log = partition.log
             log_end_offset = log.log_end_offset
-            start.add_metric(tp_labels, log.log_start_offset)
-            end.add_metric(tp_labels, log_end_offset)
-            size.add_metric(tp_labels, log.size_bytes)
-            segments.add_metric(tp_labels, log.segment_count)
+            start.add_row(rendered, values, log.log_start_offset)
+            end.add_row(rendered, values, log_end_offset)
+            size.add_row(rendered, values, log.size_bytes)
+            segments.add_row(rendered, values, log.segment_count)
             if partition.role != "leader":
                 continue
-            high.add_metric(tp_labels, partition.high_watermark)
+            high.add_row(rendered, values, partition.high_watermark)
             reported = partition.follower_durable_offsets
             for follower in partition.state.replicas:
                 if follower != partition.broker_id:
                     behind = max(0, log_end_offset - reported.get(follower, 0))
-                    lag.add_metric((*tp_labels, str(follower)), behind)
+                    lag.add_row(*self._labels(tp.topic, tp.partition, follower), behind)
         return (start, end, high, size, segments, lag)
 
     def _traffic_metrics(self, hosted: set[tuple[str, int]]) -> Iterable[Metric]:
-        labels = ("topic", "partition")
         families = (
-            _counter("messages_in", "Records appended by produce requests", labels),
-            _counter("bytes_in", "Record-batch bytes appended by produce requests", labels),
-            _counter("messages_out", "Records returned by fetch requests", labels),
-            _counter("bytes_out", "Record-batch bytes returned by fetch requests", labels),
+            _table("messages_in", "Records appended by produce requests", "counter"),
+            _table("bytes_in", "Record-batch bytes appended by produce requests", "counter"),
+            _table("messages_out", "Records returned by fetch requests", "counter"),
+            _table("bytes_out", "Record-batch bytes returned by fetch requests", "counter"),
         )
         for key in [k for k in self._traffic if k not in hosted]:
             del self._traffic[key]  # moved away or deleted: its series ends
+        for cached in [k for k in self._label_cache if (k[0], k[1]) not in hosted]:
+            del self._label_cache[cached]
         for (topic, partition), counts in self._traffic.items():
-            tp_labels = (topic, str(partition))
+            rendered, values = self._labels(topic, partition)
             for family, value in zip(families, counts, strict=True):
-                family.add_metric(tp_labels, value)
+                family.add_row(rendered, values, value)
         return families
 
     def _broker_metrics(self, partitions: list[Partition]) -> Iterable[Metric]:
@@ -325,6 +344,12 @@ class BrokerMetrics:
         for (kind, code), count in sorted(self._errors.items()):
             errors.add_metric((kind, code), count)
         yield from (requests, errors)
+
+
+def _table(
+    name: str, documentation: str, typ: str = "gauge", labels: tuple[str, ...] = _TP_TUPLE
+) -> TableFamily:
+    return TableFamily(f"conveyor_broker_{name}", documentation, typ, labels)
 
 
 def _gauge(name: str, documentation: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:

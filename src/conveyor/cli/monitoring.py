@@ -1,9 +1,10 @@
 """The Prometheus side of ``conveyor dev --monitoring`` (and of tests/monitoring).
 
 :func:`prometheus_config` renders the scrape configuration for a coordinator and its
-brokers. ``deploy/prometheus/prometheus.yml`` is this function's output for the dev
-defaults (coordinator on 7700, brokers 1-3 on 7701-7703; a test keeps the two identical),
-so ``conveyor dev --monitoring`` runs the shipped configuration with its own ports.
+brokers. ``deploy/prometheus/prometheus.yml`` is this function's output for the
+docker-compose cluster (``coordinator:7700``, ``broker-N:770N``; a test keeps the two
+identical), and ``conveyor dev --monitoring`` renders the same with 127.0.0.1 and the dev
+cluster's ports: the shipped configuration, adapted.
 
 Every broker target carries a ``broker`` label (its id): the dashboards' broker variable
 and the alerts read it, and it matches the ``broker`` label of the coordinator's
@@ -27,11 +28,12 @@ DEFAULT_PROMETHEUS_PORT: Final = 9090
 
 _HEADER: Final = """\
 # Prometheus configuration for a Conveyor cluster: the coordinator and every broker.
-# Rendered by conveyor.cli.monitoring.prometheus_config for the `conveyor dev` defaults
-# (coordinator 127.0.0.1:7700, brokers 1-3 on 7701-7703); `conveyor dev --monitoring`
-# renders the same with its own ports. Adapt the targets to your hosts; keep the `broker`
-# label on every broker target: dashboards and alerts (alerts.yml) use it.
+# Rendered by conveyor.cli.monitoring.prometheus_config for the docker-compose cluster
+# (docker-compose.yml: coordinator:7700, broker-N:770N); `conveyor dev --monitoring` renders
+# the same with 127.0.0.1 and its own ports. On other hosts, change the targets; keep the
+# `broker` label on every broker target: the dashboards and alerts (alerts.yml) use it.
 """
+SHIPPED_TARGETS: Final = ("coordinator:7700", {b: f"broker-{b}:{7700 + b}" for b in (1, 2, 3)})
 
 
 def prometheus_config(

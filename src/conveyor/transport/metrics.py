@@ -13,6 +13,7 @@ per request. Metric names and labels are documented in docs/monitoring.md.
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.samples import Sample
 
 from conveyor._version import __version__
 
@@ -199,8 +201,88 @@ def install(app: web.Application, metrics: ServiceMetrics) -> None:
     app[HTTP_METRICS_KEY].observers.append(metrics.observe_request)
 
 
+class TableFamily(Metric):
+    """A gauge or counter family with many series whose label sets the collector keeps
+    pre-rendered (``{partition="3",topic="orders"}``), because prometheus_client's
+    per-sample formatting (label escaping, sorting, float formatting) costs about 5 us a
+    series: 45 ms for a broker with 800 partitions. :func:`render` writes these rows as
+    they are; ``samples`` still yields ordinary samples, so any other exposition (and
+    ``CollectorRegistry.get_sample_value``) reads the same values, only slower."""
+
+    def __init__(self, name: str, documentation: str, typ: str, labelnames: tuple[str, ...]):
+        super().__init__(name, documentation, typ)
+        self._labelnames = labelnames
+        self._sample_name = name + "_total" if typ == "counter" else name
+        self._rows: list[tuple[str, tuple[str, ...], int | float]] = []
+
+    def add_row(self, rendered: str, labels: tuple[str, ...], value: int | float) -> None:
+        """``rendered`` must be ``labels`` in exposition form: see :func:`label_text`."""
+        self._rows.append((rendered, labels, value))
+
+    @property
+    def samples(self) -> list[Sample]:
+        names = self._labelnames
+        return [
+            Sample(self._sample_name, dict(zip(names, labels, strict=True)), float(value))
+            for _, labels, value in self._rows
+        ]
+
+    @samples.setter
+    def samples(self, _: list[Sample]) -> None:
+        pass  # Metric.__init__ assigns []; the rows are the samples
+
+    def text(self) -> str:
+        name = self._sample_name
+        help_text = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        lines = [f"# HELP {name} {help_text}\n# TYPE {name} {self.type}\n"]
+        for rendered, _, value in self._rows:
+            number = str(value) if type(value) is int else _float_text(value)
+            lines.append(f"{name}{rendered} {number}\n")
+        return "".join(lines)
+
+
+def label_text(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    """``{name="value",...}`` sorted by name, escaped as the text format wants."""
+    pairs = sorted(zip(names, values, strict=True))
+    return "{" + ",".join(f'{name}="{_escape(value)}"' for name, value in pairs) + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _float_text(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+class _Families:
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
 def render(registry: CollectorRegistry) -> bytes:
-    return generate_latest(registry)
+    """The text exposition of ``registry``: prometheus_client's, except that
+    :class:`TableFamily` rows are written as pre-rendered."""
+    parts: list[bytes] = []
+    pending: list[Metric] = []
+    for family in registry.collect():
+        if isinstance(family, TableFamily):
+            if pending:
+                parts.append(generate_latest(_Families(pending)))
+                pending = []
+            parts.append(family.text().encode())
+        else:
+            pending.append(family)
+    if pending:
+        parts.append(generate_latest(_Families(pending)))
+    return b"".join(parts)
 
 
 def metrics_response(registry: CollectorRegistry) -> web.Response:
