@@ -1,0 +1,146 @@
+"""The repository's docker-compose.yml, run by Debian's docker-compose (v1) against
+podman's Docker-compatible API, as one uniquely named project that is removed whole."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.deploy.podman import REPO_ROOT, Podman, wait_for
+
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+BROKER_IDS = (1, 2, 3)
+UP_TIMEOUT_S = 300.0
+DOWN_TIMEOUT_S = 180.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Host ports the project publishes on 127.0.0.1 (free ones: other tests run too)."""
+
+    coordinator: int = field(default_factory=free_port)
+    prometheus: int = field(default_factory=free_port)
+    brokers: dict[int, int] = field(
+        default_factory=lambda: {broker_id: free_port() for broker_id in BROKER_IDS}
+    )
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "CONVEYOR_PUBLISH_ADDRESS": "127.0.0.1",
+            "CONVEYOR_PUBLISH_COORDINATOR": str(self.coordinator),
+            "CONVEYOR_PUBLISH_PROMETHEUS": str(self.prometheus),
+        }
+        for broker_id, port in self.brokers.items():
+            env[f"CONVEYOR_PUBLISH_BROKER_{broker_id}"] = str(port)
+        return env
+
+
+@dataclass
+class ComposeProject:
+    podman: Podman
+    docker_host: str
+    name: str
+    image: str
+    prometheus_image: str
+    ports: Ports
+
+    def compose(self, *args: str, timeout_s: float = UP_TIMEOUT_S) -> str:
+        env = self.podman.env(
+            {
+                "DOCKER_HOST": self.docker_host,
+                "CONVEYOR_IMAGE": self.image,
+                "CONVEYOR_PROMETHEUS_IMAGE": self.prometheus_image,
+                **self.ports.env(),
+            }
+        )
+        argv = ["docker-compose", "-f", str(COMPOSE_FILE), "--project-directory", str(REPO_ROOT)]
+        result = subprocess.run(
+            [*argv, "-p", self.name, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"docker-compose {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout}{result.stderr}"
+            )
+        return result.stdout + result.stderr
+
+    def up(self, *services: str, profiles: tuple[str, ...] = ()) -> None:
+        """``up -d`` the named services (and their dependencies) from the existing image.
+        docker-compose itself waits for each ``service_healthy`` dependency."""
+        options = [arg for profile in profiles for arg in ("--profile", profile)]
+        self.compose(*options, "up", "-d", "--no-build", *services)
+
+    def down(self) -> None:
+        self.compose("--profile", "demo", "down", "--volumes", "--remove-orphans")
+
+    def container(self, service: str) -> str:
+        names = self.podman.run(
+            "ps",
+            "-a",
+            "--filter",
+            f"label=com.docker.compose.project={self.name}",
+            "--filter",
+            f"label=com.docker.compose.service={service}",
+            "--format",
+            "{{.Names}}",
+        ).stdout.split()
+        if len(names) != 1:
+            raise RuntimeError(f"expected one container for {service}, found {names}")
+        return names[0]
+
+    def health(self, service: str) -> str:
+        return self.podman.inspect(self.container(service), "{{.State.Health.Status}}")
+
+    def wait_healthy(self, services: tuple[str, ...], timeout_s: float) -> None:
+        wait_for(
+            lambda: all(self.health(service) == "healthy" for service in services),
+            timeout_s,
+            f"{', '.join(services)} to report healthy",
+        )
+
+    def logs(self, service: str) -> str:
+        result = self.podman.run("logs", self.container(service), check=False)
+        return result.stdout + result.stderr
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Containers, volumes and networks still labelled with this project."""
+        label = f"label=com.docker.compose.project={self.name}"
+        found = {
+            "container": self.podman.run("ps", "-a", "--filter", label, "--format", "{{.Names}}"),
+            "volume": self.podman.run("volume", "ls", "--filter", label, "--format", "{{.Name}}"),
+            "network": self.podman.run("network", "ls", "--filter", label, "--format", "{{.Name}}"),
+        }
+        return {kind: result.stdout.split() for kind, result in found.items()}
+
+    def remove_leftovers(self) -> None:
+        """Last resort after a failed ``down``: remove by name what the project created."""
+        leftovers = self.leftovers()
+        for name in leftovers["container"]:
+            self.podman.run("rm", "--force", "--volumes", name, check=False)
+        for name in leftovers["volume"]:
+            self.podman.run("volume", "rm", "--force", name, check=False)
+        for name in leftovers["network"]:
+            self.podman.run("network", "rm", "--force", name, check=False)
+
+
+def dump_logs(project: ComposeProject, services: tuple[str, ...], path: Path) -> None:
+    """Every service's log in one file, for the failure report."""
+    with path.open("w") as out:
+        for service in services:
+            try:
+                out.write(f"===== {service}\n{project.logs(service)}\n")
+            except RuntimeError as exc:
+                out.write(f"===== {service}: {exc}\n")

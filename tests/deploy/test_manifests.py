@@ -1,0 +1,182 @@
+"""The deployment files, validated offline: the compose file against the Compose
+specification and by docker-compose itself, the CI pipelines against their schemas, the
+Kubernetes manifests with kubernetes-validate --strict, and the Dockerfile's promises."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+KUBERNETES_DIR = REPO_ROOT / "deploy" / "kubernetes"
+CONVEYOR_SERVICES = ("coordinator", "broker-1", "broker-2", "broker-3")
+TIMEOUT_S = 120
+
+
+def _run(*argv: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in argv],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+
+
+@pytest.mark.parametrize(
+    ("schema", "path"),
+    [
+        ("vendor.compose-spec", "docker-compose.yml"),
+        ("vendor.github-workflows", ".github/workflows/ci.yml"),
+        ("vendor.gitlab-ci", ".gitlab-ci.yml"),
+    ],
+)
+def test_file_matches_its_schema(schema: str, path: str) -> None:
+    result = _run(BIN / "check-jsonschema", "--builtin-schema", schema, REPO_ROOT / path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _compose_config(env_extra: dict[str, str] | None = None) -> dict[str, Any]:
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose (v1) not installed: scripts/system-deps/50-containers.sh")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(env_extra or {})
+    result = _run("docker-compose", "-f", COMPOSE_FILE, "--profile", "demo", "config", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    config: dict[str, Any] = yaml.safe_load(result.stdout)
+    return config
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    services = _compose_config()["services"]
+    assert set(services) == {
+        *CONVEYOR_SERVICES,
+        "prometheus",
+        "grafana",
+        "demo-producer",
+        "demo-consumer",
+    }
+
+
+def test_every_broker_has_its_own_id_volume_port_and_advertised_name() -> None:
+    services = _compose_config()["services"]
+    brokers = {name: s for name, s in services.items() if name.startswith("broker-")}
+    ids, volumes, ports = set(), set(), set()
+    for name, service in brokers.items():
+        env = service["environment"]
+        number = name.removeprefix("broker-")
+        assert env["CONVEYOR_ID"] == number
+        assert env["CONVEYOR_ADVERTISED_URL"] == f"http://{name}:770{number}"
+        assert env["CONVEYOR_LISTEN"] == f"0.0.0.0:770{number}"
+        assert env["CONVEYOR_COORDINATOR"] == "http://coordinator:7700"
+        assert service["depends_on"] == {"coordinator": {"condition": "service_healthy"}}
+        ids.add(env["CONVEYOR_ID"])
+        volumes.update(v.split(":")[0] for v in service["volumes"])
+        ports.update(p.split(":")[1] for p in service["ports"])
+    assert len(ids) == len(volumes) == len(ports) == len(brokers) == 3
+
+
+def test_conveyor_services_are_healthchecked_restarted_and_init_wrapped() -> None:
+    services = _compose_config()["services"]
+    for name in CONVEYOR_SERVICES:
+        service = services[name]
+        assert service["restart"] == "unless-stopped", name
+        assert service["init"] is True, name
+        assert "/readyz" in " ".join(service["healthcheck"]["test"]), name
+        # Published on loopback only unless the operator says otherwise.
+        assert all(p.startswith("127.0.0.1:") for p in service["ports"]), name
+    for name in ("demo-producer", "demo-consumer"):
+        assert services[name]["profiles"] == ["demo"]
+        assert services[name]["healthcheck"]["test"] == ["NONE"]
+
+
+def test_publish_address_and_ports_come_from_the_environment() -> None:
+    env = {"CONVEYOR_PUBLISH_ADDRESS": "0.0.0.0", "CONVEYOR_PUBLISH_BROKER_2": "17702"}
+    services = _compose_config(env)["services"]
+    assert services["broker-2"]["ports"] == ["0.0.0.0:17702:7702/tcp"]
+
+
+def test_monitoring_mounts_the_shipped_files() -> None:
+    services = _compose_config()["services"]
+    prometheus = " ".join(services["prometheus"]["volumes"])
+    grafana = " ".join(services["grafana"]["volumes"])
+    for path in ("deploy/prometheus/prometheus.yml", "deploy/prometheus/alerts.yml"):
+        assert f"{REPO_ROOT / path}:/etc/prometheus/" in prometheus
+    assert f"{REPO_ROOT / 'deploy/grafana/provisioning'}:/etc/grafana/provisioning" in grafana
+    assert str(REPO_ROOT / "deploy/grafana/dashboards") in grafana
+    grafana_env = services["grafana"]["environment"]
+    assert grafana_env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert grafana_env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+
+
+def _kubernetes_files() -> list[Path]:
+    return sorted(p for p in KUBERNETES_DIR.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def test_kubernetes_manifests_validate_strictly() -> None:
+    result = _run(BIN / "kubernetes-validate", "--strict", *_kubernetes_files())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed" in result.stdout + result.stderr
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((KUBERNETES_DIR / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == [p.name for p in _kubernetes_files()]
+
+
+def _kubernetes_objects() -> dict[tuple[str, str], dict[str, Any]]:
+    objects = {}
+    for path in _kubernetes_files():
+        for document in yaml.safe_load_all(path.read_text()):
+            objects[(document["kind"], document["metadata"]["name"])] = document
+    return objects
+
+
+def test_kubernetes_brokers_have_stable_ids_volumes_probes_and_limits() -> None:
+    objects = _kubernetes_objects()
+    brokers = objects[("StatefulSet", "conveyor-broker")]
+    assert objects[("Service", brokers["spec"]["serviceName"])]["spec"]["clusterIP"] == "None"
+    assert brokers["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    pod = brokers["spec"]["template"]
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    (container,) = pod["spec"]["containers"]
+    command = " ".join(container["command"] + container["args"])
+    assert '--id "${HOSTNAME##*-}"' in command  # the pod's ordinal
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
+    assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
+    budget = objects[("PodDisruptionBudget", "conveyor-broker")]
+    assert budget["spec"]["maxUnavailable"] == 1
+    coordinator = objects[("StatefulSet", "conveyor-coordinator")]
+    assert coordinator["spec"]["replicas"] == 1
+
+
+def test_dockerfile_keeps_its_promises() -> None:
+    text = (REPO_ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", text, re.MULTILINE)
+    assert len(re.findall(r"^FROM \$\{BASE_IMAGE\}", text, re.MULTILINE)) == 2
+    assert re.search(r"^USER conveyor", text, re.MULTILINE)
+    assert re.search(r'^ENTRYPOINT \["conveyor"\]$', text, re.MULTILINE)
+    assert re.search(r"^HEALTHCHECK .*\n.*/healthz", text, re.MULTILINE)
+    assert re.search(r'^VOLUME \["/data"\]$', text, re.MULTILINE)
+    assert "org.opencontainers.image.version" in text
+
+
+def test_dockerignore_sends_only_what_the_build_needs() -> None:
+    lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    rules = [line for line in lines if line and not line.startswith("#")]
+    assert rules[0] == "*"
+    assert {"!pyproject.toml", "!README.md", "!src/"} <= set(rules)
