@@ -198,7 +198,7 @@ def test_silent_broker_is_declared_dead(start_coordinator: StartCoordinator) -> 
     with httpx.Client(base_url=cluster.url, timeout=10) as http:
         assert beat(http, 1)["heartbeat_interval_ms"] == 333
         beat(http, 2)
-        create(http, "t", partitions=4)
+        create(http, "t", partitions=4, replication_factor=1)  # RF 1: its partitions go offline
 
         def broker_2_dead() -> bool:
             beat(http, 1)  # broker 1 stays healthy throughout

@@ -16,7 +16,7 @@ from concurrent.futures import Future
 
 from conveyor.broker.reconcile import ReplicaState, Role, TopicPartition
 from conveyor.broker.rules import high_watermark
-from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
+from conveyor.protocol.errors import ConveyorError, ErrorCode, LogTruncatedError, RetriableError
 from conveyor.protocol.messages import BrokerId, Epoch, HostedPartition, PartitionReport
 from conveyor.storage import AppendResult, PartitionLog
 
@@ -122,6 +122,14 @@ class Partition:
 
     def _durable_done(self, future: Future[int]) -> None:
         exc = future.exception()
+        if isinstance(exc, LogTruncatedError):
+            # Retriable, not a failure of the log: a truncation (a new leader's history, or
+            # a reopen) removed the write before it was flushed. The log stays writable; the
+            # producer waiting on it learns through wait_acknowledged (the HW never covers it).
+            log.info("partition %s: an unflushed write was truncated: %s", self.tp, exc)
+            self.refresh_high_watermark()
+            self._wake_all()
+            return
         if isinstance(exc, ConveyorError):
             if self.failure is None:
                 log.error("partition %s: log failed, no longer writable: %s", self.tp, exc)

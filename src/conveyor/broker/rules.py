@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, Literal
 
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import Acks, BrokerId
@@ -19,6 +20,8 @@ _TOPIC_NAME: Final = re.compile(r"[a-zA-Z0-9._-]+")
 FETCH_BYTES_MAX: Final = 16 * 1024 * 1024  # one fetch answers at most this (plus one batch)
 FETCH_WAIT_MS_MAX: Final = 30_000  # a long-poll holds a connection at most this long
 PRODUCE_TIMEOUT_MS_MAX: Final = 120_000  # acks=all waits at most this long
+PRODUCER_BATCHES_KEPT: Final = 5  # dedup window per producer id, as Kafka's
+SEQUENCE_MAX: Final = 2**31 - 1  # sequences wrap to 0 after this (int32, as Kafka's)
 
 ACKS_ALIASES: Final[Mapping[str, Acks]] = {"0": "0", "1": "1", "all": "all", "-1": "all"}
 
@@ -110,3 +113,130 @@ def metadata_refresh_due(
 def check_offset(offset: int) -> None:
     if offset < 0:
         raise InvalidRequestError(f"offset must be >= 0, not {offset}", offset=offset)
+
+
+# ---- replication (issue 4) -----------------------------------------------------------------
+
+
+def truncation_offset(
+    *, leader_end_offset_for_epoch: int, follower_end_offset_for_epoch: int, follower_log_end: int
+) -> int:
+    """Where a follower of a new leader cuts its log (KIP-101/KIP-279).
+
+    The follower asks the leader for the end offset of the follower's latest epoch; the
+    leader answers with the largest epoch <= it and where that epoch ends in the leader's
+    log. Everything the follower has from that point on is a history the leader does not
+    share, so it goes. ``follower_end_offset_for_epoch`` is where the same (answered) epoch
+    ends in the follower's own log: both sides agree up to the smaller of the two.
+
+    >>> truncation_offset(leader_end_offset_for_epoch=100, follower_end_offset_for_epoch=120,
+    ...                   follower_log_end=120)
+    100
+    """
+    return min(leader_end_offset_for_epoch, follower_end_offset_for_epoch, follower_log_end)
+
+
+IsrChange = Literal["shrink", "expand", "keep"]
+
+
+def isr_change_for_follower(
+    *,
+    in_isr: bool,
+    follower_log_end: int,
+    leader_log_end: int,
+    high_watermark: int,
+    last_caught_up_ms: int,
+    now_ms: int,
+    lag_time_max_ms: int,
+) -> IsrChange:
+    """Kafka's rule: a follower leaves the ISR when it has not been caught up to the
+    leader's log end for ``lag_time_max_ms`` (whatever its distance in messages: a slow
+    but steady follower that keeps reaching the end stays); it rejoins once it reaches the
+    leader's log end or at least the high watermark (so a busy partition can still admit
+    it)."""
+    caught_up = follower_log_end >= leader_log_end
+    if in_isr:
+        if caught_up or now_ms - last_caught_up_ms <= lag_time_max_ms:
+            return "keep"
+        return "shrink"
+    if caught_up or (follower_log_end >= high_watermark > 0):
+        return "expand"
+    return "keep"
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerBatch:
+    """One batch a producer id wrote: its sequence range and where it landed."""
+
+    first_sequence: int
+    last_sequence: int
+    base_offset: int
+    last_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerEntry:
+    """Per partition, per producer id: its epoch and its last few batches (oldest first)."""
+
+    producer_epoch: int
+    batches: tuple[ProducerBatch, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Dedup:
+    """What to do with an idempotent batch: ``append`` it, answer ``duplicate`` with the
+    original offsets (``batch``), or ``reject`` with ``error``."""
+
+    action: Literal["append", "duplicate", "reject"]
+    batch: ProducerBatch | None = None
+    error: ErrorCode | None = None
+
+
+def next_sequence(sequence: int) -> int:
+    return 0 if sequence == SEQUENCE_MAX else sequence + 1
+
+
+def dedup_decision(
+    entry: ProducerEntry | None, *, producer_epoch: int, first_sequence: int, last_sequence: int
+) -> Dedup:
+    """Kafka's idempotence check for a batch with a producer id.
+
+    - an older epoch than the entry's: PRODUCER_FENCED (a newer instance took the id);
+    - a newer epoch: sequences restart, so the batch must start at 0;
+    - same epoch: a batch already in the window is a retry (answer its offsets); the next
+      sequence after the last batch appends; anything else is a gap (OUT_OF_ORDER_SEQUENCE)
+      or older than the window (DUPLICATE_SEQUENCE: written, offsets no longer known).
+    - an unknown producer id (new, or its batches expired by retention) appends as is.
+    """
+    if entry is None:
+        return Dedup("append")
+    if producer_epoch < entry.producer_epoch:
+        return Dedup("reject", error=ErrorCode.PRODUCER_FENCED)
+    if producer_epoch > entry.producer_epoch:
+        if first_sequence == 0:
+            return Dedup("append")
+        return Dedup("reject", error=ErrorCode.OUT_OF_ORDER_SEQUENCE)
+    return _same_epoch_decision(entry.batches, first_sequence, last_sequence)
+
+
+def _same_epoch_decision(
+    batches: tuple[ProducerBatch, ...], first_sequence: int, last_sequence: int
+) -> Dedup:
+    for batch in batches:
+        if (batch.first_sequence, batch.last_sequence) == (first_sequence, last_sequence):
+            return Dedup("duplicate", batch=batch)
+    if not batches or first_sequence == next_sequence(batches[-1].last_sequence):
+        return Dedup("append")
+    if len(batches) == PRODUCER_BATCHES_KEPT and first_sequence < batches[0].first_sequence:
+        return Dedup("reject", error=ErrorCode.DUPLICATE_SEQUENCE)
+    return Dedup("reject", error=ErrorCode.OUT_OF_ORDER_SEQUENCE)
+
+
+def record_producer_batch(
+    entry: ProducerEntry | None, *, producer_epoch: int, batch: ProducerBatch
+) -> ProducerEntry:
+    """The entry after appending ``batch`` (leader, follower and log rebuild alike)."""
+    if entry is None or producer_epoch != entry.producer_epoch:
+        return ProducerEntry(producer_epoch, (batch,))
+    kept = (*entry.batches, batch)[-PRODUCER_BATCHES_KEPT:]
+    return ProducerEntry(producer_epoch, kept)

@@ -19,7 +19,7 @@ import sys
 from typing import TYPE_CHECKING, Final, Protocol
 
 from conveyor import __version__
-from conveyor.cli import bench, clients, cluster, dev, services, topic
+from conveyor.cli import bench, chaos, clients, cluster, dev, services, topic
 from conveyor.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Handler
 from conveyor.protocol.errors import ConveyorError
 
@@ -41,6 +41,7 @@ COMMAND_GROUPS: Final[tuple[CommandGroup, ...]] = (
     clients,
     cluster,
     bench,
+    chaos,
 )
 
 

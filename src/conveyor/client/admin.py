@@ -7,8 +7,10 @@ from typing import Any
 from urllib.parse import quote
 
 from conveyor.protocol.messages import (
+    BrokerId,
     ClusterStatus,
     CreateTopicRequest,
+    DecommissionResponse,
     TopicConfig,
     TopicDescription,
     TopicList,
@@ -58,6 +60,15 @@ class Admin:
 
     def cluster(self) -> ClusterStatus:
         return self._http.call("GET", f"{self.url}/v1/cluster", ClusterStatus)
+
+    def decommission_broker(self, broker_id: int) -> DecommissionResponse:
+        """Start draining a broker (idempotent); ``done`` once it holds no replica."""
+        url = f"{self.url}/v1/brokers/{BrokerId(broker_id)}/decommission"
+        return self._http.call("POST", url, DecommissionResponse)
+
+    def decommission_status(self, broker_id: int) -> DecommissionResponse:
+        url = f"{self.url}/v1/brokers/{BrokerId(broker_id)}/decommission"
+        return self._http.call("GET", url, DecommissionResponse)
 
     def _topic_url(self, name: str) -> str:
         return f"{self.url}/v1/topics/{quote(name, safe='')}"

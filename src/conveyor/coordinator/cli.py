@@ -100,9 +100,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--default-replication-factor",
         metavar="N",
         type=_positive_int,
-        default=_env("DEFAULT_REPLICATION_FACTOR", "1"),
-        help="replication factor of a topic created without one (default 1 until "
-        "replication lands; then min(3, live brokers))",
+        default=_env("DEFAULT_REPLICATION_FACTOR"),
+        help="replication factor of a topic created without one (default min(3, live brokers))",
+    )
+    parser.add_argument(
+        "--replica-restore-delay-ms",
+        metavar="MS",
+        type=_positive_int,
+        default=_env("REPLICA_RESTORE_DELAY_MS", "30000"),
+        help="replicas of a broker dead this long are re-created on other brokers "
+        "(default 30000: five default session timeouts)",
+    )
+    parser.add_argument(
+        "--max-concurrent-moves",
+        metavar="N",
+        type=_positive_int,
+        default=_env("MAX_CONCURRENT_MOVES", "2"),
+        help="partitions copying a new replica at once, for restoration, rebalancing and "
+        "decommissioning (default 2)",
     )
     parser.add_argument(
         "--log-level",
@@ -127,6 +142,8 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
         session_timeout_ms=args.session_timeout_ms,
         heartbeat_interval_ms=args.heartbeat_interval_ms,
         auto_create_topics=auto_create,
+        replica_restore_delay_ms=args.replica_restore_delay_ms,
+        max_concurrent_moves=args.max_concurrent_moves,
         topic_defaults=TopicDefaults(
             partitions=args.default_partitions,
             replication_factor=args.default_replication_factor,
@@ -157,14 +174,17 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidRequestError(str(exc)) from None
     log.info(
         "coordinator %s starting: listen=%s data=%s session_timeout_ms=%d auto_create_topics=%s "
-        "default_partitions=%d default_replication_factor=%d tls=%s",
+        "default_partitions=%d default_replication_factor=%s replica_restore_delay_ms=%d "
+        "max_concurrent_moves=%d tls=%s",
         __version__,
         args.listen,
         settings.data_dir,
         settings.session_timeout_ms,
         settings.auto_create_topics,
         settings.topic_defaults.partitions,
-        settings.topic_defaults.replication_factor,
+        settings.topic_defaults.replication_factor or "min(3, live brokers)",
+        settings.replica_restore_delay_ms,
+        settings.max_concurrent_moves,
         tls.enabled,
     )
     serve(build_coordinator_app(settings), args.listen, tls)

@@ -11,10 +11,16 @@ Rules, so that issue #4 (replication) builds on them unchanged:
   so a deposed leader's requests carry a stale epoch and can be fenced;
 * a dead broker leaves the ISR, except the last member: it holds the only complete copy and
   is the one replica that may safely lead when it returns (Kafka keeps it the same way);
-* a partition whose ISR has no live member has no leader (offline) until one returns.
+* a partition whose ISR has no live member has no leader (offline) until one returns;
+* every change of leader, replicas or ISR bumps ``partition_epoch`` (AlterIsr fencing).
 
-With replication factor 1 (this issue) the result is simple: the broker's partitions go
-offline while it is dead and come back, led by it, with a new epoch when it returns.
+Worked example: replicas [1, 2, 3], isr [1, 2, 3], leader 1 at leader epoch 4, partition
+epoch 9. Broker 1 dies: isr [2, 3], leader 2 (first live in-sync replica in replica order),
+leader epoch 5, partition epoch 10. Broker 2 dies too: isr [3], leader 3, epochs 6 and 11.
+Broker 3 dies: it stays the last ISR member, leader None (offline), epochs 7 and 12; it
+leads again, epochs 8 and 13, when it returns. Broker 1 returning does not lead: it is not
+in the ISR; the leader re-adds it through AlterIsr once it has caught up, and then
+``preferred_leader`` moves leadership back to it.
 """
 
 from __future__ import annotations
@@ -64,7 +70,8 @@ def on_broker_dead(
     if partition.leader != dead:
         if isr == partition.isr:
             return None
-        return replace(partition, isr=isr), f"broker {dead} removed from the isr"
+        changed = replace(partition, isr=isr, partition_epoch=Epoch(partition.partition_epoch + 1))
+        return changed, f"broker {dead} removed from the isr"
     election = elect_leader(partition.replicas, isr, alive, unclean_allowed)
     if election.leader is not None and election.unclean:
         isr = (election.leader,)
@@ -73,6 +80,7 @@ def on_broker_dead(
         leader=election.leader,
         leader_epoch=Epoch(partition.leader_epoch + 1),
         isr=isr,
+        partition_epoch=Epoch(partition.partition_epoch + 1),
     )
     return changed, f"leader {dead} died; {election.reason}"
 
@@ -92,5 +100,27 @@ def on_broker_alive(
         leader=election.leader,
         leader_epoch=Epoch(partition.leader_epoch + 1),
         isr=isr,
+        partition_epoch=Epoch(partition.partition_epoch + 1),
     )
     return changed, f"partition back online: {election.reason}"
+
+
+def preferred_leader(
+    partition: Partition, alive: Collection[BrokerId]
+) -> tuple[Partition, str] | None:
+    """Move leadership back to the preferred replica ``replicas[0]`` (Kafka's preferred
+    leader election) when it is alive, in the ISR and not leading; None otherwise.
+
+    Only an in-sync replica may take over, so no acknowledged write is lost; leaders spread
+    again after failovers because placement spread the preferred replicas.
+    """
+    preferred = partition.replicas[0]
+    if partition.leader == preferred or preferred not in partition.isr or preferred not in alive:
+        return None
+    changed = replace(
+        partition,
+        leader=preferred,
+        leader_epoch=Epoch(partition.leader_epoch + 1),
+        partition_epoch=Epoch(partition.partition_epoch + 1),
+    )
+    return changed, f"preferred leader election: broker {preferred} is back in the isr"

@@ -12,10 +12,16 @@ from aiohttp import web
 from conveyor.coordinator.service import Clock, CoordinatorService, CoordinatorSettings
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.messages import (
+    AlterIsrRequest,
+    AlterIsrResponse,
     BrokerHeartbeat,
+    BrokerId,
     ClusterStatus,
     CreateTopicRequest,
+    DecommissionResponse,
     HeartbeatResponse,
+    InitProducerIdRequest,
+    InitProducerIdResponse,
     Metadata,
     OffsetCommitRequest,
     OffsetFetchResponse,
@@ -51,6 +57,13 @@ def query_topics(request: web.Request) -> list[str] | None:
     return names or None
 
 
+def _broker_id(request: web.Request) -> BrokerId:
+    raw = request.match_info["broker_id"]
+    if not raw.isdigit() or len(raw) > 10:
+        raise InvalidRequestError(f"broker id must be a non-negative integer, not {raw[:20]!r}")
+    return BrokerId(int(raw))
+
+
 class CoordinatorHTTP:
     def __init__(self, service: CoordinatorService) -> None:
         self.service = service
@@ -58,6 +71,21 @@ class CoordinatorHTTP:
     async def heartbeat(self, request: web.Request) -> web.Response:
         heartbeat = await decode_json(request, BrokerHeartbeat)
         return json_response(await self.service.heartbeat(heartbeat))
+
+    async def alter_isr(self, request: web.Request) -> web.Response:
+        body = await decode_json(request, AlterIsrRequest)
+        return json_response(await self.service.alter_isr(body))
+
+    async def init_producer_id(self, request: web.Request) -> web.Response:
+        body = await decode_json(request, InitProducerIdRequest)
+        return json_response(await self.service.init_producer_id(body))
+
+    async def decommission(self, request: web.Request) -> web.Response:
+        broker_id = _broker_id(request)
+        return json_response(await self.service.decommission(broker_id))
+
+    async def decommission_status(self, request: web.Request) -> web.Response:
+        return json_response(self.service.decommission_status(_broker_id(request)))
 
     async def metadata(self, request: web.Request) -> web.Response:
         topics = query_topics(request)
@@ -123,6 +151,46 @@ class CoordinatorHTTP:
             ),
             *self._topic_routes(),
             *self._group_routes(),
+            *self._replication_routes(),
+        ]
+
+    def _replication_routes(self) -> list[Route]:
+        return [
+            Route(
+                "POST",
+                "/internal/v1/partitions/isr",
+                self.alter_isr,
+                "A partition leader changes the ISR; 409 STALE_EPOCH unless it is the leader "
+                "at the current leader and partition epochs",
+                request=AlterIsrRequest,
+                response=AlterIsrResponse,
+                internal=True,
+            ),
+            Route(
+                "POST",
+                "/v1/producers/init",
+                self.init_producer_id,
+                "A new idempotent producer id, or the epoch of a known one bumped",
+                request=InitProducerIdRequest,
+                response=InitProducerIdResponse,
+                tags=("producers",),
+            ),
+            Route(
+                "POST",
+                "/v1/brokers/{broker_id}/decommission",
+                self.decommission,
+                "Drain a broker: its replicas move to other brokers; done when it holds none",
+                response=DecommissionResponse,
+                tags=("cluster",),
+            ),
+            Route(
+                "GET",
+                "/v1/brokers/{broker_id}/decommission",
+                self.decommission_status,
+                "A draining broker's progress",
+                response=DecommissionResponse,
+                tags=("cluster",),
+            ),
         ]
 
     def _topic_routes(self) -> list[Route]:

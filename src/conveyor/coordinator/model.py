@@ -37,6 +37,7 @@ class Broker:
     alive: bool
     last_heartbeat_ms: int  # coordinator clock; see service.Clock
     capacity: int = 1  # recorded for weighted placement later; placement ignores it today
+    decommissioning: bool = False  # being drained: its replicas move to other brokers
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,9 @@ class Partition:
     leader: BrokerId | None  # None: offline (no live in-sync replica)
     leader_epoch: Epoch  # bumped on every leader change, including to and from None
     isr: tuple[BrokerId, ...]
+    partition_epoch: Epoch = 0  # type: ignore[assignment]  # bumped on every change of leader, replicas or ISR
+    # replicas a move will drop once every other replica is in the ISR (a rebalance)
+    removing: tuple[BrokerId, ...] = ()
 
     @property
     def key(self) -> PartitionKey:
@@ -85,6 +89,8 @@ class ClusterState:
     topics: Mapping[str, Topic] = field(default_factory=dict)
     partitions: Mapping[PartitionKey, Partition] = field(default_factory=dict)
     offsets: Mapping[OffsetKey, CommittedOffset] = field(default_factory=dict)
+    # producer id -> its current epoch (idempotent producers; ids are never reused)
+    producers: Mapping[int, int] = field(default_factory=dict)
     # soft: per broker, its latest report of each replica it hosts
     reports: Mapping[BrokerId, Mapping[PartitionKey, PartitionReport]] = field(default_factory=dict)
 
@@ -93,6 +99,15 @@ class ClusterState:
 
     def alive_broker_ids(self) -> list[BrokerId]:
         return sorted(b.broker_id for b in self.brokers.values() if b.alive)
+
+
+def min_insync_replicas(topic: Topic) -> int:
+    """The topic's explicit setting, else 2 when RF >= 3 (one failure leaves a quorum that
+    still acknowledges writes) and 1 otherwise (a smaller RF could not take a failure)."""
+    explicit = topic.config.min_insync_replicas
+    if explicit is not None:
+        return explicit
+    return 2 if topic.replication_factor >= 3 else 1
 
 
 def canonical_config(config: TopicConfig) -> TopicConfig:
@@ -160,7 +175,24 @@ class OffsetRecord:
     offset: CommittedOffset
 
 
-Record = BrokerRecord | BrokerSeen | TopicRecord | PartitionRecord | TopicRemoved | OffsetRecord
+@dataclass(frozen=True, slots=True)
+class ProducerRecord:
+    """A producer id was handed out, or its epoch bumped (InitProducerId)."""
+
+    durable: ClassVar[bool] = True
+    producer_id: int
+    producer_epoch: int
+
+
+Record = (
+    BrokerRecord
+    | BrokerSeen
+    | TopicRecord
+    | PartitionRecord
+    | TopicRemoved
+    | OffsetRecord
+    | ProducerRecord
+)
 
 
 # ---- replay --------------------------------------------------------------------------------
@@ -173,6 +205,7 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:
     partitions: dict[PartitionKey, Partition] | None = None
     offsets: dict[OffsetKey, CommittedOffset] | None = None
     reports: dict[BrokerId, Mapping[PartitionKey, PartitionReport]] | None = None
+    producers: dict[int, int] | None = None
     for record in records:
         match record:
             case BrokerRecord(broker=broker):
@@ -202,6 +235,9 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:
             case OffsetRecord(offset=offset):
                 offsets = offsets if offsets is not None else dict(state.offsets)
                 offsets[offset.key] = offset
+            case ProducerRecord(producer_id=producer_id, producer_epoch=producer_epoch):
+                producers = producers if producers is not None else dict(state.producers)
+                producers[producer_id] = producer_epoch
     return replace(
         state,
         brokers=state.brokers if brokers is None else brokers,
@@ -209,6 +245,7 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:
         partitions=state.partitions if partitions is None else partitions,
         offsets=state.offsets if offsets is None else offsets,
         reports=state.reports if reports is None else reports,
+        producers=state.producers if producers is None else producers,
     )
 
 
@@ -267,8 +304,10 @@ def _partition_problems(
 ) -> list[str]:
     label = f"partition {partition.topic}-{partition.partition}"
     problems = []
-    if len(partition.replicas) != topic.replication_factor:
-        problems.append(f"{label} has {len(partition.replicas)} replicas, not the topic's RF")
+    # a move or a restoration adds the new replica before it drops the old one, so a
+    # partition may briefly hold more replicas than the topic's RF, never fewer than one
+    if not partition.replicas:
+        problems.append(f"{label} has no replicas")
     if len(set(partition.replicas)) != len(partition.replicas):
         problems.append(f"{label} lists a broker twice in its replicas")
     if not set(partition.isr) <= set(partition.replicas):
@@ -277,8 +316,10 @@ def _partition_problems(
         problems.append(f"{label} has an empty ISR")
     if partition.leader is not None and partition.leader not in partition.isr:
         problems.append(f"{label} has a leader outside its ISR")
-    if partition.leader_epoch < 0:
-        problems.append(f"{label} has a negative leader epoch")
+    if not set(partition.removing) <= set(partition.replicas):
+        problems.append(f"{label} is removing a broker outside its replicas")
+    if partition.leader_epoch < 0 or partition.partition_epoch < 0:
+        problems.append(f"{label} has a negative epoch")
     unknown = [b for b in partition.replicas if b not in brokers]
     if unknown:
         problems.append(f"{label} is placed on unknown brokers {unknown}")

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from conveyor.coordinator import control, views
 from conveyor.coordinator import state as core
-from conveyor.coordinator import views
 from conveyor.coordinator.metrics import CoordinatorMetrics
 from conveyor.coordinator.model import ClusterState
 from conveyor.coordinator.state import Result, TopicDefaults
@@ -30,10 +30,16 @@ from conveyor.coordinator.store import CoordinatorStore
 from conveyor.coordinator.validation import validate_topic_name
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, RetriableError
 from conveyor.protocol.messages import (
+    AlterIsrRequest,
+    AlterIsrResponse,
     BrokerHeartbeat,
+    BrokerId,
     ClusterStatus,
     CreateTopicRequest,
+    DecommissionResponse,
     HeartbeatResponse,
+    InitProducerIdRequest,
+    InitProducerIdResponse,
     Metadata,
     OffsetCommitRequest,
     OffsetFetchResponse,
@@ -72,6 +78,10 @@ class CoordinatorSettings:
     auto_create_topics: bool = True
     topic_defaults: TopicDefaults = field(default_factory=TopicDefaults)
     metadata_topics_max: int = 1000  # names in one metadata request
+    # replicas of a broker dead this long are re-created elsewhere (a restart is cheaper
+    # than a full copy, so wait a few session timeouts first)
+    replica_restore_delay_ms: int = 30_000
+    max_concurrent_moves: int = 2  # partitions copying a new replica at once
 
     @property
     def broker_heartbeat_interval_ms(self) -> int:
@@ -174,8 +184,31 @@ class CoordinatorService:
                     await self._transition(lambda s: core.grant_grace(s, self._clock.now_ms()))
                 else:
                     await self.expire_brokers()
+                    await self.reconcile()
             except ConveyorError as exc:  # e.g. the database write failed: try next tick
                 log.error("broker expiry check failed, retrying: %s", exc)
+
+    async def reconcile(self) -> None:
+        """One level-triggered tick of replica moves and preferred leader elections."""
+        delay_ms = self.settings.replica_restore_delay_ms
+        moves_max = self.settings.max_concurrent_moves
+        await self._transition(
+            lambda s: control.reconcile(s, self._clock.now_ms(), delay_ms, moves_max)
+        )
+
+    async def decommission(self, broker_id: BrokerId) -> DecommissionResponse:
+        return await self._transition(lambda s: control.decommission_broker(s, broker_id))
+
+    def decommission_status(self, broker_id: BrokerId) -> DecommissionResponse:
+        return control.decommission_status(self.state, broker_id)
+
+    # ---- replication control -----------------------------------------------------------------
+
+    async def alter_isr(self, request: AlterIsrRequest) -> AlterIsrResponse:
+        return await self._transition(lambda s: control.alter_isr(s, request))
+
+    async def init_producer_id(self, request: InitProducerIdRequest) -> InitProducerIdResponse:
+        return await self._transition(lambda s: control.init_producer_id(s, request))
 
     # ---- topics ----------------------------------------------------------------------------
 

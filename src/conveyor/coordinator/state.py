@@ -75,12 +75,11 @@ heartbeat_response = views.heartbeat_response
 class TopicDefaults:
     """Cluster defaults for topics created without explicit settings (and auto-created).
 
-    ``replication_factor`` defaults to 1 while replication is not built; issue #4 changes
-    the default to min(3, live brokers).
+    ``replication_factor`` None: min(3, live brokers) at creation time.
     """
 
     partitions: int = 8
-    replication_factor: int = 1
+    replication_factor: int | None = None
     config: TopicConfig = field(default_factory=TopicConfig)
 
 
@@ -124,7 +123,10 @@ def handle_heartbeat(
     records: list[Record] = []
     decisions: list[str] = []
     if known is None or not known.alive or known.url != heartbeat.url or known.capacity != capacity:
-        records.append(BrokerRecord(Broker(broker_id, heartbeat.url, True, now_ms, capacity)))
+        draining = known is not None and known.decommissioning
+        records.append(
+            BrokerRecord(Broker(broker_id, heartbeat.url, True, now_ms, capacity, draining))
+        )
         decisions.append(_registration_reason(broker_id, known, heartbeat.url, capacity, now_ms))
     # reports of partitions that no longer exist are dropped: the broker deletes them soon
     reports = tuple(r for r in heartbeat.partitions if (r.topic, r.partition) in state.partitions)
@@ -228,12 +230,11 @@ def create_topic(
             f"topic {name!r} already exists", code=ErrorCode.TOPIC_ALREADY_EXISTS, topic=name
         )
     validate_partition_count(request.partitions)
-    replication_factor = (
-        defaults.replication_factor
-        if request.replication_factor is None
-        else request.replication_factor
-    )
-    live = state.alive_broker_ids()
+    # a draining broker takes no new replicas
+    live = [b for b in state.alive_broker_ids() if not state.brokers[b].decommissioning]
+    replication_factor = request.replication_factor
+    if replication_factor is None:
+        replication_factor = default_replication_factor(defaults, len(live))
     validate_replication_factor(replication_factor, len(live))
     config = canonical_config(request.config if request.config is not None else defaults.config)
     validate_topic_config(config, replication_factor)
@@ -261,6 +262,14 @@ def create_topic(
     return _result(new_state, records, views.describe_topic(new_state, name), [decision])
 
 
+def default_replication_factor(defaults: TopicDefaults, live_count: int) -> int:
+    """The configured default, else min(3, live brokers) (at least 1, so that with no
+    live broker the usual "exceeds the live brokers" error explains the problem)."""
+    if defaults.replication_factor is not None:
+        return defaults.replication_factor
+    return max(1, min(3, live_count))
+
+
 def auto_create_topics(
     state: ClusterState, names: Sequence[str], now_ms: int, defaults: TopicDefaults
 ) -> Result[None]:
@@ -274,10 +283,10 @@ def auto_create_topics(
     for name in missing:
         validate_topic_name(name)
     live_count = len(state.alive_broker_ids())
-    if missing and defaults.replication_factor > live_count:
+    if missing and default_replication_factor(defaults, live_count) > live_count:
         raise RetriableError(
             f"cannot auto-create {missing}: {live_count} live broker(s), default replication "
-            f"factor {defaults.replication_factor}",
+            f"factor {defaults.replication_factor or 'min(3, live brokers)'}",
             code=ErrorCode.LEADER_NOT_AVAILABLE,
             topics=missing,
         )

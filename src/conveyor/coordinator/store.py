@@ -5,13 +5,15 @@ one transaction (WAL mode, ``synchronous=FULL``: committed means fsynced), and o
 reads the tables back as the same records, which ``model.apply`` replays. It makes no
 decisions. Not thread-safe: the service calls it from a single worker thread.
 
-Schema (version 1, in ``PRAGMA user_version``)::
+Schema (version 2, in ``PRAGMA user_version``; a version-1 file is migrated in place on
+open by adding ``partitions.partition_epoch`` and the ``producers`` table)::
 
     meta(key TEXT PK, value TEXT)                     cluster_id (a uuid4, made once)
-    brokers(broker_id INTEGER PK, url, alive, last_heartbeat_ms, capacity)
+    brokers(broker_id INTEGER PK, url, alive, last_heartbeat_ms, capacity, decommissioning)
     topics(name TEXT PK, partitions, replication_factor, config JSON, created_ms)
-    partitions(topic, partition, replicas JSON, leader NULL, leader_epoch, isr JSON)
-        PK (topic, partition)
+    partitions(topic, partition, replicas JSON, leader NULL, leader_epoch, isr JSON,
+        partition_epoch, removing JSON)  PK (topic, partition)
+    producers(producer_id INTEGER PK, producer_epoch)  ids are never reused
     committed_offsets(group_id, topic, partition, committed_offset, metadata NULL,
         committed_ms)  PK (group_id, topic, partition)
 
@@ -40,6 +42,7 @@ from conveyor.coordinator.model import (
     OffsetRecord,
     Partition,
     PartitionRecord,
+    ProducerRecord,
     Record,
     Topic,
     TopicRecord,
@@ -55,7 +58,7 @@ log = logging.getLogger(__name__)
 
 DB_FILE: Final = "coordinator.db"
 LOCK_FILE: Final = "coordinator.lock"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _SCHEMA: Final = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 CREATE TABLE brokers (
@@ -63,7 +66,8 @@ CREATE TABLE brokers (
     url TEXT NOT NULL,
     alive INTEGER NOT NULL,
     last_heartbeat_ms INTEGER NOT NULL,
-    capacity INTEGER NOT NULL
+    capacity INTEGER NOT NULL,
+    decommissioning INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE TABLE topics (
     name TEXT PRIMARY KEY,
@@ -79,7 +83,13 @@ CREATE TABLE partitions (
     leader INTEGER,
     leader_epoch INTEGER NOT NULL,
     isr TEXT NOT NULL,
+    partition_epoch INTEGER NOT NULL DEFAULT 0,
+    removing TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (topic, partition)
+) STRICT;
+CREATE TABLE producers (
+    producer_id INTEGER PRIMARY KEY,
+    producer_epoch INTEGER NOT NULL
 ) STRICT;
 CREATE TABLE committed_offsets (
     group_id TEXT NOT NULL,
@@ -91,6 +101,15 @@ CREATE TABLE committed_offsets (
     PRIMARY KEY (group_id, topic, partition)
 ) STRICT;
 """
+
+# version 1 -> 2: replication control (issue #4)
+_MIGRATE_1_TO_2: Final = (
+    "ALTER TABLE partitions ADD COLUMN partition_epoch INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE partitions ADD COLUMN removing TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE brokers ADD COLUMN decommissioning INTEGER NOT NULL DEFAULT 0",
+    "CREATE TABLE producers (producer_id INTEGER PRIMARY KEY, producer_epoch INTEGER NOT NULL)"
+    " STRICT",
+)
 
 _ids = msgspec.json.Encoder()
 
@@ -174,6 +193,13 @@ class CoordinatorStore:
             db.execute("COMMIT")
             log.info("created coordinator database: cluster_id=%s", cluster_id)
             return cluster_id
+        if version == 1:
+            db.execute("BEGIN IMMEDIATE")
+            for statement in _MIGRATE_1_TO_2:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+            log.info("migrated coordinator database from schema 1 to %d", SCHEMA_VERSION)
         row = db.execute("SELECT value FROM meta WHERE key = 'cluster_id'").fetchone()
         if row is None:
             raise StorageError(
@@ -216,23 +242,36 @@ class CoordinatorStore:
     def _read_records(self) -> Iterator[Record]:
         db = self._db
         for row in db.execute(
-            "SELECT broker_id, url, alive, last_heartbeat_ms, capacity FROM brokers"
+            "SELECT broker_id, url, alive, last_heartbeat_ms, capacity, decommissioning "
+            "FROM brokers"
         ):
-            yield BrokerRecord(Broker(BrokerId(row[0]), row[1], bool(row[2]), row[3], row[4]))
+            yield BrokerRecord(
+                Broker(BrokerId(row[0]), row[1], bool(row[2]), row[3], row[4], bool(row[5]))
+            )
         for row in db.execute(
             "SELECT name, partitions, replication_factor, config, created_ms FROM topics"
         ):
             config = canonical_config(msgspec.json.decode(row[3], type=TopicConfig))
             yield TopicRecord(Topic(row[0], row[1], row[2], config, row[4]))
         for row in db.execute(
-            "SELECT topic, partition, replicas, leader, leader_epoch, isr FROM partitions"
+            "SELECT topic, partition, replicas, leader, leader_epoch, isr, partition_epoch, "
+            "removing FROM partitions"
         ):
             leader = None if row[3] is None else BrokerId(row[3])
             yield PartitionRecord(
                 Partition(
-                    row[0], row[1], _decode_ids(row[2]), leader, Epoch(row[4]), _decode_ids(row[5])
+                    row[0],
+                    row[1],
+                    _decode_ids(row[2]),
+                    leader,
+                    Epoch(row[4]),
+                    _decode_ids(row[5]),
+                    Epoch(row[6]),
+                    _decode_ids(row[7]),
                 )
             )
+        for row in db.execute("SELECT producer_id, producer_epoch FROM producers"):
+            yield ProducerRecord(row[0], row[1])
         for row in db.execute(
             "SELECT group_id, topic, partition, committed_offset, metadata, committed_ms "
             "FROM committed_offsets"
@@ -264,8 +303,16 @@ def _write_record(db: sqlite3.Connection, record: Record) -> None:
         case BrokerRecord(broker=b):
             db.execute(
                 "INSERT OR REPLACE INTO brokers "
-                "(broker_id, url, alive, last_heartbeat_ms, capacity) VALUES (?, ?, ?, ?, ?)",
-                (b.broker_id, b.url, int(b.alive), b.last_heartbeat_ms, b.capacity),
+                "(broker_id, url, alive, last_heartbeat_ms, capacity, decommissioning) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    b.broker_id,
+                    b.url,
+                    int(b.alive),
+                    b.last_heartbeat_ms,
+                    b.capacity,
+                    int(b.decommissioning),
+                ),
             )
         case TopicRecord(topic=t):
             db.execute(
@@ -282,7 +329,8 @@ def _write_record(db: sqlite3.Connection, record: Record) -> None:
         case PartitionRecord(partition=p):
             db.execute(
                 "INSERT OR REPLACE INTO partitions "
-                "(topic, partition, replicas, leader, leader_epoch, isr) VALUES (?, ?, ?, ?, ?, ?)",
+                "(topic, partition, replicas, leader, leader_epoch, isr, partition_epoch, "
+                "removing) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     p.topic,
                     p.partition,
@@ -290,7 +338,14 @@ def _write_record(db: sqlite3.Connection, record: Record) -> None:
                     p.leader,
                     p.leader_epoch,
                     _encode_ids(p.isr),
+                    p.partition_epoch,
+                    _encode_ids(p.removing),
                 ),
+            )
+        case ProducerRecord(producer_id=producer_id, producer_epoch=producer_epoch):
+            db.execute(
+                "INSERT OR REPLACE INTO producers (producer_id, producer_epoch) VALUES (?, ?)",
+                (producer_id, producer_epoch),
             )
         case TopicRemoved(name=name):
             db.execute("DELETE FROM partitions WHERE topic = ?", (name,))

@@ -10,7 +10,13 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 
 from conveyor._version import __version__
-from conveyor.coordinator.model import ClusterState, Partition, PartitionKey, Topic
+from conveyor.coordinator.model import (
+    ClusterState,
+    Partition,
+    PartitionKey,
+    Topic,
+    min_insync_replicas,
+)
 from conveyor.coordinator.validation import validate_group_name, validate_topic_name
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import (
@@ -73,6 +79,7 @@ def partition_info(state: ClusterState, partition: Partition) -> PartitionInfo:
         leader_epoch=partition.leader_epoch,
         replicas=list(partition.replicas),
         isr=list(partition.isr),
+        partition_epoch=partition.partition_epoch,
         leader_url=leader_broker.url if leader_broker is not None else None,
         log_start_offset=report.log_start_offset if report is not None else None,
         log_end_offset=report.log_end_offset if report is not None else None,
@@ -182,6 +189,19 @@ def fetch_offsets(
     )
 
 
+def replica_assignment(state: ClusterState, partition: Partition) -> ReplicaAssignment:
+    return ReplicaAssignment(
+        topic=partition.topic,
+        partition=partition.partition,
+        leader=partition.leader,
+        leader_epoch=partition.leader_epoch,
+        replicas=list(partition.replicas),
+        isr=list(partition.isr),
+        partition_epoch=partition.partition_epoch,
+        min_insync_replicas=min_insync_replicas(state.topics[partition.topic]),
+    )
+
+
 def heartbeat_response(
     state: ClusterState, broker_id: BrokerId, heartbeat_interval_ms: int
 ) -> HeartbeatResponse:
@@ -192,16 +212,7 @@ def heartbeat_response(
     for partition in sorted(state.partitions.values(), key=lambda p: p.key):
         if broker_id not in partition.replicas:
             continue
-        assignments.append(
-            ReplicaAssignment(
-                topic=partition.topic,
-                partition=partition.partition,
-                leader=partition.leader,
-                leader_epoch=partition.leader_epoch,
-                replicas=list(partition.replicas),
-                isr=list(partition.isr),
-            )
-        )
+        assignments.append(replica_assignment(state, partition))
         configs.setdefault(partition.topic, state.topics[partition.topic].config)
     return HeartbeatResponse(
         cluster_id=state.cluster_id,

@@ -56,6 +56,14 @@ class ErrorCode(enum.Enum):
     STORAGE_ERROR = _Code(500, False, "the broker's storage failed")
     CORRUPT_DATA = _Code(500, False, "stored data failed its checksum")
     INTERNAL_ERROR = _Code(500, False, "internal error")
+    # idempotent producer (issue 4): appended, never renumbered
+    OUT_OF_ORDER_SEQUENCE = _Code(
+        409, False, "the batch's sequence number does not follow the producer's last one"
+    )
+    DUPLICATE_SEQUENCE = _Code(
+        409, False, "the batch is older than the broker's dedup window; it was already written"
+    )
+    PRODUCER_FENCED = _Code(409, False, "a newer epoch of this producer id exists")
 
     @property
     def http_status(self) -> int:

@@ -329,6 +329,16 @@ class AlterIsrResponse(Wire):
     assignment: ReplicaAssignment
 
 
+class DecommissionResponse(Wire):
+    """A draining broker's progress: ``done`` once it holds no replica (safe to stop)."""
+
+    broker_id: BrokerId
+    decommissioning: bool
+    replica_count: int
+    leader_count: int
+    done: bool
+
+
 class InitProducerIdRequest(Wire):
     """An idempotent producer asks for its id; with a previous id/epoch it bumps the epoch."""
 

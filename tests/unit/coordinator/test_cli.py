@@ -16,7 +16,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("LISTEN", "DATA", "SESSION_TIMEOUT_MS", "AUTO_CREATE_TOPICS", "TLS_CERT"):
+    for name in (
+        "LISTEN",
+        "DATA",
+        "SESSION_TIMEOUT_MS",
+        "AUTO_CREATE_TOPICS",
+        "TLS_CERT",
+        "DEFAULT_REPLICATION_FACTOR",
+        "REPLICA_RESTORE_DELAY_MS",
+        "MAX_CONCURRENT_MOVES",
+    ):
         monkeypatch.delenv(f"CONVEYOR_{name}", raising=False)
     args = parse([])
     assert args.listen == "127.0.0.1:7700"
@@ -25,7 +34,9 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.session_timeout_ms == 6000
     assert settings.auto_create_topics is True
     assert settings.topic_defaults.partitions == 8
-    assert settings.topic_defaults.replication_factor == 1
+    assert settings.topic_defaults.replication_factor is None  # min(3, live brokers)
+    assert settings.replica_restore_delay_ms == 30000
+    assert settings.max_concurrent_moves == 2
     assert not tls_from_args(args).enabled
 
 
@@ -55,3 +66,13 @@ def test_bad_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
         settings_from_args(parse([]))
     with pytest.raises(InvalidRequestError, match="--tls-key needs --tls-cert"):
         tls_from_args(parse(["--tls-key", "k.pem"]))
+
+
+def test_broker_decommission_parses_without_an_id() -> None:
+    from conveyor.cli.main import build_parser
+
+    parser = build_parser()
+    run = parser.parse_args(["broker", "--id", "1", "--listen", "127.0.0.1:9001"])
+    assert (run.id, run.broker_action) == (1, None)
+    drain = parser.parse_args(["broker", "decommission", "3", "--wait"])
+    assert (drain.broker_id, drain.wait, drain.handler.__name__) == (3, True, "_decommission")

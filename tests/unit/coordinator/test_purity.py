@@ -13,7 +13,16 @@ import pytest
 
 import conveyor.coordinator
 
-PURE_MODULES = ["placement", "election", "model", "state", "views", "validation"]
+PURE_MODULES = [
+    "placement",
+    "election",
+    "model",
+    "state",
+    "views",
+    "validation",
+    "replication",
+    "control",
+]
 FORBIDDEN = {
     "asyncio",
     "time",

@@ -126,7 +126,8 @@ def test_invalid_heartbeats_are_rejected(hb: BrokerHeartbeat) -> None:
 
 
 def test_expiry_declares_silent_brokers_dead_and_takes_their_partitions_offline() -> None:
-    state = with_topic(with_brokers([1, 2], now_ms=0), "orders", partitions=4)
+    state = with_brokers([1, 2], now_ms=0)
+    state = with_topic(state, "orders", partitions=4, replication_factor=1)
     state = core.handle_heartbeat(state, heartbeat(1), 5000, INTERVAL_MS).state
     assert core.expire_brokers(state, 6000, 6000).records == ()  # not yet: exactly the timeout
     result = core.expire_brokers(state, 6012, 6000)
@@ -140,6 +141,7 @@ def test_expiry_declares_silent_brokers_dead_and_takes_their_partitions_offline(
         after = result.state.partitions[key]
         if before.leader == 2:
             assert (after.leader, after.leader_epoch, after.isr) == (None, 1, (2,))
+            assert after.partition_epoch == 1
         else:
             assert after == before
     status = core.cluster_status(result.state)
