@@ -1,0 +1,314 @@
+"""The checker: pure functions from (history, final log reads) to anomaly counts.
+
+The anomalies are named as in Jepsen's Kafka workload so that results compare:
+
+========================  ==========================================================  ======
+name                      meaning                                                     kind
+========================  ==========================================================  ======
+lost                      an acknowledged send missing from the final read            safety
+inconsistent-offsets      two values at one (partition, offset): ack vs log, poll     safety
+                          vs log
+aborted-read (G1a)        a send that definitely failed became visible                safety
+poll-skip                 a consumer jumped over offsets present in the log           safety
+nonmonotonic-poll         a consumer went back or repeated an offset, no rebalance    safety
+duplicated                the same value stored at two offsets (idempotence)          safety
+reordered                 per key, log order differs from acknowledged send order     safety
+stale-read                a poll returned an offset the final log does not have        safety
+                          (beyond the high watermark, or later truncated)
+unseen                    acknowledged, in the log, but never polled by any consumer  report
+double-delivery           one value delivered to two different group members          report
+redelivered               one value delivered again to a restarted member             report
+========================  ==========================================================  ======
+
+Values are ``"{key}:{sequence}"``; each key belongs to one producer process, which sends
+its values one at a time in sequence order, so acknowledged order is sequence order.
+A final read maps each partition to its records ``(offset, key, value)`` in offset order.
+Nothing here does I/O or reads a clock: the harness passes everything in.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from conveyor.chaos.history import Op
+
+SAFETY: Final = (
+    "lost",
+    "inconsistent-offsets",
+    "aborted-read",
+    "poll-skip",
+    "nonmonotonic-poll",
+    "duplicated",
+    "reordered",
+    "stale-read",
+)
+REPORTED: Final = ("unseen", "double-delivery", "redelivered")
+EXAMPLES_MAX: Final = 5
+
+FinalRecord = tuple[int, str | None, str | None]  # offset, key, value
+FinalReads = Mapping[int, Sequence[FinalRecord]]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One anomaly instance: what happened and the history entries that show it."""
+
+    anomaly: str
+    description: str
+    op_indexes: tuple[int, ...]
+
+
+@dataclass
+class Result:
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SAFETY + REPORTED, 0))
+    examples: list[Example] = field(default_factory=list)
+    sends: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("ok", "fail", "info"), 0))
+    polls_ok: int = 0
+    commits_ok: int = 0
+    availability: float = 1.0
+    availability_during_faults: float | None = None
+    recovery_ms: list[float] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        """True when every safety count is 0."""
+        return all(self.counts[name] == 0 for name in SAFETY)
+
+    def add(self, anomaly: str, description: str, op_indexes: Iterable[int] = ()) -> None:
+        self.counts[anomaly] += 1
+        if sum(1 for e in self.examples if e.anomaly == anomaly) < EXAMPLES_MAX:
+            self.examples.append(Example(anomaly, description, tuple(op_indexes)))
+
+
+@dataclass(frozen=True)
+class _Send:
+    invoke: Op
+    outcome: Op | None  # None: the run ended first, which counts as info
+
+    @property
+    def type(self) -> str:
+        return "info" if self.outcome is None else self.outcome.type
+
+
+def pair_sends(ops: Sequence[Op]) -> dict[str, _Send]:
+    """Each sent value with its invoke and outcome; a process does one op at a time."""
+    pending: dict[str, Op] = {}
+    sends: dict[str, _Send] = {}
+    for op in ops:
+        if op.f != "send":
+            continue
+        if op.type == "invoke":
+            pending[op.process] = op
+            sends[op.value["value"]] = _Send(op, None)
+        elif op.process in pending:
+            invoke = pending.pop(op.process)
+            sends[invoke.value["value"]] = _Send(invoke, op)
+    return sends
+
+
+def parse_value(value: str) -> tuple[str, int]:
+    key, _, sequence = value.rpartition(":")
+    return key, int(sequence)
+
+
+def _log_index(final: FinalReads) -> dict[str, list[tuple[int, int]]]:
+    where: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for partition, records in final.items():
+        for offset, _key, value in records:
+            if value is not None:
+                where[value].append((partition, offset))
+    return where
+
+
+def _polled(ops: Sequence[Op]) -> Iterable[tuple[Op, int, int, str | None]]:
+    for op in ops:
+        if op.f == "poll" and op.type == "ok":
+            for partition, offset, _key, value in op.value.get("records", ()):
+                yield op, partition, offset, value
+
+
+def check_writes(ops: Sequence[Op], final: FinalReads, result: Result) -> None:
+    """lost, aborted-read, inconsistent-offsets (acks), duplicated, reordered."""
+    sends = pair_sends(ops)
+    where = _log_index(final)
+    at = {(p, o): v for p, records in final.items() for o, _k, v in records}
+    polled_values = {value for _op, _p, _o, value in _polled(ops)}
+    for value, send in sends.items():
+        result.sends[send.type] += 1
+        indexes = (send.invoke.index,) + (() if send.outcome is None else (send.outcome.index,))
+        if send.type == "ok" and value not in where:
+            result.add("lost", f"{value} acknowledged but not in the final read", indexes)
+        if send.type == "fail" and (value in where or value in polled_values):
+            result.add("aborted-read", f"{value} failed definitely but is visible", indexes)
+        if send.type == "ok" and send.outcome is not None and "offset" in send.outcome.value:
+            position = (send.outcome.value["partition"], send.outcome.value["offset"])
+            if position in at and at[position] != value:
+                result.add(
+                    "inconsistent-offsets",
+                    f"{value} acknowledged at {position}, the log has {at[position]} there",
+                    indexes,
+                )
+    for value, positions in where.items():
+        if len(positions) > 1:
+            ops_of = _indexes_of(sends.get(value))
+            result.add("duplicated", f"{value} stored at {sorted(positions)}", ops_of)
+    _check_order(final, sends, result)
+
+
+def _indexes_of(send: _Send | None) -> tuple[int, ...]:
+    if send is None:
+        return ()
+    return (send.invoke.index,) + (() if send.outcome is None else (send.outcome.index,))
+
+
+def _check_order(final: FinalReads, sends: Mapping[str, _Send], result: Result) -> None:
+    for partition, records in final.items():
+        highest: dict[str, tuple[int, str]] = {}
+        for offset, _key, value in records:
+            send = sends.get(value) if value is not None else None
+            if value is None or send is None or send.type != "ok":
+                continue
+            key, sequence = parse_value(value)
+            before = highest.get(key)
+            if before is not None and before[0] > sequence:
+                result.add(
+                    "reordered",
+                    f"key {key} partition {partition}: {value} at offset {offset} after "
+                    f"{before[1]}, acknowledged later",
+                    _indexes_of(send) + _indexes_of(sends.get(before[1])),
+                )
+            if before is None or sequence > before[0]:
+                highest[key] = (sequence, value)
+
+
+def check_polls(ops: Sequence[Op], final: FinalReads, result: Result) -> None:
+    """poll-skip, nonmonotonic-poll, inconsistent-offsets (polls), stale-read, unseen,
+    double-delivery and redelivered."""
+    at = {(p, o): v for p, records in final.items() for o, _k, v in records}
+    rank = {(p, o): i for p, records in final.items() for i, (o, _k, _v) in enumerate(records)}
+    last: dict[tuple[str, int], tuple[int, int]] = {}  # (process, partition) -> offset, op
+    members_of: dict[str, set[str]] = defaultdict(set)
+    incarnations_of: dict[str, set[str]] = defaultdict(set)
+    result.polls_ok = sum(op.f == "poll" and op.type == "ok" for op in ops)
+    result.commits_ok = sum(op.f == "commit" and op.type == "ok" for op in ops)
+    rebalanced = {op.index: op.process for op in ops if op.f == "rebalance" and op.type == "ok"}
+    for op, partition, offset, value in _polled_after_rebalances(ops, rebalanced, last):
+        position = (partition, offset)
+        if position not in at:
+            result.add("stale-read", f"{op.process} read {value} at {position}", (op.index,))
+        elif at[position] != value:
+            result.add(
+                "inconsistent-offsets",
+                f"{op.process} read {value} at {position}, the log has {at[position]}",
+                (op.index,),
+            )
+        before = last.get((op.process, partition))
+        if before is not None:
+            previous, previous_op = before
+            if offset <= previous:
+                result.add(
+                    "nonmonotonic-poll",
+                    f"{op.process} partition {partition}: offset {offset} after {previous}",
+                    (previous_op, op.index),
+                )
+            elif _skipped(rank, partition, previous, offset):
+                result.add(
+                    "poll-skip",
+                    f"{op.process} partition {partition}: jumped {previous} -> {offset}",
+                    (previous_op, op.index),
+                )
+        last[(op.process, partition)] = (offset, op.index)
+        if value is not None:
+            member, _, _incarnation = op.process.partition(".")
+            members_of[value].add(member)
+            incarnations_of[value].add(op.process)
+    for value, members in members_of.items():
+        result.counts["double-delivery"] += len(members) - 1
+        result.counts["redelivered"] += len(incarnations_of[value]) - len(members)
+    in_log = _log_index(final)
+    for value, send in pair_sends(ops).items():
+        if send.type == "ok" and value not in members_of and value in in_log:
+            result.counts["unseen"] += 1
+
+
+def _polled_after_rebalances(
+    ops: Sequence[Op], rebalanced: Mapping[int, str], last: dict[tuple[str, int], tuple[int, int]]
+) -> Iterable[tuple[Op, int, int, str | None]]:
+    """Polled records in history order; a rebalance of a process forgets its positions
+    (it may legitimately move back or forward after one)."""
+    for op in ops:
+        if op.index in rebalanced:
+            for key in [k for k in last if k[0] == op.process]:
+                del last[key]
+        if op.f == "poll" and op.type == "ok":
+            for partition, offset, _key, value in op.value.get("records", ()):
+                yield op, partition, offset, value
+
+
+def _skipped(
+    rank: Mapping[tuple[int, int], int], partition: int, previous: int, offset: int
+) -> bool:
+    """Whether offsets present in the final log lie strictly between the two polls."""
+    a, b = rank.get((partition, previous)), rank.get((partition, offset))
+    if a is None or b is None:
+        return offset > previous + 1
+    return b > a + 1
+
+
+def check_availability(ops: Sequence[Op], result: Result) -> None:
+    """Fraction of sends that succeeded, overall and while a fault was active, and the time
+    from each heal to the first later send that succeeded."""
+    windows: list[tuple[int, int | None]] = []
+    open_since: dict[str, int] = {}
+    heals: list[int] = []
+    for op in ops:
+        if op.process != "nemesis" or op.type != "ok":
+            continue
+        name = str(op.value.get("id", op.value.get("fault", "")))
+        if op.f == "fault":
+            open_since[name] = op.time_ns
+        elif op.f == "heal":
+            windows.append((open_since.pop(name, op.time_ns), op.time_ns))
+            heals.append(op.time_ns)
+    windows += [(start, None) for start in open_since.values()]
+    sends = [s for s in pair_sends(ops).values()]
+    completed = [s for s in sends if s.outcome is not None]
+    if completed:
+        result.availability = sum(s.type == "ok" for s in completed) / len(completed)
+    during = [s for s in completed if _inside(s.invoke.time_ns, windows)]
+    if during:
+        result.availability_during_faults = sum(s.type == "ok" for s in during) / len(during)
+    ok_times = sorted(s.outcome.time_ns for s in completed if s.outcome and s.type == "ok")
+    for heal in heals:
+        later = next((t for t in ok_times if t >= heal), None)
+        if later is not None:
+            result.recovery_ms.append((later - heal) / 1e6)
+
+
+def _inside(time_ns: int, windows: Sequence[tuple[int, int | None]]) -> bool:
+    return any(start <= time_ns and (end is None or time_ns <= end) for start, end in windows)
+
+
+def check(ops: Sequence[Op], final: FinalReads) -> Result:
+    """Every check over one history and the final read of every partition."""
+    result = Result()
+    check_writes(ops, final, result)
+    check_polls(ops, final, result)
+    check_availability(ops, result)
+    return result
+
+
+def context(ops: Sequence[Op], example: Example, radius: int = 2) -> list[Op]:
+    """The minimal history around an anomaly: its ops, the ops of the same processes just
+    before them, and the nemesis events active around them."""
+    wanted: set[int] = set()
+    for index in example.op_indexes:
+        wanted.update(range(max(0, index - radius), min(len(ops), index + radius + 1)))
+    if example.op_indexes:
+        first = min(example.op_indexes)
+        faults = [op.index for op in ops[:first] if op.process == "nemesis"]
+        wanted.update(faults[-2:])
+    return [ops[i] for i in sorted(wanted)]

@@ -1,0 +1,165 @@
+"""One chaos run: start a cluster, run the workload under the nemesis, heal everything,
+read every partition, check, and render the result.
+
+Cleanup is unconditional: the nft table is deleted and the tmpfs unmounted in ``finally``
+(and the table again ``atexit``), and every process is stopped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import conveyor
+from conveyor.chaos import checker, netfault
+from conveyor.chaos.cluster import ChaosCluster
+from conveyor.chaos.history import History, Op
+from conveyor.chaos.nemesis import Nemesis, mount_tmpfs, unmount
+from conveyor.chaos.schedule import FaultEvent, make_schedule
+from conveyor.chaos.workload import TOPIC, Workload, final_read
+
+log = logging.getLogger(__name__)
+
+PARTITIONS: Final = 4
+DRAIN_S: Final = 8.0
+FINAL_READ_TIMEOUT_S: Final = 60.0
+
+
+@dataclass
+class RunReport:
+    seed: int
+    duration_s: float
+    faults: tuple[str, ...]
+    schedule: list[FaultEvent]
+    result: checker.Result
+    ops: list[Op]
+    skipped: dict[str, str] = field(default_factory=dict)  # fault -> why it cannot run here
+    root: Path | None = None
+
+
+def skipped_faults(faults: tuple[str, ...]) -> dict[str, str]:
+    """Faults this machine cannot inject, with the reason."""
+    out: dict[str, str] = {}
+    reason = netfault.unavailable_reason()
+    for fault in faults:
+        if fault.startswith("partition") and reason:
+            out[fault] = reason
+        if fault == "disk-full" and os.geteuid() != 0:
+            out[fault] = "mounting a tmpfs needs root"
+    return out
+
+
+def run(
+    duration_s: float, seed: int, faults: tuple[str, ...], *, brokers: int = 3,
+    root: Path | None = None, producers: int = 3, consumers: int = 2,
+    replication_factor: int | None = None,
+) -> RunReport:  # fmt: skip
+    skipped = skipped_faults(faults)
+    usable = tuple(f for f in faults if f not in skipped)
+    schedule = make_schedule(
+        seed, duration_s, usable, brokers=brokers, partitions=PARTITIONS, consumers=consumers
+    )
+    root = root or Path(tempfile.mkdtemp(prefix=f"conveyor-chaos-{seed}-"))
+    cluster = ChaosCluster(root, brokers)
+    history = History()
+    tmpfs = root / "broker-1"
+    try:
+        if "disk-full" in usable and not mount_tmpfs(tmpfs):
+            skipped["disk-full"] = "mount -t tmpfs failed"
+            schedule = [e for e in schedule if e.kind != "disk-full"]
+        cluster.start()
+        with conveyor.Admin(cluster.url) as admin:
+            admin.create_topic(TOPIC, partitions=PARTITIONS, replication_factor=replication_factor)
+        workload = Workload(cluster.url, history, producers, consumers)
+        ops, final = _run_workload(cluster, workload, schedule, seed, duration_s)
+    finally:
+        netfault.heal()
+        cluster.stop()
+        unmount(tmpfs)
+    result = checker.check(ops, final)
+    report = RunReport(seed, duration_s, faults, schedule, result, ops, skipped, root)
+    history.dump(root / "history.jsonl")
+    (root / "final.json").write_text(json.dumps({str(p): r for p, r in final.items()}))
+    return report
+
+
+def _run_workload(
+    cluster: ChaosCluster, workload: Workload, schedule: list[FaultEvent], seed: int,
+    duration_s: float,
+) -> tuple[list[Op], dict[int, list[tuple[int, str | None, str | None]]]]:  # fmt: skip
+    history = workload.history
+    nemesis = Nemesis(cluster, workload, history, seed)
+    start = time.monotonic()
+    workload.start()
+    thread = threading.Thread(target=nemesis.run, args=(schedule, start), name="nemesis")
+    thread.start()
+    try:
+        remaining = duration_s - (time.monotonic() - start)
+        thread.join(max(0.0, remaining) + 120)  # the last fault heals before duration_s
+    finally:
+        nemesis.stopped.set()
+        thread.join(60)
+        netfault.heal()
+        cluster.wait_ready()  # every fault healed: all processes up before the final read
+    workload.stop(DRAIN_S)
+    final = final_read(cluster.url, PARTITIONS, FINAL_READ_TIMEOUT_S)
+    return history.ops(), final
+
+
+def render(report: RunReport) -> str:
+    """The summary table, the seed, and the minimal history around each anomaly."""
+    from rich.console import Console
+    from rich.table import Table
+
+    result = report.result
+    console = Console(record=True, width=120, force_terminal=False, file=io.StringIO())
+    counts = Table(title=f"conveyor chaos  seed={report.seed}  duration={report.duration_s}s")
+    counts.add_column("check")
+    counts.add_column("count", justify="right")
+    counts.add_column("kind")
+    for name in checker.SAFETY:
+        counts.add_row(name, str(result.counts[name]), "safety")
+    for name in checker.REPORTED:
+        counts.add_row(name, str(result.counts[name]), "report")
+    console.print(counts)
+    faults = ", ".join(f"{e.kind}@{e.start_s}s/{e.hold_s}s" for e in report.schedule) or "none"
+    console.print(f"faults injected: {faults}")
+    for fault, why in report.skipped.items():
+        console.print(f"skipped {fault}: {why}")
+    sends, during = result.sends, result.availability_during_faults
+    console.print(
+        f"sends ok={sends['ok']} fail={sends['fail']} info={sends['info']}  "
+        f"polls={result.polls_ok} commits={result.commits_ok}  "
+        f"availability={result.availability:.3f} during faults={_ratio(during)}"
+    )
+    if result.recovery_ms:
+        recovery = sorted(result.recovery_ms)
+        console.print(
+            f"recovery after heal ms: median={recovery[len(recovery) // 2]:.0f} "
+            f"max={recovery[-1]:.0f}"
+        )
+    for example in result.examples:
+        console.print(f"\n[{example.anomaly}] {example.description}")
+        for op in checker.context(report.ops, example):
+            console.print(
+                f"  {op.index:>7} {op.time_ns / 1e9:9.3f}s {op.process:<14} {op.type:<6} {op.f:<7} "
+                f"{json.dumps(op.value)[:160]}" + (f" {op.error}" if op.error else "")
+            )
+    console.print(
+        f"\nseed {report.seed}: "
+        + ("VALID" if result.valid else "INVALID")
+        + (f"  (history in {report.root})" if report.root else "")
+    )
+    return console.export_text()
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -1,0 +1,71 @@
+"""``conveyor chaos``: a Jepsen-style fault-injection run against a local cluster.
+
+Starts a coordinator and ``--brokers`` brokers on 127.0.0.10 and up, runs producers and a
+consumer group while the nemesis injects ``--faults`` on a schedule drawn from ``--seed``,
+heals everything, reads every partition and checks the history (see
+:mod:`conveyor.chaos.checker`). Exit 0 only when every safety count is 0, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from conveyor.cli.common import EXIT_ERROR, EXIT_OK, positive_int
+
+if TYPE_CHECKING:
+    from conveyor.cli.common import Subparsers
+
+
+def register(subparsers: Subparsers) -> None:
+    from conveyor.chaos.schedule import DEFAULT_FAULTS, FAULTS
+
+    chaos = subparsers.add_parser(
+        "chaos",
+        help="run a fault-injection campaign and check every acknowledged write",
+        description="Run producers and a consumer group against a local cluster while "
+        "killing, pausing and partitioning its processes; check the history for lost, "
+        "duplicated, reordered and aborted writes and bad polls. Exit 0 only when every "
+        f"safety count is 0. Faults: {', '.join(FAULTS)}.",
+    )
+    chaos.add_argument("--duration", type=positive_int, default=60, help="seconds (default 60)")
+    chaos.add_argument("--seed", type=int, default=None, help="schedule seed (default random)")
+    chaos.add_argument("--brokers", type=positive_int, default=3, help="(default 3)")
+    chaos.add_argument(
+        "--faults",
+        default=",".join(DEFAULT_FAULTS),
+        help=f"comma-separated (default {','.join(DEFAULT_FAULTS)}; 'all' for every one)",
+    )
+    chaos.add_argument(
+        "--replication-factor",
+        type=positive_int,
+        default=None,
+        help="of the workload topic (default: the cluster's default)",
+    )
+    chaos.add_argument("--data", type=Path, default=None, help="run directory (default a temp dir)")
+    chaos.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from conveyor.chaos.runner import render, run
+    from conveyor.chaos.schedule import FAULTS
+
+    faults = FAULTS if args.faults == "all" else tuple(f for f in args.faults.split(",") if f)
+    unknown = sorted(set(faults) - set(FAULTS))
+    if unknown:
+        print(f"unknown faults {unknown}; known: {', '.join(FAULTS)}", file=sys.stderr)
+        return EXIT_ERROR
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    report = run(
+        float(args.duration),
+        seed,
+        faults,
+        brokers=args.brokers,
+        root=args.data,
+        replication_factor=args.replication_factor,
+    )
+    print(render(report))
+    return EXIT_OK if report.result.valid else EXIT_ERROR
