@@ -15,13 +15,15 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import NamedTuple
 
 from conveyor.protocol.batch import (
     BatchHeader,
+    parse_header,
+    peek_length,
     stamp_prefix,
     validate_batches,
 )
@@ -34,6 +36,7 @@ from conveyor.protocol.errors import (
     StorageError,
 )
 from conveyor.storage.config import LogConfig
+from conveyor.storage.epochs import CHECKPOINT_FILE, EpochCache
 from conveyor.storage.flusher import Flusher
 from conveyor.storage.retention import SegmentInfo, segments_to_delete
 from conveyor.storage.segment import (
@@ -82,6 +85,7 @@ class PartitionLog:
         self._closed = False
         self._flush_after_unlock = False
         self.recovered: list[tuple[int, RecoveryResult]] = []
+        self.epochs = EpochCache(directory, [])
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -153,6 +157,17 @@ class PartitionLog:
             for segment in self._segments:
                 segment.fsync()
             self._flushed_offset = self.log_end_offset
+        self._load_epochs()
+
+    def _load_epochs(self) -> None:
+        had_checkpoint = (self.directory / CHECKPOINT_FILE).exists()
+        self.epochs = EpochCache.load(self.directory, self.log_end_offset)
+        if had_checkpoint or self.log_end_offset == self.log_start_offset:
+            return
+        # A log written before the cache existed: rebuild it from the batch headers once.
+        for header in self._headers_unlocked(self.log_start_offset):
+            self.epochs.assign(header.partition_leader_epoch, header.base_offset)
+        self.epochs.persist()
 
     def _new_segment(self, base_offset: int, now_ms: int) -> LogSegment:
         segment = LogSegment(self.directory, base_offset, self.config.index_interval_bytes)
@@ -213,6 +228,8 @@ class PartitionLog:
             self._check_usable()
             self._maybe_roll(total)
             offset = base_offset = self.log_end_offset
+            if leader_epoch > self.epochs.latest_epoch:
+                self.epochs.assign(leader_epoch, base_offset)
             buffers: list[bytes | memoryview] = []
             headers: list[BatchHeader] = []
             for span in spans:
@@ -247,6 +264,10 @@ class PartitionLog:
                         log_end_offset=self.log_end_offset,
                     )
                 expected = span.header.next_offset
+            for span in spans:
+                epoch = span.header.partition_leader_epoch
+                if epoch > self.epochs.latest_epoch:
+                    self.epochs.assign(epoch, span.header.base_offset)
             self._maybe_roll(len(view))
             base_offset = self.log_end_offset
             self._write([view], [span.header for span in spans])
@@ -418,6 +439,46 @@ class PartitionLog:
                 return segment.read(max(offset, segment.base_offset), max_bytes, upper)
             return b""
 
+    def headers(self, offset: int) -> Iterator[BatchHeader]:
+        """The headers of the batches from the one holding ``offset`` to the log end (for
+        rebuilding state from the log: producer ids, epochs). Reads in 1 MiB chunks."""
+        yield from self._headers_unlocked(offset)
+
+    def _headers_unlocked(self, offset: int) -> Iterator[BatchHeader]:
+        while offset < self.log_end_offset:
+            chunk = self.read(offset, 1024 * 1024)
+            if not chunk:
+                return
+            position = 0
+            while len(chunk) - position >= 12:
+                _, size = peek_length(chunk, position)
+                if position + size > len(chunk):
+                    break
+                header = parse_header(chunk, position)
+                yield header
+                offset = header.next_offset
+                position += size
+            if position == 0:
+                return  # cannot happen with whole batches; never spin
+
+    # ---- leader epochs (KIP-101) ---------------------------------------------------------
+
+    @property
+    def latest_epoch(self) -> int:
+        return self.epochs.latest_epoch
+
+    def assign_epoch(self, epoch: int) -> None:
+        """A new leader records where its epoch starts: at its log end."""
+        with self._lock:
+            self._check_usable()
+            self.epochs.assign(epoch, self.log_end_offset)
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """(largest epoch <= ``epoch`` in this log, where it ends): answers a follower's
+        OffsetsForLeaderEpoch; (-1, -1) when this log knows no epoch that old."""
+        with self._lock:
+            return self.epochs.end_offset_for(epoch, self.log_end_offset)
+
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
         """Base offset of the first batch whose max timestamp is >= ``timestamp_ms``."""
         with self._lock:
@@ -451,6 +512,10 @@ class PartitionLog:
             self._dir_dirty = True
             end = self.log_end_offset
             self._flushed_offset = min(self._flushed_offset, end)
+            if end == self.log_start_offset:
+                self.epochs.clear()
+            elif self.epochs.truncate_from_end(end):
+                self.epochs.persist()
             log.info(
                 "%s: truncated to offset %d (log end offset now %d)", self.directory, offset, end
             )

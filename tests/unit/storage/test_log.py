@@ -20,6 +20,7 @@ from conveyor.protocol.errors import (
 )
 from conveyor.protocol.records import BatchBuilder
 from conveyor.storage import PartitionLog
+from conveyor.storage.epochs import CHECKPOINT_FILE
 from tests.unit.storage.helpers import (
     TIMESTAMP_MS,
     LogFactory,
@@ -195,7 +196,7 @@ def test_a_read_stops_at_the_end_of_a_segment(make_log: LogFactory) -> None:
 
 
 def segment_files(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.is_file())
+    return sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != CHECKPOINT_FILE)
 
 
 def test_roll_on_size_names_segments_by_base_offset(make_log: LogFactory, tmp_path: Path) -> None:
