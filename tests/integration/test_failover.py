@@ -68,11 +68,8 @@ def isr_full(cluster: Cluster, topic: str) -> bool:
     return all(sorted(p["isr"]) == sorted(p["replicas"]) for p in describe(cluster, topic))
 
 
-def wait_isr_full_or_skip(cluster: Cluster, topic: str) -> None:
-    try:
-        wait_for(lambda: isr_full(cluster, topic), REPLICATION_WAIT_S, "ISR full again")
-    except TimeoutError:
-        pytest.skip(NO_REPLICATION)
+def wait_isr_full(cluster: Cluster, topic: str) -> None:
+    wait_for(lambda: isr_full(cluster, topic), REPLICATION_WAIT_S, "ISR full again")
 
 
 def test_killing_each_leader_elects_an_in_sync_replica_with_a_higher_epoch(
@@ -98,7 +95,7 @@ def test_killing_each_leader_elects_an_in_sync_replica_with_a_higher_epoch(
         assert status["under_replicated_partitions"] >= 1
         cluster3.add_broker(leader)  # the same id and data directory, restarted
         # it comes back as a follower; the leader re-adds it once it has caught up
-        wait_isr_full_or_skip(cluster3, "orders")
+        wait_isr_full(cluster3, "orders")
 
 
 def test_no_acknowledged_loss_across_leader_failovers(cluster3: Cluster) -> None:
@@ -131,7 +128,7 @@ def test_no_acknowledged_loss_across_leader_failovers(cluster3: Cluster) -> None
     stop.set()
     thread.join(90)
     cluster3.add_broker(leader)
-    wait_isr_full_or_skip(cluster3, "ledger")
+    wait_isr_full(cluster3, "ledger")
     seen = consume_all(cluster3, "ledger", len(acked))
     missing = set(acked) - seen
     assert not missing, f"{len(missing)} acknowledged messages lost, e.g. {sorted(missing)[:5]}"
@@ -159,10 +156,7 @@ def test_decommission_drains_a_broker(tmp_path: Path) -> None:
             status = httpx.get(f"{cluster.url}/v1/brokers/4/decommission", timeout=5).json()
             return bool(status["done"])
 
-        try:
-            wait_for(drained, REPLICATION_WAIT_S, "broker 4 drained")
-        except TimeoutError:
-            pytest.skip(NO_REPLICATION)
+        wait_for(drained, REPLICATION_WAIT_S, "broker 4 drained")
         for p in describe(cluster, "drain"):
             assert 4 not in p["replicas"]
             assert len(p["isr"]) == 3
@@ -179,11 +173,13 @@ def test_a_fourth_broker_gets_a_fair_share(cluster3: Cluster) -> None:
         counts = [b.get("replica_count", 0) for b in brokers]
         return len(counts) == 4 and max(counts) - min(counts) <= 1
 
-    try:
-        wait_for(fair, REPLICATION_WAIT_S, "replicas rebalanced onto broker 4")
-    except TimeoutError:
-        pytest.skip(NO_REPLICATION)
-    assert isr_full(cluster3, "grow")
+    def settled() -> bool:
+        moves_done = all(len(p["replicas"]) == 3 for p in describe(cluster3, "grow"))
+        return moves_done and fair() and isr_full(cluster3, "grow")
+
+    wait_for(settled, REPLICATION_WAIT_S, "replicas rebalanced onto broker 4, ISR full")
+    for p in describe(cluster3, "grow"):
+        assert len(p["replicas"]) == 3
 
 
 def test_coordinator_sigkill_and_restart_keeps_its_view(cluster3: Cluster) -> None:

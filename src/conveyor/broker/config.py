@@ -36,4 +36,9 @@ class BrokerConfig:
     forward_connections_max: int = 100  # to other brokers, for the routing endpoint
     retention_check_interval_ms: int = 300_000  # Kafka's log.retention.check.interval.ms
     flusher_threads: int = 2
+    # Replication (Kafka's replica.lag.time.max.ms and replica fetcher settings).
+    replica_lag_time_max_ms: int = 10_000
+    replica_fetch_wait_ms_max: int = 500
+    replica_fetch_bytes_max: int = 8 * MIB
+    replica_fetch_partition_bytes_max: int = MIB
     shutdown_timeout_s: float = 10.0

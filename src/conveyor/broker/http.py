@@ -14,6 +14,7 @@ from typing import Final
 
 from aiohttp import web
 
+from conveyor.broker.fetcher import EPOCH_END_PATH, FETCH_PATH, FRAMED_CONTENT_TYPE
 from conveyor.broker.heartbeat import Heartbeat
 from conveyor.broker.jsonrecords import to_fetched
 from conveyor.broker.rules import parse_acks
@@ -22,11 +23,14 @@ from conveyor.protocol.batch import peek_length
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import (
     BATCH_CONTENT_TYPE,
+    EpochEndRequest,
+    EpochEndResponse,
     FetchResponse,
     HostedPartitions,
     JsonProduceRequest,
     PartitionOffsets,
     ProduceResponse,
+    ReplicaFetchRequest,
     RoutedProduceResponse,
 )
 from conveyor.protocol.records import decode_batches
@@ -195,6 +199,15 @@ class _Handlers:
     async def hosted(self, _: web.Request) -> web.Response:
         return json_response(self.service.hosted())
 
+    async def replica_fetch(self, request: web.Request) -> web.Response:
+        fetch = await decode_json(request, ReplicaFetchRequest)
+        body = await self.service.replication.fetch(fetch)
+        return web.Response(body=body, content_type=FRAMED_CONTENT_TYPE)
+
+    async def epoch_end(self, request: web.Request) -> web.Response:
+        asked = await decode_json(request, EpochEndRequest)
+        return json_response(self.service.replication.epoch_end(asked))
+
 
 def broker_routes(service: BrokerService) -> list[Route]:
     """The broker's routes; exact paths the clients code against (docs/api-broker.md)."""
@@ -249,6 +262,26 @@ def broker_routes(service: BrokerService) -> list[Route]:
             response=HostedPartitions,
             tags=("broker",),
         ),
+        Route(
+            "POST",
+            FETCH_PATH,
+            handlers.replica_fetch,
+            "A follower fetches the partitions it copies from this leader (long-poll); the "
+            "answer is a 4-byte length, a ReplicaFetchResponse JSON, then the batches",
+            request=ReplicaFetchRequest,
+            binary_response=True,
+            internal=True,
+        ),
+        Route(
+            "POST",
+            EPOCH_END_PATH,
+            handlers.epoch_end,
+            "Where a follower's latest leader epoch ends in this leader's log (KIP-101): "
+            "the follower truncates beyond it before fetching",
+            request=EpochEndRequest,
+            response=EpochEndResponse,
+            internal=True,
+        ),
     ]
 
 
@@ -265,6 +298,8 @@ def build_broker_app(service: BrokerService) -> web.Application:
         tasks = app[_TASKS_KEY]
         tasks.append(asyncio.create_task(heartbeat.run(), name="heartbeat"))
         tasks.append(asyncio.create_task(service.retention_loop(), name="retention"))
+        tasks.append(asyncio.create_task(service.fetchers.run(), name="replica-fetchers"))
+        tasks.append(asyncio.create_task(service.replication.isr_loop(), name="isr"))
         for task in tasks:
             task.add_done_callback(_log_task_end)
 

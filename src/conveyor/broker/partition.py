@@ -13,26 +13,56 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import Future
+from dataclasses import dataclass
 
+from conveyor.broker import producers as producer_state
 from conveyor.broker.reconcile import ReplicaState, Role, TopicPartition
-from conveyor.broker.rules import high_watermark
-from conveyor.protocol.errors import ConveyorError, ErrorCode, LogTruncatedError, RetriableError
+from conveyor.broker.rules import dedup_decision, high_watermark, isr_change_for_follower
+from conveyor.protocol.errors import (
+    ConveyorError,
+    ErrorCode,
+    InvalidRequestError,
+    LogTruncatedError,
+    RetriableError,
+)
 from conveyor.protocol.messages import BrokerId, Epoch, HostedPartition, PartitionReport
 from conveyor.storage import AppendResult, PartitionLog
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(slots=True)
+class FollowerProgress:
+    """What the leader knows of one follower, from its replica fetches (Kafka's
+    ``Replica`` state). ``last_caught_up_ms`` follows Kafka's rule: the time of a fetch that
+    reached the leader's log end, or of the previous fetch when this one reached what the
+    log end was then (a steadily written partition is never "caught up" at arrival)."""
+
+    log_end_offset: int = 0
+    durable_offset: int = 0
+    last_caught_up_ms: float = 0.0
+    last_fetch_leader_end: int = 0
+    last_fetch_ms: float = 0.0
+
+
 class Partition:
     def __init__(
-        self, tp: TopicPartition, broker_id: BrokerId, log_: PartitionLog, state: ReplicaState
+        self,
+        tp: TopicPartition,
+        broker_id: BrokerId,
+        log_: PartitionLog,
+        state: ReplicaState,
+        producers: producer_state.Producers | None = None,
     ) -> None:
         self.tp = tp
+        # Idempotent producers' last batches (leader and followers alike, see producers.py).
+        self.producers: producer_state.Producers = producers or {}
         self.broker_id = broker_id
         self.log = log_
         self.state = state
-        # Durable offsets the followers report in their replication fetches (issue 4).
-        self.follower_durable_offsets: dict[BrokerId, int] = {}
+        # The followers' progress, from their replication fetches (leader only).
+        self.followers: dict[BrokerId, FollowerProgress] = {}
+        self.leader_since_ms = 0.0
         self.failure: ConveyorError | None = None
         self.closed = False
         self.reopening = False
@@ -43,6 +73,8 @@ class Partition:
         # a failure or shutdown fires both.
         self._hw_advanced = asyncio.Event()
         self._appended = asyncio.Event()
+        if state.role == "leader":
+            self._became_leader()
         self.refresh_high_watermark()
 
     # ---- state ---------------------------------------------------------------------------
@@ -64,20 +96,96 @@ class Partition:
         return self._high_watermark
 
     def apply(self, state: ReplicaState) -> None:
-        """Take a new role, epoch or replica set (from reconciliation)."""
-        if state.leader_epoch != self.state.leader_epoch:
+        """Take a new role, epoch or replica set (from reconciliation or AlterIsr)."""
+        new_leadership = state.leader_epoch != self.state.leader_epoch or (
+            state.role != self.state.role
+        )
+        if new_leadership:
             # A new epoch starts the followers' progress afresh: they report again.
-            self.follower_durable_offsets.clear()
+            self.followers.clear()
         self.state = state
+        if new_leadership and state.role == "leader":
+            self._became_leader()
         self.refresh_high_watermark()
         self._wake_all()
 
-    def replicating_isr(self) -> tuple[BrokerId, ...]:
-        """The ISR members whose durable offsets bound the high watermark.
+    def _became_leader(self) -> None:
+        self.leader_since_ms = self._loop.time() * 1000
+        if self.state.leader_epoch >= 0 and not self.closed:
+            # Where this epoch starts, before any follower asks (KIP-101).
+            self.log.assign_epoch(self.state.leader_epoch)
 
-        Replication is not built yet (issue 4), so the leader holds the only copy and the
-        high watermark is its durable offset. Issue 4 returns ``self.state.isr`` here."""
-        return (self.broker_id,)
+    @property
+    def follower_durable_offsets(self) -> dict[BrokerId, int]:
+        return {broker: p.durable_offset for broker, p in self.followers.items()}
+
+    def replicating_isr(self) -> tuple[BrokerId, ...]:
+        """The ISR members whose durable offsets bound the high watermark: the ISR the
+        coordinator confirmed (a shrink counts once confirmed, as Kafka's committed ISR)."""
+        return self.state.isr or (self.broker_id,)
+
+    # ---- the leader's view of its followers ----------------------------------------------
+
+    def record_fetch(
+        self, follower: BrokerId, fetch_offset: int, durable_offset: int, now_ms: float
+    ) -> None:
+        """A follower fetched from ``fetch_offset``: it holds everything below it, and
+        ``durable_offset`` of it durably. Advances the high watermark."""
+        progress = self.followers.get(follower)
+        if progress is None:
+            progress = FollowerProgress(last_caught_up_ms=self.leader_since_ms)
+            self.followers[follower] = progress
+        leader_end = self.log.log_end_offset
+        if fetch_offset >= leader_end:
+            progress.last_caught_up_ms = now_ms
+        elif fetch_offset >= progress.last_fetch_leader_end:
+            progress.last_caught_up_ms = max(progress.last_caught_up_ms, progress.last_fetch_ms)
+        progress.last_fetch_leader_end = leader_end
+        progress.last_fetch_ms = now_ms
+        progress.log_end_offset = fetch_offset
+        progress.durable_offset = min(durable_offset, fetch_offset)
+        self.refresh_high_watermark()
+
+    def isr_proposal(self, now_ms: float, lag_time_max_ms: int) -> tuple[BrokerId, ...] | None:
+        """The ISR this leader should ask the coordinator for, None when it is right.
+
+        A member that has not caught up within ``lag_time_max_ms`` leaves; a replica that
+        holds durably at least the high watermark (or everything) joins, so a new member
+        never lacks an acknowledged write."""
+        if not self.is_leader:
+            return None
+        isr = list(self.state.isr)
+        if self.broker_id not in isr:
+            isr.insert(0, self.broker_id)
+        leader_end = self.log.log_end_offset
+        for replica in self.state.replicas:
+            if replica == self.broker_id:
+                continue
+            progress = self.followers.get(replica)
+            in_isr = replica in isr
+            if progress is None:
+                # Never fetched in this epoch: it leaves after the lag time, joins never.
+                silent_ms = now_ms - self.leader_since_ms
+                if in_isr and silent_ms > lag_time_max_ms:
+                    isr.remove(replica)
+                continue
+            change = isr_change_for_follower(
+                in_isr=in_isr,
+                follower_log_end=progress.log_end_offset if in_isr else progress.durable_offset,
+                leader_log_end=leader_end,
+                high_watermark=self._high_watermark,
+                last_caught_up_ms=int(progress.last_caught_up_ms),
+                now_ms=int(now_ms),
+                lag_time_max_ms=lag_time_max_ms,
+            )
+            if change == "shrink":
+                isr.remove(replica)
+            elif change == "expand":
+                isr.append(replica)
+        wanted = tuple(isr)
+        if set(wanted) == set(self.state.isr):
+            return None
+        return wanted
 
     def refresh_high_watermark(self) -> None:
         if self.role != "leader" or self.closed:
@@ -102,14 +210,67 @@ class Partition:
     # ---- data ----------------------------------------------------------------------------
 
     def append(self, batches: bytes | memoryview) -> AppendResult:
-        """Append as leader (the caller checked the role) and track its durability."""
+        """Append as leader (the caller checked the role) and track its durability.
+
+        A batch with a producer id is checked first: a retry of one already here is
+        answered with its original offsets and not written again; a gap is refused."""
         if self.failure is not None:
             raise self.failure
+        header = producer_state.idempotent_header(batches)
+        if header is not None:
+            if header.size_bytes != len(batches):
+                raise InvalidRequestError(
+                    "a batch with a producer id must be the only batch of its request"
+                )
+            decision = dedup_decision(
+                self.producers.get(header.producer_id),
+                producer_epoch=header.producer_epoch,
+                first_sequence=header.base_sequence,
+                last_sequence=producer_state.last_sequence(header),
+            )
+            if decision.action == "duplicate" and decision.batch is not None:
+                return AppendResult(decision.batch.base_offset, decision.batch.last_offset)
+            if decision.action == "reject":
+                code = decision.error or ErrorCode.OUT_OF_ORDER_SEQUENCE
+                entry = self.producers.get(header.producer_id)
+                last = entry.batches[-1].last_sequence if entry and entry.batches else -1
+                raise InvalidRequestError(
+                    f"{self.tp}: producer {header.producer_id} epoch {header.producer_epoch} "
+                    f"sequence {header.base_sequence}: {code.default_message}",
+                    code=code,
+                    producer_id=header.producer_id,
+                    last_sequence=last,
+                )
         result = self.log.append(batches, leader_epoch=self.leader_epoch)
+        if header is not None:
+            producer_state.observe(self.producers, header, base_offset=result.base_offset)
         durable = self.log.durable(result.last_offset)
         durable.add_done_callback(self._durable_done_threadsafe)
         self._appended = _fire(self._appended)
         return result
+
+    def append_replicated(self, batches: bytes | memoryview) -> Future[int]:
+        """Append as follower, byte for byte; the future resolves once durable."""
+        if self.failure is not None:
+            raise self.failure
+        result = self.log.append_replicated(batches)
+        producer_state.observe_chunk(self.producers, batches)
+        durable = self.log.durable(result.last_offset)
+        durable.add_done_callback(self._durable_done_threadsafe)
+        self._appended = _fire(self._appended)
+        return durable
+
+    def set_follower_high_watermark(self, leader_high_watermark: int) -> None:
+        """A follower's high watermark: the leader's, up to what it holds itself."""
+        if self.role == "follower":
+            value = min(leader_high_watermark, self.log.log_end_offset)
+            if value != self._high_watermark:
+                self._high_watermark = value
+                self._hw_advanced = _fire(self._hw_advanced)
+
+    @property
+    def appended_event(self) -> asyncio.Event:
+        return self._appended
 
     def read(self, offset: int, max_bytes: int, upper_offset: int | None) -> bytes:
         return self.log.read(offset, max_bytes, upper_offset=upper_offset)
@@ -193,6 +354,7 @@ class Partition:
             log_start_offset=self.log.log_start_offset,
             log_end_offset=self.log.log_end_offset,
             high_watermark=self._high_watermark,
+            durable_offset=self.log.durable_offset,
         )
 
     def describe(self) -> HostedPartition:

@@ -53,6 +53,7 @@ class ReplicaState:
     isr: tuple[BrokerId, ...] = ()
     min_insync_replicas: int = 1
     log_config: LogConfig = field(default_factory=LogConfig)
+    partition_epoch: int = 0  # AlterIsr quotes it: the coordinator fences stale ISR changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,7 @@ def desired_state(
             config.min_insync_replicas, len(assignment.replicas)
         ),
         log_config=log_config_for(config, flush_override),
+        partition_epoch=assignment.partition_epoch,
     )
 
 
@@ -187,6 +189,12 @@ def _changes(tp: TopicPartition, current: ReplicaState, wanted: ReplicaState) ->
                 f"epoch {current.leader_epoch}",
             )
         ]
+    if (
+        wanted.leader_epoch == current.leader_epoch
+        and wanted.partition_epoch < current.partition_epoch
+    ):
+        # An answer computed before our own AlterIsr took effect: newer state is applied.
+        return []
     out: list[Action] = []
     if wanted.log_config != current.log_config:
         out.append(Reopen(tp, wanted.log_config, "topic config changed"))
@@ -201,10 +209,11 @@ def _changes(tp: TopicPartition, current: ReplicaState, wanted: ReplicaState) ->
         else:
             reason = f"follower of {wanted.leader} at epoch {wanted.leader_epoch} ({was})"
             out.append(BecomeFollower(tp, wanted, reason))
-    elif (wanted.replicas, wanted.isr, wanted.min_insync_replicas) != (
+    elif (wanted.replicas, wanted.isr, wanted.min_insync_replicas, wanted.partition_epoch) != (
         current.replicas,
         current.isr,
         current.min_insync_replicas,
+        current.partition_epoch,
     ):
         reason = f"replicas {list(wanted.replicas)}, isr {list(wanted.isr)}"
         out.append(UpdateReplicas(tp, wanted, reason))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import msgspec
 
+from conveyor.broker import producers as producer_state
 from conveyor.broker.partition import Partition
 from conveyor.broker.reconcile import (
     UNKNOWN_EPOCH,
@@ -144,7 +145,8 @@ class ReplicaManager:
         )
         for base, result in partition_log.recovered:
             log.warning("partition %s: recovery of segment %d: %s", tp, base, result)
-        partition = Partition(tp, self.broker_id, partition_log, state)
+        producers = await asyncio.to_thread(producer_state.rebuild, partition_log)
+        partition = Partition(tp, self.broker_id, partition_log, state, producers)
         self.partitions[tp] = partition
         log.info(
             "partition %s: opened as %s at epoch %d, offsets [%d, %d)",
@@ -200,6 +202,7 @@ class ReplicaManager:
                 PartitionLog.open, self._dir(partition.tp), config, flusher=self._flusher
             )
             partition.state = _with_config(partition.state, config)
+            partition.producers = await asyncio.to_thread(producer_state.rebuild, partition.log)
         finally:
             partition.reopening = False
         partition.reset_high_watermark(partition.high_watermark)

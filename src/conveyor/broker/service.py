@@ -15,12 +15,14 @@ import random
 from dataclasses import dataclass
 
 from conveyor.broker.config import BrokerConfig
+from conveyor.broker.fetcher import ReplicaFetchers
 from conveyor.broker.jsonrecords import build_batch
 from conveyor.broker.metadata import MetadataCache
 from conveyor.broker.metrics import BrokerMetrics
 from conveyor.broker.partition import Partition
 from conveyor.broker.reconcile import TopicPartition, check_cluster_id, reconcile
 from conveyor.broker.replicas import ReplicaManager, load_meta, store_meta
+from conveyor.broker.replication import LeaderReplication
 from conveyor.broker.routing import group_by_partition, partitions_for, unkeyed_count
 from conveyor.broker.rules import check_offset, clamp, retry_backoff_ms, validate_topic_name
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, RetriableError
@@ -83,6 +85,8 @@ class BrokerService:
         self._round_robin: dict[str, int] = {}
         self._rng = random.Random()  # backoff jitter only
         self.metrics = BrokerMetrics(self)
+        self.replication = LeaderReplication(self)
+        self.fetchers = ReplicaFetchers(self)
 
     # ---- lifetime ------------------------------------------------------------------------
 

@@ -83,13 +83,20 @@ class MetadataCache:
             return None
         return routes[partition].leader_url
 
-    def move_leader(self, topic: str, partition: int, leader_url: str) -> None:
-        """Take a broker's NOT_LEADER hint at once (the epoch is unknown until refresh)."""
+    def move_leader(
+        self, topic: str, partition: int, leader_url: str, leader_epoch: int | None = None
+    ) -> None:
+        """Take a broker's NOT_LEADER hint at once, unless it is older than what this
+        cache knows (a broker that has not heard of the newest election points back at
+        the old leader, maybe a dead or paused one)."""
         routes = self._topics.get(topic)
         if routes is None or partition >= len(routes):
             return
         old = routes[partition]
-        new = PartitionRoute(partition, None, leader_url.rstrip("/"), old.leader_epoch)
+        if leader_epoch is not None and leader_epoch <= old.leader_epoch:
+            return
+        epoch = old.leader_epoch if leader_epoch is None else leader_epoch
+        new = PartitionRoute(partition, None, leader_url.rstrip("/"), epoch)
         self._topics[topic] = (*routes[:partition], new, *routes[partition + 1 :])
 
     def topics(self) -> set[str]:
@@ -201,8 +208,11 @@ class MetadataClient:
     def on_routing_error(self, topic: str, partition: int, error: ConveyorError) -> None:
         """Apply what a broker's error says about leadership before the next refresh."""
         hint = error.details.get("leader_url")
+        epoch = error.details.get("leader_epoch")
         if error.code is ErrorCode.NOT_LEADER and isinstance(hint, str) and hint:
-            self.cache.move_leader(topic, partition, hint)
+            self.cache.move_leader(
+                topic, partition, hint, epoch if isinstance(epoch, int) else None
+            )
 
 
 def _now_ms() -> int:

@@ -63,6 +63,12 @@ class ProducerConfig:
     buffer_memory_bytes: int = 32 * 1024 * 1024
     max_block_ms: int = 60_000
     tls: TLSConfig | None = None
+    # None: on with acks=all (Kafka's default since 3.0): retries never duplicate a batch.
+    idempotence: bool | None = None
+
+    @property
+    def idempotent(self) -> bool:
+        return self.acks == "all" if self.idempotence is None else self.idempotence
 
 
 def normalize_acks(acks: str | int) -> AcksSetting:
@@ -132,6 +138,7 @@ class _ProducerCore:
             retries=config.retries,
             retry_backoff_ms=config.retry_backoff_ms,
             retry_backoff_max_ms=config.retry_backoff_max_ms,
+            coordinator_url=config.url if config.idempotent else None,
         )
         self.run_task: asyncio.Task[None] | None = None
 
@@ -243,6 +250,7 @@ class Producer:
         buffer_memory_bytes: int = 32 * 1024 * 1024,
         max_block_ms: int = 60_000,
         tls: TLSConfig | None = None,
+        idempotence: bool | None = None,
     ) -> None:
         config = _config(
             url,
@@ -258,6 +266,7 @@ class Producer:
             buffer_memory_bytes=buffer_memory_bytes,
             max_block_ms=max_block_ms,
             tls=tls,
+            idempotence=idempotence,
         )
         # the core first: a bad setting must not leave a loop thread behind
         self._core = core = _ProducerCore(config, self._wake_sender)
@@ -406,6 +415,7 @@ class AsyncProducer:
         buffer_memory_bytes: int = 32 * 1024 * 1024,
         max_block_ms: int = 60_000,
         tls: TLSConfig | None = None,
+        idempotence: bool | None = None,
     ) -> None:
         config = _config(
             url,
@@ -421,6 +431,7 @@ class AsyncProducer:
             buffer_memory_bytes=buffer_memory_bytes,
             max_block_ms=max_block_ms,
             tls=tls,
+            idempotence=idempotence,
         )
         self._core = _ProducerCore(config, self._wake)
         self._batch_opened = False

@@ -27,7 +27,12 @@ from conveyor.client.errors import ClientClosedError, DeliveryTimeoutError, is_r
 from conveyor.client.futures import BatchCompletion, RecordFuture
 from conveyor.client.metadata import MetadataClient
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
-from conveyor.protocol.messages import BATCH_CONTENT_TYPE, ProduceResponse
+from conveyor.protocol.messages import (
+    BATCH_CONTENT_TYPE,
+    InitProducerIdRequest,
+    InitProducerIdResponse,
+    ProduceResponse,
+)
 from conveyor.protocol.records import Codec
 from conveyor.transport.client import AsyncHTTP
 
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 AcksSetting = Literal["0", "1", "all"]
 REQUEST_TIMEOUT_MARGIN_S: Final = 5.0  # the broker's own timeout_ms expires first
 _DECODER: Final = msgspec.json.Decoder(ProduceResponse)
+SEQUENCE_LIMIT: Final = 2**31  # sequences wrap to 0 after int32 max, as Kafka's
 
 
 def now_ms() -> int:
@@ -59,6 +65,7 @@ class Sender:
         retries: int,
         retry_backoff_ms: int,
         retry_backoff_max_ms: int,
+        coordinator_url: str | None = None,
     ) -> None:
         self._acc = accumulator
         self._metadata = metadata
@@ -73,6 +80,15 @@ class Sender:
         self._wake_event = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._closing = False
+        # Idempotence (on when coordinator_url is given): the id the coordinator handed
+        # out, and the next sequence per partition. A batch gets its sequence when it is
+        # built, once: retries resend the same bytes, so the leader recognises them.
+        self._coordinator_url = coordinator_url
+        self._producer_id = -1
+        self._producer_epoch = -1
+        self._sequences: dict[tuple[str, int], int] = {}
+        self._bump_epoch = False  # a batch failed for good: its sequences left a gap
+        self._init_lock = asyncio.Lock()
 
     def wake(self) -> None:
         """Make the drain loop look again. Call on the sender's loop."""
@@ -128,7 +144,39 @@ class Sender:
         finally:
             self.wake()  # the partition may send its next batch now
 
+    async def _producer_identity(self) -> tuple[int, int]:
+        """The producer id and epoch, asked for once; a new epoch after a batch failed for
+        good (sequences restart at 0 under it, so no gap blocks the partitions)."""
+        async with self._init_lock:
+            if self._producer_id < 0 or self._bump_epoch:
+                assert self._coordinator_url is not None
+                request = InitProducerIdRequest(
+                    producer_id=self._producer_id, producer_epoch=self._producer_epoch
+                )
+                reply = await self._http.call(
+                    "POST",
+                    f"{self._coordinator_url.rstrip('/')}/v1/producers/init",
+                    InitProducerIdResponse,
+                    body=request,
+                    timeout_s=self._request_timeout_ms / 1000,
+                )
+                self._producer_id, self._producer_epoch = reply.producer_id, reply.producer_epoch
+                self._sequences.clear()
+                self._bump_epoch = False
+            return self._producer_id, self._producer_epoch
+
+    async def _stamp(self, batch: ProducerBatch[BatchCompletion]) -> None:
+        producer_id, epoch = await self._producer_identity()
+        if batch.builder is None:
+            return
+        key = (batch.topic, batch.partition)
+        sequence = self._sequences.get(key, 0)
+        batch.builder.set_producer(producer_id, epoch, sequence)
+        self._sequences[key] = (sequence + batch.records_count) % SEQUENCE_LIMIT
+
     async def _produce(self, batch: ProducerBatch[BatchCompletion]) -> int:
+        if self._coordinator_url is not None and batch.payload is None:
+            await self._stamp(batch)
         if self._codec is Codec.NONE or batch.payload is not None:
             payload = batch.build()
         else:  # compression runs in C without the GIL: keep it off the loop
@@ -166,6 +214,10 @@ class Sender:
 
     def _on_error(self, batch: ProducerBatch[BatchCompletion], error: ConveyorError) -> None:
         batch.last_error = error
+        if error.code is ErrorCode.DUPLICATE_SEQUENCE:
+            # Older than the leader's dedup window: it was written before; offsets unknown.
+            self._finish(batch, None)
+            return
         routing = is_routing_error(error)
         if not (error.retriable or routing):
             log.warning("%s[%d]: batch failed: %s", batch.topic, batch.partition, error)
@@ -214,6 +266,8 @@ class Sender:
         base_offset: int = -1,
     ) -> None:
         self._acc.complete(batch)
+        if error is not None and self._coordinator_url is not None and batch.payload is not None:
+            self._bump_epoch = True  # this batch's sequences may never arrive
         if error is None:
             batch.completion.complete(base_offset)
         else:

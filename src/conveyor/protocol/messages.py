@@ -349,3 +349,71 @@ class InitProducerIdRequest(Wire):
 class InitProducerIdResponse(Wire):
     producer_id: int
     producer_epoch: int
+
+
+# ---- broker <-> broker replication (issue 4; internal routes) ------------------------------
+
+
+class ReplicaFetchPartition(Wire):
+    """One partition a follower fetches: from ``fetch_offset`` (its log end), reporting what
+    it holds durably (the leader's high watermark builds on it)."""
+
+    topic: str
+    partition: int
+    leader_epoch: Epoch  # the epoch the follower follows: fencing both ways
+    fetch_offset: int
+    durable_offset: int
+
+
+class ReplicaFetchRequest(Wire):
+    broker_id: BrokerId
+    partitions: list[ReplicaFetchPartition]
+    max_wait_ms: int = 500
+    partition_max_bytes: int = 1024 * 1024
+    max_bytes: int = 8 * 1024 * 1024
+
+
+class ReplicaFetchResult(Wire):
+    """The header of one partition's answer; its ``size_bytes`` of batches follow in the body
+    in the order of the results."""
+
+    topic: str
+    partition: int
+    error: ErrorBody | None = None
+    high_watermark: int = 0
+    log_start_offset: int = 0
+    log_end_offset: int = 0
+    size_bytes: int = 0
+
+
+class ReplicaFetchResponse(Wire):
+    """Framed as: 4-byte big-endian length of this JSON, this JSON, the batches."""
+
+    partitions: list[ReplicaFetchResult]
+
+
+class EpochEndPartition(Wire):
+    topic: str
+    partition: int
+    current_leader_epoch: Epoch  # fencing: the epoch the follower follows
+    epoch: int  # the follower's latest epoch: where does it end in the leader's log?
+
+
+class EpochEndRequest(Wire):
+    """Kafka's OffsetsForLeaderEpoch (KIP-101/279): what a follower of a new leader asks
+    before fetching, to truncate any suffix the leader does not have."""
+
+    broker_id: BrokerId
+    partitions: list[EpochEndPartition]
+
+
+class EpochEndResult(Wire):
+    topic: str
+    partition: int
+    error: ErrorBody | None = None
+    epoch: int = -1  # the largest epoch <= the asked one in the leader's log; -1 none
+    end_offset: int = -1
+
+
+class EpochEndResponse(Wire):
+    partitions: list[EpochEndResult]

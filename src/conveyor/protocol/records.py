@@ -364,6 +364,19 @@ class BatchBuilder:
     def records_count(self) -> int:
         return self._records_count
 
+    def set_producer(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
+        """Stamp an idempotent producer's identity before :meth:`build` (the producer
+        learns the sequence only when the batch is sent, after its records were added)."""
+        if not (
+            _INT64_MIN <= producer_id <= _INT64_MAX
+            and _INT16_MIN <= producer_epoch <= _INT16_MAX
+            and _INT32_MIN <= base_sequence <= _INT32_MAX
+        ):
+            raise InvalidRequestError("producer id, epoch or sequence out of range")
+        self._producer_id = producer_id
+        self._producer_epoch = producer_epoch
+        self._base_sequence = base_sequence
+
     @property
     def size_bytes_estimate(self) -> int:
         """Bytes of the batch so far, header included, before compression."""

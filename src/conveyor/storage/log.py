@@ -526,6 +526,27 @@ class PartitionLog:
                 LogTruncatedError(f"offset {waited} was truncated before it was durable")
             )
 
+    def reset_to(self, offset: int) -> None:
+        """Empty the log and restart it at ``offset`` (a follower whose leader deleted,
+        by retention, the offsets it would fetch next: Kafka's truncateFullyAndStartAt)."""
+        with self._flush_lock, self._lock:
+            self._check_usable()
+            for segment in self._segments:
+                segment.delete()
+            self._segments = [self._new_segment(offset, self._clock_ms())]
+            self._segments[-1].open_indexes_for_append()
+            self._bases = [offset]
+            self._dirty = []
+            self._dir_dirty = True
+            self._flushed_offset = offset
+            self.epochs.clear()
+            cut, self._waiters = list(self._waiters), deque()
+        for waited, future in cut:
+            future.set_exception(
+                LogTruncatedError(f"offset {waited} was removed before it was durable")
+            )
+        log.info("%s: emptied and restarted at offset %d", self.directory, offset)
+
     def apply_retention(self, now_ms: int | None = None) -> int:
         """Delete whole segments by age and size; returns how many were deleted."""
         with self._flush_lock, self._lock:

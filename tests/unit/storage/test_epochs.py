@@ -98,3 +98,27 @@ def test_truncating_everything_clears_the_cache(make_log: LogFactory) -> None:
     log.truncate_to(0)
     assert log.epochs.entries == []
     assert log.latest_epoch == UNDEFINED
+
+
+def test_reset_to_empties_the_log_and_restarts_at_an_offset(
+    make_log: LogFactory, tmp_path: Path
+) -> None:
+    log = make_log()
+    log.append(make_batch(values_of(5)), leader_epoch=2)
+    log.reset_to(100)
+    assert (log.log_start_offset, log.log_end_offset) == (100, 100)
+    assert log.epochs.entries == []
+    log.append_replicated(_batch_at(100, epoch=3))
+    assert log.log_end_offset == 103
+    assert log.epochs.entries == [EpochEntry(3, 100)]
+    log.close()
+    reopened = make_log(tmp_path / "log")
+    assert (reopened.log_start_offset, reopened.log_end_offset) == (100, 103)
+
+
+def _batch_at(base_offset: int, *, epoch: int) -> bytes:
+    from conveyor.protocol.batch import stamp_prefix
+
+    batch = make_batch(values_of(3))
+    length = int.from_bytes(batch[8:12], "big")
+    return stamp_prefix(base_offset, length, epoch) + batch[16:]
