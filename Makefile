@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck system-deps bench-storage clean
+.PHONY: run test lint typecheck system-deps bench-storage chaos chaos-ci clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,19 @@ test: lint typecheck system-deps
 
 bench-storage: $(STAMP)
 	$(BIN)/conveyor bench storage
+
+# Fault injection (docs/reliability.md). `make chaos DURATION=600 SEED=7` runs one long
+# randomized campaign with every fault and records its results in docs/reliability.md
+# (SEED empty: a random one, printed); `make chaos-ci` is the short fixed-seed set that
+# `make test` also runs (pytest -m chaos), every fault type at least once.
+DURATION ?= 600
+SEED ?=
+chaos: $(STAMP) system-deps
+	$(BIN)/conveyor chaos --duration $(DURATION) $(if $(SEED),--seed $(SEED)) --faults all \
+		--results docs/reliability.md
+
+chaos-ci: $(STAMP) system-deps
+	$(BIN)/pytest tests/chaos -m chaos
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,9 @@ duplicated                the same value stored at two offsets (idempotence)    
 reordered                 per key, log order differs from acknowledged send order     safety
 stale-read                a poll returned an offset the final log does not have        safety
                           (beyond the high watermark, or later truncated)
+replica-divergence        two replicas' files hold different values at one offset     safety
+corrupt-replica           a replica's files still hold a batch failing its CRC        safety
+                          after every fault healed (not detected, or not repaired)
 unseen                    acknowledged, in the log, but never polled by any consumer  report
 double-delivery           one value delivered to two different group members          report
 redelivered               one value delivered again to a restarted member             report
@@ -44,12 +47,24 @@ SAFETY: Final = (
     "duplicated",
     "reordered",
     "stale-read",
+    "replica-divergence",
+    "corrupt-replica",
 )
 REPORTED: Final = ("unseen", "double-delivery", "redelivered")
 EXAMPLES_MAX: Final = 5
 
 FinalRecord = tuple[int, str | None, str | None]  # offset, key, value
 FinalReads = Mapping[int, Sequence[FinalRecord]]
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One replica's files after the run: its records and any CRC/format problems found."""
+
+    partition: int
+    broker: int
+    records: Sequence[FinalRecord]
+    problems: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -292,11 +307,37 @@ def _inside(time_ns: int, windows: Sequence[tuple[int, int | None]]) -> bool:
     return any(start <= time_ns and (end is None or time_ns <= end) for start, end in windows)
 
 
-def check(ops: Sequence[Op], final: FinalReads) -> Result:
-    """Every check over one history and the final read of every partition."""
+def check_replicas(replicas: Sequence[Replica], result: Result) -> None:
+    """replica-divergence: two replicas of a partition disagree at an offset both hold (a
+    shorter replica is only behind); corrupt-replica: a replica still has a bad batch."""
+    by_partition: dict[int, list[Replica]] = defaultdict(list)
+    for replica in replicas:
+        by_partition[replica.partition].append(replica)
+        for problem in replica.problems:
+            result.add(
+                "corrupt-replica", f"partition {replica.partition} broker {replica.broker}: "
+                f"{problem}",
+            )  # fmt: skip
+    for partition, group in sorted(by_partition.items()):
+        values: dict[int, tuple[int, str | None]] = {}
+        for replica in sorted(group, key=lambda r: r.broker):
+            for offset, _key, value in replica.records:
+                seen = values.setdefault(offset, (replica.broker, value))
+                if seen[1] != value:
+                    result.add(
+                        "replica-divergence",
+                        f"partition {partition} offset {offset}: broker {seen[0]} has "
+                        f"{seen[1]}, broker {replica.broker} has {value}",
+                    )
+
+
+def check(ops: Sequence[Op], final: FinalReads, replicas: Sequence[Replica] = ()) -> Result:
+    """Every check over one history, the final read of every partition and, when given,
+    every replica's files read after the cluster stopped."""
     result = Result()
     check_writes(ops, final, result)
     check_polls(ops, final, result)
+    check_replicas(replicas, result)
     check_availability(ops, result)
     return result
 

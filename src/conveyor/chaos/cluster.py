@@ -1,9 +1,9 @@
 """Real coordinator and broker processes for a chaos run, each on its own loopback address.
 
 The coordinator listens on 127.0.0.10 and broker N on 127.0.0.(10+N), so that network
-faults can match one service by address (see :mod:`conveyor.chaos.netfault`). Outbound
-connections on loopback leave from 127.0.0.1 whatever the listening address, so a rule on
-a service's address cuts what reaches it and what it answers, not what it initiates.
+faults can match one service by address. Outbound connections on loopback leave from
+127.0.0.1 whatever the listening address, so (as root) each service also runs with its own
+group id, which :mod:`conveyor.chaos.netfault` uses to tell who opened a connection.
 """
 
 from __future__ import annotations
@@ -21,17 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from conveyor.chaos.netfault import address_of, gid_of
+
 log = logging.getLogger(__name__)
 
-ADDRESS_BASE: Final = 10  # 127.0.0.10 is the coordinator, 127.0.0.(10+N) broker N
 READY_TIMEOUT_S: Final = 30.0
 SESSION_TIMEOUT_MS: Final = 3000
 HEARTBEAT_INTERVAL_MS: Final = 500
-
-
-def address_of(index: int) -> str:
-    """Loopback address of service ``index`` (0: coordinator, N: broker N)."""
-    return f"127.0.0.{ADDRESS_BASE + index}"
 
 
 def free_port(host: str) -> int:
@@ -66,6 +62,7 @@ class Service:
     argv: list[str]
     data_dir: Path
     log_path: Path
+    gid: int | None = None  # the group id to run with (root only): marks its connections
     process: subprocess.Popen[bytes] | None = None
     paused: bool = False
 
@@ -79,7 +76,8 @@ class Service:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             self.process = subprocess.Popen(
                 self.argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True,
+                env=env, start_new_session=True, group=self.gid,
+                extra_groups=None if self.gid is None else [],
             )  # fmt: skip
         self.paused = False
 
@@ -120,6 +118,10 @@ class Service:
             return ""
 
 
+def _gid(party: int) -> int | None:
+    return gid_of(party) if os.geteuid() == 0 else None
+
+
 @dataclass
 class ChaosCluster:
     root: Path
@@ -131,6 +133,10 @@ class ChaosCluster:
     def url(self) -> str:
         assert self.coordinator is not None
         return self.coordinator.url
+
+    def parties(self) -> list[int]:
+        """Service indexes as :mod:`conveyor.chaos.netfault` names them."""
+        return [0, *self.brokers]
 
     def services(self) -> list[Service]:
         return [s for s in (self.coordinator, *self.brokers.values()) if s is not None]
@@ -145,7 +151,7 @@ class ChaosCluster:
              "--data", str(self.root / "coordinator"),
              "--session-timeout-ms", str(SESSION_TIMEOUT_MS),
              "--heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS)],
-            self.root / "coordinator", self.root / "coordinator.log",
+            self.root / "coordinator", self.root / "coordinator.log", _gid(0),
         )  # fmt: skip
         self.coordinator.start()
         for broker_id in range(1, self.broker_count + 1):
@@ -157,6 +163,7 @@ class ChaosCluster:
                  "--listen", f"{host}:{port}", "--coordinator", self.url,
                  "--data", str(self.root / f"broker-{broker_id}")],
                 self.root / f"broker-{broker_id}", self.root / f"broker-{broker_id}.log",
+                _gid(broker_id),
             )  # fmt: skip
         if not wait_for(self.coordinator.ready, READY_TIMEOUT_S):
             raise RuntimeError(f"coordinator not ready:\n{self.coordinator.tail()}")

@@ -6,6 +6,7 @@ the checker can measure availability during faults and recovery after each heal.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -13,13 +14,14 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import conveyor
-from conveyor.chaos import netfault
-from conveyor.chaos.cluster import ChaosCluster, Service, address_of
+from conveyor.chaos import diskfault, netfault
+from conveyor.chaos.cluster import ChaosCluster, Service
 from conveyor.chaos.history import History
 from conveyor.chaos.schedule import FaultEvent
 from conveyor.chaos.workload import TOPIC, Workload
@@ -76,12 +78,21 @@ class Nemesis:
             service = self._victim(kind, target)
             service.signal(signal.SIGSTOP)
             return lambda: service.signal(signal.SIGCONT)
-        if kind in ("partition", "partition-coordinator"):
-            netfault.isolate([address_of(target)])
+        if kind.startswith("partition"):
+            netfault.apply(self._cuts(kind, target))
             return netfault.heal
-        if kind == "torn-write":
-            return self._torn_write(self.cluster.brokers[target])
+        if kind in ("torn-write", "power-loss", "corrupt"):
+            return self._disk_fault(kind, self.cluster.brokers[target])
         return self._fill_disk(self.cluster.brokers[target])  # disk-full
+
+    def _cuts(self, kind: str, target: int) -> frozenset[netfault.Cut]:
+        parties = self.cluster.parties()
+        brokers = [p for p in parties if p != 0]
+        if kind == "partition-split":
+            return netfault.split([0], brokers)
+        if kind == "partition-asym":
+            return netfault.one_way(target, parties)
+        return netfault.isolate(target, [netfault.HARNESS, *parties])
 
     def _victim(self, kind: str, target: int) -> Service:
         if kind == "kill-leader":
@@ -105,19 +116,34 @@ class Nemesis:
         service.kill()
         return service.start
 
-    def _torn_write(self, broker: Service) -> _Heal:
-        """SIGKILL, then append the first bytes of a real batch (a plausible header with a
-        short body) to the newest segment of one partition, as a write cut by a crash."""
+    def _disk_fault(self, kind: str, broker: Service) -> _Heal:
+        """SIGKILL ``broker``, change its files as the fault would leave them, restart on
+        heal. What was done is logged and returned in the history's fault value."""
+        hosted = _hosted(broker) if kind != "torn-write" else []
+        followed = [p for p in hosted if p["role"] == "follower" and p["log_end_offset"]]
+        if kind == "corrupt" and not followed:
+            raise RuntimeError(f"{broker.name} follows no partition with data")
         broker.kill()
-        segments = sorted(broker.data_dir.rglob("*.log"), key=lambda p: (p.parent, p.name))
-        segments = [s for s in segments if s.stat().st_size > 0]
-        if segments:
-            victim = self.rng.choice(segments)
-            head = victim.read_bytes()[:4096]
-            cut = self.rng.randrange(1, max(2, min(len(head), 200)))
-            with victim.open("ab") as out:
-                out.write(head[:cut])
-            log.info("torn write: appended %d bytes to %s", cut, victim)
+        done: list[str] = []
+        if kind == "power-loss":
+            for p in hosted:
+                # The broker's own durable offset when it reports one; else its high
+                # watermark, which never exceeds what the ISR (it included) made durable.
+                durable = int(p.get("durable_offset", p["high_watermark"]))
+                directory = broker.data_dir / f"{p['topic']}-{p['partition']}"
+                dropped = diskfault.lose_unsynced(directory, durable)
+                done.append(f"{directory.name}@{durable}:-{dropped}B")
+        elif kind == "corrupt":
+            p = self.rng.choice(followed)
+            directory = broker.data_dir / f"{p['topic']}-{p['partition']}"
+            done.append(f"{directory.name}: {diskfault.corrupt(directory, self.rng)}")
+        else:
+            directories = sorted(d for d in broker.data_dir.glob(f"{TOPIC}-*") if d.is_dir())
+            if directories:
+                directory = self.rng.choice(directories)
+                done.append(f"{directory.name}: +{diskfault.tear_tail(directory, self.rng)}B")
+        log.info("%s on %s: %s", kind, broker.name, "; ".join(done) or "nothing to change")
+        self.history.record("nemesis", "info", "disk", {"fault": kind, "changes": done})
         return broker.start
 
     def _fill_disk(self, broker: Service) -> _Heal:
@@ -133,6 +159,13 @@ class Nemesis:
             except OSError:
                 pass  # ENOSPC: the disk is full, which is the fault
         return lambda: filler.unlink(missing_ok=True)
+
+
+def _hosted(broker: Service) -> list[dict[str, Any]]:
+    """The broker's partition replicas of the workload topic, as it reports them."""
+    with urllib.request.urlopen(broker.url + "/v1/partitions", timeout=2) as response:  # noqa: S310
+        partitions: list[dict[str, Any]] = json.load(response)["partitions"]
+    return [p for p in partitions if p["topic"] == TOPIC]
 
 
 def _nothing() -> None:

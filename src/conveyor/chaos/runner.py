@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Final
 
 import conveyor
-from conveyor.chaos import checker, netfault
+from conveyor.chaos import checker, diskfault, netfault
 from conveyor.chaos.cluster import ChaosCluster
 from conveyor.chaos.history import History, Op
 from conveyor.chaos.nemesis import Nemesis, mount_tmpfs, unmount
@@ -62,6 +62,7 @@ def run(
     root: Path | None = None, producers: int = 3, consumers: int = 2,
     replication_factor: int | None = None,
 ) -> RunReport:  # fmt: skip
+    """One run; ``replication_factor`` defaults to ``min(3, brokers)``."""
     skipped = skipped_faults(faults)
     usable = tuple(f for f in faults if f not in skipped)
     schedule = make_schedule(
@@ -71,24 +72,46 @@ def run(
     cluster = ChaosCluster(root, brokers)
     history = History()
     tmpfs = root / "broker-1"
+    ops: list[Op] = []
+    final: dict[int, list[tuple[int, str | None, str | None]]] = {}
+    replicas: list[checker.Replica] = []
     try:
         if "disk-full" in usable and not mount_tmpfs(tmpfs):
             skipped["disk-full"] = "mount -t tmpfs failed"
             schedule = [e for e in schedule if e.kind != "disk-full"]
+        if any(e.kind.startswith("partition") for e in schedule):
+            netfault.remove_on_signals()
+            netfault.install(range(brokers + 1))  # before any connection, so all are marked
         cluster.start()
         with conveyor.Admin(cluster.url) as admin:
-            admin.create_topic(TOPIC, partitions=PARTITIONS, replication_factor=replication_factor)
+            admin.create_topic(
+                TOPIC, partitions=PARTITIONS,
+                replication_factor=replication_factor or min(3, brokers),
+            )  # fmt: skip
         workload = Workload(cluster.url, history, producers, consumers)
         ops, final = _run_workload(cluster, workload, schedule, seed, duration_s)
     finally:
         netfault.heal()
         cluster.stop()
+        netfault.remove()
+        history.dump(root / "history.jsonl")
+        replicas = read_replicas(cluster)
         unmount(tmpfs)
-    result = checker.check(ops, final)
+    result = checker.check(ops, final, replicas)
     report = RunReport(seed, duration_s, faults, schedule, result, ops, skipped, root)
-    history.dump(root / "history.jsonl")
     (root / "final.json").write_text(json.dumps({str(p): r for p, r in final.items()}))
     return report
+
+
+def read_replicas(cluster: ChaosCluster) -> list[checker.Replica]:
+    """Every replica of the workload topic, from the stopped brokers' files."""
+    replicas = []
+    for broker_id, broker in sorted(cluster.brokers.items()):
+        for directory in sorted(broker.data_dir.glob(f"{TOPIC}-*")):
+            partition = int(directory.name.rpartition("-")[2])
+            read = diskfault.read_replica(directory)
+            replicas.append(checker.Replica(partition, broker_id, read.records, read.problems))
+    return replicas
 
 
 def _run_workload(
@@ -163,3 +186,55 @@ def render(report: RunReport) -> str:
 
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+RESULTS_MARKER: Final = "<!-- chaos-results: newest first, added by `make chaos` -->"
+
+
+def results_markdown(report: RunReport, when: str, revision: str) -> str:
+    """One run's results as a Markdown section for docs/reliability.md."""
+    result = report.result
+    kinds: dict[str, int] = {}
+    for event in report.schedule:
+        kinds[event.kind] = kinds.get(event.kind, 0) + 1
+    lines = [
+        f"### {when}: seed {report.seed}, {report.duration_s:.0f} s, revision {revision}",
+        "",
+        f"Verdict: **{'VALID' if result.valid else 'INVALID'}**. Faults injected: "
+        + (", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none")
+        + ".",
+        "",
+        "| check | count | kind |",
+        "|---|---:|---|",
+    ]
+    lines += [f"| {name} | {result.counts[name]} | safety |" for name in checker.SAFETY]
+    lines += [f"| {name} | {result.counts[name]} | report |" for name in checker.REPORTED]
+    sends = result.sends
+    lines += [
+        "",
+        f"Sends: {sends['ok']} ok, {sends['fail']} failed, {sends['info']} indefinite; "
+        f"{result.polls_ok} polls, {result.commits_ok} commits. Availability "
+        f"{result.availability:.3f} overall, {_ratio(result.availability_during_faults)} "
+        "during faults.",
+    ]
+    if result.recovery_ms:
+        recovery = sorted(result.recovery_ms)
+        lines.append(
+            f"Recovery after heal: median {recovery[len(recovery) // 2]:.0f} ms, "
+            f"max {recovery[-1]:.0f} ms over {len(recovery)} heals."
+        )
+    for fault, why in report.skipped.items():
+        lines.append(f"Skipped {fault}: {why}.")
+    for example in result.examples[:10]:
+        lines.append(f"- `{example.anomaly}`: {example.description}")
+    return "\n".join(lines) + "\n"
+
+
+def record_results(path: Path, section: str) -> None:
+    """Insert ``section`` right after :data:`RESULTS_MARKER` (appended with the marker when
+    the file has none)."""
+    text = path.read_text() if path.exists() else ""
+    if RESULTS_MARKER not in text:
+        text = text.rstrip("\n") + f"\n\n{RESULTS_MARKER}\n"
+    head, _, tail = text.partition(RESULTS_MARKER)
+    path.write_text(f"{head}{RESULTS_MARKER}\n\n{section}{tail}")

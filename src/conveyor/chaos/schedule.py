@@ -19,9 +19,13 @@ FAULTS: Final = (
     "kill-consumer",  # crash a consumer group member (no commit, no clean leave)
     "pause",  # SIGSTOP a broker beyond the session timeout, SIGCONT on heal
     "pause-coordinator",  # SIGSTOP the coordinator
-    "partition",  # isolate one broker's address with nftables
-    "partition-coordinator",  # isolate the coordinator's address
+    "partition",  # isolate one broker from everyone (nftables)
+    "partition-coordinator",  # isolate the coordinator from everyone
+    "partition-split",  # brokers cannot reach the coordinator nor it them; clients reach all
+    "partition-asym",  # one broker's packets to the coordinator and brokers are dropped
     "torn-write",  # SIGKILL a broker and append a partial batch to its active segment
+    "power-loss",  # SIGKILL a broker and drop from its files what it had not fsynced
+    "corrupt",  # SIGKILL a broker and flip a byte or garble an index of one follower replica
     "disk-full",  # fill the broker's small tmpfs data dir, free it on heal
 )
 DEFAULT_FAULTS: Final = ("kill", "kill-leader", "kill-coordinator", "kill-consumer", "pause")
@@ -80,6 +84,8 @@ def _target(rng: random.Random, kind: str, brokers: int, partitions: int, consum
         return rng.randrange(consumers)
     if kind in ("kill-coordinator", "pause-coordinator", "partition-coordinator"):
         return 0
+    if kind == "partition-split":
+        return 0  # no single target: every broker on one side
     if kind == "disk-full":
         return 1  # the broker whose data dir is the small tmpfs
     return rng.randrange(1, brokers + 1)

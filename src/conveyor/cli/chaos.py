@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import random
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,11 +48,18 @@ def register(subparsers: Subparsers) -> None:
         help="of the workload topic (default: the cluster's default)",
     )
     chaos.add_argument("--data", type=Path, default=None, help="run directory (default a temp dir)")
+    chaos.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="also record the results as a section of this Markdown file "
+        "(make chaos: docs/reliability.md)",
+    )
     chaos.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from conveyor.chaos.runner import render, run
+    from conveyor.chaos.runner import record_results, render, results_markdown, run
     from conveyor.chaos.schedule import FAULTS
 
     faults = FAULTS if args.faults == "all" else tuple(f for f in args.faults.split(",") if f)
@@ -68,4 +77,20 @@ def _run(args: argparse.Namespace) -> int:
         replication_factor=args.replication_factor,
     )
     print(render(report))
+    if args.results is not None:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        record_results(args.results, results_markdown(report, when, _revision()))
+        print(f"results recorded in {args.results}")
     return EXIT_OK if report.result.valid else EXIT_ERROR
+
+
+def _revision() -> str:
+    """The git commit of the tree under test (with ``+dirty`` when it has changes)."""
+    try:
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty=+dirty"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit or "unknown"
