@@ -160,12 +160,51 @@ def test_stale_read_a_poll_of_data_later_truncated() -> None:
     only(checker.check(h.ops, final), "stale-read")
 
 
-def test_double_delivery_is_reported_not_a_safety_failure() -> None:
+def test_double_delivery_after_the_group_committed_past_it() -> None:
     h, final = clean()
+    h.add("consumer-0.0", "ok", "commit", {"offsets": {"0": 3}})
     h.poll("consumer-1.0", (0, "k:0"))
     result = checker.check(h.ops, final)
-    assert result.valid
-    assert result.counts["double-delivery"] == 1
+    assert result.valid  # reported, not a safety failure
+    assert result.counts["double-delivery"] == 1 and result.counts["redelivered"] == 0
+    assert any(e.anomaly == "double-delivery" for e in result.examples)
+
+
+def test_redelivery_before_any_commit_covered_it_is_explained() -> None:
+    h, final = clean()
+    h.add("consumer-0.0", "ok", "commit", {"offsets": {"0": 0}})  # commits nothing read
+    h.poll("consumer-0.1", (0, "k:0"))  # the restarted member reads it again
+    result = checker.check(h.ops, final)
+    assert result.counts["double-delivery"] == 0 and result.counts["redelivered"] == 1
+
+
+def test_a_commit_during_the_poll_does_not_count_against_it() -> None:
+    h, final = clean()
+    h.add("consumer-1.0", "invoke", "poll")
+    h.add("consumer-0.0", "ok", "commit", {"offsets": {"0": 3}})
+    h.add("consumer-1.0", "ok", "poll", {"records": [[0, 0, "k", "k:0"]]})
+    assert checker.check(h.ops, final).counts["double-delivery"] == 0
+
+
+def test_replica_divergence_two_replicas_differ_at_an_offset() -> None:
+    h, final = clean()
+    good = checker.Replica(0, 1, final[0])
+    bad = checker.Replica(0, 2, [(0, "k", "k:0"), (1, "k", "k:9")])
+    result = checker.check(h.ops, final, [good, bad])
+    assert result.counts["replica-divergence"] == 1 and not result.valid
+
+
+def test_a_shorter_replica_is_only_behind() -> None:
+    h, final = clean()
+    replicas = [checker.Replica(0, 1, final[0]), checker.Replica(0, 2, final[0][:1])]
+    assert checker.check(h.ops, final, replicas).valid
+
+
+def test_corrupt_replica_a_batch_still_failing_its_crc() -> None:
+    h, final = clean()
+    bad = checker.Replica(0, 2, final[0][:1], ["00000000000000000000.log position 80: crc"])
+    result = checker.check(h.ops, final, [checker.Replica(0, 1, final[0]), bad])
+    assert result.counts["corrupt-replica"] == 1 and not result.valid
 
 
 def test_unseen_is_reported_when_no_consumer_polled_an_acknowledged_write() -> None:

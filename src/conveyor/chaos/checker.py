@@ -19,8 +19,10 @@ replica-divergence        two replicas' files hold different values at one offse
 corrupt-replica           a replica's files still hold a batch failing its CRC        safety
                           after every fault healed (not detected, or not repaired)
 unseen                    acknowledged, in the log, but never polled by any consumer  report
-double-delivery           one value delivered to two different group members          report
-redelivered               one value delivered again to a restarted member             report
+double-delivery           one value delivered again to another consumer (member or    report
+                          incarnation) after the group committed past it
+redelivered               delivered again, explained: no commit covered it yet        report
+                          (a crash or rebalance before commit)
 ========================  ==========================================================  ======
 
 Values are ``"{key}:{sequence}"``; each key belongs to one producer process, which sends
@@ -205,12 +207,10 @@ def check_polls(ops: Sequence[Op], final: FinalReads, result: Result) -> None:
     at = {(p, o): v for p, records in final.items() for o, _k, v in records}
     rank = {(p, o): i for p, records in final.items() for i, (o, _k, _v) in enumerate(records)}
     last: dict[tuple[str, int], tuple[int, int]] = {}  # (process, partition) -> offset, op
-    members_of: dict[str, set[str]] = defaultdict(set)
-    incarnations_of: dict[str, set[str]] = defaultdict(set)
+    delivered: dict[str, tuple[str, int]] = {}  # value -> first process, its poll op
     result.polls_ok = sum(op.f == "poll" and op.type == "ok" for op in ops)
     result.commits_ok = sum(op.f == "commit" and op.type == "ok" for op in ops)
-    rebalanced = {op.index: op.process for op in ops if op.f == "rebalance" and op.type == "ok"}
-    for op, partition, offset, value in _polled_after_rebalances(ops, rebalanced, last):
+    for op, partition, offset, value, committed in _polls(ops, last):
         position = (partition, offset)
         if position not in at:
             result.add("stale-read", f"{op.process} read {value} at {position}", (op.index,))
@@ -236,31 +236,50 @@ def check_polls(ops: Sequence[Op], final: FinalReads, result: Result) -> None:
                     (previous_op, op.index),
                 )
         last[(op.process, partition)] = (offset, op.index)
-        if value is not None:
-            member, _, _incarnation = op.process.partition(".")
-            members_of[value].add(member)
-            incarnations_of[value].add(op.process)
-    for value, members in members_of.items():
-        result.counts["double-delivery"] += len(members) - 1
-        result.counts["redelivered"] += len(incarnations_of[value]) - len(members)
+        if value is None:
+            continue
+        first = delivered.setdefault(value, (op.process, op.index))
+        if first[0] == op.process:
+            continue  # the same consumer again: nonmonotonic-poll says so
+        if committed.get(partition, -1) > offset:
+            result.add(
+                "double-delivery",
+                f"{op.process} got {value} at {position} after {first[0]} did and the group "
+                f"had committed offset {committed[partition]}",
+                (first[1], op.index),
+            )
+        else:
+            result.counts["redelivered"] += 1
     in_log = _log_index(final)
     for value, send in pair_sends(ops).items():
-        if send.type == "ok" and value not in members_of and value in in_log:
+        if send.type == "ok" and value not in delivered and value in in_log:
             result.counts["unseen"] += 1
 
 
-def _polled_after_rebalances(
-    ops: Sequence[Op], rebalanced: Mapping[int, str], last: dict[tuple[str, int], tuple[int, int]]
-) -> Iterable[tuple[Op, int, int, str | None]]:
-    """Polled records in history order; a rebalance of a process forgets its positions
-    (it may legitimately move back or forward after one)."""
+Committed = Mapping[int, int]  # partition -> the group's highest committed offset
+
+
+def _polls(
+    ops: Sequence[Op], last: dict[tuple[str, int], tuple[int, int]]
+) -> Iterable[tuple[Op, int, int, str | None, Committed]]:
+    """Polled records in history order, each with the group's committed offsets as they
+    were when that poll was invoked. A rebalance of a process forgets its positions (it may
+    legitimately move back or forward after one)."""
+    committed: dict[int, int] = {}
+    at_invoke: dict[str, Committed] = {}
     for op in ops:
-        if op.index in rebalanced:
+        if op.f == "rebalance" and op.type == "ok":
             for key in [k for k in last if k[0] == op.process]:
                 del last[key]
-        if op.f == "poll" and op.type == "ok":
+        elif op.f == "commit" and op.type == "ok":
+            for partition, offset in op.value.get("offsets", {}).items():
+                committed[int(partition)] = max(committed.get(int(partition), -1), offset)
+        elif op.f == "poll" and op.type == "invoke":
+            at_invoke[op.process] = dict(committed)
+        elif op.f == "poll" and op.type == "ok":
+            snapshot = at_invoke.get(op.process, {})
             for partition, offset, _key, value in op.value.get("records", ()):
-                yield op, partition, offset, value
+                yield op, partition, offset, value, snapshot
 
 
 def _skipped(

@@ -10,7 +10,8 @@ Operation functions (``f``):
 
 - ``send``: value ``{"key", "value"}``; on ok, also ``{"partition", "offset"}``.
 - ``poll``: ok value ``{"records": [[partition, offset, key, value], ...]}``.
-- ``commit``: ok value ``{"offsets": {partition: offset}}`` (next offset to read).
+- ``commit``: value ``{"offsets": {partition: offset}}`` (next offset to read).
+- ``rebalance``: ok value ``{"partitions": [...]}``: the consumer's assignment changed.
 - ``fault`` / ``heal``: nemesis events, value ``{"fault": name, ...}``.
 """
 

@@ -119,6 +119,7 @@ class Workload:
 
     def _consume_loop(self, consumer: conveyor.Consumer, process: str, member: int) -> bool:
         polls = 0
+        assigned: list[int] = []
         while not self.stop_consuming.is_set():
             if self.crash_requests[member].is_set():
                 return True
@@ -128,6 +129,10 @@ class Workload:
             except ConveyorError as e:
                 self.history.record(process, classify(e), "poll", error=repr(e))
                 continue
+            now_assigned = sorted(tp.partition for tp in consumer.assignment())
+            if now_assigned != assigned:  # positions may legitimately jump after this
+                self.history.record(process, "ok", "rebalance", {"partitions": now_assigned})
+                assigned = now_assigned
             records = [[m.partition, m.offset, _text(m.key), _text(m.value)] for m in messages]
             self.history.record(process, "ok", "poll", {"records": records})
             polls += 1
@@ -137,13 +142,19 @@ class Workload:
         return False
 
     def _commit(self, consumer: conveyor.Consumer, process: str) -> None:
-        self.history.record(process, "invoke", "commit")
+        """Commit what poll returned; the history gets the offsets (next to read) it covers."""
+        positions = {}
+        for tp in consumer.assignment():
+            position = consumer.position(tp.topic, tp.partition)
+            if position is not None:
+                positions[str(tp.partition)] = position
+        self.history.record(process, "invoke", "commit", {"offsets": positions})
         try:
             consumer.commit()
         except ConveyorError as e:
-            self.history.record(process, classify(e), "commit", error=repr(e))
+            self.history.record(process, classify(e), "commit", {"offsets": positions}, repr(e))
             return
-        self.history.record(process, "ok", "commit")
+        self.history.record(process, "ok", "commit", {"offsets": positions})
 
 
 def _text(data: bytes | None) -> str | None:
