@@ -39,6 +39,6 @@ class BrokerConfig:
     # Replication (Kafka's replica.lag.time.max.ms and replica fetcher settings).
     replica_lag_time_max_ms: int = 10_000
     replica_fetch_wait_ms_max: int = 500
-    replica_fetch_bytes_max: int = 8 * MIB
-    replica_fetch_partition_bytes_max: int = MIB
+    replica_fetch_bytes_max: int = 16 * MIB
+    replica_fetch_partition_bytes_max: int = 4 * MIB
     shutdown_timeout_s: float = 10.0

@@ -232,6 +232,7 @@ class ReplicaFetchers:
         response, chunks = decode_fetch_response(body)
         durables: list[Future[int]] = []
         progressed = False
+        behind = False
         for (partition, epoch, offset), result, chunk in zip(
             asked, response.partitions, chunks, strict=True
         ):
@@ -249,7 +250,11 @@ class ReplicaFetchers:
                     self._validated.pop(partition.tp, None)
                     continue
             partition.set_follower_high_watermark(result.high_watermark)
-        if durables:
+            behind = behind or partition.log.log_end_offset < result.log_end_offset
+        if durables and not behind:
+            # Caught up: the next fetch reports the durable offset that moves the high
+            # watermark, so wait for the fsync first. Behind (catching up), fetch on at once:
+            # nothing waits on this replica's durability yet.
             waits = [asyncio.wrap_future(f) for f in durables]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
