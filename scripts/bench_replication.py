@@ -141,42 +141,45 @@ def end_offset(cluster: Cluster, broker: int, topic: str) -> int:
     return -1
 
 
+def catch_up_once(mib: int) -> tuple[int, float, float, bool]:
+    """(bytes, disk read seconds, catch-up seconds, cold cache) of one run."""
+    with tempfile.TemporaryDirectory() as root:
+        cluster = Cluster(
+            Path(root), broker_count=2, coordinator_args=["--replica-restore-delay-ms", "600000"]
+        ).start()
+        try:
+            create(cluster, "big", 1, 2, 1)
+            wait_for(lambda: ready(cluster, "big"), 30, "topic")
+            leader = describe(cluster, "big")[0]["leader"]
+            follower = 2 if leader == 1 else 1
+            cluster.brokers[follower].stop()
+            fill(cluster.brokers[leader].url, "big", mib)
+            target = end_offset(cluster, leader, "big")
+            shutil.rmtree(cluster.brokers[follower].data_dir)
+            cold = drop_caches()
+            read_s, size = read_files(cluster.brokers[leader].data_dir / "big-0")
+            if cold:
+                drop_caches()
+            started = time.perf_counter()
+            cluster.add_broker(follower, wait=False)
+            wait_for(lambda: _safe_end(cluster, follower) >= target, 600, "caught up")
+            return size, read_s, time.perf_counter() - started, cold
+        finally:
+            cluster.stop()
+
+
 def catch_up(runs: int, mib: int) -> None:
     ratios: list[float] = []
     for run in range(runs):
-        with tempfile.TemporaryDirectory() as root:
-            cluster = Cluster(
-                Path(root),
-                broker_count=2,
-                coordinator_args=["--replica-restore-delay-ms", "600000"],
-            ).start()
-            try:
-                create(cluster, "big", 1, 2, 1)
-                wait_for(lambda: ready(cluster, "big"), 30, "topic")
-                leader = describe(cluster, "big")[0]["leader"]
-                follower = 2 if leader == 1 else 1
-                cluster.brokers[follower].stop()
-                fill(cluster.brokers[leader].url, "big", mib)
-                target = end_offset(cluster, leader, "big")
-                shutil.rmtree(cluster.brokers[follower].data_dir)
-                cold = drop_caches()
-                read_s, size = read_files(cluster.brokers[leader].data_dir / "big-0")
-                if cold:
-                    drop_caches()
-                started = time.perf_counter()
-                cluster.add_broker(follower, wait=False)
-                wait_for(lambda: _safe_end(cluster, follower) >= target, 600, "caught up")
-                copy_s = time.perf_counter() - started
-                ratios.append(copy_s / read_s)
-                cache = "cold" if cold else "warm (cannot drop caches)"
-                print(
-                    f"run {run + 1}: {size / 2**20:,.0f} MiB; read from disk ({cache} cache) "
-                    f"{read_s:.2f} s ({size / read_s / 2**20:,.0f} MiB/s); new replica caught up "
-                    f"in {copy_s:.2f} s ({size / copy_s / 2**20:,.0f} MiB/s, includes its "
-                    f"start-up); ratio {copy_s / read_s:.2f}"
-                )
-            finally:
-                cluster.stop()
+        size, read_s, copy_s, cold = catch_up_once(mib)
+        ratios.append(copy_s / read_s)
+        cache = "cold" if cold else "warm (cannot drop caches)"
+        print(
+            f"run {run + 1}: {size / 2**20:,.0f} MiB; read from disk ({cache} cache) "
+            f"{read_s:.2f} s ({size / read_s / 2**20:,.0f} MiB/s); new replica caught up "
+            f"in {copy_s:.2f} s ({size / copy_s / 2**20:,.0f} MiB/s, includes its "
+            f"start-up); ratio {copy_s / read_s:.2f}"
+        )
     median = statistics.median(ratios)
     verdict = "PASS" if median <= 2 else "FAIL"
     print(f"median of {runs}: catch-up / disk read = {median:.2f} (target <= 2: {verdict})")
