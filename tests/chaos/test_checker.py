@@ -225,6 +225,7 @@ def test_availability_and_recovery_after_heal() -> None:
     assert result.availability == pytest.approx(2 / 3)
     assert result.availability_during_faults == 0.0
     assert result.recovery_ms == [2.0]  # heal ok at op 8, the next ack at op 10
+    assert result.stall_ms == {"0:kill": 4.0}  # no ack from the fault (op 3) to the heal (7)
 
 
 def test_context_shows_the_anomaly_and_the_fault_before_it() -> None:

@@ -33,6 +33,7 @@ Nothing here does I/O or reads a clock: the harness passes everything in.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +89,8 @@ class Result:
     availability: float = 1.0
     availability_during_faults: float | None = None
     recovery_ms: list[float] = field(default_factory=list)
+    # per fault (its id): the longest time no send completed ok while it was active
+    stall_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
@@ -296,6 +299,7 @@ def check_availability(ops: Sequence[Op], result: Result) -> None:
     """Fraction of sends that succeeded, overall and while a fault was active, and the time
     from each heal to the first later send that succeeded."""
     windows: list[tuple[int, int | None]] = []
+    named: list[tuple[str, int, int]] = []
     open_since: dict[str, int] = {}
     heals: list[int] = []
     for op in ops:
@@ -305,7 +309,9 @@ def check_availability(ops: Sequence[Op], result: Result) -> None:
         if op.f == "fault":
             open_since[name] = op.time_ns
         elif op.f == "heal":
-            windows.append((open_since.pop(name, op.time_ns), op.time_ns))
+            start = open_since.pop(name, op.time_ns)
+            windows.append((start, op.time_ns))
+            named.append((name, start, op.time_ns))
             heals.append(op.time_ns)
     windows += [(start, None) for start in open_since.values()]
     sends = [s for s in pair_sends(ops).values()]
@@ -320,6 +326,9 @@ def check_availability(ops: Sequence[Op], result: Result) -> None:
         later = next((t for t in ok_times if t >= heal), None)
         if later is not None:
             result.recovery_ms.append((later - heal) / 1e6)
+    for name, start, end in named:
+        inside = [start, *(t for t in ok_times if start <= t <= end), end]
+        result.stall_ms[name] = max(b - a for a, b in itertools.pairwise(inside)) / 1e6
 
 
 def _inside(time_ns: int, windows: Sequence[tuple[int, int | None]]) -> bool:

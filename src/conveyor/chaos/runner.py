@@ -163,6 +163,8 @@ def render(report: RunReport) -> str:
         f"polls={result.polls_ok} commits={result.commits_ok}  "
         f"availability={result.availability:.3f} during faults={_ratio(during)}"
     )
+    if result.stall_ms:
+        console.print(f"longest stall while active, ms: {_stalls(result)}")
     if result.recovery_ms:
         recovery = sorted(result.recovery_ms)
         console.print(
@@ -182,6 +184,15 @@ def render(report: RunReport) -> str:
         + (f"  (history in {report.root})" if report.root else "")
     )
     return console.export_text()
+
+
+def _stalls(result: checker.Result) -> str:
+    """The longest time without an acknowledged send during each kind of fault."""
+    worst: dict[str, float] = {}
+    for fault_id, stall in result.stall_ms.items():
+        kind = fault_id.partition(":")[2]
+        worst[kind] = max(worst.get(kind, 0.0), stall)
+    return ", ".join(f"{kind} {ms:.0f}" for kind, ms in sorted(worst.items()))
 
 
 def _ratio(value: float | None) -> str:
@@ -223,6 +234,8 @@ def results_markdown(report: RunReport, when: str, revision: str) -> str:
             f"Recovery after heal: median {recovery[len(recovery) // 2]:.0f} ms, "
             f"max {recovery[-1]:.0f} ms over {len(recovery)} heals."
         )
+    if result.stall_ms:
+        lines.append(f"Longest stall (no acknowledged send) per fault kind, ms: {_stalls(result)}.")
     for fault, why in report.skipped.items():
         lines.append(f"Skipped {fault}: {why}.")
     for example in result.examples[:10]:
