@@ -3,14 +3,19 @@ a consumer group whose members poll and commit as they go; every operation is re
 
 Each producer owns its keys (``p{i}-k{j}``) and sends one value at a time, waiting for the
 outcome, so acknowledged order per key is sequence order. Values are ``"{key}:{seq}"``.
-A consumer member crashed by the nemesis is replaced by a new incarnation
+Each consumer member is a child process (:mod:`conveyor.chaos.consumer_proc`) reporting its
+operations as JSON lines; one SIGKILLed by the nemesis is replaced by a new incarnation
 (``consumer-{m}.{n}``) that resumes from the group's committed offsets.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import logging
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,11 +49,11 @@ class Workload:
     consumers: int = 2
     stop_producing: threading.Event = field(default_factory=threading.Event)
     stop_consuming: threading.Event = field(default_factory=threading.Event)
-    crash_requests: list[threading.Event] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
+    children: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
+    _children_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
-        self.crash_requests = [threading.Event() for _ in range(self.consumers)]
         for i in range(self.producers):
             self._spawn(f"producer-{i}", self._produce, i)
         for m in range(self.consumers):
@@ -60,7 +65,8 @@ class Workload:
         self.threads.append(thread)
 
     def crash_consumer(self, member: int) -> None:
-        self.crash_requests[member].set()
+        """SIGKILL member ``member``'s process; a new incarnation starts in its place."""
+        self._signal_consumers(signal.SIGKILL, member)
 
     def stop(self, drain_s: float) -> None:
         """Stop producers, give consumers ``drain_s`` to catch up, then stop them."""
@@ -69,8 +75,10 @@ class Workload:
             thread.join(SEND_WAIT_S * 2 + 30)
         self.stop_consuming.wait(drain_s)
         self.stop_consuming.set()
+        self._signal_consumers(signal.SIGTERM)  # each commits what it polled and exits
         for thread in self.threads[self.producers :]:
-            thread.join(60)
+            thread.join(30)
+        self._signal_consumers(signal.SIGKILL)
 
     def _produce(self, index: int) -> None:
         process = f"producer-{index}"
@@ -103,58 +111,41 @@ class Workload:
         )  # fmt: skip
 
     def _consume(self, member: int) -> None:
+        """Run member ``member`` as a child process, incarnation after incarnation, and
+        record the operations it reports; a SIGKILLed one is recorded as a crash."""
         incarnation = 0
         while not self.stop_consuming.is_set():
             process = f"consumer-{member}.{incarnation}"
-            self.crash_requests[member].clear()
-            consumer = conveyor.Consumer(
-                self.url, TOPIC, group=GROUP, enable_auto_commit=False,
-                fetch_max_wait_ms=200, request_timeout_ms=3_000, max_poll_records=200,
+            child = subprocess.Popen(
+                [sys.executable, "-m", "conveyor.chaos.consumer_proc", self.url],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                text=True, start_new_session=True,
             )  # fmt: skip
-            crashed = self._consume_loop(consumer, process, member)
-            if crashed:
+            with self._children_lock:
+                self.children[member] = child
+            assert child.stdout is not None
+            for line in child.stdout:
+                self._record_line(process, line)
+            child.stdout.close()
+            if child.wait() == -signal.SIGKILL:
                 self.history.record(process, "info", "crash", {"member": member})
-            consumer.close(timeout=10)  # auto-commit is off: a crash commits nothing
             incarnation += 1
 
-    def _consume_loop(self, consumer: conveyor.Consumer, process: str, member: int) -> bool:
-        polls = 0
-        assigned: list[int] = []
-        while not self.stop_consuming.is_set():
-            if self.crash_requests[member].is_set():
-                return True
-            self.history.record(process, "invoke", "poll")
-            try:
-                messages = consumer.poll(timeout=0.5)
-            except ConveyorError as e:
-                self.history.record(process, classify(e), "poll", error=repr(e))
-                continue
-            now_assigned = sorted(tp.partition for tp in consumer.assignment())
-            if now_assigned != assigned:  # positions may legitimately jump after this
-                self.history.record(process, "ok", "rebalance", {"partitions": now_assigned})
-                assigned = now_assigned
-            records = [[m.partition, m.offset, _text(m.key), _text(m.value)] for m in messages]
-            self.history.record(process, "ok", "poll", {"records": records})
-            polls += 1
-            if polls % COMMIT_EVERY_POLLS == 0:
-                self._commit(consumer, process)
-        self._commit(consumer, process)
-        return False
-
-    def _commit(self, consumer: conveyor.Consumer, process: str) -> None:
-        """Commit what poll returned; the history gets the offsets (next to read) it covers."""
-        positions = {}
-        for tp in consumer.assignment():
-            position = consumer.position(tp.topic, tp.partition)
-            if position is not None:
-                positions[str(tp.partition)] = position
-        self.history.record(process, "invoke", "commit", {"offsets": positions})
+    def _record_line(self, process: str, line: str) -> None:
+        if not line.endswith("\n"):
+            return  # cut by a kill: never reported
         try:
-            consumer.commit()
-        except ConveyorError as e:
-            self.history.record(process, classify(e), "commit", {"offsets": positions}, repr(e))
+            raw = json.loads(line)
+        except ValueError:
             return
-        self.history.record(process, "ok", "commit", {"offsets": positions})
+        self.history.record(process, raw["type"], raw["f"], raw["value"], raw["error"])
+
+    def _signal_consumers(self, signum: signal.Signals, member: int | None = None) -> None:
+        with self._children_lock:
+            children = dict(self.children)
+        for index, child in children.items():
+            if (member is None or index == member) and child.poll() is None:
+                child.send_signal(signum)
 
 
 def _text(data: bytes | None) -> str | None:

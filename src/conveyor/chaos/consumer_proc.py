@@ -1,0 +1,93 @@
+"""One consumer-group member of the chaos workload, as its own process, so that the nemesis
+can SIGKILL it like a crashed application (no commit, no clean leave, no more heartbeats).
+
+    python -m conveyor.chaos.consumer_proc URL
+
+It polls the workload topic in the workload group, commits every few polls, and writes each
+operation to stdout as one JSON line ``{"type", "f", "value", "error"}`` (flushed at once),
+which :class:`conveyor.chaos.workload.Workload` records in the history. SIGTERM asks it to
+stop: it commits what it polled, closes, and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any, Final
+
+import conveyor
+from conveyor.chaos.workload import COMMIT_EVERY_POLLS, GROUP, TOPIC, classify
+from conveyor.client.errors import ConveyorError
+
+POLL_TIMEOUT_S: Final = 0.5
+
+
+def emit(type_: str, f: str, value: dict[str, Any] | None = None, error: str | None = None) -> None:
+    line = json.dumps({"type": type_, "f": f, "value": value or {}, "error": error})
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def commit(consumer: conveyor.Consumer) -> None:
+    positions = {}
+    for tp in consumer.assignment():
+        position = consumer.position(tp.topic, tp.partition)
+        if position is not None:
+            positions[str(tp.partition)] = position
+    emit("invoke", "commit", {"offsets": positions})
+    try:
+        consumer.commit()
+    except ConveyorError as e:
+        emit(classify(e), "commit", {"offsets": positions}, repr(e))
+        return
+    emit("ok", "commit", {"offsets": positions})
+
+
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode(errors="replace")
+
+
+def run(url: str, stop: threading.Event) -> None:
+    consumer = conveyor.Consumer(
+        url, TOPIC, group=GROUP, enable_auto_commit=False,
+        fetch_max_wait_ms=200, request_timeout_ms=3_000, max_poll_records=200,
+    )  # fmt: skip
+    polls = 0
+    assigned: list[int] = []
+    try:
+        while not stop.is_set():
+            emit("invoke", "poll")
+            try:
+                messages = consumer.poll(timeout=POLL_TIMEOUT_S)
+            except ConveyorError as e:
+                emit(classify(e), "poll", error=repr(e))
+                continue
+            now_assigned = sorted(tp.partition for tp in consumer.assignment())
+            if now_assigned != assigned:  # positions may legitimately jump after this
+                emit("ok", "rebalance", {"partitions": now_assigned})
+                assigned = now_assigned
+            records = [[m.partition, m.offset, _text(m.key), _text(m.value)] for m in messages]
+            emit("ok", "poll", {"records": records})
+            polls += 1
+            if polls % COMMIT_EVERY_POLLS == 0:
+                commit(consumer)
+        commit(consumer)
+    finally:
+        consumer.close(timeout=10)
+
+
+def main() -> None:
+    stop = threading.Event()
+
+    def on_term(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    run(sys.argv[1], stop)
+
+
+if __name__ == "__main__":
+    main()
