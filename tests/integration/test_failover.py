@@ -20,6 +20,7 @@ import pytest
 
 from conveyor.client import Consumer, Producer
 from tests.integration.cluster import Cluster, wait_for
+from tests.integration.load import BackgroundLoad
 
 SESSION_MS = 2000
 COORDINATOR_ARGS = [
@@ -76,6 +77,8 @@ def test_killing_each_leader_elects_an_in_sync_replica_with_a_higher_epoch(
     cluster3: Cluster,
 ) -> None:
     create(cluster3, "orders", partitions=3)
+    load = BackgroundLoad(cluster3, "orders").__enter__()
+    wait_for(lambda: load.count() >= 100, 30, "first acknowledged writes")
     for index in range(3):
         before = describe(cluster3, "orders")[index]
         leader = before["leader"]
@@ -96,6 +99,10 @@ def test_killing_each_leader_elects_an_in_sync_replica_with_a_higher_epoch(
         cluster3.add_broker(leader)  # the same id and data directory, restarted
         # it comes back as a follower; the leader re-adds it once it has caught up
         wait_isr_full(cluster3, "orders")
+        count = load.count()
+        wait_for(lambda count=count: load.count() > count + 100, 30, "writes go on")
+    load.stop()
+    load.check(partitions=3)
 
 
 def test_no_acknowledged_loss_across_leader_failovers(cluster3: Cluster) -> None:
@@ -149,6 +156,8 @@ def test_decommission_drains_a_broker(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path, broker_count=4, coordinator_args=COORDINATOR_ARGS).start()
     try:
         create(cluster, "drain", partitions=4)
+        load = BackgroundLoad(cluster, "drain").__enter__()
+        wait_for(lambda: load.count() >= 100, 30, "first acknowledged writes")
         reply = httpx.post(f"{cluster.url}/v1/brokers/4/decommission", timeout=5).json()
         assert reply["decommissioning"] is True
 
@@ -160,12 +169,26 @@ def test_decommission_drains_a_broker(tmp_path: Path) -> None:
         for p in describe(cluster, "drain"):
             assert 4 not in p["replicas"]
             assert len(p["isr"]) == 3
+        load.stop()
+        load.check(partitions=4)
+        hosted = httpx.get(f"{cluster.brokers[4].url}/v1/partitions", timeout=5).json()
+        wait_for(
+            lambda: (
+                not httpx.get(f"{cluster.brokers[4].url}/v1/partitions", timeout=5).json()[
+                    "partitions"
+                ]
+            ),
+            15,
+            f"broker 4 holding nothing (it holds {hosted})",
+        )
     finally:
         cluster.stop()
 
 
 def test_a_fourth_broker_gets_a_fair_share(cluster3: Cluster) -> None:
     create(cluster3, "grow", partitions=8)
+    load = BackgroundLoad(cluster3, "grow").__enter__()
+    wait_for(lambda: load.count() >= 100, 30, "first acknowledged writes")
     cluster3.add_broker(4)
 
     def fair() -> bool:
@@ -180,6 +203,8 @@ def test_a_fourth_broker_gets_a_fair_share(cluster3: Cluster) -> None:
     wait_for(settled, REPLICATION_WAIT_S, "replicas rebalanced onto broker 4, ISR full")
     for p in describe(cluster3, "grow"):
         assert len(p["replicas"]) == 3
+    load.stop()
+    load.check(partitions=8)
 
 
 def test_coordinator_sigkill_and_restart_keeps_its_view(cluster3: Cluster) -> None:

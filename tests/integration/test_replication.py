@@ -21,8 +21,9 @@ import pytest
 
 from conveyor.client import Producer
 from conveyor.protocol.messages import BATCH_CONTENT_TYPE
-from conveyor.protocol.records import BatchBuilder, decode_batches
+from conveyor.protocol.records import BatchBuilder
 from tests.integration.cluster import Cluster, wait_for
+from tests.integration.load import read_partition
 
 SESSION_MS = 2000
 COORDINATOR_ARGS = ["--session-timeout-ms", str(SESSION_MS)]
@@ -65,28 +66,6 @@ def leader_url(cluster: Cluster, topic: str, partition: int) -> str:
     leader = describe(cluster, topic)[partition]["leader"]
     assert isinstance(leader, int)
     return cluster.brokers[leader].url
-
-
-def read_partition(cluster: Cluster, topic: str, partition: int) -> list[tuple[int, bytes]]:
-    """(offset, value) of every record below the leader's high watermark."""
-    url = leader_url(cluster, topic, partition)
-    out: list[tuple[int, bytes]] = []
-    offset = 0
-    while True:
-        reply = httpx.get(
-            f"{url}/v1/topics/{topic}/partitions/{partition}/records",
-            params={"offset": offset, "max_bytes": 4 << 20},
-            headers={"Accept": BATCH_CONTENT_TYPE},
-            timeout=10,
-        )
-        reply.raise_for_status()
-        high_watermark = int(reply.headers["X-Conveyor-High-Watermark"])
-        records = decode_batches(reply.content, start_offset=offset)
-        out += [(r.offset, r.value or b"") for r in records]
-        if records:
-            offset = records[-1].offset + 1
-        if offset >= high_watermark or not reply.content:
-            return out
 
 
 def hosted(cluster: Cluster, broker_id: int) -> dict[tuple[str, int], dict[str, Any]]:

@@ -63,6 +63,9 @@ class Partition:
         # The followers' progress, from their replication fetches (leader only).
         self.followers: dict[BrokerId, FollowerProgress] = {}
         self.leader_since_ms = 0.0
+        # An ISR change sent to the coordinator and not answered yet (Kafka's pending
+        # "maximal ISR"): a member being added counts for the high watermark at once.
+        self.pending_isr: tuple[BrokerId, ...] = ()
         self.failure: ConveyorError | None = None
         self.closed = False
         self.reopening = False
@@ -100,6 +103,9 @@ class Partition:
         new_leadership = state.leader_epoch != self.state.leader_epoch or (
             state.role != self.state.role
         )
+        if new_leadership or state.partition_epoch > self.state.partition_epoch:
+            # The coordinator's state moved past any ISR change this leader had pending.
+            self.pending_isr = ()
         if new_leadership:
             # A new epoch starts the followers' progress afresh: they report again.
             self.followers.clear()
@@ -120,9 +126,14 @@ class Partition:
         return {broker: p.durable_offset for broker, p in self.followers.items()}
 
     def replicating_isr(self) -> tuple[BrokerId, ...]:
-        """The ISR members whose durable offsets bound the high watermark: the ISR the
-        coordinator confirmed (a shrink counts once confirmed, as Kafka's committed ISR)."""
-        return self.state.isr or (self.broker_id,)
+        """The ISR members whose durable offsets bound the high watermark: Kafka's
+        "maximal ISR", the confirmed ISR plus any member being added. A shrink counts only
+        once the coordinator confirmed it; an addition counts from the moment it is asked
+        for, so no write is acknowledged without a replica that may lead from then on."""
+        isr = self.state.isr or (self.broker_id,)
+        if self.pending_isr:
+            return tuple(dict.fromkeys((*isr, *self.pending_isr)))
+        return isr
 
     # ---- the leader's view of its followers ----------------------------------------------
 

@@ -16,7 +16,6 @@ and it serves nothing from that partition.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import struct
 from collections.abc import Sequence
@@ -241,10 +240,17 @@ class LeaderReplication:
         if wanted is None:
             return
         self._alter_in_flight.add(partition.tp)
+        # Pending until the coordinator's answer (or, if that is lost, a newer partition
+        # epoch in a heartbeat) says what the ISR is: an added member may already count there.
+        partition.pending_isr = tuple(dict.fromkeys((*partition.pending_isr, *wanted)))
         task = asyncio.create_task(self._alter_isr(partition, wanted))
         task.add_done_callback(lambda _: self._alter_in_flight.discard(partition.tp))
 
     async def _alter_isr(self, partition: Partition, isr: tuple[BrokerId, ...]) -> None:
+        await self._send_alter_isr(partition, isr)
+        partition.refresh_high_watermark()
+
+    async def _send_alter_isr(self, partition: Partition, isr: tuple[BrokerId, ...]) -> None:
         state = partition.state
         request = AlterIsrRequest(
             broker_id=self.service.broker_id,
@@ -255,17 +261,29 @@ class LeaderReplication:
             isr=list(isr),
         )
         url = f"{self.service.config.coordinator_url.rstrip('/')}/internal/v1/partitions/isr"
-        try:
-            response = await self.service.http.call(
-                "POST", url, AlterIsrResponse, body=request, timeout_s=5.0
-            )
-        except ConveyorError as exc:
-            # STALE_EPOCH: the next heartbeat brings the current state; anything else retries
-            # on the next check. Back off a little so a down coordinator is not hammered.
-            log.info("partition %s: alter isr to %s failed: %s", partition.tp, list(isr), exc)
-            with contextlib.suppress(asyncio.CancelledError):
+        while True:
+            try:
+                response = await self.service.http.call(
+                    "POST", url, AlterIsrResponse, body=request, timeout_s=5.0
+                )
+                break
+            except ConveyorError as exc:
+                log.info("partition %s: alter isr to %s failed: %s", partition.tp, list(isr), exc)
+                if (
+                    exc.code is ErrorCode.NETWORK_ERROR
+                    and partition.is_leader
+                    and (partition.state.partition_epoch == state.partition_epoch)
+                ):
+                    # Applied or not? Only the coordinator knows: ask again (the same request
+                    # is idempotent) while the pending member keeps counting for the HW.
+                    await asyncio.sleep(1.0)
+                    continue
+                if exc.code is not ErrorCode.STALE_EPOCH:
+                    partition.pending_isr = ()  # refused: the ISR did not change
+                # STALE_EPOCH: the state moved on; the next heartbeat brings it (and clears
+                # the pending change). Back off so a confused coordinator is not hammered.
                 await asyncio.sleep(1.0)
-            return
+                return
         assignment = response.assignment
         if partition.closed or assignment.leader_epoch != partition.leader_epoch:
             return
