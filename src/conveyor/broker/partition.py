@@ -30,6 +30,8 @@ from conveyor.storage import AppendResult, PartitionLog
 
 log = logging.getLogger(__name__)
 
+FETCH_FRESHNESS_MS = 3000  # a follower rejoins the ISR only if it fetched this recently
+
 
 @dataclass(slots=True)
 class FollowerProgress:
@@ -179,6 +181,10 @@ class Partition:
                 silent_ms = now_ms - self.leader_since_ms
                 if in_isr and silent_ms > lag_time_max_ms:
                     isr.remove(replica)
+                continue
+            if not in_isr and now_ms - progress.last_fetch_ms > FETCH_FRESHNESS_MS:
+                # Its progress is old news (a broker that died after its last fetch): only a
+                # follower fetching now may rejoin.
                 continue
             change = isr_change_for_follower(
                 in_isr=in_isr,

@@ -163,3 +163,18 @@ def test_a_duplicate_idempotent_batch_gets_its_first_offsets(tmp_path: Path) -> 
             assert rebuilt[7].batches[-1].base_offset == 4
 
     asyncio.run(body())
+
+
+def test_a_follower_that_stopped_fetching_never_rejoins_on_old_progress(tmp_path: Path) -> None:
+    async def body() -> None:
+        with PartitionLog.open(tmp_path / "t-0") as log_:
+            partition = _leader(log_, isr=(B1, B2))
+            start = partition.leader_since_ms
+            partition.append(_batch())
+            log_.flush()
+            partition.record_fetch(B3, 1, 1, now_ms=start + 10)  # its last fetch, then it died
+            partition.record_fetch(B2, 1, 1, now_ms=start + 10)
+            assert partition.isr_proposal(start + 20, lag_time_max_ms=10_000) == (B1, B2, B3)
+            assert partition.isr_proposal(start + 5_000, lag_time_max_ms=10_000) is None
+
+    asyncio.run(body())
