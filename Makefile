@@ -40,9 +40,10 @@ bench-storage: $(STAMP)
 # `make test` also runs (pytest -m chaos), every fault type at least once.
 DURATION ?= 600
 SEED ?=
+RESULTS ?= docs/reliability.md
 chaos: $(STAMP) system-deps
 	$(BIN)/conveyor chaos --duration $(DURATION) $(if $(SEED),--seed $(SEED)) --faults all \
-		--results docs/reliability.md
+		--results $(RESULTS)
 
 chaos-ci: $(STAMP) system-deps
 	$(BIN)/pytest tests/chaos -m chaos
