@@ -165,13 +165,6 @@ def test_consumers_that_never_read(abused: Cluster) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
-@pytest.mark.xfail(
-    reason="bug: when the disk fills mid-append, pwritev returns a short count (no ENOSPC "
-    "yet) and LogSegment.append raises EIO 'short write', answered 500 STORAGE_ERROR instead "
-    "of 507 DISK_FULL (storage/segment.py); retention only runs every 300 s, so a flood "
-    "beyond retention_bytes reaches the full disk first",
-    strict=True,
-)
 def test_a_flood_beyond_retention_fills_the_disk_and_gets_507(tmp_path: Path) -> None:
     data = tmp_path / "broker-1"
     data.mkdir(parents=True)

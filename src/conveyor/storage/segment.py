@@ -74,7 +74,15 @@ class LogSegment:
         try:
             written = os.pwritev(self.fd, buffers, position)
             if written != expected:
-                raise OSError(errno.EIO, f"short write: {written} of {expected} bytes")
+                # A short write (the disk filling up returns what fit before ENOSPC):
+                # write the rest, which then fails with the real reason.
+                rest = memoryview(b"".join(buffers))[written:]
+                while rest:
+                    more = os.pwrite(self.fd, rest, position + written)
+                    if more <= 0:
+                        raise OSError(errno.EIO, f"short write: {written} of {expected} bytes")
+                    written += more
+                    rest = rest[more:]
         except OSError as exc:
             self._cut_back(position)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
