@@ -31,6 +31,8 @@ FAULTS: Final = (
 DEFAULT_FAULTS: Final = ("kill", "kill-leader", "kill-coordinator", "kill-consumer", "pause")
 HOLD_S_MIN: Final = 2.0
 HOLD_S_MAX: Final = 6.0
+# A pause must outlast the cluster's 3 s session timeout (chaos.cluster) to be noticed.
+PAUSE_HOLD_S_MIN: Final = 4.0
 GAP_S_MIN: Final = 1.0
 GAP_S_MAX: Final = 3.0
 WARMUP_S: Final = 2.0
@@ -69,7 +71,8 @@ def make_schedule(
     while True:
         kind = faults[len(events) % len(faults)] if len(events) < len(faults) else None
         kind = kind or rng.choice(faults)  # every fault once first, then at random
-        hold = round(rng.uniform(HOLD_S_MIN, HOLD_S_MAX), 2)
+        low = PAUSE_HOLD_S_MIN if kind.startswith("pause") else HOLD_S_MIN
+        hold = round(rng.uniform(low, HOLD_S_MAX), 2)
         if now + hold + COOLDOWN_S > duration_s:
             return events
         target = _target(rng, kind, brokers, partitions, consumers)
