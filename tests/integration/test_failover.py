@@ -101,6 +101,12 @@ def test_killing_each_leader_elects_an_in_sync_replica_with_a_higher_epoch(
         wait_isr_full(cluster3, "orders")
         count = load.count()
         wait_for(lambda count=count: load.count() > count + 100, 30, "writes go on")
+    # Preferred-leader election spreads leadership back to each partition's first replica.
+    wait_for(
+        lambda: all(p["leader"] == p["replicas"][0] for p in describe(cluster3, "orders")),
+        RECOVERY_S,
+        "preferred leaders back",
+    )
     load.stop()
     load.check(partitions=3)
 
@@ -232,3 +238,27 @@ def test_coordinator_sigkill_and_restart_keeps_its_view(cluster3: Cluster) -> No
     assert again["producer_id"] == producer_id["producer_id"] + 2
     seen = consume_all(cluster3, "steady", 52)
     assert {b"before", b"after", *(f"during-{n}".encode() for n in range(50))} <= seen
+
+
+def test_a_dead_brokers_replicas_are_restored_elsewhere(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, broker_count=4, coordinator_args=COORDINATOR_ARGS).start()
+    try:
+        create(cluster, "restore", partitions=4)
+        wait_isr_full(cluster, "restore")
+        load = BackgroundLoad(cluster, "restore").__enter__()
+        wait_for(lambda: load.count() >= 100, 30, "first acknowledged writes")
+        cluster.brokers[1].kill()  # never comes back
+
+        def restored() -> bool:
+            partitions = describe(cluster, "restore")
+            return all(
+                1 not in p["replicas"] and len(p["replicas"]) == 3 and len(p["isr"]) == 3
+                for p in partitions
+            )
+
+        # session timeout + restore delay (4 s) + copying
+        wait_for(restored, RECOVERY_S + 20, "replica count restored on live brokers")
+        load.stop()
+        load.check(partitions=4)
+    finally:
+        cluster.stop()
