@@ -36,6 +36,7 @@ IDLE_CONNECTIONS = 2000
 # them must stay well under this growth of the peak RSS.
 IDLE_RSS_GROWTH_BYTES_MAX = 96 * MIB
 NON_READERS = 16
+MANY_NON_READERS = 96  # ~3.3 MiB each today: ~320 MiB, beyond the bound below
 PIPELINED_FETCHES = 8
 # A stuck reader may pin one 1 MiB answer (plus copies on the way); it must not pin all of
 # the requests it pipelined: 16 readers x 8 MiB would be 128 MiB.
@@ -131,13 +132,16 @@ def test_thousands_of_idle_connections(abused: Cluster) -> None:
     still_serves(broker.url, "abuse")
 
 
-def test_consumers_that_never_read(abused: Cluster) -> None:
-    broker = abused.brokers[1]
+def stuck_fetchers(cluster: Cluster, readers: int) -> tuple[int, int]:
+    """Fill partition 0 with 4 MiB, then open ``readers`` connections that each pipeline
+    fetches of 1 MiB answers and never read; (peak RSS before, peak RSS after) in bytes,
+    checking on the way that the broker still serves a fresh client."""
+    broker = cluster.brokers[1]
     value = "x" * (256 * 1024)
-    for _ in range(16):  # 4 MiB in partition 0
+    for _ in range(16):
         status, answer = produce(broker.url, "abuse", 0, [value])
         assert status == 200, answer
-    pid = broker_pid(abused)
+    pid = broker_pid(cluster)
     before = status_bytes(pid, "VmHWM")
     host, port = broker.url.removeprefix("http://").split(":")
     request = (
@@ -146,22 +150,35 @@ def test_consumers_that_never_read(abused: Cluster) -> None:
     ).encode()
     sockets = []
     try:
-        for _ in range(NON_READERS):
+        for _ in range(readers):
             s = socket.create_connection((host, int(port)), timeout=5)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             s.sendall(request * PIPELINED_FETCHES)  # and never read a byte
             sockets.append(s)
         still_serves(broker.url, "abuse")
         peak = status_bytes(pid, "VmHWM")
-        print(
-            f"\nnon-reading fetchers={NON_READERS}x{PIPELINED_FETCHES} "
-            f"peak RSS {before / MIB:.1f} -> {peak / MIB:.1f} MiB"
-        )
-        assert peak - before < NON_READER_RSS_GROWTH_BYTES_MAX, (before, peak)
+        print(f"\nnon-reading fetchers={readers} peak RSS {before / MIB:.1f}->{peak / MIB:.1f} MiB")
     finally:
         for s in sockets:
             s.close()
     still_serves(broker.url, "abuse")
+    return before, peak
+
+
+def test_consumers_that_never_read(abused: Cluster) -> None:
+    before, peak = stuck_fetchers(abused, NON_READERS)
+    assert peak - before < NON_READER_RSS_GROWTH_BYTES_MAX, (before, peak)
+
+
+@pytest.mark.xfail(
+    reason="no bound on the memory of answers stuck behind readers that never read: about "
+    "3.3 MiB per stuck 1 MiB fetch (measured: 16 readers +51 MiB, 64 +208, 128 +416, "
+    "256 +834 MiB peak RSS); a broker-wide cap on in-flight fetch bytes would bound it",
+    strict=True,
+)
+def test_many_consumers_that_never_read_stay_within_a_broker_wide_bound(abused: Cluster) -> None:
+    before, peak = stuck_fetchers(abused, MANY_NON_READERS)
+    assert peak - before < NON_READER_RSS_GROWTH_BYTES_MAX, (before, peak)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
