@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -36,9 +37,9 @@ def wait_for(
     raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def http_ok(url: str) -> bool:
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
+        with urllib.request.urlopen(url, timeout=1, context=context) as response:
             return bool(response.status == 200)
     except OSError:
         return False
@@ -52,10 +53,17 @@ class Service:
     data_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    ca: Path | None = None  # set when the service serves HTTPS
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "http" if self.ca is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.ca is None:
+            return None
+        return ssl.create_default_context(cafile=str(self.ca))
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +77,7 @@ class Service:
     def wait_ready(self, timeout_s: float = 20.0) -> None:
         try:
             wait_for(
-                lambda: self.alive() and http_ok(self.url + "/readyz"),
+                lambda: self.alive() and http_ok(self.url + "/readyz", self.ssl_context()),
                 timeout_s,
                 f"{self.name} ready",
             )
@@ -110,6 +118,27 @@ class Cluster:
     broker_args: list[str] = field(default_factory=list)
     coordinator: Service | None = None
     brokers: dict[int, Service] = field(default_factory=dict)
+    # HTTPS everywhere with certificates from ``conveyor certs init`` in this directory,
+    # and mutual TLS on internal routes (brokers present the server certificate).
+    tls_dir: Path | None = None
+
+    def tls_argv(self) -> list[str]:
+        if self.tls_dir is None:
+            return []
+        d = self.tls_dir
+        return [
+            "--tls-cert",
+            str(d / "server.pem"),
+            "--tls-key",
+            str(d / "server-key.pem"),
+            "--ca",
+            str(d / "ca.pem"),
+            "--internal-mtls",
+        ]
+
+    @property
+    def ca(self) -> Path | None:
+        return None if self.tls_dir is None else self.tls_dir / "ca.pem"
 
     @property
     def url(self) -> str:
@@ -128,11 +157,13 @@ class Cluster:
                 f"127.0.0.1:{port}",
                 "--data",
                 str(self.root / "coordinator"),
+                *self.tls_argv(),
                 *self.coordinator_args,
             ],
             port,
             self.root / "coordinator",
             self.root / "coordinator.log",
+            ca=self.ca,
         )
         self.coordinator.start()
         self.coordinator.wait_ready()
@@ -158,11 +189,13 @@ class Cluster:
                 self.url,
                 "--data",
                 str(self.root / f"broker-{broker_id}"),
+                *self.tls_argv(),
                 *self.broker_args,
             ],
             port,
             self.root / f"broker-{broker_id}",
             self.root / f"broker-{broker_id}.log",
+            ca=self.ca,
         )
         self.brokers[broker_id] = broker
         broker.start()

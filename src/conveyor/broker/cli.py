@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", default=_env("TLS_CERT"), metavar="PEM")
     parser.add_argument("--tls-key", default=_env("TLS_KEY"), metavar="PEM")
     parser.add_argument("--ca", default=_env("CA"), metavar="PEM", help="CA to verify peers")
+    from conveyor.transport.tls_args import add_mtls_arguments
+
+    add_mtls_arguments(parser, client_cert=True)
 
 
 def config_from_args(args: argparse.Namespace) -> BrokerConfig:
@@ -83,7 +86,9 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
 
     if args.id is None or args.id < 0:
         raise SystemExit("--id must be a non-negative integer")
-    tls = TLSConfig(certfile=args.tls_cert, keyfile=args.tls_key, cafile=args.ca)
+    from conveyor.transport.tls_args import tls_from_args
+
+    tls: TLSConfig = tls_from_args(args)
     host, port = parse_listen(args.listen)
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 -- a wildcard is not reachable as is
         host = socket.gethostname()

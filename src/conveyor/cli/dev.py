@@ -48,6 +48,12 @@ def register(subparsers: Subparsers) -> None:
     dev.add_argument("--log-level", default="INFO")
     dev.add_argument("--monitoring", action="store_true", help="also run Prometheus (if on PATH)")
     dev.add_argument("--prometheus-port", type=positive_int, default=9090, help="(default 9090)")
+    dev.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS everywhere, with mutual TLS on internal routes; certificates are "
+        "created in DATA/certs on first use (conveyor certs init)",
+    )
     dev.set_defaults(handler=_run)
 
 
@@ -62,7 +68,9 @@ class _Child:
 def _children(args: argparse.Namespace) -> list[_Child]:
     python = [sys.executable, "-m", "conveyor"]
     data: Path = args.data
-    coordinator_url = f"http://127.0.0.1:{args.port}"
+    scheme = "https" if args.tls else "http"
+    coordinator_url = f"{scheme}://127.0.0.1:{args.port}"
+    tls_argv = _tls_argv(data) if args.tls else []
     children = [
         _Child(
             "coordinator",
@@ -76,6 +84,7 @@ def _children(args: argparse.Namespace) -> list[_Child]:
                 str(data / "coordinator"),
                 "--log-level",
                 args.log_level,
+                *tls_argv,
             ],
         )
     ]
@@ -84,7 +93,7 @@ def _children(args: argparse.Namespace) -> list[_Child]:
         children.append(
             _Child(
                 f"broker-{broker_id}",
-                f"http://127.0.0.1:{port}",
+                f"{scheme}://127.0.0.1:{port}",
                 [
                     *python,
                     "broker",
@@ -100,10 +109,37 @@ def _children(args: argparse.Namespace) -> list[_Child]:
                     args.flush,
                     "--log-level",
                     args.log_level,
+                    *tls_argv,
                 ],
             )
         )
     return children
+
+
+def _tls_argv(data: Path) -> list[str]:
+    from conveyor.transport.certs import CertPaths
+
+    paths = CertPaths(data / "certs")
+    return [
+        "--tls-cert",
+        str(paths.server_cert),
+        "--tls-key",
+        str(paths.server_key),
+        "--ca",
+        str(paths.ca),
+        "--internal-mtls",
+    ]
+
+
+def _ensure_certs(data: Path) -> Path:
+    """DATA/certs, created on first use; kept across runs like the data."""
+    from conveyor.transport.certs import CertPaths, init_certs
+
+    paths = CertPaths(data / "certs")
+    if not paths.complete():
+        init_certs(paths.directory)
+        print_line(f"created a local CA and certificates in {paths.directory}")
+    return paths.ca
 
 
 def _stream(name: str, color: str, pipe: IO[bytes]) -> None:
@@ -118,9 +154,16 @@ def _stream(name: str, color: str, pipe: IO[bytes]) -> None:
         console.print(line)
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, ca: Path | None = None) -> bool:
+    context = None
+    if ca is not None:
+        from conveyor.transport.tls import TLSConfig
+
+        context = TLSConfig(cafile=str(ca)).client_context()
     try:
-        with urllib.request.urlopen(url + "/readyz", timeout=1) as response:  # noqa: S310
+        with urllib.request.urlopen(  # noqa: S310 -- our own URL
+            url + "/readyz", timeout=1, context=context
+        ) as response:
             return bool(response.status == 200)
     except OSError:
         return False
@@ -145,7 +188,7 @@ def _start(children: list[_Child]) -> None:
         ).start()
 
 
-def _wait_ready(children: list[_Child]) -> str | None:
+def _wait_ready(children: list[_Child], ca: Path | None) -> str | None:
     """None when all are ready, else why not."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     pending = list(children)
@@ -154,7 +197,7 @@ def _wait_ready(children: list[_Child]) -> str | None:
             assert child.process is not None
             if child.process.poll() is not None:
                 return f"{child.name} exited with status {child.process.returncode}"
-            if _ready(child.url):
+            if _ready(child.url, ca):
                 pending.remove(child)
         time.sleep(0.1)
     return (
@@ -184,6 +227,7 @@ def _stop(children: list[_Child]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    ca = _ensure_certs(args.data) if args.tls else None
     children = _children(args)
     stop = threading.Event()
 
@@ -195,7 +239,7 @@ def _run(args: argparse.Namespace) -> int:
     _start(children)
     prometheus = None
     try:
-        problem = _wait_ready(children)
+        problem = _wait_ready(children, ca)
         if problem is not None:
             print_line(f"[red]conveyor dev: {problem}[/red]")
             return EXIT_ERROR
@@ -206,9 +250,10 @@ def _run(args: argparse.Namespace) -> int:
         print_line(
             f"ready. In another terminal:\n"
             f"  export CONVEYOR_URL={children[0].url}\n"
-            f"  conveyor produce demo hello world\n"
-            f"  conveyor consume demo --from-beginning\n"
-            f"Ctrl-C stops the cluster."
+            + (f"  export CONVEYOR_CA={ca.resolve()}\n" if ca is not None else "")
+            + "  conveyor produce demo hello world\n"
+            "  conveyor consume demo --from-beginning\n"
+            "Ctrl-C stops the cluster."
         )
         while not stop.wait(0.5):
             dead = [c for c in children if c.process is not None and c.process.poll() is not None]

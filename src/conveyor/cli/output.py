@@ -22,6 +22,32 @@ def add_url_flag(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="coordinator URL (default: $CONVEYOR_URL or http://127.0.0.1:7700)",
     )
+    parser.add_argument(
+        "--ca",
+        metavar="PEM",
+        action=_ExportCA,
+        default=None,
+        help="CA certificate to verify an https:// cluster against (default: $CONVEYOR_CA, "
+        "else the system store)",
+    )
+
+
+class _ExportCA(argparse.Action):
+    """``--ca`` sets ``CONVEYOR_CA`` for this process: every client a command builds reads
+    its TLS settings from the environment (``TLSConfig.from_env``), so the flag reaches
+    them all without threading it through each command."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        import os
+
+        os.environ["CONVEYOR_CA"] = str(values)
+        setattr(namespace, self.dest, values)
 
 
 def print_json(value: Any) -> None:

@@ -129,6 +129,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", metavar="FILE", default=_env("TLS_CERT"))
     parser.add_argument("--tls-key", metavar="FILE", default=_env("TLS_KEY"))
     parser.add_argument("--ca", metavar="FILE", default=_env("CA"), help="CA bundle for peers")
+    from conveyor.transport.tls_args import add_mtls_arguments
+
+    add_mtls_arguments(parser, client_cert=False)
 
 
 def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
@@ -152,9 +155,9 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
 
 
 def tls_from_args(args: argparse.Namespace) -> TLSConfig:
-    if args.tls_key and not args.tls_cert:
-        raise InvalidRequestError("--tls-key needs --tls-cert")
-    return TLSConfig(certfile=args.tls_cert, keyfile=args.tls_key, cafile=args.ca)
+    from conveyor.transport.tls_args import tls_from_args as from_args
+
+    return from_args(args)
 
 
 def run(args: argparse.Namespace) -> int:

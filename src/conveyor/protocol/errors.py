@@ -64,6 +64,9 @@ class ErrorCode(enum.Enum):
         409, False, "the batch is older than the broker's dedup window; it was already written"
     )
     PRODUCER_FENCED = _Code(409, False, "a newer epoch of this producer id exists")
+    # security (issue 10): appended, never renumbered
+    UNAUTHENTICATED = _Code(401, False, "missing or invalid credentials")
+    FORBIDDEN = _Code(403, False, "the principal is not allowed to do this")
 
     @property
     def http_status(self) -> int:
@@ -163,6 +166,26 @@ class LogTruncatedError(RetriableError):
     default_code = ErrorCode.LOG_TRUNCATED
 
 
+class AuthenticationError(InvalidRequestError):
+    """401: no credentials, or credentials that name no principal (wrong password,
+    unknown, expired or revoked token). Nothing was read or changed."""
+
+    default_code = ErrorCode.UNAUTHENTICATED
+
+
+class AuthorizationError(InvalidRequestError):
+    """403: the principal is known but not allowed this operation on this resource (or a
+    client reached an internal endpoint). Nothing was read or changed."""
+
+    default_code = ErrorCode.FORBIDDEN
+
+
+_TYPED_BY_CODE: dict[ErrorCode, type[ConveyorError]] = {
+    ErrorCode.UNAUTHENTICATED: AuthenticationError,
+    ErrorCode.FORBIDDEN: AuthorizationError,
+}
+
+
 def error_from_dict(body: dict[str, Any]) -> ConveyorError:
     """Rebuild a typed error from an HTTP error body (the client side of ``to_dict``)."""
     try:
@@ -176,7 +199,9 @@ def error_from_dict(body: dict[str, Any]) -> ConveyorError:
             int(details["offset"]), int(details["log_start_offset"]), int(details["log_end_offset"])
         )
     base: type[ConveyorError]
-    if code.retriable:
+    if code in _TYPED_BY_CODE:
+        base = _TYPED_BY_CODE[code]
+    elif code.retriable:
         base = RetriableError
     elif code.http_status >= 500:
         base = FatalError

@@ -8,6 +8,7 @@ logs there, which flushes them).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 
 from aiohttp import web
@@ -25,8 +26,17 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)  # noqa: S104 (the user asked for all interfaces)
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
 def warn_if_exposed(host: str, tls: TLSConfig) -> None:
-    if not tls.enabled and host not in ("127.0.0.1", "localhost", "::1"):
+    if not tls.enabled and not is_loopback(host):
         log.warning(
             "LISTENING WITHOUT TLS ON %s: anyone who can reach this address can read and "
             "write data; configure a certificate for anything but local development",
@@ -47,15 +57,25 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 def run(
     app: web.Application, listen: str, tls: TLSConfig, shutdown_timeout_s: float = 10.0
 ) -> None:
+    from conveyor.transport import secure
+
     host, port = parse_listen(listen)
     warn_if_exposed(host, tls)
+    ssl_context = tls.server_context()
+    secure.install(app, tls, ssl_context)
+    if ssl_context is not None:
+        log.info(
+            "serving HTTPS (TLS 1.2+) with %s; internal routes need a client certificate: %s",
+            tls.certfile,
+            tls.internal_mtls or tls.require_client_cert,
+        )
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     web.run_app(
         app,
         host=host,
         port=port,
-        ssl_context=tls.server_context(),
+        ssl_context=ssl_context,
         shutdown_timeout=shutdown_timeout_s,
         access_log=None,
         print=None,

@@ -1,0 +1,90 @@
+"""What a listener adds when TLS is on: the internal-route guard and reload on SIGHUP.
+
+:func:`install` is called by ``runner.run`` on the application before it starts, with the
+live server ``SSLContext``:
+
+* with ``internal_mtls``, every route declared ``internal`` (heartbeats, replication,
+  reconciliation) answers 403 ``FORBIDDEN`` to a request whose connection did not present
+  a client certificate the CA verified; public routes are unaffected (the listener asks for
+  a certificate but does not require one);
+* SIGHUP loads the certificate, key and CA again into the live context: new handshakes get
+  the new certificate, open connections and in-flight requests carry on with theirs. A bad
+  file is logged and the previous certificate stays in service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from conveyor.protocol.errors import AuthorizationError
+from conveyor.transport.metrics import route_template
+from conveyor.transport.server import ROUTES_KEY, Handler
+from conveyor.transport.tls import TLSConfig, reload_server_context
+
+log = logging.getLogger(__name__)
+
+
+def internal_routes(app: web.Application) -> frozenset[tuple[str, str]]:
+    """(method, path template) of every route declared ``internal`` in ``app``."""
+    return frozenset((r.method, r.path) for r in app.get(ROUTES_KEY, []) if r.internal)
+
+
+def peer_certificate(request: web.Request) -> dict[str, Any] | None:
+    """The client certificate of the request's connection, if one was presented and
+    verified (with ``CERT_OPTIONAL`` OpenSSL only reports verified ones)."""
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        return None
+    cert = ssl_object.getpeercert()
+    return cert or None
+
+
+def internal_mtls_middleware(internal: frozenset[tuple[str, str]]) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (request.method, route_template(request)) in internal and (
+            peer_certificate(request) is None
+        ):
+            raise AuthorizationError(
+                f"{request.path} is internal: it needs the cluster's client certificate"
+            )
+        return await handler(request)
+
+    return middleware
+
+
+def reload_now(context: ssl.SSLContext, tls: TLSConfig) -> bool:
+    """Reload the certificate files into ``context``; False (and logged) when they are
+    unusable, in which case the previous certificate keeps being served."""
+    try:
+        reload_server_context(context, tls)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        log.error("TLS reload failed, still serving the previous certificate: %s", exc)
+        return False
+    log.info("TLS certificate reloaded from %s", tls.certfile)
+    return True
+
+
+def install(app: web.Application, tls: TLSConfig, context: ssl.SSLContext | None) -> None:
+    """Add the guard and the SIGHUP handler to ``app`` (before it starts)."""
+    if context is None:
+        return
+    if tls.internal_mtls or tls.require_client_cert:
+        app.middlewares.append(internal_mtls_middleware(internal_routes(app)))
+
+    async def on_startup(_: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, reload_now, context, tls)
+
+    async def on_cleanup(_: web.Application) -> None:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
