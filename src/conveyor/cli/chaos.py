@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import random
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,7 +37,8 @@ def register(subparsers: Subparsers) -> None:
     chaos.add_argument("--brokers", type=positive_int, default=3, help="(default 3)")
     chaos.add_argument(
         "--faults",
-        default=",".join(DEFAULT_FAULTS),
+        type=_faults,
+        default=DEFAULT_FAULTS,
         help=f"comma-separated (default {','.join(DEFAULT_FAULTS)}; 'all' for every one)",
     )
     chaos.add_argument(
@@ -58,15 +58,23 @@ def register(subparsers: Subparsers) -> None:
     chaos.set_defaults(handler=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from conveyor.chaos.runner import record_results, render, results_markdown, run
+def _faults(text: str) -> tuple[str, ...]:
+    """``all`` or a comma-separated list of known faults (a usage error otherwise)."""
     from conveyor.chaos.schedule import FAULTS
 
-    faults = FAULTS if args.faults == "all" else tuple(f for f in args.faults.split(",") if f)
+    faults = FAULTS if text == "all" else tuple(f for f in text.split(",") if f)
     unknown = sorted(set(faults) - set(FAULTS))
-    if unknown:
-        print(f"unknown faults {unknown}; known: {', '.join(FAULTS)}", file=sys.stderr)
-        return EXIT_ERROR
+    if unknown or not faults:
+        raise argparse.ArgumentTypeError(
+            f"unknown faults {unknown}; known: {', '.join(FAULTS)}, or all"
+        )
+    return faults
+
+
+def _run(args: argparse.Namespace) -> int:
+    from conveyor.chaos.runner import record_results, render, results_markdown, run
+
+    faults: tuple[str, ...] = args.faults
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     report = run(
         float(args.duration),
