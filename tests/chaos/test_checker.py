@@ -248,3 +248,13 @@ def test_the_schedule_is_a_pure_function_of_the_seed() -> None:
     assert {e.kind for e in first} == set(FAULTS)  # each fault at least once
     assert all(e.start_s + e.hold_s <= 120 for e in first)
     assert all(a.start_s + a.hold_s < b.start_s for a, b in itertools.pairwise(first))
+
+
+def test_the_summary_names_each_anomaly_and_shows_its_history() -> None:
+    from conveyor.chaos.runner import RunReport, render
+
+    h = H().send("producer-0", "k:0", at=0)
+    result = checker.check(h.ops, log())
+    text = render(RunReport(7, 10.0, ("kill",), [], result, h.ops))
+    assert "[lost] k:0 acknowledged but not in the final read" in text
+    assert "producer-0" in text and "seed 7: INVALID" in text

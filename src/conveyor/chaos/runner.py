@@ -75,6 +75,7 @@ def run(
     ops: list[Op] = []
     final: dict[int, list[tuple[int, str | None, str | None]]] = {}
     replicas: list[checker.Replica] = []
+    workload: Workload | None = None
     try:
         if "disk-full" in usable and not mount_tmpfs(tmpfs):
             skipped["disk-full"] = "mount -t tmpfs failed"
@@ -88,9 +89,11 @@ def run(
                 TOPIC, partitions=PARTITIONS,
                 replication_factor=replication_factor or min(3, brokers),
             )  # fmt: skip
-        workload = Workload(cluster.url, history, producers, consumers)
+        workload = Workload(cluster.url, history, root, producers, consumers)
         ops, final = _run_workload(cluster, workload, schedule, seed, duration_s)
     finally:
+        if workload is not None:
+            workload.abort()  # a no-op after a normal stop
         netfault.heal()
         cluster.stop()
         netfault.remove()
@@ -143,7 +146,10 @@ def render(report: RunReport) -> str:
     from rich.table import Table
 
     result = report.result
-    console = Console(record=True, width=120, force_terminal=False, file=io.StringIO())
+    console = Console(
+        record=True, width=120, force_terminal=False, file=io.StringIO(), markup=False,
+        highlight=False,
+    )  # fmt: skip
     counts = Table(title=f"conveyor chaos  seed={report.seed}  duration={report.duration_s}s")
     counts.add_column("check")
     counts.add_column("count", justify="right")

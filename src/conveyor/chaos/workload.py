@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 import conveyor
@@ -45,6 +46,7 @@ def classify(error: BaseException) -> OpType:
 class Workload:
     url: str
     history: History
+    log_dir: Path  # consumer processes' stderr: consumer-N.log
     producers: int = 3
     consumers: int = 2
     stop_producing: threading.Event = field(default_factory=threading.Event)
@@ -63,6 +65,12 @@ class Workload:
         thread = threading.Thread(target=target, args=(index,), name=name, daemon=True)  # type: ignore[arg-type]
         thread.start()
         self.threads.append(thread)
+
+    def abort(self) -> None:
+        """Stop everything at once (the run failed): no drain, consumer processes killed."""
+        self.stop_producing.set()
+        self.stop_consuming.set()
+        self._signal_consumers(signal.SIGKILL)
 
     def crash_consumer(self, member: int) -> None:
         """SIGKILL member ``member``'s process; a new incarnation starts in its place."""
@@ -116,12 +124,15 @@ class Workload:
         incarnation = 0
         while not self.stop_consuming.is_set():
             process = f"consumer-{member}.{incarnation}"
-            child = subprocess.Popen(
-                [sys.executable, "-m", "conveyor.chaos.consumer_proc", self.url],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                text=True, start_new_session=True,
-            )  # fmt: skip
-            with self._children_lock:
+            with self._children_lock:  # abort() sees every child it must kill
+                if self.stop_consuming.is_set():
+                    return
+                with (self.log_dir / f"consumer-{member}.log").open("a") as stderr:
+                    child = subprocess.Popen(
+                        [sys.executable, "-m", "conveyor.chaos.consumer_proc", self.url],
+                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+                        text=True, start_new_session=True,
+                    )  # fmt: skip
                 self.children[member] = child
             assert child.stdout is not None
             for line in child.stdout:
