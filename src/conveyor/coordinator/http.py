@@ -19,12 +19,17 @@ from conveyor.protocol.messages import (
     ClusterStatus,
     CreateTopicRequest,
     DecommissionResponse,
+    GroupDescription,
+    GroupHeartbeatRequest,
+    GroupHeartbeatResponse,
+    GroupList,
     HeartbeatResponse,
     InitProducerIdRequest,
     InitProducerIdResponse,
     Metadata,
     OffsetCommitRequest,
     OffsetFetchResponse,
+    ResetOffsetsRequest,
     TopicDescription,
     TopicList,
 )
@@ -117,6 +122,22 @@ class CoordinatorHTTP:
     async def fetch_offsets(self, request: web.Request) -> web.Response:
         topic = request.query.get("topic") or None
         return json_response(self.service.fetch_offsets(request.match_info["group"], topic))
+
+    async def group_heartbeat(self, request: web.Request) -> web.Response:
+        body = await decode_json(request, GroupHeartbeatRequest)
+        group = request.match_info["group"]
+        return json_response(await self.service.groups.heartbeat(group, body))
+
+    async def list_groups(self, _: web.Request) -> web.Response:
+        return json_response(self.service.groups.list())
+
+    async def describe_group(self, request: web.Request) -> web.Response:
+        return json_response(self.service.groups.describe(request.match_info["group"]))
+
+    async def reset_offsets(self, request: web.Request) -> web.Response:
+        body = await decode_json(request, ResetOffsetsRequest)
+        group = request.match_info["group"]
+        return json_response(await self.service.groups.reset_offsets(group, body))
 
     def routes(self) -> list[Route]:
         return [
@@ -231,6 +252,41 @@ class CoordinatorHTTP:
 
     def _group_routes(self) -> list[Route]:
         return [
+            Route(
+                "POST",
+                "/v1/groups/{group}/heartbeat",
+                self.group_heartbeat,
+                "Join, stay in or leave a consumer group, reporting the partitions owned; "
+                "answers what to consume (the coordinator's assignment)",
+                request=GroupHeartbeatRequest,
+                response=GroupHeartbeatResponse,
+                tags=("groups",),
+            ),
+            Route(
+                "GET",
+                "/v1/groups",
+                self.list_groups,
+                "Every group with members or committed offsets: state, generation, lag",
+                response=GroupList,
+                tags=("groups",),
+            ),
+            Route(
+                "GET",
+                "/v1/groups/{group}",
+                self.describe_group,
+                "A group's members, assignment, committed offsets and lag per partition",
+                response=GroupDescription,
+                tags=("groups",),
+            ),
+            Route(
+                "POST",
+                "/v1/groups/{group}/offsets/reset",
+                self.reset_offsets,
+                "Set a group's committed offsets; 409 GROUP_NOT_EMPTY while it has members",
+                request=ResetOffsetsRequest,
+                response=OffsetFetchResponse,
+                tags=("groups",),
+            ),
             Route(
                 "POST",
                 "/v1/groups/{group}/offsets",

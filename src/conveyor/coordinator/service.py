@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 
 from conveyor.coordinator import control, views
 from conveyor.coordinator import state as core
+from conveyor.coordinator.group_service import GroupManager
 from conveyor.coordinator.metrics import CoordinatorMetrics
 from conveyor.coordinator.model import ClusterState
 from conveyor.coordinator.state import Result, TopicDefaults
@@ -107,6 +108,7 @@ class CoordinatorService:
         self._store: CoordinatorStore | None = None
         self._state: ClusterState | None = None
         self._expiry_task: asyncio.Task[None] | None = None
+        self.groups = GroupManager(self, self._clock.now_ms)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -185,6 +187,7 @@ class CoordinatorService:
                 else:
                     await self.expire_brokers()
                     await self.reconcile()
+                await self.groups.expire()
             except ConveyorError as exc:  # e.g. the database write failed: try next tick
                 log.error("broker expiry check failed, retrying: %s", exc)
 
@@ -258,9 +261,7 @@ class CoordinatorService:
     # ---- committed offsets -----------------------------------------------------------------
 
     async def commit_offsets(self, group: str, request: OffsetCommitRequest) -> OffsetFetchResponse:
-        return await self._transition(
-            lambda s: core.commit_offsets(s, group, request, self._clock.now_ms())
-        )
+        return await self.groups.commit(group, request)
 
     def fetch_offsets(self, group: str, topic: str | None) -> OffsetFetchResponse:
         return views.fetch_offsets(self.state, group, topic)

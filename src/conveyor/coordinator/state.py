@@ -321,15 +321,10 @@ def delete_topic(state: ClusterState, name: str) -> Result[None]:
 def commit_offsets(
     state: ClusterState, group: str, request: OffsetCommitRequest, now_ms: int
 ) -> Result[OffsetFetchResponse]:
-    """Record a group's positions; all or nothing. Generation -1 only until issue #5 brings
-    group membership (a member of a real generation will be fenced against it then)."""
+    """Record a group's positions; all or nothing. Fencing (member and generation against
+    the group's membership) happens before, in ``group_service``: membership is soft
+    state outside ``ClusterState``."""
     validate_group_name(group)
-    if request.generation != -1:
-        raise InvalidRequestError(
-            f"generation {request.generation} is unknown: group membership is not supported "
-            "yet; commit with generation -1",
-            group=group,
-        )
     if len(request.offsets) > OFFSETS_PER_COMMIT_MAX:
         raise InvalidRequestError(
             f"{len(request.offsets)} offsets in one commit; the limit is {OFFSETS_PER_COMMIT_MAX}"

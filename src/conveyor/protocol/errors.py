@@ -64,6 +64,11 @@ class ErrorCode(enum.Enum):
         409, False, "the batch is older than the broker's dedup window; it was already written"
     )
     PRODUCER_FENCED = _Code(409, False, "a newer epoch of this producer id exists")
+    # consumer groups (issue 5): appended, never renumbered
+    UNKNOWN_MEMBER = _Code(409, False, "not a member of the group (removed): rejoin")
+    FENCED_MEMBER = _Code(409, False, "the member does not own the partition")
+    ILLEGAL_GENERATION = _Code(409, False, "unknown group generation")
+    GROUP_NOT_EMPTY = _Code(409, False, "the group has active members")
     # security (issue 10): appended, never renumbered
     UNAUTHENTICATED = _Code(401, False, "missing or invalid credentials")
     FORBIDDEN = _Code(403, False, "the principal is not allowed to do this")

@@ -417,3 +417,85 @@ class EpochEndResult(Wire):
 
 class EpochEndResponse(Wire):
     partitions: list[EpochEndResult]
+
+
+# ---- consumer groups (issue 5) -------------------------------------------------------------
+
+
+class GroupPartition(Wire):
+    topic: str
+    partition: int
+
+
+class GroupHeartbeatRequest(Wire):
+    """Join (no ``member_id``), stay, or leave a group, reporting what the member owns:
+    the partitions it consumes now (level-triggered, as Kafka's KIP-848 heartbeat)."""
+
+    member_id: str | None = None
+    client_id: str = ""
+    topics: list[str] = msgspec.field(default_factory=list)
+    owned: list[GroupPartition] = msgspec.field(default_factory=list)
+    session_timeout_ms: int = 10_000
+    max_poll_interval_ms: int = 300_000
+    poll_age_ms: int = 0  # how long ago the application last polled
+    leave: bool = False
+
+
+class GroupHeartbeatResponse(Wire):
+    """``assigned``: consume these now; anything else the member owns it must stop
+    consuming, commit and stop reporting (revocation); ``pending``: coming once their
+    previous owner has released them."""
+
+    member_id: str
+    generation: int
+    assigned: list[GroupPartition]
+    pending: list[GroupPartition] = msgspec.field(default_factory=list)
+    heartbeat_interval_ms: int = 1000
+
+
+class GroupMemberDescription(Wire):
+    member_id: str
+    client_id: str
+    topics: list[str]
+    assigned: list[GroupPartition]
+    revoking: list[GroupPartition] = msgspec.field(default_factory=list)
+    pending: list[GroupPartition] = msgspec.field(default_factory=list)
+    last_heartbeat_age_ms: int = 0
+
+
+class GroupPartitionLag(Wire):
+    topic: str
+    partition: int
+    member_id: str | None = None
+    committed_offset: int | None = None
+    high_watermark: int | None = None
+    log_end_offset: int | None = None
+    lag: int | None = None  # high watermark - committed offset (messages not yet consumed)
+
+
+class GroupDescription(Wire):
+    group: str
+    state: Literal["empty", "stable", "rebalancing"]
+    generation: int
+    rebalances: int
+    members: list[GroupMemberDescription]
+    partitions: list[GroupPartitionLag]
+    lag: int = 0
+
+
+class GroupSummary(Wire):
+    group: str
+    state: Literal["empty", "stable", "rebalancing"]
+    generation: int
+    members: int
+    lag: int = 0
+
+
+class GroupList(Wire):
+    groups: list[GroupSummary]
+
+
+class ResetOffsetsRequest(Wire):
+    """Set a group's committed offsets (only while it has no members)."""
+
+    offsets: list[PartitionOffset]

@@ -22,6 +22,7 @@ PURE_MODULES = [
     "validation",
     "replication",
     "control",
+    "groups",
 ]
 FORBIDDEN = {
     "asyncio",

@@ -310,7 +310,6 @@ def test_commit_and_fetch_offsets() -> None:
         ("g", PartitionOffset(topic="x", partition=0, offset=0), -1, ErrorCode.UNKNOWN_TOPIC),
         ("g", PartitionOffset(topic="x y", partition=0, offset=0), -1, ErrorCode.INVALID_TOPIC),
         ("a b", PartitionOffset(topic="t", partition=0, offset=0), -1, ErrorCode.INVALID_REQUEST),
-        ("g", PartitionOffset(topic="t", partition=0, offset=0), 3, ErrorCode.INVALID_REQUEST),
     ],
 )
 def test_bad_commits_change_nothing(

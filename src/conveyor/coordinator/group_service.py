@@ -1,0 +1,225 @@
+"""The shell around ``groups.py``: one in-memory :class:`Group` per name, heartbeats,
+expiry, fenced commits, descriptions with lag. Membership is soft state (members
+re-register within a heartbeat after a restart); committed offsets go through the
+coordinator's durable state transitions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from conveyor.coordinator import groups, views
+from conveyor.coordinator import state as core
+from conveyor.coordinator.groups import TP, Group, Heartbeat
+from conveyor.coordinator.model import ClusterState
+from conveyor.coordinator.validation import validate_group_name
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+from conveyor.protocol.messages import (
+    GroupDescription,
+    GroupHeartbeatRequest,
+    GroupHeartbeatResponse,
+    GroupList,
+    GroupMemberDescription,
+    GroupPartition,
+    GroupPartitionLag,
+    GroupSummary,
+    OffsetCommitRequest,
+    OffsetFetchResponse,
+    ResetOffsetsRequest,
+)
+
+if TYPE_CHECKING:
+    from conveyor.coordinator.service import CoordinatorService
+
+log = logging.getLogger(__name__)
+
+
+def partition_counts(state: ClusterState) -> dict[str, int]:
+    return {name: topic.partition_count for name, topic in state.topics.items()}
+
+
+def _parts(tps: list[TP]) -> list[GroupPartition]:
+    return [GroupPartition(topic=t, partition=p) for t, p in tps]
+
+
+class GroupManager:
+    def __init__(self, service: CoordinatorService, now_ms: Callable[[], int]) -> None:
+        self.service = service
+        self._now_ms = now_ms
+        self.groups: dict[str, Group] = {}
+        self._lock = asyncio.Lock()
+
+    def _set(self, before: Group, after: Group) -> None:
+        if after.generation != before.generation:
+            log.info(
+                "group %s: generation %d, members %s, target %s",
+                after.name,
+                after.generation,
+                sorted(after.members),
+                {m: sorted(f"{t}-{p}" for t, p in tps) for m, tps in after.target.items()},
+            )
+            self.service.metrics.rebalanced(after.name)
+        if after.members or after.name in self.groups:
+            self.groups[after.name] = after
+
+    async def heartbeat(self, name: str, request: GroupHeartbeatRequest) -> GroupHeartbeatResponse:
+        validate_group_name(name)
+        counts = partition_counts(self.service.state)
+        unknown = [t for t in request.topics if t not in counts]
+        if unknown:
+            raise InvalidRequestError(
+                f"unknown topics {unknown}", code=ErrorCode.UNKNOWN_TOPIC, topics=unknown
+            )
+        beat = Heartbeat(
+            member_id=request.member_id,
+            client_id=request.client_id[:200],
+            topics=tuple(request.topics),
+            owned=frozenset(TP(o.topic, o.partition) for o in request.owned),
+            session_timeout_ms=request.session_timeout_ms,
+            max_poll_interval_ms=request.max_poll_interval_ms,
+            poll_age_ms=request.poll_age_ms,
+            leave=request.leave,
+        )
+        async with self._lock:
+            before = self.groups.get(name, Group(name))
+            after, member_id, error = groups.heartbeat(
+                before,
+                beat,
+                self._now_ms(),
+                counts,
+                f"{request.client_id[:40] or 'member'}-{uuid.uuid4().hex[:12]}",
+            )
+            self._set(before, after)
+            if error is not None:
+                log.warning("%s", error.message)
+                raise error
+        return GroupHeartbeatResponse(
+            member_id=member_id,
+            generation=after.generation,
+            assigned=_parts(after.assigned_to(member_id)),
+            pending=_parts(after.pending_for(member_id)),
+            heartbeat_interval_ms=groups.HEARTBEAT_INTERVAL_MS,
+        )
+
+    async def expire(self) -> None:
+        counts = partition_counts(self.service.state)
+        async with self._lock:
+            now = self._now_ms()
+            for name, before in list(self.groups.items()):
+                after = groups.refresh(groups.expire(before, now, counts), counts)
+                for gone in set(before.members) - set(after.members):
+                    log.warning(
+                        "group %s: member %s removed (session timed out, or held a revoked "
+                        "partition past its max poll interval); its partitions are free",
+                        name,
+                        gone,
+                    )
+                    self.service.metrics.member_expired(name)
+                self._set(before, after)
+
+    async def commit(self, name: str, request: OffsetCommitRequest) -> OffsetFetchResponse:
+        validate_group_name(name)
+        tps = [TP(o.topic, o.partition) for o in request.offsets]
+        async with self._lock:  # fencing and the write see the same membership
+            group = self.groups.get(name, Group(name))
+            groups.check_commit(group, request.member_id, request.generation, tps)
+            now = self._now_ms()
+            return await self.service._transition(
+                lambda s: core.commit_offsets(s, name, request, now)
+            )
+
+    async def reset_offsets(self, name: str, request: ResetOffsetsRequest) -> OffsetFetchResponse:
+        """Operators' reset: only while the group has no members (Kafka's rule)."""
+        validate_group_name(name)
+        async with self._lock:
+            group = self.groups.get(name)
+            if group is not None and group.members:
+                raise InvalidRequestError(
+                    f"group {name} has {len(group.members)} active members: stop them first",
+                    code=ErrorCode.GROUP_NOT_EMPTY,
+                    group=name,
+                )
+            commit = OffsetCommitRequest(offsets=request.offsets)
+            now = self._now_ms()
+            return await self.service._transition(
+                lambda s: core.commit_offsets(s, name, commit, now)
+            )
+
+    # ---- views ---------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        committed = {g for (g, _, _) in self.service.state.offsets}
+        return sorted(committed | set(self.groups))
+
+    def describe(self, name: str) -> GroupDescription:
+        validate_group_name(name)
+        state = self.service.state
+        group = self.groups.get(name, Group(name))
+        now = self._now_ms()
+        members = [
+            GroupMemberDescription(
+                member_id=m.member_id,
+                client_id=m.client_id,
+                topics=list(m.topics),
+                assigned=_parts(group.assigned_to(m.member_id)),
+                revoking=_parts(group.revoking(m.member_id)),
+                pending=_parts(group.pending_for(m.member_id)),
+                last_heartbeat_age_ms=max(0, now - m.last_heartbeat_ms),
+            )
+            for m in sorted(group.members.values(), key=lambda m: m.member_id)
+        ]
+        return GroupDescription(
+            group=name,
+            state=group.state,
+            generation=group.generation,
+            rebalances=group.rebalances,
+            members=members,
+            partitions=(rows := self._lag_rows(state, name, group)),
+            lag=sum(r.lag or 0 for r in rows),
+        )
+
+    def _lag_rows(self, state: ClusterState, name: str, group: Group) -> list[GroupPartitionLag]:
+        """Per partition of the topics the group reads or committed: owner, committed
+        offset and lag = the leader's reported log end offset - committed."""
+        topics = {t for m in group.members.values() for t in m.topics}
+        topics |= {t for (g, t, _) in state.offsets if g == name}
+        rows: list[GroupPartitionLag] = []
+        for topic_name in sorted(t for t in topics if t in state.topics):
+            topic = state.topics[topic_name]
+            for partition in state.topic_partitions(topic):
+                info = views.partition_info(state, partition)
+                committed = state.offsets.get((name, topic_name, partition.partition))
+                offset = committed.offset if committed is not None else None
+                lag = None
+                if info.log_end_offset is not None:
+                    lag = max(0, info.log_end_offset - (offset or 0))
+                rows.append(
+                    GroupPartitionLag(
+                        topic=topic_name,
+                        partition=partition.partition,
+                        member_id=group.given.get(TP(topic_name, partition.partition)),
+                        committed_offset=offset,
+                        high_watermark=info.high_watermark,
+                        log_end_offset=info.log_end_offset,
+                        lag=lag,
+                    )
+                )
+        return rows
+
+    def list(self) -> GroupList:
+        out = []
+        for name in self.names():
+            description = self.describe(name)
+            out.append(
+                GroupSummary(
+                    group=name,
+                    state=description.state,
+                    generation=description.generation,
+                    members=len(description.members),
+                    lag=description.lag,
+                )
+            )
+        return GroupList(groups=out)

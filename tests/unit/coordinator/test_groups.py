@@ -1,0 +1,249 @@
+"""Consumer-group decisions: assignment balance and stickiness, cooperative hand-over,
+expiry, fencing. Pure: no network, no clock."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conveyor.coordinator import groups
+from conveyor.coordinator.groups import TP, Group, Heartbeat, Member
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+
+COUNTS = {"t": 8}
+
+
+def member(member_id: str, topics: tuple[str, ...] = ("t",)) -> Member:
+    return Member(member_id, "c", topics, 10_000, 300_000, 0)
+
+
+def beat(
+    member_id: str | None, owned: set[TP] | frozenset[TP] | list[TP] = frozenset(), **kw: object
+) -> Heartbeat:
+    return Heartbeat(member_id, "c", ("t",), frozenset(owned), **kw)  # type: ignore[arg-type]
+
+
+def join(group: Group, name: str, now_ms: int = 0) -> Group:
+    group, member_id, error = groups.heartbeat(group, beat(None), now_ms, COUNTS, name)
+    assert member_id == name and error is None
+    return group
+
+
+def settle_with(group: Group, counts: dict[str, int], now_ms: int) -> Group:
+    """Every member heartbeats, reporting what it was given, until nothing changes."""
+    for _ in range(10):
+        before = group
+        for member_id in sorted(group.members):
+            owned = frozenset(group.assigned_to(member_id))
+            group, _, _ = groups.heartbeat(group, beat(member_id, owned), now_ms, counts, "x")
+        if group == before:
+            return group
+    raise AssertionError("the group did not settle")
+
+
+def settle(group: Group, now_ms: int = 0) -> Group:
+    return settle_with(group, COUNTS, now_ms)
+
+
+def test_two_members_split_the_partitions_evenly() -> None:
+    group = settle(join(join(Group("g"), "a"), "b"))
+    assert len(group.assigned_to("a")) == len(group.assigned_to("b")) == 4
+    assert set(group.assigned_to("a")) | set(group.assigned_to("b")) == {
+        TP("t", p) for p in range(8)
+    }
+    assert group.state == "stable"
+
+
+def test_a_joining_member_gets_partitions_only_after_their_owner_releases_them() -> None:
+    group = settle(join(join(Group("g"), "a"), "b"))
+    a_before = set(group.assigned_to("a"))
+    group = join(group, "c")
+    # c's target is set, but its partitions are still given to a and b until they stop
+    # reporting them: never two owners.
+    assert group.pending_for("c")
+    assert group.assigned_to("c") == []
+    assert group.state == "rebalancing"
+    # a reports what it owns now (its target): the partitions it gives up go to c.
+    a_target = group.target["a"]
+    group, _, _ = groups.heartbeat(group, beat("a", a_target), 1, COUNTS, "x")
+    assert set(group.assigned_to("a")) == set(a_target) <= a_before  # sticky
+    released = a_before - a_target
+    assert released <= set(group.assigned_to("c"))
+    group = settle(group, 2)
+    sizes = sorted(len(group.assigned_to(m)) for m in "abc")
+    assert sizes == [2, 3, 3]
+
+
+def test_a_silent_member_expires_and_its_partitions_move() -> None:
+    group = settle(join(join(Group("g"), "a"), "b"))
+    group, _, _ = groups.heartbeat(group, beat("a", group.assigned_to("a")), 20_000, COUNTS, "x")
+    group = groups.expire(group, 20_001, COUNTS)  # b last beat at 0, timeout 10 s
+    assert set(group.members) == {"a"}
+    assert len(group.assigned_to("a")) == 8
+
+
+def test_a_member_that_stops_polling_is_removed() -> None:
+    group = settle(join(join(Group("g"), "a"), "b"))
+    owned = frozenset(group.assigned_to("b"))
+    group, _, error = groups.heartbeat(group, beat("b", owned, poll_age_ms=300_001), 1, COUNTS, "x")
+    assert error is not None and error.code is ErrorCode.UNKNOWN_MEMBER
+    assert "b" not in group.members
+
+
+def test_a_member_holding_a_revoked_partition_too_long_is_removed() -> None:
+    group = settle(join(Group("g"), "a"))
+    group = join(group, "b", now_ms=1)
+    assert group.revoking("a")
+    # a keeps heartbeating but never releases what it must give up
+    owned = frozenset(group.assigned_to("a")) | set(group.revoking("a"))
+    group, _, _ = groups.heartbeat(group, beat("a", owned), 299_000, COUNTS, "x")
+    group, _, _ = groups.heartbeat(group, beat("b", group.assigned_to("b")), 299_000, COUNTS, "x")
+    assert set(groups.expire(group, 299_500, COUNTS).members) == {"a", "b"}
+    group = groups.expire(group, 300_002, COUNTS)
+    assert set(group.members) == {"b"} and len(group.assigned_to("b")) == 8
+
+
+def test_commits_are_fenced() -> None:
+    group = settle(join(join(Group("g"), "a"), "b"))
+    a_part = group.assigned_to("a")[0]
+    b_part = group.assigned_to("b")[0]
+    groups.check_commit(group, "a", group.generation, [a_part])
+    with pytest.raises(InvalidRequestError) as lost:
+        groups.check_commit(group, "a", group.generation, [b_part])
+    assert lost.value.code is ErrorCode.FENCED_MEMBER
+    assert lost.value.code.http_status == 409
+    with pytest.raises(InvalidRequestError) as zombie:
+        groups.check_commit(group, "zombie", group.generation - 1, [a_part])
+    assert zombie.value.code is ErrorCode.UNKNOWN_MEMBER
+    with pytest.raises(InvalidRequestError) as future:
+        groups.check_commit(group, "a", group.generation + 1, [a_part])
+    assert future.value.code is ErrorCode.ILLEGAL_GENERATION
+    with pytest.raises(InvalidRequestError) as simple:
+        groups.check_commit(group, None, -1, [a_part])
+    assert simple.value.code is ErrorCode.FENCED_MEMBER
+    groups.check_commit(Group("empty"), None, -1, [a_part])  # a standalone consumer
+
+
+def test_bad_settings_are_rejected_and_change_nothing() -> None:
+    group = settle(join(Group("g"), "a"))
+    for bad in (
+        Heartbeat(None, "c", (), frozenset()),
+        Heartbeat(None, "c", ("t",), frozenset(), session_timeout_ms=1),
+        Heartbeat(
+            None, "c", ("t",), frozenset(), session_timeout_ms=20_000, max_poll_interval_ms=10
+        ),
+    ):
+        with pytest.raises(InvalidRequestError):
+            groups.heartbeat(group, bad, 1, COUNTS, "new")
+
+
+def test_an_unknown_member_without_partitions_must_rejoin_but_one_with_partitions_returns() -> None:
+    group = settle(join(join(Group("g"), "a"), "b"))
+    with pytest.raises(InvalidRequestError) as unknown:
+        groups.heartbeat(group, beat("ghost"), 1, COUNTS, "x")
+    assert unknown.value.code is ErrorCode.UNKNOWN_MEMBER
+    # After a coordinator restart the group is empty; members come back with what they own.
+    owned_a, owned_b = group.assigned_to("a"), group.assigned_to("b")
+    fresh = Group("g")
+    fresh, _, _ = groups.heartbeat(fresh, beat("a", frozenset(owned_a)), 5, COUNTS, "x")
+    fresh, _, _ = groups.heartbeat(fresh, beat("b", frozenset(owned_b)), 5, COUNTS, "x")
+    fresh = settle(fresh, 6)
+    assert fresh.assigned_to("a") == owned_a and fresh.assigned_to("b") == owned_b
+
+
+def test_partition_count_growth_starts_a_generation_that_spreads_the_new_partitions() -> None:
+    group = settle(join(join(Group("g"), "a"), "b"))
+    generation = group.generation
+    grown = groups.refresh(group, {"t": 12})
+    assert grown.generation == generation + 1
+    grown = settle_with(grown, {"t": 12}, 1)
+    assert sorted(len(grown.assigned_to(m)) for m in "ab") == [6, 6]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["join", "leave", "beat", "expire"]), min_size=1, max_size=30),
+    st.integers(min_value=1, max_value=24),
+)
+def test_properties_over_random_membership_changes(events: list[str], partitions: int) -> None:
+    """Whatever happens: a partition is never given to a member while another member still
+    reports owning it; once settled, every partition is given and counts differ by <= 1;
+    a member that stays keeps what it had where balance allows (stickiness)."""
+    counts = {"t": partitions}
+    group = Group("g")
+    owned: dict[str, frozenset[TP]] = {}
+    now = 0
+    names = iter(f"m{i:02d}" for i in range(100))
+    for event in events:
+        now += 100
+        if event == "join" or not group.members:
+            group, member_id, _ = groups.heartbeat(group, beat(None), now, counts, next(names))
+            owned[member_id] = frozenset()
+        elif event == "leave":
+            victim = sorted(group.members)[0]
+            group, _, _ = groups.heartbeat(group, beat(victim, leave=True), now, counts, "x")
+            owned.pop(victim, None)
+        elif event == "expire":
+            group = groups.expire(group, now + 10_001, counts)  # everyone silent: all expire
+            owned = {m: o for m, o in owned.items() if m in group.members}
+        else:
+            for member_id in sorted(group.members):
+                # the member gives up what is no longer given, takes what is given
+                owned[member_id] = frozenset(group.assigned_to(member_id))
+                group, _, _ = groups.heartbeat(
+                    group, beat(member_id, owned[member_id]), now, counts, "x"
+                )
+        holders: dict[TP, list[str]] = {}
+        for member_id, tps in owned.items():
+            if member_id in group.members:
+                for tp in tps:
+                    holders.setdefault(tp, []).append(member_id)
+        for tp, given_to in group.given.items():
+            others = [m for m in holders.get(tp, []) if m != given_to]
+            assert not others, f"{tp} given to {given_to} while {others} still own it"
+    before = {m: frozenset(group.assigned_to(m)) for m in group.members}
+    group = settle_with(group, counts, now + 1)
+    if group.members:
+        sizes = [len(group.assigned_to(m)) for m in group.members]
+        assert max(sizes) - min(sizes) <= 1
+        assert sum(sizes) == partitions
+        share = -(-partitions // len(group.members))
+        for member_id, had in before.items():
+            if member_id in group.members and len(had) <= share:
+                assert had <= set(group.assigned_to(member_id)) or len(had) > min(sizes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from("abcdef"), st.sets(st.integers(0, 15)), max_size=6),
+    st.integers(min_value=0, max_value=16),
+)
+def test_assign_is_balanced_and_keeps_previous_partitions_up_to_the_share(
+    previous: dict[str, set[int]], partitions: int
+) -> None:
+    members = {m: member(m) for m in previous} or {"a": member("a")}
+    prev = {m: {TP("t", p) for p in ps} for m, ps in previous.items()}
+    target = groups.assign(members, {"t": partitions}, prev)
+    sizes = [len(v) for v in target.values()]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == partitions
+    every = [tp for tps in target.values() for tp in tps]
+    assert len(every) == len(set(every))  # one owner each
+    floor = partitions // len(members)
+    kept = {m: len(prev.get(m, set()) & target[m]) for m in members}
+    valid = {m: {tp for tp in prev.get(m, set()) if tp.partition < partitions} for m in members}
+    for m in members:  # nobody loses a partition while below its share
+        if len(valid[m]) <= floor and all(not (valid[m] & valid[o]) for o in members if o != m):
+            assert kept[m] == len(valid[m])
+
+
+def test_assignment_is_balanced_across_unequal_subscriptions() -> None:
+    members = {
+        "a": member("a", ("t", "u")),
+        "b": member("b", ("t",)),
+        "c": member("c", ("u",)),
+    }
+    target = groups.assign(members, {"t": 4, "u": 4}, {})
+    assert all(tp.topic in members[m].topics for m, tps in target.items() for tp in tps)
+    assert sum(len(v) for v in target.values()) == 8
+    assert max(len(v) for v in target.values()) - min(len(v) for v in target.values()) <= 1
