@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import random
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Final
 
 import msgspec
@@ -230,7 +229,7 @@ class ReplicaFetchers:
         )
         self.service.metrics.observe_replication_fetch(loop.time() - started)
         response, chunks = decode_fetch_response(body)
-        durables: list[Future[int]] = []
+        appended: list[Partition] = []
         progressed = False
         behind = False
         for (partition, epoch, offset), result, chunk in zip(
@@ -244,17 +243,20 @@ class ReplicaFetchers:
             progressed = True
             if chunk:
                 try:
-                    durables.append(partition.append_replicated(chunk))
+                    partition.append_replicated(chunk)
+                    appended.append(partition)
                 except ConveyorError as exc:
                     log.warning("partition %s: replicated append refused: %s", partition.tp, exc)
                     self._validated.pop(partition.tp, None)
                     continue
             partition.set_follower_high_watermark(result.high_watermark)
             behind = behind or partition.log.log_end_offset < result.log_end_offset
+        # Ask for durability of every append (a group-commit fsync in the background, so
+        # the durable offset this replica reports keeps moving under sustained load).
+        durables = [f for f in (p.durable() for p in appended) if f is not None]
         if durables and not behind:
             # Caught up: the next fetch reports the durable offset that moves the high
-            # watermark, so wait for the fsync first. Behind (catching up), fetch on at once:
-            # nothing waits on this replica's durability yet.
+            # watermark, so wait for the fsync first. Behind (catching up), fetch on at once.
             waits = [asyncio.wrap_future(f) for f in durables]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(

@@ -266,16 +266,23 @@ class Partition:
         self._appended = _fire(self._appended)
         return result
 
-    def append_replicated(self, batches: bytes | memoryview) -> Future[int]:
-        """Append as follower, byte for byte; the future resolves once durable."""
+    def append_replicated(self, batches: bytes | memoryview) -> None:
+        """Append as follower, byte for byte. Durability is asked for separately
+        (:meth:`durable`): a follower catching up lets one fsync cover many appends."""
         if self.failure is not None:
             raise self.failure
-        result = self.log.append_replicated(batches)
+        self.log.append_replicated(batches)
         producer_state.observe_chunk(self.producers, batches)
-        durable = self.log.durable(result.last_offset)
-        durable.add_done_callback(self._durable_done_threadsafe)
         self._appended = _fire(self._appended)
-        return durable
+
+    def durable(self) -> Future[int] | None:
+        """A future for everything appended so far being durable (None when empty)."""
+        end = self.log.log_end_offset
+        if end <= self.log.log_start_offset:
+            return None
+        future = self.log.durable(end - 1)
+        future.add_done_callback(self._durable_done_threadsafe)
+        return future
 
     def set_follower_high_watermark(self, leader_high_watermark: int) -> None:
         """A follower's high watermark: the leader's, up to what it holds itself."""
