@@ -47,6 +47,7 @@ class Heartbeat:
             broker_id=service.broker_id,
             url=config.advertised_url,
             partitions=service.replicas.reports(),
+            incarnation=service.incarnation,
         )
         response = await service.http.call(
             "POST",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import uuid
 from dataclasses import dataclass
 
 from conveyor.broker.config import BrokerConfig
@@ -68,6 +69,8 @@ class BrokerService:
     def __init__(self, config: BrokerConfig, http: AsyncHTTP | None = None) -> None:
         self.config = config
         self.broker_id: BrokerId = config.broker_id
+        # This process's id in heartbeats: a restart is a new incarnation (see coordinator).
+        self.incarnation = uuid.uuid4().hex
         self.http = http or AsyncHTTP(config.tls, limit=config.forward_connections_max)
         self.flusher = Flusher(threads=config.flusher_threads)
         self.replicas = ReplicaManager(

@@ -38,6 +38,7 @@ class Broker:
     last_heartbeat_ms: int  # coordinator clock; see service.Clock
     capacity: int = 1  # recorded for weighted placement later; placement ignores it today
     decommissioning: bool = False  # being drained: its replicas move to other brokers
+    incarnation: str = ""  # soft (not stored): the broker process's id from its heartbeats
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,7 @@ class BrokerSeen:
     broker_id: BrokerId
     now_ms: int
     reports: tuple[PartitionReport, ...] | None = None
+    incarnation: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,12 +213,18 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:
             case BrokerRecord(broker=broker):
                 brokers = brokers if brokers is not None else dict(state.brokers)
                 brokers[broker.broker_id] = broker
-            case BrokerSeen(broker_id=broker_id, now_ms=now_ms, reports=seen):
+            case BrokerSeen(
+                broker_id=broker_id, now_ms=now_ms, reports=seen, incarnation=incarnation
+            ):
                 brokers = brokers if brokers is not None else dict(state.brokers)
                 known = brokers.get(broker_id)
                 if known is None:
                     raise _bug(f"heartbeat record for unregistered broker {broker_id}")
-                brokers[broker_id] = replace(known, last_heartbeat_ms=now_ms)
+                brokers[broker_id] = replace(
+                    known,
+                    last_heartbeat_ms=now_ms,
+                    incarnation=incarnation or known.incarnation,
+                )
                 if seen is not None:
                     reports = reports if reports is not None else dict(state.reports)
                     reports[broker_id] = {(r.topic, r.partition): r for r in seen}

@@ -130,7 +130,9 @@ def handle_heartbeat(
         decisions.append(_registration_reason(broker_id, known, heartbeat.url, capacity, now_ms))
     # reports of partitions that no longer exist are dropped: the broker deletes them soon
     reports = tuple(r for r in heartbeat.partitions if (r.topic, r.partition) in state.partitions)
-    records.append(BrokerSeen(broker_id, now_ms, reports))
+    records.append(BrokerSeen(broker_id, now_ms, reports, heartbeat.incarnation or None))
+    if known is not None and known.alive and _restarted(known.incarnation, heartbeat.incarnation):
+        records, decisions = _on_restart(state, broker_id, records, decisions)
     if known is None or not known.alive:
         alive = {*state.alive_broker_ids(), broker_id}
         for partition in state.partitions.values():
@@ -144,6 +146,31 @@ def handle_heartbeat(
     new_state = apply(state, records)
     reply = views.heartbeat_response(new_state, broker_id, heartbeat_interval_ms)
     return _result(new_state, records, reply, decisions)
+
+
+def _restarted(known: str, now: str) -> bool:
+    return bool(known) and bool(now) and known != now
+
+
+def _on_restart(
+    state: ClusterState, broker_id: BrokerId, records: list[Record], decisions: list[str]
+) -> tuple[list[Record], list[str]]:
+    """A broker restarted within its session (a new incarnation): it may have lost an
+    unsynced tail (power loss), so it must not go on leading at the same epoch or count as
+    in sync. Treated as a failure it has already recovered from (Kafka's handling of an
+    unclean shutdown, KIP-966): out of the ISR, leadership to another in-sync replica; it
+    catches up as a follower and its leader re-adds it. The sole ISR member stays."""
+    others = set(state.alive_broker_ids()) - {broker_id}
+    for partition in state.partitions.values():
+        if broker_id not in partition.replicas or partition.isr == (broker_id,):
+            continue
+        unclean = state.topics[partition.topic].config.unclean_leader_election
+        change = on_broker_dead(partition, broker_id, others, unclean)
+        if change is not None:
+            records.append(PartitionRecord(change[0]))
+            reason = f"broker {broker_id} restarted (new incarnation); {change[1]}"
+            decisions.append(_partition_decision(change[0], reason))
+    return records, decisions
 
 
 def _registration_reason(

@@ -145,6 +145,9 @@ class BrokerHeartbeat(Wire):
     url: str
     partitions: list[PartitionReport] = msgspec.field(default_factory=list)
     capacity: int = 0  # relative weight for placement; 0 means the default of 1
+    # Random per broker process: a new one tells the coordinator the broker restarted (and
+    # may have lost an unsynced tail), so it must not keep leading or count as in sync.
+    incarnation: str = ""
 
 
 class ReplicaAssignment(Wire):

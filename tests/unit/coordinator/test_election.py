@@ -83,3 +83,42 @@ def test_a_returning_out_of_sync_replica_waits_unless_unclean_is_allowed() -> No
 
 def test_a_led_partition_is_left_alone_when_a_broker_returns() -> None:
     assert on_broker_alive(partition((1, 2), 1, (1, 2)), set(b(1, 2)), False) is None
+
+
+def test_a_broker_restarting_within_its_session_loses_leadership_and_isr() -> None:
+    """A new incarnation may have lost an unsynced tail: it must not lead at the same epoch
+    (found by the chaos harness: replica divergence, seed 11)."""
+    from conveyor.coordinator import state as core
+    from conveyor.protocol.messages import BrokerHeartbeat, BrokerId
+    from tests.unit.coordinator.helpers import INTERVAL_MS, with_brokers, with_topic
+
+    def beat(broker: int, incarnation: str) -> BrokerHeartbeat:
+        return BrokerHeartbeat(
+            broker_id=BrokerId(broker),
+            url=f"http://127.0.0.1:{9000 + broker}",
+            incarnation=incarnation,
+        )
+
+    state = with_topic(with_brokers([1, 2, 3]), "t", partitions=3, replication_factor=3)
+    for broker in (1, 2, 3):
+        state = core.handle_heartbeat(state, beat(broker, f"first-{broker}"), 1, INTERVAL_MS).state
+    led = [p for p in state.partitions.values() if p.leader == 1]
+    assert led
+    # the same incarnation again: nothing changes
+    same = core.handle_heartbeat(state, beat(1, "first-1"), 2, INTERVAL_MS).state
+    assert same.partitions == state.partitions
+    restarted = core.handle_heartbeat(state, beat(1, "second-1"), 3, INTERVAL_MS).state
+    for key, before in state.partitions.items():
+        after = restarted.partitions[key]
+        assert 1 not in after.isr
+        if before.leader == 1:
+            assert after.leader in (2, 3)
+            assert after.leader_epoch == before.leader_epoch + 1
+    # the sole in-sync replica keeps its partition (it holds the only copy)
+    solo = with_topic(restarted, "solo", partitions=1, replication_factor=1)
+    solo = core.handle_heartbeat(solo, beat(1, "second-1"), 4, INTERVAL_MS).state
+    solo_partition = next(p for p in solo.partitions.values() if p.topic == "solo")
+    owner = solo_partition.leader
+    assert owner is not None
+    again = core.handle_heartbeat(solo, beat(owner, "third"), 5, INTERVAL_MS).state
+    assert next(p for p in again.partitions.values() if p.topic == "solo").leader == owner
