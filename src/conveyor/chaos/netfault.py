@@ -54,11 +54,20 @@ def _mark_of(party: int) -> int:
 
 
 def unavailable_reason() -> str | None:
-    """Why partitions cannot run here, or None when they can."""
+    """Why partitions cannot run here, or None when they can (checked by creating and
+    deleting the table once: a container may lack nftables or conntrack support)."""
     if shutil.which("nft") is None:
         return "nft not installed (run scripts/system-deps/40-nftables.sh as root)"
     if os.geteuid() != 0:
         return "nft and per-service group ids need root"
+    if _table_exists():
+        return None  # ours, in use
+    try:
+        _nft_script(table_script([0]))
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        return f"the kernel refused our nftables table: {e}"
+    finally:
+        remove()
     return None
 
 
