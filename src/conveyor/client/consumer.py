@@ -20,13 +20,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from conveyor.client.errors import ClientClosedError
 from conveyor.client.fetch_buffer import FetchBuffer
 from conveyor.client.fetcher import Fetcher, FetchSettings, OffsetReset
 from conveyor.client.group import GroupClient
 from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
+from conveyor.client.membership import Membership, MembershipSettings
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.types import Message, TopicPartition
 from conveyor.protocol.errors import ConveyorError
@@ -34,6 +35,7 @@ from conveyor.transport.client import AsyncHTTP, default_url
 from conveyor.transport.tls import TLSConfig
 
 log = logging.getLogger(__name__)
+Delivery = Literal["at-least-once", "at-most-once"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +57,21 @@ class ConsumerConfig:
     retry_backoff_ms: int = 100
     retry_backoff_max_ms: int = 1_000
     tls: TLSConfig | None = None
+    # consumer-group membership (docs/consumer-groups.md): on when group_id is set
+    group_id: str | None = None
+    client_id: str = ""
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
+    max_poll_interval_ms: int = 300_000
+    delivery: Delivery = "at-least-once"
 
     def __post_init__(self) -> None:
+        if self.delivery not in ("at-least-once", "at-most-once"):
+            raise ValueError("delivery must be 'at-least-once' or 'at-most-once'")
+        if self.group_id is not None and not self.group_id:
+            raise ValueError("group_id must not be empty")
+        if self.heartbeat_interval_ms < 1 or self.session_timeout_ms < 1:
+            raise ValueError("heartbeat_interval_ms and session_timeout_ms must be positive")
         if self.auto_offset_reset not in ("earliest", "latest"):
             raise ValueError("auto_offset_reset must be 'earliest' or 'latest'")
         if self.max_poll_records < 1 or self.fetch_max_bytes < 1:
@@ -85,7 +100,8 @@ class _ConsumerCore:
         self.metadata = MetadataClient(
             self.http, config.url, auto_create=False, request_timeout_ms=config.request_timeout_ms
         )
-        self.group = GroupClient(self.http, config.url, config.group, config.request_timeout_ms)
+        group_name = config.group_id or config.group
+        self.group = GroupClient(self.http, config.url, group_name, config.request_timeout_ms)
         self.fetcher = Fetcher(
             settings=FetchSettings(
                 topics=config.topics,
@@ -101,20 +117,80 @@ class _ConsumerCore:
             metadata=self.metadata,
             group=self.group,
             http=self.http,
+            managed=config.group_id is not None,
         )
+        self.membership: Membership | None = None
+        if config.group_id is not None:
+            self.membership = Membership(
+                MembershipSettings(
+                    group=config.group_id,
+                    topics=config.topics,
+                    client_id=config.client_id,
+                    session_timeout_ms=config.session_timeout_ms,
+                    heartbeat_interval_ms=config.heartbeat_interval_ms,
+                    max_poll_interval_ms=config.max_poll_interval_ms,
+                    request_timeout_ms=config.request_timeout_ms,
+                ),
+                http=self.http,
+                url=config.url,
+                fetcher=self.fetcher,
+                buffer=self.buffer,
+                group=self.group,
+            )
         self.next_auto_commit_s = time.monotonic() + config.auto_commit_interval_ms / 1000
         self.closed = False
         self.stopping = False
 
+    def start(self) -> None:
+        self.fetcher.start()
+        if self.membership is not None:
+            self.membership.start()
+
+    @property
+    def commits_after_processing(self) -> bool:
+        """At-least-once with auto-commit: commit what poll returned, on the next poll."""
+        return self.config.enable_auto_commit and self.config.delivery == "at-least-once"
+
+    def poll_started(self) -> bool:
+        """Called on the application's side at the start of each poll (and while it waits);
+        True when the loop must run :meth:`before_poll` (a revocation or a lost session)."""
+        membership = self.membership
+        if membership is None:
+            return False
+        membership.poll_started()
+        return bool(membership.revoking) or membership.session_lost()
+
+    async def before_poll(self) -> None:
+        membership = self.membership
+        if membership is None:
+            return
+        if membership.session_lost():
+            membership.drop_all("no heartbeat answered for a session timeout")
+        await membership.release_revoked(commit=self.commits_after_processing)
+
+    async def commit_taken(self, messages: list[Message]) -> list[Message]:
+        """At-most-once: commit the positions after ``messages`` before handing them out;
+        if the commit fails they are not handed out (they may be read again elsewhere)."""
+        if not messages or self.config.delivery != "at-most-once":
+            return messages
+        try:
+            await self.commit()
+        except ConveyorError as exc:
+            log.warning("group %s: at-most-once commit failed, dropping: %s", self.group.group, exc)
+            return []
+        return messages
+
     def auto_commit_due(self) -> bool:
-        if not self.config.enable_auto_commit or time.monotonic() < self.next_auto_commit_s:
+        if not self.commits_after_processing or time.monotonic() < self.next_auto_commit_s:
             return False
         self.next_auto_commit_s = time.monotonic() + self.config.auto_commit_interval_ms / 1000
         return True
 
     async def commit(self) -> None:
         offsets = self.buffer.uncommitted()
-        if offsets:
+        if offsets and self.membership is not None:
+            await self.membership.commit(offsets)
+        elif offsets:
             await self.group.commit(offsets, self.fetcher.assignment)
             self.buffer.mark_committed(offsets)
             log.debug("group %s committed %s", self.config.group, offsets)
@@ -127,7 +203,9 @@ class _ConsumerCore:
 
     async def shutdown(self) -> None:
         try:
-            if self.config.enable_auto_commit:
+            if self.membership is not None:
+                await self.membership.close(commit=self.commits_after_processing)
+            elif self.config.enable_auto_commit:
                 await self.auto_commit()
         finally:
             await self.fetcher.close()
@@ -153,7 +231,9 @@ def _config(url: str | None, topics: str | Iterable[str] | None, **settings: Any
 
 
 class Consumer:
-    """Reads every partition of ``topics`` (see docs/client.md); not thread-safe except
+    """Reads ``topics``: as a member of consumer group ``group_id`` (its share of the
+    partitions, docs/consumer-groups.md) or, without one, every partition, committing to
+    ``group`` (see docs/client.md); not thread-safe except
     :meth:`stop`, like Kafka's consumer: use it from one thread."""
 
     def __init__(
@@ -172,6 +252,12 @@ class Consumer:
         request_timeout_ms: int = 30_000,
         metadata_max_age_ms: int = 30_000,
         tls: TLSConfig | None = None,
+        group_id: str | None = None,
+        client_id: str = "",
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 1_000,
+        max_poll_interval_ms: int = 300_000,
+        delivery: Delivery = "at-least-once",
     ) -> None:
         self._core = core = _ConsumerCore(
             _config(
@@ -188,13 +274,19 @@ class Consumer:
                 request_timeout_ms=request_timeout_ms,
                 metadata_max_age_ms=metadata_max_age_ms,
                 tls=tls,
+                group_id=group_id,
+                client_id=client_id,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_interval_ms,
+                max_poll_interval_ms=max_poll_interval_ms,
+                delivery=delivery,
             )
         )
         self._io = LoopThread("conveyor-consumer-io")
         core.buffer.on_space = lambda: self._io.call_soon(core.fetcher.space_freed)
 
         async def start() -> None:
-            core.fetcher.start()
+            core.start()
 
         self._io.run(start())
         close_at_exit(self)
@@ -216,7 +308,11 @@ class Consumer:
         limit = max_records or core.config.max_poll_records
         deadline = time.monotonic() + timeout
         while True:
+            if core.poll_started():
+                self._io.run(core.before_poll())
             messages = core.buffer.take(limit)
+            if messages and core.config.delivery == "at-most-once":
+                messages = self._io.run(core.commit_taken(messages))
             remaining_s = deadline - time.monotonic()
             if messages or remaining_s <= 0 or core.stopping:
                 return messages
@@ -310,6 +406,12 @@ class AsyncConsumer:
         request_timeout_ms: int = 30_000,
         metadata_max_age_ms: int = 30_000,
         tls: TLSConfig | None = None,
+        group_id: str | None = None,
+        client_id: str = "",
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 1_000,
+        max_poll_interval_ms: int = 300_000,
+        delivery: Delivery = "at-least-once",
     ) -> None:
         self._core = _ConsumerCore(
             _config(
@@ -326,6 +428,12 @@ class AsyncConsumer:
                 request_timeout_ms=request_timeout_ms,
                 metadata_max_age_ms=metadata_max_age_ms,
                 tls=tls,
+                group_id=group_id,
+                client_id=client_id,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_interval_ms,
+                max_poll_interval_ms=max_poll_interval_ms,
+                delivery=delivery,
             )
         )
         self._data: asyncio.Event | None = None
@@ -341,7 +449,7 @@ class AsyncConsumer:
             self._data = data = asyncio.Event()
             core.buffer.on_data = data.set
             core.buffer.on_space = core.fetcher.space_freed
-            core.fetcher.start()
+            core.start()
         return core
 
     async def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[Message]:  # noqa: ASYNC109 -- as Consumer.poll
@@ -354,7 +462,9 @@ class AsyncConsumer:
         deadline = time.monotonic() + timeout
         while True:
             self._data.clear()
-            messages = core.buffer.take(limit)
+            if core.poll_started():
+                await core.before_poll()
+            messages = await core.commit_taken(core.buffer.take(limit))
             remaining_s = deadline - time.monotonic()
             if messages or remaining_s <= 0 or core.stopping:
                 return messages

@@ -62,8 +62,12 @@ class Fetcher:
         metadata: MetadataClient,
         group: GroupClient,
         http: AsyncHTTP,
+        managed: bool = False,
     ) -> None:
         self._settings = settings
+        # managed: a group member's heartbeat loop sets the assignment (``apply``); else
+        # the consumer reads every partition of its topics
+        self._managed = managed
         self._buffer = buffer
         self._metadata = metadata
         self._group = group
@@ -108,12 +112,18 @@ class Fetcher:
 
     async def _update_assignment(self) -> None:
         await self._metadata.refresh(self._settings.topics)
+        if self._managed:
+            return
         counts = {}
         for topic in self._settings.topics:
             count = self._metadata.cache.partition_count(topic)
             if count:
                 counts[topic] = count
-        assignment = assign_all(counts)
+        self.apply(assign_all(counts))
+
+    def apply(self, assignment: Assignment) -> None:
+        """Fetch exactly ``assignment``'s partitions: stop the others (dropping what was
+        prefetched for them), start the new ones at their committed offsets."""
         added = self._buffer.assign(assignment.partitions)
         for tp in [tp for tp in self._tasks if tp not in set(assignment.partitions)]:
             self._tasks.pop(tp).cancel()

@@ -1,0 +1,232 @@
+"""A consumer's group membership: the heartbeat loop and the cooperative hand-over.
+
+Runs on the fetcher's loop. Every ``heartbeat_interval_ms`` it reports the partitions the
+consumer owns (``POST /v1/groups/{group}/heartbeat``; the first one, without a member id,
+joins) and applies the answer (docs/consumer-groups.md):
+
+* partitions in ``assigned`` that the consumer does not own start fetching at once, from
+  the group's committed offset (their previous owner committed before releasing them);
+* partitions it owns that are not in ``assigned`` are *revoked*: they keep fetching until
+  the application's next ``poll``, which commits what was returned for them (the
+  application is done with it: it called ``poll`` again) and drops them; the next
+  heartbeat no longer reports them, and the coordinator gives them to their new owner.
+
+Fencing: an UNKNOWN_MEMBER answer (the coordinator removed us: session timeout, not
+polling for ``max_poll_interval_ms``) or a fenced commit drops every partition with its
+uncommitted work and joins again. A consumer that has not heard from the coordinator for
+a whole session timeout assumes it was removed and drops everything before it returns
+another message, so a paused process (SIGSTOP) never processes a partition that moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from conveyor.client.fetch_buffer import FetchBuffer
+from conveyor.client.fetcher import Fetcher
+from conveyor.client.group import Assignment, GroupClient
+from conveyor.client.types import TopicPartition
+from conveyor.protocol.errors import ConveyorError, ErrorCode
+from conveyor.protocol.messages import GroupHeartbeatRequest, GroupHeartbeatResponse, GroupPartition
+from conveyor.transport.client import AsyncHTTP
+
+log = logging.getLogger(__name__)
+
+FENCING_CODES = frozenset(
+    {ErrorCode.UNKNOWN_MEMBER, ErrorCode.FENCED_MEMBER, ErrorCode.ILLEGAL_GENERATION}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipSettings:
+    group: str
+    topics: tuple[str, ...]
+    client_id: str
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    max_poll_interval_ms: int
+    request_timeout_ms: int
+
+
+class Membership:
+    """See the module docstring. Thread-safety: ``poll_started`` and ``session_lost`` are
+    called from the application's thread; everything else runs on the fetcher's loop."""
+
+    def __init__(
+        self,
+        settings: MembershipSettings,
+        *,
+        http: AsyncHTTP,
+        url: str,
+        fetcher: Fetcher,
+        buffer: FetchBuffer,
+        group: GroupClient,
+    ) -> None:
+        self.settings = settings
+        self._http = http
+        self._url = f"{url}/v1/groups/{quote(settings.group, safe='')}/heartbeat"
+        self._fetcher = fetcher
+        self._buffer = buffer
+        self._group = group
+        self.member_id: str | None = None
+        self.generation = -1
+        self.revoking: frozenset[TopicPartition] = frozenset()
+        self.joined = asyncio.Event()
+        self.fenced_count = 0  # times this consumer lost its partitions to fencing
+        self._last_ok_s = time.monotonic()
+        self._last_poll_s = time.monotonic()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- the application's side ------------------------------------------------------------
+
+    def poll_started(self) -> None:
+        self._last_poll_s = time.monotonic()
+
+    def session_lost(self) -> bool:
+        """No successful heartbeat for a whole session timeout: assume we were removed."""
+        age_s = time.monotonic() - self._last_ok_s
+        return self.member_id is not None and age_s * 1000 > self.settings.session_timeout_ms
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="conveyor-group-heartbeat")
+
+    async def close(self, commit: bool) -> None:
+        """Commit (if asked), leave the group so partitions move at once, stop."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.member_id is None:
+            return
+        if commit:
+            with contextlib.suppress(ConveyorError):
+                await self.commit(self._buffer.uncommitted())
+        with contextlib.suppress(ConveyorError):
+            await self._beat(leave=True)
+        log.info("group %s: member %s left", self.settings.group, self.member_id)
+        self.member_id = None
+
+    # ---- commits ---------------------------------------------------------------------------
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit as this member; a fencing answer drops everything (and re-raises)."""
+        if not offsets:
+            return
+        try:
+            await self._group.commit(offsets, self._fetcher.assignment)
+        except ConveyorError as exc:
+            if exc.code in FENCING_CODES:
+                self.drop_all(f"commit fenced: {exc}")
+            raise
+        self._buffer.mark_committed(offsets)
+
+    async def release_revoked(self, commit: bool) -> None:
+        """The application polled again: commit what it consumed of the revoked partitions,
+        stop them, and tell the coordinator at once."""
+        revoked = self.revoking
+        if not revoked:
+            return
+        if commit:
+            offsets = {tp: o for tp, o in self._buffer.uncommitted().items() if tp in revoked}
+            with contextlib.suppress(ConveyorError):  # fencing already dropped them
+                await self.commit(offsets)
+        keep = tuple(tp for tp in self._fetcher.assignment.partitions if tp not in revoked)
+        self._apply(keep)
+        self.revoking = frozenset()
+        log.info("group %s: released %s", self.settings.group, sorted(revoked))
+        self._wake.set()
+
+    def drop_all(self, why: str) -> None:
+        """Forget every partition and its uncommitted work; join again."""
+        log.warning(
+            "group %s: member %s fenced (%s): rejoining", self.settings.group, self.member_id, why
+        )
+        self.fenced_count += 1
+        self._apply(())
+        self.revoking = frozenset()
+        self.member_id = None
+        self.generation = -1
+        self._wake.set()
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    @property
+    def _interval_s(self) -> float:
+        settings = self.settings
+        return min(settings.heartbeat_interval_ms, settings.session_timeout_ms // 3) / 1000
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()
+            poll_age_ms = int((time.monotonic() - self._last_poll_s) * 1000)
+            stuck = poll_age_ms > self.settings.max_poll_interval_ms
+            if self.member_id is not None and self.session_lost():
+                self.drop_all("no heartbeat answered for a session timeout")
+            if self.member_id is None and stuck:
+                pass  # rejoin only once the application polls again (as Kafka)
+            else:
+                try:
+                    self._on_answer(await self._beat(poll_age_ms=poll_age_ms))
+                    failures = 0
+                except ConveyorError as exc:
+                    failures += 1
+                    if exc.code in FENCING_CODES:
+                        self.drop_all(str(exc))
+                        continue
+                    log.warning("group %s: heartbeat failed: %s", self.settings.group, exc)
+            delay_s = self._interval_s if failures == 0 else min(self._interval_s, 0.2 * failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay_s)
+
+    async def _beat(self, *, poll_age_ms: int = 0, leave: bool = False) -> GroupHeartbeatResponse:
+        settings = self.settings
+        request = GroupHeartbeatRequest(
+            member_id=self.member_id,
+            client_id=settings.client_id,
+            topics=list(settings.topics),
+            owned=[
+                GroupPartition(topic=tp.topic, partition=tp.partition)
+                for tp in self._fetcher.assignment.partitions
+            ],
+            session_timeout_ms=settings.session_timeout_ms,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            poll_age_ms=poll_age_ms,
+            leave=leave,
+        )
+        timeout_s = min(settings.request_timeout_ms, settings.session_timeout_ms) / 1000
+        return await self._http.call(
+            "POST", self._url, GroupHeartbeatResponse, body=request, timeout_s=timeout_s
+        )
+
+    def _on_answer(self, answer: GroupHeartbeatResponse) -> None:
+        self._last_ok_s = time.monotonic()
+        if answer.member_id != self.member_id:
+            log.info(
+                "group %s: joined as %s (generation %d)",
+                self.settings.group,
+                answer.member_id,
+                answer.generation,
+            )
+        self.member_id = answer.member_id
+        self.generation = answer.generation
+        assigned = {TopicPartition(p.topic, p.partition) for p in answer.assigned}
+        owned = set(self._fetcher.assignment.partitions)
+        added = assigned - owned
+        self.revoking = frozenset(owned - assigned)
+        if added:
+            log.info("group %s: assigned %s", self.settings.group, sorted(added))
+        # keep fetching the revoked ones until the application polls (release_revoked)
+        self._apply(tuple(sorted(owned | added)))
+        self.joined.set()
+
+    def _apply(self, partitions: tuple[TopicPartition, ...]) -> None:
+        self._fetcher.apply(Assignment(partitions, self.generation, self.member_id))
