@@ -164,10 +164,11 @@ def test_plain_http_to_an_https_listener_fails_cleanly(tls_cluster: Cluster) -> 
         assert ok.status == 200
 
 
-def internal_urls(cluster: Cluster) -> list[str]:
-    """Every internal route of the coordinator and a broker, from their OpenAPI documents."""
+def internal_urls(cluster: Cluster) -> list[tuple[str, str]]:
+    """(method, URL) of every internal route of the coordinator and a broker, from their
+    OpenAPI documents."""
     context = ssl.create_default_context(cafile=str(cluster.ca))
-    urls = []
+    urls: list[tuple[str, str]] = []
     services = [cluster.coordinator, cluster.brokers[1]]
     for service in services:
         assert service is not None
@@ -176,17 +177,15 @@ def internal_urls(cluster: Cluster) -> list[str]:
         for path, operations in document["paths"].items():
             for method, operation in operations.items():
                 if "internal" in operation.get("tags", []):
-                    assert method == "post"
-                    urls.append(
-                        service.url + path.replace("{topic}", "t").replace("{partition}", "0")
-                    )
+                    concrete = path.replace("{topic}", "t").replace("{partition}", "0")
+                    urls.append((method.upper(), service.url + concrete))
     return urls
 
 
 def test_internal_routes_need_the_cluster_client_certificate(tls_cluster: Cluster) -> None:
     certs = certs_of(tls_cluster)
     urls = internal_urls(tls_cluster)
-    assert len(urls) >= 4  # heartbeat, ISR changes, replica fetch, epoch end
+    assert len(urls) >= 5  # heartbeat, ISR changes, security state, replica fetch, epoch end
     without = SyncHTTP(TLSConfig(cafile=str(certs.ca)))
     with_cert = SyncHTTP(
         TLSConfig(
@@ -195,13 +194,14 @@ def test_internal_routes_need_the_cluster_client_certificate(tls_cluster: Cluste
             client_keyfile=str(certs.client_key),
         )
     )
-    for url in urls:
+    for method, url in urls:
+        body = b"{}" if method == "POST" else None
         with pytest.raises(AuthorizationError) as refused:
-            without.request("POST", url, body=b"{}")
+            without.request(method, url, body=body)
         assert refused.value.code is ErrorCode.FORBIDDEN, url
         # With the cluster's certificate the request gets through to validation (400).
         try:
-            with_cert.request("POST", url, body=b"{}")
+            with_cert.request(method, url, body=body)
         except ConveyorError as exc:
             assert exc.code is not ErrorCode.FORBIDDEN, url
 

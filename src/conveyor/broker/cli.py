@@ -75,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from conveyor.transport.tls_args import add_mtls_arguments
 
     add_mtls_arguments(parser, client_cert=True)
+    parser.add_argument(
+        "--auth",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="enforce the coordinator's users, tokens and ACLs (env CONVEYOR_AUTH=true)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> BrokerConfig:
@@ -128,7 +134,13 @@ def run(args: argparse.Namespace) -> int:
         config.coordinator_url,
         config.data_dir,
     )
-    runner.run(build_broker_app(service), args.listen, config.tls, config.shutdown_timeout_s)
+    from conveyor.transport.auth import AUTH_KEY, AuthInstall, settings_from_env
+
+    app = build_broker_app(service)
+    auth = settings_from_env(args.auth)
+    service.security.enabled = auth.enabled
+    app[AUTH_KEY] = AuthInstall(auth, service.security)
+    runner.run(app, args.listen, config.tls, config.shutdown_timeout_s)
     return 0
 
 

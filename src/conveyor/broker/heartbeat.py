@@ -17,6 +17,7 @@ from collections.abc import Callable
 import msgspec
 
 from conveyor.broker.rules import retry_backoff_ms
+from conveyor.broker.security import refresh_security
 from conveyor.broker.service import BrokerService
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.messages import BrokerHeartbeat, HeartbeatResponse
@@ -56,7 +57,9 @@ class Heartbeat:
             body=request,
             timeout_s=config.heartbeat_timeout_ms / 1000,
         )
-        return await service.apply_heartbeat_response(response)
+        applied = await service.apply_heartbeat_response(response)
+        await refresh_security(service)  # users, tokens, ACLs, when auth is on
+        return applied
 
     async def run(self) -> None:
         """Reopen the hosted replicas, then heartbeat until cancelled."""

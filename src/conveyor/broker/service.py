@@ -43,6 +43,7 @@ from conveyor.protocol.messages import (
     RoutedRecordResult,
 )
 from conveyor.storage import Flusher
+from conveyor.transport.auth import BrokerSecurity
 from conveyor.transport.client import AsyncHTTP
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class BrokerService:
         # This process's id in heartbeats: a restart is a new incarnation (see coordinator).
         self.incarnation = uuid.uuid4().hex
         self.http = http or AsyncHTTP(config.tls, limit=config.forward_connections_max)
+        self.security = BrokerSecurity()  # the coordinator's users, tokens, ACLs (auth on)
         self.flusher = Flusher(threads=config.flusher_threads)
         self.replicas = ReplicaManager(
             config.broker_id, config.data_dir, self.flusher, config.flush_override

@@ -19,7 +19,7 @@ import sys
 from typing import TYPE_CHECKING, Final, Protocol
 
 from conveyor import __version__
-from conveyor.cli import bench, certs, chaos, clients, cluster, dev, services, topic
+from conveyor.cli import bench, certs, chaos, clients, cluster, dev, security, services, topic
 from conveyor.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Handler
 from conveyor.protocol.errors import ConveyorError
 
@@ -43,6 +43,7 @@ COMMAND_GROUPS: Final[tuple[CommandGroup, ...]] = (
     bench,
     chaos,
     certs,
+    security,
 )
 
 

@@ -22,20 +22,29 @@ def add_url_flag(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="coordinator URL (default: $CONVEYOR_URL or http://127.0.0.1:7700)",
     )
-    parser.add_argument(
-        "--ca",
-        metavar="PEM",
-        action=_ExportCA,
-        default=None,
-        help="CA certificate to verify an https:// cluster against (default: $CONVEYOR_CA, "
-        "else the system store)",
-    )
+    for flag, env, text in (
+        ("--ca", "CONVEYOR_CA", "CA certificate to verify an https:// cluster against"),
+        ("--token", "CONVEYOR_TOKEN", "API token"),
+        ("--user", "CONVEYOR_USER", "user name (with --password)"),
+        ("--password", "CONVEYOR_PASSWORD", "password (prefer the variable: argv is visible)"),
+    ):
+        parser.add_argument(flag, action=_ExportEnv, default=None, help=f"{text} (default: ${env})")
 
 
-class _ExportCA(argparse.Action):
-    """``--ca`` sets ``CONVEYOR_CA`` for this process: every client a command builds reads
-    its TLS settings from the environment (``TLSConfig.from_env``), so the flag reaches
-    them all without threading it through each command."""
+_ENV_OF_FLAG = {
+    "ca": "CONVEYOR_CA",
+    "token": "CONVEYOR_TOKEN",
+    "user": "CONVEYOR_USER",
+    "password": "CONVEYOR_PASSWORD",
+}
+
+
+class _ExportEnv(argparse.Action):
+    """``--ca``, ``--token``, ``--user`` and ``--password`` set their ``CONVEYOR_*``
+    variable for this process: every client a command builds reads its TLS settings and
+    credentials from the environment (``TLSConfig.from_env``,
+    ``transport.client.authorization_from_env``), so the flags reach them all without
+    threading them through each command."""
 
     def __call__(
         self,
@@ -46,7 +55,7 @@ class _ExportCA(argparse.Action):
     ) -> None:
         import os
 
-        os.environ["CONVEYOR_CA"] = str(values)
+        os.environ[_ENV_OF_FLAG[self.dest]] = str(values)
         setattr(namespace, self.dest, values)
 
 

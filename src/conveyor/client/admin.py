@@ -28,10 +28,26 @@ class Admin:
     """
 
     def __init__(
-        self, url: str | None = None, *, tls: TLSConfig | None = None, timeout_s: float = 30.0
+        self,
+        url: str | None = None,
+        *,
+        tls: TLSConfig | None = None,
+        timeout_s: float = 30.0,
+        token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
+        """Credentials: ``token`` (Bearer), or ``user`` and ``password`` (Basic); none given:
+        ``CONVEYOR_TOKEN`` or ``CONVEYOR_USER``/``CONVEYOR_PASSWORD`` from the environment."""
+        from conveyor.transport.auth import authorization_header
+
         self.url = default_url(url)
-        self._http = SyncHTTP(tls, timeout_s=timeout_s, pool_size=4)
+        self._http = SyncHTTP(
+            tls,
+            timeout_s=timeout_s,
+            pool_size=4,
+            authorization=authorization_header(token, user, password),
+        )
 
     def create_topic(
         self,

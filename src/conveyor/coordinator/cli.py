@@ -132,6 +132,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from conveyor.transport.tls_args import add_mtls_arguments
 
     add_mtls_arguments(parser, client_cert=False)
+    parser.add_argument(
+        "--auth",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="require credentials and ACLs on every request (env CONVEYOR_AUTH=true; the "
+        "cluster secret comes from CONVEYOR_CLUSTER_SECRET); docs/security.md",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
@@ -190,7 +197,16 @@ def run(args: argparse.Namespace) -> int:
         settings.max_concurrent_moves,
         tls.enabled,
     )
-    serve(build_coordinator_app(settings), args.listen, tls)
+    app = build_coordinator_app(settings)
+    from conveyor.coordinator import security
+    from conveyor.transport.auth import AUTH_KEY, AuthInstall, settings_from_env
+
+    auth = settings_from_env(args.auth)
+    store = security.SecurityStore(settings.data_dir, auth.enabled)
+    security.attach(app, store)
+    app[AUTH_KEY] = AuthInstall(auth, store)
+    log.info("authentication and ACLs: %s", "on" if auth.enabled else "off")
+    serve(app, args.listen, tls)
     log.info("coordinator stopped")
     return 0
 

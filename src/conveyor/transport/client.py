@@ -44,6 +44,19 @@ def error_for(status: int, data: bytes) -> ConveyorError:
     return ConveyorError(f"HTTP {status}: {text}", code=code, status=status)
 
 
+def authorization_from_env() -> str | None:
+    """``CONVEYOR_TOKEN``, else ``CONVEYOR_USER`` with ``CONVEYOR_PASSWORD``, else the
+    cluster's own ``CONVEYOR_CLUSTER_SECRET`` (what brokers send), else nothing."""
+    from conveyor.transport.auth import authorization_header
+
+    env = os.environ
+    return authorization_header(
+        env.get("CONVEYOR_TOKEN") or env.get("CONVEYOR_CLUSTER_SECRET") or None,
+        env.get("CONVEYOR_USER") or None,
+        env.get("CONVEYOR_PASSWORD") or None,
+    )
+
+
 def encode_body(body: msgspec.Struct | dict[str, Any] | None) -> bytes | None:
     return None if body is None else _ENCODER.encode(body)
 
@@ -52,10 +65,16 @@ class SyncHTTP:
     """A pooled, thread-safe urllib3 client."""
 
     def __init__(
-        self, tls: TLSConfig | None = None, timeout_s: float = 30.0, pool_size: int = 16
+        self,
+        tls: TLSConfig | None = None,
+        timeout_s: float = 30.0,
+        pool_size: int = 16,
+        authorization: str | None = None,
     ) -> None:
         tls = tls or TLSConfig.from_env()
         self.client_id = uuid.uuid4().hex[:16]
+        # The Authorization header (transport/auth.py); None: from the environment.
+        self._authorization = authorization or authorization_from_env()
         self._pool = urllib3.PoolManager(
             maxsize=pool_size,
             ssl_context=tls.client_context(),
@@ -74,6 +93,8 @@ class SyncHTTP:
         timeout_s: float | None = None,
     ) -> urllib3.BaseHTTPResponse:
         headers = {"Accept": accept, CLIENT_ID_HEADER: self.client_id}
+        if self._authorization is not None:
+            headers["Authorization"] = self._authorization
         if body is not None:
             headers["Content-Type"] = content_type
         try:
@@ -109,10 +130,15 @@ class AsyncHTTP:
     """An aiohttp session made lazily inside the running loop."""
 
     def __init__(
-        self, tls: TLSConfig | None = None, timeout_s: float = 30.0, limit: int = 100
+        self,
+        tls: TLSConfig | None = None,
+        timeout_s: float = 30.0,
+        limit: int = 100,
+        authorization: str | None = None,
     ) -> None:
         self._tls = tls or TLSConfig.from_env()
         self.client_id = uuid.uuid4().hex[:16]
+        self._authorization = authorization or authorization_from_env()
         self._timeout_s = timeout_s
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
@@ -138,6 +164,8 @@ class AsyncHTTP:
         timeout_s: float | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         headers = {"Accept": accept, CLIENT_ID_HEADER: self.client_id}
+        if self._authorization is not None:
+            headers["Authorization"] = self._authorization
         if body is not None:
             headers["Content-Type"] = content_type
         timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s is not None else None

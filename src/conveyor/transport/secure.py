@@ -73,11 +73,25 @@ def reload_now(context: ssl.SSLContext, tls: TLSConfig) -> bool:
 
 
 def install(app: web.Application, tls: TLSConfig, context: ssl.SSLContext | None) -> None:
-    """Add the guard and the SIGHUP handler to ``app`` (before it starts)."""
+    """Add the guards and the SIGHUP handler to ``app`` (before it starts). With auth on
+    (``app[AUTH_KEY]``), its middleware guards internal routes too: a verified client
+    certificate or the cluster secret."""
+    from conveyor.transport.auth import AUTH_KEY, auth_middleware
+
+    auth = app.get(AUTH_KEY)
+    if auth is not None and auth.settings.enabled:
+        app.middlewares.append(
+            auth_middleware(
+                app,
+                auth.settings,
+                auth.source,
+                lambda request: tls.internal_mtls and peer_certificate(request) is not None,
+            )
+        )
+    elif context is not None and (tls.internal_mtls or tls.require_client_cert):
+        app.middlewares.append(internal_mtls_middleware(internal_routes(app)))
     if context is None:
         return
-    if tls.internal_mtls or tls.require_client_cert:
-        app.middlewares.append(internal_mtls_middleware(internal_routes(app)))
 
     async def on_startup(_: web.Application) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,47 @@
+"""A broker's copy of the coordinator's users, tokens and ACLs (``transport/auth.py``).
+
+With auth on, every heartbeat round also asks the coordinator for the security state
+newer than the version the broker holds (``GET /internal/v1/security?version=N``, 204
+when nothing changed), so a change (a revoked token, a removed rule) is enforced by every
+broker within one heartbeat interval, and checks need no coordinator round trip.
+
+A broker that cannot reach the coordinator keeps enforcing the last state it received.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from conveyor.protocol.security import SecuritySnapshot
+
+if TYPE_CHECKING:
+    from conveyor.broker.service import BrokerService
+
+log = logging.getLogger(__name__)
+
+SECURITY_PATH = "/internal/v1/security"
+
+
+async def refresh_security(service: BrokerService) -> None:
+    security = service.security
+    if not security.enabled:
+        return
+    known = -1 if security.snapshot is None else security.snapshot.version
+    url = f"{service.config.coordinator_url.rstrip('/')}{SECURITY_PATH}?version={known}"
+    status, _, body = await service.http.request(
+        "GET", url, timeout_s=service.config.heartbeat_timeout_ms / 1000
+    )
+    if status == 204:
+        return
+    snapshot = msgspec.json.decode(body, type=SecuritySnapshot)
+    if security.update(snapshot):
+        log.info(
+            "security state version %d: %d users, %d tokens, %d acl rules",
+            snapshot.version,
+            len(snapshot.users),
+            len(snapshot.tokens),
+            len(snapshot.acls),
+        )

@@ -1,0 +1,284 @@
+"""Authentication and authorization on every route, from one policy table.
+
+Each route (method, path template) has a :class:`Policy`: public (health, readiness,
+metrics, OpenAPI), internal (the cluster's own identity only), or an operation on a
+resource named by a path parameter, the body, or the cluster. A route missing from the
+table needs ``admin`` on the cluster, and ``tests/integration/test_auth.py`` enumerates the
+routes of both services so a new endpoint without a policy fails the test.
+
+Per request, with auth on: credentials -> principal (401 ``UNAUTHENTICATED`` when absent or
+wrong), internal route -> the cluster identity (a verified mTLS client certificate, or the
+cluster secret as a bearer token) or 403, else :func:`authorize` or 403 ``FORBIDDEN``. The
+decision reads the local :class:`SecuritySnapshot` only: the coordinator's own, or on a
+broker the one the last heartbeat brought.
+
+Passwords are checked with scrypt (tens of ms); successful checks are remembered per
+snapshot version by a SHA-256 of the credentials, so a client sending Basic on every
+request pays the slow hash once per change of the security state.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import msgspec
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from conveyor.protocol.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    ConveyorError,
+    ErrorCode,
+    RetriableError,
+)
+from conveyor.protocol.security import (
+    CLUSTER_PRINCIPAL,
+    CLUSTER_RESOURCE,
+    SecuritySnapshot,
+    authenticate_password,
+    authenticate_token,
+    authorize,
+)
+from conveyor.transport.metrics import route_template
+from conveyor.transport.server import ROUTES_KEY, Handler
+
+CACHE_ENTRIES_MAX: Final = 10_000
+PRINCIPAL_KEY: Final = "principal"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    operation: str | None = None  # None: any authenticated principal
+    resource_type: str = "topic"
+    param: str | None = "topic"  # path parameter naming the resource; None: the cluster
+    body_field: str | None = None  # or a JSON body field naming it
+    public: bool = False
+
+
+PUBLIC: Final = Policy(public=True)
+AUTHENTICATED: Final = Policy(param=None)
+ADMIN: Final = Policy("admin", "cluster", None)
+
+
+def _topic(operation: str) -> Policy:
+    return Policy(operation, "topic", "topic")
+
+
+_PARTITION = "/v1/topics/{topic}/partitions/{partition}"
+POLICIES: Final[dict[tuple[str, str], Policy]] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    # coordinator
+    ("GET", "/v1/metadata"): AUTHENTICATED,  # auto_create is checked by the handler's rules
+    ("GET", "/v1/cluster"): Policy("describe", "cluster", None),
+    ("POST", "/v1/producers/init"): AUTHENTICATED,
+    ("POST", "/v1/brokers/{broker_id}/decommission"): ADMIN,
+    ("GET", "/v1/brokers/{broker_id}/decommission"): Policy("describe", "cluster", None),
+    ("POST", "/v1/topics"): Policy("create_topic", "topic", None, body_field="name"),
+    ("GET", "/v1/topics"): Policy("describe", "cluster", None),
+    ("GET", "/v1/topics/{topic}"): _topic("describe"),
+    ("DELETE", "/v1/topics/{topic}"): _topic("delete_topic"),
+    ("GET", "/v1/security/whoami"): AUTHENTICATED,
+    ("GET", "/v1/groups"): Policy("describe", "cluster", None),
+    # broker
+    ("POST", _PARTITION + "/records"): _topic("produce"),
+    ("GET", _PARTITION + "/records"): _topic("consume"),
+    ("GET", _PARTITION + "/offsets"): _topic("consume"),
+    ("POST", "/v1/topics/{topic}/records"): _topic("produce"),
+    ("GET", "/v1/partitions"): Policy("describe", "cluster", None),
+}
+# Every route under a group's path is group use of that group (offsets, membership).
+GROUP_PREFIX: Final = "/v1/groups/{group}/"
+GROUP_POLICY: Final = Policy("group", "group", "group")
+
+
+def policy_for(method: str, template: str) -> Policy:
+    policy = POLICIES.get((method, template))
+    if policy is not None:
+        return policy
+    if template.startswith(GROUP_PREFIX):
+        return GROUP_POLICY
+    return ADMIN  # unknown: closed to all but administrators
+
+
+class SecuritySource(Protocol):
+    """Where a service reads the security state it enforces."""
+
+    @property
+    def snapshot(self) -> SecuritySnapshot | None: ...
+
+
+@dataclass
+class BrokerSecurity:
+    """A broker's copy of the coordinator's security state (``broker/security.py``),
+    replaced by each newer version; ``enabled`` is the broker's ``--auth``."""
+
+    snapshot: SecuritySnapshot | None = None
+    enabled: bool = False
+
+    def update(self, snapshot: SecuritySnapshot) -> bool:
+        """Take ``snapshot`` if newer (or the first); True when taken."""
+        if self.snapshot is not None and snapshot.version <= self.snapshot.version:
+            return False
+        self.snapshot = snapshot
+        return True
+
+
+@dataclass
+class AuthSettings:
+    enabled: bool = False
+    cluster_secret: str | None = None  # bearer token of the cluster's own identity
+
+
+class _PasswordCache:
+    """sha256(name, password) -> principal, valid for one snapshot version."""
+
+    def __init__(self) -> None:
+        self.version = -1
+        self.entries: dict[str, str] = {}
+
+    def check(self, snapshot: SecuritySnapshot, name: str, password: str) -> str | None:
+        if snapshot.version != self.version:
+            self.version, self.entries = snapshot.version, {}
+        key = hashlib.sha256(f"{name}\0{password}".encode()).hexdigest()
+        principal = self.entries.get(key)
+        if principal is None:
+            principal = authenticate_password(snapshot, name, password)
+            if principal is not None and len(self.entries) < CACHE_ENTRIES_MAX:
+                self.entries[key] = principal
+        return principal
+
+
+def credentials_principal(
+    header: str,
+    snapshot: SecuritySnapshot,
+    now_ms: int,
+    cluster_secret: str | None,
+    passwords: _PasswordCache,
+) -> str:
+    """The principal an ``Authorization`` header proves; raises 401 otherwise."""
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        principal = authenticate_token(snapshot, value, now_ms, cluster_secret)
+        if principal is None:
+            raise AuthenticationError("unknown, expired or revoked token")
+        return principal
+    if scheme.lower() == "basic" and value:
+        try:
+            name, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise AuthenticationError("malformed Basic credentials") from None
+        principal = passwords.check(snapshot, name, password) if sep else None
+        if principal is None:
+            raise AuthenticationError("wrong user name or password")
+        return principal
+    raise AuthenticationError("unsupported Authorization scheme: use Basic or Bearer")
+
+
+async def resource_name(request: web.Request, policy: Policy) -> str:
+    if policy.param is not None:
+        return request.match_info.get(policy.param, "")
+    if policy.body_field is not None:
+        try:
+            body = msgspec.json.decode(await request.read())
+        except msgspec.DecodeError:
+            return ""  # the handler answers 400 for the body itself
+        value = body.get(policy.body_field) if isinstance(body, dict) else None
+        return value if isinstance(value, str) else ""
+    return CLUSTER_RESOURCE
+
+
+def auth_middleware(
+    app: web.Application,
+    settings: AuthSettings,
+    source: SecuritySource,
+    has_client_cert: Callable[[web.Request], bool],
+    clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+) -> Middleware:
+    internal = frozenset((r.method, r.path) for r in app.get(ROUTES_KEY, []) if r.internal)
+    passwords = _PasswordCache()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        template = route_template(request)
+        key = (request.method, template)
+        is_internal = key in internal
+        policy = PUBLIC if is_internal else policy_for(request.method, template)
+        if policy.public and not is_internal:
+            return await handler(request)
+        if is_internal and has_client_cert(request):
+            request[PRINCIPAL_KEY] = CLUSTER_PRINCIPAL
+            return await handler(request)
+        snapshot = source.snapshot
+        if snapshot is None:
+            raise RetriableError(
+                "the security state has not arrived from the coordinator yet",
+                code=ErrorCode.NOT_READY,
+            )
+        header = request.headers.get("Authorization")
+        if header is None:
+            raise AuthenticationError("credentials required: Basic or Bearer")
+        principal = credentials_principal(
+            header, snapshot, clock_ms(), settings.cluster_secret, passwords
+        )
+        request[PRINCIPAL_KEY] = principal
+        if is_internal:
+            if principal != CLUSTER_PRINCIPAL:
+                raise AuthorizationError(f"{request.path} is internal to the cluster")
+            return await handler(request)
+        if policy.operation is None:
+            return await handler(request)
+        name = await resource_name(request, policy)
+        if not authorize(snapshot.acls, principal, policy.operation, policy.resource_type, name):
+            raise AuthorizationError(
+                f"{principal} may not {policy.operation} on {policy.resource_type} {name!r}"
+            )
+        return await handler(request)
+
+    return middleware
+
+
+def authorization_header(
+    token: str | None = None, user: str | None = None, password: str | None = None
+) -> str | None:
+    """The ``Authorization`` header a client sends: Bearer for a token, else Basic."""
+    if token:
+        return f"Bearer {token}"
+    if user is not None and password is not None:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    if user is not None:
+        raise ConveyorError("a user name needs a password", code=ErrorCode.INVALID_REQUEST)
+    return None
+
+
+@dataclass(frozen=True)
+class AuthInstall:
+    """What a service's command line puts in ``app[AUTH_KEY]`` for ``secure.install``."""
+
+    settings: AuthSettings
+    source: SecuritySource
+
+
+AUTH_KEY: Final = web.AppKey("conveyor_auth", AuthInstall)
+
+
+def settings_from_env(enabled: bool | None) -> AuthSettings:
+    """``--auth`` (or ``CONVEYOR_AUTH``) and the cluster secret from ``CONVEYOR_CLUSTER_SECRET``
+    (the environment, not the command line, which ``ps`` shows to every local user)."""
+    import os
+
+    if enabled is None:
+        enabled = (os.environ.get("CONVEYOR_AUTH") or "").lower() in ("1", "true", "yes", "on")
+    return AuthSettings(
+        enabled=enabled, cluster_secret=os.environ.get("CONVEYOR_CLUSTER_SECRET") or None
+    )
