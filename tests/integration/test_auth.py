@@ -19,6 +19,7 @@ from conveyor.client.security import SecurityAdmin
 from conveyor.protocol.errors import (
     AuthenticationError,
     AuthorizationError,
+    ConveyorError,
     ErrorCode,
 )
 from conveyor.transport.auth import PUBLIC, authorization_header, policy_for
@@ -338,3 +339,22 @@ def test_secrets_never_appear_in_logs(auth_cluster: AuthCluster) -> None:
     assert SECRET not in logs
     assert auth_cluster.admin_token not in logs
     assert "root-password" not in logs
+
+
+def test_metadata_auto_creates_only_with_create_topic(auth_cluster: AuthCluster) -> None:
+    _, token = new_token(auth_cluster, "svc-creator")
+    http = SyncHTTP(authorization=authorization_header(token))
+    url = f"{auth_cluster.url}/v1/metadata?topics=made-by-svc&auto_create=true"
+    with pytest.raises(ConveyorError) as unknown:
+        http.request("GET", url)  # as without auto_create: nothing is created
+    assert unknown.value.code is ErrorCode.UNKNOWN_TOPIC
+
+    def topics() -> list[str]:
+        with conveyor.Admin(auth_cluster.url, token=auth_cluster.admin_token) as admin:
+            return [t.name for t in admin.list_topics()]
+
+    assert "made-by-svc" not in topics()
+    with auth_cluster.security() as security:
+        security.add_acl("svc-creator", "create_topic", "topic", "made-by-", "prefix")
+    http.request("GET", url)  # the coordinator enforces its own state: no heartbeat wait
+    assert "made-by-svc" in topics()

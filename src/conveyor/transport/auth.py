@@ -198,6 +198,28 @@ async def resource_name(request: web.Request, policy: Policy) -> str:
     return CLUSTER_RESOURCE
 
 
+METADATA_ROUTE: Final = ("GET", "/v1/metadata")
+_TRUE: Final = ("1", "true", "yes", "on")
+
+
+def without_unauthorized_auto_create(
+    request: web.Request, snapshot: SecuritySnapshot, principal: str
+) -> web.Request:
+    """Metadata may create the topics it names (``auto_create=true``, as producers ask):
+    only with ``create_topic`` on each of them. Without it the request goes on without
+    ``auto_create``, so existing topics are described and unknown ones stay unknown (as
+    Kafka does), rather than refusing the producer its metadata."""
+    if request.query.get("auto_create", "").lower() not in _TRUE:
+        return request
+    names = [n for n in request.query.get("topics", "").split(",") if n]
+    if names and all(
+        authorize(snapshot.acls, principal, "create_topic", "topic", n) for n in names
+    ):
+        return request
+    query = {k: v for k, v in request.query.items() if k != "auto_create"}
+    return request.clone(rel_url=request.rel_url.with_query(query))
+
+
 def auth_middleware(
     app: web.Application,
     settings: AuthSettings,
@@ -236,6 +258,8 @@ def auth_middleware(
             if principal != CLUSTER_PRINCIPAL:
                 raise AuthorizationError(f"{request.path} is internal to the cluster")
             return await handler(request)
+        if key == METADATA_ROUTE:
+            request = without_unauthorized_auto_create(request, snapshot, principal)
         if policy.operation is None:
             return await handler(request)
         name = await resource_name(request, policy)
