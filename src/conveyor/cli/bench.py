@@ -1,5 +1,5 @@
-"""``conveyor bench``: performance measurements. ``storage`` for now; ``produce`` and
-``consume`` join this group as the broker and clients land."""
+"""``conveyor bench``: performance measurements. ``storage`` here; ``produce``,
+``consume`` and ``e2e`` in ``bench_client.py``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from conveyor.bench.storage import (
     DEFAULT_SIZE_MIB,
     MIB,
 )
+from conveyor.cli.bench_client import register_client_benchmarks
 from conveyor.cli.common import EXIT_OK, positive_int
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def register(subparsers: Subparsers) -> None:
         title="benchmarks", dest="benchmark", metavar="BENCHMARK", required=True
     )
     _register_storage(benchmarks)
+    register_client_benchmarks(benchmarks)
 
 
 def _register_storage(benchmarks: Subparsers) -> None:
