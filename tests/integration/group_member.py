@@ -3,14 +3,17 @@
 ``python -m tests.integration.group_member URL TOPIC GROUP [session_timeout_ms]``
 
 Each processed message is a JSON line on stdout: ``{"k": key, "v": value, "p": partition,
-"o": offset}``; after each successful commit a line ``{"committed": n}`` (n = messages
-processed so far), after a rejected commit ``{"fenced": code}``. It commits manually after
+"o": offset, "t": unix time}``; after each successful commit a line ``{"committed": n}``
+(n = messages processed so far), after a failed one ``{"commit_failed": code, "t": time}``.
+Optional arguments: session timeout (ms), processing delay per message (s). Warnings of
+the client (e.g. "fenced") go to stderr. It commits manually after
 each batch (at-least-once). SIGTERM: leave gracefully (commit, leave the group, exit 0).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import time
@@ -20,6 +23,7 @@ from conveyor.protocol.errors import ConveyorError
 
 
 def main() -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     url, topic, group = sys.argv[1:4]
     session_timeout_ms = int(sys.argv[4]) if len(sys.argv) > 4 else 3_000
     processing_delay_s = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
@@ -43,7 +47,12 @@ def main() -> int:
         for m in messages:
             key = m.key.decode() if m.key is not None else None
             value = m.value.decode() if m.value is not None else None
-            out.write(json.dumps({"k": key, "v": value, "p": m.partition, "o": m.offset}) + "\n")
+            out.write(
+                json.dumps(
+                    {"k": key, "v": value, "p": m.partition, "o": m.offset, "t": time.time()}
+                )
+                + "\n"
+            )
             processed += 1
             if processing_delay_s:
                 time.sleep(processing_delay_s)
@@ -53,7 +62,7 @@ def main() -> int:
                 consumer.commit()
                 out.write(json.dumps({"committed": processed}) + "\n")
             except ConveyorError as exc:
-                out.write(json.dumps({"fenced": exc.code.name}) + "\n")
+                out.write(json.dumps({"commit_failed": exc.code.name, "t": time.time()}) + "\n")
             out.flush()
     consumer.close()
     out.write(json.dumps({"closed": processed}) + "\n")

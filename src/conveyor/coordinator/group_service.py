@@ -51,6 +51,11 @@ class GroupManager:
         self._now_ms = now_ms
         self.groups: dict[str, Group] = {}
         self._lock = asyncio.Lock()
+        # membership is soft state: after a restart, members first report what they own
+        self._recovering_until_ms = now_ms() + groups.RECOVERY_MS
+
+    def _new(self, name: str) -> Group:
+        return Group(name, recovering_until_ms=self._recovering_until_ms)
 
     def _set(self, before: Group, after: Group) -> None:
         if after.generation != before.generation:
@@ -84,7 +89,7 @@ class GroupManager:
             leave=request.leave,
         )
         async with self._lock:
-            before = self.groups.get(name, Group(name))
+            before = self.groups.get(name) or self._new(name)
             after, member_id, error = groups.heartbeat(
                 before,
                 beat,
@@ -109,7 +114,7 @@ class GroupManager:
         async with self._lock:
             now = self._now_ms()
             for name, before in list(self.groups.items()):
-                after = groups.refresh(groups.expire(before, now, counts), counts)
+                after = groups.refresh(groups.expire(before, now, counts), counts, now)
                 for gone in set(before.members) - set(after.members):
                     log.warning(
                         "group %s: member %s removed (session timed out, or held a revoked "

@@ -35,6 +35,9 @@ from typing import Final, Literal, NamedTuple
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
 
 HEARTBEAT_INTERVAL_MS: Final = 1_000  # told to members
+# How long a restarted coordinator gives members to report what they own before it hands
+# out partitions nobody reported: three default heartbeat intervals.
+RECOVERY_MS: Final = 3 * HEARTBEAT_INTERVAL_MS
 SESSION_TIMEOUT_MS_MIN: Final = 100
 SESSION_TIMEOUT_MS_MAX: Final = 300_000
 MAX_POLL_INTERVAL_MS_MAX: Final = 3_600_000
@@ -62,6 +65,7 @@ class Member:
     last_heartbeat_ms: int
     joined_generation: int = 0
     revoking_since_ms: int | None = None  # holds a partition outside its target since
+    reported: frozenset[TP] = frozenset()  # what it owned at its last heartbeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,9 @@ class Group:
     given: Mapping[TP, str] = field(default_factory=dict)
     rebalances: int = 0
     partition_counts: Mapping[str, int] = field(default_factory=dict)  # as last assigned
+    # After a coordinator restart nobody knows who owns what until the members report it:
+    # until then only partitions a member reports are given (see RECOVERY_MS).
+    recovering_until_ms: int = 0
 
     def _given_to(self, member_id: str) -> set[TP]:
         return {tp for tp, owner in self.given.items() if owner == member_id}
@@ -218,7 +225,9 @@ def heartbeat(
             member_id=member_id,
         )
         return removed, member_id, error
-    renewed = replace(member, last_heartbeat_ms=now_ms, client_id=beat.client_id)
+    renewed = replace(
+        member, last_heartbeat_ms=now_ms, client_id=beat.client_id, reported=beat.owned
+    )
     topics_changed = beat.topics != member.topics
     if topics_changed:
         renewed = replace(renewed, topics=beat.topics)
@@ -245,6 +254,7 @@ def _join(
         max_poll_interval_ms=beat.max_poll_interval_ms,
         last_heartbeat_ms=now_ms,
         joined_generation=group.generation + 1,
+        reported=beat.owned,
     )
     grown = replace(group, members={**group.members, member_id: member})
     claims = {member_id: beat.owned} if beat.owned else {}
@@ -268,7 +278,7 @@ def expire(group: Group, now_ms: int, counts: Mapping[str, int]) -> Group:
     return _remove(group, gone, counts, now_ms)
 
 
-def refresh(group: Group, counts: Mapping[str, int]) -> Group:
+def refresh(group: Group, counts: Mapping[str, int], now_ms: int) -> Group:
     """A new generation when a subscribed topic's partition count changed (or it went)."""
     relevant = _relevant_counts(group, counts)
     if not group.members or relevant == dict(group.partition_counts):
@@ -278,16 +288,14 @@ def refresh(group: Group, counts: Mapping[str, int]) -> Group:
     given = {
         tp: m for tp, m in retargeted.given.items() if tp.partition < relevant.get(tp.topic, 0)
     }
-    return _grant(replace(retargeted, given=given), None)
+    return _grant(replace(retargeted, given=given), now_ms)
 
 
 def _relevant_counts(group: Group, counts: Mapping[str, int]) -> dict[str, int]:
     return {t: counts.get(t, 0) for m in group.members.values() for t in m.topics}
 
 
-def _remove(
-    group: Group, member_ids: list[str], counts: Mapping[str, int], now_ms: int | None
-) -> Group:
+def _remove(group: Group, member_ids: list[str], counts: Mapping[str, int], now_ms: int) -> Group:
     members = {k: v for k, v in group.members.items() if k not in member_ids}
     given = {tp: m for tp, m in group.given.items() if m in members}
     shrunk = replace(group, members=members, given=given)
@@ -316,12 +324,15 @@ def _release(group: Group, member_id: str, owned: frozenset[TP]) -> Group:
     return replace(group, given=given)
 
 
-def _grant(group: Group, now_ms: int | None) -> Group:
-    """Give every target partition nobody holds; start or stop revocation clocks."""
+def _grant(group: Group, now_ms: int) -> Group:
+    """Give every target partition nobody holds (while recovering from a coordinator
+    restart: only those its member reports owning); start or stop revocation clocks."""
     given = dict(group.given)
+    recovering = now_ms < group.recovering_until_ms
     for member_id in sorted(group.target):
+        reported = group.members[member_id].reported
         for tp in sorted(group.target[member_id]):
-            if tp not in given:
+            if tp not in given and (not recovering or tp in reported):
                 given[tp] = member_id
     grouped = replace(group, given=given)
     members = {}
@@ -331,7 +342,7 @@ def _grant(group: Group, now_ms: int | None) -> Group:
         if not revoking:
             since = None
         elif since is None:
-            since = now_ms if now_ms is not None else member.last_heartbeat_ms
+            since = now_ms
         members[member_id] = replace(member, revoking_since_ms=since)
     return replace(grouped, members=members)
 

@@ -155,7 +155,7 @@ def test_an_unknown_member_without_partitions_must_rejoin_but_one_with_partition
 def test_partition_count_growth_starts_a_generation_that_spreads_the_new_partitions() -> None:
     group = settle(join(join(Group("g"), "a"), "b"))
     generation = group.generation
-    grown = groups.refresh(group, {"t": 12})
+    grown = groups.refresh(group, {"t": 12}, 1)
     assert grown.generation == generation + 1
     grown = settle_with(grown, {"t": 12}, 1)
     assert sorted(len(grown.assigned_to(m)) for m in "ab") == [6, 6]
@@ -247,3 +247,22 @@ def test_assignment_is_balanced_across_unequal_subscriptions() -> None:
     assert all(tp.topic in members[m].topics for m, tps in target.items() for tp in tps)
     assert sum(len(v) for v in target.values()) == 8
     assert max(len(v) for v in target.values()) - min(len(v) for v in target.values()) <= 1
+
+
+def test_a_restarted_coordinator_gives_out_only_reported_partitions_at_first() -> None:
+    """Before every member has reported, an unreported partition may still be consumed
+    by a member that has not come back yet: it must not be given to anyone else."""
+    fresh = Group("g", recovering_until_ms=3_000)
+    a_owned = {TP("t", p) for p in (0, 1, 2, 3)}
+    b_owned = {TP("t", p) for p in (4, 5, 6, 7)}
+    group, _, _ = groups.heartbeat(fresh, beat("a", a_owned), 10, COUNTS, "x")
+    assert set(group.assigned_to("a")) == a_owned  # b's partitions are not given to a
+    assert not set(group.given) & b_owned
+    group, _, _ = groups.heartbeat(group, beat("b", b_owned), 20, COUNTS, "x")
+    group = settle(group, 30)
+    assert set(group.assigned_to("a")) == a_owned and set(group.assigned_to("b")) == b_owned
+    # a partition nobody reports is given once the recovery window has passed
+    lonely = Group("g", recovering_until_ms=3_000)
+    lonely, _, _ = groups.heartbeat(lonely, beat("a", a_owned), 10, COUNTS, "x")
+    lonely = settle(lonely, 3_001)
+    assert len(lonely.assigned_to("a")) == 8
