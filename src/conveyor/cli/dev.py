@@ -54,6 +54,12 @@ def register(subparsers: Subparsers) -> None:
         help="serve HTTPS everywhere, with mutual TLS on internal routes; certificates are "
         "created in DATA/certs on first use (conveyor certs init)",
     )
+    dev.add_argument(
+        "--auth",
+        action="store_true",
+        help="require credentials and ACLs; prints an admin token (the cluster secret is "
+        "kept in DATA/cluster-secret)",
+    )
     dev.set_defaults(handler=_run)
 
 
@@ -71,6 +77,8 @@ def _children(args: argparse.Namespace) -> list[_Child]:
     scheme = "https" if args.tls else "http"
     coordinator_url = f"{scheme}://127.0.0.1:{args.port}"
     tls_argv = _tls_argv(data) if args.tls else []
+    if args.auth:
+        tls_argv = [*tls_argv, "--auth"]
     children = [
         _Child(
             "coordinator",
@@ -169,8 +177,32 @@ def _ready(url: str, ca: Path | None = None) -> bool:
         return False
 
 
-def _start(children: list[_Child]) -> None:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def _cluster_secret(data: Path) -> str:
+    """DATA/cluster-secret (mode 0600), created on first use."""
+    import secrets
+
+    path = data / "cluster-secret"
+    if not path.exists():
+        data.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def _admin_token(url: str, secret: str, ca: Path | None) -> str:
+    """A fresh token for principal ``admin``, allowed everything (``admin`` on cluster)."""
+    from conveyor.client.security import SecurityAdmin
+    from conveyor.transport.tls import TLSConfig
+
+    tls = TLSConfig(cafile=str(ca) if ca else None)
+    with SecurityAdmin(url, tls=tls, token=secret) as security:
+        security.add_acl("admin", "admin", "cluster", "cluster")
+        return security.create_token("admin").token
+
+
+def _start(children: list[_Child], extra_env: dict[str, str]) -> None:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **extra_env)
     for i, child in enumerate(children):
         child.process = subprocess.Popen(
             child.argv,
@@ -236,7 +268,8 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    _start(children)
+    secret = _cluster_secret(args.data) if args.auth else None
+    _start(children, {"CONVEYOR_CLUSTER_SECRET": secret} if secret else {})
     prometheus = None
     try:
         problem = _wait_ready(children, ca)
@@ -247,13 +280,19 @@ def _run(args: argparse.Namespace) -> int:
         print_table(f"conveyor dev cluster (data in {args.data})", ("service", "url", "pid"), rows)
         if args.monitoring:
             prometheus = start_for_dev(args.data, args.port, args.brokers, args.prometheus_port)
-        print_line(
+        print(  # plain: rich would wrap the long token and break copy-paste
             f"ready. In another terminal:\n"
             f"  export CONVEYOR_URL={children[0].url}\n"
             + (f"  export CONVEYOR_CA={ca.resolve()}\n" if ca is not None else "")
+            + (
+                f"  export CONVEYOR_TOKEN={_admin_token(children[0].url, secret, ca)}\n"
+                if secret
+                else ""
+            )
             + "  conveyor produce demo hello world\n"
             "  conveyor consume demo --from-beginning\n"
-            "Ctrl-C stops the cluster."
+            "Ctrl-C stops the cluster.",
+            flush=True,
         )
         while not stop.wait(0.5):
             dead = [c for c in children if c.process is not None and c.process.poll() is not None]
