@@ -3,7 +3,8 @@ can SIGKILL it like a crashed application (no commit, no clean leave, no more he
 
     python -m conveyor.chaos.consumer_proc URL
 
-It polls the workload topic in the workload group, commits every few polls, and writes each
+It polls the workload topic as a member of the workload group (``group_id``: the
+coordinator assigns it a share of the partitions), commits every few polls, and writes each
 operation to stdout as one JSON line ``{"type", "f", "value", "error"}`` (flushed at once),
 which :class:`conveyor.chaos.workload.Workload` records in the history. SIGTERM asks it to
 stop: it commits what it polled, closes, and exits 0.
@@ -23,6 +24,9 @@ from conveyor.chaos.workload import COMMIT_EVERY_POLLS, GROUP, TOPIC, classify
 from conveyor.client.errors import ConveyorError
 
 POLL_TIMEOUT_S: Final = 0.5
+# A SIGKILLed member is noticed after its session timeout; as short as the brokers' one.
+SESSION_TIMEOUT_MS: Final = 3_000
+HEARTBEAT_INTERVAL_MS: Final = 500
 
 
 def emit(type_: str, f: str, value: dict[str, Any] | None = None, error: str | None = None) -> None:
@@ -52,8 +56,9 @@ def _text(data: bytes | None) -> str | None:
 
 def run(url: str, stop: threading.Event) -> None:
     consumer = conveyor.Consumer(
-        url, TOPIC, group=GROUP, enable_auto_commit=False,
+        url, TOPIC, group_id=GROUP, enable_auto_commit=False,
         fetch_max_wait_ms=200, request_timeout_ms=3_000, max_poll_records=200,
+        session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
     )  # fmt: skip
     polls = 0
     assigned: list[int] = []
