@@ -386,3 +386,38 @@ def _get(cluster: Cluster, path: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{cluster.url}{path}", timeout=5) as response:
         body: dict[str, Any] = json.loads(response.read())
     return body
+
+
+def test_cli_group_list_describe_and_reset_offsets(
+    cluster: Cluster, members: list[MemberProc], tmp_path: Path
+) -> None:
+    from tests.integration.test_cli import conveyor as cli
+
+    make_topic(cluster, "ops", partitions=2)
+    produce(cluster, "ops", 100, keys=4)
+    member = MemberProc.start(cluster, "ops", "ops-g", tmp_path / "m.jsonl")
+    members.append(member)
+    wait_until(lambda: len(distinct([member])) == 100, 30, "the member consumed everything")
+    wait_until(lambda: _caught_up(cluster, "ops-g", 100), 15, "lag 0")
+    listed = cli(cluster.url, "group", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert any(g["group"] == "ops-g" for g in json.loads(listed.stdout))
+    described = cli(cluster.url, "group", "describe", "ops-g")
+    assert described.returncode == 0 and "member" in described.stdout
+    busy = cli(cluster.url, "group", "reset-offsets", "ops-g", "--topic", "ops", "--to", "earliest")
+    assert busy.returncode == 1 and "GROUP_NOT_EMPTY" in busy.stderr
+    member.stop()
+    wait_until(lambda: _describe(cluster, "ops-g")["state"] == "empty", 15, "an empty group")
+    for to, expected in (("earliest", 0), ("7", 7), ("latest", None), ("2000-01-01T00:00:00Z", 0)):
+        reset = cli(
+            cluster.url, "group", "reset-offsets", "ops-g", "--topic", "ops", "--to", to, "--json"
+        )
+        assert reset.returncode == 0, reset.stderr
+        offsets = {o["partition"]: o["offset"] for o in json.loads(reset.stdout)["offsets"]}
+        assert len(offsets) == 2
+        if expected is not None:
+            assert set(offsets.values()) == {expected}
+        else:
+            assert sum(offsets.values()) == 100
+    bad = cli(cluster.url, "group", "reset-offsets", "ops-g", "--topic", "ops", "--to", "soon")
+    assert bad.returncode == 1 and "ISO 8601" in bad.stderr

@@ -14,7 +14,7 @@ from conveyor.protocol.errors import InvalidRequestError
 
 if TYPE_CHECKING:
     from conveyor.cli.common import Subparsers
-    from conveyor.client import Message
+    from conveyor.client import Consumer, Message
 
 
 def register(subparsers: Subparsers) -> None:
@@ -38,12 +38,13 @@ def register(subparsers: Subparsers) -> None:
     consume = subparsers.add_parser(
         "consume",
         help="print messages of a topic",
-        description="Print messages as they arrive. Without --group a fresh group is used "
-        "(nothing committed); with --group, consumption resumes from the group's committed "
-        "position.",
+        description="Print messages as they arrive. Without --group every partition is read "
+        "and nothing is committed; with --group the console joins consumer group GROUP as a "
+        "member (its share of the partitions, from the group's committed position; "
+        "docs/consumer-groups.md).",
     )
     consume.add_argument("topic")
-    consume.add_argument("--group", default=None, help="consumer group (default: a new one)")
+    consume.add_argument("--group", default=None, help="join this consumer group")
     consume.add_argument(
         "--from-beginning",
         action="store_true",
@@ -118,6 +119,16 @@ def _print_message(message: Message, as_json: bool) -> None:
         print(f"{prefix}{_text(message.value)}", flush=True)
 
 
+def _commit(consumer: Consumer) -> None:
+    """A fenced commit is not fatal to the console: the consumer rejoins by itself."""
+    from conveyor.protocol.errors import ConveyorError
+
+    try:
+        consumer.commit()
+    except ConveyorError as exc:
+        print(f"commit failed (messages may be printed again): {exc}", file=sys.stderr)
+
+
 def _consume(args: argparse.Namespace) -> int:
     import time
 
@@ -131,8 +142,10 @@ def _consume(args: argparse.Namespace) -> int:
         args.url,
         topics=[args.topic],
         group=group,
+        group_id=None if fresh_group else group,
+        client_id="conveyor-console",
         auto_offset_reset="earliest" if args.from_beginning else "latest",
-        enable_auto_commit=not fresh_group,
+        enable_auto_commit=False,
     ) as consumer:
         while args.max is None or seen < args.max:
             wanted = None if args.max is None else args.max - seen
@@ -143,7 +156,7 @@ def _consume(args: argparse.Namespace) -> int:
             if messages:
                 idle_since = time.monotonic()
                 if not fresh_group:
-                    consumer.commit()
+                    _commit(consumer)
             elif args.timeout is not None and time.monotonic() - idle_since >= args.timeout:
                 break
     return EXIT_OK

@@ -19,7 +19,18 @@ import sys
 from typing import TYPE_CHECKING, Final, Protocol
 
 from conveyor import __version__
-from conveyor.cli import bench, certs, chaos, clients, cluster, dev, security, services, topic
+from conveyor.cli import (
+    bench,
+    certs,
+    chaos,
+    clients,
+    cluster,
+    dev,
+    groups,
+    security,
+    services,
+    topic,
+)
 from conveyor.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Handler
 from conveyor.protocol.errors import ConveyorError
 
@@ -39,6 +50,7 @@ COMMAND_GROUPS: Final[tuple[CommandGroup, ...]] = (
     services,
     topic,
     clients,
+    groups,
     cluster,
     bench,
     chaos,

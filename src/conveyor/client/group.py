@@ -1,20 +1,35 @@
-"""Consumer-group plumbing: committed offsets and the partition assignment.
+"""Consumer-group plumbing: committed offsets, the assignment, and operators' tools.
 
-In this release a consumer owns every partition of its topics (``assign_all``); the
-consumer-groups issue replaces ``assign_all`` with the coordinator's assignment and fills
-``generation`` and ``member_id`` from the join protocol. Commits already carry both, so
-the coordinator can fence a stale member without a change on this side.
+A consumer without ``group_id`` owns every partition of its topics (``assign_all``); a
+group member gets its share from the coordinator (``membership.py``), and its commits
+carry ``generation`` and ``member_id`` so the coordinator can fence a stale member.
+:class:`GroupAdmin` lists and describes groups and resets their offsets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import quote
 
 from conveyor.client.types import TopicPartition
-from conveyor.protocol.messages import OffsetCommitRequest, OffsetFetchResponse, PartitionOffset
-from conveyor.transport.client import AsyncHTTP
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError, RetriableError
+from conveyor.protocol.messages import (
+    BrokerId,
+    GroupDescription,
+    GroupList,
+    GroupSummary,
+    Metadata,
+    OffsetCommitRequest,
+    OffsetFetchResponse,
+    PartitionInfo,
+    PartitionOffset,
+    PartitionOffsets,
+    ResetOffsetsRequest,
+)
+from conveyor.transport.client import AsyncHTTP, SyncHTTP, default_url
+from conveyor.transport.tls import TLSConfig
 
 NO_GENERATION = -1  # a simple consumer, outside group membership
 
@@ -71,3 +86,87 @@ class GroupClient:
         await self._http.call(
             "POST", self._base, OffsetFetchResponse, body=request, timeout_s=self._timeout_s
         )
+
+
+class GroupAdmin:
+    """Operators' view of consumer groups (sync): list, describe with lag, reset offsets.
+
+    ``reset_offsets`` resolves ``earliest``/``latest``/an offset/a timestamp per partition
+    (asking each partition's leader), then sets the group's committed offsets at the
+    coordinator, which refuses with 409 GROUP_NOT_EMPTY while the group has members.
+    """
+
+    def __init__(
+        self, url: str | None = None, *, tls: TLSConfig | None = None, timeout_s: float = 30.0
+    ) -> None:
+        self.url = default_url(url)
+        self._http = SyncHTTP(tls, timeout_s=timeout_s, pool_size=4)
+
+    def list_groups(self) -> list[GroupSummary]:
+        return self._http.call("GET", f"{self.url}/v1/groups", GroupList).groups
+
+    def describe_group(self, group: str) -> GroupDescription:
+        return self._http.call("GET", self._group_url(group), GroupDescription)
+
+    def reset_offsets(self, group: str, topic: str, to: ResetTarget) -> OffsetFetchResponse:
+        metadata = self._http.call(
+            "GET", f"{self.url}/v1/metadata?topics={quote(topic, safe='')}", Metadata
+        )
+        described = next((t for t in metadata.topics if t.name == topic), None)
+        if described is None:
+            raise InvalidRequestError(f"unknown topic {topic!r}", code=ErrorCode.UNKNOWN_TOPIC)
+        urls = {b.broker_id: b.url for b in metadata.brokers}
+        offsets = []
+        for p in described.partitions:
+            offsets.append(
+                PartitionOffset(
+                    topic=topic, partition=p.partition, offset=self._resolve(urls, topic, p, to)
+                )
+            )
+        request = ResetOffsetsRequest(offsets=offsets)
+        return self._http.call(
+            "POST", f"{self._group_url(group)}/offsets/reset", OffsetFetchResponse, body=request
+        )
+
+    def _resolve(
+        self, urls: Mapping[BrokerId, str], topic: str, partition: PartitionInfo, to: ResetTarget
+    ) -> int:
+        if isinstance(to, int):
+            return to
+        if partition.leader is None or partition.leader not in urls:
+            raise RetriableError(
+                f"{topic}[{partition.partition}] has no leader",
+                code=ErrorCode.LEADER_NOT_AVAILABLE,
+            )
+        query = f"?timestamp_ms={to.timestamp_ms}" if isinstance(to, Timestamp) else ""
+        answer = self._http.call(
+            "GET",
+            f"{urls[partition.leader]}/v1/topics/{quote(topic, safe='')}/partitions/"
+            f"{partition.partition}/offsets{query}",
+            PartitionOffsets,
+        )
+        if to == "earliest":
+            return answer.log_start_offset
+        if to == "latest" or answer.offset_for_timestamp is None:
+            return answer.high_watermark
+        return answer.offset_for_timestamp
+
+    def _group_url(self, group: str) -> str:
+        return f"{self.url}/v1/groups/{quote(group, safe='')}"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> GroupAdmin:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Timestamp:
+    timestamp_ms: int
+
+
+ResetTarget = Literal["earliest", "latest"] | int | Timestamp

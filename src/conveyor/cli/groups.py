@@ -1,0 +1,136 @@
+"""``conveyor group list|describe|reset-offsets``: consumer groups for operators."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from conveyor.cli.common import EXIT_OK
+from conveyor.cli.output import add_json_flag, add_url_flag, print_json, print_line, print_table
+from conveyor.protocol.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from conveyor.cli.common import Subparsers
+    from conveyor.client.group import ResetTarget
+
+
+def register(subparsers: Subparsers) -> None:
+    group = subparsers.add_parser("group", help="list, describe and reset consumer groups")
+    actions = group.add_subparsers(title="actions", dest="action", metavar="ACTION", required=True)
+
+    listing = actions.add_parser("list", help="groups with their state, members and lag")
+    add_url_flag(listing)
+    add_json_flag(listing)
+    listing.set_defaults(handler=_list)
+
+    describe = actions.add_parser(
+        "describe", help="members, assigned partitions, committed offsets and lag"
+    )
+    describe.add_argument("group")
+    add_url_flag(describe)
+    add_json_flag(describe)
+    describe.set_defaults(handler=_describe)
+
+    reset = actions.add_parser(
+        "reset-offsets",
+        help="set a group's committed offsets (only while it has no members)",
+        description="Set the committed offset of every partition of TOPIC for GROUP. "
+        "--to earliest | latest | OFFSET (an integer, every partition) | TIMESTAMP "
+        "(ISO 8601, e.g. 2026-11-28T10:00:00Z: the first offset at or after it).",
+    )
+    reset.add_argument("group")
+    reset.add_argument("--topic", required=True)
+    reset.add_argument("--to", required=True, metavar="earliest|latest|OFFSET|TIMESTAMP")
+    add_url_flag(reset)
+    add_json_flag(reset)
+    reset.set_defaults(handler=_reset)
+
+
+def parse_target(raw: str) -> ResetTarget:
+    """``earliest``, ``latest``, a non-negative integer offset, or an ISO 8601 time."""
+    from conveyor.client.group import Timestamp
+
+    if raw in ("earliest", "latest"):
+        return "earliest" if raw == "earliest" else "latest"
+    if raw.isdigit():
+        return int(raw)
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequestError(
+            f"--to takes earliest, latest, an offset or an ISO 8601 time, not {raw!r}"
+        ) from None
+    if moment.tzinfo is None:
+        raise InvalidRequestError(f"--to {raw!r}: give a time zone (e.g. Z or +01:00)")
+    return Timestamp(int(moment.timestamp() * 1000))
+
+
+def _list(args: argparse.Namespace) -> int:
+    from conveyor.client.group import GroupAdmin
+
+    with GroupAdmin(args.url) as admin:
+        groups = admin.list_groups()
+    if args.json:
+        print_json(groups)
+        return EXIT_OK
+    rows = [(g.group, g.state, g.generation, g.members, g.lag) for g in groups]
+    print_table("consumer groups", ("group", "state", "generation", "members", "lag"), rows)
+    return EXIT_OK
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from conveyor.client.group import GroupAdmin
+
+    with GroupAdmin(args.url) as admin:
+        described = admin.describe_group(args.group)
+    if args.json:
+        print_json(described)
+        return EXIT_OK
+    print_line(
+        f"group [bold]{described.group}[/bold]: {described.state}, generation "
+        f"{described.generation}, {len(described.members)} member(s), lag {described.lag}"
+    )
+    members = [
+        (
+            m.member_id,
+            m.client_id,
+            ",".join(f"{p.topic}-{p.partition}" for p in m.assigned) or "-",
+            ",".join(f"{p.topic}-{p.partition}" for p in m.revoking) or "-",
+            ",".join(f"{p.topic}-{p.partition}" for p in m.pending) or "-",
+            m.last_heartbeat_age_ms,
+        )
+        for m in described.members
+    ]
+    print_table(
+        "members",
+        ("member", "client", "assigned", "revoking", "pending", "heartbeat age ms"),
+        members,
+    )
+    rows = [
+        (
+            p.topic,
+            p.partition,
+            p.member_id or "-",
+            "-" if p.committed_offset is None else p.committed_offset,
+            "-" if p.log_end_offset is None else p.log_end_offset,
+            "-" if p.lag is None else p.lag,
+        )
+        for p in described.partitions
+    ]
+    print_table("partitions", ("topic", "partition", "member", "committed", "log end", "lag"), rows)
+    return EXIT_OK
+
+
+def _reset(args: argparse.Namespace) -> int:
+    from conveyor.client.group import GroupAdmin
+
+    target = parse_target(args.to)
+    with GroupAdmin(args.url) as admin:
+        stored = admin.reset_offsets(args.group, args.topic, target)
+    if args.json:
+        print_json(stored)
+        return EXIT_OK
+    rows = [(o.topic, o.partition, o.offset) for o in stored.offsets]
+    print_table(f"group {stored.group}: committed offsets", ("topic", "partition", "offset"), rows)
+    return EXIT_OK
