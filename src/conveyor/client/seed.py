@@ -5,7 +5,9 @@ They use the topic ``default``, the group ``default`` and the coordinator at
 module-level producer and consumer, made on first use (and made again if
 ``CONVEYOR_URL`` changes); each ``subscribe`` is a new consumer of its own. The group
 starts from the earliest offset when it has no committed position, so messages pushed
-before anyone listened are still delivered. Delivery is at-least-once.
+before anyone listened are still delivered. Delivery is at-least-once. Every consumer
+here is a member of the group, so across processes each message goes to one of them
+(docs/consumer-groups.md).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def _shared_consumer() -> Consumer:
             _consumer = Consumer(
                 url,
                 DEFAULT_TOPIC,
-                group=DEFAULT_GROUP,
+                group_id=DEFAULT_GROUP,
+                client_id="seed-pull",
                 auto_offset_reset="earliest",
                 auto_commit_interval_ms=0,
                 fetch_max_wait_ms=PULL_FETCH_WAIT_MS,
@@ -101,7 +104,8 @@ class Subscription:
         self._consumer = Consumer(
             default_url(None),
             DEFAULT_TOPIC,
-            group=DEFAULT_GROUP,
+            group_id=DEFAULT_GROUP,
+            client_id="seed-subscribe",
             auto_offset_reset="earliest",
             auto_commit_interval_ms=1_000,
         )
