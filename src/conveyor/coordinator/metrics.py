@@ -255,8 +255,10 @@ class CoordinatorMetrics:
 
     def _group_metrics(self, state: ClusterState) -> Iterable[Metric]:
         self._prune_consumers(time.monotonic())
+        joined = {name: len(g.members) for name, g in self._service.groups.groups.items()}
         groups = (
             {group for group, _, _ in state.offsets}
+            | set(joined)
             | {group for group, _ in self._consumers}
             | set(self._rebalances)
             | set(self._member_expirations)
@@ -272,8 +274,9 @@ class CoordinatorMetrics:
         labels = ("group",)
         members = _gauge(
             "group_members",
-            "Consumers of the group active in the last "
-            f"{CONSUMER_ACTIVE_WINDOW_S:.0f} s (by client id)",
+            "Members of the group (joined through heartbeats); for a group without members, "
+            f"the simple consumers active in the last {CONSUMER_ACTIVE_WINDOW_S:.0f} s "
+            "(by client id)",
             labels,
         )
         rebalances = _counter("rebalances", "Generations the group started", labels)
@@ -284,7 +287,7 @@ class CoordinatorMetrics:
         for group, _ in self._consumers:
             per_group[group] = per_group.get(group, 0) + 1
         for group in sorted(groups):
-            members.add_metric((group,), per_group.get(group, 0))
+            members.add_metric((group,), joined.get(group) or per_group.get(group, 0))
             rebalances.add_metric((group,), self._rebalances.get(group, 0))
             expirations.add_metric((group,), self._member_expirations.get(group, 0))
         yield from (count, consumers, members, rebalances, expirations)
