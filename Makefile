@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck system-deps bench-storage chaos chaos-ci clean
+.PHONY: run test lint typecheck system-deps bench-storage bench chaos chaos-ci clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test: lint typecheck system-deps
 
 bench-storage: $(STAMP)
 	$(BIN)/conveyor bench storage
+
+# W1-W5 on Conveyor and its peers (Redis, NATS, RabbitMQ: installed and started by
+# bench/peers/peers.py), medians of 3 runs; writes docs/benchmarks.md and a chart.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/run_all.py
 
 # Fault injection (docs/reliability.md). `make chaos DURATION=600 SEED=7` runs one long
 # randomized campaign with every fault and records its results in docs/reliability.md
