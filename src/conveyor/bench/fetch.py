@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import Final
 
 from conveyor.client.metadata import MetadataClient
@@ -114,15 +115,20 @@ async def open_readers(
     watermark; returns the HTTP session too, for the caller to close."""
     http = AsyncHTTP(timeout_s=fetch_max_wait_ms / 1000 + REQUEST_TIMEOUT_S)
     metadata = MetadataClient(http, url, auto_create=False)
+    deadline = time.monotonic() + LEADER_WAIT_S
     await metadata.refresh([topic])
+    while any(metadata.cache.leader_url(topic, p) is None for p in partitions):
+        if time.monotonic() > deadline:
+            await http.close()
+            raise RetriableError(
+                f"{topic}: a partition has no leader", code=ErrorCode.LEADER_NOT_AVAILABLE
+            )
+        await asyncio.sleep(0.05)
+        await metadata.refresh([topic])
     readers = []
     for partition in partitions:
         leader_url = metadata.cache.leader_url(topic, partition)
-        if leader_url is None:
-            await http.close()
-            raise RetriableError(
-                f"{topic}[{partition}] has no leader", code=ErrorCode.LEADER_NOT_AVAILABLE
-            )
+        assert leader_url is not None  # checked above
         offsets = await _offsets_when_served(http, f"{leader_url}/v1/topics/{topic}", partition)
         start = offsets.high_watermark if from_end else offsets.log_start_offset
         readers.append(
@@ -138,3 +144,11 @@ async def open_readers(
             )
         )
     return http, readers
+
+
+async def wait_until_served(url: str, topic: str, partitions: Iterable[int]) -> None:
+    """Return once every one of ``partitions`` has a leader answering for it."""
+    http, _ = await open_readers(
+        url, topic, tuple(partitions), from_end=True, fetch_max_bytes=1, fetch_max_wait_ms=0
+    )
+    await http.close()
