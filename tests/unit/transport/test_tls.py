@@ -195,3 +195,21 @@ def test_reload_serves_the_new_certificate_and_keeps_the_old_on_bad_files(
     with pytest.raises(ssl.SSLError):
         reload_server_context(live, tls)
     assert served_serial() == new_serial
+
+
+def test_an_expired_server_certificate_is_rejected(tmp_path: Path) -> None:
+    from conveyor.transport.certs import cert_pem, key_pem, load_ca, make_leaf, new_key
+
+    paths = init_certs(tmp_path / "c")
+    ca_cert, ca_key = load_ca(paths)
+    key = new_key()
+    long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
+    expired = make_leaf(ca_cert, ca_key, key, "old", long_ago, hosts=["127.0.0.1"], days=1)
+    (tmp_path / "old.pem").write_bytes(cert_pem(expired))
+    (tmp_path / "old-key.pem").write_bytes(key_pem(key))
+    server = TLSConfig(
+        certfile=str(tmp_path / "old.pem"), keyfile=str(tmp_path / "old-key.pem")
+    ).server_context()
+    assert server is not None
+    with pytest.raises(ssl.SSLCertVerificationError, match="expired"):
+        handshake(server, TLSConfig(cafile=str(paths.ca)).client_context())
