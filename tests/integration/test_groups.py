@@ -421,3 +421,66 @@ def test_cli_group_list_describe_and_reset_offsets(
             assert sum(offsets.values()) == 100
     bad = cli(cluster.url, "group", "reset-offsets", "ops-g", "--topic", "ops", "--to", "soon")
     assert bad.returncode == 1 and "ISO 8601" in bad.stderr
+
+
+def test_a_member_that_stops_polling_loses_its_partitions_then_rejoins(cluster: Cluster) -> None:
+    """max_poll_interval_ms: a stuck application must not hold partitions forever."""
+    make_topic(cluster, "stuck", partitions=4)
+    produce(cluster, "stuck", 40, keys=4)
+    settings: dict[str, Any] = {
+        "group_id": "gp",
+        "session_timeout_ms": 1_000,
+        "heartbeat_interval_ms": 200,
+        "max_poll_interval_ms": 1_500,
+    }
+    with (
+        conveyor.Consumer(cluster.url, "stuck", **settings) as stuck,
+        conveyor.Consumer(cluster.url, "stuck", **settings) as healthy,
+    ):
+        stuck.poll(timeout=0.1)
+        got: list[conveyor.Message] = []
+        wait_until(lambda: _stable_with(cluster, "gp", 2), 20, "two members")
+        # only `healthy` polls from now on: `stuck` is removed and everything moves
+        wait_until(
+            lambda: bool(got.extend(healthy.poll(timeout=0.1))) or _stable_with(cluster, "gp", 1),
+            20,
+            "the stuck member removed",
+        )
+        wait_until(lambda: len(healthy.assignment()) == 4, 10, "all partitions on healthy")
+        healthy.commit()
+        # the stuck one polls again: it rejoins and gets its share back
+
+        def both_poll() -> bool:
+            stuck.poll(timeout=0.05)
+            healthy.poll(timeout=0.05)
+            return _stable_with(cluster, "gp", 2)
+
+        wait_until(both_poll, 20, "the stuck member back")
+        wait_until(lambda: both_poll() and len(stuck.assignment()) == 2, 10, "its share back")
+
+
+def test_async_members_split_partitions_and_at_most_once_commits_first(cluster: Cluster) -> None:
+    import asyncio
+
+    make_topic(cluster, "amo", partitions=4)
+    produce(cluster, "amo", 200, keys=4)
+
+    async def body() -> None:
+        settings: dict[str, Any] = {"group_id": "ga", "delivery": "at-most-once"}
+        async with (
+            conveyor.AsyncConsumer(cluster.url, "amo", **settings) as a,
+            conveyor.AsyncConsumer(cluster.url, "amo", **settings) as b,
+        ):
+            seen: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
+            deadline = time.monotonic() + 30
+            while len(seen["a"]) + len(seen["b"]) < 200 and time.monotonic() < deadline:
+                for name, consumer in (("a", a), ("b", b)):
+                    for m in await consumer.poll(timeout=0.1):
+                        seen[name].append((m.partition, m.offset))
+            assert len(seen["a"]) + len(seen["b"]) == 200
+            assert len(set(seen["a"]) | set(seen["b"])) == 200
+            # at-most-once: what poll returned was committed before it returned
+            rows = _describe(cluster, "ga")["partitions"]
+            assert sum(r.get("committed_offset", 0) for r in rows) == 200
+
+    asyncio.run(body())

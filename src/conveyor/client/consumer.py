@@ -297,7 +297,7 @@ class Consumer:
 
     @property
     def group(self) -> str:
-        return self._core.config.group
+        return self._core.config.group_id or self._core.config.group
 
     def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[Message]:
         """Messages available now, or within ``timeout`` seconds (else an empty list)."""
@@ -539,4 +539,5 @@ class AsyncConsumer:
         await self.close()
 
     def __repr__(self) -> str:
-        return f"<AsyncConsumer {self.url} group={self._core.config.group}>"
+        config = self._core.config
+        return f"<AsyncConsumer {self.url} group={config.group_id or config.group}>"
