@@ -437,24 +437,24 @@ def test_a_member_that_stops_polling_loses_its_partitions_then_rejoins(cluster: 
         conveyor.Consumer(cluster.url, "stuck", **settings) as stuck,
         conveyor.Consumer(cluster.url, "stuck", **settings) as healthy,
     ):
-        stuck.poll(timeout=0.1)
-        got: list[conveyor.Message] = []
-        wait_until(lambda: _stable_with(cluster, "gp", 2), 20, "two members")
-        # only `healthy` polls from now on: `stuck` is removed and everything moves
-        wait_until(
-            lambda: bool(got.extend(healthy.poll(timeout=0.1))) or _stable_with(cluster, "gp", 1),
-            20,
-            "the stuck member removed",
-        )
-        wait_until(lambda: len(healthy.assignment()) == 4, 10, "all partitions on healthy")
-        healthy.commit()
-        # the stuck one polls again: it rejoins and gets its share back
 
         def both_poll() -> bool:
             stuck.poll(timeout=0.05)
             healthy.poll(timeout=0.05)
             return _stable_with(cluster, "gp", 2)
 
+        wait_until(both_poll, 20, "two members")
+
+        def healthy_polls() -> bool:
+            healthy.poll(timeout=0.1)
+            return len(healthy.assignment()) == 4
+
+        # only `healthy` polls from now on: `stuck` is removed and everything moves
+        wait_until(healthy_polls, 20, "all partitions on the healthy member")
+        assert _describe(cluster, "gp")["members"][0]["member_id"] != "stuck"
+        assert len(_describe(cluster, "gp")["members"]) == 1
+        healthy.commit()
+        # the stuck one polls again: it rejoins and gets its share back
         wait_until(both_poll, 20, "the stuck member back")
         wait_until(lambda: both_poll() and len(stuck.assignment()) == 2, 10, "its share back")
 
