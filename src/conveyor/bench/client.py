@@ -101,6 +101,7 @@ def run_client_bench(
     bootstrap: str | None = None,
     local_brokers: int | None = None,
     local_dir: Path | None = None,
+    pin_brokers: bool = False,
     progress: Progress | None = None,
 ) -> ClientBenchResult:
     """Run one benchmark; exactly one of ``bootstrap`` and ``local_brokers``."""
@@ -110,7 +111,7 @@ def run_client_bench(
         # SIGTERM (timeout, kill) unwinds like Ctrl-C, so a local cluster is stopped
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if local_brokers is not None:
-        with LocalCluster(local_brokers, parent_dir=local_dir) as cluster:
+        with LocalCluster(local_brokers, parent_dir=local_dir, pin_brokers=pin_brokers) as cluster:
             return _run(config, cluster.url, cluster, progress)
     assert bootstrap is not None
     return _run(config, bootstrap, None, progress)

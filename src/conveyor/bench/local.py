@@ -97,12 +97,20 @@ class _Service:
         return 0
 
 
+def _pin(service: _Service, index: int) -> None:
+    """Keep the broker on one CPU; a no-op where the platform cannot."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if cpus and service.process is not None:
+        os.sched_setaffinity(service.process.pid, {cpus[index % len(cpus)]})
+
+
 @dataclass
 class LocalCluster:
     """``with LocalCluster(3) as cluster: cluster.url``; see the module docstring."""
 
     brokers: int
     flush: str | None = None  # None: each topic's own policy (default always)
+    pin_brokers: bool = False  # broker i on CPU (i - 1) mod CPUs (Linux), for scaling runs
     parent_dir: Path | None = None
     root: Path = field(init=False)
     coordinator: _Service = field(init=False)
@@ -175,6 +183,8 @@ class LocalCluster:
             )
             service.start()
             self.broker_services.append(service)
+            if self.pin_brokers:
+                _pin(service, broker_id - 1)
         self._wait_ready(self.broker_services)
 
     def _wait_ready(self, services: list[_Service]) -> None:

@@ -73,6 +73,7 @@ def _add_arguments(parser: argparse.ArgumentParser, mode: str) -> None:
     add("--sample-every", type=positive_int, default=64, metavar="N", help="time 1 send in N")
     add("--topic", default=None, help="use this topic (created when missing)")
     add("--dir", type=Path, default=None, help="parent of --local's temporary directory")
+    add("--pin-brokers", action="store_true", help="--local: broker i on CPU i-1 (mod CPUs)")
     add("--json", action="store_true", help="print one JSON object instead of tables")
 
 
@@ -115,7 +116,11 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.json or not status.is_terminal:
             result = run_client_bench(
-                config, bootstrap=args.bootstrap, local_brokers=args.local, local_dir=args.dir
+                config,
+                bootstrap=args.bootstrap,
+                local_brokers=args.local,
+                local_dir=args.dir,
+                pin_brokers=args.pin_brokers,
             )
         else:
             result = _run_with_bar(config, args, status)
@@ -164,6 +169,7 @@ def _run_with_bar(config: Any, args: argparse.Namespace, status: Console) -> Cli
             bootstrap=args.bootstrap,
             local_brokers=args.local,
             local_dir=args.dir,
+            pin_brokers=args.pin_brokers,
             progress=progress,
         )
 
