@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck system-deps bench-storage bench chaos chaos-ci clean
+.PHONY: run test test-tls bench-security lint typecheck system-deps bench-storage bench chaos chaos-ci clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ system-deps:
 
 test: lint typecheck system-deps
 	$(BIN)/pytest
+
+# The integration suite again with every cluster on HTTPS (docs/security.md).
+test-tls: $(STAMP)
+	CONVEYOR_TEST_TLS=1 $(BIN)/pytest tests/integration
+
+# Produce throughput with TLS and auth on against plain HTTP (target >= 0.8).
+bench-security: $(STAMP)
+	$(BIN)/python scripts/bench_security.py
 
 bench-storage: $(STAMP)
 	$(BIN)/conveyor bench storage

@@ -18,6 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Set (by tests/integration/conftest.py under CONVEYOR_TEST_TLS=1) to a certs directory:
+# every Cluster then serves HTTPS with mutual TLS on internal routes.
+TLS_DIR_ENV = "CONVEYOR_TEST_TLS_DIR"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -121,6 +125,7 @@ class Cluster:
     # HTTPS everywhere with certificates from ``conveyor certs init`` in this directory,
     # and mutual TLS on internal routes (brokers present the server certificate).
     tls_dir: Path | None = None
+    internal_mtls: bool = True
 
     def tls_argv(self) -> list[str]:
         if self.tls_dir is None:
@@ -133,7 +138,7 @@ class Cluster:
             str(d / "server-key.pem"),
             "--ca",
             str(d / "ca.pem"),
-            "--internal-mtls",
+            *(["--internal-mtls"] if self.internal_mtls else []),
         ]
 
     @property
@@ -146,6 +151,11 @@ class Cluster:
         return self.coordinator.url
 
     def start(self) -> Cluster:
+        if self.tls_dir is None and os.environ.get(TLS_DIR_ENV):
+            # The suite's HTTPS mode; no mutual TLS, since tests play brokers with plain
+            # clients (test_tls.py covers mutual TLS).
+            self.tls_dir = Path(os.environ[TLS_DIR_ENV])
+            self.internal_mtls = False
         port = free_port()
         self.coordinator = Service(
             "coordinator",

@@ -1,11 +1,37 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import TLS_DIR_ENV, Cluster
+
+
+@pytest.fixture(scope="session", autouse=True)
+def https_mode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """``CONVEYOR_TEST_TLS=1 pytest tests/integration``: the same suite with every cluster
+    on HTTPS (one CA for the session). Clients in this process verify against it through
+    ``CONVEYOR_CA`` (the library) and ``SSL_CERT_FILE`` (urllib, httpx)."""
+    if os.environ.get("CONVEYOR_TEST_TLS", "") not in ("1", "true"):
+        yield
+        return
+    from conveyor.transport.certs import init_certs
+
+    certs = init_certs(tmp_path_factory.mktemp("suite-certs"))
+    saved = {k: os.environ.get(k) for k in (TLS_DIR_ENV, "CONVEYOR_CA", "SSL_CERT_FILE")}
+    os.environ[TLS_DIR_ENV] = str(certs.directory)
+    os.environ["CONVEYOR_CA"] = str(certs.ca)
+    os.environ["SSL_CERT_FILE"] = str(certs.ca)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture
