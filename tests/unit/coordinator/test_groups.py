@@ -266,3 +266,78 @@ def test_a_restarted_coordinator_gives_out_only_reported_partitions_at_first() -
     lonely, _, _ = groups.heartbeat(lonely, beat("a", a_owned), 10, COUNTS, "x")
     lonely = settle(lonely, 3_001)
     assert len(lonely.assigned_to("a")) == 8
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["join", "leave", "beat", "silence"]), st.integers(0, 99)),
+        min_size=1,
+        max_size=60,
+    ),
+    st.integers(min_value=1, max_value=20),
+)
+def test_never_two_owners_when_members_act_one_at_a_time(
+    events: list[tuple[str, int]], partitions: int
+) -> None:
+    """Members as the client behaves: a heartbeat reports what the member owns; from the
+    answer it starts the new partitions at once and gives up the revoked ones only at its
+    next heartbeat (after the application's poll). One member at a time, in any order;
+    one member may go silent and expire (it is then gone, as a fenced client drops all).
+    At every step no partition is owned by two live members."""
+    counts = {"t": partitions}
+    group = Group("g")
+    owned: dict[str, set[TP]] = {}
+    revoking: dict[str, set[TP]] = {}
+    last_beat: dict[str, int] = {}
+    now = 0
+    names = iter(f"m{i:03d}" for i in range(1000))
+    for kind, pick in events:
+        now += 100
+        live = sorted(group.members)
+        if kind == "join" or not live:
+            group, member_id, _ = groups.heartbeat(group, beat(None), now, counts, next(names))
+            owned[member_id] = set(group.assigned_to(member_id))
+            revoking[member_id], last_beat[member_id] = set(), now
+        elif kind == "leave":
+            victim = live[pick % len(live)]
+            group, _, _ = groups.heartbeat(group, beat(victim, leave=True), now, counts, "x")
+        elif kind == "silence":  # everyone else heartbeats; the victim stays silent
+            victim = live[pick % len(live)]
+            now = last_beat[victim] + 10_001
+            for member_id in live:
+                if member_id != victim:
+                    group = _client_beat(
+                        group, member_id, owned=owned, revoking=revoking, now_ms=now, counts=counts
+                    )
+                    last_beat[member_id] = now
+            group = groups.expire(group, now, counts)
+        else:
+            member_id = live[pick % len(live)]
+            group = _client_beat(
+                group, member_id, owned=owned, revoking=revoking, now_ms=now, counts=counts
+            )
+            last_beat[member_id] = now
+        holders: dict[TP, list[str]] = {}
+        for member_id in group.members:
+            for tp in owned[member_id]:
+                holders.setdefault(tp, []).append(member_id)
+        doubled = {tp: who for tp, who in holders.items() if len(who) > 1}
+        assert not doubled, f"two owners: {doubled}"
+
+
+def _client_beat(
+    group: Group,
+    member_id: str,
+    *,
+    owned: dict[str, set[TP]],
+    revoking: dict[str, set[TP]],
+    now_ms: int,
+    counts: dict[str, int],
+) -> Group:
+    owned[member_id] -= revoking[member_id]  # released at the poll before this heartbeat
+    group, _, _ = groups.heartbeat(group, beat(member_id, owned[member_id]), now_ms, counts, "x")
+    assigned = set(group.assigned_to(member_id))
+    revoking[member_id] = owned[member_id] - assigned
+    owned[member_id] |= assigned
+    return group
