@@ -215,6 +215,13 @@ def test_a_fourth_broker_gets_a_fair_share(cluster3: Cluster) -> None:
 
 def test_coordinator_sigkill_and_restart_keeps_its_view(cluster3: Cluster) -> None:
     create(cluster3, "steady", partitions=3, rf=1, min_isr=1)
+    # every leader has opened its partition (it reports it): a broker that has not heard of
+    # a partition before the coordinator goes down cannot serve it until it is back
+    wait_for(
+        lambda: all(p.get("high_watermark") is not None for p in describe(cluster3, "steady")),
+        15,
+        "every partition served",
+    )
     before = describe(cluster3, "steady")
     producer_id = httpx.post(f"{cluster3.url}/v1/producers/init", json={}, timeout=5).json()
     assert cluster3.coordinator is not None

@@ -45,6 +45,8 @@ REQUEST_KINDS: Final = {
     ("GET", _PARTITION_PATH + "/offsets"): "offsets",
     ("POST", "/v1/topics/{topic}/records"): "produce_routed",
     ("GET", "/v1/partitions"): "list_partitions",
+    ("POST", "/internal/v1/replicas/fetch"): "replica_fetch",
+    ("POST", "/internal/v1/replicas/epoch-end"): "epoch_end",
 }
 _CLIENT_KINDS: Final = {"produce": "producer", "produce_routed": "producer", "fetch": "consumer"}
 CLIENT_ACTIVE_WINDOW_S: Final = 60.0  # a client counts as active this long after a request
