@@ -134,6 +134,9 @@ def test_two_consumers_split_a_group_each_message_once_per_key_order(
     wait_until(lambda: _stable_with(cluster, "g", 2), 20, "two members in a stable group")
     produce(cluster, "seed", 1_000, keys=4)
     wait_until(lambda: len(distinct([a, b])) == 1_000, 30, "every message consumed")
+    metrics = _metrics(cluster)
+    assert metrics['conveyor_coordinator_group_members{group="g"}'] == 2
+    assert metrics['conveyor_coordinator_rebalances_total{group="g"}'] >= 2  # two joins
     a.stop()
     b.stop()
     got_a, got_b = a.processed(), b.processed()
@@ -150,6 +153,19 @@ def _describe(cluster: Cluster, group: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{cluster.url}/v1/groups/{group}", timeout=5) as response:
         body: dict[str, Any] = json.loads(response.read())
     return body
+
+
+def _metrics(cluster: Cluster) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{cluster.url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
 
 
 def _stable_with(cluster: Cluster, group: str, count: int) -> bool:
