@@ -334,11 +334,16 @@ def test_cli_user_token_acl_and_produce(auth_cluster: AuthCluster) -> None:
     assert refused.returncode == 1 and "FORBIDDEN" in refused.stderr
 
 
-def test_secrets_never_appear_in_logs(auth_cluster: AuthCluster) -> None:
-    logs = auth_cluster.cluster.logs()
-    assert SECRET not in logs
-    assert auth_cluster.admin_token not in logs
-    assert "root-password" not in logs
+def test_secrets_never_appear_in_logs_or_metrics(auth_cluster: AuthCluster) -> None:
+    texts = [auth_cluster.cluster.logs()]
+    for base in (auth_cluster.url, auth_cluster.broker_url()):
+        with urllib.request.urlopen(base + "/metrics") as response:
+            texts.append(response.read().decode())
+    for text in texts:
+        assert SECRET not in text
+        assert auth_cluster.admin_token not in text
+        assert "root-password" not in text
+        assert "alice-password" not in text
 
 
 def test_metadata_auto_creates_only_with_create_topic(auth_cluster: AuthCluster) -> None:

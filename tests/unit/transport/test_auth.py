@@ -1,0 +1,86 @@
+"""The pure parts of request authentication: credentials to principal, route policies."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from conveyor.protocol.errors import AuthenticationError
+from conveyor.protocol.security import (
+    CLUSTER_PRINCIPAL,
+    SecuritySnapshot,
+    Token,
+    User,
+    hash_password,
+    token_digest,
+)
+from conveyor.transport.auth import (
+    ADMIN,
+    GROUP_POLICY,
+    PUBLIC,
+    _PasswordCache,
+    authorization_header,
+    credentials_principal,
+    policy_for,
+)
+
+TOKEN = "cvt_t1_abc_def"  # the secret part may hold underscores
+SNAPSHOT = SecuritySnapshot(
+    version=1,
+    enabled=True,
+    users=[User(name="alice", password=hash_password("alice-password", b"s" * 16))],
+    tokens=[
+        Token(token_id="t1", principal="svc", secret_sha256_hex=token_digest(TOKEN), created_ms=0)
+    ],
+)
+
+
+def principal(header: str, cache: _PasswordCache | None = None) -> str:
+    return credentials_principal(header, SNAPSHOT, 0, "the-secret", cache or _PasswordCache())
+
+
+def test_bearer_basic_and_cluster_secret() -> None:
+    assert principal(f"Bearer {TOKEN}") == "svc"
+    assert principal(authorization_header(user="alice", password="alice-password") or "") == (
+        "user:alice"
+    )
+    assert principal("Bearer the-secret") == CLUSTER_PRINCIPAL
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "Bearer ",
+        "Bearer cvt_t1_wrong",
+        "Basic !!!",
+        "Basic " + base64.b64encode(b"alice").decode(),  # no colon
+        "Basic " + base64.b64encode(b"alice:wrong").decode(),
+        "Basic " + base64.b64encode(b"bob:alice-password").decode(),
+        "Digest abc",
+    ],
+)
+def test_bad_credentials_are_401(header: str) -> None:
+    with pytest.raises(AuthenticationError):
+        principal(header)
+
+
+def test_password_checks_are_remembered_per_snapshot_version() -> None:
+    cache = _PasswordCache()
+    header = authorization_header(user="alice", password="alice-password") or ""
+    assert principal(header, cache) == "user:alice"
+    assert len(cache.entries) == 1
+    newer = SecuritySnapshot(version=2, enabled=True)  # alice removed
+    with pytest.raises(AuthenticationError):
+        credentials_principal(header, newer, 0, None, cache)
+    assert cache.entries == {}
+
+
+def test_route_policies() -> None:
+    assert policy_for("GET", "/healthz") is PUBLIC
+    assert policy_for("POST", "/v1/topics/{topic}/records").operation == "produce"
+    fetch = policy_for("GET", "/v1/topics/{topic}/partitions/{partition}/records")
+    assert (fetch.operation, fetch.param) == ("consume", "topic")
+    assert policy_for("POST", "/v1/groups/{group}/heartbeat") is GROUP_POLICY
+    assert policy_for("POST", "/v1/something/new") is ADMIN  # unknown: admin only
