@@ -363,3 +363,27 @@ def test_metadata_auto_creates_only_with_create_topic(auth_cluster: AuthCluster)
         security.add_acl("svc-creator", "create_topic", "topic", "made-by-", "prefix")
     http.request("GET", url)  # the coordinator enforces its own state: no heartbeat wait
     assert "made-by-svc" in topics()
+
+
+def test_library_producer_and_group_consumer_with_the_documented_rules(
+    auth_cluster: AuthCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """produce + consume on the topic and group on the group are all a service needs."""
+    with auth_cluster.security() as security:
+        for operation in ("produce", "consume"):
+            security.add_acl("svc-app", operation, "topic", "app.", "prefix")  # type: ignore[arg-type]
+        security.add_acl("svc-app", "group", "group", "app-", "prefix")
+    with conveyor.Admin(auth_cluster.url, token=auth_cluster.admin_token) as admin:
+        admin.create_topic("app.events", partitions=2, replication_factor=1)
+    _, token = new_token(auth_cluster, "svc-app")
+    monkeypatch.setenv("CONVEYOR_TOKEN", token)  # what Producer and Consumer read
+    with conveyor.Producer(auth_cluster.url) as producer:
+        for i in range(20):
+            producer.send("app.events", f"m{i}", key=f"k{i % 4}")
+        producer.flush()
+    received: list[bytes] = []
+    with conveyor.Consumer(auth_cluster.url, "app.events", group="app-workers") as consumer:
+        deadline = time.monotonic() + 20
+        while len(received) < 20 and time.monotonic() < deadline:
+            received += [m.value or b"" for m in consumer.poll(timeout=0.5)]
+    assert sorted(received) == sorted(f"m{i}".encode() for i in range(20))
