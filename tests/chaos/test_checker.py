@@ -165,9 +165,19 @@ def test_double_delivery_after_the_group_committed_past_it() -> None:
     h.add("consumer-0.0", "ok", "commit", {"offsets": {"0": 3}})
     h.poll("consumer-1.0", (0, "k:0"))
     result = checker.check(h.ops, final)
-    assert result.valid  # reported, not a safety failure
     assert result.counts["double-delivery"] == 1 and result.counts["redelivered"] == 0
     assert any(e.anomaly == "double-delivery" for e in result.examples)
+    assert result.failed == ["double-delivery"]  # no consumer was crashed: must be 0
+
+
+def test_double_delivery_is_only_reported_when_a_consumer_was_crashed() -> None:
+    h, final = clean()
+    fault = {"id": "0:kill-consumer", "fault": "kill-consumer", "target": 0}
+    h.add("nemesis", "ok", "fault", fault)
+    h.add("consumer-0.0", "ok", "commit", {"offsets": {"0": 3}})
+    h.poll("consumer-1.0", (0, "k:0"))
+    result = checker.check(h.ops, final)
+    assert result.counts["double-delivery"] == 1 and result.valid
 
 
 def test_redelivery_before_any_commit_covered_it_is_explained() -> None:

@@ -19,8 +19,9 @@ replica-divergence        two replicas' files hold different values at one offse
 corrupt-replica           a replica's files still hold a batch failing its CRC        safety
                           after every fault healed (not detected, or not repaired)
 unseen                    acknowledged, in the log, but never polled by any consumer  report
-double-delivery           one value delivered again to another consumer (member or    report
+double-delivery           one value delivered again to another consumer (member or    report*
                           incarnation) after the group committed past it
+                          (*a safety failure in a run that crashed no consumer)
 redelivered               delivered again, explained: no commit covered it yet        report
                           (a crash or rebalance before commit)
 ========================  ==========================================================  ======
@@ -91,11 +92,18 @@ class Result:
     recovery_ms: list[float] = field(default_factory=list)
     # per fault (its id): the longest time no send completed ok while it was active
     stall_ms: dict[str, float] = field(default_factory=dict)
+    consumer_faults: bool = False  # a consumer was crashed: double deliveries may happen
+
+    @property
+    def failed(self) -> list[str]:
+        """The anomalies that make the run invalid: every safety count above 0, and
+        double-delivery too when no consumer was crashed."""
+        names = list(SAFETY) + ([] if self.consumer_faults else ["double-delivery"])
+        return [name for name in names if self.counts[name] > 0]
 
     @property
     def valid(self) -> bool:
-        """True when every safety count is 0."""
-        return all(self.counts[name] == 0 for name in SAFETY)
+        return not self.failed
 
     def add(self, anomaly: str, description: str, op_indexes: Iterable[int] = ()) -> None:
         self.counts[anomaly] += 1
@@ -363,6 +371,11 @@ def check(ops: Sequence[Op], final: FinalReads, replicas: Sequence[Replica] = ()
     """Every check over one history, the final read of every partition and, when given,
     every replica's files read after the cluster stopped."""
     result = Result()
+    result.consumer_faults = any(
+        op.process == "nemesis" and op.f == "fault" and op.type == "ok"
+        and op.value.get("fault") == "kill-consumer"
+        for op in ops
+    )  # fmt: skip
     check_writes(ops, final, result)
     check_polls(ops, final, result)
     check_replicas(replicas, result)

@@ -157,7 +157,7 @@ def render(report: RunReport) -> str:
     for name in checker.SAFETY:
         counts.add_row(name, str(result.counts[name]), "safety")
     for name in checker.REPORTED:
-        counts.add_row(name, str(result.counts[name]), "report")
+        counts.add_row(name, str(result.counts[name]), _kind(result, name))
     console.print(counts)
     faults = ", ".join(f"{e.kind}@{e.start_s}s/{e.hold_s}s" for e in report.schedule) or "none"
     console.print(f"faults injected: {faults}")
@@ -201,6 +201,11 @@ def _stalls(result: checker.Result) -> str:
     return ", ".join(f"{kind} {ms:.0f}" for kind, ms in sorted(worst.items()))
 
 
+def _kind(result: checker.Result, name: str) -> str:
+    """``report``, or ``safety`` for double-delivery in a run that crashed no consumer."""
+    return "safety" if name == "double-delivery" and not result.consumer_faults else "report"
+
+
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -225,7 +230,9 @@ def results_markdown(report: RunReport, when: str, revision: str) -> str:
         "|---|---:|---|",
     ]
     lines += [f"| {name} | {result.counts[name]} | safety |" for name in checker.SAFETY]
-    lines += [f"| {name} | {result.counts[name]} | report |" for name in checker.REPORTED]
+    lines += [
+        f"| {name} | {result.counts[name]} | {_kind(result, name)} |" for name in checker.REPORTED
+    ]
     sends = result.sends
     lines += [
         "",

@@ -37,6 +37,9 @@ from conveyor.transport.client import AsyncHTTP
 
 log = logging.getLogger(__name__)
 
+# While partitions of its target are still held elsewhere, a member heartbeats this often,
+# so a released partition is picked up in about this time rather than a full interval.
+PENDING_RECHECK_S = 0.1
 FENCING_CODES = frozenset(
     {ErrorCode.UNKNOWN_MEMBER, ErrorCode.FENCED_MEMBER, ErrorCode.ILLEGAL_GENERATION}
 )
@@ -78,6 +81,7 @@ class Membership:
         self.revoking: frozenset[TopicPartition] = frozenset()
         self.joined = asyncio.Event()
         self.fenced_count = 0  # times this consumer lost its partitions to fencing
+        self.pending = False  # partitions of ours still held by their previous owner
         self._last_ok_s = time.monotonic()
         self._last_poll_s = time.monotonic()
         self._wake = asyncio.Event()
@@ -184,6 +188,8 @@ class Membership:
                         continue
                     log.warning("group %s: heartbeat failed: %s", self.settings.group, exc)
             delay_s = self._interval_s if failures == 0 else min(self._interval_s, 0.2 * failures)
+            if self.pending and failures == 0:  # ask again soon: they move once released
+                delay_s = min(delay_s, PENDING_RECHECK_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay_s)
 
@@ -218,6 +224,7 @@ class Membership:
             )
         self.member_id = answer.member_id
         self.generation = answer.generation
+        self.pending = bool(answer.pending)
         assigned = {TopicPartition(p.topic, p.partition) for p in answer.assigned}
         owned = set(self._fetcher.assignment.partitions)
         added = assigned - owned
