@@ -332,7 +332,9 @@ def test_coordinator_and_broker_restarts_keep_offsets_and_assignments(
 ) -> None:
     make_topic(cluster, "restart", partitions=4)
     procs = [
-        MemberProc.start(cluster, "restart", "gr", tmp_path / f"m{i}.jsonl", "8000")
+        # a session longer than the restart takes on a loaded machine: members that lose
+        # their session drop their partitions and join afresh (safe, but not "recovered")
+        MemberProc.start(cluster, "restart", "gr", tmp_path / f"m{i}.jsonl", "20000")
         for i in range(2)
     ]
     members += procs
