@@ -6,6 +6,7 @@ Members are subprocesses (``group_member.py``) so that SIGKILL and SIGSTOP are r
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -207,7 +208,9 @@ def produce_keys(cluster: Cluster, topic: str, keys: list[str], count: int) -> N
         producer.flush()
 
 
-FOUR_MEMBER_COUNT = 40_000  # the issue says 200,000: scaled down to stay well under 60 s
+# The issue says 200,000: scaled down so the test stays well under 60 s on 2 shared cores;
+# CONVEYOR_GROUPS_MESSAGES=200000 runs the full count (about 1 minute).
+FOUR_MEMBER_COUNT = int(os.environ.get("CONVEYOR_GROUPS_MESSAGES", "40000"))
 
 
 def test_four_subscribers_split_sixteen_partitions_evenly(
