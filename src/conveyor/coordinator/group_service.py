@@ -9,7 +9,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from conveyor.coordinator import groups, views
 from conveyor.coordinator import state as core
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from conveyor.coordinator.service import CoordinatorService
 
 log = logging.getLogger(__name__)
+
+GROUPS_WITH_MEMBERS_MAX: Final = 10_000  # bounds the coordinator's membership memory
 
 
 def partition_counts(state: ClusterState) -> dict[str, int]:
@@ -67,8 +69,10 @@ class GroupManager:
                 {m: sorted(f"{t}-{p}" for t, p in tps) for m, tps in after.target.items()},
             )
             self.service.metrics.rebalanced(after.name)
-        if after.members or after.name in self.groups:
+        if after.members:
             self.groups[after.name] = after
+        else:  # an empty group keeps only its committed offsets (in the cluster state)
+            self.groups.pop(after.name, None)
 
     async def heartbeat(self, name: str, request: GroupHeartbeatRequest) -> GroupHeartbeatResponse:
         validate_group_name(name)
@@ -89,6 +93,11 @@ class GroupManager:
             leave=request.leave,
         )
         async with self._lock:
+            if name not in self.groups and len(self.groups) >= GROUPS_WITH_MEMBERS_MAX:
+                raise InvalidRequestError(
+                    f"{GROUPS_WITH_MEMBERS_MAX} groups have members, the limit; group {name} "
+                    "cannot start"
+                )
             before = self.groups.get(name) or self._new(name)
             after, member_id, error = groups.heartbeat(
                 before,
