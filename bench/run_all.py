@@ -187,19 +187,24 @@ def main() -> int:
     parser.add_argument("--e2e-seconds", type=float, default=30.0)
     parser.add_argument("--raw", type=Path, default=ROOT / "bench" / "results.jsonl")
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--from-raw", type=Path, default=None, help="re-render from a raw file")
     args = parser.parse_args()
     systems = args.systems.split(",")
     raw: list[dict[str, Any]] = []
-    if "conveyor" in systems:
+    if args.from_raw is not None:  # tables, docs and chart again from recorded runs
+        raw = [json.loads(line) for line in args.from_raw.read_text().splitlines() if line]
+        systems = [s for s in systems if any(r["system"] == s for r in raw)]
+    elif "conveyor" in systems:
         for run in range(args.runs):
             result = conveyor_runs(args.count, args.e2e_seconds, args.w5_count)
             result["run"] = run
             print(json.dumps(result), flush=True)
             raw.append(result)
     peers = [s for s in systems if s != "conveyor"]
-    if peers:
+    if peers and args.from_raw is None:
         raw += peer_runs(peers, args.count, args.runs, args.e2e_seconds)
-    args.raw.write_text("".join(json.dumps(r) + "\n" for r in raw))
+    if args.from_raw is None:
+        args.raw.write_text("".join(json.dumps(r) + "\n" for r in raw))
     rows = [
         median_of([r for r in raw if r["system"] == s])
         for s in systems

@@ -563,11 +563,17 @@ def _rabbit_consumer(index: int, counter: Any, go: Any, ready: Any, count: int, 
     ready.wait(120)
     go.wait()
     pending = 0
+    last_tag = 0
     for method, _properties, _body in channel.consume("bench", inactivity_timeout=0.2):
-        if method is None:
+        if method is None:  # idle: settle what is held, then see whether all is done
+            if pending:
+                channel.basic_ack(last_tag, multiple=True)
+                add_and_check_done(counter, pending, count)
+                pending = 0
             if counter.value >= count:
                 break
             continue
+        last_tag = method.delivery_tag
         pending += 1
         if pending >= 100:  # ack in groups (multiple=True), as fast consumers do
             channel.basic_ack(method.delivery_tag, multiple=True)
