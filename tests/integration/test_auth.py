@@ -50,10 +50,14 @@ def auth_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthClust
     root = tmp_path_factory.mktemp("auth")
     cluster = Cluster(root, broker_count=1, coordinator_args=["--auth"], broker_args=["--auth"])
     os.environ["CONVEYOR_CLUSTER_SECRET"] = SECRET
+    # A client token in the services' environment too: brokers must still speak as the
+    # cluster (internal routes refuse client tokens).
+    os.environ["CONVEYOR_TOKEN"] = "cvt_0000_client-token-in-a-shared-env"
     try:
         cluster.start()
     finally:
         del os.environ["CONVEYOR_CLUSTER_SECRET"]
+        del os.environ["CONVEYOR_TOKEN"]
     try:
         # Bootstrap as operators do: the cluster secret creates the first administrator.
         with SecurityAdmin(cluster.url, token=SECRET) as security:

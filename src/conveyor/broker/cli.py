@@ -17,6 +17,7 @@ from conveyor.protocol.messages import DEFAULT_COORDINATOR_URL
 
 if TYPE_CHECKING:
     from conveyor.broker.config import BrokerConfig
+    from conveyor.transport.client import AsyncHTTP
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,21 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
     )
 
 
+def service_http(config: BrokerConfig) -> AsyncHTTP:
+    """The broker's client to the coordinator and other brokers: it speaks as the cluster
+    (``CONVEYOR_CLUSTER_SECRET``) even when a ``CONVEYOR_TOKEN`` meant for clients is in
+    the same environment, since internal routes refuse client tokens."""
+    from conveyor.transport.auth import authorization_header
+    from conveyor.transport.client import AsyncHTTP
+
+    secret = os.environ.get("CONVEYOR_CLUSTER_SECRET") or None
+    return AsyncHTTP(
+        config.tls,
+        limit=config.forward_connections_max,
+        authorization=authorization_header(secret) if secret else None,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a broker until SIGTERM or SIGINT; returns the exit code."""
     from conveyor.broker.http import build_broker_app
@@ -121,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging("broker", args.log_level)
     try:
         config = config_from_args(args)
-        service = BrokerService(config)
+        service = BrokerService(config, http=service_http(config))
         service.check_data_dir()
     except (ConveyorError, ValueError) as exc:
         log.error("broker cannot start: %s", exc)
