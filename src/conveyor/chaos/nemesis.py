@@ -30,6 +30,7 @@ from conveyor.client.errors import ConveyorError
 log = logging.getLogger(__name__)
 
 TMPFS_SIZE: Final = "48m"
+REPORTS_LAND_S: Final = 0.3  # after SIGSTOP: replica fetches already sent reach the leader
 FILLER_NAME: Final = "chaos-filler"
 _Heal = Callable[[], None]
 
@@ -123,16 +124,13 @@ class Nemesis:
         followed = [p for p in hosted if p["role"] == "follower" and p["log_end_offset"]]
         if kind == "corrupt" and not followed:
             raise RuntimeError(f"{broker.name} follows no partition with data")
+        cuts = self._durable_offsets(broker, followed) if kind == "power-loss" else {}
         broker.kill()
         done: list[str] = []
         if kind == "power-loss":
-            for p in hosted:
-                # The broker's own durable offset when it reports one; else its high
-                # watermark, which never exceeds what the ISR (it included) made durable.
-                durable = int(p.get("durable_offset", p["high_watermark"]))
-                directory = broker.data_dir / f"{p['topic']}-{p['partition']}"
-                dropped = diskfault.lose_unsynced(directory, durable)
-                done.append(f"{directory.name}@{durable}:-{dropped}B")
+            for name, durable in sorted(cuts.items()):
+                dropped = diskfault.lose_unsynced(broker.data_dir / name, durable)
+                done.append(f"{name}@{durable}:-{dropped}B")
         elif kind == "corrupt":
             p = self.rng.choice(followed)
             directory = broker.data_dir / f"{p['topic']}-{p['partition']}"
@@ -145,6 +143,31 @@ class Nemesis:
         log.info("%s on %s: %s", kind, broker.name, "; ".join(done) or "nothing to change")
         self.history.record("nemesis", "info", "disk", {"fault": kind, "changes": done})
         return broker.start
+
+    def _durable_offsets(self, broker: Service, followed: list[dict[str, Any]]) -> dict[str, int]:
+        """For each replica ``broker`` follows: the durable offset it last reported to its
+        leader, which it reports only after fsync. ``broker`` is frozen first (SIGSTOP) and
+        its last reports are given time to land, so the value cannot move before the kill;
+        the leader's high watermark never exceeds it, so a cut there drops everything
+        unsynced and nothing acknowledged. Replicas it leads are left whole: their exact
+        flushed offset is not exposed (see docs/reliability.md)."""
+        broker.signal(signal.SIGSTOP)
+        self.stopped.wait(REPORTS_LAND_S)
+        cuts: dict[str, int] = {}
+        for p in followed:
+            leader = self._leader_service(int(p["partition"]))
+            if leader is None or leader is broker:
+                continue
+            durable = _reported_durable(leader, p["topic"], int(p["partition"]), broker)
+            if durable is not None:
+                cuts[f"{p['topic']}-{p['partition']}"] = durable
+        return cuts
+
+    def _leader_service(self, partition: int) -> Service | None:
+        try:
+            return self._leader_of(partition)
+        except (RuntimeError, ConveyorError, OSError):
+            return None
 
     def _fill_disk(self, broker: Service) -> _Heal:
         filler = broker.data_dir / FILLER_NAME
@@ -159,6 +182,29 @@ class Nemesis:
             except OSError:
                 pass  # ENOSPC: the disk is full, which is the fault
         return lambda: filler.unlink(missing_ok=True)
+
+
+def _reported_durable(leader: Service, topic: str, partition: int, follower: Service) -> int | None:
+    """From one scrape of the leader's metrics: its log end offset minus the follower's
+    lag, i.e. the durable offset the follower last reported (one snapshot, so consistent)."""
+    follower_id = follower.name.removeprefix("broker-")
+    with urllib.request.urlopen(leader.url + "/metrics", timeout=2) as response:  # noqa: S310
+        text = response.read().decode()
+    tp = f'partition="{partition}",topic="{topic}"'
+    end = lag = None
+    for line in text.splitlines():
+        if line.startswith("conveyor_broker_partition_log_end_offset{") and _labels(line, tp):
+            end = int(float(line.rsplit(" ", 1)[1]))
+        if line.startswith("conveyor_broker_replica_lag_messages{") and _labels(
+            line, tp, f'follower="{follower_id}"'
+        ):
+            lag = int(float(line.rsplit(" ", 1)[1]))
+    return None if end is None or lag is None else end - lag
+
+
+def _labels(line: str, *wanted: str) -> bool:
+    labels = line[line.index("{") + 1 : line.index("}")].split(",")
+    return all(all(w in labels for w in want.split(",")) for want in wanted)
 
 
 def _hosted(broker: Service) -> list[dict[str, Any]]:
