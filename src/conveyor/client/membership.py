@@ -208,7 +208,8 @@ class Membership:
             poll_age_ms=poll_age_ms,
             leave=leave,
         )
-        timeout_s = min(settings.request_timeout_ms, settings.session_timeout_ms) / 1000
+        # a heartbeat stuck on a dying coordinator must not use up the session: retry
+        timeout_s = min(settings.request_timeout_ms, settings.session_timeout_ms // 3) / 1000
         return await self._http.call(
             "POST", self._url, GroupHeartbeatResponse, body=request, timeout_s=timeout_s
         )

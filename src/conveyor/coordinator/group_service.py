@@ -54,10 +54,21 @@ class GroupManager:
         self.groups: dict[str, Group] = {}
         self._lock = asyncio.Lock()
         # membership is soft state: after a restart, members first report what they own
-        self._recovering_until_ms = now_ms() + groups.RECOVERY_MS
+        self._started_ms = now_ms()
+        self._recover = True
+
+    def started(self, recover: bool) -> None:
+        """The state is loaded. ``recover`` False (a new cluster: no topics) means no
+        member can be consuming yet, so groups need no recovery window."""
+        self._started_ms = self._now_ms()
+        self._recover = recover
 
     def _new(self, name: str) -> Group:
-        return Group(name, recovering_until_ms=self._recovering_until_ms)
+        if not self._recover:
+            return Group(name)
+        return Group(
+            name, recovering_until_ms=self._started_ms, recovery_started_ms=self._started_ms
+        )
 
     def _set(self, before: Group, after: Group) -> None:
         if after.generation != before.generation:

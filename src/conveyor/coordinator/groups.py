@@ -35,9 +35,6 @@ from typing import Final, Literal, NamedTuple
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
 
 HEARTBEAT_INTERVAL_MS: Final = 1_000  # told to members
-# How long a restarted coordinator gives members to report what they own before it hands
-# out partitions nobody reported: three default heartbeat intervals.
-RECOVERY_MS: Final = 3 * HEARTBEAT_INTERVAL_MS
 SESSION_TIMEOUT_MS_MIN: Final = 100
 SESSION_TIMEOUT_MS_MAX: Final = 300_000
 MAX_POLL_INTERVAL_MS_MAX: Final = 3_600_000
@@ -90,8 +87,12 @@ class Group:
     rebalances: int = 0
     partition_counts: Mapping[str, int] = field(default_factory=dict)  # as last assigned
     # After a coordinator restart nobody knows who owns what until the members report it:
-    # until then only partitions a member reports are given (see RECOVERY_MS).
+    # Until then only partitions a member reports are given. The window is the session
+    # timeout of the returning members (the longest a live member may go unheard; after
+    # it the client drops its partitions by itself), counted from recovery_started_ms
+    # (the coordinator's start; None: nothing to recover, a new cluster).
     recovering_until_ms: int = 0
+    recovery_started_ms: int | None = None
 
     def _given_to(self, member_id: str) -> set[TP]:
         return {tp for tp, owner in self.given.items() if owner == member_id}
@@ -257,6 +258,10 @@ def _join(
         reported=beat.owned,
     )
     grown = replace(group, members={**group.members, member_id: member})
+    started = group.recovery_started_ms
+    if started is not None:  # other members as live as this one may take this long
+        until = max(group.recovering_until_ms, started + beat.session_timeout_ms)
+        grown = replace(grown, recovering_until_ms=until)
     claims = {member_id: beat.owned} if beat.owned else {}
     return _grant(_retarget(grown, counts, claims), now_ms)
 

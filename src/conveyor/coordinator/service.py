@@ -119,6 +119,7 @@ class CoordinatorService:
         loaded = await self._in_store_thread(store.load)
         # heartbeat times are soft: brokers get a full session from now to check in again
         self._state = core.grant_grace(loaded, self._clock.now_ms()).state
+        self.groups.started(recover=bool(loaded.topics))
         alive = len(loaded.alive_broker_ids())
         log.info(
             "coordinator state loaded from %s: cluster_id=%s brokers=%d (alive %d) topics=%d "

@@ -252,7 +252,7 @@ def test_assignment_is_balanced_across_unequal_subscriptions() -> None:
 def test_a_restarted_coordinator_gives_out_only_reported_partitions_at_first() -> None:
     """Before every member has reported, an unreported partition may still be consumed
     by a member that has not come back yet: it must not be given to anyone else."""
-    fresh = Group("g", recovering_until_ms=3_000)
+    fresh = Group("g", recovery_started_ms=0)
     a_owned = {TP("t", p) for p in (0, 1, 2, 3)}
     b_owned = {TP("t", p) for p in (4, 5, 6, 7)}
     group, _, _ = groups.heartbeat(fresh, beat("a", a_owned), 10, COUNTS, "x")
@@ -261,11 +261,13 @@ def test_a_restarted_coordinator_gives_out_only_reported_partitions_at_first() -
     group, _, _ = groups.heartbeat(group, beat("b", b_owned), 20, COUNTS, "x")
     group = settle(group, 30)
     assert set(group.assigned_to("a")) == a_owned and set(group.assigned_to("b")) == b_owned
-    # a partition nobody reports is given once the recovery window has passed
-    lonely = Group("g", recovering_until_ms=3_000)
-    lonely, _, _ = groups.heartbeat(lonely, beat("a", a_owned), 10, COUNTS, "x")
-    lonely = settle(lonely, 3_001)
-    assert len(lonely.assigned_to("a")) == 8
+    # a partition nobody reports is given once the window (the returning members' session
+    # timeout, counted from the coordinator's start) has passed
+    lonely = Group("g", recovery_started_ms=0)
+    slow = Heartbeat("a", "c", ("t",), frozenset(a_owned), session_timeout_ms=5_000)
+    lonely, _, _ = groups.heartbeat(lonely, slow, 10, COUNTS, "x")
+    assert len(settle(lonely, 4_999).assigned_to("a")) == 4
+    assert len(settle(lonely, 5_001).assigned_to("a")) == 8
 
 
 @settings(max_examples=300, deadline=None)
