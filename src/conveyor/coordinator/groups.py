@@ -129,11 +129,13 @@ def assign(
     members: Mapping[str, Member],
     partition_counts: Mapping[str, int],
     previous: Mapping[str, Iterable[TP]],
+    holding: Mapping[str, Iterable[TP]] = {},
 ) -> dict[str, frozenset[TP]]:
     """Balanced, sticky target assignment.
 
-    1. Each member keeps its previous partitions that still exist and it still subscribes
-       to (first claim wins, members in id order).
+    1. Each member keeps the partitions it is ``holding`` (owns now), then its
+       ``previous`` target partitions, where they still exist and it still subscribes to
+       them (first claim wins: every holding before any previous, members in id order).
     2. Every other partition goes to the eligible member with the fewest.
     3. While a member has two more than another that could take one of its partitions,
        one moves (the sum of squares falls each time, so this ends).
@@ -143,11 +145,12 @@ def assign(
     """
     owned: dict[str, list[TP]] = {m: [] for m in sorted(members)}
     taken: set[TP] = set()
-    for m, mine in owned.items():
-        for tp in sorted(previous.get(m, ())):
-            if _eligible(members[m], tp, partition_counts) and tp not in taken:
-                mine.append(tp)
-                taken.add(tp)
+    for tier in (holding, previous):
+        for m, mine in owned.items():
+            for tp in sorted(tier.get(m, ())):
+                if _eligible(members[m], tp, partition_counts) and tp not in taken:
+                    mine.append(tp)
+                    taken.add(tp)
     every = sorted(
         TP(t, p)
         for t in {t for member in members.values() for t in member.topics}
@@ -159,7 +162,8 @@ def assign(
         candidates = [m for m in owned if tp.topic in members[m].topics]
         winner = min(candidates, key=lambda m: (len(owned[m]), m))
         owned[winner].append(tp)
-    _balance(members, owned)
+    held = {(m, tp) for m, tps in holding.items() for tp in tps}
+    _balance(members, owned, held)
     return {m: frozenset(tps) for m, tps in owned.items()}
 
 
@@ -167,9 +171,11 @@ def _eligible(member: Member, tp: TP, counts: Mapping[str, int]) -> bool:
     return tp.topic in member.topics and 0 <= tp.partition < counts.get(tp.topic, 0)
 
 
-def _balance(members: Mapping[str, Member], owned: dict[str, list[TP]]) -> None:
+def _balance(
+    members: Mapping[str, Member], owned: dict[str, list[TP]], held: set[tuple[str, TP]]
+) -> None:
     for _ in range(BALANCE_MOVES_MAX):
-        move = _one_move(members, owned)
+        move = _one_move(members, owned, held)
         if move is None:
             return
         source, dest, tp = move
@@ -179,8 +185,10 @@ def _balance(members: Mapping[str, Member], owned: dict[str, list[TP]]) -> None:
 
 
 def _one_move(
-    members: Mapping[str, Member], owned: dict[str, list[TP]]
+    members: Mapping[str, Member], owned: dict[str, list[TP]], held: set[tuple[str, TP]]
 ) -> tuple[str, str, TP] | None:
+    """One partition from the most to the least loaded member that can take it: one the
+    source does not hold yet if any (no hand-over needed), else its highest."""
     by_load = sorted(owned, key=lambda m: (-len(owned[m]), m))
     for source in by_load:
         for dest in reversed(by_load):
@@ -188,7 +196,7 @@ def _one_move(
                 break
             movable = [tp for tp in owned[source] if tp.topic in members[dest].topics]
             if movable:
-                return source, dest, max(movable)
+                return source, dest, max(movable, key=lambda tp: ((source, tp) not in held, tp))
     return None
 
 
@@ -308,14 +316,17 @@ def _remove(group: Group, member_ids: list[str], counts: Mapping[str, int], now_
 
 
 def _retarget(group: Group, counts: Mapping[str, int], claims: Mapping[str, Iterable[TP]]) -> Group:
-    previous: dict[str, Iterable[TP]] = {m: group.target.get(m, frozenset()) for m in group.members}
-    previous.update(claims)
+    previous = {m: group.target.get(m, frozenset()) for m in group.members}
+    holding: dict[str, set[TP]] = {m: set(claims.get(m, ())) for m in group.members}
+    for tp, m in group.given.items():
+        if m in holding:
+            holding[m].add(tp)
     relevant = _relevant_counts(group, counts)
     return replace(
         group,
         generation=group.generation + 1,
         rebalances=group.rebalances + 1,
-        target=assign(group.members, relevant, previous),
+        target=assign(group.members, relevant, previous, holding),
         partition_counts=relevant,
     )
 

@@ -343,3 +343,16 @@ def _client_beat(
     revoking[member_id] = owned[member_id] - assigned
     owned[member_id] |= assigned
     return group
+
+
+def test_after_a_restart_each_returning_member_keeps_what_it_owns_whoever_comes_first() -> None:
+    """The first member back gets a target of everything; the next one's reported
+    partitions must still win over that target (regression: they were swapped)."""
+    fresh = Group("g", recovery_started_ms=0)
+    owns_high = {TP("t", p) for p in (4, 5, 6, 7)}
+    owns_low = {TP("t", p) for p in (0, 1, 2, 3)}
+    group, _, _ = groups.heartbeat(fresh, beat("a", owns_high), 10, COUNTS, "x")  # a < b
+    group, _, _ = groups.heartbeat(group, beat("b", owns_low), 20, COUNTS, "x")
+    group = settle(group, 30)
+    assert set(group.assigned_to("a")) == owns_high
+    assert set(group.assigned_to("b")) == owns_low
