@@ -258,7 +258,9 @@ def test_scale_out_under_load_then_leave_and_kill(
         ]
         members += more
         wait_until(lambda: _stable_with(cluster, "gs", 4), 30, "four members")
-        wait_until(lambda: all(m.processed() for m in more), 30, "every member consuming")
+        # each has its share (some partitions carry no key of the 8, so "has consumed"
+        # would depend on which partitions a member got)
+        assert all(m["assigned"] for m in _describe(cluster, "gs")["members"])
         more[0].stop()
         more[1].stop()
         wait_until(lambda: _stable_with(cluster, "gs", 2), 30, "two members after leaves")
