@@ -21,6 +21,7 @@ from conveyor.protocol.errors import (
     AuthorizationError,
     ConveyorError,
     ErrorCode,
+    RetriableError,
 )
 from conveyor.transport.auth import PUBLIC, authorization_header, policy_for
 from conveyor.transport.client import SyncHTTP
@@ -70,6 +71,8 @@ def auth_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthClust
             admin.create_topic("team-b.events", partitions=1, replication_factor=1)
         ac = AuthCluster(cluster, admin_token)
         wait_for(lambda: _knows(ac, admin_token), 5, "the broker to learn the admin token")
+        for topic in ("orders", "team-a.events", "team-b.events"):
+            wait_for(lambda t=topic: _serves(ac, t), 10, f"the broker to lead {topic}-0")
         yield ac
     finally:
         cluster.stop()
@@ -92,6 +95,14 @@ def _knows(ac: AuthCluster, token: str) -> bool:
         return False
     except AuthorizationError:
         return True
+    return True
+
+
+def _serves(ac: AuthCluster, topic: str) -> bool:
+    try:
+        end_offset(ac, topic)
+    except RetriableError:
+        return False
     return True
 
 
@@ -166,6 +177,19 @@ def test_deny_by_default_then_allow_by_acl(auth_cluster: AuthCluster) -> None:
         admin.delete_topic("orders")
     with conveyor.Admin(auth_cluster.url, token=auth_cluster.admin_token) as admin:
         assert "orders" in [t.name for t in admin.list_topics()]
+
+
+def test_a_token_and_a_rule_created_just_now_work_on_the_broker_at_once(
+    auth_cluster: AuthCluster,
+) -> None:
+    # No wait for a heartbeat: a broker that meets unknown credentials or a denial asks
+    # the coordinator for the newer state before answering 401/403.
+    before = end_offset(auth_cluster, "orders")
+    with auth_cluster.security() as security:
+        token = security.create_token("svc-fresh").token
+        security.add_acl("svc-fresh", "produce", "topic", "orders")
+    produce(auth_cluster, "orders", token)
+    assert end_offset(auth_cluster, "orders") == before + 1
 
 
 def test_prefix_rules_and_the_library_with_a_user(auth_cluster: AuthCluster) -> None:

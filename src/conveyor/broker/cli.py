@@ -150,11 +150,13 @@ def run(args: argparse.Namespace) -> int:
         config.coordinator_url,
         config.data_dir,
     )
+    from conveyor.broker.security import refresh_security
     from conveyor.transport.auth import AUTH_KEY, AuthInstall, settings_from_env
 
     app = build_broker_app(service)
     auth = settings_from_env(args.auth)
     service.security.enabled = auth.enabled
+    service.security.refresher = lambda: refresh_security(service)
     app[AUTH_KEY] = AuthInstall(auth, service.security)
     runner.run(app, args.listen, config.tls, config.shutdown_timeout_s)
     return 0

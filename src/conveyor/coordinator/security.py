@@ -88,6 +88,10 @@ class SecurityStore:
     def close(self) -> None:
         self._db.close()
 
+    async def catch_up(self) -> bool:
+        """The coordinator's tables are the source: nothing newer to fetch."""
+        return False
+
     def _load(self) -> SecuritySnapshot:
         db = self._db
         row = db.execute("SELECT value FROM security_meta WHERE key = 'version'").fetchone()

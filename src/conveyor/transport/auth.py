@@ -19,12 +19,13 @@ request pays the slow hash once per change of the security state.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 import msgspec
@@ -50,6 +51,9 @@ from conveyor.transport.metrics import route_template
 from conveyor.transport.server import ROUTES_KEY, Handler
 
 CACHE_ENTRIES_MAX: Final = 10_000
+# Between two on-demand refreshes of a broker's security state (unknown credentials,
+# a denied request): bounds the coordinator load that bad credentials can cause.
+CATCH_UP_GAP_S: Final = 0.1
 PRINCIPAL_KEY: Final = "principal"
 
 
@@ -116,6 +120,10 @@ class SecuritySource(Protocol):
     @property
     def snapshot(self) -> SecuritySnapshot | None: ...
 
+    async def catch_up(self) -> bool:
+        """Fetch a newer state now if the source is a copy; True when one arrived."""
+        ...
+
 
 @dataclass
 class BrokerSecurity:
@@ -124,6 +132,11 @@ class BrokerSecurity:
 
     snapshot: SecuritySnapshot | None = None
     enabled: bool = False
+    # Fetches the newer state from the coordinator (``broker/security.py``); set by the
+    # broker so a token or rule created a moment ago works before the next heartbeat.
+    refresher: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
+    _round: asyncio.Future[None] | None = field(default=None, repr=False)
+    _last_round_s: float = field(default=0.0, repr=False)
 
     def update(self, snapshot: SecuritySnapshot) -> bool:
         """Take ``snapshot`` if newer (or the first); True when taken."""
@@ -131,6 +144,31 @@ class BrokerSecurity:
             return False
         self.snapshot = snapshot
         return True
+
+    async def catch_up(self) -> bool:
+        """Ask the coordinator for a newer state now (concurrent callers share one round,
+        rounds at most every ``CATCH_UP_GAP_S``); True when a newer state arrived. An
+        unreachable coordinator leaves the last state in force."""
+        if self.refresher is None:
+            return False
+        before = None if self.snapshot is None else self.snapshot.version
+        if self._round is None:
+            self._round = asyncio.ensure_future(self._refresh_round(self.refresher))
+        try:
+            await asyncio.shield(self._round)
+        except (ConveyorError, msgspec.DecodeError, OSError, TimeoutError):  # as heartbeats
+            return False
+        return self.snapshot is not None and self.snapshot.version != before
+
+    async def _refresh_round(self, refresher: Callable[[], Awaitable[None]]) -> None:
+        try:
+            wait = self._last_round_s + CATCH_UP_GAP_S - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await refresher()
+        finally:
+            self._last_round_s = time.monotonic()
+            self._round = None
 
 
 @dataclass
@@ -250,9 +288,18 @@ def auth_middleware(
         header = request.headers.get("Authorization")
         if header is None:
             raise AuthenticationError("credentials required: Basic or Bearer")
-        principal = credentials_principal(
-            header, snapshot, clock_ms(), settings.cluster_secret, passwords
-        )
+        try:
+            principal = credentials_principal(
+                header, snapshot, clock_ms(), settings.cluster_secret, passwords
+            )
+        except AuthenticationError:
+            # A token or user created a moment ago may not have reached this broker yet.
+            if not await source.catch_up() or source.snapshot is None:
+                raise
+            snapshot = source.snapshot
+            principal = credentials_principal(
+                header, snapshot, clock_ms(), settings.cluster_secret, passwords
+            )
         request[PRINCIPAL_KEY] = principal
         if is_internal:
             if principal != CLUSTER_PRINCIPAL:
@@ -263,7 +310,13 @@ def auth_middleware(
         if policy.operation is None:
             return await handler(request)
         name = await resource_name(request, policy)
-        if not authorize(snapshot.acls, principal, policy.operation, policy.resource_type, name):
+        allowed = authorize(snapshot.acls, principal, policy.operation, policy.resource_type, name)
+        if not allowed and await source.catch_up() and source.snapshot is not None:
+            snapshot = source.snapshot  # a rule added a moment ago
+            allowed = authorize(
+                snapshot.acls, principal, policy.operation, policy.resource_type, name
+            )
+        if not allowed:
             raise AuthorizationError(
                 f"{principal} may not {policy.operation} on {policy.resource_type} {name!r}"
             )

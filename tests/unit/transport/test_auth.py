@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
 
-from conveyor.protocol.errors import AuthenticationError
+from conveyor.protocol.errors import AuthenticationError, ConveyorError
 from conveyor.protocol.security import (
     CLUSTER_PRINCIPAL,
     SecuritySnapshot,
@@ -19,6 +20,7 @@ from conveyor.transport.auth import (
     ADMIN,
     GROUP_POLICY,
     PUBLIC,
+    BrokerSecurity,
     _PasswordCache,
     authorization_header,
     credentials_principal,
@@ -84,3 +86,30 @@ def test_route_policies() -> None:
     assert (fetch.operation, fetch.param) == ("consume", "topic")
     assert policy_for("POST", "/v1/groups/{group}/heartbeat") is GROUP_POLICY
     assert policy_for("POST", "/v1/something/new") is ADMIN  # unknown: admin only
+
+
+def test_catch_up_shares_one_round_among_concurrent_callers_and_keeps_state_on_failure() -> None:
+    security = BrokerSecurity(snapshot=SNAPSHOT, enabled=True)
+    calls: list[int] = []
+    newer = SecuritySnapshot(version=2, enabled=True)
+
+    async def refresher() -> None:
+        calls.append(1)
+        await asyncio.sleep(0.01)
+        security.update(newer)
+
+    async def failing() -> None:
+        raise ConveyorError("coordinator unreachable")
+
+    async def scenario() -> None:
+        assert await BrokerSecurity(snapshot=SNAPSHOT).catch_up() is False  # no refresher
+        security.refresher = refresher
+        results = await asyncio.gather(*(security.catch_up() for _ in range(5)))
+        assert results == [True] * 5 and len(calls) == 1
+        assert await security.catch_up() is False  # nothing newer the second time
+        assert len(calls) == 2
+        security.refresher = failing
+        assert await security.catch_up() is False
+        assert security.snapshot is newer
+
+    asyncio.run(scenario())
