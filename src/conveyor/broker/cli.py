@@ -116,9 +116,9 @@ def service_http(config: BrokerConfig) -> AsyncHTTP:
     (``CONVEYOR_CLUSTER_SECRET``) even when a ``CONVEYOR_TOKEN`` meant for clients is in
     the same environment, since internal routes refuse client tokens."""
     from conveyor.transport.auth import authorization_header
-    from conveyor.transport.client import AsyncHTTP
+    from conveyor.transport.client import AsyncHTTP, secret_from_env
 
-    secret = os.environ.get("CONVEYOR_CLUSTER_SECRET") or None
+    secret = secret_from_env("CONVEYOR_CLUSTER_SECRET")
     return AsyncHTTP(
         config.tls,
         limit=config.forward_connections_max,

@@ -351,11 +351,12 @@ AUTH_KEY: Final = web.AppKey("conveyor_auth", AuthInstall)
 
 def settings_from_env(enabled: bool | None) -> AuthSettings:
     """``--auth`` (or ``CONVEYOR_AUTH``) and the cluster secret from ``CONVEYOR_CLUSTER_SECRET``
-    (the environment, not the command line, which ``ps`` shows to every local user)."""
+    (the environment, not the command line, which ``ps`` shows to every local user) or the
+    file ``CONVEYOR_CLUSTER_SECRET_FILE`` names (a mounted Docker/Kubernetes secret)."""
     import os
+
+    from conveyor.transport.client import secret_from_env
 
     if enabled is None:
         enabled = (os.environ.get("CONVEYOR_AUTH") or "").lower() in ("1", "true", "yes", "on")
-    return AuthSettings(
-        enabled=enabled, cluster_secret=os.environ.get("CONVEYOR_CLUSTER_SECRET") or None
-    )
+    return AuthSettings(enabled=enabled, cluster_secret=secret_from_env("CONVEYOR_CLUSTER_SECRET"))

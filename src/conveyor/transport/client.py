@@ -44,16 +44,34 @@ def error_for(status: int, data: bytes) -> ConveyorError:
     return ConveyorError(f"HTTP {status}: {text}", code=code, status=status)
 
 
+def secret_from_env(name: str) -> str | None:
+    """``$name``, else the content of the file ``$name_FILE`` names (stripped), as Docker
+    and Kubernetes secrets are mounted; None when neither is set or the value is empty."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    path = os.environ.get(f"{name}_FILE")
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError as exc:
+        raise ConveyorError(
+            f"cannot read {name}_FILE={path}: {exc.strerror}", code=ErrorCode.INVALID_REQUEST
+        ) from exc
+
+
 def authorization_from_env() -> str | None:
     """``CONVEYOR_TOKEN``, else ``CONVEYOR_USER`` with ``CONVEYOR_PASSWORD``, else the
-    cluster's own ``CONVEYOR_CLUSTER_SECRET`` (what brokers send), else nothing."""
+    cluster's own ``CONVEYOR_CLUSTER_SECRET`` (what brokers send), else nothing. Each also
+    from a file named by the variable with ``_FILE`` appended (``secret_from_env``)."""
     from conveyor.transport.auth import authorization_header
 
-    env = os.environ
     return authorization_header(
-        env.get("CONVEYOR_TOKEN") or env.get("CONVEYOR_CLUSTER_SECRET") or None,
-        env.get("CONVEYOR_USER") or None,
-        env.get("CONVEYOR_PASSWORD") or None,
+        secret_from_env("CONVEYOR_TOKEN") or secret_from_env("CONVEYOR_CLUSTER_SECRET"),
+        os.environ.get("CONVEYOR_USER") or None,
+        secret_from_env("CONVEYOR_PASSWORD"),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,7 @@ from conveyor.transport.auth import (
     credentials_principal,
     policy_for,
 )
+from conveyor.transport.client import authorization_from_env, secret_from_env
 
 TOKEN = "cvt_t1_abc_def"  # the secret part may hold underscores
 SNAPSHOT = SecuritySnapshot(
@@ -113,3 +115,21 @@ def test_catch_up_shares_one_round_among_concurrent_callers_and_keeps_state_on_f
         assert security.snapshot is newer
 
     asyncio.run(scenario())
+
+
+def test_secrets_come_from_the_variable_or_the_file_its_FILE_twin_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONVEYOR_TOKEN", raising=False)
+    monkeypatch.delenv("CONVEYOR_TOKEN_FILE", raising=False)
+    assert secret_from_env("CONVEYOR_TOKEN") is None
+    (tmp_path / "token").write_text("cvt_from_file\n")
+    monkeypatch.setenv("CONVEYOR_TOKEN_FILE", str(tmp_path / "token"))
+    assert secret_from_env("CONVEYOR_TOKEN") == "cvt_from_file"
+    assert authorization_from_env() == "Bearer cvt_from_file"
+    monkeypatch.setenv("CONVEYOR_TOKEN", "cvt_from_variable")  # the variable wins
+    assert secret_from_env("CONVEYOR_TOKEN") == "cvt_from_variable"
+    monkeypatch.delenv("CONVEYOR_TOKEN")
+    monkeypatch.setenv("CONVEYOR_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConveyorError, match="CONVEYOR_TOKEN_FILE"):
+        secret_from_env("CONVEYOR_TOKEN")
