@@ -3,6 +3,7 @@ rules; brokers learn them from heartbeats and enforce them locally."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 import conveyor
+from conveyor.client.group import GroupAdmin
 from conveyor.client.security import SecurityAdmin
 from conveyor.protocol.errors import (
     AuthenticationError,
@@ -415,3 +417,54 @@ def test_library_producer_and_group_consumer_with_the_documented_rules(
         while len(received) < 20 and time.monotonic() < deadline:
             received += [m.value or b"" for m in consumer.poll(timeout=0.5)]
     assert sorted(received) == sorted(f"m{i}".encode() for i in range(20))
+
+
+def test_library_clients_take_credentials_as_arguments(
+    auth_cluster: AuthCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Producer, AsyncProducer, Consumer (group member) and GroupAdmin with token= or
+    user=/password=, with nothing in the environment; a wrong token fails typed."""
+    monkeypatch.delenv("CONVEYOR_TOKEN", raising=False)
+    with auth_cluster.security() as security:
+        security.add_user("carol", "carol-password")
+        for principal in ("svc-args", "user:carol"):
+            for operation in ("produce", "consume"):
+                security.add_acl(principal, operation, "topic", "args.", "prefix")  # type: ignore[arg-type]
+            security.add_acl(principal, "group", "group", "args-", "prefix")
+            security.add_acl(principal, "describe", "group", "args-", "prefix")
+        token = security.create_token("svc-args").token
+    with conveyor.Admin(auth_cluster.url, token=auth_cluster.admin_token) as admin:
+        admin.create_topic("args.events", partitions=2, replication_factor=1)
+    with conveyor.Producer(auth_cluster.url, token=token) as producer:
+        for i in range(10):
+            producer.send("args.events", f"t{i}", key=f"k{i % 3}")
+        producer.flush()
+
+    async def send_async() -> None:
+        async with conveyor.AsyncProducer(
+            auth_cluster.url, user="carol", password="carol-password"
+        ) as producer:
+            for i in range(10):
+                await producer.send("args.events", f"u{i}", key=f"k{i % 3}")
+            await producer.flush()
+
+    asyncio.run(send_async())
+    received: list[bytes] = []
+    with conveyor.Consumer(
+        auth_cluster.url, "args.events", group_id="args-workers", token=token
+    ) as consumer:
+        deadline = time.monotonic() + 30
+        while len(received) < 20 and time.monotonic() < deadline:
+            received += [m.value or b"" for m in consumer.poll(timeout=0.5)]
+        consumer.commit()
+        described = GroupAdmin(
+            auth_cluster.url, user="carol", password="carol-password"
+        ).describe_group("args-workers")
+        assert len(described.members) == 1
+    expected = [f"t{i}".encode() for i in range(10)] + [f"u{i}".encode() for i in range(10)]
+    assert sorted(received) == sorted(expected)
+    with (
+        pytest.raises(AuthenticationError),
+        conveyor.Producer(auth_cluster.url, token="cvt_nope_nope", retries=0) as bad,
+    ):
+        bad.send("args.events", "x").result(timeout=30)

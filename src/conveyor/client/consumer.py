@@ -18,7 +18,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
@@ -31,6 +31,7 @@ from conveyor.client.membership import Membership, MembershipSettings
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.types import Message, TopicPartition
 from conveyor.protocol.errors import ConveyorError
+from conveyor.transport.auth import authorization_header
 from conveyor.transport.client import AsyncHTTP, default_url
 from conveyor.transport.tls import TLSConfig
 
@@ -64,6 +65,8 @@ class ConsumerConfig:
     heartbeat_interval_ms: int = 1_000
     max_poll_interval_ms: int = 300_000
     delivery: Delivery = "at-least-once"
+    # The Authorization header (from token, or user and password); None: the environment.
+    authorization: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.delivery not in ("at-least-once", "at-most-once"):
@@ -96,7 +99,11 @@ class _ConsumerCore:
         self.buffer = FetchBuffer(
             buffer_max_bytes=config.buffer_max_bytes, fetch_max_bytes=config.fetch_max_bytes
         )
-        self.http = AsyncHTTP(config.tls, timeout_s=config.request_timeout_ms / 1000 + 10)
+        self.http = AsyncHTTP(
+            config.tls,
+            timeout_s=config.request_timeout_ms / 1000 + 10,
+            authorization=config.authorization,
+        )
         self.metadata = MetadataClient(
             self.http, config.url, auto_create=False, request_timeout_ms=config.request_timeout_ms
         )
@@ -258,6 +265,9 @@ class Consumer:
         heartbeat_interval_ms: int = 1_000,
         max_poll_interval_ms: int = 300_000,
         delivery: Delivery = "at-least-once",
+        token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
         self._core = core = _ConsumerCore(
             _config(
@@ -280,6 +290,7 @@ class Consumer:
                 heartbeat_interval_ms=heartbeat_interval_ms,
                 max_poll_interval_ms=max_poll_interval_ms,
                 delivery=delivery,
+                authorization=authorization_header(token, user, password),
             )
         )
         self._io = LoopThread("conveyor-consumer-io")
@@ -412,6 +423,9 @@ class AsyncConsumer:
         heartbeat_interval_ms: int = 1_000,
         max_poll_interval_ms: int = 300_000,
         delivery: Delivery = "at-least-once",
+        token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
         self._core = _ConsumerCore(
             _config(
@@ -434,6 +448,7 @@ class AsyncConsumer:
                 heartbeat_interval_ms=heartbeat_interval_ms,
                 max_poll_interval_ms=max_poll_interval_ms,
                 delivery=delivery,
+                authorization=authorization_header(token, user, password),
             )
         )
         self._data: asyncio.Event | None = None

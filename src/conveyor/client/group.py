@@ -97,10 +97,25 @@ class GroupAdmin:
     """
 
     def __init__(
-        self, url: str | None = None, *, tls: TLSConfig | None = None, timeout_s: float = 30.0
+        self,
+        url: str | None = None,
+        *,
+        tls: TLSConfig | None = None,
+        timeout_s: float = 30.0,
+        token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
+        """Credentials as :class:`conveyor.Admin` takes them; none given: the environment."""
+        from conveyor.transport.auth import authorization_header
+
         self.url = default_url(url)
-        self._http = SyncHTTP(tls, timeout_s=timeout_s, pool_size=4)
+        self._http = SyncHTTP(
+            tls,
+            timeout_s=timeout_s,
+            pool_size=4,
+            authorization=authorization_header(token, user, password),
+        )
 
     def list_groups(self) -> list[GroupSummary]:
         return self._http.call("GET", f"{self.url}/v1/groups", GroupList).groups

@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
 
@@ -38,6 +38,7 @@ from conveyor.client.types import (
 )
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError, RetriableError
 from conveyor.protocol.records import Codec
+from conveyor.transport.auth import authorization_header
 from conveyor.transport.client import AsyncHTTP, default_url
 from conveyor.transport.tls import TLSConfig
 
@@ -65,6 +66,8 @@ class ProducerConfig:
     tls: TLSConfig | None = None
     # None: on with acks=all (Kafka's default since 3.0): retries never duplicate a batch.
     idempotence: bool | None = None
+    # The Authorization header (from token, or user and password); None: the environment.
+    authorization: str | None = field(default=None, repr=False)
 
     @property
     def idempotent(self) -> bool:
@@ -122,7 +125,11 @@ class _ProducerCore:
             on_space=self._on_space,
             sticky_start=random.randrange(1 << 16),
         )
-        self.http = AsyncHTTP(config.tls, timeout_s=config.request_timeout_ms / 1000 + 10)
+        self.http = AsyncHTTP(
+            config.tls,
+            timeout_s=config.request_timeout_ms / 1000 + 10,
+            authorization=config.authorization,
+        )
         self.metadata = MetadataClient(
             self.http, config.url, auto_create=True, request_timeout_ms=config.request_timeout_ms
         )
@@ -251,6 +258,9 @@ class Producer:
         max_block_ms: int = 60_000,
         tls: TLSConfig | None = None,
         idempotence: bool | None = None,
+        token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
         config = _config(
             url,
@@ -267,6 +277,7 @@ class Producer:
             max_block_ms=max_block_ms,
             tls=tls,
             idempotence=idempotence,
+            authorization=authorization_header(token, user, password),
         )
         # the core first: a bad setting must not leave a loop thread behind
         self._core = core = _ProducerCore(config, self._wake_sender)
@@ -416,6 +427,9 @@ class AsyncProducer:
         max_block_ms: int = 60_000,
         tls: TLSConfig | None = None,
         idempotence: bool | None = None,
+        token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
         config = _config(
             url,
@@ -432,6 +446,7 @@ class AsyncProducer:
             max_block_ms=max_block_ms,
             tls=tls,
             idempotence=idempotence,
+            authorization=authorization_header(token, user, password),
         )
         self._core = _ProducerCore(config, self._wake)
         self._batch_opened = False

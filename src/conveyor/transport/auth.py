@@ -93,6 +93,7 @@ POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("DELETE", "/v1/topics/{topic}"): _topic("delete_topic"),
     ("GET", "/v1/security/whoami"): AUTHENTICATED,
     ("GET", "/v1/groups"): Policy("describe", "cluster", None),
+    ("GET", "/v1/groups/{group}"): Policy("describe", "group", "group"),  # members, lag
     # broker
     ("POST", _PARTITION + "/records"): _topic("produce"),
     ("GET", _PARTITION + "/records"): _topic("consume"),
