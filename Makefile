@@ -28,10 +28,12 @@ typecheck: $(STAMP)
 system-deps:
 	@for script in $(sort $(wildcard scripts/system-deps/*.sh)); do bash $$script || exit 1; done
 
+# Everything, then the end-to-end (integration) suite again with every cluster on HTTPS.
 test: lint typecheck system-deps
 	$(BIN)/pytest
+	$(MAKE) --no-print-directory test-tls
 
-# The integration suite again with every cluster on HTTPS (docs/security.md).
+# The integration suite with every cluster on HTTPS (docs/security.md).
 test-tls: $(STAMP)
 	CONVEYOR_TEST_TLS=1 $(BIN)/pytest tests/integration
 

@@ -13,17 +13,20 @@ from tests.integration.cluster import TLS_DIR_ENV, Cluster
 def https_mode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """``CONVEYOR_TEST_TLS=1 pytest tests/integration``: the same suite with every cluster
     on HTTPS (one CA for the session). Clients in this process verify against it through
-    ``CONVEYOR_CA`` (the library) and ``SSL_CERT_FILE`` (urllib, httpx)."""
+    ``CONVEYOR_CA`` (the library), ``SSL_CERT_FILE`` (urllib, httpx) and
+    ``REQUESTS_CA_BUNDLE`` (requests, under schemathesis)."""
     if os.environ.get("CONVEYOR_TEST_TLS", "") not in ("1", "true"):
         yield
         return
     from conveyor.transport.certs import init_certs
 
     certs = init_certs(tmp_path_factory.mktemp("suite-certs"))
-    saved = {k: os.environ.get(k) for k in (TLS_DIR_ENV, "CONVEYOR_CA", "SSL_CERT_FILE")}
+    names = (TLS_DIR_ENV, "CONVEYOR_CA", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+    saved = {k: os.environ.get(k) for k in names}
     os.environ[TLS_DIR_ENV] = str(certs.directory)
     os.environ["CONVEYOR_CA"] = str(certs.ca)
     os.environ["SSL_CERT_FILE"] = str(certs.ca)
+    os.environ["REQUESTS_CA_BUNDLE"] = str(certs.ca)  # requests (schemathesis) uses certifi
     try:
         yield
     finally:

@@ -426,8 +426,8 @@ def test_library_clients_take_credentials_as_arguments(
     user=/password=, with nothing in the environment; a wrong token fails typed."""
     monkeypatch.delenv("CONVEYOR_TOKEN", raising=False)
     with auth_cluster.security() as security:
-        security.add_user("carol", "carol-password")
-        for principal in ("svc-args", "user:carol"):
+        security.add_user("dave", "dave-password")
+        for principal in ("svc-args", "user:dave"):
             for operation in ("produce", "consume"):
                 security.add_acl(principal, operation, "topic", "args.", "prefix")  # type: ignore[arg-type]
             security.add_acl(principal, "group", "group", "args-", "prefix")
@@ -442,7 +442,7 @@ def test_library_clients_take_credentials_as_arguments(
 
     async def send_async() -> None:
         async with conveyor.AsyncProducer(
-            auth_cluster.url, user="carol", password="carol-password"
+            auth_cluster.url, user="dave", password="dave-password"
         ) as producer:
             for i in range(10):
                 await producer.send("args.events", f"u{i}", key=f"k{i % 3}")
@@ -458,7 +458,7 @@ def test_library_clients_take_credentials_as_arguments(
             received += [m.value or b"" for m in consumer.poll(timeout=0.5)]
         consumer.commit()
         described = GroupAdmin(
-            auth_cluster.url, user="carol", password="carol-password"
+            auth_cluster.url, user="dave", password="dave-password"
         ).describe_group("args-workers")
         assert len(described.members) == 1
     expected = [f"t{i}".encode() for i in range(10)] + [f"u{i}".encode() for i in range(10)]
