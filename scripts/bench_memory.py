@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -117,7 +118,7 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=None, help="where the data goes")
     args = parser.parse_args()
     batch = one_batch()
-    batches_each = max(1, round(args.gib * 1024 / args.partitions))
+    batches_each = max(1, math.ceil(args.gib * 2**30 / len(batch) / args.partitions))
     total = len(batch) * batches_each * args.partitions
     with tempfile.TemporaryDirectory(dir=args.dir) as root:
         cluster = Cluster(Path(root), broker_count=1).start()
