@@ -279,7 +279,7 @@ def _run(args: argparse.Namespace) -> int:
         rows = [(c.name, c.url, c.process.pid if c.process else None) for c in children]
         print_table(f"conveyor dev cluster (data in {args.data})", ("service", "url", "pid"), rows)
         if args.monitoring:
-            prometheus = start_for_dev(args.data, args.port, args.brokers, args.prometheus_port)
+            prometheus = start_for_dev(args.data, args.port, args.brokers, args.prometheus_port, ca)
         print(  # plain: rich would wrap the long token and break copy-paste
             f"ready. In another terminal:\n"
             f"  export CONVEYOR_URL={children[0].url}\n"

@@ -42,8 +42,16 @@ def prometheus_config(
     rule_files: Sequence[str] = ("alerts.yml",),
     scrape_interval: str = DEFAULT_SCRAPE_INTERVAL,
     evaluation_interval: str | None = None,
+    *,
+    ca_file: str | None = None,
 ) -> str:
-    """The YAML text of a Prometheus configuration; targets are ``HOST:PORT``."""
+    """The YAML text of a Prometheus configuration; targets are ``HOST:PORT``. With
+    ``ca_file`` the services are scraped over HTTPS, verified against that CA."""
+    https = (
+        []
+        if ca_file is None
+        else ["    scheme: https", "    tls_config:", f"      ca_file: {_quote(ca_file)}"]
+    )
     lines = [
         _HEADER,
         "global:",
@@ -56,10 +64,12 @@ def prometheus_config(
         "scrape_configs:",
         f"  - job_name: {COORDINATOR_JOB}",
         "    metrics_path: /metrics",
+        *https,
         "    static_configs:",
         f"      - targets: [{_quote(coordinator)}]",
         f"  - job_name: {BROKER_JOB}",
         "    metrics_path: /metrics",
+        *https,
         "    static_configs:",
     ]
     for broker_id, target in sorted(brokers.items()):
@@ -108,11 +118,12 @@ def start_prometheus(
 
 
 def start_for_dev(
-    data: Path, port: int, brokers: int, prometheus_port: int
+    data: Path, port: int, brokers: int, prometheus_port: int, ca: Path | None = None
 ) -> subprocess.Popen[bytes] | None:
     """``conveyor dev --monitoring``: Prometheus scraping the dev cluster (coordinator on
-    ``port``, broker N on ``port + N``) every 5 s with the shipped alerts, or a message
-    saying why not. Returns the process to stop, or None."""
+    ``port``, broker N on ``port + N``; over HTTPS verified against ``ca`` with ``--tls``)
+    every 5 s with the shipped alerts, or a message saying why not. Returns the process to
+    stop, or None."""
     from conveyor.cli.output import print_line
 
     binary = prometheus_binary()
@@ -132,6 +143,7 @@ def start_for_dev(
         {b: f"127.0.0.1:{port + b}" for b in range(1, brokers + 1)},
         rule_files=rules,
         scrape_interval="5s",
+        ca_file=None if ca is None else str(ca.resolve()),
     )
     config_path = root / "prometheus.yml"
     config_path.write_text(config)
