@@ -4,9 +4,12 @@ deployment up (module), both removed afterwards except the cached base images.""
 from __future__ import annotations
 
 import os
+import re
+import ssl
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +30,8 @@ from tests.deploy.podman import (
 )
 
 CLUSTER_SERVICES = ("coordinator", "broker-1", "broker-2", "broker-3", "prometheus")
-ALL_SERVICES = (*CLUSTER_SERVICES, "demo-producer", "demo-consumer")
+ALL_SERVICES = ("init", *CLUSTER_SERVICES, "bootstrap", "demo-producer", "demo-consumer")
+ADMIN_PRINCIPAL = "deploy-test-admin"
 HEALTHY_TIMEOUT_S = 120.0
 
 
@@ -78,7 +82,7 @@ def deployment(
             with HealthDriver(podman, name):
                 project.up(*CLUSTER_SERVICES)
                 project.wait_healthy(CLUSTER_SERVICES, HEALTHY_TIMEOUT_S)
-                host = HostView(ports)
+                host = HostView(ports, _deployment_ca(project, work_dir), _admin_token(project))
                 wait_for(lambda: host.alive_brokers() == {1, 2, 3}, 60, "3 brokers registered")
                 yield Deployment(project, host)
         finally:
@@ -90,3 +94,21 @@ def deployment(
                 leftovers = project.leftovers()
                 project.remove_leftovers()
             assert not any(leftovers.values()), f"docker-compose down left {leftovers}"
+
+
+def _deployment_ca(project: ComposeProject, work_dir: Path) -> ssl.SSLContext:
+    """A TLS context trusting the CA the init service put in the secrets volume."""
+    ca_path = work_dir / "ca.pem"
+    project.podman.run("cp", f"{project.container('coordinator')}:/secrets/ca.pem", str(ca_path))
+    return ssl.create_default_context(cafile=str(ca_path))
+
+
+def _admin_token(project: ComposeProject) -> str:
+    """An admin token made with the cluster secret, as docs/deployment.md shows: the
+    coordinator's container speaks as the cluster (CONVEYOR_CLUSTER_SECRET_FILE)."""
+    exec_conveyor = ("exec", "-T", "coordinator", "conveyor")
+    project.compose(*exec_conveyor, "acl", "add", ADMIN_PRINCIPAL, "admin", "--cluster")
+    output = project.compose(*exec_conveyor, "token", "create", ADMIN_PRINCIPAL)
+    match = re.search(r"^cvt_\S+$", output, re.MULTILINE)
+    assert match is not None, f"no token in {output!r}"
+    return match.group(0)

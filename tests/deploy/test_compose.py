@@ -13,12 +13,15 @@ podman stands in for Docker.
 from __future__ import annotations
 
 import collections
+import http.client
 import json
 import os
 import re
+import secrets
 import signal
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ import pytest
 import yaml
 
 from conveyor import __version__
+from conveyor.transport.certs import init_certs
 from tests.deploy.compose import ComposeProject
 from tests.deploy.conftest import CLUSTER_SERVICES, Deployment
 from tests.deploy.http import HostView, HTTPStatusError, http_ok, request_json
@@ -38,7 +42,7 @@ TOPIC = "deploy-check"
 PARTITIONS = 6
 RECORDS_PER_REQUEST = 3
 RESTART_TIMEOUT_S = 90.0
-PROMETHEUS_CONFIG = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"
+PROMETHEUS_CONFIG = REPO_ROOT / "deploy" / "prometheus" / "prometheus-tls.yml"
 PROMETHEUS_RULES = REPO_ROOT / "deploy" / "prometheus" / "alerts.yml"
 COMPOSE_TARGETS = {"coordinator:7700", "broker-1:7701", "broker-2:7702", "broker-3:7703"}
 
@@ -66,8 +70,33 @@ def test_every_service_is_healthy_with_a_restart_policy(deployment: Deployment) 
         policy = project.podman.inspect(container, "{{.HostConfig.RestartPolicy.Name}}")
         assert policy == "unless-stopped", service
     for broker_id in (1, 2, 3):
-        assert http_ok(f"{deployment.host.broker_url(broker_id)}/readyz")
-    assert http_ok(f"{deployment.host.coordinator_url}/readyz")
+        assert deployment.host.ok(f"{deployment.host.broker_url(broker_id)}/readyz")
+    assert deployment.host.ok(f"{deployment.host.coordinator_url}/readyz")
+    init = project.container("init")
+    assert project.podman.inspect(init, "{{.State.ExitCode}}") == "0"
+
+
+def test_plain_http_and_missing_credentials_are_refused(deployment: Deployment) -> None:
+    """TLS and auth are on by default: plain HTTP to a published port fails (the connection
+    is dropped, no answer), a request without a token or with a wrong one gets 401, and
+    the services stay healthy."""
+    host = deployment.host
+    urls = [host.coordinator_url] + [host.broker_url(b) for b in (1, 2, 3)]
+    for url in urls:
+        plain = url.replace("https://", "http://")
+        with pytest.raises((OSError, http.client.HTTPException)):
+            urllib.request.urlopen(f"{plain}/healthz", timeout=10)
+    topics_url = f"{host.coordinator_url}/v1/topics"
+    for token in (None, "cvt_wrong_token"):
+        with pytest.raises(HTTPStatusError) as refused:
+            request_json("GET", topics_url, context=host.context, token=token)
+        assert refused.value.status == 401
+    produce_url = f"{host.broker_url(1)}/v1/topics/{TOPIC}/records"
+    with pytest.raises(HTTPStatusError) as refused:
+        request_json("POST", produce_url, {"records": [{"value": "x"}]}, context=host.context)
+    assert refused.value.status == 401
+    for url in urls:
+        assert host.ok(f"{url}/readyz")  # probes stay public
 
 
 class AckLog:
@@ -184,13 +213,31 @@ def test_acknowledged_messages_survive_a_broker_crash(
     _assert_every_ack_is_stored(host, acks)
 
 
+def _stored_records(host: HostView, partition: int) -> dict[int, str]:
+    """Every record of ``partition`` read from its leader. Right after a failover the
+    coordinator may name a leader that has not yet heard it leads (421 NOT_LEADER, within
+    a heartbeat): ask again, with the coordinator's newest answer, until a deadline."""
+    found: dict[int, str] = {}
+
+    def read() -> bool:
+        leader = host.leaders(TOPIC)[partition]
+        if leader is None:
+            return False
+        try:
+            found.update(host.fetch_all(leader, TOPIC, partition))
+        except HTTPStatusError as exc:
+            if exc.status in (421, 503):
+                return False
+            raise
+        return True
+
+    wait_for(read, RESTART_TIMEOUT_S, f"a leader of partition {partition} to serve it")
+    return found
+
+
 def _assert_every_ack_is_stored(host: HostView, acks: AckLog) -> None:
     acknowledged = acks.snapshot()
-    leaders = host.leaders(TOPIC)
-    stored: dict[int, dict[int, str]] = {}
-    for partition, leader in leaders.items():
-        assert leader is not None, f"partition {partition} has no leader after the restart"
-        stored[partition] = host.fetch_all(leader, TOPIC, partition)
+    stored = {p: _stored_records(host, p) for p in range(PARTITIONS)}
     lost = {
         key: value
         for key, (value, _) in acknowledged.items()
@@ -261,15 +308,18 @@ def test_prometheus_runs_with_the_shipped_config_and_rules(deployment: Deploymen
 
 
 def test_prometheus_scrapes_every_conveyor_service(deployment: Deployment) -> None:
-    """The shipped prometheus.yml names the compose services as its targets."""
+    """The shipped prometheus-tls.yml names the compose services as its targets and
+    scrapes them over HTTPS, verified against the CA in the secrets volume."""
     url = f"http://127.0.0.1:{deployment.project.ports.prometheus}/api/v1/targets"
 
     def healthy_targets() -> set[str]:
         active = request_json("GET", url)["data"]["activeTargets"]
         return {t["labels"]["instance"] for t in active if t["health"] == "up"}
 
-    active = {t["labels"]["instance"] for t in request_json("GET", url)["data"]["activeTargets"]}
+    targets = request_json("GET", url)["data"]["activeTargets"]
+    active = {t["labels"]["instance"] for t in targets}
     assert COMPOSE_TARGETS.issubset(active)
+    assert all(t["scrapeUrl"].startswith("https://") for t in targets)
     wait_for(lambda: COMPOSE_TARGETS.issubset(healthy_targets()), 90, "every conveyor target up")
 
 
@@ -300,7 +350,7 @@ RESTORE = (
 
 
 def _topic_names(host: HostView) -> set[str]:
-    topics = request_json("GET", f"{host.coordinator_url}/v1/topics")["topics"]
+    topics = host.request("GET", f"{host.coordinator_url}/v1/topics")["topics"]
     return {t["name"] for t in topics}
 
 
@@ -323,7 +373,7 @@ def test_coordinator_backup_and_restore_as_documented(
     )
     project.compose("start", "coordinator")
     project.wait_healthy(("coordinator",), RESTART_TIMEOUT_S)
-    wait_for(lambda: http_ok(f"{host.coordinator_url}/readyz"), 30, "coordinator ready")
+    wait_for(lambda: host.ok(f"{host.coordinator_url}/readyz"), 30, "coordinator ready")
 
     topics = _topic_names(host)
     assert {"kept-by-backup", TOPIC} <= topics
@@ -351,7 +401,10 @@ def _logs(podman: Podman, name: str) -> str:
 
 
 KUBERNETES_DIR = REPO_ROOT / "deploy" / "kubernetes"
-PROBE = "import sys, urllib.request as r; r.urlopen(sys.argv[1], timeout=4)"
+PROBE = (
+    "import ssl, sys, urllib.request as r; "
+    "r.urlopen(sys.argv[1], timeout=4, context=ssl.create_default_context(cafile=sys.argv[2]))"
+)
 
 
 def _pod_container(manifest: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -384,24 +437,49 @@ PODS = [
         "conveyor-broker-2",
         7701,
         "broker 2 starting: listen 0.0.0.0:7701, "
-        "advertised http://conveyor-broker-2.conveyor-broker.conveyor.svc:7701",
+        "advertised https://conveyor-broker-2.conveyor-broker.conveyor.svc:7701",
     ),
     Pod("coordinator.yaml", "conveyor-coordinator-0", 7700, "coordinator state loaded"),
 ]
 
 
 @pytest.mark.parametrize("pod", PODS, ids=lambda pod: pod.manifest)
+def _kubernetes_secret(directory: Path) -> Path:
+    """What the Job of secrets-init.yaml puts in the Secret ``conveyor-secrets`` (its
+    command's certificates, without the CA key, and a cluster secret), as files readable by
+    the pod's user, as the Secret's mount makes them."""
+    (job,) = [
+        doc
+        for doc in yaml.safe_load_all((KUBERNETES_DIR / "secrets-init.yaml").read_text())
+        if doc["kind"] == "Job"
+    ]
+    (certs,) = job["spec"]["template"]["spec"]["initContainers"]
+    hosts = re.findall(r'--host "?([^" ]+)"?', " ".join(certs["args"]))
+    hosts = [h.replace("${POD_NAMESPACE}", "conveyor") for h in hosts]
+    secret = directory / "secret"
+    init_certs(secret, hosts)
+    (secret / "ca-key.pem").unlink()
+    (secret / "cluster-secret").write_text(secrets.token_urlsafe(32) + "\n")
+    secret.chmod(0o755)
+    for path in secret.iterdir():
+        path.chmod(0o644)
+    directory.chmod(0o755)
+    return secret
+
+
 def test_kubernetes_pods_run_as_their_manifests_say(
-    podman: Podman, conveyor_image: str, pod: Pod
+    podman: Podman, conveyor_image: str, pod: Pod, tmp_path: Path
 ) -> None:
     """The StatefulSet's command under its security context (uid 10001, read-only root
-    filesystem with /data and /tmp writable, no capabilities): the broker takes its id
-    from the pod ordinal in its hostname and advertises its stable DNS name."""
+    filesystem with /data and /tmp writable, no capabilities) with the Secret the init
+    Job creates mounted: the broker takes its id from the pod ordinal in its hostname and
+    advertises its stable DNS name over HTTPS; the probe answers over HTTPS."""
     container, env = _pod_container(pod.manifest)
     name = f"conveyor-k8s-{pod.hostname}-{os.getpid()}"
     argv = ["run", "-d", "--name", name, "--hostname", pod.hostname, "--read-only"]
     argv += ["--tmpfs", "/tmp", "--user", "10001:10001", "--cap-drop", "ALL"]
     argv += ["--security-opt", "no-new-privileges"]
+    argv += ["-v", f"{_kubernetes_secret(tmp_path)}:/secrets:ro"]
     for key, value in env.items():
         argv += ["-e", f"{key}={value}"]
     if "command" in container:
@@ -409,7 +487,8 @@ def test_kubernetes_pods_run_as_their_manifests_say(
     podman.run(*argv, conveyor_image, *container["args"])
     try:
         wait_for(lambda: pod.expected_log in _logs(podman, name), 60, pod.expected_log)
-        url = f"http://127.0.0.1:{pod.port}{container['livenessProbe']['httpGet']['path']}"
-        podman.run("exec", name, "python3", "-c", PROBE, url)
+        probe = container["livenessProbe"]["httpGet"]
+        url = f"{probe['scheme'].lower()}://127.0.0.1:{pod.port}{probe['path']}"
+        podman.run("exec", name, "python3", "-c", PROBE, url, env["CONVEYOR_CA"])
     finally:
         podman.run("rm", "--force", "--volumes", name, check=False)

@@ -63,6 +63,8 @@ def test_docker_compose_accepts_the_file() -> None:
     services = _compose_config()["services"]
     assert set(services) == {
         *CONVEYOR_SERVICES,
+        "init",
+        "bootstrap",
         "prometheus",
         "grafana",
         "demo-producer",
@@ -78,12 +80,15 @@ def test_every_broker_has_its_own_id_volume_port_and_advertised_name() -> None:
         env = service["environment"]
         number = name.removeprefix("broker-")
         assert env["CONVEYOR_ID"] == number
-        assert env["CONVEYOR_ADVERTISED_URL"] == f"http://{name}:770{number}"
+        assert env["CONVEYOR_ADVERTISED_URL"] == f"https://{name}:770{number}"
         assert env["CONVEYOR_LISTEN"] == f"0.0.0.0:770{number}"
-        assert env["CONVEYOR_COORDINATOR"] == "http://coordinator:7700"
-        assert service["depends_on"] == {"coordinator": {"condition": "service_healthy"}}
+        assert env["CONVEYOR_COORDINATOR"] == "https://coordinator:7700"
+        assert service["depends_on"] == {
+            "init": {"condition": "service_completed_successfully"},
+            "coordinator": {"condition": "service_healthy"},
+        }
         ids.add(env["CONVEYOR_ID"])
-        volumes.update(v.split(":")[0] for v in service["volumes"])
+        volumes.update(v.split(":")[0] for v in service["volumes"] if "/data" in v)
         ports.update(p.split(":")[1] for p in service["ports"])
     assert len(ids) == len(volumes) == len(ports) == len(brokers) == 3
 
@@ -112,13 +117,55 @@ def test_monitoring_mounts_the_shipped_files() -> None:
     services = _compose_config()["services"]
     prometheus = " ".join(services["prometheus"]["volumes"])
     grafana = " ".join(services["grafana"]["volumes"])
-    for path in ("deploy/prometheus/prometheus.yml", "deploy/prometheus/alerts.yml"):
+    for path in ("deploy/prometheus/prometheus-tls.yml", "deploy/prometheus/alerts.yml"):
         assert f"{REPO_ROOT / path}:/etc/prometheus/" in prometheus
+    assert "secrets:/secrets:ro" in prometheus
     assert f"{REPO_ROOT / 'deploy/grafana/provisioning'}:/etc/grafana/provisioning" in grafana
     assert str(REPO_ROOT / "deploy/grafana/dashboards") in grafana
     grafana_env = services["grafana"]["environment"]
     assert grafana_env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
     assert grafana_env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+
+
+def test_conveyor_services_run_with_tls_and_auth_from_the_init_volume() -> None:
+    """TLS and auth are the compose file's default: every server reads the certificates
+    and the cluster secret from the volume the one-shot init service fills, read-only."""
+    services = _compose_config()["services"]
+    for name in CONVEYOR_SERVICES:
+        service = services[name]
+        env = service["environment"]
+        assert "secrets:/secrets:ro" in service["volumes"], name
+        assert service["depends_on"]["init"] == {"condition": "service_completed_successfully"}
+        assert env["CONVEYOR_TLS_CERT"] == "/secrets/server.pem", name
+        assert env["CONVEYOR_TLS_KEY"] == "/secrets/server-key.pem", name
+        assert env["CONVEYOR_CA"] == "/secrets/ca.pem", name
+        assert env["CONVEYOR_INTERNAL_MTLS"] == "true", name
+        assert env["CONVEYOR_AUTH"] == "true", name
+        assert env["CONVEYOR_CLUSTER_SECRET_FILE"] == "/secrets/cluster-secret", name
+        assert "CONVEYOR_CLUSTER_SECRET" not in env, name  # never in `docker inspect`
+    init = services["init"]
+    assert init["restart"] == "no"
+    assert "secrets:/secrets:rw" in init["volumes"]
+    script = " ".join(init["command"])
+    assert "conveyor certs init /secrets" in script
+    assert "if [ ! -f client.pem ]" in script  # a rerun keeps the CA
+    for name in ("demo-producer", "demo-consumer"):
+        env = services[name]["environment"]
+        assert env["CONVEYOR_URL"] == "https://coordinator:7700"
+        assert env["CONVEYOR_TOKEN_FILE"] == "/secrets/demo-token"
+    assert services["demo-producer"]["depends_on"]["bootstrap"] == {
+        "condition": "service_completed_successfully"
+    }
+
+
+def test_compose_prometheus_config_is_the_rendered_one_with_the_ca() -> None:
+    """prometheus-tls.yml is what ``prometheus_config`` renders for the compose services
+    with the CA of the secrets volume (prometheus.yml, without it, is kept identical by
+    tests/monitoring/test_promtool.py)."""
+    from conveyor.cli.monitoring import SHIPPED_TARGETS, prometheus_config
+
+    shipped = (REPO_ROOT / "deploy" / "prometheus" / "prometheus-tls.yml").read_text()
+    assert shipped == prometheus_config(*SHIPPED_TARGETS, ca_file="/secrets/ca.pem")
 
 
 def _kubernetes_files() -> list[Path]:
@@ -156,6 +203,7 @@ def test_kubernetes_brokers_have_stable_ids_volumes_probes_and_limits() -> None:
     assert '--id "${HOSTNAME##*-}"' in command  # the pod's ordinal
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert '--advertised-url "https://' in command
     assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
     assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
     budget = objects[("PodDisruptionBudget", "conveyor-broker")]
@@ -180,3 +228,36 @@ def test_dockerignore_sends_only_what_the_build_needs() -> None:
     rules = [line for line in lines if line and not line.startswith("#")]
     assert rules[0] == "*"
     assert {"!pyproject.toml", "!README.md", "!src/"} <= set(rules)
+
+
+def test_kubernetes_pods_run_with_tls_and_auth_from_the_init_job_secret() -> None:
+    objects = _kubernetes_objects()
+    config = objects[("ConfigMap", "conveyor-config")]["data"]
+    assert config["CONVEYOR_AUTH"] == "true"
+    assert config["CONVEYOR_INTERNAL_MTLS"] == "true"
+    assert config["CONVEYOR_CLUSTER_SECRET_FILE"] == "/secrets/cluster-secret"
+    assert config["CONVEYOR_URL"].startswith("https://")
+    assert config["CONVEYOR_COORDINATOR"].startswith("https://")
+    for name in ("conveyor-broker", "conveyor-coordinator"):
+        pod = objects[("StatefulSet", name)]["spec"]["template"]
+        assert pod["metadata"]["annotations"]["prometheus.io/scheme"] == "https"
+        (container,) = pod["spec"]["containers"]
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert container[probe]["httpGet"]["scheme"] == "HTTPS", (name, probe)
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["secrets"] == {"name": "secrets", "mountPath": "/secrets", "readOnly": True}
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert volumes["secrets"]["secret"]["secretName"] == "conveyor-secrets"
+    job = objects[("Job", "conveyor-secrets-init")]["spec"]["template"]["spec"]
+    (certs,) = job["initContainers"]
+    assert certs["image"] == "conveyor"
+    assert "conveyor certs init /out" in " ".join(certs["args"])
+    (creator,) = job["containers"]
+    script = " ".join(creator["args"])
+    assert "kubectl get secret conveyor-secrets" in script  # only when absent
+    assert "kubectl create secret generic conveyor-secrets" in script
+    role = objects[("Role", "conveyor-secrets-init")]
+    assert {r["resources"][0] for r in role["rules"]} == {"secrets"}
+    assert {v for r in role["rules"] for v in r["verbs"]} == {"get", "create"}
+    binding = objects[("RoleBinding", "conveyor-secrets-init")]
+    assert binding["subjects"][0]["name"] == job["serviceAccountName"]
