@@ -443,7 +443,6 @@ PODS = [
 ]
 
 
-@pytest.mark.parametrize("pod", PODS, ids=lambda pod: pod.manifest)
 def _kubernetes_secret(directory: Path) -> Path:
     """What the Job of secrets-init.yaml puts in the Secret ``conveyor-secrets`` (its
     command's certificates, without the CA key, and a cluster secret), as files readable by
@@ -467,6 +466,7 @@ def _kubernetes_secret(directory: Path) -> Path:
     return secret
 
 
+@pytest.mark.parametrize("pod", PODS, ids=lambda pod: pod.manifest)
 def test_kubernetes_pods_run_as_their_manifests_say(
     podman: Podman, conveyor_image: str, pod: Pod, tmp_path: Path
 ) -> None:
