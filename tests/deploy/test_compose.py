@@ -336,6 +336,31 @@ def test_demo_producer_and_consumer_run_from_the_same_image(deployment: Deployme
     )
     assert re.search(r"^demo\[\d+\]@\d+$", project.logs("demo-producer"), re.MULTILINE)
     assert "demo" in _topic_names(deployment.host)
+    # The demo token may use the demo topic only: listing topics needs describe on the
+    # cluster, producing elsewhere needs produce on that topic.
+    host = deployment.host
+    demo_token = _secret_file(project, "demo-token")
+    for method, url, body in (
+        ("GET", f"{host.coordinator_url}/v1/topics", None),
+        ("POST", f"{host.broker_url(1)}/v1/topics/{TOPIC}/records", {"records": [{"value": "x"}]}),
+    ):
+        with pytest.raises(HTTPStatusError) as refused:
+            request_json(method, url, body, context=host.context, token=demo_token)
+        assert refused.value.status == 403, (method, url)
+
+
+def _secret_file(project: ComposeProject, name: str) -> str:
+    """A file of the secrets volume, read inside the coordinator's container."""
+    return project.compose("exec", "-T", "coordinator", "cat", f"/secrets/{name}").strip()
+
+
+def test_a_rerun_of_init_keeps_the_ca_and_the_cluster_secret(deployment: Deployment) -> None:
+    project = deployment.project
+    before = {name: _secret_file(project, name) for name in ("ca.pem", "cluster-secret")}
+    project.compose("run", "--rm", "init")
+    after = {name: _secret_file(project, name) for name in ("ca.pem", "cluster-secret")}
+    assert after == before
+    assert before["ca.pem"].startswith("-----BEGIN CERTIFICATE-----")
 
 
 # The procedure of docs/deployment.md#backup-and-restore-of-the-coordinator, verbatim.
