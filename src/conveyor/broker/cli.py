@@ -69,6 +69,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override every topic's flush policy: always, never or interval:MS "
         "(default: each topic's own, whose default is always)",
     )
+    parser.add_argument(
+        "--fetch-memory-max-bytes",
+        type=int,
+        default=_env("FETCH_MEMORY_MAX_BYTES", str(32 * 1024 * 1024)),  # argparse applies type
+        metavar="BYTES",
+        help="fetch answers read and not yet written, broker-wide; past it answers are "
+        "cut to 64 KiB, at least one batch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fetch-write-timeout-ms",
+        type=int,
+        default=_env("FETCH_WRITE_TIMEOUT_MS", "30000"),
+        metavar="MS",
+        help="close a connection whose fetch answer is not read within this (default: %(default)s)",
+    )
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), metavar="LEVEL")
     parser.add_argument("--tls-cert", default=_env("TLS_CERT"), metavar="PEM")
     parser.add_argument("--tls-key", default=_env("TLS_KEY"), metavar="PEM")
@@ -93,6 +108,8 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
 
     if args.id is None or args.id < 0:
         raise SystemExit("--id must be a non-negative integer")
+    if args.fetch_memory_max_bytes < 1 or args.fetch_write_timeout_ms < 1:
+        raise SystemExit("--fetch-memory-max-bytes and --fetch-write-timeout-ms must be >= 1")
     from conveyor.transport.tls_args import tls_from_args
 
     tls: TLSConfig = tls_from_args(args)
@@ -108,6 +125,8 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
         coordinator_url=args.coordinator.rstrip("/"),
         flush_override=FlushPolicy.parse(args.flush) if args.flush else None,
         tls=tls,
+        fetch_memory_bytes_max=args.fetch_memory_max_bytes,
+        fetch_write_timeout_ms=args.fetch_write_timeout_ms,
     )
 
 

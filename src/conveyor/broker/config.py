@@ -27,6 +27,12 @@ class BrokerConfig:
     request_bytes_max: int = 16 * MIB
     fetch_bytes_max: int = FETCH_BYTES_MAX
     fetch_wait_ms_max: int = FETCH_WAIT_MS_MAX
+    # Fetch answers read and not yet written, broker-wide (fetchmemory.py); past it an
+    # answer is cut to 64 KiB (at least one batch). Replica fetches are not counted.
+    fetch_memory_bytes_max: int = 32 * MIB
+    # A fetch answer not written within this (a consumer that stopped reading its socket)
+    # closes the connection, like NATS's write deadline for slow consumers.
+    fetch_write_timeout_ms: int = 30_000
     produce_timeout_ms_max: int = PRODUCE_TIMEOUT_MS_MAX
     heartbeat_interval_ms: int = 1000  # until the coordinator says otherwise
     heartbeat_timeout_ms: int = 5000

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import struct
 from typing import Final
 
+import msgspec
 from aiohttp import web
 
 from conveyor.broker.fetcher import EPOCH_END_PATH, FETCH_PATH, FRAMED_CONTENT_TYPE
@@ -50,6 +53,8 @@ log = logging.getLogger(__name__)
 PARTITION_PATH: Final = "/v1/topics/{topic}/partitions/{partition}"
 # The JSON fetch decodes records on the event loop; keep each answer small.
 JSON_FETCH_BYTES_MAX: Final = 1024 * 1024
+# Fetch answers go out in chunks of this size (aiohttp drains its writer past 64 KiB).
+WRITE_CHUNK_BYTES: Final = 64 * 1024
 HEADER_HIGH_WATERMARK: Final = "X-Conveyor-High-Watermark"
 HEADER_LOG_START_OFFSET: Final = "X-Conveyor-Log-Start-Offset"
 HEADER_LOG_END_OFFSET: Final = "X-Conveyor-Log-End-Offset"
@@ -103,6 +108,19 @@ def _end_of_batches(data: bytes, offset: int) -> int:
     return max(end, offset)
 
 
+def _reset(request: web.Request) -> None:
+    """Close with a TCP reset (SO_LINGER 0): a plain close would leave the kernel sending
+    the megabytes already queued to a peer that reads a few KiB a second."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
 PRODUCE_QUERY: Final = (
     ("acks", "string", "0, 1 or all (default all; -1 means all)"),
     ("timeout_ms", "integer", "acks=all waits at most this long (default 30000)"),
@@ -150,7 +168,7 @@ class _Handlers:
             )
         return json_response(answer)
 
-    async def fetch(self, request: web.Request) -> web.Response:
+    async def fetch(self, request: web.Request) -> web.StreamResponse:
         topic, partition = _topic_partition(request)
         offset = query_int(request, "offset")
         binary = _wants_binary(request)
@@ -165,23 +183,51 @@ class _Handlers:
             max_wait_ms=query_int(request, "max_wait_ms", 0),
             leader_epoch=_optional_int(request, "leader_epoch"),
         )
-        headers = _offset_headers(result)
-        if binary:
-            return web.Response(
-                body=result.batches, content_type=BATCH_CONTENT_TYPE, headers=headers
+        try:
+            headers = _offset_headers(result)
+            if binary:
+                return await self._send(request, result.batches, BATCH_CONTENT_TYPE, headers)
+            records = to_fetched(decode_batches(result.batches, start_offset=offset))
+            answer = FetchResponse(
+                topic=topic,
+                partition=partition,
+                high_watermark=result.high_watermark,
+                log_start_offset=result.log_start_offset,
+                log_end_offset=result.log_end_offset,
+                next_offset=_end_of_batches(result.batches, offset),
+                records=records,
             )
-        records = to_fetched(decode_batches(result.batches, start_offset=offset))
-        answer = FetchResponse(
-            topic=topic,
-            partition=partition,
-            high_watermark=result.high_watermark,
-            log_start_offset=result.log_start_offset,
-            log_end_offset=result.log_end_offset,
-            next_offset=_end_of_batches(result.batches, offset),
-            records=records,
-        )
-        response = json_response(answer)
-        response.headers.update(headers)
+            body = msgspec.json.encode(answer)
+            return await self._send(request, body, "application/json", headers)
+        finally:
+            self.service.fetch_memory.release(len(result.batches))
+
+    async def _send(
+        self, request: web.Request, body: bytes, content_type: str, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """Write a fetch answer in chunks, waiting for the socket to drain between them, so
+        a consumer that stops reading holds ~2 chunks in the transport instead of a copy of
+        the whole answer; past the write deadline its connection is closed."""
+        response = web.StreamResponse(headers=headers)
+        response.content_type = content_type
+        response.content_length = len(body)
+        try:
+            async with asyncio.timeout(self.service.config.fetch_write_timeout_ms / 1000):
+                await response.prepare(request)
+                view = memoryview(body)
+                for start in range(0, len(body), WRITE_CHUNK_BYTES):
+                    await response.write(view[start : start + WRITE_CHUNK_BYTES])
+                await response.write_eof()
+        except TimeoutError:
+            self.service.metrics.slow_consumer_closed()
+            log.warning(
+                "closed a connection from %s: its fetch answer of %d bytes was not read "
+                "within %d ms",
+                request.remote,
+                len(body),
+                self.service.config.fetch_write_timeout_ms,
+            )
+            _reset(request)
         return response
 
     async def offsets(self, request: web.Request) -> web.Response:

@@ -139,6 +139,12 @@ class BrokerMetrics:
             "Followers added back to the ISR by this leader",
             registry=None,
         )
+        self.slow_consumers = Counter(
+            "conveyor_broker_slow_consumer_closes",
+            "Connections closed because a fetch answer was not read within the write "
+            "deadline (fetch_write_timeout_ms)",
+            registry=None,
+        )
         service.flusher.on_flush = self.flush_duration.observe
 
     # ---- counted as it happens (one call from the code that does it) ---------------------
@@ -158,6 +164,9 @@ class BrokerMetrics:
             traffic = self._traffic[(topic, partition)] = [0, 0, 0, 0]
         traffic[2] += count_records(batches)
         traffic[3] += len(batches)
+
+    def slow_consumer_closed(self) -> None:
+        self.slow_consumers.inc()
 
     def isr_shrunk(self) -> None:
         self.isr_shrinks.inc()
@@ -219,6 +228,7 @@ class BrokerMetrics:
             yield from histogram.collect()
         yield from self.isr_shrinks.collect()
         yield from self.isr_expands.collect()
+        yield from self.slow_consumers.collect()
 
     def _labels(self, topic: str, partition: int, follower: int | None = None) -> _Labels:
         """Rendered label sets, made once per partition (and follower), not per scrape."""
@@ -307,7 +317,15 @@ class BrokerMetrics:
             "failed_partitions", "Hosted partitions whose log failed (an fsync error): read-only"
         )
         failed.add_metric((), sum(1 for p in partitions if p.failure is not None))
-        yield from (roles, under, under_min, failed)
+        memory = self._service.fetch_memory
+        held = _gauge("fetch_memory_bytes", "Fetch answers read from the log and not yet written")
+        held.add_metric((), memory.held)
+        cut = _counter(
+            "fetch_memory_cut",
+            "Fetch answers cut to 64 KiB because the fetch memory budget was spent",
+        )
+        cut.add_metric((), memory.cut)
+        yield from (roles, under, under_min, failed, held, cut)
         yield from self._disk_metrics()
         yield from self._client_metrics()
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from conveyor.broker.config import BrokerConfig
 from conveyor.broker.fetcher import ReplicaFetchers
+from conveyor.broker.fetchmemory import FetchMemory
 from conveyor.broker.jsonrecords import build_batch
 from conveyor.broker.metadata import MetadataCache
 from conveyor.broker.metrics import BrokerMetrics
@@ -89,6 +90,7 @@ class BrokerService:
         self.stopping = False
         self._round_robin: dict[str, int] = {}
         self._rng = random.Random()  # backoff jitter only
+        self.fetch_memory = FetchMemory(config.fetch_memory_bytes_max)
         self.metrics = BrokerMetrics(self)
         self.replication = LeaderReplication(self)
         self.fetchers = ReplicaFetchers(self)
@@ -254,7 +256,9 @@ class BrokerService:
         leader_epoch: int | None = None,
     ) -> FetchResult:
         """Whole batches from the one holding ``offset``, only below the high watermark;
-        waits up to ``max_wait_ms`` for one when none is there yet."""
+        waits up to ``max_wait_ms`` for one when none is there yet. The answer's bytes are
+        held in ``fetch_memory`` until the caller calls ``fetch_memory.release`` once it
+        has written them (see ``fetchmemory``)."""
         check_offset(offset)
         if max_bytes < 1 or max_wait_ms < 0:
             raise InvalidRequestError("max_bytes must be >= 1 and max_wait_ms >= 0")
@@ -264,12 +268,15 @@ class BrokerService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
-            data = source.read(offset, max_bytes, upper_offset=source.high_watermark)
+            data = source.read(
+                offset, self.fetch_memory.grant(max_bytes), upper_offset=source.high_watermark
+            )
             remaining = deadline - loop.time()
             if data or remaining <= 0 or self.stopping:
                 break
             await source.wait_high_watermark(remaining)
             source = await self.leader_partition(topic, partition, leader_epoch)
+        self.fetch_memory.hold(len(data))
         self.metrics.fetched(topic, partition, data)
         return FetchResult(
             batches=data,
