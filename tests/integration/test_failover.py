@@ -9,6 +9,8 @@ test waits for it and skips with a clear reason when replication is demonstrably
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from conveyor.chaos.nemesis import mount_tmpfs, unmount
 from conveyor.client import Consumer, Producer
+from conveyor.protocol.errors import ConveyorError, ErrorCode
 from tests.integration.cluster import Cluster, wait_for
 from tests.integration.load import BackgroundLoad
 
@@ -269,3 +273,64 @@ def test_a_dead_brokers_replicas_are_restored_elsewhere(tmp_path: Path) -> None:
         load.check(partitions=4)
     finally:
         cluster.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs for one broker needs root")
+def test_a_leader_whose_disk_fills_hands_over_and_rejoins_once_space_returns(
+    tmp_path: Path,
+) -> None:
+    """Kafka takes a log directory offline on an I/O error and moves its leaders; a
+    Conveyor broker reports the replica's log failed and the coordinator does the same, so
+    the partition keeps taking acks=all writes on its other in-sync replicas."""
+    data = tmp_path / "broker-1"
+    if not mount_tmpfs(data):
+        pytest.skip("mount -t tmpfs failed")
+    ballast = data / "ballast"
+    cluster = Cluster(tmp_path, broker_count=3, coordinator_args=COORDINATOR_ARGS)
+    try:
+        cluster.start()
+        create(cluster, "full", partitions=3)
+        wait_isr_full(cluster, "full")
+        index = next(p["partition"] for p in describe(cluster, "full") if p["leader"] == 1)
+        acknowledged: list[bytes] = []
+        with Producer(cluster.url, linger_ms=0) as producer:
+            for i in range(20):
+                value = f"before-{i}".encode()
+                producer.send("full", value, partition=index).result(10)
+                acknowledged.append(value)
+        with Producer(cluster.url, linger_ms=0, retries=0) as producer:
+            with ballast.open("wb") as out, contextlib.suppress(OSError):
+                while True:  # ENOSPC ends it: broker 1's disk is full
+                    out.write(b"\0" * (1 << 20))
+                    out.flush()
+            refused = 0
+            for _ in range(64):  # a partly used page may still take a small write or two
+                try:
+                    producer.send("full", b"x" * 65536, partition=index).result(10)
+                except ConveyorError as exc:
+                    assert exc.code is ErrorCode.DISK_FULL, exc
+                    refused += 1
+                    break
+            assert refused, "broker 1's disk never refused a write"
+
+            def handed_over() -> bool:
+                p = describe(cluster, "full")[index]
+                return p["leader"] in (2, 3) and 1 not in p["isr"]
+
+            wait_for(handed_over, RECOVERY_S, "leadership to move off the full disk")
+        with Producer(cluster.url, linger_ms=0) as producer:  # finds the new leader
+            for i in range(20):
+                value = f"after-{i}".encode()
+                producer.send("full", value, partition=index).result(10)  # acks=all on 2 and 3
+                acknowledged.append(value)
+        ballast.unlink()
+        wait_isr_full(cluster, "full")  # broker 1 caught up and is back in the ISR
+        leader = describe(cluster, "full")[index]["leader_url"]
+        reply = httpx.get(
+            f"{leader}/v1/topics/full/partitions/{index}/records?offset=0", timeout=5
+        ).json()
+        values = [r["value"].encode() for r in reply["records"]]
+        assert [v for v in values if not v.startswith(b"x")] == acknowledged
+    finally:
+        cluster.stop()
+        unmount(data)

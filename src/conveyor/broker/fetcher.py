@@ -72,7 +72,7 @@ class ReplicaFetchers:
             and p.leader_epoch >= 0
             and not p.closed
             and not p.reopening
-            and p.failure is None
+            and not p.log_failed
         ]
 
     async def run(self) -> None:

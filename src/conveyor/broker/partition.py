@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -20,6 +22,7 @@ from conveyor.broker.reconcile import ReplicaState, Role, TopicPartition
 from conveyor.broker.rules import dedup_decision, high_watermark, isr_change_for_follower
 from conveyor.protocol.errors import (
     ConveyorError,
+    DiskFullError,
     ErrorCode,
     InvalidRequestError,
     LogTruncatedError,
@@ -31,6 +34,11 @@ from conveyor.storage import AppendResult, PartitionLog
 log = logging.getLogger(__name__)
 
 FETCH_FRESHNESS_MS = 3000  # a follower rejoins the ISR only if it fetched this recently
+# After an append failed for lack of space, the log counts as failed (reported to the
+# coordinator, which moves leadership away, and not fetched as a follower) until its
+# filesystem has this much free again; checked at most once a second.
+DISK_FREE_TO_RESUME_BYTES = 16 * 1024 * 1024
+_DISK_CHECK_INTERVAL_S = 1.0
 
 
 @dataclass(slots=True)
@@ -69,6 +77,8 @@ class Partition:
         # "maximal ISR"): a member being added counts for the high watermark at once.
         self.pending_isr: tuple[BrokerId, ...] = ()
         self.failure: ConveyorError | None = None
+        self.disk_full = False  # the last append found no space (see log_failed)
+        self._disk_checked_at = 0.0
         self.closed = False
         self.reopening = False
         self._loop = asyncio.get_running_loop()
@@ -258,7 +268,12 @@ class Partition:
                     producer_id=header.producer_id,
                     last_sequence=last,
                 )
-        result = self.log.append(batches, leader_epoch=self.leader_epoch)
+        try:
+            result = self.log.append(batches, leader_epoch=self.leader_epoch)
+        except DiskFullError:
+            self._disk_full()
+            raise
+        self.disk_full = False
         if header is not None:
             producer_state.observe(self.producers, header, base_offset=result.base_offset)
         durable = self.log.durable(result.last_offset)
@@ -271,9 +286,43 @@ class Partition:
         (:meth:`durable`): a follower catching up lets one fsync cover many appends."""
         if self.failure is not None:
             raise self.failure
-        self.log.append_replicated(batches)
+        try:
+            self.log.append_replicated(batches)
+        except DiskFullError:
+            self._disk_full()
+            raise
+        self.disk_full = False
         producer_state.observe_chunk(self.producers, batches)
         self._appended = _fire(self._appended)
+
+    def _disk_full(self) -> None:
+        if not self.disk_full:
+            log.error("partition %s: no space left to append; reporting the log failed", self.tp)
+        self.disk_full = True
+        self._disk_checked_at = time.monotonic()
+
+    @property
+    def log_failed(self) -> bool:
+        """The log cannot take writes: it failed (an fsync error, until a restart), or its
+        disk was full and has not got ``DISK_FREE_TO_RESUME_BYTES`` free since. Reported in
+        heartbeats (Kafka's offline replica): the coordinator elects another in-sync
+        replica and drops this one from the ISR; as a follower it does not fetch, so it
+        rejoins the ISR only after space returns and it has caught up."""
+        if self.failure is not None:
+            return True
+        if not self.disk_full:
+            return False
+        now = time.monotonic()
+        if now - self._disk_checked_at >= _DISK_CHECK_INTERVAL_S:
+            self._disk_checked_at = now
+            try:
+                stats = os.statvfs(self.log.directory)
+            except OSError:
+                return True
+            if stats.f_bavail * stats.f_frsize >= DISK_FREE_TO_RESUME_BYTES:
+                log.info("partition %s: disk space is back; the log takes writes again", self.tp)
+                self.disk_full = False
+        return self.disk_full
 
     def durable(self) -> Future[int] | None:
         """A future for everything appended so far being durable (None when empty)."""
@@ -379,6 +428,7 @@ class Partition:
             log_end_offset=self.log.log_end_offset,
             high_watermark=self._high_watermark,
             durable_offset=self.log.durable_offset,
+            log_failed=self.log_failed,
         )
 
     def describe(self) -> HostedPartition:

@@ -85,6 +85,34 @@ def on_broker_dead(
     return changed, f"leader {dead} died; {election.reason}"
 
 
+def on_replica_failed(
+    partition: Partition, broker: BrokerId, alive: Collection[BrokerId]
+) -> tuple[Partition, str] | None:
+    """``broker`` reports that its log of ``partition`` cannot take writes (disk full, an
+    fsync error; Kafka's offline replica): it leaves the ISR and, when it led, the first
+    live in-sync replica leads instead. Never unclean, and never the last ISR member or one
+    whose in-sync peers are all dead: it keeps what it has, and a partition that refuses
+    writes beats one with no leader. None when nothing changes."""
+    if broker not in partition.isr:
+        return None
+    isr = tuple(b for b in partition.isr if b != broker)
+    if not any(b in alive for b in isr):
+        return None
+    reason = f"broker {broker} reported its log failed (disk full or an fsync error)"
+    if partition.leader != broker:
+        changed = replace(partition, isr=isr, partition_epoch=Epoch(partition.partition_epoch + 1))
+        return changed, f"{reason}; removed from the isr"
+    election = elect_leader(partition.replicas, isr, alive, unclean_allowed=False)
+    changed = replace(
+        partition,
+        leader=election.leader,
+        leader_epoch=Epoch(partition.leader_epoch + 1),
+        isr=isr,
+        partition_epoch=Epoch(partition.partition_epoch + 1),
+    )
+    return changed, f"{reason}; {election.reason}"
+
+
 def on_broker_alive(
     partition: Partition, alive: Collection[BrokerId], unclean_allowed: bool
 ) -> tuple[Partition, str] | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 from conveyor.coordinator import views
-from conveyor.coordinator.election import on_broker_alive, on_broker_dead
+from conveyor.coordinator.election import on_broker_alive, on_broker_dead, on_replica_failed
 from conveyor.coordinator.model import (
     Broker,
     BrokerRecord,
@@ -56,6 +56,7 @@ from conveyor.protocol.messages import (
     HeartbeatResponse,
     OffsetCommitRequest,
     OffsetFetchResponse,
+    PartitionReport,
     TopicConfig,
     TopicDescription,
 )
@@ -133,6 +134,7 @@ def handle_heartbeat(
     records.append(BrokerSeen(broker_id, now_ms, reports, heartbeat.incarnation or None))
     if known is not None and known.alive and _restarted(known.incarnation, heartbeat.incarnation):
         records, decisions = _on_restart(state, broker_id, records, decisions)
+    records, decisions = _on_failed_logs(state, broker_id, reports, records, decisions)
     if known is None or not known.alive:
         alive = {*state.alive_broker_ids(), broker_id}
         for partition in state.partitions.values():
@@ -170,6 +172,34 @@ def _on_restart(
             records.append(PartitionRecord(change[0]))
             reason = f"broker {broker_id} restarted (new incarnation); {change[1]}"
             decisions.append(_partition_decision(change[0], reason))
+    return records, decisions
+
+
+def _on_failed_logs(
+    state: ClusterState,
+    broker_id: BrokerId,
+    reports: tuple[PartitionReport, ...],
+    records: list[Record],
+    decisions: list[str],
+) -> tuple[list[Record], list[str]]:
+    """Replicas the broker reports cannot take writes leave the ISR, and lose leadership
+    to another in-sync replica (``election.on_replica_failed``)."""
+    failed = [r for r in reports if r.log_failed]
+    if not failed:
+        return records, decisions
+    alive = set(state.alive_broker_ids()) - {broker_id}
+    changed = {
+        record.partition.key: record.partition
+        for record in records
+        if isinstance(record, PartitionRecord)
+    }
+    for report in failed:
+        key = (report.topic, report.partition)
+        partition = changed.get(key, state.partitions[key])
+        change = on_replica_failed(partition, broker_id, alive)
+        if change is not None:
+            records.append(PartitionRecord(change[0]))
+            decisions.append(_partition_decision(change[0], change[1]))
     return records, decisions
 
 

@@ -136,6 +136,9 @@ class PartitionReport(Wire):
     log_end_offset: int
     high_watermark: int
     durable_offset: int | None = None  # what this replica has durably (per flush policy)
+    # The replica's log cannot take writes (disk full, or an fsync error): the coordinator
+    # moves leadership to another in-sync replica and drops this one from the ISR.
+    log_failed: bool = False
 
 
 class BrokerHeartbeat(Wire):

@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor.coordinator.election import elect_leader, on_broker_alive, on_broker_dead
+from conveyor.coordinator.election import (
+    elect_leader,
+    on_broker_alive,
+    on_broker_dead,
+    on_replica_failed,
+)
 from conveyor.coordinator.model import Partition
 from conveyor.protocol.messages import BrokerId, Epoch
 
@@ -122,3 +127,72 @@ def test_a_broker_restarting_within_its_session_loses_leadership_and_isr() -> No
     assert owner is not None
     again = core.handle_heartbeat(solo, beat(owner, "third"), 5, INTERVAL_MS).state
     assert next(p for p in again.partitions.values() if p.topic == "solo").leader == owner
+
+
+def test_a_failed_leader_log_hands_leadership_to_the_next_in_sync_replica() -> None:
+    change = on_replica_failed(partition((1, 2, 3), 1, (1, 2, 3)), BrokerId(1), set(b(2, 3)))
+    assert change is not None
+    changed, reason = change
+    assert (changed.leader, changed.leader_epoch, changed.isr) == (2, 4, b(2, 3))
+    assert changed.partition_epoch == 1 and "log failed" in reason
+
+
+def test_a_failed_follower_log_leaves_the_isr_without_a_new_leader_epoch() -> None:
+    change = on_replica_failed(partition((1, 2, 3), 1, (1, 2, 3)), BrokerId(3), set(b(1, 2)))
+    assert change is not None
+    assert (change[0].leader, change[0].leader_epoch, change[0].isr) == (1, 3, b(1, 2))
+
+
+@pytest.mark.parametrize(
+    ("isr", "alive", "why"),
+    [
+        ((1,), (2, 3), "the last in-sync replica keeps the partition"),
+        ((1, 2), (3,), "its only in-sync peer is dead: no leader would be worse"),
+        ((2, 3), (2, 3), "not in the isr: nothing to take away"),
+    ],
+)
+def test_a_failed_log_changes_nothing_when_no_in_sync_replica_could_take_over(
+    isr: tuple[int, ...], alive: tuple[int, ...], why: str
+) -> None:
+    leader = 1 if 1 in isr else 2
+    unchanged = partition((1, 2, 3), leader, isr)
+    assert on_replica_failed(unchanged, BrokerId(1), set(b(*alive))) is None, why
+
+
+def test_a_heartbeat_reporting_a_failed_log_moves_leadership_level_triggered() -> None:
+    from conveyor.coordinator import state as core
+    from conveyor.protocol.messages import BrokerHeartbeat, PartitionReport
+    from tests.unit.coordinator.helpers import INTERVAL_MS, with_brokers, with_topic
+
+    def beat(broker: int, failed: set[tuple[str, int]]) -> BrokerHeartbeat:
+        return BrokerHeartbeat(
+            broker_id=BrokerId(broker),
+            url=f"http://127.0.0.1:{9000 + broker}",
+            partitions=[
+                PartitionReport(
+                    topic=p.topic,
+                    partition=p.partition,
+                    leader_epoch=p.leader_epoch,
+                    log_start_offset=0,
+                    log_end_offset=0,
+                    high_watermark=0,
+                    log_failed=(p.topic, p.partition) in failed,
+                )
+                for p in state.partitions.values()
+                if broker in p.replicas
+            ],
+        )
+
+    state = with_topic(with_brokers([1, 2, 3]), "t", partitions=3, replication_factor=3)
+    led = next(p for p in state.partitions.values() if p.leader == 1)
+    failed = {(led.topic, led.partition)}
+    after = core.handle_heartbeat(state, beat(1, failed), 1, INTERVAL_MS)
+    moved = after.state.partitions[led.key]
+    assert moved.leader in (2, 3) and 1 not in moved.isr
+    assert moved.leader_epoch == led.leader_epoch + 1
+    assert any("log failed" in d for d in after.decisions)
+    others = [k for k in state.partitions if k != led.key]
+    assert all(after.state.partitions[k] == state.partitions[k] for k in others)
+    # the same report again: already out of the isr, nothing more changes
+    again = core.handle_heartbeat(after.state, beat(1, failed), 2, INTERVAL_MS)
+    assert again.state.partitions == after.state.partitions
