@@ -314,9 +314,11 @@ class BrokerMetrics:
             (), sum(1 for p in led if len(p.state.isr) < p.state.min_insync_replicas)
         )
         failed = _gauge(
-            "failed_partitions", "Hosted partitions whose log failed (an fsync error): read-only"
+            "failed_partitions",
+            "Hosted partitions whose log cannot take writes (an fsync error: read-only until "
+            "a restart; or a full disk: until space returns); leadership moves away",
         )
-        failed.add_metric((), sum(1 for p in partitions if p.failure is not None))
+        failed.add_metric((), sum(1 for p in partitions if p.log_failed))
         memory = self._service.fetch_memory
         held = _gauge("fetch_memory_bytes", "Fetch answers read from the log and not yet written")
         held.add_metric((), memory.held)
