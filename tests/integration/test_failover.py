@@ -325,12 +325,20 @@ def test_a_leader_whose_disk_fills_hands_over_and_rejoins_once_space_returns(
                 acknowledged.append(value)
         ballast.unlink()
         wait_isr_full(cluster, "full")  # broker 1 caught up and is back in the ISR
-        leader = describe(cluster, "full")[index]["leader_url"]
-        reply = httpx.get(
-            f"{leader}/v1/topics/full/partitions/{index}/records?offset=0", timeout=5
-        ).json()
-        values = [r["value"].encode() for r in reply["records"]]
-        assert [v for v in values if not v.startswith(b"x")] == acknowledged
+        read: list[bytes] = []
+
+        def all_acknowledged_there() -> bool:
+            # the preferred leader (broker 1) may take the partition back meanwhile
+            leader = describe(cluster, "full")[index]["leader_url"]
+            reply = httpx.get(
+                f"{leader}/v1/topics/full/partitions/{index}/records?offset=0", timeout=5
+            )
+            if reply.status_code != 200:
+                return False
+            read[:] = [r["value"].encode() for r in reply.json()["records"]]
+            return [v for v in read if not v.startswith(b"x")] == acknowledged
+
+        wait_for(all_acknowledged_there, RECOVERY_S, f"the acknowledged values, read {read}")
     finally:
         cluster.stop()
         unmount(data)
