@@ -70,19 +70,29 @@ def on_broker_dead(
     if partition.leader != dead:
         if isr == partition.isr:
             return None
-        changed = replace(partition, isr=isr, partition_epoch=Epoch(partition.partition_epoch + 1))
-        return changed, f"broker {dead} removed from the isr"
+        return _with_isr(partition, isr), f"broker {dead} removed from the isr"
     election = elect_leader(partition.replicas, isr, alive, unclean_allowed)
     if election.leader is not None and election.unclean:
         isr = (election.leader,)
-    changed = replace(
+    changed = _with_leader(partition, election.leader, isr)
+    return changed, f"leader {dead} died; {election.reason}"
+
+
+def _with_isr(partition: Partition, isr: tuple[BrokerId, ...]) -> Partition:
+    return replace(partition, isr=isr, partition_epoch=Epoch(partition.partition_epoch + 1))
+
+
+def _with_leader(
+    partition: Partition, leader: BrokerId | None, isr: tuple[BrokerId, ...]
+) -> Partition:
+    """A leader change (to or from none, too): both epochs move on."""
+    return replace(
         partition,
-        leader=election.leader,
+        leader=leader,
         leader_epoch=Epoch(partition.leader_epoch + 1),
         isr=isr,
         partition_epoch=Epoch(partition.partition_epoch + 1),
     )
-    return changed, f"leader {dead} died; {election.reason}"
 
 
 def on_replica_failed(
@@ -100,17 +110,9 @@ def on_replica_failed(
         return None
     reason = f"broker {broker} reported its log failed (disk full or an fsync error)"
     if partition.leader != broker:
-        changed = replace(partition, isr=isr, partition_epoch=Epoch(partition.partition_epoch + 1))
-        return changed, f"{reason}; removed from the isr"
+        return _with_isr(partition, isr), f"{reason}; removed from the isr"
     election = elect_leader(partition.replicas, isr, alive, unclean_allowed=False)
-    changed = replace(
-        partition,
-        leader=election.leader,
-        leader_epoch=Epoch(partition.leader_epoch + 1),
-        isr=isr,
-        partition_epoch=Epoch(partition.partition_epoch + 1),
-    )
-    return changed, f"{reason}; {election.reason}"
+    return _with_leader(partition, election.leader, isr), f"{reason}; {election.reason}"
 
 
 def on_broker_alive(
@@ -123,13 +125,7 @@ def on_broker_alive(
     if election.leader is None:
         return None
     isr = (election.leader,) if election.unclean else partition.isr
-    changed = replace(
-        partition,
-        leader=election.leader,
-        leader_epoch=Epoch(partition.leader_epoch + 1),
-        isr=isr,
-        partition_epoch=Epoch(partition.partition_epoch + 1),
-    )
+    changed = _with_leader(partition, election.leader, isr)
     return changed, f"partition back online: {election.reason}"
 
 
@@ -145,10 +141,5 @@ def preferred_leader(
     preferred = partition.replicas[0]
     if partition.leader == preferred or preferred not in partition.isr or preferred not in alive:
         return None
-    changed = replace(
-        partition,
-        leader=preferred,
-        leader_epoch=Epoch(partition.leader_epoch + 1),
-        partition_epoch=Epoch(partition.partition_epoch + 1),
-    )
+    changed = _with_leader(partition, preferred, partition.isr)
     return changed, f"preferred leader election: broker {preferred} is back in the isr"
