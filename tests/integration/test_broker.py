@@ -11,10 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from conveyor.client import Producer
 from conveyor.protocol.batch import CRC_START
-from conveyor.protocol.framing import encode_produce_many
-from conveyor.protocol.messages import FRAMED_PRODUCE_CONTENT_TYPE
 from conveyor.protocol.partitioner import partition_for_key
 from conveyor.protocol.records import decode_batches, encode_batch
 from tests.integration.cluster import Cluster, wait_for
@@ -287,72 +284,3 @@ def test_routing_auto_creates_unless_switched_off(cluster: Cluster, tmp_path: Pa
         assert response.status_code == 404
     finally:
         strict.stop()
-
-
-def test_multi_partition_produce_answers_each_partition_on_its_own(cluster: Cluster) -> None:
-    create_topic(cluster, "many", 3)
-    url = leaders(cluster, "many")[0]  # one broker leads them all
-    path = f"{url}/v1/topics/many/batches"
-    framed = {"Content-Type": FRAMED_PRODUCE_CONTENT_TYPE}
-    corrupt = bytearray(encode_batch([(None, b"bad")]))
-    corrupt[CRC_START + 2] ^= 0x01
-    parts = [
-        (0, encode_batch([(None, b"a0"), (None, b"a1")])),
-        (2, encode_batch([(None, b"c0")])),
-        (1, bytes(corrupt)),
-        (7, encode_batch([(None, b"nowhere")])),
-    ]
-    response = httpx.post(path, content=encode_produce_many(parts), headers=framed, timeout=10)
-    assert response.status_code == 200, response.text
-    results = response.json()["partitions"]
-    assert [r["partition"] for r in results] == [0, 2, 1, 7]
-    assert (results[0]["base_offset"], results[0]["last_offset"]) == (0, 1)
-    assert (results[1]["base_offset"], results[1]["last_offset"]) == (0, 0)
-    assert results[2]["error"]["code"] == "CORRUPT_MESSAGE"
-    assert results[3]["error"]["code"] == "UNKNOWN_PARTITION"
-    assert [log_end(url, "many", p) for p in range(3)] == [2, 0, 1]  # the bad one: nothing
-    fetched = httpx.get(records_path(url, "many", 0) + "?offset=0", timeout=5).json()
-    assert [r["value"] for r in fetched["records"]] == ["a0", "a1"]
-    # malformed framing, wrong media type, unknown topic: typed errors, nothing written
-    good = encode_produce_many([(0, encode_batch([(None, b"x")]))])
-    for body, headers, status, code in [
-        (good[:-3], framed, 400, "INVALID_REQUEST"),
-        (b"\x00\x00\x00\x05{}", framed, 400, "INVALID_REQUEST"),
-        (encode_produce_many([(0, b"x"), (0, b"y")]), framed, 400, "INVALID_REQUEST"),
-        (good, BINARY, 415, "UNSUPPORTED_MEDIA_TYPE"),
-    ]:
-        bad = httpx.post(path, content=body, headers=headers, timeout=10)
-        assert (bad.status_code, bad.json()["code"]) == (status, code), bad.text
-    unknown = httpx.post(
-        f"{url}/v1/topics/nope/batches", content=good, headers=framed, timeout=10
-    ).json()
-    assert unknown["partitions"][0]["error"]["code"] in ("UNKNOWN_TOPIC", "NOT_LEADER")
-    assert [log_end(url, "many", p) for p in range(3)] == [2, 0, 1]
-
-
-def test_a_producer_spread_over_partitions_sends_them_together(cluster: Cluster) -> None:
-    create_topic(cluster, "spread", 8)
-    url = leaders(cluster, "spread")[0]
-    keys = [f"key-{i}" for i in range(32)]
-    with Producer(cluster.url, linger_ms=1) as producer:
-        for round_ in range(50):
-            futures = [producer.send("spread", f"{k}:{round_}", key=k) for k in keys]
-            for future in futures:
-                future.result(10)
-    page = httpx.get(f"{url}/metrics", timeout=5).text
-    combined = [
-        float(line.split()[1])
-        for line in page.splitlines()
-        if line.startswith('conveyor_broker_requests_total{request="produce_many"}')
-    ]
-    assert combined and combined[0] > 0, "no multi-partition produce request was sent"
-    seen: dict[str, list[int]] = {}
-    for partition in range(8):
-        fetched = httpx.get(
-            records_path(url, "spread", partition) + "?offset=0&max_bytes=1048576", timeout=5
-        ).json()
-        for record in fetched["records"]:
-            key, round_ = record["value"].split(":")
-            assert partition_for_key(key.encode(), 8) == partition
-            seen.setdefault(key, []).append(int(round_))
-    assert all(seen[k] == list(range(50)) for k in keys), "lost, duplicated or reordered"

@@ -24,18 +24,14 @@ from conveyor.broker.rules import parse_acks
 from conveyor.broker.service import BrokerService, FetchResult
 from conveyor.protocol.batch import peek_length
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
-from conveyor.protocol.framing import decode_produce_many
 from conveyor.protocol.messages import (
     BATCH_CONTENT_TYPE,
-    FRAMED_PRODUCE_CONTENT_TYPE,
     EpochEndRequest,
     EpochEndResponse,
     FetchResponse,
     HostedPartitions,
     JsonProduceRequest,
     PartitionOffsets,
-    ProduceManyRequest,
-    ProduceManyResponse,
     ProduceResponse,
     ReplicaFetchRequest,
     RoutedProduceResponse,
@@ -234,19 +230,6 @@ class _Handlers:
             _reset(request)
         return response
 
-    async def produce_many(self, request: web.Request) -> web.Response:
-        topic = request.match_info["topic"]
-        acks = parse_acks(request.query.get("acks", "all"))
-        timeout_ms = query_int(request, "timeout_ms", 30_000)
-        if request.content_type != FRAMED_PRODUCE_CONTENT_TYPE:
-            raise InvalidRequestError(
-                f"Content-Type must be {FRAMED_PRODUCE_CONTENT_TYPE}, not {request.content_type!r}",
-                code=ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            )
-        parts = decode_produce_many(await request.read())
-        answer = await self.service.produce_many(topic, parts, acks=acks, timeout_ms=timeout_ms)
-        return json_response(answer)
-
     async def offsets(self, request: web.Request) -> web.Response:
         topic, partition = _topic_partition(request)
         timestamp_ms = _optional_int(request, "timestamp_ms")
@@ -287,19 +270,6 @@ def broker_routes(service: BrokerService) -> list[Route]:
             response=ProduceResponse,
             binary_request=True,
             query=PRODUCE_QUERY,
-            tags=data,
-        ),
-        Route(
-            "POST",
-            "/v1/topics/{topic}/batches",
-            handlers.produce_many,
-            "Produce record batches to several partitions of a topic this broker leads, in "
-            "one request: a 4-byte length, a ProduceManyRequest JSON header, then each "
-            "partition's batches; every partition answers on its own",
-            request=ProduceManyRequest,
-            response=ProduceManyResponse,
-            binary_request=True,
-            query=PRODUCE_QUERY[:2],
             tags=data,
         ),
         Route(

@@ -44,17 +44,11 @@ REQUEST_KINDS: Final = {
     ("GET", _PARTITION_PATH + "/records"): "fetch",
     ("GET", _PARTITION_PATH + "/offsets"): "offsets",
     ("POST", "/v1/topics/{topic}/records"): "produce_routed",
-    ("POST", "/v1/topics/{topic}/batches"): "produce_many",
     ("GET", "/v1/partitions"): "list_partitions",
     ("POST", "/internal/v1/replicas/fetch"): "replica_fetch",
     ("POST", "/internal/v1/replicas/epoch-end"): "epoch_end",
 }
-_CLIENT_KINDS: Final = {
-    "produce": "producer",
-    "produce_routed": "producer",
-    "produce_many": "producer",
-    "fetch": "consumer",
-}
+_CLIENT_KINDS: Final = {"produce": "producer", "produce_routed": "producer", "fetch": "consumer"}
 CLIENT_ACTIVE_WINDOW_S: Final = 60.0  # a client counts as active this long after a request
 CLIENTS_TRACKED_MAX: Final = 10_000  # bounds the memory a flood of client ids can take
 FLUSH_BUCKETS_S: Final = (

@@ -39,8 +39,6 @@ from conveyor.protocol.messages import (
     JsonProduceRequest,
     JsonRecord,
     PartitionOffsets,
-    ProduceManyResponse,
-    ProduceManyResult,
     ProduceResponse,
     RoutedProduceResponse,
     RoutedRecordResult,
@@ -67,16 +65,6 @@ class FetchResult:
     log_start_offset: int
     log_end_offset: int
     leader_epoch: int
-
-
-def error_body(exc: ConveyorError) -> ErrorBody:
-    """The error as its HTTP answer's body (``transport.server.error_response``)."""
-    return ErrorBody(
-        code=exc.code.name,
-        message=exc.message,
-        retriable=exc.retriable,
-        details=exc.details or None,
-    )
 
 
 class BrokerService:
@@ -210,7 +198,7 @@ class BrokerService:
         self,
         topic: str,
         partition: int,
-        batches: bytes | memoryview,
+        batches: bytes,
         *,
         acks: Acks = "all",
         timeout_ms: int = 30_000,
@@ -237,38 +225,6 @@ class BrokerService:
             leader_epoch=Epoch(epoch),
             log_start_offset=target.log.log_start_offset,
         )
-
-    async def produce_many(
-        self,
-        topic: str,
-        parts: list[tuple[int, memoryview]],
-        *,
-        acks: Acks = "all",
-        timeout_ms: int = 30_000,
-    ) -> ProduceManyResponse:
-        """Several partitions of one topic at once, each exactly as :meth:`produce` would
-        (appended in request order before any waiting, then acknowledged together); a
-        partition's error is its own and does not fail the others."""
-        answers = await asyncio.gather(
-            *(self.produce(topic, p, b, acks=acks, timeout_ms=timeout_ms) for p, b in parts),
-            return_exceptions=True,
-        )
-        results: list[ProduceManyResult] = []
-        for (partition, _), answer in zip(parts, answers, strict=True):
-            if isinstance(answer, ConveyorError):
-                results.append(ProduceManyResult(partition=partition, error=error_body(answer)))
-            elif isinstance(answer, BaseException):
-                raise answer
-            else:
-                results.append(
-                    ProduceManyResult(
-                        partition=partition,
-                        base_offset=answer.base_offset,
-                        last_offset=answer.last_offset,
-                        leader_epoch=answer.leader_epoch,
-                    )
-                )
-        return ProduceManyResponse(topic=topic, partitions=results)
 
     async def produce_json(
         self,
@@ -424,7 +380,12 @@ class BrokerService:
                     or attempt >= _ROUTE_ATTEMPTS_MAX
                     or remaining_s <= 0
                 ):
-                    return error_body(exc)
+                    return ErrorBody(
+                        code=exc.code.name,
+                        message=exc.message,
+                        retriable=exc.retriable,
+                        details=exc.details or None,
+                    )
             backoff_ms = retry_backoff_ms(
                 attempt, base_ms=100, max_ms=1000, jitter_fraction=self._rng.random()
             )

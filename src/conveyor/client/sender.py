@@ -1,9 +1,8 @@
 """The producer's I/O: one asyncio task draining the accumulator into produce requests.
 
 Runs on the sync ``Producer``'s private loop thread or on the ``AsyncProducer``'s loop.
-Each drained batch (at most one per partition, see ``accumulator.py``) is POSTed to the
-partition's leader, together with the other batches of its topic ready at that moment
-(``combiner.py``); the batch completes on the broker's answer, or goes back to the
+Each drained batch (at most one per partition, see ``accumulator.py``) becomes one POST to
+the partition's leader; the batch completes on the broker's answer, or goes back to the
 head of its partition with exponential backoff when the error is retriable, after asking
 the coordinator where the leader went if the error says leadership moved.
 
@@ -19,17 +18,20 @@ import random
 import time
 from typing import Final, Literal
 
+import msgspec
+
 from conveyor.client import metrics as client_metrics
 from conveyor.client.accumulator import Accumulator, ProducerBatch
 from conveyor.client.backoff import backoff_ms
-from conveyor.client.combiner import ProduceCombiner
 from conveyor.client.errors import ClientClosedError, DeliveryTimeoutError, is_routing_error
 from conveyor.client.futures import BatchCompletion, RecordFuture
 from conveyor.client.metadata import MetadataClient
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.messages import (
+    BATCH_CONTENT_TYPE,
     InitProducerIdRequest,
     InitProducerIdResponse,
+    ProduceResponse,
 )
 from conveyor.protocol.records import Codec
 from conveyor.transport.client import AsyncHTTP
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 AcksSetting = Literal["0", "1", "all"]
 REQUEST_TIMEOUT_MARGIN_S: Final = 5.0  # the broker's own timeout_ms expires first
+_DECODER: Final = msgspec.json.Decoder(ProduceResponse)
 SEQUENCE_LIMIT: Final = 2**31  # sequences wrap to 0 after int32 max, as Kafka's
 
 
@@ -85,11 +88,6 @@ class Sender:
         self._producer_epoch = -1
         self._sequences: dict[tuple[str, int], int] = {}
         self._bump_epoch = False  # a batch failed for good: its sequences left a gap
-        self._combiner = ProduceCombiner(
-            http,
-            f"acks={acks}&timeout_ms={request_timeout_ms}",
-            request_timeout_ms / 1000 + REQUEST_TIMEOUT_MARGIN_S,
-        )
         self._init_lock = asyncio.Lock()
 
     def wake(self) -> None:
@@ -192,14 +190,27 @@ class Sender:
                     f"{batch.topic}[{batch.partition}] has no leader",
                     code=ErrorCode.LEADER_NOT_AVAILABLE,
                 )
+        url = (
+            f"{leader_url}/v1/topics/{batch.topic}/partitions/{batch.partition}/records"
+            f"?acks={self._acks}&timeout_ms={self._request_timeout_ms}"
+        )
         started = time.monotonic()
-        base_offset = await self._combiner.produce(
-            leader_url, batch.topic, batch.partition, payload
+        _, _, body = await self._http.request(
+            "POST",
+            url,
+            body=payload,
+            content_type=BATCH_CONTENT_TYPE,
+            timeout_s=self._request_timeout_ms / 1000 + REQUEST_TIMEOUT_MARGIN_S,
         )
         client_metrics.batch_sent(
             batch.topic, batch.records_count, len(payload), time.monotonic() - started
         )
-        return -1 if self._acks == "0" else base_offset
+        if self._acks == "0":
+            return -1
+        try:
+            return _DECODER.decode(body).base_offset
+        except msgspec.DecodeError as exc:  # a broker bug: do not resend the batch
+            raise ConveyorError(f"bad produce response: {exc}") from exc
 
     def _on_error(self, batch: ProducerBatch[BatchCompletion], error: ConveyorError) -> None:
         batch.last_error = error

@@ -21,8 +21,6 @@ Acks = Literal["0", "1", "all"]
 Encoding = Literal["utf8", "base64"]
 
 BATCH_CONTENT_TYPE = "application/vnd.conveyor.record-batch"
-# A 4-byte big-endian length, a JSON header, then the binary parts it lists in order.
-FRAMED_PRODUCE_CONTENT_TYPE = "application/vnd.conveyor.produce-many"
 """Content type of binary bodies: one or more concatenated Kafka v2 record batches.
 ``application/octet-stream`` is accepted as a synonym."""
 
@@ -206,35 +204,6 @@ class ProduceResponse(Wire):
     last_offset: int
     leader_epoch: Epoch
     log_start_offset: int = 0
-
-
-class ProducePart(Wire):
-    """One partition's batches in a multi-partition produce request (sizes in order)."""
-
-    partition: int
-    size_bytes: int
-
-
-class ProduceManyRequest(Wire):
-    """The JSON header of ``POST /v1/topics/{topic}/batches`` (see ``protocol.framing``)."""
-
-    partitions: list[ProducePart]
-
-
-class ProduceManyResult(Wire):
-    partition: int
-    base_offset: int = -1
-    last_offset: int = -1
-    leader_epoch: int = -1
-    error: ErrorBody | None = None
-
-
-class ProduceManyResponse(Wire):
-    """Each partition's outcome, in request order: offsets, or the error that partition
-    would have got from the single-partition endpoint."""
-
-    topic: str
-    partitions: list[ProduceManyResult]
 
 
 class RoutedRecordResult(Wire):

@@ -99,7 +99,6 @@ POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", _PARTITION + "/records"): _topic("consume"),
     ("GET", _PARTITION + "/offsets"): _topic("consume"),
     ("POST", "/v1/topics/{topic}/records"): _topic("produce"),
-    ("POST", "/v1/topics/{topic}/batches"): _topic("produce"),
     ("GET", "/v1/partitions"): Policy("describe", "cluster", None),
 }
 # Every route under a group's path is group use of that group (offsets, membership).
