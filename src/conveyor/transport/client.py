@@ -160,9 +160,14 @@ class AsyncHTTP:
         self._timeout_s = timeout_s
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            # A task still running after close() must not open a new session: its
+            # connections would outlive the client's loop (unclosed TLS transports).
+            raise RetriableError("the HTTP client is closed", code=ErrorCode.NETWORK_ERROR)
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._tls.client_context())
             self._session = aiohttp.ClientSession(
@@ -213,6 +218,7 @@ class AsyncHTTP:
         return msgspec.json.decode(data, type=response_type)
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
