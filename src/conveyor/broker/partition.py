@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -268,12 +269,8 @@ class Partition:
                     producer_id=header.producer_id,
                     last_sequence=last,
                 )
-        try:
+        with self._watching_space():
             result = self.log.append(batches, leader_epoch=self.leader_epoch)
-        except DiskFullError:
-            self._disk_full()
-            raise
-        self.disk_full = False
         if header is not None:
             producer_state.observe(self.producers, header, base_offset=result.base_offset)
         durable = self.log.durable(result.last_offset)
@@ -286,20 +283,25 @@ class Partition:
         (:meth:`durable`): a follower catching up lets one fsync cover many appends."""
         if self.failure is not None:
             raise self.failure
-        try:
+        with self._watching_space():
             self.log.append_replicated(batches)
-        except DiskFullError:
-            self._disk_full()
-            raise
-        self.disk_full = False
         producer_state.observe_chunk(self.producers, batches)
         self._appended = _fire(self._appended)
 
-    def _disk_full(self) -> None:
-        if not self.disk_full:
-            log.error("partition %s: no space left to append; reporting the log failed", self.tp)
-        self.disk_full = True
-        self._disk_checked_at = time.monotonic()
+    @contextlib.contextmanager
+    def _watching_space(self) -> Iterator[None]:
+        """An append: no space marks the log failed (see ``log_failed``), success clears it."""
+        try:
+            yield
+        except DiskFullError:
+            if not self.disk_full:
+                log.error(
+                    "partition %s: no space left to append; reporting the log failed", self.tp
+                )
+            self.disk_full = True
+            self._disk_checked_at = time.monotonic()
+            raise
+        self.disk_full = False
 
     @property
     def log_failed(self) -> bool:
