@@ -21,6 +21,9 @@ from conveyor.protocol.messages import DEFAULT_COORDINATOR_URL
 from conveyor.transport.tls import TLSConfig
 
 T = TypeVar("T")
+# aiohttp keeps and aborts closed TLS transports only on Pythons that leak them (it warns
+# and ignores the flag elsewhere).
+_CLEANUP_CLOSED: Final = bool(getattr(aiohttp.connector, "NEEDS_CLEANUP_CLOSED", False))
 _ENCODER = msgspec.json.Encoder()
 # Sent with every request: one random id per client object, so that services can count the
 # distinct clients talking to them (docs/monitoring.md), never tied to a person or host.
@@ -169,7 +172,16 @@ class AsyncHTTP:
             # connections would outlive the client's loop (unclosed TLS transports).
             raise RetriableError("the HTTP client is closed", code=ErrorCode.NETWORK_ERROR)
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._tls.client_context())
+            connector = aiohttp.TCPConnector(
+                limit=self._limit,
+                ssl=self._tls.client_context(),
+                # A connection closed while its request was cancelled (a client closing
+                # with requests in flight) starts a graceful TLS shutdown that the
+                # connector no longer tracks; it waits for the peer's close_notify, so a
+                # loop closed meanwhile (or a paused peer) leaves the transport open. Where
+                # aiohttp supports it, it keeps such transports and aborts them on close.
+                enable_cleanup_closed=_CLEANUP_CLOSED,
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self._timeout_s),
@@ -218,7 +230,10 @@ class AsyncHTTP:
         return msgspec.json.decode(data, type=response_type)
 
     async def close(self) -> None:
+        """Close every connection, aborting TLS ones (no close_notify exchange: a client
+        that closes does not wait for a peer that may be paused or gone), and return once
+        their transports are closed, so the caller may close its loop at once."""
         self._closed = True
         if self._session is not None:
-            await self._session.close()
-            self._session = None
+            session, self._session = self._session, None
+            await session.close()  # aborts TLS connections (aiohttp >= 3.12 on 3.11+)
