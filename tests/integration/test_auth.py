@@ -468,3 +468,47 @@ def test_library_clients_take_credentials_as_arguments(
         conveyor.Producer(auth_cluster.url, token="cvt_nope_nope", retries=0) as bad,
     ):
         bad.send("args.events", "x").result(timeout=30)
+
+
+def _whoami_basic(ac: AuthCluster, user: str, password: str) -> ConveyorError | None:
+    http = SyncHTTP(authorization=authorization_header(user=user, password=password))
+    try:
+        http.request("GET", f"{ac.url}/v1/security/whoami")
+    except ConveyorError as exc:
+        return exc
+    return None
+
+
+def _metric(url: str, series: str) -> float:
+    with urllib.request.urlopen(url + "/metrics") as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(series + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_password_guessing_is_throttled_per_user_with_a_metric_and_a_log_line(
+    auth_cluster: AuthCluster,
+) -> None:
+    """Ten wrong passwords for one user in a minute (the default): the next attempt, even
+    with the right password, is answered 429 THROTTLED unchecked, with Retry-After;
+    another user is unaffected. Counted in /metrics and logged once."""
+    with auth_cluster.security() as security:
+        security.add_user("guessed", "the-right-password")
+        security.add_user("bystander", "bystander-password")
+    failures_before = _metric(auth_cluster.url, 'conveyor_auth_failures_total{scheme="basic"}')
+    for attempt in range(10):
+        error = _whoami_basic(auth_cluster, "guessed", f"guess-{attempt}")
+        assert isinstance(error, AuthenticationError), error
+    throttled = _whoami_basic(auth_cluster, "guessed", "the-right-password")
+    assert throttled is not None and throttled.code is ErrorCode.THROTTLED, throttled
+    assert throttled.retriable
+    assert throttled.details["scope"] == "principal"
+    assert 0 < throttled.details["retry_after_ms"] <= 6000  # one failure drains in 6 s
+    assert _whoami_basic(auth_cluster, "bystander", "bystander-password") is None
+    url = auth_cluster.url
+    assert _metric(url, 'conveyor_auth_failures_total{scheme="basic"}') >= failures_before + 10
+    assert _metric(url, 'conveyor_auth_throttled_total{scope="principal"}') >= 1
+    logs = auth_cluster.cluster.logs()
+    assert "possible password guessing" in logs and "principal guessed" in logs
+    assert "the-right-password" not in logs and "guess-3" not in logs

@@ -97,6 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="enforce the coordinator's users, tokens and ACLs (env CONVEYOR_AUTH=true)",
     )
+    from conveyor.transport.limit_args import add_limit_arguments
+
+    add_limit_arguments(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> BrokerConfig:
@@ -171,13 +174,19 @@ def run(args: argparse.Namespace) -> int:
     )
     from conveyor.broker.security import refresh_security
     from conveyor.transport.auth import AUTH_KEY, AuthInstall, settings_from_env
+    from conveyor.transport.limit_args import auth_limits_from_args, limits_from_args
 
     app = build_broker_app(service)
-    auth = settings_from_env(args.auth)
+    try:
+        limits, auth_limits = limits_from_args(args), auth_limits_from_args(args)
+    except ConveyorError as exc:
+        log.error("broker cannot start: %s", exc)
+        return 1
+    auth = settings_from_env(args.auth, auth_limits)
     service.security.enabled = auth.enabled
     service.security.refresher = lambda: refresh_security(service)
     app[AUTH_KEY] = AuthInstall(auth, service.security)
-    runner.run(app, args.listen, config.tls, config.shutdown_timeout_s)
+    runner.run(app, args.listen, config.tls, config.shutdown_timeout_s, limits)
     return 0
 
 

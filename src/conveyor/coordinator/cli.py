@@ -139,6 +139,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="require credentials and ACLs on every request (env CONVEYOR_AUTH=true; the "
         "cluster secret comes from CONVEYOR_CLUSTER_SECRET); docs/security.md",
     )
+    from conveyor.transport.limit_args import add_limit_arguments
+
+    add_limit_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
@@ -200,13 +203,14 @@ def run(args: argparse.Namespace) -> int:
     app = build_coordinator_app(settings)
     from conveyor.coordinator import security
     from conveyor.transport.auth import AUTH_KEY, AuthInstall, settings_from_env
+    from conveyor.transport.limit_args import auth_limits_from_args, limits_from_args
 
-    auth = settings_from_env(args.auth)
+    auth = settings_from_env(args.auth, auth_limits_from_args(args))
     store = security.SecurityStore(settings.data_dir, auth.enabled)
     security.attach(app, store)
     app[AUTH_KEY] = AuthInstall(auth, store)
     log.info("authentication and ACLs: %s", "on" if auth.enabled else "off")
-    serve(app, args.listen, tls)
+    serve(app, args.listen, tls, limits=limits_from_args(args))
     log.info("coordinator stopped")
     return 0
 

@@ -72,6 +72,9 @@ class ErrorCode(enum.Enum):
     # security (issue 10): appended, never renumbered
     UNAUTHENTICATED = _Code(401, False, "missing or invalid credentials")
     FORBIDDEN = _Code(403, False, "the principal is not allowed to do this")
+    # limits (issue 15): appended, never renumbered
+    TOO_MANY_CONNECTIONS = _Code(503, True, "the listener refused the connection: too many open")
+    THROTTLED = _Code(429, True, "too many failed authentications: retry after the delay")
 
     @property
     def http_status(self) -> int:

@@ -6,8 +6,10 @@ resource named by a path parameter, the body, or the cluster. A route missing fr
 table needs ``admin`` on the cluster, and ``tests/integration/test_auth.py`` enumerates the
 routes of both services so a new endpoint without a policy fails the test.
 
-Per request, with auth on: credentials -> principal (401 ``UNAUTHENTICATED`` when absent or
-wrong), internal route -> the cluster identity (a verified mTLS client certificate, or the
+Per request, with auth on: the password-guessing limit (429 ``THROTTLED`` while the
+user name or the client address has failed too often: ``transport/authlimit.py``), then
+credentials -> principal (401 ``UNAUTHENTICATED`` when absent or wrong, counted by that
+limit), internal route -> the cluster identity (a verified mTLS client certificate, or the
 cluster secret as a bearer token) or 403, else :func:`authorize` or 403 ``FORBIDDEN``. The
 decision reads the local :class:`SecuritySnapshot` only: the coordinator's own, or on a
 broker the one the last heartbeat brought.
@@ -23,6 +25,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -47,8 +50,13 @@ from conveyor.protocol.security import (
     authenticate_token,
     authorize,
 )
-from conveyor.transport.metrics import route_template
+from conveyor.transport.authlimit import AuthFailureLimiter, AuthLimits
+from conveyor.transport.limits import peer_address
+from conveyor.transport.metrics import HTTP_METRICS_KEY, HttpMetrics, route_template
 from conveyor.transport.server import ROUTES_KEY, Handler
+from conveyor.transport.throttle import Throttle
+
+log = logging.getLogger(__name__)
 
 CACHE_ENTRIES_MAX: Final = 10_000
 # Between two on-demand refreshes of a broker's security state (unknown credentials,
@@ -176,6 +184,7 @@ class BrokerSecurity:
 class AuthSettings:
     enabled: bool = False
     cluster_secret: str | None = None  # bearer token of the cluster's own identity
+    limits: AuthLimits = field(default_factory=AuthLimits)  # password guessing
 
 
 class _PasswordCache:
@@ -195,6 +204,64 @@ class _PasswordCache:
             if principal is not None and len(self.entries) < CACHE_ENTRIES_MAX:
                 self.entries[key] = principal
         return principal
+
+
+def basic_user(header: str) -> str | None:
+    """The user name of a Basic ``Authorization`` header, None for anything else (a
+    token, malformed credentials): the key the password-guessing limit counts under."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        name, sep, _ = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return name if sep else None
+
+
+class FailedAuthentications:
+    """The password-guessing limit of one listener (``transport/authlimit.py``), its
+    metrics and its log line (one per throttled key per window)."""
+
+    def __init__(self, limits: AuthLimits, metrics: HttpMetrics | None) -> None:
+        self.limiter = AuthFailureLimiter(limits)
+        self.metrics = metrics
+        self._log_throttle = Throttle(limits.window_ms)
+
+    def check(self, address: str, user: str | None, now_ms: int) -> None:
+        """Raise 429 THROTTLED when this user or address has failed too often."""
+        throttled = self.limiter.check(address, user, now_ms)
+        if throttled is None:
+            return
+        if self.metrics is not None:
+            self.metrics.auth_throttled.labels(throttled.scope).inc()
+        raise RetriableError(
+            throttled.message,
+            code=ErrorCode.THROTTLED,
+            scope=throttled.scope,
+            retry_after_ms=throttled.retry_after_ms,
+        )
+
+    def failed(self, header: str, address: str, user: str | None, now_ms: int) -> None:
+        scheme = header.partition(" ")[0].lower()
+        if self.metrics is not None:
+            label = scheme if scheme in ("basic", "bearer") else "other"
+            self.metrics.auth_failures.labels(label).inc()
+        if user is None:
+            return
+        for throttled in self.limiter.failed(address, user, now_ms):
+            key = (throttled.scope, throttled.key)
+            if self._log_throttle.decide(key, now_ms).emit:
+                log.warning(
+                    "possible password guessing: %d failed authentications for %s %s within "
+                    "%d ms (last from %s); further attempts answered 429 THROTTLED for %d ms",
+                    throttled.failures_max,
+                    throttled.scope,
+                    throttled.key,
+                    throttled.window_ms,
+                    address,
+                    throttled.retry_after_ms,
+                )
 
 
 def credentials_principal(
@@ -268,6 +335,39 @@ def auth_middleware(
 ) -> Middleware:
     internal = frozenset((r.method, r.path) for r in app.get(ROUTES_KEY, []) if r.internal)
     passwords = _PasswordCache()
+    failures = FailedAuthentications(settings.limits, app.get(HTTP_METRICS_KEY))
+
+    async def authenticate(request: web.Request) -> tuple[SecuritySnapshot, str]:
+        """The snapshot in force and the principal the request's credentials prove."""
+        snapshot = source.snapshot
+        if snapshot is None:
+            raise RetriableError(
+                "the security state has not arrived from the coordinator yet",
+                code=ErrorCode.NOT_READY,
+            )
+        header = request.headers.get("Authorization")
+        if header is None:
+            raise AuthenticationError("credentials required: Basic or Bearer")
+        address = peer_address((request.remote,))
+        user = basic_user(header)
+        failures.check(address, user, clock_ms())
+        try:
+            try:
+                principal = credentials_principal(
+                    header, snapshot, clock_ms(), settings.cluster_secret, passwords
+                )
+            except AuthenticationError:
+                # A token or user created a moment ago may not have reached this broker yet.
+                if not await source.catch_up() or source.snapshot is None:
+                    raise
+                snapshot = source.snapshot
+                principal = credentials_principal(
+                    header, snapshot, clock_ms(), settings.cluster_secret, passwords
+                )
+        except AuthenticationError:
+            failures.failed(header, address, user, clock_ms())
+            raise
+        return snapshot, principal
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -280,27 +380,7 @@ def auth_middleware(
         if is_internal and has_client_cert(request):
             request[PRINCIPAL_KEY] = CLUSTER_PRINCIPAL
             return await handler(request)
-        snapshot = source.snapshot
-        if snapshot is None:
-            raise RetriableError(
-                "the security state has not arrived from the coordinator yet",
-                code=ErrorCode.NOT_READY,
-            )
-        header = request.headers.get("Authorization")
-        if header is None:
-            raise AuthenticationError("credentials required: Basic or Bearer")
-        try:
-            principal = credentials_principal(
-                header, snapshot, clock_ms(), settings.cluster_secret, passwords
-            )
-        except AuthenticationError:
-            # A token or user created a moment ago may not have reached this broker yet.
-            if not await source.catch_up() or source.snapshot is None:
-                raise
-            snapshot = source.snapshot
-            principal = credentials_principal(
-                header, snapshot, clock_ms(), settings.cluster_secret, passwords
-            )
+        snapshot, principal = await authenticate(request)
         request[PRINCIPAL_KEY] = principal
         if is_internal:
             if principal != CLUSTER_PRINCIPAL:
@@ -350,7 +430,7 @@ class AuthInstall:
 AUTH_KEY: Final = web.AppKey("conveyor_auth", AuthInstall)
 
 
-def settings_from_env(enabled: bool | None) -> AuthSettings:
+def settings_from_env(enabled: bool | None, limits: AuthLimits | None = None) -> AuthSettings:
     """``--auth`` (or ``CONVEYOR_AUTH``) and the cluster secret from ``CONVEYOR_CLUSTER_SECRET``
     (the environment, not the command line, which ``ps`` shows to every local user) or the
     file ``CONVEYOR_CLUSTER_SECRET_FILE`` names (a mounted Docker/Kubernetes secret)."""
@@ -360,4 +440,8 @@ def settings_from_env(enabled: bool | None) -> AuthSettings:
 
     if enabled is None:
         enabled = (os.environ.get("CONVEYOR_AUTH") or "").lower() in ("1", "true", "yes", "on")
-    return AuthSettings(enabled=enabled, cluster_secret=secret_from_env("CONVEYOR_CLUSTER_SECRET"))
+    return AuthSettings(
+        enabled=enabled,
+        cluster_secret=secret_from_env("CONVEYOR_CLUSTER_SECRET"),
+        limits=limits or AuthLimits(),
+    )

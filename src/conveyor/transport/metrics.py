@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final, Protocol
 
 from aiohttp import web
@@ -30,12 +30,13 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.gc_collector import GCCollector
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.samples import Sample
 
 from conveyor._version import __version__
+from conveyor.transport.limits import ConnectionLimiter
 
 METRICS_PATH: Final = "/metrics"
 UNMATCHED_ROUTE: Final = "unmatched"
@@ -114,8 +115,22 @@ class HttpMetrics:
             registry=registry,
         )
         info.labels(service, __version__, platform.python_version()).set(1)
+        self.auth_failures = Counter(
+            "conveyor_auth_failures",
+            "Requests refused 401 for wrong credentials (not for missing ones), by scheme",
+            ("scheme",),
+            registry=registry,
+        )
+        self.auth_throttled = Counter(
+            "conveyor_auth_throttled",
+            "Authentications refused 429 THROTTLED unchecked, by the limit that applied: "
+            "too many recent failures for the principal or from the client address",
+            ("scope",),
+            registry=registry,
+        )
         self.observers: list[RequestObserver] = []
         self._server_connections: Callable[[], int] | None = None
+        self._refused: Callable[[], Mapping[str, int]] | None = None
         self._children: dict[tuple[str, str, int, str | None], _Children] = {}
         registry.register(_ConnectionsCollector(self))
 
@@ -128,6 +143,15 @@ class HttpMetrics:
         server = getattr(request.protocol, "_manager", None)
         if server is not None and hasattr(server, "connections"):
             self._server_connections = lambda: len(server.connections)
+
+    def watch_limiter(self, limiter: ConnectionLimiter) -> None:
+        """Count open and refused connections from the listener's limiter (exact from the
+        start, unlike :meth:`watch_connections`, which it supersedes)."""
+        self._server_connections = lambda: limiter.open_count
+        self._refused = lambda: limiter.refused_count
+
+    def refused_connections(self) -> Mapping[str, int]:
+        return {} if self._refused is None else self._refused()
 
     def open_connections(self) -> int | None:
         count = self._server_connections
@@ -171,10 +195,20 @@ class _ConnectionsCollector:
         count = self._metrics.open_connections()
         gauge = GaugeMetricFamily(
             "conveyor_http_connections_open",
-            "TCP connections open to this service's HTTP server (known after the first request)",
+            "TCP connections open to this service's HTTP server",
         )
         gauge.add_metric((), float(count or 0))
         yield gauge
+        refused = CounterMetricFamily(
+            "conveyor_http_connections_refused",
+            "Connections refused 503 TOO_MANY_CONNECTIONS before their request was read, by "
+            "reason: listener_full (connections_max) or address_full "
+            "(connections_per_address_max)",
+            labels=("reason",),
+        )
+        for reason, total in sorted(self._metrics.refused_connections().items()):
+            refused.add_metric((reason,), float(total))
+        yield refused
 
 
 def new_registry(service: str) -> tuple[CollectorRegistry, HttpMetrics]:

@@ -13,6 +13,7 @@ import logging
 
 from aiohttp import web
 
+from conveyor.transport.limits import ConnectionLimits
 from conveyor.transport.tls import TLSConfig
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,16 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def run(
-    app: web.Application, listen: str, tls: TLSConfig, shutdown_timeout_s: float = 10.0
+    app: web.Application,
+    listen: str,
+    tls: TLSConfig,
+    shutdown_timeout_s: float = 10.0,
+    limits: ConnectionLimits | None = None,
 ) -> None:
+    """Serve ``app`` on ``listen`` behind the connection ``limits`` (transport/listener.py)
+    until SIGTERM or SIGINT."""
     from conveyor.transport import secure
+    from conveyor.transport.listener import serve
 
     host, port = parse_listen(listen)
     warn_if_exposed(host, tls)
@@ -69,16 +77,36 @@ def run(
             tls.certfile,
             tls.internal_mtls or tls.require_client_cert,
         )
+    limits = limits or ConnectionLimits()
+    log.info(
+        "connection limits: %d per listener, %d per client address, idle timeout %d ms",
+        limits.connections_max,
+        limits.connections_per_address_max,
+        limits.idle_timeout_ms,
+    )
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        ssl_context=ssl_context,
-        shutdown_timeout=shutdown_timeout_s,
-        access_log=None,
-        print=None,
-        loop=loop,
-        handle_signals=True,
-    )
+    try:
+        loop.run_until_complete(
+            serve(
+                app,
+                host=host,
+                port=port,
+                ssl_context=ssl_context,
+                limits=limits,
+                shutdown_timeout_s=shutdown_timeout_s,
+            )
+        )
+    finally:
+        _cancel_all(loop)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what the application left running (as ``aiohttp.web.run_app`` does)."""
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

@@ -66,13 +66,19 @@ def json_response(
 
 
 def error_response(error: ConveyorError) -> web.Response:
+    """The error's ``ErrorBody`` with its code's status; a ``retry_after_ms`` detail (429
+    ``THROTTLED``) is also sent as ``Retry-After`` (whole seconds, rounded up)."""
     body = ErrorBody(
         code=error.code.name,
         message=error.message,
         retriable=error.retriable,
         details=error.details or None,
     )
-    return json_response(body, status=error.code.http_status)
+    response = json_response(body, status=error.code.http_status)
+    retry_after_ms = error.details.get("retry_after_ms")
+    if isinstance(retry_after_ms, int) and retry_after_ms > 0:
+        response.headers["Retry-After"] = str(-(-retry_after_ms // 1000))
+    return response
 
 
 async def decode_json(request: web.Request, kind: type[T]) -> T:
