@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-tls bench-security lint typecheck system-deps bench-storage bench chaos chaos-ci clean
+.PHONY: run test test-tls test-repeat bench-security lint typecheck system-deps bench-storage bench chaos chaos-ci clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: lint typecheck system-deps
 # The integration suite with every cluster on HTTPS (docs/security.md).
 test-tls: $(STAMP)
 	CONVEYOR_TEST_TLS=1 $(BIN)/pytest tests/integration
+
+# The end-to-end suite N times, plain and over HTTPS, on a fresh clone of HEAD; stops at
+# the first failure (docs/testing.md). `make test-repeat N=5`.
+N ?= 5
+test-repeat:
+	bash scripts/test_repeat.sh $(N)
 
 # Produce throughput with TLS and auth on against plain HTTP (target >= 0.8).
 bench-security: $(STAMP)
