@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# DEV_ARGS: options for `conveyor dev` (`make run DEV_ARGS="--brokers 5 --tls --auth"`).
+DEV_ARGS ?=
 run: $(STAMP)
-	$(BIN)/conveyor dev
+	$(BIN)/conveyor dev $(DEV_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

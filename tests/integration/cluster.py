@@ -7,6 +7,7 @@ beside the data, printed when a wait fails, so a failing test shows what the ser
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import ssl
@@ -27,6 +28,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_port_block(count: int) -> int:
+    """A base port with ``count`` consecutive free ports (conveyor dev uses PORT..PORT+N)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 60000)
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no block of free ports")
 
 
 def wait_for(

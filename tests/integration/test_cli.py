@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster import Cluster, http_ok, wait_for
+from tests.integration.cluster import Cluster, free_port_block, http_ok, wait_for
 
 
 def conveyor(
@@ -119,29 +118,9 @@ def test_cli_reports_unreachable_coordinator(tmp_path: Path) -> None:
     assert "NETWORK_ERROR" in result.stderr
 
 
-def _free_port_block(count: int) -> int:
-    """A base port with ``count`` consecutive free ports (conveyor dev uses PORT..PORT+N)."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000)
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no block of free ports")
-
-
 @pytest.mark.slow
 def test_dev_cluster_starts_serves_stops_and_resumes(tmp_path: Path) -> None:
-    port = _free_port_block(3)
+    port = free_port_block(3)
     url = f"http://127.0.0.1:{port}"
     argv = [
         sys.executable,

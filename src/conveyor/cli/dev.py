@@ -1,37 +1,38 @@
 """``conveyor dev``: a local cluster in one command.
 
-Starts a coordinator on PORT and brokers on PORT+1.. as child processes (each in its own
-session, so Ctrl-C reaches only this supervisor, which then stops them in order: brokers
-first so they flush and deregister, then the coordinator), waits until every one answers
-``/readyz``, prints a table, and streams their logs prefixed by name. Run again on the same
-``--data`` it resumes with the data kept.
+Starts a coordinator on PORT and brokers on PORT+1.. as child processes
+(``dev_supervisor.py``), waits until every one answers ``/readyz``, prints a table, and
+streams their logs prefixed by name. A child that dies is shown and restarted while the
+others keep running (``--no-restart-dead`` leaves it down); ``conveyor dev stop-broker N``
+and ``start-broker N`` stop and start one broker to watch failover. Ctrl-C stops them all
+and exits 0. Run again on the same ``--data`` it resumes with the data kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from conveyor.cli.common import EXIT_ERROR, EXIT_OK, positive_int
+from conveyor.cli.dev_control import DevChild, DevControl, DevState
+from conveyor.cli.dev_supervisor import Child, Supervisor, ready
 from conveyor.cli.monitoring import start_for_dev
 from conveyor.cli.monitoring import stop as stop_prometheus
 from conveyor.cli.output import print_line, print_table
+from conveyor.protocol.errors import ConveyorError, ErrorCode
 
 if TYPE_CHECKING:
     from conveyor.cli.common import Subparsers
 
-READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 20.0
-_COLORS = ("cyan", "green", "magenta", "yellow", "blue", "red")
+COMMAND_TIMEOUT_S = 60.0
 
 
 def register(subparsers: Subparsers) -> None:
@@ -39,7 +40,10 @@ def register(subparsers: Subparsers) -> None:
         "dev",
         help="run a local cluster: a coordinator and N brokers",
         description="Run a coordinator on PORT and brokers on PORT+1.. on 127.0.0.1, stream "
-        "their logs, and stop them all on Ctrl-C. Data is kept under --data.",
+        "their logs, restart any that dies while the others keep running, and stop them all "
+        "on Ctrl-C. Data is kept under --data. `conveyor dev stop-broker N` / "
+        "`start-broker N` (in another terminal) stop one broker and start it again, to "
+        "watch failover.",
     )
     dev.add_argument("--brokers", type=positive_int, default=3, help="(default 3)")
     dev.add_argument("--data", type=Path, default=Path("data/dev"), help="(default data/dev)")
@@ -60,18 +64,39 @@ def register(subparsers: Subparsers) -> None:
         help="require credentials and ACLs; prints an admin token (the cluster secret is "
         "kept in DATA/cluster-secret)",
     )
+    dev.add_argument(
+        "--restart-dead",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start a child that died again (after 1 s, slower if it keeps dying) while the "
+        "others keep running (default on; --no-restart-dead leaves it down)",
+    )
     dev.set_defaults(handler=_run)
+    commands = dev.add_subparsers(dest="dev_command", metavar="[stop-broker|start-broker]")
+    for name, handler, text in (
+        (
+            "stop-broker",
+            _stop_broker,
+            "stop broker N of the running `conveyor dev` and keep it down (to watch failover)",
+        ),
+        ("start-broker", _start_broker, "start broker N again and wait until it is ready"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("broker_id", type=positive_int, metavar="N")
+        command.add_argument(
+            "--data", type=Path, default=Path("data/dev"), help="the cluster's --data (data/dev)"
+        )
+        if name == "stop-broker":
+            command.add_argument(
+                "--kill",
+                action="store_true",
+                help="SIGKILL it (a crash: the coordinator notices after its session "
+                "timeout) instead of SIGTERM (a clean stop: leadership moves at once)",
+            )
+        command.set_defaults(handler=handler)
 
 
-@dataclass
-class _Child:
-    name: str
-    url: str
-    argv: list[str]
-    process: subprocess.Popen[bytes] | None = None
-
-
-def _children(args: argparse.Namespace) -> list[_Child]:
+def _children(args: argparse.Namespace) -> list[Child]:
     python = [sys.executable, "-m", "conveyor"]
     data: Path = args.data
     scheme = "https" if args.tls else "http"
@@ -80,7 +105,7 @@ def _children(args: argparse.Namespace) -> list[_Child]:
     if args.auth:
         tls_argv = [*tls_argv, "--auth"]
     children = [
-        _Child(
+        Child(
             "coordinator",
             coordinator_url,
             [
@@ -99,7 +124,7 @@ def _children(args: argparse.Namespace) -> list[_Child]:
     for broker_id in range(1, args.brokers + 1):
         port = args.port + broker_id
         children.append(
-            _Child(
+            Child(
                 f"broker-{broker_id}",
                 f"{scheme}://127.0.0.1:{port}",
                 [
@@ -150,33 +175,6 @@ def _ensure_certs(data: Path) -> Path:
     return paths.ca
 
 
-def _stream(name: str, color: str, pipe: IO[bytes]) -> None:
-    from rich.console import Console
-    from rich.text import Text
-
-    console = Console(highlight=False, soft_wrap=True)
-    width = 12
-    for raw in iter(pipe.readline, b""):
-        line = Text(f"{name:<{width}}| ", style=color)
-        line.append(raw.decode(errors="replace").rstrip("\n"))
-        console.print(line)
-
-
-def _ready(url: str, ca: Path | None = None) -> bool:
-    context = None
-    if ca is not None:
-        from conveyor.transport.tls import TLSConfig
-
-        context = TLSConfig(cafile=str(ca)).client_context()
-    try:
-        with urllib.request.urlopen(  # noqa: S310 -- our own URL
-            url + "/readyz", timeout=1, context=context
-        ) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 def _cluster_secret(data: Path) -> str:
     """DATA/cluster-secret (mode 0600), created on first use."""
     import secrets
@@ -201,66 +199,15 @@ def _admin_token(url: str, secret: str, ca: Path | None) -> str:
         return security.create_token("admin").token
 
 
-def _start(children: list[_Child], extra_env: dict[str, str]) -> None:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **extra_env)
-    for i, child in enumerate(children):
-        child.process = subprocess.Popen(
-            child.argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-        assert child.process.stdout is not None
-        threading.Thread(
-            target=_stream,
-            args=(child.name, _COLORS[i % len(_COLORS)], child.process.stdout),
-            daemon=True,
-        ).start()
-
-
-def _wait_ready(children: list[_Child], ca: Path | None) -> str | None:
-    """None when all are ready, else why not."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    pending = list(children)
-    while pending and time.monotonic() < deadline:
-        for child in list(pending):
-            assert child.process is not None
-            if child.process.poll() is not None:
-                return f"{child.name} exited with status {child.process.returncode}"
-            if _ready(child.url, ca):
-                pending.remove(child)
-        time.sleep(0.1)
-    return (
-        f"not ready after {READY_TIMEOUT_S:.0f}s: " + ", ".join(c.name for c in pending)
-        if pending
-        else None
-    )
-
-
-def _stop(children: list[_Child]) -> None:
-    # Brokers first (they flush their logs), the coordinator last.
-    for group in (children[1:], children[:1]):
-        for child in group:
-            if child.process is not None and child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-        for child in group:
-            if child.process is None:
-                continue
-            try:
-                child.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                print_line(
-                    f"[red]{child.name} did not stop in {STOP_TIMEOUT_S:.0f}s: killing it[/red]"
-                )
-                child.process.kill()
-                child.process.wait()
-
-
 def _run(args: argparse.Namespace) -> int:
+    control = DevControl(args.data)
+    other = control.running_supervisor()
+    if other is not None and other != os.getpid():
+        raise ConveyorError(
+            f"another conveyor dev (pid {other}) runs on {args.data}",
+            code=ErrorCode.INVALID_REQUEST,
+        )
     ca = _ensure_certs(args.data) if args.tls else None
-    children = _children(args)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -268,15 +215,30 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    with _terminal_foreground():
+        return _supervise(args, control, ca, stop)
+
+
+def _supervise(
+    args: argparse.Namespace, control: DevControl, ca: Path | None, stop: threading.Event
+) -> int:
     secret = _cluster_secret(args.data) if args.auth else None
-    _start(children, {"CONVEYOR_CLUSTER_SECRET": secret} if secret else {})
+    supervisor = Supervisor(
+        _children(args),
+        {"CONVEYOR_CLUSTER_SECRET": secret} if secret else {},
+        control,
+        restart_dead=args.restart_dead,
+        ca=ca,
+    )
+    supervisor.start_all()
     prometheus = None
     try:
-        problem = _wait_ready(children, ca)
+        problem = supervisor.wait_ready()
         if problem is not None:
             print_line(f"[red]conveyor dev: {problem}[/red]")
             return EXIT_ERROR
-        rows = [(c.name, c.url, c.process.pid if c.process else None) for c in children]
+        children = supervisor.children
+        rows = [(c.name, c.url, c.pid) for c in children]
         print_table(f"conveyor dev cluster (data in {args.data})", ("service", "url", "pid"), rows)
         if args.monitoring:
             prometheus = start_for_dev(args.data, args.port, args.brokers, args.prometheus_port, ca)
@@ -291,16 +253,144 @@ def _run(args: argparse.Namespace) -> int:
             )
             + "  conveyor produce demo hello world\n"
             "  conveyor consume demo --from-beginning\n"
+            + _data_hint(args.data)
+            + "  conveyor dev stop-broker 2    # watch failover: conveyor topic describe demo\n"
+            "  conveyor dev start-broker 2\n"
             "Ctrl-C stops the cluster.",
             flush=True,
         )
-        while not stop.wait(0.5):
-            dead = [c for c in children if c.process is not None and c.process.poll() is not None]
-            if dead:
-                print_line(f"[red]{dead[0].name} exited unexpectedly: stopping the cluster[/red]")
-                return EXIT_ERROR
+        while not stop.wait(0.25):
+            supervisor.tick()
         print_line("stopping the cluster")
         return EXIT_OK
     finally:
         stop_prometheus(prometheus)
-        _stop(children)
+        supervisor.stop_all()
+
+
+@contextlib.contextmanager
+def _terminal_foreground() -> Iterator[None]:
+    """Under ``make run``, move to a process group of our own and give it the terminal,
+    as a shell does for a job, so that Ctrl-C reaches this supervisor only: make, which
+    would otherwise get the SIGINT too, report "Interrupt" and fail whatever we return,
+    waits for our exit status (0) instead. The terminal goes back to make's group on
+    the way out. Does nothing without a terminal or when we already lead our group (run
+    from a shell)."""
+    try:
+        fd = sys.stdin.fileno()
+        ours = os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp() != os.getpid()
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        yield
+        return
+    parent_group = os.getpgrp()
+    os.setpgid(0, 0)
+    _set_foreground(fd, os.getpgrp())
+    try:
+        yield
+    finally:
+        _set_foreground(fd, parent_group)
+
+
+def _set_foreground(fd: int, group: int) -> None:
+    # A background group changing the foreground gets SIGTTOU (stop): ignore it meanwhile.
+    previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(fd, group)
+    except OSError as exc:  # the terminal went away: nothing to give back
+        print_line(f"[yellow]conveyor dev: could not set the terminal's group: {exc}[/yellow]")
+    finally:
+        signal.signal(signal.SIGTTOU, previous)
+
+
+def _data_hint(data: Path) -> str:
+    """The ``--data`` the stop/start commands need when it is not the default."""
+    return "" if data == Path("data/dev") else f"  (stop-broker/start-broker: add --data {data})\n"
+
+
+def _running_state(data: Path) -> DevState:
+    control = DevControl(data)
+    state = control.read_state()
+    if state is None or control.running_supervisor() is None:
+        raise ConveyorError(
+            f"no conveyor dev is running on {data} (start one with `conveyor dev`, or pass "
+            "its --data)",
+            code=ErrorCode.INVALID_REQUEST,
+        )
+    return state
+
+
+def _broker(state: DevState, broker_id: int) -> str:
+    name = f"broker-{broker_id}"
+    if state.child(name) is None:
+        brokers = [c.name for c in state.children if c.name.startswith("broker-")]
+        raise ConveyorError(
+            f"no {name} in this dev cluster (it has {', '.join(brokers)})",
+            code=ErrorCode.INVALID_REQUEST,
+        )
+    return name
+
+
+def _wait_state(
+    data: Path, name: str, what: str, done: Callable[[DevState, DevChild], bool]
+) -> DevState:
+    deadline = time.monotonic() + COMMAND_TIMEOUT_S
+    while time.monotonic() < deadline:
+        state = DevControl(data).read_state()
+        child = None if state is None else state.child(name)
+        if state is not None and child is not None and done(state, child):
+            return state
+        time.sleep(0.1)
+    raise ConveyorError(f"{name} did not {what} within {COMMAND_TIMEOUT_S:.0f}s")
+
+
+def _is_our_process(pid: int) -> bool:
+    """Guard against a recycled pid: on Linux the command line must be a conveyor broker."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return sys.platform != "linux"
+    return b"conveyor" in argv and b"broker" in argv
+
+
+def _stop_broker(args: argparse.Namespace) -> int:
+    state = _running_state(args.data)
+    name = _broker(state, args.broker_id)
+    control = DevControl(args.data)
+    control.hold(name)
+    child = state.child(name)
+    assert child is not None
+    if child.pid is not None and _is_our_process(child.pid):
+        os.kill(child.pid, signal.SIGKILL if args.kill else signal.SIGTERM)
+    _wait_state(args.data, name, "stop", lambda s, c: c.state == "held")
+    how = "killed" if args.kill else "stopped"
+    print_line(
+        f"{name} {how}; it stays down until `conveyor dev start-broker {args.broker_id}`. "
+        "The partitions it led move to their other in-sync replicas "
+        + ("after the coordinator's session timeout" if args.kill else "at once")
+        + ": `conveyor topic describe TOPIC` shows the leaders."
+    )
+    return EXIT_OK
+
+
+def _start_broker(args: argparse.Namespace) -> int:
+    state = _running_state(args.data)
+    name = _broker(state, args.broker_id)
+    child = state.child(name)
+    assert child is not None
+    if child.state == "running":
+        print_line(f"{name} is already running (pid {child.pid})")
+        return EXIT_OK
+    DevControl(args.data).request_start(name)
+    ca = Path(state.ca) if state.ca else None
+    started = _wait_state(
+        args.data,
+        name,
+        "start and become ready",
+        lambda s, c: c.state == "running" and ready(c.url, ca),
+    )
+    started_child = started.child(name)
+    assert started_child is not None
+    print_line(f"{name} started (pid {started_child.pid}) and ready")
+    return EXIT_OK
