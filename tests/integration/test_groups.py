@@ -208,8 +208,8 @@ def produce_keys(cluster: Cluster, topic: str, keys: list[str], count: int) -> N
         producer.flush()
 
 
-# The count (about 11 s here); CONVEYOR_GROUPS_MESSAGES overrides it.
-FOUR_MEMBER_COUNT = int(os.environ.get("CONVEYOR_GROUPS_MESSAGES", "200000"))
+# The count (about 11 s here); CONVEYOR_TEST_GROUPS_MESSAGES overrides it.
+FOUR_MEMBER_COUNT = int(os.environ.get("CONVEYOR_TEST_GROUPS_MESSAGES", "200000"))
 
 
 def test_four_subscribers_split_sixteen_partitions_evenly(

@@ -48,3 +48,6 @@ class BrokerConfig:
     replica_fetch_bytes_max: int = 16 * MIB
     replica_fetch_partition_bytes_max: int = 4 * MIB
     shutdown_timeout_s: float = 10.0
+    # The cluster's own token, sent on calls to the coordinator and other brokers; kept
+    # out of repr so that logging a config never shows it.
+    cluster_secret: str | None = field(default=None, repr=False)

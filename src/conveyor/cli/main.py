@@ -9,7 +9,8 @@ handler returns the exit code and raises :class:`ConveyorError` for operating er
 dependencies (rich, aiohttp, the storage engine) inside their handlers, so that
 ``conveyor --help`` stays fast.
 
-Exit codes: 0 success, 1 error (one line on stderr), 2 bad usage, 130 interrupted.
+Exit codes: 0 success, 1 error (one line on stderr), 2 bad usage (including an invalid
+setting from a flag, a ``CONVEYOR_*`` variable or the config file), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from conveyor.cli import (
     chaos,
     clients,
     cluster,
+    config,
     dev,
     groups,
     security,
@@ -32,7 +34,9 @@ from conveyor.cli import (
     topic,
 )
 from conveyor.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Handler
+from conveyor.cli.output import add_config_flag
 from conveyor.protocol.errors import ConveyorError
+from conveyor.settings.core import SettingsError
 
 if TYPE_CHECKING:
     from conveyor.cli.common import Subparsers
@@ -56,6 +60,7 @@ COMMAND_GROUPS: Final[tuple[CommandGroup, ...]] = (
     chaos,
     certs,
     security,
+    config,
 )
 
 
@@ -67,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Run 'conveyor COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"conveyor {__version__}")
+    add_config_flag(parser, dest="config_file")
     subparsers = parser.add_subparsers(
         title="commands", dest="command", metavar="COMMAND", required=True
     )
@@ -77,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    from conveyor.settings import clear_client_flags
+
+    clear_client_flags()
     parser = build_parser()
     try:
         args, extras = parser.parse_known_args(argv)
@@ -84,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits by itself for --help, --version and usage
         return _exit_code(exc)
     handler: Handler = args.handler
+    _warn_unknown_env()
     try:
         return handler(args)
+    except SettingsError as exc:  # a bad flag, variable or config file value: bad usage
+        _print_error(exc.message)
+        return EXIT_USAGE
     except ConveyorError as exc:
         _print_error(f"{exc.message} ({exc.code.name})")
     except OSError as exc:
@@ -107,6 +120,14 @@ def _take_trailing_values(
     if dest is None or any(extra.startswith("-") for extra in extras):
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
     getattr(args, dest).extend(extras)
+
+
+def _warn_unknown_env() -> None:
+    """A ``CONVEYOR_*`` variable nothing reads is most likely a typo of one that is."""
+    from conveyor.settings import env_warnings
+
+    for warning in env_warnings():
+        print(f"conveyor: warning: {warning}", file=sys.stderr)
 
 
 def _exit_code(exc: SystemExit) -> int:

@@ -16,35 +16,46 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def add_url_flag(parser: argparse.ArgumentParser) -> None:
+    """The client settings every command that talks to a cluster takes as flags (their
+    definitions: ``conveyor.settings.catalog``, CLIENT)."""
+    from conveyor.settings import catalog
+    from conveyor.settings.flags import help_text
+
+    for item in (catalog.URL, catalog.CA, catalog.TOKEN, catalog.USER, catalog.PASSWORD):
+        assert item.flag is not None
+        parser.add_argument(
+            item.flag,
+            dest=item.name,
+            metavar=item.kind.metavar,
+            action=_ClientFlag,
+            default=None,
+            help=help_text(item),
+        )
+
+
+def add_config_flag(parser: argparse.ArgumentParser, dest: str = "config") -> None:
+    """``--config FILE``: the TOML settings file (``conveyor --config FILE COMMAND`` for
+    every command, since ``topic create --config`` means a topic setting)."""
+    from conveyor.settings import catalog
+    from conveyor.settings.flags import help_text
+
     parser.add_argument(
-        "--url",
-        metavar="URL",
+        "--config",
+        dest=dest,
+        metavar="FILE",
+        action=_ClientFlag,
         default=None,
-        help="coordinator URL (default: $CONVEYOR_URL or http://127.0.0.1:7700)",
+        help=help_text(catalog.CONFIG),
     )
-    for flag, env, text in (
-        ("--ca", "CONVEYOR_CA", "CA certificate to verify an https:// cluster against"),
-        ("--token", "CONVEYOR_TOKEN", "API token"),
-        ("--user", "CONVEYOR_USER", "user name (with --password)"),
-        ("--password", "CONVEYOR_PASSWORD", "password (prefer the variable: argv is visible)"),
-    ):
-        parser.add_argument(flag, action=_ExportEnv, default=None, help=f"{text} (default: ${env})")
 
 
-_ENV_OF_FLAG = {
-    "ca": "CONVEYOR_CA",
-    "token": "CONVEYOR_TOKEN",
-    "user": "CONVEYOR_USER",
-    "password": "CONVEYOR_PASSWORD",
-}
-
-
-class _ExportEnv(argparse.Action):
-    """``--ca``, ``--token``, ``--user`` and ``--password`` set their ``CONVEYOR_*``
-    variable for this process: every client a command builds reads its TLS settings and
-    credentials from the environment (``TLSConfig.from_env``,
-    ``transport.client.authorization_from_env``), so the flags reach them all without
-    threading them through each command."""
+class _ClientFlag(argparse.Action):
+    """A client flag (``--url``, ``--ca``, ``--token``, ``--user``, ``--password``,
+    ``--config``) becomes the first source of that client setting for this process
+    (``conveyor.settings.set_client_flag``): every client a command builds resolves its
+    settings there (``TLSConfig.from_env``, ``transport.client.authorization_from_env``),
+    so the flags reach them all without threading them through each command. It is also
+    exported as its ``CONVEYOR_*`` variable for the processes a command starts."""
 
     def __call__(
         self,
@@ -55,7 +66,12 @@ class _ExportEnv(argparse.Action):
     ) -> None:
         import os
 
-        os.environ[_ENV_OF_FLAG[self.dest]] = str(values)
+        from conveyor.settings import set_client_flag
+        from conveyor.settings.core import ENV_PREFIX
+
+        name = "config" if self.dest == "config_file" else self.dest
+        set_client_flag(name, values)
+        os.environ[ENV_PREFIX + name.upper()] = str(values)
         setattr(namespace, self.dest, values)
 
 

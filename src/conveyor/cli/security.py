@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 from typing import TYPE_CHECKING
 
 from conveyor.cli.common import EXIT_OK, positive_int
@@ -97,7 +96,9 @@ def _client(args: argparse.Namespace) -> SecurityAdmin:
 
 
 def _user_add(args: argparse.Namespace) -> int:
-    password = args.new_password or os.environ.get("CONVEYOR_NEW_PASSWORD")
+    from conveyor.settings import catalog, client_settings
+
+    password = args.new_password or client_settings()[catalog.NEW_PASSWORD]
     if not password:
         password = getpass.getpass(f"password for {args.name}: ")
     with _client(args) as client:

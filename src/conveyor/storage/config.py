@@ -45,7 +45,7 @@ class FlushPolicy:
         if text in ("always", "never", "interval"):
             return cls(text)  # type: ignore[arg-type]
         number = text.removeprefix("interval:").removesuffix("ms")
-        if not number.isdigit():
+        if not (number.isascii() and number.isdigit()):  # "¹".isdigit() is True
             raise InvalidRequestError(
                 f"cannot parse flush policy {text!r}: use always, never or interval:MS",
                 code=ErrorCode.INVALID_CONFIG,

@@ -430,18 +430,13 @@ class AuthInstall:
 AUTH_KEY: Final = web.AppKey("conveyor_auth", AuthInstall)
 
 
-def settings_from_env(enabled: bool | None, limits: AuthLimits | None = None) -> AuthSettings:
-    """``--auth`` (or ``CONVEYOR_AUTH``) and the cluster secret from ``CONVEYOR_CLUSTER_SECRET``
-    (the environment, not the command line, which ``ps`` shows to every local user) or the
-    file ``CONVEYOR_CLUSTER_SECRET_FILE`` names (a mounted Docker/Kubernetes secret)."""
-    import os
-
-    from conveyor.transport.client import secret_from_env
-
-    if enabled is None:
-        enabled = (os.environ.get("CONVEYOR_AUTH") or "").lower() in ("1", "true", "yes", "on")
+def auth_settings(
+    enabled: bool, cluster_secret: str | None, limits: AuthLimits | None = None
+) -> AuthSettings:
+    """The service's ``auth`` and ``cluster_secret`` settings (``CONVEYOR_AUTH``,
+    ``CONVEYOR_CLUSTER_SECRET`` or the file ``CONVEYOR_CLUSTER_SECRET_FILE`` names: never a
+    flag, which ``ps`` shows to every local user), parsed by ``conveyor.settings``, and the
+    password-guessing ``limits``."""
     return AuthSettings(
-        enabled=enabled,
-        cluster_secret=secret_from_env("CONVEYOR_CLUSTER_SECRET"),
-        limits=limits or AuthLimits(),
+        enabled=enabled, cluster_secret=cluster_secret, limits=limits or AuthLimits()
     )

@@ -17,7 +17,6 @@ import msgspec
 import urllib3
 
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError, error_from_dict
-from conveyor.protocol.messages import DEFAULT_COORDINATOR_URL
 from conveyor.transport.tls import TLSConfig
 
 T = TypeVar("T")
@@ -31,8 +30,13 @@ CLIENT_ID_HEADER: Final = "X-Conveyor-Client-Id"
 
 
 def default_url(url: str | None) -> str:
-    """``url``, else ``CONVEYOR_URL``, else the local default coordinator."""
-    return (url or os.environ.get("CONVEYOR_URL") or DEFAULT_COORDINATOR_URL).rstrip("/")
+    """``url``, else the client's ``url`` setting (``--url``, ``CONVEYOR_URL``, the file),
+    else the local default coordinator."""
+    if url:
+        return url.rstrip("/")
+    from conveyor.settings import catalog, client_settings
+
+    return client_settings()[catalog.URL].rstrip("/")
 
 
 def error_for(status: int, data: bytes) -> ConveyorError:
@@ -48,33 +52,28 @@ def error_for(status: int, data: bytes) -> ConveyorError:
 
 
 def secret_from_env(name: str) -> str | None:
-    """``$name``, else the content of the file ``$name_FILE`` names (stripped), as Docker
-    and Kubernetes secrets are mounted; None when neither is set or the value is empty."""
-    value = os.environ.get(name)
-    if value:
-        return value
-    path = os.environ.get(f"{name}_FILE")
-    if not path:
-        return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().strip() or None
-    except OSError as exc:
-        raise ConveyorError(
-            f"cannot read {name}_FILE={path}: {exc.strerror}", code=ErrorCode.INVALID_REQUEST
-        ) from exc
+    """The secret setting read from variable ``name``: ``$name``, else the content of the
+    file ``$name_FILE`` names (stripped), as Docker and Kubernetes secrets are mounted;
+    None when neither is set or the value is empty."""
+    from conveyor.settings import catalog
+    from conveyor.settings.core import resolve_one
+
+    value: str | None = resolve_one(catalog.by_env(name), "client", {}, os.environ, None).value
+    return value
 
 
 def authorization_from_env() -> str | None:
-    """``CONVEYOR_TOKEN``, else ``CONVEYOR_USER`` with ``CONVEYOR_PASSWORD``, else the
-    cluster's own ``CONVEYOR_CLUSTER_SECRET`` (what brokers send), else nothing. Each also
-    from a file named by the variable with ``_FILE`` appended (``secret_from_env``)."""
+    """The client's token (``--token``, ``CONVEYOR_TOKEN``), else its user and password,
+    else the cluster's own ``CONVEYOR_CLUSTER_SECRET`` (what brokers send), else nothing.
+    Secrets also come from a file named by the variable with ``_FILE`` appended."""
+    from conveyor.settings import catalog, client_settings
     from conveyor.transport.auth import authorization_header
 
+    settings = client_settings()
     return authorization_header(
-        secret_from_env("CONVEYOR_TOKEN") or secret_from_env("CONVEYOR_CLUSTER_SECRET"),
-        os.environ.get("CONVEYOR_USER") or None,
-        secret_from_env("CONVEYOR_PASSWORD"),
+        settings[catalog.TOKEN] or settings[catalog.CLUSTER_SECRET],
+        settings[catalog.USER],
+        settings[catalog.PASSWORD],
     )
 
 

@@ -17,7 +17,6 @@ internal routes (``transport/secure.py``), so clients keep connecting without on
 
 from __future__ import annotations
 
-import os
 import ssl
 from dataclasses import dataclass
 from typing import Final
@@ -36,10 +35,6 @@ TLS12_CIPHERS: Final = ":".join(
         "DHE-RSA-AES256-GCM-SHA384",
     )
 )
-
-
-def _env_flag(name: str) -> bool:
-    return (os.environ.get(name) or "").lower() in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +58,20 @@ class TLSConfig:
 
     @classmethod
     def from_env(cls) -> TLSConfig:
-        """``CONVEYOR_TLS_CERT``, ``CONVEYOR_TLS_KEY``, ``CONVEYOR_CA``,
-        ``CONVEYOR_TLS_CLIENT_CERT``, ``CONVEYOR_TLS_CLIENT_KEY``, ``CONVEYOR_INTERNAL_MTLS``."""
+        """A client's TLS from its settings (``conveyor.settings.client_settings``): the
+        CA (``CONVEYOR_CA``) and the certificate it presents (``CONVEYOR_TLS_CLIENT_CERT``,
+        ``CONVEYOR_TLS_CLIENT_KEY``), from the CLI's flags, the environment or the file."""
+        from conveyor.settings import catalog, client_settings
+
+        settings = client_settings()
+
+        def text(value: object) -> str | None:
+            return None if value is None else str(value)
+
         return cls(
-            certfile=os.environ.get("CONVEYOR_TLS_CERT") or None,
-            keyfile=os.environ.get("CONVEYOR_TLS_KEY") or None,
-            cafile=os.environ.get("CONVEYOR_CA") or None,
-            internal_mtls=_env_flag("CONVEYOR_INTERNAL_MTLS"),
-            client_certfile=os.environ.get("CONVEYOR_TLS_CLIENT_CERT") or None,
-            client_keyfile=os.environ.get("CONVEYOR_TLS_CLIENT_KEY") or None,
+            cafile=text(settings[catalog.CA]),
+            client_certfile=text(settings[catalog.TLS_CLIENT_CERT]),
+            client_keyfile=text(settings[catalog.TLS_CLIENT_KEY]),
         )
 
     def server_context(self) -> ssl.SSLContext | None:

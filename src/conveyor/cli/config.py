@@ -1,0 +1,70 @@
+"""``conveyor config show``: the effective settings of a service or of the CLI itself,
+and where each came from (flag, env, file, default), secrets redacted.
+
+It is also the way to check a configuration before starting a service: an invalid value
+fails here with the same one line (exit code 2) the service would print.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from conveyor.cli.common import EXIT_OK
+from conveyor.cli.output import add_config_flag, add_json_flag, print_json, print_table
+
+if TYPE_CHECKING:
+    from conveyor.cli.common import Subparsers
+
+
+def register(subparsers: Subparsers) -> None:
+    config = subparsers.add_parser(
+        "config",
+        help="show the effective settings and where each comes from",
+        description="Settings come from a flag, else a CONVEYOR_* variable, else the TOML "
+        "file (--config or CONVEYOR_CONFIG), else the default (docs/deployment.md).",
+    )
+    actions = config.add_subparsers(title="actions", dest="config_action", metavar="ACTION")
+    actions.required = True
+    show = actions.add_parser(
+        "show",
+        help="print every setting's value and source (secrets redacted)",
+        description="Print the settings a service would start with in this environment "
+        "(flags of that service are not seen here), or those of the CLI itself; an invalid "
+        "value is reported as the service would report it.",
+    )
+    show.add_argument(
+        "--service",
+        choices=("coordinator", "broker", "client"),
+        default="client",
+        help="whose settings (default: client, i.e. this CLI and the Python library)",
+    )
+    add_config_flag(show)
+    add_json_flag(show)
+    show.set_defaults(handler=_show)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from conveyor.settings import load
+    from conveyor.settings.show import views
+
+    settings = load(args.service, {"config": args.config}, require=False)
+    rows = views(settings)
+    if args.json:
+        print_json(rows)
+        return EXIT_OK
+    print_table(
+        f"{args.service} settings" + (f" ({settings.config_path})" if settings.config_path else ""),
+        ["setting", "value", "source", "from"],
+        [
+            [row.name, "unset" if row.value is None else _text(row.value), row.source, row.origin]
+            for row in rows
+        ],
+    )
+    return EXIT_OK
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

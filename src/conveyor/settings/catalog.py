@@ -1,0 +1,444 @@
+"""Every setting of every service and command, in one place.
+
+Adding a setting: define it here with :func:`setting` (name, kind, default, help, the
+services that read it), add it to its service's tuple, and read it where it is used with
+``settings[NAME]`` from the service's resolved :class:`Settings`. Its flag, variable, TOML
+key, ``--help`` line, ``conveyor config show`` row and docs/deployment.md row all follow
+(a test checks the table against this module: ``python -m conveyor.settings.docs``
+rewrites it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from conveyor.protocol.messages import DEFAULT_COORDINATOR_URL
+from conveyor.settings import kinds
+from conveyor.settings.core import CONFIG_ENV, REQUIRED, Setting, setting
+
+if TYPE_CHECKING:
+    from conveyor.storage.config import FlushPolicy
+
+SERVERS: Final = ("coordinator", "broker")
+EVERYONE: Final = ("coordinator", "broker", "client")
+
+# The same grammar as the coordinator's topic validation (coordinator/validation.py
+# PARTITIONS_MAX; a unit test keeps them equal: settings sit below the services).
+PARTITIONS_MAX: Final = 10_000
+MIB: Final = 1024 * 1024
+
+CONFIG: Final = setting(
+    "config",
+    kinds.optional(kinds.FILE),
+    None,
+    "TOML file of settings (flags and CONVEYOR_* variables win over it)",
+    EVERYONE,
+)
+
+# ---- logs (every service) ---------------------------------------------------------------
+LOG_LEVEL: Final = setting(
+    "log_level",
+    kinds.choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True),
+    "INFO",
+    "log level",
+    SERVERS,
+)
+LOG_FORMAT: Final = setting(
+    "log_format",
+    kinds.choice("auto", "logfmt", "json", "text"),
+    "auto",
+    "log line format; auto: text on a terminal, logfmt otherwise",
+    SERVERS,
+)
+ACCESS_LOG: Final = setting(
+    "access_log",
+    kinds.BOOL,
+    False,
+    "log one line per HTTP request (method, path, status, bytes, duration, principal)",
+    SERVERS,
+)
+
+# ---- TLS and authentication ---------------------------------------------------------------
+TLS_CERT: Final = setting(
+    "tls_cert",
+    kinds.optional(kinds.FILE),
+    None,
+    "PEM certificate (and chain) to serve HTTPS with",
+    SERVERS,
+    default_text="unset (plain HTTP)",
+)
+TLS_KEY: Final = setting(
+    "tls_key", kinds.optional(kinds.FILE), None, "its PEM private key", SERVERS,
+    default_text="inside the certificate file",
+)  # fmt: skip
+CA: Final = setting(
+    "ca",
+    kinds.optional(kinds.FILE),
+    None,
+    "CA bundle to verify peers against",
+    EVERYONE,
+    default_text="the system's CAs",
+)
+INTERNAL_MTLS: Final = setting(
+    "internal_mtls",
+    kinds.BOOL,
+    False,
+    "internal routes (heartbeats, ISR changes, replication) accept only connections with a "
+    "client certificate signed by the CA",
+    SERVERS,
+)
+TLS_CLIENT_CERT: Final = setting(
+    "tls_client_cert",
+    kinds.optional(kinds.FILE),
+    None,
+    "certificate presented when connecting to the coordinator or brokers (mutual TLS)",
+    ("broker", "client"),
+    default_text="with internal_mtls: the broker's tls_cert",
+)
+TLS_CLIENT_KEY: Final = setting(
+    "tls_client_key",
+    kinds.optional(kinds.FILE),
+    None,
+    "its private key",
+    ("broker", "client"),
+    default_text="with internal_mtls: the broker's tls_key",
+)
+AUTH: Final = setting(
+    "auth",
+    kinds.BOOL,
+    False,
+    "require credentials and ACLs on every request (docs/security.md)",
+    SERVERS,
+)
+CLUSTER_SECRET: Final = setting(
+    "cluster_secret",
+    kinds.optional(kinds.SECRET),
+    None,
+    "the cluster's own bearer token (internal routes, the first administrator); "
+    "never a flag (ps shows argv)",
+    EVERYONE,
+    flag=False,
+    secret=True,
+)
+
+# ---- listener limits (transport/limits.py, transport/authlimit.py; a unit test keeps
+# these defaults equal to the constants there) --------------------------------------------
+CONNECTIONS_MAX: Final = setting(
+    "connections_max",
+    kinds.integer(1),
+    4096,
+    "open connections the listener accepts; beyond it a connection is answered 503 "
+    "TOO_MANY_CONNECTIONS before its request is read (docs/security.md#limits)",
+    SERVERS,
+)
+CONNECTIONS_PER_ADDRESS_MAX: Final = setting(
+    "connections_per_address_max",
+    kinds.integer(1),
+    1024,
+    "open connections from one client address (clients behind one NAT or proxy share it)",
+    SERVERS,
+)
+IDLE_TIMEOUT_MS: Final = setting(
+    "idle_timeout_ms",
+    kinds.duration_ms(1),
+    120_000,
+    "a connection with no request in progress this long is closed",
+    SERVERS,
+)
+AUTH_FAILURES_PER_ADDRESS_MAX: Final = setting(
+    "auth_failures_per_address_max",
+    kinds.integer(1),
+    30,
+    "failed authentications from one client address per window before further attempts "
+    "get 429 THROTTLED",
+    SERVERS,
+)
+AUTH_FAILURES_PER_PRINCIPAL_MAX: Final = setting(
+    "auth_failures_per_principal_max",
+    kinds.integer(1),
+    10,
+    "failed password checks for one user name per window before further attempts get 429 THROTTLED",
+    SERVERS,
+)
+AUTH_FAILURE_WINDOW_MS: Final = setting(
+    "auth_failure_window_ms",
+    kinds.duration_ms(1),
+    60_000,
+    "the window of the two limits above (failures are forgotten at the same pace)",
+    SERVERS,
+)
+
+# ---- coordinator ------------------------------------------------------------------------
+COORDINATOR_LISTEN: Final = setting(
+    "listen", kinds.HOST_PORT, "127.0.0.1:7700", "address to serve HTTP on", ("coordinator",)
+)
+COORDINATOR_DATA: Final = setting(
+    "data",
+    kinds.PATH,
+    Path("data/coordinator"),
+    "data directory",
+    ("coordinator",),
+    default_text="./data/coordinator",
+)
+SESSION_TIMEOUT_MS: Final = setting(
+    "session_timeout_ms",
+    kinds.duration_ms(1),
+    6000,
+    "a broker silent this long is declared dead",
+    ("coordinator",),
+)
+HEARTBEAT_INTERVAL_MS: Final = setting(
+    "heartbeat_interval_ms",
+    kinds.duration_ms(1),
+    1000,
+    "heartbeat interval told to brokers (at most a third of the session timeout)",
+    ("coordinator",),
+)
+AUTO_CREATE_TOPICS: Final = setting(
+    "auto_create_topics",
+    kinds.BOOL,
+    True,
+    "create unknown topics on a metadata request that asks for it",
+    ("coordinator",),
+)
+DEFAULT_PARTITIONS: Final = setting(
+    "default_partitions",
+    kinds.integer(1, PARTITIONS_MAX),
+    8,
+    "partitions of a topic created without a count",
+    ("coordinator",),
+)
+DEFAULT_REPLICATION_FACTOR: Final = setting(
+    "default_replication_factor",
+    kinds.optional(kinds.integer(1)),
+    None,
+    "replication factor of a topic created without one",
+    ("coordinator",),
+    default_text="min(3, live brokers)",
+)
+REPLICA_RESTORE_DELAY_MS: Final = setting(
+    "replica_restore_delay_ms",
+    kinds.duration_ms(1),
+    30_000,
+    "replicas of a broker dead this long are re-created on other brokers",
+    ("coordinator",),
+)
+MAX_CONCURRENT_MOVES: Final = setting(
+    "max_concurrent_moves",
+    kinds.integer(1),
+    2,
+    "partitions copying a new replica at once (restoration, rebalancing, decommissioning)",
+    ("coordinator",),
+)
+
+# ---- broker ---------------------------------------------------------------------------
+BROKER_ID: Final = setting(
+    "id",
+    kinds.integer(0),
+    REQUIRED,
+    "this broker's id, unique in the cluster, never reused for another disk",
+    ("broker",),
+)
+BROKER_LISTEN: Final = setting(
+    "listen", kinds.HOST_PORT, "127.0.0.1:7701", "address to serve HTTP on", ("broker",)
+)
+ADVERTISED_URL: Final = setting(
+    "advertised_url",
+    kinds.optional(kinds.URL),
+    None,
+    "the URL other brokers and clients reach this broker at",
+    ("broker",),
+    default_text="http(s)://LISTEN (the host name for a wildcard)",
+)
+COORDINATOR_URL: Final = setting(
+    "coordinator",
+    kinds.URL,
+    DEFAULT_COORDINATOR_URL,
+    "the coordinator's URL",
+    ("broker",),
+    env=("CONVEYOR_URL",),
+)
+BROKER_DATA: Final = setting(
+    "data",
+    kinds.optional(kinds.PATH),
+    None,
+    "data directory",
+    ("broker",),
+    default_text="./data/broker-ID",
+)
+FLUSH: Final[Setting[FlushPolicy | None]] = setting(
+    "flush",
+    kinds.optional(kinds.FLUSH),
+    None,
+    "override every topic's flush policy",
+    ("broker",),
+    default_text="each topic's own (always)",
+)
+FETCH_MEMORY_MAX_BYTES: Final = setting(
+    "fetch_memory_max_bytes",
+    kinds.size(1),
+    32 * MIB,
+    "fetch answers read and not yet written, broker-wide; past it answers are cut to the "
+    "room left (at least 64 KiB, always one whole batch)",
+    ("broker",),
+)
+FETCH_WRITE_TIMEOUT_MS: Final = setting(
+    "fetch_write_timeout_ms",
+    kinds.duration_ms(1),
+    30_000,
+    "a connection whose fetch answer is not read within this is reset (a slow consumer)",
+    ("broker",),
+)
+
+# ---- clients and the CLI ------------------------------------------------------------------
+URL: Final = setting(
+    "url", kinds.URL, DEFAULT_COORDINATOR_URL, "the coordinator's URL", ("client",)
+)
+TOKEN: Final = setting(
+    "token", kinds.optional(kinds.SECRET), None, "API token", ("client",), secret=True
+)
+USER: Final = setting(
+    "user", kinds.optional(kinds.TEXT), None, "user name (with a password)", ("client",)
+)
+PASSWORD: Final = setting(
+    "password",
+    kinds.optional(kinds.SECRET),
+    None,
+    "password (prefer the variable or its _FILE twin: argv is visible)",
+    ("client",),
+    secret=True,
+)
+NEW_PASSWORD: Final = setting(
+    "new_password",
+    kinds.optional(kinds.SECRET),
+    None,
+    "the password `conveyor user add` gives a new user (else it prompts)",
+    ("client",),
+    flag=False,
+    secret=True,
+)
+
+_COMMON_SERVER: Final[tuple[Setting[Any], ...]] = (
+    CONFIG,
+    LOG_LEVEL,
+    LOG_FORMAT,
+    ACCESS_LOG,
+    TLS_CERT,
+    TLS_KEY,
+    CA,
+    INTERNAL_MTLS,
+    AUTH,
+    CLUSTER_SECRET,
+    CONNECTIONS_MAX,
+    CONNECTIONS_PER_ADDRESS_MAX,
+    IDLE_TIMEOUT_MS,
+    AUTH_FAILURES_PER_ADDRESS_MAX,
+    AUTH_FAILURES_PER_PRINCIPAL_MAX,
+    AUTH_FAILURE_WINDOW_MS,
+)
+COORDINATOR: Final[tuple[Setting[Any], ...]] = (
+    COORDINATOR_LISTEN,
+    COORDINATOR_DATA,
+    SESSION_TIMEOUT_MS,
+    HEARTBEAT_INTERVAL_MS,
+    AUTO_CREATE_TOPICS,
+    DEFAULT_PARTITIONS,
+    DEFAULT_REPLICATION_FACTOR,
+    REPLICA_RESTORE_DELAY_MS,
+    MAX_CONCURRENT_MOVES,
+    *_COMMON_SERVER,
+)
+BROKER: Final[tuple[Setting[Any], ...]] = (
+    BROKER_ID,
+    BROKER_LISTEN,
+    ADVERTISED_URL,
+    COORDINATOR_URL,
+    BROKER_DATA,
+    FLUSH,
+    FETCH_MEMORY_MAX_BYTES,
+    FETCH_WRITE_TIMEOUT_MS,
+    *_COMMON_SERVER,
+    TLS_CLIENT_CERT,
+    TLS_CLIENT_KEY,
+)
+CLIENT: Final[tuple[Setting[Any], ...]] = (
+    URL,
+    CA,
+    TOKEN,
+    USER,
+    PASSWORD,
+    TLS_CLIENT_CERT,
+    TLS_CLIENT_KEY,
+    CLUSTER_SECRET,
+    NEW_PASSWORD,
+    CONFIG,
+)
+BY_SERVICE: Final[dict[str, tuple[Setting[Any], ...]]] = {
+    "coordinator": COORDINATOR,
+    "broker": BROKER,
+    "client": CLIENT,
+}
+
+# Variables docker-compose.yml interpolates itself (docs/deployment.md's second table):
+# services never read them, but they may sit in the same environment or .env file.
+COMPOSE_ONLY: Final = frozenset(
+    {
+        "CONVEYOR_IMAGE",
+        "CONVEYOR_BASE_IMAGE",
+        "CONVEYOR_PUBLISH_ADDRESS",
+        "CONVEYOR_PUBLISH_COORDINATOR",
+        "CONVEYOR_PUBLISH_PROMETHEUS",
+        "CONVEYOR_PUBLISH_GRAFANA",
+        "CONVEYOR_SCHEME",
+        "CONVEYOR_PROMETHEUS_IMAGE",
+        "CONVEYOR_GRAFANA_IMAGE",
+        "CONVEYOR_PROMETHEUS_RETENTION",
+        "CONVEYOR_GRAFANA_ADMIN_USER",
+        "CONVEYOR_GRAFANA_ADMIN_PASSWORD",
+    }
+)
+# Prefixes of variables that are not settings: compose's per-broker ports, and the test
+# suite's own switches (CONVEYOR_TEST_TLS, ...).
+NOT_SETTINGS_PREFIXES: Final = ("CONVEYOR_PUBLISH_BROKER_", "CONVEYOR_TEST_")
+
+
+def every_setting() -> list[Setting[Any]]:
+    """Each setting once, in catalogue order."""
+    seen: dict[int, Setting[Any]] = {}
+    for group in BY_SERVICE.values():
+        for item in group:
+            seen.setdefault(id(item), item)
+    return list(seen.values())
+
+
+def known_env() -> set[str]:
+    """Every variable some service or command reads (secrets' ``_FILE`` twins too)."""
+    names = {CONFIG_ENV, *COMPOSE_ONLY}
+    for item in every_setting():
+        names.update(item.env)
+        if item.secret:
+            names.update(f"{name}_FILE" for name in item.env)
+    return names
+
+
+def is_known_env(name: str) -> bool:
+    return name in known_env() or name.startswith(NOT_SETTINGS_PREFIXES)
+
+
+def file_keys() -> dict[str, set[str]]:
+    """The keys the TOML file may hold, per service (``config`` itself is not one)."""
+    keys: dict[str, set[str]] = {}
+    for service, group in BY_SERVICE.items():
+        names = {item.name for item in group if item is not CONFIG}
+        names.update(f"{item.name}_file" for item in group if item.secret)
+        keys[service] = names
+    return keys
+
+
+def by_env(name: str) -> Setting[Any]:
+    """The setting read from variable ``name``."""
+    for item in every_setting():
+        if name in item.env:
+            return item
+    raise KeyError(name)
