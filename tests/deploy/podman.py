@@ -24,10 +24,13 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.waiting import wait_for
+
+__all__ = ["REPO_ROOT", "Podman", "wait_for"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_DEPS_SCRIPT = REPO_ROOT / "scripts" / "system-deps" / "50-containers.sh"
@@ -45,15 +48,6 @@ runtime = "runc"
 """
 BUILD_TIMEOUT_S = 900.0
 COMMAND_TIMEOUT_S = 120.0
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll ``condition`` every 0.2 s until it holds; TimeoutError after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def missing_tools() -> list[str]:

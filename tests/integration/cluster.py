@@ -13,11 +13,13 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.waiting import wait_for
+
+__all__ = ["Cluster", "free_port", "http_ok", "wait_for"]
 
 # Set (by tests/integration/conftest.py under CONVEYOR_TEST_TLS=1) to a certs directory:
 # every Cluster then serves HTTPS with mutual TLS on internal routes.
@@ -48,18 +50,6 @@ def free_port_block(count: int) -> int:
             for s in sockets:
                 s.close()
     raise RuntimeError("no block of free ports")
-
-
-def wait_for(
-    condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05
-) -> None:
-    """Poll ``condition`` until true; fail with ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval_s)
-    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:

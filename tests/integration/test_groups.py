@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import pytest
 
 import conveyor
 from tests.integration.cluster import Cluster
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,15 +96,6 @@ def make_topic(cluster: Cluster, name: str, partitions: int) -> None:
         admin.create_topic(name, partitions=partitions)
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 def union(procs: list[MemberProc]) -> list[dict[str, Any]]:
     return [line for p in procs for line in p.processed()]
 
@@ -132,9 +124,9 @@ def test_two_consumers_split_a_group_each_message_once_per_key_order(
     a = MemberProc.start(cluster, "seed", "g", tmp_path / "a.jsonl")
     b = MemberProc.start(cluster, "seed", "g", tmp_path / "b.jsonl")
     members += [a, b]
-    wait_until(lambda: _stable_with(cluster, "g", 2), 20, "two members in a stable group")
+    wait_for(lambda: _stable_with(cluster, "g", 2), 20, "two members in a stable group")
     produce(cluster, "seed", 1_000, keys=4)
-    wait_until(lambda: len(distinct([a, b])) == 1_000, 30, "every message consumed")
+    wait_for(lambda: len(distinct([a, b])) == 1_000, 30, "every message consumed")
     metrics = _metrics(cluster)
     assert metrics['conveyor_coordinator_group_members{group="g"}'] == 2
     assert metrics['conveyor_coordinator_rebalances_total{group="g"}'] >= 2  # two joins
@@ -218,13 +210,13 @@ def test_four_subscribers_split_sixteen_partitions_evenly(
     make_topic(cluster, "wide", partitions=16)
     procs = [MemberProc.start(cluster, "wide", "g4", tmp_path / f"m{i}.jsonl") for i in range(4)]
     members += procs
-    wait_until(lambda: _stable_with(cluster, "g4", 4), 30, "four members in a stable group")
+    wait_for(lambda: _stable_with(cluster, "g4", 4), 30, "four members in a stable group")
     description = _describe(cluster, "g4")
     owners = [{p["partition"] for p in m["assigned"]} for m in description["members"]]
     assert sorted(len(o) for o in owners) == [4, 4, 4, 4]
     keys = balanced_keys(owners, 16, per_owner=2)
     produce_keys(cluster, "wide", keys, FOUR_MEMBER_COUNT)
-    wait_until(lambda: len(distinct(procs)) == FOUR_MEMBER_COUNT, 90, "every message consumed")
+    wait_for(lambda: len(distinct(procs)) == FOUR_MEMBER_COUNT, 90, "every message consumed")
     for p in procs:
         p.stop()
     lines = union(procs)
@@ -248,28 +240,28 @@ def test_scale_out_under_load_then_leave_and_kill(
     make_topic(cluster, "scale", partitions=8)
     first = MemberProc.start(cluster, "scale", "gs", tmp_path / "m0.jsonl")
     members.append(first)
-    wait_until(lambda: _stable_with(cluster, "gs", 1), 20, "the first member")
+    wait_for(lambda: _stable_with(cluster, "gs", 1), 20, "the first member")
     producer = threading.Thread(target=_produce_slowly, args=(cluster, "scale", total, 8))
     producer.start()
     try:
-        wait_until(lambda: len(first.processed()) > 1_000, 30, "consumption under way")
+        wait_for(lambda: len(first.processed()) > 1_000, 30, "consumption under way")
         more = [
             MemberProc.start(cluster, "scale", "gs", tmp_path / f"m{i}.jsonl") for i in (1, 2, 3)
         ]
         members += more
-        wait_until(lambda: _stable_with(cluster, "gs", 4), 30, "four members")
+        wait_for(lambda: _stable_with(cluster, "gs", 4), 30, "four members")
         # each has its share (some partitions carry no key of the 8, so "has consumed"
         # would depend on which partitions a member got)
         assert all(m["assigned"] for m in _describe(cluster, "gs")["members"])
         more[0].stop()
         more[1].stop()
-        wait_until(lambda: _stable_with(cluster, "gs", 2), 30, "two members after leaves")
+        wait_for(lambda: _stable_with(cluster, "gs", 2), 30, "two members after leaves")
         victim = more[2]
         victim.kill()
     finally:
         producer.join(120)
     procs = [first, *more]
-    wait_until(lambda: len(distinct(procs)) == total, 60, "every message consumed")
+    wait_for(lambda: len(distinct(procs)) == total, 60, "every message consumed")
     first.stop()
     lines = union(procs)
     duplicates = len(lines) - total
@@ -302,20 +294,20 @@ def test_a_paused_zombie_is_fenced_and_rejoins(
     zombie = MemberProc.start(cluster, "zombie", "gz", tmp_path / "z.jsonl", "1500", "0.002")
     other = MemberProc.start(cluster, "zombie", "gz", tmp_path / "o.jsonl", "1500", "0.002")
     members += [zombie, other]
-    wait_until(lambda: _stable_with(cluster, "gz", 2), 20, "two members")
+    wait_for(lambda: _stable_with(cluster, "gz", 2), 20, "two members")
     producer = threading.Thread(target=_produce_slowly, args=(cluster, "zombie", total, 8))
     producer.start()
     try:
-        wait_until(lambda: len(zombie.processed()) > 200, 30, "the zombie consuming")
+        wait_for(lambda: len(zombie.processed()) > 200, 30, "the zombie consuming")
         zombie.process.send_signal(signal.SIGSTOP)
-        wait_until(lambda: _stable_with(cluster, "gz", 1), 20, "the zombie removed")
+        wait_for(lambda: _stable_with(cluster, "gz", 1), 20, "the zombie removed")
         zombie.process.send_signal(signal.SIGCONT)
-        wait_until(lambda: _stable_with(cluster, "gz", 2), 20, "the zombie back in")
+        wait_for(lambda: _stable_with(cluster, "gz", 2), 20, "the zombie back in")
         settled_at = time.time()
     finally:
         producer.join(120)
     procs = [zombie, other]
-    wait_until(lambda: len(distinct(procs)) == total, 60, "every message consumed")
+    wait_for(lambda: len(distinct(procs)) == total, 60, "every message consumed")
     for p in procs:
         p.stop()
     stderr = zombie.path.with_suffix(".err").read_text()
@@ -342,24 +334,24 @@ def test_coordinator_and_broker_restarts_keep_offsets_and_assignments(
         for i in range(2)
     ]
     members += procs
-    wait_until(lambda: _stable_with(cluster, "gr", 2), 20, "two members")
+    wait_for(lambda: _stable_with(cluster, "gr", 2), 20, "two members")
     produce(cluster, "restart", 2_000, keys=4)
-    wait_until(lambda: len(distinct(procs)) == 2_000, 30, "the first 2,000")
+    wait_for(lambda: len(distinct(procs)) == 2_000, 30, "the first 2,000")
     before = _assignment(cluster, "gr")
     assert cluster.coordinator is not None
     cluster.coordinator.stop()
     cluster.coordinator.start()
     cluster.coordinator.wait_ready()
-    wait_until(lambda: _stable_with(cluster, "gr", 2), 20, "the members back after restart")
+    wait_for(lambda: _stable_with(cluster, "gr", 2), 20, "the members back after restart")
     assert _assignment(cluster, "gr") == before  # re-admitted with what they owned
     produce(cluster, "restart", 2_000, keys=4, start=2_000)
-    wait_until(lambda: len(distinct(procs)) == 4_000, 30, "2,000 more after the restart")
+    wait_for(lambda: len(distinct(procs)) == 4_000, 30, "2,000 more after the restart")
     broker = cluster.brokers[1]
     broker.stop()
     broker.start()
     broker.wait_ready()
     produce(cluster, "restart", 2_000, keys=4, start=4_000)
-    wait_until(lambda: len(distinct(procs)) == 6_000, 60, "2,000 more after a broker restart")
+    wait_for(lambda: len(distinct(procs)) == 6_000, 60, "2,000 more after a broker restart")
     for p in procs:
         p.stop()
     assert len(union(procs)) == 6_000  # consumption continued from the committed offsets
@@ -381,18 +373,18 @@ def test_two_groups_each_see_every_message_once(
     one = [MemberProc.start(cluster, "shared", "first", tmp_path / f"a{i}.jsonl") for i in range(2)]
     two = [MemberProc.start(cluster, "shared", "second", tmp_path / "b.jsonl")]
     members += one + two
-    wait_until(lambda: _stable_with(cluster, "first", 2), 20, "group first")
-    wait_until(lambda: _stable_with(cluster, "second", 1), 20, "group second")
+    wait_for(lambda: _stable_with(cluster, "first", 2), 20, "group first")
+    wait_for(lambda: _stable_with(cluster, "second", 1), 20, "group second")
     produce(cluster, "shared", 1_000, keys=4)
-    wait_until(lambda: len(distinct(one)) == 1_000, 30, "all in group first")
-    wait_until(lambda: len(distinct(two)) == 1_000, 30, "all in group second")
+    wait_for(lambda: len(distinct(one)) == 1_000, 30, "all in group first")
+    wait_for(lambda: len(distinct(two)) == 1_000, 30, "all in group second")
     for p in one + two:
         p.stop()
     assert len(union(one)) == 1_000
     assert len(union(two)) == 1_000
     # the coordinator sees both fully committed, lag 0
-    wait_until(lambda: _caught_up(cluster, "first", 1_000), 15, "first caught up")
-    wait_until(lambda: _caught_up(cluster, "second", 1_000), 15, "second caught up")
+    wait_for(lambda: _caught_up(cluster, "first", 1_000), 15, "first caught up")
+    wait_for(lambda: _caught_up(cluster, "second", 1_000), 15, "second caught up")
 
 
 def _caught_up(cluster: Cluster, group: str, count: int) -> bool:
@@ -419,8 +411,8 @@ def test_cli_group_list_describe_and_reset_offsets(
     produce(cluster, "ops", 100, keys=4)
     member = MemberProc.start(cluster, "ops", "ops-g", tmp_path / "m.jsonl")
     members.append(member)
-    wait_until(lambda: len(distinct([member])) == 100, 30, "the member consumed everything")
-    wait_until(lambda: _caught_up(cluster, "ops-g", 100), 15, "lag 0")
+    wait_for(lambda: len(distinct([member])) == 100, 30, "the member consumed everything")
+    wait_for(lambda: _caught_up(cluster, "ops-g", 100), 15, "lag 0")
     listed = cli(cluster.url, "group", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert any(g["group"] == "ops-g" for g in json.loads(listed.stdout))
@@ -429,7 +421,7 @@ def test_cli_group_list_describe_and_reset_offsets(
     busy = cli(cluster.url, "group", "reset-offsets", "ops-g", "--topic", "ops", "--to", "earliest")
     assert busy.returncode == 1 and "GROUP_NOT_EMPTY" in busy.stderr
     member.stop()
-    wait_until(lambda: _describe(cluster, "ops-g")["state"] == "empty", 15, "an empty group")
+    wait_for(lambda: _describe(cluster, "ops-g")["state"] == "empty", 15, "an empty group")
     for to, expected in (("earliest", 0), ("7", 7), ("latest", None), ("2000-01-01T00:00:00Z", 0)):
         reset = cli(
             cluster.url, "group", "reset-offsets", "ops-g", "--topic", "ops", "--to", to, "--json"
@@ -465,20 +457,20 @@ def test_a_member_that_stops_polling_loses_its_partitions_then_rejoins(cluster: 
             healthy.poll(timeout=0.05)
             return _stable_with(cluster, "gp", 2)
 
-        wait_until(both_poll, 20, "two members")
+        wait_for(both_poll, 20, "two members")
 
         def healthy_polls() -> bool:
             healthy.poll(timeout=0.1)
             return len(healthy.assignment()) == 4
 
         # only `healthy` polls from now on: `stuck` is removed and everything moves
-        wait_until(healthy_polls, 20, "all partitions on the healthy member")
+        wait_for(healthy_polls, 20, "all partitions on the healthy member")
         assert _describe(cluster, "gp")["members"][0]["member_id"] != "stuck"
         assert len(_describe(cluster, "gp")["members"]) == 1
         healthy.commit()
         # the stuck one polls again: it rejoins and gets its share back
-        wait_until(both_poll, 20, "the stuck member back")
-        wait_until(lambda: both_poll() and len(stuck.assignment()) == 2, 10, "its share back")
+        wait_for(both_poll, 20, "the stuck member back")
+        wait_for(lambda: both_poll() and len(stuck.assignment()) == 2, 10, "its share back")
 
 
 def test_async_members_split_partitions_and_at_most_once_commits_first(cluster: Cluster) -> None:

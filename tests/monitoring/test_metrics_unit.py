@@ -33,6 +33,7 @@ from conveyor.protocol.records import encode_batch
 from conveyor.transport.client import CLIENT_ID_HEADER
 from conveyor.transport.metrics import REGISTRY_KEY, TableFamily, label_text, render
 from conveyor.transport.server import Route, build_app, json_response
+from tests.clock import ManualClock
 from tests.unit.broker.conftest import FakeNetwork, brokers, heartbeat_answer
 from tests.unit.coordinator.helpers import INTERVAL_MS, with_brokers, with_topic
 
@@ -212,11 +213,7 @@ def _python() -> str:
 def _metrics(
     tmp_path: Path, state: ClusterState, now_ms: int
 ) -> tuple[CoordinatorMetrics, CoordinatorService]:
-    class Clock:
-        def now_ms(self) -> int:
-            return now_ms
-
-    service = CoordinatorService(CoordinatorSettings(data_dir=tmp_path), Clock())
+    service = CoordinatorService(CoordinatorSettings(data_dir=tmp_path), ManualClock(now_ms))
     service._state = state  # a unit test of the collector alone
     return service.metrics, service
 

@@ -33,8 +33,8 @@ from tests.monitoring.tools import (
     parse_duration_s,
     require_binaries,
     shorten_for,
-    wait_until,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -143,7 +143,7 @@ def _variable_values(prometheus: Prometheus) -> dict[str, str]:
 
 def test_every_panel_query_returns_data(monitored: Monitored) -> None:
     prometheus = monitored.prometheus
-    wait_until(
+    wait_for(
         lambda: len(prometheus.query("up == 1")) == 4, 30, "4 targets up (coordinator + 3 brokers)"
     )
     values = _variable_values(prometheus)
@@ -163,7 +163,7 @@ def test_every_panel_query_returns_data(monitored: Monitored) -> None:
         return not failing
 
     try:
-        wait_until(all_answer, 45, "every panel query to return data", interval_s=1.0)
+        wait_for(all_answer, 45, "every panel query to return data", interval_s=1.0)
     except TimeoutError:
         pytest.fail(
             "panel queries without data or invalid:\n"
@@ -184,7 +184,7 @@ def test_every_referenced_metric_is_exported(monitored: Monitored) -> None:
         return wanted <= exported
 
     try:
-        wait_until(all_exported, 30, "every referenced metric to be scraped", interval_s=1.0)
+        wait_for(all_exported, 30, "every referenced metric to be scraped", interval_s=1.0)
     except TimeoutError:
         pytest.fail(f"referenced but never exported: {sorted(wanted - exported)}")
 
@@ -217,7 +217,7 @@ def test_lag_is_log_end_minus_committed(monitored: Monitored) -> None:
     prometheus = monitored.prometheus
     expr = 'sum(conveyor_coordinator_group_lag_messages{group="billing"})'
     # 350 produced, 150 consumed and committed; reports arrive with the next heartbeat
-    wait_until(
+    wait_for(
         lambda: (r := prometheus.query(expr)) and float(r[0]["value"][1]) == 200,
         20,
         "billing's lag to read 350 - 150",
@@ -235,7 +235,7 @@ def test_broker_down_fires_within_its_for_window(monitored: Monitored) -> None:
     # The failed scrape is seen within one scrape interval, the rule turns pending at the
     # next evaluation and fires `for` later; 2 s of slack for polling and a busy machine.
     bound_s = for_s + scrape_s + evaluation_s + 2.0
-    took_s = wait_until(
+    took_s = wait_for(
         lambda: any(
             a["labels"].get("broker") == str(KILLED_BROKER) for a in prometheus.firing("BrokerDown")
         ),

@@ -11,7 +11,8 @@ import pytest
 from conveyor.cli.monitoring import prometheus_config
 from conveyor.transport.certs import init_certs
 from tests.integration.cluster import Cluster
-from tests.monitoring.tools import Prometheus, require_binaries, wait_until
+from tests.monitoring.tools import Prometheus, require_binaries
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ def test_prometheus_scrapes_an_https_cluster_verified_against_its_ca(tmp_path: P
         )
         assert "scheme: https" in config
         prometheus = Prometheus(binary, tmp_path / "prometheus", config).start()
-        wait_until(lambda: len(prometheus.query("up == 1")) == 3, 30, "3 HTTPS targets up")
+        wait_for(lambda: len(prometheus.query("up == 1")) == 3, 30, "3 HTTPS targets up")
         scraped = prometheus.query("conveyor_coordinator_brokers_alive")
         assert scraped and float(scraped[0]["value"][1]) == 2
     finally:

@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ from typing import Any
 import pytest
 
 from conveyor.cli.monitoring import start_prometheus
-from tests.integration.cluster import free_port, http_ok, wait_for
+from tests.integration.cluster import free_port, http_ok
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -161,10 +161,3 @@ class Prometheus:
 
 class PromQLError(Exception):
     pass
-
-
-def wait_until(condition: Any, timeout_s: float, what: str, interval_s: float = 0.25) -> float:
-    """Poll; returns the seconds it took. Fails with ``what`` after ``timeout_s``."""
-    started = time.monotonic()
-    wait_for(condition, timeout_s, what, interval_s)
-    return time.monotonic() - started

@@ -31,7 +31,8 @@ from conveyor.broker import producers as producer_state
 from conveyor.broker.partition import Partition
 from conveyor.broker.reconcile import TopicPartition
 from conveyor.broker.replication import decode_fetch_response
-from conveyor.broker.rules import retry_backoff_ms, truncation_offset
+from conveyor.broker.rules import truncation_offset
+from conveyor.protocol.backoff import BELOW, backoff_ms
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.messages import (
     BrokerId,
@@ -128,8 +129,8 @@ class ReplicaFetchers:
                 failures = 0
                 continue
             failures += 1
-            delay_ms = retry_backoff_ms(
-                failures - 1, base_ms=50, max_ms=1000, jitter_fraction=self._rng.random()
+            delay_ms = backoff_ms(
+                failures - 1, base_ms=50, max_ms=1000, draw=self._rng.random(), jitter=BELOW
             )
             await asyncio.sleep(delay_ms / 1000)
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import msgspec
 
-from conveyor.broker.rules import retry_backoff_ms
 from conveyor.broker.security import refresh_security
 from conveyor.broker.service import BrokerService
+from conveyor.protocol.backoff import BELOW, backoff_ms
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.messages import BrokerHeartbeat, HeartbeatResponse
 
@@ -84,11 +84,15 @@ class Heartbeat:
                 )
             else:
                 log.debug("heartbeat failed again (%d in a row): %s", self._failures, exc)
-            return retry_backoff_ms(
-                self._failures - 1,
-                base_ms=_BACKOFF_BASE_MS,
-                max_ms=config.heartbeat_backoff_ms_max,
-                jitter_fraction=self._rng.random(),
+            return max(
+                1,
+                backoff_ms(
+                    self._failures - 1,
+                    base_ms=_BACKOFF_BASE_MS,
+                    max_ms=config.heartbeat_backoff_ms_max,
+                    draw=self._rng.random(),
+                    jitter=BELOW,
+                ),
             )
         if self._failures:
             log.info("heartbeat to %s works again", config.coordinator_url)

@@ -25,9 +25,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from conveyor.broker.rules import min_insync_replicas
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.messages import BrokerId, ReplicaAssignment, TopicConfig
+from conveyor.protocol.topics import min_insync_replicas
 from conveyor.storage import FlushPolicy, LogConfig
 
 Role = Literal["leader", "follower"]

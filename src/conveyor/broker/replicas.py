@@ -36,9 +36,9 @@ from conveyor.broker.reconcile import (
     UpdateReplicas,
     log_config_for,
 )
-from conveyor.broker.rules import validate_topic_name
 from conveyor.protocol.errors import ConveyorError, ErrorCode, FatalError, InvalidRequestError
 from conveyor.protocol.messages import BrokerDataMeta, BrokerId, PartitionReport, TopicConfig
+from conveyor.protocol.topics import validate_topic_name
 from conveyor.storage import Flusher, FlushPolicy, LogConfig, PartitionLog
 
 log = logging.getLogger(__name__)

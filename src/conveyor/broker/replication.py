@@ -26,7 +26,6 @@ import msgspec
 
 from conveyor.broker.partition import Partition
 from conveyor.broker.reconcile import ReplicaState, TopicPartition
-from conveyor.broker.rules import validate_topic_name
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, RetriableError
 from conveyor.protocol.messages import (
     AlterIsrRequest,
@@ -41,6 +40,7 @@ from conveyor.protocol.messages import (
     ReplicaFetchResponse,
     ReplicaFetchResult,
 )
+from conveyor.protocol.topics import validate_topic_name
 
 if TYPE_CHECKING:
     from conveyor.broker.service import BrokerService

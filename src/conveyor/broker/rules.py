@@ -1,21 +1,19 @@
-"""Pure rules of the broker: names, limits, the high watermark, retries and metadata ages.
+"""Pure rules of the broker: limits, acks, the high watermark, metadata ages, replication.
 
 No I/O, no clocks, no randomness here: callers pass ``now_ms`` and random fractions in, so
 every rule is a table test. The shell (``service.py``, ``heartbeat.py``) applies them.
+Rules shared with the coordinator or the clients (topic names, the min-ISR default, backoff)
+live in ``conveyor.protocol`` (``topics.py``, ``backoff.py``).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import Acks, BrokerId
-
-TOPIC_NAME_BYTES_MAX: Final = 249  # Kafka's limit: the partition directory name must fit
-_TOPIC_NAME: Final = re.compile(r"[a-zA-Z0-9._-]+")
 
 FETCH_BYTES_MAX: Final = 16 * 1024 * 1024  # one fetch answers at most this (plus one batch)
 FETCH_WAIT_MS_MAX: Final = 30_000  # a long-poll holds a connection at most this long
@@ -24,20 +22,6 @@ PRODUCER_BATCHES_KEPT: Final = 5  # dedup window per producer id, as Kafka's
 SEQUENCE_MAX: Final = 2**31 - 1  # sequences wrap to 0 after this (int32, as Kafka's)
 
 ACKS_ALIASES: Final[Mapping[str, Acks]] = {"0": "0", "1": "1", "all": "all", "-1": "all"}
-
-
-def validate_topic_name(name: str) -> None:
-    """Kafka's rule: 1-249 characters of ``[a-zA-Z0-9._-]``, and not ``.`` or ``..``.
-
-    Checked before any lookup, so that a bad name never reaches the file system."""
-    if not name or len(name) > TOPIC_NAME_BYTES_MAX or not _TOPIC_NAME.fullmatch(name):
-        raise InvalidRequestError(
-            f"invalid topic name {name[:300]!r}: use 1-{TOPIC_NAME_BYTES_MAX} characters "
-            "of a-z, A-Z, 0-9, '.', '_' and '-'",
-            code=ErrorCode.INVALID_TOPIC,
-        )
-    if name in (".", ".."):
-        raise InvalidRequestError(f"invalid topic name {name!r}", code=ErrorCode.INVALID_TOPIC)
 
 
 def parse_acks(text: str) -> Acks:
@@ -50,13 +34,6 @@ def parse_acks(text: str) -> Acks:
 
 def clamp(value: int, low: int, high: int) -> int:
     return max(low, min(value, high))
-
-
-def min_insync_replicas(configured: int | None, replication_factor: int) -> int:
-    """The topic's setting, else 2 when RF >= 3, else 1 (issue 4's defaults)."""
-    if configured is not None:
-        return configured
-    return 2 if replication_factor >= 3 else 1
 
 
 def high_watermark(
@@ -84,14 +61,6 @@ def high_watermark(
         if member != leader:
             candidate = min(candidate, follower_durable_offsets.get(member, 0))
     return min(max(previous, candidate), log_end_offset)
-
-
-def retry_backoff_ms(attempt: int, *, base_ms: int, max_ms: int, jitter_fraction: float) -> int:
-    """Exponential backoff with jitter: ``base * 2**attempt`` capped at ``max``, then scaled
-    by ``0.5 + jitter_fraction / 2`` (``jitter_fraction`` in [0, 1), from the caller's RNG) so
-    that brokers restarted together do not retry in lockstep."""
-    raw = min(max_ms, base_ms * (2 ** min(attempt, 30)))
-    return max(1, int(raw * (0.5 + jitter_fraction / 2)))
 
 
 def metadata_refresh_due(

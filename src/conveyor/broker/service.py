@@ -26,7 +26,8 @@ from conveyor.broker.reconcile import TopicPartition, check_cluster_id, reconcil
 from conveyor.broker.replicas import ReplicaManager, load_meta, store_meta
 from conveyor.broker.replication import LeaderReplication
 from conveyor.broker.routing import group_by_partition, partitions_for, unkeyed_count
-from conveyor.broker.rules import check_offset, clamp, retry_backoff_ms, validate_topic_name
+from conveyor.broker.rules import check_offset, clamp
+from conveyor.protocol.backoff import BELOW, backoff_ms
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, RetriableError
 from conveyor.protocol.messages import (
     Acks,
@@ -43,6 +44,7 @@ from conveyor.protocol.messages import (
     RoutedProduceResponse,
     RoutedRecordResult,
 )
+from conveyor.protocol.topics import validate_topic_name
 from conveyor.storage import Flusher
 from conveyor.transport.auth import BrokerSecurity
 from conveyor.transport.client import AsyncHTTP
@@ -386,10 +388,10 @@ class BrokerService:
                         retriable=exc.retriable,
                         details=exc.details or None,
                     )
-            backoff_ms = retry_backoff_ms(
-                attempt, base_ms=100, max_ms=1000, jitter_fraction=self._rng.random()
+            delay_ms = backoff_ms(
+                attempt, base_ms=100, max_ms=1000, draw=self._rng.random(), jitter=BELOW
             )
-            await asyncio.sleep(min(backoff_ms / 1000, remaining_s))
+            await asyncio.sleep(min(delay_ms / 1000, remaining_s))
             attempt += 1
             await self._refresh_quietly(topic)
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from conveyor.client import metrics as client_metrics
-from conveyor.client.backoff import backoff_ms
 from conveyor.client.errors import is_routing_error
 from conveyor.client.fetch_buffer import FetchBuffer
 from conveyor.client.group import Assignment, GroupClient, assign_all
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.types import TopicPartition, messages_from_records
+from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.batch import LOG_OVERHEAD, parse_header, peek_length
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.messages import BATCH_CONTENT_TYPE, PartitionOffsets
@@ -161,9 +161,9 @@ class Fetcher:
                 self._on_error(tp, exc)
                 delay_ms = backoff_ms(
                     failures,
-                    self._settings.retry_backoff_ms,
-                    self._settings.retry_backoff_max_ms,
-                    random.random(),
+                    base_ms=self._settings.retry_backoff_ms,
+                    max_ms=self._settings.retry_backoff_max_ms,
+                    draw=random.random(),
                 )
                 failures += 1
                 await asyncio.sleep(delay_ms / 1000)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from conveyor.client.backoff import backoff_ms
+from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import Metadata, TopicDescription
 from conveyor.transport.client import AsyncHTTP
@@ -157,7 +157,10 @@ class MetadataClient:
             except ConveyorError as exc:
                 self._failures += 1
                 delay = backoff_ms(
-                    self._failures - 1, self._backoff_base_ms, self._backoff_max_ms, random.random()
+                    self._failures - 1,
+                    base_ms=self._backoff_base_ms,
+                    max_ms=self._backoff_max_ms,
+                    draw=random.random(),
                 )
                 self._next_allowed_ms = _now_ms() + delay
                 log.warning("metadata refresh failed (retry in %d ms): %s", delay, exc)

@@ -22,10 +22,10 @@ import msgspec
 
 from conveyor.client import metrics as client_metrics
 from conveyor.client.accumulator import Accumulator, ProducerBatch
-from conveyor.client.backoff import backoff_ms
 from conveyor.client.errors import ClientClosedError, DeliveryTimeoutError, is_routing_error
 from conveyor.client.futures import BatchCompletion, RecordFuture
 from conveyor.client.metadata import MetadataClient
+from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.messages import (
     BATCH_CONTENT_TYPE,
@@ -225,7 +225,10 @@ class Sender:
             return
         now = now_ms()
         delay_ms = backoff_ms(
-            batch.attempts, self._retry_backoff_ms, self._retry_backoff_max_ms, random.random()
+            batch.attempts,
+            base_ms=self._retry_backoff_ms,
+            max_ms=self._retry_backoff_max_ms,
+            draw=random.random(),
         )
         if batch.attempts >= self._retries or (
             now + delay_ms - batch.created_ms >= self._delivery_timeout_ms

@@ -2,9 +2,9 @@
 
 The decisions of issue #4 that change partitions outside topic creation and broker expiry
 (those stay in ``state.py``): the leader's ISR changes (AlterIsr), producer ids, draining a
-broker, and the coordinator's periodic ``reconcile`` tick, which is level-triggered: it
+broker, and the coordinator's periodic ``maintain`` tick, which is level-triggered: it
 looks at the whole state and returns the next steps (preferred leader elections, replica
-restoration and drains, see ``replication.plan_reassignments``), so a tick that is lost,
+restoration and drains, see ``reassignment.plan_reassignments``), so a tick that is lost,
 or a coordinator that restarts mid-move, just picks the moves up where the state says.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from conveyor.coordinator import views
-from conveyor.coordinator.election import preferred_leader
+from conveyor.coordinator.election import isr_change, preferred_leader
 from conveyor.coordinator.model import (
     BrokerRecord,
     ClusterState,
@@ -23,10 +23,7 @@ from conveyor.coordinator.model import (
     Record,
     apply,
 )
-from conveyor.coordinator.replication import (
-    alter_isr as decide_isr,
-)
-from conveyor.coordinator.replication import (
+from conveyor.coordinator.reassignment import (
     holds_nothing,
     leaving_brokers,
     plan_reassignments,
@@ -47,11 +44,11 @@ PRODUCER_EPOCH_MAX = 2**15 - 1  # Kafka's: a short on the wire; past it a new id
 
 
 def alter_isr(state: ClusterState, request: AlterIsrRequest) -> Result[AlterIsrResponse]:
-    """The leader's ISR change, fenced on both epochs (see ``replication.alter_isr``)."""
+    """The leader's ISR change, fenced on both epochs (see ``election.isr_change``)."""
     topic = views.require_topic(state, request.topic)
     views.require_partition(topic, request.partition)
     partition = state.partitions[(request.topic, request.partition)]
-    change = decide_isr(partition, request)
+    change = isr_change(partition, request)
     records: list[Record] = []
     decisions: list[str] = []
     if change is not None:
@@ -93,7 +90,7 @@ def init_producer_id(
 
 
 def decommission_broker(state: ClusterState, broker_id: BrokerId) -> Result[DecommissionResponse]:
-    """Mark a broker as draining: it takes no new replicas and ``reconcile`` moves its
+    """Mark a broker as draining: it takes no new replicas and ``maintain`` moves its
     replicas away the safe way. Idempotent."""
     validate_broker_id(broker_id)
     broker = state.brokers.get(broker_id)
@@ -123,7 +120,7 @@ def decommission_status(state: ClusterState, broker_id: BrokerId) -> Decommissio
     )
 
 
-def reconcile(
+def maintain(
     state: ClusterState, now_ms: int, restore_delay_ms: int, moves_max: int
 ) -> Result[None]:
     """One tick: replica moves (restoration after ``restore_delay_ms`` of death, drains),

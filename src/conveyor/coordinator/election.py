@@ -12,7 +12,11 @@ Rules, so that issue #4 (replication) builds on them unchanged:
 * a dead broker leaves the ISR, except the last member: it holds the only complete copy and
   is the one replica that may safely lead when it returns (Kafka keeps it the same way);
 * a partition whose ISR has no live member has no leader (offline) until one returns;
-* every change of leader, replicas or ISR bumps ``partition_epoch`` (AlterIsr fencing).
+* every change of leader, replicas or ISR bumps ``partition_epoch`` (AlterIsr fencing);
+* AlterIsr (``isr_change``): only the current leader, quoting the current leader epoch
+  *and* partition epoch, may change the ISR; anything else is a deposed or confused leader
+  and is fenced with STALE_EPOCH. The new ISR must contain the leader and be a subset of
+  the replicas.
 
 Worked example: replicas [1, 2, 3], isr [1, 2, 3], leader 1 at leader epoch 4, partition
 epoch 9. Broker 1 dies: isr [2, 3], leader 2 (first live in-sync replica in replica order),
@@ -29,7 +33,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 from conveyor.coordinator.model import Partition
-from conveyor.protocol.messages import BrokerId, Epoch
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError, RetriableError
+from conveyor.protocol.messages import AlterIsrRequest, BrokerId, Epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +132,49 @@ def on_broker_alive(
     isr = (election.leader,) if election.unclean else partition.isr
     changed = _with_leader(partition, election.leader, isr)
     return changed, f"partition back online: {election.reason}"
+
+
+def isr_change(partition: Partition, request: AlterIsrRequest) -> tuple[Partition, str] | None:
+    """AlterIsr (Kafka's AlterPartition): the partition with the ISR its leader asks for;
+    None when it is already that.
+
+    Raises STALE_EPOCH (retriable: the leader refreshes its assignment on its next
+    heartbeat) unless the sender is the current leader with both current epochs, and
+    INVALID_REQUEST for an ISR outside the replicas or without the leader.
+    """
+    label = f"{partition.topic}-{partition.partition}"
+    if (
+        partition.leader != request.broker_id
+        or partition.leader_epoch != request.leader_epoch
+        or partition.partition_epoch != request.partition_epoch
+    ):
+        raise RetriableError(
+            f"alter isr for {label} from broker {request.broker_id} at leader_epoch "
+            f"{request.leader_epoch} partition_epoch {request.partition_epoch} is stale: leader "
+            f"is {partition.leader} at leader_epoch {partition.leader_epoch} partition_epoch "
+            f"{partition.partition_epoch}",
+            code=ErrorCode.STALE_EPOCH,
+            topic=partition.topic,
+            partition=partition.partition,
+        )
+    isr = tuple(dict.fromkeys(request.isr))
+    if len(isr) != len(request.isr):
+        raise InvalidRequestError(f"isr {request.isr} for {label} lists a broker twice")
+    if request.broker_id not in isr:
+        raise InvalidRequestError(f"isr {request.isr} for {label} must contain the leader")
+    outside = [b for b in isr if b not in partition.replicas]
+    if outside:
+        raise InvalidRequestError(
+            f"isr {request.isr} for {label} has brokers {outside} outside the replicas "
+            f"{list(partition.replicas)}"
+        )
+    # kept in replica order so the stored form does not depend on the leader's ordering
+    ordered = tuple(b for b in partition.replicas if b in isr)
+    if ordered == partition.isr:
+        return None
+    return _with_isr(partition, ordered), (
+        f"isr changed by leader {request.broker_id} from {list(partition.isr)}"
+    )
 
 
 def preferred_leader(

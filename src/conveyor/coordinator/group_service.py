@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable
+from typing import Final, Protocol, TypeVar
 
 from conveyor.coordinator import groups, views
 from conveyor.coordinator import state as core
 from conveyor.coordinator.groups import TP, Group, Heartbeat
 from conveyor.coordinator.model import ClusterState
+from conveyor.coordinator.state import Result
 from conveyor.coordinator.validation import validate_group_name
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import (
@@ -31,12 +32,22 @@ from conveyor.protocol.messages import (
     ResetOffsetsRequest,
 )
 
-if TYPE_CHECKING:
-    from conveyor.coordinator.service import CoordinatorService
-
 log = logging.getLogger(__name__)
 
 GROUPS_WITH_MEMBERS_MAX: Final = 10_000  # bounds the coordinator's membership memory
+T = TypeVar("T")
+
+
+class Transition(Protocol):
+    """The coordinator's one way to change its state: decide, persist, apply."""
+
+    def __call__(self, decide: Callable[[ClusterState], Result[T]]) -> Awaitable[T]: ...
+
+
+class GroupMetrics(Protocol):
+    def rebalanced(self, group: str) -> None: ...
+
+    def member_expired(self, group: str) -> None: ...
 
 
 def partition_counts(state: ClusterState) -> dict[str, int]:
@@ -48,8 +59,20 @@ def _parts(tps: list[TP]) -> list[GroupPartition]:
 
 
 class GroupManager:
-    def __init__(self, service: CoordinatorService, now_ms: Callable[[], int]) -> None:
-        self.service = service
+    """Narrow dependencies: the current state (a read), the coordinator's ``transition``
+    (the only way committed offsets change), the metrics it counts, and the clock."""
+
+    def __init__(
+        self,
+        *,
+        state: Callable[[], ClusterState],
+        transition: Transition,
+        metrics: GroupMetrics,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self._state = state
+        self._transition = transition
+        self._metrics = metrics
         self._now_ms = now_ms
         self.groups: dict[str, Group] = {}
         self._lock = asyncio.Lock()
@@ -79,7 +102,7 @@ class GroupManager:
                 sorted(after.members),
                 {m: sorted(f"{t}-{p}" for t, p in tps) for m, tps in after.target.items()},
             )
-            self.service.metrics.rebalanced(after.name)
+            self._metrics.rebalanced(after.name)
         if after.members:
             self.groups[after.name] = after
         else:  # an empty group keeps only its committed offsets (in the cluster state)
@@ -87,7 +110,7 @@ class GroupManager:
 
     async def heartbeat(self, name: str, request: GroupHeartbeatRequest) -> GroupHeartbeatResponse:
         validate_group_name(name)
-        counts = partition_counts(self.service.state)
+        counts = partition_counts(self._state())
         unknown = [t for t in request.topics if t not in counts]
         if unknown:
             raise InvalidRequestError(
@@ -130,7 +153,7 @@ class GroupManager:
         )
 
     async def expire(self) -> None:
-        counts = partition_counts(self.service.state)
+        counts = partition_counts(self._state())
         async with self._lock:
             now = self._now_ms()
             for name, before in list(self.groups.items()):
@@ -142,7 +165,7 @@ class GroupManager:
                         name,
                         gone,
                     )
-                    self.service.metrics.member_expired(name)
+                    self._metrics.member_expired(name)
                 self._set(before, after)
 
     async def commit(self, name: str, request: OffsetCommitRequest) -> OffsetFetchResponse:
@@ -152,9 +175,7 @@ class GroupManager:
             group = self.groups.get(name, Group(name))
             groups.check_commit(group, request.member_id, request.generation, tps)
             now = self._now_ms()
-            return await self.service._transition(
-                lambda s: core.commit_offsets(s, name, request, now)
-            )
+            return await self._transition(lambda s: core.commit_offsets(s, name, request, now))
 
     async def reset_offsets(self, name: str, request: ResetOffsetsRequest) -> OffsetFetchResponse:
         """Operators' reset: only while the group has no members (Kafka's rule)."""
@@ -169,19 +190,21 @@ class GroupManager:
                 )
             commit = OffsetCommitRequest(offsets=request.offsets)
             now = self._now_ms()
-            return await self.service._transition(
-                lambda s: core.commit_offsets(s, name, commit, now)
-            )
+            return await self._transition(lambda s: core.commit_offsets(s, name, commit, now))
 
     # ---- views ---------------------------------------------------------------------------
 
+    def member_counts(self) -> dict[str, int]:
+        """Members per group that has any (for the metrics)."""
+        return {name: len(group.members) for name, group in self.groups.items()}
+
     def names(self) -> list[str]:
-        committed = {g for (g, _, _) in self.service.state.offsets}
+        committed = {g for (g, _, _) in self._state().offsets}
         return sorted(committed | set(self.groups))
 
     def describe(self, name: str) -> GroupDescription:
         validate_group_name(name)
-        state = self.service.state
+        state = self._state()
         group = self.groups.get(name, Group(name))
         now = self._now_ms()
         members = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from conveyor.coordinator.service import Clock, CoordinatorService, CoordinatorSettings
+from conveyor.coordinator.service import CoordinatorService, CoordinatorSettings
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.messages import (
     AlterIsrRequest,
@@ -33,6 +33,7 @@ from conveyor.protocol.messages import (
     TopicDescription,
     TopicList,
 )
+from conveyor.transport.clock import Clock
 from conveyor.transport.metrics import install as install_metrics
 from conveyor.transport.server import Route, build_app, decode_json, json_response, set_ready
 

@@ -16,8 +16,7 @@ queue"). docs/monitoring.md lists every metric with its labels.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
@@ -38,8 +37,8 @@ from conveyor.protocol.messages import BrokerId, PartitionReport
 from conveyor.transport.client import CLIENT_ID_HEADER
 
 if TYPE_CHECKING:
-    from conveyor.coordinator.service import Clock, CoordinatorService
     from conveyor.coordinator.state import Result
+    from conveyor.transport.clock import Clock
 
 GROUP_ROUTES: Final = frozenset({"/v1/groups/{group}/offsets"})
 CONSUMER_ACTIVE_WINDOW_S: Final = 60.0  # a consumer counts this long after its last call
@@ -50,8 +49,19 @@ ELECTION_BUCKETS_S: Final = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 30
 class CoordinatorMetrics:
     """The coordinator's metrics; ``CoordinatorService`` owns one, the app exports it."""
 
-    def __init__(self, service: CoordinatorService, clock: Clock) -> None:
-        self._service = service
+    def __init__(
+        self,
+        *,
+        state: Callable[[], ClusterState],
+        group_members: Callable[[], Mapping[str, int]],
+        heartbeat_interval_ms: int,
+        clock: Clock,
+    ) -> None:
+        """``state`` reads the current state (raises NOT_READY while loading);
+        ``group_members`` the member count of each group with members."""
+        self._state = state
+        self._group_members = group_members
+        self._heartbeat_interval_ms = heartbeat_interval_ms
         self._clock = clock
         self.elections = _counter_obj("leader_elections", "Partitions given a new leader")
         self.unclean_elections = _counter_obj(
@@ -133,7 +143,7 @@ class CoordinatorMetrics:
         known = previous.brokers.get(broker_id)
         if known is None or not known.alive:
             return  # registration or return from the dead: counted as expiration instead
-        interval_ms = self._service.settings.broker_heartbeat_interval_ms
+        interval_ms = self._heartbeat_interval_ms
         missed = (now_ms - known.last_heartbeat_ms) // interval_ms - 1
         if missed > 0:
             self._heartbeat_misses[broker_id] = self._heartbeat_misses.get(broker_id, 0) + missed
@@ -157,10 +167,10 @@ class CoordinatorMetrics:
         client = request.headers.get(CLIENT_ID_HEADER) or request.remote or "unknown"
         key = (group, client[:64])
         if key not in self._consumers and len(self._consumers) >= CONSUMERS_TRACKED_MAX:
-            self._prune_consumers(time.monotonic())
+            self._prune_consumers(self._clock.now_ms() / 1000)
             if len(self._consumers) >= CONSUMERS_TRACKED_MAX:
                 return
-        self._consumers[key] = time.monotonic()
+        self._consumers[key] = self._clock.now_ms() / 1000
 
     def _prune_consumers(self, now: float) -> None:
         old = [k for k, seen in self._consumers.items() if now - seen > CONSUMER_ACTIVE_WINDOW_S]
@@ -180,7 +190,7 @@ class CoordinatorMetrics:
             yield from counter.collect()
         yield from self.election_duration.collect()
         try:
-            state = self._service.state
+            state = self._state()
         except ConveyorError:
             return  # still loading: only the counters
         yield from self._broker_metrics(state)
@@ -254,8 +264,8 @@ class CoordinatorMetrics:
         return (topics, total, offline, under, leader, isr, replicas, end, high)
 
     def _group_metrics(self, state: ClusterState) -> Iterable[Metric]:
-        self._prune_consumers(time.monotonic())
-        joined = {name: len(g.members) for name, g in self._service.groups.groups.items()}
+        self._prune_consumers(self._clock.now_ms() / 1000)
+        joined = dict(self._group_members())
         groups = (
             {group for group, _, _ in state.offsets}
             | set(joined)

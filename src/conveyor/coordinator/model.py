@@ -35,7 +35,7 @@ class Broker:
     broker_id: BrokerId
     url: str
     alive: bool
-    last_heartbeat_ms: int  # coordinator clock; see service.Clock
+    last_heartbeat_ms: int  # coordinator clock; see transport.clock
     capacity: int = 1  # recorded for weighted placement later; placement ignores it today
     decommissioning: bool = False  # being drained: its replicas move to other brokers
     incarnation: str = ""  # soft (not stored): the broker process's id from its heartbeats
@@ -100,15 +100,6 @@ class ClusterState:
 
     def alive_broker_ids(self) -> list[BrokerId]:
         return sorted(b.broker_id for b in self.brokers.values() if b.alive)
-
-
-def min_insync_replicas(topic: Topic) -> int:
-    """The topic's explicit setting, else 2 when RF >= 3 (one failure leaves a quorum that
-    still acknowledges writes) and 1 otherwise (a smaller RF could not take a failure)."""
-    explicit = topic.config.min_insync_replicas
-    if explicit is not None:
-        return explicit
-    return 2 if topic.replication_factor >= 3 else 1
 
 
 def canonical_config(config: TopicConfig) -> TopicConfig:

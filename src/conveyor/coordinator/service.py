@@ -14,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from conveyor.coordinator import control, views
 from conveyor.coordinator import state as core
@@ -47,28 +46,10 @@ from conveyor.protocol.messages import (
     TopicDescription,
     TopicList,
 )
+from conveyor.transport.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class Clock(Protocol):
-    def now_ms(self) -> int: ...
-
-
-class SystemClock:
-    """Monotonic milliseconds anchored to the wall clock at start.
-
-    Expiry needs a clock that never jumps (an NTP step must not kill every broker); people
-    reading ``last_heartbeat_ms`` want something close to wall time. Both hold here.
-    """
-
-    def __init__(self) -> None:
-        self._wall_ms = time.time_ns() // 1_000_000
-        self._mono_ns = time.monotonic_ns()
-
-    def now_ms(self) -> int:
-        return self._wall_ms + (time.monotonic_ns() - self._mono_ns) // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +82,25 @@ class CoordinatorService:
     def __init__(self, settings: CoordinatorSettings, clock: Clock | None = None) -> None:
         self.settings = settings
         self._clock = clock or SystemClock()
-        self.metrics = CoordinatorMetrics(self, self._clock)
+        self.metrics = CoordinatorMetrics(
+            state=lambda: self.state,
+            # a lambda: the groups, which count into these metrics, are made below
+            group_members=lambda: self.groups.member_counts(),  # noqa: PLW0108
+            heartbeat_interval_ms=settings.broker_heartbeat_interval_ms,
+            clock=self._clock,
+        )
         self._lock = asyncio.Lock()
         # one thread: sqlite connections belong to the thread that made them
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coordinator-db")
         self._store: CoordinatorStore | None = None
         self._state: ClusterState | None = None
         self._expiry_task: asyncio.Task[None] | None = None
-        self.groups = GroupManager(self, self._clock.now_ms)
+        self.groups = GroupManager(
+            state=lambda: self.state,
+            transition=self.transition,
+            metrics=self.metrics,
+            now_ms=self._clock.now_ms,
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -160,13 +152,13 @@ class CoordinatorService:
 
     async def heartbeat(self, heartbeat: BrokerHeartbeat) -> HeartbeatResponse:
         interval_ms = self.settings.broker_heartbeat_interval_ms
-        return await self._transition(
+        return await self.transition(
             lambda s: core.handle_heartbeat(s, heartbeat, self._clock.now_ms(), interval_ms)
         )
 
     async def expire_brokers(self) -> None:
         timeout_ms = self.settings.session_timeout_ms
-        await self._transition(lambda s: core.expire_brokers(s, self._clock.now_ms(), timeout_ms))
+        await self.transition(lambda s: core.expire_brokers(s, self._clock.now_ms(), timeout_ms))
 
     async def _expiry_loop(self) -> None:
         interval_ms = self.settings.expiry_check_interval_ms
@@ -184,24 +176,24 @@ class CoordinatorService:
                         "of expiring them",
                         stalled_ms,
                     )
-                    await self._transition(lambda s: core.grant_grace(s, self._clock.now_ms()))
+                    await self.transition(lambda s: core.grant_grace(s, self._clock.now_ms()))
                 else:
                     await self.expire_brokers()
-                    await self.reconcile()
+                    await self.maintain()
                 await self.groups.expire()
             except ConveyorError as exc:  # e.g. the database write failed: try next tick
                 log.error("broker expiry check failed, retrying: %s", exc)
 
-    async def reconcile(self) -> None:
+    async def maintain(self) -> None:
         """One level-triggered tick of replica moves and preferred leader elections."""
         delay_ms = self.settings.replica_restore_delay_ms
         moves_max = self.settings.max_concurrent_moves
-        await self._transition(
-            lambda s: control.reconcile(s, self._clock.now_ms(), delay_ms, moves_max)
+        await self.transition(
+            lambda s: control.maintain(s, self._clock.now_ms(), delay_ms, moves_max)
         )
 
     async def decommission(self, broker_id: BrokerId) -> DecommissionResponse:
-        return await self._transition(lambda s: control.decommission_broker(s, broker_id))
+        return await self.transition(lambda s: control.decommission_broker(s, broker_id))
 
     def decommission_status(self, broker_id: BrokerId) -> DecommissionResponse:
         return control.decommission_status(self.state, broker_id)
@@ -209,10 +201,10 @@ class CoordinatorService:
     # ---- replication control -----------------------------------------------------------------
 
     async def alter_isr(self, request: AlterIsrRequest) -> AlterIsrResponse:
-        return await self._transition(lambda s: control.alter_isr(s, request))
+        return await self.transition(lambda s: control.alter_isr(s, request))
 
     async def init_producer_id(self, request: InitProducerIdRequest) -> InitProducerIdResponse:
-        return await self._transition(lambda s: control.init_producer_id(s, request))
+        return await self.transition(lambda s: control.init_producer_id(s, request))
 
     # ---- topics ----------------------------------------------------------------------------
 
@@ -236,19 +228,19 @@ class CoordinatorService:
                 )
             if missing and auto_create:
                 defaults = self.settings.topic_defaults
-                await self._transition(
+                await self.transition(
                     lambda s: core.auto_create_topics(s, topics, self._clock.now_ms(), defaults)
                 )
         return views.metadata(self.state, topics)
 
     async def create_topic(self, request: CreateTopicRequest) -> TopicDescription:
         defaults = self.settings.topic_defaults
-        return await self._transition(
+        return await self.transition(
             lambda s: core.create_topic(s, request, self._clock.now_ms(), defaults)
         )
 
     async def delete_topic(self, name: str) -> None:
-        await self._transition(lambda s: core.delete_topic(s, name))
+        await self.transition(lambda s: core.delete_topic(s, name))
 
     def list_topics(self) -> TopicList:
         return views.list_topics(self.state)
@@ -269,9 +261,12 @@ class CoordinatorService:
 
     # ---- the shell's one pattern -----------------------------------------------------------
 
-    async def _transition(self, decide: Callable[[ClusterState], Result[T]]) -> T:
-        # Shielded: once decided, a change is persisted and applied even if the caller goes
-        # away (a client disconnect cancels its handler), so memory never lags the disk.
+    async def transition(self, decide: Callable[[ClusterState], Result[T]]) -> T:
+        """Decide on the current state, persist the durable records, then make the new
+        state current (the one way anything changes it; GroupManager commits through it).
+
+        Shielded: once decided, a change is persisted and applied even if the caller goes
+        away (a client disconnect cancels its handler), so memory never lags the disk."""
         return await asyncio.shield(self._decide_persist_apply(decide))
 
     async def _decide_persist_apply(self, decide: Callable[[ClusterState], Result[T]]) -> T:

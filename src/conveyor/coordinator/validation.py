@@ -6,46 +6,42 @@ was broken, so a caller can fix the request without reading the source.
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import TopicConfig
-from conveyor.storage.config import FlushPolicy, LogConfig
+from conveyor.protocol.topics import (
+    BATCH_BYTES_MAX,
+    BATCH_BYTES_MIN,
+    SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN,
+    FlushPolicy,
+    check_name,
+    validate_topic_name,
+)
 
-NAME_LENGTH_MAX: Final = 249  # Kafka's limit: a log directory is named <topic>-<partition>
-_NAME_CHARS = re.compile(r"[a-zA-Z0-9._-]+")
+__all__ = [
+    "OFFSETS_PER_COMMIT_MAX",
+    "OFFSET_METADATA_CHARS_MAX",
+    "PARTITIONS_MAX",
+    "validate_broker_id",
+    "validate_broker_url",
+    "validate_group_name",
+    "validate_partition_count",
+    "validate_replication_factor",
+    "validate_topic_config",
+    "validate_topic_name",
+]
+
 PARTITIONS_MAX: Final = 10_000  # per topic; each partition costs files and memory on brokers
 OFFSET_METADATA_CHARS_MAX: Final = 4096  # Kafka's offset.metadata.max.bytes
 OFFSETS_PER_COMMIT_MAX: Final = 10_000
 BROKER_URL_CHARS_MAX: Final = 2048
 
 
-def _check_name(kind: str, name: str, code: ErrorCode) -> None:
-    if not name:
-        raise InvalidRequestError(f"{kind} name must not be empty", code=code)
-    if len(name) > NAME_LENGTH_MAX:
-        raise InvalidRequestError(
-            f"{kind} name is {len(name)} characters; the limit is {NAME_LENGTH_MAX}",
-            code=code,
-        )
-    if name in (".", ".."):
-        raise InvalidRequestError(f"{kind} name must not be '.' or '..'", code=code)
-    if _NAME_CHARS.fullmatch(name) is None:
-        raise InvalidRequestError(
-            f"{kind} name {name!r} may contain only ASCII letters, digits, '.', '_' and '-'",
-            code=code,
-        )
-
-
-def validate_topic_name(name: str) -> None:
-    """Kafka's rule: ``[a-zA-Z0-9._-]``, 1 to 249 characters, not ``.`` or ``..``."""
-    _check_name("topic", name, ErrorCode.INVALID_TOPIC)
-
-
 def validate_group_name(group: str) -> None:
     """Same rule as topics: group names end up in URLs, logs and (later) file names."""
-    _check_name("group", group, ErrorCode.INVALID_REQUEST)
+    check_name("group", group, ErrorCode.INVALID_REQUEST)
 
 
 def validate_partition_count(count: int) -> None:
@@ -73,17 +69,22 @@ def validate_replication_factor(replication_factor: int, live_broker_count: int)
 
 
 def validate_topic_config(config: TopicConfig, replication_factor: int) -> None:
-    """Reject settings a broker could not honour: the same limits the storage engine's
-    :class:`LogConfig` enforces, so a topic the coordinator accepts always opens."""
+    """Reject settings a broker could not honour: the limits the storage engine's
+    ``LogConfig`` enforces (``protocol.topics``), so a topic the coordinator accepts always
+    opens (a property test builds a LogConfig from every accepted config)."""
     problems = []
     if config.retention_ms != -1 and config.retention_ms < 1:
         problems.append("retention_ms must be -1 (keep forever) or >= 1")
     if config.retention_bytes != -1 and config.retention_bytes < 1:
         problems.append("retention_bytes must be -1 (no size limit) or >= 1")
-    if not 1024 <= config.segment_bytes <= 2**31 - 1:
-        problems.append("segment_bytes must be between 1024 and 2147483647")
-    if not 61 <= config.max_message_bytes <= 2**30:
-        problems.append("max_message_bytes must be between 61 and 1073741824")
+    if not SEGMENT_BYTES_MIN <= config.segment_bytes <= SEGMENT_BYTES_MAX:
+        problems.append(
+            f"segment_bytes must be between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX}"
+        )
+    if not BATCH_BYTES_MIN <= config.max_message_bytes <= BATCH_BYTES_MAX:
+        problems.append(
+            f"max_message_bytes must be between {BATCH_BYTES_MIN} and {BATCH_BYTES_MAX}"
+        )
     isr_min = config.min_insync_replicas
     if isr_min is not None and not 1 <= isr_min <= replication_factor:
         problems.append(
@@ -91,15 +92,7 @@ def validate_topic_config(config: TopicConfig, replication_factor: int) -> None:
         )
     if problems:
         raise InvalidRequestError("; ".join(problems), code=ErrorCode.INVALID_CONFIG)
-    flush = FlushPolicy.parse(config.flush)  # raises INVALID_CONFIG itself
-    # the broker builds a LogConfig from these; building one here proves it will succeed
-    LogConfig(
-        segment_bytes_max=config.segment_bytes,
-        batch_bytes_max=config.max_message_bytes,
-        retention_bytes=config.retention_bytes,
-        retention_ms=config.retention_ms,
-        flush=flush,
-    )
+    FlushPolicy.parse(config.flush)  # raises INVALID_CONFIG itself
 
 
 def validate_broker_url(url: str) -> None:

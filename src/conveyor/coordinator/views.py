@@ -15,7 +15,6 @@ from conveyor.coordinator.model import (
     Partition,
     PartitionKey,
     Topic,
-    min_insync_replicas,
 )
 from conveyor.coordinator.validation import validate_group_name, validate_topic_name
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
@@ -35,6 +34,7 @@ from conveyor.protocol.messages import (
     TopicList,
     TopicSummary,
 )
+from conveyor.protocol.topics import min_insync_replicas
 
 
 def require_topic(state: ClusterState, name: str) -> Topic:
@@ -190,6 +190,7 @@ def fetch_offsets(
 
 
 def replica_assignment(state: ClusterState, partition: Partition) -> ReplicaAssignment:
+    topic = state.topics[partition.topic]
     return ReplicaAssignment(
         topic=partition.topic,
         partition=partition.partition,
@@ -198,7 +199,9 @@ def replica_assignment(state: ClusterState, partition: Partition) -> ReplicaAssi
         replicas=list(partition.replicas),
         isr=list(partition.isr),
         partition_epoch=partition.partition_epoch,
-        min_insync_replicas=min_insync_replicas(state.topics[partition.topic]),
+        min_insync_replicas=min_insync_replicas(
+            topic.config.min_insync_replicas, topic.replication_factor
+        ),
     )
 
 

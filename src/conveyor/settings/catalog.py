@@ -18,7 +18,7 @@ from conveyor.settings import kinds
 from conveyor.settings.core import CONFIG_ENV, REQUIRED, Setting, setting
 
 if TYPE_CHECKING:
-    from conveyor.storage.config import FlushPolicy
+    from conveyor.protocol.topics import FlushPolicy
 
 SERVERS: Final = ("coordinator", "broker")
 EVERYONE: Final = ("coordinator", "broker", "client")

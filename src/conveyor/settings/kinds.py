@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from conveyor.storage.config import FlushPolicy
+    from conveyor.protocol.topics import FlushPolicy
 
 T = TypeVar("T")
 
@@ -274,9 +274,9 @@ FLUSH_ACCEPTED = "always, never, interval (every 100 ms) or interval:MS"
 
 
 def _parse_flush(text: str) -> FlushPolicy:
-    # The broker's own grammar (storage.config.FlushPolicy.parse), one implementation.
+    # The one grammar (protocol.topics.FlushPolicy.parse) the coordinator also checks.
     from conveyor.protocol.errors import ConveyorError
-    from conveyor.storage.config import FlushPolicy
+    from conveyor.protocol.topics import FlushPolicy
 
     try:
         return FlushPolicy.parse(text)

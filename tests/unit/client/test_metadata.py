@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from conveyor.client.backoff import backoff_ms
 from conveyor.client.group import assign_all
 from conveyor.client.metadata import MetadataCache
 from conveyor.client.types import TopicPartition
@@ -53,14 +52,6 @@ def test_a_topic_that_disappears_is_dropped() -> None:
     cache.update(Metadata(cluster_id="c", brokers=[], topics=[topic("a", 2)]), ["a"], 0)
     cache.update(Metadata(cluster_id="c", brokers=[], topics=[]), ["a"], 1)
     assert cache.partitions("a") is None and "a" not in cache.partition_counts
-
-
-def test_backoff_doubles_caps_and_jitters() -> None:
-    assert backoff_ms(0, 100, 1000, 0.5) == 100
-    assert backoff_ms(1, 100, 1000, 0.5) == 200
-    assert backoff_ms(10, 100, 1000, 0.5) == 1000
-    assert backoff_ms(0, 100, 1000, 0.0) == 80
-    assert backoff_ms(0, 100, 1000, 0.999) == 119
 
 
 def test_assign_all_takes_every_partition() -> None:

@@ -3,38 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conveyor.coordinator.service import CoordinatorService, CoordinatorSettings, SystemClock
+from conveyor.coordinator.service import CoordinatorService, CoordinatorSettings
 from conveyor.coordinator.store import CoordinatorStore
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.messages import BrokerId, CreateTopicRequest
+from conveyor.transport.clock import SystemClock
+from tests.clock import ManualClock
 from tests.unit.coordinator.helpers import heartbeat
-
-
-class ManualClock:
-    def __init__(self, now_ms: int = 1_000_000) -> None:
-        self.now = now_ms
-
-    def now_ms(self) -> int:
-        return self.now
+from tests.waiting import wait_for_async
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coro)
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def test_expiry_is_persisted_and_survives_a_restart(tmp_path: Path) -> None:
@@ -137,7 +123,9 @@ def test_the_timer_declares_silent_brokers_dead(tmp_path: Path) -> None:
         service = CoordinatorService(settings, SystemClock())
         await service.start()
         await service.heartbeat(heartbeat(1))
-        await until(lambda: not service.state.brokers[BrokerId(1)].alive)
+        await wait_for_async(
+            lambda: not service.state.brokers[BrokerId(1)].alive, 5.0, "broker 1 expired"
+        )
         await service.close()
 
     run(scenario())
@@ -152,7 +140,11 @@ def test_a_stalled_coordinator_restarts_sessions_instead_of_expiring(tmp_path: P
         await service.start()
         await service.heartbeat(heartbeat(1))
         clock.now += 10_000  # as if the process had been paused for 10 s
-        await until(lambda: service.state.brokers[BrokerId(1)].last_heartbeat_ms == clock.now)
+        await wait_for_async(
+            lambda: service.state.brokers[BrokerId(1)].last_heartbeat_ms == clock.now,
+            5.0,
+            "a grace period granted",
+        )
         assert service.state.brokers[BrokerId(1)].alive
         await service.close()
 

@@ -6,26 +6,9 @@ from conveyor.coordinator.validation import (
     validate_broker_url,
     validate_group_name,
     validate_topic_config,
-    validate_topic_name,
 )
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import TopicConfig
-
-
-@pytest.mark.parametrize(
-    "name", ["a", "orders", "Orders.v2", "a_b-c.d", "0", "..a", "a" * 249, "-", "_", "..."]
-)
-def test_valid_topic_names(name: str) -> None:
-    validate_topic_name(name)
-
-
-@pytest.mark.parametrize(
-    "name", ["", ".", "..", "a" * 250, "a b", "a/b", "ä", "a:b", "a,b", "a\n", "a%20"]
-)
-def test_invalid_topic_names(name: str) -> None:
-    with pytest.raises(InvalidRequestError) as caught:
-        validate_topic_name(name)
-    assert caught.value.code is ErrorCode.INVALID_TOPIC
 
 
 def test_group_names_follow_the_topic_rule_with_a_request_error() -> None:

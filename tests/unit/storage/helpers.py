@@ -1,31 +1,21 @@
-"""Shared pieces of the storage tests: real batches, a manual clock, waiting with deadlines."""
+"""Shared pieces of the storage tests: real batches and their offsets, opening logs.
+
+The manual clock is ``tests.clock.ManualClock``; waiting is ``tests.waiting.wait_for``."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from conveyor.protocol.batch import CRC_START, crc32c, parse_header
 from conveyor.protocol.records import decode_batches, encode_batch
 from conveyor.storage import LogConfig, PartitionLog
+from tests.clock import TIMESTAMP_MS, ManualClock
 
-TIMESTAMP_MS = 1_700_000_000_000
+__all__ = ["TIMESTAMP_MS", "LogFactory", "ManualClock"]
+
 
 LogFactory = Callable[..., PartitionLog]  # the make_log fixture: open_log with cleanup
-
-
-class ManualClock:
-    """Milliseconds that move only when a test says so (``clock_ms`` of PartitionLog.open)."""
-
-    def __init__(self, now_ms: int = TIMESTAMP_MS) -> None:
-        self.now_ms = now_ms
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-    def advance(self, ms: int) -> None:
-        self.now_ms += ms
 
 
 def make_batch(
@@ -87,12 +77,3 @@ def read_all(log: PartitionLog, max_bytes: int = 1 << 20) -> Iterator[bytes]:
 
 def file_sizes(directory: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file()}
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds; fail the test when the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        time.sleep(0.002)

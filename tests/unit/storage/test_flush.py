@@ -19,8 +19,8 @@ from tests.unit.storage.helpers import (
     read_all,
     records,
     values_of,
-    wait_until,
 )
+from tests.waiting import wait_for
 
 TIMEOUT_S = 10
 
@@ -189,9 +189,9 @@ def test_interval_flushes_in_the_background(make_log: LogFactory) -> None:
         assert future.done()  # durable once written, per the policy
         assert future.result() == log.log_end_offset
         assert log.durable_offset == log.log_end_offset
-    wait_until(lambda: log.flushed_offset == log.log_end_offset, TIMEOUT_S)
+    wait_for(lambda: log.flushed_offset == log.log_end_offset, TIMEOUT_S, "the interval flush")
     log.append(make_batch(values_of(1)))
-    wait_until(lambda: log.flushed_offset == log.log_end_offset, TIMEOUT_S)
+    wait_for(lambda: log.flushed_offset == log.log_end_offset, TIMEOUT_S, "the interval flush")
 
 
 def test_never_leaves_flushing_to_the_os_except_on_roll_and_close(
@@ -206,7 +206,7 @@ def test_never_leaves_flushing_to_the_os_except_on_roll_and_close(
     while log.segment_count == 1:  # a roll flushes the sealed segment in the background
         log.append(make_batch(values_of(3, "r", 100)))
     sealed_end = log.segment_infos()[-1].base_offset
-    wait_until(lambda: log.flushed_offset >= sealed_end, TIMEOUT_S)
+    wait_for(lambda: log.flushed_offset >= sealed_end, TIMEOUT_S, "the rolled segment flushed")
     assert log.flush() == log.log_end_offset
     log.close()
     assert (tmp_path / "log" / CLEAN_SHUTDOWN_FILE).exists()

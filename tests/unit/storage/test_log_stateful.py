@@ -108,19 +108,19 @@ class LogMachine(RuleBasedStateMachine):
     )
     def append(self, request: list[list[Pair]], wait: bool, ms: int) -> None:
         self.clock.advance(ms)
-        bodies = [encode_batch(p, timestamp_ms=self.clock.now_ms) for p in request]
+        bodies = [encode_batch(p, timestamp_ms=self.clock.now) for p in request]
         result = self.plog.append(b"".join(bodies))
         count = sum(len(p) for p in request)
         assert result == (self.end, self.end + count - 1)
         for p, body in zip(request, bodies, strict=True):
-            self.batches.append(ModelBatch(self.end, tuple(p), self.clock.now_ms, len(body)))
+            self.batches.append(ModelBatch(self.end, tuple(p), self.clock.now, len(body)))
             self.end += len(p)
         if wait:
             assert self.plog.durable(result.last_offset).result(10) > result.last_offset
 
     @rule(request=pairs, position=st.integers(16, 10_000), xor=st.integers(1, 255))
     def append_corrupt(self, request: list[Pair], position: int, xor: int) -> None:
-        body = bytearray(encode_batch(request, timestamp_ms=self.clock.now_ms))
+        body = bytearray(encode_batch(request, timestamp_ms=self.clock.now))
         body[position % (len(body) - 16) + 16] ^= xor  # magic, CRC or CRC-covered bytes
         size_bytes = self.plog.size_bytes
         with pytest.raises(CorruptBatchError):
@@ -178,7 +178,7 @@ class LogMachine(RuleBasedStateMachine):
             infos,
             retention_bytes=self.config.retention_bytes,
             retention_ms=self.config.retention_ms,
-            now_ms=self.clock.now_ms,
+            now_ms=self.clock.now,
         )
         assert self.plog.apply_retention() == expected
         if expected == 0:
@@ -187,7 +187,7 @@ class LogMachine(RuleBasedStateMachine):
         assert self.start == self.end or any(b.base_offset == self.start for b in self.batches)
         self.batches = [b for b in self.batches if b.base_offset >= self.start]
         # timestamps only grow: had the newest batch expired, every segment would have gone
-        assert all(b.timestamp_ms >= self.clock.now_ms - 60_000 for b in self.batches[-1:])
+        assert all(b.timestamp_ms >= self.clock.now - 60_000 for b in self.batches[-1:])
 
     @rule()
     def flush(self) -> None:

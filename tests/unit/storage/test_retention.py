@@ -92,7 +92,7 @@ def test_retention_by_age(make_log: LogFactory, clock: ManualClock) -> None:
     now = infos[1].max_timestamp_ms + 100
     assert log.apply_retention(now) == 1
     assert log.log_start_offset == infos[1].base_offset
-    clock.now_ms = infos[2].max_timestamp_ms + 101  # the injected clock is the default now
+    clock.now = infos[2].max_timestamp_ms + 101  # the injected clock is the default now
     assert log.apply_retention() == 2
     assert log.log_start_offset == infos[3].base_offset
 

@@ -1,11 +1,9 @@
-"""Replication control decisions: ISR changes, replica restoration, drains. Pure.
+"""Replica reassignment: restoring a dead broker's replicas, drains, rebalancing. Pure.
 
-Modelled on Kafka's ``ReplicationControlManager`` and ``PartitionChangeBuilder``:
+Modelled on Kafka's ``ReplicationControlManager`` and ``PartitionChangeBuilder``.
+ISR changes and elections are in ``election.py``; the transitions that apply these plans
+are in ``control.py``.
 
-* **AlterIsr** (Kafka's AlterPartition): only the current leader, quoting the current
-  leader epoch *and* partition epoch, may change the ISR; anything else is a deposed or
-  confused leader and is fenced with STALE_EPOCH. The new ISR must contain the leader and
-  be a subset of the replicas.
 * **Reassignment** (adding/removing replicas, KIP-455): a replica that must go (its broker
   has been dead longer than the restore delay, or is being decommissioned) is replaced by
   first *adding* a replica on another live broker (``replicas`` grows beyond the RF, the
@@ -27,49 +25,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
 from conveyor.coordinator.model import Broker, ClusterState, Partition
-from conveyor.protocol.errors import ErrorCode, InvalidRequestError, RetriableError
-from conveyor.protocol.messages import AlterIsrRequest, BrokerId, Epoch
-
-
-def alter_isr(partition: Partition, request: AlterIsrRequest) -> tuple[Partition, str] | None:
-    """The partition with the ISR the leader asks for; None when it is already that.
-
-    Raises STALE_EPOCH (retriable: the leader refreshes its assignment on its next
-    heartbeat) unless the sender is the current leader with both current epochs, and
-    INVALID_REQUEST for an ISR outside the replicas or without the leader.
-    """
-    label = f"{partition.topic}-{partition.partition}"
-    if (
-        partition.leader != request.broker_id
-        or partition.leader_epoch != request.leader_epoch
-        or partition.partition_epoch != request.partition_epoch
-    ):
-        raise RetriableError(
-            f"alter isr for {label} from broker {request.broker_id} at leader_epoch "
-            f"{request.leader_epoch} partition_epoch {request.partition_epoch} is stale: leader "
-            f"is {partition.leader} at leader_epoch {partition.leader_epoch} partition_epoch "
-            f"{partition.partition_epoch}",
-            code=ErrorCode.STALE_EPOCH,
-            topic=partition.topic,
-            partition=partition.partition,
-        )
-    isr = tuple(dict.fromkeys(request.isr))
-    if len(isr) != len(request.isr):
-        raise InvalidRequestError(f"isr {request.isr} for {label} lists a broker twice")
-    if request.broker_id not in isr:
-        raise InvalidRequestError(f"isr {request.isr} for {label} must contain the leader")
-    outside = [b for b in isr if b not in partition.replicas]
-    if outside:
-        raise InvalidRequestError(
-            f"isr {request.isr} for {label} has brokers {outside} outside the replicas "
-            f"{list(partition.replicas)}"
-        )
-    # kept in replica order so the stored form does not depend on the leader's ordering
-    ordered = tuple(b for b in partition.replicas if b in isr)
-    if ordered == partition.isr:
-        return None
-    changed = replace(partition, isr=ordered, partition_epoch=Epoch(partition.partition_epoch + 1))
-    return changed, f"isr changed by leader {request.broker_id} from {list(partition.isr)}"
+from conveyor.protocol.messages import BrokerId, Epoch
 
 
 def leaving_brokers(

@@ -1,5 +1,6 @@
-"""Replication control: elections with epochs, AlterIsr fencing, preferred leaders, producer
-ids, restoration, decommission and rebalancing (table tests and hypothesis properties)."""
+"""Replication control (election.py, reassignment.py, control.py): elections with epochs,
+AlterIsr fencing, preferred leaders, producer ids, restoration, decommission and
+rebalancing (table tests and hypothesis properties)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from hypothesis import strategies as st
 
 from conveyor.coordinator import control
 from conveyor.coordinator import state as core
-from conveyor.coordinator.election import on_broker_dead, preferred_leader
+from conveyor.coordinator.election import isr_change, on_broker_dead, preferred_leader
 from conveyor.coordinator.model import ClusterState, Partition, PartitionRecord, apply
 from conveyor.coordinator.model import check_invariants as check
-from conveyor.coordinator.replication import alter_isr, plan_reassignments
+from conveyor.coordinator.reassignment import plan_reassignments
 from conveyor.coordinator.store import DB_FILE, CoordinatorStore
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.messages import (
@@ -149,19 +150,19 @@ def isr_request(broker: int, le: int, pe: int, isr: list[int]) -> AlterIsrReques
 )
 def test_alter_isr_rejections(request_: AlterIsrRequest, code: ErrorCode) -> None:
     with pytest.raises(ConveyorError) as raised:
-        alter_isr(part((1, 2, 3), (1, 2, 3), 1), request_)
+        isr_change(part((1, 2, 3), (1, 2, 3), 1), request_)
     assert raised.value.code == code
 
 
 def test_alter_isr_shrinks_and_expands_in_replica_order() -> None:
-    change = alter_isr(part((1, 2, 3), (1, 2, 3), 1), isr_request(1, 4, 9, [1, 3]))
+    change = isr_change(part((1, 2, 3), (1, 2, 3), 1), isr_request(1, 4, 9, [1, 3]))
     assert change is not None
     shrunk = change[0]
     assert (shrunk.isr, shrunk.leader_epoch, shrunk.partition_epoch) == ((1, 3), 4, 10)
-    change = alter_isr(shrunk, isr_request(1, 4, 10, [3, 2, 1]))
+    change = isr_change(shrunk, isr_request(1, 4, 10, [3, 2, 1]))
     assert change is not None
     assert change[0].isr == (1, 2, 3)
-    assert alter_isr(change[0], isr_request(1, 4, 11, [1, 2, 3])) is None
+    assert isr_change(change[0], isr_request(1, 4, 11, [1, 2, 3])) is None
 
 
 def test_alter_isr_transition_answers_the_assignment() -> None:
@@ -210,7 +211,7 @@ def test_producer_ids_and_epochs_survive_a_restart(tmp_path: Path) -> None:
     store.write(created.durable_records)
     draining = control.decommission_broker(created.state, B(1))
     store.write(draining.durable_records)
-    moved = control.reconcile(draining.state, 0, restore_delay_ms=1000, moves_max=2)
+    moved = control.maintain(draining.state, 0, restore_delay_ms=1000, moves_max=2)
     store.write(moved.durable_records)
     store.close()
     reloaded = CoordinatorStore.open(tmp_path)
@@ -253,8 +254,8 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
 # ---- restoration, decommission, rebalance --------------------------------------------------
 
 
-def run_reconcile(state: ClusterState, now_ms: int, moves_max: int = 2) -> ClusterState:
-    result = control.reconcile(state, now_ms, restore_delay_ms=1000, moves_max=moves_max)
+def run_maintain(state: ClusterState, now_ms: int, moves_max: int = 2) -> ClusterState:
+    result = control.maintain(state, now_ms, restore_delay_ms=1000, moves_max=moves_max)
     check(result.state)
     return result.state
 
@@ -282,9 +283,9 @@ def test_dead_broker_replicas_are_restored_after_the_delay() -> None:
         state = core.handle_heartbeat(state, heartbeat(b), 5000, INTERVAL_MS).state
     state = core.expire_brokers(state, 7000, 6000).state  # broker 4 dead, last seen at 0
     assert not state.brokers[B(4)].alive
-    assert run_reconcile(state, 800) == state  # within the delay: nothing moves
+    assert run_maintain(state, 800) == state  # within the delay: nothing moves
     for _ in range(10):
-        state = catch_up(run_reconcile(state, 8000))
+        state = catch_up(run_maintain(state, 8000))
     for p in state.partitions.values():
         assert B(4) not in p.replicas
         assert len(p.replicas) == 3
@@ -298,7 +299,7 @@ def test_decommission_drains_a_broker_and_keeps_isr() -> None:
     state = result.state
     for _ in range(30):
         before = state
-        state = run_reconcile(state, 0)
+        state = run_maintain(state, 0)
         for key, p in state.partitions.items():
             # never fewer in-sync copies than the RF through a planned move
             assert len(p.isr) >= min(len(before.partitions[key].isr), 3)
@@ -312,7 +313,7 @@ def test_decommission_drains_a_broker_and_keeps_isr() -> None:
 
 def test_a_balanced_cluster_stays_as_it_is() -> None:
     state = with_topic(with_brokers([1, 2, 3, 4]), "t", partitions=8, replication_factor=3)
-    assert run_reconcile(state, 0) == state
+    assert run_maintain(state, 0) == state
 
 
 @settings(max_examples=60, deadline=None)
@@ -331,7 +332,7 @@ def test_rebalance_property(
     state = with_brokers_added(state, range(brokers + 1, brokers + added + 1))
     for _ in range(4 * partitions * rf + 4):
         before = state
-        state = run_reconcile(state, 0, moves_max)
+        state = run_maintain(state, 0, moves_max)
         in_flight = sum(1 for p in state.partitions.values() if len(p.replicas) > rf)
         assert in_flight <= moves_max
         for key, p in state.partitions.items():
@@ -350,7 +351,7 @@ def test_rebalance_property(
     # leaders follow the preferred replicas; their shares end within one of the mean when a
     # single topic's placement allows it (it does: the planner swaps preferred slots)
     assert all(abs(c - mean) < 2 for c in lead_counts)
-    assert run_reconcile(state, 0, moves_max) == state  # stable
+    assert run_maintain(state, 0, moves_max) == state  # stable
 
 
 def with_brokers_added(state: ClusterState, ids: range) -> ClusterState:

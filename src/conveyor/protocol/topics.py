@@ -1,0 +1,110 @@
+"""Rules about topics that the coordinator and the brokers both apply, written once.
+
+Pure. The coordinator checks a request against them before it records anything; a broker
+checks the names it receives before they reach its file system, and derives the same
+defaults from a topic's config. Keeping one copy means the two sides cannot disagree
+about what a valid topic is.
+
+* names: Kafka's rule, 1-249 characters of ``[a-zA-Z0-9._-]``, not ``.`` or ``..``
+  (the broker's partition directory ``<topic>-<partition>`` must fit in a file name);
+* ``min_insync_replicas``: the topic's setting, else 2 when RF >= 3, else 1;
+* the flush policy (``TopicConfig.flush``, parsed by :class:`FlushPolicy`) and the
+  limits the storage engine enforces on a topic's log settings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+
+NAME_LENGTH_MAX: Final = 249  # Kafka's limit: a log directory is named <topic>-<partition>
+_NAME_CHARS: Final = re.compile(r"[a-zA-Z0-9._-]+")
+
+# The storage engine's limits on a topic's log settings (LogConfig checks them again).
+SEGMENT_BYTES_MIN: Final = 1024
+SEGMENT_BYTES_MAX: Final = 2**31 - 1  # index positions are 32-bit
+BATCH_BYTES_MIN: Final = 61  # one batch header
+BATCH_BYTES_MAX: Final = 2**30
+
+
+def check_name(kind: str, name: str, code: ErrorCode) -> None:
+    """Kafka's naming rule, raising ``code`` with a message naming the rule broken."""
+    if not name:
+        raise InvalidRequestError(f"{kind} name must not be empty", code=code)
+    if len(name) > NAME_LENGTH_MAX:
+        raise InvalidRequestError(
+            f"{kind} name is {len(name)} characters; the limit is {NAME_LENGTH_MAX}",
+            code=code,
+        )
+    if name in (".", ".."):
+        raise InvalidRequestError(f"{kind} name must not be '.' or '..'", code=code)
+    if _NAME_CHARS.fullmatch(name) is None:
+        raise InvalidRequestError(
+            f"{kind} name {name[:300]!r} may contain only ASCII letters, digits, '.', '_' and '-'",
+            code=code,
+        )
+
+
+def validate_topic_name(name: str) -> None:
+    """Kafka's rule: ``[a-zA-Z0-9._-]``, 1 to 249 characters, not ``.`` or ``..``.
+
+    Checked before any lookup, so that a bad name never reaches a file system."""
+    check_name("topic", name, ErrorCode.INVALID_TOPIC)
+
+
+def min_insync_replicas(configured: int | None, replication_factor: int) -> int:
+    """The topic's explicit setting, else 2 when RF >= 3 (one failure leaves a quorum that
+    still acknowledges writes) and 1 otherwise (a smaller RF could not take a failure).
+
+    >>> min_insync_replicas(None, 3), min_insync_replicas(None, 2), min_insync_replicas(3, 3)
+    (2, 1, 3)
+    """
+    if configured is not None:
+        return configured
+    return 2 if replication_factor >= 3 else 1
+
+
+FlushMode = Literal["always", "interval", "never"]
+
+
+@dataclass(frozen=True, slots=True)
+class FlushPolicy:
+    """When appended bytes are fsynced (a topic's ``flush`` setting, parsed).
+
+    ``always``: a write counts as durable only after an fsync that covers it (group commit:
+    one fsync covers every append waiting at that moment). ``interval``: fsync every
+    ``interval_ms`` in the background; writes count as durable once written (the risk of
+    losing the last interval on power loss is accepted). ``never``: leave it to the OS and
+    to replication.
+    """
+
+    mode: FlushMode = "always"
+    interval_ms: int = 100
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("always", "interval", "never"):
+            raise InvalidRequestError(
+                f"flush mode must be always, interval or never, not {self.mode!r}",
+                code=ErrorCode.INVALID_CONFIG,
+            )
+        if self.interval_ms < 1:
+            raise InvalidRequestError(
+                "flush interval_ms must be >= 1", code=ErrorCode.INVALID_CONFIG
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> FlushPolicy:
+        """``always``, ``never``, ``interval`` (100 ms) or ``interval:250`` / ``250ms``."""
+        text = text.strip().lower()
+        if text in ("always", "never", "interval"):
+            return cls(text)  # type: ignore[arg-type]
+        number = text.removeprefix("interval:").removesuffix("ms")
+        if not (number.isascii() and number.isdigit()):  # "¹".isdigit() is True
+            raise InvalidRequestError(
+                f"cannot parse flush policy {text!r}: use always, never or interval:MS",
+                code=ErrorCode.INVALID_CONFIG,
+            )
+        return cls("interval", int(number))
