@@ -9,7 +9,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,16 +21,9 @@ from conveyor.transport.listener import serve
 from conveyor.transport.runner import new_event_loop
 from conveyor.transport.server import build_app
 from conveyor.transport.tls import TLSConfig
+from tests.waiting import wait_for
 
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.01)
 
 
 @contextmanager
