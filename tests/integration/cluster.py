@@ -69,6 +69,7 @@ class Service:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     ca: Path | None = None  # set when the service serves HTTPS
+    kafka_port: int | None = None  # a broker's Kafka listener (TLS when ``ca`` is set)
 
     @property
     def url(self) -> str:
@@ -137,6 +138,7 @@ class Cluster:
     # and mutual TLS on internal routes (brokers present the server certificate).
     tls_dir: Path | None = None
     internal_mtls: bool = True
+    kafka: bool = True  # every broker also serves the Kafka protocol on a free port
 
     def tls_argv(self) -> list[str]:
         if self.tls_dir is None:
@@ -160,6 +162,13 @@ class Cluster:
     def url(self) -> str:
         assert self.coordinator is not None
         return self.coordinator.url
+
+    @property
+    def bootstrap(self) -> str:
+        """Kafka clients' ``bootstrap.servers``: every broker's Kafka listener."""
+        return ",".join(
+            f"127.0.0.1:{b.kafka_port}" for b in self.brokers.values() if b.kafka_port is not None
+        )
 
     def start(self) -> Cluster:
         if self.tls_dir is None and os.environ.get(TLS_DIR_ENV):
@@ -196,6 +205,8 @@ class Cluster:
 
     def add_broker(self, broker_id: int, wait: bool = True) -> Service:
         port = free_port()
+        kafka_port = free_port() if self.kafka else None
+        kafka_argv = [] if kafka_port is None else ["--kafka-listen", f"127.0.0.1:{kafka_port}"]
         broker = Service(
             f"broker-{broker_id}",
             [
@@ -211,12 +222,14 @@ class Cluster:
                 "--data",
                 str(self.root / f"broker-{broker_id}"),
                 *self.tls_argv(),
+                *kafka_argv,
                 *self.broker_args,
             ],
             port,
             self.root / f"broker-{broker_id}",
             self.root / f"broker-{broker_id}.log",
             ca=self.ca,
+            kafka_port=kafka_port,
         )
         self.brokers[broker_id] = broker
         broker.start()

@@ -19,7 +19,7 @@ from conveyor.settings import load as load_settings
 from conveyor.settings.flags import add_flags, flags_from_args
 
 if TYPE_CHECKING:
-    from conveyor.broker.config import BrokerConfig
+    from conveyor.broker.config import BrokerConfig, KafkaSettings
     from conveyor.transport.client import AsyncHTTP
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,31 @@ def config_from_args(args: argparse.Namespace | Settings) -> BrokerConfig:
         fetch_memory_bytes_max=s[catalog.FETCH_MEMORY_MAX_BYTES],
         fetch_write_timeout_ms=s[catalog.FETCH_WRITE_TIMEOUT_MS],
         cluster_secret=s[catalog.CLUSTER_SECRET],
+        kafka=kafka_settings(s),
+    )
+
+
+def kafka_settings(s: Settings) -> KafkaSettings | None:
+    """The Kafka listener's settings, None without ``kafka_listen``."""
+    from conveyor.broker.config import KafkaSettings
+    from conveyor.transport.runner import parse_listen
+
+    listen = s[catalog.KAFKA_LISTEN]
+    if listen is None:
+        if s[catalog.KAFKA_ADVERTISE] is not None:
+            raise SettingsError("kafka_advertise needs kafka_listen")
+        return None
+    host, port = parse_listen(listen)
+    advertise = s[catalog.KAFKA_ADVERTISE]
+    if advertise is None:
+        shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+        advertise = f"{shown}:{port}"
+    return KafkaSettings(
+        listen_host=host,
+        listen_port=port,
+        advertise=advertise,
+        max_frame_bytes=s[catalog.KAFKA_MAX_FRAME_BYTES],
+        connections_max=s[catalog.KAFKA_CONNECTIONS_MAX],
     )
 
 

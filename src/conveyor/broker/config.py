@@ -14,6 +14,19 @@ MIB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """The broker's Kafka listener (``--kafka-listen``); every limit with its default."""
+
+    listen_host: str
+    listen_port: int
+    advertise: str  # HOST:PORT given to clients in Metadata answers
+    max_frame_bytes: int = 100 * MIB  # Kafka's socket.request.max.bytes
+    connections_max: int = 1000  # Kafka's max.connections (per broker)
+    idle_timeout_ms: int = 600_000  # Kafka's connections.max.idle.ms
+    inflight_max: int = 32  # pipelined requests per connection
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerConfig:
     broker_id: BrokerId
     data_dir: Path
@@ -51,3 +64,4 @@ class BrokerConfig:
     # The cluster's own token, sent on calls to the coordinator and other brokers; kept
     # out of repr so that logging a config never shows it.
     cluster_secret: str | None = field(default=None, repr=False)
+    kafka: KafkaSettings | None = None  # the Kafka protocol listener; None: none

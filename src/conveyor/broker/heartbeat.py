@@ -49,6 +49,7 @@ class Heartbeat:
             url=config.advertised_url,
             partitions=service.replicas.reports(),
             incarnation=service.incarnation,
+            kafka_address=config.kafka.advertise if config.kafka is not None else None,
         )
         response = await service.http.call(
             "POST",

@@ -37,6 +37,7 @@ from conveyor.protocol.messages import (
     RoutedProduceResponse,
 )
 from conveyor.protocol.records import decode_batches
+from conveyor.transport.kafka_server import KafkaListener
 from conveyor.transport.metrics import install as install_metrics
 from conveyor.transport.server import (
     Route,
@@ -63,6 +64,7 @@ _BINARY_TYPES: Final = (BATCH_CONTENT_TYPE, "application/octet-stream")
 
 SERVICE_KEY: Final = web.AppKey("conveyor_broker_service", BrokerService)
 _TASKS_KEY: Final = web.AppKey("conveyor_broker_tasks", list)
+KAFKA_LISTENER_KEY: Final = web.AppKey("conveyor_kafka_listener", KafkaListener)
 
 
 def _topic_partition(request: web.Request) -> tuple[str, int]:
@@ -342,6 +344,7 @@ def build_broker_app(service: BrokerService) -> web.Application:
     heartbeat = Heartbeat(service, on_ready=lambda: set_ready(app))
 
     async def on_startup(_: web.Application) -> None:
+        await _start_kafka(app, service)
         tasks = app[_TASKS_KEY]
         tasks.append(asyncio.create_task(heartbeat.run(), name="heartbeat"))
         tasks.append(asyncio.create_task(service.retention_loop(), name="retention"))
@@ -352,6 +355,9 @@ def build_broker_app(service: BrokerService) -> web.Application:
 
     async def on_shutdown(_: web.Application) -> None:
         service.begin_shutdown()
+        listener = app.get(KAFKA_LISTENER_KEY)
+        if listener is not None:
+            await listener.close()
 
     async def on_cleanup(_: web.Application) -> None:
         for task in app[_TASKS_KEY]:
@@ -366,6 +372,19 @@ def build_broker_app(service: BrokerService) -> web.Application:
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app
+
+
+async def _start_kafka(app: web.Application, service: BrokerService) -> None:
+    """The Kafka listener, when configured, with the same TLS context as HTTPS."""
+    settings = service.config.kafka
+    if settings is None:
+        return
+    from conveyor.broker.kafka.listener import build_listener
+    from conveyor.transport.secure import SSL_CONTEXT_KEY
+
+    listener = build_listener(service, settings, app.get(SSL_CONTEXT_KEY))
+    await listener.start()
+    app[KAFKA_LISTENER_KEY] = listener
 
 
 def _log_task_end(task: asyncio.Task[None]) -> None:

@@ -16,7 +16,13 @@ from urllib.parse import urlencode
 
 from conveyor.broker.rules import metadata_refresh_due
 from conveyor.protocol.errors import ConveyorError, ErrorCode
-from conveyor.protocol.messages import BrokerId, BrokerInfo, Metadata, TopicDescription
+from conveyor.protocol.messages import (
+    BrokerId,
+    BrokerInfo,
+    ClusterStatus,
+    Metadata,
+    TopicDescription,
+)
 from conveyor.transport.client import AsyncHTTP
 
 log = logging.getLogger(__name__)
@@ -56,10 +62,37 @@ class MetadataCache:
         # again, so a coordinator outage does not turn every request into a connect.
         self._failures: dict[str, tuple[int, ConveyorError]] = {}
         self.broker_urls: dict[BrokerId, str] = {}
+        # The live brokers as the coordinator last described them (Kafka addresses).
+        self.brokers: dict[BrokerId, BrokerInfo] = {}
+        self.cluster_id: str | None = None
 
     def update_brokers(self, brokers: Iterable[BrokerInfo]) -> None:
         for broker in brokers:
             self.broker_urls[broker.broker_id] = broker.url.rstrip("/")
+            self.brokers[broker.broker_id] = broker
+
+    async def describe(self, topics: list[str] | None, *, auto_create: bool = False) -> Metadata:
+        """The coordinator's metadata for ``topics`` (None: every topic; empty: none, just
+        the brokers), auto-creating unknown ones when asked; unlike :meth:`topic`, always
+        a fresh lookup (Kafka clients ask when they need fresh metadata). Raises
+        UNKNOWN_TOPIC with ``details["topics"]`` naming the missing ones."""
+        if topics is not None and not topics:
+            status = await self._http.call(
+                "GET", f"{self._url}/v1/cluster", ClusterStatus, timeout_s=self._timeout_s
+            )
+            self.update_brokers(status.brokers)
+            self.cluster_id = status.cluster_id
+            return Metadata(cluster_id=status.cluster_id, brokers=status.brokers, topics=[])
+        query = {"auto_create": "true" if auto_create else "false"}
+        if topics is not None:
+            query["topics"] = ",".join(topics)
+        url = f"{self._url}/v1/metadata?{urlencode(query)}"
+        metadata = await self._http.call("GET", url, Metadata, timeout_s=self._timeout_s)
+        self.update_brokers(metadata.brokers)
+        self.cluster_id = metadata.cluster_id
+        for description in metadata.topics:
+            self._store(description.name, description, auto_create)
+        return metadata
 
     def cached(self, topic: str) -> TopicDescription | None:
         entry = self._topics.get(topic)

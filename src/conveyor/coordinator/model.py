@@ -39,6 +39,7 @@ class Broker:
     capacity: int = 1  # recorded for weighted placement later; placement ignores it today
     decommissioning: bool = False  # being drained: its replicas move to other brokers
     incarnation: str = ""  # soft (not stored): the broker process's id from its heartbeats
+    kafka_address: str = ""  # soft: its Kafka listener's advertised HOST:PORT ("" none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,7 @@ class BrokerSeen:
     now_ms: int
     reports: tuple[PartitionReport, ...] | None = None
     incarnation: str | None = None
+    kafka_address: str | None = None  # None: unchanged; "": the broker has no Kafka listener
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +207,11 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:
                 brokers = brokers if brokers is not None else dict(state.brokers)
                 brokers[broker.broker_id] = broker
             case BrokerSeen(
-                broker_id=broker_id, now_ms=now_ms, reports=seen, incarnation=incarnation
+                broker_id=broker_id,
+                now_ms=now_ms,
+                reports=seen,
+                incarnation=incarnation,
+                kafka_address=kafka_address,
             ):
                 brokers = brokers if brokers is not None else dict(state.brokers)
                 known = brokers.get(broker_id)
@@ -215,6 +221,7 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:
                     known,
                     last_heartbeat_ms=now_ms,
                     incarnation=incarnation or known.incarnation,
+                    kafka_address=known.kafka_address if kafka_address is None else kafka_address,
                 )
                 if seen is not None:
                     reports = reports if reports is not None else dict(state.reports)

@@ -42,6 +42,7 @@ from conveyor.coordinator.validation import (
     validate_broker_id,
     validate_broker_url,
     validate_group_name,
+    validate_kafka_address,
     validate_partition_count,
     validate_replication_factor,
     validate_topic_config,
@@ -116,6 +117,8 @@ def handle_heartbeat(
     """
     validate_broker_id(heartbeat.broker_id)
     validate_broker_url(heartbeat.url)
+    if heartbeat.kafka_address is not None:
+        validate_kafka_address(heartbeat.kafka_address)
     if heartbeat.capacity < 0:
         raise InvalidRequestError(f"capacity must be >= 0, not {heartbeat.capacity}")
     broker_id = heartbeat.broker_id
@@ -131,7 +134,11 @@ def handle_heartbeat(
         decisions.append(_registration_reason(broker_id, known, heartbeat.url, capacity, now_ms))
     # reports of partitions that no longer exist are dropped: the broker deletes them soon
     reports = tuple(r for r in heartbeat.partitions if (r.topic, r.partition) in state.partitions)
-    records.append(BrokerSeen(broker_id, now_ms, reports, heartbeat.incarnation or None))
+    records.append(
+        BrokerSeen(
+            broker_id, now_ms, reports, heartbeat.incarnation or None, heartbeat.kafka_address or ""
+        )
+    )
     if known is not None and known.alive and _restarted(known.incarnation, heartbeat.incarnation):
         records, decisions = _on_restart(state, broker_id, records, decisions)
     records, decisions = _on_failed_logs(state, broker_id, reports, records, decisions)

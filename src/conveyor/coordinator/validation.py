@@ -103,6 +103,23 @@ def validate_broker_url(url: str) -> None:
         )
 
 
+def validate_kafka_address(address: str) -> None:
+    """``HOST:PORT`` (the advertised Kafka listener); Kafka clients split it at the last
+    colon, so an IPv6 host comes in brackets."""
+    host, _, port = address.rpartition(":")
+    if (
+        not host
+        or len(address) > BROKER_URL_CHARS_MAX
+        or not (port.isascii() and port.isdigit())
+        or not 0 < int(port) < 65536
+        or not address.isprintable()
+    ):
+        raise InvalidRequestError(
+            f"kafka address must be HOST:PORT of at most {BROKER_URL_CHARS_MAX} characters, "
+            f"not {address[:100]!r}"
+        )
+
+
 def validate_broker_id(broker_id: int) -> None:
     if not 0 <= broker_id <= 2**31 - 1:
         raise InvalidRequestError(f"broker_id must be between 0 and 2147483647, not {broker_id}")

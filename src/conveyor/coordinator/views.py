@@ -6,8 +6,10 @@ Lookups raise the typed 4xx errors clients get (``UNKNOWN_TOPIC``, ``UNKNOWN_PAR
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Collection, Sequence
+from typing import Final
 
 from conveyor._version import __version__
 from conveyor.coordinator.model import (
@@ -35,6 +37,9 @@ from conveyor.protocol.messages import (
     TopicSummary,
 )
 from conveyor.protocol.topics import min_insync_replicas
+
+# uuid5 namespace of Conveyor's topic ids (a fixed random UUID: never change it)
+_TOPIC_ID_NAMESPACE: Final = bytes.fromhex("6f0c3b529a4e4f558d0e2b7c1e5a9d31")
 
 
 def require_topic(state: ClusterState, name: str) -> Topic:
@@ -87,12 +92,26 @@ def partition_info(state: ClusterState, partition: Partition) -> PartitionInfo:
     )
 
 
+def topic_id(cluster_id: str, topic: Topic) -> str:
+    """Kafka's topic id: derived, not stored, from what identifies this topic for its whole
+    life (the cluster, the name and the creation time), so it is the same on every
+    coordinator restart and differs for a topic deleted and created again."""
+    name = f"{cluster_id}/{topic.name}/{topic.created_ms}".encode()
+    sha1 = hashlib.sha1(_TOPIC_ID_NAMESPACE + name, usedforsecurity=False)
+    digest = bytearray(sha1.digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # RFC 4122 version 5 (the uuid module's uuid5)
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _description(state: ClusterState, topic: Topic) -> TopicDescription:
     return TopicDescription(
         name=topic.name,
         partitions=[partition_info(state, p) for p in state.topic_partitions(topic)],
         replication_factor=topic.replication_factor,
         config=topic.config,
+        topic_id=topic_id(state.cluster_id, topic),
     )
 
 
@@ -122,6 +141,7 @@ def broker_infos(state: ClusterState) -> list[BrokerInfo]:
             last_heartbeat_ms=b.last_heartbeat_ms,
             leader_count=leaders[b.broker_id],
             replica_count=replicas[b.broker_id],
+            kafka_address=b.kafka_address or None,
         )
         for b in sorted(state.brokers.values(), key=lambda b: b.broker_id)
     ]

@@ -81,6 +81,8 @@ class TopicDescription(Wire):
     partitions: list[PartitionInfo]
     replication_factor: int
     config: TopicConfig
+    # Kafka's topic id (a UUID), stable for the topic's life: see coordinator/views.py
+    topic_id: str | None = None
 
 
 class TopicSummary(Wire):
@@ -103,6 +105,8 @@ class BrokerInfo(Wire):
     last_heartbeat_ms: int | None = None
     leader_count: int = 0
     replica_count: int = 0
+    # HOST:PORT of the broker's Kafka listener (issue 16); None: it has none
+    kafka_address: str | None = None
 
 
 class Metadata(Wire):
@@ -151,6 +155,8 @@ class BrokerHeartbeat(Wire):
     # Random per broker process: a new one tells the coordinator the broker restarted (and
     # may have lost an unsynced tail), so it must not keep leading or count as in sync.
     incarnation: str = ""
+    # HOST:PORT Kafka clients reach this broker at (its --kafka-advertise); None: no listener
+    kafka_address: str | None = None
 
 
 class ReplicaAssignment(Wire):

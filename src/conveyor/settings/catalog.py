@@ -291,6 +291,39 @@ FETCH_WRITE_TIMEOUT_MS: Final = setting(
     ("broker",),
 )
 
+# ---- the broker's Kafka listener (docs/kafka-compatibility.md) ---------------------------
+KAFKA_LISTEN: Final = setting(
+    "kafka_listen",
+    kinds.optional(kinds.HOST_PORT),
+    None,
+    "also serve the Kafka protocol here",
+    ("broker",),
+    default_text="unset (no Kafka listener)",
+)
+KAFKA_ADVERTISE: Final = setting(
+    "kafka_advertise",
+    kinds.optional(kinds.HOST_PORT),
+    None,
+    "the HOST:PORT Kafka clients reach this broker at, given in Metadata answers",
+    ("broker",),
+    default_text="kafka_listen (the host name for a wildcard)",
+)
+KAFKA_MAX_FRAME_BYTES: Final = setting(
+    "kafka_max_frame_bytes",
+    kinds.size(64),
+    100 * MIB,
+    "largest Kafka request accepted (Kafka's socket.request.max.bytes); larger ones close "
+    "the connection unread",
+    ("broker",),
+)
+KAFKA_CONNECTIONS_MAX: Final = setting(
+    "kafka_connections_max",
+    kinds.integer(1),
+    4096,
+    "open Kafka connections at most (Kafka's max.connections); more are closed at once",
+    ("broker",),
+)
+
 # ---- clients and the CLI ------------------------------------------------------------------
 URL: Final = setting(
     "url", kinds.URL, DEFAULT_COORDINATOR_URL, "the coordinator's URL", ("client",)
@@ -358,6 +391,10 @@ BROKER: Final[tuple[Setting[Any], ...]] = (
     FLUSH,
     FETCH_MEMORY_MAX_BYTES,
     FETCH_WRITE_TIMEOUT_MS,
+    KAFKA_LISTEN,
+    KAFKA_ADVERTISE,
+    KAFKA_MAX_FRAME_BYTES,
+    KAFKA_CONNECTIONS_MAX,
     *_COMMON_SERVER,
     TLS_CLIENT_CERT,
     TLS_CLIENT_KEY,

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import signal
 import ssl
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -72,11 +72,19 @@ def reload_now(context: ssl.SSLContext, tls: TLSConfig) -> bool:
     return True
 
 
+SSL_CONTEXT_KEY: Final = web.AppKey("conveyor_ssl_context", ssl.SSLContext)
+
+
 def install(app: web.Application, tls: TLSConfig, context: ssl.SSLContext | None) -> None:
     """Add the guards and the SIGHUP handler to ``app`` (before it starts). With auth on
     (``app[AUTH_KEY]``), its middleware guards internal routes too: a verified client
-    certificate or the cluster secret."""
+    certificate or the cluster secret. The live context is kept in ``app[SSL_CONTEXT_KEY]``
+    so that other listeners of the process (the broker's Kafka listener) serve the same
+    certificate and are reloaded with it."""
     from conveyor.transport.auth import AUTH_KEY, auth_middleware
+
+    if context is not None:
+        app[SSL_CONTEXT_KEY] = context
 
     auth = app.get(AUTH_KEY)
     if auth is not None and auth.settings.enabled:

@@ -38,9 +38,10 @@ from conveyor.protocol.records import (
 with warnings.catch_warnings():
     # kafka-python 3.0.12 calls importlib.resources.read_text, deprecated in Python 3.11
     warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka import codec as kafka_codec
     from kafka.record.default_records import DefaultRecordBatchBuilder
     from kafka.record.memory_records import MemoryRecords
+
+    from kafka import codec as kafka_codec
 
 # (key, value, headers, timestamp_ms), the shape both builders take
 Spec = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes | None]], int]

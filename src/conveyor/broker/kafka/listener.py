@@ -1,0 +1,64 @@
+"""Wiring of the broker's Kafka listener: handlers built from narrow dependencies (bound
+methods of the broker's operations), the registry, and the TCP listener's lifetime.
+
+This is the only module of the adapter that sees :class:`BrokerService`; the handlers get
+the operations they call and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import TYPE_CHECKING
+
+from conveyor.broker.kafka.api_versions import ApiVersionsHandler
+from conveyor.broker.kafka.auth import Authorizer
+from conveyor.broker.kafka.metadata import MetadataHandler
+from conveyor.broker.kafka.produce import ProduceHandler
+from conveyor.broker.kafka.registry import Registry
+from conveyor.broker.kafka.session import KafkaSession, SessionSettings
+from conveyor.protocol.kafka.apis import ApiKey
+from conveyor.protocol.messages import Metadata
+from conveyor.transport.kafka_server import ConnectionInfo, KafkaListener, KafkaListenerSettings
+
+if TYPE_CHECKING:
+    from conveyor.broker.config import KafkaSettings
+    from conveyor.broker.service import BrokerService
+
+log = logging.getLogger(__name__)
+
+
+def build_registry(service: BrokerService, authorizer: Authorizer) -> Registry:
+    registry = Registry()
+    metadata = service.metadata
+
+    async def describe(topics: list[str] | None, auto_create: bool) -> Metadata:
+        return await metadata.describe(topics, auto_create=auto_create)
+
+    registry.add(ApiKey.API_VERSIONS, ApiVersionsHandler(registry.version_ranges))
+    registry.add(ApiKey.METADATA, MetadataHandler(describe, metadata, authorizer))
+    registry.add(ApiKey.PRODUCE, ProduceHandler(service.produce, metadata, authorizer))
+    return registry
+
+
+def build_listener(
+    service: BrokerService, settings: KafkaSettings, ssl_context: ssl.SSLContext | None
+) -> KafkaListener:
+    security = service.security
+    authorizer = Authorizer(security, security.enabled)
+    registry = build_registry(service, authorizer)
+    session_settings = SessionSettings(auth_enabled=security.enabled)
+
+    def new_session(info: ConnectionInfo) -> KafkaSession:
+        return KafkaSession(info, registry, session_settings)
+
+    listener_settings = KafkaListenerSettings(
+        host=settings.listen_host,
+        port=settings.listen_port,
+        max_frame_bytes=settings.max_frame_bytes,
+        connections_max=settings.connections_max,
+        idle_timeout_ms=settings.idle_timeout_ms,
+        inflight_max=settings.inflight_max,
+        write_timeout_ms=service.config.fetch_write_timeout_ms,
+    )
+    return KafkaListener(listener_settings, new_session, ssl_context)

@@ -1,0 +1,166 @@
+"""Metadata: the live brokers with their Kafka addresses, and the asked topics' partitions.
+
+Every broker answers alike from the coordinator's metadata (``MetadataCache.describe``):
+node id = broker id, the cluster id, the controller id (the lowest live broker id with a
+Kafka listener: every broker serves the admin APIs, so any stable choice works), topic
+ids from v10 (``coordinator/views.topic_id``). Unknown topics are created with the
+cluster's defaults under the same policy as HTTP: when the request allows it (v4+, and
+always before v4), the coordinator allows it, and the principal may ``create_topic`` on
+every unknown name asked; otherwise they are answered UNKNOWN_TOPIC_OR_PARTITION. When the
+coordinator cannot be reached, the topics are answered with a retriable error and the
+brokers this broker knows.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from conveyor.broker.kafka.auth import Authorizer
+from conveyor.broker.kafka.registry import RequestContext
+from conveyor.broker.rules import validate_topic_name
+from conveyor.protocol.errors import ConveyorError, ErrorCode
+from conveyor.protocol.kafka.apis import SERVED, ApiKey
+from conveyor.protocol.kafka.errors import KafkaError, kafka_error
+from conveyor.protocol.messages import BrokerId, BrokerInfo, Metadata, TopicDescription
+
+log = logging.getLogger(__name__)
+
+Describe = Callable[[list[str] | None, bool], Awaitable[Metadata]]
+
+
+class KnownBrokers(Protocol):
+    """The brokers and cluster id this broker last heard of (heartbeats, lookups)."""
+
+    brokers: dict[BrokerId, BrokerInfo]
+    cluster_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaNode:
+    node_id: int
+    host: str
+    port: int
+
+
+def kafka_nodes(brokers: Sequence[BrokerInfo]) -> list[KafkaNode]:
+    """The live brokers that have a Kafka listener, by id."""
+    nodes = []
+    for broker in sorted(brokers, key=lambda b: b.broker_id):
+        if not broker.alive or not broker.kafka_address:
+            continue
+        host, _, port = broker.kafka_address.rpartition(":")
+        nodes.append(KafkaNode(broker.broker_id, host.strip("[]"), int(port)))
+    return nodes
+
+
+class MetadataHandler:
+    def __init__(self, describe: Describe, known: KnownBrokers, authorizer: Authorizer) -> None:
+        self._describe = describe
+        self._known = known
+        self._authorizer = authorizer
+
+    async def __call__(self, ctx: RequestContext, request: Any) -> Any:
+        version = ctx.api_version
+        wanted: list[str] | None = None
+        if request.topics is not None and (request.topics or version > 0):
+            wanted = [t.name for t in request.topics if t.name is not None]
+        allow_create = version < 4 or bool(request.allow_auto_topic_creation)
+        errors: dict[str, KafkaError] = {}
+        valid = wanted
+        if wanted is not None:
+            valid = []
+            for name in dict.fromkeys(wanted):
+                try:
+                    validate_topic_name(name)
+                    valid.append(name)
+                except ConveyorError:
+                    errors[name] = KafkaError.INVALID_TOPIC_EXCEPTION
+        metadata = await self._lookup(ctx, valid, allow_create, errors)
+        return _response(version, metadata, wanted, errors)
+
+    async def _lookup(
+        self,
+        ctx: RequestContext,
+        names: list[str] | None,
+        allow_create: bool,
+        errors: dict[str, KafkaError],
+    ) -> Metadata:
+        auto_create = (
+            allow_create
+            and bool(names)
+            and all(
+                self._authorizer.allowed_now(ctx.principal, "create_topic", "topic", n)
+                for n in names or ()
+            )
+        )
+        while True:
+            try:
+                return await self._describe(names, auto_create)
+            except ConveyorError as exc:
+                missing = exc.details.get("topics") if exc.code is ErrorCode.UNKNOWN_TOPIC else None
+                if names and isinstance(missing, list) and set(missing) <= set(names):
+                    for name in missing:
+                        errors[name] = KafkaError.UNKNOWN_TOPIC_OR_PARTITION
+                    names = [n for n in names if n not in missing]
+                    continue  # at most once more: the rest exist
+                log.info("kafka metadata: coordinator lookup failed: %s", exc)
+                code = kafka_error(exc.code)
+                for name in names or ():
+                    errors.setdefault(name, code)
+                brokers = list(self._known.brokers.values())
+                return Metadata(cluster_id=self._known.cluster_id or "", brokers=brokers, topics=[])
+
+
+def _response(
+    version: int, metadata: Metadata, wanted: list[str] | None, errors: dict[str, KafkaError]
+) -> Any:
+    response = SERVED[ApiKey.METADATA].response[version]
+    topic_cls = response.MetadataResponseTopic
+    nodes = kafka_nodes(metadata.brokers)
+    live = {node.node_id for node in nodes}
+    topics = [_topic(topic_cls, t, live) for t in metadata.topics]
+    described = {t.name for t in metadata.topics}
+    for name in wanted or ():
+        if name not in described:
+            code = errors.get(name, KafkaError.UNKNOWN_TOPIC_OR_PARTITION)
+            topics.append(topic_cls(error_code=code, name=name, is_internal=False, partitions=[]))
+    return response(
+        throttle_time_ms=0,
+        brokers=[
+            response.MetadataResponseBroker(node_id=n.node_id, host=n.host, port=n.port, rack=None)
+            for n in nodes
+        ],
+        cluster_id=metadata.cluster_id or None,
+        controller_id=min(live) if live else -1,
+        topics=topics,
+    )
+
+
+def _topic(topic_cls: Any, topic: TopicDescription, live: set[int]) -> Any:
+    partition_cls = topic_cls.MetadataResponsePartition
+    partitions = []
+    for p in topic.partitions:
+        leader = p.leader if p.leader is not None else -1
+        code = KafkaError.NONE if p.leader is not None else KafkaError.LEADER_NOT_AVAILABLE
+        partitions.append(
+            partition_cls(
+                error_code=code,
+                partition_index=p.partition,
+                leader_id=leader,
+                leader_epoch=p.leader_epoch,
+                replica_nodes=list(p.replicas),
+                isr_nodes=list(p.isr),
+                offline_replicas=[r for r in p.replicas if r not in live],
+            )
+        )
+    return topic_cls(
+        error_code=KafkaError.NONE,
+        name=topic.name,
+        topic_id=uuid.UUID(topic.topic_id) if topic.topic_id else uuid.UUID(int=0),
+        is_internal=False,
+        partitions=partitions,
+    )

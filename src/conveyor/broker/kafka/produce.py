@@ -1,0 +1,169 @@
+"""Produce: each partition's record batches go to ``BrokerService.produce`` as received (the
+HTTP route's operation: validation, idempotence, append, acks), never decoded here.
+
+acks 0, 1 and -1 are Conveyor's "0", "1" and "all". With acks=0 nothing is answered, and
+a failed partition closes the connection (Kafka's way of telling such a producer to
+refresh its metadata). Partitions of one request are produced concurrently; requests of
+one connection start in arrival order (``transport/kafka_server.py``), so a producer's
+batches for one partition are appended in the order sent. From v10 a partition answered
+NOT_LEADER_OR_FOLLOWER carries the current leader and its endpoint (KIP-951).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from conveyor.broker.kafka.auth import Authorizer
+from conveyor.broker.kafka.metadata import KnownBrokers, kafka_nodes
+from conveyor.broker.kafka.registry import RequestContext
+from conveyor.protocol.errors import ConveyorError, ErrorCode
+from conveyor.protocol.kafka.apis import SERVED, ApiKey
+from conveyor.protocol.kafka.errors import KafkaError, kafka_error
+from conveyor.protocol.messages import Acks, ProduceResponse
+from conveyor.transport.kafka_server import CloseConnection
+
+log = logging.getLogger(__name__)
+
+ACKS: Final[dict[int, Acks]] = {0: "0", 1: "1", -1: "all"}
+_CURRENT_LEADER_VERSION: Final = 10
+
+Produce = Callable[..., Awaitable[ProduceResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionResult:
+    index: int
+    error: KafkaError = KafkaError.NONE
+    base_offset: int = -1
+    log_start_offset: int = -1
+    message: str | None = None
+    leader: tuple[int, int] | None = None  # (leader id, leader epoch) for NOT_LEADER
+
+
+class ProduceHandler:
+    def __init__(self, produce: Produce, known: KnownBrokers, authorizer: Authorizer) -> None:
+        self._produce = produce
+        self._known = known
+        self._authorizer = authorizer
+
+    async def __call__(self, ctx: RequestContext, request: Any) -> Any:
+        acks = ACKS.get(request.acks)
+        refusal = _refusal(request, acks)
+        jobs = [
+            (topic.name, p.index, p.records)
+            for topic in request.topic_data
+            for p in topic.partition_data
+        ]
+        timeout_ms = request.timeout_ms
+        if len(jobs) == 1:  # the common case, without a task per partition
+            results = [
+                await self._one(ctx, *jobs[0], refusal=refusal, acks=acks, timeout_ms=timeout_ms)
+            ]
+        else:
+            results = list(
+                await asyncio.gather(
+                    *(
+                        self._one(ctx, *job, refusal=refusal, acks=acks, timeout_ms=timeout_ms)
+                        for job in jobs
+                    )
+                )
+            )
+        if acks == "0":
+            failed = [r for r in results if r.error is not KafkaError.NONE]
+            if failed:
+                raise CloseConnection(f"produce with acks=0 failed: {failed[0].message}")
+            return None
+        return self._response(ctx.api_version, jobs, results)
+
+    async def _one(
+        self,
+        ctx: RequestContext,
+        topic: str,
+        partition: int,
+        records: bytes | None,
+        *,
+        refusal: tuple[KafkaError, str] | None,
+        acks: Acks | None,
+        timeout_ms: int,
+    ) -> PartitionResult:
+        if refusal is not None:
+            return PartitionResult(partition, refusal[0], message=refusal[1])
+        assert acks is not None
+        if not await self._authorizer.allowed(ctx.principal, "produce", "topic", topic):
+            return PartitionResult(
+                partition,
+                KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                message=f"{ctx.principal} may not produce to {topic!r}",
+            )
+        try:
+            answer = await self._produce(
+                topic, partition, records or b"", acks=acks, timeout_ms=timeout_ms
+            )
+        except ConveyorError as exc:
+            leader = None
+            if exc.code is ErrorCode.NOT_LEADER and isinstance(exc.details.get("leader"), int):
+                leader = (int(exc.details["leader"]), int(exc.details.get("leader_epoch", -1)))
+            return PartitionResult(
+                partition, kafka_error(exc.code), message=exc.message, leader=leader
+            )
+        return PartitionResult(
+            partition, base_offset=answer.base_offset, log_start_offset=answer.log_start_offset
+        )
+
+    def _response(
+        self, version: int, jobs: list[tuple[str, int, Any]], results: list[PartitionResult]
+    ) -> Any:
+        response = SERVED[ApiKey.PRODUCE].response[version]
+        topic_cls = response.TopicProduceResponse
+        partition_cls = topic_cls.PartitionProduceResponse
+        by_topic: dict[str, list[Any]] = {}
+        leaders: set[int] = set()
+        for (topic, *_), result in zip(jobs, results, strict=True):
+            fields: dict[str, Any] = {}
+            if result.leader is not None and version >= _CURRENT_LEADER_VERSION:
+                fields["current_leader"] = partition_cls.LeaderIdAndEpoch(
+                    leader_id=result.leader[0], leader_epoch=result.leader[1]
+                )
+                leaders.add(result.leader[0])
+            by_topic.setdefault(topic, []).append(
+                partition_cls(
+                    index=result.index,
+                    error_code=result.error,
+                    base_offset=result.base_offset,
+                    log_append_time_ms=-1,
+                    log_start_offset=result.log_start_offset,
+                    record_errors=[],
+                    error_message=result.message if result.error else None,
+                    **fields,
+                )
+            )
+        endpoints = [
+            response.NodeEndpoint(node_id=n.node_id, host=n.host, port=n.port, rack=None)
+            for n in kafka_nodes(list(self._known.brokers.values()))
+            if n.node_id in leaders
+        ]
+        extra = {"node_endpoints": endpoints} if version >= _CURRENT_LEADER_VERSION else {}
+        return response(
+            responses=[
+                topic_cls(name=name, partition_responses=partitions)
+                for name, partitions in by_topic.items()
+            ],
+            throttle_time_ms=0,
+            **extra,
+        )
+
+
+def _refusal(request: Any, acks: Acks | None) -> tuple[KafkaError, str] | None:
+    """A reason to refuse every partition of the request before producing anything."""
+    if request.transactional_id is not None:
+        return (
+            KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            "transactions are not supported yet (issue 21)",
+        )
+    if acks is None:
+        return KafkaError.INVALID_REQUIRED_ACKS, f"acks must be 0, 1 or -1, not {request.acks}"
+    return None

@@ -1,0 +1,149 @@
+"""The APIs the Kafka listener serves and their versions: one table, answered by
+ApiVersions and enforced on every request.
+
+A version range is what kafka-python's message classes support *and* what Conveyor
+implements; it stops short of versions whose meaning Conveyor lacks (Fetch v13+ and
+Produce v13 name topics by id only; Produce v12 and InitProducerId v5+ are transactions
+v2, ListOffsets v9+ tiered storage). Produce is advertised from v0 although v0-2 are
+refused (librdkafka picks its feature set from the advertised minimum; KAFKA-18659, as
+Kafka 4.0 does). ``before_auth``: allowed on a connection that has not authenticated yet
+when authentication is on (Kafka's rule: only ApiVersions and the SASL exchange).
+
+Handlers for admin and group APIs add their rows here (one row per API).
+"""
+
+from __future__ import annotations
+
+import enum
+import warnings
+from dataclasses import dataclass
+from typing import Any, Final
+
+# kafka-python 3.0 reads its JSON schemas with importlib.resources.read_text, deprecated
+# in Python 3.11 (and undeprecated in 3.13): harmless, but pytest turns warnings into errors.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka.protocol.consumer import (
+        FetchRequest,
+        FetchResponse,
+        ListOffsetsRequest,
+        ListOffsetsResponse,
+        OffsetForLeaderEpochRequest,
+        OffsetForLeaderEpochResponse,
+    )
+    from kafka.protocol.metadata import (
+        ApiVersionsRequest,
+        ApiVersionsResponse,
+        MetadataRequest,
+        MetadataResponse,
+    )
+    from kafka.protocol.producer import (
+        InitProducerIdRequest,
+        InitProducerIdResponse,
+        ProduceRequest,
+        ProduceResponse,
+    )
+    from kafka.protocol.sasl import (
+        SaslAuthenticateRequest,
+        SaslAuthenticateResponse,
+        SaslHandshakeRequest,
+        SaslHandshakeResponse,
+    )
+
+
+class ApiKey(enum.IntEnum):
+    """Kafka's API keys (those Conveyor serves or plans to)."""
+
+    PRODUCE = 0
+    FETCH = 1
+    LIST_OFFSETS = 2
+    METADATA = 3
+    OFFSET_COMMIT = 8
+    OFFSET_FETCH = 9
+    FIND_COORDINATOR = 10
+    JOIN_GROUP = 11
+    HEARTBEAT = 12
+    LEAVE_GROUP = 13
+    SYNC_GROUP = 14
+    DESCRIBE_GROUPS = 15
+    LIST_GROUPS = 16
+    SASL_HANDSHAKE = 17
+    API_VERSIONS = 18
+    CREATE_TOPICS = 19
+    DELETE_TOPICS = 20
+    DELETE_RECORDS = 21
+    INIT_PRODUCER_ID = 22
+    OFFSET_FOR_LEADER_EPOCH = 23
+    DESCRIBE_ACLS = 29
+    CREATE_ACLS = 30
+    DELETE_ACLS = 31
+    DESCRIBE_CONFIGS = 32
+    ALTER_CONFIGS = 33
+    DESCRIBE_LOG_DIRS = 35
+    SASL_AUTHENTICATE = 36
+    CREATE_PARTITIONS = 37
+    INCREMENTAL_ALTER_CONFIGS = 44
+    DESCRIBE_CLUSTER = 60
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSpec:
+    key: ApiKey
+    min_version: int
+    max_version: int
+    request: Any  # kafka-python request class (versioned by [v])
+    response: Any  # kafka-python response class
+    advertised_min: int | None = None  # None: min_version
+    before_auth: bool = False
+
+    @property
+    def advertised_min_version(self) -> int:
+        return self.min_version if self.advertised_min is None else self.advertised_min
+
+    def supports(self, version: int) -> bool:
+        return self.min_version <= version <= self.max_version
+
+
+_SPECS: Final = (
+    ApiSpec(ApiKey.PRODUCE, 3, 11, ProduceRequest, ProduceResponse, advertised_min=0),
+    ApiSpec(ApiKey.FETCH, 4, 12, FetchRequest, FetchResponse),
+    ApiSpec(ApiKey.LIST_OFFSETS, 1, 8, ListOffsetsRequest, ListOffsetsResponse),
+    ApiSpec(ApiKey.METADATA, 0, 12, MetadataRequest, MetadataResponse),
+    ApiSpec(ApiKey.SASL_HANDSHAKE, 0, 1, SaslHandshakeRequest, SaslHandshakeResponse, None, True),
+    ApiSpec(ApiKey.API_VERSIONS, 0, 4, ApiVersionsRequest, ApiVersionsResponse, None, True),
+    ApiSpec(ApiKey.INIT_PRODUCER_ID, 0, 4, InitProducerIdRequest, InitProducerIdResponse),
+    ApiSpec(
+        ApiKey.OFFSET_FOR_LEADER_EPOCH,
+        2,
+        4,
+        OffsetForLeaderEpochRequest,
+        OffsetForLeaderEpochResponse,
+    ),
+    ApiSpec(
+        ApiKey.SASL_AUTHENTICATE,
+        0,
+        2,
+        SaslAuthenticateRequest,
+        SaslAuthenticateResponse,
+        None,
+        True,
+    ),
+)
+
+SERVED: Final[dict[int, ApiSpec]] = {int(spec.key): spec for spec in _SPECS}
+
+
+def spec_for(api_key: int) -> ApiSpec | None:
+    return SERVED.get(api_key)
+
+
+def is_flexible(api_key: int, api_version: int) -> bool:
+    """Does this request version use the flexible encoding (compact types, tagged fields,
+    request header v2)? False for APIs not served."""
+    spec = SERVED.get(api_key)
+    return spec is not None and bool(spec.request.flexible_version_q(api_version))
+
+
+def response_is_flexible(api_key: int, api_version: int) -> bool:
+    """Response header v1? ApiVersions always answers with v0 (see ``header.py``)."""
+    return api_key != ApiKey.API_VERSIONS and is_flexible(api_key, api_version)

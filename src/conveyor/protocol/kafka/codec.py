@@ -1,0 +1,120 @@
+"""Whole requests in, whole responses out: the pure edge between bytes and messages.
+
+:func:`decode_request` turns one frame (without its size prefix) into the header and the
+kafka-python message of its API and version, or raises a :class:`RequestError` saying what
+is wrong. Third-party decoding errors are translated here, once; the listener never sees
+them. :func:`encode_response` is the reverse for an answer.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any, Final
+
+from conveyor.protocol.kafka.apis import (
+    ApiKey,
+    ApiSpec,
+    is_flexible,
+    response_is_flexible,
+    spec_for,
+)
+from conveyor.protocol.kafka.header import (
+    HeaderError,
+    RequestHeader,
+    RequestIds,
+    parse_request_header,
+    peek_ids,
+    response_header,
+)
+
+# What kafka-python raises on bytes that do not decode (found by fuzzing: struct.error for
+# truncated numbers, UnicodeDecodeError for strings, IndexError/ValueError for lengths).
+_DECODE_ERRORS: Final = (struct.error, ValueError, IndexError, TypeError, KeyError, OverflowError)
+
+
+class RequestError(Exception):
+    """A request that cannot be served as sent. ``ids``: its API key, version and
+    correlation id when they could be read."""
+
+    def __init__(self, message: str, ids: RequestIds | None = None) -> None:
+        super().__init__(message)
+        self.ids = ids
+
+
+class UnknownApiError(RequestError):
+    """An API key this broker does not serve: the connection is closed (Kafka's rule)."""
+
+
+class UnsupportedVersionError(RequestError):
+    """A version outside the served range: ApiVersions answers UNSUPPORTED_VERSION with
+    the supported ranges (the client retries lower); any other API closes."""
+
+
+class MalformedRequestError(RequestError):
+    """Truncated or undecodable bytes: the connection is closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedRequest:
+    header: RequestHeader
+    spec: ApiSpec
+    body: Any  # the kafka-python request message of ``header.api_version``
+
+    @property
+    def api_key(self) -> int:
+        return self.header.api_key
+
+    @property
+    def api_version(self) -> int:
+        return self.header.api_version
+
+
+def decode_request(frame: bytes | memoryview) -> DecodedRequest:
+    try:
+        ids = peek_ids(frame)
+    except HeaderError as exc:
+        raise MalformedRequestError(str(exc)) from None
+    spec = spec_for(ids.api_key)
+    if spec is None:
+        raise UnknownApiError(f"unknown or unserved API key {ids.api_key}", ids)
+    if not spec.supports(ids.api_version):
+        raise UnsupportedVersionError(
+            f"{spec.key.name} v{ids.api_version} is not served "
+            f"(v{spec.min_version}-{spec.max_version})",
+            ids,
+        )
+    try:
+        header = parse_request_header(frame, is_flexible(ids.api_key, ids.api_version))
+    except HeaderError as exc:
+        raise MalformedRequestError(f"{spec.key.name}: {exc}", ids) from None
+    view = memoryview(frame)[header.body_offset :]
+    try:
+        body = spec.request[ids.api_version].decode(view, version=ids.api_version)
+    except _DECODE_ERRORS as exc:
+        raise MalformedRequestError(
+            f"{spec.key.name} v{ids.api_version}: undecodable body ({type(exc).__name__})", ids
+        ) from None
+    return DecodedRequest(header, spec, body)
+
+
+def encode_response(
+    api_key: int, api_version: int, correlation_id: int, body: Any
+) -> bytes | bytearray:
+    """Response header and body, without the size prefix."""
+    head = response_header(correlation_id, response_is_flexible(api_key, api_version))
+    encoded: bytes | bytearray = body.encode(version=api_version)
+    return head + encoded
+
+
+def api_versions_error(correlation_id: int, ranges: list[tuple[int, int, int]]) -> bytes:
+    """ApiVersions answer to a version this broker does not serve: UNSUPPORTED_VERSION
+    (35) with the supported ranges, in a v0 body, which every client can read (KIP-511)."""
+    spec = spec_for(ApiKey.API_VERSIONS)
+    assert spec is not None
+    v0 = spec.response[0]
+    body = v0(
+        error_code=35,
+        api_keys=[v0.ApiVersion(api_key=k, min_version=lo, max_version=hi) for k, lo, hi in ranges],
+    )
+    return bytes(response_header(correlation_id, flexible=False) + body.encode(version=0))

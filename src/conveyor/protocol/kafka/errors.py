@@ -1,0 +1,122 @@
+"""Kafka's error codes, and the mapping from Conveyor's one ``ErrorCode`` table onto them.
+
+Every :class:`~conveyor.protocol.errors.ErrorCode` has exactly one Kafka code here (a
+test walks the enum), so a new Conveyor error cannot reach a Kafka client unmapped. The
+choice follows what Kafka's own broker answers in the same situation, since that is what
+every client's retry logic is written against (``STALE_EPOCH`` is Kafka's
+``FENCED_LEADER_EPOCH``; a write truncated before it was acknowledged is
+``NOT_LEADER_OR_FOLLOWER``, as Kafka's purgatory answers when leadership moves; storage
+failures are ``KAFKA_STORAGE_ERROR``, which clients answer by refreshing metadata).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+from conveyor.protocol.errors import ErrorCode
+
+
+class KafkaError(enum.IntEnum):
+    """The Kafka error codes Conveyor answers (Kafka's ``Errors`` numbering)."""
+
+    UNKNOWN_SERVER_ERROR = -1
+    NONE = 0
+    OFFSET_OUT_OF_RANGE = 1
+    CORRUPT_MESSAGE = 2
+    UNKNOWN_TOPIC_OR_PARTITION = 3
+    INVALID_FETCH_SIZE = 4
+    LEADER_NOT_AVAILABLE = 5
+    NOT_LEADER_OR_FOLLOWER = 6
+    REQUEST_TIMED_OUT = 7
+    MESSAGE_TOO_LARGE = 10
+    NETWORK_EXCEPTION = 13
+    COORDINATOR_NOT_AVAILABLE = 15
+    NOT_COORDINATOR = 16
+    INVALID_TOPIC_EXCEPTION = 17
+    NOT_ENOUGH_REPLICAS = 19
+    INVALID_REQUIRED_ACKS = 21
+    ILLEGAL_GENERATION = 22
+    UNKNOWN_MEMBER_ID = 25
+    TOPIC_AUTHORIZATION_FAILED = 29
+    GROUP_AUTHORIZATION_FAILED = 30
+    CLUSTER_AUTHORIZATION_FAILED = 31
+    INVALID_TIMESTAMP = 32
+    UNSUPPORTED_SASL_MECHANISM = 33
+    ILLEGAL_SASL_STATE = 34
+    UNSUPPORTED_VERSION = 35
+    TOPIC_ALREADY_EXISTS = 36
+    INVALID_PARTITIONS = 37
+    INVALID_REPLICATION_FACTOR = 38
+    INVALID_CONFIG = 40
+    INVALID_REQUEST = 42
+    UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
+    POLICY_VIOLATION = 44
+    OUT_OF_ORDER_SEQUENCE_NUMBER = 45
+    DUPLICATE_SEQUENCE_NUMBER = 46
+    INVALID_PRODUCER_EPOCH = 47
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
+    KAFKA_STORAGE_ERROR = 56
+    SASL_AUTHENTICATION_FAILED = 58
+    UNKNOWN_PRODUCER_ID = 59
+    GROUP_NOT_EMPTY = 68
+    FENCED_LEADER_EPOCH = 74
+    UNKNOWN_LEADER_EPOCH = 75
+    INVALID_RECORD = 87
+    UNKNOWN_TOPIC_ID = 100
+    FENCED_MEMBER_EPOCH = 110
+
+
+_BY_CODE: Final[dict[ErrorCode, KafkaError]] = {
+    ErrorCode.INVALID_REQUEST: KafkaError.INVALID_REQUEST,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: KafkaError.INVALID_REQUEST,
+    ErrorCode.CORRUPT_MESSAGE: KafkaError.CORRUPT_MESSAGE,
+    ErrorCode.UNSUPPORTED_VERSION: KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
+    ErrorCode.MESSAGE_TOO_LARGE: KafkaError.MESSAGE_TOO_LARGE,
+    ErrorCode.INVALID_TOPIC: KafkaError.INVALID_TOPIC_EXCEPTION,
+    ErrorCode.UNKNOWN_TOPIC: KafkaError.UNKNOWN_TOPIC_OR_PARTITION,
+    ErrorCode.UNKNOWN_PARTITION: KafkaError.UNKNOWN_TOPIC_OR_PARTITION,
+    ErrorCode.TOPIC_ALREADY_EXISTS: KafkaError.TOPIC_ALREADY_EXISTS,
+    ErrorCode.OFFSET_OUT_OF_RANGE: KafkaError.OFFSET_OUT_OF_RANGE,
+    ErrorCode.INVALID_CONFIG: KafkaError.INVALID_CONFIG,
+    ErrorCode.NOT_LEADER: KafkaError.NOT_LEADER_OR_FOLLOWER,
+    ErrorCode.LEADER_NOT_AVAILABLE: KafkaError.LEADER_NOT_AVAILABLE,
+    ErrorCode.NOT_ENOUGH_REPLICAS: KafkaError.NOT_ENOUGH_REPLICAS,
+    ErrorCode.REQUEST_TIMED_OUT: KafkaError.REQUEST_TIMED_OUT,
+    ErrorCode.STALE_EPOCH: KafkaError.FENCED_LEADER_EPOCH,
+    ErrorCode.LOG_TRUNCATED: KafkaError.NOT_LEADER_OR_FOLLOWER,
+    ErrorCode.NOT_READY: KafkaError.LEADER_NOT_AVAILABLE,
+    ErrorCode.NETWORK_ERROR: KafkaError.NETWORK_EXCEPTION,
+    ErrorCode.DISK_FULL: KafkaError.KAFKA_STORAGE_ERROR,
+    ErrorCode.STORAGE_ERROR: KafkaError.KAFKA_STORAGE_ERROR,
+    ErrorCode.CORRUPT_DATA: KafkaError.KAFKA_STORAGE_ERROR,
+    ErrorCode.INTERNAL_ERROR: KafkaError.UNKNOWN_SERVER_ERROR,
+    ErrorCode.OUT_OF_ORDER_SEQUENCE: KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    ErrorCode.DUPLICATE_SEQUENCE: KafkaError.DUPLICATE_SEQUENCE_NUMBER,
+    ErrorCode.PRODUCER_FENCED: KafkaError.INVALID_PRODUCER_EPOCH,
+    ErrorCode.UNKNOWN_MEMBER: KafkaError.UNKNOWN_MEMBER_ID,
+    ErrorCode.FENCED_MEMBER: KafkaError.FENCED_MEMBER_EPOCH,
+    ErrorCode.ILLEGAL_GENERATION: KafkaError.ILLEGAL_GENERATION,
+    ErrorCode.GROUP_NOT_EMPTY: KafkaError.GROUP_NOT_EMPTY,
+    ErrorCode.UNAUTHENTICATED: KafkaError.SASL_AUTHENTICATION_FAILED,
+    ErrorCode.FORBIDDEN: KafkaError.TOPIC_AUTHORIZATION_FAILED,
+}
+
+_FORBIDDEN_BY_RESOURCE: Final[dict[str, KafkaError]] = {
+    "topic": KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    "group": KafkaError.GROUP_AUTHORIZATION_FAILED,
+    "cluster": KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+}
+
+
+def kafka_error(code: ErrorCode, resource_type: str = "topic") -> KafkaError:
+    """The Kafka code for a Conveyor error; ``resource_type`` picks which
+    ``*_AUTHORIZATION_FAILED`` a ``FORBIDDEN`` becomes."""
+    if code is ErrorCode.FORBIDDEN:
+        return _FORBIDDEN_BY_RESOURCE.get(resource_type, KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    return _BY_CODE[code]
+
+
+def unmapped_codes() -> list[ErrorCode]:
+    """Conveyor codes with no Kafka code (a test keeps this empty)."""
+    return [code for code in ErrorCode if code not in _BY_CODE]

@@ -1,0 +1,333 @@
+"""The Kafka protocol's TCP listener: connections, framing, ordering, limits. No Kafka
+semantics here: a frame goes to the connection's :class:`FrameSession` (built per
+connection by ``broker/kafka/``), and what it answers goes back.
+
+Per connection:
+
+* Frames are read one after another (4-byte size, then the frame; ``framing.frame_size``
+  refuses sizes above ``max_frame_bytes`` before reading them). Each frame is handed to
+  the session at once, in arrival order, and its answer is written in that order (Kafka's
+  rule: responses in request order on a connection). Up to ``inflight_max`` requests run
+  at once (pipelining, as librdkafka and Java send them); past that the connection is not
+  read until the oldest is answered, so a client cannot queue unbounded work.
+* Sessions start their work synchronously in arrival order (a coroutine runs up to its
+  first suspension when its task starts, and tasks start in creation order), so two
+  produces to one partition on one connection are appended in the order sent.
+* Answers are written in 64 KiB chunks waiting for the socket to drain, under
+  ``write_timeout_ms``: a client that stops reading is disconnected (reset) instead of
+  holding the broker's memory. :attr:`Reply.on_done` runs once the answer is written or
+  dropped (fetch answers release their share of the broker's fetch memory budget there).
+* A connection idle (no complete frame) for ``idle_timeout_ms`` is closed (Kafka's
+  ``connections.max.idle.ms``); beyond ``connections_max`` open connections a new one is
+  closed at once (Kafka's ``max.connections``).
+* A protocol violation (bad size, undecodable frame, a request the session refuses to
+  answer) closes that connection only, after the answers already due are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from conveyor.protocol.kafka.framing import (
+    MAX_FRAME_BYTES_DEFAULT,
+    SIZE_BYTES,
+    FrameError,
+    frame_size,
+    size_prefix,
+)
+
+log = logging.getLogger(__name__)
+
+WRITE_CHUNK_BYTES: Final = 64 * 1024
+TLS_HANDSHAKE_TIMEOUT_S: Final = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaListenerSettings:
+    host: str
+    port: int
+    max_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT  # Kafka's socket.request.max.bytes
+    connections_max: int = 1000  # per broker (Kafka's max.connections)
+    idle_timeout_ms: int = 600_000  # Kafka's connections.max.idle.ms
+    inflight_max: int = 32  # requests read and not yet answered, per connection
+    write_timeout_ms: int = 30_000  # an answer not read by then closes the connection
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    peer: str
+    tls: bool
+    peer_certificate: dict[str, Any] | None  # verified client certificate (mTLS), if any
+
+
+@dataclass(slots=True)
+class Reply:
+    """An answer to one request: ``data`` is the response without its size prefix."""
+
+    data: bytes | bytearray
+    on_done: Callable[[], None] | None = None  # after it is written, or dropped
+    close_after: bool = False  # close the connection once it is written
+
+    def done(self) -> None:
+        callback, self.on_done = self.on_done, None
+        if callback is not None:
+            callback()
+
+
+class CloseConnection(Exception):  # noqa: N818 -- an instruction, not an error report
+    """Raised by a session (or its pending answer): close this connection, answer no more."""
+
+
+class FrameSession(Protocol):
+    """One connection's protocol state (authentication, SASL exchange)."""
+
+    def handle(self, frame: bytes) -> Awaitable[Reply | None]:
+        """Start serving ``frame``; the awaitable gives its answer (None: no answer, as
+        for produce with acks=0). Raises :class:`CloseConnection` for a frame that cannot
+        be answered."""
+        ...
+
+    def closed(self) -> None: ...
+
+
+SessionFactory = Callable[[ConnectionInfo], FrameSession]
+
+
+@dataclass
+class ListenerStats:
+    connections: int = 0
+    connections_total: int = 0
+    refused_connections: int = 0
+    protocol_errors: int = 0
+    slow_readers_closed: int = 0
+    idle_closed: int = 0
+
+
+@dataclass
+class KafkaListener:
+    settings: KafkaListenerSettings
+    sessions: SessionFactory
+    ssl_context: ssl.SSLContext | None = None
+    stats: ListenerStats = field(default_factory=ListenerStats)
+    _server: asyncio.Server | None = None
+    _connections: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept,
+            self.settings.host,
+            self.settings.port,
+            ssl=self.ssl_context,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S if self.ssl_context else None,
+            reuse_address=True,
+        )
+        log.info(
+            "kafka listener on %s:%d (%s)",
+            self.settings.host,
+            self.port,
+            "TLS" if self.ssl_context else "plaintext",
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound port (the configured one, or the one the OS chose for port 0)."""
+        if self._server is None or not self._server.sockets:
+            return self.settings.port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        """Stop accepting and close every connection (in-flight requests are cancelled)."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        for task in list(self._connections):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.stats.connections >= self.settings.connections_max:
+            self.stats.refused_connections += 1
+            log.warning(
+                "kafka listener: refused a connection from %s: %d connections open (limit)",
+                writer.get_extra_info("peername"),
+                self.stats.connections,
+            )
+            _abort(writer)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        self.stats.connections += 1
+        self.stats.connections_total += 1
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self.stats.connections -= 1
+            self._connections.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        info = _connection_info(writer)
+        session = self.sessions(info)
+        pending: asyncio.Queue[asyncio.Future[Reply | None] | None] = asyncio.Queue(
+            self.settings.inflight_max
+        )
+        writing = asyncio.ensure_future(self._write_loop(pending, writer, info))
+        reading = asyncio.ensure_future(self._read_loop(reader, session, pending, writing, info))
+        try:
+            # The writer ends first when a write fails or a reply closes the connection;
+            # the reader, at end of stream, on a bad frame, or on a refused request.
+            await asyncio.wait((reading, writing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+            await _drain_queue(pending, writing)
+            session.closed()
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError, asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _read_loop(
+        self,
+        reader: asyncio.StreamReader,
+        session: FrameSession,
+        pending: asyncio.Queue[asyncio.Future[Reply | None] | None],
+        writing: asyncio.Future[None],
+        info: ConnectionInfo,
+    ) -> None:
+        idle_s = self.settings.idle_timeout_ms / 1000
+        while True:
+            try:
+                async with asyncio.timeout(idle_s):
+                    prefix = await reader.readexactly(SIZE_BYTES)
+                    size = frame_size(prefix, self.settings.max_frame_bytes)
+                    frame = await reader.readexactly(size)
+            except TimeoutError:
+                self.stats.idle_closed += 1
+                log.debug("kafka connection from %s idle for %.0f s: closed", info.peer, idle_s)
+                return
+            except FrameError as exc:
+                self.stats.protocol_errors += 1
+                log.info("kafka connection from %s closed: %s", info.peer, exc)
+                return
+            except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
+                return  # the client went away (possibly mid-frame)
+            try:
+                answer = session.handle(frame)
+            except CloseConnection as exc:
+                self.stats.protocol_errors += 1
+                log.info("kafka connection from %s closed: %s", info.peer, exc)
+                await pending.put(None)
+                await asyncio.shield(writing)
+                return
+            await pending.put(asyncio.ensure_future(answer))
+
+    async def _write_loop(
+        self,
+        pending: asyncio.Queue[asyncio.Future[Reply | None] | None],
+        writer: asyncio.StreamWriter,
+        info: ConnectionInfo,
+    ) -> None:
+        timeout_s = self.settings.write_timeout_ms / 1000
+        while True:
+            answer = await pending.get()
+            if answer is None:
+                return
+            try:
+                reply = await answer
+            except CloseConnection as exc:
+                self.stats.protocol_errors += 1
+                log.info("kafka connection from %s closed: %s", info.peer, exc)
+                return
+            if reply is None:
+                continue
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await _write_reply(writer, reply.data)
+            except TimeoutError:
+                self.stats.slow_readers_closed += 1
+                log.warning(
+                    "closed a kafka connection from %s: its answer of %d bytes was not read "
+                    "within %d ms",
+                    info.peer,
+                    len(reply.data),
+                    self.settings.write_timeout_ms,
+                )
+                _abort(writer)
+                return
+            except (ConnectionError, OSError, ssl.SSLError):
+                return
+            finally:
+                reply.done()
+            if reply.close_after:
+                return
+
+
+async def _write_reply(writer: asyncio.StreamWriter, data: bytes | bytearray) -> None:
+    writer.write(size_prefix(len(data)))
+    if len(data) <= WRITE_CHUNK_BYTES:
+        writer.write(data)
+    else:
+        view = memoryview(data)
+        for start in range(0, len(data), WRITE_CHUNK_BYTES):
+            writer.write(view[start : start + WRITE_CHUNK_BYTES])
+            await writer.drain()
+    await writer.drain()
+
+
+async def _drain_queue(
+    pending: asyncio.Queue[asyncio.Future[Reply | None] | None], writing: asyncio.Future[None]
+) -> None:
+    """The connection is over: cancel what is still running and release what was
+    answered but not written (``Reply.on_done``), so nothing stays held."""
+    if not writing.done():
+        writing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writing
+    while not pending.empty():
+        answer = pending.get_nowait()
+        if answer is None:
+            continue
+        answer.cancel()
+        try:
+            reply = await answer
+        except (asyncio.CancelledError, CloseConnection):
+            continue
+        if reply is not None:
+            reply.done()
+
+
+def _connection_info(writer: asyncio.StreamWriter) -> ConnectionInfo:
+    peer = writer.get_extra_info("peername")
+    ssl_object = writer.get_extra_info("ssl_object")
+    certificate = None
+    if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        certificate = ssl_object.getpeercert() or None
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
+    return ConnectionInfo(peer=where, tls=ssl_object is not None, peer_certificate=certificate)
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    """Close with a reset (SO_LINGER 0): the kernel drops what is queued for a peer that
+    does not read, instead of trying to deliver it."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()

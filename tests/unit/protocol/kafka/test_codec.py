@@ -1,0 +1,74 @@
+"""Decoding whole requests: valid frames of every served API decode; random and mutated
+frames raise a RequestError and nothing else (the listener closes on those)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conveyor.protocol.kafka.apis import SERVED, ApiKey
+from conveyor.protocol.kafka.codec import (
+    RequestError,
+    UnknownApiError,
+    UnsupportedVersionError,
+    decode_request,
+    encode_response,
+)
+from tests.kafka.wire import request_frame
+
+VALID_FRAMES = [
+    request_frame(key, version, SERVED[key].request[version]().encode(version=version))[4:]
+    for key, spec in sorted(SERVED.items())
+    for version in range(spec.min_version, spec.max_version + 1)
+]
+
+
+@pytest.mark.parametrize("frame", VALID_FRAMES)
+def test_valid_frames_decode(frame: bytes) -> None:
+    decoded = decode_request(frame)
+    assert decoded.spec.supports(decoded.api_version)
+    assert decoded.header.client_id == "conveyor-test"
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200))
+def test_random_bytes_decode_or_raise_request_error(data: bytes) -> None:
+    with contextlib.suppress(RequestError):
+        decode_request(data)
+
+
+@settings(max_examples=500)
+@given(st.sampled_from(VALID_FRAMES), st.data())
+def test_mutated_frames_decode_or_raise_request_error(frame: bytes, data: st.DataObject) -> None:
+    mutated = bytearray(frame)
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(mutated) - 1))
+        mutated[position] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(mutated)))
+    with contextlib.suppress(RequestError):
+        decode_request(bytes(mutated[:cut]))
+
+
+def test_unknown_api_and_unsupported_version_carry_the_ids() -> None:
+    with pytest.raises(UnknownApiError) as unknown:
+        decode_request(request_frame(999, 0, b"")[4:])
+    assert unknown.value.ids is not None and unknown.value.ids.api_key == 999
+    with pytest.raises(UnsupportedVersionError) as unsupported:
+        decode_request(request_frame(ApiKey.API_VERSIONS, 99, b"", correlation_id=5)[4:])
+    assert unsupported.value.ids is not None and unsupported.value.ids.correlation_id == 5
+    with pytest.raises(UnsupportedVersionError):
+        decode_request(request_frame(ApiKey.PRODUCE, 2, b"")[4:])  # advertised, refused
+
+
+def test_api_versions_answers_with_a_v0_response_header() -> None:
+    spec = SERVED[ApiKey.API_VERSIONS]
+    body = spec.response[3](error_code=0, api_keys=[])
+    encoded = encode_response(ApiKey.API_VERSIONS, 3, 9, body)
+    assert encoded == b"\x00\x00\x00\x09" + body.encode(version=3)
+    metadata = SERVED[ApiKey.METADATA].response[12](brokers=[], topics=[])
+    # flexible Metadata: correlation id then an empty tagged-field section
+    encoded = encode_response(ApiKey.METADATA, 12, 9, metadata)
+    assert encoded == b"\x00\x00\x00\x09\x00" + metadata.encode(version=12)
