@@ -144,7 +144,32 @@ def bench_kafka_python(PARTITIONS: int, BATCH: bytes) -> dict[str, float]:
     }
 
 
+_KIO_HOSTILE = """
+from kio.index import load_request_schema
+from kio.serial import entity_reader
+entity_reader(load_request_schema(3, 12))(bytes([0xFF, 0xFF, 0xFF, 0xFF, 0x0F]), 0)
+"""
+
+
+def hostile_input_check() -> str:
+    """A 5-byte Metadata v12 body whose topic array claims 2**32 - 2 entries: what does
+    each decoder do? (A broker decodes untrusted bytes.)"""
+    import subprocess
+    import sys
+
+    from kafka.protocol.metadata import MetadataRequest
+
+    kio = subprocess.run([sys.executable, "-c", _KIO_HOSTILE], capture_output=True, check=False)
+    try:
+        MetadataRequest[12].decode(memoryview(bytes([0xFF, 0xFF, 0xFF, 0xFF, 0x0F])), version=12)
+        kafka_python = "decoded"
+    except Exception as exc:
+        kafka_python = f"raised {type(exc).__name__}"
+    return f"kio: exit status {kio.returncode} (negative: killed by signal); kafka-python: {kafka_python}"
+
+
 def main() -> None:
+    print(hostile_input_check())
     for partitions, size in SHAPES:
         batch = bytes(size)
         results = {

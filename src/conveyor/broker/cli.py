@@ -86,6 +86,7 @@ def kafka_settings(s: Settings) -> KafkaSettings | None:
         advertise=advertise,
         max_frame_bytes=s[catalog.KAFKA_MAX_FRAME_BYTES],
         connections_max=s[catalog.KAFKA_CONNECTIONS_MAX],
+        connections_per_address_max=s[catalog.CONNECTIONS_PER_ADDRESS_MAX],
     )
 
 

@@ -21,7 +21,8 @@ class KafkaSettings:
     listen_port: int
     advertise: str  # HOST:PORT given to clients in Metadata answers
     max_frame_bytes: int = 100 * MIB  # Kafka's socket.request.max.bytes
-    connections_max: int = 1000  # Kafka's max.connections (per broker)
+    connections_max: int = 4096  # Kafka's max.connections (per broker)
+    connections_per_address_max: int = 1024  # Kafka's max.connections.per.ip
     idle_timeout_ms: int = 600_000  # Kafka's connections.max.idle.ms
     inflight_max: int = 32  # pipelined requests per connection
 

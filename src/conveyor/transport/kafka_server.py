@@ -18,8 +18,10 @@ Per connection:
   holding the broker's memory. :attr:`Reply.on_done` runs once the answer is written or
   dropped (fetch answers release their share of the broker's fetch memory budget there).
 * A connection idle (no complete frame) for ``idle_timeout_ms`` is closed (Kafka's
-  ``connections.max.idle.ms``); beyond ``connections_max`` open connections a new one is
-  closed at once (Kafka's ``max.connections``).
+  ``connections.max.idle.ms``); beyond ``connections_max`` open connections, or
+  ``connections_per_address_max`` from one client address, a new one is closed at once
+  (Kafka's ``max.connections`` and ``max.connections.per.ip``), by the same
+  :class:`~conveyor.transport.limits.ConnectionLimiter` policy as the HTTP listeners.
 * A protocol violation (bad size, undecodable frame, a request the session refuses to
   answer) closes that connection only, after the answers already due are written.
 """
@@ -43,6 +45,7 @@ from conveyor.protocol.kafka.framing import (
     frame_size,
     size_prefix,
 )
+from conveyor.transport.limits import ConnectionLimiter, ConnectionLimits, peer_address
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +58,11 @@ class KafkaListenerSettings:
     host: str
     port: int
     max_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT  # Kafka's socket.request.max.bytes
-    connections_max: int = 1000  # per broker (Kafka's max.connections)
-    idle_timeout_ms: int = 600_000  # Kafka's connections.max.idle.ms
+    # connections_max, connections_per_address_max, idle_timeout_ms (Kafka's
+    # connections.max.idle.ms is 10 minutes: its clients keep idle connections open)
+    limits: ConnectionLimits = field(
+        default_factory=lambda: ConnectionLimits(idle_timeout_ms=600_000)
+    )
     inflight_max: int = 32  # requests read and not yet answered, per connection
     write_timeout_ms: int = 30_000  # an answer not read by then closes the connection
 
@@ -103,9 +109,7 @@ SessionFactory = Callable[[ConnectionInfo], FrameSession]
 
 @dataclass
 class ListenerStats:
-    connections: int = 0
     connections_total: int = 0
-    refused_connections: int = 0
     protocol_errors: int = 0
     slow_readers_closed: int = 0
     idle_closed: int = 0
@@ -117,8 +121,12 @@ class KafkaListener:
     sessions: SessionFactory
     ssl_context: ssl.SSLContext | None = None
     stats: ListenerStats = field(default_factory=ListenerStats)
+    limiter: ConnectionLimiter = field(init=False)
     _server: asyncio.Server | None = None
     _connections: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.limiter = ConnectionLimiter(self.settings.limits)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -157,24 +165,21 @@ class KafkaListener:
             self._server = None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.stats.connections >= self.settings.connections_max:
-            self.stats.refused_connections += 1
-            log.warning(
-                "kafka listener: refused a connection from %s: %d connections open (limit)",
-                writer.get_extra_info("peername"),
-                self.stats.connections,
-            )
+        address = peer_address(writer.get_extra_info("peername"))
+        refusal = self.limiter.admit(address)
+        if refusal is not None:
+            # Kafka has no answer for this (nothing was read): close, and say why here.
+            log.warning("kafka listener refused a connection: %s", refusal.message)
             _abort(writer)
             return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
-        self.stats.connections += 1
         self.stats.connections_total += 1
         try:
             await self._serve(reader, writer)
         finally:
-            self.stats.connections -= 1
+            self.limiter.release(address)
             self._connections.discard(task)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -207,7 +212,7 @@ class KafkaListener:
         writing: asyncio.Future[None],
         info: ConnectionInfo,
     ) -> None:
-        idle_s = self.settings.idle_timeout_ms / 1000
+        idle_s = self.settings.limits.idle_timeout_ms / 1000
         while True:
             try:
                 async with asyncio.timeout(idle_s):

@@ -20,6 +20,7 @@ from conveyor.broker.kafka.session import KafkaSession, SessionSettings
 from conveyor.protocol.kafka.apis import ApiKey
 from conveyor.protocol.messages import Metadata
 from conveyor.transport.kafka_server import ConnectionInfo, KafkaListener, KafkaListenerSettings
+from conveyor.transport.limits import ConnectionLimits
 
 if TYPE_CHECKING:
     from conveyor.broker.config import KafkaSettings
@@ -56,8 +57,11 @@ def build_listener(
         host=settings.listen_host,
         port=settings.listen_port,
         max_frame_bytes=settings.max_frame_bytes,
-        connections_max=settings.connections_max,
-        idle_timeout_ms=settings.idle_timeout_ms,
+        limits=ConnectionLimits(
+            connections_max=settings.connections_max,
+            connections_per_address_max=settings.connections_per_address_max,
+            idle_timeout_ms=settings.idle_timeout_ms,
+        ),
         inflight_max=settings.inflight_max,
         write_timeout_ms=service.config.fetch_write_timeout_ms,
     )
