@@ -100,6 +100,10 @@ _BY_CODE: Final[dict[ErrorCode, KafkaError]] = {
     ErrorCode.GROUP_NOT_EMPTY: KafkaError.GROUP_NOT_EMPTY,
     ErrorCode.UNAUTHENTICATED: KafkaError.SASL_AUTHENTICATION_FAILED,
     ErrorCode.FORBIDDEN: KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    # the Kafka listener closes refused connections (no header read, no answer possible)
+    ErrorCode.TOO_MANY_CONNECTIONS: KafkaError.NETWORK_EXCEPTION,
+    # a SASL exchange refused unchecked: clients see a failed authentication, as in Kafka
+    ErrorCode.THROTTLED: KafkaError.SASL_AUTHENTICATION_FAILED,
 }
 
 _FORBIDDEN_BY_RESOURCE: Final[dict[str, KafkaError]] = {
