@@ -21,11 +21,11 @@ from typing import Any, Protocol
 
 from conveyor.broker.kafka.auth import Authorizer
 from conveyor.broker.kafka.registry import RequestContext
-from conveyor.broker.rules import validate_topic_name
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError, kafka_error
 from conveyor.protocol.messages import BrokerId, BrokerInfo, Metadata, TopicDescription
+from conveyor.protocol.topics import validate_topic_name
 
 log = logging.getLogger(__name__)
 
