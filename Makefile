@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-tls test-repeat bench-security lint typecheck system-deps bench-storage bench chaos chaos-ci clean
+.PHONY: run test test-tls test-repeat test-kafka bench-security lint typecheck system-deps bench-storage bench chaos chaos-ci clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,16 @@ test-tls: $(STAMP)
 N ?= 5
 test-repeat:
 	bash scripts/test_repeat.sh $(N)
+
+# The Kafka listener with real clients (tests/kafka) and librdkafka's own test suite: every
+# selected test in 0000-0100 (tests/kafka/librdkafka_selection.py) against a 3-broker
+# cluster; `make test` runs only a short subset. KAFKA_RESULTS=docs/kafka-compatibility.md
+# also rewrites the results table there.
+KAFKA_RESULTS ?=
+test-kafka: $(STAMP) system-deps
+	$(BIN)/pytest tests/kafka
+	$(BIN)/python -m tests.kafka.librdkafka_suite --out .cache/librdkafka-results \
+		$(if $(KAFKA_RESULTS),--markdown $(KAFKA_RESULTS))
 
 # Produce throughput with TLS and auth on against plain HTTP (target >= 0.8).
 bench-security: $(STAMP)

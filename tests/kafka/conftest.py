@@ -3,6 +3,8 @@ Kafka listeners on free ports (``tests/integration/cluster.py``), shared per mod
 
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
 from collections.abc import Iterator
 
@@ -37,3 +39,11 @@ def kcat_path() -> str:
     if path is None:
         pytest.skip("kcat is not installed (apt-get install kafkacat; make system-deps)")
     return path
+
+
+_topic_numbers = itertools.count(1)
+
+
+def unique_topic(prefix: str = "t") -> str:
+    """A topic name no other test of this process uses (tests in a module share a cluster)."""
+    return f"{prefix}-{os.getpid()}-{next(_topic_numbers)}"

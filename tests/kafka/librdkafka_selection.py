@@ -1,0 +1,150 @@
+"""Which of librdkafka's own tests 0000-0100 run against Conveyor, and why the others don't.
+
+Every test number of librdkafka 2.12.0's tests/ in 0000-0100 is listed once (a few twice,
+split by ``SUBTESTS``, the runner's sub-test name filter), with the reason when it is not
+run. The reasons fall in a few classes:
+
+* ``LOCAL``: the test needs no broker (``TEST_F_LOCAL``: config parsing, the mock
+  cluster, unit tests); it tests librdkafka alone, so running it says nothing about
+  Conveyor.
+* ``GROUPS``: it subscribes or commits through a consumer group (JoinGroup, SyncGroup,
+  OffsetCommit/OffsetFetch...): Kafka-protocol consumer groups are issue 17.
+* ``TRANSACTIONS``: transactional producers: issue 21.
+* anything else names the missing feature.
+
+``quick=True`` marks the short subset that ``make test`` runs (pytest
+tests/kafka/test_librdkafka.py); ``make test-kafka`` runs every entry without a skip reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LOCAL = "needs no broker (TEST_F_LOCAL): tests librdkafka alone"
+GROUPS = "needs Kafka consumer groups (issue 17)"
+TRANSACTIONS = "needs transactions (issue 21)"
+KNOWN_ISSUE = "marked TEST_F_KNOWN_ISSUE by librdkafka itself (not run by its own CI)"
+KAFKA_TOOLS = "runs Apache Kafka's own scripts (kafka-topics.sh, JMX) from KAFKA_PATH"
+
+
+@dataclass(frozen=True)
+class Entry:
+    test: str  # the 4-digit number, what TESTS= matches
+    skip: str = ""  # why it is not run; empty: it runs
+    subtests: str = ""  # SUBTESTS= filter: only sub-tests whose name contains it
+    quick: bool = False  # in the short subset of `make test`
+
+    @property
+    def key(self) -> str:
+        return f"{self.test}/{self.subtests}" if self.subtests else self.test
+
+
+SELECTION: tuple[Entry, ...] = (
+    Entry("0000", LOCAL),
+    Entry("0001", quick=True),
+    Entry("0002", quick=True),
+    Entry("0003"),
+    Entry("0004", LOCAL),
+    Entry("0005", quick=True),
+    Entry("0006", LOCAL),
+    Entry("0007", quick=True),
+    Entry("0008"),
+    Entry("0009", LOCAL),
+    Entry("0011"),
+    Entry("0012", quick=True),
+    Entry("0013"),
+    Entry("0014", GROUPS + ": offset.store.method=broker commits through the group"),
+    Entry("0015"),
+    Entry("0016"),
+    Entry("0017", quick=True),
+    Entry("0018", GROUPS),
+    Entry("0019", GROUPS),
+    Entry("0020", GROUPS),
+    Entry("0021"),
+    Entry("0022", GROUPS + ": the batch consumer subscribes"),
+    Entry("0025", LOCAL),
+    Entry("0026", GROUPS),
+    Entry("0028", KNOWN_ISSUE),
+    Entry("0029", GROUPS + ": assign() inside a group rebalance callback"),
+    Entry("0030", GROUPS),
+    Entry("0031"),
+    Entry("0033", GROUPS),
+    Entry("0034", GROUPS + ": a sub-test resets from a committed offset"),
+    Entry("0035", quick=True),
+    Entry("0036"),
+    Entry("0037", LOCAL),
+    Entry("0038"),
+    Entry("0039"),
+    Entry("0040", GROUPS),
+    Entry("0041"),
+    Entry("0042", GROUPS + ": a sub-test subscribes to many topics"),
+    Entry("0043", LOCAL),
+    Entry("0044"),
+    Entry("0045", GROUPS),
+    Entry("0046", LOCAL),
+    Entry("0047", KNOWN_ISSUE),
+    Entry("0048"),
+    Entry("0049", GROUPS),
+    Entry("0050", GROUPS),
+    Entry("0051"),
+    Entry("0052", KAFKA_TOOLS + "; also message.timestamp.type=LogAppendTime"),
+    Entry("0053"),
+    Entry("0054"),
+    Entry("0055", TRANSACTIONS + ": a sub-test measures a transactional producer"),
+    Entry("0056", GROUPS),
+    Entry("0057"),
+    Entry("0058", LOCAL),
+    Entry("0059"),
+    Entry("0060", GROUPS),
+    Entry("0061", TRANSACTIONS + ": lag across aborted transactions"),
+    Entry("0062", LOCAL),
+    Entry("0063"),
+    Entry("0064", GROUPS),
+    Entry("0065"),
+    Entry("0066", LOCAL),
+    Entry("0067"),
+    Entry("0068"),
+    Entry("0069", GROUPS),
+    Entry("0070"),
+    Entry("0072", LOCAL),
+    Entry("0073"),
+    Entry("0074", LOCAL),
+    Entry("0075"),
+    Entry("0076"),
+    Entry("0077", "needs log compaction (cleanup.policy=compact), which Conveyor lacks"),
+    Entry("0078", LOCAL),
+    Entry("0079", LOCAL),
+    Entry("0080", LOCAL),
+    Entry("0081", subtests="do_test_CreateTopics"),
+    Entry("0081", subtests="do_test_DeleteTopics"),
+    Entry("0081", subtests="do_test_CreatePartitions"),
+    Entry("0081", subtests="do_test_AlterConfigs"),
+    Entry("0081", subtests="do_test_IncrementalAlterConfigs"),
+    Entry("0081", subtests="do_test_DescribeConfigs:"),
+    Entry("0081", subtests="do_test_DeleteRecords"),
+    Entry("0081", subtests="do_test_DescribeTopics"),
+    Entry("0081", subtests="do_test_DescribeCluster"),
+    Entry("0081", subtests="do_test_ListOffsets"),
+    Entry("0081", GROUPS + ": the group admin sub-tests (DeleteGroups, ListConsumerGroups...)"),
+    Entry("0082", GROUPS),
+    Entry("0083", GROUPS),
+    Entry("0084", GROUPS),
+    Entry("0085"),
+    Entry("0086"),
+    Entry("0088"),
+    Entry("0089", GROUPS),
+    Entry("0090"),
+    Entry("0091", GROUPS),
+    Entry("0092", "needs MessageSet v0/v1 (Conveyor stores RecordBatch v2 only, as Kafka 4)"),
+    Entry("0093", GROUPS),
+    Entry("0094"),
+    Entry("0095", LOCAL),
+    Entry("0097", "needs an SSL listener with librdkafka's own test certificates"),
+    Entry("0098", TRANSACTIONS),
+    Entry("0099", GROUPS),
+    Entry("0100", LOCAL),
+)
+
+
+def runnable(quick_only: bool = False) -> list[Entry]:
+    return [e for e in SELECTION if not e.skip and (e.quick or not quick_only)]

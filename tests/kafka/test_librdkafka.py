@@ -1,0 +1,65 @@
+"""The librdkafka suite runner's own logic (summary parsing, verdicts, integrity check,
+selection table), on captured runner output; test_librdkafka_live.py runs the suite."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+
+from tests.kafka.librdkafka_build import UnavailableError, verify_integrity
+from tests.kafka.librdkafka_selection import SELECTION, Entry
+from tests.kafka.librdkafka_suite import judge, parse_summary
+
+_SUMMARY = """\
+TEST 20261202140508 (bare, scenario default) SUMMARY
+#==================================================================#
+|\x1b[32m <MAIN>                                   |     PASSED |   0.200s \x1b[0m|
+|\x1b[32m 0022_consume_batch                       |     PASSED |   4.250s \x1b[0m|
+|\x1b[31m 0022_consume_batch_local                 |     FAILED |   0.030s \x1b[0m|\x1b[31m \
+0022-consume_batch.c:120: assert failed: expected 10 messages\x1b[0m
+|\x1b[36m 0052_msg_timestamps                      |    SKIPPED |   0.001s \x1b[0m|\x1b[36m \
+Test cluster requires authentication/SSL\x1b[0m
+#==================================================================#
+"""
+
+
+def test_parse_summary_reads_every_row_with_its_reason() -> None:
+    rows = parse_summary(_SUMMARY)
+    assert [(r.name, r.state) for r in rows] == [
+        ("0022_consume_batch", "PASSED"),
+        ("0022_consume_batch_local", "FAILED"),
+        ("0052_msg_timestamps", "SKIPPED"),
+    ]
+    assert rows[1].detail == "0022-consume_batch.c:120: assert failed: expected 10 messages"
+    assert rows[1].seconds == 0.030
+
+
+def test_judge_outcomes() -> None:
+    entry = Entry("0022")
+    failed = judge(entry, 1, _SUMMARY, 4.3)
+    assert failed.outcome == "failed"
+    assert "expected 10 messages" in failed.reason
+    passed = judge(entry, 0, _SUMMARY.replace("FAILED", "PASSED"), 4.3)
+    assert passed.outcome == "passed"
+    only_skips = "\n".join(line for line in _SUMMARY.splitlines() if "0022" not in line)
+    assert judge(entry, 0, only_skips, 0.1).outcome == "skipped"
+    assert judge(entry, None, "", 600).reason == "timed out after 600s"
+    assert judge(entry, 0, "no table", 1).outcome == "failed"  # no summary: never a pass
+    assert judge(entry, -11, _SUMMARY.replace("FAILED", "PASSED"), 1).outcome == "failed"
+
+
+def test_integrity_is_checked_on_the_bytes() -> None:
+    data = b"librdkafka"
+    good = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+    verify_integrity(data, good)
+    with pytest.raises(UnavailableError, match="integrity mismatch"):
+        verify_integrity(data + b"!", good)
+
+
+def test_selection_lists_each_entry_once_with_a_reason_or_a_run() -> None:
+    keys = [e.key for e in SELECTION]
+    assert len(keys) == len(set(keys))
+    assert all(e.test.isdigit() and len(e.test) == 4 and e.test <= "0100" for e in SELECTION)
+    assert not [e.key for e in SELECTION if e.quick and e.skip]
