@@ -7,8 +7,11 @@ from typing import Any
 from urllib.parse import quote
 
 from conveyor.protocol.messages import (
+    AddPartitionsRequest,
+    AlterTopicConfigRequest,
     BrokerId,
     ClusterStatus,
+    ConfigValue,
     CreateTopicRequest,
     DecommissionResponse,
     TopicConfig,
@@ -73,6 +76,24 @@ class Admin:
 
     def delete_topic(self, name: str) -> None:
         self._http.request("DELETE", self._topic_url(name))
+
+    def add_partitions(self, name: str, partitions: int) -> TopicDescription:
+        """Grow ``name`` to ``partitions`` in all (INVALID_PARTITIONS unless larger)."""
+        request = AddPartitionsRequest(partitions=partitions)
+        url = self._topic_url(name) + "/partitions"
+        return self._http.call("POST", url, TopicDescription, body=request)
+
+    def alter_topic_config(
+        self,
+        name: str,
+        values: dict[str, ConfigValue] | None = None,
+        reset: list[str] | None = None,
+    ) -> TopicDescription:
+        """Set some TopicConfig fields of ``name`` and put ``reset`` back to their
+        defaults; the others keep their values. Brokers apply it without a restart."""
+        request = AlterTopicConfigRequest(set=values or {}, reset=reset or [])
+        url = self._topic_url(name) + "/config"
+        return self._http.call("PATCH", url, TopicDescription, body=request)
 
     def cluster(self) -> ClusterStatus:
         return self._http.call("GET", f"{self.url}/v1/cluster", ClusterStatus)

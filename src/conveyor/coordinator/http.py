@@ -12,8 +12,10 @@ from aiohttp import web
 from conveyor.coordinator.service import CoordinatorService, CoordinatorSettings
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.messages import (
+    AddPartitionsRequest,
     AlterIsrRequest,
     AlterIsrResponse,
+    AlterTopicConfigRequest,
     BrokerHeartbeat,
     BrokerId,
     ClusterStatus,
@@ -111,6 +113,16 @@ class CoordinatorHTTP:
     async def delete_topic(self, request: web.Request) -> web.Response:
         await self.service.delete_topic(request.match_info["topic"])
         return web.Response(status=204)
+
+    async def add_partitions(self, request: web.Request) -> web.Response:
+        body = await decode_json(request, AddPartitionsRequest)
+        topic = request.match_info["topic"]
+        return json_response(await self.service.add_partitions(topic, body))
+
+    async def alter_topic_config(self, request: web.Request) -> web.Response:
+        body = await decode_json(request, AlterTopicConfigRequest)
+        topic = request.match_info["topic"]
+        return json_response(await self.service.alter_topic_config(topic, body))
 
     async def cluster(self, _: web.Request) -> web.Response:
         return json_response(self.service.cluster_status())
@@ -247,6 +259,24 @@ class CoordinatorHTTP:
                 "/v1/topics/{topic}",
                 self.delete_topic,
                 "Delete a topic and its committed offsets (204)",
+                tags=("topics",),
+            ),
+            Route(
+                "POST",
+                "/v1/topics/{topic}/partitions",
+                self.add_partitions,
+                "Grow a topic to N partitions (never shrinks: 400 INVALID_PARTITIONS)",
+                request=AddPartitionsRequest,
+                response=TopicDescription,
+                tags=("topics",),
+            ),
+            Route(
+                "PATCH",
+                "/v1/topics/{topic}/config",
+                self.alter_topic_config,
+                "Change some of a topic's settings (brokers apply them without a restart)",
+                request=AlterTopicConfigRequest,
+                response=TopicDescription,
                 tags=("topics",),
             ),
         ]

@@ -30,8 +30,10 @@ from conveyor.coordinator.store import CoordinatorStore
 from conveyor.coordinator.validation import validate_topic_name
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, RetriableError
 from conveyor.protocol.messages import (
+    AddPartitionsRequest,
     AlterIsrRequest,
     AlterIsrResponse,
+    AlterTopicConfigRequest,
     BrokerHeartbeat,
     BrokerId,
     ClusterStatus,
@@ -241,6 +243,14 @@ class CoordinatorService:
 
     async def delete_topic(self, name: str) -> None:
         await self.transition(lambda s: core.delete_topic(s, name))
+
+    async def add_partitions(self, name: str, request: AddPartitionsRequest) -> TopicDescription:
+        return await self._transition(lambda s: core.add_partitions(s, name, request))
+
+    async def alter_topic_config(
+        self, name: str, request: AlterTopicConfigRequest
+    ) -> TopicDescription:
+        return await self._transition(lambda s: core.alter_topic_config(s, name, request))
 
     def list_topics(self) -> TopicList:
         return views.list_topics(self.state)

@@ -13,9 +13,11 @@ Read-only views (metadata, describe, cluster status, offsets) live in ``views.py
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
+
+import msgspec
 
 from conveyor.coordinator import views
 from conveyor.coordinator.election import on_broker_alive, on_broker_dead, on_replica_failed
@@ -50,8 +52,11 @@ from conveyor.coordinator.validation import (
 )
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError, RetriableError
 from conveyor.protocol.messages import (
+    AddPartitionsRequest,
+    AlterTopicConfigRequest,
     BrokerHeartbeat,
     BrokerId,
+    ConfigValue,
     CreateTopicRequest,
     Epoch,
     HeartbeatResponse,
@@ -318,12 +323,115 @@ def create_topic(
         ids = tuple(replicas)
         records.append(PartitionRecord(Partition(name, index, ids, ids[0], Epoch(0), ids)))
     new_state = apply(state, records)
+    reply = views.describe_topic(new_state, name)
+    if request.validate_only:
+        return _result(state, [], reply)
     leaders = dict(sorted(Counter(replicas[0] for replicas in placement).items()))
     decision = (
         f"created topic {name}: partitions={request.partitions} "
         f"replication_factor={replication_factor} leaders per broker {leaders}"
     )
-    return _result(new_state, records, views.describe_topic(new_state, name), [decision])
+    return _result(new_state, records, reply, [decision])
+
+
+def add_partitions(
+    state: ClusterState, name: str, request: AddPartitionsRequest
+) -> Result[TopicDescription]:
+    """Grow a topic to ``request.partitions``, placing only the new partitions.
+
+    The new partitions are placed like a new topic's (``place_partitions``) with the
+    cluster's current load, the topic's own partitions included, so leaders and replicas
+    stay spread; each starts empty at epoch 0 with all its replicas in the ISR, and brokers
+    open them from their next heartbeat answer. Shrinking is refused (INVALID_PARTITIONS,
+    as Kafka: keys would move to other partitions and data would be lost).
+
+    Worked example: topic ``t`` with 2 partitions on brokers 1 and 2 (RF 1), broker 3 idle;
+    growing to 4 places p2 and p3 on the least-loaded brokers first: p2 on 3, p3 on 1 or 2
+    by the seeded tie-break; ``test_add_partitions_spreads_the_new_ones`` checks this.
+    """
+    topic = views.require_topic(state, name)
+    count = request.partitions
+    if count <= topic.partition_count:
+        raise InvalidRequestError(
+            f"topic {name!r} has {topic.partition_count} partitions; the new count {count} "
+            "must be larger (partitions are never removed)",
+            code=ErrorCode.INVALID_PARTITIONS,
+            topic=name,
+        )
+    validate_partition_count(count)
+    live = [b for b in state.alive_broker_ids() if not state.brokers[b].decommissioning]
+    validate_replication_factor(topic.replication_factor, len(live))
+    leader_load = Counter(p.leader for p in state.partitions.values() if p.leader is not None)
+    replica_load = Counter(b for p in state.partitions.values() for b in p.replicas)
+    placement = place_partitions(
+        live,
+        count - topic.partition_count,
+        topic.replication_factor,
+        seed=topic_seed(name) + topic.partition_count,
+        leader_load=leader_load,
+        replica_load=replica_load,
+    )
+    records: list[Record] = [TopicRecord(replace(topic, partition_count=count))]
+    for index, replicas in enumerate(placement, start=topic.partition_count):
+        ids = tuple(replicas)
+        records.append(PartitionRecord(Partition(name, index, ids, ids[0], Epoch(0), ids)))
+    new_state = apply(state, records)
+    reply = views.describe_topic(new_state, name)
+    if request.validate_only:
+        return _result(state, [], reply)
+    decision = (
+        f"topic {name}: partitions {topic.partition_count} -> {count}, new ones on "
+        f"{[list(r) for r in placement]}"
+    )
+    return _result(new_state, records, reply, [decision])
+
+
+def alter_topic_config(
+    state: ClusterState, name: str, request: AlterTopicConfigRequest
+) -> Result[TopicDescription]:
+    """Change some of a topic's settings. Validated like a new topic's config, all or
+    nothing; brokers apply it from their next heartbeat answer (a changed log setting
+    reopens the partition's log, ``broker/reconcile.py``), the coordinator at once
+    (``unclean_leader_election``, the ISR minimum)."""
+    topic = views.require_topic(state, name)
+    config = merge_config(topic.config, request.set, request.reset)
+    validate_topic_config(config, topic.replication_factor)
+    records: list[Record] = [TopicRecord(replace(topic, config=config))]
+    new_state = apply(state, records)
+    reply = views.describe_topic(new_state, name)
+    changed = sorted({*request.set, *request.reset})
+    if request.validate_only or config == topic.config:
+        return _result(state, [], reply)
+    return _result(new_state, records, reply, [f"topic {name}: config changed: {changed}"])
+
+
+def merge_config(
+    config: TopicConfig, values: Mapping[str, ConfigValue], reset: Sequence[str]
+) -> TopicConfig:
+    """``config`` with ``reset`` back to their defaults, then ``values`` set. Unknown names
+    and values of the wrong type are INVALID_CONFIG; a name both set and reset too."""
+    fields = {f.name: f for f in msgspec.structs.fields(TopicConfig)}
+    unknown = sorted(n for n in (*values, *reset) if n not in fields)
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown topic setting(s) {unknown}; known: {sorted(fields)}",
+            code=ErrorCode.INVALID_CONFIG,
+        )
+    both = sorted(set(values) & set(reset))
+    if both:
+        raise InvalidRequestError(
+            f"setting(s) {both} both set and reset", code=ErrorCode.INVALID_CONFIG
+        )
+    merged = msgspec.structs.asdict(config)
+    for key in reset:
+        merged[key] = fields[key].default
+    merged.update(values)
+    try:
+        return canonical_config(msgspec.convert(merged, TopicConfig, strict=True))
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError(
+            f"invalid topic setting: {exc}", code=ErrorCode.INVALID_CONFIG
+        ) from None
 
 
 def default_replication_factor(defaults: TopicDefaults, live_count: int) -> int:

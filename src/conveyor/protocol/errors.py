@@ -42,6 +42,7 @@ class ErrorCode(enum.Enum):
     TOPIC_ALREADY_EXISTS = _Code(409, False, "topic already exists")
     OFFSET_OUT_OF_RANGE = _Code(416, False, "offset out of range")
     INVALID_CONFIG = _Code(400, False, "invalid configuration")
+    INVALID_PARTITIONS = _Code(400, False, "invalid partition count")
     # operating conditions that heal by themselves: retriable
     NOT_LEADER = _Code(421, True, "this broker is not the leader of the partition")
     LEADER_NOT_AVAILABLE = _Code(503, True, "the partition has no live leader")

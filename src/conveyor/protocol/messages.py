@@ -61,6 +61,26 @@ class CreateTopicRequest(Wire):
     partitions: int = 8
     replication_factor: int | None = None  # None: min(3, live brokers)
     config: TopicConfig | None = None
+    validate_only: bool = False  # answer what would be created, create nothing
+
+
+ConfigValue = int | str | bool | None
+
+
+class AlterTopicConfigRequest(Wire, forbid_unknown_fields=True):
+    """Change some of a topic's settings (``TopicConfig`` field names); the others keep
+    their values. ``reset`` puts settings back to their defaults."""
+
+    set: dict[str, ConfigValue] = msgspec.field(default_factory=dict)
+    reset: list[str] = msgspec.field(default_factory=list)
+    validate_only: bool = False
+
+
+class AddPartitionsRequest(Wire, forbid_unknown_fields=True):
+    """Grow a topic to ``partitions`` in all (never shrink: keys would move)."""
+
+    partitions: int
+    validate_only: bool = False
 
 
 class PartitionInfo(Wire):
