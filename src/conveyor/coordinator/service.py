@@ -245,12 +245,12 @@ class CoordinatorService:
         await self.transition(lambda s: core.delete_topic(s, name))
 
     async def add_partitions(self, name: str, request: AddPartitionsRequest) -> TopicDescription:
-        return await self._transition(lambda s: core.add_partitions(s, name, request))
+        return await self.transition(lambda s: core.add_partitions(s, name, request))
 
     async def alter_topic_config(
         self, name: str, request: AlterTopicConfigRequest
     ) -> TopicDescription:
-        return await self._transition(lambda s: core.alter_topic_config(s, name, request))
+        return await self.transition(lambda s: core.alter_topic_config(s, name, request))
 
     def list_topics(self) -> TopicList:
         return views.list_topics(self.state)
