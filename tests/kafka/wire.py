@@ -34,6 +34,87 @@ def metadata_topics(version: int, names: list[str]) -> list[Any]:
     return [topic(name=name) for name in names]
 
 
+def produce_request(
+    version: int, topic: str, partition: int, records: bytes, acks: int = -1, **fields: Any
+) -> dict[str, Any]:
+    """The fields of a one-partition Produce."""
+    request = SERVED[ApiKey.PRODUCE].request[version]
+    data = request.TopicProduceData
+    return {
+        "transactional_id": None,
+        "acks": acks,
+        "timeout_ms": 10_000,
+        "topic_data": [
+            data(
+                name=topic,
+                partition_data=[data.PartitionProduceData(index=partition, records=records)],
+            )
+        ],
+        **fields,
+    }
+
+
+def fetch_request(
+    version: int,
+    topic: str,
+    partition: int,
+    offset: int,
+    *,
+    max_wait_ms: int = 0,
+    min_bytes: int = 1,
+    partition_max_bytes: int = 1024 * 1024,
+) -> dict[str, Any]:
+    request = SERVED[ApiKey.FETCH].request[version]
+    fetch_topic = request.FetchTopic
+    return {
+        "replica_id": -1,
+        "max_wait_ms": max_wait_ms,
+        "min_bytes": min_bytes,
+        "max_bytes": 50 * 1024 * 1024,
+        "isolation_level": 0,
+        "session_id": 0,
+        "session_epoch": -1,
+        "topics": [
+            fetch_topic(
+                topic=topic,
+                partitions=[
+                    fetch_topic.FetchPartition(
+                        partition=partition,
+                        current_leader_epoch=-1,
+                        fetch_offset=offset,
+                        last_fetched_epoch=-1,
+                        log_start_offset=-1,
+                        partition_max_bytes=partition_max_bytes,
+                    )
+                ],
+            )
+        ],
+        "forgotten_topics_data": [],
+        "rack_id": "",
+    }
+
+
+def list_offsets_request(
+    version: int, topic: str, partition: int, timestamp: int
+) -> dict[str, Any]:
+    request = SERVED[ApiKey.LIST_OFFSETS].request[version]
+    list_topic = request.ListOffsetsTopic
+    return {
+        "replica_id": -1,
+        "isolation_level": 0,
+        "topics": [
+            list_topic(
+                name=topic,
+                partitions=[
+                    list_topic.ListOffsetsPartition(
+                        partition_index=partition, current_leader_epoch=-1, timestamp=timestamp
+                    )
+                ],
+            )
+        ],
+    }
+
+
 def sample_batch(count: int = 3, key: bytes | None = b"k", **batch: Any) -> bytes:
     return encode_batch([(key, b"value-%d" % i) for i in range(count)], **batch)
 

@@ -307,6 +307,15 @@ class BrokerService:
             offset_for_timestamp=found,
         )
 
+    async def epoch_end(
+        self, topic: str, partition: int, epoch: int, leader_epoch: int | None = None
+    ) -> tuple[int, int]:
+        """(largest epoch <= ``epoch`` in the leader's log, where it ends): a consumer's
+        check for truncation after a leader change (Kafka's OffsetForLeaderEpoch, KIP-320);
+        (-1, -1) when the log knows no epoch that old. Fenced by ``leader_epoch``."""
+        source = await self.leader_partition(topic, partition, leader_epoch)
+        return source.log.end_offset_for_epoch(epoch)
+
     def hosted(self) -> HostedPartitions:
         partitions = self.replicas.partitions
         return HostedPartitions(

@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING
 
 from conveyor.broker.kafka.api_versions import ApiVersionsHandler
 from conveyor.broker.kafka.auth import Authorizer
+from conveyor.broker.kafka.fetch import FetchHandler
 from conveyor.broker.kafka.metadata import MetadataHandler
+from conveyor.broker.kafka.offsets import ListOffsetsHandler, OffsetForLeaderEpochHandler
 from conveyor.broker.kafka.produce import ProduceHandler
+from conveyor.broker.kafka.producer_id import InitProducerIdHandler
 from conveyor.broker.kafka.registry import Registry
 from conveyor.broker.kafka.session import KafkaSession, SessionSettings
 from conveyor.protocol.kafka.apis import ApiKey
-from conveyor.protocol.messages import Metadata
+from conveyor.protocol.messages import InitProducerIdRequest, InitProducerIdResponse, Metadata
 from conveyor.transport.kafka_server import ConnectionInfo, KafkaListener, KafkaListenerSettings
 from conveyor.transport.limits import ConnectionLimits
 
@@ -39,6 +42,25 @@ def build_registry(service: BrokerService, authorizer: Authorizer) -> Registry:
     registry.add(ApiKey.API_VERSIONS, ApiVersionsHandler(registry.version_ranges))
     registry.add(ApiKey.METADATA, MetadataHandler(describe, metadata, authorizer))
     registry.add(ApiKey.PRODUCE, ProduceHandler(service.produce, metadata, authorizer))
+    fetch = FetchHandler(service.fetch, service.offsets, service.fetch_memory.release, authorizer)
+    registry.add(ApiKey.FETCH, fetch)
+    registry.add(ApiKey.LIST_OFFSETS, ListOffsetsHandler(service.offsets, authorizer))
+    registry.add(
+        ApiKey.OFFSET_FOR_LEADER_EPOCH, OffsetForLeaderEpochHandler(service.epoch_end, authorizer)
+    )
+    coordinator_url = service.config.coordinator_url.rstrip("/")
+    http = service.http
+
+    async def init_producer_id(request: InitProducerIdRequest) -> InitProducerIdResponse:
+        return await http.call(
+            "POST",
+            f"{coordinator_url}/v1/producers/init",
+            InitProducerIdResponse,
+            body=request,
+            timeout_s=service.config.heartbeat_timeout_ms / 1000,
+        )
+
+    registry.add(ApiKey.INIT_PRODUCER_ID, InitProducerIdHandler(init_producer_id))
     return registry
 
 

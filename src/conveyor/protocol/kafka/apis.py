@@ -4,7 +4,8 @@ ApiVersions and enforced on every request.
 A version range is what kafka-python's message classes support *and* what Conveyor
 implements; it stops short of versions whose meaning Conveyor lacks (Fetch v13+ and
 Produce v13 name topics by id only; Produce v12 and InitProducerId v5+ are transactions
-v2, ListOffsets v9+ tiered storage). Produce is advertised from v0 although v0-2 are
+v2; ListOffsets v7 adds the max-timestamp query, which needs a per-segment maximum the
+log does not keep yet). Produce is advertised from v0 although v0-2 are
 refused (librdkafka picks its feature set from the advertised minimum; KAFKA-18659, as
 Kafka 4.0 does). ``before_auth``: allowed on a connection that has not authenticated yet
 when authentication is on (Kafka's rule: only ApiVersions and the SASL exchange).
@@ -107,7 +108,7 @@ class ApiSpec:
 _SPECS: Final = (
     ApiSpec(ApiKey.PRODUCE, 3, 11, ProduceRequest, ProduceResponse, advertised_min=0),
     ApiSpec(ApiKey.FETCH, 4, 12, FetchRequest, FetchResponse),
-    ApiSpec(ApiKey.LIST_OFFSETS, 1, 8, ListOffsetsRequest, ListOffsetsResponse),
+    ApiSpec(ApiKey.LIST_OFFSETS, 1, 6, ListOffsetsRequest, ListOffsetsResponse),
     ApiSpec(ApiKey.METADATA, 0, 12, MetadataRequest, MetadataResponse),
     ApiSpec(ApiKey.SASL_HANDSHAKE, 0, 1, SaslHandshakeRequest, SaslHandshakeResponse, None, True),
     ApiSpec(ApiKey.API_VERSIONS, 0, 4, ApiVersionsRequest, ApiVersionsResponse, None, True),

@@ -1,0 +1,212 @@
+"""Fetch: each partition's stored batches from ``BrokerService.fetch`` (the HTTP route's
+operation: whole batches from the one holding the offset, even mid-batch, only below the
+high watermark, counted against the broker's fetch memory budget), sent as they are.
+
+Kafka's request-level rules on top of it:
+
+* ``max_bytes`` is shared by the partitions in request order, each also bounded by its
+  ``partition_max_bytes``; the first partition with data always gets at least one whole
+  batch (KIP-74), partitions past the budget answer empty.
+* When fewer than ``min_bytes`` are available the request waits up to ``max_wait_ms``:
+  every partition long-polls at once and the first that gets data (or an error) wakes the
+  request, which then reads everything again. At most one wait per partition that had no
+  data is outstanding; the waits end with the request.
+* Fetch sessions (KIP-227) are answered sessionless: session id 0 tells the client to keep
+  sending full requests. No preferred read replica (-1), no aborted transactions, last
+  stable offset = high watermark (there are no transactions yet, issue 21).
+* ``current_leader_epoch`` (v9+) fences like the HTTP ``leader_epoch`` parameter: older is
+  FENCED_LEADER_EPOCH, newer UNKNOWN_LEADER_EPOCH.
+
+The bytes read stay counted in the fetch memory budget until the answer is written (or
+dropped): ``ctx.after_reply`` releases them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from conveyor.broker.kafka.auth import Authorizer
+from conveyor.broker.kafka.registry import RequestContext
+from conveyor.protocol.errors import ConveyorError, ErrorCode
+from conveyor.protocol.kafka.apis import SERVED, ApiKey
+from conveyor.protocol.kafka.errors import KafkaError, kafka_error
+from conveyor.protocol.messages import PartitionOffsets
+
+_NO_EPOCH: Final = -1
+
+Fetch = Callable[..., Awaitable[Any]]  # BrokerService.fetch -> FetchResult
+Offsets = Callable[[str, int], Awaitable[PartitionOffsets]]
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    topic: str
+    partition: int
+    offset: int
+    max_bytes: int
+    leader_epoch: int | None  # None: not fenced
+
+
+@dataclass(slots=True)
+class Answer:
+    error: KafkaError = KafkaError.NONE
+    records: bytes = b""
+    high_watermark: int = -1
+    log_start_offset: int = -1
+
+
+def epoch_error(exc: ConveyorError, asked_epoch: int | None) -> KafkaError:
+    """Kafka's fencing codes for the broker's epoch checks."""
+    known = exc.details.get("leader_epoch")
+    if (
+        exc.code is ErrorCode.LEADER_NOT_AVAILABLE
+        and asked_epoch is not None
+        and isinstance(known, int)
+        and asked_epoch > known
+    ):
+        return KafkaError.UNKNOWN_LEADER_EPOCH
+    return kafka_error(exc.code)
+
+
+class FetchHandler:
+    def __init__(
+        self,
+        fetch: Fetch,
+        offsets: Offsets,
+        release: Callable[[int], None],
+        authorizer: Authorizer,
+    ) -> None:
+        self._fetch = fetch
+        self._offsets = offsets
+        self._release = release
+        self._authorizer = authorizer
+
+    async def __call__(self, ctx: RequestContext, request: Any) -> Any:
+        wanted: list[Wanted] = []
+        denied: set[str] = set()
+        for topic in request.topics:
+            if not await self._authorizer.allowed(ctx.principal, "consume", "topic", topic.topic):
+                denied.add(topic.topic)
+            for p in topic.partitions:
+                epoch = getattr(p, "current_leader_epoch", _NO_EPOCH)
+                wanted.append(
+                    Wanted(
+                        topic.topic,
+                        p.partition,
+                        p.fetch_offset,
+                        p.partition_max_bytes,
+                        None if epoch == _NO_EPOCH else epoch,
+                    )
+                )
+        held = [0]  # bytes this request holds in the fetch memory budget
+        ctx.after_reply(lambda: self._release(held[0]))
+        answers = await self._serve(wanted, denied, request, held)
+        return _response(ctx.api_version, wanted, answers)
+
+    async def _serve(
+        self, wanted: list[Wanted], denied: set[str], request: Any, held: list[int]
+    ) -> list[Answer]:
+        deadline = time.monotonic() + max(0, request.max_wait_ms) / 1000
+        while True:
+            answers = await self._read_all(wanted, denied, request.max_bytes, held)
+            available = sum(len(a.records) for a in answers)
+            errors = any(a.error is not KafkaError.NONE for a in answers)
+            remaining_s = deadline - time.monotonic()
+            if available >= request.min_bytes or errors or remaining_s <= 0 or not wanted:
+                return answers
+            self._release(held[0])  # read again after the wait
+            held[0] = 0
+            await self._wait_any(wanted, denied, remaining_s)
+
+    async def _read_all(
+        self, wanted: list[Wanted], denied: set[str], max_bytes: int, held: list[int]
+    ) -> list[Answer]:
+        answers = []
+        budget = max(1, max_bytes)
+        for want in wanted:
+            if want.topic in denied:
+                answers.append(Answer(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+                continue
+            answer = await self._read_one(want, min(want.max_bytes, budget))
+            held[0] += len(answer.records)
+            budget -= len(answer.records)
+            answers.append(answer)
+        return answers
+
+    async def _read_one(self, want: Wanted, max_bytes: int, wait_ms: int = 0) -> Answer:
+        try:
+            if max_bytes <= 0:  # past the request's budget: offsets only, no data
+                offsets = await self._offsets(want.topic, want.partition)
+                return Answer(
+                    high_watermark=offsets.high_watermark,
+                    log_start_offset=offsets.log_start_offset,
+                )
+            result = await self._fetch(
+                want.topic,
+                want.partition,
+                want.offset,
+                max_bytes=max_bytes,
+                max_wait_ms=wait_ms,
+                leader_epoch=want.leader_epoch,
+            )
+        except ConveyorError as exc:
+            return Answer(epoch_error(exc, want.leader_epoch))
+        return Answer(
+            records=result.batches,
+            high_watermark=result.high_watermark,
+            log_start_offset=result.log_start_offset,
+        )
+
+    async def _wait_any(self, wanted: list[Wanted], denied: set[str], timeout_s: float) -> None:
+        """Until one partition has data or an error, or ``timeout_s``; what the waits
+        read is released at once (the caller reads again)."""
+        wait_ms = int(timeout_s * 1000)
+        waits = [
+            asyncio.ensure_future(self._read_one(w, 1, wait_ms))
+            for w in wanted
+            if w.topic not in denied
+        ]
+        if not waits:
+            return
+        try:
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            for task in waits:
+                with contextlib.suppress(asyncio.CancelledError):
+                    answer = await task
+                    self._release(len(answer.records))
+
+
+def _response(version: int, wanted: list[Wanted], answers: list[Answer]) -> Any:
+    response = SERVED[ApiKey.FETCH].response[version]
+    topic_cls = response.FetchableTopicResponse
+    partition_cls = topic_cls.PartitionData
+    by_topic: dict[str, list[Any]] = {}
+    for want, answer in zip(wanted, answers, strict=True):
+        by_topic.setdefault(want.topic, []).append(
+            partition_cls(
+                partition_index=want.partition,
+                error_code=answer.error,
+                high_watermark=answer.high_watermark,
+                last_stable_offset=answer.high_watermark,
+                log_start_offset=answer.log_start_offset,
+                aborted_transactions=[],
+                preferred_read_replica=-1,
+                records=answer.records,
+            )
+        )
+    return response(
+        throttle_time_ms=0,
+        error_code=0,
+        session_id=0,
+        responses=[
+            topic_cls(topic=name, partitions=partitions) for name, partitions in by_topic.items()
+        ],
+    )

@@ -1,0 +1,61 @@
+"""InitProducerId: an idempotent producer's id and epoch from the coordinator (the HTTP
+route ``POST /v1/producers/init``'s operation; a known id with its epoch gets the epoch
+bumped, as KIP-360). A transactional id is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+until transactions exist (issue 21), so a transactional producer fails at once with a
+clear error instead of later in its first transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from conveyor.broker.kafka.registry import RequestContext
+from conveyor.protocol.errors import ConveyorError
+from conveyor.protocol.kafka.apis import SERVED, ApiKey
+from conveyor.protocol.kafka.errors import KafkaError, kafka_error
+from conveyor.protocol.messages import InitProducerIdRequest, InitProducerIdResponse
+
+log = logging.getLogger(__name__)
+
+InitProducerId = Callable[[InitProducerIdRequest], Awaitable[InitProducerIdResponse]]
+
+
+class InitProducerIdHandler:
+    def __init__(self, init_producer_id: InitProducerId) -> None:
+        self._init = init_producer_id
+
+    async def __call__(self, ctx: RequestContext, request: Any) -> Any:
+        response = SERVED[ApiKey.INIT_PRODUCER_ID].response[ctx.api_version]
+        if request.transactional_id is not None:
+            log.info(
+                "InitProducerId for transactional id %r from %s refused: transactions are "
+                "not supported yet",
+                request.transactional_id,
+                ctx.connection.info.peer,
+            )
+            return response(
+                throttle_time_ms=0,
+                error_code=KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                producer_id=-1,
+                producer_epoch=-1,
+            )
+        asked = InitProducerIdRequest(
+            producer_id=getattr(request, "producer_id", -1),
+            producer_epoch=getattr(request, "producer_epoch", -1),
+        )
+        try:
+            answer = await self._init(asked)
+        except ConveyorError as exc:
+            return response(
+                throttle_time_ms=0,
+                error_code=kafka_error(exc.code),
+                producer_id=-1,
+                producer_epoch=-1,
+            )
+        return response(
+            throttle_time_ms=0,
+            error_code=KafkaError.NONE,
+            producer_id=answer.producer_id,
+            producer_epoch=answer.producer_epoch,
+        )
