@@ -119,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"conveyor broker: error: {exc.message}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
-    setup_logging("broker", s[catalog.LOG_LEVEL])
+    setup_logging(
+        "broker", s[catalog.LOG_LEVEL], s[catalog.LOG_FORMAT], broker_id=s[catalog.BROKER_ID]
+    )
     for warning in env_warnings():
         log.warning("%s", warning)
     try:
@@ -142,10 +144,12 @@ def run(args: argparse.Namespace) -> int:
         s.config_path,
     )
     from conveyor.broker.security import refresh_security
+    from conveyor.transport.access import ACCESS_LOG_KEY
     from conveyor.transport.auth import AUTH_KEY, AuthInstall, auth_settings
     from conveyor.transport.limit_args import auth_limits_from_settings, limits_from_settings
 
     app = build_broker_app(service)
+    app[ACCESS_LOG_KEY] = s[catalog.ACCESS_LOG]
     auth = auth_settings(s[catalog.AUTH], config.cluster_secret, auth_limits_from_settings(s))
     service.security.enabled = auth.enabled
     service.security.refresher = lambda: refresh_security(service)

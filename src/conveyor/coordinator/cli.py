@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from conveyor.transport.runner import run as serve
 
     s = load(args)
-    setup_logging("coordinator", s[catalog.LOG_LEVEL])
+    setup_logging("coordinator", s[catalog.LOG_LEVEL], s[catalog.LOG_FORMAT])
     from conveyor.settings import env_warnings
 
     for warning in env_warnings():
@@ -90,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         s.config_path,
     )
     app = build_coordinator_app(settings)
+    from conveyor.transport.access import ACCESS_LOG_KEY
+
+    app[ACCESS_LOG_KEY] = s[catalog.ACCESS_LOG]
     from conveyor.coordinator import security
     from conveyor.transport.auth import AUTH_KEY, AuthInstall, auth_settings
     from conveyor.transport.limit_args import auth_limits_from_settings, limits_from_settings

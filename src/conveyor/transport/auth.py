@@ -62,7 +62,7 @@ CACHE_ENTRIES_MAX: Final = 10_000
 # Between two on-demand refreshes of a broker's security state (unknown credentials,
 # a denied request): bounds the coordinator load that bad credentials can cause.
 CATCH_UP_GAP_S: Final = 0.1
-PRINCIPAL_KEY: Final = "principal"
+PRINCIPAL_KEY: Final = web.RequestKey("conveyor_principal", str)
 
 
 @dataclass(frozen=True, slots=True)

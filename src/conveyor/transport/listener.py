@@ -159,6 +159,7 @@ async def serve(
     """Serve ``app`` until SIGTERM or SIGINT (or ``stop`` is set, when given: then no
     signal handlers are installed), then shut down gracefully. ``listening`` receives the
     bound port."""
+    from conveyor.transport.access import AccessLogger, access_logger
     from conveyor.transport.metrics import HTTP_METRICS_KEY
 
     guard = ListenerGuard(limits)
@@ -168,7 +169,8 @@ async def serve(
     runner = web.AppRunner(
         app,
         handle_signals=False,
-        access_log=None,
+        access_log=access_logger(app),
+        access_log_class=AccessLogger,
         keepalive_timeout=limits.idle_timeout_ms / 1000,
         shutdown_timeout=shutdown_timeout_s,
     )

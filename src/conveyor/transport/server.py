@@ -24,6 +24,7 @@ from aiohttp.typedefs import Middleware
 from conveyor._version import __version__
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import BATCH_CONTENT_TYPE, ErrorBody, Health, HealthStatus
+from conveyor.transport.access import request_id_middleware
 from conveyor.transport.metrics import (
     HTTP_METRICS_KEY,
     METRICS_PATH,
@@ -188,7 +189,7 @@ def build_app(
     ``/metrics`` (its own registry: see ``transport/metrics.py``) and OpenAPI."""
     registry, http_metrics = new_registry(service)
     app = web.Application(
-        middlewares=[error_middleware, metrics_middleware(http_metrics)],
+        middlewares=[request_id_middleware, error_middleware, metrics_middleware(http_metrics)],
         client_max_size=client_max_size,
     )
     app[REGISTRY_KEY] = registry
