@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -121,6 +122,7 @@ def test_cli_reports_unreachable_coordinator(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_dev_cluster_starts_serves_stops_and_resumes(tmp_path: Path) -> None:
     port = free_port_block(3)
+    kafka_port = free_port_block(2)
     url = f"http://127.0.0.1:{port}"
     argv = [
         sys.executable,
@@ -131,6 +133,8 @@ def test_dev_cluster_starts_serves_stops_and_resumes(tmp_path: Path) -> None:
         "2",
         "--port",
         str(port),
+        "--kafka-port",
+        str(kafka_port),
         "--data",
         str(tmp_path / "dev"),
     ]
@@ -161,6 +165,19 @@ def test_dev_cluster_starts_serves_stops_and_resumes(tmp_path: Path) -> None:
         assert consumed.stdout.split() == ["x", "kept"]
         output = log_path.read_text()
         assert "coordinator" in output and "broker-2" in output  # logs streamed, prefixed
+        # each broker's Kafka listener, shown in the table, and the bootstrap in the hint
+        bootstrap = f"127.0.0.1:{kafka_port},127.0.0.1:{kafka_port + 1}"
+        assert f"kcat -b {bootstrap}" in output
+        kcat = shutil.which("kcat")
+        if kcat is not None:
+            listing = subprocess.run(
+                [kcat, "-b", bootstrap, "-L", "-t", "demo"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            assert "2 brokers:" in listing.stdout and 'topic "demo"' in listing.stdout
     finally:
         if dev.poll() is None:
             dev.send_signal(signal.SIGINT)

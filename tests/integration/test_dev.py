@@ -47,7 +47,8 @@ def test_make_run_survives_a_broker_death_and_stops_cleanly(tmp_path: Path) -> N
     broker_2 = f"http://127.0.0.1:{port + 2}"
     log_path = tmp_path / "make-run.log"
     argv = ["make", "--no-print-directory", "-C", str(ROOT), "-o", str(STAMP), "run"]
-    argv += [f"VENV={sys.prefix}", f"DEV_ARGS=--brokers 2 --port {port} --data {data}"]
+    dev_args = f"--brokers 2 --port {port} --kafka-port {free_port_block(2)} --data {data}"
+    argv += [f"VENV={sys.prefix}", f"DEV_ARGS={dev_args}"]
     # A terminal of its own (a pty), so that Ctrl-C is a real ^C typed on it: the line
     # discipline sends SIGINT to the terminal's foreground process group.
     terminal, terminal_slave = os.openpty()

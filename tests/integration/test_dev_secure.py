@@ -18,7 +18,7 @@ def test_dev_tls_auth_runs_https_and_prints_a_working_admin_token(tmp_path: Path
     data = tmp_path / "dev"
     log_path = tmp_path / "dev.log"
     argv = [sys.executable, "-m", "conveyor", "dev", "--tls", "--auth", "--brokers", "1"]
-    argv += ["--port", str(port), "--data", str(data)]
+    argv += ["--port", str(port), "--data", str(data), "--kafka-port", str(free_port())]
     with log_path.open("ab") as log:
         dev = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:

@@ -65,6 +65,19 @@ def register(subparsers: Subparsers) -> None:
         "kept in DATA/cluster-secret)",
     )
     dev.add_argument(
+        "--kafka-port",
+        type=positive_int,
+        default=9092,
+        metavar="BASE",
+        help="broker N serves the Kafka protocol on 127.0.0.1:BASE+N-1 (default 9092)",
+    )
+    dev.add_argument(
+        "--kafka",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="open the brokers' Kafka listeners (default on; --no-kafka: HTTP only)",
+    )
+    dev.add_argument(
         "--restart-dead",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -123,6 +136,9 @@ def _children(args: argparse.Namespace) -> list[Child]:
     ]
     for broker_id in range(1, args.brokers + 1):
         port = args.port + broker_id
+        kafka_argv = []
+        if args.kafka:
+            kafka_argv = ["--kafka-listen", f"127.0.0.1:{kafka_port(args, broker_id)}"]
         children.append(
             Child(
                 f"broker-{broker_id}",
@@ -142,11 +158,23 @@ def _children(args: argparse.Namespace) -> list[Child]:
                     args.flush,
                     "--log-level",
                     args.log_level,
+                    *kafka_argv,
                     *tls_argv,
                 ],
             )
         )
     return children
+
+
+def kafka_port(args: argparse.Namespace, broker_id: int) -> int:
+    return int(args.kafka_port) + broker_id - 1
+
+
+def kafka_bootstrap(args: argparse.Namespace) -> str | None:
+    """Kafka clients' bootstrap.servers for the dev cluster (None with --no-kafka)."""
+    if not args.kafka:
+        return None
+    return ",".join(f"127.0.0.1:{kafka_port(args, b)}" for b in range(1, args.brokers + 1))
 
 
 def _tls_argv(data: Path) -> list[str]:
@@ -238,8 +266,10 @@ def _supervise(
             print_line(f"[red]conveyor dev: {problem}[/red]")
             return EXIT_ERROR
         children = supervisor.children
-        rows = [(c.name, c.url, c.pid) for c in children]
-        print_table(f"conveyor dev cluster (data in {args.data})", ("service", "url", "pid"), rows)
+        rows = [(c.name, c.url, _kafka_cell(args, c.name), c.pid) for c in children]
+        print_table(
+            f"conveyor dev cluster (data in {args.data})", ("service", "url", "kafka", "pid"), rows
+        )
         if args.monitoring:
             prometheus = start_for_dev(args.data, args.port, args.brokers, args.prometheus_port, ca)
         print(  # plain: rich would wrap the long token and break copy-paste
@@ -253,6 +283,7 @@ def _supervise(
             )
             + "  conveyor produce demo hello world\n"
             "  conveyor consume demo --from-beginning\n"
+            + _kafka_hint(args)
             + _data_hint(args.data)
             + "  conveyor dev stop-broker 2    # watch failover: conveyor topic describe demo\n"
             "  conveyor dev start-broker 2\n"
@@ -302,6 +333,20 @@ def _set_foreground(fd: int, group: int) -> None:
         print_line(f"[yellow]conveyor dev: could not set the terminal's group: {exc}[/yellow]")
     finally:
         signal.signal(signal.SIGTTOU, previous)
+
+
+def _kafka_cell(args: argparse.Namespace, name: str) -> str:
+    if not args.kafka or not name.startswith("broker-"):
+        return ""
+    return f"127.0.0.1:{kafka_port(args, int(name.removeprefix('broker-')))}"
+
+
+def _kafka_hint(args: argparse.Namespace) -> str:
+    bootstrap = kafka_bootstrap(args)
+    if bootstrap is None:
+        return ""
+    tls = " -X security.protocol=ssl -X ssl.ca.location=$CONVEYOR_CA" if args.tls else ""
+    return f"  kcat -b {bootstrap}{tls} -L     # any Kafka client: bootstrap {bootstrap}\n"
 
 
 def _data_hint(data: Path) -> str:

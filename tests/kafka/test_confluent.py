@@ -1,0 +1,156 @@
+"""confluent-kafka (librdkafka) against the Kafka listener: an idempotent producer whose keys
+land on the partitions Conveyor's own client picks, a manual-assign consumer reading back
+keys, values, headers and timestamps, and a SIGKILLed leader during an idempotent run that
+loses nothing acknowledged and stores no duplicate."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from conveyor.protocol.partitioner import partition_for_key
+from tests.integration.cluster import Cluster, wait_for
+from tests.kafka.conftest import unique_topic
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+
+
+def _config(cluster: Cluster, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {"bootstrap.servers": cluster.bootstrap, **extra}
+    if cluster.ca is not None:
+        config.update({"security.protocol": "ssl", "ssl.ca.location": str(cluster.ca)})
+    return config
+
+
+def _produce(producer: Any, topic: str, items: list[tuple[str, str]], **fields: Any) -> list[Any]:
+    """Produce and wait for every delivery report; returns the delivered messages."""
+    delivered: list[Any] = []
+    errors: list[Any] = []
+
+    def report(error: Any, message: Any) -> None:
+        (errors if error is not None else delivered).append(error or message)
+
+    for key, value in items:
+        producer.produce(
+            topic, value=value.encode(), key=key.encode(), on_delivery=report, **fields
+        )
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert errors == []
+    return delivered
+
+
+def _consume_all(cluster: Cluster, topic: str, partitions: int, expected: int) -> list[Any]:
+    consumer = confluent_kafka.Consumer(
+        _config(cluster, **{"group.id": "unused-manual-assign", "enable.auto.commit": False})
+    )
+    try:
+        consumer.assign(
+            [
+                confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
+                for p in range(partitions)
+            ]
+        )
+        messages: list[Any] = []
+        deadline = time.monotonic() + 60
+        while len(messages) < expected and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=500, timeout=1.0):
+                assert message.error() is None, message.error()
+                messages.append(message)
+        return messages
+    finally:
+        consumer.close()
+
+
+def test_idempotent_producer_and_manual_assign_consumer(kafka_cluster: Cluster) -> None:
+    topic = unique_topic("confluent")
+    producer = confluent_kafka.Producer(
+        _config(
+            kafka_cluster,
+            **{
+                "enable.idempotence": True,
+                "acks": "all",
+                "partitioner": "murmur2_random",
+                "linger.ms": 5,
+            },
+        )
+    )
+    items = [(f"customer-{i % 13}", f"order-{i}") for i in range(300)]
+    delivered = _produce(producer, topic, items, headers=[("source", b"confluent")])
+    for message in delivered:  # the partition Conveyor's own client picks for the key
+        assert message.partition() == partition_for_key(message.key(), 8)
+    messages = _consume_all(kafka_cluster, topic, 8, len(items))
+    assert sorted((m.key(), m.value()) for m in messages) == sorted(
+        (k.encode(), v.encode()) for k, v in items
+    )
+    by_offset = {(m.partition(), m.offset()): m for m in delivered}
+    for message in messages:
+        sent = by_offset[(message.partition(), message.offset())]
+        assert (message.key(), message.value()) == (sent.key(), sent.value())
+        assert message.headers() == [("source", b"confluent")]
+        assert message.timestamp()[1] == sent.timestamp()[1] > 0
+    per_key: dict[bytes, list[int]] = {}
+    for message in sorted(messages, key=lambda m: (m.partition(), m.offset())):
+        per_key.setdefault(message.key(), []).append(int(message.value().split(b"-")[1]))
+    assert all(values == sorted(values) for values in per_key.values())  # order per key
+
+
+@pytest.mark.slow
+def test_leader_killed_during_idempotent_run_loses_and_duplicates_nothing(
+    kafka_cluster3: Cluster,
+) -> None:
+    cluster = kafka_cluster3
+    topic = unique_topic("confluent-kill")
+    producer = confluent_kafka.Producer(
+        _config(
+            cluster,
+            **{
+                "enable.idempotence": True,
+                "acks": "all",
+                "partitioner": "murmur2_random",
+                "linger.ms": 2,
+                "message.timeout.ms": 60_000,
+            },
+        )
+    )
+    acknowledged: list[bytes] = []
+    failed: list[Any] = []
+
+    def report(error: Any, message: Any) -> None:
+        if error is None:
+            acknowledged.append(message.value())
+        else:
+            failed.append(error)
+
+    producer.produce(topic, value=b"warm-up", key=b"k", on_delivery=report)
+    assert producer.flush(30) == 0
+    total = 3000
+    stop = threading.Event()
+
+    def run() -> None:
+        for i in range(total):
+            producer.produce(topic, value=b"v-%d" % i, key=b"k-%d" % (i % 20), on_delivery=report)
+            producer.poll(0)
+            if i % 100 == 0:
+                time.sleep(0.05)  # spread the run over the kill
+        producer.flush(90)
+        stop.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_for(lambda: len(acknowledged) > total // 4, 30, "a quarter acknowledged")
+    cluster.brokers[1].kill()  # SIGKILL: its leaderships move to the others
+    thread.join(120)
+    assert stop.is_set()
+    assert failed == []
+    assert len(acknowledged) == total + 1
+    cluster.brokers[1].start()  # back, so the consumer sees every partition's history
+    cluster.brokers[1].wait_ready()
+    messages = _consume_all(cluster, topic, 8, total + 1)
+    stored = Counter(m.value() for m in messages)
+    assert [v for v, n in stored.items() if n > 1] == []  # no duplicate
+    assert set(acknowledged) <= set(stored)  # nothing acknowledged lost
