@@ -11,6 +11,17 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
+from conveyor.broker.kafka.admin_cluster import DescribeClusterHandler
+from conveyor.broker.kafka.admin_configs import (
+    AlterConfigsHandler,
+    BrokerFacts,
+    DescribeConfigsHandler,
+)
+from conveyor.broker.kafka.admin_topics import (
+    CreatePartitionsHandler,
+    CreateTopicsHandler,
+    DeleteTopicsHandler,
+)
 from conveyor.broker.kafka.api_versions import ApiVersionsHandler
 from conveyor.broker.kafka.auth import Authorizer
 from conveyor.broker.kafka.fetch import FetchHandler
@@ -20,6 +31,8 @@ from conveyor.broker.kafka.produce import ProduceHandler
 from conveyor.broker.kafka.producer_id import InitProducerIdHandler
 from conveyor.broker.kafka.registry import Registry
 from conveyor.broker.kafka.session import KafkaSession, SessionSettings
+from conveyor.broker.kafka.topic_configs import ConfigType
+from conveyor.broker.topic_admin import CoordinatorTopics
 from conveyor.protocol.kafka.apis import ApiKey
 from conveyor.protocol.messages import InitProducerIdRequest, InitProducerIdResponse, Metadata
 from conveyor.transport.kafka_server import ConnectionInfo, KafkaListener, KafkaListenerSettings
@@ -64,12 +77,51 @@ def build_registry(service: BrokerService, authorizer: Authorizer) -> Registry:
     return registry
 
 
+def add_admin(
+    registry: Registry, service: BrokerService, authorizer: Authorizer, settings: KafkaSettings
+) -> None:
+    """The admin APIs, over the coordinator's topic operations (its HTTP routes)."""
+    topics = CoordinatorTopics(service.http, service.config.coordinator_url)
+    broker_id = int(service.broker_id)
+    registry.add(ApiKey.CREATE_TOPICS, CreateTopicsHandler(topics, authorizer))
+    registry.add(ApiKey.DELETE_TOPICS, DeleteTopicsHandler(topics, authorizer))
+    registry.add(ApiKey.CREATE_PARTITIONS, CreatePartitionsHandler(topics, authorizer))
+    describe = DescribeConfigsHandler(
+        topics, authorizer, broker_id, broker_facts(service, settings)
+    )
+    registry.add(ApiKey.DESCRIBE_CONFIGS, describe)
+    registry.add(ApiKey.ALTER_CONFIGS, AlterConfigsHandler(topics, authorizer, broker_id))
+    registry.add(
+        ApiKey.INCREMENTAL_ALTER_CONFIGS,
+        AlterConfigsHandler(topics, authorizer, broker_id, mode="incremental"),
+    )
+    registry.add(ApiKey.DESCRIBE_CLUSTER, DescribeClusterHandler(topics, authorizer))
+
+
+def broker_facts(service: BrokerService, settings: KafkaSettings) -> BrokerFacts:
+    """The broker's settings under Kafka's names, answered read-only by DescribeConfigs."""
+    config = service.config
+    facts: dict[str, tuple[ConfigType, str | None]] = {
+        "broker.id": (ConfigType.INT, str(int(service.broker_id))),
+        "log.dirs": (ConfigType.STRING, str(config.data_dir)),
+        "advertised.listeners": (ConfigType.STRING, f"PLAINTEXT://{settings.advertise}"),
+        "socket.request.max.bytes": (ConfigType.INT, str(settings.max_frame_bytes)),
+        "max.connections": (ConfigType.INT, str(settings.connections_max)),
+        "max.connections.per.ip": (ConfigType.INT, str(settings.connections_per_address_max)),
+        "connections.max.idle.ms": (ConfigType.LONG, str(settings.idle_timeout_ms)),
+    }
+    if config.flush_override is not None:
+        facts["log.flush.policy.override"] = (ConfigType.STRING, str(config.flush_override))
+    return facts
+
+
 def build_listener(
     service: BrokerService, settings: KafkaSettings, ssl_context: ssl.SSLContext | None
 ) -> KafkaListener:
     security = service.security
     authorizer = Authorizer(security, security.enabled)
     registry = build_registry(service, authorizer)
+    add_admin(registry, service, authorizer, settings)
     session_settings = SessionSettings(auth_enabled=security.enabled)
 
     def new_session(info: ConnectionInfo) -> KafkaSession:

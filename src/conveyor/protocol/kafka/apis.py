@@ -24,6 +24,22 @@ from typing import Any, Final
 # in Python 3.11 (and undeprecated in 3.13): harmless, but pytest turns warnings into errors.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka.protocol.admin import (
+        AlterConfigsRequest,
+        AlterConfigsResponse,
+        CreatePartitionsRequest,
+        CreatePartitionsResponse,
+        CreateTopicsRequest,
+        CreateTopicsResponse,
+        DeleteTopicsRequest,
+        DeleteTopicsResponse,
+        DescribeClusterRequest,
+        DescribeClusterResponse,
+        DescribeConfigsRequest,
+        DescribeConfigsResponse,
+        IncrementalAlterConfigsRequest,
+        IncrementalAlterConfigsResponse,
+    )
     from kafka.protocol.consumer import (
         FetchRequest,
         FetchResponse,
@@ -131,7 +147,24 @@ _SPECS: Final = (
     ),
 )
 
-SERVED: Final[dict[int, ApiSpec]] = {int(spec.key): spec for spec in _SPECS}
+# The admin APIs (broker/kafka/admin_*.py), from the oldest version Kafka 4.0 still serves.
+_ADMIN_SPECS: Final = (
+    ApiSpec(ApiKey.CREATE_TOPICS, 2, 7, CreateTopicsRequest, CreateTopicsResponse),
+    ApiSpec(ApiKey.DELETE_TOPICS, 1, 6, DeleteTopicsRequest, DeleteTopicsResponse),
+    ApiSpec(ApiKey.CREATE_PARTITIONS, 0, 3, CreatePartitionsRequest, CreatePartitionsResponse),
+    ApiSpec(ApiKey.DESCRIBE_CONFIGS, 1, 4, DescribeConfigsRequest, DescribeConfigsResponse),
+    ApiSpec(ApiKey.ALTER_CONFIGS, 0, 2, AlterConfigsRequest, AlterConfigsResponse),
+    ApiSpec(
+        ApiKey.INCREMENTAL_ALTER_CONFIGS,
+        0,
+        1,
+        IncrementalAlterConfigsRequest,
+        IncrementalAlterConfigsResponse,
+    ),
+    ApiSpec(ApiKey.DESCRIBE_CLUSTER, 0, 2, DescribeClusterRequest, DescribeClusterResponse),
+)
+
+SERVED: Final[dict[int, ApiSpec]] = {int(spec.key): spec for spec in (*_SPECS, *_ADMIN_SPECS)}
 
 
 def spec_for(api_key: int) -> ApiSpec | None:

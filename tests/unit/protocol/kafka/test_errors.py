@@ -51,6 +51,7 @@ def test_kafka_numbers_match_kafka_python() -> None:
         "MESSAGE_TOO_LARGE": "MESSAGE_SIZE_TOO_LARGE",
         "INVALID_TOPIC_EXCEPTION": "INVALID_TOPIC",
         "GROUP_NOT_EMPTY": "NON_EMPTY_GROUP",
+        "INVALID_REPLICA_ASSIGNMENT": "INVALID_REPLICATION_ASSIGNMENT",
     }
     for error in KafkaError:
         if error.value > 0:

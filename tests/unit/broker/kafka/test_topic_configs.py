@@ -1,0 +1,113 @@
+"""Kafka topic config names over Conveyor's TopicConfig (broker/kafka/topic_configs.py)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conveyor.broker.kafka import topic_configs
+from conveyor.broker.kafka.topic_configs import LONG_MAX, ConfigSource, ConfigType
+from conveyor.coordinator.state import merge_config
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+from conveyor.protocol.messages import TopicConfig
+
+
+def _entries(config: TopicConfig, rf: int = 3) -> dict[str, topic_configs.ConfigEntry]:
+    return {e.name: e for e in topic_configs.describe_topic(config, rf)}
+
+
+def test_defaults_are_answered_with_their_kafka_types_and_sources() -> None:
+    entries = _entries(TopicConfig())
+    assert entries["retention.ms"].value == str(7 * 24 * 3600 * 1000)
+    assert entries["retention.ms"].config_type is ConfigType.LONG
+    assert entries["retention.ms"].source is ConfigSource.DEFAULT_CONFIG
+    assert entries["unclean.leader.election.enable"].value == "false"
+    assert entries["min.insync.replicas"].value == "2"  # RF 3: the effective default
+    assert _entries(TopicConfig(), rf=1)["min.insync.replicas"].value == "1"
+    assert (entries["flush.messages"].value, entries["flush.ms"].value) == ("1", str(LONG_MAX))
+    assert entries["cleanup.policy"].read_only and entries["cleanup.policy"].value == "delete"
+    assert not entries["retention.bytes"].read_only
+
+
+def test_set_values_are_topic_configs_and_flush_maps_both_ways() -> None:
+    entries = _entries(TopicConfig(retention_ms=1000, flush="interval:250"))
+    assert entries["retention.ms"].source is ConfigSource.DYNAMIC_TOPIC_CONFIG
+    assert (entries["flush.messages"].value, entries["flush.ms"].value) == (str(LONG_MAX), "250")
+    never = _entries(TopicConfig(flush="never"))
+    assert (never["flush.messages"].value, never["flush.ms"].value) == (str(LONG_MAX),) * 2
+    assert topic_configs.describe_topic(TopicConfig(), 3, ["retention.ms", "nope"])[0].name == (
+        "retention.ms"
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "fields"),
+    [
+        ({"retention.ms": "60000"}, {"retention_ms": 60000}),
+        ({"unclean.leader.election.enable": "TRUE"}, {"unclean_leader_election": True}),
+        ({"flush.messages": "1"}, {"flush": "always"}),
+        ({"flush.ms": "500"}, {"flush": "interval:500"}),
+        ({"flush.messages": str(LONG_MAX), "flush.ms": str(LONG_MAX)}, {"flush": "never"}),
+        ({"cleanup.policy": "delete"}, {}),  # the fixed value: a no-op
+    ],
+)
+def test_changes(values: dict[str, str], fields: dict[str, object]) -> None:
+    assert topic_configs.changes(values) == (fields, [])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"retention.ms": "soon"},
+        {"no.such.config": "1"},
+        {"cleanup.policy": "compact"},
+        {"flush.messages": "100"},
+        {"flush.ms": "0"},
+        {"unclean.leader.election.enable": "maybe"},
+        {"segment.bytes": str(2**64)},
+    ],
+)
+def test_bad_values_are_invalid_config(values: dict[str, str]) -> None:
+    with pytest.raises(InvalidRequestError) as raised:
+        topic_configs.changes(values)
+    assert raised.value.code is ErrorCode.INVALID_CONFIG
+
+
+def test_deletes_reset_and_replacement_resets_every_other_setting() -> None:
+    assert topic_configs.changes({}, ["retention.ms", "flush.ms"]) == (
+        {},
+        ["retention_ms", "flush"],
+    )
+    assert topic_configs.changes({"retention.ms": None}) == ({}, ["retention_ms"])
+    fields, reset = topic_configs.replacement({"retention.ms": "5"})
+    assert fields == {"retention_ms": 5}
+    assert set(reset) == {
+        "retention_bytes",
+        "segment_bytes",
+        "max_message_bytes",
+        "min_insync_replicas",
+        "unclean_leader_election",
+        "flush",
+    }
+
+
+def test_creation_builds_a_topic_config() -> None:
+    assert topic_configs.creation({}) is None
+    created = topic_configs.creation({"retention.ms": "10", "flush.ms": "20"})
+    assert created == TopicConfig(retention_ms=10, flush="interval:20")
+
+
+@given(st.dictionaries(st.sampled_from([*topic_configs.SETTINGS, "x.y"]), st.text(max_size=25)))
+def test_any_strings_give_changes_the_coordinator_accepts_or_invalid_config(
+    values: dict[str, str],
+) -> None:
+    try:
+        fields, reset = topic_configs.changes(values)
+    except InvalidRequestError as exc:
+        assert exc.code is ErrorCode.INVALID_CONFIG
+        return
+    try:  # the coordinator's own merge decides the rest, with the same error code
+        merge_config(TopicConfig(), fields, reset)
+    except InvalidRequestError as exc:
+        assert exc.code is ErrorCode.INVALID_CONFIG
