@@ -84,6 +84,14 @@ def test_wheel_holds_every_package_and_the_type_marker(wheel: Path) -> None:
     expected = {str(p.relative_to(source)) for p in source.glob("conveyor/**/*.py")}
     assert expected <= names
     assert "conveyor/py.typed" in names
+    # The web console's templates and vendored assets (no network at run time).
+    console = source / "conveyor" / "console"
+    data = {
+        str(p.relative_to(source))
+        for folder in ("templates", "static")
+        for p in (console / folder).iterdir()
+    }
+    assert data and data <= names
 
 
 @pytest.mark.slow

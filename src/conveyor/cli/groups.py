@@ -1,4 +1,4 @@
-"""``conveyor group list|describe|reset-offsets``: consumer groups for operators."""
+"""``conveyor group list|describe|delete|reset-offsets``: consumer groups for operators."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ def register(subparsers: Subparsers) -> None:
     add_url_flag(describe)
     add_json_flag(describe)
     describe.set_defaults(handler=_describe)
+
+    delete = actions.add_parser("delete", help="delete an empty group (its committed offsets)")
+    delete.add_argument("group")
+    add_url_flag(delete)
+    delete.set_defaults(handler=_delete)
 
     reset = actions.add_parser(
         "reset-offsets",
@@ -119,6 +124,15 @@ def _describe(args: argparse.Namespace) -> int:
         for p in described.partitions
     ]
     print_table("partitions", ("topic", "partition", "member", "committed", "log end", "lag"), rows)
+    return EXIT_OK
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from conveyor.client.group import GroupAdmin
+
+    with GroupAdmin(args.url) as admin:
+        admin.delete_group(args.group)
+    print_line(f"deleted group {args.group}")
     return EXIT_OK
 
 

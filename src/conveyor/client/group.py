@@ -160,11 +160,12 @@ class GroupAdmin:
             f"{partition.partition}/offsets{query}",
             PartitionOffsets,
         )
-        if to == "earliest":
-            return answer.log_start_offset
-        if to == "latest" or answer.offset_for_timestamp is None:
-            return answer.high_watermark
-        return answer.offset_for_timestamp
+        return reset_offset(to, answer)
+
+    def delete_group(self, group: str) -> None:
+        """Forget an empty group's committed offsets; 409 GROUP_NOT_EMPTY while it has
+        members, 404 UNKNOWN_GROUP when it committed nothing."""
+        self._http.request("DELETE", self._group_url(group))
 
     def _group_url(self, group: str) -> str:
         return f"{self.url}/v1/groups/{quote(group, safe='')}"
@@ -185,3 +186,16 @@ class Timestamp:
 
 
 ResetTarget = Literal["earliest", "latest"] | int | Timestamp
+
+
+def reset_offset(to: ResetTarget, answer: PartitionOffsets) -> int:
+    """The offset a reset to ``to`` sets, from the partition leader's offsets (asked with
+    ``timestamp_ms`` for a time): a time after the last message means the high watermark.
+    Used by ``GroupAdmin`` and the web console alike."""
+    if isinstance(to, int):
+        return to
+    if to == "earliest":
+        return answer.log_start_offset
+    if to == "latest" or answer.offset_for_timestamp is None:
+        return answer.high_watermark
+    return answer.offset_for_timestamp

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from conveyor._version import __version__
 from conveyor.coordinator.service import CoordinatorSettings
@@ -19,6 +20,9 @@ from conveyor.settings import Settings, SettingsError, catalog
 from conveyor.settings import load as load_settings
 from conveyor.settings.flags import add_flags, flags_from_args
 from conveyor.transport.tls import TLSConfig
+
+if TYPE_CHECKING:
+    from conveyor.console.settings import ConsoleSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,30 @@ def settings_from_args(args: argparse.Namespace | Settings) -> CoordinatorSettin
             partitions=s[catalog.DEFAULT_PARTITIONS],
             replication_factor=s[catalog.DEFAULT_REPLICATION_FACTOR],
         ),
+    )
+
+
+def console_settings(s: Settings, tls: TLSConfig) -> ConsoleSettings:
+    """The console's settings: it calls this coordinator's own listener over loopback
+    (with the CA the coordinator verifies peers with) unless told another URL. Never with
+    the coordinator's own client certificate or secret: only users' credentials."""
+    from conveyor.console.settings import ConsoleSettings
+    from conveyor.transport.runner import parse_listen
+
+    host, port = parse_listen(s[catalog.COORDINATOR_LISTEN])
+    if host in ("0.0.0.0", "::", "[::]", ""):  # noqa: S104 (every interface: use loopback)
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    scheme = "https" if tls.enabled else "http"
+    api_url = (s[catalog.CONSOLE_API_URL] or f"{scheme}://{host}:{port}").rstrip("/")
+    prometheus = (s[catalog.PROMETHEUS_URL] or "").rstrip("/") or None
+    return ConsoleSettings(
+        api_url=api_url,
+        secure_cookies=tls.enabled,
+        session_idle_ms=s[catalog.CONSOLE_SESSION_IDLE_MS],
+        session_lifetime_ms=s[catalog.CONSOLE_SESSION_LIFETIME_MS],
+        prometheus_url=prometheus,
     )
 
 
@@ -102,6 +130,12 @@ def run(args: argparse.Namespace) -> int:
     security.attach(app, store)
     app[AUTH_KEY] = AuthInstall(auth, store)
     log.info("authentication and ACLs: %s", "on" if auth.enabled else "off")
+    if s[catalog.CONSOLE]:
+        from conveyor.console import attach as attach_console
+
+        console = console_settings(s, tls)
+        attach_console(app, console, TLSConfig(cafile=tls.cafile), auth.enabled)
+        log.info("web console at %s/console/", console.api_url)
     serve(app, listen, tls, limits=limits_from_settings(s))
     log.info("coordinator stopped")
     return 0

@@ -108,7 +108,9 @@ class GroupManager:
         else:  # an empty group keeps only its committed offsets (in the cluster state)
             self.groups.pop(after.name, None)
 
-    async def heartbeat(self, name: str, request: GroupHeartbeatRequest) -> GroupHeartbeatResponse:
+    async def heartbeat(
+        self, name: str, request: GroupHeartbeatRequest, host: str = ""
+    ) -> GroupHeartbeatResponse:
         validate_group_name(name)
         counts = partition_counts(self._state())
         unknown = [t for t in request.topics if t not in counts]
@@ -125,6 +127,7 @@ class GroupManager:
             max_poll_interval_ms=request.max_poll_interval_ms,
             poll_age_ms=request.poll_age_ms,
             leave=request.leave,
+            host=host[:100],
         )
         async with self._lock:
             if name not in self.groups and len(self.groups) >= GROUPS_WITH_MEMBERS_MAX:
@@ -192,6 +195,20 @@ class GroupManager:
             now = self._now_ms()
             return await self._transition(lambda s: core.commit_offsets(s, name, commit, now))
 
+    async def delete(self, name: str) -> None:
+        """Delete an empty group (its committed offsets); 409 GROUP_NOT_EMPTY with members,
+        404 UNKNOWN_GROUP when it has committed nothing."""
+        validate_group_name(name)
+        async with self._lock:
+            group = self.groups.get(name)
+            if group is not None and group.members:
+                raise InvalidRequestError(
+                    f"group {name} has {len(group.members)} active members: stop them first",
+                    code=ErrorCode.GROUP_NOT_EMPTY,
+                    group=name,
+                )
+            await self.service._transition(lambda s: core.delete_group(s, name))
+
     # ---- views ---------------------------------------------------------------------------
 
     def member_counts(self) -> dict[str, int]:
@@ -211,6 +228,7 @@ class GroupManager:
             GroupMemberDescription(
                 member_id=m.member_id,
                 client_id=m.client_id,
+                host=m.host,
                 topics=list(m.topics),
                 assigned=_parts(group.assigned_to(m.member_id)),
                 revoking=_parts(group.revoking(m.member_id)),
@@ -268,6 +286,7 @@ class GroupManager:
                     generation=description.generation,
                     members=len(description.members),
                     lag=description.lag,
+                    topics=sorted({p.topic for p in description.partitions}),
                 )
             )
         return GroupList(groups=out)

@@ -63,6 +63,7 @@ class Member:
     joined_generation: int = 0
     revoking_since_ms: int | None = None  # holds a partition outside its target since
     reported: frozenset[TP] = frozenset()  # what it owned at its last heartbeat
+    host: str = ""  # the address its heartbeats come from (shown by describe)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class Heartbeat:
     max_poll_interval_ms: int = 300_000
     poll_age_ms: int = 0  # how long ago the application last polled
     leave: bool = False
+    host: str = ""  # the peer address of the heartbeat's connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +237,11 @@ def heartbeat(
         )
         return removed, member_id, error
     renewed = replace(
-        member, last_heartbeat_ms=now_ms, client_id=beat.client_id, reported=beat.owned
+        member,
+        last_heartbeat_ms=now_ms,
+        client_id=beat.client_id,
+        reported=beat.owned,
+        host=beat.host or member.host,
     )
     topics_changed = beat.topics != member.topics
     if topics_changed:
@@ -264,6 +270,7 @@ def _join(
         last_heartbeat_ms=now_ms,
         joined_generation=group.generation + 1,
         reported=beat.owned,
+        host=beat.host,
     )
     grown = replace(group, members={**group.members, member_id: member})
     started = group.recovery_started_ms

@@ -139,13 +139,18 @@ class CoordinatorHTTP:
     async def group_heartbeat(self, request: web.Request) -> web.Response:
         body = await decode_json(request, GroupHeartbeatRequest)
         group = request.match_info["group"]
-        return json_response(await self.service.groups.heartbeat(group, body))
+        host = request.remote or ""
+        return json_response(await self.service.groups.heartbeat(group, body, host))
 
     async def list_groups(self, _: web.Request) -> web.Response:
         return json_response(self.service.groups.list())
 
     async def describe_group(self, request: web.Request) -> web.Response:
         return json_response(self.service.groups.describe(request.match_info["group"]))
+
+    async def delete_group(self, request: web.Request) -> web.Response:
+        await self.service.groups.delete(request.match_info["group"])
+        return web.Response(status=204)
 
     async def reset_offsets(self, request: web.Request) -> web.Response:
         body = await decode_json(request, ResetOffsetsRequest)
@@ -307,6 +312,14 @@ class CoordinatorHTTP:
                 self.describe_group,
                 "A group's members, assignment, committed offsets and lag per partition",
                 response=GroupDescription,
+                tags=("groups",),
+            ),
+            Route(
+                "DELETE",
+                "/v1/groups/{group}",
+                self.delete_group,
+                "Delete an empty group's committed offsets (204); 409 GROUP_NOT_EMPTY while "
+                "it has members, 404 UNKNOWN_GROUP when it committed nothing",
                 tags=("groups",),
             ),
             Route(

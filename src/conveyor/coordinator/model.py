@@ -171,6 +171,14 @@ class OffsetRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupRemoved:
+    """A consumer group's committed offsets, all of them (the group was empty)."""
+
+    durable: ClassVar[bool] = True
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
 class ProducerRecord:
     """A producer id was handed out, or its epoch bumped (InitProducerId)."""
 
@@ -186,6 +194,7 @@ Record = (
     | PartitionRecord
     | TopicRemoved
     | OffsetRecord
+    | GroupRemoved
     | ProducerRecord
 )
 
@@ -241,6 +250,10 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:
             case OffsetRecord(offset=offset):
                 offsets = offsets if offsets is not None else dict(state.offsets)
                 offsets[offset.key] = offset
+            case GroupRemoved(group=group):
+                offsets = offsets if offsets is not None else dict(state.offsets)
+                for key in [k for k in offsets if k[0] == group]:
+                    del offsets[key]
             case ProducerRecord(producer_id=producer_id, producer_epoch=producer_epoch):
                 producers = producers if producers is not None else dict(state.producers)
                 producers[producer_id] = producer_epoch

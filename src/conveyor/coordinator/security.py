@@ -24,6 +24,7 @@ from aiohttp import web
 
 from conveyor.protocol.errors import InvalidRequestError, StorageError
 from conveyor.protocol.security import (
+    ANY_PRINCIPAL,
     OPERATIONS,
     RESOURCE_TYPES,
     USER_PREFIX,
@@ -289,8 +290,13 @@ def security_routes(store: SecurityStore) -> list[Route]:
         return web.Response(status=204)
 
     async def whoami(request: web.Request) -> web.Response:
-        principal = request.get("principal", "anonymous")
-        return json_response(WhoAmI(principal=str(principal), auth_enabled=store.enabled))
+        principal = str(request.get("principal", "anonymous"))
+        rules = [r for r in store.snapshot.acls if r.principal in (principal, ANY_PRINCIPAL)]
+        return json_response(
+            WhoAmI(
+                principal=principal, auth_enabled=store.enabled, acls=rules if store.enabled else []
+            )
+        )
 
     async def internal_snapshot(request: web.Request) -> web.Response:
         """For brokers: the state if newer than ``version``, else 204."""

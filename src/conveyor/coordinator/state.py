@@ -27,6 +27,7 @@ from conveyor.coordinator.model import (
     BrokerSeen,
     ClusterState,
     CommittedOffset,
+    GroupRemoved,
     OffsetRecord,
     Partition,
     PartitionRecord,
@@ -488,6 +489,20 @@ def delete_topic(state: ClusterState, name: str) -> Result[None]:
 
 
 # ---- committed offsets ---------------------------------------------------------------------
+
+
+def delete_group(state: ClusterState, group: str) -> Result[None]:
+    """Forget a group's committed offsets (Kafka's DeleteGroups). That the group has no
+    members is checked before, in ``group_service``: membership is soft state."""
+    validate_group_name(group)
+    dropped = sum(1 for key in state.offsets if key[0] == group)
+    if not dropped:
+        raise InvalidRequestError(
+            f"group {group!r} has no committed offsets", code=ErrorCode.UNKNOWN_GROUP, group=group
+        )
+    records: list[Record] = [GroupRemoved(group)]
+    decision = f"deleted group {group}: dropped {dropped} committed offset(s)"
+    return _result(apply(state, records), records, None, [decision])
 
 
 def commit_offsets(

@@ -39,6 +39,7 @@ from conveyor.coordinator.model import (
     BrokerRecord,
     ClusterState,
     CommittedOffset,
+    GroupRemoved,
     OffsetRecord,
     Partition,
     PartitionRecord,
@@ -351,6 +352,8 @@ def _write_record(db: sqlite3.Connection, record: Record) -> None:
             db.execute("DELETE FROM partitions WHERE topic = ?", (name,))
             db.execute("DELETE FROM committed_offsets WHERE topic = ?", (name,))
             db.execute("DELETE FROM topics WHERE name = ?", (name,))
+        case GroupRemoved(group=group):
+            db.execute("DELETE FROM committed_offsets WHERE group_id = ?", (group,))
         case OffsetRecord(offset=o):
             db.execute(
                 "INSERT OR REPLACE INTO committed_offsets "

@@ -70,6 +70,7 @@ class ErrorCode(enum.Enum):
     FENCED_MEMBER = _Code(409, False, "the member does not own the partition")
     ILLEGAL_GENERATION = _Code(409, False, "unknown group generation")
     GROUP_NOT_EMPTY = _Code(409, False, "the group has active members")
+    UNKNOWN_GROUP = _Code(404, False, "unknown consumer group")
     # security (issue 10): appended, never renumbered
     UNAUTHENTICATED = _Code(401, False, "missing or invalid credentials")
     FORBIDDEN = _Code(403, False, "the principal is not allowed to do this")

@@ -493,6 +493,7 @@ class GroupMemberDescription(Wire):
     revoking: list[GroupPartition] = msgspec.field(default_factory=list)
     pending: list[GroupPartition] = msgspec.field(default_factory=list)
     last_heartbeat_age_ms: int = 0
+    host: str = ""  # the address the member's heartbeats come from
 
 
 class GroupPartitionLag(Wire):
@@ -521,6 +522,7 @@ class GroupSummary(Wire):
     generation: int
     members: int
     lag: int = 0
+    topics: list[str] = msgspec.field(default_factory=list)  # read by members or committed
 
 
 class GroupList(Wire):

@@ -135,6 +135,9 @@ class TokenSummary(Wire):
 class WhoAmI(Wire):
     principal: str
     auth_enabled: bool
+    # The allow rules that apply to the caller (its own and those for "*"): what a user
+    # interface may offer it (Kafka's "authorized operations"); the server checks anyway.
+    acls: list[AclRule] = msgspec.field(default_factory=list)
 
 
 # ---- pure decisions ------------------------------------------------------------------------

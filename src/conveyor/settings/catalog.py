@@ -232,6 +232,46 @@ MAX_CONCURRENT_MOVES: Final = setting(
     ("coordinator",),
 )
 
+# ---- web console (served by the coordinator, docs/console.md) ----------------------------
+CONSOLE: Final = setting(
+    "console",
+    kinds.BOOL,
+    True,
+    "serve the web console under /console",
+    ("coordinator",),
+)
+CONSOLE_API_URL: Final = setting(
+    "console_api_url",
+    kinds.optional(kinds.URL),
+    None,
+    "where the console calls this coordinator's API (set it when the certificate does not "
+    "name 127.0.0.1)",
+    ("coordinator",),
+    default_text="http(s)://127.0.0.1:PORT (the listen port, over loopback)",
+)
+PROMETHEUS_URL: Final = setting(
+    "prometheus_url",
+    kinds.optional(kinds.URL),
+    None,
+    "Prometheus whose firing alerts the console's overview shows",
+    ("coordinator",),
+    default_text="unset (no alerts shown)",
+)
+CONSOLE_SESSION_IDLE_MS: Final = setting(
+    "console_session_idle_ms",
+    kinds.duration_ms(1_000),
+    30 * 60 * 1000,
+    "a console session unused this long ends",
+    ("coordinator",),
+)
+CONSOLE_SESSION_LIFETIME_MS: Final = setting(
+    "console_session_lifetime_ms",
+    kinds.duration_ms(1_000),
+    12 * 3600 * 1000,
+    "a console session ends this long after sign-in, used or not",
+    ("coordinator",),
+)
+
 # ---- broker ---------------------------------------------------------------------------
 BROKER_ID: Final = setting(
     "id",
@@ -380,6 +420,11 @@ COORDINATOR: Final[tuple[Setting[Any], ...]] = (
     DEFAULT_REPLICATION_FACTOR,
     REPLICA_RESTORE_DELAY_MS,
     MAX_CONCURRENT_MOVES,
+    CONSOLE,
+    CONSOLE_API_URL,
+    PROMETHEUS_URL,
+    CONSOLE_SESSION_IDLE_MS,
+    CONSOLE_SESSION_LIFETIME_MS,
     *_COMMON_SERVER,
 )
 BROKER: Final[tuple[Setting[Any], ...]] = (

@@ -102,6 +102,7 @@ POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", "/v1/security/whoami"): AUTHENTICATED,
     ("GET", "/v1/groups"): Policy("describe", "cluster", None),
     ("GET", "/v1/groups/{group}"): Policy("describe", "group", "group"),  # members, lag
+    ("DELETE", "/v1/groups/{group}"): Policy("group", "group", "group"),  # as resetting it
     # broker
     ("POST", _PARTITION + "/records"): _topic("produce"),
     ("GET", _PARTITION + "/records"): _topic("consume"),
@@ -114,10 +115,17 @@ GROUP_PREFIX: Final = "/v1/groups/{group}/"
 GROUP_POLICY: Final = Policy("group", "group", "group")
 
 
+# The web console (``conveyor.console``) signs its users in with its own session cookie
+# and calls the API routes above with each user's credentials, so its pages need none here.
+CONSOLE_PREFIX: Final = "/console"
+
+
 def policy_for(method: str, template: str) -> Policy:
     policy = POLICIES.get((method, template))
     if policy is not None:
         return policy
+    if template == CONSOLE_PREFIX or template.startswith(CONSOLE_PREFIX + "/"):
+        return PUBLIC
     if template.startswith(GROUP_PREFIX):
         return GROUP_POLICY
     return ADMIN  # unknown: closed to all but administrators

@@ -9,6 +9,7 @@ from conveyor.coordinator.model import (
     BrokerRecord,
     BrokerSeen,
     ClusterState,
+    GroupRemoved,
     OffsetRecord,
     PartitionRecord,
     TopicRecord,
@@ -260,6 +261,22 @@ def test_delete_topic_removes_partitions_offsets_and_assignments() -> None:
     with pytest.raises(InvalidRequestError) as caught:
         core.delete_topic(result.state, "gone")
     assert caught.value.code is ErrorCode.UNKNOWN_TOPIC
+
+
+def test_delete_group_drops_only_its_offsets() -> None:
+    state = with_topic(with_brokers([1]), "t", partitions=2)
+    commit = OffsetCommitRequest(offsets=[PartitionOffset(topic="t", partition=1, offset=3)])
+    state = core.commit_offsets(state, "gone", commit, 0).state
+    state = core.commit_offsets(state, "kept", commit, 0).state
+    result = core.delete_group(state, "gone")
+    assert result.records == (GroupRemoved("gone"),)
+    assert [key[0] for key in result.state.offsets] == ["kept"]
+    assert "dropped 1 committed offset(s)" in result.decisions[0]
+    with pytest.raises(InvalidRequestError) as caught:
+        core.delete_group(result.state, "gone")
+    assert caught.value.code is ErrorCode.UNKNOWN_GROUP
+    with pytest.raises(InvalidRequestError):
+        core.delete_group(state, "no way")
 
 
 # ---- metadata ------------------------------------------------------------------------------

@@ -45,6 +45,13 @@ def drive(store: CoordinatorStore) -> ClusterState:
             ),
             30,
         ),
+        lambda s: core.commit_offsets(
+            s,
+            "dropped",
+            OffsetCommitRequest(offsets=[PartitionOffset(topic="orders", partition=0, offset=2)]),
+            31,
+        ),
+        lambda s: core.delete_group(s, "dropped"),
         lambda s: core.delete_topic(s, "gone"),
         lambda s: core.expire_brokers(s, 10_000, 6000),
     ]
@@ -71,6 +78,7 @@ def test_round_trip_through_a_real_file(tmp_path: Path) -> None:
     assert loaded.topics == state.topics
     assert loaded.partitions == state.partitions
     assert loaded.offsets == state.offsets
+    assert {key[0] for key in loaded.offsets} == {"g"}  # "dropped" was deleted
     assert loaded.topics["orders"].config.flush == "interval:50"
     assert not loaded.brokers[BrokerId(1)].alive
     assert all(p.leader is None for p in loaded.partitions.values())
