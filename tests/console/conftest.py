@@ -21,8 +21,10 @@ ADMIN_PASSWORD = "admin-password-1"
 READER_PASSWORD = "reader-password-1"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Module scope, not session: Playwright's sync API keeps an event loop running in this
+    # thread while it is open, which would break later tests that call asyncio.run().
     yield from launch()
 
 
