@@ -207,7 +207,7 @@ class GroupManager:
                     code=ErrorCode.GROUP_NOT_EMPTY,
                     group=name,
                 )
-            await self.service._transition(lambda s: core.delete_group(s, name))
+            await self._transition(lambda s: core.delete_group(s, name))
 
     # ---- views ---------------------------------------------------------------------------
 

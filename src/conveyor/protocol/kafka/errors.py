@@ -61,6 +61,7 @@ class KafkaError(enum.IntEnum):
     SASL_AUTHENTICATION_FAILED = 58
     UNKNOWN_PRODUCER_ID = 59
     GROUP_NOT_EMPTY = 68
+    GROUP_ID_NOT_FOUND = 69
     FENCED_LEADER_EPOCH = 74
     UNKNOWN_LEADER_EPOCH = 75
     INVALID_RECORD = 87
@@ -101,6 +102,7 @@ _BY_CODE: Final[dict[ErrorCode, KafkaError]] = {
     ErrorCode.FENCED_MEMBER: KafkaError.FENCED_MEMBER_EPOCH,
     ErrorCode.ILLEGAL_GENERATION: KafkaError.ILLEGAL_GENERATION,
     ErrorCode.GROUP_NOT_EMPTY: KafkaError.GROUP_NOT_EMPTY,
+    ErrorCode.UNKNOWN_GROUP: KafkaError.GROUP_ID_NOT_FOUND,
     ErrorCode.UNAUTHENTICATED: KafkaError.SASL_AUTHENTICATION_FAILED,
     ErrorCode.FORBIDDEN: KafkaError.TOPIC_AUTHORIZATION_FAILED,
     # the Kafka listener closes refused connections (no header read, no answer possible)
