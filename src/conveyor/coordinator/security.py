@@ -290,7 +290,9 @@ def security_routes(store: SecurityStore) -> list[Route]:
         return web.Response(status=204)
 
     async def whoami(request: web.Request) -> web.Response:
-        principal = str(request.get("principal", "anonymous"))
+        from conveyor.transport.auth import PRINCIPAL_KEY
+
+        principal = request.get(PRINCIPAL_KEY) or "anonymous"
         rules = [r for r in store.snapshot.acls if r.principal in (principal, ANY_PRINCIPAL)]
         return json_response(
             WhoAmI(
