@@ -40,6 +40,7 @@ from conveyor.protocol.security import (
     UserSummary,
     WhoAmI,
     hash_password,
+    scram_credentials,
     token_digest,
     valid_name,
 )
@@ -162,7 +163,10 @@ class SecurityStore:
             raise InvalidRequestError(f"invalid user name {name!r}")
         if len(password) < PASSWORD_LENGTH_MIN:
             raise InvalidRequestError(f"a password has at least {PASSWORD_LENGTH_MIN} characters")
-        stored = hash_password(password, secrets.token_bytes(16))
+        salt = secrets.token_bytes(16)
+        stored = hash_password(password, salt)
+        # SCRAM verifiers for the Kafka listener's SASL/SCRAM (own salts, see scram_credentials)
+        stored.scram = scram_credentials(password, secrets.token_bytes(16))
         try:
             self._change(
                 "INSERT INTO security_users (name, password) VALUES (?, ?)",

@@ -19,6 +19,7 @@ resources of one type whose name equals the rule's name (``literal``) or starts 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from typing import Final, Literal, get_args
@@ -57,12 +58,30 @@ SALT_BYTES: Final = 16
 NAME_LENGTH_MAX: Final = 128
 
 
+SCRAM_ITERATIONS: Final = 4096  # Kafka's minimum for SCRAM credentials
+# SASL mechanism -> hashlib name (RFC 5802, RFC 7677; Kafka's two SCRAM mechanisms)
+SCRAM_MECHANISMS: Final = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
+
+
+class ScramCredential(Wire):
+    """What a SCRAM server keeps of a password (RFC 5802): enough to check a client's proof
+    and prove itself, not enough to log in as the user."""
+
+    salt_b64: str
+    iterations: int
+    stored_key_b64: str
+    server_key_b64: str
+
+
 class PasswordHash(Wire):
     salt_hex: str
     hash_hex: str
     n: int = SCRYPT_N
     r: int = SCRYPT_R
     p: int = SCRYPT_P
+    # SASL/SCRAM credentials per mechanism (the Kafka listener), derived when the password
+    # is set; users whose password was set before they existed have none (PLAIN works).
+    scram: dict[str, ScramCredential] | None = None
 
 
 class User(Wire):
@@ -154,6 +173,31 @@ def hash_password(password: str, salt: bytes) -> PasswordHash:
         dklen=SCRYPT_BYTES,
     )
     return PasswordHash(salt_hex=salt.hex(), hash_hex=digest.hex())
+
+
+def scram_credential(
+    password: str, mechanism: str, salt: bytes, iterations: int = SCRAM_ITERATIONS
+) -> ScramCredential:
+    """RFC 5802: SaltedPassword = Hi(password, salt, i); StoredKey = H(HMAC(SP, "Client
+    Key")); ServerKey = HMAC(SP, "Server Key")."""
+    digest = SCRAM_MECHANISMS[mechanism]
+    salted = hashlib.pbkdf2_hmac(digest, password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", digest).digest()
+    server_key = hmac.new(salted, b"Server Key", digest).digest()
+    return ScramCredential(
+        salt_b64=base64.b64encode(salt).decode(),
+        iterations=iterations,
+        stored_key_b64=base64.b64encode(hashlib.new(digest, client_key).digest()).decode(),
+        server_key_b64=base64.b64encode(server_key).decode(),
+    )
+
+
+def scram_credentials(password: str, salt: bytes) -> dict[str, ScramCredential]:
+    """Both of Kafka's SCRAM mechanisms for one password (one salt each, derived)."""
+    return {
+        mechanism: scram_credential(password, mechanism, hashlib.sha256(salt + name).digest()[:16])
+        for mechanism, name in ((m, m.encode()) for m in SCRAM_MECHANISMS)
+    }
 
 
 def verify_password(password: str, stored: PasswordHash) -> bool:

@@ -69,7 +69,8 @@ class KafkaListenerSettings:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionInfo:
-    peer: str
+    peer: str  # HOST:PORT, for logs
+    address: str  # the client's IP address (limits count per address)
     tls: bool
     peer_certificate: dict[str, Any] | None  # verified client certificate (mTLS), if any
 
@@ -325,7 +326,12 @@ def _connection_info(writer: asyncio.StreamWriter) -> ConnectionInfo:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
-    return ConnectionInfo(peer=where, tls=ssl_object is not None, peer_certificate=certificate)
+    return ConnectionInfo(
+        peer=where,
+        address=peer_address(peer),
+        tls=ssl_object is not None,
+        peer_certificate=certificate,
+    )
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:

@@ -30,11 +30,13 @@ from conveyor.broker.kafka.offsets import ListOffsetsHandler, OffsetForLeaderEpo
 from conveyor.broker.kafka.produce import ProduceHandler
 from conveyor.broker.kafka.producer_id import InitProducerIdHandler
 from conveyor.broker.kafka.registry import Registry
+from conveyor.broker.kafka.sasl import SaslHandlers
 from conveyor.broker.kafka.session import KafkaSession, SessionSettings
 from conveyor.broker.kafka.topic_configs import ConfigType
 from conveyor.broker.topic_admin import CoordinatorTopics
 from conveyor.protocol.kafka.apis import ApiKey
 from conveyor.protocol.messages import InitProducerIdRequest, InitProducerIdResponse, Metadata
+from conveyor.transport.authlimit import AuthFailureLimiter, AuthLimits
 from conveyor.transport.kafka_server import ConnectionInfo, KafkaListener, KafkaListenerSettings
 from conveyor.transport.limits import ConnectionLimits
 
@@ -74,6 +76,16 @@ def build_registry(service: BrokerService, authorizer: Authorizer) -> Registry:
         )
 
     registry.add(ApiKey.INIT_PRODUCER_ID, InitProducerIdHandler(init_producer_id))
+    security = service.security
+    sasl = SaslHandlers(
+        security,
+        security.enabled,
+        service.config.cluster_secret,
+        # its own password-guessing limit, with the HTTP listeners' defaults
+        AuthFailureLimiter(AuthLimits()),
+    )
+    registry.add(ApiKey.SASL_HANDSHAKE, sasl.handshake)
+    registry.add(ApiKey.SASL_AUTHENTICATE, sasl.authenticate)
     return registry
 
 

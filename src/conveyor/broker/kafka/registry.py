@@ -27,13 +27,14 @@ class ConnectionState:
     principal: str | None = None  # None: not authenticated (auth on) yet
     sasl_mechanism: str | None = None  # chosen by SaslHandshake
     sasl_exchange: Any = None  # a mechanism's state between SaslAuthenticate rounds
-    sasl_failures: int = 0
+    sasl_done: bool = False  # authenticated once (no re-authentication, KIP-368)
 
 
 @dataclass(slots=True)
 class RequestContext:
     connection: ConnectionState
     header: RequestHeader
+    close_after_reply: bool = False  # e.g. a failed authentication: answer, then close
     _after_reply: list[Callable[[], None]] = field(default_factory=list)
 
     @property

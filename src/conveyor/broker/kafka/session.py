@@ -98,7 +98,7 @@ class KafkaSession:
         except BaseException:
             ctx.finish()
             raise
-        return Reply(data, on_done=ctx.finish)
+        return Reply(data, on_done=ctx.finish, close_after=ctx.close_after_reply)
 
     def closed(self) -> None:
         self.state.sasl_exchange = None

@@ -126,7 +126,10 @@ _SPECS: Final = (
     ApiSpec(ApiKey.FETCH, 4, 12, FetchRequest, FetchResponse),
     ApiSpec(ApiKey.LIST_OFFSETS, 1, 6, ListOffsetsRequest, ListOffsetsResponse),
     ApiSpec(ApiKey.METADATA, 0, 12, MetadataRequest, MetadataResponse),
-    ApiSpec(ApiKey.SASL_HANDSHAKE, 0, 1, SaslHandshakeRequest, SaslHandshakeResponse, None, True),
+    # Served from v1 (after a v0 handshake the SASL tokens travel unframed, without Kafka
+    # headers), advertised from v0: librdkafka enables SASL only when v0 is advertised,
+    # then uses v1 with SaslAuthenticate, as every current client does.
+    ApiSpec(ApiKey.SASL_HANDSHAKE, 1, 1, SaslHandshakeRequest, SaslHandshakeResponse, 0, True),
     ApiSpec(ApiKey.API_VERSIONS, 0, 4, ApiVersionsRequest, ApiVersionsResponse, None, True),
     ApiSpec(ApiKey.INIT_PRODUCER_ID, 0, 4, InitProducerIdRequest, InitProducerIdResponse),
     ApiSpec(

@@ -1,0 +1,165 @@
+"""The Kafka listener with authentication on: SASL/PLAIN (users and API tokens) and
+SASL/SCRAM-SHA-256/512 through kcat and confluent-kafka, the same ACLs as HTTP, nothing but
+ApiVersions and SASL before authentication; and TLS from the same settings as HTTPS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import conveyor
+from conveyor.client.security import SecurityAdmin
+from conveyor.protocol.kafka.apis import ApiKey
+from conveyor.transport.tls import TLSConfig
+from tests.integration.cluster import Cluster, wait_for
+from tests.kafka.conftest import kcat_path
+from tests.kafka.wire import KafkaWire, metadata_topics
+
+SECRET = "cluster-secret-for-kafka-tests-0123456789"
+
+
+@dataclass
+class SecureCluster:
+    cluster: Cluster
+    token: str  # alice's API token
+
+    def kcat(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        argv = [kcat_path(), "-b", self.cluster.bootstrap, *args]
+        if self.cluster.ca is not None:
+            argv += ["-X", f"ssl.ca.location={self.cluster.ca}"]
+        done = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=60, check=False
+        )
+        if check:
+            assert done.returncode == 0, done.stderr
+        return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def secure_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
+    """Auth on; with TLS too (certificates from ``conveyor certs init``)."""
+    from conveyor.transport.certs import init_certs
+
+    root = tmp_path_factory.mktemp("kafka-secure")
+    init_certs(root / "certs")
+    cluster = Cluster(root, broker_count=1, coordinator_args=["--auth"], broker_args=["--auth"])
+    cluster.tls_dir = root / "certs"
+    cluster.internal_mtls = False
+    os.environ["CONVEYOR_CLUSTER_SECRET"] = SECRET
+    try:
+        cluster.start()
+    finally:
+        del os.environ["CONVEYOR_CLUSTER_SECRET"]
+    try:
+        tls = TLSConfig(cafile=str(cluster.ca))
+        with SecurityAdmin(cluster.url, token=SECRET, tls=tls) as security:
+            security.add_user("alice", "alice-password")
+            security.add_acl("user:alice", "produce", "topic", "sasl-", pattern="prefix")
+            security.add_acl("user:alice", "consume", "topic", "sasl-", pattern="prefix")
+            security.add_acl("user:alice", "create_topic", "topic", "sasl-", pattern="prefix")
+            token = security.create_token("user:alice").token
+        with conveyor.Admin(cluster.url, token=SECRET, tls=tls) as admin:
+            admin.create_topic("sasl-orders", partitions=2, replication_factor=1)
+            admin.create_topic("private", partitions=1, replication_factor=1)
+        broker_log = cluster.brokers[1].log_path
+        wait_for(  # the broker learnt alice and her rules (its heartbeat brings them)
+            lambda: "1 users, 1 tokens, 3 acl rules" in broker_log.read_text(),
+            15,
+            "the broker to learn the security state",
+        )
+        yield SecureCluster(cluster, token)
+    finally:
+        cluster.stop()
+
+
+def _sasl(mechanism: str, user: str, password: str) -> list[str]:
+    return [
+        "-X",
+        "security.protocol=sasl_ssl",
+        "-X",
+        f"sasl.mechanisms={mechanism}",
+        "-X",
+        f"sasl.username={user}",
+        "-X",
+        f"sasl.password={password}",
+    ]
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_kcat_with_sasl_produces_and_consumes(
+    secure_cluster: SecureCluster, mechanism: str
+) -> None:
+    sasl = _sasl(mechanism, "alice", "alice-password")
+    value = f"hello-{mechanism}"
+    secure_cluster.kcat(*sasl, "-t", "sasl-orders", "-P", "-K:", stdin=f"k:{value}\n")
+    out = secure_cluster.kcat(
+        *sasl, "-t", "sasl-orders", "-C", "-e", "-o", "beginning", "-f", "%k %s\n"
+    )
+    assert f"k {value}" in out
+
+
+def test_kcat_with_an_api_token_as_plain_password(secure_cluster: SecureCluster) -> None:
+    sasl = _sasl("PLAIN", "alice", secure_cluster.token)
+    secure_cluster.kcat(*sasl, "-t", "sasl-orders", "-P", stdin="by-token\n")
+    out = secure_cluster.kcat(*sasl, "-t", "sasl-orders", "-C", "-e", "-o", "beginning")
+    assert "by-token" in out
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_wrong_password_is_refused(secure_cluster: SecureCluster, mechanism: str) -> None:
+    out = secure_cluster.kcat(
+        *_sasl(mechanism, "alice", "wrong-password"), "-L", "-m", "5", check=False
+    )
+    assert "Authentication failed" in out or "authentication failed" in out
+
+
+def test_acls_apply_to_the_authenticated_principal(secure_cluster: SecureCluster) -> None:
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    config: dict[str, Any] = {
+        "bootstrap.servers": secure_cluster.cluster.bootstrap,
+        "security.protocol": "sasl_ssl",
+        "ssl.ca.location": str(secure_cluster.cluster.ca),
+        "sasl.mechanisms": "SCRAM-SHA-512",
+        "sasl.username": "alice",
+        "sasl.password": "alice-password",
+        "message.timeout.ms": 10_000,
+    }
+    producer = confluent_kafka.Producer(config)
+    results: list[Any] = []
+    producer.produce("private", b"not allowed", on_delivery=lambda e, m: results.append(e))
+    producer.produce("sasl-orders", b"allowed", on_delivery=lambda e, m: results.append(e))
+    producer.flush(30)
+    codes = sorted(str(e.code()) if e is not None else "ok" for e in results)
+    assert codes == [str(confluent_kafka.KafkaError.TOPIC_AUTHORIZATION_FAILED), "ok"]
+
+
+def test_only_api_versions_and_sasl_before_authentication(
+    secure_cluster: SecureCluster,
+) -> None:
+    broker = secure_cluster.cluster.brokers[1]
+    assert broker.kafka_port is not None
+    context = broker.ssl_context()
+    with KafkaWire("127.0.0.1", broker.kafka_port, context) as wire:
+        assert wire.call(ApiKey.API_VERSIONS, 3).error_code == 0
+        handshake = wire.call(ApiKey.SASL_HANDSHAKE, 1, mechanism="PLAIN")
+        assert handshake.error_code == 0 and "SCRAM-SHA-256" in handshake.mechanisms
+    with (
+        KafkaWire("127.0.0.1", broker.kafka_port, context) as wire,
+        pytest.raises(ConnectionError),
+    ):
+        wire.call(ApiKey.METADATA, 9, topics=metadata_topics(9, ["sasl-orders"]))
+    with KafkaWire("127.0.0.1", broker.kafka_port, context) as wire:
+        unknown = wire.call(ApiKey.SASL_HANDSHAKE, 1, mechanism="GSSAPI")
+        assert unknown.error_code == 33  # UNSUPPORTED_SASL_MECHANISM
+        assert wire.closed_by_broker()
+
+
+def test_tls_without_sasl_gets_no_metadata(secure_cluster: SecureCluster) -> None:
+    """TLS without a client certificate is no identity: Metadata closes the connection."""
+    out = secure_cluster.kcat("-X", "security.protocol=ssl", "-L", "-m", "5", check=False)
+    assert "sasl-orders" not in out
