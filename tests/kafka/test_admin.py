@@ -4,9 +4,11 @@ since both call the same coordinator operations; refused requests change nothing
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from conveyor.client import Admin
@@ -174,3 +176,74 @@ def test_delete_topics(admin: Any, conveyor_admin: Admin) -> None:
     wait_for(gone, 10, f"{name} deleted")
     missing = _error(admin.delete_topics([name])[name])
     assert missing.name() == "UNKNOWN_TOPIC_OR_PART"
+
+
+def test_acls_map_onto_conveyor_rules(admin: Any, kafka_cluster: Cluster) -> None:
+    acl = kafka_admin
+    principal = f"User:{unique_topic('alice')}"
+    write = acl.AclBinding(
+        acl.ResourceType.TOPIC,
+        "orders",
+        acl.ResourcePatternType.LITERAL,
+        principal,
+        "*",
+        acl.AclOperation.WRITE,
+        acl.AclPermissionType.ALLOW,
+    )
+    deny = acl.AclBinding(
+        acl.ResourceType.TOPIC,
+        "orders",
+        acl.ResourcePatternType.LITERAL,
+        principal,
+        "*",
+        acl.AclOperation.READ,
+        acl.AclPermissionType.DENY,
+    )
+    futures = admin.create_acls([write, deny])
+    _result(futures[write])
+    assert _error(futures[deny]).name() == "INVALID_REQUEST"
+    rules = httpx.get(f"{kafka_cluster.url}/v1/security/acls").json()
+    name = principal.removeprefix("User:")
+    assert [r for r in rules if r["principal"] == f"user:{name}"] == [
+        {
+            "principal": f"user:{name}",
+            "operation": "produce",
+            "resource_type": "topic",
+            "name": "orders",
+        }
+    ]
+    by_principal = acl.AclBindingFilter(
+        acl.ResourceType.ANY,
+        None,
+        acl.ResourcePatternType.ANY,
+        principal,
+        None,
+        acl.AclOperation.ANY,
+        acl.AclPermissionType.ANY,
+    )
+    assert _result(admin.describe_acls(by_principal)) == [write]
+    assert _result(admin.delete_acls([by_principal])[by_principal]) == [write]
+    assert _result(admin.describe_acls(by_principal)) == []
+
+
+def test_describe_log_dirs_reports_hosted_replicas(kafka_cluster: Cluster) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from kafka import KafkaAdminClient, KafkaProducer
+
+    name = unique_topic("sized")
+    producer = KafkaProducer(bootstrap_servers=kafka_cluster.bootstrap, acks="all")
+    producer.send(name, b"x" * 1000, partition=0).get(timeout=_TIMEOUT_S)
+    producer.close()
+    client = KafkaAdminClient(bootstrap_servers=kafka_cluster.bootstrap)
+    try:
+        dirs = client.describe_log_dirs()
+    finally:
+        client.close()
+    (broker,) = dirs
+    (log_dir,) = broker["log_dirs"]
+    assert log_dir["log_dir"] == str((kafka_cluster.root / "broker-1").resolve())
+    assert 0 < log_dir["usable_bytes"] <= log_dir["total_bytes"]
+    (topic,) = [t for t in log_dir["topics"] if t["name"] == name]
+    sizes = {p["partition_index"]: p["partition_size"] for p in topic["partitions"]}
+    assert sizes[0] > 1000 and sizes[1] == 0

@@ -1,5 +1,5 @@
 """CreateTopics, DeleteTopics and CreatePartitions over the coordinator's topic operations
-(``broker/topic_admin.py``: the HTTP routes' operations, one implementation).
+(``broker/coordinator_admin.py``: the HTTP routes' operations, one implementation).
 
 Each topic of a request is answered on its own, as in Kafka: one bad topic does not fail
 the others, and a refused topic changes nothing (the coordinator validates before it
@@ -37,7 +37,7 @@ MANUAL_ASSIGNMENT = "manual replica assignment is not supported: Conveyor places
 
 
 class TopicOps(Protocol):
-    """The coordinator's topic operations (``broker/topic_admin.CoordinatorTopics``)."""
+    """The coordinator's topic operations (``broker/coordinator_admin.CoordinatorTopics``)."""
 
     async def create(self, request: CreateTopicRequest) -> TopicDescription: ...
     async def delete(self, name: str) -> None: ...

@@ -11,12 +11,19 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
+from conveyor.broker.coordinator_admin import CoordinatorAcls, CoordinatorTopics
+from conveyor.broker.kafka.admin_acls import (
+    CreateAclsHandler,
+    DeleteAclsHandler,
+    DescribeAclsHandler,
+)
 from conveyor.broker.kafka.admin_cluster import DescribeClusterHandler
 from conveyor.broker.kafka.admin_configs import (
     AlterConfigsHandler,
     BrokerFacts,
     DescribeConfigsHandler,
 )
+from conveyor.broker.kafka.admin_logdirs import DescribeLogDirsHandler
 from conveyor.broker.kafka.admin_topics import (
     CreatePartitionsHandler,
     CreateTopicsHandler,
@@ -33,7 +40,6 @@ from conveyor.broker.kafka.registry import Registry
 from conveyor.broker.kafka.sasl import SaslHandlers
 from conveyor.broker.kafka.session import KafkaSession, SessionSettings
 from conveyor.broker.kafka.topic_configs import ConfigType
-from conveyor.broker.topic_admin import CoordinatorTopics
 from conveyor.protocol.kafka.apis import ApiKey
 from conveyor.protocol.messages import InitProducerIdRequest, InitProducerIdResponse, Metadata
 from conveyor.transport.authlimit import AuthFailureLimiter, AuthLimits
@@ -108,6 +114,12 @@ def add_admin(
         AlterConfigsHandler(topics, authorizer, broker_id, mode="incremental"),
     )
     registry.add(ApiKey.DESCRIBE_CLUSTER, DescribeClusterHandler(topics, authorizer))
+    logdirs = DescribeLogDirsHandler(service.hosted, service.config.data_dir, authorizer)
+    registry.add(ApiKey.DESCRIBE_LOG_DIRS, logdirs)
+    acls = CoordinatorAcls(service.http, service.config.coordinator_url)
+    registry.add(ApiKey.CREATE_ACLS, CreateAclsHandler(acls, authorizer))
+    registry.add(ApiKey.DESCRIBE_ACLS, DescribeAclsHandler(acls, authorizer))
+    registry.add(ApiKey.DELETE_ACLS, DeleteAclsHandler(acls, authorizer))
 
 
 def broker_facts(service: BrokerService, settings: KafkaSettings) -> BrokerFacts:

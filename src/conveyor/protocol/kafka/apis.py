@@ -27,16 +27,24 @@ with warnings.catch_warnings():
     from kafka.protocol.admin import (
         AlterConfigsRequest,
         AlterConfigsResponse,
+        CreateAclsRequest,
+        CreateAclsResponse,
         CreatePartitionsRequest,
         CreatePartitionsResponse,
         CreateTopicsRequest,
         CreateTopicsResponse,
+        DeleteAclsRequest,
+        DeleteAclsResponse,
         DeleteTopicsRequest,
         DeleteTopicsResponse,
+        DescribeAclsRequest,
+        DescribeAclsResponse,
         DescribeClusterRequest,
         DescribeClusterResponse,
         DescribeConfigsRequest,
         DescribeConfigsResponse,
+        DescribeLogDirsRequest,
+        DescribeLogDirsResponse,
         IncrementalAlterConfigsRequest,
         IncrementalAlterConfigsResponse,
     )
@@ -165,6 +173,10 @@ _ADMIN_SPECS: Final = (
         IncrementalAlterConfigsResponse,
     ),
     ApiSpec(ApiKey.DESCRIBE_CLUSTER, 0, 2, DescribeClusterRequest, DescribeClusterResponse),
+    ApiSpec(ApiKey.DESCRIBE_LOG_DIRS, 1, 4, DescribeLogDirsRequest, DescribeLogDirsResponse),
+    ApiSpec(ApiKey.CREATE_ACLS, 1, 3, CreateAclsRequest, CreateAclsResponse),
+    ApiSpec(ApiKey.DESCRIBE_ACLS, 1, 3, DescribeAclsRequest, DescribeAclsResponse),
+    ApiSpec(ApiKey.DELETE_ACLS, 1, 3, DeleteAclsRequest, DeleteAclsResponse),
 )
 
 SERVED: Final[dict[int, ApiSpec]] = {int(spec.key): spec for spec in (*_SPECS, *_ADMIN_SPECS)}
