@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from tests.integration.cluster import free_port, wait_for
@@ -27,6 +29,12 @@ def test_dev_tls_auth_runs_https_and_prints_a_working_admin_token(tmp_path: Path
         token = re.search(r"CONVEYOR_TOKEN=(\S+)", output)
         assert token is not None
         assert f"CONVEYOR_URL=https://127.0.0.1:{port}" in output
+        console = f"https://127.0.0.1:{port}/console/"
+        assert f"web console: {console}" in output
+        # The printed URL serves the console (its sign-in page: auth is on).
+        context = ssl.create_default_context(cafile=str(data / "certs" / "ca.pem"))
+        with urllib.request.urlopen(console + "login", context=context, timeout=10) as page:
+            assert page.status == 200 and b"Sign in" in page.read()
         env = dict(os.environ, CONVEYOR_URL=f"https://127.0.0.1:{port}")
         env["CONVEYOR_CA"] = str(data / "certs" / "ca.pem")
         env.pop("CONVEYOR_TOKEN", None)

@@ -281,6 +281,8 @@ def _supervise(
                 if secret
                 else ""
             )
+            + f"  web console: {children[0].url}/console/"
+            + (" (sign in with the token above)\n" if secret else "\n")
             + "  conveyor produce demo hello world\n"
             "  conveyor consume demo --from-beginning\n"
             + _kafka_hint(args)
