@@ -124,7 +124,9 @@ class KafkaListener:
     stats: ListenerStats = field(default_factory=ListenerStats)
     limiter: ConnectionLimiter = field(init=False)
     _server: asyncio.Server | None = None
-    _connections: set[asyncio.Task[None]] = field(default_factory=set)
+    # per open connection: its accept task -> how to end it (cancel its reader and writer;
+    # never the accept task itself, whose cancellation Python 3.11's streams log as errors)
+    _connections: dict[asyncio.Task[None], Callable[[], None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.limiter = ConnectionLimiter(self.settings.limits)
@@ -156,11 +158,11 @@ class KafkaListener:
         """Stop accepting and close every connection (in-flight requests are cancelled)."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        for task in list(self._connections):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for stop in list(self._connections.values()):
+            stop()
+        tasks = list(self._connections)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -175,15 +177,17 @@ class KafkaListener:
             return
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self._connections[task] = lambda: None
         self.stats.connections_total += 1
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, task)
         finally:
             self.limiter.release(address)
-            self._connections.discard(task)
+            self._connections.pop(task, None)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[None]
+    ) -> None:
         info = _connection_info(writer)
         session = self.sessions(info)
         pending: asyncio.Queue[asyncio.Future[Reply | None] | None] = asyncio.Queue(
@@ -191,6 +195,12 @@ class KafkaListener:
         )
         writing = asyncio.ensure_future(self._write_loop(pending, writer, info))
         reading = asyncio.ensure_future(self._read_loop(reader, session, pending, writing, info))
+
+        def stop() -> None:
+            reading.cancel()
+            writing.cancel()
+
+        self._connections[task] = stop
         try:
             # The writer ends first when a write fails or a reply closes the connection;
             # the reader, at end of stream, on a bad frame, or on a refused request.
@@ -256,6 +266,9 @@ class KafkaListener:
             except CloseConnection as exc:
                 self.stats.protocol_errors += 1
                 log.info("kafka connection from %s closed: %s", info.peer, exc)
+                return
+            except Exception as exc:  # a session bug: this connection only
+                log.error("kafka connection from %s: request failed", info.peer, exc_info=exc)
                 return
             if reply is None:
                 continue

@@ -52,6 +52,6 @@ class DescribeClusterHandler:
                 broker_cls(broker_id=n.node_id, host=n.host, port=n.port, rack=None, **fenced)
                 for n in nodes
             ],
-            cluster_authorized_operations=_AUTHORIZED_OPERATIONS_OMITTED,
+            authorized_operations=_AUTHORIZED_OPERATIONS_OMITTED,  # kafka-python's name
             **extra,
         )

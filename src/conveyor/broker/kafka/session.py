@@ -85,6 +85,18 @@ class KafkaSession:
         except ConveyorError as exc:
             ctx.finish()
             raise CloseConnection(f"{request.spec.key.name}: {exc}") from None
+        except Exception as exc:
+            # A bug in a handler (found by fuzzing once): loud in the log, and only this
+            # connection pays for it, never the listener or other clients.
+            ctx.finish()
+            log.error(
+                "kafka %s v%d handler failed; closing the connection from %s",
+                request.spec.key.name,
+                request.api_version,
+                self.state.info.peer,
+                exc_info=exc,
+            )
+            raise CloseConnection(f"{request.spec.key.name}: internal error") from None
         except BaseException:
             ctx.finish()
             raise
