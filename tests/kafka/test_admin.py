@@ -13,8 +13,10 @@ import pytest
 
 from conveyor.client import Admin
 from conveyor.protocol.errors import ConveyorError
+from conveyor.protocol.kafka.apis import ApiKey
 from tests.integration.cluster import Cluster, wait_for
 from tests.kafka.conftest import unique_topic
+from tests.kafka.wire import KafkaWire
 
 kafka_admin = pytest.importorskip("confluent_kafka.admin")
 KafkaException = pytest.importorskip("confluent_kafka").KafkaException
@@ -159,6 +161,17 @@ def test_describe_cluster_lists_the_kafka_listeners(admin: Any, kafka_cluster: C
     assert [(n.id, n.host, n.port) for n in cluster.nodes] == [(1, "127.0.0.1", broker.kafka_port)]
     assert cluster.controller.id == 1
     assert cluster.cluster_id
+    # librdkafka describes the cluster through Metadata; Java's AdminClient (and this raw
+    # request) use DescribeCluster itself
+    port = broker.kafka_port
+    assert port is not None
+    with KafkaWire("127.0.0.1", port, broker.ssl_context()) as wire:
+        answer = wire.call(
+            ApiKey.DESCRIBE_CLUSTER, 1, include_cluster_authorized_operations=True, endpoint_type=1
+        )
+    assert answer.error_code == 0 and answer.cluster_id == cluster.cluster_id
+    assert [(b.broker_id, b.port) for b in answer.brokers] == [(1, port)]
+    assert len(answer.authorized_operations) == 7  # auth off: all seven
 
 
 def test_delete_topics(admin: Any, conveyor_admin: Admin) -> None:

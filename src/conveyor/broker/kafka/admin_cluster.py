@@ -1,11 +1,15 @@
 """DescribeCluster: the cluster id, the controller and every live broker with a Kafka
 listener, from the coordinator's cluster status (the ``GET /v1/cluster`` operation); the
-same brokers and controller as Metadata answers (``metadata.kafka_nodes``)."""
+same brokers and controller as Metadata answers (``metadata.kafka_nodes``). Asked for,
+the principal's authorized cluster operations in Kafka's terms: every one with cluster
+``admin`` (or auth off), DESCRIBE and DESCRIBE_CONFIGS with ``describe``, and
+IDEMPOTENT_WRITE always (Conveyor needs no rule for idempotent producers)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from conveyor.broker.kafka.acl_mapping import Operation
 from conveyor.broker.kafka.admin_topics import TopicOps
 from conveyor.broker.kafka.auth import Authorizer
 from conveyor.broker.kafka.metadata import kafka_nodes
@@ -15,7 +19,15 @@ from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError, kafka_error
 
 _BROKERS_ENDPOINT = 1  # EndpointType: 1 brokers, 2 controllers
-_AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+_CLUSTER_OPERATIONS = (
+    Operation.ALTER,
+    Operation.ALTER_CONFIGS,
+    Operation.CLUSTER_ACTION,
+    Operation.CREATE,
+    Operation.DESCRIBE,
+    Operation.DESCRIBE_CONFIGS,
+    Operation.IDEMPOTENT_WRITE,
+)
 
 
 class DescribeClusterHandler:
@@ -40,6 +52,9 @@ class DescribeClusterHandler:
                 cluster_id, nodes = status.cluster_id, kafka_nodes(status.brokers)
             except ConveyorError as exc:
                 error, message = kafka_error(exc.code, "cluster"), exc.message
+        operations = None  # omitted (kafka-python's bitfield: a set of operation numbers)
+        if request.include_cluster_authorized_operations:
+            operations = await self._authorized(ctx.principal)
         broker_cls = response.DescribeClusterBroker
         fenced = {"is_fenced": False} if ctx.api_version >= 2 else {}
         return response(
@@ -52,6 +67,16 @@ class DescribeClusterHandler:
                 broker_cls(broker_id=n.node_id, host=n.host, port=n.port, rack=None, **fenced)
                 for n in nodes
             ],
-            authorized_operations=_AUTHORIZED_OPERATIONS_OMITTED,  # kafka-python's name
+            authorized_operations=operations,
             **extra,
         )
+
+    async def _authorized(self, principal: str | None) -> set[int]:
+        allowed = self._authorizer.allowed
+        if await allowed(principal, "admin", "cluster", "cluster"):
+            chosen: tuple[Operation, ...] = _CLUSTER_OPERATIONS
+        elif await allowed(principal, "describe", "cluster", "cluster"):
+            chosen = (Operation.DESCRIBE, Operation.DESCRIBE_CONFIGS, Operation.IDEMPOTENT_WRITE)
+        else:
+            chosen = (Operation.IDEMPOTENT_WRITE,)
+        return {int(op) for op in chosen}
