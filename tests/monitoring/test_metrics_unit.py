@@ -214,7 +214,7 @@ def _metrics(
     tmp_path: Path, state: ClusterState, now_ms: int
 ) -> tuple[CoordinatorMetrics, CoordinatorService]:
     service = CoordinatorService(CoordinatorSettings(data_dir=tmp_path), ManualClock(now_ms))
-    service._state = state  # a unit test of the collector alone
+    service._writer.state = state  # a unit test of the collector alone
     return service.metrics, service
 
 
@@ -226,7 +226,7 @@ def test_leader_election_counted_with_the_time_the_partition_had_no_leader(tmp_p
         state, BrokerHeartbeat(broker_id=BrokerId(2), url="http://b2"), 5000, INTERVAL_MS
     ).state
     result = core.expire_brokers(state, 7000, 6000)
-    service._state = result.state
+    service._writer.state = result.state
     metrics.on_transition(state, result, 7000)
     found = samples(render(_registry(metrics)))
     assert value(found, "conveyor_coordinator_leader_elections_total") == 1

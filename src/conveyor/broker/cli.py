@@ -51,11 +51,18 @@ def config_from_args(args: argparse.Namespace | Settings) -> BrokerConfig:
         host = socket.gethostname()
     advertised = s[catalog.ADVERTISED_URL] or f"{tls.scheme}://{host}:{port}"
     data_dir = s[catalog.BROKER_DATA] or Path("data") / f"broker-{broker_id}"
+    from conveyor.transport.coordinators import parse_coordinator_urls
+
+    try:
+        coordinator_urls = parse_coordinator_urls(s[catalog.COORDINATOR_URL])
+    except ValueError as exc:
+        raise SettingsError(f"coordinator: {exc}") from None
     return BrokerConfig(
         broker_id=BrokerId(broker_id),
         data_dir=data_dir,
         advertised_url=advertised.rstrip("/"),
-        coordinator_url=s[catalog.COORDINATOR_URL],
+        coordinator_url=coordinator_urls[0],
+        coordinator_urls=coordinator_urls,
         flush_override=s[catalog.FLUSH],
         tls=tls,
         fetch_memory_bytes_max=s[catalog.FETCH_MEMORY_MAX_BYTES],
@@ -94,6 +101,7 @@ def service_http(config: BrokerConfig) -> AsyncHTTP:
     """The broker's client to the coordinator and other brokers: it speaks as the cluster
     (its ``cluster_secret``) even when a ``CONVEYOR_TOKEN`` meant for clients is in the
     same environment, since internal routes refuse client tokens."""
+    from conveyor.broker.config import coordinators_of
     from conveyor.transport.auth import authorization_header
     from conveyor.transport.client import AsyncHTTP
 
@@ -102,6 +110,7 @@ def service_http(config: BrokerConfig) -> AsyncHTTP:
         config.tls,
         limit=config.forward_connections_max,
         authorization=authorization_header(secret) if secret else None,
+        coordinators=coordinators_of(config),
     )
 
 

@@ -8,9 +8,16 @@ from pathlib import Path
 from conveyor.broker.rules import FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PRODUCE_TIMEOUT_MS_MAX
 from conveyor.protocol.messages import DEFAULT_COORDINATOR_URL, BrokerId
 from conveyor.storage import FlushPolicy
+from conveyor.transport.coordinators import CoordinatorSet
 from conveyor.transport.tls import TLSConfig
 
 MIB = 1024 * 1024
+
+
+def coordinators_of(config: BrokerConfig) -> CoordinatorSet:
+    """Every coordinator the broker was given; its HTTP client sends their requests to
+    the active one (transport/coordinators.py)."""
+    return CoordinatorSet(config.coordinator_urls or (config.coordinator_url,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +39,9 @@ class BrokerConfig:
     broker_id: BrokerId
     data_dir: Path
     advertised_url: str = "http://127.0.0.1:7701"
-    coordinator_url: str = DEFAULT_COORDINATOR_URL
+    coordinator_url: str = DEFAULT_COORDINATOR_URL  # the first of coordinator_urls
+    # every coordinator given (--coordinator URL,URL,URL); requests go to the active one
+    coordinator_urls: tuple[str, ...] = ()
     # None: each topic's own flush policy; set: an operator override for every topic.
     flush_override: FlushPolicy | None = None
     tls: TLSConfig = field(default_factory=TLSConfig)

@@ -270,7 +270,7 @@ class LeaderReplication:
             except ConveyorError as exc:
                 log.info("partition %s: alter isr to %s failed: %s", partition.tp, list(isr), exc)
                 if (
-                    exc.code is ErrorCode.NETWORK_ERROR
+                    exc.code in (ErrorCode.NETWORK_ERROR, ErrorCode.NOT_COORDINATOR)
                     and partition.is_leader
                     and (partition.state.partition_epoch == state.partition_epoch)
                 ):
@@ -285,6 +285,8 @@ class LeaderReplication:
                 await asyncio.sleep(1.0)
                 return
         assignment = response.assignment
+        if not self.service.accept_coordinator_epoch(response.coordinator_epoch, "alter isr"):
+            return
         if partition.closed or assignment.leader_epoch != partition.leader_epoch:
             return
         log.info(

@@ -63,6 +63,24 @@ def high_watermark(
     return min(max(previous, candidate), log_end_offset)
 
 
+def coordinator_epoch_after(known: int, received: int) -> int | None:
+    """The coordinator epoch to remember after a command at ``received``, or None to refuse
+    the command: it comes from a coordinator deposed by one at ``known`` (issue 20). Epoch
+    0 is a single coordinator on SQLite, which no other can depose: always accepted,
+    never remembered.
+
+    >>> coordinator_epoch_after(0, 7), coordinator_epoch_after(7, 9), coordinator_epoch_after(9, 7)
+    (7, 9, None)
+    >>> coordinator_epoch_after(9, 0)
+    9
+    """
+    if received == 0:
+        return known
+    if received < known:
+        return None
+    return received
+
+
 def metadata_refresh_due(
     fetched_ms: int | None, now_ms: int, *, forced: bool, min_interval_ms: int, max_age_ms: int
 ) -> bool:

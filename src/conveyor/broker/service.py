@@ -15,7 +15,7 @@ import random
 import uuid
 from dataclasses import dataclass
 
-from conveyor.broker.config import BrokerConfig
+from conveyor.broker.config import BrokerConfig, coordinators_of
 from conveyor.broker.fetcher import ReplicaFetchers
 from conveyor.broker.fetchmemory import FetchMemory
 from conveyor.broker.jsonrecords import build_batch
@@ -26,7 +26,7 @@ from conveyor.broker.reconcile import TopicPartition, check_cluster_id, reconcil
 from conveyor.broker.replicas import ReplicaManager, load_meta, store_meta
 from conveyor.broker.replication import LeaderReplication
 from conveyor.broker.routing import group_by_partition, partitions_for, unkeyed_count
-from conveyor.broker.rules import check_offset, clamp
+from conveyor.broker.rules import check_offset, clamp, coordinator_epoch_after
 from conveyor.protocol.backoff import BELOW, backoff_ms
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, RetriableError
 from conveyor.protocol.messages import (
@@ -75,7 +75,9 @@ class BrokerService:
         self.broker_id: BrokerId = config.broker_id
         # This process's id in heartbeats: a restart is a new incarnation (see coordinator).
         self.incarnation = uuid.uuid4().hex
-        self.http = http or AsyncHTTP(config.tls, limit=config.forward_connections_max)
+        self.http = http or AsyncHTTP(
+            config.tls, limit=config.forward_connections_max, coordinators=coordinators_of(config)
+        )
         self.security = BrokerSecurity()  # the coordinator's users, tokens, ACLs (auth on)
         self.flusher = Flusher(threads=config.flusher_threads)
         self.replicas = ReplicaManager(
@@ -89,6 +91,7 @@ class BrokerService:
         )
         self.meta = BrokerDataMeta(broker_id=config.broker_id)
         self.heartbeat_interval_ms = config.heartbeat_interval_ms
+        self.coordinator_epoch = 0  # the newest coordinator epoch seen (in memory only)
         self.stopping = False
         self._round_robin: dict[str, int] = {}
         self._rng = random.Random()  # backoff jitter only
@@ -127,6 +130,8 @@ class BrokerService:
         if problem is not None:
             log.error("%s", problem)
             return False
+        if not self.accept_coordinator_epoch(response.coordinator_epoch, "heartbeat answer"):
+            return False
         if self.meta.cluster_id is None:
             self.meta = BrokerDataMeta(broker_id=self.broker_id, cluster_id=response.cluster_id)
             await asyncio.to_thread(store_meta, self.config.data_dir, self.meta)
@@ -140,6 +145,23 @@ class BrokerService:
             self.config.flush_override,
         )
         await self.replicas.apply(actions)
+        return True
+
+    def accept_coordinator_epoch(self, epoch: int, what: str) -> bool:
+        """Whether a command from a coordinator at ``epoch`` may be applied: not when a
+        newer coordinator has spoken (``rules.coordinator_epoch_after``)."""
+        after = coordinator_epoch_after(self.coordinator_epoch, epoch)
+        if after is None:
+            log.warning(
+                "refused a %s from coordinator epoch %d: epoch %d is newer (a deposed coordinator)",
+                what,
+                epoch,
+                self.coordinator_epoch,
+            )
+            return False
+        if after != self.coordinator_epoch:
+            log.info("coordinator epoch %d -> %d", self.coordinator_epoch, after)
+        self.coordinator_epoch = after
         return True
 
     # ---- finding the partition -----------------------------------------------------------

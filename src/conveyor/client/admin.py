@@ -19,7 +19,7 @@ from conveyor.protocol.messages import (
     TopicList,
     TopicSummary,
 )
-from conveyor.transport.client import SyncHTTP, default_url
+from conveyor.transport.client import SyncHTTP, coordinator_set
 from conveyor.transport.tls import TLSConfig
 
 
@@ -44,12 +44,14 @@ class Admin:
         ``CONVEYOR_TOKEN`` or ``CONVEYOR_USER``/``CONVEYOR_PASSWORD`` from the environment."""
         from conveyor.transport.auth import authorization_header
 
-        self.url = default_url(url)
+        coordinators = coordinator_set(url)
+        self.url = coordinators.primary  # requests go to the active coordinator
         self._http = SyncHTTP(
             tls,
             timeout_s=timeout_s,
             pool_size=4,
             authorization=authorization_header(token, user, password),
+            coordinators=coordinators,
         )
 
     def create_topic(

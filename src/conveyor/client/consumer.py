@@ -32,7 +32,7 @@ from conveyor.client.metadata import MetadataClient
 from conveyor.client.types import Message, TopicPartition
 from conveyor.protocol.errors import ConveyorError
 from conveyor.transport.auth import authorization_header
-from conveyor.transport.client import AsyncHTTP, default_url
+from conveyor.transport.client import AsyncHTTP, coordinator_set, default_url
 from conveyor.transport.tls import TLSConfig
 
 log = logging.getLogger(__name__)
@@ -99,16 +99,19 @@ class _ConsumerCore:
         self.buffer = FetchBuffer(
             buffer_max_bytes=config.buffer_max_bytes, fetch_max_bytes=config.fetch_max_bytes
         )
+        coordinators = coordinator_set(config.url)
         self.http = AsyncHTTP(
             config.tls,
             timeout_s=config.request_timeout_ms / 1000 + 10,
             authorization=config.authorization,
+            coordinators=coordinators,  # requests go to the active coordinator
         )
+        url = coordinators.primary
         self.metadata = MetadataClient(
-            self.http, config.url, auto_create=False, request_timeout_ms=config.request_timeout_ms
+            self.http, url, auto_create=False, request_timeout_ms=config.request_timeout_ms
         )
         group_name = config.group_id or config.group
-        self.group = GroupClient(self.http, config.url, group_name, config.request_timeout_ms)
+        self.group = GroupClient(self.http, url, group_name, config.request_timeout_ms)
         self.fetcher = Fetcher(
             settings=FetchSettings(
                 topics=config.topics,
@@ -139,7 +142,7 @@ class _ConsumerCore:
                     request_timeout_ms=config.request_timeout_ms,
                 ),
                 http=self.http,
-                url=config.url,
+                url=url,
                 fetcher=self.fetcher,
                 buffer=self.buffer,
                 group=self.group,

@@ -28,7 +28,7 @@ from conveyor.protocol.messages import (
     PartitionOffsets,
     ResetOffsetsRequest,
 )
-from conveyor.transport.client import AsyncHTTP, SyncHTTP, default_url
+from conveyor.transport.client import AsyncHTTP, SyncHTTP, coordinator_set
 from conveyor.transport.tls import TLSConfig
 
 NO_GENERATION = -1  # a simple consumer, outside group membership
@@ -109,12 +109,14 @@ class GroupAdmin:
         """Credentials as :class:`conveyor.Admin` takes them; none given: the environment."""
         from conveyor.transport.auth import authorization_header
 
-        self.url = default_url(url)
+        coordinators = coordinator_set(url)
+        self.url = coordinators.primary  # requests go to the active coordinator
         self._http = SyncHTTP(
             tls,
             timeout_s=timeout_s,
             pool_size=4,
             authorization=authorization_header(token, user, password),
+            coordinators=coordinators,
         )
 
     def list_groups(self) -> list[GroupSummary]:

@@ -39,7 +39,7 @@ from conveyor.client.types import (
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError, RetriableError
 from conveyor.protocol.records import Codec
 from conveyor.transport.auth import authorization_header
-from conveyor.transport.client import AsyncHTTP, default_url
+from conveyor.transport.client import AsyncHTTP, coordinator_set, default_url
 from conveyor.transport.tls import TLSConfig
 
 RETRIES_UNLIMITED: Final = 2**31 - 1
@@ -125,13 +125,16 @@ class _ProducerCore:
             on_space=self._on_space,
             sticky_start=random.randrange(1 << 16),
         )
+        coordinators = coordinator_set(config.url)
         self.http = AsyncHTTP(
             config.tls,
             timeout_s=config.request_timeout_ms / 1000 + 10,
             authorization=config.authorization,
+            coordinators=coordinators,  # requests go to the active coordinator
         )
+        url = coordinators.primary
         self.metadata = MetadataClient(
-            self.http, config.url, auto_create=True, request_timeout_ms=config.request_timeout_ms
+            self.http, url, auto_create=True, request_timeout_ms=config.request_timeout_ms
         )
         self.partition_counts = self.metadata.cache.partition_counts
         self.sender = Sender(
@@ -145,7 +148,7 @@ class _ProducerCore:
             retries=config.retries,
             retry_backoff_ms=config.retry_backoff_ms,
             retry_backoff_max_ms=config.retry_backoff_max_ms,
-            coordinator_url=config.url if config.idempotent else None,
+            coordinator_url=url if config.idempotent else None,
         )
         self.run_task: asyncio.Task[None] | None = None
 

@@ -17,7 +17,7 @@ from conveyor.protocol.security import (
     WhoAmI,
 )
 from conveyor.transport.auth import authorization_header
-from conveyor.transport.client import SyncHTTP, default_url, encode_body
+from conveyor.transport.client import SyncHTTP, coordinator_set, encode_body
 from conveyor.transport.tls import TLSConfig
 
 
@@ -34,12 +34,14 @@ class SecurityAdmin:
         password: str | None = None,
         timeout_s: float = 30.0,
     ) -> None:
-        self.url = default_url(url) + "/v1/security"
+        coordinators = coordinator_set(url)
+        self.url = coordinators.primary + "/v1/security"
         self._http = SyncHTTP(
             tls,
             timeout_s=timeout_s,
             pool_size=2,
             authorization=authorization_header(token, user, password),
+            coordinators=coordinators,
         )
 
     def add_user(self, name: str, password: str) -> UserSummary:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conveyor._version import __version__
@@ -23,6 +25,7 @@ from conveyor.transport.tls import TLSConfig
 
 if TYPE_CHECKING:
     from conveyor.console.settings import ConsoleSettings
+    from conveyor.coordinator.leadership import HaSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,12 @@ def load(args: argparse.Namespace) -> Settings:
 
 def settings_from_args(args: argparse.Namespace | Settings) -> CoordinatorSettings:
     s = args if isinstance(args, Settings) else load(args)
+    store: str = s[catalog.STORE]
+    data_dir = s[catalog.COORDINATOR_DATA]
+    if store.startswith("sqlite:"):
+        data_dir = Path(store.removeprefix("sqlite:"))
     return CoordinatorSettings(
-        data_dir=s[catalog.COORDINATOR_DATA],
+        data_dir=data_dir,
         session_timeout_ms=s[catalog.SESSION_TIMEOUT_MS],
         heartbeat_interval_ms=s[catalog.HEARTBEAT_INTERVAL_MS],
         auto_create_topics=s[catalog.AUTO_CREATE_TOPICS],
@@ -76,6 +83,42 @@ def console_settings(s: Settings, tls: TLSConfig) -> ConsoleSettings:
         session_idle_ms=s[catalog.CONSOLE_SESSION_IDLE_MS],
         session_lifetime_ms=s[catalog.CONSOLE_SESSION_LIFETIME_MS],
         prometheus_url=prometheus,
+    )
+
+
+def ha_from_settings(s: Settings, tls: TLSConfig) -> HaSettings | None:
+    """None for the SQLite store; the etcd and election settings otherwise (raises
+    SettingsError for values that cannot work together)."""
+    from conveyor.coordinator.leadership import HaSettings
+    from conveyor.coordinator.lease import LeaseSettings
+    from conveyor.transport.etcd import EtcdSettings, parse_endpoints
+    from conveyor.transport.runner import parse_listen
+
+    store: str = s[catalog.STORE]
+    if store == "sqlite" or store.startswith("sqlite:"):
+        return None
+    try:
+        endpoints = parse_endpoints(store)
+        lease = LeaseSettings.for_ttl(s[catalog.LEASE_TTL_MS])
+        host, port = parse_listen(s[catalog.COORDINATOR_LISTEN])
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 -- a wildcard is not reachable as is
+        host = socket.gethostname()
+    advertised = s[catalog.COORDINATOR_ADVERTISED_URL] or f"{tls.scheme}://{host}:{port}"
+    ca, cert, key = s[catalog.ETCD_CA], s[catalog.ETCD_CERT], s[catalog.ETCD_KEY]
+    etcd = EtcdSettings(
+        endpoints,
+        tls=TLSConfig(
+            cafile=str(ca) if ca else None,
+            client_certfile=str(cert) if cert else None,
+            client_keyfile=str(key) if key else None,
+        ),
+        username=s[catalog.ETCD_USER],
+        password=s[catalog.ETCD_PASSWORD],
+    )
+    return HaSettings(
+        etcd=etcd, prefix=s[catalog.ETCD_PREFIX], advertised_url=advertised.rstrip("/"), lease=lease
     )
 
 
@@ -117,7 +160,17 @@ def run(args: argparse.Namespace) -> int:
         tls.enabled,
         s.config_path,
     )
-    app = build_coordinator_app(settings)
+    ha = ha_from_settings(s, tls)
+    if ha is not None:
+        log.info(
+            "metadata store: etcd %s prefix %s; lease ttl %d ms (margin %d ms); advertised as %s",
+            ",".join(ha.etcd.endpoints),
+            ha.prefix,
+            ha.lease.ttl_ms,
+            ha.lease.margin_ms,
+            ha.advertised_url,
+        )
+    app = build_coordinator_app(settings, ha=ha)
     from conveyor.transport.access import ACCESS_LOG_KEY
 
     app[ACCESS_LOG_KEY] = s[catalog.ACCESS_LOG]

@@ -86,6 +86,11 @@ class GroupManager:
         self._started_ms = self._now_ms()
         self._recover = recover
 
+    def reset(self) -> None:
+        """Forget every membership (this coordinator stopped being active): the next
+        active one rebuilds them from the members' heartbeats."""
+        self.groups.clear()
+
     def _new(self, name: str) -> Group:
         if not self._recover:
             return Group(name)
@@ -172,18 +177,26 @@ class GroupManager:
                 self._set(before, after)
 
     async def commit(self, name: str, request: OffsetCommitRequest) -> OffsetFetchResponse:
+        """Fenced against the membership at the moment the commit is decided (inside the
+        transition, so commits of every group share store writes: group commit)."""
         validate_group_name(name)
         tps = [TP(o.topic, o.partition) for o in request.offsets]
-        async with self._lock:  # fencing and the write see the same membership
+        now = self._now_ms()
+
+        def decide(state: ClusterState) -> Result[OffsetFetchResponse]:
             group = self.groups.get(name, Group(name))
             groups.check_commit(group, request.member_id, request.generation, tps)
-            now = self._now_ms()
-            return await self._transition(lambda s: core.commit_offsets(s, name, request, now))
+            return core.commit_offsets(state, name, request, now)
+
+        return await self._transition(decide)
 
     async def reset_offsets(self, name: str, request: ResetOffsetsRequest) -> OffsetFetchResponse:
         """Operators' reset: only while the group has no members (Kafka's rule)."""
         validate_group_name(name)
-        async with self._lock:
+        commit = OffsetCommitRequest(offsets=request.offsets)
+        now = self._now_ms()
+
+        def decide(state: ClusterState) -> Result[OffsetFetchResponse]:
             group = self.groups.get(name)
             if group is not None and group.members:
                 raise InvalidRequestError(
@@ -191,9 +204,9 @@ class GroupManager:
                     code=ErrorCode.GROUP_NOT_EMPTY,
                     group=name,
                 )
-            commit = OffsetCommitRequest(offsets=request.offsets)
-            now = self._now_ms()
-            return await self._transition(lambda s: core.commit_offsets(s, name, commit, now))
+            return core.commit_offsets(state, name, commit, now)
+
+        return await self._transition(decide)
 
     async def delete(self, name: str) -> None:
         """Delete an empty group (its committed offsets); 409 GROUP_NOT_EMPTY with members,

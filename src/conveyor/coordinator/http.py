@@ -7,8 +7,15 @@ call the service and encode: all rules live in the service and the pure core bel
 
 from __future__ import annotations
 
-from aiohttp import web
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Final
 
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from conveyor.coordinator.leadership import HaSettings
 from conveyor.coordinator.service import CoordinatorService, CoordinatorSettings
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.messages import (
@@ -19,6 +26,7 @@ from conveyor.protocol.messages import (
     BrokerHeartbeat,
     BrokerId,
     ClusterStatus,
+    CoordinatorStatus,
     CreateTopicRequest,
     DecommissionResponse,
     GroupDescription,
@@ -40,6 +48,11 @@ from conveyor.transport.metrics import install as install_metrics
 from conveyor.transport.server import Route, build_app, decode_json, json_response, set_ready
 
 SERVICE_KEY = web.AppKey("coordinator_service", CoordinatorService)
+# What a standby still answers itself; every other route says NOT_COORDINATOR and names
+# the active coordinator (clients and brokers follow it: transport/coordinators.py).
+STANDBY_PATHS: Final = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/coordinator"}
+)
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -75,6 +88,11 @@ def _broker_id(request: web.Request) -> BrokerId:
 class CoordinatorHTTP:
     def __init__(self, service: CoordinatorService) -> None:
         self.service = service
+        # with etcd, leadership.py tells the role; alone on SQLite it is always "single"
+        self.status: Callable[[], CoordinatorStatus] = lambda: CoordinatorStatus(role="single")
+
+    async def coordinator(self, _: web.Request) -> web.Response:
+        return json_response(self.status())
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         heartbeat = await decode_json(request, BrokerHeartbeat)
@@ -179,6 +197,14 @@ class CoordinatorHTTP:
                     ("auto_create", "boolean", "create unknown topics with defaults (false)"),
                 ),
                 tags=("metadata",),
+            ),
+            Route(
+                "GET",
+                "/v1/coordinator",
+                self.coordinator,
+                "Which coordinator is active: answered by every coordinator, standbys too",
+                response=CoordinatorStatus,
+                tags=("cluster",),
             ),
             Route(
                 "GET",
@@ -352,15 +378,45 @@ class CoordinatorHTTP:
         ]
 
 
+def standby_middleware(service: CoordinatorService) -> Middleware:
+    """While this coordinator is not the active one, every route but ``STANDBY_PATHS``
+    answers 421 NOT_COORDINATOR with ``details.active_url`` (when known): nothing here may
+    change or even read cluster state that only the active coordinator holds."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if service.standby and request.path not in STANDBY_PATHS:
+            if (
+                request.method == "GET"
+                and request.path.startswith("/console")
+                and service.active_url
+            ):
+                # a person's browser: follow to the active coordinator's console
+                raise web.HTTPTemporaryRedirect(service.active_url + request.path_qs)
+            raise service.not_coordinator("this coordinator is a standby")
+        return await handler(request)
+
+    return middleware
+
+
 def build_coordinator_app(
-    settings: CoordinatorSettings, clock: Clock | None = None
+    settings: CoordinatorSettings,
+    clock: Clock | None = None,
+    ha: HaSettings | None = None,
 ) -> web.Application:
-    """The coordinator's aiohttp application. Ready (``/readyz`` 200) once the state is
-    loaded from SQLite; the database is closed on cleanup, after in-flight requests."""
+    """The coordinator's aiohttp application. Alone (``ha`` None): ready (``/readyz``
+    200) once the state is loaded from SQLite; the database is closed on cleanup, after
+    in-flight requests. With ``ha`` (etcd): ready at once, as a standby, while
+    ``leadership.py`` campaigns; it activates the service when it wins."""
     service = CoordinatorService(settings, clock)
-    app = build_app("coordinator", CoordinatorHTTP(service).routes())
+    routes = CoordinatorHTTP(service)
+    app = build_app("coordinator", routes.routes())
     app[SERVICE_KEY] = service
+    app.middlewares.append(standby_middleware(service))
     install_metrics(app, service.metrics)
+    if ha is not None:
+        _run_leadership(app, service, routes, ha)
+        return app
 
     async def on_startup(app: web.Application) -> None:
         await service.start()
@@ -372,3 +428,30 @@ def build_coordinator_app(
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
+
+
+def _run_leadership(
+    app: web.Application, service: CoordinatorService, routes: CoordinatorHTTP, ha: HaSettings
+) -> None:
+    from conveyor.coordinator.leadership import Leadership
+    from conveyor.transport.etcd import EtcdClient
+
+    client = EtcdClient(ha.etcd)
+    leadership = Leadership(service, client, ha)
+    routes.status = leadership.status
+    service.standby = True
+    task: list[asyncio.Task[None]] = []
+
+    async def on_startup(app: web.Application) -> None:
+        task.append(asyncio.create_task(leadership.run(), name="coordinator-leadership"))
+        set_ready(app)
+
+    async def on_cleanup(_: web.Application) -> None:
+        for running in task:  # steps down (revoking the lease) if active
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        await client.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)

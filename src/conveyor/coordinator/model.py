@@ -288,6 +288,19 @@ def _remove_topic(
             reports[broker_id] = {k: r for k, r in hosted.items() if k[0] != name}
 
 
+def snapshot_records(state: ClusterState) -> list[Record]:
+    """Durable records that rebuild ``state`` from an empty one through :func:`apply` (its
+    soft parts aside): what a store writes as a snapshot, and what a migration copies."""
+    records: list[Record] = [
+        BrokerRecord(replace(b, incarnation="")) for b in state.brokers.values()
+    ]
+    records += [TopicRecord(t) for t in state.topics.values()]
+    records += [PartitionRecord(p) for p in state.partitions.values()]
+    records += [ProducerRecord(pid, epoch) for pid, epoch in state.producers.items()]
+    records += [OffsetRecord(o) for o in state.offsets.values()]
+    return records
+
+
 # ---- invariants ----------------------------------------------------------------------------
 
 

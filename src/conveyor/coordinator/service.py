@@ -1,33 +1,42 @@
 """The coordinator service: the I/O shell around the pure decisions. No HTTP here.
 
-It owns the current :class:`ClusterState`, the SQLite store, the clock and the broker
-expiry timer. Each mutating call runs one decision from ``state.py`` under a lock, writes
-its durable records to SQLite (on a single worker thread, so the event loop never waits
-for an fsync), and only then makes the new state current and logs the decisions with
-their reasons. Reads use the current state without the lock: it is an immutable snapshot.
+It owns the metadata store, the clock and the broker expiry timer. Each mutating call
+queues one decision from ``state.py`` with the transition writer (``writer.py``: group
+commit), which writes its durable records to the store and only then makes the new state
+current; the decisions are then logged with their reasons. Reads use the current state:
+an immutable snapshot.
 
-Lock order: there is one lock (``_lock``); the store thread takes none.
+A service is *active* (it has a state and decides) or not. With SQLite it becomes active
+at ``start`` and stays so; with etcd, ``leadership.py`` activates it when it wins the
+election (``activate``, with the epoch and the own-clock lease check) and deactivates it
+when the lease is lost, a write is fenced, or a write's outcome is unknown. While not
+active every call raises ``NOT_COORDINATOR`` naming the active coordinator when known.
+
+Lock order: none in this module; the writer serialises changes on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import msgspec
 
 from conveyor.coordinator import control, views
 from conveyor.coordinator import state as core
 from conveyor.coordinator.group_service import GroupManager
+from conveyor.coordinator.metastore import MetadataStore, SqliteMetadataStore
 from conveyor.coordinator.metrics import CoordinatorMetrics
 from conveyor.coordinator.model import ClusterState
 from conveyor.coordinator.state import Result, TopicDefaults
-from conveyor.coordinator.store import CoordinatorStore
 from conveyor.coordinator.validation import validate_topic_name
+from conveyor.coordinator.writer import TransitionWriter
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, RetriableError
 from conveyor.protocol.messages import (
     AddPartitionsRequest,
@@ -52,6 +61,7 @@ from conveyor.transport.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Command = TypeVar("Command", HeartbeatResponse, AlterIsrResponse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +101,8 @@ class CoordinatorService:
             heartbeat_interval_ms=settings.broker_heartbeat_interval_ms,
             clock=self._clock,
         )
-        self._lock = asyncio.Lock()
-        # one thread: sqlite connections belong to the thread that made them
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coordinator-db")
-        self._store: CoordinatorStore | None = None
-        self._state: ClusterState | None = None
+        self._writer = TransitionWriter(self._check_active, self._applied, self._write_failed)
+        self._store: MetadataStore | None = None
         self._expiry_task: asyncio.Task[None] | None = None
         self.groups = GroupManager(
             state=lambda: self.state,
@@ -103,25 +110,51 @@ class CoordinatorService:
             metrics=self.metrics,
             now_ms=self._clock.now_ms,
         )
+        # high availability (leadership.py): the epoch commands carry, the own-clock lease
+        # check, what to do when a write fails, and the active coordinator's URL for
+        # NOT_COORDINATOR answers while this one is not active
+        self.epoch = 0
+        self._lease_valid: Callable[[], bool] = _always
+        self._on_store_failure: Callable[[ConveyorError], None] | None = None
+        self.active_url: str | None = None
+        self.standby = False  # set by leadership.py while another coordinator may be active
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self, run_expiry: bool = True) -> None:
-        """Open the store, load and check the state, start the expiry timer."""
-        store = await self._in_store_thread(CoordinatorStore.open, self.settings.data_dir)
-        self._store = store
-        loaded = await self._in_store_thread(store.load)
+        """The single coordinator: open the SQLite store under ``data_dir`` and activate."""
+        store = await SqliteMetadataStore.open(self.settings.data_dir)
+        try:
+            await self.activate(store, epoch=0, run_expiry=run_expiry)
+        except BaseException:
+            await store.close()
+            raise
+
+    async def activate(
+        self,
+        store: MetadataStore,
+        epoch: int,
+        *,
+        lease_valid: Callable[[], bool] = lambda: True,
+        on_store_failure: Callable[[ConveyorError], None] | None = None,
+        run_expiry: bool = True,
+    ) -> None:
+        """Load the state from ``store`` and start deciding, at ``epoch``; ``lease_valid``
+        is asked before every decision (false: NOT_COORDINATOR, nothing decided)."""
+        loaded = await store.load()
+        self._store, self.epoch, self.standby = store, epoch, False
+        self._lease_valid, self._on_store_failure = lease_valid, on_store_failure
         # heartbeat times are soft: brokers get a full session from now to check in again
-        self._state = core.grant_grace(loaded, self._clock.now_ms()).state
+        self._writer.open(store, core.grant_grace(loaded, self._clock.now_ms()).state)
         self.groups.started(recover=bool(loaded.topics))
-        alive = len(loaded.alive_broker_ids())
         log.info(
-            "coordinator state loaded from %s: cluster_id=%s brokers=%d (alive %d) topics=%d "
-            "partitions=%d committed_offsets=%d",
-            store.path,
+            "coordinator state loaded from %s: cluster_id=%s epoch=%d brokers=%d (alive %d) "
+            "topics=%d partitions=%d committed_offsets=%d",
+            store.location,
             loaded.cluster_id,
+            epoch,
             len(loaded.brokers),
-            alive,
+            len(loaded.alive_broker_ids()),
             len(loaded.topics),
             len(loaded.partitions),
             len(loaded.offsets),
@@ -130,32 +163,74 @@ class CoordinatorService:
             self._expiry_task = asyncio.create_task(self._expiry_loop(), name="broker-expiry")
             self._expiry_task.add_done_callback(_report_expiry_exit)
 
+    async def deactivate(self, reason: str) -> None:
+        """Stop deciding now (the lease is lost, or a write failed): pending changes fail
+        with NOT_COORDINATOR, the state and group memberships are dropped, the store is
+        closed. Whoever is active next reloads everything from the store."""
+        self.standby = True
+        await self._stop_expiry()
+        error = self.not_coordinator(reason)
+        await self._writer.abort(error)
+        self.groups.reset()
+        store, self._store = self._store, None
+        self._lease_valid, self._on_store_failure = _always, None
+        if store is not None:
+            await store.close()
+        log.warning("coordinator no longer active (epoch %d): %s", self.epoch, reason)
+
     async def close(self) -> None:
-        """Stop the timer, wait for the write in progress, close the database."""
+        """Stop the timer, wait for the writes queued, close the store (the last state
+        stays readable)."""
+        await self._stop_expiry()
+        await self._writer.drain()
+        store, self._store = self._store, None
+        if store is not None:
+            await store.close()
+        log.info("coordinator store closed")
+
+    async def _stop_expiry(self) -> None:
         if self._expiry_task is not None:
             self._expiry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expiry_task
             self._expiry_task = None
-        async with self._lock:  # a transition being persisted finishes first
-            if self._store is not None:
-                await self._in_store_thread(self._store.close)
-                self._store = None
-        self._executor.shutdown(wait=True)
-        log.info("coordinator store closed")
+
+    @property
+    def active(self) -> bool:
+        return self._writer.state is not None and self._store is not None
 
     @property
     def state(self) -> ClusterState:
-        if self._state is None:
+        state = self._writer.state
+        if state is None:
+            if self.standby:
+                raise self.not_coordinator("this coordinator is a standby")
             raise RetriableError("the coordinator is loading its state", code=ErrorCode.NOT_READY)
-        return self._state
+        return state
+
+    def not_coordinator(self, reason: str) -> RetriableError:
+        details: dict[str, Any] = {}
+        if self.active_url:
+            details["active_url"] = self.active_url
+        return RetriableError(
+            f"not the active coordinator: {reason}"
+            + (f"; the active one is {self.active_url}" if self.active_url else ""),
+            code=ErrorCode.NOT_COORDINATOR,
+            **details,
+        )
+
+    def _check_active(self) -> None:
+        if not self._lease_valid():
+            raise self.not_coordinator("its lease may have expired (by its own clock)")
 
     # ---- brokers ---------------------------------------------------------------------------
 
     async def heartbeat(self, heartbeat: BrokerHeartbeat) -> HeartbeatResponse:
         interval_ms = self.settings.broker_heartbeat_interval_ms
         return await self.transition(
-            lambda s: core.handle_heartbeat(s, heartbeat, self._clock.now_ms(), interval_ms)
+            lambda s: self._stamped(
+                core.handle_heartbeat(s, heartbeat, self._clock.now_ms(), interval_ms)
+            )
         )
 
     async def expire_brokers(self) -> None:
@@ -203,7 +278,13 @@ class CoordinatorService:
     # ---- replication control -----------------------------------------------------------------
 
     async def alter_isr(self, request: AlterIsrRequest) -> AlterIsrResponse:
-        return await self.transition(lambda s: control.alter_isr(s, request))
+        return await self.transition(lambda s: self._stamped(control.alter_isr(s, request)))
+
+    def _stamped(self, result: Result[Command]) -> Result[Command]:
+        """A command to a broker carries the epoch it was decided at: brokers refuse one
+        older than an epoch they have seen (a deposed coordinator's)."""
+        reply = msgspec.structs.replace(result.reply, coordinator_epoch=self.epoch)
+        return dataclasses.replace(result, reply=reply)
 
     async def init_producer_id(self, request: InitProducerIdRequest) -> InitProducerIdResponse:
         return await self.transition(lambda s: control.init_producer_id(s, request))
@@ -272,30 +353,33 @@ class CoordinatorService:
     # ---- the shell's one pattern -----------------------------------------------------------
 
     async def transition(self, decide: Callable[[ClusterState], Result[T]]) -> T:
-        """Decide on the current state, persist the durable records, then make the new
-        state current (the one way anything changes it; GroupManager commits through it).
+        """Queue a decision on the current state; its reply once its durable records are
+        in the store and the new state is current (the one way anything changes it;
+        GroupManager commits through it). See ``writer.py`` (group commit).
 
-        Shielded: once decided, a change is persisted and applied even if the caller goes
-        away (a client disconnect cancels its handler), so memory never lags the disk."""
-        return await asyncio.shield(self._decide_persist_apply(decide))
+        Shielded: once queued, a change is persisted and applied even if the caller goes
+        away (a client disconnect cancels its handler), so memory never lags the store."""
+        return await asyncio.shield(self._writer.submit(decide))
 
-    async def _decide_persist_apply(self, decide: Callable[[ClusterState], Result[T]]) -> T:
-        async with self._lock:
-            result = decide(self.state)  # a typed error here means nothing changed
-            durable = result.durable_records
-            if durable:
-                store = self._store
-                if store is None:
-                    raise RetriableError("the coordinator is stopping", code=ErrorCode.NOT_READY)
-                await self._in_store_thread(store.write, durable)
-            previous, self._state = self._state, result.state
-            self.metrics.on_transition(previous, result, self._clock.now_ms())
-        for decision in result.decisions:
-            log.info("%s", decision)
-        return result.reply
+    def _applied(self, previous: ClusterState | None, results: list[Result[Any]]) -> None:
+        now_ms = self._clock.now_ms()
+        for result in results:
+            self.metrics.on_transition(previous, result, now_ms)
+            previous = result.state
+            for decision in result.decisions:
+                if self.epoch:  # several coordinators: say which epoch acted (chaos/ha.py)
+                    log.info("%s epoch=%d", decision, self.epoch)
+                else:
+                    log.info("%s", decision)
 
-    async def _in_store_thread(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    def _write_failed(self, error: ConveyorError) -> None:
+        log.error("coordinator store write failed: %s", error)
+        if self._on_store_failure is not None:
+            self._on_store_failure(error)
+
+
+def _always() -> bool:
+    return True
 
 
 def _report_expiry_exit(task: asyncio.Task[None]) -> None:

@@ -77,6 +77,10 @@ class ErrorCode(enum.Enum):
     # limits (issue 15): appended, never renumbered
     TOO_MANY_CONNECTIONS = _Code(503, True, "the listener refused the connection: too many open")
     THROTTLED = _Code(429, True, "too many failed authentications: retry after the delay")
+    # coordinator high availability (issue 20): appended, never renumbered. A standby (or a
+    # coordinator that lost its lease) answers it; ``details.active_url`` names the active
+    # coordinator when known, and ``details.coordinator_epoch`` its epoch.
+    NOT_COORDINATOR = _Code(421, True, "this coordinator is not the active one")
 
     @property
     def http_status(self) -> int:

@@ -201,6 +201,9 @@ class HeartbeatResponse(Wire):
     topic_configs: dict[str, TopicConfig]
     brokers: list[BrokerInfo]
     heartbeat_interval_ms: int = 1000
+    # the answering coordinator's epoch (issue 20); brokers refuse answers from an epoch
+    # older than one they have seen. 0: a single coordinator (SQLite), never fenced.
+    coordinator_epoch: int = 0
 
 
 # ---- produce and fetch (broker data plane) -------------------------------------------------
@@ -359,6 +362,22 @@ class AlterIsrRequest(Wire):
 
 class AlterIsrResponse(Wire):
     assignment: ReplicaAssignment
+    coordinator_epoch: int = 0  # as in HeartbeatResponse
+
+
+CoordinatorRole = Literal["single", "active", "standby"]
+
+
+class CoordinatorStatus(Wire):
+    """``GET /v1/coordinator``, answered by every coordinator, active or not: which one is
+    active. ``single``: one coordinator on SQLite. A standby names the active one's URL
+    when it knows it (none during an election)."""
+
+    role: CoordinatorRole
+    epoch: int = 0  # the active coordinator's epoch as this one knows it
+    url: str | None = None  # this coordinator's advertised URL
+    active_url: str | None = None
+    store: str = "sqlite"  # sqlite | etcd
 
 
 class DecommissionResponse(Wire):

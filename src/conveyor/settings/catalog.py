@@ -231,6 +231,62 @@ MAX_CONCURRENT_MOVES: Final = setting(
     "partitions copying a new replica at once (restoration, rebalancing, decommissioning)",
     ("coordinator",),
 )
+# high availability on etcd (issue 20, docs/coordinator.md "High availability")
+STORE: Final = setting(
+    "store",
+    kinds.STORE,
+    "sqlite",
+    "metadata store: sqlite (coordinator.db under data) or etcd://HOST:PORT,... (several "
+    "coordinators share it, one active)",
+    ("coordinator",),
+)
+ETCD_PREFIX: Final = setting(
+    "prefix",
+    kinds.TEXT,
+    "/conveyor/default",
+    "etcd key prefix of this cluster's metadata (one cluster per prefix)",
+    ("coordinator",),
+)
+LEASE_TTL_MS: Final = setting(
+    "lease_ttl_ms",
+    kinds.duration_ms(2000),
+    5000,
+    "the active coordinator's etcd lease, whole seconds: a standby takes over this long "
+    "after the active one stops renewing",
+    ("coordinator",),
+)
+COORDINATOR_ADVERTISED_URL: Final = setting(
+    "advertised_url",
+    kinds.optional(kinds.URL),
+    None,
+    "the URL clients and brokers reach this coordinator at (standbys name it)",
+    ("coordinator",),
+    default_text="http(s)://LISTEN (the host name for a wildcard)",
+)
+ETCD_CA: Final = setting(
+    "etcd_ca", kinds.optional(kinds.FILE), None, "CA to verify etcd's TLS against",
+    ("coordinator",), default_text="the system's CAs",
+)  # fmt: skip
+ETCD_CERT: Final = setting(
+    "etcd_cert", kinds.optional(kinds.FILE), None, "client certificate presented to etcd",
+    ("coordinator",),
+)  # fmt: skip
+ETCD_KEY: Final = setting(
+    "etcd_key", kinds.optional(kinds.FILE), None, "its private key", ("coordinator",)
+)
+ETCD_USER: Final = setting(
+    "etcd_user", kinds.optional(kinds.TEXT), None, "etcd user (with etcd_password)",
+    ("coordinator",),
+)  # fmt: skip
+ETCD_PASSWORD: Final = setting(
+    "etcd_password",
+    kinds.optional(kinds.SECRET),
+    None,
+    "etcd user's password; never a flag (ps shows argv)",
+    ("coordinator",),
+    flag=False,
+    secret=True,
+)
 
 # ---- web console (served by the coordinator, docs/console.md) ----------------------------
 CONSOLE: Final = setting(
@@ -293,9 +349,9 @@ ADVERTISED_URL: Final = setting(
 )
 COORDINATOR_URL: Final = setting(
     "coordinator",
-    kinds.URL,
+    kinds.URL_LIST,
     DEFAULT_COORDINATOR_URL,
-    "the coordinator's URL",
+    "the coordinator's URL, or every coordinator's, comma-separated (the active one is found)",
     ("broker",),
     env=("CONVEYOR_URL",),
 )
@@ -366,7 +422,11 @@ KAFKA_CONNECTIONS_MAX: Final = setting(
 
 # ---- clients and the CLI ------------------------------------------------------------------
 URL: Final = setting(
-    "url", kinds.URL, DEFAULT_COORDINATOR_URL, "the coordinator's URL", ("client",)
+    "url",
+    kinds.URL_LIST,
+    DEFAULT_COORDINATOR_URL,
+    "the coordinator's URL, or every coordinator's, comma-separated (the active one is found)",
+    ("client",),
 )
 TOKEN: Final = setting(
     "token", kinds.optional(kinds.SECRET), None, "API token", ("client",), secret=True
@@ -425,6 +485,15 @@ COORDINATOR: Final[tuple[Setting[Any], ...]] = (
     PROMETHEUS_URL,
     CONSOLE_SESSION_IDLE_MS,
     CONSOLE_SESSION_LIFETIME_MS,
+    STORE,
+    ETCD_PREFIX,
+    LEASE_TTL_MS,
+    COORDINATOR_ADVERTISED_URL,
+    ETCD_CA,
+    ETCD_CERT,
+    ETCD_KEY,
+    ETCD_USER,
+    ETCD_PASSWORD,
     *_COMMON_SERVER,
 )
 BROKER: Final[tuple[Setting[Any], ...]] = (

@@ -213,6 +213,41 @@ def _has_space(text: str) -> bool:
 
 URL: Kind[str] = Kind(URL_ACCEPTED, _parse_url, "URL")
 
+URL_LIST_ACCEPTED = URL_ACCEPTED + ", or several comma-separated"
+
+
+def _parse_url_list(text: str) -> str:
+    urls = [part for part in (p.strip() for p in text.split(",")) if part]
+    if not urls:
+        raise BadValueError(URL_LIST_ACCEPTED)
+    try:
+        parsed = [_parse_url(url) for url in urls]
+    except BadValueError:
+        raise BadValueError(URL_LIST_ACCEPTED) from None
+    return ",".join(dict.fromkeys(parsed))
+
+
+URL_LIST: Kind[str] = Kind(URL_LIST_ACCEPTED, _parse_url_list, "URL[,URL...]")
+
+STORE_ACCEPTED = "sqlite, sqlite:PATH, or etcd://HOST:PORT[,HOST:PORT...] (etcds:// for TLS)"
+
+
+def _parse_store(text: str) -> str:
+    text = text.strip()
+    if text == "sqlite" or (text.startswith("sqlite:") and len(text) > len("sqlite:")):
+        return text
+    if text.startswith(("etcd://", "etcds://")):
+        members = text.split("://", 1)[1].split(",")
+        for member in members:
+            host, _, port = member.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise BadValueError(STORE_ACCEPTED)
+        return text
+    raise BadValueError(STORE_ACCEPTED)
+
+
+STORE: Kind[str] = Kind(STORE_ACCEPTED, _parse_store, "STORE")
+
 HOST_PORT_ACCEPTED = "HOST:PORT with a port from 0 to 65535 (:PORT for every interface)"
 _HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._:-]*")
 

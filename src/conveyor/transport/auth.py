@@ -92,6 +92,8 @@ POLICIES: Final[dict[tuple[str, str], Policy]] = {
     # coordinator
     ("GET", "/v1/metadata"): AUTHENTICATED,  # auto_create is checked by the handler's rules
     ("GET", "/v1/cluster"): Policy("describe", "cluster", None),
+    # which coordinator is active: as public as /readyz (standbys answer it too)
+    ("GET", "/v1/coordinator"): PUBLIC,
     ("POST", "/v1/producers/init"): AUTHENTICATED,
     ("POST", "/v1/brokers/{broker_id}/decommission"): ADMIN,
     ("GET", "/v1/brokers/{broker_id}/decommission"): Policy("describe", "cluster", None),

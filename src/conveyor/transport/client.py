@@ -8,7 +8,9 @@ connection failures become retriable ``NETWORK_ERROR``.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
 from typing import Any, Final, TypeVar
 
@@ -17,6 +19,7 @@ import msgspec
 import urllib3
 
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError, error_from_dict
+from conveyor.transport.coordinators import FAILOVER_WAIT_S, ROUND_PAUSE_S, CoordinatorSet
 from conveyor.transport.tls import TLSConfig
 
 T = TypeVar("T")
@@ -31,12 +34,69 @@ CLIENT_ID_HEADER: Final = "X-Conveyor-Client-Id"
 
 def default_url(url: str | None) -> str:
     """``url``, else the client's ``url`` setting (``--url``, ``CONVEYOR_URL``, the file),
-    else the local default coordinator."""
+    else the local default coordinator. May name several coordinators,
+    comma-separated (see :class:`CoordinatorSet`)."""
     if url:
         return url.rstrip("/")
     from conveyor.settings import catalog, client_settings
 
     return client_settings()[catalog.URL].rstrip("/")
+
+
+def coordinator_set(url: str | None) -> CoordinatorSet:
+    """The coordinators ``url`` (or ``CONVEYOR_URL``, or the default) names. Raises a
+    typed INVALID_REQUEST for a malformed list."""
+    try:
+        return CoordinatorSet.parse(default_url(url))
+    except ValueError as exc:
+        raise ConveyorError(str(exc), code=ErrorCode.INVALID_REQUEST) from None
+
+
+class _NotSentError(Exception):
+    """The connection could not be opened: the request never left, any URL may take it."""
+
+    def __init__(self, error: RetriableError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Failover:
+    """One request's way to the active coordinator (``coordinators.py``): which URL to
+    try next, and when to give up."""
+
+    def __init__(self, coordinators: CoordinatorSet, url: str, origin: str) -> None:
+        self.coordinators = coordinators
+        self.url = url
+        self.origin = origin
+        self.tried = 0
+        self.rounds = 0
+        self.last: ConveyorError | None = None
+
+    def next_url(self) -> tuple[str, str]:
+        self.tried += 1
+        active = self.coordinators.active
+        return active, self.coordinators.target(self.url, self.origin)
+
+    def failed(self, target: str, error: ConveyorError) -> None:
+        """Nothing happened at ``target``: note where to go next."""
+        self.last = error
+        if error.code is ErrorCode.NOT_COORDINATOR:
+            named = error.details.get("active_url")
+            if named != target and self.coordinators.redirected(named):
+                return
+        self.coordinators.failed(target)
+
+    def pause_s(self, elapsed_s: float) -> float | None:
+        """After a round over every URL: how long to wait before the next, or None to
+        give up (raise ``last``)."""
+        if self.tried <= len(self.coordinators.urls):
+            return 0.0
+        pause = ROUND_PAUSE_S[min(self.rounds, len(ROUND_PAUSE_S) - 1)]
+        if elapsed_s + pause > FAILOVER_WAIT_S:
+            return None
+        self.rounds += 1
+        self.tried = 0
+        return pause
 
 
 def error_for(status: int, data: bytes) -> ConveyorError:
@@ -90,9 +150,11 @@ class SyncHTTP:
         timeout_s: float = 30.0,
         pool_size: int = 16,
         authorization: str | None = None,
+        coordinators: CoordinatorSet | None = None,
     ) -> None:
         tls = tls or TLSConfig.from_env()
         self.client_id = uuid.uuid4().hex[:16]
+        self.coordinators = coordinators  # requests to these go to the active one
         # The Authorization header (transport/auth.py); None: from the environment.
         self._authorization = authorization or authorization_from_env()
         self._pool = urllib3.PoolManager(
@@ -112,6 +174,45 @@ class SyncHTTP:
         accept: str = "application/json",
         timeout_s: float | None = None,
     ) -> urllib3.BaseHTTPResponse:
+        options: dict[str, Any] = {
+            "body": body, "content_type": content_type, "accept": accept, "timeout_s": timeout_s
+        }  # fmt: skip
+        origin = self.coordinators.origin_of(url) if self.coordinators else None
+        if origin is None or self.coordinators is None:
+            try:
+                return self._request_once(method, url, **options)
+            except _NotSentError as exc:
+                raise exc.error from exc.__cause__
+        failover = _Failover(self.coordinators, url, origin)
+        started = time.monotonic()
+        while True:
+            active, target = failover.next_url()
+            try:
+                return self._request_once(method, target, **options)
+            except _NotSentError as exc:
+                failover.failed(active, exc.error)
+            except ConveyorError as exc:
+                if exc.code is not ErrorCode.NOT_COORDINATOR:
+                    if exc.code is ErrorCode.NETWORK_ERROR:
+                        self.coordinators.failed(active)  # the next request tries another
+                    raise
+                failover.failed(active, exc)
+            pause = failover.pause_s(time.monotonic() - started)
+            if pause is None:
+                assert failover.last is not None
+                raise failover.last
+            time.sleep(pause)
+
+    def _request_once(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None,
+        content_type: str,
+        accept: str,
+        timeout_s: float | None,
+    ) -> urllib3.BaseHTTPResponse:
         headers = {"Accept": accept, CLIENT_ID_HEADER: self.client_id}
         if self._authorization is not None:
             headers["Authorization"] = self._authorization
@@ -125,6 +226,12 @@ class SyncHTTP:
                 headers=headers,
                 timeout=None if timeout_s is None else urllib3.Timeout(total=timeout_s),
             )
+        except (
+            urllib3.exceptions.NewConnectionError,
+            urllib3.exceptions.ConnectTimeoutError,
+        ) as exc:
+            error = RetriableError(f"{method} {url}: {exc}", code=ErrorCode.NETWORK_ERROR)
+            raise _NotSentError(error) from exc
         except urllib3.exceptions.HTTPError as exc:
             raise RetriableError(f"{method} {url}: {exc}", code=ErrorCode.NETWORK_ERROR) from exc
         if response.status >= 400:
@@ -155,8 +262,10 @@ class AsyncHTTP:
         timeout_s: float = 30.0,
         limit: int = 100,
         authorization: str | None = None,
+        coordinators: CoordinatorSet | None = None,
     ) -> None:
         self._tls = tls or TLSConfig.from_env()
+        self.coordinators = coordinators  # requests to these go to the active one
         self.client_id = uuid.uuid4().hex[:16]
         self._authorization = authorization or authorization_from_env()
         self._timeout_s = timeout_s
@@ -197,6 +306,45 @@ class AsyncHTTP:
         accept: str = "application/json",
         timeout_s: float | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
+        options: dict[str, Any] = {
+            "body": body, "content_type": content_type, "accept": accept, "timeout_s": timeout_s
+        }  # fmt: skip
+        origin = self.coordinators.origin_of(url) if self.coordinators else None
+        if origin is None or self.coordinators is None:
+            try:
+                return await self._request_once(method, url, **options)
+            except _NotSentError as exc:
+                raise exc.error from exc.__cause__
+        failover = _Failover(self.coordinators, url, origin)
+        started = time.monotonic()
+        while True:
+            active, target = failover.next_url()
+            try:
+                return await self._request_once(method, target, **options)
+            except _NotSentError as exc:
+                failover.failed(active, exc.error)
+            except ConveyorError as exc:
+                if exc.code is not ErrorCode.NOT_COORDINATOR:
+                    if exc.code is ErrorCode.NETWORK_ERROR:
+                        self.coordinators.failed(active)  # the next request tries another
+                    raise
+                failover.failed(active, exc)
+            pause = failover.pause_s(time.monotonic() - started)
+            if pause is None:
+                assert failover.last is not None
+                raise failover.last
+            await asyncio.sleep(pause)
+
+    async def _request_once(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None,
+        content_type: str,
+        accept: str,
+        timeout_s: float | None,
+    ) -> tuple[int, dict[str, str], bytes]:
         headers = {"Accept": accept, CLIENT_ID_HEADER: self.client_id}
         if self._authorization is not None:
             headers["Authorization"] = self._authorization
@@ -209,6 +357,9 @@ class AsyncHTTP:
             ) as response:
                 data = await response.read()
                 status, response_headers = response.status, dict(response.headers)
+        except aiohttp.ClientConnectorError as exc:
+            error = RetriableError(f"{method} {url}: {exc}", code=ErrorCode.NETWORK_ERROR)
+            raise _NotSentError(error) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RetriableError(
                 f"{method} {url}: {exc or type(exc).__name__}", code=ErrorCode.NETWORK_ERROR

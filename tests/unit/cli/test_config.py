@@ -62,7 +62,7 @@ def run(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
             ["conveyor", "topic", "list"],
             {"CONVEYOR_URL": "notaurl"},
             "conveyor: error: invalid CONVEYOR_URL='notaurl': expected an http:// or https:// "
-            "URL with a host, e.g. https://coordinator:7700",
+            "URL with a host, e.g. https://coordinator:7700, or several comma-separated",
         ),
     ],
 )

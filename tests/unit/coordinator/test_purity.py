@@ -21,6 +21,8 @@ PURE_MODULES = [
     "reassignment",
     "control",
     "groups",
+    "lease",
+    "records_codec",
 ]
 FORBIDDEN = {
     *IO_MODULES,

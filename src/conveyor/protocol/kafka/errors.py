@@ -109,6 +109,9 @@ _BY_CODE: Final[dict[ErrorCode, KafkaError]] = {
     ErrorCode.TOO_MANY_CONNECTIONS: KafkaError.NETWORK_EXCEPTION,
     # a SASL exchange refused unchecked: clients see a failed authentication, as in Kafka
     ErrorCode.THROTTLED: KafkaError.SASL_AUTHENTICATION_FAILED,
+    # no Conveyor coordinator is active (an election): the broker answering for it is
+    # not available as the group coordinator for now; clients retry
+    ErrorCode.NOT_COORDINATOR: KafkaError.COORDINATOR_NOT_AVAILABLE,
 }
 
 _FORBIDDEN_BY_RESOURCE: Final[dict[str, KafkaError]] = {

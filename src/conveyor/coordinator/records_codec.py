@@ -1,0 +1,119 @@
+"""The coordinator's durable records as bytes, for stores that keep a log of them (etcd).
+
+Pure. One log entry holds the durable records of one or more transitions, in order::
+
+    entry   = b"[" ... (JSON)  |  b"z" + zlib(JSON)      compressed past ENTRY_COMPRESS_BYTES
+    JSON    = [[tag, fields], ...]
+    tag     = "broker" | "topic" | "partition" | "topic_removed" | "offset" | "producer"
+
+``fields`` are the record's dataclass fields by name (unknown names are ignored on decode,
+so a later version may add fields with defaults). As in the SQLite store, a topic's
+``config`` keeps every field, defaults included (a later version with other defaults must
+not change existing topics), and soft state (``Broker.incarnation``, ``BrokerSeen``) is
+never written.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any, Final
+
+import msgspec
+
+from conveyor.coordinator.model import (
+    Broker,
+    BrokerRecord,
+    CommittedOffset,
+    OffsetRecord,
+    Partition,
+    PartitionRecord,
+    ProducerRecord,
+    Record,
+    Topic,
+    TopicRecord,
+    TopicRemoved,
+    canonical_config,
+)
+from conveyor.protocol.errors import ErrorCode, FatalError
+
+ENTRY_COMPRESS_BYTES: Final = 4096  # below this zlib saves little and costs a copy
+_encoder = msgspec.json.Encoder()
+
+
+def _fields(record: Record) -> tuple[str, dict[str, Any]]:
+    match record:
+        case BrokerRecord(broker=broker):
+            return "broker", msgspec.to_builtins(replace(broker, incarnation=""))
+        case TopicRecord(topic=topic):
+            fields = msgspec.to_builtins(topic)
+            fields["config"] = msgspec.structs.asdict(topic.config)
+            return "topic", fields
+        case PartitionRecord(partition=partition):
+            return "partition", msgspec.to_builtins(partition)
+        case TopicRemoved(name=name):
+            return "topic_removed", {"name": name}
+        case OffsetRecord(offset=offset):
+            return "offset", msgspec.to_builtins(offset)
+        case ProducerRecord(producer_id=producer_id, producer_epoch=producer_epoch):
+            return "producer", {"producer_id": producer_id, "producer_epoch": producer_epoch}
+    raise FatalError(f"record {record!r} is not durable", code=ErrorCode.INTERNAL_ERROR)
+
+
+def encode_records(records: Iterable[Record]) -> bytes:
+    """One log entry of ``records`` (durable ones only: soft records are skipped)."""
+    data = _encoder.encode([_fields(r) for r in records if r.durable])
+    if len(data) >= ENTRY_COMPRESS_BYTES:
+        return b"z" + zlib.compress(data, 1)
+    return data
+
+
+def decode_records(entry: bytes) -> list[Record]:
+    """The records of one log entry. Raises FatalError(CORRUPT_DATA) for anything that is
+    not an entry this code wrote: a store holding it is damaged, not "empty"."""
+    try:
+        data = zlib.decompress(entry[1:]) if entry[:1] == b"z" else entry
+        items = msgspec.json.decode(data, type=list[tuple[str, dict[str, Any]]])
+        return [_record(tag, fields) for tag, fields in items]
+    except (zlib.error, msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+        raise FatalError(
+            f"undecodable coordinator log entry: {exc}", code=ErrorCode.CORRUPT_DATA
+        ) from exc
+
+
+def _record(tag: str, fields: dict[str, Any]) -> Record:
+    match tag:
+        case "broker":
+            return BrokerRecord(msgspec.convert(fields, Broker))
+        case "topic":
+            topic = msgspec.convert(fields, Topic)
+            return TopicRecord(replace(topic, config=canonical_config(topic.config)))
+        case "partition":
+            return PartitionRecord(msgspec.convert(fields, Partition))
+        case "topic_removed":
+            return TopicRemoved(str(fields["name"]))
+        case "offset":
+            return OffsetRecord(msgspec.convert(fields, CommittedOffset))
+        case "producer":
+            return ProducerRecord(int(fields["producer_id"]), int(fields["producer_epoch"]))
+    raise KeyError(f"unknown record tag {tag!r}")
+
+
+def split_entries(records: Sequence[Record], entry_bytes_max: int) -> list[bytes]:
+    """``records`` encoded as entries of at most ``entry_bytes_max`` bytes each (a single
+    record larger than that gets an entry of its own), for snapshots, whose size has no
+    bound of its own."""
+    entries: list[bytes] = []
+    chunk: list[Record] = []
+    size = 0
+    for record in records:
+        approx = len(_encoder.encode(_fields(record)[1])) + 16
+        if chunk and size + approx > entry_bytes_max:
+            entries.append(encode_records(chunk))
+            chunk, size = [], 0
+        chunk.append(record)
+        size += approx
+    if chunk:
+        entries.append(encode_records(chunk))
+    return entries

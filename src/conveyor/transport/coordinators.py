@@ -1,0 +1,112 @@
+"""Finding the active coordinator among several (issue 20), for every client of it:
+brokers (heartbeats, AlterIsr, security, metadata, and the Kafka listener's forwarded group
+and admin requests), the Python clients and the CLI.
+
+A :class:`CoordinatorSet` holds the URLs a process was given (``--coordinator
+URL,URL,URL``, ``CONVEYOR_URL`` with commas) and the one it believes active. The HTTP
+clients (``client.py``) route every request whose URL starts with one of those URLs to the
+believed-active one, and on the way:
+
+* a ``NOT_COORDINATOR`` answer (a standby, or a coordinator that lost its lease; nothing
+  was done) names the active one in ``details.active_url``: the request goes there;
+* a connection that could not be opened (nothing was sent) moves on to the next URL;
+* when no coordinator is active (an election, etcd without quorum), after one round over
+  the URLs the request waits a little and tries another round, within
+  :data:`FAILOVER_WAIT_S`, then raises the last retriable error;
+* any other failure (a timeout after sending) may have had an effect: it is raised as
+  before, and the next request starts with the next URL.
+
+Callers keep building URLs on :attr:`CoordinatorSet.primary` (the first URL given);
+with a single URL nothing changes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Final
+from urllib.parse import urlsplit
+
+FAILOVER_WAIT_S: Final = 6.0  # an election on a 2-5 s lease finishes within this
+ROUND_PAUSE_S: Final = (0.1, 0.25, 0.5, 1.0)  # between rounds over every URL
+
+
+def parse_coordinator_urls(text: str) -> tuple[str, ...]:
+    """``URL[,URL...]`` -> the distinct URLs, without trailing slashes, in order. Raises
+    ValueError naming the bad one (each must be ``http(s)://host[:port]``, no path)."""
+    urls: list[str] = []
+    for raw in text.split(","):
+        url = raw.strip().rstrip("/")
+        if not url:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+            raise ValueError(f"coordinator URL {url!r} is not http(s)://HOST:PORT")
+        if url not in urls:
+            urls.append(url)
+    if not urls:
+        raise ValueError("no coordinator URL given")
+    return tuple(urls)
+
+
+class CoordinatorSet:
+    """Thread-safe: the sync client is shared between threads."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        if not urls:
+            raise ValueError("a coordinator set needs at least one URL")
+        self.urls = tuple(urls)
+        self._active = self.urls[0]
+        self._lock = threading.Lock()
+
+    @classmethod
+    def parse(cls, text: str) -> CoordinatorSet:
+        return cls(parse_coordinator_urls(text))
+
+    @property
+    def primary(self) -> str:
+        """What callers build request URLs on."""
+        return self.urls[0]
+
+    @property
+    def active(self) -> str:
+        with self._lock:
+            return self._active
+
+    def origin_of(self, url: str) -> str | None:
+        """The listed URL ``url`` starts with (a request to a coordinator), or None."""
+        for known in self.urls:
+            if url == known or url.startswith(known + "/") or url.startswith(known + "?"):
+                return known
+        with self._lock:
+            active = self._active
+        if url.startswith(active + "/"):
+            return active
+        return None
+
+    def target(self, url: str, origin: str) -> str:
+        """``url`` sent to the believed-active coordinator instead of ``origin``."""
+        return self.active + url[len(origin) :]
+
+    def redirected(self, active_url: object) -> bool:
+        """A coordinator named the active one; whether it was usable."""
+        if not isinstance(active_url, str):
+            return False
+        try:
+            (url,) = parse_coordinator_urls(active_url)
+        except ValueError:
+            return False
+        with self._lock:
+            self._active = url
+        return True
+
+    def failed(self, url: str) -> None:
+        """``url`` did not answer: believe the next listed one active (if ``url`` was it)."""
+        with self._lock:
+            if self._active != url:
+                return
+            index = self.urls.index(url) if url in self.urls else -1
+            self._active = self.urls[(index + 1) % len(self.urls)]
+
+    def __repr__(self) -> str:
+        return f"CoordinatorSet({','.join(self.urls)}, active={self.active})"
