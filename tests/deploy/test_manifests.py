@@ -83,6 +83,11 @@ def test_every_broker_has_its_own_id_volume_port_and_advertised_name() -> None:
         assert env["CONVEYOR_ADVERTISED_URL"] == f"https://{name}:770{number}"
         assert env["CONVEYOR_LISTEN"] == f"0.0.0.0:770{number}"
         assert env["CONVEYOR_COORDINATOR"] == "https://coordinator:7700"
+        # the Kafka listener: advertised as the host port it is published on
+        kafka_port = 9091 + int(number)
+        assert env["CONVEYOR_KAFKA_LISTEN"] == "0.0.0.0:9092"
+        assert env["CONVEYOR_KAFKA_ADVERTISE"] == f"localhost:{kafka_port}"
+        assert f"127.0.0.1:{kafka_port}:9092/tcp" in service["ports"]
         assert service["depends_on"] == {
             "init": {"condition": "service_completed_successfully"},
             "coordinator": {"condition": "service_healthy"},
@@ -90,7 +95,8 @@ def test_every_broker_has_its_own_id_volume_port_and_advertised_name() -> None:
         ids.add(env["CONVEYOR_ID"])
         volumes.update(v.split(":")[0] for v in service["volumes"] if "/data" in v)
         ports.update(p.split(":")[1] for p in service["ports"])
-    assert len(ids) == len(volumes) == len(ports) == len(brokers) == 3
+    assert len(ids) == len(volumes) == len(brokers) == 3
+    assert len(ports) == 6  # HTTP and Kafka, one of each per broker
 
 
 def test_conveyor_services_are_healthchecked_restarted_and_init_wrapped() -> None:
@@ -108,9 +114,17 @@ def test_conveyor_services_are_healthchecked_restarted_and_init_wrapped() -> Non
 
 
 def test_publish_address_and_ports_come_from_the_environment() -> None:
-    env = {"CONVEYOR_PUBLISH_ADDRESS": "0.0.0.0", "CONVEYOR_PUBLISH_BROKER_2": "17702"}
+    env = {
+        "CONVEYOR_PUBLISH_ADDRESS": "0.0.0.0",
+        "CONVEYOR_PUBLISH_BROKER_2": "17702",
+        "CONVEYOR_PUBLISH_BROKER_2_KAFKA": "19093",
+        "CONVEYOR_KAFKA_ADVERTISE_HOST": "queue.example.com",
+    }
     services = _compose_config(env)["services"]
-    assert services["broker-2"]["ports"] == ["0.0.0.0:17702:7702/tcp"]
+    assert services["broker-2"]["ports"] == ["0.0.0.0:17702:7702/tcp", "0.0.0.0:19093:9092/tcp"]
+    assert services["broker-2"]["environment"]["CONVEYOR_KAFKA_ADVERTISE"] == (
+        "queue.example.com:19093"
+    )
 
 
 def test_monitoring_mounts_the_shipped_files() -> None:

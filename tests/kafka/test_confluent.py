@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 
+from conveyor.protocol.kafka.apis import ApiKey
+from conveyor.protocol.kafka.errors import KafkaError
 from conveyor.protocol.partitioner import partition_for_key
 from tests.integration.cluster import Cluster, wait_for
 from tests.kafka.conftest import unique_topic
+from tests.kafka.wire import KafkaWire, metadata_topics, produce_request
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
@@ -97,6 +100,34 @@ def test_idempotent_producer_and_manual_assign_consumer(kafka_cluster: Cluster) 
     for message in sorted(messages, key=lambda m: (m.partition(), m.offset())):
         per_key.setdefault(message.key(), []).append(int(message.value().split(b"-")[1]))
     assert all(values == sorted(values) for values in per_key.values())  # order per key
+
+
+def test_not_leader_answers_the_current_leader(kafka_cluster3: Cluster) -> None:
+    """Produce v10+ to a broker that does not lead the partition: NOT_LEADER_OR_FOLLOWER
+    with the current leader and its endpoint (KIP-951), so the client need not refresh."""
+    topic = unique_topic("not-leader")
+    broker = kafka_cluster3.brokers[1]
+    assert broker.kafka_port is not None
+    with KafkaWire("127.0.0.1", broker.kafka_port, broker.ssl_context()) as wire:
+        deadline = time.monotonic() + 15
+        while True:
+            meta = wire.call(ApiKey.METADATA, 12, topics=metadata_topics(12, [topic]))
+            partitions = meta.topics[0].partitions
+            if partitions and all(p.leader_id >= 0 for p in partitions):
+                break
+            assert time.monotonic() < deadline, meta
+            time.sleep(0.1)
+        elsewhere = next(p for p in partitions if p.leader_id != 1)
+        answer = wire.call(
+            ApiKey.PRODUCE, 10, **produce_request(10, topic, elsewhere.partition_index, b"")
+        )
+    result = answer.responses[0].partition_responses[0]
+    assert result.error_code == KafkaError.NOT_LEADER_OR_FOLLOWER
+    assert result.current_leader.leader_id == elsewhere.leader_id
+    leader = kafka_cluster3.brokers[elsewhere.leader_id]
+    assert [(e.node_id, e.port) for e in answer.node_endpoints] == [
+        (elsewhere.leader_id, leader.kafka_port)
+    ]
 
 
 @pytest.mark.slow
