@@ -79,8 +79,7 @@ def judge(entry: Entry, returncode: int | None, output: str, seconds: float) -> 
     if returncode is None:
         return Result(entry.key, "failed", seconds, f"timed out after {seconds:.0f}s")
     if failed or returncode != 0:
-        reason = "; ".join(f"{r.name}: {r.state} {r.detail}".strip() for r in failed)
-        return Result(entry.key, "failed", seconds, reason or _last_failure(output, returncode))
+        return Result(entry.key, "failed", seconds, _last_failure(output, returncode))
     if rows and all(r.state == "SKIPPED" for r in rows):
         reason = "; ".join(f"{r.name}: {r.detail}" for r in rows)
         return Result(entry.key, "skipped", seconds, f"skipped by the test: {reason}")
@@ -90,9 +89,14 @@ def judge(entry: Entry, returncode: int | None, output: str, seconds: float) -> 
 
 
 def _last_failure(output: str, returncode: int) -> str:
-    lines = [line for line in _ANSI.sub("", output).splitlines() if "FAIL" in line]
-    tail = lines[-1].strip()[:300] if lines else ""
-    return f"exit status {returncode}" + (f": {tail}" if tail else "")
+    """The runner's own words: the line after its last ``### Test ... failed at ...``."""
+    lines = _ANSI.sub("", output).splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("### Test") and i + 1 < len(lines):
+            where = lines[i].split(" failed at ", 1)[-1].split(" at ", 1)[0]
+            return f"{lines[i + 1].strip()[:300]} ({where})"
+    tail = [line for line in lines if "FAIL" in line]
+    return f"exit status {returncode}" + (f": {tail[-1].strip()[:300]}" if tail else "")
 
 
 def write_conf(path: Path, bootstrap: str) -> None:
