@@ -129,6 +129,7 @@ def _run(
 ) -> ClientBenchResult:
     topic = config.topic or f"bench-{config.mode}-{uuid.uuid4().hex[:8]}"
     _create_topic(url, topic, config)
+    kafka = kafka_bootstrap(url) if config.client != "conveyor" else ""
     context = multiprocessing.get_context("spawn")
     producers_done = context.Event()
     cpu_before = cluster.broker_cpu_s() if cluster is not None else None
@@ -136,23 +137,23 @@ def _run(
     if config.mode == "produce":
         results = context.Queue()
         reports += _run_phases(
-            [_phase("produce", context, results, producers_done, url, topic, config)],
+            [_phase("produce", context, results, producers_done, url, topic, config, kafka)],
             results,
             progress,
         )
     elif config.mode == "consume":
         results = context.Queue()
-        fill = _phase("fill", context, results, producers_done, url, topic, config)
+        fill = _phase("fill", context, results, producers_done, url, topic, config, kafka)
         reports += _run_phases([fill], results, progress)
         if cluster is not None:
             cpu_before = cluster.broker_cpu_s()  # the consume phase's own cost
         results = context.Queue()  # a new one: see _Phase.stop
-        consumers = _phase("consume", context, results, producers_done, url, topic, config)
+        consumers = _phase("consume", context, results, producers_done, url, topic, config, kafka)
         reports += _run_phases([consumers], results, progress)
     else:
         results = context.Queue()
-        consumers = _phase("consume", context, results, producers_done, url, topic, config)
-        producers = _phase("produce", context, results, producers_done, url, topic, config)
+        consumers = _phase("consume", context, results, producers_done, url, topic, config, kafka)
+        producers = _phase("produce", context, results, producers_done, url, topic, config, kafka)
         reports += _run_phases([consumers, producers], results, progress, producers_done)
     producer_reports = [r for r in reports if r.role == "producer"]
     consumer_reports = [r for r in reports if r.role == "consumer"]
@@ -174,6 +175,18 @@ def _run(
         error_messages=errors,
         machine=describe_machine(Path.cwd()).to_dict(),
     )
+
+
+def kafka_bootstrap(url: str) -> str:
+    """The live brokers' Kafka listeners, from the coordinator (what Kafka clients need)."""
+    from conveyor.client import Admin
+
+    with Admin(url) as admin:
+        brokers = admin.cluster().brokers
+    addresses = [b.kafka_address for b in brokers if b.alive and b.kafka_address]
+    if not addresses:
+        raise BenchError("no broker has a Kafka listener (start them with --kafka-listen)")
+    return ",".join(addresses)
 
 
 def _create_topic(url: str, topic: str, config: ClientBenchConfig) -> None:
@@ -200,6 +213,7 @@ def _phase(  # noqa: PLR0917 -- the phase's name and the run's shared parts, in 
     url: str,
     topic: str,
     config: ClientBenchConfig,
+    kafka: str = "",
 ) -> _Phase:
     specs: list[WorkerSpec]
     if name in ("produce", "fill"):
@@ -215,6 +229,7 @@ def _phase(  # noqa: PLR0917 -- the phase's name and the run's shared parts, in 
                 config,
                 count=None if counts is None else counts[index],
                 rate=rate,
+                kafka_bootstrap=kafka,
             )
             for index in range(config.producers)
         ]
@@ -230,6 +245,7 @@ def _phase(  # noqa: PLR0917 -- the phase's name and the run's shared parts, in 
                 partitions=tuple(partitions),
                 from_end=config.mode == "e2e",
                 measure_e2e=config.mode == "e2e",
+                kafka_bootstrap=kafka,
             )
             for index, partitions in enumerate(assignment)
             if partitions

@@ -160,6 +160,7 @@ class LocalCluster:
         self._wait_ready([self.coordinator])
         for broker_id in range(1, self.brokers + 1):
             broker_port = free_port()
+            kafka_port = free_port()  # Kafka clients' way in (--client confluent-kafka...)
             flush = [] if self.flush is None else ["--flush", self.flush]
             service = _Service(
                 f"broker-{broker_id}",
@@ -176,6 +177,8 @@ class LocalCluster:
                     str(self.root / f"broker-{broker_id}"),
                     "--log-level",
                     "WARNING",
+                    "--kafka-listen",
+                    f"127.0.0.1:{kafka_port}",
                     *flush,
                 ],
                 f"http://127.0.0.1:{broker_port}",

@@ -47,6 +47,7 @@ class WorkerSpec:
     partitions: tuple[int, ...] = ()  # consumer: its manual assignment
     from_end: bool = False  # consumer: start at the high watermark (e2e) or the log start
     measure_e2e: bool = False  # consumer: read the producer's timestamp in each value
+    kafka_bootstrap: str = ""  # the brokers' Kafka listeners (Kafka clients only)
 
 
 def worker_main(
@@ -58,7 +59,11 @@ def worker_main(
 ) -> None:
     """The spawned process's entry point."""
     try:
-        if spec.role == "producer":
+        if spec.config.client != "conveyor":
+            from conveyor.bench.kafka_workers import run_kafka_worker
+
+            report = run_kafka_worker(spec, counter, go, producers_done, out)
+        elif spec.role == "producer":
             report = _run_producer(spec, counter, go, out)
         else:
             report = asyncio.run(_run_consumer(spec, counter, go, producers_done, out))

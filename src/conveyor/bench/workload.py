@@ -21,6 +21,9 @@ TIMESTAMP_BYTES: Final = 8  # e2e: each value starts with the producer's time.ti
 MB: Final = 1_000_000
 
 
+CLIENTS = ("conveyor", "confluent-kafka", "aiokafka")
+
+
 @dataclass(frozen=True, slots=True)
 class ClientBenchConfig:
     """One run of ``conveyor bench produce|consume|e2e``; see the CLI help for each."""
@@ -43,10 +46,13 @@ class ClientBenchConfig:
     fetch_max_wait_ms: int = 100
     sample_every: int = 64  # produce-ack latency: time one send in this many
     topic: str | None = None  # None: a new topic per run
+    client: str = "conveyor"  # conveyor (HTTP) | confluent-kafka | aiokafka (Kafka listener)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
+        if self.client not in CLIENTS:
+            raise ValueError(f"client must be one of {CLIENTS}")
         if self.message_bytes < (TIMESTAMP_BYTES if self.mode == "e2e" else 0):
             raise ValueError(f"e2e needs messages of at least {TIMESTAMP_BYTES} bytes")
         positive = ("count", "partitions", "producers", "consumers", "batch_bytes")

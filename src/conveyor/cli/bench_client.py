@@ -74,6 +74,13 @@ def _add_arguments(parser: argparse.ArgumentParser, mode: str) -> None:
     add("--topic", default=None, help="use this topic (created when missing)")
     add("--dir", type=Path, default=None, help="parent of --local's temporary directory")
     add("--pin-brokers", action="store_true", help="--local: broker i on CPU i-1 (mod CPUs)")
+    add(
+        "--client",
+        default="conveyor",
+        choices=("conveyor", "confluent-kafka", "aiokafka"),
+        help="the client library: Conveyor's (HTTP, the default) or a Kafka client through "
+        "the brokers' Kafka listeners (docs/kafka-compatibility.md)",
+    )
     add("--json", action="store_true", help="print one JSON object instead of tables")
 
 
@@ -99,6 +106,7 @@ def _config(args: argparse.Namespace, mode: Mode) -> Any:
         fetch_max_wait_ms=args.fetch_max_wait_ms,
         sample_every=args.sample_every,
         topic=args.topic,
+        client=args.client,
     )
 
 
@@ -183,7 +191,7 @@ def render_client(result: ClientBenchResult, console: Console) -> None:
         f"[bold]conveyor bench {config.mode}[/bold] ({where}): {config.message_bytes} B "
         f"messages, {config.keys} keys, {config.partitions} partitions, acks={config.acks}, "
         f"{config.producers} producer(s), {config.consumers} consumer(s), "
-        f"batch {config.batch_bytes:,} B, linger {config.linger_ms} ms",
+        f"batch {config.batch_bytes:,} B, linger {config.linger_ms} ms, client {config.client}",
         soft_wrap=True,
     )
     rates = Table(title="Throughput (MB = 10^6 bytes of payload)", title_justify="left")
