@@ -83,6 +83,7 @@ class Leadership:
         self._lost = asyncio.Event()  # set by a failed store write
         self._lost_reason = ""
         self._seen_revision = 0  # the election key's last known revision, for the watch
+        self._active_epoch = 0  # the active coordinator's epoch as last seen (0: none)
 
     @property
     def value(self) -> bytes:
@@ -94,7 +95,7 @@ class Leadership:
         active = service.active and service.standby is False
         return CoordinatorStatus(
             role="active" if active else "standby",
-            epoch=service.epoch,
+            epoch=service.epoch if active else self._active_epoch,
             url=self.settings.advertised_url,
             active_url=service.active_url,
             store="etcd",
@@ -139,6 +140,7 @@ class Leadership:
         found = response.responses[0].response_range if response.responses else None
         holder = found.kvs[0] if found is not None and found.kvs else None
         self._seen_revision = response.header.revision
+        self._active_epoch = holder.create_revision if holder is not None else 0
         url = leader_url(holder)
         if url != self.service.active_url:
             log.info(
@@ -158,8 +160,10 @@ class Leadership:
                         if event.type == "DELETE":
                             log.info("coordinator standby: the election key is free")
                             self.service.active_url = None
+                            self._active_epoch = 0
                             return
                         self.service.active_url = leader_url(event.kv)
+                        self._active_epoch = event.kv.create_revision
 
     # ---- active --------------------------------------------------------------------------
 
@@ -167,30 +171,42 @@ class Leadership:
         self._lease = lease
         self._lost.clear()
         reason = "stopped"
+        # logged before anything is decided: the moment this epoch may start acting
+        log.info(
+            "coordinator active at epoch %d (lease %x, valid for %d ms by its own clock)",
+            epoch,
+            lease.lease_id,
+            lease.valid_until_ms - self._clock_ms(),
+            extra={"ha_event": "active", "epoch": epoch},
+        )
+        # renewals start now: loading a big state must not let the lease lapse
+        keeper = asyncio.create_task(self._keep_alive(), name="coordinator-lease")
         try:
             store = await EtcdMetadataStore.open(self.client, self.layout, epoch)
             self.service.active_url = self.settings.advertised_url
             await self.service.activate(
                 store, epoch, lease_valid=self.may_act, on_store_failure=self._store_failed
             )
-            log.info(
-                "coordinator active at epoch %d (lease %x, valid for %d ms by its own clock)",
-                epoch,
-                lease.lease_id,
-                lease.valid_until_ms - self._clock_ms(),
-            )
-            reason = await self._keep_alive()
+            reason = await keeper
         except StoreFencedError as exc:
             reason = f"fenced: {exc.message}"
             self.service.active_url = exc.details.get("active_url")
         except (EtcdUnavailableError, EtcdRequestError) as exc:
             reason = f"etcd failed: {exc.message}"
         finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
             held, self._lease = self._lease, None
             if self.service.active:
                 await self.service.deactivate(reason)
             else:
-                log.warning("coordinator could not become active at epoch %d: %s", epoch, reason)
+                log.warning(
+                    "coordinator could not become active at epoch %d: %s",
+                    epoch,
+                    reason,
+                    extra={"ha_event": "inactive", "epoch": epoch},
+                )
             if self.service.active_url == self.settings.advertised_url:
                 self.service.active_url = None
             if held is not None:

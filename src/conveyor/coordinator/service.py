@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,7 @@ class CoordinatorService:
         self._on_store_failure: Callable[[ConveyorError], None] | None = None
         self.active_url: str | None = None
         self.standby = False  # set by leadership.py while another coordinator may be active
+        self._decided_ms = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -176,7 +178,12 @@ class CoordinatorService:
         self._lease_valid, self._on_store_failure = _always, None
         if store is not None:
             await store.close()
-        log.warning("coordinator no longer active (epoch %d): %s", self.epoch, reason)
+        log.warning(
+            "coordinator no longer active (epoch %d): %s",
+            self.epoch,
+            reason,
+            extra={"ha_event": "inactive", "epoch": self.epoch},
+        )
 
     async def close(self) -> None:
         """Stop the timer, wait for the writes queued, close the store (the last state
@@ -222,6 +229,9 @@ class CoordinatorService:
     def _check_active(self) -> None:
         if not self._lease_valid():
             raise self.not_coordinator("its lease may have expired (by its own clock)")
+        # wall time of the last decision allowed: what the "two active coordinators" check
+        # compares with other coordinators' activations (chaos/ha.py)
+        self._decided_ms = time.time_ns() // 1_000_000
 
     # ---- brokers ---------------------------------------------------------------------------
 
@@ -368,7 +378,9 @@ class CoordinatorService:
             previous = result.state
             for decision in result.decisions:
                 if self.epoch:  # several coordinators: say which epoch acted (chaos/ha.py)
-                    log.info("%s epoch=%d", decision, self.epoch)
+                    extra = {"ha_event": "action", "epoch": self.epoch}
+                    extra["decided_ms"] = self._decided_ms
+                    log.info("%s epoch=%d", decision, self.epoch, extra=extra)
                 else:
                     log.info("%s", decision)
 
