@@ -27,6 +27,8 @@ COPY src ./src
 RUN /opt/build/bin/pip wheel --no-deps --wheel-dir /dist .
 
 # ---- stage 2: install it for a non-root user ------------------------------------------
+# With the server and cli extras: the image runs every role (`pip install conveyor-mq`
+# alone is the client library).
 FROM ${BASE_IMAGE} AS runtime
 # Build metadata for the labels, passed by the pipelines (the version itself lives only in
 # src/conveyor/_version.py; `conveyor --version` in the image always reports it).
@@ -45,7 +47,7 @@ LABEL org.opencontainers.image.title="conveyor" \
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /dist/ /tmp/wheels/
 RUN python3 -m venv /opt/conveyor \
-    && /opt/conveyor/bin/pip install /tmp/wheels/*.whl \
+    && /opt/conveyor/bin/pip install "$(ls /tmp/wheels/*.whl)[server,cli]" \
     && rm -rf /tmp/wheels \
     && groupadd --system --gid 10001 conveyor \
     && useradd --system --uid 10001 --gid conveyor --home-dir /data --no-create-home \

@@ -5,34 +5,43 @@ The client API lives in :mod:`conveyor.client` and is re-exported here::
     import conveyor
     conveyor.push("user-1", "hello")
     conveyor.pull()  # ("user-1", b"hello")
+
+The re-exports load on first use (PEP 562), so ``import conveyor`` alone, and the
+``conveyor`` command's ``--help`` and ``--version``, do not pay for the client's imports
+(aiohttp, the record codec).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from conveyor._version import __version__
-from conveyor.client import (
-    Admin,
-    AsyncConsumer,
-    AsyncProducer,
-    BufferFullError,
-    ClientClosedError,
-    Codec,
-    Consumer,
-    ConveyorError,
-    DeliveryTimeoutError,
-    ErrorCode,
-    FatalError,
-    InvalidRequestError,
-    Message,
-    OffsetOutOfRangeError,
-    Producer,
-    RecordFuture,
-    RecordMetadata,
-    RetriableError,
-    Subscription,
-    TopicPartition,
-    pull,
-    push,
-    subscribe,
-)
+
+if TYPE_CHECKING:
+    from conveyor.client import (
+        Admin,
+        AsyncConsumer,
+        AsyncProducer,
+        BufferFullError,
+        ClientClosedError,
+        Codec,
+        Consumer,
+        ConveyorError,
+        DeliveryTimeoutError,
+        ErrorCode,
+        FatalError,
+        InvalidRequestError,
+        Message,
+        OffsetOutOfRangeError,
+        Producer,
+        RecordFuture,
+        RecordMetadata,
+        RetriableError,
+        Subscription,
+        TopicPartition,
+        pull,
+        push,
+        subscribe,
+    )
+
 
 __all__ = [
     "Admin",
@@ -60,3 +69,17 @@ __all__ = [
     "push",
     "subscribe",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from conveyor import client
+
+        value = getattr(client, name)
+        globals()[name] = value  # once: later lookups skip this function
+        return value
+    raise AttributeError(f"module 'conveyor' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -235,6 +235,8 @@ def test_dockerfile_keeps_its_promises() -> None:
     assert re.search(r"^HEALTHCHECK .*\n.*/healthz", text, re.MULTILINE)
     assert re.search(r'^VOLUME \["/data"\]$', text, re.MULTILINE)
     assert "org.opencontainers.image.version" in text
+    # every role: the wheel with the server and cli extras (alone it is the client library)
+    assert re.search(r'pip install "\$\(ls /tmp/wheels/\*\.whl\)\[server,cli\]"', text)
 
 
 def test_dockerignore_sends_only_what_the_build_needs() -> None:

@@ -1,5 +1,7 @@
 """The wheel a user installs: built from the repository, inspected, and installed with its
-dependencies into a fresh virtual environment that shares nothing with the dev one."""
+dependencies into a fresh virtual environment that shares nothing with the dev one: with
+the server and cli extras (every role, as the image installs it), and alone (the client
+library: no server-only package installed, and a server command names its extra)."""
 
 from __future__ import annotations
 
@@ -94,17 +96,49 @@ def test_wheel_holds_every_package_and_the_type_marker(wheel: Path) -> None:
     assert data and data <= names
 
 
-@pytest.mark.slow
-def test_fresh_venv_from_the_wheel_runs_conveyor(wheel: Path, tmp_path: Path) -> None:
-    env_dir = tmp_path / "venv"
+def _fresh_venv(wheel: Path, env_dir: Path, extras: str = "") -> tuple[Path, Path]:
     venv.create(env_dir, with_pip=True, system_site_packages=False)
     python, conveyor = env_dir / "bin" / "python", env_dir / "bin" / "conveyor"
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", str(wheel)],
+        [str(python), "-m", "pip", "install", "--quiet", f"{wheel}{extras}"],
         check=True,
         capture_output=True,
         timeout=PIP_TIMEOUT_S,
     )
+    return python, conveyor
+
+
+@pytest.mark.slow
+def test_client_only_install_has_no_server_packages(wheel: Path, tmp_path: Path) -> None:
+    python, conveyor = _fresh_venv(wheel, tmp_path / "venv")
+    probe = (
+        "import importlib.util, conveyor; from conveyor import Producer, Consumer; "
+        "print(sorted(m for m in ('prometheus_client', 'uvloop', 'cryptography', 'rich') "
+        "if importlib.util.find_spec(m)))"
+    )
+    result = subprocess.run(
+        [str(python), "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
+    version = subprocess.run(
+        [str(conveyor), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert version.stdout.strip() == f"conveyor {__version__}", version.stderr
+    server = subprocess.run(
+        [str(conveyor), "coordinator", "--data", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert server.returncode == 1
+    assert server.stderr.strip().endswith("(pip install 'conveyor-mq[server]')"), server.stderr
+
+
+@pytest.mark.slow
+def test_fresh_venv_from_the_wheel_runs_conveyor(wheel: Path, tmp_path: Path) -> None:
+    python, conveyor = _fresh_venv(wheel, tmp_path / "venv", "[server,cli]")
+    env_dir = tmp_path / "venv"
 
     def run(*argv: str) -> str:
         result = subprocess.run(

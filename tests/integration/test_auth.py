@@ -25,8 +25,9 @@ from conveyor.protocol.errors import (
     ErrorCode,
     RetriableError,
 )
-from conveyor.transport.auth import PUBLIC, authorization_header, policy_for
+from conveyor.transport.auth import PUBLIC, policy_for
 from conveyor.transport.client import SyncHTTP
+from conveyor.transport.credentials import authorization_header
 from tests.integration.cluster import Cluster, wait_for
 
 SECRET = "cluster-secret-for-tests-0123456789"

@@ -102,8 +102,8 @@ def service_http(config: BrokerConfig) -> AsyncHTTP:
     (its ``cluster_secret``) even when a ``CONVEYOR_TOKEN`` meant for clients is in the
     same environment, since internal routes refuse client tokens."""
     from conveyor.broker.config import coordinators_of
-    from conveyor.transport.auth import authorization_header
     from conveyor.transport.client import AsyncHTTP
+    from conveyor.transport.credentials import authorization_header
 
     secret = config.cluster_secret
     return AsyncHTTP(
@@ -178,4 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m conveyor.broker", description="Run a Conveyor broker."
     )
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except ModuleNotFoundError as exc:
+        from conveyor._extras import missing_extra
+
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        print(f"conveyor broker: error: {message}", file=sys.stderr)
+        return 1

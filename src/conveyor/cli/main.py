@@ -20,6 +20,7 @@ import sys
 from typing import TYPE_CHECKING, Final, Protocol
 
 from conveyor import __version__
+from conveyor._extras import missing_extra
 from conveyor.cli import (
     bench,
     certs,
@@ -101,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except ConveyorError as exc:
         _print_error(f"{exc.message} ({exc.code.name})")
+    except ModuleNotFoundError as exc:  # a client-only install running a server command
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        _print_error(message)
     except OSError as exc:
         _print_error(str(exc))
     except KeyboardInterrupt:

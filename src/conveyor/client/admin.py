@@ -42,7 +42,7 @@ class Admin:
     ) -> None:
         """Credentials: ``token`` (Bearer), or ``user`` and ``password`` (Basic); none given:
         ``CONVEYOR_TOKEN`` or ``CONVEYOR_USER``/``CONVEYOR_PASSWORD`` from the environment."""
-        from conveyor.transport.auth import authorization_header
+        from conveyor.transport.credentials import authorization_header
 
         coordinators = coordinator_set(url)
         self.url = coordinators.primary  # requests go to the active coordinator

@@ -31,8 +31,8 @@ from conveyor.client.membership import Membership, MembershipSettings
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.types import Message, TopicPartition
 from conveyor.protocol.errors import ConveyorError
-from conveyor.transport.auth import authorization_header
 from conveyor.transport.client import AsyncHTTP, coordinator_set, default_url
+from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
 
 log = logging.getLogger(__name__)

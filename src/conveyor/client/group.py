@@ -107,7 +107,7 @@ class GroupAdmin:
         password: str | None = None,
     ) -> None:
         """Credentials as :class:`conveyor.Admin` takes them; none given: the environment."""
-        from conveyor.transport.auth import authorization_header
+        from conveyor.transport.credentials import authorization_header
 
         coordinators = coordinator_set(url)
         self.url = coordinators.primary  # requests go to the active coordinator

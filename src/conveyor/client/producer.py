@@ -38,8 +38,8 @@ from conveyor.client.types import (
 )
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError, RetriableError
 from conveyor.protocol.records import Codec
-from conveyor.transport.auth import authorization_header
 from conveyor.transport.client import AsyncHTTP, coordinator_set, default_url
+from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
 
 RETRIES_UNLIMITED: Final = 2**31 - 1

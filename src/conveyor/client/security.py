@@ -16,8 +16,8 @@ from conveyor.protocol.security import (
     UserSummary,
     WhoAmI,
 )
-from conveyor.transport.auth import authorization_header
 from conveyor.transport.client import SyncHTTP, coordinator_set, encode_body
+from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
 
 

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conveyor._version import __version__
-from conveyor.coordinator.service import CoordinatorSettings
-from conveyor.coordinator.state import TopicDefaults
 from conveyor.protocol.errors import ConveyorError
 from conveyor.settings import Settings, SettingsError, catalog
 from conveyor.settings import load as load_settings
 from conveyor.settings.flags import add_flags, flags_from_args
-from conveyor.transport.tls import TLSConfig
+
+if TYPE_CHECKING:  # imported when run: the CLI's parser needs none of the service
+    from conveyor.coordinator.service import CoordinatorSettings
+    from conveyor.transport.tls import TLSConfig
 
 if TYPE_CHECKING:
     from conveyor.console.settings import ConsoleSettings
@@ -43,6 +44,9 @@ def load(args: argparse.Namespace) -> Settings:
 
 
 def settings_from_args(args: argparse.Namespace | Settings) -> CoordinatorSettings:
+    from conveyor.coordinator.service import CoordinatorSettings
+    from conveyor.coordinator.state import TopicDefaults
+
     s = args if isinstance(args, Settings) else load(args)
     store: str = s[catalog.STORE]
     data_dir = s[catalog.COORDINATOR_DATA]
@@ -206,6 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"conveyor coordinator: error: {exc.message}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
+    except ModuleNotFoundError as exc:
+        from conveyor._extras import missing_extra
+
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        print(f"conveyor coordinator: error: {message}", file=sys.stderr)
+        return 1
     except ConveyorError as exc:
         log.error("coordinator failed: %s", exc)
         print(f"conveyor coordinator: error: {exc.message} ({exc.code.name})", file=sys.stderr)

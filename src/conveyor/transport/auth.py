@@ -51,6 +51,9 @@ from conveyor.protocol.security import (
     authorize,
 )
 from conveyor.transport.authlimit import AuthFailureLimiter, AuthLimits
+from conveyor.transport.credentials import (  # re-exported: its home until clients were split off
+    authorization_header as authorization_header,  # noqa: PLC0414
+)
 from conveyor.transport.limits import peer_address
 from conveyor.transport.metrics import HTTP_METRICS_KEY, HttpMetrics, route_template
 from conveyor.transport.server import ROUTES_KEY, Handler
@@ -414,19 +417,6 @@ def auth_middleware(
         return await handler(request)
 
     return middleware
-
-
-def authorization_header(
-    token: str | None = None, user: str | None = None, password: str | None = None
-) -> str | None:
-    """The ``Authorization`` header a client sends: Bearer for a token, else Basic."""
-    if token:
-        return f"Bearer {token}"
-    if user is not None and password is not None:
-        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    if user is not None:
-        raise ConveyorError("a user name needs a password", code=ErrorCode.INVALID_REQUEST)
-    return None
 
 
 @dataclass(frozen=True)

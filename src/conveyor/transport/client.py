@@ -127,7 +127,7 @@ def authorization_from_env() -> str | None:
     else the cluster's own ``CONVEYOR_CLUSTER_SECRET`` (what brokers send), else nothing.
     Secrets also come from a file named by the variable with ``_FILE`` appended."""
     from conveyor.settings import catalog, client_settings
-    from conveyor.transport.auth import authorization_header
+    from conveyor.transport.credentials import authorization_header
 
     settings = client_settings()
     return authorization_header(
@@ -155,7 +155,7 @@ class SyncHTTP:
         tls = tls or TLSConfig.from_env()
         self.client_id = uuid.uuid4().hex[:16]
         self.coordinators = coordinators  # requests to these go to the active one
-        # The Authorization header (transport/auth.py); None: from the environment.
+        # The Authorization header (transport/credentials.py); None: from the environment.
         self._authorization = authorization or authorization_from_env()
         self._pool = urllib3.PoolManager(
             maxsize=pool_size,

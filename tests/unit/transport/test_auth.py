@@ -23,11 +23,11 @@ from conveyor.transport.auth import (
     PUBLIC,
     BrokerSecurity,
     _PasswordCache,
-    authorization_header,
     credentials_principal,
     policy_for,
 )
 from conveyor.transport.client import authorization_from_env, secret_from_env
+from conveyor.transport.credentials import authorization_header
 
 TOKEN = "cvt_t1_abc_def"  # the secret part may hold underscores
 SNAPSHOT = SecuritySnapshot(
