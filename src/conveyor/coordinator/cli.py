@@ -19,14 +19,12 @@ from conveyor.protocol.errors import ConveyorError
 from conveyor.settings import Settings, SettingsError, catalog
 from conveyor.settings import load as load_settings
 from conveyor.settings.flags import add_flags, flags_from_args
+from conveyor.transport.tls import TLSConfig
 
 if TYPE_CHECKING:  # imported when run: the CLI's parser needs none of the service
-    from conveyor.coordinator.service import CoordinatorSettings
-    from conveyor.transport.tls import TLSConfig
-
-if TYPE_CHECKING:
     from conveyor.console.settings import ConsoleSettings
     from conveyor.coordinator.leadership import HaSettings
+    from conveyor.coordinator.service import CoordinatorSettings
 
 log = logging.getLogger(__name__)
 
