@@ -25,6 +25,7 @@ GROUPS = "needs Kafka consumer groups (issue 17)"
 TRANSACTIONS = "needs transactions (issue 21)"
 KNOWN_ISSUE = "marked TEST_F_KNOWN_ISSUE by librdkafka itself (not run by its own CI)"
 KAFKA_TOOLS = "runs Apache Kafka's own scripts (kafka-topics.sh, JMX) from KAFKA_PATH"
+COMMITTED_START = GROUPS + ": assign() without offsets starts from the group's committed ones"
 CONSUME_EASY = GROUPS + ": verifies with a subscribing consumer (test_consume_msgs_easy)"
 RECOMPRESSION = "sets compression.type (broker-side recompression, which Conveyor does not do)"
 
@@ -96,7 +97,7 @@ SELECTION: tuple[Entry, ...] = (
     Entry("0048"),
     Entry("0049", GROUPS),
     Entry("0050", GROUPS),
-    Entry("0051"),
+    Entry("0051", COMMITTED_START),
     Entry("0052", KAFKA_TOOLS + "; also message.timestamp.type=LogAppendTime"),
     Entry("0053"),
     Entry("0054"),
@@ -112,7 +113,7 @@ SELECTION: tuple[Entry, ...] = (
     Entry("0064", GROUPS),
     Entry("0065"),
     Entry("0066", LOCAL),
-    Entry("0067"),
+    Entry("0067", COMMITTED_START),
     Entry("0068"),
     Entry("0069", GROUPS),
     Entry("0070"),

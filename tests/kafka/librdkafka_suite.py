@@ -89,10 +89,11 @@ def judge(entry: Entry, returncode: int | None, output: str, seconds: float) -> 
 
 
 def _last_failure(output: str, returncode: int) -> str:
-    """The runner's own words: the line after its last ``### Test ... failed at ...``."""
+    """The runner's own words: the line after its first ``### Test ... failed at ...``
+    (not the closing ``<MAIN>`` complaint about threads a failed test left behind)."""
     lines = _ANSI.sub("", output).splitlines()
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].startswith("### Test") and i + 1 < len(lines):
+    for i in range(len(lines) - 1):
+        if lines[i].startswith("### Test") and '"<MAIN>"' not in lines[i]:
             where = lines[i].split(" failed at ", 1)[-1].split(" at ", 1)[0]
             return f"{lines[i + 1].strip()[:300]} ({where})"
     tail = [line for line in lines if "FAIL" in line]
