@@ -31,9 +31,11 @@ DEADLINE_S = 30.0
 class Child:
     """The appender process and its stdout lines, read by a thread into a queue."""
 
-    def __init__(self, directory: Path, seed: int) -> None:
+    def __init__(
+        self, directory: Path, seed: int, script: Path = APPENDER, *extra_args: str
+    ) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(APPENDER), str(directory), str(seed)],
+            [sys.executable, str(script), str(directory), str(seed), *extra_args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

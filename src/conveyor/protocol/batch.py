@@ -103,8 +103,14 @@ def peek_length(buf: bytes | bytearray | memoryview, position: int = 0) -> tuple
     return base_offset, LOG_OVERHEAD + batch_length
 
 
-def check_header(header: BatchHeader, available_bytes: int, batch_bytes_max: int) -> None:
-    """Validate what can be validated without the CRC: the cheap structural checks."""
+def check_header(
+    header: BatchHeader, available_bytes: int, batch_bytes_max: int, *, stored: bool = False
+) -> None:
+    """Validate what can be validated without the CRC: the cheap structural checks.
+
+    ``stored``: a batch as a log holds it, maybe compacted (records removed, offsets kept:
+    ``records_count`` may be below ``last_offset_delta + 1``, down to 0 for a batch kept
+    only for its producer state); a batch from a producer must be whole."""
     if header.magic != MAGIC:
         raise CorruptBatchError(
             f"unsupported magic {header.magic}: only RecordBatch v2 (magic 2) is accepted",
@@ -123,13 +129,20 @@ def check_header(header: BatchHeader, available_bytes: int, batch_bytes_max: int
         raise CorruptBatchError(
             f"batch_length says {header.size_bytes} bytes but only {available_bytes} arrived"
         )
-    if header.records_count < 1 or header.last_offset_delta + 1 != header.records_count:
+    if not records_count_ok(header, stored=stored):
         raise CorruptBatchError(
             f"last_offset_delta {header.last_offset_delta} does not match "
             f"records_count {header.records_count}"
         )
     if header.codec > MAX_CODEC:
         raise CorruptBatchError(f"unknown compression codec {header.codec}")
+
+
+def records_count_ok(header: BatchHeader, *, stored: bool) -> bool:
+    """A producer's batch holds ``last_offset_delta + 1`` records; a compacted one fewer."""
+    if stored:
+        return 0 <= header.records_count <= header.last_offset_delta + 1
+    return header.records_count >= 1 and header.last_offset_delta + 1 == header.records_count
 
 
 def check_crc(buf: bytes | bytearray | memoryview, position: int, header: BatchHeader) -> None:
@@ -151,8 +164,11 @@ class BatchSpan:
     header: BatchHeader
 
 
-def validate_batches(buf: bytes | bytearray | memoryview, batch_bytes_max: int) -> list[BatchSpan]:
+def validate_batches(
+    buf: bytes | bytearray | memoryview, batch_bytes_max: int, *, stored: bool = False
+) -> list[BatchSpan]:
     """Validate every batch in ``buf`` (one or more, concatenated) without decoding records.
+    ``stored``: batches copied from a log (a replica's fetch), which may be compacted.
 
     Raises a typed :class:`CorruptBatchError` or :class:`BatchTooLargeError` at the first
     problem, so that a caller can reject the whole request before writing anything.
@@ -163,7 +179,7 @@ def validate_batches(buf: bytes | bytearray | memoryview, batch_bytes_max: int) 
     position = 0
     while position < len(buf):
         header = parse_header(buf, position)
-        check_header(header, len(buf) - position, batch_bytes_max)
+        check_header(header, len(buf) - position, batch_bytes_max, stored=stored)
         check_crc(buf, position, header)
         spans.append(BatchSpan(position, header))
         position += header.size_bytes

@@ -65,8 +65,11 @@ __all__ = [
     "Codec",
     "Record",
     "codec_available",
+    "compress_records",
     "decode_batches",
+    "decompress_records",
     "encode_batch",
+    "read_varint",
 ]
 
 
@@ -260,6 +263,21 @@ def _decompress(codec: Codec, data: bytes) -> bytes:
         raise CorruptBatchError(
             f"cannot decompress {codec.name.lower()} records: {exc}", codec=codec.name.lower()
         ) from exc
+
+
+def compress_records(codec: Codec, data: bytes) -> bytes:
+    """The records region of a batch compressed with ``codec`` as Kafka's clients do."""
+    return data if codec is Codec.NONE else _compress(codec, data)
+
+
+def decompress_records(codec: Codec, data: bytes) -> bytes:
+    """A batch's records region uncompressed (CorruptBatchError on bad bytes)."""
+    return data if codec is Codec.NONE else _decompress(codec, data)
+
+
+def read_varint(data: bytes, position: int) -> tuple[int, int]:
+    """(signed value, next position) of the zigzag varint at ``position``."""
+    return _read_varint(data, position)
 
 
 def _snappy_decompress(decompress_block: Callable[[bytes], bytes], data: bytes) -> bytes:

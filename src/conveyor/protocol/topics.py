@@ -8,8 +8,9 @@ about what a valid topic is.
 * names: Kafka's rule, 1-249 characters of ``[a-zA-Z0-9._-]``, not ``.`` or ``..``
   (the broker's partition directory ``<topic>-<partition>`` must fit in a file name);
 * ``min_insync_replicas``: the topic's setting, else 2 when RF >= 3, else 1;
-* the flush policy (``TopicConfig.flush``, parsed by :class:`FlushPolicy`) and the
-  limits the storage engine enforces on a topic's log settings.
+* the flush policy (``TopicConfig.flush``, parsed by :class:`FlushPolicy`), the cleanup
+  policy (:func:`parse_cleanup_policy`) and the limits the storage engine enforces on a
+  topic's log settings.
 """
 
 from __future__ import annotations
@@ -65,6 +66,28 @@ def min_insync_replicas(configured: int | None, replication_factor: int) -> int:
     if configured is not None:
         return configured
     return 2 if replication_factor >= 3 else 1
+
+
+CleanupPolicy = Literal["delete", "compact", "compact,delete"]
+CLEANUP_POLICIES: Final[tuple[CleanupPolicy, ...]] = ("delete", "compact", "compact,delete")
+
+
+def parse_cleanup_policy(text: str) -> CleanupPolicy:
+    """Kafka's ``cleanup.policy``: ``delete``, ``compact`` or both (either order, any
+    spacing: ``delete, compact`` is ``compact,delete``). Raises INVALID_CONFIG.
+
+    >>> parse_cleanup_policy("Delete , compact")
+    'compact,delete'
+    """
+    parts = sorted({part.strip().lower() for part in text.split(",")})
+    joined = ",".join(parts)
+    for policy in CLEANUP_POLICIES:
+        if joined == policy:
+            return policy
+    raise InvalidRequestError(
+        f"cleanup policy {text[:50]!r} is not one of {', '.join(CLEANUP_POLICIES)}",
+        code=ErrorCode.INVALID_CONFIG,
+    )
 
 
 FlushMode = Literal["always", "interval", "never"]

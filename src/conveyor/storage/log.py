@@ -35,9 +35,12 @@ from conveyor.protocol.errors import (
     OffsetOutOfRangeError,
     StorageError,
 )
+from conveyor.storage import swap
+from conveyor.storage.compaction import SegmentSpan
 from conveyor.storage.config import LogConfig
 from conveyor.storage.epochs import CHECKPOINT_FILE, EpochCache
 from conveyor.storage.flusher import Flusher
+from conveyor.storage.recovery import load_segments
 from conveyor.storage.retention import SegmentInfo, segments_to_delete
 from conveyor.storage.segment import (
     STORED_BATCH_BYTES_HARD_MAX,
@@ -48,12 +51,26 @@ from conveyor.storage.segment import (
 log = logging.getLogger(__name__)
 
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
+# Present once the log may hold offset gaps (compacted here, or copied from a compacted
+# leader): from then on batches need only increasing offsets, not contiguous ones.
+GAPS_FILE = ".offset-gaps"
 _PREFIX_BYTES = 16  # base_offset, batch_length, partition_leader_epoch: what append stamps
 
 
 class AppendResult(NamedTuple):
     base_offset: int
     last_offset: int
+
+
+class CleaningView(NamedTuple):
+    """What a cleaning may work on (``cleaner.py``): the sealed segments, whose files do
+    not change until a truncation, retention or swap bumps ``generation``."""
+
+    generation: int
+    sealed: list[SegmentSpan]
+    active_base_offset: int
+    cleaned_offset: int  # the first offset not cleaned yet, within the sealed segments
+    config: LogConfig
 
 
 class PartitionLog:
@@ -86,6 +103,12 @@ class PartitionLog:
         self._flush_after_unlock = False
         self.recovered: list[tuple[int, RecoveryResult]] = []
         self.epochs = EpochCache(directory, [])
+        # Bumped whenever segments are removed or cut (truncation, retention, a swap): a
+        # cleaning that started before gives up instead of swapping stale segments in.
+        self.generation = 0
+        # The first offset the cleaner has not cleaned yet (swap.CHECKPOINT_FILE).
+        self.cleaned_offset = 0
+        self.gaps_allowed = False  # GAPS_FILE
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -110,48 +133,25 @@ class PartitionLog:
     def _load(self, initial_offset: int) -> None:
         for stray in self.directory.glob("*.tmp"):
             stray.unlink()
+        swap.complete_pending(self.directory)
         marker = self.directory / CLEAN_SHUTDOWN_FILE
         clean = marker.exists()
         marker.unlink(missing_ok=True)
-        bases = sorted(int(p.stem) for p in self.directory.glob("*.log") if p.stem.isdigit())
         now_ms = self._clock_ms()
-        for i, base in enumerate(bases):
-            segment = LogSegment(self.directory, base, self.config.index_interval_bytes)
-            segment.created_ms = now_ms
-            is_active = i == len(bases) - 1
-            must_scan = is_active and not clean
-            if must_scan or not segment.load_indexes():
-                result = segment.recover()
-                if result.dropped_bytes:
-                    self.recovered.append((base, result))
-                    log.warning(
-                        "recovery of %s: dropped %d bytes after %d valid batches (%s)",
-                        segment.log_path,
-                        result.dropped_bytes,
-                        result.batches,
-                        result.reason,
-                    )
-            self._segments.append(segment)
-            if self.recovered and self.recovered[-1][0] == base and not is_active:
-                # A torn tail before the last segment: later segments cannot be contiguous.
-                for later in bases[i + 1 :]:
-                    log.warning("recovery: deleting segment %020d after a torn segment", later)
-                    LogSegment(self.directory, later, self.config.index_interval_bytes).delete()
-                break
+        self.gaps_allowed = (self.directory / GAPS_FILE).exists()
+        self._segments, self.recovered = load_segments(
+            self.directory,
+            self.config.index_interval_bytes,
+            clean=clean,
+            now_ms=now_ms,
+            gaps_allowed=self.gaps_allowed,
+        )
         if not self._segments:
             self._segments.append(self._new_segment(initial_offset, now_ms))
         self._bases = [s.base_offset for s in self._segments]
-        for previous, following in zip(self._segments, self._segments[1:], strict=False):
-            if previous.next_offset != following.base_offset:
-                log.warning(
-                    "%s: offset gap between segments %d..%d and %d",
-                    self.directory,
-                    previous.base_offset,
-                    previous.next_offset,
-                    following.base_offset,
-                )
         self._segments[-1].open_indexes_for_append()
         self._flushed_offset = self.log_end_offset if clean else 0
+        self.cleaned_offset = swap.read_checkpoint(self.directory)
         if not clean:
             # Everything that survived recovery is on disk now; make it durable before use.
             for segment in self._segments:
@@ -172,6 +172,7 @@ class PartitionLog:
     def _new_segment(self, base_offset: int, now_ms: int) -> LogSegment:
         segment = LogSegment(self.directory, base_offset, self.config.index_interval_bytes)
         segment.created_ms = now_ms
+        segment.gaps_allowed = self.gaps_allowed
         self._dir_dirty = True
         return segment
 
@@ -246,18 +247,21 @@ class PartitionLog:
     def append_replicated(self, batches: bytes | bytearray | memoryview) -> AppendResult:
         """Append a leader's batches byte for byte (offsets and epochs already set).
 
-        The first batch must start at this log's end offset and the batches must be
-        contiguous: a follower that diverged truncates first."""
+        No batch may start below this log's end offset and offsets only grow: a follower
+        that diverged truncates first. Gaps are normal: the leader's log may be compacted
+        (records removed, offsets kept), so its batches may be emptied or missing."""
         view = memoryview(batches)
-        spans = validate_batches(view, STORED_BATCH_BYTES_HARD_MAX)
+        spans = validate_batches(view, STORED_BATCH_BYTES_HARD_MAX, stored=True)
         with self._lock:
             self._check_usable()
             expected = self.log_end_offset
             for span in spans:
-                if span.header.base_offset != expected:
+                if span.header.base_offset > expected:
+                    self._allow_gaps_locked()
+                if span.header.base_offset < expected:
                     raise InvalidRequestError(
                         f"replicated batch starts at {span.header.base_offset}, expected "
-                        f"{expected} (log end offset {self.log_end_offset})",
+                        f"{expected} or later (log end offset {self.log_end_offset})",
                         code=ErrorCode.OFFSET_OUT_OF_RANGE,
                         base_offset=span.header.base_offset,
                         expected_offset=expected,
@@ -268,8 +272,8 @@ class PartitionLog:
                 epoch = span.header.partition_leader_epoch
                 if epoch > self.epochs.latest_epoch:
                     self.epochs.assign(epoch, span.header.base_offset)
-            self._maybe_roll(len(view))
-            base_offset = self.log_end_offset
+            self._maybe_roll(len(view), spans[-1].header.last_offset)
+            base_offset = spans[0].header.base_offset
             self._write([view], [span.header for span in spans])
         self._flush_if_rolled()
         return AppendResult(base_offset, expected - 1)
@@ -280,14 +284,17 @@ class PartitionLog:
         if not self._dirty or self._dirty[-1] is not active:
             self._dirty.append(active)
 
-    def _maybe_roll(self, incoming_bytes: int) -> None:
+    def _maybe_roll(self, incoming_bytes: int, last_offset: int | None = None) -> None:
+        """Roll before an append of ``incoming_bytes`` whose last offset is ``last_offset``
+        (a replicated append may jump over a compacted gap) when the segment is full."""
         active = self._segments[-1]
         if active.size_bytes == 0:
             return
         now_ms = self._clock_ms()
         too_big = active.size_bytes + incoming_bytes > self.config.segment_bytes_max
         too_old = now_ms - active.created_ms >= self.config.segment_ms_max
-        offsets_full = self.log_end_offset - active.base_offset > 2**31 - 2**20
+        highest = max(self.log_end_offset, last_offset or 0)
+        offsets_full = highest - active.base_offset > 2**31 - 2**20
         if too_big or too_old or offsets_full:
             self._roll(now_ms)
 
@@ -434,8 +441,8 @@ class PartitionLog:
             upper = end if upper_offset is None else min(upper_offset, end)
             i = bisect.bisect_right(self._bases, offset) - 1
             for segment in self._segments[i:]:
-                if segment.next_offset <= offset:
-                    continue
+                if segment.next_offset <= max(offset, segment.base_offset):
+                    continue  # below the offset, or emptied by compaction
                 return segment.read(max(offset, segment.base_offset), max_bytes, upper)
             return b""
 
@@ -510,8 +517,12 @@ class PartitionLog:
             self._bases = [s.base_offset for s in self._segments]
             self._dirty = [s for s in self._dirty if s.fd >= 0]
             self._dir_dirty = True
+            self.generation += 1
             end = self.log_end_offset
             self._flushed_offset = min(self._flushed_offset, end)
+            if self.cleaned_offset > end:
+                self.cleaned_offset = end
+                swap.write_checkpoint(self.directory, end)
             if end == self.log_start_offset:
                 self.epochs.clear()
             elif self.epochs.truncate_from_end(end):
@@ -538,6 +549,9 @@ class PartitionLog:
             self._bases = [offset]
             self._dirty = []
             self._dir_dirty = True
+            self.generation += 1
+            self.cleaned_offset = offset
+            swap.write_checkpoint(self.directory, offset)
             self._flushed_offset = offset
             self.epochs.clear()
             cut, self._waiters = list(self._waiters), deque()
@@ -548,9 +562,12 @@ class PartitionLog:
         log.info("%s: emptied and restarted at offset %d", self.directory, offset)
 
     def apply_retention(self, now_ms: int | None = None) -> int:
-        """Delete whole segments by age and size; returns how many were deleted."""
+        """Delete whole segments by age and size; returns how many were deleted. A log
+        whose cleanup policy is only ``compact`` keeps every segment."""
         with self._flush_lock, self._lock:
             self._check_usable()
+            if not self.config.deletes:
+                return 0
             now = self._clock_ms() if now_ms is None else now_ms
             count = segments_to_delete(
                 self.segment_infos(),
@@ -568,6 +585,7 @@ class PartitionLog:
             self._bases = [s.base_offset for s in self._segments]
             self._dirty = [s for s in self._dirty if s.fd >= 0]
             self._dir_dirty = True
+            self.generation += 1
         self._flush_if_rolled()
         log.info(
             "%s: retention deleted %d segments; log start offset now %d",
@@ -576,6 +594,100 @@ class PartitionLog:
             self.log_start_offset,
         )
         return count
+
+    # ---- compaction (driven by cleaner.py) -----------------------------------------------
+
+    def allow_gaps(self) -> None:
+        """From now on offsets may jump between batches (before the first cleaning)."""
+        with self._lock:
+            self._allow_gaps_locked()
+
+    def _allow_gaps_locked(self) -> None:
+        if self.gaps_allowed:
+            return
+        marker = self.directory / GAPS_FILE
+        with marker.open("wb") as f:
+            os.fsync(f.fileno())
+        swap.fsync_directory(self.directory)  # durable before any gap is written
+        self.gaps_allowed = True
+        for segment in self._segments:
+            segment.gaps_allowed = True
+
+    def cleaning_view(self) -> CleaningView:
+        with self._lock:
+            self._check_usable()
+            sealed = [
+                SegmentSpan(s.base_offset, s.next_offset, s.size_bytes, s.max_timestamp_ms)
+                for s in self._segments[:-1]
+            ]
+            active = self._segments[-1].base_offset
+            cleaned = min(max(self.cleaned_offset, self.log_start_offset), active)
+            return CleaningView(self.generation, sealed, active, cleaned, self.config)
+
+    def swap_cleaned(
+        self, generation: int, bases: list[int], cleaned: LogSegment, cleaned_offset: int
+    ) -> bool:
+        """Put ``cleaned`` (written and fsynced at ``cleaned.log_path``) in place of the
+        sealed segments starting at ``bases``. False when the log changed since
+        ``generation``: nothing changes and the cleaned file is deleted. The file steps and
+        why a crash at any point is safe are in ``swap.py``; an error after the commit
+        leaves the swap for the next open to finish (the cleaned file is kept)."""
+        with self._flush_lock:
+            try:
+                with self._lock:
+                    first = bisect.bisect_left(self._bases, bases[0])
+                    last = first + len(bases)
+                    if (
+                        self._closed
+                        or self._failure is not None
+                        or self.generation != generation
+                        or last >= len(self._segments)
+                        or self._bases[first:last] != bases
+                    ):
+                        cleaned.delete()
+                        return False
+                    end_offset = self._bases[last]
+                swap_file = swap.commit(self.directory, cleaned.log_path, bases[0], end_offset)
+            except BaseException:
+                cleaned.delete()
+                raise
+            with self._lock:
+                replaced = self._segments[first:last]
+                self._segments[first:last] = [cleaned]
+                self._bases = [s.base_offset for s in self._segments]
+                self._dirty = [s for s in self._dirty if s not in replaced]
+                for segment in replaced:
+                    segment.close()  # under _lock: no read is using its file now
+                self.generation += 1
+                self.cleaned_offset = cleaned_offset
+            for segment in replaced:
+                segment.delete()
+            cleaned.swapped_in(swap.finish(self.directory, swap_file, bases[0]))
+            swap.fsync_directory(self.directory)
+            swap.write_checkpoint(self.directory, cleaned_offset)
+        log.info(
+            "%s: cleaned segments %s into %d (%d bytes); cleaned up to offset %d",
+            self.directory,
+            bases,
+            bases[0],
+            cleaned.size_bytes,
+            cleaned_offset,
+        )
+        return True
+
+    def reconfigure(self, config: LogConfig) -> None:
+        """Apply new settings in place (a topic config change: no reopen, no pause). The
+        next append, roll, retention or cleaning uses them."""
+        with self._lock:
+            self._check_usable()
+            old, self.config = self.config, config
+        if old.flush.mode == "interval":
+            self._flusher.remove_interval(self)
+        if config.flush.mode == "interval":
+            self._flusher.add_interval(self, config.flush.interval_ms)
+        if old.flush.mode == "always" and config.flush.mode != "always":
+            self.request_flush()  # wake waiters: they count as durable from now on
+        log.info("%s: settings changed: %s", self.directory, config)
 
     # ---- lifetime ------------------------------------------------------------------------
 

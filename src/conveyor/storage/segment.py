@@ -23,6 +23,7 @@ from conveyor.protocol.batch import (
     crc32c,
     parse_header,
     peek_length,
+    records_count_ok,
 )
 from conveyor.protocol.errors import CorruptDataError, DiskFullError, StorageError
 from conveyor.storage.index import OffsetIndex, TimeIndex
@@ -47,12 +48,21 @@ class RecoveryResult:
 
 
 class LogSegment:
-    def __init__(self, directory: Path, base_offset: int, index_interval_bytes: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        base_offset: int,
+        index_interval_bytes: int,
+        *,
+        suffix: str = "",
+    ) -> None:
+        """``suffix`` after each file name: a cleaned segment being written (``.cleaned``,
+        see ``swap.py``), whose indexes stay in memory until it is swapped in."""
         self.base_offset = base_offset
         name = segment_name(base_offset)
-        self.log_path = directory / f"{name}.log"
-        self.index = OffsetIndex(directory / f"{name}.index", base_offset)
-        self.time_index = TimeIndex(directory / f"{name}.timeindex", base_offset)
+        self.log_path = directory / f"{name}.log{suffix}"
+        self.index = OffsetIndex(directory / f"{name}.index{suffix}", base_offset)
+        self.time_index = TimeIndex(directory / f"{name}.timeindex{suffix}", base_offset)
         self.index_interval_bytes = index_interval_bytes
         self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
         self.size_bytes = os.fstat(self.fd).st_size
@@ -60,6 +70,10 @@ class LogSegment:
         self.max_timestamp_ms = -1
         self.created_ms = 0
         self._bytes_since_index = 0
+        # Offsets may jump between batches (a compacted log, see ``GAPS_FILE`` in log.py);
+        # otherwise each batch must start where the previous one ended, which catches a
+        # damaged base_offset (it is outside the CRC).
+        self.gaps_allowed = False
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -175,11 +189,14 @@ class LogSegment:
             indexed_offset, position = self.index.lookup(offset)
         expected = indexed_offset
         for batch_position, header in self.iter_headers(position, self.size_bytes):
-            if header.base_offset != expected or header.next_offset > self.next_offset:
+            # Offsets only grow; gaps between batches are normal in a compacted segment.
+            if not self._follows(header.base_offset, expected) or (
+                header.next_offset > self.next_offset
+            ):
                 raise CorruptDataError(
                     f"{self.log_path}: batch at position {batch_position} holds offsets "
                     f"{header.base_offset}..{header.last_offset}, expected {expected} "
-                    f"onwards and below {self.next_offset}",
+                    f"or later and below {self.next_offset}",
                     offset=expected,
                     position=batch_position,
                 )
@@ -193,6 +210,10 @@ class LogSegment:
                 offset=expected,
             )
         return None
+
+    def _follows(self, base_offset: int, expected: int) -> bool:
+        """Whether a batch at ``base_offset`` may come where ``expected`` is next."""
+        return base_offset >= expected if self.gaps_allowed else base_offset == expected
 
     def _batch_starts_at(self, position: int, offset: int) -> bool:
         prefix = os.pread(self.fd, LOG_OVERHEAD, position)
@@ -220,7 +241,8 @@ class LogSegment:
                 or header.batch_length < HEADER_SIZE - LOG_OVERHEAD
                 or cut + size > len(data)
                 or header.last_offset >= upper_offset
-                or header.base_offset != expected  # damaged base_offset: not covered by CRC
+                or not self._follows(header.base_offset, expected)  # outside the CRC
+                or header.next_offset > self.next_offset
             ):
                 break
             if crc32c(view[cut + CRC_START : cut + size]) != header.crc:
@@ -274,7 +296,12 @@ class LogSegment:
             end = position
             expected = expected_first
             for batch_position, header in self.iter_headers(position, self.size_bytes):
-                if header.base_offset != expected:  # a stale index or a damaged base_offset
+                # The indexed batch must carry the entry's offset exactly; after it offsets
+                # only grow (with gaps in a compacted segment). Otherwise the index is stale
+                # or a base_offset is damaged.
+                if not self._follows(header.base_offset, expected) or (
+                    batch_position == position > 0 and header.base_offset != expected
+                ):
                     return False
                 expected = header.next_offset
                 self.max_timestamp_ms = max(self.max_timestamp_ms, header.max_timestamp)
@@ -354,9 +381,9 @@ class LogSegment:
                 + str(header.size_bytes)
                 + " bytes present"
             )
-        if header.last_offset_delta + 1 != header.records_count or header.records_count < 1:
+        if not records_count_ok(header, stored=True):
             return f"inconsistent record count at position {position}"
-        if header.base_offset != self.next_offset:
+        if not self._follows(header.base_offset, self.next_offset):
             return (
                 f"offset {header.base_offset} at position {position}, expected {self.next_offset}"
             )
@@ -392,3 +419,11 @@ class LogSegment:
         self.close()
         for path in (self.log_path, self.index.path, self.time_index.path):
             path.unlink(missing_ok=True)
+
+    def swapped_in(self, log_path: Path) -> None:
+        """The cleaned segment's file now has its final name: write its indexes beside."""
+        self.log_path = log_path
+        self.index.path = log_path.with_suffix(".index")
+        self.time_index.path = log_path.with_suffix(".timeindex")
+        self.index.rewrite()
+        self.time_index.rewrite()

@@ -1,0 +1,121 @@
+"""Rewriting a stored batch with some of its records removed: the log cleaner's tool.
+
+As Kafka's cleaner does (``MemoryRecords.filterTo``), a filtered batch keeps its identity:
+the same base offset and *last offset delta* (so the producer's last sequence number, and
+the offset after the batch, survive), the same timestamps, producer id, epoch, base
+sequence and leader epoch. Only ``records_count``, the records and the CRC change. Each
+kept record's bytes are copied unchanged: its offset and timestamp deltas stay relative to
+the same base, so every surviving record keeps its offset. A batch that keeps nothing but
+must stay (the last batch of an idempotent producer) becomes an empty header: no records,
+``records_count`` 0, no compression, as Kafka's ``writeEmptyHeader``.
+
+Worked example: a batch at base offset 10 holding keys a, b, a (offsets 10, 11, 12) where
+the cleaner keeps only the latest per key: the result is a batch at base offset 10, last
+offset delta 2, records_count 2, holding b@11 and a@12; a consumer fetching offset 10 gets
+it and moves on to 13.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conveyor.protocol.batch import (
+    CODEC_MASK,
+    CRC_START,
+    HEADER_SIZE,
+    HEADER_STRUCT,
+    LOG_OVERHEAD,
+    BatchHeader,
+    crc32c,
+)
+from conveyor.protocol.errors import CorruptBatchError
+from conveyor.protocol.records import Codec, compress_records, decompress_records, read_varint
+
+
+@dataclass(frozen=True, slots=True)
+class RecordView:
+    """One record of a batch, as the cleaner needs it: no value, only whether it is null."""
+
+    offset: int
+    key: bytes | None
+    is_tombstone: bool  # a null value: "delete this key"
+    start: int  # its bytes in the uncompressed records region
+    end: int
+
+
+def scan_batch(batch: bytes, header: BatchHeader) -> tuple[bytes, list[RecordView]]:
+    """The uncompressed records region of one whole batch and each record's place in it.
+    Raises CorruptBatchError when the records do not parse."""
+    if header.codec > 4:
+        raise CorruptBatchError(f"unknown compression codec {header.codec}")
+    region = decompress_records(Codec(header.codec), batch[HEADER_SIZE : header.size_bytes])
+    views: list[RecordView] = []
+    position, end = 0, len(region)
+    try:
+        for _ in range(header.records_count):
+            length, body = read_varint(region, position)
+            record_end = body + length
+            if length < 1 or record_end > end:
+                raise CorruptBatchError(f"record at {position} overruns its batch")
+            cursor = body + 1  # the attributes byte
+            _, cursor = read_varint(region, cursor)  # timestamp delta
+            offset_delta, cursor = read_varint(region, cursor)
+            key_length, cursor = read_varint(region, cursor)
+            key = None if key_length < 0 else region[cursor : cursor + key_length]
+            cursor += max(key_length, 0)
+            value_length, cursor = read_varint(region, cursor)
+            if cursor > record_end:
+                raise CorruptBatchError(f"record at {position} overruns its length")
+            views.append(
+                RecordView(
+                    header.base_offset + offset_delta,
+                    key,
+                    value_length < 0,
+                    position,
+                    record_end,
+                )
+            )
+            position = record_end
+    except IndexError as exc:
+        raise CorruptBatchError(f"records of batch {header.base_offset} overrun it") from exc
+    if position != end:
+        raise CorruptBatchError(
+            f"batch at offset {header.base_offset} has {end - position} bytes after its records"
+        )
+    return region, views
+
+
+def rebuild_batch(
+    batch: bytes, header: BatchHeader, region: bytes, kept: list[RecordView]
+) -> bytes:
+    """``batch`` holding only ``kept`` (a subset of its records, in order), with the same
+    offsets; the original bytes when nothing was removed."""
+    if len(kept) == header.records_count:
+        return batch[: header.size_bytes]
+    attributes = header.attributes
+    if kept:
+        body = b"".join(region[r.start : r.end] for r in kept)
+        records = compress_records(Codec(header.codec), body)
+    else:
+        attributes &= ~CODEC_MASK
+        records = b""
+    out = bytearray(
+        HEADER_STRUCT.pack(
+            header.base_offset,
+            HEADER_SIZE - LOG_OVERHEAD + len(records),
+            header.partition_leader_epoch,
+            header.magic,
+            0,  # the CRC, set below
+            attributes,
+            header.last_offset_delta,
+            header.base_timestamp,
+            header.max_timestamp,
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            len(kept),
+        )
+    )
+    out += records
+    out[CRC_START - 4 : CRC_START] = crc32c(memoryview(out)[CRC_START:]).to_bytes(4, "big")
+    return bytes(out)

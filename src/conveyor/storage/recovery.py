@@ -1,0 +1,68 @@
+"""Opening a log's segments after a clean shutdown or a crash (docs/storage-format.md).
+
+With ``.clean-shutdown`` present every segment's indexes are checked against its log and
+trusted when they agree. After a crash the active segment is rescanned batch by batch
+(structure, offsets that only grow, CRC) and cut at the first bad batch; an older segment
+is rescanned only when its indexes disagree with it. A segment cut short before the last
+one cannot be followed by the later segments, which are deleted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+
+from conveyor.storage.segment import LogSegment, RecoveryResult
+
+log = logging.getLogger(__name__)
+
+
+def load_segments(
+    directory: Path,
+    index_interval_bytes: int,
+    *,
+    clean: bool,
+    now_ms: int,
+    gaps_allowed: bool = False,
+) -> tuple[list[LogSegment], list[tuple[int, RecoveryResult]]]:
+    """The segments found in ``directory``, oldest first, each checked or recovered, and
+    what recovery dropped per segment base offset."""
+    bases = sorted(int(p.stem) for p in directory.glob("*.log") if p.stem.isdigit())
+    segments: list[LogSegment] = []
+    recovered: list[tuple[int, RecoveryResult]] = []
+    for i, base in enumerate(bases):
+        segment = LogSegment(directory, base, index_interval_bytes)
+        segment.created_ms = now_ms
+        segment.gaps_allowed = gaps_allowed
+        is_active = i == len(bases) - 1
+        must_scan = is_active and not clean
+        if must_scan or not segment.load_indexes():
+            result = segment.recover()
+            if result.dropped_bytes:
+                recovered.append((base, result))
+                log.warning(
+                    "recovery of %s: dropped %d bytes after %d valid batches (%s)",
+                    segment.log_path,
+                    result.dropped_bytes,
+                    result.batches,
+                    result.reason,
+                )
+        segments.append(segment)
+        if recovered and recovered[-1][0] == base and not is_active:
+            # A torn tail before the last segment: later segments cannot follow on.
+            for later in bases[i + 1 :]:
+                log.warning("recovery: deleting segment %020d after a torn segment", later)
+                LogSegment(directory, later, index_interval_bytes).delete()
+            break
+    for previous, following in itertools.pairwise(segments):
+        # A gap between segments is normal once compacted; an overlap is not.
+        if previous.next_offset > following.base_offset:
+            log.warning(
+                "%s: segments %d..%d and %d overlap",
+                directory,
+                previous.base_offset,
+                previous.next_offset,
+                following.base_offset,
+            )
+    return segments, recovered
