@@ -18,7 +18,8 @@ from conveyor.storage.cleaner import (
     clean_log,
 )
 from conveyor.storage.compaction import OFFSET_MAP_ENTRY_BYTES
-from tests.unit.storage.helpers import TIMESTAMP_MS, LogFactory, ManualClock, wait_until
+from tests.unit.storage.helpers import TIMESTAMP_MS, LogFactory, ManualClock
+from tests.waiting import wait_for
 
 COMPACT = {"cleanup_policy": "compact", "segment_bytes_max": 1024, "index_interval_bytes": 100}
 
@@ -176,14 +177,14 @@ def test_the_cleaner_thread_cleans_the_dirtiest_log_when_woken(
     assert {d.name for d in cleaner.dirty_logs()} == {"quiet", "busy"}
     cleaner.start()
     try:
-        wait_until(lambda: cleaner.totals.segments_cleaned > 0)
+        wait_for(lambda: cleaner.totals.segments_cleaned > 0, 10, "a first cleaning")
         assert busy.cleaned_offset > 0 and cleaner.totals.records_removed > 0
         assert cleaner.passes == 1
         fill(quiet, keys=3, rounds=30)
         quiet.reconfigure(LogConfig(**COMPACT, min_cleanable_dirty_ratio=0.1))  # type: ignore[arg-type]
         done = cleaner.totals.segments_cleaned
         cleaner.wake()
-        wait_until(lambda: cleaner.totals.segments_cleaned > done)
+        wait_for(lambda: cleaner.totals.segments_cleaned > done, 10, "a second cleaning")
     finally:
         cleaner.close()
     assert quiet.cleaned_offset == quiet.cleaning_view().active_base_offset

@@ -118,7 +118,7 @@ class CleanerMachine(RuleBasedStateMachine):
     def _write(
         self, records: list[tuple[bytes | None, bytes | None]], producer: int | None
     ) -> None:
-        now = self.clock.now_ms
+        now = self.clock.now
         sequence = self.producers.get(producer or 0, (0, 0))[0]
         builder = (
             BatchBuilder()
@@ -149,7 +149,7 @@ class CleanerMachine(RuleBasedStateMachine):
             dedupe_buffer_bytes=map_entries * OFFSET_MAP_ENTRY_BYTES,
             producer_id_expiration_ms=PRODUCER_EXPIRATION_MS,
         )
-        stats = clean_log(self.plog, now_ms=self.clock.now_ms, settings=settings_)
+        stats = clean_log(self.plog, now_ms=self.clock.now, settings=settings_)
         event(f"cleaning removed records: {stats.records_removed > 0}")
 
     @rule(map_entries=st.sampled_from([1, 3, 1000]))
@@ -212,7 +212,7 @@ class CleanerMachine(RuleBasedStateMachine):
             seen.add(key)
             if value is None:
                 timestamp = self.latest[key][2]
-                assert timestamp >= self.clock.now_ms - DELETE_RETENTION_MS
+                assert timestamp >= self.clock.now - DELETE_RETENTION_MS
 
     @invariant()
     def log_matches_the_model(self) -> None:
@@ -241,7 +241,7 @@ class CleanerMachine(RuleBasedStateMachine):
             if header.producer_id >= 0:
                 last[header.producer_id] = header.base_sequence + header.last_offset_delta
         for producer, (next_sequence, timestamp) in self.producers.items():
-            if timestamp >= self.clock.now_ms - PRODUCER_EXPIRATION_MS:
+            if timestamp >= self.clock.now - PRODUCER_EXPIRATION_MS:
                 assert last.get(producer) == next_sequence - 1, (producer, last, self.producers)
 
 
