@@ -62,7 +62,7 @@ def _mutate(frame: bytes, data: st.DataObject) -> bytes:
 def _send(port: int, payload: bytes) -> None:
     """Send, read whatever comes back for a moment, close; never block for long."""
     with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-        sock.settimeout(0.2)
+        sock.settimeout(0.1)
         try:
             sock.sendall(payload)
             while sock.recv(65536):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import subprocess
+import urllib.request
 import uuid
 
 from conveyor.protocol.kafka.apis import ApiKey
@@ -116,3 +117,19 @@ def test_bad_input_closes_only_that_connection(kafka_cluster: Cluster) -> None:
                 bad.send_raw(frame)
                 assert bad.closed_by_broker(), frame[:12]
             assert good.call(ApiKey.API_VERSIONS, 2).error_code == 0
+
+
+def test_listener_metrics(kafka_cluster: Cluster) -> None:
+    with _wire(kafka_cluster) as wire:
+        wire.call(ApiKey.API_VERSIONS, 3)
+        broker = kafka_cluster.brokers[1]
+        with urllib.request.urlopen(
+            broker.url + "/metrics", timeout=10, context=broker.ssl_context()
+        ) as response:
+            text = response.read().decode()
+    assert 'conveyor_broker_kafka_requests_total{api="API_VERSIONS"}' in text
+    open_now = [
+        line for line in text.splitlines() if line.startswith("conveyor_broker_kafka_connections ")
+    ]
+    assert open_now and float(open_now[0].split()[1]) >= 1
+    assert "conveyor_broker_kafka_protocol_errors_total" in text

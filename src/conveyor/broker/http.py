@@ -385,6 +385,7 @@ async def _start_kafka(app: web.Application, service: BrokerService) -> None:
     listener = build_listener(service, settings, app.get(SSL_CONTEXT_KEY))
     await listener.start()
     app[KAFKA_LISTENER_KEY] = listener
+    service.metrics.kafka_listener = listener
 
 
 def _log_task_end(task: asyncio.Task[None]) -> None:

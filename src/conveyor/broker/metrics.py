@@ -21,7 +21,7 @@ import os
 import struct
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
@@ -30,6 +30,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from conveyor.broker.rules import ACKS_ALIASES
 from conveyor.protocol.batch import HEADER_SIZE, peek_length
 from conveyor.transport.client import CLIENT_ID_HEADER
+from conveyor.transport.kafka_server import ListenerStats
+from conveyor.transport.limits import ConnectionLimiter
 from conveyor.transport.metrics import LATENCY_BUCKETS_S, TableFamily, label_text
 
 if TYPE_CHECKING:
@@ -74,6 +76,16 @@ _TP_FOLLOWER: Final = ("topic", "partition", "follower")
 _Labels = tuple[str, tuple[str, ...]]  # (rendered label set, label values)
 _RECORDS_COUNT: Final = struct.Struct(">i")
 _RECORDS_COUNT_POSITION: Final = 57  # the last field of the 61-byte v2 batch header
+
+
+class KafkaListenerView(Protocol):
+    """What the metrics read of the Kafka listener (transport/kafka_server.KafkaListener)."""
+
+    @property
+    def stats(self) -> ListenerStats: ...
+
+    @property
+    def limiter(self) -> ConnectionLimiter: ...
 
 
 def count_records(data: bytes | bytearray | memoryview) -> int:
@@ -145,7 +157,18 @@ class BrokerMetrics:
             "deadline (fetch_write_timeout_ms)",
             registry=None,
         )
+        self.kafka_requests = Counter(
+            "conveyor_broker_kafka_requests",
+            "Requests decoded by the Kafka listener, by API (before authentication checks)",
+            ("api",),
+            registry=None,
+        )
+        # set by the Kafka listener when it starts: its connection counts, exported below
+        self.kafka_listener: KafkaListenerView | None = None
         service.flusher.on_flush = self.flush_duration.observe
+
+    def kafka_request(self, api: str) -> None:
+        self.kafka_requests.labels(api).inc()
 
     # ---- counted as it happens (one call from the code that does it) ---------------------
 
@@ -229,6 +252,47 @@ class BrokerMetrics:
         yield from self.isr_shrinks.collect()
         yield from self.isr_expands.collect()
         yield from self.slow_consumers.collect()
+        yield from self.kafka_requests.collect()
+        yield from self._kafka_listener_metrics()
+
+    def _kafka_listener_metrics(self) -> Iterable[Metric]:
+        listener = self.kafka_listener
+        if listener is None:
+            return
+        stats = listener.stats
+        open_now = _gauge("kafka_connections", "Open connections of the Kafka listener")
+        open_now.add_metric([], listener.limiter.open_count)
+        yield open_now
+        for name, text, value in (
+            (
+                "kafka_connections_total",
+                "Connections the Kafka listener accepted",
+                stats.connections_total,
+            ),
+            (
+                "kafka_connections_refused_total",
+                "Connections refused by the listener's connection limits",
+                sum(listener.limiter.refused_count.values()),
+            ),
+            (
+                "kafka_protocol_errors_total",
+                "Kafka connections closed for a bad frame or a request that cannot be answered",
+                stats.protocol_errors,
+            ),
+            (
+                "kafka_slow_readers_closed_total",
+                "Kafka connections reset because an answer was not read within the write deadline",
+                stats.slow_readers_closed,
+            ),
+            (
+                "kafka_idle_closed_total",
+                "Kafka connections closed after the idle timeout",
+                stats.idle_closed,
+            ),
+        ):
+            counter = _counter(name.removesuffix("_total"), text)
+            counter.add_metric([], value)
+            yield counter
 
     def _labels(self, topic: str, partition: int, follower: int | None = None) -> _Labels:
         """Rendered label sets, made once per partition (and follower), not per scrape."""

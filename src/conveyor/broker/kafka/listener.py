@@ -146,7 +146,9 @@ def build_listener(
     authorizer = Authorizer(security, security.enabled)
     registry = build_registry(service, authorizer)
     add_admin(registry, service, authorizer, settings)
-    session_settings = SessionSettings(auth_enabled=security.enabled)
+    session_settings = SessionSettings(
+        auth_enabled=security.enabled, on_request=service.metrics.kafka_request
+    )
 
     def new_session(info: ConnectionInfo) -> KafkaSession:
         return KafkaSession(info, registry, session_settings)

@@ -14,7 +14,7 @@ Rules, in order, for each frame (see ``protocol/kafka/codec.py`` for the decodin
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -41,6 +41,7 @@ _CN_PREFIX: Final = "user:"
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
     auth_enabled: bool
+    on_request: Callable[[str], None] = lambda _api: None  # metrics: one call per request
 
 
 class KafkaSession:
@@ -67,6 +68,7 @@ class KafkaSession:
             raise CloseConnection(str(exc)) from None
         except RequestError as exc:
             raise CloseConnection(str(exc)) from None
+        self._settings.on_request(request.spec.key.name)
         handler = self._registry.get(request.api_key)
         if handler is None:
             raise CloseConnection(f"{request.spec.key.name} has no handler")
