@@ -48,7 +48,9 @@ def _show(args: argparse.Namespace) -> int:
     from conveyor.settings import load
     from conveyor.settings.show import views
 
-    settings = load(args.service, {"config": args.config}, require=False)
+    # ``conveyor --config FILE config show`` as well as ``conveyor config show --config FILE``
+    config = args.config or getattr(args, "config_file", None)
+    settings = load(args.service, {"config": config}, require=False)
     rows = views(settings)
     if args.json:
         print_json(rows)

@@ -7,10 +7,10 @@ resolver in :mod:`conveyor.settings.core`. A service calls :func:`load` once at 
 client library calls :func:`client_settings` when it builds an HTTP client.
 
 Why a small resolver of our own (dataclasses, stdlib tomllib) rather than pydantic-settings:
-importing pydantic-settings costs about 230 ms on this machine kind, more than the whole
-``conveyor --help`` otherwise takes, while this package imports in a few milliseconds and
-still gives one parser per kind of value, typed access (``settings[SESSION_TIMEOUT_MS]``
-is an ``int`` to mypy) and one-line errors.
+importing pydantic-settings alone takes as long as the whole ``conveyor --help`` on this
+machine kind (docs/deployment.md has the numbers), while this package imports in a few
+milliseconds and still gives one parser per kind of value, typed access
+(``settings[SESSION_TIMEOUT_MS]`` is an ``int`` to mypy) and one-line errors.
 """
 
 from __future__ import annotations

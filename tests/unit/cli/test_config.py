@@ -16,6 +16,18 @@ from conveyor.cli.main import main
 TIMEOUT_S = 60
 
 
+# What a command's client flags export for the processes it starts (cli/output.py): each
+# test that runs main() in-process gets them restored by monkeypatch afterwards.
+EXPORTED = ("CONFIG", "URL", "CA", "TOKEN", "USER", "PASSWORD")
+
+
+@pytest.fixture(autouse=True)
+def no_conveyor_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in EXPORTED:
+        monkeypatch.setenv(f"CONVEYOR_{name}", "")  # recorded, so restored after the test
+        monkeypatch.delenv(f"CONVEYOR_{name}")
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     return {**env, **extra}
@@ -78,8 +90,6 @@ def test_a_bad_value_refuses_to_start_with_one_line(
 def test_config_show_json_says_where_each_value_came_from(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in [n for n in os.environ if n.startswith("CONVEYOR_")]:
-        monkeypatch.delenv(name)
     config = tmp_path / "conveyor.toml"
     config.write_text('[broker]\nid = 7\nflush = "interval:20"\ncluster_secret = "from-toml"\n')
     monkeypatch.setenv("CONVEYOR_LISTEN", ":9100")
@@ -101,8 +111,6 @@ def test_config_show_json_says_where_each_value_came_from(
 def test_config_show_table_and_the_cli_flags(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in [n for n in os.environ if n.startswith("CONVEYOR_")]:
-        monkeypatch.delenv(name)
     monkeypatch.setenv("CONVEYOR_TOKEN", "cvt_secret_value")
     monkeypatch.setenv("CONVEYOR_SESION_TIMEOUT_MS", "1")
     assert main(["config", "show"]) == 0
@@ -128,3 +136,16 @@ def test_config_show_refuses_a_bad_value(
     assert main(["config", "show", "--service", "broker"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("conveyor: error: invalid CONVEYOR_FETCH_MEMORY_MAX_BYTES='lots'")
+
+
+def test_the_top_level_config_flag_and_client_flags_come_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "conveyor.toml"
+    config.write_text('[client]\nurl = "https://from-file:7700"\nuser = "alice"\n')
+    monkeypatch.setenv("CONVEYOR_USER", "bob")
+    assert main(["--config", str(config), "config", "show", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert (rows["url"]["value"], rows["url"]["source"]) == ("https://from-file:7700", "file")
+    assert (rows["user"]["value"], rows["user"]["source"]) == ("bob", "env")
+    assert rows["config"]["source"] == "flag"
