@@ -128,15 +128,11 @@ SELECTION: tuple[Entry, ...] = (
     Entry("0080", LOCAL),
     Entry(
         "0081",
-        RECOMPRESSION + ", delete.retention.ms (compaction) and manual replica assignments",
+        RECOMPRESSION + " and delete.retention.ms (compaction)",
         subtests="do_test_CreateTopics",
     ),
     Entry("0081", subtests="do_test_DeleteTopics"),
-    Entry(
-        "0081",
-        "creates topics with manual replica assignments (Conveyor places replicas itself)",
-        subtests="do_test_CreatePartitions",
-    ),
+    Entry("0081", subtests="do_test_CreatePartitions"),
     Entry("0081", RECOMPRESSION, subtests="do_test_AlterConfigs"),
     Entry("0081", RECOMPRESSION, subtests="do_test_IncrementalAlterConfigs"),
     Entry("0081", subtests="do_test_DescribeConfigs:"),

@@ -82,6 +82,33 @@ def test_bad_creates_get_kafka_codes_and_create_nothing(admin: Any, conveyor_adm
     assert validated not in {t.name for t in conveyor_admin.list_topics()}
 
 
+def test_manual_replica_assignments(
+    admin: Any, conveyor_admin: Admin, kafka_cluster: Cluster
+) -> None:
+    """kafka-python creates (confluent-kafka 2.16.1's NewTopic refuses an assignment
+    locally), confluent-kafka grows."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from kafka.admin import NewTopic
+        from kafka.errors import InvalidReplicationAssignmentError
+
+        from kafka import KafkaAdminClient
+
+    name, bad = unique_topic("placed"), unique_topic("misplaced")
+    client = KafkaAdminClient(bootstrap_servers=kafka_cluster.bootstrap)
+    try:
+        client.create_topics([NewTopic(name, -1, -1, replica_assignments={0: [1], 1: [1]})])
+        with pytest.raises(InvalidReplicationAssignmentError):  # there is no broker 7
+            client.create_topics([NewTopic(bad, -1, -1, replica_assignments={0: [1], 1: [7]})])
+    finally:
+        client.close()
+    assert [p.replicas for p in conveyor_admin.describe_topic(name).partitions] == [[1], [1]]
+    assert bad not in {t.name for t in conveyor_admin.list_topics()}
+    grow = kafka_admin.NewPartitions(name, 3, replica_assignment=[[1]])
+    _result(admin.create_partitions([grow])[name])
+    assert len(conveyor_admin.describe_topic(name).partitions) == 3
+
+
 def test_create_partitions_grows_the_topic(admin: Any, conveyor_admin: Admin) -> None:
     name = unique_topic("grow")
     conveyor_admin.create_topic(name, partitions=2, replication_factor=1)

@@ -42,6 +42,7 @@ from conveyor.coordinator.placement import place_partitions, topic_seed
 from conveyor.coordinator.validation import (
     OFFSET_METADATA_CHARS_MAX,
     OFFSETS_PER_COMMIT_MAX,
+    validate_assignments,
     validate_broker_id,
     validate_broker_url,
     validate_group_name,
@@ -303,20 +304,15 @@ def create_topic(
     # a draining broker takes no new replicas
     live = [b for b in state.alive_broker_ids() if not state.brokers[b].decommissioning]
     replication_factor = request.replication_factor
+    if replication_factor is None and request.assignments:
+        replication_factor = len(request.assignments[0])
     if replication_factor is None:
         replication_factor = default_replication_factor(defaults, len(live))
     validate_replication_factor(replication_factor, len(live))
     config = canonical_config(request.config if request.config is not None else defaults.config)
     validate_topic_config(config, replication_factor)
-    leader_load = Counter(p.leader for p in state.partitions.values() if p.leader is not None)
-    replica_load = Counter(b for p in state.partitions.values() for b in p.replicas)
-    placement = place_partitions(
-        live,
-        request.partitions,
-        replication_factor,
-        seed=topic_seed(name),
-        leader_load=leader_load,
-        replica_load=replica_load,
+    placement = _placement(
+        state, live, request.partitions, replication_factor, topic_seed(name), request.assignments
     )
     topic = Topic(name, request.partitions, replication_factor, config, now_ms)
     records: list[Record] = [TopicRecord(topic)]
@@ -362,16 +358,9 @@ def add_partitions(
     validate_partition_count(count)
     live = [b for b in state.alive_broker_ids() if not state.brokers[b].decommissioning]
     validate_replication_factor(topic.replication_factor, len(live))
-    leader_load = Counter(p.leader for p in state.partitions.values() if p.leader is not None)
-    replica_load = Counter(b for p in state.partitions.values() for b in p.replicas)
-    placement = place_partitions(
-        live,
-        count - topic.partition_count,
-        topic.replication_factor,
-        seed=topic_seed(name) + topic.partition_count,
-        leader_load=leader_load,
-        replica_load=replica_load,
-    )
+    seed = topic_seed(name) + topic.partition_count
+    added, rf = count - topic.partition_count, topic.replication_factor
+    placement = _placement(state, live, added, rf, seed, request.assignments)
     records: list[Record] = [TopicRecord(replace(topic, partition_count=count))]
     for index, replicas in enumerate(placement, start=topic.partition_count):
         ids = tuple(replicas)
@@ -433,6 +422,31 @@ def merge_config(
         raise InvalidRequestError(
             f"invalid topic setting: {exc}", code=ErrorCode.INVALID_CONFIG
         ) from None
+
+
+def _placement(  # noqa: PLR0917 -- what placing partitions depends on, in order
+    state: ClusterState,
+    live: list[BrokerId],
+    partition_count: int,
+    replication_factor: int,
+    seed: int,
+    assignments: list[list[int]] | None,
+) -> list[list[BrokerId]]:
+    """The given assignments once validated, else ``place_partitions`` with the cluster's
+    current leader and replica load."""
+    if assignments is not None:
+        validate_assignments(assignments, partition_count, replication_factor, list(live))
+        return [[BrokerId(b) for b in replicas] for replicas in assignments]
+    leader_load = Counter(p.leader for p in state.partitions.values() if p.leader is not None)
+    replica_load = Counter(b for p in state.partitions.values() for b in p.replicas)
+    return place_partitions(
+        live,
+        partition_count,
+        replication_factor,
+        seed=seed,
+        leader_load=leader_load,
+        replica_load=replica_load,
+    )
 
 
 def default_replication_factor(defaults: TopicDefaults, live_count: int) -> int:

@@ -123,3 +123,28 @@ def validate_kafka_address(address: str) -> None:
 def validate_broker_id(broker_id: int) -> None:
     if not 0 <= broker_id <= 2**31 - 1:
         raise InvalidRequestError(f"broker_id must be between 0 and 2147483647, not {broker_id}")
+
+
+def validate_assignments(
+    assignments: list[list[int]], partition_count: int, replication_factor: int, live: list[int]
+) -> None:
+    """Manual replica assignments (Kafka's CreateTopics/CreatePartitions): one list per
+    partition, each of ``replication_factor`` distinct live brokers. INVALID_CONFIG with
+    ``details["assignments"]`` (Kafka's INVALID_REPLICA_ASSIGNMENT)."""
+    problem = None
+    if len(assignments) != partition_count:
+        problem = f"{len(assignments)} assignments for {partition_count} partitions"
+    for index, replicas in enumerate(assignments):
+        if problem is not None:
+            break
+        if len(replicas) != replication_factor:
+            problem = f"partition {index} has {len(replicas)} replicas, not {replication_factor}"
+        elif len(set(replicas)) != len(replicas):
+            problem = f"partition {index} names a broker twice"
+        elif not set(replicas) <= set(live):
+            unknown = sorted(set(replicas) - set(live))
+            problem = f"partition {index} names brokers that are not live: {unknown}"
+    if problem is not None:
+        raise InvalidRequestError(
+            f"invalid replica assignment: {problem}", code=ErrorCode.INVALID_CONFIG, assignments=1
+        )

@@ -62,6 +62,8 @@ class CreateTopicRequest(Wire):
     replication_factor: int | None = None  # None: min(3, live brokers)
     config: TopicConfig | None = None
     validate_only: bool = False  # answer what would be created, create nothing
+    # partition i -> its replicas, preferred leader first (None: the coordinator places)
+    assignments: list[list[int]] | None = None
 
 
 ConfigValue = int | str | bool | None
@@ -81,6 +83,7 @@ class AddPartitionsRequest(Wire, forbid_unknown_fields=True):
 
     partitions: int
     validate_only: bool = False
+    assignments: list[list[int]] | None = None  # the new partitions' replicas, in order
 
 
 class PartitionInfo(Wire):

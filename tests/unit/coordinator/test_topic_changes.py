@@ -186,3 +186,40 @@ def test_validate_only_create_answers_the_placement_and_creates_nothing() -> Non
         bad = CreateTopicRequest(name="t", partitions=3, replication_factor=4, validate_only=True)
         core.create_topic(state, bad, 0, DEFAULTS)
     assert raised.value.code is ErrorCode.INVALID_CONFIG
+
+
+# ---- manual replica assignments ------------------------------------------------------------
+
+
+def test_create_and_grow_with_manual_assignments() -> None:
+    state = with_brokers([1, 2, 3])
+    request = CreateTopicRequest(name="t", partitions=2, assignments=[[3, 1], [2, 3]])
+    created = core.create_topic(state, request, 0, DEFAULTS)
+    check_invariants(created.state)
+    assert created.state.topics["t"].replication_factor == 2  # taken from the assignments
+    assert [created.state.partitions[("t", p)].replicas for p in (0, 1)] == [(3, 1), (2, 3)]
+    assert created.state.partitions[("t", 0)].leader == 3
+    grown = core.add_partitions(
+        created.state, "t", AddPartitionsRequest(partitions=3, assignments=[[1, 2]])
+    )
+    check_invariants(grown.state)
+    assert grown.state.partitions[("t", 2)].replicas == (1, 2)
+
+
+@pytest.mark.parametrize(
+    "assignments",
+    [
+        [[1, 2]],  # one list for two partitions
+        [[1, 2], [3]],  # uneven replication factor
+        [[1, 1], [2, 3]],  # a broker twice
+        [[1, 9], [2, 3]],  # an unknown broker
+    ],
+)
+def test_bad_assignments_create_nothing(assignments: list[list[int]]) -> None:
+    state = with_brokers([1, 2, 3])
+    request = CreateTopicRequest(name="t", partitions=2, assignments=assignments)
+    with pytest.raises(InvalidRequestError) as raised:
+        core.create_topic(state, request, 0, DEFAULTS)
+    assert raised.value.code is ErrorCode.INVALID_CONFIG
+    assert "assignments" in raised.value.details
+    assert "t" not in state.topics

@@ -6,10 +6,11 @@ the others, and a refused topic changes nothing (the coordinator validates befor
 decides). What Kafka checks on the request itself is checked here first, with Kafka's
 codes: a topic named twice is INVALID_REQUEST for both, a partition count or replication
 factor below 1 (other than -1, "the cluster default") is INVALID_PARTITIONS or
-INVALID_REPLICATION_FACTOR, manual replica assignments are refused (placement is the
-coordinator's, ``coordinator/placement.py``). Permissions are HTTP's: ``create_topic`` and
-``delete_topic`` on the topic; adding partitions is an administrator's (the HTTP route's
-default). ``validate_only`` answers without creating or changing anything.
+INVALID_REPLICATION_FACTOR; manual replica assignments are validated by the coordinator
+(one list of distinct live brokers per partition, else INVALID_REPLICA_ASSIGNMENT).
+Permissions are HTTP's: ``create_topic`` and ``delete_topic`` on the topic; adding
+partitions is an administrator's (the HTTP route's default). ``validate_only`` answers
+without creating or changing anything.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ from conveyor.protocol.messages import (
     CreateTopicRequest,
     TopicDescription,
 )
-
-MANUAL_ASSIGNMENT = "manual replica assignment is not supported: Conveyor places replicas"
 
 
 class TopicOps(Protocol):
@@ -63,6 +62,8 @@ def failure(exc: ConveyorError, resource_type: str = "topic") -> Outcome:
     INVALID_REPLICATION_FACTOR, which Conveyor's INVALID_CONFIG carries in its details)."""
     if exc.code is ErrorCode.INVALID_CONFIG and "replication_factor" in exc.details:
         return Outcome(KafkaError.INVALID_REPLICATION_FACTOR, exc.message)
+    if exc.code is ErrorCode.INVALID_CONFIG and "assignments" in exc.details:
+        return Outcome(KafkaError.INVALID_REPLICA_ASSIGNMENT, exc.message)
     return Outcome(kafka_error(exc.code, resource_type), exc.message)
 
 
@@ -96,6 +97,11 @@ class CreateTopicsHandler:
         except ConveyorError as exc:
             return failure(exc)
         fields: dict[str, Any] = {}
+        if topic.assignments:
+            ordered = sorted(topic.assignments, key=lambda a: a.partition_index)
+            fields["assignments"] = [list(a.broker_ids) for a in ordered]
+            fields["partitions"] = len(ordered)
+            fields["replication_factor"] = len(ordered[0].broker_ids)
         if topic.num_partitions != -1:
             fields["partitions"] = topic.num_partitions
         if topic.replication_factor != -1:
@@ -138,7 +144,14 @@ def _creation_refusal(topic: Any) -> Outcome | None:
     if topic.replication_factor != -1 and topic.replication_factor < 1:
         return Outcome(KafkaError.INVALID_REPLICATION_FACTOR, "replication factor must be >= 1")
     if topic.assignments:
-        return Outcome(KafkaError.INVALID_REPLICA_ASSIGNMENT, MANUAL_ASSIGNMENT)
+        if topic.num_partitions != -1 or topic.replication_factor != -1:
+            return Outcome(
+                KafkaError.INVALID_REQUEST,
+                "with replica assignments, partitions and replication factor must be -1",
+            )
+        indexes = sorted(a.partition_index for a in topic.assignments)
+        if indexes != list(range(len(indexes))):
+            return Outcome(KafkaError.INVALID_REPLICA_ASSIGNMENT, "partitions must be 0..N-1")
     return None
 
 
@@ -230,11 +243,14 @@ class CreatePartitionsHandler:
                 outcomes.append(
                     Outcome(KafkaError.TOPIC_AUTHORIZATION_FAILED, "adding partitions needs admin")
                 )
-            elif topic.assignments:
-                outcomes.append(Outcome(KafkaError.INVALID_REPLICA_ASSIGNMENT, MANUAL_ASSIGNMENT))
             else:
+                assignments = None
+                if topic.assignments is not None:
+                    assignments = [list(a.broker_ids) for a in topic.assignments]
                 grow = AddPartitionsRequest(
-                    partitions=topic.count, validate_only=bool(request.validate_only)
+                    partitions=topic.count,
+                    validate_only=bool(request.validate_only),
+                    assignments=assignments,
                 )
                 outcomes.append(await self._grow(topic.name, grow))
         return self._response(ctx.api_version, request.topics, outcomes)
