@@ -217,6 +217,9 @@ def test_list_offsets_and_offset_for_leader_epoch(kafka_cluster: Cluster) -> Non
             return int(found.offset)
 
         assert (offset(-2), offset(-1)) == (0, 5)
+        largest = wire.call(ApiKey.LIST_OFFSETS, 7, **list_offsets_request(7, topic, 0, -3))
+        found = largest.topics[0].partitions[0]
+        assert (found.offset, found.timestamp) == (3, later_ms)  # first record of the later batch
         assert offset(before_ms) == 0
         assert offset(later_ms) == 3
         assert offset(later_ms + 3_600_000) == -1

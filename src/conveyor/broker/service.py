@@ -44,6 +44,7 @@ from conveyor.protocol.messages import (
     RoutedProduceResponse,
     RoutedRecordResult,
 )
+from conveyor.protocol.records import decode_batches
 from conveyor.protocol.topics import validate_topic_name
 from conveyor.storage import Flusher
 from conveyor.transport.auth import BrokerSecurity
@@ -328,6 +329,20 @@ class BrokerService:
             log_end_offset=source.log.log_end_offset,
             offset_for_timestamp=found,
         )
+
+    async def max_timestamp(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """(largest record timestamp visible to consumers, its offset), None when there is
+        none (Kafka's ListOffsets MAX_TIMESTAMP, KIP-734)."""
+        source = await self.leader_partition(topic, partition)
+        found = source.log.max_timestamp()
+        if found is None or found[1] >= source.high_watermark:
+            return None
+        timestamp_ms, base_offset = found
+        batch = source.read(base_offset, 1, upper_offset=source.high_watermark)  # one batch
+        for record in decode_batches(batch, start_offset=base_offset):
+            if record.timestamp_ms == timestamp_ms:
+                return timestamp_ms, record.offset
+        return timestamp_ms, base_offset  # a batch whose header claims more than its records
 
     async def epoch_end(
         self, topic: str, partition: int, epoch: int, leader_epoch: int | None = None

@@ -495,6 +495,22 @@ class PartitionLog:
                     return found
         return None
 
+    def max_timestamp(self) -> tuple[int, int] | None:
+        """(the largest batch max timestamp in the log, base offset of the first batch that
+        holds it), None when the log is empty: Kafka's ListOffsets MAX_TIMESTAMP, from the
+        per-segment maximum each segment keeps (no scan beyond the one segment)."""
+        with self._lock:
+            best = None
+            for segment in self._segments:
+                if segment.max_timestamp_ms >= 0 and (
+                    best is None or segment.max_timestamp_ms > best.max_timestamp_ms
+                ):
+                    best = segment
+            if best is None:
+                return None
+            found = best.find_offset_by_timestamp(best.max_timestamp_ms)
+            return None if found is None else (best.max_timestamp_ms, found)
+
     # ---- removing data -------------------------------------------------------------------
 
     def truncate_to(self, offset: int) -> None:

@@ -410,6 +410,23 @@ def test_offset_for_timestamp(make_log: LogFactory) -> None:
         reopened.close()
 
 
+def test_max_timestamp_across_segments_and_after_reopen(make_log: LogFactory) -> None:
+    log = make_log(segment_bytes_max=1024, index_interval_bytes=100)
+    assert log.max_timestamp() is None
+    stamps = [1000 + (37 * i) % 400 for i in range(40)]  # out of order; max once
+    for i, ts in enumerate(stamps):  # batch i holds offsets 2i, 2i+1
+        log.append(make_batch(values_of(2, f"t{i}-", 30), timestamp_ms=ts))
+    assert log.segment_count > 3
+    expected = (max(stamps), 2 * stamps.index(max(stamps)))
+    assert log.max_timestamp() == expected
+    log.close()
+    reopened = PartitionLog.open(log.directory, log.config)
+    try:
+        assert reopened.max_timestamp() == expected
+    finally:
+        reopened.close()
+
+
 def test_offset_for_timestamp_with_timestamps_out_of_order(make_log: LogFactory) -> None:
     log = make_log()
     for ts in (100, 300, 200, 400):

@@ -65,7 +65,8 @@ def build_registry(service: BrokerService, authorizer: Authorizer) -> Registry:
     registry.add(ApiKey.PRODUCE, ProduceHandler(service.produce, metadata, authorizer))
     fetch = FetchHandler(service.fetch, service.offsets, service.fetch_memory.release, authorizer)
     registry.add(ApiKey.FETCH, fetch)
-    registry.add(ApiKey.LIST_OFFSETS, ListOffsetsHandler(service.offsets, authorizer))
+    list_offsets = ListOffsetsHandler(service.offsets, service.max_timestamp, authorizer)
+    registry.add(ApiKey.LIST_OFFSETS, list_offsets)
     registry.add(
         ApiKey.OFFSET_FOR_LEADER_EPOCH, OffsetForLeaderEpochHandler(service.epoch_end, authorizer)
     )

@@ -1,11 +1,12 @@
 """ListOffsets and OffsetForLeaderEpoch, over ``BrokerService.offsets`` (the HTTP offsets
-route's operation) and ``BrokerService.epoch_end``.
+route's operation), ``BrokerService.max_timestamp`` and ``BrokerService.epoch_end``.
 
 ListOffsets: timestamp -1 is the latest visible offset (the high watermark; with no
-transactions it is also the last stable offset), -2 the log start, any other the first
-offset whose batch has a timestamp at or after it, through the time index (offset -1
-when there is none). The answered timestamp of a by-time lookup is the one asked: the
-broker finds the batch, not the record's own timestamp (Kafka answers the record's).
+transactions it is also the last stable offset), -2 the log start, -3 (v7+) the record
+with the largest timestamp and that timestamp, any other the first offset whose batch has
+a timestamp at or after it, through the time index (offset -1 when there is none). The
+timestamp answered to a by-time lookup is the one asked: the broker finds the batch, not
+the record's own timestamp (Kafka answers the record's).
 """
 
 from __future__ import annotations
@@ -23,15 +24,20 @@ from conveyor.protocol.messages import PartitionOffsets
 
 LATEST: Final = -1
 EARLIEST: Final = -2
+MAX_TIMESTAMP: Final = -3  # v7+ (KIP-734)
 _NO_EPOCH: Final = -1
 
 Offsets = Callable[[str, int, int | None], Awaitable[PartitionOffsets]]
+MaxTimestamp = Callable[[str, int], Awaitable[tuple[int, int] | None]]
 EpochEnd = Callable[..., Awaitable[tuple[int, int]]]
 
 
 class ListOffsetsHandler:
-    def __init__(self, offsets: Offsets, authorizer: Authorizer) -> None:
+    def __init__(
+        self, offsets: Offsets, max_timestamp: MaxTimestamp, authorizer: Authorizer
+    ) -> None:
         self._offsets = offsets
+        self._max_timestamp = max_timestamp
         self._authorizer = authorizer
 
     async def __call__(self, ctx: RequestContext, request: Any) -> Any:
@@ -68,7 +74,13 @@ class ListOffsetsHandler:
                 else KafkaError.UNKNOWN_LEADER_EPOCH
             )
             return {"error_code": code, **failed}
-        if timestamp == LATEST:
+        if timestamp == MAX_TIMESTAMP:
+            try:
+                largest = await self._max_timestamp(topic, p.partition_index)
+            except ConveyorError as exc:
+                return {"error_code": epoch_error(exc, None), **failed}
+            offset, answered = (-1, -1) if largest is None else (largest[1], largest[0])
+        elif timestamp == LATEST:
             offset, answered = found.high_watermark, -1
         elif timestamp == EARLIEST:
             offset, answered = found.log_start_offset, -1

@@ -4,11 +4,10 @@ ApiVersions and enforced on every request.
 A version range is what kafka-python's message classes support *and* what Conveyor
 implements; it stops short of versions whose meaning Conveyor lacks (Fetch v13+ and
 Produce v13 name topics by id only; Produce v12 and InitProducerId v5+ are transactions
-v2; ListOffsets v7 adds the max-timestamp query, which needs a per-segment maximum the
-log does not keep yet). Produce is advertised from v0 although v0-2 are
-refused (librdkafka picks its feature set from the advertised minimum; KAFKA-18659, as
-Kafka 4.0 does). ``before_auth``: allowed on a connection that has not authenticated yet
-when authentication is on (Kafka's rule: only ApiVersions and the SASL exchange).
+v2; ListOffsets v8+ asks for tiered-storage offsets). Produce is advertised from v0
+although v0-2 are refused (librdkafka picks its feature set from the advertised minimum;
+KAFKA-18659, as Kafka 4.0 does). ``before_auth``: allowed on a connection that has not
+authenticated yet when authentication is on (Kafka's rule: only ApiVersions and SASL).
 
 Handlers for admin and group APIs add their rows here (one row per API).
 """
@@ -132,7 +131,7 @@ class ApiSpec:
 _SPECS: Final = (
     ApiSpec(ApiKey.PRODUCE, 3, 11, ProduceRequest, ProduceResponse, advertised_min=0),
     ApiSpec(ApiKey.FETCH, 4, 12, FetchRequest, FetchResponse),
-    ApiSpec(ApiKey.LIST_OFFSETS, 1, 6, ListOffsetsRequest, ListOffsetsResponse),
+    ApiSpec(ApiKey.LIST_OFFSETS, 1, 7, ListOffsetsRequest, ListOffsetsResponse),
     ApiSpec(ApiKey.METADATA, 0, 12, MetadataRequest, MetadataResponse),
     # Served from v1 (after a v0 handshake the SASL tokens travel unframed, without Kafka
     # headers), advertised from v0: librdkafka enables SASL only when v0 is advertised,
