@@ -96,21 +96,28 @@ def test_wheel_holds_every_package_and_the_type_marker(wheel: Path) -> None:
     assert data and data <= names
 
 
-def _fresh_venv(wheel: Path, env_dir: Path, extras: str = "") -> tuple[Path, Path]:
-    venv.create(env_dir, with_pip=True, system_site_packages=False)
-    python, conveyor = env_dir / "bin" / "python", env_dir / "bin" / "conveyor"
+def _pip_install(python: Path, requirement: str) -> None:
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", f"{wheel}{extras}"],
+        [str(python), "-m", "pip", "install", "--quiet", requirement],
         check=True,
         capture_output=True,
         timeout=PIP_TIMEOUT_S,
     )
-    return python, conveyor
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtualenv with the wheel alone (the client install). The full-install test adds
+    the extras to this same one afterwards: the common dependencies are installed once."""
+    env_dir = tmp_path_factory.mktemp("fresh") / "venv"
+    venv.create(env_dir, with_pip=True, system_site_packages=False)
+    _pip_install(env_dir / "bin" / "python", str(wheel))
+    return env_dir
 
 
 @pytest.mark.slow
-def test_client_only_install_has_no_server_packages(wheel: Path, tmp_path: Path) -> None:
-    python, conveyor = _fresh_venv(wheel, tmp_path / "venv")
+def test_client_only_install_has_no_server_packages(fresh_venv: Path, tmp_path: Path) -> None:
+    python, conveyor = fresh_venv / "bin" / "python", fresh_venv / "bin" / "conveyor"
     probe = (
         "import importlib.util, conveyor; from conveyor import Producer, Consumer; "
         "print(sorted(m for m in ('prometheus_client', 'uvloop', 'cryptography', 'rich') "
@@ -136,9 +143,12 @@ def test_client_only_install_has_no_server_packages(wheel: Path, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_fresh_venv_from_the_wheel_runs_conveyor(wheel: Path, tmp_path: Path) -> None:
-    python, conveyor = _fresh_venv(wheel, tmp_path / "venv", "[server,cli]")
-    env_dir = tmp_path / "venv"
+def test_fresh_venv_from_the_wheel_runs_conveyor(
+    wheel: Path, fresh_venv: Path, tmp_path: Path
+) -> None:
+    env_dir = fresh_venv
+    python, conveyor = env_dir / "bin" / "python", env_dir / "bin" / "conveyor"
+    _pip_install(python, f"{wheel}[server,cli]")  # every role, as the image installs it
 
     def run(*argv: str) -> str:
         result = subprocess.run(

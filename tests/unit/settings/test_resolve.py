@@ -192,3 +192,44 @@ def test_flags_variables_and_file_keys_follow_the_setting_names() -> None:
         assert item.env[0] == "CONVEYOR_" + item.name.upper()
         assert item.flag in (None, "--" + item.name.replace("_", "-"))
         assert item.name in catalog.file_keys()[item.services[0]] or item is catalog.CONFIG
+
+
+_KNOWN_ENV = sorted(n for n in catalog.known_env() if not n.endswith("_FILE"))
+_VALUES = st.one_of(st.text(max_size=30), st.integers(-5, 10**6).map(str), st.just("true"))
+
+
+@given(st.dictionaries(st.sampled_from(_KNOWN_ENV), _VALUES, max_size=6))
+def test_any_environment_resolves_or_is_refused_with_one_line(env: dict[str, str]) -> None:
+    env = {k: v for k, v in env.items() if k != "CONVEYOR_CONFIG"}
+    for service in ("coordinator", "broker", "client"):
+        try:
+            load(service, {}, env, require=False)
+        except SettingsError as error:
+            assert "\n" not in error.message and error.message.startswith("invalid CONVEYOR_")
+
+
+_TOML_VALUES = st.one_of(
+    st.text(max_size=20), st.integers(-5, 10**6), st.booleans(), st.floats(allow_nan=False)
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(catalog.file_keys()["broker"] - {"cluster_secret_file"})),
+        _TOML_VALUES,
+        max_size=6,
+    )
+)
+def test_any_config_file_resolves_or_is_refused_with_one_line(values: dict[str, object]) -> None:
+    import json
+    import tempfile
+
+    # TOML basic strings accept JSON's escapes; numbers and booleans are written alike.
+    text = "[broker]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "c.toml"
+        path.write_text(text)
+        try:
+            load("broker", {"config": str(path)}, {}, require=False)
+        except SettingsError as error:
+            assert "\n" not in error.message
