@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conveyor.cli.common import EXIT_ERROR, EXIT_OK, positive_int
 from conveyor.cli.dev_control import DevChild, DevControl, DevState
@@ -78,6 +78,13 @@ def register(subparsers: Subparsers) -> None:
         help="open the brokers' Kafka listeners (default on; --no-kafka: HTTP only)",
     )
     dev.add_argument(
+        "--ha",
+        action="store_true",
+        help="high availability: 3 etcd members (data under DATA/etcd, client ports "
+        "PORT+50, +52, +54), 3 coordinators on PORT, PORT+100, PORT+200 sharing them (one "
+        "active), and brokers that know all three (docs/coordinator.md)",
+    )
+    dev.add_argument(
         "--restart-dead",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -134,6 +141,9 @@ def _children(args: argparse.Namespace) -> list[Child]:
             ],
         )
     ]
+    if getattr(args, "ha", False):
+        children = _ha_children(args, python, scheme, tls_argv)
+        coordinator_url = ",".join(c.url for c in children if c.name.startswith("coordinator"))
     for broker_id in range(1, args.brokers + 1):
         port = args.port + broker_id
         kafka_argv = []
@@ -164,6 +174,58 @@ def _children(args: argparse.Namespace) -> list[Child]:
             )
         )
     return children
+
+
+HEALTH = "/health"  # etcd's readiness: 200 once the member sees a leader
+
+
+def _ha_children(
+    args: argparse.Namespace, python: list[str], scheme: str, tls_argv: list[str]
+) -> list[Child]:
+    """3 etcd members and 3 coordinators on them (``--ha``)."""
+    from conveyor.cli.etcd_local import etcd_available, fixed_members
+
+    problem = etcd_available()
+    if problem is not None:
+        raise ConveyorError(f"--ha needs etcd: {problem}", code=ErrorCode.INVALID_REQUEST)
+    data: Path = args.data
+    etcd = fixed_members(data / "etcd", "127.0.0.1", args.port + 50)
+    children = [
+        Child(
+            m.name, m.client_url, m.argv(etcd.initial_cluster, _etcd_state(m)), ready_path="/health"
+        )
+        for m in etcd.members
+    ]
+    for index in range(3):
+        port = args.port + 100 * index
+        children.append(
+            Child(
+                f"coordinator-{index + 1}",
+                f"{scheme}://127.0.0.1:{port}",
+                [
+                    *python,
+                    "coordinator",
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--data",
+                    str(data / f"coordinator-{index + 1}"),
+                    "--store",
+                    etcd.store_url,
+                    "--prefix",
+                    "/conveyor/dev",
+                    "--lease-ttl-ms",
+                    "2000",
+                    "--log-level",
+                    args.log_level,
+                    *tls_argv,
+                ],
+            )
+        )
+    return children
+
+
+def _etcd_state(member: Any) -> str:
+    return "existing" if (member.data_dir / "member").exists() else "new"
 
 
 def kafka_port(args: argparse.Namespace, broker_id: int) -> int:
@@ -266,6 +328,8 @@ def _supervise(
             print_line(f"[red]conveyor dev: {problem}[/red]")
             return EXIT_ERROR
         children = supervisor.children
+        coordinators = [c.url for c in children if c.name.startswith("coordinator")]
+        url = ",".join(coordinators)
         rows = [(c.name, c.url, _kafka_cell(args, c.name), c.pid) for c in children]
         print_table(
             f"conveyor dev cluster (data in {args.data})", ("service", "url", "kafka", "pid"), rows
@@ -274,14 +338,10 @@ def _supervise(
             prometheus = start_for_dev(args.data, args.port, args.brokers, args.prometheus_port, ca)
         print(  # plain: rich would wrap the long token and break copy-paste
             f"ready. In another terminal:\n"
-            f"  export CONVEYOR_URL={children[0].url}\n"
+            f"  export CONVEYOR_URL={url}\n"
             + (f"  export CONVEYOR_CA={ca.resolve()}\n" if ca is not None else "")
-            + (
-                f"  export CONVEYOR_TOKEN={_admin_token(children[0].url, secret, ca)}\n"
-                if secret
-                else ""
-            )
-            + f"  web console: {children[0].url}/console/"
+            + (f"  export CONVEYOR_TOKEN={_admin_token(url, secret, ca)}\n" if secret else "")
+            + f"  web console: {coordinators[0]}/console/"
             + (" (sign in with the token above)\n" if secret else "\n")
             + "  conveyor produce demo hello world\n"
             "  conveyor consume demo --from-beginning\n"

@@ -47,6 +47,7 @@ class Child:
     restart_at_s: float | None = None
     restarts: int = 0
     awaiting_ready: bool = False
+    ready_path: str = "/readyz"  # etcd members: /health
 
     @property
     def pid(self) -> int | None:
@@ -75,7 +76,7 @@ def _stream(name: str, color: str, pipe: IO[bytes]) -> None:
         console.print(line)
 
 
-def ready(url: str, ca: Path | None = None) -> bool:
+def ready(url: str, ca: Path | None = None, path: str = "/readyz") -> bool:
     context = None
     if ca is not None:
         from conveyor.transport.tls import TLSConfig
@@ -83,7 +84,7 @@ def ready(url: str, ca: Path | None = None) -> bool:
         context = TLSConfig(cafile=str(ca)).client_context()
     try:
         with urllib.request.urlopen(  # noqa: S310 -- our own URL
-            url + "/readyz", timeout=1, context=context
+            url + path, timeout=1, context=context
         ) as response:
             return bool(response.status == 200)
     except OSError:
@@ -141,7 +142,8 @@ class Supervisor:
                 assert child.process is not None
                 if child.process.poll() is not None:
                     return f"{child.name} exited with {exit_text(child.process.returncode)}"
-                if ready(child.url, self.ca):
+                if ready(child.url, None if child.ready_path != "/readyz" else self.ca,
+                         child.ready_path):  # fmt: skip
                     pending.remove(child)
             time.sleep(0.1)
         if not pending:
@@ -178,7 +180,13 @@ class Supervisor:
                 child.awaiting_ready = True
                 print_line(f"[green]{child.name} started again (pid {child.pid})[/green]")
                 changed = True
-            if child.awaiting_ready and child.process is not None and ready(child.url, self.ca):
+            if (
+                child.awaiting_ready
+                and child.process is not None
+                and ready(
+                    child.url, None if child.ready_path != "/readyz" else self.ca, child.ready_path
+                )
+            ):
                 child.awaiting_ready = False
                 print_line(f"[green]{child.name} is ready again[/green]")
         if changed:

@@ -212,6 +212,24 @@ class LocalEtcd:
         self.stop()
 
 
+def fixed_members(root: Path, host: str, first_port: int, count: int = 3) -> LocalEtcd:
+    """Members on fixed ports (``first_port``, +1 for its peer, +2 for the next...): a
+    member's data directory remembers its peer URL, so a cluster restarted on the same
+    data (``conveyor dev --ha``) must get the same ports again."""
+    members = [
+        EtcdMember(
+            f"etcd-{i}",
+            host,
+            first_port + 2 * i,
+            first_port + 2 * i + 1,
+            root / f"etcd-{i}",
+            root / f"etcd-{i}.log",
+        )
+        for i in range(count)
+    ]
+    return LocalEtcd(root, count, members=members)
+
+
 def etcd_available() -> str | None:
     """Why local etcd members cannot run here, or None."""
     if etcd_binary() is None:

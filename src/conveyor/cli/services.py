@@ -33,6 +33,25 @@ def register(subparsers: Subparsers) -> None:
     )
     coordinator_cli.add_arguments(coordinator)
     coordinator.set_defaults(handler=coordinator_cli.run)
+    coordinator_actions = coordinator.add_subparsers(
+        title="actions", dest="coordinator_action", metavar="ACTION"
+    )
+    migrate = coordinator_actions.add_parser(
+        "migrate",
+        help="copy the cluster's metadata between stores (SQLite <-> etcd)",
+        description="Copy brokers, topics, partitions, producer ids and committed offsets, "
+        "with the cluster id, from one store to the other: sqlite:DIR -> etcd://HOST:PORT,... "
+        "(an empty prefix; no coordinator active on it) or back (a new DIR). Stop the "
+        "coordinators first. docs/deployment.md",
+    )
+    migrate.add_argument("--from", dest="source", required=True, metavar="STORE")
+    migrate.add_argument("--to", dest="target", required=True, metavar="STORE")
+    from conveyor.settings import catalog
+    from conveyor.settings.flags import add_flags
+
+    add_flags(migrate, [catalog.ETCD_PREFIX, catalog.ETCD_CA, catalog.ETCD_CERT, catalog.ETCD_KEY,
+                        catalog.ETCD_USER, catalog.CONFIG])  # fmt: skip
+    migrate.set_defaults(handler=coordinator_cli.run_migrate)
 
     broker = subparsers.add_parser(
         "broker",

@@ -124,6 +124,41 @@ def ha_from_settings(s: Settings, tls: TLSConfig) -> HaSettings | None:
     )
 
 
+def run_migrate(args: argparse.Namespace) -> int:
+    """``conveyor coordinator migrate --from STORE --to STORE`` (coordinator/migrate.py);
+    etcd's prefix, TLS and user come from the coordinator's own settings."""
+    from conveyor.coordinator.migrate import migrate
+    from conveyor.settings import kinds
+    from conveyor.transport.etcd import EtcdSettings, parse_endpoints
+
+    s = load(args)
+    try:
+        source, target = kinds.STORE.parse(args.source), kinds.STORE.parse(args.target)
+        etcd_spec = next((x for x in (source, target) if x.startswith("etcd")), None)
+        etcd = None
+        if etcd_spec is not None:
+            ca, cert, key = s[catalog.ETCD_CA], s[catalog.ETCD_CERT], s[catalog.ETCD_KEY]
+            etcd = EtcdSettings(
+                parse_endpoints(etcd_spec),
+                tls=TLSConfig(
+                    cafile=str(ca) if ca else None,
+                    client_certfile=str(cert) if cert else None,
+                    client_keyfile=str(key) if key else None,
+                ),
+                username=s[catalog.ETCD_USER],
+                password=s[catalog.ETCD_PASSWORD],
+            )
+        done = migrate(source, target, s[catalog.ETCD_PREFIX], etcd)
+    except ValueError as exc:  # kinds.BadValueError too
+        raise SettingsError(f"migrate: {exc}") from None
+    print(
+        f"migrated cluster {done.cluster_id}: {done.brokers} brokers, {done.topics} topics, "
+        f"{done.partitions} partitions, {done.offsets} committed offsets, "
+        f"from {args.source} to {args.target} (read back and compared)"
+    )
+    return 0
+
+
 def tls_from_args(args: argparse.Namespace | Settings) -> TLSConfig:
     from conveyor.transport.tls_args import tls_from_settings
 

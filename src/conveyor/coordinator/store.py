@@ -138,7 +138,7 @@ class CoordinatorStore:
         self.cluster_id = cluster_id
 
     @classmethod
-    def open(cls, data_dir: Path) -> CoordinatorStore:
+    def open(cls, data_dir: Path, *, cluster_id: str | None = None) -> CoordinatorStore:
         """Open (creating on first use) the database under ``data_dir``; fail if another
         coordinator process has it open."""
         try:
@@ -148,14 +148,14 @@ class CoordinatorStore:
             raise StorageError(f"cannot use coordinator data directory {data_dir}: {exc}") from exc
         path = data_dir / DB_FILE
         try:
-            db, cluster_id = cls._connect(path)
+            db, cluster_id = cls._connect(path, cluster_id)
         except BaseException:
             lock.close()
             raise
         return cls(db, path, cluster_id, lock)
 
     @classmethod
-    def _connect(cls, path: Path) -> tuple[sqlite3.Connection, str]:
+    def _connect(cls, path: Path, new_id: str | None) -> tuple[sqlite3.Connection, str]:
         try:
             # isolation_level None: no implicit transactions; every write is in _transaction
             db = sqlite3.connect(path, isolation_level=None)
@@ -166,7 +166,7 @@ class CoordinatorStore:
             if mode != "wal":  # e.g. a network file system without shared memory
                 log.warning("sqlite journal mode is %s, not wal, on %s", mode, path)
             db.execute("PRAGMA synchronous=FULL")
-            return db, cls._initialise(db)
+            return db, cls._initialise(db, new_id)
         except sqlite3.Error as exc:
             db.close()
             raise StorageError(f"cannot open coordinator database {path}: {exc}") from exc
@@ -175,7 +175,9 @@ class CoordinatorStore:
             raise
 
     @staticmethod
-    def _initialise(db: sqlite3.Connection) -> str:
+    def _initialise(db: sqlite3.Connection, new_id: str | None) -> str:
+        """The database's cluster_id, making the schema on first use (with ``new_id``, a
+        migration's, or a new uuid4)."""
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise StorageError(
@@ -183,7 +185,7 @@ class CoordinatorStore:
                 f"{SCHEMA_VERSION}: run a newer coordinator"
             )
         if version == 0:
-            cluster_id = str(uuid.uuid4())
+            cluster_id = new_id or str(uuid.uuid4())
             db.execute("BEGIN IMMEDIATE")
             # one by one: executescript would commit the open transaction first
             for statement in _SCHEMA.split(";"):

@@ -192,11 +192,18 @@ def fetch_offsets(
     validate_group_name(group)
     if topic is not None:
         require_topic(state, topic)
-    found = [
-        c
-        for (g, t, p), c in state.offsets.items()
-        if g == group and (topic is None or t == topic) and (only is None or (t, p) in only)
-    ]
+    if only is not None:  # a commit's answer: look its keys up, never scan every group's
+        found = [
+            c
+            for t, p in only
+            if (c := state.offsets.get((group, t, p))) is not None and topic in (None, t)
+        ]
+    else:
+        found = [
+            c
+            for (g, t, _), c in state.offsets.items()
+            if g == group and (topic is None or t == topic)
+        ]
     found.sort(key=lambda c: (c.topic, c.partition))
     return OffsetFetchResponse(
         group=group,
