@@ -178,13 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m conveyor.broker", description="Run a Conveyor broker."
     )
     add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except ModuleNotFoundError as exc:
-        from conveyor._extras import missing_extra
+    args = parser.parse_args(argv)
+    from conveyor._extras import service_main
 
-        message = missing_extra(exc)
-        if message is None:
-            raise
-        print(f"conveyor broker: error: {message}", file=sys.stderr)
-        return 1
+    return service_main("broker", lambda: run(args))

@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import socket
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conveyor._version import __version__
-from conveyor.protocol.errors import ConveyorError
 from conveyor.settings import Settings, SettingsError, catalog
 from conveyor.settings import load as load_settings
 from conveyor.settings.flags import add_flags, flags_from_args
@@ -27,8 +25,6 @@ if TYPE_CHECKING:  # imported when run: the CLI's parser needs none of the servi
     from conveyor.coordinator.service import CoordinatorSettings
 
 log = logging.getLogger(__name__)
-
-EXIT_BAD_SETTINGS = 2  # as for bad usage: the command line, environment or file is wrong
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -238,22 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except SettingsError as exc:
-        print(f"conveyor coordinator: error: {exc.message}", file=sys.stderr)
-        return EXIT_BAD_SETTINGS
-    except ModuleNotFoundError as exc:
-        from conveyor._extras import missing_extra
+    from conveyor._extras import service_main
 
-        message = missing_extra(exc)
-        if message is None:
-            raise
-        print(f"conveyor coordinator: error: {message}", file=sys.stderr)
-        return 1
-    except ConveyorError as exc:
-        log.error("coordinator failed: %s", exc)
-        print(f"conveyor coordinator: error: {exc.message} ({exc.code.name})", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return service_main("coordinator", lambda: run(args))
