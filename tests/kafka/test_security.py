@@ -49,7 +49,7 @@ def secure_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureC
     init_certs(root / "certs")
     cluster = Cluster(root, broker_count=1, coordinator_args=["--auth"], broker_args=["--auth"])
     cluster.tls_dir = root / "certs"
-    cluster.internal_mtls = False
+    cluster.internal_mtls = True  # listeners ask for (not require) a client certificate
     os.environ["CONVEYOR_CLUSTER_SECRET"] = SECRET
     try:
         cluster.start()
@@ -62,13 +62,16 @@ def secure_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureC
             security.add_acl("user:alice", "produce", "topic", "sasl-", pattern="prefix")
             security.add_acl("user:alice", "consume", "topic", "sasl-", pattern="prefix")
             security.add_acl("user:alice", "create_topic", "topic", "sasl-", pattern="prefix")
+            # the CN of `conveyor certs init`'s client certificate, as a principal
+            security.add_acl("user:conveyor-client", "produce", "topic", "sasl-orders")
+            security.add_acl("user:conveyor-client", "consume", "topic", "sasl-orders")
             token = security.create_token("user:alice").token
         with conveyor.Admin(cluster.url, token=SECRET, tls=tls) as admin:
             admin.create_topic("sasl-orders", partitions=2, replication_factor=1)
             admin.create_topic("private", partitions=1, replication_factor=1)
         broker_log = cluster.brokers[1].log_path
         wait_for(  # the broker learnt alice and her rules (its heartbeat brings them)
-            lambda: "1 users, 1 tokens, 3 acl rules" in broker_log.read_text(),
+            lambda: "1 users, 1 tokens, 5 acl rules" in broker_log.read_text(),
             15,
             "the broker to learn the security state",
         )
@@ -163,3 +166,23 @@ def test_tls_without_sasl_gets_no_metadata(secure_cluster: SecureCluster) -> Non
     """TLS without a client certificate is no identity: Metadata closes the connection."""
     out = secure_cluster.kcat("-X", "security.protocol=ssl", "-L", "-m", "5", check=False)
     assert "sasl-orders" not in out
+
+
+def test_client_certificate_is_the_principal_without_sasl(secure_cluster: SecureCluster) -> None:
+    """mTLS: a client certificate the CA verified authenticates the connection as
+    user:<CN>, and that principal's ACLs apply (no SASL needed)."""
+    certs = secure_cluster.cluster.tls_dir
+    assert certs is not None
+    mtls = [
+        "-X",
+        "security.protocol=ssl",
+        "-X",
+        f"ssl.certificate.location={certs / 'client.pem'}",
+        "-X",
+        f"ssl.key.location={certs / 'client-key.pem'}",
+    ]
+    secure_cluster.kcat(*mtls, "-t", "sasl-orders", "-P", stdin="by-certificate\n")
+    out = secure_cluster.kcat(*mtls, "-t", "sasl-orders", "-C", "-e", "-o", "beginning")
+    assert "by-certificate" in out
+    denied = secure_cluster.kcat(*mtls, "-t", "private", "-C", "-e", "-o", "beginning", check=False)
+    assert "authorization failed" in denied.lower()
