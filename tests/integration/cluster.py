@@ -24,6 +24,9 @@ __all__ = ["Cluster", "free_port", "http_ok", "wait_for"]
 # Set (by tests/integration/conftest.py under CONVEYOR_TEST_TLS=1) to a certs directory:
 # every Cluster then serves HTTPS with mutual TLS on internal routes.
 TLS_DIR_ENV = "CONVEYOR_TEST_TLS_DIR"
+# A service answers /readyz within a second or two on a quiet machine; the deadline is for
+# a loaded one (CI runners, parallel test workers), where a start can take far longer.
+READY_TIMEOUT_S = 60.0
 
 
 def free_port() -> int:
@@ -90,7 +93,7 @@ class Service:
         )
         log_file.close()
 
-    def wait_ready(self, timeout_s: float = 20.0) -> None:
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         try:
             wait_for(
                 lambda: self.alive() and http_ok(self.url + "/readyz", self.ssl_context()),
@@ -171,6 +174,17 @@ class Cluster:
         )
 
     def start(self) -> Cluster:
+        """Start everything and wait until it serves; on failure stop what was started
+        (else its processes outlive the fixture and their ``Popen`` objects warn in a
+        later, innocent test), then raise."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
         if self.tls_dir is None and os.environ.get(TLS_DIR_ENV):
             # The suite's HTTPS mode; no mutual TLS, since tests play brokers with plain
             # clients (test_tls.py covers mutual TLS).
@@ -201,7 +215,6 @@ class Cluster:
             self.add_broker(broker_id, wait=False)
         for broker in self.brokers.values():
             broker.wait_ready()
-        return self
 
     def add_broker(self, broker_id: int, wait: bool = True) -> Service:
         port = free_port()
