@@ -295,10 +295,11 @@ class KafkaListener:
 
 
 async def _write_reply(writer: asyncio.StreamWriter, data: bytes | bytearray) -> None:
-    writer.write(size_prefix(len(data)))
     if len(data) <= WRITE_CHUNK_BYTES:
-        writer.write(data)
+        # one write, one send(2) (profiled: each write of a small answer costs a syscall)
+        writer.write(size_prefix(len(data)) + data)
     else:
+        writer.write(size_prefix(len(data)))
         view = memoryview(data)
         for start in range(0, len(data), WRITE_CHUNK_BYTES):
             writer.write(view[start : start + WRITE_CHUNK_BYTES])
