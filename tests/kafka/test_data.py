@@ -262,3 +262,32 @@ def test_init_producer_id(kafka_cluster: Cluster, version: int) -> None:
         fields["transactional_id"] = "orders-tx"
         refused = wire.call(ApiKey.INIT_PRODUCER_ID, version, **fields)
         assert refused.error_code == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+
+
+def test_idempotent_retries_and_sequence_gaps(kafka_cluster: Cluster) -> None:
+    """The broker's idempotent-producer state through Kafka: a retried batch is answered
+    with its original offset and not stored again; a gap is OUT_OF_ORDER_SEQUENCE_NUMBER."""
+    with _wire(kafka_cluster) as wire:
+        topic = _topic(wire, "wire-idempotent")
+        ids = wire.call(
+            ApiKey.INIT_PRODUCER_ID,
+            4,
+            transactional_id=None,
+            transaction_timeout_ms=60_000,
+            producer_id=-1,
+            producer_epoch=-1,
+        )
+        batch = {"producer_id": ids.producer_id, "producer_epoch": ids.producer_epoch}
+
+        def produce(sequence: int) -> tuple[int, int]:
+            records = sample_batch(2, base_sequence=sequence, **batch)
+            answer = wire.call(ApiKey.PRODUCE, 9, **produce_request(9, topic, 5, records))
+            result = answer.responses[0].partition_responses[0]
+            return int(result.error_code), int(result.base_offset)
+
+        assert produce(0) == (0, 0)
+        assert produce(0) == (0, 0)  # a retry: the same offset, nothing new stored
+        assert produce(2) == (0, 2)
+        assert produce(7)[0] == KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER
+        latest = wire.call(ApiKey.LIST_OFFSETS, 7, **list_offsets_request(7, topic, 5, -1))
+        assert latest.topics[0].partitions[0].offset == 4
