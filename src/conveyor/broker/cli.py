@@ -40,6 +40,7 @@ def load(args: argparse.Namespace) -> Settings:
 def config_from_args(args: argparse.Namespace | Settings) -> BrokerConfig:
     from conveyor.broker.config import BrokerConfig
     from conveyor.protocol.messages import BrokerId
+    from conveyor.storage.cleaner import CleanerSettings
     from conveyor.transport.runner import parse_listen
     from conveyor.transport.tls_args import tls_from_settings
 
@@ -67,6 +68,11 @@ def config_from_args(args: argparse.Namespace | Settings) -> BrokerConfig:
         tls=tls,
         fetch_memory_bytes_max=s[catalog.FETCH_MEMORY_MAX_BYTES],
         fetch_write_timeout_ms=s[catalog.FETCH_WRITE_TIMEOUT_MS],
+        cleaner=CleanerSettings(
+            io_bytes_per_s=s[catalog.CLEANER_IO_BYTES_PER_S],
+            dedupe_buffer_bytes=s[catalog.CLEANER_DEDUPE_BUFFER_BYTES],
+            backoff_ms=s[catalog.CLEANER_BACKOFF_MS],
+        ),
         cluster_secret=s[catalog.CLUSTER_SECRET],
         kafka=kafka_settings(s),
     )

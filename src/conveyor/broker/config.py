@@ -8,6 +8,7 @@ from pathlib import Path
 from conveyor.broker.rules import FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PRODUCE_TIMEOUT_MS_MAX
 from conveyor.protocol.messages import DEFAULT_COORDINATOR_URL, BrokerId
 from conveyor.storage import FlushPolicy
+from conveyor.storage.cleaner import CleanerSettings
 from conveyor.transport.coordinators import CoordinatorSet
 from conveyor.transport.tls import TLSConfig
 
@@ -65,6 +66,8 @@ class BrokerConfig:
     forward_connections_max: int = 100  # to other brokers, for the routing endpoint
     retention_check_interval_ms: int = 300_000  # Kafka's log.retention.check.interval.ms
     flusher_threads: int = 2
+    # The log cleaner of compacted topics (storage/cleaner.py): throttle, map memory, idle.
+    cleaner: CleanerSettings = field(default_factory=CleanerSettings)
     # Replication (Kafka's replica.lag.time.max.ms and replica fetcher settings).
     replica_lag_time_max_ms: int = 10_000
     replica_fetch_wait_ms_max: int = 500

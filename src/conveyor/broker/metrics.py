@@ -392,8 +392,24 @@ class BrokerMetrics:
         )
         cut.add_metric((), memory.cut)
         yield from (roles, under, under_min, failed, held, cut)
+        yield from self._cleaner_metrics()
         yield from self._disk_metrics()
         yield from self._client_metrics()
+
+    def _cleaner_metrics(self) -> Iterable[Metric]:
+        cleaner = self._service.cleaner
+        totals = cleaner.totals
+        for name, documentation, value in (
+            ("cleaner_passes", "Log cleaner passes over a compacted log", cleaner.passes),
+            ("cleaner_failures", "Log cleaner passes that failed (bad data)", cleaner.failures),
+            ("cleaner_bytes_read", "Bytes the log cleaner read", totals.bytes_read),
+            ("cleaner_bytes_written", "Bytes the log cleaner wrote", totals.bytes_written),
+            ("cleaner_records_removed", "Records compaction removed", totals.records_removed),
+            ("cleaner_seconds", "Time spent cleaning", totals.seconds),
+        ):
+            family = _counter(name, documentation)
+            family.add_metric((), value)
+            yield family
 
     def _disk_metrics(self) -> Iterable[Metric]:
         try:

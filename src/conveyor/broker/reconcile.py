@@ -15,8 +15,8 @@ the response says ``orders-0`` leader 1 epoch 4 and ``orders-1`` leader 2 epoch 
 
 Rules: a desired epoch lower than the hosted one is a stale answer and is skipped (never
 go back in epochs); a hosted replica missing from the answer is deleted (topic deleted or
-replica moved away); a changed topic config reopens the log (``PartitionLog`` takes its
-config at open).
+replica moved away); a changed topic config is applied to the open log in place
+(``PartitionLog.reconfigure``: no reopen, no pause in serving).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Literal, NamedTuple
 
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.messages import BrokerId, ReplicaAssignment, TopicConfig
-from conveyor.protocol.topics import min_insync_replicas
+from conveyor.protocol.topics import min_insync_replicas, parse_cleanup_policy
 from conveyor.storage import FlushPolicy, LogConfig
 
 Role = Literal["leader", "follower"]
@@ -64,8 +64,8 @@ class Open:
 
 
 @dataclass(frozen=True, slots=True)
-class Reopen:
-    """Close and open the log again with a new config (a topic config change)."""
+class Reconfigure:
+    """Apply a topic config change to the open log (no reopen, no pause)."""
 
     tp: TopicPartition
     log_config: LogConfig
@@ -109,7 +109,7 @@ class Skip:
     reason: str
 
 
-Action = Open | Reopen | BecomeLeader | BecomeFollower | UpdateReplicas | Delete | Skip
+Action = Open | Reconfigure | BecomeLeader | BecomeFollower | UpdateReplicas | Delete | Skip
 
 
 def log_config_for(config: TopicConfig, flush_override: FlushPolicy | None = None) -> LogConfig:
@@ -121,6 +121,9 @@ def log_config_for(config: TopicConfig, flush_override: FlushPolicy | None = Non
         retention_bytes=config.retention_bytes,
         retention_ms=config.retention_ms,
         flush=flush_override or FlushPolicy.parse(config.flush),
+        cleanup_policy=parse_cleanup_policy(config.cleanup_policy),
+        delete_retention_ms=config.delete_retention_ms,
+        min_cleanable_dirty_ratio=config.min_cleanable_dirty_ratio,
     )
 
 
@@ -152,7 +155,7 @@ def reconcile(
     flush_override: FlushPolicy | None = None,
 ) -> list[Action]:
     """The actions that take ``hosted`` to the desired state, deletions first (they free
-    disk and file handles), then opens, reopens and role changes, each in partition order."""
+    disk and file handles), then opens, config changes and role changes, each in partition order."""
     desired: dict[TopicPartition, ReplicaState] = {}
     actions: list[Action] = []
     for assignment in assignments:
@@ -197,7 +200,7 @@ def _changes(tp: TopicPartition, current: ReplicaState, wanted: ReplicaState) ->
         return []
     out: list[Action] = []
     if wanted.log_config != current.log_config:
-        out.append(Reopen(tp, wanted.log_config, "topic config changed"))
+        out.append(Reconfigure(tp, wanted.log_config, "topic config changed"))
     was = f"was {current.role} at {current.leader_epoch}"
     if (wanted.role, wanted.leader_epoch, wanted.leader) != (
         current.role,

@@ -29,7 +29,7 @@ from conveyor.broker.reconcile import (
     BecomeLeader,
     Delete,
     Open,
-    Reopen,
+    Reconfigure,
     ReplicaState,
     Skip,
     TopicPartition,
@@ -40,6 +40,7 @@ from conveyor.protocol.errors import ConveyorError, ErrorCode, FatalError, Inval
 from conveyor.protocol.messages import BrokerDataMeta, BrokerId, PartitionReport, TopicConfig
 from conveyor.protocol.topics import validate_topic_name
 from conveyor.storage import Flusher, FlushPolicy, LogConfig, PartitionLog
+from conveyor.storage.cleaner import LogCleaner
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +98,14 @@ class ReplicaManager:
         data_dir: Path,
         flusher: Flusher,
         flush_override: FlushPolicy | None = None,
+        cleaner: LogCleaner | None = None,
     ) -> None:
         self.broker_id = broker_id
         self.data_dir = data_dir
         self.flush_override = flush_override
         self._flusher = flusher
+        # Compacts the logs whose topic says so; it skips the others by itself.
+        self._cleaner = cleaner
         self.partitions: dict[TopicPartition, Partition] = {}
 
     def get(self, tp: TopicPartition) -> Partition | None:
@@ -148,6 +152,8 @@ class ReplicaManager:
         producers = await asyncio.to_thread(producer_state.rebuild, partition_log)
         partition = Partition(tp, self.broker_id, partition_log, state, producers)
         self.partitions[tp] = partition
+        if self._cleaner is not None:
+            self._cleaner.add(str(tp), partition_log)
         log.info(
             "partition %s: opened as %s at epoch %d, offsets [%d, %d)",
             tp,
@@ -176,9 +182,13 @@ class ReplicaManager:
             case Open(tp, state, reason):
                 log.info("partition %s: opening (%s)", tp, reason)
                 await self._open(tp, state)
-            case Reopen(tp, config, reason):
-                log.info("partition %s: reopening (%s)", tp, reason)
-                await self._reopen(self.partitions[tp], config)
+            case Reconfigure(tp, config, reason):
+                log.info("partition %s: new settings (%s)", tp, reason)
+                partition = self.partitions[tp]
+                partition.log.reconfigure(config)
+                partition.state = _with_config(partition.state, config)
+                if self._cleaner is not None and config.compacted:
+                    self._cleaner.wake()  # it may have become compacted, or dirtier
             case BecomeLeader(tp, state, reason) | BecomeFollower(tp, state, reason):
                 log.info("partition %s: %s", tp, reason)
                 partition = self.partitions[tp]
@@ -193,22 +203,10 @@ class ReplicaManager:
             case Skip(tp, reason):
                 log.warning("partition %s: not reconciled: %s", tp, reason)
 
-    async def _reopen(self, partition: Partition, config: LogConfig) -> None:
-        partition.reopening = True
-        partition.wake()
-        try:
-            await asyncio.to_thread(partition.log.close)
-            partition.log = await asyncio.to_thread(
-                PartitionLog.open, self._dir(partition.tp), config, flusher=self._flusher
-            )
-            partition.state = _with_config(partition.state, config)
-            partition.producers = await asyncio.to_thread(producer_state.rebuild, partition.log)
-        finally:
-            partition.reopening = False
-        partition.reset_high_watermark(partition.high_watermark)
-
     async def _delete(self, tp: TopicPartition) -> None:
         partition = self.partitions.pop(tp)
+        if self._cleaner is not None:
+            self._cleaner.remove(str(tp))
         partition.mark_closed()
         await asyncio.to_thread(partition.log.close)
         doomed = self._dir(tp).with_name(self._dir(tp).name + DELETING_SUFFIX)
@@ -227,7 +225,10 @@ class ReplicaManager:
                 log.error("partition %s: retention failed: %s", tp, exc)
 
     async def close_all(self) -> None:
-        """Close every log (each flushes and marks a clean shutdown), in a worker thread."""
+        """Close every log (each flushes and marks a clean shutdown), in a worker thread;
+        the cleaner stops first (a pass in progress is given up)."""
+        if self._cleaner is not None:
+            await asyncio.to_thread(self._cleaner.close)
         partitions = list(self.partitions.values())
         self.partitions.clear()
         for partition in partitions:

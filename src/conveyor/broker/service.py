@@ -44,9 +44,11 @@ from conveyor.protocol.messages import (
     RoutedProduceResponse,
     RoutedRecordResult,
 )
+from conveyor.protocol.recordfilter import require_keys
 from conveyor.protocol.records import decode_batches
 from conveyor.protocol.topics import validate_topic_name
 from conveyor.storage import Flusher
+from conveyor.storage.cleaner import LogCleaner
 from conveyor.transport.auth import BrokerSecurity
 from conveyor.transport.client import AsyncHTTP
 
@@ -81,8 +83,15 @@ class BrokerService:
         )
         self.security = BrokerSecurity()  # the coordinator's users, tokens, ACLs (auth on)
         self.flusher = Flusher(threads=config.flusher_threads)
+        # One cleaner thread for every compacted log this broker hosts, leader or follower
+        # (followers compact on their own, as in Kafka; offsets never change).
+        self.cleaner = LogCleaner(config.cleaner)
         self.replicas = ReplicaManager(
-            config.broker_id, config.data_dir, self.flusher, config.flush_override
+            config.broker_id,
+            config.data_dir,
+            self.flusher,
+            config.flush_override,
+            cleaner=self.cleaner,
         )
         self.metadata = MetadataCache(
             self.http,
@@ -109,6 +118,7 @@ class BrokerService:
 
     async def start(self) -> None:
         await self.replicas.load_existing()
+        self.cleaner.start()
 
     def begin_shutdown(self) -> None:
         """Stop waiting: long-polls answer with what they have, so in-flight requests end
@@ -238,6 +248,8 @@ class BrokerService:
         if acks == "all":
             _check_insync(target)
         epoch = target.leader_epoch
+        if target.log.config.compacted:
+            require_keys(batches)
         result = target.append(batches)
         self.metrics.produced(topic, partition, batches)
         if acks == "all":

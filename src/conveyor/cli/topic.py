@@ -30,7 +30,8 @@ def register(subparsers: Subparsers) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="topic setting, repeatable (retention_ms, retention_bytes, segment_bytes, "
-        "max_message_bytes, flush, min_insync_replicas, unclean_leader_election)",
+        "max_message_bytes, flush, min_insync_replicas, unclean_leader_election, "
+        "cleanup_policy, delete_retention_ms, min_cleanable_dirty_ratio)",
     )
     add_url_flag(create)
     add_json_flag(create)

@@ -17,6 +17,7 @@ from conveyor.protocol.topics import (
     SEGMENT_BYTES_MIN,
     FlushPolicy,
     check_name,
+    parse_cleanup_policy,
     validate_topic_name,
 )
 
@@ -90,9 +91,14 @@ def validate_topic_config(config: TopicConfig, replication_factor: int) -> None:
         problems.append(
             f"min_insync_replicas must be between 1 and the replication factor {replication_factor}"
         )
+    if config.delete_retention_ms < 0:
+        problems.append("delete_retention_ms must be >= 0")
+    if not 0.0 <= config.min_cleanable_dirty_ratio <= 1.0:
+        problems.append("min_cleanable_dirty_ratio must be between 0 and 1")
     if problems:
         raise InvalidRequestError("; ".join(problems), code=ErrorCode.INVALID_CONFIG)
     FlushPolicy.parse(config.flush)  # raises INVALID_CONFIG itself
+    parse_cleanup_policy(config.cleanup_policy)  # so does this
 
 
 def validate_broker_url(url: str) -> None:

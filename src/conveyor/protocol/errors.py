@@ -43,6 +43,7 @@ class ErrorCode(enum.Enum):
     OFFSET_OUT_OF_RANGE = _Code(416, False, "offset out of range")
     INVALID_CONFIG = _Code(400, False, "invalid configuration")
     INVALID_PARTITIONS = _Code(400, False, "invalid partition count")
+    INVALID_RECORD = _Code(400, False, "a record breaks a rule of its topic")
     # operating conditions that heal by themselves: retriable
     NOT_LEADER = _Code(421, True, "this broker is not the leader of the partition")
     LEADER_NOT_AVAILABLE = _Code(503, True, "the partition has no live leader")

@@ -54,6 +54,10 @@ class TopicConfig(Wire, forbid_unknown_fields=True):
     flush: str = "always"  # always | never | interval:MS
     min_insync_replicas: int | None = None  # None: 2 when RF >= 3, else 1
     unclean_leader_election: bool = False
+    # compaction (docs/storage-format.md#compaction), Kafka's names and defaults
+    cleanup_policy: str = "delete"  # delete | compact | compact,delete
+    delete_retention_ms: int = 24 * 3600 * 1000  # a tombstone stays readable this long
+    min_cleanable_dirty_ratio: float = 0.5  # clean once this share of the log is dirty
 
 
 class CreateTopicRequest(Wire):
@@ -66,7 +70,7 @@ class CreateTopicRequest(Wire):
     assignments: list[list[int]] | None = None
 
 
-ConfigValue = int | str | bool | None
+ConfigValue = int | float | str | bool | None
 
 
 class AlterTopicConfigRequest(Wire, forbid_unknown_fields=True):

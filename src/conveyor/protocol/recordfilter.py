@@ -27,9 +27,12 @@ from conveyor.protocol.batch import (
     LOG_OVERHEAD,
     BatchHeader,
     crc32c,
+    parse_header,
 )
-from conveyor.protocol.errors import CorruptBatchError
+from conveyor.protocol.errors import CorruptBatchError, ErrorCode, InvalidRequestError
 from conveyor.protocol.records import Codec, compress_records, decompress_records, read_varint
+
+_INDEXES_MAX = 1000  # keyless records named in an INVALID_RECORD answer at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,33 @@ def scan_batch(batch: bytes, header: BatchHeader) -> tuple[bytes, list[RecordVie
             f"batch at offset {header.base_offset} has {end - position} bytes after its records"
         )
     return region, views
+
+
+def require_keys(batches: bytes | memoryview) -> None:
+    """Refuse a produce to a compacted topic holding a record without a key (Kafka's
+    LogValidator does the same): compaction keeps the latest record *per key*, so a
+    keyless one would be removed at the first cleaning. INVALID_RECORD carries, in
+    ``record_indexes``, the index of each keyless record in the request (Kafka's
+    ``record_errors``); CorruptBatchError when the batches do not parse."""
+    data = bytes(batches)
+    position, index, keyless = 0, 0, []
+    while len(data) - position >= HEADER_SIZE:
+        header = parse_header(data, position)
+        end = position + header.size_bytes
+        if header.size_bytes < HEADER_SIZE or end > len(data):
+            raise CorruptBatchError(f"batch at position {position} overruns the request")
+        if not header.is_control:
+            _, records = scan_batch(data[position:end], header)
+            keyless += [index + i for i, record in enumerate(records) if record.key is None]
+            index += len(records)
+        position = end
+    if keyless:
+        raise InvalidRequestError(
+            f"a compacted topic (cleanup_policy compact) takes only records with a key: "
+            f"{len(keyless)} of {index} have none (the first at index {keyless[0]})",
+            code=ErrorCode.INVALID_RECORD,
+            record_indexes=keyless[:_INDEXES_MAX],
+        )
 
 
 def rebuild_batch(

@@ -386,6 +386,29 @@ FETCH_WRITE_TIMEOUT_MS: Final = setting(
     "a connection whose fetch answer is not read within this is reset (a slow consumer)",
     ("broker",),
 )
+CLEANER_IO_BYTES_PER_S: Final = setting(
+    "cleaner_io_bytes_per_s",
+    kinds.size(0),
+    0,
+    "bytes a second the log cleaner may read and write, together (0: unthrottled, as "
+    "Kafka's log.cleaner.io.max.bytes.per.second)",
+    ("broker",),
+)
+CLEANER_DEDUPE_BUFFER_BYTES: Final = setting(
+    "cleaner_dedupe_buffer_bytes",
+    kinds.size(64 * 1024),
+    32 * MIB,
+    "memory of the log cleaner's key -> offset map (about 128 bytes a key); a dirty part "
+    "with more keys is cleaned in several passes",
+    ("broker",),
+)
+CLEANER_BACKOFF_MS: Final = setting(
+    "cleaner_backoff_ms",
+    kinds.duration_ms(1),
+    15_000,
+    "how long the log cleaner sleeps when no compacted log is dirty enough",
+    ("broker",),
+)
 
 # ---- the broker's Kafka listener (docs/kafka-compatibility.md) ---------------------------
 KAFKA_LISTEN: Final = setting(
@@ -505,6 +528,9 @@ BROKER: Final[tuple[Setting[Any], ...]] = (
     FLUSH,
     FETCH_MEMORY_MAX_BYTES,
     FETCH_WRITE_TIMEOUT_MS,
+    CLEANER_IO_BYTES_PER_S,
+    CLEANER_DEDUPE_BUFFER_BYTES,
+    CLEANER_BACKOFF_MS,
     KAFKA_LISTEN,
     KAFKA_ADVERTISE,
     KAFKA_MAX_FRAME_BYTES,

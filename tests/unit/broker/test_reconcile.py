@@ -15,7 +15,7 @@ from conveyor.broker.reconcile import (
     BecomeLeader,
     Delete,
     Open,
-    Reopen,
+    Reconfigure,
     ReplicaState,
     Skip,
     TopicPartition,
@@ -98,17 +98,17 @@ def test_flush_override_wins() -> None:
         (state("leader", 3, 1, (1, 2, 3)), assign("t", 0, 1, 3, (1, 2)), UpdateReplicas),
         (state("leader", 5, 1), assign("t", 0, 1, 4), Skip),
     ],
-    ids=["to-leader", "to-follower", "reopened", "new-leader", "isr-shrink", "stale-epoch"],
+    ids=["to-leader", "to-follower", "reconfigured", "new-leader", "isr-shrink", "stale-epoch"],
 )
 def test_transitions(hosted: ReplicaState, wanted: ReplicaAssignment, expected: type) -> None:
     actions = reconcile(ME, {T0: hosted}, [wanted], CONFIGS)
     assert [type(a) for a in actions] == [expected]
 
 
-def test_config_change_reopens_then_keeps_role() -> None:
+def test_config_change_is_applied_in_place_and_keeps_role() -> None:
     hosted = {T0: state("leader", 1, 1)}
     actions = reconcile(ME, hosted, [assign("t", 0, 1, 1)], {"t": TopicConfig(segment_bytes=8192)})
-    assert len(actions) == 1 and isinstance(actions[0], Reopen)
+    assert len(actions) == 1 and isinstance(actions[0], Reconfigure)
     assert actions[0].log_config.segment_bytes_max == 8192
 
 
@@ -146,7 +146,7 @@ def apply(
         match action:
             case Open(tp, wanted, _):
                 out[tp] = wanted
-            case Reopen(tp, config, _):
+            case Reconfigure(tp, config, _):
                 out[tp] = dataclasses.replace(out[tp], log_config=config)
             case BecomeLeader(tp, wanted, _) | BecomeFollower(tp, wanted, _):
                 out[tp] = dataclasses.replace(wanted, log_config=out[tp].log_config)

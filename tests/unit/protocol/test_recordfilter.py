@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conveyor.protocol.batch import parse_header, validate_batches
-from conveyor.protocol.errors import CorruptBatchError
-from conveyor.protocol.recordfilter import rebuild_batch, scan_batch
+from conveyor.protocol.errors import CorruptBatchError, ErrorCode, InvalidRequestError
+from conveyor.protocol.recordfilter import rebuild_batch, require_keys, scan_batch
 from conveyor.protocol.records import BatchBuilder, Codec, codec_available, decode_batches
 
 with warnings.catch_warnings():
@@ -124,3 +124,15 @@ def test_garbage_raises_only_corrupt_batch(data: bytes, count: int) -> None:
     header = parse_header(bytes(raw))
     with contextlib.suppress(CorruptBatchError):
         scan_batch(bytes(raw), header)
+
+
+def test_require_keys_names_every_keyless_record_of_the_request() -> None:
+    keyed = stored_batch([(b"a", b"1"), (b"b", b"2")])
+    mixed = stored_batch([(b"a", b"1"), (None, b"2"), (b"c", b"3"), (None, None)], codec=Codec.GZIP)
+    require_keys(keyed + keyed)  # all keyed: nothing to say
+    with pytest.raises(InvalidRequestError) as refused:
+        require_keys(keyed + mixed)
+    assert refused.value.code is ErrorCode.INVALID_RECORD
+    assert refused.value.details["record_indexes"] == [3, 5]
+    with pytest.raises(CorruptBatchError):
+        require_keys(keyed[:-3])

@@ -25,6 +25,7 @@ from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError
 from conveyor.protocol.messages import AlterTopicConfigRequest
+from conveyor.protocol.topics import parse_cleanup_policy
 
 
 class ResourceType(enum.IntEnum):
@@ -147,7 +148,7 @@ def _unsupported(resource_type: int) -> str:
 class AlterConfigsHandler:
     """AlterConfigs (a resource's whole config replaced) or, with ``mode="incremental"``,
     IncrementalAlterConfigs (SET/DELETE per setting; APPEND/SUBTRACT only apply to list
-    settings, and Conveyor's one list, ``cleanup.policy``, is fixed)."""
+    settings: Conveyor's one list is ``cleanup.policy``)."""
 
     def __init__(
         self, topics: TopicOps, authorizer: Authorizer, broker_id: int, mode: str = ""
@@ -187,7 +188,14 @@ class AlterConfigsHandler:
         if not admin:
             return KafkaError.TOPIC_AUTHORIZATION_FAILED, "altering configs needs admin"
         try:
-            values, reset = self._changes(resource.configs)
+            current = ""
+            if self._incremental and any(
+                c.config_operation in (Operation.APPEND, Operation.SUBTRACT)
+                for c in resource.configs
+            ):
+                described = await self._topics.describe(resource.resource_name)
+                current = described.config.cleanup_policy
+            values, reset = self._changes(resource.configs, current)
             request = AlterTopicConfigRequest(set=values, reset=reset, validate_only=validate_only)
             await self._topics.alter_config(resource.resource_name, request)
         except ConveyorError as exc:
@@ -195,7 +203,7 @@ class AlterConfigsHandler:
             return outcome.error, outcome.message
         return KafkaError.NONE, None
 
-    def _changes(self, configs: list[Any]) -> tuple[dict[str, Any], list[str]]:
+    def _changes(self, configs: list[Any], policy: str) -> tuple[dict[str, Any], list[str]]:
         if not self._incremental:
             return topic_configs.replacement({c.name: c.value for c in configs})
         sets: dict[str, str | None] = {}
@@ -206,21 +214,23 @@ class AlterConfigsHandler:
                 sets[config.name] = config.value
             elif operation == Operation.DELETE:
                 deletes.append(config.name)
-            elif operation == Operation.APPEND:
-                sets[config.name] = _append(config.name, config.value)
-            elif operation == Operation.SUBTRACT:
-                raise topic_configs.invalid(f"{config.name}: nothing can be removed from it")
+            elif operation in (Operation.APPEND, Operation.SUBTRACT):
+                policy = _list_change(config.name, policy, config.value, operation)
+                sets[config.name] = policy
             else:
                 raise topic_configs.invalid(f"unknown config operation {operation}")
         return topic_configs.changes(sets, deletes)
 
 
-def _append(name: str, value: str | None) -> str:
-    """APPEND: only ``cleanup.policy`` is a list, fixed at ``delete``; appending ``delete``
-    leaves it so, anything else is refused."""
+def _list_change(name: str, current: str, value: str | None, operation: int) -> str:
+    """APPEND / SUBTRACT ``value`` to / from ``cleanup.policy`` (the one list setting):
+    ``delete`` + ``compact`` is ``compact,delete``; removing the last one is refused."""
     setting = topic_configs.SETTINGS.get(name)
     if setting is None or setting.config_type is not ConfigType.LIST:
-        raise topic_configs.invalid(f"{name} is not a list setting: APPEND needs one")
-    if value is None or value.strip() != setting.fixed:
-        raise topic_configs.invalid(f"{name} is fixed at {setting.fixed!r} in Conveyor")
-    return value.strip()
+        raise topic_configs.invalid(f"{name} is not a list setting: APPEND/SUBTRACT need one")
+    items = {part.strip() for part in current.split(",") if part.strip()}
+    given = {part.strip() for part in (value or "").split(",") if part.strip()}
+    items = items | given if operation == Operation.APPEND else items - given
+    if not items:
+        raise topic_configs.invalid(f"{name} cannot become empty")
+    return str(parse_cleanup_policy(",".join(sorted(items))))

@@ -42,6 +42,9 @@ class PartitionResult:
     log_start_offset: int = -1
     message: str | None = None
     leader: tuple[int, int] | None = None  # (leader id, leader epoch) for NOT_LEADER
+    # INVALID_RECORD: the records at fault (v8+ record_errors; the others of the batch get
+    # librdkafka's _INVALID_DIFFERENT_RECORD)
+    record_indexes: tuple[int, ...] = ()
 
 
 class ProduceHandler:
@@ -107,8 +110,13 @@ class ProduceHandler:
             leader = None
             if exc.code is ErrorCode.NOT_LEADER and isinstance(exc.details.get("leader"), int):
                 leader = (int(exc.details["leader"]), int(exc.details.get("leader_epoch", -1)))
+            indexes = exc.details.get("record_indexes")
             return PartitionResult(
-                partition, kafka_error(exc.code), message=exc.message, leader=leader
+                partition,
+                kafka_error(exc.code),
+                message=exc.message,
+                leader=leader,
+                record_indexes=tuple(indexes) if isinstance(indexes, list) else (),
             )
         return PartitionResult(
             partition, base_offset=answer.base_offset, log_start_offset=answer.log_start_offset
@@ -136,7 +144,12 @@ class ProduceHandler:
                     base_offset=result.base_offset,
                     log_append_time_ms=-1,
                     log_start_offset=result.log_start_offset,
-                    record_errors=[],
+                    record_errors=[
+                        partition_cls.BatchIndexAndErrorMessage(
+                            batch_index=i, batch_index_error_message=result.message
+                        )
+                        for i in result.record_indexes
+                    ],
                     error_message=result.message if result.error else None,
                     **fields,
                 )

@@ -14,10 +14,12 @@ The mapping (Kafka name -> Conveyor setting):
 * ``flush.messages`` / ``flush.ms`` -> ``flush``: ``flush.messages=1`` is ``always`` (fsync
   before acknowledging); ``flush.ms=N`` is ``interval:N``; both at Long.MAX is ``never``.
   Other ``flush.messages`` counts have no Conveyor equivalent: INVALID_CONFIG.
-* ``cleanup.policy=delete``, ``compression.type=producer``,
-  ``message.timestamp.type=CreateTime``: read-only, what Conveyor does (no compaction, no
-  broker-side recompression, no LogAppendTime). Setting them to that value is accepted as
-  a no-op; any other value is INVALID_CONFIG.
+* ``cleanup.policy`` (``delete``, ``compact``, ``compact,delete``),
+  ``delete.retention.ms``, ``min.cleanable.dirty.ratio``: compaction, the same settings
+  (docs/storage-format.md#compaction).
+* ``compression.type=producer``, ``message.timestamp.type=CreateTime``: read-only, what
+  Conveyor does (no broker-side recompression, no LogAppendTime). Setting them to that
+  value is accepted as a no-op; any other value is INVALID_CONFIG.
 
 Any other name is INVALID_CONFIG on create and alter (never silently ignored).
 """
@@ -33,6 +35,7 @@ import msgspec
 
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import ConfigValue, TopicConfig
+from conveyor.protocol.topics import parse_cleanup_policy
 
 LONG_MAX: Final = 2**63 - 1
 FLUSH_FIELD: Final = "flush"
@@ -101,7 +104,19 @@ _SETTINGS: Final = (
     ),
     TopicSetting("flush.messages", ConfigType.LONG, FLUSH_FIELD, "1: fsync before the ack."),
     TopicSetting("flush.ms", ConfigType.LONG, FLUSH_FIELD, "fsync on this timer."),
-    TopicSetting("cleanup.policy", ConfigType.LIST, None, "No compaction.", "delete"),
+    TopicSetting("cleanup.policy", ConfigType.LIST, "cleanup_policy", "delete, compact or both."),
+    TopicSetting(
+        "delete.retention.ms",
+        ConfigType.LONG,
+        "delete_retention_ms",
+        "How long a tombstone stays in a compacted log.",
+    ),
+    TopicSetting(
+        "min.cleanable.dirty.ratio",
+        ConfigType.DOUBLE,
+        "min_cleanable_dirty_ratio",
+        "Compact once this share of the log is dirty.",
+    ),
     TopicSetting("compression.type", ConfigType.STRING, None, "As the producer sent.", "producer"),
     TopicSetting("message.timestamp.type", ConfigType.STRING, None, "Producer's.", "CreateTime"),
 )
@@ -229,6 +244,16 @@ def _parse(setting: TopicSetting, text: str) -> ConfigValue:
         if text.lower() not in ("true", "false"):
             raise invalid(f"{setting.name} must be true or false, not {text!r}")
         return text.lower() == "true"
+    if setting.config_type is ConfigType.LIST:
+        return parse_cleanup_policy(text)
+    if setting.config_type is ConfigType.DOUBLE:
+        try:
+            ratio = float(text)
+        except ValueError:
+            raise invalid(f"{setting.name} must be a number, not {text!r}") from None
+        if not 0.0 <= ratio <= 1.0:
+            raise invalid(f"{setting.name} must be between 0 and 1, not {text!r}")
+        return ratio
     return _long(setting.name, text)
 
 

@@ -26,7 +26,10 @@ def test_defaults_are_answered_with_their_kafka_types_and_sources() -> None:
     assert entries["min.insync.replicas"].value == "2"  # RF 3: the effective default
     assert _entries(TopicConfig(), rf=1)["min.insync.replicas"].value == "1"
     assert (entries["flush.messages"].value, entries["flush.ms"].value) == ("1", str(LONG_MAX))
-    assert entries["cleanup.policy"].read_only and entries["cleanup.policy"].value == "delete"
+    assert not entries["cleanup.policy"].read_only and entries["cleanup.policy"].value == "delete"
+    assert entries["min.cleanable.dirty.ratio"].value == "0.5"
+    assert entries["min.cleanable.dirty.ratio"].config_type is ConfigType.DOUBLE
+    assert entries["compression.type"].read_only
     assert not entries["retention.bytes"].read_only
 
 
@@ -49,7 +52,11 @@ def test_set_values_are_topic_configs_and_flush_maps_both_ways() -> None:
         ({"flush.messages": "1"}, {"flush": "always"}),
         ({"flush.ms": "500"}, {"flush": "interval:500"}),
         ({"flush.messages": str(LONG_MAX), "flush.ms": str(LONG_MAX)}, {"flush": "never"}),
-        ({"cleanup.policy": "delete"}, {}),  # the fixed value: a no-op
+        ({"cleanup.policy": "delete, compact"}, {"cleanup_policy": "compact,delete"}),
+        ({"cleanup.policy": "compact"}, {"cleanup_policy": "compact"}),
+        ({"min.cleanable.dirty.ratio": "0.1"}, {"min_cleanable_dirty_ratio": 0.1}),
+        ({"delete.retention.ms": "1000"}, {"delete_retention_ms": 1000}),
+        ({"compression.type": "producer"}, {}),  # the fixed value: a no-op
     ],
 )
 def test_changes(values: dict[str, str], fields: dict[str, object]) -> None:
@@ -61,7 +68,9 @@ def test_changes(values: dict[str, str], fields: dict[str, object]) -> None:
     [
         {"retention.ms": "soon"},
         {"no.such.config": "1"},
-        {"cleanup.policy": "compact"},
+        {"cleanup.policy": "shred"},
+        {"min.cleanable.dirty.ratio": "1.5"},
+        {"min.cleanable.dirty.ratio": "half"},
         {"flush.messages": "100"},
         {"flush.ms": "0"},
         {"unclean.leader.election.enable": "maybe"},
@@ -89,6 +98,9 @@ def test_deletes_reset_and_replacement_resets_every_other_setting() -> None:
         "min_insync_replicas",
         "unclean_leader_election",
         "flush",
+        "cleanup_policy",
+        "delete_retention_ms",
+        "min_cleanable_dirty_ratio",
     }
 
 
