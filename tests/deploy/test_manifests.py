@@ -277,3 +277,41 @@ def test_kubernetes_pods_run_with_tls_and_auth_from_the_init_job_secret() -> Non
     assert {v for r in role["rules"] for v in r["verbs"]} == {"get", "create"}
     binding = objects[("RoleBinding", "conveyor-secrets-init")]
     assert binding["subjects"][0]["name"] == job["serviceAccountName"]
+
+
+def _settings_env(env: dict[str, Any]) -> dict[str, str]:
+    """A container's variables as the settings layer sees them; the secrets' ``_FILE``
+    variables are left out (the files exist only inside the pods and containers)."""
+    return {k: str(v) for k, v in env.items() if not k.endswith("_FILE") and v is not None}
+
+
+def _role(name: str) -> str:
+    return "coordinator" if "coordinator" in name else "broker"
+
+
+def test_kubernetes_environment_passes_the_settings_layer() -> None:
+    from conveyor.settings import env_warnings, load
+
+    objects = _kubernetes_objects()
+    config = objects[("ConfigMap", "conveyor-config")]["data"]
+    for name in ("conveyor-coordinator", "conveyor-broker"):
+        (container,) = objects[("StatefulSet", name)]["spec"]["template"]["spec"]["containers"]
+        values = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+        env = _settings_env({**config, **values})
+        flags = {"id": "1"} if _role(name) == "broker" else {}  # the broker's from its hostname
+        load(_role(name), flags, env)  # raises SettingsError for a refused value
+        assert env_warnings(env) == []
+
+
+def test_compose_environment_passes_the_settings_layer() -> None:
+    from conveyor.settings import SettingsError, env_warnings, load
+
+    services = _compose_config()["services"]
+    for name in CONVEYOR_SERVICES:
+        env = _settings_env(services[name].get("environment", {}))
+        load(_role(name), {}, env)
+        assert env_warnings(env) == []
+    # A typo in the host's .env reaches the coordinator, which then refuses to start.
+    typo = _compose_config({"CONVEYOR_AUTO_CREATE_TOPICS": "ture"})["services"]["coordinator"]
+    with pytest.raises(SettingsError, match="CONVEYOR_AUTO_CREATE_TOPICS='ture'"):
+        load("coordinator", {}, _settings_env(typo["environment"]))
