@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits by itself for --help, --version and usage
         return _exit_code(exc)
     handler: Handler = args.handler
-    _warn_unknown_env()
+    if not _runs_a_service(args):  # a service logs the warnings itself, once
+        _warn_unknown_env()
     try:
         return handler(args)
     except SettingsError as exc:  # a bad flag, variable or config file value: bad usage
@@ -126,6 +127,10 @@ def _take_trailing_values(
     if dest is None or any(extra.startswith("-") for extra in extras):
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
     getattr(args, dest).extend(extras)
+
+
+def _runs_a_service(args: argparse.Namespace) -> bool:
+    return args.command in ("coordinator", "broker") and not getattr(args, "broker_action", None)
 
 
 def _warn_unknown_env() -> None:
