@@ -21,6 +21,7 @@ from conveyor.chaos.schedule import (
     COOLDOWN_S,
     FAULTS,
     GAP_S_MAX,
+    HA_FAULTS,
     HOLD_S_MAX,
     WARMUP_S,
     make_schedule,
@@ -44,7 +45,7 @@ NETWORK_AND_DISK_FAULTS = (
     "corrupt",
     "disk-full",
 )
-CI_RUNS = ((101, PROCESS_FAULTS), (202, NETWORK_AND_DISK_FAULTS))
+CI_RUNS = ((101, PROCESS_FAULTS), (202, NETWORK_AND_DISK_FAULTS), (303, HA_FAULTS))
 
 
 def duration_covering(seed: int, faults: tuple[str, ...]) -> float:
@@ -68,12 +69,13 @@ def test_the_ci_set_covers_every_fault_type() -> None:
 
 
 @pytest.mark.chaos
-@pytest.mark.parametrize(("seed", "faults"), CI_RUNS, ids=("process", "network-disk"))
+@pytest.mark.parametrize(("seed", "faults"), CI_RUNS, ids=("process", "network-disk", "ha"))
 def test_fixed_seed_run_has_no_safety_anomaly(
     seed: int, faults: tuple[str, ...], tmp_path: Path
 ) -> None:
     duration_s = duration_covering(seed, faults)
-    report = runner.run(duration_s, seed, faults, brokers=3, root=tmp_path / "run")
+    ha = faults == HA_FAULTS  # three coordinators on etcd, and the two-actives check
+    report = runner.run(duration_s, seed, faults, brokers=3, root=tmp_path / "run", ha=ha)
     text = runner.render(report)
     injected = {
         op.value["fault"]

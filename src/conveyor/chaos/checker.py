@@ -53,6 +53,7 @@ SAFETY: Final = (
     "stale-read",
     "replica-divergence",
     "corrupt-replica",
+    "two-active-coordinators",  # chaos/ha.py: a deposed coordinator acted (runs with --ha)
 )
 REPORTED: Final = ("unseen", "double-delivery", "redelivered")
 EXAMPLES_MAX: Final = 5
@@ -367,10 +368,18 @@ def check_replicas(replicas: Sequence[Replica], result: Result) -> None:
                     )
 
 
-def check(ops: Sequence[Op], final: FinalReads, replicas: Sequence[Replica] = ()) -> Result:
+def check(
+    ops: Sequence[Op],
+    final: FinalReads,
+    replicas: Sequence[Replica] = (),
+    coordinator_problems: Sequence[str] = (),
+) -> Result:
     """Every check over one history, the final read of every partition and, when given,
-    every replica's files read after the cluster stopped."""
+    every replica's files read after the cluster stopped and the "two active
+    coordinators" findings of ``chaos/ha.py`` over the coordinators' logs."""
     result = Result()
+    for problem in coordinator_problems:
+        result.add("two-active-coordinators", problem)
     result.consumer_faults = any(
         op.process == "nemesis" and op.f == "fault" and op.type == "ok"
         and op.value.get("fault") == "kill-consumer"

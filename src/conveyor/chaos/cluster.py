@@ -8,6 +8,7 @@ group id, which :mod:`conveyor.chaos.netfault` uses to tell who opened a connect
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Final
 
 from conveyor.chaos.netfault import address_of, gid_of
+from conveyor.cli.etcd_local import LocalEtcd
 
 log = logging.getLogger(__name__)
 
@@ -122,38 +124,70 @@ def _gid(party: int) -> int | None:
     return gid_of(party) if os.geteuid() == 0 else None
 
 
+# --ha: parties (netfault indexes) of the standby coordinators and the etcd members
+STANDBY_PARTIES: Final = (50, 51)
+ETCD_PARTIES: Final = (40, 41, 42)
+HA_LEASE_TTL_MS: Final = 2000
+
+
 @dataclass
 class ChaosCluster:
     root: Path
     broker_count: int = 3
     coordinator: Service | None = None
     brokers: dict[int, Service] = field(default_factory=dict)
+    # --ha: three coordinators on a 3-member etcd (coordinator is the first of them)
+    ha: bool = False
+    coordinators: list[Service] = field(default_factory=list)
+    etcd: LocalEtcd | None = None
 
     @property
     def url(self) -> str:
+        """The coordinators' URLs, comma-separated (clients find the active one)."""
         assert self.coordinator is not None
-        return self.coordinator.url
+        return ",".join(c.url for c in self.coordinators) or self.coordinator.url
 
     def parties(self) -> list[int]:
         """Service indexes as :mod:`conveyor.chaos.netfault` names them."""
-        return [0, *self.brokers]
+        extra = [*STANDBY_PARTIES, *ETCD_PARTIES] if self.ha else []
+        return [0, *self.brokers, *extra]
 
     def services(self) -> list[Service]:
-        return [s for s in (self.coordinator, *self.brokers.values()) if s is not None]
+        return [*self.coordinators, *self.brokers.values()]
+
+    def _coordinator(self, index: int, party: int) -> Service:
+        python = [sys.executable, "-m"]
+        host = address_of(party)
+        port = free_port(host)
+        name = "coordinator" if index == 0 else f"coordinator-{index}"
+        argv = [*python, "conveyor.coordinator", "--listen", f"{host}:{port}",
+                "--data", str(self.root / name),
+                "--session-timeout-ms", str(SESSION_TIMEOUT_MS),
+                "--heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS)]  # fmt: skip
+        if self.etcd is not None:
+            argv += ["--store", self.etcd.store_url, "--prefix", "/conveyor/chaos",
+                     "--lease-ttl-ms", str(HA_LEASE_TTL_MS), "--log-format", "json"]  # fmt: skip
+        return Service(
+            name, host, port, argv, self.root / name, self.root / f"{name}.log", _gid(party)
+        )
 
     def start(self) -> None:
         python = [sys.executable, "-m"]
-        host = address_of(0)
-        port = free_port(host)
-        self.coordinator = Service(
-            "coordinator", host, port,
-            [*python, "conveyor.coordinator", "--listen", f"{host}:{port}",
-             "--data", str(self.root / "coordinator"),
-             "--session-timeout-ms", str(SESSION_TIMEOUT_MS),
-             "--heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS)],
-            self.root / "coordinator", self.root / "coordinator.log", _gid(0),
-        )  # fmt: skip
-        self.coordinator.start()
+        if self.ha:
+            self.etcd = LocalEtcd(
+                self.root / "etcd", 3, hosts=[address_of(p) for p in ETCD_PARTIES],
+                gids=[_gid(p) for p in ETCD_PARTIES],
+            )  # fmt: skip
+            self.etcd.start()
+            for index, party in enumerate((0, *STANDBY_PARTIES)):
+                self.coordinators.append(self._coordinator(index, party))
+            for service in self.coordinators:
+                service.start()
+        else:
+            self.coordinators = []
+            self.coordinators.append(self._coordinator(0, 0))
+            self.coordinators[0].start()
+        self.coordinator = self.coordinators[0]
         for broker_id in range(1, self.broker_count + 1):
             host = address_of(broker_id)
             port = free_port(host)
@@ -165,13 +199,35 @@ class ChaosCluster:
                 self.root / f"broker-{broker_id}", self.root / f"broker-{broker_id}.log",
                 _gid(broker_id),
             )  # fmt: skip
-        if not wait_for(self.coordinator.ready, READY_TIMEOUT_S):
-            raise RuntimeError(f"coordinator not ready:\n{self.coordinator.tail()}")
+        for coordinator in self.coordinators:
+            if not wait_for(coordinator.ready, READY_TIMEOUT_S):
+                raise RuntimeError(f"{coordinator.name} not ready:\n{coordinator.tail()}")
+        if self.ha and not wait_for(lambda: self.active() is not None, READY_TIMEOUT_S):
+            raise RuntimeError(f"no coordinator active:\n{self.coordinator.tail()}")
         for broker in self.brokers.values():
             broker.start()
         self.wait_ready()
 
+    def parties_for(self, broker_count: int) -> list[int]:
+        """Every party of the cluster to be started (the nftables marks come first)."""
+        extra = [*STANDBY_PARTIES, *ETCD_PARTIES] if self.ha else []
+        return [0, *range(1, broker_count + 1), *extra]
+
+    def party_of(self, coordinator: Service) -> int:
+        """A coordinator's netfault party: 0 for the first, then ``STANDBY_PARTIES``."""
+        return (0, *STANDBY_PARTIES)[self.coordinators.index(coordinator)]
+
+    def active(self) -> Service | None:
+        """The coordinator that says it is active (with --ha), if exactly one does."""
+        found = [c for c in self.coordinators if c.alive() and _role(c) == "active"]
+        return found[0] if len(found) == 1 else None
+
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        if self.etcd is not None:
+            for member in self.etcd.members:
+                if not member.alive():
+                    self.etcd.start_member(member)
+            self.etcd.wait_healthy(timeout_s)
         for service in self.services():
             if not service.alive():
                 service.start()
@@ -181,5 +237,16 @@ class ChaosCluster:
     def stop(self) -> None:
         for broker in self.brokers.values():
             broker.stop()
-        if self.coordinator is not None:
-            self.coordinator.stop()
+        for coordinator in self.coordinators:
+            coordinator.stop()
+        if self.etcd is not None:
+            self.etcd.stop()
+
+
+def _role(service: Service) -> str | None:
+    try:
+        with urllib.request.urlopen(service.url + "/v1/coordinator", timeout=1) as answer:  # noqa: S310 -- our own URL
+            role = json.load(answer).get("role")
+            return role if isinstance(role, str) else None
+    except (OSError, ValueError):
+        return None

@@ -62,6 +62,7 @@ def run(url: str, stop: threading.Event) -> None:
     )  # fmt: skip
     polls = 0
     assigned: list[int] = []
+    member: str | None = None
     try:
         while not stop.is_set():
             emit("invoke", "poll")
@@ -71,9 +72,12 @@ def run(url: str, stop: threading.Event) -> None:
                 emit(classify(e), "poll", error=repr(e))
                 continue
             now_assigned = sorted(tp.partition for tp in consumer.assignment())
-            if now_assigned != assigned:  # positions may legitimately jump after this
+            # positions may legitimately jump after either: a new assignment, or the same
+            # one after the member was dropped and joined again (a lost session: Kafka's
+            # "partitions lost") between two polls
+            if now_assigned != assigned or consumer.member_id != member:
                 emit("ok", "rebalance", {"partitions": now_assigned})
-                assigned = now_assigned
+                assigned, member = now_assigned, consumer.member_id
             records = [[m.partition, m.offset, _text(m.key), _text(m.value)] for m in messages]
             emit("ok", "poll", {"records": records})
             polls += 1

@@ -21,9 +21,9 @@ from typing import Any, Final
 
 import conveyor
 from conveyor.chaos import diskfault, netfault
-from conveyor.chaos.cluster import ChaosCluster, Service
+from conveyor.chaos.cluster import ETCD_PARTIES, ChaosCluster, Service
 from conveyor.chaos.history import History
-from conveyor.chaos.schedule import FaultEvent
+from conveyor.chaos.schedule import HA_FAULTS, FaultEvent
 from conveyor.chaos.workload import TOPIC, Workload
 from conveyor.client.errors import ConveyorError
 
@@ -70,6 +70,11 @@ class Nemesis:
 
     def _begin(self, event: FaultEvent) -> _Heal:
         kind, target = event.kind, event.target
+        if kind in HA_FAULTS:
+            return self._ha_fault(kind, target)
+        return self._single_fault(kind, target)
+
+    def _single_fault(self, kind: str, target: int) -> _Heal:
         if kind in ("kill", "kill-leader", "kill-coordinator"):
             return self._kill(self._victim(kind, target))
         if kind == "kill-consumer":
@@ -85,6 +90,37 @@ class Nemesis:
         if kind in ("torn-write", "power-loss", "corrupt"):
             return self._disk_fault(kind, self.cluster.brokers[target])
         return self._fill_disk(self.cluster.brokers[target])  # disk-full
+
+    def _ha_fault(self, kind: str, target: int) -> _Heal:
+        """The faults of several coordinators on etcd (``--ha``)."""
+        etcd = self.cluster.etcd
+        if etcd is None:
+            raise RuntimeError(f"{kind} needs --ha")
+        if kind == "kill-etcd":
+            member = etcd.members[target]
+            member.kill()
+            return lambda: etcd.start_member(member)
+        if kind == "etcd-quorum-loss":
+            down = [etcd.members[(target + i) % 3] for i in (1, 2)]
+            for member in down:
+                member.kill()
+
+            def restart() -> None:
+                for member in down:
+                    etcd.start_member(member)
+
+            return restart
+        active = self.cluster.active()
+        if active is None:
+            raise RuntimeError("no coordinator is active now")
+        if kind == "kill-active-coordinator":
+            return self._kill(active)
+        if kind == "pause-active-coordinator":
+            active.signal(signal.SIGSTOP)
+            return lambda: active.signal(signal.SIGCONT)
+        party = self.cluster.party_of(active)
+        netfault.apply(netfault.split([party], ETCD_PARTIES))  # partition-coordinator-etcd
+        return netfault.heal
 
     def _cuts(self, kind: str, target: int) -> frozenset[netfault.Cut]:
         parties = self.cluster.parties()

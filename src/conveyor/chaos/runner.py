@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Final
 
 import conveyor
-from conveyor.chaos import checker, diskfault, netfault
+from conveyor.chaos import checker, diskfault, ha, netfault
 from conveyor.chaos.cluster import ChaosCluster
 from conveyor.chaos.history import History, Op
 from conveyor.chaos.nemesis import Nemesis, mount_tmpfs, unmount
-from conveyor.chaos.schedule import FaultEvent, make_schedule
+from conveyor.chaos.schedule import HA_FAULTS, FaultEvent, make_schedule
 from conveyor.chaos.workload import TOPIC, Workload, final_read
+from conveyor.cli.etcd_local import etcd_available
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,18 @@ class RunReport:
     root: Path | None = None
 
 
-def skipped_faults(faults: tuple[str, ...]) -> dict[str, str]:
-    """Faults this machine cannot inject, with the reason."""
+def skipped_faults(faults: tuple[str, ...], ha: bool = False) -> dict[str, str]:
+    """Faults this machine (or this cluster shape) cannot inject, with the reason."""
     out: dict[str, str] = {}
     reason = netfault.unavailable_reason()
+    etcd_missing = etcd_available()
     for fault in faults:
+        if fault in HA_FAULTS and not ha:
+            out[fault] = "needs several coordinators on etcd (--ha)"
+            continue
+        if fault in HA_FAULTS and etcd_missing:
+            out[fault] = etcd_missing
+            continue
         if fault.startswith("partition") and reason:
             out[fault] = reason
         if fault == "disk-full" and os.geteuid() != 0:
@@ -60,16 +68,18 @@ def skipped_faults(faults: tuple[str, ...]) -> dict[str, str]:
 def run(
     duration_s: float, seed: int, faults: tuple[str, ...], *, brokers: int = 3,
     root: Path | None = None, producers: int = 3, consumers: int = 2,
-    replication_factor: int | None = None,
+    replication_factor: int | None = None, ha: bool = False,
 ) -> RunReport:  # fmt: skip
-    """One run; ``replication_factor`` defaults to ``min(3, brokers)``."""
-    skipped = skipped_faults(faults)
+    """One run; ``replication_factor`` defaults to ``min(3, brokers)``. ``ha``: three
+    coordinators on a 3-member etcd (the HA faults need it), and the "two active
+    coordinators" check over their logs."""
+    skipped = skipped_faults(faults, ha)
     usable = tuple(f for f in faults if f not in skipped)
     schedule = make_schedule(
         seed, duration_s, usable, brokers=brokers, partitions=PARTITIONS, consumers=consumers
     )
     root = root or Path(tempfile.mkdtemp(prefix=f"conveyor-chaos-{seed}-"))
-    cluster = ChaosCluster(root, brokers)
+    cluster = ChaosCluster(root, brokers, ha=ha)
     history = History()
     tmpfs = root / "broker-1"
     ops: list[Op] = []
@@ -82,7 +92,7 @@ def run(
             schedule = [e for e in schedule if e.kind != "disk-full"]
         if any(e.kind.startswith("partition") for e in schedule):
             netfault.remove_on_signals()
-            netfault.install(range(brokers + 1))  # before any connection, so all are marked
+            netfault.install(cluster.parties_for(brokers))  # before any connection: all marked
         cluster.start()
         with conveyor.Admin(cluster.url) as admin:
             admin.create_topic(
@@ -100,10 +110,24 @@ def run(
         history.dump(root / "history.jsonl")
         replicas = read_replicas(cluster)
         unmount(tmpfs)
-    result = checker.check(ops, final, replicas)
+    result = checker.check(ops, final, replicas, coordinator_problems(cluster))
     report = RunReport(seed, duration_s, faults, schedule, result, ops, skipped, root)
     (root / "final.json").write_text(json.dumps({str(p): r for p, r in final.items()}))
     return report
+
+
+def coordinator_problems(cluster: ChaosCluster) -> list[str]:
+    """The "two active coordinators" findings over every coordinator's log (--ha)."""
+    if not cluster.ha:
+        return []
+    events = []
+    for coordinator in cluster.coordinators:
+        try:
+            lines = coordinator.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            continue
+        events += ha.parse_log(coordinator.name, lines)
+    return ha.two_actives(events)
 
 
 def read_replicas(cluster: ChaosCluster) -> list[checker.Replica]:

@@ -27,7 +27,14 @@ FAULTS: Final = (
     "power-loss",  # SIGKILL a broker and drop from its files what it had not fsynced
     "corrupt",  # SIGKILL a broker and flip a byte or garble an index of one follower replica
     "disk-full",  # fill the broker's small tmpfs data dir, free it on heal
+    # several coordinators on etcd (conveyor chaos --ha, issue 20)
+    "kill-active-coordinator",  # SIGKILL whichever coordinator is active; restart on heal
+    "pause-active-coordinator",  # SIGSTOP the active one past its lease; SIGCONT on heal
+    "partition-coordinator-etcd",  # cut the active coordinator from every etcd member
+    "kill-etcd",  # SIGKILL one etcd member; restart on heal
+    "etcd-quorum-loss",  # SIGKILL two of the three etcd members; restart on heal
 )
+HA_FAULTS: Final = FAULTS[-5:]  # need --ha: skipped (with the reason) without it
 DEFAULT_FAULTS: Final = ("kill", "kill-leader", "kill-coordinator", "kill-consumer", "pause")
 HOLD_S_MIN: Final = 2.0
 HOLD_S_MAX: Final = 6.0
@@ -80,15 +87,19 @@ def make_schedule(
         now += hold + rng.uniform(GAP_S_MIN, GAP_S_MAX)
 
 
+# Faults without a target drawn here: the coordinator (or, with --ha, the active one,
+# resolved when the fault starts), every broker at once, both killed etcd members.
+_NO_TARGET: Final = frozenset(
+    {"kill-coordinator", "pause-coordinator", "partition-coordinator", "partition-split"}
+) | (frozenset(HA_FAULTS) - {"kill-etcd"})
+
+
 def _target(rng: random.Random, kind: str, brokers: int, partitions: int, consumers: int) -> int:
-    if kind == "kill-leader":
-        return rng.randrange(partitions)
-    if kind == "kill-consumer":
-        return rng.randrange(consumers)
-    if kind in ("kill-coordinator", "pause-coordinator", "partition-coordinator"):
+    if kind in _NO_TARGET:
         return 0
-    if kind == "partition-split":
-        return 0  # no single target: every broker on one side
+    ranges = {"kill-leader": partitions, "kill-consumer": consumers, "kill-etcd": 3}
+    if kind in ranges:
+        return rng.randrange(ranges[kind])
     if kind == "disk-full":
         return 1  # the broker whose data dir is the small tmpfs
     return rng.randrange(1, brokers + 1)

@@ -49,6 +49,13 @@ def register(subparsers: Subparsers) -> None:
     )
     chaos.add_argument("--data", type=Path, default=None, help="run directory (default a temp dir)")
     chaos.add_argument(
+        "--ha",
+        action="store_true",
+        help="three coordinators on a 3-member etcd (needed by the faults kill-active-"
+        "coordinator, pause-active-coordinator, partition-coordinator-etcd, kill-etcd, "
+        "etcd-quorum-loss) and the two-active-coordinators check",
+    )
+    chaos.add_argument(
         "--results",
         type=Path,
         default=None,
@@ -83,6 +90,7 @@ def _run(args: argparse.Namespace) -> int:
         brokers=args.brokers,
         root=args.data,
         replication_factor=args.replication_factor,
+        ha=args.ha,
     )
     print(render(report))
     if args.results is not None:

@@ -313,6 +313,14 @@ class Consumer:
     def group(self) -> str:
         return self._core.config.group_id or self._core.config.group
 
+    @property
+    def member_id(self) -> str | None:
+        """This member's id in its group (``group_id`` consumers), None while it is not a
+        member. A new id means the member was dropped (fenced, or its session lost) and
+        joined again: its partitions restart from the committed offsets."""
+        membership = self._core.membership
+        return None if membership is None else membership.member_id
+
     def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[Message]:
         """Messages available now, or within ``timeout`` seconds (else an empty list)."""
         core = self._core

@@ -179,8 +179,14 @@ class Membership:
                 pass  # rejoin only once the application polls again (as Kafka)
             else:
                 try:
-                    self._on_answer(await self._beat(poll_age_ms=poll_age_ms))
+                    dropped = self.fenced_count
+                    answer = await self._beat(poll_age_ms=poll_age_ms)
                     failures = 0
+                    if self.fenced_count == dropped:
+                        self._on_answer(answer)
+                    # else: the member was dropped (its session lost) while this answer was
+                    # on its way: it belongs to the old membership (found by the chaos
+                    # suite's coordinator takeovers); the next beat joins again
                 except ConveyorError as exc:
                     failures += 1
                     if exc.code in FENCING_CODES:

@@ -35,6 +35,10 @@ from conveyor.protocol.messages import (
 log = logging.getLogger(__name__)
 
 GROUPS_WITH_MEMBERS_MAX: Final = 10_000  # bounds the coordinator's membership memory
+# After this coordinator starts deciding (a restart, a takeover), commits of members it does
+# not know yet are retried rather than fenced for this long (groups.check_commit): members
+# heartbeat within their session timeout, which clients rarely set above 30 s.
+GROUP_REBUILD_MS: Final = 30_000
 T = TypeVar("T")
 
 
@@ -183,9 +187,11 @@ class GroupManager:
         tps = [TP(o.topic, o.partition) for o in request.offsets]
         now = self._now_ms()
 
+        rebuilding = self._recover and now < self._started_ms + GROUP_REBUILD_MS
+
         def decide(state: ClusterState) -> Result[OffsetFetchResponse]:
             group = self.groups.get(name, Group(name))
-            groups.check_commit(group, request.member_id, request.generation, tps)
+            groups.check_commit(group, request.member_id, request.generation, tps, rebuilding)
             return core.commit_offsets(state, name, request, now)
 
         return await self._transition(decide)

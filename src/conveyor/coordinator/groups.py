@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal, NamedTuple
 
-from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
+from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, RetriableError
 
 HEARTBEAT_INTERVAL_MS: Final = 1_000  # told to members
 SESSION_TIMEOUT_MS_MIN: Final = 100
@@ -401,12 +401,22 @@ def _validate(beat: Heartbeat) -> None:
 
 
 def check_commit(
-    group: Group, member_id: str | None, generation: int, partitions: Iterable[TP]
+    group: Group,
+    member_id: str | None,
+    generation: int,
+    partitions: Iterable[TP],
+    rebuilding: bool = False,
 ) -> None:
     """Raise the typed error that fences a commit; return if it may be written.
 
     Without a member id (generation -1) the committer is a standalone consumer: allowed
     only while the group has no members, else it could overwrite a member's progress.
+
+    ``rebuilding``: this coordinator became active recently (a restart or a takeover) and
+    membership is being rebuilt from heartbeats. A member it does not know yet, or a
+    generation from before (newer than any it has handed out), is then not fenced but
+    told to retry (NOT_READY): its next heartbeat re-admits it with what it owns, and
+    fencing it would make it drop healthy partitions and read them again.
     """
     tps = [TP(*tp) for tp in partitions]
     if member_id is None:
@@ -421,6 +431,13 @@ def check_commit(
             )
         return
     member = group.members.get(member_id)
+    if rebuilding and (member is None or generation > group.generation):
+        raise RetriableError(
+            f"group {group.name} is being rebuilt after a coordinator change: member "
+            f"{member_id} should heartbeat, then commit again",
+            code=ErrorCode.NOT_READY,
+            group=group.name,
+        )
     if member is None:
         raise _unknown(group, member_id)
     if not member.joined_generation <= generation <= group.generation:

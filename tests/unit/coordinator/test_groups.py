@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from conveyor.coordinator import groups
 from conveyor.coordinator.groups import TP, Group, Heartbeat, Member
-from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError, RetriableError
 
 COUNTS = {"t": 8}
 
@@ -123,6 +123,22 @@ def test_commits_are_fenced() -> None:
         groups.check_commit(group, None, -1, [a_part])
     assert simple.value.code is ErrorCode.FENCED_MEMBER
     groups.check_commit(Group("empty"), None, -1, [a_part])  # a standalone consumer
+
+
+def test_while_rebuilding_unknown_members_and_old_generations_retry_instead_of_fenced() -> None:
+    """Just after a coordinator restart or takeover: a member's commit that reaches the
+    new coordinator before its heartbeat is told to retry, not fenced (it would drop its
+    partitions); a member the group knows is checked as usual."""
+    group = settle(join(Group("g"), "a"))
+    part = group.assigned_to("a")[0]
+    for member, generation in (("unknown", 3), ("a", group.generation + 5)):
+        with pytest.raises(RetriableError) as retry:
+            groups.check_commit(group, member, generation, [part], rebuilding=True)
+        assert retry.value.code is ErrorCode.NOT_READY
+    groups.check_commit(group, "a", group.generation, [part], rebuilding=True)
+    with pytest.raises(InvalidRequestError) as lost:
+        groups.check_commit(group, "a", group.generation, [TP("other", 0)], rebuilding=True)
+    assert lost.value.code is ErrorCode.FENCED_MEMBER
 
 
 def test_bad_settings_are_rejected_and_change_nothing() -> None:
