@@ -69,14 +69,15 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 # Fault injection (docs/reliability.md). `make chaos DURATION=600 SEED=7` runs one long
-# randomized campaign with every fault and records its results in docs/reliability.md
+# randomized campaign with every fault (three coordinators on etcd: --ha) and records its
+# results in docs/reliability.md
 # (SEED empty: a random one, printed); `make chaos-ci` is the short fixed-seed set that
 # `make test` also runs (pytest -m chaos), every fault type at least once.
 DURATION ?= 600
 SEED ?=
 RESULTS ?= docs/reliability.md
 chaos: $(STAMP) system-deps
-	$(BIN)/conveyor chaos --duration $(DURATION) $(if $(SEED),--seed $(SEED)) --faults all \
+	$(BIN)/conveyor chaos --ha --duration $(DURATION) $(if $(SEED),--seed $(SEED)) --faults all \
 		--results $(RESULTS)
 
 chaos-ci: $(STAMP) system-deps
