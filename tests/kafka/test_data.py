@@ -291,3 +291,40 @@ def test_idempotent_retries_and_sequence_gaps(kafka_cluster: Cluster) -> None:
         assert produce(7)[0] == KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER
         latest = wire.call(ApiKey.LIST_OFFSETS, 7, **list_offsets_request(7, topic, 5, -1))
         assert latest.topics[0].partitions[0].offset == 4
+
+
+def test_list_offsets_answers_the_record_not_its_batch(kafka_cluster: Cluster) -> None:
+    """One batch of records stamped 1000, 2000, 3000: by time 1500 is the second record
+    (its own timestamp answered), MAX_TIMESTAMP the third, as Kafka answers."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    import conveyor.protocol.kafka.apis  # noqa: F401 -- kafka-python without its warning
+
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 20,
+    )
+    for index, timestamp in enumerate((1000, 2000, 3000)):
+        builder.append(index, timestamp, None, b"v%d" % index, [])
+    batch = bytes(builder.build())
+    with _wire(kafka_cluster) as wire:
+        topic = _topic(wire, "wire-by-time")
+        wire.call(ApiKey.PRODUCE, 9, **produce_request(9, topic, 6, batch))
+
+        def lookup(timestamp: int) -> tuple[int, int]:
+            answer = wire.call(
+                ApiKey.LIST_OFFSETS, 7, **list_offsets_request(7, topic, 6, timestamp)
+            )
+            found = answer.topics[0].partitions[0]
+            return int(found.offset), int(found.timestamp)
+
+        assert lookup(500) == (0, 1000)
+        assert lookup(1500) == (1, 2000)
+        assert lookup(3000) == (2, 3000)
+        assert lookup(-3) == (2, 3000)
+        assert lookup(3001) == (-1, -1)

@@ -327,11 +327,11 @@ class BrokerService:
         self, topic: str, partition: int, timestamp_ms: int | None = None
     ) -> PartitionOffsets:
         source = await self.leader_partition(topic, partition)
-        found = None
+        found: tuple[int, int] | None = None
         if timestamp_ms is not None:
-            found = source.log.offset_for_timestamp(timestamp_ms)
-            if found is not None and found >= source.high_watermark:
-                found = None  # not visible to consumers yet
+            base = source.log.offset_for_timestamp(timestamp_ms)
+            if base is not None and base < source.high_watermark:  # else not visible yet
+                found = self._first_record_at(source, base, timestamp_ms, topic, partition)
         return PartitionOffsets(
             topic=topic,
             partition=partition,
@@ -339,8 +339,26 @@ class BrokerService:
             log_start_offset=source.log.log_start_offset,
             high_watermark=source.high_watermark,
             log_end_offset=source.log.log_end_offset,
-            offset_for_timestamp=found,
+            offset_for_timestamp=None if found is None else found[0],
+            timestamp_found_ms=None if found is None else found[1],
         )
+
+    def _first_record_at(
+        self, source: Partition, base_offset: int, timestamp_ms: int, topic: str, partition: int
+    ) -> tuple[int, int]:
+        """(offset, timestamp) of the first record at or after ``timestamp_ms`` in the batch
+        at ``base_offset`` (the time index finds batches; Kafka answers the record). A
+        batch this broker cannot decode (a codec it lacks) answers its base offset."""
+        batch = source.read(base_offset, 1, upper_offset=source.high_watermark)  # one batch
+        try:
+            records = decode_batches(batch, start_offset=base_offset)
+        except ConveyorError as exc:
+            log.info("%s-%d: batch at %d not decoded: %s", topic, partition, base_offset, exc)
+            return base_offset, timestamp_ms
+        for record in records:
+            if record.timestamp_ms >= timestamp_ms:
+                return record.offset, record.timestamp_ms
+        return base_offset, timestamp_ms
 
     async def max_timestamp(self, topic: str, partition: int) -> tuple[int, int] | None:
         """(largest record timestamp visible to consumers, its offset), None when there is
@@ -350,11 +368,9 @@ class BrokerService:
         if found is None or found[1] >= source.high_watermark:
             return None
         timestamp_ms, base_offset = found
-        batch = source.read(base_offset, 1, upper_offset=source.high_watermark)  # one batch
-        for record in decode_batches(batch, start_offset=base_offset):
-            if record.timestamp_ms == timestamp_ms:
-                return timestamp_ms, record.offset
-        return timestamp_ms, base_offset  # a batch whose header claims more than its records
+        # the first record at or after the largest timestamp is the one that has it
+        offset, _ = self._first_record_at(source, base_offset, timestamp_ms, topic, partition)
+        return timestamp_ms, offset
 
     async def epoch_end(
         self, topic: str, partition: int, epoch: int, leader_epoch: int | None = None

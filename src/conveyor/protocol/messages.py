@@ -286,6 +286,7 @@ class PartitionOffsets(Wire):
     high_watermark: int
     log_end_offset: int
     offset_for_timestamp: int | None = None  # answered when ?timestamp_ms= was given
+    timestamp_found_ms: int | None = None  # that record's own timestamp
 
 
 class HostedPartition(Wire):

@@ -4,9 +4,8 @@ route's operation), ``BrokerService.max_timestamp`` and ``BrokerService.epoch_en
 ListOffsets: timestamp -1 is the latest visible offset (the high watermark; with no
 transactions it is also the last stable offset), -2 the log start, -3 (v7+) the record
 with the largest timestamp and that timestamp, any other the first offset whose batch has
-a timestamp at or after it, through the time index (offset -1 when there is none). The
-timestamp answered to a by-time lookup is the one asked: the broker finds the batch, not
-the record's own timestamp (Kafka answers the record's).
+a timestamp at or after it (through the time index to its batch, then that batch's
+records), with that record's timestamp; offset -1 when there is none.
 """
 
 from __future__ import annotations
@@ -87,7 +86,8 @@ class ListOffsetsHandler:
         elif found.offset_for_timestamp is None:
             offset, answered = -1, -1
         else:
-            offset, answered = found.offset_for_timestamp, timestamp
+            offset = found.offset_for_timestamp
+            answered = found.timestamp_found_ms if found.timestamp_found_ms is not None else -1
         return {
             "error_code": KafkaError.NONE,
             "timestamp": answered,
