@@ -61,6 +61,8 @@ class CoordinatorMetrics:
         ``group_members`` the member count of each group with members."""
         self._state = state
         self._group_members = group_members
+        # (acting now, epoch): set by the service; several coordinators on etcd (issue 20)
+        self.role: Callable[[], tuple[bool, int]] = lambda: (True, 0)
         self._heartbeat_interval_ms = heartbeat_interval_ms
         self._clock = clock
         self.elections = _counter_obj("leader_elections", "Partitions given a new leader")
@@ -189,6 +191,12 @@ class CoordinatorMetrics:
         ):
             yield from counter.collect()
         yield from self.election_duration.collect()
+        acting, epoch = self.role()
+        active = _gauge("active", "1 while this coordinator is the one deciding (always 1 alone)")
+        active.add_metric((), 1 if acting else 0)
+        current = _gauge("epoch", "The coordinator epoch this one last acted at (0: alone)")
+        current.add_metric((), epoch)
+        yield from (active, current)
         try:
             state = self._state()
         except ConveyorError:

@@ -119,6 +119,7 @@ class CoordinatorService:
         self._on_store_failure: Callable[[ConveyorError], None] | None = None
         self.active_url: str | None = None
         self.standby = False  # set by leadership.py while another coordinator may be active
+        self.metrics.role = lambda: (self.active and not self.standby, self.epoch)
         self._decided_ms = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
