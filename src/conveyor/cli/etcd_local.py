@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -48,10 +49,14 @@ class EtcdMember:
     gid: int | None = None  # run with this group id (root only): the chaos suite's marks
     process: subprocess.Popen[bytes] | None = None
     paused: bool = False
+    # (certificate, key, CA): clients connect over TLS and must present a certificate
+    # signed by the CA (etcd's --client-cert-auth); peers stay on plain HTTP
+    tls: tuple[Path, Path, Path] | None = None
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -73,6 +78,16 @@ class EtcdMember:
             "--auto-compaction-retention", "10000",
             "--logger", "zap",
             "--log-level", "warn",
+            *self._tls_argv(),
+        ]  # fmt: skip
+
+    def _tls_argv(self) -> list[str]:
+        if self.tls is None:
+            return []
+        cert, key, ca = self.tls
+        return [
+            "--cert-file", str(cert), "--key-file", str(key),
+            "--trusted-ca-file", str(ca), "--client-cert-auth",
         ]  # fmt: skip
 
     def start(self, initial_cluster: str) -> None:
@@ -91,8 +106,15 @@ class EtcdMember:
 
     def healthy(self) -> bool:
         """The member answers and sees a leader (``/health`` is true only with quorum)."""
+        context = None
+        if self.tls is not None:
+            cert, key, ca = self.tls
+            context = ssl.create_default_context(cafile=str(ca))
+            context.load_cert_chain(str(cert), str(key))  # etcd asks every client for one
         try:
-            with urllib.request.urlopen(self.client_url + "/health", timeout=1) as response:  # noqa: S310
+            with urllib.request.urlopen(  # noqa: S310 -- our own member
+                self.client_url + "/health", timeout=1, context=context
+            ) as response:
                 return bool(json.load(response).get("health") == "true")
         except (OSError, ValueError):
             return False
@@ -156,7 +178,8 @@ class LocalEtcd:
 
     @property
     def store_url(self) -> str:
-        return f"etcd://{self.endpoints}"
+        scheme = "etcds" if any(m.tls for m in self.members) else "etcd"
+        return f"{scheme}://{self.endpoints}"
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         if etcd_binary() is None:
