@@ -21,15 +21,19 @@ from conveyor.broker.kafka.auth import Authorizer
 from conveyor.broker.kafka.metadata import KnownBrokers, kafka_nodes
 from conveyor.broker.kafka.registry import RequestContext
 from conveyor.protocol.errors import ConveyorError, ErrorCode
-from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError, kafka_error
+from conveyor.protocol.kafka.produce_response import (
+    Encoded,
+    Endpoint,
+    PartitionAnswer,
+    encode_produce_response,
+)
 from conveyor.protocol.messages import Acks, ProduceResponse
 from conveyor.transport.kafka_server import CloseConnection
 
 log = logging.getLogger(__name__)
 
 ACKS: Final[dict[int, Acks]] = {0: "0", 1: "1", -1: "all"}
-_CURRENT_LEADER_VERSION: Final = 10
 
 Produce = Callable[..., Awaitable[ProduceResponse]]
 
@@ -124,50 +128,29 @@ class ProduceHandler:
 
     def _response(
         self, version: int, jobs: list[tuple[str, int, Any]], results: list[PartitionResult]
-    ) -> Any:
-        response = SERVED[ApiKey.PRODUCE].response[version]
-        topic_cls = response.TopicProduceResponse
-        partition_cls = topic_cls.PartitionProduceResponse
-        by_topic: dict[str, list[Any]] = {}
+    ) -> Encoded:
+        """Encoded by hand (protocol/kafka/produce_response.py: the hot path's answer)."""
+        by_topic: dict[str, list[PartitionAnswer]] = {}
         leaders: set[int] = set()
         for (topic, *_), result in zip(jobs, results, strict=True):
-            fields: dict[str, Any] = {}
-            if result.leader is not None and version >= _CURRENT_LEADER_VERSION:
-                fields["current_leader"] = partition_cls.LeaderIdAndEpoch(
-                    leader_id=result.leader[0], leader_epoch=result.leader[1]
-                )
+            if result.leader is not None:
                 leaders.add(result.leader[0])
             by_topic.setdefault(topic, []).append(
-                partition_cls(
+                PartitionAnswer(
                     index=result.index,
                     error_code=result.error,
                     base_offset=result.base_offset,
-                    log_append_time_ms=-1,
                     log_start_offset=result.log_start_offset,
-                    record_errors=[
-                        partition_cls.BatchIndexAndErrorMessage(
-                            batch_index=i, batch_index_error_message=result.message
-                        )
-                        for i in result.record_indexes
-                    ],
                     error_message=result.message if result.error else None,
-                    **fields,
+                    leader=result.leader,
                 )
             )
         endpoints = [
-            response.NodeEndpoint(node_id=n.node_id, host=n.host, port=n.port, rack=None)
+            Endpoint(n.node_id, n.host, n.port)
             for n in kafka_nodes(list(self._known.brokers.values()))
             if n.node_id in leaders
         ]
-        extra = {"node_endpoints": endpoints} if version >= _CURRENT_LEADER_VERSION else {}
-        return response(
-            responses=[
-                topic_cls(name=name, partition_responses=partitions)
-                for name, partitions in by_topic.items()
-            ],
-            throttle_time_ms=0,
-            **extra,
-        )
+        return encode_produce_response(version, list(by_topic.items()), endpoints)
 
 
 def _refusal(request: Any, acks: Acks | None) -> tuple[KafkaError, str] | None:
