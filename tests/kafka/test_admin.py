@@ -200,6 +200,9 @@ def test_describe_cluster_lists_the_kafka_listeners(admin: Any, kafka_cluster: C
     assert answer.error_code == 0 and answer.cluster_id == cluster.cluster_id
     assert [(b.broker_id, b.port) for b in answer.brokers] == [(1, port)]
     assert len(answer.authorized_operations) == 7  # auth off: all seven
+    # librdkafka asks Metadata for them (v8+ include_*_authorized_operations)
+    described = _result(admin.describe_cluster(include_authorized_operations=True))
+    assert len(described.authorized_operations) == 7
 
 
 def test_delete_topics(admin: Any, conveyor_admin: Admin) -> None:

@@ -10,7 +10,7 @@ import uuid
 
 from conveyor.protocol.kafka.apis import ApiKey
 from conveyor.protocol.kafka.errors import KafkaError
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, wait_for
 from tests.kafka.conftest import kcat_path
 from tests.kafka.wire import KafkaWire, encode_request, metadata_topics, request_frame
 
@@ -59,7 +59,15 @@ def test_metadata_lists_the_broker_and_auto_creates(kafka_cluster: Cluster) -> N
         assert described.name == topic and described.error_code == 0
         assert described.topic_id != uuid.UUID(int=0)
         assert len(described.partitions) == 8
-        assert all(p.leader_id == 1 for p in described.partitions)
+        # LEADER_NOT_AVAILABLE until the broker has opened the new partitions, as Kafka
+        assert {p.error_code for p in described.partitions} <= {0, KafkaError.LEADER_NOT_AVAILABLE}
+
+        def led() -> bool:
+            answer = wire.call(ApiKey.METADATA, 12, topics=topics, allow_auto_topic_creation=False)
+            partitions = answer.topics[0].partitions
+            return all(p.error_code == 0 and p.leader_id == 1 for p in partitions)
+
+        wait_for(led, 15, f"{topic}'s leaders served")
         # the topic id is stable, and v1 (no auto-creation flag) sees the same topic
         again = wire.call(ApiKey.METADATA, 12, topics=topics, allow_auto_topic_creation=False)
         assert again.topics[0].topic_id == described.topic_id

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from conveyor.broker.kafka.acl_mapping import Operation
 from conveyor.broker.kafka.admin_topics import TopicOps
 from conveyor.broker.kafka.auth import Authorizer
+from conveyor.broker.kafka.authorized_ops import cluster_operations
 from conveyor.broker.kafka.metadata import kafka_nodes
 from conveyor.broker.kafka.registry import RequestContext
 from conveyor.protocol.errors import ConveyorError
@@ -19,15 +19,6 @@ from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError, kafka_error
 
 _BROKERS_ENDPOINT = 1  # EndpointType: 1 brokers, 2 controllers
-_CLUSTER_OPERATIONS = (
-    Operation.ALTER,
-    Operation.ALTER_CONFIGS,
-    Operation.CLUSTER_ACTION,
-    Operation.CREATE,
-    Operation.DESCRIBE,
-    Operation.DESCRIBE_CONFIGS,
-    Operation.IDEMPOTENT_WRITE,
-)
 
 
 class DescribeClusterHandler:
@@ -54,7 +45,7 @@ class DescribeClusterHandler:
                 error, message = kafka_error(exc.code, "cluster"), exc.message
         operations = None  # omitted (kafka-python's bitfield: a set of operation numbers)
         if request.include_cluster_authorized_operations:
-            operations = await self._authorized(ctx.principal)
+            operations = cluster_operations(self._authorizer, ctx.principal)
         broker_cls = response.DescribeClusterBroker
         fenced = {"is_fenced": False} if ctx.api_version >= 2 else {}
         return response(
@@ -70,13 +61,3 @@ class DescribeClusterHandler:
             authorized_operations=operations,
             **extra,
         )
-
-    async def _authorized(self, principal: str | None) -> set[int]:
-        allowed = self._authorizer.allowed
-        if await allowed(principal, "admin", "cluster", "cluster"):
-            chosen: tuple[Operation, ...] = _CLUSTER_OPERATIONS
-        elif await allowed(principal, "describe", "cluster", "cluster"):
-            chosen = (Operation.DESCRIBE, Operation.DESCRIBE_CONFIGS, Operation.IDEMPOTENT_WRITE)
-        else:
-            chosen = (Operation.IDEMPOTENT_WRITE,)
-        return {int(op) for op in chosen}

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from conveyor.broker.kafka.auth import Authorizer
+from conveyor.broker.kafka.authorized_ops import cluster_operations, topic_operations
 from conveyor.broker.kafka.registry import RequestContext
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
@@ -80,7 +81,23 @@ class MetadataHandler:
                 except ConveyorError:
                     errors[name] = KafkaError.INVALID_TOPIC_EXCEPTION
         metadata = await self._lookup(ctx, valid, allow_create, errors)
-        return _response(version, metadata, wanted, errors)
+        answer = _response(version, metadata, wanted, errors)
+        if version >= 8:
+            self._authorized(ctx, request, answer)
+        return answer
+
+    def _authorized(self, ctx: RequestContext, request: Any, answer: Any) -> None:
+        """v8+: the principal's authorized operations, when the request asks for them."""
+        if version_has_cluster_operations(ctx.api_version) and (
+            request.include_cluster_authorized_operations
+        ):
+            answer.authorized_operations = cluster_operations(self._authorizer, ctx.principal)
+        if request.include_topic_authorized_operations:
+            for topic in answer.topics:
+                if topic.error_code == KafkaError.NONE:
+                    topic.authorized_operations = topic_operations(
+                        self._authorizer, ctx.principal, topic.name
+                    )
 
     async def _lookup(
         self,
@@ -115,6 +132,12 @@ class MetadataHandler:
                 return Metadata(cluster_id=self._known.cluster_id or "", brokers=brokers, topics=[])
 
 
+def version_has_cluster_operations(version: int) -> bool:
+    """Metadata v8-10 carry the cluster's authorized operations (v11 moved them to
+    DescribeCluster)."""
+    return 8 <= version <= 10
+
+
 def _response(
     version: int, metadata: Metadata, wanted: list[str] | None, errors: dict[str, KafkaError]
 ) -> Any:
@@ -144,8 +167,14 @@ def _topic(topic_cls: Any, topic: TopicDescription, live: set[int]) -> Any:
     partition_cls = topic_cls.MetadataResponsePartition
     partitions = []
     for p in topic.partitions:
-        leader = p.leader if p.leader is not None else -1
-        code = KafkaError.NONE if p.leader is not None else KafkaError.LEADER_NOT_AVAILABLE
+        # Serving once a replica has reported hosting it (the coordinator's reports): a
+        # new partition is not advertised before its leader opens it, as Kafka answers
+        # LEADER_NOT_AVAILABLE for a just-created topic. Otherwise a producer's first
+        # batches are refused while later ones land, and without idempotence the
+        # retried ones come after them (librdkafka's 0005 saw it).
+        serving = p.leader is not None and p.high_watermark is not None
+        leader = p.leader if serving and p.leader is not None else -1
+        code = KafkaError.NONE if serving else KafkaError.LEADER_NOT_AVAILABLE
         partitions.append(
             partition_cls(
                 error_code=code,
