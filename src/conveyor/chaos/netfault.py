@@ -31,8 +31,14 @@ from typing import Final
 
 log = logging.getLogger(__name__)
 
-TABLE: Final = "conveyor_chaos"
-ADDRESS_BASE: Final = 10  # party i listens on 127.0.0.(10+i)
+# One run at a time per network and table. Two chaos runs on one machine (say, two
+# developers' suites) would cut each other's services and delete each other's table: give
+# one of them another /24 of loopback and another table name through the environment.
+TABLE: Final = os.environ.get("CONVEYOR_CHAOS_TABLE") or "conveyor_chaos"
+NETWORK: Final = os.environ.get("CONVEYOR_CHAOS_NETWORK") or "127.0.0"  # a loopback /24
+ADDRESS_BASE: Final = 10  # party i listens on NETWORK.(10+i)
+if not NETWORK.startswith("127.") or NETWORK.count(".") != 2:
+    raise ValueError(f"CONVEYOR_CHAOS_NETWORK={NETWORK!r} is not a loopback /24 like 127.0.5")
 GID_BASE: Final = 60010  # party i runs with gid 60010+i (and connections it opens: that mark)
 HARNESS: Final = -1
 Cut = tuple[int, int]  # packets sent by the first party to the second are dropped
@@ -42,7 +48,7 @@ def address_of(party: int) -> str:
     """Loopback address of service ``party`` (0: coordinator, N: broker N)."""
     if party < 0:
         raise ValueError("the harness has no address of its own")
-    return f"127.0.0.{ADDRESS_BASE + party}"
+    return f"{NETWORK}.{ADDRESS_BASE + party}"
 
 
 def gid_of(party: int) -> int:

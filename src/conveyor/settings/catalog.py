@@ -577,8 +577,8 @@ COMPOSE_ONLY: Final = frozenset(
     }
 )
 # Prefixes of variables that are not settings: compose's per-broker ports, and the test
-# suite's own switches (CONVEYOR_TEST_TLS, ...).
-NOT_SETTINGS_PREFIXES: Final = ("CONVEYOR_PUBLISH_BROKER_", "CONVEYOR_TEST_")
+# suite's own switches (CONVEYOR_TEST_TLS, ...), the chaos harness's (CONVEYOR_CHAOS_NETWORK).
+NOT_SETTINGS_PREFIXES: Final = ("CONVEYOR_PUBLISH_BROKER_", "CONVEYOR_TEST_", "CONVEYOR_CHAOS_")
 
 
 def every_setting() -> list[Setting[Any]]:
