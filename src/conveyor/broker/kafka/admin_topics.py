@@ -15,6 +15,8 @@ without creating or changing anything.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -67,6 +69,42 @@ def failure(exc: ConveyorError, resource_type: str = "topic") -> Outcome:
     return Outcome(kafka_error(exc.code, resource_type), exc.message)
 
 
+_SERVED_POLL_S = 0.1
+_SERVED_WAIT_S_MAX = 30.0
+
+
+async def wait_served(topics: TopicOps, name: str, timeout_ms: int) -> TopicDescription | None:
+    """Wait (at most ``timeout_ms``, the request's own timeout, capped at 30 s) until every
+    partition of ``name`` has been reported by a replica, i.e. its leader serves it. Kafka's
+    CreateTopics answers once the new partitions have leaders, and clients then trust the
+    first Metadata they get (librdkafka's admin client keeps a leader of -1 it saw); the
+    topic exists either way, so running out of time still answers success. Returns the
+    last description, None when there was no time to look."""
+    deadline = time.monotonic() + min(max(timeout_ms, 0) / 1000, _SERVED_WAIT_S_MAX)
+    described = None
+    while time.monotonic() < deadline:
+        try:
+            described = await topics.describe(name)
+        except ConveyorError:
+            return described
+        if all(p.high_watermark is not None for p in described.partitions):
+            return described
+        await asyncio.sleep(_SERVED_POLL_S)
+    return described
+
+
+async def _served(topics: TopicOps, outcomes: list[Outcome], timeout_ms: int) -> list[Outcome]:
+    """``wait_served`` for every topic created or grown, concurrently."""
+
+    async def one(outcome: Outcome) -> Outcome:
+        if outcome.described is None:
+            return outcome
+        name = outcome.described.name
+        return Outcome(described=await wait_served(topics, name, timeout_ms) or outcome.described)
+
+    return list(await asyncio.gather(*(one(o) for o in outcomes)))
+
+
 def duplicates(names: list[str]) -> set[str]:
     return {name for name, count in Counter(names).items() if count > 1}
 
@@ -84,6 +122,8 @@ class CreateTopicsHandler:
                 outcomes.append(Outcome(KafkaError.INVALID_REQUEST, "topic named twice"))
             else:
                 outcomes.append(await self._one(ctx, topic, bool(request.validate_only)))
+        if not request.validate_only:  # wait for every created topic at once
+            outcomes = await _served(self._topics, outcomes, request.timeout_ms)
         return self._response(ctx.api_version, request.topics, outcomes)
 
     async def _one(self, ctx: RequestContext, topic: Any, validate_only: bool) -> Outcome:
@@ -253,6 +293,8 @@ class CreatePartitionsHandler:
                     assignments=assignments,
                 )
                 outcomes.append(await self._grow(topic.name, grow))
+        if not request.validate_only:
+            outcomes = await _served(self._topics, outcomes, request.timeout_ms)
         return self._response(ctx.api_version, request.topics, outcomes)
 
     async def _grow(self, name: str, grow: AddPartitionsRequest) -> Outcome:
