@@ -35,7 +35,6 @@ from conveyor.protocol.errors import (
     OffsetOutOfRangeError,
     StorageError,
 )
-from conveyor.protocol.records import decode_batches
 from conveyor.storage import swap
 from conveyor.storage.compaction import SegmentSpan
 from conveyor.storage.config import LogConfig
@@ -488,25 +487,14 @@ class PartitionLog:
             return self.epochs.end_offset_for(epoch, self.log_end_offset)
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
-        """Offset of the first record whose timestamp is >= ``timestamp_ms`` (Kafka's
-        ListOffsets by time). The time index finds the first batch whose max timestamp
-        reaches it; that batch may start with older records (a producer batches records
-        stamped at different times), so its records are decoded to find the one. A batch
-        this process cannot decode (a codec not installed) answers its base offset."""
+        """Base offset of the first batch whose max timestamp is >= ``timestamp_ms`` (the
+        record inside it is found by ``BrokerService.offsets``)."""
         with self._lock:
-            base = None
             for segment in self._segments:
-                base = segment.find_offset_by_timestamp(timestamp_ms)
-                if base is not None:
-                    break
-        if base is None:
-            return None
-        try:  # read() returns the batch holding ``base`` whole, CRC-checked
-            records = decode_batches(self.read(base, 1), verify_crc=False, start_offset=base)
-        except ConveyorError as exc:
-            log.warning("%s: timestamp lookup in the batch at %d: %s", self.directory, base, exc)
-            return base
-        return next((r.offset for r in records if r.timestamp_ms >= timestamp_ms), base)
+                found = segment.find_offset_by_timestamp(timestamp_ms)
+                if found is not None:
+                    return found
+        return None
 
     def max_timestamp(self) -> tuple[int, int] | None:
         """(the largest batch max timestamp in the log, base offset of the first batch that

@@ -18,7 +18,7 @@ from conveyor.protocol.errors import (
     OffsetOutOfRangeError,
     StorageError,
 )
-from conveyor.protocol.records import BatchBuilder, Codec
+from conveyor.protocol.records import BatchBuilder
 from conveyor.storage import PartitionLog
 from conveyor.storage.epochs import CHECKPOINT_FILE
 from tests.unit.storage.helpers import (
@@ -435,22 +435,3 @@ def test_offset_for_timestamp_with_timestamps_out_of_order(make_log: LogFactory)
     assert log.offset_for_timestamp(250) == 1  # the first batch whose max timestamp is >= 250
     assert log.offset_for_timestamp(350) == 3
     assert log.offset_for_timestamp(401) is None
-
-
-@pytest.mark.parametrize("codec", [Codec.NONE, Codec.ZSTD])
-def test_offset_for_timestamp_finds_the_record_inside_a_batch(
-    make_log: LogFactory, codec: Codec
-) -> None:
-    """A batch may start with older records: the lookup answers the first record that
-    reaches the timestamp, not the batch's base offset (librdkafka's 0054 checks this)."""
-    log = make_log()
-    log.append(make_batch(values_of(2), timestamp_ms=500))  # offsets 0, 1
-    builder = BatchBuilder(codec=codec)
-    for i, ts in enumerate((1234, 999_999_999_999, 999_999_999_999)):  # offsets 2, 3, 4
-        builder.append(f"v{i}".encode(), timestamp_ms=ts)
-    log.append(builder.build())
-    assert log.offset_for_timestamp(1000) == 2
-    assert log.offset_for_timestamp(1234) == 2
-    assert log.offset_for_timestamp(1235) == 3
-    assert log.offset_for_timestamp(999_999_999_999) == 3
-    assert log.offset_for_timestamp(10**12) is None
