@@ -268,3 +268,39 @@ def test_the_summary_names_each_anomaly_and_shows_its_history() -> None:
     text = render(RunReport(7, 10.0, ("kill",), [], result, h.ops))
     assert "[lost] k:0 acknowledged but not in the final read" in text
     assert "producer-0" in text and "seed 7: INVALID" in text
+
+
+def csends(*items: tuple[str, OpType, int | None]) -> H:
+    """Sends to the compacted topic (ops ``csend``): (value, outcome, acknowledged offset)."""
+    h = H()
+    for value, outcome, offset in items:
+        key = value.rpartition(":")[0]
+        h.add("compactor-0", "invoke", "csend", {"key": key, "value": value})
+        done: dict[str, Any] = {"key": key, "value": value}
+        if offset is not None:
+            done |= {"partition": 0, "offset": offset}
+        h.add("compactor-0", outcome, "csend", done)
+    return h
+
+
+def test_compaction_may_remove_all_but_the_latest_value_per_key() -> None:
+    h, final = clean()
+    h.ops += csends(("c:0", "ok", 0), ("d:1", "ok", 1), ("c:2", "ok", 2), ("c:3", "info", None)).ops
+    for i, op in enumerate(h.ops):
+        h.ops[i] = Op(i, op.process, op.type, op.f, op.value, time_ns=i * 1_000_000)
+    assert checker.check(h.ops, final, compacted=at((1, "d:1"), (2, "c:2"))).valid
+    # an unacknowledged later send that landed counts as newer
+    assert checker.check(h.ops, final, compacted=at((1, "d:1"), (5, "c:3"))).valid
+
+
+@pytest.mark.parametrize(
+    "compacted",
+    [
+        at((1, "d:1")),  # c's latest acknowledged value is gone
+        at((0, "c:0"), (1, "d:1")),  # only an older value of c is left
+        at((1, "d:1"), (2, "c:0")),  # a value at another offset than acknowledged
+    ],
+)
+def test_compaction_lost_the_latest_acknowledged_value(compacted: checker.FinalReads) -> None:
+    h = csends(("c:0", "ok", 0), ("d:1", "ok", 1), ("c:2", "ok", 2))
+    only(checker.check(h.ops, {0: []}, compacted=compacted), "compaction-lost")

@@ -18,6 +18,9 @@ stale-read                a poll returned an offset the final log does not have 
 replica-divergence        two replicas' files hold different values at one offset     safety
 corrupt-replica           a replica's files still hold a batch failing its CRC        safety
                           after every fault healed (not detected, or not repaired)
+compaction-lost           on the compacted topic, a key's latest acknowledged value   safety
+                          (or a later one) is missing from the final read, or a
+                          value is not at the offset it was acknowledged at
 unseen                    acknowledged, in the log, but never polled by any consumer  report
 double-delivery           one value delivered again to another consumer (member or    report*
                           incarnation) after the group committed past it
@@ -28,6 +31,8 @@ redelivered               delivered again, explained: no commit covered it yet  
 
 Values are ``"{key}:{sequence}"``; each key belongs to one producer process, which sends
 its values one at a time in sequence order, so acknowledged order is sequence order.
+Sends to the compacted topic are ops ``csend`` (same values); compaction may remove any
+value but each key's latest, so only that one is checked (``check_compacted``).
 A final read maps each partition to its records ``(offset, key, value)`` in offset order.
 Nothing here does I/O or reads a clock: the harness passes everything in.
 """
@@ -54,6 +59,7 @@ SAFETY: Final = (
     "replica-divergence",
     "corrupt-replica",
     "two-active-coordinators",  # chaos/ha.py: a deposed coordinator acted (runs with --ha)
+    "compaction-lost",
 )
 REPORTED: Final = ("unseen", "double-delivery", "redelivered")
 EXAMPLES_MAX: Final = 5
@@ -122,12 +128,12 @@ class _Send:
         return "info" if self.outcome is None else self.outcome.type
 
 
-def pair_sends(ops: Sequence[Op]) -> dict[str, _Send]:
+def pair_sends(ops: Sequence[Op], f: str = "send") -> dict[str, _Send]:
     """Each sent value with its invoke and outcome; a process does one op at a time."""
     pending: dict[str, Op] = {}
     sends: dict[str, _Send] = {}
     for op in ops:
-        if op.f != "send":
+        if op.f != f:
             continue
         if op.type == "invoke":
             pending[op.process] = op
@@ -368,15 +374,57 @@ def check_replicas(replicas: Sequence[Replica], result: Result) -> None:
                     )
 
 
+def check_compacted(ops: Sequence[Op], compacted: FinalReads, result: Result) -> None:
+    """compaction-lost: per key of the compacted topic, the final read's last value must
+    be the latest acknowledged one or a later send (acknowledged or not: an unanswered
+    send may have been written), and an acknowledged value still in the log must sit at
+    the offset it was acknowledged at (compaction keeps offsets)."""
+    sends = pair_sends(ops, "csend")
+    latest: dict[str, tuple[int, _Send]] = {}
+    for value, send in sends.items():
+        key, sequence = parse_value(value)
+        if send.type == "ok" and sequence >= latest.get(key, (-1, send))[0]:
+            latest[key] = (sequence, send)
+    last: dict[str, int] = {}  # key -> the sequence of its last value in the log
+    at: dict[tuple[int, int], str] = {}
+    for partition, records in compacted.items():
+        for offset, _key, stored in records:
+            if stored is not None:
+                key, sequence = parse_value(stored)
+                last[key] = sequence
+                at[(partition, offset)] = stored
+    for key, (sequence, send) in sorted(latest.items()):
+        found = last.get(key)
+        if found is None or found < sequence:
+            shown = "nothing" if found is None else f"{key}:{found}"
+            result.add(
+                "compaction-lost",
+                f"{key}:{sequence} acknowledged last, the compacted log ends with {shown}",
+                _indexes_of(send),
+            )
+    for value, send in sends.items():
+        if send.type != "ok" or send.outcome is None or "offset" not in send.outcome.value:
+            continue
+        position = (send.outcome.value["partition"], send.outcome.value["offset"])
+        if position in at and at[position] != value:
+            result.add(
+                "compaction-lost",
+                f"{value} acknowledged at {position}, the compacted log has {at[position]}",
+                _indexes_of(send),
+            )
+
+
 def check(
     ops: Sequence[Op],
     final: FinalReads,
     replicas: Sequence[Replica] = (),
     coordinator_problems: Sequence[str] = (),
+    compacted: FinalReads | None = None,
 ) -> Result:
     """Every check over one history, the final read of every partition and, when given,
-    every replica's files read after the cluster stopped and the "two active
-    coordinators" findings of ``chaos/ha.py`` over the coordinators' logs."""
+    every replica's files read after the cluster stopped, the "two active coordinators"
+    findings of ``chaos/ha.py`` over the coordinators' logs and the compacted topic's
+    final read."""
     result = Result()
     for problem in coordinator_problems:
         result.add("two-active-coordinators", problem)
@@ -389,6 +437,8 @@ def check(
     check_polls(ops, final, result)
     check_replicas(replicas, result)
     check_availability(ops, result)
+    if compacted is not None:
+        check_compacted(ops, compacted, result)
     return result
 
 

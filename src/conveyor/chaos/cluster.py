@@ -195,7 +195,8 @@ class ChaosCluster:
                 f"broker-{broker_id}", host, port,
                 [*python, "conveyor.broker", "--id", str(broker_id),
                  "--listen", f"{host}:{port}", "--coordinator", self.url,
-                 "--data", str(self.root / f"broker-{broker_id}")],
+                 "--data", str(self.root / f"broker-{broker_id}"),
+                 "--cleaner-backoff-ms", "500"],
                 self.root / f"broker-{broker_id}", self.root / f"broker-{broker_id}.log",
                 _gid(broker_id),
             )  # fmt: skip

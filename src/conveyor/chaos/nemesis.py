@@ -24,7 +24,7 @@ from conveyor.chaos import diskfault, netfault
 from conveyor.chaos.cluster import ETCD_PARTIES, ChaosCluster, Service
 from conveyor.chaos.history import History
 from conveyor.chaos.schedule import HA_FAULTS, FaultEvent
-from conveyor.chaos.workload import TOPIC, Workload
+from conveyor.chaos.workload import TOPIC, Workload, topic_dirs
 from conveyor.client.errors import ConveyorError
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class Nemesis:
             directory = broker.data_dir / f"{p['topic']}-{p['partition']}"
             done.append(f"{directory.name}: {diskfault.corrupt(directory, self.rng)}")
         else:
-            directories = sorted(d for d in broker.data_dir.glob(f"{TOPIC}-*") if d.is_dir())
+            directories = topic_dirs(broker.data_dir)
             if directories:
                 directory = self.rng.choice(directories)
                 done.append(f"{directory.name}: +{diskfault.tear_tail(directory, self.rng)}B")

@@ -24,7 +24,16 @@ from conveyor.chaos.cluster import ChaosCluster
 from conveyor.chaos.history import History, Op
 from conveyor.chaos.nemesis import Nemesis, mount_tmpfs, unmount
 from conveyor.chaos.schedule import HA_FAULTS, FaultEvent, make_schedule
-from conveyor.chaos.workload import TOPIC, Workload, final_read
+from conveyor.chaos.workload import (
+    COMPACT_CONFIG,
+    COMPACT_PARTITIONS,
+    COMPACT_TOPIC,
+    TOPIC,
+    FinalReads,
+    Workload,
+    final_read,
+    topic_dirs,
+)
 from conveyor.cli.etcd_local import etcd_available
 
 log = logging.getLogger(__name__)
@@ -84,6 +93,7 @@ def run(
     tmpfs = root / "broker-1"
     ops: list[Op] = []
     final: dict[int, list[tuple[int, str | None, str | None]]] = {}
+    compacted: dict[int, list[tuple[int, str | None, str | None]]] | None = None
     replicas: list[checker.Replica] = []
     workload: Workload | None = None
     try:
@@ -99,8 +109,12 @@ def run(
                 TOPIC, partitions=PARTITIONS,
                 replication_factor=replication_factor or min(3, brokers),
             )  # fmt: skip
+            admin.create_topic(
+                COMPACT_TOPIC, partitions=COMPACT_PARTITIONS,
+                replication_factor=replication_factor or min(3, brokers), config=COMPACT_CONFIG,
+            )  # fmt: skip
         workload = Workload(cluster.url, history, root, producers, consumers)
-        ops, final = _run_workload(cluster, workload, schedule, seed, duration_s)
+        ops, final, compacted = _run_workload(cluster, workload, schedule, seed, duration_s)
     finally:
         if workload is not None:
             workload.abort()  # a no-op after a normal stop
@@ -110,7 +124,7 @@ def run(
         history.dump(root / "history.jsonl")
         replicas = read_replicas(cluster)
         unmount(tmpfs)
-    result = checker.check(ops, final, replicas, coordinator_problems(cluster))
+    result = checker.check(ops, final, replicas, coordinator_problems(cluster), compacted)
     report = RunReport(seed, duration_s, faults, schedule, result, ops, skipped, root)
     (root / "final.json").write_text(json.dumps({str(p): r for p, r in final.items()}))
     return report
@@ -134,7 +148,7 @@ def read_replicas(cluster: ChaosCluster) -> list[checker.Replica]:
     """Every replica of the workload topic, from the stopped brokers' files."""
     replicas = []
     for broker_id, broker in sorted(cluster.brokers.items()):
-        for directory in sorted(broker.data_dir.glob(f"{TOPIC}-*")):
+        for directory in topic_dirs(broker.data_dir):
             partition = int(directory.name.rpartition("-")[2])
             read = diskfault.read_replica(directory)
             replicas.append(checker.Replica(partition, broker_id, read.records, read.problems))
@@ -144,7 +158,7 @@ def read_replicas(cluster: ChaosCluster) -> list[checker.Replica]:
 def _run_workload(
     cluster: ChaosCluster, workload: Workload, schedule: list[FaultEvent], seed: int,
     duration_s: float,
-) -> tuple[list[Op], dict[int, list[tuple[int, str | None, str | None]]]]:  # fmt: skip
+) -> tuple[list[Op], FinalReads, FinalReads]:  # fmt: skip
     history = workload.history
     nemesis = Nemesis(cluster, workload, history, seed)
     start = time.monotonic()
@@ -161,7 +175,8 @@ def _run_workload(
         cluster.wait_ready()  # every fault healed: all processes up before the final read
     workload.stop(DRAIN_S)
     final = final_read(cluster.url, PARTITIONS, FINAL_READ_TIMEOUT_S)
-    return history.ops(), final
+    compacted = final_read(cluster.url, COMPACT_PARTITIONS, FINAL_READ_TIMEOUT_S, COMPACT_TOPIC)
+    return history.ops(), final, compacted
 
 
 def render(report: RunReport) -> str:

@@ -3,6 +3,9 @@ a consumer group whose members poll and commit as they go; every operation is re
 
 Each producer owns its keys (``p{i}-k{j}``) and sends one value at a time, waiting for the
 outcome, so acknowledged order per key is sequence order. Values are ``"{key}:{seq}"``.
+A compacting producer does the same on a compacted topic (``COMPACT_TOPIC``, keys
+``c-k{j}``, ops ``csend``): the checker verifies each key's latest acknowledged value
+survives the cleaners.
 Each consumer member is a child process (:mod:`conveyor.chaos.consumer_proc`) reporting its
 operations as JSON lines; one SIGKILLed by the nemesis is replaced by a new incarnation
 (``consumer-{m}.{n}``) that resumes from the group's committed offsets.
@@ -29,6 +32,16 @@ from conveyor.client.errors import ConveyorError, RetriableError
 log = logging.getLogger(__name__)
 
 TOPIC: Final = "chaos"
+COMPACT_TOPIC: Final = "chaos-compact"
+COMPACT_PARTITIONS: Final = 2
+COMPACT_KEYS: Final = 8
+# Small segments and a low dirty ratio so the cleaners run many times during a run.
+COMPACT_CONFIG: Final = {
+    "cleanup_policy": "compact",
+    "segment_bytes": 4096,
+    "min_cleanable_dirty_ratio": 0.1,
+    "delete_retention_ms": 0,
+}
 GROUP: Final = "chaos-group"
 KEYS_PER_PRODUCER: Final = 4
 SEND_WAIT_S: Final = 6.0
@@ -49,6 +62,7 @@ class Workload:
     log_dir: Path  # consumer processes' stderr: consumer-N.log
     producers: int = 3
     consumers: int = 2
+    compactors: int = 1
     stop_producing: threading.Event = field(default_factory=threading.Event)
     stop_consuming: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
@@ -60,6 +74,8 @@ class Workload:
             self._spawn(f"producer-{i}", self._produce, i)
         for m in range(self.consumers):
             self._spawn(f"consumer-{m}", self._consume, m)
+        for c in range(self.compactors):
+            self._spawn(f"compactor-{c}", self._produce_compacted, c)
 
     def _spawn(self, name: str, target: object, index: int) -> None:
         thread = threading.Thread(target=target, args=(index,), name=name, daemon=True)  # type: ignore[arg-type]
@@ -79,12 +95,12 @@ class Workload:
     def stop(self, drain_s: float) -> None:
         """Stop producers, give consumers ``drain_s`` to catch up, then stop them."""
         self.stop_producing.set()
-        for thread in self.threads[: self.producers]:
+        for thread in self.threads[: self.producers] + self.threads[-self.compactors :]:
             thread.join(SEND_WAIT_S * 2 + 30)
         self.stop_consuming.wait(drain_s)
         self.stop_consuming.set()
         self._signal_consumers(signal.SIGTERM)  # each commits what it polled and exits
-        for thread in self.threads[self.producers :]:
+        for thread in self.threads[self.producers : self.producers + self.consumers]:
             thread.join(30)
         self._signal_consumers(signal.SIGKILL)
 
@@ -103,17 +119,42 @@ class Workload:
         finally:
             producer.close(timeout=5)
 
-    def _send_one(self, producer: conveyor.Producer, process: str, key: str, value: str) -> None:
-        self.history.record(process, "invoke", "send", {"key": key, "value": value})
+    def _produce_compacted(self, index: int) -> None:
+        process = f"compactor-{index}"
+        producer = conveyor.Producer(
+            self.url, acks="all", linger_ms=0, delivery_timeout_ms=5_000,
+            request_timeout_ms=2_000, retry_backoff_max_ms=300, max_block_ms=5_000,
+        )  # fmt: skip
+        sequence = 0
         try:
-            metadata = producer.send(TOPIC, value, key=key).result(timeout=SEND_WAIT_S)
+            while not self.stop_producing.is_set():
+                key = f"c{index}-k{sequence % COMPACT_KEYS}"
+                value = f"{key}:{sequence}"
+                self._send_one(producer, process, key, value, topic=COMPACT_TOPIC, f="csend")
+                sequence += 1
+        finally:
+            producer.close(timeout=5)
+
+    def _send_one(
+        self,
+        producer: conveyor.Producer,
+        process: str,
+        key: str,
+        value: str,
+        *,
+        topic: str = TOPIC,
+        f: str = "send",
+    ) -> None:
+        self.history.record(process, "invoke", f, {"key": key, "value": value})
+        try:
+            metadata = producer.send(topic, value, key=key).result(timeout=SEND_WAIT_S)
         except (ConveyorError, concurrent.futures.TimeoutError, TimeoutError, OSError) as e:
             self.history.record(
-                process, classify(e), "send", {"key": key, "value": value}, error=repr(e)
+                process, classify(e), f, {"key": key, "value": value}, error=repr(e)
             )
             return
         self.history.record(
-            process, "ok", "send",
+            process, "ok", f,
             {"key": key, "value": value, "partition": metadata.partition,
              "offset": metadata.offset},
         )  # fmt: skip
@@ -159,6 +200,14 @@ class Workload:
                 child.send_signal(signum)
 
 
+def topic_dirs(data_dir: Path, topic: str = TOPIC) -> list[Path]:
+    """A broker's replica directories of ``topic`` (``chaos-*`` would also match the
+    compacted topic's ``chaos-compact-*``)."""
+    return sorted(
+        d for d in data_dir.glob(f"{topic}-*") if d.is_dir() and d.name.rpartition("-")[0] == topic
+    )
+
+
 def _text(data: bytes | None) -> str | None:
     return None if data is None else data.decode(errors="replace")
 
@@ -166,13 +215,13 @@ def _text(data: bytes | None) -> str | None:
 FinalReads = dict[int, list[tuple[int, str | None, str | None]]]
 
 
-def final_read(url: str, partitions: int, timeout_s: float) -> FinalReads:
+def final_read(url: str, partitions: int, timeout_s: float, topic: str = TOPIC) -> FinalReads:
     """Every record of every partition, read from the start by a fresh group."""
 
     out: FinalReads = {p: [] for p in range(partitions)}
     deadline = time.monotonic() + timeout_s
     with conveyor.Consumer(
-        url, TOPIC, group=f"chaos-final-{time.time_ns()}", enable_auto_commit=False,
+        url, topic, group=f"chaos-final-{time.time_ns()}", enable_auto_commit=False,
         fetch_max_wait_ms=100, request_timeout_ms=3_000,
     ) as consumer:  # fmt: skip
         quiet_polls = 0
