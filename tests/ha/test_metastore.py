@@ -281,3 +281,32 @@ def test_a_prefix_belongs_to_one_cluster(shared_etcd: LocalEtcd, prefix: str) ->
             await client.close()
 
     run(scenario())
+
+
+def test_a_retried_write_that_had_landed_counts_once(shared_etcd: LocalEtcd, prefix: str) -> None:
+    """A write whose answer was lost is retried at the same log slot: finding its own
+    entry there is success; another entry there is a bug (two writers) and fails loudly."""
+    from conveyor.coordinator.records_codec import encode_records
+    from conveyor.protocol.errors import FatalError
+
+    layout = EtcdLayout(prefix)
+
+    async def scenario() -> None:
+        client = etcd_client(shared_etcd)
+        try:
+            epoch = await claim(client, layout)
+            store = await EtcdMetadataStore.open(client, layout, epoch)
+            state = await drive(store, steps()[:1])
+            mine = steps()[1](state)
+            entry = encode_records(mine.durable_records)
+            await client.put(layout.log_key(2), entry)  # "the first attempt landed"
+            await store.write(mine.durable_records, mine.state)
+            assert durable_view(await store.load()) == durable_view(mine.state)
+            await client.put(layout.log_key(3), b"[]")  # someone else's entry
+            late = steps()[2](mine.state)
+            with pytest.raises(FatalError, match="another writer"):
+                await store.write(late.durable_records, late.state)
+        finally:
+            await client.close()
+
+    run(scenario())

@@ -31,6 +31,7 @@ follow a newer one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -67,6 +68,10 @@ ENTRY_BYTES_MAX: Final = 1024 * 1024  # etcd refuses requests over 1.5 MiB by de
 SNAPSHOT_CHUNK_BYTES: Final = 512 * 1024
 SNAPSHOT_BYTES_MIN: Final = 1024 * 1024  # below this, replaying the log is cheap anyway
 LOG_PAGE: Final = 256  # entries per range request while loading
+# A write retried while etcd elects a leader (about 1 s with default settings): shorter than
+# a 2 s lease's validity, so a coordinator whose writes are stuck still steps down in time
+WRITE_RETRY_MS: Final = 1500
+WRITE_RETRY_PAUSE_MS: Final = 100
 
 
 class EtcdLayout:
@@ -233,14 +238,7 @@ class EtcdMetadataStore:
                 f"{ENTRY_BYTES_MAX} an etcd log entry may hold"
             )
         seq = self._seq + 1
-        key = self.layout.log_key(seq)
-        response = await self._fenced_txn([compare(key, "CREATE", 0)], [op_put(key, entry)])
-        if not response.succeeded:
-            raise FatalError(
-                f"log entry {seq} under {self.layout.prefix} exists already: another writer "
-                f"at epoch {self.epoch}",
-                code=ErrorCode.INTERNAL_ERROR,
-            )
+        await self._append(seq, entry)
         self._seq = seq
         self._log_bytes += len(entry)
         if self._log_bytes > max(self._snapshot_bytes_min, self._snapshot_bytes):
@@ -248,6 +246,38 @@ class EtcdMetadataStore:
                 await self.write_snapshot(state)
             except (EtcdUnavailableError, EtcdRequestError) as exc:
                 log.warning("snapshot at log entry %d failed, retrying later: %s", seq, exc)
+
+    async def _append(self, seq: int, entry: bytes) -> None:
+        """Put ``entry`` at log slot ``seq``, retrying while etcd is unavailable (a leader
+        election takes about a second) for up to ``WRITE_RETRY_MS`` after the first failure
+        (the own-clock lease check still stops the coordinator in time): the slot can be
+        written once, so a retry of an attempt that did land finds its own entry there and
+        counts as done. Past the deadline the error is raised (the outcome is unknown; the
+        coordinator steps down and reloads)."""
+        key = self.layout.log_key(seq)
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None  # counted from the first failure
+        while True:
+            try:
+                response = await self._fenced_txn([compare(key, "CREATE", 0)], [op_put(key, entry)])
+            except EtcdUnavailableError as exc:
+                deadline = deadline or loop.time() + WRITE_RETRY_MS / 1000
+                if loop.time() >= deadline:
+                    raise
+                log.warning("log entry %d: etcd unavailable, retrying: %s", seq, exc)
+                await asyncio.sleep(WRITE_RETRY_PAUSE_MS / 1000)
+                continue
+            if response.succeeded:
+                return
+            found = await self._client.get(key)
+            if found.kvs and found.kvs[0].value_bytes == entry:
+                log.info("log entry %d: an earlier attempt had landed", seq)
+                return
+            raise FatalError(
+                f"log entry {seq} under {self.layout.prefix} holds another entry: another "
+                f"writer at epoch {self.epoch}",
+                code=ErrorCode.INTERNAL_ERROR,
+            )
 
     async def write_snapshot(self, state: ClusterState) -> None:
         """Write ``state`` (the state after log entry ``seq``) as the new snapshot, then,
