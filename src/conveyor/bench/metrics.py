@@ -82,7 +82,7 @@ async def _broker(data_dir: Path, topics: int, partitions: int) -> BrokerService
     await service.start()
     await service.apply_heartbeat_response(_assignments(topics, partitions))
     batch = encode_batch([(b"key", b"x" * 100)] * 10, timestamp_ms=1_700_000_000_000)
-    for tp in list(service.replicas.partitions):
+    for tp in list(service.replicas.logs):
         await service.produce(tp.topic, tp.partition, batch, acks="1")
         await service.fetch(tp.topic, tp.partition, 0)
     return service
@@ -136,7 +136,7 @@ def run(topics: int, partitions: int, renders: int) -> dict[str, Any]:
                 result = {
                     "topics": topics,
                     "partitions_per_topic": partitions,
-                    "partitions": len(service.replicas.partitions),
+                    "partitions": len(service.replicas.logs),
                     "series": sum(1 for line in lines if line and not line.startswith("#")),
                     "size_bytes": len(text),
                     "render_ms_median": round(statistics.median(times_ms), 2),

@@ -1,18 +1,28 @@
 """The broker: hosts partition replicas and serves produce and fetch for those it leads.
 
-Layout (pure modules first)::
+Layout: a pure core (``(state, event, now_ms) -> (state, effects)``, no I/O, no clock)
+inside a thin shell that performs its effects (docs/architecture.md)::
 
-    rules.py       pure: topic names, limits, high watermark, backoff, metadata ages
-    reconcile.py   pure: hosted replicas + the coordinator's assignments -> actions
-    routing.py     pure: which partition each record of the topic endpoint goes to
-    jsonrecords.py pure: JSON records <-> record batches (the JSON conveniences only)
-    partition.py   one hosted replica: log, role, epoch, high watermark, wake-ups
-    replicas.py    the data dir and the set of hosted replicas; applies reconcile actions
-    metadata.py    cache of the coordinator's metadata (routing, NOT_LEADER details)
-    service.py     BrokerService: produce, fetch, offsets, routing; no transport
-    heartbeat.py   the heartbeat + reconcile loop
-    http.py        the HTTP adapter (routes)
-    cli.py         command line; ``python -m conveyor.broker``
+    core.py         the core: dispatch, assignments, ticks, queries          pure
+    replica.py      one replica: role, high watermark, ISR, acks, disk      pure
+    leader.py       followers' fetches: fencing, progress, long-polls       pure
+    follower.py     fetch sessions per leader, truncation (KIP-101)         pure
+    corestate.py    the core's state values                                 pure
+    reconcile.py    hosted replicas + the coordinator's assignments         pure
+    rules.py        leaf rules: HW, ISR change, truncation point, dedup     pure
+    producers.py    idempotent producers' state from batch headers          pure
+    routing.py      which partition each record of the topic endpoint       pure
+    jsonrecords.py  JSON records <-> record batches                         pure
+    driver.py       performs the core's effects, steps what they report     shell
+    replicas.py     the data dir and the logs (storage effects)             shell
+    peers.py        replication messages over HTTP                          shell
+    replica_server.py the leader's answers to followers (reads, framing)    shell
+    service.py      BrokerService: produce, fetch, offsets; no transport    shell
+    router.py       the topic-level routing endpoint (forwards)             shell
+    metadata.py     cache of the coordinator's metadata                     shell
+    heartbeat.py    the heartbeat loop (narrow: a HeartbeatLink)            shell
+    http.py         the HTTP adapter (routes); kafka/ the Kafka adapter
+    cli.py          command line; ``python -m conveyor.broker``
 """
 
 from __future__ import annotations

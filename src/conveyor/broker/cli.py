@@ -158,7 +158,6 @@ def run(args: argparse.Namespace) -> int:
         config.data_dir,
         s.config_path,
     )
-    from conveyor.broker.security import refresh_security
     from conveyor.transport.access import ACCESS_LOG_KEY
     from conveyor.transport.auth import AUTH_KEY, AuthInstall, auth_settings
     from conveyor.transport.limit_args import auth_limits_from_settings, limits_from_settings
@@ -167,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     app[ACCESS_LOG_KEY] = s[catalog.ACCESS_LOG]
     auth = auth_settings(s[catalog.AUTH], config.cluster_secret, auth_limits_from_settings(s))
     service.security.enabled = auth.enabled
-    service.security.refresher = lambda: refresh_security(service)
+    service.security.refresher = service.refresh_security
     app[AUTH_KEY] = AuthInstall(auth, service.security)
     runner.run(
         app,

@@ -5,6 +5,9 @@ Every ``heartbeat_interval_ms`` (the coordinator's answer sets it) the broker se
 with the :class:`HeartbeatResponse`. While the coordinator is unreachable the broker keeps
 serving what it has and retries with jittered exponential backoff, warning once per
 outage. Readiness turns on after the first successful heartbeat and reconcile.
+
+Narrow dependencies: what to report, how to send it, how to apply the answer, what to
+refresh after (the security state), and the settings; never the whole service.
 """
 
 from __future__ import annotations
@@ -12,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import msgspec
 
-from conveyor.broker.security import refresh_security
-from conveyor.broker.service import BrokerService
 from conveyor.protocol.backoff import BELOW, backoff_ms
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.messages import BrokerHeartbeat, HeartbeatResponse
@@ -27,51 +29,56 @@ log = logging.getLogger(__name__)
 _BACKOFF_BASE_MS = 100
 
 
+@dataclass(frozen=True, slots=True)
+class HeartbeatLink:
+    """How one heartbeat round is done: ``report`` what this broker hosts, ``send`` it to
+    the coordinator, ``apply`` the answer (False: it belongs to another cluster), then
+    ``refresh`` (the security state). ``interval_ms`` reads the interval the last answer
+    set; ``stopping`` ends the loop."""
+
+    report: Callable[[], BrokerHeartbeat]
+    send: Callable[[BrokerHeartbeat], Awaitable[HeartbeatResponse]]
+    apply: Callable[[HeartbeatResponse], Awaitable[bool]]
+    refresh: Callable[[], Awaitable[None]]
+    interval_ms: Callable[[], int]
+    stopping: Callable[[], bool]
+    broker_id: int
+    coordinator: str  # for log lines
+    backoff_ms_max: int
+
+
 class Heartbeat:
     def __init__(
         self,
-        service: BrokerService,
+        link: HeartbeatLink,
         on_ready: Callable[[], None],
+        start: Callable[[], Awaitable[None]],
         rng: random.Random | None = None,
     ) -> None:
-        self.service = service
+        self._link = link
         self._on_ready = on_ready
+        self._start = start
         self._rng = rng or random.Random()
         self._failures = 0
         self.ready = False
 
     async def beat_once(self) -> bool:
         """One heartbeat and reconcile; True when the coordinator answered and it applied."""
-        service = self.service
-        config = service.config
-        request = BrokerHeartbeat(
-            broker_id=service.broker_id,
-            url=config.advertised_url,
-            partitions=service.replicas.reports(),
-            incarnation=service.incarnation,
-            kafka_address=config.kafka.advertise if config.kafka is not None else None,
-        )
-        response = await service.http.call(
-            "POST",
-            f"{config.coordinator_url.rstrip('/')}/v1/brokers/heartbeat",
-            HeartbeatResponse,
-            body=request,
-            timeout_s=config.heartbeat_timeout_ms / 1000,
-        )
-        applied = await service.apply_heartbeat_response(response)
-        await refresh_security(service)  # users, tokens, ACLs, when auth is on
+        response = await self._link.send(self._link.report())
+        applied = await self._link.apply(response)
+        await self._link.refresh()  # users, tokens, ACLs, when auth is on
         return applied
 
     async def run(self) -> None:
         """Reopen the hosted replicas, then heartbeat until cancelled."""
-        await self.service.start()
-        while not self.service.stopping:
+        await self._start()
+        while not self._link.stopping():
             delay_ms = await self._step()
             await asyncio.sleep(delay_ms / 1000)
 
     async def _step(self) -> int:
         """One round; returns how long to wait before the next."""
-        config = self.service.config
+        link = self._link
         try:
             applied = await self.beat_once()
         except (ConveyorError, msgspec.DecodeError, OSError) as exc:
@@ -80,7 +87,7 @@ class Heartbeat:
             if self._failures == 1:
                 log.warning(
                     "heartbeat to %s failed, serving what this broker has and retrying: %s",
-                    config.coordinator_url,
+                    link.coordinator,
                     exc,
                 )
             else:
@@ -90,20 +97,17 @@ class Heartbeat:
                 backoff_ms(
                     self._failures - 1,
                     base_ms=_BACKOFF_BASE_MS,
-                    max_ms=config.heartbeat_backoff_ms_max,
+                    max_ms=link.backoff_ms_max,
                     draw=self._rng.random(),
                     jitter=BELOW,
                 ),
             )
         if self._failures:
-            log.info("heartbeat to %s works again", config.coordinator_url)
+            log.info("heartbeat to %s works again", link.coordinator)
             self._failures = 0
         if applied and not self.ready:
             self.ready = True
-            log.info(
-                "broker %d ready: %d partitions hosted",
-                self.service.broker_id,
-                len(self.service.replicas.partitions),
-            )
+            hosted = len(link.report().partitions)
+            log.info("broker %d ready: %d partitions hosted", link.broker_id, hosted)
             self._on_ready()
-        return self.service.heartbeat_interval_ms
+        return link.interval_ms()

@@ -17,9 +17,9 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
-from conveyor.broker.fetcher import EPOCH_END_PATH, FETCH_PATH, FRAMED_CONTENT_TYPE
 from conveyor.broker.heartbeat import Heartbeat
 from conveyor.broker.jsonrecords import to_fetched
+from conveyor.broker.peers import EPOCH_END_PATH, FETCH_PATH, FRAMED_CONTENT_TYPE
 from conveyor.broker.rules import parse_acks
 from conveyor.broker.service import BrokerService, FetchResult
 from conveyor.protocol.batch import peek_length
@@ -250,12 +250,12 @@ class _Handlers:
 
     async def replica_fetch(self, request: web.Request) -> web.Response:
         fetch = await decode_json(request, ReplicaFetchRequest)
-        body = await self.service.replication.fetch(fetch)
+        body = await self.service.replica_server.fetch(fetch)
         return web.Response(body=body, content_type=FRAMED_CONTENT_TYPE)
 
     async def epoch_end(self, request: web.Request) -> web.Response:
         asked = await decode_json(request, EpochEndRequest)
-        return json_response(self.service.replication.epoch_end(asked))
+        return json_response(self.service.replica_server.epoch_end(asked))
 
 
 def broker_routes(service: BrokerService) -> list[Route]:
@@ -341,15 +341,15 @@ def build_broker_app(service: BrokerService) -> web.Application:
     app[SERVICE_KEY] = service
     app[_TASKS_KEY] = []
     install_metrics(app, service.metrics)
-    heartbeat = Heartbeat(service, on_ready=lambda: set_ready(app))
+    heartbeat = Heartbeat(
+        service.heartbeat_link(), on_ready=lambda: set_ready(app), start=service.start
+    )
 
     async def on_startup(_: web.Application) -> None:
         await _start_kafka(app, service)
         tasks = app[_TASKS_KEY]
         tasks.append(asyncio.create_task(heartbeat.run(), name="heartbeat"))
         tasks.append(asyncio.create_task(service.retention_loop(), name="retention"))
-        tasks.append(asyncio.create_task(service.fetchers.run(), name="replica-fetchers"))
-        tasks.append(asyncio.create_task(service.replication.isr_loop(), name="isr"))
         for task in tasks:
             task.add_done_callback(_log_task_end)
 

@@ -19,24 +19,28 @@ from __future__ import annotations
 
 import os
 import struct
-import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final, Protocol
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Final, Protocol
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from conveyor.broker.fetchmemory import FetchMemory
+from conveyor.broker.replica import Replica
 from conveyor.broker.rules import ACKS_ALIASES
 from conveyor.protocol.batch import HEADER_SIZE, peek_length
+from conveyor.protocol.replica import IsrChanged
+from conveyor.storage import PartitionLog
+from conveyor.storage.cleaner import LogCleaner
 from conveyor.transport.client import CLIENT_ID_HEADER
+from conveyor.transport.clock import Clock
 from conveyor.transport.kafka_server import ListenerStats
 from conveyor.transport.limits import ConnectionLimiter
 from conveyor.transport.metrics import LATENCY_BUCKETS_S, TableFamily, label_text
 
-if TYPE_CHECKING:
-    from conveyor.broker.partition import Partition
-    from conveyor.broker.service import BrokerService
+PartitionView = tuple[Replica, PartitionLog]  # a hosted replica (the core's view) and its log
 
 _PARTITION_PATH: Final = "/v1/topics/{topic}/partitions/{partition}"
 # (method, route template) -> the request kind in conveyor_broker_requests_total. A test
@@ -106,8 +110,23 @@ def count_records(data: bytes | bytearray | memoryview) -> int:
 class BrokerMetrics:
     """The broker's metrics; ``BrokerService`` owns one, ``build_broker_app`` exports it."""
 
-    def __init__(self, service: BrokerService) -> None:
-        self._service = service
+    def __init__(
+        self,
+        *,
+        view: Callable[[], list[PartitionView]],
+        fetch_memory: FetchMemory,
+        cleaner: LogCleaner,
+        data_dir: Path,
+        clock: Clock,
+    ) -> None:
+        """Narrow dependencies: ``view`` lists the hosted replicas with their logs (read at
+        scrape time), the fetch memory budget, the log cleaner's counts, the data dir (its
+        disk), the one clock."""
+        self._view = view
+        self._fetch_memory = fetch_memory
+        self._cleaner = cleaner
+        self._data_dir = data_dir
+        self._clock = clock
         # (topic, partition) -> [messages in, bytes in, messages out, bytes out]
         self._traffic: dict[tuple[str, int], list[int]] = {}
         self._clients: dict[tuple[str, str], float] = {}  # (kind, client id) -> last seen
@@ -165,7 +184,6 @@ class BrokerMetrics:
         )
         # set by the Kafka listener when it starts: its connection counts, exported below
         self.kafka_listener: KafkaListenerView | None = None
-        service.flusher.on_flush = self.flush_duration.observe
 
     def kafka_request(self, api: str) -> None:
         self.kafka_requests.labels(api).inc()
@@ -191,11 +209,15 @@ class BrokerMetrics:
     def slow_consumer_closed(self) -> None:
         self.slow_consumers.inc()
 
-    def isr_shrunk(self) -> None:
-        self.isr_shrinks.inc()
+    def isr_changed(self, change: IsrChanged) -> None:
+        if len(change.after) < len(change.before):
+            self.isr_shrinks.inc()
+        elif len(change.after) > len(change.before):
+            self.isr_expands.inc()
 
-    def isr_expanded(self) -> None:
-        self.isr_expands.inc()
+    def flushed(self, seconds: float) -> None:
+        """One fsync round of a log (the Flusher calls this on its threads)."""
+        self.flush_duration.observe(seconds)
 
     def observe_replication_fetch(self, seconds: float) -> None:
         self.replication_fetch_duration.observe(seconds)
@@ -224,10 +246,10 @@ class BrokerMetrics:
         client = request.headers.get(CLIENT_ID_HEADER) or request.remote or "unknown"
         key = (kind, client[:64])
         if key not in self._clients and len(self._clients) >= CLIENTS_TRACKED_MAX:
-            self._prune_clients(time.monotonic())
+            self._prune_clients(self._clock.now_ms() / 1000)
             if len(self._clients) >= CLIENTS_TRACKED_MAX:
                 return  # saturated: the gauge reads at most the limit
-        self._clients[key] = time.monotonic()
+        self._clients[key] = self._clock.now_ms() / 1000
 
     def _prune_clients(self, now: float) -> None:
         expired = [k for k, seen in self._clients.items() if now - seen > CLIENT_ACTIVE_WINDOW_S]
@@ -237,9 +259,9 @@ class BrokerMetrics:
     # ---- read at scrape time -------------------------------------------------------------
 
     def collect(self) -> Iterable[Metric]:
-        partitions = [p for p in self._service.replicas.partitions.values() if not p.closed]
+        partitions = self._view()
         yield from self._partition_metrics(partitions)
-        yield from self._traffic_metrics({(p.tp.topic, p.tp.partition) for p in partitions})
+        yield from self._traffic_metrics({(r.tp.topic, r.tp.partition) for r, _ in partitions})
         yield from self._broker_metrics(partitions)
         yield from self._request_metrics()
         for histogram in (
@@ -308,7 +330,7 @@ class BrokerMetrics:
             self._label_cache[key] = labels
         return labels
 
-    def _partition_metrics(self, partitions: list[Partition]) -> Iterable[Metric]:
+    def _partition_metrics(self, partitions: list[PartitionView]) -> Iterable[Metric]:
         start = _table("partition_log_start_offset", "First offset still in the log")
         end = _table("partition_log_end_offset", "Offset the next append gets")
         high = _table(
@@ -323,12 +345,9 @@ class BrokerMetrics:
             "(the whole log while it has reported nothing)",
             labels=_TP_FOLLOWER,
         )
-        for partition in partitions:
-            if partition.reopening:
-                continue
+        for partition, log in partitions:
             tp = partition.tp
             rendered, values = self._labels(tp.topic, tp.partition)
-            log = partition.log
             log_end_offset = log.log_end_offset
             start.add_row(rendered, values, log.log_start_offset)
             end.add_row(rendered, values, log_end_offset)
@@ -361,7 +380,8 @@ class BrokerMetrics:
                 family.add_row(rendered, values, value)
         return families
 
-    def _broker_metrics(self, partitions: list[Partition]) -> Iterable[Metric]:
+    def _broker_metrics(self, views: list[PartitionView]) -> Iterable[Metric]:
+        partitions = [replica for replica, _ in views]
         roles = _gauge("partitions", "Partition replicas hosted, by role", ("role",))
         led = [p for p in partitions if p.role == "leader"]
         roles.add_metric(("leader",), len(led))
@@ -383,7 +403,7 @@ class BrokerMetrics:
             "a restart; or a full disk: until space returns); leadership moves away",
         )
         failed.add_metric((), sum(1 for p in partitions if p.log_failed))
-        memory = self._service.fetch_memory
+        memory = self._fetch_memory
         held = _gauge("fetch_memory_bytes", "Fetch answers read from the log and not yet written")
         held.add_metric((), memory.held)
         cut = _counter(
@@ -397,7 +417,7 @@ class BrokerMetrics:
         yield from self._client_metrics()
 
     def _cleaner_metrics(self) -> Iterable[Metric]:
-        cleaner = self._service.cleaner
+        cleaner = self._cleaner
         totals = cleaner.totals
         for name, documentation, value in (
             ("cleaner_passes", "Log cleaner passes over a compacted log", cleaner.passes),
@@ -413,7 +433,7 @@ class BrokerMetrics:
 
     def _disk_metrics(self) -> Iterable[Metric]:
         try:
-            stat = os.statvfs(self._service.config.data_dir)
+            stat = os.statvfs(self._data_dir)
         except OSError:
             return  # the data dir vanished: the failed-partition and error metrics say so
         free = _gauge("disk_free_bytes", "Bytes available to the broker on its data dir's disk")
@@ -423,7 +443,7 @@ class BrokerMetrics:
         yield from (free, total)
 
     def _client_metrics(self) -> Iterable[Metric]:
-        self._prune_clients(time.monotonic())
+        self._prune_clients(self._clock.now_ms() / 1000)
         active = _gauge(
             "clients_active",
             f"Distinct clients (by client id, else address) that produced or fetched in the "

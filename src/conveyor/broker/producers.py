@@ -1,27 +1,37 @@
-"""Idempotent producers' state per partition: the last batches of each producer id.
+"""Idempotent producers' state per partition: the last batches of each producer id. Pure.
 
-The leader checks every batch that carries a producer id against it (``rules.dedup_decision``):
-a retry of a batch it already has is answered with the original offsets, a gap is refused.
-Followers record the same state from the batches they copy (the ids, epochs and sequences
-are in the batch headers, written byte for byte), so a new leader deduplicates retries of
-writes its predecessor took. After a restart the state is rebuilt from the headers of the
-log's tail (the last ``REBUILD_BYTES``: a producer whose last write is older than that is
-forgotten, as Kafka forgets producer ids whose batches retention removed).
+The leader checks every batch that carries a producer id against it (``rules.dedup_decision``,
+through ``replica.check_produce``): a retry of a batch it already has is answered with the
+original offsets, a gap is refused. Followers record the same state from the batches they
+copy (the ids, epochs and sequences are in the batch headers, written byte for byte), so a
+new leader deduplicates retries of writes its predecessor took. After a restart the state
+is rebuilt from the headers of the log's tail (the last ``REBUILD_BYTES``, see
+:func:`tail_start`: a producer whose last write is older than that is forgotten, as Kafka
+forgets producer ids whose batches retention removed); the shell reads those headers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
-from conveyor.broker.rules import SEQUENCE_MAX, ProducerBatch, ProducerEntry, record_producer_batch
+from conveyor.broker.rules import SEQUENCE_MAX, record_producer_batch
 from conveyor.protocol.batch import HEADER_SIZE, BatchHeader, parse_header, peek_length
-from conveyor.storage import PartitionLog
+from conveyor.protocol.messages import Offset
+from conveyor.protocol.replica import ProducerBatch, ProducerEntry, Producers, ProducerWrite
 
 REBUILD_BYTES: Final = 64 * 1024 * 1024
 _MAGIC_V2: Final = 2
 
-Producers = dict[int, ProducerEntry]
+__all__ = [
+    "REBUILD_BYTES",
+    "Producers",
+    "idempotent_write",
+    "last_sequence",
+    "observed",
+    "rebuilt",
+    "tail_start",
+]
 
 
 def last_sequence(header: BatchHeader) -> int:
@@ -29,58 +39,76 @@ def last_sequence(header: BatchHeader) -> int:
     return (header.base_sequence + header.last_offset_delta) % (SEQUENCE_MAX + 1)
 
 
-def idempotent_header(batches: bytes | memoryview) -> BatchHeader | None:
-    """The header of a request's first batch when it carries a producer id, else None.
-    Only a readable v2 header counts; the log validates everything else on append."""
+def _write_of(header: BatchHeader) -> ProducerWrite:
+    return ProducerWrite(
+        producer_id=header.producer_id,
+        producer_epoch=header.producer_epoch,
+        first_sequence=header.base_sequence,
+        last_sequence=last_sequence(header),
+    )
+
+
+def idempotent_write(batches: bytes | memoryview) -> tuple[ProducerWrite, int] | None:
+    """The producer fields of a request's first batch when it carries a producer id, with
+    that batch's size; None otherwise. Only a readable v2 header counts; the log validates
+    everything else on append."""
     if len(batches) < HEADER_SIZE:
         return None
     header = parse_header(batches, 0)
     if header.magic != _MAGIC_V2 or header.producer_id < 0 or header.base_sequence < 0:
         return None
-    return header
+    return _write_of(header), header.size_bytes
 
 
-def observe(producers: Producers, header: BatchHeader, base_offset: int | None = None) -> None:
-    """Record one stored batch; ``base_offset`` where the leader put it (a stored or
-    replicated header carries it already)."""
+def _record(producers: dict[int, ProducerEntry], header: BatchHeader) -> None:
     if header.producer_id < 0 or header.base_sequence < 0:
         return
-    base = header.base_offset if base_offset is None else base_offset
+    write = _write_of(header)
     batch = ProducerBatch(
-        first_sequence=header.base_sequence,
-        last_sequence=last_sequence(header),
-        base_offset=base,
-        last_offset=base + header.last_offset_delta,
+        write.first_sequence,
+        write.last_sequence,
+        Offset(header.base_offset),
+        Offset(header.base_offset + header.last_offset_delta),
     )
     producers[header.producer_id] = record_producer_batch(
-        producers.get(header.producer_id), producer_epoch=header.producer_epoch, batch=batch
+        producers.get(header.producer_id),
+        producer_epoch=write.producer_epoch,
+        batch=batch,
     )
 
 
-def observe_chunk(producers: Producers, data: bytes | memoryview) -> None:
-    """Record every whole batch of replicated bytes (already validated by the log)."""
+def observed(producers: Producers, data: bytes | memoryview) -> Producers:
+    """The state after the whole batches of replicated bytes (already validated by the
+    log). Copies the mapping only when a batch carries a producer id."""
     position = 0
+    copy: dict[int, ProducerEntry] | None = None
     while len(data) - position >= HEADER_SIZE:
         _, size = peek_length(data, position)
-        observe(producers, parse_header(data, position))
+        header = parse_header(data, position)
+        if header.producer_id >= 0 and header.base_sequence >= 0:
+            if copy is None:
+                copy = dict(producers)
+            _record(copy, header)
         position += size
+    return producers if copy is None else copy
 
 
-def rebuild(log: PartitionLog, tail_bytes: int = REBUILD_BYTES) -> Producers:
-    """The state from the headers of the log's last ``tail_bytes`` (whole segments)."""
-    start = log.log_start_offset
-    total = 0
-    for info in reversed(log.segment_infos()):
-        start = info.base_offset
-        total += info.size_bytes
-        if total >= tail_bytes:
-            break
-    producers: Producers = {}
-    if log.log_end_offset > log.log_start_offset:
-        scan(producers, log.headers(max(start, log.log_start_offset)))
+def rebuilt(headers: Iterable[BatchHeader]) -> Producers:
+    """The state from a log's batch headers, oldest first."""
+    producers: dict[int, ProducerEntry] = {}
+    for header in headers:
+        _record(producers, header)
     return producers
 
 
-def scan(producers: Producers, headers: Iterable[BatchHeader]) -> None:
-    for header in headers:
-        observe(producers, header)
+def tail_start(segments: Sequence[tuple[int, int]], log_start: int, tail_bytes: int) -> int:
+    """Where to start reading headers: the first offset of the last whole segments
+    (``(base_offset, size_bytes)``, oldest first) that hold ``tail_bytes``."""
+    start = log_start
+    total = 0
+    for base, size in reversed(segments):
+        start = base
+        total += size
+        if total >= tail_bytes:
+            break
+    return max(start, log_start)

@@ -22,38 +22,35 @@ replica moved away); a changed topic config is applied to the open log in place
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from dataclasses import dataclass
 
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.messages import BrokerId, ReplicaAssignment, TopicConfig
-from conveyor.protocol.topics import min_insync_replicas, parse_cleanup_policy
-from conveyor.storage import FlushPolicy, LogConfig
+from conveyor.protocol.replica import UNKNOWN_EPOCH, ReplicaState, Role, TopicPartition
+from conveyor.protocol.topics import (
+    FlushPolicy,
+    LogConfig,
+    min_insync_replicas,
+    parse_cleanup_policy,
+)
 
-Role = Literal["leader", "follower"]
-UNKNOWN_EPOCH = -1  # a reopened partition before the first heartbeat tells its epoch
-
-
-class TopicPartition(NamedTuple):
-    topic: str
-    partition: int
-
-    def __str__(self) -> str:
-        return f"{self.topic}-{self.partition}"
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaState:
-    """What a hosted replica is (or should be): its role, epoch, peers and log settings."""
-
-    role: Role
-    leader_epoch: int
-    leader: BrokerId | None
-    replicas: tuple[BrokerId, ...] = ()
-    isr: tuple[BrokerId, ...] = ()
-    min_insync_replicas: int = 1
-    log_config: LogConfig = field(default_factory=LogConfig)
-    partition_epoch: int = 0  # AlterIsr quotes it: the coordinator fences stale ISR changes
+__all__ = [
+    "UNKNOWN_EPOCH",
+    "Action",
+    "BecomeFollower",
+    "BecomeLeader",
+    "Delete",
+    "Open",
+    "Reconfigure",
+    "ReplicaState",
+    "Role",
+    "Skip",
+    "TopicPartition",
+    "UpdateReplicas",
+    "check_cluster_id",
+    "log_config_for",
+    "reconcile",
+]
 
 
 @dataclass(frozen=True, slots=True)

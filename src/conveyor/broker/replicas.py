@@ -1,4 +1,5 @@
-"""The partitions this broker hosts: the data directory, opening, reconciling, closing.
+"""The replicas' logs on disk: the data directory; opening, reconfiguring, truncating and
+deleting logs (the storage effects of the broker core), retention, compaction, closing.
 
 Layout: ``DATA/meta.json`` (:class:`BrokerDataMeta`) and one directory per replica,
 ``DATA/<topic>-<partition>/``, holding the log's segment files. A replica being deleted is
@@ -6,13 +7,14 @@ first renamed to ``<topic>-<partition>.deleting`` (never a valid replica name, s
 part after the last ``-`` is not a number), so a crash midway never brings it back.
 
 Everything that may wait for the disk (opening with recovery, closing with a flush,
-deleting, retention) runs in a worker thread; the event loop keeps serving meanwhile.
+truncating, deleting, retention, a free-space probe) runs in a worker thread; the event
+loop keeps serving meanwhile. Each operation returns the event that reports it to the
+core (``Opened``, ``LogChanged``, ``DiskSpace``), with the log's facts read afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import shutil
@@ -21,25 +23,21 @@ from pathlib import Path
 import msgspec
 
 from conveyor.broker import producers as producer_state
-from conveyor.broker.partition import Partition
-from conveyor.broker.reconcile import (
-    UNKNOWN_EPOCH,
-    Action,
-    BecomeFollower,
-    BecomeLeader,
-    Delete,
-    Open,
-    Reconfigure,
-    ReplicaState,
-    Skip,
-    TopicPartition,
-    UpdateReplicas,
-    log_config_for,
-)
+from conveyor.broker.reconcile import log_config_for
 from conveyor.protocol.errors import ConveyorError, ErrorCode, FatalError, InvalidRequestError
-from conveyor.protocol.messages import BrokerDataMeta, BrokerId, PartitionReport, TopicConfig
-from conveyor.protocol.topics import validate_topic_name
-from conveyor.storage import Flusher, FlushPolicy, LogConfig, PartitionLog
+from conveyor.protocol.messages import BrokerDataMeta, BrokerId, Offset, TopicConfig
+from conveyor.protocol.replica import (
+    UNKNOWN_EPOCH,
+    DiskSpace,
+    LogChanged,
+    LogFacts,
+    Opened,
+    Producers,
+    ReplicaState,
+    TopicPartition,
+)
+from conveyor.protocol.topics import FlushPolicy, LogConfig, validate_topic_name
+from conveyor.storage import Flusher, PartitionLog
 from conveyor.storage.cleaner import LogCleaner
 
 log = logging.getLogger(__name__)
@@ -92,6 +90,9 @@ def store_meta(data_dir: Path, meta: BrokerDataMeta) -> None:
 
 
 class ReplicaManager:
+    """The open logs, by partition. Storage only: which replicas to host and what they
+    are is the core's business (``core.py``); this performs what it asks for."""
+
     def __init__(
         self,
         broker_id: BrokerId,
@@ -106,52 +107,50 @@ class ReplicaManager:
         self._flusher = flusher
         # Compacts the logs whose topic says so; it skips the others by itself.
         self._cleaner = cleaner
-        self.partitions: dict[TopicPartition, Partition] = {}
+        self.logs: dict[TopicPartition, PartitionLog] = {}
 
-    def get(self, tp: TopicPartition) -> Partition | None:
-        return self.partitions.get(tp)
-
-    def states(self) -> dict[TopicPartition, ReplicaState]:
-        return {tp: p.state for tp, p in self.partitions.items()}
-
-    def reports(self) -> list[PartitionReport]:
-        return [self.partitions[tp].report() for tp in sorted(self.partitions)]
+    def get(self, tp: TopicPartition) -> PartitionLog | None:
+        return self.logs.get(tp)
 
     def _dir(self, tp: TopicPartition) -> Path:
         return self.data_dir / f"{tp.topic}-{tp.partition}"
 
     # ---- startup -------------------------------------------------------------------------
 
-    async def load_existing(self) -> None:
+    async def load_existing(self) -> list[Opened]:
         """Reopen (and so recover) every replica on disk before the first heartbeat, so
         the first report carries true log end offsets. Role and epoch stay unknown until
         the coordinator answers."""
         entries = await asyncio.to_thread(_list_dir, self.data_dir)
+        opened: list[Opened] = []
         for name in entries:
             if name.endswith(DELETING_SUFFIX):
                 log.info("removing %s, left over from an interrupted delete", name)
                 await asyncio.to_thread(shutil.rmtree, self.data_dir / name, True)
                 continue
             tp = parse_partition_dir(name)
-            if tp is None or tp in self.partitions:
+            if tp is None or tp in self.logs:
                 continue
             config = log_config_for(TopicConfig(), self.flush_override)
-            state = ReplicaState(role="follower", leader_epoch=UNKNOWN_EPOCH, leader=None)
-            state = _with_config(state, config)
+            state = ReplicaState(
+                role="follower", leader_epoch=UNKNOWN_EPOCH, leader=None, log_config=config
+            )
             try:
-                await self._open(tp, state)
+                opened.append(await self.open(tp, state))
             except ConveyorError as exc:
                 log.error("partition %s: cannot reopen, not serving it: %s", tp, exc)
+        return opened
 
-    async def _open(self, tp: TopicPartition, state: ReplicaState) -> Partition:
+    # ---- the core's storage effects ------------------------------------------------------
+
+    async def open(self, tp: TopicPartition, state: ReplicaState) -> Opened:
         partition_log = await asyncio.to_thread(
             PartitionLog.open, self._dir(tp), state.log_config, flusher=self._flusher
         )
         for base, result in partition_log.recovered:
             log.warning("partition %s: recovery of segment %d: %s", tp, base, result)
-        producers = await asyncio.to_thread(producer_state.rebuild, partition_log)
-        partition = Partition(tp, self.broker_id, partition_log, state, producers)
-        self.partitions[tp] = partition
+        producers = await asyncio.to_thread(rebuild_producers, partition_log)
+        self.logs[tp] = partition_log
         if self._cleaner is not None:
             self._cleaner.add(str(tp), partition_log)
         log.info(
@@ -162,91 +161,101 @@ class ReplicaManager:
             partition_log.log_start_offset,
             partition_log.log_end_offset,
         )
-        return partition
+        return Opened(tp=tp, state=state, log=facts(partition_log), producers=producers)
 
-    # ---- reconciliation ------------------------------------------------------------------
+    def reconfigure(self, tp: TopicPartition, config: LogConfig) -> LogChanged:
+        """A topic config change, applied to the open log in place (no reopen, no pause)."""
+        partition_log = self.logs[tp]
+        partition_log.reconfigure(config)
+        if self._cleaner is not None and config.compacted:
+            self._cleaner.wake()  # it may have become compacted, or dirtier
+        return LogChanged(tp=tp, log=facts(partition_log), log_config=config)
 
-    async def apply(self, actions: list[Action]) -> None:
-        """Apply reconciliation actions in order; a failing one is logged and skipped (the
-        next heartbeat computes it again), the others still apply."""
-        for action in actions:
-            try:
-                await self._apply_one(action)
-            except ConveyorError as exc:
-                log.error("partition %s: %s failed: %s", action.tp, type(action).__name__, exc)
-            except OSError as exc:
-                log.error("partition %s: %s failed: %s", action.tp, type(action).__name__, exc)
-
-    async def _apply_one(self, action: Action) -> None:
-        match action:
-            case Open(tp, state, reason):
-                log.info("partition %s: opening (%s)", tp, reason)
-                await self._open(tp, state)
-            case Reconfigure(tp, config, reason):
-                log.info("partition %s: new settings (%s)", tp, reason)
-                partition = self.partitions[tp]
-                partition.log.reconfigure(config)
-                partition.state = _with_config(partition.state, config)
-                if self._cleaner is not None and config.compacted:
-                    self._cleaner.wake()  # it may have become compacted, or dirtier
-            case BecomeLeader(tp, state, reason) | BecomeFollower(tp, state, reason):
-                log.info("partition %s: %s", tp, reason)
-                partition = self.partitions[tp]
-                partition.apply(_with_config(state, partition.state.log_config))
-            case UpdateReplicas(tp, state, reason):
-                log.info("partition %s: %s", tp, reason)
-                partition = self.partitions[tp]
-                partition.apply(_with_config(state, partition.state.log_config))
-            case Delete(tp, reason):
-                log.info("partition %s: deleting (%s)", tp, reason)
-                await self._delete(tp)
-            case Skip(tp, reason):
-                log.warning("partition %s: not reconciled: %s", tp, reason)
-
-    async def _delete(self, tp: TopicPartition) -> None:
-        partition = self.partitions.pop(tp)
+    async def delete(self, tp: TopicPartition) -> None:
+        partition_log = self.logs.pop(tp)
         if self._cleaner is not None:
             self._cleaner.remove(str(tp))
-        partition.mark_closed()
-        await asyncio.to_thread(partition.log.close)
+        await asyncio.to_thread(partition_log.close)
         doomed = self._dir(tp).with_name(self._dir(tp).name + DELETING_SUFFIX)
         await asyncio.to_thread(self._dir(tp).rename, doomed)
         await asyncio.to_thread(shutil.rmtree, doomed, True)
 
+    async def truncate(self, tp: TopicPartition, offset: Offset) -> LogChanged:
+        partition_log = self.logs[tp]
+        await asyncio.to_thread(partition_log.truncate_to, offset)
+        producers = await asyncio.to_thread(rebuild_producers, partition_log)
+        return LogChanged(tp=tp, log=facts(partition_log), producers=producers)
+
+    def reset(self, tp: TopicPartition, offset: Offset) -> LogChanged:
+        partition_log = self.logs[tp]
+        partition_log.reset_to(offset)
+        return LogChanged(tp=tp, log=facts(partition_log), producers={})
+
+    async def probe_disk(self, tp: TopicPartition) -> DiskSpace | None:
+        """The free space of the replica's filesystem (None when it cannot be read: the
+        log stays failed)."""
+        partition_log = self.logs.get(tp)
+        if partition_log is None:
+            return None
+        try:
+            stats = await asyncio.to_thread(os.statvfs, partition_log.directory)
+        except OSError:
+            return None
+        return DiskSpace(tp=tp, free_bytes=stats.f_bavail * stats.f_frsize)
+
     # ---- housekeeping --------------------------------------------------------------------
 
-    async def apply_retention(self) -> None:
-        for tp, partition in list(self.partitions.items()):
-            if partition.closed or partition.reopening:
-                continue
+    async def apply_retention(self) -> list[LogChanged]:
+        """Delete expired segments; a log whose start moved is reported."""
+        changed: list[LogChanged] = []
+        for tp, partition_log in list(self.logs.items()):
             try:
-                await asyncio.to_thread(partition.log.apply_retention)
+                deleted = await asyncio.to_thread(partition_log.apply_retention)
             except ConveyorError as exc:
                 log.error("partition %s: retention failed: %s", tp, exc)
+                continue
+            if deleted and self.logs.get(tp) is partition_log:
+                changed.append(LogChanged(tp=tp, log=facts(partition_log)))
+        return changed
 
     async def close_all(self) -> None:
         """Close every log (each flushes and marks a clean shutdown), in a worker thread;
         the cleaner stops first (a pass in progress is given up)."""
         if self._cleaner is not None:
             await asyncio.to_thread(self._cleaner.close)
-        partitions = list(self.partitions.values())
-        self.partitions.clear()
-        for partition in partitions:
-            partition.mark_closed()
-        await asyncio.to_thread(_close_logs, partitions)
+        logs = list(self.logs.items())
+        self.logs.clear()
+        await asyncio.to_thread(_close_logs, logs)
 
 
-def _with_config(state: ReplicaState, config: LogConfig) -> ReplicaState:
-    return dataclasses.replace(state, log_config=config)
+def facts(partition_log: PartitionLog) -> LogFacts:
+    """What the core knows of a log: read after every storage operation."""
+    return LogFacts(
+        log_start_offset=Offset(partition_log.log_start_offset),
+        log_end_offset=Offset(partition_log.log_end_offset),
+        durable_offset=Offset(partition_log.durable_offset),
+        latest_epoch=partition_log.latest_epoch,
+    )
+
+
+def rebuild_producers(
+    partition_log: PartitionLog, tail_bytes: int = producer_state.REBUILD_BYTES
+) -> Producers:
+    """The idempotent producers' state from the headers of the log's tail (a thread)."""
+    if partition_log.log_end_offset <= partition_log.log_start_offset:
+        return {}
+    segments = [(info.base_offset, info.size_bytes) for info in partition_log.segment_infos()]
+    start = producer_state.tail_start(segments, partition_log.log_start_offset, tail_bytes)
+    return producer_state.rebuilt(partition_log.headers(start))
 
 
 def _list_dir(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.is_dir())
 
 
-def _close_logs(partitions: list[Partition]) -> None:
-    for partition in partitions:
+def _close_logs(logs: list[tuple[TopicPartition, PartitionLog]]) -> None:
+    for tp, partition_log in logs:
         try:
-            partition.log.close()
+            partition_log.close()
         except ConveyorError as exc:
-            log.error("partition %s: close failed: %s", partition.tp, exc)
+            log.error("partition %s: close failed: %s", tp, exc)

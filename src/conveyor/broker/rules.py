@@ -14,6 +14,7 @@ from typing import Final, Literal
 
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import Acks, BrokerId
+from conveyor.protocol.replica import ProducerBatch, ProducerEntry
 
 FETCH_BYTES_MAX: Final = 16 * 1024 * 1024  # one fetch answers at most this (plus one batch)
 FETCH_WAIT_MS_MAX: Final = 30_000  # a long-poll holds a connection at most this long
@@ -149,24 +150,6 @@ def isr_change_for_follower(
     if caught_up or (follower_log_end >= high_watermark > 0):
         return "expand"
     return "keep"
-
-
-@dataclass(frozen=True, slots=True)
-class ProducerBatch:
-    """One batch a producer id wrote: its sequence range and where it landed."""
-
-    first_sequence: int
-    last_sequence: int
-    base_offset: int
-    last_offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class ProducerEntry:
-    """Per partition, per producer id: its epoch and its last few batches (oldest first)."""
-
-    producer_epoch: int
-    batches: tuple[ProducerBatch, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

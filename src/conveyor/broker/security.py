@@ -11,29 +11,28 @@ A broker that cannot reach the coordinator keeps enforcing the last state it rec
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import msgspec
 
 from conveyor.protocol.security import SecuritySnapshot
-
-if TYPE_CHECKING:
-    from conveyor.broker.service import BrokerService
+from conveyor.transport.auth import BrokerSecurity
+from conveyor.transport.client import AsyncHTTP
 
 log = logging.getLogger(__name__)
 
 SECURITY_PATH = "/internal/v1/security"
 
 
-async def refresh_security(service: BrokerService) -> None:
-    security = service.security
+async def refresh_security(
+    security: BrokerSecurity, http: AsyncHTTP, coordinator_url: str, timeout_s: float
+) -> None:
+    """Fetch the security state newer than the one held (narrow: the holder, the HTTP
+    client, where the coordinator is)."""
     if not security.enabled:
         return
     known = -1 if security.snapshot is None else security.snapshot.version
-    url = f"{service.config.coordinator_url.rstrip('/')}{SECURITY_PATH}?version={known}"
-    status, _, body = await service.http.request(
-        "GET", url, timeout_s=service.config.heartbeat_timeout_ms / 1000
-    )
+    url = f"{coordinator_url.rstrip('/')}{SECURITY_PATH}?version={known}"
+    status, _, body = await http.request("GET", url, timeout_s=timeout_s)
     if status == 204:
         return
     snapshot = msgspec.json.decode(body, type=SecuritySnapshot)

@@ -1,66 +1,84 @@
 """The broker's request handling, independent of any transport.
 
 :class:`BrokerService` takes decoded requests and returns wire types or raises typed
-:class:`ConveyorError`; HTTP (``http.py``) is one adapter, a Kafka-protocol TCP listener is
-planned as another. Error precedence for a partition request: invalid input (400) before
-the partition lookup (404 unknown topic or partition, 421 not leader, 503 leader not
-available), before the write. Nothing is written when a request fails before ``append``.
+:class:`ConveyorError`; HTTP (``http.py``) and the Kafka listener (``kafka/``) are
+adapters over the same operations. Error precedence for a partition request: invalid
+input (400) before the partition lookup (404 unknown topic or partition, 421 not leader,
+503 leader not available), before the write. Nothing is written when a request fails
+before ``append``.
+
+Every decision about a replica (may it take this write, what is acknowledged, what may a
+consumer see) is the broker core's (``core.py``, pure); the service asks it, does the
+I/O (the log append and read), tells it what happened (``LeaderAppended``) and waits for
+its answers (``AnswerProduce``) through the :class:`CoreDriver`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import uuid
 from dataclasses import dataclass
 
+from conveyor.broker import core
+from conveyor.broker import producers as producer_state
 from conveyor.broker.config import BrokerConfig, coordinators_of
-from conveyor.broker.fetcher import ReplicaFetchers
+from conveyor.broker.corestate import CoreConfig
+from conveyor.broker.driver import CoreDriver
 from conveyor.broker.fetchmemory import FetchMemory
+from conveyor.broker.heartbeat import HeartbeatLink
 from conveyor.broker.jsonrecords import build_batch
 from conveyor.broker.metadata import MetadataCache
 from conveyor.broker.metrics import BrokerMetrics
-from conveyor.broker.partition import Partition
-from conveyor.broker.reconcile import TopicPartition, check_cluster_id, reconcile
-from conveyor.broker.replicas import ReplicaManager, load_meta, store_meta
-from conveyor.broker.replication import LeaderReplication
-from conveyor.broker.routing import group_by_partition, partitions_for, unkeyed_count
+from conveyor.broker.peers import HttpPeers
+from conveyor.broker.reconcile import check_cluster_id
+from conveyor.broker.replica import Replica, check_produce
+from conveyor.broker.replica_server import ReplicaServer
+from conveyor.broker.replicas import ReplicaManager, facts, load_meta, store_meta
+from conveyor.broker.router import Router
 from conveyor.broker.rules import check_offset, clamp, coordinator_epoch_after
-from conveyor.protocol.backoff import BELOW, backoff_ms
-from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, RetriableError
+from conveyor.broker.security import refresh_security
+from conveyor.protocol.errors import (
+    ConveyorError,
+    DiskFullError,
+    ErrorCode,
+    InvalidRequestError,
+    RetriableError,
+)
 from conveyor.protocol.messages import (
     Acks,
     BrokerDataMeta,
+    BrokerHeartbeat,
     BrokerId,
     Epoch,
-    ErrorBody,
     HeartbeatResponse,
+    HostedPartition,
     HostedPartitions,
     JsonProduceRequest,
-    JsonRecord,
+    Offset,
     PartitionOffsets,
     ProduceResponse,
     RoutedProduceResponse,
-    RoutedRecordResult,
 )
 from conveyor.protocol.recordfilter import require_keys
 from conveyor.protocol.records import decode_batches
+from conveyor.protocol.replica import (
+    AppendFailed,
+    HeartbeatAnswered,
+    LeaderAppended,
+    ProducerWrite,
+    RetryArrived,
+    ShuttingDown,
+    TopicPartition,
+)
 from conveyor.protocol.topics import validate_topic_name
-from conveyor.storage import Flusher
+from conveyor.storage import Flusher, PartitionLog
 from conveyor.storage.cleaner import LogCleaner
 from conveyor.transport.auth import BrokerSecurity
 from conveyor.transport.client import AsyncHTTP
+from conveyor.transport.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
-
-# Forwarded produces get this much longer than the produce's own timeout, so the leader's
-# REQUEST_TIMED_OUT arrives before our connection gives up.
-_FORWARD_MARGIN_S = 5.0
-_ROUTE_ATTEMPTS_MAX = 8  # the routing endpoint's retries per partition (about 5 s)
-_LEADER_MOVED = frozenset(
-    (ErrorCode.NOT_LEADER, ErrorCode.LEADER_NOT_AVAILABLE, ErrorCode.NETWORK_ERROR)
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,20 +90,50 @@ class FetchResult:
     leader_epoch: int
 
 
+@dataclass(frozen=True, slots=True)
+class LeaderView:
+    """A partition this broker led when looked up: the core's view and its log."""
+
+    tp: TopicPartition
+    replica: Replica
+    log: PartitionLog
+
+    @property
+    def leader_epoch(self) -> int:
+        return self.replica.leader_epoch
+
+    @property
+    def high_watermark(self) -> int:
+        return self.replica.high_watermark
+
+
 class BrokerService:
-    def __init__(self, config: BrokerConfig, http: AsyncHTTP | None = None) -> None:
+    def __init__(
+        self, config: BrokerConfig, http: AsyncHTTP | None = None, clock: Clock | None = None
+    ) -> None:
         self.config = config
         self.broker_id: BrokerId = config.broker_id
+        self.clock = clock or SystemClock()
         # This process's id in heartbeats: a restart is a new incarnation (see coordinator).
         self.incarnation = uuid.uuid4().hex
         self.http = http or AsyncHTTP(
             config.tls, limit=config.forward_connections_max, coordinators=coordinators_of(config)
         )
+        self.coordinator_epoch = 0  # the newest coordinator epoch seen (in memory only)
         self.security = BrokerSecurity()  # the coordinator's users, tokens, ACLs (auth on)
-        self.flusher = Flusher(threads=config.flusher_threads)
+        self.fetch_memory = FetchMemory(config.fetch_memory_bytes_max)
         # One cleaner thread for every compacted log this broker hosts, leader or follower
         # (followers compact on their own, as in Kafka; offsets never change).
         self.cleaner = LogCleaner(config.cleaner)
+        self.metrics = BrokerMetrics(
+            # a lambda: the views read the driver, which needs these metrics, made below
+            view=lambda: self.partition_views(),  # noqa: PLW0108
+            fetch_memory=self.fetch_memory,
+            cleaner=self.cleaner,
+            data_dir=config.data_dir,
+            clock=self.clock,
+        )
+        self.flusher = Flusher(threads=config.flusher_threads, on_flush=self.metrics.flushed)
         self.replicas = ReplicaManager(
             config.broker_id,
             config.data_dir,
@@ -99,16 +147,36 @@ class BrokerService:
             refresh_ms_min=config.metadata_refresh_ms_min,
             max_age_ms=config.metadata_max_age_ms,
         )
+        self.driver = CoreDriver(
+            CoreConfig(
+                broker_id=config.broker_id,
+                replica_lag_time_max_ms=config.replica_lag_time_max_ms,
+                replica_fetch_wait_ms_max=config.replica_fetch_wait_ms_max,
+                replica_fetch_partition_bytes_max=config.replica_fetch_partition_bytes_max,
+                replica_fetch_bytes_max=config.replica_fetch_bytes_max,
+                flush_override=config.flush_override,
+            ),
+            clock=self.clock,
+            storage=self.replicas,
+            peers=HttpPeers(
+                self.http,
+                lambda: self.config.coordinator_url,
+                self.metadata.leader_url,
+                self.accept_coordinator_epoch,
+            ),
+            on_isr_changed=self.metrics.isr_changed,
+        )
+        self.replica_server = ReplicaServer(self.driver, self.replicas)
+        self.router = Router(
+            broker_id=config.broker_id,
+            metadata=self.metadata,
+            http=self.http,
+            leads=self._leads,
+            produce_json=self.produce_json,
+        )
         self.meta = BrokerDataMeta(broker_id=config.broker_id)
         self.heartbeat_interval_ms = config.heartbeat_interval_ms
-        self.coordinator_epoch = 0  # the newest coordinator epoch seen (in memory only)
         self.stopping = False
-        self._round_robin: dict[str, int] = {}
-        self._rng = random.Random()  # backoff jitter only
-        self.fetch_memory = FetchMemory(config.fetch_memory_bytes_max)
-        self.metrics = BrokerMetrics(self)
-        self.replication = LeaderReplication(self)
-        self.fetchers = ReplicaFetchers(self)
 
     # ---- lifetime ------------------------------------------------------------------------
 
@@ -117,23 +185,68 @@ class BrokerService:
         self.meta = load_meta(self.config.data_dir, self.broker_id)
 
     async def start(self) -> None:
-        await self.replicas.load_existing()
+        """Reopen the replicas on disk (before the first heartbeat) and start the core."""
+        opened = await self.replicas.load_existing()
         self.cleaner.start()
+        self.driver.start()
+        for event in opened:
+            self.driver.step(event)
 
     def begin_shutdown(self) -> None:
         """Stop waiting: long-polls answer with what they have, so in-flight requests end
         well within the shutdown timeout."""
         self.stopping = True
-        for partition in self.replicas.partitions.values():
-            partition.wake()
+        self.driver.step(ShuttingDown())
 
     async def close(self) -> None:
         self.stopping = True
+        await self.driver.close()
         await self.replicas.close_all()
         await asyncio.to_thread(self.flusher.close)
         await self.http.close()
 
-    # ---- reconciliation (driven by heartbeat.py) -----------------------------------------
+    # ---- heartbeats ------------------------------------------------------------------------
+
+    async def refresh_security(self) -> None:
+        """The coordinator's users, tokens and ACLs, when auth is on (``security.py``)."""
+        await refresh_security(
+            self.security,
+            self.http,
+            self.config.coordinator_url,
+            self.config.heartbeat_timeout_ms / 1000,
+        )
+
+    async def send_heartbeat(self, heartbeat: BrokerHeartbeat) -> HeartbeatResponse:
+        url = f"{self.config.coordinator_url.rstrip('/')}/v1/brokers/heartbeat"
+        timeout_s = self.config.heartbeat_timeout_ms / 1000
+        return await self.http.call(
+            "POST", url, HeartbeatResponse, body=heartbeat, timeout_s=timeout_s
+        )
+
+    def heartbeat_link(self) -> HeartbeatLink:
+        """What the heartbeat loop needs of this service, and nothing more."""
+        return HeartbeatLink(
+            report=self.heartbeat,
+            send=self.send_heartbeat,
+            apply=self.apply_heartbeat_response,
+            refresh=self.refresh_security,
+            interval_ms=lambda: self.heartbeat_interval_ms,
+            stopping=lambda: self.stopping,
+            broker_id=self.broker_id,
+            coordinator=self.config.coordinator_url,
+            backoff_ms_max=self.config.heartbeat_backoff_ms_max,
+        )
+
+    def heartbeat(self) -> BrokerHeartbeat:
+        """What this broker tells the coordinator: where it is and what it hosts."""
+        kafka = self.config.kafka
+        return BrokerHeartbeat(
+            broker_id=self.broker_id,
+            url=self.config.advertised_url,
+            partitions=core.reports(self.driver.state),
+            incarnation=self.incarnation,
+            kafka_address=kafka.advertise if kafka is not None else None,
+        )
 
     async def apply_heartbeat_response(self, response: HeartbeatResponse) -> bool:
         """Reconcile toward the response; False when it belongs to another cluster."""
@@ -148,14 +261,8 @@ class BrokerService:
             await asyncio.to_thread(store_meta, self.config.data_dir, self.meta)
         self.metadata.update_brokers(response.brokers)
         self.heartbeat_interval_ms = response.heartbeat_interval_ms
-        actions = reconcile(
-            self.broker_id,
-            self.replicas.states(),
-            response.assignments,
-            response.topic_configs,
-            self.config.flush_override,
-        )
-        await self.replicas.apply(actions)
+        self.driver.step(HeartbeatAnswered(response=response))
+        await self.driver.settle()  # the opens and deletes it asked for are done
         return True
 
     def accept_coordinator_epoch(self, epoch: int, what: str) -> bool:
@@ -177,22 +284,24 @@ class BrokerService:
 
     # ---- finding the partition -----------------------------------------------------------
 
+    def _leads(self, tp: TopicPartition) -> bool:
+        replica = self.driver.state.replicas.get(tp)
+        return replica is not None and replica.is_leader
+
     async def leader_partition(
         self, topic: str, partition: int, leader_epoch: int | None = None
-    ) -> Partition:
+    ) -> LeaderView:
         """The partition if this broker leads it, else the right typed error."""
         validate_topic_name(topic)
-        found = self.replicas.get(TopicPartition(topic, partition))
-        if found is not None and found.is_leader:
-            _check_epoch(found, leader_epoch)
-            return found
-        if found is not None and found.reopening:
-            raise RetriableError(
-                f"partition {topic}-{partition} is reopening", code=ErrorCode.LEADER_NOT_AVAILABLE
-            )
-        raise await self._not_leader(topic, partition, found)
+        tp = TopicPartition(topic, partition)
+        replica = self.driver.state.replicas.get(tp)
+        partition_log = self.replicas.get(tp)
+        if replica is not None and replica.is_leader and partition_log is not None:
+            core.check_client_epoch(replica, leader_epoch)
+            return LeaderView(tp, replica, partition_log)
+        raise await self._not_leader(topic, partition, replica)
 
-    async def _not_leader(self, topic: str, partition: int, hosted: Partition | None) -> Exception:
+    async def _not_leader(self, topic: str, partition: int, hosted: Replica | None) -> Exception:
         if hosted is not None and hosted.state.leader is not None:
             leader = hosted.state.leader
             return _not_leader_error(
@@ -245,21 +354,75 @@ class BrokerService:
         returns offsets); ``all`` once the high watermark covers the batches."""
         timeout_ms = clamp(timeout_ms, 0, self.config.produce_timeout_ms_max)
         target = await self.leader_partition(topic, partition, leader_epoch)
-        if acks == "all":
-            _check_insync(target)
-        epoch = target.leader_epoch
-        if target.log.config.compacted:
+        tp = target.tp
+        idempotent = producer_state.idempotent_write(batches)
+        write = None
+        if idempotent is not None:
+            write, size_bytes = idempotent
+            if size_bytes != len(batches):
+                raise InvalidRequestError(
+                    "a batch with a producer id must be the only batch of its request"
+                )
+        duplicate = check_produce(target.replica, acks, write)
+        if duplicate is None and target.log.config.compacted:
             require_keys(batches)
-        result = target.append(batches)
-        self.metrics.produced(topic, partition, batches)
-        if acks == "all":
-            await target.wait_acknowledged(result.last_offset + 1, epoch, timeout_ms / 1000)
+        ack_id, acked = self.driver.new_ack() if acks == "all" else (None, None)
+        deadline_ms = self.clock.now_ms() + timeout_ms
+        base: int
+        last: int
+        try:
+            if duplicate is not None:
+                # A retry: answered with the original's offsets, once they are acknowledged.
+                base, last = duplicate.base_offset, duplicate.last_offset
+                if ack_id is not None:
+                    retry = RetryArrived(
+                        tp=tp, last_offset=Offset(last), ack_id=ack_id, deadline_ms=deadline_ms
+                    )
+                    self.driver.step(retry)
+            else:
+                base, last = self._append(target, batches, write, ack_id, deadline_ms)
+            if acked is not None:
+                await acked
+        finally:
+            if ack_id is not None:
+                self.driver.forget_ack(ack_id)
+        return self._produced(target, base, last)
+
+    def _append(
+        self,
+        target: LeaderView,
+        batches: bytes,
+        write: ProducerWrite | None,
+        ack_id: int | None,
+        deadline_ms: int,
+    ) -> tuple[int, int]:
+        """The leader's append, then the core learns of it (and of the ack it waits for)."""
+        try:
+            result = target.log.append(batches, leader_epoch=target.leader_epoch)
+        except DiskFullError as exc:
+            self.driver.step(AppendFailed(tp=target.tp, error=exc, disk_full=True))
+            raise
+        self.metrics.produced(target.tp.topic, target.tp.partition, batches)
+        self.driver.step(
+            LeaderAppended(
+                tp=target.tp,
+                log=facts(target.log),
+                base_offset=Offset(result.base_offset),
+                last_offset=Offset(result.last_offset),
+                producer=write,
+                ack_id=ack_id,
+                deadline_ms=deadline_ms,
+            )
+        )
+        return result.base_offset, result.last_offset
+
+    def _produced(self, target: LeaderView, base: int, last: int) -> ProduceResponse:
         return ProduceResponse(
-            topic=topic,
-            partition=partition,
-            base_offset=result.base_offset,
-            last_offset=result.last_offset,
-            leader_epoch=Epoch(epoch),
+            topic=target.tp.topic,
+            partition=target.tp.partition,
+            base_offset=base,
+            last_offset=last,
+            leader_epoch=Epoch(target.leader_epoch),
             log_start_offset=target.log.log_start_offset,
         )
 
@@ -279,6 +442,17 @@ class BrokerService:
         return await self.produce(
             topic, partition, batch, acks=acks, timeout_ms=timeout_ms, leader_epoch=leader_epoch
         )
+
+    async def route_json(
+        self,
+        topic: str,
+        request: JsonProduceRequest,
+        *,
+        acks: Acks = "all",
+        timeout_ms: int = 30_000,
+    ) -> RoutedProduceResponse:
+        """Each record to its partition's leader (here or forwarded): ``router.py``."""
+        return await self.router.route(topic, request, acks=acks, timeout_ms=timeout_ms)
 
     # ---- fetch and offsets ---------------------------------------------------------------
 
@@ -305,13 +479,14 @@ class BrokerService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
-            data = source.read(
+            woken = self.driver.wakeup(source.tp)  # before reading: no wake-up is missed
+            data = source.log.read(
                 offset, self.fetch_memory.grant(max_bytes), upper_offset=source.high_watermark
             )
             remaining = deadline - loop.time()
             if data or remaining <= 0 or self.stopping:
                 break
-            await source.wait_high_watermark(remaining)
+            await _wait(woken, remaining)
             source = await self.leader_partition(topic, partition, leader_epoch)
         self.fetch_memory.hold(len(data))
         self.metrics.fetched(topic, partition, data)
@@ -344,12 +519,12 @@ class BrokerService:
         )
 
     def _first_record_at(
-        self, source: Partition, base_offset: int, timestamp_ms: int, topic: str, partition: int
+        self, source: LeaderView, base_offset: int, timestamp_ms: int, topic: str, partition: int
     ) -> tuple[int, int]:
         """(offset, timestamp) of the first record at or after ``timestamp_ms`` in the batch
         at ``base_offset`` (the time index finds batches; Kafka answers the record). A
         batch this broker cannot decode (a codec it lacks) answers its base offset."""
-        batch = source.read(base_offset, 1, upper_offset=source.high_watermark)  # one batch
+        batch = source.log.read(base_offset, 1, upper_offset=source.high_watermark)  # one batch
         try:
             records = decode_batches(batch, start_offset=base_offset)
         except ConveyorError as exc:
@@ -381,11 +556,32 @@ class BrokerService:
         source = await self.leader_partition(topic, partition, leader_epoch)
         return source.log.end_offset_for_epoch(epoch)
 
+    def partition_views(self) -> list[tuple[Replica, PartitionLog]]:
+        """Each hosted replica with its open log (metrics and descriptions read these)."""
+        replicas = self.driver.state.replicas
+        views = []
+        for tp in sorted(replicas):
+            partition_log = self.replicas.get(tp)
+            if partition_log is not None:
+                views.append((replicas[tp], partition_log))
+        return views
+
     def hosted(self) -> HostedPartitions:
-        partitions = self.replicas.partitions
         return HostedPartitions(
             broker_id=self.broker_id,
-            partitions=[partitions[tp].describe() for tp in sorted(partitions)],
+            partitions=[
+                HostedPartition(
+                    topic=replica.tp.topic,
+                    partition=replica.tp.partition,
+                    role=replica.role,
+                    leader_epoch=Epoch(replica.leader_epoch),
+                    log_start_offset=partition_log.log_start_offset,
+                    log_end_offset=partition_log.log_end_offset,
+                    high_watermark=replica.high_watermark,
+                    size_bytes=partition_log.size_bytes,
+                )
+                for replica, partition_log in self.partition_views()
+            ],
         )
 
     async def retention_loop(self) -> None:
@@ -393,145 +589,18 @@ class BrokerService:
         interval_s = self.config.retention_check_interval_ms / 1000
         while not self.stopping:
             await asyncio.sleep(interval_s)
-            await self.replicas.apply_retention()
-
-    # ---- the routing endpoint ------------------------------------------------------------
-
-    async def route_json(
-        self,
-        topic: str,
-        request: JsonProduceRequest,
-        *,
-        acks: Acks = "all",
-        timeout_ms: int = 30_000,
-    ) -> RoutedProduceResponse:
-        """Send each record to its partition's leader (here or forwarded), one batch per
-        partition, all partitions at once; answer per record."""
-        validate_topic_name(topic)
-        records = request.records
-        if not records:
-            raise InvalidRequestError("a produce request needs at least one record")
-        description = await self.metadata.topic(topic, auto_create=True)
-        if description is None:
-            raise InvalidRequestError(
-                f"unknown topic {topic!r}", code=ErrorCode.UNKNOWN_TOPIC, topic=topic
-            )
-        start = self._round_robin.get(topic, 0)
-        chosen = partitions_for(records, len(description.partitions), start)
-        self._round_robin[topic] = start + unkeyed_count(records)
-        groups = group_by_partition(chosen)
-        answers = await asyncio.gather(
-            *(
-                self._route_group(topic, p, [records[i] for i in indices], acks, timeout_ms)
-                for p, indices in groups.items()
-            )
-        )
-        results: list[RoutedRecordResult | None] = [None] * len(records)
-        for (p, indices), answer in zip(groups.items(), answers, strict=True):
-            for position, index in enumerate(indices):
-                if isinstance(answer, ErrorBody):
-                    results[index] = RoutedRecordResult(partition=p, error=answer)
-                else:
-                    offset = answer.base_offset + position
-                    results[index] = RoutedRecordResult(partition=p, offset=offset)
-        return RoutedProduceResponse(topic=topic, results=[r for r in results if r is not None])
-
-    async def _route_group(
-        self, topic: str, partition: int, records: list[JsonRecord], acks: Acks, timeout_ms: int
-    ) -> ProduceResponse | ErrorBody:
-        """Produce one partition's records. While its leader is moving or not yet serving
-        (a topic just auto-created has no leader for up to a heartbeat), refresh the
-        metadata and retry with backoff, within the request's timeout and a bounded count."""
-        request = JsonProduceRequest(records=records)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_ms / 1000
-        attempt = 0
-        while True:
-            try:
-                return await self._produce_anywhere(topic, partition, request, acks, timeout_ms)
-            except ConveyorError as exc:
-                remaining_s = deadline - loop.time()
-                if (
-                    exc.code not in _LEADER_MOVED
-                    or attempt >= _ROUTE_ATTEMPTS_MAX
-                    or remaining_s <= 0
-                ):
-                    return ErrorBody(
-                        code=exc.code.name,
-                        message=exc.message,
-                        retriable=exc.retriable,
-                        details=exc.details or None,
-                    )
-            delay_ms = backoff_ms(
-                attempt, base_ms=100, max_ms=1000, draw=self._rng.random(), jitter=BELOW
-            )
-            await asyncio.sleep(min(delay_ms / 1000, remaining_s))
-            attempt += 1
-            await self._refresh_quietly(topic)
-
-    async def _produce_anywhere(
-        self, topic: str, partition: int, request: JsonProduceRequest, acks: Acks, timeout_ms: int
-    ) -> ProduceResponse:
-        local = self.replicas.get(TopicPartition(topic, partition))
-        if local is not None and local.is_leader:
-            return await self.produce_json(
-                topic, partition, request, acks=acks, timeout_ms=timeout_ms
-            )
-        description = self.metadata.cached(topic)
-        info = None
-        if description is not None:
-            info = next((p for p in description.partitions if p.partition == partition), None)
-        url = None if info is None else self.metadata.leader_url(info.leader, info.leader_url)
-        if url is None or info is None or info.leader == self.broker_id:
-            raise RetriableError(
-                f"partition {topic}-{partition} has no leader serving yet",
-                code=ErrorCode.LEADER_NOT_AVAILABLE,
-            )
-        target = (
-            f"{url}/v1/topics/{topic}/partitions/{partition}/records"
-            f"?acks={acks}&timeout_ms={timeout_ms}"
-        )
-        timeout_s = timeout_ms / 1000 + _FORWARD_MARGIN_S
-        return await self.http.call(
-            "POST", target, ProduceResponse, body=request, timeout_s=timeout_s
-        )
-
-    async def _refresh_quietly(self, topic: str) -> None:
-        try:
-            await self.metadata.topic(topic, force=True)
-        except ConveyorError as exc:
-            log.warning("topic %s: metadata refresh failed: %s", topic, exc)
+            for event in await self.replicas.apply_retention():
+                self.driver.step(event)
 
 
-def _check_epoch(partition: Partition, leader_epoch: int | None) -> None:
-    """Fencing by the epoch a client or replica says it knows (optional for clients)."""
-    if leader_epoch is None or leader_epoch == partition.leader_epoch:
+async def _wait(event: asyncio.Event, timeout_s: float) -> None:
+    if timeout_s <= 0:
         return
-    if leader_epoch < partition.leader_epoch:
-        raise RetriableError(
-            f"leader epoch {leader_epoch} is stale: {partition.tp} is at "
-            f"{partition.leader_epoch}; refresh metadata",
-            code=ErrorCode.STALE_EPOCH,
-            leader_epoch=partition.leader_epoch,
-        )
-    raise RetriableError(
-        f"this broker has not learnt epoch {leader_epoch} of {partition.tp} yet "
-        f"(it is at {partition.leader_epoch})",
-        code=ErrorCode.LEADER_NOT_AVAILABLE,
-        leader_epoch=partition.leader_epoch,
-    )
-
-
-def _check_insync(partition: Partition) -> None:
-    state = partition.state
-    if len(state.isr) < state.min_insync_replicas:
-        raise RetriableError(
-            f"{partition.tp}: ISR {list(state.isr)} is smaller than min_insync_replicas "
-            f"{state.min_insync_replicas}; nothing was written",
-            code=ErrorCode.NOT_ENOUGH_REPLICAS,
-            isr=list(state.isr),
-            min_insync_replicas=state.min_insync_replicas,
-        )
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        pass
 
 
 def _not_leader_error(

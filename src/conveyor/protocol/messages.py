@@ -16,6 +16,7 @@ import msgspec
 
 BrokerId = NewType("BrokerId", int)
 Epoch = NewType("Epoch", int)
+Offset = NewType("Offset", int)  # a logical position in a partition's log (not a byte)
 
 Acks = Literal["0", "1", "all"]
 Encoding = Literal["utf8", "base64"]

@@ -9,14 +9,15 @@ about what a valid topic is.
   (the broker's partition directory ``<topic>-<partition>`` must fit in a file name);
 * ``min_insync_replicas``: the topic's setting, else 2 when RF >= 3, else 1;
 * the flush policy (``TopicConfig.flush``, parsed by :class:`FlushPolicy`), the cleanup
-  policy (:func:`parse_cleanup_policy`) and the limits the storage engine enforces on a
-  topic's log settings.
+  policy (:func:`parse_cleanup_policy`) and a partition log's settings
+  (:class:`LogConfig`, what a broker derives from a topic's config and the storage engine
+  opens a log with), with the limits both sides check.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
@@ -24,6 +25,8 @@ from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 NAME_LENGTH_MAX: Final = 249  # Kafka's limit: a log directory is named <topic>-<partition>
 _NAME_CHARS: Final = re.compile(r"[a-zA-Z0-9._-]+")
 
+MIB: Final = 1024 * 1024
+DAY_MS: Final = 24 * 3600 * 1000
 # The storage engine's limits on a topic's log settings (LogConfig checks them again).
 SEGMENT_BYTES_MIN: Final = 1024
 SEGMENT_BYTES_MAX: Final = 2**31 - 1  # index positions are 32-bit
@@ -131,3 +134,52 @@ class FlushPolicy:
                 code=ErrorCode.INVALID_CONFIG,
             )
         return cls("interval", int(number))
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """Settings of one partition log. Every limit is named here with its default."""
+
+    segment_bytes_max: int = 128 * MIB
+    segment_ms_max: int = 7 * DAY_MS
+    index_interval_bytes: int = 4096
+    batch_bytes_max: int = 1 * MIB
+    retention_bytes: int = -1  # -1: no size limit
+    retention_ms: int = 7 * DAY_MS  # -1: keep forever
+    flush: FlushPolicy = field(default_factory=FlushPolicy)
+    # Compaction (docs/storage-format.md#compaction), Kafka's names and defaults.
+    cleanup_policy: CleanupPolicy = "delete"
+    delete_retention_ms: int = DAY_MS  # how long a tombstone stays readable
+    min_cleanable_dirty_ratio: float = 0.5  # clean once this share of the log is dirty
+
+    @property
+    def compacted(self) -> bool:
+        return self.cleanup_policy != "delete"
+
+    @property
+    def deletes(self) -> bool:
+        """Whether retention deletes old segments (a purely compacted log keeps them)."""
+        return self.cleanup_policy != "compact"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.segment_bytes_max < SEGMENT_BYTES_MIN:
+            problems.append(f"segment_bytes_max must be >= {SEGMENT_BYTES_MIN}")
+        if self.segment_bytes_max > SEGMENT_BYTES_MAX:
+            problems.append("segment_bytes_max must fit in 31 bits (index positions are 32-bit)")
+        if self.segment_ms_max < 1:
+            problems.append("segment_ms_max must be >= 1")
+        if self.index_interval_bytes < 0:
+            problems.append("index_interval_bytes must be >= 0")
+        if not BATCH_BYTES_MIN <= self.batch_bytes_max <= BATCH_BYTES_MAX:
+            problems.append("batch_bytes_max must be between 61 bytes and 1 GiB")
+        if self.retention_bytes < -1 or self.retention_ms < -1:
+            problems.append("retention_bytes and retention_ms must be -1 (unlimited) or >= 0")
+        if self.cleanup_policy not in CLEANUP_POLICIES:
+            problems.append(f"cleanup_policy must be one of {', '.join(CLEANUP_POLICIES)}")
+        if self.delete_retention_ms < 0:
+            problems.append("delete_retention_ms must be >= 0")
+        if not 0.0 <= self.min_cleanable_dirty_ratio <= 1.0:
+            problems.append("min_cleanable_dirty_ratio must be between 0 and 1")
+        if problems:
+            raise InvalidRequestError("; ".join(problems), code=ErrorCode.INVALID_CONFIG)

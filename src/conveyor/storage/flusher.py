@@ -23,7 +23,7 @@ class _IntervalLog(Protocol):
 
 
 class Flusher:
-    def __init__(self, threads: int = 2) -> None:
+    def __init__(self, threads: int = 2, on_flush: Callable[[float], None] | None = None) -> None:
         self._executor = ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="conveyor-flush"
         )
@@ -32,8 +32,8 @@ class Flusher:
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         # Called on a flush thread with the seconds each fsync round of a log took (the
-        # broker's metrics set it); None: not measured.
-        self.on_flush: Callable[[float], None] | None = None
+        # broker passes its metrics' recorder); None: not measured.
+        self.on_flush = on_flush
 
     def flushed(self, seconds: float, files: int) -> None:
         """A log's fsync round covered ``files`` files in ``seconds``."""

@@ -85,6 +85,21 @@ class FakeNetwork(AsyncHTTP):
             ),
         )
 
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+        timeout_s: float | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Raw requests (replica fetches between brokers) have no route here."""
+        raise RetriableError(
+            f"{method} {url}: no route (FakeNetwork)", code=ErrorCode.NETWORK_ERROR
+        )
+
     async def close(self) -> None:
         return None
 
@@ -165,8 +180,10 @@ def run() -> Iterator[Callable[[Callable[[], Awaitable[None]]], None]]:
 async def brokers(
     tmp_path: Path, network: FakeNetwork, *ids: int, **config: Any
 ) -> AsyncIterator[list[BrokerService]]:
-    """Start BrokerServices (data in ``tmp_path/broker-N``) and close them all at the end."""
+    """Start BrokerServices (data in ``tmp_path/broker-N``) and close them all at the end;
+    ``clock=`` gives them a manual clock."""
     started: list[BrokerService] = []
+    clock = config.pop("clock", None)
     try:
         for broker_id in ids or (1,):
             service = BrokerService(
@@ -178,6 +195,7 @@ async def brokers(
                     **config,
                 ),
                 http=network,
+                clock=clock,
             )
             service.check_data_dir()
             await service.start()

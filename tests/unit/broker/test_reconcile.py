@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -147,11 +146,11 @@ def apply(
             case Open(tp, wanted, _):
                 out[tp] = wanted
             case Reconfigure(tp, config, _):
-                out[tp] = dataclasses.replace(out[tp], log_config=config)
+                out[tp] = msgspec.structs.replace(out[tp], log_config=config)
             case BecomeLeader(tp, wanted, _) | BecomeFollower(tp, wanted, _):
-                out[tp] = dataclasses.replace(wanted, log_config=out[tp].log_config)
+                out[tp] = msgspec.structs.replace(wanted, log_config=out[tp].log_config)
             case UpdateReplicas(tp, wanted, _):
-                out[tp] = dataclasses.replace(wanted, log_config=out[tp].log_config)
+                out[tp] = msgspec.structs.replace(wanted, log_config=out[tp].log_config)
             case Delete(tp, _):
                 del out[tp]
             case Skip():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conveyor.broker.reconcile import ReplicaState, TopicPartition, UpdateReplicas, reconcile
-from conveyor.broker.replication import decode_fetch_response, encode_fetch_response
 from conveyor.protocol.errors import InvalidRequestError
+from conveyor.protocol.fetchframe import decode_fetch_response, encode_fetch_response
 from conveyor.protocol.messages import (
     BrokerId,
     Epoch,

@@ -42,9 +42,7 @@ def test_produce_then_fetch_whole_batches(tmp_path: Path, network: FakeNetwork, 
             assert (second.base_offset, second.last_offset) == (2, 3)
             result = await broker.fetch("t", 0, 1)
             assert [r.value for r in decode_batches(result.batches)] == [b"a", b"b", b"c", b"d"]
-            assert result.batches == broker.replicas.partitions[TopicPartition("t", 0)].log.read(
-                0, 1 << 20
-            )
+            assert result.batches == broker.replicas.logs[TopicPartition("t", 0)].read(0, 1 << 20)
             assert (result.log_start_offset, result.log_end_offset) == (0, 4)
             assert result.high_watermark == 4 and result.leader_epoch == 3
 
@@ -87,7 +85,7 @@ def test_bad_input_writes_nothing(tmp_path: Path, network: FakeNetwork, run: Run
             await expect(ErrorCode.INVALID_REQUEST, broker.fetch("t", 0, -1))
             error = await expect(ErrorCode.OFFSET_OUT_OF_RANGE, broker.fetch("t", 0, 5))
             assert error.details == {"offset": 5, "log_start_offset": 0, "log_end_offset": 1}
-            assert broker.replicas.partitions[TopicPartition("t", 0)].log.log_end_offset == 1
+            assert broker.replicas.logs[TopicPartition("t", 0)].log_end_offset == 1
 
     run(body)
 
@@ -136,7 +134,7 @@ def test_acks_all_needs_min_insync(tmp_path: Path, network: FakeNetwork, run: Ru
             answer = heartbeat_answer(1, "t", [1], replicas={0: [1, 2, 3]}, isr={0: [1]})
             await broker.apply_heartbeat_response(answer)
             await expect(ErrorCode.NOT_ENOUGH_REPLICAS, broker.produce("t", 0, batch(b"x")))
-            assert broker.replicas.partitions[TopicPartition("t", 0)].log.log_end_offset == 0
+            assert broker.replicas.logs[TopicPartition("t", 0)].log_end_offset == 0
             await broker.produce("t", 0, batch(b"x"), acks="1")
 
     run(body)
@@ -230,8 +228,8 @@ def test_reassignment_deletes_and_config_change_reopens(
             config = TopicConfig(segment_bytes=4096)
             await broker.apply_heartbeat_response(heartbeat_answer(1, "t", [1, 2], config=config))
             assert not (tmp_path / "broker-1" / "t-1").exists()
-            partition = broker.replicas.partitions[TopicPartition("t", 0)]
-            assert partition.log.config.segment_bytes_max == 4096
+            partition_log = broker.replicas.logs[TopicPartition("t", 0)]
+            assert partition_log.config.segment_bytes_max == 4096
             assert (await broker.fetch("t", 0, 0)).batches != b""
             await broker.produce("t", 0, batch(b"y"))
 

@@ -1,0 +1,108 @@
+"""The leader's answers to its followers, on the wire: what the core decided, read from
+the logs.
+
+A follower's fetch is stepped into the core (fencing, progress, high watermark, ISR, and
+the long-poll: ``CoreDriver.replica_fetch`` returns once the core answers); the answer
+names, per partition, the offset to read from (up to the log end: followers copy what
+consumers cannot see yet) or why not. Here the batches are read within the request's byte
+budget and framed (``protocol/fetchframe.py``). An OffsetsForLeaderEpoch request is
+fenced by the core's rule and answered from the leader's epoch cache.
+"""
+
+from __future__ import annotations
+
+from conveyor.broker.core import error_body, fencing_problem
+from conveyor.broker.driver import CoreDriver
+from conveyor.broker.replicas import ReplicaManager
+from conveyor.protocol.errors import ConveyorError
+from conveyor.protocol.fetchframe import encode_fetch_response
+from conveyor.protocol.messages import (
+    EpochEndRequest,
+    EpochEndResponse,
+    EpochEndResult,
+    ErrorBody,
+    ReplicaFetchRequest,
+    ReplicaFetchResponse,
+    ReplicaFetchResult,
+)
+from conveyor.protocol.replica import ReplicaRead, TopicPartition
+
+
+class ReplicaServer:
+    """Narrow dependencies: the core's driver (decisions) and the logs (bytes)."""
+
+    def __init__(self, driver: CoreDriver, storage: ReplicaManager) -> None:
+        self._driver = driver
+        self._storage = storage
+
+    async def fetch(self, request: ReplicaFetchRequest) -> bytes:
+        answer = await self._driver.replica_fetch(request)
+        results: list[ReplicaFetchResult] = []
+        chunks: list[bytes] = []
+        budget = max(request.max_bytes, 1)
+        for wanted, read in zip(request.partitions, answer.reads, strict=True):
+            if isinstance(read, ErrorBody):
+                results.append(
+                    ReplicaFetchResult(topic=wanted.topic, partition=wanted.partition, error=read)
+                )
+                chunks.append(b"")
+                continue
+            result, data = self._read(read, min(request.partition_max_bytes, budget))
+            budget -= len(data)
+            results.append(result)
+            chunks.append(data)
+        return encode_fetch_response(ReplicaFetchResponse(partitions=results), chunks)
+
+    def _read(self, read: ReplicaRead, limit: int) -> tuple[ReplicaFetchResult, bytes]:
+        partition_log = self._storage.get(TopicPartition(read.topic, read.partition))
+        if partition_log is None:
+            error = ErrorBody(code="NOT_LEADER", message="leadership moved", retriable=True)
+            return ReplicaFetchResult(topic=read.topic, partition=read.partition, error=error), b""
+        try:
+            data = b""
+            if limit > 0:
+                data = partition_log.read(read.fetch_offset, limit, upper_offset=None)
+        except ConveyorError as exc:
+            result = ReplicaFetchResult(
+                topic=read.topic,
+                partition=read.partition,
+                error=error_body(exc),
+                log_start_offset=partition_log.log_start_offset,
+                log_end_offset=partition_log.log_end_offset,
+            )
+            return result, b""
+        result = ReplicaFetchResult(
+            topic=read.topic,
+            partition=read.partition,
+            high_watermark=read.high_watermark,
+            log_start_offset=partition_log.log_start_offset,
+            log_end_offset=partition_log.log_end_offset,
+            size_bytes=len(data),
+        )
+        return result, data
+
+    def epoch_end(self, request: EpochEndRequest) -> EpochEndResponse:
+        """Where each asked epoch ends in this leader's log (KIP-101)."""
+        state = self._driver.state
+        results: list[EpochEndResult] = []
+        for wanted in request.partitions:
+            tp = TopicPartition(wanted.topic, wanted.partition)
+            problem = fencing_problem(state, request.broker_id, tp, wanted.current_leader_epoch)
+            partition_log = self._storage.get(tp)
+            if problem is None and partition_log is None:
+                problem = ConveyorError(f"{tp} is not hosted here")
+            if problem is not None:
+                results.append(
+                    EpochEndResult(
+                        topic=wanted.topic, partition=wanted.partition, error=error_body(problem)
+                    )
+                )
+                continue
+            assert partition_log is not None
+            epoch, end = partition_log.end_offset_for_epoch(wanted.epoch)
+            results.append(
+                EpochEndResult(
+                    topic=wanted.topic, partition=wanted.partition, epoch=epoch, end_offset=end
+                )
+            )
+        return EpochEndResponse(partitions=results)
