@@ -122,11 +122,7 @@ SELECTION: tuple[Entry, ...] = (
     Entry("0078", LOCAL),
     Entry("0079", LOCAL),
     Entry("0080", LOCAL),
-    Entry(
-        "0081",
-        RECOMPRESSION + " and delete.retention.ms (compaction)",
-        subtests="do_test_CreateTopics",
-    ),
+    Entry("0081", RECOMPRESSION + " (lz4)", subtests="do_test_CreateTopics"),
     Entry("0081", subtests="do_test_DeleteTopics"),
     Entry("0081", subtests="do_test_CreatePartitions"),
     Entry("0081", RECOMPRESSION, subtests="do_test_AlterConfigs"),
