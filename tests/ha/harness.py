@@ -36,6 +36,7 @@ class HaCluster:
     broker_count: int = 2
     lease_ttl_ms: int = 2000
     session_timeout_ms: int = 3000
+    extra_args: list[str] = field(default_factory=list)  # to every coordinator and broker
     coordinators: list[Service] = field(default_factory=list)
     brokers: dict[int, Service] = field(default_factory=dict)
 
@@ -52,7 +53,7 @@ class HaCluster:
             "--lease-ttl-ms", str(self.lease_ttl_ms),
             "--session-timeout-ms", str(self.session_timeout_ms),
             "--heartbeat-interval-ms", "300",
-            "--log-format", "json", "--no-console",
+            "--log-format", "json", "--no-console", *self.extra_args,
         ]  # fmt: skip
 
     def start(self) -> HaCluster:
@@ -80,7 +81,7 @@ class HaCluster:
             argv = [
                 sys.executable, "-m", "conveyor.broker", "--id", str(broker_id),
                 "--listen", f"127.0.0.1:{port}", "--coordinator", self.urls,
-                "--data", str(self.root / f"broker-{broker_id}"),
+                "--data", str(self.root / f"broker-{broker_id}"), *self.extra_args,
             ]  # fmt: skip
             broker = Service(
                 f"broker-{broker_id}", argv, port, self.root / f"broker-{broker_id}",

@@ -212,7 +212,12 @@ def run(args: argparse.Namespace) -> int:
     from conveyor.transport.limit_args import auth_limits_from_settings, limits_from_settings
 
     auth = auth_settings(s[catalog.AUTH], s[catalog.CLUSTER_SECRET], auth_limits_from_settings(s))
-    store = security.SecurityStore(settings.data_dir, auth.enabled)
+    if ha is not None:  # every coordinator shares users, tokens and rules through etcd
+        from conveyor.coordinator.security_etcd import etcd_security_store
+
+        store: security.SecurityStore = etcd_security_store(app, auth.enabled)
+    else:
+        store = security.SecurityStore(settings.data_dir, auth.enabled)
     security.attach(app, store)
     app[AUTH_KEY] = AuthInstall(auth, store)
     log.info("authentication and ACLs: %s", "on" if auth.enabled else "off")

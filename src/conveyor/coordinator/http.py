@@ -48,6 +48,7 @@ from conveyor.transport.metrics import install as install_metrics
 from conveyor.transport.server import Route, build_app, decode_json, json_response, set_ready
 
 SERVICE_KEY = web.AppKey("coordinator_service", CoordinatorService)
+LEADERSHIP_KEY = web.AppKey("coordinator_leadership", object)  # with etcd: a Leadership
 # What a standby still answers itself; every other route says NOT_COORDINATOR and names
 # the active coordinator (clients and brokers follow it: transport/coordinators.py).
 STANDBY_PATHS: Final = frozenset(
@@ -438,6 +439,7 @@ def _run_leadership(
 
     client = EtcdClient(ha.etcd)
     leadership = Leadership(service, client, ha)
+    app[LEADERSHIP_KEY] = leadership
     routes.status = leadership.status
     service.standby = True
     task: list[asyncio.Task[None]] = []

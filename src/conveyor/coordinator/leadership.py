@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -84,6 +84,8 @@ class Leadership:
         self._lost_reason = ""
         self._seen_revision = 0  # the election key's last known revision, for the watch
         self._active_epoch = 0  # the active coordinator's epoch as last seen (0: none)
+        # run once the state is loaded, before serving (the security snapshot, with etcd)
+        self.on_activated: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def value(self) -> bytes:
@@ -184,6 +186,8 @@ class Leadership:
         try:
             store = await EtcdMetadataStore.open(self.client, self.layout, epoch)
             self.service.active_url = self.settings.advertised_url
+            for hook in self.on_activated:
+                await hook()
             await self.service.activate(
                 store, epoch, lease_valid=self.may_act, on_store_failure=self._store_failed
             )

@@ -10,9 +10,8 @@ from) a SQLite file.
 
 The copy is the state as records (``model.snapshot_records``): brokers, topics, partitions
 with their epochs, producer ids and committed offsets. It is read back from the target and
-compared before the command reports success. Users, tokens and ACLs stay where they are:
-they live in each coordinator's own SQLite file (docs/coordinator.md says what that means
-with several coordinators).
+compared before the command reports success. Users, tokens and ACLs are not copied (the
+SQLite file's security tables, the etcd prefix's ``security`` key): create them again.
 """
 
 from __future__ import annotations

@@ -71,12 +71,17 @@ def now_ms() -> int:
 class SecurityStore:
     """The security tables and the snapshot built from them. Blocking: call from a thread."""
 
-    def __init__(self, data_dir: Path, enabled: bool) -> None:
+    def __init__(self, data_dir: Path | None, enabled: bool) -> None:
+        """``data_dir`` None: an in-memory copy (``security_etcd.py`` keeps it in etcd)."""
         self.enabled = enabled
-        data_dir.mkdir(parents=True, exist_ok=True)
+        if data_dir is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(
-                data_dir / DB_FILE, isolation_level=None, timeout=10, check_same_thread=False
+                ":memory:" if data_dir is None else data_dir / DB_FILE,
+                isolation_level=None,
+                timeout=10,
+                check_same_thread=False,
             )
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("BEGIN IMMEDIATE")
