@@ -38,6 +38,7 @@ def load(args: argparse.Namespace) -> Settings:
 
 
 def settings_from_args(args: argparse.Namespace | Settings) -> CoordinatorSettings:
+    from conveyor.coordinator.classic_model import Limits
     from conveyor.coordinator.service import CoordinatorSettings
     from conveyor.coordinator.state import TopicDefaults
 
@@ -53,6 +54,12 @@ def settings_from_args(args: argparse.Namespace | Settings) -> CoordinatorSettin
         auto_create_topics=s[catalog.AUTO_CREATE_TOPICS],
         replica_restore_delay_ms=s[catalog.REPLICA_RESTORE_DELAY_MS],
         max_concurrent_moves=s[catalog.MAX_CONCURRENT_MOVES],
+        classic_groups=Limits(
+            min_session_timeout_ms=s[catalog.GROUP_MIN_SESSION_TIMEOUT_MS],
+            max_session_timeout_ms=s[catalog.GROUP_MAX_SESSION_TIMEOUT_MS],
+            initial_rebalance_delay_ms=s[catalog.GROUP_INITIAL_REBALANCE_DELAY_MS],
+        ),
+        consumer_session_timeout_ms=s[catalog.GROUP_CONSUMER_SESSION_TIMEOUT_MS],
         topic_defaults=TopicDefaults(
             partitions=s[catalog.DEFAULT_PARTITIONS],
             replication_factor=s[catalog.DEFAULT_REPLICATION_FACTOR],

@@ -8,16 +8,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Final, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final, Literal, Protocol, TypeVar
 
 from conveyor.coordinator import groups, views
 from conveyor.coordinator import state as core
+from conveyor.coordinator.classic_model import ClassicGroup, Limits
+from conveyor.coordinator.classic_service import ClassicGroups
 from conveyor.coordinator.groups import TP, Group, Heartbeat
 from conveyor.coordinator.model import ClusterState
 from conveyor.coordinator.state import Result
 from conveyor.coordinator.validation import validate_group_name
-from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
+from conveyor.protocol.kafka import consumer_protocol
 from conveyor.protocol.messages import (
     GroupDescription,
     GroupHeartbeatRequest,
@@ -62,8 +65,28 @@ def _parts(tps: list[TP]) -> list[GroupPartition]:
     return [GroupPartition(topic=t, partition=p) for t, p in tps]
 
 
+def _topics(group: Group) -> set[str]:
+    return {t for m in group.members.values() for t in m.topics}
+
+
+_CLASSIC_STATES: Final[dict[str, Literal["empty", "stable", "rebalancing"]]] = {
+    "empty": "empty",
+    "preparing": "rebalancing",
+    "completing": "rebalancing",
+    "stable": "stable",
+}
+# stands for "the group has members" when fencing a member-less commit (check_commit)
+_NOBODY: Final = groups.Member("", "", (), 0, 0, 0)
+
+
 class GroupManager:
-    """Narrow dependencies: the current state (a read), the coordinator's ``transition``
+    """Every consumer group of the cluster, whatever its protocol: Conveyor's own
+    (``groups.py``: Conveyor's clients, and Kafka clients with ``group.protocol=consumer``,
+    KIP-848) in ``groups``, Kafka's classic protocol (``classic.py``) in ``classic``. A
+    name has members of one kind at a time (INCONSISTENT_GROUP_PROTOCOL, Kafka's rule);
+    both kinds commit into the one store of offsets (the cluster state).
+
+    Narrow dependencies: the current state (a read), the coordinator's ``transition``
     (the only way committed offsets change), the metrics it counts, and the clock."""
 
     def __init__(
@@ -73,12 +96,20 @@ class GroupManager:
         transition: Transition,
         metrics: GroupMetrics,
         now_ms: Callable[[], int],
+        classic_limits: Limits | None = None,
     ) -> None:
         self._state = state
         self._transition = transition
         self._metrics = metrics
         self._now_ms = now_ms
         self.groups: dict[str, Group] = {}
+        self.classic = ClassicGroups(
+            limits=classic_limits or Limits(),
+            now_ms=now_ms,
+            rebalanced=metrics.rebalanced,
+            other_kind=lambda name: name in self.groups,
+            groups_max=GROUPS_WITH_MEMBERS_MAX,
+        )
         self._lock = asyncio.Lock()
         # membership is soft state: after a restart, members first report what they own
         self._started_ms = now_ms()
@@ -90,10 +121,26 @@ class GroupManager:
         self._started_ms = self._now_ms()
         self._recover = recover
 
-    def reset(self) -> None:
+    def reset(self, error: ConveyorError | None = None) -> None:
         """Forget every membership (this coordinator stopped being active): the next
-        active one rebuilds them from the members' heartbeats."""
+        active one rebuilds them from the members' heartbeats. Requests parked at a
+        classic group's barrier fail with ``error``."""
         self.groups.clear()
+        self.classic.reset(
+            error or ConveyorError("the coordinator stepped down", code=ErrorCode.NOT_COORDINATOR)
+        )
+
+    def has_members(self, name: str) -> bool:
+        return name in self.groups or self.classic.active(name)
+
+    def inconsistent(self, name: str) -> InvalidRequestError:
+        return InvalidRequestError(
+            f"group {name} has members using Kafka's classic group protocol; a Conveyor "
+            "consumer (or a Kafka consumer with group.protocol=consumer) cannot join it until "
+            "they leave",
+            code=ErrorCode.INCONSISTENT_GROUP_PROTOCOL,
+            group=name,
+        )
 
     def _new(self, name: str) -> Group:
         if not self._recover:
@@ -121,6 +168,10 @@ class GroupManager:
         self, name: str, request: GroupHeartbeatRequest, host: str = ""
     ) -> GroupHeartbeatResponse:
         validate_group_name(name)
+        if not request.topics:
+            raise InvalidRequestError(
+                f"a member subscribes to 1..{groups.TOPICS_PER_MEMBER_MAX} topics"
+            )
         counts = partition_counts(self._state())
         unknown = [t for t in request.topics if t not in counts]
         if unknown:
@@ -138,7 +189,17 @@ class GroupManager:
             leave=request.leave,
             host=host[:100],
         )
+        return await self.beat(name, beat, request.client_id)
+
+    async def beat(
+        self, name: str, beat: Heartbeat, client_id: str, new_member_id: str | None = None
+    ) -> GroupHeartbeatResponse:
+        """One heartbeat of a member of a Conveyor group (``groups.heartbeat``), from
+        Conveyor's HTTP route or Kafka's ConsumerGroupHeartbeat (``kafka_groups.py``)."""
+        counts = partition_counts(self._state())
         async with self._lock:
+            if self.classic.active(name):
+                raise self.inconsistent(name)
             if name not in self.groups and len(self.groups) >= GROUPS_WITH_MEMBERS_MAX:
                 raise InvalidRequestError(
                     f"{GROUPS_WITH_MEMBERS_MAX} groups have members, the limit; group {name} "
@@ -150,7 +211,7 @@ class GroupManager:
                 beat,
                 self._now_ms(),
                 counts,
-                f"{request.client_id[:40] or 'member'}-{uuid.uuid4().hex[:12]}",
+                new_member_id or f"{client_id[:40] or 'member'}-{uuid.uuid4().hex[:12]}",
             )
             self._set(before, after)
             if error is not None:
@@ -190,6 +251,10 @@ class GroupManager:
         rebuilding = self._recover and now < self._started_ms + GROUP_REBUILD_MS
 
         def decide(state: ClusterState) -> Result[OffsetFetchResponse]:
+            if self.classic.active(name):
+                if request.member_id is not None:
+                    raise self.inconsistent(name)
+                groups.check_commit(Group(name, members={"": _NOBODY}), None, -1, tps)
             group = self.groups.get(name, Group(name))
             groups.check_commit(group, request.member_id, request.generation, tps, rebuilding)
             return core.commit_offsets(state, name, request, now)
@@ -203,13 +268,7 @@ class GroupManager:
         now = self._now_ms()
 
         def decide(state: ClusterState) -> Result[OffsetFetchResponse]:
-            group = self.groups.get(name)
-            if group is not None and group.members:
-                raise InvalidRequestError(
-                    f"group {name} has {len(group.members)} active members: stop them first",
-                    code=ErrorCode.GROUP_NOT_EMPTY,
-                    group=name,
-                )
+            self.require_empty(name)
             return core.commit_offsets(state, name, commit, now)
 
         return await self._transition(decide)
@@ -219,28 +278,36 @@ class GroupManager:
         404 UNKNOWN_GROUP when it has committed nothing."""
         validate_group_name(name)
         async with self._lock:
-            group = self.groups.get(name)
-            if group is not None and group.members:
-                raise InvalidRequestError(
-                    f"group {name} has {len(group.members)} active members: stop them first",
-                    code=ErrorCode.GROUP_NOT_EMPTY,
-                    group=name,
-                )
+            self.require_empty(name)
             await self._transition(lambda s: core.delete_group(s, name))
+
+    def require_empty(self, name: str) -> None:
+        members = len(self.groups[name].members) if name in self.groups else 0
+        members += len(self.classic.groups[name].members) if name in self.classic.groups else 0
+        if members:
+            raise InvalidRequestError(
+                f"group {name} has {members} active members: stop them first",
+                code=ErrorCode.GROUP_NOT_EMPTY,
+                group=name,
+            )
 
     # ---- views ---------------------------------------------------------------------------
 
     def member_counts(self) -> dict[str, int]:
         """Members per group that has any (for the metrics)."""
-        return {name: len(group.members) for name, group in self.groups.items()}
+        counts = {name: len(group.members) for name, group in self.groups.items()}
+        return {**counts, **self.classic.member_counts()}
 
     def names(self) -> list[str]:
         committed = {g for (g, _, _) in self._state().offsets}
-        return sorted(committed | set(self.groups))
+        return sorted(committed | set(self.groups) | set(self.classic.groups))
 
     def describe(self, name: str) -> GroupDescription:
         validate_group_name(name)
         state = self._state()
+        classic_group = self.classic.groups.get(name)
+        if classic_group is not None and name not in self.groups:
+            return self._describe_classic(state, classic_group)
         group = self.groups.get(name, Group(name))
         now = self._now_ms()
         members = [
@@ -262,15 +329,50 @@ class GroupManager:
             generation=group.generation,
             rebalances=group.rebalances,
             members=members,
-            partitions=(rows := self._lag_rows(state, name, group)),
+            partitions=(rows := self._lag_rows(state, name, _topics(group), group.given)),
             lag=sum(r.lag or 0 for r in rows),
         )
 
-    def _lag_rows(self, state: ClusterState, name: str, group: Group) -> list[GroupPartitionLag]:
+    def _describe_classic(self, state: ClusterState, group: ClassicGroup) -> GroupDescription:
+        """A Kafka classic group: its members' topics and partitions read from their
+        subscriptions and the leader's assignment (the "consumer" protocol's bytes)."""
+        now = self._now_ms()
+        owners: dict[TP, str] = {}
+        members = []
+        for m in sorted(group.members.values(), key=lambda m: m.member_id):
+            subscribed = consumer_protocol.subscribed_topics(m.metadata_for(group.protocol_name))
+            assigned = consumer_protocol.assigned_partitions(m.assignment) or []
+            owners.update({TP(t, p): m.member_id for t, p in assigned})
+            members.append(
+                GroupMemberDescription(
+                    member_id=m.member_id,
+                    client_id=m.client_id,
+                    host=m.host,
+                    topics=subscribed or [],
+                    assigned=_parts([TP(t, p) for t, p in assigned]),
+                    last_heartbeat_age_ms=max(0, now - m.last_heartbeat_ms),
+                    instance_id=m.instance_id,
+                )
+            )
+        topics = {t for m in members for t in m.topics} | {p.topic for p in owners}
+        rows = self._lag_rows(state, group.name, topics, owners)
+        return GroupDescription(
+            group=group.name,
+            state=_CLASSIC_STATES[group.state],
+            generation=group.generation,
+            rebalances=group.rebalances,
+            members=members,
+            partitions=rows,
+            lag=sum(r.lag or 0 for r in rows),
+            protocol="classic",
+        )
+
+    def _lag_rows(
+        self, state: ClusterState, name: str, topics: set[str], owners: Mapping[TP, str]
+    ) -> list[GroupPartitionLag]:
         """Per partition of the topics the group reads or committed: owner, committed
         offset and lag = the leader's reported log end offset - committed."""
-        topics = {t for m in group.members.values() for t in m.topics}
-        topics |= {t for (g, t, _) in state.offsets if g == name}
+        topics = topics | {t for (g, t, _) in state.offsets if g == name}
         rows: list[GroupPartitionLag] = []
         for topic_name in sorted(t for t in topics if t in state.topics):
             topic = state.topics[topic_name]
@@ -285,7 +387,7 @@ class GroupManager:
                     GroupPartitionLag(
                         topic=topic_name,
                         partition=partition.partition,
-                        member_id=group.given.get(TP(topic_name, partition.partition)),
+                        member_id=owners.get(TP(topic_name, partition.partition)),
                         committed_offset=offset,
                         high_watermark=info.high_watermark,
                         log_end_offset=info.log_end_offset,
@@ -306,6 +408,7 @@ class GroupManager:
                     members=len(description.members),
                     lag=description.lag,
                     topics=sorted({p.topic for p in description.partitions}),
+                    protocol=description.protocol,
                 )
             )
         return GroupList(groups=out)

@@ -381,7 +381,9 @@ def _unknown(group: Group, member_id: str) -> InvalidRequestError:
 
 
 def _validate(beat: Heartbeat) -> None:
-    if not beat.topics or len(beat.topics) > TOPICS_PER_MEMBER_MAX:
+    # Conveyor's clients name at least one topic (checked by the shell); a Kafka member
+    # (KIP-848) may subscribe to a pattern that matches none yet
+    if len(beat.topics) > TOPICS_PER_MEMBER_MAX:
         raise InvalidRequestError(f"a member subscribes to 1..{TOPICS_PER_MEMBER_MAX} topics")
     if len(beat.owned) > OWNED_PER_HEARTBEAT_MAX:
         raise InvalidRequestError(f"more than {OWNED_PER_HEARTBEAT_MAX} owned partitions")

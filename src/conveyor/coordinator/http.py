@@ -15,6 +15,7 @@ from typing import Final
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from conveyor.coordinator.kafka_http import KafkaGroupRoutes
 from conveyor.coordinator.leadership import HaSettings
 from conveyor.coordinator.service import CoordinatorService, CoordinatorSettings
 from conveyor.protocol.errors import InvalidRequestError
@@ -218,6 +219,7 @@ class CoordinatorHTTP:
             *self._topic_routes(),
             *self._group_routes(),
             *self._replication_routes(),
+            *KafkaGroupRoutes(self.service.kafka_groups, self.service.consumer_groups).routes(),
         ]
 
     def _replication_routes(self) -> list[Route]:

@@ -179,6 +179,20 @@ class GroupRemoved:
 
 
 @dataclass(frozen=True, slots=True)
+class OffsetRemoved:
+    """One partition's committed offset of a group (Kafka's OffsetDelete)."""
+
+    durable: ClassVar[bool] = True
+    group: str
+    topic: str
+    partition: int
+
+    @property
+    def key(self) -> OffsetKey:
+        return (self.group, self.topic, self.partition)
+
+
+@dataclass(frozen=True, slots=True)
 class ProducerRecord:
     """A producer id was handed out, or its epoch bumped (InitProducerId)."""
 
@@ -195,6 +209,7 @@ Record = (
     | TopicRemoved
     | OffsetRecord
     | GroupRemoved
+    | OffsetRemoved
     | ProducerRecord
 )
 
@@ -250,10 +265,9 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:
             case OffsetRecord(offset=offset):
                 offsets = offsets if offsets is not None else dict(state.offsets)
                 offsets[offset.key] = offset
-            case GroupRemoved(group=group):
+            case GroupRemoved() | OffsetRemoved():
                 offsets = offsets if offsets is not None else dict(state.offsets)
-                for key in [k for k in offsets if k[0] == group]:
-                    del offsets[key]
+                _remove_offsets(record, offsets)
             case ProducerRecord(producer_id=producer_id, producer_epoch=producer_epoch):
                 producers = producers if producers is not None else dict(state.producers)
                 producers[producer_id] = producer_epoch
@@ -266,6 +280,16 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:
         reports=state.reports if reports is None else reports,
         producers=state.producers if producers is None else producers,
     )
+
+
+def _remove_offsets(
+    record: GroupRemoved | OffsetRemoved, offsets: dict[OffsetKey, CommittedOffset]
+) -> None:
+    if isinstance(record, OffsetRemoved):
+        offsets.pop(record.key, None)
+        return
+    for key in [k for k in offsets if k[0] == record.group]:
+        del offsets[key]
 
 
 def _remove_topic(

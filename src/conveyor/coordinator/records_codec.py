@@ -5,6 +5,7 @@ Pure. One log entry holds the durable records of one or more transitions, in ord
     entry   = b"[" ... (JSON)  |  b"z" + zlib(JSON)      compressed past ENTRY_COMPRESS_BYTES
     JSON    = [[tag, fields], ...]
     tag     = "broker" | "topic" | "partition" | "topic_removed" | "offset" | "producer"
+            | "group_removed" | "offset_removed"
 
 ``fields`` are the record's dataclass fields by name (unknown names are ignored on decode,
 so a later version may add fields with defaults). As in the SQLite store, a topic's
@@ -26,7 +27,9 @@ from conveyor.coordinator.model import (
     Broker,
     BrokerRecord,
     CommittedOffset,
+    GroupRemoved,
     OffsetRecord,
+    OffsetRemoved,
     Partition,
     PartitionRecord,
     ProducerRecord,
@@ -54,11 +57,25 @@ def _fields(record: Record) -> tuple[str, dict[str, Any]]:
             return "partition", msgspec.to_builtins(partition)
         case TopicRemoved(name=name):
             return "topic_removed", {"name": name}
-        case OffsetRecord(offset=offset):
-            return "offset", msgspec.to_builtins(offset)
+        case OffsetRecord() | OffsetRemoved() | GroupRemoved():
+            return _offset_fields(record)
         case ProducerRecord(producer_id=producer_id, producer_epoch=producer_epoch):
             return "producer", {"producer_id": producer_id, "producer_epoch": producer_epoch}
     raise FatalError(f"record {record!r} is not durable", code=ErrorCode.INTERNAL_ERROR)
+
+
+def _offset_fields(
+    record: OffsetRecord | OffsetRemoved | GroupRemoved,
+) -> tuple[str, dict[str, Any]]:
+    if isinstance(record, OffsetRecord):
+        return "offset", msgspec.to_builtins(record.offset)
+    if isinstance(record, GroupRemoved):
+        return "group_removed", {"group": record.group}
+    return "offset_removed", {
+        "group": record.group,
+        "topic": record.topic,
+        "partition": record.partition,
+    }
 
 
 def encode_records(records: Iterable[Record]) -> bytes:
@@ -93,11 +110,19 @@ def _record(tag: str, fields: dict[str, Any]) -> Record:
             return PartitionRecord(msgspec.convert(fields, Partition))
         case "topic_removed":
             return TopicRemoved(str(fields["name"]))
-        case "offset":
-            return OffsetRecord(msgspec.convert(fields, CommittedOffset))
+        case "offset" | "offset_removed" | "group_removed":
+            return _offset_record(tag, fields)
         case "producer":
             return ProducerRecord(int(fields["producer_id"]), int(fields["producer_epoch"]))
     raise KeyError(f"unknown record tag {tag!r}")
+
+
+def _offset_record(tag: str, fields: dict[str, Any]) -> Record:
+    if tag == "offset":
+        return OffsetRecord(msgspec.convert(fields, CommittedOffset))
+    if tag == "group_removed":
+        return GroupRemoved(str(fields["group"]))
+    return OffsetRemoved(str(fields["group"]), str(fields["topic"]), int(fields["partition"]))
 
 
 def split_entries(records: Sequence[Record], entry_bytes_max: int) -> list[bytes]:

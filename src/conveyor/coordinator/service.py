@@ -31,7 +31,10 @@ import msgspec
 
 from conveyor.coordinator import control, views
 from conveyor.coordinator import state as core
+from conveyor.coordinator.classic_model import Limits
+from conveyor.coordinator.consumer_groups import ConsumerGroups
 from conveyor.coordinator.group_service import GroupManager
+from conveyor.coordinator.kafka_groups import KafkaGroups
 from conveyor.coordinator.metastore import MetadataStore, SqliteMetadataStore
 from conveyor.coordinator.metrics import CoordinatorMetrics
 from conveyor.coordinator.model import ClusterState
@@ -77,6 +80,10 @@ class CoordinatorSettings:
     # than a full copy, so wait a few session timeouts first)
     replica_restore_delay_ms: int = 30_000
     max_concurrent_moves: int = 2  # partitions copying a new replica at once
+    # Kafka's classic groups (group.initial.rebalance.delay.ms, group.min/max.session...)
+    classic_groups: Limits = field(default_factory=Limits)
+    # KIP-848 members' session timeout (Kafka's group.consumer.session.timeout.ms)
+    consumer_session_timeout_ms: int = 45_000
 
     @property
     def broker_heartbeat_interval_ms(self) -> int:
@@ -110,6 +117,19 @@ class CoordinatorService:
             transition=self.transition,
             metrics=self.metrics,
             now_ms=self._clock.now_ms,
+            classic_limits=settings.classic_groups,
+        )
+        # Kafka's group APIs over the same groups and offsets (kafka_http.py's routes)
+        self.kafka_groups = KafkaGroups(
+            self.groups,
+            state=lambda: self.state,
+            transition=self.transition,
+            now_ms=self._clock.now_ms,
+        )
+        self.consumer_groups = ConsumerGroups(
+            self.groups,
+            state=lambda: self.state,
+            session_timeout_ms=settings.consumer_session_timeout_ms,
         )
         # high availability (leadership.py): the epoch commands carry, the own-clock lease
         # check, what to do when a write fails, and the active coordinator's URL for
@@ -174,7 +194,8 @@ class CoordinatorService:
         await self._stop_expiry()
         error = self.not_coordinator(reason)
         await self._writer.abort(error)
-        self.groups.reset()
+        self.groups.reset(error)
+        self.consumer_groups.reset()
         store, self._store = self._store, None
         self._lease_valid, self._on_store_failure = _always, None
         if store is not None:

@@ -29,6 +29,7 @@ from conveyor.coordinator.model import (
     CommittedOffset,
     GroupRemoved,
     OffsetRecord,
+    OffsetRemoved,
     Partition,
     PartitionRecord,
     Record,
@@ -517,6 +518,22 @@ def delete_group(state: ClusterState, group: str) -> Result[None]:
     records: list[Record] = [GroupRemoved(group)]
     decision = f"deleted group {group}: dropped {dropped} committed offset(s)"
     return _result(apply(state, records), records, None, [decision])
+
+
+def delete_offsets(
+    state: ClusterState, group: str, partitions: Sequence[tuple[str, int]]
+) -> Result[None]:
+    """Forget some of a group's committed offsets (Kafka's OffsetDelete); partitions it
+    never committed are skipped. Whether the group may lose them (its members do not
+    read those topics) is checked before, in the shell: membership is soft state."""
+    validate_group_name(group)
+    records: list[Record] = [
+        OffsetRemoved(group, t, p)
+        for t, p in dict.fromkeys(partitions)
+        if (group, t, p) in state.offsets
+    ]
+    decision = f"group {group}: deleted {len(records)} committed offset(s)"
+    return _result(apply(state, records), records, None, [decision] if records else [])
 
 
 def commit_offsets(

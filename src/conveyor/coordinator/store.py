@@ -41,6 +41,7 @@ from conveyor.coordinator.model import (
     CommittedOffset,
     GroupRemoved,
     OffsetRecord,
+    OffsetRemoved,
     Partition,
     PartitionRecord,
     ProducerRecord,
@@ -356,6 +357,11 @@ def _write_record(db: sqlite3.Connection, record: Record) -> None:
             db.execute("DELETE FROM topics WHERE name = ?", (name,))
         case GroupRemoved(group=group):
             db.execute("DELETE FROM committed_offsets WHERE group_id = ?", (group,))
+        case OffsetRemoved(group=group, topic=topic, partition=partition):
+            db.execute(
+                "DELETE FROM committed_offsets WHERE group_id = ? AND topic = ? AND partition = ?",
+                (group, topic, partition),
+            )
         case OffsetRecord(offset=o):
             db.execute(
                 "INSERT OR REPLACE INTO committed_offsets "

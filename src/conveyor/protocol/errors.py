@@ -82,6 +82,24 @@ class ErrorCode(enum.Enum):
     # coordinator that lost its lease) answers it; ``details.active_url`` names the active
     # coordinator when known, and ``details.coordinator_epoch`` its epoch.
     NOT_COORDINATOR = _Code(421, True, "this coordinator is not the active one")
+    # Kafka-protocol consumer groups (issue 17): appended, never renumbered. The classic
+    # protocol's answers (JoinGroup, SyncGroup, Heartbeat, OffsetCommit), with Kafka's names.
+    REBALANCE_IN_PROGRESS = _Code(409, True, "the group is rebalancing: rejoin")
+    MEMBER_ID_REQUIRED = _Code(409, True, "join again with the member id in this answer")
+    FENCED_INSTANCE_ID = _Code(409, False, "a newer member holds this group instance id")
+    INCONSISTENT_GROUP_PROTOCOL = _Code(
+        409, False, "the group uses another protocol (classic and Conveyor groups do not mix)"
+    )
+    INVALID_SESSION_TIMEOUT = _Code(400, False, "session timeout outside the allowed range")
+    GROUP_MAX_SIZE_REACHED = _Code(409, False, "the group has reached its maximum size")
+    GROUP_SUBSCRIBED_TO_TOPIC = _Code(
+        409, False, "the group's members subscribe to the topic: its offsets cannot be deleted"
+    )
+    UNRELEASED_INSTANCE_ID = _Code(409, True, "another member still holds this instance id")
+    INVALID_REGULAR_EXPRESSION = _Code(
+        400, False, "the subscription's regular expression is invalid"
+    )
+    OFFSET_METADATA_TOO_LARGE = _Code(400, False, "the committed offset's metadata is too long")
 
     @property
     def http_status(self) -> int:

@@ -522,6 +522,7 @@ class GroupMemberDescription(Wire):
     pending: list[GroupPartition] = msgspec.field(default_factory=list)
     last_heartbeat_age_ms: int = 0
     host: str = ""  # the address the member's heartbeats come from
+    instance_id: str | None = None  # a Kafka static member's group.instance.id
 
 
 class GroupPartitionLag(Wire):
@@ -542,6 +543,9 @@ class GroupDescription(Wire):
     members: list[GroupMemberDescription]
     partitions: list[GroupPartitionLag]
     lag: int = 0
+    # "conveyor": Conveyor's own protocol (its clients, and Kafka clients with
+    # group.protocol=consumer, KIP-848); "classic": Kafka's JoinGroup/SyncGroup protocol
+    protocol: str = "conveyor"
 
 
 class GroupSummary(Wire):
@@ -551,6 +555,7 @@ class GroupSummary(Wire):
     members: int
     lag: int = 0
     topics: list[str] = msgspec.field(default_factory=list)  # read by members or committed
+    protocol: str = "conveyor"  # as GroupDescription.protocol
 
 
 class GroupList(Wire):

@@ -231,6 +231,39 @@ MAX_CONCURRENT_MOVES: Final = setting(
     "partitions copying a new replica at once (restoration, rebalancing, decommissioning)",
     ("coordinator",),
 )
+# Kafka-protocol consumer groups (issue 17, docs/kafka-compatibility.md "Consumer groups")
+GROUP_INITIAL_REBALANCE_DELAY_MS: Final = setting(
+    "group_initial_rebalance_delay_ms",
+    kinds.duration_ms(0, 300_000),
+    3000,
+    "a new Kafka classic group's first rebalance waits this long for more members "
+    "(Kafka's group.initial.rebalance.delay.ms)",
+    ("coordinator",),
+)
+GROUP_MIN_SESSION_TIMEOUT_MS: Final = setting(
+    "group_min_session_timeout_ms",
+    kinds.duration_ms(1),
+    6000,
+    "shortest session timeout a Kafka classic group member may ask for "
+    "(Kafka's group.min.session.timeout.ms)",
+    ("coordinator",),
+)
+GROUP_MAX_SESSION_TIMEOUT_MS: Final = setting(
+    "group_max_session_timeout_ms",
+    kinds.duration_ms(1),
+    1_800_000,
+    "longest session timeout a Kafka classic group member may ask for "
+    "(Kafka's group.max.session.timeout.ms)",
+    ("coordinator",),
+)
+GROUP_CONSUMER_SESSION_TIMEOUT_MS: Final = setting(
+    "group_consumer_session_timeout_ms",
+    kinds.duration_ms(100, 300_000),
+    45_000,
+    "session timeout of Kafka members with group.protocol=consumer (KIP-848; Kafka's "
+    "group.consumer.session.timeout.ms)",
+    ("coordinator",),
+)
 # high availability on etcd (issue 20, docs/coordinator.md "High availability")
 STORE: Final = setting(
     "store",
@@ -503,6 +536,10 @@ COORDINATOR: Final[tuple[Setting[Any], ...]] = (
     DEFAULT_REPLICATION_FACTOR,
     REPLICA_RESTORE_DELAY_MS,
     MAX_CONCURRENT_MOVES,
+    GROUP_INITIAL_REBALANCE_DELAY_MS,
+    GROUP_MIN_SESSION_TIMEOUT_MS,
+    GROUP_MAX_SESSION_TIMEOUT_MS,
+    GROUP_CONSUMER_SESSION_TIMEOUT_MS,
     CONSOLE,
     CONSOLE_API_URL,
     PROMETHEUS_URL,

@@ -21,6 +21,8 @@ PURE_MODULES = [
     "reassignment",
     "control",
     "groups",
+    "classic",
+    "classic_model",
     "lease",
     "records_codec",
 ]

@@ -8,7 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conveyor.coordinator import state as core
-from conveyor.coordinator.model import BrokerSeen, snapshot_records
+from conveyor.coordinator.model import (
+    BrokerSeen,
+    GroupRemoved,
+    OffsetRemoved,
+    apply,
+    snapshot_records,
+)
 from conveyor.coordinator.records_codec import (
     decode_records,
     encode_records,
@@ -43,6 +49,14 @@ def test_every_record_kind_round_trips_and_big_entries_are_compressed() -> None:
     entry = encode_records(records)
     assert entry[:1] == b"z"  # over ENTRY_COMPRESS_BYTES as JSON: compressed
     assert decode_records(entry) == records
+
+
+def test_group_and_offset_removals_round_trip_and_replay() -> None:
+    state = sample_state()
+    records = [OffsetRemoved("g", "t", 1), GroupRemoved("g")]
+    assert decode_records(encode_records(records)) == records
+    assert apply(state, records[:1]).offsets == {}
+    assert core.delete_offsets(state, "g", [("t", 1), ("t", 2)]).records == (records[0],)
 
 
 def test_soft_records_are_not_written() -> None:

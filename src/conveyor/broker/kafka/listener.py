@@ -12,6 +12,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from conveyor.broker.coordinator_admin import CoordinatorAcls, CoordinatorTopics
+from conveyor.broker.coordinator_groups import CoordinatorGroups
 from conveyor.broker.kafka.admin_acls import (
     CreateAclsHandler,
     DeleteAclsHandler,
@@ -31,7 +32,29 @@ from conveyor.broker.kafka.admin_topics import (
 )
 from conveyor.broker.kafka.api_versions import ApiVersionsHandler
 from conveyor.broker.kafka.auth import Authorizer
+from conveyor.broker.kafka.consumer_groups import (
+    ConsumerGroupDescribeHandler,
+    ConsumerGroupHeartbeatHandler,
+)
 from conveyor.broker.kafka.fetch import FetchHandler
+from conveyor.broker.kafka.group_admin import (
+    DeleteGroupsHandler,
+    DescribeGroupsHandler,
+    ListGroupsHandler,
+)
+from conveyor.broker.kafka.group_offsets import (
+    OffsetCommitHandler,
+    OffsetDeleteHandler,
+    OffsetFetchHandler,
+)
+from conveyor.broker.kafka.groups import (
+    FindCoordinatorHandler,
+    GroupAccess,
+    HeartbeatHandler,
+    JoinGroupHandler,
+    LeaveGroupHandler,
+    SyncGroupHandler,
+)
 from conveyor.broker.kafka.metadata import MetadataHandler
 from conveyor.broker.kafka.offsets import ListOffsetsHandler, OffsetForLeaderEpochHandler
 from conveyor.broker.kafka.produce import ProduceHandler
@@ -123,6 +146,30 @@ def add_admin(
     registry.add(ApiKey.DELETE_ACLS, DeleteAclsHandler(acls, authorizer))
 
 
+def add_groups(
+    registry: Registry, service: BrokerService, authorizer: Authorizer, settings: KafkaSettings
+) -> None:
+    """The consumer-group APIs, forwarded to the coordinator (its internal routes)."""
+    groups = CoordinatorGroups(service.http, service.config.coordinator_url)
+    access = GroupAccess(authorizer)
+    node_id = int(service.broker_id)
+    registry.add(
+        ApiKey.FIND_COORDINATOR, FindCoordinatorHandler(node_id, settings.advertise, access)
+    )
+    registry.add(ApiKey.JOIN_GROUP, JoinGroupHandler(groups, access))
+    registry.add(ApiKey.SYNC_GROUP, SyncGroupHandler(groups, access))
+    registry.add(ApiKey.HEARTBEAT, HeartbeatHandler(groups, access))
+    registry.add(ApiKey.LEAVE_GROUP, LeaveGroupHandler(groups, access))
+    registry.add(ApiKey.OFFSET_COMMIT, OffsetCommitHandler(groups, access))
+    registry.add(ApiKey.OFFSET_FETCH, OffsetFetchHandler(groups, access))
+    registry.add(ApiKey.OFFSET_DELETE, OffsetDeleteHandler(groups, access))
+    registry.add(ApiKey.LIST_GROUPS, ListGroupsHandler(groups, access))
+    registry.add(ApiKey.DESCRIBE_GROUPS, DescribeGroupsHandler(groups, access))
+    registry.add(ApiKey.DELETE_GROUPS, DeleteGroupsHandler(groups, access))
+    registry.add(ApiKey.CONSUMER_GROUP_HEARTBEAT, ConsumerGroupHeartbeatHandler(groups, access))
+    registry.add(ApiKey.CONSUMER_GROUP_DESCRIBE, ConsumerGroupDescribeHandler(groups, access))
+
+
 def broker_facts(service: BrokerService, settings: KafkaSettings) -> BrokerFacts:
     """The broker's settings under Kafka's names, answered read-only by DescribeConfigs."""
     config = service.config
@@ -147,6 +194,7 @@ def build_listener(
     authorizer = Authorizer(security, security.enabled)
     registry = build_registry(service, authorizer)
     add_admin(registry, service, authorizer, settings)
+    add_groups(registry, service, authorizer, settings)
     session_settings = SessionSettings(
         auth_enabled=security.enabled, on_request=service.metrics.kafka_request
     )

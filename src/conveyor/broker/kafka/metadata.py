@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
+
 from conveyor.broker.kafka.auth import Authorizer
 from conveyor.broker.kafka.authorized_ops import cluster_operations, topic_operations
 from conveyor.broker.kafka.registry import RequestContext
@@ -67,8 +69,13 @@ class MetadataHandler:
     async def __call__(self, ctx: RequestContext, request: Any) -> Any:
         version = ctx.api_version
         wanted: list[str] | None = None
+        by_id: list[uuid.UUID] = []
         if request.topics is not None and (request.topics or version > 0):
             wanted = [t.name for t in request.topics if t.name is not None]
+            if version >= 10:  # v10+: topics may be named by id only (KIP-516)
+                by_id = [t.topic_id for t in request.topics if t.name is None and t.topic_id]
+        if by_id:
+            return await self._by_id(ctx, version, wanted or [], by_id)
         allow_create = version < 4 or bool(request.allow_auto_topic_creation)
         errors: dict[str, KafkaError] = {}
         valid = wanted
@@ -98,6 +105,31 @@ class MetadataHandler:
                     topic.authorized_operations = topic_operations(
                         self._authorizer, ctx.principal, topic.name
                     )
+
+    async def _by_id(
+        self, ctx: RequestContext, version: int, names: list[str], ids: list[uuid.UUID]
+    ) -> Any:
+        """Topics asked by id (KIP-848 consumers learn their assignment as topic ids): every
+        topic's metadata, the asked ones picked out; an unknown id is UNKNOWN_TOPIC_ID."""
+        metadata = await self._lookup(ctx, None, False, {})
+        known = {uuid.UUID(t.topic_id): t.name for t in metadata.topics if t.topic_id}
+        wanted = set(names) | {known[i] for i in ids if i in known}
+        chosen = msgspec.structs.replace(
+            metadata, topics=[t for t in metadata.topics if t.name in wanted]
+        )
+        answer = _response(version, chosen, sorted(set(names)), {})
+        topic_cls = answer.MetadataResponseTopic
+        for missing in (i for i in ids if i not in known):
+            answer.topics.append(
+                topic_cls(
+                    error_code=KafkaError.UNKNOWN_TOPIC_ID,
+                    name=None,
+                    topic_id=missing,
+                    is_internal=False,
+                    partitions=[],
+                )
+            )
+        return answer
 
     async def _lookup(
         self,

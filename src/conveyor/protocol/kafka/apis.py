@@ -34,6 +34,8 @@ with warnings.catch_warnings():
         CreateTopicsResponse,
         DeleteAclsRequest,
         DeleteAclsResponse,
+        DeleteGroupsRequest,
+        DeleteGroupsResponse,
         DeleteTopicsRequest,
         DeleteTopicsResponse,
         DescribeAclsRequest,
@@ -42,22 +44,42 @@ with warnings.catch_warnings():
         DescribeClusterResponse,
         DescribeConfigsRequest,
         DescribeConfigsResponse,
+        DescribeGroupsRequest,
+        DescribeGroupsResponse,
         DescribeLogDirsRequest,
         DescribeLogDirsResponse,
         IncrementalAlterConfigsRequest,
         IncrementalAlterConfigsResponse,
+        ListGroupsRequest,
+        ListGroupsResponse,
     )
     from kafka.protocol.consumer import (
         FetchRequest,
         FetchResponse,
+        HeartbeatRequest,
+        HeartbeatResponse,
+        JoinGroupRequest,
+        JoinGroupResponse,
+        LeaveGroupRequest,
+        LeaveGroupResponse,
         ListOffsetsRequest,
         ListOffsetsResponse,
+        OffsetCommitRequest,
+        OffsetCommitResponse,
+        OffsetDeleteRequest,
+        OffsetDeleteResponse,
+        OffsetFetchRequest,
+        OffsetFetchResponse,
         OffsetForLeaderEpochRequest,
         OffsetForLeaderEpochResponse,
+        SyncGroupRequest,
+        SyncGroupResponse,
     )
     from kafka.protocol.metadata import (
         ApiVersionsRequest,
         ApiVersionsResponse,
+        FindCoordinatorRequest,
+        FindCoordinatorResponse,
         MetadataRequest,
         MetadataResponse,
     )
@@ -73,6 +95,14 @@ with warnings.catch_warnings():
         SaslHandshakeRequest,
         SaslHandshakeResponse,
     )
+
+
+from conveyor.protocol.kafka.kip848 import (
+    ConsumerGroupDescribeRequest,
+    ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse,
+)
 
 
 class ApiKey(enum.IntEnum):
@@ -103,11 +133,15 @@ class ApiKey(enum.IntEnum):
     DELETE_ACLS = 31
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
+    DELETE_GROUPS = 42
+    OFFSET_DELETE = 47
     DESCRIBE_LOG_DIRS = 35
     SASL_AUTHENTICATE = 36
     CREATE_PARTITIONS = 37
     INCREMENTAL_ALTER_CONFIGS = 44
     DESCRIBE_CLUSTER = 60
+    CONSUMER_GROUP_HEARTBEAT = 68
+    CONSUMER_GROUP_DESCRIBE = 69
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +212,41 @@ _ADMIN_SPECS: Final = (
     ApiSpec(ApiKey.DELETE_ACLS, 1, 3, DeleteAclsRequest, DeleteAclsResponse),
 )
 
-SERVED: Final[dict[int, ApiSpec]] = {int(spec.key): spec for spec in (*_SPECS, *_ADMIN_SPECS)}
+# Consumer groups (broker/kafka/groups.py, group_offsets.py, group_admin.py,
+# consumer_groups.py): the classic protocol from the oldest version kafka-python has,
+# OffsetCommit/OffsetFetch up to v9 (v10 names topics by id only), FindCoordinator with
+# the batched keys of v4+, KIP-848 as librdkafka 2.12 speaks it.
+_GROUP_SPECS: Final = (
+    ApiSpec(ApiKey.FIND_COORDINATOR, 0, 6, FindCoordinatorRequest, FindCoordinatorResponse),
+    ApiSpec(ApiKey.JOIN_GROUP, 0, 9, JoinGroupRequest, JoinGroupResponse),
+    ApiSpec(ApiKey.SYNC_GROUP, 0, 5, SyncGroupRequest, SyncGroupResponse),
+    ApiSpec(ApiKey.HEARTBEAT, 0, 4, HeartbeatRequest, HeartbeatResponse),
+    ApiSpec(ApiKey.LEAVE_GROUP, 0, 5, LeaveGroupRequest, LeaveGroupResponse),
+    ApiSpec(ApiKey.OFFSET_COMMIT, 2, 9, OffsetCommitRequest, OffsetCommitResponse),
+    ApiSpec(ApiKey.OFFSET_FETCH, 1, 9, OffsetFetchRequest, OffsetFetchResponse),
+    ApiSpec(ApiKey.OFFSET_DELETE, 0, 0, OffsetDeleteRequest, OffsetDeleteResponse),
+    ApiSpec(ApiKey.LIST_GROUPS, 0, 5, ListGroupsRequest, ListGroupsResponse),
+    ApiSpec(ApiKey.DESCRIBE_GROUPS, 0, 6, DescribeGroupsRequest, DescribeGroupsResponse),
+    ApiSpec(ApiKey.DELETE_GROUPS, 0, 2, DeleteGroupsRequest, DeleteGroupsResponse),
+    ApiSpec(
+        ApiKey.CONSUMER_GROUP_HEARTBEAT,
+        0,
+        1,
+        ConsumerGroupHeartbeatRequest,
+        ConsumerGroupHeartbeatResponse,
+    ),
+    ApiSpec(
+        ApiKey.CONSUMER_GROUP_DESCRIBE,
+        0,
+        0,
+        ConsumerGroupDescribeRequest,
+        ConsumerGroupDescribeResponse,
+    ),
+)
+
+SERVED: Final[dict[int, ApiSpec]] = {
+    int(spec.key): spec for spec in (*_SPECS, *_ADMIN_SPECS, *_GROUP_SPECS)
+}
 
 
 def spec_for(api_key: int) -> ApiSpec | None:

@@ -30,7 +30,7 @@ from conveyor.protocol.kafka.header import (
 
 # What kafka-python raises on bytes that do not decode (found by fuzzing: struct.error for
 # truncated numbers, UnicodeDecodeError for strings, IndexError/ValueError for lengths).
-_DECODE_ERRORS: Final = (struct.error, ValueError, IndexError, TypeError, KeyError, OverflowError)
+DECODE_ERRORS: Final = (struct.error, ValueError, IndexError, TypeError, KeyError, OverflowError)
 
 
 class RequestError(Exception):
@@ -91,7 +91,7 @@ def decode_request(frame: bytes | memoryview) -> DecodedRequest:
     view = memoryview(frame)[header.body_offset :]
     try:
         body = spec.request[ids.api_version].decode(view, version=ids.api_version)
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise MalformedRequestError(
             f"{spec.key.name} v{ids.api_version}: undecodable body ({type(exc).__name__})", ids
         ) from None

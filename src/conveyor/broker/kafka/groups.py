@@ -1,0 +1,347 @@
+"""FindCoordinator, JoinGroup, SyncGroup, Heartbeat and LeaveGroup: Kafka's classic group
+protocol, decided by the coordinator (``coordinator/classic.py``) and forwarded there by
+whichever broker the client talks to (``broker/coordinator_groups.py``).
+
+* **FindCoordinator** answers this broker itself for every group (and transactional id):
+  every broker forwards group requests to the one coordinator, so any broker is a
+  correct "group coordinator" for Kafka clients, and the client already has a connection
+  to it. v4+ answers each key of the batch on its own.
+* Each handler checks the Kafka principal's ACLs as HTTP would (``group`` on the group:
+  Kafka's READ; ``describe``, or ``group``, for FindCoordinator: Kafka's DESCRIBE) and
+  answers GROUP_AUTHORIZATION_FAILED otherwise; a group id Conveyor cannot store is
+  INVALID_GROUP_ID; a coordinator that cannot be reached (or is electing) is
+  COORDINATOR_NOT_AVAILABLE, so the client finds the coordinator again and retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from conveyor.broker.kafka.auth import Authorizer
+from conveyor.broker.kafka.registry import RequestContext
+from conveyor.protocol.errors import ConveyorError, ErrorCode
+from conveyor.protocol.group_messages import (
+    ClassicAssignment,
+    ClassicHeartbeatRequest,
+    ClassicJoinRequest,
+    ClassicJoinResponse,
+    ClassicLeaveRequest,
+    ClassicLeaveResponse,
+    ClassicLeaving,
+    ClassicProtocol,
+    ClassicSyncRequest,
+    ClassicSyncResponse,
+    GroupResult,
+)
+from conveyor.protocol.kafka.apis import SERVED, ApiKey
+from conveyor.protocol.kafka.errors import KafkaError, kafka_error
+from conveyor.protocol.topics import check_name
+
+log = logging.getLogger(__name__)
+
+GROUP_KEY: Final = 0
+TRANSACTION_KEY: Final = 1
+_UNREACHABLE: Final = frozenset(
+    {
+        ErrorCode.NETWORK_ERROR,
+        ErrorCode.REQUEST_TIMED_OUT,
+        ErrorCode.NOT_COORDINATOR,
+        ErrorCode.NOT_READY,
+    }
+)
+
+
+class ClassicOps(Protocol):
+    """The coordinator's classic-group operations (``broker/coordinator_groups.py``)."""
+
+    async def join(self, group: str, request: ClassicJoinRequest) -> ClassicJoinResponse: ...
+    async def sync(
+        self, group: str, request: ClassicSyncRequest, rebalance_timeout_ms: int
+    ) -> ClassicSyncResponse: ...
+    async def heartbeat(self, group: str, request: ClassicHeartbeatRequest) -> GroupResult: ...
+    async def leave(self, group: str, request: ClassicLeaveRequest) -> ClassicLeaveResponse: ...
+
+
+def group_error(exc: ConveyorError) -> KafkaError:
+    """A failed call to the coordinator in a group API's terms."""
+    if exc.code in _UNREACHABLE:
+        return KafkaError.COORDINATOR_NOT_AVAILABLE
+    return kafka_error(exc.code, "group")
+
+
+def named_error(name: str | None) -> KafkaError:
+    """An ``ErrorCode`` name from the coordinator's answer as Kafka's code."""
+    if name is None:
+        return KafkaError.NONE
+    try:
+        code = ErrorCode[name]
+    except KeyError:  # a newer coordinator's code
+        return KafkaError.UNKNOWN_SERVER_ERROR
+    if code in _UNREACHABLE:
+        return KafkaError.COORDINATOR_NOT_AVAILABLE
+    return kafka_error(code, "group")
+
+
+def invalid_group(group: str | None) -> bool:
+    try:
+        check_name("group", group or "", ErrorCode.INVALID_REQUEST)
+    except ConveyorError:
+        return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class GroupAccess:
+    """The checks every group handler makes first; None: go on."""
+
+    authorizer: Authorizer
+
+    async def refusal(
+        self, ctx: RequestContext, group: str | None, operation: str
+    ) -> KafkaError | None:
+        if invalid_group(group):
+            return KafkaError.INVALID_GROUP_ID
+        assert group is not None
+        if await self.allowed(ctx, group, operation):
+            return None
+        return KafkaError.GROUP_AUTHORIZATION_FAILED
+
+    async def allowed(self, ctx: RequestContext, group: str, operation: str) -> bool:
+        allowed = await self.authorizer.allowed(ctx.principal, operation, "group", group)
+        if not allowed and operation == "describe":  # Kafka's READ implies DESCRIBE
+            allowed = await self.authorizer.allowed(ctx.principal, "group", "group", group)
+        return allowed
+
+
+def client_host(ctx: RequestContext) -> str:
+    return "/" + ctx.connection.info.address
+
+
+def _response(key: ApiKey, version: int) -> Any:
+    return SERVED[key].response[version]
+
+
+class FindCoordinatorHandler:
+    def __init__(self, node_id: int, advertise: str, access: GroupAccess) -> None:
+        host, _, port = advertise.rpartition(":")
+        self._node_id = node_id
+        self._host = host.strip("[]")
+        self._port = int(port)
+        self._access = access
+
+    async def __call__(self, ctx: RequestContext, request: Any) -> Any:
+        version = ctx.api_version
+        response = _response(ApiKey.FIND_COORDINATOR, version)
+        key_type = request.key_type if version >= 1 else GROUP_KEY
+        if version < 4:
+            error, message = await self._one(ctx, request.key, key_type)
+            found = error is KafkaError.NONE
+            return response(
+                throttle_time_ms=0,
+                error_code=error,
+                error_message=message,
+                node_id=self._node_id if found else -1,
+                host=self._host if found else "",
+                port=self._port if found else -1,
+            )
+        coordinators = []
+        for key in request.coordinator_keys:
+            error, message = await self._one(ctx, key, key_type)
+            found = error is KafkaError.NONE
+            coordinators.append(
+                response.Coordinator(
+                    key=key,
+                    node_id=self._node_id if found else -1,
+                    host=self._host if found else "",
+                    port=self._port if found else -1,
+                    error_code=error,
+                    error_message=message,
+                )
+            )
+        return response(throttle_time_ms=0, coordinators=coordinators)
+
+    async def _one(
+        self, ctx: RequestContext, key: str, key_type: int
+    ) -> tuple[KafkaError, str | None]:
+        if key_type == TRANSACTION_KEY:  # InitProducerId answers why (transactions: issue 21)
+            return KafkaError.NONE, None
+        if key_type != GROUP_KEY:
+            return KafkaError.INVALID_REQUEST, f"key type {key_type} is not served"
+        refusal = await self._access.refusal(ctx, key, "describe")
+        if refusal is not None:
+            return (
+                refusal,
+                "not allowed"
+                if refusal is KafkaError.GROUP_AUTHORIZATION_FAILED
+                else "invalid group id",
+            )
+        return KafkaError.NONE, None
+
+
+class JoinGroupHandler:
+    def __init__(self, groups: ClassicOps, access: GroupAccess) -> None:
+        self._groups = groups
+        self._access = access
+
+    async def __call__(self, ctx: RequestContext, request: Any) -> Any:
+        version = ctx.api_version
+        refusal = await self._access.refusal(ctx, request.group_id, "group")
+        if refusal is not None:
+            return self._error(version, refusal, request.member_id)
+        rebalance_timeout_ms = request.rebalance_timeout_ms if version >= 1 else -1
+        if rebalance_timeout_ms < 0:  # v0: the session timeout is the rebalance timeout
+            rebalance_timeout_ms = request.session_timeout_ms
+        forwarded = ClassicJoinRequest(
+            protocol_type=request.protocol_type,
+            protocols=[
+                ClassicProtocol(name=p.name, metadata=p.metadata) for p in request.protocols
+            ],
+            session_timeout_ms=request.session_timeout_ms,
+            rebalance_timeout_ms=rebalance_timeout_ms,
+            member_id=request.member_id or "",
+            instance_id=request.group_instance_id if version >= 5 else None,
+            client_id=ctx.header.client_id or "",
+            client_host=client_host(ctx),
+            require_member_id=version >= 4,
+        )
+        try:
+            answer = await self._groups.join(request.group_id, forwarded)
+        except ConveyorError as exc:
+            return self._error(version, group_error(exc), request.member_id)
+        response = _response(ApiKey.JOIN_GROUP, version)
+        member_cls = response.JoinGroupResponseMember
+        return response(
+            throttle_time_ms=0,
+            error_code=named_error(answer.error),
+            generation_id=answer.generation,
+            protocol_type=answer.protocol_type,
+            protocol_name=answer.protocol_name or ("" if version < 7 else None),
+            leader=answer.leader_id,
+            skip_assignment=answer.skip_assignment,
+            member_id=answer.member_id,
+            members=[
+                member_cls(
+                    member_id=m.member_id, group_instance_id=m.instance_id, metadata=m.metadata
+                )
+                for m in answer.members
+            ],
+        )
+
+    @staticmethod
+    def _error(version: int, error: KafkaError, member_id: str | None) -> Any:
+        response = _response(ApiKey.JOIN_GROUP, version)
+        return response(
+            throttle_time_ms=0,
+            error_code=error,
+            generation_id=-1,
+            protocol_type=None,
+            protocol_name="" if version < 7 else None,
+            leader="",
+            skip_assignment=False,
+            member_id=member_id or "",
+            members=[],
+        )
+
+
+class SyncGroupHandler:
+    def __init__(self, groups: ClassicOps, access: GroupAccess) -> None:
+        self._groups = groups
+        self._access = access
+
+    async def __call__(self, ctx: RequestContext, request: Any) -> Any:
+        version = ctx.api_version
+        response = _response(ApiKey.SYNC_GROUP, version)
+        refusal = await self._access.refusal(ctx, request.group_id, "group")
+        if refusal is not None:
+            return response(throttle_time_ms=0, error_code=refusal, assignment=b"")
+        forwarded = ClassicSyncRequest(
+            member_id=request.member_id,
+            generation=request.generation_id,
+            instance_id=request.group_instance_id if version >= 3 else None,
+            protocol_type=request.protocol_type if version >= 5 else None,
+            protocol_name=request.protocol_name if version >= 5 else None,
+            assignments=[
+                ClassicAssignment(member_id=a.member_id, assignment=a.assignment)
+                for a in request.assignments
+            ],
+        )
+        try:
+            answer = await self._groups.sync(request.group_id, forwarded, 300_000)
+        except ConveyorError as exc:
+            return response(throttle_time_ms=0, error_code=group_error(exc), assignment=b"")
+        return response(
+            throttle_time_ms=0,
+            error_code=named_error(answer.error),
+            protocol_type=answer.protocol_type,
+            protocol_name=answer.protocol_name,
+            assignment=answer.assignment,
+        )
+
+
+class HeartbeatHandler:
+    def __init__(self, groups: ClassicOps, access: GroupAccess) -> None:
+        self._groups = groups
+        self._access = access
+
+    async def __call__(self, ctx: RequestContext, request: Any) -> Any:
+        version = ctx.api_version
+        response = _response(ApiKey.HEARTBEAT, version)
+        refusal = await self._access.refusal(ctx, request.group_id, "group")
+        if refusal is not None:
+            return response(throttle_time_ms=0, error_code=refusal)
+        forwarded = ClassicHeartbeatRequest(
+            member_id=request.member_id,
+            generation=request.generation_id,
+            instance_id=request.group_instance_id if version >= 3 else None,
+        )
+        try:
+            answer = await self._groups.heartbeat(request.group_id, forwarded)
+        except ConveyorError as exc:
+            return response(throttle_time_ms=0, error_code=group_error(exc))
+        return response(throttle_time_ms=0, error_code=named_error(answer.error))
+
+
+class LeaveGroupHandler:
+    def __init__(self, groups: ClassicOps, access: GroupAccess) -> None:
+        self._groups = groups
+        self._access = access
+
+    async def __call__(self, ctx: RequestContext, request: Any) -> Any:
+        version = ctx.api_version
+        response = _response(ApiKey.LEAVE_GROUP, version)
+        if version >= 3:
+            leaving = [
+                ClassicLeaving(member_id=m.member_id, instance_id=m.group_instance_id)
+                for m in request.members
+            ]
+        else:
+            leaving = [ClassicLeaving(member_id=request.member_id)]
+        refusal = await self._access.refusal(ctx, request.group_id, "group")
+        try:
+            answer = (
+                None
+                if refusal is not None
+                else await self._groups.leave(
+                    request.group_id, ClassicLeaveRequest(members=leaving)
+                )
+            )
+        except ConveyorError as exc:
+            refusal = group_error(exc)
+            answer = None
+        if answer is None or answer.error is not None:
+            error = refusal if answer is None else named_error(answer.error)
+            return response(throttle_time_ms=0, error_code=error, members=[])
+        members = [
+            response.MemberResponse(
+                member_id=m.member_id,
+                group_instance_id=m.instance_id,
+                error_code=named_error(m.error),
+            )
+            for m in answer.members
+        ]
+        top = KafkaError.NONE
+        if version < 3 and members:  # one member: its result is the answer
+            top = KafkaError(members[0].error_code)
+        return response(throttle_time_ms=0, error_code=top, members=members)

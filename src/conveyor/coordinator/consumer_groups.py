@@ -1,0 +1,280 @@
+"""KIP-848 (``group.protocol=consumer``): Kafka's ConsumerGroupHeartbeat and
+ConsumerGroupDescribe on Conveyor's own groups. Conveyor's groups already are KIP-848's
+design (server-side assignment, a heartbeat that reports what the member owns, partitions
+handed over only once released), so a Kafka member is one more member of the same
+``groups.py`` state machine, beside Conveyor's clients, in the same group if they like.
+
+The translation, both ways:
+
+* member epoch 0 joins (with the member id the client chose, KIP-1082; a member that was
+  already in the group is first removed: it gave up everything), -1 leaves, -2 (a static
+  member leaving for a restart) leaves too (Conveyor keeps no place for absent members);
+  a positive epoch must be one the member was part of, else FENCED_MEMBER_EPOCH;
+* the member epoch answered is the group's generation (Conveyor's groups count one
+  epoch for the whole group; a member commits with any generation it belongs to);
+* topics travel as Kafka topic ids (``views.topic_id``); a regular expression (v1) is
+  matched against the cluster's topics on every heartbeat, so new topics join in;
+* null fields mean "unchanged": the subscription and owned partitions are remembered;
+* the session timeout is the coordinator's (KIP-848: a broker setting), the rebalance
+  timeout is the member's max poll interval; heartbeats every ``HEARTBEAT_INTERVAL_MS``;
+* the assignment is sent when it changed (or on joining), as Kafka does.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from conveyor.coordinator import groups, views
+from conveyor.coordinator.group_service import GroupManager
+from conveyor.coordinator.groups import TP, Group, Heartbeat
+from conveyor.coordinator.model import ClusterState
+from conveyor.coordinator.validation import validate_group_name
+from conveyor.protocol.errors import ConveyorError, ErrorCode
+from conveyor.protocol.group_messages import (
+    ConsumerGroupDescription,
+    ConsumerGroupDescriptions,
+    ConsumerGroupMember,
+    ConsumerHeartbeatRequest,
+    ConsumerHeartbeatResponse,
+    TopicIdPartitions,
+)
+
+log = logging.getLogger(__name__)
+
+REGEX_CHARS_MAX: Final = 1_000
+LEAVE_EPOCH: Final = -1
+STATIC_LEAVE_EPOCH: Final = -2
+
+
+@dataclass(slots=True)
+class KafkaMember:
+    """What a Kafka member said once and may leave out of later heartbeats."""
+
+    topic_names: list[str] = field(default_factory=list)
+    regex: str | None = None
+    instance_id: str | None = None
+    rack_id: str | None = None
+    rebalance_timeout_ms: int = 300_000
+    sent: list[TP] | None = None  # the assignment last answered
+
+
+class ConsumerGroups:
+    def __init__(
+        self,
+        manager: GroupManager,
+        *,
+        state: Callable[[], ClusterState],
+        session_timeout_ms: int = 45_000,
+    ) -> None:
+        self._manager = manager
+        self._state = state
+        self._session_timeout_ms = session_timeout_ms
+        self._members: dict[tuple[str, str], KafkaMember] = {}
+
+    async def heartbeat(
+        self, name: str, request: ConsumerHeartbeatRequest
+    ) -> ConsumerHeartbeatResponse:
+        validate_group_name(name)
+        try:
+            return await self._heartbeat(name, request)
+        except ConveyorError as exc:  # FENCED_MEMBER is Kafka's FENCED_MEMBER_EPOCH
+            log.info("group %s: Kafka member %s: %s", name, request.member_id, exc.message)
+            return ConsumerHeartbeatResponse(
+                error=exc.code.name, message=exc.message, member_epoch=request.member_epoch
+            )
+
+    async def _heartbeat(
+        self, name: str, request: ConsumerHeartbeatRequest
+    ) -> ConsumerHeartbeatResponse:
+        key = (name, request.member_id)
+        epoch = request.member_epoch
+        if epoch in (LEAVE_EPOCH, STATIC_LEAVE_EPOCH):
+            await self._leave(name, request.member_id)
+            self._members.pop(key, None)
+            return ConsumerHeartbeatResponse(member_id=request.member_id, member_epoch=epoch)
+        group = self._manager.groups.get(name)
+        known = group is not None and request.member_id in group.members
+        if epoch == 0:
+            if known:  # it rejoins: it gave up what it had
+                await self._leave(name, request.member_id)
+            self._members[key] = self._remember(KafkaMember(), request, first=True)
+        elif not known and not request.owned:
+            raise _error(ErrorCode.UNKNOWN_MEMBER, f"member {request.member_id} is not in {name}")
+        elif group is not None and known:
+            _check_epoch(group, request.member_id, epoch)
+        info = self._remember(self._members.get(key) or KafkaMember(), request, first=False)
+        self._members[key] = info
+        beat = self._beat(request, info, group if known else None)
+        answer = await self._manager.beat(
+            name, beat, request.client_id, new_member_id=request.member_id or None
+        )
+        key = (name, answer.member_id)
+        self._members[key] = info
+        self._forget_gone(name)
+        assigned = [TP(p.topic, p.partition) for p in answer.assigned]
+        send = epoch == 0 or info.sent != assigned
+        info.sent = assigned
+        return ConsumerHeartbeatResponse(
+            member_id=answer.member_id,
+            member_epoch=answer.generation,
+            heartbeat_interval_ms=answer.heartbeat_interval_ms,
+            assignment=self._by_topic_id(assigned) if send else None,
+        )
+
+    def _remember(
+        self, info: KafkaMember, request: ConsumerHeartbeatRequest, first: bool
+    ) -> KafkaMember:
+        if (
+            first
+            and request.subscribed_topic_names is None
+            and request.subscribed_topic_regex is None
+        ):
+            raise _error(ErrorCode.INVALID_REQUEST, "a joining member names its subscription")
+        if request.subscribed_topic_names is not None:
+            info.topic_names = sorted(set(request.subscribed_topic_names))[
+                : groups.TOPICS_PER_MEMBER_MAX
+            ]
+        if request.subscribed_topic_regex is not None:
+            info.regex = request.subscribed_topic_regex or None
+            _compile(info.regex)
+        if request.instance_id is not None:
+            info.instance_id = request.instance_id
+        if request.rack_id is not None:
+            info.rack_id = request.rack_id
+        if request.rebalance_timeout_ms >= 0:
+            info.rebalance_timeout_ms = request.rebalance_timeout_ms
+        return info
+
+    def _beat(
+        self, request: ConsumerHeartbeatRequest, info: KafkaMember, group: Group | None
+    ) -> Heartbeat:
+        state = self._state()
+        topics = set(info.topic_names) & set(state.topics)
+        pattern = _compile(info.regex)
+        if pattern is not None:
+            topics |= {t for t in state.topics if pattern.fullmatch(t)}
+        if request.owned is not None:
+            names = {self._topic_id(state, t): t for t in state.topics}
+            owned = frozenset(
+                TP(names[o.topic_id], p)
+                for o in request.owned
+                if o.topic_id in names
+                for p in o.partitions
+            )
+        elif group is not None:
+            owned = group.members[request.member_id].reported
+        else:
+            owned = frozenset()
+        session_ms = self._session_timeout_ms
+        return Heartbeat(
+            member_id=None if request.member_epoch == 0 else request.member_id,
+            client_id=request.client_id[:200],
+            topics=tuple(sorted(topics))[: groups.TOPICS_PER_MEMBER_MAX],
+            owned=owned,
+            session_timeout_ms=session_ms,
+            max_poll_interval_ms=min(
+                max(info.rebalance_timeout_ms, session_ms), groups.MAX_POLL_INTERVAL_MS_MAX
+            ),
+            host=request.client_host[:100],
+        )
+
+    async def _leave(self, name: str, member_id: str) -> None:
+        if name in self._manager.groups and member_id in self._manager.groups[name].members:
+            leave = Heartbeat(member_id, "", (), frozenset(), leave=True)
+            await self._manager.beat(name, leave, "")
+
+    def _forget_gone(self, name: str) -> None:
+        present = self._manager.groups.get(name)
+        members = present.members if present is not None else {}
+        for key in [k for k in self._members if k[0] == name and k[1] not in members]:
+            del self._members[key]
+
+    def _topic_id(self, state: ClusterState, topic: str) -> str:
+        return views.topic_id(state.cluster_id, state.topics[topic])
+
+    def _by_topic_id(self, partitions: Iterable[TP]) -> list[TopicIdPartitions]:
+        state = self._state()
+        by_topic: dict[str, list[int]] = {}
+        for tp in sorted(partitions):
+            if tp.topic in state.topics:
+                by_topic.setdefault(tp.topic, []).append(tp.partition)
+        return [
+            TopicIdPartitions(topic_id=self._topic_id(state, t), partitions=p, topic=t)
+            for t, p in by_topic.items()
+        ]
+
+    def reset(self) -> None:
+        self._members.clear()
+
+    # ---- ConsumerGroupDescribe -------------------------------------------------------------
+
+    def describe(self, names: list[str]) -> ConsumerGroupDescriptions:
+        return ConsumerGroupDescriptions(groups=[self._describe(n) for n in names[:1000]])
+
+    def _describe(self, name: str) -> ConsumerGroupDescription:
+        try:
+            validate_group_name(name)
+        except ConveyorError as exc:
+            return ConsumerGroupDescription(group=name, error=exc.code.name)
+        group = self._manager.groups.get(name)
+        if group is None:
+            error = ErrorCode.UNKNOWN_GROUP.name
+            committed = any(g == name for (g, _, _) in self._state().offsets)
+            if committed and not self._manager.classic.active(name):
+                return ConsumerGroupDescription(group=name, state="Empty")
+            return ConsumerGroupDescription(group=name, error=error)
+        members = []
+        for m in sorted(group.members.values(), key=lambda m: m.member_id):
+            info = self._members.get((name, m.member_id)) or KafkaMember(topic_names=list(m.topics))
+            members.append(
+                ConsumerGroupMember(
+                    member_id=m.member_id,
+                    member_epoch=group.generation,
+                    client_id=m.client_id,
+                    client_host=m.host,
+                    instance_id=info.instance_id,
+                    rack_id=info.rack_id,
+                    subscribed_topic_names=info.topic_names,
+                    subscribed_topic_regex=info.regex,
+                    assignment=self._by_topic_id(group.assigned_to(m.member_id)),
+                    target_assignment=self._by_topic_id(group.target.get(m.member_id, ())),
+                )
+            )
+        return ConsumerGroupDescription(
+            group=name,
+            state={"empty": "Empty", "stable": "Stable", "rebalancing": "Reconciling"}[group.state],
+            group_epoch=group.generation,
+            assignment_epoch=group.generation,
+            members=members,
+        )
+
+
+def _check_epoch(group: Group, member_id: str, epoch: int) -> None:
+    member = group.members[member_id]
+    if not member.joined_generation <= epoch <= group.generation:
+        raise _error(
+            ErrorCode.FENCED_MEMBER,
+            f"member epoch {epoch} is not one member {member_id} belongs to "
+            f"({member.joined_generation}..{group.generation}): rejoin",
+        )
+
+
+def _compile(regex: str | None) -> re.Pattern[str] | None:
+    """Kafka matches with RE2/J; Python's ``re`` takes the usual subset. Bounded in size,
+    and matched against topic names only (at most 249 characters each)."""
+    if not regex:
+        return None
+    if len(regex) > REGEX_CHARS_MAX:
+        raise _error(ErrorCode.INVALID_REGULAR_EXPRESSION, f"longer than {REGEX_CHARS_MAX}")
+    try:
+        return re.compile(regex)
+    except re.error as exc:
+        raise _error(ErrorCode.INVALID_REGULAR_EXPRESSION, f"{regex!r}: {exc}") from None
+
+
+def _error(code: ErrorCode, message: str) -> ConveyorError:
+    return ConveyorError(message, code=code)
