@@ -45,8 +45,8 @@ from conveyor.protocol.group_messages import (
 
 log = logging.getLogger(__name__)
 
-PARKED_MARGIN_MS: Final = 5_000
-REBALANCE_TIMEOUT_MS_MAX: Final = 3_600_000  # Conveyor's max poll interval limit  # beyond the group's own deadlines, a parked request gives up
+PARKED_MARGIN_MS: Final = 5_000  # beyond the group's own deadlines, a parked request gives up
+REBALANCE_TIMEOUT_MS_MAX: Final = 3_600_000  # Conveyor's max poll interval limit
 _Key = tuple[str, str]  # (group, member id)
 T = TypeVar("T")
 
