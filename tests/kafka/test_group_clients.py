@@ -1,6 +1,7 @@
 """The seed's consumer-group scenario through every Kafka client family: kcat -G,
-confluent-kafka (librdkafka; classic and KIP-848 ``group.protocol=consumer``), kafka-python,
-aiokafka and kafkajs, each member its own process.
+confluent-kafka (librdkafka; classic with its default eager assignors and with
+cooperative-sticky, and KIP-848 ``group.protocol=consumer``), kafka-python, aiokafka and
+kafkajs, each member its own process.
 
 Two members split a 6-partition topic; 1,200 keyed messages arrive in two halves; between
 them one member is SIGKILLed and another joins. Every message is processed by one
@@ -33,7 +34,15 @@ from tests.waiting import wait_for
 PARTITIONS = 6
 HALF = 600
 KEYS = 12
-CLIENTS = ["confluent", "confluent-848", "kafka-python", "aiokafka", "kafkajs", "kcat"]
+CLIENTS = [
+    "confluent",
+    "confluent-coop",
+    "confluent-848",
+    "kafka-python",
+    "aiokafka",
+    "kafkajs",
+    "kcat",
+]
 
 
 @pytest.fixture(scope="module")

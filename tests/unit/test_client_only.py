@@ -74,7 +74,8 @@ def test_the_cli_runs_its_client_side_without_extras(argv: list[str]) -> None:
     [
         (
             "from conveyor.cli.main import main; sys.exit(main(['coordinator']))",
-            "conveyor: error: prometheus_client is not installed: this needs conveyor-mq's "
+            # the coordinator reads Kafka groups' embedded protocol (kafka-python) first
+            "conveyor: error: kafka is not installed: this needs conveyor-mq's "
             "server extra (pip install 'conveyor-mq[server]')",
         ),
         (

@@ -79,8 +79,9 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print_json(groups)
         return EXIT_OK
-    rows = [(g.group, g.state, g.generation, g.members, g.lag) for g in groups]
-    print_table("consumer groups", ("group", "state", "generation", "members", "lag"), rows)
+    rows = [(g.group, g.protocol, g.state, g.generation, g.members, g.lag) for g in groups]
+    columns = ("group", "protocol", "state", "generation", "members", "lag")
+    print_table("consumer groups", columns, rows)
     return EXIT_OK
 
 
@@ -93,12 +94,13 @@ def _describe(args: argparse.Namespace) -> int:
         print_json(described)
         return EXIT_OK
     print_line(
-        f"group [bold]{described.group}[/bold]: {described.state}, generation "
-        f"{described.generation}, {len(described.members)} member(s), lag {described.lag}"
+        f"group [bold]{described.group}[/bold] ({described.protocol} protocol): "
+        f"{described.state}, generation {described.generation}, "
+        f"{len(described.members)} member(s), lag {described.lag}"
     )
     members = [
         (
-            m.member_id,
+            m.member_id + (f" ({m.instance_id})" if m.instance_id else ""),
             m.client_id,
             ",".join(f"{p.topic}-{p.partition}" for p in m.assigned) or "-",
             ",".join(f"{p.topic}-{p.partition}" for p in m.revoking) or "-",

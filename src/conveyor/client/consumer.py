@@ -168,12 +168,14 @@ class _ConsumerCore:
         if membership is None:
             return False
         membership.poll_started()
-        return bool(membership.revoking) or membership.session_lost()
+        return bool(membership.revoking) or membership.session_lost() or bool(membership.refused)
 
     async def before_poll(self) -> None:
         membership = self.membership
         if membership is None:
             return
+        if membership.refused is not None:  # e.g. a Kafka classic group of the same name
+            raise membership.refused
         if membership.session_lost():
             membership.drop_all("no heartbeat answered for a session timeout")
         await membership.release_revoked(commit=self.commits_after_processing)

@@ -82,6 +82,8 @@ class Membership:
         self.joined = asyncio.Event()
         self.fenced_count = 0  # times this consumer lost its partitions to fencing
         self.pending = False  # partitions of ours still held by their previous owner
+        # the group has members of Kafka's classic protocol: refused until they leave
+        self.refused: ConveyorError | None = None
         self._last_ok_s = time.monotonic()
         self._last_poll_s = time.monotonic()
         self._wake = asyncio.Event()
@@ -192,6 +194,8 @@ class Membership:
                     if exc.code in FENCING_CODES:
                         self.drop_all(str(exc))
                         continue
+                    if exc.code is ErrorCode.INCONSISTENT_GROUP_PROTOCOL:
+                        self.refused = exc  # poll raises it until the group lets us in
                     log.warning("group %s: heartbeat failed: %s", self.settings.group, exc)
             delay_s = self._interval_s if failures == 0 else min(self._interval_s, 0.2 * failures)
             if self.pending and failures == 0:  # ask again soon: they move once released
@@ -222,6 +226,7 @@ class Membership:
 
     def _on_answer(self, answer: GroupHeartbeatResponse) -> None:
         self._last_ok_s = time.monotonic()
+        self.refused = None
         if answer.member_id != self.member_id:
             log.info(
                 "group %s: joined as %s (generation %d)",

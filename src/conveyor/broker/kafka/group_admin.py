@@ -24,7 +24,7 @@ from conveyor.protocol.group_messages import (
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError
 
-OPERATIONS_OMITTED: Final = -2147483648  # Kafka's "not asked for"
+OPERATIONS_OMITTED: Final = None  # not asked for (kafka-python encodes Kafka's -2^31)
 # DescribeGroups v6 (KIP-1043) answers GROUP_ID_NOT_FOUND for a group that does not
 # exist; older versions "Dead" with no error
 DESCRIBE_NOT_FOUND_VERSION: Final = 6
@@ -119,7 +119,7 @@ def _described(
     name: str,
     one: KafkaGroupDescription | None,
     error: KafkaError,
-    operations: int | set[int],
+    operations: set[int] | None,
 ) -> Any:
     member_cls = response.DescribedGroup.DescribedGroupMember
     return response.DescribedGroup(

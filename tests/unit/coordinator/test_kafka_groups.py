@@ -1,0 +1,254 @@
+"""The coordinator's Kafka group operations on a real service (SQLite, no HTTP): KIP-848
+heartbeats translated onto Conveyor's groups, one registry for both kinds, Kafka's commit
+fencing and per-partition answers, OffsetFetch of several groups, OffsetDelete,
+List/Describe/DeleteGroups."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from conveyor.coordinator import views
+from conveyor.coordinator.classic_model import Limits
+from conveyor.coordinator.service import CoordinatorService, CoordinatorSettings
+from conveyor.protocol.errors import ConveyorError, ErrorCode
+from conveyor.protocol.group_messages import (
+    ClassicJoinRequest,
+    ClassicProtocol,
+    ConsumerHeartbeatRequest,
+    KafkaCommitRequest,
+    KafkaOffsetFetchRequest,
+    OffsetDeleteRequest,
+    OffsetFetchGroup,
+    TopicIdPartitions,
+)
+from conveyor.protocol.kafka.consumer_protocol import encode_subscription
+from conveyor.protocol.messages import (
+    CreateTopicRequest,
+    GroupHeartbeatRequest,
+    PartitionOffset,
+)
+from tests.unit.coordinator.helpers import heartbeat
+
+Scenario = Callable[[CoordinatorService], Awaitable[None]]
+
+
+def run(tmp_path: Path, scenario: Scenario) -> None:
+    settings = CoordinatorSettings(
+        data_dir=tmp_path,
+        classic_groups=Limits(initial_rebalance_delay_ms=0, min_session_timeout_ms=100),
+        consumer_session_timeout_ms=3000,
+    )
+
+    async def body() -> None:
+        service = CoordinatorService(settings)
+        await service.start(run_expiry=False)
+        try:
+            await service.heartbeat(heartbeat(1))
+            for name in ("t", "u", "other"):
+                await service.create_topic(CreateTopicRequest(name=name, partitions=2))
+            await scenario(service)
+        finally:
+            service.groups.reset()
+            await service.close()
+
+    asyncio.run(body())
+
+
+def _topic_id(service: CoordinatorService, name: str) -> str:
+    return views.topic_id(service.state.cluster_id, service.state.topics[name])
+
+
+def _beat(member: str, epoch: int, **fields: object) -> ConsumerHeartbeatRequest:
+    return ConsumerHeartbeatRequest(member_id=member, member_epoch=epoch, **fields)  # type: ignore[arg-type]
+
+
+def _classic_join(member_id: str = "") -> ClassicJoinRequest:
+    return ClassicJoinRequest(
+        protocol_type="consumer",
+        protocols=[ClassicProtocol(name="range", metadata=encode_subscription(["t"]))],
+        session_timeout_ms=10_000,
+        rebalance_timeout_ms=10_000,
+        member_id=member_id,
+        require_member_id=False,
+    )
+
+
+def test_kip848_heartbeats_join_conveyors_own_groups(tmp_path: Path) -> None:
+    async def scenario(service: CoordinatorService) -> None:
+        consumer = service.consumer_groups
+        joined = await consumer.heartbeat(
+            "g", _beat("m1", 0, subscribed_topic_names=["t"], rebalance_timeout_ms=60_000)
+        )
+        assert joined.error is None and joined.member_id == "m1" and joined.member_epoch >= 1
+        tid = _topic_id(service, "t")
+        assert joined.assignment == [TopicIdPartitions(topic_id=tid, partitions=[0, 1], topic="t")]
+        assert "m1" in service.groups.groups["g"].members  # Conveyor's group, this member
+        # nothing changed: the assignment is not repeated; null fields keep the subscription
+        owned = [TopicIdPartitions(topic_id=tid, partitions=[0, 1])]
+        again = await consumer.heartbeat("g", _beat("m1", joined.member_epoch, owned=owned))
+        assert again.error is None and again.assignment is None
+        # a Conveyor client joins the same group: partitions move once released
+        native = await service.groups.heartbeat("g", GroupHeartbeatRequest(topics=["t"]))
+        assert native.assigned == []  # t-1 is still m1's
+        moved = await consumer.heartbeat("g", _beat("m1", joined.member_epoch))
+        assert moved.assignment is not None and len(moved.assignment[0].partitions) == 1
+        stale = await consumer.heartbeat("g", _beat("m1", moved.member_epoch + 5))
+        assert stale.error == ErrorCode.FENCED_MEMBER.name
+        unknown = await consumer.heartbeat("g", _beat("ghost", 3))
+        assert unknown.error == ErrorCode.UNKNOWN_MEMBER.name
+        left = await consumer.heartbeat("g", _beat("m1", -1))
+        assert left.error is None and "m1" not in service.groups.groups["g"].members
+
+    run(tmp_path, scenario)
+
+
+def test_kip848_regex_subscriptions_follow_the_topics(tmp_path: Path) -> None:
+    async def scenario(service: CoordinatorService) -> None:
+        consumer = service.consumer_groups
+        joined = await consumer.heartbeat(
+            "r", _beat("m", 0, subscribed_topic_regex="t|u", rebalance_timeout_ms=60_000)
+        )
+        assert {t.topic for t in joined.assignment or []} == {"t", "u"}
+        bad = await consumer.heartbeat("r2", _beat("m", 0, subscribed_topic_regex="(("))
+        assert bad.error == ErrorCode.INVALID_REGULAR_EXPRESSION.name
+        described = consumer.describe(["r", "nope"]).groups
+        assert (
+            described[0].state == "Stable"
+            and described[0].members[0].subscribed_topic_regex == "t|u"
+        )
+        assert described[1].error == ErrorCode.UNKNOWN_GROUP.name
+
+    run(tmp_path, scenario)
+
+
+def test_a_name_has_members_of_one_kind_at_a_time(tmp_path: Path) -> None:
+    async def scenario(service: CoordinatorService) -> None:
+        kafka = service.kafka_groups
+        classic = await kafka.join("c", _classic_join())
+        assert classic.error is None and classic.generation == 1
+        try:
+            await service.groups.heartbeat("c", GroupHeartbeatRequest(topics=["t"]))
+            raise AssertionError("a Conveyor member joined a classic group")
+        except ConveyorError as exc:
+            assert exc.code is ErrorCode.INCONSISTENT_GROUP_PROTOCOL
+        await service.groups.heartbeat("n", GroupHeartbeatRequest(topics=["t"]))
+        refused = await kafka.join("n", _classic_join())
+        assert refused.error == ErrorCode.INCONSISTENT_GROUP_PROTOCOL.name
+        kip848 = await service.consumer_groups.heartbeat(
+            "c", _beat("k", 0, subscribed_topic_names=["t"])
+        )
+        assert kip848.error == ErrorCode.INCONSISTENT_GROUP_PROTOCOL.name
+
+    run(tmp_path, scenario)
+
+
+def test_kafka_commits_are_fenced_and_answered_per_partition(tmp_path: Path) -> None:
+    async def scenario(service: CoordinatorService) -> None:
+        kafka = service.kafka_groups
+
+        simple = await kafka.commit(
+            "s",
+            KafkaCommitRequest(
+                offsets=[
+                    PartitionOffset(topic="t", partition=0, offset=5),
+                    PartitionOffset(topic="t", partition=9, offset=5),
+                    PartitionOffset(topic="nope", partition=0, offset=5),
+                    PartitionOffset(topic="t", partition=1, offset=5, metadata="x" * 5000),
+                ]
+            ),
+        )
+        assert [r.error for r in simple.partitions] == [
+            None,
+            ErrorCode.UNKNOWN_TOPIC.name,
+            ErrorCode.UNKNOWN_TOPIC.name,
+            ErrorCode.OFFSET_METADATA_TOO_LARGE.name,
+        ]
+        unknown_old = await kafka.commit(
+            "s",
+            KafkaCommitRequest(
+                offsets=[PartitionOffset(topic="t", partition=0, offset=6)],
+                member_id="m",
+                generation=3,
+                api_version=8,
+            ),
+        )
+        assert unknown_old.partitions[0].error == ErrorCode.ILLEGAL_GENERATION.name
+        unknown_new = await kafka.commit(
+            "s",
+            KafkaCommitRequest(
+                offsets=[PartitionOffset(topic="t", partition=0, offset=6)],
+                member_id="m",
+                generation=3,
+                api_version=9,
+            ),
+        )
+        assert unknown_new.partitions[0].error == ErrorCode.UNKNOWN_GROUP.name
+        joined = await kafka.join("s", _classic_join())
+        member_commit = KafkaCommitRequest(
+            offsets=[PartitionOffset(topic="t", partition=0, offset=7)],
+            member_id=joined.member_id,
+            generation=joined.generation,
+        )
+        # the new generation's assignment is not there yet (no SyncGroup)
+        waiting = await kafka.commit("s", member_commit)
+        assert waiting.partitions[0].error == ErrorCode.REBALANCE_IN_PROGRESS.name
+        no_member = await kafka.commit(
+            "s", KafkaCommitRequest(offsets=[PartitionOffset(topic="t", partition=0, offset=8)])
+        )
+        assert no_member.partitions[0].error == ErrorCode.UNKNOWN_MEMBER.name
+        fetched = kafka.fetch_offsets(
+            KafkaOffsetFetchRequest(
+                groups=[
+                    OffsetFetchGroup(group="s"),
+                    OffsetFetchGroup(
+                        group="s", partitions=[PartitionOffset(topic="t", partition=1, offset=0)]
+                    ),
+                    OffsetFetchGroup(group="empty"),
+                ]
+            )
+        ).groups
+        assert [(p.topic, p.partition, p.offset) for p in fetched[0].partitions] == [("t", 0, 5)]
+        assert [(p.partition, p.offset) for p in fetched[1].partitions] == [(1, -1)]
+        assert fetched[2].partitions == []
+
+    run(tmp_path, scenario)
+
+
+def test_offset_delete_listing_describing_and_deleting(tmp_path: Path) -> None:
+    async def scenario(service: CoordinatorService) -> None:
+        kafka = service.kafka_groups
+        for topic in ("t", "other"):
+            await kafka.commit(
+                "d",
+                KafkaCommitRequest(offsets=[PartitionOffset(topic=topic, partition=0, offset=1)]),
+            )
+        joined = await kafka.join("d", _classic_join())
+        assert joined.error is None
+        deleted = await kafka.delete_offsets(
+            "d",
+            OffsetDeleteRequest(
+                partitions=[
+                    PartitionOffset(topic="t", partition=0, offset=-1),
+                    PartitionOffset(topic="other", partition=0, offset=-1),
+                ]
+            ),
+        )
+        assert [r.error for r in deleted.partitions] == [
+            ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC.name,
+            None,
+        ]
+        listed = {g.group: g for g in kafka.listing([], []).groups}
+        assert (listed["d"].state, listed["d"].group_type) == ("CompletingRebalance", "classic")
+        assert [g.group for g in kafka.listing(["stable"], []).groups] == []
+        described = kafka.describe(["d", "ghost"]).groups
+        assert described[0].protocol_type == "consumer" and len(described[0].members) == 1
+        assert described[1].error == ErrorCode.UNKNOWN_GROUP.name
+        results = (await kafka.delete(["d", "ghost"])).groups
+        assert [r.error for r in results] == [
+            ErrorCode.GROUP_NOT_EMPTY.name,
+            ErrorCode.UNKNOWN_GROUP.name,
+        ]
+
+    run(tmp_path, scenario)
