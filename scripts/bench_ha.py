@@ -3,6 +3,7 @@
     python scripts/bench_ha.py commits     # offset commits/s, SQLite vs etcd (3 members)
     python scripts/bench_ha.py latency     # topic creation and metadata write latency
     python scripts/bench_ha.py takeover    # SIGKILL the active coordinator, 10 times
+    python scripts/bench_ha.py apply       # model.apply of one commit vs offsets held
 
 Everything runs here on loopback with free ports: real coordinators (python -m
 conveyor.coordinator), a real 3-member etcd (conveyor.cli.etcd_local), no broker unless
@@ -262,6 +263,41 @@ def bench_takeover(root: Path, etcd: LocalEtcd, rounds: int = 10) -> None:
           f"all {[round(t, 2) for t in times]} (load {load()})", flush=True)  # fmt: skip
 
 
+def bench_apply(root: Path, etcd: LocalEtcd) -> None:
+    """One offset commit through ``model.apply`` (what every commit costs the state,
+    live and on recovery) with 100 to 100,000 offsets already held."""
+    from conveyor.coordinator.model import (
+        Broker,
+        BrokerRecord,
+        ClusterState,
+        CommittedOffset,
+        OffsetRecord,
+        Partition,
+        PartitionRecord,
+        Topic,
+        TopicRecord,
+        apply,
+    )  # fmt: skip
+    from conveyor.protocol.messages import BrokerId, Epoch, TopicConfig
+
+    one = BrokerId(1)
+    base: list[Any] = [BrokerRecord(Broker(one, "http://127.0.0.1:1", True, 0)),
+                       TopicRecord(Topic("t", 100, 1, TopicConfig(), 0))]  # fmt: skip
+    base += [PartitionRecord(Partition("t", p, (one,), one, Epoch(0), (one,))) for p in range(100)]
+    for held in (100, 10_000, 100_000):
+        state = apply(ClusterState("bench"), base + [
+            OffsetRecord(CommittedOffset(f"g{i}", "t", i % 100, 1, None, 0)) for i in range(held)
+        ])  # fmt: skip
+        rounds = 2000
+        started = time.perf_counter()
+        for i in range(rounds):
+            commit = CommittedOffset(f"g{i % held}", "t", i % 100, i, None, 0)
+            state = apply(state, [OffsetRecord(commit)])
+        micros = (time.perf_counter() - started) * 1e6 / rounds
+        print(f"apply of one commit with {held} offsets held: {micros:.1f} us (load {load()})",
+              flush=True)  # fmt: skip
+
+
 def main() -> int:
     what = sys.argv[1:] or ["commits", "latency", "takeover"]
     root = Path(tempfile.mkdtemp(prefix="conveyor-bench-ha-"))
@@ -272,6 +308,7 @@ def main() -> int:
                 "store-commits": bench_store_commits,
                 "latency": bench_latency,
                 "takeover": bench_takeover,
+                "apply": bench_apply,
             }
             benches[name](root, etcd)
     return 0

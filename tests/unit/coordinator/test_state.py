@@ -338,4 +338,4 @@ def test_bad_commits_change_nothing(
     with pytest.raises(InvalidRequestError) as caught:
         core.commit_offsets(state, group, request, 0)
     assert caught.value.code is code
-    assert state.offsets == {}
+    assert not state.offsets
