@@ -156,8 +156,9 @@ def run_migrate(args: argparse.Namespace) -> int:
         raise SettingsError(f"migrate: {exc}") from None
     print(
         f"migrated cluster {done.cluster_id}: {done.brokers} brokers, {done.topics} topics, "
-        f"{done.partitions} partitions, {done.offsets} committed offsets, "
-        f"from {args.source} to {args.target} (read back and compared)"
+        f"{done.partitions} partitions, {done.offsets} committed offsets, {done.users} users, "
+        f"{done.tokens} tokens, {done.acls} ACL rules, from {args.source} to {args.target} "
+        "(read back and compared)"
     )
     return 0
 

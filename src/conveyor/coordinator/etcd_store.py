@@ -86,6 +86,7 @@ class EtcdLayout:
         self.log = f"{self.prefix}/log/"
         self.snapshot = f"{self.prefix}/snapshot"
         self.snapshots = f"{self.prefix}/snapshots/"
+        self.security = f"{self.prefix}/security"  # users, tokens, ACLs (security_etcd.py)
 
     def log_key(self, seq: int) -> str:
         return f"{self.log}{seq:016d}"

@@ -140,6 +140,37 @@ class SecurityStore:
             version=version, enabled=self.enabled, users=users, tokens=tokens, acls=acls
         )
 
+    def replace_all(self, stored: SecuritySnapshot) -> None:
+        """Make the tables hold exactly ``stored`` (users, tokens, rules and its version):
+        a coordinator on etcd taking the stored snapshot, a migration writing one."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("security_users", "security_tokens", "security_acls", "security_meta"):
+                db.execute(f"DELETE FROM {table}")  # noqa: S608 -- our own table names
+            for user in stored.users:
+                db.execute(
+                    "INSERT INTO security_users VALUES (?, ?)",
+                    (user.name, msgspec.json.encode(user.password).decode()),
+                )
+            for token in stored.tokens:
+                db.execute(
+                    "INSERT INTO security_tokens VALUES (?, ?, ?, ?, ?)",
+                    (token.token_id, token.principal, token.secret_sha256_hex,
+                     token.created_ms, token.expires_ms),
+                )  # fmt: skip
+            for rule in stored.acls:
+                db.execute(
+                    "INSERT INTO security_acls VALUES (?, ?, ?, ?, ?)",
+                    (rule.principal, rule.operation, rule.resource_type, rule.name, rule.pattern),
+                )
+            db.execute("INSERT INTO security_meta VALUES ('version', ?)", (stored.version,))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        self.snapshot = self._load()
+
     def _change(self, statement: str, args: tuple[object, ...]) -> int:
         """Run one change and bump the version in one transaction; the rows it touched."""
         db = self._db

@@ -44,7 +44,7 @@ class EtcdSecurityStore(SecurityStore):
     ) -> None:
         super().__init__(None, enabled)
         self._client = client
-        self._key = f"{layout.prefix}/security"
+        self._key = layout.security
         self._leader = layout.leader
         self._epoch = epoch  # the active epoch, 0 while standing by
         self._loop: asyncio.AbstractEventLoop | None = None  # the app's, once it runs
@@ -60,34 +60,8 @@ class EtcdSecurityStore(SecurityStore):
         log.info("security snapshot version %d loaded from etcd", stored.version)
 
     def _replace(self, stored: SecuritySnapshot) -> None:
-        """Make the in-memory tables hold exactly ``stored``."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for table in ("security_users", "security_tokens", "security_acls", "security_meta"):
-                db.execute(f"DELETE FROM {table}")  # noqa: S608 -- our own table names
-            for user in stored.users:
-                db.execute(
-                    "INSERT INTO security_users VALUES (?, ?)",
-                    (user.name, msgspec.json.encode(user.password).decode()),
-                )
-            for token in stored.tokens:
-                db.execute(
-                    "INSERT INTO security_tokens VALUES (?, ?, ?, ?, ?)",
-                    (token.token_id, token.principal, token.secret_sha256_hex,
-                     token.created_ms, token.expires_ms),
-                )  # fmt: skip
-            for rule in stored.acls:
-                db.execute(
-                    "INSERT INTO security_acls VALUES (?, ?, ?, ?, ?)",
-                    (rule.principal, rule.operation, rule.resource_type, rule.name, rule.pattern),
-                )
-            db.execute("INSERT INTO security_meta VALUES ('version', ?)", (stored.version,))
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        self.snapshot = self._written = self._load()
+        self.replace_all(stored)
+        self._written = self.snapshot
 
     def _change(self, statement: str, args: tuple[object, ...]) -> int:
         changed = super()._change(statement, args)

@@ -65,15 +65,17 @@ class TransitionWriter:
     def open(self, store: MetadataStore, state: ClusterState) -> None:
         self._store, self.state, self._closed_error = store, state, None
 
-    async def submit(self, decide: Callable[[ClusterState], Result[T]]) -> T:
-        """Queue ``decide``; its reply once its records are durable and applied."""
+    def submit(self, decide: Callable[[ClusterState], Result[T]]) -> asyncio.Future[T]:
+        """Queue ``decide``; the future of its reply, resolved once its records are durable
+        and applied. A plain future, not a coroutine: the caller shields it without a task
+        per transition (one commit's CPU counts, docs/benchmarks.md)."""
         if self._closed_error is not None:
             raise self._closed_error
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(decide, future))
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="coordinator-writer")
-        return await future
+        return future
 
     async def drain(self) -> None:
         """Stop taking decisions; wait for the queued ones to be written."""

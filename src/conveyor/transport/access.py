@@ -14,6 +14,7 @@ Never a header: credentials travel in ``Authorization``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import secrets
@@ -33,11 +34,17 @@ ACCESS_LOG_KEY: Final = web.AppKey("conveyor_access_log", bool)
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+# A new id is this process's random prefix and a counter: unique across processes and
+# requests without a getrandom(2) call per request (profiled: 2 % of a commit's CPU).
+_ID_PREFIX: Final = secrets.token_hex(4)
+_id_counter = itertools.count(1)
+
+
 def request_id_for(given: str | None) -> str:
     """The client's id when it is sane (it ends up in logs), else a new one."""
     if given is not None and _SANE_ID.fullmatch(given):
         return given
-    return secrets.token_hex(8)
+    return f"{_ID_PREFIX}{next(_id_counter):08x}"
 
 
 @web.middleware

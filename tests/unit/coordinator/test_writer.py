@@ -117,7 +117,7 @@ def test_abort_fails_everything_queued_and_drops_the_state() -> None:
 
     async def scenario() -> None:
         writer = writer_with(store)
-        queued = [asyncio.create_task(writer.submit(commit(p, p))) for p in range(4)]
+        queued = [writer.submit(commit(p, p)) for p in range(4)]
         await asyncio.sleep(0)
         lost = RetriableError("lease lost", code=ErrorCode.NOT_COORDINATOR)
         await writer.abort(lost)
