@@ -15,6 +15,7 @@ from conveyor.coordinator.model import (
     GroupRemoved,
     OffsetKey,
     OffsetRecord,
+    OffsetRemoved,
     Record,
     TopicRecord,
     TopicRemoved,
@@ -34,6 +35,7 @@ commit = st.builds(
 )
 removal = st.one_of(
     st.builds(GroupRemoved, st.sampled_from(GROUPS)),
+    st.builds(OffsetRemoved, st.sampled_from(GROUPS), st.sampled_from(TOPICS), st.integers(0, 2)),
     st.builds(TopicRemoved, st.sampled_from(TOPICS)),
 )
 batches = st.lists(st.lists(st.one_of(commit, commit, commit, removal), max_size=12), max_size=8)
@@ -47,6 +49,8 @@ def model_step(model: dict[OffsetKey, CommittedOffset], record: Record) -> None:
     match record:
         case OffsetRecord(offset=offset):
             model[offset.key] = offset
+        case OffsetRemoved():
+            model.pop(record.key, None)
         case GroupRemoved(group=group):
             for key in [k for k in model if k[0] == group]:
                 del model[key]
@@ -69,6 +73,8 @@ def test_offsets_follow_a_dict_model_and_old_states_stay(batches: list[list[Reco
             wanted = record.name if isinstance(record, TopicRemoved) else None
             if isinstance(record, OffsetRecord):
                 wanted = record.offset.topic
+            if isinstance(record, OffsetRemoved):
+                wanted = record.topic
             if wanted is not None and wanted not in live:
                 continue
             if isinstance(record, TopicRemoved):
