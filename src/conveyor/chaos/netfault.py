@@ -33,12 +33,29 @@ log = logging.getLogger(__name__)
 
 # One run at a time per network and table. Two chaos runs on one machine (say, two
 # developers' suites) would cut each other's services and delete each other's table: give
-# one of them another /24 of loopback and another table name through the environment.
-TABLE: Final = os.environ.get("CONVEYOR_CHAOS_TABLE") or "conveyor_chaos"
-NETWORK: Final = os.environ.get("CONVEYOR_CHAOS_NETWORK") or "127.0.0"  # a loopback /24
+# one of them another /24 of loopback and another table name through the environment
+# (CONVEYOR_CHAOS_NETWORK, CONVEYOR_CHAOS_TABLE), read at import and by
+# :func:`configure_from_environment` (a test that sets them for itself).
+TABLE = "conveyor_chaos"
+NETWORK = "127.0.0"  # a loopback /24
 ADDRESS_BASE: Final = 10  # party i listens on NETWORK.(10+i)
-if not NETWORK.startswith("127.") or NETWORK.count(".") != 2:
-    raise ValueError(f"CONVEYOR_CHAOS_NETWORK={NETWORK!r} is not a loopback /24 like 127.0.5")
+
+
+def configure_from_environment() -> None:
+    """Take the network and table from the environment (defaults when unset)."""
+    global TABLE, NETWORK  # the run's one network and table, read by every function
+    network = os.environ.get("CONVEYOR_CHAOS_NETWORK") or "127.0.0"
+    octets = network.split(".")
+    loopback = len(octets) == 3 and octets[0] == "127"
+    if not loopback or not all(o.isdigit() and int(o) < 256 for o in octets):
+        raise ValueError(f"CONVEYOR_CHAOS_NETWORK={network!r} is not a loopback /24 like 127.0.5")
+    table = os.environ.get("CONVEYOR_CHAOS_TABLE") or "conveyor_chaos"
+    if not table.replace("_", "").isalnum() or len(table) > 64:
+        raise ValueError(f"CONVEYOR_CHAOS_TABLE={table!r} is not a plain nftables table name")
+    TABLE, NETWORK = table, network
+
+
+configure_from_environment()
 GID_BASE: Final = 60010  # party i runs with gid 60010+i (and connections it opens: that mark)
 HARNESS: Final = -1
 Cut = tuple[int, int]  # packets sent by the first party to the second are dropped
