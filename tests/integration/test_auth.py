@@ -413,7 +413,7 @@ def test_library_producer_and_group_consumer_with_the_documented_rules(
             producer.send("app.events", f"m{i}", key=f"k{i % 4}")
         producer.flush()
     received: list[bytes] = []
-    with conveyor.Consumer(auth_cluster.url, "app.events", group="app-workers") as consumer:
+    with conveyor.Consumer(auth_cluster.url, "app.events", group_id="app-workers") as consumer:
         deadline = time.monotonic() + 20
         while len(received) < 20 and time.monotonic() < deadline:
             received += [m.value or b"" for m in consumer.poll(timeout=0.5)]

@@ -67,7 +67,7 @@ def test_producer_and_consumer_keep_every_message_once_in_key_order(cluster: Clu
         producer.flush()
     metadata = [f.result(timeout=0) for f in (futures[0], futures[-1])]
     assert all(m.topic == "orders" and m.offset >= 0 for m in metadata)
-    with conveyor.Consumer(cluster.url, ["orders"], group="g1") as consumer:
+    with conveyor.Consumer(cluster.url, ["orders"], group_id="g1") as consumer:
         messages = consume(consumer, COUNT)
         assert consumer.poll(timeout=0.2) == []  # nothing more
         assert len(consumer.assignment()) == 8
@@ -86,7 +86,7 @@ def test_async_producer_and_consumer_the_same(cluster: Cluster) -> None:
                 await producer.enqueue("async-orders", value, key=key)
             await producer.flush()
         out: list[conveyor.Message] = []
-        async with conveyor.AsyncConsumer(cluster.url, "async-orders", group="g") as consumer:
+        async with conveyor.AsyncConsumer(cluster.url, "async-orders", group_id="g") as consumer:
             deadline = time.monotonic() + 30
             while len(out) < COUNT + 1 and time.monotonic() < deadline:
                 out += await consumer.poll(timeout=0.5)
@@ -155,7 +155,7 @@ def test_committed_position_survives_restart(cluster: Cluster) -> None:
         for key, value in keyed(2_000, 4):
             producer.send("durable", value, key=key)
     with conveyor.Consumer(
-        cluster.url, "durable", group="keeper", enable_auto_commit=False, max_poll_records=100
+        cluster.url, "durable", group_id="keeper", enable_auto_commit=False, max_poll_records=100
     ) as consumer:
         first_half = consume(consumer, 1_000)[:1_000]
         # poll may have returned more than 1,000: rewind to exactly the first half
@@ -164,7 +164,7 @@ def test_committed_position_survives_restart(cluster: Cluster) -> None:
             consumer.seek(tp.topic, tp.partition, max(taken) + 1 if taken else 0)
         consumer.commit()
     cluster.restart()
-    with conveyor.Consumer(cluster.url, "durable", group="keeper") as consumer:
+    with conveyor.Consumer(cluster.url, "durable", group_id="keeper") as consumer:
         second_half = consume(consumer, 1_000)
         assert consumer.poll(timeout=0.3) == []
     check_exactly_once_in_order([*first_half, *second_half], 2_000)

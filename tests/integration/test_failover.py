@@ -153,7 +153,7 @@ def test_no_acknowledged_loss_across_leader_failovers(cluster3: Cluster) -> None
 
 def consume_all(cluster: Cluster, topic: str, at_least: int) -> set[bytes]:
     seen: set[bytes] = set()
-    with Consumer(cluster.url, topics=topic, group=f"check-{time.monotonic_ns()}") as consumer:
+    with Consumer(cluster.url, topics=topic) as consumer:
         deadline = time.monotonic() + 60
         while len(seen) < at_least and time.monotonic() < deadline:
             for message in consumer.poll(timeout=1.0):

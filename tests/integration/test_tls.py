@@ -129,7 +129,7 @@ def test_library_produces_and_consumes_over_https(tls_cluster: Cluster) -> None:
         producer.flush()
     assert all(f.result(10).offset >= 0 for f in futures)
     received: list[bytes] = []
-    with conveyor.Consumer(tls_cluster.url, "secure-lib", group="g", tls=tls) as consumer:
+    with conveyor.Consumer(tls_cluster.url, "secure-lib", group_id="g", tls=tls) as consumer:
         deadline = time.monotonic() + 20
         while len(received) < 50 and time.monotonic() < deadline:
             received += [m.value or b"" for m in consumer.poll(timeout=0.5)]

@@ -80,7 +80,7 @@ def _workload(cluster: Cluster, registry: CollectorRegistry) -> int:
 
 
 def _consume(url: str, topic: str, group: str, count: int) -> int:
-    consumer = conveyor.Consumer(url, topic, group=group, enable_auto_commit=False)
+    consumer = conveyor.Consumer(url, topic, group_id=group, enable_auto_commit=False)
     try:
         got = 0
         deadline = time.monotonic() + 30

@@ -221,7 +221,7 @@ def final_read(url: str, partitions: int, timeout_s: float, topic: str = TOPIC) 
     out: FinalReads = {p: [] for p in range(partitions)}
     deadline = time.monotonic() + timeout_s
     with conveyor.Consumer(
-        url, topic, group=f"chaos-final-{time.time_ns()}", enable_auto_commit=False,
+        url, topic, enable_auto_commit=False,
         fetch_max_wait_ms=100, request_timeout_ms=3_000,
     ) as consumer:  # fmt: skip
         quiet_polls = 0

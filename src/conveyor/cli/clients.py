@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import base64
 import sys
-import uuid
 from typing import TYPE_CHECKING
 
 from conveyor.cli.common import EXIT_OK, positive_int
@@ -135,14 +134,12 @@ def _consume(args: argparse.Namespace) -> int:
     from conveyor.client import Consumer
 
     fresh_group = args.group is None
-    group = args.group or f"conveyor-console-{uuid.uuid4().hex[:8]}"
     seen = 0
     idle_since = time.monotonic()
     with Consumer(
         args.url,
         topics=[args.topic],
-        group=group,
-        group_id=None if fresh_group else group,
+        group_id=args.group,
         client_id="conveyor-console",
         auto_offset_reset="earliest" if args.from_beginning else "latest",
         enable_auto_commit=False,

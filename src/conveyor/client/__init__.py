@@ -4,7 +4,11 @@ Everything here is re-exported from :mod:`conveyor`; see docs/client.md.
 """
 
 from conveyor.client.admin import Admin
-from conveyor.client.consumer import AsyncConsumer, Consumer
+from conveyor.client.admin_ops import ResetTarget, Timestamp
+from conveyor.client.async_admin import AsyncAdmin
+from conveyor.client.async_consumer import AsyncConsumer
+from conveyor.client.async_producer import AsyncProducer
+from conveyor.client.consumer import Consumer
 from conveyor.client.errors import (
     BufferFullError,
     ClientClosedError,
@@ -17,13 +21,17 @@ from conveyor.client.errors import (
     RetriableError,
 )
 from conveyor.client.futures import RecordFuture
-from conveyor.client.producer import AsyncProducer, Producer
+from conveyor.client.group import GroupAdmin
+from conveyor.client.offsets import OffsetAndTimestamp
+from conveyor.client.producer import Producer
+from conveyor.client.security import SecurityAdmin
 from conveyor.client.seed import Subscription, pull, push, subscribe
 from conveyor.client.types import Message, RecordMetadata, TopicPartition
 from conveyor.protocol.records import Codec
 
 __all__ = [
     "Admin",
+    "AsyncAdmin",
     "AsyncConsumer",
     "AsyncProducer",
     "BufferFullError",
@@ -34,14 +42,19 @@ __all__ = [
     "DeliveryTimeoutError",
     "ErrorCode",
     "FatalError",
+    "GroupAdmin",
     "InvalidRequestError",
     "Message",
+    "OffsetAndTimestamp",
     "OffsetOutOfRangeError",
     "Producer",
     "RecordFuture",
     "RecordMetadata",
+    "ResetTarget",
     "RetriableError",
+    "SecurityAdmin",
     "Subscription",
+    "Timestamp",
     "TopicPartition",
     "pull",
     "push",

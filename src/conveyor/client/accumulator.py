@@ -193,8 +193,10 @@ class Accumulator(Generic[C, F]):
         partition: int | None,
         partition_count: int,
         now_ms: int,
+        timestamp_ms: int | None = None,
     ) -> F:
-        """Append one record to its partition's batch and return its future.
+        """Append one record to its partition's batch and return its future. The record
+        is stamped ``timestamp_ms`` (the producer's, Kafka's CreateTime), else ``now_ms``.
 
         Raises :class:`BufferFull` (nothing appended) when a new batch is needed and the
         buffer is full, :class:`AccumulatorClosed` after :meth:`close`.
@@ -202,9 +204,12 @@ class Accumulator(Generic[C, F]):
         # acquire/release rather than ``with``: half the cost, measured, on this path
         self._acquire()
         try:
+            stamp = now_ms if timestamp_ms is None else timestamp_ms
             if partition is None:
                 if key is None:
-                    return self._append_sticky(topic, value, headers, partition_count, now_ms)
+                    return self._append_sticky(
+                        topic, value, headers, partition_count, now_ms, stamp
+                    )
                 # KeyPartitioner.partition inlined for the common case (a cached key)
                 keys = self._keys
                 partition = keys.last.get(key) if partition_count == keys.last_count else None
@@ -227,22 +232,30 @@ class Accumulator(Generic[C, F]):
                 if size <= batch.room_bytes:
                     batch.room_bytes -= size
                     return self._new_future(
-                        batch.completion, batch.append(value, key, headers, now_ms)
+                        batch.completion, batch.append(value, key, headers, stamp)
                     )
-            appended = self._append_slow(topic, partition, key, value, headers, now_ms, True)
+            appended = self._append_slow(topic, partition, key, value, headers, now_ms, True, stamp)
             assert appended is not None
             return appended
         finally:
             self._release()
 
-    def _append_sticky(
-        self, topic: str, value: bytes | None, headers: HeaderPairs, count: int, now_ms: int
+    def _append_sticky(  # noqa: PLR0917 -- the hot path
+        self,
+        topic: str,
+        value: bytes | None,
+        headers: HeaderPairs,
+        count: int,
+        now_ms: int,
+        stamp: int,
     ) -> F:
         partition = self._sticky.partition(topic, count)
-        appended = self._append_slow(topic, partition, None, value, headers, now_ms, False)
+        appended = self._append_slow(topic, partition, None, value, headers, now_ms, False, stamp)
         if appended is None:  # that batch is full or drained: stick to the next partition
             partition = self._sticky.next(topic, count, partition)
-            appended = self._append_slow(topic, partition, None, value, headers, now_ms, True)
+            appended = self._append_slow(
+                topic, partition, None, value, headers, now_ms, True, stamp
+            )
         assert appended is not None
         return appended
 
@@ -255,6 +268,7 @@ class Accumulator(Generic[C, F]):
         headers: HeaderPairs,
         now_ms: int,
         new_batch_allowed: bool,
+        stamp: int,
     ) -> F | None:
         """Append where the fast path could not: the room estimate ran out, or there is
         no open batch. None when a new batch is needed and not allowed (sticky)."""
@@ -271,7 +285,7 @@ class Accumulator(Generic[C, F]):
             batch.room_bytes = self._batch_size_bytes - batch.builder.size_bytes_estimate
             if size <= batch.room_bytes:  # the estimate was too cautious: it fits
                 batch.room_bytes -= size
-                return self._new_future(batch.completion, batch.append(value, key, headers, now_ms))
+                return self._new_future(batch.completion, batch.append(value, key, headers, stamp))
             self._seal(queue)  # full: the record does not fit
         if not new_batch_allowed:
             return None
@@ -292,7 +306,7 @@ class Accumulator(Generic[C, F]):
             self._wake_pending = True
             self._wake_sender()
         # A record larger than batch_size still goes, alone in its batch (as in Kafka).
-        return self._new_future(batch.completion, builder.append(value, key, headers, now_ms))
+        return self._new_future(batch.completion, builder.append(value, key, headers, stamp))
 
     def _seal(self, queue: _PartitionQueue[C]) -> None:
         batch = queue.open

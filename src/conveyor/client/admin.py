@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
-from urllib.parse import quote
+from typing import Any, TypeVar
 
+from conveyor.client import admin_ops as ops
 from conveyor.protocol.messages import (
-    AddPartitionsRequest,
-    AlterTopicConfigRequest,
-    BrokerId,
     ClusterStatus,
     ConfigValue,
-    CreateTopicRequest,
     DecommissionResponse,
     TopicConfig,
     TopicDescription,
-    TopicList,
     TopicSummary,
 )
 from conveyor.transport.client import SyncHTTP, coordinator_set
 from conveyor.transport.tls import TLSConfig
+
+T = TypeVar("T")
 
 
 class Admin:
@@ -63,27 +60,20 @@ class Admin:
     ) -> TopicDescription:
         """Create ``name``; ``replication_factor`` None lets the cluster choose (min(3,
         live brokers)); ``config`` holds TopicConfig fields (unknown keys are rejected)."""
-        if isinstance(config, dict):
-            config = TopicConfig(**config)
-        request = CreateTopicRequest(
-            name=name, partitions=partitions, replication_factor=replication_factor, config=config
-        )
-        return self._http.call("POST", f"{self.url}/v1/topics", TopicDescription, body=request)
+        return self._run(ops.create_topic(name, partitions, replication_factor, config))
 
     def list_topics(self) -> list[TopicSummary]:
-        return self._http.call("GET", f"{self.url}/v1/topics", TopicList).topics
+        return self._run(ops.list_topics()).topics
 
     def describe_topic(self, name: str) -> TopicDescription:
-        return self._http.call("GET", self._topic_url(name), TopicDescription)
+        return self._run(ops.describe_topic(name))
 
     def delete_topic(self, name: str) -> None:
-        self._http.request("DELETE", self._topic_url(name))
+        self._run(ops.delete_topic(name))
 
     def add_partitions(self, name: str, partitions: int) -> TopicDescription:
         """Grow ``name`` to ``partitions`` in all (INVALID_PARTITIONS unless larger)."""
-        request = AddPartitionsRequest(partitions=partitions)
-        url = self._topic_url(name) + "/partitions"
-        return self._http.call("POST", url, TopicDescription, body=request)
+        return self._run(ops.add_partitions(name, partitions))
 
     def alter_topic_config(
         self,
@@ -93,24 +83,23 @@ class Admin:
     ) -> TopicDescription:
         """Set some TopicConfig fields of ``name`` and put ``reset`` back to their
         defaults; the others keep their values. Brokers apply it without a restart."""
-        request = AlterTopicConfigRequest(set=values or {}, reset=reset or [])
-        url = self._topic_url(name) + "/config"
-        return self._http.call("PATCH", url, TopicDescription, body=request)
+        return self._run(ops.alter_topic_config(name, values, reset))
 
     def cluster(self) -> ClusterStatus:
-        return self._http.call("GET", f"{self.url}/v1/cluster", ClusterStatus)
+        return self._run(ops.cluster())
 
     def decommission_broker(self, broker_id: int) -> DecommissionResponse:
         """Start draining a broker (idempotent); ``done`` once it holds no replica."""
-        url = f"{self.url}/v1/brokers/{BrokerId(broker_id)}/decommission"
-        return self._http.call("POST", url, DecommissionResponse)
+        return self._run(ops.decommission(broker_id, start=True))
 
     def decommission_status(self, broker_id: int) -> DecommissionResponse:
-        url = f"{self.url}/v1/brokers/{BrokerId(broker_id)}/decommission"
-        return self._http.call("GET", url, DecommissionResponse)
+        return self._run(ops.decommission(broker_id, start=False))
 
-    def _topic_url(self, name: str) -> str:
-        return f"{self.url}/v1/topics/{quote(name, safe='')}"
+    def _run(self, call: ops.Call[T]) -> T:
+        if call.response is None:
+            self._http.request(call.method, self.url + call.path, body=call.body)
+            return None  # type: ignore[return-value]
+        return self._http.call(call.method, self.url + call.path, call.response, body=call.body)
 
     def close(self) -> None:
         self._http.close()

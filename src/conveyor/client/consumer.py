@@ -1,259 +1,62 @@
-"""``Consumer`` (threads) and ``AsyncConsumer`` (asyncio): one implementation, two faces.
+"""``Consumer``: the thread-facing consumer (its asyncio twin is ``async_consumer.py``).
 
-Both wrap :class:`_ConsumerCore`: a :class:`Fetcher` prefetching on an event loop into a
-bounded :class:`FetchBuffer`, and a :class:`GroupClient` for committed offsets. The sync
-consumer runs the fetcher on a private loop thread, the async one on the caller's loop;
-``poll`` takes from the buffer on the caller's side and only waits differently.
-
-Delivery is at-least-once: ``commit`` records the positions of what ``poll`` returned,
-and auto-commit does so at the *start* of the next ``poll`` (and at ``close``), when the
-application has finished with the previous messages, as Kafka's consumer does.
+Both are thin faces over :class:`ConsumerCore` (``consumer_core.py``, where the semantics
+are written down); this one runs the core's I/O on a private loop thread and blocks where
+the async one awaits. Kafka's Python clients' names where they fit: ``subscribe``,
+``assign``, ``pause``/``resume``, ``commit(offsets, asynchronous)``, ``committed``,
+``beginning_offsets``/``end_offsets``, ``offsets_for_times``, ``seek_to_beginning``/
+``seek_to_end``, rebalance callbacks ``on_assign``/``on_revoke``/``on_lost``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import inspect
+import concurrent.futures
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Literal
 
-from conveyor.client.errors import ClientClosedError
-from conveyor.client.fetch_buffer import FetchBuffer
-from conveyor.client.fetcher import Fetcher, FetchSettings, OffsetReset
-from conveyor.client.group import GroupClient
+from conveyor.client.consumer_core import (
+    Callbacks,
+    ConsumerConfig,
+    ConsumerCore,
+    Delivery,
+    OffsetsArg,
+    PartitionsArg,
+    RebalanceCallback,
+    make_config,
+)
+from conveyor.client.fetcher import OffsetReset
 from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
-from conveyor.client.membership import Membership, MembershipSettings
-from conveyor.client.metadata import MetadataClient
+from conveyor.client.offsets import OffsetAndTimestamp
+from conveyor.client.subscription import partitions_of, subscription
 from conveyor.client.types import Message, TopicPartition
-from conveyor.protocol.errors import ConveyorError
-from conveyor.transport.client import AsyncHTTP, coordinator_set, default_url
 from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
 
 log = logging.getLogger(__name__)
-Delivery = Literal["at-least-once", "at-most-once"]
 
-
-@dataclass(frozen=True, slots=True)
-class ConsumerConfig:
-    """Consumer settings; see docs/client.md for the table with defaults and reasons."""
-
-    url: str
-    topics: tuple[str, ...]
-    group: str = "default"
-    auto_offset_reset: OffsetReset = "earliest"
-    enable_auto_commit: bool = True
-    auto_commit_interval_ms: int = 5_000
-    max_poll_records: int = 500
-    fetch_max_bytes: int = 1024 * 1024
-    fetch_max_wait_ms: int = 500
-    buffer_max_bytes: int = 64 * 1024 * 1024
-    request_timeout_ms: int = 30_000
-    metadata_max_age_ms: int = 30_000
-    retry_backoff_ms: int = 100
-    retry_backoff_max_ms: int = 1_000
-    tls: TLSConfig | None = None
-    # consumer-group membership (docs/consumer-groups.md): on when group_id is set
-    group_id: str | None = None
-    client_id: str = ""
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 1_000
-    max_poll_interval_ms: int = 300_000
-    delivery: Delivery = "at-least-once"
-    # The Authorization header (from token, or user and password); None: the environment.
-    authorization: str | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.delivery not in ("at-least-once", "at-most-once"):
-            raise ValueError("delivery must be 'at-least-once' or 'at-most-once'")
-        if self.group_id is not None and not self.group_id:
-            raise ValueError("group_id must not be empty")
-        if self.heartbeat_interval_ms < 1 or self.session_timeout_ms < 1:
-            raise ValueError("heartbeat_interval_ms and session_timeout_ms must be positive")
-        if self.auto_offset_reset not in ("earliest", "latest"):
-            raise ValueError("auto_offset_reset must be 'earliest' or 'latest'")
-        if self.max_poll_records < 1 or self.fetch_max_bytes < 1:
-            raise ValueError("max_poll_records and fetch_max_bytes must be positive")
-        if not self.topics:
-            raise ValueError("a consumer needs at least one topic")
-
-
-def _topics(topics: str | Iterable[str] | None) -> tuple[str, ...]:
-    if topics is None:
-        return ()
-    if isinstance(topics, str):
-        return (topics,)
-    return tuple(dict.fromkeys(topics))
-
-
-class _ConsumerCore:
-    """Everything the two consumers share except how they wait (module docstring)."""
-
-    def __init__(self, config: ConsumerConfig) -> None:
-        self.config = config
-        self.buffer = FetchBuffer(
-            buffer_max_bytes=config.buffer_max_bytes, fetch_max_bytes=config.fetch_max_bytes
-        )
-        coordinators = coordinator_set(config.url)
-        self.http = AsyncHTTP(
-            config.tls,
-            timeout_s=config.request_timeout_ms / 1000 + 10,
-            authorization=config.authorization,
-            coordinators=coordinators,  # requests go to the active coordinator
-        )
-        url = coordinators.primary
-        self.metadata = MetadataClient(
-            self.http, url, auto_create=False, request_timeout_ms=config.request_timeout_ms
-        )
-        group_name = config.group_id or config.group
-        self.group = GroupClient(self.http, url, group_name, config.request_timeout_ms)
-        self.fetcher = Fetcher(
-            settings=FetchSettings(
-                topics=config.topics,
-                auto_offset_reset=config.auto_offset_reset,
-                fetch_max_bytes=config.fetch_max_bytes,
-                fetch_max_wait_ms=config.fetch_max_wait_ms,
-                request_timeout_ms=config.request_timeout_ms,
-                metadata_max_age_ms=config.metadata_max_age_ms,
-                retry_backoff_ms=config.retry_backoff_ms,
-                retry_backoff_max_ms=config.retry_backoff_max_ms,
-            ),
-            buffer=self.buffer,
-            metadata=self.metadata,
-            group=self.group,
-            http=self.http,
-            managed=config.group_id is not None,
-        )
-        self.membership: Membership | None = None
-        if config.group_id is not None:
-            self.membership = Membership(
-                MembershipSettings(
-                    group=config.group_id,
-                    topics=config.topics,
-                    client_id=config.client_id,
-                    session_timeout_ms=config.session_timeout_ms,
-                    heartbeat_interval_ms=config.heartbeat_interval_ms,
-                    max_poll_interval_ms=config.max_poll_interval_ms,
-                    request_timeout_ms=config.request_timeout_ms,
-                ),
-                http=self.http,
-                url=url,
-                fetcher=self.fetcher,
-                buffer=self.buffer,
-                group=self.group,
-            )
-        self.next_auto_commit_s = time.monotonic() + config.auto_commit_interval_ms / 1000
-        self.closed = False
-        self.stopping = False
-
-    def start(self) -> None:
-        self.fetcher.start()
-        if self.membership is not None:
-            self.membership.start()
-
-    @property
-    def commits_after_processing(self) -> bool:
-        """At-least-once with auto-commit: commit what poll returned, on the next poll."""
-        return self.config.enable_auto_commit and self.config.delivery == "at-least-once"
-
-    def poll_started(self) -> bool:
-        """Called on the application's side at the start of each poll (and while it waits);
-        True when the loop must run :meth:`before_poll` (a revocation or a lost session)."""
-        membership = self.membership
-        if membership is None:
-            return False
-        membership.poll_started()
-        return bool(membership.revoking) or membership.session_lost() or bool(membership.refused)
-
-    async def before_poll(self) -> None:
-        membership = self.membership
-        if membership is None:
-            return
-        if membership.refused is not None:  # e.g. a Kafka classic group of the same name
-            raise membership.refused
-        if membership.session_lost():
-            membership.drop_all("no heartbeat answered for a session timeout")
-        await membership.release_revoked(commit=self.commits_after_processing)
-
-    async def commit_taken(self, messages: list[Message]) -> list[Message]:
-        """At-most-once: commit the positions after ``messages`` before handing them out;
-        if the commit fails they are not handed out (they may be read again elsewhere)."""
-        if not messages or self.config.delivery != "at-most-once":
-            return messages
-        try:
-            await self.commit()
-        except ConveyorError as exc:
-            log.warning("group %s: at-most-once commit failed, dropping: %s", self.group.group, exc)
-            return []
-        return messages
-
-    def auto_commit_due(self) -> bool:
-        if not self.commits_after_processing or time.monotonic() < self.next_auto_commit_s:
-            return False
-        self.next_auto_commit_s = time.monotonic() + self.config.auto_commit_interval_ms / 1000
-        return True
-
-    async def commit(self) -> None:
-        offsets = self.buffer.uncommitted()
-        if offsets and self.membership is not None:
-            await self.membership.commit(offsets)
-        elif offsets:
-            await self.group.commit(offsets, self.fetcher.assignment)
-            self.buffer.mark_committed(offsets)
-            log.debug("group %s committed %s", self.config.group, offsets)
-
-    async def auto_commit(self) -> None:
-        try:
-            await self.commit()
-        except ConveyorError as exc:  # the next auto-commit (or close) tries again
-            log.warning("group %s: auto-commit failed: %s", self.config.group, exc)
-
-    async def shutdown(self) -> None:
-        try:
-            if self.membership is not None:
-                await self.membership.close(commit=self.commits_after_processing)
-            elif self.config.enable_auto_commit:
-                await self.auto_commit()
-        finally:
-            await self.fetcher.close()
-            await self.http.close()
-
-    def rewind(self, unprocessed: list[Message]) -> None:
-        """Seek back to the first of ``unprocessed`` per partition: they were returned but
-        not handled (a callback raised), so they must be read again."""
-        first: dict[TopicPartition, int] = {}
-        for message in unprocessed:
-            tp = TopicPartition(message.topic, message.partition)
-            first[tp] = min(first.get(tp, message.offset), message.offset)
-        for tp, offset in first.items():
-            self.buffer.seek(tp, offset)
-
-    def check_open(self) -> None:
-        if self.closed:
-            raise ClientClosedError("the consumer is closed")
-
-
-def _config(url: str | None, topics: str | Iterable[str] | None, **settings: Any) -> ConsumerConfig:
-    return ConsumerConfig(url=default_url(url), topics=_topics(topics), **settings)
+__all__ = ["Consumer", "ConsumerConfig"]
 
 
 class Consumer:
-    """Reads ``topics``: as a member of consumer group ``group_id`` (its share of the
-    partitions, docs/consumer-groups.md) or, without one, every partition, committing to
-    ``group`` (see docs/client.md); not thread-safe except
-    :meth:`stop`, like Kafka's consumer: use it from one thread."""
+    """Reads ``topics`` (or ``pattern``) as a member of consumer group ``group_id`` (its
+    share of the partitions, docs/consumer-groups.md), or without a group every partition
+    of them, or the partitions given to :meth:`assign`; see docs/client.md. Not
+    thread-safe except :meth:`stop`, like Kafka's consumer: use it from one thread."""
 
     def __init__(
         self,
         url: str | None = None,
         topics: str | Iterable[str] | None = None,
         *,
-        group: str = "default",
+        group_id: str | None = None,
+        pattern: str | None = None,
+        group: str | None = None,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+        on_lost: RebalanceCallback | None = None,
+        group_instance_id: str | None = None,
         auto_offset_reset: OffsetReset = "earliest",
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5_000,
@@ -264,7 +67,6 @@ class Consumer:
         request_timeout_ms: int = 30_000,
         metadata_max_age_ms: int = 30_000,
         tls: TLSConfig | None = None,
-        group_id: str | None = None,
         client_id: str = "",
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 1_000,
@@ -274,30 +76,31 @@ class Consumer:
         user: str | None = None,
         password: str | None = None,
     ) -> None:
-        self._core = core = _ConsumerCore(
-            _config(
-                url,
-                topics,
-                group=group,
-                auto_offset_reset=auto_offset_reset,
-                enable_auto_commit=enable_auto_commit,
-                auto_commit_interval_ms=auto_commit_interval_ms,
-                max_poll_records=max_poll_records,
-                fetch_max_bytes=fetch_max_bytes,
-                fetch_max_wait_ms=fetch_max_wait_ms,
-                buffer_max_bytes=buffer_max_bytes,
-                request_timeout_ms=request_timeout_ms,
-                metadata_max_age_ms=metadata_max_age_ms,
-                tls=tls,
-                group_id=group_id,
-                client_id=client_id,
-                session_timeout_ms=session_timeout_ms,
-                heartbeat_interval_ms=heartbeat_interval_ms,
-                max_poll_interval_ms=max_poll_interval_ms,
-                delivery=delivery,
-                authorization=authorization_header(token, user, password),
-            )
+        config = make_config(
+            url,
+            topics,
+            group,
+            group_id,
+            pattern=pattern,
+            group_instance_id=group_instance_id,
+            auto_offset_reset=auto_offset_reset,
+            enable_auto_commit=enable_auto_commit,
+            auto_commit_interval_ms=auto_commit_interval_ms,
+            max_poll_records=max_poll_records,
+            fetch_max_bytes=fetch_max_bytes,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            buffer_max_bytes=buffer_max_bytes,
+            request_timeout_ms=request_timeout_ms,
+            metadata_max_age_ms=metadata_max_age_ms,
+            tls=tls,
+            client_id=client_id,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            max_poll_interval_ms=max_poll_interval_ms,
+            delivery=delivery,
+            authorization=authorization_header(token, user, password),
         )
+        self._core = core = ConsumerCore(config, Callbacks(on_assign, on_revoke, on_lost))
         self._io = LoopThread("conveyor-consumer-io")
         core.buffer.on_space = lambda: self._io.call_soon(core.fetcher.space_freed)
 
@@ -312,8 +115,13 @@ class Consumer:
         return self._core.config.url
 
     @property
-    def group(self) -> str:
-        return self._core.config.group_id or self._core.config.group
+    def group_id(self) -> str | None:
+        return self._core.config.group_id
+
+    @property
+    def group(self) -> str | None:
+        """Deprecated: :attr:`group_id`."""
+        return self._core.config.group_id
 
     @property
     def member_id(self) -> str | None:
@@ -323,8 +131,57 @@ class Consumer:
         membership = self._core.membership
         return None if membership is None else membership.member_id
 
+    # ---- what to read ----------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: str | Iterable[str] | None = None,
+        *,
+        pattern: str | None = None,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+        on_lost: RebalanceCallback | None = None,
+    ) -> None:
+        """Read ``topics`` (or every topic whose whole name matches ``pattern``) from now
+        on, replacing the previous subscription; with a ``group_id``, as a member of the
+        group. The callbacks, when given, replace the constructor's."""
+        wanted = subscription(topics, pattern)
+        callbacks = None
+        if on_assign or on_revoke or on_lost:
+            callbacks = Callbacks(on_assign, on_revoke, on_lost)
+        self._io.run(self._core.subscribe(wanted, callbacks))
+
+    def unsubscribe(self) -> None:
+        """Stop reading: leave the group (committing first with auto-commit), drop the
+        subscription or the assignment."""
+        self._io.run(self._core.unsubscribe())
+
+    def assign(self, partitions: PartitionsArg) -> None:
+        """Read exactly these partitions, without group membership: ``(topic, partition)``
+        pairs or :class:`TopicPartition`, or ``(topic, partition, offset)`` to start at
+        ``offset`` (else the group's committed offset, else ``auto_offset_reset``)."""
+        self._io.run(self._core.assign(partitions))
+
+    def assignment(self) -> list[TopicPartition]:
+        return self._core.buffer.assignment()
+
+    def pause(self, partitions: PartitionsArg) -> None:
+        """Stop fetching these partitions and returning their messages until resumed."""
+        self._core.buffer.pause(partitions_of(partitions)[0])
+
+    def resume(self, partitions: PartitionsArg) -> None:
+        core = self._core
+        core.buffer.resume(partitions_of(partitions)[0])
+        self._io.call_soon(core.fetcher.resumed)
+
+    def paused(self) -> list[TopicPartition]:
+        return self._core.buffer.paused()
+
+    # ---- reading ---------------------------------------------------------------------------
+
     def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[Message]:
-        """Messages available now, or within ``timeout`` seconds (else an empty list)."""
+        """Messages available now, or within ``timeout`` seconds (else an empty list).
+        Rebalance callbacks run here, on this thread, before messages are taken."""
         core = self._core
         core.check_open()
         if core.auto_commit_due():
@@ -332,8 +189,7 @@ class Consumer:
         limit = max_records or core.config.max_poll_records
         deadline = time.monotonic() + timeout
         while True:
-            if core.poll_started():
-                self._io.run(core.before_poll())
+            self._rebalance()
             messages = core.buffer.take(limit)
             if messages and core.config.delivery == "at-most-once":
                 messages = self._io.run(core.commit_taken(messages))
@@ -342,23 +198,67 @@ class Consumer:
                 return messages
             core.buffer.wait_for_data(min(remaining_s, 0.1))
 
-    def commit(self) -> None:
-        """Commit the positions of everything ``poll`` has returned (the next offsets)."""
-        self._core.check_open()
-        self._io.run(self._core.commit())
+    def _rebalance(self) -> None:
+        core = self._core
+        if core.poll_started():
+            revoked = core.revoking()
+            if revoked and core.callbacks.on_revoke is not None:
+                core.callbacks.on_revoke(sorted(revoked))
+            self._io.run(core.before_poll(revoked))
+        for callback, partitions in core.take_events():
+            callback(partitions)
 
     def caught_up(self) -> bool:
         """True when, as of the latest fetches, nothing is waiting to be polled."""
         return self._core.fetcher.ready and self._core.buffer.caught_up()
-
-    def assignment(self) -> list[TopicPartition]:
-        return self._core.buffer.assignment()
 
     def position(self, topic: str, partition: int) -> int | None:
         return self._core.buffer.position(TopicPartition(topic, partition))
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         self._core.buffer.seek(TopicPartition(topic, partition), offset)
+
+    def seek_to_beginning(self, partitions: PartitionsArg | None = None) -> None:
+        """Read these partitions (default: every assigned one) from their log start."""
+        self._io.run(self._core.seek_to(partitions, "earliest"))
+
+    def seek_to_end(self, partitions: PartitionsArg | None = None) -> None:
+        """Read only what arrives from now on (their high watermarks)."""
+        self._io.run(self._core.seek_to(partitions, "latest"))
+
+    # ---- offsets ---------------------------------------------------------------------------
+
+    def commit(
+        self, offsets: OffsetsArg | None = None, asynchronous: bool = False
+    ) -> concurrent.futures.Future[None] | None:
+        """Commit ``offsets`` (partition -> next offset to read, or ``(topic, partition,
+        offset)`` triples), or the positions of everything ``poll`` returned. With
+        ``asynchronous`` it returns a future at once instead of waiting."""
+        self._core.check_open()
+        future = self._io.submit(self._core.commit(offsets))
+        if asynchronous:
+            return future
+        future.result()
+        return None
+
+    def committed(self, partitions: PartitionsArg) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets (None: nothing committed)."""
+        return self._io.run(self._core.committed(partitions))
+
+    def beginning_offsets(self, partitions: PartitionsArg) -> dict[TopicPartition, int]:
+        return self._io.run(self._core.list_offsets(partitions, "earliest"))
+
+    def end_offsets(self, partitions: PartitionsArg) -> dict[TopicPartition, int]:
+        """The high watermarks: the offset the next readable message will get."""
+        return self._io.run(self._core.list_offsets(partitions, "latest"))
+
+    def offsets_for_times(
+        self, times: Mapping[TopicPartition | tuple[str, int], int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        """Per partition, the first message at or after the time (ms) given for it."""
+        return self._io.run(self._core.offsets_for_times(times))
+
+    # ---- loops -----------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Message]:
         """Messages forever, until :meth:`stop` or :meth:`close`."""
@@ -408,164 +308,5 @@ class Consumer:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Consumer {self.url} group={self.group} topics={list(self._core.config.topics)}>"
-
-
-class AsyncConsumer:
-    """The asyncio twin of :class:`Consumer`, with the same settings and semantics."""
-
-    def __init__(
-        self,
-        url: str | None = None,
-        topics: str | Iterable[str] | None = None,
-        *,
-        group: str = "default",
-        auto_offset_reset: OffsetReset = "earliest",
-        enable_auto_commit: bool = True,
-        auto_commit_interval_ms: int = 5_000,
-        max_poll_records: int = 500,
-        fetch_max_bytes: int = 1024 * 1024,
-        fetch_max_wait_ms: int = 500,
-        buffer_max_bytes: int = 64 * 1024 * 1024,
-        request_timeout_ms: int = 30_000,
-        metadata_max_age_ms: int = 30_000,
-        tls: TLSConfig | None = None,
-        group_id: str | None = None,
-        client_id: str = "",
-        session_timeout_ms: int = 10_000,
-        heartbeat_interval_ms: int = 1_000,
-        max_poll_interval_ms: int = 300_000,
-        delivery: Delivery = "at-least-once",
-        token: str | None = None,
-        user: str | None = None,
-        password: str | None = None,
-    ) -> None:
-        self._core = _ConsumerCore(
-            _config(
-                url,
-                topics,
-                group=group,
-                auto_offset_reset=auto_offset_reset,
-                enable_auto_commit=enable_auto_commit,
-                auto_commit_interval_ms=auto_commit_interval_ms,
-                max_poll_records=max_poll_records,
-                fetch_max_bytes=fetch_max_bytes,
-                fetch_max_wait_ms=fetch_max_wait_ms,
-                buffer_max_bytes=buffer_max_bytes,
-                request_timeout_ms=request_timeout_ms,
-                metadata_max_age_ms=metadata_max_age_ms,
-                tls=tls,
-                group_id=group_id,
-                client_id=client_id,
-                session_timeout_ms=session_timeout_ms,
-                heartbeat_interval_ms=heartbeat_interval_ms,
-                max_poll_interval_ms=max_poll_interval_ms,
-                delivery=delivery,
-                authorization=authorization_header(token, user, password),
-            )
-        )
-        self._data: asyncio.Event | None = None
-
-    @property
-    def url(self) -> str:
-        return self._core.config.url
-
-    def _started(self) -> _ConsumerCore:
-        core = self._core
-        core.check_open()
-        if self._data is None:
-            self._data = data = asyncio.Event()
-            core.buffer.on_data = data.set
-            core.buffer.on_space = core.fetcher.space_freed
-            core.start()
-        return core
-
-    async def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[Message]:  # noqa: ASYNC109 -- as Consumer.poll
-        """Messages available now, or within ``timeout`` seconds (else an empty list)."""
-        core = self._started()
-        assert self._data is not None
-        if core.auto_commit_due():
-            await core.auto_commit()
-        limit = max_records or core.config.max_poll_records
-        deadline = time.monotonic() + timeout
-        while True:
-            self._data.clear()
-            if core.poll_started():
-                await core.before_poll()
-            messages = await core.commit_taken(core.buffer.take(limit))
-            remaining_s = deadline - time.monotonic()
-            if messages or remaining_s <= 0 or core.stopping:
-                return messages
-            if not core.buffer.has_data():
-                with contextlib.suppress(TimeoutError):  # wakes to notice stop()
-                    await asyncio.wait_for(self._data.wait(), min(remaining_s, 0.1))
-
-    async def commit(self) -> None:
-        self._started()
-        await self._core.commit()
-
-    def caught_up(self) -> bool:
-        return self._core.fetcher.ready and self._core.buffer.caught_up()
-
-    def assignment(self) -> list[TopicPartition]:
-        return self._core.buffer.assignment()
-
-    def position(self, topic: str, partition: int) -> int | None:
-        return self._core.buffer.position(TopicPartition(topic, partition))
-
-    def seek(self, topic: str, partition: int, offset: int) -> None:
-        self._core.buffer.seek(TopicPartition(topic, partition), offset)
-
-    async def __aiter__(self) -> AsyncIterator[Message]:
-        core = self._core
-        while not core.stopping and not core.closed:
-            for message in await self.poll(timeout=0.5):
-                yield message
-
-    async def run(
-        self,
-        callback: Callable[[Message], Awaitable[object] | object],
-        *,
-        poll_timeout: float = 0.5,
-    ) -> None:
-        """As :meth:`Consumer.run`; ``callback`` may be a plain function or a coroutine."""
-        core = self._core
-        while not core.stopping and not core.closed:
-            messages = await self.poll(timeout=poll_timeout)
-            for index, message in enumerate(messages):
-                try:
-                    result = callback(message)
-                    if inspect.isawaitable(result):
-                        await result
-                except BaseException:
-                    core.rewind(messages[index:])
-                    raise
-
-    def stop(self) -> None:
-        self._core.stopping = True
-
-    async def close(self) -> None:
-        core = self._core
-        if core.closed:
-            return
-        core.closed = core.stopping = True
-        if self._data is None:  # never started: nothing to commit, only the session
-            await core.http.close()
-            return
-        await core.shutdown()
-
-    async def __aenter__(self) -> AsyncConsumer:
-        self._started()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def __repr__(self) -> str:
-        config = self._core.config
-        return f"<AsyncConsumer {self.url} group={config.group_id or config.group}>"
+        topics = list(self._core.fetcher.topics)
+        return f"<Consumer {self.url} group_id={self.group_id} topics={topics}>"

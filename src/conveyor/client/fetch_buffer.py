@@ -15,6 +15,9 @@ decoded messages take about 2-3x that in Python objects.
 ``seek`` (and an offset reset) bumps the partition's ``generation`` and drops its chunks;
 a fetch that was in flight comes back with the old generation and is dropped, so a
 message is never returned from before a seek.
+
+A *paused* partition (``pause``) keeps what it has buffered but ``take`` skips it and the
+fetcher sends no new fetch for it until ``resume`` (Kafka's pause/resume).
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class FetchBuffer:
         self._reserved_bytes = 0
         self._space_wanted = False
         self._error: Exception | None = None
+        self._paused: set[TopicPartition] = set()
         self.on_data: Callable[[], None] | None = None
         self.on_space: Callable[[], None] | None = None
 
@@ -108,6 +112,34 @@ class FetchBuffer:
             state.fetched = False
             if committed is not None:
                 state.committed = committed
+
+    def seek_if_unset(self, tp: TopicPartition, offset: int, committed: int | None) -> bool:
+        """Start ``tp`` at ``offset`` unless the application sought it meanwhile (in an
+        ``on_assign`` callback); False when it had."""
+        with self._lock:
+            state = self._partitions.get(tp)
+            if state is None or state.position is not None:
+                return False
+        self.seek(tp, offset, committed=committed)
+        return True
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        with self._lock:
+            self._paused.update(partitions)
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        with self._lock:
+            self._paused.difference_update(partitions)
+            self._data.notify_all()
+            if self.on_data is not None and self._ready:
+                self.on_data()
+
+    def paused(self) -> list[TopicPartition]:
+        with self._lock:
+            return sorted(self._paused & set(self._partitions))
+
+    def is_paused(self, tp: TopicPartition) -> bool:
+        return tp in self._paused
 
     def position(self, tp: TopicPartition) -> int | None:
         with self._lock:
@@ -210,8 +242,13 @@ class FetchBuffer:
                 error, self._error = self._error, None
                 raise error
             ready = self._ready
-            while ready and len(out) < max_records:
+            skipped = 0  # paused partitions rotated past in this take
+            while len(ready) > skipped and len(out) < max_records:
                 tp = ready[0]
+                if tp in self._paused:
+                    ready.rotate(-1)
+                    skipped += 1
+                    continue
                 state = self._partitions[tp]
                 chunk = state.chunks[0]
                 want = max_records - len(out)
@@ -235,14 +272,17 @@ class FetchBuffer:
     def wait_for_data(self, timeout_s: float) -> bool:
         """Block until a chunk or an error is there (sync consumers only)."""
         with self._lock:
-            if self._ready or self._error is not None:
+            if self._takeable() or self._error is not None:
                 return True
             self._data.wait(timeout_s)
-            return bool(self._ready) or self._error is not None
+            return self._takeable() or self._error is not None
 
     def has_data(self) -> bool:
         with self._lock:
-            return bool(self._ready) or self._error is not None
+            return self._takeable() or self._error is not None
+
+    def _takeable(self) -> bool:  # under lock
+        return any(tp not in self._paused for tp in self._ready)
 
     def uncommitted(self) -> dict[TopicPartition, int]:
         """Positions that moved since they were last committed."""
@@ -265,9 +305,11 @@ class FetchBuffer:
         been fetched at its position, nothing is buffered, and no partition's position is
         below its high watermark."""
         with self._lock:
-            if self._ready:
+            if self._takeable():
                 return False
-            for state in self._partitions.values():
+            for tp, state in self._partitions.items():
+                if tp in self._paused:
+                    continue
                 if state.position is None or not state.fetched:
                     return False
                 if state.high_watermark is not None and state.position < state.high_watermark:

@@ -1,8 +1,10 @@
 """The consumer's I/O: a long-polling fetch task per assigned partition, and a supervisor.
 
 Runs on the sync ``Consumer``'s private loop thread or on the ``AsyncConsumer``'s loop.
-The supervisor refreshes metadata, turns it into the assignment (``group.py``) and keeps
-one task per assigned partition. Each task finds its starting position (the group's
+The supervisor refreshes metadata, turns the subscription (``subscription.py``: topics,
+a pattern, or partitions assigned by hand) into the assignment (``group.py``; a group
+member's comes from its heartbeats instead) and keeps one task per assigned partition.
+Each task finds its starting position (the group's
 committed offset, else the reset policy), then fetches from the partition's leader in a
 loop: reserve buffer room, long-poll, decode, hand the messages to the
 :class:`FetchBuffer`. Partitions fetch concurrently, so one slow or leaderless partition
@@ -24,11 +26,12 @@ from conveyor.client.errors import is_routing_error
 from conveyor.client.fetch_buffer import FetchBuffer
 from conveyor.client.group import Assignment, GroupClient, assign_all
 from conveyor.client.metadata import MetadataClient
+from conveyor.client.subscription import Subscription
 from conveyor.client.types import TopicPartition, messages_from_records
 from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.batch import LOG_OVERHEAD, parse_header, peek_length
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
-from conveyor.protocol.messages import BATCH_CONTENT_TYPE, PartitionOffsets
+from conveyor.protocol.messages import BATCH_CONTENT_TYPE, PartitionOffsets, TopicList
 from conveyor.protocol.records import decode_batches
 from conveyor.transport.client import AsyncHTTP
 
@@ -41,7 +44,6 @@ HIGH_WATERMARK_HEADER: Final = "x-conveyor-high-watermark"
 
 @dataclass(frozen=True, slots=True)
 class FetchSettings:
-    topics: tuple[str, ...]
     auto_offset_reset: OffsetReset
     fetch_max_bytes: int
     fetch_max_wait_ms: int
@@ -60,14 +62,18 @@ class Fetcher:
         settings: FetchSettings,
         buffer: FetchBuffer,
         metadata: MetadataClient,
-        group: GroupClient,
+        group: GroupClient | None,
         http: AsyncHTTP,
-        managed: bool = False,
+        subscription: Subscription,
+        url: str = "",
     ) -> None:
         self._settings = settings
+        self.subscription = subscription
         # managed: a group member's heartbeat loop sets the assignment (``apply``); else
-        # the consumer reads every partition of its topics
-        self._managed = managed
+        # the subscription does (every partition of its topics, or the assigned ones)
+        self.managed = False
+        self.topics: tuple[str, ...] = subscription.topics  # as resolved (a pattern's)
+        self._url = url
         self._buffer = buffer
         self._metadata = metadata
         self._group = group
@@ -77,11 +83,24 @@ class Fetcher:
         self._tasks: dict[TopicPartition, asyncio.Task[None]] = {}
         self._supervisor: asyncio.Task[None] | None = None
         self._space = asyncio.Event()
+        self._resumed = asyncio.Event()
         self._refresh = asyncio.Event()
 
     def space_freed(self) -> None:
         """The buffer has room again. Call on this fetcher's loop."""
         self._space.set()
+
+    def resumed(self) -> None:
+        """Paused partitions were resumed. Call on this fetcher's loop."""
+        self._resumed.set()
+
+    def subscribe(self, subscription: Subscription) -> None:
+        """Read ``subscription`` from now on (the next refresh, at once)."""
+        self.subscription = subscription
+        self.topics = subscription.topics
+        if subscription.manual is not None:
+            self.apply(Assignment(subscription.manual))
+        self._refresh.set()
 
     def start(self) -> None:
         self._supervisor = asyncio.create_task(self._supervise(), name="conveyor-fetcher")
@@ -104,18 +123,32 @@ class Fetcher:
                 await self._update_assignment()
             except ConveyorError as exc:
                 log.warning("consumer metadata refresh failed: %s", exc)
-            missing = any(self._metadata.cache.is_missing(t) for t in self._settings.topics)
+            missing = any(self._metadata.cache.is_missing(t) for t in self.topics)
             interval_ms = MISSING_TOPIC_RETRY_MS if missing else self._settings.metadata_max_age_ms
             await asyncio.sleep(self._settings.retry_backoff_ms / 1000)  # bounds the rate
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._refresh.wait(), interval_ms / 1000)
 
     async def _update_assignment(self) -> None:
-        await self._metadata.refresh(self._settings.topics)
-        if self._managed:
+        subscription = self.subscription
+        if subscription.manual is not None:
+            await self._metadata.refresh({tp.topic for tp in subscription.manual})
             return
+        if subscription.by_pattern:
+            listed = await self._http.call(
+                "GET",
+                f"{self._url}/v1/topics",
+                TopicList,
+                timeout_s=self._settings.request_timeout_ms / 1000,
+            )
+            self.topics = subscription.matching(t.name for t in listed.topics)
+        else:
+            self.topics = subscription.topics
+        await self._metadata.refresh(self.topics)
+        if self.managed or self.subscription is not subscription:
+            return  # a member's assignment comes from its group; a new subscription, anew
         counts = {}
-        for topic in self._settings.topics:
+        for topic in self.topics:
             count = self._metadata.cache.partition_count(topic)
             if count:
                 counts[topic] = count
@@ -129,15 +162,19 @@ class Fetcher:
             self._tasks.pop(tp).cancel()
             log.info("%s[%d]: no longer assigned", tp.topic, tp.partition)
         self.assignment = assignment
-        committed = {
-            topic: asyncio.ensure_future(self._group.fetch_offsets(topic))
-            for topic in {tp.topic for tp in added}
-        }
+        committed = {topic: self._committed(topic) for topic in {tp.topic for tp in added}}
         for tp in added:
             self._tasks[tp] = asyncio.create_task(
                 self._run_partition(tp, committed[tp.topic]), name=f"conveyor-fetch-{tp}"
             )
         self.ready = True
+
+    def _committed(self, topic: str) -> asyncio.Future[dict[int, int]]:
+        if self._group is None:  # no group: nothing committed, the reset policy decides
+            done: asyncio.Future[dict[int, int]] = asyncio.get_running_loop().create_future()
+            done.set_result({})
+            return done
+        return asyncio.ensure_future(self._group.fetch_offsets(topic))
 
     # --- one partition ---------------------------------------------------------------------
 
@@ -183,24 +220,24 @@ class Fetcher:
         self, tp: TopicPartition, committed: asyncio.Future[dict[int, int]]
     ) -> None:
         """Start at the group's committed offset, else where ``auto_offset_reset`` says."""
-        if committed.done() and committed.exception() is not None:
+        if committed.done() and committed.exception() is not None and self._group is not None:
             offsets = await self._group.fetch_offsets(tp.topic)  # the shared fetch failed
         else:
             offsets = await committed
         offset = offsets.get(tp.partition)
         if offset is not None:
-            log.info("%s[%d]: starting at committed offset %d", tp.topic, tp.partition, offset)
-            self._buffer.seek(tp, offset, committed=offset)
+            if self._buffer.seek_if_unset(tp, offset, committed=offset):
+                log.info("%s[%d]: starting at committed offset %d", tp.topic, tp.partition, offset)
             return
         offset = await self._reset_offset(tp)
-        log.info(
-            "%s[%d]: no committed offset, starting at %s offset %d",
-            tp.topic,
-            tp.partition,
-            self._settings.auto_offset_reset,
-            offset,
-        )
-        self._buffer.seek(tp, offset)
+        if self._buffer.seek_if_unset(tp, offset, committed=None):
+            log.info(
+                "%s[%d]: no committed offset, starting at %s offset %d",
+                tp.topic,
+                tp.partition,
+                self._settings.auto_offset_reset,
+                offset,
+            )
 
     async def _reset(self, tp: TopicPartition, error: ConveyorError) -> None:
         offset = await self._reset_offset(tp)
@@ -243,6 +280,12 @@ class Fetcher:
 
     async def _fetch(self, tp: TopicPartition, offset: int, generation: int) -> None:
         settings = self._settings
+        while self._buffer.is_paused(tp):
+            self._resumed.clear()
+            if not self._buffer.is_paused(tp):
+                break
+            await self._resumed.wait()
+            return  # the position may have moved meanwhile: ask the buffer again
         leader_url = self._leader_url(tp)
         await self._reserve(settings.fetch_max_bytes)
         reserved = settings.fetch_max_bytes

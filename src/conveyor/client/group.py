@@ -8,29 +8,29 @@ carry ``generation`` and ``member_id`` so the coordinator can fence a stale memb
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TypeVar
 from urllib.parse import quote
 
+from conveyor.client import admin_ops as ops
+from conveyor.client.admin_ops import ResetTarget, Timestamp, reset_offset
 from conveyor.client.types import TopicPartition
-from conveyor.protocol.errors import ErrorCode, InvalidRequestError, RetriableError
+from conveyor.protocol.errors import ErrorCode, RetriableError
 from conveyor.protocol.messages import (
-    BrokerId,
     GroupDescription,
-    GroupList,
     GroupSummary,
-    Metadata,
     OffsetCommitRequest,
     OffsetFetchResponse,
-    PartitionInfo,
     PartitionOffset,
     PartitionOffsets,
-    ResetOffsetsRequest,
 )
 from conveyor.transport.client import AsyncHTTP, SyncHTTP, coordinator_set
 from conveyor.transport.tls import TLSConfig
 
+__all__ = ["GroupAdmin", "GroupClient", "ResetTarget", "Timestamp", "reset_offset"]
+
+T = TypeVar("T")
 NO_GENERATION = -1  # a simple consumer, outside group membership
 
 
@@ -120,57 +120,44 @@ class GroupAdmin:
         )
 
     def list_groups(self) -> list[GroupSummary]:
-        return self._http.call("GET", f"{self.url}/v1/groups", GroupList).groups
+        return self._run(ops.list_groups()).groups
 
     def describe_group(self, group: str) -> GroupDescription:
-        return self._http.call("GET", self._group_url(group), GroupDescription)
+        return self._run(ops.describe_group(group))
 
-    def reset_offsets(self, group: str, topic: str, to: ResetTarget) -> OffsetFetchResponse:
-        metadata = self._http.call(
-            "GET", f"{self.url}/v1/metadata?topics={quote(topic, safe='')}", Metadata
-        )
-        described = next((t for t in metadata.topics if t.name == topic), None)
-        if described is None:
-            raise InvalidRequestError(f"unknown topic {topic!r}", code=ErrorCode.UNKNOWN_TOPIC)
-        urls = {b.broker_id: b.url for b in metadata.brokers}
+    def reset_offsets(
+        self, group: str, topic: str, to: ResetTarget, partitions: Iterable[int] | None = None
+    ) -> OffsetFetchResponse:
+        """Set ``group``'s committed offsets of ``topic`` (every partition, or the ones in
+        ``partitions``) to ``to``: ``"earliest"``, ``"latest"``, an offset or a
+        :class:`Timestamp`."""
+        answer = self._run(ops.metadata([topic]))
+        urls = {b.broker_id: b.url for b in answer.brokers}
         offsets = []
-        for p in described.partitions:
-            offsets.append(
-                PartitionOffset(
-                    topic=topic, partition=p.partition, offset=self._resolve(urls, topic, p, to)
-                )
-            )
-        request = ResetOffsetsRequest(offsets=offsets)
-        return self._http.call(
-            "POST", f"{self._group_url(group)}/offsets/reset", OffsetFetchResponse, body=request
-        )
+        for info in ops.partitions_to_reset(answer, topic, partitions):
+            leader_offsets = None
+            if not isinstance(to, int):
+                if info.leader is None or info.leader not in urls:
+                    raise RetriableError(
+                        f"{topic}[{info.partition}] has no leader",
+                        code=ErrorCode.LEADER_NOT_AVAILABLE,
+                    )
+                path = ops.leader_offsets_path(topic, info.partition, to)
+                leader_offsets = self._http.call("GET", urls[info.leader] + path, PartitionOffsets)
+            offset = ops.resolved(to, leader_offsets)
+            offsets.append(PartitionOffset(topic=topic, partition=info.partition, offset=offset))
+        return self._run(ops.set_group_offsets(group, offsets))
 
-    def _resolve(
-        self, urls: Mapping[BrokerId, str], topic: str, partition: PartitionInfo, to: ResetTarget
-    ) -> int:
-        if isinstance(to, int):
-            return to
-        if partition.leader is None or partition.leader not in urls:
-            raise RetriableError(
-                f"{topic}[{partition.partition}] has no leader",
-                code=ErrorCode.LEADER_NOT_AVAILABLE,
-            )
-        query = f"?timestamp_ms={to.timestamp_ms}" if isinstance(to, Timestamp) else ""
-        answer = self._http.call(
-            "GET",
-            f"{urls[partition.leader]}/v1/topics/{quote(topic, safe='')}/partitions/"
-            f"{partition.partition}/offsets{query}",
-            PartitionOffsets,
-        )
-        return reset_offset(to, answer)
+    def _run(self, call: ops.Call[T]) -> T:
+        if call.response is None:
+            self._http.request(call.method, self.url + call.path, body=call.body)
+            return None  # type: ignore[return-value]
+        return self._http.call(call.method, self.url + call.path, call.response, body=call.body)
 
     def delete_group(self, group: str) -> None:
         """Forget an empty group's committed offsets; 409 GROUP_NOT_EMPTY while it has
         members, 404 UNKNOWN_GROUP when it committed nothing."""
-        self._http.request("DELETE", self._group_url(group))
-
-    def _group_url(self, group: str) -> str:
-        return f"{self.url}/v1/groups/{quote(group, safe='')}"
+        self._run(ops.delete_group(group))
 
     def close(self) -> None:
         self._http.close()
@@ -180,24 +167,3 @@ class GroupAdmin:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-
-@dataclass(frozen=True, slots=True)
-class Timestamp:
-    timestamp_ms: int
-
-
-ResetTarget = Literal["earliest", "latest"] | int | Timestamp
-
-
-def reset_offset(to: ResetTarget, answer: PartitionOffsets) -> int:
-    """The offset a reset to ``to`` sets, from the partition leader's offsets (asked with
-    ``timestamp_ms`` for a time): a time after the last message means the high watermark.
-    Used by ``GroupAdmin`` and the web console alike."""
-    if isinstance(to, int):
-        return to
-    if to == "earliest":
-        return answer.log_start_offset
-    if to == "latest" or answer.offset_for_timestamp is None:
-        return answer.high_watermark
-    return answer.offset_for_timestamp

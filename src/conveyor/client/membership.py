@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -48,12 +49,20 @@ FENCING_CODES = frozenset(
 @dataclass(frozen=True, slots=True)
 class MembershipSettings:
     group: str
-    topics: tuple[str, ...]
     client_id: str
     session_timeout_ms: int
     heartbeat_interval_ms: int
     max_poll_interval_ms: int
     request_timeout_ms: int
+    # static membership (Kafka's group.instance.id, KIP-345): a restarted member with the
+    # same id takes its place and partitions back, without a rebalance
+    instance_id: str | None = None
+
+
+# A change of the member's partitions, for the rebalance callbacks (called from poll):
+# ("assigned", partitions) when new ones arrived, ("lost", partitions) when fencing or a
+# lost session took them without a chance to commit.
+ChangeListener = Callable[[str, tuple[TopicPartition, ...]], None]
 
 
 class Membership:
@@ -69,8 +78,10 @@ class Membership:
         fetcher: Fetcher,
         buffer: FetchBuffer,
         group: GroupClient,
+        on_change: ChangeListener | None = None,
     ) -> None:
         self.settings = settings
+        self._on_change = on_change
         self._http = http
         self._url = f"{url}/v1/groups/{quote(settings.group, safe='')}/heartbeat"
         self._fetcher = fetcher
@@ -134,10 +145,13 @@ class Membership:
             raise
         self._buffer.mark_committed(offsets)
 
-    async def release_revoked(self, commit: bool) -> None:
-        """The application polled again: commit what it consumed of the revoked partitions,
-        stop them, and tell the coordinator at once."""
-        revoked = self.revoking
+    async def release_revoked(
+        self, commit: bool, revoked: frozenset[TopicPartition] | None = None
+    ) -> None:
+        """The application polled again: commit what it consumed of the revoked partitions
+        (``revoked``: those its ``on_revoke`` was told of), stop them, and tell the
+        coordinator at once."""
+        revoked = self.revoking if revoked is None else revoked & self.revoking
         if not revoked:
             return
         if commit:
@@ -146,7 +160,7 @@ class Membership:
                 await self.commit(offsets)
         keep = tuple(tp for tp in self._fetcher.assignment.partitions if tp not in revoked)
         self._apply(keep)
-        self.revoking = frozenset()
+        self.revoking = self.revoking - revoked
         log.info("group %s: released %s", self.settings.group, sorted(revoked))
         self._wake.set()
 
@@ -156,7 +170,10 @@ class Membership:
             "group %s: member %s fenced (%s): rejoining", self.settings.group, self.member_id, why
         )
         self.fenced_count += 1
+        lost = self._fetcher.assignment.partitions
         self._apply(())
+        if lost and self._on_change is not None:
+            self._on_change("lost", tuple(lost))
         self.revoking = frozenset()
         self.member_id = None
         self.generation = -1
@@ -207,8 +224,9 @@ class Membership:
         settings = self.settings
         request = GroupHeartbeatRequest(
             member_id=self.member_id,
+            instance_id=settings.instance_id,
             client_id=settings.client_id,
-            topics=list(settings.topics),
+            topics=list(self._fetcher.topics),
             owned=[
                 GroupPartition(topic=tp.topic, partition=tp.partition)
                 for tp in self._fetcher.assignment.partitions
@@ -245,6 +263,8 @@ class Membership:
             log.info("group %s: assigned %s", self.settings.group, sorted(added))
         # keep fetching the revoked ones until the application polls (release_revoked)
         self._apply(tuple(sorted(owned | added)))
+        if added and self._on_change is not None:
+            self._on_change("assigned", tuple(sorted(added)))
         self.joined.set()
 
     def _apply(self, partitions: tuple[TopicPartition, ...]) -> None:

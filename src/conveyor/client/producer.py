@@ -17,22 +17,27 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from conveyor.client.accumulator import Accumulator, AccumulatorClosed, BufferFull
 from conveyor.client.errors import BufferFullError, ClientClosedError
 from conveyor.client.futures import BatchCompletion, RecordFuture
+from conveyor.client.hooks import (
+    DeliveryCallback,
+    Partitioner,
+    SendHooks,
+    Serializer,
+    report_delivery,
+)
 from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.sender import AcksSetting, Sender
 from conveyor.client.types import (
-    BytesLike,
     Headers,
     HeadersArg,
-    RecordMetadata,
     to_bytes,
     to_headers,
 )
@@ -105,10 +110,16 @@ class _ProducerCore:
     loop for the sync producer, a direct call for the async one.
     """
 
-    def __init__(self, config: ProducerConfig, wake_sender: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: ProducerConfig,
+        wake_sender: Callable[[], None],
+        hooks: SendHooks | None = None,
+    ) -> None:
         if config.linger_ms < 0 or config.batch_size <= 0 or config.retries < 0:
             raise ValueError("need linger_ms >= 0, batch_size > 0 and retries >= 0")
         self.config = config
+        self.hooks = hooks or SendHooks()
         self.lock = threading.Lock()
         self.space = threading.Condition(self.lock)  # notified when batches leave the buffer
         self.async_space: asyncio.Event | None = None  # the AsyncProducer's twin of space
@@ -165,25 +176,40 @@ class _ProducerCore:
     def closed(self) -> bool:
         return self.accumulator.closed
 
-    def append(
+    def append(  # noqa: PLR0917 -- positional, as _Record unpacks into it
         self,
         topic: str,
         key: bytes | None,
         value: bytes | None,
         headers: Headers,
         partition: int | None,
+        timestamp_ms: int | None = None,
     ) -> RecordFuture:
         """Append one converted record. Raises MetadataNeeded or BufferFull: the shells
         wait in their own way and call again."""
         count = self.partition_counts.get(topic)
         if count is None:
             raise MetadataNeeded(topic)
+        if partition is None and self.hooks.partitioner is not None:
+            partition = self.hooks.choose_partition(topic, key, count, self.available(topic))
         try:
             return self.accumulator.append(
-                topic, key, value, headers, partition, count, _time_ns() // 1_000_000
+                topic,
+                key,
+                value,
+                headers,
+                partition,
+                count,
+                _time_ns() // 1_000_000,
+                timestamp_ms,
             )
         except AccumulatorClosed:
             raise ClientClosedError("send() after close()") from None
+
+    def available(self, topic: str) -> list[int]:
+        """The topic's partitions that have a leader now (for a custom partitioner)."""
+        routes = self.metadata.cache.partitions(topic) or ()
+        return [route.partition for route in routes if route.leader is not None]
 
     async def partition_count(self, topic: str, timeout_ms: int) -> int:
         """Partitions of ``topic``, fetching metadata (and so auto-creating the topic)."""
@@ -212,14 +238,15 @@ class _ProducerCore:
         await self.http.close()
 
 
-def _convert(
-    value: BytesLike | None, key: BytesLike | None, headers: HeadersArg
-) -> tuple[bytes | None, bytes | None, Headers]:
-    if value is not None and type(value) is not bytes:
-        value = to_bytes(value)
-    if key is not None and type(key) is not bytes:
-        key = to_bytes(key)
-    return value, key, (to_headers(headers) if headers else ())
+class _Record(NamedTuple):
+    """A converted record on its way into the accumulator (``_ProducerCore.append``)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    partition: int | None
+    timestamp_ms: int | None
 
 
 def _config(
@@ -264,7 +291,13 @@ class Producer:
         token: str | None = None,
         user: str | None = None,
         password: str | None = None,
+        key_serializer: Serializer | None = None,
+        value_serializer: Serializer | None = None,
+        partitioner: Partitioner | None = None,
+        on_delivery: DeliveryCallback | None = None,
     ) -> None:
+        """See docs/client.md for the settings; the last four are ``client/hooks.py``."""
+        hooks = SendHooks(key_serializer, value_serializer, partitioner, on_delivery)
         config = _config(
             url,
             acks,
@@ -283,7 +316,8 @@ class Producer:
             authorization=authorization_header(token, user, password),
         )
         # the core first: a bad setting must not leave a loop thread behind
-        self._core = core = _ProducerCore(config, self._wake_sender)
+        self._core = core = _ProducerCore(config, self._wake_sender, hooks)
+        self._hooked = hooks.any
         self._io = LoopThread("conveyor-producer-io")
         self._partition_counts = core.partition_counts
         self._accumulator_append = core.accumulator.append
@@ -305,16 +339,25 @@ class Producer:
     def send(
         self,
         topic: str,
-        value: BytesLike | None,
-        key: BytesLike | None = None,
+        value: Any,
+        key: Any = None,
         headers: HeadersArg = None,
         partition: int | None = None,
+        *,
+        timestamp_ms: int | None = None,
+        on_delivery: DeliveryCallback | None = None,
     ) -> RecordFuture:
         """Queue one record; the future resolves to its :class:`RecordMetadata`.
 
         Blocks only to fetch a new topic's metadata or while the buffer is full, each at
-        most ``max_block_ms``. Key and value: bytes, or str (sent as UTF-8), or None.
+        most ``max_block_ms``. Key and value: bytes, or str (sent as UTF-8), or None (or
+        anything the serializers take). ``timestamp_ms``: the record's own time (default:
+        now); ``on_delivery(error, metadata)``: called once it is acknowledged or failed.
         """
+        if self._hooked or timestamp_ms is not None or on_delivery is not None:
+            return self._send_hooked(
+                topic, value, key, headers, partition, timestamp_ms, on_delivery
+            )
         if value is not None and type(value) is not bytes:
             value = to_bytes(value)
         if key is not None and type(key) is not bytes:
@@ -332,13 +375,33 @@ class Producer:
                 pass
         return self._append_slowly(topic, key, value, header_pairs, partition)
 
-    def _append_slowly(
+    def _send_hooked(  # noqa: PLR0917 -- send's own arguments
+        self,
+        topic: str,
+        value: Any,
+        key: Any,
+        headers: HeadersArg,
+        partition: int | None,
+        timestamp_ms: int | None,
+        on_delivery: DeliveryCallback | None,
+    ) -> RecordFuture:
+        hooks = self._core.hooks
+        key_bytes, value_bytes = hooks.serialize(key, value)
+        header_pairs = to_headers(headers) if headers else ()
+        future = self._append_slowly(
+            topic, key_bytes, value_bytes, header_pairs, partition, timestamp_ms
+        )
+        report_delivery(future, on_delivery or hooks.on_delivery)
+        return future
+
+    def _append_slowly(  # noqa: PLR0917 -- send's own arguments
         self,
         topic: str,
         key: bytes | None,
         value: bytes | None,
         headers: Headers,
         partition: int | None,
+        timestamp_ms: int | None = None,
     ) -> RecordFuture:
         """``send`` when the topic is new or the buffer is full: wait, at most
         ``max_block_ms`` in all, then append."""
@@ -357,7 +420,7 @@ class Producer:
                         )
                     core.space.wait(remaining_s)
             try:
-                return core.append(topic, key, value, headers, partition)
+                return core.append(topic, key, value, headers, partition, timestamp_ms)
             except (MetadataNeeded, BufferFull):
                 continue  # another thread took the room first, or metadata was dropped
 
@@ -403,212 +466,3 @@ class Producer:
 
     def __repr__(self) -> str:
         return f"<Producer {self.url} acks={self._core.config.acks}>"
-
-
-class AsyncProducer:
-    """The asyncio twin of :class:`Producer`, with the same settings and semantics.
-
-    ``await send(...)`` returns the :class:`RecordMetadata` once acknowledged; to pipeline,
-    ``await enqueue(...)`` (waits only for buffer space) or ``send_nowait(...)`` (never
-    waits) return an awaitable per record, and ``await flush()`` waits for all of them.
-    """
-
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        acks: str | int = "all",
-        linger_ms: int = 5,
-        batch_size: int = 512 * 1024,
-        codec: Codec | str = Codec.NONE,
-        retries: int = RETRIES_UNLIMITED,
-        delivery_timeout_ms: int = 120_000,
-        request_timeout_ms: int = 30_000,
-        retry_backoff_ms: int = 100,
-        retry_backoff_max_ms: int = 1_000,
-        buffer_memory_bytes: int = 32 * 1024 * 1024,
-        max_block_ms: int = 60_000,
-        tls: TLSConfig | None = None,
-        idempotence: bool | None = None,
-        token: str | None = None,
-        user: str | None = None,
-        password: str | None = None,
-    ) -> None:
-        config = _config(
-            url,
-            acks,
-            codec,
-            linger_ms=linger_ms,
-            batch_size=batch_size,
-            retries=retries,
-            delivery_timeout_ms=delivery_timeout_ms,
-            request_timeout_ms=request_timeout_ms,
-            retry_backoff_ms=retry_backoff_ms,
-            retry_backoff_max_ms=retry_backoff_max_ms,
-            buffer_memory_bytes=buffer_memory_bytes,
-            max_block_ms=max_block_ms,
-            tls=tls,
-            idempotence=idempotence,
-            authorization=authorization_header(token, user, password),
-        )
-        self._core = _ProducerCore(config, self._wake)
-        self._batch_opened = False
-        # Records to a topic whose metadata is still loading wait in tasks; while any do,
-        # later records to that topic queue behind them, so that send order is kept.
-        self._staged: dict[str, int] = {}
-
-    @property
-    def url(self) -> str:
-        return self._core.config.url
-
-    def _started(self) -> _ProducerCore:
-        core = self._core
-        if core.run_task is None:
-            if core.closed:
-                raise ClientClosedError("send() after close()")
-            core.async_space = asyncio.Event()
-            core.start()
-        return core
-
-    def _wake(self) -> None:
-        self._core.sender.wake()
-        self._batch_opened = True
-
-    def send_nowait(
-        self,
-        topic: str,
-        value: BytesLike | None,
-        key: BytesLike | None = None,
-        headers: HeadersArg = None,
-        partition: int | None = None,
-    ) -> Awaitable[RecordMetadata]:
-        """Queue one record without suspending; await the result for its metadata.
-
-        Raises :class:`BufferFullError` at once when the buffer is full (``enqueue``
-        waits instead). Call it from a coroutine that awaits now and then, or the
-        sender never gets to run. The first records to a topic whose metadata is not
-        loaded yet are queued in a task (the returned awaitable), in order.
-        """
-        core = self._started()
-        value_bytes, key_bytes, header_pairs = _convert(value, key, headers)
-        if not self._staged.get(topic):
-            try:
-                return core.append(topic, key_bytes, value_bytes, header_pairs, partition)
-            except BufferFull:
-                raise BufferFullError("the producer's buffer is full: await enqueue()") from None
-            except MetadataNeeded:
-                pass
-        return asyncio.ensure_future(
-            self._staged_send(topic, key_bytes, value_bytes, header_pairs, partition)
-        )
-
-    async def _staged_send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers,
-        partition: int | None,
-    ) -> RecordMetadata:
-        self._staged[topic] = self._staged.get(topic, 0) + 1
-        try:
-            future = await self._enqueue(topic, key, value, headers, partition)
-        finally:
-            self._staged[topic] -= 1
-        return await future
-
-    async def enqueue(
-        self,
-        topic: str,
-        value: BytesLike | None,
-        key: BytesLike | None = None,
-        headers: HeadersArg = None,
-        partition: int | None = None,
-    ) -> RecordFuture:
-        """Queue one record, waiting for metadata or buffer space if needed; returns the
-        record's future (await it for the metadata) without waiting for the broker."""
-        value_bytes, key_bytes, header_pairs = _convert(value, key, headers)
-        return await self._enqueue(topic, key_bytes, value_bytes, header_pairs, partition)
-
-    async def _enqueue(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers,
-        partition: int | None,
-    ) -> RecordFuture:
-        core = self._started()
-        deadline = time.monotonic() + core.config.max_block_ms / 1000
-        while True:
-            try:
-                future = core.append(topic, key, value, headers, partition)
-                break
-            except MetadataNeeded:
-                await core.partition_count(topic, core.config.max_block_ms)
-            except BufferFull:
-                await self._wait_for_room(deadline)
-        if self._batch_opened:
-            self._batch_opened = False
-            await asyncio.sleep(0)  # a batch opened (so one may have filled): let it go
-        return future
-
-    async def _wait_for_room(self, deadline: float) -> None:
-        core = self._core
-        assert core.async_space is not None
-        while not core.accumulator.has_room and not core.closed:
-            core.async_space.clear()
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
-                raise BufferFullError(
-                    f"buffer stayed full for max_block_ms={core.config.max_block_ms}"
-                )
-            try:
-                await asyncio.wait_for(core.async_space.wait(), remaining_s)
-            except TimeoutError:
-                continue
-
-    async def send(
-        self,
-        topic: str,
-        value: BytesLike | None,
-        key: BytesLike | None = None,
-        headers: HeadersArg = None,
-        partition: int | None = None,
-    ) -> RecordMetadata:
-        """Send one record and wait for its acknowledgement."""
-        future = await self.enqueue(topic, value, key, headers, partition)
-        return await future
-
-    async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 -- as Producer.flush
-        """Send everything buffered now and wait until each record is done."""
-        core = self._core
-        pending = core.accumulator.begin_flush()
-        try:
-            core.sender.wake()
-            waits = [completion.wait_async() for completion in pending]
-            if waits:
-                await asyncio.wait_for(asyncio.gather(*waits), timeout)
-        finally:
-            core.accumulator.end_flush()
-
-    async def close(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 -- as Producer.close
-        """Send what is buffered (up to ``timeout`` s), then close. Idempotent."""
-        if timeout is None:
-            timeout = self._core.config.delivery_timeout_ms / 1000
-        await self._core.shutdown(timeout)
-
-    async def __aenter__(self) -> AsyncProducer:
-        self._started()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def __repr__(self) -> str:
-        return f"<AsyncProducer {self.url} acks={self._core.config.acks}>"

@@ -492,6 +492,9 @@ class GroupHeartbeatRequest(Wire):
     the partitions it consumes now (level-triggered, as Kafka's KIP-848 heartbeat)."""
 
     member_id: str | None = None
+    # static membership (Kafka's group.instance.id, KIP-345): a member joining with the id
+    # of a current member takes its place and its partitions, without a rebalance
+    instance_id: str | None = None
     client_id: str = ""
     topics: list[str] = msgspec.field(default_factory=list)
     owned: list[GroupPartition] = msgspec.field(default_factory=list)

@@ -1,0 +1,179 @@
+"""The administrative operations as requests, once: ``Admin`` and ``GroupAdmin`` (sync)
+and ``AsyncAdmin`` (asyncio) only differ in how they send them.
+
+Each function returns a :class:`Call`: the method, the coordinator path, the body and the
+wire type of the answer. Nothing here does I/O; a client speaking another transport
+(issue 19) maps the same calls onto its own requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
+
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+from conveyor.protocol.messages import (
+    AddPartitionsRequest,
+    AlterTopicConfigRequest,
+    BrokerId,
+    ClusterStatus,
+    ConfigValue,
+    CreateTopicRequest,
+    DecommissionResponse,
+    GroupDescription,
+    GroupList,
+    Metadata,
+    OffsetFetchResponse,
+    PartitionInfo,
+    PartitionOffset,
+    PartitionOffsets,
+    ResetOffsetsRequest,
+    TopicConfig,
+    TopicDescription,
+    TopicList,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    method: str
+    path: str  # below the coordinator's URL
+    response: type[T] | None  # None: no body in the answer (204)
+    body: Any = None
+
+
+def _topic(name: str) -> str:
+    return f"/v1/topics/{quote(name, safe='')}"
+
+
+def _group(name: str) -> str:
+    return f"/v1/groups/{quote(name, safe='')}"
+
+
+def create_topic(
+    name: str,
+    partitions: int,
+    replication_factor: int | None,
+    config: TopicConfig | dict[str, Any] | None,
+) -> Call[TopicDescription]:
+    if isinstance(config, dict):
+        config = TopicConfig(**config)
+    request = CreateTopicRequest(
+        name=name, partitions=partitions, replication_factor=replication_factor, config=config
+    )
+    return Call("POST", "/v1/topics", TopicDescription, request)
+
+
+def list_topics() -> Call[TopicList]:
+    return Call("GET", "/v1/topics", TopicList)
+
+
+def describe_topic(name: str) -> Call[TopicDescription]:
+    return Call("GET", _topic(name), TopicDescription)
+
+
+def delete_topic(name: str) -> Call[None]:
+    return Call("DELETE", _topic(name), None)
+
+
+def add_partitions(name: str, partitions: int) -> Call[TopicDescription]:
+    request = AddPartitionsRequest(partitions=partitions)
+    return Call("POST", f"{_topic(name)}/partitions", TopicDescription, request)
+
+
+def alter_topic_config(
+    name: str, values: dict[str, ConfigValue] | None, reset: list[str] | None
+) -> Call[TopicDescription]:
+    request = AlterTopicConfigRequest(set=values or {}, reset=reset or [])
+    return Call("PATCH", f"{_topic(name)}/config", TopicDescription, request)
+
+
+def cluster() -> Call[ClusterStatus]:
+    return Call("GET", "/v1/cluster", ClusterStatus)
+
+
+def decommission(broker_id: int, start: bool) -> Call[DecommissionResponse]:
+    path = f"/v1/brokers/{BrokerId(broker_id)}/decommission"
+    return Call("POST" if start else "GET", path, DecommissionResponse)
+
+
+def metadata(topics: Iterable[str]) -> Call[Metadata]:
+    names = quote(",".join(topics), safe=",")
+    return Call("GET", f"/v1/metadata?topics={names}", Metadata)
+
+
+def list_groups() -> Call[GroupList]:
+    return Call("GET", "/v1/groups", GroupList)
+
+
+def describe_group(group: str) -> Call[GroupDescription]:
+    return Call("GET", _group(group), GroupDescription)
+
+
+def delete_group(group: str) -> Call[None]:
+    return Call("DELETE", _group(group), None)
+
+
+def set_group_offsets(group: str, offsets: list[PartitionOffset]) -> Call[OffsetFetchResponse]:
+    request = ResetOffsetsRequest(offsets=offsets)
+    return Call("POST", f"{_group(group)}/offsets/reset", OffsetFetchResponse, request)
+
+
+def partitions_to_reset(
+    answer: Metadata, topic: str, partitions: Iterable[int] | None
+) -> list[PartitionInfo]:
+    """The partitions of ``topic`` a reset touches (all, or the ones named), checked."""
+    described = next((t for t in answer.topics if t.name == topic), None)
+    if described is None:
+        raise InvalidRequestError(f"unknown topic {topic!r}", code=ErrorCode.UNKNOWN_TOPIC)
+    if partitions is None:
+        return list(described.partitions)
+    wanted = set(partitions)
+    chosen = [p for p in described.partitions if p.partition in wanted]
+    missing = sorted(wanted - {p.partition for p in chosen})
+    if missing:
+        raise InvalidRequestError(
+            f"topic {topic!r} has no partition {missing[0]} (it has {len(described.partitions)})",
+            code=ErrorCode.UNKNOWN_PARTITION,
+        )
+    return chosen
+
+
+def leader_offsets_path(topic: str, partition: int, to: ResetTarget) -> str:
+    """Where a partition's leader answers the offsets a reset to ``to`` needs."""
+    query = f"?timestamp_ms={to.timestamp_ms}" if isinstance(to, Timestamp) else ""
+    return f"{_topic(topic)}/partitions/{partition}/offsets{query}"
+
+
+def resolved(to: ResetTarget, answer: PartitionOffsets | None) -> int:
+    """The offset to commit for a partition (``answer``: its leader's offsets, not needed
+    for an explicit offset)."""
+    if isinstance(to, int):
+        return to
+    assert answer is not None
+    return reset_offset(to, answer)
+
+
+@dataclass(frozen=True, slots=True)
+class Timestamp:
+    timestamp_ms: int
+
+
+ResetTarget = Literal["earliest", "latest"] | int | Timestamp
+
+
+def reset_offset(to: ResetTarget, answer: PartitionOffsets) -> int:
+    """The offset a reset to ``to`` sets, from the partition leader's offsets (asked with
+    ``timestamp_ms`` for a time): a time after the last message means the high watermark.
+    Used by ``GroupAdmin`` and the web console alike."""
+    if isinstance(to, int):
+        return to
+    if to == "earliest":
+        return answer.log_start_offset
+    if to == "latest" or answer.offset_for_timestamp is None:
+        return answer.high_watermark
+    return answer.offset_for_timestamp

@@ -1,0 +1,166 @@
+"""``AsyncAdmin``: topics, the cluster and consumer groups from asyncio.
+
+The same operations as :class:`Admin` and :class:`GroupAdmin` (``admin_ops.py`` builds
+every request once), sent with the asyncio HTTP client; a reset of a group's offsets asks
+the partitions' leaders concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from conveyor.client import admin_ops as ops
+from conveyor.client.admin_ops import ResetTarget
+from conveyor.protocol.errors import ErrorCode, RetriableError
+from conveyor.protocol.messages import (
+    ClusterStatus,
+    ConfigValue,
+    DecommissionResponse,
+    GroupDescription,
+    GroupSummary,
+    OffsetFetchResponse,
+    PartitionInfo,
+    PartitionOffset,
+    PartitionOffsets,
+    TopicConfig,
+    TopicDescription,
+    TopicSummary,
+)
+from conveyor.transport.client import AsyncHTTP, coordinator_set
+from conveyor.transport.credentials import authorization_header
+from conveyor.transport.tls import TLSConfig
+
+T = TypeVar("T")
+
+
+class AsyncAdmin:
+    """``async with AsyncAdmin() as admin: await admin.create_topic("orders")``; the
+    settings, credentials and errors of :class:`Admin`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        tls: TLSConfig | None = None,
+        timeout_s: float = 30.0,
+        token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        coordinators = coordinator_set(url)
+        self.url = coordinators.primary  # requests go to the active coordinator
+        self._http = AsyncHTTP(
+            tls,
+            timeout_s=timeout_s,
+            authorization=authorization_header(token, user, password),
+            coordinators=coordinators,
+        )
+
+    async def _run(self, call: ops.Call[T]) -> T:
+        if call.response is None:
+            await self._http.request(call.method, self.url + call.path, body=call.body)
+            return None  # type: ignore[return-value]
+        return await self._http.call(
+            call.method, self.url + call.path, call.response, body=call.body
+        )
+
+    # ---- topics and the cluster -----------------------------------------------------------
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int = 8,
+        replication_factor: int | None = None,
+        config: TopicConfig | dict[str, Any] | None = None,
+    ) -> TopicDescription:
+        return await self._run(ops.create_topic(name, partitions, replication_factor, config))
+
+    async def list_topics(self) -> list[TopicSummary]:
+        return (await self._run(ops.list_topics())).topics
+
+    async def describe_topic(self, name: str) -> TopicDescription:
+        return await self._run(ops.describe_topic(name))
+
+    async def delete_topic(self, name: str) -> None:
+        await self._run(ops.delete_topic(name))
+
+    async def add_partitions(self, name: str, partitions: int) -> TopicDescription:
+        return await self._run(ops.add_partitions(name, partitions))
+
+    async def alter_topic_config(
+        self,
+        name: str,
+        values: dict[str, ConfigValue] | None = None,
+        reset: list[str] | None = None,
+    ) -> TopicDescription:
+        return await self._run(ops.alter_topic_config(name, values, reset))
+
+    async def cluster(self) -> ClusterStatus:
+        return await self._run(ops.cluster())
+
+    async def decommission_broker(self, broker_id: int) -> DecommissionResponse:
+        return await self._run(ops.decommission(broker_id, start=True))
+
+    async def decommission_status(self, broker_id: int) -> DecommissionResponse:
+        return await self._run(ops.decommission(broker_id, start=False))
+
+    # ---- consumer groups -----------------------------------------------------------------
+
+    async def list_groups(self) -> list[GroupSummary]:
+        return (await self._run(ops.list_groups())).groups
+
+    async def describe_group(self, group: str) -> GroupDescription:
+        return await self._run(ops.describe_group(group))
+
+    async def delete_group(self, group: str) -> None:
+        """Forget an empty group's committed offsets (GROUP_NOT_EMPTY while it has members)."""
+        await self._run(ops.delete_group(group))
+
+    async def reset_offsets(
+        self, group: str, topic: str, to: ResetTarget, partitions: Iterable[int] | None = None
+    ) -> OffsetFetchResponse:
+        """As :meth:`GroupAdmin.reset_offsets`: every partition of ``topic`` or the ones
+        named, to ``"earliest"``, ``"latest"``, an offset or a ``Timestamp``."""
+        answer = await self._run(ops.metadata([topic]))
+        urls = {b.broker_id: b.url for b in answer.brokers}
+        chosen = ops.partitions_to_reset(answer, topic, partitions)
+
+        async def one(info: PartitionInfo) -> PartitionOffset:
+            leader_offsets = None
+            if not isinstance(to, int):
+                if info.leader is None or info.leader not in urls:
+                    raise RetriableError(
+                        f"{topic}[{info.partition}] has no leader",
+                        code=ErrorCode.LEADER_NOT_AVAILABLE,
+                    )
+                path = ops.leader_offsets_path(topic, info.partition, to)
+                leader_offsets = await self._http.call(
+                    "GET", urls[info.leader] + path, PartitionOffsets
+                )
+            offset = ops.resolved(to, leader_offsets)
+            return PartitionOffset(topic=topic, partition=info.partition, offset=offset)
+
+        offsets = list(await asyncio.gather(*(one(info) for info in chosen)))
+        return await self._run(ops.set_group_offsets(group, offsets))
+
+    # ---- lifetime ----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def __aenter__(self) -> AsyncAdmin:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<AsyncAdmin {self.url}>"
