@@ -259,7 +259,7 @@ class _Handlers:
 
 
 def broker_routes(service: BrokerService) -> list[Route]:
-    """The broker's routes; exact paths the clients code against (docs/api-broker.md)."""
+    """The broker's routes; exact paths the clients code against (docs/api.md, "Broker API")."""
     handlers = _Handlers(service)
     data = ("data",)
     return [
