@@ -22,6 +22,7 @@ from conveyor.broker.jsonrecords import to_fetched
 from conveyor.broker.peers import EPOCH_END_PATH, FETCH_PATH, FRAMED_CONTENT_TYPE
 from conveyor.broker.rules import parse_acks
 from conveyor.broker.service import BrokerService, FetchResult
+from conveyor.broker.share.routes import share_routes
 from conveyor.protocol.batch import peek_length
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import (
@@ -331,6 +332,7 @@ def broker_routes(service: BrokerService) -> list[Route]:
             response=EpochEndResponse,
             internal=True,
         ),
+        *share_routes(service.share.manager, service.share.store, service.led_partitions),
     ]
 
 
@@ -350,6 +352,7 @@ def build_broker_app(service: BrokerService) -> web.Application:
         tasks = app[_TASKS_KEY]
         tasks.append(asyncio.create_task(heartbeat.run(), name="heartbeat"))
         tasks.append(asyncio.create_task(service.retention_loop(), name="retention"))
+        tasks.append(asyncio.create_task(service.share.manager.run(), name="share-groups"))
         for task in tasks:
             task.add_done_callback(_log_task_end)
 

@@ -30,6 +30,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from conveyor.broker.fetchmemory import FetchMemory
 from conveyor.broker.replica import Replica
 from conveyor.broker.rules import ACKS_ALIASES
+from conveyor.broker.share.metrics import ShareMetricsCollector
 from conveyor.protocol.batch import HEADER_SIZE, peek_length
 from conveyor.protocol.replica import IsrChanged
 from conveyor.storage import PartitionLog
@@ -53,8 +54,17 @@ REQUEST_KINDS: Final = {
     ("GET", "/v1/partitions"): "list_partitions",
     ("POST", "/internal/v1/replicas/fetch"): "replica_fetch",
     ("POST", "/internal/v1/replicas/epoch-end"): "epoch_end",
+    ("POST", "/v1/share-groups/{group}/topics/{topic}/receive"): "share_receive",
+    ("POST", "/v1/share-groups/{group}/topics/{topic}/acknowledge"): "share_acknowledge",
+    ("POST", "/internal/v1/share-state/read"): "share_state_read",
+    ("POST", "/internal/v1/share-state/write"): "share_state_write",
 }
-_CLIENT_KINDS: Final = {"produce": "producer", "produce_routed": "producer", "fetch": "consumer"}
+_CLIENT_KINDS: Final = {
+    "produce": "producer",
+    "produce_routed": "producer",
+    "fetch": "consumer",
+    "share_receive": "consumer",
+}
 CLIENT_ACTIVE_WINDOW_S: Final = 60.0  # a client counts as active this long after a request
 CLIENTS_TRACKED_MAX: Final = 10_000  # bounds the memory a flood of client ids can take
 FLUSH_BUCKETS_S: Final = (
@@ -184,6 +194,7 @@ class BrokerMetrics:
         )
         # set by the Kafka listener when it starts: its connection counts, exported below
         self.kafka_listener: KafkaListenerView | None = None
+        self.share = ShareMetricsCollector()  # share groups (issue 23)
 
     def kafka_request(self, api: str) -> None:
         self.kafka_requests.labels(api).inc()
@@ -276,6 +287,8 @@ class BrokerMetrics:
         yield from self.slow_consumers.collect()
         yield from self.kafka_requests.collect()
         yield from self._kafka_listener_metrics()
+        yield from self.share.collect()
+        yield from self.share.collect()
 
     def _kafka_listener_metrics(self) -> Iterable[Metric]:
         listener = self.kafka_listener

@@ -38,6 +38,7 @@ from conveyor.broker.replicas import ReplicaManager, facts, load_meta, store_met
 from conveyor.broker.router import Router
 from conveyor.broker.rules import check_offset, clamp, coordinator_epoch_after
 from conveyor.broker.security import refresh_security
+from conveyor.broker.share.setup import LeaderOps, build_share
 from conveyor.protocol.errors import (
     ConveyorError,
     DiskFullError,
@@ -177,6 +178,22 @@ class BrokerService:
         self.meta = BrokerDataMeta(broker_id=config.broker_id)
         self.heartbeat_interval_ms = config.heartbeat_interval_ms
         self.stopping = False
+        # share groups (issue 23, docs/queues.md): narrow dependencies, no service object
+        self.share = build_share(
+            ops=LeaderOps(
+                replica=lambda tp: self.driver.state.replicas.get(tp),  # noqa: PLW0108 -- state is replaced
+                log=self.replicas.get,
+                wakeup=self.driver.wakeup,
+                leader_partition=self.leader_partition,
+                produce=self._produce_last_offset,
+            ),
+            metadata=self.metadata,
+            http=self.http,
+            coordinator_url=config.coordinator_url,
+            clock=self.clock,
+            metrics=self.metrics.share,
+            stopping=lambda: self.stopping,
+        )
 
     # ---- lifetime ------------------------------------------------------------------------
 
@@ -246,6 +263,7 @@ class BrokerService:
             partitions=core.reports(self.driver.state),
             incarnation=self.incarnation,
             kafka_address=kafka.advertise if kafka is not None else None,
+            share_partitions=self.share.manager.stats() or None,
         )
 
     async def apply_heartbeat_response(self, response: HeartbeatResponse) -> bool:
@@ -426,6 +444,10 @@ class BrokerService:
             log_start_offset=target.log.log_start_offset,
         )
 
+    async def _produce_last_offset(self, topic: str, partition: int, batch: bytes) -> int:
+        """An acks=all produce answering its last offset (the share-state store's append)."""
+        return (await self.produce(topic, partition, batch)).last_offset
+
     async def produce_json(
         self,
         topic: str,
@@ -555,6 +577,14 @@ class BrokerService:
         (-1, -1) when the log knows no epoch that old. Fenced by ``leader_epoch``."""
         source = await self.leader_partition(topic, partition, leader_epoch)
         return source.log.end_offset_for_epoch(epoch)
+
+    def led_partitions(self, topic: str) -> list[int]:
+        """The partitions of ``topic`` this broker leads now."""
+        return sorted(
+            tp.partition
+            for tp, replica in self.driver.state.replicas.items()
+            if tp.topic == topic and replica.is_leader
+        )
 
     def partition_views(self) -> list[tuple[Replica, PartitionLog]]:
         """Each hosted replica with its open log (metrics and descriptions read these)."""

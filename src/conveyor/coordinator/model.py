@@ -31,6 +31,7 @@ from immutables._protocols import MapMutation
 
 from conveyor.protocol.errors import ErrorCode, FatalError
 from conveyor.protocol.messages import BrokerId, Epoch, PartitionReport, TopicConfig
+from conveyor.protocol.share import ShareGroupConfig
 
 PartitionKey = tuple[str, int]  # (topic, partition)
 OffsetKey = tuple[str, str, int]  # (group, topic, partition)
@@ -91,6 +92,17 @@ class CommittedOffset:
 
 
 @dataclass(frozen=True, slots=True)
+class ShareGroup:
+    """A share group's settings (issue 23, docs/queues.md); ``version`` goes up with
+    every change, so brokers know when their cached copy is old."""
+
+    name: str
+    config: ShareGroupConfig
+    version: int
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterState:
     cluster_id: str
     brokers: Mapping[BrokerId, Broker] = field(default_factory=dict)
@@ -101,6 +113,7 @@ class ClusterState:
     producers: Mapping[int, int] = field(default_factory=dict)
     # soft: per broker, its latest report of each replica it hosts
     reports: Mapping[BrokerId, Mapping[PartitionKey, PartitionReport]] = field(default_factory=dict)
+    share_groups: Mapping[str, ShareGroup] = field(default_factory=dict)
 
     def topic_partitions(self, topic: Topic) -> list[Partition]:
         return [self.partitions[(topic.name, p)] for p in range(topic.partition_count)]
@@ -207,6 +220,20 @@ class ProducerRecord:
     producer_epoch: int
 
 
+@dataclass(frozen=True, slots=True)
+class ShareGroupRecord:
+    """A share group was created or its settings changed (upsert)."""
+
+    durable: ClassVar[bool] = True
+    group: ShareGroup
+
+
+@dataclass(frozen=True, slots=True)
+class ShareGroupRemoved:
+    durable: ClassVar[bool] = True
+    name: str
+
+
 Record = (
     BrokerRecord
     | BrokerSeen
@@ -217,6 +244,8 @@ Record = (
     | GroupRemoved
     | OffsetRemoved
     | ProducerRecord
+    | ShareGroupRecord
+    | ShareGroupRemoved
 )
 
 
@@ -232,6 +261,7 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:
     offsets = _Offsets(state.offsets)
     reports: dict[BrokerId, Mapping[PartitionKey, PartitionReport]] | None = None
     producers: dict[int, int] | None = None
+    share_groups: dict[str, ShareGroup] | None = None
     for record in records:
         match record:
             case BrokerRecord(broker=broker):
@@ -263,6 +293,12 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:
             case ProducerRecord(producer_id=producer_id, producer_epoch=producer_epoch):
                 producers = producers if producers is not None else dict(state.producers)
                 producers[producer_id] = producer_epoch
+            case ShareGroupRecord(group=share_group):
+                share_groups = share_groups if share_groups is not None else dict(state.share_groups)
+                share_groups[share_group.name] = share_group
+            case ShareGroupRemoved(name=share_group_name):
+                share_groups = share_groups if share_groups is not None else dict(state.share_groups)
+                share_groups.pop(share_group_name, None)
     return replace(
         state,
         brokers=state.brokers if brokers is None else brokers,
@@ -271,6 +307,7 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:
         offsets=offsets.finish(),
         reports=state.reports if reports is None else reports,
         producers=state.producers if producers is None else producers,
+        share_groups=state.share_groups if share_groups is None else share_groups,
     )
 
 
@@ -356,6 +393,7 @@ def snapshot_records(state: ClusterState) -> list[Record]:
     records += [PartitionRecord(p) for p in state.partitions.values()]
     records += [ProducerRecord(pid, epoch) for pid, epoch in state.producers.items()]
     records += [OffsetRecord(o) for o in state.offsets.values()]
+    records += [ShareGroupRecord(g) for g in state.share_groups.values()]
     return records
 
 

@@ -6,6 +6,7 @@ Pure. One log entry holds the durable records of one or more transitions, in ord
     JSON    = [[tag, fields], ...]
     tag     = "broker" | "topic" | "partition" | "topic_removed" | "offset" | "producer"
             | "group_removed" | "offset_removed"
+            | "share_group" | "share_group_removed"
 
 ``fields`` are the record's dataclass fields by name (unknown names are ignored on decode,
 so a later version may add fields with defaults). As in the SQLite store, a topic's
@@ -34,6 +35,9 @@ from conveyor.coordinator.model import (
     PartitionRecord,
     ProducerRecord,
     Record,
+    ShareGroup,
+    ShareGroupRecord,
+    ShareGroupRemoved,
     Topic,
     TopicRecord,
     TopicRemoved,
@@ -61,6 +65,12 @@ def _fields(record: Record) -> tuple[str, dict[str, Any]]:
             return _offset_fields(record)
         case ProducerRecord(producer_id=producer_id, producer_epoch=producer_epoch):
             return "producer", {"producer_id": producer_id, "producer_epoch": producer_epoch}
+        case ShareGroupRecord(group=group):
+            fields = msgspec.to_builtins(group)
+            fields["config"] = msgspec.structs.asdict(group.config)  # defaults kept too
+            return "share_group", fields
+        case ShareGroupRemoved(name=name):
+            return "share_group_removed", {"name": name}
     raise FatalError(f"record {record!r} is not durable", code=ErrorCode.INTERNAL_ERROR)
 
 
@@ -114,6 +124,10 @@ def _record(tag: str, fields: dict[str, Any]) -> Record:
             return _offset_record(tag, fields)
         case "producer":
             return ProducerRecord(int(fields["producer_id"]), int(fields["producer_epoch"]))
+        case "share_group":
+            return ShareGroupRecord(msgspec.convert(fields, ShareGroup))
+        case "share_group_removed":
+            return ShareGroupRemoved(str(fields["name"]))
     raise KeyError(f"unknown record tag {tag!r}")
 
 

@@ -5,8 +5,9 @@ one transaction (WAL mode, ``synchronous=FULL``: committed means fsynced), and o
 reads the tables back as the same records, which ``model.apply`` replays. It makes no
 decisions. Not thread-safe: the service calls it from a single worker thread.
 
-Schema (version 2, in ``PRAGMA user_version``; a version-1 file is migrated in place on
-open by adding ``partitions.partition_epoch`` and the ``producers`` table)::
+Schema (version 3, in ``PRAGMA user_version``; older files are migrated in place on open:
+1 -> 2 adds ``partitions.partition_epoch`` and the ``producers`` table, 2 -> 3 the
+``share_groups`` table)::
 
     meta(key TEXT PK, value TEXT)                     cluster_id (a uuid4, made once)
     brokers(broker_id INTEGER PK, url, alive, last_heartbeat_ms, capacity, decommissioning)
@@ -16,6 +17,7 @@ open by adding ``partitions.partition_epoch`` and the ``producers`` table)::
     producers(producer_id INTEGER PK, producer_epoch)  ids are never reused
     committed_offsets(group_id, topic, partition, committed_offset, metadata NULL,
         committed_ms)  PK (group_id, topic, partition)
+    share_groups(name TEXT PK, config JSON, version, created_ms)   issue 23 (queues)
 
 ``config`` holds every TopicConfig field, defaults included, so a later version with other
 defaults does not silently change existing topics.
@@ -46,6 +48,9 @@ from conveyor.coordinator.model import (
     PartitionRecord,
     ProducerRecord,
     Record,
+    ShareGroup,
+    ShareGroupRecord,
+    ShareGroupRemoved,
     Topic,
     TopicRecord,
     TopicRemoved,
@@ -55,12 +60,13 @@ from conveyor.coordinator.model import (
 )
 from conveyor.protocol.errors import ErrorCode, StorageError
 from conveyor.protocol.messages import BrokerId, Epoch, TopicConfig
+from conveyor.protocol.share import ShareGroupConfig
 
 log = logging.getLogger(__name__)
 
 DB_FILE: Final = "coordinator.db"
 LOCK_FILE: Final = "coordinator.lock"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 _SCHEMA: Final = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 CREATE TABLE brokers (
@@ -102,6 +108,12 @@ CREATE TABLE committed_offsets (
     committed_ms INTEGER NOT NULL,
     PRIMARY KEY (group_id, topic, partition)
 ) STRICT;
+CREATE TABLE share_groups (
+    name TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+) STRICT;
 """
 
 # version 1 -> 2: replication control (issue #4)
@@ -111,6 +123,12 @@ _MIGRATE_1_TO_2: Final = (
     "ALTER TABLE brokers ADD COLUMN decommissioning INTEGER NOT NULL DEFAULT 0",
     "CREATE TABLE producers (producer_id INTEGER PRIMARY KEY, producer_epoch INTEGER NOT NULL)"
     " STRICT",
+)
+
+# version 2 -> 3: share groups (issue 23)
+_MIGRATE_2_TO_3: Final = (
+    "CREATE TABLE share_groups (name TEXT PRIMARY KEY, config TEXT NOT NULL, "
+    "version INTEGER NOT NULL, created_ms INTEGER NOT NULL) STRICT",
 )
 
 _ids = msgspec.json.Encoder()
@@ -197,13 +215,16 @@ class CoordinatorStore:
             db.execute("COMMIT")
             log.info("created coordinator database: cluster_id=%s", cluster_id)
             return cluster_id
-        if version == 1:
+        if version < SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
-            for statement in _MIGRATE_1_TO_2:
+            if version == 1:
+                for statement in _MIGRATE_1_TO_2:
+                    db.execute(statement)
+            for statement in _MIGRATE_2_TO_3:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
-            log.info("migrated coordinator database from schema 1 to %d", SCHEMA_VERSION)
+            log.info("migrated coordinator database from schema %d to %d", version, SCHEMA_VERSION)
         row = db.execute("SELECT value FROM meta WHERE key = 'cluster_id'").fetchone()
         if row is None:
             raise StorageError(
@@ -281,6 +302,9 @@ class CoordinatorStore:
             "FROM committed_offsets"
         ):
             yield OffsetRecord(CommittedOffset(row[0], row[1], row[2], row[3], row[4], row[5]))
+        for row in db.execute("SELECT name, config, version, created_ms FROM share_groups"):
+            share_config = msgspec.json.decode(row[1], type=ShareGroupConfig)
+            yield ShareGroupRecord(ShareGroup(row[0], share_config, row[2], row[3]))
 
     def close(self) -> None:
         self._db.close()
@@ -369,5 +393,14 @@ def _write_record(db: sqlite3.Connection, record: Record) -> None:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (o.group, o.topic, o.partition, o.offset, o.metadata, o.committed_ms),
             )
+        case ShareGroupRecord(group=g):
+            db.execute(
+                "INSERT OR REPLACE INTO share_groups (name, config, version, created_ms) "
+                "VALUES (?, ?, ?, ?)",
+                (g.name, _ids.encode(msgspec.structs.asdict(g.config)).decode(), g.version,
+                 g.created_ms),
+            )  # fmt: skip
+        case ShareGroupRemoved(name=name):
+            db.execute("DELETE FROM share_groups WHERE name = ?", (name,))
         case _:
             pass  # soft state (BrokerSeen) is never persisted

@@ -100,6 +100,10 @@ class ErrorCode(enum.Enum):
         400, False, "the subscription's regular expression is invalid"
     )
     OFFSET_METADATA_TOO_LARGE = _Code(400, False, "the committed offset's metadata is too long")
+    # share groups (issue 23): appended, never renumbered
+    INVALID_RECORD_STATE = _Code(
+        409, False, "the record is not held under this lock (expired, settled or redelivered)"
+    )
 
     @property
     def http_status(self) -> int:

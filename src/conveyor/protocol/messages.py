@@ -173,6 +173,25 @@ class PartitionReport(Wire):
     log_failed: bool = False
 
 
+class SharePartitionStats(Wire):
+    """One share-partition's counts (docs/queues.md), reported in the heartbeats of the broker
+    leading the partition."""
+
+    group: str
+    topic: str
+    partition: int
+    start_offset: int
+    end_offset: int  # the window's read end
+    in_flight: int  # acquired, not settled
+    available: int  # in the window, deliverable now or after a delay
+    acknowledged: int  # accepted, in the window (below start they are forgotten)
+    archived: int  # rejected or dead-lettered, in the window
+    dead_lettering: int = 0  # being written to the dead-letter topic
+    oldest_in_flight_age_ms: int | None = None
+    leader_epoch: int = -1
+
+
+
 class BrokerHeartbeat(Wire):
     """Registration and heartbeat in one (level-triggered: the first one registers)."""
 
@@ -185,6 +204,8 @@ class BrokerHeartbeat(Wire):
     incarnation: str = ""
     # HOST:PORT Kafka clients reach this broker at (its --kafka-advertise); None: no listener
     kafka_address: str | None = None
+    # share groups (issue 23): the share-partitions this broker leads; None: not reported
+    share_partitions: list[SharePartitionStats] | None = None
 
 
 class ReplicaAssignment(Wire):

@@ -114,6 +114,9 @@ POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", _PARTITION + "/offsets"): _topic("consume"),
     ("POST", "/v1/topics/{topic}/records"): _topic("produce"),
     ("GET", "/v1/partitions"): Policy("describe", "cluster", None),
+    # share groups (queues): reading a topic's records through a group
+    ("POST", "/v1/share-groups/{group}/topics/{topic}/receive"): _topic("consume"),
+    ("POST", "/v1/share-groups/{group}/topics/{topic}/acknowledge"): _topic("consume"),
 }
 # Every route under a group's path is group use of that group (offsets, membership).
 GROUP_PREFIX: Final = "/v1/groups/{group}/"

@@ -81,6 +81,7 @@ class KafkaError(enum.IntEnum):
     UNSUPPORTED_ASSIGNOR = 112
     STALE_MEMBER_EPOCH = 113
     UNSUPPORTED_ENDPOINT_TYPE = 115
+    INVALID_RECORD_STATE = 121
     INVALID_REGULAR_EXPRESSION = 128
 
 
@@ -137,6 +138,8 @@ _BY_CODE: Final[dict[ErrorCode, KafkaError]] = {
     ErrorCode.UNRELEASED_INSTANCE_ID: KafkaError.UNRELEASED_INSTANCE_ID,
     ErrorCode.INVALID_REGULAR_EXPRESSION: KafkaError.INVALID_REGULAR_EXPRESSION,
     ErrorCode.OFFSET_METADATA_TOO_LARGE: KafkaError.OFFSET_METADATA_TOO_LARGE,
+    # share groups (KIP-932's own code for an acknowledgement of a record not held)
+    ErrorCode.INVALID_RECORD_STATE: KafkaError.INVALID_RECORD_STATE,
 }
 
 _FORBIDDEN_BY_RESOURCE: Final[dict[str, KafkaError]] = {
