@@ -17,10 +17,12 @@ from conveyor._version import __version__
 
 if TYPE_CHECKING:
     from conveyor.client import (
+        AckFailure,
         Admin,
         AsyncAdmin,
         AsyncConsumer,
         AsyncProducer,
+        AsyncQueue,
         BufferFullError,
         ClientClosedError,
         Codec,
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
         OffsetAndTimestamp,
         OffsetOutOfRangeError,
         Producer,
+        Queue,
+        QueueMessage,
         RecordFuture,
         RecordMetadata,
         ResetTarget,
@@ -50,10 +54,12 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "AckFailure",
     "Admin",
     "AsyncAdmin",
     "AsyncConsumer",
     "AsyncProducer",
+    "AsyncQueue",
     "BufferFullError",
     "ClientClosedError",
     "Codec",
@@ -68,6 +74,8 @@ __all__ = [
     "OffsetAndTimestamp",
     "OffsetOutOfRangeError",
     "Producer",
+    "Queue",
+    "QueueMessage",
     "RecordFuture",
     "RecordMetadata",
     "ResetTarget",

@@ -332,7 +332,7 @@ def broker_routes(service: BrokerService) -> list[Route]:
             response=EpochEndResponse,
             internal=True,
         ),
-        *share_routes(service.share.manager, service.share.store, service.led_partitions),
+        *share_routes(lambda: service.share, lambda topic: service.led_partitions(topic)),  # noqa: PLW0108 -- service may be None here (OpenAPI)
     ]
 
 

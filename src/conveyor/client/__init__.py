@@ -24,16 +24,19 @@ from conveyor.client.futures import RecordFuture
 from conveyor.client.group import GroupAdmin
 from conveyor.client.offsets import OffsetAndTimestamp
 from conveyor.client.producer import Producer
+from conveyor.client.queue import AckFailure, AsyncQueue, Queue, QueueMessage
 from conveyor.client.security import SecurityAdmin
 from conveyor.client.seed import Subscription, pull, push, subscribe
 from conveyor.client.types import Message, RecordMetadata, TopicPartition
 from conveyor.protocol.records import Codec
 
 __all__ = [
+    "AckFailure",
     "Admin",
     "AsyncAdmin",
     "AsyncConsumer",
     "AsyncProducer",
+    "AsyncQueue",
     "BufferFullError",
     "ClientClosedError",
     "Codec",
@@ -48,6 +51,8 @@ __all__ = [
     "OffsetAndTimestamp",
     "OffsetOutOfRangeError",
     "Producer",
+    "Queue",
+    "QueueMessage",
     "RecordFuture",
     "RecordMetadata",
     "ResetTarget",

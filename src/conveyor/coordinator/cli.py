@@ -60,6 +60,7 @@ def settings_from_args(args: argparse.Namespace | Settings) -> CoordinatorSettin
             initial_rebalance_delay_ms=s[catalog.GROUP_INITIAL_REBALANCE_DELAY_MS],
         ),
         consumer_session_timeout_ms=s[catalog.GROUP_CONSUMER_SESSION_TIMEOUT_MS],
+        share_state_partitions=s[catalog.SHARE_STATE_PARTITIONS],
         topic_defaults=TopicDefaults(
             partitions=s[catalog.DEFAULT_PARTITIONS],
             replication_factor=s[catalog.DEFAULT_REPLICATION_FACTOR],

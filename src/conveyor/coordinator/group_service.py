@@ -200,6 +200,12 @@ class GroupManager:
         async with self._lock:
             if self.classic.active(name):
                 raise self.inconsistent(name)
+            if name in self._state().share_groups:  # issue 23: another group type
+                raise InvalidRequestError(
+                    f"{name} is a share group (a queue): a consumer group needs another name",
+                    code=ErrorCode.INCONSISTENT_GROUP_PROTOCOL,
+                    group=name,
+                )
             if name not in self.groups and len(self.groups) >= GROUPS_WITH_MEMBERS_MAX:
                 raise InvalidRequestError(
                     f"{GROUPS_WITH_MEMBERS_MAX} groups have members, the limit; group {name} "

@@ -18,6 +18,7 @@ from aiohttp.typedefs import Handler, Middleware
 from conveyor.coordinator.kafka_http import KafkaGroupRoutes
 from conveyor.coordinator.leadership import HaSettings
 from conveyor.coordinator.service import CoordinatorService, CoordinatorSettings
+from conveyor.coordinator.share_group_http import share_group_routes
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.messages import (
     AddPartitionsRequest,
@@ -218,6 +219,7 @@ class CoordinatorHTTP:
             ),
             *self._topic_routes(),
             *self._group_routes(),
+            *share_group_routes(lambda: self.service.share_groups),
             *self._replication_routes(),
             *KafkaGroupRoutes(self.service.kafka_groups, self.service.consumer_groups).routes(),
         ]

@@ -252,7 +252,7 @@ Record = (
 # ---- replay --------------------------------------------------------------------------------
 
 
-def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:
+def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:  # noqa: PLR0912 -- one arm per record type
     """The state after ``records``, in order. Copies each touched mapping once (offsets:
     one persistent-map mutation for the whole batch)."""
     brokers: dict[BrokerId, Broker] | None = None
@@ -293,12 +293,10 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:
             case ProducerRecord(producer_id=producer_id, producer_epoch=producer_epoch):
                 producers = producers if producers is not None else dict(state.producers)
                 producers[producer_id] = producer_epoch
-            case ShareGroupRecord(group=share_group):
-                share_groups = share_groups if share_groups is not None else dict(state.share_groups)
-                share_groups[share_group.name] = share_group
-            case ShareGroupRemoved(name=share_group_name):
-                share_groups = share_groups if share_groups is not None else dict(state.share_groups)
-                share_groups.pop(share_group_name, None)
+            case ShareGroupRecord() | ShareGroupRemoved():
+                if share_groups is None:
+                    share_groups = dict(state.share_groups)
+                _apply_share_group(record, share_groups)
     return replace(
         state,
         brokers=state.brokers if brokers is None else brokers,
@@ -364,6 +362,15 @@ def _apply_seen(
     )
     if record.reports is not None and reports is not None:
         reports[record.broker_id] = {(r.topic, r.partition): r for r in record.reports}
+
+
+def _apply_share_group(
+    record: ShareGroupRecord | ShareGroupRemoved, share_groups: dict[str, ShareGroup]
+) -> None:
+    if isinstance(record, ShareGroupRecord):
+        share_groups[record.group.name] = record.group
+    else:
+        share_groups.pop(record.name, None)
 
 
 def _remove_topic(

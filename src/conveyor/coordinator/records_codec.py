@@ -49,7 +49,7 @@ ENTRY_COMPRESS_BYTES: Final = 4096  # below this zlib saves little and costs a c
 _encoder = msgspec.json.Encoder()
 
 
-def _fields(record: Record) -> tuple[str, dict[str, Any]]:
+def _fields(record: Record) -> tuple[str, dict[str, Any]]:  # noqa: PLR0911 -- one per type
     match record:
         case BrokerRecord(broker=broker):
             return "broker", msgspec.to_builtins(replace(broker, incarnation=""))
@@ -65,12 +65,8 @@ def _fields(record: Record) -> tuple[str, dict[str, Any]]:
             return _offset_fields(record)
         case ProducerRecord(producer_id=producer_id, producer_epoch=producer_epoch):
             return "producer", {"producer_id": producer_id, "producer_epoch": producer_epoch}
-        case ShareGroupRecord(group=group):
-            fields = msgspec.to_builtins(group)
-            fields["config"] = msgspec.structs.asdict(group.config)  # defaults kept too
-            return "share_group", fields
-        case ShareGroupRemoved(name=name):
-            return "share_group_removed", {"name": name}
+        case ShareGroupRecord() | ShareGroupRemoved():
+            return _share_group_fields(record)
     raise FatalError(f"record {record!r} is not durable", code=ErrorCode.INTERNAL_ERROR)
 
 
@@ -109,7 +105,7 @@ def decode_records(entry: bytes) -> list[Record]:
         ) from exc
 
 
-def _record(tag: str, fields: dict[str, Any]) -> Record:
+def _record(tag: str, fields: dict[str, Any]) -> Record:  # noqa: PLR0911 -- one per tag
     match tag:
         case "broker":
             return BrokerRecord(msgspec.convert(fields, Broker))
@@ -124,10 +120,8 @@ def _record(tag: str, fields: dict[str, Any]) -> Record:
             return _offset_record(tag, fields)
         case "producer":
             return ProducerRecord(int(fields["producer_id"]), int(fields["producer_epoch"]))
-        case "share_group":
-            return ShareGroupRecord(msgspec.convert(fields, ShareGroup))
-        case "share_group_removed":
-            return ShareGroupRemoved(str(fields["name"]))
+        case "share_group" | "share_group_removed":
+            return _share_group_record(tag, fields)
     raise KeyError(f"unknown record tag {tag!r}")
 
 
@@ -137,6 +131,22 @@ def _offset_record(tag: str, fields: dict[str, Any]) -> Record:
     if tag == "group_removed":
         return GroupRemoved(str(fields["group"]))
     return OffsetRemoved(str(fields["group"]), str(fields["topic"]), int(fields["partition"]))
+
+
+def _share_group_fields(
+    record: ShareGroupRecord | ShareGroupRemoved,
+) -> tuple[str, dict[str, Any]]:
+    if isinstance(record, ShareGroupRemoved):
+        return "share_group_removed", {"name": record.name}
+    fields = msgspec.to_builtins(record.group)
+    fields["config"] = msgspec.structs.asdict(record.group.config)  # defaults kept too
+    return "share_group", fields
+
+
+def _share_group_record(tag: str, fields: dict[str, Any]) -> Record:
+    if tag == "share_group_removed":
+        return ShareGroupRemoved(str(fields["name"]))
+    return ShareGroupRecord(msgspec.convert(fields, ShareGroup))
 
 
 def split_entries(records: Sequence[Record], entry_bytes_max: int) -> list[bytes]:

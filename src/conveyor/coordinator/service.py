@@ -38,6 +38,7 @@ from conveyor.coordinator.kafka_groups import KafkaGroups
 from conveyor.coordinator.metastore import MetadataStore, SqliteMetadataStore
 from conveyor.coordinator.metrics import CoordinatorMetrics
 from conveyor.coordinator.model import ClusterState
+from conveyor.coordinator.share_group_service import ShareGroupManager
 from conveyor.coordinator.state import Result, TopicDefaults
 from conveyor.coordinator.validation import validate_topic_name
 from conveyor.coordinator.writer import TransitionWriter
@@ -84,6 +85,8 @@ class CoordinatorSettings:
     classic_groups: Limits = field(default_factory=Limits)
     # KIP-848 members' session timeout (Kafka's group.consumer.session.timeout.ms)
     consumer_session_timeout_ms: int = 45_000
+    # share groups (issue 23): partitions of __share_state, made with the first share group
+    share_state_partitions: int = 16
 
     @property
     def broker_heartbeat_interval_ms(self) -> int:
@@ -130,6 +133,14 @@ class CoordinatorService:
             self.groups,
             state=lambda: self.state,
             session_timeout_ms=settings.consumer_session_timeout_ms,
+        )
+        # share groups (issue 23, docs/queues.md): another group type, its own memberships
+        self.share_groups = ShareGroupManager(
+            state=lambda: self.state,
+            transition=self.transition,
+            now_ms=self._clock.now_ms,
+            defaults=settings.topic_defaults,
+            state_partitions=settings.share_state_partitions,
         )
         # high availability (leadership.py): the epoch commands carry, the own-clock lease
         # check, what to do when a write fails, and the active coordinator's URL for
@@ -196,6 +207,7 @@ class CoordinatorService:
         await self._writer.abort(error)
         self.groups.reset(error)
         self.consumer_groups.reset()
+        self.share_groups.reset()
         store, self._store = self._store, None
         self._lease_valid, self._on_store_failure = _always, None
         if store is not None:
@@ -259,6 +271,7 @@ class CoordinatorService:
 
     async def heartbeat(self, heartbeat: BrokerHeartbeat) -> HeartbeatResponse:
         interval_ms = self.settings.broker_heartbeat_interval_ms
+        self.share_groups.report(heartbeat.broker_id, heartbeat.share_partitions)
         return await self.transition(
             lambda s: self._stamped(
                 core.handle_heartbeat(s, heartbeat, self._clock.now_ms(), interval_ms)
@@ -290,6 +303,7 @@ class CoordinatorService:
                     await self.expire_brokers()
                     await self.maintain()
                 await self.groups.expire()
+                await self.share_groups.expire()
             except ConveyorError as exc:  # e.g. the database write failed: try next tick
                 log.error("broker expiry check failed, retrying: %s", exc)
 

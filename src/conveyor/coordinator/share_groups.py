@@ -29,9 +29,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+import msgspec
+
 from conveyor.coordinator import state as core
-from conveyor.coordinator.model import ClusterState, Record, ShareGroup, ShareGroupRecord
-from conveyor.coordinator.model import ShareGroupRemoved, apply
+from conveyor.coordinator.model import (
+    ClusterState,
+    Record,
+    ShareGroup,
+    ShareGroupRecord,
+    ShareGroupRemoved,
+    apply,
+)
 from conveyor.coordinator.state import Result, TopicDefaults
 from conveyor.coordinator.validation import validate_group_name, validate_topic_name
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
@@ -155,7 +163,9 @@ def heartbeat(
 def expire(group: Membership, now_ms: int, counts: Mapping[str, int]) -> Membership:
     """Remove members silent past their session timeout."""
     alive = {
-        k: m for k, m in group.members.items() if now_ms - m.last_heartbeat_ms <= m.session_timeout_ms
+        k: m
+        for k, m in group.members.items()
+        if now_ms - m.last_heartbeat_ms <= m.session_timeout_ms
     }
     if len(alive) == len(group.members):
         return refresh(group, counts)
@@ -171,9 +181,7 @@ def refresh(group: Membership, counts: Mapping[str, int]) -> Membership:
 
 
 def assigned_to(group: Membership, member_id: str) -> list[SharePartitionRef]:
-    return [
-        SharePartitionRef(topic=t, partition=p) for t, p in group.assignment.get(member_id, ())
-    ]
+    return [SharePartitionRef(topic=t, partition=p) for t, p in group.assignment.get(member_id, ())]
 
 
 def _validate(beat: ShareBeat) -> None:
@@ -192,6 +200,7 @@ def _validate(beat: ShareBeat) -> None:
 def declare(
     state: ClusterState,
     name: str,
+    *,
     mode: ShareMode | None,
     config: ShareGroupConfig | None,
     now_ms: int,
@@ -214,20 +223,24 @@ def declare(
     wanted = config or ShareGroupConfig()
     if mode is not None:
         if config is not None and config.mode != mode:
-            raise InvalidRequestError("mode and config.mode disagree", code=ErrorCode.INVALID_CONFIG)
-        wanted = replace_config(wanted, mode=mode)
-    return configure(state, name, wanted, now_ms, state_partitions, defaults)
-
-
-def replace_config(config: ShareGroupConfig, **changes: object) -> ShareGroupConfig:
-    import msgspec
-
-    return msgspec.structs.replace(config, **changes)
+            raise InvalidRequestError(
+                "mode and config.mode disagree", code=ErrorCode.INVALID_CONFIG
+            )
+        wanted = msgspec.structs.replace(wanted, mode=mode)
+    return configure(
+        state,
+        name,
+        config=wanted,
+        now_ms=now_ms,
+        state_partitions=state_partitions,
+        defaults=defaults,
+    )
 
 
 def configure(
     state: ClusterState,
     name: str,
+    *,
     config: ShareGroupConfig,
     now_ms: int,
     state_partitions: int,

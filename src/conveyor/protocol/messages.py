@@ -191,7 +191,6 @@ class SharePartitionStats(Wire):
     leader_epoch: int = -1
 
 
-
 class BrokerHeartbeat(Wire):
     """Registration and heartbeat in one (level-triggered: the first one registers)."""
 

@@ -189,9 +189,10 @@ class AckRange(Wire):
 
 
 class ReceiveRequest(Wire):
-    """Acknowledge (first, in order) and then acquire records of a topic's partitions."""
+    """Acknowledge (first, in order) and then acquire records of a topic's partitions
+    (``topic``: the route's; empty ``partitions``: every partition the broker leads)."""
 
-    topic: str
+    topic: str = ""
     partitions: list[int] = msgspec.field(default_factory=list)
     member_id: str = ""
     max_records: int = 500
@@ -441,17 +442,10 @@ def decode_state(data: bytes) -> StateRecord:
     return _decoder.decode(data)
 
 
-def share_key(group: str, topic: str, partition: int) -> bytes:
-    """The state records' key prefix: names never hold a newline."""
-    return f"{group}\n{topic}\n{partition}".encode()
-
-
-def parse_share_key(key: bytes) -> tuple[str, str, int] | None:
-    try:
-        group, topic, partition = key.decode().split("\n")
-        return group, topic, int(partition)
-    except (UnicodeDecodeError, ValueError):
-        return None
+def share_key(group: str, topic: str, partition: int, incarnation: int = 0) -> bytes:
+    """The state records' key prefix (names never hold a newline). ``incarnation`` is the
+    group's creation time: a group deleted and created again starts afresh."""
+    return f"{group}\n{incarnation}\n{topic}\n{partition}".encode()
 
 
 # ---- the state store's internal requests (leader of a data partition -> leader of a

@@ -264,6 +264,15 @@ GROUP_CONSUMER_SESSION_TIMEOUT_MS: Final = setting(
     "group.consumer.session.timeout.ms)",
     ("coordinator",),
 )
+# share groups (issue 23, docs/queues.md)
+SHARE_STATE_PARTITIONS: Final = setting(
+    "share_state_partitions",
+    kinds.integer(1, 1000),
+    16,
+    "partitions of the internal topic __share_state, made with the first share group "
+    "(fixed afterwards: share-partitions are hashed onto them)",
+    ("coordinator",),
+)
 # high availability on etcd (issue 20, docs/coordinator.md "High availability")
 STORE: Final = setting(
     "store",
@@ -540,6 +549,7 @@ COORDINATOR: Final[tuple[Setting[Any], ...]] = (
     GROUP_MIN_SESSION_TIMEOUT_MS,
     GROUP_MAX_SESSION_TIMEOUT_MS,
     GROUP_CONSUMER_SESSION_TIMEOUT_MS,
+    SHARE_STATE_PARTITIONS,
     CONSOLE,
     CONSOLE_API_URL,
     PROMETHEUS_URL,

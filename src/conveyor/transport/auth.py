@@ -114,7 +114,14 @@ POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", _PARTITION + "/offsets"): _topic("consume"),
     ("POST", "/v1/topics/{topic}/records"): _topic("produce"),
     ("GET", "/v1/partitions"): Policy("describe", "cluster", None),
-    # share groups (queues): reading a topic's records through a group
+    # share groups (queues, issue 23): membership and settings are group use; reading a
+    # topic's records through a group is consuming the topic
+    ("POST", "/v1/share-groups/{group}/heartbeat"): Policy("group", "group", "group"),
+    ("PUT", "/v1/share-groups/{group}/config"): Policy("group", "group", "group"),
+    ("GET", "/v1/share-groups/{group}/config"): Policy("describe", "group", "group"),
+    ("GET", "/v1/share-groups/{group}"): Policy("describe", "group", "group"),
+    ("GET", "/v1/share-groups"): Policy("describe", "cluster", None),
+    ("DELETE", "/v1/share-groups/{group}"): Policy("group", "group", "group"),
     ("POST", "/v1/share-groups/{group}/topics/{topic}/receive"): _topic("consume"),
     ("POST", "/v1/share-groups/{group}/topics/{topic}/acknowledge"): _topic("consume"),
 }

@@ -229,6 +229,7 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     store.close()
     db = sqlite3.connect(tmp_path / DB_FILE)
     db.execute("DROP TABLE producers")
+    db.execute("DROP TABLE share_groups")  # version 3's
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
@@ -247,6 +248,21 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     migrated = CoordinatorStore.open(tmp_path)
     try:
         assert migrated.load().producers == {}
+    finally:
+        migrated.close()
+
+
+def test_a_version_2_database_gains_the_share_groups_table(tmp_path: Path) -> None:
+    store = CoordinatorStore.open(tmp_path)
+    store.close()
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    db.execute("DROP TABLE share_groups")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    migrated = CoordinatorStore.open(tmp_path)
+    try:
+        assert migrated.load().share_groups == {}
     finally:
         migrated.close()
 

@@ -27,6 +27,7 @@ from conveyor.protocol.share import (
     Op,
     Range,
     ShareGroupConfig,
+    ShareGroupInfo,
     StateDelta,
     StateEntry,
     StateSnapshot,
@@ -93,7 +94,7 @@ class ShareHandle:
         self.group = group
         self.topic = topic
         self.partition = partition
-        self.key = share_key(group, topic, partition)
+        self.key = b""  # share_key(...) of the group incarnation loaded
         self._context = context
         self.state: ShareState | None = None
         self.config = ShareGroupConfig()
@@ -115,31 +116,34 @@ class ShareHandle:
     def wake(self) -> None:
         self.changed = _fire(self.changed)
 
-    def current(self, data: DataPartition, config: ShareGroupConfig, version: int) -> bool:
+    def current(self, data: DataPartition, info: ShareGroupInfo) -> bool:
         return (
             self.state is not None
             and not self.broken
             and data.is_leader
             and data.leader_epoch == self.epoch
-            and self.config.mode == config.mode
-            and version <= self.config_version
+            and self.config.mode == info.config.mode
+            and info.version <= self.config_version
+            and self.key == share_key(self.group, self.topic, self.partition, info.created_ms)
         )
 
-    async def ready(self, config: ShareGroupConfig, version: int) -> ShareState:
+    async def ready(self, info: ShareGroupInfo) -> ShareState:
         """The loaded state (loading or reloading it first when needed)."""
         data = await self._context.data_partition(self.topic, self.partition)
-        if self.current(data, config, version) and self.state is not None:
-            self.config, self.config_version = config, max(version, self.config_version)
+        if self.current(data, info) and self.state is not None:
+            self.config, self.config_version = info.config, max(info.version, self.config_version)
             return self.state
         async with self._load_lock:
             data = await self._context.data_partition(self.topic, self.partition)
-            if not (self.current(data, config, version) and self.state is not None):
-                await self._load(data, config, version)
+            if not (self.current(data, info) and self.state is not None):
+                await self._load(data, info)
             assert self.state is not None
             return self.state
 
-    async def _load(self, data: DataPartition, config: ShareGroupConfig, version: int) -> None:
+    async def _load(self, data: DataPartition, info: ShareGroupInfo) -> None:
         self.state = None
+        config = info.config
+        self.key = share_key(self.group, self.topic, self.partition, info.created_ms)
         epoch = data.leader_epoch
         values = await self._context.state.read(self.key, epoch)
         records = [decode_state(v) for v in values]
@@ -162,7 +166,7 @@ class ShareHandle:
                 sum(len(e) for e in state.dead_letters.values()),
             )
         self.state, self.epoch, self.data = state, epoch, data
-        self.config, self.config_version = config, version
+        self.config, self.config_version = config, info.version
         self.broken = False
         self._pending, self._waiters = [], []
         self.refill()

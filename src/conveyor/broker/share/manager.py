@@ -106,7 +106,7 @@ class ShareManager:
         for partition in partitions:
             handle = self._handle(group, request.topic, partition)
             try:
-                await handle.ready(info.config, info.version)
+                await handle.ready(info)
                 ready[partition] = handle
                 answers[partition] = ReceivedPartition(partition=partition)
             except ConveyorError as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -95,13 +95,29 @@ def json_records(received: Received) -> JsonReceiveResponse:
     )
 
 
+class ShareParts(Protocol):
+    @property
+    def manager(self) -> ShareManager: ...
+
+    @property
+    def store(self) -> StateStore: ...
+
+
 class _Handlers:
-    def __init__(
-        self, manager: ShareManager, store: StateStore, led: Callable[[str], list[int]]
-    ) -> None:
-        self.manager = manager
-        self.store = store
+    """``parts`` is called at request time (the routes are listed before a service exists,
+    for the OpenAPI document)."""
+
+    def __init__(self, parts: Callable[[], ShareParts], led: Callable[[str], list[int]]) -> None:
+        self._parts = parts
         self.led = led
+
+    @property
+    def manager(self) -> ShareManager:
+        return self._parts().manager
+
+    @property
+    def store(self) -> StateStore:
+        return self._parts().store
 
     async def receive(self, request: web.Request) -> web.Response:
         group, topic = request.match_info["group"], request.match_info["topic"]
@@ -170,10 +186,8 @@ def _decode_state(body: bytes, kind: type[T]) -> T:
         raise InvalidRequestError(f"malformed share-state request: {exc}") from None
 
 
-def share_routes(
-    manager: ShareManager, store: StateStore, led: Callable[[str], list[int]]
-) -> list[Route]:
-    handlers = _Handlers(manager, store, led)
+def share_routes(parts: Callable[[], ShareParts], led: Callable[[str], list[int]]) -> list[Route]:
+    handlers = _Handlers(parts, led)
     data = ("share-groups",)
     return [
         Route(
