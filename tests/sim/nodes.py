@@ -210,7 +210,7 @@ class SimBroker:
         self.state = core.new_state(
             CoreConfig(
                 broker_id=BrokerId(self.broker_id),
-                replica_fetch_wait_ms_max=200,
+                replica_fetch_max_wait_ms=200,
                 replica_lag_time_max_ms=REPLICA_LAG_TIME_MAX_MS,
             )
         )

@@ -66,7 +66,7 @@ def config_from_args(args: argparse.Namespace | Settings) -> BrokerConfig:
         coordinator_urls=coordinator_urls,
         flush_override=s[catalog.FLUSH],
         tls=tls,
-        fetch_memory_bytes_max=s[catalog.FETCH_MEMORY_MAX_BYTES],
+        fetch_memory_max_bytes=s[catalog.FETCH_MEMORY_MAX_BYTES],
         fetch_write_timeout_ms=s[catalog.FETCH_WRITE_TIMEOUT_MS],
         cleaner=CleanerSettings(
             io_bytes_per_s=s[catalog.CLEANER_IO_BYTES_PER_S],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conveyor.broker.rules import FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PRODUCE_TIMEOUT_MS_MAX
+from conveyor.broker.rules import FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS, PRODUCE_MAX_TIMEOUT_MS
 from conveyor.protocol.messages import DEFAULT_COORDINATOR_URL, BrokerId
 from conveyor.storage import FlushPolicy
 from conveyor.storage.cleaner import CleanerSettings
@@ -48,19 +48,19 @@ class BrokerConfig:
     tls: TLSConfig = field(default_factory=TLSConfig)
     # One HTTP request body at most (aiohttp answers 413 beyond it); batches are also
     # limited one by one by their topic's max_message_bytes.
-    request_bytes_max: int = 16 * MIB
-    fetch_bytes_max: int = FETCH_BYTES_MAX
-    fetch_wait_ms_max: int = FETCH_WAIT_MS_MAX
+    request_max_bytes: int = 16 * MIB
+    fetch_max_bytes: int = FETCH_MAX_BYTES
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
     # Fetch answers read and not yet written, broker-wide (fetchmemory.py); past it an
     # answer is cut to 64 KiB (at least one batch). Replica fetches are not counted.
-    fetch_memory_bytes_max: int = 32 * MIB
+    fetch_memory_max_bytes: int = 32 * MIB
     # A fetch answer not written within this (a consumer that stopped reading its socket)
     # closes the connection, like NATS's write deadline for slow consumers.
     fetch_write_timeout_ms: int = 30_000
-    produce_timeout_ms_max: int = PRODUCE_TIMEOUT_MS_MAX
+    produce_max_timeout_ms: int = PRODUCE_MAX_TIMEOUT_MS
     heartbeat_interval_ms: int = 1000  # until the coordinator says otherwise
     heartbeat_timeout_ms: int = 5000
-    heartbeat_backoff_ms_max: int = 5000
+    heartbeat_max_backoff_ms: int = 5000
     metadata_refresh_ms_min: int = 1000  # at most one lookup per topic per second
     metadata_max_age_ms: int = 30_000
     forward_connections_max: int = 100  # to other brokers, for the routing endpoint
@@ -70,9 +70,9 @@ class BrokerConfig:
     cleaner: CleanerSettings = field(default_factory=CleanerSettings)
     # Replication (Kafka's replica.lag.time.max.ms and replica fetcher settings).
     replica_lag_time_max_ms: int = 10_000
-    replica_fetch_wait_ms_max: int = 500
-    replica_fetch_bytes_max: int = 16 * MIB
-    replica_fetch_partition_bytes_max: int = 4 * MIB
+    replica_fetch_max_wait_ms: int = 500
+    replica_fetch_max_bytes: int = 16 * MIB
+    replica_fetch_partition_max_bytes: int = 4 * MIB
     shutdown_timeout_s: float = 10.0
     # The cluster's own token, sent on calls to the coordinator and other brokers; kept
     # out of repr so that logging a config never shows it.

@@ -32,15 +32,15 @@ class CoreConfig(Value, frozen=True):
 
     broker_id: BrokerId
     replica_lag_time_max_ms: int = 10_000
-    replica_fetch_wait_ms_max: int = 500
-    replica_fetch_partition_bytes_max: int = 4 * 1024 * 1024
-    replica_fetch_bytes_max: int = 16 * 1024 * 1024
+    replica_fetch_max_wait_ms: int = 500
+    replica_fetch_partition_max_bytes: int = 4 * 1024 * 1024
+    replica_fetch_max_bytes: int = 16 * 1024 * 1024
     flush_override: FlushPolicy | None = None
 
     @property
     def replica_fetch_timeout_ms(self) -> int:
         """A fetch unanswered this long is lost (its long-poll plus a round trip's margin)."""
-        return self.replica_fetch_wait_ms_max + 10_000
+        return self.replica_fetch_max_wait_ms + 10_000
 
 
 class FetchSession(Value, frozen=True):

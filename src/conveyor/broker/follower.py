@@ -179,9 +179,9 @@ def _send_fetch(
             )
             for r in ready
         ],
-        max_wait_ms=config.replica_fetch_wait_ms_max,
-        partition_max_bytes=config.replica_fetch_partition_bytes_max,
-        max_bytes=config.replica_fetch_bytes_max,
+        max_wait_ms=config.replica_fetch_max_wait_ms,
+        partition_max_bytes=config.replica_fetch_partition_max_bytes,
+        max_bytes=config.replica_fetch_max_bytes,
     )
     session = replace(session, sent=request, sent_ms=now_ms)
     return with_session(state, session), [

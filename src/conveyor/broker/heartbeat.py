@@ -44,7 +44,7 @@ class HeartbeatLink:
     stopping: Callable[[], bool]
     broker_id: int
     coordinator: str  # for log lines
-    backoff_ms_max: int
+    max_backoff_ms: int
 
 
 class Heartbeat:
@@ -97,7 +97,7 @@ class Heartbeat:
                 backoff_ms(
                     self._failures - 1,
                     base_ms=_BACKOFF_BASE_MS,
-                    max_ms=link.backoff_ms_max,
+                    max_ms=link.max_backoff_ms,
                     draw=self._rng.random(),
                     jitter=BELOW,
                 ),

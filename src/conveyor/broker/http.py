@@ -338,7 +338,7 @@ def broker_routes(service: BrokerService) -> list[Route]:
 
 def build_broker_app(service: BrokerService) -> web.Application:
     app = build_app(
-        "broker", broker_routes(service), client_max_size=service.config.request_bytes_max
+        "broker", broker_routes(service), client_max_size=service.config.request_max_bytes
     )
     app[SERVICE_KEY] = service
     app[_TASKS_KEY] = []

@@ -16,9 +16,9 @@ from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import Acks, BrokerId
 from conveyor.protocol.replica import ProducerBatch, ProducerEntry
 
-FETCH_BYTES_MAX: Final = 16 * 1024 * 1024  # one fetch answers at most this (plus one batch)
-FETCH_WAIT_MS_MAX: Final = 30_000  # a long-poll holds a connection at most this long
-PRODUCE_TIMEOUT_MS_MAX: Final = 120_000  # acks=all waits at most this long
+FETCH_MAX_BYTES: Final = 16 * 1024 * 1024  # one fetch answers at most this (plus one batch)
+FETCH_MAX_WAIT_MS: Final = 30_000  # a long-poll holds a connection at most this long
+PRODUCE_MAX_TIMEOUT_MS: Final = 120_000  # acks=all waits at most this long
 PRODUCER_BATCHES_KEPT: Final = 5  # dedup window per producer id, as Kafka's
 SEQUENCE_MAX: Final = 2**31 - 1  # sequences wrap to 0 after this (int32, as Kafka's)
 

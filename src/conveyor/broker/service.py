@@ -122,7 +122,7 @@ class BrokerService:
         )
         self.coordinator_epoch = 0  # the newest coordinator epoch seen (in memory only)
         self.security = BrokerSecurity()  # the coordinator's users, tokens, ACLs (auth on)
-        self.fetch_memory = FetchMemory(config.fetch_memory_bytes_max)
+        self.fetch_memory = FetchMemory(config.fetch_memory_max_bytes)
         # One cleaner thread for every compacted log this broker hosts, leader or follower
         # (followers compact on their own, as in Kafka; offsets never change).
         self.cleaner = LogCleaner(config.cleaner)
@@ -152,9 +152,9 @@ class BrokerService:
             CoreConfig(
                 broker_id=config.broker_id,
                 replica_lag_time_max_ms=config.replica_lag_time_max_ms,
-                replica_fetch_wait_ms_max=config.replica_fetch_wait_ms_max,
-                replica_fetch_partition_bytes_max=config.replica_fetch_partition_bytes_max,
-                replica_fetch_bytes_max=config.replica_fetch_bytes_max,
+                replica_fetch_max_wait_ms=config.replica_fetch_max_wait_ms,
+                replica_fetch_partition_max_bytes=config.replica_fetch_partition_max_bytes,
+                replica_fetch_max_bytes=config.replica_fetch_max_bytes,
                 flush_override=config.flush_override,
             ),
             clock=self.clock,
@@ -251,7 +251,7 @@ class BrokerService:
             stopping=lambda: self.stopping,
             broker_id=self.broker_id,
             coordinator=self.config.coordinator_url,
-            backoff_ms_max=self.config.heartbeat_backoff_ms_max,
+            max_backoff_ms=self.config.heartbeat_max_backoff_ms,
         )
 
     def heartbeat(self) -> BrokerHeartbeat:
@@ -370,7 +370,7 @@ class BrokerService:
 
         acks ``0`` and ``1`` answer once appended (HTTP always answers, so ``0`` still
         returns offsets); ``all`` once the high watermark covers the batches."""
-        timeout_ms = clamp(timeout_ms, 0, self.config.produce_timeout_ms_max)
+        timeout_ms = clamp(timeout_ms, 0, self.config.produce_max_timeout_ms)
         target = await self.leader_partition(topic, partition, leader_epoch)
         tp = target.tp
         idempotent = producer_state.idempotent_write(batches)
@@ -495,8 +495,8 @@ class BrokerService:
         check_offset(offset)
         if max_bytes < 1 or max_wait_ms < 0:
             raise InvalidRequestError("max_bytes must be >= 1 and max_wait_ms >= 0")
-        max_bytes = min(max_bytes, self.config.fetch_bytes_max)
-        wait_s = min(max_wait_ms, self.config.fetch_wait_ms_max) / 1000
+        max_bytes = min(max_bytes, self.config.fetch_max_bytes)
+        wait_s = min(max_wait_ms, self.config.fetch_max_wait_ms) / 1000
         source = await self.leader_partition(topic, partition, leader_epoch)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s

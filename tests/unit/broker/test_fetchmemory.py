@@ -63,7 +63,7 @@ def test_fetches_past_the_budget_are_cut_to_one_batch_until_answers_are_released
     big = [(None, bytes([i]) * (100 * KIB)) for i in range(6)]
 
     async def body() -> None:
-        async with brokers(tmp_path, network, fetch_memory_bytes_max=256 * KIB) as (broker,):
+        async with brokers(tmp_path, network, fetch_memory_max_bytes=256 * KIB) as (broker,):
             await broker.apply_heartbeat_response(heartbeat_answer(1, "t", [1]))
             for key, value in big:
                 await broker.produce("t", 0, encode_batch([(key, value)]), acks="all")
