@@ -30,6 +30,7 @@ from conveyor.protocol.messages import (
 from conveyor.protocol.replica import TopicPartition
 from conveyor.protocol.topics import validate_topic_name
 from conveyor.transport.client import AsyncHTTP
+from conveyor.transport.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Router:
         http: AsyncHTTP,
         leads: Callable[[TopicPartition], bool],
         produce_json: ProduceJson,
+        clock: Clock,
         rng: random.Random | None = None,
     ) -> None:
         self._broker_id = broker_id
@@ -71,6 +73,7 @@ class Router:
         self._http = http
         self._leads = leads
         self._produce_json = produce_json
+        self._clock = clock
         self._round_robin: dict[str, int] = {}
         self._rng = rng or random.Random()  # backoff jitter only
 
@@ -120,14 +123,13 @@ class Router:
         (a topic just auto-created has no leader for up to a heartbeat), refresh the
         metadata and retry with backoff, within the request's timeout and a bounded count."""
         request = JsonProduceRequest(records=records)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_ms / 1000
+        deadline_ms = self._clock.now_ms() + timeout_ms
         attempt = 0
         while True:
             try:
                 return await self._produce_anywhere(topic, partition, request, acks, timeout_ms)
             except ConveyorError as exc:
-                remaining_s = deadline - loop.time()
+                remaining_s = (deadline_ms - self._clock.now_ms()) / 1000
                 if (
                     exc.code not in _LEADER_MOVED
                     or attempt >= _ROUTE_ATTEMPTS_MAX

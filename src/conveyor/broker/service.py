@@ -145,6 +145,7 @@ class BrokerService:
         self.metadata = MetadataCache(
             self.http,
             config.coordinator_url,
+            clock_ms=self.clock.now_ms,
             refresh_ms_min=config.metadata_refresh_ms_min,
             max_age_ms=config.metadata_max_age_ms,
         )
@@ -174,6 +175,7 @@ class BrokerService:
             http=self.http,
             leads=self._leads,
             produce_json=self.produce_json,
+            clock=self.clock,
         )
         self.meta = BrokerDataMeta(broker_id=config.broker_id)
         self.heartbeat_interval_ms = config.heartbeat_interval_ms
@@ -498,14 +500,13 @@ class BrokerService:
         max_bytes = min(max_bytes, self.config.fetch_max_bytes)
         wait_s = min(max_wait_ms, self.config.fetch_max_wait_ms) / 1000
         source = await self.leader_partition(topic, partition, leader_epoch)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
+        deadline_ms = self.clock.now_ms() + wait_s * 1000
         while True:
             woken = self.driver.wakeup(source.tp)  # before reading: no wake-up is missed
             data = source.log.read(
                 offset, self.fetch_memory.grant(max_bytes), upper_offset=source.high_watermark
             )
-            remaining = deadline - loop.time()
+            remaining = (deadline_ms - self.clock.now_ms()) / 1000
             if data or remaining <= 0 or self.stopping:
                 break
             await _wait(woken, remaining)

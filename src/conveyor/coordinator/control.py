@@ -28,7 +28,7 @@ from conveyor.coordinator.reassignment import (
     leaving_brokers,
     plan_reassignments,
 )
-from conveyor.coordinator.state import Result, _partition_decision, _result
+from conveyor.coordinator.state import Result, make_result, partition_decision
 from conveyor.coordinator.validation import validate_broker_id
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import (
@@ -53,11 +53,11 @@ def alter_isr(state: ClusterState, request: AlterIsrRequest) -> Result[AlterIsrR
     decisions: list[str] = []
     if change is not None:
         records.append(PartitionRecord(change[0]))
-        decisions.append(_partition_decision(change[0], change[1]))
+        decisions.append(partition_decision(change[0], change[1]))
     new_state = apply(state, records)
     current = new_state.partitions[partition.key]
     reply = AlterIsrResponse(assignment=views.replica_assignment(new_state, current))
-    return _result(new_state, records, reply, decisions)
+    return make_result(new_state, records, reply, decisions)
 
 
 def init_producer_id(
@@ -86,7 +86,7 @@ def init_producer_id(
     records: list[Record] = [ProducerRecord(new_id, new_epoch)]
     reply = InitProducerIdResponse(producer_id=new_id, producer_epoch=new_epoch)
     decision = f"producer id {new_id} at epoch {new_epoch} (asked: {producer_id}/{epoch})"
-    return _result(apply(state, records), records, reply, [decision])
+    return make_result(apply(state, records), records, reply, [decision])
 
 
 def decommission_broker(state: ClusterState, broker_id: BrokerId) -> Result[DecommissionResponse]:
@@ -104,7 +104,7 @@ def decommission_broker(state: ClusterState, broker_id: BrokerId) -> Result[Deco
         records.append(BrokerRecord(replace(broker, decommissioning=True)))
         decisions.append(f"broker {broker_id} decommissioning: moving its replicas away")
     new_state = apply(state, records)
-    return _result(new_state, records, decommission_status(new_state, broker_id), decisions)
+    return make_result(new_state, records, decommission_status(new_state, broker_id), decisions)
 
 
 def decommission_status(state: ClusterState, broker_id: BrokerId) -> DecommissionResponse:
@@ -144,5 +144,5 @@ def maintain(
     for key in sorted(changed):
         partition, reasons = changed[key]
         records.append(PartitionRecord(partition))
-        decisions.append(_partition_decision(partition, "; ".join(reasons)))
-    return _result(apply(state, records), records, None, decisions)
+        decisions.append(partition_decision(partition, "; ".join(reasons)))
+    return make_result(apply(state, records), records, None, decisions)

@@ -105,7 +105,7 @@ class Result(Generic[T]):
         return [r for r in self.records if r.durable]
 
 
-def _result(
+def make_result(
     state: ClusterState, records: Sequence[Record], reply: T, decisions: Sequence[str] = ()
 ) -> Result[T]:
     return Result(state, tuple(records), reply, tuple(decisions))
@@ -159,10 +159,10 @@ def handle_heartbeat(
             change = on_broker_alive(partition, alive, unclean)
             if change is not None:
                 records.append(PartitionRecord(change[0]))
-                decisions.append(_partition_decision(change[0], change[1]))
+                decisions.append(partition_decision(change[0], change[1]))
     new_state = apply(state, records)
     reply = views.heartbeat_response(new_state, broker_id, heartbeat_interval_ms)
-    return _result(new_state, records, reply, decisions)
+    return make_result(new_state, records, reply, decisions)
 
 
 def _restarted(known: str, now: str) -> bool:
@@ -186,7 +186,7 @@ def _on_restart(
         if change is not None:
             records.append(PartitionRecord(change[0]))
             reason = f"broker {broker_id} restarted (new incarnation); {change[1]}"
-            decisions.append(_partition_decision(change[0], reason))
+            decisions.append(partition_decision(change[0], reason))
     return records, decisions
 
 
@@ -214,7 +214,7 @@ def _on_failed_logs(
         change = on_replica_failed(partition, broker_id, alive)
         if change is not None:
             records.append(PartitionRecord(change[0]))
-            decisions.append(_partition_decision(change[0], change[1]))
+            decisions.append(partition_decision(change[0], change[1]))
     return records, decisions
 
 
@@ -240,7 +240,7 @@ def expire_brokers(state: ClusterState, now_ms: int, session_timeout_ms: int) ->
         if b.alive and now_ms - b.last_heartbeat_ms > session_timeout_ms
     ]
     if not expired:
-        return _result(state, (), None)
+        return make_result(state, (), None)
     dead_ids = {b.broker_id for b in expired}
     alive = set(state.alive_broker_ids()) - dead_ids
     records: list[Record] = []
@@ -261,8 +261,8 @@ def expire_brokers(state: ClusterState, now_ms: int, session_timeout_ms: int) ->
                 reasons.append(reason)
         if current != partition:
             records.append(PartitionRecord(current))
-            decisions.append(_partition_decision(current, "; ".join(reasons)))
-    return _result(apply(state, records), records, None, decisions)
+            decisions.append(partition_decision(current, "; ".join(reasons)))
+    return make_result(apply(state, records), records, None, decisions)
 
 
 def grant_grace(state: ClusterState, now_ms: int) -> Result[None]:
@@ -274,10 +274,10 @@ def grant_grace(state: ClusterState, now_ms: int) -> Result[None]:
     records: list[Record] = [
         BrokerSeen(b.broker_id, now_ms) for b in state.brokers.values() if b.alive
     ]
-    return _result(apply(state, records), records, None)
+    return make_result(apply(state, records), records, None)
 
 
-def _partition_decision(partition: Partition, reason: str) -> str:
+def partition_decision(partition: Partition, reason: str) -> str:
     return (
         f"partition {partition.topic}-{partition.partition}: leader={partition.leader} "
         f"leader_epoch={partition.leader_epoch} isr={list(partition.isr)}: {reason}"
@@ -323,13 +323,13 @@ def create_topic(
     new_state = apply(state, records)
     reply = views.describe_topic(new_state, name)
     if request.validate_only:
-        return _result(state, [], reply)
+        return make_result(state, [], reply)
     leaders = dict(sorted(Counter(replicas[0] for replicas in placement).items()))
     decision = (
         f"created topic {name}: partitions={request.partitions} "
         f"replication_factor={replication_factor} leaders per broker {leaders}"
     )
-    return _result(new_state, records, reply, [decision])
+    return make_result(new_state, records, reply, [decision])
 
 
 def add_partitions(
@@ -369,12 +369,12 @@ def add_partitions(
     new_state = apply(state, records)
     reply = views.describe_topic(new_state, name)
     if request.validate_only:
-        return _result(state, [], reply)
+        return make_result(state, [], reply)
     decision = (
         f"topic {name}: partitions {topic.partition_count} -> {count}, new ones on "
         f"{[list(r) for r in placement]}"
     )
-    return _result(new_state, records, reply, [decision])
+    return make_result(new_state, records, reply, [decision])
 
 
 def alter_topic_config(
@@ -392,8 +392,8 @@ def alter_topic_config(
     reply = views.describe_topic(new_state, name)
     changed = sorted({*request.set, *request.reset})
     if request.validate_only or config == topic.config:
-        return _result(state, [], reply)
-    return _result(new_state, records, reply, [f"topic {name}: config changed: {changed}"])
+        return make_result(state, [], reply)
+    return make_result(new_state, records, reply, [f"topic {name}: config changed: {changed}"])
 
 
 def merge_config(
@@ -487,7 +487,7 @@ def auto_create_topics(
         current = created.state
         records.extend(created.records)
         decisions.extend(f"auto-create: {d}" for d in created.decisions)
-    return _result(current, records, None, decisions)
+    return make_result(current, records, None, decisions)
 
 
 def delete_topic(state: ClusterState, name: str) -> Result[None]:
@@ -500,7 +500,7 @@ def delete_topic(state: ClusterState, name: str) -> Result[None]:
         f"deleted topic {name}: {topic.partition_count} partitions; "
         f"dropped {dropped} committed offset(s)"
     )
-    return _result(apply(state, records), records, None, [decision])
+    return make_result(apply(state, records), records, None, [decision])
 
 
 # ---- committed offsets ---------------------------------------------------------------------
@@ -517,7 +517,7 @@ def delete_group(state: ClusterState, group: str) -> Result[None]:
         )
     records: list[Record] = [GroupRemoved(group)]
     decision = f"deleted group {group}: dropped {dropped} committed offset(s)"
-    return _result(apply(state, records), records, None, [decision])
+    return make_result(apply(state, records), records, None, [decision])
 
 
 def delete_offsets(
@@ -568,4 +568,4 @@ def commit_offsets(
     new_state = apply(state, records)
     keys = {(item.topic, item.partition) for item in request.offsets}
     reply = views.fetch_offsets(new_state, group, None, only=keys)
-    return _result(new_state, records, reply)
+    return make_result(new_state, records, reply)
