@@ -98,8 +98,11 @@ def on_replica_fetch(state: BrokerState, event: ReplicaFetchArrived, now_ms: int
                 replica, request.broker_id, wanted.fetch_offset, wanted.durable_offset, now_ms
             )
             effects += more
-        replica, more = maybe_alter_isr(replica, now_ms, lag_ms)
-        effects += more
+        if request.broker_id not in replica.state.isr:
+            # It may rejoin now (a shrink waits for the periodic check: it is about time
+            # passing, which a fetch does not change).
+            replica, more = maybe_alter_isr(replica, now_ms, lag_ms)
+            effects += more
         state = with_replica(state, replica)
     wait_ms = min(max(request.max_wait_ms, 0), REPLICA_FETCH_WAIT_MS_CAP)
     parked = ParkedFetch(

@@ -104,6 +104,9 @@ class Replica(Value, frozen=True):
     # leader
     leader_since_ms: int = 0
     followers: Mapping[BrokerId, FollowerProgress] = {}
+    # each follower's durable offset, as in ``followers`` (kept apart: the high watermark
+    # reads it on every fetch and flush)
+    follower_durable_offsets: Mapping[BrokerId, int] = {}
     pending_isr: tuple[BrokerId, ...] = ()  # an AlterIsr's additions, counted at once
     isr_request: AlterIsrRequest | None = None  # sent and not answered yet
     isr_sent_ms: int = 0
@@ -138,10 +141,6 @@ class Replica(Value, frozen=True):
         had ``DISK_FREE_TO_RESUME_BYTES`` free since (Kafka's offline replica)."""
         return self.failure is not None or self.disk_full
 
-    @property
-    def follower_durable_offsets(self) -> dict[BrokerId, int]:
-        return {broker: p.durable_offset for broker, p in self.followers.items()}
-
 
 Step = tuple[Replica, list[Effect]]
 
@@ -174,6 +173,7 @@ def apply_state(replica: Replica, state: ReplicaState, now_ms: int) -> Step:
         changes["pending_isr"] = ()  # the coordinator moved past any ISR change in flight
     if new_leadership:
         changes["followers"] = {}  # a new epoch: the followers report again
+        changes["follower_durable_offsets"] = {}
         # A follower's high watermark is its leader's (up to its own log end); until the
         # new leader answers, it keeps the one it had.
         changes["leader_high_watermark"] = replica.high_watermark
@@ -363,14 +363,22 @@ def record_fetch(
         caught_up_ms = now_ms
     elif fetch_offset >= progress.last_fetch_leader_end:
         caught_up_ms = max(caught_up_ms, progress.last_fetch_ms)
+    durable = min(durable_offset, fetch_offset)
+    moved = progress.durable_offset != durable
     progress = FollowerProgress(
         log_end_offset=fetch_offset,
-        durable_offset=min(durable_offset, fetch_offset),
+        durable_offset=durable,
         last_caught_up_ms=caught_up_ms,
         last_fetch_leader_end=leader_end,
         last_fetch_ms=now_ms,
     )
-    replica = replace(replica, followers={**replica.followers, follower: progress})
+    replica = replace(
+        replica,
+        followers={**replica.followers, follower: progress},
+        follower_durable_offsets={**replica.follower_durable_offsets, follower: durable},
+    )
+    if not moved:
+        return replica, []  # what it holds durably did not change: nor can the watermark
     return refresh_high_watermark(replica)
 
 
