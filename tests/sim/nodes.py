@@ -90,6 +90,9 @@ EXPIRY_CHECK_MS = 200
 # Shorter than a broker's default (10 s), so that followers cut off by a fault leave the
 # ISR (and come back) within a run: the ISR rules get exercised, not just the happy path.
 REPLICA_LAG_TIME_MAX_MS = 1000
+# A lost replica request is noticed after this (10 s on a real broker: the sim's messages
+# take milliseconds, and a 10 s stall per lost message would only slow the runs down).
+REQUEST_TIMEOUT_MS = 1000
 TOPIC = "t"
 
 
@@ -212,6 +215,7 @@ class SimBroker:
                 broker_id=BrokerId(self.broker_id),
                 replica_fetch_max_wait_ms=200,
                 replica_lag_time_max_ms=REPLICA_LAG_TIME_MAX_MS,
+                replica_request_timeout_ms=REQUEST_TIMEOUT_MS,
             )
         )
         self.logs, self.tick_at, self.busy_until = {}, None, {}

@@ -21,7 +21,6 @@ from conveyor.protocol.topics import FlushPolicy
 
 ISR_CHECK_INTERVAL_MS: Final = 500
 REPLICA_FETCH_WAIT_MS_CAP: Final = 30_000  # a follower's long-poll is held at most this long
-EPOCH_END_TIMEOUT_MS: Final = 10_000
 DURABLE_WAIT_MS: Final = 10_000  # a caught-up follower waits this long for its fsync at most
 FETCH_BACKOFF_BASE_MS: Final = 50
 FETCH_BACKOFF_MAX_MS: Final = 1000
@@ -36,11 +35,14 @@ class CoreConfig(Value, frozen=True):
     replica_fetch_partition_max_bytes: int = 4 * 1024 * 1024
     replica_fetch_max_bytes: int = 16 * 1024 * 1024
     flush_override: FlushPolicy | None = None
+    # A request to a leader unanswered this long is lost (a fetch: beyond its long-poll);
+    # the session backs off and asks again. As the shell's HTTP timeouts (peers.py).
+    replica_request_timeout_ms: int = 10_000
 
     @property
     def replica_fetch_timeout_ms(self) -> int:
-        """A fetch unanswered this long is lost (its long-poll plus a round trip's margin)."""
-        return self.replica_fetch_max_wait_ms + 10_000
+        """A fetch unanswered this long is lost (its long-poll plus the request timeout)."""
+        return self.replica_fetch_max_wait_ms + self.replica_request_timeout_ms
 
 
 class FetchSession(Value, frozen=True):

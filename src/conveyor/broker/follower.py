@@ -27,7 +27,6 @@ from msgspec.structs import replace
 from conveyor.broker import producers as producer_state
 from conveyor.broker.corestate import (
     DURABLE_WAIT_MS,
-    EPOCH_END_TIMEOUT_MS,
     FETCH_BACKOFF_BASE_MS,
     FETCH_BACKOFF_MAX_MS,
     BrokerState,
@@ -159,7 +158,7 @@ def _send_epoch_end(
     session = replace(session, sent=request, sent_ms=now_ms)
     return with_session(state, session), [
         SendEpochEnd(leader=session.leader, request=request),
-        ScheduleTick(at_ms=now_ms + EPOCH_END_TIMEOUT_MS),
+        ScheduleTick(at_ms=now_ms + state.config.replica_request_timeout_ms),
     ]
 
 
@@ -387,7 +386,7 @@ def tick(state: BrokerState, now_ms: int) -> Step:
     for leader, session in sorted(state.sessions.items()):
         if session.sent is not None:
             timeout_ms = (
-                EPOCH_END_TIMEOUT_MS
+                state.config.replica_request_timeout_ms
                 if isinstance(session.sent, EpochEndRequest)
                 else state.config.replica_fetch_timeout_ms
             )
