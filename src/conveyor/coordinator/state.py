@@ -533,7 +533,7 @@ def delete_offsets(
         if (group, t, p) in state.offsets
     ]
     decision = f"group {group}: deleted {len(records)} committed offset(s)"
-    return _result(apply(state, records), records, None, [decision] if records else [])
+    return make_result(apply(state, records), records, None, [decision] if records else [])
 
 
 def commit_offsets(
