@@ -7,11 +7,11 @@ and the simulation (``tests/sim``) does the same with a simulated disk and netwo
 and effects are typed values in ``protocol/replica.py``.
 
 Routing: per-replica events go to ``replica.py``; the follower's fetch sessions are in
-``follower.py``; this module holds what concerns the whole broker: applying the
-coordinator's assignments (through the pure ``reconcile``), the leader's side of
-follower fetches (fencing, progress, long-polls parked until data arrives), the
-periodic checks (ISR upkeep, disk probes, acks that timed out) and the read-only queries
-the produce, fetch and heartbeat paths make.
+``follower.py``, the leader's side of follower fetches (fencing, progress, long-polls
+parked until data arrives) in ``leader.py``; this module holds what concerns the whole
+broker: applying the coordinator's assignments (through the pure ``reconcile``), the
+periodic checks (ISR upkeep, disk probes, acks that timed out, the next deadline) and the
+read-only queries the produce, fetch and heartbeat paths make.
 
 Worked example (a produce with acks=all on a leader with one follower, ISR [1, 2]):
 ``LeaderAppended(orders-0, last_offset=9, ack_id=7)`` -> effects ``RequestDurable(9)``

@@ -17,10 +17,9 @@ Leader side (Kafka's ``Partition``/``Replica`` state):
 * the **ISR** the leader wants (:func:`isr_proposal`) goes to the coordinator as an
   AlterIsr, one at a time per partition, retried after a lost answer.
 
-Follower side: the high watermark is the leader's, up to what this replica holds; a new
-epoch is validated against the leader's log (KIP-101, :func:`epoch_end_result`) before
-anything is fetched, and a fetch answer becomes an append, a reset or a re-validation
-(:func:`fetch_result`).
+Follower side: the high watermark is the leader's, up to what this replica holds. The
+follower's fetch sessions, its validation against a new leader's log (KIP-101) and what
+a fetch answer becomes (an append, a reset, a re-validation) are in ``follower.py``.
 """
 
 from __future__ import annotations

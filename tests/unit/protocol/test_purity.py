@@ -9,7 +9,7 @@ import pytest
 import conveyor.protocol
 from tests.purity import forbidden_imports
 
-PURE = ["backoff", "topics", "partitioner", "errors", "messages"]
+PURE = ["backoff", "topics", "partitioner", "errors", "messages", "replica", "fetchframe"]
 
 
 @pytest.mark.parametrize("module", PURE)
