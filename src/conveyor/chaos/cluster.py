@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from conveyor.chaos.netfault import address_of, gid_of
+from conveyor.cli.child import ChildProcess
 from conveyor.cli.etcd_local import LocalEtcd
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def http_ok(url: str) -> bool:
 
 
 @dataclass
-class Service:
+class Service(ChildProcess):
     name: str
     host: str
     port: int
@@ -74,50 +74,10 @@ class Service:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log_file:
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
-            self.process = subprocess.Popen(
-                self.argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True, group=self.gid,
-                extra_groups=None if self.gid is None else [],
-            )  # fmt: skip
-        self.paused = False
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        self.spawn(self.argv, dict(os.environ, PYTHONUNBUFFERED="1"))
 
     def ready(self) -> bool:
         return self.alive() and http_ok(self.url + "/readyz")
-
-    def signal(self, signum: signal.Signals) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.send_signal(signum)
-            self.paused = signum == signal.SIGSTOP
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash or power loss would; waits until the process is gone."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self.paused = False
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        if self.paused:
-            self.process.send_signal(signal.SIGCONT)
-        self.process.terminate()
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return ""
 
 
 def _gid(party: int) -> int | None:

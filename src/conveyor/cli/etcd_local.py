@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -23,6 +22,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+
+from conveyor.cli.child import ChildProcess
 
 READY_TIMEOUT_S: Final = 30.0
 
@@ -39,7 +40,7 @@ def _free_port(host: str) -> int:
 
 
 @dataclass
-class EtcdMember:
+class EtcdMember(ChildProcess):
     name: str
     host: str
     client_port: int
@@ -93,16 +94,7 @@ class EtcdMember:
     def start(self, initial_cluster: str) -> None:
         state = "existing" if (self.data_dir / "member").exists() else "new"
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log_file:
-            self.process = subprocess.Popen(
-                self.argv(initial_cluster, state), stdout=log_file, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, group=self.gid,
-                extra_groups=None if self.gid is None else [],
-            )  # fmt: skip
-        self.paused = False
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        self.spawn(self.argv(initial_cluster, state))
 
     def healthy(self) -> bool:
         """The member answers and sees a leader (``/health`` is true only with quorum)."""
@@ -118,31 +110,6 @@ class EtcdMember:
                 return bool(json.load(response).get("health") == "true")
         except (OSError, ValueError):
             return False
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            if self.paused:
-                self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-            self.process.wait(10)
-        self.paused = False
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        if self.paused:
-            self.process.send_signal(signal.SIGCONT)
-        self.process.terminate()
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return ""
 
 
 @dataclass

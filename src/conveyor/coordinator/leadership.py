@@ -10,7 +10,8 @@ Every coordinator runs :meth:`Leadership.run`:
    lease expired or was revoked), then campaigns again.
 3. **Active.** Open the store fenced by the epoch, load, activate the service (which
    asks :func:`lease.may_act` before every decision), keep the lease alive every third of
-   its TTL. It steps down (the service drops its state, the lease is revoked so a standby
+   its TTL (on a thread of its own: a busy service loop must not delay renewals). It
+   steps down (the service drops its state, the lease is revoked so a standby
    need not wait for it to expire) when: its own clock says the lease may have expired
    (``lease.py``), etcd says the lease is gone, a store write is fenced, or a write's
    outcome is unknown (etcd unreachable: it reloads from etcd when it wins again).
@@ -26,10 +27,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from conveyor.coordinator import lease as rules
 from conveyor.coordinator.etcd_store import EtcdLayout, EtcdMetadataStore, leader_url
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 
 RETRY_MS: Final = 250  # after etcd failed us: campaign again this soon
 WATCH_RECHECK_S: Final = 5.0  # a watch that saw nothing is restarted from a fresh read
+KEEPALIVE_POLL_MS: Final = 50  # the renewal thread notices that leading stopped this soon
 
 
 def monotonic_ms() -> int:
@@ -80,7 +83,7 @@ class Leadership:
         self.layout = EtcdLayout(settings.prefix)
         self._clock_ms = clock_ms
         self._lease: rules.Lease | None = None
-        self._lost = asyncio.Event()  # set by a failed store write
+        self._lost = asyncio.Event()  # set by a failed store write (on the service's loop)
         self._lost_reason = ""
         self._seen_revision = 0  # the election key's last known revision, for the watch
         self._active_epoch = 0  # the active coordinator's epoch as last seen (0: none)
@@ -181,8 +184,10 @@ class Leadership:
             lease.valid_until_ms - self._clock_ms(),
             extra={"ha_event": "active", "epoch": epoch},
         )
-        # renewals start now: loading a big state must not let the lease lapse
-        keeper = asyncio.create_task(self._keep_alive(), name="coordinator-lease")
+        # renewals start now (loading a big state must not let the lease lapse), on a
+        # thread of their own: see _renew_until_lost
+        stop = threading.Event()
+        keeper = asyncio.ensure_future(asyncio.to_thread(self._renew_on_own_loop, stop))
         try:
             store = await EtcdMetadataStore.open(self.client, self.layout, epoch)
             self.service.active_url = self.settings.advertised_url
@@ -191,16 +196,16 @@ class Leadership:
             await self.service.activate(
                 store, epoch, lease_valid=self.may_act, on_store_failure=self._store_failed
             )
-            reason = await keeper
+            reason = await self._until_lost(keeper)
         except StoreFencedError as exc:
             reason = f"fenced: {exc.message}"
             self.service.active_url = exc.details.get("active_url")
         except (EtcdUnavailableError, EtcdRequestError) as exc:
             reason = f"etcd failed: {exc.message}"
         finally:
-            keeper.cancel()
+            stop.set()  # the renewal thread ends within KEEPALIVE_POLL_MS
             with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+                await asyncio.shield(keeper)
             held, self._lease = self._lease, None
             if self.service.active:
                 await self.service.deactivate(reason)
@@ -216,35 +221,58 @@ class Leadership:
             if held is not None:
                 await self._revoke(held.lease_id)
 
-    async def _keep_alive(self) -> str:
-        """Renew the lease until it is lost; the reason it was."""
+    async def _until_lost(self, keeper: asyncio.Future[str]) -> str:
+        """Why this coordinator stops leading: its lease (``keeper``) or a store write."""
+        lost = asyncio.ensure_future(self._lost.wait())
+        watched: set[asyncio.Future[Any]] = {keeper, lost}
+        try:
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        return keeper.result() if keeper.done() else self._lost_reason
+
+    def _renew_on_own_loop(self, stop: threading.Event) -> str:
+        return asyncio.run(self._renew_until_lost(stop))
+
+    async def _renew_until_lost(self, stop: threading.Event) -> str:
+        """Renew the lease until it is lost (the reason) or ``stop`` is set.
+
+        Runs on a thread and an event loop of its own, with its own etcd connections: on
+        the service's loop a renewal waited behind every request already received, and a
+        coordinator under a commit flood on a starved host missed its renewals and stepped
+        down for nothing (scripts/bench_ha.py, docs/benchmarks.md). The GIL hands this
+        thread a turn within the switch interval (5 ms) however busy the service is. The
+        lease it renews is one reference both threads read (``may_act``) and only this
+        one replaces while leading."""
         settings = self.settings.lease
+        client = EtcdClient(self.settings.etcd)
         last_sent_ms = self._clock_ms()
-        while True:
-            lease = self._lease
-            now_ms = self._clock_ms()
-            if lease is None or not rules.may_act(lease, now_ms):
-                return "its lease may have expired (own clock): stepping down"
-            wake_ms = min(rules.next_renewal_ms(settings, last_sent_ms), lease.valid_until_ms)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0, wake_ms - now_ms) / 1000):
-                    await self._lost.wait()
-            if self._lost.is_set():
-                return self._lost_reason
-            if self._clock_ms() < rules.next_renewal_ms(settings, last_sent_ms):
-                continue
-            last_sent_ms = self._clock_ms()
-            try:
-                ttl_s = await self.client.lease_keepalive(
-                    lease.lease_id,
-                    timeout_ms=rules.keepalive_timeout_ms(settings, lease, last_sent_ms),
-                )
-            except (EtcdUnavailableError, EtcdRequestError) as exc:
-                log.warning("coordinator lease keep-alive failed: %s", exc)
-                continue
-            self._lease = rules.renewed(settings, lease, last_sent_ms, ttl_s)
-            if self._lease is None:
-                return "etcd says its lease is gone"
+        try:
+            while not stop.is_set():
+                lease = self._lease
+                now_ms = self._clock_ms()
+                if lease is None or not rules.may_act(lease, now_ms):
+                    return "its lease may have expired (own clock): stepping down"
+                renew_ms = rules.next_renewal_ms(settings, last_sent_ms)
+                if now_ms < renew_ms:
+                    wait_ms = min(renew_ms, lease.valid_until_ms) - now_ms
+                    await asyncio.sleep(min(wait_ms, KEEPALIVE_POLL_MS) / 1000)
+                    continue
+                last_sent_ms = now_ms
+                try:
+                    ttl_s = await client.lease_keepalive(
+                        lease.lease_id,
+                        timeout_ms=rules.keepalive_timeout_ms(settings, lease, last_sent_ms),
+                    )
+                except (EtcdUnavailableError, EtcdRequestError) as exc:
+                    log.warning("coordinator lease keep-alive failed: %s", exc)
+                    continue
+                self._lease = rules.renewed(settings, lease, last_sent_ms, ttl_s)
+                if self._lease is None:
+                    return "etcd says its lease is gone"
+            return "stopped"
+        finally:
+            await client.close()
 
     def _store_failed(self, error: ConveyorError) -> None:
         if isinstance(error, StoreFencedError):
