@@ -40,7 +40,13 @@ def register_client_benchmarks(benchmarks: Subparsers) -> None:
 
 def _add_arguments(parser: argparse.ArgumentParser, mode: str) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--bootstrap", metavar="URL", help="an existing cluster's coordinator URL")
+    where.add_argument(
+        "--bootstrap",
+        "--url",
+        dest="bootstrap",
+        metavar="URL",
+        help="an existing cluster's coordinator URL",
+    )
     where.add_argument(
         "--local",
         type=positive_int,

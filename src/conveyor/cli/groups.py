@@ -1,4 +1,7 @@
-"""``conveyor group list|describe|delete|reset-offsets``: consumer groups for operators."""
+"""``conveyor group list|describe|delete|reset-offsets|seek``: consumer groups for operators.
+
+``seek`` is rpk's name for ``reset-offsets`` (the same operation): both set the group's
+committed offsets of every partition of a topic, or of the ``-p`` ones only."""
 
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: Subparsers) -> None:
-    group = subparsers.add_parser("group", help="list, describe and reset consumer groups")
+    group = subparsers.add_parser(
+        "group", help="list, describe, delete consumer groups and set their offsets"
+    )
     actions = group.add_subparsers(title="actions", dest="action", metavar="ACTION", required=True)
 
     listing = actions.add_parser("list", help="groups with their state, members and lag")
@@ -37,19 +42,33 @@ def register(subparsers: Subparsers) -> None:
     add_url_flag(delete)
     delete.set_defaults(handler=_delete)
 
-    reset = actions.add_parser(
-        "reset-offsets",
-        help="set a group's committed offsets (only while it has no members)",
-        description="Set the committed offset of every partition of TOPIC for GROUP. "
-        "--to earliest | latest | OFFSET (an integer, every partition) | TIMESTAMP "
-        "(ISO 8601, e.g. 2026-11-28T10:00:00Z: the first offset at or after it).",
-    )
-    reset.add_argument("group")
-    reset.add_argument("--topic", required=True)
-    reset.add_argument("--to", required=True, metavar="earliest|latest|OFFSET|TIMESTAMP")
-    add_url_flag(reset)
-    add_json_flag(reset)
-    reset.set_defaults(handler=_reset)
+    for name, text in (
+        ("reset-offsets", "set a group's committed offsets (only while it has no members)"),
+        ("seek", "the same as reset-offsets (rpk's name)"),
+    ):
+        reset = actions.add_parser(
+            name,
+            help=text,
+            description="Set the committed offset of every partition of TOPIC for GROUP (or "
+            "of the -p ones). --to earliest | latest | OFFSET (an integer) | TIMESTAMP (ISO "
+            "8601, e.g. 2026-11-28T10:00:00Z: the first offset at or after it). Refused "
+            "with GROUP_NOT_EMPTY while the group has members.",
+        )
+        reset.add_argument("group")
+        reset.add_argument("--topic", "-t", required=True)
+        reset.add_argument(
+            "-p",
+            "--partition",
+            type=int,
+            action="append",
+            default=None,
+            metavar="N",
+            help="only this partition (repeatable; default: every partition)",
+        )
+        reset.add_argument("--to", required=True, metavar="earliest|latest|OFFSET|TIMESTAMP")
+        add_url_flag(reset)
+        add_json_flag(reset)
+        reset.set_defaults(handler=_reset)
 
 
 def parse_target(raw: str) -> ResetTarget:
@@ -143,7 +162,7 @@ def _reset(args: argparse.Namespace) -> int:
 
     target = parse_target(args.to)
     with GroupAdmin(args.url) as admin:
-        stored = admin.reset_offsets(args.group, args.topic, target)
+        stored = admin.reset_offsets(args.group, args.topic, target, args.partition)
     if args.json:
         print_json(stored)
         return EXIT_OK

@@ -27,15 +27,18 @@ from conveyor.cli import (
     chaos,
     clients,
     cluster,
+    completion,
     config,
     dev,
     groups,
+    profile,
     security,
     services,
     topic,
 )
 from conveyor.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Handler
-from conveyor.cli.output import add_config_flag
+from conveyor.cli.output import add_config_flag, add_profile_flag, apply_output
+from conveyor.cli.profile import apply_profile
 from conveyor.protocol.errors import ConveyorError
 from conveyor.settings.core import SettingsError
 
@@ -62,6 +65,8 @@ COMMAND_GROUPS: Final[tuple[CommandGroup, ...]] = (
     certs,
     security,
     config,
+    profile,
+    completion,
 )
 
 
@@ -74,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"conveyor {__version__}")
     add_config_flag(parser, dest="config_file")
+    add_profile_flag(parser)
     subparsers = parser.add_subparsers(
         title="commands", dest="command", metavar="COMMAND", required=True
     )
@@ -91,12 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args, extras = parser.parse_known_args(argv)
         _take_trailing_values(parser, args, extras)
+        apply_output(args)
     except SystemExit as exc:  # argparse exits by itself for --help, --version and usage
         return _exit_code(exc)
     handler: Handler = args.handler
     if not _runs_a_service(args):  # a service logs the warnings itself, once
         _warn_unknown_env()
     try:
+        apply_profile(args)
         return handler(args)
     except SettingsError as exc:  # a bad flag, variable or config file value: bad usage
         _print_error(exc.message)

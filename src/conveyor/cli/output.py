@@ -1,4 +1,11 @@
-"""Output for people (rich tables) and for scripts (``--json``), in one place."""
+"""Output for people (rich tables) and for scripts (``--output json|yaml``), in one place.
+
+Every command that prints data takes ``--output table|json|yaml`` (``--json`` is short for
+``--output json``); ``cli.main`` reads the choice once (:func:`apply_output`), handlers
+test ``args.json`` (structured output wanted) and call :func:`print_json`, which writes
+the chosen format. YAML comes from PyYAML (the ``cli`` extra), block style, keys in the
+order the wire types define them.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,37 @@ from typing import Any
 
 import msgspec
 
+OUTPUTS = ("table", "json", "yaml")
+_format: list[str] = ["json"]  # what print_json writes (set by apply_output)
 
-def add_json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+def add_json_flag(parser: argparse.ArgumentParser, *, table: str = "table") -> None:
+    """``--output FORMAT`` and its shorthand ``--json``. ``table`` names the default
+    human form (``lines`` for the console producer and consumer)."""
+    parser.add_argument(
+        "--output",
+        choices=OUTPUTS,
+        default=None,
+        metavar="FORMAT",
+        help=f"{table} (the default, for people), json or yaml (for scripts)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=False, help="the same as --output json"
+    )
+
+
+def apply_output(args: argparse.Namespace) -> None:
+    """After parsing: ``args.json`` true for json and yaml, and print_json set to write
+    the one chosen."""
+    output = getattr(args, "output", None)
+    if output is None:
+        output = "json" if getattr(args, "json", False) else "table"
+    elif getattr(args, "json", False) and output != "json":
+        raise SystemExit(f"--json and --output {output} disagree")
+    if hasattr(args, "json"):
+        args.json = output in ("json", "yaml")
+        args.output = output
+    _format[0] = "yaml" if output == "yaml" else "json"
 
 
 def add_url_flag(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +66,18 @@ def add_url_flag(parser: argparse.ArgumentParser) -> None:
             default=None,
             help=help_text(item),
         )
+    add_profile_flag(parser)
+
+
+def add_profile_flag(parser: argparse.ArgumentParser) -> None:
+    """``--profile NAME``: a named connection (``conveyor profile``, ``cli/profile.py``)."""
+    parser.add_argument(
+        "--profile",
+        default=argparse.SUPPRESS,
+        metavar="NAME",
+        help="use this profile's settings (default: $CONVEYOR_PROFILE, else the one "
+        "'conveyor profile use' chose)",
+    )
 
 
 def add_config_flag(parser: argparse.ArgumentParser, dest: str = "config") -> None:
@@ -76,13 +123,30 @@ class _ClientFlag(argparse.Action):
 
 
 def print_json(value: Any) -> None:
-    """Structs, lists and dicts as one JSON document on stdout."""
+    """Structs, lists and dicts as one JSON (or YAML, per ``--output``) document."""
+    if _format[0] == "yaml":
+        _write_yaml(msgspec.to_builtins(value), document=False)
+        return
     sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
     sys.stdout.flush()
 
 
 def print_json_line(value: dict[str, Any]) -> None:
+    """One record of a stream: a JSON line, or a YAML document (``---``) per record."""
+    if _format[0] == "yaml":
+        _write_yaml(value, document=True)
+        return
     sys.stdout.write(json.dumps(value, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def _write_yaml(value: Any, *, document: bool) -> None:
+    import yaml
+
+    text = yaml.safe_dump(
+        value, sort_keys=False, allow_unicode=True, explicit_start=document, width=100
+    )
+    sys.stdout.write(text)
     sys.stdout.flush()
 
 
