@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, Literal, Protocol, TypeVar
 
+from immutables import Map
+
 from conveyor.coordinator import groups, views
 from conveyor.coordinator import state as core
 from conveyor.coordinator.classic_model import ClassicGroup, Limits
@@ -305,12 +307,16 @@ class GroupManager:
         return {**counts, **self.classic.member_counts()}
 
     def names(self) -> list[str]:
-        committed = {g for (g, _, _) in self._state().offsets}
-        return sorted(committed | set(self.groups) | set(self.classic.groups))
+        return self._names(self._state())
+
+    def _names(self, state: ClusterState) -> list[str]:
+        return sorted(set(state.group_offsets) | set(self.groups) | set(self.classic.groups))
 
     def describe(self, name: str) -> GroupDescription:
         validate_group_name(name)
-        state = self._state()
+        return self._description(self._state(), name)
+
+    def _description(self, state: ClusterState, name: str) -> GroupDescription:
         classic_group = self.classic.groups.get(name)
         if classic_group is not None and name not in self.groups:
             return self._describe_classic(state, classic_group)
@@ -378,13 +384,14 @@ class GroupManager:
     ) -> list[GroupPartitionLag]:
         """Per partition of the topics the group reads or committed: owner, committed
         offset and lag = the leader's reported log end offset - committed."""
-        topics = topics | {t for (g, t, _) in state.offsets if g == name}
+        committed_offsets = state.group_offsets.get(name, Map())
+        topics = topics | {t for t, _ in committed_offsets}
         rows: list[GroupPartitionLag] = []
         for topic_name in sorted(t for t in topics if t in state.topics):
             topic = state.topics[topic_name]
             for partition in state.topic_partitions(topic):
                 info = views.partition_info(state, partition)
-                committed = state.offsets.get((name, topic_name, partition.partition))
+                committed = committed_offsets.get((topic_name, partition.partition))
                 offset = committed.offset if committed is not None else None
                 lag = None
                 if info.log_end_offset is not None:
@@ -404,8 +411,9 @@ class GroupManager:
 
     def list(self) -> GroupList:
         out = []
-        for name in self.names():
-            description = self.describe(name)
+        state = self._state()  # one state for the whole list
+        for name in self._names(state):
+            description = self._description(state, name)
             out.append(
                 GroupSummary(
                     group=name,

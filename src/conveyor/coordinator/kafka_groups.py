@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Callable
 from typing import Final
 
+from immutables import Map
+
 from conveyor.coordinator import groups
 from conveyor.coordinator import state as core
 from conveyor.coordinator.classic_model import ClassicGroup
@@ -170,7 +172,7 @@ class KafkaGroups:
         native = self._manager.groups.get(name)
         if asked.member_id and native is not None and asked.member_id not in native.members:
             return FetchedGroup(group=name, error=ErrorCode.UNKNOWN_MEMBER.name)
-        committed = {(t, p): c for (g, t, p), c in state.offsets.items() if g == name}
+        committed = state.group_offsets.get(name, Map())
         wanted = (
             sorted(committed)
             if asked.partitions is None
@@ -193,9 +195,7 @@ class KafkaGroups:
         """OffsetDelete: refused for a topic the group's members read (Kafka's rule)."""
         validate_group_name(name)
         state = self._state()
-        if not self._manager.has_members(name) and not any(
-            g == name for (g, _, _) in state.offsets
-        ):
+        if not self._manager.has_members(name) and name not in state.group_offsets:
             return OffsetDeleteResponse(error=ErrorCode.UNKNOWN_GROUP.name)
         classic = self._manager.classic.groups.get(name)
         if classic is not None and classic.members and classic.protocol_type != "consumer":

@@ -275,7 +275,7 @@ class CoordinatorMetrics:
         self._prune_consumers(self._clock.now_ms() / 1000)
         joined = dict(self._group_members())
         groups = (
-            {group for group, _, _ in state.offsets}
+            set(state.group_offsets)
             | set(joined)
             | {group for group, _ in self._consumers}
             | set(self._rebalances)

@@ -9,10 +9,12 @@ Everything here is pure: no clock, no I/O. ``ClusterState`` is treated as immuta
 ``apply`` copies only the mappings a batch of records touches (the broker table on a
 heartbeat, the partition table on a topic change), so old states stay valid snapshots that
 readers may keep using while a transition is being persisted. Committed offsets, the one
-table that grows with the clients (groups x partitions) and changes on every commit, are a
-persistent map instead (``immutables.Map``, a hash array mapped trie, CPython's own for
+table that grows with the clients (groups x partitions) and changes on every commit, are
+persistent maps instead (``immutables.Map``, a hash array mapped trie, CPython's own for
 ``contextvars``): a commit makes a new version in O(log n) sharing the rest, where a
-dict copy cost O(n) per commit (11.7 ms at 100,000 offsets: docs/benchmarks.md).
+dict copy cost O(n) per commit (11.7 ms at 100,000 offsets: docs/benchmarks.md). They are
+held by group (group -> its offsets), so a group's offsets (describing it, its lag, an
+offset fetch, the group list) are one lookup, not a walk over every group's.
 
 Soft state (``durable = False``): heartbeat times and the offsets brokers report. It is not
 written to SQLite; a restarted coordinator relearns it within one heartbeat interval, which
@@ -21,7 +23,7 @@ saves an fsync per broker per second.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -91,6 +93,31 @@ class CommittedOffset:
         return (self.group, self.topic, self.partition)
 
 
+GroupOffsets = Map[PartitionKey, CommittedOffset]
+
+
+class CommittedOffsets(Mapping[OffsetKey, CommittedOffset]):
+    """Every group's committed offsets as one read-only mapping keyed (group, topic,
+    partition): a view over ``ClusterState.group_offsets`` (nothing copied)."""
+
+    __slots__ = ("_groups",)
+
+    def __init__(self, groups: Map[str, GroupOffsets]) -> None:
+        self._groups = groups
+
+    def __getitem__(self, key: OffsetKey) -> CommittedOffset:
+        group, topic, partition = key
+        return self._groups[group][(topic, partition)]
+
+    def __iter__(self) -> Iterator[OffsetKey]:
+        for group, entries in self._groups.items():
+            for topic, partition in entries:
+                yield (group, topic, partition)
+
+    def __len__(self) -> int:
+        return sum(len(entries) for entries in self._groups.values())
+
+
 @dataclass(frozen=True, slots=True)
 class ShareGroup:
     """A share group's settings (issue 23, docs/queues.md); ``version`` goes up with
@@ -108,12 +135,18 @@ class ClusterState:
     brokers: Mapping[BrokerId, Broker] = field(default_factory=dict)
     topics: Mapping[str, Topic] = field(default_factory=dict)
     partitions: Mapping[PartitionKey, Partition] = field(default_factory=dict)
-    offsets: Map[OffsetKey, CommittedOffset] = field(default_factory=Map)
+    # group -> its committed offsets by (topic, partition); a group with none is absent
+    group_offsets: Map[str, GroupOffsets] = field(default_factory=Map)
     # producer id -> its current epoch (idempotent producers; ids are never reused)
     producers: Mapping[int, int] = field(default_factory=dict)
     # soft: per broker, its latest report of each replica it hosts
     reports: Mapping[BrokerId, Mapping[PartitionKey, PartitionReport]] = field(default_factory=dict)
     share_groups: Mapping[str, ShareGroup] = field(default_factory=dict)
+
+    @property
+    def offsets(self) -> Mapping[OffsetKey, CommittedOffset]:
+        """Every committed offset, keyed (group, topic, partition)."""
+        return CommittedOffsets(self.group_offsets)
 
     def topic_partitions(self, topic: Topic) -> list[Partition]:
         return [self.partitions[(topic.name, p)] for p in range(topic.partition_count)]
@@ -258,7 +291,7 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:  # no
     brokers: dict[BrokerId, Broker] | None = None
     topics: dict[str, Topic] | None = None
     partitions: dict[PartitionKey, Partition] | None = None
-    offsets = _Offsets(state.offsets)
+    offsets = _Offsets(state.group_offsets)
     reports: dict[BrokerId, Mapping[PartitionKey, PartitionReport]] | None = None
     producers: dict[int, int] | None = None
     share_groups: dict[str, ShareGroup] | None = None
@@ -302,7 +335,7 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:  # no
         brokers=state.brokers if brokers is None else brokers,
         topics=state.topics if topics is None else topics,
         partitions=state.partitions if partitions is None else partitions,
-        offsets=offsets.finish(),
+        group_offsets=offsets.finish(),
         reports=state.reports if reports is None else reports,
         producers=state.producers if producers is None else producers,
         share_groups=state.share_groups if share_groups is None else share_groups,
@@ -310,38 +343,59 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:  # no
 
 
 class _Offsets:
-    """The offsets of one ``apply``: a mutation of the persistent map, made on first use
-    (a heartbeat batch leaves the map itself untouched)."""
+    """The offsets of one ``apply``: a mutation of the group table and one of each
+    touched group's offsets, made on first use (a heartbeat batch leaves the maps
+    themselves untouched); a group left without offsets leaves the table."""
 
-    __slots__ = ("_base", "_mutation")
+    __slots__ = ("_base", "_groups", "_touched")
 
-    def __init__(self, base: Map[OffsetKey, CommittedOffset]) -> None:
+    def __init__(self, base: Map[str, GroupOffsets]) -> None:
         self._base = base
-        self._mutation: MapMutation[OffsetKey, CommittedOffset] | None = None
+        self._groups: MapMutation[str, GroupOffsets] | None = None
+        self._touched: dict[str, MapMutation[PartitionKey, CommittedOffset]] = {}
+
+    def _group(self, group: str) -> MapMutation[PartitionKey, CommittedOffset]:
+        entries = self._touched.get(group)
+        if entries is None:
+            if self._groups is None:
+                self._groups = self._base.mutate()
+            entries = self._touched[group] = self._groups.get(group, Map()).mutate()
+        return entries
 
     def set(self, offset: CommittedOffset) -> None:
-        if self._mutation is None:
-            self._mutation = self._base.mutate()
-        self._mutation[offset.key] = offset
+        self._group(offset.group)[(offset.topic, offset.partition)] = offset
 
     def discard(self, key: OffsetKey) -> None:
-        if self._mutation is None:
-            self._mutation = self._base.mutate()
-        self._mutation.pop(key, None)
+        group, topic, partition = key
+        if group in self._touched or group in self._base:
+            self._group(group).pop((topic, partition), None)
 
     def remove(self, *, group: str | None = None, topic: str | None = None) -> None:
-        """Drop a group's or a topic's offsets: a full scan, for the rare deletion (a
-        mutation cannot be iterated, so it is finished first)."""
+        """Drop a group's offsets, or every group's of a topic (a scan of every offset,
+        for the rare topic deletion)."""
+        if group is not None:
+            self._touched.pop(group, None)
+            if group in self._base or self._groups is not None:
+                if self._groups is None:
+                    self._groups = self._base.mutate()
+                self._groups.pop(group, None)
+            return
         current = self.finish()
-        mutation = current.mutate()
-        doomed = [k for k in current if k[0] == group or k[1] == topic]
-        for key in doomed:
-            del mutation[key]
-        self._base, self._mutation = current, mutation
+        for name, entries in current.items():
+            doomed = [key for key in entries if key[0] == topic]
+            if doomed:
+                mutation = self._group(name)
+                for key in doomed:
+                    del mutation[key]
 
-    def finish(self) -> Map[OffsetKey, CommittedOffset]:
-        if self._mutation is not None:
-            self._base, self._mutation = self._mutation.finish(), None
+    def finish(self) -> Map[str, GroupOffsets]:
+        if self._groups is not None:
+            for group, entries in self._touched.items():
+                if len(entries):
+                    self._groups[group] = entries.finish()
+                else:
+                    self._groups.pop(group, None)
+            self._base, self._groups, self._touched = self._groups.finish(), None, {}
         return self._base
 
 
@@ -427,11 +481,22 @@ def check_invariants(state: ClusterState) -> None:
     for topic_name, p in state.partitions:
         if topic_name not in state.topics:
             problems.append(f"partition {topic_name}-{p} belongs to no topic")
-    for group, topic_name, p in state.offsets:
-        if (topic_name, p) not in state.partitions:
-            problems.append(f"group {group!r} has an offset for unknown {topic_name}-{p}")
+    problems.extend(_offset_problems(state))
     if problems:
         raise _bug("; ".join(problems[:10]))
+
+
+def _offset_problems(state: ClusterState) -> list[str]:
+    problems = []
+    for group, entries in state.group_offsets.items():
+        if not entries:
+            problems.append(f"group {group!r} is held without committed offsets")
+        for (topic_name, p), committed in entries.items():
+            if (topic_name, p) not in state.partitions:
+                problems.append(f"group {group!r} has an offset for unknown {topic_name}-{p}")
+            if committed.key != (group, topic_name, p):
+                problems.append(f"group {group!r} holds {committed.key} under {topic_name}-{p}")
+    return problems
 
 
 def _partition_problems(

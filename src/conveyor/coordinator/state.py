@@ -510,7 +510,7 @@ def delete_group(state: ClusterState, group: str) -> Result[None]:
     """Forget a group's committed offsets (Kafka's DeleteGroups). That the group has no
     members is checked before, in ``group_service``: membership is soft state."""
     validate_group_name(group)
-    dropped = sum(1 for key in state.offsets if key[0] == group)
+    dropped = len(state.group_offsets.get(group, {}))
     if not dropped:
         raise InvalidRequestError(
             f"group {group!r} has no committed offsets", code=ErrorCode.UNKNOWN_GROUP, group=group

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Final
 
 from conveyor._version import __version__
 from conveyor.coordinator.model import (
     ClusterState,
+    CommittedOffset,
     Partition,
     PartitionKey,
     Topic,
@@ -192,18 +193,12 @@ def fetch_offsets(
     validate_group_name(group)
     if topic is not None:
         require_topic(state, topic)
-    if only is not None:  # a commit's answer: look its keys up, never scan every group's
-        found = [
-            c
-            for t, p in only
-            if (c := state.offsets.get((group, t, p))) is not None and topic in (None, t)
-        ]
+    committed: Mapping[PartitionKey, CommittedOffset] = state.group_offsets.get(group, {})
+    if only is not None:  # a commit's answer: look its keys up
+        found = [c for key in only if (c := committed.get(key)) is not None]
     else:
-        found = [
-            c
-            for (g, t, _), c in state.offsets.items()
-            if g == group and (topic is None or t == topic)
-        ]
+        found = list(committed.values())
+    found = [c for c in found if topic in (None, c.topic)]
     found.sort(key=lambda c: (c.topic, c.partition))
     return OffsetFetchResponse(
         group=group,

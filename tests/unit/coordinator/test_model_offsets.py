@@ -20,6 +20,7 @@ from conveyor.coordinator.model import (
     TopicRecord,
     TopicRemoved,
     apply,
+    check_invariants,
 )
 from tests.unit.coordinator.helpers import with_brokers, with_topic
 
@@ -85,6 +86,9 @@ def test_offsets_follow_a_dict_model_and_old_states_stay(batches: list[list[Reco
         for record in records:
             model_step(model, record)
         assert dict(state.offsets) == model
+        # held by group: exactly the groups with offsets, each under its own key
+        assert set(state.group_offsets) == {k[0] for k in model}
+        check_invariants(state)
         assert dict(before.offsets) == frozen  # the old snapshot is untouched
         missing = [topic_records[n] for n in TOPICS if n not in state.topics]
         if missing:
@@ -101,4 +105,27 @@ def _recreate(state: ClusterState, topics: list[TopicRecord]) -> ClusterState:
 def test_a_batch_without_offsets_keeps_the_same_map() -> None:
     state = base_state()
     committed = apply(state, [OffsetRecord(CommittedOffset("g", "a", 0, 5, None, 0))])
-    assert apply(committed, [TopicRecord(committed.topics["a"])]).offsets is committed.offsets
+    after = apply(committed, [TopicRecord(committed.topics["a"])])
+    assert after.group_offsets is committed.group_offsets
+
+
+def test_the_flat_view_reads_like_a_mapping() -> None:
+    state = apply(
+        base_state(),
+        [
+            OffsetRecord(CommittedOffset("g1", "a", 0, 5, "m", 7)),
+            OffsetRecord(CommittedOffset("g1", "b", 1, 6, None, 7)),
+            OffsetRecord(CommittedOffset("g2", "a", 0, 1, None, 7)),
+        ],
+    )
+    offsets = state.offsets
+    assert len(offsets) == 3
+    assert offsets[("g1", "a", 0)].metadata == "m"
+    assert offsets.get(("g9", "a", 0)) is None and ("g1", "a", 1) not in offsets
+    assert sorted(offsets) == [("g1", "a", 0), ("g1", "b", 1), ("g2", "a", 0)]
+    assert dict(state.group_offsets["g1"]) == {
+        ("a", 0): offsets[("g1", "a", 0)],
+        ("b", 1): offsets[("g1", "b", 1)],
+    }
+    emptied = apply(state, [OffsetRemoved("g2", "a", 0), OffsetRemoved("g9", "a", 0)])
+    assert "g2" not in emptied.group_offsets and "g9" not in emptied.group_offsets
