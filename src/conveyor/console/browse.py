@@ -86,6 +86,21 @@ def budget_per_partition(scan_max: int, partitions: int, limit: int) -> int:
     return max(limit, scan_max // max(1, partitions))
 
 
+def first_window(r: PartitionRange, end: int, limit: int, budget: int) -> int:
+    """The low offset of a backward read's first window below ``end``."""
+    return max(r.log_start_offset, end - min(max(WINDOW_MIN, limit), budget))
+
+
+def first_fetch(
+    r: PartitionRange, position: int, direction: Direction, limit: int, budget: int
+) -> int | None:
+    """Where a partition's read for a page fetches first (None: it reads nothing)."""
+    at = clamp(position, r)
+    if direction == "forward":
+        return at if at < r.high_watermark else None
+    return first_window(r, at, limit, budget) if at > r.log_start_offset else None
+
+
 def _order(msg: Message) -> tuple[int, int, int]:
     return (msg.timestamp_ms, msg.partition, msg.offset)
 
@@ -152,7 +167,8 @@ class PartitionReader:
         self.filters = filters
         self.limit = limit
 
-    def _bytes(self) -> int:
+    @property
+    def fetch_bytes(self) -> int:
         # Without filters a page needs few messages: do not make the broker decode 1 MiB.
         return FETCH_BYTES if self.filters.active else 256 * 1024
 
@@ -172,7 +188,7 @@ class PartitionReader:
             room = budget - scan.scanned
             if room <= 0:
                 break
-            low = max(r.log_start_offset, high - min(window, room))
+            low = max(r.log_start_offset, high - min(window, room))  # first: first_window
             part = PartitionScan(r.partition, low, low)
             await self._read(part, low, high, high - low, stop_at_limit=False)
             scan.scanned += part.scanned
@@ -192,7 +208,7 @@ class PartitionReader:
             if stop_at_limit and len(scan.matches) >= self.limit:
                 break
             try:
-                answer = await self.fetch(scan.partition, offset, self._bytes())
+                answer = await self.fetch(scan.partition, offset, self.fetch_bytes)
             except ConveyorError as exc:
                 scan.error = f"{exc.code.name}: {exc.message}"
                 break
@@ -207,9 +223,8 @@ class PartitionReader:
                 scan.scanned += 1
                 offset = record.offset + 1
                 progressed = True
-                msg = message(self.topic, scan.partition, record)
-                if matches(msg, self.filters.key, self.filters.value):
-                    scan.matches.append(msg)
+                if matches(record, self.filters.key, self.filters.value):
+                    scan.matches.append(message(self.topic, scan.partition, record))
             if not progressed:
                 # Nothing readable here (compacted away, or an empty answer): skip to where
                 # the broker says the next fetch starts, if that moves forward.
@@ -239,6 +254,45 @@ async def read_page(
             tasks.append(reader.backward(r, at, budget))
     scans = await asyncio.gather(*tasks)
     return merge(scans, ranges, direction, reader.limit, scan_max)
+
+
+class Prefetch:
+    """Fetches started before a page knows its partitions' exact ranges (while their
+    leaders are asked for them), at the offsets :func:`first_fetch` gives for the ranges
+    the coordinator last heard of. A read whose first fetch is one of them takes its
+    answer instead of asking again, so the offsets request and the first fetch overlap
+    rather than running one after the other. A guess that missed (the partition moved
+    on since the leader's last heartbeat) costs one unused fetch; what no read takes is
+    cancelled by :meth:`close`."""
+
+    def __init__(self, fetch: Fetch) -> None:
+        self._fetch = fetch
+        self._started: dict[tuple[int, int, int], asyncio.Task[FetchResponse]] = {}
+
+    def start(self, partition: int, offset: int, max_bytes: int) -> None:
+        task = asyncio.ensure_future(self._fetch(partition, offset, max_bytes))
+        task.add_done_callback(_retrieve)
+        self._started[(partition, offset, max_bytes)] = task
+
+    async def fetch(self, partition: int, offset: int, max_bytes: int) -> FetchResponse:
+        task = self._started.pop((partition, offset, max_bytes), None)
+        if task is not None:
+            try:
+                return await task
+            except ConveyorError:
+                pass  # e.g. out of range on a stale guess: ask again with the real range
+        return await self._fetch(partition, offset, max_bytes)
+
+    def close(self) -> None:
+        for task in self._started.values():
+            task.cancel()
+        self._started.clear()
+
+
+def _retrieve(task: asyncio.Task[FetchResponse]) -> None:
+    """Mark an unused guess's failure as seen (asyncio logs unretrieved exceptions)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def parse_cursor(text: str, partitions: Sequence[int]) -> dict[int, int] | None:

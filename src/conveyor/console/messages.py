@@ -18,6 +18,9 @@ from conveyor.console.browse import (
     Page,
     PartitionRange,
     PartitionReader,
+    Prefetch,
+    budget_per_partition,
+    first_fetch,
     format_cursor,
     parse_cursor,
     read_page,
@@ -28,6 +31,7 @@ from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestErr
 from conveyor.protocol.messages import (
     FetchResponse,
     JsonProduceRequest,
+    PartitionInfo,
     PartitionOffsets,
     TopicDescription,
 )
@@ -110,13 +114,47 @@ class Messages:
         for info in chosen:
             if not info.leader_url:
                 problems[info.partition] = "no leader"
+
+        async def fetch(partition: int, offset: int, max_bytes: int) -> FetchResponse:
+            return await ctx.api.fetch(urls[partition], name, partition, offset, max_bytes)
+
+        prefetch = Prefetch(fetch)
+        reader = PartitionReader(name, prefetch.fetch, q.filters, q.limit)
+        scan_max = ctx.console.settings.scan_messages_max
+        try:
+            self._guess(q, [p for p in chosen if p.partition in urls], reader, scan_max, prefetch)
+            ranges, starts = await self._ranges(ctx, name, q, urls, problems)
+            if not ranges:
+                return topic, None, problems
+            direction: Direction = "backward" if q.start == "end" else "forward"
+            if q.cursor:
+                cursor = parse_cursor(q.cursor, sorted(ranges))
+                if cursor is None:
+                    raise InvalidRequestError("the page cursor does not fit this topic: start over")
+                starts, direction = cursor, q.direction
+            page = await read_page(reader, ranges, starts, direction, scan_max)
+        finally:
+            prefetch.close()
+        for partition, error in page.errors.items():
+            problems[partition] = error
+        return topic, page, problems
+
+    async def _ranges(
+        self,
+        ctx: Ctx,
+        name: str,
+        q: BrowseQuery,
+        urls: dict[int, str],
+        problems: dict[int, str],
+    ) -> tuple[dict[int, PartitionRange], dict[int, int]]:
+        """Each partition's offsets from its leader, and where the page starts in it."""
         timestamp = forms.moment_ms(q.time) if q.start == "time" and not q.cursor else None
         answers = await asyncio.gather(
             *(settle(ctx.api.offsets(url, name, p, timestamp)) for p, url in urls.items())
         )
         ranges: dict[int, PartitionRange] = {}
         starts: dict[int, int] = {}
-        for (p, _), answer in zip(urls.items(), answers, strict=True):
+        for p, answer in zip(urls, answers, strict=True):
             if isinstance(answer, ConveyorError):
                 if answer.code in (ErrorCode.FORBIDDEN, ErrorCode.UNAUTHENTICATED):
                     raise answer
@@ -124,24 +162,39 @@ class Messages:
                 continue
             ranges[p] = PartitionRange(p, answer.log_start_offset, answer.high_watermark)
             starts[p] = self._start(q, answer)
-        if not ranges:
-            return topic, None, problems
-        direction: Direction = "backward" if q.start == "end" else "forward"
-        if q.cursor:
-            cursor = parse_cursor(q.cursor, sorted(ranges))
-            if cursor is None:
-                raise InvalidRequestError("the page cursor does not fit this topic: start over")
-            starts, direction = cursor, q.direction
+        return ranges, starts
 
-        async def fetch(partition: int, offset: int, max_bytes: int) -> FetchResponse:
-            return await ctx.api.fetch(urls[partition], name, partition, offset, max_bytes)
-
-        reader = PartitionReader(name, fetch, q.filters, q.limit)
-        scan_max = ctx.console.settings.scan_messages_max
-        page = await read_page(reader, ranges, starts, direction, scan_max)
-        for partition, error in page.errors.items():
-            problems[partition] = error
-        return topic, page, problems
+    @staticmethod
+    def _guess(
+        q: BrowseQuery,
+        partitions: list[PartitionInfo],
+        reader: PartitionReader,
+        scan_max: int,
+        prefetch: Prefetch,
+    ) -> None:
+        """Start each partition's first fetch on the offsets the coordinator last heard
+        from its leader (``Prefetch``), where the page's start does not need the leader's
+        answer first (a time does)."""
+        if q.start == "time" and not q.cursor:
+            return
+        cursor = parse_cursor(q.cursor, [p.partition for p in partitions]) if q.cursor else None
+        direction: Direction = (
+            q.direction if q.cursor else ("backward" if q.start == "end" else "forward")
+        )
+        budget = budget_per_partition(scan_max, len(partitions), reader.limit)
+        for info in partitions:
+            if info.high_watermark is None:
+                continue
+            hint = PartitionRange(info.partition, info.log_start_offset or 0, info.high_watermark)
+            if cursor is not None:
+                position = cursor[info.partition]
+            elif q.start == "offset" and q.offset is not None:
+                position = q.offset
+            else:
+                position = hint.log_start_offset if q.start == "beginning" else hint.high_watermark
+            offset = first_fetch(hint, position, direction, reader.limit, budget)
+            if offset is not None:
+                prefetch.start(info.partition, offset, reader.fetch_bytes)
 
     @staticmethod
     def _start(q: BrowseQuery, offsets: PartitionOffsets) -> int:
