@@ -155,6 +155,54 @@ def test_create_topic_produce_and_find_by_key(admin_tab: Tab, secure: SecureClus
     assert len(seen) == 21 and len(set(seen)) == 21
 
 
+def test_edit_configs_and_add_partitions(admin_tab: Tab, secure: SecureCluster) -> None:
+    page, base = admin_tab.page, secure.base
+    topic = unique("cfg")
+    admin(secure).create_topic(topic, partitions=1, replication_factor=1)
+    page.goto(f"{base}/console/topics/{topic}")
+    page.click("summary:has-text('Edit configs')")
+    form = page.locator("#edit-configs form")
+    form.locator("input[name=retention_ms]").fill("3600000")
+    form.locator("input[name=min_insync_replicas]").fill("3")  # more than RF 1: refused
+    form.locator("button:has-text('Save configs')").click()
+    error = page.locator("#edit-configs .form-error")
+    assert "min_insync_replicas" in error.inner_text()
+    # The form keeps what was typed, and nothing changed (all or nothing).
+    assert form.locator("input[name=retention_ms]").input_value() == "3600000"
+    assert admin(secure).describe_topic(topic).config.retention_ms == 7 * 24 * 3600 * 1000
+    form.locator("input[name=min_insync_replicas]").fill("")
+    form.locator("button:has-text('Save configs')").click()
+    page.wait_for_url(f"{base}/console/topics/{topic}")
+    assert f"Changed retention_ms of {topic}" in page.inner_text("main")
+    assert page.inner_text("[data-config=retention_ms]") == "3600000"
+    assert admin(secure).describe_topic(topic).config.retention_ms == 3_600_000
+    page.click("summary:has-text('Edit configs')")  # cleared: back to the default
+    page.locator("#edit-configs input[name=retention_ms]").fill("")
+    page.locator("#edit-configs select[name=unclean_leader_election]").select_option("true")
+    page.click("button:has-text('Save configs')")
+    page.wait_for_url(f"{base}/console/topics/{topic}")
+    config = admin(secure).describe_topic(topic).config
+    assert config.retention_ms == 7 * 24 * 3600 * 1000 and config.unclean_leader_election
+    page.click("summary:has-text('Add partitions')")
+    page.fill("#new-partitions", "3")
+    page.click("button:has-text('Add partitions')")
+    page.wait_for_url(f"{base}/console/topics/{topic}")
+    assert f"Topic {topic} now has 3 partitions" in page.inner_text("main")
+    assert page.locator("#partitions-table tbody tr").count() == 3
+    assert len(admin(secure).describe_topic(topic).partitions) == 3
+    no_csrf = page.request.post(
+        f"{base}/console/topics/{topic}/partitions", form={"partitions": "5"}
+    )
+    assert no_csrf.status == 403
+    # Shrinking (past the form's own min) is refused with the reason, on the form.
+    shrink = page.request.post(
+        f"{base}/console/topics/{topic}/partitions",
+        form={"csrf_token": csrf_of(page), "partitions": "2"},
+    )
+    assert shrink.status == 400 and "never removed" in shrink.text()
+    assert len(admin(secure).describe_topic(topic).partitions) == 3
+
+
 def test_xss_in_key_and_value_is_shown_inert(admin_tab: Tab, secure: SecureCluster) -> None:
     page, base = admin_tab.page, secure.base
     topic = unique("xss")
@@ -293,6 +341,9 @@ def test_read_only_user_sees_no_changes_and_forged_requests_get_403(
     assert page.locator("text=Delete this topic").count() == 0
     assert page.locator("a:has-text('Produce')").count() == 0
     assert page.locator("a:has-text('Browse messages')").count() == 1
+    assert page.locator("summary:has-text('Edit configs')").count() == 0
+    assert page.locator("summary:has-text('Add partitions')").count() == 0
+    assert "need admin on the cluster" in page.inner_text("main")
     assert "Access" in page.inner_text("header")
     page.goto(f"{base}/console/access")
     assert "needs admin on the cluster" in page.inner_text("main").replace("\n", " ").replace(
@@ -313,6 +364,17 @@ def test_read_only_user_sees_no_changes_and_forged_requests_get_403(
         f"{base}/console/topics/{topic}/produce", form={"csrf_token": csrf, "value": "x"}
     )
     assert produced.status == 403
+    altered = page.request.post(
+        f"{base}/console/topics/{topic}/config",
+        form={"csrf_token": csrf, "retention_ms": "1", "was_retention_ms": ""},
+    )
+    assert altered.status == 403
+    grown = page.request.post(
+        f"{base}/console/topics/{topic}/partitions", form={"csrf_token": csrf, "partitions": "4"}
+    )
+    assert grown.status == 403
+    described = admin(secure).describe_topic(topic)
+    assert len(described.partitions) == 1 and described.config.retention_ms != 1
     assert topic in [t.name for t in admin(secure).list_topics()]
     tab.assert_no_errors()
     tab.close()

@@ -54,6 +54,8 @@ def attach(
         ("POST", "/topics", action(topics.create)),
         ("GET", "/topics/{topic}", page(topics.detail)),
         ("POST", "/topics/{topic}/delete", action(topics.delete)),
+        ("POST", "/topics/{topic}/config", action(topics.alter_config)),
+        ("POST", "/topics/{topic}/partitions", action(topics.add_partitions)),
         ("GET", "/topics/{topic}/messages", page(messages.browse)),
         ("GET", "/topics/{topic}/messages.json", page(messages.download)),
         ("GET", "/topics/{topic}/produce", page(messages.produce_form)),

@@ -20,6 +20,8 @@ import msgspec
 
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.messages import (
+    AddPartitionsRequest,
+    AlterTopicConfigRequest,
     ClusterStatus,
     CreateTopicRequest,
     FetchResponse,
@@ -152,6 +154,16 @@ class ClusterAPI:
 
     async def delete_topic(self, name: str) -> None:
         await self._send("DELETE", f"{self.url}/v1/topics/{_q(name)}")
+
+    async def alter_topic_config(
+        self, name: str, request: AlterTopicConfigRequest
+    ) -> TopicDescription:
+        url = f"{self.url}/v1/topics/{_q(name)}/config"
+        return await self._call("PATCH", url, TopicDescription, request)
+
+    async def add_partitions(self, name: str, request: AddPartitionsRequest) -> TopicDescription:
+        url = f"{self.url}/v1/topics/{_q(name)}/partitions"
+        return await self._call("POST", url, TopicDescription, request)
 
     async def groups(self) -> GroupList:
         return await self._call("GET", f"{self.url}/v1/groups", GroupList)

@@ -6,6 +6,7 @@ ranges, ACL rules) it answers with its own typed error, which the page shows as 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +16,14 @@ import msgspec
 
 from conveyor.client.group import ResetTarget, Timestamp
 from conveyor.protocol.errors import InvalidRequestError
-from conveyor.protocol.messages import CreateTopicRequest, JsonRecord, TopicConfig
+from conveyor.protocol.messages import (
+    AddPartitionsRequest,
+    AlterTopicConfigRequest,
+    ConfigValue,
+    CreateTopicRequest,
+    JsonRecord,
+    TopicConfig,
+)
 from conveyor.protocol.security import OPERATIONS, RESOURCE_TYPES, AclRule, TokenCreateRequest
 
 FIELD_CHARS_MAX: Final = 1_000
@@ -98,6 +106,74 @@ def create_topic(form: Form) -> CreateTopicRequest:
         replication_factor=replication_factor,
         config=topic_config,
     )
+
+
+# Every TopicConfig setting, in the order the topic page lists them, with its type: the
+# edit form offers all of them (the coordinator changes any without a restart).
+EDITABLE_CONFIGS: Final = tuple((f.name, f.type) for f in msgspec.structs.fields(TopicConfig))
+ORIGINAL_PREFIX: Final = "was_"  # hidden fields: the values the form was drawn with
+
+
+def config_text(value: object) -> str:
+    """A setting's value as the edit form shows it ("" for None: the automatic default)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _config_value(form: Form, name: str, kind: Any) -> ConfigValue:
+    raw = form.get(name, "").strip()
+    if kind is bool:
+        if raw.lower() not in ("true", "false"):
+            raise InvalidRequestError(f"{name} must be true or false, not {raw[:40]!r}")
+        return raw.lower() == "true"
+    if kind is float:
+        try:
+            ratio = float(raw)
+        except ValueError:
+            raise InvalidRequestError(f"{name} must be a number, not {raw[:40]!r}") from None
+        if not math.isfinite(ratio):
+            raise InvalidRequestError(f"{name} must be a finite number")
+        return ratio
+    if kind is str:
+        return text(form, name, 100).strip()
+    number = integer(form, name, -1, 2**63 - 1)  # int, or int | None (blank: reset)
+    assert number is not None  # blank was handled by the caller
+    return number
+
+
+def alter_config(form: Form) -> AlterTopicConfigRequest:
+    """The settings whose field differs from the value the form was drawn with: a value
+    is set, a blank one goes back to its default. Nothing changed is an error."""
+    values: dict[str, ConfigValue] = {}
+    reset: list[str] = []
+    for name, kind in EDITABLE_CONFIGS:
+        if name not in form:
+            continue
+        raw = form.get(name, "").strip()
+        if raw == form.get(ORIGINAL_PREFIX + name, "").strip():
+            continue
+        if not raw:
+            reset.append(name)
+        else:
+            values[name] = _config_value(form, name, kind)
+    if not values and not reset:
+        raise InvalidRequestError("nothing changed: edit a value first")
+    return AlterTopicConfigRequest(set=values, reset=reset)
+
+
+def add_partitions(form: Form, current: int) -> AddPartitionsRequest:
+    count = integer(form, "partitions", 1, 10_000)
+    if count is None:
+        raise InvalidRequestError("give the new number of partitions")
+    if count <= current:
+        raise InvalidRequestError(
+            f"the topic has {current} partitions: the new count must be larger (partitions "
+            "are never removed)"
+        )
+    return AddPartitionsRequest(partitions=count)
 
 
 def headers(raw: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -24,7 +25,7 @@ from conveyor.protocol.messages import (
 
 SORTS: Final = ("name", "partitions", "replication_factor", "size", "rate")
 GROUPS_SHOWN_MAX: Final = 50
-CONFIG_NOTE: Final = "not supported by this cluster"
+EDITABLE: Final = forms.EDITABLE_CONFIGS
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +129,7 @@ class Topics:
             f"Created topic {created.name} ({len(created.partitions)} partitions).",
         )
 
-    async def detail(self, ctx: Ctx) -> web.StreamResponse:
+    async def detail(self, ctx: Ctx, status: int = 200, **extra: Any) -> web.StreamResponse:
         name = ctx.request.match_info["topic"]
         topic, cluster, groups = await asyncio.gather(
             ctx.api.topic(name), settle(ctx.api.cluster()), settle(ctx.api.groups())
@@ -143,12 +144,52 @@ class Topics:
         template = "_topic_live.html" if ctx.htmx else "topic.html"
         return ctx.render(
             template,
+            status,
             topic=topic,
             sizes=sizes,
             readers=readers,
             groups_error=groups.message if isinstance(groups, ConveyorError) else None,
-            config_note=CONFIG_NOTE,
+            configs=[(n, forms.config_text(getattr(topic.config, n))) for n, _ in EDITABLE],
+            config_form=extra.pop("config_form", None),
+            config_error=extra.pop("config_error", None),
+            partitions_form=extra.pop("partitions_form", None),
+            partitions_error=extra.pop("partitions_error", None),
             page="topics",
+        )
+
+    async def alter_config(self, ctx: Ctx) -> web.StreamResponse:
+        """Set or reset the settings the form changed (admin on the cluster, as the CLI's
+        ``topic alter-config``); a refusal is shown on the form, which keeps its values."""
+        name = ctx.request.match_info["topic"]
+        form = await ctx.form()
+        try:
+            request = forms.alter_config(form)
+            await ctx.api.alter_topic_config(name, request)
+        except ConveyorError as exc:
+            if exc.code in (ErrorCode.UNAUTHENTICATED, ErrorCode.FORBIDDEN):
+                raise
+            return await self.detail(
+                ctx, exc.code.http_status, config_form=form, config_error=exc.message
+            )
+        changed = ", ".join([*sorted(request.set), *(f"{n} (default)" for n in request.reset)])
+        return ctx.redirect(f"{PREFIX}/topics/{quote(name)}", f"Changed {changed} of {name}.")
+
+    async def add_partitions(self, ctx: Ctx) -> web.StreamResponse:
+        """Grow the topic (admin on the cluster, as ``topic add-partitions``)."""
+        name = ctx.request.match_info["topic"]
+        form = await ctx.form()
+        try:
+            current = len((await ctx.api.topic(name)).partitions)
+            grown = await ctx.api.add_partitions(name, forms.add_partitions(form, current))
+        except ConveyorError as exc:
+            if exc.code in (ErrorCode.UNAUTHENTICATED, ErrorCode.FORBIDDEN):
+                raise
+            return await self.detail(
+                ctx, exc.code.http_status, partitions_form=form, partitions_error=exc.message
+            )
+        return ctx.redirect(
+            f"{PREFIX}/topics/{quote(name)}",
+            f"Topic {name} now has {len(grown.partitions)} partitions.",
         )
 
     async def readers(

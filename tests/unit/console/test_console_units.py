@@ -123,3 +123,59 @@ def test_headers_and_times() -> None:
         forms.headers("no colon")
     assert forms.moment_ms("1970-01-01T00:00:01Z") == 1000
     assert forms.moment_ms("1970-01-01T00:00:01") == 1000  # UTC without a zone
+
+
+def test_alter_config_sends_only_what_the_form_changed() -> None:
+    was = {
+        "retention_ms": 1000,
+        "flush": "always",
+        "min_insync_replicas": None,
+        "unclean_leader_election": False,
+    }
+    drawn = {f"was_{n}": forms.config_text(v) for n, v in was.items()}
+    form = {
+        **drawn,
+        "retention_ms": "2000",  # changed
+        "flush": "always",  # as drawn: left alone
+        "min_insync_replicas": "",  # as drawn (automatic)
+        "unclean_leader_election": "true",
+    }
+    request = forms.alter_config(form)
+    assert request.set == {"retention_ms": 2000, "unclean_leader_election": True}
+    assert request.reset == []
+    cleared = forms.alter_config({**drawn, "retention_ms": ""})
+    assert cleared.set == {} and cleared.reset == ["retention_ms"]
+    with pytest.raises(ConveyorError, match="nothing changed"):
+        forms.alter_config({**drawn, "retention_ms": "1000"})
+    with pytest.raises(ConveyorError, match="whole number"):
+        forms.alter_config({**drawn, "retention_ms": "soon"})
+    with pytest.raises(ConveyorError, match="finite"):
+        forms.alter_config({"min_cleanable_dirty_ratio": "nan"})
+    assert forms.alter_config({"min_cleanable_dirty_ratio": "0.25"}).set == {
+        "min_cleanable_dirty_ratio": 0.25
+    }
+
+
+def test_add_partitions_must_grow() -> None:
+    assert forms.add_partitions({"partitions": "5"}, 3).partitions == 5
+    for raw in ("3", "2", "", "x", "10001"):
+        with pytest.raises(ConveyorError):
+            forms.add_partitions({"partitions": raw}, 3)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [n for n, _ in forms.EDITABLE_CONFIGS]
+            + [f"was_{n}" for n, _ in forms.EDITABLE_CONFIGS]
+            + ["partitions"]
+        ),
+        st.one_of(st.text(max_size=30), st.sampled_from(["", "1", "-1", "true", "0.5", "1e400"])),
+    )
+)
+def test_config_and_partition_forms_raise_only_typed_errors(form: dict[str, str]) -> None:
+    with contextlib.suppress(ConveyorError):
+        request = forms.alter_config(form)
+        assert not set(request.set) & set(request.reset)
+    with contextlib.suppress(ConveyorError):
+        assert forms.add_partitions(form, 3).partitions > 3
