@@ -514,6 +514,20 @@ def test_kubernetes_pods_run_as_their_manifests_say(
         wait_for(lambda: pod.expected_log in _logs(podman, name), 60, pod.expected_log)
         probe = container["livenessProbe"]["httpGet"]
         url = f"{probe['scheme'].lower()}://127.0.0.1:{pod.port}{probe['path']}"
-        podman.run("exec", name, "python3", "-c", PROBE, url, env["CONVEYOR_CA"])
+
+        def probe_answers() -> bool:
+            # As the kubelet does: the probe is retried (the log line comes before the
+            # listeners are open); it must answer within the deadline.
+            result = podman.run(
+                "exec", name, "python3", "-c", PROBE, url, env["CONVEYOR_CA"], check=False
+            )
+            return result.returncode == 0
+
+        try:
+            wait_for(probe_answers, 60, f"{url} answering inside {name}")
+        except TimeoutError:
+            raise AssertionError(
+                f"probe never answered; the pod's log:\n{_logs(podman, name)}"
+            ) from None
     finally:
         podman.run("rm", "--force", "--volumes", name, check=False)

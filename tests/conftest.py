@@ -1,0 +1,33 @@
+"""Suite-wide configuration: which tests share a machine-wide resource.
+
+``make test`` runs the suite on several pytest-xdist workers (``--dist loadgroup``). Tests
+that use one resource of the whole machine are put in one group each, so they run one
+after the other on a single worker while the others go on in parallel:
+
+- ``nftables``: the chaos suite's network faults (one nftables table and the loopback
+  addresses 127.0.0.10 and up, docs/reliability.md);
+- ``containers``: the podman image builds and the compose deployment (tests/deploy).
+
+Everything else takes free ports and its own temporary directories.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+_GROUPS: Final = {"chaos": "nftables", "deploy": "containers"}
+_TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            top = item.path.relative_to(_TESTS).parts[0]
+        except ValueError:
+            continue
+        group = _GROUPS.get(top)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
