@@ -424,7 +424,7 @@ def reports(state: BrokerState) -> list[PartitionReport]:
             PartitionReport(
                 topic=tp.topic,
                 partition=tp.partition,
-                leader_epoch=replica.state.leader_epoch,  # type: ignore[arg-type]
+                leader_epoch=replica.state.leader_epoch,
                 log_start_offset=log.log_start_offset,
                 log_end_offset=log.log_end_offset,
                 high_watermark=replica.high_watermark,

@@ -17,10 +17,12 @@ from conveyor.broker.replicas import ReplicaManager
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.fetchframe import encode_fetch_response
 from conveyor.protocol.messages import (
+    Epoch,
     EpochEndRequest,
     EpochEndResponse,
     EpochEndResult,
     ErrorBody,
+    Offset,
     ReplicaFetchRequest,
     ReplicaFetchResponse,
     ReplicaFetchResult,
@@ -67,16 +69,16 @@ class ReplicaServer:
                 topic=read.topic,
                 partition=read.partition,
                 error=error_body(exc),
-                log_start_offset=partition_log.log_start_offset,
-                log_end_offset=partition_log.log_end_offset,
+                log_start_offset=Offset(partition_log.log_start_offset),
+                log_end_offset=Offset(partition_log.log_end_offset),
             )
             return result, b""
         result = ReplicaFetchResult(
             topic=read.topic,
             partition=read.partition,
             high_watermark=read.high_watermark,
-            log_start_offset=partition_log.log_start_offset,
-            log_end_offset=partition_log.log_end_offset,
+            log_start_offset=Offset(partition_log.log_start_offset),
+            log_end_offset=Offset(partition_log.log_end_offset),
             size_bytes=len(data),
         )
         return result, data
@@ -102,7 +104,10 @@ class ReplicaServer:
             epoch, end = partition_log.end_offset_for_epoch(wanted.epoch)
             results.append(
                 EpochEndResult(
-                    topic=wanted.topic, partition=wanted.partition, epoch=epoch, end_offset=end
+                    topic=wanted.topic,
+                    partition=wanted.partition,
+                    epoch=Epoch(epoch),
+                    end_offset=Offset(end),
                 )
             )
         return EpochEndResponse(partitions=results)

@@ -25,7 +25,7 @@ import msgspec
 from conveyor.broker import producers as producer_state
 from conveyor.broker.reconcile import log_config_for
 from conveyor.protocol.errors import ConveyorError, ErrorCode, FatalError, InvalidRequestError
-from conveyor.protocol.messages import BrokerDataMeta, BrokerId, Offset, TopicConfig
+from conveyor.protocol.messages import BrokerDataMeta, BrokerId, Epoch, Offset, TopicConfig
 from conveyor.protocol.replica import (
     UNKNOWN_EPOCH,
     DiskSpace,
@@ -234,7 +234,7 @@ def facts(partition_log: PartitionLog) -> LogFacts:
         log_start_offset=Offset(partition_log.log_start_offset),
         log_end_offset=Offset(partition_log.log_end_offset),
         durable_offset=Offset(partition_log.durable_offset),
-        latest_epoch=partition_log.latest_epoch,
+        latest_epoch=Epoch(partition_log.latest_epoch),
     )
 
 

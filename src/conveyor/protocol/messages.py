@@ -441,8 +441,8 @@ class ReplicaFetchPartition(Wire):
     topic: str
     partition: int
     leader_epoch: Epoch  # the epoch the follower follows: fencing both ways
-    fetch_offset: int
-    durable_offset: int
+    fetch_offset: Offset
+    durable_offset: Offset
 
 
 class ReplicaFetchRequest(Wire):
@@ -460,9 +460,9 @@ class ReplicaFetchResult(Wire):
     topic: str
     partition: int
     error: ErrorBody | None = None
-    high_watermark: int = 0
-    log_start_offset: int = 0
-    log_end_offset: int = 0
+    high_watermark: Offset = Offset(0)
+    log_start_offset: Offset = Offset(0)
+    log_end_offset: Offset = Offset(0)
     size_bytes: int = 0
 
 
@@ -476,7 +476,7 @@ class EpochEndPartition(Wire):
     topic: str
     partition: int
     current_leader_epoch: Epoch  # fencing: the epoch the follower follows
-    epoch: int  # the follower's latest epoch: where does it end in the leader's log?
+    epoch: Epoch  # the follower's latest epoch: where does it end in the leader's log?
 
 
 class EpochEndRequest(Wire):
@@ -491,8 +491,8 @@ class EpochEndResult(Wire):
     topic: str
     partition: int
     error: ErrorBody | None = None
-    epoch: int = -1  # the largest epoch <= the asked one in the leader's log; -1 none
-    end_offset: int = -1
+    epoch: Epoch = Epoch(-1)  # the largest epoch <= the asked one in the leader's log; -1 none
+    end_offset: Offset = Offset(-1)
 
 
 class EpochEndResponse(Wire):

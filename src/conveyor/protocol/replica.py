@@ -43,7 +43,7 @@ from conveyor.protocol.messages import (
 from conveyor.protocol.topics import LogConfig
 
 Role = Literal["leader", "follower"]
-UNKNOWN_EPOCH = -1  # a reopened replica before the first heartbeat tells its epoch
+UNKNOWN_EPOCH = Epoch(-1)  # a reopened replica before the first heartbeat tells its epoch
 
 
 class TopicPartition(NamedTuple):
@@ -66,7 +66,7 @@ class ReplicaState(Value, frozen=True):
     as the coordinator assigned them (``broker/reconcile.py`` derives it)."""
 
     role: Role
-    leader_epoch: int
+    leader_epoch: Epoch
     leader: BrokerId | None
     replicas: tuple[BrokerId, ...] = ()
     isr: tuple[BrokerId, ...] = ()
@@ -82,7 +82,7 @@ class LogFacts(Value, frozen=True):
     log_start_offset: Offset = Offset(0)
     log_end_offset: Offset = Offset(0)
     durable_offset: Offset = Offset(0)  # below it, durable per the flush policy
-    latest_epoch: int = -1  # the newest leader epoch in the log's epoch cache
+    latest_epoch: Epoch = Epoch(-1)  # the newest leader epoch in the log's epoch cache
 
 
 class ProducerBatch(msgspec.Struct, frozen=True):
@@ -307,7 +307,7 @@ class AssignEpoch(Value, frozen=True):
     asks (KIP-101)."""
 
     tp: TopicPartition
-    epoch: int
+    epoch: Epoch
 
 
 class TruncateTo(Value, frozen=True):
