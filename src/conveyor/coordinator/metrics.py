@@ -17,7 +17,7 @@ queue"). docs/monitoring.md lists every metric with its labels.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
@@ -32,13 +32,11 @@ from conveyor.coordinator.model import (
     PartitionRecord,
     TopicRemoved,
 )
+from conveyor.coordinator.state import Result
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.messages import BrokerId, PartitionReport
 from conveyor.transport.client import CLIENT_ID_HEADER
-
-if TYPE_CHECKING:
-    from conveyor.coordinator.state import Result
-    from conveyor.transport.clock import Clock
+from conveyor.transport.clock import Clock
 
 GROUP_ROUTES: Final = frozenset({"/v1/groups/{group}/offsets"})
 CONSUMER_ACTIVE_WINDOW_S: Final = 60.0  # a consumer counts this long after its last call
