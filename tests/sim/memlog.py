@@ -11,7 +11,9 @@ test_log_contract.py`` runs every case against both):
 * ``read`` returns whole batches from the one holding the offset, at least one, only those
   ending below ``upper_offset``; out of range raises OFFSET_OUT_OF_RANGE;
 * ``truncate_to`` removes every batch holding an offset >= the cut, ``reset_to`` empties
-  the log at a new start; the leader-epoch cache follows (the real ``EpochCache`` rules);
+  the log at a new start, ``advance_start`` deletes the records below an offset (the start
+  may fall inside a batch, kept whole; it is durable at once, as the real checkpoint); the
+  leader-epoch cache follows (the real ``EpochCache`` rules);
 * durability: ``durable_offset`` is what was flushed (policy ``always``); ``flush`` makes
   everything written so far durable; ``crash`` loses what was not flushed, keeping at
   most a random prefix of it (the OS may have written some of it back).
@@ -98,6 +100,9 @@ class MemoryLog:
     def append_replicated(self, data: bytes | memoryview) -> tuple[int, int]:
         spans = validate_batches(data, STORED_BATCH_BYTES_HARD_MAX)
         expected = self.log_end_offset
+        first = spans[0].header
+        if not self._batches and first.base_offset < expected <= first.last_offset:
+            expected = first.base_offset  # the start inside the first batch: taken whole
         for span in spans:
             if span.header.base_offset != expected:
                 raise InvalidRequestError(
@@ -105,7 +110,7 @@ class MemoryLog:
                     code=ErrorCode.OFFSET_OUT_OF_RANGE,
                 )
             expected = span.header.next_offset
-        base = self.log_end_offset
+        base = spans[0].header.base_offset
         view = memoryview(data)
         for span in spans:
             header = span.header
@@ -128,6 +133,19 @@ class MemoryLog:
         return self.epochs.end_offset_for(epoch, self.log_end_offset)
 
     # ---- reading -----------------------------------------------------------------------
+
+    def advance_start(self, offset: int) -> int:
+        if offset <= self._start:
+            return self._start
+        end = self.log_end_offset
+        if offset > end:
+            raise OffsetOutOfRangeError(offset, self._start, end)
+        keep = [s for s in self._batches if s.last_offset >= offset]
+        self._batches, self._bases = keep, [s.base_offset for s in keep]
+        self._start = offset
+        self._flushed = max(self._flushed, min(offset, end))
+        self.epochs.truncate_from_start(offset)
+        return offset
 
     def read(self, offset: int, max_bytes: int, *, upper_offset: int | None = None) -> bytes:
         start, end = self.log_start_offset, self.log_end_offset
@@ -160,14 +178,15 @@ class MemoryLog:
     def truncate_to(self, offset: int) -> None:
         if offset >= self.log_end_offset:
             return
-        if offset <= self._start:
+        keep = bisect.bisect_left(self._bases, offset)
+        # a batch holding ``offset`` goes too
+        while keep > 0 and self._batches[keep - 1].last_offset >= offset:
+            keep -= 1
+        if offset <= self._start or keep == 0 or self._batches[keep - 1].last_offset < self._start:
+            # at or below the start, or the cut holds the start: empty, restarted
             self._batches, self._bases = [], []
-            self._start = offset
+            self._start = min(offset, self._start)
         else:
-            keep = bisect.bisect_left(self._bases, offset)
-            # a batch holding ``offset`` goes too
-            while keep > 0 and self._batches[keep - 1].last_offset >= offset:
-                keep -= 1
             self._batches, self._bases = self._batches[:keep], self._bases[:keep]
         end = self.log_end_offset
         self._flushed = min(self._flushed, end)

@@ -41,7 +41,9 @@ from conveyor.protocol.messages import (
 )
 from conveyor.protocol.replica import (
     UNKNOWN_EPOCH,
+    AdvanceLogStart,
     AlterIsrAnswered,
+    AnswerDeleteRecords,
     AnswerProduce,
     AnswerReplicaFetch,
     AppendFailed,
@@ -352,6 +354,17 @@ class SimBroker:
             self.step(LogChanged(tp=effect.tp, log=facts(log), producers=producers))
 
         self._storage(effect.tp, work, slow=isinstance(effect, TruncateTo))
+
+    def _advance_start(self, effect: AdvanceLogStart) -> None:
+        def work() -> None:
+            log = self.logs.get(effect.tp)
+            if log is None:
+                return
+            if effect.offset <= log.log_end_offset:
+                log.advance_start(effect.offset)
+            self.step(LogChanged(tp=effect.tp, log=facts(log)))
+
+        self._storage(effect.tp, work, slow=True)
 
     def _append_replicated(self, effect: AppendReplicated) -> None:
         def work() -> None:
@@ -666,6 +679,8 @@ PERFORMERS: dict[type, Callable[[SimBroker, Any], None]] = {
     AssignEpoch: SimBroker._assign_epoch,
     TruncateTo: SimBroker._truncate,
     ResetTo: SimBroker._truncate,
+    AdvanceLogStart: SimBroker._advance_start,
+    AnswerDeleteRecords: SimBroker._ignore,
     AppendReplicated: SimBroker._append_replicated,
     RequestDurable: SimBroker._request_durable,
     ProbeDisk: SimBroker._probe_disk,

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from msgspec.structs import replace
 
-from conveyor.broker import follower, leader
+from conveyor.broker import follower, leader, trim
 from conveyor.broker.corestate import (
     ISR_CHECK_INTERVAL_MS,
     BrokerState,
@@ -68,10 +68,13 @@ from conveyor.broker.replica import (
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.messages import PartitionReport
 from conveyor.protocol.replica import (
+    AdvanceFailed,
     AlterIsrAnswered,
+    AnswerDeleteRecords,
     AnswerProduce,
     AppendFailed,
     DeleteLog,
+    DeleteRecordsArrived,
     DiskSpace,
     Effect,
     EpochEndAnswered,
@@ -176,6 +179,24 @@ def _on_retry(state: BrokerState, event: RetryArrived, now_ms: int) -> Step:
     return _put(state, add_waiter(replica, waiter))
 
 
+def _on_delete_records(state: BrokerState, event: DeleteRecordsArrived, now_ms: int) -> Step:
+    replica = state.replicas.get(event.tp)
+    if replica is None:
+        return state, [AnswerDeleteRecords(trim_id=event.trim_id, error=_not_hosted(event.tp))]
+    return _put(state, trim.delete_records(replica, event))
+
+
+def _on_advance_failed(state: BrokerState, event: AdvanceFailed, now_ms: int) -> Step:
+    replica = state.replicas.get(event.tp)
+    if replica is None:
+        return state, []
+    state, effects = _put(state, trim.advance_failed(replica, event.error))
+    if replica.role == "follower" and replica.state.leader is not None:
+        state, more = follower.pump(state, replica.state.leader, now_ms)
+        effects += more
+    return state, effects
+
+
 def _not_hosted(tp: TopicPartition) -> ConveyorError:
     return RetriableError(f"{tp} is not hosted here any more", code=ErrorCode.NOT_LEADER)
 
@@ -228,9 +249,14 @@ def _on_log_changed(state: BrokerState, event: LogChanged, now_ms: int) -> Step:
     if event.log_config is not None:
         config = event.log_config
         replica = replace(replica, state=replace(replica.state, log_config=config))
+    moved = event.log.log_start_offset > replica.log.log_start_offset
     state, effects = _put(state, log_changed(replica, event.log, event.producers))
     if replica.state.leader is not None and replica.role == "follower":
         state, more = follower.pump(state, replica.state.leader, now_ms)
+        effects += more
+    elif replica.is_leader and moved:
+        # Records were deleted: the followers' long-polls learn the new log start now.
+        state, more = leader.answer_parked(state, event.tp)
         effects += more
     return state, effects
 
@@ -366,7 +392,7 @@ def _check_replicas(state: BrokerState, now_ms: int) -> Step:
     lag_ms = state.config.replica_lag_time_max_ms
     for tp, current in sorted(state.replicas.items()):
         replica = current
-        if replica.waiters:
+        if replica.waiters or replica.start_waiters:
             replica, more = expire_waiters(replica, now_ms)
             effects += more
         if replica.isr_request is not None or periodic:
@@ -453,5 +479,7 @@ _HANDLERS: Final[dict[type, Callable[[BrokerState, Any, int], Step]]] = {
     ReplicaFetchAnswered: follower.on_fetch_answer,
     EpochEndAnswered: follower.on_epoch_end,
     PeerUnreachable: follower.on_unreachable,
+    DeleteRecordsArrived: _on_delete_records,
+    AdvanceFailed: _on_advance_failed,
     ShuttingDown: _on_shutting_down,
 }

@@ -33,10 +33,19 @@ from conveyor.broker import core
 from conveyor.broker.corestate import BrokerState, CoreConfig
 from conveyor.broker.peers import HttpPeers
 from conveyor.broker.replicas import ReplicaManager, facts
-from conveyor.protocol.errors import ConveyorError, DiskFullError, ErrorCode, LogTruncatedError
+from conveyor.protocol.errors import (
+    ConveyorError,
+    DiskFullError,
+    ErrorCode,
+    LogTruncatedError,
+    OffsetOutOfRangeError,
+)
 from conveyor.protocol.messages import EpochEndResponse, Offset, ReplicaFetchRequest
 from conveyor.protocol.replica import (
+    AdvanceFailed,
+    AdvanceLogStart,
     AlterIsrAnswered,
+    AnswerDeleteRecords,
     AnswerProduce,
     AnswerReplicaFetch,
     AppendFailed,
@@ -49,6 +58,7 @@ from conveyor.protocol.replica import (
     Flushed,
     FollowerAppended,
     IsrChanged,
+    LogChanged,
     LogFailed,
     Note,
     OpenFailed,
@@ -104,6 +114,7 @@ class CoreDriver:
         self._stepping = False
         self._ids = itertools.count(1)
         self._acks: dict[int, asyncio.Future[None]] = {}
+        self._trims: dict[int, asyncio.Future[int]] = {}  # DeleteRecords -> low watermark
         self._fetches: dict[int, asyncio.Future[AnswerReplicaFetch]] = {}
         self._wakeups: dict[TopicPartition, asyncio.Event] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -166,6 +177,17 @@ class CoreDriver:
     def forget_ack(self, ack_id: int) -> None:
         self._acks.pop(ack_id, None)
 
+    def new_trim(self) -> tuple[int, asyncio.Future[int]]:
+        """An id for a DeleteRecords and the future its AnswerDeleteRecords resolves (to the
+        low watermark)."""
+        trim_id = next(self._ids)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._trims[trim_id] = future
+        return trim_id, future
+
+    def forget_trim(self, trim_id: int) -> None:
+        self._trims.pop(trim_id, None)
+
     async def replica_fetch(self, request: ReplicaFetchRequest) -> AnswerReplicaFetch:
         """A follower's fetch: the core answers at once or when data arrives (a long-poll)."""
         fetch_id = next(self._ids)
@@ -206,6 +228,15 @@ class CoreDriver:
             return  # the producer went away (its request was cancelled)
         if effect.error is None:
             future.set_result(None)
+        else:
+            future.set_exception(effect.error)
+
+    def _answer_delete_records(self, effect: AnswerDeleteRecords) -> None:
+        future = self._trims.pop(effect.trim_id, None)
+        if future is None or future.done():
+            return  # the caller went away
+        if effect.error is None:
+            future.set_result(effect.low_watermark)
         else:
             future.set_exception(effect.error)
 
@@ -335,6 +366,22 @@ class CoreDriver:
 
         log.warning("partition %s: %s", effect.tp, effect.reason)
         self._inline_or_serial(effect.tp, work)
+
+    def _advance_start(self, effect: AdvanceLogStart) -> None:
+        async def work() -> Event | None:
+            partition_log = self._storage.get(effect.tp)
+            if partition_log is None:
+                return None
+            try:
+                return await self._storage.advance_start(effect.tp, effect.offset)
+            except OffsetOutOfRangeError:
+                # Truncated meanwhile (a follower cutting its log): the core decides anew.
+                return LogChanged(tp=effect.tp, log=facts(partition_log))
+            except ConveyorError as exc:
+                return AdvanceFailed(tp=effect.tp, error=exc)
+
+        log.info("partition %s: log start to %d (%s)", effect.tp, effect.offset, effect.reason)
+        self._serial(effect.tp, work)
 
     def _assign_epoch(self, effect: AssignEpoch) -> None:
         def work() -> Event | None:
@@ -507,6 +554,7 @@ _PERFORMERS: Final[dict[type, Callable[[CoreDriver, Any], None]]] = {
     AssignEpoch: CoreDriver._assign_epoch,
     TruncateTo: CoreDriver._truncate,
     ResetTo: CoreDriver._reset,
+    AdvanceLogStart: CoreDriver._advance_start,
     AppendReplicated: CoreDriver._append_replicated,
     RequestDurable: CoreDriver._request_durable,
     ProbeDisk: CoreDriver._probe_disk,
@@ -515,6 +563,7 @@ _PERFORMERS: Final[dict[type, Callable[[CoreDriver, Any], None]]] = {
     SendEpochEnd: CoreDriver._send_epoch_end,
     AnswerReplicaFetch: CoreDriver._answer_fetch,
     AnswerProduce: CoreDriver._answer_produce,
+    AnswerDeleteRecords: CoreDriver._answer_delete_records,
     Wake: CoreDriver._wake,
     IsrChanged: CoreDriver._isr_changed,
     ScheduleTick: CoreDriver._schedule_tick,

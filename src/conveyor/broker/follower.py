@@ -42,6 +42,7 @@ from conveyor.broker.replica import (
     refresh_high_watermark,
 )
 from conveyor.broker.rules import truncation_offset
+from conveyor.broker.trim import follow_start
 from conveyor.protocol.backoff import BELOW, backoff_ms
 from conveyor.protocol.errors import ErrorCode
 from conveyor.protocol.messages import (
@@ -133,10 +134,13 @@ def pump(state: BrokerState, leader: BrokerId, now_ms: int) -> Step:
     ready = [
         state.replicas[r.tp]
         for r in partitions
-        if state.replicas[r.tp].validated_epoch == r.leader_epoch and r.truncating_for < 0
+        if state.replicas[r.tp].validated_epoch == r.leader_epoch
+        and r.truncating_for < 0
+        and not r.advancing_start  # its next fetch reports the new log start
     ]
     if not ready:
-        return with_session(state, session), []  # truncations in flight: they pump again
+        # truncations or log start moves in flight: they pump again when done
+        return with_session(state, session), []
     return _send_fetch(state, session, ready, now_ms)
 
 
@@ -175,6 +179,7 @@ def _send_fetch(
                 leader_epoch=Epoch(r.leader_epoch),
                 fetch_offset=r.log.log_end_offset,
                 durable_offset=r.log.durable_offset,
+                log_start_offset=r.log.log_start_offset,
             )
             for r in ready
         ],
@@ -267,6 +272,8 @@ def on_appended(state: BrokerState, event: FollowerAppended, now_ms: int) -> Ste
         return state, []
     producers = producer_state.observed(replica.producers, event.data)
     replica, effects = appended(replace(replica, producers=producers), event.log)
+    replica, more = follow_start(replica)
+    effects += more
     state = with_replica(state, replica)
     state, more = append_done(state, event.tp, ok=True, now_ms=now_ms)
     return state, effects + more
@@ -452,11 +459,13 @@ def fetch_result(
         replica,
         leader_high_watermark=result.high_watermark,
         leader_log_end_offset=result.log_end_offset,
+        leader_log_start_offset=result.log_start_offset,
     )
-    if chunk:
+    if chunk:  # the log start follows once the append is done (``on_appended``)
         return replica, [AppendReplicated(tp=replica.tp, data=chunk)], True
     replica, effects = refresh_high_watermark(replica)
-    return replica, effects, True
+    replica, more = follow_start(replica)
+    return replica, effects + more, True
 
 
 def _fetch_error(

@@ -27,6 +27,7 @@ from conveyor.protocol.batch import peek_length
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import (
     BATCH_CONTENT_TYPE,
+    DeletedRecords,
     EpochEndRequest,
     EpochEndResponse,
     FetchResponse,
@@ -135,6 +136,10 @@ FETCH_QUERY: Final = (
     ("max_wait_ms", "integer", "long-poll up to this long (default 0, capped 30000)"),
     ("leader_epoch", "integer", "optional fencing: the epoch the client knows"),
 )
+DELETE_RECORDS_QUERY: Final = (
+    ("before_offset", "integer", "required: delete every record below it; -1 = high watermark"),
+    ("timeout_ms", "integer", "wait at most this long for the in-sync replicas (default 30000)"),
+)
 
 
 class _Handlers:
@@ -233,6 +238,16 @@ class _Handlers:
             _reset(request)
         return response
 
+    async def delete_records(self, request: web.Request) -> web.Response:
+        topic, partition = _topic_partition(request)
+        answer = await self.service.delete_records(
+            topic,
+            partition,
+            query_int(request, "before_offset"),
+            timeout_ms=query_int(request, "timeout_ms", 30_000),
+        )
+        return json_response(answer)
+
     async def offsets(self, request: web.Request) -> web.Response:
         topic, partition = _topic_partition(request)
         timestamp_ms = _optional_int(request, "timestamp_ms")
@@ -283,6 +298,16 @@ def broker_routes(service: BrokerService) -> list[Route]:
             response=FetchResponse,
             binary_response=True,
             query=FETCH_QUERY,
+            tags=data,
+        ),
+        Route(
+            "DELETE",
+            PARTITION_PATH + "/records",
+            handlers.delete_records,
+            "Delete the records below an offset (Kafka's DeleteRecords) on the partition's "
+            "leader; answers once every in-sync replica's log starts there",
+            response=DeletedRecords,
+            query=DELETE_RECORDS_QUERY,
             tags=data,
         ),
         Route(

@@ -95,7 +95,12 @@ def on_replica_fetch(state: BrokerState, event: ReplicaFetchArrived, now_ms: int
         if wanted.fetch_offset <= replica.log.log_end_offset:
             # Beyond it the follower diverged: the read answers out of range.
             replica, more = record_fetch(
-                replica, request.broker_id, wanted.fetch_offset, wanted.durable_offset, now_ms
+                replica,
+                request.broker_id,
+                wanted.fetch_offset,
+                wanted.durable_offset,
+                now_ms,
+                wanted.log_start_offset,
             )
             effects += more
         if request.broker_id not in replica.state.isr:

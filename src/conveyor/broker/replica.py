@@ -33,6 +33,7 @@ from conveyor.broker.rules import (
     dedup_decision,
     high_watermark,
     isr_change_for_follower,
+    low_watermark,
     record_producer_batch,
 )
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, RetriableError
@@ -44,6 +45,7 @@ from conveyor.protocol.messages import (
     ReplicaAssignment,
 )
 from conveyor.protocol.replica import (
+    AnswerDeleteRecords,
     AnswerProduce,
     AssignEpoch,
     Effect,
@@ -82,6 +84,7 @@ class FollowerProgress(Value, frozen=True):
     last_caught_up_ms: int = 0
     last_fetch_leader_end: int = 0
     last_fetch_ms: int = 0
+    log_start_offset: int = -1  # as it reported it (-1: not yet, or a broker too old to)
 
 
 class AckWaiter(Value, frozen=True):
@@ -89,6 +92,15 @@ class AckWaiter(Value, frozen=True):
 
     ack_id: int
     next_offset: int
+    leader_epoch: int
+    deadline_ms: int
+
+
+class StartWaiter(Value, frozen=True):
+    """A DeleteRecords waiting for every in-sync replica's log to start at ``offset``."""
+
+    trim_id: int
+    offset: int
     leader_epoch: int
     deadline_ms: int
 
@@ -112,9 +124,12 @@ class Replica(Value, frozen=True):
     isr_blocked_until_ms: int = 0  # no new AlterIsr before (backoff after a failure)
     isr_resend: bool = False  # the answer was lost: send the same request again
     waiters: tuple[AckWaiter, ...] = ()
+    start_waiters: tuple[StartWaiter, ...] = ()
     # follower
     leader_high_watermark: int = 0
     leader_log_end_offset: int = 0
+    leader_log_start_offset: int = 0
+    advancing_start: bool = False  # an AdvanceLogStart in flight: not fetched meanwhile
     validated_epoch: int = NOT_VALIDATED  # the epoch checked against its leader (KIP-101)
     truncating_for: int = NOT_VALIDATED  # a truncation in flight, for this epoch
     # health
@@ -139,6 +154,17 @@ class Replica(Value, frozen=True):
         """The log cannot take writes: an fsync failed, or the disk was full and has not
         had ``DISK_FREE_TO_RESUME_BYTES`` free since (Kafka's offline replica)."""
         return self.failure is not None or self.disk_full
+
+    @property
+    def low_watermark(self) -> int:
+        """The lowest log start offset over the in-sync replicas (the leader's own log
+        start, and each follower's as its last fetch reported it)."""
+        return low_watermark(
+            leader=self.broker_id,
+            leader_log_start=self.log.log_start_offset,
+            follower_log_starts={b: p.log_start_offset for b, p in self.followers.items()},
+            isr=self.state.isr or (self.broker_id,),
+        )
 
 
 Step = tuple[Replica, list[Effect]]
@@ -176,6 +202,7 @@ def apply_state(replica: Replica, state: ReplicaState, now_ms: int) -> Step:
         # A follower's high watermark is its leader's (up to its own log end); until the
         # new leader answers, it keeps the one it had.
         changes["leader_high_watermark"] = replica.high_watermark
+        changes["leader_log_start_offset"] = 0
     replica = replace(replica, **changes)
     effects: list[Effect] = []
     if new_leadership:
@@ -226,7 +253,7 @@ def refresh_high_watermark(replica: Replica) -> Step:
     else:
         new = min(replica.leader_high_watermark, log.log_end_offset)
     if new == replica.high_watermark:
-        return replica, []
+        return answer_start_waiters(replica)
     replica = replace(replica, high_watermark=Offset(new))
     effects: list[Effect] = [Wake(tp=replica.tp)]
     if replica.waiters:
@@ -234,7 +261,23 @@ def refresh_high_watermark(replica: Replica) -> Step:
         if done:
             replica = replace(replica, waiters=tuple(w for w in replica.waiters if w not in done))
             effects += [AnswerProduce(ack_id=w.ack_id) for w in done]
-    return replica, effects
+    replica, more = answer_start_waiters(replica)
+    return replica, effects + more
+
+
+def answer_start_waiters(replica: Replica) -> Step:
+    """Answer the DeleteRecords whose offset every in-sync replica's log start reached."""
+    if not replica.start_waiters or not replica.is_leader:
+        return replica, []
+    low = replica.low_watermark
+    done = [w for w in replica.start_waiters if w.offset <= low]
+    if not done:
+        return replica, []
+    left = tuple(w for w in replica.start_waiters if w not in done)
+    answers: list[Effect] = [
+        AnswerDeleteRecords(trim_id=w.trim_id, low_watermark=low) for w in done
+    ]
+    return replace(replica, start_waiters=left), answers
 
 
 def reset_high_watermark(replica: Replica) -> Step:
@@ -254,10 +297,27 @@ def add_waiter(replica: Replica, waiter: AckWaiter) -> Step:
 
 def expire_waiters(replica: Replica, now_ms: int) -> Step:
     expired = [w for w in replica.waiters if w.deadline_ms <= now_ms]
-    if not expired:
+    trims = [w for w in replica.start_waiters if w.deadline_ms <= now_ms]
+    if not expired and not trims:
         return replica, []
-    replica = replace(replica, waiters=tuple(w for w in replica.waiters if w not in expired))
-    return replica, [AnswerProduce(ack_id=w.ack_id, error=_timed_out(replica, w)) for w in expired]
+    replica = replace(
+        replica,
+        waiters=tuple(w for w in replica.waiters if w not in expired),
+        start_waiters=tuple(w for w in replica.start_waiters if w not in trims),
+    )
+    effects: list[Effect] = [
+        AnswerProduce(ack_id=w.ack_id, error=_timed_out(replica, w)) for w in expired
+    ]
+    low = replica.low_watermark
+    for trim in trims:
+        error = RetriableError(
+            f"{replica.tp}: records below {trim.offset} deleted on the leader, but not yet on "
+            f"every in-sync replica (lowest log start {low})",
+            code=ErrorCode.REQUEST_TIMED_OUT,
+            low_watermark=low,
+        )
+        effects.append(AnswerDeleteRecords(trim_id=trim.trim_id, error=error))
+    return replica, effects
 
 
 def _timed_out(replica: Replica, waiter: AckWaiter) -> ConveyorError:
@@ -278,13 +338,19 @@ def _leadership_moved(replica: Replica, waiter: AckWaiter) -> ConveyorError:
 
 
 def _fail_waiters(replica: Replica, error: Callable[[Replica, AckWaiter], ConveyorError]) -> Step:
-    """Answer every waiter with the error ``error`` makes for it."""
-    if not replica.waiters:
+    """Answer every waiter with the error ``error`` makes for it (DeleteRecords waiters
+    learn NOT_LEADER: they wait for this leader's followers)."""
+    if not replica.waiters and not replica.start_waiters:
         return replica, []
     effects: list[Effect] = [
         AnswerProduce(ack_id=w.ack_id, error=error(replica, w)) for w in replica.waiters
     ]
-    return replace(replica, waiters=()), effects
+    moved = RetriableError(
+        f"{replica.tp}: leadership moved before every replica deleted the records",
+        code=ErrorCode.NOT_LEADER,
+    )
+    effects += [AnswerDeleteRecords(trim_id=w.trim_id, error=moved) for w in replica.start_waiters]
+    return replace(replica, waiters=(), start_waiters=()), effects
 
 
 def fail_all_waiters(replica: Replica) -> Step:
@@ -348,11 +414,17 @@ def observe_write(producers: Producers, write: ProducerWrite, base: int, last: i
     return {**producers, write.producer_id: entry}
 
 
-def record_fetch(
-    replica: Replica, follower: BrokerId, fetch_offset: int, durable_offset: int, now_ms: int
+def record_fetch(  # noqa: PLR0917 -- a fetched partition's fields, in its order
+    replica: Replica,
+    follower: BrokerId,
+    fetch_offset: int,
+    durable_offset: int,
+    now_ms: int,
+    log_start_offset: int | None = None,
 ) -> Step:
     """A follower fetched from ``fetch_offset``: it holds everything below it, and
-    ``durable_offset`` of it durably. Advances the high watermark."""
+    ``durable_offset`` of it durably; its log starts at ``log_start_offset``. Advances the
+    high watermark (and answers the DeleteRecords its log start completes)."""
     progress = replica.followers.get(follower)
     if progress is None:
         progress = FollowerProgress(last_caught_up_ms=replica.leader_since_ms)
@@ -370,6 +442,7 @@ def record_fetch(
         last_caught_up_ms=caught_up_ms,
         last_fetch_leader_end=leader_end,
         last_fetch_ms=now_ms,
+        log_start_offset=-1 if log_start_offset is None else log_start_offset,
     )
     replica = replace(
         replica,
@@ -377,7 +450,9 @@ def record_fetch(
         follower_durable_offsets={**replica.follower_durable_offsets, follower: durable},
     )
     if not moved:
-        return replica, []  # what it holds durably did not change: nor can the watermark
+        # What it holds durably did not change: nor can the high watermark. Its log start
+        # may have: a DeleteRecords may be done.
+        return answer_start_waiters(replica)
     return refresh_high_watermark(replica)
 
 
@@ -574,7 +649,7 @@ def log_failed(replica: Replica, error: ConveyorError) -> Step:
 def log_changed(replica: Replica, log: LogFacts, producers: Producers | None) -> Step:
     """A truncation, reset, reconfiguration or retention finished; a truncation completes the
     epoch's validation."""
-    changes: dict[str, object] = {"log": log}
+    changes: dict[str, object] = {"log": log, "advancing_start": False}
     if producers is not None:
         changes["producers"] = producers
     if replica.truncating_for != NOT_VALIDATED:

@@ -186,6 +186,12 @@ class ReplicaManager:
         producers = await asyncio.to_thread(rebuild_producers, partition_log)
         return LogChanged(tp=tp, log=facts(partition_log), producers=producers)
 
+    async def advance_start(self, tp: TopicPartition, offset: Offset) -> LogChanged:
+        """Delete the records below ``offset`` (a checkpoint, then whole segments)."""
+        partition_log = self.logs[tp]
+        await asyncio.to_thread(partition_log.advance_start, offset)
+        return LogChanged(tp=tp, log=facts(partition_log))
+
     def reset(self, tp: TopicPartition, offset: Offset) -> LogChanged:
         partition_log = self.logs[tp]
         partition_log.reset_to(offset)

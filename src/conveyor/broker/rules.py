@@ -64,6 +64,51 @@ def high_watermark(
     return min(max(previous, candidate), log_end_offset)
 
 
+def low_watermark(
+    *,
+    leader: BrokerId,
+    leader_log_start: int,
+    follower_log_starts: Mapping[BrokerId, int],
+    isr: Collection[BrokerId],
+) -> int:
+    """The lowest log start offset over the ISR (Kafka's ``lowWatermarkIfLeader``, over
+    the in-sync replicas where Kafka takes every live one): a DeleteRecords is done once
+    it reaches the offset asked for. A member that has not reported its start counts as
+    -1 (the records may still be there).
+
+    >>> low_watermark(leader=1, leader_log_start=50, follower_log_starts={2: 50, 3: 20},
+    ...               isr=[1, 2])
+    50
+    >>> low_watermark(leader=1, leader_log_start=50, follower_log_starts={}, isr=[1, 2])
+    -1
+    """
+    low = leader_log_start
+    for member in isr:
+        if member != leader:
+            low = min(low, follower_log_starts.get(member, -1))
+    return low
+
+
+def delete_records_offset(asked: int, *, high_watermark: int) -> int:
+    """The offset a DeleteRecords deletes below: -1 is the high watermark (Kafka's
+    convention); any offset from 0 to the high watermark (records consumers may not see
+    yet cannot be deleted); one below the log start changes nothing.
+
+    >>> delete_records_offset(-1, high_watermark=70), delete_records_offset(30, high_watermark=70)
+    (70, 30)
+    """
+    offset = high_watermark if asked == -1 else asked
+    if not 0 <= offset <= high_watermark:
+        raise InvalidRequestError(
+            f"cannot delete records below offset {asked}: it must be between 0 and the high "
+            f"watermark {high_watermark} (or -1 for the high watermark)",
+            code=ErrorCode.OFFSET_OUT_OF_RANGE,
+            offset=asked,
+            high_watermark=high_watermark,
+        )
+    return offset
+
+
 def coordinator_epoch_after(known: int, received: int) -> int | None:
     """The coordinator epoch to remember after a command at ``received``, or None to refuse
     the command: it comes from a coordinator deposed by one at ``known`` (issue 20). Epoch

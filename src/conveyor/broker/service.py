@@ -39,6 +39,7 @@ from conveyor.broker.router import Router
 from conveyor.broker.rules import check_offset, clamp, coordinator_epoch_after
 from conveyor.broker.security import refresh_security
 from conveyor.broker.share.setup import LeaderOps, build_share
+from conveyor.broker.timelookup import first_record_at, max_timestamp_record
 from conveyor.protocol.errors import (
     ConveyorError,
     DiskFullError,
@@ -51,6 +52,7 @@ from conveyor.protocol.messages import (
     BrokerDataMeta,
     BrokerHeartbeat,
     BrokerId,
+    DeletedRecords,
     Epoch,
     HeartbeatResponse,
     HostedPartition,
@@ -62,9 +64,9 @@ from conveyor.protocol.messages import (
     RoutedProduceResponse,
 )
 from conveyor.protocol.recordfilter import require_keys
-from conveyor.protocol.records import decode_batches
 from conveyor.protocol.replica import (
     AppendFailed,
+    DeleteRecordsArrived,
     HeartbeatAnswered,
     LeaderAppended,
     ProducerWrite,
@@ -527,9 +529,7 @@ class BrokerService:
         source = await self.leader_partition(topic, partition)
         found: tuple[int, int] | None = None
         if timestamp_ms is not None:
-            base = source.log.offset_for_timestamp(timestamp_ms)
-            if base is not None and base < source.high_watermark:  # else not visible yet
-                found = self._first_record_at(source, base, timestamp_ms, topic, partition)
+            found = first_record_at(source.log, timestamp_ms, source.high_watermark)
         return PartitionOffsets(
             topic=topic,
             partition=partition,
@@ -541,34 +541,11 @@ class BrokerService:
             timestamp_found_ms=None if found is None else found[1],
         )
 
-    def _first_record_at(
-        self, source: LeaderView, base_offset: int, timestamp_ms: int, topic: str, partition: int
-    ) -> tuple[int, int]:
-        """(offset, timestamp) of the first record at or after ``timestamp_ms`` in the batch
-        at ``base_offset`` (the time index finds batches; Kafka answers the record). A
-        batch this broker cannot decode (a codec it lacks) answers its base offset."""
-        batch = source.log.read(base_offset, 1, upper_offset=source.high_watermark)  # one batch
-        try:
-            records = decode_batches(batch, start_offset=base_offset)
-        except ConveyorError as exc:
-            log.info("%s-%d: batch at %d not decoded: %s", topic, partition, base_offset, exc)
-            return base_offset, timestamp_ms
-        for record in records:
-            if record.timestamp_ms >= timestamp_ms:
-                return record.offset, record.timestamp_ms
-        return base_offset, timestamp_ms
-
     async def max_timestamp(self, topic: str, partition: int) -> tuple[int, int] | None:
         """(largest record timestamp visible to consumers, its offset), None when there is
         none (Kafka's ListOffsets MAX_TIMESTAMP, KIP-734)."""
         source = await self.leader_partition(topic, partition)
-        found = source.log.max_timestamp()
-        if found is None or found[1] >= source.high_watermark:
-            return None
-        timestamp_ms, base_offset = found
-        # the first record at or after the largest timestamp is the one that has it
-        offset, _ = self._first_record_at(source, base_offset, timestamp_ms, topic, partition)
-        return timestamp_ms, offset
+        return max_timestamp_record(source.log, source.high_watermark)
 
     async def epoch_end(
         self, topic: str, partition: int, epoch: int, leader_epoch: int | None = None
@@ -586,6 +563,35 @@ class BrokerService:
             for tp, replica in self.driver.state.replicas.items()
             if tp.topic == topic and replica.is_leader
         )
+
+    async def delete_records(
+        self, topic: str, partition: int, offset: int, *, timeout_ms: int = 30_000
+    ) -> DeletedRecords:
+        """Delete the records below ``offset`` (-1: the high watermark), Kafka's
+        DeleteRecords: the leader's log start moves there at once, and the answer comes
+        once every in-sync replica's has (its ``low_watermark``), or REQUEST_TIMED_OUT.
+        The rules (leader only, up to the high watermark, not on a compact-only topic)
+        are the core's (``trim.py``)."""
+        if offset < -1:
+            raise InvalidRequestError(
+                f"offset must be >= 0 (or -1 for the high watermark), not {offset}",
+                code=ErrorCode.OFFSET_OUT_OF_RANGE,
+                offset=offset,
+            )
+        timeout_ms = clamp(timeout_ms, 0, self.config.produce_timeout_ms_max)
+        target = await self.leader_partition(topic, partition)
+        trim_id, done = self.driver.new_trim()
+        deadline_ms = self.clock.now_ms() + timeout_ms
+        try:
+            self.driver.step(
+                DeleteRecordsArrived(
+                    tp=target.tp, offset=offset, trim_id=trim_id, deadline_ms=deadline_ms
+                )
+            )
+            low_watermark = await done
+        finally:
+            self.driver.forget_trim(trim_id)
+        return DeletedRecords(topic=topic, partition=partition, low_watermark=low_watermark)
 
     def partition_views(self) -> list[tuple[Replica, PartitionLog]]:
         """Each hosted replica with its open log (metrics and descriptions read these)."""

@@ -104,6 +104,9 @@ class ErrorCode(enum.Enum):
     INVALID_RECORD_STATE = _Code(
         409, False, "the record is not held under this lock (expired, settled or redelivered)"
     )
+    # deleting records (issue 22): appended, never renumbered. A topic's settings forbid
+    # the operation (records of a compact-only topic cannot be deleted, as in Kafka).
+    POLICY_VIOLATION = _Code(400, False, "the topic's settings forbid this operation")
 
     @property
     def http_status(self) -> int:

@@ -297,6 +297,16 @@ class FetchResponse(Wire):
     records: list[FetchedRecord]
 
 
+class DeletedRecords(Wire):
+    """The answer to deleting a partition's records below an offset (Kafka's DeleteRecords):
+    ``low_watermark``, the lowest log start offset over the in-sync replicas, is at least
+    the offset asked for."""
+
+    topic: str
+    partition: int
+    low_watermark: int
+
+
 class PartitionOffsets(Wire):
     """A partition leader's offsets (Kafka's ListOffsets)."""
 
@@ -443,6 +453,9 @@ class ReplicaFetchPartition(Wire):
     leader_epoch: Epoch  # the epoch the follower follows: fencing both ways
     fetch_offset: Offset
     durable_offset: Offset
+    # Its log start offset (the leader answers DeleteRecords once every in-sync replica's
+    # reached the asked offset); None from a broker older than that.
+    log_start_offset: Offset | None = None
 
 
 class ReplicaFetchRequest(Wire):

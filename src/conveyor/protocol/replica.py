@@ -254,6 +254,25 @@ class PeerUnreachable(Value, frozen=True):
     draw: float = 0.5
 
 
+class DeleteRecordsArrived(Value, frozen=True):
+    """A request to delete the records below ``offset`` (-1: the high watermark; Kafka's
+    DeleteRecords) on the leader; answered by AnswerDeleteRecords(``trim_id``) once every
+    in-sync replica's log starts there, or at ``deadline_ms``."""
+
+    tp: TopicPartition
+    offset: int
+    trim_id: int
+    deadline_ms: int
+
+
+class AdvanceFailed(Value, frozen=True):
+    """An AdvanceLogStart could not be performed (the log start checkpoint could not be
+    written: nothing changed)."""
+
+    tp: TopicPartition
+    error: ConveyorError
+
+
 class ShuttingDown(Value, frozen=True):
     """Answer what waits (long-polls return what they have) and send nothing more."""
 
@@ -276,6 +295,8 @@ Event = (
     | ReplicaFetchAnswered
     | EpochEndAnswered
     | PeerUnreachable
+    | DeleteRecordsArrived
+    | AdvanceFailed
     | ShuttingDown
 )
 
@@ -320,6 +341,16 @@ class TruncateTo(Value, frozen=True):
 
 class ResetTo(Value, frozen=True):
     """Empty the log and restart it at ``offset`` (the leader deleted what we lack)."""
+
+    tp: TopicPartition
+    offset: Offset
+    reason: str
+
+
+class AdvanceLogStart(Value, frozen=True):
+    """Delete the records below ``offset``: the log start moves there (a leader asked by
+    DeleteRecords, a follower following its leader's start); LogChanged or
+    AdvanceFailed."""
 
     tp: TopicPartition
     offset: Offset
@@ -385,6 +416,15 @@ class AnswerProduce(Value, frozen=True):
     error: ConveyorError | None = None
 
 
+class AnswerDeleteRecords(Value, frozen=True):
+    """A DeleteRecords is answered: every in-sync replica starts at ``low_watermark`` or
+    beyond (``error`` None), or it failed."""
+
+    trim_id: int
+    low_watermark: int = -1
+    error: ConveyorError | None = None
+
+
 class Wake(Value, frozen=True):
     """Consumers' long-polls of ``tp`` look again (the high watermark or the role moved)."""
 
@@ -418,6 +458,7 @@ Effect = (
     | AssignEpoch
     | TruncateTo
     | ResetTo
+    | AdvanceLogStart
     | AppendReplicated
     | RequestDurable
     | ProbeDisk
@@ -426,6 +467,7 @@ Effect = (
     | SendEpochEnd
     | AnswerReplicaFetch
     | AnswerProduce
+    | AnswerDeleteRecords
     | Wake
     | IsrChanged
     | ScheduleTick
@@ -434,13 +476,17 @@ Effect = (
 
 __all__ = [
     "UNKNOWN_EPOCH",
+    "AdvanceFailed",
+    "AdvanceLogStart",
     "AlterIsrAnswered",
+    "AnswerDeleteRecords",
     "AnswerProduce",
     "AnswerReplicaFetch",
     "AppendFailed",
     "AppendReplicated",
     "AssignEpoch",
     "DeleteLog",
+    "DeleteRecordsArrived",
     "DiskSpace",
     "Effect",
     "Epoch",

@@ -98,6 +98,19 @@ class EpochCache:
         self.entries = kept
         return True
 
+    def truncate_from_start(self, offset: int) -> bool:
+        """The log now starts at ``offset``: the epochs that start at or below it collapse
+        into the latest of them, moved to start there (Kafka's ``truncateFromStart``), so
+        no answer points a follower below the log start. True when anything changed.
+
+        Example: [(0, 0), (2, 120), (5, 300)] from 150 is [(2, 150), (5, 300)]."""
+        below = [e for e in self.entries if e.start_offset <= offset]
+        if not below or (len(below) == 1 and below[0].start_offset == offset):
+            return False
+        kept = [e for e in self.entries if e.start_offset > offset]
+        self.entries = [EpochEntry(below[-1].epoch, offset), *kept]
+        return True
+
     def clear(self) -> None:
         self.entries = []
         self.persist()

@@ -35,13 +35,13 @@ from conveyor.protocol.errors import (
     OffsetOutOfRangeError,
     StorageError,
 )
-from conveyor.storage import swap
+from conveyor.storage import logstart, swap
 from conveyor.storage.compaction import SegmentSpan
 from conveyor.storage.config import LogConfig
 from conveyor.storage.epochs import CHECKPOINT_FILE, EpochCache
 from conveyor.storage.flusher import Flusher
 from conveyor.storage.recovery import load_segments
-from conveyor.storage.retention import SegmentInfo, segments_to_delete
+from conveyor.storage.retention import SegmentInfo, segments_below_start, segments_to_delete
 from conveyor.storage.segment import (
     STORED_BATCH_BYTES_HARD_MAX,
     LogSegment,
@@ -92,6 +92,9 @@ class PartitionLog:
         self._flush_lock = threading.Lock()
         self._segments: list[LogSegment] = []
         self._bases: list[int] = []
+        # The first offset a read may ask for: the first segment's base offset, or beyond it
+        # once records were deleted inside that segment (logstart.py, advance_start).
+        self._start_offset = 0
         self._flushed_offset = 0
         self._waiters: deque[tuple[int, Future[int]]] = deque()
         self._flush_running = False
@@ -126,6 +129,7 @@ class PartitionLog:
         path.mkdir(parents=True, exist_ok=True)
         self = cls(path, config or LogConfig(), flusher, clock_ms)
         self._load(initial_offset)
+        self._flush_if_rolled()
         if self.config.flush.mode == "interval":
             self._flusher.add_interval(self, self.config.flush.interval_ms)
         return self
@@ -157,11 +161,42 @@ class PartitionLog:
             for segment in self._segments:
                 segment.fsync()
             self._flushed_offset = self.log_end_offset
+        self._load_start(now_ms)
         self._load_epochs()
+
+    def _load_start(self, now_ms: int) -> None:
+        """The log start offset from its checkpoint; segments wholly below it (a crash
+        after the checkpoint was written, before they were deleted) are deleted now."""
+        checkpoint = logstart.read_checkpoint(self.directory)
+        start = logstart.effective_start(checkpoint, self._segments[0].base_offset)
+        if start > self.log_end_offset:
+            # More was deleted than the log holds (segment files lost, or unflushed writes
+            # lost in a crash): empty it and restart at the start, as Kafka does.
+            log.warning(
+                "%s: log start offset %d is beyond the log end %d: emptying the log",
+                self.directory,
+                start,
+                self.log_end_offset,
+            )
+            for segment in self._segments:
+                segment.delete()
+            self._segments = [self._new_segment(start, now_ms)]
+            self._segments[-1].open_indexes_for_append()
+            self._bases = [start]
+            self._flushed_offset = start
+            (self.directory / CHECKPOINT_FILE).unlink(missing_ok=True)
+        self._start_offset = start
+        count = segments_below_start(
+            self.segment_infos(), log_start_offset=start, log_end_offset=self.log_end_offset
+        )
+        if count:
+            self._drop_oldest_locked(count, now_ms)
 
     def _load_epochs(self) -> None:
         had_checkpoint = (self.directory / CHECKPOINT_FILE).exists()
         self.epochs = EpochCache.load(self.directory, self.log_end_offset)
+        if self.epochs.truncate_from_start(self.log_start_offset):
+            self.epochs.persist()
         if had_checkpoint or self.log_end_offset == self.log_start_offset:
             return
         # A log written before the cache existed: rebuild it from the batch headers once.
@@ -180,7 +215,9 @@ class PartitionLog:
 
     @property
     def log_start_offset(self) -> int:
-        return self._segments[0].base_offset
+        """The first offset a read may ask for (records below it are deleted, even those
+        still on disk in the batch that holds it)."""
+        return self._start_offset
 
     @property
     def log_end_offset(self) -> int:
@@ -254,7 +291,8 @@ class PartitionLog:
         spans = validate_batches(view, STORED_BATCH_BYTES_HARD_MAX, stored=True)
         with self._lock:
             self._check_usable()
-            expected = self.log_end_offset
+            rebase = self._starts_inside(spans[0].header)
+            expected = spans[0].header.base_offset if rebase else self.log_end_offset
             for span in spans:
                 if span.header.base_offset > expected:
                     self._allow_gaps_locked()
@@ -268,6 +306,8 @@ class PartitionLog:
                         log_end_offset=self.log_end_offset,
                     )
                 expected = span.header.next_offset
+            if rebase:
+                self._rebase_locked(spans[0].header.base_offset)
             for span in spans:
                 epoch = span.header.partition_leader_epoch
                 if epoch > self.epochs.latest_epoch:
@@ -277,6 +317,35 @@ class PartitionLog:
             self._write([view], [span.header for span in spans])
         self._flush_if_rolled()
         return AppendResult(base_offset, expected - 1)
+
+    def _starts_inside(self, first: BatchHeader) -> bool:
+        """An empty log whose start falls inside ``first``: a follower restarted at its
+        leader's log start, which deleting records moved inside a batch. It takes the
+        batch whole (``_rebase_locked``), as Kafka does when a follower's first append
+        starts below its log end; the records below the start stay deleted."""
+        end = self.log_end_offset
+        return (
+            first.base_offset < end <= first.last_offset
+            and end == self._start_offset
+            and len(self._segments) == 1
+            and self._segments[0].size_bytes == 0
+        )
+
+    def _rebase_locked(self, base_offset: int) -> None:
+        """Replace the one empty segment by one at ``base_offset`` (below the log start)."""
+        end = self.log_end_offset
+        self._segments[0].delete()
+        segment = self._new_segment(base_offset, self._clock_ms())
+        segment.open_indexes_for_append()
+        self._segments = [segment]
+        self._bases = [base_offset]
+        self._dirty = []
+        log.info(
+            "%s: the first batch starts at %d, below the log start %d: the log begins there",
+            self.directory,
+            base_offset,
+            end,
+        )
 
     def _write(self, buffers: list[bytes | memoryview], headers: list[BatchHeader]) -> None:
         active = self._segments[-1]
@@ -486,12 +555,16 @@ class PartitionLog:
         with self._lock:
             return self.epochs.end_offset_for(epoch, self.log_end_offset)
 
-    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
-        """Base offset of the first batch whose max timestamp is >= ``timestamp_ms`` (the
-        record inside it is found by ``BrokerService.offsets``)."""
+    def offset_for_timestamp(self, timestamp_ms: int, min_offset: int = 0) -> int | None:
+        """Base offset of the first batch whose max timestamp is >= ``timestamp_ms`` and
+        that holds an offset at or after ``min_offset`` and the log start (the record
+        inside it is found by ``BrokerService.offsets``)."""
         with self._lock:
+            floor = max(min_offset, self._start_offset)
             for segment in self._segments:
-                found = segment.find_offset_by_timestamp(timestamp_ms)
+                if segment.next_offset <= floor:
+                    continue
+                found = segment.find_offset_by_timestamp(timestamp_ms, floor)
                 if found is not None:
                     return found
         return None
@@ -516,16 +589,23 @@ class PartitionLog:
 
     def truncate_to(self, offset: int) -> None:
         """Remove every batch that holds an offset >= ``offset`` (followers do this when the
-        leader changes). Below the log start the log is emptied and restarts at ``offset``.
-        Writes waiting for durability beyond the new end fail with LogTruncatedError."""
+        leader changes). At or below the log start the log is emptied and restarts at
+        ``offset``; when the cut falls at or below the start (the batch holding ``offset``
+        also holds the start), it is emptied and restarts at the log start. Writes waiting
+        for durability beyond the new end fail with LogTruncatedError."""
         with self._flush_lock, self._lock:
             self._check_usable()
             if offset >= self.log_end_offset:
                 return
-            if offset <= self.log_start_offset:
+            if offset <= self._start_offset or self._cut_offset(offset) <= self._start_offset:
+                restart = min(offset, self._start_offset)
+                if restart < self._start_offset:
+                    # Lowered before the segments change (logstart.py: crash safety).
+                    self._write_start(restart)
                 for segment in self._segments:
                     segment.delete()
-                self._segments = [self._new_segment(offset, self._clock_ms())]
+                self._segments = [self._new_segment(restart, self._clock_ms())]
+                self._start_offset = restart
             else:
                 while self._segments[-1].base_offset >= offset:
                     self._segments.pop().delete()
@@ -554,16 +634,25 @@ class PartitionLog:
                 LogTruncatedError(f"offset {waited} was truncated before it was durable")
             )
 
+    def _cut_offset(self, offset: int) -> int:
+        """Where a truncation to ``offset`` (inside the log) ends it: the base offset of the
+        batch holding ``offset``."""
+        holder = self._segments[bisect.bisect_right(self._bases, offset) - 1]
+        found = holder.locate(offset)
+        return holder.next_offset if found is None else found[1].base_offset
+
     def reset_to(self, offset: int) -> None:
         """Empty the log and restart it at ``offset`` (a follower whose leader deleted,
         by retention, the offsets it would fetch next: Kafka's truncateFullyAndStartAt)."""
         with self._flush_lock, self._lock:
             self._check_usable()
+            self._write_start(offset)  # before the segments change (logstart.py)
             for segment in self._segments:
                 segment.delete()
             self._segments = [self._new_segment(offset, self._clock_ms())]
             self._segments[-1].open_indexes_for_append()
             self._bases = [offset]
+            self._start_offset = offset
             self._dirty = []
             self._dir_dirty = True
             self.generation += 1
@@ -594,15 +683,9 @@ class PartitionLog:
             )
             if count == 0:
                 return 0
-            if count == len(self._segments):
-                self._roll(now)
-            doomed, self._segments = self._segments[:count], self._segments[count:]
-            for segment in doomed:
-                segment.delete()
-            self._bases = [s.base_offset for s in self._segments]
-            self._dirty = [s for s in self._dirty if s.fd >= 0]
-            self._dir_dirty = True
-            self.generation += 1
+            self._drop_oldest_locked(count, now)
+            if self.epochs.truncate_from_start(self._start_offset):
+                self.epochs.persist()
         self._flush_if_rolled()
         log.info(
             "%s: retention deleted %d segments; log start offset now %d",
@@ -611,6 +694,65 @@ class PartitionLog:
             self.log_start_offset,
         )
         return count
+
+    def advance_start(self, offset: int) -> int:
+        """Delete the records below ``offset`` (Kafka's DeleteRecords): the log start offset
+        moves there, durably, never back, and every segment wholly below it is deleted.
+        ``offset`` may fall inside a batch: reads at it return that whole batch, records
+        below it included, as Kafka does (clients skip them). Returns the log start offset
+        (unchanged when ``offset`` is not beyond it). The caller bounds ``offset`` (a leader
+        by its high watermark); beyond the log end it raises ``OffsetOutOfRangeError``."""
+        with self._flush_lock:
+            with self._lock:
+                self._check_usable()
+                if offset <= self._start_offset:
+                    return self._start_offset
+                if offset > self.log_end_offset:
+                    raise OffsetOutOfRangeError(offset, self._start_offset, self.log_end_offset)
+            # The commit point. Only operations under _flush_lock move the start, and
+            # appends only add beyond the log end, so nothing changed meanwhile.
+            self._write_start(offset)
+            with self._lock:
+                self._start_offset = offset
+                end = self.log_end_offset
+                infos = self.segment_infos()
+                count = segments_below_start(infos, log_start_offset=offset, log_end_offset=end)
+                if count:
+                    self._drop_oldest_locked(count, self._clock_ms())
+                if self.epochs.truncate_from_start(offset):
+                    self.epochs.persist()
+        self._flush_if_rolled()
+        log.info(
+            "%s: records below %d deleted (%d segments); log start offset now %d",
+            self.directory,
+            offset,
+            count,
+            offset,
+        )
+        return offset
+
+    def _write_start(self, offset: int) -> None:
+        try:
+            logstart.write_checkpoint(self.directory, offset)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write the log start offset {offset} in {self.directory}: {exc}"
+            ) from exc
+
+    def _drop_oldest_locked(self, count: int, now_ms: int) -> None:
+        """Delete the ``count`` oldest segments (retention, or below the log start); when
+        that is all of them an empty segment is rolled first (the log end never moves
+        back). Under ``_lock`` (and ``_flush_lock`` once the log is open)."""
+        if count == len(self._segments):
+            self._roll(now_ms)
+        doomed, self._segments = self._segments[:count], self._segments[count:]
+        for segment in doomed:
+            segment.delete()
+        self._bases = [s.base_offset for s in self._segments]
+        self._dirty = [s for s in self._dirty if s.fd >= 0]
+        self._dir_dirty = True
+        self.generation += 1
+        self._start_offset = max(self._start_offset, self._segments[0].base_offset)
 
     # ---- compaction (driven by cleaner.py) -----------------------------------------------
 

@@ -262,15 +262,16 @@ class LogSegment:
             )
         return data if cut == len(data) else data[:cut]
 
-    def find_offset_by_timestamp(self, timestamp_ms: int) -> int | None:
-        """Base offset of the first batch whose max timestamp is >= ``timestamp_ms``."""
+    def find_offset_by_timestamp(self, timestamp_ms: int, min_offset: int = 0) -> int | None:
+        """Base offset of the first batch whose max timestamp is >= ``timestamp_ms`` among
+        those holding an offset >= ``min_offset`` (the log start)."""
         if self.max_timestamp_ms < timestamp_ms:
             return None
         found = self.locate(self.time_index.lookup(timestamp_ms))
         if found is None:
             return None
         for _, header in self.iter_headers(found[0], self.size_bytes):
-            if header.max_timestamp >= timestamp_ms:
+            if header.max_timestamp >= timestamp_ms and header.next_offset > min_offset:
                 return header.base_offset
         return None
 

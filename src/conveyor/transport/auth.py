@@ -111,6 +111,8 @@ POLICIES: Final[dict[tuple[str, str], Policy]] = {
     # broker
     ("POST", _PARTITION + "/records"): _topic("produce"),
     ("GET", _PARTITION + "/records"): _topic("consume"),
+    # deleting records needs Kafka's DELETE on the topic, which is Conveyor's delete_topic
+    ("DELETE", _PARTITION + "/records"): _topic("delete_topic"),
     ("GET", _PARTITION + "/offsets"): _topic("consume"),
     ("POST", "/v1/topics/{topic}/records"): _topic("produce"),
     ("GET", "/v1/partitions"): Policy("describe", "cluster", None),

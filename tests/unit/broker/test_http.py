@@ -18,6 +18,7 @@ from conveyor.broker.service import BrokerService
 from conveyor.protocol.batch import CRC_START
 from conveyor.protocol.messages import (
     BATCH_CONTENT_TYPE,
+    DeletedRecords,
     ErrorBody,
     FetchResponse,
     HostedPartitions,
@@ -188,3 +189,38 @@ def test_openapi_document_lists_the_routes() -> None:
     assert {PARTITION_PATH + "/records", PARTITION_PATH + "/offsets", "/v1/partitions"} <= set(
         paths
     )
+    assert {"get", "post", "delete"} <= set(paths[PARTITION_PATH + "/records"])
+
+
+def test_delete_records(tmp_path: Path, network: FakeNetwork, run: Run) -> None:
+    async def body() -> None:
+        async with client(tmp_path, network) as http:
+            batch_type = {"Content-Type": BATCH_CONTENT_TYPE}
+            for _ in range(3):
+                data = encode_batch([(None, b"a"), (None, b"b")])
+                assert (await http.post(RECORDS, data=data, headers=batch_type)).status == 200
+            response = await http.delete(RECORDS + "?before_offset=3")
+            assert response.status == 200, await response.text()
+            deleted = msgspec.json.decode(await response.read(), type=DeletedRecords)
+            assert (deleted.topic, deleted.partition, deleted.low_watermark) == ("t", 0, 3)
+            # the batch holding 3 comes whole; the JSON form skips the records below
+            response = await http.get(RECORDS + "?offset=3")
+            fetched = msgspec.json.decode(await response.read(), type=FetchResponse)
+            assert fetched.log_start_offset == 3
+            assert [r.offset for r in fetched.records] == [3, 4, 5]
+            await error_of(await http.get(RECORDS + "?offset=2"), 416, "OFFSET_OUT_OF_RANGE")
+            for query, status, code in [
+                ("", 400, "INVALID_REQUEST"),
+                ("?before_offset=x", 400, "INVALID_REQUEST"),
+                ("?before_offset=7", 416, "OFFSET_OUT_OF_RANGE"),
+                ("?before_offset=-5", 416, "OFFSET_OUT_OF_RANGE"),
+            ]:
+                await error_of(await http.delete(RECORDS + query), status, code)
+            response = await http.delete(RECORDS + "?before_offset=-1")
+            assert (
+                msgspec.json.decode(await response.read(), type=DeletedRecords).low_watermark == 6
+            )
+            response = await http.delete("/v1/topics/t/partitions/9/records?before_offset=0")
+            await error_of(response, 404, "UNKNOWN_PARTITION")
+
+    run(body)

@@ -28,6 +28,7 @@ class Log(Protocol):
     def read(self, offset: int, max_bytes: int, *, upper_offset: int | None = None) -> bytes: ...
     def truncate_to(self, offset: int) -> None: ...
     def reset_to(self, offset: int) -> None: ...
+    def advance_start(self, offset: int) -> int: ...
     def assign_epoch(self, epoch: int) -> None: ...
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]: ...
     def flush(self) -> int: ...
@@ -155,3 +156,46 @@ def test_a_crash_keeps_what_was_durable_and_a_prefix_of_the_rest(tmp_path: Path)
                 assert log.durable_offset == log.log_end_offset
         finally:
             crashed.close()
+
+
+def test_deleting_records_moves_the_start_inside_a_batch(make: Callable[[], Log]) -> None:
+    log = make()
+    log.append(batch(b"a", b"b", b"c"))
+    log.append(batch(b"d", b"e"))
+    assert log.advance_start(1) == 1
+    assert log.advance_start(0) == 1  # never back
+    assert log.log_start_offset == 1
+    with pytest.raises(ConveyorError) as caught:
+        log.read(0, 1 << 20)
+    assert caught.value.code is ErrorCode.OFFSET_OUT_OF_RANGE
+    # the batch holding the start is returned whole
+    assert values(log.read(1, 1 << 20)) == [(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d"), (4, b"e")]
+    with pytest.raises(ConveyorError):
+        log.advance_start(6)
+    assert log.advance_start(5) == 5
+    assert (log.log_start_offset, log.log_end_offset) == (5, 5)
+    assert log.append(batch(b"f")) == (5, 5)
+
+
+def test_a_follower_restarted_inside_a_batch_takes_it_whole(make: Callable[[], Log]) -> None:
+    leader, follower = make(), make()
+    leader.append(batch(b"a", b"b", b"c"))
+    leader.advance_start(2)
+    follower.reset_to(2)
+    follower.append_replicated(leader.read(2, 1 << 20))
+    assert (follower.log_start_offset, follower.log_end_offset) == (2, 3)
+    assert follower.read(2, 1 << 20) == leader.read(2, 1 << 20)
+
+
+def test_truncating_at_the_batch_holding_the_start_restarts_at_the_start(
+    make: Callable[[], Log],
+) -> None:
+    log = make()
+    log.append(batch(b"a", b"b", b"c"))
+    log.append(batch(b"d"))
+    log.advance_start(1)
+    log.truncate_to(2)
+    assert (log.log_start_offset, log.log_end_offset) == (1, 1)
+    log.append(batch(b"x"))
+    log.truncate_to(0)
+    assert (log.log_start_offset, log.log_end_offset) == (0, 0)

@@ -1,5 +1,6 @@
 """A hypothesis state machine drives one PartitionLog through appends, reads, truncations,
-retention, flushes and reopens (clean and after a crash), checked against a plain list."""
+retention, deleting records up to an offset (the log start inside a batch), flushes and
+reopens (clean and after a crash), checked against a plain list."""
 
 from __future__ import annotations
 
@@ -167,6 +168,10 @@ class LogMachine(RuleBasedStateMachine):
             self.batches, self.start, self.end = [], offset, offset
             return
         cut = self.batch_holding(offset)
+        if self.batches[cut].base_offset <= self.start:
+            # the batch holding the offset holds the start too: emptied, restarted there
+            self.batches, self.end = [], self.start
+            return
         self.end = self.batches[cut].base_offset
         del self.batches[cut:]
 
@@ -183,11 +188,27 @@ class LogMachine(RuleBasedStateMachine):
         assert self.plog.apply_retention() == expected
         if expected == 0:
             return
-        self.start = self.end if expected == len(infos) else infos[expected].base_offset
-        assert self.start == self.end or any(b.base_offset == self.start for b in self.batches)
-        self.batches = [b for b in self.batches if b.base_offset >= self.start]
+        first = self.end if expected == len(infos) else infos[expected].base_offset
+        assert first == self.end or any(b.base_offset == first for b in self.batches)
+        self.start = max(self.start, first)  # records deleted inside a segment stay deleted
+        self.batches = [b for b in self.batches if b.last_offset >= self.start]
         # timestamps only grow: had the newest batch expired, every segment would have gone
         assert all(b.timestamp_ms >= self.clock.now - 60_000 for b in self.batches[-1:])
+
+    @rule(data=st.data())
+    def advance_start(self, data: st.DataObject) -> None:
+        offset = data.draw(st.integers(max(0, self.start - 3), self.end + 3), label="offset")
+        if offset > self.end:
+            with pytest.raises(OffsetOutOfRangeError):
+                self.plog.advance_start(offset)
+            return
+        assert self.plog.advance_start(offset) == max(offset, self.start)
+        self.start = max(offset, self.start)
+        self.batches = [b for b in self.batches if b.last_offset >= self.start]
+        # every segment but the one holding the start (or the empty active one) is gone
+        infos = self.plog.segment_infos()
+        assert infos[0].base_offset <= self.start
+        assert len(infos) == 1 or infos[1].base_offset > self.start
 
     @rule()
     def flush(self) -> None:

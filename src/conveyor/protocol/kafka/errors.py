@@ -140,6 +140,7 @@ _BY_CODE: Final[dict[ErrorCode, KafkaError]] = {
     ErrorCode.OFFSET_METADATA_TOO_LARGE: KafkaError.OFFSET_METADATA_TOO_LARGE,
     # share groups (KIP-932's own code for an acknowledgement of a record not held)
     ErrorCode.INVALID_RECORD_STATE: KafkaError.INVALID_RECORD_STATE,
+    ErrorCode.POLICY_VIOLATION: KafkaError.POLICY_VIOLATION,
 }
 
 _FORBIDDEN_BY_RESOURCE: Final[dict[str, KafkaError]] = {
