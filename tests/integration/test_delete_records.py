@@ -92,9 +92,18 @@ def test_every_replica_starts_at_the_offset_and_keeps_it_across_a_crash(
         broker.start()
     for broker in cluster.brokers.values():
         broker.wait_ready()
-    url = leaders(cluster, TOPIC)[0]
     wait_for(lambda: starts(cluster, TOPIC) == {1: 15, 2: 15, 3: 15}, 30, "starts after restart")
-    wait_for(lambda: _fetch(url, 15).status_code == 200, 30, "the new leader to serve")
+
+    def settled() -> bool:
+        # leadership moves while the restarted brokers report in, then back to the
+        # preferred replica once all are in sync: read once that is over
+        partition = httpx.get(f"{cluster.url}/v1/topics/{TOPIC}", timeout=5).json()
+        p = partition["partitions"][0]
+        return p["leader"] == p["replicas"][0] and len(p["isr"]) == 3
+
+    wait_for(settled, 60, "the preferred leader back, all in sync")
+    url = leaders(cluster, TOPIC)[0]
+    wait_for(lambda: _fetch(url, 15).status_code == 200, 30, "the leader to serve")
     check_reads(url)
 
 
