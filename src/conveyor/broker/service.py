@@ -578,7 +578,7 @@ class BrokerService:
                 code=ErrorCode.OFFSET_OUT_OF_RANGE,
                 offset=offset,
             )
-        timeout_ms = clamp(timeout_ms, 0, self.config.produce_timeout_ms_max)
+        timeout_ms = clamp(timeout_ms, 0, self.config.produce_max_timeout_ms)
         target = await self.leader_partition(topic, partition)
         trim_id, done = self.driver.new_trim()
         deadline_ms = self.clock.now_ms() + timeout_ms
