@@ -36,7 +36,7 @@ CONFIG = LogConfig(
 def main(directory: str, seed: int, first_version: int) -> None:
     rng = random.Random(seed)
     log = PartitionLog.open(directory, CONFIG)
-    cleaner = LogCleaner(CleanerSettings(backoff_ms=5))
+    cleaner = LogCleaner(CleanerSettings(backoff_ms=5, worker=True))  # as a broker runs it
     cleaner.add("log", log)
     cleaner.start()
     print("ready", log.log_end_offset, flush=True)

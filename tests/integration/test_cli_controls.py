@@ -140,6 +140,16 @@ def test_group_seek_per_partition_and_yaml_output(cluster: Cluster) -> None:
     assert json.loads(as_json.stdout)["name"] == "events"
     listed = run(cluster.url, "group", "list", "--output", "yaml")
     assert "readers" in {g["group"] for g in yaml.safe_load(listed.stdout)}
+    deleted = run(cluster.url, "group", "delete", "readers")
+    assert deleted.returncode == 0, deleted.stderr
+    listed = run(cluster.url, "group", "list", "--json")
+    assert "readers" not in {g["group"] for g in json.loads(listed.stdout)}
+    with conveyor.Consumer(cluster.url, "events", group_id="busy") as member:
+        deadline = time.monotonic() + 20
+        while not member.assignment() and time.monotonic() < deadline:
+            member.poll(timeout=0.2)
+        busy = run(cluster.url, "group", "delete", "busy")
+        assert busy.returncode == 1 and "GROUP_NOT_EMPTY" in busy.stderr
 
 
 def test_profiles_name_a_cluster_and_flags_still_win(cluster: Cluster, tmp_path: Path) -> None:

@@ -69,6 +69,7 @@ def config_from_args(args: argparse.Namespace | Settings) -> BrokerConfig:
         fetch_memory_max_bytes=s[catalog.FETCH_MEMORY_MAX_BYTES],
         fetch_write_timeout_ms=s[catalog.FETCH_WRITE_TIMEOUT_MS],
         cleaner=CleanerSettings(
+            worker=True,  # the pass in a process of its own: never the broker's GIL
             io_bytes_per_s=s[catalog.CLEANER_IO_BYTES_PER_S],
             dedupe_buffer_bytes=s[catalog.CLEANER_DEDUPE_BUFFER_BYTES],
             backoff_ms=s[catalog.CLEANER_BACKOFF_MS],

@@ -129,9 +129,8 @@ def require_keys(batches: bytes | memoryview) -> None:
         if header.size_bytes < HEADER_SIZE or end > len(data):
             raise CorruptBatchError(f"batch at position {position} overruns the request")
         if not header.is_control:
-            _, records = scan_batch(data[position:end], header)
-            keyless += [index + i for i, record in enumerate(records) if record.key is None]
-            index += len(records)
+            keyless += [index + i for i in _keyless(data, position, header)]
+            index += header.records_count
         position = end
     if keyless:
         raise InvalidRequestError(
@@ -140,6 +139,40 @@ def require_keys(batches: bytes | memoryview) -> None:
             code=ErrorCode.INVALID_RECORD,
             record_indexes=keyless[:_INDEXES_MAX],
         )
+
+
+def _keyless(data: bytes, position: int, header: BatchHeader) -> list[int]:
+    """Indexes of the batch's records with a null key: only lengths are read (the produce
+    path of a compacted topic runs this on every batch)."""
+    region = data[position + HEADER_SIZE : position + header.size_bytes]
+    if header.codec:
+        if header.codec > 4:
+            raise CorruptBatchError(f"unknown compression codec {header.codec}")
+        region = decompress_records(Codec(header.codec), region)
+    zigzag, varint, end = _ZIGZAG, read_varint, len(region)
+    found, cursor = [], 0
+    try:
+        for index in range(header.records_count):
+            byte = region[cursor]
+            if byte < 0x80:
+                length, body = zigzag[byte], cursor + 1
+            else:
+                length, body = varint(region, cursor)
+            record_end = body + length
+            at = body + 1  # past the attributes byte
+            for _ in range(2):  # the timestamp and offset deltas
+                if region[at] < 0x80:
+                    at += 1
+                else:
+                    at = varint(region, at)[1]
+            if region[at] == 1:  # a key length of -1, one zigzag byte: a null key
+                found.append(index)
+            if length < 1 or record_end > end:
+                raise CorruptBatchError(f"record {index} overruns its batch")
+            cursor = record_end
+    except IndexError as exc:
+        raise CorruptBatchError(f"records of batch {header.base_offset} overrun it") from exc
+    return found
 
 
 def rebuild_batch(

@@ -785,10 +785,11 @@ class PartitionLog:
 
     def swap_cleaned(
         self, generation: int, bases: list[int], cleaned: LogSegment, cleaned_offset: int
-    ) -> bool:
+    ) -> int | None:
         """Put ``cleaned`` (written and fsynced at ``cleaned.log_path``) in place of the
-        sealed segments starting at ``bases``. False when the log changed since
-        ``generation``: nothing changes and the cleaned file is deleted. The file steps and
+        sealed segments starting at ``bases``; returns the log's new generation. None when
+        the log changed since ``generation``: nothing changes and the cleaned file is
+        deleted. The file steps and
         why a crash at any point is safe are in ``swap.py``; an error after the commit
         leaves the swap for the next open to finish (the cleaned file is kept)."""
         with self._flush_lock:
@@ -804,7 +805,7 @@ class PartitionLog:
                         or self._bases[first:last] != bases
                     ):
                         cleaned.delete()
-                        return False
+                        return None
                     end_offset = self._bases[last]
                 swap_file = swap.commit(self.directory, cleaned.log_path, bases[0], end_offset)
             except BaseException:
@@ -818,6 +819,7 @@ class PartitionLog:
                 for segment in replaced:
                     segment.close()  # under _lock: no read is using its file now
                 self.generation += 1
+                new_generation = self.generation
                 self.cleaned_offset = cleaned_offset
             for segment in replaced:
                 segment.delete()
@@ -832,7 +834,7 @@ class PartitionLog:
             cleaned.size_bytes,
             cleaned_offset,
         )
-        return True
+        return new_generation
 
     def reconfigure(self, config: LogConfig) -> None:
         """Apply new settings in place (a topic config change: no reopen, no pause). The

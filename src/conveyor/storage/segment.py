@@ -423,8 +423,12 @@ class LogSegment:
 
     def swapped_in(self, log_path: Path) -> None:
         """The cleaned segment's file now has its final name: write its indexes beside."""
+        written = (self.index.path, self.time_index.path)  # a recover() may have written
         self.log_path = log_path
         self.index.path = log_path.with_suffix(".index")
         self.time_index.path = log_path.with_suffix(".timeindex")
         self.index.rewrite()
         self.time_index.rewrite()
+        for path in written:
+            if path not in (self.index.path, self.time_index.path):
+                path.unlink(missing_ok=True)

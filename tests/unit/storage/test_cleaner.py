@@ -243,3 +243,30 @@ def test_reconfigure_applies_at_once_without_a_reopen(
     assert log.apply_retention() > 0
     log.reconfigure(LogConfig(segment_bytes_max=4096, cleanup_policy="compact"))
     assert log.cleaning_view().config.compacted
+
+
+def test_the_worker_process_cleans_as_the_thread_does(make_log: LogFactory, tmp_path: Path) -> None:
+    """The broker runs the pass in ``python -m conveyor.storage.cleaning`` (never its own
+    interpreter lock); the swap stays in the log's process."""
+    import threading
+
+    from conveyor.storage.cleaner import _Worker
+
+    here = make_log(tmp_path / "here", **COMPACT)
+    there = make_log(tmp_path / "there", **COMPACT)
+    latest = fill(here, keys=4, rounds=25)
+    assert fill(there, keys=4, rounds=25) == latest
+    in_thread = clean_log(here, now_ms=TIMESTAMP_MS)
+    in_worker = clean_log(there, now_ms=TIMESTAMP_MS, runner=_Worker(threading.Event()))
+    assert (in_worker.records_removed, in_worker.segments_cleaned) == (
+        in_thread.records_removed,
+        in_thread.segments_cleaned,
+    )
+    assert contents(there) == contents(here)
+    assert there.cleaned_offset == here.cleaned_offset
+    assert not list((tmp_path / "there").glob("*.cleaned"))
+    stopped = threading.Event()
+    stopped.set()
+    with pytest.raises(CleaningAborted):
+        fill(there, keys=4, rounds=25)
+        clean_log(there, now_ms=TIMESTAMP_MS, runner=_Worker(stopped))
