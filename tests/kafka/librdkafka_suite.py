@@ -115,11 +115,12 @@ def run_entry(tests_dir: Path, conf: Path, entry: Entry, log_dir: Path, quick: b
         SUBTESTS=entry.subtests,
         RDKAFKA_TEST_CONF=str(conf),
         TEST_KAFKA_VERSION=TEST_KAFKA_VERSION,
+        TEST_CONSUMER_GROUP_PROTOCOL=entry.protocol or "classic",
         LD_LIBRARY_PATH=f"{tests_dir.parent / 'src'}:{tests_dir.parent / 'src-cpp'}",
     )
     env.pop("CI", None)  # CI would change concurrency and timeouts behind our back
     argv = [str(tests_dir / "test-runner"), "-L", *(["-Q"] if quick else [])]
-    log = log_dir / f"{entry.key.replace('/', '_')}.log"
+    log = log_dir / f"{entry.key.replace('/', '_').replace('@', '_')}.log"
     started = time.monotonic()
     returncode: int | None
     with log.open("wb") as out:
@@ -177,7 +178,7 @@ def summary_line(results: list[Result]) -> str:
 
 def markdown_table(results: list[Result]) -> str:
     lines = [
-        f"librdkafka {LIBRDKAFKA_VERSION}, tests 0000-0100, "
+        f"librdkafka {LIBRDKAFKA_VERSION}, tests 0000-0100 and the group tests beyond, "
         f"`TEST_KAFKA_VERSION={TEST_KAFKA_VERSION}`: {summary_line(results)}.",
         "",
         "| test | result | seconds | why |",

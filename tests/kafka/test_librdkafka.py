@@ -9,7 +9,7 @@ import hashlib
 import pytest
 
 from tests.kafka.librdkafka_build import UnavailableError, verify_integrity
-from tests.kafka.librdkafka_selection import SELECTION, Entry
+from tests.kafka.librdkafka_selection import GROUP_TESTS, SELECTION, Entry
 from tests.kafka.librdkafka_suite import judge, parse_summary
 
 _SUMMARY = """\
@@ -61,5 +61,9 @@ def test_integrity_is_checked_on_the_bytes() -> None:
 def test_selection_lists_each_entry_once_with_a_reason_or_a_run() -> None:
     keys = [e.key for e in SELECTION]
     assert len(keys) == len(set(keys))
-    assert all(e.test.isdigit() and len(e.test) == 4 and e.test <= "0100" for e in SELECTION)
+    assert all(e.test.isdigit() and len(e.test) == 4 for e in SELECTION)
+    assert all(e.test <= "0100" or e.test in GROUP_TESTS or e.test == "0112" for e in SELECTION)
+    assert {e.key for e in SELECTION if e.protocol} == {
+        f"{e.key}@consumer" for e in SELECTION if e.test in GROUP_TESTS and not e.protocol
+    }
     assert not [e.key for e in SELECTION if e.quick and e.skip]

@@ -46,5 +46,6 @@ def test_librdkafka_quick(runner_dir: Path, suite_conf: tuple[Path, Path], entry
     result = run_entry(runner_dir, conf, entry, log_dir, quick=True)
     if result.outcome == "skipped":
         pytest.skip(result.reason)
-    log = (log_dir / f"{entry.key.replace('/', '_')}.log").read_text(errors="replace")
+    name = entry.key.replace("/", "_").replace("@", "_")
+    log = (log_dir / f"{name}.log").read_text(errors="replace")
     assert result.outcome == "passed", f"{result.reason}\n--- runner output (tail):\n{log[-4000:]}"

@@ -31,7 +31,7 @@ Kafka client's state machine meets the answers it was written against:
 Answers to requests parked at the barrier (JoinGroup) or awaiting the leader (SyncGroup)
 are *effects*: the shell (``classic_service.py``) holds the parked requests and completes
 them with the answers an outcome lists. Time is the caller's ``now_ms``; the shell calls
-:func:`tick` at :func:`next_deadline_ms`.
+:func:`tick` at ``ClassicGroup.next_deadline_ms()``.
 """
 
 from __future__ import annotations
@@ -506,18 +506,6 @@ def _without(pending: Mapping[str, int], member_id: str) -> dict[str, int]:
 # ---- time --------------------------------------------------------------------------------
 
 
-def next_deadline_ms(group: ClassicGroup) -> int | None:
-    """When :func:`tick` next has something to do (None: nothing scheduled)."""
-    deadlines = [d for d in (group.join_deadline_ms, group.sync_deadline_ms) if d is not None]
-    deadlines += list(group.pending.values())
-    deadlines += [
-        m.last_heartbeat_ms + m.session_timeout_ms
-        for m in group.members.values()
-        if not (m.awaiting_join or m.awaiting_sync)
-    ]
-    return min(deadlines, default=None)
-
-
 def tick(group: ClassicGroup, now_ms: int, limits: Limits) -> Outcome:
     """Deadlines that passed: members told MEMBER_ID_REQUIRED that never came, members
     whose session timed out (not while a request of theirs is parked), the barrier's
@@ -605,8 +593,3 @@ def commit_error(
     if error is None and not transactional and group.state == "completing":
         error = ErrorCode.REBALANCE_IN_PROGRESS
     return error
-
-
-def removable(group: ClassicGroup) -> bool:
-    """Nothing left to remember in memory (its committed offsets stay in the store)."""
-    return not group.members and not group.pending

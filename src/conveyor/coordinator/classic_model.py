@@ -94,6 +94,24 @@ class ClassicGroup:
     def kafka_state(self) -> str:
         return KAFKA_STATE_NAMES[self.state]
 
+    @property
+    def removable(self) -> bool:
+        """Nothing left to remember in memory (its committed offsets stay in the store)."""
+        return not self.members and not self.pending
+
+    def next_deadline_ms(self) -> int | None:
+        """When ``classic.tick`` next has something to do (None: nothing scheduled):
+        the barrier's or SyncGroup's deadline, a pending member's, a session's end (not
+        while a request of the member is parked)."""
+        deadlines = [d for d in (self.join_deadline_ms, self.sync_deadline_ms) if d is not None]
+        deadlines += list(self.pending.values())
+        deadlines += [
+            m.last_heartbeat_ms + m.session_timeout_ms
+            for m in self.members.values()
+            if not (m.awaiting_join or m.awaiting_sync)
+        ]
+        return min(deadlines, default=None)
+
 
 # ---- requests and answers ----------------------------------------------------------------
 

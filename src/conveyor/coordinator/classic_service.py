@@ -257,7 +257,7 @@ class ClassicGroups:
             log.info("group %s: %s", name, reason)
         if after.generation != before.generation and after.members:
             self._rebalanced(name)
-        if classic.removable(after) and not self._parked(name):
+        if after.removable and not self._parked(name):
             self.groups.pop(name, None)
         else:
             self.groups[name] = after
@@ -282,7 +282,7 @@ class ClassicGroups:
         if timer is not None:
             timer.cancel()
         group = self.groups.get(name)
-        deadline = classic.next_deadline_ms(group) if group is not None else None
+        deadline = group.next_deadline_ms() if group is not None else None
         if deadline is None:
             return
         delay_s = max(0, deadline - self._now_ms()) / 1000

@@ -69,7 +69,7 @@ def new_member(
 def open_barrier(group: ClassicGroup, limits: Limits = LIMITS) -> Outcome:
     """Tick at each deadline until the barrier answers the parked JoinGroups."""
     for _ in range(20):
-        deadline = classic.next_deadline_ms(group)
+        deadline = group.next_deadline_ms()
         assert deadline is not None
         outcome = classic.tick(group, deadline, limits)
         if joins(outcome):
@@ -111,7 +111,7 @@ def test_first_join_needs_a_member_id_then_waits_the_initial_delay() -> None:
     assert joins(outcome) == {}  # parked at the barrier
     group = outcome.group
     assert group.state == "preparing" and group.join_deadline_ms == 4_000
-    assert classic.next_deadline_ms(group) == 4_000
+    assert group.next_deadline_ms() == 4_000
     assert joins(classic.tick(group, 3_999, LIMITS)) == {}
     done = classic.tick(group, 4_000, LIMITS)
     answer = joins(done)["a"]
@@ -227,7 +227,7 @@ def test_session_timeout_outside_the_limits_is_refused() -> None:
 def test_a_silent_member_is_removed_after_its_session_timeout_and_the_group_rebalances() -> None:
     group = stable_group("a", "b")
     group, _ = classic.heartbeat(group, "a", None, 1, 9_000)
-    assert classic.next_deadline_ms(group) == 10_000  # b's session ends first
+    assert group.next_deadline_ms() == 10_000  # b's session ends first
     outcome = classic.tick(group, 10_000, NO_DELAY)
     assert set(outcome.group.members) == {"a"} and outcome.group.state == "preparing"
 
