@@ -62,6 +62,7 @@ def secure_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureC
             security.add_acl("user:alice", "produce", "topic", "sasl-", pattern="prefix")
             security.add_acl("user:alice", "consume", "topic", "sasl-", pattern="prefix")
             security.add_acl("user:alice", "create_topic", "topic", "sasl-", pattern="prefix")
+            security.add_acl("user:alice", "group", "group", "sasl-", pattern="prefix")
             # the CN of `conveyor certs init`'s client certificate, as a principal
             security.add_acl("user:conveyor-client", "produce", "topic", "sasl-orders")
             security.add_acl("user:conveyor-client", "consume", "topic", "sasl-orders")
@@ -71,7 +72,7 @@ def secure_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureC
             admin.create_topic("private", partitions=1, replication_factor=1)
         broker_log = cluster.brokers[1].log_path
         wait_for(  # the broker learnt alice and her rules (its heartbeat brings them)
-            lambda: "1 users, 1 tokens, 5 acl rules" in broker_log.read_text(),
+            lambda: "1 users, 1 tokens, 6 acl rules" in broker_log.read_text(),
             15,
             "the broker to learn the security state",
         )
@@ -139,6 +140,50 @@ def test_acls_apply_to_the_authenticated_principal(secure_cluster: SecureCluster
     producer.flush(30)
     codes = sorted(str(e.code()) if e is not None else "ok" for e in results)
     assert codes == [str(confluent_kafka.KafkaError.TOPIC_AUTHORIZATION_FAILED), "ok"]
+
+
+def test_consumer_groups_need_the_group_permission(secure_cluster: SecureCluster) -> None:
+    """alice may use groups named sasl-*: she joins one, consumes and commits over SASL
+    and TLS; a group outside her rules is GROUP_AUTHORIZATION_FAILED."""
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    base: dict[str, Any] = {
+        "bootstrap.servers": secure_cluster.cluster.bootstrap,
+        "security.protocol": "sasl_ssl",
+        "ssl.ca.location": str(secure_cluster.cluster.ca),
+        "sasl.mechanisms": "SCRAM-SHA-256",
+        "sasl.username": "alice",
+        "sasl.password": "alice-password",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    }
+    secure_cluster.kcat(*_sasl("PLAIN", "alice", "alice-password"), "-t", "sasl-orders", "-P",
+                        stdin="for-the-group\n")  # fmt: skip
+    allowed = confluent_kafka.Consumer({**base, "group.id": "sasl-readers"})
+    try:
+        allowed.subscribe(["sasl-orders"])
+        got = None
+        for _ in range(60):
+            got = allowed.poll(0.5)
+            if got is not None and got.error() is None:
+                break
+        assert got is not None and got.error() is None
+        committed = allowed.commit(message=got, asynchronous=False)
+        assert committed is not None and all(tp.error is None for tp in committed)
+    finally:
+        allowed.close()
+    refused = confluent_kafka.Consumer({**base, "group.id": "other-readers"})
+    try:
+        refused.subscribe(["sasl-orders"])
+        error = None
+        for _ in range(40):
+            message = refused.poll(0.5)
+            if message is not None and message.error() is not None:
+                error = message.error()
+                break
+        assert error is not None
+        assert error.code() == confluent_kafka.KafkaError.GROUP_AUTHORIZATION_FAILED
+    finally:
+        refused.close()
 
 
 def test_only_api_versions_and_sasl_before_authentication(

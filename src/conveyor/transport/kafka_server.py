@@ -127,6 +127,8 @@ class KafkaListener:
     # per open connection: its accept task -> how to end it (cancel its reader and writer;
     # never the accept task itself, whose cancellation Python 3.11's streams log as errors)
     _connections: dict[asyncio.Task[None], Callable[[], None]] = field(default_factory=dict)
+    # what the adapter's handlers hold open (their own HTTP clients), closed with the listener
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.limiter = ConnectionLimiter(self.settings.limits)
@@ -166,6 +168,8 @@ class KafkaListener:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+        for closer in self.closers:
+            await closer()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         address = peer_address(writer.get_extra_info("peername"))

@@ -2,7 +2,8 @@
 groups: Kafka classic groups, Conveyor's own groups (with Kafka consumers of the KIP-848
 protocol among their members, described in the classic protocol's terms with the
 "consumer" protocol's subscription and assignment bytes) and groups that only have
-committed offsets ("Empty", like Kafka's simple groups). Permissions as HTTP's: cluster
+committed offsets ("Empty", like Kafka's simple groups). Each broker lists the groups
+FindCoordinator gives it. Permissions as HTTP's: cluster
 ``describe`` lists every group, otherwise those the principal may describe; describing
 needs ``describe`` (or ``group``), deleting ``group`` (what resetting offsets needs)."""
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 from typing import Any, Final, Protocol
 
 from conveyor.broker.kafka.acl_mapping import Operation
-from conveyor.broker.kafka.groups import GroupAccess, group_error, named_error
+from conveyor.broker.kafka.groups import GroupAccess, group_broker, group_error, named_error
+from conveyor.broker.kafka.metadata import KnownBrokers, kafka_nodes
 from conveyor.broker.kafka.registry import RequestContext
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.group_messages import (
@@ -37,9 +39,16 @@ class GroupAdminOps(Protocol):
 
 
 class ListGroupsHandler:
-    def __init__(self, groups: GroupAdminOps, access: GroupAccess) -> None:
+    """Lists the groups given to this broker (``groups.group_broker``): clients ask every
+    broker and merge the answers, as Kafka's coordinators each list their own."""
+
+    def __init__(
+        self, groups: GroupAdminOps, access: GroupAccess, node_id: int, known: KnownBrokers
+    ) -> None:
         self._groups = groups
         self._access = access
+        self._node_id = node_id
+        self._known = known
 
     async def __call__(self, ctx: RequestContext, request: Any) -> Any:
         version = ctx.api_version
@@ -54,8 +63,12 @@ class ListGroupsHandler:
             return response(throttle_time_ms=0, error_code=group_error(exc), groups=[])
         authorizer = self._access.authorizer
         everything = await authorizer.allowed(ctx.principal, "describe", "cluster", "cluster")
+        nodes = kafka_nodes(list(self._known.brokers.values()))
         groups = []
         for g in listed.groups:
+            owner = group_broker(g.group, nodes)
+            if owner is not None and owner.node_id != self._node_id:
+                continue
             if everything or await self._access.allowed(ctx, g.group, "describe"):
                 groups.append(
                     response.ListedGroup(

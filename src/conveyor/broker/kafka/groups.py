@@ -2,10 +2,12 @@
 protocol, decided by the coordinator (``coordinator/classic.py``) and forwarded there by
 whichever broker the client talks to (``broker/coordinator_groups.py``).
 
-* **FindCoordinator** answers this broker itself for every group (and transactional id):
-  every broker forwards group requests to the one coordinator, so any broker is a
-  correct "group coordinator" for Kafka clients, and the client already has a connection
-  to it. v4+ answers each key of the batch on its own.
+* **FindCoordinator**: every broker forwards group requests to the one coordinator, so
+  any broker is a correct "group coordinator" for Kafka clients; each group is still
+  given one (:func:`group_broker`: a hash of the group id over the live brokers with a
+  Kafka listener, as Kafka hashes it onto ``__consumer_offsets``), so a group's members
+  share a connection target and ListGroups, which clients send to every broker and
+  merge, lists each group once (on its broker). v4+ answers each key on its own.
 * Each handler checks the Kafka principal's ACLs as HTTP would (``group`` on the group:
   Kafka's READ; ``describe``, or ``group``, for FindCoordinator: Kafka's DESCRIBE) and
   answers GROUP_AUTHORIZATION_FAILED otherwise; a group id Conveyor cannot store is
@@ -16,10 +18,13 @@ whichever broker the client talks to (``broker/coordinator_groups.py``).
 from __future__ import annotations
 
 import logging
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from conveyor.broker.kafka.auth import Authorizer
+from conveyor.broker.kafka.metadata import KafkaNode, KnownBrokers, kafka_nodes
 from conveyor.broker.kafka.registry import RequestContext
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.group_messages import (
@@ -119,64 +124,75 @@ def client_host(ctx: RequestContext) -> str:
     return "/" + ctx.connection.info.address
 
 
+def group_broker(group: str, nodes: Sequence[KafkaNode]) -> KafkaNode | None:
+    """The broker a group is given (None: no live broker known). Stable while the set of
+    live brokers is: CRC-32 of the group id over the nodes sorted by id."""
+    if not nodes:
+        return None
+    ordered = sorted(nodes, key=lambda n: n.node_id)
+    return ordered[zlib.crc32(group.encode()) % len(ordered)]
+
+
 def _response(key: ApiKey, version: int) -> Any:
     return SERVED[key].response[version]
 
 
 class FindCoordinatorHandler:
-    def __init__(self, node_id: int, advertise: str, access: GroupAccess) -> None:
-        host, _, port = advertise.rpartition(":")
-        self._node_id = node_id
-        self._host = host.strip("[]")
-        self._port = int(port)
+    def __init__(self, this: KafkaNode, known: KnownBrokers, access: GroupAccess) -> None:
+        self._this = this
+        self._known = known
         self._access = access
+
+    def _node(self, key: str, key_type: int) -> KafkaNode:
+        if key_type == TRANSACTION_KEY:  # InitProducerId on this broker says why not yet
+            return self._this
+        return group_broker(key, kafka_nodes(list(self._known.brokers.values()))) or self._this
 
     async def __call__(self, ctx: RequestContext, request: Any) -> Any:
         version = ctx.api_version
         response = _response(ApiKey.FIND_COORDINATOR, version)
         key_type = request.key_type if version >= 1 else GROUP_KEY
+        keys = [request.key] if version < 4 else list(request.coordinator_keys)
+        found = []
+        for key in keys:
+            error, message = await self._check(ctx, key, key_type)
+            node = self._node(key, key_type) if error is KafkaError.NONE else None
+            found.append((key, node, error, message))
         if version < 4:
-            error, message = await self._one(ctx, request.key, key_type)
-            found = error is KafkaError.NONE
+            _, node, error, message = found[0]
             return response(
                 throttle_time_ms=0,
                 error_code=error,
                 error_message=message,
-                node_id=self._node_id if found else -1,
-                host=self._host if found else "",
-                port=self._port if found else -1,
+                node_id=node.node_id if node else -1,
+                host=node.host if node else "",
+                port=node.port if node else -1,
             )
-        coordinators = []
-        for key in request.coordinator_keys:
-            error, message = await self._one(ctx, key, key_type)
-            found = error is KafkaError.NONE
-            coordinators.append(
-                response.Coordinator(
-                    key=key,
-                    node_id=self._node_id if found else -1,
-                    host=self._host if found else "",
-                    port=self._port if found else -1,
-                    error_code=error,
-                    error_message=message,
-                )
+        coordinators = [
+            response.Coordinator(
+                key=key,
+                node_id=node.node_id if node else -1,
+                host=node.host if node else "",
+                port=node.port if node else -1,
+                error_code=error,
+                error_message=message,
             )
+            for key, node, error, message in found
+        ]
         return response(throttle_time_ms=0, coordinators=coordinators)
 
-    async def _one(
+    async def _check(
         self, ctx: RequestContext, key: str, key_type: int
     ) -> tuple[KafkaError, str | None]:
-        if key_type == TRANSACTION_KEY:  # InitProducerId answers why (transactions: issue 21)
+        if key_type == TRANSACTION_KEY:
             return KafkaError.NONE, None
         if key_type != GROUP_KEY:
             return KafkaError.INVALID_REQUEST, f"key type {key_type} is not served"
         refusal = await self._access.refusal(ctx, key, "describe")
+        if refusal is KafkaError.GROUP_AUTHORIZATION_FAILED:
+            return refusal, "not allowed"
         if refusal is not None:
-            return (
-                refusal,
-                "not allowed"
-                if refusal is KafkaError.GROUP_AUTHORIZATION_FAILED
-                else "invalid group id",
-            )
+            return refusal, "invalid group id"
         return KafkaError.NONE, None
 
 

@@ -11,6 +11,7 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
+from conveyor.broker.config import coordinators_of
 from conveyor.broker.coordinator_admin import CoordinatorAcls, CoordinatorTopics
 from conveyor.broker.coordinator_groups import CoordinatorGroups
 from conveyor.broker.kafka.admin_acls import (
@@ -55,7 +56,7 @@ from conveyor.broker.kafka.groups import (
     LeaveGroupHandler,
     SyncGroupHandler,
 )
-from conveyor.broker.kafka.metadata import MetadataHandler
+from conveyor.broker.kafka.metadata import KafkaNode, MetadataHandler
 from conveyor.broker.kafka.offsets import ListOffsetsHandler, OffsetForLeaderEpochHandler
 from conveyor.broker.kafka.produce import ProduceHandler
 from conveyor.broker.kafka.producer_id import InitProducerIdHandler
@@ -66,6 +67,7 @@ from conveyor.broker.kafka.topic_configs import ConfigType
 from conveyor.protocol.kafka.apis import ApiKey
 from conveyor.protocol.messages import InitProducerIdRequest, InitProducerIdResponse, Metadata
 from conveyor.transport.authlimit import AuthFailureLimiter, AuthLimits
+from conveyor.transport.client import AsyncHTTP
 from conveyor.transport.kafka_server import ConnectionInfo, KafkaListener, KafkaListenerSettings
 from conveyor.transport.limits import ConnectionLimits
 
@@ -74,6 +76,8 @@ if TYPE_CHECKING:
     from conveyor.broker.service import BrokerService
 
 log = logging.getLogger(__name__)
+
+GROUP_CONNECTIONS_MAX = 1000  # group requests in flight to the coordinator (parked joins)
 
 
 def build_registry(service: BrokerService, authorizer: Authorizer) -> Registry:
@@ -148,14 +152,20 @@ def add_admin(
 
 def add_groups(
     registry: Registry, service: BrokerService, authorizer: Authorizer, settings: KafkaSettings
-) -> None:
-    """The consumer-group APIs, forwarded to the coordinator (its internal routes)."""
-    groups = CoordinatorGroups(service.http, service.config.coordinator_url)
+) -> AsyncHTTP:
+    """The consumer-group APIs, forwarded to the coordinator (its internal routes) over
+    an HTTP client of their own: JoinGroups parked at the coordinator's barrier hold a
+    connection each, which must never starve the broker's own heartbeats. Returns it (the
+    listener closes it)."""
+    config = service.config
+    http = AsyncHTTP(config.tls, limit=GROUP_CONNECTIONS_MAX, coordinators=coordinators_of(config))
+    groups = CoordinatorGroups(http, config.coordinator_url)
     access = GroupAccess(authorizer)
     node_id = int(service.broker_id)
-    registry.add(
-        ApiKey.FIND_COORDINATOR, FindCoordinatorHandler(node_id, settings.advertise, access)
-    )
+    host, _, port = settings.advertise.rpartition(":")
+    this = KafkaNode(node_id, host.strip("[]"), int(port))
+    known = service.metadata
+    registry.add(ApiKey.FIND_COORDINATOR, FindCoordinatorHandler(this, known, access))
     registry.add(ApiKey.JOIN_GROUP, JoinGroupHandler(groups, access))
     registry.add(ApiKey.SYNC_GROUP, SyncGroupHandler(groups, access))
     registry.add(ApiKey.HEARTBEAT, HeartbeatHandler(groups, access))
@@ -163,11 +173,12 @@ def add_groups(
     registry.add(ApiKey.OFFSET_COMMIT, OffsetCommitHandler(groups, access))
     registry.add(ApiKey.OFFSET_FETCH, OffsetFetchHandler(groups, access))
     registry.add(ApiKey.OFFSET_DELETE, OffsetDeleteHandler(groups, access))
-    registry.add(ApiKey.LIST_GROUPS, ListGroupsHandler(groups, access))
+    registry.add(ApiKey.LIST_GROUPS, ListGroupsHandler(groups, access, node_id, known))
     registry.add(ApiKey.DESCRIBE_GROUPS, DescribeGroupsHandler(groups, access))
     registry.add(ApiKey.DELETE_GROUPS, DeleteGroupsHandler(groups, access))
     registry.add(ApiKey.CONSUMER_GROUP_HEARTBEAT, ConsumerGroupHeartbeatHandler(groups, access))
     registry.add(ApiKey.CONSUMER_GROUP_DESCRIBE, ConsumerGroupDescribeHandler(groups, access))
+    return http
 
 
 def broker_facts(service: BrokerService, settings: KafkaSettings) -> BrokerFacts:
@@ -194,7 +205,7 @@ def build_listener(
     authorizer = Authorizer(security, security.enabled)
     registry = build_registry(service, authorizer)
     add_admin(registry, service, authorizer, settings)
-    add_groups(registry, service, authorizer, settings)
+    groups_http = add_groups(registry, service, authorizer, settings)
     session_settings = SessionSettings(
         auth_enabled=security.enabled, on_request=service.metrics.kafka_request
     )
@@ -214,4 +225,6 @@ def build_listener(
         inflight_max=settings.inflight_max,
         write_timeout_ms=service.config.fetch_write_timeout_ms,
     )
-    return KafkaListener(listener_settings, new_session, ssl_context)
+    listener = KafkaListener(listener_settings, new_session, ssl_context)
+    listener.closers.append(groups_http.close)
+    return listener
