@@ -1,7 +1,8 @@
 """kafkajs (Node) against the Kafka listener: its admin client creates a topic and reads
 offsets and metadata, its producer writes keyed records with headers, and Conveyor's own
 consumer reads them back on the partitions Java's murmur2 puts the keys on. The kafkajs
-consumer always joins a consumer group (it has no manual assignment): issue 17.
+consumer (always in a consumer group: it has no manual assignment) runs the seed's group
+scenario in test_group_clients.py.
 
 Node and kafkajs come from scripts/system-deps/61-kafkajs.sh (npm ci from the committed
 lock file); without them the test skips saying so."""

@@ -7,8 +7,10 @@ handed over only once released), so a Kafka member is one more member of the sam
 The translation, both ways:
 
 * member epoch 0 joins (with the member id the client chose, KIP-1082; a member that was
-  already in the group is first removed: it gave up everything), -1 leaves, -2 (a static
-  member leaving for a restart) leaves too (Conveyor keeps no place for absent members);
+  already in the group is first removed: it gave up everything), -1 leaves, -2 is a
+  static member (``group.instance.id``) leaving for a restart: its place and partitions
+  wait for its next incarnation (``groups.rename``, no rebalance) until its session times
+  out; another member joining with an instance id still held is UNRELEASED_INSTANCE_ID;
   a positive epoch must be one the member was part of, else FENCED_MEMBER_EPOCH;
 * the member epoch answered is the group's generation (Conveyor's groups count one
   epoch for the whole group; a member commits with any generation it belongs to);
@@ -60,6 +62,7 @@ class KafkaMember:
     rack_id: str | None = None
     rebalance_timeout_ms: int = 300_000
     sent: list[TP] | None = None  # the assignment last answered
+    away: bool = False  # a static member that left for a restart (epoch -2)
 
 
 class ConsumerGroups:
@@ -92,12 +95,19 @@ class ConsumerGroups:
     ) -> ConsumerHeartbeatResponse:
         key = (name, request.member_id)
         epoch = request.member_epoch
+        if epoch == STATIC_LEAVE_EPOCH and key in self._members:
+            self._members[key].away = True  # its place waits for it (its session timeout)
+            return ConsumerHeartbeatResponse(member_id=request.member_id, member_epoch=epoch)
         if epoch in (LEAVE_EPOCH, STATIC_LEAVE_EPOCH):
             await self._leave(name, request.member_id)
             self._members.pop(key, None)
             return ConsumerHeartbeatResponse(member_id=request.member_id, member_epoch=epoch)
         group = self._manager.groups.get(name)
         known = group is not None and request.member_id in group.members
+        if epoch == 0 and request.instance_id is not None and not known:
+            back = await self._static_rejoin(name, request)
+            if back is not None:
+                return back
         if epoch == 0:
             if known:  # it rejoins: it gave up what it had
                 await self._leave(name, request.member_id)
@@ -123,6 +133,44 @@ class ConsumerGroups:
             member_epoch=answer.generation,
             heartbeat_interval_ms=answer.heartbeat_interval_ms,
             assignment=self._by_topic_id(assigned) if send else None,
+        )
+
+    async def _static_rejoin(
+        self, name: str, request: ConsumerHeartbeatRequest
+    ) -> ConsumerHeartbeatResponse | None:
+        """KIP-848 static membership: the instance's new incarnation takes the place its
+        previous one left with epoch -2 (its partitions, no rebalance); while that one is
+        still active, UNRELEASED_INSTANCE_ID. None: the instance is not known, join."""
+        group = self._manager.groups.get(name)
+        holder = next(
+            (
+                (member_id, info)
+                for (g, member_id), info in self._members.items()
+                if g == name and info.instance_id == request.instance_id
+                and group is not None and member_id in group.members
+            ),
+            None,
+        )  # fmt: skip
+        if holder is None:
+            return None
+        old_id, info = holder
+        if not info.away:
+            raise _error(
+                ErrorCode.UNRELEASED_INSTANCE_ID,
+                f"instance {request.instance_id} is still held by member {old_id}",
+            )
+        answer = await self._manager.rename(name, old_id, request.member_id)
+        del self._members[(name, old_id)]
+        info = self._remember(info, request, first=False)
+        info.away = False
+        self._members[(name, request.member_id)] = info
+        assigned = [TP(p.topic, p.partition) for p in answer.assigned]
+        info.sent = assigned
+        return ConsumerHeartbeatResponse(
+            member_id=request.member_id,
+            member_epoch=answer.generation,
+            heartbeat_interval_ms=answer.heartbeat_interval_ms,
+            assignment=self._by_topic_id(assigned),
         )
 
     def _remember(

@@ -233,6 +233,23 @@ class GroupManager:
             heartbeat_interval_ms=groups.HEARTBEAT_INTERVAL_MS,
         )
 
+    async def rename(self, name: str, old_id: str, new_id: str) -> GroupHeartbeatResponse:
+        """A static member's new incarnation takes its place (``groups.rename``)."""
+        async with self._lock:
+            group = self.groups.get(name)
+            if group is None or old_id not in group.members:
+                raise groups.unknown(Group(name), old_id)
+            after = groups.rename(group, old_id, new_id, self._now_ms())
+            self._set(group, after)
+        log.info("group %s: static member %s rejoined as %s (no rebalance)", name, old_id, new_id)
+        return GroupHeartbeatResponse(
+            member_id=new_id,
+            generation=after.generation,
+            assigned=_parts(after.assigned_to(new_id)),
+            pending=_parts(after.pending_for(new_id)),
+            heartbeat_interval_ms=groups.HEARTBEAT_INTERVAL_MS,
+        )
+
     async def expire(self) -> None:
         counts = partition_counts(self._state())
         async with self._lock:

@@ -217,7 +217,7 @@ def heartbeat(
         if beat.leave:
             return group, member_id or new_member_id, None
         if member_id is not None and not beat.owned:
-            raise _unknown(group, member_id)
+            raise unknown(group, member_id)
         return (
             _join(group, beat, now_ms, counts, member_id or new_member_id),
             member_id or new_member_id,
@@ -279,6 +279,20 @@ def _join(
         grown = replace(grown, recovering_until_ms=until)
     claims = {member_id: beat.owned} if beat.owned else {}
     return _grant(_retarget(grown, counts, claims), now_ms)
+
+
+def rename(group: Group, old_id: str, new_id: str, now_ms: int) -> Group:
+    """A static member's new incarnation (Kafka's ``group.instance.id``, KIP-848) takes the
+    old one's place: its target and the partitions given to it move to the new id, with no
+    new generation, so nobody else's assignment changes. It reports what it owns from its
+    next heartbeat on; what it owned before stays given to it meanwhile."""
+    old = group.members[old_id]
+    renamed = replace(old, member_id=new_id, last_heartbeat_ms=now_ms, reported=frozenset())
+    members = {(new_id if k == old_id else k): (renamed if k == old_id else v)
+               for k, v in group.members.items()}  # fmt: skip
+    target = {(new_id if k == old_id else k): v for k, v in group.target.items()}
+    given = {tp: (new_id if m == old_id else m) for tp, m in group.given.items()}
+    return replace(group, members=members, target=target, given=given)
 
 
 def expire(group: Group, now_ms: int, counts: Mapping[str, int]) -> Group:
@@ -370,7 +384,7 @@ def _grant(group: Group, now_ms: int) -> Group:
     return replace(grouped, members=members)
 
 
-def _unknown(group: Group, member_id: str) -> InvalidRequestError:
+def unknown(group: Group, member_id: str) -> InvalidRequestError:
     return InvalidRequestError(
         f"member {member_id!r} is not in group {group.name} (removed, or the coordinator "
         "restarted): rejoin",
@@ -441,7 +455,7 @@ def check_commit(
             group=group.name,
         )
     if member is None:
-        raise _unknown(group, member_id)
+        raise unknown(group, member_id)
     if not member.joined_generation <= generation <= group.generation:
         raise InvalidRequestError(
             f"generation {generation} is not one member {member_id} belongs to "

@@ -2,7 +2,7 @@
 // creates the topic with the admin client, produces COUNT keyed records with headers
 // (acks=-1, kafkajs's default Java-compatible murmur2 partitioner), then prints one JSON
 // line: what the producer was told and the topic's offsets as the admin client sees them.
-// Consuming needs a consumer group in kafkajs (no manual assignment): issue 17.
+// kafkajs consumes in consumer groups only: kafkajs_member.js (test_group_clients.py).
 "use strict";
 const { Kafka, logLevel } = require("kafkajs");
 

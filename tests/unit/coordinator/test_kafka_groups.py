@@ -252,3 +252,50 @@ def test_offset_delete_listing_describing_and_deleting(tmp_path: Path) -> None:
         ]
 
     run(tmp_path, scenario)
+
+
+def test_kip848_static_members_come_back_without_a_rebalance(tmp_path: Path) -> None:
+    async def scenario(service: CoordinatorService) -> None:
+        consumer = service.consumer_groups
+        tid = _topic_id(service, "t")
+
+        epochs: dict[str, int] = {}
+
+        async def settle(*members: tuple[str, str]) -> dict[str, list[int]]:
+            owned: dict[str, list[int]] = {}
+            for _ in range(5):
+                for member, instance in members:
+                    reported = [TopicIdPartitions(topic_id=tid, partitions=owned.get(member, []))]
+                    answer = await consumer.heartbeat(
+                        "st", _beat(member, epochs[member], instance_id=instance, owned=reported)
+                    )
+                    assert answer.error is None, answer.message
+                    epochs[member] = answer.member_epoch
+                    group = service.groups.groups["st"]
+                    owned[member] = sorted(p for _, p in group.assigned_to(member))
+            return owned
+
+        for member, instance in (("a", "i-a"), ("b", "i-b")):
+            joined = await consumer.heartbeat(
+                "st", _beat(member, 0, instance_id=instance, subscribed_topic_names=["t"])
+            )
+            assert joined.error is None
+            epochs[member] = joined.member_epoch
+        owned = await settle(("a", "i-a"), ("b", "i-b"))
+        assert owned == {"a": [0], "b": [1]}
+        generation = service.groups.groups["st"].generation
+        clash = await consumer.heartbeat(
+            "st", _beat("c", 0, instance_id="i-a", subscribed_topic_names=["t"])
+        )
+        assert clash.error == ErrorCode.UNRELEASED_INSTANCE_ID.name
+        left = await consumer.heartbeat("st", _beat("b", -2, instance_id="i-b"))
+        assert left.error is None and "b" in service.groups.groups["st"].members  # kept
+        back = await consumer.heartbeat(
+            "st", _beat("b2", 0, instance_id="i-b", subscribed_topic_names=["t"])
+        )
+        assert back.error is None and back.member_epoch == generation
+        assert back.assignment == [TopicIdPartitions(topic_id=tid, partitions=[1], topic="t")]
+        group = service.groups.groups["st"]
+        assert set(group.members) == {"a", "b2"} and group.generation == generation
+
+    run(tmp_path, scenario)
