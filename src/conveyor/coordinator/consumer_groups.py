@@ -18,7 +18,8 @@ The translation, both ways:
   matched against the cluster's topics on every heartbeat, so new topics join in;
 * null fields mean "unchanged": the subscription and owned partitions are remembered;
 * the session timeout is the coordinator's (KIP-848: a broker setting), the rebalance
-  timeout is the member's max poll interval; heartbeats every ``HEARTBEAT_INTERVAL_MS``;
+  timeout is the member's max poll interval; heartbeats every ``HEARTBEAT_INTERVAL_MS``,
+  every 100 ms while a partition it is given waits for its previous owner to release it;
 * the assignment is sent when it changed (or on joining), as Kafka does.
 """
 
@@ -44,10 +45,12 @@ from conveyor.protocol.group_messages import (
     ConsumerHeartbeatResponse,
     TopicIdPartitions,
 )
+from conveyor.protocol.messages import GroupHeartbeatResponse
 
 log = logging.getLogger(__name__)
 
 REGEX_CHARS_MAX: Final = 1_000
+PENDING_RECHECK_MS: Final = 100
 LEAVE_EPOCH: Final = -1
 STATIC_LEAVE_EPOCH: Final = -2
 
@@ -131,7 +134,7 @@ class ConsumerGroups:
         return ConsumerHeartbeatResponse(
             member_id=answer.member_id,
             member_epoch=answer.generation,
-            heartbeat_interval_ms=answer.heartbeat_interval_ms,
+            heartbeat_interval_ms=_interval_ms(answer),
             assignment=self._by_topic_id(assigned) if send else None,
         )
 
@@ -299,6 +302,13 @@ class ConsumerGroups:
             assignment_epoch=group.generation,
             members=members,
         )
+
+
+def _interval_ms(answer: GroupHeartbeatResponse) -> int:
+    """Kafka clients heartbeat at the interval each answer gives: one with partitions
+    still held by their previous owner asks again soon (they move once released), as
+    Conveyor's own client does."""
+    return PENDING_RECHECK_MS if answer.pending else answer.heartbeat_interval_ms
 
 
 def _check_epoch(group: Group, member_id: str, epoch: int) -> None:
