@@ -36,6 +36,7 @@ class Entry:
     subtests: str = ""  # SUBTESTS= filter: only sub-tests whose name contains it
     quick: bool = False  # in the short subset of `make test`
     protocol: str = ""  # "consumer": TEST_CONSUMER_GROUP_PROTOCOL=consumer (KIP-848)
+    timeout_s: float = 600.0  # the runner process is killed after this long
 
     @property
     def key(self) -> str:
@@ -137,7 +138,12 @@ SELECTION: tuple[Entry, ...] = (
     Entry("0081", subtests="do_test_DescribeTopics"),
     Entry("0081", subtests="do_test_DescribeCluster"),
     Entry("0081", subtests="do_test_ListOffsets"),
-    Entry("0081"),
+    Entry("0081", subtests="do_test_DeleteGroups"),
+    Entry("0081", subtests="do_test_ListConsumerGroups"),
+    Entry("0081", subtests="do_test_DescribeConsumerGroups"),
+    Entry("0081", subtests="do_test_DeleteConsumerGroupOffsets"),
+    Entry("0081", subtests="do_test_AlterConsumerGroupOffsets"),
+    Entry("0081", subtests="do_test_ListConsumerGroupOffsets"),
     Entry("0082"),
     Entry("0083"),
     Entry("0084"),
@@ -157,16 +163,16 @@ SELECTION: tuple[Entry, ...] = (
     Entry("0100", LOCAL),
     # beyond 0100: the consumer-group tests that need a broker
     Entry("0102"),
-    Entry("0107"),
-    Entry("0109"),
+    Entry("0107", "runs in librdkafka's noautocreate scenario (a cluster without auto-creation)"),
+    Entry("0109", KAFKA_TOOLS + ": checks auto-creation with kafka-topics.sh"),
     Entry("0112"),
-    Entry("0113"),
+    Entry("0113", timeout_s=1800.0),  # 36 sub-tests, each a few rebalances
     Entry("0118"),
     Entry("0122"),
     Entry("0127"),
     Entry("0130"),
     Entry("0132"),
-    Entry("0137"),
+    Entry("0137", TRANSACTIONS + ": its producer is transactional"),
     Entry("0140"),
     Entry("0153"),
 )
@@ -182,7 +188,7 @@ GROUP_TESTS = frozenset(
     }
 )  # fmt: skip
 SELECTION = SELECTION + tuple(
-    Entry(e.test, e.skip, e.subtests, protocol="consumer")
+    Entry(e.test, e.skip, e.subtests, protocol="consumer", timeout_s=e.timeout_s)
     for e in SELECTION
     if e.test in GROUP_TESTS and not e.skip
 )

@@ -37,7 +37,6 @@ from tests.kafka.librdkafka_selection import SELECTION, Entry, runnable
 # What the test runner is told the broker is: Conveyor serves the Kafka 4.0 protocol
 # subset (RecordBatch v2 only, no MessageSet v0/v1), and tests gate on this version.
 TEST_KAFKA_VERSION = "4.0.0"
-ENTRY_TIMEOUT_S = 600.0
 MARK_START = "<!-- librdkafka-results:start -->"
 MARK_END = "<!-- librdkafka-results:end -->"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m|\x1b\(B")
@@ -129,7 +128,7 @@ def run_entry(tests_dir: Path, conf: Path, entry: Entry, log_dir: Path, quick: b
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            returncode = process.wait(ENTRY_TIMEOUT_S)
+            returncode = process.wait(entry.timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)

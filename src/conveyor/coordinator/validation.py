@@ -16,7 +16,7 @@ from conveyor.protocol.topics import (
     SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN,
     FlushPolicy,
-    check_name,
+    check_group_name,
     parse_cleanup_policy,
     validate_topic_name,
 )
@@ -41,8 +41,9 @@ BROKER_URL_CHARS_MAX: Final = 2048
 
 
 def validate_group_name(group: str) -> None:
-    """Same rule as topics: group names end up in URLs, logs and (later) file names."""
-    check_name("group", group, ErrorCode.INVALID_REQUEST)
+    """Kafka's group ids are any string; Conveyor takes the printable ones without a
+    path separator (``protocol/topics.check_group_name``): they end up in URLs and logs."""
+    check_group_name(group, ErrorCode.INVALID_REQUEST)
 
 
 def validate_partition_count(count: int) -> None:

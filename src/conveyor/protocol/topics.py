@@ -7,6 +7,8 @@ about what a valid topic is.
 
 * names: Kafka's rule, 1-249 characters of ``[a-zA-Z0-9._-]``, not ``.`` or ``..``
   (the broker's partition directory ``<topic>-<partition>`` must fit in a file name);
+  consumer group names (:func:`check_group_name`) are freer, as Kafka's group ids are
+  (librdkafka's tests name groups ``roundrobin,range``): printable, no ``/``;
 * ``min_insync_replicas``: the topic's setting, else 2 when RF >= 3, else 1;
 * the flush policy (``TopicConfig.flush``, parsed by :class:`FlushPolicy`), the cleanup
   policy (:func:`parse_cleanup_policy`) and a partition log's settings
@@ -48,6 +50,28 @@ def check_name(kind: str, name: str, code: ErrorCode) -> None:
     if _NAME_CHARS.fullmatch(name) is None:
         raise InvalidRequestError(
             f"{kind} name {name[:300]!r} may contain only ASCII letters, digits, '.', '_' and '-'",
+            code=code,
+        )
+
+
+GROUP_NAME_LENGTH_MAX: Final = 249
+
+
+def check_group_name(name: str, code: ErrorCode) -> None:
+    """A consumer group's name: 1-249 printable characters other than ``/`` and ``\\``
+    (it is a URL path segment of the group routes), not ``.`` or ``..``. Kafka takes
+    any string as a group id; these are the ones Conveyor can carry everywhere."""
+    if not name:
+        raise InvalidRequestError("group name must not be empty", code=code)
+    if len(name) > GROUP_NAME_LENGTH_MAX:
+        raise InvalidRequestError(
+            f"group name is {len(name)} characters; the limit is {GROUP_NAME_LENGTH_MAX}",
+            code=code,
+        )
+    if name in (".", "..") or not name.isprintable() or "/" in name or "\\" in name:
+        raise InvalidRequestError(
+            f"group name {name[:300]!r} must be printable, without '/' or '\\', "
+            "and not '.' or '..'",
             code=code,
         )
 

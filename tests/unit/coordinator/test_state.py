@@ -326,7 +326,7 @@ def test_commit_and_fetch_offsets() -> None:
         ("g", PartitionOffset(topic="t", partition=-1, offset=0), -1, ErrorCode.UNKNOWN_PARTITION),
         ("g", PartitionOffset(topic="x", partition=0, offset=0), -1, ErrorCode.UNKNOWN_TOPIC),
         ("g", PartitionOffset(topic="x y", partition=0, offset=0), -1, ErrorCode.INVALID_TOPIC),
-        ("a b", PartitionOffset(topic="t", partition=0, offset=0), -1, ErrorCode.INVALID_REQUEST),
+        ("a/b", PartitionOffset(topic="t", partition=0, offset=0), -1, ErrorCode.INVALID_REQUEST),
     ],
 )
 def test_bad_commits_change_nothing(

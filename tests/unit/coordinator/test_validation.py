@@ -11,11 +11,13 @@ from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import TopicConfig
 
 
-def test_group_names_follow_the_topic_rule_with_a_request_error() -> None:
-    validate_group_name("my-group.1")
-    with pytest.raises(InvalidRequestError) as caught:
-        validate_group_name("my group")
-    assert caught.value.code is ErrorCode.INVALID_REQUEST
+def test_group_names_are_kafkas_printable_ids_without_a_path_separator() -> None:
+    for name in ("my-group.1", "my group", "roundrobin,range", "a:b"):
+        validate_group_name(name)
+    for bad in ("", ".", "..", "a/b", "a\\b", "tab\there", "x" * 250):
+        with pytest.raises(InvalidRequestError) as caught:
+            validate_group_name(bad)
+        assert caught.value.code is ErrorCode.INVALID_REQUEST
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ from conveyor.protocol.group_messages import (
 )
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError, kafka_error
-from conveyor.protocol.topics import check_name
+from conveyor.protocol.topics import check_group_name
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def named_error(name: str | None) -> KafkaError:
 
 def invalid_group(group: str | None) -> bool:
     try:
-        check_name("group", group or "", ErrorCode.INVALID_REQUEST)
+        check_group_name(group or "", ErrorCode.INVALID_REQUEST)
     except ConveyorError:
         return True
     return False
