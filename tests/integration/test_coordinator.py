@@ -280,7 +280,7 @@ def test_offsets_commit_and_fetch(http: httpx.Client) -> None:
         (commit("readers", offset=-1), 400, "INVALID_REQUEST"),
         (commit("readers", partition=2), 404, "UNKNOWN_PARTITION"),
         (commit("readers", topic="missing"), 404, "UNKNOWN_TOPIC"),
-        (commit("bad%20group"), 400, "INVALID_REQUEST"),
+        (commit("bad%09group"), 400, "INVALID_REQUEST"),  # a tab: not printable
         (http.get("/v1/groups/readers/offsets", params={"topic": "missing"}), 404, "UNKNOWN_TOPIC"),
     ]:
         assert (response.status_code, error_code(response)) == (status, code), response.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -177,7 +178,11 @@ def internal_urls(cluster: Cluster) -> list[tuple[str, str]]:
         for path, operations in document["paths"].items():
             for method, operation in operations.items():
                 if "internal" in operation.get("tags", []):
-                    concrete = path.replace("{topic}", "t").replace("{partition}", "0")
+                    # every path parameter gets a well-formed value: numbers for the
+                    # partition, a name for the rest (topic, group, ...)
+                    concrete = re.sub(
+                        r"\{(\w+)\}", lambda m: "0" if m[1] == "partition" else "t", path
+                    )
                     urls.append((method.upper(), service.url + concrete))
     return urls
 
