@@ -649,35 +649,49 @@ def rabbit_e2e(port: int, seconds: float, kind: str) -> list[int]:
 # --- one run of every workload ----------------------------------------------------------------
 
 
-def run_system(system: str, count: int, e2e_seconds: float) -> dict[str, Any]:
+def run_system(
+    system: str,
+    count: int,
+    e2e_seconds: float,
+    workloads: frozenset[str] = frozenset(("w1", "w2", "w3", "w4")),
+) -> dict[str, Any]:
+    """W1 and W2 always (W2 reads what W1 wrote); W3 and W4 when in ``workloads``."""
     server = Server(system)
     try:
         server.start()
         port = server.port
+        latency: list[int] = []
+        e2e: list[int] = []
         if system == "redis":
             produce_s = redis_produce(port, count)
             consume_s = redis_consume(port, count)
-            latency = redis_latency(port)
-            e2e = redis_e2e(port, e2e_seconds)
+            if "w3" in workloads:
+                latency = redis_latency(port)
+            if "w4" in workloads:
+                e2e = redis_e2e(port, e2e_seconds)
         elif system == "nats":
             produce_s = nats_produce(port, count)
             consume_s = nats_consume(port, count)
-            latency = nats_latency(port)
-            e2e = nats_e2e(port, e2e_seconds)
+            if "w3" in workloads:
+                latency = nats_latency(port)
+            if "w4" in workloads:
+                e2e = nats_e2e(port, e2e_seconds)
         else:
             kind = system.split("-")[1]
             produce_s = rabbit_produce(port, count, kind)
             consume_s = rabbit_consume(port, count)
-            latency = rabbit_latency(port, kind)
-            e2e = rabbit_e2e(port, e2e_seconds, kind)
+            if "w3" in workloads:
+                latency = rabbit_latency(port, kind)
+            if "w4" in workloads:
+                e2e = rabbit_e2e(port, e2e_seconds, kind)
         return {
             "system": system,
             "version": server.version,
             "count": count,
             "w1_produce_msg_per_s": count / produce_s,
             "w2_consume_msg_per_s": count / consume_s,
-            "w3_ack_latency_us": percentiles_us(latency),
-            "w4_e2e_latency_us": percentiles_us(e2e),
+            "w3_ack_latency_us": percentiles_us(latency) if latency else None,
+            "w4_e2e_latency_us": percentiles_us(e2e) if e2e else None,
             "w4_rate": W4_RATE,
             "w4_seconds": e2e_seconds,
         }
@@ -692,11 +706,15 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--e2e-seconds", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=None, help="append JSON lines here")
+    parser.add_argument(
+        "--workloads", default="w1,w2,w3,w4", help="w1 and w2 always run; w3, w4 optional"
+    )
     args = parser.parse_args()
+    workloads = frozenset(args.workloads.split(","))
     for system in args.systems.split(","):
         ensure_installed(system)
         for run in range(args.runs):
-            result = run_system(system, args.count, args.e2e_seconds)
+            result = run_system(system, args.count, args.e2e_seconds, workloads)
             result["run"] = run
             line = json.dumps(result)
             print(line, flush=True)

@@ -18,6 +18,7 @@ from conveyor.bench.storage import (
     MIB,
 )
 from conveyor.cli.bench_client import register_client_benchmarks
+from conveyor.cli.bench_queue import register_queue_benchmark
 from conveyor.cli.common import EXIT_OK, positive_int
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ def register(subparsers: Subparsers) -> None:
     )
     _register_storage(benchmarks)
     register_client_benchmarks(benchmarks)
+    register_queue_benchmark(benchmarks)
 
 
 def _register_storage(benchmarks: Subparsers) -> None:

@@ -47,14 +47,20 @@ class QueueMessage:
     ``delivery_count`` is 1 on a first delivery; ``lock_token`` identifies this delivery
     (what the REST API acknowledges with)."""
 
-    __slots__ = ("_core", "_delivered", "_done", "lock_token", "topic")
+    __slots__ = ("_core", "_delivered", "_done")
 
     def __init__(self, core: QueueCore, delivered: Delivered) -> None:
         self._core = core
         self._delivered = delivered
         self._done = False
-        self.topic = core.settings.topic
-        self.lock_token = core.token(delivered)
+
+    @property
+    def topic(self) -> str:
+        return self._core.settings.topic
+
+    @property
+    def lock_token(self) -> str:
+        return self._core.token(self._delivered)
 
     @property
     def partition(self) -> int:
@@ -121,6 +127,19 @@ class QueueMessage:
         )
 
 
+def _accept_all(core: QueueCore, messages: Iterable[QueueMessage]) -> None:
+    entries = []
+    for message in messages:
+        if message._done:
+            raise ValueError(
+                f"message {message.partition}:{message.offset} was already acknowledged"
+            )
+        message._done = True
+        delivered = message._delivered
+        entries.append((delivered.partition, delivered.record.offset, delivered.acquisition))
+    core.pending.add_many(entries, "accept")
+
+
 def _settings(topic: str, group: str, url: str | None, **settings: Any) -> QueueSettings:
     return QueueSettings(url=default_url(url), topic=topic, group=group, **settings)
 
@@ -163,6 +182,7 @@ class Queue:
         session_timeout_ms: int = 10_000,
         request_timeout_ms: int = 30_000,
         ack_flush_ms: int = 100,
+        prefetch: bool = True,
         tls: TLSConfig | None = None,
         token: str | None = None,
         user: str | None = None,
@@ -179,6 +199,7 @@ class Queue:
                 session_timeout_ms=session_timeout_ms,
                 request_timeout_ms=request_timeout_ms,
                 ack_flush_ms=ack_flush_ms,
+                prefetch=prefetch,
                 tls=tls,
                 authorization=authorization_header(token, user, password),
             )
@@ -217,8 +238,8 @@ class Queue:
         return [QueueMessage(core, d) for d in got]
 
     def ack(self, messages: Iterable[QueueMessage]) -> None:
-        for message in messages:
-            message.ack()
+        """Accept many messages at once (one lock, not one per message)."""
+        _accept_all(self._core, messages)
 
     def release(self, messages: Iterable[QueueMessage], delay: float | None = None) -> None:
         for message in messages:
@@ -306,6 +327,7 @@ class AsyncQueue:
         session_timeout_ms: int = 10_000,
         request_timeout_ms: int = 30_000,
         ack_flush_ms: int = 100,
+        prefetch: bool = True,
         tls: TLSConfig | None = None,
         token: str | None = None,
         user: str | None = None,
@@ -322,6 +344,7 @@ class AsyncQueue:
                 session_timeout_ms=session_timeout_ms,
                 request_timeout_ms=request_timeout_ms,
                 ack_flush_ms=ack_flush_ms,
+                prefetch=prefetch,
                 tls=tls,
                 authorization=authorization_header(token, user, password),
             )
@@ -356,6 +379,10 @@ class AsyncQueue:
 
     async def commit(self) -> list[AckFailure]:
         return await self._core.commit()
+
+    def ack(self, messages: Iterable[QueueMessage]) -> None:
+        """Accept many messages at once."""
+        _accept_all(self._core, messages)
 
     def on_ack_error(self, callback: Callable[[AckFailure], None] | None) -> None:
         self._core.on_ack_error = callback

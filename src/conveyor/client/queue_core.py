@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 
@@ -62,6 +62,7 @@ class QueueSettings:
     session_timeout_ms: int = 10_000
     request_timeout_ms: int = 30_000
     ack_flush_ms: int = 100
+    prefetch: bool = True  # fetch the next batch while the application handles this one
     tls: TLSConfig | None = None
     authorization: str | None = field(default=None, repr=False)
 
@@ -74,9 +75,8 @@ class QueueSettings:
             raise ValueError("ack_flush_ms must be >= 0")
 
 
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """One acquired record: the record, where it is, its lock."""
+class Delivered(NamedTuple):
+    """One acquired record: the record, where it is, its lock (a tuple: made per record)."""
 
     record: Record
     partition: int
@@ -105,7 +105,6 @@ class PendingAcks:
         self._lock = threading.Lock()
         # (partition, type, acquisition, delay_ms, reason) -> offsets
         self._items: dict[tuple[int, AckType, int, int | None, str | None], list[int]] = {}
-        self.added = threading.Event()
 
     def add(  # noqa: PLR0917 -- one acknowledgement's fields
         self,
@@ -116,11 +115,25 @@ class PendingAcks:
         delay_ms: int | None = None,
         reason: str | None = None,
     ) -> None:
+        key = (partition, kind, acquisition, delay_ms, reason)
         with self._lock:
-            self._items.setdefault((partition, kind, acquisition, delay_ms, reason), []).append(
-                offset
-            )
-        self.added.set()
+            found = self._items.get(key)
+            if found is None:
+                self._items[key] = [offset]
+            else:
+                found.append(offset)
+
+    def add_many(self, entries: list[tuple[int, int, int]], kind: AckType) -> None:
+        """(partition, offset, acquisition) of several records, one kind, one lock."""
+        with self._lock:
+            items = self._items
+            for partition, offset, acquisition in entries:
+                key = (partition, kind, acquisition, None, None)
+                found = items.get(key)
+                if found is None:
+                    items[key] = [offset]
+                else:
+                    found.append(offset)
 
     def __len__(self) -> int:
         with self._lock:
@@ -129,7 +142,6 @@ class PendingAcks:
     def take(self) -> dict[int, list[AckRange]]:
         with self._lock:
             items, self._items = self._items, {}
-            self.added.clear()
         out: dict[int, list[AckRange]] = {}
         for (partition, kind, acquisition, delay_ms, reason), offsets in items.items():
             for first, last in _ranges(offsets):
@@ -192,6 +204,10 @@ class QueueCore:
         self.on_ack_error: Callable[[AckFailure], None] | None = None
         self._buffer: list[Delivered] = []
         self._outstanding: set[asyncio.Task[None]] = set()
+        # receives not answered yet (counted down before their records are announced, so a
+        # waiter woken by them sees them done: a task's own end comes a step later)
+        self._in_flight = 0
+        self._prefetch: tuple[int, float] | None = None  # asked for while one was in flight
         self._arrived = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._joined = asyncio.Event()
@@ -305,21 +321,31 @@ class QueueCore:
         if self.refused is not None:
             raise self.refused
         got = self._from_buffer(max_records)
-        if got:
-            return got
+        if not got:
+            got = await self._wait_for_records(max_records, timeout_s)
+        if got and self.settings.prefetch and len(self._buffer) < max_records:
+            # the next batch is fetched (and decoded) while the application works on this
+            # one; its records wait at most one batch's processing time in their lock
+            if self._in_flight:
+                self._prefetch = (max_records, timeout_s)  # once the one in flight ends
+            else:
+                self._send_receives(max_records, timeout_s)
+        return got
+
+    async def _wait_for_records(self, max_records: int, timeout_s: float) -> list[Delivered]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout_s)
         if not self._joined.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, timeout_s)):
                     await self._joined.wait()
-        if not self._outstanding:
+        if not self._in_flight:
             self._send_receives(max_records, deadline - loop.time())
         while True:
             got = self._from_buffer(max_records)
             left = deadline - loop.time()
-            if got or left <= 0 or not self._outstanding:
-                if not got and left > 0 and not self._outstanding:
+            if got or left <= 0 or not self._in_flight:
+                if not got and left > 0 and not self._in_flight:
                     await asyncio.sleep(min(left, 0.05))  # no partition assigned yet
                 return got
             self._arrived.clear()
@@ -354,7 +380,19 @@ class QueueCore:
         return taken
 
     def _send_receives(self, max_records: int, wait_s: float) -> None:
+        self._in_flight += 1
+
         async def run() -> None:
+            try:
+                await requests()
+            finally:
+                self._in_flight -= 1
+                self._arrived.set()
+                prefetch, self._prefetch = self._prefetch, None
+                if prefetch is not None and not self.closed and not self._in_flight:
+                    self._send_receives(*prefetch)
+
+        async def requests() -> None:
             acks = self.pending.take()
             partitions = sorted(set(self.assigned) | set(acks))
             by_leader = await self._by_leader(partitions)
@@ -448,15 +486,23 @@ class QueueCore:
         for answer, chunk in zip(header.partitions, chunks, strict=True):
             if answer.error is not None or not answer.acquired:
                 continue
-            held = {}
-            for r in answer.acquired:
-                for offset in range(r.first_offset, r.last_offset + 1):
-                    held[offset] = (r.acquisition, r.delivery_count)
-            for record in decode_batches(chunk, verify_crc=True):
-                found = held.get(record.offset)
-                if found is not None:
+            ranges = sorted(
+                (r.first_offset, r.last_offset, r.acquisition, r.delivery_count)
+                for r in answer.acquired
+            )
+            records = decode_batches(chunk, verify_crc=True, start_offset=ranges[0][0])
+            partition = answer.partition
+            i, count = 0, len(ranges)
+            for record in records:  # both in offset order: a merge walk
+                offset = record.offset
+                while i < count and ranges[i][1] < offset:
+                    i += 1
+                if i == count:
+                    break
+                first, _, acquisition, deliveries = ranges[i]
+                if offset >= first:
                     delivered.append(
-                        Delivered(record, answer.partition, found[0], found[1], deadline)
+                        Delivered(record, partition, acquisition, deliveries, deadline)
                     )
         self._buffer += delivered
         self._arrived.set()
@@ -471,7 +517,17 @@ class QueueCore:
         for task in list(self._outstanding):
             with contextlib.suppress(asyncio.CancelledError, ConveyorError):
                 await task
-        for delivered in self._buffer:  # never handed out: back at once
+        key_ordered = self.config is not None and self.config.mode == "key_ordered"
+        heads: set[tuple[int, int, bytes]] = set()
+        for delivered in sorted(self._buffer, key=lambda d: (d.partition, d.record.offset)):
+            # never handed out: back at once. In key-ordered mode the broker sends a key's
+            # later records back with its first one (same lock): release only that one.
+            key = delivered.record.key
+            if key_ordered and key is not None:
+                head = (delivered.partition, delivered.acquisition, key)
+                if head in heads:
+                    continue
+                heads.add(head)
             self.pending.add(
                 delivered.partition, delivered.record.offset, delivered.acquisition, "release", 0
             )

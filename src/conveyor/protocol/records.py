@@ -341,6 +341,7 @@ class BatchBuilder:
         "_base_sequence",
         "_base_timestamp_ms",
         "_codec",
+        "_last_offset_delta",
         "_max_timestamp_ms",
         "_parts",
         "_producer_epoch",
@@ -374,6 +375,7 @@ class BatchBuilder:
         self._base_sequence = base_sequence
         self._parts: list[bytes | bytearray | memoryview] = []
         self._records_count = 0
+        self._last_offset_delta = -1
         self._size_bytes = HEADER_SIZE
         self._base_timestamp_ms = 0
         self._max_timestamp_ms = 0
@@ -410,14 +412,21 @@ class BatchBuilder:
         key: bytes | None = None,
         headers: Headers = (),
         timestamp_ms: int | None = None,
+        offset_delta: int | None = None,
     ) -> int:
-        """Add one record; returns its offset delta (its index in the batch)."""
+        """Add one record; returns its offset delta: its index in the batch, or
+        ``offset_delta`` when given (increasing: a batch of chosen records keeps their
+        offsets, with gaps, as a compacted batch does)."""
         # Hot path: no calls but len() for the common small fields (see module docstring).
         varint = _VARINT
-        offset_delta = self._records_count
+        count = self._records_count
+        if offset_delta is None:
+            offset_delta = count
+        elif offset_delta < (self._last_offset_delta + 1 if count else 0):
+            raise InvalidRequestError(f"offset delta {offset_delta} does not increase")
         if timestamp_ms is None:
             timestamp_ms = time.time_ns() // 1_000_000
-        if offset_delta:
+        if count:
             timestamp_delta = timestamp_ms - self._base_timestamp_ms
             if timestamp_ms > self._max_timestamp_ms:  # noqa: PLR1730 -- max() is a call
                 self._max_timestamp_ms = timestamp_ms
@@ -461,7 +470,8 @@ class BatchBuilder:
         length = varint[size] if size < _VARINT_CACHED else _encode_varint(size)
         self._parts += (length, prefix, key_length, key, value_length, value, header_bytes)
         self._size_bytes += len(length) + size
-        self._records_count = offset_delta + 1
+        self._records_count = count + 1
+        self._last_offset_delta = offset_delta
         return offset_delta
 
     def build(self, base_offset: int = 0, partition_leader_epoch: int = -1) -> bytes:
@@ -490,7 +500,7 @@ class BatchBuilder:
                 MAGIC,
                 0,  # the CRC, computed below over the packed header and the records
                 int(codec),
-                self._records_count - 1,
+                self._last_offset_delta,
                 self._base_timestamp_ms,
                 self._max_timestamp_ms,
                 self._producer_id,

@@ -125,13 +125,17 @@ def acquire(
 
 
 def _available_ranges(state: ShareState, max_records: int, now_ms: int) -> list[Range]:
-    """Unordered mode: the oldest available records, found a run at a time (C speed)."""
+    """Unordered mode: the oldest available records, found a run at a time (C speed). The
+    last range is stretched to the end of its log batch when that is available too, so a
+    member gets whole stored batches (Kafka's ShareFetch does the same): the broker then
+    answers the stored bytes, and the client decodes no record it does not own."""
     base = state.base
     position = max(state.scan_hint, state.start) - base
     stop = state.end - base
     ranges: list[Range] = []
     wanted = max_records
     hint: int | None = None
+    run_last = -1
     while wanted > 0:
         match = AVAILABLE_RUN.search(state.states, position, stop)
         if match is None:
@@ -150,6 +154,11 @@ def _available_ranges(state: ShareState, max_records: int, now_ms: int) -> list[
             if wanted <= 0:
                 break
         position = b
+    if ranges and wanted <= 0:
+        first, last = ranges[-1]
+        batch_last = state.batch_last(last)
+        if batch_last is not None and batch_last > last:
+            ranges[-1] = (first, min(batch_last, run_last))
     state.scan_hint = hint if hint is not None else max(state.end, state.start)
     return ranges
 

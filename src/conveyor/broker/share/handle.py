@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from conveyor.broker.share import decide, window
+from conveyor.broker.share.delivery import DecodedCache, answer_bytes
 from conveyor.broker.share.state import ShareState, replay
 from conveyor.broker.share.store import DELTA_SLOTS, SNAPSHOT_SLOT, delta_slot
-from conveyor.protocol.batch import LOG_OVERHEAD, parse_header, peek_length
 from conveyor.protocol.errors import ConveyorError, OffsetOutOfRangeError
 from conveyor.protocol.messages import SharePartitionStats
 from conveyor.protocol.share import (
@@ -108,6 +108,7 @@ class ShareHandle:
         self._waiters: list[asyncio.Future[None]] = []
         self._writing = False
         self.dead_letter_task: asyncio.Task[None] | None = None
+        self.cache = DecodedCache()  # decoded batches, for sparse answers (delivery.py)
 
     @property
     def label(self) -> str:
@@ -142,6 +143,7 @@ class ShareHandle:
 
     async def _load(self, data: DataPartition, info: ShareGroupInfo) -> None:
         self.state = None
+        self.cache.clear()
         config = info.config
         self.key = share_key(self.group, self.topic, self.partition, info.created_ms)
         epoch = data.leader_epoch
@@ -254,7 +256,7 @@ class ShareHandle:
             if not chunk:
                 break
             limit = state.start + self.config.window_records_max
-            for span in window.scan(chunk, key_ordered):
+            for span in window.scan(chunk, key_ordered, self.cache.put):
                 if span.first >= limit:
                     break
                 state.extend(span)
@@ -263,34 +265,11 @@ class ShareHandle:
         return state.end != end
 
     def batches_for(self, ranges: list[Range]) -> bytes:
-        """The stored batches holding ``ranges`` (sorted), each batch once."""
+        """What a member gets for ``ranges`` (``delivery.answer_bytes``)."""
         data = self.data
         if data is None or not ranges:
             return b""
-        parts: list[bytes] = []
-        included_until = -1
-        for first, last in ranges:
-            offset = max(first, included_until)
-            while offset <= last:
-                chunk = data.read(offset, READ_CHUNK_BYTES, None)
-                if not chunk:
-                    return b"".join(parts)
-                position = 0
-                while len(chunk) - position >= LOG_OVERHEAD:
-                    _, size = peek_length(chunk, position)
-                    if position + size > len(chunk):
-                        break
-                    header = parse_header(chunk, position)
-                    if header.base_offset > last:
-                        break
-                    if header.last_offset >= offset:
-                        parts.append(chunk[position : position + size])
-                        included_until = header.last_offset + 1
-                    position += size
-                if included_until <= offset:
-                    break  # nothing more in the log (should not happen below the HW)
-                offset = included_until
-        return b"".join(parts)
+        return answer_bytes(lambda o, m: data.read(o, m, None), ranges, self.cache)
 
     # ---- views ---------------------------------------------------------------------------
 

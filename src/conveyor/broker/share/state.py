@@ -27,6 +27,7 @@ at this offset: compacted away, or a control batch). Settled = ACKED, ARCHIVED, 
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import re
@@ -123,6 +124,7 @@ class ShareState:
         self.dead_letter_sequence = 0
         self.producer: OpProducer | None = None
         self.scan_hint = start_offset  # unordered: nothing available below this
+        self.batch_lasts: list[int] = []  # last offsets of the log's batches in the window
 
     # ---- geometry ------------------------------------------------------------------------
 
@@ -289,6 +291,7 @@ class ShareState:
             if self.keyindex is not None:
                 del self.keys[:drop]
             self.base = self.start
+            del self.batch_lasts[: bisect.bisect_left(self.batch_lasts, self.start)]
             if self.not_before:
                 self.not_before = {o: t for o, t in self.not_before.items() if o >= self.start}
 
@@ -319,8 +322,15 @@ class ShareState:
                 self.keys[i] = key
                 if self.states[i] in (AVAILABLE, ACQUIRED):
                     index.add(offset, key)
+        if not self.batch_lasts or span.last > self.batch_lasts[-1]:
+            self.batch_lasts.append(span.last)
         self.end = span.last + 1
         self._advance()
+
+    def batch_last(self, offset: int) -> int | None:
+        """The last offset of the log batch holding ``offset`` (None: not known)."""
+        i = bisect.bisect_left(self.batch_lasts, offset)
+        return self.batch_lasts[i] if i < len(self.batch_lasts) else None
 
     def _mark_gaps(self, lo: int, hi: int, present: list[int] | tuple[()]) -> None:
         have = set(present)

@@ -12,13 +12,14 @@ mode, sparse batches and batches that mention the header are decoded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from conveyor.broker.share.keyindex import key_id
 from conveyor.broker.share.state import Span
 from conveyor.protocol.batch import HEADER_SIZE, LOG_OVERHEAD, parse_header, peek_length
 from conveyor.protocol.errors import ConveyorError
-from conveyor.protocol.records import Codec, decode_batches, decompress_records
+from conveyor.protocol.records import Codec, Record, decode_batches, decompress_records
 from conveyor.protocol.share import NOT_BEFORE_HEADER
 
 _MARKER: Final = NOT_BEFORE_HEADER.encode()
@@ -33,8 +34,14 @@ def parse_not_before(value: bytes | None) -> int:
     return int(value)
 
 
-def scan(data: bytes | memoryview, key_ordered: bool) -> list[Span]:
-    """One span per whole batch of ``data`` (stored batches, already validated)."""
+Decoded = Callable[[int, list[Record]], None]
+
+
+def scan(
+    data: bytes | memoryview, key_ordered: bool, on_decoded: Decoded | None = None
+) -> list[Span]:
+    """One span per whole batch of ``data`` (stored batches, already validated);
+    ``on_decoded(base_offset, records)`` is told of each batch decoded on the way."""
     spans: list[Span] = []
     buffer = bytes(data)
     position = 0
@@ -42,12 +49,14 @@ def scan(data: bytes | memoryview, key_ordered: bool) -> list[Span]:
         _, size_bytes = peek_length(buffer, position)
         if size_bytes < HEADER_SIZE or position + size_bytes > len(buffer):
             break
-        spans.append(_span(buffer, position, size_bytes, key_ordered))
+        spans.append(_span(buffer, position, size_bytes, key_ordered, on_decoded))
         position += size_bytes
     return spans
 
 
-def _span(buffer: bytes, position: int, size_bytes: int, key_ordered: bool) -> Span:
+def _span(
+    buffer: bytes, position: int, size_bytes: int, key_ordered: bool, on_decoded: Decoded | None
+) -> Span:
     header = parse_header(buffer, position)
     first, last = header.base_offset, header.last_offset
     if header.is_control:
@@ -70,6 +79,8 @@ def _span(buffer: bytes, position: int, size_bytes: int, key_ordered: bool) -> S
         # A batch this broker cannot decode (a codec it lacks): deliver it whole, as the
         # consumer decodes it; no keys, no delays.
         return Span(first, last)
+    if on_decoded is not None:
+        on_decoded(first, decoded)
     offsets = [r.offset for r in decoded]
     not_before = tuple(
         (r.offset, parse_not_before(value))

@@ -23,12 +23,14 @@ KEYED = ShareGroupConfig(mode="key_ordered")
 
 
 def fresh(config: ShareGroupConfig, count: int, keys: list[bytes] | None = None) -> ShareState:
+    """``count`` records, each in a batch of its own."""
     state = ShareState(config.mode, 0)
-    ids = None
-    if config.mode == "key_ordered":
-        assert keys is not None
-        ids = [key_id(k, o) for o, k in enumerate(keys)]
-    state.extend(Span(0, count - 1, keys=ids))
+    for offset in range(count):
+        ids = None
+        if config.mode == "key_ordered":
+            assert keys is not None
+            ids = [key_id(keys[offset], offset)]
+        state.extend(Span(offset, offset, keys=ids))
     return state
 
 
@@ -66,6 +68,16 @@ def test_acquire_accept_release_moves_the_start_offset() -> None:
         (4, 9, 1),
     ]
     ok(state)
+
+
+def test_unordered_receives_end_at_a_batch_boundary() -> None:
+    state = ShareState("unordered", 0)
+    state.extend(Span(0, 9))  # one stored batch of 10
+    state.extend(Span(10, 14))
+    _, got = decide.acquire(state, UNORDERED, "m", 4, now_ms=0)
+    assert got is not None and [(r.first_offset, r.last_offset) for r in got.ranges] == [(0, 9)]
+    _, rest = decide.acquire(state, UNORDERED, "m", 100, now_ms=0)
+    assert rest is not None and [(r.first_offset, r.last_offset) for r in rest.ranges] == [(10, 14)]
 
 
 def test_a_wrong_lock_token_changes_nothing() -> None:

@@ -1,0 +1,86 @@
+"""What a receive answers (broker/share/delivery.py): whole stored batches when the member
+owns most of their records, one compact batch of just its records otherwise."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conveyor.broker.share.delivery import DecodedCache, answer_bytes
+from conveyor.protocol.errors import InvalidRequestError
+from conveyor.protocol.records import BatchBuilder, decode_batches
+
+
+def stored_log(batch_sizes: list[int]) -> bytes:
+    parts, offset = [], 0
+    for size in batch_sizes:
+        builder = BatchBuilder()
+        for i in range(size):
+            builder.append(
+                f"v{offset + i}".encode(),
+                f"k{(offset + i) % 3}".encode(),
+                (("h", b"1"),),
+                1000 + offset + i,
+            )
+        parts.append(builder.build(base_offset=offset))
+        offset += size
+    return b"".join(parts)
+
+
+def reader(log: bytes):  # type: ignore[no-untyped-def]
+    def read(offset: int, max_bytes: int) -> bytes:
+        # the stored batches from the one holding ``offset`` on (as PartitionLog.read)
+        out = []
+        for batch in _split(log):
+            header_last = decode_batches(batch)[-1].offset
+            if header_last >= offset:
+                out.append(batch)
+        return b"".join(out)[:max_bytes] if out else b""
+
+    return read
+
+
+def _split(log: bytes) -> list[bytes]:
+    from conveyor.protocol.batch import peek_length
+
+    out, position = [], 0
+    while position < len(log):
+        _, size = peek_length(log, position)
+        out.append(log[position : position + size])
+        position += size
+    return out
+
+
+def test_owning_most_of_a_batch_answers_the_stored_bytes() -> None:
+    log = stored_log([10, 10])
+    answer = answer_bytes(reader(log), [(0, 9)], DecodedCache())
+    assert answer == _split(log)[0]
+
+
+def test_owning_a_few_records_answers_only_them_with_their_offsets() -> None:
+    log = stored_log([100])
+    answer = answer_bytes(reader(log), [(3, 3), (40, 41), (99, 99)], DecodedCache())
+    records = decode_batches(answer)
+    assert [r.offset for r in records] == [3, 40, 41, 99]
+    assert [r.value for r in records] == [b"v3", b"v40", b"v41", b"v99"]
+    assert records[0].key == b"k0" and records[0].headers == (("h", b"1"),)
+    assert records[0].timestamp_ms == 1003
+
+
+@given(st.lists(st.integers(1, 30), min_size=1, max_size=5), st.data())
+def test_every_owned_record_is_answered_once(sizes: list[int], data: st.DataObject) -> None:
+    total = sum(sizes)
+    owned = sorted(data.draw(st.sets(st.integers(0, total - 1), min_size=1)))
+    ranges = [(o, o) for o in owned]
+    answer = answer_bytes(reader(stored_log(sizes)), ranges, DecodedCache(records_max=20))
+    got = [r.offset for r in decode_batches(answer)]
+    assert set(owned) <= set(got)
+    assert len(got) == len(set(got))
+
+
+def test_offset_deltas_must_increase() -> None:
+    builder = BatchBuilder()
+    builder.append(b"a", offset_delta=5)
+    with pytest.raises(InvalidRequestError):
+        builder.append(b"b", offset_delta=5)
