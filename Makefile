@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-tls test-repeat test-kafka bench-security lint typecheck system-deps bench-storage bench chaos chaos-ci clean
+.PHONY: run test test-tls test-repeat test-kafka bench-security lint typecheck system-deps bench-storage bench chaos chaos-ci sim sim-soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -84,12 +84,18 @@ chaos-ci: $(STAMP) system-deps
 	$(BIN)/pytest tests/chaos -m chaos
 
 # The deterministic simulation (tests/sim, docs/reliability.md): the coordinator and broker
-# cores with a simulated clock, network and disks. `make sim SEEDS=N` runs seeds 0..N-1
-# (`make test` runs 500); `make sim SEED=123` replays one seed exactly and, if it breaks a
-# guarantee, prints its minimal trace. `make sim SEEDS=100000` is the soak.
+# cores with a simulated clock, network and disks. `make sim SEEDS=N [FIRST=K]` runs seeds
+# K..K+N-1 (`make test` runs 300); `make sim SEED=123` replays one seed exactly and, if it
+# breaks a guarantee, prints its minimal trace. `make sim-soak` is the long run (100,000
+# seeds, about 35 CPU-minutes; never part of make test), niced.
 SEEDS ?= 500
+FIRST ?= 0
+SOAK_SEEDS ?= 100000
 sim: $(STAMP)
-	$(BIN)/python -m tests.sim $(if $(SEED),--seed $(SEED),--seeds $(SEEDS))
+	$(BIN)/python -m tests.sim $(if $(SEED),--seed $(SEED),--seeds $(SEEDS) --first $(FIRST))
+
+sim-soak: $(STAMP)
+	nice -n 10 $(BIN)/python -m tests.sim --seeds $(SOAK_SEEDS) --first $(FIRST)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

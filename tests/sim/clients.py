@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from conveyor.protocol.batch import parse_header
+from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.messages import ErrorBody
 from conveyor.protocol.records import decode_batches, encode_batch
 from conveyor.protocol.replica import TopicPartition
@@ -139,9 +140,13 @@ class SimProducer:
         """The outcome is unknown: bump the epoch so sequences restart without a gap."""
         self.sim.history.failed += 1
         self.inflight.pop(tp, None)
-        self.producer_id, self.producer_epoch = self.sim.coordinator.init_producer(
-            self.producer_id, self.producer_epoch
-        )
+        try:
+            self.producer_id, self.producer_epoch = self.sim.coordinator.init_producer(
+                self.producer_id, self.producer_epoch
+            )
+        except ConveyorError as exc:  # fatal to this producer: the application makes a new one
+            self.sim.trace(self.name, f"epoch bump refused ({exc.code.name}): new producer")
+            self.producer_id, self.producer_epoch = self.sim.coordinator.init_producer()
         self.sequences = {}
         self.sim.trace(self.name, f"gave up on {tp}; epoch {self.producer_epoch}")
         for partition in sorted(self.queued):

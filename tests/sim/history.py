@@ -122,7 +122,11 @@ def check_final(
     history: History, logs: dict[TopicPartition, list[list[tuple[int, int, bytes]]]]
 ) -> None:
     """After healing: replicas identical, nothing acknowledged or read missing, no value
-    twice. ``logs[tp]``: each replica's entries (base, last, value)."""
+    twice. ``logs[tp]``: each replica's entries (base, last, value), for every partition
+    the coordinator has; a partition written or read that it no longer has is lost."""
+    seen = {tp for tp, _ in history.acked} | {tp for tp, _ in history.consumed}
+    for tp in sorted(seen - set(logs)):
+        raise InvariantError("partition lost", f"{tp} was written or read; the cluster forgot it")
     for tp, replicas in logs.items():
         first = replicas[0]
         for other in replicas[1:]:

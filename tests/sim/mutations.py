@@ -17,6 +17,7 @@ from conveyor.broker import replica as replica_rules
 from conveyor.coordinator import election
 from conveyor.coordinator.election import Election
 from conveyor.protocol.messages import BrokerId
+from tests.sim import nodes
 
 
 def _ack_before_isr(**kwargs: Any) -> int:
@@ -46,10 +47,23 @@ def _never_truncate(
     return follower_log_end
 
 
+# how far behind its answers the broken coordinator store is when the process dies
+STORE_LAG_MS = 500
+
+
+def _answer_before_stored(
+    stored: list[tuple[int, bytes]], crash_ms: int
+) -> list[tuple[int, bytes]]:
+    """The coordinator answers before its store is durable: a crash loses the decisions of
+    its last moments, which brokers had already acted on (an ISR change, a new leader)."""
+    return [(at_ms, entry) for at_ms, entry in stored if at_ms <= crash_ms - STORE_LAG_MS]
+
+
 MUTATIONS: Mapping[str, tuple[Any, str, Callable[..., Any]]] = {
     "ack-before-isr": (replica_rules, "high_watermark", _ack_before_isr),
     "elect-outside-isr": (election, "elect_leader", _elect_outside_isr),
     "no-truncation": (follower, "truncation_offset", _never_truncate),
+    "coordinator-answers-before-stored": (nodes, "stored_after_crash", _answer_before_stored),
 }
 
 

@@ -11,6 +11,7 @@ connection it was sent on is gone).
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,16 +42,21 @@ class Network:
     alive: Callable[[str], int | None]  # a node's incarnation, None when down
     faults: NetworkFaults = field(default_factory=NetworkFaults)
     stats: NetworkStats = field(default_factory=NetworkStats)
-    cut: set[frozenset[str]] = field(default_factory=set)  # blocked pairs
+    # blocked pairs, counted: overlapping partitions each heal only their own cut
+    cut: Counter[frozenset[str]] = field(default_factory=Counter)
 
-    def partition(self, side: set[str], other: set[str]) -> None:
-        for a in side:
-            for b in other:
-                if a != b:
-                    self.cut.add(frozenset((a, b)))
+    def partition(self, side: set[str], other: set[str]) -> list[frozenset[str]]:
+        pairs = sorted({frozenset((a, b)) for a in side for b in other if a != b}, key=sorted)
+        self.cut.update(pairs)
+        return pairs
 
-    def heal(self) -> None:
-        self.cut.clear()
+    def heal(self, pairs: list[frozenset[str]] | None = None) -> None:
+        """Heal these pairs' cut (one partition's), or every cut."""
+        if pairs is None:
+            self.cut.clear()
+            return
+        self.cut.subtract(pairs)
+        self.cut = +self.cut  # drop the healed (zero) counts
 
     def connected(self, a: str, b: str) -> bool:
         return not self.cut or frozenset((a, b)) not in self.cut

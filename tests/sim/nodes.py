@@ -18,8 +18,9 @@ from conveyor.broker.corestate import BrokerState, CoreConfig
 from conveyor.broker.replica import check_produce
 from conveyor.coordinator import control
 from conveyor.coordinator import state as coordinator
-from conveyor.coordinator.model import ClusterState
-from conveyor.coordinator.state import TopicDefaults
+from conveyor.coordinator.model import ClusterState, apply, check_invariants
+from conveyor.coordinator.records_codec import decode_records, encode_records
+from conveyor.coordinator.state import Result, TopicDefaults
 from conveyor.protocol.batch import parse_header
 from conveyor.protocol.errors import ConveyorError, DiskFullError, ErrorCode
 from conveyor.protocol.messages import (
@@ -81,6 +82,7 @@ from conveyor.protocol.replica import (
     TruncateTo,
     Wake,
 )
+from tests.sim.history import InvariantError
 from tests.sim.memlog import MemoryLog
 
 if TYPE_CHECKING:
@@ -114,26 +116,90 @@ def error_of(exc: ConveyorError) -> ErrorBody:
 # ---- the coordinator ------------------------------------------------------------------------
 
 
+def durable_view(state: ClusterState) -> tuple[dict[Any, Any], ...]:
+    """What a coordinator must still know after a crash: every decision anyone may have
+    heard of (heartbeat times, reports and incarnations are soft: brokers resend them)."""
+    brokers = {b.broker_id: (b.url, b.alive, b.decommissioning) for b in state.brokers.values()}
+    return (brokers, dict(state.topics), dict(state.partitions), dict(state.producers))
+
+
+def _differences(loaded: ClusterState, coordinator: SimCoordinator) -> str:
+    names = ("brokers", "topics", "partitions", "producers")
+    pairs = zip(durable_view(loaded), coordinator.known_at_crash, strict=True)
+    return ", ".join(name for name, (a, b) in zip(names, pairs, strict=True) if a != b)
+
+
+def stored_after_crash(stored: list[tuple[int, bytes]], crash_ms: int) -> list[tuple[int, bytes]]:
+    """What of the coordinator's store survives a crash: all of it, since a transition is
+    committed (fsynced, or on an etcd quorum) before anyone hears of it. (A mutation
+    replaces this to show what answering before the store is durable would break.)"""
+    return stored
+
+
 @dataclass
 class SimCoordinator:
+    """The coordinator's core with a durable log of its records, as the etcd store keeps
+    one (``records_codec``: soft records such as heartbeat times are never written). A
+    crash loses everything else; a restart replays the log with ``model.apply``, the same
+    function live transitions use, then grants every broker a fresh session."""
+
     sim: Sim
     state: ClusterState = field(default_factory=lambda: ClusterState(cluster_id="sim"))
     topic_created: bool = False
     ticks: int = 0
+    incarnation: int | None = 0  # None while crashed; messages to or from an older one are lost
+    restarts: int = 0
+    stored: list[tuple[int, bytes]] = field(default_factory=list)  # (written at ms, entry)
+    known_at_crash: tuple[dict[Any, Any], ...] = ()  # the durable part of the crashed state
 
     def start(self) -> None:
         self.sim.every(EXPIRY_CHECK_MS, "c", self._expiry)
 
+    def crash(self) -> None:
+        """The process dies. Each transition was stored before its reply left (the service's
+        writer persists, then answers), so the log holds every decision anyone saw."""
+        self.incarnation = None
+        self.known_at_crash = durable_view(self.state)
+        self.stored = stored_after_crash(self.stored, self.sim.now)
+        self.sim.trace("c", "crashed: soft state lost")
+
+    def restart(self) -> None:
+        """Load the stored log and restart every broker's session clock, as
+        ``CoordinatorService.activate`` does; unless healing did already."""
+        if self.incarnation is not None:
+            return
+        self.restarts += 1
+        self.incarnation = self.restarts
+        records = [r for _, entry in self.stored for r in decode_records(entry)]
+        loaded = apply(ClusterState(cluster_id=self.state.cluster_id), records)
+        check_invariants(loaded)
+        if durable_view(loaded) != self.known_at_crash:  # checked twice: stored, then read
+            raise InvariantError(
+                "coordinator forgot a decision",
+                f"restarted at {self.sim.now} ms, its stored {_differences(loaded, self)} "
+                "differ from what it had decided before the crash",
+            )
+        self.state = coordinator.grant_grace(loaded, self.sim.now).state
+        self.sim.trace("c", f"restarted: {len(records)} records replayed")
+
+    def _commit(self, result: Result[Any]) -> None:
+        """Store a transition's durable records, then take its state."""
+        if result.durable_records:
+            self.stored.append((self.sim.now, encode_records(result.durable_records)))
+        self.state = result.state
+        for decision in result.decisions:
+            self.sim.trace("c", decision)
+
     def _expiry(self) -> None:
+        if self.incarnation is None:
+            return
         now = self.sim.now
-        self.state = coordinator.expire_brokers(self.state, now, SESSION_TIMEOUT_MS).state
+        result = coordinator.expire_brokers(self.state, now, SESSION_TIMEOUT_MS)
+        self._commit(result)
         self.ticks += 1
         if self.ticks % 4 == 0:  # moves and preferred leaders: the service's slower cadence
-            result = control.maintain(self.state, now, 3000, 2)
-            self.state = result.state
-            for decision in result.decisions:
-                self.sim.trace("c", decision)
-        self.sim.note_transition()
+            moved = control.maintain(self.state, now, 3000, 2)
+            self._commit(moved)
         self._maybe_create_topic()
 
     def _maybe_create_topic(self) -> None:
@@ -147,16 +213,13 @@ class SimCoordinator:
             config=TopicConfig(min_insync_replicas=scenario.min_insync_replicas),
         )
         result = coordinator.create_topic(self.state, request, self.sim.now, TopicDefaults())
-        self.state = result.state
+        self._commit(result)
         self.topic_created = True
         self.sim.trace("c", f"created topic {TOPIC}")
 
     def heartbeat(self, beat: BrokerHeartbeat) -> HeartbeatResponse:
         result = coordinator.handle_heartbeat(self.state, beat, self.sim.now, HEARTBEAT_INTERVAL_MS)
-        self.state = result.state
-        for decision in result.decisions:
-            self.sim.trace("c", decision)
-        self.sim.note_transition()
+        self._commit(result)
         return result.reply
 
     def alter_isr(self, request: AlterIsrRequest) -> tuple[Any, str | None]:
@@ -164,16 +227,13 @@ class SimCoordinator:
             result = control.alter_isr(self.state, request)
         except ConveyorError as exc:
             return None, exc.code.name
-        self.state = result.state
-        for decision in result.decisions:
-            self.sim.trace("c", decision)
-        self.sim.note_transition()
+        self._commit(result)
         return result.reply.assignment, None
 
     def init_producer(self, producer_id: int = -1, epoch: int = -1) -> tuple[int, int]:
         request = InitProducerIdRequest(producer_id=producer_id, producer_epoch=epoch)
         result = control.init_producer_id(self.state, request)
-        self.state = result.state
+        self._commit(result)
         return result.reply.producer_id, result.reply.producer_epoch
 
     def leader_of(self, tp: TopicPartition) -> int | None:
@@ -231,6 +291,11 @@ class SimBroker:
             producers = producer_state.rebuilt(log.headers(log.log_start_offset))
             self.step(Opened(tp=tp, state=state, log=facts(log), producers=producers))
         self._heartbeat()
+
+    def restart(self) -> None:
+        """The end of a crash fault: start again unless healing already did."""
+        if self.incarnation is None:
+            self.start()
 
     def crash(self) -> None:
         self.sim.trace(self.name, "crashed: unflushed writes lost")

@@ -10,7 +10,10 @@ from typing import Literal
 
 from tests.sim.network import NetworkFaults
 
-FaultKind = Literal["crash", "crash-leader", "isolate", "cut-coordinator", "split", "slow-disk"]
+FaultKind = Literal[
+    "crash", "crash-leader", "isolate", "cut-coordinator", "split", "slow-disk", "crash-coordinator"
+]
+COORDINATOR_CRASH_RATE = 0.3  # of the seeds
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,9 @@ class Fault:
     target: int  # a broker id ("split": the brokers below or at it on one side)
 
     def __str__(self) -> str:
-        who = "the leader of t-0" if self.kind == "crash-leader" else f"b{self.target}"
+        who = {"crash-leader": "the leader of t-0", "crash-coordinator": "the coordinator"}.get(
+            self.kind, f"b{self.target}"
+        )
         return f"{self.kind} {who} at {self.at_ms} ms for {self.duration_ms} ms"
 
 
@@ -67,6 +72,11 @@ def scenario_for(seed: int) -> Scenario:
         at_ms = rng.randint(500, load_ms - 500)
         duration_ms = rng.randint(300, 2500)
         faults.append(Fault(kind, at_ms, duration_ms, rng.randint(1, brokers)))
+    # drawn apart, so that adding it left every seed's other choices as they were
+    extra = random.Random(f"coordinator-{seed}")
+    if extra.random() < COORDINATOR_CRASH_RATE:
+        at_ms = extra.randint(500, load_ms - 500)
+        faults.append(Fault("crash-coordinator", at_ms, extra.randint(300, 2500), 0))
     faults.sort(key=lambda f: f.at_ms)
     lossy = rng.random() < 0.5
     network = NetworkFaults(

@@ -101,6 +101,8 @@ class Sim:
         self.at(self.now + interval_ms, again, f"{node} timer")
 
     def _incarnation(self, node: str) -> int | None:
+        if node == "c":
+            return self.coordinator.incarnation
         broker = self._by_name.get(node)
         return 0 if broker is None else broker.incarnation  # clients never crash
 
@@ -114,9 +116,6 @@ class Sim:
             return
         done = ", ".join(_effect(e) for e in effects if type(e).__name__ != "ScheduleTick")
         self.trace(node, f"{_describe(event)}{' -> ' + done if done else ''}")
-
-    def note_transition(self) -> None:
-        return None
 
     # ---- invariants -------------------------------------------------------------------------
 
@@ -169,6 +168,11 @@ class Sim:
             if leader is None:
                 return
             fault = dataclasses.replace(fault, kind="crash", target=leader)
+        if fault.kind == "crash-coordinator":
+            if self.coordinator.incarnation is not None:
+                self.coordinator.crash()
+                self.at(self.now + fault.duration_ms, self.coordinator.restart, "restart c")
+            return
         broker = self.brokers[fault.target]
         if fault.kind == "slow-disk":
             broker.slow_until_ms = self.now + fault.duration_ms
@@ -177,23 +181,23 @@ class Sim:
             if broker.incarnation is None:
                 return
             broker.crash()
-            self.at(self.now + fault.duration_ms, broker.start, f"restart {broker.name}")
+            self.at(self.now + fault.duration_ms, broker.restart, f"restart {broker.name}")
             return
         names = {b.name for b in self.brokers.values()}
         if fault.kind == "isolate":
-            self.network.partition({broker.name}, names | {"c", "consumer"})
+            pairs = self.network.partition({broker.name}, names | {"c", "consumer"})
         elif fault.kind == "cut-coordinator":
-            self.network.partition({broker.name}, {"c"})
+            pairs = self.network.partition({broker.name}, {"c"})
         else:  # split the brokers in two; the coordinator stays with the larger side
             left = {f"b{b}" for b in self.brokers if b <= fault.target}
             right = names - left
-            self.network.partition(left, right)
-            self.network.partition(left if len(left) < len(right) else right, {"c"})
-        self.at(self.now + fault.duration_ms, self._heal_cuts, "heal partition")
+            pairs = self.network.partition(left, right)
+            pairs += self.network.partition(left if len(left) < len(right) else right, {"c"})
+        self.at(self.now + fault.duration_ms, lambda: self._heal_cut(fault, pairs), "heal")
 
-    def _heal_cuts(self) -> None:
-        self.trace("sim", "network partition healed")
-        self.network.heal()
+    def _heal_cut(self, fault: Fault, pairs: list[frozenset[str]]) -> None:
+        self.trace("sim", f"healed: {fault}")
+        self.network.heal(pairs)
 
     # ---- running ----------------------------------------------------------------------------
 
@@ -249,6 +253,8 @@ class Sim:
         self.network.heal()
         self.network.faults.drop_rate = 0.0
         self.network.faults.duplicate_rate = 0.0
+        if self.coordinator.incarnation is None:
+            self.coordinator.restart()
         for broker in self.brokers.values():
             if broker.incarnation is None:
                 broker.start()
