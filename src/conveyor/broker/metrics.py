@@ -50,6 +50,7 @@ REQUEST_KINDS: Final = {
     ("POST", _PARTITION_PATH + "/records"): "produce",
     ("GET", _PARTITION_PATH + "/records"): "fetch",
     ("GET", _PARTITION_PATH + "/offsets"): "offsets",
+    ("DELETE", _PARTITION_PATH + "/records"): "delete_records",
     ("POST", "/v1/topics/{topic}/records"): "produce_routed",
     ("GET", "/v1/partitions"): "list_partitions",
     ("POST", "/internal/v1/replicas/fetch"): "replica_fetch",
