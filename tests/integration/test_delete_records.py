@@ -4,14 +4,20 @@ on every path, the coordinator reports it, and it survives a SIGKILL of every br
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from conveyor.client import Admin, AsyncAdmin, Timestamp, TopicPartition
+from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.records import decode_batches, encode_batch
 from tests.integration.cluster import Cluster, wait_for
 from tests.integration.test_broker import ACCEPT_BINARY, BINARY, leaders, records_path
+from tests.integration.test_cli import conveyor
 
 TOPIC = "trimmed"
 
@@ -64,6 +70,15 @@ def starts(cluster: Cluster, topic: str) -> dict[int, int]:
     return out
 
 
+def reported_start(cluster: Cluster, topic: str) -> int | None:
+    """The coordinator's log start of partition 0: absent (None, left out of the JSON)
+    until a replica of the topic has reported in a heartbeat, which may come after the
+    whole create-produce-delete sequence (heartbeats are a second apart)."""
+    described = httpx.get(f"{cluster.url}/v1/topics/{topic}", timeout=5).json()
+    start: int | None = described["partitions"][0].get("log_start_offset")
+    return start
+
+
 def test_every_replica_starts_at_the_offset_and_keeps_it_across_a_crash(
     cluster: Cluster,
 ) -> None:
@@ -76,12 +91,7 @@ def test_every_replica_starts_at_the_offset_and_keeps_it_across_a_crash(
     assert starts(cluster, TOPIC) == {1: 15, 2: 15, 3: 15}
     check_reads(url)
     wait_for(
-        lambda: (
-            httpx.get(f"{cluster.url}/v1/topics/{TOPIC}").json()["partitions"][0][
-                "log_start_offset"
-            ]
-            == 15
-        ),
+        lambda: reported_start(cluster, TOPIC) == 15,
         20,
         "the coordinator to report the new log start",
     )
@@ -151,3 +161,58 @@ def test_typed_refusals(cluster: Cluster) -> None:
     assert not_leader.status_code == 421 and not_leader.json()["code"] == "NOT_LEADER"
     unknown = delete_records(url, "no-such-topic", 0)
     assert unknown.status_code == 404 and unknown.json()["code"] == "UNKNOWN_TOPIC"
+
+
+def test_cli_trim_by_offset_and_by_time_on_every_partition(cluster: Cluster) -> None:
+    """`conveyor topic trim` finds each partition's leader through the coordinator."""
+    topic = "cli-trim"
+    made = conveyor(
+        cluster.url, "topic", "create", topic, "--partitions", "2", "--replication-factor", "3"
+    )
+    assert made.returncode == 0, made.stderr
+    urls = leaders(cluster, topic)
+    now_ms = time.time_ns() // 1_000_000
+    for partition, url in urls.items():  # an old batch (0-4), then a new one (5-9)
+        for stamp_ms in (now_ms - 60_000, now_ms):
+            batch = encode_batch([(None, b"v")] * 5, timestamp_ms=stamp_ms)
+            answer = httpx.post(records_path(url, topic, partition), content=batch, headers=BINARY)
+            assert answer.status_code == 200, answer.text
+
+    by_offset = conveyor(cluster.url, "topic", "trim", topic, "-p", "0", "-o", "3", "--json")
+    assert by_offset.returncode == 0, by_offset.stderr
+    assert json.loads(by_offset.stdout) == [{"topic": topic, "partition": 0, "low_watermark": 3}]
+    cut_ms = str(now_ms - 30_000)  # between the two batches, on every partition
+    by_time = conveyor(cluster.url, "topic", "trim", topic, "--before-time", cut_ms, "--json")
+    assert by_time.returncode == 0, by_time.stderr
+    assert [row["low_watermark"] for row in json.loads(by_time.stdout)] == [5, 5]
+    for partition, url in urls.items():
+        offsets = httpx.get(f"{url}/v1/topics/{topic}/partitions/{partition}/offsets").json()
+        assert offsets["log_start_offset"] == 5
+
+    beyond = conveyor(cluster.url, "topic", "trim", topic, "-p", "1", "-o", "99")
+    assert beyond.returncode == 1 and "OFFSET_OUT_OF_RANGE" in beyond.stderr
+    unknown = conveyor(cluster.url, "topic", "trim", topic, "-p", "7", "-o", "1")
+    assert unknown.returncode == 1 and "UNKNOWN_PARTITION" in unknown.stderr
+
+
+def test_admin_and_async_admin_delete_records(cluster: Cluster) -> None:
+    topic = "admin-trim"
+    url = create(cluster, topic)
+    produce(url, topic, batches=2, per_batch=5)
+    tp = TopicPartition(topic, 0)
+    with Admin(cluster.url) as admin:
+        assert admin.delete_records({tp: 4}) == {tp: 4}
+        with pytest.raises(ConveyorError) as beyond:
+            admin.delete_records({tp: 11})
+        assert beyond.value.code == ErrorCode.OFFSET_OUT_OF_RANGE
+        with pytest.raises(ConveyorError) as unknown:
+            admin.delete_records({(topic, 3): 1})
+        assert unknown.value.code == ErrorCode.UNKNOWN_PARTITION
+
+    async def go() -> dict[TopicPartition, int]:
+        async with AsyncAdmin(cluster.url) as admin:
+            return await admin.delete_records({(topic, 0): Timestamp(time.time_ns() // 10**6)})
+
+    # a time after the last record: everything goes (up to the high watermark)
+    assert asyncio.run(go()) == {tp: 10}
+    assert starts(cluster, topic) == {1: 10, 2: 10, 3: 10}

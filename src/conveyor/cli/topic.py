@@ -1,4 +1,4 @@
-"""``conveyor topic create|list|describe|delete|add-partitions|alter-config``."""
+"""``conveyor topic create|list|describe|delete|add-partitions|alter-config|trim``."""
 
 from __future__ import annotations
 
@@ -71,6 +71,41 @@ def register(subparsers: Subparsers) -> None:
     add_url_flag(alter)
     add_json_flag(alter)
     alter.set_defaults(handler=_alter_config)
+
+    trim = actions.add_parser(
+        "trim",
+        help="delete the records below an offset or older than a time (moves the log start)",
+    )
+    trim.add_argument("name")
+    trim.add_argument(
+        "-p",
+        "--partition",
+        type=int,
+        action="append",
+        default=None,
+        metavar="N",
+        help="repeatable (default: every partition)",
+    )
+    where = trim.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "-o",
+        "--offset",
+        type=int,
+        metavar="OFFSET",
+        help="delete every record below it; -1: up to the high watermark (everything)",
+    )
+    where.add_argument(
+        "--before-time",
+        type=_time_ms,
+        metavar="TIME",
+        help="delete every record older than it (ms since the epoch, or ISO 8601 with a zone)",
+    )
+    trim.add_argument(
+        "--timeout-ms", type=positive_int, default=30_000, help="per partition (default 30000)"
+    )
+    add_url_flag(trim)
+    add_json_flag(trim)
+    trim.set_defaults(handler=_trim)
 
 
 def parse_pairs(pairs: list[str], flag: str = "--config") -> dict[str, str]:
@@ -222,4 +257,36 @@ def _alter_config(args: argparse.Namespace) -> int:
     else:
         config = msgspec.json.encode(described.config).decode()
         print_line(f"topic [bold]{described.name}[/bold] config: {config}")
+    return EXIT_OK
+
+
+def _time_ms(text: str) -> int:
+    from conveyor.cli.consume import parse_offset
+
+    try:
+        return parse_offset("@" + text).value
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}: give ms since the epoch or ISO 8601") from None
+
+
+def _trim(args: argparse.Namespace) -> int:
+    from conveyor.client import Admin, Timestamp, TopicPartition
+
+    target = args.offset if args.before_time is None else Timestamp(args.before_time)
+    with Admin(args.url) as admin:
+        partitions = args.partition
+        if partitions is None:
+            partitions = [p.partition for p in admin.describe_topic(args.name).partitions]
+        wanted = {TopicPartition(args.name, p): target for p in partitions}
+        low = admin.delete_records(wanted, timeout_ms=args.timeout_ms)
+    if args.json:
+        print_json(
+            [
+                {"topic": tp.topic, "partition": tp.partition, "low_watermark": w}
+                for tp, w in sorted(low.items())
+            ]
+        )
+        return EXIT_OK
+    rows = [(tp.partition, w) for tp, w in sorted(low.items())]
+    print_table(f"topic {args.name}: records deleted", ("partition", "log start"), rows)
     return EXIT_OK

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import random
+import time
 from types import TracebackType
 from typing import Any, TypeVar
 
 from conveyor.client import admin_ops as ops
+from conveyor.client.types import TopicPartition
+from conveyor.protocol.backoff import backoff_ms
+from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.messages import (
     ClusterStatus,
     ConfigValue,
     DecommissionResponse,
+    PartitionOffsets,
     TopicConfig,
     TopicDescription,
     TopicSummary,
@@ -94,6 +100,63 @@ class Admin:
 
     def decommission_status(self, broker_id: int) -> DecommissionResponse:
         return self._run(ops.decommission(broker_id, start=False))
+
+    def delete_records(
+        self,
+        offsets: ops.RecordsTargets,
+        *,
+        timeout_ms: int = 30_000,
+    ) -> dict[TopicPartition, int]:
+        """Delete every record below the given offset of each partition (-1: its high
+        watermark; a ``Timestamp``: every record older than it), Kafka's DeleteRecords,
+        on each partition's leader. Returns each partition's low watermark (its lowest log
+        start over the in-sync replicas, at least the offset asked). Every partition is
+        tried (a moved leader is found again); then the first failure is raised (a typed
+        error: OFFSET_OUT_OF_RANGE beyond the high watermark, POLICY_VIOLATION on a
+        compact-only topic, UNKNOWN_TOPIC...), the other partitions being done."""
+        pending = {TopicPartition(*tp): target for tp, target in offsets.items()}
+        done: dict[TopicPartition, int] = {}
+        failed: dict[tuple[str, int], ConveyorError] = {}
+        for attempt in range(ops.DELETE_RECORDS_ATTEMPTS):
+            answer = self._run(ops.metadata(sorted({tp.topic for tp in pending})))
+            routes = ops.leader_urls(answer, pending)
+            retry: dict[TopicPartition, ops.RecordsTarget] = {}
+            for tp, target in pending.items():
+                try:
+                    done[tp] = self._delete_on_leader(routes[tp], tp, target, timeout_ms)
+                except ConveyorError as exc:
+                    last = attempt + 1 == ops.DELETE_RECORDS_ATTEMPTS
+                    if exc.code in ops.LEADER_CODES and not last:
+                        retry[tp] = target
+                    else:
+                        failed[tp] = exc
+            if not retry:
+                break
+            pending = retry
+            time.sleep(backoff_ms(attempt, base_ms=100, max_ms=2000, draw=random.random()) / 1000)
+        ops.first_error(failed)
+        return done
+
+    def _delete_on_leader(
+        self,
+        route: str | ConveyorError,
+        tp: TopicPartition,
+        target: ops.RecordsTarget,
+        timeout_ms: int,
+    ) -> int:
+        if isinstance(route, ConveyorError):
+            raise route
+        if isinstance(target, ops.Timestamp):
+            path = ops.leader_offsets_path(tp.topic, tp.partition, target)
+            target = ops.reset_offset(
+                target, self._http.call("GET", route + path, PartitionOffsets)
+            )
+        call = ops.delete_records(tp.topic, tp.partition, target, timeout_ms)
+        assert call.response is not None
+        timeout_s = timeout_ms / 1000 + 10  # the leader answers REQUEST_TIMED_OUT first
+        return self._http.call(
+            call.method, route + call.path, call.response, timeout_s=timeout_s
+        ).low_watermark
 
     def _run(self, call: ops.Call[T]) -> T:
         if call.response is None:

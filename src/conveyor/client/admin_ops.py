@@ -8,12 +8,13 @@ wire type of the answer. Nothing here does I/O; a client speaking another transp
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
-from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+from conveyor.client.types import TopicPartition
+from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, RetriableError
 from conveyor.protocol.messages import (
     AddPartitionsRequest,
     AlterTopicConfigRequest,
@@ -22,6 +23,7 @@ from conveyor.protocol.messages import (
     ConfigValue,
     CreateTopicRequest,
     DecommissionResponse,
+    DeletedRecords,
     GroupDescription,
     GroupList,
     Metadata,
@@ -177,3 +179,57 @@ def reset_offset(to: ResetTarget, answer: PartitionOffsets) -> int:
     if to == "latest" or answer.offset_for_timestamp is None:
         return answer.high_watermark
     return answer.offset_for_timestamp
+
+
+# ---- deleting records (on each partition's leader) ---------------------------------------
+
+RecordsTarget = int | Timestamp  # an offset (-1: the high watermark) or a time
+RecordsTargets = Mapping[TopicPartition, RecordsTarget] | Mapping[tuple[str, int], RecordsTarget]
+# A partition's leader moved or is not serving yet: ask the coordinator again and retry.
+LEADER_CODES = frozenset((ErrorCode.NOT_LEADER, ErrorCode.LEADER_NOT_AVAILABLE))
+DELETE_RECORDS_ATTEMPTS = 5
+
+
+def leader_urls(
+    answer: Metadata, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], str | ConveyorError]:
+    """Each partition's leader URL, or why there is none: UNKNOWN_TOPIC and
+    UNKNOWN_PARTITION (final), LEADER_NOT_AVAILABLE (retried after a new metadata)."""
+    urls = {b.broker_id: b.url for b in answer.brokers}
+    topics = {t.name: {p.partition: p for p in t.partitions} for t in answer.topics}
+    out: dict[tuple[str, int], str | ConveyorError] = {}
+    for topic, partition in partitions:
+        described = topics.get(topic)
+        info = None if described is None else described.get(partition)
+        if described is None:
+            out[topic, partition] = InvalidRequestError(
+                f"unknown topic {topic!r}", code=ErrorCode.UNKNOWN_TOPIC, topic=topic
+            )
+        elif info is None:
+            out[topic, partition] = InvalidRequestError(
+                f"topic {topic!r} has no partition {partition}",
+                code=ErrorCode.UNKNOWN_PARTITION,
+                topic=topic,
+                partition=partition,
+            )
+        elif info.leader is None or info.leader not in urls:
+            out[topic, partition] = RetriableError(
+                f"{topic}[{partition}] has no leader", code=ErrorCode.LEADER_NOT_AVAILABLE
+            )
+        else:
+            out[topic, partition] = urls[info.leader]
+    return out
+
+
+def delete_records(
+    topic: str, partition: int, offset: int, timeout_ms: int
+) -> Call[DeletedRecords]:
+    """Below the partition's *leader's* URL (see ``leader_urls``), not the coordinator's."""
+    path = f"{_topic(topic)}/partitions/{partition}/records"
+    return Call("DELETE", f"{path}?before_offset={offset}&timeout_ms={timeout_ms}", DeletedRecords)
+
+
+def first_error(failed: dict[tuple[str, int], ConveyorError]) -> None:
+    """Raise the error of the first failed partition (in topic, partition order)."""
+    if failed:
+        raise failed[min(failed)]

@@ -37,6 +37,7 @@ from conveyor.broker.kafka.consumer_groups import (
     ConsumerGroupDescribeHandler,
     ConsumerGroupHeartbeatHandler,
 )
+from conveyor.broker.kafka.delete_records import DeleteRecordsHandler
 from conveyor.broker.kafka.fetch import FetchHandler
 from conveyor.broker.kafka.group_admin import (
     DeleteGroupsHandler,
@@ -131,6 +132,7 @@ def add_admin(
     broker_id = int(service.broker_id)
     registry.add(ApiKey.CREATE_TOPICS, CreateTopicsHandler(topics, authorizer))
     registry.add(ApiKey.DELETE_TOPICS, DeleteTopicsHandler(topics, authorizer))
+    registry.add(ApiKey.DELETE_RECORDS, DeleteRecordsHandler(service.delete_records, authorizer))
     registry.add(ApiKey.CREATE_PARTITIONS, CreatePartitionsHandler(topics, authorizer))
     describe = DescribeConfigsHandler(
         topics, authorizer, broker_id, broker_facts(service, settings)
