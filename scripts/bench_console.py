@@ -6,40 +6,77 @@ topics (1 partition each) and 1,000 consumer groups (a committed offset each), p
 rows), the group list (all 1,000 rows) and the message browser's page of 50. A load is
 timed from navigation start to the page's load event (the server's work, the transfer
 and the browser's parsing and layout). Prints the medians. Targets: < 1 s, < 1 s, < 300 ms.
+
+``--baseline DIR`` also starts the same cluster from another source tree (``DIR/src``,
+e.g. ``git archive <commit> | tar -x -C DIR``) and loads each page from the two
+alternately (baseline, this tree, baseline, ...), so both see the same machine load;
+it prints both medians and their ratio. Run it with ``nice -n 10`` on a shared machine
+and quote the load it prints.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conveyor.client.admin import Admin  # noqa: E402
-from conveyor.protocol.messages import PartitionOffset, ResetOffsetsRequest  # noqa: E402
-from conveyor.transport.client import SyncHTTP  # noqa: E402
-from tests.console.harness import launch, open_tab  # noqa: E402
-from tests.integration.cluster import Cluster, wait_for  # noqa: E402
+from tests.console.harness import Tab, launch, open_tab
+from tests.integration.cluster import Cluster, wait_for
+
+from conveyor.client.admin import Admin
+from conveyor.protocol.messages import PartitionOffset, ResetOffsetsRequest
+from conveyor.transport.client import SyncHTTP
 
 TOPICS = GROUPS = 1_000
 RUNS = 5
+PAGES = {  # name: (path, rows selector, rows expected, target ms)
+    "topic list (1,000 topics)": ("/console/topics", "#topics-table tbody tr", TOPICS, 1000),
+    "group list (1,000 groups)": ("/console/groups", "#groups-table tbody tr", GROUPS, 1000),
+    "message browser (50 messages)": (
+        "/console/topics/bench-0000/messages?partition=0&start=beginning",
+        "#messages-table tr.message",
+        50,
+        300,
+    ),
+}
 
 
-def main() -> None:
-    with tempfile.TemporaryDirectory() as root:
-        cluster = Cluster(
-            Path(root), broker_count=1, coordinator_args=["--default-partitions", "1"]
-        ).start()
-        try:
-            run(cluster)
-        finally:
-            cluster.stop()
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def run(cluster: Cluster) -> None:
+@contextmanager
+def cluster_from(root: Path, source: Path | None) -> Iterator[Cluster]:
+    """A cluster whose processes import ``source/src`` (None: this tree)."""
+    saved = os.environ.get("PYTHONPATH")
+    if source is not None:
+        os.environ["PYTHONPATH"] = str(source / "src")
+    try:
+        root.mkdir(parents=True)
+        cluster = Cluster(root, broker_count=1, coordinator_args=["--default-partitions", "1"])
+        cluster.start()
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    try:
+        fill(cluster)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def fill(cluster: Cluster) -> None:
     admin = Admin(cluster.url)
     started = time.monotonic()
     for i in range(TOPICS):
@@ -57,46 +94,55 @@ def run(cluster: Cluster) -> None:
         "partitions",
     )
     records = [
-        {"key": f"k{i}", "value": '{"n": %d, "text": "%s"}' % (i, "x" * 200)} for i in range(50)
+        {"key": f"k{i}", "value": json.dumps({"n": i, "text": "x" * 200})} for i in range(50)
     ]
     http.call("POST", f"{broker}/v1/topics/bench-0000/records", dict, body={"records": records})
-    print(f"setup {time.monotonic() - started:.1f} s", flush=True)
-    pages = {
-        "topic list (1,000 topics)": (
-            f"{cluster.url}/console/topics",
-            "#topics-table tbody tr",
-            TOPICS,
-        ),
-        "group list (1,000 groups)": (
-            f"{cluster.url}/console/groups",
-            "#groups-table tbody tr",
-            GROUPS,
-        ),
-        "message browser (50 messages)": (
-            f"{cluster.url}/console/topics/bench-0000/messages?partition=0&start=beginning",
-            "#messages-table tr.message",
-            50,
-        ),
-    }
-    for browser in launch():
-        tab = open_tab(browser)
-        tab.page.goto(f"{cluster.url}/console/")  # the session cookie, warm assets
-        for name, (url, rows, expected) in pages.items():
-            times = []
-            for _ in range(RUNS):
-                tab.page.goto(url)
-                assert tab.page.locator(rows).count() == expected, name
-                times.append(
-                    tab.page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
-                )
-            print(
-                f"{name}: median {statistics.median(times):.0f} ms (runs: "
-                + ", ".join(f"{t:.0f}" for t in times)
-                + ")",
-                flush=True,
-            )
-        tab.assert_no_errors()
-        tab.close()
+    print(f"setup of {cluster.url}: {time.monotonic() - started:.1f} s", flush=True)
+
+
+def timed(tab: Tab, url: str, rows: str, expected: int) -> float:
+    tab.page.goto(url)
+    assert tab.page.locator(rows).count() == expected, url
+    return float(tab.page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", type=Path, help="source tree to compare with")
+    parser.add_argument("--runs", type=int, default=RUNS)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as root, ExitStack() as stack:
+        bases = {"this tree": stack.enter_context(cluster_from(Path(root) / "new", None))}
+        if args.baseline is not None:
+            old = stack.enter_context(cluster_from(Path(root) / "old", args.baseline))
+            bases = {"baseline": old, **bases}
+        print(f"load average before: {load()}", flush=True)
+        for browser in launch():
+            tabs = {name: open_tab(browser) for name in bases}
+            for name, tab in tabs.items():
+                tab.page.goto(f"{bases[name].url}/console/")  # session cookie, warm assets
+            for page, (path, rows, expected, target) in PAGES.items():
+                times: dict[str, list[float]] = {name: [] for name in bases}
+                for _ in range(args.runs):
+                    for name, cluster in bases.items():  # alternately: the same load
+                        times[name].append(timed(tabs[name], cluster.url + path, rows, expected))
+                report(page, target, times)
+            for tab in tabs.values():
+                tab.assert_no_errors()
+                tab.close()
+        print(f"load average after: {load()}", flush=True)
+
+
+def report(page: str, target: int, times: dict[str, list[float]]) -> None:
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, values in times.items():
+        runs = ", ".join(f"{t:.0f}" for t in values)
+        print(
+            f"{page} [{name}]: median {medians[name]:.0f} ms (target < {target}; runs: {runs})",
+            flush=True,
+        )
+    if "baseline" in medians and medians["baseline"] > 0:
+        print(f"{page}: this tree / baseline = {medians['this tree'] / medians['baseline']:.2f}")
 
 
 if __name__ == "__main__":

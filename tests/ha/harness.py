@@ -37,6 +37,7 @@ class HaCluster:
     lease_ttl_ms: int = 2000
     session_timeout_ms: int = 3000
     extra_args: list[str] = field(default_factory=list)  # to every coordinator and broker
+    console: bool = False  # serve the web console (tests/ha/test_console_ha.py)
     coordinators: list[Service] = field(default_factory=list)
     brokers: dict[int, Service] = field(default_factory=dict)
 
@@ -53,7 +54,8 @@ class HaCluster:
             "--lease-ttl-ms", str(self.lease_ttl_ms),
             "--session-timeout-ms", str(self.session_timeout_ms),
             "--heartbeat-interval-ms", "300",
-            "--log-format", "json", "--no-console", *self.extra_args,
+            "--log-format", "json", *([] if self.console else ["--no-console"]),
+            *self.extra_args,
         ]  # fmt: skip
 
     def start(self) -> HaCluster:

@@ -30,10 +30,16 @@ CONSOLE_KEY = web.AppKey("conveyor_console", Console)
 
 
 def attach(
-    app: web.Application, settings: ConsoleSettings, tls: TLSConfig, auth_enabled: bool
+    app: web.Application,
+    settings: ConsoleSettings,
+    tls: TLSConfig,
+    auth_enabled: bool,
+    forwarding_key: bytes | None = None,
 ) -> Console:
-    """Mount the console's pages on ``app`` (before it starts)."""
-    console = Console(settings, ConsoleHTTP(tls, settings.request_timeout_s), auth_enabled)
+    """Mount the console's pages on ``app`` (before it starts). ``forwarding_key``: the
+    services' key for the console's note of its users' addresses (``AuthSettings``)."""
+    http = ConsoleHTTP(tls, settings.request_timeout_s)
+    console = Console(settings, http, auth_enabled, forwarding_key if auth_enabled else None)
     app[CONSOLE_KEY] = console
     rates = RateTable()
     overview, topics, messages = Overview(rates), Topics(rates), Messages()

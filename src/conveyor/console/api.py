@@ -6,12 +6,22 @@ secret. The coordinator's and each broker's auth middleware decide what the user
 exactly as for the CLI, and a refusal comes back as the same typed error (401, 403, ...).
 One aiohttp session serves every user; the ``Authorization`` header is set per call (the
 transport's ``AsyncHTTP`` would fall back to the process environment, which on a
-coordinator holds the cluster secret: never for the console).
+coordinator holds the cluster secret: never for the console). Each call also names the
+user's browser address, signed (``transport/forwarded.py``), so the services' limit on
+failed passwords counts each browser, not the console, as one client.
+
+With several coordinators (high availability), the coordinator serving the console may
+be a standby: its API answers ``NOT_COORDINATOR`` naming the active one, and the calls go
+there (``transport/coordinators.py``, as every client of the cluster does), so a page
+served by any coordinator works, and keeps working across a failover.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -23,6 +33,7 @@ from conveyor.protocol.messages import (
     AddPartitionsRequest,
     AlterTopicConfigRequest,
     ClusterStatus,
+    CoordinatorStatus,
     CreateTopicRequest,
     FetchResponse,
     GroupDescription,
@@ -47,7 +58,9 @@ from conveyor.protocol.security import (
     UserSummary,
     WhoAmI,
 )
+from conveyor.transport import forwarded
 from conveyor.transport.client import CLIENT_ID_HEADER, encode_body, error_for
+from conveyor.transport.coordinators import CoordinatorSet, NotSentError, with_failover
 from conveyor.transport.tls import TLSConfig
 
 T = TypeVar("T")
@@ -83,9 +96,13 @@ class ConsoleHTTP:
         url: str,
         authorization: str | None,
         body: bytes | None = None,
+        *,
         accept: str = "application/json",
+        extra: Mapping[str, str] | None = None,
     ) -> bytes:
-        headers = {"Accept": accept, CLIENT_ID_HEADER: CLIENT_ID}
+        """The answer's body; raises the typed error of a refusal, and
+        :class:`NotSentError` when the connection could not even be opened."""
+        headers = {"Accept": accept, CLIENT_ID_HEADER: CLIENT_ID, **(extra or {})}
         if authorization is not None:
             headers["Authorization"] = authorization
         if body is not None:
@@ -94,6 +111,9 @@ class ConsoleHTTP:
             async with self._client().request(method, url, data=body, headers=headers) as answer:
                 data = await answer.read()
                 status = answer.status
+        except aiohttp.ClientConnectorError as exc:
+            error = RetriableError(f"{method} {url}: {exc}", code=ErrorCode.NETWORK_ERROR)
+            raise NotSentError(error) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RetriableError(
                 f"{method} {url}: {exc or type(exc).__name__}", code=ErrorCode.NETWORK_ERROR
@@ -108,14 +128,53 @@ class ConsoleHTTP:
             self._session = None
 
 
-class ClusterAPI:
-    """The calls of one user: ``authorization`` is the header they signed in with (None
-    with auth off)."""
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who the calls are for: the ``Authorization`` header the user signed in with (None
+    with auth off) and the address of their browser, signed with ``key`` per call."""
 
-    def __init__(self, http: ConsoleHTTP, url: str, authorization: str | None) -> None:
+    authorization: str | None
+    address: str | None = None
+    key: bytes | None = None
+
+    def headers(self) -> dict[str, str]:
+        if self.address is None or self.key is None:
+            return {}
+        now_ms = time.time_ns() // 1_000_000
+        return {forwarded.HEADER: forwarded.sign(self.key, self.address, now_ms)}
+
+
+class ClusterAPI:
+    """The calls of one user. ``url`` is the coordinator the console runs in;
+    ``coordinators`` holds it and, once learned, the active one."""
+
+    def __init__(
+        self, http: ConsoleHTTP, url: str, caller: Caller, coordinators: CoordinatorSet
+    ) -> None:
         self._http = http
         self.url = url
-        self._authorization = authorization
+        self._caller = caller
+        self._authorization = caller.authorization
+        self._coordinators = coordinators
+
+    async def _request(
+        self, method: str, url: str, body: bytes | None, accept: str = "application/json"
+    ) -> bytes:
+        """A coordinator's route goes to the active coordinator; a broker's as given."""
+        authorization, extra = self._authorization, self._caller.headers()
+
+        def send(target: str) -> Awaitable[bytes]:
+            return self._http.request(
+                method, target, authorization, body, accept=accept, extra=extra
+            )
+
+        origin = self._coordinators.origin_of(url)
+        if origin is not None:
+            return await with_failover(self._coordinators, url, origin, send)
+        try:
+            return await send(url)
+        except NotSentError as exc:
+            raise exc.error from exc.__cause__
 
     async def _call(
         self,
@@ -124,13 +183,21 @@ class ClusterAPI:
         kind: type[T],
         body: msgspec.Struct | dict[str, Any] | None = None,
     ) -> T:
-        data = await self._http.request(method, url, self._authorization, encode_body(body))
+        data = await self._request(method, url, encode_body(body))
         return msgspec.json.decode(data, type=kind)
 
     async def _send(self, method: str, url: str, body: msgspec.Struct | None = None) -> None:
-        await self._http.request(method, url, self._authorization, encode_body(body))
+        await self._request(method, url, encode_body(body))
 
     # ---- coordinator ----------------------------------------------------------------------
+
+    async def coordinator_status(self) -> CoordinatorStatus:
+        """This coordinator's own answer (active, standby or single), never forwarded."""
+        try:
+            data = await self._http.request("GET", f"{self.url}/v1/coordinator", None)
+        except NotSentError as exc:
+            raise exc.error from exc.__cause__
+        return msgspec.json.decode(data, type=CoordinatorStatus)
 
     async def whoami(self) -> WhoAmI:
         return await self._call("GET", f"{self.url}/v1/security/whoami", WhoAmI)
@@ -218,9 +285,7 @@ class ClusterAPI:
 
     async def broker_traffic(self, broker_url: str) -> tuple[int, int]:
         """Messages in and out so far (sums of the broker's per-partition counters)."""
-        data = await self._http.request(
-            "GET", f"{broker_url}/metrics", self._authorization, accept="text/plain"
-        )
+        data = await self._request("GET", f"{broker_url}/metrics", None, accept="text/plain")
         return await asyncio.to_thread(traffic_totals, data)
 
     async def offsets(
@@ -248,7 +313,10 @@ class ClusterAPI:
     async def firing_alerts(self, prometheus_url: str) -> list[dict[str, Any]]:
         """Alerts in state ``firing`` from Prometheus' ``/api/v1/alerts`` (no credentials:
         Prometheus is the operator's, and its answer is only labels and annotations)."""
-        data = await self._http.request("GET", f"{prometheus_url}/api/v1/alerts", None)
+        try:
+            data = await self._http.request("GET", f"{prometheus_url}/api/v1/alerts", None)
+        except NotSentError as exc:
+            raise exc.error from exc.__cause__
         try:
             body = msgspec.json.decode(data)
             alerts = body["data"]["alerts"]

@@ -25,12 +25,14 @@ from aiohttp import web
 
 from conveyor._version import __version__
 from conveyor.console import format as fmt
-from conveyor.console.api import ClusterAPI, ConsoleHTTP
+from conveyor.console.api import Caller, ClusterAPI, ConsoleHTTP
 from conveyor.console.permissions import Permissions
 from conveyor.console.sessions import Session, SessionTable, SignIn, csrf_ok
 from conveyor.console.settings import ConsoleSettings
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.security import CLUSTER_PRINCIPAL, WhoAmI
+from conveyor.transport.coordinators import CoordinatorSet
+from conveyor.transport.limits import peer_address
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +98,22 @@ Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
 
 
 class Console:
-    def __init__(self, settings: ConsoleSettings, http: ConsoleHTTP, auth_enabled: bool) -> None:
+    """``forwarding_key`` signs each user's browser address on their calls (the services
+    key their failed-password limit by it: ``transport/forwarded.py``)."""
+
+    def __init__(
+        self,
+        settings: ConsoleSettings,
+        http: ConsoleHTTP,
+        auth_enabled: bool,
+        forwarding_key: bytes | None = None,
+    ) -> None:
         self.settings = settings
         self.http = http
         self.auth_enabled = auth_enabled
+        self.forwarding_key = forwarding_key
+        # the coordinator this console runs in, and the active one once a standby names it
+        self.coordinators = CoordinatorSet([settings.api_url])
         self.sessions = SessionTable(
             settings.session_idle_ms, settings.session_lifetime_ms, settings.sessions_max
         )
@@ -120,8 +134,11 @@ class Console:
 
     # ---- sessions ------------------------------------------------------------------------
 
-    def api_for(self, authorization: str | None) -> ClusterAPI:
-        return ClusterAPI(self.http, self.settings.api_url, authorization)
+    def api_for(self, authorization: str | None, request: web.Request | None = None) -> ClusterAPI:
+        """The API as the user of ``request`` (their credentials; their address)."""
+        address = peer_address((request.remote,)) if request is not None else None
+        caller = Caller(authorization, address, self.forwarding_key)
+        return ClusterAPI(self.http, self.settings.api_url, caller, self.coordinators)
 
     async def permissions(self, session: Session, api: ClusterAPI) -> Permissions:
         key = session.csrf_token
@@ -166,7 +183,7 @@ class Console:
                 raise ConveyorError("no console session: reload the page", code=ErrorCode.FORBIDDEN)
             session_id, session = self.sessions.create("anonymous", None, "anonymous", now_ms())
             new_cookie = True
-        api = self.api_for(session.authorization)
+        api = self.api_for(session.authorization, request)
         perms = await self.permissions(session, api)
         return Ctx(self, request, session, session_id, api, perms, new_cookie)
 
@@ -302,9 +319,15 @@ class Console:
 
     def error_page(self, request: web.Request, ctx: Ctx | None, exc: ConveyorError) -> web.Response:
         status = exc.code.http_status
+        message = exc.message
+        if exc.code is ErrorCode.NOT_COORDINATOR:
+            # Every coordinator's API said so for a few seconds (an election): for a
+            # browser that is "unavailable, retry", not the API's 421 "misdirected".
+            status = 503
+            message = f"No coordinator is active right now; reload in a few seconds. ({message})"
         if status >= 500:
             log.warning("console: %s %s failed: %s", request.method, request.path, exc)
-        values = {"error": exc, "code": exc.code.name, "message": exc.message}
+        values = {"error": exc, "code": exc.code.name, "message": message, "http_status": status}
         if ctx is None:
             return self.render_plain(
                 request, "error.html", status, perms=None, htmx=False, **values

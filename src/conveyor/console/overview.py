@@ -13,7 +13,7 @@ from conveyor._version import __version__
 from conveyor.console.core import Ctx, now_ms
 from conveyor.console.rates import RateTable
 from conveyor.protocol.errors import ConveyorError
-from conveyor.protocol.messages import BrokerInfo, ClusterStatus
+from conveyor.protocol.messages import BrokerInfo, ClusterStatus, CoordinatorStatus
 
 T = TypeVar("T")
 
@@ -38,6 +38,28 @@ class BrokerRow:
     problem: str | None
 
 
+async def _none() -> None:
+    return None
+
+
+def coordinator_rows(
+    own_url: str, status: CoordinatorStatus | ConveyorError
+) -> list[dict[str, str | None]]:
+    """The coordinator serving the console, with its role, and the active one when that
+    is another (high availability: a standby's console calls the active one's API)."""
+    if isinstance(status, ConveyorError):
+        return [{"url": own_url, "role": "unknown", "version": None, "note": status.message}]
+    own = {"url": status.url or own_url, "role": status.role, "version": __version__}
+    rows: list[dict[str, str | None]] = [{**own, "note": "serving this console"}]
+    if status.role == "standby":
+        if status.active_url:
+            rows.append({"url": status.active_url, "role": "active", "version": None,
+                         "note": "answering this console's calls"})  # fmt: skip
+        else:
+            rows[0]["note"] = "serving this console; no coordinator is active (an election)"
+    return rows
+
+
 class Overview:
     def __init__(self, rates: RateTable) -> None:
         self.rates = rates
@@ -48,11 +70,12 @@ class Overview:
 
     async def gather(self, ctx: Ctx) -> dict[str, Any]:
         api = ctx.api
-        cluster = await settle(api.cluster())
-        alerts: list[dict[str, Any]] | ConveyorError | None = None
         prometheus = ctx.console.settings.prometheus_url
-        if prometheus:
-            alerts = await settle(api.firing_alerts(prometheus))
+        cluster, status, alerts = await asyncio.gather(
+            settle(api.cluster()),
+            settle(api.coordinator_status()),
+            settle(api.firing_alerts(prometheus)) if prometheus else _none(),
+        )
         brokers: list[BrokerRow] = []
         if isinstance(cluster, ClusterStatus):
             brokers = list(await asyncio.gather(*(self.broker(ctx, b) for b in cluster.brokers)))
@@ -60,7 +83,7 @@ class Overview:
         return {
             "cluster": cluster,
             "brokers": brokers,
-            "coordinators": [{"url": ctx.console.settings.api_url, "version": __version__}],
+            "coordinators": coordinator_rows(ctx.console.settings.api_url, status),
             "produce_rate": sum(b.in_rate or 0 for b in known) if known else None,
             "consume_rate": sum(b.out_rate or 0 for b in known) if known else None,
             "alerts": alerts,

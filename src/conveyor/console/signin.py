@@ -89,7 +89,7 @@ class SignIn:
                 request, 400, "Give a user name and password, or a token.", next_path
             )
         try:
-            whoami = await console.api_for(authorization).whoami()
+            whoami = await console.api_for(authorization, request).whoami()
             session_id, _ = console.sign_in(whoami, authorization, how)
         except ConveyorError as exc:
             if exc.code is ErrorCode.UNAUTHENTICATED:

@@ -234,7 +234,9 @@ def run(args: argparse.Namespace) -> int:
         from conveyor.console import attach as attach_console
 
         console = console_settings(s, tls)
-        attach_console(app, console, TLSConfig(cafile=tls.cafile), auth.enabled)
+        attach_console(
+            app, console, TLSConfig(cafile=tls.cafile), auth.enabled, auth.forwarding_key
+        )
         log.info("web console at %s/console/", console.api_url)
     serve(app, listen, tls, limits=limits_from_settings(s))
     log.info("coordinator stopped")

@@ -274,7 +274,7 @@ class ConsumerGroups:
         group = self._manager.groups.get(name)
         if group is None:
             error = ErrorCode.UNKNOWN_GROUP.name
-            committed = any(g == name for (g, _, _) in self._state().offsets)
+            committed = name in self._state().group_offsets
             if committed and not self._manager.classic.active(name):
                 return ConsumerGroupDescription(group=name, state="Empty")
             return ConsumerGroupDescription(group=name, error=error)

@@ -45,6 +45,7 @@ from conveyor.protocol.messages import (
     TopicDescription,
     TopicList,
 )
+from conveyor.transport.auth import CONSOLE_PREFIX
 from conveyor.transport.clock import Clock
 from conveyor.transport.metrics import install as install_metrics
 from conveyor.transport.server import Route, build_app, decode_json, json_response, set_ready
@@ -383,6 +384,14 @@ class CoordinatorHTTP:
         ]
 
 
+def _console(request: web.Request) -> bool:
+    """The web console's pages: served by standbys too. The console reads nothing of this
+    coordinator's state; its calls to the API follow NOT_COORDINATOR to the active one
+    (``console/api.py``), so a browser may stay on any coordinator, across failovers."""
+    path = request.path
+    return path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
+
+
 def standby_middleware(service: CoordinatorService) -> Middleware:
     """While this coordinator is not the active one, every route but ``STANDBY_PATHS``
     answers 421 NOT_COORDINATOR with ``details.active_url`` (when known): nothing here may
@@ -390,14 +399,7 @@ def standby_middleware(service: CoordinatorService) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if service.standby and request.path not in STANDBY_PATHS:
-            if (
-                request.method == "GET"
-                and request.path.startswith("/console")
-                and service.active_url
-            ):
-                # a person's browser: follow to the active coordinator's console
-                raise web.HTTPTemporaryRedirect(service.active_url + request.path_qs)
+        if service.standby and request.path not in STANDBY_PATHS and not _console(request):
             raise service.not_coordinator("this coordinator is a standby")
         return await handler(request)
 

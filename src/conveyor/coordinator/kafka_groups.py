@@ -283,7 +283,7 @@ class KafkaGroups:
         classic = self._manager.classic.groups.get(name)
         if classic is not None:
             return _describe_classic(classic)
-        if any(g == name for (g, _, _) in self._state().offsets):
+        if name in self._state().group_offsets:
             return KafkaGroupDescription(group=name, state="Empty")
         return KafkaGroupDescription(group=name, error=ErrorCode.UNKNOWN_GROUP.name)
 

@@ -251,7 +251,7 @@ def configure(
     validate_config(config)
     if config.dead_letter_topic:
         validate_topic_name(config.dead_letter_topic)
-    if any(g == name for (g, _, _) in state.offsets):
+    if name in state.group_offsets:
         raise InvalidRequestError(
             f"{name} is a consumer group (it has committed offsets): a share group needs "
             "another name",

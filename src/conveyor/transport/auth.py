@@ -26,6 +26,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from conveyor.protocol.security import (
     authenticate_token,
     authorize,
 )
+from conveyor.transport import forwarded
 from conveyor.transport.authlimit import AuthFailureLimiter, AuthLimits
 from conveyor.transport.credentials import (  # re-exported: its home until clients were split off
     authorization_header as authorization_header,  # noqa: PLC0414
@@ -210,6 +212,9 @@ class AuthSettings:
     enabled: bool = False
     cluster_secret: str | None = None  # bearer token of the cluster's own identity
     limits: AuthLimits = field(default_factory=AuthLimits)  # password guessing
+    # verifies the web console's note of its user's address (``forwarded.py``): derived
+    # from the cluster secret, else this process's own
+    forwarding_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
 
 
 class _PasswordCache:
@@ -373,7 +378,11 @@ def auth_middleware(
         header = request.headers.get("Authorization")
         if header is None:
             raise AuthenticationError("credentials required: Basic or Bearer")
-        address = peer_address((request.remote,))
+        # The console's calls name its user's address (signed; forwarded.py): without
+        # it every console user would count as the console's one address.
+        address = forwarded.verified(
+            settings.forwarding_key, request.headers.get(forwarded.HEADER), clock_ms()
+        ) or peer_address((request.remote,))
         user = basic_user(header)
         failures.check(address, user, clock_ms())
         try:
@@ -449,6 +458,9 @@ def auth_settings(
     ``CONVEYOR_CLUSTER_SECRET`` or the file ``CONVEYOR_CLUSTER_SECRET_FILE`` names: never a
     flag, which ``ps`` shows to every local user), parsed by ``conveyor.settings``, and the
     password-guessing ``limits``."""
-    return AuthSettings(
+    settings = AuthSettings(
         enabled=enabled, cluster_secret=cluster_secret, limits=limits or AuthLimits()
     )
+    if cluster_secret:
+        settings.forwarding_key = forwarded.derive_key(cluster_secret)
+    return settings

@@ -8,7 +8,6 @@ connection failures become retriable ``NETWORK_ERROR``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import uuid
@@ -19,7 +18,12 @@ import msgspec
 import urllib3
 
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError, error_from_dict
-from conveyor.transport.coordinators import FAILOVER_WAIT_S, ROUND_PAUSE_S, CoordinatorSet
+from conveyor.transport.coordinators import (
+    CoordinatorSet,
+    Failover,
+    NotSentError,
+    with_failover,
+)
 from conveyor.transport.tls import TLSConfig
 
 T = TypeVar("T")
@@ -50,53 +54,6 @@ def coordinator_set(url: str | None) -> CoordinatorSet:
         return CoordinatorSet.parse(default_url(url))
     except ValueError as exc:
         raise ConveyorError(str(exc), code=ErrorCode.INVALID_REQUEST) from None
-
-
-class _NotSentError(Exception):
-    """The connection could not be opened: the request never left, any URL may take it."""
-
-    def __init__(self, error: RetriableError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class _Failover:
-    """One request's way to the active coordinator (``coordinators.py``): which URL to
-    try next, and when to give up."""
-
-    def __init__(self, coordinators: CoordinatorSet, url: str, origin: str) -> None:
-        self.coordinators = coordinators
-        self.url = url
-        self.origin = origin
-        self.tried = 0
-        self.rounds = 0
-        self.last: ConveyorError | None = None
-
-    def next_url(self) -> tuple[str, str]:
-        self.tried += 1
-        active = self.coordinators.active
-        return active, self.coordinators.target(self.url, self.origin)
-
-    def failed(self, target: str, error: ConveyorError) -> None:
-        """Nothing happened at ``target``: note where to go next."""
-        self.last = error
-        if error.code is ErrorCode.NOT_COORDINATOR:
-            named = error.details.get("active_url")
-            if named != target and self.coordinators.redirected(named):
-                return
-        self.coordinators.failed(target)
-
-    def pause_s(self, elapsed_s: float) -> float | None:
-        """After a round over every URL: how long to wait before the next, or None to
-        give up (raise ``last``)."""
-        if self.tried <= len(self.coordinators.urls):
-            return 0.0
-        pause = ROUND_PAUSE_S[min(self.rounds, len(ROUND_PAUSE_S) - 1)]
-        if elapsed_s + pause > FAILOVER_WAIT_S:
-            return None
-        self.rounds += 1
-        self.tried = 0
-        return pause
 
 
 def error_for(status: int, data: bytes) -> ConveyorError:
@@ -181,15 +138,15 @@ class SyncHTTP:
         if origin is None or self.coordinators is None:
             try:
                 return self._request_once(method, url, **options)
-            except _NotSentError as exc:
+            except NotSentError as exc:
                 raise exc.error from exc.__cause__
-        failover = _Failover(self.coordinators, url, origin)
+        failover = Failover(self.coordinators, url, origin)
         started = time.monotonic()
         while True:
             active, target = failover.next_url()
             try:
                 return self._request_once(method, target, **options)
-            except _NotSentError as exc:
+            except NotSentError as exc:
                 failover.failed(active, exc.error)
             except ConveyorError as exc:
                 if exc.code is not ErrorCode.NOT_COORDINATOR:
@@ -231,7 +188,7 @@ class SyncHTTP:
             urllib3.exceptions.ConnectTimeoutError,
         ) as exc:
             error = RetriableError(f"{method} {url}: {exc}", code=ErrorCode.NETWORK_ERROR)
-            raise _NotSentError(error) from exc
+            raise NotSentError(error) from exc
         except urllib3.exceptions.HTTPError as exc:
             raise RetriableError(f"{method} {url}: {exc}", code=ErrorCode.NETWORK_ERROR) from exc
         if response.status >= 400:
@@ -313,27 +270,14 @@ class AsyncHTTP:
         if origin is None or self.coordinators is None:
             try:
                 return await self._request_once(method, url, **options)
-            except _NotSentError as exc:
+            except NotSentError as exc:
                 raise exc.error from exc.__cause__
-        failover = _Failover(self.coordinators, url, origin)
-        started = time.monotonic()
-        while True:
-            active, target = failover.next_url()
-            try:
-                return await self._request_once(method, target, **options)
-            except _NotSentError as exc:
-                failover.failed(active, exc.error)
-            except ConveyorError as exc:
-                if exc.code is not ErrorCode.NOT_COORDINATOR:
-                    if exc.code is ErrorCode.NETWORK_ERROR:
-                        self.coordinators.failed(active)  # the next request tries another
-                    raise
-                failover.failed(active, exc)
-            pause = failover.pause_s(time.monotonic() - started)
-            if pause is None:
-                assert failover.last is not None
-                raise failover.last
-            await asyncio.sleep(pause)
+        return await with_failover(
+            self.coordinators,
+            url,
+            origin,
+            lambda target: self._request_once(method, target, **options),
+        )
 
     async def _request_once(
         self,
@@ -359,7 +303,7 @@ class AsyncHTTP:
                 status, response_headers = response.status, dict(response.headers)
         except aiohttp.ClientConnectorError as exc:
             error = RetriableError(f"{method} {url}: {exc}", code=ErrorCode.NETWORK_ERROR)
-            raise _NotSentError(error) from exc
+            raise NotSentError(error) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RetriableError(
                 f"{method} {url}: {exc or type(exc).__name__}", code=ErrorCode.NETWORK_ERROR

@@ -22,13 +22,18 @@ with a single URL nothing changes.
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Sequence
-from typing import Final
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, TypeVar
 from urllib.parse import urlsplit
+
+from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 
 FAILOVER_WAIT_S: Final = 6.0  # an election on a 2-5 s lease finishes within this
 ROUND_PAUSE_S: Final = (0.1, 0.25, 0.5, 1.0)  # between rounds over every URL
+T = TypeVar("T")
 
 
 def parse_coordinator_urls(text: str) -> tuple[str, ...]:
@@ -110,3 +115,79 @@ class CoordinatorSet:
 
     def __repr__(self) -> str:
         return f"CoordinatorSet({','.join(self.urls)}, active={self.active})"
+
+
+class NotSentError(Exception):
+    """The connection could not be opened: the request never left, any URL may take it."""
+
+    def __init__(self, error: RetriableError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Failover:
+    """One request's way to the active coordinator (``coordinators.py``): which URL to
+    try next, and when to give up."""
+
+    def __init__(self, coordinators: CoordinatorSet, url: str, origin: str) -> None:
+        self.coordinators = coordinators
+        self.url = url
+        self.origin = origin
+        self.tried = 0
+        self.rounds = 0
+        self.last: ConveyorError | None = None
+
+    def next_url(self) -> tuple[str, str]:
+        self.tried += 1
+        active = self.coordinators.active
+        return active, self.coordinators.target(self.url, self.origin)
+
+    def failed(self, target: str, error: ConveyorError) -> None:
+        """Nothing happened at ``target``: note where to go next."""
+        self.last = error
+        if error.code is ErrorCode.NOT_COORDINATOR:
+            named = error.details.get("active_url")
+            if named != target and self.coordinators.redirected(named):
+                return
+        self.coordinators.failed(target)
+
+    def pause_s(self, elapsed_s: float) -> float | None:
+        """After a round over every URL: how long to wait before the next, or None to
+        give up (raise ``last``)."""
+        if self.tried <= len(self.coordinators.urls):
+            return 0.0
+        pause = ROUND_PAUSE_S[min(self.rounds, len(ROUND_PAUSE_S) - 1)]
+        if elapsed_s + pause > FAILOVER_WAIT_S:
+            return None
+        self.rounds += 1
+        self.tried = 0
+        return pause
+
+
+async def with_failover(
+    coordinators: CoordinatorSet,
+    url: str,
+    origin: str,
+    send: Callable[[str], Awaitable[T]],
+) -> T:
+    """``send(target)`` to the believed-active coordinator, following the rules above:
+    ``send`` raises :class:`NotSentError` when the connection could not be opened."""
+    failover = Failover(coordinators, url, origin)
+    started = time.monotonic()
+    while True:
+        active, target = failover.next_url()
+        try:
+            return await send(target)
+        except NotSentError as exc:
+            failover.failed(active, exc.error)
+        except ConveyorError as exc:
+            if exc.code is not ErrorCode.NOT_COORDINATOR:
+                if exc.code is ErrorCode.NETWORK_ERROR:
+                    coordinators.failed(active)  # the next request tries another
+                raise
+            failover.failed(active, exc)
+        pause = failover.pause_s(time.monotonic() - started)
+        if pause is None:
+            assert failover.last is not None
+            raise failover.last
+        await asyncio.sleep(pause)
