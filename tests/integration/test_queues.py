@@ -4,13 +4,17 @@ module (each test uses its own topic and group), RF 3 everywhere.
 What is checked is what docs/queues.md promises: every record accepted exactly once in
 the final state and never delivered again after its accept was confirmed; releases and
 rejects; dead letters with their headers; the REST form with lock tokens; a mode clash
-refused; the counts `group describe` shows.
+refused; the counts `group describe` shows; a SIGKILLed member's records redelivered after
+their lock; the `conveyor queue` commands (dead letters moved back by `requeue`).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -278,3 +282,100 @@ def test_a_mode_clash_is_refused(cluster: Cluster, tmp_path: Path) -> None:
     ):
         consumer.poll(timeout=3)
     assert clash.value.code is conveyor.ErrorCode.INCONSISTENT_GROUP_PROTOCOL
+
+
+KILLED_MEMBER = """
+import json, sys, time
+import conveyor
+from conveyor.protocol.share import ShareGroupConfig
+
+url, topic, group = sys.argv[1:4]
+config = ShareGroupConfig(lock_duration_ms=2_000)
+queue = conveyor.Queue(topic, group, url=url, config=config, prefetch=False)
+got = []
+deadline = time.monotonic() + 30
+while len(got) < 5 and time.monotonic() < deadline:
+    got += queue.receive(max_records=5 - len(got), timeout=1)
+print(json.dumps([m.offset for m in got]), flush=True)
+time.sleep(600)  # holding the locks until SIGKILLed
+"""
+
+
+def test_a_killed_members_records_are_redelivered_after_their_lock(cluster: Cluster) -> None:
+    produce(cluster, "work-kill", 5, partitions=1)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_MEMBER, cluster.url, "work-kill", "killed"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        held = json.loads(child.stdout.readline())
+        assert held == [0, 1, 2, 3, 4]
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    with conveyor.Queue("work-kill", "killed", url=cluster.url) as other:
+        redelivered: list[conveyor.QueueMessage] = []
+        wait_for(
+            lambda: redelivered.extend(other.receive(5, timeout=0.5)) or len(redelivered) == 5,
+            20,
+            "the killed member's records",
+        )
+        assert sorted(m.offset for m in redelivered) == held
+        assert {m.delivery_count for m in redelivered} == {2}
+        other.ack(redelivered)
+        assert other.commit() == []
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    from conveyor.cli.main import main
+
+    capsys.readouterr()
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_queue_cli_receive_stats_dead_letters_and_requeue(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    produce(cluster, "work-cli", 3, keys=3, partitions=1)
+    url = ("--url", cluster.url)
+    info = cli_json(capsys, "queue", "configure", "cli", "--max-delivery-attempts", "2", *url)
+    assert info["config"]["max_delivery_attempts"] == 2
+    got = cli_json(
+        capsys, "queue", "receive", "work-cli", "cli", "-n", "3", "--then", "reject", *url
+    )
+    assert [r["value"] for r in got["records"]] == ["value-0", "value-1", "value-2"]
+    assert got["failed"] == []
+
+    def dead_letters() -> list[dict[str, Any]]:
+        if not _topic_exists(cluster, "cli.dead-letters"):
+            return []
+        found: list[dict[str, Any]] = cli_json(capsys, "queue", "dead-letters", "cli", *url)[
+            "records"
+        ]
+        return found
+
+    wait_for(lambda: len(dead_letters()) == 3, 15, "three dead letters")
+    dead = dead_letters()
+    assert [d["source"] for d in dead] == ["work-cli-0@0", "work-cli-0@1", "work-cli-0@2"]
+    assert {d["error"] for d in dead} == {"rejected by conveyor queue receive"}
+    stats = cli_json(capsys, "queue", "stats", "cli", *url)
+    assert stats["config"]["max_delivery_attempts"] == 2
+    assert stats["dead_letter_topic"] == "cli.dead-letters"
+    assert cli_json(capsys, "group", "describe", "cli", *url)["group"] == "cli"
+    assert cli_json(capsys, "queue", "requeue", "cli", *url)["requeued"] == {"work-cli": 3}
+    assert cli_json(capsys, "queue", "requeue", "cli", *url)["requeued"] == {}  # moved once
+    again = cli_json(capsys, "queue", "receive", "work-cli", "cli", "-n", "3", *url)
+    assert [(r["offset"], r["value"], r["delivery_count"]) for r in again["records"]] == [
+        (3, "value-0", 1),
+        (4, "value-1", 1),
+        (5, "value-2", 1),
+    ]
+    listed = cli_json(capsys, "queue", "list", *url)
+    assert "cli" in {g["group"] for g in listed}

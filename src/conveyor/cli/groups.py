@@ -1,4 +1,5 @@
-"""``conveyor group list|describe|delete|reset-offsets|seek``: consumer groups for operators.
+"""``conveyor group list|describe|delete|reset-offsets|seek``: consumer groups for operators
+(``describe`` also shows a share group of that name: ``conveyor queue stats``).
 
 ``seek`` is rpk's name for ``reset-offsets`` (the same operation): both set the group's
 committed offsets of every partition of a topic, or of the ``-p`` ones only."""
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from conveyor.cli.common import EXIT_OK
 from conveyor.cli.output import add_json_flag, add_url_flag, print_json, print_line, print_table
-from conveyor.protocol.errors import InvalidRequestError
+from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
 
 if TYPE_CHECKING:
     from conveyor.cli.common import Subparsers
@@ -95,20 +96,38 @@ def _list(args: argparse.Namespace) -> int:
 
     with GroupAdmin(args.url) as admin:
         groups = admin.list_groups()
+        try:
+            shared = admin.list_share_groups()
+        except ConveyorError:
+            shared = []  # a hint only (a user allowed groups but not share groups)
     if args.json:
         print_json(groups)
         return EXIT_OK
     rows = [(g.group, g.protocol, g.state, g.generation, g.members, g.lag) for g in groups]
     columns = ("group", "protocol", "state", "generation", "members", "lag")
     print_table("consumer groups", columns, rows)
+    if shared:
+        print_line(f"and {len(shared)} share group(s) (queues): conveyor queue list")
     return EXIT_OK
 
 
 def _describe(args: argparse.Namespace) -> int:
+    from conveyor.cli.queue import print_share_group
     from conveyor.client.group import GroupAdmin
 
     with GroupAdmin(args.url) as admin:
-        described = admin.describe_group(args.group)
+        try:
+            described = admin.describe_group(args.group)
+        except ConveyorError as exc:
+            if exc.code != ErrorCode.UNKNOWN_GROUP:
+                raise
+            # not a consumer group: a share group (queue) of that name, or the same 404
+            shared = admin.describe_share_group(args.group)
+            if args.json:
+                print_json(shared)
+            else:
+                print_share_group(shared)
+            return EXIT_OK
     if args.json:
         print_json(described)
         return EXIT_OK

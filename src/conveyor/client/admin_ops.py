@@ -36,6 +36,13 @@ from conveyor.protocol.messages import (
     TopicDescription,
     TopicList,
 )
+from conveyor.protocol.share import (
+    ShareGroupConfig,
+    ShareGroupConfigRequest,
+    ShareGroupDescription,
+    ShareGroupInfo,
+    ShareGroupList,
+)
 
 T = TypeVar("T")
 
@@ -118,6 +125,27 @@ def describe_group(group: str) -> Call[GroupDescription]:
 
 def delete_group(group: str) -> Call[None]:
     return Call("DELETE", _group(group), None)
+
+
+def _share_group(name: str) -> str:
+    return f"/v1/share-groups/{quote(name, safe='')}"
+
+
+def list_share_groups() -> Call[ShareGroupList]:
+    return Call("GET", "/v1/share-groups", ShareGroupList)
+
+
+def describe_share_group(group: str) -> Call[ShareGroupDescription]:
+    return Call("GET", _share_group(group), ShareGroupDescription)
+
+
+def configure_share_group(group: str, config: ShareGroupConfig) -> Call[ShareGroupInfo]:
+    request = ShareGroupConfigRequest(config=config)
+    return Call("PUT", f"{_share_group(group)}/config", ShareGroupInfo, request)
+
+
+def delete_share_group(group: str) -> Call[None]:
+    return Call("DELETE", _share_group(group), None)
 
 
 def set_group_offsets(group: str, offsets: list[PartitionOffset]) -> Call[OffsetFetchResponse]:

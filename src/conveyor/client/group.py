@@ -25,6 +25,7 @@ from conveyor.protocol.messages import (
     PartitionOffset,
     PartitionOffsets,
 )
+from conveyor.protocol.share import ShareGroupConfig, ShareGroupDescription, ShareGroupInfo
 from conveyor.transport.client import AsyncHTTP, SyncHTTP, coordinator_set
 from conveyor.transport.tls import TLSConfig
 
@@ -153,6 +154,23 @@ class GroupAdmin:
             self._http.request(call.method, self.url + call.path, body=call.body)
             return None  # type: ignore[return-value]
         return self._http.call(call.method, self.url + call.path, call.response, body=call.body)
+
+    # ---- share groups (queues, docs/queues.md) -------------------------------------------
+
+    def list_share_groups(self) -> list[ShareGroupDescription]:
+        return self._run(ops.list_share_groups()).groups
+
+    def describe_share_group(self, group: str) -> ShareGroupDescription:
+        """Members, assignment and per-partition counts; 404 UNKNOWN_GROUP."""
+        return self._run(ops.describe_share_group(group))
+
+    def configure_share_group(self, group: str, config: ShareGroupConfig) -> ShareGroupInfo:
+        """Create a share group with ``config`` or change its settings."""
+        return self._run(ops.configure_share_group(group, config))
+
+    def delete_share_group(self, group: str) -> None:
+        """409 GROUP_NOT_EMPTY while it has members."""
+        self._run(ops.delete_share_group(group))
 
     def delete_group(self, group: str) -> None:
         """Forget an empty group's committed offsets; 409 GROUP_NOT_EMPTY while it has

@@ -208,6 +208,13 @@ class QueueCore:
         # waiter woken by them sees them done: a task's own end comes a step later)
         self._in_flight = 0
         self._prefetch: tuple[int, float] | None = None  # asked for while one was in flight
+        # Requests carrying acknowledgements go one at a time, and never long-poll: two on
+        # separate connections may arrive in either order, and in key-ordered mode the
+        # accept of a key's later record before its earlier one's is refused.
+        self._ack_carrier = False
+        self._receive_failed = False
+        self._ack_carrier_done = asyncio.Event()
+        self._ack_carrier_done.set()
         self._arrived = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._joined = asyncio.Event()
@@ -271,23 +278,45 @@ class QueueCore:
         """Acknowledgements nobody carried within ``ack_flush_ms`` go on their own."""
         while not self.closed:
             await asyncio.sleep(max(self.settings.ack_flush_ms, 10) / 1000)
-            if len(self.pending):
+            if len(self.pending) and not self._ack_carrier:
                 with contextlib.suppress(ConveyorError):
                     await self.commit()
 
     async def commit(self) -> list[AckFailure]:
         """Send every pending acknowledgement now; the failures (empty: all done)."""
-        acks = self.pending.take()
+        while self._ack_carrier:  # after the acknowledgements already on their way
+            await self._ack_carrier_done.wait()
+        acks = self._take_acks()
         if not acks:
             return []
         failures: list[AckFailure] = []
-        by_leader = await self._by_leader(sorted(acks))
-        requests = [
-            self._request(url, [], [a for p in parts for a in acks[p]], 0, 0, failures)
-            for url, parts in by_leader.items()
-        ]
-        await asyncio.gather(*requests)
+        try:
+            by_leader = await self._by_leader(sorted(acks))
+            requests = [
+                self._request(url, [], [a for p in parts for a in acks[p]], 0, 0, failures)
+                for url, parts in by_leader.items()
+            ]
+            await asyncio.gather(*requests)
+        finally:
+            self._carried()
         return failures
+
+    def _take_acks(self) -> dict[int, list[AckRange]]:
+        """The pending acknowledgements, for the one request that may carry them now
+        (none while another carries some), in offset order per partition."""
+        if self._ack_carrier:
+            return {}
+        acks = self.pending.take()
+        if acks:
+            self._ack_carrier = True
+            self._ack_carrier_done.clear()
+            for ranges in acks.values():
+                ranges.sort(key=lambda a: a.first_offset)
+        return acks
+
+    def _carried(self) -> None:
+        self._ack_carrier = False
+        self._ack_carrier_done.set()
 
     def _fail_acks(
         self, acks: list[AckRange], failures: list[AckFailure], error: str, message: str
@@ -344,10 +373,16 @@ class QueueCore:
         while True:
             got = self._from_buffer(max_records)
             left = deadline - loop.time()
-            if got or left <= 0 or not self._in_flight:
-                if not got and left > 0 and not self._in_flight:
-                    await asyncio.sleep(min(left, 0.05))  # no partition assigned yet
+            if got or left <= 0 or self.closed:
                 return got
+            if not self._in_flight:
+                if not self.assigned:
+                    await asyncio.sleep(min(left, 0.05))  # no partition assigned yet
+                    continue
+                # the last answer was empty (or answered at once, carrying acknowledgements)
+                if self._receive_failed:  # not in a tight loop against a failing broker
+                    await asyncio.sleep(min(left, 0.1))
+                self._send_receives(max_records, deadline - loop.time())
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(left):
@@ -393,24 +428,29 @@ class QueueCore:
                     self._send_receives(*prefetch)
 
         async def requests() -> None:
-            acks = self.pending.take()
-            partitions = sorted(set(self.assigned) | set(acks))
-            by_leader = await self._by_leader(partitions)
-            share = max(1, -(-max_records // max(1, len(by_leader))))
-            failures: list[AckFailure] = []
-            await asyncio.gather(
-                *(
-                    self._request(
-                        url,
-                        [p for p in parts if p in self.assigned],
-                        [a for p in parts for a in acks.get(p, [])],
-                        share,
-                        int(wait_s * 1000),
-                        failures,
+            acks = self._take_acks()
+            try:
+                partitions = sorted(set(self.assigned) | set(acks))
+                by_leader = await self._by_leader(partitions)
+                share = max(1, -(-max_records // max(1, len(by_leader))))
+                failures: list[AckFailure] = []
+                wait_ms = 0 if acks else int(wait_s * 1000)  # a carrier answers at once
+                await asyncio.gather(
+                    *(
+                        self._request(
+                            url,
+                            [p for p in parts if p in self.assigned],
+                            [a for p in parts for a in acks.get(p, [])],
+                            share,
+                            wait_ms,
+                            failures,
+                        )
+                        for url, parts in by_leader.items()
                     )
-                    for url, parts in by_leader.items()
                 )
-            )
+            finally:
+                if acks:
+                    self._carried()
 
         task = asyncio.get_running_loop().create_task(run(), name="queue-receive")
         self._outstanding.add(task)
@@ -418,7 +458,8 @@ class QueueCore:
 
     def _receive_done(self, task: asyncio.Task[None]) -> None:
         self._outstanding.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        self._receive_failed = not task.cancelled() and task.exception() is not None
+        if self._receive_failed:
             log.warning("queue %s: receive failed: %s", self.settings.group, task.exception())
         self._arrived.set()
 
