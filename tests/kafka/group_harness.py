@@ -4,6 +4,7 @@ scenario over what they printed (``kafka_member.py``'s JSON lines)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -38,8 +39,9 @@ def member_argv(client: str, cluster: Cluster, topic: str, group: str, *extra: s
         kcat = shutil.which("kcat") or shutil.which("kafkacat")
         if kcat is None:
             pytest.skip("kcat is not installed (apt-get install kafkacat; make system-deps)")
+        # not quiet (-q): kcat reports each assignment and revocation on stderr
         return [
-            kcat, "-b", cluster.bootstrap, "-G", group, topic, "-q", "-u",
+            kcat, "-b", cluster.bootstrap, "-G", group, topic, "-u",
             "-f", '{"k":"%k","v":"%s","p":%p,"o":%o}\\n',
             "-X", "session.timeout.ms=3000", "-X", "heartbeat.interval.ms=300",
             "-X", "auto.commit.interval.ms=200", "-X", "auto.offset.reset=earliest",
@@ -55,6 +57,22 @@ def member_argv(client: str, cluster: Cluster, topic: str, group: str, *extra: s
     ]  # fmt: skip
 
 
+# kcat's rebalance callback on stderr: "% Group G rebalanced (memberid M): assigned: t [0], t [1]"
+KCAT_REBALANCE = re.compile(r"rebalanced \(memberid [^)]*\): (assigned|revoked): (.*)$")
+KCAT_PARTITION = re.compile(r"(\S+) \[(\d+)\]")
+
+
+def kcat_assignment(stderr: str) -> list[list[Any]]:
+    """kcat's latest assignment from its stderr (empty after a revocation)."""
+    latest: list[list[Any]] = []
+    for line in stderr.splitlines():
+        found = KCAT_REBALANCE.search(line)
+        if found is not None:
+            owned = [[t, int(p)] for t, p in KCAT_PARTITION.findall(found.group(2))]
+            latest = owned if found.group(1) == "assigned" else []
+    return latest
+
+
 @dataclass
 class KafkaMember:
     """One member process; its stdout (JSON lines) goes to a file read on demand."""
@@ -63,12 +81,13 @@ class KafkaMember:
     path: Path
     process: subprocess.Popen[bytes]
     lines: list[dict[str, Any]] = field(default_factory=list)
+    kcat: bool = False  # assignments on stderr, in kcat's words
 
     @classmethod
     def start(cls, argv: list[str], path: Path) -> KafkaMember:
         with path.open("wb") as out, path.with_suffix(".err").open("wb") as err:
             process = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=err)
-        return cls(path.stem, path, process)
+        return cls(path.stem, path, process, kcat=Path(argv[0]).name in ("kcat", "kafkacat"))
 
     def read(self) -> list[dict[str, Any]]:
         data = self.path.read_bytes()
@@ -87,6 +106,8 @@ class KafkaMember:
 
     def assigned(self) -> list[list[Any]]:
         """Its latest assignment (empty until it has one)."""
+        if self.kcat:
+            return kcat_assignment(self.path.with_suffix(".err").read_text(errors="replace"))
         found = [line["assigned"] for line in self.read() if "assigned" in line]
         return found[-1] if found else []
 
@@ -125,13 +146,17 @@ def distinct(members: list[KafkaMember]) -> set[tuple[int, int]]:
     return {(line["p"], line["o"]) for m in members for line in m.processed()}
 
 
-def check_key_order(lines: list[dict[str, Any]]) -> None:
+def check_key_order(lines: list[dict[str, Any]], resumes: bool = False) -> None:
     """Per key, the first time each value is seen comes in sequence order (a redelivered
-    message may repeat, but a key never skips ahead or goes back past a new one)."""
+    message may repeat, but a key never skips ahead or goes back past a new one). With
+    ``resumes`` (one member's lines) a key may start anywhere: a member that takes a
+    partition over resumes it at the offset its previous owner committed."""
     seen: dict[str, int] = {}
     for line in lines:
         key, n = line["v"].rsplit(":", 1)
-        if int(n) > seen.get(key, -1):
+        if resumes and key not in seen:
+            seen[key] = int(n)
+        elif int(n) > seen.get(key, -1):
             assert int(n) == seen.get(key, -1) + 1, f"{key}: {n} after {seen.get(key)}"
             seen[key] = int(n)
 

@@ -4,7 +4,8 @@ cooperative-sticky, and KIP-848 ``group.protocol=consumer``), kafka-python, aiok
 kafkajs, each member its own process.
 
 Two members split a 6-partition topic; 1,200 keyed messages arrive in two halves; between
-them one member is SIGKILLed and another joins. Every message is processed by one
+them one member is SIGKILLed and another joins (the second half is produced once the
+survivor and the newcomer share every partition). Every message is processed by one
 member, none is lost, per-key order holds across the hand-overs, and messages are
 processed twice only from the killed member's uncommitted tail. The cluster has two
 brokers, so group requests reach the coordinator through either."""
@@ -86,18 +87,18 @@ def test_seed_group_scenario_with_a_kill_and_a_join(
         return member
 
     a, b = start("a"), start("b")
-    assigned = client != "kcat"  # kcat prints no assignments: wait for consumption instead
-    if assigned:
-        shared = f"{client}: two members share the partitions"
-        wait_for(lambda: _covers([a, b]) and bool(a.assigned()) and bool(b.assigned()), 60, shared)
+    shared = f"{client}: two members share the partitions"
+    wait_for(lambda: _covers([a, b]) and bool(a.assigned()) and bool(b.assigned()), 60, shared)
     produce_keyed(cluster, topic, HALF, KEYS)
     wait_for(lambda: len(distinct([a, b])) == HALF, 60, f"{client}: the first half consumed")
     assert a.processed() and b.processed(), "both members consume"
     a.kill()
     c = start("c")
-    if assigned:
-        moved = f"{client}: the killed member's partitions move, the new one gets its share"
-        wait_for(lambda: _covers([b, c]) and bool(c.assigned()), 60, moved)
+    # the second half is produced only once the new member has its share: produced before,
+    # the survivor could consume all of it before the rebalance gives the new member
+    # partitions already drained (Kafka's rules allow that; the test would show nothing)
+    moved = f"{client}: the killed member's partitions move, the new one gets its share"
+    wait_for(lambda: _covers([b, c]) and bool(c.assigned()), 60, moved)
     produce_keyed(cluster, topic, HALF, KEYS, start=HALF)
     members = [a, b, c]
     wait_for(lambda: len(distinct(members)) == 2 * HALF, 90, f"{client}: every message consumed")
@@ -107,9 +108,9 @@ def test_seed_group_scenario_with_a_kill_and_a_join(
     every = {(line["p"], line["o"]) for m in members for line in m.processed()}
     assert len(every) == 2 * HALF  # none lost
     extra = check_duplicates_are_the_victims_tail(members, a, exact_tail=client != "kcat")
-    if client == "kcat":  # no processing times: per member only
+    if client == "kcat":  # no processing times: per member only, each from where it took over
         for member in members:
-            check_key_order(member.processed())
+            check_key_order(member.processed(), resumes=True)
     else:
         check_key_order(merged_by_time(members))
     assert extra <= HALF
