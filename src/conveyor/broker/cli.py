@@ -74,7 +74,7 @@ def config_from_args(args: argparse.Namespace | Settings) -> BrokerConfig:
             dedupe_buffer_bytes=s[catalog.CLEANER_DEDUPE_BUFFER_BYTES],
             backoff_ms=s[catalog.CLEANER_BACKOFF_MS],
         ),
-        request_bytes_max=s[catalog.REQUEST_MAX_BYTES],
+        request_max_bytes=s[catalog.REQUEST_MAX_BYTES],
         security_max_staleness_ms=s[catalog.SECURITY_MAX_STALENESS_MS],
         cluster_secret=s[catalog.CLUSTER_SECRET],
         kafka=kafka_settings(s),

@@ -402,7 +402,7 @@ def build_broker_app(service: BrokerService) -> web.Application:
         "at it"
     )
     app[REQUEST_LIMIT_HINT_KEY] = (
-        f"the broker's --request-max-bytes ({service.config.request_bytes_max}) raises it; "
+        f"the broker's --request-max-bytes ({service.config.request_max_bytes}) raises it; "
         "each batch is also limited by its topic's max_message_bytes"
     )
     app[_TASKS_KEY] = []
