@@ -413,7 +413,7 @@ class _Authenticator:
         # The console's calls name its user's address (signed; forwarded.py): without
         # it every console user would count as the console's one address.
         address = forwarded.verified(
-            settings.forwarding_key, request.headers.get(forwarded.HEADER), clock_ms()
+            self.settings.forwarding_key, request.headers.get(forwarded.HEADER), clock_ms()
         ) or peer_address((request.remote,))
         user = basic_user(header)
         self.failures.check(address, user, clock_ms())
