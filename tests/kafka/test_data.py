@@ -15,6 +15,7 @@ from conveyor.protocol.kafka.apis import ApiKey
 from conveyor.protocol.kafka.errors import KafkaError
 from conveyor.protocol.partitioner import partition_for_key
 from conveyor.protocol.records import decode_batches
+from conveyor.protocol.txn import marker_batch
 from tests.integration.cluster import Cluster
 from tests.kafka.conftest import kcat_path
 from tests.kafka.wire import (
@@ -158,9 +159,9 @@ def test_produce_refusals_store_nothing(kafka_cluster: Cluster) -> None:
                 produce_request(9, topic, 1, sample_batch(1), acks=2),
                 KafkaError.INVALID_REQUIRED_ACKS,
             ),
-            (
-                produce_request(9, topic, 1, sample_batch(1), transactional_id="tx"),
-                KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            (  # transaction markers are the coordinator's to write (issue 21)
+                produce_request(9, topic, 1, marker_batch(5, 0, True, 0, 1)),
+                KafkaError.INVALID_RECORD,
             ),
             (produce_request(9, topic, 1, b"\x00" * 70), KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT),
             (produce_request(9, topic, 1, _bad_crc(sample_batch(2))), KafkaError.CORRUPT_MESSAGE),
@@ -259,9 +260,12 @@ def test_init_producer_id(kafka_cluster: Cluster, version: int) -> None:
         second = wire.call(ApiKey.INIT_PRODUCER_ID, version, **fields)
         assert first.error_code == 0 and first.producer_id >= 0
         assert second.producer_id != first.producer_id
-        fields["transactional_id"] = "orders-tx"
-        refused = wire.call(ApiKey.INIT_PRODUCER_ID, version, **fields)
-        assert refused.error_code == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        fields["transactional_id"] = f"orders-tx-{version}"
+        transactional = wire.call(ApiKey.INIT_PRODUCER_ID, version, **fields)
+        again = wire.call(ApiKey.INIT_PRODUCER_ID, version, **fields)
+        assert transactional.error_code == again.error_code == 0
+        assert again.producer_id == transactional.producer_id
+        assert again.producer_epoch == transactional.producer_epoch + 1  # the first is fenced
 
 
 def test_idempotent_retries_and_sequence_gaps(kafka_cluster: Cluster) -> None:

@@ -55,15 +55,26 @@ def idempotent_write(batches: bytes | memoryview) -> tuple[ProducerWrite, int] |
     if len(batches) < HEADER_SIZE:
         return None
     header = parse_header(batches, 0)
-    if header.magic != _MAGIC_V2 or header.producer_id < 0 or header.base_sequence < 0:
+    if header.magic != _MAGIC_V2 or header.producer_id < 0:
         return None
+    if header.base_sequence < 0:  # only a transaction marker counts without a sequence
+        return (_marker_write(header), header.size_bytes) if header.is_control else None
     return _write_of(header), header.size_bytes
 
 
+def _marker_write(header: BatchHeader) -> ProducerWrite:
+    return ProducerWrite(
+        producer_id=header.producer_id,
+        producer_epoch=header.producer_epoch,
+        first_sequence=-1,
+        last_sequence=-1,
+    )
+
+
 def _record(producers: dict[int, ProducerEntry], header: BatchHeader) -> None:
-    if header.producer_id < 0 or header.base_sequence < 0:
+    if header.producer_id < 0 or (header.base_sequence < 0 and not header.is_control):
         return
-    write = _write_of(header)
+    write = _marker_write(header) if header.base_sequence < 0 else _write_of(header)
     batch = ProducerBatch(
         write.first_sequence,
         write.last_sequence,
@@ -85,7 +96,7 @@ def observed(producers: Producers, data: bytes | memoryview) -> Producers:
     while len(data) - position >= HEADER_SIZE:
         _, size = peek_length(data, position)
         header = parse_header(data, position)
-        if header.producer_id >= 0 and header.base_sequence >= 0:
+        if header.producer_id >= 0 and (header.base_sequence >= 0 or header.is_control):
             if copy is None:
                 copy = dict(producers)
             _record(copy, header)

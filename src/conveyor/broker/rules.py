@@ -227,6 +227,8 @@ def dedup_decision(
         return Dedup("append")
     if producer_epoch < entry.producer_epoch:
         return Dedup("reject", error=ErrorCode.PRODUCER_FENCED)
+    if first_sequence < 0:  # a transaction marker (issue 21): no sequence of its own
+        return Dedup("append")
     if producer_epoch > entry.producer_epoch:
         if first_sequence == 0:
             return Dedup("append")
@@ -250,7 +252,13 @@ def _same_epoch_decision(
 def record_producer_batch(
     entry: ProducerEntry | None, *, producer_epoch: int, batch: ProducerBatch
 ) -> ProducerEntry:
-    """The entry after appending ``batch`` (leader, follower and log rebuild alike)."""
+    """The entry after appending ``batch`` (leader, follower and log rebuild alike). A
+    transaction marker (sequence -1) only raises the epoch, which fences older ones: the
+    coordinator aborts a fenced producer's transaction at a bumped epoch (KIP-98)."""
+    if batch.first_sequence < 0:
+        if entry is None or producer_epoch > entry.producer_epoch:
+            return ProducerEntry(producer_epoch, ())
+        return entry
     if entry is None or producer_epoch != entry.producer_epoch:
         return ProducerEntry(producer_epoch, (batch,))
     kept = (*entry.batches, batch)[-PRODUCER_BATCHES_KEPT:]

@@ -41,7 +41,6 @@ from conveyor.broker.security import refresh_security
 from conveyor.broker.share.setup import LeaderOps, build_share
 from conveyor.broker.timelookup import first_record_at, max_timestamp_record
 from conveyor.protocol.errors import (
-    BatchTooLargeError,
     ConveyorError,
     DiskFullError,
     ErrorCode,
@@ -78,6 +77,7 @@ from conveyor.protocol.replica import (
 from conveyor.protocol.topics import validate_topic_name
 from conveyor.storage import Flusher, PartitionLog
 from conveyor.storage.cleaner import LogCleaner
+from conveyor.storage.txnindex import AbortedTxn
 from conveyor.transport.auth import BrokerSecurity
 from conveyor.transport.client import AsyncHTTP
 from conveyor.transport.clock import Clock, SystemClock
@@ -92,6 +92,8 @@ class FetchResult:
     log_start_offset: int
     log_end_offset: int
     leader_epoch: int
+    last_stable_offset: int = -1
+    aborted: tuple[AbortedTxn, ...] = ()  # read_committed: aborted transactions in range
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,16 +231,8 @@ class BrokerService:
 
     # ---- heartbeats ------------------------------------------------------------------------
 
-    async def refresh_round(self) -> None:
-        """After each heartbeat: the security state, and the data dir's free space for
-        ``/metrics`` (measured in a thread: ``statvfs`` can block)."""
-        await self.refresh_security()
-        await self.metrics.measure_disk()
-
     async def refresh_security(self) -> None:
         """The coordinator's users, tokens and ACLs, when auth is on (``security.py``)."""
-        # the staleness bound is never under three heartbeat intervals
-        self.security.interval_ms = self.heartbeat_interval_ms
         await refresh_security(
             self.security,
             self.http,
@@ -259,7 +253,7 @@ class BrokerService:
             report=self.heartbeat,
             send=self.send_heartbeat,
             apply=self.apply_heartbeat_response,
-            refresh=self.refresh_round,
+            refresh=self.refresh_security,
             interval_ms=lambda: self.heartbeat_interval_ms,
             stopping=lambda: self.stopping,
             broker_id=self.broker_id,
@@ -378,11 +372,13 @@ class BrokerService:
         acks: Acks = "all",
         timeout_ms: int = 30_000,
         leader_epoch: int | None = None,
+        control: bool = False,
     ) -> ProduceResponse:
         """Append one or more concatenated batches as received (never decoded).
 
         acks ``0`` and ``1`` answer once appended (HTTP always answers, so ``0`` still
-        returns offsets); ``all`` once the high watermark covers the batches."""
+        returns offsets); ``all`` once the high watermark covers the batches. Control
+        batches (transaction markers) only with ``control`` (``txn_markers.py``)."""
         timeout_ms = clamp(timeout_ms, 0, self.config.produce_max_timeout_ms)
         target = await self.leader_partition(topic, partition, leader_epoch)
         tp = target.tp
@@ -411,7 +407,9 @@ class BrokerService:
                     )
                     self.driver.step(retry)
             else:
-                base, last = self._append(target, batches, write, ack_id, deadline_ms)
+                base, last = self._append(
+                    target, batches, write, ack_id, deadline_ms, control=control
+                )
             if acked is not None:
                 await acked
         finally:
@@ -426,17 +424,17 @@ class BrokerService:
         write: ProducerWrite | None,
         ack_id: int | None,
         deadline_ms: int,
+        *,
+        control: bool = False,
     ) -> tuple[int, int]:
         """The leader's append, then the core learns of it (and of the ack it waits for)."""
         try:
-            result = target.log.append(batches, leader_epoch=target.leader_epoch)
+            result = target.log.append(
+                batches, leader_epoch=target.leader_epoch, allow_control=control
+            )
         except DiskFullError as exc:
             self.driver.step(AppendFailed(tp=target.tp, error=exc, disk_full=True))
             raise
-        except BatchTooLargeError as exc:  # say which topic's limit, and how to raise it
-            raise BatchTooLargeError(
-                f"topic {target.tp.topic!r}: {exc.message}", **exc.details
-            ) from None
         self.metrics.produced(target.tp.topic, target.tp.partition, batches)
         self.driver.step(
             LeaderAppended(
@@ -504,11 +502,13 @@ class BrokerService:
         max_bytes: int = 1024 * 1024,
         max_wait_ms: int = 0,
         leader_epoch: int | None = None,
+        read_committed: bool = False,
     ) -> FetchResult:
-        """Whole batches from the one holding ``offset``, only below the high watermark;
-        waits up to ``max_wait_ms`` for one when none is there yet. The answer's bytes are
-        held in ``fetch_memory`` until the caller calls ``fetch_memory.release`` once it
-        has written them (see ``fetchmemory``)."""
+        """Whole batches from the one holding ``offset``, only below the high watermark
+        (``read_committed``: below the last stable offset, with the aborted transactions
+        in that range); waits up to ``max_wait_ms`` for one when none is there yet. The
+        answer's bytes are held in ``fetch_memory`` until the caller calls
+        ``fetch_memory.release`` once it has written them (see ``fetchmemory``)."""
         check_offset(offset)
         if max_bytes < 1 or max_wait_ms < 0:
             raise InvalidRequestError("max_bytes must be >= 1 and max_wait_ms >= 0")
@@ -518,21 +518,25 @@ class BrokerService:
         deadline_ms = self.clock.now_ms() + wait_s * 1000
         while True:
             woken = self.driver.wakeup(source.tp)  # before reading: no wake-up is missed
-            granted = self.fetch_memory.grant(max_bytes)
-            data = source.log.read(offset, granted, upper_offset=source.high_watermark)
+            stable = source.log.last_stable_offset(source.high_watermark)
+            upper = stable if read_committed else source.high_watermark
+            data = source.log.read(offset, self.fetch_memory.grant(max_bytes), upper_offset=upper)
             remaining = (deadline_ms - self.clock.now_ms()) / 1000
             if data or remaining <= 0 or self.stopping:
                 break
             await _wait(woken, remaining)
             source = await self.leader_partition(topic, partition, leader_epoch)
-        self.fetch_memory.hold(len(data), wanted=max_bytes, granted=granted)
+        self.fetch_memory.hold(len(data))
         self.metrics.fetched(topic, partition, data)
+        aborted = source.log.aborted_in(offset, upper) if read_committed and data else ()
         return FetchResult(
             batches=data,
             high_watermark=source.high_watermark,
             log_start_offset=source.log.log_start_offset,
             log_end_offset=source.log.log_end_offset,
             leader_epoch=source.leader_epoch,
+            last_stable_offset=stable,
+            aborted=tuple(aborted),
         )
 
     async def offsets(
@@ -549,6 +553,7 @@ class BrokerService:
             log_start_offset=source.log.log_start_offset,
             high_watermark=source.high_watermark,
             log_end_offset=source.log.log_end_offset,
+            last_stable_offset=source.log.last_stable_offset(source.high_watermark),
             offset_for_timestamp=None if found is None else found[0],
             timestamp_found_ms=None if found is None else found[1],
         )

@@ -22,9 +22,8 @@ from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import Metadata, TopicDescription
 from conveyor.transport.client import AsyncHTTP
-from conveyor.transport.throttle import throttled
 
-log = throttled(logging.getLogger(__name__))  # one line per repeated warning per 30 s
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +163,7 @@ class MetadataClient:
                     draw=random.random(),
                 )
                 self._next_allowed_ms = _now_ms() + delay
-                # no delay in the text: repeats are identical, so the filter throttles them
-                log.warning("metadata refresh failed, retrying: %s", exc)
+                log.warning("metadata refresh failed (retry in %d ms): %s", delay, exc)
                 raise
             self._failures = 0
             self.cache.update(metadata, wanted, _now_ms())

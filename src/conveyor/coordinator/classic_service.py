@@ -245,9 +245,15 @@ class ClassicGroups:
         )
 
     def commit_error(
-        self, name: str, member_id: str, instance_id: str | None, generation: int
+        self,
+        name: str,
+        member_id: str,
+        instance_id: str | None,
+        generation: int,
+        transactional: bool = False,
     ) -> ErrorCode | None:
-        return classic.commit_error(self.groups.get(name), member_id, instance_id, generation)
+        group = self.groups.get(name)
+        return classic.commit_error(group, member_id, instance_id, generation, transactional)
 
     # ---- time and lifecycle ---------------------------------------------------------------
 

@@ -8,6 +8,7 @@ its flag, else ``CONVEYOR_<NAME>``, else the TOML file (``--config``), else the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import socket
 from pathlib import Path
@@ -183,8 +184,10 @@ def run(args: argparse.Namespace) -> int:
 
     for warning in env_warnings():
         log.warning("%s", warning)
-    settings = settings_from_args(s)
     tls = tls_from_args(s)
+    settings = dataclasses.replace(
+        settings_from_args(s), internal_tls=tls, cluster_secret=s[catalog.CLUSTER_SECRET]
+    )
     listen = s[catalog.COORDINATOR_LISTEN]
     log.info(
         "coordinator %s starting: listen=%s data=%s session_timeout_ms=%d auto_create_topics=%s "
@@ -238,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
             app, console, TLSConfig(cafile=tls.cafile), auth.enabled, auth.forwarding_key
         )
         log.info("web console at %s/console/", console.api_url)
-    serve(app, listen, tls, limits=limits_from_settings(s), metrics_token=s[catalog.METRICS_TOKEN])
+    serve(app, listen, tls, limits=limits_from_settings(s))
     log.info("coordinator stopped")
     return 0
 

@@ -19,6 +19,7 @@ from conveyor.coordinator.kafka_http import KafkaGroupRoutes
 from conveyor.coordinator.leadership import HaSettings
 from conveyor.coordinator.service import CoordinatorService, CoordinatorSettings
 from conveyor.coordinator.share_group_http import share_group_routes
+from conveyor.coordinator.txn_http import TransactionRoutes
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.messages import (
     AddPartitionsRequest,
@@ -223,6 +224,7 @@ class CoordinatorHTTP:
             *share_group_routes(lambda: self.service.share_groups),
             *self._replication_routes(),
             *KafkaGroupRoutes(self.service.kafka_groups, self.service.consumer_groups).routes(),
+            *TransactionRoutes(self.service.transactions).routes(),
         ]
 
     def _replication_routes(self) -> list[Route]:

@@ -138,11 +138,21 @@ class KafkaGroups:
 
         return await self._transition(decide)
 
-    def _commit_error(self, name: str, request: KafkaCommitRequest) -> ErrorCode | None:
+    def txn_commit_error(self, name: str, request: KafkaCommitRequest) -> ErrorCode | None:
+        """TxnOffsetCommit's fencing by the group (KIP-447): as a commit's, but allowed
+        while a rebalance completes and without a member id."""
+        validate_group_name(name)
+        return self._commit_error(name, request, transactional=True)
+
+    def _commit_error(
+        self, name: str, request: KafkaCommitRequest, transactional: bool = False
+    ) -> ErrorCode | None:
         manager = self._manager
         member_id, generation = request.member_id, request.generation
         if manager.classic.active(name):
-            return manager.classic.commit_error(name, member_id, request.instance_id, generation)
+            return manager.classic.commit_error(
+                name, member_id, request.instance_id, generation, transactional
+            )
         group = manager.groups.get(name)
         if group is None:  # no members in memory
             if generation < 0:
@@ -150,7 +160,7 @@ class KafkaGroups:
             new = request.api_version >= COMMIT_GROUP_NOT_FOUND_VERSION
             return ErrorCode.UNKNOWN_GROUP if new else ErrorCode.ILLEGAL_GENERATION
         if not member_id:
-            return ErrorCode.UNKNOWN_MEMBER
+            return None if transactional else ErrorCode.UNKNOWN_MEMBER
         tps = [TP(o.topic, o.partition) for o in request.offsets]
         try:  # a KIP-848 member: generation is its member epoch (= a group generation)
             groups.check_commit(group, member_id, generation, tps)

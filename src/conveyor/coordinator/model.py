@@ -31,6 +31,7 @@ import msgspec
 from immutables import Map
 from immutables._protocols import MapMutation
 
+from conveyor.coordinator.txn_model import Transaction, TransactionRecord
 from conveyor.protocol.errors import ErrorCode, FatalError
 from conveyor.protocol.messages import BrokerId, Epoch, PartitionReport, TopicConfig
 from conveyor.protocol.share import ShareGroupConfig
@@ -142,6 +143,8 @@ class ClusterState:
     # soft: per broker, its latest report of each replica it hosts
     reports: Mapping[BrokerId, Mapping[PartitionKey, PartitionReport]] = field(default_factory=dict)
     share_groups: Mapping[str, ShareGroup] = field(default_factory=dict)
+    # transactional id -> its transaction (txn_model.py, issue 21)
+    transactions: Mapping[str, Transaction] = field(default_factory=dict)
 
     @property
     def offsets(self) -> Mapping[OffsetKey, CommittedOffset]:
@@ -279,6 +282,7 @@ Record = (
     | ProducerRecord
     | ShareGroupRecord
     | ShareGroupRemoved
+    | TransactionRecord
 )
 
 
@@ -295,6 +299,7 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:  # no
     reports: dict[BrokerId, Mapping[PartitionKey, PartitionReport]] | None = None
     producers: dict[int, int] | None = None
     share_groups: dict[str, ShareGroup] | None = None
+    transactions: dict[str, Transaction] | None = None
     for record in records:
         match record:
             case BrokerRecord(broker=broker):
@@ -330,6 +335,10 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:  # no
                 if share_groups is None:
                     share_groups = dict(state.share_groups)
                 _apply_share_group(record, share_groups)
+            case TransactionRecord(transaction=txn):
+                if transactions is None:
+                    transactions = dict(state.transactions)
+                transactions[txn.transactional_id] = txn
     return replace(
         state,
         brokers=state.brokers if brokers is None else brokers,
@@ -339,6 +348,7 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:  # no
         reports=state.reports if reports is None else reports,
         producers=state.producers if producers is None else producers,
         share_groups=state.share_groups if share_groups is None else share_groups,
+        transactions=state.transactions if transactions is None else transactions,
     )
 
 
@@ -455,6 +465,7 @@ def snapshot_records(state: ClusterState) -> list[Record]:
     records += [ProducerRecord(pid, epoch) for pid, epoch in state.producers.items()]
     records += [OffsetRecord(o) for o in state.offsets.values()]
     records += [ShareGroupRecord(g) for g in state.share_groups.values()]
+    records += [TransactionRecord(t) for t in state.transactions.values()]
     return records
 
 

@@ -6,7 +6,7 @@ Pure. One log entry holds the durable records of one or more transitions, in ord
     JSON    = [[tag, fields], ...]
     tag     = "broker" | "topic" | "partition" | "topic_removed" | "offset" | "producer"
             | "group_removed" | "offset_removed"
-            | "share_group" | "share_group_removed"
+            | "share_group" | "share_group_removed" | "transaction"
 
 ``fields`` are the record's dataclass fields by name (unknown names are ignored on decode,
 so a later version may add fields with defaults). As in the SQLite store, a topic's
@@ -43,6 +43,7 @@ from conveyor.coordinator.model import (
     TopicRemoved,
     canonical_config,
 )
+from conveyor.coordinator.txn_model import Transaction, TransactionRecord
 from conveyor.protocol.errors import ErrorCode, FatalError
 
 ENTRY_COMPRESS_BYTES: Final = 4096  # below this zlib saves little and costs a copy
@@ -67,6 +68,8 @@ def _fields(record: Record) -> tuple[str, dict[str, Any]]:  # noqa: PLR0911 -- o
             return "producer", {"producer_id": producer_id, "producer_epoch": producer_epoch}
         case ShareGroupRecord() | ShareGroupRemoved():
             return _share_group_fields(record)
+        case TransactionRecord(transaction=txn):
+            return "transaction", msgspec.to_builtins(txn)
     raise FatalError(f"record {record!r} is not durable", code=ErrorCode.INTERNAL_ERROR)
 
 
@@ -122,6 +125,8 @@ def _record(tag: str, fields: dict[str, Any]) -> Record:  # noqa: PLR0911 -- one
             return ProducerRecord(int(fields["producer_id"]), int(fields["producer_epoch"]))
         case "share_group" | "share_group_removed":
             return _share_group_record(tag, fields)
+        case "transaction":
+            return TransactionRecord(msgspec.convert(fields, Transaction))
     raise KeyError(f"unknown record tag {tag!r}")
 
 

@@ -40,6 +40,7 @@ from conveyor.coordinator.metrics import CoordinatorMetrics
 from conveyor.coordinator.model import ClusterState
 from conveyor.coordinator.share_group_service import ShareGroupManager
 from conveyor.coordinator.state import Result, TopicDefaults
+from conveyor.coordinator.txn_service import TransactionCoordinator
 from conveyor.coordinator.validation import validate_topic_name
 from conveyor.coordinator.writer import TransitionWriter
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, RetriableError
@@ -62,7 +63,11 @@ from conveyor.protocol.messages import (
     TopicDescription,
     TopicList,
 )
+from conveyor.protocol.txn import TxnMarkersRequest, TxnMarkersResponse
+from conveyor.transport.client import AsyncHTTP
 from conveyor.transport.clock import Clock, SystemClock
+from conveyor.transport.credentials import authorization_header
+from conveyor.transport.tls import TLSConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,6 +92,10 @@ class CoordinatorSettings:
     consumer_session_timeout_ms: int = 45_000
     # share groups (issue 23): partitions of __share_state, made with the first share group
     share_state_partitions: int = 16
+    # how the coordinator calls brokers' internal routes (transaction markers, issue 21):
+    # their TLS settings and the cluster's identity (None: from the environment)
+    internal_tls: TLSConfig | None = None
+    cluster_secret: str | None = None
 
     @property
     def broker_heartbeat_interval_ms(self) -> int:
@@ -142,6 +151,19 @@ class CoordinatorService:
             defaults=settings.topic_defaults,
             state_partitions=settings.share_state_partitions,
         )
+        # transactions (issue 21): markers go to brokers' internal routes as the cluster
+        secret = settings.cluster_secret
+        self._broker_http = AsyncHTTP(
+            settings.internal_tls, authorization=authorization_header(secret) if secret else None
+        )
+        self.transactions = TransactionCoordinator(
+            state=lambda: self.state,
+            transition=self.transition,
+            now_ms=self._clock.now_ms,
+            groups=self.kafka_groups,
+            send_markers=self._send_markers,
+            coordinator_epoch=lambda: self.epoch,
+        )
         # high availability (leadership.py): the epoch commands carry, the own-clock lease
         # check, what to do when a write fails, and the active coordinator's URL for
         # NOT_COORDINATOR answers while this one is not active
@@ -196,6 +218,7 @@ class CoordinatorService:
         if run_expiry:
             self._expiry_task = asyncio.create_task(self._expiry_loop(), name="broker-expiry")
             self._expiry_task.add_done_callback(_report_expiry_exit)
+        self.transactions.start()  # completes the prepared transactions just loaded
 
     async def deactivate(self, reason: str) -> None:
         """Stop deciding now (the lease is lost, or a write failed): pending changes fail
@@ -203,6 +226,7 @@ class CoordinatorService:
         closed. Whoever is active next reloads everything from the store."""
         self.standby = True
         await self._stop_expiry()
+        await self.transactions.stop()
         error = self.not_coordinator(reason)
         await self._writer.abort(error)
         self.groups.reset(error)
@@ -223,7 +247,9 @@ class CoordinatorService:
         """Stop the timer, wait for the writes queued, close the store (the last state
         stays readable)."""
         await self._stop_expiry()
+        await self.transactions.stop()
         await self._writer.drain()
+        await self._broker_http.close()
         store, self._store = self._store, None
         if store is not None:
             await store.close()
@@ -331,6 +357,13 @@ class CoordinatorService:
         older than an epoch they have seen (a deposed coordinator's)."""
         reply = msgspec.structs.replace(result.reply, coordinator_epoch=self.epoch)
         return dataclasses.replace(result, reply=reply)
+
+    async def _send_markers(
+        self, broker_url: str, request: TxnMarkersRequest
+    ) -> TxnMarkersResponse:
+        return await self._broker_http.call(
+            "POST", f"{broker_url}/internal/v1/txn/markers", TxnMarkersResponse, body=request
+        )
 
     async def init_producer_id(self, request: InitProducerIdRequest) -> InitProducerIdResponse:
         return await self.transition(lambda s: control.init_producer_id(s, request))

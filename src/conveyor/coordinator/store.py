@@ -5,9 +5,9 @@ one transaction (WAL mode, ``synchronous=FULL``: committed means fsynced), and o
 reads the tables back as the same records, which ``model.apply`` replays. It makes no
 decisions. Not thread-safe: the service calls it from a single worker thread.
 
-Schema (version 3, in ``PRAGMA user_version``; older files are migrated in place on open:
+Schema (version 4, in ``PRAGMA user_version``; older files are migrated in place on open:
 1 -> 2 adds ``partitions.partition_epoch`` and the ``producers`` table, 2 -> 3 the
-``share_groups`` table)::
+``share_groups`` table, 3 -> 4 the ``transactions`` table)::
 
     meta(key TEXT PK, value TEXT)                     cluster_id (a uuid4, made once)
     brokers(broker_id INTEGER PK, url, alive, last_heartbeat_ms, capacity, decommissioning)
@@ -18,6 +18,7 @@ Schema (version 3, in ``PRAGMA user_version``; older files are migrated in place
     committed_offsets(group_id, topic, partition, committed_offset, metadata NULL,
         committed_ms)  PK (group_id, topic, partition)
     share_groups(name TEXT PK, config JSON, version, created_ms)   issue 23 (queues)
+    transactions(transactional_id TEXT PK, state JSON)   issue 21 (txn_model.Transaction)
 
 ``config`` holds every TopicConfig field, defaults included, so a later version with other
 defaults does not silently change existing topics.
@@ -58,6 +59,7 @@ from conveyor.coordinator.model import (
     canonical_config,
     check_invariants,
 )
+from conveyor.coordinator.txn_model import Transaction, TransactionRecord
 from conveyor.protocol.errors import ErrorCode, StorageError
 from conveyor.protocol.messages import BrokerId, Epoch, TopicConfig
 from conveyor.protocol.share import ShareGroupConfig
@@ -66,7 +68,7 @@ log = logging.getLogger(__name__)
 
 DB_FILE: Final = "coordinator.db"
 LOCK_FILE: Final = "coordinator.lock"
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 _SCHEMA: Final = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 CREATE TABLE brokers (
@@ -114,6 +116,7 @@ CREATE TABLE share_groups (
     version INTEGER NOT NULL,
     created_ms INTEGER NOT NULL
 ) STRICT;
+CREATE TABLE transactions (transactional_id TEXT PRIMARY KEY, state TEXT NOT NULL) STRICT;
 """
 
 # version 1 -> 2: replication control (issue #4)
@@ -129,6 +132,11 @@ _MIGRATE_1_TO_2: Final = (
 _MIGRATE_2_TO_3: Final = (
     "CREATE TABLE share_groups (name TEXT PRIMARY KEY, config TEXT NOT NULL, "
     "version INTEGER NOT NULL, created_ms INTEGER NOT NULL) STRICT",
+)
+
+# version 3 -> 4: transactions (issue 21)
+_MIGRATE_3_TO_4: Final = (
+    "CREATE TABLE transactions (transactional_id TEXT PRIMARY KEY, state TEXT NOT NULL) STRICT",
 )
 
 _ids = msgspec.json.Encoder()
@@ -220,7 +228,10 @@ class CoordinatorStore:
             if version == 1:
                 for statement in _MIGRATE_1_TO_2:
                     db.execute(statement)
-            for statement in _MIGRATE_2_TO_3:
+            if version <= 2:
+                for statement in _MIGRATE_2_TO_3:
+                    db.execute(statement)
+            for statement in _MIGRATE_3_TO_4:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
@@ -305,6 +316,8 @@ class CoordinatorStore:
         for row in db.execute("SELECT name, config, version, created_ms FROM share_groups"):
             share_config = msgspec.json.decode(row[1], type=ShareGroupConfig)
             yield ShareGroupRecord(ShareGroup(row[0], share_config, row[2], row[3]))
+        for row in db.execute("SELECT state FROM transactions"):
+            yield TransactionRecord(msgspec.json.decode(row[0], type=Transaction))
 
     def close(self) -> None:
         self._db.close()
@@ -402,5 +415,10 @@ def _write_record(db: sqlite3.Connection, record: Record) -> None:
             )  # fmt: skip
         case ShareGroupRemoved(name=name):
             db.execute("DELETE FROM share_groups WHERE name = ?", (name,))
+        case TransactionRecord(transaction=t):
+            db.execute(
+                "INSERT OR REPLACE INTO transactions (transactional_id, state) VALUES (?, ?)",
+                (t.transactional_id, _ids.encode(msgspec.to_builtins(t)).decode()),
+            )
         case _:
             pass  # soft state (BrokerSeen) is never persisted

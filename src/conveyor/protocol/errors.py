@@ -107,8 +107,19 @@ class ErrorCode(enum.Enum):
     # deleting records (issue 22): appended, never renumbered. A topic's settings forbid
     # the operation (records of a compact-only topic cannot be deleted, as in Kafka).
     POLICY_VIOLATION = _Code(400, False, "the topic's settings forbid this operation")
-    TLS_ERROR = _Code(
-        400, False, "the TLS handshake failed (plain HTTP server, unknown CA, wrong name)"
+    # transactions (issue 21): appended, never renumbered. Kafka's names and meanings.
+    CONCURRENT_TRANSACTIONS = _Code(
+        409, True, "the transactional id's previous transaction is still completing: retry"
+    )
+    INVALID_TXN_STATE = _Code(409, False, "the transaction is not in a state that allows this")
+    INVALID_PRODUCER_ID_MAPPING = _Code(
+        409, False, "the producer id is not the transactional id's current one"
+    )
+    INVALID_TRANSACTION_TIMEOUT = _Code(
+        400, False, "the transaction timeout is above the coordinator's maximum"
+    )
+    UNSTABLE_OFFSET_COMMIT = _Code(
+        409, True, "a transaction holding offsets of this partition is still open: retry"
     )
 
     @property

@@ -318,6 +318,8 @@ class PartitionOffsets(Wire):
     log_end_offset: int
     offset_for_timestamp: int | None = None  # answered when ?timestamp_ms= was given
     timestamp_found_ms: int | None = None  # that record's own timestamp
+    # below it no transaction is open (issue 21): read_committed consumers' end
+    last_stable_offset: int | None = None
 
 
 class HostedPartition(Wire):

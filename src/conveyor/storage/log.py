@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from conveyor.protocol.batch import (
+    LOG_OVERHEAD,
     BatchHeader,
     parse_header,
     peek_length,
@@ -35,6 +36,7 @@ from conveyor.protocol.errors import (
     OffsetOutOfRangeError,
     StorageError,
 )
+from conveyor.protocol.txn import TRANSACTIONAL_BIT, marker_type
 from conveyor.storage import logstart, swap
 from conveyor.storage.compaction import SegmentSpan
 from conveyor.storage.config import LogConfig
@@ -47,6 +49,7 @@ from conveyor.storage.segment import (
     LogSegment,
     RecoveryResult,
 )
+from conveyor.storage.txnindex import AbortedTxn, TxnIndex
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,9 @@ class PartitionLog:
         # The first offset the cleaner has not cleaned yet (swap.CHECKPOINT_FILE).
         self.cleaned_offset = 0
         self.gaps_allowed = False  # GAPS_FILE
+        # open and aborted transactions (txnindex.py): rebuilt by scan_tail after an
+        # open or a truncation, fed by every append
+        self.txns = TxnIndex()
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -251,16 +257,26 @@ class PartitionLog:
     # ---- appending -----------------------------------------------------------------------
 
     def append(
-        self, batches: bytes | bytearray | memoryview, *, leader_epoch: int = 0
+        self,
+        batches: bytes | bytearray | memoryview,
+        *,
+        leader_epoch: int = 0,
+        allow_control: bool = False,
     ) -> AppendResult:
         """Validate one or more concatenated batches, assign their offsets and write them.
 
-        Nothing is written unless every batch passes (magic, lengths, record count, CRC).
+        Nothing is written unless every batch passes (magic, lengths, record count, CRC;
+        no control batch unless ``allow_control``: markers are the coordinator's only).
         The write is in the page cache on return; ``durable(result.last_offset)`` tells when
         it is durable per the flush policy.
         """
         view = memoryview(batches)
         spans = validate_batches(view, self.config.batch_bytes_max)
+        if not allow_control and any(span.header.is_control for span in spans):
+            raise InvalidRequestError(
+                "control batches (transaction markers) are written by the coordinator only",
+                code=ErrorCode.INVALID_RECORD,
+            )
         total = len(view)
         with self._lock:
             self._check_usable()
@@ -278,8 +294,17 @@ class PartitionLog:
                 headers.append(_rebased(header, offset))
                 offset += header.last_offset_delta + 1
             self._write(buffers, headers)
+            self._observe_txns(view, [s.position for s in spans], headers)
         self._flush_if_rolled()
         return AppendResult(base_offset, offset - 1)
+
+    def _observe_txns(
+        self, view: memoryview, positions: list[int], headers: list[BatchHeader]
+    ) -> None:
+        for position, header in zip(positions, headers, strict=True):
+            if header.attributes & TRANSACTIONAL_BIT:
+                marker = marker_type(view, position) if header.is_control else None
+                self.txns.observe(header, marker)
 
     def append_replicated(self, batches: bytes | bytearray | memoryview) -> AppendResult:
         """Append a leader's batches byte for byte (offsets and epochs already set).
@@ -315,6 +340,7 @@ class PartitionLog:
             self._maybe_roll(len(view), spans[-1].header.last_offset)
             base_offset = spans[0].header.base_offset
             self._write([view], [span.header for span in spans])
+            self._observe_txns(view, [s.position for s in spans], [s.header for s in spans])
         self._flush_if_rolled()
         return AppendResult(base_offset, expected - 1)
 
@@ -520,6 +546,39 @@ class PartitionLog:
         rebuilding state from the log: producer ids, epochs). Reads in 1 MiB chunks."""
         yield from self._headers_unlocked(offset)
 
+    def last_stable_offset(self, high_watermark: int) -> int:
+        """Below it no transaction is open (``txnindex.py``): read_committed's end."""
+        with self._lock:
+            return self.txns.last_stable_offset(high_watermark)
+
+    def aborted_in(self, start: int, end: int) -> list[AbortedTxn]:
+        with self._lock:
+            return self.txns.aborted_in(start, end)
+
+    def scan_tail(self, offset: int) -> Iterator[BatchHeader]:
+        """As :meth:`headers`, rebuilding the transaction index (``txns``) from the same
+        batches on the way: one pass over the log's tail for both (after an open or a
+        truncation). The new index replaces the old once the scan is complete."""
+        index = TxnIndex()
+        while offset < self.log_end_offset:
+            chunk = self.read(offset, 1024 * 1024)
+            position = 0
+            while len(chunk) - position >= LOG_OVERHEAD:
+                _, size = peek_length(chunk, position)
+                if position + size > len(chunk):
+                    break
+                header = parse_header(chunk, position)
+                if header.attributes & TRANSACTIONAL_BIT:
+                    marker = marker_type(chunk, position) if header.is_control else None
+                    index.observe(header, marker)
+                yield header
+                offset = header.next_offset
+                position += size
+            if position == 0:
+                break  # nothing there, or cannot happen with whole batches: never spin
+        with self._lock:
+            self.txns = index
+
     def _headers_unlocked(self, offset: int) -> Iterator[BatchHeader]:
         while offset < self.log_end_offset:
             chunk = self.read(offset, 1024 * 1024)
@@ -660,6 +719,7 @@ class PartitionLog:
             swap.write_checkpoint(self.directory, offset)
             self._flushed_offset = offset
             self.epochs.clear()
+            self.txns = TxnIndex()
             cut, self._waiters = list(self._waiters), deque()
         for waited, future in cut:
             future.set_exception(

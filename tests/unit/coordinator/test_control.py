@@ -230,6 +230,7 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / DB_FILE)
     db.execute("DROP TABLE producers")
     db.execute("DROP TABLE share_groups")  # version 3's
+    db.execute("DROP TABLE transactions")  # version 4's
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
@@ -257,12 +258,29 @@ def test_a_version_2_database_gains_the_share_groups_table(tmp_path: Path) -> No
     store.close()
     db = sqlite3.connect(tmp_path / DB_FILE)
     db.execute("DROP TABLE share_groups")
+    db.execute("DROP TABLE transactions")
     db.execute("PRAGMA user_version = 2")
     db.commit()
     db.close()
     migrated = CoordinatorStore.open(tmp_path)
     try:
         assert migrated.load().share_groups == {}
+        assert migrated.load().transactions == {}
+    finally:
+        migrated.close()
+
+
+def test_a_version_3_database_gains_the_transactions_table(tmp_path: Path) -> None:
+    store = CoordinatorStore.open(tmp_path)
+    store.close()
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    db.execute("DROP TABLE transactions")
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    migrated = CoordinatorStore.open(tmp_path)
+    try:
+        assert migrated.load().transactions == {}
     finally:
         migrated.close()
 

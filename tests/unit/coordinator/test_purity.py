@@ -25,6 +25,8 @@ PURE_MODULES = [
     "classic_model",
     "lease",
     "records_codec",
+    "transactions",
+    "txn_model",
 ]
 FORBIDDEN = {
     *IO_MODULES,

@@ -12,8 +12,10 @@ Kafka's request-level rules on top of it:
   request, which then reads everything again. At most one wait per partition that had no
   data is outstanding; the waits end with the request.
 * Fetch sessions (KIP-227) are answered sessionless: session id 0 tells the client to keep
-  sending full requests. No preferred read replica (-1), no aborted transactions, last
-  stable offset = high watermark (there are no transactions yet, issue 21).
+  sending full requests. No preferred read replica (-1).
+* ``isolation_level`` 1 (read_committed, issue 21) reads below the last stable offset only
+  and gets the aborted transactions in that range, whose records the client drops; every
+  answer carries the partition's last stable offset.
 * ``current_leader_epoch`` (v9+) fences like the HTTP ``leader_epoch`` parameter: older is
   FENCED_LEADER_EPOCH, newer UNKNOWN_LEADER_EPOCH.
 
@@ -50,6 +52,7 @@ class Wanted:
     offset: int
     max_bytes: int
     leader_epoch: int | None  # None: not fenced
+    read_committed: bool = False
 
 
 @dataclass(slots=True)
@@ -58,6 +61,8 @@ class Answer:
     records: bytes = b""
     high_watermark: int = -1
     log_start_offset: int = -1
+    last_stable_offset: int = -1
+    aborted: tuple[tuple[int, int], ...] = ()  # (producer id, first offset)
 
 
 def epoch_error(exc: ConveyorError, asked_epoch: int | None) -> KafkaError:
@@ -89,6 +94,7 @@ class FetchHandler:
     async def __call__(self, ctx: RequestContext, request: Any) -> Any:
         wanted: list[Wanted] = []
         denied: set[str] = set()
+        committed = getattr(request, "isolation_level", 0) == 1
         for topic in request.topics:
             if not await self._authorizer.allowed(ctx.principal, "consume", "topic", topic.topic):
                 denied.add(topic.topic)
@@ -101,6 +107,7 @@ class FetchHandler:
                         p.fetch_offset,
                         p.partition_max_bytes,
                         None if epoch == _NO_EPOCH else epoch,
+                        committed,
                     )
                 )
         held = [0]  # bytes this request holds in the fetch memory budget
@@ -142,9 +149,11 @@ class FetchHandler:
         try:
             if max_bytes <= 0:  # past the request's budget: offsets only, no data
                 offsets = await self._offsets(want.topic, want.partition)
+                stable = offsets.last_stable_offset
                 return Answer(
                     high_watermark=offsets.high_watermark,
                     log_start_offset=offsets.log_start_offset,
+                    last_stable_offset=offsets.high_watermark if stable is None else stable,
                 )
             result = await self._fetch(
                 want.topic,
@@ -153,6 +162,7 @@ class FetchHandler:
                 max_bytes=max_bytes,
                 max_wait_ms=wait_ms,
                 leader_epoch=want.leader_epoch,
+                read_committed=want.read_committed,
             )
         except ConveyorError as exc:
             return Answer(epoch_error(exc, want.leader_epoch))
@@ -160,6 +170,8 @@ class FetchHandler:
             records=result.batches,
             high_watermark=result.high_watermark,
             log_start_offset=result.log_start_offset,
+            last_stable_offset=result.last_stable_offset,
+            aborted=tuple((a.producer_id, a.first_offset) for a in result.aborted),
         )
 
     async def _wait_any(self, wanted: list[Wanted], denied: set[str], timeout_s: float) -> None:
@@ -188,6 +200,7 @@ def _response(version: int, wanted: list[Wanted], answers: list[Answer]) -> Any:
     response = SERVED[ApiKey.FETCH].response[version]
     topic_cls = response.FetchableTopicResponse
     partition_cls = topic_cls.PartitionData
+    aborted_cls = partition_cls.AbortedTransaction
     by_topic: dict[str, list[Any]] = {}
     for want, answer in zip(wanted, answers, strict=True):
         by_topic.setdefault(want.topic, []).append(
@@ -195,9 +208,14 @@ def _response(version: int, wanted: list[Wanted], answers: list[Answer]) -> Any:
                 partition_index=want.partition,
                 error_code=answer.error,
                 high_watermark=answer.high_watermark,
-                last_stable_offset=answer.high_watermark,
+                last_stable_offset=answer.last_stable_offset,
                 log_start_offset=answer.log_start_offset,
-                aborted_transactions=[],
+                aborted_transactions=None
+                if not want.read_committed
+                else [
+                    aborted_cls(producer_id=pid, first_offset=first)
+                    for pid, first in answer.aborted
+                ],
                 preferred_read_replica=-1,
                 records=answer.records,
             )

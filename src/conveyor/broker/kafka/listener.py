@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from conveyor.broker.config import coordinators_of
 from conveyor.broker.coordinator_admin import CoordinatorAcls, CoordinatorTopics
 from conveyor.broker.coordinator_groups import CoordinatorGroups
+from conveyor.broker.coordinator_txn import CoordinatorTransactions
 from conveyor.broker.kafka.admin_acls import (
     CreateAclsHandler,
     DeleteAclsHandler,
@@ -65,6 +66,12 @@ from conveyor.broker.kafka.registry import Registry
 from conveyor.broker.kafka.sasl import SaslHandlers
 from conveyor.broker.kafka.session import KafkaSession, SessionSettings
 from conveyor.broker.kafka.topic_configs import ConfigType
+from conveyor.broker.kafka.transactions import (
+    AddOffsetsToTxnHandler,
+    AddPartitionsToTxnHandler,
+    EndTxnHandler,
+    TxnOffsetCommitHandler,
+)
 from conveyor.protocol.kafka.apis import ApiKey
 from conveyor.protocol.messages import InitProducerIdRequest, InitProducerIdResponse, Metadata
 from conveyor.transport.authlimit import AuthFailureLimiter, AuthLimits
@@ -110,7 +117,8 @@ def build_registry(service: BrokerService, authorizer: Authorizer) -> Registry:
             timeout_s=service.config.heartbeat_timeout_ms / 1000,
         )
 
-    registry.add(ApiKey.INIT_PRODUCER_ID, InitProducerIdHandler(init_producer_id))
+    txns = CoordinatorTransactions(http, coordinator_url)
+    registry.add(ApiKey.INIT_PRODUCER_ID, InitProducerIdHandler(init_producer_id, txns))
     security = service.security
     sasl = SaslHandlers(
         security,
@@ -180,6 +188,11 @@ def add_groups(
     registry.add(ApiKey.DELETE_GROUPS, DeleteGroupsHandler(groups, access))
     registry.add(ApiKey.CONSUMER_GROUP_HEARTBEAT, ConsumerGroupHeartbeatHandler(groups, access))
     registry.add(ApiKey.CONSUMER_GROUP_DESCRIBE, ConsumerGroupDescribeHandler(groups, access))
+    txns = CoordinatorTransactions(http, config.coordinator_url)
+    registry.add(ApiKey.ADD_PARTITIONS_TO_TXN, AddPartitionsToTxnHandler(txns, authorizer))
+    registry.add(ApiKey.ADD_OFFSETS_TO_TXN, AddOffsetsToTxnHandler(txns, access))
+    registry.add(ApiKey.END_TXN, EndTxnHandler(txns))
+    registry.add(ApiKey.TXN_OFFSET_COMMIT, TxnOffsetCommitHandler(txns, access))
     return http
 
 

@@ -44,16 +44,17 @@ class ListOffsetsHandler:
         topic_cls = response.ListOffsetsTopicResponse
         partition_cls = topic_cls.ListOffsetsPartitionResponse
         topics = []
+        committed = getattr(request, "isolation_level", 0) == 1  # read_committed: the LSO
         for topic in request.topics:
             allowed = await self._authorizer.allowed(ctx.principal, "consume", "topic", topic.name)
             partitions = []
             for p in topic.partitions:
-                fields = await self._one(topic.name, p, allowed)
+                fields = await self._one(topic.name, p, allowed, committed)
                 partitions.append(partition_cls(partition_index=p.partition_index, **fields))
             topics.append(topic_cls(name=topic.name, partitions=partitions))
         return response(throttle_time_ms=0, topics=topics)
 
-    async def _one(self, topic: str, p: Any, allowed: bool) -> dict[str, int]:
+    async def _one(self, topic: str, p: Any, allowed: bool, committed: bool) -> dict[str, int]:
         failed = {"timestamp": -1, "offset": -1, "leader_epoch": -1}
         if not allowed:
             return {"error_code": KafkaError.TOPIC_AUTHORIZATION_FAILED, **failed}
@@ -80,7 +81,9 @@ class ListOffsetsHandler:
                 return {"error_code": epoch_error(exc, None), **failed}
             offset, answered = (-1, -1) if largest is None else (largest[1], largest[0])
         elif timestamp == LATEST:
-            offset, answered = found.high_watermark, -1
+            stable = found.last_stable_offset
+            latest = stable if committed and stable is not None else found.high_watermark
+            offset, answered = latest, -1
         elif timestamp == EARLIEST:
             offset, answered = found.log_start_offset, -1
         elif found.offset_for_timestamp is None:

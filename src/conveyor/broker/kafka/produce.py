@@ -155,11 +155,6 @@ class ProduceHandler:
 
 def _refusal(request: Any, acks: Acks | None) -> tuple[KafkaError, str] | None:
     """A reason to refuse every partition of the request before producing anything."""
-    if request.transactional_id is not None:
-        return (
-            KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-            "transactions are not supported yet (issue 21)",
-        )
     if acks is None:
         return KafkaError.INVALID_REQUIRED_ACKS, f"acks must be 0, 1 or -1, not {request.acks}"
     return None

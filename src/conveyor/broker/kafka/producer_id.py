@@ -1,8 +1,7 @@
 """InitProducerId: an idempotent producer's id and epoch from the coordinator (the HTTP
 route ``POST /v1/producers/init``'s operation; a known id with its epoch gets the epoch
-bumped, as KIP-360). A transactional id is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED
-until transactions exist (issue 21), so a transactional producer fails at once with a
-clear error instead of later in its first transaction."""
+bumped, as KIP-360). With a transactional id it goes to the transaction coordinator
+instead (``transactions.py``: the id's producer, its epoch bumped, older ones fenced)."""
 
 from __future__ import annotations
 
@@ -11,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from conveyor.broker.kafka.registry import RequestContext
+from conveyor.broker.kafka.transactions import TxnOps, init_transactional
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError, kafka_error
@@ -22,23 +22,26 @@ InitProducerId = Callable[[InitProducerIdRequest], Awaitable[InitProducerIdRespo
 
 
 class InitProducerIdHandler:
-    def __init__(self, init_producer_id: InitProducerId) -> None:
+    def __init__(self, init_producer_id: InitProducerId, txns: TxnOps) -> None:
         self._init = init_producer_id
+        self._txns = txns
 
     async def __call__(self, ctx: RequestContext, request: Any) -> Any:
         response = SERVED[ApiKey.INIT_PRODUCER_ID].response[ctx.api_version]
         if request.transactional_id is not None:
-            log.info(
-                "InitProducerId for transactional id %r from %s refused: transactions are "
-                "not supported yet",
-                request.transactional_id,
-                ctx.connection.info.peer,
-            )
+            error, producer_id, epoch = await init_transactional(self._txns, ctx, request)
+            if error is not KafkaError.NONE:
+                log.info(
+                    "InitProducerId for transactional id %r from %s: %s",
+                    request.transactional_id,
+                    ctx.connection.info.peer,
+                    error.name,
+                )
             return response(
                 throttle_time_ms=0,
-                error_code=KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                producer_id=-1,
-                producer_epoch=-1,
+                error_code=error,
+                producer_id=producer_id,
+                producer_epoch=epoch,
             )
         asked = InitProducerIdRequest(
             producer_id=getattr(request, "producer_id", -1),

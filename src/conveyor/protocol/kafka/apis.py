@@ -91,6 +91,16 @@ with warnings.catch_warnings():
         ProduceRequest,
         ProduceResponse,
     )
+    from kafka.protocol.producer.transaction import (
+        AddOffsetsToTxnRequest,
+        AddOffsetsToTxnResponse,
+        AddPartitionsToTxnRequest,
+        AddPartitionsToTxnResponse,
+        EndTxnRequest,
+        EndTxnResponse,
+        TxnOffsetCommitRequest,
+        TxnOffsetCommitResponse,
+    )
     from kafka.protocol.sasl import (
         SaslAuthenticateRequest,
         SaslAuthenticateResponse,
@@ -130,6 +140,10 @@ class ApiKey(enum.IntEnum):
     DELETE_RECORDS = 21
     INIT_PRODUCER_ID = 22
     OFFSET_FOR_LEADER_EPOCH = 23
+    ADD_PARTITIONS_TO_TXN = 24
+    ADD_OFFSETS_TO_TXN = 25
+    END_TXN = 26
+    TXN_OFFSET_COMMIT = 28
     DESCRIBE_ACLS = 29
     CREATE_ACLS = 30
     DELETE_ACLS = 31
@@ -142,6 +156,9 @@ class ApiKey(enum.IntEnum):
     CREATE_PARTITIONS = 37
     INCREMENTAL_ALTER_CONFIGS = 44
     DESCRIBE_CLUSTER = 60
+    DESCRIBE_PRODUCERS = 61
+    DESCRIBE_TRANSACTIONS = 65
+    LIST_TRANSACTIONS = 66
     CONSUMER_GROUP_HEARTBEAT = 68
     CONSUMER_GROUP_DESCRIBE = 69
 
@@ -247,8 +264,20 @@ _GROUP_SPECS: Final = (
     ),
 )
 
+# Transactions (issue 21, broker/kafka/transactions.py): up to the versions before
+# KIP-890's transactions v2 (AddPartitionsToTxn v4+ is broker-to-broker, EndTxn v4+ and
+# TxnOffsetCommit v4+ add TRANSACTION_ABORTABLE).
+_TXN_SPECS: Final = (
+    ApiSpec(
+        ApiKey.ADD_PARTITIONS_TO_TXN, 0, 3, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse
+    ),
+    ApiSpec(ApiKey.ADD_OFFSETS_TO_TXN, 0, 3, AddOffsetsToTxnRequest, AddOffsetsToTxnResponse),
+    ApiSpec(ApiKey.END_TXN, 0, 3, EndTxnRequest, EndTxnResponse),
+    ApiSpec(ApiKey.TXN_OFFSET_COMMIT, 0, 3, TxnOffsetCommitRequest, TxnOffsetCommitResponse),
+)
+
 SERVED: Final[dict[int, ApiSpec]] = {
-    int(spec.key): spec for spec in (*_SPECS, *_ADMIN_SPECS, *_GROUP_SPECS)
+    int(spec.key): spec for spec in (*_SPECS, *_ADMIN_SPECS, *_GROUP_SPECS, *_TXN_SPECS)
 }
 
 

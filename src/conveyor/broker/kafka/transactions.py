@@ -1,0 +1,284 @@
+"""Kafka's transaction APIs (issue 21, docs/transactions.md): InitProducerId with a
+transactional id, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit,
+DescribeTransactions and ListTransactions, forwarded to the coordinator's transaction
+coordinator (``coordinator/txn_service.py``) over its internal routes, as the group APIs
+are. FindCoordinator for a transactional id answers this broker (``groups.py``): every
+broker forwards to the one coordinator.
+
+Permissions as Kafka's, in Conveyor's ACL terms: AddPartitionsToTxn needs ``produce`` on
+each topic (Kafka's WRITE), AddOffsetsToTxn and TxnOffsetCommit the group's ``group``
+permission (Kafka's READ), TxnOffsetCommit ``consume`` on each topic. Transactional ids
+have no ACL resource yet: any principal may use any id (docs/transactions.md).
+
+PRODUCER_FENCED (90) goes to clients that know it (KIP-588's versions); older ones get
+INVALID_PRODUCER_EPOCH, as Kafka answers them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Protocol
+
+from conveyor.broker.kafka.auth import Authorizer
+from conveyor.broker.kafka.groups import GroupAccess, group_error
+from conveyor.broker.kafka.registry import RequestContext
+from conveyor.protocol.errors import ConveyorError, ErrorCode
+from conveyor.protocol.kafka.apis import SERVED, ApiKey
+from conveyor.protocol.kafka.errors import KafkaError
+from conveyor.protocol.messages import PartitionOffset
+from conveyor.protocol.txn import (
+    TxnAddOffsetsRequest,
+    TxnAddPartitionsRequest,
+    TxnAddPartitionsResponse,
+    TxnDescribeRequest,
+    TxnDescriptions,
+    TxnEndRequest,
+    TxnInitRequest,
+    TxnInitResponse,
+    TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
+    TxnPartition,
+    TxnProducer,
+    TxnResult,
+)
+
+# the first version of each API whose clients know PRODUCER_FENCED (KIP-588)
+_FENCED_FROM: Final = {
+    ApiKey.INIT_PRODUCER_ID: 4,
+    ApiKey.ADD_PARTITIONS_TO_TXN: 2,
+    ApiKey.ADD_OFFSETS_TO_TXN: 2,
+    ApiKey.END_TXN: 2,
+    ApiKey.TXN_OFFSET_COMMIT: 3,
+}
+
+
+class TxnOps(Protocol):
+    async def init(self, request: TxnInitRequest) -> TxnInitResponse: ...
+    async def add_partitions(
+        self, request: TxnAddPartitionsRequest
+    ) -> TxnAddPartitionsResponse: ...
+    async def add_offsets(self, request: TxnAddOffsetsRequest) -> TxnResult: ...
+    async def offset_commit(self, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse: ...
+    async def end(self, request: TxnEndRequest) -> TxnResult: ...
+    async def describe(self, request: TxnDescribeRequest) -> TxnDescriptions: ...
+
+
+def txn_error(name: str | None, key: ApiKey, version: int) -> KafkaError:
+    """An ``ErrorCode`` name from the coordinator as the Kafka code this client expects."""
+    if name is None:
+        return KafkaError.NONE
+    if name == ErrorCode.PRODUCER_FENCED.name:
+        fenced = version >= _FENCED_FROM.get(key, 99)
+        return KafkaError.PRODUCER_FENCED if fenced else KafkaError.INVALID_PRODUCER_EPOCH
+    if name == "TRANSACTIONAL_ID_NOT_FOUND":
+        return KafkaError.TRANSACTIONAL_ID_NOT_FOUND
+    try:
+        code = ErrorCode[name]
+    except KeyError:  # a newer coordinator's code
+        return KafkaError.UNKNOWN_SERVER_ERROR
+    return group_error(ConveyorError("", code=code))
+
+
+def _failed(exc: ConveyorError) -> KafkaError:
+    """A failed call to the coordinator (unreachable: COORDINATOR_NOT_AVAILABLE)."""
+    return group_error(exc)
+
+
+async def init_transactional(
+    txns: TxnOps, ctx: RequestContext, request: Any
+) -> tuple[KafkaError, int, int]:
+    """InitProducerId with a transactional id: (error, producer id, epoch)."""
+    asked = TxnInitRequest(
+        transactional_id=request.transactional_id,
+        transaction_timeout_ms=request.transaction_timeout_ms,
+        producer_id=getattr(request, "producer_id", -1),
+        producer_epoch=getattr(request, "producer_epoch", -1),
+    )
+    try:
+        answer = await txns.init(asked)
+    except ConveyorError as exc:
+        return _failed(exc), -1, -1
+    error = txn_error(answer.error, ApiKey.INIT_PRODUCER_ID, ctx.api_version)
+    return error, answer.producer_id, answer.producer_epoch
+
+
+class AddPartitionsToTxnHandler:
+    def __init__(self, txns: TxnOps, authorizer: Authorizer) -> None:
+        self._txns = txns
+        self._authorizer = authorizer
+
+    async def __call__(self, ctx: RequestContext, request: Any) -> Any:
+        version = ctx.api_version
+        asked = [(t.name, p) for t in request.v3_and_below_topics for p in t.partitions]
+        errors: dict[tuple[str, int], KafkaError] = {}
+        for topic in {t for t, _ in asked}:
+            if not await self._authorizer.allowed(ctx.principal, "produce", "topic", topic):
+                denied = KafkaError.TOPIC_AUTHORIZATION_FAILED
+                errors.update({(t, p): denied for t, p in asked if t == topic})
+        if errors:  # Kafka's rule: all or none; the others were not attempted
+            for key in asked:
+                errors.setdefault(key, KafkaError.OPERATION_NOT_ATTEMPTED)
+        else:
+            forwarded = TxnAddPartitionsRequest(
+                producer=TxnProducer(
+                    request.v3_and_below_transactional_id,
+                    request.v3_and_below_producer_id,
+                    request.v3_and_below_producer_epoch,
+                ),
+                partitions=[TxnPartition(t, p) for t, p in asked],
+            )
+            try:
+                answer = await self._txns.add_partitions(forwarded)
+                for r in answer.partitions:
+                    errors[(r.topic, r.partition)] = txn_error(
+                        r.error, ApiKey.ADD_PARTITIONS_TO_TXN, version
+                    )
+            except ConveyorError as exc:
+                errors = dict.fromkeys(asked, _failed(exc))
+        response = SERVED[ApiKey.ADD_PARTITIONS_TO_TXN].response[version]
+        topic_cls = response.AddPartitionsToTxnTopicResult
+        partition_cls = topic_cls.AddPartitionsToTxnPartitionResult
+        by_topic: dict[str, list[Any]] = {}
+        for topic, partition in asked:
+            by_topic.setdefault(topic, []).append(
+                partition_cls(
+                    partition_index=partition,
+                    partition_error_code=errors.get((topic, partition), KafkaError.NONE),
+                )
+            )
+        return response(
+            throttle_time_ms=0,
+            results_by_topic_v3_and_below=[
+                topic_cls(name=t, results_by_partition=ps) for t, ps in by_topic.items()
+            ],
+        )
+
+
+class AddOffsetsToTxnHandler:
+    def __init__(self, txns: TxnOps, access: GroupAccess) -> None:
+        self._txns = txns
+        self._access = access
+
+    async def __call__(self, ctx: RequestContext, request: Any) -> Any:
+        response = SERVED[ApiKey.ADD_OFFSETS_TO_TXN].response[ctx.api_version]
+        error = await self._access.refusal(ctx, request.group_id, "group")
+        if error is None:
+            forwarded = TxnAddOffsetsRequest(
+                producer=TxnProducer(
+                    request.transactional_id, request.producer_id, request.producer_epoch
+                ),
+                group=request.group_id,
+            )
+            try:
+                answer = await self._txns.add_offsets(forwarded)
+                error = txn_error(answer.error, ApiKey.ADD_OFFSETS_TO_TXN, ctx.api_version)
+            except ConveyorError as exc:
+                error = _failed(exc)
+        return response(throttle_time_ms=0, error_code=error)
+
+
+class EndTxnHandler:
+    def __init__(self, txns: TxnOps) -> None:
+        self._txns = txns
+
+    async def __call__(self, ctx: RequestContext, request: Any) -> Any:
+        response = SERVED[ApiKey.END_TXN].response[ctx.api_version]
+        forwarded = TxnEndRequest(
+            producer=TxnProducer(
+                request.transactional_id, request.producer_id, request.producer_epoch
+            ),
+            commit=bool(request.committed),
+        )
+        try:
+            answer = await self._txns.end(forwarded)
+            error = txn_error(answer.error, ApiKey.END_TXN, ctx.api_version)
+        except ConveyorError as exc:
+            error = _failed(exc)
+        return response(throttle_time_ms=0, error_code=error)
+
+
+class TxnOffsetCommitHandler:
+    def __init__(self, txns: TxnOps, access: GroupAccess) -> None:
+        self._txns = txns
+        self._access = access
+
+    async def __call__(self, ctx: RequestContext, request: Any) -> Any:
+        version = ctx.api_version
+        items = [(t.name, p) for t in request.topics for p in t.partitions]
+        errors: dict[tuple[str, int], KafkaError] = {}
+        refusal = await self._access.refusal(ctx, request.group_id, "group")
+        if refusal is not None:
+            errors = {(t, p.partition_index): refusal for t, p in items}
+        else:
+            await self._forward(ctx, request, items, errors)
+        response = SERVED[ApiKey.TXN_OFFSET_COMMIT].response[version]
+        topic_cls = response.TxnOffsetCommitResponseTopic
+        partition_cls = topic_cls.TxnOffsetCommitResponsePartition
+        return response(
+            throttle_time_ms=0,
+            topics=[
+                topic_cls(
+                    name=t.name,
+                    partitions=[
+                        partition_cls(
+                            partition_index=p.partition_index,
+                            error_code=errors.get((t.name, p.partition_index), KafkaError.NONE),
+                        )
+                        for p in t.partitions
+                    ],
+                )
+                for t in request.topics
+            ],
+        )
+
+    async def _forward(
+        self,
+        ctx: RequestContext,
+        request: Any,
+        items: list[tuple[str, Any]],
+        errors: dict[tuple[str, int], KafkaError],
+    ) -> None:
+        version = ctx.api_version
+        offsets = []
+        authorizer = self._access.authorizer
+        for topic, p in items:
+            if not await authorizer.allowed(ctx.principal, "consume", "topic", topic):
+                errors[(topic, p.partition_index)] = KafkaError.TOPIC_AUTHORIZATION_FAILED
+                continue
+            offsets.append(
+                PartitionOffset(
+                    topic=topic,
+                    partition=p.partition_index,
+                    offset=p.committed_offset,
+                    metadata=p.committed_metadata,
+                )
+            )
+        if not offsets:
+            return
+        forwarded = TxnOffsetCommitRequest(
+            producer=TxnProducer(
+                request.transactional_id, request.producer_id, request.producer_epoch
+            ),
+            group=request.group_id,
+            offsets=offsets,
+            member_id=(request.member_id or "") if version >= 3 else "",
+            generation=request.generation_id if version >= 3 else -1,
+            instance_id=request.group_instance_id if version >= 3 else None,
+        )  # fmt: skip
+        try:
+            answer = await self._txns.offset_commit(forwarded)
+            for r in answer.partitions:
+                errors[(r.topic, r.partition)] = txn_error(
+                    r.error, ApiKey.TXN_OFFSET_COMMIT, version
+                )
+        except ConveyorError as exc:
+            errors.update({(o.topic, o.partition): _failed(exc) for o in offsets})
+
+
+__all__ = [
+    "AddOffsetsToTxnHandler",
+    "AddPartitionsToTxnHandler",
+    "EndTxnHandler",
+    "TxnOffsetCommitHandler",
+    "init_transactional",
+    "txn_error",
+]

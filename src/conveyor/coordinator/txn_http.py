@@ -1,0 +1,76 @@
+"""The coordinator's internal routes for Kafka's transaction APIs, forwarded by the
+broker that received them (``broker/kafka/transactions.py``), answered by the transaction
+coordinator (``txn_service.py``). Internal: the cluster's identity only (the broker
+checked the Kafka principal's ACLs), as the group routes (``kafka_http.py``).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from conveyor.coordinator.txn_service import TransactionCoordinator
+from conveyor.protocol.txn import (
+    TxnAddOffsetsRequest,
+    TxnAddPartitionsRequest,
+    TxnAddPartitionsResponse,
+    TxnDescribeRequest,
+    TxnDescriptions,
+    TxnEndRequest,
+    TxnInitRequest,
+    TxnInitResponse,
+    TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
+    TxnResult,
+)
+from conveyor.transport.server import Handler, Route, decode_json, json_response
+
+PREFIX = "/internal/v1/kafka/txn"
+
+
+class TransactionRoutes:
+    def __init__(self, coordinator: TransactionCoordinator) -> None:
+        self._txn = coordinator
+
+    async def init(self, request: web.Request) -> web.Response:
+        return json_response(await self._txn.init(await decode_json(request, TxnInitRequest)))
+
+    async def add_partitions(self, request: web.Request) -> web.Response:
+        body = await decode_json(request, TxnAddPartitionsRequest)
+        return json_response(await self._txn.add_partitions(body))
+
+    async def add_offsets(self, request: web.Request) -> web.Response:
+        body = await decode_json(request, TxnAddOffsetsRequest)
+        return json_response(await self._txn.add_offsets(body))
+
+    async def offset_commit(self, request: web.Request) -> web.Response:
+        body = await decode_json(request, TxnOffsetCommitRequest)
+        return json_response(await self._txn.offset_commit(body))
+
+    async def end(self, request: web.Request) -> web.Response:
+        return json_response(await self._txn.end(await decode_json(request, TxnEndRequest)))
+
+    async def describe(self, request: web.Request) -> web.Response:
+        body = await decode_json(request, TxnDescribeRequest)
+        return json_response(self._txn.describe(body))
+
+    def routes(self) -> list[Route]:
+        def route(path: str, handler: Handler, summary: str, req: type, resp: type) -> Route:
+            return Route(
+                "POST", f"{PREFIX}/{path}", handler, summary, request=req, response=resp,
+                internal=True,
+            )  # fmt: skip
+
+        return [
+            route("init", self.init, "Kafka InitProducerId with a transactional id",
+                  TxnInitRequest, TxnInitResponse),
+            route("add-partitions", self.add_partitions, "Kafka AddPartitionsToTxn",
+                  TxnAddPartitionsRequest, TxnAddPartitionsResponse),
+            route("add-offsets", self.add_offsets, "Kafka AddOffsetsToTxn",
+                  TxnAddOffsetsRequest, TxnResult),
+            route("offset-commit", self.offset_commit, "Kafka TxnOffsetCommit",
+                  TxnOffsetCommitRequest, TxnOffsetCommitResponse),
+            route("end", self.end, "Kafka EndTxn (answers once the markers are written)",
+                  TxnEndRequest, TxnResult),
+            route("describe", self.describe, "Kafka DescribeTransactions / ListTransactions",
+                  TxnDescribeRequest, TxnDescriptions),
+        ]  # fmt: skip

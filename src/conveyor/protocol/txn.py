@@ -1,0 +1,216 @@
+"""Transactions (issue 21, docs/transactions.md): the wire types of the internal routes
+between brokers and the coordinator, and transaction markers (control batches).
+
+Brokers forward Kafka's transaction APIs to the coordinator (``/internal/v1/kafka/txn/...``,
+``coordinator/txn_http.py``); the coordinator writes markers through each partition
+leader's ``/internal/v1/txn/markers`` (``broker/http.py``). Errors travel as ``ErrorCode``
+names (None: success), as the group routes' answers do.
+
+A **marker** is Kafka's control batch, byte for byte (``EndTransactionMarker``)::
+
+    batch header   attributes = 0x30 (transactional | control), the producer's id and
+                   epoch, base_sequence -1, one record
+    record key     int16 version (0), int16 type (0 ABORT, 1 COMMIT)
+    record value   int16 version (0), int32 coordinator epoch
+
+so every Kafka client recognises it (and skips it), and the broker rebuilds a partition's
+transaction state from the log alone (``storage/txnindex.py``).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+import msgspec
+
+from conveyor.protocol.batch import (
+    CRC_START,
+    HEADER_SIZE,
+    HEADER_STRUCT,
+    LOG_OVERHEAD,
+    MAGIC,
+    BatchHeader,
+    crc32c,
+)
+from conveyor.protocol.messages import PartitionOffset
+
+TRANSACTIONAL_BIT: Final = 0x10
+CONTROL_BIT: Final = 0x20
+ABORT: Final = 0
+COMMIT: Final = 1
+# one record: length, attributes, timestamp delta, offset delta, key (4 bytes), value (6)
+_RECORD: Final = struct.Struct(">bbbbbhhbhib")
+_KEY: Final = struct.Struct(">hh")
+_CRC: Final = struct.Struct(">I")
+# a marker's record, past the batch header: length(1) attributes(1) ts(1) offset(1) klen(1)
+_KEY_POSITION: Final = HEADER_SIZE + 5
+
+
+def is_transactional(header: BatchHeader) -> bool:
+    return bool(header.attributes & TRANSACTIONAL_BIT)
+
+
+def marker_batch(
+    producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int, timestamp_ms: int
+) -> bytes:
+    """A COMMIT or ABORT marker for one partition (offsets are the broker's to set)."""
+    record = _RECORD.pack(
+        32,  # zig-zag varint 16: the record's size after this byte
+        0,  # attributes
+        0,  # timestamp delta
+        0,  # offset delta
+        8,  # zig-zag varint 4: key length
+        0,  # key version
+        COMMIT if commit else ABORT,
+        12,  # zig-zag varint 6: value length
+        0,  # value version
+        coordinator_epoch,
+        0,  # no headers
+    )
+    out = bytearray(HEADER_SIZE)
+    HEADER_STRUCT.pack_into(
+        out,
+        0,
+        0,
+        HEADER_SIZE - LOG_OVERHEAD + len(record),
+        -1,
+        MAGIC,
+        0,
+        TRANSACTIONAL_BIT | CONTROL_BIT,
+        0,
+        timestamp_ms,
+        timestamp_ms,
+        producer_id,
+        producer_epoch,
+        -1,
+        1,
+    )
+    out += record
+    _CRC.pack_into(out, CRC_START - _CRC.size, crc32c(memoryview(out)[CRC_START:]))
+    return bytes(out)
+
+
+def marker_type(batch: bytes | bytearray | memoryview, position: int = 0) -> int | None:
+    """ABORT or COMMIT for the control batch at ``position`` (already validated), None
+    when its first record is not a transaction marker (another control type)."""
+    if len(batch) - position < _KEY_POSITION + _KEY.size:
+        return None
+    version, kind = _KEY.unpack_from(batch, position + _KEY_POSITION)
+    if version != 0 or kind not in (ABORT, COMMIT):
+        return None
+    return int(kind)
+
+
+# ---- the coordinator's internal routes -------------------------------------------------------
+
+
+class TxnPartition(msgspec.Struct, frozen=True):
+    topic: str
+    partition: int
+
+
+class TxnPartitionResult(msgspec.Struct, frozen=True):
+    topic: str
+    partition: int
+    error: str | None = None
+
+
+class TxnInitRequest(msgspec.Struct, frozen=True):
+    """InitProducerId with a transactional id (KIP-98; KIP-360's producer id/epoch)."""
+
+    transactional_id: str
+    transaction_timeout_ms: int
+    producer_id: int = -1
+    producer_epoch: int = -1
+
+
+class TxnInitResponse(msgspec.Struct, frozen=True):
+    error: str | None = None
+    producer_id: int = -1
+    producer_epoch: int = -1
+
+
+class TxnProducer(msgspec.Struct, frozen=True):
+    """Who asks: a transactional id and the producer id and epoch it was given."""
+
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+
+
+class TxnAddPartitionsRequest(msgspec.Struct, frozen=True):
+    producer: TxnProducer
+    partitions: list[TxnPartition]
+
+
+class TxnAddPartitionsResponse(msgspec.Struct, frozen=True):
+    partitions: list[TxnPartitionResult]
+
+
+class TxnAddOffsetsRequest(msgspec.Struct, frozen=True):
+    producer: TxnProducer
+    group: str
+
+
+class TxnEndRequest(msgspec.Struct, frozen=True):
+    producer: TxnProducer
+    commit: bool
+
+
+class TxnResult(msgspec.Struct, frozen=True):
+    error: str | None = None
+
+
+class TxnOffsetCommitRequest(msgspec.Struct, frozen=True):
+    """TxnOffsetCommit: offsets that become the group's when the transaction commits;
+    KIP-447's member fields fence a zombie by its group generation."""
+
+    producer: TxnProducer
+    group: str
+    offsets: list[PartitionOffset]
+    member_id: str = ""
+    generation: int = -1
+    instance_id: str | None = None
+
+
+class TxnOffsetCommitResponse(msgspec.Struct, frozen=True):
+    partitions: list[TxnPartitionResult]
+
+
+class TxnMarkersRequest(msgspec.Struct, frozen=True):
+    """Write a COMMIT or ABORT marker of one producer to partitions this broker leads."""
+
+    producer_id: int
+    producer_epoch: int
+    commit: bool
+    coordinator_epoch: int
+    partitions: list[TxnPartition]
+
+
+class TxnMarkersResponse(msgspec.Struct, frozen=True):
+    partitions: list[TxnPartitionResult]
+
+
+class TxnDescription(msgspec.Struct, frozen=True):
+    """DescribeTransactions/ListTransactions: one transactional id's state."""
+
+    transactional_id: str
+    state: str  # Kafka's names: Empty, Ongoing, PrepareCommit, PrepareAbort, CompleteCommit...
+    producer_id: int
+    producer_epoch: int
+    timeout_ms: int
+    started_ms: int
+    partitions: list[TxnPartition] = []
+    groups: list[str] = []
+    error: str | None = None
+
+
+class TxnDescribeRequest(msgspec.Struct, frozen=True):
+    transactional_ids: list[str] | None = None  # None: all (ListTransactions)
+    states: list[str] = []  # ListTransactions' filter (empty: any)
+    producer_ids: list[int] = []
+
+
+class TxnDescriptions(msgspec.Struct, frozen=True):
+    transactions: list[TxnDescription]

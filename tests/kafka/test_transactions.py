@@ -1,0 +1,196 @@
+"""Kafka transactions (issue 21) with confluent-kafka (librdkafka) against real coordinator
+and broker processes: commits and aborts across partitions with consumed offsets, what
+read_committed and read_uncommitted consumers see, the last stable offset held back by an
+open transaction, and zombie fencing by a second producer with the same transactional id.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.integration.cluster import Cluster, wait_for
+from tests.kafka.conftest import unique_topic
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+
+def _config(cluster: Cluster, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {"bootstrap.servers": cluster.bootstrap, **extra}
+    if cluster.ca is not None:
+        config.update({"security.protocol": "ssl", "ssl.ca.location": str(cluster.ca)})
+    return config
+
+
+def _topic(cluster: Cluster, partitions: int) -> str:
+    name = unique_topic("txn")
+    admin = AdminClient(_config(cluster))
+    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        future.result(30)
+    return name
+
+
+def _producer(cluster: Cluster, transactional_id: str) -> Any:
+    producer = confluent_kafka.Producer(
+        _config(cluster, **{"transactional.id": transactional_id, "transaction.timeout.ms": 60000})
+    )
+    producer.init_transactions(30)
+    return producer
+
+
+def _read(
+    cluster: Cluster, topic: str, partitions: int, isolation: str, expected: int
+) -> list[str]:
+    """Every value from the beginning, until ``expected`` arrived and 1 s passed without
+    more (so an extra record would be seen), with the given isolation level."""
+    consumer = confluent_kafka.Consumer(
+        _config(
+            cluster,
+            **{
+                "group.id": f"reader-{isolation}",
+                "enable.auto.commit": False,
+                "isolation.level": isolation,
+            },
+        )
+    )
+    values: list[str] = []
+    try:
+        consumer.assign(
+            [
+                confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
+                for p in range(partitions)
+            ]
+        )
+        deadline = time.monotonic() + 30
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = consumer.consume(num_messages=500, timeout=0.2)
+            for message in batch:
+                assert message.error() is None, message.error()
+                values.append(message.value().decode())
+            if batch:
+                quiet_since = time.monotonic()
+            elif len(values) >= expected and time.monotonic() - quiet_since > 1.0:
+                break
+        return values
+    finally:
+        consumer.close()
+
+
+def _send(producer: Any, topic: str, values: list[str], partitions: int) -> None:
+    for i, value in enumerate(values):
+        producer.produce(topic, value=value.encode(), partition=i % partitions)
+    assert producer.flush(30) == 0
+
+
+def test_commit_abort_and_offsets_across_partitions(kafka_cluster: Cluster) -> None:
+    topic = _topic(kafka_cluster, 2)
+    producer = _producer(kafka_cluster, f"tx-{topic}")
+    consumer = confluent_kafka.Consumer(
+        _config(kafka_cluster, **{"group.id": f"g-{topic}", "enable.auto.commit": False})
+    )
+    try:
+        producer.begin_transaction()
+        _send(producer, topic, [f"c1-{i}" for i in range(10)], 2)
+        offsets = [confluent_kafka.TopicPartition(topic, 0, 5)]
+        producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+        producer.commit_transaction(30)
+
+        producer.begin_transaction()
+        _send(producer, topic, [f"a-{i}" for i in range(6)], 2)
+        aborted = [confluent_kafka.TopicPartition(topic, 0, 9)]
+        producer.send_offsets_to_transaction(aborted, consumer.consumer_group_metadata(), 30)
+        producer.abort_transaction(30)
+
+        producer.begin_transaction()
+        _send(producer, topic, [f"c2-{i}" for i in range(3)], 2)
+        producer.commit_transaction(30)
+
+        committed = _read(kafka_cluster, topic, 2, "read_committed", 13)
+        assert sorted(committed) == sorted(
+            [f"c1-{i}" for i in range(10)] + [f"c2-{i}" for i in range(3)]
+        )
+        everything = _read(kafka_cluster, topic, 2, "read_uncommitted", 19)
+        assert len(everything) == 19  # the aborted records are in the log
+        # the offsets of the committed transaction are the group's, not the aborted one's
+        [found] = consumer.committed([confluent_kafka.TopicPartition(topic, 0)], 30)
+        assert found.offset == 5
+    finally:
+        consumer.close()
+
+
+def test_open_transaction_holds_back_the_last_stable_offset(kafka_cluster: Cluster) -> None:
+    topic = _topic(kafka_cluster, 1)
+    before = _producer(kafka_cluster, f"plain-{topic}")  # a committed record first
+    before.begin_transaction()
+    _send(before, topic, ["first"], 1)
+    before.commit_transaction(30)
+    producer = _producer(kafka_cluster, f"tx-{topic}")
+    producer.begin_transaction()
+    _send(producer, topic, ["open-1", "open-2"], 1)
+    consumer = confluent_kafka.Consumer(
+        _config(kafka_cluster, **{"group.id": "lso", "isolation.level": "read_committed"})
+    )
+    try:
+        partition = confluent_kafka.TopicPartition(topic, 0)
+        low, stable = consumer.get_watermark_offsets(partition, 30, cached=False)
+        assert (low, stable) == (0, 2)  # the committed record and its marker
+        assert _read(kafka_cluster, topic, 1, "read_committed", 1) == ["first"]
+        producer.commit_transaction(30)
+        _, stable = consumer.get_watermark_offsets(partition, 30, cached=False)
+        assert stable == 5  # 3 records, 2 markers
+        assert _read(kafka_cluster, topic, 1, "read_committed", 3) == ["first", "open-1", "open-2"]
+    finally:
+        consumer.close()
+
+
+def test_a_second_producer_fences_the_first(kafka_cluster: Cluster) -> None:
+    topic = _topic(kafka_cluster, 2)
+    zombie = _producer(kafka_cluster, f"tx-{topic}")
+    zombie.begin_transaction()
+    _send(zombie, topic, ["zombie-1", "zombie-2"], 2)
+    successor = _producer(kafka_cluster, f"tx-{topic}")  # aborts the zombie's transaction
+    with pytest.raises(confluent_kafka.KafkaException) as raised:
+        zombie.commit_transaction(30)
+    error = raised.value.args[0]
+    assert error.fatal()
+    assert error.code() in (
+        confluent_kafka.KafkaError._FENCED,
+        confluent_kafka.KafkaError.PRODUCER_FENCED,
+        confluent_kafka.KafkaError.INVALID_PRODUCER_EPOCH,
+    ), error
+    successor.begin_transaction()
+    _send(successor, topic, ["successor"], 2)
+    successor.commit_transaction(30)
+    assert _read(kafka_cluster, topic, 2, "read_committed", 1) == ["successor"]
+
+
+def test_the_coordinator_aborts_a_transaction_past_its_timeout(kafka_cluster: Cluster) -> None:
+    topic = _topic(kafka_cluster, 1)
+    producer = confluent_kafka.Producer(
+        _config(
+            kafka_cluster, **{"transactional.id": f"tx-{topic}", "transaction.timeout.ms": 1500}
+        )
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    _send(producer, topic, ["left-open"], 1)
+    consumer = confluent_kafka.Consumer(
+        _config(kafka_cluster, **{"group.id": "timeout", "isolation.level": "read_committed"})
+    )
+    try:
+        partition = confluent_kafka.TopicPartition(topic, 0)
+        assert consumer.get_watermark_offsets(partition, 30, cached=False)[1] == 0
+        # aborted by the coordinator: the ABORT marker moves the last stable offset past it
+        wait_for(
+            lambda: consumer.get_watermark_offsets(partition, 30, cached=False)[1] == 2,
+            timeout_s=15,
+        )
+        with pytest.raises(confluent_kafka.KafkaException):
+            producer.commit_transaction(30)
+        assert _read(kafka_cluster, topic, 1, "read_committed", 0) == []
+    finally:
+        consumer.close()
