@@ -25,7 +25,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,6 +37,9 @@ from tests.integration.cluster import Cluster, wait_for
 from conveyor.client.admin import Admin
 from conveyor.protocol.messages import PartitionOffset, ResetOffsetsRequest
 from conveyor.transport.client import SyncHTTP
+
+if TYPE_CHECKING:
+    from playwright.sync_api import CDPSession
 
 TOPICS = GROUPS = 1_000
 RUNS = 5
@@ -80,6 +85,7 @@ def fill(cluster: Cluster) -> None:
     admin = Admin(cluster.url)
     started = time.monotonic()
     for i in range(TOPICS):
+        wait_for(lambda: any(b.alive for b in admin.cluster().brokers), 60, "a live broker")
         admin.create_topic(f"bench-{i:04d}", partitions=1, replication_factor=1)
     http = SyncHTTP()
     for i in range(GROUPS):
@@ -100,16 +106,60 @@ def fill(cluster: Cluster) -> None:
     print(f"setup of {cluster.url}: {time.monotonic() - started:.1f} s", flush=True)
 
 
-def timed(tab: Tab, url: str, rows: str, expected: int) -> float:
-    tab.page.goto(url)
-    assert tab.page.locator(rows).count() == expected, url
-    return float(tab.page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd"))
+@dataclass
+class Sample:
+    """One page load. ``wall_ms``: navigation start to the load event. ``server_ms``: the
+    request sent to the last byte of the answer. ``services_cpu_ms``: CPU time the
+    coordinator and broker processes used meanwhile (their /proc counters);
+    ``browser_cpu_ms``: CPU time of chromium's processes (SystemInfo.getProcessInfo).
+    CPU times hardly change with the machine's load, wall times do: their sum is about
+    what the page takes on a quiet machine (the steps run one after the other)."""
+
+    wall_ms: float
+    server_ms: float
+    services_cpu_ms: float
+    browser_cpu_ms: float
+
+
+def services_cpu_ms(cluster: Cluster) -> float:
+    """User + system CPU time so far of the cluster's processes."""
+    total = 0
+    for service in [cluster.coordinator, *cluster.brokers.values()]:
+        if service is None or service.process is None:
+            continue
+        fields = Path(f"/proc/{service.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def browser_cpu_ms(cdp: CDPSession) -> float:
+    """CPU time so far of every chromium process (browser, renderers, GPU, utility)."""
+    processes = cdp.send("SystemInfo.getProcessInfo")["processInfo"]
+    return 1000 * sum(float(p["cpuTime"]) for p in processes)
+
+
+def timed(
+    tab: Tab, cdp: CDPSession, cluster: Cluster, path: str, *, rows: str, count: int
+) -> Sample:
+    services_before, browser_before = services_cpu_ms(cluster), browser_cpu_ms(cdp)
+    tab.page.goto(cluster.url + path)
+    found = tab.page.locator(rows).count()
+    if found != count:
+        raise AssertionError(f"{path}: {found} rows, not {count}: {tab.page.inner_text('main')}")
+    timing = tab.page.evaluate("performance.getEntriesByType('navigation')[0].toJSON()")
+    return Sample(
+        wall_ms=float(timing["loadEventEnd"]),
+        server_ms=float(timing["responseEnd"] - timing["requestStart"]),
+        services_cpu_ms=services_cpu_ms(cluster) - services_before,
+        browser_cpu_ms=browser_cpu_ms(cdp) - browser_before,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", type=Path, help="source tree to compare with")
     parser.add_argument("--runs", type=int, default=RUNS)
+    parser.add_argument("--only", default="", help="the pages whose name contains this")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root, ExitStack() as stack:
         bases = {"this tree": stack.enter_context(cluster_from(Path(root) / "new", None))}
@@ -118,14 +168,19 @@ def main() -> None:
             bases = {"baseline": old, **bases}
         print(f"load average before: {load()}", flush=True)
         for browser in launch():
+            cdp = browser.new_browser_cdp_session()
             tabs = {name: open_tab(browser) for name in bases}
             for name, tab in tabs.items():
                 tab.page.goto(f"{bases[name].url}/console/")  # session cookie, warm assets
             for page, (path, rows, expected, target) in PAGES.items():
-                times: dict[str, list[float]] = {name: [] for name in bases}
+                if args.only not in page:
+                    continue
+                times: dict[str, list[Sample]] = {name: [] for name in bases}
                 for _ in range(args.runs):
                     for name, cluster in bases.items():  # alternately: the same load
-                        times[name].append(timed(tabs[name], cluster.url + path, rows, expected))
+                        times[name].append(
+                            timed(tabs[name], cdp, cluster, path, rows=rows, count=expected)
+                        )
                 report(page, target, times)
             for tab in tabs.values():
                 tab.assert_no_errors()
@@ -133,12 +188,19 @@ def main() -> None:
         print(f"load average after: {load()}", flush=True)
 
 
-def report(page: str, target: int, times: dict[str, list[float]]) -> None:
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    for name, values in times.items():
-        runs = ", ".join(f"{t:.0f}" for t in values)
+def report(page: str, target: int, times: dict[str, list[Sample]]) -> None:
+    medians = {
+        name: statistics.median(s.wall_ms for s in samples) for name, samples in times.items()
+    }
+    for name, samples in times.items():
+        runs = ", ".join(f"{s.wall_ms:.0f}" for s in samples)
+        server = statistics.median(s.server_ms for s in samples)
+        cpu = statistics.median(s.services_cpu_ms for s in samples)
+        task = statistics.median(s.browser_cpu_ms for s in samples)
         print(
-            f"{page} [{name}]: median {medians[name]:.0f} ms (target < {target}; runs: {runs})",
+            f"{page} [{name}]: median {medians[name]:.0f} ms (target < {target}; runs: {runs});"
+            f" server answer {server:.0f} ms; CPU: services {cpu:.0f} ms + browser {task:.0f} ms"
+            f" = {cpu + task:.0f} ms",
             flush=True,
         )
     if "baseline" in medians and medians["baseline"] > 0:

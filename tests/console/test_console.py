@@ -433,3 +433,63 @@ def test_access_page_users_tokens_shown_once_and_acls(
     page.click(f"button[aria-label='Remove user {user}']")
     page.wait_for_url(f"{base}/console/access")
     assert f"user:{user}" not in page.inner_text("table >> nth=0")
+
+
+def offsets_shown(tab: Tab) -> set[int]:
+    rows = tab.page.locator("#messages-table tr.message").all()
+    return {int(row.get_attribute("data-offset") or -1) for row in rows}
+
+
+def test_browse_from_an_offset_a_time_and_the_end_then_older(
+    admin_tab: Tab, secure: SecureCluster
+) -> None:
+    page, base = admin_tab.page, secure.base
+    topic = unique("starts")
+    admin(secure).create_topic(topic, partitions=1, replication_factor=1)
+    produce(secure, topic, 5)  # offsets 0-4
+    between_ms = time.time_ns() // 1_000_000
+    wait_for(lambda: time.time_ns() // 1_000_000 > between_ms, 1, "the next millisecond")
+    produce(secure, topic, 5)  # offsets 5-9, stamped after between_ms
+    page.goto(f"{base}/console/topics/{topic}/messages")
+    page.select_option("select[name=start]", "offset")
+    page.fill("input[name=offset]", "7")
+    page.click("button:has-text('Show')")
+    assert offsets_shown(admin_tab) == {7, 8, 9}
+    assert page.locator("a[rel=next]").count() == 0  # nothing newer
+    moment = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(between_ms // 1000))
+    moment += f".{between_ms % 1000:03d}Z"
+    page.select_option("select[name=start]", "time")
+    page.fill("input[name=time]", moment)
+    page.click("button:has-text('Show')")
+    assert offsets_shown(admin_tab) == set(range(5, 10))  # the first at or after the time
+    page.goto(f"{base}/console/topics/{topic}/messages?start=end&limit=3")
+    assert offsets_shown(admin_tab) == {7, 8, 9}  # the newest
+    page.click("a[rel=prev]")
+    page.wait_for_load_state()
+    assert offsets_shown(admin_tab) == {4, 5, 6}
+    page.click("a[rel=prev]")
+    page.wait_for_load_state()
+    assert offsets_shown(admin_tab) == {1, 2, 3}
+    page.click("a[rel=next]")
+    page.wait_for_load_state()
+    assert offsets_shown(admin_tab) == {4, 5, 6}  # and back: the same page, nothing skipped
+
+
+def test_delete_a_topic_only_after_typing_its_name(admin_tab: Tab, secure: SecureCluster) -> None:
+    page, base = admin_tab.page, secure.base
+    topic = unique("doomed")
+    admin(secure).create_topic(topic, partitions=1, replication_factor=1)
+    page.goto(f"{base}/console/topics/{topic}")
+    page.click("summary:has-text('Delete this topic')")
+    page.fill("#confirm-delete", topic + "-not")
+    page.click("button:has-text('Delete topic')")
+    assert "type the topic's name" in page.inner_text("main")  # refused, with the reason
+    assert topic in [t.name for t in admin(secure).list_topics()]
+    page.goto(f"{base}/console/topics/{topic}")
+    page.click("summary:has-text('Delete this topic')")
+    page.fill("#confirm-delete", topic)
+    page.click("button:has-text('Delete topic')")
+    page.wait_for_url(f"{base}/console/topics")
+    assert f"Deleted topic {topic}." in page.inner_text("main")
+    assert topic not in page.inner_text("#topics-table")
+    assert topic not in [t.name for t in admin(secure).list_topics()]

@@ -7,6 +7,10 @@ For every append it waits for ``log.durable(last_offset)`` and then prints one l
 
     base_offset key:version:kind key:version:kind ...   (kind: v a value, t a tombstone)
 
+and, after an append during which the cleaner swapped cleaned segments in, one more::
+
+    cleaned N            (N: segments swapped in since this process started)
+
 Each record carries its version in a header ``v`` and its offset in a header ``o`` (the
 only writer knows the offset the log will assign); a version of a key is a tombstone (null
 value) one time in ten. Tombstones expire at once (``delete_retention_ms=0``), so a
@@ -41,6 +45,7 @@ def main(directory: str, seed: int, first_version: int) -> None:
     cleaner.start()
     print("ready", log.log_end_offset, flush=True)
     version = first_version
+    cleaned = 0
     while True:
         offset = log.log_end_offset  # the only writer: the log assigns these offsets
         builder = BatchBuilder()
@@ -56,6 +61,9 @@ def main(directory: str, seed: int, first_version: int) -> None:
         result = log.append(builder.build())
         log.durable(result.last_offset).result(timeout=30)
         print(result.base_offset, *written, flush=True)
+        if cleaner.totals.segments_cleaned > cleaned:
+            cleaned = cleaner.totals.segments_cleaned
+            print("cleaned", cleaned, flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,12 @@ every kill the reopened log is readable end to end (CRC-valid batches, offsets t
 grow, each record at the offset it was written at) and no key lost its latest
 acknowledged value (a key whose latest write was a tombstone may be gone: tombstones
 expire at once here). The child (``compactor.py``) acknowledges a batch once durable.
+
+The kill moments are counted in the child's progress, not in wall-clock time: on a loaded
+machine the niced cleaning worker may need seconds to start, so a timer could kill every
+child before its first pass. Every other round waits until the cleaner has swapped
+segments in (the child says so) and then lets a random number of further appends go by,
+so kills land during later passes and swaps as well as before the first one.
 """
 
 from __future__ import annotations
@@ -68,12 +74,20 @@ def test_sigkill_during_compaction_keeps_every_latest_acknowledged_value(
             deadline = time.monotonic() + DEADLINE_S
             ready = child.next_line(deadline).split()
             assert ready == ["ready", str(end)], "data lost between a clean close and open"
-            for _ in range(rng.randint(20, 150)):
-                lines.append(child.next_line(deadline))
-            time.sleep(rng.uniform(0, 0.05))  # a random kill moment, not synchronisation
+            appends, cleaned = rng.randint(20, 150), kill % 2 == 1
+            while appends > 0 or not cleaned:
+                line = child.next_line(deadline)
+                lines.append(line)
+                if line.startswith("cleaned"):
+                    cleaned = True
+                    appends = max(appends, rng.randint(0, 30))  # then a random moment
+                else:
+                    appends -= 1
         finally:
             lines += child.kill()
         for line in lines:
+            if line.startswith("cleaned"):
+                continue
             for item in line.split()[1:]:
                 key, number, kind = item.split(":")
                 acked[key] = (int(number), kind == "t")

@@ -51,6 +51,10 @@ class ComposeProject:
     image: str
     prometheus_image: str
     ports: Ports
+    # Files layered over docker-compose.yml (deploy/compose/plain-http.yml), and the
+    # variables they need (CONVEYOR_SCHEME=http).
+    overrides: tuple[Path, ...] = ()
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def compose(self, *args: str, timeout_s: float = UP_TIMEOUT_S) -> str:
         env = self.podman.env(
@@ -59,9 +63,11 @@ class ComposeProject:
                 "CONVEYOR_IMAGE": self.image,
                 "CONVEYOR_PROMETHEUS_IMAGE": self.prometheus_image,
                 **self.ports.env(),
+                **self.extra_env,
             }
         )
-        argv = ["docker-compose", "-f", str(COMPOSE_FILE), "--project-directory", str(REPO_ROOT)]
+        files = [arg for path in (COMPOSE_FILE, *self.overrides) for arg in ("-f", str(path))]
+        argv = ["docker-compose", *files, "--project-directory", str(REPO_ROOT)]
         result = subprocess.run(
             [*argv, "-p", self.name, *args],
             env=env,

@@ -48,12 +48,15 @@ def test_file_matches_its_schema(schema: str, path: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _compose_config(env_extra: dict[str, str] | None = None) -> dict[str, Any]:
+def _compose_config(
+    env_extra: dict[str, str] | None = None, overrides: tuple[Path, ...] = ()
+) -> dict[str, Any]:
     if shutil.which("docker-compose") is None:
         pytest.skip("docker-compose (v1) not installed: scripts/system-deps/50-containers.sh")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env.update(env_extra or {})
-    result = _run("docker-compose", "-f", COMPOSE_FILE, "--profile", "demo", "config", env=env)
+    files = [arg for path in (COMPOSE_FILE, *overrides) for arg in ("-f", path)]
+    result = _run("docker-compose", *files, "--profile", "demo", "config", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     return config
@@ -172,6 +175,32 @@ def test_conveyor_services_run_with_tls_and_auth_from_the_init_volume() -> None:
     }
 
 
+PLAIN_HTTP = REPO_ROOT / "deploy" / "compose" / "plain-http.yml"
+
+
+def test_the_plain_http_opt_out_turns_tls_and_auth_off_everywhere() -> None:
+    """docs/deployment.md's opt-out, as rendered: no TLS, auth or CA anywhere, every URL
+    http://, Prometheus on the plain scrape config (tests/deploy/test_compose.py runs it)."""
+    services = _compose_config({"CONVEYOR_SCHEME": "http"}, (PLAIN_HTTP,))["services"]
+    for name in CONVEYOR_SERVICES:
+        env = services[name]["environment"]
+        for setting in ("TLS_CERT", "TLS_KEY", "INTERNAL_MTLS", "AUTH", "CA"):
+            assert env[f"CONVEYOR_{setting}"] == "", (name, setting)
+        assert env["CONVEYOR_CLUSTER_SECRET_FILE"] == "", name
+    for name, env in ((n, s.get("environment") or {}) for n, s in services.items()):
+        for key, value in env.items():
+            assert "https://" not in str(value), (name, key, value)
+    for name in ("demo-producer", "demo-consumer", "bootstrap"):
+        env = services[name]["environment"]
+        assert env["CONVEYOR_URL"] == "http://coordinator:7700"
+        assert env.get("CONVEYOR_TOKEN_FILE", "") == ""
+    prometheus = services["prometheus"]["volumes"]
+    config_mounts = [v for v in prometheus if v.endswith(":/etc/prometheus/prometheus.yml:ro")]
+    assert config_mounts == [
+        f"{REPO_ROOT / 'deploy/prometheus/prometheus.yml'}:/etc/prometheus/prometheus.yml:ro"
+    ]
+
+
 def test_compose_prometheus_config_is_the_rendered_one_with_the_ca() -> None:
     """prometheus-tls.yml is what ``prometheus_config`` renders for the compose services
     with the CA of the secrets volume (prometheus.yml, without it, is kept identical by
@@ -269,6 +298,8 @@ def test_kubernetes_pods_run_with_tls_and_auth_from_the_init_job_secret() -> Non
     assert certs["image"] == "conveyor"
     assert "conveyor certs init /out" in " ".join(certs["args"])
     (creator,) = job["containers"]
+    # every third-party image is pinned by digest (a tag can be moved under us)
+    assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", creator["image"])
     script = " ".join(creator["args"])
     assert "kubectl get secret conveyor-secrets" in script  # only when absent
     assert "kubectl create secret generic conveyor-secrets" in script

@@ -4,6 +4,8 @@ over HTTP with httpx the way curl users and other languages do."""
 from __future__ import annotations
 
 import base64
+import socket
+import ssl
 import threading
 import time
 from concurrent.futures import Future
@@ -205,7 +207,35 @@ def test_bad_input_gets_typed_errors_and_changes_nothing(cluster: Cluster) -> No
         assert response.json()["message"], what
     details = cases[-1][1].json()["details"]
     assert (details["log_start_offset"], details["log_end_offset"]) == (0, 1)
+    too_large = cases[3][1].json()["message"]  # says the limit and the setting that raises it
+    assert "topic 'strict'" in too_large and "limit of 1048576 bytes" in too_large
+    assert "max_message_bytes" in too_large
     assert log_end(url, "strict", 0) == 1
+
+
+def test_routed_produce_status_when_records_fail(cluster: Cluster) -> None:
+    """docs/api.md: 200 all written; every record failed with one code: that code's status
+    and an ErrorBody; some failed: 207 with the per-record results."""
+    create_topic(cluster, "routed", 2)
+    url = leaders(cluster, "routed")[0]
+    path = f"{url}/v1/topics/routed/records"
+    huge = "x" * (1024 * 1024 + 100)  # one record over the topic's 1 MiB max_message_bytes
+    all_failed = httpx.post(path, json={"records": [{"value": huge, "partition": 0}]}, timeout=30)
+    assert all_failed.status_code == 413, all_failed.text
+    body = all_failed.json()
+    assert body["code"] == "MESSAGE_TOO_LARGE" and body["details"]["failed_records"] == 1
+    assert "max_message_bytes" in body["message"] and "1048576" in body["message"]
+    mixed = httpx.post(
+        path,
+        json={"records": [{"value": "small", "partition": 0}, {"value": huge, "partition": 1}]},
+        timeout=30,
+    )
+    assert mixed.status_code == 207, mixed.text
+    small, big = mixed.json()["results"]
+    assert small == {"partition": 0, "offset": 0}
+    assert big["error"]["code"] == "MESSAGE_TOO_LARGE"
+    ok = httpx.post(path, json={"records": [{"value": "fine", "partition": 1}]}, timeout=30)
+    assert ok.status_code == 200 and ok.json()["results"] == [{"partition": 1, "offset": 0}]
 
 
 def test_produce_to_a_non_leader_is_421_with_the_leader(cluster3: Cluster) -> None:
@@ -284,3 +314,41 @@ def test_routing_auto_creates_unless_switched_off(cluster: Cluster, tmp_path: Pa
         assert response.status_code == 404
     finally:
         strict.stop()
+
+
+def test_a_client_that_disconnects_mid_fetch_is_not_an_error(cluster: Cluster) -> None:
+    """Consumers close connections with long polls in flight all the time: the broker
+    counts a 499 and must not log an ERROR with a traceback (it did, once per disconnect)."""
+    create_topic(cluster, "gone", 1)
+    url = leaders(cluster, "gone")[0]
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    context = None if cluster.ca is None else ssl.create_default_context(cafile=str(cluster.ca))
+    for _ in range(3):
+        raw = socket.create_connection((host, int(port)), timeout=5)
+        sock = raw if context is None else context.wrap_socket(raw, server_hostname=host)
+        request = (
+            "GET /v1/topics/gone/partitions/0/records?offset=0&max_wait_ms=300 HTTP/1.1\r\n"
+            f"Host: {host}\r\nAccept: {BATCH}\r\n\r\n"
+        )
+        sock.sendall(request.encode())
+        sock.close()  # gone before the long poll answers
+
+    def answered_499() -> bool:
+        text = httpx.get(f"{url}/metrics", timeout=5, verify=_verify(cluster)).text
+        return any(
+            line.startswith("conveyor_http_requests_total{")
+            and 'status="499"' in line
+            and "/records" in line
+            and float(line.rsplit(" ", 1)[1]) >= 3
+            for line in text.splitlines()
+        )
+
+    wait_for(answered_499, LIMIT_S, "the three long polls to end as 499 (client gone)")
+    logs = cluster.logs()
+    assert "Error handling request" not in logs
+    assert "Cannot write to closing transport" not in logs
+    assert "level=error" not in logs
+
+
+def _verify(cluster: Cluster) -> ssl.SSLContext | bool:
+    return True if cluster.ca is None else ssl.create_default_context(cafile=str(cluster.ca))

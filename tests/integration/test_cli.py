@@ -104,6 +104,10 @@ def test_cli_topic_admin_and_cluster_status(cluster: Cluster) -> None:
     body = json.loads(status.stdout)
     assert [b["broker_id"] for b in body["brokers"]] == [1]
     assert body["partitions"] == 2
+    # at least the table: live state per broker, offline and under-replicated counts
+    (broker,) = body["brokers"]
+    assert broker["alive"] is True and {"leader_count", "replica_count", "url"} <= set(broker)
+    assert body["offline_partitions"] == 0 and body["under_replicated_partitions"] == 0
 
     assert conveyor(cluster.url, "topic", "delete", "t1").returncode == 0
     gone = conveyor(cluster.url, "topic", "describe", "t1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -221,3 +222,19 @@ def test_async_send_nowait_to_a_new_topic_keeps_order(cluster: Cluster) -> None:
     results = asyncio.run(run())
     assert [r.offset for r in results] == list(range(2_000))
     assert len({r.partition for r in results}) == 1
+
+
+def test_a_group_consumer_waiting_for_its_topic_logs_one_line_not_a_warning_a_second(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.INFO, logger="conveyor.client.membership"),
+        conveyor.Consumer(cluster.url, "not-yet", group_id="waiters") as consumer,
+    ):
+        deadline = time.monotonic() + 3.5  # three heartbeat intervals and more
+        while time.monotonic() < deadline:
+            assert consumer.poll(timeout=0.2) == []
+    lines = [r for r in caplog.records if r.name == "conveyor.client.membership"]
+    assert [r.getMessage() for r in lines if r.levelno >= logging.WARNING] == []
+    waiting = [r.getMessage() for r in lines if "waiting for topic" in r.getMessage()]
+    assert waiting == ["group waiters: waiting for topic(s) not-yet to be created"]

@@ -415,7 +415,10 @@ def test_cli_group_list_describe_and_reset_offsets(
     wait_for(lambda: _caught_up(cluster, "ops-g", 100), 15, "lag 0")
     listed = cli(cluster.url, "group", "list", "--json")
     assert listed.returncode == 0, listed.stderr
-    assert any(g["group"] == "ops-g" for g in json.loads(listed.stdout))
+    (ops,) = [g for g in json.loads(listed.stdout) if g["group"] == "ops-g"]
+    # at least the table's columns, even where a value equals its default (lag 0)
+    table = {"group": "ops-g", "state": "stable", "members": 1, "lag": 0}
+    assert {key: ops[key] for key in table} == table and "generation" in ops
     described = cli(cluster.url, "group", "describe", "ops-g")
     assert described.returncode == 0 and "member" in described.stdout
     busy = cli(cluster.url, "group", "reset-offsets", "ops-g", "--topic", "ops", "--to", "earliest")

@@ -130,11 +130,7 @@ SELECTION: tuple[Entry, ...] = (
     Entry("0081", RECOMPRESSION, subtests="do_test_AlterConfigs"),
     Entry("0081", RECOMPRESSION, subtests="do_test_IncrementalAlterConfigs"),
     Entry("0081", subtests="do_test_DescribeConfigs:"),
-    Entry(
-        "0081",
-        "DeleteRecords is not served: Conveyor's log start is a segment boundary",
-        subtests="do_test_DeleteRecords",
-    ),
+    Entry("0081", subtests="do_test_DeleteRecords"),
     Entry("0081", subtests="do_test_DescribeTopics"),
     Entry("0081", subtests="do_test_DescribeCluster"),
     Entry("0081", subtests="do_test_ListOffsets"),

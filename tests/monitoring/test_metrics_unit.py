@@ -82,6 +82,7 @@ def test_broker_counts_traffic_and_reads_partition_state(tmp_path: Path) -> None
             await broker.produce("t", 1, batch(b"x"), acks="all")  # waits for its fsync
             # a long-poll: answers once the high watermark covers the write (after its fsync)
             await broker.fetch("t", 0, 0, max_wait_ms=10_000)
+            await broker.refresh_round()  # each heartbeat round measures the disk (off-loop)
             found = _collect(broker)
             tp0 = {"topic": "t", "partition": "0"}
             assert value(found, "conveyor_broker_messages_in_total", **tp0) == 3

@@ -74,6 +74,8 @@ def config_from_args(args: argparse.Namespace | Settings) -> BrokerConfig:
             dedupe_buffer_bytes=s[catalog.CLEANER_DEDUPE_BUFFER_BYTES],
             backoff_ms=s[catalog.CLEANER_BACKOFF_MS],
         ),
+        request_max_bytes=s[catalog.REQUEST_MAX_BYTES],
+        security_max_staleness_ms=s[catalog.SECURITY_MAX_STALENESS_MS],
         cluster_secret=s[catalog.CLUSTER_SECRET],
         kafka=kafka_settings(s),
     )
@@ -167,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
     app[ACCESS_LOG_KEY] = s[catalog.ACCESS_LOG]
     auth = auth_settings(s[catalog.AUTH], config.cluster_secret, auth_limits_from_settings(s))
     service.security.enabled = auth.enabled
+    service.security.max_staleness_ms = config.security_max_staleness_ms
     service.security.refresher = service.refresh_security
     app[AUTH_KEY] = AuthInstall(auth, service.security)
     runner.run(
@@ -175,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         config.tls,
         config.shutdown_timeout_s,
         limits_from_settings(s),
+        metrics_token=s[catalog.METRICS_TOKEN],
     )
     return 0
 

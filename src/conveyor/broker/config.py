@@ -78,3 +78,7 @@ class BrokerConfig:
     # out of repr so that logging a config never shows it.
     cluster_secret: str | None = field(default=None, repr=False)
     kafka: KafkaSettings | None = None  # the Kafka protocol listener; None: none
+    # With auth on: client requests are refused (503 NOT_READY) once the broker's copy of
+    # the users, tokens and ACLs has not been confirmed by the coordinator for this long
+    # (at least 3 heartbeat intervals): the bound on how long a revocation can be missed.
+    security_max_staleness_ms: int = 10_000

@@ -258,6 +258,9 @@ def _on_log_changed(state: BrokerState, event: LogChanged, now_ms: int) -> Step:
         # Records were deleted: the followers' long-polls learn the new log start now.
         state, more = leader.answer_parked(state, event.tp)
         effects += more
+        # DeleteRecords past their deadline were waiting for this move (expire_waiters)
+        state, more = _put(state, expire_waiters(state.replicas[event.tp], now_ms))
+        effects += more
     return state, effects
 
 

@@ -22,20 +22,24 @@ class FetchMemory:
     capacity: int
     floor: int = FLOOR_BYTES
     held: int = 0
-    cut: int = 0  # answers cut to the floor because the budget was spent (a counter)
+    cut: int = 0  # answers whose read limit the budget lowered (a counter, one per answer)
 
     def grant(self, wanted: int) -> int:
         """How many bytes the next read may return (a log read still returns at least one
         whole batch): ``wanted`` while the budget has room, less as it fills, ``floor``
-        once it is spent."""
+        once it is spent. Counts nothing: a long poll asks again while it waits, and an
+        answer is counted once, by :meth:`hold`."""
         room = self.capacity - self.held
         if wanted <= room:
             return wanted
-        self.cut += 1
         return max(room, min(wanted, self.floor))
 
-    def hold(self, size: int) -> None:
+    def hold(self, size: int, *, wanted: int = 0, granted: int = 0) -> None:
+        """An answer of ``size`` bytes is being written; it counts as cut (once) when the
+        budget lowered its read limit: its last grant was below what was asked."""
         self.held += size
+        if granted < wanted:
+            self.cut += 1
 
     def release(self, size: int) -> None:
         self.held = max(0, self.held - size)

@@ -31,6 +31,7 @@ from conveyor.protocol.messages import (
     DeletedRecords,
     EpochEndRequest,
     EpochEndResponse,
+    ErrorBody,
     FetchResponse,
     HostedPartitions,
     JsonProduceRequest,
@@ -43,6 +44,8 @@ from conveyor.protocol.records import decode_batches
 from conveyor.transport.kafka_server import KafkaListener
 from conveyor.transport.metrics import install as install_metrics
 from conveyor.transport.server import (
+    NOT_FOUND_HINT_KEY,
+    REQUEST_LIMIT_HINT_KEY,
     Route,
     build_app,
     decode_json,
@@ -260,7 +263,11 @@ class _Handlers:
         timeout_ms = query_int(request, "timeout_ms", 30_000)
         records = await decode_json(request, JsonProduceRequest)
         answer = await self.service.route_json(topic, records, acks=acks, timeout_ms=timeout_ms)
-        return json_response(answer)
+        failed = routed_failure(answer)
+        if isinstance(failed, ErrorBody):
+            known = ErrorCode.__members__.get(failed.code, ErrorCode.INTERNAL_ERROR)
+            return json_response(failed, status=known.http_status)
+        return json_response(answer, status=failed)
 
     async def hosted(self, _: web.Request) -> web.Response:
         return json_response(self.service.hosted())
@@ -273,6 +280,29 @@ class _Handlers:
     async def epoch_end(self, request: web.Request) -> web.Response:
         asked = await decode_json(request, EpochEndRequest)
         return json_response(self.service.replica_server.epoch_end(asked))
+
+
+MULTI_STATUS: Final = 207
+
+
+def routed_failure(answer: RoutedProduceResponse) -> ErrorBody | int:
+    """The HTTP answer to a routed produce (docs/api.md): 200 when every record was
+    written; when every record failed with the same code, that error with its own
+    status (413 for a batch over ``max_message_bytes``) as a plain ``ErrorBody``, so a
+    client that only checks the status (curl -f) sees the failure; 207 Multi-Status with
+    the per-record results when some failed (some written, or different errors)."""
+    errors = [r.error for r in answer.results if r.error is not None]
+    if not errors:
+        return 200
+    codes = {e.code for e in errors}
+    if len(errors) == len(answer.results) and len(codes) == 1:
+        first = errors[0]
+        details = dict(first.details or {})
+        details["failed_records"] = len(errors)
+        return ErrorBody(
+            code=first.code, message=first.message, retriable=first.retriable, details=details
+        )
+    return MULTI_STATUS
 
 
 def broker_routes(service: BrokerService) -> list[Route]:
@@ -371,6 +401,15 @@ def build_broker_app(service: BrokerService) -> web.Application:
         "broker", broker_routes(service), client_max_size=service.config.request_max_bytes
     )
     app[SERVICE_KEY] = service
+    app[NOT_FOUND_HINT_KEY] = (
+        f"this is a broker (broker {service.config.broker_id}), not the coordinator; the "
+        f"coordinator is at {service.config.coordinator_url}: point CONVEYOR_URL (or --url) "
+        "at it"
+    )
+    app[REQUEST_LIMIT_HINT_KEY] = (
+        f"the broker's --request-max-bytes ({service.config.request_max_bytes}) raises it; "
+        "each batch is also limited by its topic's max_message_bytes"
+    )
     app[_TASKS_KEY] = []
     install_metrics(app, service.metrics)
     heartbeat = Heartbeat(

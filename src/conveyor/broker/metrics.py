@@ -17,6 +17,7 @@ lists every metric; docs/benchmarks.md measures a broker with 800 partitions.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 from collections.abc import Callable, Iterable
@@ -138,6 +139,7 @@ class BrokerMetrics:
         self._fetch_memory = fetch_memory
         self._cleaner = cleaner
         self._data_dir = data_dir
+        self._disk: tuple[int, int] | None = None  # (free, total) bytes: measure_disk
         self._clock = clock
         # (topic, partition) -> [messages in, bytes in, messages out, bytes out]
         self._traffic: dict[tuple[str, int], list[int]] = {}
@@ -423,7 +425,7 @@ class BrokerMetrics:
         held.add_metric((), memory.held)
         cut = _counter(
             "fetch_memory_cut",
-            "Fetch answers cut to 64 KiB because the fetch memory budget was spent",
+            "Fetch answers whose read limit the fetch memory budget lowered (once per answer)",
         )
         cut.add_metric((), memory.cut)
         yield from (roles, under, under_min, failed, held, cut)
@@ -446,15 +448,27 @@ class BrokerMetrics:
             family.add_metric((), value)
             yield family
 
-    def _disk_metrics(self) -> Iterable[Metric]:
+    async def measure_disk(self) -> None:
+        """Measure the data dir's filesystem in a worker thread (``statvfs`` can block: a
+        slow or failing disk, a network filesystem), for the next scrapes; the heartbeat
+        round calls it. A data dir that cannot be read leaves no disk series (the failed
+        partitions and error metrics say why)."""
         try:
-            stat = os.statvfs(self._data_dir)
+            stat = await asyncio.to_thread(os.statvfs, self._data_dir)
         except OSError:
-            return  # the data dir vanished: the failed-partition and error metrics say so
+            self._disk = None
+            return
+        self._disk = (stat.f_bavail * stat.f_frsize, stat.f_blocks * stat.f_frsize)
+
+    def _disk_metrics(self) -> Iterable[Metric]:
+        # What the last heartbeat round measured: never a system call on the event loop.
+        if self._disk is None:
+            return
+        free_bytes, total_bytes = self._disk
         free = _gauge("disk_free_bytes", "Bytes available to the broker on its data dir's disk")
-        free.add_metric((), stat.f_bavail * stat.f_frsize)
+        free.add_metric((), free_bytes)
         total = _gauge("disk_total_bytes", "Size of the filesystem holding the data dir")
-        total.add_metric((), stat.f_blocks * stat.f_frsize)
+        total.add_metric((), total_bytes)
         yield from (free, total)
 
     def _client_metrics(self) -> Iterable[Metric]:

@@ -296,8 +296,14 @@ def add_waiter(replica: Replica, waiter: AckWaiter) -> Step:
 
 
 def expire_waiters(replica: Replica, now_ms: int) -> Step:
+    """Produce and DeleteRecords waits past their deadline. A DeleteRecords times out only
+    once the leader's own log start moved (its AdvanceLogStart is a local file operation
+    that always ends, in LogChanged or AdvanceFailed): as in Kafka, where the leader
+    deletes before the wait begins, only the wait for the followers is bounded by the
+    request's timeout, so ``timeout_ms=0`` on a leader alone in its ISR succeeds."""
     expired = [w for w in replica.waiters if w.deadline_ms <= now_ms]
-    trims = [w for w in replica.start_waiters if w.deadline_ms <= now_ms]
+    start = replica.log.log_start_offset
+    trims = [w for w in replica.start_waiters if w.deadline_ms <= now_ms and w.offset <= start]
     if not expired and not trims:
         return replica, []
     replica = replace(

@@ -3,9 +3,13 @@
 With auth on, every heartbeat round also asks the coordinator for the security state
 newer than the version the broker holds (``GET /internal/v1/security?version=N``, 204
 when nothing changed), so a change (a revoked token, a removed rule) is enforced by every
-broker within one heartbeat interval, and checks need no coordinator round trip.
+broker within one heartbeat interval (plus one refresh round trip), and checks need no
+coordinator round trip.
 
-A broker that cannot reach the coordinator keeps enforcing the last state it received.
+A broker that cannot reach the coordinator keeps enforcing the last state it received for
+``max_staleness_ms`` (``--security-max-staleness-ms``, 10 s) after its last confirmed
+refresh, then refuses client requests (503 ``NOT_READY``) until it is confirmed again: a
+revocation reaches every broker, or the broker stops serving, within that bound.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ async def refresh_security(
     url = f"{coordinator_url.rstrip('/')}{SECURITY_PATH}?version={known}"
     status, _, body = await http.request("GET", url, timeout_s=timeout_s)
     if status == 204:
+        security.confirm()
         return
     snapshot = msgspec.json.decode(body, type=SecuritySnapshot)
+    security.confirm()
     if security.update(snapshot):
         log.info(
             "security state version %d: %d users, %d tokens, %d acl rules",

@@ -41,6 +41,7 @@ from conveyor.broker.security import refresh_security
 from conveyor.broker.share.setup import LeaderOps, build_share
 from conveyor.broker.timelookup import first_record_at, max_timestamp_record
 from conveyor.protocol.errors import (
+    BatchTooLargeError,
     ConveyorError,
     DiskFullError,
     ErrorCode,
@@ -231,8 +232,16 @@ class BrokerService:
 
     # ---- heartbeats ------------------------------------------------------------------------
 
+    async def refresh_round(self) -> None:
+        """After each heartbeat: the security state, and the data dir's free space for
+        ``/metrics`` (measured in a thread: ``statvfs`` can block)."""
+        await self.refresh_security()
+        await self.metrics.measure_disk()
+
     async def refresh_security(self) -> None:
         """The coordinator's users, tokens and ACLs, when auth is on (``security.py``)."""
+        # the staleness bound is never under three heartbeat intervals
+        self.security.interval_ms = self.heartbeat_interval_ms
         await refresh_security(
             self.security,
             self.http,
@@ -253,7 +262,7 @@ class BrokerService:
             report=self.heartbeat,
             send=self.send_heartbeat,
             apply=self.apply_heartbeat_response,
-            refresh=self.refresh_security,
+            refresh=self.refresh_round,
             interval_ms=lambda: self.heartbeat_interval_ms,
             stopping=lambda: self.stopping,
             broker_id=self.broker_id,
@@ -435,6 +444,10 @@ class BrokerService:
         except DiskFullError as exc:
             self.driver.step(AppendFailed(tp=target.tp, error=exc, disk_full=True))
             raise
+        except BatchTooLargeError as exc:  # say which topic's limit, and how to raise it
+            raise BatchTooLargeError(
+                f"topic {target.tp.topic!r}: {exc.message}", **exc.details
+            ) from None
         self.metrics.produced(target.tp.topic, target.tp.partition, batches)
         self.driver.step(
             LeaderAppended(
@@ -518,15 +531,16 @@ class BrokerService:
         deadline_ms = self.clock.now_ms() + wait_s * 1000
         while True:
             woken = self.driver.wakeup(source.tp)  # before reading: no wake-up is missed
+            granted = self.fetch_memory.grant(max_bytes)
             stable = source.log.last_stable_offset(source.high_watermark)
             upper = stable if read_committed else source.high_watermark
-            data = source.log.read(offset, self.fetch_memory.grant(max_bytes), upper_offset=upper)
+            data = source.log.read(offset, granted, upper_offset=upper)
             remaining = (deadline_ms - self.clock.now_ms()) / 1000
             if data or remaining <= 0 or self.stopping:
                 break
             await _wait(woken, remaining)
             source = await self.leader_partition(topic, partition, leader_epoch)
-        self.fetch_memory.hold(len(data))
+        self.fetch_memory.hold(len(data), wanted=max_bytes, granted=granted)
         self.metrics.fetched(topic, partition, data)
         aborted = source.log.aborted_in(offset, upper) if read_committed and data else ()
         return FetchResult(

@@ -107,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         _warn_unknown_env()
     try:
         apply_profile(args)
+        if getattr(args, "coordinator_preflight", False):
+            from conveyor.cli.preflight import check_coordinator
+
+            check_coordinator(args.url)
         return handler(args)
     except SettingsError as exc:  # a bad flag, variable or config file value: bad usage
         _print_error(exc.message)

@@ -44,14 +44,23 @@ def prometheus_config(
     evaluation_interval: str | None = None,
     *,
     ca_file: str | None = None,
+    token_file: str | None = None,
 ) -> str:
     """The YAML text of a Prometheus configuration; targets are ``HOST:PORT``. With
-    ``ca_file`` the services are scraped over HTTPS, verified against that CA."""
+    ``ca_file`` the services are scraped over HTTPS, verified against that CA; with
+    ``token_file`` Prometheus sends the scrape token it holds (``CONVEYOR_METRICS_TOKEN``
+    on the services) as a bearer token."""
     https = (
         []
         if ca_file is None
         else ["    scheme: https", "    tls_config:", f"      ca_file: {_quote(ca_file)}"]
     )
+    if token_file is not None:
+        https += [
+            "    authorization:",
+            "      type: Bearer",
+            f"      credentials_file: {_quote(token_file)}",
+        ]
     lines = [
         _HEADER,
         "global:",

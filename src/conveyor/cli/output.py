@@ -52,7 +52,9 @@ def apply_output(args: argparse.Namespace) -> None:
 
 def add_url_flag(parser: argparse.ArgumentParser) -> None:
     """The client settings every command that talks to a cluster takes as flags (their
-    definitions: ``conveyor.settings.catalog``, CLIENT)."""
+    definitions: ``conveyor.settings.catalog``, CLIENT); ``conveyor`` checks the URL
+    before running the command (``cli/preflight.py``)."""
+    parser.set_defaults(coordinator_preflight=True)
     from conveyor.settings import catalog
     from conveyor.settings.flags import help_text
 
@@ -123,12 +125,27 @@ class _ClientFlag(argparse.Action):
 
 
 def print_json(value: Any) -> None:
-    """Structs, lists and dicts as one JSON (or YAML, per ``--output``) document."""
+    """Structs, lists and dicts as one JSON (or YAML, per ``--output``) document, with
+    *every* field: the wire types leave out fields equal to their defaults (``alive:
+    true``, ``lag: 0``, ``offline_partitions: 0``), but a script reading ``--json`` needs at
+    least what the table shows, always under the same keys."""
+    value = every_field(value)
     if _format[0] == "yaml":
         _write_yaml(msgspec.to_builtins(value), document=False)
         return
     sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
     sys.stdout.flush()
+
+
+def every_field(value: Any) -> Any:
+    """``value`` as builtins, structs as dicts of all their fields (defaults included)."""
+    if isinstance(value, msgspec.Struct):
+        return {name: every_field(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, list | tuple):
+        return [every_field(item) for item in value]
+    if isinstance(value, dict):
+        return {key: every_field(item) for key, item in value.items()}
+    return value
 
 
 def print_json_line(value: dict[str, Any]) -> None:
@@ -166,3 +183,11 @@ def print_line(text: str) -> None:
     from rich.console import Console
 
     Console(highlight=False).print(text)
+
+
+def print_note(text: str) -> None:
+    """A line for the person, on stderr, so that stdout holds only the result (a token
+    secret: ``TOKEN=$(conveyor token create ...)``)."""
+    from rich.console import Console
+
+    Console(highlight=False, stderr=True).print(text)

@@ -11,7 +11,14 @@ import getpass
 from typing import TYPE_CHECKING
 
 from conveyor.cli.common import EXIT_OK, positive_int
-from conveyor.cli.output import add_json_flag, add_url_flag, print_json, print_line, print_table
+from conveyor.cli.output import (
+    add_json_flag,
+    add_url_flag,
+    print_json,
+    print_line,
+    print_note,
+    print_table,
+)
 from conveyor.protocol.errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -134,7 +141,7 @@ def _token_create(args: argparse.Namespace) -> int:
     if args.json:
         print_json(created)
     else:
-        print_line(f"token {created.token_id} for {created.principal} (shown once):")
+        print_note(f"token {created.token_id} for {created.principal} (shown once):")
         print(created.token)
     return EXIT_OK
 

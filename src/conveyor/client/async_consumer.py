@@ -183,6 +183,9 @@ class AsyncConsumer:
     def caught_up(self) -> bool:
         return self._core.fetcher.ready and self._core.buffer.caught_up()
 
+    def assignment_settled(self) -> bool:
+        return self._core.assignment_settled()
+
     def position(self, topic: str, partition: int) -> int | None:
         return self._core.buffer.position(TopicPartition(topic, partition))
 

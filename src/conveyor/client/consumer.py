@@ -212,6 +212,12 @@ class Consumer:
         """True when, as of the latest fetches, nothing is waiting to be polled."""
         return self._core.fetcher.ready and self._core.buffer.caught_up()
 
+    def assignment_settled(self) -> bool:
+        """A group member: joined, and no partition of its share still held by another
+        member (a crashed one until its session times out); True without a group, or
+        while a subscribed topic does not exist."""
+        return self._core.assignment_settled()
+
     def position(self, topic: str, partition: int) -> int | None:
         return self._core.buffer.position(TopicPartition(topic, partition))
 

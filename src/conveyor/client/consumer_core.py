@@ -186,6 +186,14 @@ class ConsumerCore:
 
     # ---- lifecycle (on the loop) -----------------------------------------------------------
 
+    def assignment_settled(self) -> bool:
+        """A group member: joined, and no partition of its share still held by another
+        member; True without a group, or while a subscribed topic does not exist."""
+        membership = self.membership
+        if membership is None or membership.topics_missing:
+            return True
+        return membership.joined.is_set() and not membership.pending
+
     def start(self) -> None:
         self.started = True
         self.fetcher.start()

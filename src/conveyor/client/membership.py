@@ -11,6 +11,11 @@ joins) and applies the answer (docs/consumer-groups.md):
   application is done with it: it called ``poll`` again) and drops them; the next
   heartbeat no longer reports them, and the coordinator gives them to their new owner.
 
+Static membership: with an ``instance_id`` (``Consumer(group_instance_id=...)``), a restarted
+process takes over its previous member's partitions at once instead of waiting for that
+member's session to time out; a process whose id was taken over is told
+FENCED_INSTANCE_ID, stops heartbeating, and its next ``poll`` raises that error.
+
 Fencing: an UNKNOWN_MEMBER answer (the coordinator removed us: session timeout, not
 polling for ``max_poll_interval_ms``) or a fenced commit drops every partition with its
 uncommitted work and joins again. A consumer that has not heard from the coordinator for
@@ -35,8 +40,9 @@ from conveyor.client.types import TopicPartition
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.messages import GroupHeartbeatRequest, GroupHeartbeatResponse, GroupPartition
 from conveyor.transport.client import AsyncHTTP
+from conveyor.transport.throttle import throttled
 
-log = logging.getLogger(__name__)
+log = throttled(logging.getLogger(__name__))  # one line per repeated warning per 30 s
 
 # While partitions of its target are still held elsewhere, a member heartbeats this often,
 # so a released partition is picked up in about this time rather than a full interval.
@@ -95,6 +101,8 @@ class Membership:
         self.pending = False  # partitions of ours still held by their previous owner
         # the group has members of Kafka's classic protocol: refused until they leave
         self.refused: ConveyorError | None = None
+        # the last heartbeat said a subscribed topic does not exist (yet): nothing to wait for
+        self.topics_missing = False
         self._last_ok_s = time.monotonic()
         self._last_poll_s = time.monotonic()
         self._wake = asyncio.Event()
@@ -206,19 +214,49 @@ class Membership:
                     # else: the member was dropped (its session lost) while this answer was
                     # on its way: it belongs to the old membership (found by the chaos
                     # suite's coordinator takeovers); the next beat joins again
+                    self.topics_missing = False
                 except ConveyorError as exc:
                     failures += 1
+                    if exc.code is ErrorCode.FENCED_INSTANCE_ID:
+                        self._fenced_for_good(exc)
+                        return
                     if exc.code in FENCING_CODES:
                         self.drop_all(str(exc))
                         continue
                     if exc.code is ErrorCode.INCONSISTENT_GROUP_PROTOCOL:
                         self.refused = exc  # poll raises it until the group lets us in
-                    log.warning("group %s: heartbeat failed: %s", self.settings.group, exc)
+                    self._heartbeat_failed(exc)
             delay_s = self._interval_s if failures == 0 else min(self._interval_s, 0.2 * failures)
             if self.pending and failures == 0:  # ask again soon: they move once released
                 delay_s = min(delay_s, PENDING_RECHECK_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay_s)
+
+    def _heartbeat_failed(self, error: ConveyorError) -> None:
+        """Log a failed heartbeat: repeats of one line are throttled (``log`` has a
+        RepeatFilter), and a topic that does not exist yet is not a warning."""
+        if error.code is ErrorCode.UNKNOWN_TOPIC:
+            if not self.topics_missing:
+                log.info(
+                    "group %s: waiting for topic(s) %s to be created",
+                    self.settings.group,
+                    ", ".join(self._fetcher.topics),
+                )
+            self.topics_missing = True
+            return
+        log.warning("group %s: heartbeat failed: %s", self.settings.group, error)
+
+    def _fenced_for_good(self, error: ConveyorError) -> None:
+        """FENCED_INSTANCE_ID: a newer process joined with our ``instance_id`` and took our
+        partitions; this one stops heartbeating, and its next ``poll`` raises the error."""
+        log.error(
+            "group %s: member %s stops: %s", self.settings.group, self.member_id, error.message
+        )
+        self.refused = error
+        self._apply(())
+        self.revoking = frozenset()
+        self.member_id = None
+        self.joined.set()  # nobody waits for an assignment that will not come
 
     async def _beat(self, *, poll_age_ms: int = 0, leave: bool = False) -> GroupHeartbeatResponse:
         settings = self.settings

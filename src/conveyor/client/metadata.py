@@ -22,8 +22,9 @@ from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import Metadata, TopicDescription
 from conveyor.transport.client import AsyncHTTP
+from conveyor.transport.throttle import throttled
 
-log = logging.getLogger(__name__)
+log = throttled(logging.getLogger(__name__))  # one line per repeated warning per 30 s
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +164,8 @@ class MetadataClient:
                     draw=random.random(),
                 )
                 self._next_allowed_ms = _now_ms() + delay
-                log.warning("metadata refresh failed (retry in %d ms): %s", delay, exc)
+                # no delay in the text: repeats are identical, so the filter throttles them
+                log.warning("metadata refresh failed, retrying: %s", exc)
                 raise
             self._failures = 0
             self.cache.update(metadata, wanted, _now_ms())

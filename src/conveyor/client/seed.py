@@ -7,11 +7,15 @@ module-level producer and consumer, made on first use (and made again if
 starts from the earliest offset when it has no committed position, so messages pushed
 before anyone listened are still delivered. Delivery is at-least-once. Every consumer
 here is a member of the group, so across processes each message goes to one of them
-(docs/consumer-groups.md).
+(docs/consumer-groups.md). The clients close at interpreter exit (``atexit``), leaving
+the group, so the next run gets its partitions at once; with
+``CONVEYOR_GROUP_INSTANCE_ID`` set they are static members, so even a run killed without
+exiting is replaced at once by the next one with the same id.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -32,8 +36,19 @@ PULL_WAIT_MAX_S: Final = 5.0  # pull() gives up looking after this long, returni
 PULL_FETCH_WAIT_MS: Final = 100  # a short long-poll, so "nothing waiting" is known fast
 
 _lock = threading.Lock()
+_subscriptions = itertools.count(1)  # numbers this process's subscriptions, for instance ids
 _producer: Producer | None = None
 _consumer: Consumer | None = None
+
+
+def _instance_id(role: str) -> str | None:
+    """``$CONVEYOR_GROUP_INSTANCE_ID-pull`` (or ``-subscribe-N``): static membership, so a
+    restarted process takes its partitions back at once even if the previous run was
+    killed without leaving the group. Unset: dynamic members."""
+    from conveyor.settings import catalog, client_settings
+
+    base = client_settings()[catalog.GROUP_INSTANCE_ID]
+    return f"{base}-{role}" if base else None
 
 
 def _shared_producer() -> Producer:
@@ -69,6 +84,7 @@ def _shared_consumer() -> Consumer:
                 auto_offset_reset="earliest",
                 auto_commit_interval_ms=0,
                 fetch_max_wait_ms=PULL_FETCH_WAIT_MS,
+                group_instance_id=_instance_id("pull"),
             )
         return _consumer
 
@@ -82,7 +98,12 @@ def push(key: BytesLike, value: BytesLike) -> None:
 def pull() -> tuple[str | bytes | None, bytes | None] | None:
     """The next waiting message as ``(key, value)``, or None when nothing is waiting.
 
-    The key is a str (bytes only if it is not valid UTF-8); the value is bytes.
+    The key is a str (bytes only if it is not valid UTF-8); the value is bytes. None
+    means: this process's share of the group's partitions is all its own (joined, none
+    still held by another member) and, as of fetches made after the call, none has a
+    message beyond its position; or ``PULL_WAIT_MAX_S`` passed first (its share is still
+    held by a member that went silent, such as an earlier run killed without exiting,
+    until that member's session times out: docs/client.md).
     """
     consumer = _shared_consumer()
     deadline = time.monotonic() + PULL_WAIT_MAX_S
@@ -91,7 +112,8 @@ def pull() -> tuple[str | bytes | None, bytes | None] | None:
         if messages:
             message = messages[0]
             return key_to_text(message.key), message.value
-        if consumer.caught_up() or time.monotonic() >= deadline:
+        settled = consumer.assignment_settled() and consumer.caught_up()
+        if settled or time.monotonic() >= deadline:
             return None
 
 
@@ -108,6 +130,7 @@ class Subscription:
             client_id="seed-subscribe",
             auto_offset_reset="earliest",
             auto_commit_interval_ms=1_000,
+            group_instance_id=_instance_id(f"subscribe-{next(_subscriptions)}"),
         )
         # Not a daemon: a script that only subscribes stays alive to receive messages.
         self._thread = threading.Thread(target=self._run, name="conveyor-subscribe")

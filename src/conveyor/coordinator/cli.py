@@ -241,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
             app, console, TLSConfig(cafile=tls.cafile), auth.enabled, auth.forwarding_key
         )
         log.info("web console at %s/console/", console.api_url)
-    serve(app, listen, tls, limits=limits_from_settings(s))
+    serve(app, listen, tls, limits=limits_from_settings(s), metrics_token=s[catalog.METRICS_TOKEN])
     log.info("coordinator stopped")
     return 0
 

@@ -190,6 +190,7 @@ class GroupManager:
             poll_age_ms=request.poll_age_ms,
             leave=request.leave,
             host=host[:100],
+            instance_id=request.instance_id,
         )
         return await self.beat(name, beat, request.client_id)
 
@@ -349,6 +350,7 @@ class GroupManager:
                 revoking=_parts(group.revoking(m.member_id)),
                 pending=_parts(group.pending_for(m.member_id)),
                 last_heartbeat_age_ms=max(0, now - m.last_heartbeat_ms),
+                instance_id=m.instance_id,
             )
             for m in sorted(group.members.values(), key=lambda m: m.member_id)
         ]

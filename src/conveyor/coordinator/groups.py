@@ -41,6 +41,7 @@ MAX_POLL_INTERVAL_MS_MAX: Final = 3_600_000
 MEMBERS_PER_GROUP_MAX: Final = 1_000
 TOPICS_PER_MEMBER_MAX: Final = 100
 OWNED_PER_HEARTBEAT_MAX: Final = 100_000
+INSTANCE_ID_LENGTH_MAX: Final = 200
 BALANCE_MOVES_MAX: Final = 1_000_000  # bound on the balancing loop (a bug, not input)
 
 
@@ -64,6 +65,7 @@ class Member:
     revoking_since_ms: int | None = None  # holds a partition outside its target since
     reported: frozenset[TP] = frozenset()  # what it owned at its last heartbeat
     host: str = ""  # the address its heartbeats come from (shown by describe)
+    instance_id: str | None = None  # static membership (KIP-345): see take_over
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ class Heartbeat:
     poll_age_ms: int = 0  # how long ago the application last polled
     leave: bool = False
     host: str = ""  # the peer address of the heartbeat's connection
+    instance_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +219,12 @@ def heartbeat(
     if member_id is None or member_id not in group.members:
         if beat.leave:
             return group, member_id or new_member_id, None
+        holder = _instance_holder(group, beat.instance_id)
+        if holder is not None and member_id is not None:
+            raise _fenced_instance(group, beat.instance_id, holder)
+        if holder is not None:
+            taken = take_over(group, holder, beat, now_ms, counts, new_id=new_member_id)
+            return taken, new_member_id, None
         if member_id is not None and not beat.owned:
             raise unknown(group, member_id)
         return (
@@ -253,6 +262,60 @@ def heartbeat(
     return _grant(group, now_ms), member_id, None
 
 
+def _instance_holder(group: Group, instance_id: str | None) -> str | None:
+    if instance_id is None:
+        return None
+    return next((m.member_id for m in group.members.values() if m.instance_id == instance_id), None)
+
+
+def take_over(
+    group: Group,
+    old_id: str,
+    beat: Heartbeat,
+    now_ms: int,
+    counts: Mapping[str, int],
+    *,
+    new_id: str,
+) -> Group:
+    """Static membership (Kafka's KIP-345): a member joining with the ``instance_id`` of a
+    current member is that member restarted. It replaces the old member at once with its
+    target and the partitions given to it (no wait for the old session to time out, no
+    reassignment), in a new generation; the old member id is gone, so anything still
+    running under it is fenced (``FENCED_INSTANCE_ID`` on its next heartbeat,
+    ``UNKNOWN_MEMBER`` on a commit). Its subscription may differ: then it is retargeted.
+
+    Example: a (instance "w1") owns t-0, t-1 and is SIGKILLed; w1 restarts and joins as
+    b within a's session timeout: b owns t-0, t-1 at once, a is gone.
+    """
+    old = group.members[old_id]
+    member = replace(
+        old,
+        member_id=new_id,
+        client_id=beat.client_id,
+        session_timeout_ms=beat.session_timeout_ms,
+        max_poll_interval_ms=beat.max_poll_interval_ms,
+        last_heartbeat_ms=now_ms,
+        joined_generation=group.generation + 1,
+        reported=beat.owned,
+        host=beat.host,
+    )
+    members = {k: v for k, v in group.members.items() if k != old_id}
+    members[new_id] = member
+    target = {k: v for k, v in group.target.items() if k != old_id}
+    target[new_id] = group.target.get(old_id, frozenset())
+    given = {tp: new_id if m == old_id else m for tp, m in group.given.items()}
+    moved = replace(
+        group, generation=group.generation + 1, members=members, target=target, given=given
+    )
+    if beat.topics != old.topics:
+        moved = _retarget(
+            replace(moved, members={**members, new_id: replace(member, topics=beat.topics)}),
+            counts,
+            {},
+        )
+    return _grant(moved, now_ms)
+
+
 def _join(
     group: Group, beat: Heartbeat, now_ms: int, counts: Mapping[str, int], member_id: str
 ) -> Group:
@@ -271,6 +334,7 @@ def _join(
         joined_generation=group.generation + 1,
         reported=beat.owned,
         host=beat.host,
+        instance_id=beat.instance_id,
     )
     grown = replace(group, members={**group.members, member_id: member})
     started = group.recovery_started_ms
@@ -394,11 +458,23 @@ def unknown(group: Group, member_id: str) -> InvalidRequestError:
     )
 
 
+def _fenced_instance(group: Group, instance_id: str | None, holder: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"instance {instance_id!r} of group {group.name} is now member {holder} (a newer "
+        "process with the same group_instance_id took over): this one must stop",
+        code=ErrorCode.FENCED_INSTANCE_ID,
+        group=group.name,
+        instance_id=instance_id,
+    )
+
+
 def _validate(beat: Heartbeat) -> None:
     # Conveyor's clients name at least one topic (checked by the shell); a Kafka member
     # (KIP-848) may subscribe to a pattern that matches none yet
     if len(beat.topics) > TOPICS_PER_MEMBER_MAX:
         raise InvalidRequestError(f"a member subscribes to 1..{TOPICS_PER_MEMBER_MAX} topics")
+    if beat.instance_id is not None and not 0 < len(beat.instance_id) <= INSTANCE_ID_LENGTH_MAX:
+        raise InvalidRequestError(f"instance_id must be 1..{INSTANCE_ID_LENGTH_MAX} characters")
     if len(beat.owned) > OWNED_PER_HEARTBEAT_MAX:
         raise InvalidRequestError(f"more than {OWNED_PER_HEARTBEAT_MAX} owned partitions")
     if not SESSION_TIMEOUT_MS_MIN <= beat.session_timeout_ms <= SESSION_TIMEOUT_MS_MAX:

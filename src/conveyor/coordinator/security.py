@@ -95,6 +95,9 @@ class SecurityStore:
     def close(self) -> None:
         self._db.close()
 
+    def stale(self) -> str | None:
+        return None  # the coordinator's own state is the source: never stale
+
     async def catch_up(self) -> bool:
         """The coordinator's tables are the source: nothing newer to fetch."""
         return False

@@ -121,7 +121,10 @@ def check_header(
         raise CorruptBatchError(f"batch_length {header.batch_length} is shorter than a header")
     if header.size_bytes > batch_bytes_max:
         raise BatchTooLargeError(
-            f"batch of {header.size_bytes} bytes exceeds the limit of {batch_bytes_max}",
+            f"batch of {header.size_bytes} bytes exceeds the limit of {batch_bytes_max} bytes "
+            "(the topic's max_message_bytes: raise it with `conveyor topic alter-config NAME "
+            "--set max_message_bytes=N`), or send smaller batches (the producer's "
+            "batch_size, fewer records per request)",
             size_bytes=header.size_bytes,
             batch_bytes_max=batch_bytes_max,
         )

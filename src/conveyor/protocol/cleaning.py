@@ -35,6 +35,7 @@ class CleaningPlan(Wire):
 class CleanedGroup(Wire):
     bases: list[int]  # the segments it replaces
     path: str  # the written, fsynced .cleaned file
+    size_bytes: int = -1  # its size as written (-1: not told); the broker checks it
 
 
 class CleaningOutcome(Wire):

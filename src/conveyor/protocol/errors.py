@@ -107,6 +107,9 @@ class ErrorCode(enum.Enum):
     # deleting records (issue 22): appended, never renumbered. A topic's settings forbid
     # the operation (records of a compact-only topic cannot be deleted, as in Kafka).
     POLICY_VIOLATION = _Code(400, False, "the topic's settings forbid this operation")
+    TLS_ERROR = _Code(
+        400, False, "the TLS handshake failed (plain HTTP server, unknown CA, wrong name)"
+    )
     # transactions (issue 21): appended, never renumbered. Kafka's names and meanings.
     CONCURRENT_TRANSACTIONS = _Code(
         409, True, "the transactional id's previous transaction is still completing: retry"

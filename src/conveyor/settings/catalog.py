@@ -111,6 +111,17 @@ AUTH: Final = setting(
     "require credentials and ACLs on every request (docs/security.md)",
     SERVERS,
 )
+METRICS_TOKEN: Final = setting(
+    "metrics_token",
+    kinds.optional(kinds.SECRET),
+    None,
+    "the bearer token GET /metrics requires (Prometheus: authorization.credentials_file); "
+    "unset: /metrics is open",
+    SERVERS,
+    flag=False,
+    secret=True,
+    default_text="unset (/metrics open)",
+)
 CLUSTER_SECRET: Final = setting(
     "cluster_secret",
     kinds.optional(kinds.SECRET),
@@ -421,6 +432,23 @@ FETCH_MEMORY_MAX_BYTES: Final = setting(
     "room left (at least 64 KiB, always one whole batch)",
     ("broker",),
 )
+REQUEST_MAX_BYTES: Final = setting(
+    "request_max_bytes",
+    kinds.size(1024),
+    16 * MIB,
+    "largest HTTP request body (a produce request: one or more batches); larger ones are "
+    "answered 413 MESSAGE_TOO_LARGE",
+    ("broker",),
+)
+SECURITY_MAX_STALENESS_MS: Final = setting(
+    "security_max_staleness_ms",
+    kinds.duration_ms(1),
+    10_000,
+    "with auth on: client requests get 503 once the users, tokens and ACLs have not been "
+    "confirmed by the coordinator this long (at least 3 heartbeat intervals): the bound on "
+    "a missed revocation",
+    ("broker",),
+)
 FETCH_WRITE_TIMEOUT_MS: Final = setting(
     "fetch_write_timeout_ms",
     kinds.duration_ms(1),
@@ -496,6 +524,15 @@ URL: Final = setting(
 TOKEN: Final = setting(
     "token", kinds.optional(kinds.SECRET), None, "API token", ("client",), secret=True
 )
+GROUP_INSTANCE_ID: Final = setting(
+    "group_instance_id",
+    kinds.optional(kinds.TEXT),
+    None,
+    "static group membership for the seed functions (pull, subscribe): a restarted "
+    "process with the same id takes its partitions back at once",
+    ("client",),
+    flag=False,
+)
 USER: Final = setting(
     "user", kinds.optional(kinds.TEXT), None, "user name (with a password)", ("client",)
 )
@@ -528,6 +565,7 @@ _COMMON_SERVER: Final[tuple[Setting[Any], ...]] = (
     INTERNAL_MTLS,
     AUTH,
     CLUSTER_SECRET,
+    METRICS_TOKEN,
     CONNECTIONS_MAX,
     CONNECTIONS_PER_ADDRESS_MAX,
     IDLE_TIMEOUT_MS,
@@ -574,6 +612,8 @@ BROKER: Final[tuple[Setting[Any], ...]] = (
     BROKER_DATA,
     FLUSH,
     FETCH_MEMORY_MAX_BYTES,
+    REQUEST_MAX_BYTES,
+    SECURITY_MAX_STALENESS_MS,
     FETCH_WRITE_TIMEOUT_MS,
     CLEANER_IO_BYTES_PER_S,
     CLEANER_DEDUPE_BUFFER_BYTES,
@@ -590,6 +630,7 @@ CLIENT: Final[tuple[Setting[Any], ...]] = (
     URL,
     CA,
     TOKEN,
+    GROUP_INSTANCE_ID,
     USER,
     PASSWORD,
     TLS_CLIENT_CERT,

@@ -22,6 +22,7 @@ fetch of the disk.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from conveyor.protocol.cleaning import CleaningOutcome, CleaningPlan
+from conveyor.protocol.cleaning import CleanedGroup, CleaningOutcome, CleaningPlan
 from conveyor.protocol.errors import ConveyorError, StorageError
 from conveyor.storage import compaction
 from conveyor.storage.cleaning import CleaningAborted, Throttle, sealed, write_pass
@@ -185,7 +186,7 @@ class _Worker:
             if self._stop.is_set():
                 raise CleaningAborted("the cleaner is stopping")
             process = self._process = subprocess.Popen(
-                [sys.executable, "-m", "conveyor.storage.cleaning"],
+                [sys.executable, "-m", "conveyor.storage.cleaning", str(os.getpid())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )
@@ -206,7 +207,16 @@ class _Worker:
             raise CleaningAborted(outcome.aborted)
         if outcome.error is not None:
             raise StorageError(outcome.error)
-        return outcome, [_reopen(plan, group.bases[0]) for group in outcome.groups]
+        reopened: list[LogSegment] = []
+        try:
+            for group in outcome.groups:
+                reopened.append(_reopen(plan, group))
+        except StorageError:
+            for segment in reopened:
+                segment.delete()
+            _delete_cleaned(plan)
+            raise
+        return outcome, reopened
 
     def kill(self) -> None:
         with self._lock:
@@ -214,11 +224,13 @@ class _Worker:
                 self._process.kill()
 
 
-def _reopen(plan: CleaningPlan, base: int) -> LogSegment:
+def _reopen(plan: CleaningPlan, group: CleanedGroup) -> LogSegment:
     """A cleaned file the worker wrote, opened here with its indexes rebuilt (and every
-    batch checked once more: the worker fsynced it, nothing may be torn)."""
+    batch checked once more: the worker fsynced it, nothing may be torn, and it must be
+    the size the worker wrote: any other writer of that name is a bug to stop at)."""
     from pathlib import Path
 
+    base = group.bases[0]
     segment = LogSegment(
         Path(plan.directory), base, plan.index_interval_bytes, suffix=CLEANED_SUFFIX
     )
@@ -227,6 +239,12 @@ def _reopen(plan: CleaningPlan, base: int) -> LogSegment:
     if result.dropped_bytes:
         segment.delete()
         raise StorageError(f"cleaned segment {base} of {plan.directory}: {result.reason}")
+    if group.size_bytes >= 0 and segment.size_bytes != group.size_bytes:
+        segment.delete()
+        raise StorageError(
+            f"cleaned segment {base} of {plan.directory}: {segment.size_bytes} bytes, "
+            f"the worker wrote {group.size_bytes}"
+        )
     segment.seal()
     return segment
 

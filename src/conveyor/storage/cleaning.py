@@ -20,14 +20,17 @@ priority) so that decoding records never holds the broker's interpreter lock; te
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import msgspec
 
@@ -139,7 +142,9 @@ def write_pass(
             cleaned = _clean_group(state, group, offsets, producers, map_end)
             written.append(cleaned)
             bases = [s.base_offset for s in group]
-            state.outcome.groups.append(CleanedGroup(bases=bases, path=str(cleaned.log_path)))
+            state.outcome.groups.append(
+                CleanedGroup(bases=bases, path=str(cleaned.log_path), size_bytes=cleaned.size_bytes)
+            )
     except BaseException:
         for cleaned in written:
             cleaned.delete()
@@ -305,8 +310,25 @@ def _read_batches(state: _Pass, fd: int, path: object) -> Iterator[tuple[BatchHe
         position += header.size_bytes
 
 
+_PR_SET_PDEATHSIG: Final = 1  # linux/prctl.h
+
+
 def _exit_with(parent: int) -> None:
-    """End this worker when the broker that started it is gone (killed: it cannot)."""
+    """End this worker the moment the broker that started it is gone (killed: it cannot).
+
+    An orphan that went on writing would race the restarted broker's own worker for the
+    same ``B.log.cleaned`` name (each unlinks it before creating its own): the broker could
+    then reopen the orphan's half-written file as its pass's output and swap it in, losing
+    the records the orphan had not copied yet. On Linux the kernel SIGKILLs the worker as
+    its parent exits (``PR_SET_PDEATHSIG``, as Kafka-style supervisors and Chromium do);
+    ``parent`` comes from the broker (argv), because a broker that died before this line
+    ran has already left the worker to another parent. Elsewhere a thread polls."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:
+        os._exit(1)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -317,10 +339,11 @@ def _exit_with(parent: int) -> None:
 
 
 def main() -> int:
-    """The worker process: a plan on stdin, the outcome on stdout (one JSON each)."""
+    """The worker process: a plan on stdin, the outcome on stdout (one JSON each).
+    ``python -m conveyor.storage.cleaning [PARENT_PID]`` (default: the current parent)."""
     with contextlib.suppress(OSError):  # a platform without nice: the same priority
         os.nice(WORKER_NICENESS)
-    _exit_with(os.getppid())
+    _exit_with(int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid())
     plan = msgspec.json.decode(sys.stdin.buffer.read(), type=CleaningPlan)
     try:
         outcome, written = write_pass(plan)

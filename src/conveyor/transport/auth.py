@@ -160,6 +160,11 @@ class SecuritySource(Protocol):
         """Fetch a newer state now if the source is a copy; True when one arrived."""
         ...
 
+    def stale(self) -> str | None:
+        """Why the state may no longer be trusted (a copy not confirmed for too long),
+        else None."""
+        ...
+
 
 @dataclass
 class BrokerSecurity:
@@ -168,11 +173,36 @@ class BrokerSecurity:
 
     snapshot: SecuritySnapshot | None = None
     enabled: bool = False
+    # Revocation bound: a copy not confirmed by the coordinator for this long (it cannot
+    # be reached) may miss a revoked token or a removed rule, so client requests are
+    # refused (503 NOT_READY) until it is confirmed again. The cluster identity (internal
+    # routes) is not revocable and keeps working.
+    max_staleness_ms: int = 10_000
+    # the heartbeat interval the coordinator set: the bound is never under 3 of them
+    interval_ms: int = 1_000
+    confirmed_s: float | None = field(default=None, repr=False)  # time.monotonic()
     # Fetches the newer state from the coordinator (``broker/security.py``); set by the
     # broker so a token or rule created a moment ago works before the next heartbeat.
     refresher: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
     _round: asyncio.Future[None] | None = field(default=None, repr=False)
     _last_round_s: float = field(default=0.0, repr=False)
+
+    def confirm(self) -> None:
+        """The coordinator answered a refresh (new state or "current"): fresh again."""
+        self.confirmed_s = time.monotonic()
+
+    def stale(self) -> str | None:
+        if self.confirmed_s is None:
+            return None  # no state yet: answered NOT_READY anyway
+        age_ms = int((time.monotonic() - self.confirmed_s) * 1000)
+        limit_ms = max(self.max_staleness_ms, 3 * self.interval_ms)
+        if age_ms <= limit_ms:
+            return None
+        return (
+            f"this broker could not confirm its users, tokens and ACLs with the coordinator "
+            f"for {age_ms} ms (limit {limit_ms} ms): a revocation may have been "
+            "missed, so it serves no client until it can; retry, or use another broker"
+        )
 
     def update(self, snapshot: SecuritySnapshot) -> bool:
         """Take ``snapshot`` if newer (or the first); True when taken."""
@@ -356,19 +386,21 @@ def without_unauthorized_auto_create(
     return request.clone(rel_url=request.rel_url.with_query(query))
 
 
-def auth_middleware(
-    app: web.Application,
-    settings: AuthSettings,
-    source: SecuritySource,
-    has_client_cert: Callable[[web.Request], bool],
-    clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-) -> Middleware:
-    internal = frozenset((r.method, r.path) for r in app.get(ROUTES_KEY, []) if r.internal)
-    passwords = _PasswordCache()
-    failures = FailedAuthentications(settings.limits, app.get(HTTP_METRICS_KEY))
+@dataclass
+class _Authenticator:
+    """Credentials -> (the snapshot in force, the principal they prove), or a typed error."""
 
-    async def authenticate(request: web.Request) -> tuple[SecuritySnapshot, str]:
-        """The snapshot in force and the principal the request's credentials prove."""
+    settings: AuthSettings
+    source: SecuritySource
+    failures: FailedAuthentications
+    clock_ms: Callable[[], int]
+    passwords: _PasswordCache = field(default_factory=_PasswordCache)
+
+    async def __call__(self, request: web.Request, internal: bool) -> tuple[SecuritySnapshot, str]:
+        source, clock_ms = self.source, self.clock_ms
+        stale = None if internal else source.stale()  # the cluster identity is not revocable
+        if stale is not None:
+            raise RetriableError(stale, code=ErrorCode.NOT_READY)
         snapshot = source.snapshot
         if snapshot is None:
             raise RetriableError(
@@ -381,14 +413,15 @@ def auth_middleware(
         # The console's calls name its user's address (signed; forwarded.py): without
         # it every console user would count as the console's one address.
         address = forwarded.verified(
-            settings.forwarding_key, request.headers.get(forwarded.HEADER), clock_ms()
+            self.settings.forwarding_key, request.headers.get(forwarded.HEADER), clock_ms()
         ) or peer_address((request.remote,))
         user = basic_user(header)
-        failures.check(address, user, clock_ms())
+        self.failures.check(address, user, clock_ms())
+        secret = self.settings.cluster_secret
         try:
             try:
                 principal = credentials_principal(
-                    header, snapshot, clock_ms(), settings.cluster_secret, passwords
+                    header, snapshot, clock_ms(), secret, self.passwords
                 )
             except AuthenticationError:
                 # A token or user created a moment ago may not have reached this broker yet.
@@ -396,12 +429,25 @@ def auth_middleware(
                     raise
                 snapshot = source.snapshot
                 principal = credentials_principal(
-                    header, snapshot, clock_ms(), settings.cluster_secret, passwords
+                    header, snapshot, clock_ms(), secret, self.passwords
                 )
         except AuthenticationError:
-            failures.failed(header, address, user, clock_ms())
+            self.failures.failed(header, address, user, clock_ms())
             raise
         return snapshot, principal
+
+
+def auth_middleware(
+    app: web.Application,
+    settings: AuthSettings,
+    source: SecuritySource,
+    has_client_cert: Callable[[web.Request], bool],
+    clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+) -> Middleware:
+    internal = frozenset((r.method, r.path) for r in app.get(ROUTES_KEY, []) if r.internal)
+    failures = FailedAuthentications(settings.limits, app.get(HTTP_METRICS_KEY))
+
+    authenticate = _Authenticator(settings, source, failures, clock_ms)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -414,7 +460,7 @@ def auth_middleware(
         if is_internal and has_client_cert(request):
             request[PRINCIPAL_KEY] = CLUSTER_PRINCIPAL
             return await handler(request)
-        snapshot, principal = await authenticate(request)
+        snapshot, principal = await authenticate(request, is_internal)
         request[PRINCIPAL_KEY] = principal
         if is_internal:
             if principal != CLUSTER_PRINCIPAL:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEFAULT_HOSTS: tuple[str, ...] = ("127.0.0.1", "::1", "localhost")
+log = logging.getLogger(__name__)
+
 CA_DAYS_DEFAULT = 3650
 CERT_DAYS_DEFAULT = 825  # the most browsers and Apple platforms accept for a leaf
 _KEY_MODE = 0o600
@@ -204,11 +208,30 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    # Written beside and renamed over, so a service reloading on SIGHUP never reads half a file.
+    """Write beside and rename over, so a service reloading on SIGHUP never reads half a
+    file. A file being replaced keeps its owner, group and mode: ``sudo conveyor certs
+    renew`` must not leave a key owned by root that the service (another user, or a group
+    allowed 0640) can no longer read."""
+    try:
+        old = os.stat(path)
+    except FileNotFoundError:
+        old = None
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # no wider, even briefly
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+    if old is not None:
+        if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+            try:
+                os.chown(tmp, old.st_uid, old.st_gid)
+            except PermissionError:  # not root: the new file is ours, as before
+                log.warning(
+                    "%s was owned by uid %d gid %d; the renewed file is owned by this user",
+                    path,
+                    old.st_uid,
+                    old.st_gid,
+                )
+        mode = stat.S_IMODE(old.st_mode)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
 

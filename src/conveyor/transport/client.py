@@ -56,6 +56,18 @@ def coordinator_set(url: str | None) -> CoordinatorSet:
         raise ConveyorError(str(exc), code=ErrorCode.INVALID_REQUEST) from None
 
 
+def tls_error(method: str, url: str, exc: BaseException) -> ConveyorError:
+    """A failed TLS handshake: not retriable (it will fail the same way), with the likely
+    cause for the two common ones."""
+    text = str(exc)
+    hint = ""
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
+        hint = " (the server does not speak TLS: use http://)"
+    elif "CERTIFICATE_VERIFY_FAILED" in text:
+        hint = " (set CONVEYOR_CA, or --ca, to the CA that signed the server's certificate)"
+    return ConveyorError(f"{method} {url}: {text}{hint}", code=ErrorCode.TLS_ERROR)
+
+
 def error_for(status: int, data: bytes) -> ConveyorError:
     try:
         body = msgspec.json.decode(data)
@@ -183,6 +195,8 @@ class SyncHTTP:
                 headers=headers,
                 timeout=None if timeout_s is None else urllib3.Timeout(total=timeout_s),
             )
+        except urllib3.exceptions.SSLError as exc:  # the handshake: it will fail again
+            raise tls_error(method, url, exc) from exc
         except (
             urllib3.exceptions.NewConnectionError,
             urllib3.exceptions.ConnectTimeoutError,
@@ -301,6 +315,8 @@ class AsyncHTTP:
             ) as response:
                 data = await response.read()
                 status, response_headers = response.status, dict(response.headers)
+        except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
+            raise tls_error(method, url, exc) from exc  # before ClientConnectorError: a subclass
         except aiohttp.ClientConnectorError as exc:
             error = RetriableError(f"{method} {url}: {exc}", code=ErrorCode.NETWORK_ERROR)
             raise NotSentError(error) from exc

@@ -61,9 +61,11 @@ def run(
     tls: TLSConfig,
     shutdown_timeout_s: float = 10.0,
     limits: ConnectionLimits | None = None,
+    *,
+    metrics_token: str | None = None,
 ) -> None:
     """Serve ``app`` on ``listen`` behind the connection ``limits`` (transport/listener.py)
-    until SIGTERM or SIGINT."""
+    until SIGTERM or SIGINT; with ``metrics_token``, ``/metrics`` requires it."""
     from conveyor.transport import secure
     from conveyor.transport.listener import serve
 
@@ -77,6 +79,11 @@ def run(
             tls.certfile,
             tls.internal_mtls or tls.require_client_cert,
         )
+    from conveyor.transport.server import METRICS_TOKEN_KEY
+
+    if metrics_token is not None:
+        app[METRICS_TOKEN_KEY] = metrics_token
+    log.info("/metrics: %s", "needs the scrape token" if metrics_token else "open")
     limits = limits or ConnectionLimits()
     log.info(
         "connection limits: %d per listener, %d per client address, idle timeout %d ms",

@@ -10,19 +10,25 @@ endpoint is covered (the security issue enumerates endpoints from it).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from conveyor._version import __version__
-from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
+from conveyor.protocol.errors import (
+    AuthenticationError,
+    ConveyorError,
+    ErrorCode,
+    InvalidRequestError,
+)
 from conveyor.protocol.messages import BATCH_CONTENT_TYPE, ErrorBody, Health, HealthStatus
 from conveyor.transport.access import request_id_middleware
 from conveyor.transport.metrics import (
@@ -43,6 +49,14 @@ T = TypeVar("T")
 _ENCODER = msgspec.json.Encoder()
 ROUTES_KEY = web.AppKey("conveyor_routes", list)
 READY_KEY = web.AppKey("conveyor_ready", dict)
+SERVICE_KEY_NAME = web.AppKey("conveyor_service_name", str)
+# What a request for a path this service does not serve is told besides "no such route"
+# (a broker says it is not the coordinator, and where the coordinator is).
+NOT_FOUND_HINT_KEY = web.AppKey("conveyor_not_found_hint", str)
+# The scrape token ``GET /metrics`` requires when set (CONVEYOR_METRICS_TOKEN).
+METRICS_TOKEN_KEY = web.AppKey("conveyor_metrics_token", str)
+# Which setting raises the request body limit (a 413 says it).
+REQUEST_LIMIT_HINT_KEY = web.AppKey("conveyor_request_limit_hint", str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +143,27 @@ def http_error_code(status: int) -> ErrorCode:
     return _HTTP_ERROR_CODES.get(status, ErrorCode.INVALID_REQUEST)
 
 
+# A write to a client that has gone (it closed its connection during a long poll, or was
+# killed): a normal event, not an error of ours (nginx's 499).
+CLIENT_GONE: Final = (ConnectionResetError, BrokenPipeError)
+CLIENT_GONE_STATUS: Final = 499
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as ``ErrorBody`` with its code's HTTP status; nothing else leaks."""
+    """Every error leaves as ``ErrorBody`` with its code's HTTP status; nothing else leaks.
+    A client that went away is logged at DEBUG, not as aiohttp's ERROR traceback."""
     try:
         return await handler(request)
+    except CLIENT_GONE as exc:
+        log.debug(
+            "%s %s from %s: the client went away (%s)",
+            request.method,
+            request.path,
+            request.remote,
+            exc,
+        )
+        return web.Response(status=CLIENT_GONE_STATUS)  # aiohttp writes nothing more
     except ConveyorError as exc:
         if exc.code.http_status >= 500:
             log.warning("%s %s failed: %s", request.method, request.path, exc)
@@ -142,7 +172,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code = http_error_code(exc.status)
-        body = ErrorBody(code=code.name, message=exc.reason or str(exc), retriable=False)
+        message = exc.reason or str(exc)
+        details: dict[str, Any] | None = None
+        if exc.status == 404 and request.match_info.route.resource is None:  # no route
+            service = request.app.get(SERVICE_KEY_NAME, "service")
+            message = f"no route {request.method} {request.path} on this {service}"
+            hint = request.app.get(NOT_FOUND_HINT_KEY)
+            if hint:
+                message += f": {hint}"
+            details = {"service": service}
+        elif exc.status == 413:  # the body is over the app's client_max_size
+            limit = request.app.get(REQUEST_LIMIT_HINT_KEY, "")
+            message = f"{exc.text or message}{': ' + limit if limit else ''}"
+        body = ErrorBody(code=code.name, message=message, retriable=False, details=details)
         return json_response(body, status=exc.status)
 
 
@@ -171,8 +213,8 @@ def metrics_middleware(metrics: HttpMetrics) -> Middleware:
                 None if exc.status < 400 else http_error_code(exc.status).name,
             )
             raise
-        except asyncio.CancelledError:
-            status, code = 499, None  # the client went away (nginx's 499): not our error
+        except (asyncio.CancelledError, *CLIENT_GONE):
+            status, code = CLIENT_GONE_STATUS, None  # the client went away: not our error
             raise
         finally:
             metrics.in_flight.dec()
@@ -194,6 +236,7 @@ def build_app(
     )
     app[REGISTRY_KEY] = registry
     app[HTTP_METRICS_KEY] = http_metrics
+    app[SERVICE_KEY_NAME] = service
     ready: dict[str, bool] = {"ready": False, "stopping": False}
     app[READY_KEY] = ready
 
@@ -208,7 +251,12 @@ def build_app(
         body = Health(status=status, service=service, version=__version__)
         return json_response(body, status=503)
 
-    async def prometheus_metrics(_: web.Request) -> web.Response:
+    async def prometheus_metrics(request: web.Request) -> web.Response:
+        token = request.app.get(METRICS_TOKEN_KEY)
+        if token is not None and not bearer_matches(request, token):
+            raise AuthenticationError(
+                "/metrics needs the scrape token: Authorization: Bearer <CONVEYOR_METRICS_TOKEN>"
+            )
         return metrics_response(registry)
 
     all_routes = [
@@ -241,6 +289,14 @@ def build_app(
 
     app.on_shutdown.append(on_shutdown)
     return app
+
+
+def bearer_matches(request: web.Request, token: str) -> bool:
+    """The request carries ``Authorization: Bearer <token>`` (compared in constant time)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        value.strip().encode(), token.encode()
+    )
 
 
 def set_ready(app: web.Application, ready: bool = True) -> None:

@@ -62,3 +62,34 @@ def test_disk_full_is_reported_until_the_filesystem_has_room_again(
             assert answer.base_offset == 1 and not broker.driver.state.replicas[tp].disk_full
 
     run(body)
+
+
+def test_free_space_is_never_measured_on_the_event_loop(
+    tmp_path: Path, network: FakeNetwork, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """statvfs can block (a failing disk, NFS): /metrics shows what the heartbeat round
+    measured in a worker thread, never a system call made during the scrape."""
+    import os
+    import threading
+
+    real_statvfs = os.statvfs
+    callers: list[str] = []
+
+    def statvfs(path: object) -> os.statvfs_result:
+        callers.append(threading.current_thread().name)
+        return real_statvfs(path)  # type: ignore[arg-type]
+
+    async def body() -> None:
+        async with brokers(tmp_path, network) as (broker,):
+            await broker.apply_heartbeat_response(heartbeat_answer(1, "t", [1]))
+            monkeypatch.setattr(os, "statvfs", statvfs)
+            loop_thread = threading.current_thread().name
+            names = {m.name for m in broker.metrics.collect()}
+            assert callers == [] and "conveyor_broker_disk_free_bytes" not in names
+            await broker.refresh_round()  # what each heartbeat round does after its answer
+            assert callers and loop_thread not in callers
+            names = {m.name for m in broker.metrics.collect()}
+            assert "conveyor_broker_disk_free_bytes" in names
+            assert len(callers) == 1  # the scrape itself measured nothing
+
+    run(body)

@@ -33,9 +33,20 @@ def test_grant_shrinks_to_the_room_left_then_to_the_floor() -> None:
     assert memory.grant(10 * KIB) == 10 * KIB  # never more than asked
     memory.hold(5000 * KIB)  # answers past the budget are still counted
     assert memory.grant(1024 * KIB) == 64 * KIB
-    assert memory.cut == 4
+    assert memory.cut == 0  # asking is not answering: grant counts nothing
     memory.release(6024 * KIB)
     assert memory.held == 0 and memory.grant(1024 * KIB) == 1024 * KIB
+
+
+def test_an_answer_is_counted_as_cut_once_and_only_when_the_budget_limited_it() -> None:
+    memory = FetchMemory(capacity=100 * KIB, floor=64 * KIB)
+    memory.hold(100 * KIB)
+    for _ in range(5):  # a long poll asks again and again while it waits
+        granted = memory.grant(1024 * KIB)
+    memory.hold(64 * KIB, wanted=1024 * KIB, granted=granted)  # one answer: one cut
+    assert memory.cut == 1
+    memory.hold(10 * KIB, wanted=10 * KIB, granted=10 * KIB)  # granted in full: not cut
+    assert memory.cut == 1
 
 
 @given(

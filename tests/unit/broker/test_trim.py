@@ -153,8 +153,30 @@ def test_a_member_that_never_reported_its_start_holds_the_answer() -> None:
     assert low_watermark(leader=B1, leader_log_start=5, follower_log_starts={B2: 9}, isr=[B1]) == 5
 
 
+def test_a_zero_timeout_waits_for_the_leaders_own_move() -> None:
+    """librdkafka's 0081 sends timeout_ms=0 to single-replica partitions: the leader's own
+    deletion is part of the request, only the followers' is bounded by the timeout."""
+    now_ask = DeleteRecordsArrived(tp=TP, offset=30, trim_id=5, deadline_ms=NOW_MS)
+    replica, effects = trim.delete_records(leader(isr=(B1,)), now_ask)
+    state = with_replica(BrokerState(config=CoreConfig(broker_id=B1)), replica)
+    state, effects = core.step(state, Tick(), NOW_MS + 1)  # the deadline passes first
+    assert not answers(effects)
+    replica, effects = replica_step(state.replicas[TP], _start_at(state.replicas[TP], 30))
+    assert answers(effects) == [AnswerDeleteRecords(trim_id=5, low_watermark=30)]
+    # with followers still behind, the same request times out as soon as the leader moved
+    replica, _ = trim.delete_records(leader(), now_ask)
+    replica, effects = replica_step(replica, _start_at(replica, 30))
+    [answer] = answers(effects)
+    assert answer.error is not None and answer.error.code is ErrorCode.REQUEST_TIMED_OUT
+
+
+def _start_at(replica: Replica, start: int) -> LogChanged:
+    return LogChanged(tp=TP, log=replace(replica.log, log_start_offset=Offset(start)))
+
+
 def test_waiters_time_out_and_fail_when_leadership_moves() -> None:
     replica, _ = trim.delete_records(leader(), ask(50))
+    replica = moved_to(replica, 50)
     state = with_replica(BrokerState(config=CoreConfig(broker_id=B1)), replica)
     state, effects = core.step(state, Tick(), NOW_MS + 5000)
     [answer] = answers(effects)

@@ -374,3 +374,49 @@ def test_after_a_restart_each_returning_member_keeps_what_it_owns_whoever_comes_
     group = settle(group, 30)
     assert set(group.assigned_to("a")) == owns_high
     assert set(group.assigned_to("b")) == owns_low
+
+
+# ---- static membership ---------------------------------------------------------------------
+
+
+def test_a_restarted_static_member_takes_its_partitions_back_at_once() -> None:
+    group, _, _ = groups.heartbeat(Group("g"), beat(None, instance_id="w1"), 0, COUNTS, "a")
+    group = settle(join(group, "b"))
+    a_parts, b_parts = group.assigned_to("a"), group.assigned_to("b")
+    generation = group.generation
+    # a is SIGKILLed; its restart joins (no member id) with the same instance id, long
+    # before a's session would time out
+    group, member_id, error = groups.heartbeat(
+        group, beat(None, instance_id="w1"), 1_000, COUNTS, "a2"
+    )
+    assert (member_id, error) == ("a2", None)
+    assert set(group.members) == {"a2", "b"}
+    assert group.assigned_to("a2") == a_parts  # given at once, not pending
+    assert group.assigned_to("b") == b_parts  # nobody else moved
+    assert group.generation == generation + 1 and group.state == "stable"
+    # anything still running as a is fenced, and changes nothing
+    with pytest.raises(InvalidRequestError) as fenced:
+        groups.heartbeat(group, beat("a", a_parts, instance_id="w1"), 1_001, COUNTS, "x")
+    assert fenced.value.code is ErrorCode.FENCED_INSTANCE_ID
+    with pytest.raises(InvalidRequestError) as unknown:
+        groups.check_commit(group, "a", generation, a_parts)
+    assert unknown.value.code is ErrorCode.UNKNOWN_MEMBER
+    groups.check_commit(group, "a2", group.generation, a_parts)
+
+
+def test_a_static_member_restarted_with_other_topics_is_retargeted() -> None:
+    counts = {"t": 4, "u": 4}
+    group, _, _ = groups.heartbeat(Group("g"), beat(None, instance_id="w1"), 0, counts, "a")
+    group = settle_with(group, counts, 0)
+    assert len(group.assigned_to("a")) == 4
+    restart = Heartbeat(None, "c", ("t", "u"), frozenset(), instance_id="w1")
+    group, _, _ = groups.heartbeat(group, restart, 1, counts, "a2")
+    assert set(group.members) == {"a2"}
+    assert group.members["a2"].topics == ("t", "u")
+    assert len(group.assigned_to("a2")) == 8
+
+
+@pytest.mark.parametrize("instance_id", ["", "x" * 201])
+def test_instance_ids_are_bounded(instance_id: str) -> None:
+    with pytest.raises(InvalidRequestError):
+        groups.heartbeat(Group("g"), beat(None, instance_id=instance_id), 0, COUNTS, "a")

@@ -4,6 +4,7 @@ real handshakes over socket pairs in memory (no network), no mocks."""
 from __future__ import annotations
 
 import datetime
+import os
 import ssl
 import stat
 from pathlib import Path
@@ -213,3 +214,27 @@ def test_an_expired_server_certificate_is_rejected(tmp_path: Path) -> None:
     assert server is not None
     with pytest.raises(ssl.SSLCertVerificationError, match="expired"):
         handshake(server, TLSConfig(cafile=str(paths.ca)).client_context())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user needs root")
+def test_renew_as_root_keeps_the_owner_group_and_mode_of_each_file(tmp_path: Path) -> None:
+    """``sudo conveyor certs renew``: the service's user must still read its new key."""
+    paths = init_certs(tmp_path / "certs")
+    service_uid, service_gid = 10001, 10001
+    for path in (paths.server_key, paths.server_cert):
+        os.chown(path, service_uid, service_gid)
+    os.chmod(paths.server_key, 0o640)  # readable by the service's group
+    issue_server_cert(paths)
+    key, cert = paths.server_key.stat(), paths.server_cert.stat()
+    assert (key.st_uid, key.st_gid, stat.S_IMODE(key.st_mode)) == (10001, 10001, 0o640)
+    assert (cert.st_uid, cert.st_gid) == (10001, 10001)
+    assert stat.S_IMODE(cert.st_mode) == 0o644
+
+
+def test_renew_keeps_a_tightened_mode_and_new_keys_start_private(tmp_path: Path) -> None:
+    paths = init_certs(tmp_path / "certs")
+    assert stat.S_IMODE(paths.server_key.stat().st_mode) == 0o600
+    os.chmod(paths.server_cert, 0o640)
+    issue_server_cert(paths)
+    assert stat.S_IMODE(paths.server_cert.stat().st_mode) == 0o640
+    assert stat.S_IMODE(paths.server_key.stat().st_mode) == 0o600

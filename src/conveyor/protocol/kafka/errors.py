@@ -150,6 +150,8 @@ _BY_CODE: Final[dict[ErrorCode, KafkaError]] = {
     # share groups (KIP-932's own code for an acknowledgement of a record not held)
     ErrorCode.INVALID_RECORD_STATE: KafkaError.INVALID_RECORD_STATE,
     ErrorCode.POLICY_VIOLATION: KafkaError.POLICY_VIOLATION,
+    # a client's own TLS handshake failed (never answered by a service): a network failure
+    ErrorCode.TLS_ERROR: KafkaError.NETWORK_EXCEPTION,
     ErrorCode.CONCURRENT_TRANSACTIONS: KafkaError.CONCURRENT_TRANSACTIONS,
     ErrorCode.INVALID_TXN_STATE: KafkaError.INVALID_TXN_STATE,
     ErrorCode.INVALID_PRODUCER_ID_MAPPING: KafkaError.INVALID_PRODUCER_ID_MAPPING,
