@@ -73,12 +73,14 @@ def add_url_flag(parser: argparse.ArgumentParser) -> None:
 
 def add_profile_flag(parser: argparse.ArgumentParser) -> None:
     """``--profile NAME``: a named connection (``conveyor profile``, ``cli/profile.py``)."""
+    from conveyor.settings import catalog
+    from conveyor.settings.flags import help_text
+
     parser.add_argument(
         "--profile",
         default=argparse.SUPPRESS,
-        metavar="NAME",
-        help="use this profile's settings (default: $CONVEYOR_PROFILE, else the one "
-        "'conveyor profile use' chose)",
+        metavar=catalog.PROFILE.kind.metavar,
+        help=help_text(catalog.PROFILE),
     )
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,10 +25,7 @@ from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 if TYPE_CHECKING:
     from conveyor.cli.common import Subparsers
 
-PROFILE_ENV = "CONVEYOR_PROFILE"
-DIR_ENV = "CONVEYOR_PROFILES_DIR"
-CURRENT_FILE = "current"
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+CURRENT_FILE = "current"  # names the default profile (the name kind refuses it)
 # profile add's flags -> the client settings they write (the secrets as *_file)
 FIELDS = (
     ("url", "url"),
@@ -43,19 +39,24 @@ FIELDS = (
 
 
 def profiles_dir() -> Path:
-    if os.environ.get(DIR_ENV):
-        return Path(os.environ[DIR_ENV])
+    from conveyor.settings import catalog, read_before_file
+
+    chosen = read_before_file(catalog.PROFILES_DIR)  # CONVEYOR_PROFILES_DIR
+    if chosen is not None:
+        return chosen
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "conveyor" / "profiles"
 
 
 def _check_name(name: str) -> str:
-    if not _NAME.fullmatch(name) or name == CURRENT_FILE:
+    from conveyor.settings.kinds import PROFILE_NAME, BadValueError
+
+    try:
+        return PROFILE_NAME.parse(name)
+    except BadValueError as error:
         raise InvalidRequestError(
-            f"profile name {name[:70]!r}: 1-64 letters, digits, '.', '_' or '-'",
-            code=ErrorCode.INVALID_CONFIG,
-        )
-    return name
+            f"profile name {name[:70]!r}: expected {error.accepted}", code=ErrorCode.INVALID_CONFIG
+        ) from None
 
 
 def profile_path(name: str) -> Path:
@@ -202,12 +203,15 @@ def apply_profile(args: argparse.Namespace) -> None:
     """Before a command runs: the chosen profile becomes its settings file. One named by
     ``--profile`` or ``CONVEYOR_PROFILE`` wins over a ``--config``/``CONVEYOR_CONFIG``
     file; the default one (``profile use``) does not."""
-    from conveyor.settings import set_client_flag
+    from conveyor.settings import catalog, read_before_file, set_client_flag
     from conveyor.settings.core import CONFIG_ENV
 
     if getattr(args, "command", None) == "profile":
         return  # managing profiles never reads one
-    name = getattr(args, "profile", None) or os.environ.get(PROFILE_ENV) or None
+    flag = getattr(args, "profile", None) or None
+    if flag is not None:
+        set_client_flag("profile", flag)  # so `config show` says where it came from
+    name = read_before_file(catalog.PROFILE, flag)  # --profile, else CONVEYOR_PROFILE
     if name is None:
         name = current()
         if name is None or os.environ.get(CONFIG_ENV):

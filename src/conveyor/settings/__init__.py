@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 from conveyor.settings import catalog
 from conveyor.settings.core import (
@@ -29,8 +29,11 @@ from conveyor.settings.core import (
     config_path,
     load_config,
     resolve,
+    resolve_one,
     unknown_env_warnings,
 )
+
+T = TypeVar("T")
 
 __all__ = [
     "Setting",
@@ -42,6 +45,7 @@ __all__ = [
     "client_settings",
     "env_warnings",
     "load",
+    "read_before_file",
     "set_client_flag",
 ]
 
@@ -62,6 +66,17 @@ def load(
     return resolve(
         catalog.BY_SERVICE[service], service, flags=flags, env=env, config=config, require=require
     )
+
+
+def read_before_file(
+    item: Setting[T], flag: object = None, env: Mapping[str, str] | None = None
+) -> T:
+    """A client setting that chooses the settings file (``catalog.CHOOSE_THE_FILE``): its
+    flag, else its variable, else its default (the file cannot say which file to read).
+    Raises :class:`SettingsError` for an invalid value, as :func:`load` does."""
+    env = os.environ if env is None else env
+    found = resolve_one(item, "client", {item.name: flag}, env, None)
+    return cast(T, found.value)
 
 
 def env_warnings(env: Mapping[str, str] | None = None) -> list[str]:

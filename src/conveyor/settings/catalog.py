@@ -36,6 +36,29 @@ CONFIG: Final = setting(
     EVERYONE,
 )
 
+# The connection profile (``conveyor profile``, cli/profile.py) names the settings file
+# itself, so like ``config`` these two come from a flag, a variable or their default, never
+# from the file (``CHOOSE_THE_FILE``).
+PROFILE: Final = setting(
+    "profile",
+    kinds.optional(kinds.PROFILE_NAME),
+    None,
+    "the profile (conveyor profile) whose file is the command's settings file, in place of "
+    "--config/CONVEYOR_CONFIG",
+    ("client",),
+    default_text="the one 'conveyor profile use' chose, else none",
+)
+PROFILES_DIR: Final = setting(
+    "profiles_dir",
+    kinds.optional(kinds.PATH),
+    None,
+    "the directory holding the profiles (conveyor profile)",
+    ("client",),
+    flag=False,
+    default_text="$XDG_CONFIG_HOME/conveyor/profiles, else ~/.config/conveyor/profiles",
+)
+CHOOSE_THE_FILE: Final = (CONFIG, PROFILE, PROFILES_DIR)
+
 # ---- logs (every service) ---------------------------------------------------------------
 LOG_LEVEL: Final = setting(
     "log_level",
@@ -638,6 +661,8 @@ CLIENT: Final[tuple[Setting[Any], ...]] = (
     CLUSTER_SECRET,
     NEW_PASSWORD,
     CONFIG,
+    PROFILE,
+    PROFILES_DIR,
 )
 BY_SERVICE: Final[dict[str, tuple[Setting[Any], ...]]] = {
     "coordinator": COORDINATOR,
@@ -693,10 +718,10 @@ def is_known_env(name: str) -> bool:
 
 
 def file_keys() -> dict[str, set[str]]:
-    """The keys the TOML file may hold, per service (``config`` itself is not one)."""
+    """The keys the TOML file may hold, per service (not those choosing the file)."""
     keys: dict[str, set[str]] = {}
     for service, group in BY_SERVICE.items():
-        names = {item.name for item in group if item is not CONFIG}
+        names = {item.name for item in group} - {item.name for item in CHOOSE_THE_FILE}
         names.update(f"{item.name}_file" for item in group if item.secret)
         keys[service] = names
     return keys

@@ -305,6 +305,19 @@ def _parse_path(text: str) -> Path:
 PATH: Kind[Path] = Kind("a file or directory path", _parse_path, "PATH")
 FILE: Kind[Path] = Kind("a file path", _parse_path, "FILE")
 
+PROFILE_NAME_ACCEPTED = "a profile name: 1-64 letters, digits, '.', '_' or '-' (not 'current')"
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _parse_profile_name(text: str) -> str:
+    # "current" is the file naming the default profile (cli/profile.py), not a profile.
+    if not _PROFILE_NAME.fullmatch(text) or text == "current":
+        raise BadValueError(PROFILE_NAME_ACCEPTED)
+    return text
+
+
+PROFILE_NAME: Kind[str] = Kind(PROFILE_NAME_ACCEPTED, _parse_profile_name, "NAME")
+
 FLUSH_ACCEPTED = "always, never, interval (every 100 ms) or interval:MS"
 
 

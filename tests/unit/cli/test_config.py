@@ -76,6 +76,12 @@ def run(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
             "conveyor: error: invalid CONVEYOR_URL='notaurl': expected an http:// or https:// "
             "URL with a host, e.g. https://coordinator:7700, or several comma-separated",
         ),
+        (
+            ["conveyor", "topic", "list"],
+            {"CONVEYOR_PROFILE": "../etc"},
+            "conveyor: error: invalid CONVEYOR_PROFILE='../etc': expected a profile name: 1-64 "
+            "letters, digits, '.', '_' or '-' (not 'current')",
+        ),
     ],
 )
 def test_a_bad_value_refuses_to_start_with_one_line(
@@ -149,3 +155,24 @@ def test_the_top_level_config_flag_and_client_flags_come_first(
     assert (rows["url"]["value"], rows["url"]["source"]) == ("https://from-file:7700", "file")
     assert (rows["user"]["value"], rows["user"]["source"]) == ("bob", "env")
     assert rows["config"]["source"] == "flag"
+
+
+def test_the_profile_variables_are_settings(tmp_path: Path) -> None:
+    """CONVEYOR_PROFILE and CONVEYOR_PROFILES_DIR (docs/cli.md) are in the catalogue: no
+    unknown-variable warning, and `config show` lists them with where they came from."""
+    profiles = str(tmp_path / "profiles")
+    added = run(["conveyor", "profile", "add", "dev", "--url", "http://127.0.0.1:1"],
+                CONVEYOR_PROFILES_DIR=profiles)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    shown = run(["conveyor", "config", "show", "--json"],
+                CONVEYOR_PROFILES_DIR=profiles, CONVEYOR_PROFILE="dev")  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr == ""  # neither variable is "unknown"
+    rows = {row["name"]: row for row in json.loads(shown.stdout)}
+    assert (rows["profile"]["value"], rows["profile"]["origin"]) == ("dev", "CONVEYOR_PROFILE")
+    assert rows["profiles_dir"]["value"] == profiles
+    assert (rows["url"]["value"], rows["url"]["source"]) == ("http://127.0.0.1:1", "file")
+    missing = run(["conveyor", "topic", "list"],
+                  CONVEYOR_PROFILES_DIR=profiles, CONVEYOR_PROFILE="prod")  # fmt: skip
+    assert missing.returncode == 1
+    assert "no profile 'prod'" in missing.stderr

@@ -24,6 +24,7 @@ EVERY_KIND: list[Kind[object]] = [
     kinds.TEXT,  # type: ignore[list-item]
     kinds.PATH,  # type: ignore[list-item]
     kinds.FLUSH,  # type: ignore[list-item]
+    kinds.PROFILE_NAME,  # type: ignore[list-item]
 ]
 
 

@@ -191,7 +191,7 @@ def test_flags_variables_and_file_keys_follow_the_setting_names() -> None:
     for item in catalog.every_setting():
         assert item.env[0] == "CONVEYOR_" + item.name.upper()
         assert item.flag in (None, "--" + item.name.replace("_", "-"))
-        assert item.name in catalog.file_keys()[item.services[0]] or item is catalog.CONFIG
+        assert item.name in catalog.file_keys()[item.services[0]] or item in catalog.CHOOSE_THE_FILE
 
 
 _KNOWN_ENV = sorted(n for n in catalog.known_env() if not n.endswith("_FILE"))
