@@ -493,3 +493,69 @@ def test_delete_a_topic_only_after_typing_its_name(admin_tab: Tab, secure: Secur
     assert f"Deleted topic {topic}." in page.inner_text("main")
     assert topic not in page.inner_text("#topics-table")
     assert topic not in [t.name for t in admin(secure).list_topics()]
+
+
+def test_a_group_with_a_running_member_shown_everywhere_and_not_reset_or_deleted(
+    admin_tab: Tab, secure: SecureCluster
+) -> None:
+    page, base = admin_tab.page, secure.base
+    topic, group = unique("live"), unique("g")
+    admin(secure).create_topic(topic, partitions=2, replication_factor=1)
+    produce(secure, topic, 40)
+    with conveyor.Consumer(
+        secure.base,
+        topic,
+        group_id=group,
+        tls=secure.tls(),
+        user="admin",
+        password=ADMIN_PASSWORD,
+        enable_auto_commit=False,
+        client_id="ui-live-member",
+    ) as consumer:
+        got = 0
+        deadline = time.monotonic() + 30
+        while (got < 3 or len(consumer.assignment()) < 2) and time.monotonic() < deadline:
+            got += len(consumer.poll(0.2, max_records=1))
+        assert len(consumer.assignment()) == 2
+        consumer.commit()
+        with GroupAdmin(
+            secure.base, tls=secure.tls(), user="admin", password=ADMIN_PASSWORD
+        ) as groups:
+            committed = sum(
+                p.committed_offset or 0 for p in groups.describe_group(group).partitions
+            )
+        lag = 40 - committed
+        assert lag > 0  # a few records a poll at most: some left
+        page.goto(f"{base}/console/groups/{group}")
+        page.wait_for_function(  # the leaders' end offsets reach the coordinator by heartbeat
+            f"() => document.querySelector('#group-lag').textContent.trim() === '{lag}'",
+            timeout=20_000,
+        )
+        assert page.inner_text("#group-state") == "stable"
+        members = page.locator("#group-live table").first.inner_text()
+        assert "ui-live-member" in members and "127.0.0.1" in members
+        assert f"{topic}-0" in members and f"{topic}-1" in members
+        # Not empty: no reset form and no delete, as the CLI; forged POSTs are refused.
+        assert "stop its consumers first" in page.inner_text("main")
+        assert page.locator("form.reset-form").count() == 0
+        assert page.locator("summary:has-text('Delete this group')").count() == 0
+        token = csrf_of(page)
+        reset = page.request.post(
+            f"{base}/console/groups/{group}/reset",
+            form={"csrf_token": token, "topic": topic, "to": "earliest", "mode": "preview"},
+        )
+        assert reset.status == 409 and "active members" in reset.text()
+        delete = page.request.post(
+            f"{base}/console/groups/{group}/delete", form={"csrf_token": token, "confirm": group}
+        )
+        assert delete.status == 409
+        # The group list and the topic's page show the group with its state and lag.
+        page.goto(f"{base}/console/groups?q={group}")
+        row = page.locator("#groups-table tbody tr").first.inner_text()
+        assert group in row and "stable" in row and str(lag) in row
+        page.goto(f"{base}/console/topics/{topic}")
+        readers = page.locator("table:has(caption:has-text('Consumer groups of'))").inner_text()
+        assert group in readers and str(lag) in readers
+    with GroupAdmin(secure.base, tls=secure.tls(), user="admin", password=ADMIN_PASSWORD) as groups:
+        after = groups.describe_group(group).partitions
+    assert sum(p.committed_offset or 0 for p in after) == committed  # nothing was reset
