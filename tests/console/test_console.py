@@ -117,13 +117,18 @@ def test_create_topic_produce_and_find_by_key(admin_tab: Tab, secure: SecureClus
     page.click("button:has-text('Send')")
     result = page.inner_text("#produce-result")
     assert "partition" in result and "offset" in result
+    # A chosen partition, no key: it lands there (the form keeps what was typed).
+    page.select_option("select[name=partition]", "2")
+    page.fill("input[name=key]", "")
+    page.click("button:has-text('Send')")
+    assert "Sent: partition 2, offset" in page.inner_text("#produce-result")
     page.goto(f"{base}/console/topics/{topic}/messages")
     page.fill("input[name=key]", needle)
     page.click("button:has-text('Show')")
     rows = page.locator("#messages-table tr.message")
     assert rows.count() == 1
     assert needle in rows.first.inner_text()
-    assert "scanned 21" in page.inner_text("#page-info")  # the bound is shown with the count
+    assert "scanned 22" in page.inner_text("#page-info")  # the bound is shown with the count
     rows.first.locator("summary").click()
     assert page.locator(".pane-json").first.is_visible()  # JSON detected, shown pretty
     assert '"order": 42' in page.locator(".pane-json").first.inner_text()
@@ -136,7 +141,7 @@ def test_create_topic_produce_and_find_by_key(admin_tab: Tab, secure: SecureClus
     body = json.loads(Path(download.value.path()).read_text())
     assert [m["key"] for m in body["messages"]] == [needle]
     assert body["messages"][0]["headers"] == {"trace": "abc", "source": "console"}
-    # Paging: 21 messages, 5 a page from the beginning, all partitions, nothing twice.
+    # Paging: 22 messages, 5 a page from the beginning, all partitions, nothing twice.
     seen: list[tuple[int, int]] = []
     page.goto(f"{base}/console/topics/{topic}/messages?start=beginning&limit=5")
     for _ in range(10):
@@ -152,7 +157,7 @@ def test_create_topic_produce_and_find_by_key(admin_tab: Tab, secure: SecureClus
             break
         newer.click()
         page.wait_for_load_state()
-    assert len(seen) == 21 and len(set(seen)) == 21
+    assert len(seen) == 22 and len(set(seen)) == 22
 
 
 def test_edit_configs_and_add_partitions(admin_tab: Tab, secure: SecureCluster) -> None:
