@@ -6,11 +6,15 @@ open transaction, and zombie fencing by a second producer with the same transact
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
 import pytest
 
+import conveyor
 from tests.integration.cluster import Cluster, wait_for
 from tests.kafka.conftest import unique_topic
 
@@ -194,3 +198,43 @@ def test_the_coordinator_aborts_a_transaction_past_its_timeout(kafka_cluster: Cl
         assert _read(kafka_cluster, topic, 1, "read_committed", 0) == []
     finally:
         consumer.close()
+
+
+def test_conveyor_consumer_and_cli_read_committed(kafka_cluster: Cluster) -> None:
+    """What a Kafka transactional producer wrote, read by Conveyor's own consumer and
+    ``conveyor consume --isolation read_committed``: aborted records never show, read
+    uncommitted shows them all."""
+    topic = _topic(kafka_cluster, 1)
+    producer = _producer(kafka_cluster, f"tx-{topic}")
+    for name, commit in (("c1", True), ("a1", False), ("c2", True), ("a2", False)):
+        producer.begin_transaction()
+        _send(producer, topic, [f"{name}-0", f"{name}-1"], 1)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    committed = ["c1-0", "c1-1", "c2-0", "c2-1"]
+
+    def conveyor_values(isolation: str, count: int) -> list[str]:
+        consumer = conveyor.Consumer(
+            kafka_cluster.url, topic, enable_auto_commit=False, isolation=isolation
+        )
+        values: list[str] = []
+        try:
+            deadline = time.monotonic() + 30
+            while len(values) < count and time.monotonic() < deadline:
+                values += [m.value.decode() for m in consumer.poll(timeout=0.5)]
+            values += [m.value.decode() for m in consumer.poll(timeout=0.5)]  # nothing more
+        finally:
+            consumer.close()
+        return values
+
+    assert conveyor_values("read_committed", 4) == committed
+    assert len(conveyor_values("read_uncommitted", 8)) == 8
+    result = subprocess.run(
+        [sys.executable, "-m", "conveyor", "consume", topic, "--from-beginning",
+         "--isolation", "read_committed", "--max", "4"],
+        env=dict(os.environ, CONVEYOR_URL=kafka_cluster.url),
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert result.stdout.split() == committed

@@ -41,6 +41,13 @@ from conveyor.protocol.messages import (
     RoutedProduceResponse,
 )
 from conveyor.protocol.records import decode_batches
+from conveyor.protocol.txn import (
+    ABORTED_HEADER,
+    ABORTED_IN_HEADER_MAX,
+    LAST_STABLE_OFFSET_HEADER,
+    encode_aborted,
+    without_aborted,
+)
 from conveyor.transport.kafka_server import KafkaListener
 from conveyor.transport.metrics import install as install_metrics
 from conveyor.transport.server import (
@@ -94,12 +101,28 @@ def _wants_binary(request: web.Request) -> bool:
 
 
 def _offset_headers(result: FetchResult) -> dict[str, str]:
-    return {
+    headers = {
         HEADER_HIGH_WATERMARK: str(result.high_watermark),
         HEADER_LOG_START_OFFSET: str(result.log_start_offset),
         HEADER_LOG_END_OFFSET: str(result.log_end_offset),
         HEADER_LEADER_EPOCH: str(result.leader_epoch),
+        LAST_STABLE_OFFSET_HEADER: str(result.last_stable_offset),
     }
+    if result.aborted:
+        headers[ABORTED_HEADER] = encode_aborted(_aborted_pairs(result))
+    return headers
+
+
+def _aborted_pairs(result: FetchResult) -> list[tuple[int, int]]:
+    return [(a.producer_id, a.first_offset) for a in result.aborted[:ABORTED_IN_HEADER_MAX]]
+
+
+def _isolation(request: web.Request) -> bool:
+    """read_committed? (a typed 400 for anything but the two levels)"""
+    value = request.query.get("isolation", "read_uncommitted")
+    if value not in ("read_uncommitted", "read_committed"):
+        raise InvalidRequestError("isolation must be read_uncommitted or read_committed")
+    return value == "read_committed"
 
 
 def _end_of_batches(data: bytes, offset: int) -> int:
@@ -133,6 +156,7 @@ PRODUCE_QUERY: Final = (
     ("acks", "string", "0, 1 or all (default all; -1 means all)"),
     ("timeout_ms", "integer", "acks=all waits at most this long (default 30000)"),
     ("leader_epoch", "integer", "optional fencing: the epoch the client knows"),
+    ("isolation", "string", "read_uncommitted (default) or read_committed (below the LSO)"),
 )
 FETCH_QUERY: Final = (
     ("offset", "integer", "required: first offset wanted"),
@@ -187,6 +211,7 @@ class _Handlers:
         max_bytes = query_int(request, "max_bytes", 1024 * 1024)
         if not binary:
             max_bytes = min(max_bytes, JSON_FETCH_BYTES_MAX)
+        read_committed = _isolation(request)
         result = await self.service.fetch(
             topic,
             partition,
@@ -194,12 +219,14 @@ class _Handlers:
             max_bytes=max_bytes,
             max_wait_ms=query_int(request, "max_wait_ms", 0),
             leader_epoch=_optional_int(request, "leader_epoch"),
+            read_committed=read_committed,
         )
         try:
             headers = _offset_headers(result)
             if binary:
                 return await self._send(request, result.batches, BATCH_CONTENT_TYPE, headers)
-            records = to_fetched(decode_batches(result.batches, start_offset=offset))
+            visible = without_aborted(result.batches, _aborted_pairs(result))
+            records = to_fetched(decode_batches(visible, start_offset=offset))
             answer = FetchResponse(
                 topic=topic,
                 partition=partition,

@@ -99,6 +99,12 @@ def register(subparsers: Subparsers) -> None:
         help="start at the earliest offset when the group has no committed position",
     )
     consume.add_argument(
+        "--isolation",
+        choices=("read_uncommitted", "read_committed"),
+        default="read_uncommitted",
+        help="read_committed: only committed transactions' records (docs/transactions.md)",
+    )
+    consume.add_argument(
         "-c",
         "--count",
         "--max",
@@ -252,6 +258,7 @@ def _consume(args: argparse.Namespace) -> int:
         client_id="conveyor-console",
         auto_offset_reset="earliest" if args.from_beginning else "latest",
         enable_auto_commit=False,
+        isolation=args.isolation,
     ) as consumer:
         if direct:
             partitions = _partitions(args.url, args.topic, args.partition)

@@ -15,6 +15,7 @@ from conveyor.client.consumer_core import (
     Callbacks,
     ConsumerCore,
     Delivery,
+    Isolation,
     OffsetsArg,
     PartitionsArg,
     RebalanceCallback,
@@ -64,6 +65,7 @@ class AsyncConsumer:
         heartbeat_interval_ms: int = 1_000,
         max_poll_interval_ms: int = 300_000,
         delivery: Delivery = "at-least-once",
+        isolation: Isolation = "read_uncommitted",
         token: str | None = None,
         user: str | None = None,
         password: str | None = None,
@@ -90,6 +92,7 @@ class AsyncConsumer:
             heartbeat_interval_ms=heartbeat_interval_ms,
             max_poll_interval_ms=max_poll_interval_ms,
             delivery=delivery,
+            isolation=isolation,
             authorization=authorization_header(token, user, password),
         )
         self._core = ConsumerCore(config, Callbacks(on_assign, on_revoke, on_lost))

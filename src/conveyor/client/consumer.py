@@ -21,6 +21,7 @@ from conveyor.client.consumer_core import (
     ConsumerConfig,
     ConsumerCore,
     Delivery,
+    Isolation,
     OffsetsArg,
     PartitionsArg,
     RebalanceCallback,
@@ -72,6 +73,7 @@ class Consumer:
         heartbeat_interval_ms: int = 1_000,
         max_poll_interval_ms: int = 300_000,
         delivery: Delivery = "at-least-once",
+        isolation: Isolation = "read_uncommitted",
         token: str | None = None,
         user: str | None = None,
         password: str | None = None,
@@ -98,6 +100,7 @@ class Consumer:
             heartbeat_interval_ms=heartbeat_interval_ms,
             max_poll_interval_ms=max_poll_interval_ms,
             delivery=delivery,
+            isolation=isolation,
             authorization=authorization_header(token, user, password),
         )
         self._core = core = ConsumerCore(config, Callbacks(on_assign, on_revoke, on_lost))

@@ -43,6 +43,7 @@ from conveyor.transport.client import AsyncHTTP, coordinator_set, default_url
 
 log = logging.getLogger(__name__)
 Delivery = Literal["at-least-once", "at-most-once"]
+Isolation = Literal["read_uncommitted", "read_committed"]
 PartitionsArg = Iterable[TopicPartition | tuple[str, int] | tuple[str, int, int]]
 # Rebalance callbacks (confluent-kafka's names): called from poll with the partitions
 # added (cooperative: only those), revoked, or lost (taken without a chance to commit).
@@ -78,6 +79,8 @@ class ConsumerConfig:
     heartbeat_interval_ms: int = 1_000
     max_poll_interval_ms: int = 300_000
     delivery: Delivery = "at-least-once"
+    # read_committed: only committed transactions' records (issue 21, docs/transactions.md)
+    isolation: Isolation = "read_uncommitted"
     # The Authorization header (from token, or user and password); None: the environment.
     authorization: str | None = field(default=None, repr=False)
 
@@ -92,6 +95,8 @@ class ConsumerConfig:
             raise ValueError("heartbeat_interval_ms and session_timeout_ms must be positive")
         if self.auto_offset_reset not in ("earliest", "latest"):
             raise ValueError("auto_offset_reset must be 'earliest' or 'latest'")
+        if self.isolation not in ("read_uncommitted", "read_committed"):
+            raise ValueError("isolation must be 'read_uncommitted' or 'read_committed'")
         if self.max_poll_records < 1 or self.fetch_max_bytes < 1:
             raise ValueError("max_poll_records and fetch_max_bytes must be positive")
 
@@ -164,6 +169,7 @@ class ConsumerCore:
                 metadata_max_age_ms=config.metadata_max_age_ms,
                 retry_backoff_ms=config.retry_backoff_ms,
                 retry_backoff_max_ms=config.retry_backoff_max_ms,
+                read_committed=config.isolation == "read_committed",
             ),
             buffer=self.buffer,
             metadata=self.metadata,
@@ -391,6 +397,13 @@ class ConsumerCore:
         )
         if which == "earliest":
             return {tp: answer.log_start_offset for tp, answer in found.items()}
+        if self.config.isolation == "read_committed":  # Kafka's end for it: the LSO
+            return {
+                tp: answer.high_watermark
+                if answer.last_stable_offset is None
+                else answer.last_stable_offset
+                for tp, answer in found.items()
+            }
         return {tp: answer.high_watermark for tp, answer in found.items()}
 
     async def offsets_for_times(

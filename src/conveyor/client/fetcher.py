@@ -33,6 +33,7 @@ from conveyor.protocol.batch import LOG_OVERHEAD, parse_header, peek_length
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.messages import BATCH_CONTENT_TYPE, PartitionOffsets, TopicList
 from conveyor.protocol.records import decode_batches
+from conveyor.protocol.txn import ABORTED_HEADER, decode_aborted, without_aborted
 from conveyor.transport.client import AsyncHTTP
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class FetchSettings:
     metadata_max_age_ms: int
     retry_backoff_ms: int
     retry_backoff_max_ms: int
+    # read_committed (issue 21): below the last stable offset, aborted transactions dropped
+    read_committed: bool = False
 
 
 class Fetcher:
@@ -261,6 +264,9 @@ class Fetcher:
         )
         if self._settings.auto_offset_reset == "earliest":
             return offsets.log_start_offset
+        stable = offsets.last_stable_offset
+        if self._settings.read_committed and stable is not None:
+            return stable
         return offsets.high_watermark
 
     def _leader_url(self, tp: TopicPartition) -> str:
@@ -294,6 +300,7 @@ class Fetcher:
                 f"{leader_url}/v1/topics/{tp.topic}/partitions/{tp.partition}/records"
                 f"?offset={offset}&max_bytes={settings.fetch_max_bytes}"
                 f"&max_wait_ms={settings.fetch_max_wait_ms}"
+                + ("&isolation=read_committed" if settings.read_committed else "")
             )
             _, headers, body = await self._http.request(
                 "GET",
@@ -301,7 +308,10 @@ class Fetcher:
                 accept=BATCH_CONTENT_TYPE,
                 timeout_s=(settings.fetch_max_wait_ms + settings.request_timeout_ms) / 1000,
             )
-            records = decode_batches(body, start_offset=offset)
+            visible = body
+            if settings.read_committed:
+                visible = without_aborted(body, decode_aborted(_header(headers, ABORTED_HEADER)))
+            records = decode_batches(visible, start_offset=offset)
         except BaseException:
             self._buffer.release(reserved)
             raise
@@ -337,6 +347,11 @@ def _next_offset(body: bytes) -> int:
         next_offset = parse_header(body, position).next_offset
         position += size_bytes
     return next_offset
+
+
+def _header(headers: dict[str, str], wanted: str) -> str:
+    wanted = wanted.lower()
+    return next((v for k, v in headers.items() if k.lower() == wanted), "")
 
 
 def _high_watermark(headers: dict[str, str]) -> int | None:

@@ -20,6 +20,7 @@ transaction state from the log alone (``storage/txnindex.py``).
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from typing import Final
 
 import msgspec
@@ -32,7 +33,10 @@ from conveyor.protocol.batch import (
     MAGIC,
     BatchHeader,
     crc32c,
+    parse_header,
+    peek_length,
 )
+from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.messages import PartitionOffset
 
 TRANSACTIONAL_BIT: Final = 0x10
@@ -214,3 +218,57 @@ class TxnDescribeRequest(msgspec.Struct, frozen=True):
 
 class TxnDescriptions(msgspec.Struct, frozen=True):
     transactions: list[TxnDescription]
+
+
+# ---- read_committed, on the reading side -----------------------------------------------------
+
+ABORTED_HEADER: Final = "X-Conveyor-Aborted-Transactions"  # "pid:first,pid:first"
+LAST_STABLE_OFFSET_HEADER: Final = "X-Conveyor-Last-Stable-Offset"
+ABORTED_IN_HEADER_MAX: Final = 10_000
+
+
+def encode_aborted(aborted: Iterable[tuple[int, int]]) -> str:
+    return ",".join(f"{pid}:{first}" for pid, first in aborted)
+
+
+def decode_aborted(text: str) -> list[tuple[int, int]]:
+    """The aborted transactions of a fetch answer's header; a malformed one is an
+    InvalidRequestError (the broker wrote it: a bug or another server)."""
+    found: list[tuple[int, int]] = []
+    for item in text.split(",")[:ABORTED_IN_HEADER_MAX] if text else ():
+        pid, _, first = item.partition(":")
+        try:
+            found.append((int(pid), int(first)))
+        except ValueError:
+            raise InvalidRequestError(f"malformed aborted transaction {item[:40]!r}") from None
+    return found
+
+
+def without_aborted(data: bytes, aborted: Iterable[tuple[int, int]]) -> bytes:
+    """The whole batches of a read_committed fetch answer minus those of aborted
+    transactions (Kafka's consumer rule: a producer's transactional batches from the
+    aborted transaction's first offset until its ABORT marker are dropped). Control
+    batches stay (readers skip them). Pure; ``data`` is whole batches, as fetched."""
+    pending = sorted(aborted, key=lambda a: a[1])
+    active: set[int] = set()
+    kept: list[bytes] = []
+    position = 0
+    view = memoryview(data)
+    while len(data) - position >= LOG_OVERHEAD:
+        _, size = peek_length(data, position)
+        if position + size > len(data) or size < HEADER_SIZE:
+            break
+        header = parse_header(data, position)
+        while pending and pending[0][1] <= header.last_offset:
+            active.add(pending.pop(0)[0])
+        drop = False
+        if header.attributes & TRANSACTIONAL_BIT and header.producer_id in active:
+            if header.is_control:
+                if marker_type(data, position) == ABORT:
+                    active.discard(header.producer_id)
+            else:
+                drop = True
+        if not drop:
+            kept.append(bytes(view[position : position + size]))
+        position += size
+    return b"".join(kept)
