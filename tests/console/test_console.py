@@ -564,3 +564,33 @@ def test_a_group_with_a_running_member_shown_everywhere_and_not_reset_or_deleted
     with GroupAdmin(secure.base, tls=secure.tls(), user="admin", password=ADMIN_PASSWORD) as groups:
         after = groups.describe_group(group).partitions
     assert sum(p.committed_offset or 0 for p in after) == committed  # nothing was reset
+
+
+def test_topic_list_filter_and_sort(admin_tab: Tab, secure: SecureCluster) -> None:
+    page, base = admin_tab.page, secure.base
+    prefix = unique("sorted")
+    for name, partitions in (("b", 3), ("a", 1), ("c", 2)):
+        admin(secure).create_topic(f"{prefix}-{name}", partitions=partitions)
+
+    def names() -> list[str]:
+        cells = page.locator("#topics-table tbody tr td:first-child").all_inner_texts()
+        return [c.removeprefix(prefix + "-") for c in cells]
+
+    def follow(selector: str, *query: str) -> None:
+        page.click(selector)  # a new page: wait until it is the one asked for
+        page.wait_for_url(lambda url: all(part in url for part in query))
+        page.wait_for_load_state()
+
+    page.goto(f"{base}/console/topics")
+    page.fill("#topic-filter", prefix)
+    follow("button:has-text('Filter')", f"q={prefix}")
+    assert names() == ["a", "b", "c"]  # only the matches, by name
+    follow("#topics-table th a:has-text('Partitions')", "sort=partitions", "dir=asc")
+    assert names() == ["a", "c", "b"]  # 1, 2, 3 partitions; the filter kept
+    assert page.get_attribute("#topics-table th[aria-sort]", "aria-sort") == "ascending"
+    follow("#topics-table th a:has-text('Partitions')", "sort=partitions", "dir=desc")
+    assert names() == ["b", "c", "a"]
+    assert page.get_attribute("#topics-table th[aria-sort]", "aria-sort") == "descending"
+    page.fill("#topic-filter", prefix + "-nothing")
+    follow("button:has-text('Filter')", "-nothing")
+    assert "No topics match this filter" in page.inner_text("#topics-table")
