@@ -29,7 +29,13 @@ def register_queue_benchmark(benchmarks: Subparsers) -> None:
         ),
     )
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--bootstrap", metavar="URL", help="an existing cluster's coordinator URL")
+    where.add_argument(
+        "--bootstrap",
+        "--url",  # as every command that talks to a cluster (issue 22)
+        dest="bootstrap",
+        metavar="URL",
+        help="an existing cluster's coordinator URL",
+    )
     where.add_argument("--local", type=positive_int, metavar="N", help="a throwaway cluster")
     add = parser.add_argument
     add("--partitions", type=positive_int, default=4, metavar="N", help="scaling topic (4)")

@@ -150,3 +150,45 @@ def test_invalid_benchmark_config_exit_1(
 def test_every_command_has_a_handler() -> None:
     args = build_parser().parse_args(["bench", "storage"])
     assert callable(args.handler)
+
+
+# Commands that do not talk to a cluster by URL: the local dev supervisor, files on disk,
+# the etcd store, local profiles and completion scripts, self-contained benchmarks.
+_NO_CLUSTER_URL = {
+    "dev stop-broker",
+    "dev start-broker",
+    "coordinator migrate",
+    "bench storage",
+    "chaos",
+    "certs init",
+    "certs renew",
+    "config show",
+    "profile list",
+    "profile show",
+    "profile use",
+    "profile remove",
+    "completion",
+}
+
+
+def test_every_command_that_talks_to_a_cluster_takes_url() -> None:
+    """Issue 22: ``--url`` is accepted by every command that talks to a cluster (some
+    benchmarks also spell it ``--bootstrap``)."""
+    import argparse
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: list[str]) -> None:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            flags = {o for a in parser._actions for o in a.option_strings}
+            if "--url" not in flags and " ".join(path) not in _NO_CLUSTER_URL:
+                missing.append(" ".join(path))
+        for action in subs:
+            for name, sub in action.choices.items():
+                walk(sub, [*path, name])
+
+    walk(build_parser(), [])
+    assert missing == []
+    queue = build_parser().parse_args(["bench", "queue", "--url", "http://127.0.0.1:1"])
+    assert queue.bootstrap == "http://127.0.0.1:1"
