@@ -153,23 +153,12 @@ class SyncHTTP:
             except NotSentError as exc:
                 raise exc.error from exc.__cause__
         failover = Failover(self.coordinators, url, origin)
-        started = time.monotonic()
         while True:
             active, target = failover.next_url()
             try:
                 return self._request_once(method, target, **options)
-            except NotSentError as exc:
-                failover.failed(active, exc.error)
-            except ConveyorError as exc:
-                if exc.code is not ErrorCode.NOT_COORDINATOR:
-                    if exc.code is ErrorCode.NETWORK_ERROR:
-                        self.coordinators.failed(active)  # the next request tries another
-                    raise
-                failover.failed(active, exc)
-            pause = failover.pause_s(time.monotonic() - started)
-            if pause is None:
-                assert failover.last is not None
-                raise failover.last
+            except (NotSentError, ConveyorError) as exc:
+                pause = failover.after(active, exc)
             time.sleep(pause)
 
     def _request_once(

@@ -136,6 +136,25 @@ class Failover:
         self.tried = 0
         self.rounds = 0
         self.last: ConveyorError | None = None
+        self.started = time.monotonic()
+
+    def after(self, active: str, exc: NotSentError | ConveyorError) -> float:
+        """An attempt at ``active`` failed with ``exc``: the pause before the next one, or
+        ``exc`` (or the last refusal) raised when the request must fail. The one rule of
+        the sync and async clients' loops."""
+        if isinstance(exc, NotSentError):
+            self.failed(active, exc.error)
+        elif exc.code is ErrorCode.NOT_COORDINATOR:
+            self.failed(active, exc)
+        else:
+            if exc.code is ErrorCode.NETWORK_ERROR:
+                self.coordinators.failed(active)  # the next request tries another
+            raise exc
+        pause = self.pause_s(time.monotonic() - self.started)
+        if pause is None:
+            assert self.last is not None
+            raise self.last
+        return pause
 
     def next_url(self) -> tuple[str, str]:
         self.tried += 1
@@ -173,21 +192,10 @@ async def with_failover(
     """``send(target)`` to the believed-active coordinator, following the rules above:
     ``send`` raises :class:`NotSentError` when the connection could not be opened."""
     failover = Failover(coordinators, url, origin)
-    started = time.monotonic()
     while True:
         active, target = failover.next_url()
         try:
             return await send(target)
-        except NotSentError as exc:
-            failover.failed(active, exc.error)
-        except ConveyorError as exc:
-            if exc.code is not ErrorCode.NOT_COORDINATOR:
-                if exc.code is ErrorCode.NETWORK_ERROR:
-                    coordinators.failed(active)  # the next request tries another
-                raise
-            failover.failed(active, exc)
-        pause = failover.pause_s(time.monotonic() - started)
-        if pause is None:
-            assert failover.last is not None
-            raise failover.last
+        except (NotSentError, ConveyorError) as exc:
+            pause = failover.after(active, exc)
         await asyncio.sleep(pause)
