@@ -4,10 +4,15 @@ Measured on this machine kind: urllib3 (sync) and aiohttp (async) take about 450
 small request where httpx takes about 1 ms, so those two are used. Both are built from the
 one :class:`TLSConfig`. Error bodies become typed exceptions here, once, at the boundary;
 connection failures become retriable ``NETWORK_ERROR``.
+
+A request without its own ``timeout_s`` gets the client's: urllib3 and aiohttp take an
+explicit ``timeout=None`` as "no timeout at all", so None is never passed to them (a
+request to a paused coordinator waited forever).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -18,12 +23,17 @@ import msgspec
 import urllib3
 
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError, error_from_dict
+from conveyor.protocol.messages import CoordinatorStatus
 from conveyor.transport.coordinators import (
+    STATUS_TIMEOUT_S,
     CoordinatorSet,
     Failover,
     NotSentError,
+    claims_active,
+    takeover_error,
     with_failover,
 )
+from conveyor.transport.takeover import POOL_CLASSES, WATCH
 from conveyor.transport.tls import TLSConfig
 
 T = TypeVar("T")
@@ -106,6 +116,13 @@ def authorization_from_env() -> str | None:
     )
 
 
+def _status_of(data: bytes) -> CoordinatorStatus | None:
+    try:
+        return msgspec.json.decode(data, type=CoordinatorStatus)
+    except msgspec.DecodeError:
+        return None
+
+
 def encode_body(body: msgspec.Struct | dict[str, Any] | None) -> bytes | None:
     return None if body is None else _ENCODER.encode(body)
 
@@ -132,6 +149,7 @@ class SyncHTTP:
             retries=False,
             timeout=urllib3.Timeout(total=timeout_s),
         )
+        self._pool.pool_classes_by_scheme = dict(POOL_CLASSES)  # wait as takeover.py says
 
     def request(
         self,
@@ -153,13 +171,40 @@ class SyncHTTP:
             except NotSentError as exc:
                 raise exc.error from exc.__cause__
         failover = Failover(self.coordinators, url, origin)
+        several = len(self.coordinators.urls) > 1
         while True:
             active, target = failover.next_url()
+            token = WATCH.set(functools.partial(self._check_takeover, active) if several else None)
             try:
                 return self._request_once(method, target, **options)
             except (NotSentError, ConveyorError) as exc:
                 pause = failover.after(active, exc)
+            finally:
+                WATCH.reset(token)
             time.sleep(pause)
+
+    def _check_takeover(self, silent: str) -> None:
+        """``silent`` has not answered yet: raise NOT_COORDINATOR if another took over."""
+        assert self.coordinators is not None
+        token = WATCH.set(None)  # the probes themselves are not watched
+        try:
+            others = {u: self._status(u) for u in self.coordinators.urls if u != silent}
+            status = self._status(silent) if claims_active(others) else None
+        finally:
+            WATCH.reset(token)
+        error = takeover_error(silent, others, status)
+        if error is not None:
+            raise error
+
+    def _status(self, url: str) -> CoordinatorStatus | None:
+        try:
+            response = self._request_once(
+                "GET", url + "/v1/coordinator", body=None, content_type="application/json",
+                accept="application/json", timeout_s=STATUS_TIMEOUT_S,
+            )  # fmt: skip
+        except (NotSentError, ConveyorError):
+            return None
+        return _status_of(response.data)
 
     def _request_once(
         self,
@@ -176,14 +221,11 @@ class SyncHTTP:
             headers["Authorization"] = self._authorization
         if body is not None:
             headers["Content-Type"] = content_type
+        options: dict[str, Any] = {"body": body, "headers": headers}
+        if timeout_s is not None:  # None: the pool's (never timeout=None: no timeout)
+            options["timeout"] = urllib3.Timeout(total=timeout_s)
         try:
-            response = self._pool.request(
-                method,
-                url,
-                body=body,
-                headers=headers,
-                timeout=None if timeout_s is None else urllib3.Timeout(total=timeout_s),
-            )
+            response = self._pool.request(method, url, **options)
         except urllib3.exceptions.SSLError as exc:  # the handshake: it will fail again
             raise tls_error(method, url, exc) from exc
         except (
@@ -280,7 +322,18 @@ class AsyncHTTP:
             url,
             origin,
             lambda target: self._request_once(method, target, **options),
+            self._status,
         )
+
+    async def _status(self, url: str) -> CoordinatorStatus | None:
+        try:
+            _, _, data = await self._request_once(
+                "GET", url + "/v1/coordinator", body=None, content_type="application/json",
+                accept="application/json", timeout_s=STATUS_TIMEOUT_S,
+            )  # fmt: skip
+        except (NotSentError, ConveyorError):
+            return None
+        return _status_of(data)
 
     async def _request_once(
         self,
@@ -297,11 +350,11 @@ class AsyncHTTP:
             headers["Authorization"] = self._authorization
         if body is not None:
             headers["Content-Type"] = content_type
-        timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s is not None else None
+        options: dict[str, Any] = {"data": body, "headers": headers}
+        if timeout_s is not None:  # None: the session's (never timeout=None: no timeout)
+            options["timeout"] = aiohttp.ClientTimeout(total=timeout_s)
         try:
-            async with self.session.request(
-                method, url, data=body, headers=headers, timeout=timeout
-            ) as response:
+            async with self.session.request(method, url, **options) as response:
                 data = await response.read()
                 status, response_headers = response.status, dict(response.headers)
         except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:

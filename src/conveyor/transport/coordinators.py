@@ -13,8 +13,17 @@ believed-active one, and on the way:
 * when no coordinator is active (an election, etcd without quorum), after one round over
   the URLs the request waits a little and tries another round, within
   :data:`FAILOVER_WAIT_S`, then raises the last retriable error;
-* any other failure (a timeout after sending) may have had an effect: it is raised as
-  before, and the next request starts with the next URL.
+* a coordinator that accepts the request but does not answer (paused, or stuck): every
+  :data:`TAKEOVER_PROBE_S` of silence the client asks the other coordinators who is
+  active (``GET /v1/coordinator``); once another one says it is active with a later
+  epoch than the silent one reports (or the silent one does not answer that either),
+  the silent one can no longer commit anything (its etcd writes are fenced by its lost
+  lease), so the request goes to the new active one as after a ``NOT_COORDINATOR``
+  (:func:`takeover_by`). A request the old one committed just before it stopped
+  answering may then be refused as a duplicate (``TOPIC_ALREADY_EXISTS``), as Kafka's
+  admin client retrying after a timeout may be;
+* any other failure (a timeout after sending, with nobody else active) may have had an
+  effect: it is raised as before, and the next request starts with the next URL.
 
 Callers keep building URLs on :attr:`CoordinatorSet.primary` (the first URL given);
 with a single URL nothing changes.
@@ -25,15 +34,66 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
+from conveyor.protocol.messages import CoordinatorStatus
 
 FAILOVER_WAIT_S: Final = 6.0  # an election on a 2-5 s lease finishes within this
 ROUND_PAUSE_S: Final = (0.1, 0.25, 0.5, 1.0)  # between rounds over every URL
+# A request unanswered this long: ask the other coordinators whether one took over (and
+# again after each such period). Short against an election (lease 2-5 s), long against an
+# answer on a loaded host; a slow active coordinator is never left (see takeover_by).
+TAKEOVER_PROBE_S: Final = 1.0
+STATUS_TIMEOUT_S: Final = 1.0  # for each GET /v1/coordinator of those probes
 T = TypeVar("T")
+# GET /v1/coordinator of one URL: its status, or None when it did not answer
+StatusProbe = Callable[[str], Awaitable[CoordinatorStatus | None]]
+
+
+def takeover_by(
+    silent: CoordinatorStatus | None, others: Mapping[str, CoordinatorStatus | None]
+) -> str | None:
+    """A request to a coordinator is unanswered; ``silent`` is that coordinator's own
+    status (None: it did not answer that either) and ``others`` the statuses of the other
+    URLs (None: no answer). The URL of the coordinator that took over, or None to keep
+    waiting.
+
+    Another coordinator saying ``active`` holds the lease in etcd, so the silent one's
+    writes are fenced, unless the silent one says it is active at the same or a later
+    epoch (the other's view is stale). Worked examples: silent None, others {b: active
+    epoch 8} -> b (a paused active one, or a paused standby); silent active epoch 7,
+    others {b: active epoch 8} -> b (the silent one has not noticed its lost lease); silent
+    active epoch 8, others {b: active epoch 7} -> None (b is the stale one: the silent one
+    is merely slow); others all standby or silent -> None (an election: keep waiting).
+    """
+    claims = [(status.epoch, url) for url, status in others.items()
+              if status is not None and status.role == "active"]  # fmt: skip
+    if not claims:
+        return None
+    epoch, url = max(claims)
+    if silent is not None and silent.role == "active" and silent.epoch >= epoch:
+        return None
+    return url
+
+
+def claims_active(statuses: Mapping[str, CoordinatorStatus | None]) -> bool:
+    """Whether any says it is active (else the silent one's own status is not needed)."""
+    return any(s is not None and s.role == "active" for s in statuses.values())
+
+
+def takeover_error(
+    silent: str, others: Mapping[str, CoordinatorStatus | None], status: CoordinatorStatus | None
+) -> RetriableError | None:
+    """The NOT_COORDINATOR that gives up a request to ``silent`` (``status``: its own
+    answer) naming the coordinator that took over, or None to keep waiting."""
+    new = takeover_by(status, others)
+    if new is None:
+        return None
+    message = f"{silent} has not answered for {TAKEOVER_PROBE_S} s and {new} is active"
+    return RetriableError(message, code=ErrorCode.NOT_COORDINATOR, active_url=new)
 
 
 def parse_coordinator_urls(text: str) -> tuple[str, ...]:
@@ -188,14 +248,47 @@ async def with_failover(
     url: str,
     origin: str,
     send: Callable[[str], Awaitable[T]],
+    status: StatusProbe | None = None,
 ) -> T:
     """``send(target)`` to the believed-active coordinator, following the rules above:
-    ``send`` raises :class:`NotSentError` when the connection could not be opened."""
+    ``send`` raises :class:`NotSentError` when the connection could not be opened; with
+    ``status``, an attempt unanswered while another coordinator took over is given up."""
     failover = Failover(coordinators, url, origin)
     while True:
         active, target = failover.next_url()
         try:
-            return await send(target)
+            if status is None or len(coordinators.urls) == 1:
+                return await send(target)
+            return await _watched(coordinators, active, send(target), status)
         except (NotSentError, ConveyorError) as exc:
             pause = failover.after(active, exc)
         await asyncio.sleep(pause)
+
+
+async def _watched(
+    coordinators: CoordinatorSet, silent: str, request: Awaitable[T], status: StatusProbe
+) -> T:
+    """``request`` to the coordinator ``silent``, given up (NOT_COORDINATOR) when it has
+    not answered and another coordinator took over."""
+    task = asyncio.ensure_future(request)
+    try:
+        while True:
+            done, _ = await asyncio.wait((task,), timeout=TAKEOVER_PROBE_S)
+            if done:
+                return task.result()
+            urls = [u for u in coordinators.urls if u != silent]
+            others = dict(zip(urls, await asyncio.gather(*map(status, urls)), strict=True))
+            own = await status(silent) if claims_active(others) else None
+            error = takeover_error(silent, others, own)
+            if error is not None:
+                raise error
+    finally:
+        if not task.done():
+            task.add_done_callback(_retrieve)
+            task.cancel()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """An abandoned request's outcome, read so that asyncio does not report it."""
+    if not task.cancelled():
+        task.exception()

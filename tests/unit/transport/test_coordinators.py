@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from conveyor.broker.rules import coordinator_epoch_after
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.messages import CoordinatorStatus
 from conveyor.transport.client import AsyncHTTP, SyncHTTP
-from conveyor.transport.coordinators import CoordinatorSet, parse_coordinator_urls
+from conveyor.transport.coordinators import CoordinatorSet, parse_coordinator_urls, takeover_by
 from conveyor.transport.server import error_response, json_response
 
 
@@ -58,6 +59,28 @@ def test_the_set_routes_only_requests_to_its_coordinators() -> None:
     assert coordinators.active == "http://c:3"
 
 
+def _status(role: str, epoch: int) -> CoordinatorStatus:
+    return CoordinatorStatus(role=role, epoch=epoch)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("silent", "others", "expected"),
+    [
+        (None, {"b": _status("active", 8), "c": None}, "b"),  # paused active or standby
+        (_status("active", 7), {"b": _status("active", 8)}, "b"),  # lost its lease
+        (_status("active", 8), {"b": _status("active", 7)}, None),  # b is stale: wait
+        (_status("standby", 8), {"b": _status("active", 8)}, "b"),
+        (None, {"b": _status("standby", 8), "c": None}, None),  # an election: wait
+        (None, {"b": _status("active", 7), "c": _status("active", 9)}, "c"),  # the latest
+        (None, {}, None),
+    ],
+)
+def test_a_silent_coordinator_is_left_only_for_one_that_took_over(
+    silent: CoordinatorStatus | None, others: dict[str, CoordinatorStatus | None], expected: str
+) -> None:
+    assert takeover_by(silent, others) == expected
+
+
 def test_broker_epoch_rule() -> None:
     assert coordinator_epoch_after(0, 7) == 7
     assert coordinator_epoch_after(7, 9) == 9
@@ -81,6 +104,9 @@ class Coordinators:
 
     def __init__(self) -> None:
         self.dead = f"http://127.0.0.1:{free_port()}"
+        # accepts connections (the kernel does) and never answers: a paused process
+        self._silent = socket.create_server(("127.0.0.1", 0))
+        self.silent = f"http://127.0.0.1:{self._silent.getsockname()[1]}"
         self.active = f"http://127.0.0.1:{free_port()}"
         self.standby = f"http://127.0.0.1:{free_port()}"
         self.hits: list[str] = []
@@ -95,8 +121,13 @@ class Coordinators:
             error = ConveyorError("standby", code=ErrorCode.NOT_COORDINATOR, active_url=self.active)
             return error_response(error)
 
+        async def status(_: web.Request) -> web.Response:
+            role = "active" if is_active else "standby"
+            return json_response(CoordinatorStatus(role=role, epoch=3, active_url=self.active))
+
         app = web.Application()
         app.router.add_route("*", "/v1/thing", handler)
+        app.router.add_get("/v1/coordinator", status)
         return app
 
     async def start(self) -> None:
@@ -110,6 +141,7 @@ class Coordinators:
     async def stop(self) -> None:
         for runner in self.runners:
             await runner.cleanup()
+        self._silent.close()
 
 
 @pytest.fixture
@@ -159,3 +191,62 @@ def test_with_no_coordinator_answering_the_error_is_retriable(coordinators: Coor
     with pytest.raises(ConveyorError) as caught:
         http.call("GET", f"{urls.primary}/v1/thing", CoordinatorStatus)
     assert caught.value.code is ErrorCode.NETWORK_ERROR and caught.value.retriable
+
+
+def test_sync_client_leaves_a_coordinator_that_accepts_but_never_answers(
+    coordinators: Coordinators,
+) -> None:
+    """Within about a probe period (1 s), not the request timeout (30 s)."""
+    urls = CoordinatorSet.parse(
+        f"{coordinators.silent},{coordinators.standby},{coordinators.active}"
+    )
+    http = SyncHTTP(coordinators=urls, timeout_s=30)
+    started = time.monotonic()
+    status = http.call("POST", f"{urls.primary}/v1/thing", CoordinatorStatus, body={})
+    assert status.url == coordinators.active and time.monotonic() - started < 10
+    http.close()
+
+
+def test_async_client_leaves_it_too(coordinators: Coordinators) -> None:
+    urls = CoordinatorSet.parse(f"{coordinators.silent},{coordinators.active}")
+
+    async def scenario() -> tuple[CoordinatorStatus, float]:
+        http = AsyncHTTP(coordinators=urls, timeout_s=30)
+        started = time.monotonic()
+        try:
+            status = await http.call("GET", f"{urls.primary}/v1/thing", CoordinatorStatus)
+            return status, time.monotonic() - started
+        finally:
+            await http.close()
+
+    status, elapsed_s = asyncio.run(scenario())
+    assert status.url == coordinators.active and elapsed_s < 10
+
+
+@pytest.mark.parametrize("several", [False, True])
+def test_with_nobody_else_active_a_silent_coordinator_times_out_as_the_client_says(
+    coordinators: Coordinators, several: bool
+) -> None:
+    """The client's own timeout applies to requests that give none (urllib3 and aiohttp
+    took timeout=None as "wait forever"); a silent coordinator with only a standby beside
+    it (an election) is not left: the request may have had an effect."""
+    text = f"{coordinators.silent},{coordinators.dead}" if several else coordinators.silent
+    urls = CoordinatorSet.parse(text)
+    http = SyncHTTP(coordinators=urls, timeout_s=1.5)
+    started = time.monotonic()
+    with pytest.raises(ConveyorError) as caught:
+        http.call("GET", f"{urls.primary}/v1/thing", CoordinatorStatus)
+    assert caught.value.code is ErrorCode.NETWORK_ERROR and 1.4 < time.monotonic() - started < 8
+    http.close()
+
+    async def scenario() -> None:
+        client = AsyncHTTP(coordinators=urls, timeout_s=1.5)
+        try:
+            await client.call("GET", f"{urls.primary}/v1/thing", CoordinatorStatus)
+        finally:
+            await client.close()
+
+    started = time.monotonic()
+    with pytest.raises(ConveyorError) as caught:
+        asyncio.run(scenario())
+    assert caught.value.code is ErrorCode.NETWORK_ERROR and 1.4 < time.monotonic() - started < 8
