@@ -20,6 +20,8 @@ BIN = Path(sys.executable).parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 KUBERNETES_DIR = REPO_ROOT / "deploy" / "kubernetes"
 CONVEYOR_SERVICES = ("coordinator", "broker-1", "broker-2", "broker-3")
+HA_SERVICES = ("coordinator-2", "coordinator-3", "etcd-1", "etcd-2", "etcd-3")
+HA_ENV_FILE = REPO_ROOT / "deploy" / "compose" / "ha.env"
 TIMEOUT_S = 120
 
 
@@ -72,6 +74,7 @@ def test_docker_compose_accepts_the_file() -> None:
         "grafana",
         "demo-producer",
         "demo-consumer",
+        *HA_SERVICES,
     }
 
 
@@ -332,6 +335,67 @@ def test_kubernetes_environment_passes_the_settings_layer() -> None:
         flags = {"id": "1"} if _role(name) == "broker" else {}  # the broker's from its hostname
         load(_role(name), flags, env)  # raises SettingsError for a refused value
         assert env_warnings(env) == []
+
+
+def _ha_env() -> dict[str, str]:
+    lines = HA_ENV_FILE.read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
+    return {name: value for name, value in pairs if name.startswith("CONVEYOR_")}
+
+
+def test_compose_ha_profile_runs_three_coordinators_on_three_etcd_members() -> None:
+    """The `ha` profile: three etcd members with TLS for clients and peers and client
+    certificates required; with deploy/compose/ha.env, all three coordinators on them (each
+    advertising its own name, on its own volume), brokers and clients given all three."""
+    services = _compose_config(_ha_env())["services"]
+    coordinators = ("coordinator", "coordinator-2", "coordinator-3")
+    urls = ",".join(f"https://{name}:7700" for name in coordinators)
+    data_volumes = set()
+    for name in coordinators:
+        service = services[name]
+        env = service["environment"]
+        assert env["CONVEYOR_STORE"] == "etcds://etcd-1:2379,etcd-2:2379,etcd-3:2379", name
+        assert env["CONVEYOR_PREFIX"] == "/conveyor/compose"
+        assert env["CONVEYOR_ADVERTISED_URL"] == f"https://{name}:7700"
+        assert (env["CONVEYOR_ETCD_CA"], env["CONVEYOR_ETCD_CERT"], env["CONVEYOR_ETCD_KEY"]) == (
+            "/secrets/ca.pem", "/secrets/client.pem", "/secrets/client-key.pem"
+        )  # fmt: skip
+        assert env["CONVEYOR_AUTH"] == "true" and env["CONVEYOR_INTERNAL_MTLS"] == "true"
+        assert "/readyz" in " ".join(service["healthcheck"]["test"]), name
+        data_volumes.update(v.split(":")[0] for v in service["volumes"] if ":/data" in v)
+        if name != "coordinator":
+            assert service["profiles"] == ["ha"]
+    assert len(data_volumes) == 3
+    for name in ("broker-1", "broker-2", "broker-3"):
+        assert services[name]["environment"]["CONVEYOR_COORDINATOR"] == urls
+    assert services["demo-consumer"]["environment"]["CONVEYOR_URL"] == urls
+    cluster = "etcd-1=https://etcd-1:2380,etcd-2=https://etcd-2:2380,etcd-3=https://etcd-3:2380"
+    for number in (1, 2, 3):
+        member = services[f"etcd-{number}"]
+        env = member["environment"]
+        assert member["profiles"] == ["ha"]
+        assert env["ETCD_NAME"] == f"etcd-{number}"
+        assert env["ETCD_ADVERTISE_CLIENT_URLS"] == f"https://etcd-{number}:2379"
+        assert env["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == f"https://etcd-{number}:2380"
+        assert env["ETCD_INITIAL_CLUSTER"] == cluster
+        assert env["ETCD_CLIENT_CERT_AUTH"] == env["ETCD_PEER_CLIENT_CERT_AUTH"] == "true"
+        assert env["ETCD_TRUSTED_CA_FILE"] == env["ETCD_PEER_TRUSTED_CA_FILE"] == "/secrets/ca.pem"
+        assert env["ETCD_AUTO_COMPACTION_MODE"] == "revision"
+        assert f"etcd-{number}-data:/etcd-data:rw" in member["volumes"]
+        assert "secrets:/secrets:ro" in member["volumes"]
+        assert "ports" not in member  # inside the network only
+        assert "endpoint" in member["healthcheck"]["test"]
+    script = " ".join(services["init"]["command"])
+    for host in ("coordinator-2", "coordinator-3", "etcd-1", "etcd-2", "etcd-3"):
+        assert f"--host {host}" in script  # in the server certificate's names
+    # each coordinator's environment is one the settings layer takes
+    from conveyor.settings import env_warnings, load
+
+    for name in coordinators:
+        env = _settings_env(services[name]["environment"])
+        loaded = load("coordinator", {}, env)
+        assert env_warnings(env) == []
+        assert loaded.values["store"].value.startswith("etcds://"), name
 
 
 def test_compose_environment_passes_the_settings_layer() -> None:
