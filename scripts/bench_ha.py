@@ -4,6 +4,9 @@
     python scripts/bench_ha.py latency     # topic creation and metadata write latency
     python scripts/bench_ha.py takeover    # SIGKILL the active coordinator, 10 times
     python scripts/bench_ha.py apply       # model.apply of one commit vs offsets held
+    python scripts/bench_ha.py store       # the etcd store alone: offsets/s by batch size
+    python scripts/bench_ha.py http        # commits over HTTP driven by wrk (C), with the
+                                           # coordinator's CPU per commit; an empty GET too
 
 Everything runs here on loopback with free ports: real coordinators (python -m
 conveyor.coordinator), a real 3-member etcd (conveyor.cli.etcd_local), no broker unless
@@ -298,6 +301,96 @@ def bench_apply(root: Path, etcd: LocalEtcd) -> None:
               flush=True)  # fmt: skip
 
 
+def bench_store(root: Path, etcd: LocalEtcd) -> None:
+    """``EtcdMetadataStore.write`` alone, one batch after another (what the writer does):
+    committed offsets per second by batch size, no coordinator logic around it."""
+    for batch in (1, 16, 256):
+        rate, rounds = asyncio.run(_store_rate(etcd, f"/bench-store-{root.name}-{batch}", batch))
+        print(f"etcd store alone, {batch} offsets per write: {rate:.0f} offsets/s, "
+              f"{rounds / DURATION_S:.0f} writes/s ({DURATION_S:.0f} s; load {load()})",
+              flush=True)  # fmt: skip
+
+
+async def _store_rate(etcd: LocalEtcd, prefix: str, batch: int) -> tuple[float, int]:
+    from conveyor.coordinator.etcd_store import EtcdLayout, EtcdMetadataStore
+    from conveyor.coordinator.model import ClusterState, CommittedOffset, OffsetRecord
+    from conveyor.transport.etcd import EtcdClient, EtcdSettings, compare, op_put, parse_endpoints
+
+    client = EtcdClient(EtcdSettings(parse_endpoints(etcd.store_url)))
+    layout = EtcdLayout(prefix)
+    try:
+        claimed = await client.txn(
+            [compare(layout.leader, "CREATE", 0)], [op_put(layout.leader, b'{"url": "x"}')]
+        )
+        store = await EtcdMetadataStore.open(client, layout, claimed.header.revision)
+        state = await store.load()
+        done = rounds = 0
+        deadline = time.monotonic() + DURATION_S
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            records = [OffsetRecord(CommittedOffset(f"g{i}", "t", 0, rounds, None, 0))
+                       for i in range(batch)]  # fmt: skip
+            await store.write(records, state if rounds % 1000 else ClusterState(state.cluster_id))
+            done, rounds = done + batch, rounds + 1
+        return done / (time.monotonic() - started), rounds
+    finally:
+        await client.close()
+
+
+WRK_COMMIT = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local g = counter % 128
+  local body = '{"offsets":[{"topic":"bench","partition":' .. (g % 8) .. ',"offset":' .. counter .. '}]}'
+  return wrk.format("POST", "/v1/groups/g" .. g .. "/offsets",
+                    {["Content-Type"]="application/json"}, body)
+end
+"""
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_http(root: Path, etcd: LocalEtcd) -> None:
+    """Commits over HTTP with the load from wrk (C, one thread, 128 connections: the
+    Python load generator cost as much CPU per request as the coordinator), and an empty
+    ``GET /healthz`` for the HTTP stack's own floor; per run the requests/s and the active
+    coordinator's CPU per request (/proc), which the machine's load changes less."""
+    import shutil
+
+    if shutil.which("wrk") is None:
+        print("wrk not installed (apt-get install wrk): skipped", flush=True)
+        return
+    script = root / "commit.lua"
+    script.write_text(WRK_COMMIT)
+    for name, store, count in (("sqlite", "sqlite", 1), ("etcd", etcd.store_url, 3)):
+        with coordinators(root / f"http-{name}", store, count) as started:
+            url = active_url(started)
+            process = next(p for p, u in started if u == url)
+            asyncio.run(_create_bench_topic(url))
+            for what, target in (("commit", ["-s", str(script), url]),
+                                 ("GET /healthz", [url + "/healthz"])):  # fmt: skip
+                before = _cpu_s(process.pid)
+                argv = ["wrk", "-t1", "-c128", f"-d{DURATION_S:.0f}s", *target]
+                output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+                used = _cpu_s(process.pid) - before
+                total = int(next(line for line in output.splitlines()
+                                 if "requests in" in line).split()[0])  # fmt: skip
+                errors = [line.strip() for line in output.splitlines() if "Non-2xx" in line]
+                print(f"http {what} {name}: {total / DURATION_S:.0f}/s, coordinator "
+                      f"{1e6 * used / max(1, total):.0f} us CPU per request, "
+                      f"{used / DURATION_S:.2f} of a core {errors or ''} (load {load()})",
+                      flush=True)  # fmt: skip
+
+
+async def _create_bench_topic(url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        await register_and_create(url, session, "bench")
+
+
 def main() -> int:
     what = sys.argv[1:] or ["commits", "latency", "takeover"]
     root = Path(tempfile.mkdtemp(prefix="conveyor-bench-ha-"))
@@ -309,6 +402,8 @@ def main() -> int:
                 "latency": bench_latency,
                 "takeover": bench_takeover,
                 "apply": bench_apply,
+                "store": bench_store,
+                "http": bench_http,
             }
             benches[name](root, etcd)
     return 0

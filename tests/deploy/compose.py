@@ -31,6 +31,8 @@ class Ports:
     brokers: dict[int, int] = field(
         default_factory=lambda: {broker_id: free_port() for broker_id in BROKER_IDS}
     )
+    # the `ha` profile's coordinator-2 and coordinator-3
+    standbys: dict[int, int] = field(default_factory=lambda: {2: free_port(), 3: free_port()})
 
     def env(self) -> dict[str, str]:
         env = {
@@ -38,6 +40,8 @@ class Ports:
             "CONVEYOR_PUBLISH_COORDINATOR": str(self.coordinator),
             "CONVEYOR_PUBLISH_PROMETHEUS": str(self.prometheus),
         }
+        for number, port in self.standbys.items():
+            env[f"CONVEYOR_PUBLISH_COORDINATOR_{number}"] = str(port)
         for broker_id, port in self.brokers.items():
             env[f"CONVEYOR_PUBLISH_BROKER_{broker_id}"] = str(port)
         return env
@@ -54,7 +58,7 @@ class ComposeProject:
     # Files layered over docker-compose.yml (deploy/compose/plain-http.yml), and the
     # variables they need (CONVEYOR_SCHEME=http).
     overrides: tuple[Path, ...] = ()
-    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)  # the `ha` profile's, say
 
     def compose(self, *args: str, timeout_s: float = UP_TIMEOUT_S) -> str:
         env = self.podman.env(
@@ -90,7 +94,8 @@ class ComposeProject:
         self.compose(*options, "up", "-d", "--no-build", *services)
 
     def down(self) -> None:
-        self.compose("--profile", "demo", "down", "--volumes", "--remove-orphans")
+        profiles = ("--profile", "demo", "--profile", "ha")
+        self.compose(*profiles, "down", "--volumes", "--remove-orphans")
 
     def container(self, service: str) -> str:
         names = self.podman.run(

@@ -35,9 +35,11 @@ __all__ = ["REPO_ROOT", "Podman", "wait_for"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_DEPS_SCRIPT = REPO_ROOT / "scripts" / "system-deps" / "50-containers.sh"
 PROMETHEUS_DOCKERFILE = REPO_ROOT / "deploy" / "compose" / "prometheus-debian.Dockerfile"
+ETCD_DOCKERFILE = REPO_ROOT / "deploy" / "compose" / "etcd-debian.Dockerfile"
 
 BASE_IMAGE = "localhost/conveyor-base:bookworm"
 PROMETHEUS_IMAGE = "localhost/conveyor-test-prometheus:bookworm"
+ETCD_IMAGE = "localhost/conveyor-test-etcd:bookworm"
 TOOLS = ("podman", "debootstrap", "docker-compose", "runc", "catatonit")
 CONTAINERS_CONF = """\
 [containers]
@@ -247,13 +249,17 @@ def _import_rootfs(podman: Podman, rootfs: Path) -> None:
 
 def ensure_prometheus_image(podman: Podman) -> None:
     """Prometheus from Debian's package on the base image (kept and reused)."""
-    if not podman.image_exists(PROMETHEUS_IMAGE):
-        podman.build(
-            PROMETHEUS_IMAGE,
-            PROMETHEUS_DOCKERFILE.parent,
-            PROMETHEUS_DOCKERFILE,
-            BASE_IMAGE=BASE_IMAGE,
-        )
+    _ensure_debian_image(podman, PROMETHEUS_IMAGE, PROMETHEUS_DOCKERFILE)
+
+
+def ensure_etcd_image(podman: Podman) -> None:
+    """etcd from Debian's etcd-server and etcd-client on the base image (kept and reused)."""
+    _ensure_debian_image(podman, ETCD_IMAGE, ETCD_DOCKERFILE)
+
+
+def _ensure_debian_image(podman: Podman, tag: str, dockerfile: Path) -> None:
+    if not podman.image_exists(tag):
+        podman.build(tag, dockerfile.parent, dockerfile, BASE_IMAGE=BASE_IMAGE)
 
 
 # ---- the Docker-compatible API and health checks ---------------------------------------

@@ -190,7 +190,10 @@ def test_the_plain_http_opt_out_turns_tls_and_auth_off_everywhere() -> None:
         for setting in ("TLS_CERT", "TLS_KEY", "INTERNAL_MTLS", "AUTH", "CA"):
             assert env[f"CONVEYOR_{setting}"] == "", (name, setting)
         assert env["CONVEYOR_CLUSTER_SECRET_FILE"] == "", name
-    for name, env in ((n, s.get("environment") or {}) for n, s in services.items()):
+    # the `ha` profile (etcd with TLS) is not part of the opt-out: docs/deployment.md
+    plain = {n: s for n, s in services.items() if "ha" not in s.get("profiles", ())}
+    assert "coordinator" in plain and "etcd-1" not in plain
+    for name, env in ((n, s.get("environment") or {}) for n, s in plain.items()):
         for key, value in env.items():
             assert "https://" not in str(value), (name, key, value)
     for name in ("demo-producer", "demo-consumer", "bootstrap"):
@@ -410,3 +413,102 @@ def test_compose_environment_passes_the_settings_layer() -> None:
     typo = _compose_config({"CONVEYOR_AUTO_CREATE_TOPICS": "ture"})["services"]["coordinator"]
     with pytest.raises(SettingsError, match="CONVEYOR_AUTO_CREATE_TOPICS='ture'"):
         load("coordinator", {}, _settings_env(typo["environment"]))
+
+
+# ---- Kubernetes, high availability (deploy/kubernetes/ha: an overlay of the base) ----------
+
+HA_KUBERNETES_DIR = KUBERNETES_DIR / "ha"
+
+
+def _ha_files() -> list[Path]:
+    return sorted(p for p in HA_KUBERNETES_DIR.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def _ha_objects() -> dict[tuple[str, str], dict[str, Any]]:
+    objects = {}
+    for path in _ha_files():
+        for document in yaml.safe_load_all(path.read_text()):
+            objects[(document["kind"], document["metadata"]["name"])] = document
+    return objects
+
+
+def test_kubernetes_ha_manifests_validate_strictly() -> None:
+    resources = [p for p in _ha_files() if "$patch" not in p.read_text()]
+    result = _run(BIN / "kubernetes-validate", "--strict", *resources)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_kubernetes_ha_overlay_replaces_the_single_coordinator() -> None:
+    kustomization = yaml.safe_load((HA_KUBERNETES_DIR / "kustomization.yaml").read_text())
+    patches = [p["path"] for p in kustomization["patches"]]
+    listed = sorted([*[r for r in kustomization["resources"] if r != "../"], *patches])
+    assert "../" in kustomization["resources"]  # everything else of the base
+    assert listed == [p.name for p in _ha_files()]
+    (patch,) = yaml.safe_load_all((HA_KUBERNETES_DIR / patches[0]).read_text())
+    assert patch == {
+        "$patch": "delete",
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "conveyor-coordinator"},
+    }
+    assert {i["name"] for i in kustomization["images"]} == {"conveyor", "etcd"}
+
+
+def test_kubernetes_etcd_members_use_tls_and_start_together() -> None:
+    objects = _ha_objects()
+    etcd = objects[("StatefulSet", "conveyor-etcd")]["spec"]
+    assert etcd["replicas"] == 3 and etcd["podManagementPolicy"] == "Parallel"
+    service = objects[("Service", etcd["serviceName"])]["spec"]
+    assert service["clusterIP"] == "None" and service["publishNotReadyAddresses"] is True
+    (container,) = etcd["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    members = env["ETCD_INITIAL_CLUSTER"].split(",")
+    assert [m.split("=")[0] for m in members] == [f"conveyor-etcd-{i}" for i in range(3)]
+    assert all(m.split("=")[1].startswith("https://") for m in members)
+    assert env["ETCD_CLIENT_CERT_AUTH"] == env["ETCD_PEER_CLIENT_CERT_AUTH"] == "true"
+    assert env["ETCD_CERT_FILE"] == env["ETCD_PEER_CERT_FILE"] == "/secrets/server.pem"
+    assert env["ETCD_TRUSTED_CA_FILE"] == "/secrets/ca.pem"
+    assert env["ETCD_AUTO_COMPACTION_MODE"] == "revision"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert container["livenessProbe"]["tcpSocket"]["port"] == "metrics"
+    assert etcd["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    budget = objects[("PodDisruptionBudget", "conveyor-etcd")]["spec"]
+    assert budget["maxUnavailable"] == 1
+    # the certificate names the members as the coordinators and their peers reach them
+    job = _kubernetes_objects()[("Job", "conveyor-secrets-init")]["spec"]["template"]["spec"]
+    script = " ".join(job["initContainers"][0]["args"])
+    assert '--host "*.conveyor-etcd"' in script
+    assert '--host "*.conveyor-etcd.${POD_NAMESPACE}.svc"' in script
+
+
+def test_kubernetes_coordinators_are_three_on_etcd_with_tls_and_auth() -> None:
+    from conveyor.settings import env_warnings, load
+
+    objects = _ha_objects()
+    deployment = objects[("Deployment", "conveyor-coordinator")]["spec"]
+    assert deployment["replicas"] == 3
+    pod = deployment["template"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "coordinator"
+    (container,) = pod["spec"]["containers"]
+    command = " ".join(container["command"] + container["args"])
+    assert "conveyor coordinator --advertised-url" in command
+    assert ".conveyor-coordinator-headless.${POD_NAMESPACE}.svc:7700" in command
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS", probe
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["secrets"] == {"name": "secrets", "mountPath": "/secrets", "readOnly": True}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["secrets"]["secret"]["secretName"] == "conveyor-secrets"
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert env["CONVEYOR_STORE"].startswith("etcds://conveyor-etcd-0.conveyor-etcd:2379,")
+    assert env["CONVEYOR_STORE"].count(",") == 2
+    assert (env["CONVEYOR_ETCD_CERT"], env["CONVEYOR_ETCD_KEY"]) == (
+        "/secrets/client.pem", "/secrets/client-key.pem"
+    )  # fmt: skip
+    config = _kubernetes_objects()[("ConfigMap", "conveyor-config")]["data"]
+    assert config["CONVEYOR_AUTH"] == "true" and config["CONVEYOR_INTERNAL_MTLS"] == "true"
+    settings_env = _settings_env({**config, **env, "CONVEYOR_ADVERTISED_URL": "https://c:7700"})
+    loaded = load("coordinator", {}, settings_env)
+    assert loaded.values["store"].value.startswith("etcds://")
+    assert env_warnings(settings_env) == []
+    assert objects[("PodDisruptionBudget", "conveyor-coordinator")]["spec"]["maxUnavailable"] == 1
