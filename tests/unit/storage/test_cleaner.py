@@ -270,3 +270,24 @@ def test_the_worker_process_cleans_as_the_thread_does(make_log: LogFactory, tmp_
     with pytest.raises(CleaningAborted):
         fill(there, keys=4, rounds=25)
         clean_log(there, now_ms=TIMESTAMP_MS, runner=_Worker(stopped))
+
+
+def test_a_worker_whose_broker_is_already_gone_exits_at_once() -> None:
+    """The broker passes its pid: a worker that starts after its broker died (its parent is
+    then someone else) exits before reading its plan, instead of cleaning for nobody and
+    racing the restarted broker's worker for the same .cleaned names."""
+    import subprocess
+    import sys
+
+    not_its_parent = "1"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "conveyor.storage.cleaning", not_its_parent],
+        stdin=subprocess.PIPE,  # left open: a worker that went on would block reading it
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert worker.wait(timeout=60) == 1
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        worker.communicate()
