@@ -61,6 +61,32 @@ def test_nothing_listening_fails_in_seconds_with_what_to_check() -> None:
     assert took_s < 20
 
 
+def test_the_library_says_once_that_nothing_listens() -> None:
+    """The library retries a refused connection (a cluster may be starting) until its
+    deadline, saying so once, not once per retry (the lines hold a new exception object
+    each time: the repeat filter compares their text)."""
+    code = (
+        "import sys, conveyor\n"
+        "with conveyor.Producer(sys.argv[1], max_block_ms=14000) as producer:\n"
+        "    try:\n"
+        "        producer.send('demo', b'hello').get(timeout=30)\n"
+        "    except conveyor.ConveyorError as exc:\n"
+        "        print('gave up:', exc.code.name)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, f"http://127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("gave up:"), done.stdout
+    retries = [line for line in done.stderr.splitlines() if "metadata refresh failed" in line]
+    assert len(retries) == 1, done.stderr  # a retry every few seconds, one line
+    assert "retrying" in retries[0]
+
+
 def test_the_wrong_scheme_for_the_cluster_fails_at_once(url_cluster: Cluster) -> None:
     port = url_cluster.coordinator.port
     if url_cluster.ca is None:  # plain HTTP cluster: https:// cannot work

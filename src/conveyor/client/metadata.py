@@ -165,7 +165,10 @@ class MetadataClient:
                 )
                 self._next_allowed_ms = _now_ms() + delay
                 # no delay in the text: repeats are identical, so the filter throttles them
-                log.warning("metadata refresh failed, retrying: %s", exc)
+                if exc.retriable:
+                    log.warning("metadata refresh failed, retrying: %s", exc)
+                else:
+                    log.warning("metadata refresh failed: %s", exc)
                 raise
             self._failures = 0
             self.cache.update(metadata, wanted, _now_ms())

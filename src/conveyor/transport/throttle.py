@@ -4,8 +4,8 @@ connection, is written once per interval with a count of what was held back.
 :class:`Throttle` is the pure decision (a key, the time in ms -> write or hold back, and
 how many were held back since the last one written); :class:`RepeatFilter` is the
 ``logging.Filter`` that applies it to every record of a logger or handler, keyed by the
-logger, the level, the message template and its arguments, so identical lines are
-throttled and different ones are not::
+logger, the level and the formatted message, so identical lines are throttled and
+different ones are not::
 
     log.addFilter(RepeatFilter(interval_ms=30_000))
     log.warning("heartbeat failed: %s", code)    # the first of each code is written;
@@ -87,11 +87,12 @@ class RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < self.level_min:
             return True
+        # Keyed by the text as written: the arguments are often exception objects, a new
+        # one each time (equal only to themselves), whose lines are identical all the same.
         try:
-            key: Hashable = (record.name, record.levelno, record.msg, record.args)
-            hash(key)
-        except TypeError:  # unhashable arguments: throttle by the template alone
-            key = (record.name, record.levelno, record.msg)
+            key: Hashable = (record.name, record.levelno, record.getMessage())
+        except (TypeError, ValueError):  # arguments that do not fit the template
+            key = (record.name, record.levelno, str(record.msg))
         decision = self.throttle.decide(key, self._clock_ms())
         if decision.emit and decision.suppressed:
             # No "%" in the added text, so it formats with any kind of arguments.

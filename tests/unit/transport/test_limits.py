@@ -187,3 +187,25 @@ def test_repeat_filter_on_a_logger(caplog: pytest.LogCaptureFixture) -> None:
         "info lines are not throttled",
         "heartbeat failed: UNKNOWN_TOPIC (4 identical messages suppressed)",
     ]
+
+
+def test_repeat_filter_throttles_identical_lines_from_new_exception_objects(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Callers log exceptions (``log.warning("...: %s", exc)``), a new object each time:
+    equal only to itself, yet the lines are identical and must be throttled."""
+    now = [0]
+    logger = logging.getLogger("tests.throttle.exc")
+    repeat = RepeatFilter(interval_ms=1000, clock_ms=lambda: now[0])
+    logger.addFilter(repeat)
+    try:
+        with caplog.at_level(logging.WARNING, logger="tests.throttle.exc"):
+            for _ in range(5):
+                logger.warning("refresh failed: %s", ConnectionRefusedError("refused"))
+            logger.warning("refresh failed: %s", ConnectionRefusedError("reset"))
+    finally:
+        logger.removeFilter(repeat)
+    assert [r.getMessage() for r in caplog.records] == [
+        "refresh failed: refused",
+        "refresh failed: reset",
+    ]
