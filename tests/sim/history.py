@@ -32,6 +32,11 @@ class InvariantError(Exception):
         self.kind = kind
         self.message = message
 
+    def __reduce__(self) -> tuple[type[InvariantError], tuple[str, str]]:
+        # results travel from worker processes pickled; the default would call
+        # InvariantError(text) and fail, taking the whole pool down with it
+        return InvariantError, (self.kind, self.message)
+
 
 @dataclass
 class History:

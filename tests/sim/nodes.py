@@ -118,8 +118,11 @@ def error_of(exc: ConveyorError) -> ErrorBody:
 
 def durable_view(state: ClusterState) -> tuple[dict[Any, Any], ...]:
     """What a coordinator must still know after a crash: every decision anyone may have
-    heard of (heartbeat times, reports and incarnations are soft: brokers resend them)."""
-    brokers = {b.broker_id: (b.url, b.alive, b.decommissioning) for b in state.brokers.values()}
+    heard of (heartbeat times and reports are soft: brokers resend them)."""
+    brokers = {
+        b.broker_id: (b.url, b.alive, b.decommissioning, b.incarnation)
+        for b in state.brokers.values()
+    }
     return (brokers, dict(state.topics), dict(state.partitions), dict(state.producers))
 
 

@@ -83,6 +83,14 @@ def test_a_broken_rule_is_caught(mutation: str) -> None:
     assert summary.failures, f"{mutation}: no guarantee broken in {MUTATION_SEEDS_MAX} seeds"
 
 
+def test_a_failure_found_in_a_worker_process_is_reported() -> None:
+    # the soak found its first failing seed this way: a violation that could not be
+    # unpickled took the whole pool down instead of being reported
+    summary = run_seeds(range(8), jobs=2, mutation="ack-before-isr")
+    assert summary.seeds == 8
+    assert summary.failures
+
+
 def test_a_failure_shrinks_to_a_smaller_scenario_that_still_fails() -> None:
     summary = run_seeds(range(MUTATION_SEEDS_MAX), mutation="ack-before-isr", stop_at_first=True)
     seed = summary.failures[0][0]

@@ -48,7 +48,7 @@ class Broker:
     last_heartbeat_ms: int  # coordinator clock; see transport.clock
     capacity: int = 1  # recorded for weighted placement later; placement ignores it today
     decommissioning: bool = False  # being drained: its replicas move to other brokers
-    incarnation: str = ""  # soft (not stored): the broker process's id from its heartbeats
+    incarnation: str = ""  # the broker process's id from its heartbeats (stored: see state.py)
     kafka_address: str = ""  # soft: its Kafka listener's advertised HOST:PORT ("" none)
 
 
@@ -457,9 +457,7 @@ def _remove_topic(
 def snapshot_records(state: ClusterState) -> list[Record]:
     """Durable records that rebuild ``state`` from an empty one through :func:`apply` (its
     soft parts aside): what a store writes as a snapshot, and what a migration copies."""
-    records: list[Record] = [
-        BrokerRecord(replace(b, incarnation="")) for b in state.brokers.values()
-    ]
+    records: list[Record] = [BrokerRecord(b) for b in state.brokers.values()]
     records += [TopicRecord(t) for t in state.topics.values()]
     records += [PartitionRecord(p) for p in state.partitions.values()]
     records += [ProducerRecord(pid, epoch) for pid, epoch in state.producers.items()]

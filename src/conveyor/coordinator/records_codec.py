@@ -11,8 +11,9 @@ Pure. One log entry holds the durable records of one or more transitions, in ord
 ``fields`` are the record's dataclass fields by name (unknown names are ignored on decode,
 so a later version may add fields with defaults). As in the SQLite store, a topic's
 ``config`` keeps every field, defaults included (a later version with other defaults must
-not change existing topics), and soft state (``Broker.incarnation``, ``BrokerSeen``) is
-never written.
+not change existing topics), and soft state (``BrokerSeen``) is never written.
+``Broker.incarnation`` is (a restarted coordinator must tell a broker that restarted
+meanwhile); entries from before it have ``""``, "unknown".
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ _encoder = msgspec.json.Encoder()
 def _fields(record: Record) -> tuple[str, dict[str, Any]]:  # noqa: PLR0911 -- one per type
     match record:
         case BrokerRecord(broker=broker):
-            return "broker", msgspec.to_builtins(replace(broker, incarnation=""))
+            return "broker", msgspec.to_builtins(broker)
         case TopicRecord(topic=topic):
             fields = msgspec.to_builtins(topic)
             fields["config"] = msgspec.structs.asdict(topic.config)

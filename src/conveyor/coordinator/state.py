@@ -134,12 +134,20 @@ def handle_heartbeat(
     capacity = heartbeat.capacity or 1
     records: list[Record] = []
     decisions: list[str] = []
-    if known is None or not known.alive or known.url != heartbeat.url or known.capacity != capacity:
+    # the incarnation is durable (as KRaft's broker registration): a coordinator that
+    # restarted, or took over, must still tell a broker that restarted meanwhile
+    incarnation = heartbeat.incarnation or (known.incarnation if known is not None else "")
+    if (
+        known is None
+        or not known.alive
+        or known.url != heartbeat.url
+        or known.capacity != capacity
+        or known.incarnation != incarnation
+    ):
         draining = known is not None and known.decommissioning
-        records.append(
-            BrokerRecord(Broker(broker_id, heartbeat.url, True, now_ms, capacity, draining))
-        )
-        decisions.append(_registration_reason(broker_id, known, heartbeat.url, capacity, now_ms))
+        broker = Broker(broker_id, heartbeat.url, True, now_ms, capacity, draining, incarnation)
+        records.append(BrokerRecord(broker))
+        decisions.append(_registration_reason(known, broker, now_ms))
     # reports of partitions that no longer exist are dropped: the broker deletes them soon
     reports = tuple(r for r in heartbeat.partitions if (r.topic, r.partition) in state.partitions)
     records.append(
@@ -218,17 +226,21 @@ def _on_failed_logs(
     return records, decisions
 
 
-def _registration_reason(
-    broker_id: BrokerId, known: Broker | None, url: str, capacity: int, now_ms: int
-) -> str:
+def _registration_reason(known: Broker | None, broker: Broker, now_ms: int) -> str:
+    broker_id, url, capacity = broker.broker_id, broker.url, broker.capacity
     if known is None:
         return f"broker {broker_id} registered at {url} with capacity {capacity}"
     if not known.alive:
         silent_ms = now_ms - known.last_heartbeat_ms
-        return f"broker {known.broker_id} is alive again after {silent_ms} ms at {url}"
+        return f"broker {broker_id} is alive again after {silent_ms} ms at {url}"
     if known.url != url:
-        return f"broker {known.broker_id} changed its url from {known.url} to {url}"
-    return f"broker {known.broker_id} changed its capacity from {known.capacity} to {capacity}"
+        return f"broker {broker_id} changed its url from {known.url} to {url}"
+    if known.capacity != capacity:
+        return f"broker {broker_id} changed its capacity from {known.capacity} to {capacity}"
+    return (
+        f"broker {broker_id} is a new incarnation {broker.incarnation} "
+        f"(was {known.incarnation or 'unknown'})"
+    )
 
 
 def expire_brokers(state: ClusterState, now_ms: int, session_timeout_ms: int) -> Result[None]:

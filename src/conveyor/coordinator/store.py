@@ -7,10 +7,11 @@ decisions. Not thread-safe: the service calls it from a single worker thread.
 
 Schema (version 4, in ``PRAGMA user_version``; older files are migrated in place on open:
 1 -> 2 adds ``partitions.partition_epoch`` and the ``producers`` table, 2 -> 3 the
-``share_groups`` table, 3 -> 4 the ``transactions`` table)::
+``share_groups`` table, 3 -> 4 the ``transactions`` table, 4 -> 5 ``brokers.incarnation``)::
 
     meta(key TEXT PK, value TEXT)                     cluster_id (a uuid4, made once)
-    brokers(broker_id INTEGER PK, url, alive, last_heartbeat_ms, capacity, decommissioning)
+    brokers(broker_id INTEGER PK, url, alive, last_heartbeat_ms, capacity, decommissioning,
+        incarnation)                                  '' before schema 5: unknown
     topics(name TEXT PK, partitions, replication_factor, config JSON, created_ms)
     partitions(topic, partition, replicas JSON, leader NULL, leader_epoch, isr JSON,
         partition_epoch, removing JSON)  PK (topic, partition)
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 
 DB_FILE: Final = "coordinator.db"
 LOCK_FILE: Final = "coordinator.lock"
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 _SCHEMA: Final = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 CREATE TABLE brokers (
@@ -77,7 +78,8 @@ CREATE TABLE brokers (
     alive INTEGER NOT NULL,
     last_heartbeat_ms INTEGER NOT NULL,
     capacity INTEGER NOT NULL,
-    decommissioning INTEGER NOT NULL DEFAULT 0
+    decommissioning INTEGER NOT NULL DEFAULT 0,
+    incarnation TEXT NOT NULL DEFAULT ''
 ) STRICT;
 CREATE TABLE topics (
     name TEXT PRIMARY KEY,
@@ -138,6 +140,17 @@ _MIGRATE_2_TO_3: Final = (
 _MIGRATE_3_TO_4: Final = (
     "CREATE TABLE transactions (transactional_id TEXT PRIMARY KEY, state TEXT NOT NULL) STRICT",
 )
+
+# version 4 -> 5: the broker's incarnation is durable, so that a coordinator that restarted
+# or took over still sees that a broker restarted meanwhile (state.handle_heartbeat)
+_MIGRATE_4_TO_5: Final = ("ALTER TABLE brokers ADD COLUMN incarnation TEXT NOT NULL DEFAULT ''",)
+
+_MIGRATIONS: Final = {
+    1: _MIGRATE_1_TO_2,
+    2: _MIGRATE_2_TO_3,
+    3: _MIGRATE_3_TO_4,
+    4: _MIGRATE_4_TO_5,
+}
 
 _ids = msgspec.json.Encoder()
 
@@ -225,14 +238,9 @@ class CoordinatorStore:
             return cluster_id
         if version < SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
-            if version == 1:
-                for statement in _MIGRATE_1_TO_2:
+            for step in range(version, SCHEMA_VERSION):  # from step to step + 1, in order
+                for statement in _MIGRATIONS[step]:
                     db.execute(statement)
-            if version <= 2:
-                for statement in _MIGRATE_2_TO_3:
-                    db.execute(statement)
-            for statement in _MIGRATE_3_TO_4:
-                db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
             log.info("migrated coordinator database from schema %d to %d", version, SCHEMA_VERSION)
@@ -278,11 +286,11 @@ class CoordinatorStore:
     def _read_records(self) -> Iterator[Record]:
         db = self._db
         for row in db.execute(
-            "SELECT broker_id, url, alive, last_heartbeat_ms, capacity, decommissioning "
-            "FROM brokers"
+            "SELECT broker_id, url, alive, last_heartbeat_ms, capacity, decommissioning, "
+            "incarnation FROM brokers"
         ):
             yield BrokerRecord(
-                Broker(BrokerId(row[0]), row[1], bool(row[2]), row[3], row[4], bool(row[5]))
+                Broker(BrokerId(row[0]), row[1], bool(row[2]), row[3], row[4], bool(row[5]), row[6])
             )
         for row in db.execute(
             "SELECT name, partitions, replication_factor, config, created_ms FROM topics"
@@ -344,8 +352,8 @@ def _write_record(db: sqlite3.Connection, record: Record) -> None:
         case BrokerRecord(broker=b):
             db.execute(
                 "INSERT OR REPLACE INTO brokers "
-                "(broker_id, url, alive, last_heartbeat_ms, capacity, decommissioning) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "(broker_id, url, alive, last_heartbeat_ms, capacity, decommissioning, "
+                "incarnation) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     b.broker_id,
                     b.url,
@@ -353,6 +361,7 @@ def _write_record(db: sqlite3.Connection, record: Record) -> None:
                     b.last_heartbeat_ms,
                     b.capacity,
                     int(b.decommissioning),
+                    b.incarnation,
                 ),
             )
         case TopicRecord(topic=t):

@@ -242,6 +242,7 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
         ("partitions", "partition_epoch"),
         ("partitions", "removing"),
         ("brokers", "decommissioning"),
+        ("brokers", "incarnation"),
     ):
         db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     db.commit()
@@ -258,7 +259,8 @@ def test_a_version_2_database_gains_the_share_groups_table(tmp_path: Path) -> No
     store.close()
     db = sqlite3.connect(tmp_path / DB_FILE)
     db.execute("DROP TABLE share_groups")
-    db.execute("DROP TABLE transactions")
+    db.execute("DROP TABLE transactions")  # version 4's
+    db.execute("ALTER TABLE brokers DROP COLUMN incarnation")  # version 5's
     db.execute("PRAGMA user_version = 2")
     db.commit()
     db.close()
@@ -275,6 +277,7 @@ def test_a_version_3_database_gains_the_transactions_table(tmp_path: Path) -> No
     store.close()
     db = sqlite3.connect(tmp_path / DB_FILE)
     db.execute("DROP TABLE transactions")
+    db.execute("ALTER TABLE brokers DROP COLUMN incarnation")  # version 5's
     db.execute("PRAGMA user_version = 3")
     db.commit()
     db.close()

@@ -10,6 +10,7 @@ from conveyor.coordinator.model import BrokerSeen, ClusterState
 from conveyor.coordinator.store import DB_FILE, CoordinatorStore
 from conveyor.protocol.errors import StorageError
 from conveyor.protocol.messages import (
+    BrokerHeartbeat,
     BrokerId,
     CreateTopicRequest,
     OffsetCommitRequest,
@@ -161,3 +162,69 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         CoordinatorStore.open(tmp_path)
     with pytest.raises(StorageError, match="schema version 99"):  # the lock was released
         CoordinatorStore.open(tmp_path)
+
+
+def beat(broker: int, incarnation: str) -> BrokerHeartbeat:
+    return BrokerHeartbeat(
+        broker_id=BrokerId(broker), url=f"http://127.0.0.1:{9000 + broker}", incarnation=incarnation
+    )
+
+
+def test_a_broker_that_restarted_while_the_coordinator_was_down_is_seen_restarted(
+    tmp_path: Path,
+) -> None:
+    """Found by the simulation (seed 8752): the incarnation was soft, so a coordinator that
+    reloaded its store could not tell that a leader had restarted meanwhile (possibly
+    losing an unsynced tail), and let it go on leading at the same epoch."""
+    store = CoordinatorStore.open(tmp_path)
+    state = store.load()
+    steps = [
+        lambda s, b=b: core.handle_heartbeat(s, beat(b, f"first-{b}"), 1, INTERVAL_MS)
+        for b in (1, 2, 3)
+    ]
+    steps.append(
+        lambda s: core.create_topic(
+            s, CreateTopicRequest(name="t", partitions=1, replication_factor=3), 2, DEFAULTS
+        )
+    )
+    for step in steps:
+        result = step(state)
+        store.write(result.durable_records)
+        state = result.state
+    store.close()
+    (before,) = state.partitions.values()
+    leader = before.leader
+    assert leader is not None
+
+    reopened = CoordinatorStore.open(tmp_path)
+    try:
+        loaded = core.grant_grace(reopened.load(), 5).state
+    finally:
+        reopened.close()
+    assert loaded.brokers[leader].incarnation == f"first-{leader}"
+    after = core.handle_heartbeat(loaded, beat(leader, "second"), 6, INTERVAL_MS)
+    (moved,) = after.state.partitions.values()
+    assert moved.leader not in (None, leader)
+    assert moved.leader_epoch == before.leader_epoch + 1
+    assert leader not in moved.isr
+    # the one that did not restart changes nothing
+    other = next(b for b in (1, 2, 3) if b != leader)
+    same = core.handle_heartbeat(loaded, beat(other, f"first-{other}"), 6, INTERVAL_MS)
+    assert same.state.partitions == loaded.partitions
+    assert not same.durable_records
+
+
+def test_a_version_4_database_gains_the_incarnation_column(tmp_path: Path) -> None:
+    store = CoordinatorStore.open(tmp_path)
+    store.write(core.handle_heartbeat(store.load(), beat(1, "x"), 1, INTERVAL_MS).durable_records)
+    store.close()
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    db.execute("ALTER TABLE brokers DROP COLUMN incarnation")
+    db.execute("PRAGMA user_version = 4")
+    db.commit()
+    db.close()
+    migrated = CoordinatorStore.open(tmp_path)
+    try:
+        assert migrated.load().brokers[BrokerId(1)].incarnation == ""  # unknown
+    finally:
+        migrated.close()
