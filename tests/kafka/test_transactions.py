@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 import conveyor
 from tests.integration.cluster import Cluster, wait_for
 from tests.kafka.conftest import unique_topic
+from tests.kafka.group_harness import KafkaMember, produce_keyed
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
@@ -46,7 +48,13 @@ def _producer(cluster: Cluster, transactional_id: str) -> Any:
 
 
 def _read(
-    cluster: Cluster, topic: str, partitions: int, isolation: str, expected: int
+    cluster: Cluster,
+    topic: str,
+    partitions: int,
+    isolation: str,
+    expected: int,
+    *,
+    wait_s: float = 30,
 ) -> list[str]:
     """Every value from the beginning, until ``expected`` arrived and 1 s passed without
     more (so an extra record would be seen), with the given isolation level."""
@@ -68,7 +76,7 @@ def _read(
                 for p in range(partitions)
             ]
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + wait_s
         quiet_since = time.monotonic()
         while time.monotonic() < deadline:
             batch = consumer.consume(num_messages=500, timeout=0.2)
@@ -238,3 +246,79 @@ def test_conveyor_consumer_and_cli_read_committed(kafka_cluster: Cluster) -> Non
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert result.stdout.split() == committed
+
+
+def test_conveyor_transactional_producer(kafka_cluster: Cluster) -> None:
+    """Conveyor's own transactional producer: commit, abort (the context manager aborts on
+    an exception), offsets committed with the transaction, and fencing by a second
+    producer with the same transactional id; read by both kinds of read_committed
+    consumer."""
+    topic = _topic(kafka_cluster, 2)
+    tid = f"conveyor-tx-{topic}"
+    with conveyor.Producer(kafka_cluster.url, transactional_id=tid) as producer:
+        with pytest.raises(conveyor.ConveyorError):  # outside a transaction
+            producer.send(topic, b"stray", partition=0)
+        with producer.transaction():
+            for i in range(4):
+                producer.send(topic, f"c-{i}".encode(), partition=i % 2)
+            producer.send_offsets_to_transaction({(topic, 1): 7}, f"g-{topic}")
+        with pytest.raises(RuntimeError), producer.transaction():
+            producer.send(topic, b"aborted", partition=0)
+            producer.flush()
+            raise RuntimeError("the processor failed")
+        producer.begin_transaction()
+        producer.send(topic, b"zombie", partition=1)
+        producer.flush()
+        with conveyor.Producer(kafka_cluster.url, transactional_id=tid) as successor:
+            successor.init_transactions()  # aborts the open transaction, fences the first
+            with pytest.raises(conveyor.ConveyorError) as fenced:
+                producer.commit_transaction()
+            assert fenced.value.code.name == "PRODUCER_FENCED"
+            with successor.transaction():
+                successor.send(topic, b"successor", partition=0)
+    expected = sorted([f"c-{i}" for i in range(4)] + ["successor"])
+    assert sorted(_read(kafka_cluster, topic, 2, "read_committed", 5)) == expected
+    consumer = conveyor.Consumer(kafka_cluster.url, group_id=f"g-{topic}")
+    try:
+        committed = consumer.committed([conveyor.TopicPartition(topic, 1)])
+        assert committed[conveyor.TopicPartition(topic, 1)] == 7
+    finally:
+        consumer.close()
+
+
+def test_consume_transform_produce_is_exactly_once_across_a_sigkill(
+    kafka_cluster: Cluster, tmp_path: Path
+) -> None:
+    """Two processors (``txn_processor.py``: read_committed group member, transaction per
+    batch with its consumed offsets); one is SIGKILLed inside a transaction and restarted
+    with its transactional id (which aborts the open transaction). The output, read
+    committed, holds each input record's result exactly once, in per-key order."""
+    source, sink = _topic(kafka_cluster, 2), _topic(kafka_cluster, 2)
+    group = f"etl-{source}"
+    count, keys = 300, 12
+
+    def processor(name: str) -> KafkaMember:
+        argv = [sys.executable, "-m", "tests.kafka.txn_processor", kafka_cluster.bootstrap,
+                source, sink, group, f"{group}-{name}"]  # fmt: skip
+        return KafkaMember.start(argv, tmp_path / f"{name}-{time.monotonic_ns()}.jsonl")
+
+    produce_keyed(kafka_cluster, source, count // 2, keys)
+    first, second = processor("a"), processor("b")
+    restarted = None
+    try:
+        wait_for(lambda: first.committed() > 0, timeout_s=60)
+        first.kill()  # most likely inside a transaction (the processor pauses in each)
+        produce_keyed(kafka_cluster, source, count - count // 2, keys, start=count // 2)
+        restarted = processor("a")
+        outputs = _read(kafka_cluster, sink, 2, "read_committed", count, wait_s=120)
+    finally:
+        for member in (first, second, restarted):
+            if member is not None:
+                member.kill()
+    expected = [f"key-{i % keys}:{i // keys}".upper() for i in range(count)]
+    assert sorted(outputs) == sorted(expected)  # every result once: no loss, no duplicate
+    by_key: dict[str, list[int]] = {}
+    for value in outputs:  # one key is on one output partition, read in offset order
+        key, n = value.split(":")
+        by_key.setdefault(key, []).append(int(n))
+    assert all(ns == sorted(ns) for ns in by_key.values())

@@ -5,8 +5,9 @@ waits with ``await`` where ``Producer`` blocks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -27,7 +28,7 @@ from conveyor.client.producer import (
     _ProducerCore,
     _Record,
 )
-from conveyor.client.types import HeadersArg, RecordMetadata, to_headers
+from conveyor.client.types import HeadersArg, RecordMetadata, TopicPartition, to_headers
 from conveyor.protocol.records import Codec
 from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
@@ -58,6 +59,8 @@ class AsyncProducer:
         max_block_ms: int = 60_000,
         tls: TLSConfig | None = None,
         idempotence: bool | None = None,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60_000,
         token: str | None = None,
         user: str | None = None,
         password: str | None = None,
@@ -82,6 +85,8 @@ class AsyncProducer:
             max_block_ms=max_block_ms,
             tls=tls,
             idempotence=idempotence,
+            transactional_id=transactional_id,
+            transaction_timeout_ms=transaction_timeout_ms,
             authorization=authorization_header(token, user, password),
         )
         self._core = _ProducerCore(config, self._wake, hooks)
@@ -241,6 +246,43 @@ class AsyncProducer:
                 await asyncio.wait_for(asyncio.gather(*waits), timeout)
         finally:
             core.accumulator.end_flush()
+
+    # ---- transactions (issue 21): as Producer's ------------------------------------------
+
+    async def init_transactions(self) -> None:
+        await self._started().txn().init()
+
+    async def begin_transaction(self) -> None:
+        txn = self._started().txn()
+        await txn.init()
+        txn.begin()
+
+    async def send_offsets_to_transaction(
+        self, offsets: Mapping[TopicPartition | tuple[str, int], int], group_id: str
+    ) -> None:
+        wanted = {(tp[0], tp[1]): offset for tp, offset in offsets.items()}
+        await self._started().txn().send_offsets(wanted, group_id)
+
+    async def commit_transaction(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 -- as Producer's
+        txn = self._started().txn()
+        await self.flush(timeout)
+        await txn.end(commit=True)
+
+    async def abort_transaction(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 -- as Producer's
+        txn = self._started().txn()
+        await self.flush(timeout)
+        await txn.end(commit=False)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncProducer]:
+        """``async with producer.transaction(): ...``: commits, or aborts on an exception."""
+        await self.begin_transaction()
+        try:
+            yield self
+        except BaseException:
+            await self.abort_transaction()
+            raise
+        await self.commit_transaction()
 
     async def close(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 -- as Producer.close
         """Send what is buffered (up to ``timeout`` s), then close. Idempotent."""

@@ -14,10 +14,11 @@ everything else (wake-ups, encoding, HTTP) happens once per batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, NamedTuple
@@ -35,9 +36,11 @@ from conveyor.client.hooks import (
 from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.sender import AcksSetting, Sender
+from conveyor.client.transactions import TransactionSession
 from conveyor.client.types import (
     Headers,
     HeadersArg,
+    TopicPartition,
     to_bytes,
     to_headers,
 )
@@ -71,11 +74,16 @@ class ProducerConfig:
     tls: TLSConfig | None = None
     # None: on with acks=all (Kafka's default since 3.0): retries never duplicate a batch.
     idempotence: bool | None = None
+    # a transactional producer (issue 21, docs/transactions.md): idempotent, acks=all
+    transactional_id: str | None = None
+    transaction_timeout_ms: int = 60_000
     # The Authorization header (from token, or user and password); None: the environment.
     authorization: str | None = field(default=None, repr=False)
 
     @property
     def idempotent(self) -> bool:
+        if self.transactional_id is not None:
+            return True
         return self.acks == "all" if self.idempotence is None else self.idempotence
 
 
@@ -118,6 +126,10 @@ class _ProducerCore:
     ) -> None:
         if config.linger_ms < 0 or config.batch_size <= 0 or config.retries < 0:
             raise ValueError("need linger_ms >= 0, batch_size > 0 and retries >= 0")
+        if config.transactional_id is not None and (
+            config.acks != "all" or config.idempotence is False or not config.transactional_id
+        ):
+            raise ValueError("a transactional producer needs acks='all' and idempotence")
         self.config = config
         self.hooks = hooks or SendHooks()
         self.lock = threading.Lock()
@@ -148,6 +160,17 @@ class _ProducerCore:
             self.http, url, auto_create=True, request_timeout_ms=config.request_timeout_ms
         )
         self.partition_counts = self.metadata.cache.partition_counts
+        self.transaction = (
+            None
+            if config.transactional_id is None
+            else TransactionSession(
+                self.http,
+                url,
+                config.transactional_id,
+                transaction_timeout_ms=config.transaction_timeout_ms,
+                request_timeout_ms=config.request_timeout_ms,
+            )
+        )
         self.sender = Sender(
             accumulator=self.accumulator,
             metadata=self.metadata,
@@ -160,8 +183,17 @@ class _ProducerCore:
             retry_backoff_ms=config.retry_backoff_ms,
             retry_backoff_max_ms=config.retry_backoff_max_ms,
             coordinator_url=url if config.idempotent else None,
+            transaction=self.transaction,
         )
         self.run_task: asyncio.Task[None] | None = None
+
+    def txn(self) -> TransactionSession:
+        if self.transaction is None:
+            raise InvalidRequestError(
+                "not a transactional producer: give transactional_id=",
+                code=ErrorCode.INVALID_TXN_STATE,
+            )
+        return self.transaction
 
     def _on_space(self) -> None:  # under lock
         self.space.notify_all()
@@ -187,6 +219,11 @@ class _ProducerCore:
     ) -> RecordFuture:
         """Append one converted record. Raises MetadataNeeded or BufferFull: the shells
         wait in their own way and call again."""
+        if self.transaction is not None and not self.transaction.in_transaction:
+            raise InvalidRequestError(
+                "a transactional producer sends inside a transaction: begin_transaction() first",
+                code=ErrorCode.INVALID_TXN_STATE,
+            )
         count = self.partition_counts.get(topic)
         if count is None:
             raise MetadataNeeded(topic)
@@ -288,6 +325,8 @@ class Producer:
         max_block_ms: int = 60_000,
         tls: TLSConfig | None = None,
         idempotence: bool | None = None,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60_000,
         token: str | None = None,
         user: str | None = None,
         password: str | None = None,
@@ -313,6 +352,8 @@ class Producer:
             max_block_ms=max_block_ms,
             tls=tls,
             idempotence=idempotence,
+            transactional_id=transactional_id,
+            transaction_timeout_ms=transaction_timeout_ms,
             authorization=authorization_header(token, user, password),
         )
         # the core first: a bad setting must not leave a loop thread behind
@@ -438,6 +479,49 @@ class Producer:
                     raise TimeoutError(f"flush did not finish within {timeout}s")
         finally:
             core.accumulator.end_flush()
+
+    # ---- transactions (issue 21, docs/transactions.md) ----------------------------------
+
+    def init_transactions(self) -> None:
+        """Take the transactional id (fencing older producers with it); ``begin`` does it
+        if not done before."""
+        self._io.run(self._core.txn().init())
+
+    def begin_transaction(self) -> None:
+        txn = self._core.txn()
+        self._io.run(txn.init())
+        txn.begin()
+
+    def send_offsets_to_transaction(
+        self, offsets: Mapping[TopicPartition | tuple[str, int], int], group_id: str
+    ) -> None:
+        """Commit ``offsets`` (the next offset to read, per partition) for ``group_id``
+        with the transaction: visible to the group only if it commits."""
+        wanted = {(tp[0], tp[1]): offset for tp, offset in offsets.items()}
+        self._io.run(self._core.txn().send_offsets(wanted, group_id))
+
+    def commit_transaction(self, timeout: float | None = None) -> None:
+        """Send every record of the transaction, then commit it (raises if one failed:
+        abort then)."""
+        txn = self._core.txn()
+        self.flush(timeout)
+        self._io.run(txn.end(commit=True))
+
+    def abort_transaction(self, timeout: float | None = None) -> None:
+        txn = self._core.txn()
+        self.flush(timeout)  # what was sent is aborted with the rest
+        self._io.run(txn.end(commit=False))
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Producer]:
+        """``with producer.transaction(): ...``: commits at the end, aborts on an exception."""
+        self.begin_transaction()
+        try:
+            yield self
+        except BaseException:
+            self.abort_transaction()
+            raise
+        self.commit_transaction()
 
     def close(self, timeout: float | None = None) -> None:
         """Send what is buffered (waiting up to ``timeout`` s, None: delivery_timeout_ms),

@@ -25,6 +25,7 @@ from conveyor.client.accumulator import Accumulator, ProducerBatch
 from conveyor.client.errors import ClientClosedError, DeliveryTimeoutError, is_routing_error
 from conveyor.client.futures import BatchCompletion, RecordFuture
 from conveyor.client.metadata import MetadataClient
+from conveyor.client.transactions import TransactionSession
 from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.messages import (
@@ -66,8 +67,10 @@ class Sender:
         retry_backoff_ms: int,
         retry_backoff_max_ms: int,
         coordinator_url: str | None = None,
+        transaction: TransactionSession | None = None,
     ) -> None:
         self._acc = accumulator
+        self.transaction = transaction  # a transactional producer's (client/transactions.py)
         self._metadata = metadata
         self._http = http
         self._acks = acks
@@ -148,6 +151,12 @@ class Sender:
         """The producer id and epoch, asked for once; a new epoch after a batch failed for
         good (sequences restart at 0 under it, so no gap blocks the partitions)."""
         async with self._init_lock:
+            if self.transaction is not None:  # the transactional id's, fenced by init
+                identity = await self.transaction.init()
+                if identity != (self._producer_id, self._producer_epoch):
+                    self._producer_id, self._producer_epoch = identity
+                    self._sequences.clear()
+                return identity
             if self._producer_id < 0 or self._bump_epoch:
                 assert self._coordinator_url is not None
                 request = InitProducerIdRequest(
@@ -170,8 +179,11 @@ class Sender:
         if batch.builder is None:
             return
         key = (batch.topic, batch.partition)
+        txn = self.transaction
+        if txn is not None:
+            await txn.add_partition(batch.topic, batch.partition)
         sequence = self._sequences.get(key, 0)
-        batch.builder.set_producer(producer_id, epoch, sequence)
+        batch.builder.set_producer(producer_id, epoch, sequence, transactional=txn is not None)
         self._sequences[key] = (sequence + batch.records_count) % SEQUENCE_LIMIT
 
     async def _produce(self, batch: ProducerBatch[BatchCompletion]) -> int:
@@ -274,6 +286,8 @@ class Sender:
         if error is None:
             batch.completion.complete(base_offset)
         else:
+            if self.transaction is not None:
+                self.transaction.failed = error  # the transaction can only abort now
             batch.completion.fail(error)
             client_metrics.batch_failed(batch.topic, batch.records_count, error.code.name)
 

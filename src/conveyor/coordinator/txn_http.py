@@ -1,7 +1,10 @@
-"""The coordinator's internal routes for Kafka's transaction APIs, forwarded by the
-broker that received them (``broker/kafka/transactions.py``), answered by the transaction
-coordinator (``txn_service.py``). Internal: the cluster's identity only (the broker
-checked the Kafka principal's ACLs), as the group routes (``kafka_http.py``).
+"""The coordinator's routes for transactions: internal ones for Kafka's transaction APIs,
+forwarded by the broker that received them (``broker/kafka/transactions.py``; the
+cluster's identity only: the broker checked the Kafka principal's ACLs, as for the group
+routes, ``kafka_http.py``), and the same operations under ``/v1/transactions/...`` for
+Conveyor's own transactional producer (``client/transactions.py``; their permissions
+are in ``transport/auth.py``: any principal, and ``group`` on the group for offsets).
+All are answered by the one transaction coordinator (``txn_service.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from conveyor.protocol.txn import (
 from conveyor.transport.server import Handler, Route, decode_json, json_response
 
 PREFIX = "/internal/v1/kafka/txn"
+PUBLIC_PREFIX = "/v1/transactions"
 
 
 class TransactionRoutes:
@@ -54,10 +58,17 @@ class TransactionRoutes:
         return json_response(self._txn.describe(body))
 
     def routes(self) -> list[Route]:
+        internal = self._routes(PREFIX, internal=True)
+        public = [
+            r for r in self._routes(PUBLIC_PREFIX, internal=False) if "describe" not in r.path
+        ]
+        return [*internal, *public]
+
+    def _routes(self, prefix: str, internal: bool) -> list[Route]:
         def route(path: str, handler: Handler, summary: str, req: type, resp: type) -> Route:
             return Route(
-                "POST", f"{PREFIX}/{path}", handler, summary, request=req, response=resp,
-                internal=True,
+                "POST", f"{prefix}/{path}", handler, summary, request=req, response=resp,
+                internal=internal, tags=() if internal else ("transactions",),
             )  # fmt: skip
 
         return [

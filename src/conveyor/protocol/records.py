@@ -338,6 +338,7 @@ class BatchBuilder:
     """
 
     __slots__ = (
+        "_attributes",
         "_base_sequence",
         "_base_timestamp_ms",
         "_codec",
@@ -373,6 +374,7 @@ class BatchBuilder:
         self._producer_id = producer_id
         self._producer_epoch = producer_epoch
         self._base_sequence = base_sequence
+        self._attributes = 0  # bit 4: transactional (set_producer)
         self._parts: list[bytes | bytearray | memoryview] = []
         self._records_count = 0
         self._last_offset_delta = -1
@@ -384,9 +386,13 @@ class BatchBuilder:
     def records_count(self) -> int:
         return self._records_count
 
-    def set_producer(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
+    def set_producer(
+        self, producer_id: int, producer_epoch: int, base_sequence: int, transactional: bool = False
+    ) -> None:
         """Stamp an idempotent producer's identity before :meth:`build` (the producer
-        learns the sequence only when the batch is sent, after its records were added)."""
+        learns the sequence only when the batch is sent, after its records were added);
+        ``transactional``: the batch belongs to the producer's open transaction."""
+        self._attributes = 0x10 if transactional else 0
         if not (
             _INT64_MIN <= producer_id <= _INT64_MAX
             and _INT16_MIN <= producer_epoch <= _INT16_MAX
@@ -499,7 +505,7 @@ class BatchBuilder:
                 partition_leader_epoch,
                 MAGIC,
                 0,  # the CRC, computed below over the packed header and the records
-                int(codec),
+                int(codec) | self._attributes,
                 self._last_offset_delta,
                 self._base_timestamp_ms,
                 self._max_timestamp_ms,

@@ -100,6 +100,13 @@ POLICIES: Final[dict[tuple[str, str], Policy]] = {
     # which coordinator is active: as public as /readyz (standbys answer it too)
     ("GET", "/v1/coordinator"): PUBLIC,
     ("POST", "/v1/producers/init"): AUTHENTICATED,
+    # transactions (issue 21): a producer's own; offsets in one need the group's use, as
+    # committing them does (data writes are checked by the brokers' produce ACL)
+    ("POST", "/v1/transactions/init"): AUTHENTICATED,
+    ("POST", "/v1/transactions/add-partitions"): AUTHENTICATED,
+    ("POST", "/v1/transactions/end"): AUTHENTICATED,
+    ("POST", "/v1/transactions/add-offsets"): Policy("group", "group", None, body_field="group"),
+    ("POST", "/v1/transactions/offset-commit"): Policy("group", "group", None, body_field="group"),
     ("POST", "/v1/brokers/{broker_id}/decommission"): ADMIN,
     ("GET", "/v1/brokers/{broker_id}/decommission"): Policy("describe", "cluster", None),
     ("POST", "/v1/topics"): Policy("create_topic", "topic", None, body_field="name"),
