@@ -136,3 +136,50 @@ def test_require_keys_names_every_keyless_record_of_the_request() -> None:
     assert refused.value.details["record_indexes"] == [3, 5]
     with pytest.raises(CorruptBatchError):
         require_keys(keyed[:-3])
+
+
+_RECORDS = st.lists(
+    st.tuples(
+        st.one_of(st.none(), st.binary(max_size=200)),  # key
+        st.one_of(st.none(), st.sampled_from([0, 1, 60, 63, 64, 100, 8200, 9000])),  # value
+        st.integers(0, 10**9),  # timestamp delta: 1- to 5-byte varints
+        st.integers(0, 20_000),  # offset gap: deltas of 1 to 3 bytes
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(records=_RECORDS, gzip=st.booleans())
+def test_require_keys_finds_exactly_the_keyless_records(
+    records: list[tuple[bytes | None, int | None, int, int]], gzip: bool
+) -> None:
+    """Against the full decoder, over record lengths of 1, 2 and 3 varint bytes (the inline
+    fast paths and the general one) and timestamp/offset deltas of every width."""
+    builder = BatchBuilder(codec=Codec.GZIP if gzip else Codec.NONE)
+    offset_delta = 0
+    for key, value_size, timestamp_delta_ms, gap in records:
+        value = None if value_size is None else b"v" * value_size
+        builder.append(value, key, (), 1_700_000_000_000 + timestamp_delta_ms, offset_delta)
+        offset_delta += 1 + gap
+    batch = builder.build()
+    keyless = [i for i, r in enumerate(decode_batches(batch)) if r.key is None]
+    if not keyless:
+        require_keys(batch)
+        return
+    with pytest.raises(InvalidRequestError) as refused:
+        require_keys(batch)
+    assert refused.value.details["record_indexes"] == keyless
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(min_size=61, max_size=400), count=st.integers(0, 40))
+def test_require_keys_on_garbage_raises_only_typed_errors(data: bytes, count: int) -> None:
+    raw = bytearray(data)
+    raw[8:12] = (len(raw) - 12).to_bytes(4, "big")
+    raw[16] = 2
+    raw[21:23] = b"\x00\x00"
+    raw[57:61] = count.to_bytes(4, "big")
+    with contextlib.suppress(CorruptBatchError, InvalidRequestError):
+        require_keys(bytes(raw))
