@@ -45,12 +45,16 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from conveyor.settings import load
+    from conveyor.settings import client_flags, load
     from conveyor.settings.show import views
 
     # ``conveyor --config FILE config show`` as well as ``conveyor config show --config FILE``
     config = args.config or getattr(args, "config_file", None)
-    settings = load(args.service, {"config": config}, require=False)
+    # The CLI's own flags (--profile, --url, ...) are the client's first source.
+    flags = client_flags() if args.service == "client" else {}
+    if config is not None:
+        flags["config"] = config
+    settings = load(args.service, flags, require=False)
     rows = views(settings)
     if args.json:
         print_json(rows)

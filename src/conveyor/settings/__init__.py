@@ -42,6 +42,7 @@ __all__ = [
     "Source",
     "Value",
     "clear_client_flags",
+    "client_flags",
     "client_settings",
     "env_warnings",
     "load",
@@ -95,6 +96,11 @@ _CLIENT_FLAGS: Final[dict[str, object]] = {}
 
 def set_client_flag(name: str, value: Any) -> None:
     _CLIENT_FLAGS[name] = value
+
+
+def client_flags() -> dict[str, object]:
+    """What the CLI's client flags said (``config show`` reports them as flags)."""
+    return dict(_CLIENT_FLAGS)
 
 
 def clear_client_flags() -> None:

@@ -172,6 +172,12 @@ def test_the_profile_variables_are_settings(tmp_path: Path) -> None:
     assert (rows["profile"]["value"], rows["profile"]["origin"]) == ("dev", "CONVEYOR_PROFILE")
     assert rows["profiles_dir"]["value"] == profiles
     assert (rows["url"]["value"], rows["url"]["source"]) == ("http://127.0.0.1:1", "file")
+    flagged = run(["conveyor", "--profile", "dev", "config", "show", "--json"],
+                  CONVEYOR_PROFILES_DIR=profiles)  # fmt: skip
+    rows = {row["name"]: row for row in json.loads(flagged.stdout)}
+    assert (rows["profile"]["value"], rows["profile"]["source"]) == ("dev", "flag")
+    assert rows["config"]["value"] == str(Path(profiles) / "dev.toml")
+    assert (rows["url"]["value"], rows["url"]["source"]) == ("http://127.0.0.1:1", "file")
     missing = run(["conveyor", "topic", "list"],
                   CONVEYOR_PROFILES_DIR=profiles, CONVEYOR_PROFILE="prod")  # fmt: skip
     assert missing.returncode == 1
