@@ -17,7 +17,11 @@ Usage: .venv/bin/python scripts/bench_kafka_groups.py [--runs 3] [--count 100000
 2. W2: ``--count`` 100-byte messages over 16 partitions, read by a 4-member
    confluent-kafka consumer group (4 processes, ``subscribe``, auto-commit), from the
    first message consumed to the last; beside 4 manual-assign confluent-kafka consumers
-   (``conveyor bench consume``, issue 16's W2) in the same round. Medians of ``--runs``.
+   (``conveyor bench consume``, issue 16's W2, with the same 64 keys and librdkafka's
+   default fetch sizes) in the same round.
+   Medians of ``--runs``.
+   ``--profile FILE``: one more group round, not counted, with py-spy sampling the broker
+   (collapsed stacks, ``--format raw``: one line per stack with its sample count).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import argparse
 import itertools
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,6 +48,9 @@ from tests.integration.cluster import Cluster  # noqa: E402
 
 PARTITIONS = 16
 VALUE = b"x" * 100
+# W2's keys: enough that murmur2 puts messages on every one of the 16 partitions (issue 16's
+# 8 keys leave some partitions, and so some of the 4 consumers, without any)
+KEYS = 64
 PROTOCOLS = {
     "classic (range, eager)": {},
     "classic cooperative-sticky": {"partition.assignment.strategy": "cooperative-sticky"},
@@ -170,21 +179,35 @@ def _wait(condition: Any, what: str, timeout_s: float = 120) -> None:
 def produce(cluster: Cluster, topic: str, count: int) -> None:
     from confluent_kafka import Producer
 
-    producer = Producer(
-        {"bootstrap.servers": cluster.bootstrap, "linger.ms": 20, "batch.size": 1_000_000}
+    producer = Producer(  # murmur2: the partitions `conveyor bench consume` fills too
+        {
+            "bootstrap.servers": cluster.bootstrap,
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "partitioner": "murmur2_random",
+        }
     )
     for i in range(count):
         while True:
             try:
-                producer.produce(topic, VALUE, key=b"k%d" % (i % 64))
+                producer.produce(topic, VALUE, key=b"key-%d" % (i % KEYS))
                 break
             except BufferError:
                 producer.poll(0.05)
     producer.flush(120)
 
 
-def w2_group(cluster: Cluster, topic: str, count: int, run: int) -> float:
+def w2_group(
+    cluster: Cluster, topic: str, count: int, run: int, profile: Path | None = None
+) -> float:
     group = f"w2-{run}-{time.time_ns()}"
+    spy = None
+    if profile is not None:  # the broker, sampled until the group has read everything
+        broker = cluster.brokers[1].process
+        assert broker is not None
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        argv = [py_spy, "record", "--pid", str(broker.pid), "--rate", "100"]
+        spy = subprocess.Popen([*argv, "--format", "raw", "--output", str(profile)])
     workers = [
         subprocess.Popen(
             [sys.executable, __file__, "--worker", cluster.bootstrap, topic, group],
@@ -211,6 +234,9 @@ def w2_group(cluster: Cluster, topic: str, count: int, run: int) -> float:
             threads.append(t)
         _wait(lambda: sum(r["count"] for r in list(results)) >= count, "all consumed", 1200)
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
+            spy.wait(60)
         for w in workers:
             w.terminate()
         for w in workers:
@@ -227,8 +253,6 @@ def w2_group(cluster: Cluster, topic: str, count: int, run: int) -> float:
 def worker(bootstrap: str, topic: str, group: str) -> None:
     """A group member reading until told to stop; every 0.5 s a JSON line with its count
     and the wall times of its first and latest message."""
-    import signal
-
     from confluent_kafka import Consumer
 
     stop = threading.Event()
@@ -258,8 +282,10 @@ def w2_manual(cluster: Cluster, count: int, run: int) -> float:
     argv = [
         sys.executable, "-m", "conveyor", "bench", "consume", "--bootstrap", cluster.url,
         "--topic", f"w2-manual-{run}", "--count", str(count), "--consumers", "4",
-        "--partitions", str(PARTITIONS), "--message-bytes", "100", "--keys", "8",
+        "--partitions", str(PARTITIONS), "--message-bytes", "100", "--keys", str(KEYS),
         "--client", "confluent-kafka", "--json",
+        # librdkafka's defaults, as the group's members run with (the bench's are 4 MiB, 100 ms)
+        "--fetch-max-bytes", str(52_428_800), "--fetch-max-wait-ms", "500",
     ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=3600)
     return float(json.loads(done.stdout)["consume"]["msg_per_s"])
@@ -271,6 +297,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--only", choices=("rebalance", "w2"))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--profile", type=Path, help="py-spy's raw stacks of the broker (W2)")
     parser.add_argument("--worker", nargs=3, metavar=("BOOTSTRAP", "TOPIC", "GROUP"))
     args = parser.parse_args()
     if args.worker:
@@ -300,6 +327,9 @@ def main() -> None:
                     group.append(w2_group(cluster, "w2", args.count, r))
                     manual.append(w2_manual(cluster, args.count, r))
                 report["w2_group"], report["w2_manual"] = group, manual
+                if args.profile:  # a round of its own: py-spy slows what it samples
+                    profiled = w2_group(cluster, "w2", args.count, args.runs, args.profile)
+                    report["w2_group_profiled"] = profiled
                 print(
                     f"W2 4-member group: {statistics.median(group):,.0f} msg/s  runs {group}; "
                     f"4 manual-assign: {statistics.median(manual):,.0f} msg/s  runs {manual}",

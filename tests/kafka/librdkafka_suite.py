@@ -1,7 +1,8 @@
 """Run librdkafka's own test suite against a real Conveyor cluster and record the results.
 
     python -m tests.kafka.librdkafka_suite [--quick] [--tests 0001,0081] [--bootstrap B]
-        [--out DIR] [--markdown docs/kafka-compatibility.md]
+        [--protocol classic|consumer] [--out DIR] [--markdown docs/kafka-compatibility.md]
+    python -m tests.kafka.librdkafka_suite --merge DIR/results.json ... --markdown FILE
 
 Like Redpanda's rptest ``LibrdkafkaTest``: one ``test-runner`` process per test (``TESTS=``,
 and ``SUBTESTS=`` where one test is split), against a cluster shaped like librdkafka's
@@ -12,7 +13,9 @@ see the version in ``TEST_KAFKA_VERSION``: tests gate features on it.
 
 Each entry of ``librdkafka_selection.SELECTION`` ends as passed, failed (with the runner's
 own failure text), or skipped (the selection's reason, or the test's own TEST_SKIP text).
-``--markdown`` rewrites the results table between the markers in that file.
+``--markdown`` rewrites the results table between the markers in that file; with
+``--merge`` (no tests run) the rows of some runs (say, the group tests, one lane per
+protocol) replace theirs in the table and the other rows stay.
 """
 
 from __future__ import annotations
@@ -190,6 +193,32 @@ def markdown_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+_ROW = re.compile(r"^\| (\S+) \| (passed|failed|skipped) \| ([\d.]*) \| (.*) \|$")
+
+
+def table_results(path: Path) -> list[Result]:
+    """The rows of the results table in ``path`` (what the last recorded runs found)."""
+    text = path.read_text()
+    table = text[text.index(MARK_START) : text.index(MARK_END)]
+    rows = (_ROW.match(line) for line in table.splitlines())
+    return [Result(m[1], m[2], float(m[3] or 0), m[4].replace("\\|", "|")) for m in rows if m]
+
+
+def merged(path: Path, runs: list[Result]) -> list[Result]:
+    """One row per entry of the selection: from ``runs`` when they ran it, else the
+    selection's skip reason, else the table's current row (entries neither ran nor
+    recorded are left out)."""
+    ran = {r.key: r for r in runs}
+    recorded = {r.key: r for r in table_results(path)}
+    rows = []
+    for entry in SELECTION:
+        row = ran.get(entry.key) or (_selection_skip(entry) if entry.skip else None)
+        row = row or recorded.get(entry.key)
+        if row is not None:
+            rows.append(row)
+    return sorted(rows, key=lambda r: r.key)
+
+
 def update_markdown(path: Path, table: str) -> None:
     text = path.read_text()
     start, end = text.index(MARK_START) + len(MARK_START), text.index(MARK_END)
@@ -203,15 +232,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", help="run against this cluster instead of starting one")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "librdkafka")
     parser.add_argument("--markdown", type=Path, help="rewrite the results table in this file")
+    parser.add_argument(
+        "--protocol",
+        choices=("classic", "consumer"),
+        help="only the entries run with this group protocol (classic: also non-group tests)",
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="run nothing: put these runs' results.json rows into --markdown's table",
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        runs = [Result(**r) for path in args.merge for r in json.loads(path.read_text())]
+        if args.markdown:
+            update_markdown(args.markdown, markdown_table(merged(args.markdown, runs)))
+        return 0
+    protocol = {"classic": "", "consumer": "consumer", None: None}[args.protocol]
+    chosen = [e for e in SELECTION if protocol is None or e.protocol == protocol]
     if args.tests:  # named tests run even when the selection skips them
         wanted = set(args.tests.split(","))
-        entries = [e for e in SELECTION if e.test in wanted or e.key in wanted]
+        entries = [e for e in chosen if e.test in wanted or e.key in wanted]
         results = run_suite(entries, args.bootstrap, args.out, args.quick)
     else:
-        results = run_suite(runnable(args.quick), args.bootstrap, args.out, args.quick)
+        entries = [e for e in runnable(args.quick) if e in chosen]
+        results = run_suite(entries, args.bootstrap, args.out, args.quick)
         if not args.quick:
-            results += [_selection_skip(e) for e in SELECTION if e.skip]
+            results += [_selection_skip(e) for e in chosen if e.skip]
     results.sort(key=lambda r: r.key)
     (args.out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
     if args.markdown:

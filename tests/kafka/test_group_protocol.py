@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import ConsumerGroupState, ConsumerGroupType
 
 import conveyor
 from conveyor.protocol.errors import ConveyorError, ErrorCode
@@ -278,9 +279,39 @@ def test_mixed_librdkafka_and_aiokafka_group_uses_their_common_assignor(
         ).groups[0]
     assert described.group_state == "Stable" and described.protocol_data == "roundrobin"
     assert {m.client_id for m in described.members} == {"member-confluent", "member-aiokafka"}
+    # librdkafka's admin asks ConsumerGroupDescribe first; GROUP_ID_NOT_FOUND for a classic
+    # group sends it on to DescribeGroups
+    admin = _kafka_describe(cluster, group)
+    assert (admin.state, admin.type) == (ConsumerGroupState.STABLE, ConsumerGroupType.CLASSIC)
+    assert admin.partition_assignor == "roundrobin" and len(admin.members) == 2
     rd.stop()
     aio.stop()
     assert len(rd.processed()) + len(aio.processed()) == 300  # each message once
+
+
+def test_kip848_group_described_by_librdkafkas_admin(
+    cluster: Cluster, started: list[KafkaMember], tmp_path: Path
+) -> None:
+    """ConsumerGroupDescribe through a real client: the member, its assignment."""
+    topic, group = _topic(cluster, "kip848-describe"), unique_topic("g-848")
+    member = KafkaMember.start(
+        member_argv("confluent-848", cluster, topic, group), tmp_path / "m.jsonl"
+    )
+    started.append(member)
+    wait_for(lambda: len(member.assigned()) == 4, 60, "the member has every partition")
+    admin = _kafka_describe(cluster, group)
+    assert (admin.state, admin.type) == (ConsumerGroupState.STABLE, ConsumerGroupType.CONSUMER)
+    (only,) = admin.members
+    assert only.client_id == "member-confluent-848"
+    assert sorted(tp.partition for tp in only.assignment.topic_partitions) == [0, 1, 2, 3]
+    member.stop()
+
+
+def _kafka_describe(cluster: Cluster, group: str) -> Any:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})  # alive until answered
+    return admin.describe_consumer_groups([group])[group].result(30)
 
 
 def test_static_member_restarts_without_a_rebalance(

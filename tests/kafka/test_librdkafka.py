@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from pathlib import Path
 
 import pytest
 
 from tests.kafka.librdkafka_build import UnavailableError, verify_integrity
 from tests.kafka.librdkafka_selection import GROUP_TESTS, SELECTION, Entry
-from tests.kafka.librdkafka_suite import judge, parse_summary
+from tests.kafka.librdkafka_suite import (
+    MARK_END,
+    MARK_START,
+    Result,
+    judge,
+    markdown_table,
+    merged,
+    parse_summary,
+    table_results,
+    update_markdown,
+)
 
 _SUMMARY = """\
 TEST 20261202140508 (bare, scenario default) SUMMARY
@@ -69,3 +80,23 @@ def test_selection_lists_each_entry_once_with_a_reason_or_a_run() -> None:
         if e.test in GROUP_TESTS and not e.protocol and not e.skip
     }
     assert not [e.key for e in SELECTION if e.quick and e.skip]
+
+
+def test_merge_replaces_the_rows_that_ran_and_keeps_the_others(tmp_path: Path) -> None:
+    doc = tmp_path / "compat.md"
+    doc.write_text(f"intro\n{MARK_START}\n{MARK_END}\noutro\n")
+    earlier = [
+        Result("0001", "passed", 6.2, ""),
+        Result("0014", "skipped", 0.0, "needs Kafka consumer groups"),
+        Result("0092", "skipped", 0.0, "an old reason"),
+        Result("9999", "failed", 1.0, "a | b"),  # no longer in the selection
+    ]
+    update_markdown(doc, markdown_table(earlier))
+    assert table_results(doc) == earlier
+    rows = {r.key: r for r in merged(doc, [Result("0014@consumer", "failed", 3.0, "x | y")])}
+    assert rows["0001"] == earlier[0]  # not run: kept
+    assert rows["0014"] == earlier[1]  # this protocol not run: kept
+    assert rows["0014@consumer"].reason == "x | y"
+    assert rows["0092"].reason.startswith("needs MessageSet")  # the selection's reason
+    assert "9999" not in rows and "0018" not in rows  # gone; never recorded
+    assert doc.read_text().startswith("intro\n") and doc.read_text().endswith("outro\n")

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 PARKED_MARGIN_MS: Final = 5_000  # beyond the group's own deadlines, a parked request gives up
 REBALANCE_TIMEOUT_MS_MAX: Final = 3_600_000  # Conveyor's max poll interval limit
+EMPTIED_GROUPS_MAX: Final = 100_000  # emptied groups whose protocol type is remembered
 _Key = tuple[str, str]  # (group, member id)
 T = TypeVar("T")
 
@@ -102,6 +103,10 @@ class ClassicGroups:
         self._other_kind = other_kind
         self._groups_max = groups_max
         self.groups: dict[str, ClassicGroup] = {}
+        # The protocol type of groups whose members all left (their state is forgotten,
+        # their offsets stay): Kafka lists such a group as an Empty "consumer" group, not
+        # as a "simple" one (protocol type ""). Soft state, at most EMPTIED_GROUPS_MAX.
+        self.emptied: dict[str, str] = {}
         self._joins: dict[_Key, list[asyncio.Future[JoinResult]]] = {}
         self._syncs: dict[_Key, list[asyncio.Future[SyncResult]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -265,14 +270,23 @@ class ClassicGroups:
             self._rebalanced(name)
         if after.removable and not self._parked(name):
             self.groups.pop(name, None)
+            if before.members and after.protocol_type:
+                self._emptied(name, after.protocol_type)
         else:
             self.groups[name] = after
+            self.emptied.pop(name, None)
         for answer in outcome.answers:
             if isinstance(answer, JoinAnswer):
                 self._deliver(self._joins, (name, answer.member_id), answer.result)
             else:
                 self._deliver(self._syncs, (name, answer.member_id), answer.result)
         self._schedule(name)
+
+    def _emptied(self, name: str, protocol_type: str) -> None:
+        self.emptied.pop(name, None)
+        self.emptied[name] = protocol_type
+        while len(self.emptied) > EMPTIED_GROUPS_MAX:  # the longest emptied goes first
+            del self.emptied[next(iter(self.emptied))]
 
     def _parked(self, name: str) -> bool:
         return any(k[0] == name for k in self._joins) or any(k[0] == name for k in self._syncs)
@@ -315,6 +329,7 @@ class ClassicGroups:
             timer.cancel()
         self._timers.clear()
         self.groups.clear()
+        self.emptied.clear()
         for parked_map in (self._joins, self._syncs):
             for futures in parked_map.values():
                 for future in futures:

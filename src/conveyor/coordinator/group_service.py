@@ -306,6 +306,7 @@ class GroupManager:
         async with self._lock:
             self.require_empty(name)
             await self._transition(lambda s: core.delete_group(s, name))
+            self.classic.emptied.pop(name, None)
 
     def require_empty(self, name: str) -> None:
         members = len(self.groups[name].members) if name in self.groups else 0

@@ -275,7 +275,10 @@ class KafkaGroups:
                 state=classic.kafka_state,
                 group_type="classic",
             )
-        return KafkaGroupListing(group=name, protocol_type="", state="Empty", group_type="classic")
+        emptied = self._manager.classic.emptied.get(name, "")
+        return KafkaGroupListing(
+            group=name, protocol_type=emptied, state="Empty", group_type="classic"
+        )
 
     def describe(self, names: list[str]) -> KafkaGroupDescriptions:
         return KafkaGroupDescriptions(
@@ -294,7 +297,8 @@ class KafkaGroups:
         if classic is not None:
             return _describe_classic(classic)
         if name in self._state().group_offsets:
-            return KafkaGroupDescription(group=name, state="Empty")
+            emptied = self._manager.classic.emptied.get(name, "")
+            return KafkaGroupDescription(group=name, state="Empty", protocol_type=emptied)
         return KafkaGroupDescription(group=name, error=ErrorCode.UNKNOWN_GROUP.name)
 
     async def delete(self, names: list[str]) -> KafkaGroupDeletions:

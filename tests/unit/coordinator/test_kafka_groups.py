@@ -15,6 +15,8 @@ from conveyor.coordinator.service import CoordinatorService, CoordinatorSettings
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.group_messages import (
     ClassicJoinRequest,
+    ClassicLeaveRequest,
+    ClassicLeaving,
     ClassicProtocol,
     ConsumerHeartbeatRequest,
     KafkaCommitRequest,
@@ -250,6 +252,31 @@ def test_offset_delete_listing_describing_and_deleting(tmp_path: Path) -> None:
             ErrorCode.GROUP_NOT_EMPTY.name,
             ErrorCode.UNKNOWN_GROUP.name,
         ]
+
+    run(tmp_path, scenario)
+
+
+def test_an_emptied_classic_group_is_listed_as_a_consumer_group(tmp_path: Path) -> None:
+    """As Kafka keeps an Empty classic group: protocol type "consumer", not a simple
+    group's "" (a group that only ever committed offsets)."""
+
+    async def scenario(service: CoordinatorService) -> None:
+        kafka = service.kafka_groups
+        offsets = [PartitionOffset(topic="t", partition=0, offset=1)]
+        for group in ("e", "simple"):
+            await kafka.commit(group, KafkaCommitRequest(offsets=offsets))
+        joined = await kafka.join("e", _classic_join())
+        assert joined.error is None
+        kafka.leave("e", ClassicLeaveRequest(members=[ClassicLeaving(joined.member_id)]))
+        listed = {g.group: g for g in kafka.listing([], []).groups}
+        assert (listed["e"].state, listed["e"].protocol_type) == ("Empty", "consumer")
+        assert (listed["simple"].state, listed["simple"].protocol_type) == ("Empty", "")
+        assert [d.protocol_type for d in kafka.describe(["e", "simple"]).groups] == [
+            "consumer",
+            "",
+        ]
+        assert [r.error for r in (await kafka.delete(["e"])).groups] == [None]
+        assert "e" not in service.groups.classic.emptied
 
     run(tmp_path, scenario)
 

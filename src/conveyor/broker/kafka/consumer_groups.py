@@ -6,9 +6,8 @@ forwarded to the coordinator, where a Kafka member joins Conveyor's own groups
 from __future__ import annotations
 
 import uuid
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
-from conveyor.broker.kafka.group_admin import OPERATIONS_OMITTED
 from conveyor.broker.kafka.groups import GroupAccess, client_host, group_error, named_error
 from conveyor.broker.kafka.registry import RequestContext
 from conveyor.protocol.errors import ConveyorError
@@ -20,6 +19,11 @@ from conveyor.protocol.group_messages import (
 )
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError
+
+# Kafka's "not asked for" (-2^31). This API's schema (protocol/kafka/schemas) types the
+# field int32, which encodes no None: the None kafka-python's DescribeGroups takes for it
+# made every ConsumerGroupDescribe answer fail to encode, and the connection close.
+OPERATIONS_OMITTED: Final = -(2**31)
 
 
 class ConsumerGroupOps(Protocol):
