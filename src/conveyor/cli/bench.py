@@ -20,6 +20,7 @@ from conveyor.bench.storage import (
 from conveyor.cli.bench_client import register_client_benchmarks
 from conveyor.cli.bench_queue import register_queue_benchmark
 from conveyor.cli.common import EXIT_OK, positive_int
+from conveyor.protocol.errors import InvalidRequestError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,8 +39,45 @@ def register(subparsers: Subparsers) -> None:
         title="benchmarks", dest="benchmark", metavar="BENCHMARK", required=True
     )
     _register_storage(benchmarks)
+    _register_transactions(benchmarks)
     register_client_benchmarks(benchmarks)
     register_queue_benchmark(benchmarks)
+
+
+def _register_transactions(benchmarks: Subparsers) -> None:
+    txn = benchmarks.add_parser(
+        "txn",
+        help="transactional W1 against non-transactional W1 (confluent-kafka)",
+        description="W1 (N x 100 B, 8 keys, 8 partitions) with confluent-kafka, in "
+        "transactions of --per-transaction messages and without, alternating; prints JSON "
+        "(docs/benchmarks.md#transactions).",
+    )
+    where = txn.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="an existing cluster's coordinator URL")
+    where.add_argument("--local", type=int, metavar="N", help="a throwaway cluster of N brokers")
+    txn.add_argument("--count", type=int, default=200_000, help="messages per run (200000)")
+    txn.add_argument("--per-transaction", type=int, default=1000, help="(default 1000)")
+    txn.add_argument("--rounds", type=int, default=3, help="runs of each (default 3)")
+    txn.set_defaults(handler=_run_transactions)
+
+
+def _run_transactions(args: argparse.Namespace) -> int:
+    import json
+
+    from conveyor.bench.client import kafka_bootstrap
+    from conveyor.bench.local import LocalCluster
+    from conveyor.bench.transactions import compare
+
+    if args.count < 1 or args.per_transaction < 1 or args.rounds < 1:
+        raise InvalidRequestError("--count, --per-transaction and --rounds must be positive")
+    if args.url is not None:
+        result = compare(kafka_bootstrap(args.url), args.count, args.per_transaction, args.rounds)
+    else:
+        with LocalCluster(args.local) as cluster:
+            bootstrap = kafka_bootstrap(cluster.url)
+            result = compare(bootstrap, args.count, args.per_transaction, args.rounds)
+    print(json.dumps(result, indent=2))
+    return 0
 
 
 def _register_storage(benchmarks: Subparsers) -> None:

@@ -31,7 +31,7 @@ import msgspec
 from immutables import Map
 from immutables._protocols import MapMutation
 
-from conveyor.coordinator.txn_model import Transaction, TransactionRecord
+from conveyor.coordinator.txn_model import Transaction, TransactionCompleted, TransactionRecord
 from conveyor.protocol.errors import ErrorCode, FatalError
 from conveyor.protocol.messages import BrokerId, Epoch, PartitionReport, TopicConfig
 from conveyor.protocol.share import ShareGroupConfig
@@ -283,6 +283,7 @@ Record = (
     | ShareGroupRecord
     | ShareGroupRemoved
     | TransactionRecord
+    | TransactionCompleted
 )
 
 
@@ -335,7 +336,7 @@ def apply(state: ClusterState, records: Iterable[Record]) -> ClusterState:  # no
                 if share_groups is None:
                     share_groups = dict(state.share_groups)
                 _apply_share_group(record, share_groups)
-            case TransactionRecord(transaction=txn):
+            case TransactionRecord(transaction=txn) | TransactionCompleted(transaction=txn):
                 if transactions is None:
                     transactions = dict(state.transactions)
                 transactions[txn.transactional_id] = txn

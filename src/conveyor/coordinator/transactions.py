@@ -31,6 +31,7 @@ from conveyor.coordinator.txn_model import (
     PREPARE,
     PendingOffset,
     Transaction,
+    TransactionCompleted,
     TransactionRecord,
     TxnStatus,
 )
@@ -268,8 +269,10 @@ def complete(
         return make_result(state, (), False)
     status: TxnStatus = "complete_commit" if txn.status == "prepare_commit" else "complete_abort"
     new = replace(txn, status=status, partitions=(), groups=(), offsets=(), started_ms=-1)
-    decision = f"transaction {transactional_id}: {status}"
-    return _saved(state, new, True, decision)
+    records = [TransactionCompleted(new)]  # soft: see its docstring
+    return make_result(
+        apply(state, records), records, True, [f"transaction {transactional_id}: {status}"]
+    )
 
 
 def expired(state: ClusterState, now_ms: int) -> list[str]:

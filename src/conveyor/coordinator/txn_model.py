@@ -69,3 +69,15 @@ class TransactionRecord:
 
     durable: ClassVar[bool] = True
     transaction: Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionCompleted:
+    """A prepared transaction's markers are all written: complete (soft, no fsync). Lost
+    in a crash, the store still says prepare and the coordinator writes the markers again
+    after it starts: a second marker of a transaction already closed changes nothing at a
+    partition, and the producer cannot have opened its next transaction meanwhile (its
+    AddPartitionsToTxn is durable, and replaces the prepare state in the store)."""
+
+    durable: ClassVar[bool] = False
+    transaction: Transaction

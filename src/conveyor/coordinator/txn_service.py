@@ -88,13 +88,24 @@ class TransactionCoordinator:
 
     # ---- Kafka's APIs ------------------------------------------------------------------------
 
+    async def _settled(self, transactional_id: str) -> None:
+        """Wait (bounded) for the id's previous transaction to complete: its next request
+        is then decided on a settled state instead of answered CONCURRENT_TRANSACTIONS,
+        which clients retry only after a backoff (librdkafka: retry.backoff.ms)."""
+        task = self._completing.get(transactional_id)
+        if task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), END_WAIT_S)
+
     async def init(self, request: TxnInitRequest) -> TxnInitResponse:
+        await self._settled(request.transactional_id)
         now = self._now_ms()
         reply = await self._decide(lambda s: rules.init_producer_id(s, request, now))
         self._complete_prepared()  # a fencing init aborts the open transaction
         return reply
 
     async def add_partitions(self, request: TxnAddPartitionsRequest) -> TxnAddPartitionsResponse:
+        await self._settled(request.producer.transactional_id)
         now = self._now_ms()
         results = await self._decide(
             lambda s: rules.add_partitions(s, request.producer, request.partitions, now)
@@ -102,6 +113,7 @@ class TransactionCoordinator:
         return TxnAddPartitionsResponse(partitions=results)
 
     async def add_offsets(self, request: TxnAddOffsetsRequest) -> TxnResult:
+        await self._settled(request.producer.transactional_id)
         now = self._now_ms()
         return await self._decide(
             lambda s: rules.add_offsets(s, request.producer, request.group, now)

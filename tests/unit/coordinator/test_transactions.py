@@ -142,7 +142,17 @@ def test_any_sequence_keeps_the_state_recoverable(steps: list[str]) -> None:
         records += result.records
         check_invariants(state)
     replayed = apply(_cluster(), decode_records(encode_records(records)))  # type: ignore[arg-type]
-    assert replayed.transactions == state.transactions
+    for tid, txn in state.transactions.items():
+        stored = replayed.transactions[tid]
+        if stored != txn:  # only a completion is soft: stored, it is still being prepared
+            assert (stored.status, txn.status) in (
+                ("prepare_commit", "complete_commit"),
+                ("prepare_abort", "complete_abort"),
+            )
+            assert (stored.producer_id, stored.producer_epoch) == (
+                txn.producer_id,
+                txn.producer_epoch,
+            )
     snapshot = apply(ClusterState("x"), snapshot_records(state))
     assert snapshot.transactions == state.transactions
 
