@@ -687,6 +687,11 @@ COMPOSE_ONLY: Final = frozenset(
         "CONVEYOR_PROMETHEUS_RETENTION",
         "CONVEYOR_GRAFANA_ADMIN_USER",
         "CONVEYOR_GRAFANA_ADMIN_PASSWORD",
+        # the `ha` profile (deploy/compose/ha.env)
+        "CONVEYOR_COORDINATORS",
+        "CONVEYOR_ETCD_IMAGE",
+        "CONVEYOR_PUBLISH_COORDINATOR_2",
+        "CONVEYOR_PUBLISH_COORDINATOR_3",
     }
 )
 # Prefixes of variables that are not settings: compose's per-broker ports, and the test
