@@ -16,9 +16,12 @@ from typing import Any
 import pytest
 
 import conveyor
+from conveyor.protocol.kafka.apis import ApiKey
+from conveyor.protocol.kafka.errors import KafkaError
 from tests.integration.cluster import Cluster, wait_for
 from tests.kafka.conftest import unique_topic
 from tests.kafka.group_harness import KafkaMember, produce_keyed
+from tests.kafka.wire import KafkaWire
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
@@ -322,3 +325,28 @@ def test_consume_transform_produce_is_exactly_once_across_a_sigkill(
         key, n = value.split(":")
         by_key.setdefault(key, []).append(int(n))
     assert all(ns == sorted(ns) for ns in by_key.values())
+
+
+def test_describe_and_list_transactions(kafka_cluster: Cluster) -> None:
+    """DescribeTransactions and ListTransactions (kafka-python's wire classes), while a
+    transaction is open."""
+    topic = _topic(kafka_cluster, 2)
+    tid = f"tx-{topic}"
+    producer = _producer(kafka_cluster, tid)
+    producer.begin_transaction()
+    _send(producer, topic, ["a", "b"], 2)
+    broker = next(iter(kafka_cluster.brokers.values()))
+    with KafkaWire("127.0.0.1", broker.kafka_port, broker.ssl_context()) as wire:
+        described = wire.call(
+            ApiKey.DESCRIBE_TRANSACTIONS, 0, transactional_ids=[tid, "no-such-id"]
+        ).transaction_states
+        listed = wire.call(
+            ApiKey.LIST_TRANSACTIONS, 1, state_filters=["Ongoing"], producer_id_filters=[],
+            duration_filter=-1,
+        ).transaction_states  # fmt: skip
+    ours, unknown = described
+    assert (ours.error_code, ours.transaction_state) == (0, "Ongoing")
+    assert sorted((t.topic, sorted(t.partitions)) for t in ours.topics) == [(topic, [0, 1])]
+    assert unknown.error_code == KafkaError.TRANSACTIONAL_ID_NOT_FOUND
+    assert tid in {t.transactional_id for t in listed}
+    producer.abort_transaction(30)

@@ -150,11 +150,16 @@ class TransactionCoordinator:
     def describe(self, request: TxnDescribeRequest) -> TxnDescriptions:
         state = self._state()
         if request.transactional_ids is None:
+            now = self._now_ms()
             found = [
                 t
                 for t in state.transactions.values()
                 if (not request.states or KAFKA_STATE[t.status] in request.states)
                 and (not request.producer_ids or t.producer_id in request.producer_ids)
+                and (
+                    request.min_duration_ms < 0
+                    or (t.started_ms >= 0 and now - t.started_ms >= request.min_duration_ms)
+                )
             ]
             return TxnDescriptions(transactions=[_describe(t) for t in found])
         answers = []

@@ -214,6 +214,7 @@ class TxnDescribeRequest(msgspec.Struct, frozen=True):
     transactional_ids: list[str] | None = None  # None: all (ListTransactions)
     states: list[str] = []  # ListTransactions' filter (empty: any)
     producer_ids: list[int] = []
+    min_duration_ms: int = -1  # ListTransactions v1: open at least this long (-1: any)
 
 
 class TxnDescriptions(msgspec.Struct, frozen=True):

@@ -69,6 +69,7 @@ from conveyor.broker.kafka.topic_configs import ConfigType
 from conveyor.broker.kafka.transactions import (
     AddOffsetsToTxnHandler,
     AddPartitionsToTxnHandler,
+    DescribeTransactionsHandler,
     EndTxnHandler,
     TxnOffsetCommitHandler,
 )
@@ -193,6 +194,9 @@ def add_groups(
     registry.add(ApiKey.ADD_OFFSETS_TO_TXN, AddOffsetsToTxnHandler(txns, access))
     registry.add(ApiKey.END_TXN, EndTxnHandler(txns))
     registry.add(ApiKey.TXN_OFFSET_COMMIT, TxnOffsetCommitHandler(txns, access))
+    describe = DescribeTransactionsHandler(txns, authorizer)
+    registry.add(ApiKey.DESCRIBE_TRANSACTIONS, describe)
+    registry.add(ApiKey.LIST_TRANSACTIONS, DescribeTransactionsHandler(txns, authorizer, True))
     return http
 
 

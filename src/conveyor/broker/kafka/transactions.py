@@ -30,6 +30,7 @@ from conveyor.protocol.txn import (
     TxnAddPartitionsRequest,
     TxnAddPartitionsResponse,
     TxnDescribeRequest,
+    TxnDescription,
     TxnDescriptions,
     TxnEndRequest,
     TxnInitRequest,
@@ -69,12 +70,10 @@ def txn_error(name: str | None, key: ApiKey, version: int) -> KafkaError:
     if name == ErrorCode.PRODUCER_FENCED.name:
         fenced = version >= _FENCED_FROM.get(key, 99)
         return KafkaError.PRODUCER_FENCED if fenced else KafkaError.INVALID_PRODUCER_EPOCH
-    if name == "TRANSACTIONAL_ID_NOT_FOUND":
-        return KafkaError.TRANSACTIONAL_ID_NOT_FOUND
     try:
         code = ErrorCode[name]
-    except KeyError:  # a newer coordinator's code
-        return KafkaError.UNKNOWN_SERVER_ERROR
+    except KeyError:  # Kafka's own (TRANSACTIONAL_ID_NOT_FOUND), or a newer coordinator's
+        return KafkaError.__members__.get(name, KafkaError.UNKNOWN_SERVER_ERROR)
     return group_error(ConveyorError("", code=code))
 
 
@@ -277,8 +276,88 @@ class TxnOffsetCommitHandler:
 __all__ = [
     "AddOffsetsToTxnHandler",
     "AddPartitionsToTxnHandler",
+    "DescribeTransactionsHandler",
     "EndTxnHandler",
     "TxnOffsetCommitHandler",
     "init_transactional",
     "txn_error",
 ]
+
+
+class DescribeTransactionsHandler:
+    """DescribeTransactions (KIP-664), and ListTransactions with ``listing``: the
+    coordinator's view of each transactional id. Needs ``describe`` on the cluster
+    (transactional ids have no ACL resource of their own yet)."""
+
+    def __init__(self, txns: TxnOps, authorizer: Authorizer, listing: bool = False) -> None:
+        self._txns = txns
+        self._authorizer = authorizer
+        self._listing = listing
+
+    async def __call__(self, ctx: RequestContext, request: Any) -> Any:
+        key = ApiKey.LIST_TRANSACTIONS if self._listing else ApiKey.DESCRIBE_TRANSACTIONS
+        response = SERVED[key].response[ctx.api_version]
+        allowed = await self._authorizer.allowed(ctx.principal, "describe", "cluster", "cluster")
+        error = KafkaError.NONE if allowed else KafkaError.CLUSTER_AUTHORIZATION_FAILED
+        found: list[TxnDescription] = []
+        if allowed:
+            asked = (
+                TxnDescribeRequest(
+                    transactional_ids=None,
+                    states=list(request.state_filters or []),
+                    producer_ids=list(request.producer_id_filters or []),
+                    min_duration_ms=getattr(request, "duration_filter", -1),
+                )
+                if self._listing
+                else TxnDescribeRequest(transactional_ids=list(request.transactional_ids))
+            )
+            try:
+                found = (await self._txns.describe(asked)).transactions
+            except ConveyorError as exc:
+                error = _failed(exc)
+        if self._listing:
+            return self._list(response, error, request, found)
+        if error is not KafkaError.NONE:
+            found = [
+                TxnDescription(t, "", -1, -1, -1, -1, error=error.name)
+                for t in request.transactional_ids
+            ]
+        return response(
+            throttle_time_ms=0,
+            transaction_states=[_state(response, d, ctx.api_version) for d in found],
+        )
+
+    @staticmethod
+    def _list(response: Any, error: KafkaError, request: Any, found: list[TxnDescription]) -> Any:
+        known = {"Empty", "Ongoing", "PrepareCommit", "PrepareAbort", "CompleteCommit",
+                 "CompleteAbort", "Dead", "PrepareEpochFence"}  # fmt: skip
+        return response(
+            throttle_time_ms=0,
+            error_code=error,
+            unknown_state_filters=[s for s in request.state_filters or [] if s not in known],
+            transaction_states=[
+                response.TransactionState(
+                    transactional_id=d.transactional_id,
+                    producer_id=d.producer_id,
+                    transaction_state=d.state,
+                )
+                for d in found
+            ],
+        )
+
+
+def _state(response: Any, d: TxnDescription, version: int) -> Any:
+    by_topic: dict[str, list[int]] = {}
+    for p in d.partitions:
+        by_topic.setdefault(p.topic, []).append(p.partition)
+    cls = response.TransactionState
+    return cls(
+        error_code=txn_error(d.error, ApiKey.DESCRIBE_TRANSACTIONS, version),
+        transactional_id=d.transactional_id,
+        transaction_state=d.state,
+        transaction_timeout_ms=max(d.timeout_ms, -1),
+        transaction_start_time_ms=d.started_ms,
+        producer_id=d.producer_id,
+        producer_epoch=d.producer_epoch,
+        topics=[cls.TopicData(topic=t, partitions=ps) for t, ps in by_topic.items()],
+    )

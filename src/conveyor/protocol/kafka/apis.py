@@ -55,6 +55,12 @@ with warnings.catch_warnings():
         ListGroupsRequest,
         ListGroupsResponse,
     )
+    from kafka.protocol.admin.transactions import (
+        DescribeTransactionsRequest,
+        DescribeTransactionsResponse,
+        ListTransactionsRequest,
+        ListTransactionsResponse,
+    )
     from kafka.protocol.consumer import (
         FetchRequest,
         FetchResponse,
@@ -274,6 +280,14 @@ _TXN_SPECS: Final = (
     ApiSpec(ApiKey.ADD_OFFSETS_TO_TXN, 0, 3, AddOffsetsToTxnRequest, AddOffsetsToTxnResponse),
     ApiSpec(ApiKey.END_TXN, 0, 3, EndTxnRequest, EndTxnResponse),
     ApiSpec(ApiKey.TXN_OFFSET_COMMIT, 0, 3, TxnOffsetCommitRequest, TxnOffsetCommitResponse),
+    ApiSpec(
+        ApiKey.DESCRIBE_TRANSACTIONS,
+        0,
+        0,
+        DescribeTransactionsRequest,
+        DescribeTransactionsResponse,
+    ),
+    ApiSpec(ApiKey.LIST_TRANSACTIONS, 0, 1, ListTransactionsRequest, ListTransactionsResponse),
 )
 
 SERVED: Final[dict[int, ApiSpec]] = {
