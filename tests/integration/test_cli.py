@@ -61,6 +61,12 @@ def test_cli_produce_then_consume(cluster: Cluster) -> None:
     assert [m["value"] for m in messages] == ["hello", "world", "third", "fourth"]
     assert {m["key"] for m in messages} == {"k1"}
 
+    # A record over the topic's limit: the limit and how to raise it, said once
+    too_large = conveyor(cluster.url, "produce", "greetings", stdin="x" * 1_100_000 + "\n")
+    assert too_large.returncode == 1
+    assert too_large.stderr.count("exceeds the limit of 1048576 bytes") == 1, too_large.stderr
+    assert "max_message_bytes" in too_large.stderr
+
 
 def test_cli_group_resumes_from_committed_position(cluster: Cluster) -> None:
     assert (

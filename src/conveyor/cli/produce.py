@@ -12,6 +12,7 @@ first DELIM, ``-H`` adds headers, ``-p`` picks the partition, ``--compression`` 
 from __future__ import annotations
 
 import argparse
+import logging
 import queue
 import sys
 import threading
@@ -168,18 +169,31 @@ class _Acks:
                 print(f"{meta.topic}[{meta.partition}]@{meta.offset}", flush=True)
 
 
+class _ReportedByTheCommand(logging.Filter):
+    """The command prints each failed record itself (``_Acks``): the library's warning for
+    the same failure (``client/sender.py``, "batch failed") would say it twice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "batch failed" not in str(record.msg)
+
+
 def _produce(args: argparse.Namespace) -> int:
     from conveyor.client import Producer
 
     headers = parse_headers(args.header) or None
     acks = _Acks(args.json)
     started = time.monotonic()
-    with Producer(args.url, acks=args.acks, codec=args.compression) as producer:
-        try:
-            _send_all(producer, args, headers, acks, _lines(args))
-        finally:
-            producer.flush()
-            acks.drain(wait=True)
+    sender_log, reported = logging.getLogger("conveyor.client.sender"), _ReportedByTheCommand()
+    sender_log.addFilter(reported)
+    try:
+        with Producer(args.url, acks=args.acks, codec=args.compression) as producer:
+            try:
+                _send_all(producer, args, headers, acks, _lines(args))
+            finally:
+                producer.flush()
+                acks.drain(wait=True)
+    finally:
+        sender_log.removeFilter(reported)
     seconds = time.monotonic() - started
     print(
         f"{acks.sent} sent, {acks.acked} acknowledged, {acks.failed} failed in {seconds:.2f} s",
