@@ -80,6 +80,10 @@ class ConsumerGroups:
         self._state = state
         self._session_timeout_ms = session_timeout_ms
         self._members: dict[tuple[str, str], KafkaMember] = {}
+        # per group, the cluster's topics map its subscriptions were last resolved against:
+        # resolving every member's on every heartbeat would cost members x topics regex
+        # matches each time; the map is a new object whenever the topics change
+        self._resolved_against: dict[str, object] = {}
 
     async def heartbeat(
         self, name: str, request: ConsumerHeartbeatRequest
@@ -121,6 +125,9 @@ class ConsumerGroups:
             _check_epoch(group, request.member_id, epoch)
         info = self._remember(self._members.get(key) or KafkaMember(), request, first=False)
         self._members[key] = info
+        if group is not None:
+            await self._resolve_group(name, group)
+            group = self._manager.groups.get(name)
         beat = self._beat(request, info, group if known else None)
         answer = await self._manager.beat(
             name, beat, request.client_id, new_member_id=request.member_id or None
@@ -200,14 +207,34 @@ class ConsumerGroups:
             info.rebalance_timeout_ms = request.rebalance_timeout_ms
         return info
 
-    def _beat(
-        self, request: ConsumerHeartbeatRequest, info: KafkaMember, group: Group | None
-    ) -> Heartbeat:
+    async def _resolve_group(self, name: str, group: Group) -> None:
+        """Every Kafka member's topic names and regex resolved against the topics now, at
+        once (``groups.resubscribe``), as Kafka resolves a group's subscriptions: members
+        subscribed alike see a new topic together."""
+        topics_now = self._state().topics
+        if self._resolved_against.get(name) is topics_now:
+            return
+        self._resolved_against[name] = topics_now
+        resolved = {
+            member_id: self._resolved(info)
+            for (g, member_id), info in self._members.items()
+            if g == name and member_id in group.members
+        }
+        if any(group.members[m].topics != t for m, t in resolved.items()):
+            await self._manager.resubscribe(name, resolved)
+
+    def _resolved(self, info: KafkaMember) -> tuple[str, ...]:
         state = self._state()
         topics = set(info.topic_names) & set(state.topics)
         pattern = _compile(info.regex)
         if pattern is not None:
             topics |= {t for t in state.topics if pattern.fullmatch(t)}
+        return tuple(sorted(topics))[: groups.TOPICS_PER_MEMBER_MAX]
+
+    def _beat(
+        self, request: ConsumerHeartbeatRequest, info: KafkaMember, group: Group | None
+    ) -> Heartbeat:
+        state = self._state()
         if request.owned is not None:
             names = {self._topic_id(state, t): t for t in state.topics}
             owned = frozenset(
@@ -224,7 +251,7 @@ class ConsumerGroups:
         return Heartbeat(
             member_id=None if request.member_epoch == 0 else request.member_id,
             client_id=request.client_id[:200],
-            topics=tuple(sorted(topics))[: groups.TOPICS_PER_MEMBER_MAX],
+            topics=self._resolved(info),
             owned=owned,
             session_timeout_ms=session_ms,
             max_poll_interval_ms=min(
@@ -240,6 +267,8 @@ class ConsumerGroups:
 
     def _forget_gone(self, name: str) -> None:
         present = self._manager.groups.get(name)
+        if present is None:
+            self._resolved_against.pop(name, None)
         members = present.members if present is not None else {}
         for key in [k for k in self._members if k[0] == name and k[1] not in members]:
             del self._members[key]
@@ -260,6 +289,7 @@ class ConsumerGroups:
 
     def reset(self) -> None:
         self._members.clear()
+        self._resolved_against.clear()
 
     # ---- ConsumerGroupDescribe -------------------------------------------------------------
 

@@ -234,6 +234,14 @@ class GroupManager:
             heartbeat_interval_ms=groups.HEARTBEAT_INTERVAL_MS,
         )
 
+    async def resubscribe(self, name: str, topics: Mapping[str, tuple[str, ...]]) -> None:
+        """Members' topics resolved again together (``groups.resubscribe``)."""
+        counts = partition_counts(self._state())
+        async with self._lock:
+            before = self.groups.get(name)
+            if before is not None:
+                self._set(before, groups.resubscribe(before, topics, counts, self._now_ms()))
+
     async def rename(self, name: str, old_id: str, new_id: str) -> GroupHeartbeatResponse:
         """A static member's new incarnation takes its place (``groups.rename``)."""
         async with self._lock:

@@ -389,6 +389,29 @@ def refresh(group: Group, counts: Mapping[str, int], now_ms: int) -> Group:
     return _grant(replace(retargeted, given=given), now_ms)
 
 
+def resubscribe(
+    group: Group, topics: Mapping[str, tuple[str, ...]], counts: Mapping[str, int], now_ms: int
+) -> Group:
+    """Members' subscriptions resolved again together (``topics``: member id -> its topics
+    now), one new target for all of them. KIP-848 resolves a group's topic names and
+    regexes for the whole group when topics appear, so members subscribed alike see a new
+    topic at once: resolved one member at a time, the first to hear of it would be given
+    its partitions and then give some back. Not a heartbeat: no session is renewed.
+
+    Example: a and b subscribe to ``t.*``; t1 (2 partitions) exists, a owns t1-0, b t1-1;
+    t2 appears. Together: a {t1-0, t2-x}, b {t1-1, t2-y}, nothing revoked. One by one, a
+    (seeing t1, t2) beside b (seeing t1 only) would be moved off t1 for b's sake."""
+    changed = {
+        m: t for m, t in topics.items() if m in group.members and group.members[m].topics != t
+    }
+    if not changed:
+        return group
+    members = dict(group.members)
+    for member_id, member_topics in changed.items():
+        members[member_id] = replace(members[member_id], topics=member_topics)
+    return _grant(_retarget(replace(group, members=members), counts, {}), now_ms)
+
+
 def _relevant_counts(group: Group, counts: Mapping[str, int]) -> dict[str, int]:
     return {t: counts.get(t, 0) for m in group.members.values() for t in m.topics}
 

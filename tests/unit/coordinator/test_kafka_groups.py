@@ -125,6 +125,33 @@ def test_kip848_regex_subscriptions_follow_the_topics(tmp_path: Path) -> None:
     run(tmp_path, scenario)
 
 
+def test_kip848_a_new_topic_reaches_every_regex_member_at_once(tmp_path: Path) -> None:
+    """librdkafka's 0113 n_wildcard: members subscribed alike see a new topic together,
+    so one heartbeat retargets both and nobody gives back what it was given."""
+
+    async def scenario(service: CoordinatorService) -> None:
+        consumer = service.consumer_groups
+        regex = {"subscribed_topic_regex": "w.*", "rebalance_timeout_ms": 60_000}
+        a = await consumer.heartbeat("w", _beat("a", 0, **regex))
+        b = await consumer.heartbeat("w", _beat("b", 0, **regex))
+        assert a.assignment == b.assignment == []  # nothing matches yet
+        await service.create_topic(CreateTopicRequest(name="w1", partitions=2))
+        a = await consumer.heartbeat("w", _beat("a", a.member_epoch))  # b says nothing
+        group = service.groups.groups["w"]
+        assert group.members["b"].topics == ("w1",)  # resolved with a's heartbeat
+        assert len(group.target["a"]) == len(group.target["b"]) == 1
+        await service.create_topic(CreateTopicRequest(name="w2", partitions=2))
+        before = {m: set(group.target[m]) for m in ("a", "b")}
+        await consumer.heartbeat("w", _beat("b", b.member_epoch))
+        group = service.groups.groups["w"]
+        assert group.members["a"].topics == ("w1", "w2")
+        for member in ("a", "b"):  # each keeps its w1 partition and gets one of w2
+            assert before[member] < set(group.target[member])
+            assert len(group.target[member]) == 2
+
+    run(tmp_path, scenario)
+
+
 def test_a_name_has_members_of_one_kind_at_a_time(tmp_path: Path) -> None:
     async def scenario(service: CoordinatorService) -> None:
         kafka = service.kafka_groups
