@@ -31,13 +31,18 @@ system-deps:
 	@for script in $(sort $(wildcard scripts/system-deps/*.sh)); do bash $$script || exit 1; done
 
 # Everything, then the end-to-end (integration) suite again with every cluster on HTTPS.
+# JOBS pytest-xdist workers (docs/testing.md: the suite mostly waits on its clusters, so
+# 3 workers on 2 cores; tests sharing a machine-wide resource run on one worker, see
+# tests/conftest.py); JOBS=0 runs in this process, one test at a time.
+JOBS ?= 3
+PYTEST_JOBS = $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadgroup)
 test: lint typecheck system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_JOBS) --durations=25
 	$(MAKE) --no-print-directory test-tls
 
 # The integration suite with every cluster on HTTPS (docs/security.md).
 test-tls: $(STAMP)
-	CONVEYOR_TEST_TLS=1 $(BIN)/pytest tests/integration
+	CONVEYOR_TEST_TLS=1 $(BIN)/pytest $(PYTEST_JOBS) --durations=10 tests/integration
 
 # The end-to-end suite N times, plain and over HTTPS, on a fresh clone of HEAD; stops at
 # the first failure (docs/testing.md). `make test-repeat N=5`.

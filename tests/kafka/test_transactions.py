@@ -7,6 +7,7 @@ open transaction, and zombie fencing by a second producer with the same transact
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -350,3 +351,56 @@ def test_describe_and_list_transactions(kafka_cluster: Cluster) -> None:
     assert unknown.error_code == KafkaError.TRANSACTIONAL_ID_NOT_FOUND
     assert tid in {t.transactional_id for t in listed}
     producer.abort_transaction(30)
+
+
+def test_a_restarted_coordinator_completes_a_prepared_commit(tmp_path: Path) -> None:
+    """The commit is decided (prepare_commit durable) while the partition's leader is
+    paused, so no marker can be written; the coordinator is SIGKILLed and started again:
+    it loads the prepared transaction and writes the markers once the leader is back, and
+    the records become visible to read_committed consumers. (The killed coordinator's
+    marker request may still be in the paused broker's socket and land too: the second
+    marker of a closed transaction changes nothing, which this also exercises.)"""
+    cluster = Cluster(tmp_path / "restart", broker_count=1).start()
+    try:
+        topic = unique_topic("txn-restart")
+        with conveyor.Admin(cluster.url) as admin:
+            admin.create_topic(topic, partitions=1, replication_factor=1)
+        broker = cluster.brokers[1]
+        assert broker.process is not None and cluster.coordinator is not None
+        with conveyor.Producer(cluster.url, transactional_id=f"tx-{topic}") as producer:
+            producer.begin_transaction()
+            for i in range(3):
+                producer.send(topic, f"decided-{i}".encode(), partition=0)
+            producer.flush()
+            broker.process.send_signal(signal.SIGSTOP)
+            try:
+                producer.commit_transaction()  # decided; the markers cannot be written yet
+                before = cluster.coordinator.log_path.read_text(errors="replace")
+                assert "prepare_commit" in before and "complete_commit" not in before
+                cluster.coordinator.kill()
+                cluster.coordinator.start()
+                cluster.coordinator.wait_ready()
+            finally:
+                broker.process.send_signal(signal.SIGCONT)
+        consumer = conveyor.Consumer(
+            cluster.url, topic, enable_auto_commit=False, isolation="read_committed"
+        )
+        try:
+            seen: list[str] = []
+            wait_for(
+                lambda: (
+                    bool(seen.extend(m.value.decode() for m in consumer.poll(timeout=0.5)))
+                    or len(seen) >= 3
+                ),
+                timeout_s=60,
+            )
+            assert seen == [f"decided-{i}" for i in range(3)]
+            log_path = cluster.coordinator.log_path
+            wait_for(  # completed by the restarted coordinator (the markers written again)
+                lambda: "complete_commit" in log_path.read_text(errors="replace")[len(before) :],
+                timeout_s=30,
+            )
+        finally:
+            consumer.close()
+    finally:
+        cluster.stop()

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 import conveyor
 from conveyor.cli.monitoring import prometheus_config
 from conveyor.client.metrics import PrometheusClientMetrics
+from conveyor.protocol.share import ShareGroupConfig
 from tests.integration.cluster import Cluster
 from tests.monitoring import dashboards
 from tests.monitoring.tools import (
@@ -68,6 +69,7 @@ def _workload(cluster: Cluster, registry: CollectorRegistry) -> int:
             producer.flush(30)
         consumed = _consume(cluster.url, "orders", "billing", 150)
         _consume(cluster.url, "events", "audit", 40)
+        _queue_outcomes(cluster.url)
         with conveyor.Producer(cluster.url) as producer:
             for i in range(50):
                 producer.send("orders", f"late order {i}", key=f"customer-{i % 17}")
@@ -91,6 +93,36 @@ def _consume(url: str, topic: str, group: str, count: int) -> int:
         return got
     finally:
         consumer.close()
+
+
+def _queue_outcomes(url: str) -> None:
+    """A share group (queue) reading "events" with every outcome the queue panels show:
+    accepts, a release delivered again, a reject dead-lettered, locks that expire."""
+    config = ShareGroupConfig(lock_duration_ms=2_000, max_delivery_attempts=2)
+    with conveyor.Queue("events", "jobs", url=url, config=config, prefetch=False) as queue:
+        got: list[conveyor.QueueMessage] = []
+        wait_for(
+            lambda: got.extend(queue.receive(6 - len(got), timeout=0.5)) or len(got) >= 6,
+            30,
+            "six queue records",
+        )
+        got[0].ack()
+        got[1].ack()
+        got[2].release(delay=0)
+        got[3].reject("a bad record")
+        queue.commit()  # got[4] and got[5] are left to expire
+        back: set[tuple[int, int]] = set()
+        wanted = {(m.partition, m.offset) for m in (got[2], got[4], got[5])}
+
+        def redelivered() -> bool:
+            for message in queue.receive(10, timeout=0.5):
+                if message.delivery_count > 1:
+                    back.add((message.partition, message.offset))
+                message.ack()
+            queue.commit()
+            return wanted <= back
+
+        wait_for(redelivered, 30, "the released and expired queue records back")
 
 
 def _expect_error(url: str, status: int) -> None:
