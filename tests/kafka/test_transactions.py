@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import conveyor
-from conveyor.protocol.kafka.apis import ApiKey
+from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError
 from tests.integration.cluster import Cluster, wait_for
 from tests.kafka.conftest import unique_topic
@@ -404,3 +404,35 @@ def test_a_restarted_coordinator_completes_a_prepared_commit(tmp_path: Path) -> 
             consumer.close()
     finally:
         cluster.stop()
+
+
+def test_offset_fetch_require_stable_waits_for_the_transaction(kafka_cluster: Cluster) -> None:
+    """KIP-447: while an open transaction holds a group's offset of a partition, OffsetFetch
+    with require_stable answers UNSTABLE_OFFSET_COMMIT (the client retries) instead of the
+    older committed offset; once committed, the new offset."""
+    topic = _topic(kafka_cluster, 1)
+    group = f"stable-{topic}"
+    producer = _producer(kafka_cluster, f"tx-{topic}")
+    consumer = confluent_kafka.Consumer(_config(kafka_cluster, **{"group.id": group}))
+    producer.begin_transaction()
+    _send(producer, topic, ["x"], 1)
+    offsets = [confluent_kafka.TopicPartition(topic, 0, 1)]
+    producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+    broker = next(iter(kafka_cluster.brokers.values()))
+
+    def fetch(stable: bool) -> Any:
+        with KafkaWire("127.0.0.1", broker.kafka_port, broker.ssl_context()) as wire:
+            request = SERVED[ApiKey.OFFSET_FETCH].request[7]
+            topics = [request.OffsetFetchRequestTopic(name=topic, partition_indexes=[0])]
+            answer = wire.call(
+                ApiKey.OFFSET_FETCH, 7, group_id=group, topics=topics, require_stable=stable
+            )
+        return answer.topics[0].partitions[0]
+
+    try:
+        assert fetch(True).error_code == KafkaError.UNSTABLE_OFFSET_COMMIT
+        assert (fetch(False).error_code, fetch(False).committed_offset) == (0, -1)
+        producer.commit_transaction(30)
+        assert (fetch(True).error_code, fetch(True).committed_offset) == (0, 1)
+    finally:
+        consumer.close()

@@ -25,6 +25,7 @@ from conveyor.coordinator.group_service import GroupManager, Transition
 from conveyor.coordinator.groups import TP, Group
 from conveyor.coordinator.model import ClusterState
 from conveyor.coordinator.state import Result
+from conveyor.coordinator.transactions import pending_offset
 from conveyor.coordinator.validation import OFFSET_METADATA_CHARS_MAX, validate_group_name
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.group_messages import (
@@ -170,10 +171,15 @@ class KafkaGroups:
 
     def fetch_offsets(self, request: KafkaOffsetFetchRequest) -> KafkaOffsetFetchResponse:
         state = self._state()
-        answers = [self._fetch_group(state, g) for g in request.groups[:GROUPS_PER_REQUEST_MAX]]
+        answers = [
+            self._fetch_group(state, g, request.require_stable)
+            for g in request.groups[:GROUPS_PER_REQUEST_MAX]
+        ]
         return KafkaOffsetFetchResponse(groups=answers)
 
-    def _fetch_group(self, state: ClusterState, asked: OffsetFetchGroup) -> FetchedGroup:
+    def _fetch_group(
+        self, state: ClusterState, asked: OffsetFetchGroup, require_stable: bool = False
+    ) -> FetchedGroup:
         name = asked.group
         try:
             validate_group_name(name)
@@ -191,12 +197,14 @@ class KafkaGroups:
         rows = []
         for topic, partition in wanted:
             found = committed.get((topic, partition))
+            unstable = require_stable and pending_offset(state, name, topic, partition)
             rows.append(
                 FetchedOffset(
                     topic=topic,
                     partition=partition,
                     offset=found.offset if found is not None else -1,
                     metadata=found.metadata if found is not None else None,
+                    error=ErrorCode.UNSTABLE_OFFSET_COMMIT.name if unstable else None,
                 )
             )
         return FetchedGroup(group=name, partitions=rows)

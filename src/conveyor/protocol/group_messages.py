@@ -141,6 +141,9 @@ class OffsetFetchGroup(Wire):
 
 class KafkaOffsetFetchRequest(Wire):
     groups: list[OffsetFetchGroup]
+    # KIP-447 (v7+): a partition whose offset an open transaction holds answers
+    # UNSTABLE_OFFSET_COMMIT (the client retries) instead of the older committed offset
+    require_stable: bool = False
 
 
 class FetchedOffset(Wire):

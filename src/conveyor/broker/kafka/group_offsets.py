@@ -132,11 +132,18 @@ class OffsetFetchHandler:
             ]
         else:
             asked = [(request.group_id, request.topics, None, -1)]
-        answers = [await self._one(ctx, *one) for one in asked]
+        stable = bool(getattr(request, "require_stable", False)) if version >= 7 else False
+        answers = [await self._one(ctx, *one, stable) for one in asked]
         return _fetch_response(version, answers)
 
-    async def _one(
-        self, ctx: RequestContext, group: str, topics: Any, member_id: str | None, epoch: int
+    async def _one(  # noqa: PLR0917 -- one asked group's fields, in their order
+        self,
+        ctx: RequestContext,
+        group: str,
+        topics: Any,
+        member_id: str | None,
+        epoch: int,
+        require_stable: bool = False,
     ) -> tuple[str, KafkaError, list[tuple[str, int, int, str | None, KafkaError]]]:
         refusal = await self._access.refusal(ctx, group, "describe")
         if refusal is not None:
@@ -154,7 +161,9 @@ class OffsetFetchHandler:
             member_epoch=epoch,
         )
         try:
-            answer = await self._offsets.fetch_offsets(KafkaOffsetFetchRequest(groups=[asked]))
+            answer = await self._offsets.fetch_offsets(
+                KafkaOffsetFetchRequest(groups=[asked], require_stable=require_stable)
+            )
         except ConveyorError as exc:
             return group, group_error(exc), []
         fetched: FetchedGroup = answer.groups[0]
