@@ -329,8 +329,8 @@ def test_consume_transform_produce_is_exactly_once_across_a_sigkill(
 
 
 def test_describe_and_list_transactions(kafka_cluster: Cluster) -> None:
-    """DescribeTransactions and ListTransactions (kafka-python's wire classes), while a
-    transaction is open."""
+    """DescribeTransactions, ListTransactions and DescribeProducers (kafka-python's wire
+    classes), while a transaction is open."""
     topic = _topic(kafka_cluster, 2)
     tid = f"tx-{topic}"
     producer = _producer(kafka_cluster, tid)
@@ -345,7 +345,19 @@ def test_describe_and_list_transactions(kafka_cluster: Cluster) -> None:
             ApiKey.LIST_TRANSACTIONS, 1, state_filters=["Ongoing"], producer_id_filters=[],
             duration_filter=-1,
         ).transaction_states  # fmt: skip
+        request = SERVED[ApiKey.DESCRIBE_PRODUCERS].request[0]
+        producers = wire.call(
+            ApiKey.DESCRIBE_PRODUCERS, 0,
+            topics=[request.TopicRequest(name=topic, partition_indexes=[0, 1])],
+        ).topics[0].partitions  # fmt: skip
     ours, unknown = described
+    for partition in producers:  # each partition's leader: the producer, its open transaction
+        assert partition.error_code == 0
+        [active] = [p for p in partition.active_producers if p.producer_id == ours.producer_id]
+        assert (active.producer_epoch, active.current_txn_start_offset) == (
+            ours.producer_epoch,
+            0,
+        )
     assert (ours.error_code, ours.transaction_state) == (0, "Ongoing")
     assert sorted((t.topic, sorted(t.partitions)) for t in ours.topics) == [(topic, [0, 1])]
     assert unknown.error_code == KafkaError.TRANSACTIONAL_ID_NOT_FOUND

@@ -70,6 +70,7 @@ from conveyor.protocol.replica import (
     DeleteRecordsArrived,
     HeartbeatAnswered,
     LeaderAppended,
+    Producers,
     ProducerWrite,
     RetryArrived,
     ShuttingDown,
@@ -112,6 +113,14 @@ class LeaderView:
     @property
     def high_watermark(self) -> int:
         return self.replica.high_watermark
+
+    @property
+    def producers(self) -> Producers:
+        return self.replica.producers
+
+    def open_transactions(self) -> dict[int, int]:
+        """Producer id -> the first offset of its open transaction (DescribeProducers)."""
+        return self.log.open_transactions()
 
 
 class BrokerService:

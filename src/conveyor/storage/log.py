@@ -551,6 +551,10 @@ class PartitionLog:
         with self._lock:
             return self.txns.last_stable_offset(high_watermark)
 
+    def open_transactions(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self.txns.ongoing)
+
     def aborted_in(self, start: int, end: int) -> list[AbortedTxn]:
         with self._lock:
             return self.txns.aborted_in(start, end)

@@ -39,6 +39,7 @@ from conveyor.broker.kafka.consumer_groups import (
     ConsumerGroupHeartbeatHandler,
 )
 from conveyor.broker.kafka.delete_records import DeleteRecordsHandler
+from conveyor.broker.kafka.describe_producers import DescribeProducersHandler
 from conveyor.broker.kafka.fetch import FetchHandler
 from conveyor.broker.kafka.group_admin import (
     DeleteGroupsHandler,
@@ -82,7 +83,7 @@ from conveyor.transport.limits import ConnectionLimits
 
 if TYPE_CHECKING:
     from conveyor.broker.config import KafkaSettings
-    from conveyor.broker.service import BrokerService
+    from conveyor.broker.service import BrokerService, LeaderView
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,11 @@ def build_registry(service: BrokerService, authorizer: Authorizer) -> Registry:
 
     txns = CoordinatorTransactions(http, coordinator_url)
     registry.add(ApiKey.INIT_PRODUCER_ID, InitProducerIdHandler(init_producer_id, txns))
+
+    async def leader(topic: str, partition: int) -> LeaderView:
+        return await service.leader_partition(topic, partition)
+
+    registry.add(ApiKey.DESCRIBE_PRODUCERS, DescribeProducersHandler(leader, authorizer))
     security = service.security
     sasl = SaslHandlers(
         security,

@@ -56,6 +56,8 @@ with warnings.catch_warnings():
         ListGroupsResponse,
     )
     from kafka.protocol.admin.transactions import (
+        DescribeProducersRequest,
+        DescribeProducersResponse,
         DescribeTransactionsRequest,
         DescribeTransactionsResponse,
         ListTransactionsRequest,
@@ -288,6 +290,7 @@ _TXN_SPECS: Final = (
         DescribeTransactionsResponse,
     ),
     ApiSpec(ApiKey.LIST_TRANSACTIONS, 0, 1, ListTransactionsRequest, ListTransactionsResponse),
+    ApiSpec(ApiKey.DESCRIBE_PRODUCERS, 0, 0, DescribeProducersRequest, DescribeProducersResponse),
 )
 
 SERVED: Final[dict[int, ApiSpec]] = {
