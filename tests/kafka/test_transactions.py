@@ -448,3 +448,63 @@ def test_offset_fetch_require_stable_waits_for_the_transaction(kafka_cluster: Cl
         assert (fetch(True).error_code, fetch(True).committed_offset) == (0, 1)
     finally:
         consumer.close()
+
+
+def test_exactly_once_across_a_coordinator_sigkill(tmp_path: Path) -> None:
+    """The consume-transform-produce run of the test above on its own cluster, with the
+    coordinator SIGKILLed and started again mid-run; processors whose transaction failed
+    meanwhile exit and are restarted (a supervisor's job). The output, read committed,
+    holds each input's result exactly once, in per-key order."""
+    cluster = Cluster(tmp_path / "cluster", broker_count=1).start()
+    members: list[KafkaMember] = []
+    try:
+        source, sink = _topic(cluster, 2), _topic(cluster, 2)
+        group, count, keys = f"etl-{source}", 200, 8
+
+        def processor(name: str) -> KafkaMember:
+            argv = [sys.executable, "-m", "tests.kafka.txn_processor", cluster.bootstrap,
+                    source, sink, group, f"{group}-{name}"]  # fmt: skip
+            member = KafkaMember.start(argv, tmp_path / f"{name}-{time.monotonic_ns()}.jsonl")
+            members.append(member)
+            return member
+
+        running = {"a": processor("a"), "b": processor("b")}
+        produce_keyed(cluster, source, count // 2, keys)
+        wait_for(lambda: running["a"].committed() > 0, timeout_s=60)
+        assert cluster.coordinator is not None
+        cluster.coordinator.kill()
+        cluster.coordinator.start()
+        cluster.coordinator.wait_ready()
+        produce_keyed(cluster, source, count - count // 2, keys, start=count // 2)
+        reader = confluent_kafka.Consumer(
+            _config(cluster, **{"group.id": "check", "isolation.level": "read_committed"})
+        )
+        seen: list[str] = []
+        try:
+            reader.assign(
+                [confluent_kafka.TopicPartition(sink, p, confluent_kafka.OFFSET_BEGINNING)
+                 for p in range(2)]
+            )  # fmt: skip
+
+            def done() -> bool:
+                for name, member in running.items():
+                    if member.process.poll() is not None:  # failed its transaction: restart
+                        running[name] = processor(name)
+                seen.extend(m.value().decode() for m in reader.consume(500, 0.5) if not m.error())
+                return len(seen) >= count
+
+            wait_for(done, timeout_s=150)
+        finally:
+            reader.close()
+        outputs = _read(cluster, sink, 2, "read_committed", count)  # and nothing more
+    finally:
+        for member in members:
+            member.kill()
+        cluster.stop()
+    expected = [f"key-{i % keys}:{i // keys}".upper() for i in range(count)]
+    assert sorted(outputs) == sorted(expected)
+    by_key: dict[str, list[int]] = {}
+    for value in outputs:
+        key, n = value.split(":")
+        by_key.setdefault(key, []).append(int(n))
+    assert all(ns == sorted(ns) for ns in by_key.values())

@@ -5,7 +5,10 @@ OUTPUT GROUP TRANSACTIONAL_ID``.
 confluent-kafka (librdkafka): a read_committed group member reads INPUT; per poll it
 opens a transaction, writes ``value.upper()`` with the same key to OUTPUT, sends the
 consumed offsets to the transaction and commits. Prints ``{"committed": n}`` after each
-commit (n = records processed so far). Runs until SIGTERM or SIGKILL.
+commit (n = records processed so far). Runs until SIGTERM or SIGKILL; a transaction
+that fails (a fatal or abortable error, the coordinator gone) prints ``{"error": text}``
+and exits 3: its transaction is aborted by the next incarnation's init, and the records
+are processed again from the group's committed offsets (what a supervisor restart does).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 STOP = threading.Event()
 
@@ -66,4 +69,8 @@ def emit(line: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    try:
+        main(*sys.argv[1:6])
+    except KafkaException as exc:
+        emit({"error": str(exc)})
+        sys.exit(3)
