@@ -1,7 +1,8 @@
 """The wheel a user installs: built from the repository, inspected, and installed with its
 dependencies into a fresh virtual environment that shares nothing with the dev one: with
 the server and cli extras (every role, as the image installs it), and alone (the client
-library: no server-only package installed, and a server command names its extra)."""
+library: no server-only package installed, the compiled record codec installed, and a
+server command names its extra)."""
 
 from __future__ import annotations
 
@@ -123,12 +124,15 @@ def test_client_only_install_has_no_server_packages(fresh_venv: Path, tmp_path: 
     extras = tuple(sorted(extra_of_module()))
     probe = (
         "import importlib.util, conveyor; from conveyor import Producer, Consumer; "
-        f"print(sorted(m for m in {extras!r} if importlib.util.find_spec(m)))"
+        "from conveyor.protocol.fastrecords import compiled_available; "
+        f"print(sorted(m for m in {extras!r} if importlib.util.find_spec(m)), "
+        "compiled_available())"
     )
     result = subprocess.run(
         [str(python), "-c", probe], capture_output=True, text=True, timeout=60, check=False
     )
-    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
+    # and the compiled record codec came with it, from a wheel (no compiler here either)
+    assert (result.returncode, result.stdout.strip()) == (0, "[] True"), result.stderr
     version = subprocess.run(
         [str(conveyor), "--version"], capture_output=True, text=True, timeout=60, check=False
     )

@@ -1,7 +1,7 @@
 """A manually assigned partition reader for the benchmark's competing consumers.
 
 The same request the client's ``Fetcher`` makes (a long-poll ``GET .../records`` to the
-partition's leader, binary batches back), the same decoding (``decode_batches`` with CRC
+partition's leader, binary batches back), the same decoding (the consumer's record codec, with CRC
 checks, then ``messages_from_records``), without the group and the prefetch buffer: a
 benchmark consumer owns a fixed set of partitions (see ``workers.py``).
 """
@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from typing import Final
 
 from conveyor.client.metadata import MetadataClient
+from conveyor.client.recordcodec import configured_codec
 from conveyor.client.types import Message, messages_from_records
 from conveyor.protocol.batch import LOG_OVERHEAD, parse_header, peek_length
 from conveyor.protocol.errors import ErrorCode, RetriableError
 from conveyor.protocol.messages import BATCH_CONTENT_TYPE, PartitionOffsets
-from conveyor.protocol.records import decode_batches
 from conveyor.transport.client import AsyncHTTP
 
 REQUEST_TIMEOUT_S: Final = 30.0
@@ -46,6 +46,7 @@ class PartitionReader:
         self.offset = offset
         self.end_offset = end_offset
         self._http = http
+        self._decode = configured_codec().decode  # the consumer's codec
         self._base = f"{leader_url}/v1/topics/{topic}/partitions/{partition}"
         self._query = f"&max_bytes={fetch_max_bytes}&max_wait_ms={fetch_max_wait_ms}"
         self._timeout_s = fetch_max_wait_ms / 1000 + REQUEST_TIMEOUT_S
@@ -59,7 +60,7 @@ class PartitionReader:
             accept=BATCH_CONTENT_TYPE,
             timeout_s=self._timeout_s,
         )
-        records = decode_batches(body, start_offset=offset)
+        records = self._decode(body, start_offset=offset)
         messages = messages_from_records(self.topic, self.partition, records)
         self.offset = max(offset, next_offset(body), messages[-1].offset + 1 if messages else 0)
         return messages

@@ -36,7 +36,8 @@ from typing import Final, Generic, NamedTuple, TypeVar
 
 from conveyor.client.partitioner import KeyPartitioner, StickyPartitioner
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
-from conveyor.protocol.records import BatchBuilder, Codec
+from conveyor.protocol.fastrecords import PYTHON, Builder
+from conveyor.protocol.records import Codec
 
 C = TypeVar("C")  # what a batch's records share to learn the outcome (BatchCompletion)
 F = TypeVar("F")  # what append returns per record (RecordFuture)
@@ -78,7 +79,7 @@ class ProducerBatch(Generic[C]):
         self,
         topic: str,
         partition: int,
-        builder: BatchBuilder,
+        builder: Builder,
         completion: C,
         *,
         now_ms: int,
@@ -86,7 +87,7 @@ class ProducerBatch(Generic[C]):
     ) -> None:
         self.topic = topic
         self.partition = partition
-        self.builder: BatchBuilder | None = builder
+        self.builder: Builder | None = builder
         self.append = builder.append  # bound once: saves two lookups per record
         self.room_bytes = room_bytes  # a lower bound of what still fits (module docstring)
         self.completion = completion
@@ -157,6 +158,7 @@ class Accumulator(Generic[C, F]):
         wake_sender: Callable[[], None],
         on_space: Callable[[], None],
         sticky_start: int = 0,
+        new_builder: Callable[[Codec], Builder] = PYTHON.new_builder,
     ) -> None:
         if batch_size_bytes <= 0 or linger_ms < 0 or buffer_memory_bytes < batch_size_bytes:
             raise ValueError("need batch_size > 0, linger_ms >= 0, buffer_memory >= batch_size")
@@ -165,6 +167,7 @@ class Accumulator(Generic[C, F]):
         self._buffer_memory_bytes = buffer_memory_bytes
         self._delivery_timeout_ms = delivery_timeout_ms
         self._codec = codec
+        self._new_builder = new_builder  # the record codec's (client/recordcodec.py)
         self._lock = lock
         self._acquire = lock.acquire
         self._release = lock.release
@@ -291,7 +294,7 @@ class Accumulator(Generic[C, F]):
             return None
         if self._sealed_bytes >= self._buffer_memory_bytes:
             raise BufferFull
-        builder = BatchBuilder(codec=self._codec)
+        builder = self._new_builder(self._codec)
         batch = ProducerBatch(
             topic,
             partition,

@@ -36,6 +36,7 @@ from conveyor.client.group import Assignment, GroupClient
 from conveyor.client.membership import Membership, MembershipSettings
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.offsets import OffsetAndTimestamp
+from conveyor.client.recordcodec import configured_codec
 from conveyor.client.subscription import Subscription, partitions_of, subscription
 from conveyor.client.types import Message, TopicPartition
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
@@ -177,6 +178,7 @@ class ConsumerCore:
             http=self.http,
             subscription=subscription(config.topics or None, config.pattern),
             url=url,
+            decode=configured_codec().decode,
         )
         self.membership: Membership | None = None
         # (kind, partitions) from the membership, delivered to the callbacks by poll

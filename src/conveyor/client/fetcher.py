@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -32,7 +33,7 @@ from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.batch import LOG_OVERHEAD, parse_header, peek_length
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.messages import BATCH_CONTENT_TYPE, PartitionOffsets, TopicList
-from conveyor.protocol.records import decode_batches
+from conveyor.protocol.records import Record, decode_batches
 from conveyor.protocol.txn import ABORTED_HEADER, decode_aborted, without_aborted
 from conveyor.transport.client import AsyncHTTP
 
@@ -69,8 +70,10 @@ class Fetcher:
         http: AsyncHTTP,
         subscription: Subscription,
         url: str = "",
+        decode: Callable[..., list[Record]] = decode_batches,
     ) -> None:
         self._settings = settings
+        self._decode = decode  # the record codec's (client/recordcodec.py)
         self.subscription = subscription
         # managed: a group member's heartbeat loop sets the assignment (``apply``); else
         # the subscription does (every partition of its topics, or the assigned ones)
@@ -311,7 +314,7 @@ class Fetcher:
             visible = body
             if settings.read_committed:
                 visible = without_aborted(body, decode_aborted(_header(headers, ABORTED_HEADER)))
-            records = decode_batches(visible, start_offset=offset)
+            records = self._decode(visible, start_offset=offset)
         except BaseException:
             self._buffer.release(reserved)
             raise

@@ -35,6 +35,7 @@ from conveyor.client.hooks import (
 )
 from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
 from conveyor.client.metadata import MetadataClient
+from conveyor.client.recordcodec import configured_codec
 from conveyor.client.sender import AcksSetting, Sender
 from conveyor.client.transactions import TransactionSession
 from conveyor.client.types import (
@@ -147,6 +148,7 @@ class _ProducerCore:
             wake_sender=wake_sender,
             on_space=self._on_space,
             sticky_start=random.randrange(1 << 16),
+            new_builder=configured_codec().new_builder,
         )
         coordinators = coordinator_set(config.url)
         self.http = AsyncHTTP(

@@ -69,6 +69,7 @@ __all__ = [
     "decode_batches",
     "decompress_records",
     "encode_batch",
+    "make_records",
     "read_varint",
 ]
 
@@ -634,6 +635,24 @@ _SET_VALUE: Final[Callable[[Record, bytes | None], None]] = _SLOT["value"].__set
 _SET_HEADERS: Final[Callable[[Record, object], None]] = _SLOT["headers"].__set__
 
 
+def make_records(
+    offsets: list[int],
+    timestamps: Iterable[int],
+    keys: Iterable[bytes | None],
+    values: Iterable[bytes | None],
+    headers: Iterable[tuple[tuple[str, bytes | None], ...]],
+) -> list[Record]:
+    """Records from columns, set through the slot descriptors (see ``_SLOT``): the
+    compiled decoder (protocol/fastrecords.py) builds its Records here too."""
+    records = list(map(_NEW, repeat(Record, len(offsets))))
+    deque(map(_SET_OFFSET, records, offsets), maxlen=0)
+    deque(map(_SET_TIMESTAMP, records, timestamps), maxlen=0)
+    deque(map(_SET_KEY, records, keys), maxlen=0)
+    deque(map(_SET_VALUE, records, values), maxlen=0)
+    deque(map(_SET_HEADERS, records, headers), maxlen=0)
+    return records
+
+
 def _make_records(
     fields: list[Any],
     base_offset: int,
@@ -643,13 +662,10 @@ def _make_records(
 ) -> None:
     """Build Records from the flat fields of _scan_records, keeping offsets >= start_offset."""
     count = len(fields) // _FIELDS
-    records = list(map(_NEW, repeat(Record, count)))
     offsets = list(map(add, repeat(base_offset), fields[0::_FIELDS]))
-    deque(map(_SET_OFFSET, records, offsets), maxlen=0)
-    deque(map(_SET_TIMESTAMP, records, timestamps), maxlen=0)
-    deque(map(_SET_KEY, records, fields[2::_FIELDS]), maxlen=0)
-    deque(map(_SET_VALUE, records, fields[3::_FIELDS]), maxlen=0)
-    deque(map(_SET_HEADERS, records, fields[4::_FIELDS]), maxlen=0)
+    records = make_records(
+        offsets, timestamps, fields[2::_FIELDS], fields[3::_FIELDS], fields[4::_FIELDS]
+    )
     if count and min(offsets) < start_offset:
         out += [record for record in records if record.offset >= start_offset]
     else:

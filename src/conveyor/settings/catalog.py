@@ -556,6 +556,15 @@ GROUP_INSTANCE_ID: Final = setting(
     ("client",),
     flag=False,
 )
+RECORD_CODEC: Final = setting(
+    "record_codec",
+    kinds.choice("auto", "compiled", "python"),
+    "auto",
+    "the producer's and consumer's record batch codec: compiled (aiokafka's extension), "
+    "python (the pure-Python fallback), or auto: compiled when installed",
+    ("client",),
+    flag=False,
+)
 USER: Final = setting(
     "user", kinds.optional(kinds.TEXT), None, "user name (with a password)", ("client",)
 )
@@ -654,6 +663,7 @@ CLIENT: Final[tuple[Setting[Any], ...]] = (
     CA,
     TOKEN,
     GROUP_INSTANCE_ID,
+    RECORD_CODEC,
     USER,
     PASSWORD,
     TLS_CLIENT_CERT,

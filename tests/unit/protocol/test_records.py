@@ -12,7 +12,7 @@ import dataclasses
 import random
 import struct
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -26,12 +26,12 @@ from conveyor.protocol.batch import (
     validate_batches,
 )
 from conveyor.protocol.errors import CorruptBatchError, ErrorCode, InvalidRequestError
+from conveyor.protocol.fastrecords import COMPILED, PYTHON, Builder, compiled_available
 from conveyor.protocol.records import (
     BatchBuilder,
     Codec,
     Record,
     codec_available,
-    decode_batches,
     encode_batch,
 )
 
@@ -50,6 +50,30 @@ HEADER_FORMAT = struct.Struct(">qiibIhiqqqhii")  # the oracle's own copy of the 
 BATCH_BYTES_MAX = 1 << 24
 AVAILABLE_CODECS = [codec for codec in Codec if codec_available(codec)]
 NOW_MS = 1_700_000_000_000
+
+
+# Every test here runs against both record codecs (protocol/fastrecords.py): the same
+# vectors, the same oracle (kafka-python's bytes).
+_CODEC = {"in use": PYTHON}
+
+
+@pytest.fixture(scope="module", autouse=True, params=["python", "compiled"])
+def record_codec(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "compiled" and not compiled_available():
+        pytest.skip("aiokafka's compiled extension is not installed")
+    _CODEC["in use"] = COMPILED if request.param == "compiled" else PYTHON
+    yield request.param
+    _CODEC["in use"] = PYTHON
+
+
+def decode_batches(
+    buf: bytes | bytearray | memoryview, *, verify_crc: bool = True, start_offset: int = 0
+) -> list[Record]:
+    return _CODEC["in use"].decode(buf, verify_crc=verify_crc, start_offset=start_offset)
+
+
+def new_builder(codec: Codec = Codec.NONE) -> Builder:
+    return _CODEC["in use"].new_builder(codec)
 
 
 def kafka_build(
@@ -89,7 +113,13 @@ def kafka_decode(batch: bytes) -> list[Record]:
 
 def build(specs: Sequence[Spec], *, codec: Codec = Codec.NONE, **kwargs: int) -> bytes:
     base_offset = kwargs.pop("base_offset", 0)
-    builder = BatchBuilder(codec=codec, **kwargs)
+    builder = new_builder(codec)
+    if kwargs:
+        builder.set_producer(
+            kwargs.get("producer_id", -1),
+            kwargs.get("producer_epoch", -1),
+            kwargs.get("base_sequence", -1),
+        )
     for key, value, headers, timestamp_ms in specs:
         builder.append(value, key, headers, timestamp_ms)
     # kafka-python writes partition_leader_epoch 0 where the Java client writes -1
@@ -356,7 +386,7 @@ def test_missing_snappy_library_is_a_clear_error() -> None:
 
 
 def test_size_bytes_estimate_is_the_uncompressed_size() -> None:
-    builder = BatchBuilder()
+    builder = new_builder()
     assert (builder.records_count, builder.size_bytes_estimate) == (0, HEADER_SIZE)
     for key, value, headers, timestamp_ms in SAMPLE:
         builder.append(value, key, headers, timestamp_ms)
@@ -366,7 +396,7 @@ def test_size_bytes_estimate_is_the_uncompressed_size() -> None:
 
 
 def test_append_returns_offset_delta_and_stamps_now() -> None:
-    builder = BatchBuilder()
+    builder = new_builder()
     assert [builder.append(b"x") for _ in range(3)] == [0, 1, 2]
     batch = builder.build()
     [first, *_] = decode_batches(batch)
@@ -407,7 +437,7 @@ def test_builder_rejects_out_of_range_fields(kwargs: dict[str, int]) -> None:
 
 def test_empty_builder_cannot_build() -> None:
     with pytest.raises(InvalidRequestError):
-        BatchBuilder().build()
+        new_builder().build()
 
 
 def test_empty_buffer_decodes_to_nothing() -> None:

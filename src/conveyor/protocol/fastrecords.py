@@ -1,0 +1,322 @@
+"""The compiled RecordBatch v2 codec: aiokafka's Cython builder and reader behind the same
+interface as :mod:`conveyor.protocol.records`, which stays the tested fallback.
+
+Why aiokafka's: it ships cp311 manylinux wheels with the extension built, so a fresh
+machine needs no compiler, and it measured 5x the pure-Python encoder and 10x+ the decoder
+here (docs/benchmarks.md, "Record codec"; ``scripts/bench_codec.py``). Only its record
+classes are used, never its client.
+
+What goes where: uncompressed batches are encoded and decoded by the extension;
+compressed ones use the pure-Python path (compression costs far more than the framing, and
+the pure path's codecs are the ones already checked against the Java client's bytes).
+Both produce the same wire format; tests/unit/protocol/test_fastrecords.py checks that
+each decodes the other's batches. The broker validates only the header and CRC.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Final, Protocol
+
+from conveyor.protocol.batch import (
+    CRC_START,
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    MAGIC,
+    check_crc,
+    crc32c,
+    parse_header,
+    peek_length,
+)
+from conveyor.protocol.errors import CorruptBatchError, ErrorCode, InvalidRequestError
+from conveyor.protocol.records import (
+    BatchBuilder,
+    Codec,
+    Headers,
+    Record,
+    decode_batches,
+    make_records,
+)
+
+__all__ = [
+    "CODEC_NAMES",
+    "CompiledBatchBuilder",
+    "RecordCodec",
+    "compiled_available",
+    "decode_batches_compiled",
+    "record_codec",
+]
+
+CODEC_NAMES: Final = ("auto", "compiled", "python")
+_ATTRIBUTES_AT: Final = 21  # offset of the int16 attributes in the batch header
+_TRANSACTIONAL: Final = 0x10
+_LOG_APPEND_TIME: Final = 0x08
+_INT32_MAX: Final = (1 << 31) - 1
+_NO_HEADERS: Final[list[tuple[str, bytes | None]]] = []  # the extension only reads it
+
+
+def _load() -> Any | None:
+    """aiokafka's Cython module, or None when it (or its extension) is not installed.
+    Imported directly, not through aiokafka.record.default_records, which would silently
+    give its pure-Python classes instead."""
+    try:
+        return importlib.import_module("aiokafka.record._crecords.default_records")
+    except ImportError:
+        return None
+
+
+_CRECORDS: Final = _load()
+
+
+def compiled_available() -> bool:
+    return _CRECORDS is not None
+
+
+class Builder(Protocol):
+    """What the producer needs from a batch builder (both implementations have it)."""
+
+    @property
+    def records_count(self) -> int: ...
+    @property
+    def size_bytes_estimate(self) -> int: ...
+    @property
+    def codec(self) -> Codec: ...
+    def append(
+        self,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers = (),
+        timestamp_ms: int | None = None,
+        offset_delta: int | None = None,
+    ) -> int: ...
+    def set_producer(
+        self, producer_id: int, producer_epoch: int, base_sequence: int, transactional: bool = False
+    ) -> None: ...
+    def build(self, base_offset: int = 0, partition_leader_epoch: int = -1) -> bytes: ...
+
+
+class CompiledBatchBuilder:
+    """:class:`~conveyor.protocol.records.BatchBuilder`'s interface over aiokafka's Cython
+    ``DefaultRecordBatchBuilder``, for uncompressed batches."""
+
+    __slots__ = (
+        "_append",
+        "_builder",
+        "_last_offset_delta",
+        "_pure",
+        "_records_count",
+        "_transactional",
+    )
+
+    def __init__(self) -> None:
+        if _CRECORDS is None:
+            raise InvalidRequestError("the compiled record codec (aiokafka) is not installed")
+        # batch_size: the producer closes batches itself (size_bytes_estimate), so the
+        # builder's own limit is set where it never refuses a record.
+        self._builder = _CRECORDS.DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, _INT32_MAX)
+        self._append = self._builder.append
+        # aiokafka reads a first timestamp of -1 as "none yet" and rebases the batch on the
+        # next record's, changing the first record's timestamp; such a batch (only a
+        # caller-given -1 makes one) is built by the pure builder instead.
+        self._pure: BatchBuilder | None = None
+        self._records_count = 0
+        self._last_offset_delta = -1
+        self._transactional = False
+
+    @property
+    def records_count(self) -> int:
+        return self._records_count
+
+    @property
+    def size_bytes_estimate(self) -> int:
+        if self._pure is not None:
+            return self._pure.size_bytes_estimate
+        size: int = self._builder.size()
+        return size
+
+    @property
+    def codec(self) -> Codec:
+        return Codec.NONE
+
+    def set_producer(
+        self, producer_id: int, producer_epoch: int, base_sequence: int, transactional: bool = False
+    ) -> None:
+        if not (
+            -(1 << 63) <= producer_id < (1 << 63)
+            and -(1 << 15) <= producer_epoch < (1 << 15)
+            and -(1 << 31) <= base_sequence < (1 << 31)
+        ):
+            raise InvalidRequestError("producer id, epoch or sequence out of range")
+        self._builder.set_producer_state(producer_id, producer_epoch, base_sequence)
+        self._transactional = transactional
+        if self._pure is not None:
+            self._pure.set_producer(producer_id, producer_epoch, base_sequence, transactional)
+
+    def append(
+        self,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers = (),
+        timestamp_ms: int | None = None,
+        offset_delta: int | None = None,
+    ) -> int:
+        count = self._records_count
+        if offset_delta is None:
+            offset_delta = count
+        elif offset_delta < (self._last_offset_delta + 1 if count else 0):
+            raise InvalidRequestError(f"offset delta {offset_delta} does not increase")
+        if self._pure is not None or (timestamp_ms == -1 and not count):
+            return self._append_pure(value, key, headers, timestamp_ms, offset_delta)
+        try:
+            self._append(
+                offset_delta, timestamp_ms, key, value, list(headers) if headers else _NO_HEADERS
+            )
+        except (TypeError, ValueError, OverflowError, UnicodeError) as exc:
+            raise InvalidRequestError(f"record cannot be encoded: {exc}") from exc
+        self._records_count = count + 1
+        self._last_offset_delta = offset_delta
+        return offset_delta
+
+    def _append_pure(
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers,
+        timestamp_ms: int | None,
+        offset_delta: int,
+    ) -> int:
+        if self._pure is None:
+            self._pure = BatchBuilder()
+            builder = self._builder
+            self._pure.set_producer(
+                builder.producer_id,
+                builder.producer_epoch,
+                builder.base_sequence,
+                self._transactional,
+            )
+        self._pure.append(value, key, headers, timestamp_ms, offset_delta)
+        self._records_count += 1
+        self._last_offset_delta = offset_delta
+        return offset_delta
+
+    def build(self, base_offset: int = 0, partition_leader_epoch: int = -1) -> bytes:
+        if not self._records_count:
+            raise InvalidRequestError("cannot build a record batch without records")
+        if self._pure is not None:
+            return self._pure.build(base_offset, partition_leader_epoch)
+        out = self._builder.build()  # a bytearray: base_offset 0, leader epoch 0
+        out[0:8] = base_offset.to_bytes(8, "big", signed=True)
+        out[12:16] = partition_leader_epoch.to_bytes(4, "big", signed=True)
+        if self._transactional:
+            # aiokafka fixes the flag at construction; the producer learns it at send time.
+            # The CRC covers the attributes, so it is computed again (transactions only).
+            out[_ATTRIBUTES_AT + 1] |= _TRANSACTIONAL
+            out[CRC_START - 4 : CRC_START] = crc32c(memoryview(out)[CRC_START:]).to_bytes(4, "big")
+        return bytes(out)
+
+
+def decode_batches_compiled(
+    buf: bytes | bytearray | memoryview, *, verify_crc: bool = True, start_offset: int = 0
+) -> list[Record]:
+    """:func:`~conveyor.protocol.records.decode_batches` with uncompressed batches read by
+    the extension: same records, same skipping (control batches, a truncated last batch,
+    offsets below ``start_offset``), same errors."""
+    if _CRECORDS is None:
+        return decode_batches(buf, verify_crc=verify_crc, start_offset=start_offset)
+    data = buf if isinstance(buf, bytes) else bytes(buf)
+    view = memoryview(data)
+    out: list[Record] = []
+    position = 0
+    while len(data) - position >= LOG_OVERHEAD:
+        size_bytes = peek_length(data, position)[1]
+        if position + size_bytes > len(data):
+            break  # the truncated trailing batch of a fetch response
+        if size_bytes < HEADER_SIZE:
+            raise CorruptBatchError(
+                f"batch at position {position} is {size_bytes} bytes, shorter than a header"
+            )
+        header = parse_header(data, position)
+        if header.magic != MAGIC:
+            raise CorruptBatchError(
+                f"unsupported magic {header.magic} at position {position}: "
+                "only RecordBatch v2 (magic 2) is supported",
+                code=ErrorCode.UNSUPPORTED_VERSION,
+            )
+        if verify_crc:
+            check_crc(view, position, header)
+        end = position + size_bytes
+        if header.is_control or header.last_offset < start_offset:
+            pass
+        elif header.codec != Codec.NONE:
+            out += decode_batches(data[position:end], verify_crc=False, start_offset=start_offset)
+        else:
+            _read_batch(data[position:end], header.base_offset, start_offset, out)
+        position = end
+    return out
+
+
+def _read_batch(batch: bytes, base_offset: int, start_offset: int, out: list[Record]) -> None:
+    assert _CRECORDS is not None
+    offsets: list[int] = []
+    timestamps: list[int] = []
+    keys: list[bytes | None] = []
+    values: list[bytes | None] = []
+    headers: list[tuple[tuple[str, bytes | None], ...]] = []
+    try:
+        for record in _CRECORDS.DefaultRecordBatch(batch):
+            offsets.append(record.offset)
+            timestamps.append(record.timestamp)
+            keys.append(record.key)
+            values.append(record.value)
+            pairs = record.headers
+            headers.append(tuple(pairs) if pairs else ())
+    except Exception as exc:
+        raise CorruptBatchError(f"malformed batch at offset {base_offset}: {exc}") from exc
+    records = make_records(offsets, timestamps, keys, values, headers)
+    if offsets and offsets[0] < start_offset:
+        records = [record for record in records if record.offset >= start_offset]
+    out += records
+
+
+class RecordCodec:
+    """One codec: how the client makes batch builders and decodes fetched batches."""
+
+    __slots__ = ("decode", "name", "new_builder")
+
+    def __init__(
+        self,
+        name: str,
+        new_builder: Callable[[Codec], Builder],
+        decode: Callable[..., list[Record]],
+    ) -> None:
+        self.name = name
+        self.new_builder = new_builder
+        self.decode = decode
+
+
+def _new_compiled_builder(codec: Codec) -> Builder:
+    return CompiledBatchBuilder() if codec is Codec.NONE else BatchBuilder(codec=codec)
+
+
+def _new_python_builder(codec: Codec) -> Builder:
+    return BatchBuilder(codec=codec)
+
+
+PYTHON: Final = RecordCodec("python", _new_python_builder, decode_batches)
+COMPILED: Final = RecordCodec("compiled", _new_compiled_builder, decode_batches_compiled)
+
+
+def record_codec(name: str = "auto") -> RecordCodec:
+    """The codec named ``name``: ``auto`` is the compiled one when it is installed."""
+    if name == "python":
+        return PYTHON
+    if name == "compiled":
+        if _CRECORDS is None:
+            raise InvalidRequestError(
+                "record_codec=compiled needs aiokafka's compiled extension: pip install aiokafka"
+            )
+        return COMPILED
+    if name == "auto":
+        return COMPILED if _CRECORDS is not None else PYTHON
+    raise InvalidRequestError(f"unknown record codec {name!r}: one of {', '.join(CODEC_NAMES)}")
