@@ -35,10 +35,10 @@ def _config(cluster: Cluster, **extra: Any) -> dict[str, Any]:
     return config
 
 
-def _topic(cluster: Cluster, partitions: int) -> str:
+def _topic(cluster: Cluster, partitions: int, replication_factor: int = 1) -> str:
     name = unique_topic("txn")
     admin = AdminClient(_config(cluster))
-    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+    for future in admin.create_topics([NewTopic(name, partitions, replication_factor)]).values():
         future.result(30)
     return name
 
@@ -450,15 +450,18 @@ def test_offset_fetch_require_stable_waits_for_the_transaction(kafka_cluster: Cl
         consumer.close()
 
 
-def test_exactly_once_across_a_coordinator_sigkill(tmp_path: Path) -> None:
-    """The consume-transform-produce run of the test above on its own cluster, with the
-    coordinator SIGKILLed and started again mid-run; processors whose transaction failed
-    meanwhile exit and are restarted (a supervisor's job). The output, read committed,
-    holds each input's result exactly once, in per-key order."""
-    cluster = Cluster(tmp_path / "cluster", broker_count=1).start()
+@pytest.mark.parametrize("victim", ["coordinator", "leader"])
+def test_exactly_once_across_a_sigkill_of(victim: str, tmp_path: Path) -> None:
+    """The consume-transform-produce run of the test above on a cluster of its own, with
+    the coordinator (one broker), or the broker leading the output's partition 0 (two
+    brokers, RF=2), SIGKILLed and started again mid-run; processors whose transaction
+    failed meanwhile exit and are restarted (a supervisor's job). The output, read
+    committed, holds each input's result exactly once, in per-key order."""
+    brokers = 1 if victim == "coordinator" else 2
+    cluster = Cluster(tmp_path / "cluster", broker_count=brokers).start()
     members: list[KafkaMember] = []
     try:
-        source, sink = _topic(cluster, 2), _topic(cluster, 2)
+        source, sink = _topic(cluster, 2, brokers), _topic(cluster, 2, brokers)
         group, count, keys = f"etl-{source}", 200, 8
 
         def processor(name: str) -> KafkaMember:
@@ -471,10 +474,16 @@ def test_exactly_once_across_a_coordinator_sigkill(tmp_path: Path) -> None:
         running = {"a": processor("a"), "b": processor("b")}
         produce_keyed(cluster, source, count // 2, keys)
         wait_for(lambda: running["a"].committed() > 0, timeout_s=60)
-        assert cluster.coordinator is not None
-        cluster.coordinator.kill()
-        cluster.coordinator.start()
-        cluster.coordinator.wait_ready()
+        if victim == "coordinator":
+            killed = cluster.coordinator
+        else:
+            with conveyor.Admin(cluster.url) as admin:
+                leader = admin.describe_topic(sink).partitions[0].leader
+            killed = cluster.brokers[int(leader)]
+        assert killed is not None
+        killed.kill()
+        killed.start()
+        killed.wait_ready()
         produce_keyed(cluster, source, count - count // 2, keys, start=count // 2)
         reader = confluent_kafka.Consumer(
             _config(cluster, **{"group.id": "check", "isolation.level": "read_committed"})
