@@ -19,17 +19,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from conveyor.protocol.batch import (
-    CRC_START,
-    HEADER_SIZE,
-    LOG_OVERHEAD,
-    MAGIC,
-    check_crc,
-    crc32c,
-    parse_header,
-    peek_length,
-)
-from conveyor.protocol.errors import CorruptBatchError, ErrorCode, InvalidRequestError
+from conveyor.protocol.batch import CRC_START, BatchHeader, crc32c
+from conveyor.protocol.errors import CorruptBatchError, InvalidRequestError
 from conveyor.protocol.records import (
     BatchBuilder,
     Codec,
@@ -37,6 +28,7 @@ from conveyor.protocol.records import (
     Record,
     decode_batches,
     make_records,
+    walk_batches,
 )
 
 __all__ = [
@@ -221,42 +213,19 @@ def decode_batches_compiled(
 ) -> list[Record]:
     """:func:`~conveyor.protocol.records.decode_batches` with uncompressed batches read by
     the extension: same records, same skipping (control batches, a truncated last batch,
-    offsets below ``start_offset``), same errors."""
+    offsets below ``start_offset``), same errors (the same walk: ``walk_batches``)."""
     if _CRECORDS is None:
         return decode_batches(buf, verify_crc=verify_crc, start_offset=start_offset)
-    data = buf if isinstance(buf, bytes) else bytes(buf)
-    view = memoryview(data)
-    out: list[Record] = []
-    position = 0
-    while len(data) - position >= LOG_OVERHEAD:
-        size_bytes = peek_length(data, position)[1]
-        if position + size_bytes > len(data):
-            break  # the truncated trailing batch of a fetch response
-        if size_bytes < HEADER_SIZE:
-            raise CorruptBatchError(
-                f"batch at position {position} is {size_bytes} bytes, shorter than a header"
-            )
-        header = parse_header(data, position)
-        if header.magic != MAGIC:
-            raise CorruptBatchError(
-                f"unsupported magic {header.magic} at position {position}: "
-                "only RecordBatch v2 (magic 2) is supported",
-                code=ErrorCode.UNSUPPORTED_VERSION,
-            )
-        if verify_crc:
-            check_crc(view, position, header)
-        end = position + size_bytes
-        if header.is_control or header.last_offset < start_offset:
-            pass
-        elif header.codec != Codec.NONE:
-            out += decode_batches(data[position:end], verify_crc=False, start_offset=start_offset)
-        else:
-            _read_batch(data[position:end], header.base_offset, start_offset, out)
-        position = end
-    return out
+    return walk_batches(buf, _read_batch, verify_crc=verify_crc, start_offset=start_offset)
 
 
-def _read_batch(batch: bytes, base_offset: int, start_offset: int, out: list[Record]) -> None:
+def _read_batch(
+    data: bytes, position: int, header: BatchHeader, start_offset: int, out: list[Record]
+) -> None:
+    end = position + header.size_bytes
+    if header.codec != Codec.NONE:
+        out += decode_batches(data[position:end], verify_crc=False, start_offset=start_offset)
+        return
     assert _CRECORDS is not None
     offsets: list[int] = []
     timestamps: list[int] = []
@@ -264,7 +233,7 @@ def _read_batch(batch: bytes, base_offset: int, start_offset: int, out: list[Rec
     values: list[bytes | None] = []
     headers: list[tuple[tuple[str, bytes | None], ...]] = []
     try:
-        for record in _CRECORDS.DefaultRecordBatch(batch):
+        for record in _CRECORDS.DefaultRecordBatch(data[position:end]):
             offsets.append(record.offset)
             timestamps.append(record.timestamp)
             keys.append(record.key)
@@ -272,7 +241,7 @@ def _read_batch(batch: bytes, base_offset: int, start_offset: int, out: list[Rec
             pairs = record.headers
             headers.append(tuple(pairs) if pairs else ())
     except Exception as exc:
-        raise CorruptBatchError(f"malformed batch at offset {base_offset}: {exc}") from exc
+        raise CorruptBatchError(f"malformed batch at offset {header.base_offset}: {exc}") from exc
     records = make_records(offsets, timestamps, keys, values, headers)
     if offsets and offsets[0] < start_offset:
         records = [record for record in records if record.offset >= start_offset]

@@ -71,6 +71,7 @@ __all__ = [
     "encode_batch",
     "make_records",
     "read_varint",
+    "walk_batches",
 ]
 
 
@@ -564,6 +565,24 @@ def decode_batches(
     ``buf`` is ignored, since fetch responses cut the last batch at their size limit.
     Raises :class:`CorruptBatchError` on a CRC mismatch or a malformed batch.
     """
+    return walk_batches(
+        buf, _decode_batch_records, verify_crc=verify_crc, start_offset=start_offset
+    )
+
+
+BatchReader: TypeAlias = Callable[[bytes, int, BatchHeader, int, list[Record]], None]
+
+
+def walk_batches(
+    buf: bytes | bytearray | memoryview,
+    read_batch: BatchReader,
+    *,
+    verify_crc: bool = True,
+    start_offset: int = 0,
+) -> list[Record]:
+    """:func:`decode_batches`' walk over the batches, with each data batch's records
+    appended by ``read_batch(data, position, header, start_offset, out)``: the one place
+    both record codecs (this module's and protocol/fastrecords.py's) check and skip."""
     data = buf if isinstance(buf, bytes) else bytes(buf)
     view = memoryview(data)
     out: list[Record] = []
@@ -586,13 +605,13 @@ def decode_batches(
         if verify_crc:
             check_crc(view, position, header)
         if not header.is_control and header.last_offset >= start_offset:
-            _decode_batch_records(data, position, header, start_offset=start_offset, out=out)
+            read_batch(data, position, header, start_offset, out)
         position += size_bytes
     return out
 
 
 def _decode_batch_records(
-    data: bytes, position: int, header: BatchHeader, *, start_offset: int, out: list[Record]
+    data: bytes, position: int, header: BatchHeader, start_offset: int, out: list[Record]
 ) -> None:
     """Append the records of the batch at ``position`` to ``out``."""
     if header.codec > MAX_CODEC:
