@@ -78,6 +78,20 @@ def tls_error(method: str, url: str, exc: BaseException) -> ConveyorError:
     return ConveyorError(f"{method} {url}: {text}{hint}", code=ErrorCode.TLS_ERROR)
 
 
+def handshake_failure(method: str, url: str, exc: BaseException) -> Exception:
+    """A failed TLS handshake, typed: a server that closes the connection in the middle
+    (EOF) may be one that refuses this client's certificate or one going away (a restart,
+    a failover), so that stays a retriable network error, not sent; anything else
+    (certificate verification, plain HTTP on the other end) is a TLS_ERROR."""
+    text = str(exc)
+    if "EOF occurred in violation of protocol" in text or "UNEXPECTED_EOF" in text:
+        hint = " (the server closed the TLS handshake: it refused this client's certificate"
+        hint += " or is going away)"
+        error = RetriableError(f"{method} {url}: {text}{hint}", code=ErrorCode.NETWORK_ERROR)
+        return NotSentError(error)
+    return tls_error(method, url, exc)
+
+
 def error_for(status: int, data: bytes) -> ConveyorError:
     try:
         body = msgspec.json.decode(data)
@@ -226,8 +240,8 @@ class SyncHTTP:
             options["timeout"] = urllib3.Timeout(total=timeout_s)
         try:
             response = self._pool.request(method, url, **options)
-        except urllib3.exceptions.SSLError as exc:  # the handshake: it will fail again
-            raise tls_error(method, url, exc) from exc
+        except urllib3.exceptions.SSLError as exc:  # the handshake
+            raise handshake_failure(method, url, exc) from exc
         except (
             urllib3.exceptions.NewConnectionError,
             urllib3.exceptions.ConnectTimeoutError,
@@ -358,7 +372,7 @@ class AsyncHTTP:
                 data = await response.read()
                 status, response_headers = response.status, dict(response.headers)
         except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
-            raise tls_error(method, url, exc) from exc  # before ClientConnectorError: a subclass
+            raise handshake_failure(method, url, exc) from exc  # before ClientConnectorError
         except aiohttp.ClientConnectorError as exc:
             error = RetriableError(f"{method} {url}: {exc}", code=ErrorCode.NETWORK_ERROR)
             raise NotSentError(error) from exc
