@@ -443,7 +443,7 @@ class PartitionLog:
             start = not self._flush_running
             self._flush_running = True
         if start:
-            self._flusher.submit(self._flush_round)
+            self._flusher.request_round(self)
         return future
 
     def request_flush(self) -> None:
@@ -452,7 +452,7 @@ class PartitionLog:
             if self._flush_running or self._closed:
                 return
             self._flush_running = True
-        self._flusher.submit(self._flush_round)
+        self._flusher.request_round(self)
 
     def flush_due(self, now_monotonic: float) -> bool:
         interval_s = self.config.flush.interval_ms / 1000
@@ -464,14 +464,13 @@ class PartitionLog:
         self._resolve_waiters()
         return self._flushed_offset
 
-    def _flush_round(self) -> None:
-        """Group commit: fsync what is written, wake the waiters it covers, repeat while more
-        waiters arrived during the fsync."""
+    def flush_step(self) -> bool:
+        """This log's part of a broker-wide flush round (``flusher.py``): fsync what is
+        written, wake the waiters it covers; True when more waiters arrived during the
+        fsync (the flusher then takes this log into its next round)."""
         try:
-            while True:
-                self._flush_once()
-                if not self._resolve_waiters():
-                    return
+            self._flush_once()
+            return self._resolve_waiters()
         except BaseException:
             with self._lock:
                 self._flush_running = False

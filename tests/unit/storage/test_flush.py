@@ -316,3 +316,114 @@ def test_shared_flusher_serves_several_logs(tmp_path: Path) -> None:
         for log in logs:
             log.close()
         flusher.close()
+
+
+# ---- broker-wide flush rounds (flusher.py) -----------------------------------------------
+
+
+class FsyncRecorder:
+    """Wraps os.fsync to remember, per file, how many bytes a *finished* fsync covered (the
+    size when it started); every call still reaches the real fsync. With ``hold_first``,
+    fsyncs on the flush threads wait until the test sets ``gate`` (the caller's own fsyncs,
+    such as the epoch checkpoint an append writes, never wait)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, hold_first: bool = False) -> None:
+        self.covered_bytes: dict[str, int] = {}
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        if not hold_first:
+            self.gate.set()
+        self._lock = threading.Lock()
+        real = os.fsync
+
+        def recording_fsync(fd: int) -> None:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            size_bytes = os.fstat(fd).st_size
+            if threading.current_thread().name.startswith("conveyor-flush"):
+                self.entered.set()
+                self.gate.wait(TIMEOUT_S)
+            real(fd)
+            with self._lock:
+                self.covered_bytes[path] = max(self.covered_bytes.get(path, 0), size_bytes)
+
+        monkeypatch.setattr(os, "fsync", recording_fsync)
+
+    def covers(self, path: Path) -> bool:
+        """Every byte now in ``path`` was in the file when a finished fsync of it started."""
+        with self._lock:
+            return self.covered_bytes.get(str(path.resolve()), -1) >= path.stat().st_size
+
+
+def _segment_path(log: PartitionLog) -> Path:
+    (path,) = sorted(log.directory.glob("*.log"))
+    return path
+
+
+def test_concurrent_appends_to_many_logs_share_flush_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """N logs with a waiter each while a round runs: the next round covers all of them,
+    so N produces to N partitions cost far fewer than N rounds."""
+    partitions = 8
+    flusher = Flusher(threads=2)
+    logs = [PartitionLog.open(tmp_path / f"p{i}", flusher=flusher) for i in range(partitions)]
+    try:
+        recorder = FsyncRecorder(monkeypatch, hold_first=True)
+        first = logs[0].append(make_batch(values_of(2)))
+        futures = [logs[0].durable(first.last_offset)]
+        assert recorder.entered.wait(TIMEOUT_S)  # round 1 is inside its fsync
+        for log in logs[1:]:
+            result = log.append(make_batch(values_of(2)))
+            futures.append(log.durable(result.last_offset))
+        assert not any(future.done() for future in futures)
+        recorder.gate.set()
+        for future in futures:
+            assert future.result(TIMEOUT_S) == 2
+        assert flusher.rounds < partitions, flusher.rounds
+        assert flusher.rounds <= 2, flusher.rounds  # round 1: p0; round 2: the other seven
+        assert all(recorder.covers(_segment_path(log)) for log in logs)
+    finally:
+        for log in logs:
+            log.close()
+        flusher.close()
+
+
+def test_no_ack_before_its_bytes_are_fsynced_with_a_shared_flusher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers on several logs await durability; at the moment each future resolves (on a
+    flush thread, as the broker's ack callback runs), an fsync that started after the
+    append must have finished for that log's segment file."""
+    flusher = Flusher(threads=2)
+    logs = [PartitionLog.open(tmp_path / f"p{i}", flusher=flusher) for i in range(4)]
+    recorder = FsyncRecorder(monkeypatch)
+    failures: list[str] = []
+    paths = [_segment_path(log) for log in logs]
+
+    def writer(index: int) -> None:
+        log, path = logs[index], paths[index]
+        for i in range(25):
+            result = log.append(make_batch(values_of(1 + i % 3, f"w{index}-{i}-")))
+            appended_bytes = path.stat().st_size
+            future = log.durable(result.last_offset)
+
+            def check(done: Future[int], appended_bytes: int = appended_bytes) -> None:
+                covered = recorder.covered_bytes.get(str(path.resolve()), -1)
+                if covered < appended_bytes:
+                    failures.append(f"{path}: acked at {covered} < {appended_bytes} bytes")
+
+            future.add_done_callback(check)
+            future.result(TIMEOUT_S)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(len(logs))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT_S * 3)
+        assert not failures, failures[:5]
+        assert [log.log_end_offset for log in logs] == [49] * len(logs)
+    finally:
+        for log in logs:
+            log.close()
+        flusher.close()
