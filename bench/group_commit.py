@@ -35,7 +35,7 @@ def _metric(url: str, name: str, *labels: str) -> float:
         text = response.read().decode()
     total = 0.0
     for line in text.splitlines():
-        match = re.match(rf"^{re.escape(name)}(\{{[^}}]*\}})? ([0-9.e+-]+)$", line)
+        match = re.match(rf"^{re.escape(name)}(\{{.*\}})? ([0-9.e+-]+)$", line)
         if match and all(label in (match.group(1) or "") for label in labels):
             total += float(match.group(2))
     return total
@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--producers", type=int, default=4)
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--linger-ms", type=int, default=1)
+    parser.add_argument("--batch-bytes", type=int, default=16384)
     args = parser.parse_args()
     conveyor = str(Path(sys.executable).parent / "conveyor")
     with LocalCluster(1) as cluster:
@@ -68,7 +69,8 @@ def main() -> None:
             [conveyor, "bench", "produce", "--bootstrap", cluster.url, "--topic", topic,
              "--partitions", str(args.partitions), "--keys", str(args.partitions),
              "--producers", str(args.producers), "--count", str(args.count),
-             "--linger-ms", str(args.linger_ms), "--acks", "all", "--json"],
+             "--linger-ms", str(args.linger_ms), "--batch-bytes", str(args.batch_bytes),
+             "--acks", "all", "--json"],
             check=True, capture_output=True, text=True,
         ).stdout  # fmt: skip
         cpu_s = broker.cpu_s() - before[0]
