@@ -70,6 +70,20 @@ def test_a_partition_the_cluster_forgot_is_lost() -> None:
         check_final(history, {TopicPartition("t", 0): [[], []]})
 
 
+@pytest.mark.parametrize(
+    ("seed", "found"),
+    [
+        (8752, "a restarted coordinator knew no incarnation: a restarted leader kept its epoch"),
+        (10025, "a passed fetch backoff kept asking for a tick at once: a busy loop"),
+        (10139, "the same busy loop"),
+        (14254, "the sole in-sync leader restarted and kept its epoch: replicas diverged"),
+    ],
+)
+def test_the_seeds_the_soak_broke_keep_every_guarantee(seed: int, found: str) -> None:
+    result = run_seed(seed)
+    assert result.ok, f"{found}: {result.violation}"
+
+
 def test_a_seed_replays_exactly() -> None:
     first = run_seed(7, trace=True)
     second = run_seed(7, trace=True)

@@ -33,6 +33,9 @@ from tests.sim.nodes import SimBroker, SimCoordinator
 from tests.sim.scenario import Fault, Scenario, scenario_for
 
 TRACE_LINES_KEPT = 400
+# Steps at one simulated instant beyond which a run is stuck (a deadline in the past asked
+# for again and again): a real process would spin; reported instead of hanging the run.
+STEPS_AT_ONE_INSTANT_MAX = 20_000
 
 
 @dataclass
@@ -238,8 +241,12 @@ class Sim:
 
     def _run_until(self, end_ms: int, done: Callable[[], bool] | None = None) -> None:
         queue = self._queue
+        same_instant = 0
         while queue and queue[0][0] <= end_ms:
-            at_ms, _, action, _ = heapq.heappop(queue)
+            at_ms, _, action, label = heapq.heappop(queue)
+            same_instant = same_instant + 1 if at_ms == self.now else 0
+            if same_instant > STEPS_AT_ONE_INSTANT_MAX:
+                raise InvariantError("no progress", f"{same_instant} steps at {at_ms} ms: {label}")
             self.now = at_ms
             self.steps += 1
             action()

@@ -117,6 +117,11 @@ def pump(state: BrokerState, leader: BrokerId, now_ms: int) -> Step:
         return state, []
     if now_ms < session.resume_at_ms:
         return with_session(state, session), [ScheduleTick(at_ms=session.resume_at_ms)]
+    if session.resume_at_ms and not session.durable_wait:
+        # the backoff is over: a deadline left in the past would have the next tick asked
+        # for at once, again and again, while a truncation keeps the session waiting
+        # (simulation, seed 10025: a busy loop)
+        session = replace(session, resume_at_ms=0)
     partitions = following(state, leader)
     if not partitions:
         return without_session(state, leader), []

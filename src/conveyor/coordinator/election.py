@@ -83,6 +83,26 @@ def on_broker_dead(
     return changed, f"leader {dead} died; {election.reason}"
 
 
+def on_broker_restarted(
+    partition: Partition, broker: BrokerId, alive: Collection[BrokerId], unclean_allowed: bool
+) -> tuple[Partition, str] | None:
+    """The partition after ``broker`` came back within its session as a new process, which
+    may have lost an unsynced tail: as a death (``on_broker_dead``; ``alive`` excludes
+    it), except that the sole in-sync replica keeps leading, since it holds the only copy,
+    but at a new epoch, so that followers holding offsets it lost truncate them (KIP-101)
+    instead of keeping them under an epoch whose history changed (simulation, seed 14254).
+    """
+    if partition.isr == (broker,):
+        if partition.leader != broker:
+            return None
+        reason = f"broker {broker} restarted; the sole in-sync replica leads at a new epoch"
+        return _with_leader(partition, broker, partition.isr), reason
+    change = on_broker_dead(partition, broker, alive, unclean_allowed)
+    if change is None:
+        return None
+    return change[0], f"broker {broker} restarted (new incarnation); {change[1]}"
+
+
 def _with_isr(partition: Partition, isr: tuple[BrokerId, ...]) -> Partition:
     return replace(partition, isr=isr, partition_epoch=Epoch(partition.partition_epoch + 1))
 

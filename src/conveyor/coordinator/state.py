@@ -20,7 +20,12 @@ from typing import Generic, TypeVar
 import msgspec
 
 from conveyor.coordinator import views
-from conveyor.coordinator.election import on_broker_alive, on_broker_dead, on_replica_failed
+from conveyor.coordinator.election import (
+    on_broker_alive,
+    on_broker_dead,
+    on_broker_restarted,
+    on_replica_failed,
+)
 from conveyor.coordinator.model import (
     Broker,
     BrokerRecord,
@@ -184,17 +189,17 @@ def _on_restart(
     unsynced tail (power loss), so it must not go on leading at the same epoch or count as
     in sync. Treated as a failure it has already recovered from (Kafka's handling of an
     unclean shutdown, KIP-966): out of the ISR, leadership to another in-sync replica; it
-    catches up as a follower and its leader re-adds it. The sole ISR member stays."""
+    catches up as a follower and its leader re-adds it. The sole ISR member stays leader,
+    at a new epoch (``election.on_broker_restarted``)."""
     others = set(state.alive_broker_ids()) - {broker_id}
     for partition in state.partitions.values():
-        if broker_id not in partition.replicas or partition.isr == (broker_id,):
+        if broker_id not in partition.replicas:
             continue
         unclean = state.topics[partition.topic].config.unclean_leader_election
-        change = on_broker_dead(partition, broker_id, others, unclean)
+        change = on_broker_restarted(partition, broker_id, others, unclean)
         if change is not None:
             records.append(PartitionRecord(change[0]))
-            reason = f"broker {broker_id} restarted (new incarnation); {change[1]}"
-            decisions.append(partition_decision(change[0], reason))
+            decisions.append(partition_decision(*change))
     return records, decisions
 
 

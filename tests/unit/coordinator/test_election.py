@@ -126,7 +126,10 @@ def test_a_broker_restarting_within_its_session_loses_leadership_and_isr() -> No
     owner = solo_partition.leader
     assert owner is not None
     again = core.handle_heartbeat(solo, beat(owner, "third"), 5, INTERVAL_MS).state
-    assert next(p for p in again.partitions.values() if p.topic == "solo").leader == owner
+    kept = next(p for p in again.partitions.values() if p.topic == "solo")
+    assert kept.leader == owner
+    # ...at a new epoch: its followers (none here) must not keep what it may have lost
+    assert kept.leader_epoch == solo_partition.leader_epoch + 1
 
 
 def test_a_failed_leader_log_hands_leadership_to_the_next_in_sync_replica() -> None:
@@ -196,3 +199,26 @@ def test_a_heartbeat_reporting_a_failed_log_moves_leadership_level_triggered() -
     # the same report again: already out of the isr, nothing more changes
     again = core.handle_heartbeat(after.state, beat(1, failed), 2, INTERVAL_MS)
     assert again.state.partitions == after.state.partitions
+
+
+def test_the_sole_in_sync_replica_restarted_leads_at_a_new_epoch() -> None:
+    """Found by the simulation (seed 14254): every broker crashed, the sole in-sync leader
+    came back with a shorter log and led at the same epoch; followers kept offsets it had
+    lost. A new epoch makes them truncate."""
+    from conveyor.coordinator.election import on_broker_restarted
+
+    sole = partition((1, 2, 3), 1, (1,))
+    change = on_broker_restarted(sole, BrokerId(1), set(b(2, 3)), False)
+    assert change is not None
+    after, reason = change
+    assert (after.leader, after.isr, after.leader_epoch) == (1, b(1), sole.leader_epoch + 1)
+    assert "new epoch" in reason
+    # a follower that restarted leaves the ISR; a leader hands over
+    follower = on_broker_restarted(
+        partition((1, 2, 3), 1, (1, 2)), BrokerId(2), set(b(1, 3)), False
+    )
+    assert follower is not None and follower[0].isr == b(1) and follower[0].leader == 1
+    leader = on_broker_restarted(partition((1, 2, 3), 1, (1, 2)), BrokerId(1), set(b(2, 3)), False)
+    assert leader is not None and leader[0].leader == 2 and leader[0].leader_epoch == 4
+    # the sole in-sync replica that does not lead (offline partition): nothing to do here
+    assert on_broker_restarted(partition((1, 2, 3), None, (1,)), BrokerId(1), set(), False) is None
