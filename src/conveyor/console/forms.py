@@ -59,7 +59,8 @@ def integer(
     if not raw:
         return default
     sign, digits = (raw[0], raw[1:]) if raw[0] in "+-" else ("", raw)
-    if not digits.isdigit() or len(digits) > INT_DIGITS_MAX:
+    # ASCII digits only: str.isdigit() also takes '²', which int() refuses
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > INT_DIGITS_MAX:
         raise InvalidRequestError(f"{name} must be a whole number, not {raw[:40]!r}")
     value = -int(digits) if sign == "-" else int(digits)
     if value < low or (high is not None and value > high):

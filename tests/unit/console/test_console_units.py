@@ -117,6 +117,13 @@ def test_form_parsers_raise_only_typed_errors(form: dict[str, str]) -> None:
             parse(form)
 
 
+def test_integers_are_ascii_digits() -> None:
+    """'²' is a digit to str.isdigit() and not to int(): a typed error, never a crash."""
+    for raw in ("²", "1²", "٣"):
+        with pytest.raises(ConveyorError):
+            forms.produce({"partition": raw, "topic": "t", "value": "v"})
+
+
 def test_headers_and_times() -> None:
     assert forms.headers("a: 1\n\nb:2") == {"a": "1", "b": "2"}
     with pytest.raises(ConveyorError):
