@@ -64,7 +64,9 @@ def main() -> None:
         requests_total = "conveyor_http_requests_total"
         flush_count = "conveyor_broker_flush_duration_seconds_count"
         before = (broker.cpu_s(), _metric(broker.url, requests_total, *produce))
+        rounds_count = "conveyor_broker_flush_round_logs_count"  # 0 on trees without it
         flushes_before = _metric(broker.url, flush_count)
+        rounds_before = _metric(broker.url, rounds_count)
         out = subprocess.run(
             [conveyor, "bench", "produce", "--bootstrap", cluster.url, "--topic", topic,
              "--partitions", str(args.partitions), "--keys", str(args.partitions),
@@ -76,6 +78,7 @@ def main() -> None:
         cpu_s = broker.cpu_s() - before[0]
         requests = _metric(broker.url, requests_total, *produce) - before[1]
         flushes = _metric(broker.url, flush_count) - flushes_before
+        rounds = _metric(broker.url, rounds_count) - rounds_before
     result = json.loads(out)
     messages = result["produce"]["messages"]
     print(
@@ -87,6 +90,7 @@ def main() -> None:
                 "ack_p50_us": result["produce_latency_us"]["p50_us"],
                 "produce_requests": requests,
                 "log_flushes": flushes,
+                "flush_rounds": rounds,
                 "broker_cpu_s": round(cpu_s, 3),
                 "broker_cpu_us_per_request": round(cpu_s * 1e6 / max(requests, 1), 1),
                 "broker_cpu_us_per_message": round(cpu_s * 1e6 / messages, 2),

@@ -44,6 +44,8 @@ from conveyor.transport.metrics import LATENCY_BUCKETS_S, TableFamily, label_tex
 
 PartitionView = tuple[Replica, PartitionLog]  # a hosted replica (the core's view) and its log
 
+# Logs per flush round: 1 is a round per request, more is group commit across partitions.
+_ROUND_LOGS_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
 _PARTITION_PATH: Final = "/v1/topics/{topic}/partitions/{partition}"
 # (method, route template) -> the request kind in conveyor_broker_requests_total. A test
 # checks every data route of broker_routes() is here, so a renamed route fails it.
@@ -174,6 +176,12 @@ class BrokerMetrics:
             buckets=FLUSH_BUCKETS_S,
             registry=None,
         )
+        self.flush_round_logs = Histogram(
+            "conveyor_broker_flush_round_logs",
+            "Partition logs one broker-wide flush round fsynced (its count: the rounds)",
+            buckets=_ROUND_LOGS_BUCKETS,
+            registry=None,
+        )
         self.isr_shrinks = Counter(
             "conveyor_broker_isr_shrinks",
             "Followers removed from the ISR by this leader",
@@ -234,6 +242,10 @@ class BrokerMetrics:
         """One fsync round of a log (the Flusher calls this on its threads)."""
         self.flush_duration.observe(seconds)
 
+    def flush_round(self, logs: int) -> None:
+        """One broker-wide flush round covered ``logs`` partition logs (flusher thread)."""
+        self.flush_round_logs.observe(logs)
+
     def observe_replication_fetch(self, seconds: float) -> None:
         self.replication_fetch_duration.observe(seconds)
 
@@ -284,6 +296,7 @@ class BrokerMetrics:
             self.fetch_duration,
             self.replication_fetch_duration,
             self.flush_duration,
+            self.flush_round_logs,
         ):
             yield from histogram.collect()
         yield from self.isr_shrinks.collect()

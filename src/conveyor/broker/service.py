@@ -149,7 +149,11 @@ class BrokerService:
             data_dir=config.data_dir,
             clock=self.clock,
         )
-        self.flusher = Flusher(threads=config.flusher_threads, on_flush=self.metrics.flushed)
+        self.flusher = Flusher(
+            threads=config.flusher_threads,
+            on_flush=self.metrics.flushed,
+            on_round=self.metrics.flush_round,
+        )
         self.replicas = ReplicaManager(
             config.broker_id,
             config.data_dir,

@@ -39,7 +39,12 @@ class RoundLog(Protocol):
 
 
 class Flusher:
-    def __init__(self, threads: int = 2, on_flush: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        threads: int = 2,
+        on_flush: Callable[[float], None] | None = None,
+        on_round: Callable[[int], None] | None = None,
+    ) -> None:
         self.threads = max(1, threads)
         self._executor = ThreadPoolExecutor(
             max_workers=self.threads, thread_name_prefix="conveyor-flush"
@@ -55,6 +60,8 @@ class Flusher:
         # Called on a flush thread with the seconds each fsync of a log took (the broker
         # passes its metrics' recorder); None: not measured.
         self.on_flush = on_flush
+        # Called after each round with the number of logs it flushed (the broker's metrics).
+        self.on_round = on_round
 
     def flushed(self, seconds: float, files: int) -> None:
         """A log's fsync step covered ``files`` files in ``seconds``."""
@@ -82,6 +89,9 @@ class Flusher:
                     self._round_running = False
                     return
                 self.rounds += 1
+            if self.on_round is not None:
+                # Before the round wakes anyone, so an ack never precedes its round's count.
+                self.on_round(len(logs))
             again = self._round(logs)
             if again:
                 with self._lock:
