@@ -185,3 +185,50 @@ def test_leader_killed_during_idempotent_run_loses_and_duplicates_nothing(
     stored = Counter(m.value() for m in messages)
     assert [v for v, n in stored.items() if n > 1] == []  # no duplicate
     assert set(acknowledged) <= set(stored)  # nothing acknowledged lost
+
+
+def _produce_some_keyless(cluster: Cluster, topic: str, **config: Any) -> dict[int, int]:
+    """Produce 20 records to partition 0, 3 of them keyless; each record's delivery error
+    code (0 when delivered)."""
+    producer = confluent_kafka.Producer(_config(cluster, acks="all", **config))
+    producer.list_topics(topic, timeout=30)  # known first: no batch cut when it arrives
+    outcome: dict[int, int] = {}
+
+    def report(error: Any, message: Any) -> None:
+        outcome[int(message.value())] = 0 if error is None else error.code()
+
+    for i in range(20):
+        key = None if i in KEYLESS else f"k{i}".encode()
+        producer.produce(topic, value=str(i).encode(), key=key, partition=0, on_delivery=report)
+    assert producer.flush(60) == 0
+    return outcome
+
+
+KEYLESS = {3, 7, 11}
+
+
+def test_keyless_records_to_a_compacted_topic_fail_alone(kafka_cluster: Cluster) -> None:
+    """Keyless records to a compacted topic: Produce v8+ names each in record_errors
+    (KIP-467), so librdkafka fails exactly those with INVALID_RECORD and the keyed records
+    of the same batch with _INVALID_DIFFERENT_RECORD (as against Kafka: librdkafka's test
+    0011 record_fail); keyed records in batches of their own are stored."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topics = [unique_topic("compact-keyless"), unique_topic("compact-keyless-single")]
+    admin = AdminClient(_config(kafka_cluster))
+    new = [NewTopic(t, 1, 1, config={"cleanup.policy": "compact"}) for t in topics]
+    for future in admin.create_topics(new).values():
+        future.result(30)
+    error = confluent_kafka.KafkaError
+    invalid = {i: error.INVALID_RECORD for i in KEYLESS}
+
+    # a linger longer than the test: the batch goes out whole at flush (which ignores it)
+    one_batch = _produce_some_keyless(kafka_cluster, topics[0], **{"linger.ms": 60_000})
+    assert one_batch == {i: error._INVALID_DIFFERENT_RECORD for i in range(20)} | invalid
+
+    single = _produce_some_keyless(kafka_cluster, topics[1], **{"batch.size": 1})
+    assert single == dict.fromkeys(range(20), 0) | invalid
+    stored = _consume_all(kafka_cluster, topics[1], 1, 17)
+    assert sorted(m.key() for m in stored) == sorted(
+        f"k{i}".encode() for i in range(20) if i not in KEYLESS
+    )

@@ -37,6 +37,9 @@ ACKS: Final[dict[int, Acks]] = {0: "0", 1: "1", -1: "all"}
 
 Produce = Callable[..., Awaitable[ProduceResponse]]
 
+# Each record_errors entry's message (as Kafka's LogValidator words it per record)
+_RECORD_ERROR: Final = "a compacted topic takes only records with a key"
+
 
 @dataclass(frozen=True, slots=True)
 class PartitionResult:
@@ -143,6 +146,7 @@ class ProduceHandler:
                     log_start_offset=result.log_start_offset,
                     error_message=result.message if result.error else None,
                     leader=result.leader,
+                    record_errors=tuple((i, _RECORD_ERROR) for i in result.record_indexes),
                 )
             )
         endpoints = [

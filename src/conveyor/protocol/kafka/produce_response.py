@@ -6,8 +6,9 @@ test_produce_response.py), which stays the reference for the format.
 
 Layout (Kafka's ProduceResponse.json): per topic its name and partitions; per partition
 index, error_code, base_offset, log_append_time_ms (v2+), log_start_offset (v5+),
-record_errors and error_message (v8+), current_leader (tagged 0, v10+); then
-throttle_time_ms; node_endpoints (tagged 0, v10+). v9+ are flexible: compact arrays and
+record_errors (batch_index, batch_index_error_message) and error_message (v8+),
+current_leader (tagged 0, v10+); then throttle_time_ms; node_endpoints (tagged 0, v10+).
+v9+ are flexible: compact arrays and
 strings, a tagged-field section after each struct.
 """
 
@@ -35,6 +36,9 @@ class PartitionAnswer:
     log_start_offset: int = -1
     error_message: str | None = None
     leader: tuple[int, int] | None = None  # (leader id, leader epoch), v10+ only
+    # v8+ record_errors: (batch_index, message) per record at fault (KIP-467), so a client
+    # fails only those and retries the rest of the batch
+    record_errors: tuple[tuple[int, str | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +89,12 @@ def _partition(version: int, answer: PartitionAnswer) -> bytes:
     else:
         out = _PARTITION_V3.pack(answer.index, answer.error_code, answer.base_offset, -1)
     if version >= 8:
-        out += _count(0, flexible) + _nullable_string(answer.error_message, flexible)
+        out += _count(len(answer.record_errors), flexible)
+        for batch_index, message in answer.record_errors:
+            out += _I32.pack(batch_index) + _nullable_string(message, flexible)
+            if flexible:
+                out += b"\x00"  # the record error's tagged fields
+        out += _nullable_string(answer.error_message, flexible)
     if flexible:
         if answer.leader is not None and version >= CURRENT_LEADER_FROM:
             leader = _LEADER.pack(*answer.leader) + b"\x00"

@@ -27,6 +27,9 @@ answers = st.builds(
     log_start_offset=INT64,
     error_message=st.one_of(st.none(), st.text(max_size=40)),
     leader=st.one_of(st.none(), st.tuples(INT32, INT32)),
+    record_errors=st.lists(
+        st.tuples(INT32, st.one_of(st.none(), st.text(max_size=20))), max_size=3
+    ).map(tuple),
 )
 topics = st.lists(
     st.tuples(st.text(min_size=1, max_size=20), st.lists(answers, max_size=4)), max_size=3
@@ -57,7 +60,12 @@ def _reference(version: int, data: list[Any], nodes: list[Endpoint]) -> bytes:
                         base_offset=p.base_offset,
                         log_append_time_ms=-1,
                         log_start_offset=p.log_start_offset,
-                        record_errors=[],
+                        record_errors=[
+                            partition_cls.BatchIndexAndErrorMessage(
+                                batch_index=index, batch_index_error_message=message
+                            )
+                            for index, message in p.record_errors
+                        ],
                         error_message=p.error_message,
                         **(
                             {
