@@ -48,7 +48,7 @@ test-tls: $(STAMP)
 # the first failure (docs/testing.md). `make test-repeat N=5`.
 N ?= 5
 test-repeat:
-	bash scripts/test_repeat.sh $(N)
+	JOBS=$(JOBS) bash scripts/test_repeat.sh $(N)
 
 # The Kafka listener with real clients (tests/kafka) and librdkafka's own test suite: every
 # selected test in 0000-0100 (tests/kafka/librdkafka_selection.py) against a 3-broker

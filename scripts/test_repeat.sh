@@ -14,6 +14,13 @@ cd "$work/clone"
 echo "test-repeat: $runs x (plain + HTTPS) of tests/integration at $(git rev-parse --short HEAD) in $work/clone"
 make --no-print-directory .venv/.installed >/dev/null
 
+# the same pytest-xdist workers as make test (JOBS=0: one process)
+jobs="${JOBS:-3}"
+parallel=()
+if [ "$jobs" != 0 ]; then
+    parallel=(-n "$jobs" --dist loadgroup)
+fi
+
 summary="$work/summary.txt"
 started_all=$(date +%s)
 for run in $(seq 1 "$runs"); do
@@ -25,7 +32,7 @@ for run in $(seq 1 "$runs"); do
         else
             env_tls=()
         fi
-        if env "${env_tls[@]}" .venv/bin/pytest tests/integration -q -p no:cacheprovider "$@" \
+        if env "${env_tls[@]}" .venv/bin/pytest tests/integration -q -p no:cacheprovider "${parallel[@]}" "$@" \
             >"$log" 2>&1 < /dev/null; then
             status=passed
         else

@@ -8,7 +8,10 @@ after the other on a single worker while the others go on in parallel:
   addresses 127.0.0.10 and up, docs/reliability.md);
 - ``containers``: the podman image builds and the compose deployment (tests/deploy).
 
-Everything else takes free ports and its own temporary directories.
+Everything else takes free ports and its own temporary directories, and runs by module:
+a module's tests share its module-scoped fixtures (one cluster per module, not one per
+worker) and some build on what an earlier test of their module left (a topic), so each
+module is a group of its own.
 """
 
 from __future__ import annotations
@@ -28,6 +31,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             top = item.path.relative_to(_TESTS).parts[0]
         except ValueError:
             continue
-        group = _GROUPS.get(top)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+        group = _GROUPS.get(top) or item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
