@@ -31,6 +31,9 @@ class Ports:
     brokers: dict[int, int] = field(
         default_factory=lambda: {broker_id: free_port() for broker_id in BROKER_IDS}
     )
+    kafka: dict[int, int] = field(
+        default_factory=lambda: {broker_id: free_port() for broker_id in BROKER_IDS}
+    )
     # the `ha` profile's coordinator-2 and coordinator-3
     standbys: dict[int, int] = field(default_factory=lambda: {2: free_port(), 3: free_port()})
 
@@ -44,6 +47,8 @@ class Ports:
             env[f"CONVEYOR_PUBLISH_COORDINATOR_{number}"] = str(port)
         for broker_id, port in self.brokers.items():
             env[f"CONVEYOR_PUBLISH_BROKER_{broker_id}"] = str(port)
+        for broker_id, port in self.kafka.items():  # 9092.. by default: maybe taken here
+            env[f"CONVEYOR_PUBLISH_BROKER_{broker_id}_KAFKA"] = str(port)
         return env
 
 

@@ -29,17 +29,37 @@ TLS_DIR_ENV = "CONVEYOR_TEST_TLS_DIR"
 READY_TIMEOUT_S = 60.0
 
 
+# Ports for the services tests start: below the kernel's ephemeral range (32768 and up,
+# where every outgoing connection takes its port, so a port found free there can be taken
+# before the service binds it), one slice per pytest-xdist worker (parallel workers never
+# hand out the same port), handed out in turn within the slice and checked free.
+_PORTS_FIRST, _PORTS_END = 20000, 32000
+
+
+def _port_slice() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker) if worker.isdigit() else 0
+    size = (_PORTS_END - _PORTS_FIRST) // max(workers, 1)
+    first = _PORTS_FIRST + size * (index % max(workers, 1))
+    return range(first, first + size)
+
+
+_PORTS = _port_slice()
+_cursor = [_PORTS.start + random.randrange(len(_PORTS))]  # the next port to try
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port_block(1)
 
 
 def free_port_block(count: int) -> int:
     """A base port with ``count`` consecutive free ports (conveyor dev uses PORT..PORT+N)."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000)
+    for _ in range(len(_PORTS)):
+        base = _cursor[0]
+        if base + count > _PORTS.stop:
+            base = _PORTS.start
+        _cursor[0] = base + count
         sockets = []
         try:
             for port in range(base, base + count):
@@ -52,7 +72,7 @@ def free_port_block(count: int) -> int:
         finally:
             for s in sockets:
                 s.close()
-    raise RuntimeError("no block of free ports")
+    raise RuntimeError(f"no block of {count} free ports in {_PORTS}")
 
 
 def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
