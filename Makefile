@@ -96,7 +96,7 @@ chaos-ci: $(STAMP) system-deps
 
 # The deterministic simulation (tests/sim, docs/reliability.md): the coordinator and broker
 # cores with a simulated clock, network and disks. `make sim SEEDS=N [FIRST=K]` runs seeds
-# K..K+N-1 (`make test` runs 300); `make sim SEED=123` replays one seed exactly and, if it
+# K..K+N-1 (`make test` runs 500); `make sim SEED=123` replays one seed exactly and, if it
 # breaks a guarantee, prints its minimal trace. `make sim-soak` is the long run (100,000
 # seeds, about 35 CPU-minutes; never part of make test), niced.
 SEEDS ?= 500
