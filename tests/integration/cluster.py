@@ -34,6 +34,7 @@ READY_TIMEOUT_S = 60.0
 # before the service binds it), one slice per pytest-xdist worker (parallel workers never
 # hand out the same port), handed out in turn within the slice and checked free.
 _PORTS_FIRST, _PORTS_END = 20000, 32000
+_PORT_GAP = 8
 
 
 def _port_slice() -> range:
@@ -59,7 +60,9 @@ def free_port_block(count: int) -> int:
         base = _cursor[0]
         if base + count > _PORTS.stop:
             base = _PORTS.start
-        _cursor[0] = base + count
+        # a gap after each block: a test that takes one port for `conveyor dev --port P`
+        # and the next for something else must not get P+1, which dev gives broker 1
+        _cursor[0] = base + count + _PORT_GAP
         sockets = []
         try:
             for port in range(base, base + count):

@@ -12,11 +12,11 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.integration.cluster import free_port, wait_for
+from tests.integration.cluster import free_port, free_port_block, wait_for
 
 
 def test_dev_tls_auth_runs_https_and_prints_a_working_admin_token(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_port_block(2)  # dev: the coordinator on PORT, broker 1 on PORT+1
     data = tmp_path / "dev"
     log_path = tmp_path / "dev.log"
     argv = [sys.executable, "-m", "conveyor", "dev", "--tls", "--auth", "--brokers", "1"]
