@@ -36,9 +36,9 @@ system-deps:
 # tests/conftest.py); JOBS=0 runs in this process, one test at a time.
 JOBS ?= 3
 PYTEST_JOBS = $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadgroup)
-# The container and chaos suites run after the parallel phase, one test at a time: they
-# drive whole deployments and nftables with timing the other workers' load upset.
-SERIAL_SUITES = tests/deploy tests/chaos
+# The container, chaos and HA suites run after the parallel phase, one test at a time: they
+# drive whole deployments, etcd and nftables with timing the other workers' load upset.
+SERIAL_SUITES = tests/deploy tests/chaos tests/ha
 test: lint typecheck system-deps
 	$(BIN)/pytest $(PYTEST_JOBS) --durations=25 $(addprefix --ignore=,$(SERIAL_SUITES))
 	$(BIN)/pytest --durations=10 $(SERIAL_SUITES)
