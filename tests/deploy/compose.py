@@ -3,23 +3,17 @@ podman's Docker-compatible API, as one uniquely named project that is removed wh
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.deploy.podman import REPO_ROOT, Podman, wait_for
+from tests.integration.cluster import free_port
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 BROKER_IDS = (1, 2, 3)
 UP_TIMEOUT_S = 300.0
 DOWN_TIMEOUT_S = 180.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
