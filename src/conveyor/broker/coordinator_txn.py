@@ -9,6 +9,7 @@ from typing import Final, TypeVar
 import msgspec
 
 from conveyor.protocol.txn import (
+    INTERNAL_PREFIX,
     TxnAddOffsetsRequest,
     TxnAddPartitionsRequest,
     TxnAddPartitionsResponse,
@@ -20,6 +21,7 @@ from conveyor.protocol.txn import (
     TxnOffsetCommitRequest,
     TxnOffsetCommitResponse,
     TxnResult,
+    TxnRoute,
 )
 from conveyor.transport.client import AsyncHTTP
 
@@ -31,29 +33,29 @@ END_TIMEOUT_S: Final = 45.0  # EndTxn waits for the markers (coordinator: up to 
 class CoordinatorTransactions:
     def __init__(self, http: AsyncHTTP, coordinator_url: str) -> None:
         self._http = http
-        self._url = coordinator_url.rstrip("/") + "/internal/v1/kafka/txn/"
+        self._url = coordinator_url.rstrip("/") + INTERNAL_PREFIX + "/"
 
     async def _post(
-        self, path: str, body: msgspec.Struct, answer: type[T], timeout_s: float = TIMEOUT_S
+        self, path: TxnRoute, body: msgspec.Struct, answer: type[T], timeout_s: float = TIMEOUT_S
     ) -> T:
         return await self._http.call(
             "POST", self._url + path, answer, body=body, timeout_s=timeout_s
         )
 
     async def init(self, request: TxnInitRequest) -> TxnInitResponse:
-        return await self._post("init", request, TxnInitResponse)
+        return await self._post(TxnRoute.INIT, request, TxnInitResponse)
 
     async def add_partitions(self, request: TxnAddPartitionsRequest) -> TxnAddPartitionsResponse:
-        return await self._post("add-partitions", request, TxnAddPartitionsResponse)
+        return await self._post(TxnRoute.ADD_PARTITIONS, request, TxnAddPartitionsResponse)
 
     async def add_offsets(self, request: TxnAddOffsetsRequest) -> TxnResult:
-        return await self._post("add-offsets", request, TxnResult)
+        return await self._post(TxnRoute.ADD_OFFSETS, request, TxnResult)
 
     async def offset_commit(self, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse:
-        return await self._post("offset-commit", request, TxnOffsetCommitResponse)
+        return await self._post(TxnRoute.OFFSET_COMMIT, request, TxnOffsetCommitResponse)
 
     async def end(self, request: TxnEndRequest) -> TxnResult:
-        return await self._post("end", request, TxnResult, END_TIMEOUT_S)
+        return await self._post(TxnRoute.END, request, TxnResult, END_TIMEOUT_S)
 
     async def describe(self, request: TxnDescribeRequest) -> TxnDescriptions:
-        return await self._post("describe", request, TxnDescriptions)
+        return await self._post(TxnRoute.DESCRIBE, request, TxnDescriptions)

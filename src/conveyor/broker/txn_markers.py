@@ -18,6 +18,7 @@ from aiohttp import web
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.messages import ProduceResponse
 from conveyor.protocol.txn import (
+    MARKERS_PATH,
     TxnMarkersRequest,
     TxnMarkersResponse,
     TxnPartition,
@@ -27,8 +28,6 @@ from conveyor.protocol.txn import (
 from conveyor.transport.server import Route, decode_json, json_response
 
 log = logging.getLogger(__name__)
-
-MARKERS_PATH = "/internal/v1/txn/markers"
 
 
 Produce = Callable[..., Awaitable[ProduceResponse]]  # BrokerService.produce

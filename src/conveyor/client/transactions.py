@@ -25,6 +25,7 @@ from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, error_from_dict
 from conveyor.protocol.messages import PartitionOffset
 from conveyor.protocol.txn import (
+    PUBLIC_PREFIX,
     TxnAddOffsetsRequest,
     TxnAddPartitionsRequest,
     TxnAddPartitionsResponse,
@@ -36,11 +37,11 @@ from conveyor.protocol.txn import (
     TxnPartition,
     TxnProducer,
     TxnResult,
+    TxnRoute,
 )
 from conveyor.transport.client import AsyncHTTP
 
 T = TypeVar("T")
-PREFIX: Final = "/v1/transactions/"
 RETRY_BACKOFF_MS: Final = 20
 RETRY_BACKOFF_MAX_MS: Final = 500
 
@@ -61,7 +62,7 @@ class TransactionSession:
         request_timeout_ms: int,
     ) -> None:
         self._http = http
-        self._url = coordinator_url.rstrip("/") + PREFIX
+        self._url = coordinator_url.rstrip("/") + PUBLIC_PREFIX + "/"
         self.transactional_id = transactional_id
         self._timeout_ms = transaction_timeout_ms
         self._request_timeout_ms = request_timeout_ms
@@ -76,7 +77,7 @@ class TransactionSession:
     def producer(self) -> TxnProducer:
         return TxnProducer(self.transactional_id, self.producer_id, self.producer_epoch)
 
-    async def _call(self, path: str, body: msgspec.Struct, answer: type[T]) -> T:
+    async def _call(self, path: TxnRoute, body: msgspec.Struct, answer: type[T]) -> T:
         """One call, retried while the coordinator completes the previous transaction."""
         deadline = time.monotonic() + self._request_timeout_ms / 1000
         attempt = 0
@@ -104,7 +105,7 @@ class TransactionSession:
         if self.producer_id >= 0:
             return self.producer_id, self.producer_epoch
         request = TxnInitRequest(self.transactional_id, self._timeout_ms)
-        reply = await self._call("init", request, TxnInitResponse)
+        reply = await self._call(TxnRoute.INIT, request, TxnInitResponse)
         _raise(reply.error, f"transactional id {self.transactional_id!r}")
         self.producer_id, self.producer_epoch = reply.producer_id, reply.producer_epoch
         return self.producer_id, self.producer_epoch
@@ -131,7 +132,7 @@ class TransactionSession:
             return
         await self.init()
         request = TxnAddPartitionsRequest(self.producer, [TxnPartition(topic, partition)])
-        reply = await self._call("add-partitions", request, TxnAddPartitionsResponse)
+        reply = await self._call(TxnRoute.ADD_PARTITIONS, request, TxnAddPartitionsResponse)
         _raise(next((p.error for p in reply.partitions if p.error), None), f"{topic}[{partition}]")
         self._partitions.add((topic, partition))
 
@@ -143,7 +144,7 @@ class TransactionSession:
         await self.init()
         if group not in self._groups:
             reply = await self._call(
-                "add-offsets", TxnAddOffsetsRequest(self.producer, group), TxnResult
+                TxnRoute.ADD_OFFSETS, TxnAddOffsetsRequest(self.producer, group), TxnResult
             )
             _raise(reply.error, f"group {group!r}")
             self._groups.add(group)
@@ -152,7 +153,7 @@ class TransactionSession:
             group,
             [PartitionOffset(topic=t, partition=p, offset=o) for (t, p), o in offsets.items()],
         )
-        answer = await self._call("offset-commit", request, TxnOffsetCommitResponse)
+        answer = await self._call(TxnRoute.OFFSET_COMMIT, request, TxnOffsetCommitResponse)
         _raise(next((p.error for p in answer.partitions if p.error), None), f"group {group!r}")
 
     async def end(self, commit: bool) -> None:
@@ -164,7 +165,9 @@ class TransactionSession:
             )
         try:
             if self._partitions or self._groups:  # nothing added: nothing to end
-                reply = await self._call("end", TxnEndRequest(self.producer, commit), TxnResult)
+                reply = await self._call(
+                    TxnRoute.END, TxnEndRequest(self.producer, commit), TxnResult
+                )
                 _raise(reply.error, "commit" if commit else "abort")
         except ConveyorError:
             if not commit:  # an abort that failed leaves nothing to do but a new init

@@ -13,6 +13,9 @@ from aiohttp import web
 
 from conveyor.coordinator.txn_service import TransactionCoordinator
 from conveyor.protocol.txn import (
+    INTERNAL_PREFIX,
+    PUBLIC_PREFIX,
+    PUBLIC_ROUTES,
     TxnAddOffsetsRequest,
     TxnAddPartitionsRequest,
     TxnAddPartitionsResponse,
@@ -24,11 +27,9 @@ from conveyor.protocol.txn import (
     TxnOffsetCommitRequest,
     TxnOffsetCommitResponse,
     TxnResult,
+    TxnRoute,
 )
 from conveyor.transport.server import Handler, Route, decode_json, json_response
-
-PREFIX = "/internal/v1/kafka/txn"
-PUBLIC_PREFIX = "/v1/transactions"
 
 
 class TransactionRoutes:
@@ -58,30 +59,37 @@ class TransactionRoutes:
         return json_response(self._txn.describe(body))
 
     def routes(self) -> list[Route]:
-        internal = self._routes(PREFIX, internal=True)
-        public = [
-            r for r in self._routes(PUBLIC_PREFIX, internal=False) if "describe" not in r.path
-        ]
-        return [*internal, *public]
-
-    def _routes(self, prefix: str, internal: bool) -> list[Route]:
-        def route(path: str, handler: Handler, summary: str, req: type, resp: type) -> Route:
-            return Route(
-                "POST", f"{prefix}/{path}", handler, summary, request=req, response=resp,
-                internal=internal, tags=() if internal else ("transactions",),
-            )  # fmt: skip
-
         return [
-            route("init", self.init, "Kafka InitProducerId with a transactional id",
-                  TxnInitRequest, TxnInitResponse),
-            route("add-partitions", self.add_partitions, "Kafka AddPartitionsToTxn",
-                  TxnAddPartitionsRequest, TxnAddPartitionsResponse),
-            route("add-offsets", self.add_offsets, "Kafka AddOffsetsToTxn",
-                  TxnAddOffsetsRequest, TxnResult),
-            route("offset-commit", self.offset_commit, "Kafka TxnOffsetCommit",
-                  TxnOffsetCommitRequest, TxnOffsetCommitResponse),
-            route("end", self.end, "Kafka EndTxn (answers once the markers are written)",
-                  TxnEndRequest, TxnResult),
-            route("describe", self.describe, "Kafka DescribeTransactions / ListTransactions",
-                  TxnDescribeRequest, TxnDescriptions),
+            *self._routes(INTERNAL_PREFIX, frozenset(TxnRoute), internal=True),
+            *self._routes(PUBLIC_PREFIX, PUBLIC_ROUTES, internal=False),
+        ]
+
+    def _routes(self, prefix: str, served: frozenset[TxnRoute], internal: bool) -> list[Route]:
+        table: list[tuple[TxnRoute, Handler, str, type, type]] = [
+            (TxnRoute.INIT, self.init, "Kafka InitProducerId with a transactional id",
+             TxnInitRequest, TxnInitResponse),
+            (TxnRoute.ADD_PARTITIONS, self.add_partitions, "Kafka AddPartitionsToTxn",
+             TxnAddPartitionsRequest, TxnAddPartitionsResponse),
+            (TxnRoute.ADD_OFFSETS, self.add_offsets, "Kafka AddOffsetsToTxn",
+             TxnAddOffsetsRequest, TxnResult),
+            (TxnRoute.OFFSET_COMMIT, self.offset_commit, "Kafka TxnOffsetCommit",
+             TxnOffsetCommitRequest, TxnOffsetCommitResponse),
+            (TxnRoute.END, self.end, "Kafka EndTxn (answers once the markers are written)",
+             TxnEndRequest, TxnResult),
+            (TxnRoute.DESCRIBE, self.describe, "Kafka DescribeTransactions / ListTransactions",
+             TxnDescribeRequest, TxnDescriptions),
         ]  # fmt: skip
+        return [
+            Route(
+                "POST",
+                f"{prefix}/{path}",
+                handler,
+                summary,
+                request=req,
+                response=resp,
+                internal=internal,
+                tags=() if internal else ("transactions",),
+            )
+            for path, handler, summary, req, resp in table
+            if path in served
+        ]

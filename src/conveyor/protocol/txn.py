@@ -19,6 +19,7 @@ transaction state from the log alone (``storage/txnindex.py``).
 
 from __future__ import annotations
 
+import enum
 import struct
 from collections.abc import Iterable
 from typing import Final
@@ -107,6 +108,28 @@ def marker_type(batch: bytes | bytearray | memoryview, position: int = 0) -> int
 
 
 # ---- the coordinator's internal routes -------------------------------------------------------
+
+# Where the routes are: the coordinator serves them (``coordinator/txn_http.py``), a
+# broker's Kafka listener (``broker/coordinator_txn.py``) and Conveyor's transactional
+# producer (``client/transactions.py``) call them, all by these names.
+INTERNAL_PREFIX: Final = "/internal/v1/kafka/txn"
+PUBLIC_PREFIX: Final = "/v1/transactions"
+MARKERS_PATH: Final = "/internal/v1/txn/markers"  # on a partition leader (broker/txn_markers.py)
+
+
+class TxnRoute(enum.StrEnum):
+    """Each operation's path under ``INTERNAL_PREFIX``; all but DESCRIBE are under
+    ``PUBLIC_PREFIX`` as well (``PUBLIC_ROUTES``)."""
+
+    INIT = "init"
+    ADD_PARTITIONS = "add-partitions"
+    ADD_OFFSETS = "add-offsets"
+    OFFSET_COMMIT = "offset-commit"
+    END = "end"
+    DESCRIBE = "describe"
+
+
+PUBLIC_ROUTES: Final = frozenset(TxnRoute) - {TxnRoute.DESCRIBE}
 
 
 class TxnPartition(msgspec.Struct, frozen=True):
