@@ -52,6 +52,52 @@ async def _topics_allowed(
     return allowed
 
 
+async def consumable_offsets(
+    authorizer: Authorizer,
+    ctx: RequestContext,
+    items: list[tuple[str, Any]],
+    errors: dict[tuple[str, int], KafkaError],
+) -> list[PartitionOffset]:
+    """The offsets of an (Txn)OffsetCommit's ``items`` (topic, partition entry) on topics
+    the principal may consume (Kafka's READ); the others get TOPIC_AUTHORIZATION_FAILED
+    in ``errors``."""
+    readable = await _topics_allowed(authorizer, ctx, {t for t, _ in items}, ("consume",))
+    offsets = []
+    for topic, p in items:
+        if topic not in readable:
+            errors[(topic, p.partition_index)] = KafkaError.TOPIC_AUTHORIZATION_FAILED
+            continue
+        offsets.append(
+            PartitionOffset(
+                topic=topic,
+                partition=p.partition_index,
+                offset=p.committed_offset,
+                metadata=p.committed_metadata,
+            )
+        )
+    return offsets
+
+
+def topic_results(
+    topic_cls: Any, partition_cls: Any, topics: Any, errors: dict[tuple[str, int], KafkaError]
+) -> list[Any]:
+    """A response's per-topic, per-partition error codes for the request's ``topics``, in
+    their order (NONE where ``errors`` has none)."""
+    return [
+        topic_cls(
+            name=t.name,
+            partitions=[
+                partition_cls(
+                    partition_index=p.partition_index,
+                    error_code=errors.get((t.name, p.partition_index), KafkaError.NONE),
+                )
+                for p in t.partitions
+            ],
+        )
+        for t in topics
+    ]
+
+
 class OffsetCommitHandler:
     def __init__(self, offsets: OffsetOps, access: GroupAccess) -> None:
         self._offsets = offsets
@@ -65,21 +111,7 @@ class OffsetCommitHandler:
         if refusal is not None:
             errors = {(t, p.partition_index): refusal for t, p in items}
             return self._response(version, request, errors)
-        topics = {t for t, _ in items}
-        readable = await _topics_allowed(self._access.authorizer, ctx, topics, ("consume",))
-        offsets = []
-        for topic, p in items:
-            if topic not in readable:
-                errors[(topic, p.partition_index)] = KafkaError.TOPIC_AUTHORIZATION_FAILED
-                continue
-            offsets.append(
-                PartitionOffset(
-                    topic=topic,
-                    partition=p.partition_index,
-                    offset=p.committed_offset,
-                    metadata=p.committed_metadata,
-                )
-            )
+        offsets = await consumable_offsets(self._access.authorizer, ctx, items, errors)
         if offsets:
             forwarded = KafkaCommitRequest(
                 offsets=offsets,
@@ -102,19 +134,7 @@ class OffsetCommitHandler:
         response = SERVED[ApiKey.OFFSET_COMMIT].response[version]
         topic_cls = response.OffsetCommitResponseTopic
         partition_cls = topic_cls.OffsetCommitResponsePartition
-        topics = [
-            topic_cls(
-                name=t.name,
-                partitions=[
-                    partition_cls(
-                        partition_index=p.partition_index,
-                        error_code=errors.get((t.name, p.partition_index), KafkaError.NONE),
-                    )
-                    for p in t.partitions
-                ],
-            )
-            for t in request.topics
-        ]
+        topics = topic_results(topic_cls, partition_cls, request.topics, errors)
         return response(throttle_time_ms=0, topics=topics)
 
 
@@ -259,19 +279,7 @@ class OffsetDeleteHandler:
         return response(
             error_code=KafkaError.NONE,
             throttle_time_ms=0,
-            topics=[
-                topic_cls(
-                    name=t.name,
-                    partitions=[
-                        partition_cls(
-                            partition_index=p.partition_index,
-                            error_code=errors.get((t.name, p.partition_index), KafkaError.NONE),
-                        )
-                        for p in t.partitions
-                    ],
-                )
-                for t in request.topics
-            ],
+            topics=topic_results(topic_cls, partition_cls, request.topics, errors),
         )
 
     async def _forward(

@@ -19,12 +19,12 @@ from __future__ import annotations
 from typing import Any, Final, Protocol
 
 from conveyor.broker.kafka.auth import Authorizer
+from conveyor.broker.kafka.group_offsets import consumable_offsets, topic_results
 from conveyor.broker.kafka.groups import GroupAccess, group_error
 from conveyor.broker.kafka.registry import RequestContext
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError
-from conveyor.protocol.messages import PartitionOffset
 from conveyor.protocol.txn import (
     TxnAddOffsetsRequest,
     TxnAddPartitionsRequest,
@@ -214,19 +214,7 @@ class TxnOffsetCommitHandler:
         partition_cls = topic_cls.TxnOffsetCommitResponsePartition
         return response(
             throttle_time_ms=0,
-            topics=[
-                topic_cls(
-                    name=t.name,
-                    partitions=[
-                        partition_cls(
-                            partition_index=p.partition_index,
-                            error_code=errors.get((t.name, p.partition_index), KafkaError.NONE),
-                        )
-                        for p in t.partitions
-                    ],
-                )
-                for t in request.topics
-            ],
+            topics=topic_results(topic_cls, partition_cls, request.topics, errors),
         )
 
     async def _forward(
@@ -237,20 +225,7 @@ class TxnOffsetCommitHandler:
         errors: dict[tuple[str, int], KafkaError],
     ) -> None:
         version = ctx.api_version
-        offsets = []
-        authorizer = self._access.authorizer
-        for topic, p in items:
-            if not await authorizer.allowed(ctx.principal, "consume", "topic", topic):
-                errors[(topic, p.partition_index)] = KafkaError.TOPIC_AUTHORIZATION_FAILED
-                continue
-            offsets.append(
-                PartitionOffset(
-                    topic=topic,
-                    partition=p.partition_index,
-                    offset=p.committed_offset,
-                    metadata=p.committed_metadata,
-                )
-            )
+        offsets = await consumable_offsets(self._access.authorizer, ctx, items, errors)
         if not offsets:
             return
         forwarded = TxnOffsetCommitRequest(
