@@ -9,12 +9,12 @@ from typing import Any, TypeVar
 
 from conveyor.client import admin_ops as ops
 from conveyor.client.types import TopicPartition
-from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.messages import (
     ClusterStatus,
     ConfigValue,
     DecommissionResponse,
+    DeletedRecords,
     PartitionOffsets,
     TopicConfig,
     TopicDescription,
@@ -114,49 +114,32 @@ class Admin:
         tried (a moved leader is found again); then the first failure is raised (a typed
         error: OFFSET_OUT_OF_RANGE beyond the high watermark, POLICY_VIOLATION on a
         compact-only topic, UNKNOWN_TOPIC...), the other partitions being done."""
-        pending = {TopicPartition(*tp): target for tp, target in offsets.items()}
-        done: dict[TopicPartition, int] = {}
-        failed: dict[tuple[str, int], ConveyorError] = {}
-        for attempt in range(ops.DELETE_RECORDS_ATTEMPTS):
-            answer = self._run(ops.metadata(sorted({tp.topic for tp in pending})))
-            routes = ops.leader_urls(answer, pending)
-            retry: dict[TopicPartition, ops.RecordsTarget] = {}
-            for tp, target in pending.items():
+        deletion = ops.RecordsDeletion(offsets, timeout_ms)
+        while True:
+            routes = ops.leader_urls(self._run(deletion.metadata()), deletion.pending)
+            outcomes: dict[TopicPartition, int | ConveyorError] = {}
+            for tp in deletion.pending:
                 try:
-                    done[tp] = self._delete_on_leader(routes[tp], tp, target, timeout_ms)
+                    outcomes[tp] = self._delete_on_leader(deletion, routes[tp], tp)
                 except ConveyorError as exc:
-                    last = attempt + 1 == ops.DELETE_RECORDS_ATTEMPTS
-                    if exc.code in ops.LEADER_CODES and not last:
-                        retry[tp] = target
-                    else:
-                        failed[tp] = exc
-            if not retry:
-                break
-            pending = retry
-            time.sleep(backoff_ms(attempt, base_ms=100, max_ms=2000, draw=random.random()) / 1000)
-        ops.first_error(failed)
-        return done
+                    outcomes[tp] = exc
+            if not deletion.settle(outcomes):
+                return deletion.result()
+            time.sleep(deletion.pause_s(random.random()))
 
     def _delete_on_leader(
-        self,
-        route: str | ConveyorError,
-        tp: TopicPartition,
-        target: ops.RecordsTarget,
-        timeout_ms: int,
+        self, deletion: ops.RecordsDeletion, route: str | ConveyorError, tp: TopicPartition
     ) -> int:
-        if isinstance(route, ConveyorError):
-            raise route
-        if isinstance(target, ops.Timestamp):
-            path = ops.leader_offsets_path(tp.topic, tp.partition, target)
-            target = ops.reset_offset(
-                target, self._http.call("GET", route + path, PartitionOffsets)
-            )
-        call = ops.delete_records(tp.topic, tp.partition, target, timeout_ms)
-        assert call.response is not None
-        timeout_s = timeout_ms / 1000 + 10  # the leader answers REQUEST_TIMED_OUT first
-        return self._http.call(
-            call.method, route + call.path, call.response, timeout_s=timeout_s
-        ).low_watermark
+        leader = ops.leader(route)
+        ask = deletion.offsets_call(tp)
+        offsets = None
+        if ask is not None:
+            offsets = self._http.call(ask.method, leader + ask.path, PartitionOffsets)
+        call = deletion.delete_call(tp, offsets)
+        answer = self._http.call(
+            call.method, leader + call.path, DeletedRecords, timeout_s=deletion.timeout_s
+        )
+        return answer.low_watermark
 
     def _run(self, call: ops.Call[T]) -> T:
         if call.response is None:

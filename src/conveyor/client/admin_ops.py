@@ -14,6 +14,7 @@ from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 from conveyor.client.types import TopicPartition
+from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, RetriableError
 from conveyor.protocol.messages import (
     AddPartitionsRequest,
@@ -261,3 +262,72 @@ def first_error(failed: dict[tuple[str, int], ConveyorError]) -> None:
     """Raise the error of the first failed partition (in topic, partition order)."""
     if failed:
         raise failed[min(failed)]
+
+
+def leader(route: str | ConveyorError) -> str:
+    """A partition's leader URL from ``leader_urls``, or why there is none, raised."""
+    if isinstance(route, ConveyorError):
+        raise route
+    return route
+
+
+class RecordsDeletion:
+    """One ``delete_records`` over many partitions: what is asked of each leader, which
+    partitions are left after each attempt, when to give up. ``Admin`` (one leader after
+    another) and ``AsyncAdmin`` (all at once) only send its calls and sleep between
+    attempts."""
+
+    def __init__(self, offsets: RecordsTargets, timeout_ms: int) -> None:
+        self.pending = {TopicPartition(*tp): target for tp, target in offsets.items()}
+        self.timeout_ms = timeout_ms
+        self.timeout_s = timeout_ms / 1000 + 10  # the leader answers REQUEST_TIMED_OUT first
+        self.done: dict[TopicPartition, int] = {}
+        self.failed: dict[tuple[str, int], ConveyorError] = {}
+        self.attempt = 0
+
+    def metadata(self) -> Call[Metadata]:
+        """Where the pending partitions' leaders are (``leader_urls`` of the answer)."""
+        return metadata(sorted({tp.topic for tp in self.pending}))
+
+    def offsets_call(self, tp: TopicPartition) -> Call[PartitionOffsets] | None:
+        """What a time target asks its leader first (None for an offset)."""
+        target = self.pending[tp]
+        if not isinstance(target, Timestamp):
+            return None
+        return Call("GET", leader_offsets_path(tp.topic, tp.partition, target), PartitionOffsets)
+
+    def delete_call(
+        self, tp: TopicPartition, offsets: PartitionOffsets | None
+    ) -> Call[DeletedRecords]:
+        """The deletion on ``tp``'s leader (``offsets``: its answer to ``offsets_call``)."""
+        target = self.pending[tp]
+        if isinstance(target, Timestamp):
+            assert offsets is not None
+            target = reset_offset(target, offsets)
+        return delete_records(tp.topic, tp.partition, target, self.timeout_ms)
+
+    def settle(self, outcomes: Mapping[TopicPartition, int | ConveyorError]) -> bool:
+        """Each pending partition's outcome of this attempt (its low watermark, or the
+        error); whether some are to be tried again (after ``pause_s``): those whose leader
+        moved or was not there yet, unless this was the last attempt."""
+        last = self.attempt + 1 >= DELETE_RECORDS_ATTEMPTS
+        retry: dict[TopicPartition, RecordsTarget] = {}
+        for tp, outcome in outcomes.items():
+            if isinstance(outcome, int):
+                self.done[tp] = outcome
+            elif outcome.code in LEADER_CODES and not last:
+                retry[tp] = self.pending[tp]
+            else:
+                self.failed[tp] = outcome
+        self.pending = retry
+        self.attempt += 1
+        return bool(retry)
+
+    def pause_s(self, draw: float) -> float:
+        """The wait before the next attempt (``draw``: a random number in [0, 1))."""
+        return backoff_ms(self.attempt - 1, base_ms=100, max_ms=2000, draw=draw) / 1000
+
+    def result(self) -> dict[TopicPartition, int]:
+        """Each partition's low watermark, or the first failure raised."""
+        first_error(self.failed)
+        return self.done

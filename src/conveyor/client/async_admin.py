@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 from conveyor.client import admin_ops as ops
 from conveyor.client.admin_ops import ResetTarget
 from conveyor.client.types import TopicPartition
-from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.messages import (
     ClusterStatus,
     ConfigValue,
     DecommissionResponse,
+    DeletedRecords,
     GroupDescription,
     GroupSummary,
     OffsetFetchResponse,
@@ -114,53 +114,34 @@ class AsyncAdmin:
         self, offsets: ops.RecordsTargets, *, timeout_ms: int = 30_000
     ) -> dict[TopicPartition, int]:
         """As :meth:`Admin.delete_records`, the partitions' leaders asked concurrently."""
-        pending = {TopicPartition(*tp): target for tp, target in offsets.items()}
-        done: dict[TopicPartition, int] = {}
-        failed: dict[tuple[str, int], ConveyorError] = {}
-        for attempt in range(ops.DELETE_RECORDS_ATTEMPTS):
-            answer = await self._run(ops.metadata(sorted({tp.topic for tp in pending})))
-            routes = ops.leader_urls(answer, pending)
-            tps = list(pending)
-            outcomes = await asyncio.gather(
-                *(self._delete_on_leader(routes[tp], tp, pending[tp], timeout_ms) for tp in tps),
+        deletion = ops.RecordsDeletion(offsets, timeout_ms)
+        while True:
+            routes = ops.leader_urls(await self._run(deletion.metadata()), deletion.pending)
+            tps = list(deletion.pending)
+            answers = await asyncio.gather(
+                *(self._delete_on_leader(deletion, routes[tp], tp) for tp in tps),
                 return_exceptions=True,
             )
-            retry: dict[TopicPartition, ops.RecordsTarget] = {}
-            for tp, outcome in zip(tps, outcomes, strict=True):
-                if isinstance(outcome, int):
-                    done[tp] = outcome
-                elif not isinstance(outcome, ConveyorError):
+            outcomes: dict[TopicPartition, int | ConveyorError] = {}
+            for tp, outcome in zip(tps, answers, strict=True):
+                if not isinstance(outcome, int | ConveyorError):
                     raise outcome
-                elif outcome.code in ops.LEADER_CODES and attempt + 1 < ops.DELETE_RECORDS_ATTEMPTS:
-                    retry[tp] = pending[tp]
-                else:
-                    failed[tp] = outcome
-            if not retry:
-                break
-            pending = retry
-            delay_ms = backoff_ms(attempt, base_ms=100, max_ms=2000, draw=random.random())
-            await asyncio.sleep(delay_ms / 1000)
-        ops.first_error(failed)
-        return done
+                outcomes[tp] = outcome
+            if not deletion.settle(outcomes):
+                return deletion.result()
+            await asyncio.sleep(deletion.pause_s(random.random()))
 
     async def _delete_on_leader(
-        self,
-        route: str | ConveyorError,
-        tp: TopicPartition,
-        target: ops.RecordsTarget,
-        timeout_ms: int,
+        self, deletion: ops.RecordsDeletion, route: str | ConveyorError, tp: TopicPartition
     ) -> int:
-        if isinstance(route, ConveyorError):
-            raise route
-        if isinstance(target, ops.Timestamp):
-            path = ops.leader_offsets_path(tp.topic, tp.partition, target)
-            offsets = await self._http.call("GET", route + path, PartitionOffsets)
-            target = ops.reset_offset(target, offsets)
-        call = ops.delete_records(tp.topic, tp.partition, target, timeout_ms)
-        assert call.response is not None
-        timeout_s = timeout_ms / 1000 + 10  # the leader answers REQUEST_TIMED_OUT first
+        leader = ops.leader(route)
+        ask = deletion.offsets_call(tp)
+        offsets = None
+        if ask is not None:
+            offsets = await self._http.call(ask.method, leader + ask.path, PartitionOffsets)
+        call = deletion.delete_call(tp, offsets)
         answer = await self._http.call(
-            call.method, route + call.path, call.response, timeout_s=timeout_s
+            call.method, leader + call.path, DeletedRecords, timeout_s=deletion.timeout_s
         )
         return answer.low_watermark
 
