@@ -21,10 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from conveyor.protocol.batch import (
-    LOG_OVERHEAD,
     BatchHeader,
-    parse_header,
-    peek_length,
     stamp_prefix,
     validate_batches,
 )
@@ -44,6 +41,7 @@ from conveyor.storage.epochs import CHECKPOINT_FILE, EpochCache
 from conveyor.storage.flusher import Flusher
 from conveyor.storage.recovery import load_segments
 from conveyor.storage.retention import SegmentInfo, segments_below_start, segments_to_delete
+from conveyor.storage.scan import stored_batches
 from conveyor.storage.segment import (
     STORED_BATCH_BYTES_HARD_MAX,
     LogSegment,
@@ -563,41 +561,19 @@ class PartitionLog:
         batches on the way: one pass over the log's tail for both (after an open or a
         truncation). The new index replaces the old once the scan is complete."""
         index = TxnIndex()
-        while offset < self.log_end_offset:
-            chunk = self.read(offset, 1024 * 1024)
-            position = 0
-            while len(chunk) - position >= LOG_OVERHEAD:
-                _, size = peek_length(chunk, position)
-                if position + size > len(chunk):
-                    break
-                header = parse_header(chunk, position)
-                if header.attributes & TRANSACTIONAL_BIT:
-                    marker = marker_type(chunk, position) if header.is_control else None
-                    index.observe(header, marker)
-                yield header
-                offset = header.next_offset
-                position += size
-            if position == 0:
-                break  # nothing there, or cannot happen with whole batches: never spin
+        for header, data in stored_batches(self._read_to_end, offset):
+            if header.attributes & TRANSACTIONAL_BIT:
+                index.observe(header, marker_type(data) if header.is_control else None)
+            yield header
         with self._lock:
             self.txns = index
 
     def _headers_unlocked(self, offset: int) -> Iterator[BatchHeader]:
-        while offset < self.log_end_offset:
-            chunk = self.read(offset, 1024 * 1024)
-            if not chunk:
-                return
-            position = 0
-            while len(chunk) - position >= 12:
-                _, size = peek_length(chunk, position)
-                if position + size > len(chunk):
-                    break
-                header = parse_header(chunk, position)
-                yield header
-                offset = header.next_offset
-                position += size
-            if position == 0:
-                return  # cannot happen with whole batches; never spin
+        for header, _ in stored_batches(self._read_to_end, offset):
+            yield header
+
+    def _read_to_end(self, offset: int, max_bytes: int) -> bytes:
+        return self.read(offset, max_bytes) if offset < self.log_end_offset else b""
 
     # ---- leader epochs (KIP-101) ---------------------------------------------------------
 

@@ -13,17 +13,14 @@ compacted batch has), built from records decoded once and kept in a bounded cach
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Final
 
-from conveyor.protocol.batch import LOG_OVERHEAD, BatchHeader, parse_header, peek_length
+from conveyor.protocol.batch import BatchHeader
 from conveyor.protocol.records import BatchBuilder, Record, decode_batches
+from conveyor.storage.scan import Read, stored_batches
 
-READ_CHUNK_BYTES: Final = 1024 * 1024
 SPARSE_SHARE: Final = 0.5  # below this share of owned records, build a compact batch
 CACHE_RECORDS_MAX: Final = 50_000
-
-Read = Callable[[int, int], bytes]  # (offset, max bytes) -> stored batches from there
 
 
 class DecodedCache:
@@ -35,7 +32,7 @@ class DecodedCache:
         self._count = 0
         self._max = records_max
 
-    def get(self, header: BatchHeader, data: bytes) -> list[Record]:
+    def get(self, header: BatchHeader, data: bytes | memoryview) -> list[Record]:
         found = self._batches.get(header.base_offset)
         if found is not None:
             self._batches.move_to_end(header.base_offset)
@@ -58,31 +55,24 @@ class DecodedCache:
         self._count = 0
 
 
-def covering_batches(read: Read, ranges: list[tuple[int, int]]) -> list[tuple[BatchHeader, bytes]]:
+def covering_batches(
+    read: Read, ranges: list[tuple[int, int]]
+) -> list[tuple[BatchHeader, memoryview]]:
     """The stored batches holding ``ranges`` (sorted), each once, in offset order."""
-    out: list[tuple[BatchHeader, bytes]] = []
+    out: list[tuple[BatchHeader, memoryview]] = []
     included_until = -1
     for first, last in ranges:
         offset = max(first, included_until)
-        while offset <= last:
-            chunk = read(offset, READ_CHUNK_BYTES)
-            if not chunk:
-                return out
-            position = 0
-            while len(chunk) - position >= LOG_OVERHEAD:
-                _, size = peek_length(chunk, position)
-                if position + size > len(chunk):
-                    break
-                header = parse_header(chunk, position)
-                if header.base_offset > last:
-                    break
-                if header.last_offset >= offset:
-                    out.append((header, chunk[position : position + size]))
-                    included_until = header.last_offset + 1
-                position += size
-            if included_until <= offset:
-                return out  # nothing more stored (cannot happen below the high watermark)
-            offset = included_until
+        if offset > last:
+            continue  # covered by the batch that ended the previous range
+        for header, data in stored_batches(read, offset):
+            if header.base_offset > last:
+                break
+            if header.last_offset >= offset:
+                out.append((header, data))
+                included_until = header.last_offset + 1
+            if header.last_offset >= last:
+                break  # the range is covered: read no further chunk
     return out
 
 
