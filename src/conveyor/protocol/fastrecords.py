@@ -26,6 +26,7 @@ from conveyor.protocol.records import (
     Codec,
     Headers,
     Record,
+    check_producer,
     decode_batches,
     make_records,
     walk_batches,
@@ -134,12 +135,7 @@ class CompiledBatchBuilder:
     def set_producer(
         self, producer_id: int, producer_epoch: int, base_sequence: int, transactional: bool = False
     ) -> None:
-        if not (
-            -(1 << 63) <= producer_id < (1 << 63)
-            and -(1 << 15) <= producer_epoch < (1 << 15)
-            and -(1 << 31) <= base_sequence < (1 << 31)
-        ):
-            raise InvalidRequestError("producer id, epoch or sequence out of range")
+        check_producer(producer_id, producer_epoch, base_sequence)
         self._builder.set_producer_state(producer_id, producer_epoch, base_sequence)
         self._transactional = transactional
         if self._pure is not None:

@@ -64,6 +64,7 @@ __all__ = [
     "BatchBuilder",
     "Codec",
     "Record",
+    "check_producer",
     "codec_available",
     "compress_records",
     "decode_batches",
@@ -331,6 +332,17 @@ def _encode_headers(headers: Headers) -> bytes:
     return b"".join(out)
 
 
+def check_producer(producer_id: int, producer_epoch: int, base_sequence: int) -> None:
+    """Raise :class:`InvalidRequestError` unless the producer fields fit the batch
+    header (int64 id, int16 epoch, int32 sequence): both batch builders check here."""
+    if not (
+        _INT64_MIN <= producer_id <= _INT64_MAX
+        and _INT16_MIN <= producer_epoch <= _INT16_MAX
+        and _INT32_MIN <= base_sequence <= _INT32_MAX
+    ):
+        raise InvalidRequestError("producer id, epoch or sequence out of range")
+
+
 class BatchBuilder:
     """Accumulates records for one partition and builds one RecordBatch v2 from them.
 
@@ -394,13 +406,8 @@ class BatchBuilder:
         """Stamp an idempotent producer's identity before :meth:`build` (the producer
         learns the sequence only when the batch is sent, after its records were added);
         ``transactional``: the batch belongs to the producer's open transaction."""
+        check_producer(producer_id, producer_epoch, base_sequence)
         self._attributes = 0x10 if transactional else 0
-        if not (
-            _INT64_MIN <= producer_id <= _INT64_MAX
-            and _INT16_MIN <= producer_epoch <= _INT16_MAX
-            and _INT32_MIN <= base_sequence <= _INT32_MAX
-        ):
-            raise InvalidRequestError("producer id, epoch or sequence out of range")
         self._producer_id = producer_id
         self._producer_epoch = producer_epoch
         self._base_sequence = base_sequence

@@ -31,6 +31,7 @@ from conveyor.protocol.records import (
     BatchBuilder,
     Codec,
     Record,
+    check_producer,
     codec_available,
     encode_batch,
 )
@@ -442,3 +443,34 @@ def test_empty_builder_cannot_build() -> None:
 
 def test_empty_buffer_decodes_to_nothing() -> None:
     assert decode_batches(b"") == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "fits"),
+    [
+        ((-1, -1, -1), True),  # no producer
+        ((2**63 - 1, 2**15 - 1, 2**31 - 1), True),
+        ((-(2**63), -(2**15), -(2**31)), True),
+        ((2**63, 0, 0), False),
+        ((0, 2**15, 0), False),
+        ((0, 0, -(2**31) - 1), False),
+    ],
+)
+def test_producer_fields_must_fit_the_header(fields: tuple[int, int, int], fits: bool) -> None:
+    builder = BatchBuilder()
+    builder.append(b"v", timestamp_ms=1)
+    if fits:
+        check_producer(*fields)
+        builder.set_producer(*fields)
+    else:
+        with pytest.raises(InvalidRequestError, match="out of range"):
+            check_producer(*fields)
+        with pytest.raises(InvalidRequestError, match="out of range"):
+            builder.set_producer(*fields, transactional=True)
+        assert builder.build() == _plain_builder_bytes()  # a refused stamp changes nothing
+
+
+def _plain_builder_bytes() -> bytes:
+    builder = BatchBuilder()
+    builder.append(b"v", timestamp_ms=1)
+    return builder.build()
