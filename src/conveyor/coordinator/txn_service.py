@@ -141,10 +141,8 @@ class TransactionCoordinator:
         now = self._now_ms()
         reply = await self._decide(lambda s: rules.end(s, request.producer, request.commit, now))
         if reply.error is None:
-            task = self._complete_prepared().get(request.producer.transactional_id)
-            if task is not None:
-                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(asyncio.shield(task), END_WAIT_S)
+            self._complete_prepared()
+            await self._settled(request.producer.transactional_id)
         return reply
 
     def describe(self, request: TxnDescribeRequest) -> TxnDescriptions:
