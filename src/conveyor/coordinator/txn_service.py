@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol, TypeVar
 
@@ -29,6 +30,7 @@ from conveyor.coordinator.kafka_groups import KafkaGroups
 from conveyor.coordinator.model import ClusterState
 from conveyor.coordinator.state import Result
 from conveyor.coordinator.txn_model import KAFKA_STATE, PREPARE, Transaction
+from conveyor.protocol.backoff import BELOW, backoff_ms
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.group_messages import KafkaCommitRequest
 from conveyor.protocol.txn import (
@@ -56,7 +58,9 @@ Transition = Callable[[Callable[[ClusterState], Result[T]]], Awaitable[T]]
 
 END_WAIT_S: Final = 10.0  # EndTxn waits this long for the markers before answering
 TICK_S: Final = 0.5  # how often timeouts are checked and stuck completions retried
-RETRY_BACKOFF_S: Final = (0.05, 0.2, 1.0)  # between rounds of marker writes that failed
+# between rounds of marker writes that failed (protocol/backoff.py, a server's jitter)
+RETRY_BACKOFF_MS: Final = 50
+RETRY_BACKOFF_MAX_MS: Final = 1000
 
 
 class MarkerSender(Protocol):
@@ -232,15 +236,21 @@ class TransactionCoordinator:
         while remaining:
             remaining = await self._write_round(txn, commit, remaining)
             if remaining:
-                pause = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+                pause_ms = backoff_ms(
+                    attempt,
+                    base_ms=RETRY_BACKOFF_MS,
+                    max_ms=RETRY_BACKOFF_MAX_MS,
+                    draw=random.random(),
+                    jitter=BELOW,
+                )
                 attempt += 1
                 log.info(
-                    "transaction %s: %d partitions still without their marker; retry in %s s",
+                    "transaction %s: %d partitions still without their marker; retry in %d ms",
                     txn.transactional_id,
                     len(remaining),
-                    pause,
+                    pause_ms,
                 )
-                await asyncio.sleep(pause)
+                await asyncio.sleep(pause_ms / 1000)
         tid, pid, epoch = txn.transactional_id, txn.producer_id, txn.producer_epoch
 
         def decide(state: ClusterState) -> Result[bool]:
