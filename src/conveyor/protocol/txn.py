@@ -32,7 +32,6 @@ from conveyor.protocol.batch import (
     HEADER_STRUCT,
     LOG_OVERHEAD,
     MAGIC,
-    BatchHeader,
     crc32c,
     parse_header,
     peek_length,
@@ -50,10 +49,6 @@ _KEY: Final = struct.Struct(">hh")
 _CRC: Final = struct.Struct(">I")
 # a marker's record, past the batch header: length(1) attributes(1) ts(1) offset(1) klen(1)
 _KEY_POSITION: Final = HEADER_SIZE + 5
-
-
-def is_transactional(header: BatchHeader) -> bool:
-    return bool(header.attributes & TRANSACTIONAL_BIT)
 
 
 def marker_batch(
