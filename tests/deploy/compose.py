@@ -3,17 +3,32 @@ podman's Docker-compatible API, as one uniquely named project that is removed wh
 
 from __future__ import annotations
 
+import os
+import re
+import ssl
 import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.deploy.podman import REPO_ROOT, Podman, wait_for
+from tests.deploy.podman import (
+    PROMETHEUS_IMAGE,
+    REPO_ROOT,
+    HealthDriver,
+    Podman,
+    api_service,
+    wait_for,
+)
 from tests.integration.cluster import free_port
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 BROKER_IDS = (1, 2, 3)
 UP_TIMEOUT_S = 300.0
 DOWN_TIMEOUT_S = 180.0
+HEALTHY_TIMEOUT_S = 120.0
+ADMIN_PRINCIPAL = "deploy-test-admin"
 
 
 @dataclass(frozen=True)
@@ -154,3 +169,66 @@ def dump_logs(project: ComposeProject, services: tuple[str, ...], path: Path) ->
                 out.write(f"===== {service}\n{project.logs(service)}\n")
             except RuntimeError as exc:
                 out.write(f"===== {service}: {exc}\n")
+
+
+@contextmanager
+def running_project(
+    podman: Podman,
+    image: str,
+    work_dir: Path,
+    name_prefix: str,
+    services: tuple[str, ...],
+    *,
+    logged: tuple[str, ...],
+    profiles: tuple[str, ...] = (),
+    overrides: tuple[Path, ...] = (),
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[ComposeProject]:
+    """A uniquely named project with ``services`` up and healthy, through podman's API
+    service. Afterwards the ``logged`` services' logs go to ``work_dir/services.log``
+    (printed: shown on failure) and the project is taken down with its volumes and
+    network; anything it leaves is removed, then reported as a failure."""
+    name = f"{name_prefix}{os.getpid()}{uuid.uuid4().hex[:6]}"
+    with api_service(podman, work_dir / "podman.sock") as docker_host:
+        project = ComposeProject(
+            podman,
+            docker_host,
+            name,
+            image,
+            PROMETHEUS_IMAGE,
+            Ports(),
+            overrides=overrides,
+            extra_env=extra_env or {},
+        )
+        try:
+            with HealthDriver(podman, name):
+                project.up(*services, profiles=profiles)
+                project.wait_healthy(services, HEALTHY_TIMEOUT_S)
+                yield project
+        finally:
+            dump_logs(project, logged, work_dir / "services.log")
+            print(f"service logs of {name}: {work_dir / 'services.log'}")  # shown on failure
+            try:
+                project.down()
+            finally:
+                leftovers = project.leftovers()
+                project.remove_leftovers()
+            assert not any(leftovers.values()), f"docker-compose down left {leftovers}"
+
+
+def deployment_ca(project: ComposeProject, work_dir: Path) -> ssl.SSLContext:
+    """A TLS context trusting the CA the init service put in the secrets volume."""
+    ca_path = work_dir / "ca.pem"
+    project.podman.run("cp", f"{project.container('coordinator')}:/secrets/ca.pem", str(ca_path))
+    return ssl.create_default_context(cafile=str(ca_path))
+
+
+def admin_token(project: ComposeProject) -> str:
+    """An admin token made with the cluster secret, as docs/deployment.md shows: the
+    coordinator's container speaks as the cluster (CONVEYOR_CLUSTER_SECRET_FILE)."""
+    exec_conveyor = ("exec", "-T", "coordinator", "conveyor")
+    project.compose(*exec_conveyor, "acl", "add", ADMIN_PRINCIPAL, "admin", "--cluster")
+    output = project.compose(*exec_conveyor, "token", "create", ADMIN_PRINCIPAL)
+    match = re.search(r"^cvt_\S+$", output, re.MULTILINE)
+    assert match is not None, f"no token in {output!r}"
+    return match.group(0)

@@ -3,26 +3,19 @@ deployment up (module), both removed afterwards except the cached base images.""
 
 from __future__ import annotations
 
-import os
-import re
-import ssl
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from conveyor import __version__
-from tests.deploy.compose import ComposeProject, Ports, dump_logs
+from tests.deploy.compose import ComposeProject, admin_token, deployment_ca, running_project
 from tests.deploy.http import HostView
 from tests.deploy.podman import (
     BASE_IMAGE,
-    PROMETHEUS_IMAGE,
     REPO_ROOT,
-    HealthDriver,
     Podman,
-    api_service,
     ensure_base_image,
     ensure_prometheus_image,
     install_tools,
@@ -31,8 +24,6 @@ from tests.deploy.podman import (
 
 CLUSTER_SERVICES = ("coordinator", "broker-1", "broker-2", "broker-3", "prometheus")
 ALL_SERVICES = ("init", *CLUSTER_SERVICES, "bootstrap", "demo-producer", "demo-consumer")
-ADMIN_PRINCIPAL = "deploy-test-admin"
-HEALTHY_TIMEOUT_S = 120.0
 
 
 @pytest.fixture(scope="session")
@@ -74,41 +65,9 @@ def deployment(
     and network at the end; the service logs are kept in the temp dir for failures."""
     ensure_prometheus_image(podman)
     work_dir = tmp_path_factory.mktemp("compose")
-    name = f"conveyortest{os.getpid()}{uuid.uuid4().hex[:6]}"
-    ports = Ports()
-    with api_service(podman, work_dir / "podman.sock") as docker_host:
-        project = ComposeProject(podman, docker_host, name, conveyor_image, PROMETHEUS_IMAGE, ports)
-        try:
-            with HealthDriver(podman, name):
-                project.up(*CLUSTER_SERVICES)
-                project.wait_healthy(CLUSTER_SERVICES, HEALTHY_TIMEOUT_S)
-                host = HostView(ports, _deployment_ca(project, work_dir), _admin_token(project))
-                wait_for(lambda: host.alive_brokers() == {1, 2, 3}, 60, "3 brokers registered")
-                yield Deployment(project, host)
-        finally:
-            dump_logs(project, ALL_SERVICES, work_dir / "services.log")
-            print(f"service logs of {name}: {work_dir / 'services.log'}")  # shown on failure
-            try:
-                project.down()
-            finally:
-                leftovers = project.leftovers()
-                project.remove_leftovers()
-            assert not any(leftovers.values()), f"docker-compose down left {leftovers}"
-
-
-def _deployment_ca(project: ComposeProject, work_dir: Path) -> ssl.SSLContext:
-    """A TLS context trusting the CA the init service put in the secrets volume."""
-    ca_path = work_dir / "ca.pem"
-    project.podman.run("cp", f"{project.container('coordinator')}:/secrets/ca.pem", str(ca_path))
-    return ssl.create_default_context(cafile=str(ca_path))
-
-
-def _admin_token(project: ComposeProject) -> str:
-    """An admin token made with the cluster secret, as docs/deployment.md shows: the
-    coordinator's container speaks as the cluster (CONVEYOR_CLUSTER_SECRET_FILE)."""
-    exec_conveyor = ("exec", "-T", "coordinator", "conveyor")
-    project.compose(*exec_conveyor, "acl", "add", ADMIN_PRINCIPAL, "admin", "--cluster")
-    output = project.compose(*exec_conveyor, "token", "create", ADMIN_PRINCIPAL)
-    match = re.search(r"^cvt_\S+$", output, re.MULTILINE)
-    assert match is not None, f"no token in {output!r}"
-    return match.group(0)
+    with running_project(
+        podman, conveyor_image, work_dir, "conveyortest", CLUSTER_SERVICES, logged=ALL_SERVICES
+    ) as project:
+        host = HostView(project.ports, deployment_ca(project, work_dir), admin_token(project))
+        wait_for(lambda: host.alive_brokers() == {1, 2, 3}, 60, "3 brokers registered")
+        yield Deployment(project, host)

@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.compose import ComposeProject, Ports, dump_logs
-from tests.deploy.conftest import HEALTHY_TIMEOUT_S, _admin_token, _deployment_ca
+from tests.deploy.compose import ComposeProject, admin_token, deployment_ca, running_project
 from tests.deploy.http import HostView, HTTPStatusError, request_json
-from tests.deploy.podman import (
-    ETCD_IMAGE,
-    PROMETHEUS_IMAGE,
-    HealthDriver,
-    Podman,
-    api_service,
-    ensure_etcd_image,
-    wait_for,
-)
+from tests.deploy.podman import ETCD_IMAGE, Podman, ensure_etcd_image, wait_for
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("CONVEYOR_TEST_COMPOSE_HA") != "1",
@@ -86,32 +76,23 @@ def ha(
 ) -> Iterator[HaDeployment]:
     ensure_etcd_image(podman)
     work_dir = tmp_path_factory.mktemp("compose-ha")
-    name = f"conveyorha{os.getpid()}{uuid.uuid4().hex[:6]}"
-    ports = Ports()
-    with api_service(podman, work_dir / "podman.sock") as docker_host:
-        project = ComposeProject(
-            podman, docker_host, name, conveyor_image, PROMETHEUS_IMAGE, ports, extra_env=ha_env()
+    with running_project(
+        podman,
+        conveyor_image,
+        work_dir,
+        "conveyorha",
+        SERVICES,
+        logged=("init", *SERVICES),
+        profiles=("ha",),
+        extra_env=ha_env(),
+    ) as project:
+        deployment = HaDeployment(
+            project, HostView(project.ports, deployment_ca(project, work_dir), "")
         )
-        try:
-            with HealthDriver(podman, name):
-                project.up(*SERVICES, profiles=("ha",))
-                project.wait_healthy(SERVICES, HEALTHY_TIMEOUT_S)
-                deployment = HaDeployment(
-                    project, HostView(ports, _deployment_ca(project, work_dir), "")
-                )
-                wait_for(lambda: deployment.active() is not None, 60, "one active coordinator")
-                token = _admin_token(project)
-                deployment.host = dataclasses.replace(deployment.host, token=token)
-                yield deployment
-        finally:
-            dump_logs(project, ("init", *SERVICES), work_dir / "services.log")
-            print(f"service logs of {name}: {work_dir / 'services.log'}")  # shown on failure
-            try:
-                project.down()
-            finally:
-                leftovers = project.leftovers()
-                project.remove_leftovers()
-            assert not any(leftovers.values()), f"docker-compose down left {leftovers}"
+        wait_for(lambda: deployment.active() is not None, 60, "one active coordinator")
+        token = admin_token(project)
+        deployment.host = dataclasses.replace(deployment.host, token=token)
+        yield deployment
 
 
 def test_one_active_coordinator_and_a_takeover_when_its_container_dies(ha: HaDeployment) -> None:

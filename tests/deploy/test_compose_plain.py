@@ -5,17 +5,15 @@ a fetch without credentials, and HTTPS refused (nothing serves it)."""
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.compose import ComposeProject, Ports, dump_logs
-from tests.deploy.podman import PROMETHEUS_IMAGE, REPO_ROOT, HealthDriver, Podman, api_service
+from tests.deploy.compose import ComposeProject, running_project
+from tests.deploy.podman import REPO_ROOT, Podman
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -27,33 +25,17 @@ SERVICES = ("coordinator", "broker-1")
 def plain(
     podman: Podman, conveyor_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ComposeProject]:
-    work_dir = tmp_path_factory.mktemp("compose-plain")
-    name = f"conveyorplain{os.getpid()}{uuid.uuid4().hex[:6]}"
-    with api_service(podman, work_dir / "podman.sock") as docker_host:
-        project = ComposeProject(
-            podman,
-            docker_host,
-            name,
-            conveyor_image,
-            PROMETHEUS_IMAGE,
-            Ports(),
-            overrides=(PLAIN_HTTP,),
-            extra_env={"CONVEYOR_SCHEME": "http"},
-        )
-        try:
-            with HealthDriver(podman, name):
-                project.up(*SERVICES)
-                project.wait_healthy(SERVICES, 120.0)
-                yield project
-        finally:
-            dump_logs(project, ("init", *SERVICES), work_dir / "services.log")
-            print(f"service logs of {name}: {work_dir / 'services.log'}")
-            try:
-                project.down()
-            finally:
-                leftovers = project.leftovers()
-                project.remove_leftovers()
-            assert not any(leftovers.values()), f"docker-compose down left {leftovers}"
+    with running_project(
+        podman,
+        conveyor_image,
+        tmp_path_factory.mktemp("compose-plain"),
+        "conveyorplain",
+        SERVICES,
+        logged=("init", *SERVICES),
+        overrides=(PLAIN_HTTP,),
+        extra_env={"CONVEYOR_SCHEME": "http"},
+    ) as project:
+        yield project
 
 
 def _json(method: str, url: str, body: object = None) -> dict[str, object]:
