@@ -38,6 +38,24 @@ def admin(secure: SecureCluster) -> Admin:
     return Admin(secure.base, tls=secure.tls(), user="admin", password=ADMIN_PASSWORD)
 
 
+def group_admin(secure: SecureCluster) -> GroupAdmin:
+    return GroupAdmin(secure.base, tls=secure.tls(), user="admin", password=ADMIN_PASSWORD)
+
+
+def consumer(secure: SecureCluster, topic: str, group: str, client_id: str) -> conveyor.Consumer:
+    """A member of ``group`` signed in as admin, committing only when told."""
+    return conveyor.Consumer(
+        secure.base,
+        topic,
+        group_id=group,
+        tls=secure.tls(),
+        user="admin",
+        password=ADMIN_PASSWORD,
+        enable_auto_commit=False,
+        client_id=client_id,
+    )
+
+
 def produce(secure: SecureCluster, topic: str, count: int, key: bytes | None = None) -> None:
     with conveyor.Producer(
         secure.base, tls=secure.tls(), user="admin", password=ADMIN_PASSWORD
@@ -250,21 +268,12 @@ def test_group_lag_grows_while_producing_and_shrinks_when_a_consumer_runs(
     produce(secure, topic, 10)
 
     def consume_all(expected: int) -> None:
-        with conveyor.Consumer(
-            secure.base,
-            topic,
-            group_id=group,
-            tls=secure.tls(),
-            user="admin",
-            password=ADMIN_PASSWORD,
-            enable_auto_commit=False,
-            client_id="ui-test",
-        ) as consumer:
+        with consumer(secure, topic, group, "ui-test") as member:
             got = 0
             deadline = time.monotonic() + 30
             while got < expected and time.monotonic() < deadline:
-                got += len(consumer.poll(0.5))
-            consumer.commit()
+                got += len(member.poll(0.5))
+            member.commit()
             assert got >= expected
 
     consume_all(10)
@@ -296,7 +305,7 @@ def test_reset_offsets_of_an_empty_group_then_delete_it(
     topic, group = unique("reset"), unique("g")
     admin(secure).create_topic(topic, partitions=2)
     produce(secure, topic, 30)
-    with GroupAdmin(secure.base, tls=secure.tls(), user="admin", password=ADMIN_PASSWORD) as groups:
+    with group_admin(secure) as groups:
         wait_for(
             lambda: (
                 sum(p.high_watermark or 0 for p in admin(secure).describe_topic(topic).partitions)
@@ -314,13 +323,13 @@ def test_reset_offsets_of_an_empty_group_then_delete_it(
     assert "to earliest" in preview.inner_text()
     rows = preview.locator("tbody tr")
     assert rows.count() == 2
-    with GroupAdmin(secure.base, tls=secure.tls(), user="admin", password=ADMIN_PASSWORD) as groups:
+    with group_admin(secure) as groups:
         before = {p.partition: p.committed_offset for p in groups.describe_group(group).partitions}
     assert sum(before.values()) == 30  # the preview changed nothing
     page.click("button:has-text('Apply this reset')")
     page.wait_for_url(f"{base}/console/groups/{group}")
     assert "Reset group" in page.inner_text("main")
-    with GroupAdmin(secure.base, tls=secure.tls(), user="admin", password=ADMIN_PASSWORD) as groups:
+    with group_admin(secure) as groups:
         after = {p.partition: p.committed_offset for p in groups.describe_group(group).partitions}
     assert after == {0: 0, 1: 0}
     page.click("summary:has-text('Delete this group')")
@@ -507,25 +516,14 @@ def test_a_group_with_a_running_member_shown_everywhere_and_not_reset_or_deleted
     topic, group = unique("live"), unique("g")
     admin(secure).create_topic(topic, partitions=2, replication_factor=1)
     produce(secure, topic, 40)
-    with conveyor.Consumer(
-        secure.base,
-        topic,
-        group_id=group,
-        tls=secure.tls(),
-        user="admin",
-        password=ADMIN_PASSWORD,
-        enable_auto_commit=False,
-        client_id="ui-live-member",
-    ) as consumer:
+    with consumer(secure, topic, group, "ui-live-member") as member:
         got = 0
         deadline = time.monotonic() + 30
-        while (got < 3 or len(consumer.assignment()) < 2) and time.monotonic() < deadline:
-            got += len(consumer.poll(0.2, max_records=1))
-        assert len(consumer.assignment()) == 2
-        consumer.commit()
-        with GroupAdmin(
-            secure.base, tls=secure.tls(), user="admin", password=ADMIN_PASSWORD
-        ) as groups:
+        while (got < 3 or len(member.assignment()) < 2) and time.monotonic() < deadline:
+            got += len(member.poll(0.2, max_records=1))
+        assert len(member.assignment()) == 2
+        member.commit()
+        with group_admin(secure) as groups:
             committed = sum(
                 p.committed_offset or 0 for p in groups.describe_group(group).partitions
             )
@@ -561,7 +559,7 @@ def test_a_group_with_a_running_member_shown_everywhere_and_not_reset_or_deleted
         page.goto(f"{base}/console/topics/{topic}")
         readers = page.locator("table:has(caption:has-text('Consumer groups of'))").inner_text()
         assert group in readers and str(lag) in readers
-    with GroupAdmin(secure.base, tls=secure.tls(), user="admin", password=ADMIN_PASSWORD) as groups:
+    with group_admin(secure) as groups:
         after = groups.describe_group(group).partitions
     assert sum(p.committed_offset or 0 for p in after) == committed  # nothing was reset
 
