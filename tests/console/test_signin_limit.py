@@ -9,7 +9,6 @@ form is the page's own (login cookie and token, then the POST). No browser neede
 from __future__ import annotations
 
 import http.client
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,11 +29,14 @@ PER_ADDRESS = 3
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root: Path = tmp_path_factory.mktemp("console-limit")
-    saved = os.environ.get("CONVEYOR_CLUSTER_SECRET")
-    os.environ["CONVEYOR_CLUSTER_SECRET"] = SECRET
     limits = ["--auth-failures-per-address-max", str(PER_ADDRESS)]
     limits += ["--auth-failures-per-principal-max", "100"]
-    cluster = Cluster(root, broker_count=0, coordinator_args=["--auth", *limits])
+    cluster = Cluster(
+        root,
+        broker_count=0,
+        coordinator_args=["--auth", *limits],
+        env={"CONVEYOR_CLUSTER_SECRET": SECRET},
+    )
     try:
         cluster.start()
         with SecurityAdmin(cluster.url, token=SECRET) as security:
@@ -43,10 +45,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
-        if saved is None:
-            os.environ.pop("CONVEYOR_CLUSTER_SECRET", None)
-        else:
-            os.environ["CONVEYOR_CLUSTER_SECRET"] = saved
 
 
 def request(

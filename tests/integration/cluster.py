@@ -96,6 +96,7 @@ class Service:
     process: subprocess.Popen[bytes] | None = None
     ca: Path | None = None  # set when the service serves HTTPS
     kafka_port: int | None = None  # a broker's Kafka listener (TLS when ``ca`` is set)
+    env: dict[str, str] = field(default_factory=dict)  # over the test process's environment
 
     @property
     def url(self) -> str:
@@ -110,7 +111,7 @@ class Service:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_file = self.log_path.open("ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.process = subprocess.Popen(
             self.argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
@@ -165,6 +166,9 @@ class Cluster:
     tls_dir: Path | None = None
     internal_mtls: bool = True
     kafka: bool = True  # every broker also serves the Kafka protocol on a free port
+    # Variables for every service it starts, never the test process's own environment
+    # (CONVEYOR_CLUSTER_SECRET, say: other tests in the process must not see it).
+    env: dict[str, str] = field(default_factory=dict)
 
     def tls_argv(self) -> list[str]:
         if self.tls_dir is None:
@@ -231,6 +235,7 @@ class Cluster:
             self.root / "coordinator",
             self.root / "coordinator.log",
             ca=self.ca,
+            env=self.env,
         )
         self.coordinator.start()
         self.coordinator.wait_ready()
@@ -266,6 +271,7 @@ class Cluster:
             self.root / f"broker-{broker_id}.log",
             ca=self.ca,
             kafka_port=kafka_port,
+            env=self.env,
         )
         self.brokers[broker_id] = broker
         broker.start()

@@ -57,16 +57,16 @@ def auth_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthClust
     # A failure window of 10 min (10 per user per 10 min): password guessing is throttled
     # on a burst whatever the machine's load (at 1 a minute the bucket barely drains).
     slow_drain = ["--auth", "--auth-failure-window-ms", str(GUESS_WINDOW_MS)]
-    cluster = Cluster(root, broker_count=1, coordinator_args=slow_drain, broker_args=slow_drain)
-    os.environ["CONVEYOR_CLUSTER_SECRET"] = SECRET
-    # A client token in the services' environment too: brokers must still speak as the
-    # cluster (internal routes refuse client tokens).
-    os.environ["CONVEYOR_TOKEN"] = "cvt_0000_client-token-in-a-shared-env"
-    try:
-        cluster.start()
-    finally:
-        del os.environ["CONVEYOR_CLUSTER_SECRET"]
-        del os.environ["CONVEYOR_TOKEN"]
+    env = {
+        "CONVEYOR_CLUSTER_SECRET": SECRET,
+        # A client token in the services' environment too: brokers must still speak as
+        # the cluster (internal routes refuse client tokens).
+        "CONVEYOR_TOKEN": "cvt_0000_client-token-in-a-shared-env",
+    }
+    cluster = Cluster(
+        root, broker_count=1, coordinator_args=slow_drain, broker_args=slow_drain, env=env
+    )
+    cluster.start()
     try:
         # Bootstrap as operators do: the cluster secret creates the first administrator.
         with SecurityAdmin(cluster.url, token=SECRET) as security:
@@ -539,12 +539,9 @@ def test_a_broker_cut_off_from_the_coordinator_stops_serving_within_the_stalenes
         broker_count=1,
         coordinator_args=["--auth"],
         broker_args=["--auth", "--security-max-staleness-ms", str(staleness_ms)],
+        env={"CONVEYOR_CLUSTER_SECRET": SECRET},
     )
-    os.environ["CONVEYOR_CLUSTER_SECRET"] = SECRET
-    try:
-        cluster.start()
-    finally:
-        del os.environ["CONVEYOR_CLUSTER_SECRET"]
+    cluster.start()
     try:
         with SecurityAdmin(cluster.url, token=SECRET) as security:
             security.add_acl("svc", "describe", "cluster", "cluster")
