@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
+from pathlib import Path
 
 from conveyor.coordinator import state as core
 from conveyor.coordinator.model import ClusterState, check_invariants
+from conveyor.coordinator.store import DB_FILE
 from conveyor.protocol.messages import BrokerHeartbeat, BrokerId, CreateTopicRequest
 
 INTERVAL_MS = 1000
@@ -39,3 +42,33 @@ def with_topic(
     result = core.create_topic(state, request, now_ms, DEFAULTS)
     check_invariants(result.state)
     return result.state
+
+
+# What each schema version added, written here from the versions' history (not derived
+# from the store's migrations, which these tests check): undone newest first, it turns
+# a current database into one an older coordinator wrote.
+_ADDED_IN_VERSION = {
+    2: (
+        "DROP TABLE producers",
+        "ALTER TABLE partitions DROP COLUMN partition_epoch",
+        "ALTER TABLE partitions DROP COLUMN removing",
+        "ALTER TABLE brokers DROP COLUMN decommissioning",
+    ),
+    3: ("DROP TABLE share_groups",),
+    4: ("DROP TABLE transactions",),
+    5: ("ALTER TABLE brokers DROP COLUMN incarnation",),
+}
+
+
+def downgrade(data_dir: Path, version: int) -> None:
+    """Make the (closed) coordinator database in ``data_dir`` a schema ``version`` one."""
+    db = sqlite3.connect(data_dir / DB_FILE)
+    try:
+        for added_in in sorted(_ADDED_IN_VERSION, reverse=True):
+            if added_in > version:
+                for statement in _ADDED_IN_VERSION[added_in]:
+                    db.execute(statement)
+        db.execute(f"PRAGMA user_version = {version}")
+        db.commit()
+    finally:
+        db.close()

@@ -4,7 +4,6 @@ rebalancing (table tests and hypothesis properties)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +18,7 @@ from conveyor.coordinator.election import isr_change, on_broker_dead, preferred_
 from conveyor.coordinator.model import ClusterState, Partition, PartitionRecord, apply
 from conveyor.coordinator.model import check_invariants as check
 from conveyor.coordinator.reassignment import plan_reassignments
-from conveyor.coordinator.store import DB_FILE, CoordinatorStore
+from conveyor.coordinator.store import CoordinatorStore
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.messages import (
     AlterIsrRequest,
@@ -32,6 +31,7 @@ from conveyor.protocol.messages import (
 from tests.unit.coordinator.helpers import (
     DEFAULTS,
     INTERVAL_MS,
+    downgrade,
     heartbeat,
     with_brokers,
     with_topic,
@@ -225,28 +225,8 @@ def test_producer_ids_and_epochs_survive_a_restart(tmp_path: Path) -> None:
 
 
 def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
-    store = CoordinatorStore.open(tmp_path)
-    store.close()
-    db = sqlite3.connect(tmp_path / DB_FILE)
-    db.execute("DROP TABLE producers")
-    db.execute("DROP TABLE share_groups")  # version 3's
-    db.execute("DROP TABLE transactions")  # version 4's
-    db.execute("PRAGMA user_version = 1")
-    db.commit()
-    db.close()
-    # a version-1 file has no new columns either; ALTER would add them, so recreate them
-    # missing by rebuilding from the v1 schema is not needed: the migration must be idempotent
-    # only on a real v1 file, simulated below
-    db = sqlite3.connect(tmp_path / DB_FILE)
-    for table, column in (
-        ("partitions", "partition_epoch"),
-        ("partitions", "removing"),
-        ("brokers", "decommissioning"),
-        ("brokers", "incarnation"),
-    ):
-        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-    db.commit()
-    db.close()
+    CoordinatorStore.open(tmp_path).close()
+    downgrade(tmp_path, 1)
     migrated = CoordinatorStore.open(tmp_path)
     try:
         assert migrated.load().producers == {}
@@ -255,15 +235,8 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
 
 
 def test_a_version_2_database_gains_the_share_groups_table(tmp_path: Path) -> None:
-    store = CoordinatorStore.open(tmp_path)
-    store.close()
-    db = sqlite3.connect(tmp_path / DB_FILE)
-    db.execute("DROP TABLE share_groups")
-    db.execute("DROP TABLE transactions")  # version 4's
-    db.execute("ALTER TABLE brokers DROP COLUMN incarnation")  # version 5's
-    db.execute("PRAGMA user_version = 2")
-    db.commit()
-    db.close()
+    CoordinatorStore.open(tmp_path).close()
+    downgrade(tmp_path, 2)
     migrated = CoordinatorStore.open(tmp_path)
     try:
         assert migrated.load().share_groups == {}
@@ -273,14 +246,8 @@ def test_a_version_2_database_gains_the_share_groups_table(tmp_path: Path) -> No
 
 
 def test_a_version_3_database_gains_the_transactions_table(tmp_path: Path) -> None:
-    store = CoordinatorStore.open(tmp_path)
-    store.close()
-    db = sqlite3.connect(tmp_path / DB_FILE)
-    db.execute("DROP TABLE transactions")
-    db.execute("ALTER TABLE brokers DROP COLUMN incarnation")  # version 5's
-    db.execute("PRAGMA user_version = 3")
-    db.commit()
-    db.close()
+    CoordinatorStore.open(tmp_path).close()
+    downgrade(tmp_path, 3)
     migrated = CoordinatorStore.open(tmp_path)
     try:
         assert migrated.load().transactions == {}

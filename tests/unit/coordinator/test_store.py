@@ -17,7 +17,7 @@ from conveyor.protocol.messages import (
     PartitionOffset,
     TopicConfig,
 )
-from tests.unit.coordinator.helpers import DEFAULTS, INTERVAL_MS, heartbeat
+from tests.unit.coordinator.helpers import DEFAULTS, INTERVAL_MS, downgrade, heartbeat
 
 
 def drive(store: CoordinatorStore) -> ClusterState:
@@ -218,11 +218,7 @@ def test_a_version_4_database_gains_the_incarnation_column(tmp_path: Path) -> No
     store = CoordinatorStore.open(tmp_path)
     store.write(core.handle_heartbeat(store.load(), beat(1, "x"), 1, INTERVAL_MS).durable_records)
     store.close()
-    db = sqlite3.connect(tmp_path / DB_FILE)
-    db.execute("ALTER TABLE brokers DROP COLUMN incarnation")
-    db.execute("PRAGMA user_version = 4")
-    db.commit()
-    db.close()
+    downgrade(tmp_path, 4)
     migrated = CoordinatorStore.open(tmp_path)
     try:
         assert migrated.load().brokers[BrokerId(1)].incarnation == ""  # unknown
