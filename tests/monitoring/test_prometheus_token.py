@@ -4,7 +4,6 @@ real Prometheus configured as docs/monitoring.md shows (``authorization`` with a
 
 from __future__ import annotations
 
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -35,12 +34,8 @@ def test_prometheus_scrapes_with_the_token_and_nobody_else_can(tmp_path: Path) -
     binary = require_binaries("prometheus")["prometheus"]
     token_file = tmp_path / "metrics-token"
     token_file.write_text(TOKEN + "\n")
-    cluster = Cluster(tmp_path / "cluster", broker_count=1)
-    os.environ["CONVEYOR_METRICS_TOKEN_FILE"] = str(token_file)  # as a mounted secret
-    try:
-        cluster.start()
-    finally:
-        del os.environ["CONVEYOR_METRICS_TOKEN_FILE"]
+    env = {"CONVEYOR_METRICS_TOKEN_FILE": str(token_file)}  # as a mounted secret
+    cluster = Cluster(tmp_path / "cluster", broker_count=1, env=env).start()
     prometheus: Prometheus | None = None
     try:
         for url in (cluster.url, cluster.brokers[1].url):
