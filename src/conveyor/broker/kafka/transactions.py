@@ -77,11 +77,6 @@ def txn_error(name: str | None, key: ApiKey, version: int) -> KafkaError:
     return group_error(ConveyorError("", code=code))
 
 
-def _failed(exc: ConveyorError) -> KafkaError:
-    """A failed call to the coordinator (unreachable: COORDINATOR_NOT_AVAILABLE)."""
-    return group_error(exc)
-
-
 async def init_transactional(
     txns: TxnOps, ctx: RequestContext, request: Any
 ) -> tuple[KafkaError, int, int]:
@@ -95,7 +90,7 @@ async def init_transactional(
     try:
         answer = await txns.init(asked)
     except ConveyorError as exc:
-        return _failed(exc), -1, -1
+        return group_error(exc), -1, -1
     error = txn_error(answer.error, ApiKey.INIT_PRODUCER_ID, ctx.api_version)
     return error, answer.producer_id, answer.producer_epoch
 
@@ -132,7 +127,7 @@ class AddPartitionsToTxnHandler:
                         r.error, ApiKey.ADD_PARTITIONS_TO_TXN, version
                     )
             except ConveyorError as exc:
-                errors = dict.fromkeys(asked, _failed(exc))
+                errors = dict.fromkeys(asked, group_error(exc))
         response = SERVED[ApiKey.ADD_PARTITIONS_TO_TXN].response[version]
         topic_cls = response.AddPartitionsToTxnTopicResult
         partition_cls = topic_cls.AddPartitionsToTxnPartitionResult
@@ -171,7 +166,7 @@ class AddOffsetsToTxnHandler:
                 answer = await self._txns.add_offsets(forwarded)
                 error = txn_error(answer.error, ApiKey.ADD_OFFSETS_TO_TXN, ctx.api_version)
             except ConveyorError as exc:
-                error = _failed(exc)
+                error = group_error(exc)
         return response(throttle_time_ms=0, error_code=error)
 
 
@@ -191,7 +186,7 @@ class EndTxnHandler:
             answer = await self._txns.end(forwarded)
             error = txn_error(answer.error, ApiKey.END_TXN, ctx.api_version)
         except ConveyorError as exc:
-            error = _failed(exc)
+            error = group_error(exc)
         return response(throttle_time_ms=0, error_code=error)
 
 
@@ -245,7 +240,7 @@ class TxnOffsetCommitHandler:
                     r.error, ApiKey.TXN_OFFSET_COMMIT, version
                 )
         except ConveyorError as exc:
-            errors.update({(o.topic, o.partition): _failed(exc) for o in offsets})
+            errors.update({(o.topic, o.partition): group_error(exc) for o in offsets})
 
 
 __all__ = [
@@ -289,7 +284,7 @@ class DescribeTransactionsHandler:
             try:
                 found = (await self._txns.describe(asked)).transactions
             except ConveyorError as exc:
-                error = _failed(exc)
+                error = group_error(exc)
         if self._listing:
             return self._list(response, error, request, found)
         if error is not KafkaError.NONE:
