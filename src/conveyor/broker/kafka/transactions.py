@@ -20,7 +20,7 @@ from typing import Any, Final, Protocol
 
 from conveyor.broker.kafka.auth import Authorizer
 from conveyor.broker.kafka.group_offsets import consumable_offsets, topic_results
-from conveyor.broker.kafka.groups import GroupAccess, group_error
+from conveyor.broker.kafka.groups import GroupAccess, group_error, named_error
 from conveyor.broker.kafka.registry import RequestContext
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
@@ -64,17 +64,15 @@ class TxnOps(Protocol):
 
 
 def txn_error(name: str | None, key: ApiKey, version: int) -> KafkaError:
-    """An ``ErrorCode`` name from the coordinator as the Kafka code this client expects."""
-    if name is None:
-        return KafkaError.NONE
+    """An ``ErrorCode`` name from the coordinator as the Kafka code this client expects
+    (the group APIs' mapping, ``named_error``, but for PRODUCER_FENCED by version)."""
     if name == ErrorCode.PRODUCER_FENCED.name:
         fenced = version >= _FENCED_FROM.get(key, 99)
         return KafkaError.PRODUCER_FENCED if fenced else KafkaError.INVALID_PRODUCER_EPOCH
-    try:
-        code = ErrorCode[name]
-    except KeyError:  # Kafka's own (TRANSACTIONAL_ID_NOT_FOUND), or a newer coordinator's
+    if name is not None and name not in ErrorCode.__members__:
+        # Kafka's own (TRANSACTIONAL_ID_NOT_FOUND), or a newer coordinator's
         return KafkaError.__members__.get(name, KafkaError.UNKNOWN_SERVER_ERROR)
-    return group_error(ConveyorError("", code=code))
+    return named_error(name)
 
 
 async def init_transactional(
