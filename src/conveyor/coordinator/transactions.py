@@ -220,10 +220,9 @@ def end(state: ClusterState, producer: TxnProducer, commit: bool, now_ms: int) -
     commit, its pending offsets become the groups' committed offsets, in the same
     transition); a retry of a decision already taken is answered as the first time."""
     txn = state.transactions.get(producer.transactional_id)
-    if txn is None or txn.producer_id != producer.producer_id:
-        return make_result(state, (), TxnResult(ErrorCode.INVALID_PRODUCER_ID_MAPPING.name))
-    if txn.producer_epoch != producer.producer_epoch:
-        return make_result(state, (), TxnResult(ErrorCode.PRODUCER_FENCED.name))
+    error = producer_error(txn, producer)
+    if txn is None or error not in (None, ErrorCode.CONCURRENT_TRANSACTIONS):
+        return make_result(state, (), TxnResult(_err(error)))
     wanted: TxnStatus = "prepare_commit" if commit else "prepare_abort"
     done: TxnStatus = "complete_commit" if commit else "complete_abort"
     if txn.status in (wanted, done):
