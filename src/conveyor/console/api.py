@@ -168,13 +168,7 @@ class ClusterAPI:
                 method, target, authorization, body, accept=accept, extra=extra
             )
 
-        origin = self._coordinators.origin_of(url)
-        if origin is not None:
-            return await with_failover(self._coordinators, url, origin, send)
-        try:
-            return await send(url)
-        except NotSentError as exc:
-            raise exc.error from exc.__cause__
+        return await with_failover(self._coordinators, url, send)
 
     async def _call(
         self,

@@ -325,16 +325,9 @@ class AsyncHTTP:
         options: dict[str, Any] = {
             "body": body, "content_type": content_type, "accept": accept, "timeout_s": timeout_s
         }  # fmt: skip
-        origin = self.coordinators.origin_of(url) if self.coordinators else None
-        if origin is None or self.coordinators is None:
-            try:
-                return await self._request_once(method, url, **options)
-            except NotSentError as exc:
-                raise exc.error from exc.__cause__
         return await with_failover(
             self.coordinators,
             url,
-            origin,
             lambda target: self._request_once(method, target, **options),
             self._status,
         )

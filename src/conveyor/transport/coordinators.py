@@ -244,15 +244,22 @@ class Failover:
 
 
 async def with_failover(
-    coordinators: CoordinatorSet,
+    coordinators: CoordinatorSet | None,
     url: str,
-    origin: str,
     send: Callable[[str], Awaitable[T]],
     status: StatusProbe | None = None,
 ) -> T:
-    """``send(target)`` to the believed-active coordinator, following the rules above:
-    ``send`` raises :class:`NotSentError` when the connection could not be opened; with
-    ``status``, an attempt unanswered while another coordinator took over is given up."""
+    """``send(target)`` to the believed-active coordinator, following the rules above,
+    when ``url`` is a coordinator's; else ``send(url)`` once. ``send`` raises
+    :class:`NotSentError` when the connection could not be opened (for a URL that is no
+    coordinator's, its retriable error is raised); with ``status``, an attempt unanswered
+    while another coordinator took over is given up."""
+    origin = None if coordinators is None else coordinators.origin_of(url)
+    if coordinators is None or origin is None:
+        try:
+            return await send(url)
+        except NotSentError as exc:
+            raise exc.error from exc.__cause__
     failover = Failover(coordinators, url, origin)
     while True:
         active, target = failover.next_url()
