@@ -14,12 +14,14 @@ import ssl
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.waiting import wait_for
 
-__all__ = ["Cluster", "free_port", "http_ok", "wait_for"]
+__all__ = ["Cluster", "DevRun", "conveyor_dev", "free_port", "http_ok", "wait_for"]
 
 # Set (by tests/integration/conftest.py under CONVEYOR_TEST_TLS=1) to a certs directory:
 # every Cluster then serves HTTPS with mutual TLS on internal routes.
@@ -299,3 +301,30 @@ class Cluster:
     def logs(self) -> str:
         services = [self.coordinator, *self.brokers.values()]
         return "\n".join(f"==== {s.name}\n{s.log()}" for s in services if s is not None)
+
+
+@dataclass(frozen=True)
+class DevRun:
+    port: int  # the coordinator's; broker 1 is on port + 1
+    data: Path
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def conveyor_dev(tmp_path: Path, *dev_args: str) -> Iterator[DevRun]:
+    """``conveyor dev --brokers 1 DEV_ARGS`` on free ports, its data in ``tmp_path/dev``
+    and its output in ``tmp_path/dev.log``; stopped as its user stops it (Ctrl-C: SIGINT)."""
+    run = DevRun(free_port_block(2), tmp_path / "dev", tmp_path / "dev.log")
+    argv = [sys.executable, "-m", "conveyor", "dev", "--brokers", "1", *dev_args]
+    argv += ["--port", str(run.port), "--data", str(run.data)]
+    with run.log_path.open("ab") as log:
+        dev = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        yield run
+    finally:
+        if dev.poll() is None:
+            dev.send_signal(signal.SIGINT)
+            dev.wait(60)

@@ -5,25 +5,18 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import ssl
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
-from tests.integration.cluster import free_port, free_port_block, wait_for
+from tests.integration.cluster import conveyor_dev, free_port, wait_for
 
 
 def test_dev_tls_auth_runs_https_and_prints_a_working_admin_token(tmp_path: Path) -> None:
-    port = free_port_block(2)  # dev: the coordinator on PORT, broker 1 on PORT+1
-    data = tmp_path / "dev"
-    log_path = tmp_path / "dev.log"
-    argv = [sys.executable, "-m", "conveyor", "dev", "--tls", "--auth", "--brokers", "1"]
-    argv += ["--port", str(port), "--data", str(data), "--kafka-port", str(free_port())]
-    with log_path.open("ab") as log:
-        dev = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
+    with conveyor_dev(tmp_path, "--tls", "--auth", "--kafka-port", str(free_port())) as dev:
+        port, data, log_path = dev.port, dev.data, dev.log_path
         wait_for(lambda: "CONVEYOR_TOKEN=" in log_path.read_text(), 60, "conveyor dev ready")
         output = log_path.read_text()
         token = re.search(r"CONVEYOR_TOKEN=(\S+)", output)
@@ -60,7 +53,3 @@ def test_dev_tls_auth_runs_https_and_prints_a_working_admin_token(tmp_path: Path
         assert (data / "cluster-secret").stat().st_mode & 0o077 == 0
         secret = (data / "cluster-secret").read_text().strip()
         assert secret not in log_path.read_text()
-    finally:
-        if dev.poll() is None:
-            dev.send_signal(signal.SIGINT)
-            dev.wait(60)

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.integration.cluster import free_port_block, wait_for
+from tests.integration.cluster import conveyor_dev, wait_for
 from tests.integration.docs import ROOT, code_blocks, shell_commands, shell_env
 
 DOC = ROOT / "docs" / "security.md"
@@ -73,16 +71,9 @@ def test_the_security_walkthrough_runs_as_written(tmp_path: Path) -> None:
     dev_block, admin_block, alice_block = quick_start()
     (dev_command,) = [c for raw in dev_block for c in shell_commands_of(raw)]
     assert dev_command == "conveyor dev --tls --auth"
-    port = free_port_block(2)
-    data = tmp_path / "dev"
-    log_path = tmp_path / "dev.log"
-    argv = [sys.executable, "-m", "conveyor", *dev_command.split()[1:]]
-    argv += ["--brokers", "1", "--port", str(port), "--data", str(data), "--no-kafka"]
-    with log_path.open("ab") as log:
-        dev = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: "CONVEYOR_TOKEN=" in log_path.read_text(), 90, "conveyor dev ready")
-        printed = dict(re.findall(r"export (CONVEYOR_\w+)=(\S+)", log_path.read_text()))
+    with conveyor_dev(tmp_path, *dev_command.split()[2:], "--no-kafka") as dev:
+        wait_for(lambda: "CONVEYOR_TOKEN=" in dev.log(), 90, "conveyor dev ready")
+        printed = dict(re.findall(r"export (CONVEYOR_\w+)=(\S+)", dev.log()))
         assert set(printed) == set(EXPORTS)
         script = tmp_path / "walkthrough.sh"
         script.write_text(as_script(admin_block + alice_block, printed))
@@ -101,8 +92,4 @@ def test_the_security_walkthrough_runs_as_written(tmp_path: Path) -> None:
         assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{script.read_text()}"
         assert "order 1" not in done.stderr
         assert done.stdout.count("event 1") == 2  # alice read it, without and with a group
-    finally:
-        if dev.poll() is None:
-            dev.send_signal(signal.SIGINT)
-            dev.wait(60)
-    assert os.path.exists(data / "cluster-secret")
+    assert os.path.exists(dev.data / "cluster-secret")
