@@ -3,7 +3,7 @@ real coordinator and broker cores, a manual clock, a seeded RNG, a network that 
 drops, duplicates and partitions, crashes that lose unflushed writes; the guarantees of
 ``history.py`` checked after every step.
 
-CI runs 300 seeds here (``make sim-soak`` runs 100,000, docs/reliability.md), and
+CI runs 500 seeds here (``make sim-soak`` runs 100,000, docs/reliability.md), and
 proves the checks have teeth: with a rule broken on purpose (``mutations.py``) a seed
 breaks a guarantee within a bounded number of seeds.
 """
