@@ -13,11 +13,12 @@ compacted batch has), built from records decoded once and kept in a bounded cach
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Final
 
 from conveyor.protocol.batch import BatchHeader
 from conveyor.protocol.records import BatchBuilder, Record, decode_batches
-from conveyor.storage.scan import Read, stored_batches
+from conveyor.storage.scan import CHUNK_BYTES, Read, stored_batches
 
 SPARSE_SHARE: Final = 0.5  # below this share of owned records, build a compact batch
 CACHE_RECORDS_MAX: Final = 50_000
@@ -58,21 +59,39 @@ class DecodedCache:
 def covering_batches(
     read: Read, ranges: list[tuple[int, int]]
 ) -> list[tuple[BatchHeader, memoryview]]:
-    """The stored batches holding ``ranges`` (sorted), each once, in offset order."""
+    """The stored batches holding ``ranges`` (sorted), each once, in offset order.
+
+    One walk over the batches serves every range while the next one starts less than a
+    read chunk further on (estimated from the bytes per offset of the last batch): the
+    scattered ranges of a key-ordered member lie within its window, and reading afresh
+    for each would copy ``CHUNK_BYTES`` from the page cache per range, on the event loop
+    (500 one-record ranges: 0.5 s). A farther range starts a new walk there."""
     out: list[tuple[BatchHeader, memoryview]] = []
-    included_until = -1
+    walk: Iterator[tuple[BatchHeader, memoryview]] | None = None
+    held: tuple[BatchHeader, memoryview] | None = None  # walked, may hold the next range
+    next_offset, bytes_per_offset = 0, 0
     for first, last in ranges:
-        offset = max(first, included_until)
-        if offset > last:
-            continue  # covered by the batch that ended the previous range
-        for header, data in stored_batches(read, offset):
+        while True:
+            if held is None:
+                if walk is None or (first - next_offset) * bytes_per_offset > CHUNK_BYTES:
+                    walk = stored_batches(read, max(first, next_offset))
+                held = next(walk, None)
+                if held is None:
+                    return out  # nothing more stored (cannot happen below the high watermark)
+                header = held[0]
+                next_offset = header.next_offset
+                bytes_per_offset = len(held[1]) // (next_offset - header.base_offset) + 1
+            header = held[0]
+            if header.last_offset < first:
+                held = None  # before this range: walk on
+                continue
             if header.base_offset > last:
-                break
-            if header.last_offset >= offset:
-                out.append((header, data))
-                included_until = header.last_offset + 1
+                break  # after this range: it may hold the next one
+            if not out or out[-1][0] is not header:
+                out.append(held)
             if header.last_offset >= last:
-                break  # the range is covered: read no further chunk
+                break  # it may hold the next range too
+            held = None
     return out
 
 

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conveyor.broker.share import delivery
 from conveyor.broker.share.delivery import DecodedCache, answer_bytes
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.records import BatchBuilder, decode_batches
@@ -30,13 +31,17 @@ def stored_log(batch_sizes: list[int]) -> bytes:
 
 def reader(log: bytes):  # type: ignore[no-untyped-def]
     def read(offset: int, max_bytes: int) -> bytes:
-        # the stored batches from the one holding ``offset`` on (as PartitionLog.read)
-        out = []
+        # whole stored batches from the one holding ``offset`` on, at most ``max_bytes``
+        # unless the first alone is larger (as PartitionLog.read)
+        out, size_bytes = [], 0
         for batch in _split(log):
             header_last = decode_batches(batch)[-1].offset
             if header_last >= offset:
+                if out and size_bytes + len(batch) > max_bytes:
+                    break
                 out.append(batch)
-        return b"".join(out)[:max_bytes] if out else b""
+                size_bytes += len(batch)
+        return b"".join(out)
 
     return read
 
@@ -84,3 +89,46 @@ def test_offset_deltas_must_increase() -> None:
     builder.append(b"a", offset_delta=5)
     with pytest.raises(InvalidRequestError):
         builder.append(b"b", offset_delta=5)
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 30), st.integers(0, 3)), min_size=1, max_size=8),
+    st.sampled_from([0, 300, 10**9]),  # a new read for every gap, for some, for none
+    st.data(),
+)
+def test_the_covering_batches_are_those_holding_a_range(
+    batches: list[tuple[int, int]], restart_gap_bytes: int, data: st.DataObject
+) -> None:
+    """Batches of ``size`` records after ``gap`` offsets compaction removed; the owned
+    offsets may fall in the gaps too (records compacted away after being acquired)."""
+    parts, spans, base = [], [], 0
+    for size, gap in batches:
+        base += gap
+        builder = BatchBuilder()
+        for i in range(size):
+            builder.append(b"v%d" % (base + i), timestamp_ms=1)
+        parts.append(builder.build(base_offset=base))
+        spans.append((base, base + size - 1))
+        base += size
+    log = b"".join(parts)
+    owned = sorted(data.draw(st.sets(st.integers(0, base - 1), min_size=1)))
+    ranges = _as_ranges(owned)
+    expected = [
+        part
+        for part, (start, end) in zip(parts, spans, strict=True)
+        if any(first <= end and last >= start for first, last in ranges)
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(delivery, "CHUNK_BYTES", restart_gap_bytes)
+        got = delivery.covering_batches(reader(log), ranges)
+    assert [bytes(batch) for _, batch in got] == expected
+
+
+def _as_ranges(offsets: list[int]) -> list[tuple[int, int]]:
+    ranges: list[tuple[int, int]] = []
+    for offset in offsets:
+        if ranges and ranges[-1][1] == offset - 1:
+            ranges[-1] = (ranges[-1][0], offset)
+        else:
+            ranges.append((offset, offset))
+    return ranges
