@@ -126,7 +126,8 @@ def run_queue_bench(
 def _fill(url: str, topic: str, *, partitions: int, count: int, keys: int, size: int) -> None:
     import conveyor
 
-    conveyor.Admin(url).create_topic(topic, partitions=partitions)
+    with conveyor.Admin(url) as admin:
+        admin.create_topic(topic, partitions=partitions)
     value = b"x" * size
     with conveyor.Producer(url, linger_ms=5) as producer:
         for i in range(count):
@@ -268,7 +269,8 @@ def _redelivery(
     import conveyor
 
     topic = f"bench-queue-redeliver-{run_id}"
-    conveyor.Admin(url).create_topic(topic, partitions=1)
+    with conveyor.Admin(url) as admin:
+        admin.create_topic(topic, partitions=1)
     probe = redelivery_probe(
         url, topic, f"redeliver-{run_id}", config.redelivery_rounds, config.redelivery_per_round
     )
