@@ -24,11 +24,19 @@ from tests.deploy.podman import (
 from tests.integration.cluster import free_port
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+HA_ENV_FILE = REPO_ROOT / "deploy" / "compose" / "ha.env"  # the `ha` profile's variables
 BROKER_IDS = (1, 2, 3)
 UP_TIMEOUT_S = 300.0
 DOWN_TIMEOUT_S = 180.0
 HEALTHY_TIMEOUT_S = 120.0
 ADMIN_PRINCIPAL = "deploy-test-admin"
+
+
+def ha_env() -> dict[str, str]:
+    """The CONVEYOR_* variables of deploy/compose/ha.env (docs/deployment.md's --env-file)."""
+    lines = HA_ENV_FILE.read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
+    return {name: value for name, value in pairs if name.startswith("CONVEYOR_")}
 
 
 @dataclass(frozen=True)

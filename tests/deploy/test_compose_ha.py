@@ -11,11 +11,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.deploy.compose import ComposeProject, admin_token, deployment_ca, running_project
+from tests.deploy.compose import (
+    ComposeProject,
+    admin_token,
+    deployment_ca,
+    ha_env,
+    running_project,
+)
 from tests.deploy.http import HostView, HTTPStatusError, request_json
 from tests.deploy.podman import ETCD_IMAGE, Podman, ensure_etcd_image, wait_for
 
@@ -26,15 +31,6 @@ pytestmark = pytest.mark.skipif(
 
 COORDINATORS = ("coordinator", "coordinator-2", "coordinator-3")
 SERVICES = ("etcd-1", "etcd-2", "etcd-3", *COORDINATORS, "broker-1", "broker-2", "broker-3")
-HA_ENV_FILE = Path(__file__).resolve().parents[2] / "deploy" / "compose" / "ha.env"
-
-
-def ha_env() -> dict[str, str]:
-    lines = HA_ENV_FILE.read_text().splitlines()
-    pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
-    env = {name: value for name, value in pairs if name.startswith("CONVEYOR_")}
-    env["CONVEYOR_ETCD_IMAGE"] = ETCD_IMAGE
-    return env
 
 
 @dataclasses.dataclass
@@ -84,7 +80,7 @@ def ha(
         SERVICES,
         logged=("init", *SERVICES),
         profiles=("ha",),
-        extra_env=ha_env(),
+        extra_env={**ha_env(), "CONVEYOR_ETCD_IMAGE": ETCD_IMAGE},
     ) as project:
         deployment = HaDeployment(
             project, HostView(project.ports, deployment_ca(project, work_dir), "")

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.deploy.compose import COMPOSE_FILE, ha_env
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 KUBERNETES_DIR = REPO_ROOT / "deploy" / "kubernetes"
 CONVEYOR_SERVICES = ("coordinator", "broker-1", "broker-2", "broker-3")
 HA_SERVICES = ("coordinator-2", "coordinator-3", "etcd-1", "etcd-2", "etcd-3")
-HA_ENV_FILE = REPO_ROOT / "deploy" / "compose" / "ha.env"
 TIMEOUT_S = 120
 
 
@@ -340,17 +340,11 @@ def test_kubernetes_environment_passes_the_settings_layer() -> None:
         assert env_warnings(env) == []
 
 
-def _ha_env() -> dict[str, str]:
-    lines = HA_ENV_FILE.read_text().splitlines()
-    pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
-    return {name: value for name, value in pairs if name.startswith("CONVEYOR_")}
-
-
 def test_compose_ha_profile_runs_three_coordinators_on_three_etcd_members() -> None:
     """The `ha` profile: three etcd members with TLS for clients and peers and client
     certificates required; with deploy/compose/ha.env, all three coordinators on them (each
     advertising its own name, on its own volume), brokers and clients given all three."""
-    services = _compose_config(_ha_env())["services"]
+    services = _compose_config(ha_env())["services"]
     coordinators = ("coordinator", "coordinator-2", "coordinator-3")
     urls = ",".join(f"https://{name}:7700" for name in coordinators)
     data_volumes = set()
