@@ -28,7 +28,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import msgspec
 
-from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
+from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.messages import (
     AddPartitionsRequest,
     AlterTopicConfigRequest,
@@ -59,7 +59,7 @@ from conveyor.protocol.security import (
     WhoAmI,
 )
 from conveyor.transport import forwarded
-from conveyor.transport.client import CLIENT_ID_HEADER, encode_body, error_for
+from conveyor.transport.client import CLIENT_ID_HEADER, aiohttp_failure, encode_body, error_for
 from conveyor.transport.coordinators import CoordinatorSet, NotSentError, with_failover
 from conveyor.transport.tls import TLSConfig
 
@@ -100,8 +100,9 @@ class ConsoleHTTP:
         accept: str = "application/json",
         extra: Mapping[str, str] | None = None,
     ) -> bytes:
-        """The answer's body; raises the typed error of a refusal, and
-        :class:`NotSentError` when the connection could not even be opened."""
+        """The answer's body; raises the typed error of a refusal, else as every client
+        of the cluster does (``aiohttp_failure``: TLS_ERROR for a failed handshake,
+        :class:`NotSentError` when the connection could not even be opened)."""
         headers = {"Accept": accept, CLIENT_ID_HEADER: CLIENT_ID, **(extra or {})}
         if authorization is not None:
             headers["Authorization"] = authorization
@@ -111,13 +112,8 @@ class ConsoleHTTP:
             async with self._client().request(method, url, data=body, headers=headers) as answer:
                 data = await answer.read()
                 status = answer.status
-        except aiohttp.ClientConnectorError as exc:
-            error = RetriableError(f"{method} {url}: {exc}", code=ErrorCode.NETWORK_ERROR)
-            raise NotSentError(error) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise RetriableError(
-                f"{method} {url}: {exc or type(exc).__name__}", code=ErrorCode.NETWORK_ERROR
-            ) from exc
+            raise aiohttp_failure(method, url, exc) from exc
         if status >= 400:
             raise error_for(status, data)
         return data

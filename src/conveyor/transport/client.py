@@ -92,6 +92,21 @@ def handshake_failure(method: str, url: str, exc: BaseException) -> Exception:
     return tls_error(method, url, exc)
 
 
+def aiohttp_failure(method: str, url: str, exc: aiohttp.ClientError | TimeoutError) -> Exception:
+    """An aiohttp request that got no answer, typed (for ``AsyncHTTP`` and the web
+    console's client alike): a failed TLS handshake as :func:`handshake_failure` says, a
+    connection that could not be opened :class:`NotSentError`, anything else (sent, so
+    maybe done) a retriable NETWORK_ERROR."""
+    # ClientSSLError is a ClientConnectorError: it is looked at first
+    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ServerFingerprintMismatch):
+        return handshake_failure(method, url, exc)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        error = RetriableError(f"{method} {url}: {exc}", code=ErrorCode.NETWORK_ERROR)
+        return NotSentError(error)
+    text = f"{method} {url}: {exc or type(exc).__name__}"
+    return RetriableError(text, code=ErrorCode.NETWORK_ERROR)
+
+
 def error_for(status: int, data: bytes) -> ConveyorError:
     try:
         body = msgspec.json.decode(data)
@@ -364,15 +379,8 @@ class AsyncHTTP:
             async with self.session.request(method, url, **options) as response:
                 data = await response.read()
                 status, response_headers = response.status, dict(response.headers)
-        except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
-            raise handshake_failure(method, url, exc) from exc  # before ClientConnectorError
-        except aiohttp.ClientConnectorError as exc:
-            error = RetriableError(f"{method} {url}: {exc}", code=ErrorCode.NETWORK_ERROR)
-            raise NotSentError(error) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise RetriableError(
-                f"{method} {url}: {exc or type(exc).__name__}", code=ErrorCode.NETWORK_ERROR
-            ) from exc
+            raise aiohttp_failure(method, url, exc) from exc
         if status >= 400:
             raise error_for(status, data)
         return status, response_headers, data
