@@ -141,7 +141,8 @@ def test_long_poll_returns_when_a_produce_lands(cluster: Cluster) -> None:
 
     thread = threading.Thread(target=fetch)
     thread.start()
-    time.sleep(0.3)  # let the fetch reach the broker; if it comes late it returns at once
+    # the fetch is parked on the broker (the scrape is the other request in flight)
+    wait_for(lambda: _in_flight(cluster, url) >= 2, LIMIT_S, "the long poll to reach the broker")
     assert not result.done()
     httpx.post(records_path(url, "poll", 0), content=encode_batch([(None, b"now")]), headers=BINARY)
     elapsed_s, response = result.result(timeout=60)
@@ -352,3 +353,9 @@ def test_a_client_that_disconnects_mid_fetch_is_not_an_error(cluster: Cluster) -
 
 def _verify(cluster: Cluster) -> ssl.SSLContext | bool:
     return True if cluster.ca is None else ssl.create_default_context(cafile=str(cluster.ca))
+
+
+def _in_flight(cluster: Cluster, url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=5, verify=_verify(cluster)).text
+    (line,) = [x for x in text.splitlines() if x.startswith("conveyor_http_requests_in_flight ")]
+    return float(line.rsplit(" ", 1)[1])
