@@ -40,6 +40,10 @@ CRC_START: Final = 21
 MAGIC_POSITION: Final = 16
 EPOCH_POSITION: Final = 12
 CODEC_MASK: Final = 0x07
+# the other attribute bits (Kafka's RecordBatch): the one definition of each
+TIMESTAMP_TYPE_BIT: Final = 0x08  # set: LOG_APPEND_TIME, every record takes max_timestamp
+TRANSACTIONAL_BIT: Final = 0x10
+CONTROL_BIT: Final = 0x20
 MAX_CODEC: Final = 4  # none, gzip, snappy, lz4, zstd
 
 HEADER_STRUCT = struct.Struct(">qiibIhiqqqhii")
@@ -87,7 +91,7 @@ class BatchHeader:
 
     @property
     def is_control(self) -> bool:
-        return bool(self.attributes & 0x20)
+        return bool(self.attributes & CONTROL_BIT)
 
 
 def parse_header(buf: bytes | bytearray | memoryview, position: int = 0) -> BatchHeader:

@@ -19,7 +19,12 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from conveyor.protocol.batch import CRC_START, BatchHeader, crc32c
+from conveyor.protocol.batch import (
+    CRC_START,
+    TRANSACTIONAL_BIT,
+    BatchHeader,
+    crc32c,
+)
 from conveyor.protocol.errors import CorruptBatchError, InvalidRequestError
 from conveyor.protocol.records import (
     BatchBuilder,
@@ -43,8 +48,6 @@ __all__ = [
 
 CODEC_NAMES: Final = ("auto", "compiled", "python")
 _ATTRIBUTES_AT: Final = 21  # offset of the int16 attributes in the batch header
-_TRANSACTIONAL: Final = 0x10
-_LOG_APPEND_TIME: Final = 0x08
 _INT32_MAX: Final = (1 << 31) - 1
 _NO_HEADERS: Final[list[tuple[str, bytes | None]]] = []  # the extension only reads it
 
@@ -199,7 +202,7 @@ class CompiledBatchBuilder:
         if self._transactional:
             # aiokafka fixes the flag at construction; the producer learns it at send time.
             # The CRC covers the attributes, so it is computed again (transactions only).
-            out[_ATTRIBUTES_AT + 1] |= _TRANSACTIONAL
+            out[_ATTRIBUTES_AT + 1] |= TRANSACTIONAL_BIT
             out[CRC_START - 4 : CRC_START] = crc32c(memoryview(out)[CRC_START:]).to_bytes(4, "big")
         return bytes(out)
 

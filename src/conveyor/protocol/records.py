@@ -52,6 +52,8 @@ from conveyor.protocol.batch import (
     LOG_OVERHEAD,
     MAGIC,
     MAX_CODEC,
+    TIMESTAMP_TYPE_BIT,
+    TRANSACTIONAL_BIT,
     BatchHeader,
     check_crc,
     crc32c,
@@ -100,8 +102,6 @@ class Record:
 Headers: TypeAlias = Sequence[tuple[str, bytes | None]]
 
 _CRC: Final = struct.Struct(">I")
-_TIMESTAMP_TYPE_MASK: Final = 0x08  # set: LOG_APPEND_TIME, every record takes max_timestamp
-_CONTROL_MASK: Final = 0x20
 _INT16_MIN, _INT16_MAX = -(1 << 15), (1 << 15) - 1
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -407,7 +407,7 @@ class BatchBuilder:
         learns the sequence only when the batch is sent, after its records were added);
         ``transactional``: the batch belongs to the producer's open transaction."""
         check_producer(producer_id, producer_epoch, base_sequence)
-        self._attributes = 0x10 if transactional else 0
+        self._attributes = TRANSACTIONAL_BIT if transactional else 0
         self._producer_id = producer_id
         self._producer_epoch = producer_epoch
         self._base_sequence = base_sequence
@@ -638,7 +638,7 @@ def _decode_batch_records(
         raise CorruptBatchError(
             f"batch at offset {header.base_offset} has {end - last} bytes after its last record"
         )
-    if header.attributes & _TIMESTAMP_TYPE_MASK:
+    if header.attributes & TIMESTAMP_TYPE_BIT:
         # LOG_APPEND_TIME: the broker's max_timestamp stands for every record's timestamp.
         timestamps: Iterable[int] = repeat(header.max_timestamp, count)
     else:

@@ -27,11 +27,13 @@ from typing import Final
 import msgspec
 
 from conveyor.protocol.batch import (
+    CONTROL_BIT,
     CRC_START,
     HEADER_SIZE,
     HEADER_STRUCT,
     LOG_OVERHEAD,
     MAGIC,
+    TRANSACTIONAL_BIT,
     crc32c,
     parse_header,
     peek_length,
@@ -39,8 +41,6 @@ from conveyor.protocol.batch import (
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.messages import PartitionOffset
 
-TRANSACTIONAL_BIT: Final = 0x10
-CONTROL_BIT: Final = 0x20
 ABORT: Final = 0
 COMMIT: Final = 1
 # one record: length, attributes, timestamp delta, offset delta, key (4 bytes), value (6)

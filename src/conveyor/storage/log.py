@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from conveyor.protocol.batch import (
+    TRANSACTIONAL_BIT,
     BatchHeader,
     stamp_prefix,
     validate_batches,
@@ -33,7 +34,7 @@ from conveyor.protocol.errors import (
     OffsetOutOfRangeError,
     StorageError,
 )
-from conveyor.protocol.txn import TRANSACTIONAL_BIT, marker_type
+from conveyor.protocol.txn import marker_type
 from conveyor.storage import logstart, swap
 from conveyor.storage.compaction import SegmentSpan
 from conveyor.storage.config import LogConfig

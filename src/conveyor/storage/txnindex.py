@@ -25,8 +25,8 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Final
 
-from conveyor.protocol.batch import BatchHeader
-from conveyor.protocol.txn import ABORT, TRANSACTIONAL_BIT
+from conveyor.protocol.batch import TRANSACTIONAL_BIT, BatchHeader
+from conveyor.protocol.txn import ABORT
 
 REBUILD_BYTES: Final = 64 * 1024 * 1024
 ABORTED_MAX: Final = 100_000  # aborted transactions remembered per partition (oldest go)

@@ -9,11 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conveyor.protocol.batch import CRC_START, crc32c
+from conveyor.protocol.batch import CRC_START, TRANSACTIONAL_BIT, crc32c
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.records import BatchBuilder, decode_batches
 from conveyor.protocol.txn import (
-    TRANSACTIONAL_BIT,
     decode_aborted,
     encode_aborted,
     marker_batch,

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conveyor.protocol.batch import CRC_START, crc32c
+from conveyor.protocol.batch import CRC_START, TRANSACTIONAL_BIT, crc32c
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.records import BatchBuilder
-from conveyor.protocol.txn import ABORT, COMMIT, TRANSACTIONAL_BIT, marker_batch, marker_type
+from conveyor.protocol.txn import ABORT, COMMIT, marker_batch, marker_type
 from conveyor.storage import PartitionLog
 from conveyor.storage.txnindex import AbortedTxn
 
