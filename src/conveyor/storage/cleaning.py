@@ -322,13 +322,19 @@ def _exit_with(parent: int) -> None:
     the records the orphan had not copied yet. On Linux the kernel SIGKILLs the worker as
     its parent exits (``PR_SET_PDEATHSIG``, as Kafka-style supervisors and Chromium do);
     ``parent`` comes from the broker (argv), because a broker that died before this line
-    ran has already left the worker to another parent. Elsewhere a thread polls."""
-    if sys.platform == "linux":
+    ran has already left the worker to another parent. Elsewhere a thread polls.
+
+    The signal comes when the *thread* that started the worker ends (prctl(2)): that is
+    the cleaner's own thread (``LogCleaner._loop``), which lives as long as the cleaner."""
+    linux = sys.platform == "linux"
+    if linux:
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent:
         os._exit(1)
+    if linux:
+        return  # the kernel watches from here on
 
     def watch() -> None:
         while os.getppid() == parent:

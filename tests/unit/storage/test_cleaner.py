@@ -3,6 +3,7 @@ background thread, the throttle, and copying a compacted log to a follower."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,67 @@ def test_a_worker_whose_broker_is_already_gone_exits_at_once() -> None:
         if worker.poll() is None:
             worker.kill()
         worker.communicate()
+
+
+def test_a_worker_ends_when_its_broker_is_killed_mid_pass() -> None:
+    """A broker killed while its worker runs (here: a stand-in parent, SIGKILLed once the
+    worker waits for the rest of its plan, on a pipe this test still holds open) takes
+    the worker with it: nothing is left cleaning for nobody."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, subprocess, sys, time\n"
+            "w = subprocess.Popen([sys.executable, '-m', 'conveyor.storage.cleaning',"
+            " str(os.getpid())], stdin=int(sys.argv[1]), stdout=subprocess.DEVNULL)\n"
+            "print(w.pid, flush=True)\n"
+            "time.sleep(600)\n",
+            str(read_end),
+        ],
+        pass_fds=(read_end,),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    os.close(read_end)
+    worker_pid = 0
+
+    def proc(name: str) -> str:
+        with open(f"/proc/{worker_pid}/{name}") as file:
+            return file.read()
+
+    def reading_its_plan() -> bool:
+        # blocked in read(0, ...): past its start-up checks (read is 0 on x86-64, 63 on
+        # arm64), so only the kernel's parent-death signal can end it now
+        fields = proc("syscall").split()
+        return fields[:2] in (["0", "0x0"], ["63", "0x0"])
+
+    def gone() -> bool:
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            return True
+        return proc("stat").rsplit(")", 1)[1].split()[0] == "Z"  # a zombie: gone too
+
+    try:
+        assert parent.stdout is not None
+        worker_pid = int(parent.stdout.readline())
+        wait_for(reading_its_plan, 30, "the worker to wait for its plan")
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=60)
+        wait_for(gone, 30, "the orphaned worker to end")
+    finally:
+        os.close(write_end)
+        if parent.stdout is not None:
+            parent.stdout.close()
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if worker_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker_pid, signal.SIGKILL)
