@@ -109,10 +109,12 @@ def test_compacted_topic_keeps_the_latest_value_per_key_on_every_replica(
 
 
 def test_a_keyless_record_is_refused_by_a_compacted_topic(cluster: Cluster) -> None:
-    refused = conveyor(cluster.url, "produce", "facts", "no key here")
+    with Admin(cluster.url) as admin:  # its own topic: tests of a module may run apart
+        admin.create_topic("keyed", partitions=1, config={"cleanup_policy": "compact"})
+    refused = conveyor(cluster.url, "produce", "keyed", "no key here")
     assert refused.returncode == 1
     assert "INVALID_RECORD" in refused.stderr
-    keyed = conveyor(cluster.url, "produce", "facts", "--key", "key-0", "with a key")
+    keyed = conveyor(cluster.url, "produce", "keyed", "--key", "key-0", "with a key")
     assert keyed.returncode == 0, keyed.stderr
 
 

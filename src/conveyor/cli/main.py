@@ -16,6 +16,7 @@ setting from a flag, a ``CONVEYOR_*`` variable or the config file), 130 interrup
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -95,6 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     from conveyor.settings import clear_client_flags
 
     clear_client_flags()
+    exported = {k: v for k, v in os.environ.items() if k.startswith("CONVEYOR_")}
+    try:
+        return _run(argv)
+    finally:
+        # A command's flags (and the CONVEYOR_* variables they export for the processes it
+        # starts) are for that command: a caller that runs main() in-process (tests,
+        # embedding) must not have its later clients read them.
+        clear_client_flags()
+        for name in [k for k in os.environ if k.startswith("CONVEYOR_")]:
+            if name not in exported:
+                del os.environ[name]
+        os.environ.update(exported)
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args, extras = parser.parse_known_args(argv)

@@ -182,3 +182,17 @@ def test_the_profile_variables_are_settings(tmp_path: Path) -> None:
                   CONVEYOR_PROFILES_DIR=profiles, CONVEYOR_PROFILE="prod")  # fmt: skip
     assert missing.returncode == 1
     assert "no profile 'prod'" in missing.stderr
+
+
+def test_a_command_run_in_process_leaves_no_client_flag_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main() in-process (tests, embedding): the next client of that process must not read
+    the command's --config file (CI once saw later tests fail with its user name)."""
+    from conveyor.settings import catalog, client_settings
+
+    config = tmp_path / "conveyor.toml"
+    config.write_text('[client]\nuser = "alice"\n')
+    assert main(["--config", str(config), "config", "show", "--json"]) == 0
+    capsys.readouterr()
+    assert client_settings()[catalog.USER] is None
