@@ -34,6 +34,7 @@ from conveyor.broker.rules import ACKS_ALIASES
 from conveyor.broker.share.metrics import ShareMetricsCollector
 from conveyor.protocol.batch import HEADER_SIZE, peek_length
 from conveyor.protocol.replica import IsrChanged
+from conveyor.protocol.txn import MARKERS_PATH
 from conveyor.storage import PartitionLog
 from conveyor.storage.cleaner import LogCleaner
 from conveyor.transport.client import CLIENT_ID_HEADER
@@ -62,7 +63,7 @@ REQUEST_KINDS: Final = {
     ("POST", "/v1/share-groups/{group}/topics/{topic}/acknowledge"): "share_acknowledge",
     ("POST", "/internal/v1/share-state/read"): "share_state_read",
     ("POST", "/internal/v1/share-state/write"): "share_state_write",
-    ("POST", "/internal/v1/txn/markers"): "txn_markers",
+    ("POST", MARKERS_PATH): "txn_markers",
 }
 _CLIENT_KINDS: Final = {
     "produce": "producer",

@@ -63,7 +63,7 @@ from conveyor.protocol.messages import (
     TopicDescription,
     TopicList,
 )
-from conveyor.protocol.txn import TxnMarkersRequest, TxnMarkersResponse
+from conveyor.protocol.txn import MARKERS_PATH, TxnMarkersRequest, TxnMarkersResponse
 from conveyor.transport.client import AsyncHTTP
 from conveyor.transport.clock import Clock, SystemClock
 from conveyor.transport.credentials import authorization_header
@@ -362,7 +362,7 @@ class CoordinatorService:
         self, broker_url: str, request: TxnMarkersRequest
     ) -> TxnMarkersResponse:
         return await self._broker_http.call(
-            "POST", f"{broker_url}/internal/v1/txn/markers", TxnMarkersResponse, body=request
+            "POST", broker_url + MARKERS_PATH, TxnMarkersResponse, body=request
         )
 
     async def init_producer_id(self, request: InitProducerIdRequest) -> InitProducerIdResponse:
