@@ -94,6 +94,17 @@ def as_run_here(command: str, cluster: Cluster) -> str | None:
     return command
 
 
+# `bash -c` with SIGINT at its default, as in the reader's terminal: a test run started in
+# the background by a non-interactive shell (`make test &`) inherits SIGINT ignored, which
+# bash cannot undo and Python keeps, so Ctrl-C would not stop the quick start's consumer.
+CTRL_C_STOPS_IT = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL);"
+    " os.execvp('bash', ['bash', '-c', sys.argv[1]])",
+]
+
+
 def test_the_readme_runs_as_written(readme_cluster: Cluster, tmp_path: Path) -> None:
     env = shell_env(CONVEYOR_URL=readme_cluster.url)
     blocks = code_blocks(README)
@@ -113,7 +124,7 @@ def test_the_readme_runs_as_written(readme_cluster: Cluster, tmp_path: Path) -> 
                     log = tmp_path / f"background-{len(background)}.log"
                     with log.open("w") as out:
                         process = subprocess.Popen(
-                            ["bash", "-c", f"exec {command}"],
+                            [*CTRL_C_STOPS_IT, f"exec {command}"],
                             stdout=out,
                             stderr=subprocess.STDOUT,
                             text=True,
@@ -137,7 +148,12 @@ def test_the_readme_runs_as_written(readme_cluster: Cluster, tmp_path: Path) -> 
                 process.send_signal(signal.SIGINT)  # Ctrl-C, as the reader stops it
         deadline = time.monotonic() + 30
         for command, process, log in background:
-            code = process.wait(max(1.0, deadline - time.monotonic()))
+            try:
+                code = process.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()  # never left running into the worker's later tests
+                process.wait()
+                raise
             assert code in (0, 130), f"{command} exited {code}: {log.read_text()[-2000:]}"
 
 
