@@ -4,6 +4,7 @@ ApiVersions and SASL before authentication; and TLS from the same settings as HT
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from collections.abc import Iterator
@@ -14,7 +15,10 @@ import pytest
 
 import conveyor
 from conveyor.client.security import SecurityAdmin
+from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.kafka.apis import ApiKey
+from conveyor.protocol.kafka.codec import new_request
+from conveyor.transport.kafka_client import KafkaClientOptions, KafkaConnection, SaslConfig
 from conveyor.transport.tls import TLSConfig
 from tests.integration.cluster import Cluster, wait_for
 from tests.kafka.conftest import kcat_path
@@ -231,3 +235,50 @@ def test_client_certificate_is_the_principal_without_sasl(secure_cluster: Secure
     assert "by-certificate" in out
     denied = secure_cluster.kcat(*mtls, "-t", "private", "-C", "-e", "-o", "beginning", check=False)
     assert "authorization failed" in denied.lower()
+
+
+# ---- Conveyor's own Kafka connection (transport/kafka_client.py) ---------------------------
+
+
+def _kafka_client_metadata(secure_cluster: SecureCluster, options: KafkaClientOptions) -> Any:
+    async def scenario() -> Any:
+        connection = await KafkaConnection.open(secure_cluster.cluster.bootstrap, options)
+        try:
+            request = new_request(ApiKey.METADATA, 12, topics=metadata_topics(12, ["sasl-orders"]))
+            return await connection.call(ApiKey.METADATA, 12, request)
+        finally:
+            await connection.close()
+
+    return asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_conveyors_kafka_connection_authenticates_over_tls(
+    secure_cluster: SecureCluster, mechanism: str
+) -> None:
+    tls = TLSConfig(cafile=str(secure_cluster.cluster.ca))
+    sasl = SaslConfig(mechanism, "alice", "alice-password")
+    reply = _kafka_client_metadata(
+        secure_cluster, KafkaClientOptions(tls=tls, use_tls=True, sasl=sasl)
+    )
+    assert reply.topics[0].error_code == 0 and len(reply.topics[0].partitions) == 2
+
+
+def test_conveyors_kafka_connection_refusals(secure_cluster: SecureCluster) -> None:
+    """A wrong password is UNAUTHENTICATED; a server certificate the client cannot
+    verify is TLS_ERROR; an API token goes as PLAIN's password."""
+    tls = TLSConfig(cafile=str(secure_cluster.cluster.ca))
+    wrong = KafkaClientOptions(
+        tls=tls, use_tls=True, sasl=SaslConfig("SCRAM-SHA-256", "alice", "wrong")
+    )
+    with pytest.raises(ConveyorError) as refused:
+        _kafka_client_metadata(secure_cluster, wrong)
+    assert refused.value.code is ErrorCode.UNAUTHENTICATED
+    unverified = KafkaClientOptions(use_tls=True, sasl=SaslConfig("PLAIN", "alice", "x"))
+    with pytest.raises(ConveyorError) as tls_refused:
+        _kafka_client_metadata(secure_cluster, unverified)
+    assert tls_refused.value.code is ErrorCode.TLS_ERROR
+    token = KafkaClientOptions(
+        tls=tls, use_tls=True, sasl=SaslConfig("PLAIN", "alice", secure_cluster.token)
+    )
+    assert _kafka_client_metadata(secure_cluster, token).topics[0].error_code == 0

@@ -4,6 +4,11 @@
 kafka-python message of its API and version, or raises a :class:`RequestError` saying what
 is wrong. Third-party decoding errors are translated here, once; the listener never sees
 them. :func:`encode_response` is the reverse for an answer.
+
+The client side (``transport/kafka_client.py``) is the mirror: :func:`new_request` and
+:func:`encode_request` build a framed request, :func:`decode_response` reads an answer or
+raises :class:`ResponseError` (the connection is then closed: nothing after a bad frame
+can be trusted).
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from conveyor.protocol.kafka.apis import (
     response_is_flexible,
     spec_for,
 )
+from conveyor.protocol.kafka.framing import size_prefix
 from conveyor.protocol.kafka.header import (
     HeaderError,
     RequestHeader,
     RequestIds,
     parse_request_header,
+    parse_response_header,
     peek_ids,
+    request_header,
     response_header,
 )
 
@@ -118,3 +126,71 @@ def api_versions_error(correlation_id: int, ranges: list[tuple[int, int, int]]) 
         api_keys=[v0.ApiVersion(api_key=k, min_version=lo, max_version=hi) for k, lo, hi in ranges],
     )
     return bytes(response_header(correlation_id, flexible=False) + body.encode(version=0))
+
+
+# ---- the client's side ---------------------------------------------------------------------
+
+_API_VERSIONS_UNSUPPORTED: Final = b"\x00\x23"  # error_code 35 (UNSUPPORTED_VERSION)
+
+
+class ResponseError(Exception):
+    """An answer that cannot be read as the response to the request it answers."""
+
+
+def _spec(api_key: int) -> ApiSpec:
+    spec = spec_for(api_key)
+    if spec is None:
+        raise ValueError(f"API key {api_key} has no message classes here")
+    return spec
+
+
+def new_request(api_key: int, api_version: int, **fields: Any) -> Any:
+    """The kafka-python request message of ``api_key`` at ``api_version``."""
+    return _spec(api_key).request[api_version](**fields)
+
+
+def encode_request(
+    api_key: int, api_version: int, correlation_id: int, client_id: str | None, body: Any
+) -> bytes:
+    """A whole request frame: size prefix, header (v1, or v2 for flexible versions) and
+    ``body`` (a message from :func:`new_request`)."""
+    head = request_header(
+        api_key, api_version, correlation_id, client_id, is_flexible(api_key, api_version)
+    )
+    encoded: bytes | bytearray = body.encode(version=api_version)
+    return b"".join((size_prefix(len(head) + len(encoded)), head, encoded))
+
+
+def response_correlation_id(frame: bytes | memoryview) -> int:
+    """The correlation id a response frame (without its size prefix) starts with."""
+    try:
+        correlation_id, _ = parse_response_header(frame, flexible=False)
+    except HeaderError as exc:
+        raise ResponseError(str(exc)) from None
+    return correlation_id
+
+
+def decode_response(api_key: int, api_version: int, frame: bytes | memoryview) -> Any:
+    """The kafka-python response message in ``frame`` (without its size prefix), the
+    answer to a request of ``api_key`` at ``api_version``.
+
+    ApiVersions answers UNSUPPORTED_VERSION in a v0 body whatever version was asked
+    (KIP-511): that body is read as v0, so the caller sees error 35 and the ranges.
+    """
+    spec = _spec(api_key)
+    if not spec.supports(api_version):
+        raise ValueError(f"{spec.key.name} v{api_version} is not a version known here")
+    try:
+        _, position = parse_response_header(frame, response_is_flexible(api_key, api_version))
+    except HeaderError as exc:
+        raise ResponseError(f"{spec.key.name} v{api_version}: {exc}") from None
+    view = memoryview(frame)[position:]
+    version = api_version
+    if api_key == ApiKey.API_VERSIONS and bytes(view[:2]) == _API_VERSIONS_UNSUPPORTED:
+        version = 0
+    try:
+        return spec.response[version].decode(view, version=version)
+    except DECODE_ERRORS as exc:
+        raise ResponseError(
+            f"{spec.key.name} v{api_version}: undecodable response ({type(exc).__name__})"
+        ) from None

@@ -1,5 +1,8 @@
 """Kafka's error codes, and the mapping from Conveyor's one ``ErrorCode`` table onto them.
 
+The reverse, :func:`conveyor_error`, is what Conveyor's own client raises for a Kafka
+code in an answer: the same typed errors as over HTTP.
+
 Every :class:`~conveyor.protocol.errors.ErrorCode` has exactly one Kafka code here (a
 test walks the enum), so a new Conveyor error cannot reach a Kafka client unmapped. The
 choice follows what Kafka's own broker answers in the same situation, since that is what
@@ -14,7 +17,13 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-from conveyor.protocol.errors import ErrorCode
+from conveyor.protocol.errors import (
+    ConveyorError,
+    ErrorCode,
+    FatalError,
+    InvalidRequestError,
+    RetriableError,
+)
 
 
 class KafkaError(enum.IntEnum):
@@ -177,3 +186,65 @@ def kafka_error(code: ErrorCode, resource_type: str = "topic") -> KafkaError:
 def unmapped_codes() -> list[ErrorCode]:
     """Conveyor codes with no Kafka code (a test keeps this empty)."""
     return [code for code in ErrorCode if code not in _BY_CODE]
+
+
+# Kafka codes that several Conveyor codes map onto, or none: the Conveyor code a client
+# reports for each (the meaning a retry loop needs: retriable or not, routing or not).
+_PREFERRED: Final[dict[KafkaError, ErrorCode]] = {
+    KafkaError.UNKNOWN_SERVER_ERROR: ErrorCode.INTERNAL_ERROR,
+    KafkaError.INVALID_REQUEST: ErrorCode.INVALID_REQUEST,
+    KafkaError.UNKNOWN_TOPIC_OR_PARTITION: ErrorCode.UNKNOWN_TOPIC,
+    KafkaError.NOT_LEADER_OR_FOLLOWER: ErrorCode.NOT_LEADER,
+    KafkaError.LEADER_NOT_AVAILABLE: ErrorCode.LEADER_NOT_AVAILABLE,
+    KafkaError.NETWORK_EXCEPTION: ErrorCode.NETWORK_ERROR,
+    KafkaError.KAFKA_STORAGE_ERROR: ErrorCode.STORAGE_ERROR,
+    KafkaError.SASL_AUTHENTICATION_FAILED: ErrorCode.UNAUTHENTICATED,
+    KafkaError.COORDINATOR_NOT_AVAILABLE: ErrorCode.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS: ErrorCode.NOT_COORDINATOR,
+    KafkaError.NOT_COORDINATOR: ErrorCode.NOT_COORDINATOR,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: ErrorCode.FORBIDDEN,
+    KafkaError.GROUP_AUTHORIZATION_FAILED: ErrorCode.FORBIDDEN,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: ErrorCode.FORBIDDEN,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode.FORBIDDEN,
+    KafkaError.UNKNOWN_LEADER_EPOCH: ErrorCode.STALE_EPOCH,
+    KafkaError.INVALID_PRODUCER_EPOCH: ErrorCode.PRODUCER_FENCED,
+    KafkaError.PRODUCER_FENCED: ErrorCode.PRODUCER_FENCED,
+    KafkaError.UNSUPPORTED_VERSION: ErrorCode.UNSUPPORTED_VERSION,
+    KafkaError.UNSUPPORTED_SASL_MECHANISM: ErrorCode.UNAUTHENTICATED,
+    KafkaError.ILLEGAL_SASL_STATE: ErrorCode.UNAUTHENTICATED,
+    KafkaError.INVALID_REQUIRED_ACKS: ErrorCode.INVALID_REQUEST,
+    KafkaError.INVALID_TIMESTAMP: ErrorCode.INVALID_RECORD,
+    KafkaError.UNKNOWN_TOPIC_ID: ErrorCode.UNKNOWN_TOPIC,
+}
+
+
+def conveyor_code(code: int) -> ErrorCode:
+    """The Conveyor code of a Kafka error code in an answer (INTERNAL_ERROR for codes
+    Conveyor's brokers never send)."""
+    try:
+        kafka = KafkaError(code)
+    except ValueError:
+        return ErrorCode.INTERNAL_ERROR
+    preferred = _PREFERRED.get(kafka)
+    if preferred is not None:
+        return preferred
+    return next((c for c, k in _BY_CODE.items() if k is kafka), ErrorCode.INTERNAL_ERROR)
+
+
+def conveyor_error(code: int, message: str | None = None, **details: object) -> ConveyorError:
+    """The typed error a client raises for Kafka error ``code`` (not NONE), with the
+    broker's message when it sent one."""
+    conveyor = conveyor_code(code)
+    try:
+        name = KafkaError(code).name
+    except ValueError:
+        name = f"error {code}"
+    text = f"{message} (Kafka {name})" if message else f"{conveyor.default_message} (Kafka {name})"
+    cls: type[ConveyorError]
+    if conveyor.retriable:
+        cls = RetriableError
+    elif conveyor.http_status < 500:
+        cls = InvalidRequestError
+    else:
+        cls = FatalError
+    return cls(text, code=conveyor, kafka_code=code, **details)

@@ -12,6 +12,7 @@ from typing import Final
 SIZE_BYTES: Final = 4
 # api_key (2) + api_version (2) + correlation_id (4) + client_id length (2)
 REQUEST_HEADER_BYTES_MIN: Final = 10
+RESPONSE_HEADER_BYTES_MIN: Final = 4  # correlation_id (a client reads responses)
 MAX_FRAME_BYTES_DEFAULT: Final = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes
 
 _SIZE: Final = struct.Struct(">i")
@@ -21,13 +22,18 @@ class FrameError(ValueError):
     """The size prefix cannot start a valid frame; the connection must be closed."""
 
 
-def frame_size(prefix: bytes, max_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT) -> int:
-    """The size a 4-byte prefix announces, checked against the limits."""
+def frame_size(
+    prefix: bytes,
+    max_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT,
+    min_frame_bytes: int = REQUEST_HEADER_BYTES_MIN,
+) -> int:
+    """The size a 4-byte prefix announces, checked against the limits (a client reading
+    responses passes ``RESPONSE_HEADER_BYTES_MIN``)."""
     if len(prefix) != SIZE_BYTES:
         raise FrameError(f"a frame starts with {SIZE_BYTES} size bytes, got {len(prefix)}")
     size: int = _SIZE.unpack(prefix)[0]
-    if size < REQUEST_HEADER_BYTES_MIN:
-        raise FrameError(f"frame of {size} bytes is smaller than a request header")
+    if size < min_frame_bytes:
+        raise FrameError(f"frame of {size} bytes is smaller than a header ({min_frame_bytes})")
     if size > max_frame_bytes:
         raise FrameError(
             f"frame of {size} bytes exceeds the limit of {max_frame_bytes} "

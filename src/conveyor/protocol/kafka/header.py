@@ -1,4 +1,6 @@
-"""Request and response headers (Kafka's RequestHeader v1/v2, ResponseHeader v0/v1).
+"""Request and response headers (Kafka's RequestHeader v1/v2, ResponseHeader v0/v1), both
+ways: the listener parses requests and writes responses, the client
+(``transport/kafka_client.py``) the reverse.
 
 A request header is, big-endian::
 
@@ -108,6 +110,32 @@ def parse_request_header(frame: bytes | memoryview, flexible: bool) -> RequestHe
     if flexible:
         position = skip_tagged_fields(frame, position)
     return RequestHeader(ids.api_key, ids.api_version, ids.correlation_id, client_id, position)
+
+
+def request_header(
+    api_key: int, api_version: int, correlation_id: int, client_id: str | None, flexible: bool
+) -> bytes:
+    """RequestHeader v2 (flexible, with an empty tagged-field section) or v1: what a
+    client sends (the reverse of :func:`parse_request_header`)."""
+    head = _IDS.pack(api_key, api_version, correlation_id)
+    if client_id is None:
+        head += _INT16.pack(-1)
+    else:
+        encoded = client_id.encode()
+        head += _INT16.pack(len(encoded)) + encoded
+    return head + b"\x00" if flexible else head
+
+
+def parse_response_header(frame: bytes | memoryview, flexible: bool) -> tuple[int, int]:
+    """(correlation id, where the body starts) of a response: header v1 (flexible, whose
+    tagged fields are skipped) or v0."""
+    if len(frame) < _CORRELATION.size:
+        raise HeaderError(f"response of {len(frame)} bytes is shorter than its header")
+    (correlation_id,) = _CORRELATION.unpack_from(frame, 0)
+    position = _CORRELATION.size
+    if flexible:
+        position = skip_tagged_fields(frame, position)
+    return correlation_id, position
 
 
 def response_header(correlation_id: int, flexible: bool) -> bytes:

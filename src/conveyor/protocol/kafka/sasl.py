@@ -11,6 +11,10 @@ SCRAM exchange::
     server-final  v=<base64 ServerSignature>
 
 The server checks H(ClientProof XOR HMAC(StoredKey, AuthMessage)) == StoredKey.
+
+The client side (Conveyor's own client, ``transport/kafka_client.py``) is here too:
+:func:`plain_message`, :func:`scram_client_first`, :func:`scram_client_final` and
+:func:`check_server_final`, pure as the server's (the caller draws the nonce).
 """
 
 from __future__ import annotations
@@ -144,3 +148,78 @@ def scram_final(state: ScramFirst, message: bytes) -> bytes:
         raise SaslError("authentication failed")
     server_signature = hmac.new(server_key, auth_message, digest).digest()
     return b"v=" + base64.b64encode(server_signature)
+
+
+# ---- the client's side ---------------------------------------------------------------------
+
+# Kafka's ScramMechanism accepts 4096..16384 iterations; a server asking for more would
+# make the client burn CPU on its behalf.
+SCRAM_ITERATIONS_MIN: Final = 4096
+SCRAM_ITERATIONS_MAX: Final = 16384
+
+
+def plain_message(user: str, password: str) -> bytes:
+    """PLAIN's message without an authzid (RFC 4616). An API token goes as the password."""
+    return b"\0" + user.encode() + b"\0" + password.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class ScramClientFirst:
+    """The client's state between its two SCRAM messages."""
+
+    mechanism: str
+    password: str
+    nonce: str
+    bare: str  # client-first-message-bare, part of the AuthMessage
+
+
+def scram_client_first(
+    mechanism: str, user: str, password: str, nonce: str
+) -> tuple[ScramClientFirst, bytes]:
+    """client-first (no channel binding, no authzid), and the state to finish with."""
+    if mechanism not in SCRAM_MECHANISMS:
+        raise SaslError(f"unsupported SCRAM mechanism {mechanism!r}")
+    name = user.replace("=", "=3D").replace(",", "=2C")
+    bare = f"n={name},r={nonce}"
+    return ScramClientFirst(mechanism, password, nonce, bare), f"n,,{bare}".encode()
+
+
+def scram_client_final(state: ScramClientFirst, server_first: bytes) -> tuple[bytes, bytes]:
+    """client-final for ``server_first``, and the server-final expected back (the proof
+    that the server knows the password's keys, checked by :func:`check_server_final`)."""
+    if len(server_first) > MESSAGE_BYTES_MAX:
+        raise SaslError("SCRAM server-first message too long")
+    try:
+        text = server_first.decode()
+    except UnicodeDecodeError:
+        raise SaslError("malformed SCRAM server-first message") from None
+    attributes = _attributes(text)
+    nonce = attributes.get("r", "")
+    try:
+        salt = base64.b64decode(attributes["s"], validate=True)
+        iterations = int(attributes["i"])
+    except (binascii.Error, KeyError, ValueError):
+        raise SaslError("malformed SCRAM server-first message") from None
+    if not nonce.startswith(state.nonce) or len(nonce) == len(state.nonce) or "m" in attributes:
+        raise SaslError("SCRAM server-first message does not extend the client's nonce")
+    if not SCRAM_ITERATIONS_MIN <= iterations <= SCRAM_ITERATIONS_MAX:
+        raise SaslError(f"SCRAM iteration count {iterations} outside [4096, 16384]")
+    digest = SCRAM_MECHANISMS[state.mechanism]
+    salted = hashlib.pbkdf2_hmac(digest, state.password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", digest).digest()
+    stored_key = hashlib.new(digest, client_key).digest()
+    without_proof = f"c=biws,r={nonce}"
+    auth_message = f"{state.bare},{text},{without_proof}".encode()
+    signature = hmac.new(stored_key, auth_message, digest).digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    server_key = hmac.new(salted, b"Server Key", digest).digest()
+    expected = b"v=" + base64.b64encode(hmac.new(server_key, auth_message, digest).digest())
+    return f"{without_proof},p={base64.b64encode(proof).decode()}".encode(), expected
+
+
+def check_server_final(message: bytes, expected: bytes) -> None:
+    """The server proved it holds the password's keys (RFC 5802's ``v=``), else raise."""
+    if message.startswith(b"e="):
+        raise SaslError(f"SCRAM refused: {message[2:200].decode('utf-8', 'replace')}")
+    if not hmac.compare_digest(message, expected):
+        raise SaslError("the server's SCRAM signature is wrong: it does not know the password")

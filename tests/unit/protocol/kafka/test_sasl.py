@@ -12,7 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conveyor.protocol.kafka.sasl import SaslError, parse_plain, scram_final, scram_first
+from conveyor.protocol.kafka.sasl import (
+    SaslError,
+    check_server_final,
+    parse_plain,
+    plain_message,
+    scram_client_final,
+    scram_client_first,
+    scram_final,
+    scram_first,
+)
 from conveyor.protocol.security import SCRAM_MECHANISMS, scram_credential
 
 
@@ -77,3 +86,46 @@ def test_scram_never_fails_but_with_sasl_error(first: bytes, final: bytes) -> No
     with contextlib.suppress(SaslError):
         state, _ = scram_first("SCRAM-SHA-512", first, lambda _: credential, "n")
         scram_final(state, final)
+
+
+# ---- the client's side (Conveyor's own client) ---------------------------------------------
+
+
+@pytest.mark.parametrize("mechanism", sorted(SCRAM_MECHANISMS))
+def test_scram_client_against_the_server(mechanism: str) -> None:
+    credential = scram_credential("secret-pw", mechanism, b"0123456789abcdef")
+    client, first = scram_client_first(mechanism, "al,i=ce", "secret-pw", "cnonce")
+    state, server_first = scram_first(mechanism, first, {"al,i=ce": credential}.get, "snonce")
+    final, expected = scram_client_final(client, server_first)
+    server_final = scram_final(state, final)
+    check_server_final(server_final, expected)
+    with pytest.raises(SaslError, match="signature"):
+        check_server_final(b"v=" + base64.b64encode(b"\0" * 32), expected)
+    with pytest.raises(SaslError, match="refused"):
+        check_server_final(b"e=invalid-proof", expected)
+
+
+def test_scram_client_refuses_what_a_server_should_not_ask() -> None:
+    client, _ = scram_client_first("SCRAM-SHA-256", "alice", "pw", "cnonce")
+    salt = base64.b64encode(b"salt").decode()
+    for bad in (
+        f"r=cnonce,s={salt},i=4096",  # the server added no nonce of its own
+        f"r=other,s={salt},i=4096",  # not the client's nonce
+        f"r=cnonceS,s={salt},i=1000000000",  # a billion rounds of PBKDF2 on our CPU
+        "r=cnonceS,s=!!,i=4096",
+        "r=cnonceS,i=4096",
+    ):
+        with pytest.raises(SaslError):
+            scram_client_final(client, bad.encode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_scram_client_final_takes_any_bytes(data: bytes) -> None:
+    client, _ = scram_client_first("SCRAM-SHA-512", "alice", "pw", "cnonce")
+    with contextlib.suppress(SaslError):
+        scram_client_final(client, data)
+
+
+def test_plain_message_parses_on_the_server() -> None:
+    assert parse_plain(plain_message("alice", "pw")) == parse_plain(b"\0alice\0pw")
