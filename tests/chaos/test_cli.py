@@ -19,3 +19,11 @@ def test_fault_lists_parse() -> None:
     assert parser.parse_args(["chaos", "--faults", "all"]).faults == FAULTS
     assert parser.parse_args(["chaos", "--faults", "pause,kill"]).faults == ("pause", "kill")
     assert parser.parse_args(["chaos"]).faults == DEFAULT_FAULTS
+
+
+def test_the_workload_is_a_choice(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["chaos"]).workload == "stream"
+    assert parser.parse_args(["chaos", "--workload", "queue"]).workload == "queue"
+    assert main(["chaos", "--workload", "bus"]) == EXIT_USAGE
+    assert "invalid choice: 'bus'" in capsys.readouterr().err

@@ -89,7 +89,7 @@ class Example:
 
 @dataclass
 class Result:
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SAFETY + REPORTED, 0))
+    counts: dict[str, int] = field(default_factory=dict)
     examples: list[Example] = field(default_factory=list)
     sends: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("ok", "fail", "info"), 0))
     polls_ok: int = 0
@@ -100,13 +100,20 @@ class Result:
     # per fault (its id): the longest time no send completed ok while it was active
     stall_ms: dict[str, float] = field(default_factory=dict)
     consumer_faults: bool = False  # a consumer was crashed: double deliveries may happen
+    # the anomalies this workload checks (chaos/queue_checker.py has its own)
+    safety: tuple[str, ...] = SAFETY
+    reported: tuple[str, ...] = REPORTED
+
+    def __post_init__(self) -> None:
+        for name in self.safety + self.reported:
+            self.counts.setdefault(name, 0)
 
     @property
     def failed(self) -> list[str]:
         """The anomalies that make the run invalid: every safety count above 0, and
         double-delivery too when no consumer was crashed."""
-        names = list(SAFETY) + ([] if self.consumer_faults else ["double-delivery"])
-        return [name for name in names if self.counts[name] > 0]
+        names = list(self.safety) + ([] if self.consumer_faults else ["double-delivery"])
+        return [name for name in names if self.counts.get(name, 0) > 0]
 
     @property
     def valid(self) -> bool:

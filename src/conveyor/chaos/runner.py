@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Final
 
 import conveyor
-from conveyor.chaos import checker, diskfault, ha, netfault
+from conveyor.chaos import checker, diskfault, ha, netfault, queue_checker, queue_workload
 from conveyor.chaos.cluster import ChaosCluster
 from conveyor.chaos.history import History, Op
 from conveyor.chaos.nemesis import Nemesis, mount_tmpfs, unmount
@@ -77,11 +77,13 @@ def skipped_faults(faults: tuple[str, ...], ha: bool = False) -> dict[str, str]:
 def run(
     duration_s: float, seed: int, faults: tuple[str, ...], *, brokers: int = 3,
     root: Path | None = None, producers: int = 3, consumers: int = 2,
-    replication_factor: int | None = None, ha: bool = False,
+    replication_factor: int | None = None, ha: bool = False, workload_name: str = "stream",
 ) -> RunReport:  # fmt: skip
     """One run; ``replication_factor`` defaults to ``min(3, brokers)``. ``ha``: three
     coordinators on a 3-member etcd (the HA faults need it), and the "two active
-    coordinators" check over their logs."""
+    coordinators" check over their logs. ``workload_name``: ``stream`` (a consumer group)
+    or ``queue`` (share groups, :mod:`conveyor.chaos.queue_workload`)."""
+    queue = workload_name == "queue"
     skipped = skipped_faults(faults, ha)
     usable = tuple(f for f in faults if f not in skipped)
     schedule = make_schedule(
@@ -113,7 +115,10 @@ def run(
                 COMPACT_TOPIC, partitions=COMPACT_PARTITIONS,
                 replication_factor=replication_factor or min(3, brokers), config=COMPACT_CONFIG,
             )  # fmt: skip
-        workload = Workload(cluster.url, history, root, producers, consumers)
+        if queue:
+            queue_workload.prepare(cluster.url, replication_factor or min(3, brokers))
+        kind = queue_workload.QueueWorkload if queue else Workload
+        workload = kind(cluster.url, history, root, producers, consumers)
         ops, final, compacted = _run_workload(cluster, workload, schedule, seed, duration_s)
     finally:
         if workload is not None:
@@ -124,7 +129,8 @@ def run(
         history.dump(root / "history.jsonl")
         replicas = read_replicas(cluster)
         unmount(tmpfs)
-    result = checker.check(ops, final, replicas, coordinator_problems(cluster), compacted)
+    check = queue_checker.check if queue else checker.check
+    result = check(ops, final, replicas, coordinator_problems(cluster), compacted)
     report = RunReport(seed, duration_s, faults, schedule, result, ops, skipped, root)
     (root / "final.json").write_text(json.dumps({str(p): r for p, r in final.items()}))
     return report
@@ -193,9 +199,9 @@ def render(report: RunReport) -> str:
     counts.add_column("check")
     counts.add_column("count", justify="right")
     counts.add_column("kind")
-    for name in checker.SAFETY:
+    for name in result.safety:
         counts.add_row(name, str(result.counts[name]), "safety")
-    for name in checker.REPORTED:
+    for name in result.reported:
         counts.add_row(name, str(result.counts[name]), _kind(result, name))
     console.print(counts)
     faults = ", ".join(f"{e.kind}@{e.start_s}s/{e.hold_s}s" for e in report.schedule) or "none"
@@ -268,9 +274,9 @@ def results_markdown(report: RunReport, when: str, revision: str) -> str:
         "| check | count | kind |",
         "|---|---:|---|",
     ]
-    lines += [f"| {name} | {result.counts[name]} | safety |" for name in checker.SAFETY]
+    lines += [f"| {name} | {result.counts[name]} | safety |" for name in result.safety]
     lines += [
-        f"| {name} | {result.counts[name]} | {_kind(result, name)} |" for name in checker.REPORTED
+        f"| {name} | {result.counts[name]} | {_kind(result, name)} |" for name in result.reported
     ]
     sends = result.sends
     lines += [

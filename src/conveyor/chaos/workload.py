@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import ClassVar, Final
 
 import conveyor
 from conveyor.chaos.history import History, OpType
@@ -68,6 +68,7 @@ class Workload:
     threads: list[threading.Thread] = field(default_factory=list)
     children: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
     _children_lock: threading.Lock = field(default_factory=threading.Lock)
+    consumer_module: ClassVar[str] = "conveyor.chaos.consumer_proc"  # run per consumer
 
     def start(self) -> None:
         for i in range(self.producers):
@@ -170,7 +171,7 @@ class Workload:
                     return
                 with (self.log_dir / f"consumer-{member}.log").open("a") as stderr:
                     child = subprocess.Popen(
-                        [sys.executable, "-m", "conveyor.chaos.consumer_proc", self.url],
+                        [sys.executable, "-m", self.consumer_module, self.url],
                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
                         text=True, start_new_session=True,
                     )  # fmt: skip

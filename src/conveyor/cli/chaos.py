@@ -56,6 +56,14 @@ def register(subparsers: Subparsers) -> None:
         "etcd-quorum-loss) and the two-active-coordinators check",
     )
     chaos.add_argument(
+        "--workload",
+        choices=("stream", "queue"),
+        default="stream",
+        help="stream: producers and a consumer group (default); queue: the same producers "
+        "and two share groups (key_ordered, unordered) acknowledging, releasing and "
+        "rejecting, with their dead-letter topics (docs/reliability.md)",
+    )
+    chaos.add_argument(
         "--results",
         type=Path,
         default=None,
@@ -91,6 +99,7 @@ def _run(args: argparse.Namespace) -> int:
         root=args.data,
         replication_factor=args.replication_factor,
         ha=args.ha,
+        workload_name=args.workload,
     )
     print(render(report))
     if args.results is not None:
