@@ -25,5 +25,6 @@ def test_the_workload_is_a_choice(capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
     assert parser.parse_args(["chaos"]).workload == "stream"
     assert parser.parse_args(["chaos", "--workload", "queue"]).workload == "queue"
+    assert parser.parse_args(["chaos", "--workload", "txn"]).workload == "txn"
     assert main(["chaos", "--workload", "bus"]) == EXIT_USAGE
     assert "invalid choice: 'bus'" in capsys.readouterr().err

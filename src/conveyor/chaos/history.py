@@ -57,7 +57,11 @@ class History:
         f: str,
         value: dict[str, Any] | None = None,
         error: str | None = None,
+        *,
+        monotonic_ns: int | None = None,
     ) -> Op:
+        """``monotonic_ns``: when it happened, if not now (a child process's report:
+        CLOCK_MONOTONIC is the machine's, the same in every process)."""
         with self._lock:
             op = Op(
                 index=len(self._ops),
@@ -65,7 +69,7 @@ class History:
                 type=type_,
                 f=f,
                 value=value or {},
-                time_ns=time.monotonic_ns() - self._start_ns,
+                time_ns=(monotonic_ns or time.monotonic_ns()) - self._start_ns,
                 error=error,
             )
             self._ops.append(op)

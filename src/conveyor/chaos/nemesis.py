@@ -17,14 +17,14 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import conveyor
 from conveyor.chaos import diskfault, netfault
 from conveyor.chaos.cluster import ETCD_PARTIES, ChaosCluster, Service
 from conveyor.chaos.history import History
 from conveyor.chaos.schedule import HA_FAULTS, FaultEvent
-from conveyor.chaos.workload import TOPIC, Workload, topic_dirs
+from conveyor.chaos.workload import TOPIC, topic_dirs
 from conveyor.client.errors import ConveyorError
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,23 @@ FILLER_NAME: Final = "chaos-filler"
 _Heal = Callable[[], None]
 
 
+class CrashesConsumers(Protocol):
+    """What the nemesis needs of a workload: kill-consumer."""
+
+    def crash_consumer(self, member: int) -> None: ...
+
+
 class Nemesis:
+    """``topic``: the workload's topic, whose leaders and replicas the faults aim at."""
+
     def __init__(
-        self, cluster: ChaosCluster, workload: Workload, history: History, seed: int
-    ) -> None:
+        self, cluster: ChaosCluster, workload: CrashesConsumers, history: History, seed: int,
+        topic: str = TOPIC,
+    ) -> None:  # fmt: skip
         self.cluster = cluster
         self.workload = workload
         self.history = history
+        self.topic = topic
         self.rng = random.Random(seed ^ 0x5EED)  # byte choices for torn writes
         self.stopped = threading.Event()
 
@@ -144,7 +154,7 @@ class Nemesis:
 
     def _leader_of(self, partition: int) -> Service:
         with conveyor.Admin(self.cluster.url) as admin:
-            leader = admin.describe_topic(TOPIC).partitions[partition].leader
+            leader = admin.describe_topic(self.topic).partitions[partition].leader
         if leader is None:
             raise RuntimeError(f"partition {partition} has no leader to kill")
         return self.cluster.brokers[leader]
@@ -156,7 +166,7 @@ class Nemesis:
     def _disk_fault(self, kind: str, broker: Service) -> _Heal:
         """SIGKILL ``broker``, change its files as the fault would leave them, restart on
         heal. What was done is logged and returned in the history's fault value."""
-        hosted = _hosted(broker) if kind != "torn-write" else []
+        hosted = _hosted(broker, self.topic) if kind != "torn-write" else []
         followed = [p for p in hosted if p["role"] == "follower" and p["log_end_offset"]]
         if kind == "corrupt" and not followed:
             raise RuntimeError(f"{broker.name} follows no partition with data")
@@ -172,7 +182,7 @@ class Nemesis:
             directory = broker.data_dir / f"{p['topic']}-{p['partition']}"
             done.append(f"{directory.name}: {diskfault.corrupt(directory, self.rng)}")
         else:
-            directories = topic_dirs(broker.data_dir)
+            directories = topic_dirs(broker.data_dir, self.topic)
             if directories:
                 directory = self.rng.choice(directories)
                 done.append(f"{directory.name}: +{diskfault.tear_tail(directory, self.rng)}B")
@@ -243,11 +253,11 @@ def _labels(line: str, *wanted: str) -> bool:
     return all(all(w in labels for w in want.split(",")) for want in wanted)
 
 
-def _hosted(broker: Service) -> list[dict[str, Any]]:
-    """The broker's partition replicas of the workload topic, as it reports them."""
+def _hosted(broker: Service, topic: str) -> list[dict[str, Any]]:
+    """The broker's partition replicas of ``topic``, as it reports them."""
     with urllib.request.urlopen(broker.url + "/v1/partitions", timeout=2) as response:  # noqa: S310
         partitions: list[dict[str, Any]] = json.load(response)["partitions"]
-    return [p for p in partitions if p["topic"] == TOPIC]
+    return [p for p in partitions if p["topic"] == topic]
 
 
 def _nothing() -> None:

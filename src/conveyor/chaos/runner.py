@@ -150,11 +150,11 @@ def coordinator_problems(cluster: ChaosCluster) -> list[str]:
     return ha.two_actives(events)
 
 
-def read_replicas(cluster: ChaosCluster) -> list[checker.Replica]:
-    """Every replica of the workload topic, from the stopped brokers' files."""
+def read_replicas(cluster: ChaosCluster, topic: str = TOPIC) -> list[checker.Replica]:
+    """Every replica of ``topic``, from the stopped brokers' files."""
     replicas = []
     for broker_id, broker in sorted(cluster.brokers.items()):
-        for directory in topic_dirs(broker.data_dir):
+        for directory in topic_dirs(broker.data_dir, topic):
             partition = int(directory.name.rpartition("-")[2])
             read = diskfault.read_replica(directory)
             replicas.append(checker.Replica(partition, broker_id, read.records, read.problems))

@@ -27,6 +27,7 @@ from typing import ClassVar, Final
 
 import conveyor
 from conveyor.chaos.history import History, OpType
+from conveyor.client.consumer_core import Isolation
 from conveyor.client.errors import ConveyorError, RetriableError
 
 log = logging.getLogger(__name__)
@@ -216,14 +217,17 @@ def _text(data: bytes | None) -> str | None:
 FinalReads = dict[int, list[tuple[int, str | None, str | None]]]
 
 
-def final_read(url: str, partitions: int, timeout_s: float, topic: str = TOPIC) -> FinalReads:
+def final_read(
+    url: str, partitions: int, timeout_s: float, topic: str = TOPIC,
+    isolation: Isolation = "read_uncommitted",
+) -> FinalReads:  # fmt: skip
     """Every record of every partition, read from the start by a fresh group."""
 
     out: FinalReads = {p: [] for p in range(partitions)}
     deadline = time.monotonic() + timeout_s
     with conveyor.Consumer(
         url, topic, enable_auto_commit=False,
-        fetch_max_wait_ms=100, request_timeout_ms=3_000,
+        fetch_max_wait_ms=100, request_timeout_ms=3_000, isolation=isolation,
     ) as consumer:  # fmt: skip
         quiet_polls = 0
         while time.monotonic() < deadline and quiet_polls < 4:

@@ -57,11 +57,13 @@ def register(subparsers: Subparsers) -> None:
     )
     chaos.add_argument(
         "--workload",
-        choices=("stream", "queue"),
+        choices=("stream", "queue", "txn"),
         default="stream",
         help="stream: producers and a consumer group (default); queue: the same producers "
         "and two share groups (key_ordered, unordered) acknowledging, releasing and "
-        "rejecting, with their dead-letter topics (docs/reliability.md)",
+        "rejecting, with their dead-letter topics; txn: transactions (writers, "
+        "read-then-write processors, read_committed readers; G1a/G1b/G1c checks) "
+        "(docs/reliability.md)",
     )
     chaos.add_argument(
         "--results",
@@ -91,6 +93,8 @@ def _run(args: argparse.Namespace) -> int:
 
     faults: tuple[str, ...] = args.faults
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    if args.workload == "txn":
+        return _run_txn(args, faults, seed)
     report = run(
         float(args.duration),
         seed,
@@ -107,6 +111,22 @@ def _run(args: argparse.Namespace) -> int:
         record_results(args.results, results_markdown(report, when, _revision()))
         print(f"results recorded in {args.results}")
     return EXIT_OK if report.result.valid else EXIT_ERROR
+
+
+def _run_txn(args: argparse.Namespace, faults: tuple[str, ...], seed: int) -> int:
+    from conveyor.chaos import txn_run
+    from conveyor.chaos.runner import record_results
+
+    report = txn_run.run(
+        float(args.duration), seed, faults, brokers=args.brokers, root=args.data,
+        replication_factor=args.replication_factor, ha=args.ha,
+    )  # fmt: skip
+    print(txn_run.render(report))
+    if args.results is not None:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        record_results(args.results, txn_run.results_markdown(report, when, _revision()))
+        print(f"results recorded in {args.results}")
+    return EXIT_OK if report.valid else EXIT_ERROR
 
 
 def _revision() -> str:

@@ -1,0 +1,223 @@
+"""One run of the transactional workload (``conveyor chaos --workload txn``): the stream
+run's cluster, nemesis and cleanup (:mod:`conveyor.chaos.runner`) around
+:class:`~conveyor.chaos.txn_workload.TxnWorkload`, then a read_committed final read (and a
+read_uncommitted one, to count the aborted values the log holds), the replicas' files,
+and :mod:`conveyor.chaos.txn_checker`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import conveyor
+from conveyor.chaos import checker, netfault, txn_checker
+from conveyor.chaos.cluster import ChaosCluster
+from conveyor.chaos.history import History, Op
+from conveyor.chaos.nemesis import Nemesis, mount_tmpfs, unmount
+from conveyor.chaos.runner import (
+    FINAL_READ_TIMEOUT_S,
+    coordinator_problems,
+    read_replicas,
+    skipped_faults,
+)
+from conveyor.chaos.schedule import FaultEvent, make_schedule
+from conveyor.chaos.txn_workload import TXN_PARTITIONS, TXN_TOPIC, TxnWorkload
+from conveyor.chaos.workload import FinalReads, final_read
+
+# Besides the transactional anomalies: what the stream checker finds in the files and
+# the coordinators' logs, counted here too.
+FILE_CHECKS: Final = ("replica-divergence", "corrupt-replica", "two-active-coordinators")
+# The readers' time to catch up once writers and processors stopped (they only feed the
+# "unseen" report; the final read is what the safety checks use).
+DRAIN_S: Final = 3.0
+
+
+@dataclass
+class TxnRunReport:
+    seed: int
+    duration_s: float
+    faults: tuple[str, ...]
+    schedule: list[FaultEvent]
+    result: txn_checker.TxnResult
+    ops: list[Op]
+    files: checker.Result  # replica-divergence, corrupt-replica, two-active-coordinators
+    skipped: dict[str, str] = field(default_factory=dict)
+    root: Path | None = None
+    in_log: int = 0  # values in the log read_uncommitted, aborted ones included
+    committed_in_log: int = 0  # values the read_committed final read returned
+
+    @property
+    def valid(self) -> bool:
+        return self.result.valid and not any(self.files.counts[n] for n in FILE_CHECKS)
+
+
+def run(
+    duration_s: float, seed: int, faults: tuple[str, ...], *, brokers: int = 3,
+    root: Path | None = None, replication_factor: int | None = None, ha: bool = False,
+    processors: int = 2,
+) -> TxnRunReport:  # fmt: skip
+    skipped = skipped_faults(faults, ha)
+    usable = tuple(f for f in faults if f not in skipped)
+    schedule = make_schedule(
+        seed, duration_s, usable, brokers=brokers, partitions=TXN_PARTITIONS,
+        consumers=processors,
+    )  # fmt: skip
+    root = root or Path(tempfile.mkdtemp(prefix=f"conveyor-chaos-txn-{seed}-"))
+    cluster = ChaosCluster(root, brokers, ha=ha)
+    history = History()
+    tmpfs = root / "broker-1"
+    workload: TxnWorkload | None = None
+    committed: FinalReads = {}
+    raw: FinalReads = {}
+    try:
+        if "disk-full" in usable and not mount_tmpfs(tmpfs):
+            skipped["disk-full"] = "mount -t tmpfs failed"
+            schedule = [e for e in schedule if e.kind != "disk-full"]
+        if any(e.kind.startswith("partition") for e in schedule):
+            netfault.remove_on_signals()
+            netfault.install(cluster.parties_for(brokers))
+        cluster.start()
+        with conveyor.Admin(cluster.url) as admin:
+            admin.create_topic(
+                TXN_TOPIC, partitions=TXN_PARTITIONS,
+                replication_factor=replication_factor or min(3, brokers),
+            )  # fmt: skip
+        workload = TxnWorkload(cluster.url, history, root, seed, processors=processors)
+        _run_workload(cluster, workload, schedule, seed, duration_s)
+        committed = final_read(
+            cluster.url, TXN_PARTITIONS, FINAL_READ_TIMEOUT_S, TXN_TOPIC, "read_committed"
+        )
+        raw = final_read(cluster.url, TXN_PARTITIONS, FINAL_READ_TIMEOUT_S, TXN_TOPIC)
+    finally:
+        if workload is not None:
+            workload.abort()
+        netfault.heal()
+        cluster.stop()
+        netfault.remove()
+        history.dump(root / "history.jsonl")
+        replicas = read_replicas(cluster, TXN_TOPIC)
+        unmount(tmpfs)
+    ops = history.ops()
+    files = checker.Result()
+    checker.check_replicas(replicas, files)
+    for problem in coordinator_problems(cluster):
+        files.add("two-active-coordinators", problem)
+    (root / "final.json").write_text(json.dumps({str(p): r for p, r in committed.items()}))
+    return TxnRunReport(
+        seed, duration_s, faults, schedule, txn_checker.check(ops, committed), ops, files,
+        skipped, root, in_log=_count(raw), committed_in_log=_count(committed),
+    )  # fmt: skip
+
+
+def _count(final: FinalReads) -> int:
+    return sum(1 for records in final.values() for _o, _k, v in records if v is not None)
+
+
+def _run_workload(
+    cluster: ChaosCluster, workload: TxnWorkload, schedule: list[FaultEvent], seed: int,
+    duration_s: float,
+) -> None:  # fmt: skip
+    nemesis = Nemesis(cluster, workload, workload.history, seed, topic=TXN_TOPIC)
+    start = time.monotonic()
+    workload.start()
+    thread = threading.Thread(target=nemesis.run, args=(schedule, start), name="nemesis")
+    thread.start()
+    try:
+        remaining = duration_s - (time.monotonic() - start)
+        thread.join(max(0.0, remaining) + 120)
+    finally:
+        nemesis.stopped.set()
+        thread.join(60)
+        netfault.heal()
+        cluster.wait_ready()
+    workload.stop(DRAIN_S)
+
+
+def _rows(report: TxnRunReport) -> list[tuple[str, int, str]]:
+    result = report.result
+    rows = [(name, result.counts[name], "safety") for name in txn_checker.TXN_SAFETY]
+    rows += [(name, report.files.counts[name], "safety") for name in FILE_CHECKS]
+    rows += [(name, result.counts[name], "report") for name in txn_checker.TXN_REPORTED]
+    return rows
+
+
+def _summary(report: TxnRunReport) -> str:
+    result = report.result
+    txns = result.txns
+    return (
+        f"transactions: {txns['committed']} committed, {txns['aborted']} aborted, "
+        f"{txns['unknown']} unknown; {result.cycles_checked} committed read-then-write; "
+        f"{result.polls_ok} read_committed polls returned {result.values_read} values; "
+        f"final read: {report.committed_in_log} committed values, "
+        f"{report.in_log - report.committed_in_log} more in the log read_uncommitted "
+        "(aborted or undecided writes)"
+    )
+
+
+def render(report: TxnRunReport) -> str:
+    """The summary table, the seed, and the minimal history around each anomaly."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(
+        record=True, width=120, force_terminal=False, file=io.StringIO(), markup=False,
+        highlight=False,
+    )  # fmt: skip
+    counts = Table(
+        title=f"conveyor chaos --workload txn  seed={report.seed}  duration={report.duration_s}s"
+    )
+    for column in ("check", "count", "kind"):
+        counts.add_column(column, justify="right" if column == "count" else "left")
+    for name, count, kind in _rows(report):
+        counts.add_row(name, str(count), kind)
+    console.print(counts)
+    faults = ", ".join(f"{e.kind}@{e.start_s}s/{e.hold_s}s" for e in report.schedule) or "none"
+    console.print(f"faults injected: {faults}")
+    for fault, why in report.skipped.items():
+        console.print(f"skipped {fault}: {why}")
+    console.print(_summary(report))
+    for example in report.result.examples + report.files.examples:
+        console.print(f"\n[{example.anomaly}] {example.description}")
+        for op in checker.context(report.ops, example):
+            console.print(
+                f"  {op.index:>7} {op.time_ns / 1e9:9.3f}s {op.process:<16} {op.type:<6} "
+                f"{op.f:<7} {json.dumps(op.value)[:150]}" + (f" {op.error}" if op.error else "")
+            )
+    console.print(
+        f"\nseed {report.seed}: "
+        + ("VALID" if report.valid else "INVALID")
+        + (f"  (history in {report.root})" if report.root else "")
+    )
+    return console.export_text()
+
+
+def results_markdown(report: TxnRunReport, when: str, revision: str) -> str:
+    """One run's results as a Markdown section for docs/reliability.md."""
+    kinds: dict[str, int] = {}
+    for event in report.schedule:
+        kinds[event.kind] = kinds.get(event.kind, 0) + 1
+    lines = [
+        f"### {when}: transactional workload, seed {report.seed}, {report.duration_s:.0f} s, "
+        f"revision {revision}",
+        "",
+        f"Verdict: **{'VALID' if report.valid else 'INVALID'}**. Faults injected: "
+        + (", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none")
+        + ".",
+        "",
+        "| check | count | kind |",
+        "|---|---:|---|",
+    ]
+    lines += [f"| {name} | {count} | {kind} |" for name, count, kind in _rows(report)]
+    lines += ["", _summary(report) + "."]
+    for fault, why in report.skipped.items():
+        lines.append(f"Skipped {fault}: {why}.")
+    for example in (report.result.examples + report.files.examples)[:10]:
+        lines.append(f"- `{example.anomaly}`: {example.description}")
+    return "\n".join(lines) + "\n"
