@@ -14,9 +14,10 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import conveyor
 from conveyor.chaos import checker, diskfault, ha, netfault, queue_checker, queue_workload
@@ -35,6 +36,9 @@ from conveyor.chaos.workload import (
     topic_dirs,
 )
 from conveyor.cli.etcd_local import etcd_available
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger(__name__)
 
@@ -187,14 +191,10 @@ def _run_workload(
 
 def render(report: RunReport) -> str:
     """The summary table, the seed, and the minimal history around each anomaly."""
-    from rich.console import Console
     from rich.table import Table
 
     result = report.result
-    console = Console(
-        record=True, width=120, force_terminal=False, file=io.StringIO(), markup=False,
-        highlight=False,
-    )  # fmt: skip
+    console = text_console()
     counts = Table(title=f"conveyor chaos  seed={report.seed}  duration={report.duration_s}s")
     counts.add_column("check")
     counts.add_column("count", justify="right")
@@ -204,10 +204,7 @@ def render(report: RunReport) -> str:
     for name in result.reported:
         counts.add_row(name, str(result.counts[name]), _kind(result, name))
     console.print(counts)
-    faults = ", ".join(f"{e.kind}@{e.start_s}s/{e.hold_s}s" for e in report.schedule) or "none"
-    console.print(f"faults injected: {faults}")
-    for fault, why in report.skipped.items():
-        console.print(f"skipped {fault}: {why}")
+    print_faults(console, report.schedule, report.skipped)
     sends, during = result.sends, result.availability_during_faults
     console.print(
         f"sends ok={sends['ok']} fail={sends['fail']} info={sends['info']}  "
@@ -222,19 +219,57 @@ def render(report: RunReport) -> str:
             f"recovery after heal ms: median={recovery[len(recovery) // 2]:.0f} "
             f"max={recovery[-1]:.0f}"
         )
-    for example in result.examples:
+    print_examples(console, report.ops, result.examples)
+    print_verdict(console, report.seed, result.valid, report.root)
+    return console.export_text()
+
+
+def text_console() -> Console:
+    """A console that records plain text, 120 columns (:func:`render`'s)."""
+    from rich.console import Console
+
+    return Console(
+        record=True, width=120, force_terminal=False, file=io.StringIO(), markup=False,
+        highlight=False,
+    )  # fmt: skip
+
+
+def print_faults(
+    console: Console, schedule: Sequence[FaultEvent], skipped: Mapping[str, str]
+) -> None:
+    faults = ", ".join(f"{e.kind}@{e.start_s}s/{e.hold_s}s" for e in schedule) or "none"
+    console.print(f"faults injected: {faults}")
+    for fault, why in skipped.items():
+        console.print(f"skipped {fault}: {why}")
+
+
+def print_examples(
+    console: Console, ops: Sequence[Op], examples: Iterable[checker.Example]
+) -> None:
+    """Each anomaly's description and the history around it."""
+    for example in examples:
         console.print(f"\n[{example.anomaly}] {example.description}")
-        for op in checker.context(report.ops, example):
+        for op in checker.context(ops, example):
             console.print(
                 f"  {op.index:>7} {op.time_ns / 1e9:9.3f}s {op.process:<14} {op.type:<6} {op.f:<7} "
                 f"{json.dumps(op.value)[:160]}" + (f" {op.error}" if op.error else "")
             )
+
+
+def print_verdict(console: Console, seed: int, valid: bool, root: Path | None) -> None:
     console.print(
-        f"\nseed {report.seed}: "
-        + ("VALID" if result.valid else "INVALID")
-        + (f"  (history in {report.root})" if report.root else "")
+        f"\nseed {seed}: "
+        + ("VALID" if valid else "INVALID")
+        + (f"  (history in {root})" if root else "")
     )
-    return console.export_text()
+
+
+def fault_counts(schedule: Sequence[FaultEvent]) -> str:
+    """``kill x2, pause x1`` (or ``none``), for a results section."""
+    kinds: dict[str, int] = {}
+    for event in schedule:
+        kinds[event.kind] = kinds.get(event.kind, 0) + 1
+    return ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none"
 
 
 def _stalls(result: checker.Result) -> str:
@@ -261,15 +296,11 @@ RESULTS_MARKER: Final = "<!-- chaos-results: newest first, added by `make chaos`
 def results_markdown(report: RunReport, when: str, revision: str) -> str:
     """One run's results as a Markdown section for docs/reliability.md."""
     result = report.result
-    kinds: dict[str, int] = {}
-    for event in report.schedule:
-        kinds[event.kind] = kinds.get(event.kind, 0) + 1
     lines = [
         f"### {when}: seed {report.seed}, {report.duration_s:.0f} s, revision {revision}",
         "",
         f"Verdict: **{'VALID' if result.valid else 'INVALID'}**. Faults injected: "
-        + (", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none")
-        + ".",
+        f"{fault_counts(report.schedule)}.",
         "",
         "| check | count | kind |",
         "|---|---:|---|",

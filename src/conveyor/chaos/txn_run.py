@@ -7,7 +7,6 @@ and :mod:`conveyor.chaos.txn_checker`.
 
 from __future__ import annotations
 
-import io
 import json
 import tempfile
 import threading
@@ -24,8 +23,13 @@ from conveyor.chaos.nemesis import Nemesis, mount_tmpfs, unmount
 from conveyor.chaos.runner import (
     FINAL_READ_TIMEOUT_S,
     coordinator_problems,
+    fault_counts,
+    print_examples,
+    print_faults,
+    print_verdict,
     read_replicas,
     skipped_faults,
+    text_console,
 )
 from conveyor.chaos.schedule import FaultEvent, make_schedule
 from conveyor.chaos.txn_workload import TXN_PARTITIONS, TXN_TOPIC, TxnWorkload
@@ -163,13 +167,9 @@ def _summary(report: TxnRunReport) -> str:
 
 def render(report: TxnRunReport) -> str:
     """The summary table, the seed, and the minimal history around each anomaly."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(
-        record=True, width=120, force_terminal=False, file=io.StringIO(), markup=False,
-        highlight=False,
-    )  # fmt: skip
+    console = text_console()
     counts = Table(
         title=f"conveyor chaos --workload txn  seed={report.seed}  duration={report.duration_s}s"
     )
@@ -178,38 +178,21 @@ def render(report: TxnRunReport) -> str:
     for name, count, kind in _rows(report):
         counts.add_row(name, str(count), kind)
     console.print(counts)
-    faults = ", ".join(f"{e.kind}@{e.start_s}s/{e.hold_s}s" for e in report.schedule) or "none"
-    console.print(f"faults injected: {faults}")
-    for fault, why in report.skipped.items():
-        console.print(f"skipped {fault}: {why}")
+    print_faults(console, report.schedule, report.skipped)
     console.print(_summary(report))
-    for example in report.result.examples + report.files.examples:
-        console.print(f"\n[{example.anomaly}] {example.description}")
-        for op in checker.context(report.ops, example):
-            console.print(
-                f"  {op.index:>7} {op.time_ns / 1e9:9.3f}s {op.process:<16} {op.type:<6} "
-                f"{op.f:<7} {json.dumps(op.value)[:150]}" + (f" {op.error}" if op.error else "")
-            )
-    console.print(
-        f"\nseed {report.seed}: "
-        + ("VALID" if report.valid else "INVALID")
-        + (f"  (history in {report.root})" if report.root else "")
-    )
+    print_examples(console, report.ops, report.result.examples + report.files.examples)
+    print_verdict(console, report.seed, report.valid, report.root)
     return console.export_text()
 
 
 def results_markdown(report: TxnRunReport, when: str, revision: str) -> str:
     """One run's results as a Markdown section for docs/reliability.md."""
-    kinds: dict[str, int] = {}
-    for event in report.schedule:
-        kinds[event.kind] = kinds.get(event.kind, 0) + 1
     lines = [
         f"### {when}: transactional workload, seed {report.seed}, {report.duration_s:.0f} s, "
         f"revision {revision}",
         "",
         f"Verdict: **{'VALID' if report.valid else 'INVALID'}**. Faults injected: "
-        + (", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none")
-        + ".",
+        f"{fault_counts(report.schedule)}.",
         "",
         "| check | count | kind |",
         "|---|---:|---|",

@@ -24,11 +24,9 @@ past ``DEPTH_MAX`` a processor writes nothing, so chains end).
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -38,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 import conveyor
+from conveyor.chaos.children import Incarnations, parse_line
 from conveyor.chaos.history import History, OpType
 from conveyor.chaos.workload import classify
 from conveyor.client.errors import ConveyorError
@@ -96,8 +95,10 @@ class TxnWorkload:
     stop_writing: threading.Event = field(default_factory=threading.Event)
     stop_reading: threading.Event = field(default_factory=threading.Event)
     threads: dict[str, threading.Thread] = field(default_factory=dict)
-    children: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
-    _children_lock: threading.Lock = field(default_factory=threading.Lock)
+    processors_run: Incarnations = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.processors_run = Incarnations(self.history, self.log_dir, self.stop_writing)
 
     def start(self) -> None:
         for i in range(self.writers):
@@ -205,45 +206,23 @@ class TxnWorkload:
 
     def _process(self, member: int) -> None:
         """Run processor ``member`` as a child process, incarnation after incarnation."""
-        incarnation = 0
-        while not self.stop_writing.is_set():
-            process = f"txn-proc-{member}.{incarnation}"
-            with self._children_lock:
-                if self.stop_writing.is_set():
-                    return
-                with (self.log_dir / f"txn-proc-{member}.log").open("a") as stderr:
-                    child = subprocess.Popen(
-                        [sys.executable, "-m", "conveyor.chaos.txn_proc", self.url, process,
-                         str(member), str(self.seed)],
-                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
-                        text=True, start_new_session=True,
-                    )  # fmt: skip
-                self.children[member] = child
-            assert child.stdout is not None
-            for line in child.stdout:
-                self._record_line(process, line)
-            child.stdout.close()
-            if child.wait() == -signal.SIGKILL:
-                self.history.record(process, "info", "crash", {"member": member})
-            incarnation += 1
+
+        def argv(process: str) -> list[str]:
+            module = "conveyor.chaos.txn_proc"
+            return [sys.executable, "-m", module, self.url, process, str(member), str(self.seed)]
+
+        self.processors_run.run(member, f"txn-proc-{member}", argv, self._record_line)
 
     def _record_line(self, process: str, line: str) -> None:
-        if not line.endswith("\n"):
-            return  # cut by a kill: never reported
-        try:
-            raw = json.loads(line)
-        except ValueError:
-            return
-        self.history.record(
-            process, raw["type"], raw["f"], raw["value"], raw["error"], monotonic_ns=raw["t"]
-        )
+        """A processor's step, at the time it stamped (``t``)."""
+        raw = parse_line(line)
+        if raw is not None:
+            self.history.record(
+                process, raw["type"], raw["f"], raw["value"], raw["error"], monotonic_ns=raw["t"]
+            )
 
     def _signal_processors(self, signum: signal.Signals, member: int | None = None) -> None:
-        with self._children_lock:
-            children = dict(self.children)
-        for index, child in children.items():
-            if (member is None or index == member) and child.poll() is None:
-                child.send_signal(signum)
+        self.processors_run.signal(signum, member)
 
 
 def _targets(rng: random.Random) -> list[int]:

@@ -14,10 +14,8 @@ operations as JSON lines; one SIGKILLed by the nemesis is replaced by a new inca
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import ClassVar, Final
 
 import conveyor
+from conveyor.chaos.children import Incarnations, parse_line
 from conveyor.chaos.history import History, OpType
 from conveyor.client.consumer_core import Isolation
 from conveyor.client.errors import ConveyorError, RetriableError
@@ -67,9 +66,11 @@ class Workload:
     stop_producing: threading.Event = field(default_factory=threading.Event)
     stop_consuming: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
-    children: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
-    _children_lock: threading.Lock = field(default_factory=threading.Lock)
+    members: Incarnations = field(init=False)  # the consumers' processes
     consumer_module: ClassVar[str] = "conveyor.chaos.consumer_proc"  # run per consumer
+
+    def __post_init__(self) -> None:
+        self.members = Incarnations(self.history, self.log_dir, self.stop_consuming)
 
     def start(self) -> None:
         for i in range(self.producers):
@@ -162,44 +163,17 @@ class Workload:
         )  # fmt: skip
 
     def _consume(self, member: int) -> None:
-        """Run member ``member`` as a child process, incarnation after incarnation, and
-        record the operations it reports; a SIGKILLed one is recorded as a crash."""
-        incarnation = 0
-        while not self.stop_consuming.is_set():
-            process = f"consumer-{member}.{incarnation}"
-            with self._children_lock:  # abort() sees every child it must kill
-                if self.stop_consuming.is_set():
-                    return
-                with (self.log_dir / f"consumer-{member}.log").open("a") as stderr:
-                    child = subprocess.Popen(
-                        [sys.executable, "-m", self.consumer_module, self.url],
-                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
-                        text=True, start_new_session=True,
-                    )  # fmt: skip
-                self.children[member] = child
-            assert child.stdout is not None
-            for line in child.stdout:
-                self._record_line(process, line)
-            child.stdout.close()
-            if child.wait() == -signal.SIGKILL:
-                self.history.record(process, "info", "crash", {"member": member})
-            incarnation += 1
+        """Run member ``member`` as a child process, incarnation after incarnation."""
+        argv = [sys.executable, "-m", self.consumer_module, self.url]
+        self.members.run(member, f"consumer-{member}", lambda _process: argv, self._record_line)
 
     def _record_line(self, process: str, line: str) -> None:
-        if not line.endswith("\n"):
-            return  # cut by a kill: never reported
-        try:
-            raw = json.loads(line)
-        except ValueError:
-            return
-        self.history.record(process, raw["type"], raw["f"], raw["value"], raw["error"])
+        raw = parse_line(line)
+        if raw is not None:
+            self.history.record(process, raw["type"], raw["f"], raw["value"], raw["error"])
 
     def _signal_consumers(self, signum: signal.Signals, member: int | None = None) -> None:
-        with self._children_lock:
-            children = dict(self.children)
-        for index, child in children.items():
-            if (member is None or index == member) and child.poll() is None:
-                child.send_signal(signum)
+        self.members.signal(signum, member)
 
 
 def topic_dirs(data_dir: Path, topic: str = TOPIC) -> list[Path]:
