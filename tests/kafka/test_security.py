@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -282,3 +283,120 @@ def test_conveyors_kafka_connection_refusals(secure_cluster: SecureCluster) -> N
         tls=tls, use_tls=True, sasl=SaslConfig("PLAIN", "alice", secure_cluster.token)
     )
     assert _kafka_client_metadata(secure_cluster, token).topics[0].error_code == 0
+
+
+# ---- transactional ids (Kafka's TRANSACTIONAL_ID resource) ---------------------------------
+
+
+def _as_user(broker: Any, user: str, password: str) -> KafkaWire:
+    """A raw Kafka connection authenticated with SASL/PLAIN."""
+    assert broker.kafka_port is not None
+    wire = KafkaWire("127.0.0.1", broker.kafka_port, broker.ssl_context())
+    assert wire.call(ApiKey.SASL_HANDSHAKE, 1, mechanism="PLAIN").error_code == 0
+    proof = f"\0{user}\0{password}".encode()
+    assert wire.call(ApiKey.SASL_AUTHENTICATE, 1, auth_bytes=proof).error_code == 0
+    return wire
+
+
+def _describe(wire: KafkaWire, transactional_id: str) -> list[Any]:
+    answer = wire.call(ApiKey.DESCRIBE_TRANSACTIONS, 0, transactional_ids=[transactional_id])
+    return list(answer.transaction_states)
+
+
+def test_transactional_ids_need_their_acl(secure_cluster: SecureCluster) -> None:
+    """Kafka's TRANSACTIONAL_ID resource: without ``produce`` on the id alice's
+    transactional producer fails with TRANSACTIONAL_ID_AUTHORIZATION_FAILED; once the rule
+    exists (a prefix), the same id commits and a read_committed consumer sees it.
+    DescribeTransactions/ListTransactions show the id only to who may describe it, and a
+    producer id without a transactional id needs ``produce`` on some topic (KIP-679)."""
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    cluster = secure_cluster.cluster
+    tid = "sasl-etl-1"
+    base: dict[str, Any] = {
+        "bootstrap.servers": cluster.bootstrap,
+        "security.protocol": "sasl_ssl",
+        "ssl.ca.location": str(cluster.ca),
+        "sasl.mechanisms": "SCRAM-SHA-256",
+        "sasl.username": "alice",
+        "sasl.password": "alice-password",
+    }
+    denied = confluent_kafka.Producer({**base, "transactional.id": tid})
+    with pytest.raises(confluent_kafka.KafkaException) as raised:
+        denied.init_transactions(30)
+    code = raised.value.args[0].code()
+    assert code == confluent_kafka.KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    tls = TLSConfig(cafile=str(cluster.ca))
+    with SecurityAdmin(cluster.url, token=SECRET, tls=tls) as security:
+        security.add_acl("user:alice", "produce", "transactional_id", "sasl-etl-", pattern="prefix")
+        security.add_user("mallory", "mallory-password")  # no rules at all
+    producer = confluent_kafka.Producer({**base, "transactional.id": tid})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce("sasl-orders", b"committed-in-a-transaction", partition=0)
+    producer.commit_transaction(30)
+    reader = confluent_kafka.Consumer(
+        {**base, "group.id": "sasl-txn-readers", "isolation.level": "read_committed",
+         "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )  # fmt: skip
+    try:
+        reader.assign([confluent_kafka.TopicPartition("sasl-orders", 0)])
+        seen: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while b"committed-in-a-transaction" not in seen and time.monotonic() < deadline:
+            message = reader.poll(0.5)
+            if message is not None and message.error() is None:
+                seen.append(message.value())
+        assert b"committed-in-a-transaction" in seen
+    finally:
+        reader.close()
+    broker = cluster.brokers[1]
+    with _as_user(broker, "alice", "alice-password") as wire:
+        [state] = _describe(wire, tid)
+        assert (state.error_code, state.transaction_state) == (0, "CompleteCommit")
+        listed = wire.call(ApiKey.LIST_TRANSACTIONS, 0, state_filters=[], producer_id_filters=[])
+        assert tid in {t.transactional_id for t in listed.transaction_states}
+    with _as_user(broker, "mallory", "mallory-password") as wire:
+        [state] = _describe(wire, tid)
+        assert state.error_code == confluent_kafka.KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        listed = wire.call(ApiKey.LIST_TRANSACTIONS, 0, state_filters=[], producer_id_filters=[])
+        assert listed.error_code == 0 and listed.transaction_states == []
+        found = wire.call(ApiKey.FIND_COORDINATOR, 3, key=tid, key_type=1)
+        assert found.error_code == confluent_kafka.KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        fields = {"transactional_id": None, "transaction_timeout_ms": 60_000}
+        idempotent = wire.call(ApiKey.INIT_PRODUCER_ID, 1, **fields)
+        assert idempotent.error_code == confluent_kafka.KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    with _as_user(broker, "alice", "alice-password") as wire:
+        fields = {"transactional_id": None, "transaction_timeout_ms": 60_000}
+        assert wire.call(ApiKey.INIT_PRODUCER_ID, 1, **fields).error_code == 0
+
+
+def test_conveyor_transactional_producer_needs_the_id_acl(secure_cluster: SecureCluster) -> None:
+    """The HTTP transaction routes authorize as the Kafka APIs do: alice's token may use
+    transactional ids under her rule (``sasl-etl-``, added by the Kafka test above or here)
+    and no other (403 FORBIDDEN, nothing changed)."""
+    cluster = secure_cluster.cluster
+    tls = TLSConfig(cafile=str(cluster.ca))
+    with SecurityAdmin(cluster.url, token=SECRET, tls=tls) as security:
+        rules = security.list_acls()
+        rule = ("user:alice", "produce", "transactional_id", "sasl-etl-", "prefix")
+        if rule not in {
+            (r.principal, r.operation, r.resource_type, r.name, r.pattern) for r in rules
+        }:
+            security.add_acl(*rule[:4], pattern="prefix")  # type: ignore[arg-type]
+    token = secure_cluster.token
+    with conveyor.Producer(cluster.url, tls=tls, token=token, transactional_id="other-etl") as p:
+        with pytest.raises(conveyor.ConveyorError) as refused:
+            p.init_transactions()
+        assert refused.value.code.name == "FORBIDDEN"
+    with (
+        conveyor.Producer(cluster.url, tls=tls, token=token, transactional_id="sasl-etl-2") as p,
+        p.transaction(),
+    ):
+        p.send("sasl-orders", b"conveyor-txn", partition=1)
+        p.send_offsets_to_transaction({("sasl-orders", 1): 1}, "sasl-etl-group")
+    consumer = conveyor.Consumer(cluster.url, tls=tls, token=token, group_id="sasl-etl-group")
+    try:
+        committed = consumer.committed([conveyor.TopicPartition("sasl-orders", 1)])
+        assert committed[conveyor.TopicPartition("sasl-orders", 1)] == 1
+    finally:
+        consumer.close()

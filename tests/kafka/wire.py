@@ -24,7 +24,7 @@ def request_frame(
     return struct.pack(">i", len(payload)) + payload
 
 
-def encode_request(key: ApiKey, version: int, **fields: Any) -> bytes:
+def encode_request(key: ApiKey, version: int, /, **fields: Any) -> bytes:
     message = SERVED[key].request[version](**fields)
     return bytes(message.encode(version=version))
 
@@ -154,7 +154,7 @@ class KafkaWire:
             chunks += chunk
         return bytes(chunks)
 
-    def call(self, key: ApiKey, version: int, **fields: Any) -> Any:
+    def call(self, key: ApiKey, version: int, /, **fields: Any) -> Any:
         self._correlation += 1
         body = encode_request(key, version, **fields)
         self.send_raw(request_frame(key, version, body, self._correlation))

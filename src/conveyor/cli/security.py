@@ -25,7 +25,16 @@ if TYPE_CHECKING:
     from conveyor.cli.common import Subparsers
     from conveyor.client.security import SecurityAdmin
 
-OPERATIONS = ("produce", "consume", "create_topic", "delete_topic", "describe", "group", "admin")
+OPERATIONS = (
+    "produce",
+    "consume",
+    "create_topic",
+    "delete_topic",
+    "describe",
+    "group",
+    "admin",
+    "idempotent_write",
+)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +92,11 @@ def register(subparsers: Subparsers) -> None:
         target = sub.add_mutually_exclusive_group(required=True)
         target.add_argument("--topic", metavar="NAME")
         target.add_argument("--group", metavar="NAME")
+        target.add_argument(
+            "--transactional-id",
+            metavar="NAME",
+            help="a Kafka transactional id (produce: use it; describe: see its state)",
+        )
         target.add_argument("--cluster", action="store_true")
         sub.add_argument("--prefix", action="store_true", help="NAME is a prefix")
         _common(sub)
@@ -167,10 +181,12 @@ def _token_list(args: argparse.Namespace) -> int:
 def _rule(args: argparse.Namespace) -> tuple[str, str]:
     if args.cluster:
         if args.prefix:
-            raise InvalidRequestError("--prefix applies to --topic and --group")
+            raise InvalidRequestError("--prefix applies to --topic, --group and --transactional-id")
         return "cluster", "cluster"
     if args.topic is not None:
         return "topic", args.topic
+    if args.transactional_id is not None:
+        return "transactional_id", args.transactional_id
     return "group", args.group
 
 

@@ -275,6 +275,10 @@ def check_rule(rule: AclRule) -> None:
         raise InvalidRequestError("an acl rule needs a principal")
     if rule.resource_type == "cluster" and rule.name != "cluster":
         raise InvalidRequestError("the cluster resource is named 'cluster'")
+    if rule.operation == "idempotent_write" and rule.resource_type != "cluster":
+        raise InvalidRequestError("idempotent_write is an operation on the cluster")
+    if rule.resource_type == "transactional_id" and rule.operation not in ("produce", "describe"):
+        raise InvalidRequestError("a transactional id allows produce (use it) or describe")
     if not rule.name or len(rule.name) > 249:
         raise InvalidRequestError("an acl rule needs a resource name or prefix")
 

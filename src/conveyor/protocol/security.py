@@ -14,7 +14,10 @@ nothing to a value that cannot be guessed). Plaintext is never stored nor sent t
 Authorization: deny by default. A rule allows one principal (or ``*``) one operation on
 resources of one type whose name equals the rule's name (``literal``) or starts with it
 (``prefix``). ``admin`` on ``cluster`` allows everything. The cluster's own identity
-(``CLUSTER_PRINCIPAL``) is allowed everything as well.
+(``CLUSTER_PRINCIPAL``) is allowed everything as well. Two implications, Kafka's:
+``produce`` on a transactional id allows ``describe`` on it (WRITE implies DESCRIBE), and
+``idempotent_write`` on the cluster (getting a producer id) is allowed to whoever may
+``produce`` on some topic (KIP-679, Kafka 2.8+: WRITE on any topic implies it).
 """
 
 from __future__ import annotations
@@ -34,8 +37,11 @@ Operation = Literal[
     "describe",
     "group",
     "admin",
+    "idempotent_write",  # cluster only: a producer id without a transactional id
 ]
-ResourceType = Literal["topic", "group", "cluster"]
+# transactional_id: Kafka's TRANSACTIONAL_ID resource (``produce`` is its WRITE: use the id
+# for a transaction; ``describe`` its DESCRIBE: find its coordinator, see its state)
+ResourceType = Literal["topic", "group", "cluster", "transactional_id"]
 PatternType = Literal["literal", "prefix"]
 
 OPERATIONS: Final[tuple[str, ...]] = get_args(Operation)
@@ -104,7 +110,7 @@ class AclRule(Wire):
     principal: str  # "user:alice", a token's principal, or "*"
     operation: Operation
     resource_type: ResourceType
-    name: str  # a topic or group name (or prefix); "cluster" for the cluster
+    name: str  # a topic, group or transactional id (or prefix); "cluster" for the cluster
     pattern: PatternType = "literal"
 
 
@@ -272,6 +278,17 @@ def authorize(
             return True
         if rule.operation == operation and _matches(rule, resource_type, name):
             return True
+        if _implies(rule, operation, resource_type, name):
+            return True
+    return False
+
+
+def _implies(rule: AclRule, operation: str, resource_type: str, name: str) -> bool:
+    """Kafka's implied operations that Conveyor keeps (see the module docstring)."""
+    if operation == "describe" and resource_type == "transactional_id":
+        return rule.operation == "produce" and _matches(rule, resource_type, name)
+    if operation == "idempotent_write" and resource_type == "cluster":
+        return rule.operation == "produce" and rule.resource_type == "topic"
     return False
 
 

@@ -75,8 +75,9 @@ class Policy:
     operation: str | None = None  # None: any authenticated principal
     resource_type: str = "topic"
     param: str | None = "topic"  # path parameter naming the resource; None: the cluster
-    body_field: str | None = None  # or a JSON body field naming it
+    body_field: str | None = None  # or a JSON body field naming it ("a.b": nested)
     public: bool = False
+    also: Policy | None = None  # a second permission the route needs as well
 
 
 PUBLIC: Final = Policy(public=True)
@@ -89,6 +90,15 @@ def _topic(operation: str) -> Policy:
 
 
 _PARTITION = "/v1/topics/{topic}/partitions/{partition}"
+_TXN_INIT: Final = Policy("produce", "transactional_id", None, body_field="transactional_id")
+_TXN: Final = Policy("produce", "transactional_id", None, body_field="producer.transactional_id")
+_TXN_GROUP: Final = Policy(
+    "produce",
+    "transactional_id",
+    None,
+    body_field="producer.transactional_id",
+    also=Policy("group", "group", None, body_field="group"),
+)
 POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
@@ -99,14 +109,16 @@ POLICIES: Final[dict[tuple[str, str], Policy]] = {
     ("GET", "/v1/cluster"): Policy("describe", "cluster", None),
     # which coordinator is active: as public as /readyz (standbys answer it too)
     ("GET", "/v1/coordinator"): PUBLIC,
-    ("POST", "/v1/producers/init"): AUTHENTICATED,
-    # transactions (issue 21): a producer's own; offsets in one need the group's use, as
-    # committing them does (data writes are checked by the brokers' produce ACL)
-    ("POST", "/v1/transactions/init"): AUTHENTICATED,
-    ("POST", "/v1/transactions/add-partitions"): AUTHENTICATED,
-    ("POST", "/v1/transactions/end"): AUTHENTICATED,
-    ("POST", "/v1/transactions/add-offsets"): Policy("group", "group", None, body_field="group"),
-    ("POST", "/v1/transactions/offset-commit"): Policy("group", "group", None, body_field="group"),
+    # a producer id: Kafka's IDEMPOTENT_WRITE on the cluster (``produce`` on a topic implies it)
+    ("POST", "/v1/producers/init"): Policy("idempotent_write", "cluster", None),
+    # transactions (issue 21): ``produce`` on the transactional id (Kafka's WRITE); offsets
+    # in one need the group's use as well, as committing them does (data writes are checked
+    # by the brokers' produce ACL)
+    ("POST", "/v1/transactions/init"): _TXN_INIT,
+    ("POST", "/v1/transactions/add-partitions"): _TXN,
+    ("POST", "/v1/transactions/end"): _TXN,
+    ("POST", "/v1/transactions/add-offsets"): _TXN_GROUP,
+    ("POST", "/v1/transactions/offset-commit"): _TXN_GROUP,
     ("POST", "/v1/brokers/{broker_id}/decommission"): ADMIN,
     ("GET", "/v1/brokers/{broker_id}/decommission"): Policy("describe", "cluster", None),
     ("POST", "/v1/topics"): Policy("create_topic", "topic", None, body_field="name"),
@@ -366,7 +378,9 @@ async def resource_name(request: web.Request, policy: Policy) -> str:
             body = msgspec.json.decode(await request.read())
         except msgspec.DecodeError:
             return ""  # the handler answers 400 for the body itself
-        value = body.get(policy.body_field) if isinstance(body, dict) else None
+        value: object = body
+        for key in policy.body_field.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
         return value if isinstance(value, str) else ""
     return CLUSTER_RESOURCE
 
@@ -444,6 +458,27 @@ class _Authenticator:
         return snapshot, principal
 
 
+async def _authorize(
+    request: web.Request,
+    policy: Policy,
+    snapshot: SecuritySnapshot,
+    principal: str,
+    source: SecuritySource,
+) -> SecuritySnapshot:
+    """The policy's check, or AuthorizationError; the snapshot it was decided on."""
+    assert policy.operation is not None
+    name = await resource_name(request, policy)
+    if authorize(snapshot.acls, principal, policy.operation, policy.resource_type, name):
+        return snapshot
+    if await source.catch_up() and source.snapshot is not None:
+        snapshot = source.snapshot  # a rule added a moment ago
+        if authorize(snapshot.acls, principal, policy.operation, policy.resource_type, name):
+            return snapshot
+    raise AuthorizationError(
+        f"{principal} may not {policy.operation} on {policy.resource_type} {name!r}"
+    )
+
+
 def auth_middleware(
     app: web.Application,
     settings: AuthSettings,
@@ -477,17 +512,10 @@ def auth_middleware(
             request = without_unauthorized_auto_create(request, snapshot, principal)
         if policy.operation is None:
             return await handler(request)
-        name = await resource_name(request, policy)
-        allowed = authorize(snapshot.acls, principal, policy.operation, policy.resource_type, name)
-        if not allowed and await source.catch_up() and source.snapshot is not None:
-            snapshot = source.snapshot  # a rule added a moment ago
-            allowed = authorize(
-                snapshot.acls, principal, policy.operation, policy.resource_type, name
-            )
-        if not allowed:
-            raise AuthorizationError(
-                f"{principal} may not {policy.operation} on {policy.resource_type} {name!r}"
-            )
+        checked: Policy | None = policy
+        while checked is not None:
+            snapshot = await _authorize(request, checked, snapshot, principal, source)
+            checked = checked.also
         return await handler(request)
 
     return middleware

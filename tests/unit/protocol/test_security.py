@@ -29,8 +29,14 @@ RESOURCES = [
     ("topic", "orders"),
     ("topic", "orders-eu"),
     ("group", "billing"),
+    ("transactional_id", "orders"),
     ("cluster", "cluster"),
 ]
+# Kafka's implications (protocol/security.py): (rule's operation, type) -> what it also allows
+IMPLIED = {
+    ("produce", "transactional_id"): {("describe", "transactional_id", "orders")},
+    ("produce", "topic"): {("idempotent_write", "cluster", "cluster")},
+}
 
 
 def rule(op: str, rtype: str, name: str, pattern: str = "literal", who: str = ALICE) -> AclRule:
@@ -49,7 +55,8 @@ def test_a_literal_rule_allows_exactly_its_operation_on_exactly_its_resource() -
         name = "cluster" if rtype == "cluster" else "orders"
         acls = [rule(op, rtype, name)]
         for other_op, (other_type, other_name) in itertools.product(OPERATIONS, RESOURCES):
-            expected = (other_op, other_type, other_name) == (op, rtype, name)
+            asked = (other_op, other_type, other_name)
+            expected = asked == (op, rtype, name) or asked in IMPLIED.get((op, rtype), set())
             assert authorize(acls, ALICE, other_op, other_type, other_name) is expected, (
                 op,
                 rtype,

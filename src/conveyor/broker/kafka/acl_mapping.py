@@ -1,9 +1,9 @@
 """Kafka ACL bindings over Conveyor's allow rules (``protocol/security.AclRule``): pure.
 
 Conveyor's model is smaller than Kafka's: allow rules only (deny by default), any host, a
-principal, one of seven operations on a topic, group or the cluster, matched literally or
-by prefix. A Kafka binding maps onto it when it can be expressed exactly; anything else
-is refused with a message saying why, never approximated:
+principal, one of eight operations on a topic, group, transactional id or the cluster,
+matched literally or by prefix. A Kafka binding maps onto it when it can be expressed
+exactly; anything else is refused with a message saying why, never approximated:
 
 | Kafka resource | Kafka operation | Conveyor rule |
 |---|---|---|
@@ -11,14 +11,16 @@ is refused with a message saying why, never approximated:
 | TOPIC | CREATE, DELETE, DESCRIBE | create_topic, delete_topic, describe |
 | TOPIC | ALL | those five rules |
 | GROUP | READ, DESCRIBE, ALL | group, describe, both |
+| TRANSACTIONAL_ID | WRITE, DESCRIBE, ALL | produce, describe, both |
 | CLUSTER (``kafka-cluster``) | ALL, DESCRIBE | admin, describe |
+| CLUSTER (``kafka-cluster``) | IDEMPOTENT_WRITE | idempotent_write |
 
 Principals: Kafka's ``User:alice`` is Conveyor's ``user:alice`` (a SASL or certificate
 user), ``User:*`` is ``*``; a token's own principal name ``svc`` is ``Service:svc``.
 Patterns: LITERAL and PREFIXED. Refused: DENY, a host other than ``*``, a LITERAL ``*``
-resource (no wildcard names in Conveyor: use PREFIXED), transactional ids, delegation
-tokens, users, and the other operations (ALTER, ALTER_CONFIGS, DESCRIBE_CONFIGS,
-CLUSTER_ACTION, IDEMPOTENT_WRITE...), which have no Conveyor rule of the same meaning.
+resource (no wildcard names in Conveyor: use PREFIXED), delegation tokens, users, and the
+other operations (ALTER, ALTER_CONFIGS, DESCRIBE_CONFIGS, CLUSTER_ACTION...), which have
+no Conveyor rule of the same meaning.
 
 Describe and delete filters are matched on the Kafka form of each stored rule, so what
 DescribeAcls shows is exactly what a DeleteAcls with the same filter removes.
@@ -102,10 +104,16 @@ _TOPIC_OPS: Final = {
     Operation.DESCRIBE: "describe",
 }
 _GROUP_OPS: Final = {Operation.READ: "group", Operation.DESCRIBE: "describe"}
-_CLUSTER_OPS: Final = {Operation.ALL: "admin", Operation.DESCRIBE: "describe"}
+_TXN_OPS: Final = {Operation.WRITE: "produce", Operation.DESCRIBE: "describe"}
+_CLUSTER_OPS: Final = {
+    Operation.ALL: "admin",
+    Operation.DESCRIBE: "describe",
+    Operation.IDEMPOTENT_WRITE: "idempotent_write",
+}
 _OPS: Final = {
     ResourceType.TOPIC: ("topic", _TOPIC_OPS),
     ResourceType.GROUP: ("group", _GROUP_OPS),
+    ResourceType.TRANSACTIONAL_ID: ("transactional_id", _TXN_OPS),
     ResourceType.CLUSTER: ("cluster", _CLUSTER_OPS),
 }
 _KAFKA_TYPE: Final = {kind: rt for rt, (kind, _) in _OPS.items()}

@@ -3,7 +3,7 @@ listener, from the coordinator's cluster status (the ``GET /v1/cluster`` operati
 same brokers and controller as Metadata answers (``metadata.kafka_nodes``). Asked for,
 the principal's authorized cluster operations in Kafka's terms: every one with cluster
 ``admin`` (or auth off), DESCRIBE and DESCRIBE_CONFIGS with ``describe``, and
-IDEMPOTENT_WRITE always (Conveyor needs no rule for idempotent producers)."""
+IDEMPOTENT_WRITE with ``idempotent_write`` or ``produce`` on some topic (KIP-679)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 (DescribeCluster, Metadata v8+ when asked): Conveyor's rules read through the ACL mapping
 (``acl_mapping.py``). Cluster ``admin`` (or auth off) allows every operation; otherwise
 each Conveyor operation allows its Kafka ones; ALTER and ALTER_CONFIGS need ``admin``
-(their HTTP routes' policy). IDEMPOTENT_WRITE on the cluster is always allowed: Conveyor
-needs no rule for idempotent producers."""
+(their HTTP routes' policy). IDEMPOTENT_WRITE on the cluster: an ``idempotent_write``
+rule, or ``produce`` on any topic (KIP-679, ``protocol/security.authorize``)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def _admin(authorizer: Authorizer, principal: str | None) -> bool:
 def cluster_operations(authorizer: Authorizer, principal: str | None) -> set[int]:
     if _admin(authorizer, principal):
         return {int(op) for op in CLUSTER_OPERATIONS}
-    chosen = {int(Operation.IDEMPOTENT_WRITE)}
+    chosen: set[int] = set()
+    if authorizer.allowed_now(principal, "idempotent_write", "cluster", "cluster"):
+        chosen.add(int(Operation.IDEMPOTENT_WRITE))
     if authorizer.allowed_now(principal, "describe", "cluster", "cluster"):
         chosen |= {int(Operation.DESCRIBE), int(Operation.DESCRIBE_CONFIGS)}
     return chosen

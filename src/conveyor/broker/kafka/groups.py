@@ -7,7 +7,11 @@ whichever broker the client talks to (``broker/coordinator_groups.py``).
   given one (:func:`group_broker`: a hash of the group id over the live brokers with a
   Kafka listener, as Kafka hashes it onto ``__consumer_offsets``), so a group's members
   share a connection target and ListGroups, which clients send to every broker and
-  merge, lists each group once (on its broker). v4+ answers each key on its own.
+  merge, lists each group once (on its broker). v4+ answers each key on its own. A
+  transactional id (key type 1) is answered with the broker asked, which forwards the
+  transaction APIs to the coordinator (``transactions.py``), to a principal that may
+  ``describe`` the id (Kafka's DESCRIBE on the TRANSACTIONAL_ID), else
+  TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
 * Each handler checks the Kafka principal's ACLs as HTTP would (``group`` on the group:
   Kafka's READ; ``describe``, or ``group``, for FindCoordinator: Kafka's DESCRIBE) and
   answers GROUP_AUTHORIZATION_FAILED otherwise; a group id Conveyor cannot store is
@@ -23,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from conveyor.broker.kafka.auth import Authorizer
+from conveyor.broker.kafka.auth import Authorizer, transactional_refusal
 from conveyor.broker.kafka.metadata import KafkaNode, KnownBrokers, kafka_nodes
 from conveyor.broker.kafka.registry import RequestContext
 from conveyor.protocol.errors import ConveyorError, ErrorCode
@@ -144,7 +148,7 @@ class FindCoordinatorHandler:
         self._access = access
 
     def _node(self, key: str, key_type: int) -> KafkaNode:
-        if key_type == TRANSACTION_KEY:  # InitProducerId on this broker says why not yet
+        if key_type == TRANSACTION_KEY:  # every broker forwards to the one coordinator
             return self._this
         return group_broker(key, kafka_nodes(list(self._known.brokers.values()))) or self._this
 
@@ -185,7 +189,10 @@ class FindCoordinatorHandler:
         self, ctx: RequestContext, key: str, key_type: int
     ) -> tuple[KafkaError, str | None]:
         if key_type == TRANSACTION_KEY:
-            return KafkaError.NONE, None
+            refusal = await transactional_refusal(
+                self._access.authorizer, ctx.principal, key, "describe"
+            )
+            return (KafkaError.NONE, None) if refusal is None else (refusal, "not allowed")
         if key_type != GROUP_KEY:
             return KafkaError.INVALID_REQUEST, f"key type {key_type} is not served"
         refusal = await self._access.refusal(ctx, key, "describe")

@@ -120,7 +120,7 @@ def build_registry(service: BrokerService, authorizer: Authorizer) -> Registry:
         )
 
     txns = CoordinatorTransactions(http, coordinator_url)
-    registry.add(ApiKey.INIT_PRODUCER_ID, InitProducerIdHandler(init_producer_id, txns))
+    registry.add(ApiKey.INIT_PRODUCER_ID, InitProducerIdHandler(init_producer_id, txns, authorizer))
 
     async def leader(topic: str, partition: int) -> LeaderView:
         return await service.leader_partition(topic, partition)
@@ -198,7 +198,7 @@ def add_groups(
     txns = CoordinatorTransactions(http, config.coordinator_url)
     registry.add(ApiKey.ADD_PARTITIONS_TO_TXN, AddPartitionsToTxnHandler(txns, authorizer))
     registry.add(ApiKey.ADD_OFFSETS_TO_TXN, AddOffsetsToTxnHandler(txns, access))
-    registry.add(ApiKey.END_TXN, EndTxnHandler(txns))
+    registry.add(ApiKey.END_TXN, EndTxnHandler(txns, authorizer))
     registry.add(ApiKey.TXN_OFFSET_COMMIT, TxnOffsetCommitHandler(txns, access))
     describe = DescribeTransactionsHandler(txns, authorizer)
     registry.add(ApiKey.DESCRIBE_TRANSACTIONS, describe)

@@ -7,6 +7,10 @@ refresh its metadata). Partitions of one request are produced concurrently; requ
 one connection start in arrival order (``transport/kafka_server.py``), so a producer's
 batches for one partition are appended in the order sent. From v10 a partition answered
 NOT_LEADER_OR_FOLLOWER carries the current leader and its endpoint (KIP-951).
+
+With auth on, a request holding transactional batches needs ``produce`` on its
+transactional id (Kafka's WRITE on the TRANSACTIONAL_ID; a request naming none is refused),
+else every partition is TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka answers.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from conveyor.broker.kafka.auth import Authorizer
+from conveyor.broker.kafka.auth import Authorizer, transactional_refusal
 from conveyor.broker.kafka.metadata import KnownBrokers, kafka_nodes
 from conveyor.broker.kafka.registry import RequestContext
+from conveyor.protocol.batch import LOG_OVERHEAD, TRANSACTIONAL_BIT
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.kafka.errors import KafkaError, kafka_error
 from conveyor.protocol.kafka.produce_response import (
@@ -69,6 +74,8 @@ class ProduceHandler:
             for p in topic.partition_data
         ]
         timeout_ms = request.timeout_ms
+        if refusal is None and self._authorizer.enabled:
+            refusal = await self._transactional_refusal(ctx, request, jobs)
         if len(jobs) == 1:  # the common case, without a task per partition
             results = [
                 await self._one(ctx, *jobs[0], refusal=refusal, acks=acks, timeout_ms=timeout_ms)
@@ -129,6 +136,19 @@ class ProduceHandler:
             partition, base_offset=answer.base_offset, log_start_offset=answer.log_start_offset
         )
 
+    async def _transactional_refusal(
+        self, ctx: RequestContext, request: Any, jobs: list[tuple[str, int, Any]]
+    ) -> tuple[KafkaError, str] | None:
+        transactional_id = getattr(request, "transactional_id", None)
+        if transactional_id is None and not any(_transactional(r) for _, _, r in jobs):
+            return None
+        refusal = await transactional_refusal(
+            self._authorizer, ctx.principal, transactional_id or "", "produce"
+        )
+        if refusal is None:
+            return None
+        return refusal, f"{ctx.principal} may not use transactional id {transactional_id!r}"
+
     def _response(
         self, version: int, jobs: list[tuple[str, int, Any]], results: list[PartitionResult]
     ) -> Encoded:
@@ -155,6 +175,26 @@ class ProduceHandler:
             if n.node_id in leaders
         ]
         return encode_produce_response(version, list(by_topic.items()), endpoints)
+
+
+_ATTRIBUTES_LOW_AT: Final = 22  # the low byte of a batch header's attributes (batch.py)
+
+
+def _transactional(records: bytes | None) -> bool:
+    """Does any batch of a partition's records have the transactional bit? (Only the
+    headers are read; a malformed tail is the produce path's to refuse.)"""
+    if not records:
+        return False
+    view = memoryview(records)
+    position = 0
+    while position + _ATTRIBUTES_LOW_AT < len(view):
+        if view[position + _ATTRIBUTES_LOW_AT] & TRANSACTIONAL_BIT:
+            return True
+        length = int.from_bytes(view[position + 8 : position + 12], "big", signed=True)
+        if length <= 0:
+            return False
+        position += LOG_OVERHEAD + length
+    return False
 
 
 def _refusal(request: Any, acks: Acks | None) -> tuple[KafkaError, str] | None:

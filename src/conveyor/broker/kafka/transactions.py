@@ -5,10 +5,13 @@ coordinator (``coordinator/txn_service.py``) over its internal routes, as the gr
 are. FindCoordinator for a transactional id answers this broker (``groups.py``): every
 broker forwards to the one coordinator.
 
-Permissions as Kafka's, in Conveyor's ACL terms: AddPartitionsToTxn needs ``produce`` on
-each topic (Kafka's WRITE), AddOffsetsToTxn and TxnOffsetCommit the group's ``group``
-permission (Kafka's READ), TxnOffsetCommit ``consume`` on each topic. Transactional ids
-have no ACL resource yet: any principal may use any id (docs/transactions.md).
+Permissions as Kafka's, in Conveyor's ACL terms (checked in this order, as Kafka does):
+every API naming a transactional id needs ``produce`` on it (Kafka's WRITE on the
+TRANSACTIONAL_ID; ``auth.transactional_refusal``), else TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+then AddPartitionsToTxn needs ``produce`` on each topic, AddOffsetsToTxn and
+TxnOffsetCommit the group's ``group`` permission (Kafka's READ), TxnOffsetCommit
+``consume`` on each topic. DescribeTransactions needs ``describe`` on each id (``produce``
+implies it); ListTransactions lists the ids the principal may describe.
 
 PRODUCER_FENCED (90) goes to clients that know it (KIP-588's versions); older ones get
 INVALID_PRODUCER_EPOCH, as Kafka answers them.
@@ -18,7 +21,9 @@ from __future__ import annotations
 
 from typing import Any, Final, Protocol
 
-from conveyor.broker.kafka.auth import Authorizer
+import msgspec
+
+from conveyor.broker.kafka.auth import Authorizer, transactional_refusal
 from conveyor.broker.kafka.group_offsets import consumable_offsets, topic_results
 from conveyor.broker.kafka.groups import GroupAccess, group_error, named_error
 from conveyor.broker.kafka.registry import RequestContext
@@ -76,9 +81,14 @@ def txn_error(name: str | None, key: ApiKey, version: int) -> KafkaError:
 
 
 async def init_transactional(
-    txns: TxnOps, ctx: RequestContext, request: Any
+    txns: TxnOps, authorizer: Authorizer, ctx: RequestContext, request: Any
 ) -> tuple[KafkaError, int, int]:
     """InitProducerId with a transactional id: (error, producer id, epoch)."""
+    refusal = await transactional_refusal(
+        authorizer, ctx.principal, request.transactional_id, "produce"
+    )
+    if refusal is not None:
+        return refusal, -1, -1
     asked = TxnInitRequest(
         transactional_id=request.transactional_id,
         transaction_timeout_ms=request.transaction_timeout_ms,
@@ -101,15 +111,8 @@ class AddPartitionsToTxnHandler:
     async def __call__(self, ctx: RequestContext, request: Any) -> Any:
         version = ctx.api_version
         asked = [(t.name, p) for t in request.v3_and_below_topics for p in t.partitions]
-        errors: dict[tuple[str, int], KafkaError] = {}
-        for topic in {t for t, _ in asked}:
-            if not await self._authorizer.allowed(ctx.principal, "produce", "topic", topic):
-                denied = KafkaError.TOPIC_AUTHORIZATION_FAILED
-                errors.update({(t, p): denied for t, p in asked if t == topic})
-        if errors:  # Kafka's rule: all or none; the others were not attempted
-            for key in asked:
-                errors.setdefault(key, KafkaError.OPERATION_NOT_ATTEMPTED)
-        else:
+        errors = await self._refusals(ctx, request.v3_and_below_transactional_id, asked)
+        if not errors:
             forwarded = TxnAddPartitionsRequest(
                 producer=TxnProducer(
                     request.v3_and_below_transactional_id,
@@ -144,6 +147,26 @@ class AddPartitionsToTxnHandler:
             ],
         )
 
+    async def _refusals(
+        self, ctx: RequestContext, transactional_id: str, asked: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], KafkaError]:
+        """Each partition's error when the request may not go on (Kafka's rule: all or
+        none; those not refused themselves were not attempted), else nothing."""
+        refusal = await transactional_refusal(
+            self._authorizer, ctx.principal, transactional_id, "produce"
+        )
+        if refusal is not None:
+            return dict.fromkeys(asked, refusal)
+        errors: dict[tuple[str, int], KafkaError] = {}
+        for topic in {t for t, _ in asked}:
+            if not await self._authorizer.allowed(ctx.principal, "produce", "topic", topic):
+                denied = KafkaError.TOPIC_AUTHORIZATION_FAILED
+                errors.update({(t, p): denied for t, p in asked if t == topic})
+        if errors:
+            for key in asked:
+                errors.setdefault(key, KafkaError.OPERATION_NOT_ATTEMPTED)
+        return errors
+
 
 class AddOffsetsToTxnHandler:
     def __init__(self, txns: TxnOps, access: GroupAccess) -> None:
@@ -152,7 +175,9 @@ class AddOffsetsToTxnHandler:
 
     async def __call__(self, ctx: RequestContext, request: Any) -> Any:
         response = SERVED[ApiKey.ADD_OFFSETS_TO_TXN].response[ctx.api_version]
-        error = await self._access.refusal(ctx, request.group_id, "group")
+        error = await transactional_refusal(
+            self._access.authorizer, ctx.principal, request.transactional_id, "produce"
+        ) or await self._access.refusal(ctx, request.group_id, "group")
         if error is None:
             forwarded = TxnAddOffsetsRequest(
                 producer=TxnProducer(
@@ -169,11 +194,17 @@ class AddOffsetsToTxnHandler:
 
 
 class EndTxnHandler:
-    def __init__(self, txns: TxnOps) -> None:
+    def __init__(self, txns: TxnOps, authorizer: Authorizer) -> None:
         self._txns = txns
+        self._authorizer = authorizer
 
     async def __call__(self, ctx: RequestContext, request: Any) -> Any:
         response = SERVED[ApiKey.END_TXN].response[ctx.api_version]
+        refusal = await transactional_refusal(
+            self._authorizer, ctx.principal, request.transactional_id, "produce"
+        )
+        if refusal is not None:
+            return response(throttle_time_ms=0, error_code=refusal)
         forwarded = TxnEndRequest(
             producer=TxnProducer(
                 request.transactional_id, request.producer_id, request.producer_epoch
@@ -197,7 +228,9 @@ class TxnOffsetCommitHandler:
         version = ctx.api_version
         items = [(t.name, p) for t in request.topics for p in t.partitions]
         errors: dict[tuple[str, int], KafkaError] = {}
-        refusal = await self._access.refusal(ctx, request.group_id, "group")
+        refusal = await transactional_refusal(
+            self._access.authorizer, ctx.principal, request.transactional_id, "produce"
+        ) or await self._access.refusal(ctx, request.group_id, "group")
         if refusal is not None:
             errors = {(t, p.partition_index): refusal for t, p in items}
         else:
@@ -254,8 +287,10 @@ __all__ = [
 
 class DescribeTransactionsHandler:
     """DescribeTransactions (KIP-664), and ListTransactions with ``listing``: the
-    coordinator's view of each transactional id. Needs ``describe`` on the cluster
-    (transactional ids have no ACL resource of their own yet)."""
+    coordinator's view of each transactional id, as Kafka authorizes them: an id the
+    principal may not describe is TRANSACTIONAL_ID_AUTHORIZATION_FAILED (Describe) or left
+    out (List), and a described transaction's partitions leave out the topics the
+    principal may not describe."""
 
     def __init__(self, txns: TxnOps, authorizer: Authorizer, listing: bool = False) -> None:
         self._txns = txns
@@ -265,11 +300,12 @@ class DescribeTransactionsHandler:
     async def __call__(self, ctx: RequestContext, request: Any) -> Any:
         key = ApiKey.LIST_TRANSACTIONS if self._listing else ApiKey.DESCRIBE_TRANSACTIONS
         response = SERVED[key].response[ctx.api_version]
-        allowed = await self._authorizer.allowed(ctx.principal, "describe", "cluster", "cluster")
-        error = KafkaError.NONE if allowed else KafkaError.CLUSTER_AUTHORIZATION_FAILED
+        asked = [] if self._listing else list(request.transactional_ids)
+        refused = {t for t in asked if not await self._may_describe(ctx, t)}
+        error = KafkaError.NONE
         found: list[TxnDescription] = []
-        if allowed:
-            asked = (
+        if self._listing or len(refused) < len(asked):
+            forwarded = (
                 TxnDescribeRequest(
                     transactional_ids=None,
                     states=list(request.state_filters or []),
@@ -277,23 +313,52 @@ class DescribeTransactionsHandler:
                     min_duration_ms=getattr(request, "duration_filter", -1),
                 )
                 if self._listing
-                else TxnDescribeRequest(transactional_ids=list(request.transactional_ids))
+                else TxnDescribeRequest(transactional_ids=[t for t in asked if t not in refused])
             )
             try:
-                found = (await self._txns.describe(asked)).transactions
+                found = (await self._txns.describe(forwarded)).transactions
             except ConveyorError as exc:
                 error = group_error(exc)
         if self._listing:
-            return self._list(response, error, request, found)
-        if error is not KafkaError.NONE:
+            # filtering (no catch-up per id: a listing may hold thousands)
+            principal, authorizer = ctx.principal, self._authorizer
             found = [
-                TxnDescription(t, "", -1, -1, -1, -1, error=error.name)
-                for t in request.transactional_ids
+                d
+                for d in found
+                if authorizer.allowed_now(
+                    principal, "describe", "transactional_id", d.transactional_id
+                )
             ]
-        return response(
-            throttle_time_ms=0,
-            transaction_states=[_state(response, d, ctx.api_version) for d in found],
+            return self._list(response, error, request, found)
+        by_id = {d.transactional_id: d for d in found}
+        states = []
+        for t in asked:
+            answer = by_id.get(t)
+            if t in refused:
+                answer = _failed(t, KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+            elif answer is None:  # the coordinator could not be asked
+                answer = _failed(t, error or KafkaError.UNKNOWN_SERVER_ERROR)
+            else:
+                answer = await self._visible(ctx, answer)
+            states.append(_state(response, answer, ctx.api_version))
+        return response(throttle_time_ms=0, transaction_states=states)
+
+    async def _may_describe(self, ctx: RequestContext, transactional_id: str) -> bool:
+        refusal = await transactional_refusal(
+            self._authorizer, ctx.principal, transactional_id, "describe"
         )
+        return refusal is None
+
+    async def _visible(self, ctx: RequestContext, d: TxnDescription) -> TxnDescription:
+        topics = {p.topic for p in d.partitions}
+        shown = {
+            t
+            for t in topics
+            if await self._authorizer.allowed(ctx.principal, "describe", "topic", t)
+        }
+        if shown == topics:
+            return d
+        return msgspec.structs.replace(d, partitions=[p for p in d.partitions if p.topic in shown])
 
     @staticmethod
     def _list(response: Any, error: KafkaError, request: Any, found: list[TxnDescription]) -> Any:
@@ -312,6 +377,10 @@ class DescribeTransactionsHandler:
                 for d in found
             ],
         )
+
+
+def _failed(transactional_id: str, error: KafkaError) -> TxnDescription:
+    return TxnDescription(transactional_id, "", -1, -1, -1, -1, error=error.name)
 
 
 def _state(response: Any, d: TxnDescription, version: int) -> Any:

@@ -52,6 +52,18 @@ def _binding(  # noqa: PLR0917 -- the seven fields of a Kafka binding, in Kafka'
             _binding(principal="Service:ingest", operation=Operation.DESCRIBE),
             [("ingest", "describe", "topic", "orders", "literal")],
         ),
+        (
+            _binding(ResourceType.TRANSACTIONAL_ID, "etl-", PatternType.PREFIXED),
+            [("user:alice", "produce", "transactional_id", "etl-", "prefix")],
+        ),
+        (
+            _binding(ResourceType.TRANSACTIONAL_ID, "etl", operation=Operation.DESCRIBE),
+            [("user:alice", "describe", "transactional_id", "etl", "literal")],
+        ),
+        (
+            _binding(ResourceType.CLUSTER, "kafka-cluster", operation=Operation.IDEMPOTENT_WRITE),
+            [("user:alice", "idempotent_write", "cluster", "cluster", "literal")],
+        ),
     ],
 )
 def test_bindings_become_rules_and_back(
@@ -81,7 +93,8 @@ def test_all_on_a_topic_is_every_topic_operation() -> None:
         (_binding(permission=Permission.DENY), "only ALLOW"),
         (_binding(host="10.0.0.1"), "host"),
         (_binding(name="*"), "wildcard"),
-        (_binding(ResourceType.TRANSACTIONAL_ID, "tx"), "TRANSACTIONAL_ID"),
+        (_binding(ResourceType.DELEGATION_TOKEN, "tx"), "DELEGATION_TOKEN"),
+        (_binding(ResourceType.TRANSACTIONAL_ID, "tx", operation=Operation.READ), "READ"),
         (_binding(operation=Operation.ALTER_CONFIGS), "ALTER_CONFIGS"),
         (_binding(ResourceType.CLUSTER, "other", operation=Operation.ALL), "kafka-cluster"),
         (_binding(principal="Group:ops"), "principal type"),
@@ -93,6 +106,12 @@ def test_bindings_without_an_exact_meaning_are_refused(binding: Binding, fragmen
     with pytest.raises(InvalidRequestError) as raised:
         to_rules(binding)
     assert fragment in raised.value.message
+
+
+def test_all_on_a_transactional_id_is_produce_and_describe() -> None:
+    rules = to_rules(_binding(ResourceType.TRANSACTIONAL_ID, "tx", operation=Operation.ALL))
+    assert sorted(r.operation for r in rules) == ["describe", "produce"]
+    assert {r.resource_type for r in rules} == {"transactional_id"}
 
 
 def test_filters() -> None:

@@ -40,7 +40,9 @@ def test_rules_map_to_kafka_operations() -> None:
         Operation.DESCRIBE_CONFIGS,
     }
     assert topic_operations(authorizer, "user:a", "other") == set()
-    assert cluster_operations(authorizer, "user:a") == {Operation.IDEMPOTENT_WRITE}
+    assert cluster_operations(authorizer, "user:a") == set()
+    producer = _authorizer(_rule("produce"))  # KIP-679: WRITE on a topic implies it
+    assert cluster_operations(producer, "user:a") == {Operation.IDEMPOTENT_WRITE}
     admin = _authorizer(_rule("admin", "cluster", "cluster"))
     assert len(topic_operations(admin, "user:a", "anything")) == 8
     assert len(cluster_operations(admin, "user:a")) == 7
