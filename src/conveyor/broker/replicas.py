@@ -247,11 +247,11 @@ def facts(partition_log: PartitionLog) -> LogFacts:
 def rebuild_producers(
     partition_log: PartitionLog, tail_bytes: int = producer_state.REBUILD_BYTES
 ) -> Producers:
-    """The idempotent producers' state from the headers of the log's tail (a thread); the
-    log's transaction index is rebuilt in the same pass (``PartitionLog.scan_tail``)."""
+    """The idempotent producers' state from the headers of the log's tail (a thread).
+    The log's open transactions are its own (``storage/txnrecovery.py``)."""
     segments = [(info.base_offset, info.size_bytes) for info in partition_log.segment_infos()]
     start = producer_state.tail_start(segments, partition_log.log_start_offset, tail_bytes)
-    return producer_state.rebuilt(partition_log.scan_tail(start))
+    return producer_state.rebuilt(partition_log.headers(start))
 
 
 def _list_dir(directory: Path) -> list[str]:

@@ -35,7 +35,8 @@ from conveyor.protocol.errors import (
     StorageError,
 )
 from conveyor.protocol.txn import marker_type
-from conveyor.storage import logstart, swap
+from conveyor.storage import logstart, swap, txnrecovery
+from conveyor.storage.abortindex import AbortedTxn
 from conveyor.storage.compaction import SegmentSpan
 from conveyor.storage.config import LogConfig
 from conveyor.storage.epochs import CHECKPOINT_FILE, EpochCache
@@ -48,7 +49,7 @@ from conveyor.storage.segment import (
     LogSegment,
     RecoveryResult,
 )
-from conveyor.storage.txnindex import AbortedTxn, TxnIndex
+from conveyor.storage.txnindex import TxnIndex
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,9 @@ class PartitionLog:
         # The first offset the cleaner has not cleaned yet (swap.CHECKPOINT_FILE).
         self.cleaned_offset = 0
         self.gaps_allowed = False  # GAPS_FILE
-        # open and aborted transactions (txnindex.py): rebuilt by scan_tail after an
-        # open or a truncation, fed by every append
+        # the open transactions (txnindex.py): from the active segment's index header and
+        # batches after an open or a truncation (txnrecovery.py), fed by every append,
+        # which writes each aborted one to the active segment's index (abortindex.py)
         self.txns = TxnIndex()
 
     # ---- opening -------------------------------------------------------------------------
@@ -168,6 +170,7 @@ class PartitionLog:
             self._flushed_offset = self.log_end_offset
         self._load_start(now_ms)
         self._load_epochs()
+        self.txns = txnrecovery.open_transactions(self._segments, clean=clean)
 
     def _load_start(self, now_ms: int) -> None:
         """The log start offset from its checkpoint; segments wholly below it (a crash
@@ -209,10 +212,15 @@ class PartitionLog:
             self.epochs.assign(header.partition_leader_epoch, header.base_offset)
         self.epochs.persist()
 
-    def _new_segment(self, base_offset: int, now_ms: int) -> LogSegment:
+    def _new_segment(
+        self, base_offset: int, now_ms: int, open_txns: dict[int, int] | None = None
+    ) -> LogSegment:
+        """A new empty segment; ``open_txns``: the transactions open at its base (a roll),
+        which its aborted-transaction index's header keeps."""
         segment = LogSegment(self.directory, base_offset, self.config.index_interval_bytes)
         segment.created_ms = now_ms
         segment.gaps_allowed = self.gaps_allowed
+        segment.aborted.create(open_txns or {})
         self._dir_dirty = True
         return segment
 
@@ -300,10 +308,14 @@ class PartitionLog:
     def _observe_txns(
         self, view: memoryview, positions: list[int], headers: list[BatchHeader]
     ) -> None:
+        """Transactional batches open or end transactions; an ABORT marker's entry goes
+        to the active segment's index (one small write; other batches: no I/O)."""
         for position, header in zip(positions, headers, strict=True):
             if header.attributes & TRANSACTIONAL_BIT:
                 marker = marker_type(view, position) if header.is_control else None
-                self.txns.observe(header, marker)
+                aborted = self.txns.observe(header, marker)
+                if aborted is not None:
+                    self._segments[-1].aborted.append(aborted)
 
     def append_replicated(self, batches: bytes | bytearray | memoryview) -> AppendResult:
         """Append a leader's batches byte for byte (offsets and epochs already set).
@@ -360,6 +372,7 @@ class PartitionLog:
         """Replace the one empty segment by one at ``base_offset`` (below the log start)."""
         end = self.log_end_offset
         self._segments[0].delete()
+        self.txns = TxnIndex()
         segment = self._new_segment(base_offset, self._clock_ms())
         segment.open_indexes_for_append()
         self._segments = [segment]
@@ -395,7 +408,7 @@ class PartitionLog:
     def _roll(self, now_ms: int) -> None:
         active = self._segments[-1]
         active.seal()
-        segment = self._new_segment(active.next_offset, now_ms)
+        segment = self._new_segment(active.next_offset, now_ms, self.txns.ongoing)
         segment.open_indexes_for_append()
         self._segments.append(segment)
         self._bases.append(segment.base_offset)
@@ -484,10 +497,13 @@ class PartitionLog:
                 dirty, self._dirty = self._dirty, []
                 dir_dirty, self._dir_dirty = self._dir_dirty, False
                 fds = [s.fd for s in dirty if s.fd >= 0]
+                aborted = [s.aborted for s in dirty if s.fd >= 0]
             started = time.perf_counter()
             try:
                 for fd in fds:
                     os.fsync(fd)
+                for index in aborted:  # what it wrote is durable with its segment's log
+                    index.fsync()
                 if dir_dirty:
                     _fsync_directory(self.directory)
             except OSError as exc:
@@ -554,20 +570,12 @@ class PartitionLog:
             return dict(self.txns.ongoing)
 
     def aborted_in(self, start: int, end: int) -> list[AbortedTxn]:
+        """The aborted transactions with records in [start, end) (read_committed), from
+        the indexes of the segments the range touches and the few after it that may hold
+        their markers (``txnrecovery.collect``), each loaded on first use."""
         with self._lock:
-            return self.txns.aborted_in(start, end)
-
-    def scan_tail(self, offset: int) -> Iterator[BatchHeader]:
-        """As :meth:`headers`, rebuilding the transaction index (``txns``) from the same
-        batches on the way: one pass over the log's tail for both (after an open or a
-        truncation). The new index replaces the old once the scan is complete."""
-        index = TxnIndex()
-        for header, data in stored_batches(self._read_to_end, offset):
-            if header.attributes & TRANSACTIONAL_BIT:
-                index.observe(header, marker_type(data) if header.is_control else None)
-            yield header
-        with self._lock:
-            self.txns = index
+            self._check_usable()
+            return txnrecovery.collect(self._segments, self._bases, start, end)
 
     def _headers_unlocked(self, offset: int) -> Iterator[BatchHeader]:
         for header, _ in stored_batches(self._read_to_end, offset):
@@ -645,10 +653,13 @@ class PartitionLog:
                     segment.delete()
                 self._segments = [self._new_segment(restart, self._clock_ms())]
                 self._start_offset = restart
+                self.txns = TxnIndex()
             else:
                 while self._segments[-1].base_offset >= offset:
                     self._segments.pop().delete()
+                txnrecovery.loaded(self._segments, len(self._segments) - 1)
                 self._segments[-1].truncate_to(offset)
+                self.txns = txnrecovery.replay_active(self._segments)
             self._segments[-1].open_indexes_for_append()
             self._bases = [s.base_offset for s in self._segments]
             self._dirty = [s for s in self._dirty if s.fd >= 0]
@@ -688,6 +699,7 @@ class PartitionLog:
             self._write_start(offset)  # before the segments change (logstart.py)
             for segment in self._segments:
                 segment.delete()
+            self.txns = TxnIndex()
             self._segments = [self._new_segment(offset, self._clock_ms())]
             self._segments[-1].open_indexes_for_append()
             self._bases = [offset]
@@ -699,7 +711,6 @@ class PartitionLog:
             swap.write_checkpoint(self.directory, offset)
             self._flushed_offset = offset
             self.epochs.clear()
-            self.txns = TxnIndex()
             cut, self._waiters = list(self._waiters), deque()
         for waited, future in cut:
             future.set_exception(
@@ -847,6 +858,14 @@ class PartitionLog:
                         cleaned.delete()
                         return None
                     end_offset = self._bases[last]
+                    # Every marker is kept (cleaning.py): the replaced segments' entries
+                    # and the first one's open transactions are the cleaned one's.
+                    open_txns = txnrecovery.open_at_base(self._segments, first)
+                    aborted = [
+                        entry
+                        for i in range(first, last)
+                        for entry in txnrecovery.loaded(self._segments, i).entries()
+                    ]
                 swap_file = swap.commit(self.directory, cleaned.log_path, bases[0], end_offset)
             except BaseException:
                 cleaned.delete()
@@ -863,6 +882,7 @@ class PartitionLog:
                 self.cleaned_offset = cleaned_offset
             for segment in replaced:
                 segment.delete()
+            cleaned.aborted.set_loaded(open_txns, aborted)
             cleaned.swapped_in(swap.finish(self.directory, swap_file, bases[0]))
             swap.fsync_directory(self.directory)
             swap.write_checkpoint(self.directory, cleaned_offset)

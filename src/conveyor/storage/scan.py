@@ -1,5 +1,5 @@
 """Walking stored batches in order: the one loop that reads a log in chunks and steps
-over the whole batches in each (``PartitionLog.headers``/``scan_tail``, a share group's
+over the whole batches in each (``PartitionLog.headers``, a share group's
 receive in broker/share/delivery.py)."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""One segment: a ``.log`` file of concatenated record batches plus its two sparse indexes.
+"""One segment: a ``.log`` file of concatenated record batches plus its two sparse indexes
+and its aborted-transaction index (``abortindex.py``, loaded lazily by ``txnrecovery.py``).
 
 The segment never decodes records. It reads batch headers to find boundaries, checks each
 batch's CRC before serving it and during recovery, and writes bytes as it received them
@@ -26,6 +27,7 @@ from conveyor.protocol.batch import (
     records_count_ok,
 )
 from conveyor.protocol.errors import CorruptDataError, DiskFullError, StorageError
+from conveyor.storage.abortindex import AbortedIndex
 from conveyor.storage.index import OffsetIndex, TimeIndex
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class LogSegment:
         self.log_path = directory / f"{name}.log{suffix}"
         self.index = OffsetIndex(directory / f"{name}.index{suffix}", base_offset)
         self.time_index = TimeIndex(directory / f"{name}.timeindex{suffix}", base_offset)
+        self.aborted = AbortedIndex(directory / f"{name}.txnindex{suffix}", base_offset)
         self.index_interval_bytes = index_interval_bytes
         self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
         self.size_bytes = os.fstat(self.fd).st_size
@@ -141,8 +144,13 @@ class LogSegment:
 
     def fsync(self) -> None:
         os.fsync(self.fd)
+        self.aborted.fsync()
 
     # ---- reading -------------------------------------------------------------------------
+
+    def pread(self, position: int, size: int) -> bytes:
+        """Up to ``size`` bytes of the ``.log`` at ``position`` (a marker's key, say)."""
+        return os.pread(self.fd, size, position)
 
     def iter_headers(self, position: int, end: int) -> Iterator[tuple[int, BatchHeader]]:
         """(position, header) of each batch from ``position`` (a batch boundary) to ``end``."""
@@ -399,6 +407,8 @@ class LogSegment:
         os.ftruncate(self.fd, position)
         self.size_bytes = position
         self.next_offset = header.base_offset
+        if self.aborted.loaded:  # else it is checked against next_offset when loaded
+            self.aborted.truncate_to(header.base_offset)
         self.index.truncate_to_position(position)
         self.time_index.truncate_to_offset(header.base_offset)
         self.max_timestamp_ms = self.time_index.last_timestamp_ms
@@ -420,15 +430,20 @@ class LogSegment:
         self.close()
         for path in (self.log_path, self.index.path, self.time_index.path):
             path.unlink(missing_ok=True)
+        self.aborted.delete()
 
     def swapped_in(self, log_path: Path) -> None:
-        """The cleaned segment's file now has its final name: write its indexes beside."""
+        """The cleaned segment's file now has its final name: write its indexes beside
+        (the aborted-transaction index as the caller ``set_loaded`` it)."""
         written = (self.index.path, self.time_index.path)  # a recover() may have written
         self.log_path = log_path
         self.index.path = log_path.with_suffix(".index")
         self.time_index.path = log_path.with_suffix(".timeindex")
+        self.aborted.path = log_path.with_suffix(".txnindex")
         self.index.rewrite()
         self.time_index.rewrite()
+        if self.aborted.loaded:
+            self.aborted.rewrite(durable=True)
         for path in written:
             if path not in (self.index.path, self.time_index.path):
                 path.unlink(missing_ok=True)

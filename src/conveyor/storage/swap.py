@@ -10,14 +10,16 @@ one new segment that starts at ``B``. The files, as Kafka's ``.cleaned`` and ``.
 1. write ``B.log.cleaned`` and fsync it;
 2. rename it to ``B.E.swap`` and fsync the directory: the cleaning is now decided;
 3. delete the segments whose base offset is in [B, E) (their ``.log`` and indexes);
-4. rename ``B.E.swap`` to ``B.log``, write its indexes, fsync the directory.
+4. rename ``B.E.swap`` to ``B.log``, write its indexes (the aborted-transaction index:
+   the replaced segments' entries, all markers being kept), fsync the directory.
 
 A crash before 2 leaves the old segments as they were (the cleaning is lost, nothing
 else). After 2, :func:`complete_pending` (called first thing when a log opens) redoes 3 and
 4, so a SIGKILL anywhere leaves either the old segments or the new one, never both and
 never neither. Between 3 and 4 no ``B.log`` exists, but the swap file does. The new
 segment's indexes are not carried over: the open rebuilds them from the log (they are a
-cache, docs/storage-format.md).
+cache, docs/storage-format.md; the aborted-transaction index from the previous segment's
+and the new one's batches, ``txnrecovery.py``).
 
 The cleaner's progress, the first offset not yet cleaned, is kept in
 ``cleaner-offset-checkpoint`` (one decimal number, written atomically); it only saves
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 CLEANED_SUFFIX: Final = ".cleaned"
 SWAP_SUFFIX: Final = ".swap"
 CHECKPOINT_FILE: Final = "cleaner-offset-checkpoint"
-_SEGMENT_SUFFIXES: Final = (".log", ".index", ".timeindex")
+_SEGMENT_SUFFIXES: Final = (".log", ".index", ".timeindex", ".txnindex")
 
 
 def swap_path(directory: Path, base_offset: int, end_offset: int) -> Path:

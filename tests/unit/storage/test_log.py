@@ -220,9 +220,9 @@ def test_roll_on_size_names_segments_by_base_offset(make_log: LogFactory, tmp_pa
         assert info.size_bytes + len(batch) > 1024
     names = segment_files(tmp_path / "log")
     assert names == sorted(
-        f"{base:020d}.{ext}" for base in bases for ext in ("log", "index", "timeindex")
+        f"{base:020d}.{ext}" for base in bases for ext in ("log", "index", "timeindex", "txnindex")
     )
-    assert all(re.fullmatch(r"\d{20}\.(log|index|timeindex)", n) for n in names)
+    assert all(re.fullmatch(r"\d{20}\.(log|index|timeindex|txnindex)", n) for n in names)
     assert [o for chunk in read_all(log) for o, _, _ in records(chunk)] == list(range(40))
 
 

@@ -120,6 +120,7 @@ def test_truncate_to_zero_empties_the_log(make_log: LogFactory, tmp_path: Path) 
         "00000000000000000000.index": 0,
         "00000000000000000000.log": 0,
         "00000000000000000000.timeindex": 0,
+        "00000000000000000000.txnindex": 16,  # its header: nothing open, no entry
         "leader-epoch-checkpoint": 0,  # no epoch left either
     }
 
