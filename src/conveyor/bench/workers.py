@@ -167,11 +167,18 @@ def _send_pipelined(
                 continue
         else:
             allowed = min(limit, sent + PROGRESS_EVERY)
-        for i in range(sent, allowed):
-            future = send(topic, make_value(), keys[i % key_count])
-            keep(future)
-            if i % sample_every == 0:
-                future.add_done_callback(partial(_record_latency, samples, time.perf_counter_ns()))
+        if config.batch_api:  # one future for the step: its ack latency is not sampled
+            step = range(sent, allowed)
+            step_keys = None if keys[0] is None else [keys[i % key_count] for i in step]
+            keep(producer.send_many(topic, [make_value() for _ in step], step_keys))
+        else:
+            for i in range(sent, allowed):
+                future = send(topic, make_value(), keys[i % key_count])
+                keep(future)
+                if i % sample_every == 0:
+                    future.add_done_callback(
+                        partial(_record_latency, samples, time.perf_counter_ns())
+                    )
         sent = allowed
         counter.value = sent
         if deadline is not None and time.monotonic() >= deadline:
@@ -213,7 +220,8 @@ def _count_errors(futures: list[Any], report: WorkerReport) -> None:
     for future in futures:
         error = future.exception(0) if future.done() else TimeoutError("never acknowledged")
         if error is not None:
-            report.errors += 1
+            failed = getattr(error, "result", None)  # a send_many's: count its records
+            report.errors += 1 if failed is None else failed.failed_count
             if len(report.error_messages) < ERRORS_KEPT:
                 report.error_messages.append(str(error))
 

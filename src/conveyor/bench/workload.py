@@ -47,6 +47,7 @@ class ClientBenchConfig:
     sample_every: int = 64  # produce-ack latency: time one send in this many
     topic: str | None = None  # None: a new topic per run
     client: str = "conveyor"  # conveyor (HTTP) | confluent-kafka | aiokafka (Kafka listener)
+    batch_api: bool = False  # conveyor: Producer.send_many per progress step, not send
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -74,6 +74,11 @@ def _add_arguments(parser: argparse.ArgumentParser, mode: str) -> None:
     add("--batch-bytes", type=positive_int, default=512 * 1024, metavar="N")
     add("--linger-ms", type=int, default=5, metavar="MS", help="(default 5)")
     add("--sequential", action="store_true", help="wait for each ack before the next send")
+    add(
+        "--batch-api",
+        action="store_true",
+        help="conveyor client: send_many per step of records instead of send per record",
+    )
     add("--fetch-max-bytes", type=positive_int, default=4 * 1024 * 1024, metavar="N")
     add("--fetch-max-wait-ms", type=int, default=100, metavar="MS")
     add("--sample-every", type=positive_int, default=64, metavar="N", help="time 1 send in N")
@@ -108,6 +113,7 @@ def _config(args: argparse.Namespace, mode: Mode) -> Any:
         batch_bytes=args.batch_bytes,
         linger_ms=args.linger_ms,
         sequential=args.sequential,
+        batch_api=args.batch_api,
         fetch_max_bytes=args.fetch_max_bytes,
         fetch_max_wait_ms=args.fetch_max_wait_ms,
         sample_every=args.sample_every,

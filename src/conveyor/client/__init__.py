@@ -27,7 +27,14 @@ from conveyor.client.producer import Producer
 from conveyor.client.queue import AckFailure, AsyncQueue, Queue, QueueMessage
 from conveyor.client.security import SecurityAdmin
 from conveyor.client.seed import Subscription, pull, push, subscribe
-from conveyor.client.types import Message, RecordMetadata, TopicPartition
+from conveyor.client.send_many import SendManyError, SendManyFuture, SendManyResult, SendRun
+from conveyor.client.types import (
+    Message,
+    PartitionRun,
+    PolledBatch,
+    RecordMetadata,
+    TopicPartition,
+)
 from conveyor.protocol.records import Codec
 
 __all__ = [
@@ -50,6 +57,8 @@ __all__ = [
     "Message",
     "OffsetAndTimestamp",
     "OffsetOutOfRangeError",
+    "PartitionRun",
+    "PolledBatch",
     "Producer",
     "Queue",
     "QueueMessage",
@@ -58,6 +67,10 @@ __all__ = [
     "ResetTarget",
     "RetriableError",
     "SecurityAdmin",
+    "SendManyError",
+    "SendManyFuture",
+    "SendManyResult",
+    "SendRun",
     "Subscription",
     "Timestamp",
     "TopicPartition",

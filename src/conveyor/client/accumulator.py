@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final, Generic, NamedTuple, TypeVar
 
+from conveyor.client.append_runs import AppendRuns
 from conveyor.client.partitioner import KeyPartitioner, StickyPartitioner
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.fastrecords import PYTHON, Builder
@@ -115,6 +116,10 @@ class ProducerBatch(Generic[C]):
 def _headers_size(headers: HeaderPairs) -> int:
     """Upper bound of the encoded headers (UTF-8 takes at most 4 bytes a character)."""
     return sum(4 * len(name) + len(value or b"") + 10 for name, value in headers)
+
+
+APPEND_MANY_CHUNK: Final = 4096
+"""Records ``append_many`` appends per lock hold: the sender's drain waits at most this."""
 
 
 class _PartitionQueue(Generic[C]):
@@ -239,7 +244,7 @@ class Accumulator(Generic[C, F]):
                     )
             appended = self._append_slow(topic, partition, key, value, headers, now_ms, True, stamp)
             assert appended is not None
-            return appended
+            return self._new_future(appended[0].completion, appended[1])
         finally:
             self._release()
 
@@ -260,7 +265,7 @@ class Accumulator(Generic[C, F]):
                 topic, partition, None, value, headers, now_ms, True, stamp
             )
         assert appended is not None
-        return appended
+        return self._new_future(appended[0].completion, appended[1])
 
     def _append_slow(  # noqa: PLR0917 -- mirrors append
         self,
@@ -272,9 +277,10 @@ class Accumulator(Generic[C, F]):
         now_ms: int,
         new_batch_allowed: bool,
         stamp: int,
-    ) -> F | None:
+    ) -> tuple[ProducerBatch[C], int] | None:
         """Append where the fast path could not: the room estimate ran out, or there is
-        no open batch. None when a new batch is needed and not allowed (sticky)."""
+        no open batch. Returns the batch and the record's index in it; None when a new
+        batch is needed and not allowed (sticky)."""
         if self._closing:
             raise AccumulatorClosed
         queue = self._queues.get((topic, partition))
@@ -288,7 +294,7 @@ class Accumulator(Generic[C, F]):
             batch.room_bytes = self._batch_size_bytes - batch.builder.size_bytes_estimate
             if size <= batch.room_bytes:  # the estimate was too cautious: it fits
                 batch.room_bytes -= size
-                return self._new_future(batch.completion, batch.append(value, key, headers, stamp))
+                return batch, batch.append(value, key, headers, stamp)
             self._seal(queue)  # full: the record does not fit
         if not new_batch_allowed:
             return None
@@ -309,7 +315,125 @@ class Accumulator(Generic[C, F]):
             self._wake_pending = True
             self._wake_sender()
         # A record larger than batch_size still goes, alone in its batch (as in Kafka).
-        return self._new_future(batch.completion, builder.append(value, key, headers, stamp))
+        return batch, builder.append(value, key, headers, stamp)
+
+    def append_many(  # noqa: PLR0912, PLR0915, PLR0917 -- the batch API's hot loop, kept flat
+        self,
+        topic: str,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None,
+        partitions: Sequence[int] | int | None,
+        partition_count: int,
+        now_ms: int,
+        start: int,
+        runs: AppendRuns[C],
+        timestamp_ms: int | None = None,
+        *,
+        chunk_records: int = APPEND_MANY_CHUNK,
+    ) -> int:
+        """Append records ``start:`` of ``values`` (with ``keys``; no headers) as ``append``
+        would each, without a future per record; returns the index after the last one
+        appended. It stops after ``chunk_records`` records, so that the lock is not
+        held long, and early when a new batch is needed and the buffer is full (the
+        shell waits for room and calls again from the returned index).
+
+        ``partitions``: one partition for all, or one per record (the shell checks their
+        range first), or None (the key's, or sticky without keys). Where the records went
+        is added to ``runs`` (``append_runs.py``): per batch touched, its completion, the
+        index in it of the run's first record, and the count; records of one chunk are
+        contiguous in their batch, since the lock is held while appending them, and a run
+        goes on across chunks only when no other record came between.
+        """
+        end = min(len(values), start + chunk_records)
+        stamp = now_ms if timestamp_ms is None else timestamp_ms
+        fixed = partitions if isinstance(partitions, int) else None
+        per_record = None if isinstance(partitions, int) else partitions
+        if fixed is not None and not 0 <= fixed < partition_count:
+            raise InvalidRequestError(
+                f"{topic} has partitions 0..{partition_count - 1}, not {fixed}",
+                code=ErrorCode.UNKNOWN_PARTITION,
+            )
+        key_partition = self._keys.partition
+        no_keys: dict[bytes, int] = {}
+        key_cache: Callable[[bytes], int | None] = (
+            self._keys.last.get if self._keys.last_count == partition_count else no_keys.get
+        )
+        current: dict[int, ProducerBatch[C]] = {}  # valid while the lock is held
+        index = start
+        self._acquire()
+        try:
+            if self._closing:
+                raise AccumulatorClosed
+            for index in range(start, end):
+                value = values[index]
+                key = None if keys is None else keys[index]
+                if fixed is not None:
+                    partition = fixed
+                elif per_record is not None:
+                    partition = per_record[index]
+                elif key is not None:
+                    cached = key_cache(key)  # KeyPartitioner.partition, inlined
+                    if cached is None:
+                        partition = key_partition(key, partition_count)
+                        key_cache = self._keys.last.get
+                    else:
+                        partition = cached
+                else:
+                    partition = self._sticky.partition(topic, partition_count)
+                batch = current.get(partition)
+                size = RECORD_OVERHEAD_BYTES
+                if value is not None:
+                    size += len(value)
+                if key is not None:
+                    size += len(key)
+                if batch is not None and size <= batch.room_bytes:
+                    batch.room_bytes -= size
+                    batch.append(value, key, (), stamp)
+                    continue
+                appended = self._append_many_slow(
+                    topic,
+                    partition,
+                    partition_count,
+                    key,
+                    value,
+                    now_ms,
+                    stamp,
+                    key is None and fixed is None and per_record is None,
+                )
+                if appended is None:
+                    break  # BufferFull: the caller waits for room, then goes on from index
+                batch, position = appended
+                current[batch.partition] = batch
+                runs.begin(batch, position)
+            else:
+                index = end
+        finally:
+            runs.end_chunk()
+            self._release()
+        return index
+
+    def _append_many_slow(  # noqa: PLR0917 -- append_many's record
+        self,
+        topic: str,
+        partition: int,
+        partition_count: int,
+        key: bytes | None,
+        value: bytes | None,
+        now_ms: int,
+        stamp: int,
+        sticky: bool,
+    ) -> tuple[ProducerBatch[C], int] | None:
+        """``append_many``'s first record to a batch; None when the buffer is full."""
+        try:
+            appended = self._append_slow(
+                topic, partition, key, value, (), now_ms, not sticky, stamp
+            )
+            if appended is None:  # sticky, as in _append_sticky
+                partition = self._sticky.next(topic, partition_count, partition)
+                appended = self._append_slow(topic, partition, key, value, (), now_ms, True, stamp)
+        except BufferFull:
+            return None
+        return appended
 
     def _seal(self, queue: _PartitionQueue[C]) -> None:
         batch = queue.open

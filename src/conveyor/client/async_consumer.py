@@ -10,6 +10,7 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
+from typing import TypeVar
 
 from conveyor.client.consumer_core import (
     Callbacks,
@@ -24,9 +25,11 @@ from conveyor.client.consumer_core import (
 from conveyor.client.fetcher import OffsetReset
 from conveyor.client.offsets import OffsetAndTimestamp
 from conveyor.client.subscription import partitions_of, subscription
-from conveyor.client.types import Message, TopicPartition
+from conveyor.client.types import Message, PolledBatch, TopicPartition
 from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
+
+Taken = TypeVar("Taken", list[Message], PolledBatch)
 
 
 async def _call(callback: Callable[..., object], *args: object) -> None:
@@ -156,6 +159,29 @@ class AsyncConsumer:
 
     async def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[Message]:  # noqa: ASYNC109 -- as Consumer.poll
         """Messages available now, or within ``timeout`` seconds (else an empty list)."""
+        return await self._poll(timeout, max_records, self._core.buffer.take, [])
+
+    async def poll_batch(
+        self,
+        timeout: float = 1.0,  # noqa: ASYNC109 -- as Consumer.poll_batch
+        max_records: int | None = None,
+        *,
+        headers: bool = False,
+    ) -> PolledBatch:
+        """:meth:`Consumer.poll_batch`: records as columns, no object per record."""
+
+        def take(limit: int) -> PolledBatch:
+            return self._core.buffer.take_batch(limit, headers=headers)
+
+        return await self._poll(timeout, max_records, take, PolledBatch())
+
+    async def _poll(
+        self,
+        timeout: float,  # noqa: ASYNC109 -- poll's
+        max_records: int | None,
+        take: Callable[[int], Taken],
+        empty: Taken,
+    ) -> Taken:
         core = self._started()
         assert self._data is not None
         if core.auto_commit_due():
@@ -165,10 +191,12 @@ class AsyncConsumer:
         while True:
             self._data.clear()
             await self._rebalance()
-            messages = await core.commit_taken(core.buffer.take(limit))
+            taken = take(limit)
+            if taken and not await core.commit_taken(len(taken)):
+                taken = empty
             remaining_s = deadline - time.monotonic()
-            if messages or remaining_s <= 0 or core.stopping:
-                return messages
+            if taken or remaining_s <= 0 or core.stopping:
+                return taken
             if not core.buffer.has_data():
                 with contextlib.suppress(TimeoutError):  # wakes to notice stop()
                     await asyncio.wait_for(self._data.wait(), min(remaining_s, 0.1))

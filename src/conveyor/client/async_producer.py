@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -28,6 +28,7 @@ from conveyor.client.producer import (
     _ProducerCore,
     _Record,
 )
+from conveyor.client.send_many import SendManyFuture, prepare_many
 from conveyor.client.types import HeadersArg, RecordMetadata, TopicPartition, to_headers
 from conveyor.protocol.records import Codec
 from conveyor.transport.credentials import authorization_header
@@ -211,6 +212,38 @@ class AsyncProducer:
                 await asyncio.wait_for(core.async_space.wait(), remaining_s)
             except TimeoutError:
                 continue
+
+    async def send_many(
+        self,
+        topic: str,
+        values: Sequence[Any],
+        keys: Sequence[Any] | None = None,
+        *,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> SendManyFuture:
+        """Queue every value as :meth:`Producer.send_many` does, waiting (not blocking)
+        for metadata and buffer space; returns the call's future at once after, which
+        ``await`` turns into its :class:`SendManyResult`. The loop gets a turn between
+        chunks of records, so the sender sends the batches already full meanwhile."""
+        core = self._started()
+        many = prepare_many(core.hooks, topic, values, keys, partition, timestamp_ms)
+        deadline = time.monotonic() + core.config.max_block_ms / 1000
+        while not many.finished:
+            try:
+                start = many.next_index
+                core.append_many(many)
+            except MetadataNeeded:
+                await core.partition_count(topic, core.config.max_block_ms)
+                continue
+            if many.next_index > start:
+                deadline = time.monotonic() + core.config.max_block_ms / 1000
+            if not core.accumulator.has_room:
+                await self._wait_for_room(deadline)
+            elif self._batch_opened or not many.finished:
+                self._batch_opened = False
+                await asyncio.sleep(0)  # let the sender take the batches that filled
+        return many.future()
 
     async def send(
         self,

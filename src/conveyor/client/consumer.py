@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
+from typing import TypeVar
 
 from conveyor.client.consumer_core import (
     Callbacks,
@@ -31,11 +32,13 @@ from conveyor.client.fetcher import OffsetReset
 from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
 from conveyor.client.offsets import OffsetAndTimestamp
 from conveyor.client.subscription import partitions_of, subscription
-from conveyor.client.types import Message, TopicPartition
+from conveyor.client.types import Message, PolledBatch, TopicPartition
 from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
 
 log = logging.getLogger(__name__)
+
+Taken = TypeVar("Taken", list[Message], PolledBatch)
 
 __all__ = ["Consumer", "ConsumerConfig"]
 
@@ -185,6 +188,23 @@ class Consumer:
     def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[Message]:
         """Messages available now, or within ``timeout`` seconds (else an empty list).
         Rebalance callbacks run here, on this thread, before messages are taken."""
+        return self._poll(timeout, max_records, self._core.buffer.take, [])
+
+    def poll_batch(
+        self, timeout: float = 1.0, max_records: int | None = None, *, headers: bool = False
+    ) -> PolledBatch:
+        """:meth:`poll` as columns: one :class:`PolledBatch` (offsets, keys, values,
+        timestamps, and headers if asked, with the partition of each run of rows) and
+        no object per record. Positions, commits and callbacks as with ``poll``."""
+
+        def take(limit: int) -> PolledBatch:
+            return self._core.buffer.take_batch(limit, headers=headers)
+
+        return self._poll(timeout, max_records, take, PolledBatch())
+
+    def _poll(
+        self, timeout: float, max_records: int | None, take: Callable[[int], Taken], empty: Taken
+    ) -> Taken:
         core = self._core
         core.check_open()
         if core.auto_commit_due():
@@ -193,12 +213,16 @@ class Consumer:
         deadline = time.monotonic() + timeout
         while True:
             self._rebalance()
-            messages = core.buffer.take(limit)
-            if messages and core.config.delivery == "at-most-once":
-                messages = self._io.run(core.commit_taken(messages))
+            taken = take(limit)
+            if (
+                taken
+                and core.config.delivery == "at-most-once"
+                and not self._io.run(core.commit_taken(len(taken)))
+            ):
+                taken = empty
             remaining_s = deadline - time.monotonic()
-            if messages or remaining_s <= 0 or core.stopping:
-                return messages
+            if taken or remaining_s <= 0 or core.stopping:
+                return taken
             core.buffer.wait_for_data(min(remaining_s, 0.1))
 
     def _rebalance(self) -> None:

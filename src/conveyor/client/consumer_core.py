@@ -40,6 +40,7 @@ from conveyor.client.recordcodec import configured_codec
 from conveyor.client.subscription import Subscription, partitions_of, subscription
 from conveyor.client.types import Message, TopicPartition
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
+from conveyor.protocol.record_columns import columns_decoder
 from conveyor.transport.client import AsyncHTTP, coordinator_set, default_url
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ class ConsumerCore:
             http=self.http,
             subscription=subscription(config.topics or None, config.pattern),
             url=url,
-            decode=configured_codec().decode,
+            decode=columns_decoder(configured_codec()),
         )
         self.membership: Membership | None = None
         # (kind, partitions) from the membership, delivered to the callbacks by poll
@@ -326,17 +327,18 @@ class ConsumerCore:
             and self.config.delivery == "at-least-once"
         )
 
-    async def commit_taken(self, messages: list[Message]) -> list[Message]:
-        """At-most-once: commit the positions after ``messages`` before handing them out;
-        if the commit fails they are not handed out (they may be read again elsewhere)."""
-        if not messages or self.config.delivery != "at-most-once" or self.group is None:
-            return messages
+    async def commit_taken(self, count: int) -> bool:
+        """At-most-once: commit the positions after the ``count`` records just taken,
+        before they are handed out; False when that commit failed: they are not handed
+        out then (they may be read again elsewhere)."""
+        if not count or self.config.delivery != "at-most-once" or self.group is None:
+            return True
         try:
             await self.commit()
         except ConveyorError as exc:
             log.warning("group %s: at-most-once commit failed, dropping: %s", self.group.group, exc)
-            return []
-        return messages
+            return False
+        return True
 
     def auto_commit_due(self) -> bool:
         if not self.commits_after_processing or time.monotonic() < self.next_auto_commit_s:

@@ -26,17 +26,76 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from conveyor.client.types import Message, TopicPartition
+from conveyor.client.types import (
+    Message,
+    PartitionRun,
+    PolledBatch,
+    TopicPartition,
+    messages_from_columns,
+)
+from conveyor.protocol.record_columns import RecordColumns
 
 
 class _Chunk:
-    __slots__ = ("index", "messages", "next_offset", "size_bytes")
+    """One fetch's records as columns; ``index`` rows of them are taken."""
 
-    def __init__(self, messages: list[Message], next_offset: int, size_bytes: int) -> None:
-        self.messages = messages
+    __slots__ = ("columns", "index", "next_offset", "size_bytes")
+
+    def __init__(self, columns: RecordColumns, next_offset: int, size_bytes: int) -> None:
+        self.columns = columns
         self.index = 0
-        self.next_offset = next_offset  # the position once every message here is taken
+        self.next_offset = next_offset  # the position once every record here is taken
         self.size_bytes = size_bytes
+
+
+Taken = list[tuple[TopicPartition, RecordColumns, int, int]]
+"""What a take removed: per slice of a chunk, its partition, columns and rows."""
+
+
+def columns_of(messages: list[Message]) -> RecordColumns:
+    """Messages of one partition as columns (for a fetcher that decoded to messages)."""
+    columns = RecordColumns()
+    columns.offsets = [message.offset for message in messages]
+    columns.timestamps_ms = [message.timestamp_ms for message in messages]
+    columns.keys = [message.key for message in messages]
+    columns.values = [message.value for message in messages]
+    columns.headers = [message.headers for message in messages]
+    return columns
+
+
+def messages_of(taken: Taken) -> list[Message]:
+    """The taken rows as Message tuples, built in C loops (client/types.py)."""
+    out: list[Message] = []
+    for tp, columns, start, stop in taken:
+        rows = slice(start, stop)
+        out += messages_from_columns(
+            tp.topic,
+            tp.partition,
+            columns.offsets[rows],
+            columns.keys[rows],
+            columns.values[rows],
+            columns.headers[rows],
+            columns.timestamps_ms[rows],
+        )
+    return out
+
+
+def batch_of(taken: Taken, *, headers: bool) -> PolledBatch:
+    """The taken rows as one :class:`PolledBatch`: list slices, no object per record."""
+    batch = PolledBatch()
+    if headers:
+        batch.headers = []
+    for tp, columns, start, stop in taken:
+        rows = slice(start, stop)
+        begin = len(batch.offsets)
+        batch.offsets += columns.offsets[rows]
+        batch.keys += columns.keys[rows]
+        batch.values += columns.values[rows]
+        batch.timestamps_ms += columns.timestamps_ms[rows]
+        if batch.headers is not None:
+            batch.headers += columns.headers[rows]
+        batch.runs.append(PartitionRun(tp.topic, tp.partition, begin, len(batch.offsets)))
+    return batch
 
 
 class _PartitionState:
@@ -183,15 +242,17 @@ class FetchBuffer:
         self,
         tp: TopicPartition,
         generation: int,
-        messages: list[Message],
+        records: RecordColumns | list[Message],
         *,
         next_offset: int,
         size_bytes: int,
         reserved_bytes: int,
         high_watermark: int | None,
     ) -> bool:
-        """Add a fetch's messages (offsets from the fetch offset up to ``next_offset``);
-        False when dropped as stale (seek, reset or unassignment since it was sent)."""
+        """Add a fetch's records (offsets from the fetch offset up to ``next_offset``), as
+        columns or as messages; False when dropped as stale (seek, reset or unassignment
+        since it was sent)."""
+        columns = columns_of(records) if isinstance(records, list) else records
         with self._lock:
             self._reserved_bytes -= reserved_bytes
             state = self._partitions.get(tp)
@@ -205,10 +266,10 @@ class FetchBuffer:
                 self._notify_space()
                 return True  # nothing new: a long poll that timed out
             state.fetch_offset = next_offset
-            if not messages and not state.chunks:
+            if not columns and not state.chunks:
                 state.position = next_offset  # only skipped offsets (e.g. control batches)
                 return True
-            state.chunks.append(_Chunk(messages, next_offset, size_bytes))
+            state.chunks.append(_Chunk(columns, next_offset, size_bytes))
             self._buffered_bytes += size_bytes
             if len(state.chunks) == 1:
                 self._ready.append(tp)
@@ -236,14 +297,23 @@ class FetchBuffer:
     def take(self, max_records: int) -> list[Message]:
         """Up to ``max_records`` messages, whole chunks of one partition at a time, the
         partitions taking turns; advances the partitions' positions."""
-        out: list[Message] = []
+        return messages_of(self.take_rows(max_records))
+
+    def take_batch(self, max_records: int, *, headers: bool = False) -> PolledBatch:
+        """:meth:`take` as columns (``poll_batch``)."""
+        return batch_of(self.take_rows(max_records), headers=headers)
+
+    def take_rows(self, max_records: int) -> Taken:
+        """What :meth:`take` takes, as slices of the chunks' columns."""
+        out: Taken = []
+        taken_count = 0
         with self._lock:
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
             ready = self._ready
             skipped = 0  # paused partitions rotated past in this take
-            while len(ready) > skipped and len(out) < max_records:
+            while len(ready) > skipped and taken_count < max_records:
                 tp = ready[0]
                 if tp in self._paused:
                     ready.rotate(-1)
@@ -251,13 +321,15 @@ class FetchBuffer:
                     continue
                 state = self._partitions[tp]
                 chunk = state.chunks[0]
-                want = max_records - len(out)
-                taken = chunk.messages[chunk.index : chunk.index + want]
-                chunk.index += len(taken)
-                out += taken
-                if taken:
-                    state.position = taken[-1].offset + 1
-                if chunk.index >= len(chunk.messages):
+                columns = chunk.columns
+                start = chunk.index
+                stop = min(len(columns), start + max_records - taken_count)
+                if stop > start:
+                    out.append((tp, columns, start, stop))
+                    taken_count += stop - start
+                    chunk.index = stop
+                    state.position = columns.offsets[stop - 1] + 1
+                if chunk.index >= len(columns):
                     state.chunks.popleft()
                     state.position = chunk.next_offset
                     self._buffered_bytes -= chunk.size_bytes

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -28,12 +27,12 @@ from conveyor.client.fetch_buffer import FetchBuffer
 from conveyor.client.group import Assignment, GroupClient, assign_all
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.subscription import Subscription
-from conveyor.client.types import TopicPartition, messages_from_records
+from conveyor.client.types import TopicPartition
 from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.batch import LOG_OVERHEAD, parse_header, peek_length
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.messages import BATCH_CONTENT_TYPE, PartitionOffsets, TopicList
-from conveyor.protocol.records import Record, decode_batches
+from conveyor.protocol.record_columns import ColumnsDecoder, decode_columns
 from conveyor.protocol.txn import ABORTED_HEADER, decode_aborted, without_aborted
 from conveyor.transport.client import AsyncHTTP
 
@@ -70,10 +69,10 @@ class Fetcher:
         http: AsyncHTTP,
         subscription: Subscription,
         url: str = "",
-        decode: Callable[..., list[Record]] = decode_batches,
+        decode: ColumnsDecoder = decode_columns,
     ) -> None:
         self._settings = settings
-        self._decode = decode  # the record codec's (client/recordcodec.py)
+        self._decode = decode  # the record codec's, into columns (client/recordcodec.py)
         self.subscription = subscription
         # managed: a group member's heartbeat loop sets the assignment (``apply``); else
         # the subscription does (every partition of its topics, or the assigned ones)
@@ -314,17 +313,17 @@ class Fetcher:
             visible = body
             if settings.read_committed:
                 visible = without_aborted(body, decode_aborted(_header(headers, ABORTED_HEADER)))
-            records = self._decode(visible, start_offset=offset)
+            columns = self._decode(visible, start_offset=offset)
         except BaseException:
             self._buffer.release(reserved)
             raise
-        messages = messages_from_records(tp.topic, tp.partition, records)
-        client_metrics.records_fetched(tp.topic, len(messages), len(body))
-        next_offset = max(offset, _next_offset(body), messages[-1].offset + 1 if messages else 0)
+        client_metrics.records_fetched(tp.topic, len(columns), len(body))
+        last = columns.offsets[-1] + 1 if columns else 0
+        next_offset = max(offset, _next_offset(body), last)
         self._buffer.add(
             tp,
             generation,
-            messages,
+            columns,
             next_offset=next_offset,
             size_bytes=len(body),
             reserved_bytes=reserved,

@@ -18,7 +18,7 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, NamedTuple
@@ -36,6 +36,7 @@ from conveyor.client.hooks import (
 from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.recordcodec import configured_codec
+from conveyor.client.send_many import ManySend, SendManyFuture, prepare_many
 from conveyor.client.sender import AcksSetting, Sender
 from conveyor.client.transactions import TransactionSession
 from conveyor.client.types import (
@@ -197,6 +198,13 @@ class _ProducerCore:
             )
         return self.transaction
 
+    def _check_transaction(self) -> None:
+        if self.transaction is not None and not self.transaction.in_transaction:
+            raise InvalidRequestError(
+                "a transactional producer sends inside a transaction: begin_transaction() first",
+                code=ErrorCode.INVALID_TXN_STATE,
+            )
+
     def _on_space(self) -> None:  # under lock
         self.space.notify_all()
         if self.async_space is not None:
@@ -221,11 +229,7 @@ class _ProducerCore:
     ) -> RecordFuture:
         """Append one converted record. Raises MetadataNeeded or BufferFull: the shells
         wait in their own way and call again."""
-        if self.transaction is not None and not self.transaction.in_transaction:
-            raise InvalidRequestError(
-                "a transactional producer sends inside a transaction: begin_transaction() first",
-                code=ErrorCode.INVALID_TXN_STATE,
-            )
+        self._check_transaction()
         count = self.partition_counts.get(topic)
         if count is None:
             raise MetadataNeeded(topic)
@@ -244,6 +248,30 @@ class _ProducerCore:
             )
         except AccumulatorClosed:
             raise ClientClosedError("send() after close()") from None
+
+    def append_many(self, many: ManySend) -> None:
+        """Append the next chunk of ``many`` (``Accumulator.append_many``). Raises
+        MetadataNeeded; when it stops short for a full buffer, the shell waits for room."""
+        self._check_transaction()
+        count = many.partition_count or self.partition_counts.get(many.topic)
+        if count is None:
+            raise MetadataNeeded(many.topic)
+        if not many.partition_count:
+            many.bind(count, self.hooks, self.available)
+        try:
+            many.next_index = self.accumulator.append_many(
+                many.topic,
+                many.values,
+                many.keys,
+                many.partitions,
+                count,
+                _time_ns() // 1_000_000,
+                many.next_index,
+                many.runs,
+                many.timestamp_ms,
+            )
+        except AccumulatorClosed:
+            raise ClientClosedError("send_many() after close()") from None
 
     def available(self, topic: str) -> list[int]:
         """The topic's partitions that have a leader now (for a custom partitioner)."""
@@ -451,21 +479,54 @@ class Producer:
         core = self._core
         deadline = time.monotonic() + core.config.max_block_ms / 1000
         while True:
-            if topic not in core.partition_counts:
-                self._io.run(core.partition_count(topic, core.config.max_block_ms))
-            with core.lock:
-                while not core.accumulator.has_room and not core.closed:
-                    remaining_s = deadline - time.monotonic()
-                    if remaining_s <= 0:
-                        raise BufferFullError(
-                            f"buffer_memory_bytes={core.config.buffer_memory_bytes} stayed "
-                            f"full for max_block_ms={core.config.max_block_ms}"
-                        )
-                    core.space.wait(remaining_s)
+            self._wait_until_ready(topic, deadline)
             try:
                 return core.append(topic, key, value, headers, partition, timestamp_ms)
             except (MetadataNeeded, BufferFull):
                 continue  # another thread took the room first, or metadata was dropped
+
+    def _wait_until_ready(self, topic: str, deadline: float) -> None:
+        """Wait for ``topic``'s metadata and for room in the buffer, until ``deadline``."""
+        core = self._core
+        if topic not in core.partition_counts:
+            self._io.run(core.partition_count(topic, core.config.max_block_ms))
+        with core.lock:
+            while not core.accumulator.has_room and not core.closed:
+                remaining_s = deadline - time.monotonic()
+                if remaining_s <= 0:
+                    raise BufferFullError(
+                        f"buffer_memory_bytes={core.config.buffer_memory_bytes} stayed "
+                        f"full for max_block_ms={core.config.max_block_ms}"
+                    )
+                core.space.wait(remaining_s)
+
+    def send_many(
+        self,
+        topic: str,
+        values: Sequence[Any],
+        keys: Sequence[Any] | None = None,
+        *,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> SendManyFuture:
+        """Queue every value (with ``keys[i]`` as its key, if given) with no future or
+        object per record; returns one :class:`SendManyFuture` for them all. Records go
+        where ``send`` would put each (``partition``, else the key's partition, else
+        sticky), in the order given per partition. Blocks as ``send`` does, for metadata
+        and for buffer space (each wait at most ``max_block_ms``). No headers; the
+        ``on_delivery`` hook is not called (add a callback to the future instead).
+        Partial failure is per run of records in one batch: docs/client.md."""
+        core = self._core
+        many = prepare_many(core.hooks, topic, values, keys, partition, timestamp_ms)
+        deadline = time.monotonic() + core.config.max_block_ms / 1000
+        while not many.finished:
+            self._wait_until_ready(topic, deadline)
+            with contextlib.suppress(MetadataNeeded):
+                start = many.next_index
+                core.append_many(many)
+                if many.next_index > start:  # progress: the wait for room starts again
+                    deadline = time.monotonic() + core.config.max_block_ms / 1000
+        return many.future()
 
     def flush(self, timeout: float | None = None) -> None:
         """Send every buffered record at once and wait until each is acknowledged or has

@@ -83,7 +83,8 @@ def key_to_text(key: bytes | None) -> str | bytes | None:
         return key
 
 
-_new_message: Final = partial(tuple.__new__, Message)
+new_message: Final = partial(tuple.__new__, Message)
+"""``new_message((topic, partition, ...))``: a Message made in C, no ``__init__`` call."""
 _OFFSET: Final = attrgetter("offset")
 _KEY: Final = attrgetter("key")
 _VALUE: Final = attrgetter("value")
@@ -103,4 +104,85 @@ def messages_from_records(topic: str, partition: int, records: list[Record]) -> 
         map(_TIMESTAMP, records),
         strict=False,
     )
-    return list(map(_new_message, columns))
+    return list(map(new_message, columns))
+
+
+class PartitionRun(NamedTuple):
+    """The rows ``start:stop`` of a :class:`PolledBatch` are records of one partition."""
+
+    topic: str
+    partition: int
+    start: int
+    stop: int
+
+
+class PolledBatch:
+    """What ``poll_batch`` returns: records as columns, no object per record.
+
+    Row ``i`` is one record: ``offsets[i]``, ``keys[i]``, ``values[i]`` (bytes or None),
+    ``timestamps_ms[i]`` and, when asked for, ``headers[i]`` (a sequence of (name, value)
+    pairs); ``runs`` say which rows belong to which partition, each run in offset order.
+    """
+
+    __slots__ = ("headers", "keys", "offsets", "runs", "timestamps_ms", "values")
+
+    def __init__(self) -> None:
+        self.runs: list[PartitionRun] = []
+        self.offsets: list[int] = []
+        self.keys: list[bytes | None] = []
+        self.values: list[bytes | None] = []
+        self.timestamps_ms: list[int] = []
+        self.headers: list[Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __bool__(self) -> bool:
+        return bool(self.offsets)
+
+    def messages(self) -> list[Message]:
+        """The same records as :class:`Message` tuples (what ``poll`` would return)."""
+        out: list[Message] = []
+        for run in self.runs:
+            rows = slice(run.start, run.stop)
+            out += messages_from_columns(
+                run.topic,
+                run.partition,
+                self.offsets[rows],
+                self.keys[rows],
+                self.values[rows],
+                None if self.headers is None else self.headers[rows],
+                self.timestamps_ms[rows],
+            )
+        return out
+
+    def __repr__(self) -> str:
+        return f"<PolledBatch {len(self)} records from {len(self.runs)} partition runs>"
+
+
+def messages_from_columns(  # noqa: PLR0917 -- a record's columns, in Message's order
+    topic: str,
+    partition: int,
+    offsets: list[int],
+    keys: list[bytes | None],
+    values: list[bytes | None],
+    headers: list[Any] | None,
+    timestamps_ms: list[int],
+) -> list[Message]:
+    """Messages of one partition from columns, built in C loops (module docstring);
+    ``headers`` None or all empty: every message gets ``()``."""
+    count = len(offsets)
+    pairs: Any = repeat((), count)
+    if headers is not None and any(headers):
+        pairs = [tuple(each) if each else () for each in headers]
+    fields: Any = zip(
+        repeat(topic, count),
+        repeat(partition),
+        offsets,
+        keys,
+        values,
+        pairs,
+        timestamps_ms,
+        strict=False,
+    )
+    return list(map(new_message, fields))
