@@ -37,7 +37,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from conveyor.protocol.batch import crc32c
 
@@ -119,6 +119,13 @@ def decode_entries(
         found.append(AbortedTxn(pid, first, last, stable))
         previous = last
     return found
+
+
+class Parsed(NamedTuple):
+    """An index file as read: None for a part that is missing or damaged."""
+
+    open_at_base: dict[int, int] | None
+    entries: list[AbortedTxn] | None
 
 
 class AbortedIndex:
@@ -236,20 +243,29 @@ class AbortedIndex:
     def load(self, next_offset: int) -> bool:
         """Read and check the file; False when missing or damaged (then nothing is used,
         except a header that passed its own CRC: ``open_at_base``)."""
-        self.loaded = False
-        self.open_at_base = None
+        return self.adopt(self.read(next_offset))
+
+    def read(self, next_offset: int) -> Parsed:
+        """The file's content, checked, without changing this index (callable without
+        the log's lock: ``PartitionLog.aborted_in``)."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return False
+            return Parsed(None, None)
         header = decode_header(data)
         if header is None:
-            return False
-        self.open_at_base, size = header
+            return Parsed(None, None)
+        opened, size = header
         entries = decode_entries(memoryview(data)[size:], self.base_offset, next_offset)
-        if entries is None:
+        return Parsed(opened, entries)
+
+    def adopt(self, parsed: Parsed) -> bool:
+        """Take what :meth:`read` found; False when the file was missing or damaged."""
+        self.loaded = False
+        self.open_at_base = parsed.open_at_base
+        if parsed.open_at_base is None or parsed.entries is None:
             return False
-        self.set_loaded(self.open_at_base, entries)
+        self.set_loaded(parsed.open_at_base, parsed.entries)
         return True
 
     def set_loaded(self, open_at_base: dict[int, int], entries: Iterable[AbortedTxn]) -> None:

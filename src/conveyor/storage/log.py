@@ -573,9 +573,22 @@ class PartitionLog:
         """The aborted transactions with records in [start, end) (read_committed), from
         the indexes of the segments the range touches and the few after it that may hold
         their markers (``txnrecovery.collect``), each loaded on first use."""
-        with self._lock:
-            self._check_usable()
-            return txnrecovery.collect(self._segments, self._bases, start, end)
+        while True:
+            with self._lock:
+                self._check_usable()
+                found = txnrecovery.collect(self._segments, self._bases, start, end)
+                if isinstance(found, list):
+                    return found
+                generation = self.generation
+            # A sealed segment's index, read and checked without the lock (a big one takes
+            # a while): only a truncation, retention or swap changes it, and those bump
+            # the generation, so what was read is adopted only if none happened.
+            parsed = found.aborted.read(found.next_offset)
+            with self._lock:
+                current = self.generation == generation and not found.aborted.loaded
+                if current and not found.aborted.adopt(parsed):
+                    i = self._segments.index(found)
+                    txnrecovery.rebuild(self._segments, i, "missing or damaged")
 
     def _headers_unlocked(self, offset: int) -> Iterator[BatchHeader]:
         for header, _ in stored_batches(self._read_to_end, offset):

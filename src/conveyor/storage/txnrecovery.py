@@ -18,7 +18,8 @@ its file is missing or damaged (issue 21, docs/storage-format.md).
   a marker that reached the log); then the active segment is scanned from its header's
   open transactions: the partition's open transactions, exactly, however old.
 
-Callers hold the log's lock; everything here is file reads and index writes.
+Callers hold the log's lock; everything here is file reads and index writes. A fetch
+reads a not yet loaded index's file without the lock (``PartitionLog.aborted_in``).
 """
 
 from __future__ import annotations
@@ -141,14 +142,18 @@ def replay_active(segments: Sequence[LogSegment]) -> TxnIndex:
 
 def collect(
     segments: Sequence[LogSegment], bases: Sequence[int], start: int, end: int
-) -> list[AbortedTxn]:
-    """The aborted transactions with records in [start, end), oldest marker first."""
+) -> list[AbortedTxn] | LogSegment:
+    """The aborted transactions with records in [start, end), oldest marker first; or the
+    first segment needed whose index is not loaded yet (the caller loads it, without the
+    log's lock, and asks again)."""
     found: list[AbortedTxn] = []
     if start >= end:
         return found
     first = max(bisect.bisect_right(bases, start) - 1, 0)
     for i in range(first, len(segments)):
-        index = loaded(segments, i)
+        index = segments[i].aborted
+        if not index.loaded:
+            return segments[i]
         if i > first and segments[i].base_offset >= end:
             oldest = index.first_open_offset()
             if oldest is None or oldest >= end:

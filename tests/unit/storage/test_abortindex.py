@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -289,3 +290,55 @@ def test_an_abort_whose_entry_was_never_written_is_found_after_a_crash(tmp_path:
         assert reopened.aborted_in(0, 3) == [AbortedTxn(3, 0, 2, 3)]
     finally:
         reopened.close()
+
+
+def test_lookups_racing_appends_rolls_and_deletes(tmp_path: Path) -> None:
+    """Lookups load sealed segments' indexes (not loaded after a reopen) without the log's
+    lock while another thread appends, rolls and deletes records: no error, and the
+    final answers are the model's."""
+    config = LogConfig(segment_bytes_max=1024, retention_ms=-1)
+    log = PartitionLog.open(tmp_path / "p", config)
+    model = Model()
+
+    def write(rounds: range) -> None:
+        for round_ in rounds:
+            pid = round_ % PRODUCERS
+            result = log.append(txn_batch(pid, 2, 1))
+            model.batches.append((result.base_offset, result.last_offset, pid, "data"))
+            result = log.append(marker_batch(pid, 0, round_ % 3 == 0, 0, 1), allow_control=True)
+            kind = "commit" if round_ % 3 == 0 else "abort"
+            model.batches.append((result.base_offset, result.last_offset, pid, kind))
+            if round_ % 50 == 49:
+                log.advance_start(log.log_start_offset + 60)
+
+    write(range(300))
+    log.close()
+    log = PartitionLog.open(tmp_path / "p", config)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        while not stop.is_set():
+            try:
+                start = rng.randint(log.log_start_offset, log.log_end_offset)
+                log.aborted_in(start, start + rng.randint(1, 200))
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    readers = [threading.Thread(target=reader, args=(seed,)) for seed in range(2)]
+    for thread in readers:
+        thread.start()
+    try:
+        write(range(300, 500))
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    try:
+        assert not errors, errors
+        start, end = log.log_start_offset, log.log_end_offset
+        assert answers(log, start, end) == model.aborted_in(start, end)
+    finally:
+        log.close()
