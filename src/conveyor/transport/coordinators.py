@@ -19,7 +19,8 @@ believed-active one, and on the way:
   epoch than the silent one reports (or the silent one does not answer that either),
   the silent one can no longer commit anything (its etcd writes are fenced by its lost
   lease), so the request goes to the new active one as after a ``NOT_COORDINATOR``
-  (:func:`takeover_by`). A request the old one committed just before it stopped
+  (:func:`takeover_by`); an answer that arrives while the others are asked is the
+  outcome. A request the old one committed just before it stopped
   answering may then be refused as a duplicate (``TOPIC_ALREADY_EXISTS``), as Kafka's
   admin client retrying after a timeout may be;
 * any other failure (a timeout after sending, with nobody else active) may have had an
@@ -287,6 +288,8 @@ async def _watched(
             others = dict(zip(urls, await asyncio.gather(*map(status, urls)), strict=True))
             own = await status(silent) if claims_active(others) else None
             error = takeover_error(silent, others, own)
+            if task.done():  # it answered while the others were asked: its outcome counts
+                return task.result()
             if error is not None:
                 raise error
     finally:

@@ -250,3 +250,47 @@ def test_with_nobody_else_active_a_silent_coordinator_times_out_as_the_client_sa
     with pytest.raises(ConveyorError) as caught:
         asyncio.run(scenario())
     assert caught.value.code is ErrorCode.NETWORK_ERROR and 1.4 < time.monotonic() - started < 8
+
+
+def test_an_answer_that_arrives_while_the_others_are_asked_is_the_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The silent coordinator answers (here: an error of its own) while the probes are in
+    flight and another says it took over: that answer is raised, not a made-up
+    NOT_COORDINATOR, and asyncio has no unretrieved task exception to report (seen in the
+    transactional chaos campaign, issue 21); a success in that window is returned."""
+    from conveyor.transport import coordinators as module
+
+    monkeypatch.setattr(module, "TAKEOVER_PROBE_S", 0.05)
+    taken_over = CoordinatorStatus(role="active", epoch=9, url="http://b:1")
+
+    async def status(url: str) -> CoordinatorStatus | None:
+        await asyncio.sleep(0.2)  # the silent one answers meanwhile
+        return taken_over if url == "http://b:1" else None
+
+    async def answer(outcome: Exception | str) -> str:
+        await asyncio.sleep(0.1)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def scenario() -> tuple[str, BaseException | None]:
+        pair = CoordinatorSet(["http://a:1", "http://b:1"])
+        ok = await module._watched(pair, "http://a:1", answer("done"), status)
+        own = ConveyorError("its own answer", code=ErrorCode.INVALID_REQUEST)
+        try:
+            await module._watched(pair, "http://a:1", answer(own), status)
+        except ConveyorError as e:
+            return ok, e
+        return ok, None
+
+    unretrieved: list[dict[str, Any]] = []
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    try:
+        ok, raised = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert ok == "done"
+    assert raised is not None and raised.code == ErrorCode.INVALID_REQUEST
+    assert not unretrieved
