@@ -277,6 +277,13 @@ class AbortedIndex:
             self._remember(entry)
         self.loaded = True
 
+    def unload(self) -> None:
+        """Forget the entries (memory): the next lookup reads the file again."""
+        self.loaded = False
+        self.open_at_base = None
+        self._entries = []
+        self._last = array("q")
+
     def collect(self, start: int, end: int, into: list[AbortedTxn]) -> bool:
         """Add to ``into`` the aborted transactions with records in [start, end) whose
         marker is here; True when no later segment can hold more (Kafka's

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -58,6 +58,9 @@ CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 # leader): from then on batches need only increasing offsets, not contiguous ones.
 GAPS_FILE = ".offset-gaps"
 _PREFIX_BYTES = 16  # base_offset, batch_length, partition_leader_epoch: what append stamps
+# Entries of sealed segments' aborted-transaction indexes kept in memory per log (about
+# 100 bytes each); beyond it the least recently loaded segments' are dropped.
+ABORTED_LOADED_MAX = 100_000
 
 
 class AppendResult(NamedTuple):
@@ -109,6 +112,9 @@ class PartitionLog:
         self._flush_after_unlock = False
         self.recovered: list[tuple[int, RecoveryResult]] = []
         self.epochs = EpochCache(directory, [])
+        # sealed segments whose aborted-transaction index is in memory, oldest loaded first
+        self._loaded_aborted: OrderedDict[LogSegment, int] = OrderedDict()  # -> entries
+        self._loaded_entries = 0
         # Bumped whenever segments are removed or cut (truncation, retention, a swap): a
         # cleaning that started before gives up instead of swapping stale segments in.
         self.generation = 0
@@ -412,6 +418,7 @@ class PartitionLog:
         segment.open_indexes_for_append()
         self._segments.append(segment)
         self._bases.append(segment.base_offset)
+        self._keep_loaded([active])  # its index was written live: in memory, now bounded
         log.debug("%s: rolled segment at offset %d", self.directory, segment.base_offset)
         # The sealed segment is flushed in the background in every mode (as Kafka does on
         # roll); requested once _lock is released.
@@ -573,11 +580,13 @@ class PartitionLog:
         """The aborted transactions with records in [start, end) (read_committed), from
         the indexes of the segments the range touches and the few after it that may hold
         their markers (``txnrecovery.collect``), each loaded on first use."""
+        fresh: list[LogSegment] = []  # loaded by this lookup: not dropped before it ends
         while True:
             with self._lock:
                 self._check_usable()
                 found = txnrecovery.collect(self._segments, self._bases, start, end)
                 if isinstance(found, list):
+                    self._keep_loaded(fresh)
                     return found
                 generation = self.generation
             # A sealed segment's index, read and checked without the lock (a big one takes
@@ -589,6 +598,31 @@ class PartitionLog:
                 if current and not found.aborted.adopt(parsed):
                     i = self._segments.index(found)
                     txnrecovery.rebuild(self._segments, i, "missing or damaged")
+                fresh.append(found)
+
+    def _keep_loaded(self, fresh: list[LogSegment]) -> None:
+        """Bound the sealed segments' aborted-transaction entries in memory
+        (``ABORTED_LOADED_MAX``): the least recently loaded are dropped (read again when
+        needed), never the active segment's nor those ``fresh`` (loaded by the lookup
+        that calls this). Under ``_lock``; O(segments dropped)."""
+        for segment in fresh:
+            if segment not in self._loaded_aborted:
+                self._loaded_aborted[segment] = len(segment.aborted)
+                self._loaded_entries += len(segment.aborted)
+        while self._loaded_entries > ABORTED_LOADED_MAX and self._loaded_aborted:
+            segment, count = next(iter(self._loaded_aborted.items()))
+            if segment in fresh:
+                break  # everything older is gone already; the lookup needed these
+            del self._loaded_aborted[segment]
+            self._loaded_entries -= count
+            segment.aborted.unload()
+
+    def _forget_removed(self) -> None:
+        """After segments were deleted, replaced or cut: stop tracking them (and the
+        active one's, which stays loaded)."""
+        active = self._segments[-1]
+        for segment in [s for s in self._loaded_aborted if s.fd < 0 or s is active]:
+            self._loaded_entries -= self._loaded_aborted.pop(segment)
 
     def _headers_unlocked(self, offset: int) -> Iterator[BatchHeader]:
         for header, _ in stored_batches(self._read_to_end, offset):
@@ -676,6 +710,7 @@ class PartitionLog:
             self._segments[-1].open_indexes_for_append()
             self._bases = [s.base_offset for s in self._segments]
             self._dirty = [s for s in self._dirty if s.fd >= 0]
+            self._forget_removed()
             self._dir_dirty = True
             self.generation += 1
             end = self.log_end_offset
@@ -718,6 +753,7 @@ class PartitionLog:
             self._bases = [offset]
             self._start_offset = offset
             self._dirty = []
+            self._forget_removed()
             self._dir_dirty = True
             self.generation += 1
             self.cleaned_offset = offset
@@ -814,6 +850,7 @@ class PartitionLog:
             segment.delete()
         self._bases = [s.base_offset for s in self._segments]
         self._dirty = [s for s in self._dirty if s.fd >= 0]
+        self._forget_removed()
         self._dir_dirty = True
         self.generation += 1
         self._start_offset = max(self._start_offset, self._segments[0].base_offset)
@@ -890,6 +927,7 @@ class PartitionLog:
                 self._dirty = [s for s in self._dirty if s not in replaced]
                 for segment in replaced:
                     segment.close()  # under _lock: no read is using its file now
+                self._forget_removed()
                 self.generation += 1
                 new_generation = self.generation
                 self.cleaned_offset = cleaned_offset

@@ -10,13 +10,16 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conveyor.protocol.records import BatchBuilder, encode_batch
 from conveyor.protocol.txn import marker_batch
 from conveyor.storage import LogConfig, PartitionLog
+from conveyor.storage import log as log_module
 from conveyor.storage.abortindex import (
     ENTRY_BYTES,
     AbortedTxn,
@@ -106,11 +109,16 @@ OPS = st.lists(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=OPS, seed=st.integers(0, 2**16))
-def test_answers_match_the_model(ops: list[tuple[object, ...]], seed: int) -> None:
+@given(ops=OPS, seed=st.integers(0, 2**16), loaded_max=st.sampled_from([0, 3, 100_000]))
+def test_answers_match_the_model(ops: list[tuple[object, ...]], seed: int, loaded_max: int) -> None:
+    """``loaded_max``: the sealed segments' entries kept in memory (0: none after each
+    lookup, so every lookup reads files again)."""
     rng = random.Random(seed)
     config = LogConfig(segment_bytes_max=1024, retention_ms=-1)
-    with tempfile.TemporaryDirectory() as tmp:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock.patch.object(log_module, "ABORTED_LOADED_MAX", loaded_max),
+    ):
         directory = Path(tmp) / "p"
         log = PartitionLog.open(directory, config)
         model = Model()
@@ -292,10 +300,14 @@ def test_an_abort_whose_entry_was_never_written_is_found_after_a_crash(tmp_path:
         reopened.close()
 
 
-def test_lookups_racing_appends_rolls_and_deletes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loaded_max", [2, 100_000])
+def test_lookups_racing_appends_rolls_and_deletes(
+    tmp_path: Path, loaded_max: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Lookups load sealed segments' indexes (not loaded after a reopen) without the log's
-    lock while another thread appends, rolls and deletes records: no error, and the
-    final answers are the model's."""
+    lock while another thread appends, rolls and deletes records, and (a small
+    ``loaded_max``) others drop them: no error, and the final answers are the model's."""
+    monkeypatch.setattr(log_module, "ABORTED_LOADED_MAX", loaded_max)
     config = LogConfig(segment_bytes_max=1024, retention_ms=-1)
     log = PartitionLog.open(tmp_path / "p", config)
     model = Model()
