@@ -59,7 +59,7 @@ def worker_main(
 ) -> None:
     """The spawned process's entry point."""
     try:
-        if spec.config.client != "conveyor":
+        if spec.config.client not in ("conveyor", "conveyor-kafka"):  # a Kafka library
             from conveyor.bench.kafka_workers import run_kafka_worker
 
             report = run_kafka_worker(spec, counter, go, producers_done, out)
@@ -84,6 +84,7 @@ def _run_producer(
     config = spec.config
     producer = Producer(
         spec.url,
+        transport="kafka" if config.client == "conveyor-kafka" else "http",
         acks=config.acks,
         linger_ms=config.linger_ms,
         batch_size=config.batch_bytes,

@@ -21,7 +21,7 @@ TIMESTAMP_BYTES: Final = 8  # e2e: each value starts with the producer's time.ti
 MB: Final = 1_000_000
 
 
-CLIENTS = ("conveyor", "confluent-kafka", "aiokafka")
+CLIENTS = ("conveyor", "conveyor-kafka", "confluent-kafka", "aiokafka")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,8 @@ class ClientBenchConfig:
     fetch_max_wait_ms: int = 100
     sample_every: int = 64  # produce-ack latency: time one send in this many
     topic: str | None = None  # None: a new topic per run
-    client: str = "conveyor"  # conveyor (HTTP) | confluent-kafka | aiokafka (Kafka listener)
+    # conveyor (HTTP) | conveyor-kafka (its producer over Kafka) | confluent-kafka | aiokafka
+    client: str = "conveyor"
     batch_api: bool = False  # conveyor: Producer.send_many per progress step, not send
 
     def __post_init__(self) -> None:

@@ -88,9 +88,10 @@ def _add_arguments(parser: argparse.ArgumentParser, mode: str) -> None:
     add(
         "--client",
         default="conveyor",
-        choices=("conveyor", "confluent-kafka", "aiokafka"),
-        help="the client library: Conveyor's (HTTP, the default) or a Kafka client through "
-        "the brokers' Kafka listeners (docs/kafka-compatibility.md)",
+        choices=("conveyor", "conveyor-kafka", "confluent-kafka", "aiokafka"),
+        help="the client library: Conveyor's (HTTP, the default; conveyor-kafka: its producer "
+        "over the Kafka listeners) or a Kafka client through the brokers' Kafka listeners "
+        "(docs/kafka-compatibility.md)",
     )
     add("--json", action="store_true", help="print one JSON object instead of tables")
 

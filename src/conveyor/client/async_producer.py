@@ -27,6 +27,7 @@ from conveyor.client.producer import (
     _config,
     _ProducerCore,
     _Record,
+    pick_transport,
 )
 from conveyor.client.send_many import SendManyFuture, prepare_many
 from conveyor.client.types import HeadersArg, RecordMetadata, TopicPartition, to_headers
@@ -62,6 +63,8 @@ class AsyncProducer:
         idempotence: bool | None = None,
         transactional_id: str | None = None,
         transaction_timeout_ms: int = 60_000,
+        transport: str | None = None,
+        bootstrap_servers: str | None = None,
         token: str | None = None,
         user: str | None = None,
         password: str | None = None,
@@ -88,6 +91,8 @@ class AsyncProducer:
             idempotence=idempotence,
             transactional_id=transactional_id,
             transaction_timeout_ms=transaction_timeout_ms,
+            transport=pick_transport(transport, bootstrap_servers),
+            bootstrap_servers=bootstrap_servers,
             authorization=authorization_header(token, user, password),
         )
         self._core = _ProducerCore(config, self._wake, hooks)

@@ -33,11 +33,12 @@ from conveyor.client.hooks import (
     Serializer,
     report_delivery,
 )
+from conveyor.client.kafka_sender import kafka_options, kafka_producer_parts
 from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.recordcodec import configured_codec
 from conveyor.client.send_many import ManySend, SendManyFuture, prepare_many
-from conveyor.client.sender import AcksSetting, Sender
+from conveyor.client.sender import AcksSetting, Sender, Transport
 from conveyor.client.transactions import TransactionSession
 from conveyor.client.types import (
     Headers,
@@ -79,6 +80,9 @@ class ProducerConfig:
     # a transactional producer (issue 21, docs/transactions.md): idempotent, acks=all
     transactional_id: str | None = None
     transaction_timeout_ms: int = 60_000
+    # "http" or "kafka": what the data path speaks (docs/client.md, "Transports")
+    transport: Transport = "http"
+    bootstrap_servers: str | None = None  # Kafka listeners to ask first; None: from url
     # The Authorization header (from token, or user and password); None: the environment.
     authorization: str | None = field(default=None, repr=False)
 
@@ -99,6 +103,19 @@ def normalize_acks(acks: str | int) -> AcksSetting:
     if value == "0":
         return "0"
     raise ValueError(f"acks must be 0, 1 or 'all', not {acks!r}")
+
+
+def pick_transport(transport: str | None, bootstrap_servers: str | None) -> Transport:
+    """``transport``, else "kafka" when ``bootstrap_servers`` is given, else "http"."""
+    if transport is None:
+        return "http" if bootstrap_servers is None else "kafka"
+    if transport == "http" and bootstrap_servers is None:
+        return "http"
+    if transport == "kafka":
+        return "kafka"
+    raise ValueError(
+        f"transport must be 'http' or 'kafka' (bootstrap_servers needs 'kafka'), not {transport!r}"
+    )
 
 
 def normalize_codec(codec: Codec | str | int) -> Codec:
@@ -174,10 +191,36 @@ class _ProducerCore:
                 request_timeout_ms=config.request_timeout_ms,
             )
         )
-        self.sender = Sender(
+        self.sender = (
+            Sender(
+                accumulator=self.accumulator,
+                metadata=self.metadata,
+                http=self.http,
+                acks=config.acks,
+                codec=config.codec,
+                request_timeout_ms=config.request_timeout_ms,
+                delivery_timeout_ms=config.delivery_timeout_ms,
+                retries=config.retries,
+                retry_backoff_ms=config.retry_backoff_ms,
+                retry_backoff_max_ms=config.retry_backoff_max_ms,
+                coordinator_url=url if config.idempotent else None,
+                transaction=self.transaction,
+            )
+            if config.transport == "http"
+            else self._kafka_sender(config, url)
+        )
+        self.run_task: asyncio.Task[None] | None = None
+
+    def _kafka_sender(self, config: ProducerConfig, url: str) -> Sender:
+        """Metadata and produce over the brokers' Kafka listeners (``kafka_sender.py``)."""
+        if config.transactional_id is not None:
+            raise ValueError("transactional producers use transport='http' for now")
+        self.metadata, sender = kafka_producer_parts(
             accumulator=self.accumulator,
-            metadata=self.metadata,
             http=self.http,
+            coordinator_url=url,
+            bootstrap_servers=config.bootstrap_servers,
+            options=kafka_options(config.tls, url, config.authorization, config.request_timeout_ms),
             acks=config.acks,
             codec=config.codec,
             request_timeout_ms=config.request_timeout_ms,
@@ -185,10 +228,10 @@ class _ProducerCore:
             retries=config.retries,
             retry_backoff_ms=config.retry_backoff_ms,
             retry_backoff_max_ms=config.retry_backoff_max_ms,
-            coordinator_url=url if config.idempotent else None,
-            transaction=self.transaction,
+            idempotent=config.idempotent,
         )
-        self.run_task: asyncio.Task[None] | None = None
+        self.partition_counts = self.metadata.cache.partition_counts
+        return sender
 
     def txn(self) -> TransactionSession:
         if self.transaction is None:
@@ -302,6 +345,7 @@ class _ProducerCore:
             except TimeoutError:
                 self.sender.abort()
                 await self.run_task
+        await self.sender.close_transport()
         await self.http.close()
 
 
@@ -357,6 +401,8 @@ class Producer:
         idempotence: bool | None = None,
         transactional_id: str | None = None,
         transaction_timeout_ms: int = 60_000,
+        transport: str | None = None,
+        bootstrap_servers: str | None = None,
         token: str | None = None,
         user: str | None = None,
         password: str | None = None,
@@ -384,6 +430,8 @@ class Producer:
             idempotence=idempotence,
             transactional_id=transactional_id,
             transaction_timeout_ms=transaction_timeout_ms,
+            transport=pick_transport(transport, bootstrap_servers),
+            bootstrap_servers=bootstrap_servers,
             authorization=authorization_header(token, user, password),
         )
         # the core first: a bad setting must not leave a loop thread behind

@@ -40,6 +40,7 @@ from conveyor.transport.client import AsyncHTTP
 log = logging.getLogger(__name__)
 
 AcksSetting = Literal["0", "1", "all"]
+Transport = Literal["http", "kafka"]  # what a client's data path speaks (docs/client.md)
 REQUEST_TIMEOUT_MARGIN_S: Final = 5.0  # the broker's own timeout_ms expires first
 _DECODER: Final = msgspec.json.Decoder(ProduceResponse)
 SEQUENCE_LIMIT: Final = 2**31  # sequences wrap to 0 after int32 max, as Kafka's
@@ -158,21 +159,24 @@ class Sender:
                     self._sequences.clear()
                 return identity
             if self._producer_id < 0 or self._bump_epoch:
-                assert self._coordinator_url is not None
-                request = InitProducerIdRequest(
-                    producer_id=self._producer_id, producer_epoch=self._producer_epoch
-                )
-                reply = await self._http.call(
-                    "POST",
-                    f"{self._coordinator_url.rstrip('/')}/v1/producers/init",
-                    InitProducerIdResponse,
-                    body=request,
-                    timeout_s=self._request_timeout_ms / 1000,
-                )
-                self._producer_id, self._producer_epoch = reply.producer_id, reply.producer_epoch
+                identity = await self._init_producer_id(self._producer_id, self._producer_epoch)
+                self._producer_id, self._producer_epoch = identity
                 self._sequences.clear()
                 self._bump_epoch = False
             return self._producer_id, self._producer_epoch
+
+    async def _init_producer_id(self, producer_id: int, epoch: int) -> tuple[int, int]:
+        """A new producer id, or the next epoch of ``producer_id`` (the coordinator's)."""
+        assert self._coordinator_url is not None
+        request = InitProducerIdRequest(producer_id=producer_id, producer_epoch=epoch)
+        reply = await self._http.call(
+            "POST",
+            f"{self._coordinator_url.rstrip('/')}/v1/producers/init",
+            InitProducerIdResponse,
+            body=request,
+            timeout_s=self._request_timeout_ms / 1000,
+        )
+        return reply.producer_id, reply.producer_epoch
 
     async def _stamp(self, batch: ProducerBatch[BatchCompletion]) -> None:
         producer_id, epoch = await self._producer_identity()
@@ -202,11 +206,21 @@ class Sender:
                     f"{batch.topic}[{batch.partition}] has no leader",
                     code=ErrorCode.LEADER_NOT_AVAILABLE,
                 )
+        started = time.monotonic()
+        base_offset = await self._send_batch(leader_url, batch, payload)
+        client_metrics.batch_sent(
+            batch.topic, batch.records_count, len(payload), time.monotonic() - started
+        )
+        return base_offset
+
+    async def _send_batch(
+        self, leader_url: str, batch: ProducerBatch[BatchCompletion], payload: bytes
+    ) -> int:
+        """One produce request for ``batch``: its base offset (-1 with acks=0)."""
         url = (
             f"{leader_url}/v1/topics/{batch.topic}/partitions/{batch.partition}/records"
             f"?acks={self._acks}&timeout_ms={self._request_timeout_ms}"
         )
-        started = time.monotonic()
         _, _, body = await self._http.request(
             "POST",
             url,
@@ -214,15 +228,15 @@ class Sender:
             content_type=BATCH_CONTENT_TYPE,
             timeout_s=self._request_timeout_ms / 1000 + REQUEST_TIMEOUT_MARGIN_S,
         )
-        client_metrics.batch_sent(
-            batch.topic, batch.records_count, len(payload), time.monotonic() - started
-        )
         if self._acks == "0":
             return -1
         try:
             return _DECODER.decode(body).base_offset
         except msgspec.DecodeError as exc:  # a broker bug: do not resend the batch
             raise ConveyorError(f"bad produce response: {exc}") from exc
+
+    async def close_transport(self) -> None:
+        """Close the sender's own connections (the HTTP client is the producer's)."""
 
     def _on_error(self, batch: ProducerBatch[BatchCompletion], error: ConveyorError) -> None:
         batch.last_error = error

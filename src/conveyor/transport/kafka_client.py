@@ -32,6 +32,8 @@ next use after it closed.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import collections
 import contextlib
 import logging
@@ -110,6 +112,30 @@ class KafkaClientOptions:
         if not self.use_tls:
             return None
         return (self.tls or TLSConfig()).client_context()
+
+
+SCRAM_DEFAULT: Final = "SCRAM-SHA-512"
+
+
+def sasl_from_authorization(header: str | None) -> SaslConfig | None:
+    """The SASL credentials of the client's ``Authorization`` header (one source of
+    credentials for both transports): a Bearer token goes as PLAIN's password (the
+    broker ignores the user name then), Basic's user and password use SCRAM-SHA-512
+    (the password never crosses the wire; PLAIN would also make the broker run scrypt
+    per connection)."""
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme == "Bearer" and value:
+        return SaslConfig(PLAIN, "token", value)
+    if scheme == "Basic" and value:
+        try:
+            user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            user, sep, password = "", "", ""
+        if sep and user:
+            return SaslConfig(SCRAM_DEFAULT, user, password)
+    raise ValueError("the client's credentials are neither a token nor a user and password")
 
 
 def split_address(address: str) -> tuple[str, int]:

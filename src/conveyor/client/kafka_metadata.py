@@ -1,0 +1,174 @@
+"""Routing over the Kafka protocol: the metadata client of the client's Kafka transport.
+
+The same :class:`MetadataClient` (one cache, coalesced refreshes, backoff) as over HTTP;
+only the question differs: a Kafka Metadata request (v4+, auto-creation as the client
+asks) to any broker, instead of ``GET /v1/metadata`` to the coordinator. The answer is
+turned into Conveyor's ``Metadata`` with each partition's ``leader_url`` holding its
+leader's Kafka address (``host:port``), which is what the Kafka sender and fetcher dial.
+
+Where the first request goes (:class:`KafkaBootstrap`): the ``bootstrap_servers`` given,
+or, with only a coordinator URL, the brokers' Kafka addresses the coordinator lists
+(``GET /v1/cluster``: its only HTTP request). Later requests go to the brokers the last
+answer named, then the bootstrap list again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from conveyor.client.metadata import MetadataClient
+from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
+from conveyor.protocol.kafka.apis import SERVED, ApiKey
+from conveyor.protocol.kafka.codec import new_request
+from conveyor.protocol.kafka.errors import KafkaError, conveyor_error
+from conveyor.protocol.messages import (
+    BrokerId,
+    BrokerInfo,
+    ClusterStatus,
+    Metadata,
+    PartitionInfo,
+    TopicConfig,
+    TopicDescription,
+)
+from conveyor.transport.client import AsyncHTTP
+from conveyor.transport.kafka_client import KafkaConnection, KafkaConnections, split_address
+
+log = logging.getLogger(__name__)
+
+METADATA_VERSIONS: Final = (4, 12)  # v4: allow_auto_topic_creation; v12: kafka-python's top
+
+
+def parse_bootstrap(servers: str) -> list[str]:
+    """``"host:port,host:port"`` -> addresses; ValueError when empty or malformed."""
+    addresses = [part.strip() for part in servers.split(",") if part.strip()]
+    if not addresses:
+        raise ValueError("bootstrap_servers names no HOST:PORT")
+    for address in addresses:
+        try:
+            split_address(address)
+        except ValueError as exc:
+            raise ValueError(f"bootstrap_servers: {exc}") from None
+    return addresses
+
+
+class KafkaBootstrap:
+    """The brokers' Kafka addresses to ask first: given, or learnt from the coordinator."""
+
+    def __init__(
+        self,
+        servers: list[str] | None,
+        http: AsyncHTTP,
+        coordinator_url: str,
+        request_timeout_ms: int,
+    ) -> None:
+        self._servers = servers
+        self._http = http
+        self._url = coordinator_url
+        self._timeout_s = request_timeout_ms / 1000
+        self.learnt: list[str] = []  # the brokers of the last Metadata answer
+
+    async def candidates(self) -> list[str]:
+        known = list(self.learnt)
+        if self._servers is not None:
+            return known + [s for s in self._servers if s not in known]
+        if known:
+            return known
+        status = await self._http.call(
+            "GET", f"{self._url}/v1/cluster", ClusterStatus, timeout_s=self._timeout_s
+        )
+        addresses = [b.kafka_address for b in status.brokers if b.alive and b.kafka_address]
+        if not addresses:
+            raise ConveyorError(
+                f"no broker of {self._url} has a Kafka listener (start brokers with "
+                "--kafka-listen, or use transport='http')",
+                code=ErrorCode.LEADER_NOT_AVAILABLE,
+            )
+        return addresses
+
+
+class KafkaMetadataClient(MetadataClient):
+    """:class:`MetadataClient` asking brokers over the Kafka protocol."""
+
+    def __init__(
+        self,
+        connections: KafkaConnections,
+        bootstrap: KafkaBootstrap,
+        http: AsyncHTTP,
+        *,
+        auto_create: bool,
+        request_timeout_ms: int = 30_000,
+    ) -> None:
+        super().__init__(
+            http, "kafka:", auto_create=auto_create, request_timeout_ms=request_timeout_ms
+        )
+        self._connections = connections
+        self._bootstrap = bootstrap
+        self._request_timeout_ms = request_timeout_ms
+
+    async def any_connection(self) -> KafkaConnection:
+        """A connection to some broker: the last answer's, else a bootstrap one."""
+        last: ConveyorError | None = None
+        for address in await self._bootstrap.candidates():
+            try:
+                return await self._connections.get(address)
+            except RetriableError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def _get(self, topics: list[str]) -> Metadata:
+        connection = await self.any_connection()
+        version = connection.version(ApiKey.METADATA, *METADATA_VERSIONS)
+        topic_cls = SERVED[ApiKey.METADATA].request[version].MetadataRequestTopic
+        request = new_request(
+            ApiKey.METADATA,
+            version,
+            topics=[topic_cls(name=name) for name in topics],
+            allow_auto_topic_creation=self._auto_create,
+        )
+        reply = await connection.call(
+            ApiKey.METADATA, version, request, timeout_ms=self._request_timeout_ms
+        )
+        metadata = metadata_from_kafka(reply)
+        self._bootstrap.learnt = [b.kafka_address for b in metadata.brokers if b.kafka_address]
+        return metadata
+
+
+def metadata_from_kafka(reply: Any) -> Metadata:
+    """A Kafka Metadata answer as Conveyor's ``Metadata`` (pure). Topics the brokers do
+    not know are left out (the cache marks them missing); a topic still being created
+    (LEADER_NOT_AVAILABLE, as Kafka answers an auto-creation) or failing otherwise raises
+    its typed error, so the caller backs off and asks again."""
+    addresses = {b.node_id: f"{b.host}:{b.port}" for b in reply.brokers}
+    brokers = [
+        BrokerInfo(broker_id=BrokerId(node), url="", kafka_address=address)
+        for node, address in sorted(addresses.items())
+    ]
+    topics = []
+    for topic in reply.topics:
+        if topic.error_code == KafkaError.UNKNOWN_TOPIC_OR_PARTITION:
+            continue
+        if topic.error_code:
+            raise conveyor_error(topic.error_code, f"metadata of topic {topic.name}")
+        partitions = [
+            PartitionInfo(
+                partition=p.partition_index,
+                leader=BrokerId(p.leader_id) if p.leader_id >= 0 else None,
+                leader_epoch=p.leader_epoch,
+                replicas=[BrokerId(r) for r in p.replica_nodes],
+                isr=[BrokerId(r) for r in p.isr_nodes],
+                leader_url=addresses.get(p.leader_id),
+            )
+            for p in topic.partitions
+        ]
+        replication = len(partitions[0].replicas) if partitions else 0
+        topics.append(
+            TopicDescription(
+                name=topic.name,
+                partitions=partitions,
+                replication_factor=replication,
+                config=TopicConfig(),  # not in a Metadata answer; routing needs none
+            )
+        )
+    return Metadata(cluster_id=reply.cluster_id or "", brokers=brokers, topics=topics)

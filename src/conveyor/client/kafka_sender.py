@@ -1,0 +1,233 @@
+"""The producer's send path over the Kafka protocol (``transport="kafka"``).
+
+The :class:`Sender` drain loop, batching, retries, backoff and idempotence rules are the
+HTTP path's, unchanged; what differs is the two requests that leave the process:
+
+- each drained batch is one Produce request (v3-11, the highest the leader serves) on the
+  leader's Kafka connection, ``acks`` -1/1/0 for "all"/"1"/"0", the broker's timeout the
+  producer's ``request_timeout_ms``. Requests to one broker are pipelined on one
+  connection (up to ``max_in_flight``); the accumulator keeps one batch per partition in
+  flight, so per-partition order holds as over HTTP;
+- the producer id and epoch come from InitProducerId (v0-4) to any broker, which asks the
+  coordinator: the same ids, sequences and epoch bumps as the HTTP path.
+
+A partition's error code becomes Conveyor's typed error (``protocol/kafka/errors.py``), so
+the sender's retry rules apply as they are: NOT_LEADER_OR_FOLLOWER, a closed connection
+or an unknown partition refresh the metadata (over Kafka too, ``kafka_metadata.py``) and
+retry; a KIP-951 hint (v10+: the new leader and its endpoint) moves the route at once.
+Transactional producers are not offered on this transport yet (docs/client.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from conveyor.client.accumulator import Accumulator, ProducerBatch
+from conveyor.client.futures import BatchCompletion, RecordFuture
+from conveyor.client.kafka_metadata import KafkaBootstrap, KafkaMetadataClient, parse_bootstrap
+from conveyor.client.sender import REQUEST_TIMEOUT_MARGIN_S, AcksSetting, Sender
+from conveyor.protocol.errors import ConveyorError
+from conveyor.protocol.kafka.apis import SERVED, ApiKey
+from conveyor.protocol.kafka.codec import new_request
+from conveyor.protocol.kafka.errors import KafkaError, conveyor_error
+from conveyor.protocol.records import Codec
+from conveyor.transport.client import AsyncHTTP, authorization_from_env
+from conveyor.transport.kafka_client import (
+    KafkaClientOptions,
+    KafkaConnection,
+    KafkaConnections,
+    sasl_from_authorization,
+)
+from conveyor.transport.tls import TLSConfig
+
+PRODUCE_VERSIONS: Final = (3, 11)  # v3: record batches (magic 2); v11: Conveyor's top
+INIT_PRODUCER_ID_VERSIONS: Final = (0, 4)
+KAFKA_ACKS: Final = {"all": -1, "1": 1, "0": 0}
+# Stands in for the coordinator URL that turns idempotence on in the Sender; InitProducerId
+# goes to a broker over Kafka instead.
+IDEMPOTENT_OVER_KAFKA: Final = "kafka:"
+
+
+class KafkaSender(Sender):
+    """A :class:`Sender` whose produce and InitProducerId requests go over Kafka."""
+
+    def __init__(
+        self,
+        *,
+        accumulator: Accumulator[BatchCompletion, RecordFuture],
+        metadata: KafkaMetadataClient,
+        connections: KafkaConnections,
+        http: AsyncHTTP,
+        acks: AcksSetting,
+        codec: Codec,
+        request_timeout_ms: int,
+        delivery_timeout_ms: int,
+        retries: int,
+        retry_backoff_ms: int,
+        retry_backoff_max_ms: int,
+        idempotent: bool,
+    ) -> None:
+        super().__init__(
+            accumulator=accumulator,
+            metadata=metadata,
+            http=http,
+            acks=acks,
+            codec=codec,
+            request_timeout_ms=request_timeout_ms,
+            delivery_timeout_ms=delivery_timeout_ms,
+            retries=retries,
+            retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms,
+            coordinator_url=IDEMPOTENT_OVER_KAFKA if idempotent else None,
+        )
+        self._kafka_metadata = metadata
+        self._connections = connections
+        self._kafka_acks = KAFKA_ACKS[acks]
+
+    async def _send_batch(
+        self, leader_url: str, batch: ProducerBatch[BatchCompletion], payload: bytes
+    ) -> int:
+        connection = await self._connections.get(leader_url)
+        version = connection.version(ApiKey.PRODUCE, *PRODUCE_VERSIONS)
+        request = produce_request(
+            version,
+            batch.topic,
+            batch.partition,
+            payload,
+            self._kafka_acks,
+            self._request_timeout_ms,
+        )
+        if self._kafka_acks == 0:
+            await connection.send(ApiKey.PRODUCE, version, request)
+            return -1
+        timeout_ms = self._request_timeout_ms + int(REQUEST_TIMEOUT_MARGIN_S * 1000)
+        reply = await connection.call(ApiKey.PRODUCE, version, request, timeout_ms=timeout_ms)
+        return produce_result(reply, batch.topic, batch.partition)
+
+    async def _init_producer_id(self, producer_id: int, epoch: int) -> tuple[int, int]:
+        connection = await self._any_connection()
+        version = connection.version(ApiKey.INIT_PRODUCER_ID, *INIT_PRODUCER_ID_VERSIONS)
+        fields: dict[str, Any] = {"transactional_id": None, "transaction_timeout_ms": -1}
+        if version >= 3:  # v3+ (KIP-360): bump the epoch of the id we hold
+            fields |= {"producer_id": producer_id, "producer_epoch": epoch}
+        request = new_request(ApiKey.INIT_PRODUCER_ID, version, **fields)
+        reply = await connection.call(ApiKey.INIT_PRODUCER_ID, version, request)
+        if reply.error_code:
+            raise conveyor_error(reply.error_code, "InitProducerId")
+        return reply.producer_id, reply.producer_epoch
+
+    async def _any_connection(self) -> KafkaConnection:
+        return await self._kafka_metadata.any_connection()
+
+    async def close_transport(self) -> None:
+        await self._connections.close()
+
+
+def produce_request(  # noqa: PLR0917 -- the request's own fields
+    version: int,
+    topic: str,
+    partition: int,
+    payload: bytes,
+    acks: int,
+    timeout_ms: int,
+) -> Any:
+    """A one-partition Produce of ``payload`` (one encoded record batch)."""
+    data = SERVED[ApiKey.PRODUCE].request[version].TopicProduceData
+    return new_request(
+        ApiKey.PRODUCE,
+        version,
+        transactional_id=None,
+        acks=acks,
+        timeout_ms=timeout_ms,
+        topic_data=[
+            data(
+                name=topic,
+                partition_data=[data.PartitionProduceData(index=partition, records=payload)],
+            )
+        ],
+    )
+
+
+def produce_result(reply: Any, topic: str, partition: int) -> int:
+    """The base offset a one-partition Produce answer gives, or its typed error (with
+    the KIP-951 leader hint as ``leader_url``/``leader_epoch`` details when sent)."""
+    for answer_topic in reply.responses:
+        for answer in answer_topic.partition_responses:
+            if answer_topic.name != topic or answer.index != partition:
+                continue
+            if answer.error_code == KafkaError.NONE:
+                return int(answer.base_offset)
+            raise _partition_error(reply, answer, topic, partition)
+    raise ConveyorError(f"Produce answer without {topic}[{partition}]")
+
+
+def _partition_error(reply: Any, answer: Any, topic: str, partition: int) -> ConveyorError:
+    details: dict[str, object] = {}
+    leader = getattr(answer, "current_leader", None)
+    endpoints = {e.node_id: e for e in getattr(reply, "node_endpoints", None) or ()}
+    if leader is not None and leader.leader_id in endpoints:
+        endpoint = endpoints[leader.leader_id]
+        details = {
+            "leader_url": f"{endpoint.host}:{endpoint.port}",
+            "leader_epoch": leader.leader_epoch,
+        }
+    message = answer.error_message or f"produce to {topic}[{partition}]"
+    return conveyor_error(answer.error_code, message, **details)
+
+
+def kafka_producer_parts(
+    *,
+    accumulator: Accumulator[BatchCompletion, RecordFuture],
+    http: AsyncHTTP,
+    coordinator_url: str,
+    bootstrap_servers: str | None,
+    options: KafkaClientOptions,
+    acks: AcksSetting,
+    codec: Codec,
+    request_timeout_ms: int,
+    delivery_timeout_ms: int,
+    retries: int,
+    retry_backoff_ms: int,
+    retry_backoff_max_ms: int,
+    idempotent: bool,
+) -> tuple[KafkaMetadataClient, KafkaSender]:
+    """The metadata client and sender of a producer on the Kafka transport."""
+    connections = KafkaConnections(options)
+    servers = None if bootstrap_servers is None else parse_bootstrap(bootstrap_servers)
+    bootstrap = KafkaBootstrap(servers, http, coordinator_url, request_timeout_ms)
+    metadata = KafkaMetadataClient(
+        connections, bootstrap, http, auto_create=True, request_timeout_ms=request_timeout_ms
+    )
+    sender = KafkaSender(
+        accumulator=accumulator,
+        metadata=metadata,
+        connections=connections,
+        http=http,
+        acks=acks,
+        codec=codec,
+        request_timeout_ms=request_timeout_ms,
+        delivery_timeout_ms=delivery_timeout_ms,
+        retries=retries,
+        retry_backoff_ms=retry_backoff_ms,
+        retry_backoff_max_ms=retry_backoff_max_ms,
+        idempotent=idempotent,
+    )
+    return metadata, sender
+
+
+def kafka_options(
+    tls: TLSConfig | None,
+    coordinator_url: str,
+    authorization: str | None,
+    request_timeout_ms: int,
+) -> KafkaClientOptions:
+    """Connection settings from a client's: TLS when the coordinator URL is https:// or
+    ``tls`` is given (its CA and client certificate), else the client's CA setting; SASL
+    from the same credentials as HTTP (``sasl_from_authorization``)."""
+    use_tls = tls is not None or coordinator_url.startswith("https://")
+    return KafkaClientOptions(
+        tls=tls or TLSConfig.from_env(),
+        use_tls=use_tls,
+        sasl=sasl_from_authorization(authorization or authorization_from_env()),
+        request_timeout_ms=request_timeout_ms,
+    )

@@ -1,0 +1,154 @@
+"""The client's data path over the brokers' Kafka listeners (``transport="kafka"``),
+against real processes: the producer tests of test_client.py over both transports, the
+``bootstrap_servers=`` form with nothing but Kafka listeners, idempotence, typed errors
+and a leader change."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import conveyor
+from conveyor.protocol.errors import ConveyorError, ErrorCode
+from conveyor.protocol.kafka.apis import ApiKey
+from tests.integration.cluster import Cluster, wait_for
+from tests.integration.test_client import (
+    COUNT,
+    KEYS,
+    check_exactly_once_in_order,
+    consume,
+    keyed,
+    make_topic,
+)
+from tests.kafka.wire import KafkaWire, fetch_request
+
+TRANSPORTS = ["http", "kafka"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("kafka-transport"), broker_count=1).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def _producer(cluster: Cluster, transport: str, **settings: Any) -> conveyor.Producer:
+    return conveyor.Producer(cluster.url, transport=transport, **settings)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_every_message_once_in_key_order(cluster: Cluster, transport: str) -> None:
+    topic = f"orders-{transport}"
+    make_topic(cluster, topic)
+    with _producer(cluster, transport) as producer:
+        futures = [producer.send(topic, value, key=key) for key, value in keyed(COUNT, KEYS)]
+        producer.flush()
+    metadata = [f.result(timeout=0) for f in (futures[0], futures[-1])]
+    assert all(m.topic == topic and m.offset >= 0 for m in metadata)
+    with conveyor.Consumer(cluster.url, [topic]) as consumer:
+        consumer.seek_to_beginning()
+        messages = consume(consumer, COUNT)
+    check_exactly_once_in_order(messages, COUNT)
+
+
+def test_bootstrap_servers_alone_auto_create_and_keep_order(cluster: Cluster) -> None:
+    """No coordinator URL at all: the Kafka listeners are the only address given; a new
+    topic is created by the Metadata request and records wait for it in order."""
+
+    async def run() -> list[conveyor.RecordMetadata]:
+        async with conveyor.AsyncProducer(
+            bootstrap_servers=cluster.bootstrap, linger_ms=1
+        ) as producer:
+            pending = [producer.send_nowait("fresh-kafka", f"{i}", key="one") for i in range(2_000)]
+            return list(await asyncio.gather(*pending))
+
+    results = asyncio.run(run())
+    assert [r.offset for r in results] == list(range(2_000))
+    assert len({r.partition for r in results}) == 1
+
+
+def test_idempotent_batches_carry_the_producer_id(cluster: Cluster) -> None:
+    """acks=all turns idempotence on: the batch on disk has a producer id from
+    InitProducerId (over Kafka) and sequence 0; acks=1 sends none."""
+    make_topic(cluster, "idem-kafka", partitions=1)
+    for acks in ("all", "1"):
+        with _producer(cluster, "kafka", acks=acks) as producer:
+            producer.send("idem-kafka", b"v", key=b"k").result(timeout=30)
+    # acks=1 answers before the high watermark covers the record: wait until it does
+    wait_for(lambda: len(_batch_producers(cluster, "idem-kafka")) == 2, 10, "both batches")
+    (first_id, first_sequence), (second_id, _) = _batch_producers(cluster, "idem-kafka")
+    assert first_id >= 0 and first_sequence == 0 and second_id == -1
+
+
+def _batch_producers(cluster: Cluster, topic: str) -> list[tuple[int, int]]:
+    """(producer id, base sequence) of each batch of ``topic``[0], read raw."""
+    port = cluster.brokers[1].kafka_port
+    assert port is not None
+    with KafkaWire("127.0.0.1", port, cluster.brokers[1].ssl_context()) as wire:
+        reply = wire.call(ApiKey.FETCH, 12, **fetch_request(12, topic, 0, 0))
+    records = reply.responses[0].partitions[0].records
+    out, position = [], 0
+    while position + 61 <= len(records):
+        length = struct.unpack_from(">i", records, position + 8)[0]
+        producer_id, _, sequence = struct.unpack_from(">qhi", records, position + 43)
+        out.append((producer_id, sequence))
+        position += 12 + length
+    return out
+
+
+def test_errors_are_conveyors_typed_errors(cluster: Cluster) -> None:
+    make_topic(cluster, "small-kafka", partitions=1)
+    with conveyor.Admin(cluster.url) as admin:
+        admin.alter_topic_config("small-kafka", {"max_message_bytes": 1024})
+    with _producer(cluster, "kafka", delivery_timeout_ms=20_000) as producer:
+        future = producer.send("small-kafka", b"x" * 4096)
+        with pytest.raises(ConveyorError) as too_large:
+            future.result(timeout=30)
+    assert too_large.value.code is ErrorCode.MESSAGE_TOO_LARGE
+    with pytest.raises(ValueError, match="transport"):
+        conveyor.Producer(cluster.url, transport="carrier-pigeon")
+    with pytest.raises(ValueError, match="bootstrap_servers"):
+        conveyor.Producer(bootstrap_servers="no-port")
+
+
+@pytest.fixture
+def cluster3(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, broker_count=3).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def test_producer_follows_a_leader_change_over_kafka(cluster3: Cluster) -> None:
+    make_topic(cluster3, "moving", partitions=3, rf=3)
+    with conveyor.Producer(
+        bootstrap_servers=cluster3.bootstrap, delivery_timeout_ms=30_000
+    ) as producer:
+        records = list(keyed(600, 3))
+        before = [producer.send("moving", value, key=key) for key, value in records[:300]]
+        producer.flush()
+        assert all(f.result(0).offset >= 0 for f in before)
+        with conveyor.Admin(cluster3.url) as admin:
+            leader = admin.describe_topic("moving").partitions[0].leader
+        assert leader is not None
+        cluster3.brokers[leader].stop()
+
+        def moved() -> bool:
+            with conveyor.Admin(cluster3.url) as admin:
+                return admin.describe_topic("moving").partitions[0].leader not in (None, leader)
+
+        wait_for(moved, 30, "a new leader for moving[0]")
+        after = [producer.send("moving", value, key=key) for key, value in records[300:]]
+        producer.flush()
+        assert all(f.result(0).offset >= 0 for f in after)
+    with conveyor.Consumer(cluster3.url, ["moving"]) as consumer:
+        consumer.seek_to_beginning()
+        check_exactly_once_in_order(consume(consumer, 600), 600)
