@@ -3,11 +3,15 @@ fetch buffer's ``take_batch`` against ``take`` (what ``poll_batch`` and ``poll``
 
 from __future__ import annotations
 
+import contextlib
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conveyor.client.fetch_buffer import FetchBuffer
 from conveyor.client.types import Message, TopicPartition, messages_from_records
+from conveyor.protocol.batch import HEADER_SIZE
+from conveyor.protocol.errors import CorruptBatchError
 from conveyor.protocol.fastrecords import compiled_available
 from conveyor.protocol.record_columns import (
     RecordColumns,
@@ -132,3 +136,21 @@ def test_take_batch_returns_what_take_would_as_columns(
             assert by_take.position(tp) == by_batch.position(tp)
         without = new_buffer(1).take_batch(limit)
         assert without.headers is None and not without
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    records=st.lists(RECORD, min_size=1, max_size=6),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), min_size=1, max_size=4),
+)
+def test_a_mangled_batch_decodes_or_raises_corrupt_batch(
+    records: list[tuple[bytes | None, bytes | None, list, int]], flips: list[tuple[int, int]]
+) -> None:
+    """Bytes of the records changed (CRC not checked): the columns decoder returns
+    records or raises CorruptBatchError, never another error."""
+    data = bytearray(batch_bytes(records, 0))
+    for at, xor in flips:
+        data[HEADER_SIZE + at % (len(data) - HEADER_SIZE)] ^= xor
+    for decode in (decode_columns, decode_columns_compiled):
+        with contextlib.suppress(CorruptBatchError):
+            decode(bytes(data), verify_crc=False)
