@@ -172,3 +172,21 @@ def test_idempotent_send_many_is_exactly_once_across_a_leader_death(cluster3: Cl
     for run in batch.runs:
         counts[run.partition] += run.stop - run.start
     assert sum(counts.values()) == COUNT
+
+
+@pytest.mark.parametrize("transport", ["http", "kafka"])
+def test_send_many_over_each_transport(cluster: Cluster, transport: str) -> None:
+    """send_many fills the batches the transport's sender drains: the same outcome
+    over HTTP and over the brokers' Kafka listeners."""
+    topic = f"many-{transport}"
+    make_topic(cluster, topic, partitions=4)
+    pairs = list(keyed(3_000, 5))
+    with conveyor.Producer(cluster.url, transport=transport) as producer:
+        result = producer.send_many(topic, [v for _, v in pairs], [k for k, _ in pairs]).result(60)
+    with conveyor.Consumer(cluster.url) as consumer:
+        consumer.assign([(topic, p) for p in range(4)])
+        messages = read_all(consumer, 3_000).messages()
+    check_exactly_once_in_order(messages, 3_000)
+    where = {m.value: (m.partition, m.offset) for m in messages}
+    reported = zip(result.partitions(), result.offsets(), strict=True)
+    assert [where[v.encode()] for _, v in pairs] == list(reported)
