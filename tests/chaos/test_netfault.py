@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -138,9 +137,9 @@ def test_live_isolation_split_and_one_way(servers: dict[int, int]) -> None:
     assert not reach(servers, 2, 1)
     assert reach(servers, 1, 0) and reach(servers, 0, 2)
     netfault.heal()
-    started = time.monotonic()
+    # at once: a ping that connects within CONNECT_TIMEOUT_S had no SYN retransmitted (the
+    # first retry waits 1 s), whatever the load adds to the clients' own start-up
     assert reach(servers, 2, 1) and reach(servers, 1, 0)
-    assert time.monotonic() - started < 2 * CONNECT_TIMEOUT_S
 
 
 def test_the_table_is_gone_after_remove(servers: dict[int, int]) -> None:

@@ -59,6 +59,16 @@ class HaCluster:
         ]  # fmt: skip
 
     def start(self) -> HaCluster:
+        """Start everything and wait until it serves; on failure stop what was started, so
+        no process outlives the test (a later test of the worker would fail on its
+        Popen's ResourceWarning)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> HaCluster:
         for index in range(self.coordinator_count):
             port = free_port()
             service = Service(
