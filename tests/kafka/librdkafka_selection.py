@@ -164,11 +164,7 @@ SELECTION: tuple[Entry, ...] = (
     Entry("0118"),
     Entry("0122"),
     Entry("0127"),
-    Entry(
-        "0103",
-        "compares the committed offsets' leader epochs: Conveyor's offset store keeps none "
-        "(OffsetFetch answers -1); its transaction sub-tests up to that point pass",
-    ),
+    Entry("0103"),
     Entry("0129"),
     Entry("0130"),
     Entry("0132"),

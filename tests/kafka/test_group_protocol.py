@@ -341,6 +341,55 @@ def test_static_member_restarts_without_a_rebalance(
     assert {m["instance_id"] for m in after["members"]} == {"static-a", "static-b"}
 
 
+def test_a_committed_leader_epoch_is_kept_end_to_end(cluster: Cluster) -> None:
+    """KIP-320: librdkafka commits an offset with the leader epoch of the record before it
+    (OffsetCommit v6+). The coordinator keeps it through a restart, so committed()
+    (OffsetFetch v5+) of a new consumer and the admin's ListConsumerGroupOffsets see it,
+    AlterConsumerGroupOffsets sets it, and Conveyor's own offsets route shows it."""
+    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    topic, group = _topic(cluster, "epoch", partitions=2), unique_topic("g-epoch")
+    config = {"bootstrap.servers": cluster.bootstrap, "group.id": group}
+
+    def committed() -> list[tuple[int, int | None]]:
+        fresh = Consumer({**config, "enable.auto.commit": False})
+        try:
+            found = fresh.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], 30)
+        finally:
+            fresh.close()
+        return [(tp.offset, tp.leader_epoch) for tp in found]
+
+    first = Consumer({**config, "enable.auto.commit": False})
+    try:
+        first.commit(
+            offsets=[TopicPartition(topic, 0, 5, leader_epoch=3), TopicPartition(topic, 1, 7)],
+            asynchronous=False,
+        )
+        own = first.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], 30)
+        assert [(tp.offset, tp.leader_epoch) for tp in own] == [(5, 3), (7, None)]
+    finally:
+        first.close()
+    assert cluster.coordinator is not None  # durable: a restarted coordinator still has it
+    cluster.coordinator.stop()
+    cluster.coordinator.start()
+    cluster.coordinator.wait_ready()
+    assert committed() == [(5, 3), (7, None)]
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    asked = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])
+    listed = admin.list_consumer_group_offsets([asked])[group].result(30)
+    assert [(tp.offset, tp.leader_epoch) for tp in listed.topic_partitions] == [(5, 3)]
+    altered = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 1, 9, leader_epoch=4)])
+    admin.alter_consumer_group_offsets([altered])[group].result(30)
+    assert committed() == [(5, 3), (9, 4)]
+    with urllib.request.urlopen(f"{cluster.url}/v1/groups/{group}/offsets", timeout=10) as r:
+        rows = json.load(r)["offsets"]
+    assert [(o["partition"], o["offset"], o.get("leader_epoch", -1)) for o in rows] == [
+        (0, 5, 3),
+        (1, 9, 4),
+    ]
+
+
 def _describe(cluster: Cluster, group: str) -> dict[str, Any]:
     return json.loads(_cli(cluster, "group", "describe", group, "--json").stdout)
 

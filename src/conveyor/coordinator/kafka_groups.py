@@ -26,7 +26,11 @@ from conveyor.coordinator.groups import TP, Group
 from conveyor.coordinator.model import ClusterState
 from conveyor.coordinator.state import Result
 from conveyor.coordinator.transactions import pending_offset
-from conveyor.coordinator.validation import OFFSET_METADATA_CHARS_MAX, validate_group_name
+from conveyor.coordinator.validation import (
+    EPOCH_MAX,
+    OFFSET_METADATA_CHARS_MAX,
+    validate_group_name,
+)
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.group_messages import (
     ClassicJoinRequest,
@@ -204,6 +208,7 @@ class KafkaGroups:
                     partition=partition,
                     offset=found.offset if found is not None else -1,
                     metadata=found.metadata if found is not None else None,
+                    leader_epoch=found.leader_epoch if found is not None else -1,
                     error=ErrorCode.UNSTABLE_OFFSET_COMMIT.name if unstable else None,
                 )
             )
@@ -334,7 +339,7 @@ def _partition_refusal(state: ClusterState, item: PartitionOffset) -> ErrorCode 
         return ErrorCode.UNKNOWN_TOPIC
     if item.metadata is not None and len(item.metadata) > OFFSET_METADATA_CHARS_MAX:
         return ErrorCode.OFFSET_METADATA_TOO_LARGE
-    if item.offset < 0:
+    if item.offset < 0 or not -1 <= item.leader_epoch <= EPOCH_MAX:
         return ErrorCode.INVALID_REQUEST
     return None
 

@@ -88,6 +88,7 @@ class CommittedOffset:
     offset: int  # the next offset the group will read (Kafka's convention)
     metadata: str | None
     committed_ms: int
+    leader_epoch: int = -1  # the committer's (Kafka's committed leader epoch); -1 none
 
     @property
     def key(self) -> OffsetKey:

@@ -13,7 +13,8 @@ so a later version may add fields with defaults). As in the SQLite store, a topi
 ``config`` keeps every field, defaults included (a later version with other defaults must
 not change existing topics), and soft state (``BrokerSeen``) is never written.
 ``Broker.incarnation`` is (a restarted coordinator must tell a broker that restarted
-meanwhile); entries from before it have ``""``, "unknown".
+meanwhile); entries from before it have ``""``, "unknown". Likewise an ``offset``'s
+``leader_epoch`` (Kafka's committed leader epoch): -1, "none", in entries from before it.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from conveyor.coordinator.model import (
 )
 from conveyor.coordinator.placement import place_partitions, topic_seed
 from conveyor.coordinator.validation import (
+    EPOCH_MAX,
     OFFSET_METADATA_CHARS_MAX,
     OFFSETS_PER_COMMIT_MAX,
     validate_assignments,
@@ -578,8 +579,15 @@ def commit_offsets(
             raise InvalidRequestError(
                 f"offset metadata is longer than {OFFSET_METADATA_CHARS_MAX} characters"
             )
+        if not -1 <= item.leader_epoch <= EPOCH_MAX:
+            raise InvalidRequestError(
+                f"leader_epoch {item.leader_epoch} for {item.topic}-{item.partition} must be "
+                f"-1 (none) or between 0 and {EPOCH_MAX}",
+                topic=item.topic,
+                partition=item.partition,
+            )
         committed = CommittedOffset(
-            group, item.topic, item.partition, item.offset, item.metadata, now_ms
+            group, item.topic, item.partition, item.offset, item.metadata, now_ms, item.leader_epoch
         )
         records.append(OffsetRecord(committed))
     new_state = apply(state, records)

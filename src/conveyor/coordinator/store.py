@@ -5,9 +5,10 @@ one transaction (WAL mode, ``synchronous=FULL``: committed means fsynced), and o
 reads the tables back as the same records, which ``model.apply`` replays. It makes no
 decisions. Not thread-safe: the service calls it from a single worker thread.
 
-Schema (version 4, in ``PRAGMA user_version``; older files are migrated in place on open:
+Schema (version 6, in ``PRAGMA user_version``; older files are migrated in place on open:
 1 -> 2 adds ``partitions.partition_epoch`` and the ``producers`` table, 2 -> 3 the
-``share_groups`` table, 3 -> 4 the ``transactions`` table, 4 -> 5 ``brokers.incarnation``)::
+``share_groups`` table, 3 -> 4 the ``transactions`` table, 4 -> 5 ``brokers.incarnation``,
+5 -> 6 ``committed_offsets.leader_epoch``)::
 
     meta(key TEXT PK, value TEXT)                     cluster_id (a uuid4, made once)
     brokers(broker_id INTEGER PK, url, alive, last_heartbeat_ms, capacity, decommissioning,
@@ -17,7 +18,7 @@ Schema (version 4, in ``PRAGMA user_version``; older files are migrated in place
         partition_epoch, removing JSON)  PK (topic, partition)
     producers(producer_id INTEGER PK, producer_epoch)  ids are never reused
     committed_offsets(group_id, topic, partition, committed_offset, metadata NULL,
-        committed_ms)  PK (group_id, topic, partition)
+        committed_ms, leader_epoch)  PK (group_id, topic, partition); -1 before schema 6
     share_groups(name TEXT PK, config JSON, version, created_ms)   issue 23 (queues)
     transactions(transactional_id TEXT PK, state JSON)   issue 21 (txn_model.Transaction)
 
@@ -69,7 +70,7 @@ log = logging.getLogger(__name__)
 
 DB_FILE: Final = "coordinator.db"
 LOCK_FILE: Final = "coordinator.lock"
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 _SCHEMA: Final = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 CREATE TABLE brokers (
@@ -110,6 +111,7 @@ CREATE TABLE committed_offsets (
     committed_offset INTEGER NOT NULL,
     metadata TEXT,
     committed_ms INTEGER NOT NULL,
+    leader_epoch INTEGER NOT NULL DEFAULT -1,
     PRIMARY KEY (group_id, topic, partition)
 ) STRICT;
 CREATE TABLE share_groups (
@@ -145,11 +147,18 @@ _MIGRATE_3_TO_4: Final = (
 # or took over still sees that a broker restarted meanwhile (state.handle_heartbeat)
 _MIGRATE_4_TO_5: Final = ("ALTER TABLE brokers ADD COLUMN incarnation TEXT NOT NULL DEFAULT ''",)
 
+# version 5 -> 6: a committed offset keeps the committer's leader epoch (Kafka's committed
+# leader epoch, KIP-320); offsets committed before read as -1 (none), as Kafka's from before
+_MIGRATE_5_TO_6: Final = (
+    "ALTER TABLE committed_offsets ADD COLUMN leader_epoch INTEGER NOT NULL DEFAULT -1",
+)
+
 _MIGRATIONS: Final = {
     1: _MIGRATE_1_TO_2,
     2: _MIGRATE_2_TO_3,
     3: _MIGRATE_3_TO_4,
     4: _MIGRATE_4_TO_5,
+    5: _MIGRATE_5_TO_6,
 }
 
 _ids = msgspec.json.Encoder()
@@ -317,10 +326,12 @@ class CoordinatorStore:
         for row in db.execute("SELECT producer_id, producer_epoch FROM producers"):
             yield ProducerRecord(row[0], row[1])
         for row in db.execute(
-            "SELECT group_id, topic, partition, committed_offset, metadata, committed_ms "
-            "FROM committed_offsets"
+            "SELECT group_id, topic, partition, committed_offset, metadata, committed_ms, "
+            "leader_epoch FROM committed_offsets"
         ):
-            yield OffsetRecord(CommittedOffset(row[0], row[1], row[2], row[3], row[4], row[5]))
+            yield OffsetRecord(
+                CommittedOffset(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+            )
         for row in db.execute("SELECT name, config, version, created_ms FROM share_groups"):
             share_config = msgspec.json.decode(row[1], type=ShareGroupConfig)
             yield ShareGroupRecord(ShareGroup(row[0], share_config, row[2], row[3]))
@@ -411,10 +422,11 @@ def _write_record(db: sqlite3.Connection, record: Record) -> None:
         case OffsetRecord(offset=o):
             db.execute(
                 "INSERT OR REPLACE INTO committed_offsets "
-                "(group_id, topic, partition, committed_offset, metadata, committed_ms) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (o.group, o.topic, o.partition, o.offset, o.metadata, o.committed_ms),
-            )
+                "(group_id, topic, partition, committed_offset, metadata, committed_ms, "
+                "leader_epoch) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (o.group, o.topic, o.partition, o.offset, o.metadata, o.committed_ms,
+                 o.leader_epoch),
+            )  # fmt: skip
         case ShareGroupRecord(group=g):
             db.execute(
                 "INSERT OR REPLACE INTO share_groups (name, config, version, created_ms) "

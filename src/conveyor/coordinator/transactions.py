@@ -194,7 +194,7 @@ def offset_commit(
     kept = {(p.group, p.topic, p.partition): p for p in txn.offsets}
     for o in valid:
         kept[(group, o.topic, o.partition)] = PendingOffset(
-            group, o.topic, o.partition, o.offset, o.metadata
+            group, o.topic, o.partition, o.offset, o.metadata, o.leader_epoch
         )
     results = [
         TxnPartitionResult(
@@ -241,7 +241,9 @@ def _prepare(
     if commit:
         records += [
             OffsetRecord(
-                CommittedOffset(p.group, p.topic, p.partition, p.offset, p.metadata, now_ms)
+                CommittedOffset(
+                    p.group, p.topic, p.partition, p.offset, p.metadata, now_ms, p.leader_epoch
+                )
             )
             for p in txn.offsets
             if (p.topic, p.partition) in state.partitions

@@ -47,6 +47,7 @@ class PendingOffset:
     partition: int
     offset: int
     metadata: str | None = None
+    leader_epoch: int = -1  # TxnOffsetCommit v2+'s committed leader epoch
 
 
 @dataclass(frozen=True, slots=True)

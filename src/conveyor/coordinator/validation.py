@@ -37,6 +37,7 @@ __all__ = [
 PARTITIONS_MAX: Final = 10_000  # per topic; each partition costs files and memory on brokers
 OFFSET_METADATA_CHARS_MAX: Final = 4096  # Kafka's offset.metadata.max.bytes
 OFFSETS_PER_COMMIT_MAX: Final = 10_000
+EPOCH_MAX: Final = 2**31 - 1  # a leader epoch is Kafka's int32
 BROKER_URL_CHARS_MAX: Final = 2048
 
 

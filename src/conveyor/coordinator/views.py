@@ -204,7 +204,11 @@ def fetch_offsets(
         group=group,
         offsets=[
             PartitionOffset(
-                topic=c.topic, partition=c.partition, offset=c.offset, metadata=c.metadata
+                topic=c.topic,
+                partition=c.partition,
+                offset=c.offset,
+                metadata=c.metadata,
+                leader_epoch=c.leader_epoch,
             )
             for c in found
         ],

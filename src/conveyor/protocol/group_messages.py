@@ -152,6 +152,7 @@ class FetchedOffset(Wire):
     offset: int = -1  # -1: nothing committed
     metadata: str | None = None
     error: str | None = None
+    leader_epoch: int = -1  # the committed leader epoch (-1: none)
 
 
 class FetchedGroup(Wire):

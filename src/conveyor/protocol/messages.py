@@ -346,6 +346,10 @@ class PartitionOffset(Wire):
     partition: int
     offset: int
     metadata: str | None = None
+    # the leader epoch of the record before ``offset`` when it was read (Kafka's committed
+    # leader epoch, KIP-320: how a resuming consumer detects a truncated log); -1 unknown,
+    # and what a commit or a stored offset from before this field reads as
+    leader_epoch: int = -1
 
 
 class OffsetCommitRequest(Wire):

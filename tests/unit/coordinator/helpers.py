@@ -57,6 +57,7 @@ _ADDED_IN_VERSION = {
     3: ("DROP TABLE share_groups",),
     4: ("DROP TABLE transactions",),
     5: ("ALTER TABLE brokers DROP COLUMN incarnation",),
+    6: ("ALTER TABLE committed_offsets DROP COLUMN leader_epoch",),
 }
 
 

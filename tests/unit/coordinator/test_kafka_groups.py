@@ -181,10 +181,11 @@ def test_kafka_commits_are_fenced_and_answered_per_partition(tmp_path: Path) -> 
             "s",
             KafkaCommitRequest(
                 offsets=[
-                    PartitionOffset(topic="t", partition=0, offset=5),
+                    PartitionOffset(topic="t", partition=0, offset=5, leader_epoch=3),
                     PartitionOffset(topic="t", partition=9, offset=5),
                     PartitionOffset(topic="nope", partition=0, offset=5),
                     PartitionOffset(topic="t", partition=1, offset=5, metadata="x" * 5000),
+                    PartitionOffset(topic="t", partition=1, offset=5, leader_epoch=-2),
                 ]
             ),
         )
@@ -193,6 +194,7 @@ def test_kafka_commits_are_fenced_and_answered_per_partition(tmp_path: Path) -> 
             ErrorCode.UNKNOWN_TOPIC.name,
             ErrorCode.UNKNOWN_TOPIC.name,
             ErrorCode.OFFSET_METADATA_TOO_LARGE.name,
+            ErrorCode.INVALID_REQUEST.name,
         ]
         unknown_old = await kafka.commit(
             "s",
@@ -238,8 +240,12 @@ def test_kafka_commits_are_fenced_and_answered_per_partition(tmp_path: Path) -> 
                 ]
             )
         ).groups
-        assert [(p.topic, p.partition, p.offset) for p in fetched[0].partitions] == [("t", 0, 5)]
-        assert [(p.partition, p.offset) for p in fetched[1].partitions] == [(1, -1)]
+        assert [
+            (p.topic, p.partition, p.offset, p.leader_epoch) for p in fetched[0].partitions
+        ] == [("t", 0, 5, 3)]
+        assert [(p.partition, p.offset, p.leader_epoch) for p in fetched[1].partitions] == [
+            (1, -1, -1)
+        ]
         assert fetched[2].partitions == []
 
     run(tmp_path, scenario)

@@ -11,6 +11,7 @@ from conveyor.coordinator import state as core
 from conveyor.coordinator.model import (
     BrokerSeen,
     GroupRemoved,
+    OffsetRecord,
     OffsetRemoved,
     apply,
     snapshot_records,
@@ -39,7 +40,7 @@ def sample_state():  # type: ignore[no-untyped-def]
     )
     state = core.create_topic(state, request, 7, DEFAULTS).state
     commit = OffsetCommitRequest(
-        offsets=[PartitionOffset(topic="t", partition=1, offset=9, metadata="m")]
+        offsets=[PartitionOffset(topic="t", partition=1, offset=9, metadata="m", leader_epoch=3)]
     )
     return core.commit_offsets(state, "g", commit, 8).state
 
@@ -49,6 +50,23 @@ def test_every_record_kind_round_trips_and_big_entries_are_compressed() -> None:
     entry = encode_records(records)
     assert entry[:1] == b"z"  # over ENTRY_COMPRESS_BYTES as JSON: compressed
     assert decode_records(entry) == records
+
+
+def test_an_offset_keeps_its_leader_epoch_and_entries_from_before_it_read_none() -> None:
+    commit = OffsetCommitRequest(offsets=[PartitionOffset(topic="t", partition=2, offset=4)])
+    state = core.commit_offsets(sample_state(), "g", commit, 9).state
+    records = [r for r in snapshot_records(state) if isinstance(r, OffsetRecord)]
+    epochs = {
+        (r.offset.partition, r.offset.leader_epoch) for r in decode_records(encode_records(records))
+    }
+    assert epochs == {(1, 3), (2, -1)}
+    old = (  # an entry written before committed offsets had a leader epoch
+        b'[["offset",{"group":"g","topic":"t","partition":1,"offset":9,'
+        b'"metadata":null,"committed_ms":8}]]'
+    )
+    (record,) = decode_records(old)
+    assert isinstance(record, OffsetRecord)
+    assert (record.offset.offset, record.offset.leader_epoch) == (9, -1)
 
 
 def test_group_and_offset_removals_round_trip_and_replay() -> None:

@@ -302,11 +302,12 @@ def test_commit_and_fetch_offsets() -> None:
     state = with_topic(with_topic(with_brokers([1]), "t", partitions=2), "u", partitions=1)
     commit = OffsetCommitRequest(
         offsets=[
-            PartitionOffset(topic="t", partition=1, offset=10, metadata="m"),
+            PartitionOffset(topic="t", partition=1, offset=10, metadata="m", leader_epoch=2),
             PartitionOffset(topic="u", partition=0, offset=0),
         ]
     )
     result = core.commit_offsets(state, "g1", commit, 99)
+    assert [o.leader_epoch for o in result.reply.offsets] == [2, -1]
     assert [type(r) for r in result.durable_records] == [OffsetRecord, OffsetRecord]
     assert [(o.topic, o.partition, o.offset) for o in result.reply.offsets] == [
         ("t", 1, 10),
@@ -327,6 +328,18 @@ def test_commit_and_fetch_offsets() -> None:
         ("g", PartitionOffset(topic="x", partition=0, offset=0), -1, ErrorCode.UNKNOWN_TOPIC),
         ("g", PartitionOffset(topic="x y", partition=0, offset=0), -1, ErrorCode.INVALID_TOPIC),
         ("a/b", PartitionOffset(topic="t", partition=0, offset=0), -1, ErrorCode.INVALID_REQUEST),
+        (
+            "g",
+            PartitionOffset(topic="t", partition=0, offset=0, leader_epoch=-2),
+            -1,
+            ErrorCode.INVALID_REQUEST,
+        ),
+        (
+            "g",
+            PartitionOffset(topic="t", partition=0, offset=0, leader_epoch=2**31),
+            -1,
+            ErrorCode.INVALID_REQUEST,
+        ),
     ],
 )
 def test_bad_commits_change_nothing(

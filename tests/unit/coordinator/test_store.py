@@ -40,7 +40,9 @@ def drive(store: CoordinatorStore) -> ClusterState:
             "g",
             OffsetCommitRequest(
                 offsets=[
-                    PartitionOffset(topic="orders", partition=3, offset=17, metadata="x"),
+                    PartitionOffset(
+                        topic="orders", partition=3, offset=17, metadata="x", leader_epoch=4
+                    ),
                     PartitionOffset(topic="gone", partition=0, offset=1),
                 ]
             ),
@@ -80,6 +82,8 @@ def test_round_trip_through_a_real_file(tmp_path: Path) -> None:
     assert loaded.partitions == state.partitions
     assert loaded.offsets == state.offsets
     assert {key[0] for key in loaded.offsets} == {"g"}  # "dropped" was deleted
+    assert loaded.offsets[("g", "orders", 3)].leader_epoch == 4
+    assert state.offsets[("g", "orders", 3)].leader_epoch == 4
     assert loaded.topics["orders"].config.flush == "interval:50"
     assert not loaded.brokers[BrokerId(1)].alive
     assert all(p.leader is None for p in loaded.partitions.values())
@@ -224,3 +228,28 @@ def test_a_version_4_database_gains_the_incarnation_column(tmp_path: Path) -> No
         assert migrated.load().brokers[BrokerId(1)].incarnation == ""  # unknown
     finally:
         migrated.close()
+
+
+def test_a_version_5_database_gains_the_committed_leader_epoch(tmp_path: Path) -> None:
+    """Offsets committed before schema 6 read as leader epoch -1 (none); the column then
+    keeps what later commits bring."""
+    store = CoordinatorStore.open(tmp_path)
+    drive(store)
+    store.close()
+    downgrade(tmp_path, 5)
+    migrated = CoordinatorStore.open(tmp_path)
+    try:
+        state = migrated.load()
+        assert state.offsets[("g", "orders", 3)].offset == 17
+        assert state.offsets[("g", "orders", 3)].leader_epoch == -1
+        commit = OffsetCommitRequest(
+            offsets=[PartitionOffset(topic="orders", partition=3, offset=18, leader_epoch=7)]
+        )
+        migrated.write(core.commit_offsets(state, "g", commit, 40).durable_records)
+    finally:
+        migrated.close()
+    reopened = CoordinatorStore.open(tmp_path)
+    try:
+        assert reopened.load().offsets[("g", "orders", 3)].leader_epoch == 7
+    finally:
+        reopened.close()

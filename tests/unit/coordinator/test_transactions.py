@@ -73,7 +73,7 @@ def test_a_new_init_fences_the_open_transaction_at_a_bumped_epoch() -> None:
 def test_offsets_become_the_groups_only_when_the_transaction_commits() -> None:
     state, producer = _open(_cluster())
     state = rules.add_offsets(state, producer, "g", 1).state
-    offsets = [PartitionOffset(topic="orders", partition=1, offset=42)]
+    offsets = [PartitionOffset(topic="orders", partition=1, offset=42, leader_epoch=6)]
     committed = rules.offset_commit(state, producer, "g", offsets)
     assert committed.reply[0].error is None
     assert rules.pending_offset(committed.state, "g", "orders", 1)
@@ -82,6 +82,7 @@ def test_offsets_become_the_groups_only_when_the_transaction_commits() -> None:
     assert "g" not in aborted.group_offsets
     decided = rules.end(committed.state, producer, True, 5).state
     assert decided.group_offsets["g"][("orders", 1)].offset == 42
+    assert decided.group_offsets["g"][("orders", 1)].leader_epoch == 6  # TxnOffsetCommit v2+
     without_add = rules.offset_commit(_open(_cluster())[0], producer, "g", offsets)
     assert without_add.reply[0].error == "INVALID_TXN_STATE"
 

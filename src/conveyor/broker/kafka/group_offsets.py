@@ -19,6 +19,7 @@ from conveyor.broker.kafka.registry import RequestContext
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.group_messages import (
     FetchedGroup,
+    FetchedOffset,
     KafkaCommitRequest,
     KafkaCommitResponse,
     KafkaOffsetFetchRequest,
@@ -30,6 +31,8 @@ from conveyor.protocol.group_messages import (
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError
 from conveyor.protocol.messages import PartitionOffset
+
+FetchedRow = tuple[FetchedOffset, KafkaError]  # a partition's committed offset, its error
 
 
 class OffsetOps(Protocol):
@@ -73,6 +76,8 @@ async def consumable_offsets(
                 partition=p.partition_index,
                 offset=p.committed_offset,
                 metadata=p.committed_metadata,
+                # OffsetCommit v6+, TxnOffsetCommit v2+ (older versions decode it as -1)
+                leader_epoch=p.committed_leader_epoch,
             )
         )
     return offsets
@@ -164,7 +169,7 @@ class OffsetFetchHandler:
         member_id: str | None,
         epoch: int,
         require_stable: bool = False,
-    ) -> tuple[str, KafkaError, list[tuple[str, int, int, str | None, KafkaError]]]:
+    ) -> tuple[str, KafkaError, list[FetchedRow]]:
         refusal = await self._access.refusal(ctx, group, "describe")
         if refusal is not None:
             return group, refusal, []
@@ -196,16 +201,14 @@ class OffsetFetchHandler:
         rows = []
         for p in fetched.partitions:
             if p.topic in readable:
-                rows.append((p.topic, p.partition, p.offset, p.metadata, named_error(p.error)))
+                rows.append((p, named_error(p.error)))
             elif wanted is not None:  # asked by name: say why; listing all: leave it out
-                rows.append((p.topic, p.partition, -1, None, KafkaError.TOPIC_AUTHORIZATION_FAILED))
+                hidden = FetchedOffset(topic=p.topic, partition=p.partition)
+                rows.append((hidden, KafkaError.TOPIC_AUTHORIZATION_FAILED))
         return group, KafkaError.NONE, rows
 
 
-def _fetch_response(
-    version: int,
-    answers: list[tuple[str, KafkaError, list[tuple[str, int, int, str | None, KafkaError]]]],
-) -> Any:
+def _fetch_response(version: int, answers: list[tuple[str, KafkaError, list[FetchedRow]]]) -> Any:
     response = SERVED[ApiKey.OFFSET_FETCH].response[version]
     if version < 8:
         topic_cls = response.OffsetFetchResponseTopic
@@ -230,17 +233,15 @@ def _fetch_response(
     )
 
 
-def _topics(
-    topic_cls: Any, partition_cls: Any, rows: list[tuple[str, int, int, str | None, KafkaError]]
-) -> list[Any]:
+def _topics(topic_cls: Any, partition_cls: Any, rows: list[FetchedRow]) -> list[Any]:
     by_topic: dict[str, list[Any]] = {}
-    for topic, partition, offset, metadata, error in rows:
-        by_topic.setdefault(topic, []).append(
+    for row, error in rows:
+        by_topic.setdefault(row.topic, []).append(
             partition_cls(
-                partition_index=partition,
-                committed_offset=offset,
-                committed_leader_epoch=-1,
-                metadata=metadata,
+                partition_index=row.partition,
+                committed_offset=row.offset,
+                committed_leader_epoch=row.leader_epoch,  # answered from v5
+                metadata=row.metadata,
                 error_code=error,
             )
         )
