@@ -176,7 +176,7 @@ class PartitionLog:
             self._flushed_offset = self.log_end_offset
         self._load_start(now_ms)
         self._load_epochs()
-        self.txns = txnrecovery.open_transactions(self._segments, clean=clean)
+        self.txns = txnrecovery.open_transactions(self._segments, self.directory, clean=clean)
 
     def _load_start(self, now_ms: int) -> None:
         """The log start offset from its checkpoint; segments wholly below it (a crash
@@ -974,6 +974,8 @@ class PartitionLog:
             for segment in self._segments:
                 segment.close()
             if self._failure is None:
+                ongoing = self.txns.ongoing
+                txnrecovery.write_open_checkpoint(self.directory, self.log_end_offset, ongoing)
                 (self.directory / CLEAN_SHUTDOWN_FILE).touch()
                 _fsync_directory(self.directory)
         if self._owns_flusher:

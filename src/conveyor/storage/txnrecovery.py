@@ -16,7 +16,8 @@ its file is missing or damaged (issue 21, docs/storage-format.md).
   before the index existed gets all of them, in one forward pass); after a crash the
   active segment's index is rebuilt whatever its file says (an entry may be missing for
   a marker that reached the log); then the active segment is scanned from its header's
-  open transactions: the partition's open transactions, exactly, however old.
+  open transactions: the partition's open transactions, exactly, however old. After a
+  clean close, its checkpoint of them (``OPEN_CHECKPOINT_FILE``) spares that scan.
 
 Callers hold the log's lock; everything here is file reads and index writes. A fetch
 reads a not yet loaded index's file without the lock (``PartitionLog.aborted_in``).
@@ -26,19 +27,26 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
+import struct
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Final
 
 from conveyor.protocol.batch import TRANSACTIONAL_BIT
 from conveyor.protocol.errors import CorruptDataError
 from conveyor.protocol.txn import marker_type
-from conveyor.storage.abortindex import AbortedIndex, AbortedTxn
+from conveyor.storage.abortindex import AbortedIndex, AbortedTxn, decode_header, encode_header
 from conveyor.storage.segment import LogSegment
 from conveyor.storage.txnindex import TxnIndex
 
 log = logging.getLogger(__name__)
 
 _MARKER_BYTES: Final = 128  # a marker batch's header and record key fit in this
+# The open transactions at a clean close: the log end offset (8 bytes, big-endian), then
+# an index header (abortindex.py) listing them.
+OPEN_CHECKPOINT_FILE: Final = "open-transactions-checkpoint"
+_END: Final = struct.Struct(">q")
 
 
 def scan(segment: LogSegment, open_at_base: dict[int, int]) -> tuple[list[AbortedTxn], TxnIndex]:
@@ -110,9 +118,39 @@ def rebuild(
     return txns
 
 
-def open_transactions(segments: Sequence[LogSegment], *, clean: bool) -> TxnIndex:
+def write_open_checkpoint(directory: Path, end_offset: int, ongoing: dict[int, int]) -> None:
+    """On a clean close: the transactions open at ``end_offset`` (the log's end), so the
+    next open need not scan the active segment for them (Kafka's producer snapshot at
+    shutdown). Fsynced, renamed into place."""
+    path = directory / OPEN_CHECKPOINT_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(_END.pack(end_offset) + encode_header(ongoing))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def take_open_checkpoint(directory: Path, end_offset: int) -> dict[int, int] | None:
+    """The checkpoint's open transactions if it is intact and for ``end_offset``; the
+    file is removed either way (used once: a crash after this open must not trust it)."""
+    path = directory / OPEN_CHECKPOINT_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    path.unlink()
+    if len(data) < _END.size or _END.unpack_from(data)[0] != end_offset:
+        return None
+    header = decode_header(data[_END.size :])
+    return None if header is None else header[0]
+
+
+def open_transactions(segments: Sequence[LogSegment], directory: Path, *, clean: bool) -> TxnIndex:
     """On open: rebuild missing indexes (and the active one after a crash); returns the
-    transactions open at the log's end."""
+    transactions open at the log's end (from the clean close's checkpoint when it
+    matches, else from a scan of the active segment)."""
+    checkpoint = take_open_checkpoint(directory, segments[-1].next_offset)
     carried: dict[int, int] | None = None  # open at the next segment's base, when known
     last = len(segments) - 1
     ends: TxnIndex | None = None
@@ -129,6 +167,9 @@ def open_transactions(segments: Sequence[LogSegment], *, clean: bool) -> TxnInde
             carried, ends = None, None
     if ends is not None:
         return ends  # the active segment was just rebuilt: its scan says what is open
+    if clean and checkpoint is not None:
+        loaded(segments, last)  # appends write to it
+        return TxnIndex(checkpoint)
     return replay_active(segments)
 
 
