@@ -32,7 +32,7 @@ from conveyor.chaos.runner import (
     text_console,
 )
 from conveyor.chaos.schedule import FaultEvent, make_schedule
-from conveyor.chaos.txn_workload import TXN_PARTITIONS, TXN_TOPIC, TxnWorkload
+from conveyor.chaos.txn_workload import TXN_CONFIG, TXN_PARTITIONS, TXN_TOPIC, TxnWorkload
 from conveyor.chaos.workload import FinalReads, final_read
 
 # Besides the transactional anomalies: what the stream checker finds in the files and
@@ -91,7 +91,7 @@ def run(
         with conveyor.Admin(cluster.url) as admin:
             admin.create_topic(
                 TXN_TOPIC, partitions=TXN_PARTITIONS,
-                replication_factor=replication_factor or min(3, brokers),
+                replication_factor=replication_factor or min(3, brokers), config=TXN_CONFIG,
             )  # fmt: skip
         workload = TxnWorkload(cluster.url, history, root, seed, processors=processors)
         _run_workload(cluster, workload, schedule, seed, duration_s)

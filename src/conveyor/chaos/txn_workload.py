@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 
 TXN_TOPIC: Final = "chaos-txn"
 TXN_PARTITIONS: Final = 4
+# Small segments: they roll every few transactions, so read_committed fetches cross
+# sealed segments and their aborted-transaction index files, and recovery after a kill
+# or a disk fault rebuilds them.
+TXN_CONFIG: Final = {"segment_bytes": 4096}
 TXN_GROUP: Final = "chaos-txn-group"
 ABORT_ONE_IN: Final = 4
 DEPTH_MAX: Final = 3
