@@ -917,6 +917,8 @@ class PartitionLog:
                         for entry in txnrecovery.loaded(self._segments, i).entries()
                     ]
                 swap_file = swap.commit(self.directory, cleaned.log_path, bases[0], end_offset)
+                # in memory before a lookup can see it (its file is written once swapped in)
+                cleaned.aborted.set_loaded(open_txns, aborted)
             except BaseException:
                 cleaned.delete()
                 raise
@@ -928,12 +930,12 @@ class PartitionLog:
                 for segment in replaced:
                     segment.close()  # under _lock: no read is using its file now
                 self._forget_removed()
+                self._keep_loaded([cleaned])
                 self.generation += 1
                 new_generation = self.generation
                 self.cleaned_offset = cleaned_offset
             for segment in replaced:
                 segment.delete()
-            cleaned.aborted.set_loaded(open_txns, aborted)
             cleaned.swapped_in(swap.finish(self.directory, swap_file, bases[0]))
             swap.fsync_directory(self.directory)
             swap.write_checkpoint(self.directory, cleaned_offset)
