@@ -169,6 +169,7 @@ def test_a_paused_leader_is_fenced_and_its_unacknowledged_suffix_truncated(
             SESSION_MS / 1000 + 15,
             "a new leader",
         )
+        paused_epoch = describe(cluster3, "fenced")[0]["leader_epoch"]
         with Producer(cluster3.url, acks="all") as producer:
             for n in range(100):
                 producer.send("fenced", f"after-{n}".encode()).result(timeout=30)
@@ -185,19 +186,23 @@ def test_a_paused_leader_is_fenced_and_its_unacknowledged_suffix_truncated(
         headers={"Content-Type": BATCH_CONTENT_TYPE},
         timeout=15,
     )
-    assert reply.status_code >= 400, reply.text
+    # Acknowledged only if the old leader was elected again meanwhile (a later epoch: on a
+    # loaded machine the new leader's own session can lapse); then the write is a real one
+    # and must be kept like any other acknowledged write.
+    reelected = reply.status_code == 200 and reply.json()["leader_epoch"] > paused_epoch
+    assert reply.status_code >= 400 or reelected, reply.text
     wait_for(lambda: isr_full(cluster3, "fenced"), 30, "the old leader back in the ISR")
     new = describe(cluster3, "fenced")[0]
     assert new["leader_epoch"] > old["leader_epoch"]
     values = [v for _, v in read_partition(cluster3, "fenced", 0)]
-    assert b"zombie-write" not in values
     expected = [f"before-{n}".encode() for n in range(100)]
     expected += [f"after-{n}".encode() for n in range(100)]
+    expected += [b"zombie-write"] if reelected else []
     assert values == expected
 
     def converged() -> bool:
         ends = {hosted(cluster3, b)[("fenced", 0)]["log_end_offset"] for b in (1, 2, 3)}
-        return ends == {200}
+        return ends == {len(expected)}
 
     wait_for(converged, 20, "every replica at 200 records, the zombie write truncated")
 
