@@ -25,6 +25,7 @@ from typing import Final, NamedTuple
 import msgspec
 
 from conveyor.client.metadata import MetadataClient
+from conveyor.client.queue_prefetch import PrefetchPacing
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
 from conveyor.protocol.records import Record, decode_batches
 from conveyor.protocol.share import (
@@ -208,6 +209,7 @@ class QueueCore:
         # waiter woken by them sees them done: a task's own end comes a step later)
         self._in_flight = 0
         self._prefetch: tuple[int, float] | None = None  # asked for while one was in flight
+        self.pacing = PrefetchPacing()
         # Requests carrying acknowledgements go one at a time, and never long-poll: two on
         # separate connections may arrive in either order, and in key-ordered mode the
         # accept of a key's later record before its earlier one's is refused.
@@ -349,16 +351,21 @@ class QueueCore:
     async def receive(self, max_records: int, timeout_s: float) -> list[Delivered]:
         if self.refused is not None:
             raise self.refused
+        pacing = self.pacing
+        pacing.receive_called(time.monotonic())
         got = self._from_buffer(max_records)
         if not got:
             got = await self._wait_for_records(max_records, timeout_s)
-        if got and self.settings.prefetch and len(self._buffer) < max_records:
-            # the next batch is fetched (and decoded) while the application works on this
-            # one; its records wait at most one batch's processing time in their lock
+        pacing.handed_out(len(got), time.monotonic())
+        target = pacing.target(max_records)
+        if got and self.settings.prefetch and len(self._buffer) < target:
+            # the next records are fetched (and decoded) while the application works on
+            # these; enough to cover a round trip at the rate it works (PrefetchPacing)
+            wanted = max(max_records, target - len(self._buffer))
             if self._in_flight:
-                self._prefetch = (max_records, timeout_s)  # once the one in flight ends
+                self._prefetch = (wanted, timeout_s)  # once the one in flight ends
             else:
-                self._send_receives(max_records, timeout_s)
+                self._send_receives(wanted, timeout_s)
         return got
 
     async def _wait_for_records(self, max_records: int, timeout_s: float) -> list[Delivered]:
@@ -495,6 +502,7 @@ class QueueCore:
             config_version=self.config_version,
         )
         target = f"{url}/v1/share-groups/{settings.group}/topics/{settings.topic}/receive"
+        sent_s = time.monotonic()
         try:
             _, _, body = await self.http.request(
                 "POST",
@@ -510,6 +518,8 @@ class QueueCore:
             self._fail_acks(acks, failures, exc.code.name, exc.message)
             raise
         header, chunks = parse_received(body)
+        if any(answer.acquired for answer in header.partitions):
+            self.pacing.round_trip(time.monotonic() - sent_s)
         for result in header.acks:
             if result.error is not None:
                 self._fail_acks(

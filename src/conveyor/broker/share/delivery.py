@@ -12,6 +12,7 @@ compacted batch has), built from records decoded once and kept in a bounded cach
 
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Final
@@ -26,10 +27,12 @@ CACHE_RECORDS_MAX: Final = 50_000
 
 class DecodedCache:
     """Decoded records of stored batches, by base offset; least recently used first out,
-    at most ``CACHE_RECORDS_MAX`` records."""
+    at most ``CACHE_RECORDS_MAX`` records. The base offsets are also kept sorted, so the
+    batch holding an offset is found without reading the log (:meth:`find`)."""
 
     def __init__(self, records_max: int = CACHE_RECORDS_MAX) -> None:
         self._batches: OrderedDict[int, list[Record]] = OrderedDict()
+        self._bases: list[int] = []  # the cached batches' base offsets, sorted
         self._count = 0
         self._max = records_max
 
@@ -43,16 +46,35 @@ class DecodedCache:
         return records
 
     def put(self, base_offset: int, records: list[Record]) -> None:
-        if base_offset in self._batches:
+        if base_offset in self._batches or not records:
             return
         self._batches[base_offset] = records
+        bisect.insort(self._bases, base_offset)
         self._count += len(records)
         while self._count > self._max and self._batches:
-            _, dropped = self._batches.popitem(last=False)
+            dropped_base, dropped = self._batches.popitem(last=False)
+            del self._bases[bisect.bisect_left(self._bases, dropped_base)]
             self._count -= len(dropped)
+
+    def find(self, offset: int) -> tuple[int, list[Record], Record] | None:
+        """(base offset, records) of the cached batch holding ``offset``, and its record
+        there; None when no cached batch has it."""
+        i = bisect.bisect_right(self._bases, offset) - 1
+        if i < 0:
+            return None
+        base = self._bases[i]
+        records = self._batches[base]
+        j = offset - records[0].offset  # dense batches: the record's index
+        if not 0 <= j < len(records) or records[j].offset != offset:
+            j = bisect.bisect_left(records, offset, key=lambda r: r.offset)  # sparse
+            if j == len(records) or records[j].offset != offset:
+                return None
+        self._batches.move_to_end(base)
+        return base, records, records[j]
 
     def clear(self) -> None:
         self._batches.clear()
+        self._bases.clear()
         self._count = 0
 
 
@@ -97,6 +119,9 @@ def covering_batches(
 
 def answer_bytes(read: Read, ranges: list[tuple[int, int]], cache: DecodedCache) -> bytes:
     """Stored batches, or one compact batch when the member owns few of their records."""
+    compact = _compact_from_cache(ranges, cache)
+    if compact is not None:
+        return compact
     batches = covering_batches(read, ranges)
     owned = sum(last - first + 1 for first, last in ranges)
     stored = sum(header.records_count for header, _ in batches)
@@ -120,3 +145,36 @@ def answer_bytes(read: Read, ranges: list[tuple[int, int]], cache: DecodedCache)
     if not builder.records_count:
         return b""
     return builder.build(base_offset=base)
+
+
+def _compact_from_cache(ranges: list[tuple[int, int]], cache: DecodedCache) -> bytes | None:
+    """The compact batch, built from the cache alone when it holds every record of
+    ``ranges`` and they are few of their batches' records; None otherwise (the log is
+    read). Key-ordered members own a few scattered records of many batches, which the
+    window scan decoded and cached: walking the log's batch headers between them and
+    every cached record of those batches cost about two thirds of a key-ordered receive
+    (profiled: 4.5 ms of 6.8 ms a request, 32 members, 10 records a receive)."""
+    found: list[Record] = []
+    stored: dict[int, int] = {}  # base offset -> records of the batch
+    for first, last in ranges:
+        for offset in range(first, last + 1):
+            hit = cache.find(offset)
+            if hit is None:
+                return None
+            base, records, record = hit
+            stored[base] = len(records)
+            found.append(record)
+    if not found or len(found) >= SPARSE_SHARE * sum(stored.values()):
+        return None
+    found.sort(key=lambda r: r.offset)
+    base_offset = found[0].offset
+    builder = BatchBuilder()
+    for record in found:
+        builder.append(
+            record.value,
+            record.key,
+            record.headers,
+            record.timestamp_ms,
+            offset_delta=record.offset - base_offset,
+        )
+    return builder.build(base_offset=base_offset)

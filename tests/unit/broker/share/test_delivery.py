@@ -84,6 +84,52 @@ def test_every_owned_record_is_answered_once(sizes: list[int], data: st.DataObje
     assert len(got) == len(set(got))
 
 
+def cached(log: bytes, records_max: int = 50_000) -> DecodedCache:
+    """A cache holding every batch of ``log``, as the key-ordered window scan fills it."""
+    cache = DecodedCache(records_max=records_max)
+    for batch in _split(log):
+        records = decode_batches(batch)
+        cache.put(records[0].offset, records)
+    return cache
+
+
+def no_log(offset: int, max_bytes: int) -> bytes:
+    raise AssertionError("the answer should come from the cache, not the log")
+
+
+def test_a_sparse_answer_comes_from_the_cache_without_reading_the_log() -> None:
+    log = stored_log([40, 40, 40])
+    ranges = [(3, 3), (45, 46), (119, 119)]
+    answer = answer_bytes(no_log, ranges, cached(log))
+    assert answer == answer_bytes(reader(log), ranges, DecodedCache())
+    assert [r.offset for r in decode_batches(answer)] == [3, 45, 46, 119]
+
+
+def test_the_cache_finds_records_of_sparse_batches() -> None:
+    builder = BatchBuilder()  # a compacted batch: offsets 10, 12, 15
+    for delta in (0, 2, 5):
+        builder.append(f"v{delta}".encode(), b"k", offset_delta=delta)
+    cache = DecodedCache()
+    cache.put(10, decode_batches(builder.build(base_offset=10)))
+    assert [cache.find(o) is not None for o in range(9, 17)] == [
+        False, True, False, True, False, False, True, False,
+    ]  # fmt: skip
+    hit = cache.find(12)
+    assert hit is not None and hit[0] == 10 and hit[2].value == b"v2"
+
+
+@given(st.lists(st.integers(1, 30), min_size=1, max_size=6), st.data())
+def test_cached_and_read_answers_agree(sizes: list[int], data: st.DataObject) -> None:
+    """Whatever the cache holds (some batches evicted), the answer is the same."""
+    log = stored_log(sizes)
+    owned = sorted(data.draw(st.sets(st.integers(0, sum(sizes) - 1), min_size=1)))
+    ranges = [(o, o) for o in owned]
+    cache = cached(log, records_max=data.draw(st.integers(1, 200)))
+    assert answer_bytes(reader(log), ranges, cache) == answer_bytes(
+        reader(log), ranges, DecodedCache()
+    )
+
+
 def test_offset_deltas_must_increase() -> None:
     builder = BatchBuilder()
     builder.append(b"a", offset_delta=5)
