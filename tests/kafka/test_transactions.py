@@ -290,6 +290,35 @@ def test_conveyor_transactional_producer(kafka_cluster: Cluster) -> None:
         consumer.close()
 
 
+def test_a_transaction_after_a_failed_batch_writes_to_that_partition_again(
+    kafka_cluster: Cluster,
+) -> None:
+    """A batch the leader refuses for good (here: too large) never records its sequence
+    numbers at the partition, so the producer's next batches there would be refused
+    OUT_OF_ORDER_SEQUENCE forever; after the abort the producer takes a new epoch
+    (InitProducerId again, as Kafka's producer does after an abortable error, KIP-360),
+    under which sequences restart. Found by the transactional chaos workload (seed 13: a
+    500 during a full disk, then 44 transactions of one writer failed in a row)."""
+    topic = unique_topic("txn")
+    with conveyor.Admin(kafka_cluster.url) as admin:
+        admin.create_topic(topic, partitions=1, config={"max_message_bytes": 1024})
+    with conveyor.Producer(kafka_cluster.url, transactional_id=f"gap-{topic}") as producer:
+        with producer.transaction():  # the partition knows this producer's sequences
+            producer.send(topic, b"before", partition=0)
+        producer.begin_transaction()
+        refused = producer.send(topic, b"x" * 4096, partition=0)
+        producer.flush()
+        assert refused.exception(timeout=10) is not None
+        with pytest.raises(conveyor.ConveyorError):
+            producer.commit_transaction()
+        producer.abort_transaction()
+        for i in range(3):
+            with producer.transaction():
+                producer.send(topic, f"after-{i}".encode(), partition=0)
+    values = _read(kafka_cluster, topic, 1, "read_committed", 4)
+    assert values == ["before", "after-0", "after-1", "after-2"]
+
+
 def test_consume_transform_produce_is_exactly_once_across_a_sigkill(
     kafka_cluster: Cluster, tmp_path: Path
 ) -> None:

@@ -172,5 +172,17 @@ class TransactionSession:
         except ConveyorError:
             if not commit:  # an abort that failed leaves nothing to do but a new init
                 self.in_transaction = False
+                self._new_epoch_if_failed()
             raise
         self.in_transaction = False
+        if not commit:
+            self._new_epoch_if_failed()
+
+    def _new_epoch_if_failed(self) -> None:
+        """After a batch failed for good, its sequence numbers never reached its partition,
+        whose leader would refuse every later batch of this epoch (OUT_OF_ORDER_SEQUENCE):
+        the next transaction starts under a new epoch (InitProducerId again, which bumps
+        it; the sender restarts sequences at 0), as Kafka's producer does after an abortable
+        error (KIP-360)."""
+        if self.failed is not None:
+            self.producer_id = self.producer_epoch = -1
