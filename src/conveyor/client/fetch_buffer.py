@@ -1,7 +1,10 @@
 """The consumer's prefetch buffer and per-partition positions (no I/O, thread-safe).
 
-Fetch tasks on the I/O loop add decoded chunks; ``poll`` on the application's thread (or
-loop) takes messages out. Two offsets per partition:
+Fetch tasks on the I/O loop add decoded chunks, each a fetch's records as columns
+(``protocol/record_columns.py``); on the application's thread (or loop) ``poll`` takes
+records out as ``Message`` tuples made from the columns (``take``), ``poll_batch`` as
+slices of them (``take_batch``): the same rows and the same positions either way. Two
+offsets per partition:
 
 * ``fetch_offset``: the next offset to fetch; moves when a fetch answers.
 * ``position``: the next offset ``poll`` returns; moves as messages are taken, and is what
@@ -10,7 +13,7 @@ loop) takes messages out. Two offsets per partition:
 Memory is bounded: a fetch first reserves ``fetch_max_bytes`` and is not sent while
 buffered plus reserved bytes would pass ``buffer_max_bytes`` (backpressure: a slow
 application stops the fetching, whatever the producers do). Bytes are wire bytes; the
-decoded messages take about 2-3x that in Python objects.
+decoded columns take about 2-3x that in Python objects.
 
 ``seek`` (and an offset reset) bumps the partition's ``generation`` and drops its chunks;
 a fetch that was in flight comes back with the old generation and is dropped, so a
