@@ -531,7 +531,12 @@ def test_exactly_once_across_a_sigkill_of(victim: str, tmp_path: Path) -> None:
                 seen.extend(m.value().decode() for m in reader.consume(500, 0.5) if not m.error())
                 return len(seen) >= count
 
-            wait_for(done, timeout_s=150)
+            try:
+                wait_for(done, timeout_s=150, what=f"{count} records read committed")
+            except TimeoutError as exc:  # say where it stands (a run stalled once, 2 brokers)
+                raise TimeoutError(
+                    f"{exc}; read {len(seen)}; {_diagnosis(cluster, sink)}"
+                ) from None
         finally:
             reader.close()
         outputs = _read(cluster, sink, 2, "read_committed", count)  # and nothing more
@@ -546,3 +551,55 @@ def test_exactly_once_across_a_sigkill_of(victim: str, tmp_path: Path) -> None:
         key, n = value.split(":")
         by_key.setdefault(key, []).append(int(n))
     assert all(ns == sorted(ns) for ns in by_key.values())
+
+
+def _diagnosis(cluster: Cluster, topic: str) -> str:
+    """Why read_committed readers may not reach the end of ``topic``'s two partitions:
+    each partition's high watermark and last stable offset, the producers with an open
+    transaction on its leader, and the coordinator's transactions that are not complete."""
+    lines = []
+    for isolation in ("read_uncommitted", "read_committed"):  # ends: high watermark, LSO
+        checker = confluent_kafka.Consumer(
+            _config(cluster, **{"group.id": "diagnosis", "isolation.level": isolation})
+        )
+        try:
+            for p in range(2):
+                tp = confluent_kafka.TopicPartition(topic, p)
+                ends = checker.get_watermark_offsets(tp, timeout=10)
+                lines.append(f"{topic}-{p} {isolation} (start, end): {ends}")
+        except confluent_kafka.KafkaException as exc:
+            lines.append(f"watermarks: {exc}")
+        finally:
+            checker.close()
+    request = SERVED[ApiKey.DESCRIBE_PRODUCERS].request[0]
+    for broker_id, broker in cluster.brokers.items():
+        try:
+            with KafkaWire("127.0.0.1", broker.kafka_port, broker.ssl_context()) as wire:
+                producers = wire.call(
+                    ApiKey.DESCRIBE_PRODUCERS, 0,
+                    topics=[request.TopicRequest(name=topic, partition_indexes=[0, 1])],
+                ).topics[0].partitions  # fmt: skip
+                listed = wire.call(ApiKey.LIST_TRANSACTIONS, 0, state_filters=[],
+                                   producer_id_filters=[]).transaction_states  # fmt: skip
+        except (OSError, ConnectionError) as exc:
+            lines.append(f"broker {broker_id}: {exc!r}")
+            continue
+        for partition in producers:
+            open_txns = [
+                (a.producer_id, a.producer_epoch, a.current_txn_start_offset)
+                for a in partition.active_producers
+                if a.current_txn_start_offset >= 0
+            ]
+            if partition.error_code == 0:
+                lines.append(
+                    f"broker {broker_id} leads {topic}-{partition.partition_index}: open "
+                    f"transactions (producer, epoch, first offset) {open_txns}"
+                )
+        if not any(line.startswith("coordinator") for line in lines):
+            unfinished = [
+                (t.transactional_id, t.producer_id, t.transaction_state)
+                for t in listed
+                if t.transaction_state not in ("CompleteCommit", "CompleteAbort", "Empty")
+            ]
+            lines.append(f"coordinator's unfinished transactions: {unfinished}")
+    return "; ".join(lines)
