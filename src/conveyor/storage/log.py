@@ -10,6 +10,7 @@ never races with a file being cut or deleted and the flushed offset never overst
 from __future__ import annotations
 
 import bisect
+import errno
 import logging
 import os
 import threading
@@ -28,6 +29,7 @@ from conveyor.protocol.batch import (
 )
 from conveyor.protocol.errors import (
     ConveyorError,
+    DiskFullError,
     ErrorCode,
     InvalidRequestError,
     LogTruncatedError,
@@ -226,7 +228,11 @@ class PartitionLog:
         segment = LogSegment(self.directory, base_offset, self.config.index_interval_bytes)
         segment.created_ms = now_ms
         segment.gaps_allowed = self.gaps_allowed
-        segment.aborted.create(open_txns or {})
+        try:
+            segment.aborted.create(open_txns or {})
+        except OSError:
+            segment.close()  # a roll retried later opens it again
+            raise
         self._dir_dirty = True
         return segment
 
@@ -413,9 +419,14 @@ class PartitionLog:
 
     def _roll(self, now_ms: int) -> None:
         active = self._segments[-1]
-        active.seal()
-        segment = self._new_segment(active.next_offset, now_ms, self.txns.ongoing)
-        segment.open_indexes_for_append()
+        try:  # sealing and the new segment's files: each step can be redone
+            active.seal()
+            segment = self._new_segment(active.next_offset, now_ms, self.txns.ongoing)
+            segment.open_indexes_for_append()
+        except OSError as exc:  # as an append's: a full disk is DISK_FULL, not a crash
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"no space to roll {self.directory}: {exc}") from exc
+            raise StorageError(f"rolling {self.directory} failed: {exc}") from exc
         self._segments.append(segment)
         self._bases.append(segment.base_offset)
         self._keep_loaded([active])  # its index was written live: in memory, now bounded

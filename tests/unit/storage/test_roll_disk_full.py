@@ -1,0 +1,64 @@
+"""A full disk while a segment rolls (the sealed segment's last time-index entry, the new
+segment's aborted-transaction index file) is DISK_FULL, as for an append, and changes
+nothing: the roll happens on the next append once there is space. Found by the
+transactional chaos workload (seed 13, ``disk-full`` with 4 KiB segments): the OSError
+escaped as a 500 INTERNAL_ERROR and killed a follower's replica fetch task."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor.protocol.errors import DiskFullError, StorageError
+from conveyor.storage.abortindex import AbortedIndex
+from conveyor.storage.index import TimeIndex
+from tests.unit.storage.helpers import LogFactory, make_batch, read_all, records, values_of
+
+
+def _failing(code: int) -> Any:
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise OSError(code, "injected")
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    ("owner", "method"),
+    [(AbortedIndex, "rewrite"), (TimeIndex, "maybe_append")],
+    ids=["new-segment-aborted-index", "sealed-segment-time-index"],
+)
+def test_a_full_disk_while_rolling_is_disk_full_and_the_roll_happens_later(
+    make_log: LogFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owner: type, method: str
+) -> None:
+    log = make_log(segment_bytes_max=1024)
+    batch = make_batch(values_of(4, "x", 50))
+    for _ in range(3):
+        log.append(batch)  # the next one rolls
+    before = (log.log_end_offset, log.segment_count)
+    monkeypatch.setattr(owner, method, _failing(errno.ENOSPC))
+    with pytest.raises(DiskFullError):
+        log.append(batch)
+    assert (log.log_end_offset, log.segment_count) == before
+    monkeypatch.undo()  # space is back
+    log.append(batch)
+    assert log.segment_count == before[1] + 1
+    assert [o for chunk in read_all(log) for o, _, _ in records(chunk)] == list(range(16))
+    log.close()
+    reopened = make_log(segment_bytes_max=1024)
+    assert [o for chunk in read_all(reopened) for o, _, _ in records(chunk)] == list(range(16))
+
+
+def test_another_failure_while_rolling_is_a_storage_error(
+    make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = make_log(segment_bytes_max=1024)
+    batch = make_batch(values_of(4, "x", 50))
+    for _ in range(3):
+        log.append(batch)
+    monkeypatch.setattr(AbortedIndex, "rewrite", _failing(errno.EIO))
+    with pytest.raises(StorageError) as raised:
+        log.append(batch)
+    assert not isinstance(raised.value, DiskFullError)
