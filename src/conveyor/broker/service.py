@@ -553,9 +553,14 @@ class BrokerService:
                 break
             await _wait(woken, remaining)
             source = await self.leader_partition(topic, partition, leader_epoch)
+        aborted: list[AbortedTxn] = []
+        if read_committed and data:  # before hold(): nothing to release if cancelled here
+            in_memory = source.log.aborted_in_memory(offset, upper)
+            if in_memory is None:  # a segment's aborted-transaction index to read: not here
+                in_memory = await asyncio.to_thread(source.log.aborted_in, offset, upper)
+            aborted = in_memory
         self.fetch_memory.hold(len(data), wanted=max_bytes, granted=granted)
         self.metrics.fetched(topic, partition, data)
-        aborted = source.log.aborted_in(offset, upper) if read_committed and data else ()
         return FetchResult(
             batches=data,
             high_watermark=source.high_watermark,

@@ -587,6 +587,14 @@ class PartitionLog:
         with self._lock:
             return dict(self.txns.ongoing)
 
+    def aborted_in_memory(self, start: int, end: int) -> list[AbortedTxn] | None:
+        """As :meth:`aborted_in` when every index it needs is in memory, else None (then
+        call :meth:`aborted_in` off the event loop: it reads files)."""
+        with self._lock:
+            self._check_usable()
+            found = txnrecovery.collect(self._segments, self._bases, start, end)
+            return found if isinstance(found, list) else None
+
     def aborted_in(self, start: int, end: int) -> list[AbortedTxn]:
         """The aborted transactions with records in [start, end) (read_committed), from
         the indexes of the segments the range touches and the few after it that may hold

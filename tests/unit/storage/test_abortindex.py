@@ -354,3 +354,26 @@ def test_lookups_racing_appends_rolls_and_deletes(
         assert answers(log, start, end) == model.aborted_in(start, end)
     finally:
         log.close()
+
+
+def test_in_memory_lookup_says_when_a_file_must_be_read(tmp_path: Path) -> None:
+    """The broker answers from memory on its event loop and reads index files only in a
+    thread: ``aborted_in_memory`` is None while a needed index is not loaded."""
+    config = LogConfig(segment_bytes_max=1024)
+    log = PartitionLog.open(tmp_path / "p", config)
+    try:
+        log.append(txn_batch(1, 1, 1))
+        log.append(marker_batch(1, 0, False, 0, 1), allow_control=True)  # 0-1 aborted
+        while log.segment_count < 3:
+            log.append(encode_batch([(None, b"x" * 300)]))
+    finally:
+        log.close()
+    log = PartitionLog.open(tmp_path / "p", config)
+    try:
+        assert log.aborted_in_memory(0, 2) is None  # the first segment's index: on disk
+        assert log.aborted_in(0, 2) == [AbortedTxn(1, 0, 1, 2)]
+        assert log.aborted_in_memory(0, 2) == [AbortedTxn(1, 0, 1, 2)]
+        end = log.log_end_offset
+        assert log.aborted_in_memory(end - 1, end) == []  # the active segment's: loaded
+    finally:
+        log.close()
