@@ -80,7 +80,7 @@ def damage(directory: Path, written: list[Written], rng: random.Random) -> tuple
     """Damage one file at random; returns (what was done, the damage point offset)."""
     segments = sorted({w.segment for w in written})
     segment = rng.choice(segments[-2:] if rng.random() < 0.4 else segments)  # favour the tail
-    kind = rng.choices(["log", "index", "timeindex"], weights=[6, 2, 2])[0]
+    kind = rng.choices(["log", "index", "timeindex", "txnindex"], weights=[6, 2, 2, 1])[0]
     path = directory / f"{segment:020d}.{kind}"
     data = bytearray(path.read_bytes())
     if not data:
@@ -135,6 +135,7 @@ def check_recovered(directory: Path, written: list[Written], damage_offset: int)
             for record in got:
                 assert record.value == by_offset[record.offset], f"record {record.offset}"
             offset = got[-1].offset + 1
+        assert log.aborted_in(0, log.log_end_offset) == []  # no transaction was written
         result = log.append(encode_batch([(None, b"after")]))  # still writable
         assert result.base_offset == log.log_end_offset - 1
         if damage_offset == NO_LOSS:
