@@ -15,7 +15,11 @@ The translation, both ways:
 * the member epoch answered is the group's generation (Conveyor's groups count one
   epoch for the whole group; a member commits with any generation it belongs to);
 * topics travel as Kafka topic ids (``views.topic_id``); a regular expression (v1) is
-  matched against the cluster's topics on every heartbeat, so new topics join in;
+  matched against the cluster's topics, again whenever they change, so new topics join
+  in. A regex new to the group is resolved after the heartbeat that brings it, as Kafka
+  resolves it asynchronously: that heartbeat's assignment has the member's named topics
+  only, the next one (asked for soon) the regex's too; a regex no member uses any more
+  is forgotten, so subscribing to it again is new again;
 * null fields mean "unchanged": the subscription and owned partitions are remembered;
 * the session timeout is the coordinator's (KIP-848: a broker setting), the rebalance
   timeout is the member's max poll interval; heartbeats every ``HEARTBEAT_INTERVAL_MS``,
@@ -84,6 +88,10 @@ class ConsumerGroups:
         # resolving every member's on every heartbeat would cost members x topics regex
         # matches each time; the map is a new object whenever the topics change
         self._resolved_against: dict[str, object] = {}
+        # per group, the regexes its members' subscriptions use: resolved, or brought by a
+        # heartbeat and resolved from the group's next one (Kafka's asynchronous refresh)
+        self._regexes: dict[str, set[str]] = {}
+        self._pending_regexes: dict[str, set[str]] = {}
 
     async def heartbeat(
         self, name: str, request: ConsumerHeartbeatRequest
@@ -108,6 +116,7 @@ class ConsumerGroups:
         if epoch in (LEAVE_EPOCH, STATIC_LEAVE_EPOCH):
             await self._leave(name, request.member_id)
             self._members.pop(key, None)
+            self._forget_unused_regexes(name)
             return ConsumerHeartbeatResponse(member_id=request.member_id, member_epoch=epoch)
         group = self._manager.groups.get(name)
         known = group is not None and request.member_id in group.members
@@ -125,10 +134,11 @@ class ConsumerGroups:
             _check_epoch(group, request.member_id, epoch)
         info = self._remember(self._members.get(key) or KafkaMember(), request, first=False)
         self._members[key] = info
+        pending = self._resolve_regexes(name, info)
         if group is not None:
             await self._resolve_group(name, group)
             group = self._manager.groups.get(name)
-        beat = self._beat(request, info, group if known else None)
+        beat = self._beat(name, request, info, group if known else None)
         answer = await self._manager.beat(
             name, beat, request.client_id, new_member_id=request.member_id or None
         )
@@ -141,7 +151,8 @@ class ConsumerGroups:
         return ConsumerHeartbeatResponse(
             member_id=answer.member_id,
             member_epoch=answer.generation,
-            heartbeat_interval_ms=_interval_ms(answer),
+            # a pending regex is resolved at the next heartbeat: ask for it soon
+            heartbeat_interval_ms=PENDING_RECHECK_MS if pending else _interval_ms(answer),
             assignment=self._by_topic_id(assigned) if send else None,
         )
 
@@ -216,23 +227,54 @@ class ConsumerGroups:
             return
         self._resolved_against[name] = topics_now
         resolved = {
-            member_id: self._resolved(info)
+            member_id: self._resolved(name, info)
             for (g, member_id), info in self._members.items()
             if g == name and member_id in group.members
         }
         if any(group.members[m].topics != t for m, t in resolved.items()):
             await self._manager.resubscribe(name, resolved)
 
-    def _resolved(self, info: KafkaMember) -> tuple[str, ...]:
+    def _resolve_regexes(self, name: str, info: KafkaMember) -> bool:
+        """Kafka's asynchronous regex resolution (``GroupMetadataManager``'s
+        ``maybeUpdateRegularExpressions``): a regex no member of the group used is resolved
+        after the heartbeat that brings it, so that heartbeat assigns the member's named
+        topics only; the group's next heartbeat resolves it for every member subscribed to
+        it at once. True when ``info``'s regex waits for that."""
+        resolved = self._regexes.setdefault(name, set())
+        pending = self._pending_regexes.setdefault(name, set())
+        if pending:
+            resolved |= pending
+            pending.clear()
+            self._resolved_against.pop(name, None)  # every member's topics again, together
+        self._forget_unused_regexes(name)
+        if info.regex is None or info.regex in self._regexes.get(name, ()):
+            return False
+        self._pending_regexes.setdefault(name, set()).add(info.regex)
+        return True
+
+    def _forget_unused_regexes(self, name: str) -> None:
+        """Kafka deletes a group's resolved regex when its last subscriber leaves it."""
+        used = {i.regex for (g, _), i in self._members.items() if g == name and i.regex}
+        for table in (self._regexes, self._pending_regexes):
+            kept = table.pop(name, set()) & used
+            if kept:
+                table[name] = kept
+
+    def _resolved(self, name: str, info: KafkaMember) -> tuple[str, ...]:
         state = self._state()
         topics = set(info.topic_names) & set(state.topics)
-        pattern = _compile(info.regex)
+        resolved = info.regex is not None and info.regex in self._regexes.get(name, ())
+        pattern = _compile(info.regex) if resolved else None
         if pattern is not None:
             topics |= {t for t in state.topics if pattern.fullmatch(t)}
         return tuple(sorted(topics))[: groups.TOPICS_PER_MEMBER_MAX]
 
     def _beat(
-        self, request: ConsumerHeartbeatRequest, info: KafkaMember, group: Group | None
+        self,
+        name: str,
+        request: ConsumerHeartbeatRequest,
+        info: KafkaMember,
+        group: Group | None,
     ) -> Heartbeat:
         state = self._state()
         if request.owned is not None:
@@ -251,7 +293,7 @@ class ConsumerGroups:
         return Heartbeat(
             member_id=None if request.member_epoch == 0 else request.member_id,
             client_id=request.client_id[:200],
-            topics=self._resolved(info),
+            topics=self._resolved(name, info),
             owned=owned,
             session_timeout_ms=session_ms,
             max_poll_interval_ms=min(
@@ -272,6 +314,7 @@ class ConsumerGroups:
         members = present.members if present is not None else {}
         for key in [k for k in self._members if k[0] == name and k[1] not in members]:
             del self._members[key]
+        self._forget_unused_regexes(name)
 
     def _topic_id(self, state: ClusterState, topic: str) -> str:
         return views.topic_id(state.cluster_id, state.topics[topic])
@@ -290,6 +333,8 @@ class ConsumerGroups:
     def reset(self) -> None:
         self._members.clear()
         self._resolved_against.clear()
+        self._regexes.clear()
+        self._pending_regexes.clear()
 
     # ---- ConsumerGroupDescribe -------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from conveyor.coordinator import views
 from conveyor.coordinator.classic_model import Limits
+from conveyor.coordinator.consumer_groups import PENDING_RECHECK_MS
 from conveyor.coordinator.service import CoordinatorService, CoordinatorSettings
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.group_messages import (
@@ -112,7 +113,10 @@ def test_kip848_regex_subscriptions_follow_the_topics(tmp_path: Path) -> None:
         joined = await consumer.heartbeat(
             "r", _beat("m", 0, subscribed_topic_regex="t|u", rebalance_timeout_ms=60_000)
         )
-        assert {t.topic for t in joined.assignment or []} == {"t", "u"}
+        # resolved after the heartbeat that brought it (as Kafka: asynchronously)
+        assert joined.assignment == [] and joined.heartbeat_interval_ms == PENDING_RECHECK_MS
+        resolved = await consumer.heartbeat("r", _beat("m", joined.member_epoch))
+        assert {t.topic for t in resolved.assignment or []} == {"t", "u"}
         bad = await consumer.heartbeat("r2", _beat("m", 0, subscribed_topic_regex="(("))
         assert bad.error == ErrorCode.INVALID_REGULAR_EXPRESSION.name
         described = consumer.describe(["r", "nope"]).groups
@@ -121,6 +125,33 @@ def test_kip848_regex_subscriptions_follow_the_topics(tmp_path: Path) -> None:
             and described[0].members[0].subscribed_topic_regex == "t|u"
         )
         assert described[1].error == ErrorCode.UNKNOWN_GROUP.name
+
+    run(tmp_path, scenario)
+
+
+def test_kip848_a_regex_new_to_the_group_is_resolved_after_its_heartbeat(tmp_path: Path) -> None:
+    """librdkafka's 0045 resubscribe_with_regex: subscribing to a regex and a topic name
+    at once, the first assignment has the named topic, the next one the regex's topics
+    too (Kafka resolves a new regex asynchronously); a regex already resolved for the
+    group is used at once; once nobody uses it, it is new again."""
+
+    async def scenario(service: CoordinatorService) -> None:
+        consumer = service.consumer_groups
+        both = {"subscribed_topic_regex": "t|u", "subscribed_topic_names": ["other"]}
+        a = await consumer.heartbeat("x", _beat("a", 0, rebalance_timeout_ms=60_000, **both))
+        assert [t.topic for t in a.assignment or []] == ["other"]
+        assert a.heartbeat_interval_ms == PENDING_RECHECK_MS  # come back soon
+        a = await consumer.heartbeat("x", _beat("a", a.member_epoch))
+        assert {t.topic for t in a.assignment or []} == {"other", "t", "u"}
+        regex = {"subscribed_topic_regex": "t|u", "rebalance_timeout_ms": 60_000}
+        await consumer.heartbeat("x", _beat("b", 0, **regex))  # known: resolved at once
+        assert service.groups.groups["x"].members["b"].topics == ("t", "u")
+        for member in ("a", "b"):
+            await consumer.heartbeat("x", _beat(member, -1))
+        again = await consumer.heartbeat("x", _beat("a", 0, **regex))
+        assert again.assignment == []  # nobody used it any more: new again
+        again = await consumer.heartbeat("x", _beat("a", again.member_epoch))
+        assert {t.topic for t in again.assignment or []} == {"t", "u"}
 
     run(tmp_path, scenario)
 
