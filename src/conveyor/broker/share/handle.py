@@ -106,6 +106,7 @@ class ShareHandle:
         self._load_lock = asyncio.Lock()
         self._pending: list[Op] = []
         self._waiters: list[asyncio.Future[None]] = []
+        self._in_flight: list[asyncio.Future[None]] = []  # the waiters of the write under way
         self._writing = False
         self.dead_letter_task: asyncio.Task[None] | None = None
         self.cache = DecodedCache()  # decoded batches, for sparse answers (delivery.py)
@@ -194,6 +195,7 @@ class ShareHandle:
             while self._pending and self.state is not None:
                 ops, waiters = self._pending, self._waiters
                 self._pending, self._waiters = [], []
+                self._in_flight = waiters  # durable() may still join this write
                 state = self.state
                 state.seq += 1
                 delta = StateDelta(seq=state.seq, epoch=self.epoch, ops=ops)
@@ -211,6 +213,21 @@ class ShareHandle:
                         waiter.set_result(None)
         finally:
             self._writing = False
+            self._in_flight = []
+
+    def durable(self) -> asyncio.Future[None]:
+        """Resolves once every operation submitted so far is durable (or fails with the
+        write): a dead-letter batch is written only after the operation that numbered
+        it, or a new leader that never saw that operation would number other records
+        the same and the dead-letter topic would drop them as a duplicate."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._pending:
+            self._waiters.append(future)
+        elif self._writing:
+            self._in_flight.append(future)
+        else:
+            future.set_result(None)
+        return future
 
     def _fail(self, waiters: list[asyncio.Future[None]], exc: ConveyorError) -> None:
         log.warning("%s: state write failed, reloading on next use: %s", self.label, exc)

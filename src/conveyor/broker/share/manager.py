@@ -292,6 +292,9 @@ class ShareManager:
                     )
                     await handle.submit(ops)
                     continue
+                await handle.durable()  # the OpDeadLetter numbering this batch
+                if handle.state is not state or handle.broken:
+                    return
                 sequence = min(state.dead_letters)
                 entries = state.dead_letters[sequence]
                 records = _records_at(handle, [e.offset for e in entries])
