@@ -441,7 +441,8 @@ class QueueCore:
                 by_leader = await self._by_leader(partitions)
                 share = max(1, -(-max_records // max(1, len(by_leader))))
                 failures: list[AckFailure] = []
-                wait_ms = 0 if acks else int(wait_s * 1000)  # a carrier answers at once
+                # a carrier answers at once; a deadline already past asks for no wait
+                wait_ms = 0 if acks else max(0, int(wait_s * 1000))
                 await asyncio.gather(
                     *(
                         self._request(
