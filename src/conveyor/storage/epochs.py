@@ -19,9 +19,12 @@ Worked example: entries [(0, 0), (2, 120), (5, 300)], log end 420.
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 from pathlib import Path
 from typing import Final, NamedTuple
+
+from conveyor.protocol.errors import DiskFullError, StorageError
 
 CHECKPOINT_FILE: Final = "leader-epoch-checkpoint"
 UNDEFINED: Final = -1
@@ -71,12 +74,20 @@ class EpochCache:
             return False
         if self.entries and start_offset < self.entries[-1].start_offset:
             return False
-        if self.entries and start_offset == self.entries[-1].start_offset:
+        entries = list(self.entries)
+        if entries and start_offset == entries[-1].start_offset:
             # The previous epoch wrote nothing: the new one replaces it.
-            self.entries[-1] = EpochEntry(epoch, start_offset)
+            entries[-1] = EpochEntry(epoch, start_offset)
         else:
-            self.entries.append(EpochEntry(epoch, start_offset))
-        self.persist()
+            entries.append(EpochEntry(epoch, start_offset))
+        previous, self.entries = self.entries, entries
+        try:  # a failure changes nothing: the next append assigns the epoch again
+            self.persist()
+        except OSError as exc:  # as an append's: a full disk is DISK_FULL, not a crash
+            self.entries = previous
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"no space to record epoch {epoch} in {self.path}") from exc
+            raise StorageError(f"recording epoch {epoch} in {self.path} failed: {exc}") from exc
         return True
 
     def end_offset_for(self, epoch: int, log_end_offset: int) -> tuple[int, int]:

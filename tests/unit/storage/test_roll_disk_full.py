@@ -1,8 +1,9 @@
 """A full disk while a segment rolls (the sealed segment's last time-index entry, the new
-segment's aborted-transaction index file) is DISK_FULL, as for an append, and changes
-nothing: the roll happens on the next append once there is space. Found by the
-transactional chaos workload (seed 13, ``disk-full`` with 4 KiB segments): the OSError
-escaped as a 500 INTERNAL_ERROR and killed a follower's replica fetch task."""
+segment's aborted-transaction index file) or while a new leader epoch is recorded (the
+leader-epoch checkpoint) is DISK_FULL, as for an append, and changes nothing: it is done
+on the next append once there is space. Found by the transactional chaos workload (seed
+13, ``disk-full`` with 4 KiB segments): the OSError escaped as a 500 INTERNAL_ERROR and
+killed a follower's replica fetch task."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from conveyor.protocol.errors import DiskFullError, StorageError
 from conveyor.storage.abortindex import AbortedIndex
+from conveyor.storage.epochs import EpochCache
 from conveyor.storage.index import TimeIndex
 from tests.unit.storage.helpers import LogFactory, make_batch, read_all, records, values_of
 
@@ -62,3 +64,21 @@ def test_another_failure_while_rolling_is_a_storage_error(
     with pytest.raises(StorageError) as raised:
         log.append(batch)
     assert not isinstance(raised.value, DiskFullError)
+
+
+def test_a_full_disk_while_recording_a_new_epoch_is_disk_full_and_changes_nothing(
+    make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = make_log()
+    batch = make_batch(values_of(2))
+    log.append(batch, leader_epoch=1)
+    monkeypatch.setattr(EpochCache, "persist", _failing(errno.ENOSPC))
+    with pytest.raises(DiskFullError):
+        log.append(batch, leader_epoch=2)
+    assert (log.log_end_offset, log.epochs.latest_epoch) == (2, 1)
+    monkeypatch.undo()
+    log.append(batch, leader_epoch=2)
+    assert log.epochs.end_offset_for(1, log.log_end_offset) == (1, 2)
+    assert log.epochs.latest_epoch == 2
+    log.close()
+    assert make_log().epochs.latest_epoch == 2  # and on disk
