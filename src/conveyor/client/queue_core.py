@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 RECEIVE_CONTENT_TYPE: Final = "application/vnd.conveyor.share-receive"
 _FRAME: Final = struct.Struct(">I")
+LEADERLESS_REFRESH_S: Final = 0.2
 _LEADER_MOVED: Final = frozenset(
     (ErrorCode.NOT_LEADER, ErrorCode.LEADER_NOT_AVAILABLE, ErrorCode.UNKNOWN_PARTITION)
 )
@@ -210,6 +211,7 @@ class QueueCore:
         self._in_flight = 0
         self._prefetch: tuple[int, float] | None = None  # asked for while one was in flight
         self.pacing = PrefetchPacing()
+        self._leaderless_refresh_s = 0.0  # monotonic: no refresh for a leaderless one before
         # Requests carrying acknowledgements go one at a time, and never long-poll: two on
         # separate connections may arrive in either order, and in key-ordered mode the
         # accept of a key's later record before its earlier one's is refused.
@@ -294,6 +296,7 @@ class QueueCore:
         failures: list[AckFailure] = []
         try:
             by_leader = await self._by_leader(sorted(acks))
+            self._fail_unrouted(by_leader, acks, failures)
             requests = [
                 self._request(url, [], [a for p in parts for a in acks[p]], 0, 0, failures)
                 for url, parts in by_leader.items()
@@ -441,6 +444,9 @@ class QueueCore:
                 by_leader = await self._by_leader(partitions)
                 share = max(1, -(-max_records // max(1, len(by_leader))))
                 failures: list[AckFailure] = []
+                self._fail_unrouted(by_leader, acks, failures)
+                if partitions and not by_leader:  # no leader known: not in a tight loop
+                    await asyncio.sleep(LEADERLESS_REFRESH_S)
                 # a carrier answers at once; a deadline already past asks for no wait
                 wait_ms = 0 if acks else max(0, int(wait_s * 1000))
                 await asyncio.gather(
@@ -472,6 +478,21 @@ class QueueCore:
         self._arrived.set()
 
     async def _by_leader(self, partitions: list[int]) -> dict[str, list[int]]:
+        """``partitions`` by their leaders' URLs. One whose leader the cache does not know
+        (it was being elected at the last refresh) is looked up again, at most every
+        ``LEADERLESS_REFRESH_S``: nothing else would refresh it, and this member would
+        never read that partition again (seen in the chaos queue run of seed 2424: a
+        member kept its assignment and read nothing for 140 s)."""
+        out = await self._routed(partitions)
+        now = time.monotonic()
+        if _unrouted(out, partitions) and now >= self._leaderless_refresh_s:
+            self._leaderless_refresh_s = now + LEADERLESS_REFRESH_S
+            with contextlib.suppress(ConveyorError):
+                await self.metadata.refresh([self.settings.topic])
+            out = await self._routed(partitions)
+        return out
+
+    async def _routed(self, partitions: list[int]) -> dict[str, list[int]]:
         routes = await self.metadata.routes(self.settings.topic)
         out: dict[str, list[int]] = {}
         if routes is None:
@@ -480,6 +501,19 @@ class QueueCore:
             if route.partition in partitions and route.leader_url:
                 out.setdefault(route.leader_url, []).append(route.partition)
         return out
+
+    def _fail_unrouted(
+        self,
+        by_leader: dict[str, list[int]],
+        acks: dict[int, list[AckRange]],
+        failures: list[AckFailure],
+    ) -> None:
+        """Acknowledgements of partitions without a known leader are not sent: failed
+        (reported, and returned by ``commit``), never silently dropped."""
+        unrouted = _unrouted(by_leader, sorted(acks))
+        if unrouted:
+            dropped = [a for p in unrouted for a in acks[p]]
+            self._fail_acks(dropped, failures, "LEADER_NOT_AVAILABLE", "no leader known")
 
     async def _request(  # noqa: PLR0917 -- one request's parts
         self,
@@ -599,6 +633,11 @@ class QueueCore:
         return lock_token(
             self.settings.topic, delivered.partition, delivered.record.offset, delivered.acquisition
         )
+
+
+def _unrouted(by_leader: dict[str, list[int]], partitions: list[int]) -> list[int]:
+    routed = {p for parts in by_leader.values() for p in parts}
+    return [p for p in partitions if p not in routed]
 
 
 def _ack_of(result: AckResult, sent: list[AckRange]) -> AckRange:
