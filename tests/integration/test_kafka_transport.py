@@ -52,9 +52,13 @@ def test_every_message_once_in_key_order(cluster: Cluster, transport: str) -> No
         producer.flush()
     metadata = [f.result(timeout=0) for f in (futures[0], futures[-1])]
     assert all(m.topic == topic and m.offset >= 0 for m in metadata)
-    with conveyor.Consumer(cluster.url, [topic]) as consumer:
-        consumer.seek_to_beginning()
+    # the consumer over the same transport, as a group member (membership and commits
+    # over HTTP either way, for now)
+    with conveyor.Consumer(
+        cluster.url, [topic], group_id=f"g-{transport}", transport=transport
+    ) as consumer:
         messages = consume(consumer, COUNT)
+        consumer.commit()
     check_exactly_once_in_order(messages, COUNT)
 
 
@@ -72,6 +76,33 @@ def test_bootstrap_servers_alone_auto_create_and_keep_order(cluster: Cluster) ->
     results = asyncio.run(run())
     assert [r.offset for r in results] == list(range(2_000))
     assert len({r.partition for r in results}) == 1
+    # read back with nothing but the Kafka listeners either: Metadata, ListOffsets (no
+    # committed offset, so auto_offset_reset) and Fetch
+    with conveyor.Consumer(
+        topics="fresh-kafka", bootstrap_servers=cluster.bootstrap, auto_offset_reset="earliest"
+    ) as consumer:
+        values = [m.value for m in consume(consumer, 2_000)]
+    assert values == [str(i).encode() for i in range(2_000)]
+    with pytest.raises(ValueError, match="coordinator"):
+        conveyor.Consumer(topics="t", group_id="g", bootstrap_servers=cluster.bootstrap)
+
+
+def test_read_committed_over_kafka_drops_aborted_transactions(cluster: Cluster) -> None:
+    make_topic(cluster, "txn-kafka", partitions=1)
+    with conveyor.Producer(cluster.url, transactional_id="txn-kafka-writer") as producer:
+        with producer.transaction():
+            producer.send("txn-kafka", b"committed")
+        producer.begin_transaction()
+        producer.send("txn-kafka", b"aborted")
+        producer.abort_transaction()
+        with producer.transaction():
+            producer.send("txn-kafka", b"after")
+    with conveyor.Consumer(
+        cluster.url, "txn-kafka", transport="kafka", isolation="read_committed"
+    ) as consumer:
+        values = [m.value for m in consume(consumer, 2, timeout_s=30)]
+        assert consumer.poll(timeout=0.5) == []
+    assert values == [b"committed", b"after"]
 
 
 def test_idempotent_batches_carry_the_producer_id(cluster: Cluster) -> None:

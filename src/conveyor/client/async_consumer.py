@@ -23,6 +23,7 @@ from conveyor.client.consumer_core import (
     make_config,
 )
 from conveyor.client.fetcher import OffsetReset
+from conveyor.client.kafka_metadata import pick_transport
 from conveyor.client.offsets import OffsetAndTimestamp
 from conveyor.client.subscription import partitions_of, subscription
 from conveyor.client.types import Message, PolledBatch, TopicPartition
@@ -63,6 +64,8 @@ class AsyncConsumer:
         request_timeout_ms: int = 30_000,
         metadata_max_age_ms: int = 30_000,
         tls: TLSConfig | None = None,
+        transport: str | None = None,
+        bootstrap_servers: str | None = None,
         client_id: str = "",
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 1_000,
@@ -90,6 +93,8 @@ class AsyncConsumer:
             request_timeout_ms=request_timeout_ms,
             metadata_max_age_ms=metadata_max_age_ms,
             tls=tls,
+            transport=pick_transport(transport, bootstrap_servers),
+            bootstrap_servers=bootstrap_servers,
             client_id=client_id,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,

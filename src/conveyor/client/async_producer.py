@@ -21,13 +21,13 @@ from conveyor.client.hooks import (
     Serializer,
     report_delivery,
 )
+from conveyor.client.kafka_metadata import pick_transport
 from conveyor.client.producer import (
     RETRIES_UNLIMITED,
     MetadataNeeded,
     _config,
     _ProducerCore,
     _Record,
-    pick_transport,
 )
 from conveyor.client.send_many import SendManyFuture, prepare_many
 from conveyor.client.types import HeadersArg, RecordMetadata, TopicPartition, to_headers

@@ -33,6 +33,8 @@ from conveyor.client.errors import ClientClosedError
 from conveyor.client.fetch_buffer import FetchBuffer
 from conveyor.client.fetcher import Fetcher, FetchSettings, OffsetReset
 from conveyor.client.group import Assignment, GroupClient
+from conveyor.client.kafka_fetcher import kafka_consumer_parts
+from conveyor.client.kafka_metadata import Transport
 from conveyor.client.membership import Membership, MembershipSettings
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.offsets import OffsetAndTimestamp
@@ -72,6 +74,9 @@ class ConsumerConfig:
     retry_backoff_ms: int = 100
     retry_backoff_max_ms: int = 1_000
     tls: Any = None  # TLSConfig | None
+    # "http" or "kafka": what metadata and fetches speak (docs/client.md, "Transports")
+    transport: Transport = "http"
+    bootstrap_servers: str | None = None  # Kafka listeners to ask first; None: from url
     group_id: str | None = None
     # False only for the deprecated ``group=``: commits to group_id, never a member
     membership: bool = True
@@ -101,6 +106,11 @@ class ConsumerConfig:
             raise ValueError("isolation must be 'read_uncommitted' or 'read_committed'")
         if self.max_poll_records < 1 or self.fetch_max_bytes < 1:
             raise ValueError("max_poll_records and fetch_max_bytes must be positive")
+        if self.bootstrap_servers is not None and (self.group_id is not None or self.pattern):
+            raise ValueError(
+                "groups and patterns still need the coordinator: give url= with "
+                "transport='kafka' instead of bootstrap_servers"
+            )
 
 
 def make_config(
@@ -162,8 +172,8 @@ class ConsumerCore:
         self.group: GroupClient | None = None
         if config.group_id is not None:
             self.group = GroupClient(self.http, url, config.group_id, config.request_timeout_ms)
-        self.fetcher = Fetcher(
-            settings=FetchSettings(
+        fetch: dict[str, Any] = {  # the Fetcher's arguments but metadata
+            "settings": FetchSettings(
                 auto_offset_reset=config.auto_offset_reset,
                 fetch_max_bytes=config.fetch_max_bytes,
                 fetch_max_wait_ms=config.fetch_max_wait_ms,
@@ -173,14 +183,18 @@ class ConsumerCore:
                 retry_backoff_max_ms=config.retry_backoff_max_ms,
                 read_committed=config.isolation == "read_committed",
             ),
-            buffer=self.buffer,
-            metadata=self.metadata,
-            group=self.group,
-            http=self.http,
-            subscription=subscription(config.topics or None, config.pattern),
-            url=url,
-            decode=columns_decoder(configured_codec()),
-        )
+            "buffer": self.buffer,
+            "group": self.group,
+            "http": self.http,
+            "subscription": subscription(config.topics or None, config.pattern),
+            "url": url,
+            "decode": columns_decoder(configured_codec()),
+        }
+        self.fetcher: Fetcher
+        if config.transport == "kafka":
+            self.metadata, self.fetcher = kafka_consumer_parts(config, self.http, url, fetch)
+        else:
+            self.fetcher = Fetcher(metadata=self.metadata, **fetch)
         self.membership: Membership | None = None
         # (kind, partitions) from the membership, delivered to the callbacks by poll
         self.events: collections.deque[tuple[str, tuple[TopicPartition, ...]]] = collections.deque()
@@ -247,6 +261,7 @@ class ConsumerCore:
                 await self.auto_commit()
         finally:
             await self.fetcher.close()
+            await self.fetcher.close_transport()
             await self.http.close()
 
     def check_open(self) -> None:

@@ -298,21 +298,7 @@ class Fetcher:
         await self._reserve(settings.fetch_max_bytes)
         reserved = settings.fetch_max_bytes
         try:
-            url = (
-                f"{leader_url}/v1/topics/{tp.topic}/partitions/{tp.partition}/records"
-                f"?offset={offset}&max_bytes={settings.fetch_max_bytes}"
-                f"&max_wait_ms={settings.fetch_max_wait_ms}"
-                + ("&isolation=read_committed" if settings.read_committed else "")
-            )
-            _, headers, body = await self._http.request(
-                "GET",
-                url,
-                accept=BATCH_CONTENT_TYPE,
-                timeout_s=(settings.fetch_max_wait_ms + settings.request_timeout_ms) / 1000,
-            )
-            visible = body
-            if settings.read_committed:
-                visible = without_aborted(body, decode_aborted(_header(headers, ABORTED_HEADER)))
+            body, visible, high_watermark = await self._fetch_bytes(leader_url, tp, offset)
             columns = self._decode(visible, start_offset=offset)
         except BaseException:
             self._buffer.release(reserved)
@@ -327,8 +313,34 @@ class Fetcher:
             next_offset=next_offset,
             size_bytes=len(body),
             reserved_bytes=reserved,
-            high_watermark=_high_watermark(headers),
+            high_watermark=high_watermark,
         )
+
+    async def _fetch_bytes(
+        self, leader_url: str, tp: TopicPartition, offset: int
+    ) -> tuple[bytes, bytes, int | None]:
+        """One long-poll from ``offset``: (the batches answered, those a reader may see,
+        the high watermark when the leader said it)."""
+        settings = self._settings
+        url = (
+            f"{leader_url}/v1/topics/{tp.topic}/partitions/{tp.partition}/records"
+            f"?offset={offset}&max_bytes={settings.fetch_max_bytes}"
+            f"&max_wait_ms={settings.fetch_max_wait_ms}"
+            + ("&isolation=read_committed" if settings.read_committed else "")
+        )
+        _, headers, body = await self._http.request(
+            "GET",
+            url,
+            accept=BATCH_CONTENT_TYPE,
+            timeout_s=(settings.fetch_max_wait_ms + settings.request_timeout_ms) / 1000,
+        )
+        visible = body
+        if settings.read_committed:
+            visible = without_aborted(body, decode_aborted(_header(headers, ABORTED_HEADER)))
+        return body, visible, _high_watermark(headers)
+
+    async def close_transport(self) -> None:
+        """Close the fetcher's own connections (the HTTP client is the consumer's)."""
 
 
 def _unexpected(tp: TopicPartition, error: Exception) -> ConveyorError:

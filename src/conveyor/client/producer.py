@@ -33,12 +33,13 @@ from conveyor.client.hooks import (
     Serializer,
     report_delivery,
 )
+from conveyor.client.kafka_metadata import Transport, pick_transport
 from conveyor.client.kafka_sender import kafka_options, kafka_producer_parts
 from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.recordcodec import configured_codec
 from conveyor.client.send_many import ManySend, SendManyFuture, prepare_many
-from conveyor.client.sender import AcksSetting, Sender, Transport
+from conveyor.client.sender import AcksSetting, Sender
 from conveyor.client.transactions import TransactionSession
 from conveyor.client.types import (
     Headers,
@@ -103,19 +104,6 @@ def normalize_acks(acks: str | int) -> AcksSetting:
     if value == "0":
         return "0"
     raise ValueError(f"acks must be 0, 1 or 'all', not {acks!r}")
-
-
-def pick_transport(transport: str | None, bootstrap_servers: str | None) -> Transport:
-    """``transport``, else "kafka" when ``bootstrap_servers`` is given, else "http"."""
-    if transport is None:
-        return "http" if bootstrap_servers is None else "kafka"
-    if transport == "http" and bootstrap_servers is None:
-        return "http"
-    if transport == "kafka":
-        return "kafka"
-    raise ValueError(
-        f"transport must be 'http' or 'kafka' (bootstrap_servers needs 'kafka'), not {transport!r}"
-    )
 
 
 def normalize_codec(codec: Codec | str | int) -> Codec:

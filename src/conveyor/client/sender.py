@@ -40,7 +40,6 @@ from conveyor.transport.client import AsyncHTTP
 log = logging.getLogger(__name__)
 
 AcksSetting = Literal["0", "1", "all"]
-Transport = Literal["http", "kafka"]  # what a client's data path speaks (docs/client.md)
 REQUEST_TIMEOUT_MARGIN_S: Final = 5.0  # the broker's own timeout_ms expires first
 _DECODER: Final = msgspec.json.Decoder(ProduceResponse)
 SEQUENCE_LIMIT: Final = 2**31  # sequences wrap to 0 after int32 max, as Kafka's

@@ -401,29 +401,32 @@ def _network_error(address: str, cause: object) -> RetriableError:
 
 
 class KafkaConnections:
-    """One open connection per broker address, opened on first use and again after it
-    closed; concurrent first uses share one dial."""
+    """One open connection per broker address (and ``lane``), opened on first use and
+    again after it closed; concurrent first uses share one dial. A lane is a separate
+    connection to the same broker: a broker answers one connection's requests in order,
+    so a long poll holds back every answer behind it on its connection."""
 
     def __init__(self, options: KafkaClientOptions) -> None:
         self.options = options
-        self._open: dict[str, KafkaConnection] = {}
-        self._dialing: dict[str, asyncio.Task[KafkaConnection]] = {}
+        self._open: dict[tuple[str, str], KafkaConnection] = {}
+        self._dialing: dict[tuple[str, str], asyncio.Task[KafkaConnection]] = {}
 
-    async def get(self, address: str) -> KafkaConnection:
-        connection = self._open.get(address)
+    async def get(self, address: str, lane: str = "") -> KafkaConnection:
+        key = (address, lane)
+        connection = self._open.get(key)
         if connection is not None and not connection.closed:
             return connection
-        dial = self._dialing.get(address)
+        dial = self._dialing.get(key)
         if dial is None:
             dial = asyncio.create_task(KafkaConnection.open(address, self.options))
-            self._dialing[address] = dial
-            dial.add_done_callback(lambda done: self._dialed(address, done))
+            self._dialing[key] = dial
+            dial.add_done_callback(lambda done: self._dialed(key, done))
         connection = await asyncio.shield(dial)
-        self._open[address] = connection
+        self._open[key] = connection
         return connection
 
-    def _dialed(self, address: str, dial: asyncio.Task[KafkaConnection]) -> None:
-        self._dialing.pop(address, None)
+    def _dialed(self, key: tuple[str, str], dial: asyncio.Task[KafkaConnection]) -> None:
+        self._dialing.pop(key, None)
         if not dial.cancelled():
             dial.exception()  # retrieved: every waiter raised it already
 

@@ -8,13 +8,15 @@ import base64
 
 import pytest
 
-from conveyor.client.kafka_metadata import metadata_from_kafka, parse_bootstrap
+from conveyor.client.kafka_fetcher import fetch_request, fetch_result
+from conveyor.client.kafka_metadata import metadata_from_kafka, parse_bootstrap, pick_transport
 from conveyor.client.kafka_sender import produce_request, produce_result
-from conveyor.client.producer import pick_transport
+from conveyor.client.types import TopicPartition
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.codec import decode_request, encode_request
 from conveyor.protocol.kafka.errors import KafkaError
+from conveyor.protocol.records import BatchBuilder, encode_batch
 from conveyor.transport.kafka_client import sasl_from_authorization
 
 METADATA = SERVED[ApiKey.METADATA].response[12]
@@ -132,3 +134,47 @@ def test_which_transport() -> None:
     for bad in ("", ",", "a", "a:1,b"):
         with pytest.raises(ValueError, match="bootstrap_servers"):
             parse_bootstrap(bad)
+
+
+FETCH = SERVED[ApiKey.FETCH].response[12]
+
+
+def _fetched(error: int = 0, records: bytes | None = b"", aborted: bool = False) -> object:
+    topic = FETCH.FetchableTopicResponse
+    partition = topic.PartitionData
+    transactions = [partition.AbortedTransaction(producer_id=7, first_offset=0)] if aborted else []
+    answer = partition(
+        partition_index=3,
+        error_code=error,
+        high_watermark=10,
+        last_stable_offset=10,
+        log_start_offset=0,
+        aborted_transactions=transactions,
+        preferred_read_replica=-1,
+        records=records,
+    )
+    return FETCH(error_code=0, session_id=0, responses=[topic(topic="t", partitions=[answer])])
+
+
+def test_fetch_answers_give_bytes_or_typed_errors() -> None:
+    tp = TopicPartition("t", 3)
+    kept = encode_batch([(b"k", b"kept")], producer_id=8, producer_epoch=0, base_sequence=0)
+    builder = BatchBuilder()
+    builder.append(b"gone", b"k")
+    builder.set_producer(7, 0, 0, transactional=True)  # producer 7's aborted transaction
+    dropped = builder.build()
+    data = dropped + kept
+    body, visible, high_watermark = fetch_result(
+        _fetched(records=data, aborted=True), tp, read_committed=True
+    )
+    assert (body, visible, high_watermark) == (data, kept, 10)
+    assert fetch_result(_fetched(records=data, aborted=True), tp, read_committed=False)[1] == data
+    assert fetch_result(_fetched(records=None), tp, read_committed=False)[:2] == (b"", b"")
+    with pytest.raises(ConveyorError) as out_of_range:
+        fetch_result(_fetched(KafkaError.OFFSET_OUT_OF_RANGE), tp, read_committed=False)
+    assert out_of_range.value.code is ErrorCode.OFFSET_OUT_OF_RANGE
+    with pytest.raises(ConveyorError, match="without"):
+        fetch_result(_fetched(), TopicPartition("t", 4), read_committed=False)
+    request = fetch_request(12, tp, 5, max_wait_ms=100, max_bytes=1000, read_committed=True)
+    decoded = decode_request(encode_request(1, 12, 1, "c", request)[4:]).body
+    assert decoded.isolation_level == 1 and decoded.topics[0].partitions[0].fetch_offset == 5
