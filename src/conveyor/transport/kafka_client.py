@@ -181,12 +181,10 @@ class KafkaConnection:
         host, port = split_address(address)
         context = options.ssl_context()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
+            async with asyncio.timeout(options.connect_timeout_ms / 1000):
+                reader, writer = await asyncio.open_connection(
                     host, port, ssl=context, server_hostname=host if context else None
-                ),
-                options.connect_timeout_ms / 1000,
-            )
+                )
         except ssl.SSLError as exc:
             if "EOF" in str(exc):  # closed mid-handshake: maybe going away, so retriable
                 raise _network_error(address, exc) from None
@@ -244,8 +242,12 @@ class KafkaConnection:
             raise
         await self._drain()
         timeout_s = (timeout_ms or self._options.request_timeout_ms) / 1000
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+        # arrives as the answer does (gh-86296), and the consumer's fetch task, cancelled
+        # at close, then fetched on for ever.
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await future
         except TimeoutError:
             error = RetriableError(
                 f"{api_key.name} to kafka://{self.address}: no answer in {timeout_s * 1000:.0f} ms",
