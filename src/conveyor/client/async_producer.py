@@ -21,7 +21,6 @@ from conveyor.client.hooks import (
     Serializer,
     report_delivery,
 )
-from conveyor.client.kafka_metadata import pick_transport
 from conveyor.client.producer import (
     RETRIES_UNLIMITED,
     MetadataNeeded,
@@ -30,6 +29,7 @@ from conveyor.client.producer import (
     _Record,
 )
 from conveyor.client.send_many import SendManyFuture, prepare_many
+from conveyor.client.transport_choice import pick_transport
 from conveyor.client.types import HeadersArg, RecordMetadata, TopicPartition, to_headers
 from conveyor.protocol.records import Codec
 from conveyor.transport.credentials import authorization_header

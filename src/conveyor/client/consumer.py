@@ -29,10 +29,10 @@ from conveyor.client.consumer_core import (
     make_config,
 )
 from conveyor.client.fetcher import OffsetReset
-from conveyor.client.kafka_metadata import pick_transport
 from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
 from conveyor.client.offsets import OffsetAndTimestamp
 from conveyor.client.subscription import partitions_of, subscription
+from conveyor.client.transport_choice import pick_transport
 from conveyor.client.types import Message, PolledBatch, TopicPartition
 from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig

@@ -33,13 +33,12 @@ from conveyor.client.errors import ClientClosedError
 from conveyor.client.fetch_buffer import FetchBuffer
 from conveyor.client.fetcher import Fetcher, FetchSettings, OffsetReset
 from conveyor.client.group import Assignment, GroupClient
-from conveyor.client.kafka_fetcher import kafka_consumer_parts
-from conveyor.client.kafka_metadata import Transport
 from conveyor.client.membership import Membership, MembershipSettings
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.offsets import OffsetAndTimestamp
 from conveyor.client.recordcodec import configured_codec
 from conveyor.client.subscription import Subscription, partitions_of, subscription
+from conveyor.client.transport_choice import Transport
 from conveyor.client.types import Message, TopicPartition
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
 from conveyor.protocol.record_columns import columns_decoder
@@ -192,6 +191,8 @@ class ConsumerCore:
         }
         self.fetcher: Fetcher
         if config.transport == "kafka":
+            from conveyor.client.kafka_fetcher import kafka_consumer_parts  # kafka-python
+
             self.metadata, self.fetcher = kafka_consumer_parts(config, self.http, url, fetch)
         else:
             self.fetcher = Fetcher(metadata=self.metadata, **fetch)

@@ -15,7 +15,7 @@ answer named, then the bootstrap list again.
 from __future__ import annotations
 
 import logging
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from conveyor.client.metadata import MetadataClient
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
@@ -36,21 +36,7 @@ from conveyor.transport.kafka_client import KafkaConnection, KafkaConnections, s
 
 log = logging.getLogger(__name__)
 
-Transport = Literal["http", "kafka"]  # what a client's data path speaks (docs/client.md)
 METADATA_VERSIONS: Final = (4, 12)  # v4: allow_auto_topic_creation; v12: kafka-python's top
-
-
-def pick_transport(transport: str | None, bootstrap_servers: str | None) -> Transport:
-    """``transport``, else "kafka" when ``bootstrap_servers`` is given, else "http"."""
-    if transport is None:
-        return "http" if bootstrap_servers is None else "kafka"
-    if transport == "http" and bootstrap_servers is None:
-        return "http"
-    if transport == "kafka":
-        return "kafka"
-    raise ValueError(
-        f"transport must be 'http' or 'kafka' (bootstrap_servers needs 'kafka'), not {transport!r}"
-    )
 
 
 def parse_bootstrap(servers: str) -> list[str]:

@@ -33,14 +33,13 @@ from conveyor.client.hooks import (
     Serializer,
     report_delivery,
 )
-from conveyor.client.kafka_metadata import Transport, pick_transport
-from conveyor.client.kafka_sender import kafka_options, kafka_producer_parts
 from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.recordcodec import configured_codec
 from conveyor.client.send_many import ManySend, SendManyFuture, prepare_many
 from conveyor.client.sender import AcksSetting, Sender
 from conveyor.client.transactions import TransactionSession
+from conveyor.client.transport_choice import Transport, pick_transport
 from conveyor.client.types import (
     Headers,
     HeadersArg,
@@ -203,6 +202,8 @@ class _ProducerCore:
         """Metadata and produce over the brokers' Kafka listeners (``kafka_sender.py``)."""
         if config.transactional_id is not None:
             raise ValueError("transactional producers use transport='http' for now")
+        from conveyor.client.kafka_sender import kafka_options, kafka_producer_parts
+
         self.metadata, sender = kafka_producer_parts(
             accumulator=self.accumulator,
             http=self.http,

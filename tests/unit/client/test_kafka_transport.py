@@ -9,8 +9,9 @@ import base64
 import pytest
 
 from conveyor.client.kafka_fetcher import fetch_request, fetch_result
-from conveyor.client.kafka_metadata import metadata_from_kafka, parse_bootstrap, pick_transport
+from conveyor.client.kafka_metadata import metadata_from_kafka, parse_bootstrap
 from conveyor.client.kafka_sender import produce_request, produce_result
+from conveyor.client.transport_choice import pick_transport
 from conveyor.client.types import TopicPartition
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
