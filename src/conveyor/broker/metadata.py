@@ -3,6 +3,15 @@
 Lookups are rate-limited per topic (``metadata_refresh_due``): a burst of requests for an
 unknown topic costs the coordinator one lookup a second, and concurrent lookups of one
 topic share one request. When the coordinator is unreachable a stale entry is served.
+
+A broker's Kafka address is soft state at the coordinator: one that just restarted (or
+took over) knows none until each broker's next heartbeat. A broker that reported one
+keeps it here for ``KAFKA_ADDRESS_GRACE_MS`` while the coordinator reports none, so Kafka
+Metadata never answers without brokers that are there: librdkafka (2.12) decommissions a
+broker missing from a Metadata answer, and a transactional producer whose group or
+transaction coordinator it was then hangs in send_offsets_to_transaction past its timeout
+(librdkafka issues 5456 and 5511; seen as the two-broker coordinator-kill stall of
+tests/kafka/test_transactions.py).
 """
 
 from __future__ import annotations
@@ -12,7 +21,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import urlencode
+
+import msgspec
 
 from conveyor.broker.rules import metadata_refresh_due
 from conveyor.protocol.errors import ConveyorError, ErrorCode
@@ -26,6 +38,11 @@ from conveyor.protocol.messages import (
 from conveyor.transport.client import AsyncHTTP
 
 log = logging.getLogger(__name__)
+
+# How long a broker's last reported Kafka address outlives the coordinator's silence about
+# it: many heartbeat intervals (1 s), so a coordinator that restarted has heard from every
+# live broker by then; a broker restarted without a listener loses its address after it.
+KAFKA_ADDRESS_GRACE_MS: Final = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +82,29 @@ class MetadataCache:
         # The live brokers as the coordinator last described them (Kafka addresses).
         self.brokers: dict[BrokerId, BrokerInfo] = {}
         self.cluster_id: str | None = None
+        # each broker's last reported Kafka address, its URL then and when (clock_ms)
+        self._kafka_addresses: dict[BrokerId, tuple[str, str, int]] = {}
 
-    def update_brokers(self, brokers: Iterable[BrokerInfo]) -> None:
-        for broker in brokers:
+    def update_brokers(self, brokers: Iterable[BrokerInfo]) -> list[BrokerInfo]:
+        """Take the coordinator's view of the brokers; returns it with the Kafka addresses
+        it lacks filled in from what was reported lately (see the module docstring)."""
+        now_ms = self._clock_ms()
+        merged = []
+        for reported in brokers:
+            broker = reported
             self.broker_urls[broker.broker_id] = broker.url.rstrip("/")
+            known = self._kafka_addresses.get(broker.broker_id)
+            if broker.kafka_address:
+                self._kafka_addresses[broker.broker_id] = (broker.kafka_address, broker.url, now_ms)
+            elif (
+                known is not None
+                and known[1] == broker.url
+                and now_ms - known[2] <= KAFKA_ADDRESS_GRACE_MS
+            ):
+                broker = msgspec.structs.replace(broker, kafka_address=known[0])
             self.brokers[broker.broker_id] = broker
+            merged.append(broker)
+        return merged
 
     async def describe(self, topics: list[str] | None, *, auto_create: bool = False) -> Metadata:
         """The coordinator's metadata for ``topics`` (None: every topic; empty: none, just
@@ -80,15 +115,15 @@ class MetadataCache:
             status = await self._http.call(
                 "GET", f"{self._url}/v1/cluster", ClusterStatus, timeout_s=self._timeout_s
             )
-            self.update_brokers(status.brokers)
+            brokers = self.update_brokers(status.brokers)
             self.cluster_id = status.cluster_id
-            return Metadata(cluster_id=status.cluster_id, brokers=status.brokers, topics=[])
+            return Metadata(cluster_id=status.cluster_id, brokers=brokers, topics=[])
         query = {"auto_create": "true" if auto_create else "false"}
         if topics is not None:
             query["topics"] = ",".join(topics)
         url = f"{self._url}/v1/metadata?{urlencode(query)}"
         metadata = await self._http.call("GET", url, Metadata, timeout_s=self._timeout_s)
-        self.update_brokers(metadata.brokers)
+        metadata = msgspec.structs.replace(metadata, brokers=self.update_brokers(metadata.brokers))
         self.cluster_id = metadata.cluster_id
         for description in metadata.topics:
             self._store(description.name, description, auto_create)
