@@ -90,7 +90,13 @@ log = logging.getLogger(__name__)
 GROUP_CONNECTIONS_MAX = 1000  # group requests in flight to the coordinator (parked joins)
 
 
-def build_registry(service: BrokerService, authorizer: Authorizer) -> Registry:
+def this_node(service: BrokerService, settings: KafkaSettings) -> KafkaNode:
+    """This broker as Kafka clients reach it (its advertised address)."""
+    host, _, port = settings.advertise.rpartition(":")
+    return KafkaNode(int(service.broker_id), host.strip("[]"), int(port))
+
+
+def build_registry(service: BrokerService, authorizer: Authorizer, this: KafkaNode) -> Registry:
     registry = Registry()
     metadata = service.metadata
 
@@ -98,7 +104,7 @@ def build_registry(service: BrokerService, authorizer: Authorizer) -> Registry:
         return await metadata.describe(topics, auto_create=auto_create)
 
     registry.add(ApiKey.API_VERSIONS, ApiVersionsHandler(registry.version_ranges))
-    registry.add(ApiKey.METADATA, MetadataHandler(describe, metadata, authorizer))
+    registry.add(ApiKey.METADATA, MetadataHandler(describe, metadata, authorizer, this))
     registry.add(ApiKey.PRODUCE, ProduceHandler(service.produce, metadata, authorizer))
     fetch = FetchHandler(service.fetch, service.offsets, service.fetch_memory.release, authorizer)
     registry.add(ApiKey.FETCH, fetch)
@@ -178,9 +184,7 @@ def add_groups(
     http = AsyncHTTP(config.tls, limit=GROUP_CONNECTIONS_MAX, coordinators=coordinators_of(config))
     groups = CoordinatorGroups(http, config.coordinator_url)
     access = GroupAccess(authorizer)
-    node_id = int(service.broker_id)
-    host, _, port = settings.advertise.rpartition(":")
-    this = KafkaNode(node_id, host.strip("[]"), int(port))
+    this = this_node(service, settings)
     known = service.metadata
     registry.add(ApiKey.FIND_COORDINATOR, FindCoordinatorHandler(this, known, access))
     registry.add(ApiKey.JOIN_GROUP, JoinGroupHandler(groups, access))
@@ -190,7 +194,7 @@ def add_groups(
     registry.add(ApiKey.OFFSET_COMMIT, OffsetCommitHandler(groups, access))
     registry.add(ApiKey.OFFSET_FETCH, OffsetFetchHandler(groups, access))
     registry.add(ApiKey.OFFSET_DELETE, OffsetDeleteHandler(groups, access))
-    registry.add(ApiKey.LIST_GROUPS, ListGroupsHandler(groups, access, node_id, known))
+    registry.add(ApiKey.LIST_GROUPS, ListGroupsHandler(groups, access, this.node_id, known))
     registry.add(ApiKey.DESCRIBE_GROUPS, DescribeGroupsHandler(groups, access))
     registry.add(ApiKey.DELETE_GROUPS, DeleteGroupsHandler(groups, access))
     registry.add(ApiKey.CONSUMER_GROUP_HEARTBEAT, ConsumerGroupHeartbeatHandler(groups, access))
@@ -228,7 +232,7 @@ def build_listener(
 ) -> KafkaListener:
     security = service.security
     authorizer = Authorizer(security, security.enabled)
-    registry = build_registry(service, authorizer)
+    registry = build_registry(service, authorizer, this_node(service, settings))
     add_admin(registry, service, authorizer, settings)
     groups_http = add_groups(registry, service, authorizer, settings)
     session_settings = SessionSettings(

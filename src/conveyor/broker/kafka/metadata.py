@@ -61,10 +61,17 @@ def kafka_nodes(brokers: Sequence[BrokerInfo]) -> list[KafkaNode]:
 
 
 class MetadataHandler:
-    def __init__(self, describe: Describe, known: KnownBrokers, authorizer: Authorizer) -> None:
+    def __init__(
+        self,
+        describe: Describe,
+        known: KnownBrokers,
+        authorizer: Authorizer,
+        this: KafkaNode | None = None,
+    ) -> None:
         self._describe = describe
         self._known = known
         self._authorizer = authorizer
+        self._this = this
 
     async def __call__(self, ctx: RequestContext, request: Any) -> Any:
         version = ctx.api_version
@@ -88,7 +95,7 @@ class MetadataHandler:
                 except ConveyorError:
                     errors[name] = KafkaError.INVALID_TOPIC_EXCEPTION
         metadata = await self._lookup(ctx, valid, allow_create, errors)
-        answer = _response(version, metadata, wanted, errors)
+        answer = _response(version, metadata, wanted, errors, self._this)
         if version >= 8:
             self._authorized(ctx, request, answer)
         return answer
@@ -117,7 +124,7 @@ class MetadataHandler:
         chosen = msgspec.structs.replace(
             metadata, topics=[t for t in metadata.topics if t.name in wanted]
         )
-        answer = _response(version, chosen, sorted(set(names)), {})
+        answer = _response(version, chosen, sorted(set(names)), {}, self._this)
         topic_cls = answer.MetadataResponseTopic
         for missing in (i for i in ids if i not in known):
             answer.topics.append(
@@ -171,12 +178,22 @@ def version_has_cluster_operations(version: int) -> bool:
 
 
 def _response(
-    version: int, metadata: Metadata, wanted: list[str] | None, errors: dict[str, KafkaError]
+    version: int,
+    metadata: Metadata,
+    wanted: list[str] | None,
+    errors: dict[str, KafkaError],
+    this: KafkaNode | None = None,
 ) -> Any:
     response = SERVED[ApiKey.METADATA].response[version]
     topic_cls = response.MetadataResponseTopic
     nodes = kafka_nodes(metadata.brokers)
     live = {node.node_id for node in nodes}
+    if this is not None and this.node_id not in live:
+        # The broker answering is up, whatever the coordinator has heard yet (a broker just
+        # restarted answers before its first heartbeat is known): librdkafka drops a broker
+        # missing from a Metadata answer, and a group member whose coordinator it was then
+        # never sends its next JoinGroup. It leads nothing until the coordinator says so.
+        nodes = sorted([*nodes, this], key=lambda n: n.node_id)
     topics = [_topic(topic_cls, t, live) for t in metadata.topics]
     described = {t.name for t in metadata.topics}
     for name in wanted or ():
