@@ -18,13 +18,21 @@ all integers big-endian::
             18  8  last offset (its ABORT marker, in this segment)
             26  8  last stable offset when the marker was written
             34  4  CRC-32C of bytes 0..33
+    seal, the last 38 bytes of a sealed segment's index (written when the segment rolls):
+             0  2  version (1)
+             2  8  the number of entries before it
+            10 24  zero
+            34  4  CRC-32C of bytes 0..33
 
 The header's open transactions are what Kafka keeps in its producer-state snapshots: with
 them a damaged index is rebuilt from its own segment (or, when the header itself is damaged,
 from the previous segment's), never trusted (``txnrecovery.py``). An entry is written by one
 ``write`` when the marker is appended; the file is fsynced whenever its segment's ``.log``
 is (``PartitionLog``'s flush policy). On load every length, CRC and offset is checked; any
-failure makes the index damaged (rebuilt), never partially used.
+failure makes the index damaged (rebuilt), never partially used. Per-entry CRCs cannot see
+a file cut at an entry boundary (a power loss before the sealed segment's flush, with the
+``.log``'s marker on disk and its entry not): the seal's count can, so a sealed segment's
+index without a seal, or whose seal counts other entries, is damaged too.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ _CRC: Final = struct.Struct(">I")
 _ENTRY: Final = struct.Struct(">hqqqq")  # Kafka's AbortedTxn, version 0
 ENTRY_BYTES: Final = _ENTRY.size + _CRC.size
 _ENTRY_WITH_CRC: Final = struct.Struct(">hqqqqI")
+_SEAL_VERSION: Final = 1
 OPEN_MAX: Final = 1_000_000  # a header claiming more open transactions is damaged
 
 
@@ -76,6 +85,11 @@ def encode_entry(entry: AbortedTxn) -> bytes:
     return body + _CRC.pack(crc32c(body))
 
 
+def encode_seal(count: int) -> bytes:
+    body = _ENTRY.pack(_SEAL_VERSION, count, 0, 0, 0)
+    return body + _CRC.pack(crc32c(body))
+
+
 def decode_header(data: bytes | memoryview) -> tuple[dict[int, int], int] | None:
     """(open transactions at the base, header size), or None when damaged."""
     if len(data) < _PREFIX.size + _CRC.size:
@@ -98,6 +112,14 @@ def decode_entries(
 ) -> list[AbortedTxn] | None:
     """The entries of a segment holding offsets [base_offset, next_offset), or None when
     any is damaged: a torn tail, a CRC, or offsets impossible for this segment."""
+    decoded = decode_sealed_entries(data, base_offset, next_offset)
+    return None if decoded is None else decoded[0]
+
+
+def decode_sealed_entries(
+    data: bytes | memoryview, base_offset: int, next_offset: int
+) -> tuple[list[AbortedTxn], bool] | None:
+    """As :func:`decode_entries`, and whether they end with a seal counting them."""
     if len(data) % ENTRY_BYTES:
         return None
     found: list[AbortedTxn] = []
@@ -108,6 +130,9 @@ def decode_entries(
         if crc32c(view[at : at + _ENTRY.size]) != crc:
             return None
         at += ENTRY_BYTES
+        if version == _SEAL_VERSION:
+            whole = pid == len(found) and first == last == stable == 0
+            return (found, True) if whole and at == len(view) else None
         if (
             version != 0
             or pid < 0
@@ -118,7 +143,7 @@ def decode_entries(
             return None
         found.append(AbortedTxn(pid, first, last, stable))
         previous = last
-    return found
+    return found, False
 
 
 class Parsed(NamedTuple):
@@ -126,6 +151,7 @@ class Parsed(NamedTuple):
 
     open_at_base: dict[int, int] | None
     entries: list[AbortedTxn] | None
+    sealed: bool = False  # the entries end with a seal counting them
 
 
 class AbortedIndex:
@@ -144,6 +170,7 @@ class AbortedIndex:
         self._last = array("q")  # each one's last offset, to bisect
         self._unsynced = False
         self._broken = False  # an append failed: the file is gone until rewritten
+        self.sealed = False  # the file ends with a seal (its segment rolled)
 
     def __len__(self) -> int:
         return len(self._last)
@@ -159,9 +186,11 @@ class AbortedIndex:
         self.set_loaded(dict(open_at_base), ())
         self.rewrite(durable=False)
 
-    def set(self, open_at_base: Mapping[int, int], entries: Iterable[AbortedTxn]) -> None:
+    def set(
+        self, open_at_base: Mapping[int, int], entries: Iterable[AbortedTxn], *, sealed: bool
+    ) -> None:
         """Replace the whole index (a rebuild) and write its file, durably."""
-        self.set_loaded(dict(open_at_base), entries)
+        self.set_loaded(dict(open_at_base), entries, sealed=sealed)
         self.rewrite(durable=True)
 
     def rewrite(self, *, durable: bool) -> None:
@@ -173,6 +202,8 @@ class AbortedIndex:
         payload = encode_header(self.open_at_base) + b"".join(
             encode_entry(e) for e in self.entries()
         )
+        if self.sealed:
+            payload += encode_seal(len(self))
         with tmp.open("wb") as f:
             f.write(payload)
             if durable:
@@ -188,16 +219,32 @@ class AbortedIndex:
         if self._last and entry.last_offset <= self._last[-1]:
             raise ValueError(f"aborted entry at {entry.last_offset} out of order in {self.path}")
         self._remember(entry)
+        if self.sealed:  # a roll that failed after the seal: the segment is still active
+            self.sealed = False
+            self.rewrite(durable=False)
+            return
+        self._write_at_end(encode_entry(entry))
+
+    def seal(self) -> None:
+        """The segment rolled: its file ends with a seal counting its entries, so a later
+        load can tell a whole file from one cut at an entry boundary."""
+        assert self.loaded, "the active segment's index is always loaded"
+        if self.sealed:
+            return  # a roll retried after a failure
+        self.sealed = True
+        self._write_at_end(encode_seal(len(self)))
+
+    def _write_at_end(self, payload: bytes) -> None:
         if self._broken:
             return
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
             try:
-                written = os.write(fd, encode_entry(entry))
+                written = os.write(fd, payload)
             finally:
                 os.close(fd)
-            if written != ENTRY_BYTES:
-                raise OSError(f"short write: {written} of {ENTRY_BYTES} bytes")
+            if written != len(payload):
+                raise OSError(f"short write: {written} of {len(payload)} bytes")
         except OSError as exc:
             # The marker is in the log already: the index must not claim to be whole.
             # Without its file the next open rebuilds it; until then memory is right.
@@ -214,8 +261,9 @@ class AbortedIndex:
     def truncate_to(self, offset: int) -> None:
         """Forget the entries whose marker is at or after ``offset`` (the log was cut)."""
         keep = bisect.bisect_left(self._last, offset)
-        if keep == len(self._last):
+        if keep == len(self._last) and not self.sealed:
             return
+        self.sealed = False  # the segment is (again) the active one
         del self._entries[keep:]
         del self._last[keep:]
         self.rewrite(durable=False)  # the active segment: rebuilt after a crash anyway
@@ -240,10 +288,11 @@ class AbortedIndex:
 
     # ---- reading -------------------------------------------------------------------------
 
-    def load(self, next_offset: int) -> bool:
+    def load(self, next_offset: int, *, sealed: bool) -> bool:
         """Read and check the file; False when missing or damaged (then nothing is used,
-        except a header that passed its own CRC: ``open_at_base``)."""
-        return self.adopt(self.read(next_offset))
+        except a header that passed its own CRC: ``open_at_base``). ``sealed``: the
+        segment is not the active one (its file must end with its seal)."""
+        return self.adopt(self.read(next_offset), sealed=sealed)
 
     def read(self, next_offset: int) -> Parsed:
         """The file's content, checked, without changing this index (callable without
@@ -256,20 +305,31 @@ class AbortedIndex:
         if header is None:
             return Parsed(None, None)
         opened, size = header
-        entries = decode_entries(memoryview(data)[size:], self.base_offset, next_offset)
-        return Parsed(opened, entries)
+        decoded = decode_sealed_entries(memoryview(data)[size:], self.base_offset, next_offset)
+        if decoded is None:
+            return Parsed(opened, None)
+        return Parsed(opened, decoded[0], decoded[1])
 
-    def adopt(self, parsed: Parsed) -> bool:
-        """Take what :meth:`read` found; False when the file was missing or damaged."""
+    def adopt(self, parsed: Parsed, *, sealed: bool) -> bool:
+        """Take what :meth:`read` found; False when the file was missing or damaged, or
+        (``sealed``: the segment is not the active one) has no seal."""
         self.loaded = False
         self.open_at_base = parsed.open_at_base
         if parsed.open_at_base is None or parsed.entries is None:
             return False
-        self.set_loaded(parsed.open_at_base, parsed.entries)
+        if sealed and not parsed.sealed:
+            return False  # maybe cut at an entry boundary: rebuilt, never trusted
+        self.set_loaded(parsed.open_at_base, parsed.entries, sealed=parsed.sealed)
+        if parsed.sealed and not sealed:
+            self.sealed = False  # the segment became the active one (a truncation)
+            self.rewrite(durable=False)
         return True
 
-    def set_loaded(self, open_at_base: dict[int, int], entries: Iterable[AbortedTxn]) -> None:
+    def set_loaded(
+        self, open_at_base: dict[int, int], entries: Iterable[AbortedTxn], *, sealed: bool = False
+    ) -> None:
         """As ``set`` without writing the file (it already holds this)."""
+        self.sealed = sealed
         self.open_at_base = open_at_base
         self._entries = []
         self._last = array("q")
@@ -280,6 +340,7 @@ class AbortedIndex:
     def unload(self) -> None:
         """Forget the entries (memory): the next lookup reads the file again."""
         self.loaded = False
+        self.sealed = False
         self.open_at_base = None
         self._entries = []
         self._last = array("q")

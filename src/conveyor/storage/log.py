@@ -421,6 +421,7 @@ class PartitionLog:
         active = self._segments[-1]
         try:  # sealing and the new segment's files: each step can be redone
             active.seal()
+            active.aborted.seal()
             segment = self._new_segment(active.next_offset, now_ms, self.txns.ongoing)
             segment.open_indexes_for_append()
         except OSError as exc:  # as an append's: a full disk is DISK_FULL, not a crash
@@ -614,7 +615,8 @@ class PartitionLog:
             parsed = found.aborted.read(found.next_offset)
             with self._lock:
                 current = self.generation == generation and not found.aborted.loaded
-                if current and not found.aborted.adopt(parsed):
+                sealed = found is not self._segments[-1]
+                if current and not found.aborted.adopt(parsed, sealed=sealed):
                     i = self._segments.index(found)
                     txnrecovery.rebuild(self._segments, i, "missing or damaged")
                 fresh.append(found)
@@ -937,7 +939,7 @@ class PartitionLog:
                     ]
                 swap_file = swap.commit(self.directory, cleaned.log_path, bases[0], end_offset)
                 # in memory before a lookup can see it (its file is written once swapped in)
-                cleaned.aborted.set_loaded(open_txns, aborted)
+                cleaned.aborted.set_loaded(open_txns, aborted, sealed=True)
             except BaseException:
                 cleaned.delete()
                 raise

@@ -75,7 +75,7 @@ def loaded(segments: Sequence[LogSegment], i: int) -> AbortedIndex:
     """Segment ``i``'s index, loaded from its file, or rebuilt when that is missing or
     damaged."""
     index = segments[i].aborted
-    if not index.loaded and not index.load(segments[i].next_offset):
+    if not index.loaded and not index.load(segments[i].next_offset, sealed=i < len(segments) - 1):
         rebuild(segments, i, "missing or damaged")
     return index
 
@@ -86,7 +86,8 @@ def open_at_base(segments: Sequence[LogSegment], i: int) -> dict[int, int]:
     while True:
         index = segments[j].aborted
         if not index.loaded:
-            index.load(segments[j].next_offset)  # a header that passed its CRC is kept
+            # a header that passed its CRC is kept
+            index.load(segments[j].next_offset, sealed=j < len(segments) - 1)
         if index.open_at_base is not None or j == 0:
             break
         j -= 1
@@ -104,7 +105,7 @@ def rebuild(
     segment = segments[i]
     state = open_at_base(segments, i) if base is None else base
     entries, txns = scan(segment, state)
-    segment.aborted.set(state, entries)
+    segment.aborted.set(state, entries, sealed=i < len(segments) - 1)
     # after a crash the active segment's is rebuilt as a rule; otherwise a file was lost
     level = logging.INFO if reason == "crash" else logging.WARNING
     log.log(
@@ -159,7 +160,7 @@ def open_transactions(segments: Sequence[LogSegment], directory: Path, *, clean:
         missing = not index.path.exists()
         if missing or (i == last and not clean):
             if not missing:
-                index.load(segment.next_offset)  # its header, if intact, is the base
+                index.load(segment.next_offset, sealed=False)  # its header: the base
             base = index.open_at_base if index.open_at_base is not None else carried
             ends = rebuild(segments, i, "missing" if missing else "crash", base)
             carried = ends.ongoing

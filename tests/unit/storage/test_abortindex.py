@@ -377,3 +377,40 @@ def test_in_memory_lookup_says_when_a_file_must_be_read(tmp_path: Path) -> None:
         assert log.aborted_in_memory(end - 1, end) == []  # the active segment's: loaded
     finally:
         log.close()
+
+
+@pytest.mark.parametrize("cut_entries", [1, 0])
+def test_a_sealed_index_cut_at_an_entry_boundary_is_rebuilt(
+    tmp_path: Path, cut_entries: int
+) -> None:
+    """The model test's failing example (issue 21): producer 0's transaction 0..8 aborted
+    in the first segment, which then rolled; its index cut to an entry boundary (as a
+    power loss before the sealed segment's flush can leave it: the ``.log`` with the
+    marker, the index without its entry) passed every CRC and lost the abort, so a
+    read_committed fetch of [2, 7) returned aborted records. The seal's count catches it:
+    the index is rebuilt from the segment (``cut_entries`` 0: only the seal is gone)."""
+    config = LogConfig(segment_bytes_max=1024, retention_ms=-1)
+    log = PartitionLog.open(tmp_path / "p", config)
+    try:
+        log.append(txn_batch(0, 1, 1))  # 0
+        for _ in range(4):
+            log.append(encode_batch([(None, b"x" * 20)]))  # 1-4
+        log.append(txn_batch(0, 1, 1))  # 5
+        log.append(txn_batch(0, 1, 1))  # 6
+        log.append(encode_batch([(None, b"x" * 20)]))  # 7
+        log.append(marker_batch(0, 0, False, 0, 1), allow_control=True)  # 8
+        while log.segment_count < 2:
+            log.append(encode_batch([(None, b"x" * 300)]))
+    finally:
+        log.close()
+    path = tmp_path / "p" / f"{0:020d}.txnindex"
+    data = path.read_bytes()
+    assert len(data) == 16 + 2 * ENTRY_BYTES  # header, the entry, the seal
+    path.write_bytes(data[: len(data) - (1 + cut_entries) * ENTRY_BYTES])
+    (tmp_path / "p" / CLEAN_SHUTDOWN_FILE).unlink()
+    reopened = PartitionLog.open(tmp_path / "p", config)
+    try:
+        assert reopened.aborted_in(2, 7) == [AbortedTxn(0, 0, 8, 9)]
+    finally:
+        reopened.close()
+    assert len(path.read_bytes()) == len(data)  # rewritten whole, sealed
