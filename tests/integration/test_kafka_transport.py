@@ -16,6 +16,7 @@ import pytest
 import conveyor
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.kafka.apis import ApiKey
+from conveyor.transport.tls import TLSConfig
 from tests.integration.cluster import Cluster, wait_for
 from tests.integration.test_client import (
     COUNT,
@@ -62,13 +63,20 @@ def test_every_message_once_in_key_order(cluster: Cluster, transport: str) -> No
     check_exactly_once_in_order(messages, COUNT)
 
 
+def kafka_tls(cluster: Cluster) -> TLSConfig | None:
+    """With bootstrap_servers alone there is no https:// URL to say the listeners speak
+    TLS: a client asks for it with ``tls=`` (Kafka's security.protocol=SSL), as here when
+    the suite runs over HTTPS (CONVEYOR_TEST_TLS=1 sets CONVEYOR_CA)."""
+    return TLSConfig.from_env() if cluster.tls_dir is not None else None
+
+
 def test_bootstrap_servers_alone_auto_create_and_keep_order(cluster: Cluster) -> None:
     """No coordinator URL at all: the Kafka listeners are the only address given; a new
     topic is created by the Metadata request and records wait for it in order."""
 
     async def run() -> list[conveyor.RecordMetadata]:
         async with conveyor.AsyncProducer(
-            bootstrap_servers=cluster.bootstrap, linger_ms=1
+            bootstrap_servers=cluster.bootstrap, linger_ms=1, tls=kafka_tls(cluster)
         ) as producer:
             pending = [producer.send_nowait("fresh-kafka", f"{i}", key="one") for i in range(2_000)]
             return list(await asyncio.gather(*pending))
@@ -79,7 +87,10 @@ def test_bootstrap_servers_alone_auto_create_and_keep_order(cluster: Cluster) ->
     # read back with nothing but the Kafka listeners either: Metadata, ListOffsets (no
     # committed offset, so auto_offset_reset) and Fetch
     with conveyor.Consumer(
-        topics="fresh-kafka", bootstrap_servers=cluster.bootstrap, auto_offset_reset="earliest"
+        topics="fresh-kafka",
+        bootstrap_servers=cluster.bootstrap,
+        auto_offset_reset="earliest",
+        tls=kafka_tls(cluster),
     ) as consumer:
         values = [m.value for m in consume(consumer, 2_000)]
     assert values == [str(i).encode() for i in range(2_000)]
@@ -161,7 +172,7 @@ def cluster3(tmp_path: Path) -> Iterator[Cluster]:
 def test_producer_follows_a_leader_change_over_kafka(cluster3: Cluster) -> None:
     make_topic(cluster3, "moving", partitions=3, rf=3)
     with conveyor.Producer(
-        bootstrap_servers=cluster3.bootstrap, delivery_timeout_ms=30_000
+        bootstrap_servers=cluster3.bootstrap, delivery_timeout_ms=30_000, tls=kafka_tls(cluster3)
     ) as producer:
         records = list(keyed(600, 3))
         before = [producer.send("moving", value, key=key) for key, value in records[:300]]
