@@ -69,8 +69,20 @@ def _wire(cluster: Cluster) -> KafkaWire:
 
 def _topic(cluster: Cluster, prefix: str, partitions: int = 4) -> str:
     name = unique_topic(prefix)
+
+    def created(admin: conveyor.Admin) -> bool:
+        """A broker answers /readyz before its first heartbeat reaches the coordinator,
+        which refuses (and changes nothing) until it counts a live broker."""
+        try:
+            admin.create_topic(name, partitions=partitions, replication_factor=1)
+        except ConveyorError as exc:
+            if exc.code is ErrorCode.INVALID_CONFIG and "live broker" in exc.message:
+                return False
+            raise
+        return True
+
     with conveyor.Admin(cluster.url) as admin:
-        admin.create_topic(name, partitions=partitions, replication_factor=1)
+        wait_for(lambda: created(admin), 30, f"{name} created (a live broker registered)")
     return name
 
 
