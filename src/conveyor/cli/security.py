@@ -20,21 +20,11 @@ from conveyor.cli.output import (
     print_table,
 )
 from conveyor.protocol.errors import InvalidRequestError
+from conveyor.protocol.security import OPERATIONS
 
 if TYPE_CHECKING:
     from conveyor.cli.common import Subparsers
     from conveyor.client.security import SecurityAdmin
-
-OPERATIONS = (
-    "produce",
-    "consume",
-    "create_topic",
-    "delete_topic",
-    "describe",
-    "group",
-    "admin",
-    "idempotent_write",
-)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
