@@ -43,9 +43,6 @@ from conveyor.transport.tls import TLSConfig
 PRODUCE_VERSIONS: Final = (3, 11)  # v3: record batches (magic 2); v11: Conveyor's top
 INIT_PRODUCER_ID_VERSIONS: Final = (0, 4)
 KAFKA_ACKS: Final = {"all": -1, "1": 1, "0": 0}
-# Stands in for the coordinator URL that turns idempotence on in the Sender; InitProducerId
-# goes to a broker over Kafka instead.
-IDEMPOTENT_OVER_KAFKA: Final = "kafka:"
 
 
 class KafkaSender(Sender):
@@ -78,7 +75,7 @@ class KafkaSender(Sender):
             retries=retries,
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
-            coordinator_url=IDEMPOTENT_OVER_KAFKA if idempotent else None,
+            idempotent=idempotent,  # InitProducerId goes to a broker: no coordinator_url
         )
         self._kafka_metadata = metadata
         self._connections = connections

@@ -190,7 +190,8 @@ class _ProducerCore:
                 retries=config.retries,
                 retry_backoff_ms=config.retry_backoff_ms,
                 retry_backoff_max_ms=config.retry_backoff_max_ms,
-                coordinator_url=url if config.idempotent else None,
+                idempotent=config.idempotent,
+                coordinator_url=url,
                 transaction=self.transaction,
             )
             if config.transport == "http"

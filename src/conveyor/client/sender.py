@@ -66,6 +66,7 @@ class Sender:
         retries: int,
         retry_backoff_ms: int,
         retry_backoff_max_ms: int,
+        idempotent: bool = False,
         coordinator_url: str | None = None,
         transaction: TransactionSession | None = None,
     ) -> None:
@@ -83,9 +84,11 @@ class Sender:
         self._wake_event = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._closing = False
-        # Idempotence (on when coordinator_url is given): the id the coordinator handed
-        # out, and the next sequence per partition. A batch gets its sequence when it is
-        # built, once: retries resend the same bytes, so the leader recognises them.
+        # Idempotence: the id the coordinator handed out (over HTTP at coordinator_url,
+        # or however a subclass's _init_producer_id asks), and the next sequence per
+        # partition. A batch gets its sequence when it is built, once: retries resend the
+        # same bytes, so the leader recognises them.
+        self._idempotent = idempotent
         self._coordinator_url = coordinator_url
         self._producer_id = -1
         self._producer_epoch = -1
@@ -190,7 +193,7 @@ class Sender:
         self._sequences[key] = (sequence + batch.records_count) % SEQUENCE_LIMIT
 
     async def _produce(self, batch: ProducerBatch[BatchCompletion]) -> int:
-        if self._coordinator_url is not None and batch.payload is None:
+        if self._idempotent and batch.payload is None:
             await self._stamp(batch)
         if self._codec is Codec.NONE or batch.payload is not None:
             payload = batch.build()
@@ -294,7 +297,7 @@ class Sender:
         base_offset: int = -1,
     ) -> None:
         self._acc.complete(batch)
-        if error is not None and self._coordinator_url is not None and batch.payload is not None:
+        if error is not None and self._idempotent and batch.payload is not None:
             self._bump_epoch = True  # this batch's sequences may never arrive
         if error is None:
             batch.completion.complete(base_offset)
