@@ -191,9 +191,19 @@ class ConsumerCore:
         }
         self.fetcher: Fetcher
         if config.transport == "kafka":
-            from conveyor.client.kafka_fetcher import kafka_consumer_parts  # kafka-python
+            from conveyor.client.kafka_fetcher import KafkaFetcher  # kafka-python
+            from conveyor.client.kafka_metadata import kafka_metadata_client
 
-            self.metadata, self.fetcher = kafka_consumer_parts(config, self.http, url, fetch)
+            metadata = self.metadata = kafka_metadata_client(
+                self.http,
+                url,
+                config.bootstrap_servers,
+                config.tls,
+                config.authorization,
+                config.request_timeout_ms,
+                auto_create=False,
+            )
+            self.fetcher = KafkaFetcher(metadata=metadata, **fetch)
         else:
             self.fetcher = Fetcher(metadata=self.metadata, **fetch)
         self.membership: Membership | None = None

@@ -23,16 +23,13 @@ from __future__ import annotations
 from typing import Any, Final
 
 from conveyor.client.fetcher import Fetcher
-from conveyor.client.kafka_metadata import KafkaBootstrap, KafkaMetadataClient, parse_bootstrap
-from conveyor.client.kafka_sender import kafka_options
+from conveyor.client.kafka_metadata import KafkaMetadataClient
 from conveyor.client.types import TopicPartition
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.codec import new_request
 from conveyor.protocol.kafka.errors import KafkaError, conveyor_error
 from conveyor.protocol.txn import without_aborted
-from conveyor.transport.client import AsyncHTTP
-from conveyor.transport.kafka_client import KafkaConnections
 
 FETCH_VERSIONS: Final = (4, 12)  # v4: isolation level, aborted transactions; v12: top
 LIST_OFFSETS_VERSIONS: Final = (2, 7)  # v2: isolation level
@@ -43,11 +40,9 @@ LATEST: Final = -1
 class KafkaFetcher(Fetcher):
     """A :class:`Fetcher` whose Fetch and ListOffsets requests go over Kafka."""
 
-    def __init__(
-        self, *, connections: KafkaConnections, metadata: KafkaMetadataClient, **rest: Any
-    ) -> None:
+    def __init__(self, *, metadata: KafkaMetadataClient, **rest: Any) -> None:
         super().__init__(metadata=metadata, **rest)
-        self._connections = connections
+        self._connections = metadata.connections
 
     async def _fetch_bytes(
         self, leader_url: str, tp: TopicPartition, offset: int
@@ -172,26 +167,3 @@ def fetch_result(
                 visible = without_aborted(body, aborted)
             return body, visible, int(answer.high_watermark)
     raise ConveyorError(f"Fetch answer without {tp.topic}[{tp.partition}]")
-
-
-def kafka_consumer_parts(
-    config: Any, http: AsyncHTTP, coordinator_url: str, fetch: dict[str, Any]
-) -> tuple[KafkaMetadataClient, KafkaFetcher]:
-    """The metadata client and fetcher of a consumer (``ConsumerConfig``) on the Kafka
-    transport; ``fetch``: the :class:`Fetcher`'s other arguments."""
-    options = kafka_options(
-        config.tls, coordinator_url, config.authorization, config.request_timeout_ms
-    )
-    connections = KafkaConnections(options)
-    servers = (
-        None if config.bootstrap_servers is None else parse_bootstrap(config.bootstrap_servers)
-    )
-    bootstrap = KafkaBootstrap(servers, http, coordinator_url, config.request_timeout_ms)
-    metadata = KafkaMetadataClient(
-        connections,
-        bootstrap,
-        http,
-        auto_create=False,
-        request_timeout_ms=config.request_timeout_ms,
-    )
-    return metadata, KafkaFetcher(connections=connections, metadata=metadata, **fetch)

@@ -31,8 +31,15 @@ from conveyor.protocol.messages import (
     TopicConfig,
     TopicDescription,
 )
-from conveyor.transport.client import AsyncHTTP
-from conveyor.transport.kafka_client import KafkaConnection, KafkaConnections, split_address
+from conveyor.transport.client import AsyncHTTP, authorization_from_env
+from conveyor.transport.kafka_client import (
+    KafkaClientOptions,
+    KafkaConnection,
+    KafkaConnections,
+    sasl_from_authorization,
+    split_address,
+)
+from conveyor.transport.tls import TLSConfig
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +109,7 @@ class KafkaMetadataClient(MetadataClient):
         super().__init__(
             http, "kafka:", auto_create=auto_create, request_timeout_ms=request_timeout_ms
         )
-        self._connections = connections
+        self.connections = connections  # shared with the client's sender or fetcher
         self._bootstrap = bootstrap
         self._request_timeout_ms = request_timeout_ms
 
@@ -111,7 +118,7 @@ class KafkaMetadataClient(MetadataClient):
         last: ConveyorError | None = None
         for address in await self._bootstrap.candidates():
             try:
-                return await self._connections.get(address)
+                return await self.connections.get(address)
             except RetriableError as exc:
                 last = exc
         assert last is not None
@@ -133,6 +140,49 @@ class KafkaMetadataClient(MetadataClient):
         metadata = metadata_from_kafka(reply)
         self._bootstrap.learnt = [b.kafka_address for b in metadata.brokers if b.kafka_address]
         return metadata
+
+
+def kafka_metadata_client(  # noqa: PLR0917 -- a client's own settings
+    http: AsyncHTTP,
+    coordinator_url: str,
+    bootstrap_servers: str | None,
+    tls: TLSConfig | None,
+    authorization: str | None,
+    request_timeout_ms: int,
+    *,
+    auto_create: bool,
+) -> KafkaMetadataClient:
+    """The routing of a producer or consumer on the Kafka transport: its connections
+    (``kafka_options``), where it asks first (:class:`KafkaBootstrap`) and the metadata
+    client; its sender or fetcher sends over the same ``connections``."""
+    options = kafka_options(tls, coordinator_url, authorization, request_timeout_ms)
+    servers = None if bootstrap_servers is None else parse_bootstrap(bootstrap_servers)
+    bootstrap = KafkaBootstrap(servers, http, coordinator_url, request_timeout_ms)
+    return KafkaMetadataClient(
+        KafkaConnections(options),
+        bootstrap,
+        http,
+        auto_create=auto_create,
+        request_timeout_ms=request_timeout_ms,
+    )
+
+
+def kafka_options(
+    tls: TLSConfig | None,
+    coordinator_url: str,
+    authorization: str | None,
+    request_timeout_ms: int,
+) -> KafkaClientOptions:
+    """Connection settings from a client's: TLS when the coordinator URL is https:// or
+    ``tls`` is given (its CA and client certificate), else the client's CA setting; SASL
+    from the same credentials as HTTP (``sasl_from_authorization``)."""
+    use_tls = tls is not None or coordinator_url.startswith("https://")
+    return KafkaClientOptions(
+        tls=tls or TLSConfig.from_env(),
+        use_tls=use_tls,
+        sasl=sasl_from_authorization(authorization or authorization_from_env()),
+        request_timeout_ms=request_timeout_ms,
+    )
 
 
 def metadata_from_kafka(reply: Any) -> Metadata:

@@ -24,21 +24,15 @@ from typing import Any, Final
 
 from conveyor.client.accumulator import Accumulator, ProducerBatch
 from conveyor.client.futures import BatchCompletion, RecordFuture
-from conveyor.client.kafka_metadata import KafkaBootstrap, KafkaMetadataClient, parse_bootstrap
+from conveyor.client.kafka_metadata import KafkaMetadataClient
 from conveyor.client.sender import REQUEST_TIMEOUT_MARGIN_S, AcksSetting, Sender
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.codec import new_request
 from conveyor.protocol.kafka.errors import KafkaError, conveyor_error
 from conveyor.protocol.records import Codec
-from conveyor.transport.client import AsyncHTTP, authorization_from_env
-from conveyor.transport.kafka_client import (
-    KafkaClientOptions,
-    KafkaConnection,
-    KafkaConnections,
-    sasl_from_authorization,
-)
-from conveyor.transport.tls import TLSConfig
+from conveyor.transport.client import AsyncHTTP
+from conveyor.transport.kafka_client import KafkaConnection
 
 PRODUCE_VERSIONS: Final = (3, 11)  # v3: record batches (magic 2); v11: Conveyor's top
 INIT_PRODUCER_ID_VERSIONS: Final = (0, 4)
@@ -53,7 +47,6 @@ class KafkaSender(Sender):
         *,
         accumulator: Accumulator[BatchCompletion, RecordFuture],
         metadata: KafkaMetadataClient,
-        connections: KafkaConnections,
         http: AsyncHTTP,
         acks: AcksSetting,
         codec: Codec,
@@ -78,7 +71,7 @@ class KafkaSender(Sender):
             idempotent=idempotent,  # InitProducerId goes to a broker: no coordinator_url
         )
         self._kafka_metadata = metadata
-        self._connections = connections
+        self._connections = metadata.connections
         self._kafka_acks = KAFKA_ACKS[acks]
 
     async def _send_batch(
@@ -170,61 +163,3 @@ def _partition_error(reply: Any, answer: Any, topic: str, partition: int) -> Con
         }
     message = answer.error_message or f"produce to {topic}[{partition}]"
     return conveyor_error(answer.error_code, message, **details)
-
-
-def kafka_producer_parts(
-    *,
-    accumulator: Accumulator[BatchCompletion, RecordFuture],
-    http: AsyncHTTP,
-    coordinator_url: str,
-    bootstrap_servers: str | None,
-    options: KafkaClientOptions,
-    acks: AcksSetting,
-    codec: Codec,
-    request_timeout_ms: int,
-    delivery_timeout_ms: int,
-    retries: int,
-    retry_backoff_ms: int,
-    retry_backoff_max_ms: int,
-    idempotent: bool,
-) -> tuple[KafkaMetadataClient, KafkaSender]:
-    """The metadata client and sender of a producer on the Kafka transport."""
-    connections = KafkaConnections(options)
-    servers = None if bootstrap_servers is None else parse_bootstrap(bootstrap_servers)
-    bootstrap = KafkaBootstrap(servers, http, coordinator_url, request_timeout_ms)
-    metadata = KafkaMetadataClient(
-        connections, bootstrap, http, auto_create=True, request_timeout_ms=request_timeout_ms
-    )
-    sender = KafkaSender(
-        accumulator=accumulator,
-        metadata=metadata,
-        connections=connections,
-        http=http,
-        acks=acks,
-        codec=codec,
-        request_timeout_ms=request_timeout_ms,
-        delivery_timeout_ms=delivery_timeout_ms,
-        retries=retries,
-        retry_backoff_ms=retry_backoff_ms,
-        retry_backoff_max_ms=retry_backoff_max_ms,
-        idempotent=idempotent,
-    )
-    return metadata, sender
-
-
-def kafka_options(
-    tls: TLSConfig | None,
-    coordinator_url: str,
-    authorization: str | None,
-    request_timeout_ms: int,
-) -> KafkaClientOptions:
-    """Connection settings from a client's: TLS when the coordinator URL is https:// or
-    ``tls`` is given (its CA and client certificate), else the client's CA setting; SASL
-    from the same credentials as HTTP (``sasl_from_authorization``)."""
-    use_tls = tls is not None or coordinator_url.startswith("https://")
-    return KafkaClientOptions(
-        tls=tls or TLSConfig.from_env(),
-        use_tls=use_tls,
-        sasl=sasl_from_authorization(authorization or authorization_from_env()),
-        request_timeout_ms=request_timeout_ms,
-    )

@@ -203,14 +203,23 @@ class _ProducerCore:
         """Metadata and produce over the brokers' Kafka listeners (``kafka_sender.py``)."""
         if config.transactional_id is not None:
             raise ValueError("transactional producers use transport='http' for now")
-        from conveyor.client.kafka_sender import kafka_options, kafka_producer_parts
+        from conveyor.client.kafka_metadata import kafka_metadata_client
+        from conveyor.client.kafka_sender import KafkaSender
 
-        self.metadata, sender = kafka_producer_parts(
+        metadata = kafka_metadata_client(
+            self.http,
+            url,
+            config.bootstrap_servers,
+            config.tls,
+            config.authorization,
+            config.request_timeout_ms,
+            auto_create=True,
+        )
+        self.metadata = metadata
+        sender = KafkaSender(
             accumulator=self.accumulator,
+            metadata=metadata,
             http=self.http,
-            coordinator_url=url,
-            bootstrap_servers=config.bootstrap_servers,
-            options=kafka_options(config.tls, url, config.authorization, config.request_timeout_ms),
             acks=config.acks,
             codec=config.codec,
             request_timeout_ms=config.request_timeout_ms,
