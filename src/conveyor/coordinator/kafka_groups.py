@@ -27,8 +27,7 @@ from conveyor.coordinator.model import ClusterState
 from conveyor.coordinator.state import Result
 from conveyor.coordinator.transactions import pending_offset
 from conveyor.coordinator.validation import (
-    EPOCH_MAX,
-    OFFSET_METADATA_CHARS_MAX,
+    offset_refusal,
     validate_group_name,
 )
 from conveyor.protocol.errors import ConveyorError, ErrorCode
@@ -337,11 +336,8 @@ def _partition_refusal(state: ClusterState, item: PartitionOffset) -> ErrorCode 
     topic = state.topics.get(item.topic)
     if topic is None or not 0 <= item.partition < topic.partition_count:
         return ErrorCode.UNKNOWN_TOPIC
-    if item.metadata is not None and len(item.metadata) > OFFSET_METADATA_CHARS_MAX:
-        return ErrorCode.OFFSET_METADATA_TOO_LARGE
-    if item.offset < 0 or not -1 <= item.leader_epoch <= EPOCH_MAX:
-        return ErrorCode.INVALID_REQUEST
-    return None
+    refusal = offset_refusal(item)
+    return refusal[0] if refusal is not None else None
 
 
 def _native_state(group: Group) -> str:

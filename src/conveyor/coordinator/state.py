@@ -46,9 +46,8 @@ from conveyor.coordinator.model import (
 )
 from conveyor.coordinator.placement import place_partitions, topic_seed
 from conveyor.coordinator.validation import (
-    EPOCH_MAX,
-    OFFSET_METADATA_CHARS_MAX,
     OFFSETS_PER_COMMIT_MAX,
+    offset_refusal,
     validate_assignments,
     validate_broker_id,
     validate_broker_url,
@@ -569,23 +568,9 @@ def commit_offsets(
     for item in request.offsets:
         topic = views.require_topic(state, item.topic)
         views.require_partition(topic, item.partition)
-        if item.offset < 0:
-            raise InvalidRequestError(
-                f"offset {item.offset} for {item.topic}-{item.partition} must be >= 0",
-                topic=item.topic,
-                partition=item.partition,
-            )
-        if item.metadata is not None and len(item.metadata) > OFFSET_METADATA_CHARS_MAX:
-            raise InvalidRequestError(
-                f"offset metadata is longer than {OFFSET_METADATA_CHARS_MAX} characters"
-            )
-        if not -1 <= item.leader_epoch <= EPOCH_MAX:
-            raise InvalidRequestError(
-                f"leader_epoch {item.leader_epoch} for {item.topic}-{item.partition} must be "
-                f"-1 (none) or between 0 and {EPOCH_MAX}",
-                topic=item.topic,
-                partition=item.partition,
-            )
+        refusal = offset_refusal(item)
+        if refusal is not None:  # HTTP's code for every one of them is INVALID_REQUEST
+            raise InvalidRequestError(refusal[1], topic=item.topic, partition=item.partition)
         committed = CommittedOffset(
             group, item.topic, item.partition, item.offset, item.metadata, now_ms, item.leader_epoch
         )

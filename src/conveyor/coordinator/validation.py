@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
-from conveyor.protocol.messages import TopicConfig
+from conveyor.protocol.messages import PartitionOffset, TopicConfig
 from conveyor.protocol.topics import (
     BATCH_BYTES_MAX,
     BATCH_BYTES_MIN,
@@ -25,6 +25,7 @@ __all__ = [
     "OFFSETS_PER_COMMIT_MAX",
     "OFFSET_METADATA_CHARS_MAX",
     "PARTITIONS_MAX",
+    "offset_refusal",
     "validate_broker_id",
     "validate_broker_url",
     "validate_group_name",
@@ -45,6 +46,24 @@ def validate_group_name(group: str) -> None:
     """Kafka's group ids are any string; Conveyor takes the printable ones without a
     path separator (``protocol/topics.check_group_name``): they end up in URLs and logs."""
     check_group_name(group, ErrorCode.INVALID_REQUEST)
+
+
+def offset_refusal(item: PartitionOffset) -> tuple[ErrorCode, str] | None:
+    """What is wrong with one position to commit, its topic and partition aside (they are
+    checked against the cluster state): Kafka's error code for that partition and a
+    message; None when nothing is. Both commit paths ask it: the HTTP route's
+    (``state.commit_offsets``, all or nothing, raising the message) and Kafka's
+    OffsetCommit (``kafka_groups``, answering the code per partition)."""
+    if item.metadata is not None and len(item.metadata) > OFFSET_METADATA_CHARS_MAX:
+        message = f"offset metadata is longer than {OFFSET_METADATA_CHARS_MAX} characters"
+        return ErrorCode.OFFSET_METADATA_TOO_LARGE, message
+    where = f"{item.topic}-{item.partition}"
+    if item.offset < 0:
+        return ErrorCode.INVALID_REQUEST, f"offset {item.offset} for {where} must be >= 0"
+    if not -1 <= item.leader_epoch <= EPOCH_MAX:
+        epochs = f"must be -1 (none) or between 0 and {EPOCH_MAX}"
+        return ErrorCode.INVALID_REQUEST, f"leader_epoch {item.leader_epoch} for {where} {epochs}"
+    return None
 
 
 def validate_partition_count(count: int) -> None:
