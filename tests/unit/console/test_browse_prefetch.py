@@ -51,7 +51,7 @@ class Log:
         )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(
     start=st.integers(0, 50),
     length=st.integers(0, 300),

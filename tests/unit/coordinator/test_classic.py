@@ -338,7 +338,7 @@ EVENTS = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(EVENTS)
 def test_random_events_keep_the_invariants(events: list[tuple[str, str, int]]) -> None:
     group = ClassicGroup("g")

@@ -320,7 +320,7 @@ def test_a_balanced_cluster_stays_as_it_is() -> None:
     assert run_maintain(state, 0) == state
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     brokers=st.integers(min_value=1, max_value=5),
     added=st.integers(min_value=1, max_value=3),

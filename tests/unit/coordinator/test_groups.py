@@ -179,7 +179,7 @@ def test_partition_count_growth_starts_a_generation_that_spreads_the_new_partiti
     assert sorted(len(grown.assigned_to(m)) for m in "ab") == [6, 6]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     st.lists(st.sampled_from(["join", "leave", "beat", "expire"]), min_size=1, max_size=30),
     st.integers(min_value=1, max_value=24),
@@ -232,7 +232,7 @@ def test_properties_over_random_membership_changes(events: list[str], partitions
                 assert had <= set(group.assigned_to(member_id)) or len(had) > min(sizes)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     st.dictionaries(st.sampled_from("abcdef"), st.sets(st.integers(0, 15)), max_size=6),
     st.integers(min_value=0, max_value=16),
@@ -288,7 +288,7 @@ def test_a_restarted_coordinator_gives_out_only_reported_partitions_at_first() -
     assert len(settle(lonely, 5_001).assigned_to("a")) == 8
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     st.lists(
         st.tuples(st.sampled_from(["join", "leave", "beat", "silence"]), st.integers(0, 99)),

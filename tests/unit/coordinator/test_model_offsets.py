@@ -60,7 +60,7 @@ def model_step(model: dict[OffsetKey, CommittedOffset], record: Record) -> None:
                 del model[key]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(batches)
 def test_offsets_follow_a_dict_model_and_old_states_stay(batches: list[list[Record]]) -> None:
     state = base_state()

@@ -84,7 +84,7 @@ def placements(draw: st.DrawFn) -> tuple[list[BrokerId], int, int, int, dict[Bro
     return ids(*brokers), partitions, rf, seed, {BrokerId(b): n for b, n in load.items()}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(placements())
 def test_properties(case: tuple[list[BrokerId], int, int, int, dict[BrokerId, int]]) -> None:
     brokers, partitions, rf, seed, load = case
@@ -113,7 +113,7 @@ def test_properties(case: tuple[list[BrokerId], int, int, int, dict[BrokerId, in
     assert again == placement
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(placements())
 def test_a_balanced_cluster_stays_balanced(
     case: tuple[list[BrokerId], int, int, int, dict[BrokerId, int]],

@@ -110,7 +110,7 @@ def test_bad_requests_change_nothing() -> None:
     assert rules.end(state, stranger, True, 1).reply.error == "INVALID_PRODUCER_ID_MAPPING"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.lists(st.sampled_from(["init", "add", "offsets", "commit", "abort", "complete", "tick"])))
 def test_any_sequence_keeps_the_state_recoverable(steps: list[str]) -> None:
     """Whatever the producer does, the records replay (through the store's codec) to the

@@ -54,7 +54,7 @@ def expected(specs: list[Spec]) -> list[Record]:
     ]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(
     specs=st.lists(spec_strategy, min_size=1, max_size=40),
     compression=st.sampled_from(AVAILABLE_CODECS),

@@ -113,7 +113,7 @@ def test_a_filtered_batch_can_be_filtered_again() -> None:
     assert parse_header(twice).next_offset == 103
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(data=st.binary(min_size=61, max_size=400), count=st.integers(0, 40))
 def test_garbage_raises_only_corrupt_batch(data: bytes, count: int) -> None:
     raw = bytearray(data)
@@ -150,7 +150,7 @@ _RECORDS = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(records=_RECORDS, gzip=st.booleans())
 def test_require_keys_finds_exactly_the_keyless_records(
     records: list[tuple[bytes | None, int | None, int, int]], gzip: bool
@@ -173,7 +173,7 @@ def test_require_keys_finds_exactly_the_keyless_records(
     assert refused.value.details["record_indexes"] == keyless
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(data=st.binary(min_size=61, max_size=400), count=st.integers(0, 40))
 def test_require_keys_on_garbage_raises_only_typed_errors(data: bytes, count: int) -> None:
     raw = bytearray(data)

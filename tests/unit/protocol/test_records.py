@@ -227,13 +227,13 @@ spec_strategy = st.tuples(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(specs=st.lists(spec_strategy, min_size=1, max_size=30))
 def test_property_uncompressed_equals_kafka_python(specs: list[Spec]) -> None:
     assert build(specs) == kafka_build(specs)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=120)
 @given(
     specs=st.lists(spec_strategy, min_size=1, max_size=30),
     codec=st.sampled_from(AVAILABLE_CODECS),
@@ -267,7 +267,7 @@ def test_property_round_trip(
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     specs=st.lists(spec_strategy, min_size=1, max_size=5),
     codec=st.sampled_from(AVAILABLE_CODECS),

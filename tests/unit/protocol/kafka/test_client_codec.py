@@ -61,14 +61,14 @@ ANSWERS = [
 ]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.sampled_from(VERSIONS), st.binary(max_size=300))
 def test_random_answers_decode_or_raise_response_error(api: tuple[int, int], data: bytes) -> None:
     with contextlib.suppress(ResponseError):
         decode_response(api[0], api[1], data)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=600)
 @given(st.sampled_from(ANSWERS), st.data())
 def test_mutated_answers_decode_or_raise_response_error(
     answer: tuple[int, int, bytes], data: st.DataObject

@@ -33,14 +33,14 @@ def test_valid_frames_decode(frame: bytes) -> None:
     assert decoded.header.client_id == "conveyor-test"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.binary(max_size=200))
 def test_random_bytes_decode_or_raise_request_error(data: bytes) -> None:
     with contextlib.suppress(RequestError):
         decode_request(data)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500)
 @given(st.sampled_from(VALID_FRAMES), st.data())
 def test_mutated_frames_decode_or_raise_request_error(frame: bytes, data: st.DataObject) -> None:
     mutated = bytearray(frame)

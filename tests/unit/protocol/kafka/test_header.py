@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from conveyor.protocol.kafka.framing import (
@@ -42,7 +42,6 @@ def _header(api_key: int, version: int, correlation: int, client: str | None) ->
     return head + struct.pack(">h", len(raw)) + raw
 
 
-@settings(deadline=None)  # a shared, loaded machine: no per-example deadline
 @given(
     st.integers(-(2**15), 2**15 - 1),
     st.integers(-(2**15), 2**15 - 1),
@@ -66,7 +65,6 @@ def test_header_round_trip(  # noqa: PLR0917 -- one argument per drawn value
     assert header.body_offset == len(raw) + len(tagged)
 
 
-@settings(deadline=None)  # a shared, loaded machine: no per-example deadline
 @given(st.binary(max_size=64), st.booleans())
 def test_any_bytes_parse_or_raise_header_error(data: bytes, flexible: bool) -> None:
     try:
@@ -97,7 +95,6 @@ def test_tagged_fields_cut_short_or_too_many_are_refused() -> None:
             parse_request_header(base + tail, flexible=True)
 
 
-@settings(deadline=None)  # a shared, loaded machine: no per-example deadline
 @given(st.integers(0, 2**32 - 1))
 def test_uvarint_round_trip(value: int) -> None:
     encoded = _uvarint(value)
@@ -114,7 +111,6 @@ def test_response_headers() -> None:
     assert response_header(7, flexible=True) == b"\x00\x00\x00\x07\x00"
 
 
-@settings(deadline=None)  # a shared, loaded machine: no per-example deadline
 @given(st.integers(REQUEST_HEADER_BYTES_MIN, 1000))
 def test_frame_size_round_trip(size: int) -> None:
     assert frame_size(size_prefix(size), max_frame_bytes=1000) == size

@@ -88,7 +88,7 @@ def _reference(version: int, data: list[Any], nodes: list[Endpoint]) -> bytes:
     return bytes(built.encode(version=version))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.integers(SPEC.min_version, SPEC.max_version), topics, endpoints)
 def test_equals_kafka_python(version: int, data: list[Any], nodes: list[Endpoint]) -> None:
     assert encode_produce_response(version, data, nodes) == _reference(version, data, nodes)

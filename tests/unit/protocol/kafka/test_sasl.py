@@ -79,7 +79,6 @@ def test_plain() -> None:
             parse_plain(bad)
 
 
-@settings(deadline=None)  # a shared, loaded machine: no per-example deadline
 @given(st.binary(max_size=300), st.binary(max_size=300))
 def test_scram_never_fails_but_with_sasl_error(first: bytes, final: bytes) -> None:
     credential = scram_credential("pw-pw-pw", "SCRAM-SHA-512", b"salt-salt-salt-2")
@@ -119,7 +118,7 @@ def test_scram_client_refuses_what_a_server_should_not_ask() -> None:
             scram_client_final(client, bad.encode())
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.binary(max_size=200))
 def test_scram_client_final_takes_any_bytes(data: bytes) -> None:
     client, _ = scram_client_first("SCRAM-SHA-512", "alice", "pw", "cnonce")
