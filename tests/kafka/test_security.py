@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -341,12 +340,14 @@ def test_transactional_ids_need_their_acl(secure_cluster: SecureCluster) -> None
     try:
         reader.assign([confluent_kafka.TopicPartition("sasl-orders", 0)])
         seen: list[bytes] = []
-        deadline = time.monotonic() + 30
-        while b"committed-in-a-transaction" not in seen and time.monotonic() < deadline:
+
+        def read() -> bool:
             message = reader.poll(0.5)
             if message is not None and message.error() is None:
                 seen.append(message.value())
-        assert b"committed-in-a-transaction" in seen
+            return b"committed-in-a-transaction" in seen
+
+        wait_for(read, 30, "the committed record, read committed")
     finally:
         reader.close()
     broker = cluster.brokers[1]
