@@ -14,23 +14,23 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import conveyor
 from conveyor.chaos import checker, diskfault, ha, netfault, queue_checker, queue_workload
 from conveyor.chaos.cluster import ChaosCluster
 from conveyor.chaos.history import History, Op
-from conveyor.chaos.nemesis import Nemesis, mount_tmpfs, unmount
+from conveyor.chaos.nemesis import CrashesConsumers, Nemesis, mount_tmpfs, unmount
 from conveyor.chaos.schedule import HA_FAULTS, FaultEvent, make_schedule
 from conveyor.chaos.workload import (
     COMPACT_CONFIG,
     COMPACT_PARTITIONS,
     COMPACT_TOPIC,
     TOPIC,
-    FinalReads,
     Workload,
     final_read,
     topic_dirs,
@@ -78,6 +78,74 @@ def skipped_faults(faults: tuple[str, ...], ha: bool = False) -> dict[str, str]:
     return out
 
 
+def plan(
+    seed: int, duration_s: float, faults: tuple[str, ...], *, ha: bool, brokers: int,
+    partitions: int, consumers: int,
+) -> tuple[list[FaultEvent], tuple[str, ...], dict[str, str]]:  # fmt: skip
+    """The fault schedule of a run, the faults it may use and those it skips (with why)."""
+    skipped = skipped_faults(faults, ha)
+    usable = tuple(f for f in faults if f not in skipped)
+    schedule = make_schedule(
+        seed, duration_s, usable, brokers=brokers, partitions=partitions, consumers=consumers
+    )
+    return schedule, usable, skipped
+
+
+class Driven(CrashesConsumers, Protocol):
+    """What a run needs of a workload (the stream, queue and transactional ones)."""
+
+    history: History
+
+    def start(self) -> None: ...
+
+    def stop(self, drain_s: float) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+@dataclass
+class Stage:
+    """A started cluster under a fault schedule, and what its cleanup collected."""
+
+    cluster: ChaosCluster
+    history: History
+    schedule: list[FaultEvent]  # without disk-full when its tmpfs could not be mounted
+    skipped: dict[str, str]
+    workload: Driven | None = None  # aborted on the way out
+    replicas: list[checker.Replica] = field(default_factory=list)  # read once it stopped
+
+
+@contextmanager
+def staged(
+    root: Path, brokers: int, *, ha: bool, schedule: list[FaultEvent], usable: tuple[str, ...],
+    skipped: dict[str, str], topic: str = TOPIC,
+) -> Iterator[Stage]:  # fmt: skip
+    """Start the cluster with what the schedule needs (the tmpfs, the nft table); on the
+    way out, whatever happened: abort the workload, heal and remove every fault, stop every
+    process, dump the history and read ``topic``'s replicas from the brokers' files."""
+    cluster = ChaosCluster(root, brokers, ha=ha)
+    stage = Stage(cluster, History(), schedule, skipped)
+    tmpfs = root / "broker-1"
+    try:
+        if "disk-full" in usable and not mount_tmpfs(tmpfs):
+            skipped["disk-full"] = "mount -t tmpfs failed"
+            stage.schedule = [e for e in schedule if e.kind != "disk-full"]
+        if any(e.kind.startswith("partition") for e in stage.schedule):
+            netfault.remove_on_signals()
+            netfault.install(cluster.parties_for(brokers))  # before any connection: all marked
+        cluster.start()
+        yield stage
+    finally:
+        if stage.workload is not None:
+            stage.workload.abort()  # a no-op after a normal stop
+        netfault.heal()
+        cluster.stop()
+        netfault.remove()
+        stage.history.dump(root / "history.jsonl")
+        stage.replicas = read_replicas(cluster, topic)
+        unmount(tmpfs)
+
+
 def run(
     duration_s: float, seed: int, faults: tuple[str, ...], *, brokers: int = 3,
     root: Path | None = None, producers: int = 3, consumers: int = 2,
@@ -88,54 +156,31 @@ def run(
     coordinators" check over their logs. ``workload_name``: ``stream`` (a consumer group)
     or ``queue`` (share groups, :mod:`conveyor.chaos.queue_workload`)."""
     queue = workload_name == "queue"
-    skipped = skipped_faults(faults, ha)
-    usable = tuple(f for f in faults if f not in skipped)
-    schedule = make_schedule(
-        seed, duration_s, usable, brokers=brokers, partitions=PARTITIONS, consumers=consumers
-    )
+    schedule, usable, skipped = plan(
+        seed, duration_s, faults, ha=ha, brokers=brokers, partitions=PARTITIONS,
+        consumers=consumers,
+    )  # fmt: skip
     root = root or Path(tempfile.mkdtemp(prefix=f"conveyor-chaos-{seed}-"))
-    cluster = ChaosCluster(root, brokers, ha=ha)
-    history = History()
-    tmpfs = root / "broker-1"
-    ops: list[Op] = []
-    final: dict[int, list[tuple[int, str | None, str | None]]] = {}
-    compacted: dict[int, list[tuple[int, str | None, str | None]]] | None = None
-    replicas: list[checker.Replica] = []
-    workload: Workload | None = None
-    try:
-        if "disk-full" in usable and not mount_tmpfs(tmpfs):
-            skipped["disk-full"] = "mount -t tmpfs failed"
-            schedule = [e for e in schedule if e.kind != "disk-full"]
-        if any(e.kind.startswith("partition") for e in schedule):
-            netfault.remove_on_signals()
-            netfault.install(cluster.parties_for(brokers))  # before any connection: all marked
-        cluster.start()
-        with conveyor.Admin(cluster.url) as admin:
-            admin.create_topic(
-                TOPIC, partitions=PARTITIONS,
-                replication_factor=replication_factor or min(3, brokers),
-            )  # fmt: skip
+    replication_factor = replication_factor or min(3, brokers)
+    with staged(root, brokers, ha=ha, schedule=schedule, usable=usable, skipped=skipped) as stage:
+        url = stage.cluster.url
+        with conveyor.Admin(url) as admin:
+            admin.create_topic(TOPIC, partitions=PARTITIONS, replication_factor=replication_factor)
             admin.create_topic(
                 COMPACT_TOPIC, partitions=COMPACT_PARTITIONS,
-                replication_factor=replication_factor or min(3, brokers), config=COMPACT_CONFIG,
+                replication_factor=replication_factor, config=COMPACT_CONFIG,
             )  # fmt: skip
         if queue:
-            queue_workload.prepare(cluster.url, replication_factor or min(3, brokers))
+            queue_workload.prepare(url, replication_factor)
         kind = queue_workload.QueueWorkload if queue else Workload
-        workload = kind(cluster.url, history, root, producers, consumers)
-        ops, final, compacted = _run_workload(cluster, workload, schedule, seed, duration_s)
-    finally:
-        if workload is not None:
-            workload.abort()  # a no-op after a normal stop
-        netfault.heal()
-        cluster.stop()
-        netfault.remove()
-        history.dump(root / "history.jsonl")
-        replicas = read_replicas(cluster)
-        unmount(tmpfs)
+        stage.workload = workload = kind(url, stage.history, root, producers, consumers)
+        drive(stage, workload, seed, duration_s, drain_s=DRAIN_S)
+        final = final_read(url, PARTITIONS, FINAL_READ_TIMEOUT_S)
+        compacted = final_read(url, COMPACT_PARTITIONS, FINAL_READ_TIMEOUT_S, COMPACT_TOPIC)
+        ops = stage.history.ops()
     check = queue_checker.check if queue else checker.check
-    result = check(ops, final, replicas, coordinator_problems(cluster), compacted)
-    report = RunReport(seed, duration_s, faults, schedule, result, ops, skipped, root)
+    result = check(ops, final, stage.replicas, coordinator_problems(stage.cluster), compacted)
+    report = RunReport(seed, duration_s, faults, stage.schedule, result, ops, skipped, root)
     (root / "final.json").write_text(json.dumps({str(p): r for p, r in final.items()}))
     return report
 
@@ -165,15 +210,18 @@ def read_replicas(cluster: ChaosCluster, topic: str = TOPIC) -> list[checker.Rep
     return replicas
 
 
-def _run_workload(
-    cluster: ChaosCluster, workload: Workload, schedule: list[FaultEvent], seed: int,
-    duration_s: float,
-) -> tuple[list[Op], FinalReads, FinalReads]:  # fmt: skip
-    history = workload.history
-    nemesis = Nemesis(cluster, workload, history, seed)
+def drive(
+    stage: Stage, workload: Driven, seed: int, duration_s: float, *, drain_s: float,
+    topic: str = TOPIC,
+) -> None:  # fmt: skip
+    """Run ``workload`` under the nemesis (``stage``'s schedule) for ``duration_s``, heal
+    everything, wait until every process is up again, then stop the workload (``drain_s``
+    to catch up)."""
+    cluster = stage.cluster
+    nemesis = Nemesis(cluster, workload, workload.history, seed, topic=topic)
     start = time.monotonic()
     workload.start()
-    thread = threading.Thread(target=nemesis.run, args=(schedule, start), name="nemesis")
+    thread = threading.Thread(target=nemesis.run, args=(stage.schedule, start), name="nemesis")
     thread.start()
     try:
         remaining = duration_s - (time.monotonic() - start)
@@ -183,10 +231,7 @@ def _run_workload(
         thread.join(60)
         netfault.heal()
         cluster.wait_ready()  # every fault healed: all processes up before the final read
-    workload.stop(DRAIN_S)
-    final = final_read(cluster.url, PARTITIONS, FINAL_READ_TIMEOUT_S)
-    compacted = final_read(cluster.url, COMPACT_PARTITIONS, FINAL_READ_TIMEOUT_S, COMPACT_TOPIC)
-    return history.ops(), final, compacted
+    workload.stop(drain_s)
 
 
 def render(report: RunReport) -> str:

@@ -9,29 +9,15 @@ from __future__ import annotations
 
 import json
 import tempfile
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 import conveyor
-from conveyor.chaos import checker, netfault, txn_checker
-from conveyor.chaos.cluster import ChaosCluster
-from conveyor.chaos.history import History, Op
-from conveyor.chaos.nemesis import Nemesis, mount_tmpfs, unmount
-from conveyor.chaos.runner import (
-    FINAL_READ_TIMEOUT_S,
-    coordinator_problems,
-    fault_counts,
-    print_examples,
-    print_faults,
-    print_verdict,
-    read_replicas,
-    skipped_faults,
-    text_console,
-)
-from conveyor.chaos.schedule import FaultEvent, make_schedule
+from conveyor.chaos import checker, runner, txn_checker
+from conveyor.chaos.history import Op
+from conveyor.chaos.runner import fault_counts, print_examples, print_faults, print_verdict
+from conveyor.chaos.schedule import FaultEvent
 from conveyor.chaos.txn_workload import TXN_CONFIG, TXN_PARTITIONS, TXN_TOPIC, TxnWorkload
 from conveyor.chaos.workload import FinalReads, final_read
 
@@ -67,81 +53,42 @@ def run(
     root: Path | None = None, replication_factor: int | None = None, ha: bool = False,
     processors: int = 2,
 ) -> TxnRunReport:  # fmt: skip
-    skipped = skipped_faults(faults, ha)
-    usable = tuple(f for f in faults if f not in skipped)
-    schedule = make_schedule(
-        seed, duration_s, usable, brokers=brokers, partitions=TXN_PARTITIONS,
+    schedule, usable, skipped = runner.plan(
+        seed, duration_s, faults, ha=ha, brokers=brokers, partitions=TXN_PARTITIONS,
         consumers=processors,
     )  # fmt: skip
     root = root or Path(tempfile.mkdtemp(prefix=f"conveyor-chaos-txn-{seed}-"))
-    cluster = ChaosCluster(root, brokers, ha=ha)
-    history = History()
-    tmpfs = root / "broker-1"
-    workload: TxnWorkload | None = None
-    committed: FinalReads = {}
-    raw: FinalReads = {}
-    try:
-        if "disk-full" in usable and not mount_tmpfs(tmpfs):
-            skipped["disk-full"] = "mount -t tmpfs failed"
-            schedule = [e for e in schedule if e.kind != "disk-full"]
-        if any(e.kind.startswith("partition") for e in schedule):
-            netfault.remove_on_signals()
-            netfault.install(cluster.parties_for(brokers))
-        cluster.start()
-        with conveyor.Admin(cluster.url) as admin:
+    with runner.staged(
+        root, brokers, ha=ha, schedule=schedule, usable=usable, skipped=skipped, topic=TXN_TOPIC
+    ) as stage:
+        url = stage.cluster.url
+        with conveyor.Admin(url) as admin:
             admin.create_topic(
                 TXN_TOPIC, partitions=TXN_PARTITIONS,
                 replication_factor=replication_factor or min(3, brokers), config=TXN_CONFIG,
             )  # fmt: skip
-        workload = TxnWorkload(cluster.url, history, root, seed, processors=processors)
-        _run_workload(cluster, workload, schedule, seed, duration_s)
-        committed = final_read(
-            cluster.url, TXN_PARTITIONS, FINAL_READ_TIMEOUT_S, TXN_TOPIC, "read_committed"
+        stage.workload = workload = TxnWorkload(
+            url, stage.history, root, seed, processors=processors
         )
-        raw = final_read(cluster.url, TXN_PARTITIONS, FINAL_READ_TIMEOUT_S, TXN_TOPIC)
-    finally:
-        if workload is not None:
-            workload.abort()
-        netfault.heal()
-        cluster.stop()
-        netfault.remove()
-        history.dump(root / "history.jsonl")
-        replicas = read_replicas(cluster, TXN_TOPIC)
-        unmount(tmpfs)
-    ops = history.ops()
+        runner.drive(stage, workload, seed, duration_s, drain_s=DRAIN_S, topic=TXN_TOPIC)
+        committed = final_read(
+            url, TXN_PARTITIONS, runner.FINAL_READ_TIMEOUT_S, TXN_TOPIC, "read_committed"
+        )
+        raw = final_read(url, TXN_PARTITIONS, runner.FINAL_READ_TIMEOUT_S, TXN_TOPIC)
+    ops = stage.history.ops()
     files = checker.Result()
-    checker.check_replicas(replicas, files)
-    for problem in coordinator_problems(cluster):
+    checker.check_replicas(stage.replicas, files)
+    for problem in runner.coordinator_problems(stage.cluster):
         files.add("two-active-coordinators", problem)
     (root / "final.json").write_text(json.dumps({str(p): r for p, r in committed.items()}))
     return TxnRunReport(
-        seed, duration_s, faults, schedule, txn_checker.check(ops, committed), ops, files,
-        skipped, root, in_log=_count(raw), committed_in_log=_count(committed),
+        seed, duration_s, faults, stage.schedule, txn_checker.check(ops, committed), ops,
+        files, skipped, root, in_log=_count(raw), committed_in_log=_count(committed),
     )  # fmt: skip
 
 
 def _count(final: FinalReads) -> int:
     return sum(1 for records in final.values() for _o, _k, v in records if v is not None)
-
-
-def _run_workload(
-    cluster: ChaosCluster, workload: TxnWorkload, schedule: list[FaultEvent], seed: int,
-    duration_s: float,
-) -> None:  # fmt: skip
-    nemesis = Nemesis(cluster, workload, workload.history, seed, topic=TXN_TOPIC)
-    start = time.monotonic()
-    workload.start()
-    thread = threading.Thread(target=nemesis.run, args=(schedule, start), name="nemesis")
-    thread.start()
-    try:
-        remaining = duration_s - (time.monotonic() - start)
-        thread.join(max(0.0, remaining) + 120)
-    finally:
-        nemesis.stopped.set()
-        thread.join(60)
-        netfault.heal()
-        cluster.wait_ready()
-    workload.stop(DRAIN_S)
 
 
 def _rows(report: TxnRunReport) -> list[tuple[str, int, str]]:
@@ -169,7 +116,7 @@ def render(report: TxnRunReport) -> str:
     """The summary table, the seed, and the minimal history around each anomaly."""
     from rich.table import Table
 
-    console = text_console()
+    console = runner.text_console()
     counts = Table(
         title=f"conveyor chaos --workload txn  seed={report.seed}  duration={report.duration_s}s"
     )
