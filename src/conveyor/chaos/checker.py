@@ -88,9 +88,21 @@ class Example:
 
 
 @dataclass
-class Result:
+class Findings:
+    """Anomaly counts and the first :data:`EXAMPLES_MAX` examples of each (every
+    checker's result: this one's, :mod:`conveyor.chaos.txn_checker`'s)."""
+
     counts: dict[str, int] = field(default_factory=dict)
     examples: list[Example] = field(default_factory=list)
+
+    def add(self, anomaly: str, description: str, op_indexes: Iterable[int] = ()) -> None:
+        self.counts[anomaly] += 1
+        if sum(1 for e in self.examples if e.anomaly == anomaly) < EXAMPLES_MAX:
+            self.examples.append(Example(anomaly, description, tuple(op_indexes)))
+
+
+@dataclass
+class Result(Findings):
     sends: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("ok", "fail", "info"), 0))
     polls_ok: int = 0
     commits_ok: int = 0
@@ -118,11 +130,6 @@ class Result:
     @property
     def valid(self) -> bool:
         return not self.failed
-
-    def add(self, anomaly: str, description: str, op_indexes: Iterable[int] = ()) -> None:
-        self.counts[anomaly] += 1
-        if sum(1 for e in self.examples if e.anomaly == anomaly) < EXAMPLES_MAX:
-            self.examples.append(Example(anomaly, description, tuple(op_indexes)))
 
 
 @dataclass(frozen=True)
@@ -156,7 +163,7 @@ def parse_value(value: str) -> tuple[str, int]:
     return key, int(sequence)
 
 
-def _log_index(final: FinalReads) -> dict[str, list[tuple[int, int]]]:
+def log_index(final: FinalReads) -> dict[str, list[tuple[int, int]]]:
     where: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for partition, records in final.items():
         for offset, _key, value in records:
@@ -175,7 +182,7 @@ def _polled(ops: Sequence[Op]) -> Iterable[tuple[Op, int, int, str | None]]:
 def check_writes(ops: Sequence[Op], final: FinalReads, result: Result) -> None:
     """lost, aborted-read, inconsistent-offsets (acks), duplicated, reordered."""
     sends = pair_sends(ops)
-    where = _log_index(final)
+    where = log_index(final)
     at = {(p, o): v for p, records in final.items() for o, _k, v in records}
     polled_values = {value for _op, _p, _o, value in _polled(ops)}
     for value, send in sends.items():
@@ -275,7 +282,7 @@ def check_polls(ops: Sequence[Op], final: FinalReads, result: Result) -> None:
             )
         else:
             result.counts["redelivered"] += 1
-    in_log = _log_index(final)
+    in_log = log_index(final)
     for value, send in pair_sends(ops).items():
         if send.type == "ok" and value not in delivered and value in in_log:
             result.counts["unseen"] += 1

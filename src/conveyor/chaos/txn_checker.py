@@ -58,7 +58,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from conveyor.chaos.checker import Example
+from conveyor.chaos.checker import FinalReads, Findings, log_index
 from conveyor.chaos.history import Op
 
 TXN_SAFETY: Final = (
@@ -74,12 +74,9 @@ TXN_SAFETY: Final = (
     "nonmonotonic-poll",
 )
 TXN_REPORTED: Final = ("double-processed", "unseen")
-EXAMPLES_MAX: Final = 5
 READER_PREFIX: Final = "txn-reader"
 
 Status = Literal["committed", "aborted", "unknown"]
-FinalRecord = tuple[int, str | None, str | None]  # offset, key, value
-FinalReads = Mapping[int, Sequence[FinalRecord]]
 
 
 @dataclass
@@ -124,11 +121,10 @@ class Txn:
 
 
 @dataclass
-class TxnResult:
+class TxnResult(Findings):
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(TXN_SAFETY + TXN_REPORTED, 0)
     )
-    examples: list[Example] = field(default_factory=list)
     txns: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(("committed", "aborted", "unknown"), 0)
     )
@@ -143,11 +139,6 @@ class TxnResult:
     @property
     def valid(self) -> bool:
         return not self.failed
-
-    def add(self, anomaly: str, description: str, op_indexes: Iterable[int] = ()) -> None:
-        self.counts[anomaly] += 1
-        if sum(1 for e in self.examples if e.anomaly == anomaly) < EXAMPLES_MAX:
-            self.examples.append(Example(anomaly, description, tuple(op_indexes)))
 
 
 def transactions(ops: Sequence[Op]) -> dict[str, Txn]:
@@ -237,21 +228,12 @@ def _check_visibility(
         )  # fmt: skip
 
 
-def _positions(final: FinalReads) -> dict[str, list[tuple[int, int]]]:
-    where: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for partition, records in final.items():
-        for offset, _key, value in records:
-            if value is not None:
-                where[value].append((partition, offset))
-    return where
-
-
 def check_final(
     ops: Sequence[Op], txns: Mapping[str, Txn], final: FinalReads, result: TxnResult
 ) -> None:
     """G1a (in the final read), lost-committed, non-atomic, duplicate and
     inconsistent-offsets."""
-    where = _positions(final)
+    where = log_index(final)
     at = {(p, o): v for p, records in final.items() for o, _k, v in records}
     for txn in txns.values():
         _check_visibility(txn, where, result)
