@@ -10,18 +10,11 @@ import pytest
 from conveyor.chaos import checker
 from conveyor.chaos.history import Op, OpType
 from conveyor.chaos.schedule import FAULTS, make_schedule
+from tests.chaos.histories import HistoryBuilder
 
 
-class H:
-    """A tiny history builder: ops get indexes and 1 ms ticks in order."""
-
-    def __init__(self) -> None:
-        self.ops: list[Op] = []
-
-    def add(self, process: str, type_: OpType, f: str, value: dict[str, Any] | None = None) -> H:
-        index = len(self.ops)
-        self.ops.append(Op(index, process, type_, f, value or {}, time_ns=index * 1_000_000))
-        return self
+class H(HistoryBuilder):
+    """The stream workload's ops."""
 
     def send(self, process: str, value: str, outcome: OpType = "ok", at: int | None = None) -> H:
         key = value.rpartition(":")[0]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from conveyor.chaos import queue_checker
-from conveyor.chaos.history import Op, OpType
+from conveyor.chaos.history import OpType
 from conveyor.chaos.queue_workload import MAX_DELIVERY_ATTEMPTS, REJECT_PREFIX, RELEASE_PREFIX
 from conveyor.chaos.workload import TOPIC
 from conveyor.protocol.share import (
@@ -24,6 +24,7 @@ from conveyor.protocol.share import (
     DLQ_HEADER_PARTITION,
     DLQ_HEADER_TOPIC,
 )
+from tests.chaos.histories import HistoryBuilder
 
 ORDERED = "chaos-q-ordered"
 UNORDERED = "chaos-q-unordered"
@@ -33,23 +34,15 @@ FINAL = {0: [(i, "k", v) for i, v in enumerate(VALUES)]}
 Row = tuple[int, int, int]  # offset, delivery count, acquisition
 
 
-class H:
+class H(HistoryBuilder):
     """A history builder with the workload's op shapes (module docstring)."""
 
     def __init__(self) -> None:
-        self.ops: list[Op] = []
+        super().__init__()
         for offset, value in enumerate(VALUES):
             self.add("producer-0", "invoke", "send", {"key": "k", "value": value})
             done = {"key": "k", "value": value, "partition": 0, "offset": offset}
             self.add("producer-0", "ok", "send", done)
-
-    @property
-    def now(self) -> int:
-        return len(self.ops) * 1_000_000
-
-    def add(self, process: str, type_: OpType, f: str, value: dict[str, Any]) -> H:
-        self.ops.append(Op(len(self.ops), process, type_, f, value, time_ns=self.now))
-        return self
 
     def receive(self, member: str, group: str, *rows: Row) -> H:
         records = [[0, o, "k", VALUES[o], count, f"{TOPIC}:0:{o}:{acq}"] for o, count, acq in rows]

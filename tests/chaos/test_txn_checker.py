@@ -8,21 +8,14 @@ from typing import Any
 import pytest
 
 from conveyor.chaos import txn_checker
-from conveyor.chaos.history import Op, OpType
+from conveyor.chaos.history import OpType
+from tests.chaos.histories import HistoryBuilder
 
 Final = dict[int, list[tuple[int, str | None, str | None]]]
 
 
-class H:
-    """A history builder: ops get indexes and 1 ms ticks in order."""
-
-    def __init__(self) -> None:
-        self.ops: list[Op] = []
-
-    def add(self, process: str, type_: OpType, f: str, value: dict[str, Any] | None = None) -> H:
-        index = len(self.ops)
-        self.ops.append(Op(index, process, type_, f, value or {}, time_ns=index * 1_000_000))
-        return self
+class H(HistoryBuilder):
+    """The transactional workload's ops."""
 
     def begin(self, process: str, txn: str) -> H:
         return self.add(process, "ok", "begin", {"txn": txn})
