@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.chaos import runner
+from conveyor.chaos import checker, runner
 from conveyor.chaos.schedule import (
     COOLDOWN_S,
     FAULTS,
@@ -77,11 +77,7 @@ def test_fixed_seed_run_has_no_safety_anomaly(
     ha = faults == HA_FAULTS  # three coordinators on etcd, and the two-actives check
     report = runner.run(duration_s, seed, faults, brokers=3, root=tmp_path / "run", ha=ha)
     text = runner.render(report)
-    injected = {
-        op.value["fault"]
-        for op in report.ops
-        if op.process == "nemesis" and op.f == "fault" and op.type == "ok"
-    }
+    injected = checker.injected_faults(report.ops)
     assert injected | set(report.skipped) == set(faults), text
     assert report.result.sends["ok"] > 0, text
     assert report.result.valid, text

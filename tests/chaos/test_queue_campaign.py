@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.chaos import runner
+from conveyor.chaos import checker, runner
 
 SEED = 411
 FAULTS = ("kill-consumer", "kill-leader", "pause")
@@ -26,11 +26,7 @@ def test_queue_run_has_no_safety_anomaly(tmp_path: Path) -> None:
         DURATION_S, SEED, FAULTS, brokers=3, root=tmp_path / "run", workload_name="queue"
     )
     text = runner.render(report)
-    injected = {
-        op.value["fault"]
-        for op in report.ops
-        if op.process == "nemesis" and op.f == "fault" and op.type == "ok"
-    }
+    injected = checker.injected_faults(report.ops)
     assert injected == set(FAULTS), text
     assert report.result.valid, text
     counts = report.result.counts

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.chaos import txn_run
+from conveyor.chaos import checker, txn_run
 from conveyor.chaos.schedule import make_schedule
 from conveyor.chaos.txn_workload import TXN_PARTITIONS
 
@@ -35,11 +35,7 @@ def test_the_seed_injects_every_fault_within_the_duration() -> None:
 def test_transactional_run_has_no_anomaly(tmp_path: Path) -> None:
     report = txn_run.run(DURATION_S, SEED, FAULTS, brokers=3, root=tmp_path / "run")
     text = txn_run.render(report)
-    injected = {
-        op.value["fault"]
-        for op in report.ops
-        if op.process == "nemesis" and op.f == "fault" and op.type == "ok"
-    }
+    injected = checker.injected_faults(report.ops)
     assert injected == set(FAULTS), text
     result = report.result
     assert result.txns["committed"] > 0 and result.txns["aborted"] > 0, text

@@ -442,11 +442,7 @@ def check(
     result = Result()
     for problem in coordinator_problems:
         result.add("two-active-coordinators", problem)
-    result.consumer_faults = any(
-        op.process == "nemesis" and op.f == "fault" and op.type == "ok"
-        and op.value.get("fault") == "kill-consumer"
-        for op in ops
-    )  # fmt: skip
+    result.consumer_faults = "kill-consumer" in injected_faults(ops)
     check_writes(ops, final, result)
     check_polls(ops, final, result)
     check_replicas(replicas, result)
@@ -454,6 +450,15 @@ def check(
     if compacted is not None:
         check_compacted(ops, compacted, result)
     return result
+
+
+def injected_faults(ops: Iterable[Op]) -> set[str]:
+    """The kinds of fault the nemesis injected (its ``fault`` ops that succeeded)."""
+    return {
+        op.value.get("fault", "")
+        for op in ops
+        if op.process == "nemesis" and op.f == "fault" and op.type == "ok"
+    }
 
 
 def context(ops: Sequence[Op], example: Example, radius: int = 2) -> list[Op]:
