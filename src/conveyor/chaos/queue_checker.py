@@ -51,9 +51,9 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from conveyor.chaos import checker
 from conveyor.chaos.checker import FinalReads, Replica, Result
@@ -102,6 +102,8 @@ REPORTED: Final = (
     "dlq-unread",
 )
 SETTLES: Final = frozenset(("accept", "reject"))
+T = TypeVar("T")
+K = TypeVar("K")
 
 Position = tuple[int, int]  # partition, offset
 
@@ -297,11 +299,7 @@ def _check_deliveries(
 
 def _check_acks(deliveries: Sequence[Delivery], acks: Sequence[Ack], result: Result) -> None:
     """redelivered-after-ack and double-settle; counts refused and unknown outcomes."""
-    latest: dict[Position, Delivery] = {}
-    for d in deliveries:
-        position = (d.partition, d.offset)
-        if position not in latest or d.acquisition > latest[position].acquisition:
-            latest[position] = d
+    latest = _top(deliveries, _position, lambda d: d.acquisition)
     confirmed: dict[Position, Ack] = {}
     for ack in acks:
         if ack.outcome == "fail":
@@ -338,11 +336,7 @@ def _check_dead_letters(
     """dlq-header, dlq-duplicate, accepted-and-dead-lettered, delivered-after-dead-letter;
     the dead letters by source position."""
     by_source: dict[Position, DeadLetter] = {}
-    max_count: dict[Position, Delivery] = {}
-    for d in deliveries:
-        position = (d.partition, d.offset)
-        if position not in max_count or d.count > max_count[position].count:
-            max_count[position] = d
+    max_count = _top(deliveries, _position, lambda d: d.count)
     rejects: dict[Position, set[int]] = defaultdict(set)  # delivery counts of rejects sent
     count_of = {(d.partition, d.offset, d.acquisition): d.count for d in deliveries}
     accepted: dict[Position, Ack] = {}
@@ -490,26 +484,30 @@ def _key_order_of(
 ) -> None:  # fmt: skip
     partition, key = where
     offsets = sorted({d.offset for d in deliveries})
-    top_acquisition: dict[int, Delivery] = {}  # offset -> its latest acquisition
-    for d in deliveries:
-        if d.offset not in top_acquisition or d.acquisition > top_acquisition[d.offset].acquisition:
-            top_acquisition[d.offset] = d
-    last_sent: dict[int, Ack] = {}  # offset -> its confirmed settlement sent last
-    for ack in settles:
-        if ack.offset not in last_sent or ack.t0 > last_sent[ack.offset].t0:
-            last_sent[ack.offset] = ack
+    # offset -> its latest acquisition; offset -> its confirmed settlement sent last
+    top_acquisition = _top(deliveries, lambda d: d.offset, lambda d: d.acquisition)
+    last_sent = _top(settles, lambda a: a.offset, lambda a: a.t0)
     # prefix maxima over the key's offsets in order: the latest acquisition and the latest
     # confirmed settlement sent among the records before each index
-    acq_max = _prefix_max(offsets, lambda o: top_acquisition[o].acquisition, top_acquisition)
-    sent_max = _prefix_max(offsets, lambda o: last_sent[o].t0 if o in last_sent else -1, None)
+    acq_max = _prefix_max(offsets, lambda o: top_acquisition[o].acquisition)
+    sent_max = _prefix_max(offsets, lambda o: last_sent[o].t0 if o in last_sent else -1)
+
+    def acquired_after(before: int, acquisition: int) -> Delivery | None:
+        """The record before index ``before`` acquired last, if after ``acquisition``."""
+        late = acq_max[before]
+        return top_acquisition[late[1]] if late is not None and late[0] > acquisition else None
+
+    def sent_after(before: int, t: int) -> Ack | None:
+        """The confirmed settlement before index ``before`` sent last, if after ``t``."""
+        sent = sent_max[before]
+        return last_sent[sent[1]] if sent is not None and sent[0] > t else None
+
     heads: dict[int, int] = {}  # acquisition -> its earliest offset of this key
     for d in deliveries:
         heads[d.acquisition] = min(heads.get(d.acquisition, d.offset), d.offset)
     for d in deliveries:
         before = bisect.bisect_left(offsets, heads[d.acquisition])  # records before the head
-        late = acq_max[before]
-        if late is not None and late[0] > d.acquisition:
-            earlier = top_acquisition[late[1]]
+        if (earlier := acquired_after(before, d.acquisition)) is not None:
             result.add(
                 "key-order",
                 f"{d.group} key {key} partition {partition}: {earlier.offset} acquired by lock "
@@ -517,9 +515,7 @@ def _key_order_of(
                 f"{d.offset} without it ({d.process})",
                 (d.op, earlier.op),
             )
-        sent = sent_max[before]
-        if sent is not None and sent[0] > d.t:
-            ack = last_sent[sent[1]]
+        if (ack := sent_after(before, d.t)) is not None:
             result.add(
                 "key-order",
                 f"{d.group} key {key} partition {partition}: {ack.offset} settled by "
@@ -529,18 +525,14 @@ def _key_order_of(
     for ack in settles:  # a confirmed settlement: every earlier record was settled before
         assert ack.t is not None
         before = bisect.bisect_left(offsets, ack.offset)
-        sent = sent_max[before]
-        if sent is not None and sent[0] > ack.t:
-            other = last_sent[sent[1]]
+        if (other := sent_after(before, ack.t)) is not None:
             result.add(
                 "key-order",
                 f"{ack.group} key {key} partition {partition}: {other.offset} settled by "
                 f"{other.process} after {ack.offset}'s settlement was confirmed",
                 ack.ops + other.ops,
             )
-        late = acq_max[before]
-        if late is not None and late[0] > ack.acquisition:
-            earlier = top_acquisition[late[1]]
+        if (earlier := acquired_after(before, ack.acquisition)) is not None:
             result.add(
                 "key-order",
                 f"{ack.group} key {key} partition {partition}: {earlier.offset} acquired by "
@@ -550,17 +542,30 @@ def _key_order_of(
             )
 
 
+def _position(item: Delivery | Ack) -> Position:
+    return (item.partition, item.offset)
+
+
+def _top(items: Iterable[T], where: Callable[[T], K], score: Callable[[T], int]) -> dict[K, T]:
+    """Per ``where(item)``: the item of the highest ``score`` (the first one of a tie)."""
+    out: dict[K, T] = {}
+    for item in items:
+        at = where(item)
+        if at not in out or score(item) > score(out[at]):
+            out[at] = item
+    return out
+
+
 def _prefix_max(
-    offsets: Sequence[int], score: Any, present: Mapping[int, Any] | None
+    offsets: Sequence[int], score: Callable[[int], int]
 ) -> list[tuple[int, int] | None]:
     """``out[i]``: (the highest score, its offset) among ``offsets[:i]`` (None if none)."""
     out: list[tuple[int, int] | None] = [None]
     best: tuple[int, int] | None = None
     for offset in offsets:
-        if present is None or offset in present:
-            value = score(offset)
-            if value >= 0 and (best is None or value > best[0]):
-                best = (value, offset)
+        value = score(offset)
+        if value >= 0 and (best is None or value > best[0]):
+            best = (value, offset)
         out.append(best)
     return out
 
