@@ -9,13 +9,37 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from conveyor.chaos.history import History
+
+_stdout_lock = threading.Lock()  # a child's members may report from several threads
+
+
+def write_line(fields: Mapping[str, Any]) -> None:
+    """In a child: report one step on stdout as a JSON line, whole and flushed at once (a
+    kill can cut only the last line, which :func:`parse_line` drops)."""
+    line = json.dumps(fields)
+    with _stdout_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def stop_on_sigterm() -> threading.Event:
+    """In a child: an event that SIGTERM (the workload asking it to stop) sets."""
+    stop = threading.Event()
+
+    def on_term(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    return stop
 
 
 def parse_line(line: str) -> dict[str, Any] | None:

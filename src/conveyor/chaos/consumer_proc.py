@@ -12,14 +12,12 @@ stop: it commits what it polled, closes, and exits 0.
 
 from __future__ import annotations
 
-import json
-import signal
 import sys
 import threading
-from types import FrameType
 from typing import Any, Final
 
 import conveyor
+from conveyor.chaos.children import stop_on_sigterm, write_line
 from conveyor.chaos.workload import COMMIT_EVERY_POLLS, GROUP, TOPIC, classify
 from conveyor.client.errors import ConveyorError
 
@@ -30,9 +28,7 @@ HEARTBEAT_INTERVAL_MS: Final = 500
 
 
 def emit(type_: str, f: str, value: dict[str, Any] | None = None, error: str | None = None) -> None:
-    line = json.dumps({"type": type_, "f": f, "value": value or {}, "error": error})
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    write_line({"type": type_, "f": f, "value": value or {}, "error": error})
 
 
 def commit(consumer: conveyor.Consumer) -> None:
@@ -89,12 +85,7 @@ def run(url: str, stop: threading.Event) -> None:
 
 
 def main() -> None:
-    stop = threading.Event()
-
-    def on_term(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_term)
+    stop = stop_on_sigterm()
     run(sys.argv[1], stop)
 
 

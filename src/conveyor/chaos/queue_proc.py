@@ -19,17 +19,15 @@ their lines. SIGTERM stops it: each member commits and closes (releasing what it
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-import signal
 import sys
 import threading
 import time
-from types import FrameType
 from typing import Any, Final
 
 import conveyor
+from conveyor.chaos.children import stop_on_sigterm, write_line
 from conveyor.chaos.queue_workload import (
     FORGET_PROBABILITY,
     GROUPS,
@@ -51,14 +49,9 @@ JOIN_RETRY_S: Final = 0.5
 PROBE_PROBABILITY: Final = 0.1  # key-ordered: acknowledge a record the broker must refuse
 NEVER_MS: Final = 3_600_000  # no timed flush of acknowledgements: commit() carries them
 
-_out = threading.Lock()
-
 
 def emit(member: str, type_: str, f: str, value: dict[str, Any], error: str | None = None) -> None:
-    line = json.dumps({"type": type_, "f": f, "value": value, "error": error, "member": member})
-    with _out:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+    write_line({"type": type_, "f": f, "value": value, "error": error, "member": member})
 
 
 def _text(data: bytes | None) -> str | None:
@@ -168,12 +161,7 @@ def _commit(queue: conveyor.Queue, member: str, group: str, acks: list[list[Any]
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    stop = threading.Event()
-
-    def on_term(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_term)
+    stop = stop_on_sigterm()
     url = sys.argv[1]
     seed = random.SystemRandom().randrange(2**31)
     threads = [

@@ -14,16 +14,14 @@ SIGTERM asks it to stop after the current transaction.
 
 from __future__ import annotations
 
-import json
 import random
-import signal
 import sys
 import threading
 import time
-from types import FrameType
 from typing import Any, Final
 
 import conveyor
+from conveyor.chaos.children import stop_on_sigterm, write_line
 from conveyor.chaos.history import OpType
 from conveyor.chaos.txn_workload import (
     ABORT_ONE_IN,
@@ -49,11 +47,9 @@ HEARTBEAT_INTERVAL_MS: Final = 500
 def emit(type_: str, f: str, value: dict[str, Any] | None = None, error: str | None = None) -> None:
     """One step as a JSON line, with when it happened (``t``, CLOCK_MONOTONIC in ns): the
     workload reads the line later, and G1b/read-past-lso compare times across processes."""
-    line = json.dumps(
+    write_line(
         {"type": type_, "f": f, "value": value or {}, "error": error, "t": time.monotonic_ns()}
     )
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 def record(
@@ -146,12 +142,7 @@ def _transaction(
 
 
 def main() -> None:
-    stop = threading.Event()
-
-    def on_term(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_term)
+    stop = stop_on_sigterm()
     url, process, member, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     sys.exit(run(url, process, member, seed, stop))
 
