@@ -37,18 +37,21 @@ def test_one_way_cuts_a_single_direction() -> None:
 
 def test_a_cut_drops_both_connection_directions_it_can_travel() -> None:
     rules = netfault.cut_rules([(1, 2)])
+    net = netfault.NETWORK  # 127.0.0 unless CONVEYOR_CHAOS_NETWORK names another
     assert rules == [
-        "ct mark 60011 ct original ip daddr 127.0.0.12 ct direction original drop",
-        "ct mark 60012 ct original ip daddr 127.0.0.11 ct direction reply drop",
+        f"ct mark 60011 ct original ip daddr {net}.12 ct direction original drop",
+        f"ct mark 60012 ct original ip daddr {net}.11 ct direction reply drop",
     ]
 
 
 def test_rules_only_ever_name_chaos_addresses() -> None:
     everything = netfault.isolate(0, [HARNESS, 0, 1, 2, 3, 4, 5])
+    net = netfault.NETWORK  # 127.0.0 unless CONVEYOR_CHAOS_NETWORK names another /24
+    assert net.startswith("127.")
     for rule in [*netfault.cut_rules(everything), netfault.table_script(range(6))]:
         for word in rule.replace(";", " ").split():
             if word.count(".") == 3 and word[0].isdigit():
-                assert word.startswith("127.0.0.") and int(word.rsplit(".", 1)[1]) >= 10
+                assert word.startswith(f"{net}.") and int(word.rsplit(".", 1)[1]) >= 10
 
 
 def test_a_party_cannot_be_cut_from_itself() -> None:
