@@ -35,6 +35,7 @@ from conveyor.coordinator.txn_model import (
     TransactionRecord,
     TxnStatus,
 )
+from conveyor.coordinator.validation import offset_refusal
 from conveyor.protocol.errors import ErrorCode
 from conveyor.protocol.messages import PartitionOffset
 from conveyor.protocol.txn import (
@@ -189,26 +190,31 @@ def offset_commit(
         error = ErrorCode.INVALID_TXN_STATE  # AddOffsetsToTxn first
     if error is not None or txn is None:
         return make_result(state, (), _results(offsets, error))
-    unknown = {(o.topic, o.partition) for o in offsets} - set(state.partitions)
-    valid = [o for o in offsets if (o.topic, o.partition) not in unknown]
+    refusals = [_offset_refusal(state, o) for o in offsets]
+    valid = [o for o, refusal in zip(offsets, refusals, strict=True) if refusal is None]
     kept = {(p.group, p.topic, p.partition): p for p in txn.offsets}
     for o in valid:
         kept[(group, o.topic, o.partition)] = PendingOffset(
             group, o.topic, o.partition, o.offset, o.metadata, o.leader_epoch
         )
     results = [
-        TxnPartitionResult(
-            o.topic,
-            o.partition,
-            _err(ErrorCode.UNKNOWN_PARTITION if (o.topic, o.partition) in unknown else None),
-        )
-        for o in offsets
+        TxnPartitionResult(o.topic, o.partition, _err(refusal))
+        for o, refusal in zip(offsets, refusals, strict=True)
     ]
     if not valid:
         return make_result(state, (), results)
     new = replace(txn, offsets=tuple(kept[k] for k in sorted(kept)))
     decision = f"transaction {txn.transactional_id}: {len(valid)} offsets of group {group} pending"
     return _saved(state, new, results, decision)
+
+
+def _offset_refusal(state: ClusterState, offset: PartitionOffset) -> ErrorCode | None:
+    """A pending offset is checked as a commit's (``validation.offset_refusal``): it
+    becomes the group's committed offset, unchecked again, when the transaction commits."""
+    if (offset.topic, offset.partition) not in state.partitions:
+        return ErrorCode.UNKNOWN_PARTITION
+    refusal = offset_refusal(offset)
+    return None if refusal is None else refusal[0]
 
 
 def _results(offsets: list[PartitionOffset], error: ErrorCode | None) -> list[TxnPartitionResult]:

@@ -87,6 +87,30 @@ def test_offsets_become_the_groups_only_when_the_transaction_commits() -> None:
     assert without_add.reply[0].error == "INVALID_TXN_STATE"
 
 
+def test_pending_offsets_are_checked_as_commits_are() -> None:
+    """Bad positions are refused per partition and never pending (they would become the
+    group's committed offsets unchecked); the good ones of the same request are kept."""
+    state, producer = _open(with_topic(with_brokers([1]), "orders", partitions=4))
+    state = rules.add_offsets(state, producer, "g", 1).state
+    offsets = [
+        PartitionOffset(topic="orders", partition=0, offset=-1),
+        PartitionOffset(topic="orders", partition=1, offset=5, leader_epoch=-2),
+        PartitionOffset(topic="orders", partition=2, offset=5, metadata="x" * 5000),
+        PartitionOffset(topic="orders", partition=99, offset=5),
+        PartitionOffset(topic="orders", partition=3, offset=5, leader_epoch=2),
+    ]
+    result = rules.offset_commit(state, producer, "g", offsets)
+    assert [r.error for r in result.reply] == [
+        "INVALID_REQUEST",
+        "INVALID_REQUEST",
+        "OFFSET_METADATA_TOO_LARGE",
+        "UNKNOWN_PARTITION",
+        None,
+    ]
+    pending = [(p.partition, p.offset) for p in result.state.transactions[TID].offsets]
+    assert pending == [(3, 5)]
+
+
 def test_open_transactions_past_their_timeout_are_aborted() -> None:
     state, producer = _open(_cluster())
     assert rules.expired(state, 100 + 60_000) == []
