@@ -25,7 +25,6 @@ machine's monotonic clock (ns) when the operation was invoked / answered:
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -35,6 +34,7 @@ from typing import Any, ClassVar, Final
 
 import conveyor
 from conveyor.chaos.checker import parse_value
+from conveyor.chaos.children import parse_line
 from conveyor.chaos.workload import TOPIC, Workload
 from conveyor.client.errors import ConveyorError
 from conveyor.client.group import GroupAdmin
@@ -195,11 +195,8 @@ class QueueWorkload(Workload):
 
     def _record_line(self, process: str, line: str) -> None:
         """As the stream workload's, one history process per member (``queue-0.1/o1``)."""
-        if not line.endswith("\n"):
-            return  # cut by a kill: never reported
-        try:
-            raw = json.loads(line)
-        except ValueError:
+        raw = parse_line(line)
+        if raw is None:
             return
         member = f"{process}/{raw['member']}"
         self.history.record(member, raw["type"], raw["f"], raw["value"], raw["error"])
