@@ -22,16 +22,14 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from conveyor.client.accumulator import Accumulator, ProducerBatch
-from conveyor.client.futures import BatchCompletion, RecordFuture
+from conveyor.client.accumulator import ProducerBatch
+from conveyor.client.futures import BatchCompletion
 from conveyor.client.kafka_metadata import KafkaMetadataClient
-from conveyor.client.sender import REQUEST_TIMEOUT_MARGIN_S, AcksSetting, Sender
+from conveyor.client.sender import REQUEST_TIMEOUT_MARGIN_S, Sender
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.codec import new_request
 from conveyor.protocol.kafka.errors import KafkaError, conveyor_error
-from conveyor.protocol.records import Codec
-from conveyor.transport.client import AsyncHTTP
 from conveyor.transport.kafka_client import KafkaConnection
 
 PRODUCE_VERSIONS: Final = (3, 11)  # v3: record batches (magic 2); v11: Conveyor's top
@@ -42,37 +40,14 @@ KAFKA_ACKS: Final = {"all": -1, "1": 1, "0": 0}
 class KafkaSender(Sender):
     """A :class:`Sender` whose produce and InitProducerId requests go over Kafka."""
 
-    def __init__(
-        self,
-        *,
-        accumulator: Accumulator[BatchCompletion, RecordFuture],
-        metadata: KafkaMetadataClient,
-        http: AsyncHTTP,
-        acks: AcksSetting,
-        codec: Codec,
-        request_timeout_ms: int,
-        delivery_timeout_ms: int,
-        retries: int,
-        retry_backoff_ms: int,
-        retry_backoff_max_ms: int,
-        idempotent: bool,
-    ) -> None:
-        super().__init__(
-            accumulator=accumulator,
-            metadata=metadata,
-            http=http,
-            acks=acks,
-            codec=codec,
-            request_timeout_ms=request_timeout_ms,
-            delivery_timeout_ms=delivery_timeout_ms,
-            retries=retries,
-            retry_backoff_ms=retry_backoff_ms,
-            retry_backoff_max_ms=retry_backoff_max_ms,
-            idempotent=idempotent,  # InitProducerId goes to a broker: no coordinator_url
-        )
+    def __init__(self, *, metadata: KafkaMetadataClient, **rest: Any) -> None:
+        """The :class:`Sender`'s arguments; ``metadata`` also holds the connections the
+        requests go on (its ``coordinator_url`` goes unused: InitProducerId goes to a
+        broker)."""
+        super().__init__(metadata=metadata, **rest)
         self._kafka_metadata = metadata
         self._connections = metadata.connections
-        self._kafka_acks = KAFKA_ACKS[acks]
+        self._kafka_acks = KAFKA_ACKS[self._acks]
 
     async def _send_batch(
         self, leader_url: str, batch: ProducerBatch[BatchCompletion], payload: bytes

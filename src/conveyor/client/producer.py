@@ -163,8 +163,12 @@ class _ProducerCore:
             coordinators=coordinators,  # requests go to the active coordinator
         )
         url = coordinators.primary
-        self.metadata = MetadataClient(
-            self.http, url, auto_create=True, request_timeout_ms=config.request_timeout_ms
+        self.metadata = (
+            MetadataClient(
+                self.http, url, auto_create=True, request_timeout_ms=config.request_timeout_ms
+            )
+            if config.transport == "http"
+            else self._kafka_metadata(config, url)
         )
         self.partition_counts = self.metadata.cache.partition_counts
         self.transaction = (
@@ -178,47 +182,14 @@ class _ProducerCore:
                 request_timeout_ms=config.request_timeout_ms,
             )
         )
-        self.sender = (
-            Sender(
-                accumulator=self.accumulator,
-                metadata=self.metadata,
-                http=self.http,
-                acks=config.acks,
-                codec=config.codec,
-                request_timeout_ms=config.request_timeout_ms,
-                delivery_timeout_ms=config.delivery_timeout_ms,
-                retries=config.retries,
-                retry_backoff_ms=config.retry_backoff_ms,
-                retry_backoff_max_ms=config.retry_backoff_max_ms,
-                idempotent=config.idempotent,
-                coordinator_url=url,
-                transaction=self.transaction,
-            )
-            if config.transport == "http"
-            else self._kafka_sender(config, url)
-        )
-        self.run_task: asyncio.Task[None] | None = None
+        sender_type: type[Sender] = Sender
+        if config.transport == "kafka":  # produce and InitProducerId over Kafka too
+            from conveyor.client.kafka_sender import KafkaSender
 
-    def _kafka_sender(self, config: ProducerConfig, url: str) -> Sender:
-        """Metadata and produce over the brokers' Kafka listeners (``kafka_sender.py``)."""
-        if config.transactional_id is not None:
-            raise ValueError("transactional producers use transport='http' for now")
-        from conveyor.client.kafka_metadata import kafka_metadata_client
-        from conveyor.client.kafka_sender import KafkaSender
-
-        metadata = kafka_metadata_client(
-            self.http,
-            url,
-            config.bootstrap_servers,
-            config.tls,
-            config.authorization,
-            config.request_timeout_ms,
-            auto_create=True,
-        )
-        self.metadata = metadata
-        sender = KafkaSender(
+            sender_type = KafkaSender
+        self.sender = sender_type(
             accumulator=self.accumulator,
-            metadata=metadata,
+            metadata=self.metadata,
             http=self.http,
             acks=config.acks,
             codec=config.codec,
@@ -228,9 +199,26 @@ class _ProducerCore:
             retry_backoff_ms=config.retry_backoff_ms,
             retry_backoff_max_ms=config.retry_backoff_max_ms,
             idempotent=config.idempotent,
+            coordinator_url=url,
+            transaction=self.transaction,
         )
-        self.partition_counts = self.metadata.cache.partition_counts
-        return sender
+        self.run_task: asyncio.Task[None] | None = None
+
+    def _kafka_metadata(self, config: ProducerConfig, url: str) -> MetadataClient:
+        """Routing over the brokers' Kafka listeners (``kafka_metadata.py``)."""
+        if config.transactional_id is not None:
+            raise ValueError("transactional producers use transport='http' for now")
+        from conveyor.client.kafka_metadata import kafka_metadata_client
+
+        return kafka_metadata_client(
+            self.http,
+            url,
+            config.bootstrap_servers,
+            config.tls,
+            config.authorization,
+            config.request_timeout_ms,
+            auto_create=True,
+        )
 
     def txn(self) -> TransactionSession:
         if self.transaction is None:
