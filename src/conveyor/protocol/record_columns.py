@@ -83,9 +83,7 @@ def decode_columns_compiled(
     buf: bytes | bytearray | memoryview, *, verify_crc: bool = True, start_offset: int = 0
 ) -> RecordColumns:
     """:func:`decode_columns` with uncompressed batches read by aiokafka's extension."""
-    from conveyor.protocol import fastrecords
-
-    crecords = fastrecords._CRECORDS
+    crecords = _CRECORDS
     if crecords is None:
         return decode_columns(buf, verify_crc=verify_crc, start_offset=start_offset)
     columns = RecordColumns()
