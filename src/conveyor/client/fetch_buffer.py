@@ -55,17 +55,6 @@ Taken = list[tuple[TopicPartition, RecordColumns, int, int]]
 """What a take removed: per slice of a chunk, its partition, columns and rows."""
 
 
-def columns_of(messages: list[Message]) -> RecordColumns:
-    """Messages of one partition as columns (for a fetcher that decoded to messages)."""
-    columns = RecordColumns()
-    columns.offsets = [message.offset for message in messages]
-    columns.timestamps_ms = [message.timestamp_ms for message in messages]
-    columns.keys = [message.key for message in messages]
-    columns.values = [message.value for message in messages]
-    columns.headers = [message.headers for message in messages]
-    return columns
-
-
 def messages_of(taken: Taken) -> list[Message]:
     """The taken rows as Message tuples, built in C loops (client/types.py)."""
     out: list[Message] = []
@@ -245,17 +234,15 @@ class FetchBuffer:
         self,
         tp: TopicPartition,
         generation: int,
-        records: RecordColumns | list[Message],
+        columns: RecordColumns,
         *,
         next_offset: int,
         size_bytes: int,
         reserved_bytes: int,
         high_watermark: int | None,
     ) -> bool:
-        """Add a fetch's records (offsets from the fetch offset up to ``next_offset``), as
-        columns or as messages; False when dropped as stale (seek, reset or unassignment
-        since it was sent)."""
-        columns = columns_of(records) if isinstance(records, list) else records
+        """Add a fetch's records (offsets from the fetch offset up to ``next_offset``);
+        False when dropped as stale (seek, reset or unassignment since it was sent)."""
         with self._lock:
             self._reserved_bytes -= reserved_bytes
             state = self._partitions.get(tp)

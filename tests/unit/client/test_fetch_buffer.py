@@ -4,6 +4,7 @@ import pytest
 
 from conveyor.client.fetch_buffer import FetchBuffer
 from conveyor.client.types import Message, TopicPartition
+from conveyor.protocol.record_columns import RecordColumns
 
 A = TopicPartition("t", 0)
 B = TopicPartition("t", 1)
@@ -13,6 +14,17 @@ def messages(tp: TopicPartition, start: int, count: int) -> list[Message]:
     return [
         Message(tp.topic, tp.partition, o, None, b"v", (), 0) for o in range(start, start + count)
     ]
+
+
+def columns_of(messages: list[Message]) -> RecordColumns:
+    """Messages of one partition as the columns a fetch adds."""
+    columns = RecordColumns()
+    columns.offsets = [message.offset for message in messages]
+    columns.timestamps_ms = [message.timestamp_ms for message in messages]
+    columns.keys = [message.key for message in messages]
+    columns.values = [message.value for message in messages]
+    columns.headers = [message.headers for message in messages]
+    return columns
 
 
 def buffer_with(*tps: TopicPartition, start: int = 0) -> FetchBuffer:
@@ -30,7 +42,7 @@ def add(buffer: FetchBuffer, tp: TopicPartition, start: int, count: int, **kw: i
     return buffer.add(
         tp,
         kw.get("generation", target[1]),
-        messages(tp, start, count),
+        columns_of(messages(tp, start, count)),
         next_offset=start + count,
         size_bytes=kw.get("size", 50),
         reserved_bytes=100,
@@ -108,14 +120,18 @@ def test_caught_up_needs_a_fetch_at_the_high_watermark() -> None:
 def test_an_empty_long_poll_marks_fetched_without_moving() -> None:
     buffer = buffer_with(A, start=7)
     assert buffer.try_reserve(100)
-    buffer.add(A, 1, [], next_offset=7, size_bytes=0, reserved_bytes=100, high_watermark=7)
+    buffer.add(
+        A, 1, RecordColumns(), next_offset=7, size_bytes=0, reserved_bytes=100, high_watermark=7
+    )
     assert buffer.caught_up() and buffer.position(A) == 7
 
 
 def test_skipped_offsets_move_the_position() -> None:
     buffer = buffer_with(A)
     assert buffer.try_reserve(100)
-    buffer.add(A, 1, [], next_offset=4, size_bytes=70, reserved_bytes=100, high_watermark=4)
+    buffer.add(
+        A, 1, RecordColumns(), next_offset=4, size_bytes=70, reserved_bytes=100, high_watermark=4
+    )
     assert buffer.position(A) == 4 and buffer.fetch_target(A) == (4, 1)
 
 

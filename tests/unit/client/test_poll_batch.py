@@ -19,6 +19,7 @@ from conveyor.protocol.record_columns import (
     decode_columns_compiled,
 )
 from conveyor.protocol.records import BatchBuilder, decode_batches
+from tests.unit.client.test_fetch_buffer import columns_of
 
 PAIRS = st.lists(
     st.tuples(st.text(max_size=4), st.one_of(st.none(), st.binary(max_size=4))), max_size=2
@@ -78,7 +79,7 @@ def fill(buffer: FetchBuffer, chunks: list[tuple[int, list[Message]]]) -> None:
         buffer.add(
             tp,
             1,
-            messages,
+            columns_of(messages),
             next_offset=messages[-1].offset + 1,
             size_bytes=len(messages),
             reserved_bytes=0,
