@@ -19,12 +19,11 @@ Worked example: entries [(0, 0), (2, 120), (5, 300)], log end 420.
 from __future__ import annotations
 
 import bisect
-import errno
 import os
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from conveyor.protocol.errors import DiskFullError, StorageError
+from conveyor.storage.segment import write_error
 
 CHECKPOINT_FILE: Final = "leader-epoch-checkpoint"
 UNDEFINED: Final = -1
@@ -85,9 +84,7 @@ class EpochCache:
             self.persist()
         except OSError as exc:  # as an append's: a full disk is DISK_FULL, not a crash
             self.entries = previous
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFullError(f"no space to record epoch {epoch} in {self.path}") from exc
-            raise StorageError(f"recording epoch {epoch} in {self.path} failed: {exc}") from exc
+            raise write_error(exc, f"record epoch {epoch} in {self.path}") from exc
         return True
 
     def end_offset_for(self, epoch: int, log_end_offset: int) -> tuple[int, int]:

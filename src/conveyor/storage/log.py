@@ -10,7 +10,6 @@ never races with a file being cut or deleted and the flushed offset never overst
 from __future__ import annotations
 
 import bisect
-import errno
 import logging
 import os
 import threading
@@ -29,7 +28,6 @@ from conveyor.protocol.batch import (
 )
 from conveyor.protocol.errors import (
     ConveyorError,
-    DiskFullError,
     ErrorCode,
     InvalidRequestError,
     LogTruncatedError,
@@ -50,6 +48,7 @@ from conveyor.storage.segment import (
     STORED_BATCH_BYTES_HARD_MAX,
     LogSegment,
     RecoveryResult,
+    write_error,
 )
 from conveyor.storage.txnindex import TxnIndex
 
@@ -425,9 +424,7 @@ class PartitionLog:
             segment = self._new_segment(active.next_offset, now_ms, self.txns.ongoing)
             segment.open_indexes_for_append()
         except OSError as exc:  # as an append's: a full disk is DISK_FULL, not a crash
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFullError(f"no space to roll {self.directory}: {exc}") from exc
-            raise StorageError(f"rolling {self.directory} failed: {exc}") from exc
+            raise write_error(exc, f"roll {self.directory}") from exc
         self._segments.append(segment)
         self._bases.append(segment.base_offset)
         self._keep_loaded([active])  # its index was written live: in memory, now bounded

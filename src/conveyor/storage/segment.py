@@ -32,6 +32,15 @@ from conveyor.storage.index import OffsetIndex, TimeIndex
 
 log = logging.getLogger(__name__)
 
+
+def write_error(exc: OSError, what: str) -> StorageError:
+    """A failed write as an append's: DISK_FULL for a full disk or quota (an operating
+    error, retried once there is space), else STORAGE_ERROR; ``what``: what was written."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"no space to {what}")
+    return StorageError(f"{what} failed: {exc}")
+
+
 _SCAN_CHUNK_BYTES = 1 << 20
 # A stored batch longer than this is treated as corruption whatever the current config says.
 STORED_BATCH_BYTES_HARD_MAX = 1 << 30
@@ -102,9 +111,7 @@ class LogSegment:
                     rest = rest[more:]
         except OSError as exc:
             self._cut_back(position)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFullError(f"no space to append to {self.log_path}") from exc
-            raise StorageError(f"append to {self.log_path} failed: {exc}") from exc
+            raise write_error(exc, f"append to {self.log_path}") from exc
         batch_position = position
         for header in headers:
             self._track(header, batch_position)
