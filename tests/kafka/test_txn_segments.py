@@ -5,7 +5,6 @@ damaged while it is down (the broker rebuilds it from its segment)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,6 @@ confluent_kafka = pytest.importorskip("confluent_kafka")
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 TRANSACTIONS = 24
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("txn-segments"), broker_count=1).start()
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def _config(cluster: Cluster, **extra: Any) -> dict[str, Any]:
@@ -92,7 +82,8 @@ def _segment_files(cluster: Cluster, topic: str) -> list[Path]:
     return sorted(cluster.brokers[1].data_dir.glob(f"**/{topic}*/*.txnindex"))
 
 
-def test_read_committed_across_rolls_a_sigkill_and_a_damaged_index(cluster: Cluster) -> None:
+def test_read_committed_across_rolls_a_sigkill_and_a_damaged_index(kafka_cluster: Cluster) -> None:
+    cluster = kafka_cluster  # this module's own (module-scoped): killing its broker is fine
     topic = unique_topic("txn-seg")
     admin = AdminClient(_config(cluster))
     new = NewTopic(topic, 1, 1, config={"segment.bytes": "2048"})
