@@ -59,7 +59,7 @@ class DescribeConfigsHandler:
     async def __call__(self, ctx: RequestContext, request: Any) -> Any:
         response = SERVED[ApiKey.DESCRIBE_CONFIGS].response[ctx.api_version]
         results = []
-        for resource in request.resources or ():  # null: the fuzz sends it; none asked
+        for resource in request.resources:  # never null: decode_request refuses it
             error, message, entries = await self._one(ctx, resource)
             results.append(
                 response.DescribeConfigsResult(
@@ -164,7 +164,7 @@ class AlterConfigsHandler:
         validate_only = bool(request.validate_only)
         response = SERVED[self._key].response[ctx.api_version]
         results = []
-        for resource in request.resources or ():  # null: the fuzz sends it; none asked
+        for resource in request.resources:  # never null: decode_request refuses it
             error, message = await self._one(resource, admin, validate_only)
             results.append(
                 response.AlterConfigsResourceResponse(

@@ -39,6 +39,8 @@ from conveyor.protocol.kafka.header import (
 # What kafka-python raises on bytes that do not decode (found by fuzzing: struct.error for
 # truncated numbers, UnicodeDecodeError for strings, IndexError/ValueError for lengths).
 DECODE_ERRORS: Final = (struct.error, ValueError, IndexError, TypeError, KeyError, OverflowError)
+# Field types whose length -1 means null (arrays too): the ones a schema may forbid null in.
+_LENGTH_PREFIXED: Final = frozenset({"string", "bytes", "records"})
 
 
 class RequestError(Exception):
@@ -103,7 +105,36 @@ def decode_request(frame: bytes | memoryview) -> DecodedRequest:
         raise MalformedRequestError(
             f"{spec.key.name} v{ids.api_version}: undecodable body ({type(exc).__name__})", ids
         ) from None
+    null = null_field(body._struct, body, ids.api_version)
+    if null is not None:
+        raise MalformedRequestError(
+            f"{spec.key.name} v{ids.api_version}: null {null}, which is not nullable", ids
+        )
     return DecodedRequest(header, spec, body)
+
+
+def null_field(struct: Any, message: Any, version: int) -> str | None:
+    """The path of the first field of ``message`` that is null (a length of -1) where its
+    schema does not allow it at ``version``, or None. kafka-python decodes such a length as
+    None whatever the schema says; Kafka's own decoders refuse it (a malformed request).
+    Only length-prefixed fields count: kafka-python also reads the all-zero UUID (the
+    "no topic id" every client sends) as None."""
+    for field in struct.untagged_fields(version):
+        value = getattr(message, field.name)
+        if value is None:
+            length_prefixed = field.is_array() or field.type_str in _LENGTH_PREFIXED
+            if length_prefixed and not field.nullable_for_version_q(version):
+                return str(field.name)
+        elif field.is_struct_array():
+            for item in value:
+                inner = null_field(field, item, version)
+                if inner is not None:
+                    return f"{field.name}.{inner}"
+        elif field.is_struct():
+            inner = null_field(field, value, version)
+            if inner is not None:
+                return f"{field.name}.{inner}"
+    return None
 
 
 def encode_response(

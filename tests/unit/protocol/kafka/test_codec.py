@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.codec import (
+    MalformedRequestError,
     RequestError,
     UnknownApiError,
     UnsupportedVersionError,
@@ -72,3 +73,20 @@ def test_api_versions_answers_with_a_v0_response_header() -> None:
     # flexible Metadata: correlation id then an empty tagged-field section
     encoded = encode_response(ApiKey.METADATA, 12, 9, metadata)
     assert encoded == b"\x00\x00\x00\x09\x00" + metadata.encode(version=12)
+
+
+def test_a_null_array_or_string_where_the_schema_forbids_it_is_malformed() -> None:
+    # DescribeConfigs' resources: a length of -1 kafka-python would hand over as None
+    null_resources = request_frame(ApiKey.DESCRIBE_CONFIGS, 1, b"\xff\xff\xff\xff\x00")[4:]
+    with pytest.raises(MalformedRequestError, match="null resources"):
+        decode_request(null_resources)
+    # a null topic name inside Metadata v1's topics (nullable array, non-nullable names)
+    null_name = request_frame(ApiKey.METADATA, 1, b"\x00\x00\x00\x01\xff\xff")[4:]
+    with pytest.raises(MalformedRequestError, match=r"null topics\.name"):
+        decode_request(null_name)
+    # where the schema allows null it stays allowed: Metadata v1's topics (every topic)
+    every_topic = request_frame(ApiKey.METADATA, 1, b"\xff\xff\xff\xff")[4:]
+    assert decode_request(every_topic).body.topics is None
+    # and Metadata v0's topics, not nullable, is refused null
+    with pytest.raises(MalformedRequestError, match="null topics"):
+        decode_request(request_frame(ApiKey.METADATA, 0, b"\xff\xff\xff\xff")[4:])
