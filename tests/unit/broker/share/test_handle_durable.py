@@ -24,10 +24,12 @@ class Store:
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
+        self.started = asyncio.Event()  # a write is under way
         self.fail = False
         self.writes = 0
 
     async def write(self, key: bytes, epoch: int, entries: object) -> None:
+        self.started.set()
         await self.release.wait()
         self.writes += 1
         if self.fail:
@@ -56,7 +58,7 @@ async def _waits() -> None:
     handle = handle_with(store)
     assert handle.durable().done()  # nothing submitted
     first = handle.submit([OpSkip(1)])
-    await asyncio.sleep(0)  # the write of OpSkip(1) is under way
+    await asyncio.wait_for(store.started.wait(), 5)  # the write of OpSkip(1) is under way
     during = handle.durable()  # joins the write under way
     second = handle.submit([OpSkip(2)])
     after = handle.durable()  # waits for the second write too
@@ -77,8 +79,8 @@ async def _fails() -> None:
     store.fail = True
     handle = handle_with(store)
     handle.submit([OpSkip(1)])
-    await asyncio.sleep(0)
-    during = handle.durable()
+    await asyncio.wait_for(store.started.wait(), 5)
+    during = handle.durable()  # joins the write under way
     store.release.set()
     with pytest.raises(ConveyorError):
         await asyncio.wait_for(during, 5)
