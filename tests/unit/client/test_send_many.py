@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conveyor.client.accumulator import Accumulator, ProducerBatch
+from conveyor.client.accumulator import Accumulator, BufferFull, ProducerBatch
 from conveyor.client.futures import BatchCompletion, RecordFuture
 from conveyor.client.hooks import SendHooks
 from conveyor.client.partitioner import KeyPartitioner
@@ -59,6 +59,14 @@ class Log:
             )
             if many.next_index == start:  # the buffer is full: make room
                 self.settle()
+
+    def append_other(self) -> None:
+        """Append one record as send() does: on a full buffer, make room and retry."""
+        try:
+            self.acc.append(TOPIC, None, b"other", (), None, COUNT, 0)
+        except BufferFull:
+            self.settle()
+            self.acc.append(TOPIC, None, b"other", (), None, COUNT, 0)
 
     def settle(self, fail: set[int] | None = None) -> None:
         """Send everything: complete each batch (or fail those of ``fail``'s partitions)."""
@@ -246,7 +254,7 @@ def test_every_record_offset_matches_the_log(
     many.partition_count = COUNT
     while not many.finished:
         if many.next_index in others:
-            log.acc.append(TOPIC, None, b"other", (), None, COUNT, 0)
+            log.append_other()
         start = many.next_index
         many.next_index = log.acc.append_many(
             TOPIC, values, keys, None, COUNT, 0, start, many.runs, chunk_records=chunk_records
