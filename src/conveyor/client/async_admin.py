@@ -35,6 +35,7 @@ from conveyor.protocol.messages import (
 from conveyor.transport.client import AsyncHTTP, coordinator_set
 from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
+from conveyor.transport.waits import gather_all
 
 T = TypeVar("T")
 
@@ -181,7 +182,7 @@ class AsyncAdmin:
             offset = ops.resolved(to, leader_offsets)
             return PartitionOffset(topic=topic, partition=info.partition, offset=offset)
 
-        offsets = list(await asyncio.gather(*(one(info) for info in chosen)))
+        offsets = await gather_all(*(one(info) for info in chosen))
         return await self._run(ops.set_group_offsets(group, offsets))
 
     # ---- lifetime ----------------------------------------------------------------------------

@@ -5,7 +5,6 @@ semantics; rebalance callbacks and ``run``'s callback may be coroutine functions
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -29,6 +28,7 @@ from conveyor.client.transport_choice import pick_transport
 from conveyor.client.types import Message, PolledBatch, TopicPartition
 from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
+from conveyor.transport.waits import wait_event
 
 Taken = TypeVar("Taken", list[Message], PolledBatch)
 
@@ -203,8 +203,7 @@ class AsyncConsumer:
             if taken or remaining_s <= 0 or core.stopping:
                 return taken
             if not core.buffer.has_data():
-                with contextlib.suppress(TimeoutError):  # wakes to notice stop()
-                    await asyncio.wait_for(self._data.wait(), min(remaining_s, 0.1))
+                await wait_event(self._data, min(remaining_s, 0.1))  # wakes to notice stop()
 
     async def _rebalance(self) -> None:
         core = self._core

@@ -34,6 +34,7 @@ from conveyor.client.types import HeadersArg, RecordMetadata, TopicPartition, to
 from conveyor.protocol.records import Codec
 from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
+from conveyor.transport.waits import wait_event, within
 
 
 class AsyncProducer:
@@ -213,9 +214,7 @@ class AsyncProducer:
                 raise BufferFullError(
                     f"buffer stayed full for max_block_ms={core.config.max_block_ms}"
                 )
-            try:
-                await asyncio.wait_for(core.async_space.wait(), remaining_s)
-            except TimeoutError:
+            if not await wait_event(core.async_space, remaining_s):
                 continue
 
     async def send_many(
@@ -281,7 +280,7 @@ class AsyncProducer:
             core.sender.wake()
             waits = [completion.wait_async() for completion in pending]
             if waits:
-                await asyncio.wait_for(asyncio.gather(*waits), timeout)
+                await within(asyncio.gather(*waits), timeout)
         finally:
             core.accumulator.end_flush()
 

@@ -35,6 +35,7 @@ from conveyor.protocol.messages import BATCH_CONTENT_TYPE, PartitionOffsets, Top
 from conveyor.protocol.record_columns import ColumnsDecoder, decode_columns
 from conveyor.protocol.txn import ABORTED_HEADER, decode_aborted, without_aborted
 from conveyor.transport.client import AsyncHTTP
+from conveyor.transport.waits import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,7 @@ class Fetcher:
             missing = any(self._metadata.cache.is_missing(t) for t in self.topics)
             interval_ms = MISSING_TOPIC_RETRY_MS if missing else self._settings.metadata_max_age_ms
             await asyncio.sleep(self._settings.retry_backoff_ms / 1000)  # bounds the rate
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._refresh.wait(), interval_ms / 1000)
+            await wait_event(self._refresh, interval_ms / 1000)
 
     async def _update_assignment(self) -> None:
         subscription = self.subscription

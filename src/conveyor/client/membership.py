@@ -41,6 +41,7 @@ from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.messages import GroupHeartbeatRequest, GroupHeartbeatResponse, GroupPartition
 from conveyor.transport.client import AsyncHTTP
 from conveyor.transport.throttle import throttled
+from conveyor.transport.waits import wait_event
 
 log = throttled(logging.getLogger(__name__))  # one line per repeated warning per 30 s
 
@@ -229,8 +230,7 @@ class Membership:
             delay_s = self._interval_s if failures == 0 else min(self._interval_s, 0.2 * failures)
             if self.pending and failures == 0:  # ask again soon: they move once released
                 delay_s = min(delay_s, PENDING_RECHECK_S)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay_s)
+            await wait_event(self._wake, delay_s)
 
     def _heartbeat_failed(self, error: ConveyorError) -> None:
         """Log a failed heartbeat: repeats of one line are throttled (``log`` has a

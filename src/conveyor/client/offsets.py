@@ -9,7 +9,6 @@ client speaking the Kafka protocol (issue 19) replaces this module and nothing a
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import NamedTuple
 from urllib.parse import quote
@@ -20,6 +19,7 @@ from conveyor.protocol.errors import ErrorCode, RetriableError
 from conveyor.protocol.messages import BATCH_CONTENT_TYPE, PartitionOffsets
 from conveyor.protocol.records import decode_batches
 from conveyor.transport.client import AsyncHTTP
+from conveyor.transport.waits import gather_all
 
 
 class OffsetAndTimestamp(NamedTuple):
@@ -64,7 +64,7 @@ async def list_offsets(
         url = f"{await leader_url(metadata, tp)}{_path(tp)}/offsets{query}"
         return await http.call("GET", url, PartitionOffsets, timeout_s=timeout_s)
 
-    answers = await asyncio.gather(*(one(tp) for tp in wanted))
+    answers = await gather_all(*(one(tp) for tp in wanted))
     return dict(zip(wanted, answers, strict=True))
 
 
@@ -97,5 +97,5 @@ async def offsets_for_times(
         return None if stamp is None else OffsetAndTimestamp(offset, stamp)
 
     items = list(times.items())
-    answers = await asyncio.gather(*(one(tp, when) for tp, when in items))
+    answers = await gather_all(*(one(tp, when) for tp, when in items))
     return {tp: answer for (tp, _), answer in zip(items, answers, strict=True)}

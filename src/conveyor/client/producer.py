@@ -52,6 +52,7 @@ from conveyor.protocol.records import Codec
 from conveyor.transport.client import AsyncHTTP, coordinator_set, default_url
 from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
+from conveyor.transport.waits import within
 
 RETRIES_UNLIMITED: Final = 2**31 - 1
 _time_ns: Final = time.time_ns
@@ -328,7 +329,7 @@ class _ProducerCore:
         if self.run_task is not None:
             self.sender.begin_close()
             try:
-                await asyncio.wait_for(asyncio.shield(self.run_task), timeout_s)
+                await within(asyncio.shield(self.run_task), timeout_s)
             except TimeoutError:
                 self.sender.abort()
                 await self.run_task

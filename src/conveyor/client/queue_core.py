@@ -42,6 +42,7 @@ from conveyor.protocol.share import (
 )
 from conveyor.transport.client import AsyncHTTP, coordinator_set
 from conveyor.transport.tls import TLSConfig
+from conveyor.transport.waits import gather_all
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +302,7 @@ class QueueCore:
                 self._request(url, [], [a for p in parts for a in acks[p]], 0, 0, failures)
                 for url, parts in by_leader.items()
             ]
-            await asyncio.gather(*requests)
+            await gather_all(*requests)
         finally:
             self._carried()
         return failures
@@ -449,7 +450,7 @@ class QueueCore:
                     await asyncio.sleep(LEADERLESS_REFRESH_S)
                 # a carrier answers at once; a deadline already past asks for no wait
                 wait_ms = 0 if acks else max(0, int(wait_s * 1000))
-                await asyncio.gather(
+                await gather_all(
                     *(
                         self._request(
                             url,

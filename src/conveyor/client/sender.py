@@ -36,6 +36,7 @@ from conveyor.protocol.messages import (
 )
 from conveyor.protocol.records import Codec
 from conveyor.transport.client import AsyncHTTP
+from conveyor.transport.waits import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +116,7 @@ class Sender:
             if finished:
                 return
             timeout_s = None if drained.next_ms is None else max(0, drained.next_ms - now_ms())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._wake_event.wait(), None if timeout_s is None else timeout_s / 1000
-                )
+            await wait_event(self._wake_event, None if timeout_s is None else timeout_s / 1000)
 
     def begin_close(self) -> None:
         """Send everything buffered at once; :meth:`run` returns when all is done."""

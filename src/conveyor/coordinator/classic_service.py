@@ -42,6 +42,7 @@ from conveyor.protocol.group_messages import (
     ClassicSyncResponse,
     GroupResult,
 )
+from conveyor.transport.waits import within
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ class ClassicGroups:
         wait_ms: int,
     ) -> T:
         try:
-            return await asyncio.wait_for(asyncio.shield(parked), wait_ms / 1000)
+            return await within(asyncio.shield(parked), wait_ms / 1000)
         except TimeoutError:  # a bug: every parked request has a deadline in the group
             log.error("group %s: a request of member %s was never answered", key[0], key[1])
             raise ConveyorError(

@@ -51,6 +51,7 @@ from conveyor.protocol.txn import (
     TxnPartitionResult,
     TxnResult,
 )
+from conveyor.transport.waits import within
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -99,7 +100,7 @@ class TransactionCoordinator:
         task = self._completing.get(transactional_id)
         if task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(task), END_WAIT_S)
+                await within(asyncio.shield(task), END_WAIT_S)
 
     async def init(self, request: TxnInitRequest) -> TxnInitResponse:
         await self._settled(request.transactional_id)

@@ -46,6 +46,7 @@ from conveyor.protocol.kafka.framing import (
     size_prefix,
 )
 from conveyor.transport.limits import ConnectionLimiter, ConnectionLimits, peer_address
+from conveyor.transport.waits import within
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ class KafkaListener:
             session.closed()
             writer.close()
             with contextlib.suppress(OSError, ssl.SSLError, asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                await within(writer.wait_closed(), 1.0)
 
     async def _read_loop(
         self,

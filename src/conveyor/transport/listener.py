@@ -35,6 +35,7 @@ from conveyor.protocol.errors import ErrorCode
 from conveyor.protocol.messages import ErrorBody
 from conveyor.transport.limits import ConnectionLimiter, ConnectionLimits, Refusal, peer_address
 from conveyor.transport.throttle import Throttle
+from conveyor.transport.waits import within
 
 log = logging.getLogger(__name__)
 
@@ -204,4 +205,4 @@ async def serve(
         await runner.cleanup()
         if server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+                await within(server.wait_closed(), 1.0)
