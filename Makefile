@@ -38,11 +38,13 @@ JOBS ?= 3
 PYTEST_JOBS = $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadgroup)
 # The container, chaos and HA suites run after the parallel phase, one test at a time: they
 # drive whole deployments, etcd and nftables with timing the other workers' load upset.
+# Beside them runs the HTTPS pass of the integration suite on TLS_JOBS workers (they share
+# nothing, and the serial suites mostly wait): docs/testing.md, "Budget".
 SERIAL_SUITES = tests/deploy tests/chaos tests/ha
+TLS_JOBS ?= 2
 test: lint typecheck system-deps
 	$(BIN)/pytest $(PYTEST_JOBS) --durations=25 $(addprefix --ignore=,$(SERIAL_SUITES))
-	$(BIN)/pytest --durations=10 $(SERIAL_SUITES)
-	$(MAKE) --no-print-directory test-tls
+	bash scripts/test_side_by_side.sh $(BIN) $(if $(filter 0,$(JOBS)),0,$(TLS_JOBS)) $(SERIAL_SUITES)
 
 # The integration suite with every cluster on HTTPS (docs/security.md).
 test-tls: $(STAMP)
