@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from conveyor.protocol.kafka.apis import (
     ApiKey,
@@ -118,23 +118,49 @@ def null_field(struct: Any, message: Any, version: int) -> str | None:
     schema does not allow it at ``version``, or None. kafka-python decodes such a length as
     None whatever the schema says; Kafka's own decoders refuse it (a malformed request).
     Only length-prefixed fields count: kafka-python also reads the all-zero UUID (the
-    "no topic id" every client sends) as None."""
-    for field in struct.untagged_fields(version):
-        value = getattr(message, field.name)
+    "no topic id" every client sends) as None. Runs on every request, Produce and Fetch
+    included, so it walks a per-schema plan of only the fields that can fail."""
+    for name, forbids_null, inner, many in _plan(struct, version):
+        value = getattr(message, name)
         if value is None:
-            length_prefixed = field.is_array() or field.type_str in _LENGTH_PREFIXED
-            if length_prefixed and not field.nullable_for_version_q(version):
-                return str(field.name)
-        elif field.is_struct_array():
-            for item in value:
-                inner = null_field(field, item, version)
-                if inner is not None:
-                    return f"{field.name}.{inner}"
-        elif field.is_struct():
-            inner = null_field(field, value, version)
-            if inner is not None:
-                return f"{field.name}.{inner}"
+            if forbids_null:
+                return str(name)
+        elif inner is not None:
+            for item in value if many else (value,):
+                found = null_field(inner, item, version)
+                if found is not None:
+                    return f"{name}.{found}"
     return None
+
+
+class _Check(NamedTuple):
+    name: str
+    forbids_null: bool
+    inner: Any  # the field itself when its struct (or each array item) has checks, or None
+    many: bool  # an array of structs
+
+
+# (id of a schema struct, version) -> (the struct, kept so its id stays its own; its checks)
+_PLANS: dict[tuple[int, int], tuple[Any, tuple[_Check, ...]]] = {}
+
+
+def _plan(struct: Any, version: int) -> tuple[_Check, ...]:
+    """The fields of ``struct`` at ``version`` that can be a forbidden null or hold one;
+    fields that can be neither (numbers, nullable strings, structs of those) are left out."""
+    cached = _PLANS.get((id(struct), version))
+    if cached is not None:
+        return cached[1]
+    checks = []
+    for field in struct.untagged_fields(version):
+        length_prefixed = field.is_array() or field.type_str in _LENGTH_PREFIXED
+        forbids_null = length_prefixed and not field.nullable_for_version_q(version)
+        nested = field.is_struct_array() or field.is_struct()
+        inner = field if nested and _plan(field, version) else None
+        if forbids_null or inner is not None:
+            checks.append(_Check(field.name, forbids_null, inner, field.is_struct_array()))
+    plan = tuple(checks)
+    _PLANS[(id(struct), version)] = (struct, plan)
+    return plan
 
 
 def encode_response(
