@@ -164,13 +164,16 @@ class _ProducerCore:
             coordinators=coordinators,  # requests go to the active coordinator
         )
         url = coordinators.primary
-        self.metadata = (
-            MetadataClient(
+        sender_type: type[Sender] = Sender
+        if config.transport == "kafka":  # metadata, produce and InitProducerId over Kafka
+            from conveyor.client.kafka_sender import KafkaSender
+
+            self.metadata = self._kafka_metadata(config, url)
+            sender_type = KafkaSender
+        else:
+            self.metadata = MetadataClient(
                 self.http, url, auto_create=True, request_timeout_ms=config.request_timeout_ms
             )
-            if config.transport == "http"
-            else self._kafka_metadata(config, url)
-        )
         self.partition_counts = self.metadata.cache.partition_counts
         self.transaction = (
             None
@@ -183,11 +186,6 @@ class _ProducerCore:
                 request_timeout_ms=config.request_timeout_ms,
             )
         )
-        sender_type: type[Sender] = Sender
-        if config.transport == "kafka":  # produce and InitProducerId over Kafka too
-            from conveyor.client.kafka_sender import KafkaSender
-
-            sender_type = KafkaSender
         self.sender = sender_type(
             accumulator=self.accumulator,
             metadata=self.metadata,
