@@ -22,6 +22,7 @@ from conveyor.protocol.txn import (
     TxnOffsetCommitResponse,
     TxnResult,
     TxnRoute,
+    TxnVerifyRequest,
 )
 from conveyor.transport.client import AsyncHTTP
 
@@ -59,3 +60,6 @@ class CoordinatorTransactions:
 
     async def describe(self, request: TxnDescribeRequest) -> TxnDescriptions:
         return await self._post(TxnRoute.DESCRIBE, request, TxnDescriptions)
+
+    async def verify(self, request: TxnVerifyRequest) -> TxnAddPartitionsResponse:
+        return await self._post(TxnRoute.VERIFY, request, TxnAddPartitionsResponse)

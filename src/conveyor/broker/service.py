@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from conveyor.broker import core
 from conveyor.broker import producers as producer_state
 from conveyor.broker.config import BrokerConfig, coordinators_of
+from conveyor.broker.coordinator_txn import CoordinatorTransactions
 from conveyor.broker.corestate import CoreConfig
 from conveyor.broker.driver import CoreDriver
 from conveyor.broker.fetchmemory import FetchMemory
@@ -40,6 +41,7 @@ from conveyor.broker.rules import check_offset, clamp, coordinator_epoch_after
 from conveyor.broker.security import refresh_security
 from conveyor.broker.share.setup import LeaderOps, build_share
 from conveyor.broker.timelookup import first_record_at, max_timestamp_record
+from conveyor.broker.txn_verify import TxnVerifier, transactional_data
 from conveyor.protocol.errors import (
     BatchTooLargeError,
     ConveyorError,
@@ -188,6 +190,11 @@ class BrokerService:
             on_isr_changed=self.metrics.isr_changed,
         )
         self.replica_server = ReplicaServer(self.driver, self.replicas)
+        # KIP-890 part 1: transactional appends only to partitions in the producer's
+        # ongoing transaction, as the transaction coordinator says
+        self.txn_verifier = TxnVerifier(
+            CoordinatorTransactions(self.http, config.coordinator_url).verify
+        )
         self.router = Router(
             broker_id=config.broker_id,
             metadata=self.metadata,
@@ -412,7 +419,14 @@ class BrokerService:
                 raise InvalidRequestError(
                     "a batch with a producer id must be the only batch of its request"
                 )
+        txn_write = write if write is not None and transactional_data(batches) else None
+        if txn_write is not None and not self._open_or_verified(target, txn_write):
+            await self.txn_verifier.verify(tp, txn_write, target.leader_epoch)
+            target = await self.leader_partition(topic, partition, leader_epoch)
         duplicate = check_produce(target.replica, acks, write)
+        if duplicate is None and txn_write is not None:  # no await from here to the append
+            open_here = target.log.in_transaction(txn_write.producer_id)
+            self.txn_verifier.admit(tp, txn_write, target.leader_epoch, open_here)
         if duplicate is None and target.log.config.compacted:
             require_keys(batches)
         ack_id, acked = self.driver.new_ack() if acks == "all" else (None, None)
@@ -432,12 +446,30 @@ class BrokerService:
                 base, last = self._append(
                     target, batches, write, ack_id, deadline_ms, control=control
                 )
+                if control and write is not None:  # a marker: the transaction ended here
+                    self.txn_verifier.ended(tp, write.producer_id)
             if acked is not None:
                 await acked
         finally:
             if ack_id is not None:
                 self.driver.forget_ack(ack_id)
         return self._produced(target, base, last)
+
+    def _open_or_verified(self, target: LeaderView, write: ProducerWrite) -> bool:
+        return target.log.in_transaction(write.producer_id) or self.txn_verifier.verified(
+            target.tp, write, target.leader_epoch
+        )
+
+    def txn_partitions_added(
+        self, producer_id: int, producer_epoch: int, partitions: list[tuple[str, int]]
+    ) -> None:
+        """A forwarded AddPartitionsToTxn succeeded: the partitions this broker leads need
+        no verification of that producer's batches (``txn_verify.py``)."""
+        for topic, partition in partitions:
+            tp = TopicPartition(topic, partition)
+            replica = self.driver.state.replicas.get(tp)
+            if replica is not None and replica.is_leader:
+                self.txn_verifier.learn(tp, producer_id, producer_epoch, replica.leader_epoch)
 
     def _append(
         self,

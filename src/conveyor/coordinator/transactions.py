@@ -45,6 +45,7 @@ from conveyor.protocol.txn import (
     TxnPartitionResult,
     TxnProducer,
     TxnResult,
+    TxnVerifyRequest,
 )
 
 PRODUCER_EPOCH_MAX: Final = 32767  # int16; at the limit a new producer id (Kafka's rule)
@@ -162,6 +163,43 @@ def add_partitions(
         f"{txn.producer_epoch} adds {len(wanted)} partitions ({len(new.partitions)} in all)"
     )
     return _saved(state, new, results, decision)
+
+
+def verify(state: ClusterState, request: TxnVerifyRequest) -> list[TxnPartitionResult]:
+    """KIP-890 part 1: a partition leader asks, before it appends a producer's first
+    transactional batch to a partition, whether the partition is in that producer's
+    ongoing transaction. Changes nothing. PRODUCER_FENCED for an older epoch (a zombie's
+    write); INVALID_TXN_STATE when no such transaction is ongoing or it does not hold the
+    partition: a late write of a transaction that ended, or a client that wrote before
+    adding the partition. Appended, either would open a transaction at the partition
+    that no coordinator will ever end (a hanging transaction: the LSO stuck for good).
+
+    Worked through: producer 7 epoch 0 adds p and writes; its transaction times out and
+    is aborted (epoch 1, ABORT markers). A retry of its write, delayed in the network,
+    reaches q (never added): the leader of q asks; the answer is PRODUCER_FENCED (epoch 0
+    < 1) and nothing is appended. Had the producer itself written to q without adding it,
+    the answer is INVALID_TXN_STATE."""
+    tid = request.transactional_id
+    if tid is not None:
+        txn = state.transactions.get(tid)
+    else:  # a produce over HTTP names no transactional id: one pass over the ids
+        txn = next(
+            (t for t in state.transactions.values() if t.producer_id == request.producer_id),
+            None,
+        )
+    error: ErrorCode | None = None
+    if txn is None or txn.producer_id != request.producer_id:
+        error = ErrorCode.INVALID_TXN_STATE
+    elif request.producer_epoch < txn.producer_epoch:
+        error = ErrorCode.PRODUCER_FENCED
+    elif request.producer_epoch != txn.producer_epoch or txn.status != "ongoing":
+        error = ErrorCode.INVALID_TXN_STATE
+    held = set(txn.partitions) if txn is not None and error is None else set()
+    results = []
+    for p in request.partitions:
+        refusal = error or (None if (p.topic, p.partition) in held else ErrorCode.INVALID_TXN_STATE)
+        results.append(TxnPartitionResult(p.topic, p.partition, _err(refusal)))
+    return results
 
 
 def add_offsets(

@@ -28,6 +28,7 @@ from conveyor.protocol.txn import (
     TxnOffsetCommitResponse,
     TxnResult,
     TxnRoute,
+    TxnVerifyRequest,
 )
 from conveyor.transport.server import Handler, Route, decode_json, json_response
 
@@ -58,6 +59,9 @@ class TransactionRoutes:
         body = await decode_json(request, TxnDescribeRequest)
         return json_response(self._txn.describe(body))
 
+    async def verify(self, request: web.Request) -> web.Response:
+        return json_response(self._txn.verify(await decode_json(request, TxnVerifyRequest)))
+
     def routes(self) -> list[Route]:
         return [
             *self._routes(INTERNAL_PREFIX, frozenset(TxnRoute), internal=True),
@@ -78,6 +82,9 @@ class TransactionRoutes:
              TxnEndRequest, TxnResult),
             (TxnRoute.DESCRIBE, self.describe, "Kafka DescribeTransactions / ListTransactions",
              TxnDescribeRequest, TxnDescriptions),
+            (TxnRoute.VERIFY, self.verify, "KIP-890: are these partitions in the producer's "
+             "ongoing transaction? (a partition leader's check before its first "
+             "transactional append)", TxnVerifyRequest, TxnAddPartitionsResponse),
         ]  # fmt: skip
         return [
             Route(

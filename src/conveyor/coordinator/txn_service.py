@@ -50,6 +50,7 @@ from conveyor.protocol.txn import (
     TxnPartition,
     TxnPartitionResult,
     TxnResult,
+    TxnVerifyRequest,
 )
 from conveyor.transport.waits import within
 
@@ -116,6 +117,10 @@ class TransactionCoordinator:
             lambda s: rules.add_partitions(s, request.producer, request.partitions, now)
         )
         return TxnAddPartitionsResponse(partitions=results)
+
+    def verify(self, request: TxnVerifyRequest) -> TxnAddPartitionsResponse:
+        """KIP-890 part 1, on the durable state (nothing written, nothing waited for)."""
+        return TxnAddPartitionsResponse(partitions=rules.verify(self._state(), request))
 
     async def add_offsets(self, request: TxnAddOffsetsRequest) -> TxnResult:
         await self._settled(request.producer.transactional_id)

@@ -113,8 +113,8 @@ MARKERS_PATH: Final = "/internal/v1/txn/markers"  # on a partition leader (broke
 
 
 class TxnRoute(enum.StrEnum):
-    """Each operation's path under ``INTERNAL_PREFIX``; all but DESCRIBE are under
-    ``PUBLIC_PREFIX`` as well (``PUBLIC_ROUTES``)."""
+    """Each operation's path under ``INTERNAL_PREFIX``; all but DESCRIBE and VERIFY are
+    under ``PUBLIC_PREFIX`` as well (``PUBLIC_ROUTES``)."""
 
     INIT = "init"
     ADD_PARTITIONS = "add-partitions"
@@ -122,9 +122,10 @@ class TxnRoute(enum.StrEnum):
     OFFSET_COMMIT = "offset-commit"
     END = "end"
     DESCRIBE = "describe"
+    VERIFY = "verify"  # a partition leader's KIP-890 check (broker/txn_verify.py)
 
 
-PUBLIC_ROUTES: Final = frozenset(TxnRoute) - {TxnRoute.DESCRIBE}
+PUBLIC_ROUTES: Final = frozenset(TxnRoute) - {TxnRoute.DESCRIBE, TxnRoute.VERIFY}
 
 
 class TxnPartition(msgspec.Struct, frozen=True):
@@ -198,6 +199,19 @@ class TxnOffsetCommitRequest(msgspec.Struct, frozen=True):
 
 class TxnOffsetCommitResponse(msgspec.Struct, frozen=True):
     partitions: list[TxnPartitionResult]
+
+
+class TxnVerifyRequest(msgspec.Struct, frozen=True):
+    """KIP-890 part 1 (AddPartitionsToTxn v4's verify_only): are these partitions in the
+    ongoing transaction of this producer id and epoch? Asked by a partition leader before
+    it appends a producer's first transactional batch there; changes nothing. The
+    transactional id when the produce request named one (Kafka's), else found by the
+    producer id."""
+
+    producer_id: int
+    producer_epoch: int
+    partitions: list[TxnPartition]
+    transactional_id: str | None = None
 
 
 class TxnMarkersRequest(msgspec.Struct, frozen=True):

@@ -585,6 +585,12 @@ class PartitionLog:
         with self._lock:
             return dict(self.txns.ongoing)
 
+    def in_transaction(self, producer_id: int) -> bool:
+        """Has this producer a transaction open here? (KIP-890's check before a
+        transactional append, ``broker/txn_verify.py``)"""
+        with self._lock:
+            return producer_id in self.txns.ongoing
+
     def aborted_in_memory(self, start: int, end: int) -> list[AbortedTxn] | None:
         """As :meth:`aborted_in` when every index it needs is in memory, else None (then
         call :meth:`aborted_in` off the event loop: it reads files)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +15,7 @@ from conveyor.coordinator.model import ClusterState, apply, check_invariants, sn
 from conveyor.coordinator.records_codec import decode_records, encode_records
 from conveyor.coordinator.store import CoordinatorStore
 from conveyor.protocol.messages import PartitionOffset
-from conveyor.protocol.txn import TxnInitRequest, TxnPartition, TxnProducer
+from conveyor.protocol.txn import TxnInitRequest, TxnPartition, TxnProducer, TxnVerifyRequest
 from tests.unit.coordinator.helpers import with_brokers, with_topic
 
 TID = "tx-1"
@@ -68,6 +69,35 @@ def test_a_new_init_fences_the_open_transaction_at_a_bumped_epoch() -> None:
     assert reply.producer_epoch == zombie.producer_epoch + 2  # type: ignore[attr-defined]
     added = rules.add_partitions(state, zombie, [TxnPartition("orders", 1)], 2)
     assert added.reply[0].error == "PRODUCER_FENCED"
+
+
+def _verify(state: ClusterState, producer: TxnProducer, epoch: int | None = None) -> list[object]:
+    """KIP-890's answer for both partitions of orders, asked by producer id (no tid)."""
+    asked = TxnVerifyRequest(
+        producer.producer_id,
+        producer.producer_epoch if epoch is None else epoch,
+        [TxnPartition("orders", 0), TxnPartition("orders", 1)],
+    )
+    by_id = rules.verify(state, asked)
+    named = rules.verify(state, msgspec.structs.replace(asked, transactional_id=TID))
+    assert named == by_id  # the same answer, found either way
+    return [r.error for r in by_id]
+
+
+def test_verify_answers_only_for_partitions_of_the_ongoing_transaction() -> None:
+    """KIP-890 part 1: partition 0 was added, 1 never was; after the commit neither is
+    in an ongoing transaction; an older epoch is a zombie (PRODUCER_FENCED)."""
+    state, producer = _open(_cluster())
+    assert _verify(state, producer) == [None, "INVALID_TXN_STATE"]
+    assert _verify(state, producer, epoch=producer.producer_epoch + 1) == ["INVALID_TXN_STATE"] * 2
+    ended = rules.end(state, producer, True, 200)
+    assert _verify(ended.state, producer) == ["INVALID_TXN_STATE"] * 2  # prepared: no new writes
+    done = rules.complete(ended.state, TID, producer.producer_id, producer.producer_epoch)
+    assert _verify(done.state, producer) == ["INVALID_TXN_STATE"] * 2
+    fenced, _ = _init(done.state)
+    assert _verify(fenced, producer) == ["PRODUCER_FENCED"] * 2
+    unknown = TxnProducer(TID, producer.producer_id + 100, 0)
+    assert _verify(state, unknown) == ["INVALID_TXN_STATE"] * 2
 
 
 def test_offsets_become_the_groups_only_when_the_transaction_commits() -> None:

@@ -19,6 +19,7 @@ INVALID_PRODUCER_EPOCH, as Kafka answers them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 import msgspec
@@ -103,10 +104,18 @@ async def init_transactional(
     return error, answer.producer_id, answer.producer_epoch
 
 
+# (producer id, epoch, partitions) the coordinator just put in that producer's transaction
+Added = Callable[[int, int, list[tuple[str, int]]], None]
+
+
 class AddPartitionsToTxnHandler:
-    def __init__(self, txns: TxnOps, authorizer: Authorizer) -> None:
+    """``added`` learns the partitions the coordinator accepted, before the client is
+    answered (KIP-890's verification of the ones this broker leads, ``txn_verify.py``)."""
+
+    def __init__(self, txns: TxnOps, authorizer: Authorizer, added: Added | None = None) -> None:
         self._txns = txns
         self._authorizer = authorizer
+        self._added = added
 
     async def __call__(self, ctx: RequestContext, request: Any) -> Any:
         version = ctx.api_version
@@ -127,6 +136,10 @@ class AddPartitionsToTxnHandler:
                     errors[(r.topic, r.partition)] = txn_error(
                         r.error, ApiKey.ADD_PARTITIONS_TO_TXN, version
                     )
+                added = [(r.topic, r.partition) for r in answer.partitions if r.error is None]
+                if added and self._added is not None:
+                    producer = forwarded.producer
+                    self._added(producer.producer_id, producer.producer_epoch, added)
             except ConveyorError as exc:
                 errors = dict.fromkeys(asked, group_error(exc))
         response = SERVED[ApiKey.ADD_PARTITIONS_TO_TXN].response[version]
