@@ -2,6 +2,9 @@
 
 ``python -m tests.integration.group_member URL TOPIC GROUP [session_timeout_ms]``
 
+URL ``kafka://HOST:PORT,...`` makes it a consumer with nothing but those Kafka listeners
+(``bootstrap_servers``: membership, commits and fetches over the Kafka protocol).
+
 Each processed message is a JSON line on stdout: ``{"k": key, "v": value, "p": partition,
 "o": offset, "t": unix time}``; after each successful commit a line ``{"committed": n}``
 (n = messages processed so far), after a failed one ``{"commit_failed": code, "t": time}``.
@@ -14,12 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import time
 
 import conveyor
 from conveyor.protocol.errors import ConveyorError
+from conveyor.transport.tls import TLSConfig
 
 
 def main() -> int:
@@ -27,9 +32,14 @@ def main() -> int:
     url, topic, group = sys.argv[1:4]
     session_timeout_ms = int(sys.argv[4]) if len(sys.argv) > 4 else 3_000
     processing_delay_s = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+    bootstrap = url.removeprefix("kafka://") if url.startswith("kafka://") else None
+    # no https:// URL to say the listeners speak TLS: the HTTPS suite's CA says it
+    tls = TLSConfig.from_env() if bootstrap and os.environ.get("CONVEYOR_CA") else None
     consumer = conveyor.Consumer(
-        url,
+        None if bootstrap else url,
         topic,
+        bootstrap_servers=bootstrap,
+        tls=tls,
         group_id=group,
         client_id="member",
         enable_auto_commit=False,

@@ -36,14 +36,24 @@ class MemberProc:
     _read: int = 0
 
     @classmethod
-    def start(cls, cluster: Cluster, topic: str, group: str, path: Path, *extra: str) -> MemberProc:
+    def start(
+        cls,
+        cluster: Cluster,
+        topic: str,
+        group: str,
+        path: Path,
+        *extra: str,
+        transport: str = "http",
+    ) -> MemberProc:
+        """A member over ``transport``: "kafka" gives it nothing but the Kafka listeners."""
+        url = f"kafka://{cluster.bootstrap}" if transport == "kafka" else cluster.url
         with path.open("wb") as out, path.with_suffix(".err").open("wb") as err:
             process = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
                     "tests.integration.group_member",
-                    cluster.url,
+                    url,
                     topic,
                     group,
                     *extra,
@@ -116,13 +126,16 @@ def check_key_order(lines: list[dict[str, Any]]) -> None:
             seen[key] = n_int
 
 
+@pytest.mark.parametrize("transport", ["http", "kafka"])
 def test_two_consumers_split_a_group_each_message_once_per_key_order(
-    cluster: Cluster, members: list[MemberProc], tmp_path: Path
+    cluster: Cluster, members: list[MemberProc], tmp_path: Path, transport: str
 ) -> None:
-    """The seed's consumer-group test: 1,000 messages over 4 keys, two members."""
+    """The seed's consumer-group test: 1,000 messages over 4 keys, two members; over
+    Kafka the members have nothing but the brokers' Kafka listeners (KIP-848 heartbeats,
+    OffsetCommit, Fetch)."""
     make_topic(cluster, "seed", partitions=4)
-    a = MemberProc.start(cluster, "seed", "g", tmp_path / "a.jsonl")
-    b = MemberProc.start(cluster, "seed", "g", tmp_path / "b.jsonl")
+    a = MemberProc.start(cluster, "seed", "g", tmp_path / "a.jsonl", transport=transport)
+    b = MemberProc.start(cluster, "seed", "g", tmp_path / "b.jsonl", transport=transport)
     members += [a, b]
     wait_for(lambda: _stable_with(cluster, "g", 2), 20, "two members in a stable group")
     produce(cluster, "seed", 1_000, keys=4)

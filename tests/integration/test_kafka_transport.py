@@ -53,8 +53,8 @@ def test_every_message_once_in_key_order(cluster: Cluster, transport: str) -> No
         producer.flush()
     metadata = [f.result(timeout=0) for f in (futures[0], futures[-1])]
     assert all(m.topic == topic and m.offset >= 0 for m in metadata)
-    # the consumer over the same transport, as a group member (membership and commits
-    # over HTTP either way, for now)
+    # the consumer over the same transport, as a group member (over Kafka: KIP-848
+    # heartbeats, OffsetCommit and OffsetFetch; tests/integration/test_groups_kafka.py)
     with conveyor.Consumer(
         cluster.url, [topic], group_id=f"g-{transport}", transport=transport
     ) as consumer:
@@ -94,8 +94,6 @@ def test_bootstrap_servers_alone_auto_create_and_keep_order(cluster: Cluster) ->
     ) as consumer:
         values = [m.value for m in consume(consumer, 2_000)]
     assert values == [str(i).encode() for i in range(2_000)]
-    with pytest.raises(ValueError, match="coordinator"):
-        conveyor.Consumer(topics="t", group_id="g", bootstrap_servers=cluster.bootstrap)
 
 
 def test_read_committed_over_kafka_drops_aborted_transactions(cluster: Cluster) -> None:

@@ -1,7 +1,7 @@
 """What ``Consumer`` (threads) and ``AsyncConsumer`` (asyncio) share: one implementation.
 
 A :class:`Fetcher` prefetches on an event loop into a bounded :class:`FetchBuffer`; a
-:class:`GroupClient` reads and writes the group's committed offsets; with a ``group_id``
+:class:`OffsetStore` reads and writes the group's committed offsets; with a ``group_id``
 and a subscription, a :class:`Membership` heartbeats and takes the group's share of the
 partitions. The sync consumer runs all of it on a private loop thread, the async one on
 the caller's loop; ``poll`` takes from the buffer on the caller's side.
@@ -28,14 +28,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from conveyor.client import offsets as offsets_client
 from conveyor.client.errors import ClientClosedError
 from conveyor.client.fetch_buffer import FetchBuffer
 from conveyor.client.fetcher import Fetcher, FetchSettings, OffsetReset
-from conveyor.client.group import Assignment, GroupClient
-from conveyor.client.membership import Membership, MembershipSettings
+from conveyor.client.group import Assignment, GroupClient, OffsetStore
+from conveyor.client.membership import (
+    HeartbeatSender,
+    HttpHeartbeat,
+    Membership,
+    MembershipSettings,
+)
 from conveyor.client.metadata import MetadataClient
-from conveyor.client.offsets import OffsetAndTimestamp
+from conveyor.client.offsets import HttpOffsets, OffsetAndTimestamp, OffsetsClient
 from conveyor.client.recordcodec import configured_codec
 from conveyor.client.subscription import Subscription, partitions_of, subscription
 from conveyor.client.transport_choice import Transport
@@ -105,11 +109,6 @@ class ConsumerConfig:
             raise ValueError("isolation must be 'read_uncommitted' or 'read_committed'")
         if self.max_poll_records < 1 or self.fetch_max_bytes < 1:
             raise ValueError("max_poll_records and fetch_max_bytes must be positive")
-        if self.bootstrap_servers is not None and (self.group_id is not None or self.pattern):
-            raise ValueError(
-                "groups and patterns still need the coordinator: give url= with "
-                "transport='kafka' instead of bootstrap_servers"
-            )
 
 
 def make_config(
@@ -147,6 +146,70 @@ class Callbacks:
     on_lost: RebalanceCallback | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TransportParts:
+    """What differs between the transports (docs/client.md, "Transports"): routing, the
+    group's committed offsets, offset questions, the fetcher and how a heartbeat goes."""
+
+    metadata: MetadataClient
+    group: OffsetStore | None
+    offsets: OffsetsClient
+    fetcher: type[Fetcher]
+    heartbeat: Callable[[MembershipSettings], HeartbeatSender]
+
+
+def _http_parts(config: ConsumerConfig, http: AsyncHTTP) -> TransportParts:
+    url = coordinator_set(config.url).primary
+    timeout_ms = config.request_timeout_ms
+    metadata = MetadataClient(http, url, auto_create=False, request_timeout_ms=timeout_ms)
+    group = None
+    if config.group_id is not None:
+        group = GroupClient(http, url, config.group_id, timeout_ms)
+    return TransportParts(
+        metadata=metadata,
+        group=group,
+        offsets=HttpOffsets(http, metadata, timeout_ms),
+        fetcher=Fetcher,
+        heartbeat=lambda settings: HttpHeartbeat(settings, http, url),
+    )
+
+
+def _kafka_parts(config: ConsumerConfig, http: AsyncHTTP) -> TransportParts:
+    # kafka-python's protocol module: imported only for this transport (transport_choice.py)
+    from conveyor.client.kafka_fetcher import KafkaFetcher
+    from conveyor.client.kafka_group import GroupCoordinator, KafkaGroupClient, KafkaHeartbeat
+    from conveyor.client.kafka_metadata import kafka_metadata_client
+    from conveyor.client.kafka_offsets import KafkaOffsets
+
+    timeout_ms = config.request_timeout_ms
+    metadata = kafka_metadata_client(
+        http,
+        coordinator_set(config.url).primary,
+        config.bootstrap_servers,
+        config.tls,
+        config.authorization,
+        timeout_ms,
+        auto_create=False,
+    )
+    coordinator = None
+    group = None
+    if config.group_id is not None:
+        coordinator = GroupCoordinator(metadata, config.group_id, timeout_ms)
+        group = KafkaGroupClient(coordinator, config.group_instance_id)
+
+    def heartbeat(settings: MembershipSettings) -> HeartbeatSender:
+        assert coordinator is not None  # a member has a group_id
+        return KafkaHeartbeat(settings, coordinator, metadata)
+
+    return TransportParts(
+        metadata=metadata,
+        group=group,
+        offsets=KafkaOffsets(metadata, timeout_ms),
+        fetcher=KafkaFetcher,
+        heartbeat=heartbeat,
+    )
+
+
 class ConsumerCore:
     """Everything the two consumers share except how they wait (module docstring).
     Coroutines run on the fetcher's loop; the plain methods on the application's side."""
@@ -165,14 +228,12 @@ class ConsumerCore:
             coordinators=coordinators,
         )
         url = self.url = coordinators.primary
-        self.metadata = MetadataClient(
-            self.http, url, auto_create=False, request_timeout_ms=config.request_timeout_ms
-        )
-        self.group: GroupClient | None = None
-        if config.group_id is not None:
-            self.group = GroupClient(self.http, url, config.group_id, config.request_timeout_ms)
-        fetch: dict[str, Any] = {  # the Fetcher's arguments but metadata
-            "settings": FetchSettings(
+        parts = (_kafka_parts if config.transport == "kafka" else _http_parts)(config, self.http)
+        self.transport = parts
+        self.metadata = parts.metadata
+        self.group = parts.group
+        self.fetcher: Fetcher = parts.fetcher(
+            settings=FetchSettings(
                 auto_offset_reset=config.auto_offset_reset,
                 fetch_max_bytes=config.fetch_max_bytes,
                 fetch_max_wait_ms=config.fetch_max_wait_ms,
@@ -182,30 +243,14 @@ class ConsumerCore:
                 retry_backoff_max_ms=config.retry_backoff_max_ms,
                 read_committed=config.isolation == "read_committed",
             ),
-            "buffer": self.buffer,
-            "group": self.group,
-            "http": self.http,
-            "subscription": subscription(config.topics or None, config.pattern),
-            "url": url,
-            "decode": columns_decoder(configured_codec()),
-        }
-        self.fetcher: Fetcher
-        if config.transport == "kafka":
-            from conveyor.client.kafka_fetcher import KafkaFetcher  # kafka-python
-            from conveyor.client.kafka_metadata import kafka_metadata_client
-
-            metadata = self.metadata = kafka_metadata_client(
-                self.http,
-                url,
-                config.bootstrap_servers,
-                config.tls,
-                config.authorization,
-                config.request_timeout_ms,
-                auto_create=False,
-            )
-            self.fetcher = KafkaFetcher(metadata=metadata, **fetch)
-        else:
-            self.fetcher = Fetcher(metadata=self.metadata, **fetch)
+            metadata=parts.metadata,
+            buffer=self.buffer,
+            group=self.group,
+            http=self.http,
+            subscription=subscription(config.topics or None, config.pattern),
+            url=url,
+            decode=columns_decoder(configured_codec()),
+        )
         self.membership: Membership | None = None
         # (kind, partitions) from the membership, delivered to the callbacks by poll
         self.events: collections.deque[tuple[str, tuple[TopicPartition, ...]]] = collections.deque()
@@ -244,18 +289,18 @@ class ConsumerCore:
         ):
             return
         config = self.config
+        settings = MembershipSettings(
+            group=self.group.group,
+            client_id=config.client_id,
+            session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+            max_poll_interval_ms=config.max_poll_interval_ms,
+            request_timeout_ms=config.request_timeout_ms,
+            instance_id=config.group_instance_id,
+        )
         self.membership = Membership(
-            MembershipSettings(
-                group=self.group.group,
-                client_id=config.client_id,
-                session_timeout_ms=config.session_timeout_ms,
-                heartbeat_interval_ms=config.heartbeat_interval_ms,
-                max_poll_interval_ms=config.max_poll_interval_ms,
-                request_timeout_ms=config.request_timeout_ms,
-                instance_id=config.group_instance_id,
-            ),
-            http=self.http,
-            url=self.url,
+            settings,
+            sender=self.transport.heartbeat(settings),
             fetcher=self.fetcher,
             buffer=self.buffer,
             group=self.group,
@@ -384,7 +429,7 @@ class ConsumerCore:
 
     # ---- offsets (on the loop) ---------------------------------------------------------------
 
-    def _group(self) -> GroupClient:
+    def _group(self) -> OffsetStore:
         if self.group is None:
             raise InvalidRequestError(
                 "committed offsets need a group_id: Consumer(group_id=...)",
@@ -422,27 +467,16 @@ class ConsumerCore:
         self, partitions: PartitionsArg, which: Literal["earliest", "latest"]
     ) -> dict[TopicPartition, int]:
         chosen, _ = partitions_of(partitions)
-        found = await offsets_client.list_offsets(
-            self.http, self.metadata, chosen, timeout_s=self.timeout_s
-        )
+        offsets = self.transport.offsets
         if which == "earliest":
-            return {tp: answer.log_start_offset for tp, answer in found.items()}
-        if self.config.isolation == "read_committed":  # Kafka's end for it: the LSO
-            return {
-                tp: answer.high_watermark
-                if answer.last_stable_offset is None
-                else answer.last_stable_offset
-                for tp, answer in found.items()
-            }
-        return {tp: answer.high_watermark for tp, answer in found.items()}
+            return await offsets.earliest(chosen)
+        return await offsets.latest(chosen, self.config.isolation == "read_committed")
 
     async def offsets_for_times(
         self, times: Mapping[TopicPartition | tuple[str, int], int]
     ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
         wanted = {TopicPartition(tp[0], int(tp[1])): int(ms) for tp, ms in times.items()}
-        return await offsets_client.offsets_for_times(
-            self.http, self.metadata, wanted, timeout_s=self.timeout_s
-        )
+        return await self.transport.offsets.for_times(wanted)
 
     async def seek_to(
         self, partitions: PartitionsArg | None, which: Literal["earliest", "latest"]

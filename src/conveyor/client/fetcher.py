@@ -24,14 +24,14 @@ from typing import Final, Literal
 from conveyor.client import metrics as client_metrics
 from conveyor.client.errors import is_routing_error
 from conveyor.client.fetch_buffer import FetchBuffer
-from conveyor.client.group import Assignment, GroupClient, assign_all
+from conveyor.client.group import Assignment, OffsetStore, assign_all
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.subscription import Subscription
 from conveyor.client.types import TopicPartition
 from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.batch import LOG_OVERHEAD, parse_header, peek_length
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
-from conveyor.protocol.messages import BATCH_CONTENT_TYPE, PartitionOffsets, TopicList
+from conveyor.protocol.messages import BATCH_CONTENT_TYPE, PartitionOffsets
 from conveyor.protocol.record_columns import ColumnsDecoder, decode_columns
 from conveyor.protocol.txn import ABORTED_HEADER, decode_aborted, without_aborted
 from conveyor.transport.client import AsyncHTTP
@@ -66,7 +66,7 @@ class Fetcher:
         settings: FetchSettings,
         buffer: FetchBuffer,
         metadata: MetadataClient,
-        group: GroupClient | None,
+        group: OffsetStore | None,
         http: AsyncHTTP,
         subscription: Subscription,
         url: str = "",
@@ -140,13 +140,7 @@ class Fetcher:
             await self._metadata.refresh({tp.topic for tp in subscription.manual})
             return
         if subscription.by_pattern:
-            listed = await self._http.call(
-                "GET",
-                f"{self._url}/v1/topics",
-                TopicList,
-                timeout_s=self._settings.request_timeout_ms / 1000,
-            )
-            self.topics = subscription.matching(t.name for t in listed.topics)
+            self.topics = subscription.matching(await self._metadata.topic_names())
         else:
             self.topics = subscription.topics
         await self._metadata.refresh(self.topics)

@@ -3,6 +3,9 @@
 A consumer without ``group_id`` owns every partition of its topics (``assign_all``); a
 group member gets its share from the coordinator (``membership.py``), and its commits
 carry ``generation`` and ``member_id`` so the coordinator can fence a stale member.
+:class:`OffsetStore` is what the consumer needs of a group's committed offsets:
+:class:`GroupClient` over HTTP, ``kafka_group.KafkaGroupClient`` over Kafka (OffsetFetch,
+OffsetCommit), one store at the coordinator either way.
 :class:`GroupAdmin` lists and describes groups and resets their offsets.
 """
 
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 from urllib.parse import quote
 
 from conveyor.client import admin_ops as ops
@@ -29,7 +32,14 @@ from conveyor.protocol.share import ShareGroupConfig, ShareGroupDescription, Sha
 from conveyor.transport.client import AsyncHTTP, SyncHTTP, coordinator_set
 from conveyor.transport.tls import TLSConfig
 
-__all__ = ["GroupAdmin", "GroupClient", "ResetTarget", "Timestamp", "reset_offset"]
+__all__ = [
+    "GroupAdmin",
+    "GroupClient",
+    "OffsetStore",
+    "ResetTarget",
+    "Timestamp",
+    "reset_offset",
+]
 
 T = TypeVar("T")
 NO_GENERATION = -1  # a simple consumer, outside group membership
@@ -54,8 +64,23 @@ def assign_all(partition_counts: Mapping[str, int]) -> Assignment:
     return Assignment(partitions)
 
 
+class OffsetStore(Protocol):
+    """A group's committed offsets as the consumer reads and writes them."""
+
+    @property
+    def group(self) -> str: ...
+
+    async def fetch_offsets(self, topic: str) -> dict[int, int]:
+        """partition -> committed offset (the next to read) for ``topic``."""
+        ...
+
+    async def commit(self, offsets: Mapping[TopicPartition, int], assignment: Assignment) -> None:
+        """Commit as ``assignment``'s member and generation (fenced when stale)."""
+        ...
+
+
 class GroupClient:
-    """Committed offsets of one group, at the coordinator."""
+    """Committed offsets of one group, at the coordinator (HTTP)."""
 
     def __init__(self, http: AsyncHTTP, url: str, group: str, request_timeout_ms: int) -> None:
         self.group = group

@@ -7,15 +7,16 @@ retries and resets) is unchanged; two requests leave the process differently:
   partition, ``max_wait_ms``/``min_bytes=1``/``partition_max_bytes`` from the consumer's
   settings, ``isolation_level`` 1 for read_committed (the aborted transactions come in
   the answer and are dropped as over HTTP, ``protocol/txn.without_aborted``);
-- the reset position is a ListOffsets (v1-7) for the earliest (-2) or latest (-1)
-  offset; with read_committed the latest is the last stable offset, as over HTTP.
+- the reset position is a ListOffsets (v2-7, ``kafka_offsets.py``) for the earliest (-2)
+  or latest (-1) offset; with read_committed the latest is the last stable offset, as
+  over HTTP.
 
 Each partition fetches on its own connection to its leader (a lane of
 :class:`KafkaConnections`): a broker answers one connection's requests in order, so
 partitions sharing one would wait behind each other's long polls. Kafka's own clients
 send one Fetch per broker naming every partition; that, with fetch sessions (KIP-227),
-is the next step for this path. Metadata comes over Kafka too (``kafka_metadata.py``);
-group membership, committed offsets and pattern subscriptions still use HTTP.
+is the next step for this path. Metadata comes over Kafka too (``kafka_metadata.py``),
+and so do group membership and committed offsets (``kafka_group.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Final
 
 from conveyor.client.fetcher import Fetcher
 from conveyor.client.kafka_metadata import KafkaMetadataClient
+from conveyor.client.kafka_offsets import EARLIEST, LATEST, list_offsets
 from conveyor.client.types import TopicPartition
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
@@ -32,9 +34,6 @@ from conveyor.protocol.kafka.errors import KafkaError, conveyor_error
 from conveyor.protocol.txn import without_aborted
 
 FETCH_VERSIONS: Final = (4, 12)  # v4: isolation level, aborted transactions; v12: top
-LIST_OFFSETS_VERSIONS: Final = (2, 7)  # v2: isolation level
-EARLIEST: Final = -2  # ListOffsets' timestamps for the log start and the log end
-LATEST: Final = -1
 
 
 class KafkaFetcher(Fetcher):
@@ -42,6 +41,7 @@ class KafkaFetcher(Fetcher):
 
     def __init__(self, *, metadata: KafkaMetadataClient, **rest: Any) -> None:
         super().__init__(metadata=metadata, **rest)
+        self._kafka_metadata = metadata
         self._connections = metadata.connections
 
     async def _fetch_bytes(
@@ -68,39 +68,14 @@ class KafkaFetcher(Fetcher):
 
     async def _reset_offset(self, tp: TopicPartition) -> int:
         settings = self._settings
-        connection = await self._connections.get(self._leader_url(tp))
-        version = connection.version(ApiKey.LIST_OFFSETS, *LIST_OFFSETS_VERSIONS)
         timestamp = EARLIEST if settings.auto_offset_reset == "earliest" else LATEST
-        request_cls = SERVED[ApiKey.LIST_OFFSETS].request[version]
-        topic = request_cls.ListOffsetsTopic
-        request = new_request(
-            ApiKey.LIST_OFFSETS,
-            version,
-            replica_id=-1,
-            isolation_level=1 if settings.read_committed else 0,
-            topics=[
-                topic(
-                    name=tp.topic,
-                    partitions=[
-                        topic.ListOffsetsPartition(
-                            partition_index=tp.partition,
-                            current_leader_epoch=-1,
-                            timestamp=timestamp,
-                        )
-                    ],
-                )
-            ],
+        found = await list_offsets(
+            self._kafka_metadata,
+            {tp: timestamp},
+            read_committed=settings.read_committed,
+            timeout_ms=settings.request_timeout_ms,
         )
-        reply = await connection.call(
-            ApiKey.LIST_OFFSETS, version, request, timeout_ms=settings.request_timeout_ms
-        )
-        for answer_topic in reply.topics:
-            for answer in answer_topic.partitions:
-                if answer_topic.name == tp.topic and answer.partition_index == tp.partition:
-                    if answer.error_code:
-                        raise conveyor_error(answer.error_code, f"ListOffsets of {tp}")
-                    return int(answer.offset)
-        raise ConveyorError(f"ListOffsets answer without {tp.topic}[{tp.partition}]")
+        return found[tp][0]
 
     async def close_transport(self) -> None:
         await self._connections.close()

@@ -15,6 +15,7 @@ answer named, then the bootstrap list again.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any, Final
 
 from conveyor.client.metadata import MetadataClient
@@ -112,6 +113,10 @@ class KafkaMetadataClient(MetadataClient):
         self.connections = connections  # shared with the client's sender or fetcher
         self._bootstrap = bootstrap
         self._request_timeout_ms = request_timeout_ms
+        # Kafka's topic ids (Metadata v10+), both ways: KIP-848's heartbeat names topics
+        # by id (``kafka_group.py``)
+        self.topic_ids: dict[str, uuid.UUID] = {}
+        self.topic_names_by_id: dict[uuid.UUID, str] = {}
 
     async def any_connection(self) -> KafkaConnection:
         """A connection to some broker: the last answer's, else a bootstrap one."""
@@ -125,21 +130,40 @@ class KafkaMetadataClient(MetadataClient):
         raise last
 
     async def _get(self, topics: list[str]) -> Metadata:
+        metadata = metadata_from_kafka(await self.ask(topics))
+        self._remember_topic_ids(metadata)
+        return metadata
+
+    async def ask(self, topics: list[str] | None) -> Any:
+        """One Metadata request to some broker (``topics`` None: every topic); the Kafka
+        answer as it came (``metadata_from_kafka`` reads it). Its brokers are asked next."""
         connection = await self.any_connection()
         version = connection.version(ApiKey.METADATA, *METADATA_VERSIONS)
         topic_cls = SERVED[ApiKey.METADATA].request[version].MetadataRequestTopic
         request = new_request(
             ApiKey.METADATA,
             version,
-            topics=[topic_cls(name=name) for name in topics],
+            topics=None if topics is None else [topic_cls(name=name) for name in topics],
             allow_auto_topic_creation=self._auto_create,
         )
         reply = await connection.call(
             ApiKey.METADATA, version, request, timeout_ms=self._request_timeout_ms
         )
-        metadata = metadata_from_kafka(reply)
-        self._bootstrap.learnt = [b.kafka_address for b in metadata.brokers if b.kafka_address]
-        return metadata
+        self._bootstrap.learnt = [f"{b.host}:{b.port}" for b in reply.brokers]
+        return reply
+
+    async def topic_names(self) -> list[str]:
+        """Every topic of the cluster: a Metadata request for all topics (null)."""
+        metadata = metadata_from_kafka(await self.ask(None))
+        self._remember_topic_ids(metadata)
+        return [t.name for t in metadata.topics]
+
+    def _remember_topic_ids(self, metadata: Metadata) -> None:
+        for topic in metadata.topics:
+            if topic.topic_id is not None:
+                topic_id = uuid.UUID(topic.topic_id)
+                self.topic_ids[topic.name] = topic_id
+                self.topic_names_by_id[topic_id] = topic.name
 
 
 def kafka_metadata_client(  # noqa: PLR0917 -- a client's own settings
@@ -219,6 +243,15 @@ def metadata_from_kafka(reply: Any) -> Metadata:
                 partitions=partitions,
                 replication_factor=replication,
                 config=TopicConfig(),  # not in a Metadata answer; routing needs none
+                topic_id=_topic_id(topic),
             )
         )
     return Metadata(cluster_id=reply.cluster_id or "", brokers=brokers, topics=topics)
+
+
+def _topic_id(topic: Any) -> str | None:
+    """A Metadata answer's topic id (v10+; the all-zero id, or none before v10: None)."""
+    topic_id = getattr(topic, "topic_id", None)
+    if not isinstance(topic_id, uuid.UUID) or topic_id.int == 0:
+        return None
+    return str(topic_id)

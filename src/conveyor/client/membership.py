@@ -1,8 +1,11 @@
 """A consumer's group membership: the heartbeat loop and the cooperative hand-over.
 
 Runs on the fetcher's loop. Every ``heartbeat_interval_ms`` it reports the partitions the
-consumer owns (``POST /v1/groups/{group}/heartbeat``; the first one, without a member id,
-joins) and applies the answer (docs/consumer-groups.md):
+consumer owns (the first heartbeat, without a member id, joins) and applies the answer
+(docs/consumer-groups.md). How a heartbeat travels is a :class:`HeartbeatSender`'s only
+job: :class:`HttpHeartbeat` (``POST /v1/groups/{group}/heartbeat``) or, on the Kafka
+transport, ``kafka_group.KafkaHeartbeat`` (KIP-848's ConsumerGroupHeartbeat); this state
+machine is the same for both:
 
 * partitions in ``assigned`` that the consumer does not own start fetching at once, from
   the group's committed offset (their previous owner committed before releasing them);
@@ -31,11 +34,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import quote
 
 from conveyor.client.fetch_buffer import FetchBuffer
 from conveyor.client.fetcher import Fetcher
-from conveyor.client.group import Assignment, GroupClient
+from conveyor.client.group import Assignment, OffsetStore
 from conveyor.client.types import TopicPartition
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.messages import GroupHeartbeatRequest, GroupHeartbeatResponse, GroupPartition
@@ -66,6 +70,69 @@ class MembershipSettings:
     instance_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """One heartbeat as the state machine asks for it: no ``member_id`` joins, ``leave``
+    leaves; ``generation`` is the last one answered (KIP-848's member epoch)."""
+
+    member_id: str | None
+    generation: int
+    topics: tuple[str, ...]
+    owned: tuple[TopicPartition, ...]
+    poll_age_ms: int = 0
+    leave: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BeatAnswer:
+    """``assigned``: consume these now; ``pending``: more are coming once their previous
+    owner has released them (so ask again soon)."""
+
+    member_id: str
+    generation: int
+    assigned: frozenset[TopicPartition]
+    pending: bool = False
+
+
+class HeartbeatSender(Protocol):
+    """Sends one heartbeat; a refusal is the typed ``ConveyorError`` (UNKNOWN_MEMBER,
+    FENCED_MEMBER, FENCED_INSTANCE_ID...) the state machine acts on."""
+
+    async def beat(self, beat: Beat, timeout_s: float) -> BeatAnswer: ...
+
+
+class HttpHeartbeat:
+    """A heartbeat as ``POST /v1/groups/{group}/heartbeat`` to the coordinator."""
+
+    def __init__(self, settings: MembershipSettings, http: AsyncHTTP, url: str) -> None:
+        self._settings = settings
+        self._http = http
+        self._url = f"{url}/v1/groups/{quote(settings.group, safe='')}/heartbeat"
+
+    async def beat(self, beat: Beat, timeout_s: float) -> BeatAnswer:
+        settings = self._settings
+        request = GroupHeartbeatRequest(
+            member_id=beat.member_id,
+            instance_id=settings.instance_id,
+            client_id=settings.client_id,
+            topics=list(beat.topics),
+            owned=[GroupPartition(topic=tp.topic, partition=tp.partition) for tp in beat.owned],
+            session_timeout_ms=settings.session_timeout_ms,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            poll_age_ms=beat.poll_age_ms,
+            leave=beat.leave,
+        )
+        answer = await self._http.call(
+            "POST", self._url, GroupHeartbeatResponse, body=request, timeout_s=timeout_s
+        )
+        return BeatAnswer(
+            member_id=answer.member_id,
+            generation=answer.generation,
+            assigned=frozenset(TopicPartition(p.topic, p.partition) for p in answer.assigned),
+            pending=bool(answer.pending),
+        )
+
+
 # A change of the member's partitions, for the rebalance callbacks (called from poll):
 # ("assigned", partitions) when new ones arrived, ("lost", partitions) when fencing or a
 # lost session took them without a chance to commit.
@@ -80,17 +147,15 @@ class Membership:
         self,
         settings: MembershipSettings,
         *,
-        http: AsyncHTTP,
-        url: str,
+        sender: HeartbeatSender,
         fetcher: Fetcher,
         buffer: FetchBuffer,
-        group: GroupClient,
+        group: OffsetStore,
         on_change: ChangeListener | None = None,
     ) -> None:
         self.settings = settings
         self._on_change = on_change
-        self._http = http
-        self._url = f"{url}/v1/groups/{quote(settings.group, safe='')}/heartbeat"
+        self._sender = sender
         self._fetcher = fetcher
         self._buffer = buffer
         self._group = group
@@ -258,29 +323,21 @@ class Membership:
         self.member_id = None
         self.joined.set()  # nobody waits for an assignment that will not come
 
-    async def _beat(self, *, poll_age_ms: int = 0, leave: bool = False) -> GroupHeartbeatResponse:
+    async def _beat(self, *, poll_age_ms: int = 0, leave: bool = False) -> BeatAnswer:
         settings = self.settings
-        request = GroupHeartbeatRequest(
+        beat = Beat(
             member_id=self.member_id,
-            instance_id=settings.instance_id,
-            client_id=settings.client_id,
-            topics=list(self._fetcher.topics),
-            owned=[
-                GroupPartition(topic=tp.topic, partition=tp.partition)
-                for tp in self._fetcher.assignment.partitions
-            ],
-            session_timeout_ms=settings.session_timeout_ms,
-            max_poll_interval_ms=settings.max_poll_interval_ms,
+            generation=self.generation,
+            topics=tuple(self._fetcher.topics),
+            owned=tuple(self._fetcher.assignment.partitions),
             poll_age_ms=poll_age_ms,
             leave=leave,
         )
         # a heartbeat stuck on a dying coordinator must not use up the session: retry
         timeout_s = min(settings.request_timeout_ms, settings.session_timeout_ms // 3) / 1000
-        return await self._http.call(
-            "POST", self._url, GroupHeartbeatResponse, body=request, timeout_s=timeout_s
-        )
+        return await self._sender.beat(beat, timeout_s)
 
-    def _on_answer(self, answer: GroupHeartbeatResponse) -> None:
+    def _on_answer(self, answer: BeatAnswer) -> None:
         self._last_ok_s = time.monotonic()
         self.refused = None
         if answer.member_id != self.member_id:
@@ -292,8 +349,8 @@ class Membership:
             )
         self.member_id = answer.member_id
         self.generation = answer.generation
-        self.pending = bool(answer.pending)
-        assigned = {TopicPartition(p.topic, p.partition) for p in answer.assigned}
+        self.pending = answer.pending
+        assigned = answer.assigned
         owned = set(self._fetcher.assignment.partitions)
         added = assigned - owned
         self.revoking = frozenset(owned - assigned)

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
-from conveyor.protocol.messages import Metadata, TopicDescription
+from conveyor.protocol.messages import Metadata, TopicDescription, TopicList
 from conveyor.transport.client import AsyncHTTP
 from conveyor.transport.throttle import throttled
 
@@ -204,6 +204,12 @@ class MetadataClient:
         auto = "true" if self._auto_create else "false"
         url = f"{self._url}/v1/metadata?topics={names}&auto_create={auto}"
         return await self._http.call("GET", url, Metadata, timeout_s=self._request_timeout_s)
+
+    async def topic_names(self) -> list[str]:
+        """Every topic of the cluster (a pattern subscription matches against them)."""
+        url = f"{self._url}/v1/topics"
+        listed = await self._http.call("GET", url, TopicList, timeout_s=self._request_timeout_s)
+        return [t.name for t in listed.topics]
 
     async def routes(self, topic: str) -> tuple[PartitionRoute, ...] | None:
         """The topic's partitions, fetching metadata if not cached (None: no such topic)."""

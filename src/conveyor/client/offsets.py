@@ -1,16 +1,16 @@
 """Partition offsets as a client asks for them: earliest, latest, by time (Kafka's
 ListOffsets), and the record found at an offset.
 
-The only module of the consumer that knows how these questions travel (today the leader's
-``GET .../offsets`` and a one-batch fetch over HTTP): the consumer's ``beginning_offsets``,
-``end_offsets``, ``offsets_for_times`` and ``seek_to_*`` build on these functions, so a
-client speaking the Kafka protocol (issue 19) replaces this module and nothing above it.
+How these questions travel over HTTP (the leader's ``GET .../offsets`` and a one-batch
+fetch): the consumer's ``beginning_offsets``, ``end_offsets``, ``offsets_for_times`` and
+``seek_to_*`` ask an :class:`OffsetsClient`, :class:`HttpOffsets` here or
+``kafka_offsets.KafkaOffsets`` (ListOffsets) on the Kafka transport.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple, Protocol
 from urllib.parse import quote
 
 from conveyor.client.metadata import MetadataClient
@@ -99,3 +99,60 @@ async def offsets_for_times(
     items = list(times.items())
     answers = await gather_all(*(one(tp, when) for tp, when in items))
     return {tp: answer for (tp, _), answer in zip(items, answers, strict=True)}
+
+
+class OffsetsClient(Protocol):
+    """The consumer's questions about partition offsets, whatever the transport."""
+
+    async def earliest(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Each partition's log start offset."""
+        ...
+
+    async def latest(
+        self, partitions: Iterable[TopicPartition], read_committed: bool
+    ) -> dict[TopicPartition, int]:
+        """Each partition's end: the high watermark, or the last stable offset."""
+        ...
+
+    async def for_times(
+        self, times: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        """Per partition, the first record at or after the time (None: none yet)."""
+        ...
+
+
+class HttpOffsets:
+    """:class:`OffsetsClient` over the leaders' HTTP API."""
+
+    def __init__(self, http: AsyncHTTP, metadata: MetadataClient, request_timeout_ms: int) -> None:
+        self._http = http
+        self._metadata = metadata
+        self._timeout_s = request_timeout_ms / 1000
+
+    async def earliest(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        found = await list_offsets(
+            self._http, self._metadata, partitions, timeout_s=self._timeout_s
+        )
+        return {tp: answer.log_start_offset for tp, answer in found.items()}
+
+    async def latest(
+        self, partitions: Iterable[TopicPartition], read_committed: bool
+    ) -> dict[TopicPartition, int]:
+        found = await list_offsets(
+            self._http, self._metadata, partitions, timeout_s=self._timeout_s
+        )
+        if read_committed:  # Kafka's end for it: the LSO
+            return {
+                tp: answer.high_watermark
+                if answer.last_stable_offset is None
+                else answer.last_stable_offset
+                for tp, answer in found.items()
+            }
+        return {tp: answer.high_watermark for tp, answer in found.items()}
+
+    async def for_times(
+        self, times: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        return await offsets_for_times(
+            self._http, self._metadata, dict(times), timeout_s=self._timeout_s
+        )

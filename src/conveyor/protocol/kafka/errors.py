@@ -215,6 +215,9 @@ _PREFERRED: Final[dict[KafkaError, ErrorCode]] = {
     KafkaError.INVALID_REQUIRED_ACKS: ErrorCode.INVALID_REQUEST,
     KafkaError.INVALID_TIMESTAMP: ErrorCode.INVALID_RECORD,
     KafkaError.UNKNOWN_TOPIC_ID: ErrorCode.UNKNOWN_TOPIC,
+    # KIP-848: a commit or fetch with a member epoch the group has moved past; Conveyor's
+    # client answers it as a stale generation (drop the partitions, rejoin)
+    KafkaError.STALE_MEMBER_EPOCH: ErrorCode.ILLEGAL_GENERATION,
 }
 
 
