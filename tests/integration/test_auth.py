@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import msgspec
 import pytest
 
 import conveyor
@@ -26,10 +27,19 @@ from conveyor.protocol.errors import (
     ErrorCode,
     RetriableError,
 )
+from conveyor.protocol.fetchframe import HelloAnswer, ReplicaHello
+from conveyor.protocol.messages import (
+    BrokerId,
+    Epoch,
+    EpochEndPartition,
+    EpochEndRequest,
+    EpochEndResponse,
+)
 from conveyor.transport.auth import PUBLIC, policy_for
 from conveyor.transport.client import SyncHTTP
 from conveyor.transport.credentials import authorization_header
 from tests.integration.cluster import Cluster, wait_for
+from tests.integration.replica_wire import error_code, exchange, listener_address, open_replica
 
 SECRET = "cluster-secret-for-tests-0123456789"
 GUESS_WINDOW_MS = 600_000
@@ -314,6 +324,32 @@ def test_client_tokens_are_refused_on_internal_routes_whatever_their_acls(
             if internal:
                 with pytest.raises(AuthorizationError):
                     admin.request(method, base + concrete(path), body=b"{}")
+
+
+def test_the_replica_listener_admits_the_cluster_secret_only(auth_cluster: AuthCluster) -> None:
+    """Followers fetch on the replica listener: the internal routes' rule holds there
+    (no credentials, a client's token or a fetch before the hello are refused)."""
+    cluster_http = SyncHTTP(authorization=authorization_header(SECRET))
+    address = listener_address(cluster_http, auth_cluster.broker_url())
+    refusals = [
+        (ReplicaHello(broker_id=9), "UNAUTHENTICATED"),
+        (ReplicaHello(broker_id=9, secret=auth_cluster.admin_token), "FORBIDDEN"),
+        (EpochEndRequest(broker_id=BrokerId(9), partitions=[]), "INVALID_REQUEST"),
+    ]
+    for request, code in refusals:
+        with open_replica(address) as sock:
+            ok, header = exchange(sock, request)
+            assert not ok and error_code(header) == code, request
+            with pytest.raises(ConnectionError):  # and the connection is closed
+                exchange(sock, request)
+    with open_replica(address) as sock:
+        ok, header = exchange(sock, ReplicaHello(broker_id=9, secret=SECRET))
+        assert ok and msgspec.json.decode(header, type=HelloAnswer).broker_id == 1
+        asked = EpochEndPartition(
+            topic="orders", partition=0, current_leader_epoch=Epoch(-1), epoch=Epoch(0)
+        )
+        ok, header = exchange(sock, EpochEndRequest(broker_id=BrokerId(9), partitions=[asked]))
+        assert ok and msgspec.json.decode(header, type=EpochEndResponse).partitions
 
 
 def test_cli_user_token_acl_and_produce(auth_cluster: AuthCluster) -> None:

@@ -17,15 +17,18 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from cryptography import x509
 
 import conveyor
 from conveyor.protocol.errors import AuthorizationError, ConveyorError, ErrorCode
+from conveyor.protocol.fetchframe import HelloAnswer, ReplicaHello
 from conveyor.transport.certs import CertPaths, init_certs
 from conveyor.transport.client import SyncHTTP
 from conveyor.transport.tls import TLSConfig
 from tests.integration.cluster import Cluster, wait_for
+from tests.integration.replica_wire import error_code, exchange, listener_address, open_replica
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +195,7 @@ def internal_urls(cluster: Cluster) -> list[tuple[str, str]]:
 def test_internal_routes_need_the_cluster_client_certificate(tls_cluster: Cluster) -> None:
     certs = certs_of(tls_cluster)
     urls = internal_urls(tls_cluster)
-    assert len(urls) >= 5  # heartbeat, ISR changes, security state, replica fetch, epoch end
+    assert len(urls) >= 4  # heartbeat, ISR changes, security state, replica listener
     without = SyncHTTP(TLSConfig(cafile=str(certs.ca)))
     with_cert = SyncHTTP(
         TLSConfig(
@@ -211,6 +214,25 @@ def test_internal_routes_need_the_cluster_client_certificate(tls_cluster: Cluste
             with_cert.request(method, url, body=body)
         except ConveyorError as exc:
             assert exc.code is not ErrorCode.FORBIDDEN, url
+
+
+def test_the_replica_listener_needs_the_cluster_client_certificate(tls_cluster: Cluster) -> None:
+    """Followers fetch over TLS on the replica listener; as on the internal routes, only
+    a connection with the cluster's client certificate gets an answer."""
+    certs = certs_of(tls_cluster)
+    member = TLSConfig(
+        cafile=str(certs.ca),
+        client_certfile=str(certs.client_cert),
+        client_keyfile=str(certs.client_key),
+    )
+    address = listener_address(SyncHTTP(member), tls_cluster.brokers[1].url)
+    anonymous = TLSConfig(cafile=str(certs.ca)).client_context()
+    with open_replica(address, anonymous) as sock:
+        ok, header = exchange(sock, ReplicaHello(broker_id=9))
+        assert not ok and error_code(header) == "FORBIDDEN"
+    with open_replica(address, member.client_context()) as sock:
+        ok, header = exchange(sock, ReplicaHello(broker_id=9))
+        assert ok and msgspec.json.decode(header, type=HelloAnswer).broker_id == 1
 
 
 def test_a_broker_with_a_certificate_from_another_ca_cannot_join(

@@ -48,6 +48,7 @@ def config_from_args(args: argparse.Namespace | Settings) -> BrokerConfig:
     broker_id = s[catalog.BROKER_ID]
     tls = tls_from_settings(s)
     host, port = parse_listen(s[catalog.BROKER_LISTEN])
+    listen_host = host
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 -- a wildcard is not reachable as is
         host = socket.gethostname()
     advertised = s[catalog.ADVERTISED_URL] or f"{tls.scheme}://{host}:{port}"
@@ -78,6 +79,8 @@ def config_from_args(args: argparse.Namespace | Settings) -> BrokerConfig:
         security_max_staleness_ms=s[catalog.SECURITY_MAX_STALENESS_MS],
         cluster_secret=s[catalog.CLUSTER_SECRET],
         kafka=kafka_settings(s),
+        replica_listen_host=listen_host or "0.0.0.0",  # noqa: S104 -- as the HTTP listener
+        replica_port=s[catalog.REPLICA_PORT],
     )
 
 

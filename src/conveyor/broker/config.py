@@ -71,8 +71,12 @@ class BrokerConfig:
     # Replication (Kafka's replica.lag.time.max.ms and replica fetcher settings).
     replica_lag_time_max_ms: int = 10_000
     replica_fetch_max_wait_ms: int = 500
-    replica_fetch_max_bytes: int = 16 * MIB
-    replica_fetch_partition_max_bytes: int = 4 * MIB
+    replica_fetch_max_bytes: int = 32 * MIB
+    replica_fetch_partition_max_bytes: int = 8 * MIB
+    # The replica listener (followers fetch there, broker/replica_listener.py): the host
+    # of the HTTP listener, and a port (0: one the OS picks; followers ask for it).
+    replica_listen_host: str = "127.0.0.1"
+    replica_port: int = 0
     shutdown_timeout_s: float = 10.0
     # The cluster's own token, sent on calls to the coordinator and other brokers; kept
     # out of repr so that logging a config never shows it.

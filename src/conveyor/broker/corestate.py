@@ -32,8 +32,8 @@ class CoreConfig(Value, frozen=True):
     broker_id: BrokerId
     replica_lag_time_max_ms: int = 10_000
     replica_fetch_max_wait_ms: int = 500
-    replica_fetch_partition_max_bytes: int = 4 * 1024 * 1024
-    replica_fetch_max_bytes: int = 16 * 1024 * 1024
+    replica_fetch_partition_max_bytes: int = 8 * 1024 * 1024
+    replica_fetch_max_bytes: int = 32 * 1024 * 1024
     flush_override: FlushPolicy | None = None
     # A request to a leader unanswered this long is lost (a fetch: beyond its long-poll);
     # the session backs off and asks again. As the shell's HTTP timeouts (peers.py).

@@ -3,7 +3,7 @@
 Thin by design (etcd-raft's ``Ready`` loop): :meth:`CoreDriver.step` runs the pure
 ``core.step`` for each event, then performs the effects it returned, in order: storage
 through :class:`ReplicaManager` (slow operations in worker threads, serialized per
-partition), messages through :class:`HttpPeers`, answers to the produce and fetch
+partition), messages through :class:`Peers`, answers to the produce and fetch
 requests waiting on futures, wake-ups of consumers' long-polls, log lines, and one timer
 for the next ``Tick`` the core asked for. What those operations report comes back as the
 next events. No rule lives here: every "whether" and "when" is the core's.
@@ -31,7 +31,7 @@ import msgspec
 
 from conveyor.broker import core
 from conveyor.broker.corestate import BrokerState, CoreConfig
-from conveyor.broker.peers import HttpPeers
+from conveyor.broker.peers import Peers
 from conveyor.broker.replicas import ReplicaManager, facts
 from conveyor.protocol.errors import (
     ConveyorError,
@@ -100,7 +100,7 @@ class CoreDriver:
         *,
         clock: Clock,
         storage: ReplicaManager,
-        peers: HttpPeers,
+        peers: Peers,
         on_isr_changed: Callable[[IsrChanged], None] = lambda _: None,
         rng: random.Random | None = None,
     ) -> None:
@@ -164,6 +164,7 @@ class CoreDriver:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self._peers.close()
 
     # ---- what requests wait on -------------------------------------------------------------
 

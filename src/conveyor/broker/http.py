@@ -19,25 +19,24 @@ from aiohttp import web
 
 from conveyor.broker.heartbeat import Heartbeat
 from conveyor.broker.jsonrecords import to_fetched
-from conveyor.broker.peers import EPOCH_END_PATH, FETCH_PATH, FRAMED_CONTENT_TYPE
+from conveyor.broker.peers import LISTENER_PATH
+from conveyor.broker.replica_listener import ReplicaAccess, ReplicaListener
 from conveyor.broker.rules import parse_acks
 from conveyor.broker.service import BrokerService, FetchResult
 from conveyor.broker.share.routes import share_routes
 from conveyor.broker.txn_markers import MarkerWriter
 from conveyor.protocol.batch import peek_length
-from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError, RetriableError
+from conveyor.protocol.fetchframe import ReplicaListenerAddress
 from conveyor.protocol.messages import (
     BATCH_CONTENT_TYPE,
     DeletedRecords,
-    EpochEndRequest,
-    EpochEndResponse,
     ErrorBody,
     FetchResponse,
     HostedPartitions,
     JsonProduceRequest,
     PartitionOffsets,
     ProduceResponse,
-    ReplicaFetchRequest,
     RoutedProduceResponse,
 )
 from conveyor.protocol.records import decode_batches
@@ -78,6 +77,7 @@ _BINARY_TYPES: Final = (BATCH_CONTENT_TYPE, "application/octet-stream")
 SERVICE_KEY: Final = web.AppKey("conveyor_broker_service", BrokerService)
 _TASKS_KEY: Final = web.AppKey("conveyor_broker_tasks", list)
 KAFKA_LISTENER_KEY: Final = web.AppKey("conveyor_kafka_listener", KafkaListener)
+REPLICA_LISTENER_KEY: Final = web.AppKey("conveyor_replica_listener", ReplicaListener)
 
 
 def _topic_partition(request: web.Request) -> tuple[str, int]:
@@ -299,14 +299,11 @@ class _Handlers:
     async def hosted(self, _: web.Request) -> web.Response:
         return json_response(self.service.hosted())
 
-    async def replica_fetch(self, request: web.Request) -> web.Response:
-        fetch = await decode_json(request, ReplicaFetchRequest)
-        body = await self.service.replica_server.fetch(fetch)
-        return web.Response(body=body, content_type=FRAMED_CONTENT_TYPE)
-
-    async def epoch_end(self, request: web.Request) -> web.Response:
-        asked = await decode_json(request, EpochEndRequest)
-        return json_response(self.service.replica_server.epoch_end(asked))
+    async def replica_listener(self, request: web.Request) -> web.Response:
+        listener = request.app.get(REPLICA_LISTENER_KEY)
+        if listener is None:
+            raise RetriableError("the replica listener is not open yet", code=ErrorCode.NOT_READY)
+        return json_response(ReplicaListenerAddress(port=listener.port))
 
 
 MULTI_STATUS: Final = 207
@@ -396,23 +393,12 @@ def broker_routes(service: BrokerService) -> list[Route]:
             tags=("broker",),
         ),
         Route(
-            "POST",
-            FETCH_PATH,
-            handlers.replica_fetch,
-            "A follower fetches the partitions it copies from this leader (long-poll); the "
-            "answer is a 4-byte length, a ReplicaFetchResponse JSON, then the batches",
-            request=ReplicaFetchRequest,
-            binary_response=True,
-            internal=True,
-        ),
-        Route(
-            "POST",
-            EPOCH_END_PATH,
-            handlers.epoch_end,
-            "Where a follower's latest leader epoch ends in this leader's log (KIP-101): "
-            "the follower truncates beyond it before fetching",
-            request=EpochEndRequest,
-            response=EpochEndResponse,
+            "GET",
+            LISTENER_PATH,
+            handlers.replica_listener,
+            "The port of this broker's replica listener (on the host of its URL), where "
+            "followers fetch and ask where epochs end (docs/replication.md)",
+            response=ReplicaListenerAddress,
             internal=True,
         ),
         MarkerWriter(
@@ -444,6 +430,7 @@ def build_broker_app(service: BrokerService) -> web.Application:
     )
 
     async def on_startup(_: web.Application) -> None:
+        await _start_replica_listener(app, service)
         await _start_kafka(app, service)
         tasks = app[_TASKS_KEY]
         tasks.append(asyncio.create_task(heartbeat.run(), name="heartbeat"))
@@ -457,6 +444,9 @@ def build_broker_app(service: BrokerService) -> web.Application:
         listener = app.get(KAFKA_LISTENER_KEY)
         if listener is not None:
             await listener.close()
+        replica_listener = app.get(REPLICA_LISTENER_KEY)
+        if replica_listener is not None:
+            await replica_listener.close()
 
     async def on_cleanup(_: web.Application) -> None:
         for task in app[_TASKS_KEY]:
@@ -485,6 +475,28 @@ async def _start_kafka(app: web.Application, service: BrokerService) -> None:
     await listener.start()
     app[KAFKA_LISTENER_KEY] = listener
     service.metrics.kafka_listener = listener
+
+
+async def _start_replica_listener(app: web.Application, service: BrokerService) -> None:
+    """Followers' fetches, on the replica protocol (broker/replica_listener.py): the same
+    TLS context as HTTPS, and the same rule for who may use it as the internal routes."""
+    from conveyor.transport.auth import AUTH_KEY
+    from conveyor.transport.secure import SSL_CONTEXT_KEY
+
+    config = service.config
+    auth = app.get(AUTH_KEY)
+    auth_enabled = auth is not None and auth.settings.enabled
+    access = ReplicaAccess(
+        auth_enabled=auth_enabled,
+        cluster_secret=config.cluster_secret,
+        client_cert_required=config.tls.enabled
+        and (config.tls.internal_mtls or config.tls.require_client_cert),
+        client_cert_accepted=config.tls.internal_mtls,
+    )
+    context = app.get(SSL_CONTEXT_KEY) if config.tls.enabled else None
+    listener = ReplicaListener(service.replica_server, access, service.broker_id, context)
+    await listener.start(config.replica_listen_host, config.replica_port)
+    app[REPLICA_LISTENER_KEY] = listener
 
 
 def _log_task_end(task: asyncio.Task[None]) -> None:

@@ -5,17 +5,19 @@ A follower's fetch is stepped into the core (fencing, progress, high watermark, 
 the long-poll: ``CoreDriver.replica_fetch`` returns once the core answers); the answer
 names, per partition, the offset to read from (up to the log end: followers copy what
 consumers cannot see yet) or why not. Here the batches are read within the request's byte
-budget and framed (``protocol/fetchframe.py``). An OffsetsForLeaderEpoch request is
+budget as ranges of the segment files, which the replica listener sends without reading
+them (``broker/replica_listener.py``). An OffsetsForLeaderEpoch request is
 fenced by the core's rule and answered from the leader's epoch cache.
 """
 
 from __future__ import annotations
 
+import os
+
 from conveyor.broker.core import error_body, fencing_problem
 from conveyor.broker.driver import CoreDriver
 from conveyor.broker.replicas import ReplicaManager
 from conveyor.protocol.errors import ConveyorError
-from conveyor.protocol.fetchframe import encode_fetch_response
 from conveyor.protocol.messages import (
     Epoch,
     EpochEndRequest,
@@ -28,6 +30,7 @@ from conveyor.protocol.messages import (
     ReplicaFetchResult,
 )
 from conveyor.protocol.replica import ReplicaRead, TopicPartition
+from conveyor.storage import FileRange
 
 
 class ReplicaServer:
@@ -37,33 +40,44 @@ class ReplicaServer:
         self._driver = driver
         self._storage = storage
 
-    async def fetch(self, request: ReplicaFetchRequest) -> bytes:
+    async def fetch(
+        self, request: ReplicaFetchRequest
+    ) -> tuple[ReplicaFetchResponse, list[FileRange]]:
+        """The answer's header and, for each result with ``size_bytes``, where its batches
+        lie in a segment file (sent from there: ``os.sendfile``). The caller closes every
+        range's ``fd``, sent or not."""
         answer = await self._driver.replica_fetch(request)
         results: list[ReplicaFetchResult] = []
-        chunks: list[bytes] = []
+        ranges: list[FileRange] = []
         budget = max(request.max_bytes, 1)
-        for wanted, read in zip(request.partitions, answer.reads, strict=True):
-            if isinstance(read, ErrorBody):
-                results.append(
-                    ReplicaFetchResult(topic=wanted.topic, partition=wanted.partition, error=read)
-                )
-                chunks.append(b"")
-                continue
-            result, data = self._read(read, min(request.partition_max_bytes, budget))
-            budget -= len(data)
-            results.append(result)
-            chunks.append(data)
-        return encode_fetch_response(ReplicaFetchResponse(partitions=results), chunks)
+        try:
+            for wanted, read in zip(request.partitions, answer.reads, strict=True):
+                if isinstance(read, ErrorBody):
+                    results.append(
+                        ReplicaFetchResult(
+                            topic=wanted.topic, partition=wanted.partition, error=read
+                        )
+                    )
+                    continue
+                result, found = self._locate(read, min(request.partition_max_bytes, budget))
+                results.append(result)
+                if found is not None:
+                    budget -= found.size_bytes
+                    ranges.append(found)
+        except BaseException:
+            close_ranges(ranges)
+            raise
+        return ReplicaFetchResponse(partitions=results), ranges
 
-    def _read(self, read: ReplicaRead, limit: int) -> tuple[ReplicaFetchResult, bytes]:
+    def _locate(self, read: ReplicaRead, limit: int) -> tuple[ReplicaFetchResult, FileRange | None]:
         partition_log = self._storage.get(TopicPartition(read.topic, read.partition))
         if partition_log is None:
             error = ErrorBody(code="NOT_LEADER", message="leadership moved", retriable=True)
-            return ReplicaFetchResult(topic=read.topic, partition=read.partition, error=error), b""
+            return ReplicaFetchResult(topic=read.topic, partition=read.partition, error=error), None
         try:
-            data = b""
+            found = None
             if limit > 0:
-                data = partition_log.read(read.fetch_offset, limit, upper_offset=None)
+                found = partition_log.read_range(read.fetch_offset, limit)
         except ConveyorError as exc:
             result = ReplicaFetchResult(
                 topic=read.topic,
@@ -72,16 +86,16 @@ class ReplicaServer:
                 log_start_offset=Offset(partition_log.log_start_offset),
                 log_end_offset=Offset(partition_log.log_end_offset),
             )
-            return result, b""
+            return result, None
         result = ReplicaFetchResult(
             topic=read.topic,
             partition=read.partition,
             high_watermark=read.high_watermark,
             log_start_offset=Offset(partition_log.log_start_offset),
             log_end_offset=Offset(partition_log.log_end_offset),
-            size_bytes=len(data),
+            size_bytes=0 if found is None else found.size_bytes,
         )
-        return result, data
+        return result, found
 
     def epoch_end(self, request: EpochEndRequest) -> EpochEndResponse:
         """Where each asked epoch ends in this leader's log (KIP-101)."""
@@ -111,3 +125,8 @@ class ReplicaServer:
                 )
             )
         return EpochEndResponse(partitions=results)
+
+
+def close_ranges(ranges: list[FileRange]) -> None:
+    for found in ranges:
+        os.close(found.fd)

@@ -31,7 +31,7 @@ from conveyor.broker.heartbeat import HeartbeatLink
 from conveyor.broker.jsonrecords import build_batch
 from conveyor.broker.metadata import MetadataCache
 from conveyor.broker.metrics import BrokerMetrics
-from conveyor.broker.peers import HttpPeers
+from conveyor.broker.peers import Peers
 from conveyor.broker.reconcile import check_cluster_id
 from conveyor.broker.replica import Replica, check_produce
 from conveyor.broker.replica_server import ReplicaServer
@@ -181,11 +181,14 @@ class BrokerService:
             ),
             clock=self.clock,
             storage=self.replicas,
-            peers=HttpPeers(
+            peers=Peers(
                 self.http,
                 lambda: self.config.coordinator_url,
                 self.metadata.leader_url,
                 self.accept_coordinator_epoch,
+                broker_id=config.broker_id,
+                tls=config.tls,
+                cluster_secret=config.cluster_secret,
             ),
             on_isr_changed=self.metrics.isr_changed,
         )

@@ -504,6 +504,14 @@ CLEANER_BACKOFF_MS: Final = setting(
 )
 
 # ---- the broker's Kafka listener (docs/kafka-compatibility.md) ---------------------------
+REPLICA_PORT: Final = setting(
+    "replica_port",
+    kinds.integer(0, 65535),
+    0,
+    "the port of the replica listener (followers fetch from leaders there, on the host of "
+    "broker_listen; 0: one the OS picks, which followers learn from the broker's HTTP API)",
+    ("broker",),
+)
 KAFKA_LISTEN: Final = setting(
     "kafka_listen",
     kinds.optional(kinds.HOST_PORT),
@@ -650,6 +658,7 @@ BROKER: Final[tuple[Setting[Any], ...]] = (
     CLEANER_IO_BYTES_PER_S,
     CLEANER_DEDUPE_BUFFER_BYTES,
     CLEANER_BACKOFF_MS,
+    REPLICA_PORT,
     KAFKA_LISTEN,
     KAFKA_ADVERTISE,
     KAFKA_MAX_FRAME_BYTES,

@@ -69,6 +69,18 @@ class AppendResult(NamedTuple):
     last_offset: int
 
 
+class FileRange(NamedTuple):
+    """Whole batches as they lie in a segment file, to be sent without reading them
+    (``os.sendfile``). ``fd`` is this range's own duplicate of the segment's descriptor:
+    a roll, retention or compaction that closes the segment meanwhile does not affect it
+    (the file stays readable until ``fd`` is closed, which the caller must do); a
+    truncation can shorten the file under it, which the sender sees as a short send."""
+
+    fd: int
+    position: int
+    size_bytes: int
+
+
 class CleaningView(NamedTuple):
     """What a cleaning may work on (``cleaner.py``): the sealed segments, whose files do
     not change until a truncation, retention or swap bumps ``generation``."""
@@ -570,6 +582,25 @@ class PartitionLog:
                     continue  # below the offset, or emptied by compaction
                 return segment.read(max(offset, segment.base_offset), max_bytes, upper)
             return b""
+
+    def read_range(self, offset: int, max_bytes: int) -> FileRange | None:
+        """Where :meth:`read` would find its batches (up to the log end, within one
+        segment), as a :class:`FileRange` to send from the file; None when nothing is
+        there yet. The CRCs are not checked: the receiver checks them (a replica)."""
+        with self._lock:
+            self._check_usable()
+            start, end = self.log_start_offset, self.log_end_offset
+            if offset < start or offset > end:
+                raise OffsetOutOfRangeError(offset, start, end)
+            i = bisect.bisect_right(self._bases, offset) - 1
+            for segment in self._segments[i:]:
+                if segment.next_offset <= max(offset, segment.base_offset):
+                    continue  # below the offset, or emptied by compaction
+                found = segment.batch_range(max(offset, segment.base_offset), max_bytes)
+                if found is None:
+                    return None
+                return FileRange(os.dup(segment.fd), found[0], found[1])
+            return None
 
     def headers(self, offset: int) -> Iterator[BatchHeader]:
         """The headers of the batches from the one holding ``offset`` to the log end (for

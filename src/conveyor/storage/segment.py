@@ -159,14 +159,18 @@ class LogSegment:
         """Up to ``size`` bytes of the ``.log`` at ``position`` (a marker's key, say)."""
         return os.pread(self.fd, size, position)
 
-    def iter_headers(self, position: int, end: int) -> Iterator[tuple[int, BatchHeader]]:
-        """(position, header) of each batch from ``position`` (a batch boundary) to ``end``."""
+    def iter_headers(
+        self, position: int, end: int, chunk_bytes: int = _SCAN_CHUNK_BYTES
+    ) -> Iterator[tuple[int, BatchHeader]]:
+        """(position, header) of each batch from ``position`` (a batch boundary) to ``end``,
+        reading ``chunk_bytes`` at a time (at least a header)."""
         buf = b""
         chunk_start = position
+        chunk_bytes = max(chunk_bytes, HEADER_SIZE)
         while position < end:
             relative = position - chunk_start
             if relative + HEADER_SIZE > len(buf):
-                buf = os.pread(self.fd, min(_SCAN_CHUNK_BYTES, end - position), position)
+                buf = os.pread(self.fd, min(chunk_bytes, end - position), position)
                 chunk_start, relative = position, 0
                 if len(buf) < HEADER_SIZE:
                     raise CorruptDataError(
@@ -203,7 +207,10 @@ class LogSegment:
             self.index.drop(indexed_offset)
             indexed_offset, position = self.index.lookup(offset)
         expected = indexed_offset
-        for batch_position, header in self.iter_headers(position, self.size_bytes):
+        # Reads of about one index interval: the walk ends within one (plus the batch
+        # there), and with large batches only their headers are read, not 1 MiB a step.
+        chunk_bytes = self.index_interval_bytes + HEADER_SIZE
+        for batch_position, header in self.iter_headers(position, self.size_bytes, chunk_bytes):
             # Offsets only grow; gaps between batches are normal in a compacted segment.
             if not self._follows(header.base_offset, expected) or (
                 header.next_offset > self.next_offset
@@ -276,6 +283,25 @@ class LogSegment:
                 f"{self.log_path}: unreadable batch at position {position}", position=position
             )
         return data if cut == len(data) else data[:cut]
+
+    def batch_range(self, offset: int, max_bytes: int) -> tuple[int, int] | None:
+        """(position, size_bytes) of whole batches from the one holding ``offset`` to at
+        most ``max_bytes`` (always at least that one batch), for sending straight from the
+        file (``os.sendfile``): nothing is read but the 12-byte length prefix of each batch
+        after the first, and no CRC is checked here (the receiver checks every batch, as
+        Kafka's followers do). None when ``offset`` is past the end."""
+        found = self.locate(offset)
+        if found is None:
+            return None
+        position, first = found
+        end = position + first.size_bytes
+        limit = min(position + max(max_bytes, first.size_bytes), self.size_bytes)
+        while end + LOG_OVERHEAD <= limit:
+            _, size = peek_length(os.pread(self.fd, LOG_OVERHEAD, end))
+            if size < HEADER_SIZE or end + size > limit:
+                break
+            end += size
+        return position, end - position
 
     def find_offset_by_timestamp(self, timestamp_ms: int, min_offset: int = 0) -> int | None:
         """Base offset of the first batch whose max timestamp is >= ``timestamp_ms`` among

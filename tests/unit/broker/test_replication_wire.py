@@ -1,38 +1,14 @@
-"""The replica fetch framing and reconciliation of partition epochs."""
+"""Reconciliation of partition epochs (the replica protocol: protocol/test_fetchframe.py)."""
 
 from __future__ import annotations
 
-import pytest
-
 from conveyor.broker.reconcile import ReplicaState, TopicPartition, UpdateReplicas, reconcile
-from conveyor.protocol.errors import InvalidRequestError
-from conveyor.protocol.fetchframe import decode_fetch_response, encode_fetch_response
 from conveyor.protocol.messages import (
     BrokerId,
     Epoch,
     ReplicaAssignment,
-    ReplicaFetchResponse,
-    ReplicaFetchResult,
     TopicConfig,
 )
-
-
-def test_fetch_framing_round_trips_without_copies() -> None:
-    response = ReplicaFetchResponse(
-        partitions=[
-            ReplicaFetchResult(topic="a", partition=0, size_bytes=3, high_watermark=7),
-            ReplicaFetchResult(topic="a", partition=1, size_bytes=0),
-            ReplicaFetchResult(topic="b", partition=0, size_bytes=2),
-        ]
-    )
-    body = encode_fetch_response(response, [b"xyz", b"", b"pq"])
-    decoded, chunks = decode_fetch_response(body)
-    assert decoded == response
-    assert [bytes(c) for c in chunks] == [b"xyz", b"", b"pq"]
-    with pytest.raises(InvalidRequestError):
-        decode_fetch_response(body + b"!")
-    with pytest.raises(InvalidRequestError):
-        decode_fetch_response(b"\x00")
 
 
 def _assignment(partition_epoch: int, isr: list[int]) -> ReplicaAssignment:

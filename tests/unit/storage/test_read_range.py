@@ -1,0 +1,69 @@
+"""PartitionLog.read_range: where read()'s batches lie in a segment file, to send them
+from there (the replica listener's os.sendfile)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from tempfile import mkdtemp
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conveyor.protocol.errors import OffsetOutOfRangeError
+from conveyor.storage import FileRange, PartitionLog
+from tests.unit.storage.helpers import LogFactory, make_batch, open_log, values_of
+
+
+def sent(found: FileRange | None) -> bytes:
+    """The bytes a send of ``found`` would carry (and its descriptor closed)."""
+    if found is None:
+        return b""
+    try:
+        return os.pread(found.fd, found.size_bytes, found.position)
+    finally:
+        os.close(found.fd)
+
+
+def filled(make_log: LogFactory | None, counts: list[int], **config: int) -> PartitionLog:
+    log = make_log(**config) if make_log is not None else open_log(Path(mkdtemp()), **config)
+    for n, count in enumerate(counts):
+        log.append(make_batch(values_of(count, f"b{n}-", 40)))
+    return log
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 30), min_size=1, max_size=12),
+    data=st.data(),
+)
+def test_the_range_holds_the_bytes_read_returns(counts: list[int], data: st.DataObject) -> None:
+    log = filled(None, counts, segment_bytes_max=4096, index_interval_bytes=300)
+    try:
+        offset = data.draw(st.integers(0, log.log_end_offset))
+        max_bytes = data.draw(st.integers(1, 20_000))
+        assert sent(log.read_range(offset, max_bytes)) == log.read(offset, max_bytes)
+    finally:
+        log.close()
+        shutil.rmtree(log.directory)
+
+
+def test_at_the_log_end_there_is_nothing_and_beyond_is_out_of_range(
+    make_log: LogFactory,
+) -> None:
+    log = filled(make_log, [3])
+    assert log.read_range(3, 1 << 20) is None
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read_range(4, 1 << 20)
+
+
+def test_a_range_stays_readable_after_its_segment_is_deleted(make_log: LogFactory) -> None:
+    log = filled(make_log, [20, 20, 20, 20], segment_bytes_max=1024)
+    assert log.segment_count > 1
+    found = log.read_range(0, 1 << 20)
+    assert found is not None
+    expected = log.read(0, 1 << 20)
+    log.advance_start(log.log_end_offset)  # deletes every sealed segment
+    assert sent(found) == expected
