@@ -29,6 +29,7 @@ from multiprocessing.synchronize import Event
 from typing import Any, Final
 
 from conveyor.bench.workload import TIMESTAMP_BYTES, ClientBenchConfig, WorkerReport, due_count
+from conveyor.transport.waits import gather_all
 
 PROGRESS_EVERY: Final = 1024  # messages between updates of the shared progress counter
 ERRORS_KEPT: Final = 5
@@ -268,7 +269,7 @@ async def _run_consumer(
                 report=report,
             )
 
-        await asyncio.gather(*(read(reader) for reader in readers))
+        await gather_all(*(read(reader) for reader in readers))
         report.finished_s = time.time()
         report.cpu_s = time.process_time() - cpu_start
         report.messages, report.payload_bytes = totals

@@ -81,6 +81,7 @@ from conveyor.protocol.replica import (
 )
 from conveyor.storage import PartitionLog
 from conveyor.transport.clock import Clock
+from conveyor.transport.waits import settle_all
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class CoreDriver:
         """Wait until the storage operations started so far (and those they started) are
         done: a heartbeat answer is applied when its opens and deletes are."""
         while self._chains:
-            await asyncio.gather(*list(self._chains.values()), return_exceptions=True)
+            await settle_all(*list(self._chains.values()))
 
     async def close(self) -> None:
         self._closed = True

@@ -31,6 +31,7 @@ from conveyor.protocol.replica import TopicPartition
 from conveyor.protocol.topics import validate_topic_name
 from conveyor.transport.client import AsyncHTTP
 from conveyor.transport.clock import Clock
+from conveyor.transport.waits import gather_all
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class Router:
         chosen = partitions_for(records, len(description.partitions), start)
         self._round_robin[topic] = start + unkeyed_count(records)
         groups = group_by_partition(chosen)
-        answers = await asyncio.gather(
+        answers = await gather_all(
             *(
                 self._route_group(topic, p, [records[i] for i in indices], acks, timeout_ms)
                 for p, indices in groups.items()

@@ -9,7 +9,6 @@ coordinator retries those that failed (a leader change, a timeout).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -26,6 +25,7 @@ from conveyor.protocol.txn import (
     marker_batch,
 )
 from conveyor.transport.server import Route, decode_json, json_response
+from conveyor.transport.waits import gather_all
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class MarkerWriter:
         self._now_ms = now_ms
 
     async def write(self, request: TxnMarkersRequest) -> TxnMarkersResponse:
-        results = await asyncio.gather(*(self._one(request, p) for p in request.partitions))
+        results = await gather_all(*(self._one(request, p) for p in request.partitions))
         return TxnMarkersResponse(partitions=list(results))
 
     async def _one(self, request: TxnMarkersRequest, tp: TxnPartition) -> TxnPartitionResult:

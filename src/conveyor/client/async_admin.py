@@ -35,7 +35,7 @@ from conveyor.protocol.messages import (
 from conveyor.transport.client import AsyncHTTP, coordinator_set
 from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
-from conveyor.transport.waits import gather_all
+from conveyor.transport.waits import gather_all, settle_all
 
 T = TypeVar("T")
 
@@ -119,9 +119,8 @@ class AsyncAdmin:
         while True:
             routes = ops.leader_urls(await self._run(deletion.metadata()), deletion.pending)
             tps = list(deletion.pending)
-            answers = await asyncio.gather(
-                *(self._delete_on_leader(deletion, routes[tp], tp) for tp in tps),
-                return_exceptions=True,
+            answers = await settle_all(
+                *(self._delete_on_leader(deletion, routes[tp], tp) for tp in tps)
             )
             outcomes: dict[TopicPartition, int | ConveyorError] = {}
             for tp, outcome in zip(tps, answers, strict=True):
@@ -182,7 +181,7 @@ class AsyncAdmin:
             offset = ops.resolved(to, leader_offsets)
             return PartitionOffset(topic=topic, partition=info.partition, offset=offset)
 
-        offsets = await gather_all(*(one(info) for info in chosen))
+        offsets = list(await gather_all(*(one(info) for info in chosen)))
         return await self._run(ops.set_group_offsets(group, offsets))
 
     # ---- lifetime ----------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from conveyor.client.types import HeadersArg, RecordMetadata, TopicPartition, to
 from conveyor.protocol.records import Codec
 from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
-from conveyor.transport.waits import wait_event, within
+from conveyor.transport.waits import gather_all, wait_event, within
 
 
 class AsyncProducer:
@@ -280,7 +280,7 @@ class AsyncProducer:
             core.sender.wake()
             waits = [completion.wait_async() for completion in pending]
             if waits:
-                await within(asyncio.gather(*waits), timeout)
+                await within(gather_all(*waits), timeout)
         finally:
             core.accumulator.end_flush()
 

@@ -35,7 +35,7 @@ from conveyor.protocol.messages import BATCH_CONTENT_TYPE, PartitionOffsets
 from conveyor.protocol.record_columns import ColumnsDecoder, decode_columns
 from conveyor.protocol.txn import ABORTED_HEADER, decode_aborted, without_aborted
 from conveyor.transport.client import AsyncHTTP
-from conveyor.transport.waits import wait_event
+from conveyor.transport.waits import settle_all, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class Fetcher:
             tasks.append(self._supervisor)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await settle_all(*tasks)
         self._tasks.clear()
 
     # --- assignment ------------------------------------------------------------------------

@@ -19,6 +19,8 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
+from conveyor.transport.waits import settle_all
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -55,7 +57,7 @@ class LoopThread:
         for task in tasks:
             task.cancel()
         if tasks:
-            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            self.loop.run_until_complete(settle_all(*tasks))
 
     @property
     def in_loop_thread(self) -> bool:

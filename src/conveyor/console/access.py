@@ -3,7 +3,6 @@ is the coordinator's ``/v1/security`` API, which needs ``admin`` on the cluster.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -13,13 +12,14 @@ from conveyor.console.core import PREFIX, Ctx
 from conveyor.console.overview import settle
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.security import OPERATIONS, RESOURCE_TYPES
+from conveyor.transport.waits import gather_all
 
 
 class Access:
     async def page(self, ctx: Ctx, status: int = 200, **values: Any) -> web.StreamResponse:
         users = tokens = acls = None
         if ctx.perms.admin and ctx.console.auth_enabled:
-            users, tokens, acls = await asyncio.gather(
+            users, tokens, acls = await gather_all(
                 settle(ctx.api.users()), settle(ctx.api.tokens()), settle(ctx.api.acls())
             )
         values.setdefault("created_token", None)

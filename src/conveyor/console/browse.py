@@ -25,6 +25,7 @@ from typing import Final, Literal
 from conveyor.console.records import Message, matches, message
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.messages import FetchResponse
+from conveyor.transport.waits import gather_all
 
 PAGE_SIZE_DEFAULT: Final = 50
 PAGE_SIZE_MAX: Final = 500
@@ -252,7 +253,7 @@ async def read_page(
             tasks.append(reader.forward(r, at, budget))
         else:
             tasks.append(reader.backward(r, at, budget))
-    scans = await asyncio.gather(*tasks)
+    scans = await gather_all(*tasks)
     return merge(scans, ranges, direction, reader.limit, scan_max)
 
 

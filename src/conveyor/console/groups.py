@@ -3,7 +3,6 @@ empty group's offsets (preview first, then exactly what was previewed), deleting
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final
@@ -16,6 +15,7 @@ from conveyor.console.browse import format_cursor, parse_cursor
 from conveyor.console.core import PREFIX, Ctx, now_ms
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import GroupDescription, PartitionOffset, ResetOffsetsRequest
+from conveyor.transport.waits import gather_all
 
 SORTS: Final = ("group", "state", "members", "lag")
 LAG_SAMPLES_MAX: Final = 60
@@ -121,7 +121,7 @@ class Groups:
         if isinstance(to, int):
             targets = [to for _ in partitions]
         else:
-            answers = await asyncio.gather(
+            answers = await gather_all(
                 *(
                     ctx.api.offsets(p.leader_url or "", topic, p.partition, timestamp)
                     for p in partitions

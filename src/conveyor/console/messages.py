@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any, Final
@@ -35,6 +34,7 @@ from conveyor.protocol.messages import (
     PartitionOffsets,
     TopicDescription,
 )
+from conveyor.transport.waits import gather_all
 
 STARTS: Final = ("end", "beginning", "offset", "time")
 
@@ -149,7 +149,7 @@ class Messages:
     ) -> tuple[dict[int, PartitionRange], dict[int, int]]:
         """Each partition's offsets from its leader, and where the page starts in it."""
         timestamp = forms.moment_ms(q.time) if q.start == "time" and not q.cursor else None
-        answers = await asyncio.gather(
+        answers = await gather_all(
             *(settle(ctx.api.offsets(url, name, p, timestamp)) for p, url in urls.items())
         )
         ranges: dict[int, PartitionRange] = {}

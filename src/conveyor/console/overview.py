@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -14,6 +13,7 @@ from conveyor.console.core import Ctx, now_ms
 from conveyor.console.rates import RateTable
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.messages import BrokerInfo, ClusterStatus, CoordinatorStatus
+from conveyor.transport.waits import gather_all
 
 T = TypeVar("T")
 
@@ -71,14 +71,14 @@ class Overview:
     async def gather(self, ctx: Ctx) -> dict[str, Any]:
         api = ctx.api
         prometheus = ctx.console.settings.prometheus_url
-        cluster, status, alerts = await asyncio.gather(
+        cluster, status, alerts = await gather_all(
             settle(api.cluster()),
             settle(api.coordinator_status()),
             settle(api.firing_alerts(prometheus)) if prometheus else _none(),
         )
         brokers: list[BrokerRow] = []
         if isinstance(cluster, ClusterStatus):
-            brokers = list(await asyncio.gather(*(self.broker(ctx, b) for b in cluster.brokers)))
+            brokers = list(await gather_all(*(self.broker(ctx, b) for b in cluster.brokers)))
         known = [b for b in brokers if b.in_rate is not None]
         return {
             "cluster": cluster,
@@ -96,7 +96,7 @@ class Overview:
         followed = max(0, info.replica_count - info.leader_count)
         if not info.alive:
             return BrokerRow(info, None, None, led, followed, None, None, "not alive")
-        health, hosted, traffic = await asyncio.gather(
+        health, hosted, traffic = await gather_all(
             settle(ctx.api.broker_health(info.url)),
             settle(ctx.api.hosted(info.url)),
             settle(ctx.api.broker_traffic(info.url)),

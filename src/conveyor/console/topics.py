@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
@@ -22,6 +21,7 @@ from conveyor.protocol.messages import (
     TopicConfig,
     TopicSummary,
 )
+from conveyor.transport.waits import gather_all
 
 SORTS: Final = ("name", "partitions", "replication_factor", "size", "rate")
 GROUPS_SHOWN_MAX: Final = 50
@@ -61,9 +61,7 @@ async def hosted_everywhere(
     """Every replica the live brokers host (None when the cluster cannot be described)."""
     if isinstance(cluster, ConveyorError):
         return None
-    answers = await asyncio.gather(
-        *(settle(ctx.api.hosted(b.url)) for b in cluster.brokers if b.alive)
-    )
+    answers = await gather_all(*(settle(ctx.api.hosted(b.url)) for b in cluster.brokers if b.alive))
     return [p for a in answers if isinstance(a, HostedPartitions) for p in a.partitions]
 
 
@@ -72,7 +70,7 @@ class Topics:
         self.rates = rates
 
     async def rows(self, ctx: Ctx) -> list[TopicRow]:
-        topics, cluster = await asyncio.gather(ctx.api.topics(), settle(ctx.api.cluster()))
+        topics, cluster = await gather_all(ctx.api.topics(), settle(ctx.api.cluster()))
         hosted = await hosted_everywhere(ctx, cluster)
         sizes: dict[str, int] = {}
         ends: dict[str, int] = {}
@@ -131,7 +129,7 @@ class Topics:
 
     async def detail(self, ctx: Ctx, status: int = 200, **extra: Any) -> web.StreamResponse:
         name = ctx.request.match_info["topic"]
-        topic, cluster, groups = await asyncio.gather(
+        topic, cluster, groups = await gather_all(
             ctx.api.topic(name), settle(ctx.api.cluster()), settle(ctx.api.groups())
         )
         hosted = await hosted_everywhere(ctx, cluster)
@@ -199,7 +197,7 @@ class Topics:
         if isinstance(groups, ConveyorError):
             return []
         names = [g.group for g in groups.groups if topic in g.topics][:GROUPS_SHOWN_MAX]
-        described = await asyncio.gather(*(settle(ctx.api.group(n)) for n in names))
+        described = await gather_all(*(settle(ctx.api.group(n)) for n in names))
         out: list[dict[str, Any]] = []
         for name, d in zip(names, described, strict=True):
             if isinstance(d, ConveyorError):

@@ -52,7 +52,7 @@ from conveyor.protocol.txn import (
     TxnResult,
     TxnVerifyRequest,
 )
-from conveyor.transport.waits import within
+from conveyor.transport.waits import settle_all, within
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -290,9 +290,7 @@ class TransactionCoordinator:
             )
             for url, tps in by_url.items()
         }
-        answers = await asyncio.gather(
-            *(self._send(url, r) for url, r in request.items()), return_exceptions=True
-        )
+        answers = await settle_all(*(self._send(url, r) for url, r in request.items()))
         for (url, sent), answer in zip(request.items(), answers, strict=True):
             if isinstance(answer, BaseException):
                 if not isinstance(answer, (ConveyorError, OSError, TimeoutError)):

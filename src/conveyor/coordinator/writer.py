@@ -29,6 +29,7 @@ from conveyor.coordinator.metastore import MetadataStore
 from conveyor.coordinator.model import ClusterState, Record
 from conveyor.coordinator.state import Result
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
+from conveyor.transport.waits import settle_all
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,7 +92,7 @@ class TransitionWriter:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await settle_all(task)
         for pending in self._pending:
             if not pending.future.done():
                 pending.future.set_exception(error)

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.messages import CoordinatorStatus
+from conveyor.transport.waits import gather_all
 
 FAILOVER_WAIT_S: Final = 6.0  # an election on a 2-5 s lease finishes within this
 ROUND_PAUSE_S: Final = (0.1, 0.25, 0.5, 1.0)  # between rounds over every URL
@@ -285,7 +286,7 @@ async def _watched(
             if done:
                 return task.result()
             urls = [u for u in coordinators.urls if u != silent]
-            others = dict(zip(urls, await asyncio.gather(*map(status, urls)), strict=True))
+            others = dict(zip(urls, await gather_all(*map(status, urls)), strict=True))
             own = await status(silent) if claims_active(others) else None
             error = takeover_error(silent, others, own)
             if task.done():  # it answered while the others were asked: its outcome counts

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from conveyor.transport.limits import ConnectionLimits
 from conveyor.transport.tls import TLSConfig
+from conveyor.transport.waits import settle_all
 
 log = logging.getLogger(__name__)
 
@@ -116,4 +117,4 @@ def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
     for task in tasks:
         task.cancel()
     if tasks:
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.run_until_complete(settle_all(*tasks))

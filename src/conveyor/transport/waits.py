@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
 
 
 async def wait_event(event: asyncio.Event, timeout_s: float | None) -> bool:
@@ -39,15 +42,31 @@ async def within(awaitable: Awaitable[T], timeout_s: float | None) -> T:
         return await awaitable
 
 
-async def gather_all(*awaitables: Awaitable[T]) -> list[T]:
-    """All results in order, as ``asyncio.gather``; on the first failure (or when the
-    caller is cancelled) the others are cancelled and awaited before the error is raised,
-    so none outlives the call."""
+@overload
+async def gather_all(a: Awaitable[T1], b: Awaitable[T2], /) -> tuple[T1, T2]: ...
+@overload
+async def gather_all(
+    a: Awaitable[T1], b: Awaitable[T2], c: Awaitable[T3], /
+) -> tuple[T1, T2, T3]: ...
+@overload
+async def gather_all(*awaitables: Awaitable[T]) -> tuple[T, ...]: ...
+async def gather_all(*awaitables: Awaitable[Any]) -> Any:
+    """All results in order, as ``asyncio.gather`` (typed per position for two or three
+    awaitables, so results of different types unpack); on the first failure (or when the caller is
+    cancelled) the others are cancelled and awaited before the error is raised, so none
+    outlives the call."""
     tasks = [asyncio.ensure_future(a) for a in awaitables]
     try:
-        return list(await asyncio.gather(*tasks))
+        results = await asyncio.gather(*tasks)
     except BaseException:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+    return tuple(results)
+
+
+async def settle_all(*awaitables: Awaitable[T]) -> list[T | BaseException]:
+    """Every outcome in order, a failure as its exception: waits for all, so none is
+    left running (``asyncio.gather(..., return_exceptions=True)``)."""
+    return list(await asyncio.gather(*awaitables, return_exceptions=True))

@@ -104,6 +104,6 @@ def test_gather_all_returns_results_in_order_and_stops_them_when_cancelled() -> 
         outer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await outer
-        return results, all(t.cancelled() for t in inner)
+        return list(results), all(t.cancelled() for t in inner)
 
     assert asyncio.run(scenario()) == ([1, 2, 3], True)

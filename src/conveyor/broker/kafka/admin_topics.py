@@ -35,6 +35,7 @@ from conveyor.protocol.messages import (
     CreateTopicRequest,
     TopicDescription,
 )
+from conveyor.transport.waits import gather_all
 
 
 class TopicOps(Protocol):
@@ -102,7 +103,7 @@ async def _served(topics: TopicOps, outcomes: list[Outcome], timeout_ms: int) ->
         name = outcome.described.name
         return Outcome(described=await wait_served(topics, name, timeout_ms) or outcome.described)
 
-    return list(await asyncio.gather(*(one(o) for o in outcomes)))
+    return list(await gather_all(*(one(o) for o in outcomes)))
 
 
 def duplicates(names: list[str]) -> set[str]:

@@ -14,7 +14,6 @@ Conveyor's ``delete_topic`` (the same check as HTTP's route).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError, kafka_error
 from conveyor.protocol.messages import DeletedRecords
+from conveyor.transport.waits import gather_all
 
 DeleteRecords = Callable[..., Awaitable[DeletedRecords]]
 
@@ -44,7 +44,7 @@ class DeleteRecordsHandler:
             )
             jobs += [(topic.name, p.partition_index, p.offset, allowed) for p in topic.partitions]
         timeout_ms = max(request.timeout_ms, 0)
-        outcomes = await asyncio.gather(*(self._one(*job, timeout_ms) for job in jobs))
+        outcomes = await gather_all(*(self._one(*job, timeout_ms) for job in jobs))
         by_topic: dict[str, list[Any]] = {}
         for (name, partition, _, _), (low_watermark, error) in zip(jobs, outcomes, strict=True):
             by_topic.setdefault(name, []).append(

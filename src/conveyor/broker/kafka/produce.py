@@ -15,7 +15,6 @@ else every partition is TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka answers.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from conveyor.protocol.kafka.produce_response import (
 )
 from conveyor.protocol.messages import Acks, ProduceResponse
 from conveyor.transport.kafka_server import CloseConnection
+from conveyor.transport.waits import gather_all
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ProduceHandler:
             ]
         else:
             results = list(
-                await asyncio.gather(
+                await gather_all(
                     *(
                         self._one(ctx, *job, refusal=refusal, acks=acks, timeout_ms=timeout_ms)
                         for job in jobs
