@@ -252,14 +252,23 @@ def test_conveyor_consumer_and_cli_read_committed(kafka_cluster: Cluster) -> Non
     assert result.stdout.split() == committed
 
 
-def test_conveyor_transactional_producer(kafka_cluster: Cluster) -> None:
-    """Conveyor's own transactional producer: commit, abort (the context manager aborts on
-    an exception), offsets committed with the transaction, and fencing by a second
-    producer with the same transactional id; read by both kinds of read_committed
-    consumer."""
+TRANSPORTS = ["http", "kafka"]
+
+
+def _conveyor_producer(cluster: Cluster, transport: str, tid: str) -> conveyor.Producer:
+    return conveyor.Producer(cluster.url, transactional_id=tid, transport=transport)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_conveyor_transactional_producer(kafka_cluster: Cluster, transport: str) -> None:
+    """Conveyor's own transactional producer, on each transport (its steps over the
+    coordinator's HTTP routes, or Kafka's transaction APIs): commit, abort (the context
+    manager aborts on an exception), offsets committed with the transaction, and fencing
+    by a second producer with the same transactional id; read by both kinds of
+    read_committed consumer."""
     topic = _topic(kafka_cluster, 2)
     tid = f"conveyor-tx-{topic}"
-    with conveyor.Producer(kafka_cluster.url, transactional_id=tid) as producer:
+    with _conveyor_producer(kafka_cluster, transport, tid) as producer:
         with pytest.raises(conveyor.ConveyorError):  # outside a transaction
             producer.send(topic, b"stray", partition=0)
         with producer.transaction():
@@ -273,11 +282,13 @@ def test_conveyor_transactional_producer(kafka_cluster: Cluster) -> None:
         producer.begin_transaction()
         producer.send(topic, b"zombie", partition=1)
         producer.flush()
-        with conveyor.Producer(kafka_cluster.url, transactional_id=tid) as successor:
+        with _conveyor_producer(kafka_cluster, transport, tid) as successor:
             successor.init_transactions()  # aborts the open transaction, fences the first
-            with pytest.raises(conveyor.ConveyorError) as fenced:
+            with pytest.raises(conveyor.ProducerFencedError) as fenced:
                 producer.commit_transaction()
             assert fenced.value.code.name == "PRODUCER_FENCED"
+            with pytest.raises(conveyor.ProducerFencedError):  # fatal: every later call
+                producer.begin_transaction()
             with successor.transaction():
                 successor.send(topic, b"successor", partition=0)
     expected = sorted([f"c-{i}" for i in range(4)] + ["successor"])
@@ -290,8 +301,9 @@ def test_conveyor_transactional_producer(kafka_cluster: Cluster) -> None:
         consumer.close()
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_transaction_after_a_failed_batch_writes_to_that_partition_again(
-    kafka_cluster: Cluster,
+    kafka_cluster: Cluster, transport: str
 ) -> None:
     """A batch the leader refuses for good (here: too large) never records its sequence
     numbers at the partition, so the producer's next batches there would be refused
@@ -302,7 +314,7 @@ def test_a_transaction_after_a_failed_batch_writes_to_that_partition_again(
     topic = unique_topic("txn")
     with conveyor.Admin(kafka_cluster.url) as admin:
         admin.create_topic(topic, partitions=1, config={"max_message_bytes": 1024})
-    with conveyor.Producer(kafka_cluster.url, transactional_id=f"gap-{topic}") as producer:
+    with _conveyor_producer(kafka_cluster, transport, f"gap-{topic}") as producer:
         with producer.transaction():  # the partition knows this producer's sequences
             producer.send(topic, b"before", partition=0)
         producer.begin_transaction()

@@ -18,6 +18,7 @@ from conveyor.client.errors import (
     FatalError,
     InvalidRequestError,
     OffsetOutOfRangeError,
+    ProducerFencedError,
     RetriableError,
 )
 from conveyor.client.futures import RecordFuture
@@ -29,6 +30,7 @@ from conveyor.client.security import SecurityAdmin
 from conveyor.client.seed import Subscription, pull, push, subscribe
 from conveyor.client.send_many import SendManyError, SendManyFuture, SendManyResult, SendRun
 from conveyor.client.types import (
+    ConsumerGroupMetadata,
     Message,
     PartitionRun,
     PolledBatch,
@@ -48,6 +50,7 @@ __all__ = [
     "ClientClosedError",
     "Codec",
     "Consumer",
+    "ConsumerGroupMetadata",
     "ConveyorError",
     "DeliveryTimeoutError",
     "ErrorCode",
@@ -60,6 +63,7 @@ __all__ = [
     "PartitionRun",
     "PolledBatch",
     "Producer",
+    "ProducerFencedError",
     "Queue",
     "QueueMessage",
     "RecordFuture",

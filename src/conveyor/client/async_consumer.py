@@ -25,7 +25,7 @@ from conveyor.client.fetcher import OffsetReset
 from conveyor.client.offsets import OffsetAndTimestamp
 from conveyor.client.subscription import partitions_of, subscription
 from conveyor.client.transport_choice import pick_transport
-from conveyor.client.types import Message, PolledBatch, TopicPartition
+from conveyor.client.types import ConsumerGroupMetadata, Message, PolledBatch, TopicPartition
 from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
 from conveyor.transport.waits import wait_event
@@ -214,6 +214,10 @@ class AsyncConsumer:
             await core.before_poll(revoked)
         for callback, partitions in core.take_events():
             await _call(callback, partitions)
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """As :meth:`Consumer.group_metadata` (read on this loop, where it changes)."""
+        return self._started().group_metadata()
 
     def caught_up(self) -> bool:
         return self._core.fetcher.ready and self._core.buffer.caught_up()

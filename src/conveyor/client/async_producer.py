@@ -30,7 +30,13 @@ from conveyor.client.producer import (
 )
 from conveyor.client.send_many import SendManyFuture, prepare_many
 from conveyor.client.transport_choice import pick_transport
-from conveyor.client.types import HeadersArg, RecordMetadata, TopicPartition, to_headers
+from conveyor.client.types import (
+    ConsumerGroupMetadata,
+    HeadersArg,
+    RecordMetadata,
+    TopicPartition,
+    to_headers,
+)
 from conveyor.protocol.records import Codec
 from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
@@ -295,10 +301,14 @@ class AsyncProducer:
         txn.begin()
 
     async def send_offsets_to_transaction(
-        self, offsets: Mapping[TopicPartition | tuple[str, int], int], group_id: str
+        self,
+        offsets: Mapping[TopicPartition | tuple[str, int], int],
+        group: ConsumerGroupMetadata | str,
     ) -> None:
+        """As :meth:`Producer.send_offsets_to_transaction` (``group``: the consumer's
+        ``group_metadata()``, fenced, or a bare group id)."""
         wanted = {(tp[0], tp[1]): offset for tp, offset in offsets.items()}
-        await self._started().txn().send_offsets(wanted, group_id)
+        await self._started().txn().send_offsets(wanted, group)
 
     async def commit_transaction(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 -- as Producer's
         txn = self._started().txn()

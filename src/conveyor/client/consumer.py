@@ -33,7 +33,7 @@ from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
 from conveyor.client.offsets import OffsetAndTimestamp
 from conveyor.client.subscription import partitions_of, subscription
 from conveyor.client.transport_choice import pick_transport
-from conveyor.client.types import Message, PolledBatch, TopicPartition
+from conveyor.client.types import ConsumerGroupMetadata, Message, PolledBatch, TopicPartition
 from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
 
@@ -239,6 +239,19 @@ class Consumer:
             self._io.run(core.before_poll(revoked))
         for callback, partitions in core.take_events():
             callback(partitions)
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """This member's group id, generation, member id and instance id now (Kafka's
+        ``groupMetadata()``), for ``producer.send_offsets_to_transaction(offsets,
+        consumer.group_metadata())``: the coordinator then refuses the offsets once the
+        group has moved on from this member (KIP-447, docs/transactions.md). Take it
+        after the ``poll`` whose records the transaction processed."""
+        core = self._core
+
+        async def read() -> ConsumerGroupMetadata:
+            return core.group_metadata()
+
+        return self._io.run(read())
 
     def caught_up(self) -> bool:
         """True when, as of the latest fetches, nothing is waiting to be polled."""

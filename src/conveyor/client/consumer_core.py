@@ -43,7 +43,7 @@ from conveyor.client.offsets import HttpOffsets, OffsetAndTimestamp, OffsetsClie
 from conveyor.client.recordcodec import configured_codec
 from conveyor.client.subscription import Subscription, partitions_of, subscription
 from conveyor.client.transport_choice import Transport
-from conveyor.client.types import Message, TopicPartition
+from conveyor.client.types import ConsumerGroupMetadata, Message, TopicPartition
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
 from conveyor.protocol.record_columns import columns_decoder
 from conveyor.transport.client import AsyncHTTP, coordinator_set, default_url
@@ -272,6 +272,23 @@ class ConsumerCore:
         if membership is None or membership.topics_missing:
             return True
         return membership.joined.is_set() and not membership.pending
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """This member's identity now (on the loop, where the membership changes), for
+        ``send_offsets_to_transaction`` (KIP-447); not a member yet: unfenced values."""
+        group = self.group
+        if group is None:
+            raise InvalidRequestError("group_metadata() needs a consumer with a group_id")
+        membership = self.membership
+        if membership is None or membership.member_id is None:
+            instance_id = self.config.group_instance_id
+            return ConsumerGroupMetadata(group.group, group_instance_id=instance_id)
+        return ConsumerGroupMetadata(
+            group.group,
+            membership.generation,
+            membership.member_id,
+            membership.settings.instance_id,
+        )
 
     def start(self) -> None:
         self.started = True

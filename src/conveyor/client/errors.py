@@ -7,6 +7,7 @@
     +-- FatalError
     +-- InvalidRequestError
     |   +-- OffsetOutOfRangeError
+    |   +-- ProducerFencedError    a newer producer took the transactional id (fatal for this one)
     +-- ClientClosedError          the producer or consumer was closed (a usage error)
 
 Errors from the services arrive as the typed errors of the protocol table, translated
@@ -33,6 +34,7 @@ __all__ = [
     "FatalError",
     "InvalidRequestError",
     "OffsetOutOfRangeError",
+    "ProducerFencedError",
     "RetriableError",
     "is_routing_error",
 ]
@@ -49,6 +51,14 @@ class DeliveryTimeoutError(RetriableError):
     """A batch was not acknowledged within ``delivery_timeout_ms`` of its first record."""
 
     default_code = ErrorCode.REQUEST_TIMED_OUT
+
+
+class ProducerFencedError(InvalidRequestError):
+    """A newer producer initialised the same ``transactional_id`` (Kafka's
+    PRODUCER_FENCED, or INVALID_PRODUCER_EPOCH from older brokers): this producer's
+    transaction was aborted and every later call of it fails; close it."""
+
+    default_code = ErrorCode.PRODUCER_FENCED
 
 
 class ClientClosedError(ConveyorError):

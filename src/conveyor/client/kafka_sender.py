@@ -15,7 +15,9 @@ A partition's error code becomes Conveyor's typed error (``protocol/kafka/errors
 the sender's retry rules apply as they are: NOT_LEADER_OR_FOLLOWER, a closed connection
 or an unknown partition refresh the metadata (over Kafka too, ``kafka_metadata.py``) and
 retry; a KIP-951 hint (v10+: the new leader and its endpoint) moves the route at once.
-Transactional producers are not offered on this transport yet (docs/client.md).
+A transactional producer's batches carry its ``transactional_id``; its producer id and
+epoch, and its transaction's steps, come from the transaction coordinator over Kafka
+(``kafka_txn.py``).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class KafkaSender(Sender):
     ) -> int:
         connection = await self._connections.get(leader_url)
         version = connection.version(ApiKey.PRODUCE, *PRODUCE_VERSIONS)
+        txn = self.transaction
         request = produce_request(
             version,
             batch.topic,
@@ -61,6 +64,7 @@ class KafkaSender(Sender):
             payload,
             self._kafka_acks,
             self._request_timeout_ms,
+            transactional_id=None if txn is None else txn.transactional_id,
         )
         if self._kafka_acks == 0:
             await connection.send(ApiKey.PRODUCE, version, request)
@@ -95,13 +99,17 @@ def produce_request(  # noqa: PLR0917 -- the request's own fields
     payload: bytes,
     acks: int,
     timeout_ms: int,
+    *,
+    transactional_id: str | None = None,
 ) -> Any:
-    """A one-partition Produce of ``payload`` (one encoded record batch)."""
+    """A one-partition Produce of ``payload`` (one encoded record batch); a
+    transactional producer's names its ``transactional_id`` (Kafka's brokers authorize
+    the write by it)."""
     data = SERVED[ApiKey.PRODUCE].request[version].TopicProduceData
     return new_request(
         ApiKey.PRODUCE,
         version,
-        transactional_id=None,
+        transactional_id=transactional_id,
         acks=acks,
         timeout_ms=timeout_ms,
         topic_data=[

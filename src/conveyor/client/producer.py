@@ -38,9 +38,10 @@ from conveyor.client.metadata import MetadataClient
 from conveyor.client.recordcodec import configured_codec
 from conveyor.client.send_many import ManySend, SendManyFuture, prepare_many
 from conveyor.client.sender import AcksSetting, Sender
-from conveyor.client.transactions import TransactionSession
+from conveyor.client.transactions import HttpTxnTransport, TransactionSession, TxnTransport
 from conveyor.client.transport_choice import Transport, pick_transport
 from conveyor.client.types import (
+    ConsumerGroupMetadata,
     Headers,
     HeadersArg,
     TopicPartition,
@@ -179,8 +180,7 @@ class _ProducerCore:
             None
             if config.transactional_id is None
             else TransactionSession(
-                self.http,
-                url,
+                self._txn_transport(config, url),
                 config.transactional_id,
                 transaction_timeout_ms=config.transaction_timeout_ms,
                 request_timeout_ms=config.request_timeout_ms,
@@ -205,8 +205,6 @@ class _ProducerCore:
 
     def _kafka_metadata(self, config: ProducerConfig, url: str) -> MetadataClient:
         """Routing over the brokers' Kafka listeners (``kafka_metadata.py``)."""
-        if config.transactional_id is not None:
-            raise ValueError("transactional producers use transport='http' for now")
         from conveyor.client.kafka_metadata import kafka_metadata_client
 
         return kafka_metadata_client(
@@ -218,6 +216,17 @@ class _ProducerCore:
             config.request_timeout_ms,
             auto_create=True,
         )
+
+    def _txn_transport(self, config: ProducerConfig, url: str) -> TxnTransport:
+        """How the transaction's steps reach the coordinator: the same transport as the
+        data path (``transactions.py``)."""
+        if config.transport == "kafka":
+            from conveyor.client.kafka_metadata import KafkaMetadataClient
+            from conveyor.client.kafka_txn import KafkaTxnTransport
+
+            assert isinstance(self.metadata, KafkaMetadataClient)
+            return KafkaTxnTransport(self.metadata, config.request_timeout_ms)
+        return HttpTxnTransport(self.http, url, config.request_timeout_ms)
 
     def txn(self) -> TransactionSession:
         if self.transaction is None:
@@ -590,12 +599,18 @@ class Producer:
         txn.begin()
 
     def send_offsets_to_transaction(
-        self, offsets: Mapping[TopicPartition | tuple[str, int], int], group_id: str
+        self,
+        offsets: Mapping[TopicPartition | tuple[str, int], int],
+        group: ConsumerGroupMetadata | str,
     ) -> None:
-        """Commit ``offsets`` (the next offset to read, per partition) for ``group_id``
-        with the transaction: visible to the group only if it commits."""
+        """Commit ``offsets`` (the next offset to read, per partition) for the group with
+        the transaction: visible to the group only if it commits. ``group`` is the
+        consumer's ``group_metadata()`` (KIP-447: a consumer the group has moved on from,
+        a zombie, is refused with ILLEGAL_GENERATION, UNKNOWN_MEMBER, FENCED_INSTANCE_ID or
+        FENCED_MEMBER, and the transaction can then only abort), or a bare group id
+        (unfenced, as before KIP-447)."""
         wanted = {(tp[0], tp[1]): offset for tp, offset in offsets.items()}
-        self._io.run(self._core.txn().send_offsets(wanted, group_id))
+        self._io.run(self._core.txn().send_offsets(wanted, group))
 
     def commit_transaction(self, timeout: float | None = None) -> None:
         """Send every record of the transaction, then commit it (raises if one failed:

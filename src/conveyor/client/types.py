@@ -28,6 +28,20 @@ class TopicPartition(NamedTuple):
     partition: int
 
 
+class ConsumerGroupMetadata(NamedTuple):
+    """A group member's identity at one moment (Kafka's ``consumer.groupMetadata()``,
+    KIP-447): what ``send_offsets_to_transaction`` sends so that the coordinator refuses
+    the offsets of a member the group has moved on from (ILLEGAL_GENERATION,
+    UNKNOWN_MEMBER, FENCED_INSTANCE_ID, FENCED_MEMBER for a partition it no longer owns).
+    ``generation_id`` -1 and an empty ``member_id``: not a member (yet), nothing to fence
+    by."""
+
+    group_id: str
+    generation_id: int = -1
+    member_id: str = ""
+    group_instance_id: str | None = None
+
+
 class RecordMetadata(NamedTuple):
     """Where an acknowledged record was written. ``offset`` is -1 with ``acks=0``."""
 
