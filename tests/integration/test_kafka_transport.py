@@ -96,22 +96,40 @@ def test_bootstrap_servers_alone_auto_create_and_keep_order(cluster: Cluster) ->
     assert values == [str(i).encode() for i in range(2_000)]
 
 
-def test_read_committed_over_kafka_drops_aborted_transactions(cluster: Cluster) -> None:
-    make_topic(cluster, "txn-kafka", partitions=1)
-    with conveyor.Producer(cluster.url, transactional_id="txn-kafka-writer") as producer:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_read_committed_over_kafka_drops_aborted_transactions(
+    cluster: Cluster, transport: str
+) -> None:
+    """A transactional producer on either transport; read over Kafka (Fetch with
+    isolation_level 1, the aborted transactions dropped) and over HTTP. A transaction
+    left open holds the last stable offset back: readers stop there and count it as
+    the end (``caught_up``), as Kafka's consumers count lag."""
+    topic = f"txn-kafka-{transport}"
+    make_topic(cluster, topic, partitions=1)
+    with _producer(cluster, transport, transactional_id=f"{topic}-writer") as producer:
         with producer.transaction():
-            producer.send("txn-kafka", b"committed")
+            producer.send(topic, b"committed")
         producer.begin_transaction()
-        producer.send("txn-kafka", b"aborted")
+        producer.send(topic, b"aborted")
         producer.abort_transaction()
         with producer.transaction():
-            producer.send("txn-kafka", b"after")
+            producer.send(topic, b"after")
+        producer.begin_transaction()
+        producer.send(topic, b"open")
+        producer.flush()
+        for reader in TRANSPORTS:
+            with conveyor.Consumer(
+                cluster.url, topic, transport=reader, isolation="read_committed"
+            ) as consumer:
+                values = [m.value for m in consume(consumer, 2, timeout_s=30)]
+                assert consumer.poll(timeout=0.5) == []
+                wait_for(consumer.caught_up, timeout_s=10)  # at the LSO, not the HW
+            assert values == [b"committed", b"after"], reader
+        producer.commit_transaction()
     with conveyor.Consumer(
-        cluster.url, "txn-kafka", transport="kafka", isolation="read_committed"
+        cluster.url, topic, transport="kafka", isolation="read_committed"
     ) as consumer:
-        values = [m.value for m in consume(consumer, 2, timeout_s=30)]
-        assert consumer.poll(timeout=0.5) == []
-    assert values == [b"committed", b"after"]
+        assert [m.value for m in consume(consumer, 3, timeout_s=30)][-1] == b"open"
 
 
 def test_idempotent_batches_carry_the_producer_id(cluster: Cluster) -> None:

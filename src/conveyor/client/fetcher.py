@@ -33,7 +33,12 @@ from conveyor.protocol.batch import LOG_OVERHEAD, parse_header, peek_length
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.messages import BATCH_CONTENT_TYPE, PartitionOffsets
 from conveyor.protocol.record_columns import ColumnsDecoder, decode_columns
-from conveyor.protocol.txn import ABORTED_HEADER, decode_aborted, without_aborted
+from conveyor.protocol.txn import (
+    ABORTED_HEADER,
+    LAST_STABLE_OFFSET_HEADER,
+    decode_aborted,
+    without_aborted,
+)
 from conveyor.transport.client import AsyncHTTP
 from conveyor.transport.waits import settle_all, wait_event
 
@@ -314,7 +319,8 @@ class Fetcher:
         self, leader_url: str, tp: TopicPartition, offset: int
     ) -> tuple[bytes, bytes, int | None]:
         """One long-poll from ``offset``: (the batches answered, those a reader may see,
-        the high watermark when the leader said it)."""
+        the end it may read to when the leader said it: the high watermark, or the last
+        stable offset with read_committed)."""
         settings = self._settings
         url = (
             f"{leader_url}/v1/topics/{tp.topic}/partitions/{tp.partition}/records"
@@ -328,10 +334,13 @@ class Fetcher:
             accept=BATCH_CONTENT_TYPE,
             timeout_s=(settings.fetch_max_wait_ms + settings.request_timeout_ms) / 1000,
         )
-        visible = body
+        visible, end = body, _offset_header(headers, HIGH_WATERMARK_HEADER)
         if settings.read_committed:
             visible = without_aborted(body, decode_aborted(_header(headers, ABORTED_HEADER)))
-        return body, visible, _high_watermark(headers)
+            # as far as read_committed may read (the lag Kafka's consumer counts)
+            stable = _offset_header(headers, LAST_STABLE_OFFSET_HEADER)
+            end = end if stable is None else stable
+        return body, visible, end
 
     async def close_transport(self) -> None:
         """Close the fetcher's own connections (the HTTP client is the consumer's)."""
@@ -362,9 +371,8 @@ def _header(headers: dict[str, str], wanted: str) -> str:
     return next((v for k, v in headers.items() if k.lower() == wanted), "")
 
 
-def _high_watermark(headers: dict[str, str]) -> int | None:
-    for name, value in headers.items():
-        if name.lower() == HIGH_WATERMARK_HEADER:
-            with contextlib.suppress(ValueError):
-                return int(value)
+def _offset_header(headers: dict[str, str], wanted: str) -> int | None:
+    """An offset the leader sent in a header; None when absent or not a number."""
+    with contextlib.suppress(ValueError):
+        return int(_header(headers, wanted))
     return None

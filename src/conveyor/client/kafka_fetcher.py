@@ -125,8 +125,9 @@ def fetch_request(
 def fetch_result(
     reply: Any, tp: TopicPartition, *, read_committed: bool
 ) -> tuple[bytes, bytes, int | None]:
-    """(the batches answered, those a reader may see, the high watermark) of a
-    one-partition Fetch answer, or its typed error."""
+    """(the batches answered, those a reader may see, the end it may read to: the high
+    watermark, or the last stable offset with read_committed, as Kafka's consumer counts
+    lag) of a one-partition Fetch answer, or its typed error."""
     if reply.error_code:
         raise conveyor_error(reply.error_code, f"Fetch of {tp.topic}[{tp.partition}]")
     for answer_topic in reply.responses:
@@ -136,9 +137,12 @@ def fetch_result(
             if answer.error_code != KafkaError.NONE:
                 raise conveyor_error(answer.error_code, f"Fetch of {tp.topic}[{tp.partition}]")
             body = bytes(answer.records or b"")
-            visible = body
-            if read_committed and answer.aborted_transactions:
-                aborted = [(a.producer_id, a.first_offset) for a in answer.aborted_transactions]
-                visible = without_aborted(body, aborted)
-            return body, visible, int(answer.high_watermark)
+            visible, end = body, int(answer.high_watermark)
+            if read_committed:
+                if answer.aborted_transactions:
+                    aborted = [(a.producer_id, a.first_offset) for a in answer.aborted_transactions]
+                    visible = without_aborted(body, aborted)
+                if answer.last_stable_offset >= 0:  # as far as read_committed may read
+                    end = int(answer.last_stable_offset)
+            return body, visible, end
     raise ConveyorError(f"Fetch answer without {tp.topic}[{tp.partition}]")

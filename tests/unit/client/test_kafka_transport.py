@@ -140,7 +140,9 @@ def test_which_transport() -> None:
 FETCH = SERVED[ApiKey.FETCH].response[12]
 
 
-def _fetched(error: int = 0, records: bytes | None = b"", aborted: bool = False) -> object:
+def _fetched(
+    error: int = 0, records: bytes | None = b"", aborted: bool = False, stable: int = 10
+) -> object:
     topic = FETCH.FetchableTopicResponse
     partition = topic.PartitionData
     transactions = [partition.AbortedTransaction(producer_id=7, first_offset=0)] if aborted else []
@@ -148,7 +150,7 @@ def _fetched(error: int = 0, records: bytes | None = b"", aborted: bool = False)
         partition_index=3,
         error_code=error,
         high_watermark=10,
-        last_stable_offset=10,
+        last_stable_offset=stable,
         log_start_offset=0,
         aborted_transactions=transactions,
         preferred_read_replica=-1,
@@ -170,6 +172,9 @@ def test_fetch_answers_give_bytes_or_typed_errors() -> None:
     )
     assert (body, visible, high_watermark) == (data, kept, 10)
     assert fetch_result(_fetched(records=data, aborted=True), tp, read_committed=False)[1] == data
+    # an open transaction holds the last stable offset back: read_committed reads to it
+    assert fetch_result(_fetched(stable=4), tp, read_committed=True)[2] == 4
+    assert fetch_result(_fetched(stable=4), tp, read_committed=False)[2] == 10
     assert fetch_result(_fetched(records=None), tp, read_committed=False)[:2] == (b"", b"")
     with pytest.raises(ConveyorError) as out_of_range:
         fetch_result(_fetched(KafkaError.OFFSET_OUT_OF_RANGE), tp, read_committed=False)
