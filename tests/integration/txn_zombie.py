@@ -3,7 +3,8 @@ test can SIGSTOP it (a long GC pause, a frozen VM) while the group moves on.
 
 ``python -m tests.integration.txn_zombie URL TRANSPORT SOURCE SINK GROUP TRANSACTIONAL_ID``
 
-It joins GROUP (session timeout 1.5 s), polls every record of SOURCE it is given, opens
+It joins GROUP (session timeout 1.5 s: its own over HTTP, the coordinator's over Kafka),
+polls every record of SOURCE it is given, opens
 a transaction writing one record to SINK per record read, flushes, and takes its
 ``group_metadata()``; then it prints ``{"ready": [generation, member_id]}`` and waits for
 a line on stdin. Given one, it sends its offsets with that metadata and commits; it
