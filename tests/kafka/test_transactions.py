@@ -152,12 +152,17 @@ def test_open_transaction_holds_back_the_last_stable_offset(kafka_cluster: Clust
     )
     try:
         partition = confluent_kafka.TopicPartition(topic, 0)
-        low, stable = consumer.get_watermark_offsets(partition, 30, cached=False)
-        assert (low, stable) == (0, 2)  # the committed record and its marker
+
+        def stable_offset() -> int:
+            return int(consumer.get_watermark_offsets(partition, 30, cached=False)[1])
+
+        # EndTxn answers once the commit is decided; its marker follows (as Kafka's)
+        wait_for(lambda: stable_offset() == 2, timeout_s=30)  # the record and its marker
+        assert consumer.get_watermark_offsets(partition, 30, cached=False) == (0, 2)
         assert _read(kafka_cluster, topic, 1, "read_committed", 1) == ["first"]
+        assert stable_offset() == 2  # still held back by the open transaction at offset 2
         producer.commit_transaction(30)
-        _, stable = consumer.get_watermark_offsets(partition, 30, cached=False)
-        assert stable == 5  # 3 records, 2 markers
+        wait_for(lambda: stable_offset() == 5, timeout_s=30)  # 3 records, 2 markers
         assert _read(kafka_cluster, topic, 1, "read_committed", 3) == ["first", "open-1", "open-2"]
     finally:
         consumer.close()

@@ -145,8 +145,8 @@ def test_a_transactional_write_outside_the_transaction_is_refused(kafka_cluster:
         assert producer.produce(0) == 0
         assert producer.produce(1) == 0
         assert _offsets(wire, topic, 1) == (2, 0)  # open: the LSO waits at its first offset
-        assert producer.end(commit=True) == 0
-        assert _offsets(wire, topic, 0) == (3, 3)  # two records and the COMMIT marker
+        assert producer.end(commit=True) == 0  # answered once decided: the markers follow
+        wait_for(lambda: _offsets(wire, topic, 0) == (3, 3), 30, "the COMMIT marker")
 
         # a late write of the ended transaction (same epoch, next sequence): refused
         assert producer.produce(0) == KafkaError.INVALID_TXN_STATE
@@ -155,4 +155,4 @@ def test_a_transactional_write_outside_the_transaction_is_refused(kafka_cluster:
         assert producer.add(0) == 0
         assert producer.produce(0) == 0
         assert producer.end(commit=False) == 0
-        assert _offsets(wire, topic, 0) == (6, 6)
+        wait_for(lambda: _offsets(wire, topic, 0) == (6, 6), 30, "the ABORT marker")

@@ -3,8 +3,8 @@
 transactions of ``per_transaction`` messages, against the same producer without
 transactions (idempotent, acks=all), alternating in the same run so both see the same
 machine. Reports msg/s of each, their ratio, and commit latency percentiles (the
-``commit_transaction()`` call: librdkafka sends the transaction's records, then EndTxn,
-answered once the markers are written).
+``commit_transaction()`` call: librdkafka waits for the transaction's records, which wait
+for its AddPartitionsToTxn, then sends EndTxn, answered once the decision is durable).
 """
 
 from __future__ import annotations

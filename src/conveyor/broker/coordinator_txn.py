@@ -27,8 +27,7 @@ from conveyor.protocol.txn import (
 from conveyor.transport.client import AsyncHTTP
 
 T = TypeVar("T")
-TIMEOUT_S: Final = 30.0
-END_TIMEOUT_S: Final = 45.0  # EndTxn waits for the markers (coordinator: up to 10 s)
+TIMEOUT_S: Final = 30.0  # (InitProducerId and AddPartitionsToTxn may wait up to 10 s)
 
 
 class CoordinatorTransactions:
@@ -56,7 +55,7 @@ class CoordinatorTransactions:
         return await self._post(TxnRoute.OFFSET_COMMIT, request, TxnOffsetCommitResponse)
 
     async def end(self, request: TxnEndRequest) -> TxnResult:
-        return await self._post(TxnRoute.END, request, TxnResult, END_TIMEOUT_S)
+        return await self._post(TxnRoute.END, request, TxnResult)
 
     async def describe(self, request: TxnDescribeRequest) -> TxnDescriptions:
         return await self._post(TxnRoute.DESCRIBE, request, TxnDescriptions)

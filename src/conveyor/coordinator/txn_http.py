@@ -78,7 +78,7 @@ class TransactionRoutes:
              TxnAddOffsetsRequest, TxnResult),
             (TxnRoute.OFFSET_COMMIT, self.offset_commit, "Kafka TxnOffsetCommit",
              TxnOffsetCommitRequest, TxnOffsetCommitResponse),
-            (TxnRoute.END, self.end, "Kafka EndTxn (answers once the markers are written)",
+            (TxnRoute.END, self.end, "Kafka EndTxn (answers once the decision is durable)",
              TxnEndRequest, TxnResult),
             (TxnRoute.DESCRIBE, self.describe, "Kafka DescribeTransactions / ListTransactions",
              TxnDescribeRequest, TxnDescriptions),

@@ -10,9 +10,12 @@ rules decided:
   after a restart or a takeover, for the prepare states loaded from the store.
 * **timeouts**: open transactions past their ``transaction.timeout.ms`` are aborted.
 
-EndTxn answers once the markers are written (up to ``END_WAIT_S``; past that, once the
-decision is durable, as Kafka does): a read_committed consumer then sees a committed
-transaction at once.
+EndTxn answers once the decision (the prepare state) is durable, as Kafka's coordinator
+does; the markers go out meanwhile. The same id's next InitProducerId, AddPartitionsToTxn
+or AddOffsetsToTxn waits for them (``_settled``, up to ``SETTLE_WAIT_S``) instead of
+answering CONCURRENT_TRANSACTIONS, so the producer's next transaction starts while the
+previous one's markers are written, instead of after (docs/benchmarks.md, "Transactions").
+A read_committed consumer sees a committed transaction once its markers are written.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Transition = Callable[[Callable[[ClusterState], Result[T]]], Awaitable[T]]
 
-END_WAIT_S: Final = 10.0  # EndTxn waits this long for the markers before answering
+SETTLE_WAIT_S: Final = 10.0  # an id's next request waits this long for the markers
 TICK_S: Final = 0.5  # how often timeouts are checked and stuck completions retried
 # between rounds of marker writes that failed (protocol/backoff.py, a server's jitter)
 RETRY_BACKOFF_MS: Final = 50
@@ -101,7 +104,7 @@ class TransactionCoordinator:
         task = self._completing.get(transactional_id)
         if task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await within(asyncio.shield(task), END_WAIT_S)
+                await within(asyncio.shield(task), SETTLE_WAIT_S)
 
     async def init(self, request: TxnInitRequest) -> TxnInitResponse:
         await self._settled(request.transactional_id)
@@ -150,9 +153,8 @@ class TransactionCoordinator:
     async def end(self, request: TxnEndRequest) -> TxnResult:
         now = self._now_ms()
         reply = await self._decide(lambda s: rules.end(s, request.producer, request.commit, now))
-        if reply.error is None:
+        if reply.error is None:  # decided: the markers go out, the answer does not wait
             self._complete_prepared()
-            await self._settled(request.producer.transactional_id)
         return reply
 
     def describe(self, request: TxnDescribeRequest) -> TxnDescriptions:
