@@ -165,7 +165,7 @@ def add_partitions(
     return _saved(state, new, results, decision)
 
 
-def verify(state: ClusterState, request: TxnVerifyRequest) -> list[TxnPartitionResult]:
+def verify(state: ClusterState, request: TxnVerifyRequest) -> Result[list[TxnPartitionResult]]:
     """KIP-890 part 1: a partition leader asks, before it appends a producer's first
     transactional batch to a partition, whether the partition is in that producer's
     ongoing transaction. Changes nothing. PRODUCER_FENCED for an older epoch (a zombie's
@@ -178,7 +178,9 @@ def verify(state: ClusterState, request: TxnVerifyRequest) -> list[TxnPartitionR
     is aborted (epoch 1, ABORT markers). A retry of its write, delayed in the network,
     reaches q (never added): the leader of q asks; the answer is PRODUCER_FENCED (epoch 0
     < 1) and nothing is appended. Had the producer itself written to q without adding it,
-    the answer is INVALID_TXN_STATE."""
+    the answer is INVALID_TXN_STATE. No records: decided as a transition all the same, so
+    that a coordinator whose lease may have expired answers NOT_COORDINATOR, not from its
+    stale state (it could say yes for a transaction the active one has ended)."""
     tid = request.transactional_id
     if tid is not None:
         txn = state.transactions.get(tid)
@@ -199,7 +201,7 @@ def verify(state: ClusterState, request: TxnVerifyRequest) -> list[TxnPartitionR
     for p in request.partitions:
         refusal = error or (None if (p.topic, p.partition) in held else ErrorCode.INVALID_TXN_STATE)
         results.append(TxnPartitionResult(p.topic, p.partition, _err(refusal)))
-    return results
+    return make_result(state, (), results)
 
 
 def add_offsets(

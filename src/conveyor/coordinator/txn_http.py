@@ -60,7 +60,8 @@ class TransactionRoutes:
         return json_response(self._txn.describe(body))
 
     async def verify(self, request: web.Request) -> web.Response:
-        return json_response(self._txn.verify(await decode_json(request, TxnVerifyRequest)))
+        body = await decode_json(request, TxnVerifyRequest)
+        return json_response(await self._txn.verify(body))
 
     def routes(self) -> list[Route]:
         return [

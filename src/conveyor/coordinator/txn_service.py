@@ -121,9 +121,10 @@ class TransactionCoordinator:
         )
         return TxnAddPartitionsResponse(partitions=results)
 
-    def verify(self, request: TxnVerifyRequest) -> TxnAddPartitionsResponse:
-        """KIP-890 part 1, on the durable state (nothing written, nothing waited for)."""
-        return TxnAddPartitionsResponse(partitions=rules.verify(self._state(), request))
+    async def verify(self, request: TxnVerifyRequest) -> TxnAddPartitionsResponse:
+        """KIP-890 part 1: nothing written, but decided by the active coordinator only."""
+        results = await self._decide(lambda s: rules.verify(s, request))
+        return TxnAddPartitionsResponse(partitions=results)
 
     async def add_offsets(self, request: TxnAddOffsetsRequest) -> TxnResult:
         await self._settled(request.producer.transactional_id)
