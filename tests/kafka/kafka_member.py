@@ -110,6 +110,10 @@ def run_kafka_python(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.instance_id:
         options["group_instance_id"] = args.instance_id
+    if os.environ.get("KPDEBUG"):  # kafka-python's DEBUG log, to stderr
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
     consumer = KafkaConsumer(
         args.topic,
         bootstrap_servers=args.bootstrap,

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +26,7 @@ from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.consumer_protocol import encode_assignment, encode_subscription
 from conveyor.protocol.kafka.errors import KafkaError
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, Service
 from tests.kafka.conftest import unique_topic
 from tests.kafka.group_harness import (
     GROUP_COORDINATOR_ARGS,
@@ -34,7 +35,7 @@ from tests.kafka.group_harness import (
     member_argv,
     produce_keyed,
 )
-from tests.kafka.wire import KafkaWire
+from tests.kafka.wire import KafkaWire, encode_request, metadata_topics, request_frame
 from tests.waiting import wait_for
 
 JOIN_VERSION = 5
@@ -450,5 +451,51 @@ def test_offsets_survive_coordinator_and_broker_restarts(
         assert sorted(line["v"] for line in fresh.processed()) == sorted(
             f"key-{i % 8}:{i // 8}" for i in range(600, 616)
         )
+    finally:
+        own.stop()
+
+
+def _readyz(service: Service) -> int | None:
+    """The HTTP status of the service's /readyz (None: nothing answers yet)."""
+    try:
+        url = service.url + "/readyz"
+        with urllib.request.urlopen(url, timeout=2, context=service.ssl_context()) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def test_a_restarted_broker_answers_kafka_clients_once_the_coordinator_counts_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Kafka's rule (a broker enables request processing once unfenced): a broker that
+    restarted while the coordinator does not answer serves HTTP (/readyz: 503), and a
+    Kafka client's Metadata sent then is answered only once the coordinator has counted
+    the broker in (the controller is a broker it counts alive). Answered at once, it
+    listed no broker (controller -1), and librdkafka dropped every broker it knew: the
+    restart test's member stalled that way (docs/testing.md, Flaky tests)."""
+    root = tmp_path_factory.mktemp("kafka-unregistered")
+    own = Cluster(root, broker_count=1).start()
+    try:
+        topic = _topic(own, "unregistered", partitions=2)
+        broker, coordinator = own.brokers[1], own.coordinator
+        assert coordinator is not None and broker.kafka_port is not None
+        coordinator.stop()
+        broker.stop()
+        broker.start()
+        # /readyz answers once the broker's startup ran, its Kafka port's bind included
+        wait_for(lambda: _readyz(broker) == 503, 60, "the restarted broker's HTTP API")
+        with KafkaWire("127.0.0.1", broker.kafka_port) as wire:
+            wire.sock.settimeout(120)
+            asked = encode_request(ApiKey.METADATA, 9, topics=metadata_topics(9, [topic]))
+            wire.send_raw(request_frame(ApiKey.METADATA, 9, asked))  # before registration
+            coordinator.start()
+            frame = wire.read_frame()
+        response = SERVED[ApiKey.METADATA].response[9]
+        answer = response.decode(memoryview(frame[5:]), version=9)  # correlation id, tags
+        assert [(b.node_id, b.port) for b in answer.brokers] == [(1, broker.kafka_port)]
+        assert answer.controller_id == 1
     finally:
         own.stop()

@@ -4,7 +4,8 @@ Every ``heartbeat_interval_ms`` (the coordinator's answer sets it) the broker se
 :class:`BrokerHeartbeat` with a :class:`PartitionReport` per hosted replica and reconciles
 with the :class:`HeartbeatResponse`. While the coordinator is unreachable the broker keeps
 serving what it has and retries with jittered exponential backoff, warning once per
-outage. Readiness turns on after the first successful heartbeat and reconcile.
+outage. Readiness turns on after the first successful heartbeat and reconcile
+(``on_ready``: the broker then opens its Kafka listener, and /readyz says ready).
 
 Narrow dependencies: what to report, how to send it, how to apply the answer, what to
 refresh after (the security state), and the settings; never the whole service.
@@ -51,7 +52,7 @@ class Heartbeat:
     def __init__(
         self,
         link: HeartbeatLink,
-        on_ready: Callable[[], None],
+        on_ready: Callable[[], Awaitable[None]],
         start: Callable[[], Awaitable[None]],
         rng: random.Random | None = None,
     ) -> None:
@@ -109,5 +110,5 @@ class Heartbeat:
             self.ready = True
             hosted = len(link.report().partitions)
             log.info("broker %d ready: %d partitions hosted", link.broker_id, hosted)
-            self._on_ready()
+            await self._on_ready()
         return link.interval_ms()

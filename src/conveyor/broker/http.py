@@ -425,9 +425,19 @@ def build_broker_app(service: BrokerService) -> web.Application:
     )
     app[_TASKS_KEY] = []
     install_metrics(app, service.metrics)
-    heartbeat = Heartbeat(
-        service.heartbeat_link(), on_ready=lambda: set_ready(app), start=service.start
-    )
+
+    async def on_ready() -> None:
+        """Registered with the coordinator and reconciled: serve Kafka clients now, as a
+        Kafka broker enables request processing once unfenced. Answering before, a broker
+        just restarted told clients a cluster without itself in it (the coordinator still
+        counted it dead), and librdkafka dropped every broker it knew, the group
+        coordinator included (docs/testing.md, Flaky tests)."""
+        listener = app.get(KAFKA_LISTENER_KEY)
+        if listener is not None:
+            await listener.serve()
+        set_ready(app)
+
+    heartbeat = Heartbeat(service.heartbeat_link(), on_ready=on_ready, start=service.start)
 
     async def on_startup(_: web.Application) -> None:
         await _start_replica_listener(app, service)
@@ -464,7 +474,9 @@ def build_broker_app(service: BrokerService) -> web.Application:
 
 
 async def _start_kafka(app: web.Application, service: BrokerService) -> None:
-    """The Kafka listener, when configured, with the same TLS context as HTTPS."""
+    """The Kafka listener, when configured, with the same TLS context as HTTPS: its port
+    bound at start (a port in use stops the broker here), its connections served from the
+    first heartbeat the coordinator answered (``on_ready``)."""
     settings = service.config.kafka
     if settings is None:
         return
@@ -472,7 +484,12 @@ async def _start_kafka(app: web.Application, service: BrokerService) -> None:
     from conveyor.transport.secure import SSL_CONTEXT_KEY
 
     listener = build_listener(service, settings, app.get(SSL_CONTEXT_KEY))
-    await listener.start()
+    await listener.start(serving=False)  # listening now; answering once ready (on_ready)
+    log.info(
+        "kafka listener bound on %s:%d: serving once registered with the coordinator",
+        settings.listen_host,
+        listener.port,
+    )
     app[KAFKA_LISTENER_KEY] = listener
     service.metrics.kafka_listener = listener
 

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 WRITE_CHUNK_BYTES: Final = 64 * 1024
 TLS_HANDSHAKE_TIMEOUT_S: Final = 10.0
+LISTEN_BACKLOG: Final = 100  # connections the kernel queues before they are accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +135,12 @@ class KafkaListener:
     def __post_init__(self) -> None:
         self.limiter = ConnectionLimiter(self.settings.limits)
 
-    async def start(self) -> None:
+    async def start(self, serving: bool = True) -> None:
+        """Bind and listen (a port in use fails here, when the service starts), and
+        accept connections now or only from :meth:`serve`. Until then, as a Kafka broker
+        before it enables request processing, connections wait in the listen backlog and
+        their first requests are answered once it serves (a client may time out first,
+        and connects again)."""
         self._server = await asyncio.start_server(
             self._accept,
             self.settings.host,
@@ -142,13 +148,29 @@ class KafkaListener:
             ssl=self.ssl_context,
             ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S if self.ssl_context else None,
             reuse_address=True,
+            backlog=LISTEN_BACKLOG,
+            start_serving=False,
         )
-        log.info(
-            "kafka listener on %s:%d (%s)",
-            self.settings.host,
-            self.port,
-            "TLS" if self.ssl_context else "plaintext",
-        )
+        for bound in self._server.sockets:
+            # bound, not listening: another process could still bind the port
+            # (SO_REUSEADDR), so listen now; accepting starts with start_serving
+            with socket.fromfd(bound.fileno(), bound.family, bound.type) as listening:
+                listening.listen(LISTEN_BACKLOG)
+        if serving:
+            await self.serve()
+
+    async def serve(self) -> None:
+        """Accept connections (after ``start(serving=False)``; again: nothing)."""
+        if self._server is None:
+            raise RuntimeError("the Kafka listener is not started")
+        if not self._server.is_serving():
+            await self._server.start_serving()
+            log.info(
+                "kafka listener on %s:%d (%s)",
+                self.settings.host,
+                self.port,
+                "TLS" if self.ssl_context else "plaintext",
+            )
 
     @property
     def port(self) -> int:
