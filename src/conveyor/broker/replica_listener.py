@@ -29,7 +29,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any, Final
 
-from conveyor.broker.replica_server import ReplicaServer, close_ranges
+from conveyor.broker.replica_server import ReplicaServer
 from conveyor.protocol.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -38,6 +38,8 @@ from conveyor.protocol.errors import (
 )
 from conveyor.protocol.fetchframe import (
     REQUEST_FRAME_BYTES_MAX,
+    TRAILER_CHANGED,
+    TRAILER_OK,
     HelloAnswer,
     ReplicaHello,
     decode_request,
@@ -142,12 +144,12 @@ class ReplicaListener:
         """Answer one request; False when the connection must close."""
         if isinstance(request, EpochEndRequest):
             return await self._answer(connection, response_head(self._server.epoch_end(request)))
-        response, ranges = await self._server.fetch(request)
+        answer = await self._server.fetch(request)
         try:
-            total = sum(r.size_bytes for r in ranges)
+            total = sum(r.size_bytes for r in answer.ranges)
             async with asyncio.timeout(WRITE_TIMEOUT_S):
-                await connection.send(response_head(response, total))
-                for found in ranges:
+                await connection.send(response_head(answer.response, total + len(TRAILER_OK)))
+                for found in answer.ranges:
                     sent = await connection.send_file(found.fd, found.position, found.size_bytes)
                     if sent != found.size_bytes:
                         # The log was truncated under the send: the frame cannot be completed.
@@ -156,11 +158,13 @@ class ReplicaListener:
                             connection.peer,
                         )
                         return False
+                # A truncation that rewrote the file under the send is only seen now.
+                await connection.send(TRAILER_OK if answer.unchanged() else TRAILER_CHANGED)
         except (TimeoutError, ConnectionError, OSError, ssl.SSLError) as exc:
             log.info("replica fetch answer to %s not delivered: %s", connection.peer, exc)
             return False
         finally:
-            close_ranges(ranges)
+            answer.close()
         return True
 
     async def _answer(self, connection: FramedConnection, head: bytes) -> bool:

@@ -13,6 +13,7 @@ fenced by the core's rule and answered from the leader's epoch cache.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from conveyor.broker.core import error_body, fencing_problem
 from conveyor.broker.driver import CoreDriver
@@ -30,7 +31,7 @@ from conveyor.protocol.messages import (
     ReplicaFetchResult,
 )
 from conveyor.protocol.replica import ReplicaRead, TopicPartition
-from conveyor.storage import FileRange
+from conveyor.storage import FileRange, PartitionLog
 
 
 class ReplicaServer:
@@ -40,15 +41,14 @@ class ReplicaServer:
         self._driver = driver
         self._storage = storage
 
-    async def fetch(
-        self, request: ReplicaFetchRequest
-    ) -> tuple[ReplicaFetchResponse, list[FileRange]]:
+    async def fetch(self, request: ReplicaFetchRequest) -> FetchAnswer:
         """The answer's header and, for each result with ``size_bytes``, where its batches
-        lie in a segment file (sent from there: ``os.sendfile``). The caller closes every
-        range's ``fd``, sent or not."""
+        lie in a segment file (sent from there: ``os.sendfile``). The caller closes the
+        answer (every range's ``fd``), sent or not."""
         answer = await self._driver.replica_fetch(request)
         results: list[ReplicaFetchResult] = []
         ranges: list[FileRange] = []
+        logs: list[PartitionLog] = []
         budget = max(request.max_bytes, 1)
         try:
             for wanted, read in zip(request.partitions, answer.reads, strict=True):
@@ -59,18 +59,22 @@ class ReplicaServer:
                         )
                     )
                     continue
-                result, found = self._locate(read, min(request.partition_max_bytes, budget))
+                partition_log = self._storage.get(TopicPartition(read.topic, read.partition))
+                limit = min(request.partition_max_bytes, budget)
+                result, found = self._locate(read, partition_log, limit)
                 results.append(result)
-                if found is not None:
+                if found is not None and partition_log is not None:
                     budget -= found.size_bytes
                     ranges.append(found)
+                    logs.append(partition_log)
         except BaseException:
-            close_ranges(ranges)
+            FetchAnswer(ReplicaFetchResponse(partitions=[]), ranges, logs).close()
             raise
-        return ReplicaFetchResponse(partitions=results), ranges
+        return FetchAnswer(ReplicaFetchResponse(partitions=results), ranges, logs)
 
-    def _locate(self, read: ReplicaRead, limit: int) -> tuple[ReplicaFetchResult, FileRange | None]:
-        partition_log = self._storage.get(TopicPartition(read.topic, read.partition))
+    def _locate(
+        self, read: ReplicaRead, partition_log: PartitionLog | None, limit: int
+    ) -> tuple[ReplicaFetchResult, FileRange | None]:
         if partition_log is None:
             error = ErrorBody(code="NOT_LEADER", message="leadership moved", retriable=True)
             return ReplicaFetchResult(topic=read.topic, partition=read.partition, error=error), None
@@ -127,6 +131,22 @@ class ReplicaServer:
         return EpochEndResponse(partitions=results)
 
 
-def close_ranges(ranges: list[FileRange]) -> None:
-    for found in ranges:
-        os.close(found.fd)
+@dataclass(frozen=True, slots=True)
+class FetchAnswer:
+    """A fetch answer to send: its header, then each range (of ``logs[i]``) in order."""
+
+    response: ReplicaFetchResponse
+    ranges: list[FileRange]
+    logs: list[PartitionLog]
+
+    def unchanged(self) -> bool:
+        """Whether no log was truncated or rewritten since its range was found (then the
+        bytes sent are the ones found)."""
+        return all(
+            log.generation == found.generation
+            for log, found in zip(self.logs, self.ranges, strict=True)
+        )
+
+    def close(self) -> None:
+        for found in self.ranges:
+            os.close(found.fd)

@@ -12,9 +12,12 @@ Every frame is a 4-byte big-endian size, then that many bytes (Kafka's framing).
   :data:`STATUS_ERROR`), the header's size (4 bytes), the header's JSON (the answer:
   :class:`ReplicaFetchResponse`, :class:`EpochEndResponse`, an empty object for HELLO, or
   an :class:`ErrorBody`), then a fetch answer's batches exactly as stored, partition after
-  partition in the order of its results (``size_bytes`` each). The leader sends those
-  bytes from its segment files (``os.sendfile``) and the follower reads the whole frame
-  into one buffer: the batches are views into it, never copied.
+  partition in the order of its results (``size_bytes`` each), then one **trailer** byte:
+  :data:`TRAILER_OK`, or :data:`TRAILER_CHANGED` when a log was truncated or rewritten
+  while its bytes were being sent (the follower then discards the answer and fetches
+  again). The leader sends the batches from its segment files (``os.sendfile``), so it
+  can only know after sending that they were still the ones it found; the follower reads
+  the whole frame into one buffer: the batches are views into it, never copied.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Final, cast
 
 import msgspec
 
-from conveyor.protocol.errors import InvalidRequestError
+from conveyor.protocol.errors import ErrorCode, InvalidRequestError, RetriableError
 from conveyor.protocol.messages import (
     EpochEndRequest,
     ErrorBody,
@@ -41,6 +44,8 @@ KIND_FETCH: Final = 2
 KIND_EPOCH_END: Final = 3
 STATUS_OK: Final = 0
 STATUS_ERROR: Final = 1
+TRAILER_OK: Final = b"\x00"
+TRAILER_CHANGED: Final = b"\x01"
 
 REQUEST_FRAME_BYTES_MAX: Final = 1 << 20  # requests are JSON naming partitions
 # A fetch answer holds at most the request's max_bytes, plus one batch larger than the
@@ -138,7 +143,19 @@ def decode_error(header: memoryview) -> ErrorBody:
 def decode_fetch_response(
     header: memoryview, payload: memoryview
 ) -> tuple[ReplicaFetchResponse, list[memoryview]]:
-    """A fetch answer and each partition's batches (views into ``payload``, no copies)."""
+    """A fetch answer and each partition's batches (views into ``payload``, no copies).
+    RetriableError when the leader's trailer says a log changed under the send."""
+    if len(payload) < 1:
+        raise InvalidRequestError("replica fetch response without its trailer")
+    trailer = bytes(payload[-1:])
+    if trailer == TRAILER_CHANGED:
+        raise RetriableError(
+            "the leader's log changed while its answer was sent: fetch again",
+            code=ErrorCode.NETWORK_ERROR,
+        )
+    if trailer != TRAILER_OK:
+        raise InvalidRequestError("replica fetch response with an unknown trailer")
+    payload = payload[:-1]
     try:
         response = msgspec.json.decode(header, type=ReplicaFetchResponse)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

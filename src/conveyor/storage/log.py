@@ -73,12 +73,16 @@ class FileRange(NamedTuple):
     """Whole batches as they lie in a segment file, to be sent without reading them
     (``os.sendfile``). ``fd`` is this range's own duplicate of the segment's descriptor:
     a roll, retention or compaction that closes the segment meanwhile does not affect it
-    (the file stays readable until ``fd`` is closed, which the caller must do); a
-    truncation can shorten the file under it, which the sender sees as a short send."""
+    (the file stays readable until ``fd`` is closed, which the caller must do). A
+    truncation can shorten or rewrite the file under it: ``generation`` is the log's at
+    the lookup, and a sender compares it with the log's after sending (a changed one means
+    the bytes sent may not be the ones found).
+    """
 
     fd: int
     position: int
     size_bytes: int
+    generation: int
 
 
 class CleaningView(NamedTuple):
@@ -599,7 +603,7 @@ class PartitionLog:
                 found = segment.batch_range(max(offset, segment.base_offset), max_bytes)
                 if found is None:
                     return None
-                return FileRange(os.dup(segment.fd), found[0], found[1])
+                return FileRange(os.dup(segment.fd), found[0], found[1], self.generation)
             return None
 
     def headers(self, offset: int) -> Iterator[BatchHeader]:

@@ -9,12 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conveyor.protocol.errors import InvalidRequestError
+from conveyor.protocol.errors import InvalidRequestError, RetriableError
 from conveyor.protocol.fetchframe import (
     REQUEST_FRAME_BYTES_MAX,
     SIZE,
     STATUS_ERROR,
     STATUS_OK,
+    TRAILER_CHANGED,
+    TRAILER_OK,
     ReplicaHello,
     decode_fetch_response,
     decode_request,
@@ -76,7 +78,7 @@ def test_a_fetch_answer_carries_each_partitions_batches_as_views() -> None:
             ReplicaFetchResult(topic="b", partition=0, size_bytes=2),
         ]
     )
-    frame = response_head(response, 5) + b"xyzpq"
+    frame = response_head(response, 6) + b"xyzpq" + TRAILER_OK
     assert frame_size(frame[: SIZE.size], 1 << 20) == len(frame) - SIZE.size
     status, header, payload = split_response(memoryview(frame)[SIZE.size :])
     assert status == STATUS_OK
@@ -85,9 +87,19 @@ def test_a_fetch_answer_carries_each_partitions_batches_as_views() -> None:
     assert [bytes(c) for c in chunks] == [b"xyz", b"", b"pq"]
     assert all(c.obj is payload.obj for c in chunks)  # no copies
     with pytest.raises(InvalidRequestError):  # sizes and payload disagree
-        decode_fetch_response(header, memoryview(b"xyzpq!"))
+        decode_fetch_response(header, memoryview(b"xyzpq!" + TRAILER_OK))
     with pytest.raises(InvalidRequestError):
-        decode_fetch_response(header, memoryview(b"xy"))
+        decode_fetch_response(header, memoryview(b"xy" + TRAILER_OK))
+    with pytest.raises(InvalidRequestError):  # no trailer, or an unknown one
+        decode_fetch_response(header, memoryview(b""))
+    with pytest.raises(InvalidRequestError):
+        decode_fetch_response(header, memoryview(b"xyzpq\x07"))
+
+
+def test_a_log_changed_under_the_send_makes_the_answer_retriable() -> None:
+    header = memoryview(b'{"partitions": [{"topic": "a", "partition": 0, "size_bytes": 2}]}')
+    with pytest.raises(RetriableError):
+        decode_fetch_response(header, memoryview(b"xy" + TRAILER_CHANGED))
 
 
 def test_an_error_answer_is_marked() -> None:

@@ -67,3 +67,14 @@ def test_a_range_stays_readable_after_its_segment_is_deleted(make_log: LogFactor
     expected = log.read(0, 1 << 20)
     log.advance_start(log.log_end_offset)  # deletes every sealed segment
     assert sent(found) == expected
+
+
+def test_a_truncation_changes_the_generation_a_range_was_found_in(make_log: LogFactory) -> None:
+    """The replica listener sends a range after finding it; a changed generation after the
+    send means the file may have been rewritten under it (the answer is then discarded)."""
+    log = filled(make_log, [5, 5])
+    found = log.read_range(0, 1 << 20)
+    assert found is not None and found.generation == log.generation
+    os.close(found.fd)
+    log.truncate_to(5)
+    assert log.generation != found.generation
