@@ -17,7 +17,7 @@ import conveyor
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.kafka.apis import ApiKey
 from conveyor.transport.tls import TLSConfig
-from tests.integration.cluster import Cluster, wait_for
+from tests.integration.cluster import Cluster, free_port, wait_for
 from tests.integration.test_client import (
     COUNT,
     KEYS,
@@ -103,10 +103,23 @@ def test_read_committed_over_kafka_drops_aborted_transactions(
     """A transactional producer on either transport; read over Kafka (Fetch with
     isolation_level 1, the aborted transactions dropped) and over HTTP. A transaction
     left open holds the last stable offset back: readers stop there and count it as
-    the end (``caught_up``), as Kafka's consumers count lag."""
+    the end (``caught_up``), as Kafka's consumers count lag. Over Kafka the writer is
+    given the Kafka listeners and a coordinator URL where nothing listens: every
+    transaction step must go over Kafka."""
     topic = f"txn-kafka-{transport}"
     make_topic(cluster, topic, partitions=1)
-    with _producer(cluster, transport, transactional_id=f"{topic}-writer") as producer:
+    tid = f"{topic}-writer"
+    writer = (
+        conveyor.Producer(
+            f"http://127.0.0.1:{free_port()}",  # nothing listens: no HTTP step could work
+            bootstrap_servers=cluster.bootstrap,
+            tls=kafka_tls(cluster),
+            transactional_id=tid,
+        )
+        if transport == "kafka"
+        else _producer(cluster, "http", transactional_id=tid)
+    )
+    with writer as producer:
         with producer.transaction():
             producer.send(topic, b"committed")
         producer.begin_transaction()
