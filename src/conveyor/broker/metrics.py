@@ -32,7 +32,7 @@ from conveyor.broker.fetchmemory import FetchMemory
 from conveyor.broker.replica import Replica
 from conveyor.broker.rules import ACKS_ALIASES
 from conveyor.broker.share.metrics import ShareMetricsCollector
-from conveyor.protocol.batch import HEADER_SIZE, peek_length
+from conveyor.protocol.batch import HEADER_SIZE, LOG_OVERHEAD
 from conveyor.protocol.replica import IsrChanged
 from conveyor.protocol.txn import MARKERS_PATH
 from conveyor.storage import PartitionLog
@@ -95,6 +95,8 @@ _TP_FOLLOWER: Final = ("topic", "partition", "follower")
 _Labels = tuple[str, tuple[str, ...]]  # (rendered label set, label values)
 _RECORDS_COUNT: Final = struct.Struct(">i")
 _RECORDS_COUNT_POSITION: Final = 57  # the last field of the 61-byte v2 batch header
+_BATCH_LENGTH: Final = struct.Struct(">i")
+_BATCH_LENGTH_POSITION: Final = 8  # after the base offset
 
 
 class KafkaListenerView(Protocol):
@@ -113,11 +115,12 @@ def count_records(data: bytes | bytearray | memoryview) -> int:
     One header read per batch; a trailing partial batch (a fetch may end with one) is not
     counted. Pure."""
     position, count, end = 0, 0, len(data)
-    while end - position >= HEADER_SIZE:
-        _, size_bytes = peek_length(data, position)
+    length_at, count_at = _BATCH_LENGTH.unpack_from, _RECORDS_COUNT.unpack_from
+    while end - position >= HEADER_SIZE:  # on every produce and fetch: kept lean
+        size_bytes = LOG_OVERHEAD + length_at(data, position + _BATCH_LENGTH_POSITION)[0]
         if size_bytes < HEADER_SIZE or position + size_bytes > end:
             break
-        count += _RECORDS_COUNT.unpack_from(data, position + _RECORDS_COUNT_POSITION)[0]
+        count += count_at(data, position + _RECORDS_COUNT_POSITION)[0]
         position += size_bytes
     return count
 

@@ -13,10 +13,11 @@ Per connection:
 * Sessions start their work synchronously in arrival order (a coroutine runs up to its
   first suspension when its task starts, and tasks start in creation order), so two
   produces to one partition on one connection are appended in the order sent.
-* Answers are written in 64 KiB chunks waiting for the socket to drain, under
-  ``write_timeout_ms``: a client that stops reading is disconnected (reset) instead of
-  holding the broker's memory. :attr:`Reply.on_done` runs once the answer is written or
-  dropped (fetch answers release their share of the broker's fetch memory budget there).
+* Answers are written in 64 KiB chunks waiting for the socket to drain (an answer in
+  parts, a Fetch's, with one ``writelines``), under ``write_timeout_ms``: a client that
+  stops reading is disconnected (reset) instead of holding the broker's memory.
+  :attr:`Reply.on_done` runs once the answer is written or dropped (fetch answers
+  release their share of the broker's fetch memory budget there).
 * A connection idle (no complete frame) for ``idle_timeout_ms`` is closed (Kafka's
   ``connections.max.idle.ms``); beyond ``connections_max`` open connections, or
   ``connections_per_address_max`` from one client address, a new one is closed at once
@@ -66,6 +67,12 @@ class KafkaListenerSettings:
         default_factory=lambda: ConnectionLimits(idle_timeout_ms=600_000)
     )
     inflight_max: int = 32  # requests read and not yet answered, per connection
+    # The stream reader's buffer limit: it stops reading the socket past twice this. At
+    # asyncio's 64 KiB a 1 MB Produce (librdkafka's largest by default) paused and resumed
+    # the socket ~8 times per frame and read cost 2.0 ns per byte; at 512 KiB, 1.0
+    # (docs/benchmarks.md, "Kafka Produce and Fetch paths"). A frame is held whole anyway
+    # (up to max_frame_bytes), so this adds at most 1 MiB per connection read ahead.
+    read_buffer_bytes: int = 512 * 1024
     write_timeout_ms: int = 30_000  # an answer not read by then closes the connection
 
 
@@ -79,9 +86,11 @@ class ConnectionInfo:
 
 @dataclass(slots=True)
 class Reply:
-    """An answer to one request: ``data`` is the response without its size prefix."""
+    """An answer to one request: ``data`` is the response without its size prefix, in
+    one buffer or in parts written one after another (a Fetch answer: headers between
+    record sets as the log gave them, never joined in Python)."""
 
-    data: bytes | bytearray
+    data: bytes | bytearray | tuple[bytes, ...]
     on_done: Callable[[], None] | None = None  # after it is written, or dropped
     close_after: bool = False  # close the connection once it is written
 
@@ -145,6 +154,7 @@ class KafkaListener:
             self._accept,
             self.settings.host,
             self.settings.port,
+            limit=self.settings.read_buffer_bytes,
             ssl=self.ssl_context,
             ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S if self.ssl_context else None,
             reuse_address=True,
@@ -308,7 +318,7 @@ class KafkaListener:
                     "closed a kafka connection from %s: its answer of %d bytes was not read "
                     "within %d ms",
                     info.peer,
-                    len(reply.data),
+                    _size_bytes(reply.data),
                     self.settings.write_timeout_ms,
                 )
                 _abort(writer)
@@ -321,7 +331,20 @@ class KafkaListener:
                 return
 
 
-async def _write_reply(writer: asyncio.StreamWriter, data: bytes | bytearray) -> None:
+def _size_bytes(data: bytes | bytearray | tuple[bytes, ...]) -> int:
+    return sum(len(part) for part in data) if isinstance(data, tuple) else len(data)
+
+
+async def _write_reply(
+    writer: asyncio.StreamWriter, data: bytes | bytearray | tuple[bytes, ...]
+) -> None:
+    if isinstance(data, tuple):
+        # One writelines: the transport sends the parts with one writev(2) (uvloop) and
+        # keeps what the socket did not take by reference, so record sets are not
+        # copied here; under TLS the SSL layer encrypts them from the same buffers.
+        writer.writelines((size_prefix(_size_bytes(data)), *data))
+        await writer.drain()
+        return
     if len(data) <= WRITE_CHUNK_BYTES:
         # one write, one send(2) (profiled: each write of a small answer costs a syscall)
         writer.write(size_prefix(len(data)) + data)

@@ -35,8 +35,12 @@ from typing import Any, Final
 from conveyor.broker.kafka.auth import Authorizer
 from conveyor.broker.kafka.registry import RequestContext
 from conveyor.protocol.errors import ConveyorError, ErrorCode
-from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError, kafka_error
+from conveyor.protocol.kafka.fetch_response import (
+    EncodedParts,
+    FetchedPartition,
+    encode_fetch_response,
+)
 from conveyor.protocol.messages import PartitionOffsets
 
 _NO_EPOCH: Final = -1
@@ -196,35 +200,19 @@ class FetchHandler:
                     self._release(len(answer.records))
 
 
-def _response(version: int, wanted: list[Wanted], answers: list[Answer]) -> Any:
-    response = SERVED[ApiKey.FETCH].response[version]
-    topic_cls = response.FetchableTopicResponse
-    partition_cls = topic_cls.PartitionData
-    aborted_cls = partition_cls.AbortedTransaction
-    by_topic: dict[str, list[Any]] = {}
+def _response(version: int, wanted: list[Wanted], answers: list[Answer]) -> EncodedParts:
+    """Encoded by hand, the record sets as read (protocol/kafka/fetch_response.py)."""
+    by_topic: dict[str, list[FetchedPartition]] = {}
     for want, answer in zip(wanted, answers, strict=True):
         by_topic.setdefault(want.topic, []).append(
-            partition_cls(
-                partition_index=want.partition,
-                error_code=answer.error,
-                high_watermark=answer.high_watermark,
-                last_stable_offset=answer.last_stable_offset,
-                log_start_offset=answer.log_start_offset,
-                aborted_transactions=None
-                if not want.read_committed
-                else [
-                    aborted_cls(producer_id=pid, first_offset=first)
-                    for pid, first in answer.aborted
-                ],
-                preferred_read_replica=-1,
-                records=answer.records,
+            FetchedPartition(
+                want.partition,
+                answer.error,
+                answer.high_watermark,
+                answer.last_stable_offset,
+                answer.log_start_offset,
+                answer.aborted if want.read_committed else None,
+                answer.records,
             )
         )
-    return response(
-        throttle_time_ms=0,
-        error_code=0,
-        session_id=0,
-        responses=[
-            topic_cls(topic=name, partitions=partitions) for name, partitions in by_topic.items()
-        ],
-    )
+    return encode_fetch_response(version, list(by_topic.items()))

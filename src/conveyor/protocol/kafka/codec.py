@@ -24,6 +24,7 @@ from conveyor.protocol.kafka.apis import (
     response_is_flexible,
     spec_for,
 )
+from conveyor.protocol.kafka.fetch_response import EncodedParts
 from conveyor.protocol.kafka.framing import size_prefix
 from conveyor.protocol.kafka.header import (
     HeaderError,
@@ -165,9 +166,13 @@ def _plan(struct: Any, version: int) -> tuple[_Check, ...]:
 
 def encode_response(
     api_key: int, api_version: int, correlation_id: int, body: Any
-) -> bytes | bytearray:
-    """Response header and body, without the size prefix."""
+) -> bytes | bytearray | EncodedParts:
+    """Response header and body, without the size prefix. A body already encoded as
+    parts (a Fetch answer: ``fetch_response.py``) stays in parts, its record sets
+    uncopied: the listener writes them one after another."""
     head = response_header(correlation_id, response_is_flexible(api_key, api_version))
+    if isinstance(body, EncodedParts):
+        return EncodedParts((head + body[0], *body[1:]))
     encoded: bytes | bytearray = body.encode(version=api_version)
     return head + encoded
 
