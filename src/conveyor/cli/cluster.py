@@ -34,11 +34,18 @@ def _status(args: argparse.Namespace) -> int:
         print_json(status)
     else:
         rows = [
-            (b.broker_id, b.url, "up" if b.alive else "DOWN", b.leader_count, b.replica_count)
+            (
+                b.broker_id,
+                b.url or b.kafka_address,  # over Kafka (--bootstrap-server): its listener
+                "up" if b.alive else "DOWN",
+                b.leader_count,
+                b.replica_count,
+            )
             for b in status.brokers
         ]
+        version = f" (conveyor {status.version})" if status.version else ""
         print_table(
-            f"cluster {status.cluster_id} (conveyor {status.version})",
+            f"cluster {status.cluster_id}{version}",
             ("broker", "url", "state", "leaders", "replicas"),
             rows,
         )

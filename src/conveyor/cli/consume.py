@@ -247,13 +247,17 @@ def _partitions(url: str | None, topic: str, wanted: list[int]) -> list[TopicPar
 
 def _consume(args: argparse.Namespace) -> int:
     from conveyor.client import Consumer
+    from conveyor.client.transport_choice import client_transport
 
     direct = bool(args.partition) or args.offset is not None
     if args.offset is not None and args.offset.kind == "stored" and args.group is None:
         raise InvalidRequestError("-o stored reads a group's committed offsets: give --group")
+    transport, servers = client_transport(None, None)  # --transport, --bootstrap-server
     with Consumer(
         args.url,
         None if direct else [args.topic],
+        transport=transport,
+        bootstrap_servers=servers,
         group_id=args.group,
         client_id="conveyor-console",
         auto_offset_reset="earliest" if args.from_beginning else "latest",

@@ -92,14 +92,11 @@ def parse_target(raw: str) -> ResetTarget:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from conveyor.client.group import GroupAdmin
+    from conveyor.client import Admin
 
-    with GroupAdmin(args.url) as admin:
+    with Admin(args.url) as admin:  # over --transport (Kafka's ListGroups on every broker)
         groups = admin.list_groups()
-        try:
-            shared = admin.list_share_groups()
-        except ConveyorError:
-            shared = []  # a hint only (a user allowed groups but not share groups)
+    shared = _share_groups(args.url)
     if args.json:
         print_json(groups)
         return EXIT_OK
@@ -111,23 +108,39 @@ def _list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _describe(args: argparse.Namespace) -> int:
-    from conveyor.cli.queue import print_share_group
+def _share_groups(url: str | None) -> list[object]:
+    """Share groups (queues) exist only at the coordinator: a hint, none over Kafka."""
+    from conveyor.cli.preflight import needs_coordinator
     from conveyor.client.group import GroupAdmin
 
-    with GroupAdmin(args.url) as admin:
+    if not needs_coordinator():
+        return []
+    with GroupAdmin(url) as admin:
         try:
+            return list(admin.list_share_groups())
+        except ConveyorError:
+            return []  # a hint only (a user allowed groups but not share groups)
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from conveyor.cli.queue import print_share_group
+    from conveyor.client import Admin
+    from conveyor.client.group import GroupAdmin
+
+    try:
+        with Admin(args.url) as admin:
             described = admin.describe_group(args.group)
-        except ConveyorError as exc:
-            if exc.code != ErrorCode.UNKNOWN_GROUP:
-                raise
-            # not a consumer group: a share group (queue) of that name, or the same 404
-            shared = admin.describe_share_group(args.group)
-            if args.json:
-                print_json(shared)
-            else:
-                print_share_group(shared)
-            return EXIT_OK
+    except ConveyorError as exc:
+        if exc.code != ErrorCode.UNKNOWN_GROUP:
+            raise
+        # not a consumer group: a share group (queue) of that name, or the same 404
+        with GroupAdmin(args.url) as groups:
+            shared = groups.describe_share_group(args.group)
+        if args.json:
+            print_json(shared)
+        else:
+            print_share_group(shared)
+        return EXIT_OK
     if args.json:
         print_json(described)
         return EXIT_OK
@@ -168,19 +181,19 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    from conveyor.client.group import GroupAdmin
+    from conveyor.client import Admin
 
-    with GroupAdmin(args.url) as admin:
+    with Admin(args.url) as admin:
         admin.delete_group(args.group)
     print_line(f"deleted group {args.group}")
     return EXIT_OK
 
 
 def _reset(args: argparse.Namespace) -> int:
-    from conveyor.client.group import GroupAdmin
+    from conveyor.client import Admin
 
     target = parse_target(args.to)
-    with GroupAdmin(args.url) as admin:
+    with Admin(args.url) as admin:
         stored = admin.reset_offsets(args.group, args.topic, target, args.partition)
     if args.json:
         print_json(stored)

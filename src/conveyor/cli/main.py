@@ -124,9 +124,10 @@ def _run(argv: list[str] | None) -> int:
     try:
         apply_profile(args)
         if getattr(args, "coordinator_preflight", False):
-            from conveyor.cli.preflight import check_coordinator
+            from conveyor.cli.preflight import check_coordinator, needs_coordinator
 
-            check_coordinator(args.url)
+            if needs_coordinator():
+                check_coordinator(args.url)
         return handler(args)
     except SettingsError as exc:  # a bad flag, variable or config file value: bad usage
         _print_error(exc.message)

@@ -53,7 +53,8 @@ def apply_output(args: argparse.Namespace) -> None:
 def add_url_flag(parser: argparse.ArgumentParser) -> None:
     """The client settings every command that talks to a cluster takes as flags (their
     definitions: ``conveyor.settings.catalog``, CLIENT); ``conveyor`` checks the URL
-    before running the command (``cli/preflight.py``)."""
+    before running the command (``cli/preflight.py``), unless the command's clients
+    speak Kafka to ``--bootstrap-server`` alone."""
     parser.set_defaults(coordinator_preflight=True)
     from conveyor.settings import catalog
     from conveyor.settings.flags import help_text
@@ -68,6 +69,24 @@ def add_url_flag(parser: argparse.ArgumentParser) -> None:
             default=None,
             help=help_text(item),
         )
+    # the Kafka tools' spelling too (kafka-topics.sh --bootstrap-server)
+    parser.add_argument(
+        "--bootstrap-server",
+        "--bootstrap-servers",
+        dest=catalog.BOOTSTRAP_SERVERS.name,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        action=_ClientFlag,
+        default=None,
+        help=help_text(catalog.BOOTSTRAP_SERVERS),
+    )
+    parser.add_argument(
+        "--transport",
+        dest=catalog.TRANSPORT.name,
+        choices=("http", "kafka"),
+        action=_ClientFlag,
+        default=None,
+        help=help_text(catalog.TRANSPORT),
+    )
     add_profile_flag(parser)
 
 

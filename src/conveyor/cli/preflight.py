@@ -28,6 +28,16 @@ from conveyor.transport.client import SyncHTTP, coordinator_set
 WAIT_S: Final = 2.0
 
 
+def needs_coordinator() -> bool:
+    """Whether a command's clients go to the coordinator: not when they speak Kafka to
+    bootstrap servers (``--bootstrap-server``, ``CONVEYOR_BOOTSTRAP_SERVERS``), where only
+    the brokers' Kafka listeners may be reachable (their own errors say what failed)."""
+    from conveyor.client.transport_choice import client_transport
+
+    transport, servers = client_transport(None, None)
+    return transport == "http" or servers is None
+
+
 def check_coordinator(url: str | None) -> str:
     """The first coordinator URL that answers (several may be given, comma-separated:
     coordinator high availability); raises one typed error otherwise."""

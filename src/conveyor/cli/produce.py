@@ -179,6 +179,7 @@ class _ReportedByTheCommand(logging.Filter):
 
 def _produce(args: argparse.Namespace) -> int:
     from conveyor.client import Producer
+    from conveyor.client.transport_choice import client_transport
 
     headers = parse_headers(args.header) or None
     acks = _Acks(args.json)
@@ -186,7 +187,14 @@ def _produce(args: argparse.Namespace) -> int:
     sender_log, reported = logging.getLogger("conveyor.client.sender"), _ReportedByTheCommand()
     sender_log.addFilter(reported)
     try:
-        with Producer(args.url, acks=args.acks, codec=args.compression) as producer:
+        transport, servers = client_transport(None, None)  # --transport, --bootstrap-server
+        with Producer(
+            args.url,
+            acks=args.acks,
+            codec=args.compression,
+            transport=transport,
+            bootstrap_servers=servers,
+        ) as producer:
             try:
                 _send_all(producer, args, headers, acks, _lines(args))
             finally:

@@ -1,36 +1,45 @@
-"""``Admin``: topic and cluster administration against the coordinator (sync)."""
+"""``Admin``: topics, the cluster and consumer groups (sync).
+
+The operations run on a private event loop thread over the transport the settings choose
+(``admin_transport.py``): the coordinator's HTTP API by default, the brokers' Kafka
+listeners with ``transport="kafka"`` or ``bootstrap_servers="host:port,..."``. One
+implementation of each operation per transport, shared with :class:`AsyncAdmin`.
+"""
 
 from __future__ import annotations
 
-import random
-import time
+from collections.abc import Coroutine, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
 from conveyor.client import admin_ops as ops
+from conveyor.client.admin_ops import ResetTarget
+from conveyor.client.admin_transport import admin_transport
+from conveyor.client.loop import LoopThread
 from conveyor.client.types import TopicPartition
-from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.messages import (
     ClusterStatus,
     ConfigValue,
     DecommissionResponse,
-    DeletedRecords,
-    PartitionOffsets,
+    GroupDescription,
+    GroupSummary,
+    OffsetFetchResponse,
     TopicConfig,
     TopicDescription,
     TopicSummary,
 )
-from conveyor.transport.client import SyncHTTP, coordinator_set
 from conveyor.transport.tls import TLSConfig
 
 T = TypeVar("T")
 
 
 class Admin:
-    """Create, list, describe and delete topics; read the cluster's status.
+    """Create, list, describe and delete topics; read the cluster's status; list,
+    describe, delete consumer groups and reset their offsets.
 
     Errors arrive typed: e.g. ``InvalidRequestError`` with code ``TOPIC_ALREADY_EXISTS``,
-    ``UNKNOWN_TOPIC`` or ``INVALID_TOPIC``.
+    ``UNKNOWN_TOPIC`` or ``INVALID_TOPIC``, on either transport; an operation no Kafka API
+    carries raises ``CoordinatorRequiredError`` on the Kafka transport.
     """
 
     def __init__(
@@ -42,20 +51,22 @@ class Admin:
         token: str | None = None,
         user: str | None = None,
         password: str | None = None,
+        transport: str | None = None,
+        bootstrap_servers: str | None = None,
     ) -> None:
-        """Credentials: ``token`` (Bearer), or ``user`` and ``password`` (Basic); none given:
-        ``CONVEYOR_TOKEN`` or ``CONVEYOR_USER``/``CONVEYOR_PASSWORD`` from the environment."""
-        from conveyor.transport.credentials import authorization_header
-
-        coordinators = coordinator_set(url)
-        self.url = coordinators.primary  # requests go to the active coordinator
-        self._http = SyncHTTP(
-            tls,
-            timeout_s=timeout_s,
-            pool_size=4,
-            authorization=authorization_header(token, user, password),
-            coordinators=coordinators,
+        """Credentials: ``token`` (Bearer), or ``user`` and ``password`` (Basic; SCRAM over
+        Kafka); none given: ``CONVEYOR_TOKEN`` or ``CONVEYOR_USER``/``CONVEYOR_PASSWORD``.
+        ``transport`` and ``bootstrap_servers`` as :class:`Producer` takes them; neither
+        given: ``CONVEYOR_TRANSPORT`` and ``CONVEYOR_BOOTSTRAP_SERVERS``."""
+        # the transport first: a bad setting must not leave a loop thread behind
+        self._transport, self.url = admin_transport(
+            url, tls, timeout_s, token, user, password, transport, bootstrap_servers
         )
+        self._io = LoopThread("conveyor-admin-io")
+        self._closed = False
+
+    def _run(self, call: Coroutine[Any, Any, T]) -> T:
+        return self._io.run(call)
 
     def create_topic(
         self,
@@ -66,20 +77,21 @@ class Admin:
     ) -> TopicDescription:
         """Create ``name``; ``replication_factor`` None lets the cluster choose (min(3,
         live brokers)); ``config`` holds TopicConfig fields (unknown keys are rejected)."""
-        return self._run(ops.create_topic(name, partitions, replication_factor, config))
+        config = ops.topic_config(config)
+        return self._run(self._transport.create_topic(name, partitions, replication_factor, config))
 
     def list_topics(self) -> list[TopicSummary]:
-        return self._run(ops.list_topics()).topics
+        return self._run(self._transport.list_topics())
 
     def describe_topic(self, name: str) -> TopicDescription:
-        return self._run(ops.describe_topic(name))
+        return self._run(self._transport.describe_topic(name))
 
     def delete_topic(self, name: str) -> None:
-        self._run(ops.delete_topic(name))
+        self._run(self._transport.delete_topic(name))
 
     def add_partitions(self, name: str, partitions: int) -> TopicDescription:
         """Grow ``name`` to ``partitions`` in all (INVALID_PARTITIONS unless larger)."""
-        return self._run(ops.add_partitions(name, partitions))
+        return self._run(self._transport.add_partitions(name, partitions))
 
     def alter_topic_config(
         self,
@@ -89,17 +101,17 @@ class Admin:
     ) -> TopicDescription:
         """Set some TopicConfig fields of ``name`` and put ``reset`` back to their
         defaults; the others keep their values. Brokers apply it without a restart."""
-        return self._run(ops.alter_topic_config(name, values, reset))
+        return self._run(self._transport.alter_topic_config(name, values or {}, reset or []))
 
     def cluster(self) -> ClusterStatus:
-        return self._run(ops.cluster())
+        return self._run(self._transport.cluster())
 
     def decommission_broker(self, broker_id: int) -> DecommissionResponse:
         """Start draining a broker (idempotent); ``done`` once it holds no replica."""
-        return self._run(ops.decommission(broker_id, start=True))
+        return self._run(self._transport.decommission(broker_id, start=True))
 
     def decommission_status(self, broker_id: int) -> DecommissionResponse:
-        return self._run(ops.decommission(broker_id, start=False))
+        return self._run(self._transport.decommission(broker_id, start=False))
 
     def delete_records(
         self,
@@ -114,41 +126,38 @@ class Admin:
         tried (a moved leader is found again); then the first failure is raised (a typed
         error: OFFSET_OUT_OF_RANGE beyond the high watermark, POLICY_VIOLATION on a
         compact-only topic, UNKNOWN_TOPIC...), the other partitions being done."""
-        deletion = ops.RecordsDeletion(offsets, timeout_ms)
-        while True:
-            routes = ops.leader_urls(self._run(deletion.metadata()), deletion.pending)
-            outcomes: dict[TopicPartition, int | ConveyorError] = {}
-            for tp in deletion.pending:
-                try:
-                    outcomes[tp] = self._delete_on_leader(deletion, routes[tp], tp)
-                except ConveyorError as exc:
-                    outcomes[tp] = exc
-            if not deletion.settle(outcomes):
-                return deletion.result()
-            time.sleep(deletion.pause_s(random.random()))
+        return self._run(self._transport.delete_records(offsets, timeout_ms))
 
-    def _delete_on_leader(
-        self, deletion: ops.RecordsDeletion, route: str | ConveyorError, tp: TopicPartition
-    ) -> int:
-        leader = ops.leader(route)
-        ask = deletion.offsets_call(tp)
-        offsets = None
-        if ask is not None:
-            offsets = self._http.call(ask.method, leader + ask.path, PartitionOffsets)
-        call = deletion.delete_call(tp, offsets)
-        answer = self._http.call(
-            call.method, leader + call.path, DeletedRecords, timeout_s=deletion.timeout_s
-        )
-        return answer.low_watermark
+    # ---- consumer groups -----------------------------------------------------------------
 
-    def _run(self, call: ops.Call[T]) -> T:
-        if call.response is None:
-            self._http.request(call.method, self.url + call.path, body=call.body)
-            return None  # type: ignore[return-value]
-        return self._http.call(call.method, self.url + call.path, call.response, body=call.body)
+    def list_groups(self) -> list[GroupSummary]:
+        return self._run(self._transport.list_groups())
+
+    def describe_group(self, group: str) -> GroupDescription:
+        """Members, their partitions, and each partition's committed offset and lag."""
+        return self._run(self._transport.describe_group(group))
+
+    def delete_group(self, group: str) -> None:
+        """Forget an empty group's committed offsets; GROUP_NOT_EMPTY while it has
+        members, UNKNOWN_GROUP when it committed nothing."""
+        self._run(self._transport.delete_group(group))
+
+    def reset_offsets(
+        self, group: str, topic: str, to: ResetTarget, partitions: Iterable[int] | None = None
+    ) -> OffsetFetchResponse:
+        """Set ``group``'s committed offsets of ``topic`` (every partition, or the ones in
+        ``partitions``) to ``to``: ``"earliest"``, ``"latest"``, an offset or a
+        :class:`Timestamp`; GROUP_NOT_EMPTY while the group has members."""
+        return self._run(self._transport.reset_offsets(group, topic, to, partitions))
 
     def close(self) -> None:
-        self._http.close()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._run(self._transport.close())
+        finally:
+            self._io.stop()
 
     def __enter__(self) -> Admin:
         return self

@@ -64,14 +64,19 @@ def _group(name: str) -> str:
     return f"/v1/groups/{quote(name, safe='')}"
 
 
+def topic_config(config: TopicConfig | dict[str, Any] | None) -> TopicConfig | None:
+    """A creation's settings as given to ``create_topic``: a dict holds TopicConfig fields
+    (an unknown key is a TypeError, as ``TopicConfig(**config)`` raises)."""
+    return TopicConfig(**config) if isinstance(config, dict) else config
+
+
 def create_topic(
     name: str,
     partitions: int,
     replication_factor: int | None,
     config: TopicConfig | dict[str, Any] | None,
 ) -> Call[TopicDescription]:
-    if isinstance(config, dict):
-        config = TopicConfig(**config)
+    config = topic_config(config)
     request = CreateTopicRequest(
         name=name, partitions=partitions, replication_factor=replication_factor, config=config
     )
@@ -220,11 +225,13 @@ DELETE_RECORDS_ATTEMPTS = 5
 
 
 def leader_urls(
-    answer: Metadata, partitions: Iterable[tuple[str, int]]
+    answer: Metadata, partitions: Iterable[tuple[str, int]], *, kafka: bool = False
 ) -> dict[tuple[str, int], str | ConveyorError]:
-    """Each partition's leader URL, or why there is none: UNKNOWN_TOPIC and
-    UNKNOWN_PARTITION (final), LEADER_NOT_AVAILABLE (retried after a new metadata)."""
-    urls = {b.broker_id: b.url for b in answer.brokers}
+    """Each partition's leader URL (``kafka``: its Kafka listener's HOST:PORT), or why
+    there is none: UNKNOWN_TOPIC and UNKNOWN_PARTITION (final), LEADER_NOT_AVAILABLE
+    (retried after a new metadata)."""
+    addresses = {b.broker_id: b.kafka_address if kafka else b.url for b in answer.brokers}
+    urls = {broker: address for broker, address in addresses.items() if address}
     topics = {t.name: {p.partition: p for p in t.partitions} for t in answer.topics}
     out: dict[tuple[str, int], str | ConveyorError] = {}
     for topic, partition in partitions:

@@ -1,43 +1,35 @@
 """``AsyncAdmin``: topics, the cluster and consumer groups from asyncio.
 
-The same operations as :class:`Admin` and :class:`GroupAdmin` (``admin_ops.py`` builds
-every request once), sent with the asyncio HTTP client; a reset of a group's offsets asks
-the partitions' leaders concurrently.
+The operations of :class:`Admin`, over the transport its settings choose
+(``admin_transport.py``: the coordinator's HTTP API, or the brokers' Kafka listeners with
+``transport="kafka"`` or ``bootstrap_servers=``); the results are the same types on both.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from conveyor.client import admin_ops as ops
 from conveyor.client.admin_ops import ResetTarget
+from conveyor.client.admin_transport import admin_transport
+from conveyor.client.errors import CoordinatorRequiredError
 from conveyor.client.types import TopicPartition
-from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.messages import (
     ClusterStatus,
     ConfigValue,
     DecommissionResponse,
-    DeletedRecords,
     GroupDescription,
     GroupSummary,
     OffsetFetchResponse,
-    PartitionInfo,
-    PartitionOffset,
-    PartitionOffsets,
     TopicConfig,
     TopicDescription,
     TopicSummary,
 )
-from conveyor.transport.client import AsyncHTTP, coordinator_set
-from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
-from conveyor.transport.waits import gather_all, settle_all
 
-T = TypeVar("T")
+__all__ = ["AsyncAdmin", "CoordinatorRequiredError"]
 
 
 class AsyncAdmin:
@@ -53,22 +45,11 @@ class AsyncAdmin:
         token: str | None = None,
         user: str | None = None,
         password: str | None = None,
+        transport: str | None = None,
+        bootstrap_servers: str | None = None,
     ) -> None:
-        coordinators = coordinator_set(url)
-        self.url = coordinators.primary  # requests go to the active coordinator
-        self._http = AsyncHTTP(
-            tls,
-            timeout_s=timeout_s,
-            authorization=authorization_header(token, user, password),
-            coordinators=coordinators,
-        )
-
-    async def _run(self, call: ops.Call[T]) -> T:
-        if call.response is None:
-            await self._http.request(call.method, self.url + call.path, body=call.body)
-            return None  # type: ignore[return-value]
-        return await self._http.call(
-            call.method, self.url + call.path, call.response, body=call.body
+        self._transport, self.url = admin_transport(
+            url, tls, timeout_s, token, user, password, transport, bootstrap_servers
         )
 
     # ---- topics and the cluster -----------------------------------------------------------
@@ -80,19 +61,21 @@ class AsyncAdmin:
         replication_factor: int | None = None,
         config: TopicConfig | dict[str, Any] | None = None,
     ) -> TopicDescription:
-        return await self._run(ops.create_topic(name, partitions, replication_factor, config))
+        return await self._transport.create_topic(
+            name, partitions, replication_factor, ops.topic_config(config)
+        )
 
     async def list_topics(self) -> list[TopicSummary]:
-        return (await self._run(ops.list_topics())).topics
+        return await self._transport.list_topics()
 
     async def describe_topic(self, name: str) -> TopicDescription:
-        return await self._run(ops.describe_topic(name))
+        return await self._transport.describe_topic(name)
 
     async def delete_topic(self, name: str) -> None:
-        await self._run(ops.delete_topic(name))
+        await self._transport.delete_topic(name)
 
     async def add_partitions(self, name: str, partitions: int) -> TopicDescription:
-        return await self._run(ops.add_partitions(name, partitions))
+        return await self._transport.add_partitions(name, partitions)
 
     async def alter_topic_config(
         self,
@@ -100,94 +83,46 @@ class AsyncAdmin:
         values: dict[str, ConfigValue] | None = None,
         reset: list[str] | None = None,
     ) -> TopicDescription:
-        return await self._run(ops.alter_topic_config(name, values, reset))
+        return await self._transport.alter_topic_config(name, values or {}, reset or [])
 
     async def cluster(self) -> ClusterStatus:
-        return await self._run(ops.cluster())
+        return await self._transport.cluster()
 
     async def decommission_broker(self, broker_id: int) -> DecommissionResponse:
-        return await self._run(ops.decommission(broker_id, start=True))
+        return await self._transport.decommission(broker_id, start=True)
 
     async def decommission_status(self, broker_id: int) -> DecommissionResponse:
-        return await self._run(ops.decommission(broker_id, start=False))
+        return await self._transport.decommission(broker_id, start=False)
 
     async def delete_records(
         self, offsets: ops.RecordsTargets, *, timeout_ms: int = 30_000
     ) -> dict[TopicPartition, int]:
         """As :meth:`Admin.delete_records`, the partitions' leaders asked concurrently."""
-        deletion = ops.RecordsDeletion(offsets, timeout_ms)
-        while True:
-            routes = ops.leader_urls(await self._run(deletion.metadata()), deletion.pending)
-            tps = list(deletion.pending)
-            answers = await settle_all(
-                *(self._delete_on_leader(deletion, routes[tp], tp) for tp in tps)
-            )
-            outcomes: dict[TopicPartition, int | ConveyorError] = {}
-            for tp, outcome in zip(tps, answers, strict=True):
-                if not isinstance(outcome, int | ConveyorError):
-                    raise outcome
-                outcomes[tp] = outcome
-            if not deletion.settle(outcomes):
-                return deletion.result()
-            await asyncio.sleep(deletion.pause_s(random.random()))
-
-    async def _delete_on_leader(
-        self, deletion: ops.RecordsDeletion, route: str | ConveyorError, tp: TopicPartition
-    ) -> int:
-        leader = ops.leader(route)
-        ask = deletion.offsets_call(tp)
-        offsets = None
-        if ask is not None:
-            offsets = await self._http.call(ask.method, leader + ask.path, PartitionOffsets)
-        call = deletion.delete_call(tp, offsets)
-        answer = await self._http.call(
-            call.method, leader + call.path, DeletedRecords, timeout_s=deletion.timeout_s
-        )
-        return answer.low_watermark
+        return await self._transport.delete_records(offsets, timeout_ms)
 
     # ---- consumer groups -----------------------------------------------------------------
 
     async def list_groups(self) -> list[GroupSummary]:
-        return (await self._run(ops.list_groups())).groups
+        return await self._transport.list_groups()
 
     async def describe_group(self, group: str) -> GroupDescription:
-        return await self._run(ops.describe_group(group))
+        return await self._transport.describe_group(group)
 
     async def delete_group(self, group: str) -> None:
         """Forget an empty group's committed offsets (GROUP_NOT_EMPTY while it has members)."""
-        await self._run(ops.delete_group(group))
+        await self._transport.delete_group(group)
 
     async def reset_offsets(
         self, group: str, topic: str, to: ResetTarget, partitions: Iterable[int] | None = None
     ) -> OffsetFetchResponse:
-        """As :meth:`GroupAdmin.reset_offsets`: every partition of ``topic`` or the ones
-        named, to ``"earliest"``, ``"latest"``, an offset or a ``Timestamp``."""
-        answer = await self._run(ops.metadata([topic]))
-        urls = {b.broker_id: b.url for b in answer.brokers}
-        chosen = ops.partitions_to_reset(answer, topic, partitions)
-
-        async def one(info: PartitionInfo) -> PartitionOffset:
-            leader_offsets = None
-            if not isinstance(to, int):
-                if info.leader is None or info.leader not in urls:
-                    raise RetriableError(
-                        f"{topic}[{info.partition}] has no leader",
-                        code=ErrorCode.LEADER_NOT_AVAILABLE,
-                    )
-                path = ops.leader_offsets_path(topic, info.partition, to)
-                leader_offsets = await self._http.call(
-                    "GET", urls[info.leader] + path, PartitionOffsets
-                )
-            offset = ops.resolved(to, leader_offsets)
-            return PartitionOffset(topic=topic, partition=info.partition, offset=offset)
-
-        offsets = list(await gather_all(*(one(info) for info in chosen)))
-        return await self._run(ops.set_group_offsets(group, offsets))
+        """As :meth:`Admin.reset_offsets`: every partition of ``topic`` or the ones named,
+        to ``"earliest"``, ``"latest"``, an offset or a ``Timestamp``."""
+        return await self._transport.reset_offsets(group, topic, to, partitions)
 
     # ---- lifetime ----------------------------------------------------------------------------
 
     async def close(self) -> None:
-        await self._http.close()
+        await self._transport.close()
 
     async def __aenter__(self) -> AsyncAdmin:
         return self

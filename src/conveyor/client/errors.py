@@ -8,6 +8,7 @@
     +-- InvalidRequestError
     |   +-- OffsetOutOfRangeError
     |   +-- ProducerFencedError    a newer producer took the transactional id (fatal for this one)
+    |   +-- CoordinatorRequiredError  an Admin operation with no Kafka API, on transport="kafka"
     +-- ClientClosedError          the producer or consumer was closed (a usage error)
 
 Errors from the services arrive as the typed errors of the protocol table, translated
@@ -29,6 +30,7 @@ __all__ = [
     "BufferFullError",
     "ClientClosedError",
     "ConveyorError",
+    "CoordinatorRequiredError",
     "DeliveryTimeoutError",
     "ErrorCode",
     "FatalError",
@@ -59,6 +61,14 @@ class ProducerFencedError(InvalidRequestError):
     transaction was aborted and every later call of it fails; close it."""
 
     default_code = ErrorCode.PRODUCER_FENCED
+
+
+class CoordinatorRequiredError(InvalidRequestError):
+    """An ``Admin`` on the Kafka transport was asked for an operation that no Kafka API
+    carries (decommissioning a broker): it needs the coordinator's URL (``url=`` with
+    ``transport="http"``). Raised before anything is sent."""
+
+    default_code = ErrorCode.INVALID_REQUEST
 
 
 class ClientClosedError(ConveyorError):

@@ -10,7 +10,9 @@ here is a member of the group, so across processes each message goes to one of t
 (docs/consumer-groups.md). The clients close at interpreter exit (``atexit``), leaving
 the group, so the next run gets its partitions at once; with
 ``CONVEYOR_GROUP_INSTANCE_ID`` set they are static members, so even a run killed without
-exiting is replaced at once by the next one with the same id.
+exiting is replaced at once by the next one with the same id. ``push`` speaks the Kafka
+protocol to the brokers when ``CONVEYOR_BOOTSTRAP_SERVERS`` (or ``CONVEYOR_TRANSPORT=kafka``)
+is set (docs/client.md, "Transports").
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Final
 
 from conveyor.client.consumer import Consumer
 from conveyor.client.producer import Producer
+from conveyor.client.transport_choice import client_transport
 from conveyor.client.types import BytesLike, Message, key_to_text
 from conveyor.transport.client import default_url
 
@@ -38,6 +41,7 @@ PULL_FETCH_WAIT_MS: Final = 100  # a short long-poll, so "nothing waiting" is kn
 _lock = threading.Lock()
 _subscriptions = itertools.count(1)  # numbers this process's subscriptions, for instance ids
 _producer: Producer | None = None
+_producer_settings: tuple[str, str, str | None] | None = None  # what _producer was made with
 _consumer: Consumer | None = None
 
 
@@ -52,16 +56,20 @@ def _instance_id(role: str) -> str | None:
 
 
 def _shared_producer() -> Producer:
-    global _producer  # noqa: PLW0603 -- the seed API is module-level by design
+    global _producer, _producer_settings  # noqa: PLW0603 -- the seed API is module-level
     url = default_url(None)
+    # CONVEYOR_TRANSPORT / CONVEYOR_BOOTSTRAP_SERVERS: push() over the Kafka listeners
+    transport, servers = client_transport(None, None)
+    settings = (url, transport, servers)
     with _lock:
-        if _producer is not None and _producer.url != url:
+        if _producer is not None and _producer_settings != settings:
             _producer.close()
             _producer = None
         if _producer is None:
             # push() waits for each acknowledgement: lingering would only add latency;
             # concurrent pushes from several threads still share batches.
-            _producer = Producer(url, linger_ms=0)
+            _producer = Producer(url, linger_ms=0, transport=transport, bootstrap_servers=servers)
+            _producer_settings = settings
         return _producer
 
 

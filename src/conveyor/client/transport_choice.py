@@ -23,3 +23,20 @@ def pick_transport(transport: str | None, bootstrap_servers: str | None) -> Tran
     raise ValueError(
         f"transport must be 'http' or 'kafka' (bootstrap_servers needs 'kafka'), not {transport!r}"
     )
+
+
+def client_transport(
+    transport: str | None, bootstrap_servers: str | None
+) -> tuple[Transport, str | None]:
+    """The transport and bootstrap servers of a client given neither: the client settings
+    (``--transport``/``--bootstrap-server`` of the CLI, ``CONVEYOR_TRANSPORT``,
+    ``CONVEYOR_BOOTSTRAP_SERVERS``, the config file); either given: those alone."""
+    if transport is None and bootstrap_servers is None:
+        from conveyor.settings import catalog, client_settings
+
+        settings = client_settings()
+        transport, bootstrap_servers = (
+            settings[catalog.TRANSPORT],
+            settings[catalog.BOOTSTRAP_SERVERS],
+        )
+    return pick_transport(transport, bootstrap_servers), bootstrap_servers

@@ -63,7 +63,7 @@ from conveyor.protocol.messages import OffsetCommitRequest, PartitionOffset
 log = logging.getLogger(__name__)
 
 GROUPS_PER_REQUEST_MAX: Final = 1_000
-ASSIGNOR_NAME: Final = "uniform"  # Conveyor's one server-side assignor (groups.assign)
+ASSIGNOR_NAME: Final = consumer_protocol.CONVEYOR_ASSIGNOR
 # OffsetCommit v9 answers GROUP_ID_NOT_FOUND for a group the coordinator does not know
 # (either protocol understands it); older versions ILLEGAL_GENERATION (Kafka's rule)
 COMMIT_GROUP_NOT_FOUND_VERSION: Final = 9

@@ -552,6 +552,23 @@ URL: Final = setting(
     "the coordinator's URL, or every coordinator's, comma-separated (the active one is found)",
     ("client",),
 )
+BOOTSTRAP_SERVERS: Final = setting(
+    "bootstrap_servers",
+    kinds.optional(kinds.TEXT),
+    None,
+    "the brokers' Kafka listeners, HOST:PORT[,HOST:PORT...]: clients then speak the Kafka "
+    "protocol to them and need no coordinator URL for what Kafka's APIs carry",
+    ("client",),
+)
+TRANSPORT: Final = setting(
+    "transport",
+    kinds.optional(kinds.choice("http", "kafka")),
+    None,
+    "what the clients' data path and admin operations speak: http (to the coordinator "
+    "and brokers) or kafka (the brokers' Kafka listeners); unset: kafka when "
+    "bootstrap_servers is set, else http",
+    ("client",),
+)
 TOKEN: Final = setting(
     "token", kinds.optional(kinds.SECRET), None, "API token", ("client",), secret=True
 )
@@ -669,6 +686,8 @@ BROKER: Final[tuple[Setting[Any], ...]] = (
 )
 CLIENT: Final[tuple[Setting[Any], ...]] = (
     URL,
+    BOOTSTRAP_SERVERS,
+    TRANSPORT,
     CA,
     TOKEN,
     GROUP_INSTANCE_ID,

@@ -16,14 +16,14 @@ import enum
 from collections.abc import Mapping
 from typing import Any, Final
 
-from conveyor.broker.kafka import topic_configs
 from conveyor.broker.kafka.admin_topics import TopicOps, failure
 from conveyor.broker.kafka.auth import Authorizer
 from conveyor.broker.kafka.registry import RequestContext
-from conveyor.broker.kafka.topic_configs import ConfigEntry, ConfigSource, ConfigType
 from conveyor.protocol.errors import ConveyorError
+from conveyor.protocol.kafka import topic_configs
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError
+from conveyor.protocol.kafka.topic_configs import ConfigEntry, ConfigSource, ConfigType
 from conveyor.protocol.messages import AlterTopicConfigRequest
 from conveyor.protocol.topics import parse_cleanup_policy
 

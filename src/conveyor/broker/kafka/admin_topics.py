@@ -22,10 +22,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from conveyor.broker.kafka import topic_configs
 from conveyor.broker.kafka.auth import Authorizer
 from conveyor.broker.kafka.registry import RequestContext
 from conveyor.protocol.errors import ConveyorError, ErrorCode
+from conveyor.protocol.kafka import topic_configs
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError, kafka_error
 from conveyor.protocol.messages import (

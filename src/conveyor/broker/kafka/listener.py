@@ -66,7 +66,6 @@ from conveyor.broker.kafka.producer_id import InitProducerIdHandler
 from conveyor.broker.kafka.registry import Registry
 from conveyor.broker.kafka.sasl import SaslHandlers
 from conveyor.broker.kafka.session import KafkaSession, SessionSettings
-from conveyor.broker.kafka.topic_configs import ConfigType
 from conveyor.broker.kafka.transactions import (
     AddOffsetsToTxnHandler,
     AddPartitionsToTxnHandler,
@@ -75,6 +74,7 @@ from conveyor.broker.kafka.transactions import (
     TxnOffsetCommitHandler,
 )
 from conveyor.protocol.kafka.apis import ApiKey
+from conveyor.protocol.kafka.topic_configs import ConfigType
 from conveyor.protocol.messages import InitProducerIdRequest, InitProducerIdResponse, Metadata
 from conveyor.transport.authlimit import AuthFailureLimiter, AuthLimits
 from conveyor.transport.client import AsyncHTTP

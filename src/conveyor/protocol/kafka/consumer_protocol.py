@@ -23,6 +23,9 @@ with warnings.catch_warnings():  # kafka-python's schema loading (see apis.py)
     )
 
 PROTOCOL_TYPE: Final = "consumer"
+# The assignor a Conveyor group is described with (its one server-side assignor,
+# coordinator/groups.assign): how a client tells Conveyor's own groups from classic ones.
+CONVEYOR_ASSIGNOR: Final = "uniform"
 TOPICS_MAX: Final = 10_000  # a description reads at most this many entries
 BYTES_MAX: Final = 4 * 1024 * 1024
 

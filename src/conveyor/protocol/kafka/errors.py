@@ -218,6 +218,9 @@ _PREFERRED: Final[dict[KafkaError, ErrorCode]] = {
     # KIP-848: a commit or fetch with a member epoch the group has moved past; Conveyor's
     # client answers it as a stale generation (drop the partitions, rejoin)
     KafkaError.STALE_MEMBER_EPOCH: ErrorCode.ILLEGAL_GENERATION,
+    # what the coordinator's INVALID_CONFIG carries in its details (admin_topics.failure)
+    KafkaError.INVALID_REPLICATION_FACTOR: ErrorCode.INVALID_CONFIG,
+    KafkaError.INVALID_REPLICA_ASSIGNMENT: ErrorCode.INVALID_CONFIG,
 }
 
 

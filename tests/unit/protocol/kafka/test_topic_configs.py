@@ -1,4 +1,4 @@
-"""Kafka topic config names over Conveyor's TopicConfig (broker/kafka/topic_configs.py)."""
+"""Kafka topic config names over Conveyor's TopicConfig (protocol/kafka/topic_configs.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conveyor.broker.kafka import topic_configs
-from conveyor.broker.kafka.topic_configs import LONG_MAX, ConfigSource, ConfigType
 from conveyor.coordinator.state import merge_config
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
+from conveyor.protocol.kafka import topic_configs
+from conveyor.protocol.kafka.topic_configs import LONG_MAX, ConfigSource, ConfigType
 from conveyor.protocol.messages import TopicConfig
 
 
@@ -123,3 +123,47 @@ def test_any_strings_give_changes_the_coordinator_accepts_or_invalid_config(
         merge_config(TopicConfig(), fields, reset)
     except InvalidRequestError as exc:
         assert exc.code is ErrorCode.INVALID_CONFIG
+
+
+_CONFIGS = st.builds(
+    TopicConfig,
+    retention_ms=st.integers(-1, 2**40),
+    retention_bytes=st.integers(-1, 2**40),
+    flush=st.sampled_from(["always", "never", "interval:1", "interval:250"]),
+    min_insync_replicas=st.none() | st.integers(1, 3),
+    unclean_leader_election=st.booleans(),
+    cleanup_policy=st.sampled_from(["delete", "compact", "compact,delete"]),
+    min_cleanable_dirty_ratio=st.sampled_from([0.0, 0.25, 0.5, 1.0]),
+)
+
+
+@given(_CONFIGS)
+def test_the_clients_kafka_values_and_the_brokers_description_round_trip(
+    config: TopicConfig,
+) -> None:
+    """What Conveyor's Kafka admin client sends for a config is what the broker turns
+    back into it (CreateTopics), and what DescribeConfigs answers reads back as it."""
+    sets, deletes = topic_configs.kafka_values(topic_configs.explicit_fields(config))
+    assert deletes == []
+    assert (topic_configs.creation(sets) or TopicConfig()) == config
+    dynamic = {
+        e.name: e.value
+        for e in topic_configs.describe_topic(config, 3)
+        if e.source is ConfigSource.DYNAMIC_TOPIC_CONFIG
+    }
+    assert topic_configs.from_described(dynamic) == config
+
+
+def test_kafka_values_of_a_change_and_a_reset() -> None:
+    sets, deletes = topic_configs.kafka_values(
+        {"flush": "interval:50", "min_insync_replicas": None}, reset=["retention_ms"]
+    )
+    assert sets == {"flush.messages": str(LONG_MAX), "flush.ms": "50"}
+    assert deletes == ["min.insync.replicas", "retention.ms"]
+    assert topic_configs.changes(sets, deletes) == (
+        {"flush": "interval:50"},
+        ["min_insync_replicas", "retention_ms"],
+    )
+    with pytest.raises(InvalidRequestError) as unknown:
+        topic_configs.kafka_values({"bogus": 1})
+    assert unknown.value.code is ErrorCode.INVALID_CONFIG

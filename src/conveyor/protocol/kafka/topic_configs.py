@@ -269,3 +269,56 @@ def _long(name: str, text: str) -> int:
 
 def invalid(message: str) -> InvalidRequestError:
     return InvalidRequestError(message, code=ErrorCode.INVALID_CONFIG)
+
+
+# ---- the client's side: TopicConfig fields -> Kafka names (the Kafka admin transport) --
+
+
+def kafka_values(
+    fields: Mapping[str, ConfigValue], reset: Iterable[str] = ()
+) -> tuple[dict[str, str], list[str]]:
+    """TopicConfig ``field -> value`` sets and fields to reset -> (Kafka ``name -> text``
+    to set, Kafka names to delete): the inverse of :func:`changes`, what Conveyor's own
+    client sends in CreateTopics and IncrementalAlterConfigs. ``flush`` becomes both
+    ``flush.messages`` and ``flush.ms``; a None (``min_insync_replicas``) is a delete.
+    Raises INVALID_CONFIG for a name that is not a TopicConfig field."""
+    by_field: dict[str, list[TopicSetting]] = {}
+    for setting in _SETTINGS:
+        if setting.field is not None:
+            by_field.setdefault(setting.field, []).append(setting)
+    sets: dict[str, str] = {}
+    deletes: list[str] = []
+    for field, value in fields.items():
+        if field not in by_field:
+            raise invalid(f"unknown topic setting {field!r}; known: {sorted(by_field)}")
+        for setting in by_field[field]:
+            if value is None:
+                deletes.append(setting.name)
+            elif field == FLUSH_FIELD:
+                sets[setting.name] = _flush_value(setting.name, str(value))
+            elif isinstance(value, bool):
+                sets[setting.name] = "true" if value else "false"
+            else:
+                sets[setting.name] = str(value)
+    for field in reset:
+        if field not in by_field:
+            raise invalid(f"unknown topic setting {field!r}; known: {sorted(by_field)}")
+        deletes += [s.name for s in by_field[field] if s.name not in deletes]
+    return sets, deletes
+
+
+def explicit_fields(config: TopicConfig) -> dict[str, ConfigValue]:
+    """The fields of ``config`` that differ from the defaults (what a creation sends)."""
+    return {
+        name: value
+        for name in config.__struct_fields__
+        if (value := getattr(config, name)) != getattr(_DEFAULT, name)
+    }
+
+
+def from_described(dynamic: Mapping[str, str | None]) -> TopicConfig:
+    """A topic's ``TopicConfig`` from the DescribeConfigs entries set on it (source
+    DYNAMIC_TOPIC_CONFIG; the others are the defaults), the inverse of
+    :func:`describe_topic`."""
+    settable = {n: v for n, v in dynamic.items() if n in SETTABLE}
+    return creation(settable) or TopicConfig()
