@@ -12,11 +12,16 @@ Everything else takes free ports and its own temporary directories, and runs by 
 a module's tests share its module-scoped fixtures (one cluster per module, not one per
 worker) and some build on what an earlier test of their module left (a topic), so each
 module is a group of its own.
+
+The groups are given to xdist's scheduler directly (``pytest_xdist_make_scheduler``), not as
+``xdist_group`` markers: pytest-xdist 3.8 turns those markers into a ``@group`` suffix of
+the node id, which pytest 9.2's structured node ids ignore (pytest-xdist issue 1386), and
+every module's tests were then spread over every worker, each setting up the module's
+cluster (and the compose deployment) again.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Final
 
 import pytest
@@ -30,14 +35,26 @@ settings.register_profile("conveyor", deadline=None, suppress_health_check=[Heal
 settings.load_profile("conveyor")
 
 _GROUPS: Final = {"chaos": "nftables", "deploy": "containers"}
-_TESTS = Path(__file__).parent
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        try:
-            top = item.path.relative_to(_TESTS).parts[0]
-        except ValueError:
-            continue
-        group = _GROUPS.get(top) or item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+def xdist_group(nodeid: str) -> str:
+    """The group of a test (by its node id, relative to the repository): its directory's
+    machine-wide resource, else its module."""
+    module = nodeid.split("::", 1)[0]
+    parts = module.split("/")
+    top = parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
+    return _GROUPS.get(top) or module
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadgroup``: whole groups to a worker, in collection order."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class ByGroup(LoadScopeScheduling):  # type: ignore[misc]  # xdist: untyped here
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return ByGroup(config, log)
