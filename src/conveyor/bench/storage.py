@@ -37,6 +37,14 @@ from typing import Any, Final, Literal
 
 from conveyor.bench.machine import Machine, describe_machine, peak_rss_bytes
 from conveyor.bench.raw import VARIANTS, Variant, raw_append
+from conveyor.bench.storage_defaults import (
+    DEFAULT_PIPELINE_DEPTH,
+    DEFAULT_RECORD_BYTES,
+    DEFAULT_RECORDS_PER_BATCH,
+    DEFAULT_ROUNDS,
+    DEFAULT_SIZE_MIB,
+    MIB,
+)
 from conveyor.protocol.batch import parse_header, peek_length
 from conveyor.protocol.errors import (
     ConveyorError,
@@ -50,18 +58,10 @@ from conveyor.storage import FlushPolicy, LogConfig, PartitionLog
 
 log = logging.getLogger(__name__)
 
-MIB: Final = 1024 * 1024
 MB: Final = 1_000_000  # rates are in MB/s and GB/s (powers of ten), sizes in MiB
 
-DEFAULT_SIZE_MIB: Final = 1024
-DEFAULT_RECORD_BYTES: Final = 100
-DEFAULT_RECORDS_PER_BATCH: Final = 1000
-DEFAULT_PIPELINE_DEPTH: Final = 8  # appends awaiting durability at once, like a broker
 DEFAULT_INTERVAL_MS: Final = 100
 DEFAULT_READ_BYTES_MAX: Final = 1 * MIB
-# The log and its baselines take turns this many times, so that a change in the disk's
-# speed during the run (other tenants, background writeback) affects all of them alike.
-DEFAULT_ROUNDS: Final = 9  # a multiple of 3: each writer goes first equally often
 RECORD_BYTES_MAX: Final = 1 * MIB
 # Free space required beyond the log itself (indexes, filesystem metadata).
 _DISK_HEADROOM_BYTES: Final = 64 * MIB

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from conveyor.bench.storage import (
+from conveyor.bench.storage_defaults import (
     DEFAULT_PIPELINE_DEPTH,
     DEFAULT_RECORD_BYTES,
     DEFAULT_RECORDS_PER_BATCH,
