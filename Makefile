@@ -36,15 +36,19 @@ system-deps:
 # tests/conftest.py); JOBS=0 runs in this process, one test at a time.
 JOBS ?= 3
 PYTEST_JOBS = $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadgroup)
-# The container, chaos and HA suites run after the parallel phase, one test at a time: they
-# drive whole deployments, etcd and nftables with timing the other workers' load upset.
-# Beside them runs the HTTPS pass of the integration suite on TLS_JOBS workers (they share
-# nothing, and the serial suites mostly wait): docs/testing.md, "Budget".
+# The container, chaos and HA suites run after the parallel phase, kept apart from its
+# load: they drive whole deployments, etcd and nftables with timing the other workers' load
+# upset. SERIAL_JOBS=0: one test at a time; N: on N workers, one xdist group each (the
+# containers, the chaos set, each HA module: tests/conftest.py). Beside them runs the HTTPS
+# pass of the integration suite on TLS_JOBS workers (they share nothing, and the serial
+# suites mostly wait): docs/testing.md, "Budget".
 SERIAL_SUITES = tests/deploy tests/chaos tests/ha
+SERIAL_JOBS ?= 0
 TLS_JOBS ?= 2
 test: lint typecheck system-deps
 	$(BIN)/pytest $(PYTEST_JOBS) --durations=25 $(addprefix --ignore=,$(SERIAL_SUITES))
-	bash scripts/test_side_by_side.sh $(BIN) $(if $(filter 0,$(JOBS)),0,$(TLS_JOBS)) $(SERIAL_SUITES)
+	bash scripts/test_side_by_side.sh $(BIN) $(if $(filter 0,$(JOBS)),0 0,$(TLS_JOBS) $(SERIAL_JOBS)) \
+		$(SERIAL_SUITES)
 
 # The integration suite with every cluster on HTTPS (docs/security.md).
 test-tls: $(STAMP)

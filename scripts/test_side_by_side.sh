@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# `make test`'s last two phases side by side: the serial suites (deploy, chaos, HA: one
-# test at a time) and the HTTPS pass of the integration suite. They share nothing (own
-# ports, data directories, chaos network), and the serial phase mostly waits on
-# deployments and timeouts, so together they take the longer one's time. Each writes its
-# own log, printed whole when both are done; fails if either failed.
-# Usage: scripts/test_side_by_side.sh BIN TLS_JOBS SERIAL_SUITES...
+# `make test`'s last two phases side by side: the serial suites (deploy, chaos, HA) and the
+# HTTPS pass of the integration suite. They share nothing (own ports, data directories,
+# chaos network), and the serial suites mostly wait on deployments and timeouts, so
+# together they take the longer one's time. The serial suites run on SERIAL_JOBS workers
+# by xdist group (tests/conftest.py: the container tests on one worker, the chaos set on
+# one, each HA module on its own), the HTTPS pass on TLS_JOBS workers (0: in the pytest
+# process itself). Each writes its own log, printed whole when both are done; fails if
+# either failed.
+# Usage: scripts/test_side_by_side.sh BIN TLS_JOBS SERIAL_JOBS SERIAL_SUITES...
 set -uo pipefail
 bin="$1"
 tls_jobs="$2"
-shift 2
+serial_jobs="$3"
+shift 3
 logs="$(mktemp -d /tmp/conveyor-phases.XXXXXX)"
 parallel=()
 if [ "$tls_jobs" != 0 ]; then
     parallel=(-n "$tls_jobs" --dist loadgroup)
 fi
-"$bin/pytest" --durations=10 "$@" >"$logs/serial.log" 2>&1 </dev/null &
+serial_parallel=()
+if [ "$serial_jobs" != 0 ]; then
+    serial_parallel=(-n "$serial_jobs" --dist loadgroup)
+fi
+"$bin/pytest" "${serial_parallel[@]}" --durations=10 "$@" >"$logs/serial.log" 2>&1 </dev/null &
 serial=$!
 CONVEYOR_TEST_TLS=1 "$bin/pytest" "${parallel[@]}" --durations=10 tests/integration \
     >"$logs/tls.log" 2>&1 </dev/null &
