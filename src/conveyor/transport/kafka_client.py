@@ -71,6 +71,7 @@ from conveyor.protocol.kafka.sasl import (
 from conveyor.protocol.security import SCRAM_MECHANISMS
 from conveyor.transport.client import tls_error
 from conveyor.transport.tls import TLSConfig
+from conveyor.transport.waits import settle_all
 
 log = logging.getLogger(__name__)
 
@@ -423,18 +424,21 @@ class KafkaConnections:
             dial = asyncio.create_task(KafkaConnection.open(address, self.options))
             self._dialing[key] = dial
             dial.add_done_callback(lambda done: self._dialed(key, done))
-        connection = await asyncio.shield(dial)
-        self._open[key] = connection
-        return connection
+        return await asyncio.shield(dial)
 
     def _dialed(self, key: tuple[str, str], dial: asyncio.Task[KafkaConnection]) -> None:
+        """Keep a dialled connection here, not in the caller: a caller cancelled while
+        the (shielded) dial finished would otherwise leave it open and unknown, and
+        ``close`` would miss it (uvloop then refuses to close the loop: EBUSY)."""
         self._dialing.pop(key, None)
-        if not dial.cancelled():
-            dial.exception()  # retrieved: every waiter raised it already
+        if not dial.cancelled() and dial.exception() is None:  # else every waiter raised it
+            self._open[key] = dial.result()
 
     async def close(self) -> None:
-        for dial in list(self._dialing.values()):
+        dials = list(self._dialing.values())
+        for dial in dials:
             dial.cancel()
+        await settle_all(*dials)  # each finished dial is in _open after this
         connections, self._open = list(self._open.values()), {}
         for connection in connections:
             await connection.close()

@@ -266,6 +266,30 @@ def test_the_pool_reuses_and_reopens_connections() -> None:
     run(scenario)
 
 
+def test_a_dial_whose_caller_was_cancelled_is_still_closed_with_the_pool() -> None:
+    """The caller gives up (cancelled) while the shielded dial goes on and connects: the
+    pool keeps the connection, and its close closes it (else it stays open, unknown)."""
+
+    async def answer(request: DecodedRequest) -> bytes:
+        return _metadata(request)
+
+    async def scenario() -> None:
+        async with ScriptedBroker(answer) as b:
+            pool = KafkaConnections(KafkaClientOptions())
+            caller = asyncio.create_task(pool.get(b.address))
+            await asyncio.sleep(0)  # the dial has started
+            (dial,) = pool._dialing.values()
+            caller.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            connection = await dial  # it went on, and connected
+            assert await pool.get(b.address) is connection  # kept by the pool
+            await pool.close()
+            assert connection.closed
+
+    run(scenario)
+
+
 @pytest.mark.parametrize("address", ["localhost", "h:0", "h:70000", ":9", "h:x"])
 def test_malformed_addresses(address: str) -> None:
     with pytest.raises(ValueError):
