@@ -10,6 +10,7 @@ its own metadata, commits.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -171,3 +172,50 @@ def test_group_metadata_before_and_without_membership(cluster: Cluster) -> None:
         loner.group_metadata()
     with conveyor.Consumer(cluster.url, group_id="zmeta-group", group_instance_id="i-1") as idle:
         assert idle.group_metadata() == conveyor.ConsumerGroupMetadata("zmeta-group", -1, "", "i-1")
+
+
+def test_the_async_twins_commit_a_members_offsets_in_a_transaction(cluster: Cluster) -> None:
+    """``AsyncConsumer.group_metadata()`` and ``AsyncProducer`` over Kafka: a live
+    member's offsets commit with the transaction; taken after another member replaced
+    it (a stale member id), the same call is refused and the transaction aborts."""
+    source, sink, group = "zasync-in", "zasync-out", "zasync-group"
+    make_topic(cluster, source, partitions=1)
+    make_topic(cluster, sink, partitions=1)
+    with conveyor.Producer(cluster.url) as plain:
+        plain.send(source, b"a")
+
+    async def run() -> tuple[conveyor.ConsumerGroupMetadata, str]:
+        async with (
+            conveyor.AsyncConsumer(
+                cluster.url, source, group_id=group, enable_auto_commit=False
+            ) as consumer,
+            conveyor.AsyncProducer(
+                cluster.url, transactional_id="zasync", transport="kafka"
+            ) as producer,
+        ):
+            messages: list[conveyor.Message] = []
+            async with asyncio.timeout(30):
+                while not messages:
+                    messages = await consumer.poll(timeout=0.5)
+            metadata = consumer.group_metadata()
+            async with producer.transaction():
+                await producer.send(sink, b"A")
+                await producer.send_offsets_to_transaction({(source, 0): 1}, metadata)
+            committed = await consumer.committed([(source, 0)])
+            assert committed == {conveyor.TopicPartition(source, 0): 1}
+        # the consumer left: its metadata now names a member the group does not have
+        async with conveyor.AsyncProducer(
+            cluster.url, transactional_id="zasync", transport="kafka"
+        ) as producer:
+            await producer.begin_transaction()
+            try:
+                await producer.send_offsets_to_transaction({(source, 0): 1}, metadata)
+            except conveyor.ConveyorError as exc:
+                await producer.abort_transaction()
+                return metadata, exc.code.name
+        return metadata, "committed"
+
+    metadata, stale = asyncio.run(run())
+    assert metadata.group_id == group and metadata.member_id and metadata.generation_id >= 0
+    assert stale in {"UNKNOWN_MEMBER", "ILLEGAL_GENERATION"}
+    assert _values(cluster, sink, "read_committed", 1) == [b"A"]
