@@ -126,7 +126,8 @@ def _transaction(
         last[m.partition] = m.offset
     try:
         producer.send_offsets_to_transaction(
-            {(TXN_TOPIC, p): offset + 1 for p, offset in last.items()}, TXN_GROUP
+            {(TXN_TOPIC, p): offset + 1 for p, offset in last.items()},
+            consumer.group_metadata(),  # fenced (KIP-447): a zombie's offsets are refused
         )
     except ConveyorError as e:
         emit("info", "offsets", {"txn": txn}, repr(e))
