@@ -3,16 +3,17 @@
 They use the topic ``default``, the group ``default`` and the coordinator at
 ``CONVEYOR_URL`` (default ``http://127.0.0.1:7700``). ``push`` and ``pull`` share one
 module-level producer and consumer, made on first use (and made again if
-``CONVEYOR_URL`` changes); each ``subscribe`` is a new consumer of its own. The group
-starts from the earliest offset when it has no committed position, so messages pushed
-before anyone listened are still delivered. Delivery is at-least-once. Every consumer
-here is a member of the group, so across processes each message goes to one of them
-(docs/consumer-groups.md). The clients close at interpreter exit (``atexit``), leaving
-the group, so the next run gets its partitions at once; with
+``CONVEYOR_URL`` or the transport settings change); each ``subscribe`` is a new consumer
+of its own. The group starts from the earliest offset when it has no committed position,
+so messages pushed before anyone listened are still delivered. Delivery is
+at-least-once. Every consumer here is a member of the group, so across processes each
+message goes to one of them (docs/consumer-groups.md). The clients close at interpreter
+exit (``atexit``), leaving the group, so the next run gets its partitions at once; with
 ``CONVEYOR_GROUP_INSTANCE_ID`` set they are static members, so even a run killed without
-exiting is replaced at once by the next one with the same id. ``push`` speaks the Kafka
-protocol to the brokers when ``CONVEYOR_BOOTSTRAP_SERVERS`` (or ``CONVEYOR_TRANSPORT=kafka``)
-is set (docs/client.md, "Transports").
+exiting is replaced at once by the next one with the same id. All three speak the Kafka
+protocol to the brokers when ``CONVEYOR_BOOTSTRAP_SERVERS`` (or
+``CONVEYOR_TRANSPORT=kafka``) is set, ``pull`` and ``subscribe`` as KIP-848 members of
+the group (docs/client.md, "Transports").
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _subscriptions = itertools.count(1)  # numbers this process's subscriptions, for
 _producer: Producer | None = None
 _producer_settings: tuple[str, str, str | None] | None = None  # what _producer was made with
 _consumer: Consumer | None = None
+_consumer_settings: tuple[str, str, str | None] | None = None  # what _consumer was made with
 
 
 def _instance_id(role: str) -> str | None:
@@ -73,11 +75,20 @@ def _shared_producer() -> Producer:
         return _producer
 
 
+def _where() -> tuple[str, str, str | None]:
+    """(coordinator URL, transport, bootstrap servers) from the client settings:
+    ``CONVEYOR_TRANSPORT`` / ``CONVEYOR_BOOTSTRAP_SERVERS`` put the seed functions on the
+    brokers' Kafka listeners (groups and commits too: nothing but them is needed)."""
+    transport, servers = client_transport(None, None)
+    return default_url(None), transport, servers
+
+
 def _shared_consumer() -> Consumer:
-    global _consumer  # noqa: PLW0603 -- the seed API is module-level by design
-    url = default_url(None)
+    global _consumer, _consumer_settings  # noqa: PLW0603 -- the seed API is module-level
+    settings = _where()
+    url, transport, servers = settings
     with _lock:
-        if _consumer is not None and _consumer.url != url:
+        if _consumer is not None and _consumer_settings != settings:
             _consumer.close()
             _consumer = None
         if _consumer is None:
@@ -93,7 +104,10 @@ def _shared_consumer() -> Consumer:
                 auto_commit_interval_ms=0,
                 fetch_max_wait_ms=PULL_FETCH_WAIT_MS,
                 group_instance_id=_instance_id("pull"),
+                transport=transport,
+                bootstrap_servers=servers,
             )
+            _consumer_settings = settings
         return _consumer
 
 
@@ -131,14 +145,17 @@ class Subscription:
     def __init__(self, callback: Callable[[str | bytes | None, bytes | None], object]) -> None:
         self._callback = callback
         self.error: BaseException | None = None
+        url, transport, servers = _where()
         self._consumer = Consumer(
-            default_url(None),
+            url,
             DEFAULT_TOPIC,
             group_id=DEFAULT_GROUP,
             client_id="seed-subscribe",
             auto_offset_reset="earliest",
             auto_commit_interval_ms=1_000,
             group_instance_id=_instance_id(f"subscribe-{next(_subscriptions)}"),
+            transport=transport,
+            bootstrap_servers=servers,
         )
         # Not a daemon: a script that only subscribes stays alive to receive messages.
         self._thread = threading.Thread(target=self._run, name="conveyor-subscribe")
