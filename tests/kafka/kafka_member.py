@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import os
 import signal
@@ -203,6 +204,7 @@ def main() -> int:
     parser.add_argument("--instance-id")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: STOP.set())
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a hung member's stacks
     if args.client.startswith("confluent"):
         return run_confluent(args)
     if args.client == "kafka-python":
