@@ -238,3 +238,53 @@ def test_offsets_committed_over_one_transport_are_read_over_the_other(
         outsider.assign(partitions)
         with pytest.raises(ConveyorError):
             outsider.commit({("kstore", 0): 1})
+
+
+def test_a_commit_with_the_epoch_before_a_rejoin_is_fenced(kcluster: Cluster) -> None:
+    """OffsetCommit v9 carries the member epoch: after a member rejoined (same member id,
+    KIP-1082) in a group that went on (another member keeps it alive), a commit with its
+    epoch from before is refused with a fencing error; one with the new epoch is not."""
+    from conveyor.client.group import Assignment
+
+    make_topic(kcluster, "kfence", partitions=2)
+    settings: dict[str, Any] = {
+        "group_id": "kf",
+        "bootstrap_servers": kcluster.bootstrap,
+        "tls": kafka_tls(kcluster),
+        "heartbeat_interval_ms": 200,
+    }
+    with (
+        conveyor.Consumer(topics="kfence", **settings) as consumer,
+        conveyor.Consumer(topics="kfence", **settings) as other,
+    ):
+        core = consumer._core
+
+        def one_each() -> bool:
+            consumer.poll(timeout=0.1)
+            other.poll(timeout=0.1)
+            return len(consumer.assignment()) == len(other.assignment()) == 1
+
+        wait_for(one_each, 60, "a partition each")
+        before = core.fetcher.assignment
+        membership = core.membership
+        assert membership is not None
+
+        async def rejoin() -> None:  # on the consumer's loop, as the heartbeat loop would
+            membership.drop_all("test: rejoin")  # epoch 0 again, with the same member id
+
+        consumer._io.run(rejoin())
+        wait_for(
+            lambda: one_each() and core.fetcher.assignment.generation > before.generation,
+            60,
+            "the member back in a later epoch",
+        )
+        after = core.fetcher.assignment
+        assert after.member_id == before.member_id
+        group = core.group
+        assert group is not None
+        offsets = {after.partitions[0]: 0}
+        stale = Assignment(after.partitions, before.generation, before.member_id)
+        with pytest.raises(ConveyorError) as fenced:
+            consumer._io.run(group.commit(offsets, stale))
+        assert fenced.value.code.name in {"FENCED_MEMBER", "ILLEGAL_GENERATION"}
+        consumer._io.run(group.commit(offsets, after))
