@@ -43,8 +43,8 @@ PYTEST_JOBS = $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadgroup)
 # pass of the integration suite on TLS_JOBS workers (they share nothing, and the serial
 # suites mostly wait): docs/testing.md, "Budget".
 SERIAL_SUITES = tests/deploy tests/chaos tests/ha
-SERIAL_JOBS ?= 0
-TLS_JOBS ?= 2
+SERIAL_JOBS ?= 2
+TLS_JOBS ?= 3
 test: lint typecheck system-deps
 	$(BIN)/pytest $(PYTEST_JOBS) --durations=25 $(addprefix --ignore=,$(SERIAL_SUITES))
 	bash scripts/test_side_by_side.sh $(BIN) $(if $(filter 0,$(JOBS)),0 0,$(TLS_JOBS) $(SERIAL_JOBS)) \
