@@ -53,6 +53,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
         return None
     from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
 
+    # in collection order, not largest group first: xdist's reorder left the long
+    # one-test modules (test_readme, test_dev, tests/crash) to the end of the pass
+    config.option.loadscopereorder = False
+
     class ByGroup(LoadScopeScheduling):  # type: ignore[misc]  # xdist: untyped here
         def _split_scope(self, nodeid: str) -> str:
             return xdist_group(nodeid)

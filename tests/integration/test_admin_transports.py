@@ -7,10 +7,12 @@ One module-scoped 2-broker cluster; every test uses topics and groups of its own
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -266,3 +268,16 @@ def test_cli_topics_and_produce_with_bootstrap_server_only(cluster: Cluster) -> 
     refused = _cli(cluster, "broker", "decommission", "2", *kafka)
     assert refused.returncode == 1
     assert "coordinator" in refused.stderr and "INVALID_REQUEST" in refused.stderr
+
+
+def test_an_admin_never_closed_closes_its_connections_and_thread(cluster: Cluster) -> None:
+    """``Admin(url).op()`` without close(): once collected, its session is closed on its
+    loop (no ResourceWarning, which the suite turns into an error) and its thread ends."""
+
+    def admin_threads() -> set[int | None]:
+        return {t.ident for t in threading.enumerate() if t.name == "conveyor-admin-io"}
+
+    before = admin_threads()
+    assert conveyor.Admin(cluster.url).list_topics() is not None
+    gc.collect()
+    wait_for(lambda: admin_threads() <= before, 10, "the collected Admin's loop thread to end")

@@ -8,13 +8,15 @@ implementation of each operation per transport, shared with :class:`AsyncAdmin`.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Coroutine, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
 from conveyor.client import admin_ops as ops
 from conveyor.client.admin_ops import ResetTarget
-from conveyor.client.admin_transport import admin_transport
+from conveyor.client.admin_transport import AdminTransport, admin_transport
 from conveyor.client.loop import LoopThread
 from conveyor.client.types import TopicPartition
 from conveyor.protocol.messages import (
@@ -64,6 +66,11 @@ class Admin:
         )
         self._io = LoopThread("conveyor-admin-io")
         self._closed = False
+        # ``Admin(url).create_topic(...)`` without close() is common (and was free when the
+        # sync Admin had no loop): when it is collected, its connections close on its own
+        # loop and the loop's thread ends, instead of a session collected open and a
+        # thread left running
+        self._finalizer = weakref.finalize(self, _close_unreferenced, self._io, self._transport)
 
     def _run(self, call: Coroutine[Any, Any, T]) -> T:
         return self._io.run(call)
@@ -154,6 +161,7 @@ class Admin:
         if self._closed:
             return
         self._closed = True
+        self._finalizer.detach()
         try:
             self._run(self._transport.close())
         finally:
@@ -172,3 +180,24 @@ class Admin:
 
     def __repr__(self) -> str:
         return f"<Admin {self.url}>"
+
+
+def _close_unreferenced(io: LoopThread, transport: AdminTransport) -> None:
+    """Close a collected Admin's transport on its loop, then stop the loop. Never blocks:
+    the collection may happen on any thread, the loop's own included."""
+
+    async def close_then_stop() -> None:
+        try:
+            await transport.close()
+        finally:
+            asyncio.get_running_loop().stop()
+
+    def start() -> None:
+        task = io.loop.create_task(close_then_stop())
+        _CLOSING.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(_CLOSING.discard)
+
+    io.call_soon(start)
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
