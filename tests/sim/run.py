@@ -8,6 +8,7 @@ command replays exactly what was seen.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from collections import Counter
@@ -82,7 +83,11 @@ def run_seeds(
             if stop_at_first and summary.failures:
                 break
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # forkserver, not fork: the xdist worker that runs this has threads (clients'
+        # loops) and objects of earlier tests; a forked child collected them and crashed
+        # (a segfault while garbage-collecting, seen once in make test)
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
             for result in pool.map(_run, work, chunksize=16):
                 summary.add(result)
                 if stop_at_first and summary.failures:

@@ -9,6 +9,7 @@ implementation of each operation per transport, shared with :class:`AsyncAdmin`.
 from __future__ import annotations
 
 import asyncio
+import os
 import weakref
 from collections.abc import Coroutine, Iterable
 from types import TracebackType
@@ -70,7 +71,9 @@ class Admin:
         # sync Admin had no loop): when it is collected, its connections close on its own
         # loop and the loop's thread ends, instead of a session collected open and a
         # thread left running
-        self._finalizer = weakref.finalize(self, _close_unreferenced, self._io, self._transport)
+        self._finalizer = weakref.finalize(
+            self, _close_unreferenced, self._io, self._transport, os.getpid()
+        )
 
     def _run(self, call: Coroutine[Any, Any, T]) -> T:
         return self._io.run(call)
@@ -182,9 +185,12 @@ class Admin:
         return f"<Admin {self.url}>"
 
 
-def _close_unreferenced(io: LoopThread, transport: AdminTransport) -> None:
+def _close_unreferenced(io: LoopThread, transport: AdminTransport, pid: int) -> None:
     """Close a collected Admin's transport on its loop, then stop the loop. Never blocks:
-    the collection may happen on any thread, the loop's own included."""
+    the collection may happen on any thread, the loop's own included. Not in a forked
+    child: the loop and its thread belong to the parent."""
+    if os.getpid() != pid:
+        return
 
     async def close_then_stop() -> None:
         try:
