@@ -41,10 +41,11 @@ PYTEST_JOBS = $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadgroup)
 # upset. SERIAL_JOBS=0: one test at a time; N: on N workers, one xdist group each (the
 # containers, the chaos set, each HA module: tests/conftest.py). Beside them runs the HTTPS
 # pass of the integration suite on TLS_JOBS workers (they share nothing, and the serial
-# suites mostly wait): docs/testing.md, "Budget".
+# suites mostly wait): docs/testing.md, "Budget". SERIAL_JOBS=2 TLS_JOBS=3 ended 2 minutes
+# sooner but failed timing bounds (the image's SIGTERM stop, CLI reads) at that load.
 SERIAL_SUITES = tests/deploy tests/chaos tests/ha
-SERIAL_JOBS ?= 2
-TLS_JOBS ?= 3
+SERIAL_JOBS ?= 0
+TLS_JOBS ?= 2
 test: lint typecheck system-deps
 	$(BIN)/pytest $(PYTEST_JOBS) --durations=25 $(addprefix --ignore=,$(SERIAL_SUITES))
 	bash scripts/test_side_by_side.sh $(BIN) $(if $(filter 0,$(JOBS)),0 0,$(TLS_JOBS) $(SERIAL_JOBS)) \

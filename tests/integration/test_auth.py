@@ -329,6 +329,11 @@ def test_client_tokens_are_refused_on_internal_routes_whatever_their_acls(
 def test_the_replica_listener_admits_the_cluster_secret_only(auth_cluster: AuthCluster) -> None:
     """Followers fetch on the replica listener: the internal routes' rule holds there
     (no credentials, a client's token or a fetch before the hello are refused)."""
+    if auth_cluster.cluster.tls_dir is not None:
+        pytest.skip(
+            "the HTTPS pass: the replica listener speaks TLS and admits by client certificate"
+            " (test_tls.py: test_the_replica_listener_needs_the_cluster_client_certificate)"
+        )
     cluster_http = SyncHTTP(authorization=authorization_header(SECRET))
     address = listener_address(cluster_http, auth_cluster.broker_url())
     refusals = [
