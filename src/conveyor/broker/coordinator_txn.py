@@ -6,56 +6,24 @@ from __future__ import annotations
 
 from typing import Final, TypeVar
 
-import msgspec
-
 from conveyor.protocol.txn import (
     INTERNAL_PREFIX,
-    TxnAddOffsetsRequest,
-    TxnAddPartitionsRequest,
     TxnAddPartitionsResponse,
     TxnDescribeRequest,
     TxnDescriptions,
-    TxnEndRequest,
-    TxnInitRequest,
-    TxnInitResponse,
-    TxnOffsetCommitRequest,
-    TxnOffsetCommitResponse,
-    TxnResult,
     TxnRoute,
     TxnVerifyRequest,
 )
 from conveyor.transport.client import AsyncHTTP
+from conveyor.transport.txn_routes import TxnRoutes
 
 T = TypeVar("T")
 TIMEOUT_S: Final = 30.0  # (InitProducerId and AddPartitionsToTxn may wait up to 10 s)
 
 
-class CoordinatorTransactions:
+class CoordinatorTransactions(TxnRoutes):
     def __init__(self, http: AsyncHTTP, coordinator_url: str) -> None:
-        self._http = http
-        self._url = coordinator_url.rstrip("/") + INTERNAL_PREFIX + "/"
-
-    async def _post(
-        self, path: TxnRoute, body: msgspec.Struct, answer: type[T], timeout_s: float = TIMEOUT_S
-    ) -> T:
-        return await self._http.call(
-            "POST", self._url + path, answer, body=body, timeout_s=timeout_s
-        )
-
-    async def init(self, request: TxnInitRequest) -> TxnInitResponse:
-        return await self._post(TxnRoute.INIT, request, TxnInitResponse)
-
-    async def add_partitions(self, request: TxnAddPartitionsRequest) -> TxnAddPartitionsResponse:
-        return await self._post(TxnRoute.ADD_PARTITIONS, request, TxnAddPartitionsResponse)
-
-    async def add_offsets(self, request: TxnAddOffsetsRequest) -> TxnResult:
-        return await self._post(TxnRoute.ADD_OFFSETS, request, TxnResult)
-
-    async def offset_commit(self, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse:
-        return await self._post(TxnRoute.OFFSET_COMMIT, request, TxnOffsetCommitResponse)
-
-    async def end(self, request: TxnEndRequest) -> TxnResult:
-        return await self._post(TxnRoute.END, request, TxnResult)
+        super().__init__(http, coordinator_url, INTERNAL_PREFIX, TIMEOUT_S)
 
     async def describe(self, request: TxnDescribeRequest) -> TxnDescriptions:
         return await self._post(TxnRoute.DESCRIBE, request, TxnDescriptions)

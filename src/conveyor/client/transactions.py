@@ -36,8 +36,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, Protocol, TypeVar
 
-import msgspec
-
 from conveyor.client.errors import ProducerFencedError
 from conveyor.client.types import ConsumerGroupMetadata
 from conveyor.protocol.backoff import backoff_ms
@@ -62,9 +60,9 @@ from conveyor.protocol.txn import (
     TxnPartition,
     TxnProducer,
     TxnResult,
-    TxnRoute,
 )
 from conveyor.transport.client import AsyncHTTP
+from conveyor.transport.txn_routes import TxnRoutes
 
 T = TypeVar("T")
 RETRY_BACKOFF_MS: Final = 20
@@ -96,33 +94,11 @@ class TxnTransport(Protocol):
     async def end(self, request: TxnEndRequest) -> TxnResult: ...
 
 
-class HttpTxnTransport:
+class HttpTxnTransport(TxnRoutes):
     """The coordinator's public transaction routes (``coordinator/txn_http.py``)."""
 
     def __init__(self, http: AsyncHTTP, coordinator_url: str, request_timeout_ms: int) -> None:
-        self._http = http
-        self._url = coordinator_url.rstrip("/") + PUBLIC_PREFIX + "/"
-        self._timeout_s = request_timeout_ms / 1000
-
-    async def _post(self, route: TxnRoute, body: msgspec.Struct, answer: type[T]) -> T:
-        return await self._http.call(
-            "POST", self._url + route, answer, body=body, timeout_s=self._timeout_s
-        )
-
-    async def init(self, request: TxnInitRequest) -> TxnInitResponse:
-        return await self._post(TxnRoute.INIT, request, TxnInitResponse)
-
-    async def add_partitions(self, request: TxnAddPartitionsRequest) -> TxnAddPartitionsResponse:
-        return await self._post(TxnRoute.ADD_PARTITIONS, request, TxnAddPartitionsResponse)
-
-    async def add_offsets(self, request: TxnAddOffsetsRequest) -> TxnResult:
-        return await self._post(TxnRoute.ADD_OFFSETS, request, TxnResult)
-
-    async def offset_commit(self, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse:
-        return await self._post(TxnRoute.OFFSET_COMMIT, request, TxnOffsetCommitResponse)
-
-    async def end(self, request: TxnEndRequest) -> TxnResult:
-        return await self._post(TxnRoute.END, request, TxnResult)
+        super().__init__(http, coordinator_url, PUBLIC_PREFIX, request_timeout_ms / 1000)
 
 
 def answer_error(reply: object) -> str | None:
