@@ -56,17 +56,20 @@ RUN python3 -m venv /opt/conveyor \
     && chown conveyor:conveyor /data
 
 # Every option of every subcommand also comes from CONVEYOR_<OPTION>; these defaults suit a
-# container (listen on all interfaces, data on the volume). Brokers override the port.
+# container (listen on all interfaces, data on the volume). Brokers override the port. A
+# broker's Kafka listener (on by default; Conveyor's clients speak Kafka to brokers) gets a
+# fixed port here to publish; clients outside need CONVEYOR_KAFKA_ADVERTISE (deployment.md).
 ENV PATH=/opt/conveyor/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     CONVEYOR_LISTEN=0.0.0.0:7700 \
+    CONVEYOR_KAFKA_LISTEN=0.0.0.0:9092 \
     CONVEYOR_DATA=/data
 
 USER conveyor:conveyor
 WORKDIR /data
 VOLUME ["/data"]
-EXPOSE 7700 7701
+EXPOSE 7700 7701 9092
 
 # Probes the port of CONVEYOR_LISTEN (so set the address by environment, not --listen),
 # over HTTPS when a certificate is configured. It checks that this very process answers,

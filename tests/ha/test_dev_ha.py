@@ -24,7 +24,8 @@ def test_dev_ha_runs_three_coordinators_on_etcd_and_fails_over(tmp_path: Path) -
     port = free_port_block(201)  # coordinators at +0/+100/+200, brokers +1.., etcd +50..+55
     coordinators = [f"http://127.0.0.1:{port + 100 * i}" for i in range(3)]
     url = ",".join(coordinators)
-    argv = [sys.executable, "-m", "conveyor", "dev", "--ha", "--brokers", "2", "--no-kafka",
+    argv = [sys.executable, "-m", "conveyor", "dev", "--ha", "--brokers", "2",
+            "--kafka-port", str(free_port_block(2)),
             "--port", str(port), "--data", str(tmp_path / "dev")]  # fmt: skip
     log_path = tmp_path / "dev.log"
     with log_path.open("ab") as log:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from tests.waiting import wait_for
 
@@ -177,7 +178,9 @@ class Cluster:
     # and mutual TLS on internal routes (brokers present the server certificate).
     tls_dir: Path | None = None
     internal_mtls: bool = True
-    kafka: bool = True  # every broker also serves the Kafka protocol on a free port
+    # every broker serves the Kafka protocol on a free port; False: --kafka-listen off;
+    # "default": no Kafka flag (the broker's own choice, listed by the coordinator)
+    kafka: bool | Literal["default"] = True
     # Variables for every service it starts, never the test process's own environment
     # (CONVEYOR_CLUSTER_SECRET, say: other tests in the process must not see it).
     env: dict[str, str] = field(default_factory=dict)
@@ -258,8 +261,10 @@ class Cluster:
 
     def add_broker(self, broker_id: int, wait: bool = True) -> Service:
         port = free_port()
-        kafka_port = free_port() if self.kafka else None
-        kafka_argv = [] if kafka_port is None else ["--kafka-listen", f"127.0.0.1:{kafka_port}"]
+        kafka_port = free_port() if self.kafka is True else None
+        kafka_argv = ["--kafka-listen", "off" if kafka_port is None else f"127.0.0.1:{kafka_port}"]
+        if self.kafka == "default":
+            kafka_argv = []
         broker = Service(
             f"broker-{broker_id}",
             [

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("queues"), broker_count=3, kafka=False).start()
+    c = Cluster(tmp_path_factory.mktemp("queues"), broker_count=3).start()
     try:
         yield c
     finally:

@@ -9,7 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.integration.cluster import conveyor_dev, wait_for
+from tests.integration.cluster import conveyor_dev, free_port, wait_for
 from tests.integration.docs import ROOT, code_blocks, shell_commands, shell_env
 
 DOC = ROOT / "docs" / "security.md"
@@ -71,7 +71,7 @@ def test_the_security_walkthrough_runs_as_written(tmp_path: Path) -> None:
     dev_block, admin_block, alice_block = quick_start()
     (dev_command,) = [c for raw in dev_block for c in shell_commands_of(raw)]
     assert dev_command == "conveyor dev --tls --auth"
-    with conveyor_dev(tmp_path, *dev_command.split()[2:], "--no-kafka") as dev:
+    with conveyor_dev(tmp_path, *dev_command.split()[2:], "--kafka-port", str(free_port())) as dev:
         wait_for(lambda: "CONVEYOR_TOKEN=" in dev.log(), 90, "conveyor dev ready")
         printed = dict(re.findall(r"export (CONVEYOR_\w+)=(\S+)", dev.log()))
         assert set(printed) == set(EXPORTS)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from conveyor.settings import Settings, SettingsError, catalog
+from conveyor.settings import Settings, SettingsError, catalog, kinds
 from conveyor.settings import load as load_settings
 from conveyor.settings.flags import add_flags, flags_from_args
 
@@ -85,20 +85,22 @@ def config_from_args(args: argparse.Namespace | Settings) -> BrokerConfig:
 
 
 def kafka_settings(s: Settings) -> KafkaSettings | None:
-    """The Kafka listener's settings, None without ``kafka_listen``."""
+    """The Kafka listener's settings: ``kafka_listen``, by default the host of ``listen``
+    and a port the OS picks; None when ``kafka_listen`` is off."""
     from conveyor.broker.config import KafkaSettings
     from conveyor.transport.runner import parse_listen
 
     listen = s[catalog.KAFKA_LISTEN]
-    if listen is None:
-        if s[catalog.KAFKA_ADVERTISE] is not None:
-            raise SettingsError("kafka_advertise needs kafka_listen")
-        return None
-    host, port = parse_listen(listen)
     advertise = s[catalog.KAFKA_ADVERTISE]
-    if advertise is None:
-        shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host  # noqa: S104
-        advertise = f"{shown}:{port}"
+    if listen == kinds.OFF:
+        if advertise is not None:
+            raise SettingsError("kafka_advertise is set but kafka_listen is off")
+        return None
+    if listen is None:  # as the replica listener: beside the HTTP one, any free port
+        host, _ = parse_listen(s[catalog.BROKER_LISTEN])
+        port = 0
+    else:
+        host, port = parse_listen(listen)
     return KafkaSettings(
         listen_host=host,
         listen_port=port,

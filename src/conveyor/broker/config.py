@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import socket
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from conveyor.broker.rules import FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS, PRODUCE_MAX_TIMEOUT_MS
@@ -23,16 +24,35 @@ def coordinators_of(config: BrokerConfig) -> CoordinatorSet:
 
 @dataclass(frozen=True, slots=True)
 class KafkaSettings:
-    """The broker's Kafka listener (``--kafka-listen``); every limit with its default."""
+    """The broker's Kafka listener (``--kafka-listen``, on by default); every limit with
+    its default."""
 
     listen_host: str
-    listen_port: int
-    advertise: str  # HOST:PORT given to clients in Metadata answers
+    listen_port: int  # 0: one the OS picks (``bound`` gives the settings once listening)
+    # HOST:PORT given to clients in Metadata answers and to the coordinator in heartbeats;
+    # None: the listen host (the host name for a wildcard) and the bound port
+    advertise: str | None = None
     max_frame_bytes: int = 100 * MIB  # Kafka's socket.request.max.bytes
     connections_max: int = 4096  # Kafka's max.connections (per broker)
     connections_per_address_max: int = 1024  # Kafka's max.connections.per.ip
     idle_timeout_ms: int = 600_000  # Kafka's connections.max.idle.ms
     inflight_max: int = 32  # pipelined requests per connection
+
+    def bound(self, port: int) -> KafkaSettings:
+        """These settings once the listener is bound on ``port``: the port the OS picked
+        for port 0, and the address clients are given when none was set."""
+        advertise = self.advertise
+        if advertise is None:
+            host = self.listen_host
+            if host in WILDCARD_HOSTS:  # not an address anyone can connect to
+                host = socket.gethostname()
+            elif ":" in host and not host.startswith("["):
+                host = f"[{host}]"  # Kafka clients split HOST:PORT at the last colon
+            advertise = f"{host}:{port}"
+        return replace(self, listen_port=port, advertise=advertise)
+
+
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})  # noqa: S104 -- names, not binds
 
 
 @dataclass(frozen=True, slots=True)

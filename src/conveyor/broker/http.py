@@ -474,21 +474,23 @@ def build_broker_app(service: BrokerService) -> web.Application:
 
 
 async def _start_kafka(app: web.Application, service: BrokerService) -> None:
-    """The Kafka listener, when configured, with the same TLS context as HTTPS: its port
-    bound at start (a port in use stops the broker here), its connections served from the
-    first heartbeat the coordinator answered (``on_ready``)."""
+    """The Kafka listener (on by default; ``kafka_listen = off``: none), with the same
+    TLS context as HTTPS: its port bound at start (a port in use stops the broker here),
+    its address reported in every heartbeat from the first, its connections served from
+    the first heartbeat the coordinator answered (``on_ready``)."""
     settings = service.config.kafka
     if settings is None:
         return
-    from conveyor.broker.kafka.listener import build_listener
+    from conveyor.broker.kafka.listener import start_listener
     from conveyor.transport.secure import SSL_CONTEXT_KEY
 
-    listener = build_listener(service, settings, app.get(SSL_CONTEXT_KEY))
-    await listener.start(serving=False)  # listening now; answering once ready (on_ready)
+    listener, bound = await start_listener(service, settings, app.get(SSL_CONTEXT_KEY))
+    service.kafka_address = bound.advertise
     log.info(
-        "kafka listener bound on %s:%d: serving once registered with the coordinator",
-        settings.listen_host,
-        listener.port,
+        "kafka listener bound on %s:%d, advertised as %s: serving once registered",
+        bound.listen_host,
+        bound.listen_port,
+        bound.advertise,
     )
     app[KAFKA_LISTENER_KEY] = listener
     service.metrics.kafka_listener = listener

@@ -134,6 +134,9 @@ class BrokerService:
         self.clock = clock or SystemClock()
         # This process's id in heartbeats: a restart is a new incarnation (see coordinator).
         self.incarnation = uuid.uuid4().hex
+        # HOST:PORT of the Kafka listener, reported in heartbeats: set once it is bound
+        # (its port may be one the OS picked); None: no listener (kafka_listen = off)
+        self.kafka_address: str | None = None
         self.http = http or AsyncHTTP(
             config.tls, limit=config.forward_connections_max, coordinators=coordinators_of(config)
         )
@@ -295,13 +298,12 @@ class BrokerService:
 
     def heartbeat(self) -> BrokerHeartbeat:
         """What this broker tells the coordinator: where it is and what it hosts."""
-        kafka = self.config.kafka
         return BrokerHeartbeat(
             broker_id=self.broker_id,
             url=self.config.advertised_url,
             partitions=core.reports(self.driver.state),
             incarnation=self.incarnation,
-            kafka_address=kafka.advertise if kafka is not None else None,
+            kafka_address=self.kafka_address,
             share_partitions=self.share.manager.stats() or None,
         )
 

@@ -75,7 +75,8 @@ def register(subparsers: Subparsers) -> None:
         "--kafka",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="open the brokers' Kafka listeners (default on; --no-kafka: HTTP only)",
+        help="open the brokers' Kafka listeners on the fixed ports of --kafka-port "
+        "(default on; --no-kafka: none, HTTP only, which Conveyor's clients cannot use)",
     )
     dev.add_argument(
         "--ha",
@@ -146,7 +147,7 @@ def _children(args: argparse.Namespace) -> list[Child]:
         coordinator_url = ",".join(c.url for c in children if c.name.startswith("coordinator"))
     for broker_id in range(1, args.brokers + 1):
         port = args.port + broker_id
-        kafka_argv = []
+        kafka_argv = ["--kafka-listen", "off"]  # explicitly: a broker opens one by default
         if args.kafka:
             kafka_argv = ["--kafka-listen", f"127.0.0.1:{kafka_port(args, broker_id)}"]
         children.append(

@@ -514,19 +514,21 @@ REPLICA_PORT: Final = setting(
 )
 KAFKA_LISTEN: Final = setting(
     "kafka_listen",
-    kinds.optional(kinds.HOST_PORT),
+    kinds.optional(kinds.LISTEN_OR_OFF),
     None,
-    "also serve the Kafka protocol here",
+    "where to serve the Kafka protocol, which Conveyor's own clients speak to brokers; "
+    "off: no Kafka listener (no Kafka client, Conveyor's included, can use this broker)",
     ("broker",),
-    default_text="unset (no Kafka listener)",
+    default_text="the host of listen, a port the OS picks (advertised to clients)",
 )
 KAFKA_ADVERTISE: Final = setting(
     "kafka_advertise",
-    kinds.optional(kinds.HOST_PORT),
+    kinds.optional(kinds.ADDRESS),
     None,
-    "the HOST:PORT Kafka clients reach this broker at, given in Metadata answers",
+    "the HOST:PORT Kafka clients reach this broker at, given in Metadata answers and "
+    "listed by the coordinator (set it behind NAT, in containers, with published ports)",
     ("broker",),
-    default_text="kafka_listen (the host name for a wildcard)",
+    default_text="the listener's host (the host name for a wildcard) and bound port",
 )
 KAFKA_MAX_FRAME_BYTES: Final = setting(
     "kafka_max_frame_bytes",

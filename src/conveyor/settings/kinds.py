@@ -264,6 +264,39 @@ def _parse_host_port(text: str) -> str:
 
 HOST_PORT: Kind[str] = Kind(HOST_PORT_ACCEPTED, _parse_host_port, "HOST:PORT")
 
+OFF = "off"  # a listener that is on by default, turned off
+LISTEN_OR_OFF_ACCEPTED = (
+    "HOST:PORT with a port from 0 to 65535 (:PORT for every interface; 0: one the OS picks), "
+    "or off (no listener)"
+)
+
+
+def _parse_listen_or_off(text: str) -> str:
+    if text.strip().lower() == OFF:
+        return OFF
+    try:
+        return _parse_host_port(text)
+    except BadValueError:
+        raise BadValueError(LISTEN_OR_OFF_ACCEPTED) from None
+
+
+LISTEN_OR_OFF: Kind[str] = Kind(LISTEN_OR_OFF_ACCEPTED, _parse_listen_or_off, "HOST:PORT|off")
+
+ADDRESS_ACCEPTED = "HOST:PORT with a host and a port from 1 to 65535, e.g. broker-1.example:9092"
+
+
+def _parse_address(text: str) -> str:
+    host, colon, port = text.strip().rpartition(":")
+    if not colon or not host or not port.isascii() or not port.isdigit():
+        raise BadValueError(ADDRESS_ACCEPTED)
+    if not 0 < int(port) < 65536 or not _HOST.fullmatch(host):
+        raise BadValueError(ADDRESS_ACCEPTED)
+    return text.strip()
+
+
+# an address others connect to: a port the OS would pick (0) or no host means nothing there
+ADDRESS: Kind[str] = Kind(ADDRESS_ACCEPTED, _parse_address, "HOST:PORT")
+
 
 def choice(*choices: str, upper: bool = False) -> Kind[str]:
     """One of ``choices``, any case (stored upper- or lower-case)."""

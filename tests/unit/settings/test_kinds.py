@@ -20,6 +20,8 @@ EVERY_KIND: list[Kind[object]] = [
     kinds.duration_ms(1),  # type: ignore[list-item]
     kinds.URL,  # type: ignore[list-item]
     kinds.HOST_PORT,  # type: ignore[list-item]
+    kinds.LISTEN_OR_OFF,  # type: ignore[list-item]
+    kinds.ADDRESS,  # type: ignore[list-item]
     kinds.choice("auto", "json"),  # type: ignore[list-item]
     kinds.TEXT,  # type: ignore[list-item]
     kinds.PATH,  # type: ignore[list-item]
@@ -113,6 +115,23 @@ def test_host_port() -> None:
     for text in ("7700", "host:", "host:65536", "host:port", "a/b:1", "h o:1"):
         with pytest.raises(BadValueError, match="HOST:PORT"):
             kinds.HOST_PORT.parse(text)
+
+
+def test_a_listener_address_or_off() -> None:
+    assert kinds.LISTEN_OR_OFF.parse("127.0.0.1:0") == "127.0.0.1:0"
+    assert kinds.LISTEN_OR_OFF.parse(":9092") == ":9092"
+    assert kinds.LISTEN_OR_OFF.parse(" OFF ") == kinds.OFF
+    for text in ("", "none", "no", "false", "127.0.0.1", "host:99999"):
+        with pytest.raises(BadValueError, match="or off"):
+            kinds.LISTEN_OR_OFF.parse(text)
+
+
+def test_an_address_to_connect_to_has_a_host_and_a_real_port() -> None:
+    assert kinds.ADDRESS.parse("broker-1.example:9092") == "broker-1.example:9092"
+    assert kinds.ADDRESS.parse("[::1]:9092") == "[::1]:9092"
+    for text in (":9092", "broker:0", "broker:65536", "broker", "bro ker:1", "b:9x"):
+        with pytest.raises(BadValueError, match="from 1 to 65535"):
+            kinds.ADDRESS.parse(text)
 
 
 def test_choices_and_flush_policy() -> None:

@@ -78,7 +78,12 @@ from conveyor.protocol.kafka.topic_configs import ConfigType
 from conveyor.protocol.messages import InitProducerIdRequest, InitProducerIdResponse, Metadata
 from conveyor.transport.authlimit import AuthFailureLimiter, AuthLimits
 from conveyor.transport.client import AsyncHTTP
-from conveyor.transport.kafka_server import ConnectionInfo, KafkaListener, KafkaListenerSettings
+from conveyor.transport.kafka_server import (
+    CloseConnection,
+    ConnectionInfo,
+    KafkaListener,
+    KafkaListenerSettings,
+)
 from conveyor.transport.limits import ConnectionLimits
 
 if TYPE_CHECKING:
@@ -91,7 +96,9 @@ GROUP_CONNECTIONS_MAX = 1000  # group requests in flight to the coordinator (par
 
 
 def this_node(service: BrokerService, settings: KafkaSettings) -> KafkaNode:
-    """This broker as Kafka clients reach it (its advertised address)."""
+    """This broker as Kafka clients reach it (its advertised address, once bound)."""
+    if settings.advertise is None:
+        raise RuntimeError("the Kafka listener's address is known once it is bound")
     host, _, port = settings.advertise.rpartition(":")
     return KafkaNode(int(service.broker_id), host.strip("[]"), int(port))
 
@@ -228,21 +235,12 @@ def broker_facts(service: BrokerService, settings: KafkaSettings) -> BrokerFacts
     return facts
 
 
-def build_listener(
+async def start_listener(
     service: BrokerService, settings: KafkaSettings, ssl_context: ssl.SSLContext | None
-) -> KafkaListener:
-    security = service.security
-    authorizer = Authorizer(security, security.enabled)
-    registry = build_registry(service, authorizer, this_node(service, settings))
-    add_admin(registry, service, authorizer, settings)
-    groups_http = add_groups(registry, service, authorizer, settings)
-    session_settings = SessionSettings(
-        auth_enabled=security.enabled, on_request=service.metrics.kafka_request
-    )
-
-    def new_session(info: ConnectionInfo) -> KafkaSession:
-        return KafkaSession(info, registry, session_settings)
-
+) -> tuple[KafkaListener, KafkaSettings]:
+    """Bind the Kafka listener, not yet serving (``KafkaListener.start``: a port in use
+    fails here), then build its handlers with the address it advertises, known once bound
+    (port 0: the one the OS picked). Returns the listener and its bound settings."""
     listener_settings = KafkaListenerSettings(
         host=settings.listen_host,
         port=settings.listen_port,
@@ -255,6 +253,25 @@ def build_listener(
         inflight_max=settings.inflight_max,
         write_timeout_ms=service.config.fetch_write_timeout_ms,
     )
-    listener = KafkaListener(listener_settings, new_session, ssl_context)
+    listener = KafkaListener(listener_settings, _not_serving_yet, ssl_context)
+    await listener.start(serving=False)  # accepts nothing before serve(): sessions first
+    bound = settings.bound(listener.port)
+    security = service.security
+    authorizer = Authorizer(security, security.enabled)
+    registry = build_registry(service, authorizer, this_node(service, bound))
+    add_admin(registry, service, authorizer, bound)
+    groups_http = add_groups(registry, service, authorizer, bound)
+    session_settings = SessionSettings(
+        auth_enabled=security.enabled, on_request=service.metrics.kafka_request
+    )
+
+    def new_session(info: ConnectionInfo) -> KafkaSession:
+        return KafkaSession(info, registry, session_settings)
+
+    listener.sessions = new_session
     listener.closers.append(groups_http.close)
-    return listener
+    return listener, bound
+
+
+def _not_serving_yet(info: ConnectionInfo) -> KafkaSession:
+    raise CloseConnection  # unreachable: start(serving=False) accepts no connection
