@@ -84,11 +84,15 @@ bench-security: $(STAMP)
 bench-storage: $(STAMP)
 	$(BIN)/conveyor bench storage
 
-# W1-W5 on Conveyor and its peers (Redis, NATS, RabbitMQ: installed and started by
-# bench/peers/peers.py), medians of 3 runs; writes docs/benchmarks.md and a chart.
+# W1-W4 on Conveyor (its client over the Kafka listeners), confluent-kafka against the same
+# broker build, and the peers (Redis, NATS, RabbitMQ: installed and started by
+# bench/peers/peers.py), medians of 3 rounds; writes docs/benchmarks.md ("Peers", issue 19's
+# targets) and a chart. BENCH_ARGS: options of bench/run_all.py, e.g.
+# `make bench BENCH_ARGS="--peers-from RAW.jsonl"` (NATS and RabbitMQ from a same-day run).
+BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 # Fault injection (docs/reliability.md). `make chaos DURATION=600 SEED=7` runs one long
 # randomized campaign with every fault (three coordinators on etcd: --ha) and records its

@@ -1,75 +1,57 @@
-"""``make bench``: the standard workloads W1-W5 on Conveyor and its peers, medians of runs,
-one table, a section of docs/benchmarks.md and a chart (docs/benchmarks-peers.png).
+"""``make bench``: the standard workloads W1-W4 on Conveyor (its own client over the brokers'
+Kafka listeners), confluent-kafka against the same Conveyor broker build, and Conveyor's
+peers (Redis Streams, NATS JetStream, RabbitMQ), medians of rounds; one table, issue 19's
+targets with PASS/MISS computed from it, a section of docs/benchmarks.md and a chart
+(docs/benchmarks-peers.png).
 
-Usage: python bench/run_all.py [--count 200000] [--runs 3] [--e2e-seconds 30]
-       [--systems conveyor,redis,nats,rabbitmq-quorum,rabbitmq-classic] [--no-docs]
+Usage: python bench/run_all.py [--runs 3] [--count 1000000] [--peer-count 100000]
+       [--e2e-seconds 10] [--systems conveyor,confluent-kafka,redis,nats,...]
+       [--peers-from RAW.jsonl] [--from-raw RAW.jsonl] [--no-docs]
+
+Each round runs Conveyor's rows and confluent-kafka's (``bench/kafka_rows.py``), then Redis
+Streams and, unless taken from ``--peers-from``, NATS and RabbitMQ (``bench/peers/peers.py``,
+one run each per round), so that every system's runs spread over the whole run.
+``--count`` messages for Conveyor, confluent-kafka and Redis (issue 19's W1 is 1,000,000);
+``--peer-count`` for NATS and RabbitMQ, which at ~5,000-35,000 msg/s would need many
+minutes per round at 1,000,000. ``--peers-from`` takes their rows from a raw file of
+``peers.py`` written the same day (UTC) instead of running them (said in the caption).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# bench/ is not a package: its modules are found by path
+import kafka_rows
+import report
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 CHART = ROOT / "docs" / "benchmarks-peers.png"
 BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
+SLOW_PEERS = ("nats", "rabbitmq-quorum", "rabbitmq-classic")
+PEERS = ("redis", *SLOW_PEERS)
+# --systems names -> the table's rows
+KAFKA_SYSTEMS = {
+    "conveyor": [report.CONVEYOR, report.CONVEYOR_BATCH],
+    "confluent-kafka": [report.CONFLUENT],
+}
+DEFAULT_SYSTEMS = "conveyor,confluent-kafka,redis,nats,rabbitmq-quorum,rabbitmq-classic"
 
 
-def conveyor(*args: str) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "conveyor", "bench", *args, "--json"]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
-def conveyor_runs(count: int, e2e_seconds: float, w5_count: int) -> dict[str, Any]:
-    common = ["--message-bytes", "100", "--keys", "8", "--acks", "all"]
-    w1 = conveyor("produce", "--local", "1", "--count", str(count), *common)
-    w1_rf3 = conveyor(
-        "produce", "--local", "3", "--replication-factor", "3", "--count", str(count), *common
-    )
-    w2 = conveyor(
-        "consume", "--local", "1", "--count", str(count), "--partitions", "16",
-        "--consumers", "4", *common,
-    )  # fmt: skip
-    w3 = conveyor(
-        "produce", "--local", "1", "--count", "2000", "--sequential", "--linger-ms", "0", *common
-    )
-    w4 = conveyor(
-        "e2e", "--local", "1", "--rate", "5000", "--duration", str(e2e_seconds),
-        "--linger-ms", "1", "--fetch-max-wait-ms", "100", *common,
-    )  # fmt: skip
-    w5 = conveyor(
-        "consume", "--local", "1", "--count", str(w5_count), "--partitions", "16",
-        "--consumers", "4", *common,
-    )  # fmt: skip
-    return {
-        "system": "conveyor",
-        "version": _conveyor_version(),
-        "w1_produce_msg_per_s": w1["produce"]["msg_per_s"],
-        "w1_rf3_produce_msg_per_s": w1_rf3["produce"]["msg_per_s"],
-        "w2_consume_msg_per_s": w2["consume"]["msg_per_s"],
-        "w3_ack_latency_us": w3["produce_latency_us"],
-        "w4_e2e_latency_us": w4["e2e_latency_us"],
-        "w5_seconds": w5["produce"]["seconds"] + w5["consume"]["seconds"],
-        "w1_produce_ack_latency_us": w1["produce_latency_us"],
-        "w1_client_cpu_s": w1["produce"]["client_cpu_s"],
-        "w1_broker_cpu_s": w1["broker_cpu_s"],
-        "errors": sum(r["errors"] for r in (w1, w1_rf3, w2, w3, w4, w5)),
-    }
-
-
-def _conveyor_version() -> str:
+def conveyor_version() -> str:
     from conveyor._version import __version__
 
     commit = subprocess.run(
@@ -79,57 +61,87 @@ def _conveyor_version() -> str:
     return f"Conveyor {__version__} ({commit})"
 
 
-def peer_runs(
-    systems: list[str], count: int, runs: int, e2e_seconds: float
-) -> list[dict[str, Any]]:
+def peer_runs(systems: list[str], count: int, run: int, e2e_seconds: float) -> list[dict[str, Any]]:
+    """One run of each of ``systems`` with ``peers.py`` (W1-W4)."""
     argv = [
         sys.executable, str(ROOT / "bench" / "peers" / "peers.py"), "--systems", ",".join(systems),
-        "--count", str(count), "--runs", str(runs), "--e2e-seconds", str(e2e_seconds),
+        "--count", str(count), "--runs", "1", "--e2e-seconds", f"{e2e_seconds:g}",
     ]  # fmt: skip
+    load_before = os.getloadavg()[0]
     done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=7200)
     results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0:
         print(f"peers failed (results so far kept):\n{done.stderr[-3000:]}", file=sys.stderr)
+    for result in results:
+        result.update(run=run, load_before=load_before, load_after=os.getloadavg()[0])
     return results
 
 
-def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Field by field median (latency percentiles each on their own)."""
-    out: dict[str, Any] = {"system": runs[0]["system"], "version": runs[0]["version"]}
-    out["runs"] = len(runs)
-    for key, value in runs[0].items():
-        if key in ("system", "version", "run"):
-            continue
-        if isinstance(value, dict):
-            out[key] = {k: statistics.median(r[key][k] for r in runs) for k in value}
-        elif isinstance(value, int | float):
-            out[key] = statistics.median(r[key] for r in runs)
-    return out
+def peers_from(path: Path, systems: list[str]) -> list[dict[str, Any]]:
+    """The rows of ``systems`` in a raw ``peers.py`` file written today (UTC)."""
+    written = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.UTC)
+    today = datetime.datetime.now(datetime.UTC).date()
+    if written.date() != today:
+        raise SystemExit(f"{path} was written {written:%Y-%m-%d %H:%M} UTC, not today: rerun them")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    picked = [r for r in rows if r.get("system") in systems]
+    for row in picked:
+        row["source"] = f"{path} ({written:%Y-%m-%d %H:%M} UTC)"
+    return picked
 
 
-COLUMNS = [
-    ("W1 produce msg/s", lambda r: _n(r.get("w1_produce_msg_per_s"))),
-    ("W1 RF=3 msg/s", lambda r: _n(r.get("w1_rf3_produce_msg_per_s"))),
-    ("W2 consume msg/s", lambda r: _n(r.get("w2_consume_msg_per_s"))),
-    ("W3 ack p50 us", lambda r: _n(r.get("w3_ack_latency_us", {}).get("p50_us"))),
-    ("W3 ack p99 us", lambda r: _n(r.get("w3_ack_latency_us", {}).get("p99_us"))),
-    ("W4 e2e p50 us", lambda r: _n(r.get("w4_e2e_latency_us", {}).get("p50_us"))),
-    ("W4 e2e p99 us", lambda r: _n(r.get("w4_e2e_latency_us", {}).get("p99_us"))),
-    ("W5 s", lambda r: "-" if r.get("w5_seconds") is None else f"{r['w5_seconds']:.1f}"),
-]
+def measure(args: argparse.Namespace, systems: list[str]) -> list[dict[str, Any]]:
+    version = conveyor_version()
+    kafka = [row for name in systems for row in KAFKA_SYSTEMS.get(name, [])]
+    live_peers = [s for s in PEERS if s in systems and not (args.peers_from and s in SLOW_PEERS)]
+    raw: list[dict[str, Any]] = []
+    if args.peers_from is not None:
+        raw += peers_from(args.peers_from, [s for s in SLOW_PEERS if s in systems])
+    for run in range(args.runs):
+        started = time.monotonic()
+        if kafka:
+            raw += emit(kafka_rows.one_round(
+                run, kafka, args.count, args.e2e_seconds, args.w4_rates, version
+            ))  # fmt: skip
+        if "redis" in live_peers:
+            raw += emit(peer_runs(["redis"], args.count, run, args.e2e_seconds))
+        slow = [s for s in live_peers if s != "redis"]
+        if slow:
+            raw += emit(peer_runs(slow, args.peer_count, run, args.e2e_seconds))
+        print(f"round {run + 1} took {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return raw
 
 
-def _n(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    head = "| system | " + " | ".join(name for name, _ in COLUMNS) + " |"
-    rule = "|---|" + "---:|" * len(COLUMNS)
-    lines = [head, rule]
+def emit(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
-        lines.append(f"| {row['system']} | " + " | ".join(f(row) for _, f in COLUMNS) + " |")
-    return "\n".join(lines)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def caption(rows: list[dict[str, Any]], raw: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    loads = [
+        r[k] for r in raw if "source" not in r for k in ("load_before", "load_after") if k in r
+    ]
+    load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
+    sources = sorted({r["source"] for r in raw if "source" in r})
+    taken = (
+        f" The {', '.join(s for s in SLOW_PEERS if any(r['system'] == s for r in rows))} rows "
+        f"are from {', '.join(sources)}, a separate `peers.py` run of the same day on the same "
+        "machine, not this run."
+        if sources
+        else ""
+    )
+    counts = ", ".join(f"{r['system']} {r.get('count', 0):,}" for r in rows)
+    return (
+        f"Median of {args.runs} runs, 100 B messages, 8 keys, acks=all / every message "
+        f"acknowledged. W1/W2 messages per run: {counts}. Conveyor's rows use its own client "
+        "over the brokers' Kafka listeners; `confluent-kafka -> Conveyor` is librdkafka "
+        "against the same Conveyor broker build, each workload run right after Conveyor's. "
+        "W4 for Conveyor and confluent-kafka: 8 partitions, RF=3 on 3 brokers, at 5,000 and "
+        "50,000 msg/s; for the peers: one node, 5,000 msg/s. W2 for Conveyor and "
+        f"confluent-kafka: a 4-member consumer group over 16 partitions (64 keys). Load average "
+        f"during the run: {load}.{taken}"
+    )
 
 
 def chart(rows: list[dict[str, Any]]) -> None:
@@ -138,39 +150,59 @@ def chart(rows: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [r["system"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    axes[0].bar(names, [r.get("w1_produce_msg_per_s", 0) for r in rows], label="W1 produce")
+    def value(row: dict[str, Any], key: str, sub: str | None = None) -> float:
+        v = row.get(key)
+        if sub is not None:
+            v = v.get(sub) if isinstance(v, dict) else None
+        return float(v) if isinstance(v, int | float) else 0.0
+
+    names = [r["system"].replace(" -> ", "\n-> ").replace(", ", ",\n") for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    axes[0].bar(names, [value(r, "w1_produce_msg_per_s") for r in rows])
     axes[0].set_title("W1 produce (msg/s, higher is better)")
-    axes[1].bar(names, [r.get("w2_consume_msg_per_s", 0) for r in rows], color="tab:green")
+    axes[1].bar(names, [value(r, "w2_consume_msg_per_s") for r in rows], color="tab:green")
     axes[1].set_title("W2 consume, 4 consumers (msg/s)")
     width = 0.4
     xs = range(len(rows))
-    axes[2].bar(
-        [x - width / 2 for x in xs],
-        [r["w3_ack_latency_us"]["p50_us"] for r in rows],
-        width,
-        label="W3 ack p50",
-    )
-    axes[2].bar(
-        [x + width / 2 for x in xs],
-        [r["w4_e2e_latency_us"]["p99_us"] for r in rows],
-        width,
-        label="W4 e2e p99",
-    )
+    w3 = [value(r, "w3_ack_latency_us", "p50_us") for r in rows]
+    w4 = [value(r, "w4_e2e_latency_us", "p99_us") for r in rows]
+    axes[2].bar([x - width / 2 for x in xs], w3, width, label="W3 ack p50")
+    axes[2].bar([x + width / 2 for x in xs], w4, width, label="W4 e2e p99 at 5,000 msg/s")
     axes[2].set_xticks(list(xs), names)
     axes[2].set_yscale("log")
     axes[2].set_title("latency (us, log scale, lower is better)")
     axes[2].legend()
     for axis in axes:
-        axis.tick_params(axis="x", rotation=30)
+        axis.tick_params(axis="x", rotation=30, labelsize=8)
     fig.tight_layout()
     fig.savefig(CHART, dpi=100)
 
 
-def write_doc(section: str) -> None:
+def section(rows: list[dict[str, Any]], raw: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    versions = "; ".join(f"{r['system']}: {r['version']}" for r in rows)
+    command = " ".join(["python bench/run_all.py", *sys.argv[1:]])
+    checks = report.targets(rows)
+    errors = {r["system"]: r["errors"] for r in rows if r.get("errors")}
+    return "\n\n".join([
+        f"### Results ({when}, median of {args.runs} runs)",
+        report.table(rows),
+        caption(rows, raw, args),
+        "![throughput and latency per system](benchmarks-peers.png)",
+        f"### Issue 19's targets (this run, {when})",
+        report.targets_table(checks),
+        "Computed by `bench/report.py` from the table above. Errors (failed sends, messages "
+        f"acknowledged but not read): {errors or 'none'}.",
+        f"Machine: {platform.machine()}, {platform.platform(terse=True)}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}. Versions: {versions}.",
+        f"Command: `{command}` (`make bench` runs the defaults); raw runs in "
+        "`bench/results.jsonl`.",
+    ])  # fmt: skip
+
+
+def write_doc(text_block: str) -> None:
     text = DOC.read_text()
-    block = f"{BEGIN}\n{section}\n{END}"
+    block = f"{BEGIN}\n{text_block}\n{END}"
     if BEGIN in text:
         text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
     else:
@@ -178,52 +210,37 @@ def write_doc(section: str) -> None:
     DOC.write_text(text)
 
 
+def table_order(systems: list[str]) -> list[str]:
+    return [row for name in systems for row in KAFKA_SYSTEMS.get(name, [name])]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--systems", default="conveyor,redis,nats,rabbitmq-quorum,rabbitmq-classic")
-    parser.add_argument("--count", type=int, default=200_000)
-    parser.add_argument("--w5-count", type=int, default=1_000_000)
+    parser.add_argument("--systems", default=DEFAULT_SYSTEMS)
+    parser.add_argument("--count", type=int, default=1_000_000, help="Conveyor, confluent, Redis")
+    parser.add_argument("--peer-count", type=int, default=100_000, help="NATS and RabbitMQ")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--e2e-seconds", type=float, default=30.0)
+    parser.add_argument("--e2e-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--w4-rates", type=lambda s: [int(r) for r in s.split(",")], default=[5_000, 50_000]
+    )
     parser.add_argument("--raw", type=Path, default=ROOT / "bench" / "results.jsonl")
-    parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--peers-from", type=Path, default=None, help="NATS/RabbitMQ raw rows")
     parser.add_argument("--from-raw", type=Path, default=None, help="re-render from a raw file")
+    parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     systems = args.systems.split(",")
-    raw: list[dict[str, Any]] = []
     if args.from_raw is not None:  # tables, docs and chart again from recorded runs
         raw = [json.loads(line) for line in args.from_raw.read_text().splitlines() if line]
-        systems = [s for s in systems if any(r["system"] == s for r in raw)]
-    elif "conveyor" in systems:
-        for run in range(args.runs):
-            result = conveyor_runs(args.count, args.e2e_seconds, args.w5_count)
-            result["run"] = run
-            print(json.dumps(result), flush=True)
-            raw.append(result)
-    peers = [s for s in systems if s != "conveyor"]
-    if peers and args.from_raw is None:
-        raw += peer_runs(peers, args.count, args.runs, args.e2e_seconds)
-    if args.from_raw is None:
+    else:
+        raw = measure(args, systems)
         args.raw.write_text("".join(json.dumps(r) + "\n" for r in raw))
-    rows = [
-        median_of([r for r in raw if r["system"] == s])
-        for s in systems
-        if any(r["system"] == s for r in raw)
-    ]
-    rendered = table(rows)
-    print(rendered)
+    rows = report.medians(raw, table_order(systems))
+    print(report.table(rows))
+    print(report.targets_table(report.targets(rows)))
     if not args.no_docs:
         chart(rows)
-        versions = "; ".join(f"{r['system']}: {r['version']}" for r in rows)
-        write_doc(
-            f"### Results (median of {args.runs} runs, {args.count:,} x 100 B, 8 keys)\n\n"
-            f"{rendered}\n\n![throughput and latency per system](benchmarks-peers.png)\n\n"
-            f"Machine: {platform.machine()}, {platform.platform(terse=True)}, Python "
-            f"{platform.python_version()}. Versions: {versions}.\n\n"
-            f"Command: `python bench/run_all.py --count {args.count} --runs {args.runs} "
-            f"--e2e-seconds {args.e2e_seconds:g} --w5-count {args.w5_count}` "
-            "(`make bench` runs the defaults); raw runs in `bench/results.jsonl`."
-        )
+        write_doc(section(rows, raw, args))
     return 0
 
 

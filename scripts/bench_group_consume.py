@@ -18,62 +18,24 @@ average. Medians of ``--runs``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import conveyor
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+import w2_group  # noqa: E402 -- bench/w2_group.py: the members and the round's timing
 from tests.integration.cluster import Cluster  # noqa: E402
 
 TOPIC = "w2-group"
-PARTITIONS = 16
-MEMBERS = 4
-KEYS = 64
-
-# One member: joins, pauses what it is given until "go" on stdin, then reads; a JSON line
-# on stdout when its share is settled, then {"n", "last", "cpu"} every 0.2 s.
-MEMBER = r"""
-import json, sys, threading, time
-import conveyor
-where, group, topic = sys.argv[1:4]
-kafka = where.startswith("kafka://")
-go = threading.Event()
-consumer = conveyor.Consumer(
-    None if kafka else where, topic, group_id=group,
-    bootstrap_servers=where.removeprefix("kafka://") if kafka else None,
-    max_poll_records=10_000, fetch_max_bytes=4 * 1024 * 1024, fetch_max_wait_ms=100,
-    on_assign=lambda parts: None if go.is_set() else consumer.pause(parts),
-)
-threading.Thread(target=lambda: (sys.stdin.readline(), go.set()), daemon=True).start()
-said = False
-while not go.is_set():
-    consumer.poll(timeout=0.1)
-    if not said and consumer.assignment_settled() and consumer.assignment():
-        print(json.dumps({"settled": len(consumer.assignment())}), flush=True)
-        said = True
-consumer.resume(consumer.assignment())
-cpu0 = time.process_time()
-n, last, next_report = 0, 0.0, 0.0
-while True:
-    got = len(consumer.poll(timeout=0.2))
-    now = time.time()
-    if got:
-        n, last = n + got, now
-    if now >= next_report:
-        print(json.dumps({"n": n, "last": last, "cpu": time.process_time() - cpu0}), flush=True)
-        next_report = now + 0.2
-"""
+PARTITIONS = w2_group.PARTITIONS
+KEYS = w2_group.KEYS
 
 
 def produce(cluster: Cluster, count: int) -> None:
@@ -88,72 +50,11 @@ def produce(cluster: Cluster, count: int) -> None:
         producer.flush()
 
 
-class Member:
-    def __init__(self, where: str, group: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", MEMBER, where, group, TOPIC],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.settled = threading.Event()
-        self.latest: dict[str, Any] = {"n": 0, "last": 0.0, "cpu": 0.0}
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            report = json.loads(line)
-            if "settled" in report:
-                self.settled.set()
-            else:
-                self.latest = report
-
-    def go(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write("go\n")
-        self.process.stdin.flush()
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait(condition: Any, what: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def one_round(where: str, group: str, count: int, servers: list[int]) -> tuple[float, ...]:
     """(msg/s, members' CPU us per message, then each of ``servers``' CPU us per message)
-    of one group reading ``count`` from the start."""
-    members = [Member(where, group) for _ in range(MEMBERS)]
-    try:
-        wait(lambda: all(m.settled.is_set() for m in members), "4 settled members")
-        server_cpu = [cpu_s(pid) for pid in servers]
-        started = time.time()
-        for m in members:
-            m.go()
-        wait(lambda: sum(m.latest["n"] for m in members) >= count, f"{count} consumed", 600)
-        server_cpu = [cpu_s(pid) - before for pid, before in zip(servers, server_cpu, strict=True)]
-        time.sleep(0.3)  # one more report each, for the CPU figure
-        last = max(m.latest["last"] for m in members)
-        members_cpu_s = sum(m.latest["cpu"] for m in members)
-        consumed = sum(m.latest["n"] for m in members)
-    finally:
-        for m in members:
-            m.stop()
-    per_message = [c / consumed * 1e6 for c in (members_cpu_s, *server_cpu)]
-    return (consumed / (last - started), *per_message)
+    of one group reading ``count`` from the start (``bench/w2_group.py``'s round)."""
+    result = w2_group.group_round("conveyor", where, group, TOPIC, count, servers)
+    return (result.msg_per_s, result.members_cpu_us_per_msg, *result.servers_cpu_us_per_msg)
 
 
 def main() -> None:

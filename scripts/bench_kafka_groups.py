@@ -15,8 +15,9 @@ Usage: .venv/bin/python scripts/bench_kafka_groups.py [--runs 3] [--count 100000
    group's first rebalance waits it). Same method as scripts/bench_groups.py's
    rebalance for Conveyor's own groups.
 2. W2: ``--count`` 100-byte messages over 16 partitions, read by a 4-member
-   confluent-kafka consumer group (4 processes, ``subscribe``, auto-commit), from the
-   first message consumed to the last; beside 4 manual-assign confluent-kafka consumers
+   confluent-kafka consumer group (4 processes, ``subscribe``, auto-commit;
+   ``bench/w2_group.py``: timed from the moment every member holds its share, paused,
+   to the last message consumed); beside 4 manual-assign confluent-kafka consumers
    (``conveyor bench consume``, issue 16's W2, with the same 64 keys and librdkafka's
    default fetch sizes) in the same round.
    Medians of ``--runs``.
@@ -43,7 +44,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+import w2_group as groups  # noqa: E402 -- bench/w2_group.py: W2's members and timing
 from tests.integration.cluster import Cluster  # noqa: E402
 
 PARTITIONS = 16
@@ -200,80 +203,25 @@ def produce(cluster: Cluster, topic: str, count: int) -> None:
 def w2_group(
     cluster: Cluster, topic: str, count: int, run: int, profile: Path | None = None
 ) -> float:
+    """A 4-member confluent-kafka group reads ``topic`` (``bench/w2_group.py``'s round:
+    timed from ``go`` to the last message, the join excluded)."""
     group = f"w2-{run}-{time.time_ns()}"
     spy = None
+    broker = cluster.brokers[1].process
+    assert broker is not None
     if profile is not None:  # the broker, sampled until the group has read everything
-        broker = cluster.brokers[1].process
-        assert broker is not None
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         argv = [py_spy, "record", "--pid", str(broker.pid), "--rate", "100"]
         spy = subprocess.Popen([*argv, "--format", "raw", "--output", str(profile)])
-    workers = [
-        subprocess.Popen(
-            [sys.executable, __file__, "--worker", cluster.bootstrap, topic, group],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
-    firsts: list[float] = []
-    lasts: list[float] = []
-    totals: list[int] = []
     try:
-        threads = []
-        results: list[dict[str, Any]] = []
-
-        def read(worker: subprocess.Popen[str]) -> None:
-            assert worker.stdout is not None
-            for line in worker.stdout:
-                results.append(json.loads(line))
-
-        for w in workers:
-            t = threading.Thread(target=read, args=(w,))
-            t.start()
-            threads.append(t)
-        _wait(lambda: sum(r["count"] for r in list(results)) >= count, "all consumed", 1200)
+        result = groups.group_round(
+            "confluent-kafka", f"kafka://{cluster.bootstrap}", group, topic, count
+        )
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
             spy.wait(60)
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            w.wait(60)
-    for r in results:
-        if r["count"]:
-            firsts.append(r["first"])
-            lasts.append(r["last"])
-            totals.append(r["count"])
-    seconds: float = max(lasts) - min(firsts)
-    return sum(totals) / seconds
-
-
-def worker(bootstrap: str, topic: str, group: str) -> None:
-    """A group member reading until told to stop; every 0.5 s a JSON line with its count
-    and the wall times of its first and latest message."""
-    from confluent_kafka import Consumer
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([topic])
-    count, first, last, reported = 0, 0.0, 0.0, 0.0
-    while not stop.is_set():
-        batch = consumer.consume(num_messages=10_000, timeout=0.1)
-        good = sum(1 for m in batch if m.error() is None)
-        if good:
-            now = time.time()
-            first = first or now
-            last = now
-            count += good
-        if time.monotonic() - reported > 0.5:
-            reported = time.monotonic()
-            print(json.dumps({"count": count, "first": first, "last": last}), flush=True)
-    consumer.close()
+    return result.msg_per_s
 
 
 def w2_manual(cluster: Cluster, count: int, run: int) -> float:
@@ -298,11 +246,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("rebalance", "w2"))
     parser.add_argument("--out", type=Path)
     parser.add_argument("--profile", type=Path, help="py-spy's raw stacks of the broker (W2)")
-    parser.add_argument("--worker", nargs=3, metavar=("BOOTSTRAP", "TOPIC", "GROUP"))
     args = parser.parse_args()
-    if args.worker:
-        worker(*args.worker)
-        return
     report: dict[str, Any] = {"load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="bench-kgroups-") as root:
         cluster = Cluster(Path(root), broker_count=1).start()

@@ -66,6 +66,10 @@ def worker_main(
             report = run_kafka_worker(spec, counter, go, producers_done, out)
         elif spec.role == "producer":
             report = _run_producer(spec, counter, go, out)
+        elif spec.config.client == "conveyor-kafka":
+            from conveyor.bench.conveyor_kafka_consumer import run_conveyor_kafka_consumer
+
+            report = run_conveyor_kafka_consumer(spec, counter, go, producers_done, out)
         else:
             report = asyncio.run(_run_consumer(spec, counter, go, producers_done, out))
     except BaseException as exc:

@@ -46,9 +46,12 @@ class ClientBenchConfig:
     fetch_max_wait_ms: int = 100
     sample_every: int = 64  # produce-ack latency: time one send in this many
     topic: str | None = None  # None: a new topic per run
-    # conveyor (HTTP) | conveyor-kafka (its producer over Kafka) | confluent-kafka | aiokafka
+    # conveyor (HTTP) | conveyor-kafka (its producer and Consumer over Kafka) | confluent-kafka
+    # | aiokafka
     client: str = "conveyor"
-    batch_api: bool = False  # conveyor: Producer.send_many per progress step, not send
+    # conveyor: Producer.send_many per progress step, not send; conveyor-kafka's
+    # consumers: poll_batch, not poll
+    batch_api: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -77,7 +77,8 @@ def _add_arguments(parser: argparse.ArgumentParser, mode: str) -> None:
     add(
         "--batch-api",
         action="store_true",
-        help="conveyor client: send_many per step of records instead of send per record",
+        help="conveyor client: send_many per step of records instead of send per record "
+        "(and, with conveyor-kafka, consumers' poll_batch instead of poll)",
     )
     add("--fetch-max-bytes", type=positive_int, default=4 * 1024 * 1024, metavar="N")
     add("--fetch-max-wait-ms", type=int, default=100, metavar="MS")
@@ -90,7 +91,8 @@ def _add_arguments(parser: argparse.ArgumentParser, mode: str) -> None:
         default="conveyor",
         choices=("conveyor", "conveyor-kafka", "confluent-kafka", "aiokafka"),
         help="the client library: Conveyor's (HTTP, the default; conveyor-kafka: its producer "
-        "over the Kafka listeners) or a Kafka client through the brokers' Kafka listeners "
+        "and Consumer over the Kafka listeners) or a Kafka client through the brokers' Kafka "
+        "listeners "
         "(docs/kafka-compatibility.md)",
     )
     add("--json", action="store_true", help="print one JSON object instead of tables")
