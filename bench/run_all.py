@@ -113,7 +113,9 @@ def measure(args: argparse.Namespace, systems: list[str]) -> list[dict[str, Any]
 
 
 def emit(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    command = " ".join(["python bench/run_all.py", *sys.argv[1:]])
     for row in rows:
+        row["command"] = command
         print(json.dumps(row), flush=True)
     return rows
 
@@ -132,8 +134,10 @@ def caption(rows: list[dict[str, Any]], raw: list[dict[str, Any]], args: argpars
         else ""
     )
     counts = ", ".join(f"{r['system']} {r.get('count', 0):,}" for r in rows)
+    runs = sorted({int(r.get("runs", 0)) for r in rows})
     return (
-        f"Median of {args.runs} runs, 100 B messages, 8 keys, acks=all / every message "
+        f"Median of {'/'.join(map(str, runs))} runs per system, 100 B messages, 8 keys, "
+        "acks=all / every message "
         f"acknowledged. W1/W2 messages per run: {counts}. Conveyor's rows use its own client "
         "over the brokers' Kafka listeners; `confluent-kafka -> Conveyor` is librdkafka "
         "against the same Conveyor broker build, each workload run right after Conveyor's. "
@@ -181,11 +185,14 @@ def chart(rows: list[dict[str, Any]]) -> None:
 def section(rows: list[dict[str, Any]], raw: list[dict[str, Any]], args: argparse.Namespace) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     versions = "; ".join(f"{r['system']}: {r['version']}" for r in rows)
-    command = " ".join(["python bench/run_all.py", *sys.argv[1:]])
+    measured = sorted({r["command"] for r in raw if "command" in r})
+    command = "; ".join(measured) or " ".join(["python bench/run_all.py", *sys.argv[1:]])
+    if args.from_raw is not None:
+        when = f"re-rendered {when} from {args.from_raw}"
     checks = report.targets(rows)
     errors = {r["system"]: r["errors"] for r in rows if r.get("errors")}
     return "\n\n".join([
-        f"### Results ({when}, median of {args.runs} runs)",
+        f"### Results ({when})",
         report.table(rows),
         caption(rows, raw, args),
         "![throughput and latency per system](benchmarks-peers.png)",
