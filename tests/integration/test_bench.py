@@ -72,6 +72,18 @@ def test_e2e_latency_of_every_message(tmp_path: Path) -> None:
     check_latency(result["e2e_latency_us"], sent)
 
 
+def test_conveyor_consumer_over_kafka(tmp_path: Path) -> None:
+    """``--client conveyor-kafka``: the consumers are Conveyor's ``Consumer`` over the Kafka
+    listeners, with ``poll_batch`` under ``--batch-api`` (from the log start) and ``poll``
+    (from the end, each value's timestamp read)."""
+    common = ("--client", "conveyor-kafka", "--partitions", "4", "--consumers", "2", "--json")
+    result = bench(tmp_path, "consume", "--count", "3000", "--batch-api", *common)
+    assert result["consume"]["messages"] == 3000
+    result = bench(tmp_path, "e2e", "--rate", "500", "--duration", "1", *common)
+    assert result["consume"]["messages"] == result["produce"]["messages"] == 500
+    check_latency(result["e2e_latency_us"], 500)
+
+
 def test_sequential_sends_time_every_ack(tmp_path: Path) -> None:
     result = bench(
         tmp_path, "produce", "--count", "50", "--sequential", "--linger-ms", "0", "--json"
