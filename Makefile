@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-tls test-repeat test-kafka test-deploy-ha bench-security lint typecheck system-deps bench-storage bench chaos chaos-ci sim sim-soak clean
+.PHONY: run test bytecode test-tls test-repeat test-kafka test-deploy-ha bench-security lint typecheck system-deps bench-storage bench chaos chaos-ci sim sim-soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,13 +46,21 @@ PYTEST_JOBS = $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadgroup)
 SERIAL_SUITES = tests/deploy tests/chaos tests/ha
 SERIAL_JOBS ?= 0
 TLS_JOBS ?= 2
-test: lint typecheck system-deps
+test: lint typecheck system-deps bytecode
 	$(BIN)/pytest $(PYTEST_JOBS) --durations=25 $(addprefix --ignore=,$(SERIAL_SUITES))
 	bash scripts/test_side_by_side.sh $(BIN) $(if $(filter 0,$(JOBS)),0 0,$(TLS_JOBS) $(SERIAL_JOBS)) \
 		$(SERIAL_SUITES)
 
+# Every module compiled once before the tests: the suite starts thousands of coordinator,
+# broker and `conveyor` processes, and where PYTHONDONTWRITEBYTECODE is set (it is in the
+# environment this suite's timings were taken in) each one compiled Conveyor's sources
+# again: about 0.2 s of CPU per process (docs/testing.md, "Where the CPU goes"). Python
+# reads existing bytecode even with that variable set.
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q src tests >/dev/null
+
 # The integration suite with every cluster on HTTPS (docs/security.md).
-test-tls: $(STAMP)
+test-tls: $(STAMP) bytecode
 	CONVEYOR_TEST_TLS=1 $(BIN)/pytest $(PYTEST_JOBS) --durations=10 tests/integration
 
 # The end-to-end suite N times, plain and over HTTPS, on a fresh clone of HEAD; stops at

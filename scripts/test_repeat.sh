@@ -12,7 +12,7 @@ work="$(mktemp -d /tmp/conveyor-repeat.XXXXXX)"
 git clone --quiet "$top" "$work/clone"
 cd "$work/clone"
 echo "test-repeat: $runs x (plain + HTTPS) of tests/integration at $(git rev-parse --short HEAD) in $work/clone"
-make --no-print-directory .venv/.installed >/dev/null
+make --no-print-directory .venv/.installed bytecode >/dev/null
 
 # the same pytest-xdist workers as make test (JOBS=0: one process)
 jobs="${JOBS:-3}"

@@ -1,5 +1,5 @@
 """``python -m conveyor``: the same as the ``conveyor`` command."""
 
-from conveyor.cli.main import main
+from conveyor.cli.main import command
 
-raise SystemExit(main())
+command()

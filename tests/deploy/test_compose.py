@@ -407,15 +407,24 @@ def test_coordinator_backup_and_restore_as_documented(
 
 
 def test_the_image_stops_promptly_on_sigterm(podman: Podman, conveyor_image: str) -> None:
-    """With --init (compose: init: true) a stop takes well under the 10 s grace period."""
+    """With --init (compose: init: true) the service stops on SIGTERM, well within the 10 s
+    grace period: exit status 0, not the SIGKILL at the grace's end (137), and the
+    container's own end (podman's record of it) soon after the stop was asked for.
+    ``podman stop``'s duration is not the measure: it adds podman's clean-up (network,
+    storage, conmon), which took 16.5 s in all once at load 50 while this machine's
+    containers exit about a second after their SIGTERM."""
     name = f"conveyor-stop-{os.getpid()}"
     podman.run("run", "-d", "--init", "--name", name, conveyor_image, "coordinator")
     try:
         wait_for(lambda: "coordinator state loaded" in _logs(podman, name), 60, "coordinator up")
-        started = time.monotonic()
+        asked_ns = time.time_ns()
         podman.run("stop", "--time", "10", name)
-        assert time.monotonic() - started < 5
-        assert podman.inspect(name, "{{.State.ExitCode}}") == "0"
+        status, finished_ns = podman.inspect(
+            name, "{{.State.ExitCode}} {{.State.FinishedAt.UnixNano}}"
+        ).split()
+        stopped_in_s = (int(finished_ns) - asked_ns) / 1e9
+        assert status == "0", f"killed after the grace period? {_logs(podman, name)[-2000:]}"
+        assert stopped_in_s < 5, f"the container exited {stopped_in_s:.1f} s after the stop"
     finally:
         podman.run("rm", "--force", "--volumes", name, check=False)
 

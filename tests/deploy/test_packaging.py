@@ -67,7 +67,7 @@ def _wheel_text(wheel: Path, suffix: str) -> str:
 def test_wheel_metadata_has_the_console_script_and_dependencies(wheel: Path) -> None:
     assert wheel.name == f"conveyor_mq-{__version__}-py3-none-any.whl"
     entry_points = _wheel_text(wheel, ".dist-info/entry_points.txt")
-    assert "conveyor = conveyor.cli.main:main" in entry_points
+    assert "conveyor = conveyor.cli.main:command" in entry_points
     metadata = Parser().parsestr(_wheel_text(wheel, ".dist-info/METADATA"))
     assert metadata["Name"] == "conveyor-mq"
     assert metadata["Version"] == __version__

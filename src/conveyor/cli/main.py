@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, NoReturn, Protocol
 
 from conveyor import __version__
 from conveyor._extras import missing_extra
@@ -108,6 +108,15 @@ def main(argv: list[str] | None = None) -> int:
             if name not in exported:
                 del os.environ[name]
         os.environ.update(exported)
+
+
+def command() -> NoReturn:
+    """The ``conveyor`` executable and ``python -m conveyor``: :func:`main`, then the exit
+    without the last garbage collection (``conveyor/_process.py``). In-process callers
+    (tests, embedding) call :func:`main`."""
+    from conveyor._process import exit_without_last_collection
+
+    exit_without_last_collection(main())
 
 
 def _run(argv: list[str] | None) -> int:

@@ -1,5 +1,6 @@
 """``python -m conveyor.coordinator``: run the coordinator (see ``cli.py`` for options)."""
 
+from conveyor._process import exit_without_last_collection
 from conveyor.coordinator.cli import main
 
-raise SystemExit(main())
+exit_without_last_collection(main())
