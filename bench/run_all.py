@@ -14,7 +14,8 @@ one run each per round), so that every system's runs spread over the whole run.
 ``--count`` messages for Conveyor, confluent-kafka and Redis (issue 19's W1 is 1,000,000);
 ``--peer-count`` for NATS and RabbitMQ, which at ~5,000-35,000 msg/s would need many
 minutes per round at 1,000,000. ``--peers-from`` takes their rows from a raw file of
-``peers.py`` written the same day (UTC) instead of running them (said in the caption).
+``peers.py`` written the same day (UTC) instead of running them (said in the caption); a
+system with fewer than ``--runs`` runs in that file runs here instead.
 """
 
 from __future__ import annotations
@@ -93,10 +94,21 @@ def peers_from(path: Path, systems: list[str]) -> list[dict[str, Any]]:
 def measure(args: argparse.Namespace, systems: list[str]) -> list[dict[str, Any]]:
     version = conveyor_version()
     kafka = [row for name in systems for row in KAFKA_SYSTEMS.get(name, [])]
-    live_peers = [s for s in PEERS if s in systems and not (args.peers_from and s in SLOW_PEERS)]
     raw: list[dict[str, Any]] = []
     if args.peers_from is not None:
-        raw += peers_from(args.peers_from, [s for s in SLOW_PEERS if s in systems])
+        found = peers_from(args.peers_from, [s for s in SLOW_PEERS if s in systems])
+        for system in dict.fromkeys(r["system"] for r in found):
+            mine = [r for r in found if r["system"] == system]
+            if len(mine) >= args.runs:
+                raw += mine[: args.runs]
+            else:
+                print(
+                    f"{args.peers_from}: {len(mine)} run(s) of {system}: run here", file=sys.stderr
+                )
+    taken = {
+        r["system"] for r in raw
+    }  # a slow peer the file lacks (or has too few runs of) runs here
+    live_peers = [s for s in PEERS if s in systems and s not in taken]
     for run in range(args.runs):
         started = time.monotonic()
         if kafka:
