@@ -54,6 +54,9 @@ def test_one_non_root_image_serves_every_role(podman: Podman, conveyor_image: st
     assert config["Entrypoint"] == ["conveyor"]
     assert config["User"] == "conveyor:conveyor"
     assert "/data" in config["Volumes"]
+    # a broker's Kafka listener (Conveyor's clients speak Kafka to brokers): a fixed port
+    assert {"7700/tcp", "7701/tcp", "9092/tcp"} <= set(config["ExposedPorts"])
+    assert "CONVEYOR_KAFKA_LISTEN=0.0.0.0:9092" in config["Env"]
     assert "/healthz" in " ".join(healthcheck["Test"])
     assert config["Labels"]["org.opencontainers.image.version"] == __version__
     version = podman.run("run", "--rm", conveyor_image, "--version").stdout.strip()

@@ -170,8 +170,11 @@ def test_conveyor_services_run_with_tls_and_auth_from_the_init_volume() -> None:
     assert "conveyor certs init /secrets" in script
     assert "if [ ! -f client.pem ]" in script  # a rerun keeps the CA
     for name in ("demo-producer", "demo-consumer"):
+        # clients as on the host: the brokers' advertised Kafka addresses reach them there
+        assert services[name]["network_mode"] == "host"
         env = services[name]["environment"]
-        assert env["CONVEYOR_URL"] == "https://coordinator:7700"
+        assert env["CONVEYOR_BOOTSTRAP_SERVERS"] == "localhost:9092,localhost:9093,localhost:9094"
+        assert env["CONVEYOR_URL"] == "https://localhost:7700"
         assert env["CONVEYOR_TOKEN_FILE"] == "/secrets/demo-token"
     assert services["demo-producer"]["depends_on"]["bootstrap"] == {
         "condition": "service_completed_successfully"
@@ -196,9 +199,13 @@ def test_the_plain_http_opt_out_turns_tls_and_auth_off_everywhere() -> None:
     for name, env in ((n, s.get("environment") or {}) for n, s in plain.items()):
         for key, value in env.items():
             assert "https://" not in str(value), (name, key, value)
-    for name in ("demo-producer", "demo-consumer", "bootstrap"):
+    for name, url in (
+        ("demo-producer", "http://localhost:7700"),  # on the host's network
+        ("demo-consumer", "http://localhost:7700"),
+        ("bootstrap", "http://coordinator:7700"),
+    ):
         env = services[name]["environment"]
-        assert env["CONVEYOR_URL"] == "http://coordinator:7700"
+        assert env["CONVEYOR_URL"] == url
         assert env.get("CONVEYOR_TOKEN_FILE", "") == ""
     prometheus = services["prometheus"]["volumes"]
     config_mounts = [v for v in prometheus if v.endswith(":/etc/prometheus/prometheus.yml:ro")]
@@ -365,7 +372,8 @@ def test_compose_ha_profile_runs_three_coordinators_on_three_etcd_members() -> N
     assert len(data_volumes) == 3
     for name in ("broker-1", "broker-2", "broker-3"):
         assert services[name]["environment"]["CONVEYOR_COORDINATOR"] == urls
-    assert services["demo-consumer"]["environment"]["CONVEYOR_URL"] == urls
+    # the demo clients, on the host's network, reach the first coordinator's published port
+    assert services["demo-consumer"]["environment"]["CONVEYOR_URL"] == "https://localhost:7700"
     cluster = "etcd-1=https://etcd-1:2380,etcd-2=https://etcd-2:2380,etcd-3=https://etcd-3:2380"
     for number in (1, 2, 3):
         member = services[f"etcd-{number}"]
