@@ -181,6 +181,7 @@ def _w2(rows: dict[str, dict[str, Any]], order: list[str], count: int) -> None:
             )  # fmt: skip
             row = rows[system]
             row["w2_consume_msg_per_s"] = result.msg_per_s
+            row["w2_first_message_s"] = result.first_message_s  # go to the first message
             row["w2_members_cpu_us_per_msg"] = result.members_cpu_us_per_msg
             row["w2_broker_cpu_us_per_msg"] = result.servers_cpu_us_per_msg[0]
             row["w2_fill_s"] = fill_s

@@ -18,8 +18,8 @@ A member is this file run as ``python bench/w2_group.py --member KIND WHERE GROU
 (KIND ``conveyor``, ``conveyor-batch`` or ``confluent-kafka``; WHERE ``kafka://host:port,...``
 for the brokers' Kafka listeners, or a coordinator URL for Conveyor's HTTP transport while
 the client has one). Lines on stdout: ``{"assigned": n}`` whenever its settled share
-changes before ``go``, then ``{"n", "last", "cpu"}`` (messages, wall time of the latest,
-CPU seconds since ``go``) every 0.2 s.
+changes before ``go``, then ``{"n", "first", "last", "cpu"}`` (messages, wall times of
+the first and the latest, CPU seconds since ``go``) every 0.2 s.
 """
 
 from __future__ import annotations
@@ -131,6 +131,7 @@ class GroupRound:
     msg_per_s: float
     messages: int
     seconds: float
+    first_message_s: float  # from go to the first message any member read
     members_cpu_us_per_msg: float
     servers_cpu_us_per_msg: tuple[float, ...]
 
@@ -139,6 +140,7 @@ class GroupRound:
             "msg_per_s": self.msg_per_s,
             "messages": self.messages,
             "seconds": self.seconds,
+            "first_message_s": self.first_message_s,
             "members_cpu_us_per_msg": self.members_cpu_us_per_msg,
             "servers_cpu_us_per_msg": list(self.servers_cpu_us_per_msg),
         }
@@ -172,6 +174,7 @@ def group_round(  # noqa: PLR0917 -- what a round reads, with whom, and what it 
         server_cpu = [cpu_s(pid) - before for pid, before in zip(servers, server_cpu, strict=True)]
         time.sleep(2 * REPORT_EVERY_S)  # one more report each, for the CPU figure
         last = max(float(m.latest["last"]) for m in members)
+        first = min(float(m.latest.get("first") or last) for m in members)
         members_cpu_s = sum(float(m.latest["cpu"]) for m in members)
         messages = sum(int(m.latest["n"]) for m in members)
     finally:
@@ -182,6 +185,7 @@ def group_round(  # noqa: PLR0917 -- what a round reads, with whom, and what it 
         msg_per_s=messages / seconds,
         messages=messages,
         seconds=seconds,
+        first_message_s=first - started,
         members_cpu_us_per_msg=members_cpu_s / messages * 1e6,
         servers_cpu_us_per_msg=tuple(c / messages * 1e6 for c in server_cpu),
     )
@@ -260,7 +264,9 @@ def _confluent_member(where: str, group: str, topic: str) -> None:
     consumer.resume(consumer.assignment())
 
     def take() -> int:
-        batch = consumer.consume(num_messages=10_000, timeout=REPORT_EVERY_S)
+        # consume() returns once it has num_messages or at the timeout: small values keep
+        # the last message's time within ~10 ms of its arrival
+        batch = consumer.consume(num_messages=1_000, timeout=0.01)
         return sum(1 for m in batch if m.error() is None)
 
     _read_loop(take, early)
@@ -271,14 +277,15 @@ def _read_loop(take: Callable[[], int], early: int) -> None:
     ``early``: messages a paused member still received before ``go`` (counted, so that
     the round ends; none are expected)."""
     cpu_start = time.process_time()
-    n, last, next_report = early, 0.0, 0.0
+    n, first, last, next_report = early, 0.0, 0.0, 0.0
     while True:
         got = take()
         now = time.time()
         if got:
             n, last = n + got, now
+            first = first or now
         if now >= next_report:
-            _report(n=n, last=last, cpu=time.process_time() - cpu_start)
+            _report(n=n, first=first, last=last, cpu=time.process_time() - cpu_start)
             next_report = now + REPORT_EVERY_S
 
 
