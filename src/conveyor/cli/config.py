@@ -8,13 +8,14 @@ fails here with the same one line (exit code 2) the service would print.
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conveyor.cli.common import EXIT_OK
 from conveyor.cli.output import add_config_flag, add_json_flag, print_json, print_table
 
 if TYPE_CHECKING:
     from conveyor.cli.common import Subparsers
+    from conveyor.settings.core import Setting
 
 
 def register(subparsers: Subparsers) -> None:
@@ -63,11 +64,17 @@ def _show(args: argparse.Namespace) -> int:
         f"{args.service} settings" + (f" ({settings.config_path})" if settings.config_path else ""),
         ["setting", "value", "source", "from"],
         [
-            [row.name, "unset" if row.value is None else _text(row.value), row.source, row.origin]
-            for row in rows
+            [row.name, _shown(row.value, value.setting), row.source, row.origin]
+            for row, value in zip(rows, settings, strict=True)
         ],
     )
     return EXIT_OK
+
+
+def _shown(value: object, setting: Setting[Any]) -> str:
+    """A value, or for an unset one what its default then is (kafka_listen's listener on
+    a port the OS picks, say), as --help and the docs say it."""
+    return setting.describe_default() if value is None else _text(value)
 
 
 def _text(value: object) -> str:
