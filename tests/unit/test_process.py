@@ -116,3 +116,16 @@ def test_the_entry_points_exit_with_their_status(module: str, args: list[str], s
         check=False,
     )
     assert result.returncode == status, result.stderr
+
+
+def test_a_coordinator_with_its_console_imports_no_client() -> None:
+    """The console imports the client package (every client module) only for an offset
+    reset: about 0.13 s of CPU at each coordinator start otherwise."""
+    out = _run(
+        "import sys\n"
+        "import conveyor.coordinator.cli, conveyor.coordinator.http, conveyor.console\n"
+        "print(sorted(m for m in ('conveyor.client', 'kafka.admin') if m in sys.modules))\n"
+        "from conveyor.console import forms\n"
+        "print(forms.reset_target({'topic': 't', 'to': 'time', 'time': '2026-01-01T00:00:00Z'}))\n"
+    )
+    assert out == "[]\n('t', Timestamp(timestamp_ms=1767225600000))"

@@ -10,11 +10,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
-from conveyor.client.group import ResetTarget, Timestamp
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.messages import (
     AddPartitionsRequest,
@@ -25,6 +24,9 @@ from conveyor.protocol.messages import (
     TopicConfig,
 )
 from conveyor.protocol.security import OPERATIONS, RESOURCE_TYPES, AclRule, TokenCreateRequest
+
+if TYPE_CHECKING:  # the client package is imported where a reset needs it
+    from conveyor.client.group import ResetTarget
 
 FIELD_CHARS_MAX: Final = 1_000
 VALUE_CHARS_MAX: Final = 1024 * 1024  # a produced value; the topic's own limit still applies
@@ -236,6 +238,10 @@ def reset_target(form: Form) -> tuple[str, ResetTarget]:
             raise InvalidRequestError("give the offset to reset to")
         return topic, offset
     if to == "time":
+        # imported here: the client package is most of a coordinator's start-up imports
+        # otherwise, for a page few visit (docs/testing.md, "Less CPU per process")
+        from conveyor.client.group import Timestamp
+
         return topic, Timestamp(moment_ms(text(form, "time", 64, required=True)))
     raise InvalidRequestError("reset to earliest, latest, an offset or a time")
 

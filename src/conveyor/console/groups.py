@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
-from conveyor.client.group import ResetTarget, reset_offset
 from conveyor.console import forms
 from conveyor.console.browse import format_cursor, parse_cursor
 from conveyor.console.core import PREFIX, Ctx, now_ms
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
 from conveyor.protocol.messages import GroupDescription, PartitionOffset, ResetOffsetsRequest
 from conveyor.transport.waits import gather_all
+
+if TYPE_CHECKING:  # the client package is imported where a reset needs it
+    from conveyor.client.group import ResetTarget
 
 SORTS: Final = ("group", "state", "members", "lag")
 LAG_SAMPLES_MAX: Final = 60
@@ -127,6 +129,8 @@ class Groups:
                     for p in partitions
                 )
             )
+            from conveyor.client.group import reset_offset  # as in forms.reset_target
+
             targets = [reset_offset(to, a) for a in answers]
         committed = {r.partition: r.committed_offset for r in group.partitions if r.topic == topic}
         rows = []
