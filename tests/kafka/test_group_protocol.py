@@ -45,7 +45,10 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("kgroup-protocol")
-    c = Cluster(root, broker_count=1, coordinator_args=GROUP_COORDINATOR_ARGS)
+    # KIP-848 members' session 10 s (the default), not the harness's 3 s: a static
+    # member's restart must come within it, and librdkafka's start takes seconds under load
+    args = [*GROUP_COORDINATOR_ARGS, "--group-consumer-session-timeout-ms", "10000"]
+    c = Cluster(root, broker_count=1, coordinator_args=args)
     try:
         yield c.start()
     finally:
@@ -329,13 +332,17 @@ def _kafka_describe(cluster: Cluster, group: str) -> Any:
     return admin.describe_consumer_groups([group])[group].result(30)
 
 
+@pytest.mark.parametrize("client", ["confluent", "confluent-848"])
 def test_static_member_restarts_without_a_rebalance(
-    cluster: Cluster, started: list[KafkaMember], tmp_path: Path
+    cluster: Cluster, started: list[KafkaMember], tmp_path: Path, client: str
 ) -> None:
+    """librdkafka's static member (``group.instance.id``), classic (KIP-345: it does not
+    leave) and KIP-848 (``group.protocol=consumer``: it leaves with member epoch -2, which
+    keeps its place): its restart gets the same partitions back, no rebalance."""
     topic, group = _topic(cluster, "static"), unique_topic("g-static")
 
     def member(name: str, instance: str) -> KafkaMember:
-        argv = member_argv("confluent", cluster, topic, group, "--instance-id", instance)
+        argv = member_argv(client, cluster, topic, group, "--instance-id", instance)
         process = KafkaMember.start(argv, tmp_path / f"{name}.jsonl")
         started.append(process)
         return process
@@ -343,8 +350,9 @@ def test_static_member_restarts_without_a_rebalance(
     a, b = member("a", "static-a"), member("b", "static-b")
     wait_for(lambda: len(a.assigned()) == 2 and len(b.assigned()) == 2, 60, "2 + 2 partitions")
     before = _describe(cluster, group)
+    a_assignments = [line for line in a.read() if "assigned" in line]
     b_partitions = b.assigned()
-    b.stop()  # a static member does not leave: its place waits for its session timeout
+    b.stop()  # a static member's place waits for it until its session timeout
     b2 = member("b2", "static-b")
     wait_for(lambda: b2.assigned() == b_partitions, 30, "the same partitions back")
     after = _describe(cluster, group)
@@ -352,7 +360,8 @@ def test_static_member_restarts_without_a_rebalance(
         before["generation"],
         before["rebalances"],
     )
-    assert [line for line in a.read() if "assigned" in line] == [{"assigned": a.assigned()}]
+    # a's partitions never moved (KIP-848: a, alone at first, had all 4 before b came)
+    assert [line for line in a.read() if "assigned" in line] == a_assignments
     assert {m["instance_id"] for m in after["members"]} == {"static-a", "static-b"}
 
 
@@ -499,3 +508,27 @@ def test_a_restarted_broker_answers_kafka_clients_once_the_coordinator_counts_it
         assert answer.controller_id == 1
     finally:
         own.stop()
+
+
+def test_a_second_live_kip848_member_with_an_instance_id_is_refused(
+    cluster: Cluster, started: list[KafkaMember], tmp_path: Path
+) -> None:
+    """Kafka's rule (KIP-848): an instance id held by an active member is not taken over:
+    the newcomer is answered UNRELEASED_INSTANCE_ID (fatal to librdkafka, as to Kafka's
+    Java consumer) and the holder keeps its partitions."""
+    topic, group = _topic(cluster, "static-dup"), unique_topic("g-static-dup")
+
+    def member(name: str) -> KafkaMember:
+        argv = member_argv("confluent-848", cluster, topic, group, "--instance-id", "dup")
+        process = KafkaMember.start(argv, tmp_path / f"{name}.jsonl")
+        started.append(process)
+        return process
+
+    a = member("a")
+    wait_for(lambda: len(a.assigned()) == 4, 60, "a owns every partition")
+    b = member("b")
+    refused = "Fatal error: Broker: The instance ID is still used by another member"
+    wait_for(lambda: refused in b.stderr(), 30, "b refused with UNRELEASED_INSTANCE_ID")
+    described = _describe(cluster, group)
+    assert [m["instance_id"] for m in described["members"]] == ["dup"]
+    assert b.assigned() == [] and len(a.assigned()) == 4

@@ -25,10 +25,14 @@ FENCED_MEMBER and UNKNOWN_MEMBER_ID UNKNOWN_MEMBER, on which the state machine d
 partitions and rejoins; STALE_MEMBER_EPOCH (a commit with an epoch the coordinator has
 moved past) is ILLEGAL_GENERATION, the same.
 
-A static member (``group_instance_id``) joins with its instance id; a process that took
-over from a killed one waits for that one's session to end (KIP-848 answers
-UNRELEASED_INSTANCE_ID until then), where HTTP's take-over is at once. On close it
-leaves with epoch -1, as over HTTP, so its partitions move at once.
+Leaving (``close``, the seed functions' ``atexit``, or ``max_poll_interval_ms`` without a
+poll) is epoch -1, so the partitions move at once; a static member (``group_instance_id``,
+KIP-848's ``InstanceId``) leaves with -2 instead, as Kafka's consumer and librdkafka do:
+the coordinator keeps its place and partitions for the group's session timeout, and the
+next process with the same instance id takes them back at once, with no rebalance. A
+process that restarts after one killed without leaving waits for the killed one's session
+to end: KIP-848 answers UNRELEASED_INSTANCE_ID until then (Kafka's consumer gives up on
+it; this one keeps asking, so ``poll`` gets its partitions once the old session is over).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ OFFSET_FETCH_VERSIONS: Final = (8, 9)  # v8: groups; v9: member id and epoch
 GROUP_KEY: Final = 0
 JOIN_EPOCH: Final = 0
 LEAVE_EPOCH: Final = -1
+STATIC_LEAVE_EPOCH: Final = -2  # a static member leaving for a restart (module docstring)
 # Conveyor's coordinator asks a member for its next heartbeat within this while partitions
 # of its share are still held by their previous owner (coordinator/consumer_groups.py):
 # the only sign in a Kafka answer that more partitions are coming.
@@ -147,7 +152,7 @@ class KafkaHeartbeat:
     async def beat(self, beat: Beat, timeout_s: float) -> BeatAnswer:
         settings = self._settings
         if beat.leave:
-            epoch = LEAVE_EPOCH
+            epoch = LEAVE_EPOCH if settings.instance_id is None else STATIC_LEAVE_EPOCH
         elif beat.member_id is None:
             epoch, self._assignment = JOIN_EPOCH, []
         else:

@@ -15,9 +15,12 @@ machine is the same for both:
   heartbeat no longer reports them, and the coordinator gives them to their new owner.
 
 Static membership: with an ``instance_id`` (``Consumer(group_instance_id=...)``), a restarted
-process takes over its previous member's partitions at once instead of waiting for that
-member's session to time out; a process whose id was taken over is told
-FENCED_INSTANCE_ID, stops heartbeating, and its next ``poll`` raises that error.
+process takes over its previous member's partitions without a rebalance. Over HTTP the
+take-over is at once; over Kafka (KIP-848) it is at once when the previous process left
+with ``close`` (epoch -2), and when that process was killed, once its session has timed
+out: until then the coordinator answers UNRELEASED_INSTANCE_ID and this loop keeps
+asking. A process whose id was taken over is told FENCED_INSTANCE_ID, stops
+heartbeating, and its next ``poll`` raises that error.
 
 Fencing: an UNKNOWN_MEMBER answer (the coordinator removed us: session timeout, not
 polling for ``max_poll_interval_ms``) or a fenced commit drops every partition with its
@@ -308,6 +311,15 @@ class Membership:
                     ", ".join(self._fetcher.topics),
                 )
             self.topics_missing = True
+            return
+        if error.code is ErrorCode.UNRELEASED_INSTANCE_ID:
+            # a restart of a process killed without leaving: not an error, a wait
+            log.info(
+                "group %s: waiting for the previous holder of instance %s to leave or time out: %s",
+                self.settings.group,
+                self.settings.instance_id,
+                error.message,
+            )
             return
         log.warning("group %s: heartbeat failed: %s", self.settings.group, error)
 

@@ -10,8 +10,11 @@ The translation, both ways:
   already in the group is first removed: it gave up everything), -1 leaves, -2 is a
   static member (``group.instance.id``) leaving for a restart: its place and partitions
   wait for its next incarnation (``groups.rename``, no rebalance) until its session times
-  out; another member joining with an instance id still held is UNRELEASED_INSTANCE_ID;
-  a positive epoch must be one the member was part of, else FENCED_MEMBER_EPOCH;
+  out; another member joining with an instance id still held is UNRELEASED_INSTANCE_ID
+  (a killed process's restart waits for its session), and a heartbeat or leave naming an
+  instance id another member now holds is FENCED_INSTANCE_ID (Kafka's rules, its
+  ``GroupMetadataManager``); a positive epoch must be one the member was part of, else
+  FENCED_MEMBER_EPOCH (so is one from a static member that left with -2);
 * the member epoch answered is the group's generation (Conveyor's groups count one
   epoch for the whole group; a member commits with any generation it belongs to);
 * topics travel as Kafka topic ids (``views.topic_id``); a regular expression (v1) is
@@ -78,7 +81,7 @@ class ConsumerGroups:
         manager: GroupManager,
         *,
         state: Callable[[], ClusterState],
-        session_timeout_ms: int = 45_000,
+        session_timeout_ms: int = 10_000,
     ) -> None:
         self._manager = manager
         self._state = state
@@ -110,18 +113,27 @@ class ConsumerGroups:
     ) -> ConsumerHeartbeatResponse:
         key = (name, request.member_id)
         epoch = request.member_epoch
-        if epoch == STATIC_LEAVE_EPOCH and key in self._members:
-            self._members[key].away = True  # its place waits for it (its session timeout)
+        holder = self._instance_holder(name, request.instance_id)
+        if holder is not None and epoch != 0:
+            _check_instance(request, holder)
+        if epoch == STATIC_LEAVE_EPOCH and holder is not None:
+            holder[1].away = True  # its place waits for it (its session timeout)
+            log.info("group %s: static member %s left for a while", name, request.member_id)
             return ConsumerHeartbeatResponse(member_id=request.member_id, member_epoch=epoch)
         if epoch in (LEAVE_EPOCH, STATIC_LEAVE_EPOCH):
             await self._leave(name, request.member_id)
             self._members.pop(key, None)
             self._forget_unused_regexes(name)
             return ConsumerHeartbeatResponse(member_id=request.member_id, member_epoch=epoch)
+        if epoch > 0 and key in self._members and self._members[key].away:
+            raise _error(
+                ErrorCode.FENCED_MEMBER,
+                f"static member {request.member_id} left with epoch -2: rejoin with epoch 0",
+            )
         group = self._manager.groups.get(name)
         known = group is not None and request.member_id in group.members
-        if epoch == 0 and request.instance_id is not None and not known:
-            back = await self._static_rejoin(name, request)
+        if epoch == 0 and holder is not None:
+            back = await self._static_rejoin(name, request, holder)
             if back is not None:
                 return back
         if epoch == 0:
@@ -156,29 +168,39 @@ class ConsumerGroups:
             assignment=self._by_topic_id(assigned) if send else None,
         )
 
-    async def _static_rejoin(
-        self, name: str, request: ConsumerHeartbeatRequest
-    ) -> ConsumerHeartbeatResponse | None:
-        """KIP-848 static membership: the instance's new incarnation takes the place its
-        previous one left with epoch -2 (its partitions, no rebalance); while that one is
-        still active, UNRELEASED_INSTANCE_ID. None: the instance is not known, join."""
+    def _instance_holder(
+        self, name: str, instance_id: str | None
+    ) -> tuple[str, KafkaMember] | None:
+        """The member of group ``name`` that holds ``instance_id`` (Kafka's
+        ``ConsumerGroup.staticMember``), with what it told us."""
         group = self._manager.groups.get(name)
-        holder = next(
+        if instance_id is None or group is None:
+            return None
+        return next(
             (
                 (member_id, info)
                 for (g, member_id), info in self._members.items()
-                if g == name and info.instance_id == request.instance_id
-                and group is not None and member_id in group.members
+                if g == name and info.instance_id == instance_id and member_id in group.members
             ),
             None,
-        )  # fmt: skip
-        if holder is None:
-            return None
+        )
+
+    async def _static_rejoin(
+        self, name: str, request: ConsumerHeartbeatRequest, holder: tuple[str, KafkaMember]
+    ) -> ConsumerHeartbeatResponse | None:
+        """KIP-848 static membership (Kafka's ``GroupMetadataManager``
+        ``maybeReplaceStaticMember``): the instance's new incarnation takes the place its
+        previous one left with epoch -2 (its partitions, no rebalance); while that one is
+        still active, UNRELEASED_INSTANCE_ID, until it leaves or its session times out.
+        None: the holder is this very member rejoining (it gave up what it had)."""
         old_id, info = holder
         if not info.away:
+            if old_id == request.member_id:
+                return None
             raise _error(
                 ErrorCode.UNRELEASED_INSTANCE_ID,
-                f"instance {request.instance_id} is still held by member {old_id}",
+                f"instance {request.instance_id} is still held by member {old_id} (until it "
+                f"leaves or its session of {self._session_timeout_ms} ms times out)",
             )
         answer = await self._manager.rename(name, old_id, request.member_id)
         del self._members[(name, old_id)]
@@ -300,6 +322,7 @@ class ConsumerGroups:
                 max(info.rebalance_timeout_ms, session_ms), groups.MAX_POLL_INTERVAL_MS_MAX
             ),
             host=request.client_host[:100],
+            instance_id=info.instance_id,  # shown by describe (the rules are above)
         )
 
     async def _leave(self, name: str, member_id: str) -> None:
@@ -393,6 +416,17 @@ def _check_epoch(group: Group, member_id: str, epoch: int) -> None:
             ErrorCode.FENCED_MEMBER,
             f"member epoch {epoch} is not one member {member_id} belongs to "
             f"({member.joined_generation}..{group.generation}): rejoin",
+        )
+
+
+def _check_instance(request: ConsumerHeartbeatRequest, holder: tuple[str, KafkaMember]) -> None:
+    """Kafka's ``throwIfInstanceIdIsFenced``: a heartbeat or leave naming an instance id
+    that another member now holds comes from a replaced incarnation."""
+    if holder[0] != request.member_id:
+        raise _error(
+            ErrorCode.FENCED_INSTANCE_ID,
+            f"static member {request.member_id} with instance id {request.instance_id} was "
+            f"replaced by member {holder[0]}",
         )
 
 

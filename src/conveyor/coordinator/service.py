@@ -88,8 +88,9 @@ class CoordinatorSettings:
     max_concurrent_moves: int = 2  # partitions copying a new replica at once
     # Kafka's classic groups (group.initial.rebalance.delay.ms, group.min/max.session...)
     classic_groups: Limits = field(default_factory=Limits)
-    # KIP-848 members' session timeout (Kafka's group.consumer.session.timeout.ms)
-    consumer_session_timeout_ms: int = 45_000
+    # KIP-848 members' session timeout (Kafka's group.consumer.session.timeout.ms, 45 s
+    # there; 10 s here, the session Conveyor's own consumers have always had: docs/client.md)
+    consumer_session_timeout_ms: int = 10_000
     # share groups (issue 23): partitions of __share_state, made with the first share group
     share_state_partitions: int = 16
     # how the coordinator calls brokers' internal routes (transaction markers, issue 21):

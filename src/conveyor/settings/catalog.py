@@ -293,9 +293,9 @@ GROUP_MAX_SESSION_TIMEOUT_MS: Final = setting(
 GROUP_CONSUMER_SESSION_TIMEOUT_MS: Final = setting(
     "group_consumer_session_timeout_ms",
     kinds.duration_ms(100, 300_000),
-    45_000,
-    "session timeout of Kafka members with group.protocol=consumer (KIP-848; Kafka's "
-    "group.consumer.session.timeout.ms)",
+    10_000,
+    "session timeout of KIP-848 members (Conveyor's clients, Kafka clients with "
+    "group.protocol=consumer); Kafka's group.consumer.session.timeout.ms, 45000 there",
     ("coordinator",),
 )
 # share groups (issue 23, docs/queues.md)

@@ -390,3 +390,47 @@ def test_kip848_static_members_come_back_without_a_rebalance(tmp_path: Path) -> 
         assert set(group.members) == {"a", "b2"} and group.generation == generation
 
     run(tmp_path, scenario)
+
+
+def test_kip848_static_members_follow_kafkas_instance_id_rules(tmp_path: Path) -> None:
+    """Kafka's ``GroupMetadataManager`` rules for a replaced or departed static member:
+    a heartbeat or leave from the replaced incarnation is FENCED_INSTANCE_ID, a member
+    that left with -2 and heartbeats on is FENCED_MEMBER_EPOCH, the same member may come
+    back with epoch 0 and keeps its partitions, and -1 gives the instance up for good."""
+
+    async def scenario(service: CoordinatorService) -> None:
+        consumer = service.consumer_groups
+        tid = _topic_id(service, "t")
+
+        async def join(member: str, instance: str) -> int:
+            answer = await consumer.heartbeat(
+                "sf", _beat(member, 0, instance_id=instance, subscribed_topic_names=["t"])
+            )
+            assert answer.error is None, answer.message
+            return answer.member_epoch
+
+        epoch = await join("a", "i-a")
+        assert (await consumer.heartbeat("sf", _beat("a", -2, instance_id="i-a"))).error is None
+        stale = await consumer.heartbeat("sf", _beat("a", epoch, instance_id="i-a"))
+        assert stale.error == ErrorCode.FENCED_MEMBER.name  # FENCED_MEMBER_EPOCH on the wire
+        # the same process comes back: its place and partitions, no rebalance
+        generation = service.groups.groups["sf"].generation
+        back = await consumer.heartbeat(
+            "sf", _beat("a", 0, instance_id="i-a", subscribed_topic_names=["t"])
+        )
+        assert back.error is None and back.member_epoch == generation
+        assert back.assignment == [TopicIdPartitions(topic_id=tid, partitions=[0, 1], topic="t")]
+        # a new incarnation replaces it after another -2; the old one is fenced for good
+        assert (await consumer.heartbeat("sf", _beat("a", -2, instance_id="i-a"))).error is None
+        await join("a2", "i-a")
+        for old_epoch in (generation, -1, -2):
+            fenced = await consumer.heartbeat("sf", _beat("a", old_epoch, instance_id="i-a"))
+            assert fenced.error == ErrorCode.FENCED_INSTANCE_ID.name, old_epoch
+        assert set(service.groups.groups["sf"].members) == {"a2"}
+        # -1 leaves for good: the next holder of the id is a new member, at once
+        assert (await consumer.heartbeat("sf", _beat("a2", -1, instance_id="i-a"))).error is None
+        assert "sf" not in service.groups.groups or not service.groups.groups["sf"].members
+        await join("a3", "i-a")
+        assert set(service.groups.groups["sf"].members) == {"a3"}
+
+    run(tmp_path, scenario)
