@@ -95,12 +95,13 @@ def test_a_broker_with_no_kafka_flag_serves_kafka_at_the_listed_address(cluster:
     assert host == "127.0.0.1" and int(port) > 0  # the HTTP listener's host, a bound port
     topic = unique_topic("default")
     producer = confluent_kafka.Producer(client_config(cluster, address, acks="all"))
+    partition = _a_partition_led_by_broker_1(producer, topic)  # broker 2 may have none
     delivered: list[Any] = []
     for i in range(5):
-        producer.produce(topic, value=f"v{i}".encode(), key=b"k", on_delivery=_collect(delivered))
+        value = f"v{i}".encode()
+        producer.produce(topic, value=value, partition=partition, on_delivery=_collect(delivered))
     assert producer.flush(60) == 0
     assert [m.error() for m in delivered] == [None] * 5
-    partition = delivered[0].partition()
     consumer = confluent_kafka.Consumer(
         client_config(cluster, address, **{"group.id": "default-g", "enable.auto.commit": False})
     )
@@ -131,6 +132,21 @@ def test_a_broker_with_kafka_off_is_listed_without_one_and_left_out_of_metadata(
     brokers = admin.list_topics(timeout=30).brokers
     assert sorted(brokers) == [1]  # broker 2 has no Kafka listener: not a Kafka node
     assert "kafka listener" not in cluster.brokers[2].log().lower()  # none bound
+
+
+def _a_partition_led_by_broker_1(producer: Any, topic: str) -> int:
+    """A partition of ``topic`` (auto-created by librdkafka's Metadata request) that broker
+    1 leads: when the other test's broker, which has no Kafka listener, is up, it may lead
+    some, which no Kafka client can reach."""
+    led: list[int] = []
+
+    def found() -> bool:
+        partitions = producer.list_topics(topic, timeout=10).topics[topic].partitions
+        led[:] = [p.id for p in partitions.values() if p.leader == 1]
+        return bool(led)
+
+    wait_for(found, 30, f"a partition of {topic} led by broker 1")
+    return led[0]
 
 
 def _collect(delivered: list[Any]) -> Any:
