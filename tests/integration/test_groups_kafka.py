@@ -288,3 +288,52 @@ def test_a_commit_with_the_epoch_before_a_rejoin_is_fenced(kcluster: Cluster) ->
             consumer._io.run(group.commit(offsets, stale))
         assert fenced.value.code.name in {"FENCED_MEMBER", "ILLEGAL_GENERATION"}
         consumer._io.run(group.commit(offsets, after))
+
+
+def test_a_static_consumer_waits_for_its_instance_id_then_takes_its_place(
+    kcluster: Cluster,
+) -> None:
+    """KIP-848's static membership with Conveyor's consumer: a second consumer with the
+    instance id of a live one is refused (UNRELEASED_INSTANCE_ID) and keeps asking, the
+    holder keeps its partitions; once the holder closes (member epoch -2: its place kept)
+    the waiting one takes its place and partitions, with no new generation."""
+    make_topic(kcluster, "kstatic", partitions=2)
+    settings: dict[str, Any] = {
+        "topics": "kstatic",
+        "group_id": "kst",
+        "group_instance_id": "w-1",
+        "bootstrap_servers": kcluster.bootstrap,
+        "tls": kafka_tls(kcluster),
+        "heartbeat_interval_ms": 200,
+    }
+    holder = conveyor.Consumer(**settings)
+    try:
+
+        def held() -> bool:
+            holder.poll(timeout=0.05)
+            return len(holder.assignment()) == 2 and _stable_with(kcluster, "kst", 1)
+
+        wait_for(held, 60, "the holder owns both partitions")
+        generation = _describe(kcluster, "kst")["generation"]
+        waiting = conveyor.Consumer(**settings)
+    except BaseException:
+        holder.close()
+        raise
+    with waiting:
+        with holder:
+            # longer than the group's session (2 s): the live holder is never replaced
+            deadline = time.monotonic() + SESSION_TIMEOUT_MS / 1000 * 1.5
+            while time.monotonic() < deadline:
+                holder.poll(timeout=0.05)
+                assert waiting.poll(timeout=0.05) == [] and not waiting.assignment()
+            described = _describe(kcluster, "kst")
+            assert [m["instance_id"] for m in described["members"]] == ["w-1"]
+            assert described["generation"] == generation
+        # the holder left with -2: its place waited for the next holder of w-1
+
+        def took_over() -> bool:
+            waiting.poll(timeout=0.05)
+            return len(waiting.assignment()) == 2
+
+        wait_for(took_over, 30, "the waiting consumer owns both partitions")
+        assert _describe(kcluster, "kst")["generation"] == generation
