@@ -5,9 +5,9 @@ over HTTP (heartbeats and commits to the coordinator, fetches to the leader) and
 brokers' Kafka listeners (``bootstrap_servers`` only: ConsumerGroupHeartbeat,
 OffsetCommit, Fetch), alternately, a new group each round.
 
-Each round's window starts once all 4 members are in the group with their share (they
-pause what they are given until then, so the join and the cooperative hand-over are not
-timed) and ends at the last message consumed; auto-commit as the defaults. Reported:
+Each round's members pause what they are given until all 4 are in the group with their
+share (so the join and the cooperative hand-over are not timed); the window runs from the
+first message read (``bench/w2_group.py``) to the last; auto-commit as the defaults. Reported:
 msg/s, the members' CPU per message (user+sys of the 4 processes over the window), the
 broker's and the coordinator's CPU per message over the window (``/proc``), and the load
 average. Medians of ``--runs``.

@@ -16,10 +16,10 @@ Usage: .venv/bin/python scripts/bench_kafka_groups.py [--runs 3] [--count 100000
    rebalance for Conveyor's own groups.
 2. W2: ``--count`` 100-byte messages over 16 partitions, read by a 4-member
    confluent-kafka consumer group (4 processes, ``subscribe``, auto-commit;
-   ``bench/w2_group.py``: timed from the moment every member holds its share, paused,
-   to the last message consumed); beside 4 manual-assign confluent-kafka consumers
-   (``conveyor bench consume``, issue 16's W2, with the same 64 keys and librdkafka's
-   default fetch sizes) in the same round.
+   ``bench/w2_group.py``: the members hold their shares paused until all have one, then
+   the window runs from the first message read to the last); beside 4 manual-assign
+   confluent-kafka consumers (``conveyor bench consume``, issue 16's W2, with the same 64
+   keys and librdkafka's default fetch sizes) in the same round.
    Medians of ``--runs``.
    ``--profile FILE``: one more group round, not counted, with py-spy sampling the broker
    (collapsed stacks, ``--format raw``: one line per stack with its sample count).
