@@ -39,6 +39,7 @@ from conveyor.storage import logstart, swap, txnrecovery
 from conveyor.storage.abortindex import AbortedTxn
 from conveyor.storage.compaction import SegmentSpan
 from conveyor.storage.config import LogConfig
+from conveyor.storage.direct import DIRECT_BYTES_MIN
 from conveyor.storage.epochs import CHECKPOINT_FILE, EpochCache
 from conveyor.storage.flusher import Flusher
 from conveyor.storage.recovery import load_segments
@@ -377,7 +378,9 @@ class PartitionLog:
                     self.epochs.assign(epoch, span.header.base_offset)
             self._maybe_roll(len(view), spans[-1].header.last_offset)
             base_offset = spans[0].header.base_offset
-            self._write([view], [span.header for span in spans])
+            # A large copy (a follower catching up) goes past the page cache (direct.py).
+            direct = len(view) >= DIRECT_BYTES_MIN
+            self._write([view], [span.header for span in spans], direct=direct)
             self._observe_txns(view, [s.position for s in spans], [s.header for s in spans])
         self._flush_if_rolled()
         return AppendResult(base_offset, expected - 1)
@@ -412,9 +415,15 @@ class PartitionLog:
             end,
         )
 
-    def _write(self, buffers: list[bytes | memoryview], headers: list[BatchHeader]) -> None:
+    def _write(
+        self,
+        buffers: list[bytes | memoryview],
+        headers: list[BatchHeader],
+        *,
+        direct: bool = False,
+    ) -> None:
         active = self._segments[-1]
-        active.append(buffers, headers)
+        active.append(buffers, headers, direct=direct)
         if not self._dirty or self._dirty[-1] is not active:
             self._dirty.append(active)
 

@@ -29,6 +29,7 @@ from conveyor.protocol.batch import (
     records_count_ok,
 )
 from conveyor.protocol.errors import CorruptDataError, DiskFullError, StorageError
+from conveyor.storage import direct as direct_io
 from conveyor.storage.abortindex import AbortedIndex
 from conveyor.storage.index import OffsetIndex, TimeIndex
 
@@ -83,6 +84,9 @@ class LogSegment:
         self.aborted = AbortedIndex(directory / f"{name}.txnindex{suffix}", base_offset)
         self.index_interval_bytes = index_interval_bytes
         self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_DIRECT descriptor for large replicated appends (``direct.py``): opened on the
+        # first, None until then, -1 where the filesystem refuses it.
+        self._direct_fd: int | None = None
         self.size_bytes = os.fstat(self.fd).st_size
         self.next_offset = base_offset
         self.max_timestamp_ms = -1
@@ -95,16 +99,22 @@ class LogSegment:
 
     # ---- writing -------------------------------------------------------------------------
 
-    def append(self, buffers: list[bytes | memoryview], headers: list[BatchHeader]) -> int:
+    def append(
+        self, buffers: list[bytes | memoryview], headers: list[BatchHeader], *, direct: bool = False
+    ) -> int:
         """Write already-stamped batches at the end in one system call; returns the position.
 
         ``headers`` describe the batches as written (their final base offsets). On a short or
         failed write the file is cut back, so no partial batch is ever left behind.
+        ``direct``: past the page cache when the filesystem allows (``direct.py``).
         """
         position = self.size_bytes
         expected = sum(h.size_bytes for h in headers)
         try:
-            written = os.pwritev(self.fd, buffers, position)
+            if direct and len(buffers) == 1 and self._write_direct(buffers[0], position):
+                written = expected
+            else:
+                written = os.pwritev(self.fd, buffers, position)
             if written != expected:
                 # A short write (the disk filling up returns what fit before ENOSPC):
                 # write the rest, which then fails with the real reason.
@@ -124,6 +134,30 @@ class LogSegment:
             batch_position += header.size_bytes
         self.size_bytes = batch_position
         return position
+
+    def _write_direct(self, data: bytes | memoryview, position: int) -> bool:
+        """False where O_DIRECT is refused (the caller writes through the page cache)."""
+        if self._direct_fd is None:
+            opened = direct_io.open_direct(self.log_path)
+            self._direct_fd = -1 if opened is None else opened
+        if self._direct_fd < 0 or len(data) + direct_io.ALIGN_BYTES > direct_io.STAGING_BYTES_MAX:
+            return False
+        try:
+            direct_io.WRITER.write(self._direct_fd, self.fd, position, memoryview(data))
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            # An alignment this filesystem does not take: the page cache from now on.
+            log.warning("%s: O_DIRECT write refused (%s); writing buffered", self.log_path, exc)
+            self._close_direct()
+            self._direct_fd = -1
+            return False
+        return True
+
+    def _close_direct(self) -> None:
+        if self._direct_fd is not None and self._direct_fd >= 0:
+            os.close(self._direct_fd)
+        self._direct_fd = None
 
     def _cut_back(self, position: int) -> None:
         try:
@@ -154,6 +188,7 @@ class LogSegment:
             self.time_index.maybe_append(self.max_timestamp_ms, last_base)
         self.index.close()
         self.time_index.close()
+        self._close_direct()
 
     def fsync(self) -> None:
         os.fsync(self.fd)
@@ -465,6 +500,7 @@ class LogSegment:
     def close(self) -> None:
         self.index.close()
         self.time_index.close()
+        self._close_direct()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
