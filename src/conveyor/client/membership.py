@@ -313,9 +313,12 @@ class Membership:
             self.topics_missing = True
             return
         if error.code is ErrorCode.UNRELEASED_INSTANCE_ID:
-            # a restart of a process killed without leaving: not an error, a wait
-            log.info(
-                "group %s: waiting for the previous holder of instance %s to leave or time out: %s",
+            # a wait, not a failure: one line (throttled), since a second live process
+            # with the same id (a configuration mistake) would otherwise idle unseen
+            log.warning(
+                "group %s: waiting for instance id %s: held by another member (a live "
+                "process with the same group_instance_id, or one killed without leaving "
+                "until its session ends): %s",
                 self.settings.group,
                 self.settings.instance_id,
                 error.message,
