@@ -181,6 +181,8 @@ def test_fetch_answers_give_bytes_or_typed_errors() -> None:
     assert out_of_range.value.code is ErrorCode.OFFSET_OUT_OF_RANGE
     with pytest.raises(ConveyorError, match="without"):
         fetch_result(_fetched(), TopicPartition("t", 4), read_committed=False)
-    request = fetch_request(12, tp, 5, max_wait_ms=100, max_bytes=1000, read_committed=True)
+    request = fetch_request(
+        12, [(tp, 5)], max_wait_ms=100, partition_max_bytes=1000, read_committed=True
+    )
     decoded = decode_request(encode_request(1, 12, 1, "c", request)[4:]).body
     assert decoded.isolation_level == 1 and decoded.topics[0].partitions[0].fetch_offset == 5
