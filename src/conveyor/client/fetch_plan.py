@@ -39,6 +39,10 @@ class Target:
     offset: int
     generation: int
 
+    def moved_to(self, offset: int) -> Target:
+        """This target from ``offset`` on (where an answer's batches end), if further."""
+        return Target(self.tp, max(self.offset, offset), self.generation)
+
 
 def group_by_leader(
     targets: Iterable[Target], leader_of: Callable[[TopicPartition], str | None]

@@ -43,6 +43,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from conveyor.client import metrics as client_metrics
@@ -70,6 +71,20 @@ FETCH_VERSIONS: Final = (4, 12)  # v4: isolation level, aborted transactions; v1
 FETCH_LANE: Final = "fetch"  # the connection a broker's long polls use
 
 Fetched = tuple[bytes, bytes, int | None]  # (batches, what a reader may see, readable end)
+Answer = Fetched | ConveyorError
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A Fetch sent to a broker: the partitions it names, and the buffer room reserved."""
+
+    named: list[Target]
+    task: asyncio.Future[dict[TopicPartition, Answer]]
+    per_partition_bytes: int
+
+    @property
+    def reserved_bytes(self) -> int:
+        return self.per_partition_bytes * len(self.named)
 
 
 class KafkaFetcher(Fetcher):
@@ -84,6 +99,8 @@ class KafkaFetcher(Fetcher):
         self._preparing: set[TopicPartition] = set()  # starting or resetting its position
         self._retry_at_ms: dict[TopicPartition, float] = {}
         self._failures: dict[TopicPartition, int] = {}
+        # answered but not yet in the buffer: where the next request starts
+        self._ahead: dict[TopicPartition, Target] = {}
         self._rotation = 0
 
     # --- what wakes the broker loops -------------------------------------------------------
@@ -190,46 +207,84 @@ class KafkaFetcher(Fetcher):
             if tp in self._preparing:
                 continue
             target = self._buffer.fetch_target(tp)
-            if target is not None:
-                out.append(Target(tp, *target))
+            if target is None:
+                continue
+            offset, generation = target
+            ahead = self._ahead.get(tp)  # answered, not yet decoded: start after it
+            if ahead is not None and ahead.generation == generation and ahead.offset > offset:
+                offset = ahead.offset
+            out.append(Target(tp, offset, generation))
         return out
 
     async def _run_broker(self, leader: str) -> None:
+        """Fetch from ``leader`` until it leads none of this consumer's partitions. The
+        next request leaves as soon as an answer is in, before its records are decoded:
+        the broker reads while this process decodes (module docstring)."""
         me = asyncio.current_task()
         wake = self._wakes[leader]
+        inflight: _InFlight | None = None
         try:
             while True:
-                wake.clear()
-                led = [tp for tp in self._buffer.assignment() if self._leader_of(tp) == leader]
-                candidates = self._candidates(led)
-                if not candidates:
-                    return  # leads none of ours now; _kick starts it again if that changes
-                now_ms = time.monotonic() * 1000
-                paused = set(self._buffer.paused())
-                plan = plan_fetch(
-                    candidates,
-                    paused=paused,
-                    retry_at_ms=self._retry_at_ms,
-                    now_ms=now_ms,
-                    rotation=self._rotation,
-                )
-                named = self._reserve_for(plan)
-                if not named:  # backing off, paused, or no room: until something changes
-                    delay_ms = next_retry_ms(candidates, self._retry_at_ms, now_ms)
-                    await wait_event(wake, None if delay_ms is None else delay_ms / 1000)
-                    continue
-                self._rotation += 1
-                wait_ms = poll_wait_ms(
-                    len(named),
-                    len([tp for tp in led if tp not in paused]),
-                    max_wait_ms=self._settings.fetch_max_wait_ms,
-                    short_wait_ms=self._settings.retry_backoff_ms,
-                )
-                await self._fetch_from(leader, named, wait_ms)
+                if inflight is None:
+                    wake.clear()
+                    inflight = self._send(leader)
+                    if inflight is None:
+                        if not self._candidates(self._led_by(leader)):
+                            return  # leads none of ours now; _kick starts it again if so
+                        await wait_event(wake, self._next_retry_s(leader))
+                        continue
+                answers = await self._receive(inflight)
+                done, inflight = inflight, None
+                if answers is None:
+                    continue  # the request failed whole: each partition's error is noted
+                for target in done.named:  # where the next request starts: the batch ends
+                    answer = answers.get(target.tp)
+                    if isinstance(answer, tuple):
+                        self._ahead[target.tp] = target.moved_to(_next_offset(answer[0]))
+                inflight = self._send(leader)
+                if inflight is not None:
+                    await asyncio.sleep(0)  # let it leave before the decoding below
+                self._deliver(done, answers)
         finally:
+            if inflight is not None:
+                inflight.task.cancel()
+                self._buffer.release(inflight.reserved_bytes)
             if self._brokers.get(leader) is me:
                 del self._brokers[leader]
                 del self._wakes[leader]
+
+    def _led_by(self, leader: str) -> list[TopicPartition]:
+        return [tp for tp in self._buffer.assignment() if self._leader_of(tp) == leader]
+
+    def _next_retry_s(self, leader: str) -> float | None:
+        candidates = self._candidates(self._led_by(leader))
+        delay_ms = next_retry_ms(candidates, self._retry_at_ms, time.monotonic() * 1000)
+        return None if delay_ms is None else delay_ms / 1000
+
+    def _send(self, leader: str) -> _InFlight | None:
+        """Reserve room for and send the next Fetch to ``leader``; None when no partition
+        may be fetched now (none positioned, paused, backing off, or no buffer room)."""
+        led = self._led_by(leader)
+        paused = set(self._buffer.paused())
+        plan = plan_fetch(
+            self._candidates(led),
+            paused=paused,
+            retry_at_ms=self._retry_at_ms,
+            now_ms=time.monotonic() * 1000,
+            rotation=self._rotation,
+        )
+        named = self._reserve_for(plan)
+        if not named:
+            return None
+        self._rotation += 1
+        wait_ms = poll_wait_ms(
+            len(named),
+            len([tp for tp in led if tp not in paused]),
+            max_wait_ms=self._settings.fetch_max_wait_ms,
+            short_wait_ms=self._settings.retry_backoff_ms,
+        )
+        task = asyncio.ensure_future(self._fetch_many(leader, named, wait_ms))
+        return _InFlight(named, task, self._settings.fetch_max_bytes)
 
     def _reserve_for(self, plan: list[Target]) -> list[Target]:
         """The longest prefix of ``plan`` the buffer has room for, reserved."""
@@ -240,28 +295,41 @@ class KafkaFetcher(Fetcher):
             named.append(target)
         return named
 
-    async def _fetch_from(self, leader: str, named: list[Target], wait_ms: int) -> None:
-        reserved = self._settings.fetch_max_bytes
+    async def _receive(self, inflight: _InFlight) -> dict[TopicPartition, Answer] | None:
+        """The request's answers; a partition's error is handled here (it needs no
+        decoding), as is a failure of the whole request (then None)."""
         try:
-            answers = await self._fetch_many(leader, named, wait_ms)
-        except BaseException as caught:
-            self._buffer.release(reserved * len(named))
-            if not isinstance(caught, Exception):
-                raise  # cancelled: the fetcher is closing
-            exc = caught if isinstance(caught, ConveyorError) else _unexpected(named[0].tp, caught)
-            for target in named:
+            answers = await inflight.task
+        except Exception as caught:
+            self._buffer.release(inflight.reserved_bytes)
+            tp = inflight.named[0].tp
+            exc = caught if isinstance(caught, ConveyorError) else _unexpected(tp, caught)
+            for target in inflight.named:
                 self._failed(target.tp, exc)
-            return
-        for target in named:
+            return None
+        for target in inflight.named:
+            answer = answers.get(target.tp)
+            if not isinstance(answer, tuple):
+                self._buffer.release(inflight.per_partition_bytes)
+                self._failed(target.tp, answer or ConveyorError(f"no answer for {target.tp}"))
+        return answers
+
+    def _deliver(self, done: _InFlight, answers: dict[TopicPartition, Answer]) -> None:
+        """Decode each partition's records into the buffer."""
+        for target in done.named:
             answer = answers.get(target.tp)
             if isinstance(answer, tuple):
-                self._fetched(target, answer, reserved)
-            else:
-                self._buffer.release(reserved)
-                self._failed(target.tp, answer or ConveyorError(f"no answer for {target.tp}"))
+                self._fetched(target, answer, done.per_partition_bytes)
+            self._ahead.pop(target.tp, None)  # the buffer's fetch offset is where it says
 
     def _fetched(self, target: Target, answer: Fetched, reserved: int) -> None:
         tp, offset = target.tp, target.offset
+        if self._buffer.fetch_target(tp) != (offset, target.generation):
+            # not from where the partition stands: sent ahead of an answer that then
+            # failed, or by the loop of a leader it has left; adding it would skip or
+            # repeat records (a stale generation the buffer drops itself)
+            self._buffer.release(reserved)
+            return
         body, visible, high_watermark = answer
         try:
             columns = self._decode(visible, start_offset=offset)
@@ -293,7 +361,7 @@ class KafkaFetcher(Fetcher):
 
     async def _fetch_many(
         self, leader: str, named: list[Target], wait_ms: int
-    ) -> dict[TopicPartition, Fetched | ConveyorError]:
+    ) -> dict[TopicPartition, Answer]:
         settings = self._settings
         connection = await self._connections.get(leader, lane=FETCH_LANE)
         version = connection.version(ApiKey.FETCH, *FETCH_VERSIONS)
