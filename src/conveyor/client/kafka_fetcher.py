@@ -18,6 +18,14 @@ handling; this class sends its requests as Kafka's consumers do:
   ``retry_backoff_ms`` at most, so they join soon. A partition resumed or newly assigned
   during a long poll waits for it to end (``fetch_max_wait_ms``, 500 ms by default), as
   in Kafka's own consumer.
+- **Pipelined**: as soon as a broker's answer is in, the next Fetch leaves (from where
+  the answer's batches end) before that answer's records are decoded, so the broker
+  reads and sends while this process decodes; with one request at a time per broker
+  the two took turns, and W2 ran at half the rate of one request per partition
+  (docs/benchmarks.md). It leaves early only if the buffer has room for every
+  partition it names; else after the decoding, as the first request did. An answer
+  that does not start where its partition stands (sent ahead of one that then failed)
+  is dropped, so nothing is skipped or repeated.
 - A partition's error touches that partition only: NOT_LEADER and the like refresh the
   metadata (its next request goes to the new leader's loop), OFFSET_OUT_OF_RANGE resets
   its position by policy, another retriable error backs that partition off; a
@@ -241,7 +249,7 @@ class KafkaFetcher(Fetcher):
                     answer = answers.get(target.tp)
                     if isinstance(answer, tuple):
                         self._ahead[target.tp] = target.moved_to(_next_offset(answer[0]))
-                inflight = self._send(leader)
+                inflight = self._send(leader, whole=True)
                 if inflight is not None:
                     await asyncio.sleep(0)  # let it leave before the decoding below
                 self._deliver(done, answers)
@@ -261,9 +269,12 @@ class KafkaFetcher(Fetcher):
         delay_ms = next_retry_ms(candidates, self._retry_at_ms, time.monotonic() * 1000)
         return None if delay_ms is None else delay_ms / 1000
 
-    def _send(self, leader: str) -> _InFlight | None:
+    def _send(self, leader: str, *, whole: bool = False) -> _InFlight | None:
         """Reserve room for and send the next Fetch to ``leader``; None when no partition
-        may be fetched now (none positioned, paused, backing off, or no buffer room)."""
+        may be fetched now (none positioned, paused, backing off, or no buffer room), or,
+        ``whole``, when the buffer has no room for every partition the plan names (a
+        request sent ahead of decoding must not shrink for want of the room the
+        previous answer still holds: it goes once that answer is in the buffer)."""
         led = self._led_by(leader)
         paused = set(self._buffer.paused())
         plan = plan_fetch(
@@ -274,6 +285,9 @@ class KafkaFetcher(Fetcher):
             rotation=self._rotation,
         )
         named = self._reserve_for(plan)
+        if whole and len(named) < len(plan):
+            self._buffer.release(self._settings.fetch_max_bytes * len(named))
+            return None
         if not named:
             return None
         self._rotation += 1
