@@ -90,9 +90,12 @@ class HaCluster:
         broker = self.brokers.get(broker_id)
         if broker is None:
             port = free_port()
+            # the clients' data path is the brokers' Kafka listeners (docs/client.md)
+            kafka = f"127.0.0.1:{free_port()}"
             argv = [
                 sys.executable, "-m", "conveyor.broker", "--id", str(broker_id),
-                "--listen", f"127.0.0.1:{port}", "--coordinator", self.urls,
+                "--listen", f"127.0.0.1:{port}", "--kafka-listen", kafka,
+                "--coordinator", self.urls,
                 "--data", str(self.root / f"broker-{broker_id}"), *self.extra_args,
             ]  # fmt: skip
             broker = Service(

@@ -151,10 +151,14 @@ class ChaosCluster:
         for broker_id in range(1, self.broker_count + 1):
             host = address_of(broker_id)
             port = free_port(host)
+            # the workloads' clients speak Kafka to the brokers (docs/client.md): a fixed
+            # port, so a restarted broker is found where it was
+            kafka = f"{host}:{free_port(host)}"
             self.brokers[broker_id] = Service(
                 f"broker-{broker_id}", host, port,
                 [*python, "conveyor.broker", "--id", str(broker_id),
-                 "--listen", f"{host}:{port}", "--coordinator", self.url,
+                 "--listen", f"{host}:{port}", "--kafka-listen", kafka,
+                 "--coordinator", self.url,
                  "--data", str(self.root / f"broker-{broker_id}"),
                  "--cleaner-backoff-ms", "500"],
                 self.root / f"broker-{broker_id}", self.root / f"broker-{broker_id}.log",

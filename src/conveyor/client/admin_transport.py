@@ -73,7 +73,7 @@ def admin_transport(  # noqa: PLR0917 -- the Admin's own settings
 ) -> tuple[AdminTransport, str]:
     """The transport an Admin's settings choose (``client_transport``: given, else the
     client settings), and what it talks to (for ``repr``)."""
-    chosen, servers = client_transport(transport, bootstrap_servers)
+    chosen, servers = client_transport(transport, bootstrap_servers, default="http")
     authorization = authorization_header(token, user, password)
     if chosen == "kafka":
         from conveyor.client.kafka_admin import KafkaAdmin

@@ -8,7 +8,8 @@ leader's Kafka address (``host:port``), which is what the Kafka sender and fetch
 
 Where the first request goes (:class:`KafkaBootstrap`): the ``bootstrap_servers`` given,
 or, with only a coordinator URL, the brokers' Kafka addresses the coordinator lists
-(``GET /v1/cluster``: its only HTTP request). Later requests go to the brokers the last
+(``GET /v1/cluster``, or ``GET /v1/metadata`` for a principal not allowed to describe the
+cluster: its only HTTP request). Later requests go to the brokers the last
 answer named, then the bootstrap list again.
 """
 
@@ -19,7 +20,12 @@ import uuid
 from typing import Any, Final
 
 from conveyor.client.metadata import MetadataClient
-from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
+from conveyor.protocol.errors import (
+    AuthorizationError,
+    ConveyorError,
+    ErrorCode,
+    RetriableError,
+)
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.codec import new_request
 from conveyor.protocol.kafka.errors import KafkaError, conveyor_error
@@ -82,17 +88,31 @@ class KafkaBootstrap:
             return known + [s for s in self._servers if s not in known]
         if known:
             return known
-        status = await self._http.call(
-            "GET", f"{self._url}/v1/cluster", ClusterStatus, timeout_s=self._timeout_s
-        )
-        addresses = [b.kafka_address for b in status.brokers if b.alive and b.kafka_address]
+        brokers = await self._brokers()
+        addresses = [b.kafka_address for b in brokers if b.alive and b.kafka_address]
         if not addresses:
             raise ConveyorError(
-                f"no broker of {self._url} has a Kafka listener (start brokers with "
-                "--kafka-listen, or use transport='http')",
+                f"no broker of {self._url} has a Kafka listener (start the brokers with "
+                "one: --kafka-listen)",
                 code=ErrorCode.LEADER_NOT_AVAILABLE,
             )
         return addresses
+
+    async def _brokers(self) -> list[BrokerInfo]:
+        """The coordinator's list of brokers: its cluster status (one small answer), or,
+        for a principal not allowed to describe the cluster (a producer with nothing but
+        a topic's ACL), the routing metadata any authenticated client may read, as
+        Kafka's Metadata answers every client with the brokers."""
+        try:
+            status = await self._http.call(
+                "GET", f"{self._url}/v1/cluster", ClusterStatus, timeout_s=self._timeout_s
+            )
+        except AuthorizationError:
+            metadata = await self._http.call(
+                "GET", f"{self._url}/v1/metadata", Metadata, timeout_s=self._timeout_s
+            )
+            return metadata.brokers
+        return status.brokers
 
 
 class KafkaMetadataClient(MetadataClient):

@@ -12,10 +12,13 @@ from typing import Literal
 Transport = Literal["http", "kafka"]
 
 
-def pick_transport(transport: str | None, bootstrap_servers: str | None) -> Transport:
-    """``transport``, else "kafka" when ``bootstrap_servers`` is given, else "http"."""
+def pick_transport(
+    transport: str | None, bootstrap_servers: str | None, default: Transport = "kafka"
+) -> Transport:
+    """``transport``, else "kafka" when ``bootstrap_servers`` is given, else ``default``
+    (the data path: Kafka; ``Admin``: the coordinator's HTTP API, admin_transport.py)."""
     if transport is None:
-        return "http" if bootstrap_servers is None else "kafka"
+        return default if bootstrap_servers is None else "kafka"
     if transport == "http" and bootstrap_servers is None:
         return "http"
     if transport == "kafka":
@@ -26,7 +29,7 @@ def pick_transport(transport: str | None, bootstrap_servers: str | None) -> Tran
 
 
 def client_transport(
-    transport: str | None, bootstrap_servers: str | None
+    transport: str | None, bootstrap_servers: str | None, default: Transport = "kafka"
 ) -> tuple[Transport, str | None]:
     """The transport and bootstrap servers of a client given neither: the client settings
     (``--transport``/``--bootstrap-server`` of the CLI, ``CONVEYOR_TRANSPORT``,
@@ -39,4 +42,4 @@ def client_transport(
             settings[catalog.TRANSPORT],
             settings[catalog.BOOTSTRAP_SERVERS],
         )
-    return pick_transport(transport, bootstrap_servers), bootstrap_servers
+    return pick_transport(transport, bootstrap_servers, default), bootstrap_servers

@@ -567,8 +567,9 @@ TRANSPORT: Final = setting(
     kinds.optional(kinds.choice("http", "kafka")),
     None,
     "what the clients' data path and admin operations speak: http (to the coordinator "
-    "and brokers) or kafka (the brokers' Kafka listeners); unset: kafka when "
-    "bootstrap_servers is set, else http",
+    "and brokers) or kafka (the brokers' Kafka listeners); unset: kafka for the data "
+    "path (produce, consume, Producer, Consumer), and for Admin when bootstrap_servers "
+    "is set, else http",
     ("client",),
 )
 TOKEN: Final = setting(

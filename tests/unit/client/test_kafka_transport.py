@@ -125,7 +125,8 @@ def test_credentials_as_sasl() -> None:
 
 
 def test_which_transport() -> None:
-    assert pick_transport(None, None) == "http"
+    assert pick_transport(None, None) == "kafka"  # the data path's default
+    assert pick_transport(None, None, default="http") == "http"  # Admin's
     assert pick_transport(None, "b:1") == "kafka"
     assert pick_transport("kafka", None) == "kafka"
     for transport, servers in (("http", "b:1"), ("smtp", None)):

@@ -78,6 +78,7 @@ from conveyor.protocol.kafka.topic_configs import ConfigType
 from conveyor.protocol.messages import InitProducerIdRequest, InitProducerIdResponse, Metadata
 from conveyor.transport.authlimit import AuthFailureLimiter, AuthLimits
 from conveyor.transport.client import AsyncHTTP
+from conveyor.transport.credentials import authorization_header
 from conveyor.transport.kafka_server import (
     CloseConnection,
     ConnectionInfo,
@@ -188,7 +189,15 @@ def add_groups(
     connection each, which must never starve the broker's own heartbeats. Returns it (the
     listener closes it)."""
     config = service.config
-    http = AsyncHTTP(config.tls, limit=GROUP_CONNECTIONS_MAX, coordinators=coordinators_of(config))
+    # as the cluster (its secret), never a CONVEYOR_TOKEN meant for clients that shares the
+    # environment: the internal routes refuse client tokens (cli.service_http does the same)
+    secret = config.cluster_secret
+    http = AsyncHTTP(
+        config.tls,
+        limit=GROUP_CONNECTIONS_MAX,
+        authorization=authorization_header(secret) if secret else None,
+        coordinators=coordinators_of(config),
+    )
     groups = CoordinatorGroups(http, config.coordinator_url)
     access = GroupAccess(authorizer)
     this = this_node(service, settings)
