@@ -333,7 +333,11 @@ class KafkaConnection:
                 pending.future.exception()  # retrieved: a caller that timed out is gone
 
     async def close(self) -> None:
+        """Close now, aborting the socket: a graceful TLS close waits for the peer's
+        close_notify (up to 30 s with a paused or slow broker), so the connection would
+        outlive the client (issue 15; ``transport/client.py`` aborts its TLS ones too)."""
         self._close_now(_network_error(self.address, "connection closed by the client"))
+        self._writer.transport.abort()
         with contextlib.suppress(asyncio.CancelledError, OSError, ssl.SSLError):
             await self._read_task
         with contextlib.suppress(OSError, ssl.SSLError):
