@@ -19,7 +19,6 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from conveyor._process import defer_package_init
 from conveyor.protocol.batch import (
     CRC_START,
     TRANSACTIONAL_BIT,
@@ -57,7 +56,6 @@ def _load() -> Any | None:
     """aiokafka's Cython module, or None when it (or its extension) is not installed.
     Imported directly, not through aiokafka.record.default_records, which would silently
     give its pure-Python classes instead."""
-    defer_package_init("aiokafka")  # its __init__ imports its whole client
     try:
         return importlib.import_module("aiokafka.record._crecords.default_records")
     except ImportError:

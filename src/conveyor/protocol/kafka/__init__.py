@@ -8,10 +8,3 @@ own JSON message schemas; every version, flexible ones included). Why that libra
 ``kio``: ``docs/kafka-compatibility.md`` ("Wire types"). Everything here is a pure function
 of its input, so it is unit-tested and fuzzed with hypothesis without a socket.
 """
-
-from conveyor._process import defer_package_init
-
-# kafka-python's wire types without its client: its __init__ imports the whole client
-# (about 0.1 s of CPU in every process that decodes the Kafka protocol); it still runs on
-# the first ``from kafka import KafkaConsumer``.
-defer_package_init("kafka")
