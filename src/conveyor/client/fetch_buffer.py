@@ -382,6 +382,10 @@ class FetchBuffer:
     def buffered_bytes(self) -> int:
         return self._buffered_bytes
 
+    @property
+    def buffer_max_bytes(self) -> int:
+        return self._buffer_max_bytes
+
     def _notify_space(self) -> None:  # under lock
         if self._space_wanted and self.on_space is not None:
             self._space_wanted = False

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from conveyor.client.types import TopicPartition
 
@@ -88,6 +89,22 @@ def poll_wait_ms(named_count: int, led_count: int, *, max_wait_ms: int, short_wa
     if named_count >= led_count:
         return max_wait_ms
     return min(max_wait_ms, short_wait_ms)
+
+
+REQUEST_BUFFER_SHARE: Final = 8  # a request reserves at most 1/8 of the buffer
+
+
+def reserve_per_partition(count: int, *, partition_max_bytes: int, buffer_max_bytes: int) -> int:
+    """The buffer room each of ``count`` partitions of one request reserves (the request's
+    ``max_bytes`` is ``count`` times it): ``partition_max_bytes``, less when that would
+    take more than 1/8 of the buffer (but never below one partition's worth in all). A
+    request reserving ``fetch_max_bytes`` for each of its partitions would, with a few
+    brokers and two requests each in flight (the one answered, not yet decoded, and the
+    next), want more than the whole buffer: 3 brokers x 3 partitions x 4 MiB x 2 is
+    72 MiB of a 64 MiB buffer, and the next request could not leave early. Worked
+    example: 4 MiB per partition, a 64 MiB buffer, 4 partitions: 2 MiB each (8 MiB)."""
+    cap = max(partition_max_bytes, buffer_max_bytes // REQUEST_BUFFER_SHARE)
+    return max(1, min(partition_max_bytes, cap // max(1, count)))
 
 
 def next_retry_ms(

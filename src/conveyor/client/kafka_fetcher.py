@@ -6,10 +6,12 @@ handling; this class sends its requests as Kafka's consumers do:
 - **One Fetch per broker** (v4-12, the highest the leader serves), naming every
   fetchable partition that broker leads (``fetch_plan.py`` decides which, pure), on one
   connection per broker (its ``fetch`` lane, so the long poll never holds up metadata or
-  group requests on the other). Each named partition reserves ``fetch_max_bytes``
-  (Kafka's ``max.partition.fetch.bytes``) in the buffer first, and the request's
-  ``max_bytes`` (``fetch.max.bytes``) is what was reserved: the buffer's bound and its
-  back-pressure hold as with one request per partition.
+  group requests on the other). Each named partition may bring ``fetch_max_bytes``
+  (Kafka's ``max.partition.fetch.bytes``); the request's ``max_bytes``
+  (``fetch.max.bytes``) is what it reserved in the buffer first, ``fetch_max_bytes`` a
+  partition but at most 1/8 of the buffer a request (``fetch_plan.reserve_per_partition``):
+  the buffer's bound and its back-pressure hold as with one request per partition (but
+  for KIP-74's rule that the first partition with data gets at least one whole batch).
 - **Long polling**: ``min_bytes=1``, ``max_wait_ms`` from the settings. The broker waits
   on every named partition at once and answers as soon as one has data, so a record
   reaches the consumer one round trip after it is committed, whichever partition it is in.
@@ -61,6 +63,7 @@ from conveyor.client.fetch_plan import (
     next_retry_ms,
     plan_fetch,
     poll_wait_ms,
+    reserve_per_partition,
 )
 from conveyor.client.fetcher import Fetcher, _next_offset, _unexpected
 from conveyor.client.group import Assignment
@@ -284,9 +287,14 @@ class KafkaFetcher(Fetcher):
             now_ms=time.monotonic() * 1000,
             rotation=self._rotation,
         )
-        named = self._reserve_for(plan)
+        per_partition = reserve_per_partition(
+            len(plan),
+            partition_max_bytes=self._settings.fetch_max_bytes,
+            buffer_max_bytes=self._buffer.buffer_max_bytes,
+        )
+        named = self._reserve_for(plan, per_partition)
         if whole and len(named) < len(plan):
-            self._buffer.release(self._settings.fetch_max_bytes * len(named))
+            self._buffer.release(per_partition * len(named))
             return None
         if not named:
             return None
@@ -297,14 +305,16 @@ class KafkaFetcher(Fetcher):
             max_wait_ms=self._settings.fetch_max_wait_ms,
             short_wait_ms=self._settings.retry_backoff_ms,
         )
-        task = asyncio.ensure_future(self._fetch_many(leader, named, wait_ms))
-        return _InFlight(named, task, self._settings.fetch_max_bytes)
+        task = asyncio.ensure_future(
+            self._fetch_many(leader, named, wait_ms, per_partition * len(named))
+        )
+        return _InFlight(named, task, per_partition)
 
-    def _reserve_for(self, plan: list[Target]) -> list[Target]:
+    def _reserve_for(self, plan: list[Target], per_partition: int) -> list[Target]:
         """The longest prefix of ``plan`` the buffer has room for, reserved."""
         named = []
         for target in plan:
-            if not self._buffer.try_reserve(self._settings.fetch_max_bytes):
+            if not self._buffer.try_reserve(per_partition):
                 break  # the buffer calls space_freed when there is room again
             named.append(target)
         return named
@@ -374,7 +384,7 @@ class KafkaFetcher(Fetcher):
         self._retry_at_ms[tp] = time.monotonic() * 1000 + self._backoff_ms(failures)
 
     async def _fetch_many(
-        self, leader: str, named: list[Target], wait_ms: int
+        self, leader: str, named: list[Target], wait_ms: int, max_bytes: int
     ) -> dict[TopicPartition, Answer]:
         settings = self._settings
         connection = await self._connections.get(leader, lane=FETCH_LANE)
@@ -385,6 +395,7 @@ class KafkaFetcher(Fetcher):
             max_wait_ms=wait_ms,
             partition_max_bytes=settings.fetch_max_bytes,
             read_committed=settings.read_committed,
+            max_bytes=max_bytes,
         )
         reply = await connection.call(
             ApiKey.FETCH,
@@ -417,9 +428,11 @@ def fetch_request(
     partition_max_bytes: int,
     read_committed: bool,
     min_bytes: int = 1,
+    max_bytes: int | None = None,
 ) -> Any:
     """A sessionless Fetch of every ``(partition, offset)`` in ``positions``, in that
-    order (the broker fills ``max_bytes`` in it), up to ``partition_max_bytes`` each."""
+    order (the broker fills ``max_bytes`` in it, by default ``partition_max_bytes`` for
+    each), up to ``partition_max_bytes`` each."""
     fetch_topic = SERVED[ApiKey.FETCH].request[version].FetchTopic
     by_topic: dict[str, list[Any]] = {}
     for tp, offset in positions:
@@ -439,7 +452,7 @@ def fetch_request(
         replica_id=-1,
         max_wait_ms=max_wait_ms,
         min_bytes=min_bytes,
-        max_bytes=partition_max_bytes * len(positions),
+        max_bytes=partition_max_bytes * len(positions) if max_bytes is None else max_bytes,
         isolation_level=1 if read_committed else 0,
         session_id=0,
         session_epoch=-1,  # no fetch session: every request names its partitions

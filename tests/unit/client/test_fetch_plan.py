@@ -11,6 +11,7 @@ from conveyor.client.fetch_plan import (
     next_retry_ms,
     plan_fetch,
     poll_wait_ms,
+    reserve_per_partition,
 )
 from conveyor.client.kafka_fetcher import fetch_request
 from conveyor.client.types import TopicPartition
@@ -94,3 +95,15 @@ def test_a_request_that_leaves_partitions_out_waits_briefly() -> None:
     assert poll_wait_ms(3, 3, max_wait_ms=500, short_wait_ms=100) == 500
     assert poll_wait_ms(2, 3, max_wait_ms=500, short_wait_ms=100) == 100
     assert poll_wait_ms(2, 3, max_wait_ms=50, short_wait_ms=100) == 50
+
+
+def test_a_request_reserves_at_most_an_eighth_of_the_buffer() -> None:
+    mib = 1024 * 1024
+    assert reserve_per_partition(4, partition_max_bytes=4 * mib, buffer_max_bytes=64 * mib) == (
+        2 * mib
+    )
+    # few partitions: each its whole partition_max_bytes
+    assert reserve_per_partition(1, partition_max_bytes=mib, buffer_max_bytes=64 * mib) == mib
+    # a small buffer still lets one partition's worth through
+    assert reserve_per_partition(3, partition_max_bytes=mib, buffer_max_bytes=mib) == mib // 3
+    assert reserve_per_partition(0, partition_max_bytes=mib, buffer_max_bytes=mib) == mib
