@@ -158,6 +158,10 @@ class Fetcher:
                 counts[topic] = count
         self.apply(assign_all(counts))
 
+    def missing_topics(self) -> list[str]:
+        """The subscribed topics the last metadata answer said do not exist."""
+        return [t for t in self.topics if self._metadata.cache.is_missing(t)]
+
     def apply(self, assignment: Assignment) -> None:
         """Fetch exactly ``assignment``'s partitions: stop the others (dropping what was
         prefetched for them), start the new ones at their committed offsets."""

@@ -283,7 +283,7 @@ class Membership:
                     # else: the member was dropped (its session lost) while this answer was
                     # on its way: it belongs to the old membership (found by the chaos
                     # suite's coordinator takeovers); the next beat joins again
-                    self.topics_missing = False
+                    self._note_missing_topics(self._fetcher.missing_topics())
                 except ConveyorError as exc:
                     failures += 1
                     if exc.code is ErrorCode.FENCED_INSTANCE_ID:
@@ -299,6 +299,17 @@ class Membership:
             if self.pending and failures == 0:  # ask again soon: they move once released
                 delay_s = min(delay_s, PENDING_RECHECK_S)
             await wait_event(self._wake, delay_s)
+
+    def _note_missing_topics(self, missing: list[str]) -> None:
+        """KIP-848 lets a member subscribe to topics that do not exist yet (it joins with
+        nothing to own): say so once, at INFO, as long as any is missing."""
+        if missing and not self.topics_missing:
+            log.info(
+                "group %s: waiting for topic(s) %s to be created",
+                self.settings.group,
+                ", ".join(missing),
+            )
+        self.topics_missing = bool(missing)
 
     def _heartbeat_failed(self, error: ConveyorError) -> None:
         """Log a failed heartbeat: repeats of one line are throttled (``log`` has a
