@@ -260,7 +260,8 @@ def refresh_high_watermark(replica: Replica) -> Step:
         done = [w for w in replica.waiters if w.next_offset <= new]
         if done:
             replica = replace(replica, waiters=tuple(w for w in replica.waiters if w not in done))
-            effects += [AnswerProduce(ack_id=w.ack_id) for w in done]
+            error = _too_few_replicas(replica)
+            effects += [AnswerProduce(ack_id=w.ack_id, error=error) for w in done]
     replica, more = answer_start_waiters(replica)
     return replica, effects + more
 
@@ -288,9 +289,30 @@ def reset_high_watermark(replica: Replica) -> Step:
     return replica, [*effects, Wake(tp=replica.tp)]
 
 
+def _too_few_replicas(replica: Replica) -> ConveyorError | None:
+    """The error of acks=all writes the high watermark now covers: None while the ISR
+    they reached holds min_insync_replicas. Else (the ISR shrank while they waited, e.g.
+    the coordinator dropped a dead follower) they are in the log but on fewer copies than
+    acks=all promises: Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND, not a success."""
+    if replica.role != "leader":
+        return None
+    isr = replicating_isr(replica)
+    minimum = replica.state.min_insync_replicas
+    if len(isr) >= minimum:
+        return None
+    return RetriableError(
+        f"{replica.tp}: written, but the ISR {list(isr)} shrank below min_insync_replicas "
+        f"{minimum} before the write was acknowledged (a retry may write it again unless "
+        "the producer is idempotent)",
+        code=ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        isr=list(isr),
+        min_insync_replicas=minimum,
+    )
+
+
 def add_waiter(replica: Replica, waiter: AckWaiter) -> Step:
     if replica.high_watermark >= waiter.next_offset:
-        return replica, [AnswerProduce(ack_id=waiter.ack_id)]
+        return replica, [AnswerProduce(ack_id=waiter.ack_id, error=_too_few_replicas(replica))]
     replica = replace(replica, waiters=(*replica.waiters, waiter))
     return replica, [ScheduleTick(at_ms=waiter.deadline_ms)]
 

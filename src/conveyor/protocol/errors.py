@@ -48,6 +48,11 @@ class ErrorCode(enum.Enum):
     NOT_LEADER = _Code(421, True, "this broker is not the leader of the partition")
     LEADER_NOT_AVAILABLE = _Code(503, True, "the partition has no live leader")
     NOT_ENOUGH_REPLICAS = _Code(503, True, "fewer in-sync replicas than min_insync_replicas")
+    NOT_ENOUGH_REPLICAS_AFTER_APPEND = _Code(
+        503,
+        True,
+        "written, but the ISR shrank below min_insync_replicas before it was acknowledged",
+    )
     REQUEST_TIMED_OUT = _Code(504, True, "the request timed out")
     STALE_EPOCH = _Code(409, True, "stale leader epoch")
     LOG_TRUNCATED = _Code(409, True, "the log was truncated before the write was durable")
