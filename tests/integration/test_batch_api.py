@@ -174,14 +174,13 @@ def test_idempotent_send_many_is_exactly_once_across_a_leader_death(cluster3: Cl
     assert sum(counts.values()) == COUNT
 
 
-@pytest.mark.parametrize("transport", ["http", "kafka"])
-def test_send_many_over_each_transport(cluster: Cluster, transport: str) -> None:
-    """send_many fills the batches the transport's sender drains: the same outcome
-    over HTTP and over the brokers' Kafka listeners."""
-    topic = f"many-{transport}"
+def test_send_many_fills_the_batches_the_sender_drains(cluster: Cluster) -> None:
+    """send_many's batches go out as the sender's Produce requests: every record once,
+    in order per key, at the partition and offset its result reports."""
+    topic = "many-kafka"
     make_topic(cluster, topic, partitions=4)
     pairs = list(keyed(3_000, 5))
-    with conveyor.Producer(cluster.url, transport=transport) as producer:
+    with conveyor.Producer(cluster.url) as producer:
         result = producer.send_many(topic, [v for _, v in pairs], [k for k, _ in pairs]).result(60)
     with conveyor.Consumer(cluster.url) as consumer:
         consumer.assign([(topic, p) for p in range(4)])

@@ -67,7 +67,7 @@ def members() -> Iterator[list[MemberProc]]:
 
 
 def _member(cluster: Cluster, topic: str, group: str, path: Path, *extra: str) -> MemberProc:
-    return MemberProc.start(cluster, topic, group, path, *extra, transport="kafka")
+    return MemberProc.start(cluster, topic, group, path, *extra, bootstrap_only=True)
 
 
 def test_a_killed_member_and_a_new_one_every_message_to_one_member_in_key_order(

@@ -1,7 +1,6 @@
-"""The client's data path over the brokers' Kafka listeners (``transport="kafka"``),
-against real processes: the producer tests of test_client.py over both transports, the
-``bootstrap_servers=`` form with nothing but Kafka listeners, idempotence, typed errors
-and a leader change."""
+"""The client's one data path, the brokers' Kafka listeners, against real processes: the
+``bootstrap_servers=`` form with nothing but Kafka listeners, read_committed, idempotence,
+typed errors (``transport="http"``, removed, included) and a leader change."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 import conveyor
+from conveyor.client.errors import KafkaOnlyError
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.kafka.apis import ApiKey
 from conveyor.transport.tls import TLSConfig
@@ -28,8 +28,6 @@ from tests.integration.test_client import (
 )
 from tests.kafka.wire import KafkaWire, fetch_request
 
-TRANSPORTS = ["http", "kafka"]
-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
@@ -40,24 +38,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         c.stop()
 
 
-def _producer(cluster: Cluster, transport: str, **settings: Any) -> conveyor.Producer:
-    return conveyor.Producer(cluster.url, transport=transport, **settings)
+def _producer(cluster: Cluster, **settings: Any) -> conveyor.Producer:
+    return conveyor.Producer(cluster.url, **settings)
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_every_message_once_in_key_order(cluster: Cluster, transport: str) -> None:
-    topic = f"orders-{transport}"
+def test_every_message_once_in_key_order(cluster: Cluster) -> None:
+    topic = "orders-kafka"
     make_topic(cluster, topic)
-    with _producer(cluster, transport) as producer:
+    with _producer(cluster) as producer:
         futures = [producer.send(topic, value, key=key) for key, value in keyed(COUNT, KEYS)]
         producer.flush()
     metadata = [f.result(timeout=0) for f in (futures[0], futures[-1])]
     assert all(m.topic == topic and m.offset >= 0 for m in metadata)
-    # the consumer over the same transport, as a group member (over Kafka: KIP-848
-    # heartbeats, OffsetCommit and OffsetFetch; tests/integration/test_groups_kafka.py)
-    with conveyor.Consumer(
-        cluster.url, [topic], group_id=f"g-{transport}", transport=transport
-    ) as consumer:
+    # a group member (KIP-848 heartbeats, OffsetCommit and OffsetFetch;
+    # tests/integration/test_groups_kafka.py); transport="kafka" is still accepted
+    with conveyor.Consumer(cluster.url, [topic], group_id="g-kafka", transport="kafka") as consumer:
         messages = consume(consumer, COUNT)
         consumer.commit()
     check_exactly_once_in_order(messages, COUNT)
@@ -96,28 +91,20 @@ def test_bootstrap_servers_alone_auto_create_and_keep_order(cluster: Cluster) ->
     assert values == [str(i).encode() for i in range(2_000)]
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_read_committed_over_kafka_drops_aborted_transactions(
-    cluster: Cluster, transport: str
-) -> None:
-    """A transactional producer on either transport; read over Kafka (Fetch with
-    isolation_level 1, the aborted transactions dropped) and over HTTP. A transaction
-    left open holds the last stable offset back: readers stop there and count it as
-    the end (``caught_up``), as Kafka's consumers count lag. Over Kafka the writer is
-    given the Kafka listeners and a coordinator URL where nothing listens: every
-    transaction step must go over Kafka."""
-    topic = f"txn-kafka-{transport}"
+def test_read_committed_over_kafka_drops_aborted_transactions(cluster: Cluster) -> None:
+    """A transactional producer; read with Fetch's isolation_level 1, the aborted
+    transactions dropped. A transaction left open holds the last stable offset back:
+    readers stop there and count it as the end (``caught_up``), as Kafka's consumers
+    count lag. The writer is given the Kafka listeners and a coordinator URL where
+    nothing listens: every transaction step must go over Kafka."""
+    topic = "txn-kafka"
     make_topic(cluster, topic, partitions=1)
     tid = f"{topic}-writer"
-    writer = (
-        conveyor.Producer(
-            f"http://127.0.0.1:{free_port()}",  # nothing listens: no HTTP step could work
-            bootstrap_servers=cluster.bootstrap,
-            tls=kafka_tls(cluster),
-            transactional_id=tid,
-        )
-        if transport == "kafka"
-        else _producer(cluster, "http", transactional_id=tid)
+    writer = conveyor.Producer(
+        f"http://127.0.0.1:{free_port()}",  # nothing listens: no HTTP step could work
+        bootstrap_servers=cluster.bootstrap,
+        tls=kafka_tls(cluster),
+        transactional_id=tid,
     )
     with writer as producer:
         with producer.transaction():
@@ -130,18 +117,13 @@ def test_read_committed_over_kafka_drops_aborted_transactions(
         producer.begin_transaction()
         producer.send(topic, b"open")
         producer.flush()
-        for reader in TRANSPORTS:
-            with conveyor.Consumer(
-                cluster.url, topic, transport=reader, isolation="read_committed"
-            ) as consumer:
-                values = [m.value for m in consume(consumer, 2, timeout_s=30)]
-                assert consumer.poll(timeout=0.5) == []
-                wait_for(consumer.caught_up, timeout_s=10)  # at the LSO, not the HW
-            assert values == [b"committed", b"after"], reader
+        with conveyor.Consumer(cluster.url, topic, isolation="read_committed") as consumer:
+            values = [m.value for m in consume(consumer, 2, timeout_s=30)]
+            assert consumer.poll(timeout=0.5) == []
+            wait_for(consumer.caught_up, timeout_s=10)  # at the LSO, not the HW
+        assert values == [b"committed", b"after"]
         producer.commit_transaction()
-    with conveyor.Consumer(
-        cluster.url, topic, transport="kafka", isolation="read_committed"
-    ) as consumer:
+    with conveyor.Consumer(cluster.url, topic, isolation="read_committed") as consumer:
         assert [m.value for m in consume(consumer, 3, timeout_s=30)][-1] == b"open"
 
 
@@ -150,7 +132,7 @@ def test_idempotent_batches_carry_the_producer_id(cluster: Cluster) -> None:
     InitProducerId (over Kafka) and sequence 0; acks=1 sends none."""
     make_topic(cluster, "idem-kafka", partitions=1)
     for acks in ("all", "1"):
-        with _producer(cluster, "kafka", acks=acks) as producer:
+        with _producer(cluster, acks=acks) as producer:
             producer.send("idem-kafka", b"v", key=b"k").result(timeout=30)
     # acks=1 answers before the high watermark covers the record: wait until it does
     wait_for(lambda: len(_batch_producers(cluster, "idem-kafka")) == 2, 10, "both batches")
@@ -178,13 +160,19 @@ def test_errors_are_conveyors_typed_errors(cluster: Cluster) -> None:
     make_topic(cluster, "small-kafka", partitions=1)
     with conveyor.Admin(cluster.url) as admin:
         admin.alter_topic_config("small-kafka", {"max_message_bytes": 1024})
-    with _producer(cluster, "kafka", delivery_timeout_ms=20_000) as producer:
+    with _producer(cluster, delivery_timeout_ms=20_000) as producer:
         future = producer.send("small-kafka", b"x" * 4096)
         with pytest.raises(ConveyorError) as too_large:
             future.result(timeout=30)
     assert too_large.value.code is ErrorCode.MESSAGE_TOO_LARGE
-    with pytest.raises(ValueError, match="transport"):
+    # the data path is Kafka only: "http" (removed) and anything else fail at once,
+    # naming what to use instead
+    with pytest.raises(KafkaOnlyError, match="transport"):
         conveyor.Producer(cluster.url, transport="carrier-pigeon")
+    for client in (conveyor.Producer, conveyor.Consumer):
+        with pytest.raises(KafkaOnlyError, match="REST API") as removed:
+            client(cluster.url, transport="http")
+        assert removed.value.code is ErrorCode.INVALID_CONFIG
     with pytest.raises(ValueError, match="bootstrap_servers"):
         conveyor.Producer(bootstrap_servers="no-port")
 

@@ -1,10 +1,10 @@
-"""The seed's ``pull()`` across runs of a script, as a new user runs it twice in a row,
-over each client transport: the second run gets the waiting messages at once when the
-first exited normally (it left the group at exit; a static member, with
-``CONVEYOR_GROUP_INSTANCE_ID``, left keeping its place for its next run), and when the
-first was killed without exiting, once that run's session has timed out (10 s). A killed
-static member is replaced at once over HTTP (Conveyor's rule, KIP-345's); over Kafka
-(KIP-848's rule) its restart waits for that session too."""
+"""The seed's ``pull()`` across runs of a script, as a new user runs it twice in a row
+(over the brokers' Kafka listeners, the client's one data path): the second run gets
+the waiting messages at once when the first exited normally (it left the group at
+exit; a static member, with ``CONVEYOR_GROUP_INSTANCE_ID``, left keeping its place for
+its next run), and when the first was killed without exiting, once that run's session
+has timed out (10 s). A killed static member's restart waits for that session too
+(KIP-848's rule)."""
 
 from __future__ import annotations
 
@@ -42,16 +42,13 @@ if sys.argv[2] == "hang":
 
 class Seed(NamedTuple):
     cluster: Cluster
-    transport: str  # the scripts' (CONVEYOR_TRANSPORT)
 
 
-@pytest.fixture(scope="module", params=["http", "kafka"])
-def seed(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Seed]:
-    c = Cluster(tmp_path_factory.mktemp(f"seed-restart-{request.param}"), broker_count=1).start()
+@pytest.fixture(scope="module")
+def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seed]:
+    c = Cluster(tmp_path_factory.mktemp("seed-restart"), broker_count=1).start()
     try:
-        yield Seed(c, request.param)
+        yield Seed(c)
     finally:
         c.stop()
 
@@ -60,7 +57,6 @@ def script_env(seed: Seed, **env: str) -> dict[str, str]:
     return {
         **os.environ,
         "CONVEYOR_URL": seed.cluster.url,
-        "CONVEYOR_TRANSPORT": seed.transport,
         **env,
     }
 
@@ -76,11 +72,9 @@ def run(seed: Seed, value: str, mode: str, **env: str) -> subprocess.Popen[str]:
 
 
 def leave_for_good(seed: Seed, instance: str) -> None:
-    """Over Kafka, a static run that exited left its place waiting for its next run (epoch
-    -2) for a session timeout; the next test starts with an empty group: that member leaves
-    for good (epoch -1 under its member id, Kafka's rule), as an operator would make it."""
-    if seed.transport != "kafka":
-        return  # over HTTP a closing member always leaves for good
+    """A static run that exited left its place waiting for its next run (epoch -2) for a
+    session timeout; the next test starts with an empty group: that member leaves for good
+    (epoch -1 under its member id, Kafka's rule), as an operator would make it."""
     with conveyor.Admin(seed.cluster.url) as admin:
         waiting = [m for m in admin.describe_group("default").members if m.instance_id]
     broker = seed.cluster.brokers[1]
@@ -149,11 +143,8 @@ def test_a_killed_static_run_is_replaced_by_its_restart(seed: Seed) -> None:
     second = run(seed, "killed-2", "exit", **env)
     waited_s = pulled_within(second, "killed-2")
     assert finish(second) == 0
-    if seed.transport == "http":
-        assert waited_s < 3 and time.monotonic() - killed < SESSION_TIMEOUT_S  # at once
-    else:
-        # UNRELEASED_INSTANCE_ID until the killed one's session ended, then its partitions
-        assert time.monotonic() - killed < SESSION_TIMEOUT_S + 10
+    # UNRELEASED_INSTANCE_ID until the killed one's session ended, then its partitions
+    assert waited_s > 0 and time.monotonic() - killed < SESSION_TIMEOUT_S + 10
     leave_for_good(seed, "worker-1")
 
 

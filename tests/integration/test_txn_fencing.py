@@ -1,5 +1,5 @@
 """KIP-447 fencing in Conveyor's own client, against real coordinator and broker
-processes, over both transports: a consume-transform-produce processor that the group
+processes, over the brokers' Kafka listeners: a consume-transform-produce processor that the group
 has moved on from (paused past its session timeout while another member took its
 partitions) sends its offsets with its ``group_metadata()``; the coordinator refuses
 them (UNKNOWN_MEMBER, or ILLEGAL_GENERATION once it rejoined with its Kafka member id),
@@ -28,14 +28,12 @@ from tests.integration.cluster import Cluster, wait_for
 from tests.integration.test_client import consume, make_topic
 from tests.integration.txn_zombie import SESSION_TIMEOUT_MS
 
-TRANSPORTS = ["http", "kafka"]
 RECORDS = 6
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    # over Kafka a member's session timeout is the coordinator's (KIP-848), over HTTP the
-    # client's (txn_zombie.SESSION_TIMEOUT_MS): the same 1.5 s for both
+    # a member's session timeout is the coordinator's (KIP-848): the zombie's 1.5 s
     c = Cluster(
         tmp_path_factory.mktemp("txn-fencing"),
         broker_count=1,
@@ -95,17 +93,14 @@ def _values(cluster: Cluster, topic: str, isolation: str, expected: int) -> list
     return values
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_a_zombie_processor_cannot_commit_offsets_in_a_transaction(
-    cluster: Cluster, transport: str
-) -> None:
-    source, sink, group = f"zin-{transport}", f"zout-{transport}", f"zgroup-{transport}"
+def test_a_zombie_processor_cannot_commit_offsets_in_a_transaction(cluster: Cluster) -> None:
+    source, sink, group = "zin-kafka", "zout-kafka", "zgroup-kafka"
     make_topic(cluster, source, partitions=2)
     make_topic(cluster, sink, partitions=1)
     with conveyor.Producer(cluster.url) as producer:
         for i in range(RECORDS):
             producer.send(source, f"r{i}".encode(), partition=i % 2)
-    zombie = Zombie([cluster.url, transport, source, sink, group, f"zombie-{transport}"])
+    zombie = Zombie([cluster.url, source, sink, group, "zombie-kafka"])
     try:
         ready = zombie.next_line()
         generation, member_id = ready["ready"]
@@ -113,7 +108,7 @@ def test_a_zombie_processor_cannot_commit_offsets_in_a_transaction(
         os.kill(zombie.process.pid, signal.SIGSTOP)  # its session runs out meanwhile
 
         live = conveyor.Consumer(
-            cluster.url, source, group_id=group, transport=transport,
+            cluster.url, source, group_id=group,
             enable_auto_commit=False, isolation="read_committed", heartbeat_interval_ms=200,
         )  # fmt: skip
         with live:
@@ -146,9 +141,7 @@ def test_a_zombie_processor_cannot_commit_offsets_in_a_transaction(
             # resumed zombie, which rejoined for a moment before it closed, is gone)
             wait_for(lambda: owns_both() and len(polled) == RECORDS, timeout_s=30)
             with (
-                conveyor.Producer(
-                    cluster.url, transactional_id=f"live-{transport}", transport=transport
-                ) as producer,
+                conveyor.Producer(cluster.url, transactional_id="live-kafka") as producer,
                 producer.transaction(),
             ):
                 for value in polled.values():
@@ -189,9 +182,7 @@ def test_the_async_twins_commit_a_members_offsets_in_a_transaction(cluster: Clus
             conveyor.AsyncConsumer(
                 cluster.url, source, group_id=group, enable_auto_commit=False
             ) as consumer,
-            conveyor.AsyncProducer(
-                cluster.url, transactional_id="zasync", transport="kafka"
-            ) as producer,
+            conveyor.AsyncProducer(cluster.url, transactional_id="zasync") as producer,
         ):
             messages: list[conveyor.Message] = []
             async with asyncio.timeout(30):
@@ -204,9 +195,7 @@ def test_the_async_twins_commit_a_members_offsets_in_a_transaction(cluster: Clus
             committed = await consumer.committed([(source, 0)])
             assert committed == {conveyor.TopicPartition(source, 0): 1}
         # the consumer left: its metadata now names a member the group does not have
-        async with conveyor.AsyncProducer(
-            cluster.url, transactional_id="zasync", transport="kafka"
-        ) as producer:
+        async with conveyor.AsyncProducer(cluster.url, transactional_id="zasync") as producer:
             await producer.begin_transaction()
             try:
                 await producer.send_offsets_to_transaction({(source, 0): 1}, metadata)

@@ -1,9 +1,9 @@
 """A consume-transform-produce processor that becomes a zombie, as its own process so a
 test can SIGSTOP it (a long GC pause, a frozen VM) while the group moves on.
 
-``python -m tests.integration.txn_zombie URL TRANSPORT SOURCE SINK GROUP TRANSACTIONAL_ID``
+``python -m tests.integration.txn_zombie URL SOURCE SINK GROUP TRANSACTIONAL_ID``
 
-It joins GROUP (session timeout 1.5 s: its own over HTTP, the coordinator's over Kafka),
+It joins GROUP (session timeout 1.5 s: the coordinator's, KIP-848),
 polls every record of SOURCE it is given, opens
 a transaction writing one record to SINK per record read, flushes, and takes its
 ``group_metadata()``; then it prints ``{"ready": [generation, member_id]}`` and waits for
@@ -29,18 +29,17 @@ def say(**fields: object) -> None:
 
 
 def main() -> int:
-    url, transport, source, sink, group, tid = sys.argv[1:7]
+    url, source, sink, group, tid = sys.argv[1:6]
     consumer = conveyor.Consumer(
         url,
         source,
         group_id=group,
-        transport=transport,
         enable_auto_commit=False,
         session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=200,
         isolation="read_committed",
     )
-    producer = conveyor.Producer(url, transactional_id=tid, transport=transport)
+    producer = conveyor.Producer(url, transactional_id=tid)
     try:
         messages: list[conveyor.Message] = []
         deadline = time.monotonic() + 60

@@ -19,6 +19,7 @@ import pytest
 import conveyor
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError
+from conveyor.transport.tls import TLSConfig
 from tests.integration.cluster import Cluster, wait_for
 from tests.kafka.conftest import unique_topic
 from tests.kafka.group_harness import KafkaMember, produce_keyed
@@ -257,23 +258,19 @@ def test_conveyor_consumer_and_cli_read_committed(kafka_cluster: Cluster) -> Non
     assert result.stdout.split() == committed
 
 
-TRANSPORTS = ["http", "kafka"]
+def _conveyor_producer(cluster: Cluster, tid: str) -> conveyor.Producer:
+    return conveyor.Producer(cluster.url, transactional_id=tid)
 
 
-def _conveyor_producer(cluster: Cluster, transport: str, tid: str) -> conveyor.Producer:
-    return conveyor.Producer(cluster.url, transactional_id=tid, transport=transport)
-
-
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_conveyor_transactional_producer(kafka_cluster: Cluster, transport: str) -> None:
-    """Conveyor's own transactional producer, on each transport (its steps over the
-    coordinator's HTTP routes, or Kafka's transaction APIs): commit, abort (the context
+def test_conveyor_transactional_producer(kafka_cluster: Cluster) -> None:
+    """Conveyor's own transactional producer (its steps are Kafka's transaction APIs on
+    the brokers' listeners): commit, abort (the context
     manager aborts on an exception), offsets committed with the transaction, and fencing
     by a second producer with the same transactional id; read by both kinds of
     read_committed consumer."""
     topic = _topic(kafka_cluster, 2)
     tid = f"conveyor-tx-{topic}"
-    with _conveyor_producer(kafka_cluster, transport, tid) as producer:
+    with _conveyor_producer(kafka_cluster, tid) as producer:
         with pytest.raises(conveyor.ConveyorError):  # outside a transaction
             producer.send(topic, b"stray", partition=0)
         with producer.transaction():
@@ -287,7 +284,7 @@ def test_conveyor_transactional_producer(kafka_cluster: Cluster, transport: str)
         producer.begin_transaction()
         producer.send(topic, b"zombie", partition=1)
         producer.flush()
-        with _conveyor_producer(kafka_cluster, transport, tid) as successor:
+        with _conveyor_producer(kafka_cluster, tid) as successor:
             successor.init_transactions()  # aborts the open transaction, fences the first
             with pytest.raises(conveyor.ProducerFencedError) as fenced:
                 producer.commit_transaction()
@@ -306,9 +303,8 @@ def test_conveyor_transactional_producer(kafka_cluster: Cluster, transport: str)
         consumer.close()
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_transaction_after_a_failed_batch_writes_to_that_partition_again(
-    kafka_cluster: Cluster, transport: str
+    kafka_cluster: Cluster,
 ) -> None:
     """A batch the leader refuses for good (here: too large) never records its sequence
     numbers at the partition, so the producer's next batches there would be refused
@@ -319,7 +315,7 @@ def test_a_transaction_after_a_failed_batch_writes_to_that_partition_again(
     topic = unique_topic("txn")
     with conveyor.Admin(kafka_cluster.url) as admin:
         admin.create_topic(topic, partitions=1, config={"max_message_bytes": 1024})
-    with _conveyor_producer(kafka_cluster, transport, f"gap-{topic}") as producer:
+    with _conveyor_producer(kafka_cluster, f"gap-{topic}") as producer:
         with producer.transaction():  # the partition knows this producer's sequences
             producer.send(topic, b"before", partition=0)
         producer.begin_transaction()
@@ -417,15 +413,26 @@ def test_a_restarted_coordinator_completes_a_prepared_commit(tmp_path: Path) -> 
     it loads the prepared transaction and writes the markers once the leader is back, and
     the records become visible to read_committed consumers. (The killed coordinator's
     marker request may still be in the paused broker's socket and land too: the second
-    marker of a closed transaction changes nothing, which this also exercises.)"""
-    cluster = Cluster(tmp_path / "restart", broker_count=1).start()
+    marker of a closed transaction changes nothing, which this also exercises.) The
+    producer's transaction steps go to the broker it bootstraps from (FindCoordinator
+    answers that broker, which forwards them): the other one, so that EndTxn is decided
+    while the leader is paused."""
+    cluster = Cluster(tmp_path / "restart", broker_count=2).start()
     try:
         topic = unique_topic("txn-restart")
         with conveyor.Admin(cluster.url) as admin:
             admin.create_topic(topic, partitions=1, replication_factor=1)
-        broker = cluster.brokers[1]
+            leader = admin.describe_topic(topic).partitions[0].leader
+        assert leader is not None
+        broker = cluster.brokers[leader]
+        other = cluster.brokers[3 - leader]
         assert broker.process is not None and cluster.coordinator is not None
-        with conveyor.Producer(cluster.url, transactional_id=f"tx-{topic}") as producer:
+        with conveyor.Producer(
+            cluster.url,
+            bootstrap_servers=f"127.0.0.1:{other.kafka_port}",
+            tls=TLSConfig.from_env() if cluster.tls_dir is not None else None,
+            transactional_id=f"tx-{topic}",
+        ) as producer:
             producer.begin_transaction()
             for i in range(3):
                 producer.send(topic, f"decided-{i}".encode(), partition=0)

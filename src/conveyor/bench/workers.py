@@ -89,7 +89,6 @@ def _run_producer(
     config = spec.config
     producer = Producer(
         spec.url,
-        transport="kafka" if config.client == "conveyor-kafka" else "http",
         acks=config.acks,
         linger_ms=config.linger_ms,
         batch_size=config.batch_bytes,

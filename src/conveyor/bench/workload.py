@@ -46,8 +46,9 @@ class ClientBenchConfig:
     fetch_max_wait_ms: int = 100
     sample_every: int = 64  # produce-ack latency: time one send in this many
     topic: str | None = None  # None: a new topic per run
-    # conveyor (HTTP) | conveyor-kafka (its producer and Consumer over Kafka) | confluent-kafka
-    # | aiokafka
+    # conveyor (its Producer, over Kafka as every Conveyor client; consumers: HTTP fetch
+    # readers, bench/fetch.py) | conveyor-kafka (its Producer and Consumer) |
+    # confluent-kafka | aiokafka
     client: str = "conveyor"
     # conveyor: Producer.send_many per progress step, not send; conveyor-kafka's
     # consumers: poll_batch, not poll

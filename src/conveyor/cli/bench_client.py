@@ -90,9 +90,9 @@ def _add_arguments(parser: argparse.ArgumentParser, mode: str) -> None:
         "--client",
         default="conveyor",
         choices=("conveyor", "conveyor-kafka", "confluent-kafka", "aiokafka"),
-        help="the client library: Conveyor's (HTTP, the default; conveyor-kafka: its producer "
-        "and Consumer over the Kafka listeners) or a Kafka client through the brokers' Kafka "
-        "listeners "
+        help="the client library: Conveyor's (the default: its Producer, which speaks Kafka, "
+        "and HTTP fetch readers of the brokers' REST API; conveyor-kafka: its Producer and "
+        "Consumer) or a Kafka client through the brokers' Kafka listeners "
         "(docs/kafka-compatibility.md)",
     )
     add("--json", action="store_true", help="print one JSON object instead of tables")

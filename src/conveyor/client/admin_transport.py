@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from conveyor.client.admin_ops import RecordsTargets, ResetTarget
-from conveyor.client.transport_choice import client_transport
+from conveyor.client.transport_choice import client_transport, pick_transport
 from conveyor.client.types import TopicPartition
 from conveyor.protocol.messages import (
     ClusterStatus,
@@ -73,7 +73,8 @@ def admin_transport(  # noqa: PLR0917 -- the Admin's own settings
 ) -> tuple[AdminTransport, str]:
     """The transport an Admin's settings choose (``client_transport``: given, else the
     client settings), and what it talks to (for ``repr``)."""
-    chosen, servers = client_transport(transport, bootstrap_servers, default="http")
+    transport, servers = client_transport(transport, bootstrap_servers)
+    chosen = pick_transport(transport, servers)  # the coordinator's HTTP API by default
     authorization = authorization_header(token, user, password)
     if chosen == "kafka":
         from conveyor.client.kafka_admin import KafkaAdmin

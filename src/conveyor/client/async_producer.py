@@ -29,7 +29,7 @@ from conveyor.client.producer import (
     _Record,
 )
 from conveyor.client.send_many import SendManyFuture, prepare_many
-from conveyor.client.transport_choice import pick_transport
+from conveyor.client.transport_choice import data_transport
 from conveyor.client.types import (
     ConsumerGroupMetadata,
     HeadersArg,
@@ -80,6 +80,7 @@ class AsyncProducer:
         partitioner: Partitioner | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
+        data_transport(transport)  # only Kafka: "http" raises KafkaOnlyError
         hooks = SendHooks(key_serializer, value_serializer, partitioner, on_delivery)
         config = _config(
             url,
@@ -98,7 +99,6 @@ class AsyncProducer:
             idempotence=idempotence,
             transactional_id=transactional_id,
             transaction_timeout_ms=transaction_timeout_ms,
-            transport=pick_transport(transport, bootstrap_servers),
             bootstrap_servers=bootstrap_servers,
             authorization=authorization_header(token, user, password),
         )

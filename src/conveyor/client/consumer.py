@@ -32,7 +32,7 @@ from conveyor.client.fetcher import OffsetReset
 from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
 from conveyor.client.offsets import OffsetAndTimestamp
 from conveyor.client.subscription import partitions_of, subscription
-from conveyor.client.transport_choice import pick_transport
+from conveyor.client.transport_choice import data_transport
 from conveyor.client.types import ConsumerGroupMetadata, Message, PolledBatch, TopicPartition
 from conveyor.transport.credentials import authorization_header
 from conveyor.transport.tls import TLSConfig
@@ -84,6 +84,7 @@ class Consumer:
         user: str | None = None,
         password: str | None = None,
     ) -> None:
+        data_transport(transport)  # only Kafka: "http" raises KafkaOnlyError
         config = make_config(
             url,
             topics,
@@ -101,7 +102,6 @@ class Consumer:
             request_timeout_ms=request_timeout_ms,
             metadata_max_age_ms=metadata_max_age_ms,
             tls=tls,
-            transport=pick_transport(transport, bootstrap_servers),
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
             session_timeout_ms=session_timeout_ms,

@@ -31,18 +31,15 @@ from typing import Any, Literal
 from conveyor.client.errors import ClientClosedError
 from conveyor.client.fetch_buffer import FetchBuffer
 from conveyor.client.fetcher import Fetcher, FetchSettings, OffsetReset
-from conveyor.client.group import Assignment, GroupClient, OffsetStore
-from conveyor.client.membership import (
-    HeartbeatSender,
-    HttpHeartbeat,
-    Membership,
-    MembershipSettings,
-)
-from conveyor.client.metadata import MetadataClient
-from conveyor.client.offsets import HttpOffsets, OffsetAndTimestamp, OffsetsClient
+from conveyor.client.group import Assignment, OffsetStore
+from conveyor.client.kafka_fetcher import KafkaFetcher
+from conveyor.client.kafka_group import GroupCoordinator, KafkaGroupClient, KafkaHeartbeat
+from conveyor.client.kafka_metadata import KafkaMetadataClient, kafka_metadata_client
+from conveyor.client.kafka_offsets import KafkaOffsets
+from conveyor.client.membership import HeartbeatSender, Membership, MembershipSettings
+from conveyor.client.offsets import OffsetAndTimestamp
 from conveyor.client.recordcodec import configured_codec
 from conveyor.client.subscription import Subscription, partitions_of, subscription
-from conveyor.client.transport_choice import Transport
 from conveyor.client.types import ConsumerGroupMetadata, Message, TopicPartition
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
 from conveyor.protocol.record_columns import columns_decoder
@@ -77,8 +74,6 @@ class ConsumerConfig:
     retry_backoff_ms: int = 100
     retry_backoff_max_ms: int = 1_000
     tls: Any = None  # TLSConfig | None
-    # "http" or "kafka": what metadata and fetches speak (docs/client.md, "Transports")
-    transport: Transport = "http"
     bootstrap_servers: str | None = None  # Kafka listeners to ask first; None: from url
     group_id: str | None = None
     # False only for the deprecated ``group=``: commits to group_id, never a member
@@ -148,48 +143,27 @@ class Callbacks:
 
 @dataclass(frozen=True, slots=True)
 class TransportParts:
-    """What differs between the transports (docs/client.md, "Transports"): routing, the
-    group's committed offsets, offset questions, the fetcher and how a heartbeat goes."""
+    """The consumer's connections to the brokers' Kafka listeners (docs/client.md,
+    "Transport"): routing, the group's committed offsets, offset questions and how a
+    member's heartbeat goes."""
 
-    metadata: MetadataClient
+    metadata: KafkaMetadataClient
     group: OffsetStore | None
-    offsets: OffsetsClient
-    fetcher: type[Fetcher]
+    offsets: KafkaOffsets
     heartbeat: Callable[[MembershipSettings], HeartbeatSender]
 
 
-def _http_parts(config: ConsumerConfig, http: AsyncHTTP) -> TransportParts:
-    url = coordinator_set(config.url).primary
-    timeout_ms = config.request_timeout_ms
-    metadata = MetadataClient(http, url, auto_create=False, request_timeout_ms=timeout_ms)
-    group = None
-    if config.group_id is not None:
-        group = GroupClient(http, url, config.group_id, timeout_ms)
-    return TransportParts(
-        metadata=metadata,
-        group=group,
-        offsets=HttpOffsets(http, metadata, timeout_ms),
-        fetcher=Fetcher,
-        heartbeat=lambda settings: HttpHeartbeat(settings, http, url),
-    )
-
-
 def _kafka_parts(config: ConsumerConfig, http: AsyncHTTP) -> TransportParts:
-    # kafka-python's protocol module: imported only for this transport (transport_choice.py)
-    from conveyor.client.kafka_fetcher import KafkaFetcher
-    from conveyor.client.kafka_group import GroupCoordinator, KafkaGroupClient, KafkaHeartbeat
-    from conveyor.client.kafka_metadata import kafka_metadata_client
-    from conveyor.client.kafka_offsets import KafkaOffsets
-
     timeout_ms = config.request_timeout_ms
     metadata = kafka_metadata_client(
-        http,
+        http,  # only to ask the coordinator for the brokers' addresses (no bootstrap_servers)
         coordinator_set(config.url).primary,
         config.bootstrap_servers,
         config.tls,
         config.authorization,
         timeout_ms,
         auto_create=False,
+        client_id=config.client_id,  # Kafka's client.id: shown in group descriptions
     )
     coordinator = None
     group = None
@@ -205,7 +179,6 @@ def _kafka_parts(config: ConsumerConfig, http: AsyncHTTP) -> TransportParts:
         metadata=metadata,
         group=group,
         offsets=KafkaOffsets(metadata, timeout_ms),
-        fetcher=KafkaFetcher,
         heartbeat=heartbeat,
     )
 
@@ -228,11 +201,11 @@ class ConsumerCore:
             coordinators=coordinators,
         )
         url = self.url = coordinators.primary
-        parts = (_kafka_parts if config.transport == "kafka" else _http_parts)(config, self.http)
+        parts = _kafka_parts(config, self.http)
         self.transport = parts
         self.metadata = parts.metadata
         self.group = parts.group
-        self.fetcher: Fetcher = parts.fetcher(
+        self.fetcher: Fetcher = KafkaFetcher(
             settings=FetchSettings(
                 auto_offset_reset=config.auto_offset_reset,
                 fetch_max_bytes=config.fetch_max_bytes,
@@ -246,7 +219,6 @@ class ConsumerCore:
             metadata=parts.metadata,
             buffer=self.buffer,
             group=self.group,
-            http=self.http,
             subscription=subscription(config.topics or None, config.pattern),
             url=url,
             decode=columns_decoder(configured_codec()),

@@ -9,6 +9,7 @@
     |   +-- OffsetOutOfRangeError
     |   +-- ProducerFencedError    a newer producer took the transactional id (fatal for this one)
     |   +-- CoordinatorRequiredError  an Admin operation with no Kafka API, on transport="kafka"
+    |   +-- KafkaOnlyError         transport="http" for a data-path client (removed: Kafka only)
     +-- ClientClosedError          the producer or consumer was closed (a usage error)
 
 Errors from the services arrive as the typed errors of the protocol table, translated
@@ -35,6 +36,7 @@ __all__ = [
     "ErrorCode",
     "FatalError",
     "InvalidRequestError",
+    "KafkaOnlyError",
     "OffsetOutOfRangeError",
     "ProducerFencedError",
     "RetriableError",
@@ -69,6 +71,14 @@ class CoordinatorRequiredError(InvalidRequestError):
     ``transport="http"``). Raised before anything is sent."""
 
     default_code = ErrorCode.INVALID_REQUEST
+
+
+class KafkaOnlyError(InvalidRequestError):
+    """A producer, consumer or seed function was asked for a data-path transport other
+    than Kafka (``transport="http"``, removed: docs/client.md, "Transport"). Raised at
+    construction, before anything is sent."""
+
+    default_code = ErrorCode.INVALID_CONFIG
 
 
 class ClientClosedError(ConveyorError):

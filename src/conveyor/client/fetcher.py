@@ -10,12 +10,12 @@ loop: reserve buffer room, long-poll, decode, hand the messages to the
 :class:`FetchBuffer`. Partitions fetch concurrently, so one slow or leaderless partition
 never holds up the others. A NOT_LEADER (or a broker that is gone) wakes the supervisor
 to refresh metadata; OFFSET_OUT_OF_RANGE resets the position by policy, with a warning.
+The two requests themselves (Fetch, ListOffsets) are the wire's: ``kafka_fetcher.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from dataclasses import dataclass
@@ -31,22 +31,13 @@ from conveyor.client.types import TopicPartition
 from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.batch import LOG_OVERHEAD, parse_header, peek_length
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
-from conveyor.protocol.messages import BATCH_CONTENT_TYPE, PartitionOffsets
 from conveyor.protocol.record_columns import ColumnsDecoder, decode_columns
-from conveyor.protocol.txn import (
-    ABORTED_HEADER,
-    LAST_STABLE_OFFSET_HEADER,
-    decode_aborted,
-    without_aborted,
-)
-from conveyor.transport.client import AsyncHTTP
 from conveyor.transport.waits import settle_all, wait_event
 
 log = logging.getLogger(__name__)
 
 OffsetReset = Literal["earliest", "latest"]
 MISSING_TOPIC_RETRY_MS: Final = 500  # how often to look again for a topic not yet created
-HIGH_WATERMARK_HEADER: Final = "x-conveyor-high-watermark"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +63,6 @@ class Fetcher:
         buffer: FetchBuffer,
         metadata: MetadataClient,
         group: OffsetStore | None,
-        http: AsyncHTTP,
         subscription: Subscription,
         url: str = "",
         decode: ColumnsDecoder = decode_columns,
@@ -88,7 +78,6 @@ class Fetcher:
         self._buffer = buffer
         self._metadata = metadata
         self._group = group
-        self._http = http
         self.assignment = Assignment(())
         self.ready = False  # the first assignment has been made (maybe empty)
         self._tasks: dict[TopicPartition, asyncio.Task[None]] = {}
@@ -260,19 +249,8 @@ class Fetcher:
         self._buffer.seek(tp, offset)
 
     async def _reset_offset(self, tp: TopicPartition) -> int:
-        leader_url = self._leader_url(tp)
-        offsets = await self._http.call(
-            "GET",
-            f"{leader_url}/v1/topics/{tp.topic}/partitions/{tp.partition}/offsets",
-            PartitionOffsets,
-            timeout_s=self._settings.request_timeout_ms / 1000,
-        )
-        if self._settings.auto_offset_reset == "earliest":
-            return offsets.log_start_offset
-        stable = offsets.last_stable_offset
-        if self._settings.read_committed and stable is not None:
-            return stable
-        return offsets.high_watermark
+        """Where ``tp`` starts by the reset policy (the wire's: ``kafka_fetcher.py``)."""
+        raise NotImplementedError
 
     def _leader_url(self, tp: TopicPartition) -> str:
         leader_url = self._metadata.cache.leader_url(tp.topic, tp.partition)
@@ -324,30 +302,11 @@ class Fetcher:
     ) -> tuple[bytes, bytes, int | None]:
         """One long-poll from ``offset``: (the batches answered, those a reader may see,
         the end it may read to when the leader said it: the high watermark, or the last
-        stable offset with read_committed)."""
-        settings = self._settings
-        url = (
-            f"{leader_url}/v1/topics/{tp.topic}/partitions/{tp.partition}/records"
-            f"?offset={offset}&max_bytes={settings.fetch_max_bytes}"
-            f"&max_wait_ms={settings.fetch_max_wait_ms}"
-            + ("&isolation=read_committed" if settings.read_committed else "")
-        )
-        _, headers, body = await self._http.request(
-            "GET",
-            url,
-            accept=BATCH_CONTENT_TYPE,
-            timeout_s=(settings.fetch_max_wait_ms + settings.request_timeout_ms) / 1000,
-        )
-        visible, end = body, _offset_header(headers, HIGH_WATERMARK_HEADER)
-        if settings.read_committed:
-            visible = without_aborted(body, decode_aborted(_header(headers, ABORTED_HEADER)))
-            # as far as read_committed may read (the lag Kafka's consumer counts)
-            stable = _offset_header(headers, LAST_STABLE_OFFSET_HEADER)
-            end = end if stable is None else stable
-        return body, visible, end
+        stable offset with read_committed). The wire's: ``kafka_fetcher.py``."""
+        raise NotImplementedError
 
     async def close_transport(self) -> None:
-        """Close the fetcher's own connections (the HTTP client is the consumer's)."""
+        """Close the fetcher's own connections to the brokers (the wire's)."""
 
 
 def _unexpected(tp: TopicPartition, error: Exception) -> ConveyorError:
@@ -368,15 +327,3 @@ def _next_offset(body: bytes) -> int:
         next_offset = parse_header(body, position).next_offset
         position += size_bytes
     return next_offset
-
-
-def _header(headers: dict[str, str], wanted: str) -> str:
-    wanted = wanted.lower()
-    return next((v for k, v in headers.items() if k.lower() == wanted), "")
-
-
-def _offset_header(headers: dict[str, str], wanted: str) -> int | None:
-    """An offset the leader sent in a header; None when absent or not a number."""
-    with contextlib.suppress(ValueError):
-        return int(_header(headers, wanted))
-    return None

@@ -4,8 +4,8 @@ A consumer without ``group_id`` owns every partition of its topics (``assign_all
 group member gets its share from the coordinator (``membership.py``), and its commits
 carry ``generation`` and ``member_id`` so the coordinator can fence a stale member.
 :class:`OffsetStore` is what the consumer needs of a group's committed offsets:
-:class:`GroupClient` over HTTP, ``kafka_group.KafkaGroupClient`` over Kafka (OffsetFetch,
-OffsetCommit), one store at the coordinator either way.
+``kafka_group.KafkaGroupClient`` (Kafka's OffsetFetch and OffsetCommit to the group
+coordinator; the offsets live at Conveyor's coordinator).
 :class:`GroupAdmin` lists and describes groups and resets their offsets.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
-from urllib.parse import quote
 
 from conveyor.client import admin_ops as ops
 from conveyor.client.admin_ops import ResetTarget, Timestamp, reset_offset
@@ -23,18 +22,16 @@ from conveyor.protocol.errors import ErrorCode, RetriableError
 from conveyor.protocol.messages import (
     GroupDescription,
     GroupSummary,
-    OffsetCommitRequest,
     OffsetFetchResponse,
     PartitionOffset,
     PartitionOffsets,
 )
 from conveyor.protocol.share import ShareGroupConfig, ShareGroupDescription, ShareGroupInfo
-from conveyor.transport.client import AsyncHTTP, SyncHTTP, coordinator_set
+from conveyor.transport.client import SyncHTTP, coordinator_set
 from conveyor.transport.tls import TLSConfig
 
 __all__ = [
     "GroupAdmin",
-    "GroupClient",
     "OffsetStore",
     "ResetTarget",
     "Timestamp",
@@ -77,41 +74,6 @@ class OffsetStore(Protocol):
     async def commit(self, offsets: Mapping[TopicPartition, int], assignment: Assignment) -> None:
         """Commit as ``assignment``'s member and generation (fenced when stale)."""
         ...
-
-
-class GroupClient:
-    """Committed offsets of one group, at the coordinator (HTTP)."""
-
-    def __init__(self, http: AsyncHTTP, url: str, group: str, request_timeout_ms: int) -> None:
-        self.group = group
-        self._http = http
-        self._base = f"{url}/v1/groups/{quote(group, safe='')}/offsets"
-        self._timeout_s = request_timeout_ms / 1000
-
-    async def fetch_offsets(self, topic: str) -> dict[int, int]:
-        """partition -> committed offset (the next to read) for ``topic``."""
-        response = await self._http.call(
-            "GET",
-            f"{self._base}?topic={quote(topic, safe='')}",
-            OffsetFetchResponse,
-            timeout_s=self._timeout_s,
-        )
-        return {
-            o.partition: o.offset for o in response.offsets if o.topic == topic and o.offset >= 0
-        }
-
-    async def commit(self, offsets: Mapping[TopicPartition, int], assignment: Assignment) -> None:
-        request = OffsetCommitRequest(
-            offsets=[
-                PartitionOffset(topic=tp.topic, partition=tp.partition, offset=offset)
-                for tp, offset in sorted(offsets.items())
-            ],
-            member_id=assignment.member_id,
-            generation=assignment.generation,
-        )
-        await self._http.call(
-            "POST", self._base, OffsetFetchResponse, body=request, timeout_s=self._timeout_s
-        )
 
 
 class GroupAdmin:

@@ -40,6 +40,7 @@ from conveyor.protocol.messages import (
 )
 from conveyor.transport.client import AsyncHTTP, authorization_from_env
 from conveyor.transport.kafka_client import (
+    CLIENT_SOFTWARE_NAME,
     KafkaClientOptions,
     KafkaConnection,
     KafkaConnections,
@@ -89,11 +90,14 @@ class KafkaBootstrap:
         if known:
             return known
         brokers = await self._brokers()
-        addresses = [b.kafka_address for b in brokers if b.alive and b.kafka_address]
-        if not addresses:
-            raise ConveyorError(
-                f"no broker of {self._url} has a Kafka listener (start the brokers with "
-                "one: --kafka-listen)",
+        alive = [b.kafka_address for b in brokers if b.alive and b.kafka_address]
+        # just after a coordinator restart no broker is alive until it heartbeats again:
+        # the ones it knew may well be up (bootstrap addresses are only where to ask)
+        addresses = alive or [b.kafka_address for b in brokers if b.kafka_address]
+        if not addresses:  # retriable: brokers register their listener by heartbeat
+            raise RetriableError(
+                f"no broker of {self._url} has a Kafka listener yet (a broker without "
+                "one: start it with --kafka-listen)",
                 code=ErrorCode.LEADER_NOT_AVAILABLE,
             )
         return addresses
@@ -195,11 +199,14 @@ def kafka_metadata_client(  # noqa: PLR0917 -- a client's own settings
     request_timeout_ms: int,
     *,
     auto_create: bool,
+    client_id: str = "",
 ) -> KafkaMetadataClient:
     """The routing of a producer or consumer on the Kafka transport: its connections
     (``kafka_options``), where it asks first (:class:`KafkaBootstrap`) and the metadata
     client; its sender or fetcher sends over the same ``connections``."""
-    options = kafka_options(tls, coordinator_url, authorization, request_timeout_ms)
+    options = kafka_options(
+        tls, coordinator_url, authorization, request_timeout_ms, client_id=client_id
+    )
     servers = None if bootstrap_servers is None else parse_bootstrap(bootstrap_servers)
     bootstrap = KafkaBootstrap(servers, http, coordinator_url, request_timeout_ms)
     return KafkaMetadataClient(
@@ -216,16 +223,20 @@ def kafka_options(
     coordinator_url: str,
     authorization: str | None,
     request_timeout_ms: int,
+    *,
+    client_id: str = "",
 ) -> KafkaClientOptions:
     """Connection settings from a client's: TLS when the coordinator URL is https:// or
     ``tls`` is given (its CA and client certificate), else the client's CA setting; SASL
-    from the same credentials as HTTP (``sasl_from_authorization``)."""
+    from the same credentials as HTTP (``sasl_from_authorization``); the requests'
+    ``client_id`` (what group descriptions show), else the library's name."""
     use_tls = tls is not None or coordinator_url.startswith("https://")
     return KafkaClientOptions(
         tls=tls or TLSConfig.from_env(),
         use_tls=use_tls,
         sasl=sasl_from_authorization(authorization or authorization_from_env()),
         request_timeout_ms=request_timeout_ms,
+        client_id=client_id or CLIENT_SOFTWARE_NAME,
     )
 
 

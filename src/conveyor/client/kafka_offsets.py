@@ -110,7 +110,8 @@ async def _ask_leader(
 
 
 class KafkaOffsets:
-    """The consumer's offset questions (``offsets.HttpOffsets``' methods) over Kafka."""
+    """The consumer's offset questions (``beginning_offsets``, ``end_offsets``,
+    ``offsets_for_times``) as Kafka's ListOffsets."""
 
     def __init__(self, metadata: KafkaMetadataClient, request_timeout_ms: int) -> None:
         self._metadata = metadata

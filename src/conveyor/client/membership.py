@@ -3,9 +3,8 @@
 Runs on the fetcher's loop. Every ``heartbeat_interval_ms`` it reports the partitions the
 consumer owns (the first heartbeat, without a member id, joins) and applies the answer
 (docs/consumer-groups.md). How a heartbeat travels is a :class:`HeartbeatSender`'s only
-job: :class:`HttpHeartbeat` (``POST /v1/groups/{group}/heartbeat``) or, on the Kafka
-transport, ``kafka_group.KafkaHeartbeat`` (KIP-848's ConsumerGroupHeartbeat); this state
-machine is the same for both:
+job: ``kafka_group.KafkaHeartbeat`` (KIP-848's ConsumerGroupHeartbeat on the brokers'
+Kafka listeners); this state machine knows nothing of the wire:
 
 * partitions in ``assigned`` that the consumer does not own start fetching at once, from
   the group's committed offset (their previous owner committed before releasing them);
@@ -38,15 +37,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import quote
 
 from conveyor.client.fetch_buffer import FetchBuffer
 from conveyor.client.fetcher import Fetcher
 from conveyor.client.group import Assignment, OffsetStore
 from conveyor.client.types import TopicPartition
 from conveyor.protocol.errors import ConveyorError, ErrorCode
-from conveyor.protocol.messages import GroupHeartbeatRequest, GroupHeartbeatResponse, GroupPartition
-from conveyor.transport.client import AsyncHTTP
 from conveyor.transport.throttle import throttled
 from conveyor.transport.waits import wait_event
 
@@ -102,38 +98,6 @@ class HeartbeatSender(Protocol):
     FENCED_MEMBER, FENCED_INSTANCE_ID...) the state machine acts on."""
 
     async def beat(self, beat: Beat, timeout_s: float) -> BeatAnswer: ...
-
-
-class HttpHeartbeat:
-    """A heartbeat as ``POST /v1/groups/{group}/heartbeat`` to the coordinator."""
-
-    def __init__(self, settings: MembershipSettings, http: AsyncHTTP, url: str) -> None:
-        self._settings = settings
-        self._http = http
-        self._url = f"{url}/v1/groups/{quote(settings.group, safe='')}/heartbeat"
-
-    async def beat(self, beat: Beat, timeout_s: float) -> BeatAnswer:
-        settings = self._settings
-        request = GroupHeartbeatRequest(
-            member_id=beat.member_id,
-            instance_id=settings.instance_id,
-            client_id=settings.client_id,
-            topics=list(beat.topics),
-            owned=[GroupPartition(topic=tp.topic, partition=tp.partition) for tp in beat.owned],
-            session_timeout_ms=settings.session_timeout_ms,
-            max_poll_interval_ms=settings.max_poll_interval_ms,
-            poll_age_ms=beat.poll_age_ms,
-            leave=beat.leave,
-        )
-        answer = await self._http.call(
-            "POST", self._url, GroupHeartbeatResponse, body=request, timeout_s=timeout_s
-        )
-        return BeatAnswer(
-            member_id=answer.member_id,
-            generation=answer.generation,
-            assigned=frozenset(TopicPartition(p.topic, p.partition) for p in answer.assigned),
-            pending=bool(answer.pending),
-        )
 
 
 # A change of the member's partitions, for the rebalance callbacks (called from poll):

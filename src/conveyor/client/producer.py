@@ -8,7 +8,7 @@ for metadata of a new topic, for buffer space, for acknowledgements.
 
 The hot path (``send`` of a known topic with room in the buffer) takes one lock, reads
 the clock once, appends to a ``BatchBuilder`` and returns a two-slot ``RecordFuture``;
-everything else (wake-ups, encoding, HTTP) happens once per batch.
+everything else (wake-ups, encoding, the Kafka Produce request) happens once per batch.
 """
 
 from __future__ import annotations
@@ -33,13 +33,14 @@ from conveyor.client.hooks import (
     Serializer,
     report_delivery,
 )
+from conveyor.client.kafka_metadata import KafkaMetadataClient, kafka_metadata_client
+from conveyor.client.kafka_txn import KafkaTxnTransport
 from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
-from conveyor.client.metadata import MetadataClient
 from conveyor.client.recordcodec import configured_codec
 from conveyor.client.send_many import ManySend, SendManyFuture, prepare_many
 from conveyor.client.sender import AcksSetting, Sender
-from conveyor.client.transactions import HttpTxnTransport, TransactionSession, TxnTransport
-from conveyor.client.transport_choice import Transport, pick_transport
+from conveyor.client.transactions import TransactionSession
+from conveyor.client.transport_choice import data_transport
 from conveyor.client.types import (
     ConsumerGroupMetadata,
     Headers,
@@ -82,8 +83,6 @@ class ProducerConfig:
     # a transactional producer (issue 21, docs/transactions.md): idempotent, acks=all
     transactional_id: str | None = None
     transaction_timeout_ms: int = 60_000
-    # "http" or "kafka": what the data path speaks (docs/client.md, "Transports")
-    transport: Transport = "http"
     bootstrap_servers: str | None = None  # Kafka listeners to ask first; None: from url
     # The Authorization header (from token, or user and password); None: the environment.
     authorization: str | None = field(default=None, repr=False)
@@ -164,32 +163,31 @@ class _ProducerCore:
             authorization=config.authorization,
             coordinators=coordinators,  # requests go to the active coordinator
         )
-        url = coordinators.primary
-        sender_type: type[Sender] = Sender
-        if config.transport == "kafka":  # metadata, produce and InitProducerId over Kafka
-            from conveyor.client.kafka_sender import KafkaSender
-
-            self.metadata = self._kafka_metadata(config, url)
-            sender_type = KafkaSender
-        else:
-            self.metadata = MetadataClient(
-                self.http, url, auto_create=True, request_timeout_ms=config.request_timeout_ms
-            )
+        # Metadata, produce and InitProducerId over the brokers' Kafka listeners; self.http
+        # only asks the coordinator for their addresses when no bootstrap_servers is given.
+        self.metadata: KafkaMetadataClient = kafka_metadata_client(
+            self.http,
+            coordinators.primary,
+            config.bootstrap_servers,
+            config.tls,
+            config.authorization,
+            config.request_timeout_ms,
+            auto_create=True,
+        )
         self.partition_counts = self.metadata.cache.partition_counts
         self.transaction = (
             None
             if config.transactional_id is None
             else TransactionSession(
-                self._txn_transport(config, url),
+                KafkaTxnTransport(self.metadata, config.request_timeout_ms),
                 config.transactional_id,
                 transaction_timeout_ms=config.transaction_timeout_ms,
                 request_timeout_ms=config.request_timeout_ms,
             )
         )
-        self.sender = sender_type(
+        self.sender = Sender(
             accumulator=self.accumulator,
             metadata=self.metadata,
-            http=self.http,
             acks=config.acks,
             codec=config.codec,
             request_timeout_ms=config.request_timeout_ms,
@@ -198,35 +196,9 @@ class _ProducerCore:
             retry_backoff_ms=config.retry_backoff_ms,
             retry_backoff_max_ms=config.retry_backoff_max_ms,
             idempotent=config.idempotent,
-            coordinator_url=url,
             transaction=self.transaction,
         )
         self.run_task: asyncio.Task[None] | None = None
-
-    def _kafka_metadata(self, config: ProducerConfig, url: str) -> MetadataClient:
-        """Routing over the brokers' Kafka listeners (``kafka_metadata.py``)."""
-        from conveyor.client.kafka_metadata import kafka_metadata_client
-
-        return kafka_metadata_client(
-            self.http,
-            url,
-            config.bootstrap_servers,
-            config.tls,
-            config.authorization,
-            config.request_timeout_ms,
-            auto_create=True,
-        )
-
-    def _txn_transport(self, config: ProducerConfig, url: str) -> TxnTransport:
-        """How the transaction's steps reach the coordinator: the same transport as the
-        data path (``transactions.py``)."""
-        if config.transport == "kafka":
-            from conveyor.client.kafka_metadata import KafkaMetadataClient
-            from conveyor.client.kafka_txn import KafkaTxnTransport
-
-            assert isinstance(self.metadata, KafkaMetadataClient)
-            return KafkaTxnTransport(self.metadata, config.request_timeout_ms)
-        return HttpTxnTransport(self.http, url, config.request_timeout_ms)
 
     def txn(self) -> TransactionSession:
         if self.transaction is None:
@@ -407,6 +379,7 @@ class Producer:
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
         """See docs/client.md for the settings; the last four are ``client/hooks.py``."""
+        data_transport(transport)  # only Kafka: "http" raises KafkaOnlyError
         hooks = SendHooks(key_serializer, value_serializer, partitioner, on_delivery)
         config = _config(
             url,
@@ -425,7 +398,6 @@ class Producer:
             idempotence=idempotence,
             transactional_id=transactional_id,
             transaction_timeout_ms=transaction_timeout_ms,
-            transport=pick_transport(transport, bootstrap_servers),
             bootstrap_servers=bootstrap_servers,
             authorization=authorization_header(token, user, password),
         )

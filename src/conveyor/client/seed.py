@@ -42,9 +42,9 @@ PULL_FETCH_WAIT_MS: Final = 100  # a short long-poll, so "nothing waiting" is kn
 _lock = threading.Lock()
 _subscriptions = itertools.count(1)  # numbers this process's subscriptions, for instance ids
 _producer: Producer | None = None
-_producer_settings: tuple[str, str, str | None] | None = None  # what _producer was made with
+_producer_settings: tuple[str, str | None, str | None] | None = None  # what _producer was made with
 _consumer: Consumer | None = None
-_consumer_settings: tuple[str, str, str | None] | None = None  # what _consumer was made with
+_consumer_settings: tuple[str, str | None, str | None] | None = None  # what _consumer was made with
 
 
 def _instance_id(role: str) -> str | None:
@@ -60,7 +60,7 @@ def _instance_id(role: str) -> str | None:
 def _shared_producer() -> Producer:
     global _producer, _producer_settings  # noqa: PLW0603 -- the seed API is module-level
     url = default_url(None)
-    # CONVEYOR_TRANSPORT / CONVEYOR_BOOTSTRAP_SERVERS: push() over the Kafka listeners
+    # CONVEYOR_BOOTSTRAP_SERVERS: push() needs nothing but the brokers' Kafka listeners
     transport, servers = client_transport(None, None)
     settings = (url, transport, servers)
     with _lock:
@@ -75,10 +75,11 @@ def _shared_producer() -> Producer:
         return _producer
 
 
-def _where() -> tuple[str, str, str | None]:
-    """(coordinator URL, transport, bootstrap servers) from the client settings:
-    ``CONVEYOR_TRANSPORT`` / ``CONVEYOR_BOOTSTRAP_SERVERS`` put the seed functions on the
-    brokers' Kafka listeners (groups and commits too: nothing but them is needed)."""
+def _where() -> tuple[str, str | None, str | None]:
+    """(coordinator URL, transport, bootstrap servers) from the client settings: the
+    seed functions speak Kafka to the brokers, found through the coordinator (``url``) or
+    ``CONVEYOR_BOOTSTRAP_SERVERS`` (then nothing but the brokers' listeners is needed).
+    ``CONVEYOR_TRANSPORT=http`` fails with ``KafkaOnlyError``."""
     transport, servers = client_transport(None, None)
     return default_url(None), transport, servers
 

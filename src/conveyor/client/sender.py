@@ -1,10 +1,16 @@
 """The producer's I/O: one asyncio task draining the accumulator into produce requests.
 
 Runs on the sync ``Producer``'s private loop thread or on the ``AsyncProducer``'s loop.
-Each drained batch (at most one per partition, see ``accumulator.py``) becomes one POST to
-the partition's leader; the batch completes on the broker's answer, or goes back to the
+Each drained batch (at most one per partition, see ``accumulator.py``) becomes one Kafka
+Produce request (``kafka_sender.py``: v3-11, the highest the leader serves) on the
+leader's Kafka connection; the batch completes on the broker's answer, or goes back to the
 head of its partition with exponential backoff when the error is retriable, after asking
-the coordinator where the leader went if the error says leadership moved.
+the brokers where the leader went if the error says leadership moved (a KIP-951 hint, v10+,
+moves the route at once). Requests to one broker are pipelined on one connection; the
+accumulator keeps one batch per partition in flight, so per-partition order holds.
+The producer id and epoch come from InitProducerId (v0-4) to any broker, which asks the
+coordinator; a transactional producer's come from its :class:`TransactionSession`
+(``kafka_txn.py``), and its batches carry its ``transactional_id``.
 
 The accumulator is shared with the threads calling ``send``; it locks itself.
 """
@@ -18,31 +24,31 @@ import random
 import time
 from typing import Final, Literal
 
-import msgspec
-
 from conveyor.client import metrics as client_metrics
 from conveyor.client.accumulator import Accumulator, ProducerBatch
 from conveyor.client.errors import ClientClosedError, DeliveryTimeoutError, is_routing_error
 from conveyor.client.futures import BatchCompletion, RecordFuture
-from conveyor.client.metadata import MetadataClient
+from conveyor.client.kafka_metadata import KafkaMetadataClient
+from conveyor.client.kafka_sender import (
+    INIT_PRODUCER_ID_VERSIONS,
+    KAFKA_ACKS,
+    PRODUCE_VERSIONS,
+    produce_request,
+    produce_result,
+)
 from conveyor.client.transactions import TransactionSession
 from conveyor.protocol.backoff import backoff_ms
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
-from conveyor.protocol.messages import (
-    BATCH_CONTENT_TYPE,
-    InitProducerIdRequest,
-    InitProducerIdResponse,
-    ProduceResponse,
-)
+from conveyor.protocol.kafka.apis import ApiKey
+from conveyor.protocol.kafka.codec import new_request
+from conveyor.protocol.kafka.errors import conveyor_error
 from conveyor.protocol.records import Codec
-from conveyor.transport.client import AsyncHTTP
 from conveyor.transport.waits import wait_event
 
 log = logging.getLogger(__name__)
 
 AcksSetting = Literal["0", "1", "all"]
 REQUEST_TIMEOUT_MARGIN_S: Final = 5.0  # the broker's own timeout_ms expires first
-_DECODER: Final = msgspec.json.Decoder(ProduceResponse)
 SEQUENCE_LIMIT: Final = 2**31  # sequences wrap to 0 after int32 max, as Kafka's
 
 
@@ -58,8 +64,7 @@ class Sender:
         self,
         *,
         accumulator: Accumulator[BatchCompletion, RecordFuture],
-        metadata: MetadataClient,
-        http: AsyncHTTP,
+        metadata: KafkaMetadataClient,
         acks: AcksSetting,
         codec: Codec,
         request_timeout_ms: int,
@@ -68,14 +73,14 @@ class Sender:
         retry_backoff_ms: int,
         retry_backoff_max_ms: int,
         idempotent: bool = False,
-        coordinator_url: str | None = None,
         transaction: TransactionSession | None = None,
     ) -> None:
         self._acc = accumulator
         self.transaction = transaction  # a transactional producer's (client/transactions.py)
         self._metadata = metadata
-        self._http = http
+        self._connections = metadata.connections  # the brokers' Kafka connections
         self._acks = acks
+        self._kafka_acks = KAFKA_ACKS[acks]
         self._codec = codec
         self._request_timeout_ms = request_timeout_ms
         self._delivery_timeout_ms = delivery_timeout_ms
@@ -85,12 +90,10 @@ class Sender:
         self._wake_event = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._closing = False
-        # Idempotence: the id the coordinator handed out (over HTTP at coordinator_url,
-        # or however a subclass's _init_producer_id asks), and the next sequence per
-        # partition. A batch gets its sequence when it is built, once: retries resend the
-        # same bytes, so the leader recognises them.
+        # Idempotence: the id the coordinator handed out (InitProducerId to any broker),
+        # and the next sequence per partition. A batch gets its sequence when it is
+        # built, once: retries resend the same bytes, so the leader recognises them.
         self._idempotent = idempotent
-        self._coordinator_url = coordinator_url
         self._producer_id = -1
         self._producer_epoch = -1
         self._sequences: dict[tuple[str, int], int] = {}
@@ -167,15 +170,15 @@ class Sender:
 
     async def _init_producer_id(self, producer_id: int, epoch: int) -> tuple[int, int]:
         """A new producer id, or the next epoch of ``producer_id`` (the coordinator's)."""
-        assert self._coordinator_url is not None
-        request = InitProducerIdRequest(producer_id=producer_id, producer_epoch=epoch)
-        reply = await self._http.call(
-            "POST",
-            f"{self._coordinator_url.rstrip('/')}/v1/producers/init",
-            InitProducerIdResponse,
-            body=request,
-            timeout_s=self._request_timeout_ms / 1000,
-        )
+        connection = await self._metadata.any_connection()
+        version = connection.version(ApiKey.INIT_PRODUCER_ID, *INIT_PRODUCER_ID_VERSIONS)
+        fields: dict[str, object] = {"transactional_id": None, "transaction_timeout_ms": -1}
+        if version >= 3:  # v3+ (KIP-360): bump the epoch of the id we hold
+            fields |= {"producer_id": producer_id, "producer_epoch": epoch}
+        request = new_request(ApiKey.INIT_PRODUCER_ID, version, **fields)
+        reply = await connection.call(ApiKey.INIT_PRODUCER_ID, version, request)
+        if reply.error_code:
+            raise conveyor_error(reply.error_code, "InitProducerId")
         return reply.producer_id, reply.producer_epoch
 
     async def _stamp(self, batch: ProducerBatch[BatchCompletion]) -> None:
@@ -216,27 +219,29 @@ class Sender:
     async def _send_batch(
         self, leader_url: str, batch: ProducerBatch[BatchCompletion], payload: bytes
     ) -> int:
-        """One produce request for ``batch``: its base offset (-1 with acks=0)."""
-        url = (
-            f"{leader_url}/v1/topics/{batch.topic}/partitions/{batch.partition}/records"
-            f"?acks={self._acks}&timeout_ms={self._request_timeout_ms}"
+        """One Produce request for ``batch``: its base offset (-1 with acks=0)."""
+        connection = await self._connections.get(leader_url)
+        version = connection.version(ApiKey.PRODUCE, *PRODUCE_VERSIONS)
+        txn = self.transaction
+        request = produce_request(
+            version,
+            batch.topic,
+            batch.partition,
+            payload,
+            self._kafka_acks,
+            self._request_timeout_ms,
+            transactional_id=None if txn is None else txn.transactional_id,
         )
-        _, _, body = await self._http.request(
-            "POST",
-            url,
-            body=payload,
-            content_type=BATCH_CONTENT_TYPE,
-            timeout_s=self._request_timeout_ms / 1000 + REQUEST_TIMEOUT_MARGIN_S,
-        )
-        if self._acks == "0":
+        if self._kafka_acks == 0:
+            await connection.send(ApiKey.PRODUCE, version, request)
             return -1
-        try:
-            return _DECODER.decode(body).base_offset
-        except msgspec.DecodeError as exc:  # a broker bug: do not resend the batch
-            raise ConveyorError(f"bad produce response: {exc}") from exc
+        timeout_ms = self._request_timeout_ms + int(REQUEST_TIMEOUT_MARGIN_S * 1000)
+        reply = await connection.call(ApiKey.PRODUCE, version, request, timeout_ms=timeout_ms)
+        return produce_result(reply, batch.topic, batch.partition)
 
     async def close_transport(self) -> None:
-        """Close the sender's own connections (the HTTP client is the producer's)."""
+        """Close the sender's own connections to the brokers."""
+        await self._connections.close()
 
     def _on_error(self, batch: ProducerBatch[BatchCompletion], error: ConveyorError) -> None:
         batch.last_error = error

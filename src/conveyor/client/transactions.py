@@ -1,16 +1,15 @@
 """A transactional producer's conversation with the transaction coordinator (issue 21,
-docs/transactions.md): one state machine, two ways of sending a step.
+docs/transactions.md): one state machine; its steps go over Kafka.
 
 :class:`TransactionSession` runs on the producer's I/O loop; the sender asks it for the
 producer id and epoch (``init``) and registers each partition before the first batch of
 a transaction goes to it (``add_partition``). How a step reaches the coordinator is a
 :class:`TxnTransport`, the same five operations the coordinator serves
 (``coordinator/txn_service.py``) with the same wire types (``protocol/txn.py``):
-
-* :class:`HttpTxnTransport`: its public routes ``/v1/transactions/...``;
-* ``KafkaTxnTransport`` (``kafka_txn.py``, ``transport="kafka"``): Kafka's
-  FindCoordinator, InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn,
-  TxnOffsetCommit and EndTxn on the brokers' Kafka listeners, answers translated back.
+``KafkaTxnTransport`` (``kafka_txn.py``) sends them as Kafka's FindCoordinator,
+InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and EndTxn on the
+brokers' Kafka listeners, answers translated back (the coordinator's HTTP routes
+``/v1/transactions/...`` stay for other languages; this client no longer uses them).
 
 Kafka's client rules (its ``TransactionManager``, aiokafka's and kafka-python's alike):
 
@@ -48,7 +47,6 @@ from conveyor.protocol.errors import (
 )
 from conveyor.protocol.messages import PartitionOffset
 from conveyor.protocol.txn import (
-    PUBLIC_PREFIX,
     TxnAddOffsetsRequest,
     TxnAddPartitionsRequest,
     TxnAddPartitionsResponse,
@@ -61,8 +59,6 @@ from conveyor.protocol.txn import (
     TxnProducer,
     TxnResult,
 )
-from conveyor.transport.client import AsyncHTTP
-from conveyor.transport.txn_routes import TxnRoutes
 
 T = TypeVar("T")
 RETRY_BACKOFF_MS: Final = 20
@@ -92,13 +88,6 @@ class TxnTransport(Protocol):
     async def add_offsets(self, request: TxnAddOffsetsRequest) -> TxnResult: ...
     async def offset_commit(self, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse: ...
     async def end(self, request: TxnEndRequest) -> TxnResult: ...
-
-
-class HttpTxnTransport(TxnRoutes):
-    """The coordinator's public transaction routes (``coordinator/txn_http.py``)."""
-
-    def __init__(self, http: AsyncHTTP, coordinator_url: str, request_timeout_ms: int) -> None:
-        super().__init__(http, coordinator_url, PUBLIC_PREFIX, request_timeout_ms / 1000)
 
 
 def answer_error(reply: object) -> str | None:

@@ -1,22 +1,45 @@
-"""Which transport a client's data path speaks (docs/client.md, "Transports").
+"""What a client's data path speaks: the brokers' Kafka listeners, and nothing else
+(docs/client.md, "Transport").
 
-Apart from the Kafka transport's modules so that the client imports them, and with them
-kafka-python's protocol module (the ``server`` extra today), only when a client asks for
-``transport="kafka"`` or ``bootstrap_servers``: the client-only install stays without it.
+``Producer``, ``AsyncProducer``, ``Consumer``, ``AsyncConsumer``, the seed functions and
+the CLI's ``produce``/``consume`` send metadata, produce, fetch, list offsets, group
+membership and commits only over Kafka. ``transport=`` is still accepted so that code
+written for the two-transport client keeps working when it says ``"kafka"``; the old
+``"http"`` fails at construction with :class:`KafkaOnlyError`, which names what to use
+instead. ``Admin`` alone still offers ``"http"``: its control-plane calls (decommission,
+users and ACLs) are the coordinator's (``admin_transport.py``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
+
+from conveyor.client.errors import KafkaOnlyError
 
 Transport = Literal["http", "kafka"]
+KAFKA_ONLY: Final = (
+    "transport='http' was removed: the client's data path speaks only the Kafka protocol "
+    "to the brokers' Kafka listeners (url= still bootstraps from the coordinator, or give "
+    "bootstrap_servers=). Without a Kafka client (curl, other languages), use the brokers' "
+    "HTTP REST API (docs/api.md)"
+)
+
+
+def data_transport(transport: str | None) -> Literal["kafka"]:
+    """The data path's transport: Kafka, whatever was asked; ``"http"`` (removed) and
+    anything else raise :class:`KafkaOnlyError` (an ``InvalidRequestError``)."""
+    if transport is None or transport == "kafka":
+        return "kafka"
+    if transport == "http":
+        raise KafkaOnlyError(KAFKA_ONLY)
+    raise KafkaOnlyError(f"transport must be 'kafka' (or left out), not {transport!r}")
 
 
 def pick_transport(
-    transport: str | None, bootstrap_servers: str | None, default: Transport = "kafka"
+    transport: str | None, bootstrap_servers: str | None, default: Transport = "http"
 ) -> Transport:
-    """``transport``, else "kafka" when ``bootstrap_servers`` is given, else ``default``
-    (the data path: Kafka; ``Admin``: the coordinator's HTTP API, admin_transport.py)."""
+    """An ``Admin``'s transport: ``transport``, else "kafka" when ``bootstrap_servers``
+    is given, else ``default`` (the coordinator's HTTP API, admin_transport.py)."""
     if transport is None:
         return default if bootstrap_servers is None else "kafka"
     if transport == "http" and bootstrap_servers is None:
@@ -29,11 +52,13 @@ def pick_transport(
 
 
 def client_transport(
-    transport: str | None, bootstrap_servers: str | None, default: Transport = "kafka"
-) -> tuple[Transport, str | None]:
+    transport: str | None, bootstrap_servers: str | None
+) -> tuple[str | None, str | None]:
     """The transport and bootstrap servers of a client given neither: the client settings
     (``--transport``/``--bootstrap-server`` of the CLI, ``CONVEYOR_TRANSPORT``,
-    ``CONVEYOR_BOOTSTRAP_SERVERS``, the config file); either given: those alone."""
+    ``CONVEYOR_BOOTSTRAP_SERVERS``, the config file); either given: those alone. The
+    transport is as set (None when unset): each client checks it (``data_transport``,
+    ``pick_transport``)."""
     if transport is None and bootstrap_servers is None:
         from conveyor.settings import catalog, client_settings
 
@@ -42,4 +67,4 @@ def client_transport(
             settings[catalog.TRANSPORT],
             settings[catalog.BOOTSTRAP_SERVERS],
         )
-    return pick_transport(transport, bootstrap_servers, default), bootstrap_servers
+    return transport, bootstrap_servers

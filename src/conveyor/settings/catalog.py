@@ -566,10 +566,10 @@ TRANSPORT: Final = setting(
     "transport",
     kinds.optional(kinds.choice("http", "kafka")),
     None,
-    "what the clients' data path and admin operations speak: http (to the coordinator "
-    "and brokers) or kafka (the brokers' Kafka listeners); unset: kafka for the data "
-    "path (produce, consume, Producer, Consumer), and for Admin when bootstrap_servers "
-    "is set, else http",
+    "what Admin and the admin commands (topic, group, cluster) speak: http (the "
+    "coordinator) or kafka (the brokers' Kafka listeners); unset: kafka when "
+    "bootstrap_servers is set, else http. The data path (produce, consume, Producer, "
+    "Consumer) is always Kafka: http there is an error",
     ("client",),
 )
 TOKEN: Final = setting(

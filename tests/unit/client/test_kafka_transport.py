@@ -8,10 +8,11 @@ import base64
 
 import pytest
 
+from conveyor.client.errors import KafkaOnlyError
 from conveyor.client.kafka_fetcher import fetch_request, fetch_result
 from conveyor.client.kafka_metadata import metadata_from_kafka, parse_bootstrap
 from conveyor.client.kafka_sender import produce_request, produce_result
-from conveyor.client.transport_choice import pick_transport
+from conveyor.client.transport_choice import data_transport, pick_transport
 from conveyor.client.types import TopicPartition
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
@@ -125,8 +126,11 @@ def test_credentials_as_sasl() -> None:
 
 
 def test_which_transport() -> None:
-    assert pick_transport(None, None) == "kafka"  # the data path's default
-    assert pick_transport(None, None, default="http") == "http"  # Admin's
+    assert data_transport(None) == data_transport("kafka") == "kafka"  # the data path
+    for removed in ("http", "HTTP", "smtp"):
+        with pytest.raises(KafkaOnlyError):
+            data_transport(removed)
+    assert pick_transport(None, None) == "http"  # Admin's default: the coordinator
     assert pick_transport(None, "b:1") == "kafka"
     assert pick_transport("kafka", None) == "kafka"
     for transport, servers in (("http", "b:1"), ("smtp", None)):
