@@ -27,6 +27,7 @@ from tests.kafka.wire import (
     request_frame,
     sample_batch,
 )
+from tests.waiting import wait_for
 
 
 def _wire(cluster: Cluster) -> KafkaWire:
@@ -192,8 +193,14 @@ def test_acks_zero_sends_no_answer(kafka_cluster: Cluster) -> None:
             request_frame(ApiKey.PRODUCE, 9, encode_request(ApiKey.PRODUCE, 9, **body), 500)
         )
         # the next answer on the connection is the next request's: nothing was sent for acks=0
-        answer = wire.call(ApiKey.LIST_OFFSETS, 5, **list_offsets_request(5, topic, 4, -1))
-        assert answer.topics[0].partitions[0].offset == 2
+
+        def latest() -> int:
+            answer = wire.call(ApiKey.LIST_OFFSETS, 5, **list_offsets_request(5, topic, 4, -1))
+            return int(answer.topics[0].partitions[0].offset)
+
+        # The latest offset is the high watermark: the write counts once it is durable
+        # (fsync before the high watermark moves), which the unanswered produce cannot tell.
+        wait_for(lambda: latest() == 2, 10, "the acks=0 write durable")
 
 
 def test_list_offsets_and_offset_for_leader_epoch(kafka_cluster: Cluster) -> None:
