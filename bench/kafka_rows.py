@@ -156,10 +156,21 @@ def _w1_rf3(row: dict[str, Any], client: str, extra: tuple[str, ...], count: int
 def _w4(
     row: dict[str, Any], client: str, extra: tuple[str, ...], rate: int, seconds: float
 ) -> None:
-    w4 = bench("e2e", "--local", "3", "--replication-factor", "3", "--partitions", "8",
-               "--rate", str(rate), "--duration", f"{seconds:g}", "--linger-ms", "1",
-               "--fetch-max-wait-ms", "100", "--client", client, *extra)  # fmt: skip
     key = "w4_e2e_latency_us" if rate == 5_000 else f"w4_{rate // 1000}k_e2e_latency_us"
+    argv = ("e2e", "--local", "3", "--replication-factor", "3", "--partitions", "8",
+            "--rate", str(rate), "--duration", f"{seconds:g}", "--linger-ms", "1",
+            "--fetch-max-wait-ms", "100", "--client", client, *extra)  # fmt: skip
+    try:
+        w4 = bench(*argv)
+    except RuntimeError as first:
+        # a failed run is recorded and tried once more, not the end of the whole table
+        # (librdkafka's consumer has been seen not to learn a just-created RF=3 topic)
+        row.setdefault("failures", []).append(f"{key}: {str(first)[-400:]}")
+        try:
+            w4 = bench(*argv)
+        except RuntimeError as again:
+            row["failures"].append(f"{key} (again): {str(again)[-400:]}")
+            return
     row[key] = w4["e2e_latency_us"]
     sent, received = w4["produce"]["messages"], w4["consume"]["messages"]
     row[key.replace("latency_us", "lost")] = sent - received  # acknowledged, never read
