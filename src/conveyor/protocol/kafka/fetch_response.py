@@ -21,6 +21,8 @@ import struct
 from collections.abc import Sequence
 from typing import Final, NamedTuple
 
+from conveyor.protocol.kafka.varint import uvarint
+
 FLEXIBLE_FROM: Final = 12
 _I32: Final = struct.Struct(">i")
 _I16: Final = struct.Struct(">h")
@@ -58,20 +60,11 @@ class EncodedParts(tuple[bytes, ...]):
         return sum(len(part) for part in self)
 
 
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _length(n: int, flexible: bool, null: bool = False) -> bytes:
     """A count or size prefix: int32 (or int16 for a string) classic, unsigned varint
     ``n + 1`` compact; null is -1 / 0."""
     if flexible:
-        return b"\x00" if null else _uvarint(n + 1)
+        return b"\x00" if null else uvarint(n + 1)
     return _I32.pack(-1 if null else n)
 
 
@@ -115,7 +108,7 @@ def encode_fetch_response(
     pending.append(_length(len(topics), flexible))
     for name, partitions in topics:
         raw = name.encode()
-        pending.append(_uvarint(len(raw) + 1) if flexible else _I16.pack(len(raw)))
+        pending.append(uvarint(len(raw) + 1) if flexible else _I16.pack(len(raw)))
         pending.append(raw)
         pending.append(_length(len(partitions), flexible))
         for partition in partitions:

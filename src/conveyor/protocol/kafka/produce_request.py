@@ -18,21 +18,13 @@ import struct
 from typing import Final
 
 from conveyor.protocol.kafka.produce_response import Encoded
+from conveyor.protocol.kafka.varint import uvarint
 
 FLEXIBLE_FROM: Final = 9
 _I16: Final = struct.Struct(">h")
 _I32: Final = struct.Struct(">i")
 _ACKS_TIMEOUT: Final = struct.Struct(">hi")
 _ONE: Final = _I32.pack(1)  # a one-element array (non-flexible)
-
-
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def encode_produce_request(  # noqa: PLR0917 -- the request's own fields
@@ -49,14 +41,14 @@ def encode_produce_request(  # noqa: PLR0917 -- the request's own fields
     txn = None if transactional_id is None else transactional_id.encode()
     if version >= FLEXIBLE_FROM:
         parts = [
-            b"\x00" if txn is None else _uvarint(len(txn) + 1) + txn,
+            b"\x00" if txn is None else uvarint(len(txn) + 1) + txn,
             _ACKS_TIMEOUT.pack(acks, timeout_ms),
             b"\x02",  # one topic
-            _uvarint(len(name) + 1),
+            uvarint(len(name) + 1),
             name,
             b"\x02",  # one partition
             _I32.pack(partition),
-            _uvarint(len(records) + 1),
+            uvarint(len(records) + 1),
             records,
             b"\x00\x00\x00",  # the partition's, the topic's and the request's tags
         ]

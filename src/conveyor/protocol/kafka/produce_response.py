@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from conveyor.protocol.kafka.varint import uvarint
+
 _I16: Final = struct.Struct(">h")
 _I32: Final = struct.Struct(">i")
 _PARTITION_V5: Final = struct.Struct(">ihqqq")  # index, error, base, append time, log start
@@ -56,18 +58,9 @@ class Encoded(bytes):
         return bytes(self)
 
 
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _string(text: str, flexible: bool) -> bytes:
     raw = text.encode()
-    return (_uvarint(len(raw) + 1) if flexible else _I16.pack(len(raw))) + raw
+    return (uvarint(len(raw) + 1) if flexible else _I16.pack(len(raw))) + raw
 
 
 def _nullable_string(text: str | None, flexible: bool) -> bytes:
@@ -77,7 +70,7 @@ def _nullable_string(text: str | None, flexible: bool) -> bytes:
 
 
 def _count(n: int, flexible: bool) -> bytes:
-    return _uvarint(n + 1) if flexible else _I32.pack(n)
+    return uvarint(n + 1) if flexible else _I32.pack(n)
 
 
 def _partition(version: int, answer: PartitionAnswer) -> bytes:
@@ -98,14 +91,14 @@ def _partition(version: int, answer: PartitionAnswer) -> bytes:
     if flexible:
         if answer.leader is not None and version >= CURRENT_LEADER_FROM:
             leader = _LEADER.pack(*answer.leader) + b"\x00"
-            out += b"\x01\x00" + _uvarint(len(leader)) + leader  # one tagged field, tag 0
+            out += b"\x01\x00" + uvarint(len(leader)) + leader  # one tagged field, tag 0
         else:
             out += b"\x00"
     return out
 
 
 def _endpoints(endpoints: Sequence[Endpoint]) -> bytes:
-    body = _uvarint(len(endpoints) + 1)
+    body = uvarint(len(endpoints) + 1)
     for endpoint in endpoints:
         body += (
             _I32.pack(endpoint.node_id)
@@ -134,7 +127,7 @@ def encode_produce_response(
     if flexible:
         if endpoints and version >= CURRENT_LEADER_FROM:
             body = _endpoints(endpoints)
-            parts.append(b"\x01\x00" + _uvarint(len(body)) + body)  # tagged field 0
+            parts.append(b"\x01\x00" + uvarint(len(body)) + body)  # tagged field 0
         else:
             parts.append(b"\x00")
     return Encoded(b"".join(parts))
