@@ -5,10 +5,6 @@ record lands, and every record once and in order across a leader move."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 import conveyor
 from conveyor.client.kafka_fetcher import FETCH_LANE
@@ -17,15 +13,6 @@ from tests.integration.test_client import check_exactly_once_in_order, consume, 
 from tests.integration.test_kafka_transport import kafka_tls
 
 PARTITIONS = 6
-
-
-@pytest.fixture
-def cluster3(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, broker_count=3).start()
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def _leaders(cluster: Cluster, topic: str) -> list[int | None]:
