@@ -130,6 +130,8 @@ def _run(
     topic = config.topic or f"bench-{config.mode}-{uuid.uuid4().hex[:8]}"
     _create_topic(url, topic, config)
     kafka = kafka_bootstrap(url) if config.client != "conveyor" else ""
+    if kafka:
+        _wait_for_kafka_leaders(kafka, topic, config.partitions)
     context = multiprocessing.get_context("spawn")
     producers_done = context.Event()
     cpu_before = cluster.broker_cpu_s() if cluster is not None else None
@@ -203,6 +205,25 @@ def _create_topic(url: str, topic: str, config: ClientBenchConfig) -> None:
     # otherwise be refused and retried after a backoff (~0.7 s measured), a cost of topic
     # creation, not of producing.
     asyncio.run(wait_until_served(url, topic, range(config.partitions)))
+
+
+def _wait_for_kafka_leaders(bootstrap: str, topic: str, partitions: int) -> None:
+    """Until the brokers' Kafka Metadata names a leader for every partition: it can lag
+    their HTTP routes by seconds after a topic is created on several brokers, and
+    librdkafka's watermark query keeps a leaderless first answer (docs/benchmarks.md)."""
+    from conveyor.client import Admin
+
+    deadline = time.monotonic() + 30
+    with Admin(bootstrap_servers=bootstrap) as admin:
+        while True:
+            described = admin.describe_topic(topic).partitions
+            if len(described) == partitions and all(
+                p.leader is not None and p.leader >= 0 for p in described
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"{topic}: no Kafka leader for every partition in 30 s")
+            time.sleep(0.05)
 
 
 def _phase(  # noqa: PLR0917 -- the phase's name and the run's shared parts, in order

@@ -169,7 +169,8 @@ def _confluent_consumer(
     report = WorkerReport("consumer", spec.index)
     try:
         start = OFFSET_END if spec.from_end else OFFSET_BEGINNING
-        ends = {p: _high_watermark(consumer, spec.topic, p) for p in spec.partitions}
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(spec.topic, p), 30)[1]
+                for p in spec.partitions}  # fmt: skip
         consumer.assign([TopicPartition(spec.topic, p, start) for p in spec.partitions])
         out.put(("ready", spec.role, spec.index))
         _wait_go(go)
@@ -339,20 +340,3 @@ async def _aiokafka_consumer(
     finally:
         await consumer.stop()
     return report
-
-
-def _high_watermark(consumer: Any, topic: str, partition: int, timeout_s: float = 30) -> int:
-    """The partition's high watermark; retried while librdkafka's metadata does not know the
-    partition yet (a topic just created on several brokers: "Local: Unknown partition")."""
-    from confluent_kafka import KafkaError, KafkaException, TopicPartition
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)[1])
-        except KafkaException as exc:
-            code = exc.args[0].code() if exc.args else None
-            retriable = code in (KafkaError._UNKNOWN_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
-            if not retriable or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)  # metadata refreshes in the background; poll it again
