@@ -130,7 +130,7 @@ def register(subparsers: Subparsers) -> None:
     )
     add_json_flag(consume, table="key<TAB>value lines")
     add_url_flag(consume)
-    consume.set_defaults(handler=_consume)
+    consume.set_defaults(handler=_consume, data_path=True)
 
 
 def _text(data: bytes | None) -> str | None:

@@ -132,6 +132,10 @@ def _run(argv: list[str] | None) -> int:
         _warn_unknown_env()
     try:
         apply_profile(args)
+        if getattr(args, "data_path", False):  # produce/consume: Kafka only, said first
+            from conveyor.client.transport_choice import client_transport, data_transport
+
+            data_transport(client_transport(None, None)[0])
         if getattr(args, "coordinator_preflight", False):
             from conveyor.cli.preflight import check_coordinator, needs_coordinator
 

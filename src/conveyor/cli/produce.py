@@ -80,7 +80,7 @@ def register(subparsers: Subparsers) -> None:
     )
     add_json_flag(produce, table="topic[partition]@offset lines")
     add_url_flag(produce)
-    produce.set_defaults(handler=_produce, trailing_values="values")
+    produce.set_defaults(handler=_produce, trailing_values="values", data_path=True)
 
 
 def parse_headers(pairs: list[str]) -> list[tuple[str, bytes]]:

@@ -147,6 +147,22 @@ def test_invalid_benchmark_config_exit_1(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", [["produce", "t", "x"], ["consume", "t"]])
+def test_the_removed_http_transport_is_said_before_any_connection(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing listens on port 1: the transport's error must come first, alone, instead of
+    "cannot reach the coordinator" after the preflight's wait."""
+    assert (
+        main([*command[:1], "--url", "http://127.0.0.1:1", "--transport", "http", *command[1:]])
+        == 1
+    )
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert "transport='http' was removed" in lines[0]
+    assert lines[0].endswith("(INVALID_CONFIG)")
+
+
 def test_every_command_has_a_handler() -> None:
     args = build_parser().parse_args(["bench", "storage"])
     assert callable(args.handler)
