@@ -2,7 +2,9 @@
 
 Every ``heartbeat_interval_ms`` (the coordinator's answer sets it) the broker sends a
 :class:`BrokerHeartbeat` with a :class:`PartitionReport` per hosted replica and reconciles
-with the :class:`HeartbeatResponse`. While the coordinator is unreachable the broker keeps
+with the :class:`HeartbeatResponse`; when that changed what it hosts, it reports again at
+once, so the coordinator (and every broker's Kafka Metadata) learns a new leader serves
+within a round trip, not an interval. While the coordinator is unreachable the broker keeps
 serving what it has and retries with jittered exponential backoff, warning once per
 outage. Readiness turns on after the first successful heartbeat and reconcile
 (``on_ready``: the broker then opens its Kafka listener, and /readyz says ready).
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from conveyor.broker.rules import hosting_changed
 from conveyor.protocol.backoff import BELOW, backoff_ms
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.messages import BrokerHeartbeat, HeartbeatResponse
@@ -64,11 +67,23 @@ class Heartbeat:
         self.ready = False
 
     async def beat_once(self) -> bool:
-        """One heartbeat and reconcile; True when the coordinator answered and it applied."""
-        response = await self._link.send(self._link.report())
-        applied = await self._link.apply(response)
+        """One heartbeat and reconcile; True when the coordinator answered and it applied.
+
+        When applying the answer changed what this broker hosts (it opened a new topic's
+        replicas, or took over a partition), it reports again at once (``hosting_changed``):
+        at most once per round, so a coordinator whose every answer changes something costs
+        two heartbeats an interval, not a busy loop."""
+        applied, changed = await self._exchange()
+        if applied and changed:
+            applied, _ = await self._exchange()
         await self._link.refresh()  # users, tokens, ACLs, when auth is on
         return applied
+
+    async def _exchange(self) -> tuple[bool, bool]:
+        """Send the report and apply the answer; returns (applied, hosting changed)."""
+        sent = self._link.report()
+        applied = await self._link.apply(await self._link.send(sent))
+        return applied, applied and hosting_changed(sent.partitions, self._link.report().partitions)
 
     async def run(self) -> None:
         """Reopen the hosted replicas, then heartbeat until cancelled."""

@@ -8,12 +8,12 @@ live in ``conveyor.protocol`` (``topics.py``, ``backoff.py``).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
-from conveyor.protocol.messages import Acks, BrokerId
+from conveyor.protocol.messages import Acks, BrokerId, PartitionReport
 from conveyor.protocol.replica import ProducerBatch, ProducerEntry
 
 FETCH_MAX_BYTES: Final = 16 * 1024 * 1024  # one fetch answers at most this (plus one batch)
@@ -141,6 +141,21 @@ def metadata_refresh_due(
     if age_ms < min_interval_ms:
         return False
     return forced or age_ms >= max_age_ms
+
+
+def hosting_changed(sent: Sequence[PartitionReport], now: Sequence[PartitionReport]) -> bool:
+    """Whether the heartbeat just sent (``sent``) no longer says what this broker hosts
+    (``now``, after applying the answer): a replica opened or deleted, at another leader
+    epoch, or failed. The broker then reports again at once instead of a heartbeat interval
+    later: the coordinator's reports are what every broker's Kafka Metadata answers from (a
+    partition's leader is advertised once a replica reported hosting it), so a new topic's
+    leaders would otherwise stay LEADER_NOT_AVAILABLE for an interval after they serve.
+    Offsets do not count: they move with every write and the next heartbeat carries them."""
+
+    def hosting(reports: Sequence[PartitionReport]) -> set[tuple[str, int, int, bool]]:
+        return {(r.topic, r.partition, r.leader_epoch, r.log_failed) for r in reports}
+
+    return hosting(sent) != hosting(now)
 
 
 def check_offset(offset: int) -> None:

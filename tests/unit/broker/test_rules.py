@@ -4,9 +4,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conveyor.broker.rules import high_watermark, metadata_refresh_due, parse_acks
+from conveyor.broker.rules import (
+    high_watermark,
+    hosting_changed,
+    metadata_refresh_due,
+    parse_acks,
+)
 from conveyor.protocol.errors import InvalidRequestError
-from conveyor.protocol.messages import BrokerId
+from conveyor.protocol.messages import BrokerId, Epoch, PartitionReport
 
 
 @pytest.mark.parametrize(("text", "acks"), [("0", "0"), ("1", "1"), ("all", "all"), ("-1", "all")])
@@ -93,3 +98,33 @@ def test_metadata_refresh_due(
 ) -> None:
     got = metadata_refresh_due(fetched, now, forced=forced, min_interval_ms=1000, max_age_ms=30_000)
     assert got is expected, why
+
+
+def _report(partition: int, epoch: int, *, end: int = 0, failed: bool = False) -> PartitionReport:
+    return PartitionReport(
+        topic="t",
+        partition=partition,
+        leader_epoch=Epoch(epoch),
+        log_start_offset=0,
+        log_end_offset=end,
+        high_watermark=end,
+        log_failed=failed,
+    )
+
+
+@pytest.mark.parametrize(
+    ("sent", "now", "changed"),
+    [
+        ([], [], False),
+        ([], [_report(0, 0)], True),  # a new topic's replica opened
+        ([_report(0, 0)], [], True),  # deleted
+        ([_report(0, 0)], [_report(0, 1)], True),  # took over (or followed) at a new epoch
+        ([_report(0, 0)], [_report(0, 0, failed=True)], True),  # its log failed
+        ([_report(0, 0)], [_report(0, 0, end=10)], False),  # writes: the next beat says so
+        ([_report(0, 0), _report(1, 0)], [_report(1, 0), _report(0, 0)], False),
+    ],
+)
+def test_hosting_changed(
+    sent: list[PartitionReport], now: list[PartitionReport], changed: bool
+) -> None:
+    assert hosting_changed(sent, now) is changed

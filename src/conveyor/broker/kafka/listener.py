@@ -59,7 +59,7 @@ from conveyor.broker.kafka.groups import (
     LeaveGroupHandler,
     SyncGroupHandler,
 )
-from conveyor.broker.kafka.metadata import KafkaNode, MetadataHandler
+from conveyor.broker.kafka.metadata import KafkaNode, MetadataHandler, with_own_leadership
 from conveyor.broker.kafka.offsets import ListOffsetsHandler, OffsetForLeaderEpochHandler
 from conveyor.broker.kafka.produce import ProduceHandler
 from conveyor.broker.kafka.producer_id import InitProducerIdHandler
@@ -76,6 +76,7 @@ from conveyor.broker.kafka.transactions import (
 from conveyor.protocol.kafka.apis import ApiKey
 from conveyor.protocol.kafka.topic_configs import ConfigType
 from conveyor.protocol.messages import InitProducerIdRequest, InitProducerIdResponse, Metadata
+from conveyor.protocol.replica import TopicPartition
 from conveyor.transport.authlimit import AuthFailureLimiter, AuthLimits
 from conveyor.transport.client import AsyncHTTP
 from conveyor.transport.credentials import authorization_header
@@ -108,8 +109,15 @@ def build_registry(service: BrokerService, authorizer: Authorizer, this: KafkaNo
     registry = Registry()
     metadata = service.metadata
 
+    def leading(topic: str, partition: int) -> tuple[int, int] | None:
+        replica = service.driver.state.replicas.get(TopicPartition(topic, partition))
+        if replica is None or not replica.is_leader or replica.log_failed:
+            return None
+        return replica.leader_epoch, replica.high_watermark
+
     async def describe(topics: list[str] | None, auto_create: bool) -> Metadata:
-        return await metadata.describe(topics, auto_create=auto_create)
+        described = await metadata.describe(topics, auto_create=auto_create)
+        return with_own_leadership(described, service.broker_id, leading)
 
     registry.add(ApiKey.API_VERSIONS, ApiVersionsHandler(registry.version_ranges))
     registry.add(ApiKey.METADATA, MetadataHandler(describe, metadata, authorizer, this))

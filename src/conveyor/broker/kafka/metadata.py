@@ -33,6 +33,8 @@ from conveyor.protocol.topics import validate_topic_name
 log = logging.getLogger(__name__)
 
 Describe = Callable[[list[str] | None, bool], Awaitable[Metadata]]
+# (leader epoch, high watermark) of a partition this broker leads and serves, else None
+Leading = Callable[[str, int], tuple[int, int] | None]
 
 
 class KnownBrokers(Protocol):
@@ -169,6 +171,36 @@ class MetadataHandler:
                     errors.setdefault(name, code)
                 brokers = list(self._known.brokers.values())
                 return Metadata(cluster_id=self._known.cluster_id or "", brokers=brokers, topics=[])
+
+
+def with_own_leadership(metadata: Metadata, broker_id: int, leading: Leading) -> Metadata:
+    """The coordinator's metadata with what this broker knows better: a partition the
+    coordinator names it leader of, at the epoch it leads, serves here (its high watermark)
+    even when the coordinator has no report of it yet (the report is a round trip behind
+    the open: ``rules.hosting_changed``). Everything else is the coordinator's.
+
+    Worked example: the coordinator says t-0 leader 2 epoch 1 with no high watermark (not
+    reported yet); broker 2 leads t-0 at epoch 1, high watermark 0: broker 2 answers t-0
+    served by 2 (high watermark 0); broker 1 answers as the coordinator does."""
+    topics = [_with_own_leadership(topic, broker_id, leading) for topic in metadata.topics]
+    if all(new is old for new, old in zip(topics, metadata.topics, strict=True)):
+        return metadata
+    return msgspec.structs.replace(metadata, topics=topics)
+
+
+def _with_own_leadership(
+    topic: TopicDescription, broker_id: int, leading: Leading
+) -> TopicDescription:
+    partitions = []
+    for p in topic.partitions:
+        own = leading(topic.name, p.partition) if p.leader == broker_id else None
+        if own is not None and p.high_watermark is None and own[0] == p.leader_epoch:
+            partitions.append(msgspec.structs.replace(p, high_watermark=own[1]))
+        else:
+            partitions.append(p)
+    if all(new is old for new, old in zip(partitions, topic.partitions, strict=True)):
+        return topic
+    return msgspec.structs.replace(topic, partitions=partitions)
 
 
 def version_has_cluster_operations(version: int) -> bool:

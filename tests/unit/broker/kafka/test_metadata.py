@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conveyor.broker.kafka.metadata import KafkaNode, _response, _topic
+from conveyor.broker.kafka.metadata import KafkaNode, _response, _topic, with_own_leadership
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError
 from conveyor.protocol.messages import (
@@ -56,3 +56,48 @@ def test_the_answering_broker_is_listed_before_the_coordinator_has_heard_from_it
     listed = BrokerInfo(broker_id=BrokerId(1), url="http://b1", kafka_address="10.0.0.1:9092")
     said = _response(12, Metadata(cluster_id="c", brokers=[listed], topics=[]), None, {}, this)
     assert [(b.node_id, b.host) for b in said.brokers] == [(1, "10.0.0.1")]  # as registered
+
+
+def _partition(
+    partition: int, leader: int, epoch: int, high_watermark: int | None
+) -> PartitionInfo:
+    return PartitionInfo(
+        partition=partition,
+        leader=BrokerId(leader),
+        leader_epoch=Epoch(epoch),
+        replicas=[BrokerId(1), BrokerId(2)],
+        isr=[BrokerId(1), BrokerId(2)],
+        high_watermark=high_watermark,
+    )
+
+
+def test_a_broker_answers_its_own_leadership_before_the_coordinator_has_its_report() -> None:
+    """Broker 2 leads t-0 at epoch 1 (high watermark 7) before its report reaches the
+    coordinator: it answers t-0 served. It does not vouch for t-1 (its own epoch is older
+    than the coordinator's), t-2 (another broker's) or t-3 (it does not lead it)."""
+    described = TopicDescription(
+        name="t",
+        partitions=[
+            _partition(0, 2, 1, None),
+            _partition(1, 2, 4, None),
+            _partition(2, 1, 1, None),
+            _partition(3, 2, 1, None),
+        ],
+        replication_factor=2,
+        config=TopicConfig(),
+    )
+    metadata = Metadata(cluster_id="c", brokers=[], topics=[described])
+    leads = {("t", 0): (1, 7), ("t", 1): (3, 9), ("t", 2): (1, 5)}
+    answer = with_own_leadership(metadata, 2, lambda t, p: leads.get((t, p)))
+    assert [p.high_watermark for p in answer.topics[0].partitions] == [7, None, None, None]
+    topic_cls = SERVED[ApiKey.METADATA].response[12].MetadataResponseTopic
+    served = _topic(topic_cls, answer.topics[0], live={1, 2}).partitions
+    assert [p.leader_id for p in served] == [2, -1, -1, -1]
+
+
+def test_what_the_coordinator_already_reported_is_left_as_it_is() -> None:
+    described = TopicDescription(
+        name="t", partitions=[_partition(0, 2, 1, 3)], replication_factor=2, config=TopicConfig()
+    )
+    metadata = Metadata(cluster_id="c", brokers=[], topics=[described])
+    assert with_own_leadership(metadata, 2, lambda t, p: (1, 9)) is metadata
