@@ -117,14 +117,17 @@ class Fetcher:
     # --- assignment ------------------------------------------------------------------------
 
     async def _supervise(self) -> None:
+        failures = 0
         while True:
             self._refresh.clear()
             try:
                 await self._update_assignment()
+                failures = 0
             except ConveyorError as exc:
+                failures += 1
                 log.warning("consumer metadata refresh failed: %s", exc)
             missing = any(self._metadata.cache.is_missing(t) for t in self.topics)
-            interval_ms = MISSING_TOPIC_RETRY_MS if missing else self._settings.metadata_max_age_ms
+            interval_ms = refresh_interval_ms(self._settings, failures, missing, random.random())
             await asyncio.sleep(self._settings.retry_backoff_ms / 1000)  # bounds the rate
             await wait_event(self._refresh, interval_ms / 1000)
 
@@ -307,6 +310,28 @@ class Fetcher:
 
     async def close_transport(self) -> None:
         """Close the fetcher's own connections to the brokers (the wire's)."""
+
+
+def refresh_interval_ms(settings: FetchSettings, failures: int, missing: bool, draw: float) -> int:
+    """How long the supervisor waits before its next metadata refresh (pure): after
+    ``failures`` failed refreshes in a row, the retry backoff; while a subscribed topic is
+    missing, ``MISSING_TOPIC_RETRY_MS``; else ``metadata_max_age_ms``. A failed refresh
+    must not wait the full age: before the first assignment no partition task exists to
+    ask for another, and a consumer that started while the coordinator named no broker's
+    Kafka listener yet (just after a takeover) read nothing for 30 s (docs/testing.md).
+
+    >>> s = FetchSettings("earliest", 1, 1, 1, 30_000, 100, 1_000)
+    >>> [refresh_interval_ms(s, f, False, 0.5) for f in (0, 1, 2, 9)]
+    [30000, 100, 200, 1000]
+    """
+    if failures > 0:
+        return backoff_ms(
+            failures - 1,
+            base_ms=settings.retry_backoff_ms,
+            max_ms=settings.retry_backoff_max_ms,
+            draw=draw,
+        )
+    return MISSING_TOPIC_RETRY_MS if missing else settings.metadata_max_age_ms
 
 
 def _unexpected(tp: TopicPartition, error: Exception) -> ConveyorError:
