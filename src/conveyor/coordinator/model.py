@@ -49,7 +49,7 @@ class Broker:
     capacity: int = 1  # recorded for weighted placement later; placement ignores it today
     decommissioning: bool = False  # being drained: its replicas move to other brokers
     incarnation: str = ""  # the broker process's id from its heartbeats (stored: see state.py)
-    kafka_address: str = ""  # soft: its Kafka listener's advertised HOST:PORT ("" none)
+    kafka_address: str = ""  # its Kafka listener's advertised HOST:PORT ("" none; stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +195,6 @@ class BrokerSeen:
     now_ms: int
     reports: tuple[PartitionReport, ...] | None = None
     incarnation: str | None = None
-    kafka_address: str | None = None  # None: unchanged; "": the broker has no Kafka listener
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,12 +418,10 @@ def _apply_seen(
     known = brokers.get(record.broker_id)
     if known is None:
         raise _bug(f"heartbeat record for unregistered broker {record.broker_id}")
-    kafka_address = record.kafka_address
     brokers[record.broker_id] = replace(
         known,
         last_heartbeat_ms=record.now_ms,
         incarnation=record.incarnation or known.incarnation,
-        kafka_address=known.kafka_address if kafka_address is None else kafka_address,
     )
     if record.reports is not None and reports is not None:
         reports[record.broker_id] = {(r.topic, r.partition): r for r in record.reports}

@@ -13,8 +13,10 @@ so a later version may add fields with defaults). As in the SQLite store, a topi
 ``config`` keeps every field, defaults included (a later version with other defaults must
 not change existing topics), and soft state (``BrokerSeen``) is never written.
 ``Broker.incarnation`` is (a restarted coordinator must tell a broker that restarted
-meanwhile); entries from before it have ``""``, "unknown". Likewise an ``offset``'s
-``leader_epoch`` (Kafka's committed leader epoch): -1, "none", in entries from before it.
+meanwhile), and so is ``Broker.kafka_address`` (a coordinator that took over names the
+brokers' Kafka listeners at once); entries from before them have ``""``, "unknown".
+Likewise an ``offset``'s ``leader_epoch`` (Kafka's committed leader epoch): -1, "none", in
+entries from before it.
 """
 
 from __future__ import annotations

@@ -142,24 +142,26 @@ def handle_heartbeat(
     # the incarnation is durable (as KRaft's broker registration): a coordinator that
     # restarted, or took over, must still tell a broker that restarted meanwhile
     incarnation = heartbeat.incarnation or (known.incarnation if known is not None else "")
+    # the Kafka listener is durable too (as KRaft's registration keeps listeners): a
+    # coordinator that took over must name it to Kafka clients before the next heartbeat
+    kafka_address = heartbeat.kafka_address or ""
     if (
         known is None
         or not known.alive
         or known.url != heartbeat.url
         or known.capacity != capacity
         or known.incarnation != incarnation
+        or known.kafka_address != kafka_address
     ):
         draining = known is not None and known.decommissioning
-        broker = Broker(broker_id, heartbeat.url, True, now_ms, capacity, draining, incarnation)
+        broker = Broker(
+            broker_id, heartbeat.url, True, now_ms, capacity, draining, incarnation, kafka_address
+        )
         records.append(BrokerRecord(broker))
         decisions.append(_registration_reason(known, broker, now_ms))
     # reports of partitions that no longer exist are dropped: the broker deletes them soon
     reports = tuple(r for r in heartbeat.partitions if (r.topic, r.partition) in state.partitions)
-    records.append(
-        BrokerSeen(
-            broker_id, now_ms, reports, heartbeat.incarnation or None, heartbeat.kafka_address or ""
-        )
-    )
+    records.append(BrokerSeen(broker_id, now_ms, reports, heartbeat.incarnation or None))
     if known is not None and known.alive and _restarted(known.incarnation, heartbeat.incarnation):
         records, decisions = _on_restart(state, broker_id, records, decisions)
     records, decisions = _on_failed_logs(state, broker_id, reports, records, decisions)
@@ -242,6 +244,11 @@ def _registration_reason(known: Broker | None, broker: Broker, now_ms: int) -> s
         return f"broker {broker_id} changed its url from {known.url} to {url}"
     if known.capacity != capacity:
         return f"broker {broker_id} changed its capacity from {known.capacity} to {capacity}"
+    if known.kafka_address != broker.kafka_address:
+        return (
+            f"broker {broker_id} changed its Kafka listener from "
+            f"{known.kafka_address or 'none'} to {broker.kafka_address or 'none'}"
+        )
     return (
         f"broker {broker_id} is a new incarnation {broker.incarnation} "
         f"(was {known.incarnation or 'unknown'})"

@@ -5,14 +5,14 @@ one transaction (WAL mode, ``synchronous=FULL``: committed means fsynced), and o
 reads the tables back as the same records, which ``model.apply`` replays. It makes no
 decisions. Not thread-safe: the service calls it from a single worker thread.
 
-Schema (version 6, in ``PRAGMA user_version``; older files are migrated in place on open:
+Schema (version 7, in ``PRAGMA user_version``; older files are migrated in place on open:
 1 -> 2 adds ``partitions.partition_epoch`` and the ``producers`` table, 2 -> 3 the
 ``share_groups`` table, 3 -> 4 the ``transactions`` table, 4 -> 5 ``brokers.incarnation``,
-5 -> 6 ``committed_offsets.leader_epoch``)::
+5 -> 6 ``committed_offsets.leader_epoch``, 6 -> 7 ``brokers.kafka_address``)::
 
     meta(key TEXT PK, value TEXT)                     cluster_id (a uuid4, made once)
     brokers(broker_id INTEGER PK, url, alive, last_heartbeat_ms, capacity, decommissioning,
-        incarnation)                                  '' before schema 5: unknown
+        incarnation, kafka_address)                   '' before schema 5 / 7: unknown
     topics(name TEXT PK, partitions, replication_factor, config JSON, created_ms)
     partitions(topic, partition, replicas JSON, leader NULL, leader_epoch, isr JSON,
         partition_epoch, removing JSON)  PK (topic, partition)
@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 
 DB_FILE: Final = "coordinator.db"
 LOCK_FILE: Final = "coordinator.lock"
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 _SCHEMA: Final = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 CREATE TABLE brokers (
@@ -80,7 +80,8 @@ CREATE TABLE brokers (
     last_heartbeat_ms INTEGER NOT NULL,
     capacity INTEGER NOT NULL,
     decommissioning INTEGER NOT NULL DEFAULT 0,
-    incarnation TEXT NOT NULL DEFAULT ''
+    incarnation TEXT NOT NULL DEFAULT '',
+    kafka_address TEXT NOT NULL DEFAULT ''
 ) STRICT;
 CREATE TABLE topics (
     name TEXT PRIMARY KEY,
@@ -153,12 +154,17 @@ _MIGRATE_5_TO_6: Final = (
     "ALTER TABLE committed_offsets ADD COLUMN leader_epoch INTEGER NOT NULL DEFAULT -1",
 )
 
+# version 6 -> 7: the broker's Kafka listener is durable, so that a coordinator that took
+# over names it to Kafka clients at once, not only after the broker's next heartbeat
+_MIGRATE_6_TO_7: Final = ("ALTER TABLE brokers ADD COLUMN kafka_address TEXT NOT NULL DEFAULT ''",)
+
 _MIGRATIONS: Final = {
     1: _MIGRATE_1_TO_2,
     2: _MIGRATE_2_TO_3,
     3: _MIGRATE_3_TO_4,
     4: _MIGRATE_4_TO_5,
     5: _MIGRATE_5_TO_6,
+    6: _MIGRATE_6_TO_7,
 }
 
 _ids = msgspec.json.Encoder()
@@ -296,11 +302,14 @@ class CoordinatorStore:
         db = self._db
         for row in db.execute(
             "SELECT broker_id, url, alive, last_heartbeat_ms, capacity, decommissioning, "
-            "incarnation FROM brokers"
+            "incarnation, kafka_address FROM brokers"
         ):
-            yield BrokerRecord(
-                Broker(BrokerId(row[0]), row[1], bool(row[2]), row[3], row[4], bool(row[5]), row[6])
-            )
+            broker_id, url, alive, heartbeat_ms, capacity, draining, incarnation, kafka = row
+            broker = Broker(
+                BrokerId(broker_id), url, bool(alive), heartbeat_ms, capacity, bool(draining),
+                incarnation, kafka,
+            )  # fmt: skip
+            yield BrokerRecord(broker)
         for row in db.execute(
             "SELECT name, partitions, replication_factor, config, created_ms FROM topics"
         ):
@@ -364,7 +373,7 @@ def _write_record(db: sqlite3.Connection, record: Record) -> None:
             db.execute(
                 "INSERT OR REPLACE INTO brokers "
                 "(broker_id, url, alive, last_heartbeat_ms, capacity, decommissioning, "
-                "incarnation) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "incarnation, kafka_address) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     b.broker_id,
                     b.url,
@@ -373,6 +382,7 @@ def _write_record(db: sqlite3.Connection, record: Record) -> None:
                     b.capacity,
                     int(b.decommissioning),
                     b.incarnation,
+                    b.kafka_address,
                 ),
             )
         case TopicRecord(topic=t):

@@ -58,6 +58,7 @@ _ADDED_IN_VERSION = {
     4: ("DROP TABLE transactions",),
     5: ("ALTER TABLE brokers DROP COLUMN incarnation",),
     6: ("ALTER TABLE committed_offsets DROP COLUMN leader_epoch",),
+    7: ("ALTER TABLE brokers DROP COLUMN kafka_address",),
 }
 
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from conveyor.coordinator import state as core
 from conveyor.coordinator.model import (
+    BrokerRecord,
     BrokerSeen,
     GroupRemoved,
     OffsetRecord,
@@ -23,6 +24,7 @@ from conveyor.coordinator.records_codec import (
 )
 from conveyor.protocol.errors import ErrorCode, FatalError
 from conveyor.protocol.messages import (
+    BrokerHeartbeat,
     BrokerId,
     CreateTopicRequest,
     OffsetCommitRequest,
@@ -75,6 +77,16 @@ def test_group_and_offset_removals_round_trip_and_replay() -> None:
     assert decode_records(encode_records(records)) == records
     assert not apply(state, records[:1]).offsets
     assert core.delete_offsets(state, "g", [("t", 1), ("t", 2)]).records == (records[0],)
+
+
+def test_a_brokers_kafka_listener_round_trips() -> None:
+    """The etcd store's log keeps the broker registration's Kafka address (issue 15)."""
+    beat = BrokerHeartbeat(
+        broker_id=BrokerId(4), url="http://127.0.0.1:9004", kafka_address="127.0.0.1:19004"
+    )
+    records = core.handle_heartbeat(sample_state(), beat, 9, 300).durable_records
+    (decoded,) = [r for r in decode_records(encode_records(records)) if isinstance(r, BrokerRecord)]
+    assert decoded.broker.kafka_address == "127.0.0.1:19004"
 
 
 def test_soft_records_are_not_written() -> None:

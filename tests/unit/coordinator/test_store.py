@@ -253,3 +253,46 @@ def test_a_version_5_database_gains_the_committed_leader_epoch(tmp_path: Path) -
         assert reopened.load().offsets[("g", "orders", 3)].leader_epoch == 7
     finally:
         reopened.close()
+
+
+def test_a_brokers_kafka_listener_is_stored_with_its_registration(tmp_path: Path) -> None:
+    """Issue 15: the Kafka address was soft (heartbeat-only), so a coordinator that took
+    over named every broker without one until its next heartbeat, and Kafka clients that
+    bootstrapped from the coordinator then found no broker to ask."""
+    with_listener = BrokerHeartbeat(
+        broker_id=BrokerId(1), url="http://127.0.0.1:9001", kafka_address="127.0.0.1:19001"
+    )
+    moved = BrokerHeartbeat(
+        broker_id=BrokerId(1), url="http://127.0.0.1:9001", kafka_address="127.0.0.1:29001"
+    )
+    store = CoordinatorStore.open(tmp_path)
+    try:
+        registered = core.handle_heartbeat(store.load(), with_listener, 1, INTERVAL_MS)
+        store.write(registered.durable_records)
+        # the same listener again is no new registration: nothing durable
+        again = core.handle_heartbeat(registered.state, with_listener, 2, INTERVAL_MS)
+        assert not again.durable_records
+        changed = core.handle_heartbeat(again.state, moved, 3, INTERVAL_MS)
+        assert changed.decisions == (
+            "broker 1 changed its Kafka listener from 127.0.0.1:19001 to 127.0.0.1:29001",
+        )
+        store.write(changed.durable_records)
+    finally:
+        store.close()
+    reopened = CoordinatorStore.open(tmp_path)
+    try:
+        assert reopened.load().brokers[BrokerId(1)].kafka_address == "127.0.0.1:29001"
+    finally:
+        reopened.close()
+
+
+def test_a_version_6_database_gains_the_kafka_address_column(tmp_path: Path) -> None:
+    store = CoordinatorStore.open(tmp_path)
+    store.write(core.handle_heartbeat(store.load(), beat(1, "x"), 1, INTERVAL_MS).durable_records)
+    store.close()
+    downgrade(tmp_path, 6)
+    migrated = CoordinatorStore.open(tmp_path)
+    try:
+        assert migrated.load().brokers[BrokerId(1)].kafka_address == ""  # unknown till it beats
+    finally:
+        migrated.close()
