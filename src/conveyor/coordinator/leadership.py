@@ -27,8 +27,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -54,10 +56,34 @@ log = logging.getLogger(__name__)
 RETRY_MS: Final = 250  # after etcd failed us: campaign again this soon
 WATCH_RECHECK_S: Final = 5.0  # a watch that saw nothing is restarted from a fresh read
 KEEPALIVE_POLL_MS: Final = 50  # the renewal thread notices that leading stopped this soon
+RENEWAL_END_S: Final = 2.0  # after stepping down, wait this long for it before saying so
+EXPIRED: Final = "its lease may have expired (own clock): stepping down"
 
 
 def monotonic_ms() -> int:
     return time.monotonic_ns() // 1_000_000
+
+
+class _Term:
+    """One term as active coordinator: the lease its renewal thread keeps extending (a
+    reference the service's loop reads), the event that stops that thread, and the future
+    its verdict arrives on. A new term gets a new one, so a thread that outlives its term
+    changes nothing but this object."""
+
+    def __init__(self, lease: rules.Lease) -> None:
+        self.lease = lease
+        self.stop = threading.Event()
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+
+def _settle(future: asyncio.Future[str], reason: str) -> None:
+    if not future.done():
+        future.set_result(reason)
+
+
+def _stack_of(thread: threading.Thread) -> str:
+    frame = sys._current_frames().get(thread.ident or 0)
+    return "".join(traceback.format_stack(frame)) if frame is not None else "(ended)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +108,7 @@ class Leadership:
         self.settings = settings
         self.layout = EtcdLayout(settings.prefix)
         self._clock_ms = clock_ms
-        self._lease: rules.Lease | None = None
+        self._term: _Term | None = None  # while active
         self._lost = asyncio.Event()  # set by a failed store write (on the service's loop)
         self._lost_reason = ""
         self._seen_revision = 0  # the election key's last known revision, for the watch
@@ -107,7 +133,8 @@ class Leadership:
         )
 
     def may_act(self) -> bool:
-        return rules.may_act(self._lease, self._clock_ms())
+        term = self._term
+        return term is not None and rules.may_act(term.lease, self._clock_ms())
 
     async def run(self) -> None:
         """Campaign, lead, stand by, forever (until cancelled)."""
@@ -173,7 +200,8 @@ class Leadership:
     # ---- active --------------------------------------------------------------------------
 
     async def _lead(self, lease: rules.Lease, epoch: int) -> None:
-        self._lease = lease
+        term = _Term(lease)
+        self._term = term
         self._lost.clear()
         reason = "stopped"
         # logged before anything is decided: the moment this epoch may start acting
@@ -186,8 +214,7 @@ class Leadership:
         )
         # renewals start now (loading a big state must not let the lease lapse), on a
         # thread of their own: see _renew_until_lost
-        stop = threading.Event()
-        keeper = asyncio.ensure_future(asyncio.to_thread(self._renew_on_own_loop, stop))
+        renewal = self._start_renewal(term, epoch)
         try:
             store = await EtcdMetadataStore.open(self.client, self.layout, epoch)
             self.service.active_url = self.settings.advertised_url
@@ -196,17 +223,17 @@ class Leadership:
             await self.service.activate(
                 store, epoch, lease_valid=self.may_act, on_store_failure=self._store_failed
             )
-            reason = await self._until_lost(keeper)
+            reason = await self._until_lost(term)
         except StoreFencedError as exc:
             reason = f"fenced: {exc.message}"
             self.service.active_url = exc.details.get("active_url")
         except (EtcdUnavailableError, EtcdRequestError) as exc:
             reason = f"etcd failed: {exc.message}"
         finally:
-            stop.set()  # the renewal thread ends within KEEPALIVE_POLL_MS
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(keeper)
-            held, self._lease = self._lease, None
+            # fenced first, waiting for nothing: from here may_act is false whatever the
+            # renewal thread does (it renews this term's lease, no longer the current one)
+            term.stop.set()
+            self._term = None
             if self.service.active:
                 await self.service.deactivate(reason)
             else:
@@ -218,41 +245,90 @@ class Leadership:
                 )
             if self.service.active_url == self.settings.advertised_url:
                 self.service.active_url = None
-            if held is not None:
-                await self._revoke(held.lease_id)
+            await self._await_renewal(renewal, term, epoch)
+            await self._revoke(term.lease.lease_id)
 
-    async def _until_lost(self, keeper: asyncio.Future[str]) -> str:
-        """Why this coordinator stops leading: its lease (``keeper``) or a store write."""
+    async def _until_lost(self, term: _Term) -> str:
+        """Why this coordinator stops leading: its lease by this loop's own clock, the
+        renewal thread's verdict (etcd says the lease is gone), or a failed store write.
+
+        The own-clock check runs here, on the service's loop, and needs nothing to
+        return: a renewal thread stuck in I/O (a keep-alive or a connection close hung
+        while cut from etcd) once kept a coordinator active long after its lease may have
+        expired, since only that thread's return made it step down (issue 15)."""
         lost = asyncio.ensure_future(self._lost.wait())
-        watched: set[asyncio.Future[Any]] = {keeper, lost}
+        expired = asyncio.ensure_future(self._until_expired(term))
+        watched: set[asyncio.Future[Any]] = {term.ended, lost, expired}
         try:
-            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finally:
             lost.cancel()
-        return keeper.result() if keeper.done() else self._lost_reason
+            expired.cancel()
+        if lost in done:
+            return self._lost_reason
+        if term.ended in done:
+            return term.ended.result()
+        return EXPIRED
 
-    def _renew_on_own_loop(self, stop: threading.Event) -> str:
-        return asyncio.run(self._renew_until_lost(stop))
+    async def _until_expired(self, term: _Term) -> None:
+        while True:
+            left_ms = rules.step_down_in_ms(term.lease, self._clock_ms())
+            if left_ms == 0:
+                return
+            await asyncio.sleep(left_ms / 1000)  # renewed meanwhile: it sleeps again
 
-    async def _renew_until_lost(self, stop: threading.Event) -> str:
-        """Renew the lease until it is lost (the reason) or ``stop`` is set.
+    def _start_renewal(self, term: _Term, epoch: int) -> threading.Thread:
+        """A thread of its own (not the loop's default executor, which threads stuck in
+        I/O could fill): its answer arrives on ``term.ended``."""
+        loop = asyncio.get_running_loop()
+
+        def run() -> None:
+            try:
+                reason = asyncio.run(self._renew_until_lost(term))
+            except BaseException as exc:  # reported to the loop, which steps down
+                reason = f"the lease renewal failed: {exc!r}"
+            with contextlib.suppress(RuntimeError):  # the loop closed first: nobody waits
+                loop.call_soon_threadsafe(_settle, term.ended, reason)
+
+        thread = threading.Thread(target=run, name=f"lease-renewal-{epoch}", daemon=True)
+        thread.start()
+        return thread
+
+    async def _await_renewal(self, thread: threading.Thread, term: _Term, epoch: int) -> None:
+        """Give the renewal thread a moment to end (it notices ``stop`` within
+        KEEPALIVE_POLL_MS, or when its request times out); if it does not, say where it
+        is stuck, and go on without it: it can change nothing any more."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RENEWAL_END_S):
+                await asyncio.shield(term.ended)
+        if not term.ended.done():
+            log.warning(
+                "coordinator epoch %d: the lease renewal thread has not ended %.1f s after "
+                "stepping down; its stack:\n%s",
+                epoch,
+                RENEWAL_END_S,
+                _stack_of(thread),
+            )
+
+    async def _renew_until_lost(self, term: _Term) -> str:
+        """Renew the term's lease until it is lost (the reason) or ``term.stop`` is set.
 
         Runs on a thread and an event loop of its own, with its own etcd connections: on
         the service's loop a renewal waited behind every request already received, and a
         coordinator under a commit flood on a starved host missed its renewals and stepped
         down for nothing (scripts/bench_ha.py, docs/benchmarks.md). The GIL hands this
-        thread a turn within the switch interval (5 ms) however busy the service is. The
-        lease it renews is one reference both threads read (``may_act``) and only this
-        one replaces while leading."""
+        thread a turn within the switch interval (5 ms) however busy the service is. Only
+        this thread replaces ``term.lease``; the service's loop reads it (``may_act``) and
+        steps down by its own clock without waiting for this thread (``_until_lost``)."""
         settings = self.settings.lease
         client = EtcdClient(self.settings.etcd)
         last_sent_ms = self._clock_ms()
         try:
-            while not stop.is_set():
-                lease = self._lease
+            while not term.stop.is_set():
+                lease = term.lease
                 now_ms = self._clock_ms()
-                if lease is None or not rules.may_act(lease, now_ms):
-                    return "its lease may have expired (own clock): stepping down"
+                if not rules.may_act(lease, now_ms):
+                    return EXPIRED
                 renew_ms = rules.next_renewal_ms(settings, last_sent_ms)
                 if now_ms < renew_ms:
                     wait_ms = min(renew_ms, lease.valid_until_ms) - now_ms
@@ -267,9 +343,10 @@ class Leadership:
                 except (EtcdUnavailableError, EtcdRequestError) as exc:
                     log.warning("coordinator lease keep-alive failed: %s", exc)
                     continue
-                self._lease = rules.renewed(settings, lease, last_sent_ms, ttl_s)
-                if self._lease is None:
+                renewed = rules.renewed(settings, lease, last_sent_ms, ttl_s)
+                if renewed is None:
                     return "etcd says its lease is gone"
+                term.lease = renewed
             return "stopped"
         finally:
             await client.close()

@@ -92,6 +92,17 @@ def may_act(lease: Lease | None, now_ms: int) -> bool:
     return lease is not None and now_ms < lease.valid_until_ms
 
 
+def step_down_in_ms(lease: Lease | None, now_ms: int) -> int:
+    """How long an active coordinator may go on acting before it must step down by its own
+    clock: 0 means now. The service loop sleeps this long and asks again, so stepping
+    down depends on no renewal, thread or I/O returning (a keep-alive hung in a partition
+    from etcd, issue 15), only on this clock. With the worked example's lease (valid until
+    11_500): 1_500 at 10_000, 0 at 11_500 and after."""
+    if lease is None:
+        return 0
+    return max(0, lease.valid_until_ms - now_ms)
+
+
 def keepalive_timeout_ms(settings: LeaseSettings, lease: Lease, now_ms: int) -> int:
     """How long to wait for a keep-alive's answer: never past the lease's validity (an
     answer after it changes nothing) nor past the next renewal."""

@@ -85,3 +85,21 @@ def test_the_keepalive_waits_no_longer_than_the_validity_left() -> None:
     assert rules.keepalive_timeout_ms(TWO_S, lease, now_ms=900) == 100
     assert rules.keepalive_timeout_ms(TWO_S, lease, now_ms=0) == 666
     assert rules.keepalive_timeout_ms(TWO_S, lease, now_ms=5_000) == 1
+
+
+def test_the_step_down_is_due_at_the_validity_whatever_the_renewals_do() -> None:
+    """The service loop's own decision (issue 15): it needs only the lease and its clock."""
+    lease = rules.granted(TWO_S, lease_id=1, sent_ms=10_000)  # valid until 11_500
+    assert rules.step_down_in_ms(lease, 10_000) == 1_500
+    assert rules.step_down_in_ms(lease, 11_499) == 1
+    assert rules.step_down_in_ms(lease, 11_500) == 0
+    assert rules.step_down_in_ms(lease, 99_999) == 0
+    assert rules.step_down_in_ms(None, 10_000) == 0  # no lease: not active
+
+
+@given(st.integers(0, 10**9), st.integers(0, 10**9))
+def test_a_step_down_is_due_exactly_when_the_coordinator_may_no_longer_act(
+    valid_until_ms: int, now_ms: int
+) -> None:
+    lease = Lease(1, valid_until_ms)
+    assert (rules.step_down_in_ms(lease, now_ms) == 0) == (not rules.may_act(lease, now_ms))
