@@ -392,7 +392,7 @@ class EtcdClient:
 
     async def status(self, endpoint: str, *, timeout_ms: int = 1000) -> StatusResponse:
         """One member's status (its view of the leader, raft index, db size)."""
-        data = await self._post_to(endpoint, "/v3/maintenance/status", {}, timeout_ms)
+        data = await self._post_to(endpoint, "/v3/maintenance/status", {}, timeout_ms / 1000)
         return msgspec.json.decode(data, type=StatusResponse, strict=False)
 
     # ---- plumbing ------------------------------------------------------------------------
@@ -427,17 +427,17 @@ class EtcdClient:
         """POST to the current member; on to the next one while nothing can have been
         applied (connection refused, or any failure of an idempotent request), at most one
         round over the members, within one overall deadline."""
-        deadline = asyncio.get_running_loop().time() + self._timeout_s(timeout_ms)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s(timeout_ms)
         last: Exception | None = None
         for _ in range(len(self.settings.endpoints)):
-            left_s = deadline - asyncio.get_running_loop().time()
-            if left_s <= 0:
+            if deadline <= loop.time():
                 break
             endpoint = self.endpoint
             try:
                 if self._token is None and self.settings.username:
-                    await self._authenticate(endpoint, left_s)
-                return await self._post_to(endpoint, path, body, int(left_s * 1000))
+                    await self._authenticate(endpoint, deadline - loop.time())
+                return await self._post_to(endpoint, path, body, deadline - loop.time())
             except _UnsentError as exc:
                 last = exc.cause
             except EtcdUnavailableError as exc:
@@ -453,10 +453,17 @@ class EtcdClient:
         raise EtcdUnavailableError(f"no etcd member answered {path} in time: {last}")
 
     async def _post_to(
-        self, endpoint: str, path: str, body: dict[str, Any], timeout_ms: int
+        self, endpoint: str, path: str, body: dict[str, Any], timeout_s: float
     ) -> bytes:
+        """One POST, bounded by ``timeout_s``. Never with a timeout of zero or less: aiohttp
+        reads ``total=0`` as *no* timeout, and a retry on the next member once got the
+        sub-millisecond rest of a deadline, truncated to 0 ms, and waited forever on a
+        member cut off by a partition (issue 15: the renewal thread of a coordinator cut
+        from etcd hung in it)."""
+        if timeout_s <= 0:
+            raise EtcdUnavailableError(f"etcd member {endpoint} {path}: no time left")
         session = self._session_for_loop()
-        timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
         try:
             async with session.post(
                 endpoint + path, data=json.dumps(body), headers=self._headers(), timeout=timeout
@@ -479,7 +486,7 @@ class EtcdClient:
 
     async def _authenticate(self, endpoint: str, left_s: float) -> None:
         body = {"name": self.settings.username, "password": self.settings.password or ""}
-        data = await self._post_to(endpoint, "/v3/auth/authenticate", body, int(left_s * 1000))
+        data = await self._post_to(endpoint, "/v3/auth/authenticate", body, left_s)
         token = msgspec.json.decode(data).get("token")
         if not token:
             raise EtcdRequestError("etcd authentication returned no token")
