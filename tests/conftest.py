@@ -8,6 +8,12 @@ after the other on a single worker while the others go on in parallel:
   addresses 127.0.0.10 and up, docs/reliability.md);
 - ``containers``: the podman image builds and the compose deployment (tests/deploy).
 
+These two groups are also the longest (4-6 minutes each, one test at a time), so they are
+collected first (``pytest_collection_modifyitems``) and start at once on two workers while
+the others share the rest; the many short unit modules, collected last, fill the end of
+the run. ``make test`` runs every suite in one session beside the HTTPS pass
+(docs/testing.md, "Budget").
+
 Everything else takes free ports and its own temporary directories, and runs by module:
 a module's tests share its module-scoped fixtures (one cluster per module, not one per
 worker) and some build on what an earlier test of their module left (a topic), so each
@@ -34,7 +40,7 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("conveyor", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("conveyor")
 
-_GROUPS: Final = {"chaos": "nftables", "deploy": "containers"}
+_GROUPS: Final = {"deploy": "containers", "chaos": "nftables"}
 
 
 def xdist_group(nodeid: str) -> str:
@@ -44,6 +50,18 @@ def xdist_group(nodeid: str) -> str:
     parts = module.split("/")
     top = parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
     return _GROUPS.get(top) or module
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The machine-wide groups first, in their order in ``_GROUPS``; everything else keeps
+    its collection order (a stable sort: a module's tests stay together and in order)."""
+    first = list(_GROUPS.values())
+
+    def rank(item: pytest.Item) -> int:
+        group = xdist_group(item.nodeid)
+        return first.index(group) if group in first else len(first)
+
+    items.sort(key=rank)
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
