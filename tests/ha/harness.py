@@ -83,7 +83,9 @@ class HaCluster:
         for broker_id in range(1, self.broker_count + 1):
             self.start_broker(broker_id)
         for broker in self.brokers.values():
-            broker.wait_ready(30)
+            # the 60 s every test cluster gets to start (tests/integration/cluster.py): a
+            # broker's start took over 30 s with make test's two sessions on a loaded host
+            broker.wait_ready()
         return self
 
     def start_broker(self, broker_id: int) -> Service:

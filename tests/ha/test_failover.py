@@ -206,7 +206,7 @@ def test_a_full_restart_recovers_everything_from_etcd(ha: HaCluster) -> None:
     # 20-30 s (the deadline is for starting, no takeover is measured here)
     ha.wait_active(60)
     for broker in ha.brokers.values():
-        broker.wait_ready(30)
+        broker.wait_ready(60)
     with conveyor.Admin(ha.urls) as admin:
         assert "kept" in {t.name for t in admin.list_topics()}
     offsets = httpx.get(ha.coordinators[ha.wait_active()].url + "/v1/groups/reader/offsets")
