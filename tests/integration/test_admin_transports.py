@@ -1,7 +1,9 @@
-"""``Admin`` and ``AsyncAdmin`` over both transports against real processes: each
-operation that exists on both gives the same result types and the same typed errors;
+"""``Admin`` and ``AsyncAdmin`` over every transport against real processes: each
+operation that exists on all gives the same result types and the same typed errors;
 over Kafka (``bootstrap_servers=`` alone: nothing but the brokers' Kafka listeners) an
-operation with no Kafka API raises ``CoordinatorRequiredError`` before sending anything.
+operation with no Kafka API raises ``CoordinatorRequiredError`` before sending anything;
+the default given only the coordinator's URL ("routed") reads over the brokers' Kafka
+listeners and sends changes to the coordinator, as the brokers' request counts show.
 One module-scoped 2-broker cluster; every test uses topics and groups of its own."""
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ import asyncio
 import gc
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -25,7 +30,7 @@ from tests.integration.cluster import Cluster, free_port
 from tests.integration.test_kafka_transport import kafka_tls
 from tests.waiting import wait_for
 
-TRANSPORTS = ["http", "kafka"]
+TRANSPORTS = ["http", "kafka", "routed"]
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +43,26 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def admin(cluster: Cluster, transport: str) -> conveyor.Admin:
-    """Over Kafka with the Kafka listeners alone (no coordinator URL at all)."""
+    """Over Kafka with the Kafka listeners alone (no coordinator URL at all); "http":
+    every call to the coordinator; "routed": the default given the coordinator's URL."""
     if transport == "kafka":
         return conveyor.Admin(bootstrap_servers=cluster.bootstrap, tls=kafka_tls(cluster))
+    if transport == "http":
+        return conveyor.Admin(cluster.url, transport="http")
     return conveyor.Admin(cluster.url)
+
+
+def kafka_requests(cluster: Cluster) -> Counter[str]:
+    """The Kafka requests every broker's listener decoded so far, by API."""
+    counts: Counter[str] = Counter()
+    for broker in cluster.brokers.values():
+        with urllib.request.urlopen(f"{broker.url}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        for match in re.finditer(
+            r'^conveyor_broker_kafka_requests_total\{api="(\w+)"\} (\S+)$', text, re.M
+        ):
+            counts[match[1]] += int(float(match[2]))
+    return counts
 
 
 def code_of(call: object) -> ErrorCode:
@@ -185,8 +206,8 @@ def test_kafka_transport_refuses_what_needs_the_coordinator(cluster: Cluster) ->
             a.decommission_broker(2)
         assert isinstance(raised.value, InvalidRequestError)
         assert "coordinator" in raised.value.message
-    with conveyor.Admin(cluster.url) as http:  # nothing was started
-        assert http.decommission_status(2).done is False
+    with conveyor.Admin(cluster.url) as default:  # the coordinator's, by default
+        assert default.decommission_status(2).done is False
 
 
 def test_async_admin_over_kafka(cluster: Cluster) -> None:
@@ -281,3 +302,37 @@ def test_an_admin_never_closed_closes_its_connections_and_thread(cluster: Cluste
     assert conveyor.Admin(cluster.url).list_topics() is not None
     gc.collect()
     wait_for(lambda: admin_threads() <= before, 10, "the collected Admin's loop thread to end")
+
+
+def test_the_default_admin_reads_over_kafka_and_changes_at_the_coordinator(
+    cluster: Cluster,
+) -> None:
+    """``Admin(url)``: reads go to the brokers' Kafka listeners (Metadata, ListOffsets,
+    DescribeGroups, OffsetFetch), changes to the coordinator (no CreateTopics, no
+    OffsetCommit); a topic it created is answered once every leader serves."""
+    name, group = "routed-reads", "routed-readers"
+    with conveyor.Admin(cluster.url) as a:
+        before = kafka_requests(cluster)
+        created = a.create_topic(name, partitions=2, replication_factor=2)
+        assert all(p.leader is not None for p in created.partitions)
+        a.reset_offsets(group, name, 0)
+        after_changes = kafka_requests(cluster)
+        assert after_changes["CREATE_TOPICS"] == before["CREATE_TOPICS"]
+        assert after_changes["OFFSET_COMMIT"] == before["OFFSET_COMMIT"]
+        described = a.describe_topic(name)
+        # the leaders' REST URLs, as over HTTP (Kafka's Metadata names Kafka addresses)
+        assert all(
+            p.leader is not None and p.leader_url == cluster.brokers[p.leader].url
+            for p in described.partitions
+        )
+        assert a.describe_group(group).lag == 0
+        assert name in {t.name for t in a.list_topics()}
+        reads = kafka_requests(cluster) - after_changes
+        for api in (
+            "METADATA",
+            "LIST_OFFSETS",
+            "DESCRIBE_CONFIGS",
+            "DESCRIBE_GROUPS",
+            "OFFSET_FETCH",
+        ):
+            assert reads[api] > 0, (api, reads)

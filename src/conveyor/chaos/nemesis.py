@@ -153,7 +153,9 @@ class Nemesis:
         return self.cluster.coordinator
 
     def _leader_of(self, partition: int) -> Service:
-        with conveyor.Admin(self.cluster.url) as admin:
+        # the coordinator's view (transport="http"): it names the leader it elected, and
+        # answers while the brokers a fault paused would hold a Kafka read for its timeout
+        with conveyor.Admin(self.cluster.url, transport="http") as admin:
             leader = admin.describe_topic(self.topic).partitions[partition].leader
         if leader is None:
             raise RuntimeError(f"partition {partition} has no leader to kill")

@@ -1,9 +1,12 @@
 """``Admin``: topics, the cluster and consumer groups (sync).
 
 The operations run on a private event loop thread over the transport the settings choose
-(``admin_transport.py``): the coordinator's HTTP API by default, the brokers' Kafka
-listeners with ``transport="kafka"`` or ``bootstrap_servers="host:port,..."``. One
-implementation of each operation per transport, shared with :class:`AsyncAdmin`.
+(``admin_transport.py``): by default reads over the brokers' Kafka listeners (found
+through the coordinator) and changes at the coordinator (``admin_routed.py``); every call
+Kafka carries over the brokers' listeners with ``transport="kafka"`` or
+``bootstrap_servers="host:port,..."``; every call at the coordinator with
+``transport="http"``. One implementation of each operation per transport, shared with
+:class:`AsyncAdmin`.
 """
 
 from __future__ import annotations

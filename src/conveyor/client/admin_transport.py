@@ -1,6 +1,8 @@
 """What ``Admin`` and ``AsyncAdmin`` need of a transport: one narrow interface, two
 implementations (``admin_http.py``: the coordinator's HTTP API; ``kafka_admin.py``: the
-brokers' Kafka listeners), the same result types on both (docs/client.md, "Admin").
+brokers' Kafka listeners) and their combination, the default given a coordinator URL
+(``admin_routed.py``: reads over Kafka, changes at the coordinator), the same result types
+on all (docs/client.md, "Admin").
 
 An operation no Kafka API carries raises :class:`CoordinatorRequiredError` on the Kafka
 transport rather than falling back to HTTP behind the caller's back: a caller who gave
@@ -74,14 +76,19 @@ def admin_transport(  # noqa: PLR0917 -- the Admin's own settings
     """The transport an Admin's settings choose (``client_transport``: given, else the
     client settings), and what it talks to (for ``repr``)."""
     transport, servers = client_transport(transport, bootstrap_servers)
-    chosen = pick_transport(transport, servers)  # the coordinator's HTTP API by default
+    chosen = pick_transport(transport, servers)
     authorization = authorization_header(token, user, password)
-    if chosen == "kafka":
-        from conveyor.client.kafka_admin import KafkaAdmin
-
-        kafka = KafkaAdmin(url, servers, tls, timeout_s, authorization)
-        return kafka, kafka.target
     from conveyor.client.admin_http import HttpAdmin
 
-    http = HttpAdmin(url, tls, timeout_s, authorization)
-    return http, http.url
+    if chosen == "http":
+        http = HttpAdmin(url, tls, timeout_s, authorization)
+        return http, http.url
+    from conveyor.client.kafka_admin import KafkaAdmin
+
+    kafka = KafkaAdmin(url, servers, tls, timeout_s, authorization)
+    if chosen == "kafka":
+        return kafka, kafka.target
+    from conveyor.client.admin_routed import RoutedAdmin
+
+    routed = RoutedAdmin(HttpAdmin(url, tls, timeout_s, authorization), kafka)
+    return routed, routed.url

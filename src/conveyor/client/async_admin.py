@@ -1,8 +1,10 @@
 """``AsyncAdmin``: topics, the cluster and consumer groups from asyncio.
 
 The operations of :class:`Admin`, over the transport its settings choose
-(``admin_transport.py``: the coordinator's HTTP API, or the brokers' Kafka listeners with
-``transport="kafka"`` or ``bootstrap_servers=``); the results are the same types on both.
+(``admin_transport.py``: by default reads over the brokers' Kafka listeners and changes at
+the coordinator; the brokers' listeners alone with ``transport="kafka"`` or
+``bootstrap_servers=``; the coordinator alone with ``transport="http"``); the results are
+the same types on all.
 """
 
 from __future__ import annotations

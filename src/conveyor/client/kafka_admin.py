@@ -147,7 +147,7 @@ class KafkaAdmin:
         reply = await self._ask(ApiKey.CREATE_TOPICS, (2, 7), build)
         result = reply.topics[0]
         check(result.error_code, f"create topic {name!r}", result.error_message, topic=name)
-        return await self._settled(name, lambda d: all(p.leader is not None for p in d.partitions))
+        return await self.settled(name, lambda d: all(p.leader is not None for p in d.partitions))
 
     async def list_topics(self) -> list[TopicSummary]:
         return topic_summaries(await self._metadata_of(None))
@@ -195,7 +195,7 @@ class KafkaAdmin:
         }
         return topic_configs.from_described(dynamic)
 
-    async def _settled(
+    async def settled(
         self, name: str, ready: Callable[[TopicDescription], bool]
     ) -> TopicDescription:
         """The topic's description once ``ready`` (a broker learns a change of the
@@ -233,7 +233,7 @@ class KafkaAdmin:
         reply = await self._ask(ApiKey.CREATE_PARTITIONS, (0, 3), build)
         result = reply.results[0]
         check(result.error_code, f"add partitions to {name!r}", result.error_message, topic=name)
-        return await self._settled(name, lambda d: len(d.partitions) >= partitions)
+        return await self.settled(name, lambda d: len(d.partitions) >= partitions)
 
     async def alter_topic_config(
         self, name: str, values: dict[str, ConfigValue], reset: list[str]

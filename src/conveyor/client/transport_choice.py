@@ -6,8 +6,8 @@ the CLI's ``produce``/``consume`` send metadata, produce, fetch, list offsets, g
 membership and commits only over Kafka. ``transport=`` is still accepted so that code
 written for the two-transport client keeps working when it says ``"kafka"``; the old
 ``"http"`` fails at construction with :class:`KafkaOnlyError`, which names what to use
-instead. ``Admin`` alone still offers ``"http"``: its control-plane calls (decommission,
-users and ACLs) are the coordinator's (``admin_transport.py``).
+instead. ``Admin`` alone still offers ``"http"``: by default it reads over the brokers'
+Kafka listeners and sends changes to the coordinator (``admin_routed.py``).
 """
 
 from __future__ import annotations
@@ -35,13 +35,16 @@ def data_transport(transport: str | None) -> Literal["kafka"]:
     raise KafkaOnlyError(f"transport must be 'kafka' (or left out), not {transport!r}")
 
 
-def pick_transport(
-    transport: str | None, bootstrap_servers: str | None, default: Transport = "http"
-) -> Transport:
-    """An ``Admin``'s transport: ``transport``, else "kafka" when ``bootstrap_servers``
-    is given, else ``default`` (the coordinator's HTTP API, admin_transport.py)."""
+AdminRoute = Literal["http", "kafka", "routed"]
+
+
+def pick_transport(transport: str | None, bootstrap_servers: str | None) -> AdminRoute:
+    """An ``Admin``'s transport: ``transport`` ("http": every call to the coordinator;
+    "kafka": every call Kafka carries to the brokers), else "kafka" when
+    ``bootstrap_servers`` is given (no coordinator at all), else "routed": reads over the
+    brokers' Kafka listeners, changes at the coordinator (``admin_routed.py``)."""
     if transport is None:
-        return default if bootstrap_servers is None else "kafka"
+        return "routed" if bootstrap_servers is None else "kafka"
     if transport == "http" and bootstrap_servers is None:
         return "http"
     if transport == "kafka":

@@ -260,13 +260,17 @@ def error_from_dict(body: dict[str, Any]) -> ConveyorError:
         return OffsetOutOfRangeError(
             int(details["offset"]), int(details["log_start_offset"]), int(details["log_end_offset"])
         )
-    base: type[ConveyorError]
+    return error_class(code)(message, code=code, **details)
+
+
+def error_class(code: ErrorCode) -> type[ConveyorError]:
+    """The exception class a client raises for ``code``, whatever carried it (an HTTP
+    error body or a Kafka error code): the typed ones (``AuthorizationError``...), else
+    retriable, fatal (5xx) or invalid request."""
     if code in _TYPED_BY_CODE:
-        base = _TYPED_BY_CODE[code]
-    elif code.retriable:
-        base = RetriableError
-    elif code.http_status >= 500:
-        base = FatalError
-    else:
-        base = InvalidRequestError
-    return base(message, code=code, **details)
+        return _TYPED_BY_CODE[code]
+    if code.retriable:
+        return RetriableError
+    if code.http_status >= 500:
+        return FatalError
+    return InvalidRequestError

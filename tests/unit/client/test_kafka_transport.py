@@ -130,7 +130,9 @@ def test_which_transport() -> None:
     for removed in ("http", "HTTP", "smtp"):
         with pytest.raises(KafkaOnlyError):
             data_transport(removed)
-    assert pick_transport(None, None) == "http"  # Admin's default: the coordinator
+    # Admin's default given a coordinator URL: reads over Kafka, changes at the coordinator
+    assert pick_transport(None, None) == "routed"
+    assert pick_transport("http", None) == "http"
     assert pick_transport(None, "b:1") == "kafka"
     assert pick_transport("kafka", None) == "kafka"
     for transport, servers in (("http", "b:1"), ("smtp", None)):

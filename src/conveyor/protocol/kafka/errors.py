@@ -20,9 +20,7 @@ from typing import Final
 from conveyor.protocol.errors import (
     ConveyorError,
     ErrorCode,
-    FatalError,
-    InvalidRequestError,
-    RetriableError,
+    error_class,
 )
 
 
@@ -248,11 +246,4 @@ def conveyor_error(code: int, message: str | None = None, **details: object) -> 
     except ValueError:
         name = f"error {code}"
     text = f"{message} (Kafka {name})" if message else f"{conveyor.default_message} (Kafka {name})"
-    cls: type[ConveyorError]
-    if conveyor.retriable:
-        cls = RetriableError
-    elif conveyor.http_status < 500:
-        cls = InvalidRequestError
-    else:
-        cls = FatalError
-    return cls(text, code=conveyor, kafka_code=code, **details)
+    return error_class(conveyor)(text, code=conveyor, kafka_code=code, **details)

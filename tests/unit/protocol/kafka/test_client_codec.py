@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conveyor.protocol.errors import ErrorCode, InvalidRequestError, RetriableError
+from conveyor.protocol.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    ErrorCode,
+    InvalidRequestError,
+    RetriableError,
+)
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.codec import (
     ResponseError,
@@ -92,6 +98,12 @@ def test_kafka_codes_become_conveyors_typed_errors() -> None:
     not_leader = conveyor_error(KafkaError.NOT_LEADER_OR_FOLLOWER, "moved")
     assert isinstance(not_leader, RetriableError) and not_leader.details["kafka_code"] == 6
     assert isinstance(conveyor_error(KafkaError.MESSAGE_TOO_LARGE), InvalidRequestError)
+    # the same classes as over HTTP (``error_from_dict``): an Admin's reads over Kafka
+    # raise what its reads over HTTP raised
+    denied = conveyor_error(KafkaError.TOPIC_AUTHORIZATION_FAILED, "describe not allowed")
+    assert isinstance(denied, AuthorizationError) and denied.code is ErrorCode.FORBIDDEN
+    failed = conveyor_error(KafkaError.SASL_AUTHENTICATION_FAILED)
+    assert isinstance(failed, AuthenticationError)
 
 
 # Conveyor codes that share a Kafka code with another: a client over Kafka sees the other.
