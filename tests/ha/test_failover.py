@@ -47,7 +47,11 @@ def create(cluster: HaCluster, topic: str, partitions: int = 2, urls: str | None
 
 
 def leader_of(cluster: HaCluster, topic: str, partition: int) -> int | None:
-    with conveyor.Admin(cluster.urls) as admin:
+    """The leader the active coordinator elected (transport="http": its own view). The
+    brokers' Kafka Metadata, which Admin reads by default, names a leader once the
+    coordinator has the leader's report, so for a heartbeat after a takeover it names
+    none (the reports are soft state the new coordinator has not heard yet)."""
+    with conveyor.Admin(cluster.urls, transport="http") as admin:
         leader = admin.describe_topic(topic).partitions[partition].leader
     return None if leader is None else int(leader)
 
