@@ -124,7 +124,9 @@ class Fetcher:
                 await self._update_assignment()
                 failures = 0
             except ConveyorError as exc:
-                failures += 1
+                # retriable (no broker known yet, a coordinator changing): soon again; a
+                # refusal (authorization, a bad request) waits the metadata age as before
+                failures = failures + 1 if exc.retriable else 0
                 log.warning("consumer metadata refresh failed: %s", exc)
             missing = any(self._metadata.cache.is_missing(t) for t in self.topics)
             interval_ms = refresh_interval_ms(self._settings, failures, missing, random.random())
@@ -314,7 +316,7 @@ class Fetcher:
 
 def refresh_interval_ms(settings: FetchSettings, failures: int, missing: bool, draw: float) -> int:
     """How long the supervisor waits before its next metadata refresh (pure): after
-    ``failures`` failed refreshes in a row, the retry backoff; while a subscribed topic is
+    ``failures`` retriable failed refreshes in a row, the retry backoff; while a subscribed topic is
     missing, ``MISSING_TOPIC_RETRY_MS``; else ``metadata_max_age_ms``. A failed refresh
     must not wait the full age: before the first assignment no partition task exists to
     ask for another, and a consumer that started while the coordinator named no broker's

@@ -18,7 +18,7 @@ from conveyor.client.fetcher import Fetcher, FetchSettings, refresh_interval_ms
 from conveyor.client.metadata import MetadataClient
 from conveyor.client.subscription import subscription
 from conveyor.client.types import TopicPartition
-from conveyor.protocol.errors import ErrorCode, RetriableError
+from conveyor.protocol.errors import AuthorizationError, ErrorCode, RetriableError
 from conveyor.protocol.messages import Metadata
 from conveyor.transport.client import AsyncHTTP
 from tests.unit.client.test_metadata import topic
@@ -104,3 +104,40 @@ def test_a_consumer_whose_first_bootstrap_names_no_listener_recovers_on_its_own(
     metadata = NoListenerFirst(failing=3)
     asyncio.run(assigned_after(metadata, ["t"]))
     assert metadata.asked == 4
+
+
+class Refused(NoListenerFirst):
+    def __init__(self) -> None:
+        super().__init__(failing=0)
+        self.first = asyncio.Event()
+
+    async def _fetch(self, topics: list[str]) -> Metadata:
+        self.asked += 1
+        self.first.set()
+        raise AuthorizationError("not allowed to describe t")
+
+
+def test_a_refusal_is_not_retried_on_the_backoff() -> None:
+    """Not retriable (here authorization): the next try after the metadata age, as before,
+    not a warning a second."""
+
+    async def scenario() -> int:
+        metadata = Refused()
+        fetcher = Idle(
+            settings=SETTINGS,
+            buffer=FetchBuffer(buffer_max_bytes=4096, fetch_max_bytes=1024),
+            metadata=metadata,
+            group=None,
+            subscription=subscription(["t"], None),
+        )
+        fetcher.start()
+        try:
+            async with asyncio.timeout(10):
+                await metadata.first.wait()
+            # an absence, so a window: the backoff (50-200 ms) would ask 5 more times
+            await asyncio.sleep(1.0)
+        finally:
+            await fetcher.close()
+        return metadata.asked
+
+    assert asyncio.run(scenario()) == 1
