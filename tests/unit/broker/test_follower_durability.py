@@ -185,3 +185,62 @@ def test_one_report_once_every_partition_of_the_round_is_durable() -> None:
     state, effects = core.step(state, Flushed(tp=tp2, durable_offset=Offset(110)), NOW_MS)
     [report] = sends(effects)
     assert [p.durable_offset for p in report.partitions] == [110, 110]
+
+
+def fetched(durable: int, incarnation: str | None, max_wait_ms: int) -> ReplicaFetchRequest:
+    """B2's fetch at log end 110, holding ``durable`` of it durably."""
+    wanted = ReplicaFetchPartition(
+        topic="t",
+        partition=0,
+        leader_epoch=Epoch(4),
+        fetch_offset=Offset(110),
+        durable_offset=Offset(durable),
+        log_start_offset=Offset(0),
+    )
+    return ReplicaFetchRequest(
+        broker_id=B2, partitions=[wanted], max_wait_ms=max_wait_ms, incarnation=incarnation
+    )
+
+
+def leader_at_110() -> BrokerState:
+    """Leader B1 holds 110 records durably; B2 held 100 of them durably at its last fetch."""
+    replica = leader(isr=(B1, B2))
+    state = with_replica(BrokerState(config=CoreConfig(broker_id=B1)), replica)
+    write = LeaderAppended(
+        tp=TP,
+        log=replace(replica.log, log_end_offset=Offset(110)),
+        base_offset=Offset(100),
+        last_offset=Offset(109),
+    )
+    state, _ = core.step(state, write, NOW_MS)
+    state, _ = core.step(state, Flushed(tp=TP, durable_offset=Offset(110)), NOW_MS)
+    return state
+
+
+def test_a_long_poll_overtaken_by_the_report_does_not_lower_the_durable_offset() -> None:
+    state = leader_at_110()
+    state, _ = core.step(
+        state, ReplicaFetchArrived(fetch_id=1, request=fetched(110, "a", 0)), NOW_MS
+    )
+    state, _ = core.step(
+        state, ReplicaFetchArrived(fetch_id=2, request=fetched(100, "a", 500)), NOW_MS
+    )
+    assert state.replicas[TP].follower_durable_offsets[B2] == 110
+
+
+def test_another_process_of_the_follower_reports_afresh() -> None:
+    state = leader_at_110()
+    state, _ = core.step(
+        state, ReplicaFetchArrived(fetch_id=1, request=fetched(110, "a", 0)), NOW_MS
+    )
+    state, _ = core.step(
+        state, ReplicaFetchArrived(fetch_id=2, request=fetched(100, "b", 500)), NOW_MS
+    )
+    assert state.replicas[TP].follower_durable_offsets[B2] == 100  # restarted: believed anew
+
+
+def test_the_follower_names_its_process_in_fetches_and_reports() -> None:
+    state = follower_state()
+    state = replace(state, config=replace(state.config, incarnation="f-1"))
+    _, effects = follower.pump_all(state, NOW_MS)
+    assert [r.incarnation for r in sends(effects)] == ["f-1"]
