@@ -19,11 +19,14 @@ workers() {
         echo -n "-n $1 --dist loadgroup"
     fi
 }
+# each session its own test ports (tests/integration/cluster.py), in proportion to its workers
 # shellcheck disable=SC2046  # the worker options are meant to split
-"$bin/pytest" $(workers "$jobs") --durations=25 tests >"$logs/plain.log" 2>&1 </dev/null &
+CONVEYOR_TEST_PORTS=20000-28000 "$bin/pytest" $(workers "$jobs") --durations=25 tests \
+    >"$logs/plain.log" 2>&1 </dev/null &
 plain=$!
 # shellcheck disable=SC2046
-CONVEYOR_TEST_TLS=1 "$bin/pytest" $(workers "$tls_jobs") --durations=10 tests/integration \
+CONVEYOR_TEST_TLS=1 CONVEYOR_TEST_PORTS=28000-32000 \
+    "$bin/pytest" $(workers "$tls_jobs") --durations=10 tests/integration \
     >"$logs/tls.log" 2>&1 </dev/null &
 tls=$!
 wait "$plain"

@@ -35,17 +35,26 @@ READY_TIMEOUT_S = 60.0
 # Ports for the services tests start: below the kernel's ephemeral range (32768 and up,
 # where every outgoing connection takes its port, so a port found free there can be taken
 # before the service binds it), one slice per pytest-xdist worker (parallel workers never
-# hand out the same port), handed out in turn within the slice and checked free.
-_PORTS_FIRST, _PORTS_END = 20000, 32000
+# hand out the same port), handed out in turn within the slice and checked free. Two
+# pytest sessions side by side (make test: every suite, and the HTTPS pass) each get their
+# own part of the range, CONVEYOR_TEST_PORTS=FIRST-END: their workers gw0, gw1... would
+# otherwise share slices, and one session's port, checked free, was bound by the other's
+# service before its own service bound it ("address already in use").
 _PORT_GAP = 8
 
 
+def _port_range() -> tuple[int, int]:
+    first, _, end = os.environ.get("CONVEYOR_TEST_PORTS", "20000-32000").partition("-")
+    return int(first), int(end)
+
+
 def _port_slice() -> range:
+    ports_first, ports_end = _port_range()
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     index = int(worker) if worker.isdigit() else 0
-    size = (_PORTS_END - _PORTS_FIRST) // max(workers, 1)
-    first = _PORTS_FIRST + size * (index % max(workers, 1))
+    size = (ports_end - ports_first) // max(workers, 1)
+    first = ports_first + size * (index % max(workers, 1))
     return range(first, first + size)
 
 
