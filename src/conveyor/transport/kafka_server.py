@@ -227,11 +227,14 @@ class KafkaListener:
     ) -> None:
         info = _connection_info(writer)
         session = self.sessions(info)
-        pending: asyncio.Queue[asyncio.Future[Reply | None] | None] = asyncio.Queue(
+        pending: asyncio.Queue[asyncio.Future[Answer] | None] = asyncio.Queue(
             self.settings.inflight_max
         )
-        writing = asyncio.ensure_future(self._write_loop(pending, writer, info))
-        reading = asyncio.ensure_future(self._read_loop(reader, session, pending, writing, info))
+        order = _WriteOrder(writer)
+        writing = asyncio.ensure_future(self._write_loop(pending, writer, info, order))
+        reading = asyncio.ensure_future(
+            self._read_loop(reader, session, pending, writing, info, order)
+        )
 
         def stop() -> None:
             reading.cancel()
@@ -252,31 +255,50 @@ class KafkaListener:
             with contextlib.suppress(OSError, ssl.SSLError, asyncio.CancelledError, TimeoutError):
                 await within(writer.wait_closed(), 1.0)
 
-    async def _read_loop(
+    async def _read_loop(  # noqa: PLR0917 -- the connection's parts, as _serve has them
         self,
         reader: asyncio.StreamReader,
         session: FrameSession,
-        pending: asyncio.Queue[asyncio.Future[Reply | None] | None],
+        pending: asyncio.Queue[asyncio.Future[Answer] | None],
         writing: asyncio.Future[None],
         info: ConnectionInfo,
+        order: _WriteOrder,
     ) -> None:
-        idle_s = self.settings.limits.idle_timeout_ms / 1000
+        reading = asyncio.current_task()
+        assert reading is not None
+        idle = _IdleWatch(self.settings.limits.idle_timeout_ms / 1000, reading.cancel)
+        try:
+            await self._read_frames(reader, session, pending, writing, info, idle, order)
+        except asyncio.CancelledError:
+            if not idle.expired:
+                raise
+            self.stats.idle_closed += 1
+            log.debug("kafka connection from %s idle for %.0f s: closed", info.peer, idle.idle_s)
+        finally:
+            idle.stop()
+
+    async def _read_frames(  # noqa: PLR0917 -- _read_loop's own arguments
+        self,
+        reader: asyncio.StreamReader,
+        session: FrameSession,
+        pending: asyncio.Queue[asyncio.Future[Answer] | None],
+        writing: asyncio.Future[None],
+        info: ConnectionInfo,
+        idle: _IdleWatch,
+        order: _WriteOrder,
+    ) -> None:
         while True:
             try:
-                async with asyncio.timeout(idle_s):
-                    prefix = await reader.readexactly(SIZE_BYTES)
-                    size = frame_size(prefix, self.settings.max_frame_bytes)
-                    frame = await reader.readexactly(size)
-            except TimeoutError:
-                self.stats.idle_closed += 1
-                log.debug("kafka connection from %s idle for %.0f s: closed", info.peer, idle_s)
-                return
+                prefix = await reader.readexactly(SIZE_BYTES)
+                size = frame_size(prefix, self.settings.max_frame_bytes)
+                frame = await reader.readexactly(size)
             except FrameError as exc:
                 self.stats.protocol_errors += 1
                 log.info("kafka connection from %s closed: %s", info.peer, exc)
                 return
             except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
                 return  # the client went away (possibly mid-frame)
+            idle.touch()
             try:
                 answer = session.handle(frame)
             except CloseConnection as exc:
@@ -285,13 +307,14 @@ class KafkaListener:
                 await pending.put(None)
                 await asyncio.shield(writing)
                 return
-            await pending.put(asyncio.ensure_future(answer))
+            await pending.put(asyncio.ensure_future(order.answered(answer)))
 
     async def _write_loop(
         self,
-        pending: asyncio.Queue[asyncio.Future[Reply | None] | None],
+        pending: asyncio.Queue[asyncio.Future[Answer] | None],
         writer: asyncio.StreamWriter,
         info: ConnectionInfo,
+        order: _WriteOrder,
     ) -> None:
         timeout_s = self.settings.write_timeout_ms / 1000
         while True:
@@ -307,18 +330,20 @@ class KafkaListener:
             except Exception as exc:  # a session bug: this connection only
                 log.error("kafka connection from %s: request failed", info.peer, exc_info=exc)
                 return
-            if reply is None:
+            if reply is None:  # nothing to answer (acks=0): the next one's turn
+                order.next_index += 1
                 continue
+            if isinstance(reply, _Written) and not reply.drain:
+                continue  # its own task wrote it whole (and moved next_index on)
             try:
-                async with asyncio.timeout(timeout_s):
-                    await _write_reply(writer, reply.data)
+                await _write_or_drain(writer, reply, timeout_s, order)
             except TimeoutError:
                 self.stats.slow_readers_closed += 1
                 log.warning(
-                    "closed a kafka connection from %s: its answer of %d bytes was not read "
-                    "within %d ms",
+                    "closed a kafka connection from %s: its answer (%d bytes unsent) was not "
+                    "read within %d ms",
                     info.peer,
-                    _size_bytes(reply.data),
+                    writer.transport.get_write_buffer_size(),
                     self.settings.write_timeout_ms,
                 )
                 _abort(writer)
@@ -326,13 +351,127 @@ class KafkaListener:
             except (ConnectionError, OSError, ssl.SSLError):
                 return
             finally:
-                reply.done()
-            if reply.close_after:
+                if isinstance(reply, Reply):
+                    reply.done()
+            if isinstance(reply, Reply) and reply.close_after:
                 return
+
+
+async def _write_or_drain(
+    writer: asyncio.StreamWriter, reply: Reply | _Written, timeout_s: float, order: _WriteOrder
+) -> None:
+    """The write loop's part of one answer: write it (then it is the next one's turn), or
+    wait for the socket to take what its own task wrote at once but the socket kept."""
+    if isinstance(reply, _Written):
+        async with asyncio.timeout(timeout_s):
+            await writer.drain()
+        return
+    await _write_answer(writer, reply.data, timeout_s)
+    order.next_index += 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """An answer its own task wrote (``_WriteOrder.answered``); ``drain``: the socket did
+    not take all of it, so the write loop waits for it under the write timeout."""
+
+    drain: bool
+
+
+Answer = Reply | None | _Written
+
+
+class _WriteOrder:
+    """Answers go out in request order. The write loop writes them one after another;
+    but an answer that is next in line, small, and finds nothing queued before it is
+    written by its own task as soon as it is ready, one event-loop pass before the
+    write loop would wake for it (W3's acknowledgement: docs/benchmarks.md "W3 latency").
+    ``next_index`` is the position of the next answer to write; whoever writes one
+    (the write loop or the answer's task) moves it on."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._issued = 0
+        self.next_index = 0
+
+    async def answered(self, answer: Awaitable[Reply | None]) -> Answer:
+        index = self._issued
+        self._issued += 1
+        reply = await answer
+        writer = self._writer
+        if (
+            reply is None
+            or index != self.next_index
+            or reply.close_after
+            or isinstance(reply.data, tuple)
+            or len(reply.data) > WRITE_CHUNK_BYTES
+            or writer.transport.get_write_buffer_size()
+            or writer.transport.is_closing()
+        ):
+            return reply
+        try:
+            writer.write(size_prefix(len(reply.data)) + reply.data)
+        finally:
+            self.next_index += 1
+            reply.done()
+        return _Written(drain=bool(writer.transport.get_write_buffer_size()))
+
+
+class _IdleWatch:
+    """Closes a connection that sent no complete frame for ``idle_s`` (Kafka's
+    ``connections.max.idle.ms``): one timer per connection that re-arms itself for the time
+    left, instead of a timeout scope (a timer armed and cancelled) around every frame read."""
+
+    def __init__(self, idle_s: float, expire: Callable[[], object]) -> None:
+        self.idle_s = idle_s
+        self.expired = False
+        self._expire = expire
+        self._loop = asyncio.get_running_loop()
+        self._last = self._loop.time()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(idle_s, self._check)
+
+    def touch(self) -> None:
+        self._last = self._loop.time()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        left_s = self._last + self.idle_s - self._loop.time()
+        if left_s > 0:
+            self._timer = self._loop.call_later(left_s, self._check)
+            return
+        self._timer = None
+        self.expired = True
+        self._expire()
 
 
 def _size_bytes(data: bytes | bytearray | tuple[bytes, ...]) -> int:
     return sum(len(part) for part in data) if isinstance(data, tuple) else len(data)
+
+
+async def _write_answer(
+    writer: asyncio.StreamWriter, data: bytes | bytearray | tuple[bytes, ...], timeout_s: float
+) -> None:
+    """Write one answer, waiting at most ``timeout_s`` for the socket to take it. A small
+    answer with nothing queued before it is written at once, and when the socket takes
+    it whole there is nothing to wait for: no timer, no drain (the common case: a
+    produce acknowledgement, one send(2), measured in docs/benchmarks.md "W3 latency")."""
+    if (
+        not isinstance(data, tuple)
+        and len(data) <= WRITE_CHUNK_BYTES
+        and not writer.transport.get_write_buffer_size()
+    ):
+        writer.write(size_prefix(len(data)) + data)
+        if not writer.transport.get_write_buffer_size():
+            return
+        async with asyncio.timeout(timeout_s):
+            await writer.drain()
+        return
+    async with asyncio.timeout(timeout_s):
+        await _write_reply(writer, data)
 
 
 async def _write_reply(
@@ -358,7 +497,7 @@ async def _write_reply(
 
 
 async def _drain_queue(
-    pending: asyncio.Queue[asyncio.Future[Reply | None] | None], writing: asyncio.Future[None]
+    pending: asyncio.Queue[asyncio.Future[Answer] | None], writing: asyncio.Future[None]
 ) -> None:
     """The connection is over: cancel what is still running and release what was
     answered but not written (``Reply.on_done``), so nothing stays held."""
@@ -375,7 +514,7 @@ async def _drain_queue(
             reply = await answer
         except (asyncio.CancelledError, CloseConnection):
             continue
-        if reply is not None:
+        if isinstance(reply, Reply):
             reply.done()
 
 

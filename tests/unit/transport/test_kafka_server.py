@@ -7,6 +7,7 @@ import asyncio
 import socket
 import struct
 import threading
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -18,6 +19,7 @@ from conveyor.transport.kafka_server import (
     KafkaListenerSettings,
     Reply,
 )
+from conveyor.transport.limits import ConnectionLimits
 from conveyor.transport.runner import new_event_loop
 
 
@@ -87,3 +89,53 @@ def test_a_listener_not_serving_holds_requests_until_it_serves() -> None:
         assert checked.is_set()
     finally:
         loop.close()
+
+
+def _exchange(client: socket.socket) -> bytes:
+    client.sendall(SIZED)
+    data = b""
+    while len(data) < len(SIZED):
+        chunk = client.recv(len(SIZED) - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_a_connection_is_closed_after_idle_timeout_without_a_frame_not_before() -> None:
+    """Frames more often than the idle timeout keep a connection open past it (the idle
+    timer re-arms from the last frame); silence for the timeout closes it."""
+    loop = new_event_loop()
+    idle_s = 2.0
+    settings = KafkaListenerSettings(
+        "127.0.0.1", 0, limits=ConnectionLimits(idle_timeout_ms=int(idle_s * 1000))
+    )
+
+    def client(port: int) -> tuple[list[bytes], float, bytes]:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            started = time.monotonic()
+            answers = []
+            while time.monotonic() - started < 1.5 * idle_s:  # busy past one timeout
+                answers.append(_exchange(conn))
+                time.sleep(idle_s / 8)  # pacing, well inside the timeout
+            quiet = time.monotonic()
+            closed = conn.recv(1)  # b"" once the listener closes the idle connection
+            return answers, time.monotonic() - quiet, closed
+
+    async def main() -> tuple[list[bytes], float, bytes, int]:
+        listener = KafkaListener(settings, echo)
+        await listener.start()
+        try:
+            answers, waited_s, closed = await asyncio.to_thread(client, listener.port)
+            return answers, waited_s, closed, listener.stats.idle_closed
+        finally:
+            await listener.close()
+
+    try:
+        answers, waited_s, closed, idle_closed = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert answers and all(answer == SIZED for answer in answers)
+    assert closed == b""
+    assert idle_closed == 1
+    assert waited_s >= idle_s * 0.5  # closed for its silence, not at once
