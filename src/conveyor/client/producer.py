@@ -420,7 +420,9 @@ class Producer:
         return self._core.config.url
 
     def _wake_sender(self) -> None:
-        self._io.call_soon(self._core.sender.wake)  # at most once a batch: see append
+        # At most once a batch (see append), under the accumulator's lock: the hop starts
+        # the batch on the I/O loop, where send_ready may take that lock.
+        self._io.call_soon(self._core.sender.send_ready)
 
     def send(
         self,

@@ -25,7 +25,7 @@ import time
 from typing import Final, Literal
 
 from conveyor.client import metrics as client_metrics
-from conveyor.client.accumulator import Accumulator, ProducerBatch
+from conveyor.client.accumulator import Accumulator, Drained, ProducerBatch
 from conveyor.client.errors import ClientClosedError, DeliveryTimeoutError, is_routing_error
 from conveyor.client.futures import BatchCompletion, RecordFuture
 from conveyor.client.kafka_metadata import KafkaMetadataClient
@@ -104,22 +104,34 @@ class Sender:
         """Make the drain loop look again. Call on the sender's loop."""
         self._wake_event.set()
 
+    def send_ready(self) -> None:
+        """Start the batches ready now, then wake the drain loop (which sets its next
+        timer). The sync producer's hop onto the loop calls this rather than :meth:`wake`:
+        a record sent at linger 0 leaves one loop pass sooner, without waiting for the
+        drain loop's own turn (W3, docs/benchmarks.md "W3 latency"). Call on the sender's
+        loop, never under the accumulator's lock (``drain`` takes it)."""
+        self._start(self._acc.drain(now_ms()))
+        self._wake_event.set()
+
     async def run(self) -> None:
         """The drain loop; returns when closing and every batch is done."""
         while True:
             self._wake_event.clear()
             drained = self._acc.drain(now_ms())
             finished = self._closing and self._acc.incomplete_count == 0
-            for batch in drained.expired:
-                batch.completion.fail(self._timeout_error(batch))
-            for batch in drained.ready:
-                task = asyncio.create_task(self._send(batch))
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
+            self._start(drained)
             if finished:
                 return
             timeout_s = None if drained.next_ms is None else max(0, drained.next_ms - now_ms())
             await wait_event(self._wake_event, None if timeout_s is None else timeout_s / 1000)
+
+    def _start(self, drained: Drained[BatchCompletion]) -> None:
+        for batch in drained.expired:
+            batch.completion.fail(self._timeout_error(batch))
+        for batch in drained.ready:
+            task = asyncio.create_task(self._send(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
 
     def begin_close(self) -> None:
         """Send everything buffered at once; :meth:`run` returns when all is done."""

@@ -241,21 +241,32 @@ class KafkaConnection:
         except BaseException:
             self._slots.release()
             raise
-        await self._drain()
+        if self._writer.transport.get_write_buffer_size():
+            await self._drain()  # else the socket took the request whole: nothing to wait for
         timeout_s = (timeout_ms or self._options.request_timeout_ms) / 1000
-        # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
-        # arrives as the answer does (gh-86296), and the consumer's fetch task, cancelled
-        # at close, then fetched on for ever.
+        # One timer that fails the request, not a timeout scope around the await (a
+        # Timeout object and a scope per request, W3's hot path: docs/benchmarks.md). A
+        # cancelled caller cancels its future, which _answer then skips (and Python 3.11's
+        # wait_for, which loses a cancellation arriving with the answer, is not used: gh-86296).
+        timer = asyncio.get_running_loop().call_later(
+            timeout_s, self._time_out, future, api_key, timeout_s
+        )
         try:
-            async with asyncio.timeout(timeout_s):
-                return await future
-        except TimeoutError:
-            error = RetriableError(
-                f"{api_key.name} to kafka://{self.address}: no answer in {timeout_s * 1000:.0f} ms",
-                code=ErrorCode.REQUEST_TIMED_OUT,
-            )
-            self._close_now(error)
-            raise error from None
+            return await future
+        finally:
+            timer.cancel()
+
+    def _time_out(self, future: asyncio.Future[Any], api_key: ApiKey, timeout_s: float) -> None:
+        """No answer in time: close the connection (the answers behind it would be
+        misattributed otherwise), failing this request with REQUEST_TIMED_OUT."""
+        if future.done():
+            return
+        error = RetriableError(
+            f"{api_key.name} to kafka://{self.address}: no answer in {timeout_s * 1000:.0f} ms",
+            code=ErrorCode.REQUEST_TIMED_OUT,
+        )
+        future.set_exception(error)
+        self._close_now(error)
 
     async def send(self, api_key: ApiKey, api_version: int, body: Any) -> None:
         """Send a request the broker does not answer (Produce with acks=0)."""
