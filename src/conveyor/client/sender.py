@@ -105,13 +105,17 @@ class Sender:
         self._wake_event.set()
 
     def send_ready(self) -> None:
-        """Start the batches ready now, then wake the drain loop (which sets its next
-        timer). The sync producer's hop onto the loop calls this rather than :meth:`wake`:
-        a record sent at linger 0 leaves one loop pass sooner, without waiting for the
-        drain loop's own turn (W3, docs/benchmarks.md "W3 latency"). Call on the sender's
-        loop, never under the accumulator's lock (``drain`` takes it)."""
-        self._start(self._acc.drain(now_ms()))
-        self._wake_event.set()
+        """Start the batches ready now; wake the drain loop only if batches wait for a
+        time (it sets its timer for them) or when closing. The sync producer's hop onto
+        the loop and the end of each request call this rather than :meth:`wake`: at
+        linger 0 a record leaves, and the partition's next batch follows an answer, one
+        loop pass sooner, and the drain loop stays asleep (W3, docs/benchmarks.md "W3
+        latency"). Call on the sender's loop, never under the accumulator's lock (``drain``
+        takes it)."""
+        drained = self._acc.drain(now_ms())
+        self._start(drained)
+        if drained.next_ms is not None or self._closing:
+            self._wake_event.set()  # the drain loop sets its timer for them (or finishes)
 
     async def run(self) -> None:
         """The drain loop; returns when closing and every batch is done."""
@@ -161,7 +165,7 @@ class Sender:
         else:
             self._finish(batch, None, base_offset)
         finally:
-            self.wake()  # the partition may send its next batch now
+            self.send_ready()  # the partition may send its next batch now
 
     async def _producer_identity(self) -> tuple[int, int]:
         """The producer id and epoch, asked for once; a new epoch after a batch failed for
