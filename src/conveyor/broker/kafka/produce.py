@@ -169,11 +169,15 @@ class ProduceHandler:
                     record_errors=tuple((i, _RECORD_ERROR) for i in result.record_indexes),
                 )
             )
-        endpoints = [
-            Endpoint(n.node_id, n.host, n.port)
-            for n in kafka_nodes(list(self._known.brokers.values()))
-            if n.node_id in leaders
-        ]
+        endpoints = (
+            [
+                Endpoint(n.node_id, n.host, n.port)
+                for n in kafka_nodes(list(self._known.brokers.values()))
+                if n.node_id in leaders
+            ]
+            if leaders  # only a NOT_LEADER answer names endpoints: not on the hot path
+            else []
+        )
         return encode_produce_response(version, list(by_topic.items()), endpoints)
 
 
