@@ -87,6 +87,12 @@ class HttpAdmin:
     async def cluster(self) -> ClusterStatus:
         return await self._run(ops.cluster())
 
+    async def broker_urls(self, topic: str) -> dict[int, str]:
+        """Each live broker's REST URL, from the metadata of ``topic`` (readable by any
+        authenticated principal, unlike the cluster's status)."""
+        answer = await self._run(ops.metadata([topic]))
+        return {b.broker_id: b.url for b in answer.brokers}
+
     async def decommission(self, broker_id: int, start: bool) -> DecommissionResponse:
         return await self._run(ops.decommission(broker_id, start=start))
 

@@ -97,12 +97,11 @@ class RoutedAdmin:
 
     async def _with_http_urls(self, described: TopicDescription) -> TopicDescription:
         """``leader_url`` as over HTTP: the leader's REST URL (Kafka's Metadata has only its
-        Kafka address), from the coordinator's broker list, asked again for a broker it
-        has not listed yet."""
+        Kafka address), from the coordinator's broker list (its metadata answer, which any
+        authenticated principal may read), asked again for a broker not listed yet."""
         leaders = {p.leader for p in described.partitions if p.leader is not None}
         if not leaders <= self._broker_urls.keys():
-            status = await self._coordinator.cluster()
-            self._broker_urls = {b.broker_id: b.url for b in status.brokers}
+            self._broker_urls = await self._coordinator.broker_urls(described.name)
         return with_leader_urls(described, self._broker_urls)
 
     async def delete_topic(self, name: str) -> None:

@@ -128,8 +128,11 @@ class SaslHandlers:
     async def _plain_principal(
         self, snapshot: SecuritySnapshot, user: str, password: str
     ) -> str | None:
-        if split_token(password) is not None:  # an API token as the password
-            return authenticate_token(snapshot, password, self._clock_ms(), self._cluster_secret)
+        # an API token, or the cluster secret (the cluster's own identity, as a bearer
+        # token over HTTP: an Admin given it reads over Kafka too), as the password
+        principal = authenticate_token(snapshot, password, self._clock_ms(), self._cluster_secret)
+        if principal is not None or split_token(password) is not None:
+            return principal
         # scrypt takes tens of ms: off the event loop
         return await asyncio.to_thread(authenticate_password, snapshot, user, password)
 
