@@ -118,6 +118,21 @@ def test_kcat_with_an_api_token_as_plain_password(secure_cluster: SecureCluster)
     assert "by-token" in out
 
 
+def test_the_cluster_secret_as_plain_password_is_the_clusters_identity(
+    secure_cluster: SecureCluster,
+) -> None:
+    """As over HTTP (a bearer token): an Admin given the secret reads over Kafka too.
+    "private" has no rule for anyone: only the cluster's identity reads it."""
+    sasl = _sasl("PLAIN", "token", SECRET)
+    secure_cluster.kcat(*sasl, "-t", "private", "-P", stdin="by-secret\n")
+    out = secure_cluster.kcat(*sasl, "-t", "private", "-C", "-e", "-o", "beginning")
+    assert "by-secret" in out
+    refused = secure_cluster.kcat(
+        *_sasl("PLAIN", "token", SECRET + "x"), "-L", "-m", "5", check=False
+    )
+    assert "uthentication failed" in refused
+
+
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
 def test_wrong_password_is_refused(secure_cluster: SecureCluster, mechanism: str) -> None:
     out = secure_cluster.kcat(
