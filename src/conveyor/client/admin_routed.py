@@ -5,12 +5,15 @@ Routing (``ROUTES``; docs/client.md, "Which Admin calls go where"):
 
 * **Reads, over the brokers' Kafka listeners** (``kafka_admin.py``, bootstrapped from the
   coordinator as ``Producer`` and ``Consumer`` are: it lists the brokers' Kafka
-  addresses): ``describe_topic`` (Metadata, DescribeConfigs, ListOffsets on the leaders),
-  ``describe_group`` and ``list_groups`` (ListGroups, DescribeGroups, OffsetFetch,
-  ListOffsets: committed offsets and lag). These are the data path's answers: what a
-  Kafka client in the same place would be told (a new topic's partition has a leader once
-  it serves; the leaders' own offsets, not the last heartbeat's), on the listeners the
-  data path already needs.
+  addresses): ``describe_topic`` (Metadata, DescribeConfigs, ListOffsets on the leaders).
+  That is the data path's answer: what a Kafka client in the same place would be told (a
+  new topic's partition has a leader once it serves; the leaders' own offsets, not the
+  last heartbeat's), on the listeners the data path already needs.
+* **Groups, at the coordinator for now**: ``describe_group`` and ``list_groups`` over
+  Kafka (DescribeGroups, OffsetFetch, ListOffsets) lose what ``conveyor group describe``
+  shows of Conveyor's own groups: the generation, members' revoking and pending
+  partitions and heartbeat ages, and a KIP-848 member's instance id (DescribeGroups is
+  the classic protocol's; KIP-848's ConsumerGroupDescribe is not served yet).
 * **Changes, the catalog and the cluster's state, at the coordinator** (``admin_http.py``):
   creating, deleting and growing topics, their settings, listing topics, the cluster's
   status, decommissioning, deleting records, deleting groups and resetting their offsets.
@@ -58,8 +61,8 @@ ROUTES: Final[dict[str, Route]] = {
     "cluster": "coordinator",
     "decommission": "coordinator",
     "delete_records": "coordinator",
-    "list_groups": "kafka",
-    "describe_group": "kafka",
+    "list_groups": "coordinator",
+    "describe_group": "coordinator",
     "delete_group": "coordinator",
     "reset_offsets": "coordinator",
 }
@@ -133,10 +136,10 @@ class RoutedAdmin:
     # ---- consumer groups ------------------------------------------------------------------
 
     async def list_groups(self) -> list[GroupSummary]:
-        return await self._brokers.list_groups()
+        return await self._coordinator.list_groups()
 
     async def describe_group(self, group: str) -> GroupDescription:
-        return await self._brokers.describe_group(group)
+        return await self._coordinator.describe_group(group)
 
     async def delete_group(self, group: str) -> None:
         await self._coordinator.delete_group(group)

@@ -52,11 +52,7 @@ def test_every_operation_has_a_route() -> None:
     }
     assert set(ROUTES) == operations == set(ARGS)
     # the data path's reads go to the brokers; what the coordinator decides, to it
-    assert {op for op, route in ROUTES.items() if route == "kafka"} == {
-        "describe_topic",
-        "describe_group",
-        "list_groups",
-    }
+    assert {op for op, route in ROUTES.items() if route == "kafka"} == {"describe_topic"}
 
 
 def test_each_call_goes_where_its_route_says() -> None:
