@@ -263,6 +263,15 @@ class Consumer:
         while a subscribed topic does not exist."""
         return self._core.assignment_settled()
 
+    def waiting_for_topics(self) -> bool:
+        """A group member whose last heartbeat found a subscribed topic missing."""
+        return self._core.waiting_for_topics()
+
+    def recheck_topics(self) -> None:
+        """Ask the brokers now whether the subscribed topics exist (``pull``: one created
+        since the last periodic look counts at once)."""
+        self._io.run(self._core.recheck_topics())
+
     def position(self, topic: str, partition: int) -> int | None:
         return self._core.buffer.position(TopicPartition(topic, partition))
 

@@ -241,9 +241,24 @@ class ConsumerCore:
         """A group member: joined, and no partition of its share still held by another
         member; True without a group, or while a subscribed topic does not exist."""
         membership = self.membership
-        if membership is None or membership.topics_missing:
+        if membership is None:
             return True
+        if membership.topics_missing:
+            # settled while the metadata still says a topic is missing; once it exists
+            # (recheck_topics), only when a heartbeat has brought its partitions' share
+            return bool(self.fetcher.missing_topics())
         return membership.joined.is_set() and not membership.pending
+
+    def waiting_for_topics(self) -> bool:
+        """A group member whose last heartbeat found a subscribed topic missing."""
+        return self.membership is not None and self.membership.topics_missing
+
+    async def recheck_topics(self) -> None:
+        """Ask the brokers now whether the subscribed topics exist (the periodic look
+        may be up to ``MISSING_TOPIC_RETRY_MS`` old); one that does: heartbeat at once."""
+        missing = await self.fetcher.recheck_topics()
+        if self.membership is not None and not missing:
+            self.membership.beat_soon()
 
     def group_metadata(self) -> ConsumerGroupMetadata:
         """This member's identity now (on the loop, where the membership changes), for

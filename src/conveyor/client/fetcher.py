@@ -16,6 +16,7 @@ The two requests themselves (Fetch, ListOffsets) are the wire's: ``kafka_fetcher
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from dataclasses import dataclass
@@ -151,6 +152,13 @@ class Fetcher:
             if count:
                 counts[topic] = count
         self.apply(assign_all(counts))
+
+    async def recheck_topics(self) -> list[str]:
+        """Ask for the subscribed topics' metadata now; the ones still missing (a failed
+        ask leaves the last answer: the supervisor logs and retries its own)."""
+        with contextlib.suppress(ConveyorError):
+            await self._metadata.refresh(self.topics)
+        return self.missing_topics()
 
     def missing_topics(self) -> list[str]:
         """The subscribed topics the last metadata answer said do not exist."""

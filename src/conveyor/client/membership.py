@@ -205,6 +205,10 @@ class Membership:
         log.info("group %s: released %s", self.settings.group, sorted(revoked))
         self._wake.set()
 
+    def beat_soon(self) -> None:
+        """Heartbeat now, not at the interval's end (a subscribed topic was just found)."""
+        self._wake.set()
+
     def drop_all(self, why: str) -> None:
         """Forget every partition and its uncommitted work; join again."""
         log.warning(

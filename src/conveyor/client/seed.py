@@ -130,12 +130,19 @@ def pull() -> tuple[str | bytes | None, bytes | None] | None:
     """
     consumer = _shared_consumer()
     deadline = time.monotonic() + PULL_WAIT_MAX_S
+    rechecked = False
     while True:
         messages = consumer.poll(timeout=0.05, max_records=1)
         if messages:
             message = messages[0]
             return key_to_text(message.key), message.value
         settled = consumer.assignment_settled() and consumer.caught_up()
+        if settled and not rechecked and consumer.waiting_for_topics():
+            # "missing" may be the last periodic look's word, from before a push in this
+            # process created the topic: ask once more, as of this call
+            rechecked = True
+            consumer.recheck_topics()
+            continue
         if settled or time.monotonic() >= deadline:
             return None
 
