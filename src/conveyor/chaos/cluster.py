@@ -123,7 +123,10 @@ class ChaosCluster:
         argv = [*python, "conveyor.coordinator", "--listen", f"{host}:{port}",
                 "--data", str(self.root / name),
                 "--session-timeout-ms", str(SESSION_TIMEOUT_MS),
-                "--heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS)]  # fmt: skip
+                "--heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS),
+                # the consumers' 3 s session: over Kafka (KIP-848) the coordinator sets it
+                # (a member's own session_timeout_ms is not on the wire), 10 s by default
+                "--group-consumer-session-timeout-ms", str(SESSION_TIMEOUT_MS)]  # fmt: skip
         if self.etcd is not None:
             argv += ["--store", self.etcd.store_url, "--prefix", "/conveyor/chaos",
                      "--lease-ttl-ms", str(HA_LEASE_TTL_MS), "--log-format", "json"]  # fmt: skip
