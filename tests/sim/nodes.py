@@ -278,7 +278,6 @@ class SimBroker:
         self.state = core.new_state(
             CoreConfig(
                 broker_id=BrokerId(self.broker_id),
-                incarnation=f"{self.broker_id}.{self.incarnation}",
                 replica_fetch_max_wait_ms=200,
                 replica_lag_time_max_ms=REPLICA_LAG_TIME_MAX_MS,
                 replica_request_timeout_ms=REQUEST_TIMEOUT_MS,

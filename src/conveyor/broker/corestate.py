@@ -37,7 +37,6 @@ class CoreConfig(Value, frozen=True):
     # A request to a leader unanswered this long is lost (a fetch: beyond its long-poll);
     # the session backs off and asks again. As the shell's HTTP timeouts (peers.py).
     replica_request_timeout_ms: int = 10_000
-    incarnation: str | None = None  # this broker process, in its replica fetches
 
     @property
     def replica_fetch_timeout_ms(self) -> int:

@@ -197,7 +197,6 @@ def _send_fetch(
         max_wait_ms=config.replica_fetch_max_wait_ms,
         partition_max_bytes=config.replica_fetch_partition_max_bytes,
         max_bytes=config.replica_fetch_max_bytes,
-        incarnation=config.incarnation,
     )
     session = replace(session, sent=request, sent_ms=now_ms)
     return with_session(state, session), [
@@ -397,7 +396,6 @@ def _maybe_report(state: BrokerState, session: FetchSession, now_ms: int) -> Ste
         max_wait_ms=0,
         partition_max_bytes=0,
         max_bytes=0,
-        incarnation=state.config.incarnation,
     )
     session = replace(session, reporting=request, reporting_ms=now_ms, last_report=request)
     deadline = now_ms + state.config.replica_request_timeout_ms

@@ -101,7 +101,6 @@ def on_replica_fetch(state: BrokerState, event: ReplicaFetchArrived, now_ms: int
                 wanted.durable_offset,
                 now_ms,
                 wanted.log_start_offset,
-                request.incarnation,
             )
             effects += more
         if request.broker_id not in replica.state.isr:

@@ -85,7 +85,6 @@ class FollowerProgress(Value, frozen=True):
     last_fetch_leader_end: int = 0
     last_fetch_ms: int = 0
     log_start_offset: int = -1  # as it reported it (-1: not yet, or a broker too old to)
-    incarnation: str | None = None  # the follower process that reported it
 
 
 class AckWaiter(Value, frozen=True):
@@ -450,17 +449,10 @@ def record_fetch(  # noqa: PLR0917 -- a fetched partition's fields, in its order
     durable_offset: int,
     now_ms: int,
     log_start_offset: int | None = None,
-    incarnation: str | None = None,
 ) -> Step:
     """A follower fetched from ``fetch_offset``: it holds everything below it, and
     ``durable_offset`` of it durably; its log starts at ``log_start_offset``. Advances the
-    high watermark (and answers the DeleteRecords its log start completes).
-
-    A fetch of the same follower process (``incarnation``) at the same log end as the
-    last one never lowers its durable offset: it was sent before a durability report that
-    overtook it (its long-poll and the report travel on different connections). That log
-    end cannot have been truncated and rewritten in between without a new epoch or a new
-    process, and an fsync is never undone, so the higher value still holds."""
+    high watermark (and answers the DeleteRecords its log start completes)."""
     progress = replica.followers.get(follower)
     if progress is None:
         progress = FollowerProgress(last_caught_up_ms=replica.leader_since_ms)
@@ -471,12 +463,6 @@ def record_fetch(  # noqa: PLR0917 -- a fetched partition's fields, in its order
     elif fetch_offset >= progress.last_fetch_leader_end:
         caught_up_ms = max(caught_up_ms, progress.last_fetch_ms)
     durable = min(durable_offset, fetch_offset)
-    if (
-        incarnation is not None
-        and progress.incarnation == incarnation
-        and fetch_offset == progress.log_end_offset
-    ):
-        durable = max(durable, progress.durable_offset)
     moved = progress.durable_offset != durable
     progress = FollowerProgress(
         log_end_offset=fetch_offset,
@@ -485,7 +471,6 @@ def record_fetch(  # noqa: PLR0917 -- a fetched partition's fields, in its order
         last_fetch_leader_end=leader_end,
         last_fetch_ms=now_ms,
         log_start_offset=-1 if log_start_offset is None else log_start_offset,
-        incarnation=incarnation,
     )
     replica = replace(
         replica,

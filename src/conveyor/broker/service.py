@@ -176,7 +176,6 @@ class BrokerService:
         self.driver = CoreDriver(
             CoreConfig(
                 broker_id=config.broker_id,
-                incarnation=self.incarnation,
                 replica_lag_time_max_ms=config.replica_lag_time_max_ms,
                 replica_fetch_max_wait_ms=config.replica_fetch_max_wait_ms,
                 replica_fetch_partition_max_bytes=config.replica_fetch_partition_max_bytes,

@@ -470,11 +470,6 @@ class ReplicaFetchRequest(Wire):
     max_wait_ms: int = 500
     partition_max_bytes: int = 1024 * 1024
     max_bytes: int = 8 * 1024 * 1024
-    # The follower process (its heartbeats' incarnation): within one, a request that
-    # arrives after a newer one of the same log end cannot lower what it reported durable
-    # (a durability report overtaking the long-poll sent before it); None from an older
-    # broker, or none to compare.
-    incarnation: str | None = None
 
 
 class ReplicaFetchResult(Wire):
