@@ -66,8 +66,6 @@ class FetchSession(Value, frozen=True):
     draw: float = 0.5  # the jitter of the backoff, should this round have failed
     resume_at_ms: int = 0
     failures: int = 0
-    # The partitions the last round appended: their fsyncs are awaited before a report.
-    flushing: frozenset[TopicPartition] = frozenset()
     # A durability report out (at most one per session) and when it left.
     reporting: ReplicaFetchRequest | None = None
     reporting_ms: int = 0

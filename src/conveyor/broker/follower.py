@@ -16,10 +16,8 @@ Each session copies every partition this broker follows from that leader:
    offsets, which that next fetch carried before its fsync. When an fsync completes while
    a fetch waits at the leader, a *durability report* tells the leader (``_maybe_report``:
    a fetch of the same partitions for no bytes and no wait, answered at once, its answer
-   ignored), once the fsyncs of the round's appends are all done and at most one per
-   session at a time; a fetch answered before then carries them in the next one. So a
-   write is acknowledged one fsync and one message after it reached the follower,
-   whether or not the leader had more to send.
+   ignored), at most one per session at a time. So a write is acknowledged one fsync and
+   one message after it reached the follower, whether or not the leader had more to send.
 
 A failed request backs the session off (exponential, jittered with the draw the shell put
 in the event). Level-triggered: every round reads the partitions' current roles, so a
@@ -316,22 +314,15 @@ def _finish_round(state: BrokerState, session: FetchSession, now_ms: int) -> Ste
     if not session.progressed:
         return _failed(state, session, None, session.draw, now_ms)
     effects: list[Effect] = []
-    flushing: set[TopicPartition] = set()
     for tp in sorted(session.appended):
         replica = state.replicas.get(tp)
         if replica is None or replica.log.log_end_offset <= replica.log.log_start_offset:
             continue
         # Durability of every append (a group-commit fsync in the background); the fetch
-        # below leaves without waiting for it, and a report follows once they are done.
+        # below leaves without waiting for it, and a report follows once it is done.
         effects.append(RequestDurable(tp=tp, offset=Offset(replica.log.log_end_offset - 1)))
-        flushing.add(tp)
     session = replace(
-        session,
-        failures=0,
-        appended=frozenset(),
-        answered=frozenset(),
-        resume_at_ms=0,
-        flushing=frozenset(flushing),
+        session, failures=0, appended=frozenset(), answered=frozenset(), resume_at_ms=0
     )
     state, more = pump(with_session(state, session), session.leader, now_ms)
     return state, effects + more
@@ -350,22 +341,11 @@ def on_durable(state: BrokerState, tp: TopicPartition, now_ms: int) -> Step:
 
 
 def _maybe_report(state: BrokerState, session: FetchSession, now_ms: int) -> Step:
-    """Send a durability report when a fetch waits at the leader, the fsyncs of the last
-    round's appends are all done (one report for the round, not one per partition), and
-    some partition is durable beyond what that fetch and the last report said; one at a
-    time."""
+    """Send a durability report when a fetch waits at the leader and some partition it
+    carries is durable beyond what that fetch and the last report said; one at a time."""
     waiting = session.sent
     if not isinstance(waiting, ReplicaFetchRequest) or session.reporting is not None:
         return state, []
-    for tp in session.flushing:
-        replica = state.replicas.get(tp)
-        if (
-            replica is not None
-            and replica.role == "follower"
-            and not replica.log_failed
-            and replica.log.durable_offset < replica.log.log_end_offset
-        ):
-            return state, []  # its Flushed comes next (or the next fetch carries it all)
     partitions: list[ReplicaFetchPartition] = []
     newer = False
     for wanted in waiting.partitions:

@@ -30,7 +30,6 @@ from conveyor.protocol.replica import (
     RequestDurable,
     SendReplicaFetch,
     Tick,
-    TopicPartition,
 )
 from tests.unit.broker.test_trim import B1, B2, NOW_MS, TP, follower_state, leader
 
@@ -154,34 +153,3 @@ def test_the_leader_answers_a_report_at_once_and_it_acknowledges_the_write() -> 
     assert [e.fetch_id for e in effects if isinstance(e, AnswerReplicaFetch)] == [9]
     assert state.replicas[TP].high_watermark == 110
     assert not state.parked
-
-
-def test_one_report_once_every_partition_of_the_round_is_durable() -> None:
-    tp2 = TopicPartition("t", 1)
-    state = follower_state()
-    state = with_replica(state, replace(state.replicas[TP], tp=tp2))
-    state, effects = follower.pump_all(state, NOW_MS)
-    [first] = sends(effects)
-    results = [
-        ReplicaFetchResult(
-            topic="t", partition=p, high_watermark=Offset(100), log_end_offset=Offset(110)
-        )
-        for p in (0, 1)
-    ]
-    answer = ReplicaFetchAnswered(
-        leader=B1,
-        request=first,
-        response=ReplicaFetchResponse(partitions=results),
-        chunks=(b"ten", b"ten"),
-    )
-    state, _ = core.step(state, answer, NOW_MS)
-    for tp in (TP, tp2):
-        log = replace(state.replicas[tp].log, log_end_offset=Offset(110))
-        state, effects = core.step(state, FollowerAppended(tp=tp, log=log, data=b"ten"), NOW_MS)
-    [fetch] = sends(effects)
-    assert [p.durable_offset for p in fetch.partitions] == [100, 100]
-    state, effects = core.step(state, Flushed(tp=TP, durable_offset=Offset(110)), NOW_MS)
-    assert sends(effects) == []  # the other partition's fsync is still running
-    state, effects = core.step(state, Flushed(tp=tp2, durable_offset=Offset(110)), NOW_MS)
-    [report] = sends(effects)
-    assert [p.durable_offset for p in report.partitions] == [110, 110]
