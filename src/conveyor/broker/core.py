@@ -17,10 +17,8 @@ Worked example (a produce with acks=all on a leader with one follower, ISR [1, 2
 ``LeaderAppended(orders-0, last_offset=9, ack_id=7)`` -> effects ``RequestDurable(9)``
 (the fsync) and the follower's parked fetch answered (``AnswerReplicaFetch``); the fsync
 completes: ``Flushed(10)`` -> the high watermark stays (the follower holds nothing of it
-yet); the follower appends, fetches again from 10 at once (durable offset 0: the fetch
-waits at the leader), and once its own fsync is done sends a durability report (from 10,
-durable offset 10, no bytes, no wait): ``ReplicaFetchArrived`` -> progress recorded, high
-watermark 10 -> ``AnswerProduce(7)``.
+yet); the follower fetches again from 10 with durable offset 10:
+``ReplicaFetchArrived`` -> progress recorded, high watermark 10 -> ``AnswerProduce(7)``.
 """
 
 from __future__ import annotations
@@ -378,13 +376,11 @@ def _on_tick(state: BrokerState, event: Tick, now_ms: int) -> Step:
 
 def _next_deadline(state: BrokerState) -> int:
     """The earliest moment something is due: the periodic checks, a parked long-poll, a
-    session's backoff, request or durability report timeout."""
+    session's backoff, durable wait or request timeout."""
     due = state.next_isr_check_ms
     for parked in state.parked.values():
         due = min(due, parked.deadline_ms)
     for session in state.sessions.values():
-        if session.reporting is not None:
-            due = min(due, session.reporting_ms + state.config.replica_request_timeout_ms)
         if session.sent is not None:
             due = min(due, session.sent_ms + state.config.replica_fetch_timeout_ms)
         elif session.resume_at_ms:

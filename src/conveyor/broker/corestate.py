@@ -21,6 +21,7 @@ from conveyor.protocol.topics import FlushPolicy
 
 ISR_CHECK_INTERVAL_MS: Final = 500
 REPLICA_FETCH_WAIT_MS_CAP: Final = 30_000  # a follower's long-poll is held at most this long
+DURABLE_WAIT_MS: Final = 10_000  # a caught-up follower waits this long for its fsync at most
 FETCH_BACKOFF_BASE_MS: Final = 50
 FETCH_BACKOFF_MAX_MS: Final = 1000
 
@@ -48,13 +49,11 @@ class FetchSession(Value, frozen=True):
     """This broker as a follower of ``leader``: one request at a time carries every
     partition it copies from that leader (Kafka's fetcher thread per source broker).
 
-    Busy while a fetch is out (``sent``) and while the appends of an answer are being
-    performed (``applying``); the next fetch leaves as soon as they are, without waiting
-    for their fsync. What becomes durable while that fetch waits at the leader (a
-    long-poll) is told by a *durability report* (``reporting``: a fetch that asks for no
-    bytes and does not wait, answered at once), since the leader's high watermark moves
-    on the followers' durable offsets. ``resume_at_ms``: no request before (a backoff
-    after a failure)."""
+    Busy while a request is out (``sent``), while the appends of an answer are being
+    performed (``applying``), and while waiting for their fsync (``durable_wait``: a
+    caught-up follower's next fetch reports the new durable offset, which is what moves
+    the leader's high watermark). ``resume_at_ms``: no request before (a backoff after a
+    failure, or the deadline of the durable wait)."""
 
     leader: BrokerId
     sent: ReplicaFetchRequest | EpochEndRequest | None = None
@@ -64,16 +63,13 @@ class FetchSession(Value, frozen=True):
     answered: frozenset[TopicPartition] = frozenset()  # partitions answered without error
     progressed: bool = False
     draw: float = 0.5  # the jitter of the backoff, should this round have failed
+    durable_wait: Mapping[TopicPartition, int] = {}  # tp -> the log end to be durable
     resume_at_ms: int = 0
     failures: int = 0
-    # A durability report out (at most one per session) and when it left.
-    reporting: ReplicaFetchRequest | None = None
-    reporting_ms: int = 0
-    last_report: ReplicaFetchRequest | None = None  # what the leader was last told
 
     @property
     def busy(self) -> bool:
-        return self.sent is not None or bool(self.applying)
+        return self.sent is not None or bool(self.applying) or bool(self.durable_wait)
 
 
 class ParkedFetch(Value, frozen=True):

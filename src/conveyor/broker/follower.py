@@ -9,15 +9,10 @@ Each session copies every partition this broker follows from that leader:
    acknowledged disappear. A partition whose log holds no epoch is validated at once.
 2. **Fetch**: one long-poll (``SendReplicaFetch``) carries each validated partition's log
    end and durable offset; the answer's batches become appends (``AppendReplicated``), each
-   followed by a durability request (an fsync in the background), and the next fetch
-   leaves as soon as the appends are done, so what the leader appends meanwhile is
-   answered at once instead of after this broker's fsync.
-3. **Report durability**: the leader's high watermark moves on the followers' durable
-   offsets, which that next fetch carried before its fsync. When an fsync completes while
-   a fetch waits at the leader, a *durability report* tells the leader (``_maybe_report``:
-   a fetch of the same partitions for no bytes and no wait, answered at once, its answer
-   ignored), at most one per session at a time. So a write is acknowledged one fsync and
-   one message after it reached the follower, whether or not the leader had more to send.
+   followed by a durability request. A caught-up session waits for those fsyncs before
+   the next fetch (that fetch is what tells the leader the data is safe here, so the high
+   watermark moves one round trip after the fsync); a session that is behind fetches again
+   at once.
 
 A failed request backs the session off (exponential, jittered with the draw the shell put
 in the event). Level-triggered: every round reads the partitions' current roles, so a
@@ -31,6 +26,7 @@ from msgspec.structs import replace
 
 from conveyor.broker import producers as producer_state
 from conveyor.broker.corestate import (
+    DURABLE_WAIT_MS,
     FETCH_BACKOFF_BASE_MS,
     FETCH_BACKOFF_MAX_MS,
     BrokerState,
@@ -121,7 +117,7 @@ def pump(state: BrokerState, leader: BrokerId, now_ms: int) -> Step:
         return state, []
     if now_ms < session.resume_at_ms:
         return with_session(state, session), [ScheduleTick(at_ms=session.resume_at_ms)]
-    if session.resume_at_ms:
+    if session.resume_at_ms and not session.durable_wait:
         # the backoff is over: a deadline left in the past would have the next tick asked
         # for at once, again and again, while a truncation keeps the session waiting
         # (simulation, seed 10025: a busy loop)
@@ -229,10 +225,6 @@ def on_epoch_end(state: BrokerState, event: EpochEndAnswered, now_ms: int) -> St
 
 def on_fetch_answer(state: BrokerState, event: ReplicaFetchAnswered, now_ms: int) -> Step:
     session = state.sessions.get(event.leader)
-    if session is not None and session.reporting is event.request:
-        # A durability report's answer (nothing to append): more may be durable by now.
-        session = replace(session, reporting=None)
-        return _maybe_report(with_session(state, session), session, now_ms)
     if session is None or session.sent is not event.request:
         return state, []
     asked = event.request.partitions
@@ -314,92 +306,58 @@ def _finish_round(state: BrokerState, session: FetchSession, now_ms: int) -> Ste
     if not session.progressed:
         return _failed(state, session, None, session.draw, now_ms)
     effects: list[Effect] = []
+    durable_wait: dict[TopicPartition, int] = {}
     for tp in sorted(session.appended):
         replica = state.replicas.get(tp)
         if replica is None or replica.log.log_end_offset <= replica.log.log_start_offset:
             continue
-        # Durability of every append (a group-commit fsync in the background); the fetch
-        # below leaves without waiting for it, and a report follows once it is done.
-        effects.append(RequestDurable(tp=tp, offset=Offset(replica.log.log_end_offset - 1)))
-    session = replace(
-        session, failures=0, appended=frozenset(), answered=frozenset(), resume_at_ms=0
+        end = replica.log.log_end_offset
+        # Durability of every append (a group-commit fsync in the background, so the
+        # durable offset this replica reports keeps moving under sustained load).
+        effects.append(RequestDurable(tp=tp, offset=Offset(end - 1)))
+        if replica.log.durable_offset < end:
+            durable_wait[tp] = end
+    behind = any(
+        r.log.log_end_offset < r.leader_log_end_offset
+        for tp in session.answered
+        if (r := state.replicas.get(tp)) is not None
     )
-    state, more = pump(with_session(state, session), session.leader, now_ms)
+    session = replace(session, failures=0, appended=frozenset(), answered=frozenset())
+    if durable_wait and not behind:
+        # Caught up: the next fetch reports the durable offset that moves the high
+        # watermark, so wait for the fsync first. Behind (catching up), fetch on at once.
+        deadline = now_ms + DURABLE_WAIT_MS
+        session = replace(session, durable_wait=durable_wait, resume_at_ms=deadline)
+        return with_session(state, session), [*effects, ScheduleTick(at_ms=deadline)]
+    state, more = pump(
+        with_session(state, replace(session, resume_at_ms=0)), session.leader, now_ms
+    )
     return state, effects + more
 
 
 def on_durable(state: BrokerState, tp: TopicPartition, now_ms: int) -> Step:
-    """A flush (or a failure) of ``tp``: tell the leader, if a fetch of this session waits
-    there with an older durable offset (one about to leave carries the new one itself)."""
+    """A flush (or a failure) of ``tp``: a session waiting for it may fetch again."""
     replica = state.replicas.get(tp)
     if replica is None or replica.state.leader is None:
         return state, []
     session = state.sessions.get(replica.state.leader)
-    if session is None:
+    if session is None or tp not in session.durable_wait:
         return state, []
-    return _maybe_report(state, session, now_ms)
-
-
-def _maybe_report(state: BrokerState, session: FetchSession, now_ms: int) -> Step:
-    """Send a durability report when a fetch waits at the leader and some partition it
-    carries is durable beyond what that fetch and the last report said; one at a time."""
-    waiting = session.sent
-    if not isinstance(waiting, ReplicaFetchRequest) or session.reporting is not None:
+    wanted = session.durable_wait[tp]
+    if replica.log.durable_offset < wanted and not replica.log_failed:
         return state, []
-    partitions: list[ReplicaFetchPartition] = []
-    newer = False
-    for wanted in waiting.partitions:
-        replica = state.replicas.get(TopicPartition(wanted.topic, wanted.partition))
-        if (
-            replica is None
-            or replica.role != "follower"
-            or replica.leader_epoch != wanted.leader_epoch
-            or replica.log_failed
-        ):
-            continue
-        log = replica.log
-        newer = newer or log.durable_offset > _reported(session, wanted)
-        partitions.append(
-            replace(
-                wanted,
-                fetch_offset=log.log_end_offset,
-                durable_offset=log.durable_offset,
-                log_start_offset=log.log_start_offset,
-            )
-        )
-    if not newer:
-        return state, []
-    # No bytes and no wait: the leader records the progress and answers at once.
-    request = ReplicaFetchRequest(
-        broker_id=state.broker_id,
-        partitions=partitions,
-        max_wait_ms=0,
-        partition_max_bytes=0,
-        max_bytes=0,
+    remaining = {k: v for k, v in session.durable_wait.items() if k != tp}
+    session = replace(
+        session, durable_wait=remaining, resume_at_ms=0 if not remaining else session.resume_at_ms
     )
-    session = replace(session, reporting=request, reporting_ms=now_ms, last_report=request)
-    deadline = now_ms + state.config.replica_request_timeout_ms
-    return with_session(state, session), [
-        SendReplicaFetch(leader=session.leader, request=request),
-        ScheduleTick(at_ms=deadline),
-    ]
-
-
-def _reported(session: FetchSession, wanted: ReplicaFetchPartition) -> int:
-    """The durable offset the leader was last told for ``wanted``'s partition."""
-    reported = wanted.durable_offset
-    if session.last_report is not None:
-        for earlier in session.last_report.partitions:
-            if earlier.topic == wanted.topic and earlier.partition == wanted.partition:
-                reported = max(reported, earlier.durable_offset)
-    return reported
+    state = with_session(state, session)
+    if remaining:
+        return state, []
+    return pump(state, session.leader, now_ms)
 
 
 def on_unreachable(state: BrokerState, event: PeerUnreachable, now_ms: int) -> Step:
     session = state.sessions.get(event.leader)
-    if session is not None and session.reporting is event.request:
-        # A lost report is not retried: the next fetch carries the durable offsets.
-        return with_session(state, replace(session, reporting=None)), []
     if session is None or session.sent is not event.request:
         return state, []
     return _failed(state, session, event.reason, event.draw, now_ms)
@@ -435,15 +393,9 @@ def _failed(
 
 
 def tick(state: BrokerState, now_ms: int) -> Step:
-    """Deadlines: requests and reports unanswered too long (lost), backoffs over."""
+    """Deadlines: requests unanswered too long (lost), durable waits and backoffs over."""
     effects: list[Effect] = []
-    for leader, listed in sorted(state.sessions.items()):
-        session = listed
-        if session.reporting is not None and now_ms - session.reporting_ms >= (
-            state.config.replica_request_timeout_ms
-        ):
-            session = replace(session, reporting=None)  # lost: the next fetch carries it
-            state = with_session(state, session)
+    for leader, session in sorted(state.sessions.items()):
         if session.sent is not None:
             timeout_ms = (
                 state.config.replica_request_timeout_ms
@@ -454,6 +406,8 @@ def tick(state: BrokerState, now_ms: int) -> Step:
                 state, more = _failed(state, session, "no answer in time", session.draw, now_ms)
                 effects += more
             continue
+        if session.durable_wait and now_ms >= session.resume_at_ms:
+            state = with_session(state, replace(session, durable_wait={}, resume_at_ms=0))
         state, more = pump(state, leader, now_ms)
         effects += more
     return state, effects
