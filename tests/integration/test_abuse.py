@@ -53,7 +53,10 @@ PIPELINED_FETCHES = 8
 NON_READER_RSS_GROWTH_BYTES_MAX = 96 * MIB
 NON_READER_TLS_RSS_GROWTH_BYTES_MAX = 160 * MIB
 WRITE_TIMEOUT_MS = 1000
-ANSWER_WITHIN_S = 5.0
+# A broker the abuse blocked never answers; one that serves answers in milliseconds alone
+# and in seconds beside make test's six workers on 2 cores (5.4 s seen there against the 5 s
+# this was): the deadline catches the block, not the speed (the benchmarks' business).
+ANSWER_WITHIN_S = 15.0
 TMPFS_BYTES = 24 * MIB
 
 
