@@ -49,13 +49,18 @@ def _ask(port: int, answered: Callable[[socket.socket], None]) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
         client.sendall(SIZED)
         answered(client)
-        data = b""
-        while len(data) < len(SIZED):
-            chunk = client.recv(len(SIZED) - len(data))
-            if not chunk:
-                break
-            data += chunk
-        return data
+        return _read_answer(client)
+
+
+def _read_answer(client: socket.socket) -> bytes:
+    """The echoed frame, or what came of it before the connection closed."""
+    data = b""
+    while len(data) < len(SIZED):
+        chunk = client.recv(len(SIZED) - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def test_a_listener_not_serving_holds_requests_until_it_serves() -> None:
@@ -93,13 +98,7 @@ def test_a_listener_not_serving_holds_requests_until_it_serves() -> None:
 
 def _exchange(client: socket.socket) -> bytes:
     client.sendall(SIZED)
-    data = b""
-    while len(data) < len(SIZED):
-        chunk = client.recv(len(SIZED) - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
+    return _read_answer(client)
 
 
 def test_a_connection_is_closed_after_idle_timeout_without_a_frame_not_before() -> None:
