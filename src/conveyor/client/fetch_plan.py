@@ -40,9 +40,38 @@ class Target:
     offset: int
     generation: int
 
-    def moved_to(self, offset: int) -> Target:
-        """This target from ``offset`` on (where an answer's batches end), if further."""
-        return Target(self.tp, max(self.offset, offset), self.generation)
+
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """An answer in but not yet in the buffer: the request it answers and where its
+    batches end (the next request of a pipelined loop starts there)."""
+
+    answered: Target
+    end: int
+
+
+def start_of(target: Target, ahead: Ahead | None) -> Target:
+    """Where ``target`` (the buffer's position) is fetched from next: past an answer not
+    yet decoded only when that answer starts at the position in the same generation, so
+    the buffer takes it. An answer from elsewhere is one the buffer will drop (an old
+    leader's loop answered first after a leader change): starting past it would skip
+    what it held, and every later answer would start there too, dropped in turn
+    (issue 15: a reader stuck for good at a new leader epoch, calling itself caught up).
+
+    >>> at = Target(TopicPartition("t", 0), 2, 1)
+    >>> start_of(at, Ahead(Target(at.tp, 2, 1), 7)).offset
+    7
+    >>> start_of(at, Ahead(Target(at.tp, 0, 1), 7)).offset  # an answer the buffer drops
+    2
+    """
+    if (
+        ahead is not None
+        and ahead.answered.offset == target.offset
+        and ahead.answered.generation == target.generation
+        and ahead.end > target.offset
+    ):
+        return Target(target.tp, ahead.end, target.generation)
+    return target
 
 
 def group_by_leader(

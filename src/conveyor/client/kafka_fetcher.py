@@ -26,8 +26,10 @@ handling; this class sends its requests as Kafka's consumers do:
   the two took turns, and W2 ran at half the rate of one request per partition
   (docs/benchmarks.md). It leaves early only if the buffer has room for every
   partition it names; else after the decoding, as the first request did. An answer
-  that does not start where its partition stands (sent ahead of one that then failed)
-  is dropped, so nothing is skipped or repeated.
+  that does not start where its partition stands (sent ahead of one that then failed,
+  or the old leader's loop answered first after a leader change) is dropped, so
+  nothing is skipped or repeated, and the next request starts where the partition
+  stands, not where that answer ended (``fetch_plan.start_of``).
 - A partition's error touches that partition only: NOT_LEADER and the like refresh the
   metadata (its next request goes to the new leader's loop), OFFSET_OUT_OF_RANGE resets
   its position by policy, another retriable error backs that partition off; a
@@ -58,12 +60,14 @@ from typing import Any, Final
 
 from conveyor.client import metrics as client_metrics
 from conveyor.client.fetch_plan import (
+    Ahead,
     Target,
     group_by_leader,
     next_retry_ms,
     plan_fetch,
     poll_wait_ms,
     reserve_per_partition,
+    start_of,
 )
 from conveyor.client.fetcher import Fetcher, _next_offset, _unexpected
 from conveyor.client.group import Assignment
@@ -111,7 +115,7 @@ class KafkaFetcher(Fetcher):
         self._retry_at_ms: dict[TopicPartition, float] = {}
         self._failures: dict[TopicPartition, int] = {}
         # answered but not yet in the buffer: where the next request starts
-        self._ahead: dict[TopicPartition, Target] = {}
+        self._ahead: dict[TopicPartition, Ahead] = {}
         self._rotation = 0
 
     # --- what wakes the broker loops -------------------------------------------------------
@@ -221,10 +225,8 @@ class KafkaFetcher(Fetcher):
             if target is None:
                 continue
             offset, generation = target
-            ahead = self._ahead.get(tp)  # answered, not yet decoded: start after it
-            if ahead is not None and ahead.generation == generation and ahead.offset > offset:
-                offset = ahead.offset
-            out.append(Target(tp, offset, generation))
+            # answered from here, not yet decoded: start after it (fetch_plan.start_of)
+            out.append(start_of(Target(tp, offset, generation), self._ahead.get(tp)))
         return out
 
     async def _run_broker(self, leader: str) -> None:
@@ -251,7 +253,7 @@ class KafkaFetcher(Fetcher):
                 for target in done.named:  # where the next request starts: the batch ends
                     answer = answers.get(target.tp)
                     if isinstance(answer, tuple):
-                        self._ahead[target.tp] = target.moved_to(_next_offset(answer[0]))
+                        self._ahead[target.tp] = Ahead(target, _next_offset(answer[0]))
                 inflight = self._send(leader, whole=True)
                 if inflight is not None:
                     await asyncio.sleep(0)  # let it leave before the decoding below
@@ -344,7 +346,9 @@ class KafkaFetcher(Fetcher):
             answer = answers.get(target.tp)
             if isinstance(answer, tuple):
                 self._fetched(target, answer, done.per_partition_bytes)
-            self._ahead.pop(target.tp, None)  # the buffer's fetch offset is where it says
+            ahead = self._ahead.get(target.tp)
+            if ahead is not None and ahead.answered is target:  # not another loop's
+                del self._ahead[target.tp]  # the buffer's fetch offset is where it says
 
     def _fetched(self, target: Target, answer: Fetched, reserved: int) -> None:
         tp, offset = target.tp, target.offset

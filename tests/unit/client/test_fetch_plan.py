@@ -6,12 +6,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conveyor.client.fetch_plan import (
+    Ahead,
     Target,
     group_by_leader,
     next_retry_ms,
     plan_fetch,
     poll_wait_ms,
     reserve_per_partition,
+    start_of,
 )
 from conveyor.client.kafka_fetcher import fetch_request
 from conveyor.client.types import TopicPartition
@@ -107,3 +109,15 @@ def test_a_request_reserves_at_most_an_eighth_of_the_buffer() -> None:
     # a small buffer still lets one partition's worth through
     assert reserve_per_partition(3, partition_max_bytes=mib, buffer_max_bytes=mib) == mib // 3
     assert reserve_per_partition(0, partition_max_bytes=mib, buffer_max_bytes=mib) == mib
+
+
+def test_a_request_starts_past_an_answer_only_when_the_buffer_will_take_it() -> None:
+    """Issue 15: after a leader change two loops answered one partition from the same
+    position; the one in second was dropped, and starting past it skipped records for
+    good (tests/unit/client/test_kafka_fetcher_leader_move.py runs the loops)."""
+    at = Target(A0, offset=2, generation=1)
+    assert start_of(at, None) == at
+    assert start_of(at, Ahead(Target(A0, 2, 1), end=7)) == Target(A0, 7, 1)  # pipelined
+    assert start_of(at, Ahead(Target(A0, 0, 1), end=7)) == at  # from elsewhere: dropped
+    assert start_of(at, Ahead(Target(A0, 2, 0), end=7)) == at  # an older generation
+    assert start_of(at, Ahead(Target(A0, 2, 1), end=0)) == at  # nothing answered
