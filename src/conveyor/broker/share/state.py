@@ -261,10 +261,9 @@ class ShareState:
             self.states[a : offset - self.base] = bytes((GAP,)) * (offset - self.start)
         if self.keyindex is not None:
             self.keyindex.drop_below(offset)
-        for sequence, entries in list(self.dead_letters.items()):
-            kept = [e for e in entries if e.offset >= offset]
-            if len(kept) != len(entries):
-                self.dead_letters[sequence] = kept
+        # Pending dead letters keep their removed records (written with a null value,
+        # deadletter.py): a batch must still span the sequence numbers it was given, or
+        # the dead-letter topic refuses the next one for good (OUT_OF_ORDER_SEQUENCE).
         self.end = max(self.end, offset)
         self._advance()
 
@@ -464,12 +463,28 @@ def invariant_problems(state: ShareState) -> list[str]:
                 problems.append(f"offset {offset} acquired with delivery count 0")
         if code == DEAD and offset not in dead:
             problems.append(f"offset {offset} is dead-lettering in no batch")
+    problems += _numbering_problems(state)
     index = state.keyindex
     if index is not None:
         for key in index.queues:
             if not index.in_flight_prefix_ok(key, state.owner_of):
                 problems.append(f"key {key}: records in flight are not one acquisition's prefix")
     return problems[:10]
+
+
+def _numbering_problems(state: ShareState) -> list[str]:
+    """Pending dead-letter batches (written oldest first) are numbered one sequence number
+    a record, each where the one before ends, up to ``dead_letter_sequence``: a batch
+    that lost a record would leave a gap the dead-letter topic never accepts."""
+    problems = []
+    sequence = None
+    for first, entries in sorted(state.dead_letters.items()):
+        if sequence is not None and first != sequence:
+            problems.append(f"dead-letter batch {first} follows sequence {sequence - 1}")
+        sequence = first + len(entries)
+    if sequence is not None and sequence != state.dead_letter_sequence:
+        problems.append(f"dead letters end at {sequence}, numbered to {state.dead_letter_sequence}")
+    return problems
 
 
 def replay(mode: ShareMode, records: list[StateSnapshot | StateDelta]) -> ShareState | None:

@@ -254,6 +254,31 @@ def test_skip_settles_what_retention_removed() -> None:
     ok(state)
 
 
+def test_retention_keeps_a_dead_letter_batch_one_record_per_sequence_number() -> None:
+    """Retention removed a record waiting to be dead-lettered: its batch keeps the entry
+    (written with a null value, deadletter.py) so the batch still spans the sequence
+    numbers it was given; dropping it left a gap before the next batch, which the
+    dead-letter topic refuses for good (OUT_OF_ORDER_SEQUENCE), or an empty batch."""
+    state = fresh(UNORDERED, 10)
+    _, got = decide.acquire(state, UNORDERED, "m", 3, 0)
+    assert got is not None
+    decide.acknowledge(state, UNORDERED, "m", [ack((0, 1), "reject", reason="bad")], 1)
+    decide.skip_to(state, 1)
+    decide.acknowledge(state, UNORDERED, "m", [ack((2, 2), "reject", reason="bad")], 2)
+    assert {s: [e.offset for e in es] for s, es in state.dead_letters.items()} == {
+        0: [0, 1],
+        2: [2],
+    }
+    ok(state)
+    decide.skip_to(state, 3)  # every record of both batches removed
+    assert [len(es) for es in state.dead_letters.values()] == [2, 1]
+    ok(state)
+    decide.dead_lettered(state, 0)
+    decide.dead_lettered(state, 2)
+    assert state.start == 3 and state.dead_letters == {}
+    ok(state)
+
+
 @pytest.mark.parametrize("bad", [(-1, 2), (5, 3)])
 def test_bad_ranges_are_invalid_requests(bad: tuple[int, int]) -> None:
     state = fresh(UNORDERED, 10)

@@ -111,11 +111,12 @@ class Model:
     def tick(self) -> None:
         self.now += self.rng.choice([10, 300, 1_100])
         self.record(decide.expire(self.state, self.config, self.now))
-        for sequence in list(self.state.dead_letters):
-            if self.rng.random() < 0.7:
-                for entry in self.state.dead_letters[sequence]:
-                    self.dead[entry.offset] = self.dead.get(entry.offset, 0) + 1
-                self.record(decide.dead_lettered(self.state, sequence))
+        for sequence in sorted(self.state.dead_letters):  # written oldest first (manager.py)
+            if self.rng.random() >= 0.7:
+                break
+            for entry in self.state.dead_letters[sequence]:
+                self.dead[entry.offset] = self.dead.get(entry.offset, 0) + 1
+            self.record(decide.dead_lettered(self.state, sequence))
         self.read_log(self.state.end)
 
     def fail_over(self) -> None:
