@@ -50,6 +50,11 @@ CODEC_NAMES: Final = ("auto", "compiled", "python")
 _ATTRIBUTES_AT: Final = 21  # offset of the int16 attributes in the batch header
 _INT32_MAX: Final = (1 << 31) - 1
 _NO_HEADERS: Final[list[tuple[str, bytes | None]]] = []  # the extension only reads it
+_COUNTS_LEN: Final = 16_384
+_COUNTS: Final = tuple(range(_COUNTS_LEN))
+"""Record counts (and so offset deltas) as shared int objects: a producer's record future
+keeps its offset delta, and with an int of its own per record (any above 256) the garbage
+collector's full passes over a million live futures touch twice the memory."""
 
 
 def _load() -> Any | None:
@@ -165,7 +170,9 @@ class CompiledBatchBuilder:
             )
         except (TypeError, ValueError, OverflowError, UnicodeError) as exc:
             raise InvalidRequestError(f"record cannot be encoded: {exc}") from exc
-        self._records_count = count + 1
+        count += 1
+        # a shared int from the table, not a new one per record (see _COUNTS)
+        self._records_count = _COUNTS[count] if count < _COUNTS_LEN else count
         self._last_offset_delta = offset_delta
         return offset_delta
 

@@ -14,6 +14,7 @@ from conveyor.client.recordcodec import configured_codec
 from conveyor.protocol.batch import parse_header, validate_batches
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.fastrecords import (
+    _COUNTS_LEN,
     COMPILED,
     PYTHON,
     CompiledBatchBuilder,
@@ -120,3 +121,15 @@ def test_codec_choice() -> None:
     assert configured_codec({}) is COMPILED
     assert configured_codec({"CONVEYOR_RECORD_CODEC": "python"}) is PYTHON
     assert configured_codec({"CONVEYOR_RECORD_CODEC": "Compiled"}) is COMPILED
+
+
+def test_a_batch_longer_than_the_shared_counts_keeps_counting() -> None:
+    """Counts come from a table of shared ints (``_COUNTS``) and go on past its end."""
+    builder = CompiledBatchBuilder()
+    total = _COUNTS_LEN + 3
+    deltas = [builder.append(b"", None, (), 7) for _ in range(total)]
+    assert deltas == list(range(total))
+    assert builder.records_count == total
+    assert [r.offset for r in decode_batches_compiled(builder.build(base_offset=10))] == list(
+        range(10, 10 + total)
+    )
