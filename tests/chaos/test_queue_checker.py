@@ -312,3 +312,19 @@ def test_an_unread_dead_letter_topic_skips_the_missing_check() -> None:
     result = check(h)  # no dlq-end: the reader never caught up
     assert result.counts["dlq-missing"] == 0
     assert result.counts["dlq-unread"] == 2
+
+
+def test_a_reader_behind_a_high_watermark_names_the_partition() -> None:
+    """Issue 15: a reader stuck on a dead-letter partition once called itself caught up
+    and its unread dead letters looked missing; the harness now compares its positions
+    with the high watermarks, and the report names the partition it had not read."""
+    h = H().receive("queue-0.0/u0", UNORDERED, (2, 1, 1))
+    behind = [f"{UNORDERED}.dead-letters[1] at 4/34"]
+    h.add("dlq-reader", "ok", "dlq-end", {"caught_up": False, "behind": behind})
+    result = check(h)
+    assert result.counts["dlq-unread"] == 2
+    unread = [e.description for e in result.examples if e.anomaly == "dlq-unread"]
+    assert unread == [
+        f"{ORDERED}: the dead-letter reader did not catch up []",
+        f"{UNORDERED}: the dead-letter reader did not catch up {behind}",
+    ]

@@ -58,7 +58,12 @@ from typing import Any, Final, TypeVar
 from conveyor.chaos import checker
 from conveyor.chaos.checker import FinalReads, Replica, Result
 from conveyor.chaos.history import Op
-from conveyor.chaos.queue_workload import GROUPS, MAX_DELIVERY_ATTEMPTS, REJECT_PREFIX
+from conveyor.chaos.queue_workload import (
+    GROUPS,
+    MAX_DELIVERY_ATTEMPTS,
+    REJECT_PREFIX,
+    dead_letter_topic,
+)
 from conveyor.chaos.workload import TOPIC
 from conveyor.protocol.share import (
     DLQ_HEADER_DELIVERY_COUNT,
@@ -154,6 +159,7 @@ class Parsed:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     settled_below: dict[str, dict[int, int]] | None = None  # group -> partition -> start
     dlq_caught_up: bool = False
+    dlq_behind: list[str] = field(default_factory=list)  # the partitions it had not read
 
 
 def acquisition_of(token: str) -> int:
@@ -178,6 +184,7 @@ def parse(ops: Sequence[Op]) -> Parsed:
                 out.dead_letters.append(DeadLetter(group, key, value, headers, op.index))
         elif op.f == "dlq-end" and op.type == "ok":
             out.dlq_caught_up = bool(op.value.get("caught_up"))
+            out.dlq_behind = [str(b) for b in op.value.get("behind", [])]
         elif op.f == "drain" and op.type == "ok":
             out.settled_below = {
                 g: {int(p): int(s) for p, s in starts.items()}
@@ -272,7 +279,8 @@ def check_queue(parsed: Parsed, final: FinalReads, result: Result) -> None:
         _check_acks(deliveries, acks, result)
         dead = _check_dead_letters(group, deliveries, acks, letters=letters, log=log, result=result)
         if not parsed.dlq_caught_up:
-            result.counts["dlq-unread"] += 1
+            behind = [b for b in parsed.dlq_behind if b.startswith(dead_letter_topic(group) + "[")]
+            result.add("dlq-unread", f"{group}: the dead-letter reader did not catch up {behind}")
         else:
             _check_dlq_missing(deliveries, acks, dead, result)
         _check_settled(group, parsed.settled_below, acks, dead=dead, final=final, result=result)

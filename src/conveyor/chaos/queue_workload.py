@@ -29,6 +29,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
@@ -160,7 +161,10 @@ class QueueWorkload(Workload):
 
     def _read_dead_letters(self) -> None:
         """Every dead letter of both groups, in the history as it is read; once stopped,
-        read on until caught up (the members are gone: nothing more is written)."""
+        read on until caught up (the members are gone: nothing more is written). Caught
+        up is the consumer's word and the topics' high watermarks reached: a consumer
+        stuck on a partition took its last answer's end for the end (issue 15), and the
+        dead letters it never read looked missing."""
         topics = [dead_letter_topic(g) for g in GROUPS]
         by_topic = {dead_letter_topic(g): g for g in GROUPS}
         with conveyor.Consumer(
@@ -168,6 +172,7 @@ class QueueWorkload(Workload):
             request_timeout_ms=3_000,
         ) as consumer:  # fmt: skip
             quiet = 0
+            behind: list[str] = []
             deadline: float | None = None
             while quiet < 4:
                 if self.stop_dlq.is_set() and deadline is None:
@@ -190,8 +195,12 @@ class QueueWorkload(Workload):
                         value = {"group": group, "records": records, "t": time.monotonic_ns()}
                         self.history.record("dlq-reader", "ok", "dlq", value)
                 if deadline is not None:
-                    quiet = quiet + 1 if not messages and consumer.caught_up() else 0
-        self.history.record("dlq-reader", "ok", "dlq-end", {"caught_up": quiet >= 4})
+                    still = not messages and consumer.caught_up()
+                    if still:
+                        behind = unread_dead_letters(self.url, consumer.position, topics)
+                    quiet = quiet + 1 if still and not behind else 0
+        value = {"caught_up": quiet >= 4, "behind": behind}
+        self.history.record("dlq-reader", "ok", "dlq-end", value)
 
     def _record_line(self, process: str, line: str) -> None:
         """As the stream workload's, one history process per member (``queue-0.1/o1``)."""
@@ -214,6 +223,25 @@ def settled_offsets(url: str) -> tuple[dict[str, dict[int, int]], dict[int, int]
     with conveyor.Admin(url) as admin:
         end = {p.partition: p.high_watermark or 0 for p in admin.describe_topic(TOPIC).partitions}
     return start, end
+
+
+def unread_dead_letters(
+    url: str, position: Callable[[str, int], int | None], topics: list[str]
+) -> list[str]:
+    """``topic[partition] at position/high watermark`` for each partition of ``topics``
+    the reader has not read to its end (or whose end could not be learnt)."""
+    try:
+        with conveyor.Admin(url) as admin:
+            ends = {t: admin.describe_topic(t).partitions for t in topics}
+    except ConveyorError as e:
+        return [f"high watermarks unknown: {e}"]
+    out = []
+    for topic, partitions in ends.items():
+        for p in partitions:
+            at, end = position(topic, p.partition) or 0, p.high_watermark or 0
+            if at < end:
+                out.append(f"{topic}[{p.partition}] at {at}/{end}")
+    return out
 
 
 def _text(data: bytes | None) -> str | None:

@@ -115,6 +115,40 @@ class Stage:
     replicas: list[checker.Replica] = field(default_factory=list)  # read once it stopped
 
 
+HARNESS_LOGGERS: Final = ("conveyor.client", "conveyor.chaos")
+
+
+@contextmanager
+def harness_log(path: Path) -> Iterator[None]:
+    """The harness's own clients (the dead-letter reader, the final reads, the nemesis's
+    admin) log at INFO to ``path``: what a stuck reader did stays with the run (issue 15:
+    its fetches after a leader change were not recorded anywhere). Their warnings still
+    reach stderr as before (Python's last-resort handler, which a handler would mute)."""
+    handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(threadName)s %(name)s %(message)s"))
+    loud = None
+    if not logging.getLogger().handlers:
+        loud = logging.StreamHandler()
+        loud.setLevel(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in HARNESS_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        if loud is not None:
+            logger.addHandler(loud)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+            logger.removeHandler(handler)
+            if loud is not None:
+                logger.removeHandler(loud)
+        handler.close()
+
+
 @contextmanager
 def staged(
     root: Path, brokers: int, *, ha: bool, schedule: list[FaultEvent], usable: tuple[str, ...],
@@ -126,24 +160,26 @@ def staged(
     cluster = ChaosCluster(root, brokers, ha=ha)
     stage = Stage(cluster, History(), schedule, skipped)
     tmpfs = root / "broker-1"
-    try:
-        if "disk-full" in usable and not mount_tmpfs(tmpfs):
-            skipped["disk-full"] = "mount -t tmpfs failed"
-            stage.schedule = [e for e in schedule if e.kind != "disk-full"]
-        if any(e.kind.startswith("partition") for e in stage.schedule):
-            netfault.remove_on_signals()
-            netfault.install(cluster.parties_for(brokers))  # before any connection: all marked
-        cluster.start()
-        yield stage
-    finally:
-        if stage.workload is not None:
-            stage.workload.abort()  # a no-op after a normal stop
-        netfault.heal()
-        cluster.stop()
-        netfault.remove()
-        stage.history.dump(root / "history.jsonl")
-        stage.replicas = read_replicas(cluster, topic)
-        unmount(tmpfs)
+    root.mkdir(parents=True, exist_ok=True)
+    with harness_log(root / "harness.log"):
+        try:
+            if "disk-full" in usable and not mount_tmpfs(tmpfs):
+                skipped["disk-full"] = "mount -t tmpfs failed"
+                stage.schedule = [e for e in schedule if e.kind != "disk-full"]
+            if any(e.kind.startswith("partition") for e in stage.schedule):
+                netfault.remove_on_signals()
+                netfault.install(cluster.parties_for(brokers))  # before any connection: all marked
+            cluster.start()
+            yield stage
+        finally:
+            if stage.workload is not None:
+                stage.workload.abort()  # a no-op after a normal stop
+            netfault.heal()
+            cluster.stop()
+            netfault.remove()
+            stage.history.dump(root / "history.jsonl")
+            stage.replicas = read_replicas(cluster, topic)
+            unmount(tmpfs)
 
 
 def run(
