@@ -401,7 +401,7 @@ class BrokerService:
         self,
         topic: str,
         partition: int,
-        batches: bytes,
+        batches: bytes | memoryview,
         *,
         acks: Acks = "all",
         timeout_ms: int = 30_000,
@@ -479,7 +479,7 @@ class BrokerService:
     def _append(
         self,
         target: LeaderView,
-        batches: bytes,
+        batches: bytes | memoryview,
         write: ProducerWrite | None,
         ack_id: int | None,
         deadline_ms: int,

@@ -107,9 +107,9 @@ def test_produce_answers_give_offsets_or_typed_errors() -> None:
 def test_produce_requests_decode_on_the_listener() -> None:
     request = produce_request(11, "t", 3, b"batch-bytes", -1, 30_000)
     decoded = decode_request(encode_request(0, 11, 1, "c", request)[4:])
-    (topic,) = decoded.body.topic_data
-    assert (decoded.body.acks, topic.name, topic.partition_data[0].index) == (-1, "t", 3)
-    assert bytes(topic.partition_data[0].records) == b"batch-bytes"
+    ((topic, partition, records),) = decoded.body.partitions
+    assert (decoded.body.acks, topic, partition) == (-1, "t", 3)
+    assert bytes(records) == b"batch-bytes"
 
 
 def test_credentials_as_sasl() -> None:

@@ -1,5 +1,7 @@
 """Produce: each partition's record batches go to ``BrokerService.produce`` as received (the
-HTTP route's operation: validation, idempotence, append, acks), never decoded here.
+HTTP route's operation: validation, idempotence, append, acks), never decoded here: the
+request comes read by hand (``protocol/kafka/produce_request.py``), its record sets views
+of the frame, uncopied.
 
 acks 0, 1 and -1 are Conveyor's "0", "1" and "all". With acks=0 nothing is answered, and
 a failed partition closes the connection (Kafka's way of telling such a producer to
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 from conveyor.broker.kafka.auth import Authorizer, transactional_refusal
@@ -26,6 +27,7 @@ from conveyor.broker.kafka.registry import RequestContext
 from conveyor.protocol.batch import LOG_OVERHEAD, TRANSACTIONAL_BIT
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.kafka.errors import KafkaError, kafka_error
+from conveyor.protocol.kafka.produce_request import ProduceData, Records
 from conveyor.protocol.kafka.produce_response import (
     Encoded,
     Endpoint,
@@ -41,22 +43,10 @@ log = logging.getLogger(__name__)
 ACKS: Final[dict[int, Acks]] = {0: "0", 1: "1", -1: "all"}
 
 Produce = Callable[..., Awaitable[ProduceResponse]]
+Jobs = tuple[tuple[str, int, Records | None], ...]  # (topic, partition, records)
 
 # Each record_errors entry's message (as Kafka's LogValidator words it per record)
 _RECORD_ERROR: Final = "a compacted topic takes only records with a key"
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionResult:
-    index: int
-    error: KafkaError = KafkaError.NONE
-    base_offset: int = -1
-    log_start_offset: int = -1
-    message: str | None = None
-    leader: tuple[int, int] | None = None  # (leader id, leader epoch) for NOT_LEADER
-    # INVALID_RECORD: the records at fault (v8+ record_errors; the others of the batch get
-    # librdkafka's _INVALID_DIFFERENT_RECORD)
-    record_indexes: tuple[int, ...] = ()
 
 
 class ProduceHandler:
@@ -65,14 +55,10 @@ class ProduceHandler:
         self._known = known
         self._authorizer = authorizer
 
-    async def __call__(self, ctx: RequestContext, request: Any) -> Any:
+    async def __call__(self, ctx: RequestContext, request: ProduceData) -> Any:
         acks = ACKS.get(request.acks)
         refusal = _refusal(request, acks)
-        jobs = [
-            (topic.name, p.index, p.records)
-            for topic in request.topic_data
-            for p in topic.partition_data
-        ]
+        jobs = request.partitions
         timeout_ms = request.timeout_ms
         if refusal is None and self._authorizer.enabled:
             refusal = await self._transactional_refusal(ctx, request, jobs)
@@ -90,9 +76,9 @@ class ProduceHandler:
                 )
             )
         if acks == "0":
-            failed = [r for r in results if r.error is not KafkaError.NONE]
+            failed = [r for r in results if r.error_code]
             if failed:
-                raise CloseConnection(f"produce with acks=0 failed: {failed[0].message}")
+                raise CloseConnection(f"produce with acks=0 failed: {failed[0].error_message}")
             return None
         return self._response(ctx.api_version, jobs, results)
 
@@ -101,20 +87,20 @@ class ProduceHandler:
         ctx: RequestContext,
         topic: str,
         partition: int,
-        records: bytes | None,
+        records: Records | None,
         *,
         refusal: tuple[KafkaError, str] | None,
         acks: Acks | None,
         timeout_ms: int,
-    ) -> PartitionResult:
+    ) -> PartitionAnswer:
         if refusal is not None:
-            return PartitionResult(partition, refusal[0], message=refusal[1])
+            return PartitionAnswer(partition, refusal[0], error_message=refusal[1])
         assert acks is not None
         if not await self._authorizer.allowed(ctx.principal, "produce", "topic", topic):
-            return PartitionResult(
+            return PartitionAnswer(
                 partition,
                 KafkaError.TOPIC_AUTHORIZATION_FAILED,
-                message=f"{ctx.principal} may not produce to {topic!r}",
+                error_message=f"{ctx.principal} may not produce to {topic!r}",
             )
         try:
             answer = await self._produce(
@@ -124,22 +110,24 @@ class ProduceHandler:
             leader = None
             if exc.code is ErrorCode.NOT_LEADER and isinstance(exc.details.get("leader"), int):
                 leader = (int(exc.details["leader"]), int(exc.details.get("leader_epoch", -1)))
+            # INVALID_RECORD: the records at fault (v8+ record_errors; the others of the
+            # batch get librdkafka's _INVALID_DIFFERENT_RECORD)
             indexes = exc.details.get("record_indexes")
-            return PartitionResult(
+            return PartitionAnswer(
                 partition,
                 kafka_error(exc.code),
-                message=exc.message,
+                error_message=exc.message,
                 leader=leader,
-                record_indexes=tuple(indexes) if isinstance(indexes, list) else (),
+                record_errors=tuple(
+                    (i, _RECORD_ERROR) for i in (indexes if isinstance(indexes, list) else ())
+                ),
             )
-        return PartitionResult(
-            partition, base_offset=answer.base_offset, log_start_offset=answer.log_start_offset
-        )
+        return PartitionAnswer(partition, 0, answer.base_offset, answer.log_start_offset)
 
     async def _transactional_refusal(
-        self, ctx: RequestContext, request: Any, jobs: list[tuple[str, int, Any]]
+        self, ctx: RequestContext, request: ProduceData, jobs: Jobs
     ) -> tuple[KafkaError, str] | None:
-        transactional_id = getattr(request, "transactional_id", None)
+        transactional_id = request.transactional_id
         if transactional_id is None and not any(_transactional(r) for _, _, r in jobs):
             return None
         refusal = await transactional_refusal(
@@ -149,26 +137,14 @@ class ProduceHandler:
             return None
         return refusal, f"{ctx.principal} may not use transactional id {transactional_id!r}"
 
-    def _response(
-        self, version: int, jobs: list[tuple[str, int, Any]], results: list[PartitionResult]
-    ) -> Encoded:
+    def _response(self, version: int, jobs: Jobs, results: list[PartitionAnswer]) -> Encoded:
         """Encoded by hand (protocol/kafka/produce_response.py: the hot path's answer)."""
         by_topic: dict[str, list[PartitionAnswer]] = {}
         leaders: set[int] = set()
-        for (topic, *_), result in zip(jobs, results, strict=True):
+        for (topic, _, _), result in zip(jobs, results, strict=True):
             if result.leader is not None:
                 leaders.add(result.leader[0])
-            by_topic.setdefault(topic, []).append(
-                PartitionAnswer(
-                    index=result.index,
-                    error_code=result.error,
-                    base_offset=result.base_offset,
-                    log_start_offset=result.log_start_offset,
-                    error_message=result.message if result.error else None,
-                    leader=result.leader,
-                    record_errors=tuple((i, _RECORD_ERROR) for i in result.record_indexes),
-                )
-            )
+            by_topic.setdefault(topic, []).append(result)
         endpoints = (
             [
                 Endpoint(n.node_id, n.host, n.port)
@@ -184,7 +160,7 @@ class ProduceHandler:
 _ATTRIBUTES_LOW_AT: Final = 22  # the low byte of a batch header's attributes (batch.py)
 
 
-def _transactional(records: bytes | None) -> bool:
+def _transactional(records: Records | None) -> bool:
     """Does any batch of a partition's records have the transactional bit? (Only the
     headers are read; a malformed tail is the produce path's to refuse.)"""
     if not records:
@@ -201,7 +177,7 @@ def _transactional(records: bytes | None) -> bool:
     return False
 
 
-def _refusal(request: Any, acks: Acks | None) -> tuple[KafkaError, str] | None:
+def _refusal(request: ProduceData, acks: Acks | None) -> tuple[KafkaError, str] | None:
     """A reason to refuse every partition of the request before producing anything."""
     if acks is None:
         return KafkaError.INVALID_REQUIRED_ACKS, f"acks must be 0, 1 or -1, not {request.acks}"

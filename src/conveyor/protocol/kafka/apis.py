@@ -188,6 +188,10 @@ class ApiSpec:
     def supports(self, version: int) -> bool:
         return self.min_version <= version <= self.max_version
 
+    def is_flexible(self, version: int) -> bool:
+        """Does this version use the flexible encoding? (See :func:`is_flexible`.)"""
+        return bool(self.request.flexible_version_q(version))
+
 
 _SPECS: Final = (
     ApiSpec(ApiKey.PRODUCE, 3, 11, ProduceRequest, ProduceResponse, advertised_min=0),
@@ -306,7 +310,7 @@ def is_flexible(api_key: int, api_version: int) -> bool:
     """Does this request version use the flexible encoding (compact types, tagged fields,
     request header v2)? False for APIs not served."""
     spec = SERVED.get(api_key)
-    return spec is not None and bool(spec.request.flexible_version_q(api_version))
+    return spec is not None and spec.is_flexible(api_version)
 
 
 def response_is_flexible(api_key: int, api_version: int) -> bool:

@@ -1,7 +1,8 @@
 """Whole requests in, whole responses out: the pure edge between bytes and messages.
 
 :func:`decode_request` turns one frame (without its size prefix) into the header and the
-kafka-python message of its API and version, or raises a :class:`RequestError` saying what
+kafka-python message of its API and version (Produce: a flat ``ProduceData``, read by
+hand, ``produce_request.py``), or raises a :class:`RequestError` saying what
 is wrong. Third-party decoding errors are translated here, once; the listener never sees
 them. :func:`encode_response` is the reverse for an answer.
 
@@ -14,7 +15,6 @@ can be trusted).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 from conveyor.protocol.kafka.apis import (
@@ -36,6 +36,7 @@ from conveyor.protocol.kafka.header import (
     request_header,
     response_header,
 )
+from conveyor.protocol.kafka.produce_request import produce_data_of, read_produce_request
 
 # What kafka-python raises on bytes that do not decode (found by fuzzing: struct.error for
 # truncated numbers, UnicodeDecodeError for strings, IndexError/ValueError for lengths).
@@ -66,11 +67,12 @@ class MalformedRequestError(RequestError):
     """Truncated or undecodable bytes: the connection is closed."""
 
 
-@dataclass(frozen=True, slots=True)
-class DecodedRequest:
+class DecodedRequest(NamedTuple):  # one per request: see header.RequestHeader
     header: RequestHeader
     spec: ApiSpec
-    body: Any  # the kafka-python request message of ``header.api_version``
+    # the kafka-python request message of ``header.api_version``; for Produce, a
+    # ``produce_request.ProduceData`` (read by hand: the hot path)
+    body: Any
 
     @property
     def api_key(self) -> int:
@@ -96,10 +98,21 @@ def decode_request(frame: bytes | memoryview) -> DecodedRequest:
             ids,
         )
     try:
-        header = parse_request_header(frame, is_flexible(ids.api_key, ids.api_version))
+        header = parse_request_header(frame, spec.is_flexible(ids.api_version), ids)
     except HeaderError as exc:
         raise MalformedRequestError(f"{spec.key.name}: {exc}", ids) from None
     view = memoryview(frame)[header.body_offset :]
+    if ids.api_key == ApiKey.PRODUCE:  # the hot path's request, read by hand
+        body = read_produce_request(view, ids.api_version)
+        if body is None:  # not in the plain form: kafka-python's verdict
+            body = produce_data_of(_decode_body(spec, ids, view))
+        return DecodedRequest(header, spec, body)
+    return DecodedRequest(header, spec, _decode_body(spec, ids, view))
+
+
+def _decode_body(spec: ApiSpec, ids: RequestIds, view: memoryview) -> Any:
+    """The kafka-python message of the request's body, refused when it does not decode or
+    holds a null where its schema forbids one."""
     try:
         body = spec.request[ids.api_version].decode(view, version=ids.api_version)
     except DECODE_ERRORS as exc:
@@ -111,7 +124,7 @@ def decode_request(frame: bytes | memoryview) -> DecodedRequest:
         raise MalformedRequestError(
             f"{spec.key.name} v{ids.api_version}: null {null}, which is not nullable", ids
         )
-    return DecodedRequest(header, spec, body)
+    return body
 
 
 def null_field(struct: Any, message: Any, version: int) -> str | None:

@@ -1,4 +1,4 @@
-"""The client's Produce request by hand (v3-v11): one partition's record batches.
+"""The Produce request by hand (v3-v11): the client's encoder and the broker's decoder.
 
 Building and encoding a one-partition Produce request with kafka-python's classes took
 34 us (load 24; 6.4 us this way): per acknowledged ``send`` at linger 0 (W3) a large share
@@ -6,6 +6,17 @@ of the client's Python. kafka-python's classes stay the reference: a property te
 (tests/unit/protocol/kafka/test_produce_request.py) checks these bytes against their
 encoder for every version. The answer is still read by kafka-python's compiled decoder,
 which a hand-written reader did not beat (20.5 us against 16.5 us, same run).
+
+The broker's side, :func:`read_produce_request`: kafka-python's decoder built an object per
+topic and partition and copied every record set (10 us a one-record request, load 6; see
+docs/benchmarks.md, "W3: a hand-written Produce decoder"). This one reads the fields the
+handler uses into one flat :class:`ProduceData`, the record sets as memoryviews of the
+frame (never copied: the log appends them as they are). It reads only the encodings
+clients send (canonical varints, no tagged fields, lengths within the frame); for
+anything else it answers None and the caller decodes with kafka-python, whose verdict
+(the value, or a refusal) stands, so both accept and refuse exactly the same requests. A
+property test (tests/unit/protocol/kafka/test_produce_request.py) holds the two equal on
+generated, truncated and corrupted requests.
 
 Layout (Kafka's ProduceRequest.json): transactional_id, acks, timeout_ms, then per topic
 its name and per partition its index and records. v9+ are flexible: compact arrays and
@@ -15,7 +26,7 @@ strings and a tagged-field section after each struct.
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Any, Final, NamedTuple
 
 from conveyor.protocol.kafka.produce_response import Encoded
 from conveyor.protocol.kafka.varint import uvarint
@@ -25,6 +36,11 @@ _I16: Final = struct.Struct(">h")
 _I32: Final = struct.Struct(">i")
 _ACKS_TIMEOUT: Final = struct.Struct(">hi")
 _ONE: Final = _I32.pack(1)  # a one-element array (non-flexible)
+_INDEX_SIZE: Final = struct.Struct(">ii")  # a partition's index and records length
+_DECODE_ERRORS: Final = (struct.error, IndexError, UnicodeDecodeError)
+_VARINT_BYTES_MAX: Final = 5
+
+Records = bytes | memoryview
 
 
 def encode_produce_request(  # noqa: PLR0917 -- the request's own fields
@@ -65,3 +81,143 @@ def encode_produce_request(  # noqa: PLR0917 -- the request's own fields
             records,
         ]
     return Encoded(b"".join(parts))
+
+
+class ProduceData(NamedTuple):
+    """A decoded Produce request: what the handler uses, flat. ``partitions``: (topic,
+    partition index, records) in the request's order; records None when sent null. (A
+    NamedTuple: built once per request, and a frozen dataclass' __init__ costs ~1 us.)"""
+
+    transactional_id: str | None
+    acks: int
+    timeout_ms: int
+    partitions: tuple[tuple[str, int, Records | None], ...]
+
+
+class _UnusualError(Exception):
+    """An encoding clients do not send: kafka-python's decoder has the last word."""
+
+
+def read_produce_request(body: memoryview, version: int) -> ProduceData | None:
+    """The Produce request in ``body`` (after the header), or None when it is not in the
+    plain form clients send (then decode it with kafka-python: :func:`produce_data_of`)."""
+    try:
+        if version >= FLEXIBLE_FROM:
+            return _read_flexible(body)
+        return _read_classic(body)
+    except (_UnusualError, *_DECODE_ERRORS):
+        return None
+
+
+def produce_data_of(message: Any) -> ProduceData:
+    """kafka-python's decoded ProduceRequest (already checked for forbidden nulls), flat."""
+    return ProduceData(
+        message.transactional_id,
+        message.acks,
+        message.timeout_ms,
+        tuple(
+            (topic.name, partition.index, partition.records)
+            for topic in message.topic_data
+            for partition in topic.partition_data
+        ),
+    )
+
+
+def _string(view: memoryview, position: int, length: int) -> str:
+    """The UTF-8 string of ``length`` bytes at ``position`` (kafka-python's conversion, so
+    the same bytes are refused)."""
+    if length < 0 or position + length > len(view):
+        raise _UnusualError
+    return str(view[position : position + length], "utf-8")
+
+
+def _read_classic(view: memoryview) -> ProduceData:
+    """v3-v8: int16 string lengths, int32 array counts and records lengths."""
+    (length,) = _I16.unpack_from(view, 0)
+    position = 2
+    transactional_id = None
+    if length != -1:
+        transactional_id = _string(view, position, length)
+        position += length
+    acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(view, position)
+    position += _ACKS_TIMEOUT.size
+    (topics,) = _I32.unpack_from(view, position)
+    position += 4
+    if topics < 0:
+        raise _UnusualError  # null (refused) or a negative count (read as none)
+    partitions = []
+    for _ in range(topics):
+        (length,) = _I16.unpack_from(view, position)
+        name = _string(view, position + 2, length)
+        position += 2 + length
+        (count,) = _I32.unpack_from(view, position)
+        position += 4
+        if count < 0:
+            raise _UnusualError
+        for _ in range(count):
+            index, size = _INDEX_SIZE.unpack_from(view, position)
+            position += _INDEX_SIZE.size
+            records = None
+            if size != -1:
+                if size < 0 or position + size > len(view):
+                    raise _UnusualError  # kafka-python reads a short last record set as it is
+                records = view[position : position + size]
+                position += size
+            partitions.append((name, index, records))
+    return ProduceData(transactional_id, acks, timeout_ms, tuple(partitions))
+
+
+def _uvarint(view: memoryview, position: int) -> tuple[int, int]:
+    """An unsigned varint of at most 5 bytes at ``position``: (value, next position)."""
+    byte = view[position]
+    if byte < 0x80:  # one byte: every length and count below 128
+        return byte, position + 1
+    value = 0
+    for shift in range(0, 7 * _VARINT_BYTES_MAX, 7):
+        byte = view[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+    raise _UnusualError
+
+
+def _read_flexible(view: memoryview) -> ProduceData:
+    """v9+: compact strings, arrays and records (length + 1 as a varint, 0 = null), and
+    an empty tagged-field section (one zero byte) after each struct."""
+    length, position = _uvarint(view, 0)
+    transactional_id = None
+    if length:
+        transactional_id = _string(view, position, length - 1)
+        position += length - 1
+    acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(view, position)
+    topics, position = _uvarint(view, position + _ACKS_TIMEOUT.size)
+    if not topics:
+        raise _UnusualError  # null: refused
+    partitions = []
+    for _ in range(topics - 1):
+        length, position = _uvarint(view, position)
+        name = _string(view, position, length - 1)
+        count, position = _uvarint(view, position + length - 1)
+        if not count:
+            raise _UnusualError
+        for _ in range(count - 1):
+            (index,) = _I32.unpack_from(view, position)
+            size, position = _uvarint(view, position + 4)
+            records = None
+            if size:
+                size -= 1
+                if position + size > len(view):
+                    raise _UnusualError
+                records = view[position : position + size]
+                position += size
+            if view[position]:  # the partition's tagged fields
+                raise _UnusualError
+            position += 1
+            partitions.append((name, index, records))
+        if view[position]:  # the topic's
+            raise _UnusualError
+        position += 1
+    if view[position]:  # the request's
+        raise _UnusualError
+    return ProduceData(transactional_id, acks, timeout_ms, tuple(partitions))

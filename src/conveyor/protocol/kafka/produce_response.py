@@ -30,7 +30,9 @@ FLEXIBLE_FROM: Final = 9
 CURRENT_LEADER_FROM: Final = 10
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per partition produced, and a frozen dataclass' __init__ sets
+# each of its seven fields through object.__setattr__ (~1 us here). Not changed once built.
+@dataclass(slots=True)
 class PartitionAnswer:
     index: int
     error_code: int = 0

@@ -15,6 +15,7 @@ from conveyor.broker.kafka.produce import ProduceHandler
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError
+from conveyor.protocol.kafka.produce_request import ProduceData
 from conveyor.protocol.recordfilter import require_keys
 from conveyor.protocol.records import BatchBuilder
 
@@ -31,10 +32,7 @@ def _answer(version: int, produce: Any) -> Any:
     handler = ProduceHandler(
         produce, SimpleNamespace(brokers={}, cluster_id=None), Authorizer(_Source(), False)
     )
-    partition = SimpleNamespace(index=0, records=b"batch")
-    request = SimpleNamespace(
-        acks=-1, timeout_ms=1000, topic_data=[SimpleNamespace(name="t", partition_data=[partition])]
-    )
+    request = ProduceData(None, -1, 1000, (("t", 0, b"batch"),))
     ctx = SimpleNamespace(api_version=version, principal=None)
     encoded = asyncio.run(handler(ctx, request))  # type: ignore[arg-type]
     return SERVED[ApiKey.PRODUCE].response[version].decode(bytes(encoded))
