@@ -8,7 +8,6 @@ and compressed batches must decode both ways.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import random
 import struct
 import warnings
@@ -145,11 +144,11 @@ def restamp(
     header = parse_header(batch)
     body = batch[HEADER_SIZE:] if records is None else records
     if attributes is not None:
-        header = dataclasses.replace(header, attributes=attributes)
+        header = header._replace(attributes=attributes)
     if records_count is not None:
-        header = dataclasses.replace(header, records_count=records_count)
-    header = dataclasses.replace(header, batch_length=HEADER_SIZE - 12 + len(body), crc=0)
-    out = bytearray(HEADER_FORMAT.pack(*dataclasses.astuple(header))) + body
+        header = header._replace(records_count=records_count)
+    header = header._replace(batch_length=HEADER_SIZE - 12 + len(body), crc=0)
+    out = bytearray(HEADER_FORMAT.pack(*header)) + body
     struct.pack_into(">I", out, 17, crc32c(out[CRC_START:]))
     return bytes(out)
 
