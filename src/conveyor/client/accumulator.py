@@ -3,11 +3,19 @@ I/O, no clock, no event loop), thread-safe through a lock the shell passes in.
 
 Records are appended to the open batch of their partition; a batch is closed ("sealed")
 when the next record would take it past ``batch_size_bytes``, or when it has lingered
-``linger_ms``, or at once while a flush or close is under way. ``drain`` hands the sender
-at most one batch per partition and only for partitions with no request in flight, so a
-retried batch is always resent before anything behind it: per-partition (and so per-key)
-order survives retries. That is Kafka's ``max.in.flight.requests.per.connection=1`` per
-partition, without producer ids.
+``linger_ms``, or at once while a flush or close is under way.
+
+In flight: ``drain`` hands the sender a partition's batches in order, up to
+``max_in_flight`` of them unanswered at once (Kafka's
+``max.in.flight.requests.per.connection``; 5 is the most an idempotent producer may use,
+the broker's dedup window). A batch put back (``retry`` after a failure, or ``hold`` when
+the sender could not write it behind the others) is marked *alone*: it is drained again
+only when nothing of its partition is in flight, and nothing follows it until it is
+answered. So after a failure the partition drains, then resends its batches one by one
+in their order before pipelining again: a retried batch is never overtaken, and with
+``max_in_flight=1`` this is the old one-request-per-partition rule. Answers may complete
+batches out of order (``complete`` takes any in-flight batch); the log's order is the
+broker's, which sequence numbers keep (``sender.py``).
 
 The partition: ``partition`` if given; else Kafka's key partitioner (murmur2) for a key;
 else the sticky partition (KIP-480), which moves on round-robin whenever its batch is full
@@ -61,17 +69,20 @@ class ProducerBatch(Generic[C]):
     """One batch of one partition, from its first record until it is acknowledged."""
 
     __slots__ = (
+        "alone",
         "append",
         "attempts",
         "builder",
         "completion",
         "created_ms",
+        "in_flight",
         "last_error",
         "partition",
         "payload",
         "records_count",
         "retry_at_ms",
         "room_bytes",
+        "sent_on",
         "size_bytes",
         "topic",
     )
@@ -99,6 +110,9 @@ class ProducerBatch(Generic[C]):
         self.size_bytes = 0  # set at seal
         self.payload: bytes | None = None
         self.last_error: Exception | None = None  # why the last attempt failed, for reports
+        self.in_flight = False  # drained and not yet completed, retried or held
+        self.alone = False  # put back: goes again only with nothing else in flight
+        self.sent_on: object = None  # the sender's note of where it was written
 
     def build(self) -> bytes:
         """The encoded batch, built once (retries resend the same bytes) and the builder's
@@ -126,14 +140,14 @@ class _PartitionQueue(Generic[C]):
     __slots__ = ("in_flight", "open", "sealed")
 
     def __init__(self) -> None:
-        self.sealed: deque[ProducerBatch[C]] = deque()
+        self.sealed: deque[ProducerBatch[C]] = deque()  # in order; the in-flight ones too
         self.open: ProducerBatch[C] | None = None
-        self.in_flight = False
+        self.in_flight = 0  # batches of ``sealed`` in flight
 
 
 class Drained(NamedTuple, Generic[C]):
     ready: list[ProducerBatch[C]]
-    """Batches to send now, at most one per partition, each now counted as in flight."""
+    """Batches to send now, in order per partition, each now counted as in flight."""
     expired: list[ProducerBatch[C]]
     """Batches older than ``delivery_timeout_ms``: removed, the shell fails them."""
     next_ms: int | None
@@ -164,9 +178,13 @@ class Accumulator(Generic[C, F]):
         on_space: Callable[[], None],
         sticky_start: int = 0,
         new_builder: Callable[[Codec], Builder] = PYTHON.new_builder,
+        max_in_flight: int = 1,
     ) -> None:
         if batch_size_bytes <= 0 or linger_ms < 0 or buffer_memory_bytes < batch_size_bytes:
             raise ValueError("need batch_size > 0, linger_ms >= 0, buffer_memory >= batch_size")
+        if max_in_flight < 1:
+            raise ValueError("need max_in_flight >= 1")
+        self._max_in_flight = max_in_flight
         self._batch_size_bytes = batch_size_bytes
         self._linger_ms = linger_ms
         self._buffer_memory_bytes = buffer_memory_bytes
@@ -456,68 +474,118 @@ class Accumulator(Generic[C, F]):
             self._wake_pending = False
             hurry = self._flushes > 0 or self._closing
             for queue in self._queues.values():
-                if queue.in_flight:
+                if queue.in_flight >= self._max_in_flight:
                     continue
-                expired += self._expire(queue, now_ms)
-                if not queue.sealed:
-                    batch = queue.open
-                    if batch is None:
-                        continue
-                    ready_ms = batch.created_ms + self._linger_ms
-                    if hurry or now_ms >= ready_ms or now_ms < batch.created_ms:
-                        self._seal(queue)
-                    else:
-                        next_ms = ready_ms if next_ms is None else min(next_ms, ready_ms)
-                        continue
-                head = queue.sealed[0]
-                if head.retry_at_ms > now_ms:
-                    retry_ms = head.retry_at_ms
-                    next_ms = retry_ms if next_ms is None else min(next_ms, retry_ms)
-                    continue
-                queue.in_flight = True
-                ready.append(head)
+                if not queue.in_flight:  # never a batch in flight, nor one behind it
+                    expired += self._expire(queue, now_ms)
+                wait_ms = self._drain_queue(queue, now_ms, hurry, ready)
+                if wait_ms is not None:
+                    next_ms = wait_ms if next_ms is None else min(next_ms, wait_ms)
             if expired:
                 self._on_space()
         return Drained(ready, expired, next_ms)
 
+    def _drain_queue(
+        self, queue: _PartitionQueue[C], now_ms: int, hurry: bool, ready: list[ProducerBatch[C]]
+    ) -> int | None:
+        """Move the queue's sendable batches to ``ready`` (module docstring); returns when
+        a lingering or backing-off batch of it becomes ready."""
+        index = 0
+        while queue.in_flight < self._max_in_flight:
+            if index == len(queue.sealed):
+                batch = queue.open
+                if batch is None:
+                    return None
+                ready_ms = batch.created_ms + self._linger_ms
+                if not (hurry or now_ms >= ready_ms or now_ms < batch.created_ms):
+                    return ready_ms
+                self._seal(queue)
+            batch = queue.sealed[index]
+            index += 1
+            if batch.in_flight:
+                continue
+            if batch.alone and queue.in_flight:
+                return None  # a completion drains again
+            if batch.retry_at_ms > now_ms:
+                return batch.retry_at_ms
+            batch.in_flight = True
+            queue.in_flight += 1
+            ready.append(batch)
+            if batch.alone:
+                batch.alone = False
+                return None  # nothing follows it until it is answered
+        return None
+
     def _expire(self, queue: _PartitionQueue[C], now_ms: int) -> list[ProducerBatch[C]]:
-        """Remove the queue's batches older than delivery_timeout_ms (never one in flight)."""
+        """Remove the queue's batches older than delivery_timeout_ms (called only with
+        none of the queue's batches in flight)."""
         expired: list[ProducerBatch[C]] = []
         deadline_ms = now_ms - self._delivery_timeout_ms
         while queue.sealed and queue.sealed[0].created_ms <= deadline_ms:
-            expired.append(self._remove_head(queue))
+            expired.append(self._remove(queue, queue.sealed[0]))
         if not queue.sealed and queue.open is not None and queue.open.created_ms <= deadline_ms:
             self._seal(queue)
-            expired.append(self._remove_head(queue))
+            expired.append(self._remove(queue, queue.sealed[0]))
         return expired
 
-    def _remove_head(self, queue: _PartitionQueue[C]) -> ProducerBatch[C]:
-        batch = queue.sealed.popleft()
+    def _remove(self, queue: _PartitionQueue[C], batch: ProducerBatch[C]) -> ProducerBatch[C]:
+        if queue.sealed[0] is batch:
+            queue.sealed.popleft()
+        else:  # answered before a batch ahead of it, which was put back
+            queue.sealed.remove(batch)
         self._sealed_bytes -= batch.size_bytes
         self._incomplete.discard(batch)
         return batch
 
     def _in_flight_queue(self, batch: ProducerBatch[C]) -> _PartitionQueue[C]:
         queue = self._queues[(batch.topic, batch.partition)]
-        assert queue.in_flight and queue.sealed and queue.sealed[0] is batch, "not in flight"
+        assert batch.in_flight and queue.in_flight > 0, "not in flight"
+        batch.in_flight = False
+        queue.in_flight -= 1
         return queue
 
     def complete(self, batch: ProducerBatch[C]) -> None:
         """The in-flight ``batch`` is done (acknowledged or failed for good): forget it."""
         with self._lock:
-            queue = self._in_flight_queue(batch)
-            queue.in_flight = False
-            self._remove_head(queue)
+            self._remove(self._in_flight_queue(batch), batch)
             self._on_space()
 
     def retry(self, batch: ProducerBatch[C], retry_at_ms: int) -> None:
-        """Put the in-flight ``batch`` back at the head of its partition, to be drained
-        again at ``retry_at_ms``."""
+        """Put the in-flight ``batch`` back in its place, to be drained again at
+        ``retry_at_ms`` once nothing of its partition is in flight."""
         with self._lock:
-            queue = self._in_flight_queue(batch)
-            queue.in_flight = False
+            self._in_flight_queue(batch)
+            batch.alone = True
             batch.retry_at_ms = retry_at_ms
             batch.attempts += 1
+
+    def hold(self, batch: ProducerBatch[C]) -> None:
+        """Put the in-flight ``batch`` back unsent (the sender could not write it behind
+        the batches ahead of it): drained again once nothing of its partition is in
+        flight, with no attempt counted."""
+        with self._lock:
+            self._in_flight_queue(batch)
+            batch.alone = True
+
+    def first_unanswered(self, batch: ProducerBatch[C]) -> bool:
+        """Whether ``batch`` is the oldest batch of its partition not yet done (nothing
+        ahead of it waits for an answer or a resend)."""
+        with self._lock:
+            queue = self._queues[(batch.topic, batch.partition)]
+            return bool(queue.sealed) and queue.sealed[0] is batch
+
+    def ahead_in_flight(self, batch: ProducerBatch[C]) -> list[ProducerBatch[C]] | None:
+        """The batches ahead of ``batch`` in its partition (all in flight), or None when
+        one of them is not in flight (put back): then ``batch`` must not be written."""
+        with self._lock:
+            ahead: list[ProducerBatch[C]] = []
+            for other in self._queues[(batch.topic, batch.partition)].sealed:
+                if other is batch:
+                    return ahead
+                if not other.in_flight:
+                    return None
+                ahead.append(other)
+            raise AssertionError(f"{batch!r} is not queued")
 
     def abort_all(self) -> list[ProducerBatch[C]]:
         """Remove every batch not in flight (a forced close): the shell fails them."""
@@ -526,14 +594,9 @@ class Accumulator(Generic[C, F]):
             for queue in self._queues.values():
                 if queue.open is not None:
                     self._seal(queue)
-                keep = 1 if queue.in_flight else 0
-                while len(queue.sealed) > keep:
-                    batch = queue.sealed.pop()
-                    self._sealed_bytes -= batch.size_bytes
-                    self._incomplete.discard(batch)
-                    aborted.append(batch)
+                for batch in [b for b in queue.sealed if not b.in_flight]:
+                    aborted.append(self._remove(queue, batch))
             self._on_space()
-        aborted.reverse()
         return aborted
 
     # --- flush, close, accounting ----------------------------------------------------------

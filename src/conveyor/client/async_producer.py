@@ -22,6 +22,7 @@ from conveyor.client.hooks import (
     report_delivery,
 )
 from conveyor.client.producer import (
+    MAX_IN_FLIGHT_DEFAULT,
     RETRIES_UNLIMITED,
     MetadataNeeded,
     _config,
@@ -70,6 +71,7 @@ class AsyncProducer:
         idempotence: bool | None = None,
         transactional_id: str | None = None,
         transaction_timeout_ms: int = 60_000,
+        max_in_flight_requests_per_connection: int = MAX_IN_FLIGHT_DEFAULT,
         transport: str | None = None,
         bootstrap_servers: str | None = None,
         token: str | None = None,
@@ -99,6 +101,7 @@ class AsyncProducer:
             idempotence=idempotence,
             transactional_id=transactional_id,
             transaction_timeout_ms=transaction_timeout_ms,
+            max_in_flight_requests_per_connection=max_in_flight_requests_per_connection,
             bootstrap_servers=bootstrap_servers,
             authorization=authorization_header(token, user, password),
         )

@@ -57,6 +57,8 @@ from conveyor.transport.tls import TLSConfig
 from conveyor.transport.waits import within
 
 RETRIES_UNLIMITED: Final = 2**31 - 1
+MAX_IN_FLIGHT_DEFAULT: Final = 5  # Kafka's max.in.flight.requests.per.connection default
+IDEMPOTENT_IN_FLIGHT_MAX: Final = 5  # the broker's dedup window (rules.PRODUCER_BATCHES_KEPT)
 _time_ns: Final = time.time_ns
 _CODECS: Final = {codec.name.lower(): codec for codec in Codec}
 
@@ -83,6 +85,9 @@ class ProducerConfig:
     # a transactional producer (issue 21, docs/transactions.md): idempotent, acks=all
     transactional_id: str | None = None
     transaction_timeout_ms: int = 60_000
+    # batches of one partition sent before the first is answered (Kafka's name and
+    # default; at most 5 with idempotence, the broker's dedup window; 1 in a transaction)
+    max_in_flight_requests_per_connection: int = MAX_IN_FLIGHT_DEFAULT
     bootstrap_servers: str | None = None  # Kafka listeners to ask first; None: from url
     # The Authorization header (from token, or user and password); None: the environment.
     authorization: str | None = field(default=None, repr=False)
@@ -137,6 +142,7 @@ class _ProducerCore:
             config.acks != "all" or config.idempotence is False or not config.transactional_id
         ):
             raise ValueError("a transactional producer needs acks='all' and idempotence")
+        max_in_flight = check_max_in_flight(config)
         self.config = config
         self.hooks = hooks or SendHooks()
         self.lock = threading.Lock()
@@ -155,6 +161,7 @@ class _ProducerCore:
             on_space=self._on_space,
             sticky_start=random.randrange(1 << 16),
             new_builder=configured_codec().new_builder,
+            max_in_flight=max_in_flight,
         )
         coordinators = coordinator_set(config.url)
         self.http = AsyncHTTP(
@@ -327,6 +334,22 @@ class _Record(NamedTuple):
     timestamp_ms: int | None
 
 
+def check_max_in_flight(config: ProducerConfig) -> int:
+    """The batches of one partition the producer may have in flight: the setting, refused
+    above 5 with idempotence (the broker keeps 5 batches per producer to recognise a
+    retry, as Kafka's); 1 for a transactional producer (its sender adds each partition to
+    the transaction before the partition's first batch, one batch at a time)."""
+    wanted = config.max_in_flight_requests_per_connection
+    if wanted < 1:
+        raise ValueError("max_in_flight_requests_per_connection must be >= 1")
+    if config.idempotent and wanted > IDEMPOTENT_IN_FLIGHT_MAX:
+        raise ValueError(
+            f"max_in_flight_requests_per_connection must be <= {IDEMPOTENT_IN_FLIGHT_MAX} with "
+            "idempotence (the broker's dedup window), as Kafka requires"
+        )
+    return 1 if config.transactional_id is not None else wanted
+
+
 def _config(
     url: str | None,
     acks: str | int,
@@ -346,7 +369,9 @@ class Producer:
 
     ``send`` returns at once with a :class:`RecordFuture`; records are batched per
     partition for up to ``linger_ms`` or ``batch_size`` bytes and sent by a background
-    I/O thread, one request in flight per partition so that per-key order holds.
+    I/O thread, up to ``max_in_flight_requests_per_connection`` requests in flight per
+    partition; with idempotence (the default with acks=all) per-key order holds through
+    retries.
     """
 
     def __init__(
@@ -368,6 +393,7 @@ class Producer:
         idempotence: bool | None = None,
         transactional_id: str | None = None,
         transaction_timeout_ms: int = 60_000,
+        max_in_flight_requests_per_connection: int = MAX_IN_FLIGHT_DEFAULT,
         transport: str | None = None,
         bootstrap_servers: str | None = None,
         token: str | None = None,
@@ -398,6 +424,7 @@ class Producer:
             idempotence=idempotence,
             transactional_id=transactional_id,
             transaction_timeout_ms=transaction_timeout_ms,
+            max_in_flight_requests_per_connection=max_in_flight_requests_per_connection,
             bootstrap_servers=bootstrap_servers,
             authorization=authorization_header(token, user, password),
         )

@@ -1,18 +1,28 @@
 """The producer's I/O: one asyncio task draining the accumulator into produce requests.
 
 Runs on the sync ``Producer``'s private loop thread or on the ``AsyncProducer``'s loop.
-Each drained batch (at most one per partition, see ``accumulator.py``) becomes one Kafka
-Produce request (``kafka_sender.py``: v3-11, the highest the leader serves) on the
-leader's Kafka connection; the batch completes on the broker's answer, or goes back to the
-head of its partition with exponential backoff when the error is retriable, after asking
-the brokers where the leader went if the error says leadership moved (a KIP-951 hint, v10+,
-moves the route at once). Requests to one broker are pipelined on one connection; the
-accumulator keeps one batch per partition in flight, so per-partition order holds.
-The producer id and epoch come from InitProducerId (v0-4) to any broker, which asks the
-coordinator; a transactional producer's come from its :class:`TransactionSession`
-(``kafka_txn.py``), and its batches carry its ``transactional_id``.
+Each drained batch becomes one Kafka Produce request (``kafka_sender.py``: v3-11, the
+highest the leader serves) on the leader's Kafka connection; the batch completes on the
+broker's answer, or goes back to its place with exponential backoff when the error is
+retriable, after asking the brokers where the leader went if the error says leadership
+moved (a KIP-951 hint, v10+, moves the route at once). The producer id and epoch come
+from InitProducerId (v0-4) to any broker, which asks the coordinator; a transactional
+producer's come from its :class:`TransactionSession` (``kafka_txn.py``), and its batches
+carry its ``transactional_id``.
 
-The accumulator is shared with the threads calling ``send``; it locks itself.
+In flight per partition (``max_in_flight``, Kafka's
+``max.in.flight.requests.per.connection``): the accumulator hands out up to that many
+batches of a partition, in order (``accumulator.py``). The order reaches the broker
+because each partition's batches take turns (a FIFO lock, in drain order) from being
+stamped with their sequence to being written on a connection; a broker appends one
+connection's requests in the order written (``transport/kafka_server.py``). A batch is
+written behind the ones in flight only on the same connection, under the same producer
+identity, once a batch of the partition was acknowledged under it, and only if none
+ahead was put back: else it is held (``Accumulator.hold``), to go once they are
+answered (``inflight.py`` says why). A batch answered OUT_OF_ORDER_SEQUENCE while a
+batch ahead is unanswered or put back is retried after it (Java's ``canRetry``); the
+oldest batch answered so is data the broker lost, and fails. Transactional producers
+keep one batch in flight.
 """
 
 from __future__ import annotations
@@ -22,12 +32,14 @@ import contextlib
 import logging
 import random
 import time
-from typing import Final, Literal
+from collections.abc import Coroutine
+from typing import Any, Final, Literal
 
 from conveyor.client import metrics as client_metrics
 from conveyor.client.accumulator import Accumulator, Drained, ProducerBatch
 from conveyor.client.errors import ClientClosedError, DeliveryTimeoutError, is_routing_error
 from conveyor.client.futures import BatchCompletion, RecordFuture
+from conveyor.client.inflight import after_error, may_write
 from conveyor.client.kafka_metadata import KafkaMetadataClient
 from conveyor.client.kafka_sender import (
     INIT_PRODUCER_ID_VERSIONS,
@@ -50,6 +62,10 @@ log = logging.getLogger(__name__)
 AcksSetting = Literal["0", "1", "all"]
 REQUEST_TIMEOUT_MARGIN_S: Final = 5.0  # the broker's own timeout_ms expires first
 SEQUENCE_LIMIT: Final = 2**31  # sequences wrap to 0 after int32 max, as Kafka's
+
+
+async def _acks_zero() -> int:
+    return -1  # acks=0: no answer, no offset
 
 
 def now_ms() -> int:
@@ -75,6 +91,7 @@ class Sender:
         idempotent: bool = False,
         transaction: TransactionSession | None = None,
     ) -> None:
+        # (max_in_flight is the accumulator's: it hands out the batches)
         self._acc = accumulator
         self.transaction = transaction  # a transactional producer's (client/transactions.py)
         self._metadata = metadata
@@ -99,6 +116,10 @@ class Sender:
         self._sequences: dict[tuple[str, int], int] = {}
         self._bump_epoch = False  # a batch failed for good: its sequences left a gap
         self._init_lock = asyncio.Lock()
+        self._generation = 0  # bumped with each new identity: sequences restart
+        self._turns: dict[tuple[str, int], asyncio.Lock] = {}  # a partition's write order
+        # the generation under which a batch of the partition was last acknowledged
+        self._acked: dict[tuple[str, int], int] = {}
 
     def wake(self) -> None:
         """Make the drain loop look again. Call on the sender's loop."""
@@ -131,6 +152,8 @@ class Sender:
 
     def _start(self, drained: Drained[BatchCompletion]) -> None:
         for batch in drained.expired:
+            if self._idempotent and batch.payload is not None:
+                self._bump_epoch = True  # sent before: its sequences may never arrive
             batch.completion.fail(self._timeout_error(batch))
         for batch in drained.ready:
             task = asyncio.create_task(self._send(batch))
@@ -153,7 +176,15 @@ class Sender:
 
     async def _send(self, batch: ProducerBatch[BatchCompletion]) -> None:
         try:
-            base_offset = await self._produce(batch)
+            key = (batch.topic, batch.partition)
+            turn = self._turns.get(key)
+            if turn is None:
+                turn = self._turns[key] = asyncio.Lock()
+            async with turn:  # FIFO: the partition's batches are written in drain order
+                answer = await self._write(batch)
+            if answer is None:
+                return  # held: goes again once the batches ahead are answered
+            base_offset = await answer
         except ConveyorError as exc:
             self._on_error(batch, exc)
         except Exception as exc:  # a bug or an unexpected reply: fail the batch, loudly
@@ -176,11 +207,13 @@ class Sender:
                 if identity != (self._producer_id, self._producer_epoch):
                     self._producer_id, self._producer_epoch = identity
                     self._sequences.clear()
+                    self._generation += 1
                 return identity
             if self._producer_id < 0 or self._bump_epoch:
                 identity = await self._init_producer_id(self._producer_id, self._producer_epoch)
                 self._producer_id, self._producer_epoch = identity
                 self._sequences.clear()
+                self._generation += 1
                 self._bump_epoch = False
             return self._producer_id, self._producer_epoch
 
@@ -208,8 +241,16 @@ class Sender:
         sequence = self._sequences.get(key, 0)
         batch.builder.set_producer(producer_id, epoch, sequence, transactional=txn is not None)
         self._sequences[key] = (sequence + batch.records_count) % SEQUENCE_LIMIT
+        batch.sent_on = (self._generation, None)
 
-    async def _produce(self, batch: ProducerBatch[BatchCompletion]) -> int:
+    async def _write(
+        self, batch: ProducerBatch[BatchCompletion]
+    ) -> Coroutine[Any, Any, int] | None:
+        """Write ``batch``'s Produce request (in the partition's turn) and return the
+        wait for its base offset; None when the batch was held (module docstring)."""
+        if self._acc.ahead_in_flight(batch) is None:
+            self._acc.hold(batch)  # unstamped: a batch ahead must take its sequence first
+            return None
         if self._idempotent and batch.payload is None:
             await self._stamp(batch)
         if self._codec is Codec.NONE or batch.payload is not None:
@@ -225,19 +266,18 @@ class Sender:
                     f"{batch.topic}[{batch.partition}] has no leader",
                     code=ErrorCode.LEADER_NOT_AVAILABLE,
                 )
-        started = time.monotonic()
-        base_offset = await self._send_batch(leader_url, batch, payload)
-        client_metrics.batch_sent(
-            batch.topic, batch.records_count, len(payload), time.monotonic() - started
-        )
-        return base_offset
-
-    async def _send_batch(
-        self, leader_url: str, batch: ProducerBatch[BatchCompletion], payload: bytes
-    ) -> int:
-        """One Produce request for ``batch``: its base offset (-1 with acks=0)."""
         connection = await self._connections.get(leader_url)
         version = connection.version(ApiKey.PRODUCE, *PRODUCE_VERSIONS)
+        generation = batch.sent_on[0] if isinstance(batch.sent_on, tuple) else 0
+        # again, with no await from here to the write: the awaits above let answers in
+        known = (
+            not self._idempotent or self._acked.get((batch.topic, batch.partition)) == generation
+        )
+        if not may_write(
+            self._acc.ahead_in_flight(batch), (generation, connection), producer_known=known
+        ):
+            self._acc.hold(batch)
+            return None
         txn = self.transaction
         request = produce_request(
             version,
@@ -248,12 +288,26 @@ class Sender:
             self._request_timeout_ms,
             transactional_id=None if txn is None else txn.transactional_id,
         )
+        batch.sent_on = (generation, connection)
         if self._kafka_acks == 0:
             await connection.send(ApiKey.PRODUCE, version, request)
-            return -1
+            return _acks_zero()
         timeout_ms = self._request_timeout_ms + int(REQUEST_TIMEOUT_MARGIN_S * 1000)
-        reply = await connection.call(ApiKey.PRODUCE, version, request, timeout_ms=timeout_ms)
-        return produce_result(reply, batch.topic, batch.partition)
+        answer = await connection.start_call(
+            ApiKey.PRODUCE, version, request, timeout_ms=timeout_ms
+        )
+        return self._answered(batch, answer, len(payload))
+
+    async def _answered(
+        self, batch: ProducerBatch[BatchCompletion], answer: Coroutine[Any, Any, Any], size: int
+    ) -> int:
+        started = time.monotonic()
+        reply = await answer
+        base_offset = produce_result(reply, batch.topic, batch.partition)
+        client_metrics.batch_sent(
+            batch.topic, batch.records_count, size, time.monotonic() - started
+        )
+        return base_offset
 
     async def close_transport(self) -> None:
         """Close the sender's own connections to the brokers."""
@@ -261,12 +315,16 @@ class Sender:
 
     def _on_error(self, batch: ProducerBatch[BatchCompletion], error: ConveyorError) -> None:
         batch.last_error = error
-        if error.code is ErrorCode.DUPLICATE_SEQUENCE:
-            # Older than the leader's dedup window: it was written before; offsets unknown.
+        routing = is_routing_error(error)
+        outcome = after_error(
+            error.code,
+            retriable=error.retriable or routing,
+            first_unanswered=self._acc.first_unanswered(batch),
+        )
+        if outcome == "stored":  # offsets unknown (inflight.py)
             self._finish(batch, None)
             return
-        routing = is_routing_error(error)
-        if not (error.retriable or routing):
+        if outcome == "fail":
             log.warning("%s[%d]: batch failed: %s", batch.topic, batch.partition, error)
             self._finish(batch, error)
             return
@@ -316,6 +374,8 @@ class Sender:
         base_offset: int = -1,
     ) -> None:
         self._acc.complete(batch)
+        if error is None and isinstance(batch.sent_on, tuple):
+            self._acked[(batch.topic, batch.partition)] = batch.sent_on[0]
         if error is not None and self._idempotent and batch.payload is not None:
             self._bump_epoch = True  # this batch's sequences may never arrive
         if error is None:

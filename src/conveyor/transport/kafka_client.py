@@ -39,6 +39,7 @@ import contextlib
 import logging
 import secrets
 import ssl
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -235,12 +236,26 @@ class KafkaConnection:
     ) -> Any:
         """Send one request and wait for its answer (the decoded response message).
         Requests of concurrent callers are pipelined, up to ``max_in_flight``."""
+        answer = await self.start_call(api_key, api_version, body, timeout_ms=timeout_ms)
+        return await answer
+
+    async def start_call(
+        self, api_key: ApiKey, api_version: int, body: Any, *, timeout_ms: int | None = None
+    ) -> Coroutine[Any, Any, Any]:
+        """Write one request once a slot is free and return the wait for its answer, to
+        be awaited at once: a caller that must write requests in a given order (the
+        producer's batches of one partition) holds its turn only until the write."""
         await self._slots.acquire()
         try:
             future = self._write(api_key, api_version, body, expect_answer=True)
         except BaseException:
             self._slots.release()
             raise
+        return self._answer_of(future, api_key, timeout_ms)
+
+    async def _answer_of(
+        self, future: asyncio.Future[Any], api_key: ApiKey, timeout_ms: int | None
+    ) -> Any:
         if self._writer.transport.get_write_buffer_size():
             await self._drain()  # else the socket took the request whole: nothing to wait for
         timeout_s = (timeout_ms or self._options.request_timeout_ms) / 1000

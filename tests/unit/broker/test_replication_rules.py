@@ -92,6 +92,9 @@ def _entry(epoch: int, *ranges: tuple[int, int]) -> ProducerEntry:
     return ProducerEntry(epoch, batches)
 
 
+FULL = _entry(0, (0, 4), (5, 9), (10, 14), (15, 19), (20, 24))  # the dedup window, full
+
+
 @pytest.mark.parametrize(
     ("entry", "epoch", "first", "last", "action", "error", "why"),
     [
@@ -113,6 +116,13 @@ def _entry(epoch: int, *ranges: tuple[int, int]) -> ProducerEntry:
             "older than the window",
         ),
         (_entry(0, (SEQUENCE_MAX - 1, SEQUENCE_MAX)), 0, 0, 3, "append", None, "wraps to 0"),
+        # five batches in flight (the producer's most): 5-9 refused, 10-14 arrive first
+        (_entry(0, (0, 4)), 0, 10, 14, "reject", ErrorCode.OUT_OF_ORDER_SEQUENCE, "ahead of 5"),
+        (_entry(0, (0, 4)), 0, 20, 24, "reject", ErrorCode.OUT_OF_ORDER_SEQUENCE, "4th ahead"),
+        (FULL, 0, 0, 4, "duplicate", None, "the oldest of 5 in flight, resent: still kept"),
+        (FULL, 0, 20, 24, "duplicate", None, "the newest, resent"),
+        (FULL, 0, 25, 29, "append", None, "the next after a full window"),
+        (FULL, 0, 30, 34, "reject", ErrorCode.OUT_OF_ORDER_SEQUENCE, "gap above the window"),
     ],
 )
 def test_dedup_decision(  # noqa: PLR0917 -- one argument per table column

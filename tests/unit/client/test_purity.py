@@ -9,7 +9,15 @@ import pytest
 import conveyor.client
 from tests.purity import forbidden_imports
 
-PURE = ["accumulator", "partitioner", "fetch_buffer", "fetch_plan", "types", "admin_ops"]
+PURE = [
+    "accumulator",
+    "inflight",
+    "partitioner",
+    "fetch_buffer",
+    "fetch_plan",
+    "types",
+    "admin_ops",
+]
 # Threads are allowed: the sync client's accumulator and buffer take a caller's lock.
 FORBIDDEN = {"asyncio", "time", "random", "os", "socket", "aiohttp", "urllib3", "requests"}
 FORBIDDEN |= {"conveyor.transport"}
