@@ -628,6 +628,12 @@ class Accumulator(Generic[C, F]):
         """Batches appended to and not yet done (open, waiting, or in flight)."""
         return len(self._incomplete)
 
+    def in_flight_count(self, topic: str, partition: int) -> int:
+        """Batches of the partition sent and not yet answered."""
+        with self._lock:
+            queue = self._queues.get((topic, partition))
+            return 0 if queue is None else queue.in_flight
+
     @property
     def buffered_bytes(self) -> int:
         """Bytes of sealed batches not yet done: what ``buffer_memory_bytes`` limits."""
