@@ -57,7 +57,12 @@ from conveyor.transport.tls import TLSConfig
 from conveyor.transport.waits import within
 
 RETRIES_UNLIMITED: Final = 2**31 - 1
-MAX_IN_FLIGHT_DEFAULT: Final = 5  # Kafka's max.in.flight.requests.per.connection default
+# Batches in flight per partition by default: 1, not Kafka's 5. Each of Conveyor's
+# requests carries one partition's batch, and at linger 1 ms five in flight turn one
+# request per round trip into five smaller ones, which cost the brokers more than the
+# wait they save: W4's latency got 2-3x worse (docs/benchmarks.md, "W4: batches in
+# flight per partition").
+MAX_IN_FLIGHT_DEFAULT: Final = 1
 IDEMPOTENT_IN_FLIGHT_MAX: Final = 5  # the broker's dedup window (rules.PRODUCER_BATCHES_KEPT)
 _time_ns: Final = time.time_ns
 _CODECS: Final = {codec.name.lower(): codec for codec in Codec}
@@ -85,8 +90,8 @@ class ProducerConfig:
     # a transactional producer (issue 21, docs/transactions.md): idempotent, acks=all
     transactional_id: str | None = None
     transaction_timeout_ms: int = 60_000
-    # batches of one partition sent before the first is answered (Kafka's name and
-    # default; at most 5 with idempotence, the broker's dedup window; 1 in a transaction)
+    # batches of one partition sent before the first is answered (Kafka's name; at most
+    # 5 with idempotence, the broker's dedup window; 1 in a transaction)
     max_in_flight_requests_per_connection: int = MAX_IN_FLIGHT_DEFAULT
     bootstrap_servers: str | None = None  # Kafka listeners to ask first; None: from url
     # The Authorization header (from token, or user and password); None: the environment.
