@@ -15,6 +15,7 @@ each decodes the other's batches. The broker validates only the header and CRC.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from typing import Any, Final, Protocol
@@ -51,10 +52,16 @@ _ATTRIBUTES_AT: Final = 21  # offset of the int16 attributes in the batch header
 _INT32_MAX: Final = (1 << 31) - 1
 _NO_HEADERS: Final[list[tuple[str, bytes | None]]] = []  # the extension only reads it
 _COUNTS_LEN: Final = 16_384
-_COUNTS: Final = tuple(range(_COUNTS_LEN))
-"""Record counts (and so offset deltas) as shared int objects: a producer's record future
-keeps its offset delta, and with an int of its own per record (any above 256) the garbage
-collector's full passes over a million live futures touch twice the memory."""
+
+
+@functools.cache
+def _shared_counts() -> tuple[int, ...]:
+    """Record counts (and so offset deltas) as shared int objects: a producer's record
+    future keeps its offset delta, and with an int of its own per record (any above 256)
+    the garbage collector's full passes over a million live futures touch twice the memory
+    (docs/benchmarks.md, "W1 send per record"). Made on first use: 640 KiB that processes
+    which never build a batch (brokers) need not hold."""
+    return tuple(range(_COUNTS_LEN))
 
 
 def _load() -> Any | None:
@@ -104,6 +111,7 @@ class CompiledBatchBuilder:
     __slots__ = (
         "_append",
         "_builder",
+        "_counts",
         "_last_offset_delta",
         "_pure",
         "_records_count",
@@ -117,6 +125,7 @@ class CompiledBatchBuilder:
         # builder's own limit is set where it never refuses a record.
         self._builder = _CRECORDS.DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, _INT32_MAX)
         self._append = self._builder.append
+        self._counts = _shared_counts()
         # aiokafka reads a first timestamp of -1 as "none yet" and rebases the batch on the
         # next record's, changing the first record's timestamp; such a batch (only a
         # caller-given -1 makes one) is built by the pure builder instead.
@@ -171,8 +180,8 @@ class CompiledBatchBuilder:
         except (TypeError, ValueError, OverflowError, UnicodeError) as exc:
             raise InvalidRequestError(f"record cannot be encoded: {exc}") from exc
         count += 1
-        # a shared int from the table, not a new one per record (see _COUNTS)
-        self._records_count = _COUNTS[count] if count < _COUNTS_LEN else count
+        # a shared int from the table, not a new one per record (_shared_counts)
+        self._records_count = self._counts[count] if count < _COUNTS_LEN else count
         self._last_offset_delta = offset_delta
         return offset_delta
 

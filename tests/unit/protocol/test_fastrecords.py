@@ -124,7 +124,7 @@ def test_codec_choice() -> None:
 
 
 def test_a_batch_longer_than_the_shared_counts_keeps_counting() -> None:
-    """Counts come from a table of shared ints (``_COUNTS``) and go on past its end."""
+    """Counts come from a table of shared ints (``_shared_counts``) and go on past its end."""
     builder = CompiledBatchBuilder()
     total = _COUNTS_LEN + 3
     deltas = [builder.append(b"", None, (), 7) for _ in range(total)]
