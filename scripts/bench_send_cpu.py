@@ -15,12 +15,14 @@ medians of RUNS, the load average printed with them.
 ``--py-spy DIR`` records each tree's last run with py-spy (threads apart) into
 ``DIR/<tree>.txt`` (collapsed stacks). ``--gc-off``: the garbage collector disabled in the
 runs, to see what it costs (with a million futures alive, most of the cost is its full
-collections).
+collections). ``--no-broker``: no cluster; each run feeds the accumulator as ``send`` does
+(``msg/s`` is then records per CPU second).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -88,7 +90,43 @@ class _GcTime:
             self.runs[info["generation"]] += 1
 
 
+def accumulator_child(count: int, gc_off: bool) -> None:
+    """``--no-broker``: the accumulator fed as ``send`` feeds it (key partitioning, the
+    compiled codec's append, a future per record kept), batches never sent."""
+    import threading
+
+    from conveyor.client import futures
+    from conveyor.client.accumulator import Accumulator
+    from conveyor.client.recordcodec import configured_codec
+    from conveyor.protocol.records import Codec
+
+    accumulator: Accumulator[Any, Any] = Accumulator(
+        batch_size_bytes=512 * 1024,
+        linger_ms=5,
+        buffer_memory_bytes=1 << 31,
+        delivery_timeout_ms=120_000,
+        codec=Codec.NONE,
+        lock=threading.Lock(),
+        new_completion=futures.BatchCompletion,
+        new_future=getattr(futures, "record_future", futures.RecordFuture),  # older trees
+        wake_sender=lambda: None,
+        on_space=lambda: None,
+        new_builder=configured_codec().new_builder,
+    )
+    append, now_ms = accumulator.append, time.time_ns() // 1_000_000
+    gc.collect()
+    if gc_off:
+        gc.disable()
+    cpu_before = time.process_time()
+    kept = [append("t", KEYS[i & 7], VALUE, (), None, 8, now_ms) for i in range(count)]
+    cpu = time.process_time() - cpu_before
+    print(json.dumps({"rate": len(kept) / cpu, "cpu_us": cpu * 1e6 / count}))
+
+
 def child(url: str, topic: str, count: int, gc_off: bool) -> None:
+    if url == "-":
+        accumulator_child(count, gc_off)
+        return
     import conveyor
     from conveyor.client import metrics
 
@@ -141,7 +179,8 @@ def _make_topic(url: str) -> str:
 
 def _run(tree: Path, url: str, count: int, spy: Path | None, gc_off: bool) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(tree))
-    argv = [sys.executable, __file__, "--child", url, _make_topic(url), str(count)]
+    topic = "-" if url == "-" else _make_topic(url)
+    argv = [sys.executable, __file__, "--child", url, topic, str(count)]
     argv.append("gc-off" if gc_off else "gc-on")
     if spy is not None:
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -163,13 +202,16 @@ def main() -> None:
     parser.add_argument(
         "--gc-off", action="store_true", help="the garbage collector off while sending"
     )
+    parser.add_argument(
+        "--no-broker", action="store_true", help="only the accumulator, in one thread"
+    )
     args = parser.parse_args()
     trees = {name: Path(src).resolve() for name, src in (t.split("=", 1) for t in args.tree)}
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     from conveyor.bench.local import LocalCluster
 
-    with LocalCluster(1) as cluster:
-        url = cluster.url
+    with contextlib.nullcontext() if args.no_broker else LocalCluster(1) as cluster:
+        url = "-" if cluster is None else cluster.url
         for run in range(args.runs):
             names = list(trees) if run % 2 == 0 else list(reversed(trees))
             for name in names:
