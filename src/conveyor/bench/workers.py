@@ -93,6 +93,7 @@ def _run_producer(
         linger_ms=config.linger_ms,
         batch_size=config.batch_bytes,
         max_block_ms=120_000,
+        max_in_flight_requests_per_connection=config.max_in_flight,
     )
     report = WorkerReport("producer", spec.index)
     try:

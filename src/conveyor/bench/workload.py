@@ -41,6 +41,8 @@ class ClientBenchConfig:
     consumers: int = 1
     batch_bytes: int = 512 * 1024
     linger_ms: int = 5
+    # conveyor clients: max_in_flight_requests_per_connection (batches per partition)
+    max_in_flight: int = 1
     sequential: bool = False  # wait for each record's ack before the next send (W3)
     fetch_max_bytes: int = 4 * 1024 * 1024
     fetch_max_wait_ms: int = 100
@@ -61,7 +63,7 @@ class ClientBenchConfig:
             raise ValueError(f"client must be one of {CLIENTS}")
         if self.message_bytes < (TIMESTAMP_BYTES if self.mode == "e2e" else 0):
             raise ValueError(f"e2e needs messages of at least {TIMESTAMP_BYTES} bytes")
-        positive = ("count", "partitions", "producers", "consumers", "batch_bytes")
+        positive = ("count", "partitions", "producers", "consumers", "batch_bytes", "max_in_flight")
         for name in (*positive, "sample_every", "fetch_max_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")

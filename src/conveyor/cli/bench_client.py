@@ -73,6 +73,13 @@ def _add_arguments(parser: argparse.ArgumentParser, mode: str) -> None:
     add("--consumers", type=positive_int, default=1, metavar="N", help="processes (1)")
     add("--batch-bytes", type=positive_int, default=512 * 1024, metavar="N")
     add("--linger-ms", type=int, default=5, metavar="MS", help="(default 5)")
+    add(
+        "--max-in-flight",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="conveyor clients: batches in flight per partition (1; at most 5 with acks=all)",
+    )
     add("--sequential", action="store_true", help="wait for each ack before the next send")
     add(
         "--batch-api",
@@ -115,6 +122,7 @@ def _config(args: argparse.Namespace, mode: Mode) -> Any:
         consumers=args.consumers,
         batch_bytes=args.batch_bytes,
         linger_ms=args.linger_ms,
+        max_in_flight=args.max_in_flight,
         sequential=args.sequential,
         batch_api=args.batch_api,
         fetch_max_bytes=args.fetch_max_bytes,
@@ -206,7 +214,8 @@ def render_client(result: ClientBenchResult, console: Console) -> None:
         f"[bold]conveyor bench {config.mode}[/bold] ({where}): {config.message_bytes} B "
         f"messages, {config.keys} keys, {config.partitions} partitions, acks={config.acks}, "
         f"{config.producers} producer(s), {config.consumers} consumer(s), "
-        f"batch {config.batch_bytes:,} B, linger {config.linger_ms} ms, client {config.client}",
+        f"batch {config.batch_bytes:,} B, linger {config.linger_ms} ms, client {config.client}"
+        + (f", {config.max_in_flight} in flight" if config.max_in_flight != 1 else ""),
         soft_wrap=True,
     )
     rates = Table(title="Throughput (MB = 10^6 bytes of payload)", title_justify="left")
