@@ -129,7 +129,15 @@ class Fetcher:
                 # refusal (authorization, a bad request) waits the metadata age as before
                 failures = failures + 1 if exc.retriable else 0
                 log.warning("consumer metadata refresh failed: %s", exc)
-            missing = any(self._metadata.cache.is_missing(t) for t in self.topics)
+            cache = self._metadata.cache
+            missing = any(cache.is_missing(t) for t in self.topics)
+            # a partition whose leader the last answer did not name (an election under
+            # way, or a leader missing from the live brokers): no loop fetches it, so no
+            # error asks again (issue 15: a reader stopped for the 30 s metadata age)
+            missing = missing or any(
+                cache.leader_url(tp.topic, tp.partition) is None
+                for tp in self.assignment.partitions
+            )
             interval_ms = refresh_interval_ms(self._settings, failures, missing, random.random())
             await asyncio.sleep(self._settings.retry_backoff_ms / 1000)  # bounds the rate
             await wait_event(self._refresh, interval_ms / 1000)
@@ -325,7 +333,9 @@ class Fetcher:
 def refresh_interval_ms(settings: FetchSettings, failures: int, missing: bool, draw: float) -> int:
     """How long the supervisor waits before its next metadata refresh (pure): after
     ``failures`` retriable failed refreshes in a row, the retry backoff; while a subscribed topic is
-    missing, ``MISSING_TOPIC_RETRY_MS``; else ``metadata_max_age_ms``. A failed refresh
+    missing or an assigned partition has no known leader, ``MISSING_TOPIC_RETRY_MS``
+    (as Kafka's consumer asks for metadata when a partition's leader is unknown); else
+    ``metadata_max_age_ms``. A failed refresh
     must not wait the full age: before the first assignment no partition task exists to
     ask for another, and a consumer that started while the coordinator named no broker's
     Kafka listener yet (just after a takeover) read nothing for 30 s (docs/testing.md).

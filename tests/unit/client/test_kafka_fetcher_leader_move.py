@@ -9,6 +9,10 @@ answer, in first, moves the position; the new leader's, from the old position, i
 Fetch from where that dropped answer ended, past records never delivered. Every answer
 after it started there too, was dropped in turn, and the loop never came back.
 
+Second way (after the first was fixed, 1 run in 20): the leader died and the refresh its
+error asked for named no leader (the election under way). No loop fetches a partition
+without a leader, so no error asked again, and the supervisor waited the metadata age.
+
 The wire is faked (each broker answers from its own log, the first Fetch held until the
 test lets it go); the fetcher's loops, buffer and supervisor are the real ones.
 """
@@ -16,7 +20,7 @@ test lets it go); the fetcher's loops, buffer and supervisor are the real ones.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from conveyor.client.fetch_buffer import FetchBuffer
@@ -25,6 +29,7 @@ from conveyor.client.fetcher import FetchSettings
 from conveyor.client.kafka_fetcher import Answer, KafkaFetcher
 from conveyor.client.subscription import subscription
 from conveyor.client.types import TopicPartition
+from conveyor.protocol.errors import ErrorCode, RetriableError
 from conveyor.protocol.records import BatchBuilder
 
 TP = TopicPartition("t", 0)
@@ -48,7 +53,7 @@ def batch(base_offset: int, count: int) -> bytes:
 
 @dataclass
 class Cache:
-    leader: str
+    leader: str | None
 
     def leader_url(self, topic: str, partition: int) -> str | None:
         return self.leader
@@ -66,9 +71,13 @@ class Metadata:
 
     cache: Cache
     connections: object = None
+    answers: list[str | None] = field(default_factory=list)  # the next refreshes' leaders
+    refreshed: int = 0
 
     async def refresh(self, topics: object) -> None:
-        return None
+        self.refreshed += 1
+        if self.answers:
+            self.cache.leader = self.answers.pop(0)
 
     def on_routing_error(self, topic: str, partition: int, error: object) -> None:
         return None
@@ -80,6 +89,7 @@ class Wire:
     each broker held until released; ``asked`` records every (broker, offset) fetched."""
 
     logs: dict[str, int]
+    dead: set[str] = field(default_factory=set)
     held: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     arrived: dict[str, asyncio.Event] = field(default_factory=dict)
     asked: list[tuple[str, int]] = field(default_factory=list)
@@ -96,6 +106,8 @@ class Wire:
             self.arrived[broker].set()
             await held
             del self.held[broker]
+        elif broker in self.dead:
+            raise RetriableError(f"{broker}: connection refused", code=ErrorCode.NETWORK_ERROR)
         end = self.logs[broker]
         if target.offset >= end:
             await asyncio.sleep(0.005)  # a long poll that found nothing
@@ -105,9 +117,15 @@ class Wire:
 
 
 class Fetcher(KafkaFetcher):
-    def __init__(self, wire: Wire, metadata: Metadata, buffer: FetchBuffer) -> None:
+    def __init__(
+        self,
+        wire: Wire,
+        metadata: Metadata,
+        buffer: FetchBuffer,
+        settings: FetchSettings = SETTINGS,
+    ) -> None:
         super().__init__(
-            settings=SETTINGS,
+            settings=settings,
             buffer=buffer,
             metadata=metadata,  # type: ignore[arg-type]
             group=None,
@@ -167,3 +185,38 @@ async def read_after_leader_move() -> tuple[list[int], list[tuple[str, int]]]:
 def test_records_after_a_dropped_answer_are_fetched_from_the_position() -> None:
     read, asked = asyncio.run(read_after_leader_move())
     assert read == [0, 1, 2, 3], f"fetches: {asked[:12]}"
+
+
+async def read_after_a_leaderless_answer() -> tuple[list[int], int]:
+    """The leader "a" dies after answering records 0-1; the refresh that error asks for
+    names no leader (an election under way), the next one names "b"."""
+    wire = Wire(logs={"a": 2, "b": 4}, dead={"a"})
+    wire.hold("a")
+    metadata = Metadata(Cache(leader="a"))
+    buffer = FetchBuffer(buffer_max_bytes=1024 * 1024, fetch_max_bytes=64 * 1024)
+    settings = replace(SETTINGS, metadata_max_age_ms=30_000)  # as the consumer's default
+    fetcher = Fetcher(wire, metadata, buffer, settings)
+    fetcher.start()
+    read: list[int] = []
+    try:
+        async with asyncio.timeout(10):
+            await wire.arrived["a"].wait()
+            metadata.answers = [None, "b"]
+            wire.held["a"].set_result(None)  # 0-1; every later Fetch to "a" is refused
+            while len(read) < 4:  # far below the 30 s metadata age
+                read += [m.offset for m in buffer.take(100)]
+                await fetcher.next_answer()
+    except TimeoutError:
+        pass
+    finally:
+        await fetcher.close()
+    return read, metadata.refreshed
+
+
+def test_a_partition_without_a_known_leader_asks_again_soon() -> None:
+    """Issue 15 again: no loop fetches a partition whose leader the metadata does not
+    name, so no error asks for another refresh; the supervisor waited the metadata age
+    (30 s) and the dead-letter reader sat at the old leader's end for the rest of the
+    run, calling itself caught up."""
+    read, refreshed = asyncio.run(read_after_a_leaderless_answer())
+    assert read == [0, 1, 2, 3], f"{refreshed} refreshes"
