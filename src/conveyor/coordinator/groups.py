@@ -89,6 +89,10 @@ class Group:
     members: Mapping[str, Member] = field(default_factory=dict)
     target: Mapping[str, frozenset[TP]] = field(default_factory=dict)
     given: Mapping[TP, str] = field(default_factory=dict)
+    # The generation at which each partition was last given (by _grant): a commit from
+    # an older epoch of its owner was made before it lost and regained the partition, by
+    # a request that arrived late, and must not move the group's position back.
+    given_at: Mapping[TP, int] = field(default_factory=dict)
     rebalances: int = 0
     partition_counts: Mapping[str, int] = field(default_factory=dict)  # as last assigned
     # After a coordinator restart nobody knows who owns what until the members report it:
@@ -452,13 +456,15 @@ def _grant(group: Group, now_ms: int) -> Group:
     """Give every target partition nobody holds (while recovering from a coordinator
     restart: only those its member reports owning); start or stop revocation clocks."""
     given = dict(group.given)
+    given_at = dict(group.given_at)
     recovering = now_ms < group.recovering_until_ms
     for member_id in sorted(group.target):
         reported = group.members[member_id].reported
         for tp in sorted(group.target[member_id]):
             if tp not in given and (not recovering or tp in reported):
                 given[tp] = member_id
-    grouped = replace(group, given=given)
+                given_at[tp] = group.generation
+    grouped = replace(group, given=given, given_at=given_at)
     members = {}
     for member_id, member in group.members.items():
         revoking = bool(grouped.revoking(member_id))
@@ -571,4 +577,13 @@ def check_commit(
             code=ErrorCode.FENCED_MEMBER,
             group=group.name,
             partitions=[f"{t}-{p}" for t, p in foreign],
+        )
+    regained = sorted(tp for tp in tps if group.given_at.get(tp, 0) > generation)
+    if regained:  # Kafka's rule: owned continuously since the commit's epoch
+        raise InvalidRequestError(
+            f"generation {generation} of member {member_id} is older than its hold on "
+            f"{[f'{t}-{p}' for t, p in regained]} (given again since): a late commit",
+            code=ErrorCode.ILLEGAL_GENERATION,
+            group=group.name,
+            generation=generation,
         )

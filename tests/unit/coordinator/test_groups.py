@@ -125,6 +125,28 @@ def test_commits_are_fenced() -> None:
     groups.check_commit(Group("empty"), None, -1, [a_part])  # a standalone consumer
 
 
+def test_a_late_commit_from_before_a_member_lost_and_regained_a_partition_is_fenced() -> None:
+    """A commit sent while ``a`` owned everything, delayed (a network partition) until
+    after ``b`` took half and left again and ``a`` got it back and committed further: it
+    must not move the group back (chaos seed 202 read 11 records twice that way)."""
+    group = settle(join(Group("g"), "a"))
+    early = group.generation
+    part = TP("t", 0)
+    groups.check_commit(group, "a", early, [part])
+    group = settle(join(group, "b"))
+    b_parts = set(group.assigned_to("b"))
+    regained = sorted(b_parts)[0]
+    group, _, _ = groups.heartbeat(group, beat("b", b_parts, leave=True), 0, COUNTS, "x")
+    group = settle(group)
+    assert regained in group.assigned_to("a") and group.generation > early
+    groups.check_commit(group, "a", group.generation, [regained])  # its current epoch
+    with pytest.raises(InvalidRequestError) as late:
+        groups.check_commit(group, "a", early, [regained])
+    assert late.value.code is ErrorCode.ILLEGAL_GENERATION
+    kept = sorted(set(group.assigned_to("a")) - b_parts)[0]  # owned all along: accepted
+    groups.check_commit(group, "a", early, [kept])
+
+
 def test_while_rebuilding_unknown_members_and_old_generations_retry_instead_of_fenced() -> None:
     """Just after a coordinator restart or takeover: a member's commit that reaches the
     new coordinator before its heartbeat is told to retry, not fenced (it would drop its
