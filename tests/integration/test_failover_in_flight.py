@@ -14,17 +14,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from concurrent.futures import Future
-from pathlib import Path
-
-import pytest
 
 from conveyor.client import Consumer, Producer
 from tests.integration.cluster import Cluster, wait_for
-from tests.integration.test_failover import (
-    COORDINATOR_ARGS,
+from tests.integration.test_failover import (  # cluster3: its fixture, short sessions
     RECOVERY_S,
+    cluster3,  # noqa: F401
     create,
     describe,
     wait_isr_full,
@@ -35,17 +31,8 @@ KEYS = 16
 PARTITIONS = 2
 
 
-@pytest.fixture
-def cluster3(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, broker_count=3, coordinator_args=COORDINATOR_ARGS).start()
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
 def test_leader_killed_with_batches_in_flight_loses_nothing_and_keeps_key_order(
-    cluster3: Cluster,
+    cluster3: Cluster,  # noqa: F811 -- test_failover's fixture, imported above
 ) -> None:
     create(cluster3, TOPIC, partitions=PARTITIONS)
     acked: list[bytes] = []

@@ -151,6 +151,14 @@ class Fetcher(KafkaFetcher):
         return 0
 
 
+async def read_offsets(fetcher: Fetcher, buffer: FetchBuffer, read: list[int], count: int) -> None:
+    """Take what the fetcher buffers until ``count`` records are read (the caller's
+    timeout bounds it)."""
+    while len(read) < count:
+        read += [m.offset for m in buffer.take(100)]
+        await fetcher.next_answer()
+
+
 async def read_after_leader_move() -> tuple[list[int], list[tuple[str, int]]]:
     # the old leader "a" answers records 0-1 (its high watermark when it answered); the
     # new leader "b" has 0-3
@@ -172,9 +180,7 @@ async def read_after_leader_move() -> tuple[list[int], list[tuple[str, int]]]:
                 await fetcher.next_answer()
             wire.held["b"].set_result(None)  # then the new one, from 0: 0-3
         async with asyncio.timeout(2):  # about 100 long polls of this wire
-            while len(read) < 4:
-                read += [m.offset for m in buffer.take(100)]
-                await fetcher.next_answer()
+            await read_offsets(fetcher, buffer, read, 4)
     except TimeoutError:
         pass
     finally:
@@ -203,9 +209,7 @@ async def read_after_a_leaderless_answer() -> tuple[list[int], int]:
             await wire.arrived["a"].wait()
             metadata.answers = [None, "b"]
             wire.held["a"].set_result(None)  # 0-1; every later Fetch to "a" is refused
-            while len(read) < 4:  # far below the 30 s metadata age
-                read += [m.offset for m in buffer.take(100)]
-                await fetcher.next_answer()
+            await read_offsets(fetcher, buffer, read, 4)  # far below the 30 s metadata age
     except TimeoutError:
         pass
     finally:
