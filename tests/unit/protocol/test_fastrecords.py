@@ -4,6 +4,9 @@ batches are byte-identical, and the codec is chosen as documented."""
 
 from __future__ import annotations
 
+import itertools
+import struct
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -11,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conveyor.client.recordcodec import configured_codec
-from conveyor.protocol.batch import parse_header, validate_batches
+from conveyor.protocol.batch import crc32c, parse_header, validate_batches
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.fastrecords import (
     _COUNTS_LEN,
+    _CRECORDS,
     COMPILED,
     PYTHON,
     CompiledBatchBuilder,
@@ -133,3 +137,99 @@ def test_a_batch_longer_than_the_shared_counts_keeps_counting() -> None:
     assert [r.offset for r in decode_batches_compiled(builder.build(base_offset=10))] == list(
         range(10, 10 + total)
     )
+
+
+def aiokafka_build(  # noqa: PLR0917 -- the test's own arguments
+    specs: list[Spec],
+    deltas: list[int],
+    producer: tuple[int, int, int] | None,
+    transactional: bool,
+    base_offset: int,
+    leader_epoch: int,
+) -> bytes:
+    """The batch as aiokafka's own ``build()`` makes it (header and its software CRC), with
+    the fields it cannot set patched in and the CRC redone, as the compiled builder did
+    before it wrote headers itself; a first timestamp of -1 goes to the pure builder."""
+    if specs[0][3] == -1:
+        pure = PYTHON.new_builder(Codec.NONE)
+        for (key, value, headers, timestamp_ms), delta in zip(specs, deltas, strict=True):
+            pure.append(value, key, headers, timestamp_ms, delta)
+        if producer is not None:
+            pure.set_producer(*producer, transactional=transactional)
+        return pure.build(base_offset, leader_epoch)
+    builder = _CRECORDS.DefaultRecordBatchBuilder(2, 0, int(transactional), -1, -1, -1, 2**31 - 1)
+    for (key, value, headers, timestamp_ms), delta in zip(specs, deltas, strict=True):
+        builder.append(delta, timestamp_ms, key, value, list(headers))
+    if producer is not None:
+        builder.set_producer_state(*producer)
+    out = builder.build()
+    struct.pack_into(">q", out, 0, base_offset)
+    struct.pack_into(">i", out, 12, leader_epoch)
+    struct.pack_into(">I", out, 17, crc32c(bytes(out[21:])))
+    return bytes(out)
+
+
+@settings(max_examples=300)
+@given(
+    specs=st.lists(spec_strategy, min_size=1, max_size=40),
+    gaps=st.lists(st.integers(min_value=0, max_value=3), min_size=40, max_size=40),
+    producer=st.none()
+    | st.tuples(
+        st.integers(min_value=-1, max_value=2**63 - 1),
+        st.integers(min_value=-1, max_value=2**15 - 1),
+        st.integers(min_value=-1, max_value=2**31 - 1),
+    ),
+    producer_first=st.booleans(),
+    transactional=st.booleans(),
+    base_offset=st.integers(min_value=0, max_value=2**62),
+    leader_epoch=st.integers(min_value=-1, max_value=2**31 - 1),
+)
+def test_property_the_builders_header_and_crc_match_aiokafkas_build(  # noqa: PLR0917
+    specs: list[Spec],
+    gaps: list[int],
+    producer: tuple[int, int, int] | None,
+    producer_first: bool,
+    transactional: bool,
+    base_offset: int,
+    leader_epoch: int,
+) -> None:
+    """The header and CRC written by ``CompiledBatchBuilder.build`` (hardware CRC) are
+    aiokafka's own, byte for byte: records, offset deltas with gaps, producer state set
+    before or after the records, transactional or not."""
+    deltas = list(itertools.accumulate(gap + 1 for gap in gaps[: len(specs)]))
+    deltas = [delta - deltas[0] for delta in deltas]  # the first record's delta: 0
+    builder = CompiledBatchBuilder()
+    if producer is not None and producer_first:
+        builder.set_producer(*producer, transactional=transactional)
+    for (key, value, headers, timestamp_ms), delta in zip(specs, deltas, strict=True):
+        builder.append(value, key, headers, timestamp_ms, delta)
+    if producer is not None and not producer_first:
+        builder.set_producer(*producer, transactional=transactional)
+    batch = builder.build(base_offset, leader_epoch)
+    tx = transactional and producer is not None
+    assert batch == aiokafka_build(specs, deltas, producer, tx, base_offset, leader_epoch)
+    assert batch == builder.build(base_offset, leader_epoch)  # building again: same bytes
+    validate_batches(batch, BATCH_BYTES_MAX, stored=True)  # stored: offset deltas with gaps
+
+
+def test_unstamped_records_get_the_time_and_the_header_their_max() -> None:
+    builder = CompiledBatchBuilder()
+    before_ms = time.time_ns() // 1_000_000
+    builder.append(b"a")
+    builder.append(b"b", timestamp_ms=before_ms + 60_000)
+    builder.append(b"c")
+    after_ms = time.time_ns() // 1_000_000
+    batch = builder.build()
+    validate_batches(batch, BATCH_BYTES_MAX)
+    header = parse_header(batch)
+    records = decode_batches_compiled(batch)
+    assert before_ms <= records[0].timestamp_ms == header.base_timestamp <= after_ms
+    assert before_ms <= records[2].timestamp_ms <= after_ms
+    assert header.max_timestamp == before_ms + 60_000
+
+
+def test_a_last_offset_delta_beyond_int32_is_a_typed_error() -> None:
+    builder = CompiledBatchBuilder()
+    builder.append(b"v", offset_delta=2**31)
+    with pytest.raises(InvalidRequestError, match="out of range"):
+        builder.build()
