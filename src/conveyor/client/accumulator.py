@@ -45,7 +45,15 @@ from typing import Final, Generic, NamedTuple, TypeVar
 from conveyor.client.append_runs import AppendRuns
 from conveyor.client.partitioner import KeyPartitioner, StickyPartitioner
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError
-from conveyor.protocol.fastrecords import PYTHON, Builder
+from conveyor.protocol.fastrecords import (
+    ENCODE_ERRORS,
+    NO_HEADERS,
+    PYTHON,
+    Builder,
+    CompiledBatchBuilder,
+    record_lane,
+    shared_counts,
+)
 from conveyor.protocol.records import Codec
 
 C = TypeVar("C")  # what a batch's records share to learn the outcome (BatchCompletion)
@@ -76,6 +84,7 @@ class ProducerBatch(Generic[C]):
         "completion",
         "created_ms",
         "in_flight",
+        "lane",
         "last_error",
         "partition",
         "payload",
@@ -101,6 +110,8 @@ class ProducerBatch(Generic[C]):
         self.partition = partition
         self.builder: Builder | None = builder
         self.append = builder.append  # bound once: saves two lookups per record
+        # the compiled builder's record lane, once its first record is in (append's fast path)
+        self.lane: CompiledBatchBuilder | None = None
         self.room_bytes = room_bytes  # a lower bound of what still fits (module docstring)
         self.completion = completion
         self.created_ms = now_ms
@@ -198,6 +209,7 @@ class Accumulator(Generic[C, F]):
         self._new_future = new_future
         self._wake_sender = wake_sender
         self._on_space = on_space
+        self._counts = shared_counts()  # the lane's record counts (fastrecords.py)
         self._keys = KeyPartitioner()
         self._sticky = StickyPartitioner(sticky_start)
         self._queues: dict[tuple[str, int], _PartitionQueue[C]] = {}
@@ -210,7 +222,7 @@ class Accumulator(Generic[C, F]):
 
     # --- appending (the hot path) ----------------------------------------------------------
 
-    def append(  # noqa: PLR0917 -- the hot path: positional arguments are cheaper
+    def append(  # noqa: PLR0912, PLR0917 -- the hot path, kept flat; positional arguments
         self,
         topic: str,
         key: bytes | None,
@@ -257,9 +269,25 @@ class Accumulator(Generic[C, F]):
                     size += _headers_size(headers)
                 if size <= batch.room_bytes:
                     batch.room_bytes -= size
-                    return self._new_future(
-                        batch.completion, batch.append(value, key, headers, stamp)
-                    )
+                    lane = batch.lane
+                    if lane is None:
+                        return self._new_future(
+                            batch.completion, batch.append(value, key, headers, stamp)
+                        )
+                    # CompiledBatchBuilder.append inlined: its record lane (fastrecords.py)
+                    index = lane.records_count
+                    pairs = list(headers) if headers else NO_HEADERS
+                    try:
+                        lane.encode(index, stamp, key, value, pairs)
+                    except ENCODE_ERRORS as exc:
+                        raise InvalidRequestError(f"record cannot be encoded: {exc}") from exc
+                    try:
+                        lane.records_count = self._counts[index + 1]
+                    except IndexError:  # past the shared ints: free of cost until then
+                        lane.records_count = index + 1
+                    if stamp > lane.max_timestamp_ms:  # noqa: PLR1730 -- max() is a call
+                        lane.max_timestamp_ms = stamp
+                    return self._new_future(batch.completion, index)
             appended = self._append_slow(topic, partition, key, value, headers, now_ms, True, stamp)
             assert appended is not None
             return self._new_future(appended[0].completion, appended[1])
@@ -333,7 +361,9 @@ class Accumulator(Generic[C, F]):
             self._wake_pending = True
             self._wake_sender()
         # A record larger than batch_size still goes, alone in its batch (as in Kafka).
-        return batch, builder.append(value, key, headers, stamp)
+        index = builder.append(value, key, headers, stamp)
+        batch.lane = record_lane(builder)
+        return batch, index
 
     def append_many(  # noqa: PLR0912, PLR0915, PLR0917 -- the batch API's hot loop, kept flat
         self,

@@ -48,22 +48,28 @@ from conveyor.protocol.records import (
 
 __all__ = [
     "CODEC_NAMES",
+    "ENCODE_ERRORS",
+    "NO_HEADERS",
     "CompiledBatchBuilder",
     "RecordCodec",
     "compiled_available",
     "decode_batches_compiled",
     "record_codec",
+    "record_lane",
+    "shared_counts",
 ]
 
 CODEC_NAMES: Final = ("auto", "compiled", "python")
 _ATTRIBUTES_AT: Final = 21  # offset of the int16 attributes in the batch header
 _INT32_MAX: Final = (1 << 31) - 1
-_NO_HEADERS: Final[list[tuple[str, bytes | None]]] = []  # the extension only reads it
+NO_HEADERS: Final[list[tuple[str, bytes | None]]] = []  # the extension only reads it
+ENCODE_ERRORS: Final = (TypeError, ValueError, OverflowError, UnicodeError)
+"""What the extension raises for a record it cannot encode (a str key, a bad header)."""
 _COUNTS_LEN: Final = 16_384
 
 
 @functools.cache
-def _shared_counts() -> tuple[int, ...]:
+def shared_counts() -> tuple[int, ...]:
     """Record counts (and so offset deltas) as shared int objects: a producer's record
     future keeps its offset delta, and with an int of its own per record (any above 256)
     the garbage collector's full passes over a million live futures touch twice the memory
@@ -95,7 +101,7 @@ def _build_returns_buffer() -> bool:
         return False
     builder = _CRECORDS.DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, _INT32_MAX)
     buffer = builder.build()
-    builder.append(0, 0, None, b"probe", _NO_HEADERS)
+    builder.append(0, 0, None, b"probe", NO_HEADERS)
     return bool(len(buffer) == builder.size() > HEADER_SIZE)
 
 
@@ -137,7 +143,17 @@ class CompiledBatchBuilder:
     header over the buffer's first bytes and computes the CRC with the ``crc32c`` package
     (hardware CRC-32C: 26 us for a 130 KB batch, against 134 us for the extension's
     software loop, on the producer's I/O thread). The header's fields the extension keeps
-    to itself (first and max timestamps) are tracked here, one comparison a record."""
+    to itself (first and max timestamps) are tracked here, one comparison a record.
+
+    The record lane: the producer's accumulator appends most records without the frame
+    of :meth:`append` (~0.1 us a record, docs/benchmarks.md "W1 send per record"). While
+    :func:`record_lane` gives the builder, its owner may append record number
+    ``records_count`` (its offset delta) as :meth:`append` would, in three steps:
+    ``encode(records_count, timestamp_ms, key, value, headers_list or NO_HEADERS)``
+    (raising one of ``ENCODE_ERRORS``, with nothing appended, for a bad record), then
+    ``records_count`` one up (an int from :func:`shared_counts` while the table lasts),
+    then ``max_timestamp_ms`` raised to ``timestamp_ms`` if below. Both ways can be mixed.
+    """
 
     __slots__ = (
         "_append",
@@ -146,10 +162,11 @@ class CompiledBatchBuilder:
         "_counts",
         "_first_timestamp_ms",
         "_last_offset_delta",
-        "_max_timestamp_ms",
         "_pure",
-        "_records_count",
         "_transactional",
+        "encode",
+        "max_timestamp_ms",
+        "records_count",
     )
 
     def __init__(self) -> None:
@@ -158,22 +175,20 @@ class CompiledBatchBuilder:
         # batch_size: the producer closes batches itself (size_bytes_estimate), so the
         # builder's own limit is set where it never refuses a record.
         self._builder = _CRECORDS.DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, _INT32_MAX)
-        self._append = self._builder.append
+        self._append = self.encode = self._builder.append
         # the extension's own buffer (_build_returns_buffer), from a build of no records
         self._buffer: bytearray | None = self._builder.build() if _OWN_HEADER else None
-        self._counts = _shared_counts()
+        self._counts = shared_counts()
         # aiokafka reads a first timestamp of -1 as "none yet" and rebases the batch on the
         # next record's, changing the first record's timestamp; such a batch (only a
         # caller-given -1 makes one) is built by the pure builder instead.
         self._pure: BatchBuilder | None = None
-        self._records_count = 0
+        self.records_count = 0
+        # the last offset delta given to ``append``; the lane's records leave it behind,
+        # but deltas only grow and are at least their record's index (build's max())
         self._last_offset_delta = -1
-        self._first_timestamp_ms = self._max_timestamp_ms = 0
+        self._first_timestamp_ms = self.max_timestamp_ms = 0
         self._transactional = False
-
-    @property
-    def records_count(self) -> int:
-        return self._records_count
 
     @property
     def size_bytes_estimate(self) -> int:
@@ -203,10 +218,10 @@ class CompiledBatchBuilder:
         timestamp_ms: int | None = None,
         offset_delta: int | None = None,
     ) -> int:
-        count = self._records_count
+        count = self.records_count
         if offset_delta is None:
             offset_delta = count
-        elif offset_delta < (self._last_offset_delta + 1 if count else 0):
+        elif offset_delta <= (max(self._last_offset_delta, count - 1) if count else -1):
             raise InvalidRequestError(f"offset delta {offset_delta} does not increase")
         if not count or self._pure is not None:
             return self._append_rare(value, key, headers, timestamp_ms, offset_delta)
@@ -214,15 +229,15 @@ class CompiledBatchBuilder:
             timestamp_ms = time.time_ns() // 1_000_000
         try:
             self._append(
-                offset_delta, timestamp_ms, key, value, list(headers) if headers else _NO_HEADERS
+                offset_delta, timestamp_ms, key, value, list(headers) if headers else NO_HEADERS
             )
-        except (TypeError, ValueError, OverflowError, UnicodeError) as exc:
+        except ENCODE_ERRORS as exc:
             raise InvalidRequestError(f"record cannot be encoded: {exc}") from exc
-        if timestamp_ms > self._max_timestamp_ms:  # noqa: PLR1730 -- max() is a call
-            self._max_timestamp_ms = timestamp_ms
+        if timestamp_ms > self.max_timestamp_ms:  # noqa: PLR1730 -- max() is a call
+            self.max_timestamp_ms = timestamp_ms
         count += 1
-        # a shared int from the table, not a new one per record (_shared_counts)
-        self._records_count = self._counts[count] if count < _COUNTS_LEN else count
+        # a shared int from the table, not a new one per record (shared_counts)
+        self.records_count = self._counts[count] if count < _COUNTS_LEN else count
         self._last_offset_delta = offset_delta
         return offset_delta
 
@@ -245,12 +260,12 @@ class CompiledBatchBuilder:
                     timestamp_ms,
                     key,
                     value,
-                    list(headers) if headers else _NO_HEADERS,
+                    list(headers) if headers else NO_HEADERS,
                 )
-            except (TypeError, ValueError, OverflowError, UnicodeError) as exc:
+            except ENCODE_ERRORS as exc:
                 raise InvalidRequestError(f"record cannot be encoded: {exc}") from exc
-            self._first_timestamp_ms = self._max_timestamp_ms = timestamp_ms
-            self._records_count = 1
+            self._first_timestamp_ms = self.max_timestamp_ms = timestamp_ms
+            self.records_count = 1
             self._last_offset_delta = offset_delta
             return offset_delta
         if self._pure is None:
@@ -263,12 +278,12 @@ class CompiledBatchBuilder:
                 self._transactional,
             )
         self._pure.append(value, key, headers, timestamp_ms, offset_delta)
-        self._records_count += 1
+        self.records_count += 1
         self._last_offset_delta = offset_delta
         return offset_delta
 
     def build(self, base_offset: int = 0, partition_leader_epoch: int = -1) -> bytes:
-        if not self._records_count:
+        if not self.records_count:
             raise InvalidRequestError("cannot build a record batch without records")
         if self._pure is not None:
             return self._pure.build(base_offset, partition_leader_epoch)
@@ -286,19 +301,33 @@ class CompiledBatchBuilder:
                 MAGIC,
                 0,  # the CRC, computed below over the packed header and the records
                 TRANSACTIONAL_BIT if self._transactional else 0,
-                self._last_offset_delta,
+                max(self._last_offset_delta, self.records_count - 1),
                 self._first_timestamp_ms,
-                self._max_timestamp_ms,
+                self.max_timestamp_ms,
                 builder.producer_id,
                 builder.producer_epoch,
                 builder.base_sequence,
-                self._records_count,
+                self.records_count,
             )
         except struct.error as exc:
             raise InvalidRequestError(f"batch header field out of range: {exc}") from exc
         # the memoryview is gone when crc32c returns (an exported bytearray cannot grow)
         _CRC.pack_into(out, CRC_START - _CRC.size, crc32c(memoryview(out)[CRC_START:]))
         return bytes(out)
+
+
+def record_lane(builder: Builder) -> CompiledBatchBuilder | None:
+    """``builder`` when its record lane is open (:class:`CompiledBatchBuilder`): a compiled
+    builder with a first record, not handed to the pure builder, offset deltas without
+    gaps so far (the lane appends at ``records_count``)."""
+    if (
+        type(builder) is CompiledBatchBuilder
+        and builder.records_count
+        and builder._pure is None
+        and builder._last_offset_delta == builder.records_count - 1
+    ):
+        return builder
+    return None
 
 
 def decode_batches_compiled(

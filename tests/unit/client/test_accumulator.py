@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conveyor.client.accumulator import (
     Accumulator,
@@ -13,6 +16,7 @@ from conveyor.client.accumulator import (
     ProducerBatch,
 )
 from conveyor.protocol.errors import InvalidRequestError
+from conveyor.protocol.fastrecords import COMPILED, PYTHON, compiled_available
 from conveyor.protocol.records import Codec, decode_batches
 
 Batch = ProducerBatch[str]
@@ -234,3 +238,82 @@ def test_build_releases_the_builder_and_is_stable() -> None:
     assert batch.builder is None and batch.build() is payload
     (record,) = decode_batches(payload)
     assert (record.key, record.value) == (b"k", b"hello")
+
+
+Spec = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes | None]], int | None]
+needs_compiled = pytest.mark.skipif(
+    not compiled_available(), reason="aiokafka's compiled extension is not installed"
+)
+
+
+def _compiled_accumulator() -> Acc:
+    return Accumulator(
+        batch_size_bytes=1 << 20,
+        linger_ms=0,
+        buffer_memory_bytes=1 << 21,
+        delivery_timeout_ms=1_000,
+        codec=Codec.NONE,
+        lock=threading.Lock(),
+        new_completion=lambda topic, partition: "batch",
+        new_future=lambda completion, index: (completion, index),
+        wake_sender=lambda: None,
+        on_space=lambda: None,
+        new_builder=COMPILED.new_builder,
+    )
+
+
+def _compiled_batch(specs: list[Spec], now_ms: int = 50) -> tuple[list[int], bytes]:
+    """``specs`` appended to partition 0 through ``append`` with the compiled codec (its
+    record lane after the first record): the futures' indexes and the built batch."""
+    acc = _compiled_accumulator()
+    indexes = [
+        acc.append("t", key, value, headers, 0, 1, now_ms, timestamp_ms)[1]
+        for key, value, headers, timestamp_ms in specs
+    ]
+    (batch,) = acc.drain(now_ms=now_ms).ready
+    assert batch.records_count == len(specs)
+    return indexes, batch.build()
+
+
+def _pure_batch(specs: list[Spec], now_ms: int = 50) -> bytes:
+    builder = PYTHON.new_builder(Codec.NONE)
+    for key, value, headers, timestamp_ms in specs:
+        builder.append(value, key, headers, now_ms if timestamp_ms is None else timestamp_ms)
+    return builder.build()
+
+
+@needs_compiled
+@settings(max_examples=150)
+@given(
+    specs=st.lists(
+        st.tuples(
+            st.none() | st.binary(max_size=16),
+            st.none() | st.binary(max_size=200),
+            st.lists(st.tuples(st.text(max_size=6), st.none() | st.binary(max_size=8)), max_size=3),
+            st.none() | st.integers(min_value=-1, max_value=2**43),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_property_the_compiled_fast_path_builds_the_pure_builders_bytes(
+    specs: list[Spec],
+) -> None:
+    """Records appended through ``append``'s fast path (the compiled builder's record lane:
+    its count, max timestamp and encode done inline) give the pure builder's batch, byte
+    for byte, and each future its offset delta."""
+    indexes, batch = _compiled_batch(specs)
+    assert indexes == list(range(len(specs)))
+    assert batch == _pure_batch(specs)
+
+
+@needs_compiled
+def test_a_record_the_fast_path_cannot_encode_is_a_typed_error_and_appends_nothing() -> None:
+    acc = _compiled_accumulator()
+    assert acc.append("t", b"k", b"a", (), 0, 1, 50, 5) == ("batch", 0)
+    bad_header = [("\ud800", b"x")]  # a name UTF-8 cannot encode
+    with pytest.raises(InvalidRequestError, match="cannot be encoded"):
+        acc.append("t", b"k", b"v", bad_header, 0, 1, 50, 99)
+    assert acc.append("t", b"k", b"b", (), 0, 1, 50, 9) == ("batch", 1)
+    (batch,) = acc.drain(now_ms=50).ready
+    assert batch.build() == _pure_batch([(b"k", b"a", (), 5), (b"k", b"b", (), 9)])
