@@ -143,6 +143,8 @@ def _headers_size(headers: HeaderPairs) -> int:
     return sum(4 * len(name) + len(value or b"") + 10 for name, value in headers)
 
 
+_NOTHING_OPEN: Final = ()  # a topic without open batches, as ``Accumulator._open`` reads it
+
 APPEND_MANY_CHUNK: Final = 4096
 """Records ``append_many`` appends per lock hold: the sender's drain waits at most this."""
 
@@ -213,7 +215,9 @@ class Accumulator(Generic[C, F]):
         self._keys = KeyPartitioner()
         self._sticky = StickyPartitioner(sticky_start)
         self._queues: dict[tuple[str, int], _PartitionQueue[C]] = {}
-        self._open: dict[tuple[str, int], ProducerBatch[C]] = {}  # the queues' open batches
+        # the queues' open batches by topic, then partition (None: none open): one dict
+        # lookup by a str and a list index on the hot path, not a tuple made and hashed
+        self._open: dict[str, list[ProducerBatch[C] | None]] = {}
         self._incomplete: set[ProducerBatch[C]] = set()
         self._sealed_bytes = 0
         self._flushes = 0
@@ -258,7 +262,10 @@ class Accumulator(Generic[C, F]):
                     f"{topic} has partitions 0..{partition_count - 1}, not {partition}",
                     code=ErrorCode.UNKNOWN_PARTITION,
                 )
-            batch = self._open.get((topic, partition))
+            try:
+                batch = self._open.get(topic, _NOTHING_OPEN)[partition]
+            except IndexError:  # a partition past the last one a batch was opened for
+                batch = None
             if batch is not None:
                 size = RECORD_OVERHEAD_BYTES
                 if value is not None:
@@ -355,7 +362,11 @@ class Accumulator(Generic[C, F]):
             now_ms=now_ms,
             room_bytes=self._batch_size_bytes - builder.size_bytes_estimate - size,
         )
-        queue.open = self._open[(topic, partition)] = batch
+        queue.open = batch
+        opens = self._open.setdefault(topic, [])
+        if len(opens) <= partition:
+            opens += [None] * (partition + 1 - len(opens))
+        opens[partition] = batch
         self._incomplete.add(batch)
         if not self._wake_pending:
             self._wake_pending = True
@@ -487,7 +498,7 @@ class Accumulator(Generic[C, F]):
         batch = queue.open
         assert batch is not None and batch.builder is not None
         queue.open = None
-        del self._open[(batch.topic, batch.partition)]
+        self._open[batch.topic][batch.partition] = None
         batch.records_count = batch.builder.records_count
         batch.size_bytes = batch.builder.size_bytes_estimate
         queue.sealed.append(batch)

@@ -230,6 +230,28 @@ def test_unkeyed_records_move_on_when_the_batch_fills() -> None:
     assert len(set(names)) == len(set(partitions))  # one batch per partition visited
 
 
+def test_each_partition_finds_its_own_open_batch() -> None:
+    """Open batches are looked up by topic, then partition: partitions opened out of
+    order, one past all others, a sealed one and another topic keep apart."""
+    h = Harness(linger_ms=10_000)
+    assert h.send(partition=2) == ("t-2-#1", 0)
+    assert h.send(partition=0) == ("t-0-#2", 0)
+    assert h.send(partition=3, count=8) == ("t-3-#3", 0)  # the topic grew
+    assert h.send(partition=2) == ("t-2-#1", 1)
+    assert h.send(partition=2, topic="u") == ("u-2-#4", 0)
+    h.acc.begin_flush()
+    assert {b.completion for b in h.acc.drain(now_ms=0).ready} == {
+        "t-0-#2",
+        "t-2-#1",
+        "t-3-#3",
+        "u-2-#4",
+    }
+    h.acc.end_flush()
+    assert h.send(partition=2) == ("t-2-#5", 0)  # after a seal: a new batch
+    assert h.send(partition=1) == ("t-1-#6", 0)
+    assert h.send(partition=0) == ("t-0-#7", 0)
+
+
 def test_build_releases_the_builder_and_is_stable() -> None:
     h = Harness(linger_ms=0)
     h.send(value=b"hello", key=b"k")
