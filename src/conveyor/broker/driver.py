@@ -12,7 +12,9 @@ One clock (``clock.now_ms()``), passed in; the jitter of backoffs comes from ``r
 travels in the events, so the core stays deterministic.
 
 Threads: the core and this driver live on the event loop thread. Flush completions arrive
-on flusher threads and hop onto the loop (``call_soon_threadsafe``) before being stepped.
+on flusher threads and hop onto the loop (``call_soon_threadsafe``) before being stepped;
+a small flush round the flusher lets run inline (``flusher.inline_round``) completes on
+the loop itself and its ``Flushed`` is stepped right after the step that asked for it.
 """
 
 from __future__ import annotations
@@ -124,6 +126,9 @@ class CoreDriver:
         self._chains: dict[TopicPartition, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        # Requests read and not yet answered, over the Kafka listener's connections (set
+        # by kafka/listener.py): with _acks, what decides whether a flush may run inline.
+        self.requests_in_flight: Callable[[], int] = lambda: 0
 
     # ---- stepping --------------------------------------------------------------------------
 
@@ -422,12 +427,24 @@ class CoreDriver:
         tp = effect.tp
 
         def threadsafe(future: Future[int]) -> None:
-            # On a flusher thread, or inline when the future was already done.
+            # On a flusher thread.
             # RuntimeError: the loop closed during shutdown; close() flushed the log anyway.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._durable_done, tp, partition_log, future)
 
-        partition_log.durable(effect.offset).add_done_callback(threadsafe)
+        # A small round may fsync right here, on the loop, when an acks=all produce is the
+        # only request waiting (flusher.inline_round), instead of waking a flush thread and
+        # being woken back. Without an ack waiting (a follower's append, acks=1), never.
+        acks = len(self._acks)
+        waiting = max(acks, self.requests_in_flight()) if acks else None
+        future = partition_log.durable(effect.offset, requests_waiting=waiting)
+        if future.done():
+            # Already durable, or flushed inline: no thread hop and no loop pass. This runs
+            # among the effects of a step, so the Flushed event is queued and stepped
+            # right after them (step() never recurses).
+            self._durable_done(tp, partition_log, future)
+        else:
+            future.add_done_callback(threadsafe)
 
     def _durable_done(
         self, tp: TopicPartition, partition_log: PartitionLog, future: Future[int]

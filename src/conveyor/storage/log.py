@@ -124,6 +124,9 @@ class PartitionLog:
         self._flush_running = False
         self._dirty: list[LogSegment] = []
         self._dir_dirty = False
+        # Bytes appended since the last fsync began (an estimate after a truncation or a
+        # swap: it only decides whether an inline flush round is small, flusher.py).
+        self._dirty_bytes = 0
         self._last_flush_monotonic = time.monotonic()
         self._failure: ConveyorError | None = None
         self._closed = False
@@ -423,7 +426,9 @@ class PartitionLog:
         direct: bool = False,
     ) -> None:
         active = self._segments[-1]
+        before = active.size_bytes
         active.append(buffers, headers, direct=direct)
+        self._dirty_bytes += active.size_bytes - before
         if not self._dirty or self._dirty[-1] is not active:
             self._dirty.append(active)
 
@@ -471,9 +476,15 @@ class PartitionLog:
 
     # ---- durability ----------------------------------------------------------------------
 
-    def durable(self, offset: int) -> Future[int]:
+    def durable(self, offset: int, *, requests_waiting: int | None = None) -> Future[int]:
         """A future that resolves (to the durable offset) once ``offset`` is durable per the
-        flush policy: after an fsync covering it for ``always``, at once otherwise."""
+        flush policy: after an fsync covering it for ``always``, at once otherwise.
+
+        ``requests_waiting``: the caller could block for a small fsync (the broker's event
+        loop) and has that many requests waiting, this one's included. When the flusher allows
+        it (``flusher.inline_round``: this request alone, the flusher idle, a small
+        round), the round runs on this thread and the future is done on return; otherwise,
+        and always with None, the flush threads run it."""
         future: Future[int] = Future()
         with self._lock:
             if self._failure is not None:
@@ -495,9 +506,45 @@ class PartitionLog:
             self._waiters.append((offset, future))
             start = not self._flush_running
             self._flush_running = True
-        if start:
+        if start and not (requests_waiting is not None and self._flush_inline(requests_waiting)):
             self._flusher.request_round(self)
         return future
+
+    def _flush_inline(self, requests_waiting: int) -> bool:
+        """Run this log's flush round on this thread if the flusher allows it; False: the
+        caller hands the round off. Never waits for ``_flush_lock``: a truncation or
+        retention holding it runs on a worker thread and may take long."""
+        if not self._flush_lock.acquire(blocking=False):
+            return False
+        try:
+            with self._lock:
+                files = sum(1 for s in self._dirty if s.fd >= 0)
+                dir_dirty, dirty_bytes = self._dir_dirty, self._dirty_bytes
+            if not self._flusher.begin_inline(
+                requests_waiting=requests_waiting,
+                files=files,
+                dir_dirty=dir_dirty,
+                dirty_bytes=dirty_bytes,
+            ):
+                return False
+            try:
+                self._flush_locked()
+            except BaseException:
+                self._flusher.end_inline(None)
+                with self._lock:
+                    self._flush_running = False
+                raise
+        finally:
+            self._flush_lock.release()
+        try:
+            more = self._resolve_waiters()
+        except BaseException:
+            self._flusher.end_inline(None)
+            raise
+        # Waiters that arrived during the fsync (another thread's appends) go to the
+        # flush threads: end_inline queues this log for their round.
+        self._flusher.end_inline(self if more else None)
+        return True
 
     def request_flush(self) -> None:
         """Start a background fsync round unless one is running (it will cover this too)."""
@@ -531,32 +578,37 @@ class PartitionLog:
 
     def _flush_once(self) -> None:
         with self._flush_lock:
-            with self._lock:
-                if self._failure is not None:
-                    return
-                target = self.log_end_offset
-                dirty, self._dirty = self._dirty, []
-                dir_dirty, self._dir_dirty = self._dir_dirty, False
-                fds = [s.fd for s in dirty if s.fd >= 0]
-                aborted = [s.aborted for s in dirty if s.fd >= 0]
-            started = time.perf_counter()
-            try:
-                for fd in fds:
-                    os.fsync(fd)
-                for index in aborted:  # what it wrote is durable with its segment's log
-                    index.fsync()
-                if dir_dirty:
-                    _fsync_directory(self.directory)
-            except OSError as exc:
-                failure = StorageError(f"fsync failed in {self.directory}: {exc}")
-                log.error("%s: log is now read-only: %s", self.directory, failure)
-                with self._lock:
-                    self._failure = failure
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        """Fsync what is written so far; the caller holds ``_flush_lock``."""
+        with self._lock:
+            if self._failure is not None:
                 return
-            self._flusher.flushed(time.perf_counter() - started, len(fds) + dir_dirty)
+            target = self.log_end_offset
+            dirty, self._dirty = self._dirty, []
+            dir_dirty, self._dir_dirty = self._dir_dirty, False
+            self._dirty_bytes = 0
+            fds = [s.fd for s in dirty if s.fd >= 0]
+            aborted = [s.aborted for s in dirty if s.fd >= 0]
+        started = time.perf_counter()
+        try:
+            for fd in fds:
+                os.fsync(fd)
+            for index in aborted:  # what it wrote is durable with its segment's log
+                index.fsync()
+            if dir_dirty:
+                _fsync_directory(self.directory)
+        except OSError as exc:
+            failure = StorageError(f"fsync failed in {self.directory}: {exc}")
+            log.error("%s: log is now read-only: %s", self.directory, failure)
             with self._lock:
-                self._flushed_offset = max(self._flushed_offset, target)
-                self._last_flush_monotonic = time.monotonic()
+                self._failure = failure
+            return
+        self._flusher.flushed(time.perf_counter() - started, len(fds) + dir_dirty)
+        with self._lock:
+            self._flushed_offset = max(self._flushed_offset, target)
+            self._last_flush_monotonic = time.monotonic()
 
     def _resolve_waiters(self) -> bool:
         """Wake covered waiters; True when some still wait (another round is needed)."""

@@ -125,6 +125,13 @@ class ListenerStats:
     protocol_errors: int = 0
     slow_readers_closed: int = 0
     idle_closed: int = 0
+    # Requests read, over every connection, whose answer is not ready yet: the broker's
+    # backlog (a flush round runs inline only when one produce is all there is to serve,
+    # storage/flusher.py).
+    requests_in_flight: int = 0
+
+    def answer_ready(self, _: object) -> None:
+        self.requests_in_flight -= 1
 
 
 @dataclass
@@ -307,7 +314,12 @@ class KafkaListener:
                 await pending.put(None)
                 await asyncio.shield(writing)
                 return
-            await pending.put(asyncio.ensure_future(order.answered(answer)))
+            future = asyncio.ensure_future(order.answered(answer))
+            # Counted as read, before its task or any other runs; uncounted when its
+            # answer is done, however (a done callback also runs for a cancelled task).
+            self.stats.requests_in_flight += 1
+            future.add_done_callback(self.stats.answer_ready)
+            await pending.put(future)
 
     async def _write_loop(
         self,

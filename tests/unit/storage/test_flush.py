@@ -12,6 +12,7 @@ import pytest
 
 from conveyor.protocol.errors import ErrorCode, InvalidRequestError, LogTruncatedError
 from conveyor.storage import Flusher, FlushPolicy, LogConfig, PartitionLog
+from conveyor.storage.flusher import inline_round
 from conveyor.storage.log import CLEAN_SHUTDOWN_FILE
 from tests.unit.storage.helpers import (
     LogFactory,
@@ -426,4 +427,194 @@ def test_no_ack_before_its_bytes_are_fsynced_with_a_shared_flusher(
     finally:
         for log in logs:
             log.close()
+        flusher.close()
+
+
+# ---- inline rounds: a small round on the caller's thread (flusher.inline_round) ---------
+
+
+INLINE_OK = {
+    "requests_waiting": 1,
+    "busy": False,
+    "idle_s": 0.01,
+    "files": 1,
+    "dir_dirty": False,
+    "dirty_bytes": 170,
+    "idle_min_s": 0.001,
+    "bytes_max": 4096,
+}
+
+
+def test_inline_round_when_one_request_finds_the_flusher_idle_and_the_round_small() -> None:
+    assert inline_round(**INLINE_OK)  # type: ignore[arg-type]
+    assert inline_round(**{**INLINE_OK, "files": 0, "dirty_bytes": 4096})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"requests_waiting": 2},  # others to serve: their rounds are shared on the threads
+        {"requests_waiting": 0},  # nobody waits for this round (acks=1, a roll)
+        {"busy": True},  # a round runs or waits: this log joins the next one
+        {"idle_s": 0.0005},  # a round just ended: likely one of concurrent requests
+        {"files": 2},  # a roll: two segment files
+        {"dir_dirty": True},  # a directory entry to fsync
+        {"dirty_bytes": 4097},  # a large write-back
+    ],
+)
+def test_inline_round_refused(change: dict[str, object]) -> None:
+    assert not inline_round(**{**INLINE_OK, **change})  # type: ignore[arg-type]
+
+
+class ThreadedFsyncRecorder(FsyncRecorder):
+    """Also remembers which thread ran each fsync of a segment file."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, hold_first: bool = False) -> None:
+        super().__init__(monkeypatch, hold_first=hold_first)
+        self.threads: list[str] = []
+        recording = os.fsync
+
+        def by_thread(fd: int) -> None:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(".log"):
+                self.threads.append(threading.current_thread().name)
+            recording(fd)
+
+        monkeypatch.setattr(os, "fsync", by_thread)
+
+
+def test_an_inline_round_fsyncs_on_the_callers_thread_before_the_future_resolves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flusher = Flusher(threads=2, inline_idle_min_s=0)
+    log = PartitionLog.open(tmp_path / "p0", flusher=flusher)
+    try:
+        log.flush()  # the new segment file's directory entry: never an inline round
+        recorder = ThreadedFsyncRecorder(monkeypatch)
+        path = _segment_path(log)
+        for i in range(3):
+            result = log.append(make_batch(values_of(1, f"r{i}-")))
+            future = log.durable(result.last_offset, requests_waiting=1)
+            assert future.done()  # flushed on this thread, no hand-off
+            assert recorder.covers(path)
+            assert future.result() == result.last_offset + 1 == log.flushed_offset
+        assert recorder.threads == [threading.current_thread().name] * 3
+        assert (flusher.rounds, flusher.inline_rounds) == (3, 3)
+    finally:
+        log.close()
+        flusher.close()
+
+
+def test_without_a_request_count_or_with_others_waiting_the_round_is_handed_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flusher = Flusher(threads=2, inline_idle_min_s=0)
+    log = PartitionLog.open(tmp_path / "p0", flusher=flusher)
+    try:
+        recorder = ThreadedFsyncRecorder(monkeypatch)
+        for waiting in (None, 2):
+            result = log.append(make_batch(values_of(1)))
+            assert log.durable(result.last_offset, requests_waiting=waiting).result(TIMEOUT_S)
+        assert all(name.startswith("conveyor-flush") for name in recorder.threads)
+        assert len(recorder.threads) == 2
+        assert flusher.inline_rounds == 0
+    finally:
+        log.close()
+        flusher.close()
+
+
+def test_requests_during_a_running_round_share_the_next_one_instead_of_going_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit stays: while a round holds the flush threads, a lone request on each
+    of seven logs (each alone as far as its caller knows) is queued for the next shared
+    round, never fsynced on its caller's thread."""
+    partitions = 8
+    flusher = Flusher(threads=2, inline_idle_min_s=0)
+    logs = [PartitionLog.open(tmp_path / f"p{i}", flusher=flusher) for i in range(partitions)]
+    try:
+        recorder = ThreadedFsyncRecorder(monkeypatch, hold_first=True)
+        first = logs[0].append(make_batch(values_of(2)))
+        futures = [logs[0].durable(first.last_offset)]
+        assert recorder.entered.wait(TIMEOUT_S)  # round 1 is inside its fsync
+        for log in logs[1:]:
+            result = log.append(make_batch(values_of(2)))
+            futures.append(log.durable(result.last_offset, requests_waiting=1))
+        assert not any(future.done() for future in futures)
+        recorder.gate.set()
+        for future in futures:
+            assert future.result(TIMEOUT_S) == 2
+        assert flusher.inline_rounds == 0
+        assert flusher.rounds <= 2, flusher.rounds
+        assert all(name.startswith("conveyor-flush") for name in recorder.threads)
+        assert all(recorder.covers(_segment_path(log)) for log in logs)
+    finally:
+        for log in logs:
+            log.close()
+        flusher.close()
+
+
+def test_an_inline_round_never_waits_for_a_held_flush_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A truncation or retention holds the log's flush lock on a worker thread, maybe for
+    long: a lone request's round is handed off instead of blocking its caller on it."""
+    flusher = Flusher(threads=2, inline_idle_min_s=0)
+    log = PartitionLog.open(tmp_path / "p0", flusher=flusher)
+    try:
+        recorder = ThreadedFsyncRecorder(monkeypatch)
+        result = log.append(make_batch(values_of(1)))
+        with log._flush_lock:  # what truncate_to holds
+            future = log.durable(result.last_offset, requests_waiting=1)
+            assert not future.done()
+        assert future.result(TIMEOUT_S) == 1
+        assert recorder.threads and recorder.threads[0].startswith("conveyor-flush")
+        assert flusher.inline_rounds == 0
+    finally:
+        log.close()
+        flusher.close()
+
+
+@pytest.mark.parametrize("requests_waiting", [None, 1])
+def test_no_ack_before_its_bytes_are_fsynced_with_concurrent_writers_on_one_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, requests_waiting: int | None
+) -> None:
+    """Four threads append to one log and each waits for its own durability, every one
+    allowed to flush inline (as if alone): inline rounds and waiters that arrive during
+    them (handed to the flush threads) both resolve a future only once a finished fsync
+    covered its bytes."""
+    flusher = Flusher(threads=2, inline_idle_min_s=0)
+    log = PartitionLog.open(tmp_path / "p0", flusher=flusher)
+    recorder = FsyncRecorder(monkeypatch)
+    path = _segment_path(log)
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def writer(index: int) -> None:
+        for i in range(40):
+            with lock:  # the size read is this append's end
+                log.append(make_batch(values_of(1 + i % 3, f"w{index}-{i}-")))
+                appended_bytes = path.stat().st_size
+                last = log.log_end_offset - 1
+
+            def check(done: Future[int], appended_bytes: int = appended_bytes) -> None:
+                covered = recorder.covered_bytes.get(str(path.resolve()), -1)
+                if covered < appended_bytes:
+                    failures.append(f"acked at {covered} < {appended_bytes} bytes")
+
+            future = log.durable(last, requests_waiting=requests_waiting)
+            future.add_done_callback(check)
+            future.result(TIMEOUT_S)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT_S * 3)
+        assert not failures, failures[:5]
+        assert log.flushed_offset == log.log_end_offset
+        if requests_waiting is None:
+            assert flusher.inline_rounds == 0
+    finally:
+        log.close()
         flusher.close()

@@ -21,6 +21,7 @@ from conveyor.transport.kafka_server import (
 )
 from conveyor.transport.limits import ConnectionLimits
 from conveyor.transport.runner import new_event_loop
+from tests.waiting import wait_for_async
 
 
 class Echo:
@@ -138,3 +139,44 @@ def test_a_connection_is_closed_after_idle_timeout_without_a_frame_not_before() 
     assert closed == b""
     assert idle_closed == 1
     assert waited_s >= idle_s * 0.5  # closed for its silence, not at once
+
+
+def test_requests_in_flight_counts_every_read_request_until_its_answer_is_ready() -> None:
+    """The broker's backlog (a flush round runs inline only when one request is all there
+    is, storage/flusher.py): two frames sent together are both counted before either is
+    answered, and the count is back to 0 once they are."""
+    loop = new_event_loop()
+    seen: list[int] = []
+    holder: list[KafkaListener] = []
+
+    class Counting(Echo):
+        async def _answer(self, frame: bytes) -> Reply:
+            seen.append(holder[0].stats.requests_in_flight)
+            return Reply(frame)
+
+    def client(port: int) -> list[bytes]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(SIZED + SIZED)  # one segment on loopback: read together
+            first = _read_answer(conn)
+            return [first, _read_answer(conn), _exchange(conn)]
+
+    async def main() -> list[bytes]:
+        listener = KafkaListener(KafkaListenerSettings("127.0.0.1", 0), lambda _: Counting())
+        holder.append(listener)
+        await listener.start()
+        try:
+            answers = await asyncio.to_thread(client, listener.port)
+            # the last answer's done callback runs a loop pass after it is written
+            await wait_for_async(
+                lambda: listener.stats.requests_in_flight == 0, 10, "the count back to 0"
+            )
+            return answers
+        finally:
+            await listener.close()
+
+    try:
+        assert loop.run_until_complete(main()) == [SIZED] * 3
+    finally:
+        loop.close()
+    assert seen[0] == 2  # both read before the first answer ran
+    assert seen[2] == 1  # the third, alone

@@ -286,6 +286,8 @@ async def start_listener(
         return KafkaSession(info, registry, session_settings)
 
     listener.sessions = new_session
+    stats = listener.stats
+    service.driver.requests_in_flight = lambda: stats.requests_in_flight
     listener.closers.append(groups_http.close)
     return listener, bound
 
