@@ -131,7 +131,9 @@ class ProducerBatch(Generic[C]):
         if self.payload is None:
             assert self.builder is not None, "a batch is built only after it is sealed"
             self.payload = self.builder.build()
-            self.builder = None
+            # every reference to the builder goes: its bound append and lane hold it too
+            self.builder = self.lane = None
+            del self.append  # a sealed batch takes no more records
         return self.payload
 
     def __repr__(self) -> str:

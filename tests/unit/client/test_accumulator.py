@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Sequence
 
@@ -256,8 +257,10 @@ def test_build_releases_the_builder_and_is_stable() -> None:
     h = Harness(linger_ms=0)
     h.send(value=b"hello", key=b"k")
     batch: Batch = h.acc.drain(now_ms=0).ready[0]
+    builder = batch.builder
     payload = batch.build()
     assert batch.builder is None and batch.build() is payload
+    assert sys.getrefcount(builder) == 2  # only ``builder`` and the call's argument
     (record,) = decode_batches(payload)
     assert (record.key, record.value) == (b"k", b"hello")
 
@@ -339,3 +342,14 @@ def test_a_record_the_fast_path_cannot_encode_is_a_typed_error_and_appends_nothi
     assert acc.append("t", b"k", b"b", (), 0, 1, 50, 9) == ("batch", 1)
     (batch,) = acc.drain(now_ms=50).ready
     assert batch.build() == _pure_batch([(b"k", b"a", (), 5), (b"k", b"b", (), 9)])
+
+
+@needs_compiled
+def test_build_releases_the_compiled_builder_and_its_lane() -> None:
+    acc = _compiled_accumulator()
+    for value in (b"a", b"b", b"c"):  # the second and third through the lane
+        acc.append("t", b"k", value, (), 0, 1, 50)
+    (batch,) = acc.drain(now_ms=50).ready
+    builder = batch.builder
+    batch.build()
+    assert batch.lane is None and sys.getrefcount(builder) == 2
