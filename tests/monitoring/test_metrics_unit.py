@@ -102,6 +102,8 @@ def test_broker_counts_traffic_and_reads_partition_state(tmp_path: Path) -> None
             assert flushes is not None and flushes >= 1
             rounds = value(found, "conveyor_broker_flush_round_logs_count")
             assert rounds is not None and 1 <= rounds <= flushes
+            inline = value(found, "conveyor_broker_flush_rounds_inline_total")
+            assert inline is not None and 0 <= inline <= rounds
             assert (value(found, "conveyor_broker_disk_free_bytes") or 0) > 0
             # a replica moved away: its counters end with it
             await broker.apply_heartbeat_response(heartbeat_answer(1, "t", [2, 1]))

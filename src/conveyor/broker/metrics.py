@@ -185,6 +185,11 @@ class BrokerMetrics:
             buckets=_ROUND_LOGS_BUCKETS,
             registry=None,
         )
+        self.flush_rounds_inline = Counter(
+            "conveyor_broker_flush_rounds_inline",
+            "Flush rounds run on the event loop for a lone small produce (storage/flusher.py)",
+            registry=None,
+        )
         self.isr_shrinks = Counter(
             "conveyor_broker_isr_shrinks",
             "Followers removed from the ISR by this leader",
@@ -302,6 +307,7 @@ class BrokerMetrics:
             self.flush_round_logs,
         ):
             yield from histogram.collect()
+        yield from self.flush_rounds_inline.collect()
         yield from self.isr_shrinks.collect()
         yield from self.isr_expands.collect()
         yield from self.slow_consumers.collect()

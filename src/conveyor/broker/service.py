@@ -158,6 +158,7 @@ class BrokerService:
             threads=config.flusher_threads,
             on_flush=self.metrics.flushed,
             on_round=self.metrics.flush_round,
+            on_inline=self.metrics.flush_rounds_inline.inc,
         )
         self.replicas = ReplicaManager(
             config.broker_id,

@@ -96,6 +96,7 @@ class Flusher:
         *,
         inline: bool = True,
         inline_idle_min_s: float = INLINE_IDLE_MIN_S,
+        on_inline: Callable[[], None] | None = None,
     ) -> None:
         self.threads = max(1, threads)
         self._executor = ThreadPoolExecutor(
@@ -119,6 +120,8 @@ class Flusher:
         self.on_flush = on_flush
         # Called after each round with the number of logs it flushed (the broker's metrics).
         self.on_round = on_round
+        # Called for each round run on the caller's thread (begin_inline), after on_round.
+        self.on_inline = on_inline
 
     def flushed(self, seconds: float, files: int) -> None:
         """A log's fsync step covered ``files`` files in ``seconds``."""
@@ -160,6 +163,8 @@ class Flusher:
             self.inline_rounds += 1
         if self.on_round is not None:
             self.on_round(1)
+        if self.on_inline is not None:
+            self.on_inline()
         return True
 
     def end_inline(self, again: RoundLog | None) -> None:

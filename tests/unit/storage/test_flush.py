@@ -485,7 +485,10 @@ class ThreadedFsyncRecorder(FsyncRecorder):
 def test_an_inline_round_fsyncs_on_the_callers_thread_before_the_future_resolves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    flusher = Flusher(threads=2, inline_idle_min_s=0)
+    inline_seen: list[int] = []
+    flusher = Flusher(
+        threads=2, inline_idle_min_s=0, on_inline=lambda: inline_seen.append(flusher.rounds)
+    )
     log = PartitionLog.open(tmp_path / "p0", flusher=flusher)
     try:
         log.flush()  # the new segment file's directory entry: never an inline round
@@ -499,6 +502,7 @@ def test_an_inline_round_fsyncs_on_the_callers_thread_before_the_future_resolves
             assert future.result() == result.last_offset + 1 == log.flushed_offset
         assert recorder.threads == [threading.current_thread().name] * 3
         assert (flusher.rounds, flusher.inline_rounds) == (3, 3)
+        assert inline_seen == [1, 2, 3]  # the broker's metric, once per inline round
     finally:
         log.close()
         flusher.close()
