@@ -220,3 +220,29 @@ def test_producer_follows_a_leader_change_over_kafka(cluster3: Cluster) -> None:
     with conveyor.Consumer(cluster3.url, ["moving"]) as consumer:
         consumer.seek_to_beginning()
         check_exactly_once_in_order(consume(consumer, 600), 600)
+
+
+@pytest.mark.parametrize(("max_request_size", "requests"), [(None, 1), (1, 8)])
+def test_one_produce_request_per_broker_carries_every_ready_partition(
+    cluster: Cluster, max_request_size: int | None, requests: int
+) -> None:
+    """Kafka's producer's shape: when partition 0's batch has lingered, the seven others
+    (still lingering, same broker) go with it in one Produce request; ``max_request_size``
+    below a batch's size sends each alone."""
+    from tests.integration.test_admin_transports import kafka_requests
+
+    topic = f"one-request-{requests}"
+    make_topic(cluster, topic, partitions=8)
+    settings: dict[str, Any] = {"linger_ms": 1000}
+    if max_request_size is not None:
+        settings["max_request_size"] = max_request_size
+    with _producer(cluster, **settings) as producer:
+        producer.send(topic, b"warm-up", partition=0).result(timeout=30)  # metadata, id
+        before = kafka_requests(cluster)["PRODUCE"]
+        futures = [producer.send(topic, b"v0", partition=0)]
+        time.sleep(0.2)  # the others' batches open 200 ms later: ready 200 ms after 0's
+        futures += [producer.send(topic, b"v%d" % p, partition=p) for p in range(1, 8)]
+        offsets = [f.result(timeout=30).offset for f in futures]
+        produced = kafka_requests(cluster)["PRODUCE"] - before
+    assert offsets == [1] + [0] * 7
+    assert produced == requests

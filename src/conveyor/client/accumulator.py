@@ -63,6 +63,7 @@ RECORD_OVERHEAD_BYTES: Final = 32
 """Upper bound of a record's framing: six varints of at most 5 bytes, and a byte."""
 
 HeaderPairs = Sequence[tuple[str, bytes | None]]
+NodeOf = Callable[[str, int], object]  # a partition's leader (any value that compares)
 
 
 class BufferFull(Exception):  # noqa: N818 -- a signal to the shell, not an error for users
@@ -508,15 +509,21 @@ class Accumulator(Generic[C, F]):
 
     # --- the sender's side -----------------------------------------------------------------
 
-    def drain(self, now_ms: int) -> Drained[C]:
-        """Batches ready to send (see :class:`Drained`). Call after every wake-up."""
+    def drain(self, now_ms: int, node_of: NodeOf | None = None) -> Drained[C]:
+        """Batches ready to send (see :class:`Drained`). Call after every wake-up.
+
+        With ``node_of`` (a partition's leader), Kafka's drain: a broker that has a ready
+        batch also takes every other partition's batch it leads that is still lingering,
+        so one request carries them all (``sender.py``) rather than each partition
+        sending its own when its linger ends."""
         ready: list[ProducerBatch[C]] = []
         expired: list[ProducerBatch[C]] = []
         next_ms: int | None = None
+        lingering: list[tuple[tuple[str, int], _PartitionQueue[C]]] = []
         with self._lock:
             self._wake_pending = False
             hurry = self._flushes > 0 or self._closing
-            for queue in self._queues.values():
+            for key, queue in self._queues.items():
                 if queue.in_flight >= self._max_in_flight:
                     continue
                 if not queue.in_flight:  # never a batch in flight, nor one behind it
@@ -524,6 +531,14 @@ class Accumulator(Generic[C, F]):
                 wait_ms = self._drain_queue(queue, now_ms, hurry, ready)
                 if wait_ms is not None:
                     next_ms = wait_ms if next_ms is None else min(next_ms, wait_ms)
+                    batch = queue.open
+                    if batch is not None and wait_ms == batch.created_ms + self._linger_ms:
+                        lingering.append((key, queue))
+            if node_of is not None and ready and lingering:
+                nodes = {node_of(batch.topic, batch.partition) for batch in ready}
+                for (topic, partition), queue in lingering:
+                    if node_of(topic, partition) in nodes:
+                        self._drain_queue(queue, now_ms, True, ready)
             if expired:
                 self._on_space()
         return Drained(ready, expired, next_ms)

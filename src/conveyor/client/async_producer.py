@@ -30,6 +30,7 @@ from conveyor.client.producer import (
     _Record,
 )
 from conveyor.client.send_many import SendManyFuture, prepare_many
+from conveyor.client.sender import MAX_REQUEST_SIZE_DEFAULT
 from conveyor.client.transport_choice import data_transport
 from conveyor.client.types import (
     ConsumerGroupMetadata,
@@ -72,6 +73,7 @@ class AsyncProducer:
         transactional_id: str | None = None,
         transaction_timeout_ms: int = 60_000,
         max_in_flight_requests_per_connection: int = MAX_IN_FLIGHT_DEFAULT,
+        max_request_size: int = MAX_REQUEST_SIZE_DEFAULT,
         transport: str | None = None,
         bootstrap_servers: str | None = None,
         token: str | None = None,
@@ -102,6 +104,7 @@ class AsyncProducer:
             transactional_id=transactional_id,
             transaction_timeout_ms=transaction_timeout_ms,
             max_in_flight_requests_per_connection=max_in_flight_requests_per_connection,
+            max_request_size=max_request_size,
             bootstrap_servers=bootstrap_servers,
             authorization=authorization_header(token, user, password),
         )

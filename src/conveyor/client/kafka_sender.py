@@ -1,6 +1,9 @@
 """The producer's Produce and InitProducerId requests and answers, as Kafka wire values
 (pure: the I/O is ``sender.py``'s).
 
+One request per broker carries every partition ready for it (``sender.py``), as Kafka's
+producer sends; its answer gives each partition its base offset or its error.
+
 ``acks`` -1/1/0 for "all"/"1"/"0"; the broker's timeout is the producer's
 ``request_timeout_ms``. A partition's error code becomes Conveyor's typed error
 (``protocol/kafka/errors.py``), so the sender's retry rules apply: NOT_LEADER_OR_FOLLOWER,
@@ -10,11 +13,12 @@ and retry; a KIP-951 hint (v10+: the new leader and its endpoint) moves the rout
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Final
 
 from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.kafka.errors import KafkaError, conveyor_error
-from conveyor.protocol.kafka.produce_request import encode_produce_request
+from conveyor.protocol.kafka.produce_request import encode_produce_request, encode_produce_requests
 
 PRODUCE_VERSIONS: Final = (3, 11)  # v3: record batches (magic 2); v11: Conveyor's top
 INIT_PRODUCER_ID_VERSIONS: Final = (0, 4)
@@ -40,17 +44,50 @@ def produce_request(  # noqa: PLR0917 -- the request's own fields
     )
 
 
-def produce_result(reply: Any, topic: str, partition: int) -> int:
-    """The base offset a one-partition Produce answer gives, or its typed error (with
-    the KIP-951 leader hint as ``leader_url``/``leader_epoch`` details when sent)."""
+def produce_requests(
+    version: int,
+    batches: Iterable[tuple[str, int, bytes]],
+    acks: int,
+    timeout_ms: int,
+    *,
+    transactional_id: str | None = None,
+) -> Any:
+    """A Produce of each (topic, partition, payload), grouped by topic (each partition
+    once: the sender holds a partition's turn until its request is written)."""
+    topics: dict[str, list[tuple[int, bytes]]] = {}
+    for topic, partition, payload in batches:
+        partitions = topics.get(topic)
+        if partitions is None:
+            topics[topic] = [(partition, payload)]
+        else:
+            partitions.append((partition, payload))
+    return encode_produce_requests(
+        version, list(topics.items()), acks, timeout_ms, transactional_id
+    )
+
+
+def produce_results(reply: Any) -> dict[tuple[str, int], int | ConveyorError]:
+    """Each partition's base offset in a Produce answer, or its typed error (with the
+    KIP-951 leader hint as ``leader_url``/``leader_epoch`` details when sent)."""
+    results: dict[tuple[str, int], int | ConveyorError] = {}
     for answer_topic in reply.responses:
+        topic = answer_topic.name
         for answer in answer_topic.partition_responses:
-            if answer_topic.name != topic or answer.index != partition:
-                continue
             if answer.error_code == KafkaError.NONE:
-                return int(answer.base_offset)
-            raise _partition_error(reply, answer, topic, partition)
-    raise ConveyorError(f"Produce answer without {topic}[{partition}]")
+                results[topic, answer.index] = int(answer.base_offset)
+            else:
+                results[topic, answer.index] = _partition_error(reply, answer, topic, answer.index)
+    return results
+
+
+def produce_result(reply: Any, topic: str, partition: int) -> int:
+    """The base offset a Produce answer gives ``topic[partition]``, or its typed error."""
+    result = produce_results(reply).get((topic, partition))
+    if result is None:
+        raise ConveyorError(f"Produce answer without {topic}[{partition}]")
+    if isinstance(result, ConveyorError):
+        raise result
+    return result
 
 
 def _partition_error(reply: Any, answer: Any, topic: str, partition: int) -> ConveyorError:

@@ -38,7 +38,7 @@ from conveyor.client.kafka_txn import KafkaTxnTransport
 from conveyor.client.loop import LoopThread, close_at_exit, forget_at_exit
 from conveyor.client.recordcodec import configured_codec
 from conveyor.client.send_many import ManySend, SendManyFuture, prepare_many
-from conveyor.client.sender import AcksSetting, Sender
+from conveyor.client.sender import MAX_REQUEST_SIZE_DEFAULT, AcksSetting, Sender
 from conveyor.client.transactions import TransactionSession
 from conveyor.client.transport_choice import data_transport
 from conveyor.client.types import (
@@ -93,6 +93,9 @@ class ProducerConfig:
     # batches of one partition sent before the first is answered (Kafka's name; at most
     # 5 with idempotence, the broker's dedup window; 1 in a transaction)
     max_in_flight_requests_per_connection: int = MAX_IN_FLIGHT_DEFAULT
+    # bytes of batches one Produce request carries to a broker (Kafka's name and default;
+    # a batch larger than this goes alone)
+    max_request_size: int = MAX_REQUEST_SIZE_DEFAULT
     bootstrap_servers: str | None = None  # Kafka listeners to ask first; None: from url
     # The Authorization header (from token, or user and password); None: the environment.
     authorization: str | None = field(default=None, repr=False)
@@ -143,6 +146,8 @@ class _ProducerCore:
     ) -> None:
         if config.linger_ms < 0 or config.batch_size <= 0 or config.retries < 0:
             raise ValueError("need linger_ms >= 0, batch_size > 0 and retries >= 0")
+        if config.max_request_size <= 0:
+            raise ValueError("max_request_size must be > 0")
         if config.transactional_id is not None and (
             config.acks != "all" or config.idempotence is False or not config.transactional_id
         ):
@@ -209,6 +214,7 @@ class _ProducerCore:
             retry_backoff_max_ms=config.retry_backoff_max_ms,
             idempotent=config.idempotent,
             transaction=self.transaction,
+            max_request_size=config.max_request_size,
         )
         self.run_task: asyncio.Task[None] | None = None
 
@@ -399,6 +405,7 @@ class Producer:
         transactional_id: str | None = None,
         transaction_timeout_ms: int = 60_000,
         max_in_flight_requests_per_connection: int = MAX_IN_FLIGHT_DEFAULT,
+        max_request_size: int = MAX_REQUEST_SIZE_DEFAULT,
         transport: str | None = None,
         bootstrap_servers: str | None = None,
         token: str | None = None,
@@ -430,6 +437,7 @@ class Producer:
             transactional_id=transactional_id,
             transaction_timeout_ms=transaction_timeout_ms,
             max_in_flight_requests_per_connection=max_in_flight_requests_per_connection,
+            max_request_size=max_request_size,
             bootstrap_servers=bootstrap_servers,
             authorization=authorization_header(token, user, password),
         )

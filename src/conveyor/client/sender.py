@@ -1,14 +1,19 @@
 """The producer's I/O: one asyncio task draining the accumulator into produce requests.
 
 Runs on the sync ``Producer``'s private loop thread or on the ``AsyncProducer``'s loop.
-Each drained batch becomes one Kafka Produce request (``kafka_sender.py``: v3-11, the
-highest the leader serves) on the leader's Kafka connection; the batch completes on the
-broker's answer, or goes back to its place with exponential backoff when the error is
-retriable, after asking the brokers where the leader went if the error says leadership
-moved (a KIP-951 hint, v10+, moves the route at once). The producer id and epoch come
-from InitProducerId (v0-4) to any broker, which asks the coordinator; a transactional
-producer's come from its :class:`TransactionSession` (``kafka_txn.py``), and its batches
-carry its ``transactional_id``.
+One Kafka Produce request per leader carries every batch ready for it (``kafka_sender.py``:
+v3-11, the highest the leader serves; up to ``max_request_size`` bytes), as Kafka's
+producer sends: a drain hands out, with a broker's ready batch, the batches of its other
+partitions still lingering (``Accumulator.drain``, Kafka's drain); each batch's task takes
+its partition's turn, stamps and builds the batch and joins the request gathering for its
+leader's connection, which is written one loop pass after its first batch joined, when
+the rest of the pass has joined too (``_gather``). Each batch completes on its
+partition's part of the broker's answer, or goes back to its place with exponential
+backoff when the error is retriable, after asking the brokers where the leader went if
+the error says leadership moved (a KIP-951 hint, v10+, moves the route at once). The
+producer id and epoch come from InitProducerId (v0-4) to any broker, which asks the
+coordinator; a transactional producer's come from its :class:`TransactionSession`
+(``kafka_txn.py``), and its batches carry its ``transactional_id``.
 
 In flight per partition (``max_in_flight``, Kafka's
 ``max.in.flight.requests.per.connection``): the accumulator hands out up to that many
@@ -32,8 +37,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Coroutine
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from conveyor.client import metrics as client_metrics
 from conveyor.client.accumulator import Accumulator, Drained, ProducerBatch
@@ -45,8 +49,8 @@ from conveyor.client.kafka_sender import (
     INIT_PRODUCER_ID_VERSIONS,
     KAFKA_ACKS,
     PRODUCE_VERSIONS,
-    produce_request,
-    produce_result,
+    produce_requests,
+    produce_results,
 )
 from conveyor.client.transactions import TransactionSession
 from conveyor.protocol.backoff import backoff_ms
@@ -55,6 +59,7 @@ from conveyor.protocol.kafka.apis import ApiKey
 from conveyor.protocol.kafka.codec import new_request
 from conveyor.protocol.kafka.errors import conveyor_error
 from conveyor.protocol.records import Codec
+from conveyor.transport.kafka_client import KafkaConnection
 from conveyor.transport.waits import wait_event
 
 log = logging.getLogger(__name__)
@@ -62,10 +67,59 @@ log = logging.getLogger(__name__)
 AcksSetting = Literal["0", "1", "all"]
 REQUEST_TIMEOUT_MARGIN_S: Final = 5.0  # the broker's own timeout_ms expires first
 SEQUENCE_LIMIT: Final = 2**31  # sequences wrap to 0 after int32 max, as Kafka's
+MAX_REQUEST_SIZE_DEFAULT: Final = 1024 * 1024  # Kafka's max.request.size
 
 
-async def _acks_zero() -> int:
-    return -1  # acks=0: no answer, no offset
+class _Request:
+    """A Produce request gathering one broker's batches: (batch, payload, the partition's
+    turn, the batch's answer) each, and their total size."""
+
+    __slots__ = ("items", "size", "version")
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.items: list[Item] = []
+        self.size = 0
+
+
+Item = tuple["ProducerBatch[BatchCompletion]", bytes, asyncio.Lock, "asyncio.Future[int]"]
+
+
+def _release_turns(items: list[Item]) -> None:
+    for _, _, turn, _ in items:
+        turn.release()
+
+
+def _hand_out(
+    items: list[Item], results: dict[tuple[str, int], int | ConveyorError] | None, elapsed: float
+) -> None:
+    """Give each batch its partition's part of the answer (None: acks=0, no answer, no
+    offset)."""
+    for batch, payload, _, future in items:
+        if future.done():
+            continue  # the batch's task was cancelled (the producer closed)
+        if results is None:
+            future.set_result(-1)
+            continue
+        result = results.get((batch.topic, batch.partition))
+        if result is None:
+            future.set_exception(
+                ConveyorError(f"Produce answer without {batch.topic}[{batch.partition}]")
+            )
+        elif isinstance(result, ConveyorError):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+            client_metrics.batch_sent(batch.topic, batch.records_count, len(payload), elapsed)
+
+
+def _fail(items: list[Item], exc: BaseException) -> None:
+    """Hand a request's failure to each batch still waiting (a cancelled write: closed)."""
+    if isinstance(exc, asyncio.CancelledError):
+        exc = ClientClosedError("the producer was closed while sending")
+    for *_, future in items:
+        if not future.done():
+            future.set_exception(exc)
 
 
 def now_ms() -> int:
@@ -90,6 +144,7 @@ class Sender:
         retry_backoff_max_ms: int,
         idempotent: bool = False,
         transaction: TransactionSession | None = None,
+        max_request_size: int = MAX_REQUEST_SIZE_DEFAULT,
     ) -> None:
         # (max_in_flight is the accumulator's: it hands out the batches)
         self._acc = accumulator
@@ -120,6 +175,12 @@ class Sender:
         self._turns: dict[tuple[str, int], asyncio.Lock] = {}  # a partition's write order
         # the generation under which a batch of the partition was last acknowledged
         self._acked: dict[tuple[str, int], int] = {}
+        # the Produce request gathering each broker's batches (_gather)
+        self._gathering: dict[KafkaConnection, _Request] = {}
+        self._max_request_size = max_request_size
+
+    def _leader_of(self, topic: str, partition: int) -> str | None:
+        return self._metadata.cache.leader_url(topic, partition)
 
     def wake(self) -> None:
         """Make the drain loop look again. Call on the sender's loop."""
@@ -133,7 +194,7 @@ class Sender:
         loop pass sooner, and the drain loop stays asleep (W3, docs/benchmarks.md "W3
         latency"). Call on the sender's loop, never under the accumulator's lock (``drain``
         takes it)."""
-        drained = self._acc.drain(now_ms())
+        drained = self._acc.drain(now_ms(), self._leader_of)
         self._start(drained)
         if drained.next_ms is not None or self._closing:
             self._wake_event.set()  # the drain loop sets its timer for them (or finishes)
@@ -142,7 +203,7 @@ class Sender:
         """The drain loop; returns when closing and every batch is done."""
         while True:
             self._wake_event.clear()
-            drained = self._acc.drain(now_ms())
+            drained = self._acc.drain(now_ms(), self._leader_of)
             finished = self._closing and self._acc.incomplete_count == 0
             self._start(drained)
             if finished:
@@ -180,10 +241,16 @@ class Sender:
             turn = self._turns.get(key)
             if turn is None:
                 turn = self._turns[key] = asyncio.Lock()
-            async with turn:  # FIFO: the partition's batches are written in drain order
-                answer = await self._write(batch)
+            await turn.acquire()  # FIFO: the partition's batches are written in drain order
+            try:
+                answer = await self._write(batch, turn)
+            except BaseException:
+                turn.release()
+                raise
             if answer is None:
+                turn.release()
                 return  # held: goes again once the batches ahead are answered
+            # the request that carries the batch releases the turn once it is written
             base_offset = await answer
         except ConveyorError as exc:
             self._on_error(batch, exc)
@@ -244,10 +311,11 @@ class Sender:
         batch.sent_on = (self._generation, None)
 
     async def _write(
-        self, batch: ProducerBatch[BatchCompletion]
-    ) -> Coroutine[Any, Any, int] | None:
-        """Write ``batch``'s Produce request (in the partition's turn) and return the
-        wait for its base offset; None when the batch was held (module docstring)."""
+        self, batch: ProducerBatch[BatchCompletion], turn: asyncio.Lock
+    ) -> asyncio.Future[int] | None:
+        """Put ``batch`` (in the partition's ``turn``) in its broker's next Produce request
+        and return the wait for its base offset; None when the batch was held (module
+        docstring)."""
         if self._acc.ahead_in_flight(batch) is None:
             self._acc.hold(batch)  # unstamped: a batch ahead must take its sequence first
             return None
@@ -278,36 +346,72 @@ class Sender:
         ):
             self._acc.hold(batch)
             return None
+        batch.sent_on = (generation, connection)
+        return self._gather(connection, version, batch, payload, turn)
+
+    def _gather(
+        self,
+        connection: KafkaConnection,
+        version: int,
+        batch: ProducerBatch[BatchCompletion],
+        payload: bytes,
+        turn: asyncio.Lock,
+    ) -> asyncio.Future[int]:
+        """Add ``batch`` to the Produce request gathering for ``connection`` (started, with
+        the task that writes it, by the first batch of this loop pass: the batches the
+        same drain hands out reach this point in one pass, so they share one request);
+        return the wait for the batch's base offset. No await in here: ``turn`` passes to
+        the request, which releases it once written."""
+        request = self._gathering.get(connection)
+        if request is None or (
+            request.size + len(payload) > self._max_request_size and request.items
+        ):
+            request = self._gathering[connection] = _Request(version)
+            task = asyncio.create_task(self._write_request(connection, request))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        request.items.append((batch, payload, turn, answer))
+        request.size += len(payload)
+        return answer
+
+    async def _write_request(self, connection: KafkaConnection, request: _Request) -> None:
+        """Write ``request`` (one loop pass after its first batch joined) and hand each of
+        its batches its answer."""
+        if self._gathering.get(connection) is request:
+            del self._gathering[connection]  # later batches gather the next request
+        items = request.items
         txn = self.transaction
-        request = produce_request(
-            version,
-            batch.topic,
-            batch.partition,
-            payload,
+        body = produce_requests(
+            request.version,
+            [(batch.topic, batch.partition, payload) for batch, payload, _, _ in items],
             self._kafka_acks,
             self._request_timeout_ms,
             transactional_id=None if txn is None else txn.transactional_id,
         )
-        batch.sent_on = (generation, connection)
-        if self._kafka_acks == 0:
-            await connection.send(ApiKey.PRODUCE, version, request)
-            return _acks_zero()
-        timeout_ms = self._request_timeout_ms + int(REQUEST_TIMEOUT_MARGIN_S * 1000)
-        answer = await connection.start_call(
-            ApiKey.PRODUCE, version, request, timeout_ms=timeout_ms
-        )
-        return self._answered(batch, answer, len(payload))
-
-    async def _answered(
-        self, batch: ProducerBatch[BatchCompletion], answer: Coroutine[Any, Any, Any], size: int
-    ) -> int:
-        started = time.monotonic()
-        reply = await answer
-        base_offset = produce_result(reply, batch.topic, batch.partition)
-        client_metrics.batch_sent(
-            batch.topic, batch.records_count, size, time.monotonic() - started
-        )
-        return base_offset
+        turns_held = True
+        try:
+            if self._kafka_acks == 0:
+                await connection.send(ApiKey.PRODUCE, request.version, body)
+                _release_turns(items)
+                turns_held = False
+                _hand_out(items, None, 0.0)
+                return
+            timeout_ms = self._request_timeout_ms + int(REQUEST_TIMEOUT_MARGIN_S * 1000)
+            answer = await connection.start_call(
+                ApiKey.PRODUCE, request.version, body, timeout_ms=timeout_ms
+            )
+            _release_turns(items)
+            turns_held = False
+            started = time.monotonic()
+            reply = await answer
+            _hand_out(items, produce_results(reply), time.monotonic() - started)
+        except BaseException as exc:
+            if turns_held:
+                _release_turns(items)
+            _fail(items, exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
     async def close_transport(self) -> None:
         """Close the sender's own connections to the brokers."""

@@ -129,6 +129,34 @@ def test_partitions_drain_independently() -> None:
     assert sorted(b.partition for b in ready) == [0, 1]
 
 
+def test_a_ready_batch_takes_its_brokers_lingering_batches_along() -> None:
+    """Kafka's drain: partitions 0-2 on broker "a", 3 on "b"; when partition 0's batch is
+    ready, 1 and 2 (lingering, same broker) go with it, 3 waits for its own linger, and a
+    batch of "a" backing off after a failure keeps its backoff."""
+    h = Harness(linger_ms=10)
+    leaders = {0: "a", 1: "a", 2: "a", 3: "b", 4: "a"}
+
+    def node_of(topic: str, partition: int) -> str:
+        return leaders[partition]
+
+    h.send(partition=4, now_ms=0, count=5)
+    failed = h.acc.drain(now_ms=10, node_of=node_of).ready
+    h.acc.retry(failed[0], retry_at_ms=100)
+    h.send(partition=0, now_ms=1, count=5)
+    for partition in (1, 2, 3):
+        h.send(partition=partition, now_ms=8, count=5)
+    assert h.acc.drain(now_ms=10, node_of=node_of).ready == []  # nothing ready yet
+    drained = h.acc.drain(now_ms=11, node_of=node_of)
+    assert sorted(b.partition for b in drained.ready) == [0, 1, 2]
+    assert drained.next_ms is not None and drained.next_ms <= 18
+    # without node_of, each partition waits for its own linger (the old drain)
+    plain = Harness(linger_ms=10)
+    plain.send(partition=0, now_ms=1)
+    plain.send(partition=1, now_ms=8)
+    assert [b.partition for b in plain.acc.drain(now_ms=11).ready] == [0]
+    assert sorted(b.partition for b in h.acc.drain(now_ms=18, node_of=node_of).ready) == [3]
+
+
 def test_wake_once_per_drain_when_batches_open() -> None:
     h = Harness()
     h.send(partition=0)

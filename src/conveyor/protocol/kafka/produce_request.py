@@ -26,6 +26,7 @@ strings and a tagged-field section after each struct.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 from conveyor.protocol.kafka.produce_response import Encoded
@@ -35,7 +36,6 @@ FLEXIBLE_FROM: Final = 9
 _I16: Final = struct.Struct(">h")
 _I32: Final = struct.Struct(">i")
 _ACKS_TIMEOUT: Final = struct.Struct(">hi")
-_ONE: Final = _I32.pack(1)  # a one-element array (non-flexible)
 _INDEX_SIZE: Final = struct.Struct(">ii")  # a partition's index and records length
 _DECODE_ERRORS: Final = (struct.error, IndexError, UnicodeDecodeError)
 _VARINT_BYTES_MAX: Final = 5
@@ -53,33 +53,59 @@ def encode_produce_request(  # noqa: PLR0917 -- the request's own fields
     transactional_id: str | None = None,
 ) -> Encoded:
     """The body of a Produce of ``records`` (encoded batches) to one partition."""
-    name = topic.encode()
+    return encode_produce_requests(
+        version, ((topic, ((partition, records),)),), acks, timeout_ms, transactional_id
+    )
+
+
+TopicRecords = tuple[str, Sequence[tuple[int, bytes]]]  # a topic, (partition, records) each
+
+
+def encode_produce_requests(
+    version: int,
+    topics: Sequence[TopicRecords],
+    acks: int,
+    timeout_ms: int,
+    transactional_id: str | None = None,
+) -> Encoded:
+    """The body of a Produce to every partition of ``topics``: the producer's one request
+    per broker carrying each ready partition's batch (``client/sender.py``)."""
     txn = None if transactional_id is None else transactional_id.encode()
-    if version >= FLEXIBLE_FROM:
+    flexible = version >= FLEXIBLE_FROM
+    if flexible:
         parts = [
             b"\x00" if txn is None else uvarint(len(txn) + 1) + txn,
             _ACKS_TIMEOUT.pack(acks, timeout_ms),
-            b"\x02",  # one topic
-            uvarint(len(name) + 1),
-            name,
-            b"\x02",  # one partition
-            _I32.pack(partition),
-            uvarint(len(records) + 1),
-            records,
-            b"\x00\x00\x00",  # the partition's, the topic's and the request's tags
+            uvarint(len(topics) + 1),
         ]
     else:
         parts = [
             _I16.pack(-1) if txn is None else _I16.pack(len(txn)) + txn,
             _ACKS_TIMEOUT.pack(acks, timeout_ms),
-            _ONE,
-            _I16.pack(len(name)),
-            name,
-            _ONE,
-            _I32.pack(partition),
-            _I32.pack(len(records)),
-            records,
+            _I32.pack(len(topics)),
         ]
+    append = parts.append
+    for topic, partitions in topics:
+        name = topic.encode()
+        if flexible:
+            append(uvarint(len(name) + 1))
+            append(name)
+            append(uvarint(len(partitions) + 1))
+            for partition, records in partitions:
+                append(_I32.pack(partition))
+                append(uvarint(len(records) + 1))
+                append(records)
+                append(b"\x00")  # the partition's tags
+            append(b"\x00")  # the topic's tags
+        else:
+            append(_I16.pack(len(name)))
+            append(name)
+            append(_I32.pack(len(partitions)))
+            for partition, records in partitions:
+                append(_INDEX_SIZE.pack(partition, len(records)))
+                append(records)
+    if flexible:
+        append(b"\x00")  # the request's tags
     return Encoded(b"".join(parts))
 
 

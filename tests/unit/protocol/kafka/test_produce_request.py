@@ -19,6 +19,7 @@ from conveyor.protocol.kafka.codec import (
 from conveyor.protocol.kafka.produce_request import (
     ProduceData,
     encode_produce_request,
+    encode_produce_requests,
     produce_data_of,
     read_produce_request,
 )
@@ -101,6 +102,34 @@ def _reference_body(
         ],
     )
     return bytes(message.encode(version=version))
+
+
+@given(
+    VERSIONS,
+    st.one_of(st.none(), NAMES),
+    st.sampled_from([-1, 0, 1]),
+    INT32,
+    st.lists(
+        st.tuples(NAMES, st.lists(st.tuples(INT32, st.binary(max_size=40)), max_size=4)),
+        max_size=4,
+    ),
+)
+def test_a_request_for_many_partitions_is_kafka_pythons_bytes(
+    version: int,
+    transactional_id: str | None,
+    acks: int,
+    timeout_ms: int,
+    topics: list[tuple[str, list[tuple[int, bytes]]]],
+) -> None:
+    """The producer's one request per broker (every ready partition) and what the broker
+    reads from it."""
+    typed: list[tuple[str, list[tuple[int, bytes | None]]]] = [
+        (name, list(partitions)) for name, partitions in topics
+    ]
+    reference = _reference_body(version, transactional_id, acks, timeout_ms, typed)
+    mine = encode_produce_requests(version, topics, acks, timeout_ms, transactional_id)
+    assert bytes(mine) == reference
+    assert _listener_verdict(version, bytes(mine)) == _library_verdict(version, reference)
 
 
 def _frame(version: int, body: bytes) -> bytes:
