@@ -57,11 +57,11 @@ from conveyor.transport.tls import TLSConfig
 from conveyor.transport.waits import within
 
 RETRIES_UNLIMITED: Final = 2**31 - 1
-# Batches in flight per partition by default: 1, not Kafka's 5. Each of Conveyor's
-# requests carries one partition's batch, and at linger 1 ms five in flight turn one
-# request per round trip into five smaller ones, which cost the brokers more than the
-# wait they save: W4's latency got 2-3x worse (docs/benchmarks.md, "W4: batches in
-# flight per partition").
+# Batches in flight per partition by default: 1, not Kafka's 5. At linger 1 ms, five in
+# flight send each broker a request per linger rather than one per round trip, and the
+# extra requests cost Conveyor's Python brokers more than the wait they save: W4's
+# latency got 2-3x worse, with one partition per request and again with one request per
+# broker (docs/benchmarks.md, "W4: batches in flight per partition").
 MAX_IN_FLIGHT_DEFAULT: Final = 1
 IDEMPOTENT_IN_FLIGHT_MAX: Final = 5  # the broker's dedup window (rules.PRODUCER_BATCHES_KEPT)
 _time_ns: Final = time.time_ns
