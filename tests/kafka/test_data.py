@@ -11,8 +11,9 @@ import uuid
 
 import pytest
 
-from conveyor.protocol.kafka.apis import ApiKey
+from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError
+from conveyor.protocol.kafka.produce_request import encode_produce_requests
 from conveyor.protocol.partitioner import partition_for_key
 from conveyor.protocol.records import decode_batches
 from conveyor.protocol.txn import marker_batch
@@ -339,3 +340,27 @@ def test_list_offsets_answers_the_record_not_its_batch(kafka_cluster: Cluster) -
         assert lookup(3000) == (2, 3000)
         assert lookup(-3) == (2, 3000)
         assert lookup(3001) == (-1, -1)
+
+
+def test_pipelined_produces_append_a_partition_in_the_order_sent(kafka_cluster: Cluster) -> None:
+    """A request for three partitions, then one for a partition of it, written at once on
+    one connection: partition 0's batches are appended in the order sent. The broker
+    appends a request's partitions before the next request starts (a producer sending one
+    request per broker with batches in flight relies on it; Kafka's brokers handle a
+    connection's requests one at a time)."""
+    with _wire(kafka_cluster) as wire:
+        topic = _topic(wire, "order")
+        first = [(topic, [(1, sample_batch(1)), (2, sample_batch(1)), (0, sample_batch(2))])]
+        second = [(topic, [(0, sample_batch(1))])]
+        wire.send_raw(
+            request_frame(ApiKey.PRODUCE, 9, encode_produce_requests(9, first, -1, 10_000), 101)
+            + request_frame(ApiKey.PRODUCE, 9, encode_produce_requests(9, second, -1, 10_000), 102)
+        )
+        replies = []
+        for _ in range(2):
+            frame = wire.read_frame()
+            reply = SERVED[ApiKey.PRODUCE].response[9].decode(memoryview(frame[5:]), version=9)
+            replies.append({p.index: p for p in reply.responses[0].partition_responses})
+    assert [p.error_code for p in replies[0].values()] == [0, 0, 0]
+    assert replies[0][0].base_offset == 0
+    assert replies[1][0].error_code == 0 and replies[1][0].base_offset == 2

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from conveyor.broker import core
 from conveyor.broker import producers as producer_state
@@ -414,6 +416,34 @@ class BrokerService:
         acks ``0`` and ``1`` answer once appended (HTTP always answers, so ``0`` still
         returns offsets); ``all`` once the high watermark covers the batches. Control
         batches (transaction markers) only with ``control`` (``txn_markers.py``)."""
+        acknowledged = await self.produce_appended(
+            topic,
+            partition,
+            batches,
+            acks=acks,
+            timeout_ms=timeout_ms,
+            leader_epoch=leader_epoch,
+            control=control,
+        )
+        return await acknowledged
+
+    async def produce_appended(
+        self,
+        topic: str,
+        partition: int,
+        batches: bytes | memoryview,
+        *,
+        acks: Acks = "all",
+        timeout_ms: int = 30_000,
+        leader_epoch: int | None = None,
+        control: bool = False,
+    ) -> Coroutine[Any, Any, ProduceResponse]:
+        """:meth:`produce` up to the append: returns once the batches are in the log (or a
+        retry's original is found), with the wait for their acknowledgement, to be awaited.
+        Awaited directly it runs without suspending up to the append, unless it must ask
+        the coordinator (a partition not led here, a transaction to verify): so the Kafka
+        handler appends a request's partitions in order before the connection's next
+        request starts (``broker/kafka/produce.py``)."""
         timeout_ms = clamp(timeout_ms, 0, self.config.produce_max_timeout_ms)
         target = await self.leader_partition(topic, partition, leader_epoch)
         tp = target.tp
@@ -454,6 +484,23 @@ class BrokerService:
                 )
                 if control and write is not None:  # a marker: the transaction ended here
                     self.txn_verifier.ended(tp, write.producer_id)
+        except BaseException:
+            if ack_id is not None:
+                self.driver.forget_ack(ack_id)
+            raise
+        return self._acknowledged(target, base, last, ack_id, acked)
+
+    async def _acknowledged(
+        self,
+        target: LeaderView,
+        base: int,
+        last: int,
+        ack_id: int | None,
+        acked: asyncio.Future[None] | None,
+    ) -> ProduceResponse:
+        # (never awaited, e.g. its request cancelled: the driver drops the ack when it
+        # answers it or at its deadline)
+        try:
             if acked is not None:
                 await acked
         finally:

@@ -121,7 +121,7 @@ def build_registry(service: BrokerService, authorizer: Authorizer, this: KafkaNo
 
     registry.add(ApiKey.API_VERSIONS, ApiVersionsHandler(registry.version_ranges))
     registry.add(ApiKey.METADATA, MetadataHandler(describe, metadata, authorizer, this))
-    registry.add(ApiKey.PRODUCE, ProduceHandler(service.produce, metadata, authorizer))
+    registry.add(ApiKey.PRODUCE, ProduceHandler(service.produce_appended, metadata, authorizer))
     fetch = FetchHandler(service.fetch, service.offsets, service.fetch_memory.release, authorizer)
     registry.add(ApiKey.FETCH, fetch)
     list_offsets = ListOffsetsHandler(service.offsets, service.max_timestamp, authorizer)

@@ -1,14 +1,16 @@
-"""Produce: each partition's record batches go to ``BrokerService.produce`` as received (the
-HTTP route's operation: validation, idempotence, append, acks), never decoded here: the
-request comes read by hand (``protocol/kafka/produce_request.py``), its record sets views
-of the frame, uncopied.
+"""Produce: each partition's record batches go to ``BrokerService.produce_appended`` as
+received (the HTTP route's operation: validation, idempotence, append, acks), never
+decoded here: the request comes read by hand (``protocol/kafka/produce_request.py``), its
+record sets views of the frame, uncopied.
 
 acks 0, 1 and -1 are Conveyor's "0", "1" and "all". With acks=0 nothing is answered, and
 a failed partition closes the connection (Kafka's way of telling such a producer to
-refresh its metadata). Partitions of one request are produced concurrently; requests of
-one connection start in arrival order (``transport/kafka_server.py``), so a producer's
-batches for one partition are appended in the order sent. From v10 a partition answered
-NOT_LEADER_OR_FOLLOWER carries the current leader and its endpoint (KIP-951).
+refresh its metadata). A request's partitions are appended in its order before the
+connection's next request starts (``transport/kafka_server.py`` starts them in arrival
+order), then acknowledged concurrently: a producer's batches for one partition are
+appended in the order sent, whether its requests carry one partition or many. From v10 a
+partition answered NOT_LEADER_OR_FOLLOWER carries the current leader and its endpoint
+(KIP-951).
 
 With auth on, a request holding transactional batches needs ``produce`` on its
 transactional id (Kafka's WRITE on the TRANSACTIONAL_ID; a request naming none is refused),
@@ -42,7 +44,8 @@ log = logging.getLogger(__name__)
 
 ACKS: Final[dict[int, Acks]] = {0: "0", 1: "1", -1: "all"}
 
-Produce = Callable[..., Awaitable[ProduceResponse]]
+# BrokerService.produce_appended: the produce up to its append, then the wait for its acks
+Produce = Callable[..., Awaitable[Awaitable[ProduceResponse]]]
 Jobs = tuple[tuple[str, int, Records | None], ...]  # (topic, partition, records)
 
 # Each record_errors entry's message (as Kafka's LogValidator words it per record)
@@ -62,19 +65,16 @@ class ProduceHandler:
         timeout_ms = request.timeout_ms
         if refusal is None and self._authorizer.enabled:
             refusal = await self._transactional_refusal(ctx, request, jobs)
-        if len(jobs) == 1:  # the common case, without a task per partition
-            results = [
-                await self._one(ctx, *jobs[0], refusal=refusal, acks=acks, timeout_ms=timeout_ms)
-            ]
-        else:
-            results = list(
-                await gather_all(
-                    *(
-                        self._one(ctx, *job, refusal=refusal, acks=acks, timeout_ms=timeout_ms)
-                        for job in jobs
-                    )
-                )
-            )
+        # Each partition's produce runs up to its append here, in the request's order and
+        # without suspending (BrokerService.produce_appended), before the connection's
+        # next request starts: a partition in this request and the next is appended in
+        # the order sent. Then the acknowledgements are awaited together.
+        waits = [
+            await self._appended(ctx, *job, refusal=refusal, acks=acks, timeout_ms=timeout_ms)
+            for job in jobs
+        ]
+        # (one partition, the common case: no task per partition)
+        results = [await waits[0]] if len(waits) == 1 else list(await gather_all(*waits))
         if acks == "0":
             failed = [r for r in results if r.error_code]
             if failed:
@@ -82,7 +82,7 @@ class ProduceHandler:
             return None
         return self._response(ctx.api_version, jobs, results)
 
-    async def _one(
+    async def _appended(
         self,
         ctx: RequestContext,
         topic: str,
@@ -92,37 +92,26 @@ class ProduceHandler:
         refusal: tuple[KafkaError, str] | None,
         acks: Acks | None,
         timeout_ms: int,
-    ) -> PartitionAnswer:
+    ) -> Awaitable[PartitionAnswer]:
+        """The partition's produce up to its append; returns the wait for its answer."""
         if refusal is not None:
-            return PartitionAnswer(partition, refusal[0], error_message=refusal[1])
+            return _ready(PartitionAnswer(partition, refusal[0], error_message=refusal[1]))
         assert acks is not None
         if not await self._authorizer.allowed(ctx.principal, "produce", "topic", topic):
-            return PartitionAnswer(
-                partition,
-                KafkaError.TOPIC_AUTHORIZATION_FAILED,
-                error_message=f"{ctx.principal} may not produce to {topic!r}",
+            return _ready(
+                PartitionAnswer(
+                    partition,
+                    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                    error_message=f"{ctx.principal} may not produce to {topic!r}",
+                )
             )
         try:
-            answer = await self._produce(
+            acknowledged = await self._produce(
                 topic, partition, records or b"", acks=acks, timeout_ms=timeout_ms
             )
         except ConveyorError as exc:
-            leader = None
-            if exc.code is ErrorCode.NOT_LEADER and isinstance(exc.details.get("leader"), int):
-                leader = (int(exc.details["leader"]), int(exc.details.get("leader_epoch", -1)))
-            # INVALID_RECORD: the records at fault (v8+ record_errors; the others of the
-            # batch get librdkafka's _INVALID_DIFFERENT_RECORD)
-            indexes = exc.details.get("record_indexes")
-            return PartitionAnswer(
-                partition,
-                kafka_error(exc.code),
-                error_message=exc.message,
-                leader=leader,
-                record_errors=tuple(
-                    (i, _RECORD_ERROR) for i in (indexes if isinstance(indexes, list) else ())
-                ),
-            )
-        return PartitionAnswer(partition, 0, answer.base_offset, answer.log_start_offset)
+            return _ready(_error_answer(partition, exc))
+        return _answer(partition, acknowledged)
 
     async def _transactional_refusal(
         self, ctx: RequestContext, request: ProduceData, jobs: Jobs
@@ -175,6 +164,36 @@ def _transactional(records: Records | None) -> bool:
             return False
         position += LOG_OVERHEAD + length
     return False
+
+
+async def _ready(answer: PartitionAnswer) -> PartitionAnswer:
+    return answer
+
+
+async def _answer(partition: int, acknowledged: Awaitable[ProduceResponse]) -> PartitionAnswer:
+    try:
+        answer = await acknowledged
+    except ConveyorError as exc:
+        return _error_answer(partition, exc)
+    return PartitionAnswer(partition, 0, answer.base_offset, answer.log_start_offset)
+
+
+def _error_answer(partition: int, exc: ConveyorError) -> PartitionAnswer:
+    leader = None
+    if exc.code is ErrorCode.NOT_LEADER and isinstance(exc.details.get("leader"), int):
+        leader = (int(exc.details["leader"]), int(exc.details.get("leader_epoch", -1)))
+    # INVALID_RECORD: the records at fault (v8+ record_errors; the others of the batch
+    # get librdkafka's _INVALID_DIFFERENT_RECORD)
+    indexes = exc.details.get("record_indexes")
+    return PartitionAnswer(
+        partition,
+        kafka_error(exc.code),
+        error_message=exc.message,
+        leader=leader,
+        record_errors=tuple(
+            (i, _RECORD_ERROR) for i in (indexes if isinstance(indexes, list) else ())
+        ),
+    )
 
 
 def _refusal(request: ProduceData, acks: Acks | None) -> tuple[KafkaError, str] | None:
