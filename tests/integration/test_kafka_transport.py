@@ -222,18 +222,22 @@ def test_producer_follows_a_leader_change_over_kafka(cluster3: Cluster) -> None:
         check_exactly_once_in_order(consume(consumer, 600), 600)
 
 
-@pytest.mark.parametrize(("max_request_size", "requests"), [(None, 1), (1, 8)])
+@pytest.mark.parametrize(
+    ("max_request_size", "codec", "requests"),
+    [(None, "none", 1), (None, "gzip", 1), (1, "none", 8)],
+)
 def test_one_produce_request_per_broker_carries_every_ready_partition(
-    cluster: Cluster, max_request_size: int | None, requests: int
+    cluster: Cluster, max_request_size: int | None, codec: str, requests: int
 ) -> None:
     """Kafka's producer's shape: when partition 0's batch has lingered, the seven others
-    (still lingering, same broker) go with it in one Produce request; ``max_request_size``
+    (still lingering, same broker) go with it in one Produce request, compressed too (the
+    batches compress in the executor, each returning when it will); ``max_request_size``
     below a batch's size sends each alone."""
     from tests.integration.test_admin_transports import kafka_requests
 
-    topic = f"one-request-{requests}"
+    topic = f"one-request-{requests}-{codec}"
     make_topic(cluster, topic, partitions=8)
-    settings: dict[str, Any] = {"linger_ms": 1000}
+    settings: dict[str, Any] = {"linger_ms": 1000, "codec": codec}
     if max_request_size is not None:
         settings["max_request_size"] = max_request_size
     with _producer(cluster, **settings) as producer:

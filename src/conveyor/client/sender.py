@@ -6,8 +6,8 @@ v3-11, the highest the leader serves; up to ``max_request_size`` bytes), as Kafk
 producer sends: a drain hands out, with a broker's ready batch, the batches of its other
 partitions still lingering (``Accumulator.drain``, Kafka's drain); each batch's task takes
 its partition's turn, stamps and builds the batch and joins the request gathering for its
-leader's connection, which is written one loop pass after its first batch joined, when
-the rest of the pass has joined too (``_gather``). Each batch completes on its
+leader's connection, which is written once every batch the drains handed out has joined
+a request or left (``_gather``, ``_left``). Each batch completes on its
 partition's part of the broker's answer, or goes back to its place with exponential
 backoff when the error is retriable, after asking the brokers where the leader went if
 the error says leadership moved (a KIP-951 hint, v10+, moves the route at once). The
@@ -37,6 +37,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from typing import Final, Literal
 
 from conveyor.client import metrics as client_metrics
@@ -82,7 +83,43 @@ class _Request:
         self.size = 0
 
 
-Item = tuple["ProducerBatch[BatchCompletion]", bytes, asyncio.Lock, "asyncio.Future[int]"]
+class _Turn:
+    """A partition's turn to be written, handed to its waiters in order (a FIFO lock whose
+    ``try_take`` says without waiting whether it is free: a task about to wait leaves
+    the count of tasks the gathered requests wait for, ``Sender._left``)."""
+
+    __slots__ = ("held", "waiters")
+
+    def __init__(self) -> None:
+        self.held = False
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self.held or self.waiters:
+            return False
+        self.held = True
+        return True
+
+    async def take(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed over as the task was cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # held stays True: the turn goes to this waiter
+                return
+        self.held = False
+
+
+Item = tuple["ProducerBatch[BatchCompletion]", bytes, _Turn, "asyncio.Future[int]"]
 
 
 def _release_turns(items: list[Item]) -> None:
@@ -172,11 +209,16 @@ class Sender:
         self._bump_epoch = False  # a batch failed for good: its sequences left a gap
         self._init_lock = asyncio.Lock()
         self._generation = 0  # bumped with each new identity: sequences restart
-        self._turns: dict[tuple[str, int], asyncio.Lock] = {}  # a partition's write order
+        self._turns: dict[tuple[str, int], _Turn] = {}  # a partition's write order
         # the generation under which a batch of the partition was last acknowledged
         self._acked: dict[tuple[str, int], int] = {}
         # the Produce request gathering each broker's batches (_gather)
         self._gathering: dict[KafkaConnection, _Request] = {}
+        self._unwritten: list[tuple[KafkaConnection, _Request]] = []  # gathered, in order
+        # batch tasks of the drains so far that have not joined a request (nor left:
+        # held, failed, or gone to wait for a turn or a metadata refresh); the gathered
+        # requests are written when it reaches 0 (_left)
+        self._joining = 0
         self._max_request_size = max_request_size
 
     def _leader_of(self, topic: str, partition: int) -> str | None:
@@ -216,6 +258,7 @@ class Sender:
             if self._idempotent and batch.payload is not None:
                 self._bump_epoch = True  # sent before: its sequences may never arrive
             batch.completion.fail(self._timeout_error(batch))
+        self._joining += len(drained.ready)
         for batch in drained.ready:
             task = asyncio.create_task(self._send(batch))
             self._in_flight.add(task)
@@ -236,17 +279,22 @@ class Sender:
             task.cancel()
 
     async def _send(self, batch: ProducerBatch[BatchCompletion]) -> None:
+        joining = [True]  # counted in self._joining until it joins a request or leaves
         try:
             key = (batch.topic, batch.partition)
             turn = self._turns.get(key)
             if turn is None:
-                turn = self._turns[key] = asyncio.Lock()
-            await turn.acquire()  # FIFO: the partition's batches are written in drain order
+                turn = self._turns[key] = _Turn()
+            if not turn.try_take():  # FIFO: the partition's batches are written in drain order
+                self._left(joining)  # the batch ahead may be in a request not yet written
+                await turn.take()
             try:
-                answer = await self._write(batch, turn)
+                answer = await self._write(batch, turn, joining)
             except BaseException:
                 turn.release()
                 raise
+            finally:
+                self._left(joining)
             if answer is None:
                 turn.release()
                 return  # held: goes again once the batches ahead are answered
@@ -263,7 +311,22 @@ class Sender:
         else:
             self._finish(batch, None, base_offset)
         finally:
+            self._left(joining)
             self.send_ready()  # the partition may send its next batch now
+
+    def _left(self, joining: list[bool]) -> None:
+        """A batch task joined a request or will not soon: once no task of the drains is
+        still on its way, write the gathered requests (a batch that came late, after a
+        turn or a refresh, finds the count at 0 and has its request written at once)."""
+        if joining[0]:
+            joining[0] = False
+            self._joining -= 1
+        if self._joining == 0 and self._unwritten:
+            unwritten, self._unwritten = self._unwritten, []
+            for connection, request in unwritten:
+                task = asyncio.create_task(self._write_request(connection, request))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
 
     async def _producer_identity(self) -> tuple[int, int]:
         """The producer id and epoch, asked for once; a new epoch after a batch failed for
@@ -311,7 +374,7 @@ class Sender:
         batch.sent_on = (self._generation, None)
 
     async def _write(
-        self, batch: ProducerBatch[BatchCompletion], turn: asyncio.Lock
+        self, batch: ProducerBatch[BatchCompletion], turn: _Turn, joining: list[bool]
     ) -> asyncio.Future[int] | None:
         """Put ``batch`` (in the partition's ``turn``) in its broker's next Produce request
         and return the wait for its base offset; None when the batch was held (module
@@ -327,6 +390,7 @@ class Sender:
             payload = await asyncio.get_running_loop().run_in_executor(None, batch.build)
         leader_url = self._metadata.cache.leader_url(batch.topic, batch.partition)
         if leader_url is None:
+            self._left(joining)  # the other batches need not wait for the refresh
             await self._metadata.refresh([batch.topic])
             leader_url = self._metadata.cache.leader_url(batch.topic, batch.partition)
             if leader_url is None:
@@ -355,29 +419,27 @@ class Sender:
         version: int,
         batch: ProducerBatch[BatchCompletion],
         payload: bytes,
-        turn: asyncio.Lock,
+        turn: _Turn,
     ) -> asyncio.Future[int]:
-        """Add ``batch`` to the Produce request gathering for ``connection`` (started, with
-        the task that writes it, by the first batch of this loop pass: the batches the
-        same drain hands out reach this point in one pass, so they share one request);
-        return the wait for the batch's base offset. No await in here: ``turn`` passes to
-        the request, which releases it once written."""
+        """Add ``batch`` to the Produce request gathering for ``connection`` and return the
+        wait for the batch's base offset. The request is written (a task, one loop pass
+        later) once every batch task of the drains so far has joined a request or left
+        (:meth:`_left`): the batches one drain hands out share one request per broker,
+        even when some compress in the executor. No await in here: ``turn`` passes to the
+        request, which releases it once written."""
         request = self._gathering.get(connection)
         if request is None or (
             request.size + len(payload) > self._max_request_size and request.items
         ):
             request = self._gathering[connection] = _Request(version)
-            task = asyncio.create_task(self._write_request(connection, request))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+            self._unwritten.append((connection, request))
         answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         request.items.append((batch, payload, turn, answer))
         request.size += len(payload)
         return answer
 
     async def _write_request(self, connection: KafkaConnection, request: _Request) -> None:
-        """Write ``request`` (one loop pass after its first batch joined) and hand each of
-        its batches its answer."""
+        """Write ``request`` and hand each of its batches its answer."""
         if self._gathering.get(connection) is request:
             del self._gathering[connection]  # later batches gather the next request
         items = request.items
