@@ -105,6 +105,11 @@ class GroupManager:
         self._metrics = metrics
         self._now_ms = now_ms
         self.groups: dict[str, Group] = {}
+        # The generation each emptied group had reached: its next life counts on from
+        # there, so a commit sent in an earlier life (delayed in the network) carries a
+        # generation older than any member's of the new one and is fenced (groups.py
+        # check_commit), never mistaken for a current member's (chaos seed 202).
+        self._emptied_at: dict[str, int] = {}
         self.classic = ClassicGroups(
             limits=classic_limits or Limits(),
             now_ms=now_ms,
@@ -145,10 +150,14 @@ class GroupManager:
         )
 
     def _new(self, name: str) -> Group:
+        generation = self._emptied_at.get(name, 0)
         if not self._recover:
-            return Group(name)
+            return Group(name, generation=generation)
         return Group(
-            name, recovering_until_ms=self._started_ms, recovery_started_ms=self._started_ms
+            name,
+            generation=generation,
+            recovering_until_ms=self._started_ms,
+            recovery_started_ms=self._started_ms,
         )
 
     def _set(self, before: Group, after: Group) -> None:
@@ -165,6 +174,7 @@ class GroupManager:
             self.groups[after.name] = after
         else:  # an empty group keeps only its committed offsets (in the cluster state)
             self.groups.pop(after.name, None)
+            self._emptied_at[after.name] = after.generation
 
     async def heartbeat(
         self, name: str, request: GroupHeartbeatRequest, host: str = ""

@@ -434,3 +434,43 @@ def test_kip848_static_members_follow_kafkas_instance_id_rules(tmp_path: Path) -
         assert set(service.groups.groups["sf"].members) == {"a3"}
 
     run(tmp_path, scenario)
+
+
+def test_a_group_emptied_and_joined_again_does_not_reuse_its_generations(
+    tmp_path: Path,
+) -> None:
+    """An emptied group keeps counting: a member that left and came back gets a newer
+    epoch than any it held before, so a commit it sent in its old membership (delayed in
+    the network) is fenced instead of moving the group's offset back (chaos seed 202:
+    generations restarted at 1 after the group emptied, and a commit from an earlier
+    life of the group, with the same member id and a generation number the new life had
+    reached again, was accepted)."""
+
+    async def scenario(service: CoordinatorService) -> None:
+        consumer, kafka = service.consumer_groups, service.kafka_groups
+        first = await consumer.heartbeat(
+            "g", _beat("m1", 0, subscribed_topic_names=["t"], rebalance_timeout_ms=60_000)
+        )
+        assert first.error is None and first.assignment is not None
+        old_epoch = first.member_epoch
+        left = await consumer.heartbeat("g", _beat("m1", -1))
+        assert left.error is None and "g" not in service.groups.groups  # emptied
+        again = await consumer.heartbeat(
+            "g", _beat("m1", 0, subscribed_topic_names=["t"], rebalance_timeout_ms=60_000)
+        )
+        assert again.error is None and again.member_epoch > old_epoch
+        late = await kafka.commit(
+            "g",
+            KafkaCommitRequest(
+                offsets=[PartitionOffset(topic="t", partition=0, offset=5)],
+                member_id="m1",
+                generation=old_epoch,
+            ),
+        )
+        assert late.partitions[0].error is not None
+        fetched = kafka.fetch_offsets(
+            KafkaOffsetFetchRequest(groups=[OffsetFetchGroup(group="g")])
+        ).groups
+        assert fetched[0].partitions == []  # nothing committed
+
+    run(tmp_path, scenario)
