@@ -362,6 +362,7 @@ def _leadership_moved(replica: Replica, waiter: AckWaiter) -> ConveyorError:
         f"{replica.tp}: leadership moved before offset {waiter.next_offset - 1} was "
         "acknowledged; it may or may not survive",
         code=ErrorCode.NOT_LEADER,
+        outcome_unknown=True,
     )
 
 

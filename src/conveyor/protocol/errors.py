@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +246,19 @@ _TYPED_BY_CODE: dict[ErrorCode, type[ConveyorError]] = {
     ErrorCode.UNAUTHENTICATED: AuthenticationError,
     ErrorCode.FORBIDDEN: AuthorizationError,
 }
+
+
+OUTCOME_UNKNOWN: Final = "outcome_unknown"  # a detail: the failed write may have been applied
+
+
+def outcome_unknown(exc: ConveyorError) -> bool:
+    """Whether a write that failed with ``exc`` may have been applied all the same: the
+    leadership moved or the acknowledgement timed out after the append (the detail
+    ``outcome_unknown``, or REQUEST_TIMED_OUT), or the network failed around the call."""
+    return bool(exc.details.get(OUTCOME_UNKNOWN)) or exc.code in (
+        ErrorCode.REQUEST_TIMED_OUT,
+        ErrorCode.NETWORK_ERROR,
+    )
 
 
 def error_from_dict(body: dict[str, Any]) -> ConveyorError:

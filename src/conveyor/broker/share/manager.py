@@ -20,7 +20,7 @@ from conveyor.broker.share import decide
 from conveyor.broker.share.deadletter import dead_letter_batch
 from conveyor.broker.share.handle import Context, ShareHandle
 from conveyor.broker.share.remote import DeadLetterSink, GroupConfigs
-from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError
+from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, outcome_unknown
 from conveyor.protocol.messages import SharePartitionStats
 from conveyor.protocol.records import Record, decode_batches
 from conveyor.protocol.share import (
@@ -376,11 +376,16 @@ def _acquired_times(handle: ShareHandle, acks: list[AckRange]) -> dict[int, int]
 async def _settle_writes(
     results: list[AckResult], writes: list[tuple[list[int], asyncio.Future[None]]]
 ) -> None:
-    """An acknowledgement counts once durable: a failed write fails its results."""
+    """An acknowledgement counts once durable: a failed write fails its results, and one
+    that may have been applied all the same (``outcome_unknown``) fails the whole call,
+    so the client learns nothing about those acknowledgements rather than a refusal
+    that may be false (their records' locks run out, or they were settled)."""
     for indexes, write in writes:
         try:
             await write
         except ConveyorError as exc:
+            if outcome_unknown(exc):
+                raise
             for i in indexes:
                 if results[i].error is None:
                     results[i].error = exc.code.name

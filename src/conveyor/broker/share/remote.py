@@ -17,7 +17,7 @@ from typing import Final, Protocol, TypeVar
 import msgspec
 
 from conveyor.broker.share.store import StateStore
-from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
+from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError, outcome_unknown
 from conveyor.protocol.messages import (
     BATCH_CONTENT_TYPE,
     BrokerId,
@@ -56,6 +56,19 @@ class Metadata(Protocol):
     ) -> TopicDescription | None: ...
 
     def leader_url(self, leader: BrokerId | None, hint: str | None = None) -> str | None: ...
+
+
+def _final(error: ConveyorError, uncertain: ConveyorError | None) -> ConveyorError:
+    """What a failed call raises: ``error``, or an unknown outcome when an earlier attempt
+    may have been applied (pure: tested in tests/unit/broker/share/test_remote_outcome.py)."""
+    if uncertain is None or outcome_unknown(error):
+        return error
+    return RetriableError(
+        f"the outcome is unknown: an attempt may have been applied ({uncertain.message}), "
+        f"then {error.code.name}: {error.message}",
+        code=ErrorCode.REQUEST_TIMED_OUT,
+        outcome_unknown=True,
+    )
 
 
 async def _leader_url(metadata: Metadata, topic: str, partition: int, force: bool) -> str:
@@ -125,7 +138,15 @@ class RoutedStateClient:
         local: Callable[[], Awaitable[T]],
         remote: Callable[[str], Awaitable[T]],
     ) -> T:
+        """``local()`` when this broker leads partition ``number``, else ``remote`` at its
+        leader, again while the leader moves. A write whose attempt failed in a way that
+        may have applied it (``outcome_unknown``) and whose retry is then refused (a newer
+        leader's fence: STALE_EPOCH) ends in an unknown outcome, never in that refusal:
+        the first attempt's records may be in the log, and a writer told "refused" would
+        tell its client that acknowledgements it recorded were not (chaos queue seed 411:
+        an accept applied and answered refused)."""
         force = False
+        uncertain: ConveyorError | None = None  # an attempt that may have been applied
         for attempt in range(_ATTEMPTS_MAX):
             try:
                 hint = ""
@@ -134,12 +155,19 @@ class RoutedStateClient:
                 except RetriableError as moved:
                     if moved.code is not ErrorCode.NOT_LEADER:
                         raise
+                    if outcome_unknown(moved):
+                        uncertain = moved
                     hint = str(moved.details.get("leader_url") or "")
                 url = hint or await _leader_url(self._metadata, STATE_TOPIC, number, force)
                 return await remote(url)
             except ConveyorError as exc:
+                if outcome_unknown(exc):
+                    uncertain = exc
                 if exc.code not in _MOVED or attempt == _ATTEMPTS_MAX - 1:
-                    raise
+                    final = _final(exc, uncertain)
+                    if final is exc:
+                        raise
+                    raise final from exc
                 log.debug("%s-%d: retrying (%s)", STATE_TOPIC, number, exc)
             force = True
             await asyncio.sleep(min(0.05 * 2**attempt, 0.5))
