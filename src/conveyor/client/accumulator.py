@@ -532,9 +532,14 @@ class Accumulator(Generic[C, F]):
                 if wait_ms is not None:
                     next_ms = wait_ms if next_ms is None else min(next_ms, wait_ms)
                     batch = queue.open
-                    if batch is not None and wait_ms == batch.created_ms + self._linger_ms:
+                    if (
+                        node_of is not None
+                        and batch is not None
+                        and wait_ms == batch.created_ms + self._linger_ms
+                    ):
                         lingering.append((key, queue))
-            if node_of is not None and ready and lingering:
+            if ready and lingering:
+                assert node_of is not None  # only then are lingering queues listed
                 nodes = {node_of(batch.topic, batch.partition) for batch in ready}
                 for (topic, partition), queue in lingering:
                     if node_of(topic, partition) in nodes:

@@ -80,9 +80,12 @@ def produce_results(reply: Any) -> dict[tuple[str, int], int | ConveyorError]:
     return results
 
 
-def produce_result(reply: Any, topic: str, partition: int) -> int:
-    """The base offset a Produce answer gives ``topic[partition]``, or its typed error."""
-    result = produce_results(reply).get((topic, partition))
+def partition_result(
+    results: dict[tuple[str, int], int | ConveyorError], topic: str, partition: int
+) -> int:
+    """``topic[partition]``'s base offset in :func:`produce_results`, or its typed error
+    (an answer that leaves the partition out is an error too)."""
+    result = results.get((topic, partition))
     if result is None:
         raise ConveyorError(f"Produce answer without {topic}[{partition}]")
     if isinstance(result, ConveyorError):

@@ -50,6 +50,7 @@ from conveyor.client.kafka_sender import (
     INIT_PRODUCER_ID_VERSIONS,
     KAFKA_ACKS,
     PRODUCE_VERSIONS,
+    partition_result,
     produce_requests,
     produce_results,
 )
@@ -138,15 +139,12 @@ def _hand_out(
         if results is None:
             future.set_result(-1)
             continue
-        result = results.get((batch.topic, batch.partition))
-        if result is None:
-            future.set_exception(
-                ConveyorError(f"Produce answer without {batch.topic}[{batch.partition}]")
-            )
-        elif isinstance(result, ConveyorError):
-            future.set_exception(result)
+        try:
+            base_offset = partition_result(results, batch.topic, batch.partition)
+        except ConveyorError as exc:
+            future.set_exception(exc)
         else:
-            future.set_result(result)
+            future.set_result(base_offset)
             client_metrics.batch_sent(batch.topic, batch.records_count, len(payload), elapsed)
 
 
@@ -215,10 +213,10 @@ class Sender:
         # the Produce request gathering each broker's batches (_gather)
         self._gathering: dict[KafkaConnection, _Request] = {}
         self._unwritten: list[tuple[KafkaConnection, _Request]] = []  # gathered, in order
-        # batch tasks of the drains so far that have not joined a request (nor left:
-        # held, failed, or gone to wait for a turn or a metadata refresh); the gathered
-        # requests are written when it reaches 0 (_left)
-        self._joining = 0
+        # the batches of the drains so far whose tasks have not joined a request (nor
+        # left: held, failed, or gone to wait for a turn or a metadata refresh); the
+        # gathered requests are written once it is empty (_left)
+        self._joining: set[ProducerBatch[BatchCompletion]] = set()
         self._max_request_size = max_request_size
 
     def _leader_of(self, topic: str, partition: int) -> str | None:
@@ -258,7 +256,7 @@ class Sender:
             if self._idempotent and batch.payload is not None:
                 self._bump_epoch = True  # sent before: its sequences may never arrive
             batch.completion.fail(self._timeout_error(batch))
-        self._joining += len(drained.ready)
+        self._joining.update(drained.ready)
         for batch in drained.ready:
             task = asyncio.create_task(self._send(batch))
             self._in_flight.add(task)
@@ -279,22 +277,21 @@ class Sender:
             task.cancel()
 
     async def _send(self, batch: ProducerBatch[BatchCompletion]) -> None:
-        joining = [True]  # counted in self._joining until it joins a request or leaves
         try:
             key = (batch.topic, batch.partition)
             turn = self._turns.get(key)
             if turn is None:
                 turn = self._turns[key] = _Turn()
             if not turn.try_take():  # FIFO: the partition's batches are written in drain order
-                self._left(joining)  # the batch ahead may be in a request not yet written
+                self._left(batch)  # the batch ahead may be in a request not yet written
                 await turn.take()
             try:
-                answer = await self._write(batch, turn, joining)
+                answer = await self._write(batch, turn)
             except BaseException:
                 turn.release()
                 raise
             finally:
-                self._left(joining)
+                self._left(batch)
             if answer is None:
                 turn.release()
                 return  # held: goes again once the batches ahead are answered
@@ -311,17 +308,14 @@ class Sender:
         else:
             self._finish(batch, None, base_offset)
         finally:
-            self._left(joining)
             self.send_ready()  # the partition may send its next batch now
 
-    def _left(self, joining: list[bool]) -> None:
-        """A batch task joined a request or will not soon: once no task of the drains is
-        still on its way, write the gathered requests (a batch that came late, after a
-        turn or a refresh, finds the count at 0 and has its request written at once)."""
-        if joining[0]:
-            joining[0] = False
-            self._joining -= 1
-        if self._joining == 0 and self._unwritten:
+    def _left(self, batch: ProducerBatch[BatchCompletion]) -> None:
+        """``batch``'s task joined a request or will not soon: once no task of the drains
+        is still on its way, write the gathered requests (a batch that came late, after a
+        turn or a refresh, finds none on its way and has its request written at once)."""
+        self._joining.discard(batch)
+        if not self._joining and self._unwritten:
             unwritten, self._unwritten = self._unwritten, []
             for connection, request in unwritten:
                 task = asyncio.create_task(self._write_request(connection, request))
@@ -374,7 +368,7 @@ class Sender:
         batch.sent_on = (self._generation, None)
 
     async def _write(
-        self, batch: ProducerBatch[BatchCompletion], turn: _Turn, joining: list[bool]
+        self, batch: ProducerBatch[BatchCompletion], turn: _Turn
     ) -> asyncio.Future[int] | None:
         """Put ``batch`` (in the partition's ``turn``) in its broker's next Produce request
         and return the wait for its base offset; None when the batch was held (module
@@ -390,7 +384,7 @@ class Sender:
             payload = await asyncio.get_running_loop().run_in_executor(None, batch.build)
         leader_url = self._metadata.cache.leader_url(batch.topic, batch.partition)
         if leader_url is None:
-            self._left(joining)  # the other batches need not wait for the refresh
+            self._left(batch)  # the other batches need not wait for the refresh
             await self._metadata.refresh([batch.topic])
             leader_url = self._metadata.cache.leader_url(batch.topic, batch.partition)
             if leader_url is None:
@@ -451,26 +445,25 @@ class Sender:
             self._request_timeout_ms,
             transactional_id=None if txn is None else txn.transactional_id,
         )
-        turns_held = True
         try:
-            if self._kafka_acks == 0:
-                await connection.send(ApiKey.PRODUCE, request.version, body)
-                _release_turns(items)
-                turns_held = False
+            try:
+                if self._kafka_acks == 0:
+                    await connection.send(ApiKey.PRODUCE, request.version, body)
+                    answer = None
+                else:
+                    timeout_ms = self._request_timeout_ms + int(REQUEST_TIMEOUT_MARGIN_S * 1000)
+                    answer = await connection.start_call(
+                        ApiKey.PRODUCE, request.version, body, timeout_ms=timeout_ms
+                    )
+            finally:
+                _release_turns(items)  # written (or not at all): the partitions go on
+            if answer is None:
                 _hand_out(items, None, 0.0)
                 return
-            timeout_ms = self._request_timeout_ms + int(REQUEST_TIMEOUT_MARGIN_S * 1000)
-            answer = await connection.start_call(
-                ApiKey.PRODUCE, request.version, body, timeout_ms=timeout_ms
-            )
-            _release_turns(items)
-            turns_held = False
             started = time.monotonic()
             reply = await answer
             _hand_out(items, produce_results(reply), time.monotonic() - started)
         except BaseException as exc:
-            if turns_held:
-                _release_turns(items)
             _fail(items, exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise

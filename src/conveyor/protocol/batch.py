@@ -31,7 +31,12 @@ from typing import Final, NamedTuple
 
 import crc32c as _crc32c
 
-from conveyor.protocol.errors import BatchTooLargeError, CorruptBatchError, ErrorCode
+from conveyor.protocol.errors import (
+    BatchTooLargeError,
+    CorruptBatchError,
+    ErrorCode,
+    InvalidRequestError,
+)
 
 HEADER_SIZE: Final = 61
 LOG_OVERHEAD: Final = 12  # base_offset + batch_length: the bytes batch_length does not count
@@ -49,11 +54,55 @@ MAX_CODEC: Final = 4  # none, gzip, snappy, lz4, zstd
 HEADER_STRUCT = struct.Struct(">qiibIhiqqqhii")
 _PREFIX = struct.Struct(">qii")  # base_offset, batch_length, partition_leader_epoch
 _LENGTH = struct.Struct(">qi")
+_CRC_FIELD = struct.Struct(">I")
 
 
 def crc32c(data: bytes | bytearray | memoryview) -> int:
     """CRC-32C (Castagnoli), hardware-accelerated; takes any buffer without copying."""
     return int(_crc32c.crc32c(data))
+
+
+def seal_batch(
+    out: bytearray,
+    *,
+    base_offset: int,
+    partition_leader_epoch: int,
+    attributes: int,
+    last_offset_delta: int,
+    first_timestamp_ms: int,
+    max_timestamp_ms: int,
+    producer_id: int,
+    producer_epoch: int,
+    base_sequence: int,
+    records_count: int,
+) -> bytes:
+    """The finished batch from ``out`` (``HEADER_SIZE`` bytes of room, then the records):
+    its v2 header written in place and the CRC-32C over it and the records. A field out
+    of range is InvalidRequestError. The one writer of batch headers (``records.py``'s
+    builder and ``fastrecords.py``'s compiled one)."""
+    try:
+        HEADER_STRUCT.pack_into(
+            out,
+            0,
+            base_offset,
+            len(out) - LOG_OVERHEAD,
+            partition_leader_epoch,
+            MAGIC,
+            0,  # the CRC, computed below over the packed header and the records
+            attributes,
+            last_offset_delta,
+            first_timestamp_ms,
+            max_timestamp_ms,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            records_count,
+        )
+    except struct.error as exc:
+        raise InvalidRequestError(f"batch header field out of range: {exc}") from exc
+    # the memoryview is gone when crc32c returns (an exported bytearray cannot grow)
+    _CRC_FIELD.pack_into(out, CRC_START - _CRC_FIELD.size, crc32c(memoryview(out)[CRC_START:]))
+    return bytes(out)
 
 
 class BatchHeader(NamedTuple):

@@ -19,20 +19,15 @@ from __future__ import annotations
 
 import functools
 import importlib
-import struct
 import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 from conveyor.protocol.batch import (
-    CRC_START,
     HEADER_SIZE,
-    HEADER_STRUCT,
-    LOG_OVERHEAD,
-    MAGIC,
     TRANSACTIONAL_BIT,
     BatchHeader,
-    crc32c,
+    seal_batch,
 )
 from conveyor.protocol.errors import CorruptBatchError, InvalidRequestError
 from conveyor.protocol.records import (
@@ -89,7 +84,6 @@ def _load() -> Any | None:
 
 
 _CRECORDS: Final = _load()
-_CRC: Final = struct.Struct(">I")
 
 
 def _build_returns_buffer() -> bool:
@@ -291,29 +285,19 @@ class CompiledBatchBuilder:
         if out is None:
             out = self._builder.build()  # the extension's header and (software) CRC
         builder = self._builder
-        try:
-            HEADER_STRUCT.pack_into(
-                out,
-                0,
-                base_offset,
-                len(out) - LOG_OVERHEAD,
-                partition_leader_epoch,
-                MAGIC,
-                0,  # the CRC, computed below over the packed header and the records
-                TRANSACTIONAL_BIT if self._transactional else 0,
-                max(self._last_offset_delta, self.records_count - 1),
-                self._first_timestamp_ms,
-                self.max_timestamp_ms,
-                builder.producer_id,
-                builder.producer_epoch,
-                builder.base_sequence,
-                self.records_count,
-            )
-        except struct.error as exc:
-            raise InvalidRequestError(f"batch header field out of range: {exc}") from exc
-        # the memoryview is gone when crc32c returns (an exported bytearray cannot grow)
-        _CRC.pack_into(out, CRC_START - _CRC.size, crc32c(memoryview(out)[CRC_START:]))
-        return bytes(out)
+        return seal_batch(
+            out,
+            base_offset=base_offset,
+            partition_leader_epoch=partition_leader_epoch,
+            attributes=TRANSACTIONAL_BIT if self._transactional else 0,
+            last_offset_delta=max(self._last_offset_delta, self.records_count - 1),
+            first_timestamp_ms=self._first_timestamp_ms,
+            max_timestamp_ms=self.max_timestamp_ms,
+            producer_id=builder.producer_id,
+            producer_epoch=builder.producer_epoch,
+            base_sequence=builder.base_sequence,
+            records_count=self.records_count,
+        )
 
 
 def record_lane(builder: Builder) -> CompiledBatchBuilder | None:

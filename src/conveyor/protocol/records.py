@@ -46,9 +46,7 @@ from types import ModuleType
 from typing import Any, Final, TypeAlias
 
 from conveyor.protocol.batch import (
-    CRC_START,
     HEADER_SIZE,
-    HEADER_STRUCT,
     LOG_OVERHEAD,
     MAGIC,
     MAX_CODEC,
@@ -56,9 +54,9 @@ from conveyor.protocol.batch import (
     TRANSACTIONAL_BIT,
     BatchHeader,
     check_crc,
-    crc32c,
     parse_header,
     peek_length,
+    seal_batch,
 )
 from conveyor.protocol.errors import CorruptBatchError, ErrorCode, InvalidRequestError
 
@@ -101,7 +99,6 @@ class Record:
 
 Headers: TypeAlias = Sequence[tuple[str, bytes | None]]
 
-_CRC: Final = struct.Struct(">I")
 _INT16_MIN, _INT16_MAX = -(1 << 15), (1 << 15) - 1
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -505,29 +502,20 @@ class BatchBuilder:
             else:
                 codec = Codec.NONE
         out = bytearray(HEADER_SIZE)
-        try:
-            HEADER_STRUCT.pack_into(
-                out,
-                0,
-                base_offset,
-                HEADER_SIZE - LOG_OVERHEAD + len(records),
-                partition_leader_epoch,
-                MAGIC,
-                0,  # the CRC, computed below over the packed header and the records
-                int(codec) | self._attributes,
-                self._last_offset_delta,
-                self._base_timestamp_ms,
-                self._max_timestamp_ms,
-                self._producer_id,
-                self._producer_epoch,
-                self._base_sequence,
-                self._records_count,
-            )
-        except struct.error as exc:
-            raise InvalidRequestError(f"batch header field out of range: {exc}") from exc
         out += records
-        _CRC.pack_into(out, CRC_START - _CRC.size, crc32c(memoryview(out)[CRC_START:]))
-        return bytes(out)
+        return seal_batch(
+            out,
+            base_offset=base_offset,
+            partition_leader_epoch=partition_leader_epoch,
+            attributes=int(codec) | self._attributes,
+            last_offset_delta=self._last_offset_delta,
+            first_timestamp_ms=self._base_timestamp_ms,
+            max_timestamp_ms=self._max_timestamp_ms,
+            producer_id=self._producer_id,
+            producer_epoch=self._producer_epoch,
+            base_sequence=self._base_sequence,
+            records_count=self._records_count,
+        )
 
 
 def encode_batch(

@@ -5,13 +5,14 @@ which transport a producer's settings pick."""
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 
 from conveyor.client.errors import KafkaOnlyError
 from conveyor.client.kafka_fetcher import fetch_request, fetch_result
 from conveyor.client.kafka_metadata import metadata_from_kafka, parse_bootstrap
-from conveyor.client.kafka_sender import produce_request, produce_result
+from conveyor.client.kafka_sender import partition_result, produce_request, produce_results
 from conveyor.client.transport_choice import data_transport, pick_transport
 from conveyor.client.types import TopicPartition
 from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
@@ -85,6 +86,10 @@ def _answer(error: int, leader: tuple[int, int] | None = None, offset: int = -1)
     return PRODUCE(
         responses=[topic(name="t", partition_responses=[answer])], node_endpoints=endpoints
     )
+
+
+def produce_result(reply: Any, topic: str, partition: int) -> int:
+    return partition_result(produce_results(reply), topic, partition)
 
 
 def test_produce_answers_give_offsets_or_typed_errors() -> None:

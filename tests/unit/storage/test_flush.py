@@ -360,28 +360,34 @@ def _segment_path(log: PartitionLog) -> Path:
     return path
 
 
+@pytest.mark.parametrize("requests_waiting", [None, 1])
 def test_concurrent_appends_to_many_logs_share_flush_rounds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, requests_waiting: int | None
 ) -> None:
     """N logs with a waiter each while a round runs: the next round covers all of them,
-    so N produces to N partitions cost far fewer than N rounds."""
+    so N produces to N partitions cost far fewer than N rounds. Group commit stays with
+    the inline path on (``requests_waiting=1``): a lone request on each of seven logs
+    (each alone as far as its caller knows) is queued for the next shared round, never
+    fsynced on its caller's thread."""
     partitions = 8
-    flusher = Flusher(threads=2)
+    flusher = Flusher(threads=2, inline_idle_min_s=0)
     logs = [PartitionLog.open(tmp_path / f"p{i}", flusher=flusher) for i in range(partitions)]
     try:
-        recorder = FsyncRecorder(monkeypatch, hold_first=True)
+        recorder = ThreadedFsyncRecorder(monkeypatch, hold_first=True)
         first = logs[0].append(make_batch(values_of(2)))
         futures = [logs[0].durable(first.last_offset)]
         assert recorder.entered.wait(TIMEOUT_S)  # round 1 is inside its fsync
         for log in logs[1:]:
             result = log.append(make_batch(values_of(2)))
-            futures.append(log.durable(result.last_offset))
+            futures.append(log.durable(result.last_offset, requests_waiting=requests_waiting))
         assert not any(future.done() for future in futures)
         recorder.gate.set()
         for future in futures:
             assert future.result(TIMEOUT_S) == 2
         assert flusher.rounds < partitions, flusher.rounds
         assert flusher.rounds <= 2, flusher.rounds  # round 1: p0; round 2: the other seven
+        assert flusher.inline_rounds == 0
+        assert all(name.startswith("conveyor-flush") for name in recorder.threads)
         assert all(recorder.covers(_segment_path(log)) for log in logs)
     finally:
         for log in logs:
@@ -523,37 +529,6 @@ def test_without_a_request_count_or_with_others_waiting_the_round_is_handed_off(
         assert flusher.inline_rounds == 0
     finally:
         log.close()
-        flusher.close()
-
-
-def test_requests_during_a_running_round_share_the_next_one_instead_of_going_inline(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Group commit stays: while a round holds the flush threads, a lone request on each
-    of seven logs (each alone as far as its caller knows) is queued for the next shared
-    round, never fsynced on its caller's thread."""
-    partitions = 8
-    flusher = Flusher(threads=2, inline_idle_min_s=0)
-    logs = [PartitionLog.open(tmp_path / f"p{i}", flusher=flusher) for i in range(partitions)]
-    try:
-        recorder = ThreadedFsyncRecorder(monkeypatch, hold_first=True)
-        first = logs[0].append(make_batch(values_of(2)))
-        futures = [logs[0].durable(first.last_offset)]
-        assert recorder.entered.wait(TIMEOUT_S)  # round 1 is inside its fsync
-        for log in logs[1:]:
-            result = log.append(make_batch(values_of(2)))
-            futures.append(log.durable(result.last_offset, requests_waiting=1))
-        assert not any(future.done() for future in futures)
-        recorder.gate.set()
-        for future in futures:
-            assert future.result(TIMEOUT_S) == 2
-        assert flusher.inline_rounds == 0
-        assert flusher.rounds <= 2, flusher.rounds
-        assert all(name.startswith("conveyor-flush") for name in recorder.threads)
-        assert all(recorder.covers(_segment_path(log)) for log in logs)
-    finally:
-        for log in logs:
-            log.close()
         flusher.close()
 
 
