@@ -7,9 +7,11 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.errors import KafkaError
@@ -21,6 +23,7 @@ from tests.integration.cluster import Cluster
 from tests.kafka.conftest import kcat_path
 from tests.kafka.wire import (
     KafkaWire,
+    encode_request,
     fetch_request,
     list_offsets_request,
     metadata_topics,
@@ -364,3 +367,48 @@ def test_pipelined_produces_append_a_partition_in_the_order_sent(kafka_cluster: 
     assert [p.error_code for p in replies[0].values()] == [0, 0, 0]
     assert replies[0][0].base_offset == 0
     assert replies[1][0].error_code == 0 and replies[1][0].base_offset == 2
+
+
+def _inline_rounds(cluster: Cluster) -> float:
+    url = cluster.brokers[1].url + "/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "conveyor_broker_flush_rounds_inline_total":
+                return float(sample.value)
+    raise AssertionError("no conveyor_broker_flush_rounds_inline_total in /metrics")
+
+
+def test_a_parked_consumer_fetch_does_not_keep_a_lone_produce_off_the_inline_flush(
+    kafka_cluster: Cluster,
+) -> None:
+    """A consumer's long-poll at the log's end is not work the broker has to serve: while
+    one is parked, a lone small acks=all produce still fsyncs on the loop (an inline flush
+    round, storage/flusher.py), and the fetch still wakes for its partition's data."""
+    with _wire(kafka_cluster) as consumer, _wire(kafka_cluster) as producer:
+        topic = _topic(consumer, "parked")
+        producer.call(ApiKey.PRODUCE, 9, **produce_request(9, topic, 5, sample_batch(1)))
+        consumer.send_raw(
+            request_frame(
+                ApiKey.FETCH,
+                11,
+                encode_request(
+                    ApiKey.FETCH, 11, **fetch_request(11, topic, 3, 0, max_wait_ms=20_000)
+                ),
+                7,
+            )
+        )
+        before = _inline_rounds(kafka_cluster)
+        for _ in range(5):
+            answer = producer.call(
+                ApiKey.PRODUCE, 9, **produce_request(9, topic, 5, sample_batch(1))
+            )
+            assert answer.responses[0].partition_responses[0].error_code == 0
+        inline = _inline_rounds(kafka_cluster) - before
+        # The fetch is still parked (partition 3 has no data yet): it wakes for its data.
+        producer.call(ApiKey.PRODUCE, 9, **produce_request(9, topic, 3, sample_batch(2)))
+        frame = consumer.read_frame()
+        reply = SERVED[ApiKey.FETCH].response[11].decode(memoryview(frame[4:]), version=11)
+        assert len(decode_batches(reply.responses[0].partitions[0].records)) == 2  # its 2 records
+    assert inline >= 1, "every produce handed its fsync to the flush threads"

@@ -119,7 +119,7 @@ class CoreDriver:
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._trims: dict[int, asyncio.Future[int]] = {}  # DeleteRecords -> low watermark
         self._fetches: dict[int, asyncio.Future[AnswerReplicaFetch]] = {}
-        self._wakeups: dict[TopicPartition, asyncio.Event] = {}
+        self._wakeups: dict[TopicPartition, asyncio.Future[None]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at_ms: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -206,12 +206,14 @@ class CoreDriver:
         finally:
             self._fetches.pop(fetch_id, None)
 
-    def wakeup(self, tp: TopicPartition) -> asyncio.Event:
-        """The event the next Wake of ``tp`` sets (consumers' long-polls wait on it)."""
-        event = self._wakeups.get(tp)
-        if event is None:
-            event = self._wakeups[tp] = asyncio.Event()
-        return event
+    def wakeup(self, tp: TopicPartition) -> asyncio.Future[None]:
+        """The future the next Wake of ``tp`` resolves, shared by the long-polls waiting on
+        ``tp``: wait on it with ``wakeup.wait_any``, which never cancels it."""
+        woken = self._wakeups.get(tp)
+        if woken is None:
+            loop = self._loop or asyncio.get_running_loop()
+            woken = self._wakeups[tp] = loop.create_future()
+        return woken
 
     # ---- performing effects ----------------------------------------------------------------
 
@@ -225,9 +227,12 @@ class CoreDriver:
         log.log(_LEVELS[effect.level], "%s", effect.message)
 
     def _wake(self, effect: Wake) -> None:
-        event = self._wakeups.pop(effect.tp, None)
-        if event is not None:
-            event.set()
+        self._resolve_wakeup(effect.tp)
+
+    def _resolve_wakeup(self, tp: TopicPartition) -> None:
+        woken = self._wakeups.pop(tp, None)
+        if woken is not None and not woken.done():
+            woken.set_result(None)
 
     def _answer_produce(self, effect: AnswerProduce) -> None:
         future = self._acks.pop(effect.ack_id, None)
@@ -348,7 +353,7 @@ class CoreDriver:
                 log.error("partition %s: delete failed: %s", effect.tp, exc)
 
         log.info("partition %s: deleting (%s)", effect.tp, effect.reason)
-        self._wakeups.pop(effect.tp, None)
+        self._resolve_wakeup(effect.tp)  # its long-polls look again: an error now
         self._serial(effect.tp, work)
 
     def _truncate(self, effect: TruncateTo) -> None:

@@ -44,6 +44,7 @@ from conveyor.broker.security import refresh_security
 from conveyor.broker.share.setup import LeaderOps, build_share
 from conveyor.broker.timelookup import first_record_at, max_timestamp_record
 from conveyor.broker.txn_verify import TxnVerifier, transactional_data
+from conveyor.broker.wakeup import wait_any
 from conveyor.protocol.errors import (
     BatchTooLargeError,
     ConveyorError,
@@ -636,7 +637,7 @@ class BrokerService:
             remaining = (deadline_ms - self.clock.now_ms()) / 1000
             if data or remaining <= 0 or self.stopping:
                 break
-            await _wait(woken, remaining)
+            await wait_any((woken,), remaining)
             source = await self.leader_partition(topic, partition, leader_epoch)
         aborted: list[AbortedTxn] = []
         if read_committed and data:  # before hold(): nothing to release if cancelled here
@@ -655,6 +656,14 @@ class BrokerService:
             last_stable_offset=stable,
             aborted=tuple(aborted),
         )
+
+    def fetch_wakeup(self, topic: str, partition: int) -> asyncio.Future[None] | None:
+        """The wake-up of a partition this broker holds (None for any other), resolved at
+        its next change: a long-poll takes it before reading (``broker/wakeup.py``)."""
+        tp = TopicPartition(topic, partition)
+        if tp not in self.driver.state.replicas:
+            return None
+        return self.driver.wakeup(tp)
 
     async def offsets(
         self, topic: str, partition: int, timestamp_ms: int | None = None
@@ -762,16 +771,6 @@ class BrokerService:
             await asyncio.sleep(interval_s)
             for event in await self.replicas.apply_retention():
                 self.driver.step(event)
-
-
-async def _wait(event: asyncio.Event, timeout_s: float) -> None:
-    if timeout_s <= 0:
-        return
-    try:
-        async with asyncio.timeout(timeout_s):
-            await event.wait()
-    except TimeoutError:
-        pass
 
 
 def _not_leader_error(

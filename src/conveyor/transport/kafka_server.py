@@ -129,6 +129,9 @@ class ListenerStats:
     # backlog (a flush round runs inline only when one produce is all there is to serve,
     # storage/flusher.py).
     requests_in_flight: int = 0
+    # Of those, long-polls parked until data arrives (a consumer's Fetch at the log's
+    # end): not work to serve, so they do not keep a lone produce's flush off the loop.
+    requests_parked: int = 0
 
     def answer_ready(self, _: object) -> None:
         self.requests_in_flight -= 1

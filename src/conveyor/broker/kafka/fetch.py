@@ -7,10 +7,10 @@ Kafka's request-level rules on top of it:
 * ``max_bytes`` is shared by the partitions in request order, each also bounded by its
   ``partition_max_bytes``; the first partition with data always gets at least one whole
   batch (KIP-74), partitions past the budget answer empty.
-* When fewer than ``min_bytes`` are available the request waits up to ``max_wait_ms``:
-  every partition long-polls at once and the first that gets data (or an error) wakes the
-  request, which then reads everything again. At most one wait per partition that had no
-  data is outstanding; the waits end with the request.
+* When fewer than ``min_bytes`` are available the request waits up to ``max_wait_ms`` on
+  its partitions' wake-ups (taken before the read, ``broker/wakeup.py``): the first
+  change of one (new data visible, a role change) has the request read everything again.
+  A parked request is not counted as work waiting on the broker (``requests_parked``).
 * Fetch sessions (KIP-227) are answered sessionless: session id 0 tells the client to keep
   sending full requests. No preferred read replica (-1).
 * ``isolation_level`` 1 (read_committed, issue 21) reads below the last stable offset only
@@ -26,14 +26,14 @@ dropped): ``ctx.after_reply`` releases them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from conveyor.broker.kafka.auth import Authorizer
 from conveyor.broker.kafka.registry import RequestContext
+from conveyor.broker.wakeup import wait_any
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.kafka.errors import KafkaError, kafka_error
 from conveyor.protocol.kafka.fetch_response import (
@@ -82,6 +82,10 @@ def epoch_error(exc: ConveyorError, asked_epoch: int | None) -> KafkaError:
     return kafka_error(exc.code)
 
 
+class Parked(Protocol):
+    requests_parked: int  # the listener's count of long-polls waiting for data
+
+
 class FetchHandler:
     def __init__(
         self,
@@ -89,11 +93,16 @@ class FetchHandler:
         offsets: Offsets,
         release: Callable[[int], None],
         authorizer: Authorizer,
+        *,
+        wakeup: Callable[[str, int], asyncio.Future[None] | None],
+        parked: Parked,
     ) -> None:
         self._fetch = fetch
         self._offsets = offsets
         self._release = release
         self._authorizer = authorizer
+        self._wakeup = wakeup
+        self._parked = parked
 
     async def __call__(self, ctx: RequestContext, request: Any) -> Any:
         wanted: list[Wanted] = []
@@ -124,6 +133,8 @@ class FetchHandler:
     ) -> list[Answer]:
         deadline = time.monotonic() + max(0, request.max_wait_ms) / 1000
         while True:
+            # Taken before reading, so a change during the read is not missed.
+            woken = [self._wakeup(w.topic, w.partition) for w in wanted if w.topic not in denied]
             answers = await self._read_all(wanted, denied, request.max_bytes, held)
             available = sum(len(a.records) for a in answers)
             errors = any(a.error is not KafkaError.NONE for a in answers)
@@ -132,7 +143,11 @@ class FetchHandler:
                 return answers
             self._release(held[0])  # read again after the wait
             held[0] = 0
-            await self._wait_any(wanted, denied, remaining_s)
+            self._parked.requests_parked += 1
+            try:
+                await wait_any((w for w in woken if w is not None), remaining_s)
+            finally:
+                self._parked.requests_parked -= 1
 
     async def _read_all(
         self, wanted: list[Wanted], denied: set[str], max_bytes: int, held: list[int]
@@ -149,7 +164,7 @@ class FetchHandler:
             answers.append(answer)
         return answers
 
-    async def _read_one(self, want: Wanted, max_bytes: int, wait_ms: int = 0) -> Answer:
+    async def _read_one(self, want: Wanted, max_bytes: int) -> Answer:
         try:
             if max_bytes <= 0:  # past the request's budget: offsets only, no data
                 offsets = await self._offsets(want.topic, want.partition)
@@ -164,7 +179,6 @@ class FetchHandler:
                 want.partition,
                 want.offset,
                 max_bytes=max_bytes,
-                max_wait_ms=wait_ms,
                 leader_epoch=want.leader_epoch,
                 read_committed=want.read_committed,
             )
@@ -177,27 +191,6 @@ class FetchHandler:
             last_stable_offset=result.last_stable_offset,
             aborted=tuple((a.producer_id, a.first_offset) for a in result.aborted),
         )
-
-    async def _wait_any(self, wanted: list[Wanted], denied: set[str], timeout_s: float) -> None:
-        """Until one partition has data or an error, or ``timeout_s``; what the waits
-        read is released at once (the caller reads again)."""
-        wait_ms = int(timeout_s * 1000)
-        waits = [
-            asyncio.ensure_future(self._read_one(w, 1, wait_ms))
-            for w in wanted
-            if w.topic not in denied
-        ]
-        if not waits:
-            return
-        try:
-            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waits:
-                task.cancel()
-            for task in waits:
-                with contextlib.suppress(asyncio.CancelledError):
-                    answer = await task
-                    self._release(len(answer.records))
 
 
 def _response(version: int, wanted: list[Wanted], answers: list[Answer]) -> EncodedParts:

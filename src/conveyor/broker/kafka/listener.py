@@ -85,6 +85,7 @@ from conveyor.transport.kafka_server import (
     ConnectionInfo,
     KafkaListener,
     KafkaListenerSettings,
+    ListenerStats,
 )
 from conveyor.transport.limits import ConnectionLimits
 
@@ -105,7 +106,9 @@ def this_node(service: BrokerService, settings: KafkaSettings) -> KafkaNode:
     return KafkaNode(int(service.broker_id), host.strip("[]"), int(port))
 
 
-def build_registry(service: BrokerService, authorizer: Authorizer, this: KafkaNode) -> Registry:
+def build_registry(
+    service: BrokerService, authorizer: Authorizer, this: KafkaNode, stats: ListenerStats
+) -> Registry:
     registry = Registry()
     metadata = service.metadata
 
@@ -122,7 +125,14 @@ def build_registry(service: BrokerService, authorizer: Authorizer, this: KafkaNo
     registry.add(ApiKey.API_VERSIONS, ApiVersionsHandler(registry.version_ranges))
     registry.add(ApiKey.METADATA, MetadataHandler(describe, metadata, authorizer, this))
     registry.add(ApiKey.PRODUCE, ProduceHandler(service.produce_appended, metadata, authorizer))
-    fetch = FetchHandler(service.fetch, service.offsets, service.fetch_memory.release, authorizer)
+    fetch = FetchHandler(
+        service.fetch,
+        service.offsets,
+        service.fetch_memory.release,
+        authorizer,
+        wakeup=service.fetch_wakeup,
+        parked=stats,
+    )
     registry.add(ApiKey.FETCH, fetch)
     list_offsets = ListOffsetsHandler(service.offsets, service.max_timestamp, authorizer)
     registry.add(ApiKey.LIST_OFFSETS, list_offsets)
@@ -275,7 +285,7 @@ async def start_listener(
     bound = settings.bound(listener.port)
     security = service.security
     authorizer = Authorizer(security, security.enabled)
-    registry = build_registry(service, authorizer, this_node(service, bound))
+    registry = build_registry(service, authorizer, this_node(service, bound), listener.stats)
     add_admin(registry, service, authorizer, bound)
     groups_http = add_groups(registry, service, authorizer, bound)
     session_settings = SessionSettings(
@@ -287,7 +297,7 @@ async def start_listener(
 
     listener.sessions = new_session
     stats = listener.stats
-    service.driver.requests_in_flight = lambda: stats.requests_in_flight
+    service.driver.requests_in_flight = lambda: stats.requests_in_flight - stats.requests_parked
     listener.closers.append(groups_http.close)
     return listener, bound
 

@@ -63,9 +63,9 @@ class DataPartition(Protocol):
 
     def read(self, offset: int, max_bytes: int, upper_offset: int | None) -> bytes: ...
 
-    def wakeup(self) -> asyncio.Event:
-        """Set at the partition's next change (new data visible, a role change): take it
-        before looking, so no wake-up is missed."""
+    def wakeup(self) -> asyncio.Future[None]:
+        """Resolved at the partition's next change (new data visible, a role change): take
+        it before looking, so no wake-up is missed (``broker/wakeup.py``)."""
         ...
 
 

@@ -10,7 +10,6 @@ leadership changes and the dead-letter writes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from conveyor.broker.share import decide
 from conveyor.broker.share.deadletter import dead_letter_batch
 from conveyor.broker.share.handle import Context, ShareHandle
 from conveyor.broker.share.remote import DeadLetterSink, GroupConfigs
+from conveyor.broker.wakeup import Waitable, wait_any
 from conveyor.protocol.errors import ConveyorError, ErrorCode, InvalidRequestError, outcome_unknown
 from conveyor.protocol.messages import SharePartitionStats
 from conveyor.protocol.records import Record, decode_batches
@@ -221,7 +221,7 @@ class ShareManager:
             left_s = deadline - loop.time()
             if acquired or left_s <= 0 or self._stopping():
                 return acquired
-            await _wait_any(events, left_s)
+            await wait_any(events, left_s)
 
     # ---- views and timers ----------------------------------------------------------------
 
@@ -392,25 +392,10 @@ async def _settle_writes(
                     results[i].message = f"not persisted: {exc.message}"
 
 
-def _wake_events(handles: list[ShareHandle]) -> list[asyncio.Event]:
-    events = [h.changed for h in handles]
+def _wake_events(handles: list[ShareHandle]) -> list[Waitable]:
+    events: list[Waitable] = [h.changed for h in handles]
     events += [h.data.wakeup() for h in handles if h.data is not None]
     return events
-
-
-async def _wait_any(events: list[asyncio.Event], timeout_s: float) -> None:
-    """Until one of ``events`` is set (a handle changed, new data arrived) or timeout."""
-    if any(event.is_set() for event in events):
-        return
-    waits = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
-        for wait in waits:
-            with contextlib.suppress(asyncio.CancelledError):
-                await wait
 
 
 def _records_at(handle: ShareHandle, offsets: list[int]) -> dict[int, Record]:

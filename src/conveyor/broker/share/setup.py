@@ -38,7 +38,7 @@ class LeaderOps:
 
     replica: Callable[[TopicPartition], ReplicaView | None]
     log: Callable[[TopicPartition], PartitionLog | None]
-    wakeup: Callable[[TopicPartition], asyncio.Event]
+    wakeup: Callable[[TopicPartition], asyncio.Future[None]]
     leader_partition: Callable[[str, int], Awaitable[StatePartition]]
     produce: Callable[[str, int, bytes], Awaitable[int]]  # acks=all; the last offset
 
@@ -74,7 +74,7 @@ class _Leading:
     def read(self, offset: int, max_bytes: int, upper_offset: int | None) -> bytes:
         return self.log.read(offset, max_bytes, upper_offset=upper_offset)
 
-    def wakeup(self) -> asyncio.Event:
+    def wakeup(self) -> asyncio.Future[None]:
         return self._ops.wakeup(self._tp)
 
 
