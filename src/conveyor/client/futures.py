@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable, Generator
 from typing import Any
 
+import msgspec
+
 from conveyor.client.types import RecordMetadata
 from conveyor.protocol.errors import ConveyorError
 
@@ -117,17 +119,21 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-class RecordFuture:
+class RecordFuture(msgspec.Struct, gc=False, eq=False):
     """The pending result of one ``send``: ``result()`` blocks, ``await`` suspends.
 
     Both return :class:`RecordMetadata` or raise the error that failed the record's batch.
+
+    Not tracked by CPython's cycle collector (``gc=False``): a program that keeps its
+    futures (a million alive in W1) would otherwise have the collector walk every one of
+    them over and over, which cost more than ``send`` itself (docs/benchmarks.md). Safe
+    because a future is never part of a cycle the collector must break: it refers only to
+    its batch's completion, which refers back to it only through the callbacks and loop
+    waiters it holds until the batch completes, and it drops them then.
     """
 
-    __slots__ = ("_batch", "_index")
-
-    def __init__(self, batch: BatchCompletion, index: int) -> None:
-        self._batch = batch
-        self._index = index
+    _batch: BatchCompletion
+    _index: int
 
     def done(self) -> bool:
         return self._batch.done
@@ -165,15 +171,3 @@ class RecordFuture:
     def __repr__(self) -> str:
         state = "done" if self._batch.done else "pending"
         return f"<RecordFuture {self._batch.topic}[{self._batch.partition}] #{self._index} {state}>"
-
-
-_new_object = object.__new__
-
-
-def record_future(batch: BatchCompletion, index: int) -> RecordFuture:
-    """``RecordFuture(batch, index)`` without the call to a Python ``__init__``: the
-    producer makes one per record, and this is measurably cheaper (docs/benchmarks.md)."""
-    future: RecordFuture = _new_object(RecordFuture)
-    future._batch = batch  # the class's own constructor, inlined
-    future._index = index
-    return future

@@ -25,7 +25,7 @@ from typing import Any, Final, NamedTuple
 
 from conveyor.client.accumulator import Accumulator, AccumulatorClosed, BufferFull
 from conveyor.client.errors import BufferFullError, ClientClosedError
-from conveyor.client.futures import BatchCompletion, RecordFuture, record_future
+from conveyor.client.futures import BatchCompletion, RecordFuture
 from conveyor.client.hooks import (
     DeliveryCallback,
     Partitioner,
@@ -166,7 +166,7 @@ class _ProducerCore:
             codec=config.codec,
             lock=self.lock,
             new_completion=BatchCompletion,
-            new_future=record_future,
+            new_future=RecordFuture,
             wake_sender=wake_sender,
             on_space=self._on_space,
             sticky_start=random.randrange(1 << 16),

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 
 import pytest
 
@@ -61,3 +63,25 @@ def test_completing_twice_is_a_bug() -> None:
     batch.complete(1)
     with pytest.raises(RuntimeError):
         batch.complete(2)
+
+
+def test_record_futures_are_not_tracked_and_leave_no_cycle_behind() -> None:
+    """The collector does not walk futures (a program may keep millions); what makes that
+    safe: a completed batch holds no callback, so a callback that refers to its future
+    (future -> batch -> callback -> future) leaves nothing the collector would have had
+    to break."""
+
+    class Witness:
+        pass
+
+    batch = BatchCompletion("t", 0)
+    future = RecordFuture(batch, 0)
+    assert not gc.is_tracked(future)
+    witness = Witness()
+    gone = weakref.ref(witness)
+    future.add_done_callback(lambda f, w=witness: None)
+    batch.complete(7)
+    assert future.result().offset == 7
+    del batch, future, witness
+    gc.collect()
+    assert gone() is None
