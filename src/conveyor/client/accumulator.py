@@ -421,6 +421,7 @@ class Accumulator(Generic[C, F]):
             self._keys.last.get if self._keys.last_count == partition_count else no_keys.get
         )
         current: dict[int, ProducerBatch[C]] = {}  # valid while the lock is held
+        counts = self._counts
         index = start
         self._acquire()
         try:
@@ -450,7 +451,22 @@ class Accumulator(Generic[C, F]):
                     size += len(key)
                 if batch is not None and size <= batch.room_bytes:
                     batch.room_bytes -= size
-                    batch.append(value, key, (), stamp)
+                    lane = batch.lane
+                    if lane is None:
+                        batch.append(value, key, (), stamp)
+                        continue
+                    # the record lane, as in append (CompiledBatchBuilder.append inlined)
+                    at = lane.records_count
+                    try:
+                        lane.encode(at, stamp, key, value, NO_HEADERS)
+                    except ENCODE_ERRORS as exc:
+                        raise InvalidRequestError(f"record cannot be encoded: {exc}") from exc
+                    try:
+                        lane.records_count = counts[at + 1]
+                    except IndexError:  # past the shared ints
+                        lane.records_count = at + 1
+                    if stamp > lane.max_timestamp_ms:  # noqa: PLR1730 -- max() is a call
+                        lane.max_timestamp_ms = stamp
                     continue
                 appended = self._append_many_slow(
                     topic,

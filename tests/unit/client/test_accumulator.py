@@ -16,6 +16,7 @@ from conveyor.client.accumulator import (
     BufferFull,
     ProducerBatch,
 )
+from conveyor.client.append_runs import AppendRuns
 from conveyor.protocol.errors import InvalidRequestError
 from conveyor.protocol.fastrecords import COMPILED, PYTHON, compiled_available
 from conveyor.protocol.records import Codec, decode_batches
@@ -381,3 +382,30 @@ def test_build_releases_the_compiled_builder_and_its_lane() -> None:
     builder = batch.builder
     batch.build()
     assert batch.lane is None and sys.getrefcount(builder) == 2
+
+
+@needs_compiled
+@settings(max_examples=100)
+@given(
+    records=st.lists(
+        st.tuples(st.none() | st.binary(max_size=16), st.none() | st.binary(max_size=200)),
+        min_size=1,
+        max_size=40,
+    ),
+    chunk=st.integers(min_value=1, max_value=8),
+)
+def test_property_append_many_through_the_record_lane_builds_the_pure_builders_bytes(
+    records: list[tuple[bytes | None, bytes | None]], chunk: int
+) -> None:
+    """``append_many`` appends through the compiled builder's record lane too (after each
+    batch's first record), in chunks: the batch is the pure builder's, byte for byte."""
+    acc = _compiled_accumulator()
+    keys = [key for key, _ in records]
+    values = [value for _, value in records]
+    runs: AppendRuns[str] = AppendRuns()
+    start = 0
+    while start < len(records):
+        start = acc.append_many("t", values, keys, 0, 1, 50, start, runs, chunk_records=chunk)
+    (batch,) = acc.drain(now_ms=50).ready
+    assert batch.records_count == len(records)
+    assert batch.build() == _pure_batch([(key, value, (), None) for key, value in records])
