@@ -42,7 +42,7 @@ class ClientBenchConfig:
     batch_bytes: int = 512 * 1024
     linger_ms: int = 5
     # conveyor clients: max_in_flight_requests_per_connection (batches per partition)
-    max_in_flight: int = 1
+    max_in_flight: int = 5  # the producer's default (client/producer.py)
     sequential: bool = False  # wait for each record's ack before the next send (W3)
     fetch_max_bytes: int = 4 * 1024 * 1024
     fetch_max_wait_ms: int = 100

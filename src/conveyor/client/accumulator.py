@@ -8,14 +8,21 @@ when the next record would take it past ``batch_size_bytes``, or when it has lin
 In flight: ``drain`` hands the sender a partition's batches in order, up to
 ``max_in_flight`` of them unanswered at once (Kafka's
 ``max.in.flight.requests.per.connection``; 5 is the most an idempotent producer may use,
-the broker's dedup window). A batch put back (``retry`` after a failure, or ``hold`` when
-the sender could not write it behind the others) is marked *alone*: it is drained again
-only when nothing of its partition is in flight, and nothing follows it until it is
-answered. So after a failure the partition drains, then resends its batches one by one
-in their order before pipelining again: a retried batch is never overtaken, and with
-``max_in_flight=1`` this is the old one-request-per-partition rule. Answers may complete
-batches out of order (``complete`` takes any in-flight batch); the log's order is the
-broker's, which sequence numbers keep (``sender.py``).
+the broker's dedup window). Only full batches pipeline: while a partition has a batch in
+flight, its open batch keeps filling instead of going when its linger ends (Nagle's
+rule, for batches), and goes once the answers are in or it fills up. A producer faster
+than a round trip keeps up to ``max_in_flight`` full batches on the way (throughput, W1);
+a slower one sends a request per round trip carrying all that came meanwhile, not a
+request per linger (the brokers' CPU, W4 latency). A flush or close sends at once.
+
+A batch put back (``retry`` after a failure, or ``hold`` when the sender could not write
+it behind the others) is marked *alone*: it is drained again only when nothing of its
+partition is in flight, and nothing follows it until it is answered. So after a failure
+the partition drains, then resends its batches one by one in their order before
+pipelining again: a retried batch is never overtaken, and with ``max_in_flight=1`` this
+is the old one-request-per-partition rule. Answers may complete batches out of order
+(``complete`` takes any in-flight batch); the log's order is the broker's, which sequence
+numbers keep (``sender.py``).
 
 The partition: ``partition`` if given; else Kafka's key partitioner (murmur2) for a key;
 else the sticky partition (KIP-480), which moves on round-robin whenever its batch is full
@@ -564,7 +571,7 @@ class Accumulator(Generic[C, F]):
                 self._on_space()
         return Drained(ready, expired, next_ms)
 
-    def _drain_queue(
+    def _drain_queue(  # noqa: PLR0911 -- a return per reason the queue stops
         self, queue: _PartitionQueue[C], now_ms: int, hurry: bool, ready: list[ProducerBatch[C]]
     ) -> int | None:
         """Move the queue's sendable batches to ``ready`` (module docstring); returns when
@@ -575,6 +582,8 @@ class Accumulator(Generic[C, F]):
                 batch = queue.open
                 if batch is None:
                     return None
+                if queue.in_flight and not hurry:
+                    return None  # still filling: it waits for the answers (they drain again)
                 ready_ms = batch.created_ms + self._linger_ms
                 if not (hurry or now_ms >= ready_ms or now_ms < batch.created_ms):
                     return ready_ms

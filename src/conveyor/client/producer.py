@@ -57,12 +57,13 @@ from conveyor.transport.tls import TLSConfig
 from conveyor.transport.waits import within
 
 RETRIES_UNLIMITED: Final = 2**31 - 1
-# Batches in flight per partition by default: 1, not Kafka's 5. At linger 1 ms, five in
-# flight send each broker a request per linger rather than one per round trip, and the
-# extra requests cost Conveyor's Python brokers more than the wait they save: W4's
-# latency got 2-3x worse, with one partition per request and again with one request per
-# broker (docs/benchmarks.md, "W4: batches in flight per partition").
-MAX_IN_FLIGHT_DEFAULT: Final = 1
+# Batches in flight per partition by default: Kafka's 5, for full batches only (the
+# accumulator's rule: a batch still filling waits for the answers). Any batch going at
+# its linger with five in flight sent each broker a request per linger rather than one per
+# round trip, which cost Conveyor's Python brokers more than the wait saved (W4 latency
+# 2-3x worse: docs/benchmarks.md, "W4: batches in flight per partition"); full batches
+# pipelined are W1's throughput ("Full batches pipeline").
+MAX_IN_FLIGHT_DEFAULT: Final = 5
 IDEMPOTENT_IN_FLIGHT_MAX: Final = 5  # the broker's dedup window (rules.PRODUCER_BATCHES_KEPT)
 _time_ns: Final = time.time_ns
 _CODECS: Final = {codec.name.lower(): codec for codec in Codec}

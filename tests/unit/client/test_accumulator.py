@@ -409,3 +409,32 @@ def test_property_append_many_through_the_record_lane_builds_the_pure_builders_b
     (batch,) = acc.drain(now_ms=50).ready
     assert batch.records_count == len(records)
     assert batch.build() == _pure_batch([(key, value, (), None) for key, value in records])
+
+
+def test_only_full_batches_pipeline_a_filling_one_waits_for_the_answers() -> None:
+    """Nagle's rule for batches: with a batch of the partition in flight, the open batch
+    keeps filling past its linger; a batch that fills up goes at once (up to
+    ``max_in_flight``); the answers, a flush or a close send the open one."""
+    h = Harness(batch_size_bytes=160, linger_ms=0, max_in_flight=5)
+    h.send(now_ms=0)
+    (first,) = h.acc.drain(now_ms=0).ready
+    sent = 0
+    while h.created < 3:  # the second batch fills; the record that does not fit opens a third
+        h.send(now_ms=10)
+        sent += 1
+        if h.created < 3:
+            drained = h.acc.drain(now_ms=10)
+            assert drained.ready == [] and drained.next_ms is None  # an answer drains again
+    assert sent >= 3
+    (full,) = h.acc.drain(now_ms=10).ready  # full: it pipelines behind the first
+    assert full.records_count == sent - 1
+    assert h.acc.drain(now_ms=20).ready == []  # the third, filling, waits
+    h.acc.complete(first)
+    h.acc.complete(full)
+    (last,) = h.acc.drain(now_ms=20).ready
+    assert last.records_count == 1
+    h.send(now_ms=30)  # behind `last`, which is in flight: waits, but a flush sends it
+    assert h.acc.drain(now_ms=30).ready == []
+    h.acc.begin_flush()
+    assert len(h.acc.drain(now_ms=30).ready) == 1
+    h.acc.end_flush()

@@ -92,8 +92,10 @@ class Leader:
 
 class Producer:
     def __init__(self, max_in_flight: int) -> None:
+        # One record a batch: a batch is full (sealed, so it may pipeline) once the next
+        # record comes; the last one stays open, waiting while any is in flight.
         self.acc: Accumulator[int, None] = Accumulator(
-            batch_size_bytes=1000,
+            batch_size_bytes=1,
             linger_ms=0,
             buffer_memory_bytes=1_000_000,
             delivery_timeout_ms=10**9,
@@ -279,9 +281,10 @@ def test_a_refused_batch_goes_again_alone_before_the_ones_behind_it() -> None:
     producer = Producer(max_in_flight=5)
     leader = Leader()
     first_acknowledged(producer, leader)  # batch 0
-    for _ in range(3):
+    for _ in range(4):  # batches 1-3 go, full; batch 4 stays open behind them
         producer.append(1)
         producer.write(leader)
+    assert [r.first for r in leader.written] == [1, 2, 3]
     leader.process(refuse=True)  # batch 1: NOT_ENOUGH_REPLICAS, not written
     leader.process(refuse=False)  # batch 2: OUT_OF_ORDER_SEQUENCE (1 is missing)
     leader.process(refuse=False)  # batch 3: likewise
@@ -300,7 +303,7 @@ def test_a_refused_batch_goes_again_alone_before_the_ones_behind_it() -> None:
     producer.write(leader)
     assert [r.first for r in leader.written] == [1]  # alone
     leader = settle(producer, leader)
-    assert leader.log == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert leader.log == [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)]
 
 
 def test_no_batch_reaches_a_new_leader_before_the_batch_ahead_of_it() -> None:
