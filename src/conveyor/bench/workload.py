@@ -42,7 +42,7 @@ class ClientBenchConfig:
     batch_bytes: int = 512 * 1024
     linger_ms: int = 5
     # conveyor clients: max_in_flight_requests_per_connection (batches per partition)
-    max_in_flight: int = 5  # the producer's default (client/producer.py)
+    max_in_flight: int | None = None  # None: the producer's default (client/producer.py)
     sequential: bool = False  # wait for each record's ack before the next send (W3)
     fetch_max_bytes: int = 4 * 1024 * 1024
     fetch_max_wait_ms: int = 100
@@ -63,10 +63,12 @@ class ClientBenchConfig:
             raise ValueError(f"client must be one of {CLIENTS}")
         if self.message_bytes < (TIMESTAMP_BYTES if self.mode == "e2e" else 0):
             raise ValueError(f"e2e needs messages of at least {TIMESTAMP_BYTES} bytes")
-        positive = ("count", "partitions", "producers", "consumers", "batch_bytes", "max_in_flight")
+        positive = ("count", "partitions", "producers", "consumers", "batch_bytes")
         for name in (*positive, "sample_every", "fetch_max_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        if self.max_in_flight is not None and self.max_in_flight < 1:
+            raise ValueError("max_in_flight must be positive")
         if self.keys < 0 or self.linger_ms < 0 or self.fetch_max_wait_ms < 0:
             raise ValueError("keys, linger_ms and fetch_max_wait_ms must be >= 0")
         if self.mode == "e2e" and self.rate is None:

@@ -76,10 +76,11 @@ def _add_arguments(parser: argparse.ArgumentParser, mode: str) -> None:
     add(
         "--max-in-flight",
         type=positive_int,
-        default=5,
+        default=None,
         metavar="N",
-        help="conveyor clients: full batches in flight per partition (5, the producer's "
-        "default; a batch still filling waits for the answers; at most 5 with acks=all)",
+        help="conveyor clients: full batches in flight per partition (default: the "
+        "producer's, 5 with acks=all, 1 otherwise; a batch still filling waits for the "
+        "answers; at most 5 with acks=all)",
     )
     add("--sequential", action="store_true", help="wait for each ack before the next send")
     add(
@@ -216,7 +217,7 @@ def render_client(result: ClientBenchResult, console: Console) -> None:
         f"messages, {config.keys} keys, {config.partitions} partitions, acks={config.acks}, "
         f"{config.producers} producer(s), {config.consumers} consumer(s), "
         f"batch {config.batch_bytes:,} B, linger {config.linger_ms} ms, client {config.client}"
-        + (f", {config.max_in_flight} in flight" if config.max_in_flight != 5 else ""),
+        + (f", {config.max_in_flight} in flight" if config.max_in_flight is not None else ""),
         soft_wrap=True,
     )
     rates = Table(title="Throughput (MB = 10^6 bytes of payload)", title_justify="left")

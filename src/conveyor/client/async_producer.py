@@ -22,7 +22,6 @@ from conveyor.client.hooks import (
     report_delivery,
 )
 from conveyor.client.producer import (
-    MAX_IN_FLIGHT_DEFAULT,
     RETRIES_UNLIMITED,
     MetadataNeeded,
     _config,
@@ -72,7 +71,7 @@ class AsyncProducer:
         idempotence: bool | None = None,
         transactional_id: str | None = None,
         transaction_timeout_ms: int = 60_000,
-        max_in_flight_requests_per_connection: int = MAX_IN_FLIGHT_DEFAULT,
+        max_in_flight_requests_per_connection: int | None = None,
         max_request_size: int = MAX_REQUEST_SIZE_DEFAULT,
         transport: str | None = None,
         bootstrap_servers: str | None = None,

@@ -57,12 +57,13 @@ from conveyor.transport.tls import TLSConfig
 from conveyor.transport.waits import within
 
 RETRIES_UNLIMITED: Final = 2**31 - 1
-# Batches in flight per partition by default: Kafka's 5, for full batches only (the
-# accumulator's rule: a batch still filling waits for the answers). Any batch going at
-# its linger with five in flight sent each broker a request per linger rather than one per
-# round trip, which cost Conveyor's Python brokers more than the wait saved (W4 latency
-# 2-3x worse: docs/benchmarks.md, "W4: batches in flight per partition"); full batches
-# pipelined are W1's throughput ("Full batches pipeline").
+# Batches in flight per partition by default, with idempotence: Kafka's 5, for full
+# batches only (the accumulator's rule: a batch still filling waits for the answers);
+# without idempotence 1, so that a retried batch never lands after the one behind it.
+# Any batch going at its linger with five in flight sent each broker a request per linger
+# rather than one per round trip, which cost Conveyor's Python brokers more than the wait
+# saved (W4 latency 2-3x worse: docs/benchmarks.md, "W4: batches in flight per
+# partition"); full batches pipelined are W1's throughput ("Full batches pipeline").
 MAX_IN_FLIGHT_DEFAULT: Final = 5
 IDEMPOTENT_IN_FLIGHT_MAX: Final = 5  # the broker's dedup window (rules.PRODUCER_BATCHES_KEPT)
 _time_ns: Final = time.time_ns
@@ -91,9 +92,10 @@ class ProducerConfig:
     # a transactional producer (issue 21, docs/transactions.md): idempotent, acks=all
     transactional_id: str | None = None
     transaction_timeout_ms: int = 60_000
-    # batches of one partition sent before the first is answered (Kafka's name; at most
-    # 5 with idempotence, the broker's dedup window; 1 in a transaction)
-    max_in_flight_requests_per_connection: int = MAX_IN_FLIGHT_DEFAULT
+    # full batches of one partition sent before the first is answered (Kafka's name; at
+    # most 5 with idempotence, the broker's dedup window; 1 in a transaction). None: 5 with
+    # idempotence, 1 without (a retry must not overtake the batch behind it: key order)
+    max_in_flight_requests_per_connection: int | None = None
     # bytes of batches one Produce request carries to a broker (Kafka's name and default;
     # a batch larger than this goes alone)
     max_request_size: int = MAX_REQUEST_SIZE_DEFAULT
@@ -352,6 +354,8 @@ def check_max_in_flight(config: ProducerConfig) -> int:
     retry, as Kafka's); 1 for a transactional producer (its sender adds each partition to
     the transaction before the partition's first batch, one batch at a time)."""
     wanted = config.max_in_flight_requests_per_connection
+    if wanted is None:
+        wanted = MAX_IN_FLIGHT_DEFAULT if config.idempotent else 1
     if wanted < 1:
         raise ValueError("max_in_flight_requests_per_connection must be >= 1")
     if config.idempotent and wanted > IDEMPOTENT_IN_FLIGHT_MAX:
@@ -405,7 +409,7 @@ class Producer:
         idempotence: bool | None = None,
         transactional_id: str | None = None,
         transaction_timeout_ms: int = 60_000,
-        max_in_flight_requests_per_connection: int = MAX_IN_FLIGHT_DEFAULT,
+        max_in_flight_requests_per_connection: int | None = None,
         max_request_size: int = MAX_REQUEST_SIZE_DEFAULT,
         transport: str | None = None,
         bootstrap_servers: str | None = None,

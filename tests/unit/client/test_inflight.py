@@ -18,12 +18,14 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conveyor.broker.rules import dedup_decision, record_producer_batch
 from conveyor.client.accumulator import Accumulator, ProducerBatch
 from conveyor.client.inflight import after_error, may_write
+from conveyor.client.producer import ProducerConfig, check_max_in_flight
 from conveyor.protocol.errors import ErrorCode
 from conveyor.protocol.messages import Offset
 from conveyor.protocol.records import Codec
@@ -322,3 +324,21 @@ def test_no_batch_reaches_a_new_leader_before_the_batch_ahead_of_it() -> None:
     leader = leader.fail_over()
     leader = settle(producer, leader)
     assert leader.log == [(0, 0), (1, 1), (2, 2)]
+
+
+def _in_flight(**settings: object) -> int:
+    return check_max_in_flight(ProducerConfig(url="http://x", **settings))  # type: ignore[arg-type]
+
+
+def test_the_default_pipelines_only_with_idempotence() -> None:
+    """5 full batches in flight with idempotence (the broker dedups a retry and refuses a
+    batch whose predecessor is missing), 1 without (a retry could land after the batch
+    behind it), 1 in a transaction; an explicit setting is kept, refused above 5 with
+    idempotence."""
+    assert _in_flight(acks="all") == 5
+    assert _in_flight(acks="1") == 1
+    assert _in_flight(acks="all", idempotence=False) == 1
+    assert _in_flight(acks="all", transactional_id="t") == 1
+    assert _in_flight(acks="1", max_in_flight_requests_per_connection=3) == 3
+    with pytest.raises(ValueError, match="dedup window"):
+        _in_flight(acks="all", max_in_flight_requests_per_connection=6)
