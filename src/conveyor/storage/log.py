@@ -195,9 +195,12 @@ class PartitionLog:
             for segment in self._segments:
                 segment.fsync()
             self._flushed_offset = self.log_end_offset
+        # The transactions first: dropping every segment below the log start rolls a new
+        # active one, which records those open at its base and seals the old one's index
+        # (loaded by open_transactions; test_log_start_kill and test_abortindex found it).
+        self.txns = txnrecovery.open_transactions(self._segments, self.directory, clean=clean)
         self._load_start(now_ms)
         self._load_epochs()
-        self.txns = txnrecovery.open_transactions(self._segments, self.directory, clean=clean)
 
     def _load_start(self, now_ms: int) -> None:
         """The log start offset from its checkpoint; segments wholly below it (a crash
@@ -219,6 +222,7 @@ class PartitionLog:
             self._segments[-1].open_indexes_for_append()
             self._bases = [start]
             self._flushed_offset = start
+            self.txns = TxnIndex()  # nothing is left of what was open
             (self.directory / CHECKPOINT_FILE).unlink(missing_ok=True)
         self._start_offset = start
         count = segments_below_start(
@@ -1097,7 +1101,9 @@ class PartitionLog:
                 segment.close()
             if self._failure is None:
                 ongoing = self.txns.ongoing
-                txnrecovery.write_open_checkpoint(self.directory, self.log_end_offset, ongoing)
+                txnrecovery.write_open_checkpoint(
+                    self.directory, self.log_end_offset, ongoing, len(self._segments[-1].aborted)
+                )
                 (self.directory / CLEAN_SHUTDOWN_FILE).touch()
                 _fsync_directory(self.directory)
         if self._owns_flusher:

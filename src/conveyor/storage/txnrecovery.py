@@ -46,7 +46,9 @@ _MARKER_BYTES: Final = 128  # a marker batch's header and record key fit in this
 # The open transactions at a clean close: the log end offset (8 bytes, big-endian), then
 # an index header (abortindex.py) listing them.
 OPEN_CHECKPOINT_FILE: Final = "open-transactions-checkpoint"
-_END: Final = struct.Struct(">q")
+# magic, the log end it is for, the active segment's index entries; then the open ones
+_CHECKPOINT: Final = struct.Struct(">4sqq")
+_CHECKPOINT_MAGIC: Final = b"COT2"
 
 
 def scan(segment: LogSegment, open_at_base: dict[int, int]) -> tuple[list[AbortedTxn], TxnIndex]:
@@ -119,32 +121,41 @@ def rebuild(
     return txns
 
 
-def write_open_checkpoint(directory: Path, end_offset: int, ongoing: dict[int, int]) -> None:
+def write_open_checkpoint(
+    directory: Path, end_offset: int, ongoing: dict[int, int], active_entries: int
+) -> None:
     """On a clean close: the transactions open at ``end_offset`` (the log's end), so the
     next open need not scan the active segment for them (Kafka's producer snapshot at
-    shutdown). Fsynced, renamed into place."""
+    shutdown), and the active segment's index entries, so that an index cut at an entry
+    boundary (which nothing in an unsealed file shows) is rebuilt. Fsynced, renamed into
+    place."""
     path = directory / OPEN_CHECKPOINT_FILE
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as f:
-        f.write(_END.pack(end_offset) + encode_header(ongoing))
+        f.write(_CHECKPOINT.pack(_CHECKPOINT_MAGIC, end_offset, active_entries))
+        f.write(encode_header(ongoing))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def take_open_checkpoint(directory: Path, end_offset: int) -> dict[int, int] | None:
-    """The checkpoint's open transactions if it is intact and for ``end_offset``; the
-    file is removed either way (used once: a crash after this open must not trust it)."""
+def take_open_checkpoint(directory: Path, end_offset: int) -> tuple[dict[int, int], int] | None:
+    """The checkpoint's open transactions and active index entries if it is intact and for
+    ``end_offset``; the file is removed either way (used once: a crash after this open
+    must not trust it)."""
     path = directory / OPEN_CHECKPOINT_FILE
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
     path.unlink()
-    if len(data) < _END.size or _END.unpack_from(data)[0] != end_offset:
+    if len(data) < _CHECKPOINT.size:
         return None
-    header = decode_header(data[_END.size :])
-    return None if header is None else header[0]
+    magic, end, entries = _CHECKPOINT.unpack_from(data)
+    if magic != _CHECKPOINT_MAGIC or end != end_offset:
+        return None  # another log end, or an older format: the active segment is scanned
+    header = decode_header(data[_CHECKPOINT.size :])
+    return None if header is None else (header[0], entries)
 
 
 def open_transactions(segments: Sequence[LogSegment], directory: Path, *, clean: bool) -> TxnIndex:
@@ -169,8 +180,10 @@ def open_transactions(segments: Sequence[LogSegment], directory: Path, *, clean:
     if ends is not None:
         return ends  # the active segment was just rebuilt: its scan says what is open
     if clean and checkpoint is not None:
-        loaded(segments, last)  # appends write to it
-        return TxnIndex(checkpoint)
+        ongoing, entries = checkpoint
+        if len(loaded(segments, last)) == entries:  # appends write to it
+            return TxnIndex(ongoing)
+        return rebuild(segments, last, "damaged: fewer entries than at close")
     return replay_active(segments)
 
 

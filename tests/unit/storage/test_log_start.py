@@ -121,6 +121,25 @@ def test_a_crash_after_the_checkpoint_deletes_the_segments_on_open(
     assert segment_files(tmp_path / "log") == [i.base_offset for i in infos[3:]]
 
 
+@pytest.mark.parametrize("clean", [True, False])
+def test_a_crash_after_deleting_everything_rolls_an_empty_segment_on_open(
+    make_log: LogFactory, tmp_path: Path, clean: bool
+) -> None:
+    """The checkpoint at the log end, every segment still there (a kill between the two,
+    tests/crash/test_log_start_kill.py): the open drops them all behind a new empty
+    segment, which needs the active segment's transactions loaded first."""
+    log = fill(make_log)
+    end = log.log_end_offset
+    log.close()
+    if not clean:
+        (tmp_path / "log" / CLEAN_SHUTDOWN_FILE).unlink()
+    logstart.write_checkpoint(tmp_path / "log", end)
+    reopened = make_log(segment_bytes_max=1024, index_interval_bytes=200)
+    assert (reopened.log_start_offset, reopened.log_end_offset) == (end, end)
+    assert segment_files(tmp_path / "log") == [end]
+    assert reopened.append(make_batch(values_of(1))) == (end, end)
+
+
 def test_a_checkpoint_beyond_the_log_end_empties_the_log_there(
     make_log: LogFactory, tmp_path: Path
 ) -> None:
