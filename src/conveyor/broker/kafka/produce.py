@@ -5,10 +5,14 @@ record sets views of the frame, uncopied.
 
 acks 0, 1 and -1 are Conveyor's "0", "1" and "all". With acks=0 nothing is answered, and
 a failed partition closes the connection (Kafka's way of telling such a producer to
-refresh its metadata). A request's partitions are appended in its order before the
-connection's next request starts (``transport/kafka_server.py`` starts them in arrival
-order), then acknowledged concurrently: a producer's batches for one partition are
-appended in the order sent, whether its requests carry one partition or many. From v10 a
+refresh its metadata). A request's partitions are appended in its order, and after the
+connection's previous Produce has appended or refused all of its own, then acknowledged
+concurrently: a producer's batches for one partition are appended in the order sent,
+whether its requests carry one partition or many, and even when a produce has to wait
+before its append (an ACL catch-up, a transaction's verification, a partition led
+elsewhere). Kafka's brokers get this by handling a connection's requests one at a time;
+here the next request's handler starts at once and waits only if the previous one's
+appends are still under way (``ConnectionState.appending``). From v10 a
 partition answered NOT_LEADER_OR_FOLLOWER carries the current leader and its endpoint
 (KIP-951).
 
@@ -19,6 +23,7 @@ else every partition is TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka answers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -63,16 +68,27 @@ class ProduceHandler:
         refusal = _refusal(request, acks)
         jobs = request.partitions
         timeout_ms = request.timeout_ms
-        if refusal is None and self._authorizer.enabled:
-            refusal = await self._transactional_refusal(ctx, request, jobs)
-        # Each partition's produce runs up to its append here, in the request's order and
-        # without suspending (BrokerService.produce_appended), before the connection's
-        # next request starts: a partition in this request and the next is appended in
-        # the order sent. Then the acknowledgements are awaited together.
-        waits = [
-            await self._appended(ctx, *job, refusal=refusal, acks=acks, timeout_ms=timeout_ms)
-            for job in jobs
-        ]
+        # This request's append phase follows the previous Produce's on the connection
+        # (registered before any suspension: the listener starts requests in order).
+        connection = ctx.connection
+        previous, appending = connection.appending, _loop_future()
+        connection.appending = appending
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.shield(previous)  # our cancellation must not end its phase
+            if refusal is None and self._authorizer.enabled:
+                refusal = await self._transactional_refusal(ctx, request, jobs)
+            # Each partition's produce runs up to its append here, in the request's order
+            # (BrokerService.produce_appended: without suspending, in the common case).
+            # Then the acknowledgements are awaited together.
+            waits = [
+                await self._appended(ctx, *job, refusal=refusal, acks=acks, timeout_ms=timeout_ms)
+                for job in jobs
+            ]
+        finally:
+            appending.set_result(None)
+            if connection.appending is appending:
+                connection.appending = None  # nothing behind it: no future kept
         # (one partition, the common case: no task per partition)
         results = [await waits[0]] if len(waits) == 1 else list(await gather_all(*waits))
         if acks == "0":
@@ -164,6 +180,10 @@ def _transactional(records: Records | None) -> bool:
             return False
         position += LOG_OVERHEAD + length
     return False
+
+
+def _loop_future() -> asyncio.Future[None]:
+    return asyncio.get_running_loop().create_future()
 
 
 async def _ready(answer: PartitionAnswer) -> PartitionAnswer:

@@ -10,6 +10,7 @@ failure and closes the connection (Kafka's behaviour for a request it cannot ans
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,13 +22,17 @@ from conveyor.transport.kafka_server import ConnectionInfo
 
 @dataclass(slots=True)
 class ConnectionState:
-    """What a connection has established: its principal and its SASL exchange."""
+    """What a connection has established: its principal and its SASL exchange; and the
+    order its Produce requests append in."""
 
     info: ConnectionInfo
     principal: str | None = None  # None: not authenticated (auth on) yet
     sasl_mechanism: str | None = None  # chosen by SaslHandshake
     sasl_exchange: Any = None  # a mechanism's state between SaslAuthenticate rounds
     sasl_done: bool = False  # authenticated once (no re-authentication, KIP-368)
+    # The append phase of the connection's latest Produce (done once its partitions are
+    # appended or refused): the next Produce appends after it (broker/kafka/produce.py)
+    appending: asyncio.Future[None] | None = None
 
 
 @dataclass(slots=True)

@@ -33,7 +33,9 @@ def _answer(version: int, produce: Any) -> Any:
         produce, SimpleNamespace(brokers={}, cluster_id=None), Authorizer(_Source(), False)
     )
     request = ProduceData(None, -1, 1000, (("t", 0, b"batch"),))
-    ctx = SimpleNamespace(api_version=version, principal=None)
+    ctx = SimpleNamespace(
+        api_version=version, principal=None, connection=SimpleNamespace(appending=None)
+    )
     encoded = asyncio.run(handler(ctx, request))  # type: ignore[arg-type]
     return SERVED[ApiKey.PRODUCE].response[version].decode(bytes(encoded))
 
