@@ -4,8 +4,9 @@ the replica protocol (``protocol/fetchframe.py``). No replication semantics here
 Two kinds of connection behind one interface (:class:`FramedConnection`):
 
 * **Plaintext** (:class:`SocketConnection`): a raw non-blocking socket driven by the
-  loop's ``sock_*`` calls. A frame is read with ``sock_recv_into`` straight into one
-  buffer allocated at its announced size (no intermediate buffers), and file bytes are
+  loop's ``sock_*`` calls. A frame is read straight into one buffer allocated at its
+  announced size (no intermediate buffers): ``recv_into`` while the socket holds bytes,
+  ``sock_recv_into`` to wait for more. File bytes are
   sent with ``os.sendfile`` (the kernel copies from the page cache to the socket; the
   bytes never enter Python). ``loop.sendfile`` is not used: uvloop, the services' loop,
   does not implement it (NotImplementedError), so the send loop here waits for the socket
@@ -73,7 +74,14 @@ class SocketConnection:
     async def _recv_exactly(self, view: memoryview) -> None:
         got = 0
         while got < len(view):
-            n = await self._loop.sock_recv_into(self._sock, view[got:])
+            # What the socket already holds is taken at once: uvloop's sock_recv_into
+            # always waits for a loop pass (a poll, an epoll_ctl to add the reader and one
+            # to remove it) even when the bytes are there, as a frame's body usually is
+            # once its size prefix has come.
+            try:
+                n = self._sock.recv_into(view[got:])
+            except (BlockingIOError, InterruptedError):
+                n = await self._loop.sock_recv_into(self._sock, view[got:])
             if n == 0:
                 raise asyncio.IncompleteReadError(bytes(view[:got]), len(view))
             got += n
