@@ -12,7 +12,8 @@ whether its requests carry one partition or many, and even when a produce has to
 before its append (an ACL catch-up, a transaction's verification, a partition led
 elsewhere). Kafka's brokers get this by handling a connection's requests one at a time;
 here the next request's handler starts at once and waits only if the previous one's
-appends are still under way (``ConnectionState.appending``). From v10 a
+appends are still under way (``ConnectionState.appending``, a lock per connection).
+From v10 a
 partition answered NOT_LEADER_OR_FOLLOWER carries the current leader and its endpoint
 (KIP-951).
 
@@ -23,7 +24,6 @@ else every partition is TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka answers.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -68,14 +68,10 @@ class ProduceHandler:
         refusal = _refusal(request, acks)
         jobs = request.partitions
         timeout_ms = request.timeout_ms
-        # This request's append phase follows the previous Produce's on the connection
-        # (registered before any suspension: the listener starts requests in order).
-        connection = ctx.connection
-        previous, appending = connection.appending, _loop_future()
-        connection.appending = appending
-        try:
-            if previous is not None and not previous.done():
-                await asyncio.shield(previous)  # our cancellation must not end its phase
+        # This request's append phase follows the previous Produce's on the connection:
+        # the listener starts requests in order, an uncontended acquire does not suspend,
+        # and the lock's waiters are served first in, first out.
+        async with ctx.connection.appending:
             if refusal is None and self._authorizer.enabled:
                 refusal = await self._transactional_refusal(ctx, request, jobs)
             # Each partition's produce runs up to its append here, in the request's order
@@ -85,10 +81,6 @@ class ProduceHandler:
                 await self._appended(ctx, *job, refusal=refusal, acks=acks, timeout_ms=timeout_ms)
                 for job in jobs
             ]
-        finally:
-            appending.set_result(None)
-            if connection.appending is appending:
-                connection.appending = None  # nothing behind it: no future kept
         # (one partition, the common case: no task per partition)
         results = [await waits[0]] if len(waits) == 1 else list(await gather_all(*waits))
         if acks == "0":
@@ -180,10 +172,6 @@ def _transactional(records: Records | None) -> bool:
             return False
         position += LOG_OVERHEAD + length
     return False
-
-
-def _loop_future() -> asyncio.Future[None]:
-    return asyncio.get_running_loop().create_future()
 
 
 async def _ready(answer: PartitionAnswer) -> PartitionAnswer:

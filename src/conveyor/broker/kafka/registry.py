@@ -30,9 +30,9 @@ class ConnectionState:
     sasl_mechanism: str | None = None  # chosen by SaslHandshake
     sasl_exchange: Any = None  # a mechanism's state between SaslAuthenticate rounds
     sasl_done: bool = False  # authenticated once (no re-authentication, KIP-368)
-    # The append phase of the connection's latest Produce (done once its partitions are
-    # appended or refused): the next Produce appends after it (broker/kafka/produce.py)
-    appending: asyncio.Future[None] | None = None
+    # Held by a Produce until its partitions are appended or refused: the next Produce
+    # appends after it (broker/kafka/produce.py)
+    appending: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass(slots=True)

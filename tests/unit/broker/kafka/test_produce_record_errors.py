@@ -34,7 +34,7 @@ def _answer(version: int, produce: Any) -> Any:
     )
     request = ProduceData(None, -1, 1000, (("t", 0, b"batch"),))
     ctx = SimpleNamespace(
-        api_version=version, principal=None, connection=SimpleNamespace(appending=None)
+        api_version=version, principal=None, connection=SimpleNamespace(appending=asyncio.Lock())
     )
     encoded = asyncio.run(handler(ctx, request))  # type: ignore[arg-type]
     return SERVED[ApiKey.PRODUCE].response[version].decode(bytes(encoded))
