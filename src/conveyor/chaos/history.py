@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -48,6 +49,7 @@ class History:
     def __init__(self) -> None:
         self._ops: list[Op] = []
         self._lock = threading.Lock()
+        self._recorded = threading.Condition(self._lock)
         self._start_ns = time.monotonic_ns()
 
     def record(
@@ -73,7 +75,28 @@ class History:
                 error=error,
             )
             self._ops.append(op)
+            self._recorded.notify_all()
             return op
+
+    def wait_for_each(self, needed: Mapping[str, str], timeout_s: float) -> list[str]:
+        """Wait until each member of ``needed`` (member -> an op ``f``) has had that op
+        answer ok in one of its incarnations (``consumer-1.2`` is member ``consumer-1``),
+        at most ``timeout_s``; the members that have not (none: all have)."""
+        left = dict(needed)
+        seen = 0
+
+        def done() -> bool:
+            nonlocal seen
+            for op in self._ops[seen:]:  # each op looked at once: this runs per record
+                member = op.process.partition(".")[0]
+                if op.type == "ok" and left.get(member) == op.f:
+                    del left[member]
+            seen = len(self._ops)
+            return not left
+
+        with self._recorded:
+            self._recorded.wait_for(done, timeout_s)
+        return sorted(left)
 
     def ops(self) -> list[Op]:
         with self._lock:

@@ -120,6 +120,12 @@ class QueueWorkload(Workload):
         self.dlq_thread = threading.Thread(target=self._read_dead_letters, name="dlq-reader")
         self.dlq_thread.start()
 
+    def warm_up(self) -> dict[str, str]:
+        """An acknowledged send from each producer, records received by each member."""
+        return {f"producer-{i}": "send" for i in range(self.producers)} | {
+            f"consumer-{m}": "receive" for m in range(self.consumers)
+        }
+
     def abort(self) -> None:
         self.stop_dlq.set()
         super().abort()

@@ -45,6 +45,13 @@ log = logging.getLogger(__name__)
 PARTITIONS: Final = 4
 DRAIN_S: Final = 8.0
 FINAL_READ_TIMEOUT_S: Final = 60.0
+# Members are processes that import the client and join a group: seconds on a loaded
+# machine. A minute without faults is a workload that does not work.
+WARM_UP_TIMEOUT_S: Final = 60.0
+
+
+class NotRunningError(RuntimeError):
+    """The workload did not get going before the faults were due to start."""
 
 
 @dataclass
@@ -97,6 +104,11 @@ class Driven(CrashesConsumers, Protocol):
     history: History
 
     def start(self) -> None: ...
+
+    def warm_up(self) -> dict[str, str]:
+        """What must have happened before the faults start: member -> an op ``f`` that
+        one of its incarnations has had answer ok."""
+        ...
 
     def stop(self, drain_s: float) -> None: ...
 
@@ -250,13 +262,23 @@ def drive(
     stage: Stage, workload: Driven, seed: int, duration_s: float, *, drain_s: float,
     topic: str = TOPIC,
 ) -> None:  # fmt: skip
-    """Run ``workload`` under the nemesis (``stage``'s schedule) for ``duration_s``, heal
+    """Start ``workload``; once each member has done its first step (the schedule's
+    times count from then: a fault must meet a running workload, not a process still
+    starting), run it under the nemesis (``stage``'s schedule) for ``duration_s``, heal
     everything, wait until every process is up again, then stop the workload (``drain_s``
     to catch up)."""
     cluster = stage.cluster
     nemesis = Nemesis(cluster, workload, workload.history, seed, topic=topic)
-    start = time.monotonic()
     workload.start()
+    needed = workload.warm_up()
+    missing = workload.history.wait_for_each(needed, WARM_UP_TIMEOUT_S)
+    if missing:
+        steps = ", ".join(f"{m} (a {needed[m]})" for m in missing)
+        raise NotRunningError(
+            f"no fault injected: in {WARM_UP_TIMEOUT_S:.0f} s, no ok yet from {steps}"
+        )
+    workload.history.record("harness", "ok", "running", {"members": needed})
+    start = time.monotonic()
     thread = threading.Thread(target=nemesis.run, args=(stage.schedule, start), name="nemesis")
     thread.start()
     try:

@@ -112,6 +112,15 @@ class TxnWorkload:
         for r in range(self.readers):
             self._spawn(f"txn-reader-{r}", self._read, r)
 
+    def warm_up(self) -> dict[str, str]:
+        """A commit from each writer and each processor (a read-then-write transaction:
+        short runs must check some), a poll from each reader."""
+        return (
+            {f"txn-writer-{i}": "commit" for i in range(self.writers)}
+            | {f"txn-proc-{m}": "commit" for m in range(self.processors)}
+            | {f"txn-reader-{r}": "poll" for r in range(self.readers)}
+        )
+
     def _spawn(self, name: str, target: object, index: int) -> None:
         thread = threading.Thread(target=target, args=(index,), name=name, daemon=True)  # type: ignore[arg-type]
         thread.start()

@@ -85,6 +85,14 @@ class Workload:
         thread.start()
         self.threads.append(thread)
 
+    def warm_up(self) -> dict[str, str]:
+        """An acknowledged send from each producer, a poll from each consumer."""
+        return (
+            {f"producer-{i}": "send" for i in range(self.producers)}
+            | {f"consumer-{m}": "poll" for m in range(self.consumers)}
+            | {f"compactor-{c}": "csend" for c in range(self.compactors)}
+        )
+
     def abort(self) -> None:
         """Stop everything at once (the run failed): no drain, consumer processes killed."""
         self.stop_producing.set()
