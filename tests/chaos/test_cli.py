@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conveyor.chaos.schedule import DEFAULT_FAULTS, FAULTS
-from conveyor.cli.common import EXIT_USAGE
+from conveyor.cli.common import EXIT_ERROR, EXIT_USAGE
 from conveyor.cli.main import build_parser, main
 
 
@@ -28,3 +28,19 @@ def test_the_workload_is_a_choice(capsys: pytest.CaptureFixture[str]) -> None:
     assert parser.parse_args(["chaos", "--workload", "txn"]).workload == "txn"
     assert main(["chaos", "--workload", "bus"]) == EXIT_USAGE
     assert "invalid choice: 'bus'" in capsys.readouterr().err
+
+
+def test_a_workload_that_never_ran_is_an_error_not_a_verdict(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.chaos import runner, txn_run
+
+    def never(*_args: object, **_kwargs: object) -> None:
+        raise runner.NotRunningError("no fault injected: in 60 s, no ok yet from consumer-0")
+
+    monkeypatch.setattr(runner, "run", never)
+    monkeypatch.setattr(txn_run, "run", never)
+    for workload in ("stream", "txn"):
+        assert main(["chaos", "--seed", "5", "--workload", workload]) == EXIT_ERROR
+        out = capsys.readouterr()
+        assert "seed 5: no fault injected" in out.err and "VALID" not in out.out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import random
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -89,12 +90,22 @@ def _faults(text: str) -> tuple[str, ...]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from conveyor.chaos.runner import record_results, render, results_markdown, run
+    from conveyor.chaos.runner import NotRunningError
 
     faults: tuple[str, ...] = args.faults
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
-    if args.workload == "txn":
-        return _run_txn(args, faults, seed)
+    try:
+        if args.workload == "txn":
+            return _run_txn(args, faults, seed)
+        return _run_stream(args, faults, seed)
+    except NotRunningError as e:  # the cluster or the workload does not work: no verdict
+        print(f"conveyor chaos: seed {seed}: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _run_stream(args: argparse.Namespace, faults: tuple[str, ...], seed: int) -> int:
+    from conveyor.chaos.runner import record_results, render, results_markdown, run
+
     report = run(
         float(args.duration),
         seed,
