@@ -668,7 +668,9 @@ class PartitionLog:
                 found = segment.batch_range(max(offset, segment.base_offset), max_bytes)
                 if found is None:
                     return None
-                return FileRange(os.dup(segment.fd), found[0], found[1], self.generation)
+                position, size = found
+                segment.read_ahead(position + size, max_bytes)  # nothing when at the end
+                return FileRange(os.dup(segment.fd), position, size, self.generation)
             return None
 
     def headers(self, offset: int) -> Iterator[BatchHeader]:

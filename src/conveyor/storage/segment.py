@@ -33,6 +33,9 @@ from conveyor.storage import direct as direct_io
 from conveyor.storage.abortindex import AbortedIndex
 from conveyor.storage.index import OffsetIndex, TimeIndex
 
+# posix_fadvise exists on Linux, not on macOS: there a catching-up reader waits for the disk.
+_WILLNEED: Final = getattr(os, "POSIX_FADV_WILLNEED", None)
+
 # base_offset, batch_length, leader epoch, magic, crc, attributes, last_offset_delta: the
 # first 27 bytes of a batch header (protocol/batch.py), what a read checks
 _READ_FIELDS: Final = struct.Struct(">qiibIhi")
@@ -347,6 +350,19 @@ class LogSegment:
                 break
             end += size
         return position, end - position
+
+    def read_ahead(self, position: int, length: int) -> None:
+        """Ask the kernel to start reading ``length`` bytes from ``position`` (at most to
+        the file's end) into the page cache, without waiting: a reader that was cut
+        short there (a follower catching up) finds its next window read while it handles
+        this one, instead of waiting for the disk at its next fetch (a 1 GiB catch-up
+        from a cold cache: copy -30 %, follower CPU -47 %, docs/benchmarks.md)."""
+        length = min(length, self.size_bytes - position)
+        if length > 0 and _WILLNEED is not None:
+            try:
+                os.posix_fadvise(self.fd, position, length, _WILLNEED)
+            except OSError as exc:  # advice only: the read itself reports real errors
+                log.debug("%s: read-ahead refused: %s", self.log_path, exc)
 
     def find_offset_by_timestamp(self, timestamp_ms: int, min_offset: int = 0) -> int | None:
         """Base offset of the first batch whose max timestamp is >= ``timestamp_ms`` among

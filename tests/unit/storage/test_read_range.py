@@ -78,3 +78,31 @@ def test_a_truncation_changes_the_generation_a_range_was_found_in(make_log: LogF
     os.close(found.fd)
     log.truncate_to(5)
     assert log.generation != found.generation
+
+
+def test_a_range_cut_short_has_the_next_window_read_ahead_and_one_at_the_end_none(
+    make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader cut short by its byte budget (a follower catching up) comes back for what
+    follows: the kernel is asked to read it now (POSIX_FADV_WILLNEED, at most the budget,
+    never past the segment's end); a reader that reached the end asks for nothing."""
+    if not hasattr(os, "posix_fadvise"):
+        pytest.skip("no posix_fadvise on this platform")
+    advised: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, *args: advised.append(args))
+    log = filled(make_log, [10] * 8)
+    whole = log.read_range(0, 1 << 20)
+    assert whole is not None
+    os.close(whole.fd)
+    assert advised == []  # everything was sent: nothing follows
+    first = log.read_range(0, whole.size_bytes // 3)
+    assert first is not None
+    os.close(first.fd)
+    after = first.position + first.size_bytes
+    rest = whole.position + whole.size_bytes - after
+    assert advised == [(after, min(whole.size_bytes // 3, rest), os.POSIX_FADV_WILLNEED)]
+    advised.clear()
+    last = log.read_range(7 * 10, 1 << 20)  # the last batch: the segment ends with it
+    assert last is not None
+    os.close(last.fd)
+    assert advised == []
