@@ -345,3 +345,44 @@ def test_a_leader_whose_disk_fills_hands_over_and_rejoins_once_space_returns(
     finally:
         cluster.stop()
         unmount(data)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs for one broker needs root")
+def test_a_broker_restarted_on_a_full_disk_registers_and_opens_its_replicas_once_space_returns(
+    tmp_path: Path,
+) -> None:
+    """Found by a 240 s chaos campaign (seed 37): a broker killed, then started again while
+    its disk was full, rebuilds its segments' indexes as it reopens its logs; the raw
+    ENOSPC ended its start (its heartbeat task died), so it never registered, not even
+    once space was back. Now the partitions it cannot open are skipped (DISK_FULL), it
+    registers, and the coordinator's next answers open them once there is room."""
+    data = tmp_path / "broker-1"
+    if not mount_tmpfs(data):
+        pytest.skip("mount -t tmpfs failed")
+    ballast = data / "ballast"
+    cluster = Cluster(tmp_path, broker_count=3, coordinator_args=COORDINATOR_ARGS)
+    try:
+        cluster.start()
+        create(cluster, "full", partitions=3)
+        wait_isr_full(cluster, "full")
+        acknowledged: set[bytes] = set()
+        with Producer(cluster.url, linger_ms=0) as producer:
+            for i in range(30):
+                value = f"before-{i}".encode()
+                producer.send("full", value, partition=i % 3).result(10)
+                acknowledged.add(value)
+        broker = cluster.brokers[1]
+        broker.kill()  # no clean shutdown: the next start rescans and rewrites indexes
+        with ballast.open("wb") as out, contextlib.suppress(OSError):
+            while True:  # ENOSPC ends it: broker 1's disk is full
+                out.write(b"\0" * (1 << 20))
+                out.flush()
+        broker.start()
+        broker.wait_ready(RECOVERY_S)  # registered, with what it could open
+        assert "no space to open" in broker.log_path.read_text(errors="replace")
+        ballast.unlink()
+        wait_isr_full(cluster, "full")  # its replicas opened, caught up, back in the ISR
+        assert consume_all(cluster, "full", len(acknowledged)) >= acknowledged
+    finally:
+        cluster.stop()
+        unmount(data)

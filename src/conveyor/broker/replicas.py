@@ -137,7 +137,7 @@ class ReplicaManager:
             )
             try:
                 opened.append(await self.open(tp, state))
-            except ConveyorError as exc:
+            except (ConveyorError, OSError) as exc:  # as the core's opens (driver.py)
                 log.error("partition %s: cannot reopen, not serving it: %s", tp, exc)
         return opened
 

@@ -160,13 +160,33 @@ class PartitionLog:
         initial_offset: int = 0,
     ) -> PartitionLog:
         path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
+        # Recovery rewrites indexes and checkpoints: on a full disk that is DISK_FULL (the
+        # broker skips the partition and opens it again when asked), not a raw OSError
+        # that ends whatever task opened it.
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(exc, f"create {path}") from exc
         self = cls(path, config or LogConfig(), flusher, clock_ms)
-        self._load(initial_offset)
+        try:
+            self._load(initial_offset)
+        except OSError as exc:
+            self._close_segments()
+            raise write_error(exc, f"open {path}") from exc
+        except BaseException:
+            self._close_segments()
+            raise
         self._flush_if_rolled()
         if self.config.flush.mode == "interval":
             self._flusher.add_interval(self, self.config.flush.interval_ms)
         return self
+
+    def _close_segments(self) -> None:
+        """After a failed open: the descriptors it had opened (retried opens must not
+        leak them), nothing written."""
+        for segment in self._segments:
+            segment.close()
+        self._segments = []
 
     def _load(self, initial_offset: int) -> None:
         for stray in self.directory.glob("*.tmp"):

@@ -37,17 +37,21 @@ def load_segments(
         segment.gaps_allowed = gaps_allowed
         is_active = i == len(bases) - 1
         must_scan = is_active and not clean
-        if must_scan or not segment.load_indexes():
-            result = segment.recover()
-            if result.dropped_bytes:
-                recovered.append((base, result))
-                log.warning(
-                    "recovery of %s: dropped %d bytes after %d valid batches (%s)",
-                    segment.log_path,
-                    result.dropped_bytes,
-                    result.batches,
-                    result.reason,
-                )
+        try:
+            result = None if not must_scan and segment.load_indexes() else segment.recover()
+        except BaseException:  # a full disk, say: the open fails, its descriptors closed
+            for opened in (*segments, segment):
+                opened.close()
+            raise
+        if result is not None and result.dropped_bytes:
+            recovered.append((base, result))
+            log.warning(
+                "recovery of %s: dropped %d bytes after %d valid batches (%s)",
+                segment.log_path,
+                result.dropped_bytes,
+                result.batches,
+                result.reason,
+            )
         segments.append(segment)
         if recovered and recovered[-1][0] == base and not is_active:
             # A torn tail before the last segment: later segments cannot follow on.

@@ -8,15 +8,17 @@ killed a follower's replica fetch task."""
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conveyor.protocol.errors import DiskFullError, StorageError
+from conveyor.storage import LogConfig, PartitionLog
 from conveyor.storage.abortindex import AbortedIndex
 from conveyor.storage.epochs import EpochCache
-from conveyor.storage.index import TimeIndex
+from conveyor.storage.index import OffsetIndex, TimeIndex
 from tests.unit.storage.helpers import LogFactory, make_batch, read_all, records, values_of
 
 
@@ -82,3 +84,35 @@ def test_a_full_disk_while_recording_a_new_epoch_is_disk_full_and_changes_nothin
     assert log.epochs.latest_epoch == 2
     log.close()
     assert make_log().epochs.latest_epoch == 2  # and on disk
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="counts descriptors in /proc")
+def test_a_full_disk_while_recovery_rewrites_an_index_is_disk_full_and_leaks_nothing(
+    make_log: LogFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a 240 s chaos campaign (seed 37, ``disk-full`` then ``kill``): a broker
+    restarted on a full disk rebuilt a segment's offset index while reopening its logs,
+    and the raw ENOSPC ended its start (the heartbeat task died: the broker never
+    registered, even once space was back). Now the open is DISK_FULL, closes what it had
+    opened, and succeeds when tried again with space."""
+    log = make_log(segment_bytes_max=1024)
+    batch = make_batch(values_of(4, "x", 50))
+    for _ in range(8):
+        log.append(batch)
+    assert log.segment_count > 2
+    log.close()
+    directory = tmp_path / "log"
+    for index in sorted(directory.glob("*.index"))[:2]:
+        index.unlink()  # the next open must rebuild them
+    before = _open_fds()
+    monkeypatch.setattr(OffsetIndex, "rewrite", _failing(errno.ENOSPC))
+    with pytest.raises(DiskFullError, match="no space to open"):
+        PartitionLog.open(directory, LogConfig(segment_bytes_max=1024))
+    assert _open_fds() == before
+    monkeypatch.undo()  # space is back
+    reopened = make_log(segment_bytes_max=1024)
+    assert [o for chunk in read_all(reopened) for o, _, _ in records(chunk)] == list(range(32))
