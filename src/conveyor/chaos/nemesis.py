@@ -6,6 +6,7 @@ the checker can measure availability during faults and recovery after each heal.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -218,18 +219,9 @@ class Nemesis:
             return None
 
     def _fill_disk(self, broker: Service) -> _Heal:
-        filler = broker.data_dir / FILLER_NAME
         if not os.path.ismount(broker.data_dir):
             raise RuntimeError(f"{broker.data_dir} is not a tmpfs mount (needs root)")
-        chunk = b"\0" * (1 << 20)
-        with filler.open("wb") as out:
-            try:
-                while True:
-                    out.write(chunk)
-                    out.flush()
-            except OSError:
-                pass  # ENOSPC: the disk is full, which is the fault
-        return lambda: filler.unlink(missing_ok=True)
+        return fill_disk(broker.data_dir)
 
 
 def _reported_durable(leader: Service, topic: str, partition: int, follower: Service) -> int | None:
@@ -264,6 +256,24 @@ def _hosted(broker: Service, topic: str) -> list[dict[str, Any]]:
 
 def _nothing() -> None:
     return None
+
+
+def fill_disk(directory: Path) -> _Heal:
+    """Fill ``directory``'s file system with one file until it is full; the heal deletes
+    it. Unbuffered: a buffered file kept the bytes of its last short write and raised
+    ENOSPC again on close, so the fault was recorded as failed and never healed, and the
+    broker's disk stayed full for the rest of the run (seed 37)."""
+    filler = directory / FILLER_NAME
+    chunk = bytes(1 << 20)
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(chunk)  # a short write returns its count; a full disk raises
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                filler.unlink(missing_ok=True)
+                raise
+    return lambda: filler.unlink(missing_ok=True)
 
 
 def mount_tmpfs(directory: Path) -> bool:
