@@ -171,22 +171,24 @@ class PartitionLog:
         try:
             self._load(initial_offset)
         except OSError as exc:
-            self._close_segments()
+            self._abandon()
             raise write_error(exc, f"open {path}") from exc
         except BaseException:
-            self._close_segments()
+            self._abandon()
             raise
         self._flush_if_rolled()
         if self.config.flush.mode == "interval":
             self._flusher.add_interval(self, self.config.flush.interval_ms)
         return self
 
-    def _close_segments(self) -> None:
-        """After a failed open: the descriptors it had opened (retried opens must not
-        leak them), nothing written."""
+    def _abandon(self) -> None:
+        """After a failed open: close what it opened (its segments' descriptors, its own
+        flusher's threads; a retried open must not leak them), write nothing."""
         for segment in self._segments:
             segment.close()
         self._segments = []
+        if self._owns_flusher:
+            self._flusher.close()
 
     def _load(self, initial_offset: int) -> None:
         for stray in self.directory.glob("*.tmp"):

@@ -9,6 +9,7 @@ one cannot be followed by the later segments, which are deleted.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from pathlib import Path
@@ -31,34 +32,35 @@ def load_segments(
     bases = sorted(int(p.stem) for p in directory.glob("*.log") if p.stem.isdigit())
     segments: list[LogSegment] = []
     recovered: list[tuple[int, RecoveryResult]] = []
-    for i, base in enumerate(bases):
-        segment = LogSegment(directory, base, index_interval_bytes)
-        segment.created_ms = now_ms
-        segment.gaps_allowed = gaps_allowed
-        is_active = i == len(bases) - 1
-        must_scan = is_active and not clean
-        try:
-            result = None if not must_scan and segment.load_indexes() else segment.recover()
-        except BaseException:  # a full disk, say: the open fails, its descriptors closed
-            for opened in (*segments, segment):
-                opened.close()
-            raise
-        if result is not None and result.dropped_bytes:
-            recovered.append((base, result))
-            log.warning(
-                "recovery of %s: dropped %d bytes after %d valid batches (%s)",
-                segment.log_path,
-                result.dropped_bytes,
-                result.batches,
-                result.reason,
-            )
-        segments.append(segment)
-        if recovered and recovered[-1][0] == base and not is_active:
-            # A torn tail before the last segment: later segments cannot follow on.
-            for later in bases[i + 1 :]:
-                log.warning("recovery: deleting segment %020d after a torn segment", later)
-                LogSegment(directory, later, index_interval_bytes).delete()
-            break
+    # A failed open (a full disk while an index is rebuilt, say) closes the segments it
+    # opened: the broker retries the open at each heartbeat and must not leak them.
+    with contextlib.ExitStack() as opened:
+        for i, base in enumerate(bases):
+            segment = LogSegment(directory, base, index_interval_bytes)
+            opened.callback(segment.close)
+            segment.created_ms = now_ms
+            segment.gaps_allowed = gaps_allowed
+            is_active = i == len(bases) - 1
+            must_scan = is_active and not clean
+            if must_scan or not segment.load_indexes():
+                result = segment.recover()
+                if result.dropped_bytes:
+                    recovered.append((base, result))
+                    log.warning(
+                        "recovery of %s: dropped %d bytes after %d valid batches (%s)",
+                        segment.log_path,
+                        result.dropped_bytes,
+                        result.batches,
+                        result.reason,
+                    )
+            segments.append(segment)
+            if recovered and recovered[-1][0] == base and not is_active:
+                # A torn tail before the last segment: later segments cannot follow on.
+                for later in bases[i + 1 :]:
+                    log.warning("recovery: deleting segment %020d after a torn segment", later)
+                    LogSegment(directory, later, index_interval_bytes).delete()
+                break
+        opened.pop_all()  # opened: the log owns them now
     for previous, following in itertools.pairwise(segments):
         # A gap between segments is normal once compacted; an overlap is not.
         if previous.next_offset > following.base_offset:
