@@ -9,7 +9,6 @@ test waits for it and skips with a clear reason when replication is demonstrably
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor.chaos.nemesis import mount_tmpfs, unmount
+from conveyor.chaos.nemesis import fill_disk, mount_tmpfs, unmount
 from conveyor.client import Consumer, Producer
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from tests.integration.cluster import Cluster, wait_for
@@ -275,114 +274,102 @@ def test_a_dead_brokers_replicas_are_restored_elsewhere(tmp_path: Path) -> None:
         cluster.stop()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs for one broker needs root")
-def test_a_leader_whose_disk_fills_hands_over_and_rejoins_once_space_returns(
-    tmp_path: Path,
-) -> None:
-    """Kafka takes a log directory offline on an I/O error and moves its leaders; a
-    Conveyor broker reports the replica's log failed and the coordinator does the same, so
-    the partition keeps taking acks=all writes on its other in-sync replicas."""
+@pytest.fixture
+def small_disk_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """3 brokers, broker 1's data on a small tmpfs (root only: the ``disk-full`` fault's
+    ``fill_disk`` fills it), topic ``full`` (3 partitions, RF 3) in sync."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs for one broker needs root")
     data = tmp_path / "broker-1"
     if not mount_tmpfs(data):
         pytest.skip("mount -t tmpfs failed")
-    ballast = data / "ballast"
     cluster = Cluster(tmp_path, broker_count=3, coordinator_args=COORDINATOR_ARGS)
     try:
         cluster.start()
         create(cluster, "full", partitions=3)
         wait_isr_full(cluster, "full")
-        index = next(p["partition"] for p in describe(cluster, "full") if p["leader"] == 1)
-        acknowledged: list[bytes] = []
-        with Producer(cluster.url, linger_ms=0) as producer:
-            for i in range(20):
-                value = f"before-{i}".encode()
-                producer.send("full", value, partition=index).result(10)
-                acknowledged.append(value)
-        with Producer(cluster.url, linger_ms=0, retries=0) as producer:
-            with ballast.open("wb") as out, contextlib.suppress(OSError):
-                while True:  # ENOSPC ends it: broker 1's disk is full
-                    out.write(b"\0" * (1 << 20))
-                    out.flush()
-            refused = 0
-            for _ in range(64):  # a partly used page may still take a small write or two
-                try:
-                    producer.send("full", b"x" * 65536, partition=index).result(10)
-                except ConveyorError as exc:
-                    # Kafka has no DISK_FULL: it arrives as its sibling KAFKA_STORAGE_ERROR
-                    # (docs/client.md, "Transport"), with the same retriability
-                    assert exc.code in (ErrorCode.DISK_FULL, ErrorCode.STORAGE_ERROR), exc
-                    assert "no space" in exc.message, exc
-                    refused += 1
-                    break
-            assert refused, "broker 1's disk never refused a write"
-
-            def handed_over() -> bool:
-                p = describe(cluster, "full")[index]
-                return p["leader"] in (2, 3) and 1 not in p["isr"]
-
-            wait_for(handed_over, RECOVERY_S, "leadership to move off the full disk")
-        with Producer(cluster.url, linger_ms=0) as producer:  # finds the new leader
-            for i in range(20):
-                value = f"after-{i}".encode()
-                producer.send("full", value, partition=index).result(10)  # acks=all on 2 and 3
-                acknowledged.append(value)
-        ballast.unlink()
-        wait_isr_full(cluster, "full")  # broker 1 caught up and is back in the ISR
-        read: list[bytes] = []
-
-        def all_acknowledged_there() -> bool:
-            # the preferred leader (broker 1) may take the partition back meanwhile
-            leader = describe(cluster, "full")[index]["leader_url"]
-            reply = httpx.get(
-                f"{leader}/v1/topics/full/partitions/{index}/records?offset=0", timeout=5
-            )
-            if reply.status_code != 200:
-                return False
-            read[:] = [r["value"].encode() for r in reply.json()["records"]]
-            return [v for v in read if not v.startswith(b"x")] == acknowledged
-
-        wait_for(all_acknowledged_there, RECOVERY_S, f"the acknowledged values, read {read}")
+        yield cluster
     finally:
         cluster.stop()
         unmount(data)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs for one broker needs root")
+def test_a_leader_whose_disk_fills_hands_over_and_rejoins_once_space_returns(
+    small_disk_cluster: Cluster,
+) -> None:
+    """Kafka takes a log directory offline on an I/O error and moves its leaders; a
+    Conveyor broker reports the replica's log failed and the coordinator does the same, so
+    the partition keeps taking acks=all writes on its other in-sync replicas."""
+    cluster = small_disk_cluster
+    index = next(p["partition"] for p in describe(cluster, "full") if p["leader"] == 1)
+    acknowledged: list[bytes] = []
+    with Producer(cluster.url, linger_ms=0) as producer:
+        for i in range(20):
+            value = f"before-{i}".encode()
+            producer.send("full", value, partition=index).result(10)
+            acknowledged.append(value)
+    with Producer(cluster.url, linger_ms=0, retries=0) as producer:
+        heal = fill_disk(cluster.brokers[1].data_dir)
+        refused = 0
+        for _ in range(64):  # a partly used page may still take a small write or two
+            try:
+                producer.send("full", b"x" * 65536, partition=index).result(10)
+            except ConveyorError as exc:
+                # Kafka has no DISK_FULL: it arrives as its sibling KAFKA_STORAGE_ERROR
+                # (docs/client.md, "Transport"), with the same retriability
+                assert exc.code in (ErrorCode.DISK_FULL, ErrorCode.STORAGE_ERROR), exc
+                assert "no space" in exc.message, exc
+                refused += 1
+                break
+        assert refused, "broker 1's disk never refused a write"
+
+        def handed_over() -> bool:
+            p = describe(cluster, "full")[index]
+            return p["leader"] in (2, 3) and 1 not in p["isr"]
+
+        wait_for(handed_over, RECOVERY_S, "leadership to move off the full disk")
+    with Producer(cluster.url, linger_ms=0) as producer:  # finds the new leader
+        for i in range(20):
+            value = f"after-{i}".encode()
+            producer.send("full", value, partition=index).result(10)  # acks=all on 2 and 3
+            acknowledged.append(value)
+    heal()
+    wait_isr_full(cluster, "full")  # broker 1 caught up and is back in the ISR
+    read: list[bytes] = []
+
+    def all_acknowledged_there() -> bool:
+        # the preferred leader (broker 1) may take the partition back meanwhile
+        leader = describe(cluster, "full")[index]["leader_url"]
+        reply = httpx.get(f"{leader}/v1/topics/full/partitions/{index}/records?offset=0", timeout=5)
+        if reply.status_code != 200:
+            return False
+        read[:] = [r["value"].encode() for r in reply.json()["records"]]
+        return [v for v in read if not v.startswith(b"x")] == acknowledged
+
+    wait_for(all_acknowledged_there, RECOVERY_S, f"the acknowledged values, read {read}")
+
+
 def test_a_broker_restarted_on_a_full_disk_registers_and_opens_its_replicas_once_space_returns(
-    tmp_path: Path,
+    small_disk_cluster: Cluster,
 ) -> None:
     """Found by a 240 s chaos campaign (seed 37): a broker killed, then started again while
     its disk was full, rebuilds its segments' indexes as it reopens its logs; the raw
     ENOSPC ended its start (its heartbeat task died), so it never registered, not even
     once space was back. Now the partitions it cannot open are skipped (DISK_FULL), it
     registers, and the coordinator's next answers open them once there is room."""
-    data = tmp_path / "broker-1"
-    if not mount_tmpfs(data):
-        pytest.skip("mount -t tmpfs failed")
-    ballast = data / "ballast"
-    cluster = Cluster(tmp_path, broker_count=3, coordinator_args=COORDINATOR_ARGS)
-    try:
-        cluster.start()
-        create(cluster, "full", partitions=3)
-        wait_isr_full(cluster, "full")
-        acknowledged: set[bytes] = set()
-        with Producer(cluster.url, linger_ms=0) as producer:
-            for i in range(30):
-                value = f"before-{i}".encode()
-                producer.send("full", value, partition=i % 3).result(10)
-                acknowledged.add(value)
-        broker = cluster.brokers[1]
-        broker.kill()  # no clean shutdown: the next start rescans and rewrites indexes
-        with ballast.open("wb") as out, contextlib.suppress(OSError):
-            while True:  # ENOSPC ends it: broker 1's disk is full
-                out.write(b"\0" * (1 << 20))
-                out.flush()
-        broker.start()
-        broker.wait_ready(RECOVERY_S)  # registered, with what it could open
-        assert "no space to open" in broker.log_path.read_text(errors="replace")
-        ballast.unlink()
-        wait_isr_full(cluster, "full")  # its replicas opened, caught up, back in the ISR
-        assert consume_all(cluster, "full", len(acknowledged)) >= acknowledged
-    finally:
-        cluster.stop()
-        unmount(data)
+    cluster = small_disk_cluster
+    acknowledged: set[bytes] = set()
+    with Producer(cluster.url, linger_ms=0) as producer:
+        for i in range(30):
+            value = f"before-{i}".encode()
+            producer.send("full", value, partition=i % 3).result(10)
+            acknowledged.add(value)
+    broker = cluster.brokers[1]
+    broker.kill()  # no clean shutdown: the next start rescans and rewrites indexes
+    heal = fill_disk(broker.data_dir)
+    broker.start()
+    broker.wait_ready(RECOVERY_S)  # registered, with what it could open
+    assert "no space to open" in broker.log_path.read_text(errors="replace")
+    heal()
+    wait_isr_full(cluster, "full")  # its replicas opened, caught up, back in the ISR
+    assert consume_all(cluster, "full", len(acknowledged)) >= acknowledged

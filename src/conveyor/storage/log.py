@@ -170,11 +170,10 @@ class PartitionLog:
         self = cls(path, config or LogConfig(), flusher, clock_ms)
         try:
             self._load(initial_offset)
-        except OSError as exc:
+        except BaseException as exc:
             self._abandon()
-            raise write_error(exc, f"open {path}") from exc
-        except BaseException:
-            self._abandon()
+            if isinstance(exc, OSError):
+                raise write_error(exc, f"open {path}") from exc
             raise
         self._flush_if_rolled()
         if self.config.flush.mode == "interval":

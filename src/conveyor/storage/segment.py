@@ -9,10 +9,12 @@ batch's CRC before serving it and during recovery, and writes bytes as it receiv
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import struct
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -35,6 +37,22 @@ from conveyor.storage.index import OffsetIndex, TimeIndex
 
 # posix_fadvise exists on Linux, not on macOS: there a catching-up reader waits for the disk.
 _WILLNEED: Final = getattr(os, "POSIX_FADV_WILLNEED", None)
+
+
+@functools.cache
+def _adviser() -> ThreadPoolExecutor:
+    """The one thread that gives read-ahead advice (``LogSegment.read_ahead``), in order."""
+    return ThreadPoolExecutor(1, thread_name_prefix="conveyor-read-ahead")
+
+
+def _advise(fd: int, position: int, length: int) -> None:
+    try:
+        os.posix_fadvise(fd, position, length, _WILLNEED)  # type: ignore[arg-type]
+    except OSError as exc:  # advice only: the reads themselves report real errors
+        log.debug("read-ahead refused: %s", exc)
+    finally:
+        os.close(fd)
+
 
 # base_offset, batch_length, leader epoch, magic, crc, attributes, last_offset_delta: the
 # first 27 bytes of a batch header (protocol/batch.py), what a read checks
@@ -353,16 +371,21 @@ class LogSegment:
 
     def read_ahead(self, position: int, length: int) -> None:
         """Ask the kernel to start reading ``length`` bytes from ``position`` (at most to
-        the file's end) into the page cache, without waiting: a reader that was cut
-        short there (a follower catching up) finds its next window read while it handles
-        this one, instead of waiting for the disk at its next fetch (a 1 GiB catch-up
-        from a cold cache: copy -30 %, follower CPU -47 %, docs/benchmarks.md)."""
+        the file's end) into the page cache: a reader that was cut short there (a
+        follower catching up) finds its next window read while it handles this one,
+        instead of waiting for the disk at its next fetch (a 1 GiB catch-up from a cold
+        cache: copy -30 %, follower CPU -47 %, docs/benchmarks.md). The advice is given
+        on a thread of its own: on a cold window the call itself takes ~1.4 ms (the
+        kernel allocates the pages and queues the reads), too long for a caller's event
+        loop; it gets a duplicate descriptor, so a segment closed meanwhile is no matter."""
         length = min(length, self.size_bytes - position)
-        if length > 0 and _WILLNEED is not None:
-            try:
-                os.posix_fadvise(self.fd, position, length, _WILLNEED)
-            except OSError as exc:  # advice only: the read itself reports real errors
-                log.debug("%s: read-ahead refused: %s", self.log_path, exc)
+        if length <= 0 or _WILLNEED is None:
+            return
+        fd = os.dup(self.fd)
+        try:
+            _adviser().submit(_advise, fd, position, length)
+        except RuntimeError:  # the interpreter is shutting down: no advice needed
+            os.close(fd)
 
     def find_offset_by_timestamp(self, timestamp_ms: int, min_offset: int = 0) -> int | None:
         """Base offset of the first batch whose max timestamp is >= ``timestamp_ms`` among

@@ -4,6 +4,7 @@ from there (the replica listener's os.sendfile)."""
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 from pathlib import Path
 from tempfile import mkdtemp
@@ -85,24 +86,26 @@ def test_a_range_cut_short_has_the_next_window_read_ahead_and_one_at_the_end_non
 ) -> None:
     """A reader cut short by its byte budget (a follower catching up) comes back for what
     follows: the kernel is asked to read it now (POSIX_FADV_WILLNEED, at most the budget,
-    never past the segment's end); a reader that reached the end asks for nothing."""
+    never past the segment's end; on the read-ahead thread, in order); a reader that
+    reached the end asks for nothing."""
     if not hasattr(os, "posix_fadvise"):
         pytest.skip("no posix_fadvise on this platform")
-    advised: list[tuple[int, int, int]] = []
-    monkeypatch.setattr(os, "posix_fadvise", lambda fd, *args: advised.append(args))
+    advised: queue.Queue[tuple[int, ...]] = queue.Queue()
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, *args: advised.put(args))
     log = filled(make_log, [10] * 8)
-    whole = log.read_range(0, 1 << 20)
-    assert whole is not None
-    os.close(whole.fd)
-    assert advised == []  # everything was sent: nothing follows
+    whole = log.read_range(0, 1 << 20)  # everything: nothing follows
+    last = log.read_range(7 * 10, 1 << 20)  # the last batch: the segment ends with it
+    assert whole is not None and last is not None
     first = log.read_range(0, whole.size_bytes // 3)
     assert first is not None
-    os.close(first.fd)
+    for found in (whole, last, first):
+        os.close(found.fd)
     after = first.position + first.size_bytes
     rest = whole.position + whole.size_bytes - after
-    assert advised == [(after, min(whole.size_bytes // 3, rest), os.POSIX_FADV_WILLNEED)]
-    advised.clear()
-    last = log.read_range(7 * 10, 1 << 20)  # the last batch: the segment ends with it
-    assert last is not None
-    os.close(last.fd)
-    assert advised == []
+    # the thread advises in order: the first advice is the cut-short read's, none before
+    assert advised.get(timeout=10) == (
+        after,
+        min(whole.size_bytes // 3, rest),
+        os.POSIX_FADV_WILLNEED,
+    )
+    assert advised.empty()
