@@ -4,6 +4,7 @@ and what the engine makes of them when it reopens the directory."""
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 from conveyor.chaos import diskfault
@@ -77,3 +78,23 @@ def test_a_flipped_bit_is_seen_by_the_replica_reader_and_cut_by_recovery(tmp_pat
         end = log.log_end_offset
     assert end == read.records[-1][0] + 1 if read.records else end == 0
     assert diskfault.read_replica(tmp_path).problems == []
+
+
+def test_a_torn_write_lands_at_the_data_end_of_a_preallocated_segment(tmp_path: Path) -> None:
+    """A crashed broker's active segment runs on in zeros (its preallocation): the torn
+    write goes where the next append would have, not after the zeros."""
+    live = tmp_path / "live"
+    with PartitionLog.open(live, CONFIG) as log:
+        for i in range(5):
+            log.append(encode_batch([(b"k", f"v{i}".encode())]))
+        log.flush()
+        crashed = tmp_path / "crashed"
+        shutil.copytree(live, crashed)  # while open: what a SIGKILL leaves
+    active = diskfault.segments(crashed)[-1]
+    assert active.read_bytes().endswith(b"\0" * 1024)
+    cut = diskfault.tear_tail(crashed, random.Random(3))
+    assert cut > 0
+    with reopen(crashed) as log:
+        assert log.log_end_offset == 5
+        ((_, result),) = log.recovered
+        assert 0 < result.dropped_bytes <= cut  # the zeros after it are not counted

@@ -7,7 +7,7 @@ segments of concatenated record batches plus sparse ``.index``/``.timeindex`` fi
 
 - :func:`lose_unsynced`: power loss. Cut the log back to the offset the broker reported
   durable just before it died: what it had not fsynced is gone.
-- :func:`tear_tail`: a write cut short: a partial batch at the end of the active segment.
+- :func:`tear_tail`: a write cut short: a partial batch after the active segment's last.
 - :func:`corrupt`: bit rot on one replica: a flipped byte inside a batch (caught only by its
   CRC), or a truncated/garbled offset index.
 
@@ -101,7 +101,8 @@ def tear_tail(directory: Path, rng: random.Random) -> int:
         return 0
     last = spans[-1]
     cut = rng.randrange(1, last.size_bytes)
-    with active.open("ab") as out:
+    with active.open("r+b") as out:  # at the data's end: the file may run on in zeros
+        out.seek(last.position + last.size_bytes)  # (the active segment's preallocation)
         out.write(data[last.position : last.position + cut])
     log.info("torn write: appended %d of %d bytes to %s", cut, last.size_bytes, active)
     return cut

@@ -46,6 +46,7 @@ from conveyor.storage.recovery import load_segments
 from conveyor.storage.retention import SegmentInfo, segments_below_start, segments_to_delete
 from conveyor.storage.scan import stored_batches
 from conveyor.storage.segment import (
+    PREALLOCATE_BYTES,
     STORED_BATCH_BYTES_HARD_MAX,
     LogSegment,
     RecoveryResult,
@@ -208,7 +209,7 @@ class PartitionLog:
         if not self._segments:
             self._segments.append(self._new_segment(initial_offset, now_ms))
         self._bases = [s.base_offset for s in self._segments]
-        self._segments[-1].open_indexes_for_append()
+        self._segments[-1].open_for_append(self._preallocate_bytes)
         self._flushed_offset = self.log_end_offset if clean else 0
         self.cleaned_offset = swap.read_checkpoint(self.directory)
         if not clean:
@@ -240,7 +241,7 @@ class PartitionLog:
             for segment in self._segments:
                 segment.delete()
             self._segments = [self._new_segment(start, now_ms)]
-            self._segments[-1].open_indexes_for_append()
+            self._segments[-1].open_for_append(self._preallocate_bytes)
             self._bases = [start]
             self._flushed_offset = start
             self.txns = TxnIndex()  # nothing is left of what was open
@@ -279,6 +280,12 @@ class PartitionLog:
             raise
         self._dir_dirty = True
         return segment
+
+    @property
+    def _preallocate_bytes(self) -> int:
+        """How far ahead of its data the active segment's file is extended (no further
+        than a whole segment: a log of small segments would cut most of it at each roll)."""
+        return min(PREALLOCATE_BYTES, self.config.segment_bytes_max)
 
     # ---- offsets -------------------------------------------------------------------------
 
@@ -432,7 +439,7 @@ class PartitionLog:
         self._segments[0].delete()
         self.txns = TxnIndex()
         segment = self._new_segment(base_offset, self._clock_ms())
-        segment.open_indexes_for_append()
+        segment.open_for_append(self._preallocate_bytes)
         self._segments = [segment]
         self._bases = [base_offset]
         self._dirty = []
@@ -474,10 +481,13 @@ class PartitionLog:
     def _roll(self, now_ms: int) -> None:
         active = self._segments[-1]
         try:  # sealing and the new segment's files: each step can be redone
-            active.seal()
+            if active.seal() and active not in self._dirty:
+                # Its preallocated tail was cut: the flush below makes that durable before
+                # any fsync of the next segment's data (it comes first in _dirty).
+                self._dirty.insert(0, active)
             active.aborted.seal()
             segment = self._new_segment(active.next_offset, now_ms, self.txns.ongoing)
-            segment.open_indexes_for_append()
+            segment.open_for_append(self._preallocate_bytes)
         except OSError as exc:  # as an append's: a full disk is DISK_FULL, not a crash
             raise write_error(exc, f"roll {self.directory}") from exc
         self._segments.append(segment)
@@ -619,7 +629,7 @@ class PartitionLog:
         started = time.perf_counter()
         try:
             for fd in fds:
-                os.fsync(fd)
+                os.fdatasync(fd)  # data and size, not mtime (LogSegment.fsync)
             for index in aborted:  # what it wrote is durable with its segment's log
                 index.fsync()
             if dir_dirty:
@@ -854,7 +864,7 @@ class PartitionLog:
                 txnrecovery.loaded(self._segments, len(self._segments) - 1)
                 self._segments[-1].truncate_to(offset)
                 self.txns = txnrecovery.replay_active(self._segments)
-            self._segments[-1].open_indexes_for_append()
+            self._segments[-1].open_for_append(self._preallocate_bytes)
             self._bases = [s.base_offset for s in self._segments]
             self._dirty = [s for s in self._dirty if s.fd >= 0]
             self._forget_removed()
@@ -896,7 +906,7 @@ class PartitionLog:
                 segment.delete()
             self.txns = TxnIndex()
             self._segments = [self._new_segment(offset, self._clock_ms())]
-            self._segments[-1].open_indexes_for_append()
+            self._segments[-1].open_for_append(self._preallocate_bytes)
             self._bases = [offset]
             self._start_offset = offset
             self._dirty = []

@@ -4,12 +4,15 @@ With ``.clean-shutdown`` present every segment's indexes are checked against its
 trusted when they agree. After a crash the active segment is rescanned batch by batch
 (structure, offsets that only grow, CRC) and cut at the first bad batch; an older segment
 is rescanned only when its indexes disagree with it. A segment cut short before the last
-one cannot be followed by the later segments, which are deleted.
+one cannot be followed by the later segments, which are deleted. Zeros after a segment's
+last batch are its preallocated tail (``segment.PREALLOCATE_BYTES``), cut and not counted
+as dropped, unless the next segment's offsets do not follow on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 from pathlib import Path
@@ -44,6 +47,8 @@ def load_segments(
             must_scan = is_active and not clean
             if must_scan or not segment.load_indexes():
                 result = segment.recover()
+                if result.preallocated_bytes and not is_active and not gaps_allowed:
+                    result = _zeros_before(result, segment.next_offset, bases[i + 1])
                 if result.dropped_bytes:
                     recovered.append((base, result))
                     log.warning(
@@ -72,3 +77,17 @@ def load_segments(
                 following.base_offset,
             )
     return segments, recovered
+
+
+def _zeros_before(result: RecoveryResult, next_offset: int, following_base: int) -> RecoveryResult:
+    """A sealed segment's zero tail is the preallocation its roll cut (a crash lost the
+    cut) when the next segment follows on; otherwise the zeros stand where writes were
+    lost, a torn tail like any other (later segments cannot follow on)."""
+    if next_offset == following_base:
+        return result
+    return dataclasses.replace(
+        result,
+        dropped_bytes=result.preallocated_bytes,
+        preallocated_bytes=0,
+        reason=f"zeros where offsets {next_offset}..{following_base - 1} should be",
+    )

@@ -70,6 +70,11 @@ def write_error(exc: OSError, what: str) -> StorageError:
 
 
 _SCAN_CHUNK_BYTES = 1 << 20
+# The active segment's file is extended this far ahead of its data (``fallocate``), so an
+# append does not change the file's size and its fsync commits no size change: a lone
+# small append's fsync took ~200 us here, ~120 us inside space already allocated
+# (docs/storage-format.md, "Preallocation"; docs/benchmarks.md, "W3 latency").
+PREALLOCATE_BYTES: Final = 1 << 20
 # A stored batch longer than this is treated as corruption whatever the current config says.
 STORED_BATCH_BYTES_HARD_MAX = 1 << 30
 
@@ -84,6 +89,8 @@ class RecoveryResult:
     dropped_bytes: int
     batches: int
     reason: str  # why the scan stopped early; "" when the whole file was valid
+    # zeros cut after the last batch (a preallocated tail), not counted as dropped
+    preallocated_bytes: int = 0
 
 
 class LogSegment:
@@ -108,7 +115,11 @@ class LogSegment:
         # O_DIRECT descriptor for large replicated appends (``direct.py``): opened on the
         # first, None until then, -1 where the filesystem refuses it.
         self._direct_fd: int | None = None
+        # The data's end. The file may be longer while this is the active segment (its
+        # preallocated tail of zeros, up to ``_allocated``; cut when sealed or closed).
         self.size_bytes = os.fstat(self.fd).st_size
+        self._allocated = self.size_bytes
+        self._preallocate_bytes = 0  # 0: never extend ahead (a segment not appended to)
         self.next_offset = base_offset
         self.max_timestamp_ms = -1
         self.created_ms = 0
@@ -131,6 +142,8 @@ class LogSegment:
         """
         position = self.size_bytes
         expected = sum(h.size_bytes for h in headers)
+        if position + expected > self._allocated and self._preallocate_bytes:
+            self._preallocate(position, expected)
         try:
             if direct and len(buffers) == 1 and self._write_direct(buffers[0], position):
                 written = expected
@@ -180,7 +193,28 @@ class LogSegment:
             os.close(self._direct_fd)
         self._direct_fd = None
 
+    def _preallocate(self, position: int, needed: int) -> None:
+        """Extend the file past ``position`` by at least ``needed`` bytes of zeros. Only
+        an optimization: where it fails (a full disk, a file system without fallocate) the
+        append writes as it would have without it, and reports its own error."""
+        length = max(needed, self._preallocate_bytes)
+        try:
+            os.posix_fallocate(self.fd, position, length)
+        except OSError as exc:
+            log.debug("%s: no preallocation (%s)", self.log_path, exc)
+            return
+        self._allocated = position + length
+
+    def _trim(self) -> bool:
+        """Cut the preallocated tail: the file ends at its data again. True when cut."""
+        if self._allocated <= self.size_bytes or self.fd < 0:
+            return False
+        os.ftruncate(self.fd, self.size_bytes)
+        self._allocated = self.size_bytes
+        return True
+
     def _cut_back(self, position: int) -> None:
+        self._allocated = position
         try:
             os.ftruncate(self.fd, position)
         except OSError:
@@ -198,21 +232,30 @@ class LogSegment:
         self._bytes_since_index += header.size_bytes
         self.next_offset = header.next_offset
 
-    def open_indexes_for_append(self) -> None:
+    def open_for_append(self, preallocate_bytes: int = 0) -> None:
+        """This is the active segment: its indexes open for appends, and its file extended
+        ``preallocate_bytes`` at a time ahead of its data (0: not at all)."""
         self.index.open_for_append()
         self.time_index.open_for_append()
+        self._preallocate_bytes = preallocate_bytes
 
-    def seal(self) -> None:
-        """The segment stops being active: record its final max timestamp in the time index."""
+    def seal(self) -> bool:
+        """The segment stops being active: record its final max timestamp in the time index
+        and cut its preallocated tail. True when the file's size changed (the caller makes
+        that durable with its next fsync of the segment, before the next one's data)."""
         if self.max_timestamp_ms >= 0 and self.next_offset > self.base_offset:
             last_base = self.last_batch_base_offset()
             self.time_index.maybe_append(self.max_timestamp_ms, last_base)
         self.index.close()
         self.time_index.close()
         self._close_direct()
+        self._preallocate_bytes = 0
+        return self._trim()
 
     def fsync(self) -> None:
-        os.fsync(self.fd)
+        # fdatasync: the data and what reading it needs (the size, allocated extents), not
+        # the modification time (as PostgreSQL syncs its preallocated WAL segments).
+        os.fdatasync(self.fd)
         self.aborted.fsync()
 
     # ---- reading -------------------------------------------------------------------------
@@ -488,13 +531,31 @@ class LogSegment:
             self._track(header, position)
             position += header.size_bytes
             batches += 1
-        dropped = file_size - position
-        if dropped:
+        # Zeros at the file's end are an active segment's preallocated tail (a crash left
+        # it), or writes that never reached the disk: cut, not counted as dropped data.
+        data_end = self._nonzero_end(position, file_size)
+        if file_size > position:
             os.ftruncate(self.fd, position)
-        self.size_bytes = position
+        self.size_bytes = self._allocated = position
         self.index.rewrite()
         self.time_index.rewrite()
-        return RecoveryResult(position, dropped, batches, reason if dropped else "")
+        dropped = data_end - position
+        return RecoveryResult(
+            position, dropped, batches, reason if dropped else "", file_size - data_end
+        )
+
+    def _nonzero_end(self, start: int, end: int) -> int:
+        """The position after the last byte in [start, end) that is not zero (else start)."""
+        last = start
+        while start < end:
+            chunk = os.pread(self.fd, min(_SCAN_CHUNK_BYTES, end - start), start)
+            if not chunk:
+                break
+            kept = len(chunk.rstrip(b"\0"))
+            if kept:
+                last = start + kept
+            start += len(chunk)
+        return last
 
     def _header_problem(self, header: BatchHeader, position: int, file_size: int) -> str:
         if header.magic != MAGIC:
@@ -522,7 +583,7 @@ class LogSegment:
             return
         position, header = found
         os.ftruncate(self.fd, position)
-        self.size_bytes = position
+        self.size_bytes = self._allocated = position
         self.next_offset = header.base_offset
         if self.aborted.loaded:  # else it is checked against next_offset when loaded
             self.aborted.truncate_to(header.base_offset)
@@ -537,6 +598,16 @@ class LogSegment:
     # ---- lifetime ------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Close its files; the file ends at its data again (the cut made durable: a clean
+        shutdown's segments open without a rescan)."""
+        try:
+            if self._trim():
+                os.fdatasync(self.fd)
+        except OSError as exc:  # the tail is zeros, which recovery cuts after a rescan
+            log.warning("%s: could not cut its preallocated tail: %s", self.log_path, exc)
+        self._release()
+
+    def _release(self) -> None:
         self.index.close()
         self.time_index.close()
         self._close_direct()
@@ -545,7 +616,7 @@ class LogSegment:
             self.fd = -1
 
     def delete(self) -> None:
-        self.close()
+        self._release()
         for path in (self.log_path, self.index.path, self.time_index.path):
             path.unlink(missing_ok=True)
         self.aborted.delete()

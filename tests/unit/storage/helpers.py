@@ -4,10 +4,18 @@ The manual clock is ``tests.clock.ManualClock``; waiting is ``tests.waiting.wait
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from conveyor.protocol.batch import CRC_START, crc32c, parse_header
+from conveyor.protocol.batch import (
+    CRC_START,
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    crc32c,
+    parse_header,
+    peek_length,
+)
 from conveyor.protocol.records import decode_batches, encode_batch
 from conveyor.storage import LogConfig, PartitionLog
 from tests.clock import TIMESTAMP_MS, ManualClock
@@ -77,3 +85,24 @@ def read_all(log: PartitionLog, max_bytes: int = 1 << 20) -> Iterator[bytes]:
 
 def file_sizes(directory: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def data_end(fd: int) -> int:
+    """Where the whole batches at the start of a ``.log`` file end: its size but for the
+    active segment's preallocated tail of zeros (segment.PREALLOCATE_BYTES)."""
+    data = os.pread(fd, os.fstat(fd).st_size, 0)
+    position = 0
+    while len(data) - position >= LOG_OVERHEAD:
+        size_bytes = peek_length(data, position)[1]
+        if size_bytes < HEADER_SIZE or position + size_bytes > len(data):
+            break
+        position += size_bytes
+    return position
+
+
+def path_data_end(path: Path) -> int:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return data_end(fd)
+    finally:
+        os.close(fd)

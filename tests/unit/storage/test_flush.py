@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from conveyor.storage.flusher import inline_round
 from conveyor.storage.log import CLEAN_SHUTDOWN_FILE
 from tests.unit.storage.helpers import (
     LogFactory,
+    data_end,
     make_batch,
+    path_data_end,
     read_all,
     records,
     values_of,
@@ -27,19 +30,22 @@ TIMEOUT_S = 10
 
 
 class FsyncCounter:
-    """Wraps os.fsync only to count the calls; every call still reaches the real fsync."""
+    """Wraps os.fsync and os.fdatasync (segments sync with the latter) only to count the
+    calls; every call still reaches the real one."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
         self._lock = threading.Lock()
-        real = os.fsync
+        for name in ("fsync", "fdatasync"):
+            monkeypatch.setattr(os, name, self._counting(getattr(os, name)))
 
-        def counting_fsync(fd: int) -> None:
+    def _counting(self, real: Callable[[int], None]) -> Callable[[int], None]:
+        def counting(fd: int) -> None:
             with self._lock:
                 self.calls += 1
             real(fd)
 
-        monkeypatch.setattr(os, "fsync", counting_fsync)
+        return counting
 
 
 # ---- always ------------------------------------------------------------------------------
@@ -292,7 +298,8 @@ def test_reopen_without_clean_shutdown_rescans_and_cuts_a_torn_tail(
     shutil.copytree(tmp_path / "log", crashed)
     assert not (crashed / CLEAN_SHUTDOWN_FILE).exists()
     active = sorted(crashed.glob("*.log"))[-1]
-    with active.open("ab") as out:
+    with active.open("r+b") as out:  # where the next append would have gone
+        out.seek(path_data_end(active))
         out.write(make_batch(values_of(2, "torn"))[:50])
     reopened = make_log(crashed, segment_bytes_max=1024)
     assert [(base, r.dropped_bytes) for base, r in reopened.recovered] == [(int(active.stem), 50)]
@@ -323,10 +330,11 @@ def test_shared_flusher_serves_several_logs(tmp_path: Path) -> None:
 
 
 class FsyncRecorder:
-    """Wraps os.fsync to remember, per file, how many bytes a *finished* fsync covered (the
-    size when it started); every call still reaches the real fsync. With ``hold_first``,
-    fsyncs on the flush threads wait until the test sets ``gate`` (the caller's own fsyncs,
-    such as the epoch checkpoint an append writes, never wait)."""
+    """Wraps os.fsync and os.fdatasync to remember, per file, how many bytes a *finished*
+    sync covered (the data's end when it started: a segment's file may be longer, its
+    preallocated tail); every call still reaches the real one. With ``hold_first``, syncs
+    on the flush threads wait until the test sets ``gate`` (the caller's own, such as the
+    epoch checkpoint an append writes, never wait)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, *, hold_first: bool = False) -> None:
         self.covered_bytes: dict[str, int] = {}
@@ -335,11 +343,13 @@ class FsyncRecorder:
         if not hold_first:
             self.gate.set()
         self._lock = threading.Lock()
-        real = os.fsync
+        for name in ("fsync", "fdatasync"):
+            monkeypatch.setattr(os, name, self._recording(getattr(os, name)))
 
-        def recording_fsync(fd: int) -> None:
+    def _recording(self, real: Callable[[int], None]) -> Callable[[int], None]:
+        def recording(fd: int) -> None:
             path = os.readlink(f"/proc/self/fd/{fd}")
-            size_bytes = os.fstat(fd).st_size
+            size_bytes = data_end(fd) if path.endswith(".log") else os.fstat(fd).st_size
             if threading.current_thread().name.startswith("conveyor-flush"):
                 self.entered.set()
                 self.gate.wait(TIMEOUT_S)
@@ -347,12 +357,12 @@ class FsyncRecorder:
             with self._lock:
                 self.covered_bytes[path] = max(self.covered_bytes.get(path, 0), size_bytes)
 
-        monkeypatch.setattr(os, "fsync", recording_fsync)
+        return recording
 
     def covers(self, path: Path) -> bool:
         """Every byte now in ``path`` was in the file when a finished fsync of it started."""
         with self._lock:
-            return self.covered_bytes.get(str(path.resolve()), -1) >= path.stat().st_size
+            return self.covered_bytes.get(str(path.resolve()), -1) >= path_data_end(path)
 
 
 def _segment_path(log: PartitionLog) -> Path:
@@ -411,7 +421,7 @@ def test_no_ack_before_its_bytes_are_fsynced_with_a_shared_flusher(
         log, path = logs[index], paths[index]
         for i in range(25):
             result = log.append(make_batch(values_of(1 + i % 3, f"w{index}-{i}-")))
-            appended_bytes = path.stat().st_size
+            appended_bytes = path_data_end(path)
             future = log.durable(result.last_offset)
 
             def check(done: Future[int], appended_bytes: int = appended_bytes) -> None:
@@ -478,14 +488,16 @@ class ThreadedFsyncRecorder(FsyncRecorder):
     def __init__(self, monkeypatch: pytest.MonkeyPatch, *, hold_first: bool = False) -> None:
         super().__init__(monkeypatch, hold_first=hold_first)
         self.threads: list[str] = []
-        recording = os.fsync
+        for name in ("fsync", "fdatasync"):
+            monkeypatch.setattr(os, name, self._by_thread(getattr(os, name)))
 
+    def _by_thread(self, recording: Callable[[int], None]) -> Callable[[int], None]:
         def by_thread(fd: int) -> None:
             if os.readlink(f"/proc/self/fd/{fd}").endswith(".log"):
                 self.threads.append(threading.current_thread().name)
             recording(fd)
 
-        monkeypatch.setattr(os, "fsync", by_thread)
+        return by_thread
 
 
 def test_an_inline_round_fsyncs_on_the_callers_thread_before_the_future_resolves(
@@ -572,7 +584,7 @@ def test_no_ack_before_its_bytes_are_fsynced_with_concurrent_writers_on_one_log(
         for i in range(40):
             with lock:  # the size read is this append's end
                 log.append(make_batch(values_of(1 + i % 3, f"w{index}-{i}-")))
-                appended_bytes = path.stat().st_size
+                appended_bytes = path_data_end(path)
                 last = log.log_end_offset - 1
 
             def check(done: Future[int], appended_bytes: int = appended_bytes) -> None:

@@ -29,7 +29,7 @@ class Filled:
 
     def __init__(self, directory: Path, counts: list[int], **kwargs: int) -> None:
         self.segment = LogSegment(directory, BASE, kwargs.get("index_interval_bytes", 0))
-        self.segment.open_indexes_for_append()
+        self.segment.open_for_append()
         self.batches: list[bytes] = []
         self.positions: list[int] = []
         offset = BASE
@@ -49,7 +49,7 @@ def filled(tmp_path: Path) -> Iterator[Filled]:
 
 def test_files_are_named_by_20_digit_base_offset(tmp_path: Path) -> None:
     segment = LogSegment(tmp_path, 123, 4096)
-    segment.open_indexes_for_append()
+    segment.open_for_append()
     assert segment_name(123) == "00000000000000000123"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "00000000000000000123.index",
@@ -227,9 +227,11 @@ class TestRecover:
         segment = LogSegment(tmp_path, BASE, 0)
         result = segment.recover()
         assert result.valid_bytes == f.positions[2]
-        assert result.dropped_bytes == cut
+        # trailing zero bytes of the torn batch (its base offset's first bytes, say) are
+        # indistinguishable from a preallocated tail
+        assert result.dropped_bytes + result.preallocated_bytes == cut
         assert result.batches == 2
-        assert result.reason
+        assert bool(result.reason) == (result.dropped_bytes > 0)
         assert segment.log_path.stat().st_size == f.positions[2] < size
         assert segment.next_offset == BASE + 7
         segment.close()
@@ -263,10 +265,25 @@ class TestRecover:
         f = Filled(tmp_path, [3, 4])
         f.segment.close()
         with f.segment.log_path.open("ab") as out:
-            out.write(b"\x00" * 100)
+            out.write(b"\x07" * 100 + b"\x00" * 20)
         segment = LogSegment(tmp_path, BASE, 0)
         result = segment.recover()
-        assert (result.batches, result.dropped_bytes) == (2, 100)
+        assert (result.batches, result.dropped_bytes, result.preallocated_bytes) == (2, 100, 20)
+        assert result.reason
+        segment.close()
+
+    def test_a_preallocated_tail_is_cut_and_not_counted_as_dropped(self, tmp_path: Path) -> None:
+        f = Filled(tmp_path, [3, 4])
+        f.segment.close()
+        size = f.segment.log_path.stat().st_size
+        with f.segment.log_path.open("ab") as out:
+            out.write(b"\x00" * 5000)  # what a crash leaves of an active segment's file
+        segment = LogSegment(tmp_path, BASE, 0)
+        result = segment.recover()
+        assert (result.batches, result.dropped_bytes, result.reason) == (2, 0, "")
+        assert result.preallocated_bytes == 5000
+        assert segment.log_path.stat().st_size == segment.size_bytes == size
+        assert segment.next_offset == BASE + 7
         segment.close()
 
 
@@ -287,7 +304,7 @@ class TestTruncate:
     def test_truncate_then_append_continues_the_offsets(self, filled: Filled) -> None:
         segment = filled.segment
         segment.truncate_to(506)
-        segment.open_indexes_for_append()
+        segment.open_for_append()
         data = stamped(506, 4)
         segment.append([data], [parse_header(data)])
         assert segment.read(500, 1 << 20, upper_offset=10**9) == (
