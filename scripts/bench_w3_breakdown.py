@@ -14,8 +14,9 @@ Clients, alternating by round, each on its own topic after 200 warm-up sends:
 
 Printed per round and client: p50/p99 in microseconds, the client's CPU and the broker
 process's CPU (user + system, every thread: the flush thread's fsync included) per send;
-then the medians over rounds, and the fsync floor (a 170-byte append + ``os.fsync`` loop
-in the broker's data directory's file system). To compare two trees, run it with
+then the medians over rounds, and the fsync floor (a 170-byte write + sync loop in the
+broker's data directory's file system: appended + ``fsync``, and inside a preallocated
+file + ``fdatasync`` as the broker's active segment). To compare two trees, run it with
 ``PYTHONPATH=<tree>/src`` for each, alternating (the broker runs the importable
 ``conveyor``).
 """
@@ -124,15 +125,20 @@ def raw_w3(cluster: Cluster, topic: str, count: int, broker_pid: int) -> dict[st
         return _timed(one, broker_pid, count)
 
 
-def fsync_floor(directory: Path, count: int) -> tuple[float, float]:
-    """p50 and p99 (us) of a 170-byte append + fsync, after 200 of warm-up."""
+def fsync_floor(directory: Path, count: int, *, preallocated: bool) -> tuple[float, float]:
+    """p50 and p99 (us) of a 170-byte write + sync, after 200 of warm-up: appended at the
+    file's end then fsync, or (``preallocated``) inside a ``fallocate``d file then
+    fdatasync, as the broker's active segment does (docs/storage-format.md)."""
     fd, path = tempfile.mkstemp(dir=directory, prefix=".fsync-floor-")
     try:
+        if preallocated:
+            os.posix_fallocate(fd, 0, (count + 200) * 170)
+        sync = os.fdatasync if preallocated else os.fsync
         samples = []
         for i in range(count + 200):
             started = time.perf_counter_ns()
-            os.write(fd, b"r" * 170)
-            os.fsync(fd)
+            os.pwrite(fd, b"r" * 170, i * 170)
+            sync(fd)
             if i >= 200:
                 samples.append((time.perf_counter_ns() - started) / 1000)
         return _quantiles(samples)
@@ -163,13 +169,19 @@ def main() -> None:
                     results[name].append(result)
                     shown = " ".join(f"{k} {v:.0f}" for k, v in result.items())
                     print(f"round {round_} {name}: {shown} load {os.getloadavg()[0]:.1f}")
-            floor = fsync_floor(Path(root), args.count)
+            floors = {
+                "append + fsync": fsync_floor(Path(root), args.count, preallocated=False),
+                "preallocated + fdatasync (the broker's)": fsync_floor(
+                    Path(root), args.count, preallocated=True
+                ),
+            }
         finally:
             cluster.stop()
     for name, rounds in results.items():
         shown = " ".join(f"{k} {statistics.median(r[k] for r in rounds):.0f}" for k in rounds[0])
         print(f"median {name}: {shown}")
-    print(f"fsync floor: p50 {floor[0]:.0f} us, p99 {floor[1]:.0f} us")
+    for what, floor in floors.items():
+        print(f"fsync floor, {what}: p50 {floor[0]:.0f} us, p99 {floor[1]:.0f} us")
 
 
 if __name__ == "__main__":
