@@ -20,6 +20,7 @@ log and rebuilt from it when they disagree. Entries are held in memory as 32-bit
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import struct
 from array import array
@@ -28,22 +29,78 @@ from pathlib import Path
 _OFFSET_ENTRY = struct.Struct(">II")
 _TIME_ENTRY = struct.Struct(">qI")
 
+log = logging.getLogger(__name__)
 
-class OffsetIndex:
-    def __init__(self, path: Path, base_offset: int) -> None:
-        self.path = path
-        self.base_offset = base_offset
-        self._relative_offsets = array("I")
-        self._positions = array("I")
+
+class _IndexFile:
+    """The file side of an index: entries appended as they are made, the whole file
+    rewritten from memory after a rebuild or a truncation.
+
+    The file is a cache (checked against the log when loaded, rebuilt when it disagrees),
+    so a failed entry write (a full disk, while the log's own data may still fit in its
+    preallocated space) does not fail the append that made it: the entry stays in memory,
+    the file takes no more entries (it stays a valid, sparser prefix), and closing the
+    index (the segment sealed or closed) rewrites it from memory when there is room."""
+
+    path: Path
+
+    def __init__(self) -> None:
         self._fd = -1
-
-    @property
-    def entries(self) -> int:
-        return len(self._positions)
+        self._stale = False
 
     def open_for_append(self) -> None:
         if self._fd < 0:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def _write_entry(self, entry: bytes) -> None:
+        if self._fd < 0:
+            return
+        try:
+            if os.write(self._fd, entry) == len(entry):
+                return
+            problem = "short write"
+        except OSError as exc:
+            problem = str(exc)
+        log.warning("%s: entries not written (%s); rewritten when closed", self.path, problem)
+        self._close_fd()
+        self._stale = True
+
+    def _payload(self) -> bytes:
+        raise NotImplementedError
+
+    def rewrite(self) -> None:
+        """Write the whole file from memory (after a rebuild or truncation)."""
+        self._close_fd()
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        tmp.write_bytes(self._payload())
+        os.replace(tmp, self.path)
+        self._stale = False
+
+    def close(self) -> None:
+        self._close_fd()
+        if self._stale:
+            try:
+                self.rewrite()
+            except OSError as exc:  # checked against the log when next loaded
+                log.warning("%s: not rewritten (%s)", self.path, exc)
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class OffsetIndex(_IndexFile):
+    def __init__(self, path: Path, base_offset: int) -> None:
+        super().__init__()
+        self.path = path
+        self.base_offset = base_offset
+        self._relative_offsets = array("I")
+        self._positions = array("I")
+
+    @property
+    def entries(self) -> int:
+        return len(self._positions)
 
     def load(self, log_size_bytes: int) -> bool:
         """Read the file; False (and empty) when it is missing or not plausible."""
@@ -73,8 +130,7 @@ class OffsetIndex:
         relative = offset - self.base_offset
         self._relative_offsets.append(relative)
         self._positions.append(position)
-        if self._fd >= 0:
-            os.write(self._fd, _OFFSET_ENTRY.pack(relative, position))
+        self._write_entry(_OFFSET_ENTRY.pack(relative, position))
 
     def lookup(self, offset: int) -> tuple[int, int]:
         """(offset, position) of the last entry at or below ``offset``; (base, 0) if none."""
@@ -104,37 +160,23 @@ class OffsetIndex:
         del self._positions[keep:]
         self.rewrite()
 
-    def rewrite(self) -> None:
-        """Write the whole file from memory (after a rebuild or truncation)."""
-        self.close()
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        payload = b"".join(
+    def _payload(self) -> bytes:
+        return b"".join(
             _OFFSET_ENTRY.pack(r, p)
             for r, p in zip(self._relative_offsets, self._positions, strict=True)
         )
-        tmp.write_bytes(payload)
-        os.replace(tmp, self.path)
 
     def clear(self) -> None:
         self._reset()
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
-
-class TimeIndex:
+class TimeIndex(_IndexFile):
     def __init__(self, path: Path, base_offset: int) -> None:
+        super().__init__()
         self.path = path
         self.base_offset = base_offset
         self._timestamps: list[int] = []
         self._relative_offsets = array("I")
-        self._fd = -1
-
-    def open_for_append(self) -> None:
-        if self._fd < 0:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     @property
     def last_timestamp_ms(self) -> int:
@@ -166,8 +208,7 @@ class TimeIndex:
             return
         self._timestamps.append(timestamp_ms)
         self._relative_offsets.append(relative)
-        if self._fd >= 0:
-            os.write(self._fd, _TIME_ENTRY.pack(timestamp_ms, relative))
+        self._write_entry(_TIME_ENTRY.pack(timestamp_ms, relative))
 
     def lookup(self, timestamp_ms: int) -> int:
         """Base offset of the batch to start scanning from for the first timestamp >= target."""
@@ -182,21 +223,12 @@ class TimeIndex:
         del self._relative_offsets[keep:]
         self.rewrite()
 
-    def rewrite(self) -> None:
-        self.close()
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        payload = b"".join(
+    def _payload(self) -> bytes:
+        return b"".join(
             _TIME_ENTRY.pack(t, r)
             for t, r in zip(self._timestamps, self._relative_offsets, strict=True)
         )
-        tmp.write_bytes(payload)
-        os.replace(tmp, self.path)
 
     def clear(self) -> None:
         self._timestamps = []
         self._relative_offsets = array("I")
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1

@@ -3,13 +3,17 @@ the log when an index file is damaged."""
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 from pathlib import Path
 
 import pytest
 
+from conveyor.storage import index as index_module
 from conveyor.storage.index import OffsetIndex, TimeIndex
 from tests.unit.storage.helpers import (
+    TIMESTAMP_MS,
     LogFactory,
     batch_bounds,
     make_batch,
@@ -258,3 +262,43 @@ def test_damaged_time_index_is_rebuilt(make_log: LogFactory, tmp_path: Path, whi
     for i in range(70):
         assert log.offset_for_timestamp(1000 + i) == 3 * i
     assert log.offset_for_timestamp(2000) is None
+
+
+def test_a_full_disk_for_the_index_files_fails_no_append_and_close_rewrites_them(
+    make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data can still fit (the active segment's preallocated space) when an index file
+    cannot grow: the entries stay in memory, the append succeeds, and closing the segment
+    writes the files whole from memory once there is room (a 2026-12-04 failover test
+    found the raw ENOSPC ending the Produce handler instead)."""
+    log = make_log(index_interval_bytes=64)
+    batches = [
+        make_batch(values_of(3, f"i{i}-", 20), timestamp_ms=TIMESTAMP_MS + i) for i in range(3)
+    ]
+    log.append(batches[0])
+    active = log._segments[-1]
+    real = index_module.os.write
+    full = True
+
+    def write(fd: int, data: bytes) -> int:
+        if full and os.readlink(f"/proc/self/fd/{fd}").endswith(("index", "timeindex")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+
+    monkeypatch.setattr(index_module.os, "write", write)
+    for data in batches[1:]:
+        log.append(data)
+    # one entry per batch after the first at this interval, in memory, none in the files
+    assert active.index.entries == 2
+    assert active.index.path.read_bytes() == active.time_index.path.read_bytes() == b""
+    assert [r[2] for r in records(b"".join(read_all(log)))] == [
+        v for i in range(3) for v in values_of(3, f"i{i}-", 20)
+    ]
+    full = False
+    directory = log.directory
+    log.close()
+    assert len(active.index.path.read_bytes()) == 8 * 2
+    assert len(active.time_index.path.read_bytes()) == 12 * 2
+    reopened = make_log(directory, index_interval_bytes=64)
+    assert reopened.recovered == []
+    assert reopened._segments[-1].index.entries == 2
