@@ -128,6 +128,14 @@ class GroupManager:
         self._started_ms = self._now_ms()
         self._recover = recover
 
+    def rebuilding(self, now_ms: int) -> bool:
+        """Whether membership is still being rebuilt from heartbeats: this coordinator
+        became active recently (a restart, a takeover) with topics that members may be
+        consuming. Commits of members it does not know yet, or with a generation from
+        before, are then told to retry, not fenced (``groups.check_commit``), over either
+        protocol."""
+        return self._recover and now_ms < self._started_ms + GROUP_REBUILD_MS
+
     def reset(self, error: ConveyorError | None = None) -> None:
         """Forget every membership (this coordinator stopped being active): the next
         active one rebuilds them from the members' heartbeats. Requests parked at a
@@ -292,7 +300,7 @@ class GroupManager:
         tps = [TP(o.topic, o.partition) for o in request.offsets]
         now = self._now_ms()
 
-        rebuilding = self._recover and now < self._started_ms + GROUP_REBUILD_MS
+        rebuilding = self.rebuilding(now)
 
         def decide(state: ClusterState) -> Result[OffsetFetchResponse]:
             if self.classic.active(name):

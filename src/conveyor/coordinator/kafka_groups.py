@@ -73,6 +73,17 @@ def _name(code: ErrorCode | None) -> str | None:
     return None if code is None else code.name
 
 
+def _no_group_error(request: KafkaCommitRequest, rebuilding: bool) -> ErrorCode | None:
+    """A commit to a group with no members in memory: a standalone consumer's is written;
+    a member's waits while membership is rebuilt, else the group is unknown."""
+    if request.generation < 0:
+        return None
+    if rebuilding and request.member_id:
+        return ErrorCode.NOT_COORDINATOR
+    new = request.api_version >= COMMIT_GROUP_NOT_FOUND_VERSION
+    return ErrorCode.UNKNOWN_GROUP if new else ErrorCode.ILLEGAL_GENERATION
+
+
 class KafkaGroups:
     def __init__(
         self,
@@ -158,18 +169,24 @@ class KafkaGroups:
                 name, member_id, request.instance_id, generation, transactional
             )
         group = manager.groups.get(name)
+        # Right after a takeover the members are not all back yet: a member's commit then
+        # waits for its next heartbeat (as over HTTP) instead of being fenced, which
+        # would make it drop healthy partitions (tests/ha: a commit with the epoch the old
+        # coordinator gave was ILLEGAL_GENERATION here). Kafka's answer for a coordinator
+        # still loading a group is retriable: COORDINATOR_NOT_AVAILABLE (NOT_COORDINATOR).
+        # Not for a TxnOffsetCommit: its retries carry the group metadata the application
+        # took before the takeover, so they would wait out the whole window; it is fenced
+        # at once and the processor restarts (KIP-447; docs/transactions.md).
+        rebuilding = not transactional and manager.rebuilding(self._now_ms())
         if group is None:  # no members in memory
-            if generation < 0:
-                return None
-            new = request.api_version >= COMMIT_GROUP_NOT_FOUND_VERSION
-            return ErrorCode.UNKNOWN_GROUP if new else ErrorCode.ILLEGAL_GENERATION
+            return _no_group_error(request, rebuilding)
         if not member_id:
             return None if transactional else ErrorCode.UNKNOWN_MEMBER
         tps = [TP(o.topic, o.partition) for o in request.offsets]
         try:  # a KIP-848 member: generation is its member epoch (= a group generation)
-            groups.check_commit(group, member_id, generation, tps)
+            groups.check_commit(group, member_id, generation, tps, rebuilding)
         except ConveyorError as exc:
-            return exc.code
+            return ErrorCode.NOT_COORDINATOR if exc.code is ErrorCode.NOT_READY else exc.code
         return None
 
     def fetch_offsets(self, request: KafkaOffsetFetchRequest) -> KafkaOffsetFetchResponse:

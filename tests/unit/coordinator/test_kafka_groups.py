@@ -9,6 +9,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from msgspec.structs import replace
+
 from conveyor.coordinator import views
 from conveyor.coordinator.classic_model import Limits
 from conveyor.coordinator.consumer_groups import PENDING_RECHECK_MS
@@ -472,5 +474,64 @@ def test_a_group_emptied_and_joined_again_does_not_reuse_its_generations(
             KafkaOffsetFetchRequest(groups=[OffsetFetchGroup(group="g")])
         ).groups
         assert fetched[0].partitions == []  # nothing committed
+
+    run(tmp_path, scenario)
+
+
+def test_after_a_takeover_kafka_commits_wait_for_the_members_heartbeat(tmp_path: Path) -> None:
+    """A coordinator that became active over existing topics rebuilds membership from
+    heartbeats; meanwhile a member's OffsetCommit (its epoch given by the old coordinator,
+    or the group not back at all) is retriable (COORDINATOR_NOT_AVAILABLE to Kafka
+    clients), not fenced, as over HTTP. A make test run found ILLEGAL_GENERATION here:
+    the member dropped its partitions (tests/ha/test_failover.py)."""
+
+    async def scenario(service: CoordinatorService) -> None:
+        kafka, consumer = service.kafka_groups, service.consumer_groups
+        service.groups.started(recover=True)  # as a takeover's load with topics does
+        tid = _topic_id(service, "t")
+        commit = KafkaCommitRequest(
+            offsets=[PartitionOffset(topic="t", partition=0, offset=7)],
+            member_id="m1",
+            generation=5,  # the old coordinator's epoch
+        )
+        for version in (8, 9):  # no group in memory yet
+            early = await kafka.commit("g", replace(commit, api_version=version))
+            assert early.partitions[0].error == ErrorCode.NOT_COORDINATOR.name
+        back = await consumer.heartbeat(
+            "g",
+            _beat(
+                "m1",
+                5,
+                subscribed_topic_names=["t"],
+                owned=[TopicIdPartitions(topic_id=tid, partitions=[0])],
+            ),
+        )
+        assert back.error is None and back.member_epoch < 5  # re-admitted, a new count
+        stale = await kafka.commit("g", commit)
+        assert stale.partitions[0].error == ErrorCode.NOT_COORDINATOR.name
+        current = await kafka.commit("g", replace(commit, generation=back.member_epoch))
+        assert current.partitions[0].error is None
+        # once the window is over, the same stale commit is fenced again
+        service.groups.started(recover=False)
+        fenced = await kafka.commit("g", commit)
+        assert fenced.partitions[0].error == ErrorCode.ILLEGAL_GENERATION.name
+
+    run(tmp_path, scenario)
+
+
+def test_after_a_takeover_a_txn_offset_commit_is_still_fenced_at_once(tmp_path: Path) -> None:
+    """TxnOffsetCommit retries carry the group metadata taken before the takeover: told
+    to retry, they would wait out the whole rebuild window; fenced, the processor
+    restarts at once (KIP-447, docs/transactions.md)."""
+
+    async def scenario(service: CoordinatorService) -> None:
+        service.groups.started(recover=True)
+        commit = KafkaCommitRequest(
+            offsets=[PartitionOffset(topic="t", partition=0, offset=7)],
+            member_id="m1",
+            generation=5,
+        )
+        # api_version 0: the old versions' code for a group the coordinator does not know
+        assert service.kafka_groups.txn_commit_error("g", commit) is ErrorCode.ILLEGAL_GENERATION
 
     run(tmp_path, scenario)
