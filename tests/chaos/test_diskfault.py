@@ -98,3 +98,17 @@ def test_a_torn_write_lands_at_the_data_end_of_a_preallocated_segment(tmp_path: 
         assert log.log_end_offset == 5
         ((_, result),) = log.recovered
         assert 0 < result.dropped_bytes <= cut  # the zeros after it are not counted
+
+
+def test_corruption_targets_the_last_segment_even_when_it_is_empty(tmp_path: Path) -> None:
+    """A roll whose first write failed leaves an empty last segment: recovery rescans that
+    one, not the sealed one before it, so the fault must not flip a bit there (txn chaos
+    seed 59 counted such a flip as a corrupt replica)."""
+    write_log(tmp_path)
+    sealed = {p: p.read_bytes() for p in diskfault.segments(tmp_path)}
+    last = diskfault.segments(tmp_path)[-1]
+    empty = tmp_path / f"{int(last.stem) + 10_000:020d}.log"
+    empty.touch()
+    for seed in range(20):
+        assert "flipped" not in diskfault.corrupt(tmp_path, random.Random(seed))
+    assert {p: p.read_bytes() for p in sealed} == sealed

@@ -110,8 +110,11 @@ def tear_tail(directory: Path, rng: random.Random) -> int:
 
 def corrupt(directory: Path, rng: random.Random) -> str:
     """Flip one byte inside a batch's CRC-covered bytes in the active segment, or garble
-    the active segment's offset index; what was done (empty when nothing could be)."""
-    logs = [p for p in segments(directory) if p.stat().st_size > 0]
+    the active segment's offset index; what was done (empty when nothing could be). The
+    active segment is the last one, as the broker's recovery sees it, even when it holds
+    nothing yet (a roll whose first write failed): an older, sealed segment is not
+    rescanned after a crash, so a flip there is bit rot found on read, not this fault."""
+    logs = segments(directory)
     if not logs:
         return ""
     active = logs[-1]

@@ -221,7 +221,11 @@ class AbortedIndex:
         self._remember(entry)
         if self.sealed:  # a roll that failed after the seal: the segment is still active
             self.sealed = False
-            self.rewrite(durable=False)
+            if not self._broken:
+                try:
+                    self.rewrite(durable=False)
+                except OSError as exc:  # the marker is in the log: this must not fail it
+                    self._lose_file(exc)
             return
         self._write_at_end(encode_entry(entry))
 
@@ -246,13 +250,18 @@ class AbortedIndex:
             if written != len(payload):
                 raise OSError(f"short write: {written} of {len(payload)} bytes")
         except OSError as exc:
-            # The marker is in the log already: the index must not claim to be whole.
-            # Without its file the next open rebuilds it; until then memory is right.
-            log.error("%s: cannot append (%s): removing it until the log reopens", self.path, exc)
-            self._broken = True
-            self.path.unlink(missing_ok=True)
+            self._lose_file(exc)
             return
         self._unsynced = True
+
+    def _lose_file(self, exc: OSError) -> None:
+        """A write of the file failed after its marker reached the log (a full disk): the
+        index must not claim to be whole, and the append must not fail for it. Without
+        its file the next open rebuilds it from the log; until then memory is right."""
+        log.error("%s: cannot append (%s): removing it until the log reopens", self.path, exc)
+        self._broken = True
+        self.path.unlink(missing_ok=True)
+        self.path.with_name(self.path.name + ".tmp").unlink(missing_ok=True)
 
     def _remember(self, entry: AbortedTxn) -> None:
         self._entries.append(entry)

@@ -276,7 +276,10 @@ class PartitionLog:
         try:
             segment.aborted.create(open_txns or {})
         except OSError:
-            segment.close()  # a roll retried later opens it again
+            # No file of it may stay behind: appends go on into the previous segment
+            # (the roll is retried later), and a stray empty segment at this base would
+            # overlap them at the next open (txn chaos seed 59, a full disk at a roll).
+            segment.delete()
             raise
         self._dir_dirty = True
         return segment
@@ -487,8 +490,12 @@ class PartitionLog:
                 self._dirty.insert(0, active)
             active.aborted.seal()
             segment = self._new_segment(active.next_offset, now_ms, self.txns.ongoing)
-            segment.open_for_append(self._preallocate_bytes)
         except OSError as exc:  # as an append's: a full disk is DISK_FULL, not a crash
+            raise write_error(exc, f"roll {self.directory}") from exc
+        try:
+            segment.open_for_append(self._preallocate_bytes)
+        except OSError as exc:
+            segment.delete()  # as in _new_segment: no stray segment at this base
             raise write_error(exc, f"roll {self.directory}") from exc
         self._segments.append(segment)
         self._bases.append(segment.base_offset)

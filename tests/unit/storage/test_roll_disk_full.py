@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conveyor.protocol.errors import DiskFullError, StorageError
+from conveyor.protocol.records import BatchBuilder
+from conveyor.protocol.txn import marker_batch
 from conveyor.storage import LogConfig, PartitionLog
 from conveyor.storage.abortindex import AbortedIndex
 from conveyor.storage.epochs import EpochCache
 from conveyor.storage.index import OffsetIndex, TimeIndex
-from tests.unit.storage.helpers import LogFactory, make_batch, read_all, records, values_of
+from tests.unit.storage.helpers import (
+    TIMESTAMP_MS,
+    LogFactory,
+    make_batch,
+    read_all,
+    records,
+    values_of,
+)
 
 
 def _failing(code: int) -> Any:
@@ -116,3 +126,44 @@ def test_a_full_disk_while_recovery_rewrites_an_index_is_disk_full_and_leaks_not
     monkeypatch.undo()  # space is back
     reopened = make_log(segment_bytes_max=1024)
     assert [o for chunk in read_all(reopened) for o, _, _ in records(chunk)] == list(range(32))
+
+
+def _txn_batch(producer_id: int, count: int, value_bytes: int) -> bytes:
+    builder = BatchBuilder()
+    builder.set_producer(producer_id, 0, 0, transactional=True)
+    for i in range(count):
+        builder.append(b"v%d:" % i + b"." * value_bytes, timestamp_ms=TIMESTAMP_MS)
+    return builder.build()
+
+
+def test_after_a_failed_roll_the_still_active_segment_takes_an_abort_and_no_stray_segment_stays(
+    make_log: LogFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Transactional chaos seed 59 (a full disk at a roll, 2026-12-04): the failed roll
+    left the new segment's empty ``.log`` behind; a smaller batch then fit in the sealed,
+    still active segment, and its ABORT marker's index rewrite raised after the marker was
+    in the log, so the follower believed the append failed (its log end ran one ahead of
+    its fetch position), and the next open found the stray segment overlapping."""
+    log = make_log(segment_bytes_max=1024)
+    big = _txn_batch(7, 4, 200)
+    log.append(big)
+    log.append(big)  # the next big one rolls
+    directory = log.directory
+    before = sorted(p.name for p in directory.iterdir())
+    monkeypatch.setattr(AbortedIndex, "rewrite", _failing(errno.ENOSPC))
+    with pytest.raises(DiskFullError):
+        log.append(big)
+    assert sorted(p.name for p in directory.iterdir()) == before  # no stray new segment
+    end = log.log_end_offset
+    # the marker fits in the sealed segment: written, and the append must say so
+    result = log.append(marker_batch(7, 0, False, 0, 1), allow_control=True)
+    assert result.base_offset == end and log.log_end_offset == end + 1
+    monkeypatch.undo()  # space is back
+    log.append(big)  # rolls now
+    crashed = tmp_path / "crashed"
+    shutil.copytree(directory, crashed)  # an unclean stop
+    reopened = make_log(crashed, segment_bytes_max=1024)
+    assert reopened.log_end_offset == log.log_end_offset
+    offsets = [o for chunk in read_all(reopened) for o, _, _ in records(chunk)]
+    assert offsets == [o for o in range(log.log_end_offset) if o != end]  # the marker: control
+    assert [(a.producer_id, a.last_offset) for a in reopened.aborted_in(0, end + 1)] == [(7, end)]
