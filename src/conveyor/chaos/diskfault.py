@@ -53,6 +53,13 @@ def batch_spans(data: bytes) -> list[Span]:
     return spans
 
 
+def data_end(data: bytes) -> int:
+    """Where the whole batches at the start of a segment's bytes end: its size but for a
+    torn tail, or the active segment's preallocated zeros."""
+    spans = batch_spans(data)
+    return spans[-1].position + spans[-1].size_bytes if spans else 0
+
+
 def segments(directory: Path) -> list[Path]:
     """The ``.log`` files of a partition directory in offset order."""
     return sorted((p for p in directory.glob("*.log") if p.stem.isdigit()), key=lambda p: p.stem)

@@ -42,9 +42,8 @@ class _IndexFile:
     the file takes no more entries (it stays a valid, sparser prefix), and closing the
     index (the segment sealed or closed) rewrites it from memory when there is room."""
 
-    path: Path
-
-    def __init__(self) -> None:
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self._fd = -1
         self._stale = False
 
@@ -92,8 +91,7 @@ class _IndexFile:
 
 class OffsetIndex(_IndexFile):
     def __init__(self, path: Path, base_offset: int) -> None:
-        super().__init__()
-        self.path = path
+        super().__init__(path)
         self.base_offset = base_offset
         self._relative_offsets = array("I")
         self._positions = array("I")
@@ -172,8 +170,7 @@ class OffsetIndex(_IndexFile):
 
 class TimeIndex(_IndexFile):
     def __init__(self, path: Path, base_offset: int) -> None:
-        super().__init__()
-        self.path = path
+        super().__init__(path)
         self.base_offset = base_offset
         self._timestamps: list[int] = []
         self._relative_offsets = array("I")

@@ -241,7 +241,6 @@ class PartitionLog:
             for segment in self._segments:
                 segment.delete()
             self._segments = [self._new_segment(start, now_ms)]
-            self._segments[-1].open_for_append(self._preallocate_bytes)
             self._bases = [start]
             self._flushed_offset = start
             self.txns = TxnIndex()  # nothing is left of what was open
@@ -268,13 +267,15 @@ class PartitionLog:
     def _new_segment(
         self, base_offset: int, now_ms: int, open_txns: dict[int, int] | None = None
     ) -> LogSegment:
-        """A new empty segment; ``open_txns``: the transactions open at its base (a roll),
-        which its aborted-transaction index's header keeps."""
+        """A new empty segment, open for appends (the active one); ``open_txns``: the
+        transactions open at its base (a roll), which its aborted-transaction index's
+        header keeps."""
         segment = LogSegment(self.directory, base_offset, self.config.index_interval_bytes)
         segment.created_ms = now_ms
         segment.gaps_allowed = self.gaps_allowed
         try:
             segment.aborted.create(open_txns or {})
+            segment.open_for_append(self._preallocate_bytes)
         except OSError:
             # No file of it may stay behind: appends go on into the previous segment
             # (the roll is retried later), and a stray empty segment at this base would
@@ -442,7 +443,6 @@ class PartitionLog:
         self._segments[0].delete()
         self.txns = TxnIndex()
         segment = self._new_segment(base_offset, self._clock_ms())
-        segment.open_for_append(self._preallocate_bytes)
         self._segments = [segment]
         self._bases = [base_offset]
         self._dirty = []
@@ -484,18 +484,11 @@ class PartitionLog:
     def _roll(self, now_ms: int) -> None:
         active = self._segments[-1]
         try:  # sealing and the new segment's files: each step can be redone
-            if active.seal() and active not in self._dirty:
-                # Its preallocated tail was cut: the flush below makes that durable before
-                # any fsync of the next segment's data (it comes first in _dirty).
-                self._dirty.insert(0, active)
+            active.seal()
+            self._cut_tail_locked(active)
             active.aborted.seal()
             segment = self._new_segment(active.next_offset, now_ms, self.txns.ongoing)
         except OSError as exc:  # as an append's: a full disk is DISK_FULL, not a crash
-            raise write_error(exc, f"roll {self.directory}") from exc
-        try:
-            segment.open_for_append(self._preallocate_bytes)
-        except OSError as exc:
-            segment.delete()  # as in _new_segment: no stray segment at this base
             raise write_error(exc, f"roll {self.directory}") from exc
         self._segments.append(segment)
         self._bases.append(segment.base_offset)
@@ -504,6 +497,12 @@ class PartitionLog:
         # The sealed segment is flushed in the background in every mode (as Kafka does on
         # roll); requested once _lock is released.
         self._flush_after_unlock = True
+
+    def _cut_tail_locked(self, segment: LogSegment) -> None:
+        """Cut ``segment``'s preallocated tail; the next flush round makes the cut durable,
+        ahead of any later segment's data (it goes first in ``_dirty``). Under ``_lock``."""
+        if segment.trim() and segment not in self._dirty:
+            self._dirty.insert(0, segment)
 
     def _flush_if_rolled(self) -> None:
         if self._flush_after_unlock:
@@ -913,7 +912,6 @@ class PartitionLog:
                 segment.delete()
             self.txns = TxnIndex()
             self._segments = [self._new_segment(offset, self._clock_ms())]
-            self._segments[-1].open_for_append(self._preallocate_bytes)
             self._bases = [offset]
             self._start_offset = offset
             self._dirty = []
@@ -1134,6 +1132,8 @@ class PartitionLog:
         if self._closed:
             return
         self._flusher.remove_interval(self)
+        with self._lock:  # the flush below makes the cut durable before the marker
+            self._cut_tail_locked(self._segments[-1])
         self.flush()
         with self._flush_lock, self._lock:
             self._closed = True

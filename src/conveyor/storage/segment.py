@@ -205,8 +205,9 @@ class LogSegment:
             return
         self._allocated = position + length
 
-    def _trim(self) -> bool:
-        """Cut the preallocated tail: the file ends at its data again. True when cut."""
+    def trim(self) -> bool:
+        """Cut the preallocated tail: the file ends at its data again. True when cut (the
+        caller's next sync of the segment makes that durable)."""
         if self._allocated <= self.size_bytes or self.fd < 0:
             return False
         os.ftruncate(self.fd, self.size_bytes)
@@ -239,10 +240,9 @@ class LogSegment:
         self.time_index.open_for_append()
         self._preallocate_bytes = preallocate_bytes
 
-    def seal(self) -> bool:
-        """The segment stops being active: record its final max timestamp in the time index
-        and cut its preallocated tail. True when the file's size changed (the caller makes
-        that durable with its next fsync of the segment, before the next one's data)."""
+    def seal(self) -> None:
+        """The segment stops being active: record its final max timestamp in the time index;
+        no more preallocation (the caller cuts the tail: ``trim``)."""
         if self.max_timestamp_ms >= 0 and self.next_offset > self.base_offset:
             last_base = self.last_batch_base_offset()
             self.time_index.maybe_append(self.max_timestamp_ms, last_base)
@@ -250,7 +250,6 @@ class LogSegment:
         self.time_index.close()
         self._close_direct()
         self._preallocate_bytes = 0
-        return self._trim()
 
     def fsync(self) -> None:
         # fdatasync: the data and what reading it needs (the size, allocated extents), not
@@ -598,12 +597,12 @@ class LogSegment:
     # ---- lifetime ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close its files; the file ends at its data again (the cut made durable: a clean
-        shutdown's segments open without a rescan)."""
+        """Close its files; the file ends at its data again. Not synced here: a log's close
+        cuts and syncs its active segment first; elsewhere (a failed open) a tail left
+        after a crash is zeros, which recovery cuts."""
         try:
-            if self._trim():
-                os.fdatasync(self.fd)
-        except OSError as exc:  # the tail is zeros, which recovery cuts after a rescan
+            self.trim()
+        except OSError as exc:
             log.warning("%s: could not cut its preallocated tail: %s", self.log_path, exc)
         self._release()
 

@@ -8,13 +8,11 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from conveyor.chaos import diskfault
 from conveyor.protocol.batch import (
     CRC_START,
-    HEADER_SIZE,
-    LOG_OVERHEAD,
     crc32c,
     parse_header,
-    peek_length,
 )
 from conveyor.protocol.records import decode_batches, encode_batch
 from conveyor.storage import LogConfig, PartitionLog
@@ -90,14 +88,7 @@ def file_sizes(directory: Path) -> dict[str, int]:
 def data_end(fd: int) -> int:
     """Where the whole batches at the start of a ``.log`` file end: its size but for the
     active segment's preallocated tail of zeros (segment.PREALLOCATE_BYTES)."""
-    data = os.pread(fd, os.fstat(fd).st_size, 0)
-    position = 0
-    while len(data) - position >= LOG_OVERHEAD:
-        size_bytes = peek_length(data, position)[1]
-        if size_bytes < HEADER_SIZE or position + size_bytes > len(data):
-            break
-        position += size_bytes
-    return position
+    return diskfault.data_end(os.pread(fd, os.fstat(fd).st_size, 0))
 
 
 def path_data_end(path: Path) -> int:

@@ -34,6 +34,20 @@ def _values(data: bytes) -> list[bytes | None]:
     return [value for _, _, value in records(data)]
 
 
+@pytest.fixture
+def synced_at_size(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
+    """The file sizes at which each file was fdatasynced (every call still syncs)."""
+    sizes: dict[str, list[int]] = {}
+    real = os.fdatasync
+
+    def recording(fd: int) -> None:
+        sizes.setdefault(os.readlink(f"/proc/self/fd/{fd}"), []).append(os.fstat(fd).st_size)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", recording)
+    return sizes
+
+
 def test_appends_land_inside_the_preallocated_file_and_reads_stop_at_the_data(
     make_log: LogFactory,
 ) -> None:
@@ -55,7 +69,7 @@ def test_appends_land_inside_the_preallocated_file_and_reads_stop_at_the_data(
 
 
 def test_a_clean_close_cuts_the_tail_and_the_log_reopens_without_a_rescan(
-    make_log: LogFactory,
+    make_log: LogFactory, synced_at_size: dict[str, list[int]]
 ) -> None:
     log = make_log()
     data = make_batch(values_of(5))
@@ -64,6 +78,7 @@ def test_a_clean_close_cuts_the_tail_and_the_log_reopens_without_a_rescan(
     log.close()
     (path,) = _log_files(directory)
     assert path.stat().st_size == len(data)
+    assert len(data) in synced_at_size[str(path.resolve())]  # the cut synced, by the close
     assert (directory / CLEAN_SHUTDOWN_FILE).exists()
     reopened = make_log(directory)
     assert reopened.recovered == []
@@ -73,17 +88,8 @@ def test_a_clean_close_cuts_the_tail_and_the_log_reopens_without_a_rescan(
 
 
 def test_a_roll_cuts_the_sealed_segments_tail_and_syncs_it_in_the_rolls_flush(
-    make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+    make_log: LogFactory, synced_at_size: dict[str, list[int]]
 ) -> None:
-    synced_at_size: dict[str, list[int]] = {}
-    real = os.fdatasync
-
-    def recording(fd: int) -> None:
-        sizes = synced_at_size.setdefault(os.readlink(f"/proc/self/fd/{fd}"), [])
-        sizes.append(os.fstat(fd).st_size)
-        real(fd)
-
-    monkeypatch.setattr(os, "fdatasync", recording)
     log = make_log(segment_bytes_max=4096)
     batches = [make_batch(values_of(20, f"r{i}-", 40)) for i in range(12)]
     for data in batches:
