@@ -13,6 +13,7 @@ A completion is set on the producer's I/O thread and may be waited on from any t
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import logging
 import threading
@@ -32,7 +33,8 @@ class BatchCompletion:
 
     __slots__ = (
         "_callbacks",
-        "_event",
+        "_done",
+        "_latch",
         "_lock",
         "_waiters",
         "base_offset",
@@ -46,17 +48,32 @@ class BatchCompletion:
         self.partition = partition
         self.base_offset = -1
         self.error: ConveyorError | None = None
-        self._event = threading.Event()
+        self._done = False
+        # Held until the batch completes; each waiter that gets it hands it on at once, so
+        # all wake. Not a threading.Event: its Condition costs ~6 us per batch made, set
+        # and waited for (three AttributeErrors raised in Condition.__init__ alone), and at
+        # linger 0 (W3) a batch is one send (docs/benchmarks.md, "W3: the client's share").
+        self._latch = _thread.allocate_lock()
+        self._latch.acquire()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[], None]] = []
         self._waiters: list[asyncio.Future[None]] = []
 
     @property
     def done(self) -> bool:
-        return self._event.is_set()
+        return self._done
 
     def wait(self, timeout_s: float | None) -> bool:
-        return self._event.wait(timeout_s)
+        """Block until done or ``timeout_s`` passed (None: no limit); whether done."""
+        if self._done:
+            return True
+        if timeout_s is not None and timeout_s <= 0:
+            return False
+        latch = self._latch
+        if latch.acquire(True, -1 if timeout_s is None else timeout_s):
+            latch.release()  # the next waiter's turn
+            return True
+        return self._done
 
     def complete(self, base_offset: int) -> None:
         self.base_offset = base_offset
@@ -68,9 +85,10 @@ class BatchCompletion:
 
     def _finish(self) -> None:
         with self._lock:
-            if self._event.is_set():
+            if self._done:
                 raise RuntimeError("a batch completion was set twice")  # a sender bug
-            self._event.set()
+            self._done = True
+            self._latch.release()
             callbacks, self._callbacks = self._callbacks, []
             waiters, self._waiters = self._waiters, []
         for waiter in waiters:
@@ -84,7 +102,7 @@ class BatchCompletion:
     def add_callback(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` when done: at once if already done, else on the I/O thread."""
         with self._lock:
-            if not self._event.is_set():
+            if not self._done:
                 self._callbacks.append(callback)
                 return
         callback()
@@ -92,7 +110,7 @@ class BatchCompletion:
     async def wait_async(self) -> None:
         loop = asyncio.get_running_loop()
         with self._lock:
-            if self._event.is_set():
+            if self._done:
                 return
             # Records of one batch awaited on one loop share one loop future.
             waiter = next((w for w in self._waiters if w.get_loop() is loop), None)
