@@ -13,12 +13,14 @@ and retry; a KIP-951 hint (v10+: the new leader and its endpoint) moves the rout
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from conveyor.protocol.errors import ConveyorError
+from conveyor.protocol.kafka.codec import ResponseError, decode_response
 from conveyor.protocol.kafka.errors import KafkaError, conveyor_error
 from conveyor.protocol.kafka.produce_request import encode_produce_request, encode_produce_requests
+from conveyor.protocol.kafka.produce_response import read_produce_offsets
 
 PRODUCE_VERSIONS: Final = (3, 11)  # v3: record batches (magic 2); v11: Conveyor's top
 INIT_PRODUCER_ID_VERSIONS: Final = (0, 4)
@@ -66,6 +68,25 @@ def produce_requests(
     )
 
 
+ProduceResults = Mapping[tuple[str, int], int | ConveyorError]
+
+
+def produce_answer(api_key: int, api_version: int, frame: bytes) -> ProduceResults:
+    """:func:`produce_results` of the Produce answer ``frame``, read by the connection
+    (``KafkaConnection.start_call``'s ``decode``): by hand when every partition succeeded
+    (2 us for one partition, against 9.6 with kafka-python's decoder and
+    :func:`produce_results`), else by kafka-python, whose message carries the errors'
+    details. An answer that cannot be read is a ``ResponseError``, as for any other API."""
+    offsets = read_produce_offsets(frame, api_version)
+    if offsets is not None:
+        return offsets
+    reply = decode_response(api_key, api_version, frame)
+    try:
+        return produce_results(reply)
+    except (AttributeError, TypeError, ValueError) as exc:  # a field missing or malformed
+        raise ResponseError(f"PRODUCE v{api_version}: unreadable answer ({exc!r})") from None
+
+
 def produce_results(reply: Any) -> dict[tuple[str, int], int | ConveyorError]:
     """Each partition's base offset in a Produce answer, or its typed error (with the
     KIP-951 leader hint as ``leader_url``/``leader_epoch`` details when sent)."""
@@ -80,9 +101,7 @@ def produce_results(reply: Any) -> dict[tuple[str, int], int | ConveyorError]:
     return results
 
 
-def partition_result(
-    results: dict[tuple[str, int], int | ConveyorError], topic: str, partition: int
-) -> int:
+def partition_result(results: ProduceResults, topic: str, partition: int) -> int:
     """``topic[partition]``'s base offset in :func:`produce_results`, or its typed error
     (an answer that leaves the partition out is an error too)."""
     result = results.get((topic, partition))

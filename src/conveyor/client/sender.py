@@ -50,9 +50,10 @@ from conveyor.client.kafka_sender import (
     INIT_PRODUCER_ID_VERSIONS,
     KAFKA_ACKS,
     PRODUCE_VERSIONS,
+    ProduceResults,
     partition_result,
+    produce_answer,
     produce_requests,
-    produce_results,
 )
 from conveyor.client.transactions import TransactionSession
 from conveyor.protocol.backoff import backoff_ms
@@ -128,9 +129,7 @@ def _release_turns(items: list[Item]) -> None:
         turn.release()
 
 
-def _hand_out(
-    items: list[Item], results: dict[tuple[str, int], int | ConveyorError] | None, elapsed: float
-) -> None:
+def _hand_out(items: list[Item], results: ProduceResults | None, elapsed: float) -> None:
     """Give each batch its partition's part of the answer (None: acks=0, no answer, no
     offset)."""
     for batch, payload, _, future in items:
@@ -453,7 +452,11 @@ class Sender:
                 else:
                     timeout_ms = self._request_timeout_ms + int(REQUEST_TIMEOUT_MARGIN_S * 1000)
                     answer = await connection.start_call(
-                        ApiKey.PRODUCE, request.version, body, timeout_ms=timeout_ms
+                        ApiKey.PRODUCE,
+                        request.version,
+                        body,
+                        timeout_ms=timeout_ms,
+                        decode=produce_answer,
                     )
             finally:
                 _release_turns(items)  # written (or not at all): the partitions go on
@@ -461,8 +464,7 @@ class Sender:
                 _hand_out(items, None, 0.0)
                 return
             started = time.monotonic()
-            reply = await answer
-            _hand_out(items, produce_results(reply), time.monotonic() - started)
+            _hand_out(items, await answer, time.monotonic() - started)
         except BaseException as exc:
             _fail(items, exc)
             if isinstance(exc, asyncio.CancelledError):

@@ -39,7 +39,7 @@ import contextlib
 import logging
 import secrets
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -148,12 +148,18 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+Decoder = Callable[[int, int, bytes], Any]
+"""Reads an answer frame (header included) of (api key, version): ``decode_response`` by
+default; a caller may read its own answers (the producer's Produce answers)."""
+
+
 @dataclass(slots=True)
 class _Pending:
     correlation_id: int
     api_key: int
     api_version: int
     future: asyncio.Future[Any]
+    decode: Decoder
 
 
 class KafkaConnection:
@@ -240,14 +246,22 @@ class KafkaConnection:
         return await answer
 
     async def start_call(
-        self, api_key: ApiKey, api_version: int, body: Any, *, timeout_ms: int | None = None
+        self,
+        api_key: ApiKey,
+        api_version: int,
+        body: Any,
+        *,
+        timeout_ms: int | None = None,
+        decode: Decoder = decode_response,
     ) -> Coroutine[Any, Any, Any]:
         """Write one request once a slot is free and return the wait for its answer, to
         be awaited at once: a caller that must write requests in a given order (the
-        producer's batches of one partition) holds its turn only until the write."""
+        producer's batches of one partition) holds its turn only until the write. The
+        answer is what ``decode`` reads from its frame (kafka-python's message by
+        default); an error it raises closes the connection, as a broken answer."""
         await self._slots.acquire()
         try:
-            future = self._write(api_key, api_version, body, expect_answer=True)
+            future = self._write(api_key, api_version, body, expect_answer=True, decode=decode)
         except BaseException:
             self._slots.release()
             raise
@@ -289,7 +303,13 @@ class KafkaConnection:
         await self._drain()
 
     def _write(
-        self, api_key: ApiKey, api_version: int, body: Any, *, expect_answer: bool
+        self,
+        api_key: ApiKey,
+        api_version: int,
+        body: Any,
+        *,
+        expect_answer: bool,
+        decode: Decoder = decode_response,
     ) -> asyncio.Future[Any]:
         if self._closed is not None:
             raise self._closed
@@ -298,7 +318,7 @@ class KafkaConnection:
         frame = encode_request(api_key, api_version, correlation_id, self._options.client_id, body)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if expect_answer:
-            self._pending.append(_Pending(correlation_id, api_key, api_version, future))
+            self._pending.append(_Pending(correlation_id, api_key, api_version, future, decode))
         self._writer.write(frame)
         return future
 
@@ -339,7 +359,7 @@ class KafkaConnection:
             raise ResponseError(
                 f"answer {correlation_id} where {pending.correlation_id} was expected"
             )
-        body = decode_response(pending.api_key, pending.api_version, frame)
+        body = pending.decode(pending.api_key, pending.api_version, frame)
         self._pending.popleft()
         self._slots.release()
         if not pending.future.done():

@@ -1,5 +1,6 @@
 """The hand-written Produce response encoder equals kafka-python's, byte for byte, for every
-served version (kafka-python's classes are the reference for the format)."""
+served version, and the producer's hand reader of plain answers reads what kafka-python's
+decoder reads (kafka-python's classes are the reference for the format)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conveyor.client.kafka_sender import produce_answer, produce_results
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
+from conveyor.protocol.kafka.codec import ResponseError, decode_response
+from conveyor.protocol.kafka.header import response_header
 from conveyor.protocol.kafka.produce_response import (
     Endpoint,
     PartitionAnswer,
     encode_produce_response,
+    read_produce_offsets,
 )
 
 SPEC = SERVED[ApiKey.PRODUCE]
@@ -92,3 +97,88 @@ def _reference(version: int, data: list[Any], nodes: list[Endpoint]) -> bytes:
 @given(st.integers(SPEC.min_version, SPEC.max_version), topics, endpoints)
 def test_equals_kafka_python(version: int, data: list[Any], nodes: list[Endpoint]) -> None:
     assert encode_produce_response(version, data, nodes) == _reference(version, data, nodes)
+
+
+def _kafka_python_offsets(frame: bytes, version: int) -> dict[tuple[str, int], int] | None:
+    """What the producer took from an answer before: kafka-python's decode, then every
+    partition's base offset; None when the decode fails, an array is null or a partition
+    has an error."""
+    try:
+        reply = decode_response(ApiKey.PRODUCE, version, frame)
+    except ResponseError:
+        return None
+    if reply.responses is None:
+        return None
+    offsets: dict[tuple[str, int], int] = {}
+    for topic in reply.responses:
+        if topic.partition_responses is None:
+            return None
+        for answer in topic.partition_responses:
+            if answer.error_code:
+                return None
+            offsets[topic.name, answer.index] = answer.base_offset
+    return offsets
+
+
+def _answer_frame(version: int, data: list[Any], nodes: list[Endpoint]) -> bytes:
+    return response_header(7, version >= 9) + _reference(version, data, nodes)
+
+
+ok_answers = st.builds(PartitionAnswer, index=INT32, base_offset=INT64, log_start_offset=INT64)
+ok_topics = st.lists(
+    st.tuples(st.text(min_size=1, max_size=200), st.lists(ok_answers, max_size=4)), max_size=3
+)
+
+
+@settings(max_examples=300)
+@given(st.integers(SPEC.min_version, SPEC.max_version), ok_topics)
+def test_the_producer_reads_a_plain_answer_as_kafka_python_does(
+    version: int, data: list[Any]
+) -> None:
+    """Every partition succeeded and nothing else is said: read by hand, the same offsets
+    (topic names past 126 bytes take two-byte varints in flexible versions)."""
+    frame = _answer_frame(version, data, [])
+    offsets = read_produce_offsets(frame, version)
+    assert offsets is not None
+    assert offsets == _kafka_python_offsets(frame, version)
+    assert produce_answer(ApiKey.PRODUCE, version, frame) == offsets
+
+
+@settings(max_examples=300)
+@given(st.integers(SPEC.min_version, SPEC.max_version), topics, endpoints)
+def test_an_answer_with_anything_but_success_is_left_to_kafka_python(
+    version: int, data: list[Any], nodes: list[Endpoint]
+) -> None:
+    """Errors, error messages, record errors, leader hints, endpoints: the hand reader
+    either reads exactly kafka-python's offsets or gives the answer back (None), and the
+    producer's results are then kafka-python's, errors and all."""
+    frame = _answer_frame(version, data, nodes)
+    offsets = read_produce_offsets(frame, version)
+    if offsets is not None:
+        assert offsets == _kafka_python_offsets(frame, version)
+    expected = produce_results(decode_response(ApiKey.PRODUCE, version, frame))
+    got = produce_answer(ApiKey.PRODUCE, version, frame)
+    assert {k: str(v) for k, v in got.items()} == {k: str(v) for k, v in expected.items()}
+    if any(p.error_code for _, partitions in data for p in partitions):
+        assert offsets is None
+
+
+@settings(max_examples=500)
+@given(
+    st.integers(SPEC.min_version, SPEC.max_version),
+    ok_topics,
+    st.data(),
+)
+def test_a_truncated_or_corrupted_answer_is_never_misread(
+    version: int, data: list[Any], draw: st.DataObject
+) -> None:
+    """Cut or with a byte changed: the hand reader reads what kafka-python reads, or gives
+    the answer back; it never raises and never invents offsets kafka-python would not."""
+    frame = bytearray(_answer_frame(version, data, []))
+    if draw.draw(st.booleans()):
+        del frame[draw.draw(st.integers(0, len(frame))) :]
+    elif frame:
+        frame[draw.draw(st.integers(0, len(frame) - 1))] = draw.draw(st.integers(0, 255))
+    offsets = read_produce_offsets(bytes(frame), version)
+    if offsets is not None:
+        assert offsets == _kafka_python_offsets(bytes(frame), version)
