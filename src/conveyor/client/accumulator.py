@@ -547,8 +547,10 @@ class Accumulator(Generic[C, F]):
             self._wake_pending = False
             hurry = self._flushes > 0 or self._closing
             for key, queue in self._queues.items():
-                if queue.in_flight >= self._max_in_flight:
-                    continue
+                if queue.in_flight >= self._max_in_flight or (
+                    queue.open is None and not queue.sealed
+                ):
+                    continue  # full, or nothing to send (nor to expire)
                 if not queue.in_flight:  # never a batch in flight, nor one behind it
                     expired += self._expire(queue, now_ms)
                 wait_ms = self._drain_queue(queue, now_ms, hurry, ready)
