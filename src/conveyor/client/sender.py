@@ -104,16 +104,9 @@ class _Turn:
         self.held = True
         return True
 
-    def line_up(self) -> asyncio.Future[None]:
-        """Wait in line (``try_take`` said no); :meth:`take` the returned place. In line
-        before anything that may release the turn: ``Sender._left`` can write the request
-        that holds it, and its release then passes the turn on, to this place."""
+    async def take(self) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
-        return waiter
-
-    async def take(self, waiter: asyncio.Future[None]) -> None:
-        """Wait for the turn at the place :meth:`line_up` gave."""
         try:
             await waiter
         except asyncio.CancelledError:
@@ -301,9 +294,8 @@ class Sender:
             if turn is None:
                 turn = self._turns[key] = _Turn()
             if not turn.try_take():  # FIFO: the partition's batches are written in drain order
-                place = turn.line_up()
                 self._left(batch)  # the batch ahead may be in a request not yet written
-                await turn.take(place)
+                await turn.take()
             try:
                 answer = await self._write(batch, turn)
             except BaseException:
