@@ -20,7 +20,7 @@ from conveyor.protocol.errors import ConveyorError
 from conveyor.protocol.kafka.codec import ResponseError, decode_response
 from conveyor.protocol.kafka.errors import KafkaError, conveyor_error
 from conveyor.protocol.kafka.produce_request import encode_produce_request, encode_produce_requests
-from conveyor.protocol.kafka.produce_response import Encoded, read_produce_offsets
+from conveyor.protocol.kafka.produce_response import read_produce_offsets
 
 PRODUCE_VERSIONS: Final = (3, 11)  # v3: record batches (magic 2); v11: Conveyor's top
 INIT_PRODUCER_ID_VERSIONS: Final = (0, 4)
@@ -53,7 +53,7 @@ def produce_requests(
     timeout_ms: int,
     *,
     transactional_id: str | None = None,
-) -> Encoded:
+) -> Any:
     """A Produce of each (topic, partition, payload), grouped by topic (each partition
     once: the sender holds a partition's turn until its request is written)."""
     topics: dict[str, list[tuple[int, bytes]]] = {}

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 import time
@@ -62,7 +61,6 @@ from conveyor.protocol.errors import ConveyorError, ErrorCode, RetriableError
 from conveyor.protocol.kafka.apis import ApiKey
 from conveyor.protocol.kafka.codec import new_request
 from conveyor.protocol.kafka.errors import conveyor_error
-from conveyor.protocol.kafka.produce_response import Encoded
 from conveyor.protocol.records import Codec
 from conveyor.transport.kafka_client import KafkaConnection
 from conveyor.transport.waits import wait_event
@@ -156,16 +154,6 @@ def _fail(items: list[Item], exc: BaseException) -> None:
     for *_, future in items:
         if not future.done():
             future.set_exception(exc)
-
-
-def _answered(items: list[Item], started: float, answer: asyncio.Future[ProduceResults]) -> None:
-    """The answer to a request written by ``Sender._write_now``, handed to its batches."""
-    if answer.cancelled():
-        _fail(items, asyncio.CancelledError())
-    elif (error := answer.exception()) is not None:
-        _fail(items, error)
-    else:
-        _hand_out(items, answer.result(), time.monotonic() - started)
 
 
 def now_ms() -> int:
@@ -330,8 +318,6 @@ class Sender:
         if not self._joining and self._unwritten:
             unwritten, self._unwritten = self._unwritten, []
             for connection, request in unwritten:
-                if self._write_now(connection, request):
-                    continue
                 task = asyncio.create_task(self._write_request(connection, request))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
@@ -448,8 +434,17 @@ class Sender:
 
     async def _write_request(self, connection: KafkaConnection, request: _Request) -> None:
         """Write ``request`` and hand each of its batches its answer."""
+        if self._gathering.get(connection) is request:
+            del self._gathering[connection]  # later batches gather the next request
         items = request.items
-        body = self._request_body(connection, request)
+        txn = self.transaction
+        body = produce_requests(
+            request.version,
+            [(batch.topic, batch.partition, payload) for batch, payload, _, _ in items],
+            self._kafka_acks,
+            self._request_timeout_ms,
+            transactional_id=None if txn is None else txn.transactional_id,
+        )
         try:
             try:
                 if self._kafka_acks == 0:
@@ -475,46 +470,6 @@ class Sender:
             _fail(items, exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-
-    def _write_now(self, connection: KafkaConnection, request: _Request) -> bool:
-        """:meth:`_write_request` without a task, when the request can be written at once
-        (a slot free on the connection; acks 1 or all): the answer reaches the batches
-        through a callback. Saves W3's send a task and two loop passes (docs/benchmarks.md,
-        "W3: the client's share"). False: nothing done."""
-        if self._kafka_acks == 0 or not connection.slot_free:
-            return False
-        items = request.items
-        body = self._request_body(connection, request)
-        try:
-            answer = connection.call_nowait(
-                ApiKey.PRODUCE,
-                request.version,
-                body,
-                timeout_ms=self._request_timeout_ms + int(REQUEST_TIMEOUT_MARGIN_S * 1000),
-                decode=produce_answer,
-            )
-            if answer is None:  # not after slot_free, in the same loop pass
-                raise RuntimeError("no slot free on a connection that said it had one")
-        except Exception as exc:  # closed: each batch takes the error (as _write_request)
-            _fail(items, exc)
-            return True
-        finally:
-            _release_turns(items)  # written (or not at all): the partitions go on
-        answer.add_done_callback(functools.partial(_answered, items, time.monotonic()))
-        return True
-
-    def _request_body(self, connection: KafkaConnection, request: _Request) -> Encoded:
-        """``request``'s Produce body; later batches for ``connection`` gather the next."""
-        if self._gathering.get(connection) is request:
-            del self._gathering[connection]
-        txn = self.transaction
-        return produce_requests(
-            request.version,
-            [(batch.topic, batch.partition, payload) for batch, payload, _, _ in request.items],
-            self._kafka_acks,
-            self._request_timeout_ms,
-            transactional_id=None if txn is None else txn.transactional_id,
-        )
 
     async def close_transport(self) -> None:
         """Close the sender's own connections to the brokers."""

@@ -162,18 +162,6 @@ class _Pending:
     decode: Decoder
 
 
-def _acquire_now(slots: asyncio.Semaphore) -> None:
-    """Take a slot of ``slots``, which is not ``locked()`` (so ``acquire`` completes at
-    its first step, without suspending), from a callback: no task needed to run it."""
-    step = slots.acquire()
-    try:
-        step.send(None)
-    except StopIteration:
-        return
-    step.close()
-    raise RuntimeError("a semaphore that was not locked made acquire() wait")
-
-
 class KafkaConnection:
     """One connection to one broker; use on one event loop. Open with :meth:`open`."""
 
@@ -231,11 +219,6 @@ class KafkaConnection:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    @property
-    def slot_free(self) -> bool:
-        """Whether a request can be written now (:meth:`call_nowait`)."""
-        return not self._slots.locked()
-
     def api_range(self, api_key: int) -> tuple[int, int] | None:
         """The versions of ``api_key`` the broker announced (None: not served)."""
         return self._versions.get(api_key)
@@ -284,50 +267,19 @@ class KafkaConnection:
             raise
         return self._answer_of(future, api_key, timeout_ms)
 
-    def call_nowait(
-        self,
-        api_key: ApiKey,
-        api_version: int,
-        body: Any,
-        *,
-        timeout_ms: int | None = None,
-        decode: Decoder = decode_response,
-    ) -> asyncio.Future[Any] | None:
-        """:meth:`start_call` from a callback, when it need not wait: the future of the
-        answer, or None (nothing written) when no slot is free. It does not wait for the
-        socket to take the request either (what ``start_call`` does when the kernel's
-        buffer is full), so at most ``max_in_flight`` requests wait in the transport's.
-        The producer's requests go this way: no task and no loop pass before the write."""
-        if self._slots.locked():
-            return None
-        _acquire_now(self._slots)
-        try:
-            future = self._write(api_key, api_version, body, expect_answer=True, decode=decode)
-        except BaseException:
-            self._slots.release()
-            raise
-        timer = self._time_out_later(future, api_key, timeout_ms)
-        future.add_done_callback(lambda _: timer.cancel())
-        return future
-
-    def _time_out_later(
-        self, future: asyncio.Future[Any], api_key: ApiKey, timeout_ms: int | None
-    ) -> asyncio.TimerHandle:
-        # One timer that fails the request, not a timeout scope around the await (a
-        # Timeout object and a scope per request, W3's hot path: docs/benchmarks.md). A
-        # cancelled caller cancels its future, which _answer then skips (and Python 3.11's
-        # wait_for, which loses a cancellation arriving with the answer, is not used: gh-86296).
-        timeout_s = (timeout_ms or self._options.request_timeout_ms) / 1000
-        return asyncio.get_running_loop().call_later(
-            timeout_s, self._time_out, future, api_key, timeout_s
-        )
-
     async def _answer_of(
         self, future: asyncio.Future[Any], api_key: ApiKey, timeout_ms: int | None
     ) -> Any:
         if self._writer.transport.get_write_buffer_size():
             await self._drain()  # else the socket took the request whole: nothing to wait for
-        timer = self._time_out_later(future, api_key, timeout_ms)
+        timeout_s = (timeout_ms or self._options.request_timeout_ms) / 1000
+        # One timer that fails the request, not a timeout scope around the await (a
+        # Timeout object and a scope per request, W3's hot path: docs/benchmarks.md). A
+        # cancelled caller cancels its future, which _answer then skips (and Python 3.11's
+        # wait_for, which loses a cancellation arriving with the answer, is not used: gh-86296).
+        timer = asyncio.get_running_loop().call_later(
+            timeout_s, self._time_out, future, api_key, timeout_s
+        )
         try:
             return await future
         finally:

@@ -27,7 +27,6 @@ from conveyor.transport.kafka_client import (
     KafkaConnections,
     split_address,
 )
-from tests.waiting import wait_for_async
 
 Answer = Callable[[DecodedRequest], Awaitable[bytes | None]]
 
@@ -155,56 +154,6 @@ def test_in_flight_requests_are_limited() -> None:
 
     run(scenario)
     assert most == 2
-
-
-def test_call_nowait_writes_only_with_a_slot_free_shares_the_limit_and_times_out() -> None:
-    """Without a task: a free slot writes at once and the future gets the answer (read by
-    the caller's decoder); with every slot taken it writes nothing and answers None; the
-    slots it takes are the ones ``call`` waits for; an unanswered request times out."""
-    gates: list[asyncio.Future[None]] = []
-
-    async def answer(request: DecodedRequest) -> bytes | None:
-        gate = asyncio.get_running_loop().create_future()
-        gates.append(gate)
-        if await gate is None:
-            return _metadata(request, controller_id=request.header.correlation_id)
-        return None
-
-    def decoded(api_key: int, api_version: int, frame: bytes) -> tuple[int, int]:
-        return api_key, len(frame)
-
-    async def scenario() -> None:
-        async with ScriptedBroker(answer) as b:
-            options = KafkaClientOptions(max_in_flight=2)
-            connection = await KafkaConnection.open(b.address, options)
-            first = connection.call_nowait(ApiKey.METADATA, 12, _metadata_request())
-            second = connection.call_nowait(
-                ApiKey.METADATA, 12, _metadata_request(), decode=decoded
-            )
-            assert first is not None and second is not None
-            assert not connection.slot_free
-            assert connection.call_nowait(ApiKey.METADATA, 12, _metadata_request()) is None
-            third = asyncio.ensure_future(connection.call(ApiKey.METADATA, 12, _metadata_request()))
-            await wait_for_async(lambda: len(gates) == 2, 5, "both requests at the broker")
-            assert len(b.received) == 3  # ApiVersions and the two: the third waits for a slot
-            gates[0].set_result(None)
-            assert (await first).controller_id == 1
-            gates[1].set_result(None)
-            assert (await second)[0] == ApiKey.METADATA
-            await wait_for_async(lambda: len(gates) == 3, 5, "the waiting call written")
-            gates[2].set_result(None)
-            assert (await third).controller_id == 3
-            silent = connection.call_nowait(ApiKey.METADATA, 12, _metadata_request(), timeout_ms=50)
-            assert silent is not None
-            with pytest.raises(ConveyorError) as timed_out:
-                await silent
-            assert timed_out.value.code is ErrorCode.REQUEST_TIMED_OUT
-            assert connection.closed
-            for gate in gates:
-                if not gate.done():
-                    gate.set_result(False)  # type: ignore[arg-type]
-
-    run(scenario)
 
 
 def test_an_answer_out_of_order_breaks_the_connection() -> None:
