@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -182,3 +183,15 @@ def test_a_truncated_or_corrupted_answer_is_never_misread(
     offsets = read_produce_offsets(bytes(frame), version)
     if offsets is not None:
         assert offsets == _kafka_python_offsets(bytes(frame), version)
+
+
+def test_an_answer_with_a_null_partition_array_is_a_broken_answer() -> None:
+    """kafka-python reads a null array as None; the producer used to fail its batches with
+    a TypeError from it ("unexpected error"). Now it is a ResponseError, which closes the
+    connection like any broken answer, and the batches are retried."""
+    body = b"\x02" + b"\x02t" + b"\x00" + b"\x00" + b"\x00\x00\x00\x00" + b"\x00"
+    frame = response_header(7, True) + body
+    assert read_produce_offsets(frame, 11) is None
+    assert decode_response(ApiKey.PRODUCE, 11, frame).responses[0].partition_responses is None
+    with pytest.raises(ResponseError, match="unreadable answer"):
+        produce_answer(ApiKey.PRODUCE, 11, frame)
