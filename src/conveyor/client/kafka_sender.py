@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from conveyor.protocol.errors import ConveyorError
-from conveyor.protocol.kafka.codec import ResponseError, decode_response
+from conveyor.protocol.kafka.codec import decode_response
 from conveyor.protocol.kafka.errors import KafkaError, conveyor_error
 from conveyor.protocol.kafka.produce_request import encode_produce_request, encode_produce_requests
 from conveyor.protocol.kafka.produce_response import read_produce_offsets
@@ -76,15 +76,11 @@ def produce_answer(api_key: int, api_version: int, frame: bytes) -> ProduceResul
     (``KafkaConnection.start_call``'s ``decode``): by hand when every partition succeeded
     (2 us for one partition, against 9.6 with kafka-python's decoder and
     :func:`produce_results`), else by kafka-python, whose message carries the errors'
-    details. An answer that cannot be read is a ``ResponseError``, as for any other API."""
+    details. An answer neither can read breaks the connection (``Decoder``)."""
     offsets = read_produce_offsets(frame, api_version)
     if offsets is not None:
         return offsets
-    reply = decode_response(api_key, api_version, frame)
-    try:
-        return produce_results(reply)
-    except (AttributeError, TypeError, ValueError) as exc:  # a field missing or malformed
-        raise ResponseError(f"PRODUCE v{api_version}: unreadable answer ({exc!r})") from None
+    return produce_results(decode_response(api_key, api_version, frame))
 
 
 def produce_results(reply: Any) -> dict[tuple[str, int], int | ConveyorError]:

@@ -307,8 +307,7 @@ class Sender:
         else:
             self._finish(batch, None, base_offset)
         finally:
-            if not batch.completion.done:  # else _finish started the next batches
-                self.send_ready()  # the partition may send its next batch now
+            self.send_ready()  # the partition may send its next batch now
 
     def _left(self, batch: ProducerBatch[BatchCompletion]) -> None:
         """``batch``'s task joined a request or will not soon: once no task of the drains
@@ -540,9 +539,6 @@ class Sender:
             self._acked[(batch.topic, batch.partition)] = batch.sent_on[0]
         if error is not None and self._idempotent and batch.payload is not None:
             self._bump_epoch = True  # this batch's sequences may never arrive
-        # The partition's next batches start before this one's waiters wake: a sync
-        # caller woken first would only wait for this thread's GIL while it drains (W3).
-        self.send_ready()
         if error is None:
             batch.completion.complete(base_offset)
         else:

@@ -150,7 +150,8 @@ def split_address(address: str) -> tuple[str, int]:
 
 Decoder = Callable[[int, int, bytes], Any]
 """Reads an answer frame (header included) of (api key, version): ``decode_response`` by
-default; a caller may read its own answers (the producer's Produce answers)."""
+default; a caller may read its own answers (the producer's Produce answers). Whatever it
+raises makes the answer a broken one: the connection closes, its requests fail retriably."""
 
 
 @dataclass(slots=True)
@@ -359,7 +360,15 @@ class KafkaConnection:
             raise ResponseError(
                 f"answer {correlation_id} where {pending.correlation_id} was expected"
             )
-        body = pending.decode(pending.api_key, pending.api_version, frame)
+        try:
+            body = pending.decode(pending.api_key, pending.api_version, frame)
+        except ResponseError:
+            raise
+        except Exception as exc:  # e.g. a caller's decoder on a field kafka-python left None
+            name = ApiKey(pending.api_key).name
+            raise ResponseError(
+                f"{name} v{pending.api_version}: unreadable answer ({exc!r})"
+            ) from None
         self._pending.popleft()
         self._slots.release()
         if not pending.future.done():

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.client.kafka_sender import produce_answer
 from conveyor.protocol.errors import ConveyorError, ErrorCode
 from conveyor.protocol.kafka.apis import SERVED, ApiKey
 from conveyor.protocol.kafka.codec import (
@@ -21,12 +22,15 @@ from conveyor.protocol.kafka.codec import (
     encode_response,
     new_request,
 )
+from conveyor.protocol.kafka.produce_request import encode_produce_request
+from conveyor.protocol.records import encode_batch
 from conveyor.transport.kafka_client import (
     KafkaClientOptions,
     KafkaConnection,
     KafkaConnections,
     split_address,
 )
+from tests.unit.protocol.kafka.test_produce_response import null_partitions_answer
 
 Answer = Callable[[DecodedRequest], Awaitable[bytes | None]]
 
@@ -154,6 +158,28 @@ def test_in_flight_requests_are_limited() -> None:
 
     run(scenario)
     assert most == 2
+
+
+def test_an_answer_its_decoder_cannot_read_breaks_the_connection() -> None:
+    """A Produce answer with a null partition array: kafka-python reads it as None, and
+    the producer's decoder fails on it. That used to fail the batches with a TypeError
+    ("unexpected error"); now, as any broken answer, it closes the connection and the
+    request fails retriably (the producer retries its batches)."""
+
+    async def answer(request: DecodedRequest) -> bytes:
+        return null_partitions_answer(request.header.correlation_id)
+
+    async def scenario() -> None:
+        async with ScriptedBroker(answer) as b:
+            connection = await KafkaConnection.open(b.address, KafkaClientOptions())
+            body = encode_produce_request(11, "t", 0, encode_batch([(b"k", b"v")]), -1, 5_000)
+            waiting = await connection.start_call(ApiKey.PRODUCE, 11, body, decode=produce_answer)
+            with pytest.raises(ConveyorError, match="unreadable answer") as broken:
+                await waiting
+            assert broken.value.code is ErrorCode.NETWORK_ERROR and broken.value.retriable
+            assert connection.closed
+
+    run(scenario)
 
 
 def test_an_answer_out_of_order_breaks_the_connection() -> None:

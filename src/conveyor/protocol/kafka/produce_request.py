@@ -30,6 +30,12 @@ import struct
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
+from conveyor.protocol.kafka.plainread import (
+    READ_ERRORS,
+    UnusualEncodingError,
+    string_at,
+    uvarint_at,
+)
 from conveyor.protocol.kafka.produce_response import Encoded
 from conveyor.protocol.kafka.varint import uvarint
 
@@ -38,8 +44,6 @@ _I16: Final = struct.Struct(">h")
 _I32: Final = struct.Struct(">i")
 _ACKS_TIMEOUT: Final = struct.Struct(">hi")
 _INDEX_SIZE: Final = struct.Struct(">ii")  # a partition's index and records length
-_DECODE_ERRORS: Final = (struct.error, IndexError, UnicodeDecodeError)
-_VARINT_BYTES_MAX: Final = 5
 
 Records = bytes | memoryview
 
@@ -121,10 +125,6 @@ class ProduceData(NamedTuple):
     partitions: tuple[tuple[str, int, Records | None], ...]
 
 
-class _UnusualError(Exception):
-    """An encoding clients do not send: kafka-python's decoder has the last word."""
-
-
 def read_produce_request(body: memoryview, version: int) -> ProduceData | None:
     """The Produce request in ``body`` (after the header), or None when it is not in the
     plain form clients send (then decode it with kafka-python: :func:`produce_data_of`)."""
@@ -132,7 +132,7 @@ def read_produce_request(body: memoryview, version: int) -> ProduceData | None:
         if version >= FLEXIBLE_FROM:
             return _read_flexible(body)
         return _read_classic(body)
-    except (_UnusualError, *_DECODE_ERRORS):
+    except READ_ERRORS:
         return None
 
 
@@ -150,101 +150,79 @@ def produce_data_of(message: Any) -> ProduceData:
     )
 
 
-def _string(view: memoryview, position: int, length: int) -> str:
-    """The UTF-8 string of ``length`` bytes at ``position`` (kafka-python's conversion, so
-    the same bytes are refused)."""
-    if length < 0 or position + length > len(view):
-        raise _UnusualError
-    return str(view[position : position + length], "utf-8")
-
-
 def _read_classic(view: memoryview) -> ProduceData:
     """v3-v8: int16 string lengths, int32 array counts and records lengths."""
     (length,) = _I16.unpack_from(view, 0)
     position = 2
     transactional_id = None
     if length != -1:
-        transactional_id = _string(view, position, length)
+        transactional_id = string_at(view, position, length)
         position += length
     acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(view, position)
     position += _ACKS_TIMEOUT.size
     (topics,) = _I32.unpack_from(view, position)
     position += 4
     if topics < 0:
-        raise _UnusualError  # null (refused) or a negative count (read as none)
+        raise UnusualEncodingError  # null (refused) or a negative count (read as none)
     partitions = []
     for _ in range(topics):
         (length,) = _I16.unpack_from(view, position)
-        name = _string(view, position + 2, length)
+        name = string_at(view, position + 2, length)
         position += 2 + length
         (count,) = _I32.unpack_from(view, position)
         position += 4
         if count < 0:
-            raise _UnusualError
+            raise UnusualEncodingError
         for _ in range(count):
             index, size = _INDEX_SIZE.unpack_from(view, position)
             position += _INDEX_SIZE.size
             records = None
             if size != -1:
                 if size < 0 or position + size > len(view):
-                    raise _UnusualError  # kafka-python reads a short last record set as it is
+                    # kafka-python reads a short last record set as it is
+                    raise UnusualEncodingError
                 records = view[position : position + size]
                 position += size
             partitions.append((name, index, records))
     return ProduceData(transactional_id, acks, timeout_ms, tuple(partitions))
 
 
-def _uvarint(view: memoryview, position: int) -> tuple[int, int]:
-    """An unsigned varint of at most 5 bytes at ``position``: (value, next position)."""
-    byte = view[position]
-    if byte < 0x80:  # one byte: every length and count below 128
-        return byte, position + 1
-    value = 0
-    for shift in range(0, 7 * _VARINT_BYTES_MAX, 7):
-        byte = view[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, position
-    raise _UnusualError
-
-
 def _read_flexible(view: memoryview) -> ProduceData:
     """v9+: compact strings, arrays and records (length + 1 as a varint, 0 = null), and
     an empty tagged-field section (one zero byte) after each struct."""
-    length, position = _uvarint(view, 0)
+    length, position = uvarint_at(view, 0)
     transactional_id = None
     if length:
-        transactional_id = _string(view, position, length - 1)
+        transactional_id = string_at(view, position, length - 1)
         position += length - 1
     acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(view, position)
-    topics, position = _uvarint(view, position + _ACKS_TIMEOUT.size)
+    topics, position = uvarint_at(view, position + _ACKS_TIMEOUT.size)
     if not topics:
-        raise _UnusualError  # null: refused
+        raise UnusualEncodingError  # null: refused
     partitions = []
     for _ in range(topics - 1):
-        length, position = _uvarint(view, position)
-        name = _string(view, position, length - 1)
-        count, position = _uvarint(view, position + length - 1)
+        length, position = uvarint_at(view, position)
+        name = string_at(view, position, length - 1)
+        count, position = uvarint_at(view, position + length - 1)
         if not count:
-            raise _UnusualError
+            raise UnusualEncodingError
         for _ in range(count - 1):
             (index,) = _I32.unpack_from(view, position)
-            size, position = _uvarint(view, position + 4)
+            size, position = uvarint_at(view, position + 4)
             records = None
             if size:
                 size -= 1
                 if position + size > len(view):
-                    raise _UnusualError
+                    raise UnusualEncodingError
                 records = view[position : position + size]
                 position += size
             if view[position]:  # the partition's tagged fields
-                raise _UnusualError
+                raise UnusualEncodingError
             position += 1
             partitions.append((name, index, records))
         if view[position]:  # the topic's
-            raise _UnusualError
+            raise UnusualEncodingError
         position += 1
     if view[position]:  # the request's
-        raise _UnusualError
+        raise UnusualEncodingError
     return ProduceData(transactional_id, acks, timeout_ms, tuple(partitions))

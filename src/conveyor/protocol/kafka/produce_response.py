@@ -26,6 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from conveyor.protocol.kafka.plainread import (
+    READ_ERRORS,
+    UnusualEncodingError,
+    string_at,
+    uvarint_at,
+)
 from conveyor.protocol.kafka.varint import uvarint
 
 _I16: Final = struct.Struct(">h")
@@ -34,8 +40,6 @@ _PARTITION_V5: Final = struct.Struct(">ihqqq")  # index, error, base, append tim
 _PARTITION_V3: Final = struct.Struct(">ihqq")  # index, error, base, append time
 _LEADER: Final = struct.Struct(">ii")
 _CORRELATION_TOPICS: Final = struct.Struct(">ii")  # classic: correlation id, topic count
-_NAME_COUNT: Final = struct.Struct(">h")
-_READ_ERRORS: Final = (struct.error, IndexError, UnicodeDecodeError)
 FLEXIBLE_FROM: Final = 9
 CURRENT_LEADER_FROM: Final = 10
 
@@ -145,69 +149,49 @@ def encode_produce_response(
     return Encoded(b"".join(parts))
 
 
-class _NotPlainError(Exception):
-    """An answer :func:`read_produce_offsets` leaves to kafka-python."""
-
-
 def read_produce_offsets(frame: bytes, version: int) -> dict[tuple[str, int], int] | None:
     """Each (topic, partition)'s base offset in the Produce answer ``frame`` (header
     included, size prefix not) when every partition succeeded and the answer is plain
     (module docstring); else None."""
     try:
         if version >= FLEXIBLE_FROM:
-            return _offsets_flexible(frame, version)
+            return _offsets_flexible(frame)
         return _offsets_classic(frame, version)
-    except (_NotPlainError, *_READ_ERRORS):
+    except READ_ERRORS:
         return None
 
 
-def _varint(frame: bytes, position: int) -> tuple[int, int]:
-    """An unsigned varint of at most 5 bytes: (value, next position)."""
-    byte = frame[position]
-    if byte < 0x80:
-        return byte, position + 1
-    value = 0
-    for shift in range(0, 35, 7):
-        byte = frame[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, position
-    raise _NotPlainError
-
-
-def _offsets_flexible(frame: bytes, version: int) -> dict[tuple[str, int], int]:
+def _offsets_flexible(frame: bytes) -> dict[tuple[str, int], int]:
     """v9+: header v1 (correlation id, tags), compact arrays and strings, tags per struct."""
     if frame[4]:  # the header's tagged fields
-        raise _NotPlainError
+        raise UnusualEncodingError
     partition = _PARTITION_V5
     offsets: dict[tuple[str, int], int] = {}
-    topics, position = _varint(frame, 5)
+    topics, position = uvarint_at(frame, 5)
     if not topics:
-        raise _NotPlainError  # a null array
+        raise UnusualEncodingError  # a null array
     for _ in range(topics - 1):
-        length, position = _varint(frame, position)
+        length, position = uvarint_at(frame, position)
         if not length:
-            raise _NotPlainError  # a null name
-        end = position + length - 1
-        name = str(frame[position:end], "utf-8")
-        count, position = _varint(frame, end)
+            raise UnusualEncodingError  # a null name
+        name = string_at(frame, position, length - 1)
+        count, position = uvarint_at(frame, position + length - 1)
         if not count:
-            raise _NotPlainError
+            raise UnusualEncodingError
         for _ in range(count - 1):
             index, error, base, _, _ = partition.unpack_from(frame, position)
             position += partition.size
             # error, record_errors (empty), error_message (null), tagged fields (none)
             if error or frame[position] != 1 or frame[position + 1] or frame[position + 2]:
-                raise _NotPlainError
+                raise UnusualEncodingError
             position += 3
             offsets[name, index] = base
         if frame[position]:  # the topic's tagged fields
-            raise _NotPlainError
+            raise UnusualEncodingError
         position += 1
     position += 4  # throttle_time_ms
     if frame[position] or position + 1 != len(frame):  # the answer's tags (node_endpoints)
-        raise _NotPlainError
+        raise UnusualEncodingError
     return offsets
 
 
@@ -218,30 +202,27 @@ def _offsets_classic(frame: bytes, version: int) -> dict[tuple[str, int], int]:
     _, topics = _CORRELATION_TOPICS.unpack_from(frame, 0)
     position = _CORRELATION_TOPICS.size
     if topics < 0:
-        raise _NotPlainError  # a null array
+        raise UnusualEncodingError  # a null array
     for _ in range(topics):
-        (length,) = _NAME_COUNT.unpack_from(frame, position)
-        if length < 0:
-            raise _NotPlainError
-        position += 2
-        name = str(frame[position : position + length], "utf-8")
-        (count,) = _I32.unpack_from(frame, position + length)
-        position += length + 4
+        (length,) = _I16.unpack_from(frame, position)
+        name = string_at(frame, position + 2, length)
+        (count,) = _I32.unpack_from(frame, position + 2 + length)
+        position += 2 + length + 4
         if count < 0:
-            raise _NotPlainError
+            raise UnusualEncodingError
         for _ in range(count):
             index, error, base = partition.unpack_from(frame, position)[:3]
             position += partition.size
             if error:
-                raise _NotPlainError
+                raise UnusualEncodingError
             if version >= 8:  # record_errors (empty), error_message (null)
                 (errors,) = _I32.unpack_from(frame, position)
                 (message,) = _I16.unpack_from(frame, position + 4)
                 if errors or message != -1:
-                    raise _NotPlainError
+                    raise UnusualEncodingError
                 position += 6
             offsets[name, index] = base
     position += 4  # throttle_time_ms
     if position != len(frame):
-        raise _NotPlainError
+        raise UnusualEncodingError
     return offsets
